@@ -1,0 +1,49 @@
+/*
+ * config.h - the agent's configuration: one struct, one table of keys
+ * (config.c). firmware-config/agent.conf.example is generated from the
+ * same table (pos-agent --print-example-config) and checked by the tests.
+ */
+#ifndef AGENT_CONFIG_H
+#define AGENT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "platform/config.h"
+
+struct agent_config {
+  /* [agent] */
+  char *store_id;
+  char *device_id;
+  int log_level;
+  /* [journal] */
+  char *journal_path;
+  int64_t retention_days;
+  int64_t journal_max_size;   /* bytes; 0 = as large as the disk allows */
+  int64_t group_commit_max;   /* sales per transaction; 1 = one fsync per sale */
+  int64_t busy_timeout_ms;
+  /* [api] */
+  char *listen_host;
+  int64_t port;
+  char *terminal_tokens_path;
+  int64_t max_body_bytes;
+  int64_t max_sales_per_request;
+  int64_t idle_timeout_ms;
+  int64_t request_timeout_ms;
+  int64_t max_connections;
+};
+
+extern const struct config_key agent_config_keys[];
+extern const size_t agent_config_key_count;
+
+/*
+ * Loads `path` into `config` (defaults first) and checks what the table
+ * alone cannot (keys that depend on each other). Returns 0, or -1 with
+ * `err` saying file, line, key and what to do. Free with agent_config_free.
+ */
+int agent_config_load(const char *path, struct agent_config *config, char *err,
+                      size_t err_size);
+
+void agent_config_free(struct agent_config *config);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * sales_api.h - POST /v1/sales: the POS terminals' way in.
+ *
+ * Authenticates the terminal (Bearer token from the tokens file), validates
+ * the body (sale_json), journals the sales and answers only once they are
+ * durable. See ARCHITECTURE.md "The POS contract" for every answer.
+ */
+#ifndef AGENT_SALES_API_H
+#define AGENT_SALES_API_H
+
+#include <stddef.h>
+
+#include "journal/journal.h"
+#include "platform/http_server.h"
+
+struct sales_api_options {
+  const char *tokens_path; /* '<terminal_id> <token>' lines; '*' = any terminal */
+  size_t max_sales_per_request;
+};
+
+typedef struct sales_api sales_api;
+
+/*
+ * Loads the terminal tokens. `j` is borrowed and must outlive the API.
+ * Returns the API, or NULL with `err` naming the file, line and problem.
+ */
+sales_api *sales_api_create(journal *j, const struct sales_api_options *options, char *err,
+                            size_t err_size);
+
+/* Handles one POST /v1/sales exchange (answers now or after the commit). */
+void sales_api_handle(sales_api *api, http_exchange *exchange);
+
+/* Requests still waiting for the journal. */
+size_t sales_api_pending(const sales_api *api);
+
+/* Frees the API; call after the journal delivered every pending write. */
+void sales_api_destroy(sales_api *api);
+
+/*
+ * Sends `{"error": message[, "field": field]}` with `status` and optional
+ * extra header lines. For every JSON error answer of the agent's API.
+ */
+void sales_api_respond_error(http_exchange *exchange, int status, const char *message,
+                             const char *field, const char *extra_headers);
+
+#endif

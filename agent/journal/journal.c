@@ -1,0 +1,778 @@
+/*
+ * journal.c - the durable sale journal: open/migrate, the writer thread and
+ * its group commit, and completion delivery back to the loop.
+ */
+#include "journal/journal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "journal/journal_sql.h"
+#include "platform/clock.h"
+#include "platform/disk.h"
+#include "platform/log.h"
+
+#define JOURNAL_SCHEMA_VERSION 1
+
+static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
+    JOURNAL_SCHEMA_V1,
+};
+
+struct journal {
+  sqlite3 *db;
+  char *path;
+  unsigned group_commit_max;
+
+  /* Prepared once at open, reset after each use; used by the writer only. */
+  sqlite3_stmt *insert_sale;
+  sqlite3_stmt *find_sale;
+  sqlite3_stmt *begin;
+  sqlite3_stmt *commit;
+  sqlite3_stmt *rollback;
+  sqlite3_stmt *savepoint;
+  sqlite3_stmt *release;
+  sqlite3_stmt *rollback_to;
+  sqlite3_stmt *page_count;
+  int64_t page_size;
+
+  pthread_t writer;
+  int writer_started;
+
+  /* Guarded by lock: the queue, the finished list, the counters. */
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  struct journal_write *queue_head, *queue_tail;
+  struct journal_write *done_head, *done_tail;
+  int stopping;
+  struct journal_stats stats;
+
+  uv_async_t done_async; /* lives inside the journal; freed in its close_cb */
+};
+
+const char *journal_strerror(int code)
+{
+  switch (code) {
+  case JOURNAL_OK:
+    return "ok";
+  case JOURNAL_ENOMEM:
+    return "out of memory";
+  case JOURNAL_EFULL:
+    return "journal disk full";
+  case JOURNAL_EBUSY:
+    return "journal database locked";
+  case JOURNAL_EIO:
+    return "journal disk I/O error";
+  case JOURNAL_ECORRUPT:
+    return "journal database damaged";
+  case JOURNAL_ECLOSED:
+    return "journal closing";
+  case JOURNAL_ECONFLICT:
+    return "sale_id already journaled with different content";
+  case JOURNAL_ESCHEMA:
+    return "journal made by a newer agent";
+  }
+  return "unknown journal error";
+}
+
+/* Maps an SQLite result code to our error enum. */
+static int journal_map_sqlite(int sqlite_rc)
+{
+  switch (sqlite_rc & 0xff) {
+  case SQLITE_NOMEM:
+    return JOURNAL_ENOMEM;
+  case SQLITE_FULL:
+    return JOURNAL_EFULL;
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED:
+    return JOURNAL_EBUSY;
+  case SQLITE_CORRUPT:
+  case SQLITE_NOTADB:
+    return JOURNAL_ECORRUPT;
+  default:
+    return JOURNAL_EIO;
+  }
+}
+
+static int journal_exec(sqlite3 *db, const char *sql, char *err, size_t err_size,
+                        const char *path)
+{
+  char *message = NULL;
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &message);
+  if (rc != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s: %s failed: %s", path, sql,
+             message ? message : sqlite3_errstr(rc));
+    sqlite3_free(message);
+  }
+  return rc;
+}
+
+/* Runs a PRAGMA that answers one value and checks the answer. */
+static int journal_pragma_expect(sqlite3 *db, const char *sql, const char *expected,
+                                 char *err, size_t err_size, const char *path)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_step(stmt);
+  if (rc != SQLITE_ROW) {
+    snprintf(err, err_size, "journal %s: %s failed: %s", path, sql, sqlite3_errmsg(db));
+    sqlite3_finalize(stmt);
+    return -1;
+  }
+  if (expected && strcmp((const char *)sqlite3_column_text(stmt, 0), expected) != 0) {
+    snprintf(err, err_size, "journal %s: %s answered \"%s\", expected \"%s\"", path, sql,
+             sqlite3_column_text(stmt, 0), expected);
+    sqlite3_finalize(stmt);
+    return -1;
+  }
+  sqlite3_finalize(stmt);
+  return 0;
+}
+
+static int64_t journal_pragma_int(sqlite3 *db, const char *sql)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t value = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW)
+    value = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  return value;
+}
+
+/* A journal_id: 128 random bits as 32 hex digits, made once per database. */
+static int journal_new_id(char out[33])
+{
+  uint8_t bytes[16];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    got += (size_t)n;
+  }
+  for (size_t i = 0; i < sizeof(bytes); i++)
+    snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+  return 0;
+}
+
+/* Moves the schema forward to JOURNAL_SCHEMA_VERSION, one transaction per step. */
+static int journal_migrate(journal *j, char *err, size_t err_size)
+{
+  int64_t version = journal_pragma_int(j->db, "PRAGMA user_version");
+
+  if (version < 0) {
+    snprintf(err, err_size, "journal %s: cannot read its schema version: %s", j->path,
+             sqlite3_errmsg(j->db));
+    return JOURNAL_EIO;
+  }
+  if (version > JOURNAL_SCHEMA_VERSION) {
+    snprintf(err, err_size,
+             "journal %s has schema version %lld, newer than this agent's %d: it was written "
+             "by a newer agent; install that version again (downgrades are not supported)",
+             j->path, (long long)version, JOURNAL_SCHEMA_VERSION);
+    return JOURNAL_ESCHEMA;
+  }
+  while (version < JOURNAL_SCHEMA_VERSION) {
+    char sql[64];
+    if (journal_exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
+      return JOURNAL_EIO;
+    if (journal_exec(j->db, journal_migrations[version], err, err_size, j->path))
+      goto fail;
+    if (version == 0) {
+      /* A fresh database gets its identity in the same transaction as its
+       * tables, so there is never a journal without a journal_id. */
+      char id[33];
+      char insert[160];
+      if (journal_new_id(id)) {
+        snprintf(err, err_size, "journal %s: no random bytes for the journal id: %s", j->path,
+                 strerror(errno));
+        goto fail;
+      }
+      snprintf(insert, sizeof(insert),
+               "INSERT INTO meta(key, value) VALUES('journal_id', '%s'),"
+               "('created_ms', '%lld')",
+               id, (long long)clock_wall_ms());
+      if (journal_exec(j->db, insert, err, err_size, j->path))
+        goto fail;
+    }
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)(version + 1));
+    if (journal_exec(j->db, sql, err, err_size, j->path))
+      goto fail;
+    if (journal_exec(j->db, "COMMIT", err, err_size, j->path))
+      goto fail;
+    version++;
+    log_info("journal", "migrated", "path=%s schema_version=%lld", j->path, (long long)version);
+  }
+  return 0;
+fail:
+  sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+  return JOURNAL_EIO;
+}
+
+static int journal_prepare(journal *j, char *err, size_t err_size)
+{
+  struct {
+    sqlite3_stmt **stmt;
+    const char *sql;
+  } statements[] = {
+      {&j->insert_sale, JOURNAL_SQL_INSERT_SALE},
+      {&j->find_sale, JOURNAL_SQL_FIND_SALE},
+      {&j->begin, JOURNAL_SQL_BEGIN},
+      {&j->commit, JOURNAL_SQL_COMMIT},
+      {&j->rollback, JOURNAL_SQL_ROLLBACK},
+      {&j->savepoint, JOURNAL_SQL_SAVEPOINT},
+      {&j->release, JOURNAL_SQL_RELEASE},
+      {&j->rollback_to, JOURNAL_SQL_ROLLBACK_TO},
+      {&j->page_count, JOURNAL_SQL_PAGE_COUNT},
+  };
+  for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
+    if (sqlite3_prepare_v3(j->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
+                           statements[i].stmt, NULL) != SQLITE_OK) {
+      snprintf(err, err_size, "journal %s: cannot prepare \"%s\": %s", j->path,
+               statements[i].sql, sqlite3_errmsg(j->db));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Reads the counters the status page shows; on the opening thread only. */
+static int journal_load_stats(journal *j, char *err, size_t err_size)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = -1;
+
+  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) != SQLITE_OK)
+    goto out;
+  sqlite3_bind_text(stmt, 1, "journal_id", -1, SQLITE_STATIC);
+  if (sqlite3_step(stmt) != SQLITE_ROW || sqlite3_column_bytes(stmt, 0) != 32) {
+    snprintf(err, err_size,
+             "journal %s has no valid journal_id in its meta table: the file is not a "
+             "journal of this agent or was edited; move it aside to start a new journal",
+             j->path);
+    goto out;
+  }
+  memcpy(j->stats.journal_id, sqlite3_column_text(stmt, 0), 32);
+  j->stats.journal_id[32] = '\0';
+  sqlite3_finalize(stmt);
+  stmt = NULL;
+
+  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_COUNTS, -1, &stmt, NULL) != SQLITE_OK ||
+      sqlite3_step(stmt) != SQLITE_ROW)
+    goto out;
+  j->stats.sales_journaled = (uint64_t)sqlite3_column_int64(stmt, 0);
+  j->stats.last_seq = sqlite3_column_int64(stmt, 1);
+  j->stats.last_received_ms = sqlite3_column_int64(stmt, 2);
+  j->stats.sales_unsent = (uint64_t)sqlite3_column_int64(stmt, 3);
+  j->stats.database_bytes = (uint64_t)(journal_pragma_int(j->db, "PRAGMA page_count") *
+                                       j->page_size);
+  rc = 0;
+out:
+  if (rc && err[0] == '\0')
+    snprintf(err, err_size, "journal %s: cannot read its counters: %s", j->path,
+             sqlite3_errmsg(j->db));
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* ---- the writer thread ------------------------------------------------ */
+
+static int journal_step_done(journal *j, sqlite3_stmt *stmt)
+{
+  int rc = sqlite3_step(stmt);
+  sqlite3_reset(stmt);
+  return rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+}
+
+/* Lines and payments as compact JSON, money in integer minor units. */
+static char *journal_lines_json(const struct sale *sale)
+{
+  json_t *lines = json_array();
+  char *text;
+
+  if (!lines)
+    return NULL;
+  for (size_t i = 0; i < sale->line_count; i++) {
+    const struct sale_line *line = &sale->lines[i];
+    json_t *item = json_pack("{s:s, s:I, s:I, s:I, s:I}", "sku", line->sku, "qty",
+                             (json_int_t)line->qty, "unit_price", (json_int_t)line->unit_price,
+                             "discount", (json_int_t)line->discount, "tax",
+                             (json_int_t)line->tax);
+    if (!item)
+      goto fail;
+    if (line->promo_id[0] && json_object_set_new(item, "promo_id", json_string(line->promo_id)))
+      goto fail_item;
+    if (json_array_append_new(lines, item))
+      goto fail;
+    continue;
+  fail_item:
+    json_decref(item);
+    goto fail;
+  }
+  text = json_dumps(lines, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(lines);
+  return text;
+fail:
+  json_decref(lines);
+  return NULL;
+}
+
+static char *journal_payments_json(const struct sale *sale)
+{
+  json_t *payments = json_array();
+  char *text;
+
+  if (!payments)
+    return NULL;
+  for (size_t i = 0; i < sale->payment_count; i++) {
+    json_t *item = json_pack("{s:s, s:I}", "method", sale->payments[i].method, "amount",
+                             (json_int_t)sale->payments[i].amount);
+    if (!item || json_array_append_new(payments, item)) {
+      json_decref(payments);
+      return NULL;
+    }
+  }
+  text = json_dumps(payments, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(payments);
+  return text;
+}
+
+static void journal_bind_optional(sqlite3_stmt *stmt, int index, const char *text)
+{
+  if (text[0])
+    sqlite3_bind_text(stmt, index, text, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(stmt, index);
+}
+
+/*
+ * Inserts one sale inside the current savepoint. Returns SQLITE_OK with the
+ * result filled (stored or duplicate), SQLITE_CONSTRAINT for a conflict
+ * (*conflict_seq set), or another SQLite error.
+ */
+static int journal_insert_sale(journal *j, const struct sale *sale, int64_t received_ms,
+                               struct journal_item_result *result, int64_t *conflict_seq)
+{
+  uint8_t hash[32];
+  char *lines = NULL;
+  char *payments = NULL;
+  sqlite3_stmt *ins = j->insert_sale;
+  int rc;
+
+  if (sale_content_hash(sale, hash))
+    return SQLITE_NOMEM;
+  lines = journal_lines_json(sale);
+  payments = journal_payments_json(sale);
+  if (!lines || !payments) {
+    rc = SQLITE_NOMEM;
+    goto out;
+  }
+  sqlite3_bind_text(ins, 1, sale->sale_id, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(ins, 2, hash, sizeof(hash), SQLITE_STATIC);
+  sqlite3_bind_text(ins, 3, sale_kind_name(sale->kind), -1, SQLITE_STATIC);
+  journal_bind_optional(ins, 4, sale->original_sale_id);
+  sqlite3_bind_text(ins, 5, sale->terminal_id, -1, SQLITE_STATIC);
+  journal_bind_optional(ins, 6, sale->cashier_id);
+  sqlite3_bind_text(ins, 7, sale_channel_name(sale->channel), -1, SQLITE_STATIC);
+  journal_bind_optional(ins, 8, sale->delivery_partner);
+  sqlite3_bind_text(ins, 9, sale->business_time, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(ins, 10, sale->business_time_ms);
+  sqlite3_bind_int(ins, 11, sale->utc_offset_minutes);
+  sqlite3_bind_text(ins, 12, sale->currency, -1, SQLITE_STATIC);
+  sqlite3_bind_int(ins, 13, (int)sale->currency_exponent);
+  sqlite3_bind_int64(ins, 14, sale->total);
+  sqlite3_bind_text(ins, 15, lines, -1, SQLITE_STATIC);
+  sqlite3_bind_text(ins, 16, payments, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(ins, 17, received_ms);
+  rc = journal_step_done(j, ins);
+  sqlite3_clear_bindings(ins);
+  if (rc == SQLITE_OK) {
+    result->seq = sqlite3_last_insert_rowid(j->db);
+    result->outcome = JOURNAL_STORED;
+    goto out;
+  }
+  if (rc != SQLITE_CONSTRAINT_UNIQUE)
+    goto out;
+
+  /* The sale_id is taken: a retry of the same sale, or a different sale. */
+  sqlite3_bind_text(j->find_sale, 1, sale->sale_id, -1, SQLITE_STATIC);
+  if (sqlite3_step(j->find_sale) != SQLITE_ROW) {
+    rc = sqlite3_extended_errcode(j->db);
+    if (rc == SQLITE_OK || rc == SQLITE_ROW || rc == SQLITE_DONE)
+      rc = SQLITE_CORRUPT;
+    sqlite3_reset(j->find_sale);
+    goto out;
+  }
+  {
+    int64_t seq = sqlite3_column_int64(j->find_sale, 0);
+    int same = sqlite3_column_bytes(j->find_sale, 1) == (int)sizeof(hash) &&
+               memcmp(sqlite3_column_blob(j->find_sale, 1), hash, sizeof(hash)) == 0;
+    sqlite3_reset(j->find_sale);
+    if (same) {
+      result->seq = seq;
+      result->outcome = JOURNAL_DUPLICATE;
+      rc = SQLITE_OK;
+    } else {
+      *conflict_seq = seq;
+      rc = SQLITE_CONSTRAINT;
+    }
+  }
+out:
+  sqlite3_clear_bindings(j->find_sale);
+  free(lines);
+  free(payments);
+  return rc;
+}
+
+/*
+ * Journals one write inside the open transaction, all or nothing. Returns
+ * SQLITE_OK (the write succeeded, or failed on its own with a conflict,
+ * recorded in it) or an SQLite error that fails the whole group.
+ */
+static int journal_apply_write(journal *j, struct journal_write *write, int64_t received_ms)
+{
+  int rc = journal_step_done(j, j->savepoint);
+  if (rc != SQLITE_OK)
+    return rc;
+  for (size_t i = 0; i < write->count; i++) {
+    int64_t conflict_seq = 0;
+    rc = journal_insert_sale(j, &write->sales[i], received_ms, &write->results[i],
+                             &conflict_seq);
+    if (rc == SQLITE_OK)
+      continue;
+    /* Undo this write's earlier sales; the rest of the group is unaffected. */
+    journal_step_done(j, j->rollback_to);
+    journal_step_done(j, j->release);
+    if (rc != SQLITE_CONSTRAINT)
+      return rc;
+    write->error = JOURNAL_ECONFLICT;
+    write->conflict_index = i;
+    write->conflict_seq = conflict_seq;
+    snprintf(write->message, sizeof(write->message),
+             "sale_id %s was already journaled as seq %lld with different content; a retry "
+             "must resend the same sale, a new sale needs a new sale_id",
+             write->sales[i].sale_id, (long long)conflict_seq);
+    return SQLITE_OK;
+  }
+  return journal_step_done(j, j->release);
+}
+
+/* Commits a group of writes in one transaction: one fsync for all of them. */
+static void journal_commit_group(journal *j, struct journal_write *group)
+{
+  int64_t received_ms = clock_wall_ms();
+  uint64_t stored = 0;
+  int64_t last_seq = 0;
+  int rc;
+
+  rc = journal_step_done(j, j->begin);
+  for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
+    rc = journal_apply_write(j, w, received_ms);
+  if (rc == SQLITE_OK)
+    rc = journal_step_done(j, j->commit);
+
+  if (rc != SQLITE_OK) {
+    int error = journal_map_sqlite(rc);
+    char message[256];
+    /* After SQLITE_FULL or an I/O error SQLite may already have rolled
+     * back; roll back only if a transaction is still open. */
+    if (!sqlite3_get_autocommit(j->db))
+      journal_step_done(j, j->rollback);
+    if (error == JOURNAL_EFULL)
+      snprintf(message, sizeof(message),
+               "the journal cannot grow: %s is full or at journal.max_size; sales already "
+               "journaled are safe; free space on the device, then resend",
+               j->path);
+    else
+      snprintf(message, sizeof(message), "%s on %s: %s", journal_strerror(error), j->path,
+               sqlite3_errstr(rc));
+    for (struct journal_write *w = group; w; w = w->next) {
+      w->error = error;
+      snprintf(w->message, sizeof(w->message), "%s", message);
+    }
+    log_error("journal", "write_failed", "path=%s error=%s sqlite=%d", j->path,
+              journal_strerror(error), rc);
+    pthread_mutex_lock(&j->lock);
+    j->stats.write_failing = 1;
+    snprintf(j->stats.last_error, sizeof(j->stats.last_error), "%s", message);
+    pthread_mutex_unlock(&j->lock);
+    return;
+  }
+
+  for (struct journal_write *w = group; w; w = w->next) {
+    if (w->error)
+      continue;
+    for (size_t i = 0; i < w->count; i++) {
+      if (w->results[i].outcome != JOURNAL_STORED)
+        continue;
+      stored++;
+      if (w->results[i].seq > last_seq)
+        last_seq = w->results[i].seq;
+    }
+  }
+  {
+    int64_t pages = -1;
+    if (sqlite3_step(j->page_count) == SQLITE_ROW)
+      pages = sqlite3_column_int64(j->page_count, 0);
+    sqlite3_reset(j->page_count);
+    pthread_mutex_lock(&j->lock);
+    j->stats.sales_journaled += stored;
+    j->stats.sales_unsent += stored;
+    if (last_seq > j->stats.last_seq)
+      j->stats.last_seq = last_seq;
+    if (stored)
+      j->stats.last_received_ms = received_ms;
+    if (pages >= 0)
+      j->stats.database_bytes = (uint64_t)(pages * j->page_size);
+    j->stats.commits++;
+    j->stats.write_failing = 0;
+    j->stats.last_error[0] = '\0';
+    pthread_mutex_unlock(&j->lock);
+  }
+}
+
+static void *journal_writer_main(void *arg)
+{
+  journal *j = arg;
+
+  pthread_mutex_lock(&j->lock);
+  for (;;) {
+    struct journal_write *group, *last;
+    size_t sales;
+
+    while (!j->queue_head && !j->stopping)
+      pthread_cond_wait(&j->wake, &j->lock);
+    if (!j->queue_head)
+      break; /* stopping, and everything queued has been written */
+
+    /* Take every write queued now, up to group_commit_max sales (but at
+     * least one write, however large), into one transaction. */
+    group = last = j->queue_head;
+    sales = group->count;
+    while (last->next && sales + last->next->count <= j->group_commit_max) {
+      last = last->next;
+      sales += last->count;
+    }
+    j->queue_head = last->next;
+    if (!j->queue_head)
+      j->queue_tail = NULL;
+    last->next = NULL;
+    pthread_mutex_unlock(&j->lock);
+
+    journal_commit_group(j, group);
+
+    pthread_mutex_lock(&j->lock);
+    if (j->done_tail)
+      j->done_tail->next = group;
+    else
+      j->done_head = group;
+    j->done_tail = last;
+    pthread_mutex_unlock(&j->lock);
+    uv_async_send(&j->done_async);
+    pthread_mutex_lock(&j->lock);
+  }
+  pthread_mutex_unlock(&j->lock);
+  return NULL;
+}
+
+/* ---- the loop side ---------------------------------------------------- */
+
+static void journal_deliver(journal *j)
+{
+  struct journal_write *finished;
+
+  pthread_mutex_lock(&j->lock);
+  finished = j->done_head;
+  j->done_head = j->done_tail = NULL;
+  pthread_mutex_unlock(&j->lock);
+  while (finished) {
+    struct journal_write *next = finished->next;
+    finished->next = NULL;
+    finished->done(finished);
+    finished = next;
+  }
+}
+
+static void journal_on_done(uv_async_t *handle)
+{
+  journal *j = handle->data;
+  journal_deliver(j);
+}
+
+static void journal_free(journal *j)
+{
+  sqlite3_stmt *statements[] = {j->insert_sale, j->find_sale, j->begin,
+                                j->commit,      j->rollback,  j->savepoint,
+                                j->release,     j->rollback_to, j->page_count};
+  for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++)
+    sqlite3_finalize(statements[i]);
+  if (j->db && sqlite3_close(j->db) != SQLITE_OK)
+    log_error("journal", "close_failed", "path=%s sqlite=%s", j->path, sqlite3_errmsg(j->db));
+  pthread_mutex_destroy(&j->lock);
+  pthread_cond_destroy(&j->wake);
+  free(j->path);
+  free(j);
+}
+
+static void journal_on_async_closed(uv_handle_t *handle) { journal_free(handle->data); }
+
+/* Makes the journal's directory, so a fresh device needs no set-up step. */
+static int journal_make_dir(const char *path, char *err, size_t err_size)
+{
+  char dir[PATH_MAX];
+  const char *slash = strrchr(path, '/');
+  int rc;
+
+  if (!slash || slash == path)
+    return 0;
+  if ((size_t)(slash - path) >= sizeof(dir)) {
+    snprintf(err, err_size, "journal path %s is too long", path);
+    return -1;
+  }
+  memcpy(dir, path, (size_t)(slash - path));
+  dir[slash - path] = '\0';
+  rc = disk_mkdirs(dir, 0750);
+  if (rc) {
+    snprintf(err, err_size, "journal directory %s cannot be created: %s", dir, strerror(-rc));
+    return -1;
+  }
+  return 0;
+}
+
+journal *journal_open(uv_loop_t *loop, const struct journal_options *options, char *err,
+                      size_t err_size)
+{
+  journal *j = NULL;
+  int rc;
+
+  err[0] = '\0';
+  if (!sqlite3_threadsafe()) {
+    snprintf(err, err_size, "the SQLite library was built without thread support");
+    return NULL;
+  }
+  if (journal_make_dir(options->path, err, err_size))
+    return NULL;
+  j = calloc(1, sizeof(*j));
+  if (!j || !(j->path = strdup(options->path))) {
+    snprintf(err, err_size, "journal %s: out of memory", options->path);
+    free(j);
+    return NULL;
+  }
+  j->group_commit_max = options->group_commit_max ? options->group_commit_max : 1;
+  pthread_mutex_init(&j->lock, NULL);
+  pthread_cond_init(&j->wake, NULL);
+
+  rc = sqlite3_open_v2(j->path, &j->db,
+                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s cannot be opened: %s (check the directory exists and "
+             "the agent's user may write it)", j->path,
+             j->db ? sqlite3_errmsg(j->db) : sqlite3_errstr(rc));
+    goto fail;
+  }
+  sqlite3_extended_result_codes(j->db, 1);
+  sqlite3_busy_timeout(j->db, (int)options->busy_timeout_ms);
+
+  /* WAL keeps readers (the uplink, the sqlite3 CLI) off the writer's back;
+   * synchronous=FULL fsyncs the WAL at every commit, which is what makes a
+   * 201 mean "on flash". */
+  if (journal_pragma_expect(j->db, "PRAGMA journal_mode=WAL", "wal", err, err_size, j->path))
+    goto fail;
+  if (journal_exec(j->db, "PRAGMA synchronous=FULL", err, err_size, j->path) ||
+      journal_pragma_expect(j->db, "PRAGMA synchronous", "2", err, err_size, j->path))
+    goto fail;
+  if (journal_exec(j->db, "PRAGMA foreign_keys=ON", err, err_size, j->path))
+    goto fail;
+  j->page_size = journal_pragma_int(j->db, "PRAGMA page_size");
+  if (j->page_size <= 0) {
+    snprintf(err, err_size, "journal %s is not a database (%s): move it aside to start a new "
+             "journal", j->path, sqlite3_errmsg(j->db));
+    goto fail;
+  }
+  if (options->max_bytes > 0) {
+    char sql[64];
+    int64_t pages = options->max_bytes / j->page_size;
+    snprintf(sql, sizeof(sql), "PRAGMA max_page_count=%lld", (long long)(pages ? pages : 1));
+    if (journal_exec(j->db, sql, err, err_size, j->path))
+      goto fail;
+  }
+  if (journal_migrate(j, err, err_size))
+    goto fail;
+  if (journal_prepare(j, err, err_size) || journal_load_stats(j, err, err_size))
+    goto fail;
+
+  if (uv_async_init(loop, &j->done_async, journal_on_done) != 0) {
+    snprintf(err, err_size, "journal %s: cannot create its loop handle", j->path);
+    goto fail;
+  }
+  j->done_async.data = j;
+  if (pthread_create(&j->writer, NULL, journal_writer_main, j) != 0) {
+    snprintf(err, err_size, "journal %s: cannot start its writer thread", j->path);
+    uv_close((uv_handle_t *)&j->done_async, journal_on_async_closed);
+    return NULL;
+  }
+  j->writer_started = 1;
+  log_info("journal", "opened", "path=%s journal_id=%s sales=%llu last_seq=%lld", j->path,
+           j->stats.journal_id, (unsigned long long)j->stats.sales_journaled,
+           (long long)j->stats.last_seq);
+  return j;
+fail:
+  journal_free(j);
+  return NULL;
+}
+
+int journal_submit(journal *j, struct journal_write *write)
+{
+  assert(write->done && (write->count == 0 || write->results));
+  write->error = JOURNAL_OK;
+  write->message[0] = '\0';
+  write->next = NULL;
+  pthread_mutex_lock(&j->lock);
+  if (j->stopping) {
+    pthread_mutex_unlock(&j->lock);
+    return JOURNAL_ECLOSED;
+  }
+  if (j->queue_tail)
+    j->queue_tail->next = write;
+  else
+    j->queue_head = write;
+  j->queue_tail = write;
+  pthread_cond_signal(&j->wake);
+  pthread_mutex_unlock(&j->lock);
+  return 0;
+}
+
+void journal_get_stats(journal *j, struct journal_stats *stats)
+{
+  pthread_mutex_lock(&j->lock);
+  *stats = j->stats;
+  pthread_mutex_unlock(&j->lock);
+}
+
+void journal_close(journal *j)
+{
+  if (!j)
+    return;
+  pthread_mutex_lock(&j->lock);
+  j->stopping = 1;
+  pthread_cond_signal(&j->wake);
+  pthread_mutex_unlock(&j->lock);
+  if (j->writer_started)
+    pthread_join(j->writer, NULL);
+  /* The writer finished everything queued; hand out what it finished. */
+  journal_deliver(j);
+  log_info("journal", "closed", "path=%s last_seq=%lld", j->path, (long long)j->stats.last_seq);
+  uv_close((uv_handle_t *)&j->done_async, journal_on_async_closed);
+}

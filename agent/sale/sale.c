@@ -1,0 +1,146 @@
+/*
+ * sale.c - the sale model: lifetime, names, money formatting, content hash.
+ */
+#include "sale/sale.h"
+
+#include <inttypes.h>
+#include <mbedtls/sha256.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pos/v1/pos.pb-c.h"
+
+void sale_clear(struct sale *sale)
+{
+  if (!sale)
+    return;
+  free(sale->lines);
+  free(sale->payments);
+  memset(sale, 0, sizeof(*sale));
+}
+
+void sale_array_free(struct sale *sales, size_t count)
+{
+  if (!sales)
+    return;
+  for (size_t i = 0; i < count; i++)
+    sale_clear(&sales[i]);
+  free(sales);
+}
+
+const char *sale_kind_name(enum sale_kind kind)
+{
+  switch (kind) {
+  case SALE_KIND_SALE:
+    return "sale";
+  case SALE_KIND_REFUND:
+    return "refund";
+  case SALE_KIND_VOID:
+    return "void";
+  }
+  return "?";
+}
+
+const char *sale_channel_name(enum sale_channel channel)
+{
+  switch (channel) {
+  case SALE_CHANNEL_POS:
+    return "pos";
+  case SALE_CHANNEL_ONLINE:
+    return "online";
+  case SALE_CHANNEL_DELIVERY:
+    return "delivery";
+  case SALE_CHANNEL_PICKUP:
+    return "pickup";
+  }
+  return "?";
+}
+
+char *sale_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size)
+{
+  uint64_t magnitude = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
+  uint64_t scale = 1;
+
+  for (unsigned i = 0; i < exponent; i++)
+    scale *= 10;
+  if (exponent == 0)
+    snprintf(out, out_size, "%s%" PRIu64, minor < 0 ? "-" : "", magnitude);
+  else
+    snprintf(out, out_size, "%s%" PRIu64 ".%0*" PRIu64, minor < 0 ? "-" : "",
+             magnitude / scale, (int)exponent, magnitude % scale);
+  return out;
+}
+
+/* protobuf-c wants mutable char *; the strings are only read while packing. */
+static char *sale_pb_text(const char *text) { return (char *)(uintptr_t)text; }
+
+int sale_content_hash(const struct sale *sale, uint8_t hash[32])
+{
+  Pos__V1__Sale msg = POS__V1__SALE__INIT;
+  Pos__V1__SaleLine *line_msgs = NULL;
+  Pos__V1__SaleLine **line_ptrs = NULL;
+  Pos__V1__Payment *payment_msgs = NULL;
+  Pos__V1__Payment **payment_ptrs = NULL;
+  uint8_t *packed = NULL;
+  size_t packed_size;
+  int rc = -1;
+
+  line_msgs = calloc(sale->line_count ? sale->line_count : 1, sizeof(*line_msgs));
+  line_ptrs = calloc(sale->line_count ? sale->line_count : 1, sizeof(*line_ptrs));
+  payment_msgs = calloc(sale->payment_count ? sale->payment_count : 1, sizeof(*payment_msgs));
+  payment_ptrs = calloc(sale->payment_count ? sale->payment_count : 1, sizeof(*payment_ptrs));
+  if (!line_msgs || !line_ptrs || !payment_msgs || !payment_ptrs)
+    goto out;
+
+  msg.sale_id = sale_pb_text(sale->sale_id);
+  msg.kind = (Pos__V1__SaleKind)sale->kind;
+  msg.original_sale_id = sale_pb_text(sale->original_sale_id);
+  msg.terminal_id = sale_pb_text(sale->terminal_id);
+  msg.cashier_id = sale_pb_text(sale->cashier_id);
+  msg.channel = (Pos__V1__Channel)sale->channel;
+  msg.delivery_partner = sale_pb_text(sale->delivery_partner);
+  msg.business_time_ms = sale->business_time_ms;
+  msg.utc_offset_minutes = sale->utc_offset_minutes;
+  msg.currency = sale_pb_text(sale->currency);
+  msg.currency_exponent = sale->currency_exponent;
+  msg.total = sale->total;
+  for (size_t i = 0; i < sale->line_count; i++) {
+    const struct sale_line *line = &sale->lines[i];
+    pos__v1__sale_line__init(&line_msgs[i]);
+    line_msgs[i].sku = sale_pb_text(line->sku);
+    line_msgs[i].quantity = line->qty;
+    line_msgs[i].unit_price = line->unit_price;
+    line_msgs[i].discount = line->discount;
+    line_msgs[i].promo_id = sale_pb_text(line->promo_id);
+    line_msgs[i].tax = line->tax;
+    line_ptrs[i] = &line_msgs[i];
+  }
+  msg.n_lines = sale->line_count;
+  msg.lines = line_ptrs;
+  for (size_t i = 0; i < sale->payment_count; i++) {
+    pos__v1__payment__init(&payment_msgs[i]);
+    payment_msgs[i].method = sale_pb_text(sale->payments[i].method);
+    payment_msgs[i].amount = sale->payments[i].amount;
+    payment_ptrs[i] = &payment_msgs[i];
+  }
+  msg.n_payments = sale->payment_count;
+  msg.payments = payment_ptrs;
+
+  /* protobuf-c packs fields in number order, so equal sales give equal bytes. */
+  packed_size = pos__v1__sale__get_packed_size(&msg);
+  packed = malloc(packed_size ? packed_size : 1);
+  if (!packed)
+    goto out;
+  pos__v1__sale__pack(&msg, packed);
+  if (mbedtls_sha256_ret(packed, packed_size, hash, 0) != 0)
+    goto out;
+  rc = 0;
+out:
+  free(packed);
+  free(line_msgs);
+  free(line_ptrs);
+  free(payment_msgs);
+  free(payment_ptrs);
+  return rc;
+}

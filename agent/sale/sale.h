@@ -1,0 +1,84 @@
+/*
+ * sale.h - a validated sale, as the agent holds it between the POS API and
+ * the journal. Money is integer minor units of `currency` (10^exponent per
+ * major unit); nothing here is ever a float.
+ */
+#ifndef AGENT_SALE_H
+#define AGENT_SALE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SALE_ID_MAX 64         /* sale_id, original_sale_id: 1-64 of [A-Za-z0-9._:-] */
+#define SALE_TEXT_MAX 64       /* terminal, cashier, partner, sku, promo, method */
+#define SALE_LINES_MAX 500
+#define SALE_PAYMENTS_MAX 50
+#define SALE_TIME_TEXT_MAX 40
+
+enum sale_kind { SALE_KIND_SALE = 1, SALE_KIND_REFUND = 2, SALE_KIND_VOID = 3 };
+enum sale_channel {
+  SALE_CHANNEL_POS = 1,
+  SALE_CHANNEL_ONLINE = 2,
+  SALE_CHANNEL_DELIVERY = 3,
+  SALE_CHANNEL_PICKUP = 4
+};
+
+struct sale_line {
+  char sku[SALE_TEXT_MAX + 1];
+  int64_t qty;
+  int64_t unit_price; /* minor units */
+  int64_t discount;   /* minor units, whole line */
+  char promo_id[SALE_TEXT_MAX + 1];
+  int64_t tax;        /* minor units, whole line */
+};
+
+struct sale_payment {
+  char method[SALE_TEXT_MAX + 1];
+  int64_t amount;     /* minor units */
+};
+
+struct sale {
+  char sale_id[SALE_ID_MAX + 1];
+  enum sale_kind kind;
+  char original_sale_id[SALE_ID_MAX + 1]; /* "" unless refund/void */
+  char terminal_id[SALE_TEXT_MAX + 1];
+  char cashier_id[SALE_TEXT_MAX + 1];     /* "" = not given */
+  enum sale_channel channel;
+  char delivery_partner[SALE_TEXT_MAX + 1];
+  char business_time[SALE_TIME_TEXT_MAX + 1]; /* as the POS sent it */
+  int64_t business_time_ms;                   /* UTC epoch ms */
+  int32_t utc_offset_minutes;
+  char currency[4];
+  unsigned currency_exponent;
+  size_t line_count;
+  struct sale_line *lines;       /* owned; line_count entries */
+  size_t payment_count;
+  struct sale_payment *payments; /* owned; payment_count entries */
+  int64_t total;                 /* minor units */
+};
+
+/* Frees what `sale` owns (lines, payments) and zeroes it. `sale` may be NULL. */
+void sale_clear(struct sale *sale);
+
+/* Frees an array of `count` sales made by sale_json_parse and the array. */
+void sale_array_free(struct sale *sales, size_t count);
+
+/* Canonical names ("sale", "refund", "void"; "pos", "online", ...). */
+const char *sale_kind_name(enum sale_kind kind);
+const char *sale_channel_name(enum sale_channel channel);
+
+/*
+ * Formats `minor` units with `exponent` decimals ("-12.50") into `out`.
+ * Returns `out`.
+ */
+char *sale_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size);
+
+/*
+ * SHA-256 of the sale's content (what the POS sent, canonicalised: the
+ * protobuf encoding of pos.v1.Sale with the agent's fields unset), so that a
+ * retry with other whitespace or key order is recognised as the same sale.
+ * Returns 0, or -1 if memory ran out.
+ */
+int sale_content_hash(const struct sale *sale, uint8_t hash[32]);
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * config.c - the collector's configuration table.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define KEY(sec, name, type, def, lo, hi, field, desc)                                   \
+  {sec, name, type, def, lo, hi, offsetof(struct collector_config, field), desc}
+
+#define MIB (1024LL * 1024LL)
+
+const struct config_key collector_config_keys[] = {
+    KEY("collector", "instance_id", CONFIG_STRING, "collector-1", 0, 0, instance_id,
+        "this instance's name; keys its checkpoints in pos.ingest-state.v1"),
+    KEY("collector", "log_level", CONFIG_LEVEL, "info", 0, 0, log_level,
+        "debug, info, warn or error"),
+
+    KEY("server", "listen_host", CONFIG_STRING, "0.0.0.0", 0, 0, listen_host,
+        "address the mutual-TLS API listens on"),
+    KEY("server", "port", CONFIG_INT, "8443", 0, 65535, port,
+        "TCP port of the API (0 = any free port, logged)"),
+    KEY("server", "cert", CONFIG_STRING, "/etc/pos-collector/server.crt", 0, 0, cert_file,
+        "PEM certificate chain the collector presents"),
+    KEY("server", "key", CONFIG_STRING, "/etc/pos-collector/server.key", 0, 0, key_file,
+        "PEM private key of that certificate"),
+    KEY("server", "ca", CONFIG_STRING, "/etc/pos-collector/ca.crt", 0, 0, ca_file,
+        "PEM CA that device and admin certificates must chain to (reloaded on SIGHUP)"),
+    KEY("server", "crl", CONFIG_STRING, "", 0, 0, crl_file,
+        "PEM CRL of revoked certificates, empty for none (reloaded on SIGHUP)"),
+    KEY("server", "max_body", CONFIG_SIZE, "4M", 1024, 256 * MIB, max_body_bytes,
+        "largest compressed batch accepted (413 above it; the agent splits)"),
+    KEY("server", "max_decoded", CONFIG_SIZE, "32M", 1024, 1024 * MIB, max_decoded_bytes,
+        "largest a batch may decompress to (a decompression bomb is refused with 400)"),
+    KEY("server", "max_sales_per_batch", CONFIG_INT, "20000", 1, 1000000, max_sales_per_batch,
+        "most sales in one batch (413 above it)"),
+    KEY("server", "max_heartbeat", CONFIG_SIZE, "64K", 1024, 16 * MIB, max_heartbeat_bytes,
+        "largest heartbeat body accepted"),
+    KEY("server", "idle_timeout", CONFIG_DURATION, "120s", 1000, 3600000, idle_timeout_ms,
+        "keep-alive connections idle this long are closed"),
+    KEY("server", "request_timeout", CONFIG_DURATION, "60s", 1000, 3600000, request_timeout_ms,
+        "a request must arrive whole within this time (408 otherwise)"),
+    KEY("server", "max_connections", CONFIG_INT, "4096", 1, 1000000, max_connections,
+        "most concurrent connections; more are refused"),
+
+    KEY("kafka", "brokers", CONFIG_STRING, "", 0, 0, brokers,
+        "bootstrap servers; empty starts an embedded Kafka in memory (demos and tests only)"),
+    KEY("kafka", "topic_prefix", CONFIG_STRING, "pos.", 0, 0, topic_prefix,
+        "prefix of every topic name (pos. gives pos.sales.v1, ...)"),
+    KEY("kafka", "embedded_partitions", CONFIG_INT, "4", 1, 1024, embedded_partitions,
+        "partitions per topic of the embedded Kafka"),
+    KEY("kafka", "checkpoint_interval", CONFIG_DURATION, "10s", 100, 3600000,
+        checkpoint_interval_ms,
+        "how often the exactly-once state is checkpointed to pos.ingest-state.v1"),
+    KEY("kafka", "produce_timeout", CONFIG_DURATION, "20s", 100, 3600000, produce_timeout_ms,
+        "a batch Kafka has not acknowledged by then is answered 503 (and stays in flight)"),
+    KEY("kafka", "debug", CONFIG_STRING, "", 0, 0, kafka_debug,
+        "librdkafka debug contexts (e.g. broker,topic,msg), empty for none"),
+};
+
+const size_t collector_config_key_count =
+    sizeof(collector_config_keys) / sizeof(collector_config_keys[0]);
+
+int collector_config_load(const char *path, struct collector_config *config, char *err,
+                          size_t err_size)
+{
+  memset(config, 0, sizeof(*config));
+  if (config_load(path, collector_config_keys, collector_config_key_count, config, err,
+                  err_size))
+    return -1;
+  if (!config->cert_file[0] || !config->key_file[0] || !config->ca_file[0]) {
+    snprintf(err, err_size,
+             "%s: [server] cert, key and ca are all required: the collector only speaks "
+             "mutual TLS",
+             path);
+    return -1;
+  }
+  if (!config->instance_id[0]) {
+    snprintf(err, err_size, "%s: [collector] instance_id is empty", path);
+    return -1;
+  }
+  return 0;
+}
+
+void collector_config_free(struct collector_config *config)
+{
+  config_free(collector_config_keys, collector_config_key_count, config);
+}

@@ -1,0 +1,108 @@
+/*
+ * ingest.h - a decoded batch in, an acknowledgement out: the collector's
+ * exactly-once path into Kafka (ARCHITECTURE.md, Delivery guarantees).
+ *
+ * For every stream - a (topic, store_id, journal_id[, resync_id]) - the
+ * ingest keeps the highest seq the log holds, and for every (store_id,
+ * journal_id[, resync_id]) the highest batch_seq accepted. A batch is:
+ *   - a duplicate when its batch_seq is at or below the accepted one:
+ *     acknowledged again, nothing produced;
+ *   - a gap when its batch_seq is above accepted + 1: answered with the
+ *     batch_seq the agent must resume at;
+ *   - otherwise each sale above the stream's highest seq is checked
+ *     (proto_sale_check) and produced, in seq order, to pos.sales.v1 (live)
+ *     or pos.sales.replay.v1 (replay), or to pos.dlq.v1 with the reason when
+ *     it fails the check; its inventory deltas to pos.inventory-deltas.v1.
+ *     The batch is acknowledged only when every record's delivery report
+ *     succeeded.
+ * Only one batch per (store, journal) is in flight: a retry that arrives
+ * while the first attempt is producing waits for it, then is a duplicate.
+ *
+ * State is rebuilt, before any batch of the stores concerned is accepted,
+ * from the last checkpoint in pos.ingest-state.v1 plus the data topics read
+ * from the checkpoint's offsets to their end: at start, and after any
+ * delivery doubt (a failed delivery report).
+ *
+ * All calls and callbacks run on the loop thread given to ingest_create.
+ */
+#ifndef COLLECTOR_INGEST_H
+#define COLLECTOR_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "pos/v1/pos.pb-c.h"
+
+struct ingest_options {
+  const char *brokers;        /* "" or NULL: start the embedded Kafka (mock cluster) */
+  const char *topic_prefix;   /* "pos." */
+  const char *instance_id;    /* key of this collector's checkpoints */
+  int embedded_partitions;    /* partitions per topic of the embedded Kafka */
+  uint64_t checkpoint_interval_ms;
+  uint64_t produce_timeout_ms; /* answer 503 if Kafka has not acknowledged by then */
+  const char *kafka_debug;    /* librdkafka "debug" property, or NULL */
+};
+
+typedef struct ingest ingest;
+
+enum ingest_outcome {
+  INGEST_ACCEPTED = 0,   /* produced and acknowledged by Kafka: 200 */
+  INGEST_DUPLICATE = 1,  /* accepted before: 200, nothing produced */
+  INGEST_GAP = 2,        /* 409 with expected_batch_seq */
+  INGEST_UNAVAILABLE = 3, /* Kafka cannot take it now, or state is being rebuilt: 503 */
+};
+
+struct ingest_result {
+  enum ingest_outcome outcome;
+  uint64_t acked_batch_seq;    /* highest accepted for the batch's journal */
+  uint64_t expected_batch_seq; /* with INGEST_GAP */
+  uint32_t produced;           /* sales produced to the sales/replay topic */
+  uint32_t dead_lettered;      /* sales produced to the DLQ */
+  uint32_t skipped;            /* sales already in the log */
+  int retry_after_s;           /* with INGEST_UNAVAILABLE */
+  char message[256];           /* for people, on anything but ACCEPTED */
+};
+
+/* Called once per submitted batch or heartbeat, on the loop thread. */
+typedef void (*ingest_done_fn)(void *arg, const struct ingest_result *result);
+
+/*
+ * Connects to Kafka (or starts the embedded one and logs its bootstrap
+ * address) and starts rebuilding state in the background; batches are
+ * answered INGEST_UNAVAILABLE until that is done. Returns NULL with `err`
+ * set on failure.
+ */
+ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, char *err,
+                      size_t err_size);
+
+/* Bootstrap servers in use ("127.0.0.1:39123" for the embedded Kafka). Borrowed. */
+const char *ingest_bootstrap(const ingest *in);
+
+/* 1 once state is rebuilt and batches are accepted. */
+int ingest_ready(const ingest *in);
+
+/*
+ * Takes `batch` (freed with pos__v1__batch__free_unpacked when done) whose
+ * envelope store_id the caller has already checked against the client
+ * certificate. `done` is always called exactly once, possibly before this
+ * returns. Returns 0.
+ */
+int ingest_submit_batch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
+                        ingest_done_fn done, void *arg);
+
+/*
+ * Produces a heartbeat (taken) to pos.agent-status.v1, keyed by store_id,
+ * and calls `done` after its delivery report (ACCEPTED or UNAVAILABLE).
+ */
+int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat *heartbeat,
+                            ingest_done_fn done, void *arg);
+
+/*
+ * Flushes what is in flight (bounded by `timeout_ms`), writes a last
+ * checkpoint, and frees everything; pending callbacks are called with
+ * INGEST_UNAVAILABLE. `in` may be NULL.
+ */
+void ingest_destroy(ingest *in, uint64_t timeout_ms);
+
+#endif

@@ -1,0 +1,298 @@
+/*
+ * routes.c - the collector's HTTP API over mutual TLS: who is calling,
+ * what they sent, and the answer the wire protocol defines.
+ */
+#include "server/routes.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "platform/log.h"
+#include "proto/codec.h"
+#include "server/identity.h"
+
+struct routes {
+  ingest *ingest;
+  struct routes_options options;
+};
+
+/* A batch waiting for Kafka. */
+struct routes_pending {
+  const routes *routes;
+  http_exchange *exchange;
+  uint8_t journal_id[16];
+  char store_id[IDENTITY_ID_MAX + 1];
+  uint64_t batch_seq;
+  int heartbeat;
+};
+
+static void routes_respond_text(http_exchange *exchange, int status, const char *message,
+                                const char *extra_headers)
+{
+  char body[512];
+  int len = snprintf(body, sizeof(body), "%s\n", message);
+  if (len < 0 || (size_t)len >= sizeof(body))
+    len = (int)sizeof(body) - 1;
+  http_exchange_respond(exchange, status, "text/plain; charset=utf-8", extra_headers, body,
+                        (size_t)len);
+}
+
+/* Answers with a packed BatchAck (200 and 409 carry one; so do errors, for their message). */
+static void routes_respond_ack(http_exchange *exchange, int status, Pos__V1__BatchAck *ack,
+                               const char *extra_headers)
+{
+  size_t len = pos__v1__batch_ack__get_packed_size(ack);
+  uint8_t *packed = malloc(len ? len : 1);
+  if (!packed) {
+    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
+    return;
+  }
+  pos__v1__batch_ack__pack(ack, packed);
+  http_exchange_respond(exchange, status, "application/x-protobuf", extra_headers, packed, len);
+  free(packed);
+}
+
+static const char *routes_hex(const uint8_t *bytes, size_t len, char *out, size_t out_size)
+{
+  out[0] = '\0';
+  for (size_t i = 0; i < len && 2 * i + 2 < out_size; i++)
+    snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+  return out;
+}
+
+/* The caller's identity, or an answer (403) and NULL. */
+static int routes_identify(http_exchange *exchange, struct identity *id)
+{
+  char err[256];
+  if (identity_from_cert(http_exchange_peer_cert(exchange), id, err, sizeof(err)) == 0)
+    return 0;
+  log_warn("server", "refused", "peer=%s status=403 reason=\"%s\"", http_exchange_peer(exchange),
+           err);
+  routes_respond_text(exchange, 403, err, NULL);
+  return -1;
+}
+
+static void routes_on_batch_done(void *arg, const struct ingest_result *result)
+{
+  struct routes_pending *pending = arg;
+  Pos__V1__BatchAck ack = POS__V1__BATCH_ACK__INIT;
+  Pos__V1__Limits limits = POS__V1__LIMITS__INIT;
+  char journal_hex[33];
+  char retry[48];
+
+  routes_hex(pending->journal_id, sizeof(pending->journal_id), journal_hex,
+             sizeof(journal_hex));
+  ack.journal_id.data = pending->journal_id;
+  ack.journal_id.len = sizeof(pending->journal_id);
+  ack.acked_batch_seq = result->acked_batch_seq;
+  ack.limits = &limits;
+  /* Tell the agent our limits, so it can size its batches to them. */
+  limits.max_batch_bytes = pending->routes->options.max_body_bytes;
+  limits.max_batch_decoded_bytes = pending->routes->options.max_decoded_bytes;
+  limits.max_sales_per_batch = (uint32_t)pending->routes->options.max_sales_per_batch;
+  switch (result->outcome) {
+  case INGEST_ACCEPTED:
+  case INGEST_DUPLICATE:
+    ack.duplicate = result->outcome == INGEST_DUPLICATE;
+    log_info("server", "batch_acked",
+             "store=%s journal=%s batch_seq=%llu produced=%u dead_lettered=%u skipped=%u "
+             "duplicate=%d",
+             pending->store_id, journal_hex, (unsigned long long)pending->batch_seq,
+             result->produced, result->dead_lettered, result->skipped, ack.duplicate);
+    routes_respond_ack(pending->exchange, 200, &ack, NULL);
+    break;
+  case INGEST_GAP:
+    ack.expected_batch_seq = result->expected_batch_seq;
+    ack.message = (char *)(uintptr_t)result->message;
+    log_warn("server", "batch_gap", "store=%s journal=%s batch_seq=%llu expected=%llu",
+             pending->store_id, journal_hex, (unsigned long long)pending->batch_seq,
+             (unsigned long long)result->expected_batch_seq);
+    routes_respond_ack(pending->exchange, 409, &ack, NULL);
+    break;
+  case INGEST_UNAVAILABLE:
+  default:
+    ack.message = (char *)(uintptr_t)result->message;
+    snprintf(retry, sizeof(retry), "Retry-After: %d\r\n",
+             result->retry_after_s > 0 ? result->retry_after_s : 5);
+    log_warn("server", "batch_unavailable", "store=%s journal=%s batch_seq=%llu reason=\"%s\"",
+             pending->store_id, journal_hex, (unsigned long long)pending->batch_seq,
+             result->message);
+    routes_respond_ack(pending->exchange, 503, &ack, retry);
+    break;
+  }
+  free(pending);
+}
+
+static int routes_is_protobuf(http_exchange *exchange)
+{
+  const char *type = http_exchange_header(exchange, "Content-Type");
+  return type && strncasecmp(type, "application/x-protobuf", 22) == 0;
+}
+
+static void routes_batches(routes *r, http_exchange *exchange, const struct identity *id)
+{
+  const char *encoding = http_exchange_header(exchange, "Content-Encoding");
+  struct proto_limits limits = {r->options.max_body_bytes, r->options.max_decoded_bytes,
+                                r->options.max_sales_per_batch};
+  Pos__V1__Batch *batch = NULL;
+  struct routes_pending *pending;
+  size_t body_len;
+  const uint8_t *body = (const uint8_t *)http_exchange_body(exchange, &body_len);
+  char err[256];
+  int rc;
+
+  if (!routes_is_protobuf(exchange) || !encoding || strcasecmp(encoding, "zstd") != 0) {
+    routes_respond_text(exchange, 415,
+                        "a batch is sent as Content-Type: application/x-protobuf with "
+                        "Content-Encoding: zstd",
+                        NULL);
+    return;
+  }
+  rc = proto_batch_unpack(body, body_len, &limits, &batch, err, sizeof(err));
+  if (rc) {
+    int status = rc == PROTO_ETOOBIG ? 413 : rc == PROTO_ENOMEM ? 503 : 400;
+    if (rc == PROTO_EENVELOPE && strstr(err, "sales, over the limit"))
+      status = 413;
+    log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=%d reason=\"%s\"",
+             http_exchange_peer(exchange), id->store_id, id->device_id, status, err);
+    routes_respond_text(exchange, status, err, status == 503 ? "Retry-After: 5\r\n" : NULL);
+    return;
+  }
+  if (strcmp(batch->envelope->store_id, id->store_id) != 0) {
+    char message[256];
+    snprintf(message, sizeof(message),
+             "the certificate is for store %s but the batch is for store %s", id->store_id,
+             batch->envelope->store_id);
+    log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=403 reason=\"%s\"",
+             http_exchange_peer(exchange), id->store_id, id->device_id, message);
+    pos__v1__batch__free_unpacked(batch, NULL);
+    routes_respond_text(exchange, 403, message, NULL);
+    return;
+  }
+  pending = calloc(1, sizeof(*pending));
+  if (!pending) {
+    pos__v1__batch__free_unpacked(batch, NULL);
+    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
+    return;
+  }
+  pending->routes = r;
+  pending->exchange = exchange;
+  memcpy(pending->journal_id, batch->envelope->journal_id.data, sizeof(pending->journal_id));
+  snprintf(pending->store_id, sizeof(pending->store_id), "%s", id->store_id);
+  pending->batch_seq = batch->envelope->batch_seq;
+  ingest_submit_batch(r->ingest, id->store_id, batch, routes_on_batch_done, pending);
+}
+
+static void routes_on_heartbeat_done(void *arg, const struct ingest_result *result)
+{
+  struct routes_pending *pending = arg;
+  if (result->outcome == INGEST_ACCEPTED || result->outcome == INGEST_DUPLICATE) {
+    Pos__V1__HeartbeatAck ack = POS__V1__HEARTBEAT_ACK__INIT;
+    size_t len;
+    uint8_t *packed;
+    ack.server_clock_ms = 0;
+    len = pos__v1__heartbeat_ack__get_packed_size(&ack);
+    packed = malloc(len ? len : 1);
+    if (packed) {
+      pos__v1__heartbeat_ack__pack(&ack, packed);
+      http_exchange_respond(pending->exchange, 200, "application/x-protobuf", NULL, packed, len);
+      free(packed);
+    } else {
+      routes_respond_text(pending->exchange, 503, "collector out of memory",
+                          "Retry-After: 5\r\n");
+    }
+  } else {
+    routes_respond_text(pending->exchange, 503, result->message, "Retry-After: 10\r\n");
+  }
+  free(pending);
+}
+
+static void routes_heartbeat(routes *r, http_exchange *exchange, const struct identity *id)
+{
+  size_t body_len;
+  const uint8_t *body = (const uint8_t *)http_exchange_body(exchange, &body_len);
+  Pos__V1__Heartbeat *heartbeat;
+  struct routes_pending *pending;
+
+  if (!routes_is_protobuf(exchange)) {
+    routes_respond_text(exchange, 415, "a heartbeat is sent as Content-Type: "
+                        "application/x-protobuf", NULL);
+    return;
+  }
+  if (body_len > r->options.max_heartbeat_bytes) {
+    routes_respond_text(exchange, 413, "heartbeat too large", NULL);
+    return;
+  }
+  heartbeat = pos__v1__heartbeat__unpack(NULL, body_len, body);
+  if (!heartbeat) {
+    routes_respond_text(exchange, 400, "body is not a pos.v1.Heartbeat protobuf", NULL);
+    return;
+  }
+  if (heartbeat->store_id[0] && strcmp(heartbeat->store_id, id->store_id) != 0) {
+    pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
+    routes_respond_text(exchange, 403, "the heartbeat names another store than the certificate",
+                        NULL);
+    return;
+  }
+  pending = calloc(1, sizeof(*pending));
+  if (!pending) {
+    pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
+    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
+    return;
+  }
+  pending->routes = r;
+  pending->exchange = exchange;
+  pending->heartbeat = 1;
+  ingest_submit_heartbeat(r->ingest, id->store_id, heartbeat, routes_on_heartbeat_done, pending);
+}
+
+void routes_handle(http_exchange *exchange, void *arg)
+{
+  routes *r = arg;
+  const char *method = http_exchange_method(exchange);
+  const char *path = http_exchange_path(exchange);
+  struct identity id;
+
+  if (strcmp(path, "/healthz") == 0) {
+    if (ingest_ready(r->ingest))
+      routes_respond_text(exchange, 200, "ok", NULL);
+    else
+      routes_respond_text(exchange, 503, "rebuilding exactly-once state from Kafka",
+                          "Retry-After: 5\r\n");
+    return;
+  }
+  if (routes_identify(exchange, &id))
+    return;
+  if (strcmp(path, "/v1/batches") == 0 || strcmp(path, "/v1/heartbeat") == 0) {
+    if (strcmp(method, "POST") != 0) {
+      routes_respond_text(exchange, 405, "use POST", "Allow: POST\r\n");
+      return;
+    }
+    if (id.kind != IDENTITY_DEVICE) {
+      routes_respond_text(exchange, 403, "only store device certificates may send batches and "
+                          "heartbeats", NULL);
+      return;
+    }
+    if (path[4] == 'b')
+      routes_batches(r, exchange, &id);
+    else
+      routes_heartbeat(r, exchange, &id);
+    return;
+  }
+  routes_respond_text(exchange, 404, "no such endpoint: POST /v1/batches, POST /v1/heartbeat",
+                      NULL);
+}
+
+routes *routes_create(ingest *in, const struct routes_options *options)
+{
+  routes *r = calloc(1, sizeof(*r));
+  if (!r)
+    return NULL;
+  r->ingest = in;
+  r->options = *options;
+  return r;
+}
+
+void routes_destroy(routes *r) { free(r); }

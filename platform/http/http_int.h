@@ -1,0 +1,112 @@
+/*
+ * http_int.h - what server.c and tls.c share; nothing outside platform/http
+ * may include this.
+ *
+ * tls.c runs TLS over memory buffers: the server feeds it the ciphertext it
+ * read from the socket (http__tls_conn_feed) and gives it a send function
+ * that queues ciphertext on the socket (uv_write). mbedTLS never touches a
+ * file descriptor, so everything stays on the loop thread and non-blocking.
+ *
+ * Lifetimes are reference counted because they overlap: a connection keeps
+ * the mbedtls_ssl_config it was set up with (http_server_reload_tls swaps a
+ * new one in for later handshakes), and a config keeps the server's
+ * certificate, key and RNG, so a connection held open by a pending
+ * exchange may outlive the server that accepted it.
+ */
+#ifndef PLATFORM_HTTP_INT_H
+#define PLATFORM_HTTP_INT_H
+
+#include <stddef.h>
+
+#include "platform/http_server.h"
+
+/* The server's TLS state: certificate, key, RNG and the current config. */
+struct http__tls;
+/* One connection's TLS session. */
+struct http__tls_conn;
+
+/*
+ * Queues `length` bytes of ciphertext for the peer; the bytes are copied.
+ * Returns 0, or -1 when they could not be queued (the connection is dead).
+ */
+typedef int (*http__tls_send_fn)(void *send_arg, const unsigned char *data, size_t length);
+
+/* Results of http__tls_conn_handshake() and http__tls_conn_read(). */
+enum http__tls_result {
+  HTTP__TLS_OK = 0,           /* handshake done */
+  HTTP__TLS_WANT_READ = -1,   /* needs more ciphertext: feed it and call again */
+  HTTP__TLS_CLOSED = -2,      /* the peer sent close_notify */
+  HTTP__TLS_FAILED = -3,      /* fatal; the reason was written to `reason` */
+};
+
+/* How much ciphertext a connection buffers before the server stops reading. */
+#define HTTP__TLS_MAX_BUFFERED (256u * 1024u)
+
+/*
+ * Loads the certificate chain, key, CA and CRL named in `config` (copied)
+ * and builds the first mbedtls_ssl_config. Returns the state (released with
+ * http__tls_release), or NULL with `err` saying which file failed and why.
+ */
+struct http__tls *http__tls_create(const struct http_tls_config *config, char *err,
+                                   size_t err_size);
+
+/*
+ * Rereads the CA file and CRL into a fresh config used by handshakes that
+ * start from now on. Returns 0, or -1 with `err` set and the old config
+ * kept.
+ */
+int http__tls_reload(struct http__tls *tls, char *err, size_t err_size);
+
+/* Drops the server's reference; freed when the last connection lets go. NULL is fine. */
+void http__tls_release(struct http__tls *tls);
+
+/*
+ * Starts a server-side session with the current config; `send` queues the
+ * ciphertext it produces. Returns the session, or NULL (out of memory, with
+ * `err` set).
+ */
+struct http__tls_conn *http__tls_conn_create(struct http__tls *tls, http__tls_send_fn send,
+                                             void *send_arg, char *err, size_t err_size);
+
+/* Frees the session and drops its config reference. NULL is fine. */
+void http__tls_conn_destroy(struct http__tls_conn *conn);
+
+/*
+ * Appends ciphertext read from the socket. Returns 0, or -1 when more than
+ * HTTP__TLS_MAX_BUFFERED bytes would be buffered (the caller should have
+ * stopped reading) or memory ran out.
+ */
+int http__tls_conn_feed(struct http__tls_conn *conn, const char *data, size_t length);
+
+/* Ciphertext buffered and not yet decrypted, in bytes. */
+size_t http__tls_conn_buffered(const struct http__tls_conn *conn);
+
+/*
+ * Advances the handshake with the ciphertext fed so far. Returns
+ * HTTP__TLS_OK once done, HTTP__TLS_WANT_READ, or HTTP__TLS_FAILED with
+ * `reason` saying why (mbedTLS error text, and certificate verification
+ * flags when the client certificate was refused).
+ */
+int http__tls_conn_handshake(struct http__tls_conn *conn, char *reason, size_t reason_size);
+
+/*
+ * Decrypts up to `size` bytes into `out`. Returns the byte count (> 0),
+ * HTTP__TLS_WANT_READ, HTTP__TLS_CLOSED, or HTTP__TLS_FAILED with `reason`.
+ */
+int http__tls_conn_read(struct http__tls_conn *conn, char *out, size_t size, char *reason,
+                        size_t reason_size);
+
+/*
+ * Encrypts all `length` bytes and hands the records to the send function.
+ * Returns 0, or -1 with `reason` set.
+ */
+int http__tls_conn_write(struct http__tls_conn *conn, const void *data, size_t length,
+                         char *reason, size_t reason_size);
+
+/* Queues a close_notify alert (best effort). */
+void http__tls_conn_close_notify(struct http__tls_conn *conn);
+
+/* The client certificate if one was sent and verified, else NULL. Borrowed from the session. */
+const struct mbedtls_x509_crt *http__tls_conn_peer_cert(const struct http__tls_conn *conn);
+
+#endif

@@ -1,0 +1,528 @@
+/*
+ * tls.c - mbedTLS 2.28 over memory buffers for the HTTP server.
+ *
+ * The server owns the socket; this file owns the TLS state. Ciphertext comes
+ * in through http__tls_conn_feed() and leaves through the send function the
+ * server gave us, so mbedTLS's bio callbacks never block and never see a
+ * file descriptor. See http_int.h for the reference counting.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crl.h>
+#include <mbedtls/x509_crt.h>
+
+#include "http_int.h"
+
+/* The identity every config shares: our certificate, key and RNG. */
+struct http__tls {
+  int refs; /* the server's, plus one per config */
+  char *cert_file;
+  char *key_file;
+  char *ca_file; /* NULL: client certificates are not requested */
+  char *crl_file;
+  int require_client_cert;
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  mbedtls_x509_crt cert;
+  mbedtls_pk_context key;
+  struct http__tls_conf *current; /* used by new sessions */
+};
+
+/* One generation of trust settings: CA and CRL as of the last (re)load. */
+struct http__tls_conf {
+  int refs; /* the server's while current, plus one per session */
+  struct http__tls *tls;
+  mbedtls_ssl_config ssl_conf;
+  mbedtls_x509_crt ca;
+  mbedtls_x509_crl crl;
+  int has_ca;
+  int has_crl;
+};
+
+struct http__tls_conn {
+  mbedtls_ssl_context ssl;
+  struct http__tls_conf *conf;
+  http__tls_send_fn send;
+  void *send_arg;
+  int handshake_done;
+  /* Ciphertext not yet consumed by mbedTLS: in[in_start..in_end). */
+  unsigned char *in;
+  size_t in_start;
+  size_t in_end;
+  size_t in_cap;
+};
+
+static void tls_error_text(int rc, char *out, size_t out_size)
+{
+  char text[160];
+
+  mbedtls_strerror(rc, text, sizeof(text));
+  snprintf(out, out_size, "%s (-0x%04x)", text, (unsigned)-rc);
+}
+
+static char *tls_strdup_or_null(const char *text, int *failed)
+{
+  char *copy;
+
+  if (text == NULL)
+    return NULL;
+  copy = strdup(text);
+  if (copy == NULL)
+    *failed = 1;
+  return copy;
+}
+
+static void tls_unref(struct http__tls *tls)
+{
+  if (tls == NULL)
+    return;
+  assert(tls->refs > 0);
+  if (--tls->refs > 0)
+    return;
+  mbedtls_pk_free(&tls->key);
+  mbedtls_x509_crt_free(&tls->cert);
+  mbedtls_ctr_drbg_free(&tls->drbg);
+  mbedtls_entropy_free(&tls->entropy);
+  free(tls->cert_file);
+  free(tls->key_file);
+  free(tls->ca_file);
+  free(tls->crl_file);
+  free(tls);
+}
+
+static void tls_conf_unref(struct http__tls_conf *conf)
+{
+  if (conf == NULL)
+    return;
+  assert(conf->refs > 0);
+  if (--conf->refs > 0)
+    return;
+  mbedtls_ssl_config_free(&conf->ssl_conf);
+  mbedtls_x509_crl_free(&conf->crl);
+  mbedtls_x509_crt_free(&conf->ca);
+  tls_unref(conf->tls);
+  free(conf);
+}
+
+/*
+ * Builds a config from the files named in `tls`, rereading the CA and CRL.
+ * Returns it with one reference, or NULL with `err` set.
+ */
+static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, size_t err_size)
+{
+  struct http__tls_conf *conf = NULL;
+  char text[200];
+  int rc;
+  int authmode;
+
+  conf = calloc(1, sizeof(*conf));
+  if (conf == NULL) {
+    snprintf(err, err_size, "tls: out of memory building the TLS config");
+    goto fail;
+  }
+  conf->refs = 1;
+  conf->tls = tls;
+  tls->refs++;
+  mbedtls_ssl_config_init(&conf->ssl_conf);
+  mbedtls_x509_crt_init(&conf->ca);
+  mbedtls_x509_crl_init(&conf->crl);
+
+  if (tls->ca_file != NULL) {
+    rc = mbedtls_x509_crt_parse_file(&conf->ca, tls->ca_file);
+    if (rc < 0) {
+      tls_error_text(rc, text, sizeof(text));
+      snprintf(err, err_size, "tls ca_file %s: %s; check it is a readable PEM CA bundle",
+               tls->ca_file, text);
+      goto fail;
+    }
+    if (rc > 0) {
+      snprintf(err, err_size,
+               "tls ca_file %s: %d certificate(s) could not be parsed; fix or remove them",
+               tls->ca_file, rc);
+      goto fail;
+    }
+    conf->has_ca = 1;
+  }
+  if (tls->crl_file != NULL) {
+    rc = mbedtls_x509_crl_parse_file(&conf->crl, tls->crl_file);
+    if (rc != 0) {
+      tls_error_text(rc, text, sizeof(text));
+      snprintf(err, err_size, "tls crl_file %s: %s; check it is a readable PEM CRL",
+               tls->crl_file, text);
+      goto fail;
+    }
+    conf->has_crl = 1;
+  }
+
+  rc = mbedtls_ssl_config_defaults(&conf->ssl_conf, MBEDTLS_SSL_IS_SERVER,
+                                   MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+  if (rc != 0) {
+    tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "tls: setting config defaults: %s", text);
+    goto fail;
+  }
+  mbedtls_ssl_conf_rng(&conf->ssl_conf, mbedtls_ctr_drbg_random, &tls->drbg);
+  /* TLS 1.2 is the floor: SSL 3.0, TLS 1.0 and 1.1 are refused. */
+  mbedtls_ssl_conf_min_version(&conf->ssl_conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                               MBEDTLS_SSL_MINOR_VERSION_3);
+  rc = mbedtls_ssl_conf_own_cert(&conf->ssl_conf, &tls->cert, &tls->key);
+  if (rc != 0) {
+    tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "tls: using cert_file %s: %s", tls->cert_file, text);
+    goto fail;
+  }
+  if (conf->has_ca) {
+    mbedtls_ssl_conf_ca_chain(&conf->ssl_conf, &conf->ca, conf->has_crl ? &conf->crl : NULL);
+    authmode = tls->require_client_cert ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_OPTIONAL;
+  } else {
+    authmode = MBEDTLS_SSL_VERIFY_NONE;
+  }
+  mbedtls_ssl_conf_authmode(&conf->ssl_conf, authmode);
+  return conf;
+
+fail:
+  tls_conf_unref(conf);
+  return NULL;
+}
+
+/*
+ * Loads the identity and the first config. See http_int.h. Loop thread
+ * (or before the loop runs).
+ */
+struct http__tls *http__tls_create(const struct http_tls_config *config, char *err,
+                                   size_t err_size)
+{
+  struct http__tls *tls = NULL;
+  char text[200];
+  int failed = 0;
+  int rc;
+  static const char personalization[] = "pos-http-server";
+
+  if (config->cert_file == NULL || config->key_file == NULL) {
+    snprintf(err, err_size, "tls: cert_file and key_file are both required");
+    goto fail;
+  }
+  if (config->require_client_cert && config->ca_file == NULL) {
+    snprintf(err, err_size,
+             "tls: require_client_cert needs ca_file (the CA client certificates chain to)");
+    goto fail;
+  }
+  if (config->crl_file != NULL && config->ca_file == NULL) {
+    snprintf(err, err_size, "tls: crl_file %s needs ca_file as well", config->crl_file);
+    goto fail;
+  }
+
+  tls = calloc(1, sizeof(*tls));
+  if (tls == NULL) {
+    snprintf(err, err_size, "tls: out of memory");
+    goto fail;
+  }
+  tls->refs = 1;
+  mbedtls_entropy_init(&tls->entropy);
+  mbedtls_ctr_drbg_init(&tls->drbg);
+  mbedtls_x509_crt_init(&tls->cert);
+  mbedtls_pk_init(&tls->key);
+  tls->cert_file = tls_strdup_or_null(config->cert_file, &failed);
+  tls->key_file = tls_strdup_or_null(config->key_file, &failed);
+  tls->ca_file = tls_strdup_or_null(config->ca_file, &failed);
+  tls->crl_file = tls_strdup_or_null(config->crl_file, &failed);
+  tls->require_client_cert = config->require_client_cert ? 1 : 0;
+  if (failed) {
+    snprintf(err, err_size, "tls: out of memory");
+    goto fail;
+  }
+
+  rc = mbedtls_ctr_drbg_seed(&tls->drbg, mbedtls_entropy_func, &tls->entropy,
+                             (const unsigned char *)personalization, sizeof(personalization) - 1);
+  if (rc != 0) {
+    tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "tls: seeding the RNG: %s", text);
+    goto fail;
+  }
+  rc = mbedtls_x509_crt_parse_file(&tls->cert, tls->cert_file);
+  if (rc != 0) {
+    if (rc > 0)
+      snprintf(text, sizeof(text), "%d certificate(s) could not be parsed", rc);
+    else
+      tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "tls cert_file %s: %s; check it is a readable PEM certificate chain",
+             tls->cert_file, text);
+    goto fail;
+  }
+  rc = mbedtls_pk_parse_keyfile(&tls->key, tls->key_file, NULL);
+  if (rc != 0) {
+    tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "tls key_file %s: %s; check it is a readable, unencrypted PEM key",
+             tls->key_file, text);
+    goto fail;
+  }
+  rc = mbedtls_pk_check_pair(&tls->cert.pk, &tls->key);
+  if (rc != 0) {
+    tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "tls key_file %s does not match cert_file %s: %s", tls->key_file,
+             tls->cert_file, text);
+    goto fail;
+  }
+  tls->current = tls_conf_create(tls, err, err_size);
+  if (tls->current == NULL)
+    goto fail;
+  return tls;
+
+fail:
+  tls_unref(tls);
+  return NULL;
+}
+
+/* Swaps in a freshly read CA/CRL. See http_int.h. Loop thread. */
+int http__tls_reload(struct http__tls *tls, char *err, size_t err_size)
+{
+  struct http__tls_conf *conf;
+  int rc = -1;
+
+  conf = tls_conf_create(tls, err, err_size);
+  if (conf == NULL)
+    goto out;
+  /* Sessions already set up keep their reference to the old config. */
+  tls_conf_unref(tls->current);
+  tls->current = conf;
+  rc = 0;
+out:
+  return rc;
+}
+
+/* Drops the server's reference. See http_int.h. Loop thread. */
+void http__tls_release(struct http__tls *tls)
+{
+  struct http__tls_conf *conf;
+
+  if (tls == NULL)
+    return;
+  conf = tls->current;
+  tls->current = NULL;
+  /* The config holds a reference to `tls`, so this order frees both when idle. */
+  tls_unref(tls);
+  tls_conf_unref(conf);
+}
+
+static int tls_bio_send(void *ctx, const unsigned char *data, size_t length)
+{
+  struct http__tls_conn *conn = ctx;
+
+  /* mbedTLS writes one record at a time, at most ~16 KiB: int is enough. */
+  if (conn->send(conn->send_arg, data, length) != 0)
+    return MBEDTLS_ERR_NET_SEND_FAILED;
+  return (int)length;
+}
+
+static int tls_bio_recv(void *ctx, unsigned char *out, size_t size)
+{
+  struct http__tls_conn *conn = ctx;
+  size_t available = conn->in_end - conn->in_start;
+
+  if (available == 0)
+    return MBEDTLS_ERR_SSL_WANT_READ;
+  if (size > available)
+    size = available;
+  if (size > (size_t)1 << 30)
+    size = (size_t)1 << 30;
+  memcpy(out, conn->in + conn->in_start, size);
+  conn->in_start += size;
+  return (int)size;
+}
+
+/* Creates a session on the current config. See http_int.h. Loop thread. */
+struct http__tls_conn *http__tls_conn_create(struct http__tls *tls, http__tls_send_fn send,
+                                             void *send_arg, char *err, size_t err_size)
+{
+  struct http__tls_conn *conn;
+  char text[200];
+  int rc;
+
+  assert(tls->current != NULL);
+  conn = calloc(1, sizeof(*conn));
+  if (conn == NULL) {
+    snprintf(err, err_size, "tls: out of memory for a session");
+    goto fail;
+  }
+  mbedtls_ssl_init(&conn->ssl);
+  conn->conf = tls->current;
+  conn->conf->refs++;
+  conn->send = send;
+  conn->send_arg = send_arg;
+  rc = mbedtls_ssl_setup(&conn->ssl, &conn->conf->ssl_conf);
+  if (rc != 0) {
+    tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "tls: setting up a session: %s", text);
+    goto fail;
+  }
+  mbedtls_ssl_set_bio(&conn->ssl, conn, tls_bio_send, tls_bio_recv, NULL);
+  return conn;
+
+fail:
+  http__tls_conn_destroy(conn);
+  return NULL;
+}
+
+/* Frees a session. See http_int.h. */
+void http__tls_conn_destroy(struct http__tls_conn *conn)
+{
+  if (conn == NULL)
+    return;
+  /* mbedtls_ssl_free() still reads the config, so drop our reference after it. */
+  mbedtls_ssl_free(&conn->ssl);
+  tls_conf_unref(conn->conf);
+  free(conn->in);
+  free(conn);
+}
+
+/* Buffers ciphertext. See http_int.h. */
+int http__tls_conn_feed(struct http__tls_conn *conn, const char *data, size_t length)
+{
+  size_t buffered = conn->in_end - conn->in_start;
+  size_t needed;
+  size_t new_cap;
+  unsigned char *grown;
+  int rc = -1;
+
+  if (length > HTTP__TLS_MAX_BUFFERED || buffered > HTTP__TLS_MAX_BUFFERED - length)
+    goto out;
+  needed = buffered + length;
+  if (conn->in_end + length > conn->in_cap) {
+    /* Slide the unread bytes to the front before growing. */
+    if (buffered > 0 && conn->in_start > 0)
+      memmove(conn->in, conn->in + conn->in_start, buffered);
+    conn->in_start = 0;
+    conn->in_end = buffered;
+    if (needed > conn->in_cap) {
+      new_cap = conn->in_cap ? conn->in_cap : 16384;
+      while (new_cap < needed)
+        new_cap *= 2;
+      grown = realloc(conn->in, new_cap);
+      if (grown == NULL)
+        goto out;
+      conn->in = grown;
+      conn->in_cap = new_cap;
+    }
+  }
+  memcpy(conn->in + conn->in_end, data, length);
+  conn->in_end += length;
+  rc = 0;
+out:
+  return rc;
+}
+
+/* Bytes of ciphertext waiting. See http_int.h. */
+size_t http__tls_conn_buffered(const struct http__tls_conn *conn)
+{
+  return conn->in_end - conn->in_start;
+}
+
+/* Advances the handshake. See http_int.h. */
+int http__tls_conn_handshake(struct http__tls_conn *conn, char *reason, size_t reason_size)
+{
+  char text[200];
+  char info[512];
+  uint32_t flags;
+  size_t length;
+  int rc;
+
+  if (conn->handshake_done)
+    return HTTP__TLS_OK;
+  rc = mbedtls_ssl_handshake(&conn->ssl);
+  if (rc == 0) {
+    conn->handshake_done = 1;
+    return HTTP__TLS_OK;
+  }
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+    return HTTP__TLS_WANT_READ;
+
+  tls_error_text(rc, text, sizeof(text));
+  if (rc == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+    flags = mbedtls_ssl_get_verify_result(&conn->ssl);
+    info[0] = '\0';
+    if (flags != 0 && flags != (uint32_t)-1 &&
+        mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags) > 0) {
+      /* verify_info writes one line per flag; fold them into one log value. */
+      length = strlen(info);
+      while (length > 0 && info[length - 1] == '\n')
+        info[--length] = '\0';
+      for (size_t i = 0; i < length; i++) {
+        if (info[i] == '\n')
+          info[i] = ';';
+      }
+    }
+    snprintf(reason, reason_size, "%s: %s", text, info[0] ? info : "no verify flags");
+  } else {
+    snprintf(reason, reason_size, "%s", text);
+  }
+  return HTTP__TLS_FAILED;
+}
+
+/* Decrypts application data. See http_int.h. */
+int http__tls_conn_read(struct http__tls_conn *conn, char *out, size_t size, char *reason,
+                        size_t reason_size)
+{
+  int rc;
+
+  assert(conn->handshake_done);
+  rc = mbedtls_ssl_read(&conn->ssl, (unsigned char *)out, size);
+  if (rc > 0)
+    return rc;
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+    return HTTP__TLS_WANT_READ;
+  if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || rc == 0)
+    return HTTP__TLS_CLOSED;
+  tls_error_text(rc, reason, reason_size);
+  return HTTP__TLS_FAILED;
+}
+
+/* Encrypts and queues application data. See http_int.h. */
+int http__tls_conn_write(struct http__tls_conn *conn, const void *data, size_t length,
+                         char *reason, size_t reason_size)
+{
+  const unsigned char *next = data;
+  int rc;
+
+  assert(conn->handshake_done);
+  while (length > 0) {
+    /* Our send callback never returns WANT_WRITE, so each call makes progress. */
+    rc = mbedtls_ssl_write(&conn->ssl, next, length);
+    if (rc <= 0) {
+      if (rc == 0)
+        snprintf(reason, reason_size, "mbedtls_ssl_write wrote nothing");
+      else
+        tls_error_text(rc, reason, reason_size);
+      return -1;
+    }
+    next += rc;
+    length -= (size_t)rc;
+  }
+  return 0;
+}
+
+/* Queues close_notify. See http_int.h. */
+void http__tls_conn_close_notify(struct http__tls_conn *conn)
+{
+  if (conn->handshake_done)
+    (void)mbedtls_ssl_close_notify(&conn->ssl);
+}
+
+/* The verified client certificate. See http_int.h. */
+const struct mbedtls_x509_crt *http__tls_conn_peer_cert(const struct http__tls_conn *conn)
+{
+  if (conn == NULL || !conn->handshake_done)
+    return NULL;
+  /* With VERIFY_OPTIONAL a bad certificate gets through the handshake: hide it. */
+  if (mbedtls_ssl_get_verify_result(&conn->ssl) != 0)
+    return NULL;
+  return mbedtls_ssl_get_peer_cert(&conn->ssl);
+}

@@ -1,0 +1,79 @@
+/*
+ * config.h - configuration as a table.
+ *
+ * Each program describes its keys once, as an array of `struct config_key`
+ * rows: section, name, type, default, bounds, offset into the program's
+ * config struct, and one line of description. From that one table come the
+ * INI parser (inih), the defaults, `--check-config`, the documented example
+ * file (config_write_example) and the tests. Unknown sections or keys, bad
+ * values and values out of bounds are errors naming file, line and key:
+ *
+ *   agent.conf:12: [uplink] interval = "15": needs a unit (ms, s, m, h)
+ */
+#ifndef PLATFORM_CONFIG_H
+#define PLATFORM_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum config_type {
+  CONFIG_STRING,   /* char *, malloc'd; freed by config_free */
+  CONFIG_INT,      /* int64_t, within [min, max] */
+  CONFIG_BOOL,     /* int: true/false, yes/no, on/off, 1/0 */
+  CONFIG_DURATION, /* int64_t milliseconds; value needs a unit: ms, s, m, h, d */
+  CONFIG_SIZE,     /* int64_t bytes; plain bytes or with K, M, G (powers of 1024) */
+  CONFIG_LEVEL,    /* int (enum log_level): debug, info, warn, error */
+};
+
+struct config_key {
+  const char *section;
+  const char *name;
+  enum config_type type;
+  const char *default_value; /* text, parsed like a value from the file; NULL = unset */
+  int64_t min, max;          /* bounds for INT, DURATION (ms) and SIZE (bytes); 0,0 = none */
+  size_t offset;             /* offsetof() into the program's config struct */
+  const char *description;   /* one line, for the example file and --help */
+};
+
+/* Largest error message config_load writes. */
+#define CONFIG_ERROR_MAX 512
+
+/*
+ * Sets every key of `keys` (n rows) in `cfg` to its default. Returns 0, or
+ * -1 with `err` set if a default does not parse (a bug in the table).
+ */
+int config_defaults(const struct config_key *keys, size_t n, void *cfg, char *err,
+                    size_t err_size);
+
+/*
+ * Applies defaults, then reads INI `path` into `cfg`. Returns 0, or -1 with
+ * `err` holding "path:line: ..." (or "path: ..." when the file cannot be
+ * read). On error `cfg` may hold some values: call config_free.
+ */
+int config_load(const char *path, const struct config_key *keys, size_t n, void *cfg,
+                char *err, size_t err_size);
+
+/*
+ * Sets one key from text, as if read from a file (for command-line
+ * overrides and tests). Returns 0, or -1 with `err` set.
+ */
+int config_set(const struct config_key *keys, size_t n, void *cfg, const char *section,
+               const char *name, const char *value, char *err, size_t err_size);
+
+/* Frees the strings config_load/config_set allocated in `cfg`. */
+void config_free(const struct config_key *keys, size_t n, void *cfg);
+
+/*
+ * Writes a documented example file: every section and key with its
+ * description, type, bounds and default. `header` (may be NULL) is written
+ * first as comment lines.
+ */
+void config_write_example(FILE *out, const struct config_key *keys, size_t n,
+                          const char *header);
+
+/* Writes "section.name = value" for every key: the effective configuration. */
+void config_write_effective(FILE *out, const struct config_key *keys, size_t n,
+                            const void *cfg);
+
+#endif

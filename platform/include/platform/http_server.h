@@ -1,0 +1,111 @@
+/*
+ * http_server.h - an HTTP/1.1 server on a libuv loop, parsing with llhttp,
+ * optionally over TLS (mbedTLS), optionally requiring client certificates.
+ *
+ * The server reads one whole request (headers and body, within the size
+ * limits) and hands it to the program's handler as an exchange. The handler
+ * answers at once or later (after a journal commit, a Kafka delivery report)
+ * with http_exchange_respond(); until then the connection reads nothing
+ * more (no pipelining), and the request timeout does not run. Keep-alive is
+ * the default for HTTP/1.1; `Connection: close` and HTTP/1.0 are honoured.
+ *
+ * The server answers by itself, with a JSON body {"error": "..."} and then
+ * closing the connection: 400 for malformed HTTP, 413 for a body over
+ * max_body_bytes, 431 for headers over max_header_bytes, 408 when a request
+ * takes longer than request_timeout_ms to arrive. Idle keep-alive
+ * connections are closed after idle_timeout_ms. Connections over
+ * max_connections are closed on accept, and logged.
+ *
+ * Threading: everything here runs on the loop's thread, including the
+ * handler. http_exchange_respond() must be called on that thread too.
+ */
+#ifndef PLATFORM_HTTP_SERVER_H
+#define PLATFORM_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct mbedtls_x509_crt;
+
+struct http_tls_config {
+  const char *cert_file;   /* PEM server certificate chain */
+  const char *key_file;    /* PEM private key */
+  const char *ca_file;     /* PEM CAs that client certificates must chain to; NULL = no client certs */
+  const char *crl_file;    /* PEM CRL checked against client certificates; may be NULL */
+  int require_client_cert; /* 1: handshake fails without a valid client certificate */
+};
+
+struct http_server_config {
+  const char *listen_host;     /* "127.0.0.1", "0.0.0.0", "::1" */
+  int port;                    /* 0 = any free port; see http_server_port() */
+  size_t max_header_bytes;     /* request line + headers */
+  size_t max_body_bytes;
+  uint64_t idle_timeout_ms;    /* keep-alive idle time before closing */
+  uint64_t request_timeout_ms; /* from first byte to whole request read */
+  unsigned max_connections;
+  const struct http_tls_config *tls; /* NULL = plain HTTP; copied by create */
+};
+
+typedef struct http_server http_server;
+typedef struct http_exchange http_exchange;
+
+/*
+ * Called on the loop thread for every complete request. The exchange is
+ * borrowed until http_exchange_respond() is called on it, exactly once,
+ * now or later; after that it is gone.
+ */
+typedef void (*http_handler_fn)(http_exchange *exchange, void *handler_arg);
+
+/*
+ * Binds, listens and starts accepting on `loop`. For TLS, loads the
+ * certificate, key, CA and CRL now, so a bad file is reported here.
+ * Returns the server, or NULL with `err` saying what failed and on what
+ * ("listen 127.0.0.1:8080: address already in use").
+ */
+http_server *http_server_create(uv_loop_t *loop, const struct http_server_config *config,
+                                http_handler_fn handler, void *handler_arg, char *err,
+                                size_t err_size);
+
+/* The bound port (useful when config->port was 0). */
+int http_server_port(const http_server *server);
+
+/*
+ * Reloads the CA file and CRL (for SIGHUP) for new handshakes; existing
+ * connections are unaffected. Returns 0, or -1 with `err` set and the old
+ * CA/CRL kept.
+ */
+int http_server_reload_tls(http_server *server, char *err, size_t err_size);
+
+/*
+ * Stops accepting, closes every connection (pending exchanges are dropped:
+ * a later http_exchange_respond() on them is a no-op that frees them), and
+ * frees the server once every handle is closed, then calls `closed_cb`
+ * (may be NULL). `server` may be NULL.
+ */
+void http_server_close(http_server *server, void (*closed_cb)(void *arg), void *arg);
+
+/* The request. Strings are NUL-terminated and live as long as the exchange. */
+const char *http_exchange_method(const http_exchange *exchange); /* "GET", "POST" */
+const char *http_exchange_path(const http_exchange *exchange);   /* "/v1/sales", no query */
+const char *http_exchange_query(const http_exchange *exchange);  /* after '?', or "" */
+/* Header value by case-insensitive name, or NULL. */
+const char *http_exchange_header(const http_exchange *exchange, const char *name);
+/* Body bytes (NUL-terminated for convenience; may contain NULs). */
+const char *http_exchange_body(const http_exchange *exchange, size_t *length);
+/* Peer address as "ip:port". */
+const char *http_exchange_peer(const http_exchange *exchange);
+/* The verified client certificate, or NULL (plain HTTP, or none sent). Borrowed. */
+const struct mbedtls_x509_crt *http_exchange_peer_cert(const http_exchange *exchange);
+
+/*
+ * Sends the response and ends the exchange. `content_type` may be NULL (no
+ * body type); `extra_headers` is NULL or complete header lines, each ending
+ * in "\r\n" ("Retry-After: 5\r\n"); `body` is copied. If the client went away
+ * meanwhile, nothing is sent and the exchange is freed. Returns 0, or -1 if
+ * the response could not be queued (the connection is closed).
+ */
+int http_exchange_respond(http_exchange *exchange, int status, const char *content_type,
+                          const char *extra_headers, const void *body, size_t body_length);
+
+#endif

@@ -1,0 +1,281 @@
+/*
+ * codec.c - batch bodies: protobuf inside one zstd frame, unpacked within
+ * limits; and the collector-side check of a decoded sale.
+ */
+#include "proto/codec.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+const char *proto_strerror(int code)
+{
+  switch (code) {
+  case PROTO_OK:
+    return "ok";
+  case PROTO_ENOMEM:
+    return "out of memory";
+  case PROTO_ETOOBIG:
+    return "body too large";
+  case PROTO_EBOMB:
+    return "body decompresses beyond the limit";
+  case PROTO_EZSTD:
+    return "body is not valid zstd";
+  case PROTO_EDECODE:
+    return "body is not a valid protobuf message";
+  case PROTO_EENVELOPE:
+    return "batch envelope incomplete";
+  }
+  return "unknown codec error";
+}
+
+int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body,
+                     size_t *body_len)
+{
+  size_t packed_len = pos__v1__batch__get_packed_size(batch);
+  uint8_t *packed = malloc(packed_len ? packed_len : 1);
+  uint8_t *compressed = NULL;
+  size_t bound, written;
+  int rc = PROTO_ENOMEM;
+
+  if (!packed)
+    goto out;
+  pos__v1__batch__pack(batch, packed);
+  bound = ZSTD_compressBound(packed_len);
+  compressed = malloc(bound);
+  if (!compressed)
+    goto out;
+  /* One-shot compression writes the content size into the frame header,
+   * which lets the receiver refuse a bomb before decompressing. */
+  written = ZSTD_compress(compressed, bound, packed, packed_len, zstd_level);
+  if (ZSTD_isError(written)) {
+    rc = PROTO_EZSTD;
+    goto out;
+  }
+  *body = compressed;
+  *body_len = written;
+  compressed = NULL;
+  rc = PROTO_OK;
+out:
+  free(packed);
+  free(compressed);
+  return rc;
+}
+
+int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
+                          size_t *out_len)
+{
+  unsigned long long declared = ZSTD_getFrameContentSize(in, in_len);
+  ZSTD_DCtx *dctx = NULL;
+  uint8_t *buffer = NULL;
+  size_t capacity;
+  ZSTD_inBuffer input = {in, in_len, 0};
+  ZSTD_outBuffer output;
+  int rc = PROTO_EZSTD;
+
+  if (declared == ZSTD_CONTENTSIZE_ERROR)
+    return PROTO_EZSTD;
+  if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared > max_out)
+    return PROTO_EBOMB;
+  /* Trust a declared size only as far as the limit; grow otherwise. */
+  capacity = declared != ZSTD_CONTENTSIZE_UNKNOWN ? (size_t)declared : 64 * 1024;
+  if (capacity > max_out)
+    capacity = max_out;
+  buffer = malloc(capacity + 1);
+  dctx = ZSTD_createDCtx();
+  if (!buffer || !dctx) {
+    rc = PROTO_ENOMEM;
+    goto out;
+  }
+  output.dst = buffer;
+  output.size = capacity + 1; /* one byte past the limit detects a bomb */
+  output.pos = 0;
+  for (;;) {
+    size_t ret = ZSTD_decompressStream(dctx, &output, &input);
+    if (ZSTD_isError(ret))
+      goto out;
+    if (output.pos > max_out) {
+      rc = PROTO_EBOMB;
+      goto out;
+    }
+    if (ret == 0) {
+      /* The frame is complete; anything after it is not ours to ignore. */
+      if (input.pos != input.size)
+        goto out;
+      break;
+    }
+    if (output.pos == output.size) {
+      size_t grown = capacity * 2 > max_out ? max_out : capacity * 2;
+      uint8_t *bigger;
+      if (grown <= capacity) {
+        rc = PROTO_EBOMB;
+        goto out;
+      }
+      bigger = realloc(buffer, grown + 1);
+      if (!bigger) {
+        rc = PROTO_ENOMEM;
+        goto out;
+      }
+      buffer = bigger;
+      capacity = grown;
+      output.dst = buffer;
+      output.size = capacity + 1;
+    } else if (input.pos == input.size) {
+      goto out; /* truncated frame */
+    }
+  }
+  *out = buffer;
+  *out_len = output.pos;
+  buffer = NULL;
+  rc = PROTO_OK;
+out:
+  free(buffer);
+  ZSTD_freeDCtx(dctx);
+  return rc;
+}
+
+int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
+                       Pos__V1__Batch **batch, char *err, size_t err_size)
+{
+  uint8_t *decoded = NULL;
+  size_t decoded_len = 0;
+  Pos__V1__Batch *msg = NULL;
+  const Pos__V1__BatchEnvelope *env;
+  int rc;
+
+  if (body_len > limits->max_compressed) {
+    snprintf(err, err_size, "body of %zu bytes is over the limit of %zu bytes; split the batch",
+             body_len, limits->max_compressed);
+    return PROTO_ETOOBIG;
+  }
+  rc = proto_zstd_decompress(body, body_len, limits->max_decoded, &decoded, &decoded_len);
+  if (rc == PROTO_EBOMB) {
+    snprintf(err, err_size, "body decompresses to more than %zu bytes", limits->max_decoded);
+    return rc;
+  }
+  if (rc) {
+    snprintf(err, err_size, "%s: expected one complete zstd frame", proto_strerror(rc));
+    return rc;
+  }
+  msg = pos__v1__batch__unpack(NULL, decoded_len, decoded);
+  free(decoded);
+  if (!msg) {
+    snprintf(err, err_size, "decompressed body is not a pos.v1.Batch protobuf");
+    return PROTO_EDECODE;
+  }
+  env = msg->envelope;
+  rc = PROTO_EENVELOPE;
+  if (!env)
+    snprintf(err, err_size, "batch has no envelope");
+  else if (env->journal_id.len != 16)
+    snprintf(err, err_size, "envelope.journal_id must be 16 bytes, not %zu",
+             env->journal_id.len);
+  else if (env->batch_seq == 0)
+    snprintf(err, err_size, "envelope.batch_seq must start at 1");
+  else if (!env->store_id || !env->store_id[0])
+    snprintf(err, err_size, "envelope.store_id is empty");
+  else if (env->kind != POS__V1__BATCH_KIND__BATCH_KIND_LIVE &&
+           env->kind != POS__V1__BATCH_KIND__BATCH_KIND_REPLAY)
+    snprintf(err, err_size, "envelope.kind must be live or replay");
+  else if (env->kind == POS__V1__BATCH_KIND__BATCH_KIND_REPLAY &&
+           (!env->resync_id || !env->resync_id[0]))
+    snprintf(err, err_size, "a replay batch needs envelope.resync_id");
+  else if (msg->n_sales > limits->max_sales)
+    snprintf(err, err_size, "batch holds %zu sales, over the limit of %zu", msg->n_sales,
+             limits->max_sales);
+  else
+    rc = PROTO_OK;
+  if (rc) {
+    pos__v1__batch__free_unpacked(msg, NULL);
+    return rc;
+  }
+  *batch = msg;
+  return PROTO_OK;
+}
+
+static int proto_text_ok(const char *text) { return text && text[0] && strlen(text) <= 64; }
+
+int proto_sale_check(const Pos__V1__Sale *sale, char *field, size_t field_size, char *why,
+                     size_t why_size)
+{
+  int64_t lines_sum = 0, payments_sum = 0;
+
+#define PROTO_REJECT(f, ...)                                                                   \
+  do {                                                                                         \
+    snprintf(field, field_size, "%s", f);                                                      \
+    snprintf(why, why_size, __VA_ARGS__);                                                      \
+    return -1;                                                                                 \
+  } while (0)
+
+  if (!proto_text_ok(sale->sale_id))
+    PROTO_REJECT("sale_id", "sale_id must be 1-64 characters");
+  if (!proto_text_ok(sale->terminal_id))
+    PROTO_REJECT("terminal_id", "terminal_id must be 1-64 characters");
+  if (sale->kind < POS__V1__SALE_KIND__SALE_KIND_SALE ||
+      sale->kind > POS__V1__SALE_KIND__SALE_KIND_VOID)
+    PROTO_REJECT("kind", "kind %d is not sale, refund or void", (int)sale->kind);
+  if (sale->kind != POS__V1__SALE_KIND__SALE_KIND_SALE && !proto_text_ok(sale->original_sale_id))
+    PROTO_REJECT("original_sale_id", "a refund or void must name its original sale");
+  if (sale->channel < POS__V1__CHANNEL__CHANNEL_POS ||
+      sale->channel > POS__V1__CHANNEL__CHANNEL_PICKUP)
+    PROTO_REJECT("channel", "channel %d is not pos, online, delivery or pickup",
+                 (int)sale->channel);
+  if (!sale->currency || strlen(sale->currency) != 3)
+    PROTO_REJECT("currency", "currency must be an ISO 4217 code");
+  if (sale->currency_exponent > 4)
+    PROTO_REJECT("currency_exponent", "currency_exponent %u is not 0-4",
+                 sale->currency_exponent);
+  if (sale->utc_offset_minutes < -18 * 60 || sale->utc_offset_minutes > 18 * 60)
+    PROTO_REJECT("utc_offset_minutes", "UTC offset %d minutes is beyond +-18h",
+                 (int)sale->utc_offset_minutes);
+  if (sale->n_lines == 0 || sale->n_lines > 500)
+    PROTO_REJECT("lines", "a sale needs 1 to 500 lines, not %zu", sale->n_lines);
+  for (size_t i = 0; i < sale->n_lines; i++) {
+    const Pos__V1__SaleLine *line = sale->lines[i];
+    char where[48];
+    int64_t gross, net;
+    if (!proto_text_ok(line->sku)) {
+      snprintf(where, sizeof(where), "lines[%zu].sku", i);
+      PROTO_REJECT(where, "sku must be 1-64 characters");
+    }
+    if (line->quantity <= 0) {
+      snprintf(where, sizeof(where), "lines[%zu].quantity", i);
+      PROTO_REJECT(where, "quantity must be positive, not %" PRId64, line->quantity);
+    }
+    if (line->unit_price < 0 || line->discount < 0 || line->tax < 0) {
+      snprintf(where, sizeof(where), "lines[%zu]", i);
+      PROTO_REJECT(where, "unit_price, discount and tax must not be negative");
+    }
+    if (__builtin_mul_overflow(line->quantity, line->unit_price, &gross) ||
+        __builtin_sub_overflow(gross, line->discount, &net) ||
+        __builtin_add_overflow(net, line->tax, &net) ||
+        __builtin_add_overflow(lines_sum, net, &lines_sum)) {
+      snprintf(where, sizeof(where), "lines[%zu]", i);
+      PROTO_REJECT(where, "line amounts overflow");
+    }
+    if (line->discount > gross) {
+      snprintf(where, sizeof(where), "lines[%zu].discount", i);
+      PROTO_REJECT(where, "discount is larger than quantity * unit_price");
+    }
+  }
+  if (lines_sum != sale->total)
+    PROTO_REJECT("total", "total %" PRId64 " is not the lines' sum %" PRId64, sale->total,
+                 lines_sum);
+  if (sale->n_payments == 0)
+    PROTO_REJECT("payments", "a sale needs at least one payment");
+  for (size_t i = 0; i < sale->n_payments; i++) {
+    if (sale->payments[i]->amount <= 0 ||
+        __builtin_add_overflow(payments_sum, sale->payments[i]->amount, &payments_sum)) {
+      char where[48];
+      snprintf(where, sizeof(where), "payments[%zu].amount", i);
+      PROTO_REJECT(where, "payment amounts must be positive and not overflow");
+    }
+  }
+  if (payments_sum != sale->total)
+    PROTO_REJECT("payments", "payments add up to %" PRId64 ", total is %" PRId64, payments_sum,
+                 sale->total);
+#undef PROTO_REJECT
+  return 0;
+}

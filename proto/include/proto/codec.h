@@ -1,0 +1,74 @@
+/*
+ * codec.h - what both programs do with the wire format: pack a batch into a
+ * zstd-compressed protobuf body, and unpack one within limits, so that a
+ * garbage body, a truncated frame or a decompression bomb is refused with a
+ * distinct error before it costs memory.
+ */
+#ifndef PROTO_CODEC_H
+#define PROTO_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pos/v1/pos.pb-c.h"
+
+enum proto_error {
+  PROTO_OK = 0,
+  PROTO_ENOMEM = -1,     /* out of memory */
+  PROTO_ETOOBIG = -2,    /* the compressed body is over max_compressed */
+  PROTO_EBOMB = -3,      /* it decompresses to more than max_decoded */
+  PROTO_EZSTD = -4,      /* not a whole, valid zstd frame */
+  PROTO_EDECODE = -5,    /* not a valid protobuf message of the expected type */
+  PROTO_EENVELOPE = -6,  /* decodes, but the envelope lacks what every batch needs */
+};
+
+/* A short description of `code`. */
+const char *proto_strerror(int code);
+
+struct proto_limits {
+  size_t max_compressed; /* bytes on the wire */
+  size_t max_decoded;    /* bytes after zstd */
+  size_t max_sales;      /* sales in one batch */
+};
+
+/* Defaults both sides agree on unless the collector says otherwise (BatchAck.limits). */
+#define PROTO_DEFAULT_MAX_COMPRESSED (4u * 1024 * 1024)
+#define PROTO_DEFAULT_MAX_DECODED (32u * 1024 * 1024)
+#define PROTO_DEFAULT_MAX_SALES 20000u
+
+/*
+ * Serialises and compresses `batch`. On success returns 0 and sets *body
+ * (caller frees with free()) and *body_len. Deterministic: the same batch
+ * gives the same bytes, so a sealed batch can be resent byte for byte.
+ */
+int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body,
+                     size_t *body_len);
+
+/*
+ * Decompresses (bounded) and decodes a batch body, and checks its
+ * envelope. On success returns 0 and sets *batch (caller frees with
+ * pos__v1__batch__free_unpacked(batch, NULL)). On failure returns a
+ * proto_error and writes what was wrong into `err`.
+ */
+int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
+                       Pos__V1__Batch **batch, char *err, size_t err_size);
+
+/*
+ * zstd-decompresses `in` into a new buffer of at most `max_out` bytes.
+ * Returns 0 with *out (caller frees) and *out_len, or PROTO_EZSTD,
+ * PROTO_EBOMB or PROTO_ENOMEM.
+ */
+int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
+                          size_t *out_len);
+
+/*
+ * Checks one sale of a decoded batch the way the collector must before it
+ * produces it: ids present, kind and channel known, money adding up
+ * (total = sum(qty*unit_price - discount + tax), payments = total),
+ * quantities positive, no overflow. Returns 0, or -1 with `field`
+ * ("lines[2].quantity") and `why` set.
+ */
+int proto_sale_check(const Pos__V1__Sale *sale, char *field, size_t field_size, char *why,
+                     size_t why_size);
+
+#endif

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that build and test the project (with sudo
+# when not root). Quick when everything is already there.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config clang git
+  libsqlite3-dev libuv1-dev libcurl4-openssl-dev libmbedtls-dev
+  libprotobuf-c-dev protobuf-c-compiler libzstd-dev librdkafka-dev
+  node-llhttp libinih-dev libjansson-dev libcmocka-dev
+  # test tools: the journal read back, certificates, Kafka read back, decoding
+  sqlite3 openssl curl kcat protobuf-compiler
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,1277 @@
+/*
+ * test_http_server.c - the HTTP(S) server over real loopback sockets.
+ *
+ * Each test runs a server on its own libuv loop in a background thread and
+ * talks to it from the test thread with libcurl (or a raw socket, for bytes
+ * curl would never send). Stopping the loop goes through a uv_async; every
+ * test ends with uv_loop_close() == 0. TLS tests make a throwaway PKI with
+ * the openssl CLI in a mkdtemp directory (removed afterwards); without
+ * openssl they are skipped.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <mbedtls/x509_crt.h>
+#include <uv.h>
+
+#include "platform/http_server.h"
+#include "platform/log.h"
+
+/* ---- the server under test, on its own thread ---------------------------- */
+
+enum handler_mode {
+  MODE_ECHO,  /* respond at once: body echoed, or "METHOD path query" */
+  MODE_DEFER, /* respond from a uv_timer after defer_ms */
+  MODE_CERT,  /* respond with the client certificate's subject */
+};
+
+struct test_server {
+  uv_loop_t loop;
+  uv_async_t wake;
+  pthread_t thread;
+  http_server *server;
+  int port;
+  enum handler_mode mode;
+  uint64_t defer_ms;
+  atomic_int handled;          /* handler calls */
+  atomic_int respond_failures; /* http_exchange_respond() returned -1 */
+  atomic_int closed;           /* closed_cb calls */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int stop_requested;
+  int (*call_fn)(struct test_server *ts); /* run on the loop thread */
+  int call_result;
+  int call_done;
+  char subject[256];
+  char err[512];
+};
+
+struct deferred {
+  uv_timer_t timer;
+  http_exchange *exchange;
+  struct test_server *ts;
+};
+
+static void count_respond(struct test_server *ts, int rc)
+{
+  if (rc != 0)
+    atomic_fetch_add(&ts->respond_failures, 1);
+}
+
+static void deferred_on_close(uv_handle_t *handle)
+{
+  free(handle->data);
+}
+
+static void deferred_on_timer(uv_timer_t *timer)
+{
+  struct deferred *deferred = timer->data;
+  const char *path = http_exchange_path(deferred->exchange);
+
+  count_respond(deferred->ts, http_exchange_respond(deferred->exchange, 200, "text/plain", NULL,
+                                                    path, strlen(path)));
+  uv_close((uv_handle_t *)&deferred->timer, deferred_on_close);
+}
+
+static void test_handler(http_exchange *exchange, void *arg)
+{
+  struct test_server *ts = arg;
+  char body[512];
+  char extra[256];
+  const char *request_body;
+  const char *test_header;
+  size_t request_length;
+  int length;
+
+  atomic_fetch_add(&ts->handled, 1);
+  switch (ts->mode) {
+  case MODE_ECHO:
+    request_body = http_exchange_body(exchange, &request_length);
+    test_header = http_exchange_header(exchange, "x-test");
+    snprintf(extra, sizeof(extra), "X-Echo: %s\r\nX-Peer: %s\r\n", test_header ? test_header : "-",
+             http_exchange_peer(exchange));
+    if (request_length > 0) {
+      count_respond(ts, http_exchange_respond(exchange, 200, "application/octet-stream", extra,
+                                              request_body, request_length));
+    } else {
+      length = snprintf(body, sizeof(body), "%s %s %s", http_exchange_method(exchange),
+                        http_exchange_path(exchange), http_exchange_query(exchange));
+      count_respond(ts, http_exchange_respond(exchange, 200, "text/plain", extra, body,
+                                              (size_t)length));
+    }
+    break;
+  case MODE_DEFER: {
+    struct deferred *deferred = calloc(1, sizeof(*deferred));
+    assert_non_null(deferred);
+    deferred->exchange = exchange;
+    deferred->ts = ts;
+    deferred->timer.data = deferred;
+    uv_timer_init(&ts->loop, &deferred->timer);
+    uv_timer_start(&deferred->timer, deferred_on_timer, ts->defer_ms, 0);
+    break;
+  }
+  case MODE_CERT: {
+    const struct mbedtls_x509_crt *cert = http_exchange_peer_cert(exchange);
+    pthread_mutex_lock(&ts->lock);
+    if (cert != NULL)
+      mbedtls_x509_dn_gets(ts->subject, sizeof(ts->subject), &cert->subject);
+    else
+      snprintf(ts->subject, sizeof(ts->subject), "no-cert");
+    length = snprintf(body, sizeof(body), "%s", ts->subject);
+    pthread_mutex_unlock(&ts->lock);
+    count_respond(ts, http_exchange_respond(exchange, 200, "text/plain", NULL, body,
+                                            (size_t)length));
+    break;
+  }
+  }
+}
+
+static void on_server_closed(void *arg)
+{
+  struct test_server *ts = arg;
+  atomic_fetch_add(&ts->closed, 1);
+}
+
+static void on_wake(uv_async_t *async)
+{
+  struct test_server *ts = async->data;
+
+  pthread_mutex_lock(&ts->lock);
+  if (ts->call_fn != NULL) {
+    ts->call_result = ts->call_fn(ts);
+    ts->call_fn = NULL;
+    ts->call_done = 1;
+    pthread_cond_broadcast(&ts->cond);
+  }
+  if (ts->stop_requested) {
+    http_server_close(ts->server, on_server_closed, ts);
+    ts->server = NULL;
+    uv_close((uv_handle_t *)&ts->wake, NULL);
+  }
+  pthread_mutex_unlock(&ts->lock);
+}
+
+static void *server_thread(void *arg)
+{
+  struct test_server *ts = arg;
+  uv_run(&ts->loop, UV_RUN_DEFAULT);
+  return NULL;
+}
+
+static void default_config(struct http_server_config *config)
+{
+  memset(config, 0, sizeof(*config));
+  config->listen_host = "127.0.0.1";
+  config->port = 0;
+  config->max_header_bytes = 8192;
+  config->max_body_bytes = 64 * 1024;
+  config->idle_timeout_ms = 5000;
+  config->request_timeout_ms = 5000;
+  config->max_connections = 16;
+}
+
+static void server_start(struct test_server *ts, const struct http_server_config *config,
+                         enum handler_mode mode, uint64_t defer_ms)
+{
+  memset(ts, 0, sizeof(*ts));
+  ts->mode = mode;
+  ts->defer_ms = defer_ms;
+  pthread_mutex_init(&ts->lock, NULL);
+  pthread_cond_init(&ts->cond, NULL);
+  assert_int_equal(uv_loop_init(&ts->loop), 0);
+  assert_int_equal(uv_async_init(&ts->loop, &ts->wake, on_wake), 0);
+  ts->wake.data = ts;
+  ts->server = http_server_create(&ts->loop, config, test_handler, ts, ts->err, sizeof(ts->err));
+  if (ts->server == NULL)
+    fail_msg("http_server_create: %s", ts->err);
+  ts->port = http_server_port(ts->server);
+  assert_true(ts->port > 0);
+  assert_int_equal(pthread_create(&ts->thread, NULL, server_thread, ts), 0);
+}
+
+/* Runs `fn` on the loop thread and returns its result. */
+static int server_call(struct test_server *ts, int (*fn)(struct test_server *ts))
+{
+  int result;
+
+  pthread_mutex_lock(&ts->lock);
+  ts->call_fn = fn;
+  ts->call_done = 0;
+  uv_async_send(&ts->wake);
+  while (!ts->call_done)
+    pthread_cond_wait(&ts->cond, &ts->lock);
+  result = ts->call_result;
+  pthread_mutex_unlock(&ts->lock);
+  return result;
+}
+
+static void server_stop(struct test_server *ts)
+{
+  pthread_mutex_lock(&ts->lock);
+  ts->stop_requested = 1;
+  pthread_mutex_unlock(&ts->lock);
+  uv_async_send(&ts->wake);
+  assert_int_equal(pthread_join(ts->thread, NULL), 0);
+  assert_int_equal(atomic_load(&ts->closed), 1);
+  assert_int_equal(uv_loop_close(&ts->loop), 0);
+  pthread_cond_destroy(&ts->cond);
+  pthread_mutex_destroy(&ts->lock);
+}
+
+static void sleep_ms(unsigned ms)
+{
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static void wait_for_count(atomic_int *counter, int expected, unsigned timeout_ms)
+{
+  for (unsigned waited = 0; atomic_load(counter) < expected && waited < timeout_ms; waited += 10)
+    sleep_ms(10);
+  assert_int_equal(atomic_load(counter), expected);
+}
+
+/* ---- libcurl client ----------------------------------------------------- */
+
+struct reply {
+  CURLcode rc;
+  long status;
+  long num_connects;
+  char body[128 * 1024];
+  size_t body_length;
+  char headers[8192];
+  size_t headers_length;
+};
+
+static size_t reply_body(char *data, size_t size, size_t count, void *arg)
+{
+  struct reply *reply = arg;
+  size_t length = size * count;
+
+  if (length > sizeof(reply->body) - 1 - reply->body_length)
+    return 0;
+  memcpy(reply->body + reply->body_length, data, length);
+  reply->body_length += length;
+  reply->body[reply->body_length] = '\0';
+  return length;
+}
+
+static size_t reply_header(char *data, size_t size, size_t count, void *arg)
+{
+  struct reply *reply = arg;
+  size_t length = size * count;
+
+  if (length > sizeof(reply->headers) - 1 - reply->headers_length)
+    return 0;
+  memcpy(reply->headers + reply->headers_length, data, length);
+  reply->headers_length += length;
+  reply->headers[reply->headers_length] = '\0';
+  return length;
+}
+
+static void curl_base(CURL *curl, const char *url, struct reply *reply)
+{
+  memset(reply, 0, sizeof(*reply));
+  curl_easy_setopt(curl, CURLOPT_URL, url);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, reply_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, reply);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, reply_header);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, reply);
+}
+
+static void curl_run(CURL *curl, struct reply *reply)
+{
+  reply->rc = curl_easy_perform(curl);
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply->status);
+  curl_easy_getinfo(curl, CURLINFO_NUM_CONNECTS, &reply->num_connects);
+}
+
+static void url_for(char *url, size_t url_size, const char *scheme, int port, const char *path)
+{
+  snprintf(url, url_size, "%s://127.0.0.1:%d%s", scheme, port, path);
+}
+
+/* ---- raw sockets --------------------------------------------------------- */
+
+static int raw_connect(int port)
+{
+  struct sockaddr_in addr;
+  struct timeval timeout = {.tv_sec = 5, .tv_usec = 0};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  assert_true(fd >= 0);
+  memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  return fd;
+}
+
+static void raw_send(int fd, const char *data, size_t length)
+{
+  while (length > 0) {
+    ssize_t sent = send(fd, data, length, MSG_NOSIGNAL);
+    assert_true(sent > 0);
+    data += sent;
+    length -= (size_t)sent;
+  }
+}
+
+/* Reads until EOF (or reset, or the 5 s receive timeout). Returns the byte count. */
+static size_t raw_read_all(int fd, char *out, size_t out_size)
+{
+  size_t used = 0;
+
+  while (used < out_size - 1) {
+    ssize_t got = recv(fd, out + used, out_size - 1 - used, 0);
+    if (got <= 0)
+      break;
+    used += (size_t)got;
+  }
+  out[used] = '\0';
+  return used;
+}
+
+/* Case-insensitive strstr (strcasestr is a GNU extension). */
+static const char *find_ci(const char *haystack, const char *needle)
+{
+  size_t needle_length = strlen(needle);
+
+  for (const char *p = haystack; *p; p++) {
+    if (strncasecmp(p, needle, needle_length) == 0)
+      return p;
+  }
+  return NULL;
+}
+
+/* Reads one response with a Content-Length. Returns its length, or 0. */
+static size_t raw_read_response(int fd, char *out, size_t out_size)
+{
+  size_t used = 0;
+
+  while (used < out_size - 1) {
+    ssize_t got = recv(fd, out + used, out_size - 1 - used, 0);
+    const char *end;
+    const char *length_header;
+    if (got <= 0)
+      return 0;
+    used += (size_t)got;
+    out[used] = '\0';
+    end = strstr(out, "\r\n\r\n");
+    length_header = find_ci(out, "content-length:");
+    if (end != NULL && length_header != NULL) {
+      size_t body = strtoul(length_header + 15, NULL, 10);
+      if (used >= (size_t)(end + 4 - out) + body)
+        return used;
+    }
+  }
+  return 0;
+}
+
+/* ---- plain HTTP tests ---------------------------------------------------- */
+
+static void test_get_and_post_echo(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct reply *reply = malloc(sizeof(*reply));
+  struct curl_slist *headers = NULL;
+  char url[128];
+  static const char payload[] = "sale\0with\0NULs and text";
+  CURL *curl = curl_easy_init();
+
+  (void)state;
+  default_config(&config);
+  server_start(&ts, &config, MODE_ECHO, 0);
+
+  url_for(url, sizeof(url), "http", ts.port, "/hello/world?store=42&x=1#frag");
+  curl_base(curl, url, reply);
+  headers = curl_slist_append(headers, "X-Test: abc def");
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_string_equal(reply->body, "GET /hello/world store=42&x=1");
+  assert_non_null(strstr(reply->headers, "HTTP/1.1 200 OK\r\n"));
+  assert_non_null(strstr(reply->headers, "Content-Type: text/plain\r\n"));
+  assert_non_null(strstr(reply->headers, "Connection: keep-alive\r\n"));
+  assert_non_null(strstr(reply->headers, "X-Echo: abc def\r\n"));
+  assert_non_null(strstr(reply->headers, "X-Peer: 127.0.0.1:"));
+
+  url_for(url, sizeof(url), "http", ts.port, "/v1/sales");
+  curl_base(curl, url, reply);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)(sizeof(payload) - 1));
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_int_equal(reply->body_length, sizeof(payload) - 1);
+  assert_memory_equal(reply->body, payload, sizeof(payload) - 1);
+
+  /* HEAD: the headers a GET gets, no body. */
+  url_for(url, sizeof(url), "http", ts.port, "/head");
+  curl_base(curl, url, reply);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
+  curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+  curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_int_equal(reply->body_length, 0);
+  assert_non_null(strstr(reply->headers, "Content-Length: 11\r\n"));
+
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.handled), 3);
+  assert_int_equal(atomic_load(&ts.respond_failures), 0);
+  free(reply);
+}
+
+static void test_chunked_post_echo(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  char response[4096];
+  static const char request[] = "POST /chunked HTTP/1.1\r\nHost: x\r\n"
+                                "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                                "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+  int fd;
+
+  (void)state;
+  default_config(&config);
+  server_start(&ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts.port);
+  raw_send(fd, request, sizeof(request) - 1);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  assert_non_null(strstr(response, "HTTP/1.1 200 OK\r\n"));
+  assert_non_null(strstr(response, "Connection: close\r\n"));
+  assert_non_null(strstr(response, "\r\n\r\nhello world"));
+  server_stop(&ts);
+}
+
+static void test_keep_alive_reuses_connection(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct reply *reply = malloc(sizeof(*reply));
+  char url[128];
+  CURL *curl = curl_easy_init();
+
+  (void)state;
+  default_config(&config);
+  server_start(&ts, &config, MODE_ECHO, 0);
+  url_for(url, sizeof(url), "http", ts.port, "/one");
+  curl_base(curl, url, reply);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->num_connects, 1);
+
+  url_for(url, sizeof(url), "http", ts.port, "/two");
+  curl_base(curl, url, reply);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_string_equal(reply->body, "GET /two ");
+  /* 0 new connections: the second request went over the first one. */
+  assert_int_equal(reply->num_connects, 0);
+
+  curl_easy_cleanup(curl);
+  server_stop(&ts);
+  free(reply);
+}
+
+static void test_connection_close_and_http10_honoured(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  char response[4096];
+  static const char close_request[] = "GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  static const char http10_request[] = "GET /old HTTP/1.0\r\n\r\n";
+  static const char http10_keep[] = "GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+  int fd;
+
+  (void)state;
+  default_config(&config);
+  server_start(&ts, &config, MODE_ECHO, 0);
+
+  /* raw_read_all returns only at EOF: the server must close. */
+  fd = raw_connect(ts.port);
+  raw_send(fd, close_request, sizeof(close_request) - 1);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  assert_non_null(strstr(response, "HTTP/1.1 200 OK\r\n"));
+  assert_non_null(strstr(response, "Connection: close\r\n"));
+
+  fd = raw_connect(ts.port);
+  raw_send(fd, http10_request, sizeof(http10_request) - 1);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  assert_non_null(strstr(response, "Connection: close\r\n"));
+  assert_non_null(strstr(response, "GET /old "));
+
+  /* HTTP/1.0 with an explicit keep-alive stays open. */
+  fd = raw_connect(ts.port);
+  raw_send(fd, http10_keep, sizeof(http10_keep) - 1);
+  assert_true(raw_read_response(fd, response, sizeof(response)) > 0);
+  assert_non_null(strstr(response, "Connection: keep-alive\r\n"));
+  raw_send(fd, http10_keep, sizeof(http10_keep) - 1);
+  assert_true(raw_read_response(fd, response, sizeof(response)) > 0);
+  close(fd);
+
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.handled), 4);
+}
+
+static void test_pipelined_requests_answered_in_order(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  char response[8192];
+  static const char requests[] = "GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+                                 "GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
+                                 "GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  enum handler_mode modes[] = {MODE_ECHO, MODE_DEFER};
+  char *first;
+  char *second;
+  char *third;
+  int fd;
+
+  (void)state;
+  default_config(&config);
+  for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+    server_start(&ts, &config, modes[i], 20);
+    fd = raw_connect(ts.port);
+    raw_send(fd, requests, sizeof(requests) - 1);
+    raw_read_all(fd, response, sizeof(response));
+    close(fd);
+    first = strstr(response, "/first");
+    second = strstr(response, "/second");
+    third = strstr(response, "/third");
+    assert_non_null(first);
+    assert_non_null(second);
+    assert_non_null(third);
+    assert_true(first < second && second < third);
+    server_stop(&ts);
+    assert_int_equal(atomic_load(&ts.handled), 3);
+  }
+}
+
+static void test_deferred_response(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct reply *reply = malloc(sizeof(*reply));
+  char url[128];
+  CURL *curl = curl_easy_init();
+  uint64_t started;
+
+  (void)state;
+  default_config(&config);
+  /* The request timeout must not run while the handler works. */
+  config.request_timeout_ms = 100;
+  server_start(&ts, &config, MODE_DEFER, 300);
+  url_for(url, sizeof(url), "http", ts.port, "/later");
+  started = uv_hrtime();
+  curl_base(curl, url, reply);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_string_equal(reply->body, "/later");
+  assert_true((uv_hrtime() - started) / 1000000 >= 250);
+
+  /* Still keep-alive after a deferred response. */
+  url_for(url, sizeof(url), "http", ts.port, "/again");
+  curl_base(curl, url, reply);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_string_equal(reply->body, "/again");
+  assert_int_equal(reply->num_connects, 0);
+
+  curl_easy_cleanup(curl);
+  server_stop(&ts);
+  free(reply);
+}
+
+static void test_body_over_limit_is_413(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct reply *reply = malloc(sizeof(*reply));
+  char url[128];
+  char *big = malloc(4096);
+  char *chunked = malloc(4096);
+  size_t length;
+  char response[4096];
+  CURL *curl = curl_easy_init();
+  int fd;
+
+  (void)state;
+  default_config(&config);
+  config.max_body_bytes = 1024;
+  server_start(&ts, &config, MODE_ECHO, 0);
+
+  /* Content-Length over the limit: refused before the body is read. */
+  memset(big, 'x', 4096);
+  url_for(url, sizeof(url), "http", ts.port, "/v1/sales");
+  curl_base(curl, url, reply);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, big);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, 4096L);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 413);
+  assert_non_null(strstr(reply->headers, "Connection: close\r\n"));
+  assert_non_null(strstr(reply->headers, "Content-Type: application/json\r\n"));
+  assert_non_null(strstr(reply->body, "{\"error\":\"request body of 4096 bytes exceeds "
+                                      "max_body_bytes (1024 bytes)\"}"));
+
+  /* Exactly at the limit is fine. */
+  curl_base(curl, url, reply);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, 1024L);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_int_equal(reply->body_length, 1024);
+
+  /* Chunked: caught while streaming. */
+  length = (size_t)snprintf(chunked, 4096, "%s",
+                            "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+  for (int i = 0; i < 3; i++) {
+    length += (size_t)snprintf(chunked + length, 4096 - length, "200\r\n");
+    memset(chunked + length, 'y', 0x200);
+    length += 0x200;
+    length += (size_t)snprintf(chunked + length, 4096 - length, "\r\n");
+  }
+  fd = raw_connect(ts.port);
+  raw_send(fd, chunked, length);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  assert_non_null(strstr(response, "HTTP/1.1 413 Content Too Large\r\n"));
+  assert_non_null(strstr(response, "request body exceeds max_body_bytes (1024 bytes)"));
+
+  curl_easy_cleanup(curl);
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.handled), 1);
+  free(big);
+  free(chunked);
+  free(reply);
+}
+
+static void test_headers_over_limit_is_431(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct reply *reply = malloc(sizeof(*reply));
+  struct curl_slist *headers = NULL;
+  char url[128];
+  char *big_header = malloc(9000);
+  CURL *curl = curl_easy_init();
+
+  (void)state;
+  default_config(&config);
+  config.max_header_bytes = 4096;
+  server_start(&ts, &config, MODE_ECHO, 0);
+  memcpy(big_header, "X-Big: ", 7);
+  memset(big_header + 7, 'a', 8000);
+  big_header[8007] = '\0';
+  headers = curl_slist_append(headers, big_header);
+  url_for(url, sizeof(url), "http", ts.port, "/");
+  curl_base(curl, url, reply);
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 431);
+  assert_non_null(strstr(reply->body, "max_header_bytes (4096 bytes)"));
+
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.handled), 0);
+  free(big_header);
+  free(reply);
+}
+
+static void test_garbage_is_400(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  char response[4096];
+  int fd;
+
+  (void)state;
+  default_config(&config);
+  server_start(&ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts.port);
+  static const char garbage[] = "\x16\x03\x01 this is not HTTP\r\n\r\n";
+  raw_send(fd, garbage, sizeof(garbage) - 1);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  assert_non_null(strstr(response, "HTTP/1.1 400 Bad Request\r\n"));
+  assert_non_null(strstr(response, "Connection: close\r\n"));
+  assert_non_null(strstr(response, "{\"error\":\"malformed HTTP request: "));
+  /* llhttp's own reason is passed on. */
+  assert_non_null(strstr(response, "HPE_INVALID_METHOD"));
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.handled), 0);
+}
+
+static void test_slow_request_is_408(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  char response[4096];
+  static const char partial[] = "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
+  uint64_t started;
+  int fd;
+
+  (void)state;
+  default_config(&config);
+  config.request_timeout_ms = 200;
+  server_start(&ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts.port);
+  started = uv_hrtime();
+  raw_send(fd, partial, sizeof(partial) - 1);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  assert_true((uv_hrtime() - started) / 1000000 >= 150);
+  assert_non_null(strstr(response, "HTTP/1.1 408 Request Timeout\r\n"));
+  assert_non_null(strstr(response, "request_timeout_ms (200 ms)"));
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.handled), 0);
+}
+
+static void test_idle_connection_closed(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  char response[4096];
+  static const char request[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+  uint64_t started;
+  int fd;
+
+  (void)state;
+  default_config(&config);
+  config.idle_timeout_ms = 200;
+  server_start(&ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts.port);
+  raw_send(fd, request, sizeof(request) - 1);
+  assert_true(raw_read_response(fd, response, sizeof(response)) > 0);
+  started = uv_hrtime();
+  /* Nothing more is sent: the server closes without a word. */
+  assert_int_equal(raw_read_all(fd, response, sizeof(response)), 0);
+  assert_true((uv_hrtime() - started) / 1000000 >= 150);
+  assert_true((uv_hrtime() - started) / 1000000 < 4000);
+  close(fd);
+  server_stop(&ts);
+}
+
+static void test_max_connections(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  char response[4096];
+  static const char request[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+  int fds[2];
+  int extra;
+  int served = 0;
+
+  (void)state;
+  default_config(&config);
+  config.max_connections = 2;
+  server_start(&ts, &config, MODE_ECHO, 0);
+  for (int i = 0; i < 2; i++) {
+    fds[i] = raw_connect(ts.port);
+    raw_send(fds[i], request, sizeof(request) - 1);
+    assert_true(raw_read_response(fds[i], response, sizeof(response)) > 0);
+  }
+  /* A third is accepted and closed at once. */
+  extra = raw_connect(ts.port);
+  send(extra, request, sizeof(request) - 1, MSG_NOSIGNAL);
+  assert_int_equal(raw_read_all(extra, response, sizeof(response)), 0);
+  close(extra);
+
+  /* Once one hangs up there is room again. */
+  close(fds[0]);
+  for (int attempt = 0; attempt < 50 && !served; attempt++) {
+    extra = raw_connect(ts.port);
+    send(extra, request, sizeof(request) - 1, MSG_NOSIGNAL);
+    served = raw_read_response(extra, response, sizeof(response)) > 0;
+    close(extra);
+    if (!served)
+      sleep_ms(20);
+  }
+  assert_true(served);
+  close(fds[1]);
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.handled), 3);
+}
+
+static void test_client_gone_while_pending(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct reply *reply = malloc(sizeof(*reply));
+  char url[128];
+  static const char request[] = "POST /pending HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+  CURL *curl = curl_easy_init();
+  int fd;
+  int fd_open;
+
+  (void)state;
+  default_config(&config);
+  server_start(&ts, &config, MODE_DEFER, 300);
+
+  /* The client hangs up while the handler works: respond is a no-op. */
+  fd = raw_connect(ts.port);
+  raw_send(fd, request, sizeof(request) - 1);
+  wait_for_count(&ts.handled, 1, 2000);
+  close(fd);
+  wait_for_count(&ts.respond_failures, 1, 2000);
+
+  /* The server carries on. */
+  url_for(url, sizeof(url), "http", ts.port, "/after");
+  curl_base(curl, url, reply);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_string_equal(reply->body, "/after");
+
+  /* Pending when the server closes: respond comes after the server is freed. */
+  fd_open = raw_connect(ts.port);
+  raw_send(fd_open, request, sizeof(request) - 1);
+  wait_for_count(&ts.handled, 3, 2000);
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.respond_failures), 2);
+  close(fd_open);
+  curl_easy_cleanup(curl);
+  free(reply);
+}
+
+static void test_create_reports_errors(void **state)
+{
+  uv_loop_t loop;
+  struct http_server_config config;
+  struct http_tls_config tls = {.cert_file = "/nonexistent/server.crt",
+                                .key_file = "/nonexistent/server.key"};
+  char err[512];
+  http_server *first;
+  http_server *second;
+
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  default_config(&config);
+  first = http_server_create(&loop, &config, test_handler, NULL, err, sizeof(err));
+  assert_non_null(first);
+
+  config.port = http_server_port(first);
+  second = http_server_create(&loop, &config, test_handler, NULL, err, sizeof(err));
+  assert_null(second);
+  assert_non_null(strstr(err, "listen 127.0.0.1:"));
+  assert_non_null(strstr(err, "in use"));
+
+  config.port = 0;
+  config.listen_host = "localhost";
+  assert_null(http_server_create(&loop, &config, test_handler, NULL, err, sizeof(err)));
+  assert_non_null(strstr(err, "not a numeric"));
+
+  config.listen_host = "127.0.0.1";
+  config.max_connections = 0;
+  assert_null(http_server_create(&loop, &config, test_handler, NULL, err, sizeof(err)));
+  assert_non_null(strstr(err, "max_connections"));
+
+  default_config(&config);
+  config.tls = &tls;
+  assert_null(http_server_create(&loop, &config, test_handler, NULL, err, sizeof(err)));
+  assert_non_null(strstr(err, "/nonexistent/server.crt"));
+
+  assert_int_equal(http_server_reload_tls(first, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "not configured"));
+
+  http_server_close(first, NULL, NULL);
+  http_server_close(NULL, NULL, NULL);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ---- TLS ------------------------------------------------------------------ */
+
+static char pki_dir[64];
+static int pki_ready;
+
+static void pki_path(char *out, size_t out_size, const char *name)
+{
+  snprintf(out, out_size, "%s/%s", pki_dir, name);
+}
+
+/*
+ * A CA; a server certificate for 127.0.0.1; a good client (store-0042), a
+ * client (store-0666) revoked in crl.pem; and crl-empty.pem, made before
+ * the revocation.
+ */
+static int pki_create(void)
+{
+  static const char script[] =
+      "set -e\n"
+      "cat > ca.cnf <<EOF\n"
+      "[ca]\n"
+      "default_ca = CA_default\n"
+      "[CA_default]\n"
+      "database = index.txt\n"
+      "new_certs_dir = .\n"
+      "certificate = ca.crt\n"
+      "private_key = ca.key\n"
+      "serial = serial\n"
+      "crlnumber = crlnumber\n"
+      "default_md = sha256\n"
+      "default_crl_days = 7\n"
+      "EOF\n"
+      "touch index.txt; echo 01 > crlnumber; echo 1000 > serial\n"
+      "openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \\\n"
+      "  -keyout ca.key -out ca.crt -days 2 -subj '/CN=POS Test CA' \\\n"
+      "  -addext 'basicConstraints=critical,CA:TRUE' \\\n"
+      "  -addext 'keyUsage=critical,keyCertSign,cRLSign'\n"
+      "gen() {\n"
+      "  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \\\n"
+      "    -keyout $1.key -out $1.csr -subj \"/CN=$2\"\n"
+      "  printf '%s\\n' \"$3\" \"$4\" > $1.ext\n"
+      "  openssl x509 -req -in $1.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \\\n"
+      "    -sha256 -extfile $1.ext -out $1.crt\n"
+      "}\n"
+      "gen server localhost 'subjectAltName=IP:127.0.0.1,DNS:localhost' "
+      "'extendedKeyUsage=serverAuth'\n"
+      "gen client store-0042 'extendedKeyUsage=clientAuth' 'keyUsage=digitalSignature'\n"
+      "gen revoked store-0666 'extendedKeyUsage=clientAuth' 'keyUsage=digitalSignature'\n"
+      "openssl ca -config ca.cnf -gencrl -out crl-empty.pem\n"
+      "openssl ca -config ca.cnf -revoke revoked.crt\n"
+      "openssl ca -config ca.cnf -gencrl -out crl.pem\n"
+      "cp crl-empty.pem crl-active.pem\n";
+  char path[128];
+  char command[256];
+  FILE *file;
+
+  if (system("openssl version >/dev/null 2>&1") != 0)
+    return -1;
+  snprintf(pki_dir, sizeof(pki_dir), "/tmp/pos-http-pki-XXXXXX");
+  if (mkdtemp(pki_dir) == NULL)
+    return -1;
+  pki_path(path, sizeof(path), "make-pki.sh");
+  file = fopen(path, "w");
+  if (file == NULL)
+    return -1;
+  fputs(script, file);
+  fclose(file);
+  snprintf(command, sizeof(command), "cd '%s' && sh make-pki.sh >openssl.log 2>&1", pki_dir);
+  if (system(command) != 0) {
+    fprintf(stderr, "PKI generation failed; see %s/openssl.log\n", pki_dir);
+    return -1;
+  }
+  return 0;
+}
+
+static void pki_remove(void)
+{
+  char command[128];
+
+  if (pki_dir[0] == '\0')
+    return;
+  snprintf(command, sizeof(command), "rm -rf '%s'", pki_dir);
+  if (system(command) != 0)
+    fprintf(stderr, "could not remove %s\n", pki_dir);
+  pki_dir[0] = '\0';
+}
+
+struct tls_files {
+  char ca[128];
+  char cert[128];
+  char key[128];
+  char crl[128];
+  char client_cert[128];
+  char client_key[128];
+  char revoked_cert[128];
+  char revoked_key[128];
+  struct http_tls_config tls;
+};
+
+static void tls_files_init(struct tls_files *files, int require_client_cert, const char *crl)
+{
+  pki_path(files->ca, sizeof(files->ca), "ca.crt");
+  pki_path(files->cert, sizeof(files->cert), "server.crt");
+  pki_path(files->key, sizeof(files->key), "server.key");
+  pki_path(files->client_cert, sizeof(files->client_cert), "client.crt");
+  pki_path(files->client_key, sizeof(files->client_key), "client.key");
+  pki_path(files->revoked_cert, sizeof(files->revoked_cert), "revoked.crt");
+  pki_path(files->revoked_key, sizeof(files->revoked_key), "revoked.key");
+  memset(&files->tls, 0, sizeof(files->tls));
+  files->tls.cert_file = files->cert;
+  files->tls.key_file = files->key;
+  files->tls.ca_file = files->ca;
+  files->tls.require_client_cert = require_client_cert;
+  if (crl != NULL) {
+    pki_path(files->crl, sizeof(files->crl), crl);
+    files->tls.crl_file = files->crl;
+  }
+}
+
+/* One HTTPS request on a new curl handle (so a new handshake). */
+static void tls_request(const struct tls_files *files, int port, const char *client_cert,
+                        const char *client_key, struct reply *reply)
+{
+  char url[128];
+  CURL *curl = curl_easy_init();
+
+  url_for(url, sizeof(url), "https", port, "/v1/sales");
+  curl_base(curl, url, reply);
+  curl_easy_setopt(curl, CURLOPT_CAINFO, files->ca);
+  if (client_cert != NULL) {
+    curl_easy_setopt(curl, CURLOPT_SSLCERT, client_cert);
+    curl_easy_setopt(curl, CURLOPT_SSLKEY, client_key);
+  }
+  curl_run(curl, reply);
+  curl_easy_cleanup(curl);
+}
+
+static void test_tls_client_cert_accepted(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+
+  (void)state;
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, "crl.pem");
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(&ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts.port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_string_equal(reply->body, "CN=store-0042");
+  server_stop(&ts);
+  assert_string_equal(ts.subject, "CN=store-0042");
+  free(reply);
+}
+
+static void test_tls_without_client_cert_refused(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+
+  (void)state;
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, NULL);
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(&ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts.port, NULL, NULL, reply);
+  assert_int_not_equal(reply->rc, CURLE_OK);
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.handled), 0);
+  free(reply);
+}
+
+static void test_tls_optional_client_cert(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+
+  (void)state;
+  if (!pki_ready)
+    skip();
+  /* Not required: no certificate is fine, and then there is no peer cert. */
+  tls_files_init(&files, 0, NULL);
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(&ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts.port, NULL, NULL, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_string_equal(reply->body, "no-cert");
+  tls_request(&files, ts.port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_string_equal(reply->body, "CN=store-0042");
+  server_stop(&ts);
+  free(reply);
+}
+
+static void test_tls_revoked_client_cert_refused(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+
+  (void)state;
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, "crl.pem");
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(&ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts.port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_not_equal(reply->rc, CURLE_OK);
+  tls_request(&files, ts.port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  server_stop(&ts);
+  assert_int_equal(atomic_load(&ts.handled), 1);
+  free(reply);
+}
+
+static int reload_on_loop(struct test_server *ts)
+{
+  return http_server_reload_tls(ts->server, ts->err, sizeof(ts->err));
+}
+
+static void test_tls_reload_picks_up_new_crl(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+  char command[512];
+  char moved[160];
+
+  (void)state;
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, "crl-active.pem");
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(&ts, &config, MODE_CERT, 0);
+  /* Not revoked yet. */
+  tls_request(&files, ts.port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_string_equal(reply->body, "CN=store-0666");
+
+  snprintf(command, sizeof(command), "cp '%s/crl.pem' '%s'", pki_dir, files.crl);
+  assert_int_equal(system(command), 0);
+  assert_int_equal(server_call(&ts, reload_on_loop), 0);
+  tls_request(&files, ts.port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_not_equal(reply->rc, CURLE_OK);
+
+  /* A reload that fails keeps the old CA/CRL. */
+  snprintf(moved, sizeof(moved), "%s.moved", files.crl);
+  assert_int_equal(rename(files.crl, moved), 0);
+  assert_int_equal(server_call(&ts, reload_on_loop), -1);
+  assert_non_null(strstr(ts.err, files.crl));
+  tls_request(&files, ts.port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  tls_request(&files, ts.port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_not_equal(reply->rc, CURLE_OK);
+  assert_int_equal(rename(moved, files.crl), 0);
+
+  server_stop(&ts);
+  free(reply);
+}
+
+static void test_tls_keep_alive_and_post(void **state)
+{
+  struct test_server ts;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+  char url[128];
+  char *payload = malloc(40000);
+  CURL *curl = curl_easy_init();
+
+  (void)state;
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 0, NULL);
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(&ts, &config, MODE_ECHO, 0);
+  /* Larger than one TLS record both ways. */
+  for (size_t i = 0; i < 40000; i++)
+    payload[i] = (char)('a' + i % 26);
+  url_for(url, sizeof(url), "https", ts.port, "/v1/sales");
+  for (int i = 0; i < 2; i++) {
+    curl_base(curl, url, reply);
+    curl_easy_setopt(curl, CURLOPT_CAINFO, files.ca);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, 40000L);
+    curl_run(curl, reply);
+    assert_int_equal(reply->rc, CURLE_OK);
+    assert_int_equal(reply->status, 200);
+    assert_int_equal(reply->body_length, 40000);
+    assert_memory_equal(reply->body, payload, 40000);
+    assert_int_equal(reply->num_connects, i == 0 ? 1 : 0);
+  }
+  curl_easy_cleanup(curl);
+  server_stop(&ts);
+  free(payload);
+  free(reply);
+}
+
+static int group_setup(void **state)
+{
+  (void)state;
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  pki_ready = pki_create() == 0;
+  if (!pki_ready)
+    fprintf(stderr, "openssl CLI unavailable or failed: TLS tests will be skipped\n");
+  return 0;
+}
+
+static int group_teardown(void **state)
+{
+  (void)state;
+  pki_remove();
+  curl_global_cleanup();
+  return 0;
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_get_and_post_echo),
+      cmocka_unit_test(test_chunked_post_echo),
+      cmocka_unit_test(test_keep_alive_reuses_connection),
+      cmocka_unit_test(test_connection_close_and_http10_honoured),
+      cmocka_unit_test(test_pipelined_requests_answered_in_order),
+      cmocka_unit_test(test_deferred_response),
+      cmocka_unit_test(test_body_over_limit_is_413),
+      cmocka_unit_test(test_headers_over_limit_is_431),
+      cmocka_unit_test(test_garbage_is_400),
+      cmocka_unit_test(test_slow_request_is_408),
+      cmocka_unit_test(test_idle_connection_closed),
+      cmocka_unit_test(test_max_connections),
+      cmocka_unit_test(test_client_gone_while_pending),
+      cmocka_unit_test(test_create_reports_errors),
+      cmocka_unit_test(test_tls_client_cert_accepted),
+      cmocka_unit_test(test_tls_without_client_cert_refused),
+      cmocka_unit_test(test_tls_optional_client_cert),
+      cmocka_unit_test(test_tls_revoked_client_cert_refused),
+      cmocka_unit_test(test_tls_reload_picks_up_new_crl),
+      cmocka_unit_test(test_tls_keep_alive_and_post),
+  };
+
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
