@@ -125,21 +125,28 @@ if [ ${#missing[@]} -gt 0 ]; then
      ! apt-cache policy "libc6:$deb_arch" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
     need_update=1
   fi
-  if [ "$need_update" = 1 ]; then
+  apt_update() {
     # Every index must arrive: a target arch missing its security index
     # would pin its libraries below the build machine's, and Multi-Arch:
     # same packages must have one version on all architectures.
+    local attempt
     for attempt in 1 2 3 4 5; do
       log "apt-get update (attempt $attempt)"
-      if $sudo apt-get update -q -o Acquire::Retries=3 -o APT::Update::Error-Mode=any; then
-        break
+      if $sudo apt-get update -q -o Acquire::Retries=3; then
+        return 0
       fi
-      [ "$attempt" -lt 5 ] || { log "apt-get update keeps failing"; exit 1; }
       sleep $((attempt * 10))
     done
-  fi
+    log "apt-get update keeps failing: see the errors above"
+    return 1
+  }
+  apt_install() {
+    $sudo apt-get install -y -q --no-install-recommends -o Acquire::Retries=3 "${missing[@]}"
+  }
+  [ "$need_update" = 0 ] || apt_update
   log "installing: ${missing[*]}"
-  $sudo apt-get install -y -q --no-install-recommends -o Acquire::Retries=3 "${missing[@]}"
+  # Stale or partial package lists fail the install: refresh them once.
+  apt_install || { apt_update && apt_install; }
 fi
 
 if [ "$deps_only" = 1 ]; then

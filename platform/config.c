@@ -4,6 +4,7 @@
 #include "platform/config.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <ini.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -387,4 +388,73 @@ void config_write_effective(FILE *out, const struct config_key *keys, size_t n,
       break;
     }
   }
+}
+
+static void config_usage(const struct config_program *program, FILE *out)
+{
+  fprintf(out,
+          "usage: %1$s --config FILE          run\n"
+          "       %1$s --check-config --config FILE\n"
+          "                                   check FILE and print the effective config\n"
+          "       %1$s --print-example-config print every key, documented\n"
+          "       %1$s --version\n",
+          program->name);
+}
+
+int config_cli(const struct config_program *program, int argc, char **argv, void *cfg)
+{
+  static const struct option options[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"check-config", no_argument, NULL, 'k'},
+      {"print-example-config", no_argument, NULL, 'e'},
+      {"version", no_argument, NULL, 'V'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  const char *config_path = NULL;
+  int check_only = 0;
+  char err[CONFIG_ERROR_MAX];
+  int opt;
+
+  optind = 1;
+  while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+    switch (opt) {
+    case 'c':
+      config_path = optarg;
+      break;
+    case 'k':
+      check_only = 1;
+      break;
+    case 'e':
+      config_write_example(stdout, program->keys, program->key_count,
+                           program->example_header);
+      return 0;
+    case 'V':
+      printf("%s %s\n", program->name, program->version);
+      return 0;
+    case 'h':
+      config_usage(program, stdout);
+      return 0;
+    default:
+      config_usage(program, stderr);
+      return 2;
+    }
+  }
+  if (optind != argc || !config_path) {
+    fprintf(stderr, "%s: %s\n", program->name,
+            optind != argc ? "unexpected argument" : "--config FILE is required");
+    config_usage(program, stderr);
+    return 2;
+  }
+  if (program->load(config_path, cfg, err, sizeof(err))) {
+    fprintf(stderr, "%s: %s\n", program->name, err);
+    program->free(cfg);
+    return 1;
+  }
+  if (check_only) {
+    config_write_effective(stdout, program->keys, program->key_count, cfg);
+    program->free(cfg);
+    return 0;
+  }
+  return -1;
 }

@@ -113,6 +113,7 @@ struct http_exchange {
   const char *method;     /* static string from llhttp */
   char *head;             /* taken from the connection; see http_conn.head */
   size_t head_length;
+  size_t url_size; /* the URL's length with its NUL, before exchange_split_url() */
   unsigned header_count;
   const char *path;
   const char *query;
@@ -691,16 +692,20 @@ static int on_header_value_complete(llhttp_t *parser)
   return 0;
 }
 
-/* Finds a header in a "url\0name\0value\0..." block; case-insensitive name. */
-static const char *head_find(const char *head, size_t head_length, unsigned header_count,
-                             const char *name)
+/*
+ * Finds a header in a "url\0name\0value\0..." block by case-insensitive
+ * name. The URL is skipped by `url_size` (its length with the NUL), not by
+ * looking for a NUL: exchange_split_url() adds NULs inside it.
+ */
+static const char *head_find(const char *head, size_t head_length, size_t url_size,
+                             unsigned header_count, const char *name)
 {
   const char *end = head + head_length;
   const char *p = head;
 
-  if (head == NULL)
+  if (head == NULL || url_size > head_length)
     return NULL;
-  p += strnlen(p, (size_t)(end - p)) + 1; /* skip the URL */
+  p += url_size;
   for (unsigned i = 0; i < header_count && p < end; i++) {
     const char *field = p;
     const char *value;
@@ -744,7 +749,9 @@ static int on_headers_complete(llhttp_t *parser)
   }
   has_body = (parser->flags & F_CHUNKED) ||
              ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > 0);
-  expect = head_find(conn->head.data, conn->head.length, conn->header_count, "expect");
+  expect = head_find(conn->head.data, conn->head.length,
+                     strnlen(conn->head.data, conn->head.length) + 1, conn->header_count,
+                     "expect");
   if (has_body && expect != NULL && strcasecmp(expect, "100-continue") == 0 &&
       parser->http_major == 1 && parser->http_minor >= 1) {
     /* The body is within the limit: tell the client to send it rather than make it wait. */
@@ -825,6 +832,7 @@ static int on_message_complete(llhttp_t *parser)
   conn->body.capacity = 0;
   exchange->head = conn->head.data;
   exchange->head_length = conn->head.length;
+  exchange->url_size = strnlen(conn->head.data, conn->head.length) + 1;
   exchange->header_count = conn->header_count;
   conn->head.data = NULL;
   conn->head.length = 0;
@@ -1510,7 +1518,8 @@ const char *http_exchange_query(const http_exchange *exchange)
 /* The first header called `name` (any case), or NULL. Borrowed for the exchange's life. */
 const char *http_exchange_header(const http_exchange *exchange, const char *name)
 {
-  return head_find(exchange->head, exchange->head_length, exchange->header_count, name);
+  return head_find(exchange->head, exchange->head_length, exchange->url_size,
+                   exchange->header_count, name);
 }
 
 /* The request body, NUL-terminated; `length` (may be NULL) gets its size. Borrowed. */

@@ -76,4 +76,25 @@ void config_write_example(FILE *out, const struct config_key *keys, size_t n,
 void config_write_effective(FILE *out, const struct config_key *keys, size_t n,
                             const void *cfg);
 
+/* A program's configuration, for the command line both programs share. */
+struct config_program {
+  const char *name;           /* "pos-agent" */
+  const char *version;
+  const struct config_key *keys;
+  size_t key_count;
+  const char *example_header; /* comment lines atop --print-example-config */
+  /* Loads `path` into `cfg` (defaults, table, cross-key checks); 0 or -1 with `err`. */
+  int (*load)(const char *path, void *cfg, char *err, size_t err_size);
+  void (*free)(void *cfg);
+};
+
+/*
+ * The shared command line: --config FILE (run), --check-config (check and
+ * print the effective config), --print-example-config, --version, --help.
+ * Returns -1 when the program should run, with `cfg` loaded (the caller
+ * frees it with program->free); otherwise the exit code, with everything
+ * printed and freed.
+ */
+int config_cli(const struct config_program *program, int argc, char **argv, void *cfg);
+
 #endif
