@@ -476,13 +476,16 @@ static int conn_send(struct http_conn *conn, struct http_write *write_req)
   char reason[200];
   int rc;
 
-  if (conn->tls == NULL)
-    return conn_submit(conn, write_req);
+  if (conn->tls == NULL) {
+    rc = conn_submit(conn, write_req);
+    goto out;
+  }
   rc = http__tls_conn_write(conn->tls, write_req->data, write_req->length, reason,
                             sizeof(reason));
   if (rc != 0)
     log_warn(HTTP_MOD, "tls_write_failed", "peer=%s reason=\"%s\"", conn->peer, reason);
   free(write_req);
+out:
   return rc;
 }
 
@@ -749,9 +752,11 @@ static int on_headers_complete(llhttp_t *parser)
   }
   has_body = (parser->flags & F_CHUNKED) ||
              ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > 0);
-  expect = head_find(conn->head.data, conn->head.length,
-                     strnlen(conn->head.data, conn->head.length) + 1, conn->header_count,
-                     "expect");
+  expect = NULL;
+  if (conn->head.data != NULL)
+    expect = head_find(conn->head.data, conn->head.length,
+                       strnlen(conn->head.data, conn->head.length) + 1, conn->header_count,
+                       "expect");
   if (has_body && expect != NULL && strcasecmp(expect, "100-continue") == 0 &&
       parser->http_major == 1 && parser->http_minor >= 1) {
     /* The body is within the limit: tell the client to send it rather than make it wait. */
@@ -1296,56 +1301,64 @@ static int server_bind(struct http_server *server, int *fd_out, char *err, size_
   socklen_t addr_len;
   int fd = -1;
   int one = 1;
-  int rc;
+  int parse_rc;
+  int saved_errno;
+  int rc = -1;
 
   memset(&addr, 0, sizeof(addr));
   if (strchr(server->listen_host, ':') != NULL) {
-    rc = uv_ip6_addr(server->listen_host, server->config.port, (struct sockaddr_in6 *)&addr);
+    parse_rc = uv_ip6_addr(server->listen_host, server->config.port,
+                           (struct sockaddr_in6 *)&addr);
     addr_len = sizeof(struct sockaddr_in6);
   } else {
-    rc = uv_ip4_addr(server->listen_host, server->config.port, (struct sockaddr_in *)&addr);
+    parse_rc = uv_ip4_addr(server->listen_host, server->config.port,
+                           (struct sockaddr_in *)&addr);
     addr_len = sizeof(struct sockaddr_in);
   }
-  if (rc != 0) {
-    snprintf(err, err_size, "listen %s:%d: \"%s\" is not a numeric IPv4 or IPv6 address",
-             server->listen_host, server->config.port, server->listen_host);
-    goto fail;
+  if (parse_rc != 0) {
+    snprintf(err, err_size,
+             "listen %s:%d: listen_host is not a numeric IPv4 or IPv6 address (names are not "
+             "resolved); use e.g. 127.0.0.1, 0.0.0.0 or ::1",
+             server->listen_host, server->config.port);
+    goto out;
   }
   fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     snprintf(err, err_size, "listen %s:%d: socket: %s", server->listen_host,
              server->config.port, strerror(errno));
-    goto fail;
+    goto out;
   }
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (bind(fd, (struct sockaddr *)&addr, addr_len) != 0) {
+    saved_errno = errno;
     snprintf(err, err_size, "listen %s:%d: %s%s", server->listen_host, server->config.port,
-             strerror(errno),
-             errno == EADDRINUSE ? "; is another process (or another instance) on this port?"
-                                 : "");
-    goto fail;
+             strerror(saved_errno),
+             saved_errno == EADDRINUSE
+                 ? "; is another process (or another instance) on this port?"
+                 : "");
+    goto out;
   }
   if (listen(fd, HTTP_LISTEN_BACKLOG) != 0) {
     snprintf(err, err_size, "listen %s:%d: %s", server->listen_host, server->config.port,
              strerror(errno));
-    goto fail;
+    goto out;
   }
   addr_len = sizeof(addr);
   if (getsockname(fd, (struct sockaddr *)&addr, &addr_len) != 0) {
     snprintf(err, err_size, "listen %s:%d: getsockname: %s", server->listen_host,
              server->config.port, strerror(errno));
-    goto fail;
+    goto out;
   }
   server->port = addr.ss_family == AF_INET6
                      ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
                      : ntohs(((struct sockaddr_in *)&addr)->sin_port);
   *fd_out = fd;
-  return 0;
-
-fail:
+  fd = -1;
+  rc = 0;
+out:
   if (fd >= 0)
     close(fd);
-  return -1;
+  return rc;
 }
 
 static void server_on_listener_closed(uv_handle_t *handle)
@@ -1461,6 +1474,7 @@ int http_server_port(const http_server *server)
 /* Swaps in a freshly read CA/CRL for new handshakes. See http_server.h. Loop thread. */
 int http_server_reload_tls(http_server *server, char *err, size_t err_size)
 {
+  char quoted[512];
   int rc = -1;
 
   if (server == NULL || server->tls == NULL) {
@@ -1472,8 +1486,11 @@ int http_server_reload_tls(http_server *server, char *err, size_t err_size)
     goto out;
   }
   rc = http__tls_reload(server->tls, err, err_size);
-  if (rc != 0)
+  if (rc != 0) {
+    log_warn(HTTP_MOD, "tls_reload_failed", "addr=%s:%d error=%s action=kept_old_ca_crl",
+             server->listen_host, server->port, log_quote(err, quoted, sizeof(quoted)));
     goto out;
+  }
   log_info(HTTP_MOD, "tls_reloaded", "addr=%s:%d", server->listen_host, server->port);
 out:
   return rc;

@@ -120,6 +120,7 @@ static void tls_conf_unref(struct http__tls_conf *conf)
 static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, size_t err_size)
 {
   struct http__tls_conf *conf = NULL;
+  struct http__tls_conf *result = NULL;
   char text[200];
   int rc;
   int authmode;
@@ -127,7 +128,7 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
   conf = calloc(1, sizeof(*conf));
   if (conf == NULL) {
     snprintf(err, err_size, "tls: out of memory building the TLS config");
-    goto fail;
+    goto out;
   }
   conf->refs = 1;
   conf->tls = tls;
@@ -142,13 +143,13 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
       tls_error_text(rc, text, sizeof(text));
       snprintf(err, err_size, "tls ca_file %s: %s; check it is a readable PEM CA bundle",
                tls->ca_file, text);
-      goto fail;
+      goto out;
     }
     if (rc > 0) {
       snprintf(err, err_size,
                "tls ca_file %s: %d certificate(s) could not be parsed; fix or remove them",
                tls->ca_file, rc);
-      goto fail;
+      goto out;
     }
     conf->has_ca = 1;
   }
@@ -158,7 +159,7 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
       tls_error_text(rc, text, sizeof(text));
       snprintf(err, err_size, "tls crl_file %s: %s; check it is a readable PEM CRL",
                tls->crl_file, text);
-      goto fail;
+      goto out;
     }
     conf->has_crl = 1;
   }
@@ -168,7 +169,7 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
   if (rc != 0) {
     tls_error_text(rc, text, sizeof(text));
     snprintf(err, err_size, "tls: setting config defaults: %s", text);
-    goto fail;
+    goto out;
   }
   mbedtls_ssl_conf_rng(&conf->ssl_conf, mbedtls_ctr_drbg_random, &tls->drbg);
   /* TLS 1.2 is the floor: SSL 3.0, TLS 1.0 and 1.1 are refused. */
@@ -178,7 +179,7 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
   if (rc != 0) {
     tls_error_text(rc, text, sizeof(text));
     snprintf(err, err_size, "tls: using cert_file %s: %s", tls->cert_file, text);
-    goto fail;
+    goto out;
   }
   if (conf->has_ca) {
     mbedtls_ssl_conf_ca_chain(&conf->ssl_conf, &conf->ca, conf->has_crl ? &conf->crl : NULL);
@@ -187,11 +188,11 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
     authmode = MBEDTLS_SSL_VERIFY_NONE;
   }
   mbedtls_ssl_conf_authmode(&conf->ssl_conf, authmode);
-  return conf;
-
-fail:
+  result = conf;
+  conf = NULL;
+out:
   tls_conf_unref(conf);
-  return NULL;
+  return result;
 }
 
 /*
@@ -202,6 +203,7 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
                                    size_t err_size)
 {
   struct http__tls *tls = NULL;
+  struct http__tls *result = NULL;
   char text[200];
   int failed = 0;
   int rc;
@@ -209,22 +211,22 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
 
   if (config->cert_file == NULL || config->key_file == NULL) {
     snprintf(err, err_size, "tls: cert_file and key_file are both required");
-    goto fail;
+    goto out;
   }
   if (config->require_client_cert && config->ca_file == NULL) {
     snprintf(err, err_size,
              "tls: require_client_cert needs ca_file (the CA client certificates chain to)");
-    goto fail;
+    goto out;
   }
   if (config->crl_file != NULL && config->ca_file == NULL) {
     snprintf(err, err_size, "tls: crl_file %s needs ca_file as well", config->crl_file);
-    goto fail;
+    goto out;
   }
 
   tls = calloc(1, sizeof(*tls));
   if (tls == NULL) {
     snprintf(err, err_size, "tls: out of memory");
-    goto fail;
+    goto out;
   }
   tls->refs = 1;
   mbedtls_entropy_init(&tls->entropy);
@@ -238,7 +240,7 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
   tls->require_client_cert = config->require_client_cert ? 1 : 0;
   if (failed) {
     snprintf(err, err_size, "tls: out of memory");
-    goto fail;
+    goto out;
   }
 
   rc = mbedtls_ctr_drbg_seed(&tls->drbg, mbedtls_entropy_func, &tls->entropy,
@@ -246,7 +248,7 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
   if (rc != 0) {
     tls_error_text(rc, text, sizeof(text));
     snprintf(err, err_size, "tls: seeding the RNG: %s", text);
-    goto fail;
+    goto out;
   }
   rc = mbedtls_x509_crt_parse_file(&tls->cert, tls->cert_file);
   if (rc != 0) {
@@ -256,30 +258,30 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
       tls_error_text(rc, text, sizeof(text));
     snprintf(err, err_size, "tls cert_file %s: %s; check it is a readable PEM certificate chain",
              tls->cert_file, text);
-    goto fail;
+    goto out;
   }
   rc = mbedtls_pk_parse_keyfile(&tls->key, tls->key_file, NULL);
   if (rc != 0) {
     tls_error_text(rc, text, sizeof(text));
     snprintf(err, err_size, "tls key_file %s: %s; check it is a readable, unencrypted PEM key",
              tls->key_file, text);
-    goto fail;
+    goto out;
   }
   rc = mbedtls_pk_check_pair(&tls->cert.pk, &tls->key);
   if (rc != 0) {
     tls_error_text(rc, text, sizeof(text));
     snprintf(err, err_size, "tls key_file %s does not match cert_file %s: %s", tls->key_file,
              tls->cert_file, text);
-    goto fail;
+    goto out;
   }
   tls->current = tls_conf_create(tls, err, err_size);
   if (tls->current == NULL)
-    goto fail;
-  return tls;
-
-fail:
+    goto out;
+  result = tls;
+  tls = NULL;
+out:
   tls_unref(tls);
-  return NULL;
+  return result;
 }
 
 /* Swaps in a freshly read CA/CRL. See http_int.h. Loop thread. */
@@ -344,6 +346,7 @@ struct http__tls_conn *http__tls_conn_create(struct http__tls *tls, http__tls_se
                                              void *send_arg, char *err, size_t err_size)
 {
   struct http__tls_conn *conn;
+  struct http__tls_conn *result = NULL;
   char text[200];
   int rc;
 
@@ -351,7 +354,7 @@ struct http__tls_conn *http__tls_conn_create(struct http__tls *tls, http__tls_se
   conn = calloc(1, sizeof(*conn));
   if (conn == NULL) {
     snprintf(err, err_size, "tls: out of memory for a session");
-    goto fail;
+    goto out;
   }
   mbedtls_ssl_init(&conn->ssl);
   conn->conf = tls->current;
@@ -362,14 +365,14 @@ struct http__tls_conn *http__tls_conn_create(struct http__tls *tls, http__tls_se
   if (rc != 0) {
     tls_error_text(rc, text, sizeof(text));
     snprintf(err, err_size, "tls: setting up a session: %s", text);
-    goto fail;
+    goto out;
   }
   mbedtls_ssl_set_bio(&conn->ssl, conn, tls_bio_send, tls_bio_recv, NULL);
-  return conn;
-
-fail:
+  result = conn;
+  conn = NULL;
+out:
   http__tls_conn_destroy(conn);
-  return NULL;
+  return result;
 }
 
 /* Frees a session. See http_int.h. */
@@ -433,18 +436,22 @@ int http__tls_conn_handshake(struct http__tls_conn *conn, char *reason, size_t r
   char info[512];
   uint32_t flags;
   size_t length;
+  int result = HTTP__TLS_OK;
   int rc;
 
   if (conn->handshake_done)
-    return HTTP__TLS_OK;
+    goto out;
   rc = mbedtls_ssl_handshake(&conn->ssl);
   if (rc == 0) {
     conn->handshake_done = 1;
-    return HTTP__TLS_OK;
+    goto out;
   }
-  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
-    return HTTP__TLS_WANT_READ;
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    result = HTTP__TLS_WANT_READ;
+    goto out;
+  }
 
+  result = HTTP__TLS_FAILED;
   tls_error_text(rc, text, sizeof(text));
   if (rc == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
     flags = mbedtls_ssl_get_verify_result(&conn->ssl);
@@ -464,7 +471,8 @@ int http__tls_conn_handshake(struct http__tls_conn *conn, char *reason, size_t r
   } else {
     snprintf(reason, reason_size, "%s", text);
   }
-  return HTTP__TLS_FAILED;
+out:
+  return result;
 }
 
 /* Decrypts application data. See http_int.h. */
@@ -476,13 +484,17 @@ int http__tls_conn_read(struct http__tls_conn *conn, char *out, size_t size, cha
   assert(conn->handshake_done);
   rc = mbedtls_ssl_read(&conn->ssl, (unsigned char *)out, size);
   if (rc > 0)
-    return rc;
-  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
-    return HTTP__TLS_WANT_READ;
-  if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || rc == 0)
-    return HTTP__TLS_CLOSED;
-  tls_error_text(rc, reason, reason_size);
-  return HTTP__TLS_FAILED;
+    goto out;
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    rc = HTTP__TLS_WANT_READ;
+  } else if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || rc == 0) {
+    rc = HTTP__TLS_CLOSED;
+  } else {
+    tls_error_text(rc, reason, reason_size);
+    rc = HTTP__TLS_FAILED;
+  }
+out:
+  return rc;
 }
 
 /* Encrypts and queues application data. See http_int.h. */
@@ -490,23 +502,26 @@ int http__tls_conn_write(struct http__tls_conn *conn, const void *data, size_t l
                          char *reason, size_t reason_size)
 {
   const unsigned char *next = data;
-  int rc;
+  int written;
+  int rc = -1;
 
   assert(conn->handshake_done);
   while (length > 0) {
     /* Our send callback never returns WANT_WRITE, so each call makes progress. */
-    rc = mbedtls_ssl_write(&conn->ssl, next, length);
-    if (rc <= 0) {
-      if (rc == 0)
+    written = mbedtls_ssl_write(&conn->ssl, next, length);
+    if (written <= 0) {
+      if (written == 0)
         snprintf(reason, reason_size, "mbedtls_ssl_write wrote nothing");
       else
-        tls_error_text(rc, reason, reason_size);
-      return -1;
+        tls_error_text(written, reason, reason_size);
+      goto out;
     }
-    next += rc;
-    length -= (size_t)rc;
+    next += written;
+    length -= (size_t)written;
   }
-  return 0;
+  rc = 0;
+out:
+  return rc;
 }
 
 /* Queues close_notify. See http_int.h. */

@@ -62,6 +62,7 @@ struct test_server {
   int call_done;
   char subject[256];
   char err[512];
+  int running; /* started and not yet stopped */
 };
 
 struct deferred {
@@ -205,6 +206,7 @@ static void server_start(struct test_server *ts, const struct http_server_config
   ts->port = http_server_port(ts->server);
   assert_true(ts->port > 0);
   assert_int_equal(pthread_create(&ts->thread, NULL, server_thread, ts), 0);
+  ts->running = 1;
 }
 
 /* Runs `fn` on the loop thread and returns its result. */
@@ -225,6 +227,7 @@ static int server_call(struct test_server *ts, int (*fn)(struct test_server *ts)
 
 static void server_stop(struct test_server *ts)
 {
+  ts->running = 0;
   pthread_mutex_lock(&ts->lock);
   ts->stop_requested = 1;
   pthread_mutex_unlock(&ts->lock);
@@ -236,10 +239,27 @@ static void server_stop(struct test_server *ts)
   pthread_mutex_destroy(&ts->lock);
 }
 
+/* Per test: the server's state, and a stop even when an assertion failed midway. */
+static int test_setup(void **state)
+{
+  *state = calloc(1, sizeof(struct test_server));
+  return *state != NULL ? 0 : -1;
+}
+
+static int test_teardown(void **state)
+{
+  struct test_server *ts = *state;
+
+  if (ts->running)
+    server_stop(ts);
+  free(ts);
+  return 0;
+}
+
 static void sleep_ms(unsigned ms)
 {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
+  struct timespec delay = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  nanosleep(&delay, NULL);
 }
 
 static void wait_for_count(atomic_int *counter, int expected, unsigned timeout_ms)
@@ -394,7 +414,7 @@ static size_t raw_read_response(int fd, char *out, size_t out_size)
 
 static void test_get_and_post_echo(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct reply *reply = malloc(sizeof(*reply));
   struct curl_slist *headers = NULL;
@@ -402,11 +422,10 @@ static void test_get_and_post_echo(void **state)
   static const char payload[] = "sale\0with\0NULs and text";
   CURL *curl = curl_easy_init();
 
-  (void)state;
   default_config(&config);
-  server_start(&ts, &config, MODE_ECHO, 0);
+  server_start(ts, &config, MODE_ECHO, 0);
 
-  url_for(url, sizeof(url), "http", ts.port, "/hello/world?store=42&x=1#frag");
+  url_for(url, sizeof(url), "http", ts->port, "/hello/world?store=42&x=1#frag");
   curl_base(curl, url, reply);
   headers = curl_slist_append(headers, "X-Test: abc def");
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
@@ -417,11 +436,10 @@ static void test_get_and_post_echo(void **state)
   assert_non_null(strstr(reply->headers, "HTTP/1.1 200 OK\r\n"));
   assert_non_null(strstr(reply->headers, "Content-Type: text/plain\r\n"));
   assert_non_null(strstr(reply->headers, "Connection: keep-alive\r\n"));
-  fprintf(stderr, "HEADERS<<%s>>\n", reply->headers);
   assert_non_null(strstr(reply->headers, "X-Echo: abc def\r\n"));
   assert_non_null(strstr(reply->headers, "X-Peer: 127.0.0.1:"));
 
-  url_for(url, sizeof(url), "http", ts.port, "/v1/sales");
+  url_for(url, sizeof(url), "http", ts->port, "/v1/sales");
   curl_base(curl, url, reply);
   curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload);
   curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)(sizeof(payload) - 1));
@@ -432,7 +450,7 @@ static void test_get_and_post_echo(void **state)
   assert_memory_equal(reply->body, payload, sizeof(payload) - 1);
 
   /* HEAD: the headers a GET gets, no body. */
-  url_for(url, sizeof(url), "http", ts.port, "/head");
+  url_for(url, sizeof(url), "http", ts->port, "/head");
   curl_base(curl, url, reply);
   curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
   curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
@@ -445,15 +463,15 @@ static void test_get_and_post_echo(void **state)
 
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.handled), 3);
-  assert_int_equal(atomic_load(&ts.respond_failures), 0);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 3);
+  assert_int_equal(atomic_load(&ts->respond_failures), 0);
   free(reply);
 }
 
 static void test_chunked_post_echo(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   char response[4096];
   static const char request[] = "POST /chunked HTTP/1.1\r\nHost: x\r\n"
@@ -461,37 +479,35 @@ static void test_chunked_post_echo(void **state)
                                 "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
   int fd;
 
-  (void)state;
   default_config(&config);
-  server_start(&ts, &config, MODE_ECHO, 0);
-  fd = raw_connect(ts.port);
+  server_start(ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts->port);
   raw_send(fd, request, sizeof(request) - 1);
   raw_read_all(fd, response, sizeof(response));
   close(fd);
   assert_non_null(strstr(response, "HTTP/1.1 200 OK\r\n"));
   assert_non_null(strstr(response, "Connection: close\r\n"));
   assert_non_null(strstr(response, "\r\n\r\nhello world"));
-  server_stop(&ts);
+  server_stop(ts);
 }
 
 static void test_keep_alive_reuses_connection(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct reply *reply = malloc(sizeof(*reply));
   char url[128];
   CURL *curl = curl_easy_init();
 
-  (void)state;
   default_config(&config);
-  server_start(&ts, &config, MODE_ECHO, 0);
-  url_for(url, sizeof(url), "http", ts.port, "/one");
+  server_start(ts, &config, MODE_ECHO, 0);
+  url_for(url, sizeof(url), "http", ts->port, "/one");
   curl_base(curl, url, reply);
   curl_run(curl, reply);
   assert_int_equal(reply->rc, CURLE_OK);
   assert_int_equal(reply->num_connects, 1);
 
-  url_for(url, sizeof(url), "http", ts.port, "/two");
+  url_for(url, sizeof(url), "http", ts->port, "/two");
   curl_base(curl, url, reply);
   curl_run(curl, reply);
   assert_int_equal(reply->rc, CURLE_OK);
@@ -501,13 +517,13 @@ static void test_keep_alive_reuses_connection(void **state)
   assert_int_equal(reply->num_connects, 0);
 
   curl_easy_cleanup(curl);
-  server_stop(&ts);
+  server_stop(ts);
   free(reply);
 }
 
 static void test_connection_close_and_http10_honoured(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   char response[4096];
   static const char close_request[] = "GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -515,19 +531,18 @@ static void test_connection_close_and_http10_honoured(void **state)
   static const char http10_keep[] = "GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
   int fd;
 
-  (void)state;
   default_config(&config);
-  server_start(&ts, &config, MODE_ECHO, 0);
+  server_start(ts, &config, MODE_ECHO, 0);
 
   /* raw_read_all returns only at EOF: the server must close. */
-  fd = raw_connect(ts.port);
+  fd = raw_connect(ts->port);
   raw_send(fd, close_request, sizeof(close_request) - 1);
   raw_read_all(fd, response, sizeof(response));
   close(fd);
   assert_non_null(strstr(response, "HTTP/1.1 200 OK\r\n"));
   assert_non_null(strstr(response, "Connection: close\r\n"));
 
-  fd = raw_connect(ts.port);
+  fd = raw_connect(ts->port);
   raw_send(fd, http10_request, sizeof(http10_request) - 1);
   raw_read_all(fd, response, sizeof(response));
   close(fd);
@@ -535,7 +550,7 @@ static void test_connection_close_and_http10_honoured(void **state)
   assert_non_null(strstr(response, "GET /old "));
 
   /* HTTP/1.0 with an explicit keep-alive stays open. */
-  fd = raw_connect(ts.port);
+  fd = raw_connect(ts->port);
   raw_send(fd, http10_keep, sizeof(http10_keep) - 1);
   assert_true(raw_read_response(fd, response, sizeof(response)) > 0);
   assert_non_null(strstr(response, "Connection: keep-alive\r\n"));
@@ -543,13 +558,13 @@ static void test_connection_close_and_http10_honoured(void **state)
   assert_true(raw_read_response(fd, response, sizeof(response)) > 0);
   close(fd);
 
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.handled), 4);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 4);
 }
 
 static void test_pipelined_requests_answered_in_order(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   char response[8192];
   static const char requests[] = "GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -561,11 +576,10 @@ static void test_pipelined_requests_answered_in_order(void **state)
   char *third;
   int fd;
 
-  (void)state;
   default_config(&config);
   for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
-    server_start(&ts, &config, modes[i], 20);
-    fd = raw_connect(ts.port);
+    server_start(ts, &config, modes[i], 20);
+    fd = raw_connect(ts->port);
     raw_send(fd, requests, sizeof(requests) - 1);
     raw_read_all(fd, response, sizeof(response));
     close(fd);
@@ -576,26 +590,25 @@ static void test_pipelined_requests_answered_in_order(void **state)
     assert_non_null(second);
     assert_non_null(third);
     assert_true(first < second && second < third);
-    server_stop(&ts);
-    assert_int_equal(atomic_load(&ts.handled), 3);
+    server_stop(ts);
+    assert_int_equal(atomic_load(&ts->handled), 3);
   }
 }
 
 static void test_deferred_response(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct reply *reply = malloc(sizeof(*reply));
   char url[128];
   CURL *curl = curl_easy_init();
   uint64_t started;
 
-  (void)state;
   default_config(&config);
   /* The request timeout must not run while the handler works. */
   config.request_timeout_ms = 100;
-  server_start(&ts, &config, MODE_DEFER, 300);
-  url_for(url, sizeof(url), "http", ts.port, "/later");
+  server_start(ts, &config, MODE_DEFER, 300);
+  url_for(url, sizeof(url), "http", ts->port, "/later");
   started = uv_hrtime();
   curl_base(curl, url, reply);
   curl_run(curl, reply);
@@ -605,7 +618,7 @@ static void test_deferred_response(void **state)
   assert_true((uv_hrtime() - started) / 1000000 >= 250);
 
   /* Still keep-alive after a deferred response. */
-  url_for(url, sizeof(url), "http", ts.port, "/again");
+  url_for(url, sizeof(url), "http", ts->port, "/again");
   curl_base(curl, url, reply);
   curl_run(curl, reply);
   assert_int_equal(reply->rc, CURLE_OK);
@@ -613,13 +626,13 @@ static void test_deferred_response(void **state)
   assert_int_equal(reply->num_connects, 0);
 
   curl_easy_cleanup(curl);
-  server_stop(&ts);
+  server_stop(ts);
   free(reply);
 }
 
 static void test_body_over_limit_is_413(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct reply *reply = malloc(sizeof(*reply));
   char url[128];
@@ -630,14 +643,13 @@ static void test_body_over_limit_is_413(void **state)
   CURL *curl = curl_easy_init();
   int fd;
 
-  (void)state;
   default_config(&config);
   config.max_body_bytes = 1024;
-  server_start(&ts, &config, MODE_ECHO, 0);
+  server_start(ts, &config, MODE_ECHO, 0);
 
   /* Content-Length over the limit: refused before the body is read. */
   memset(big, 'x', 4096);
-  url_for(url, sizeof(url), "http", ts.port, "/v1/sales");
+  url_for(url, sizeof(url), "http", ts->port, "/v1/sales");
   curl_base(curl, url, reply);
   curl_easy_setopt(curl, CURLOPT_POSTFIELDS, big);
   curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, 4096L);
@@ -666,7 +678,7 @@ static void test_body_over_limit_is_413(void **state)
     length += 0x200;
     length += (size_t)snprintf(chunked + length, 4096 - length, "\r\n");
   }
-  fd = raw_connect(ts.port);
+  fd = raw_connect(ts->port);
   raw_send(fd, chunked, length);
   raw_read_all(fd, response, sizeof(response));
   close(fd);
@@ -674,16 +686,55 @@ static void test_body_over_limit_is_413(void **state)
   assert_non_null(strstr(response, "request body exceeds max_body_bytes (1024 bytes)"));
 
   curl_easy_cleanup(curl);
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.handled), 1);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 1);
   free(big);
   free(chunked);
   free(reply);
 }
 
+static void test_expect_100_continue(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct reply *reply = malloc(sizeof(*reply));
+  struct curl_slist *headers = NULL;
+  char url[128];
+  size_t size = 100 * 1024;
+  char *big = malloc(size);
+  CURL *curl = curl_easy_init();
+  uint64_t started;
+
+  default_config(&config);
+  config.max_body_bytes = 2 * size;
+  server_start(ts, &config, MODE_ECHO, 0);
+  memset(big, 'z', size);
+  /* curl waits a second for "100 Continue" before sending the body anyway. */
+  headers = curl_slist_append(headers, "Expect: 100-continue");
+  url_for(url, sizeof(url), "http", ts->port, "/big");
+  curl_base(curl, url, reply);
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, big);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)size);
+  started = uv_hrtime();
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_int_equal(reply->body_length, size);
+  assert_memory_equal(reply->body, big, size);
+  assert_non_null(strstr(reply->headers, "HTTP/1.1 100 Continue\r\n"));
+  assert_true((uv_hrtime() - started) / 1000000 < 900);
+
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  server_stop(ts);
+  free(big);
+  free(reply);
+}
+
 static void test_headers_over_limit_is_431(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct reply *reply = malloc(sizeof(*reply));
   struct curl_slist *headers = NULL;
@@ -691,15 +742,14 @@ static void test_headers_over_limit_is_431(void **state)
   char *big_header = malloc(9000);
   CURL *curl = curl_easy_init();
 
-  (void)state;
   default_config(&config);
   config.max_header_bytes = 4096;
-  server_start(&ts, &config, MODE_ECHO, 0);
+  server_start(ts, &config, MODE_ECHO, 0);
   memcpy(big_header, "X-Big: ", 7);
   memset(big_header + 7, 'a', 8000);
   big_header[8007] = '\0';
   headers = curl_slist_append(headers, big_header);
-  url_for(url, sizeof(url), "http", ts.port, "/");
+  url_for(url, sizeof(url), "http", ts->port, "/");
   curl_base(curl, url, reply);
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_run(curl, reply);
@@ -709,23 +759,22 @@ static void test_headers_over_limit_is_431(void **state)
 
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.handled), 0);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 0);
   free(big_header);
   free(reply);
 }
 
 static void test_garbage_is_400(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   char response[4096];
   int fd;
 
-  (void)state;
   default_config(&config);
-  server_start(&ts, &config, MODE_ECHO, 0);
-  fd = raw_connect(ts.port);
+  server_start(ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts->port);
   static const char garbage[] = "\x16\x03\x01 this is not HTTP\r\n\r\n";
   raw_send(fd, garbage, sizeof(garbage) - 1);
   raw_read_all(fd, response, sizeof(response));
@@ -735,24 +784,23 @@ static void test_garbage_is_400(void **state)
   assert_non_null(strstr(response, "{\"error\":\"malformed HTTP request: "));
   /* llhttp's own reason is passed on. */
   assert_non_null(strstr(response, "HPE_INVALID_METHOD"));
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.handled), 0);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 0);
 }
 
 static void test_slow_request_is_408(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   char response[4096];
   static const char partial[] = "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
   uint64_t started;
   int fd;
 
-  (void)state;
   default_config(&config);
   config.request_timeout_ms = 200;
-  server_start(&ts, &config, MODE_ECHO, 0);
-  fd = raw_connect(ts.port);
+  server_start(ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts->port);
   started = uv_hrtime();
   raw_send(fd, partial, sizeof(partial) - 1);
   raw_read_all(fd, response, sizeof(response));
@@ -760,24 +808,23 @@ static void test_slow_request_is_408(void **state)
   assert_true((uv_hrtime() - started) / 1000000 >= 150);
   assert_non_null(strstr(response, "HTTP/1.1 408 Request Timeout\r\n"));
   assert_non_null(strstr(response, "request_timeout_ms (200 ms)"));
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.handled), 0);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 0);
 }
 
 static void test_idle_connection_closed(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   char response[4096];
   static const char request[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
   uint64_t started;
   int fd;
 
-  (void)state;
   default_config(&config);
   config.idle_timeout_ms = 200;
-  server_start(&ts, &config, MODE_ECHO, 0);
-  fd = raw_connect(ts.port);
+  server_start(ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts->port);
   raw_send(fd, request, sizeof(request) - 1);
   assert_true(raw_read_response(fd, response, sizeof(response)) > 0);
   started = uv_hrtime();
@@ -786,12 +833,12 @@ static void test_idle_connection_closed(void **state)
   assert_true((uv_hrtime() - started) / 1000000 >= 150);
   assert_true((uv_hrtime() - started) / 1000000 < 4000);
   close(fd);
-  server_stop(&ts);
+  server_stop(ts);
 }
 
 static void test_max_connections(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   char response[4096];
   static const char request[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -799,17 +846,16 @@ static void test_max_connections(void **state)
   int extra;
   int served = 0;
 
-  (void)state;
   default_config(&config);
   config.max_connections = 2;
-  server_start(&ts, &config, MODE_ECHO, 0);
+  server_start(ts, &config, MODE_ECHO, 0);
   for (int i = 0; i < 2; i++) {
-    fds[i] = raw_connect(ts.port);
+    fds[i] = raw_connect(ts->port);
     raw_send(fds[i], request, sizeof(request) - 1);
     assert_true(raw_read_response(fds[i], response, sizeof(response)) > 0);
   }
   /* A third is accepted and closed at once. */
-  extra = raw_connect(ts.port);
+  extra = raw_connect(ts->port);
   send(extra, request, sizeof(request) - 1, MSG_NOSIGNAL);
   assert_int_equal(raw_read_all(extra, response, sizeof(response)), 0);
   close(extra);
@@ -817,7 +863,7 @@ static void test_max_connections(void **state)
   /* Once one hangs up there is room again. */
   close(fds[0]);
   for (int attempt = 0; attempt < 50 && !served; attempt++) {
-    extra = raw_connect(ts.port);
+    extra = raw_connect(ts->port);
     send(extra, request, sizeof(request) - 1, MSG_NOSIGNAL);
     served = raw_read_response(extra, response, sizeof(response)) > 0;
     close(extra);
@@ -826,13 +872,13 @@ static void test_max_connections(void **state)
   }
   assert_true(served);
   close(fds[1]);
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.handled), 3);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 3);
 }
 
 static void test_client_gone_while_pending(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct reply *reply = malloc(sizeof(*reply));
   char url[128];
@@ -841,30 +887,29 @@ static void test_client_gone_while_pending(void **state)
   int fd;
   int fd_open;
 
-  (void)state;
   default_config(&config);
-  server_start(&ts, &config, MODE_DEFER, 300);
+  server_start(ts, &config, MODE_DEFER, 300);
 
   /* The client hangs up while the handler works: respond is a no-op. */
-  fd = raw_connect(ts.port);
+  fd = raw_connect(ts->port);
   raw_send(fd, request, sizeof(request) - 1);
-  wait_for_count(&ts.handled, 1, 2000);
+  wait_for_count(&ts->handled, 1, 2000);
   close(fd);
-  wait_for_count(&ts.respond_failures, 1, 2000);
+  wait_for_count(&ts->respond_failures, 1, 2000);
 
   /* The server carries on. */
-  url_for(url, sizeof(url), "http", ts.port, "/after");
+  url_for(url, sizeof(url), "http", ts->port, "/after");
   curl_base(curl, url, reply);
   curl_run(curl, reply);
   assert_int_equal(reply->rc, CURLE_OK);
   assert_string_equal(reply->body, "/after");
 
   /* Pending when the server closes: respond comes after the server is freed. */
-  fd_open = raw_connect(ts.port);
+  fd_open = raw_connect(ts->port);
   raw_send(fd_open, request, sizeof(request) - 1);
-  wait_for_count(&ts.handled, 3, 2000);
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.respond_failures), 2);
+  wait_for_count(&ts->handled, 3, 2000);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->respond_failures), 2);
   close(fd_open);
   curl_easy_cleanup(curl);
   free(reply);
@@ -872,6 +917,7 @@ static void test_client_gone_while_pending(void **state)
 
 static void test_create_reports_errors(void **state)
 {
+  (void)state;
   uv_loop_t loop;
   struct http_server_config config;
   struct http_tls_config tls = {.cert_file = "/nonexistent/server.crt",
@@ -880,7 +926,6 @@ static void test_create_reports_errors(void **state)
   http_server *first;
   http_server *second;
 
-  (void)state;
   assert_int_equal(uv_loop_init(&loop), 0);
   default_config(&config);
   first = http_server_create(&loop, &config, test_handler, NULL, err, sizeof(err));
@@ -1035,12 +1080,11 @@ static void tls_files_init(struct tls_files *files, int require_client_cert, con
   }
 }
 
-/* One HTTPS request on a new curl handle (so a new handshake). */
-static void tls_request(const struct tls_files *files, int port, const char *client_cert,
-                        const char *client_key, struct reply *reply)
+/* One HTTPS request on `curl` (a new handle: a new handshake). */
+static void tls_request_on(CURL *curl, const struct tls_files *files, int port,
+                           const char *client_cert, const char *client_key, struct reply *reply)
 {
   char url[128];
-  CURL *curl = curl_easy_init();
 
   url_for(url, sizeof(url), "https", port, "/v1/sales");
   curl_base(curl, url, reply);
@@ -1050,98 +1094,102 @@ static void tls_request(const struct tls_files *files, int port, const char *cli
     curl_easy_setopt(curl, CURLOPT_SSLKEY, client_key);
   }
   curl_run(curl, reply);
+}
+
+static void tls_request(const struct tls_files *files, int port, const char *client_cert,
+                        const char *client_key, struct reply *reply)
+{
+  CURL *curl = curl_easy_init();
+
+  tls_request_on(curl, files, port, client_cert, client_key, reply);
   curl_easy_cleanup(curl);
 }
 
 static void test_tls_client_cert_accepted(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct tls_files files;
   struct reply *reply = malloc(sizeof(*reply));
 
-  (void)state;
   if (!pki_ready)
     skip();
   tls_files_init(&files, 1, "crl.pem");
   default_config(&config);
   config.tls = &files.tls;
-  server_start(&ts, &config, MODE_CERT, 0);
-  tls_request(&files, ts.port, files.client_cert, files.client_key, reply);
+  server_start(ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
   assert_int_equal(reply->rc, CURLE_OK);
   assert_int_equal(reply->status, 200);
   assert_string_equal(reply->body, "CN=store-0042");
-  server_stop(&ts);
-  assert_string_equal(ts.subject, "CN=store-0042");
+  server_stop(ts);
+  assert_string_equal(ts->subject, "CN=store-0042");
   free(reply);
 }
 
 static void test_tls_without_client_cert_refused(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct tls_files files;
   struct reply *reply = malloc(sizeof(*reply));
 
-  (void)state;
   if (!pki_ready)
     skip();
   tls_files_init(&files, 1, NULL);
   default_config(&config);
   config.tls = &files.tls;
-  server_start(&ts, &config, MODE_CERT, 0);
-  tls_request(&files, ts.port, NULL, NULL, reply);
+  server_start(ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts->port, NULL, NULL, reply);
   assert_int_not_equal(reply->rc, CURLE_OK);
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.handled), 0);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 0);
   free(reply);
 }
 
 static void test_tls_optional_client_cert(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct tls_files files;
   struct reply *reply = malloc(sizeof(*reply));
 
-  (void)state;
   if (!pki_ready)
     skip();
   /* Not required: no certificate is fine, and then there is no peer cert. */
   tls_files_init(&files, 0, NULL);
   default_config(&config);
   config.tls = &files.tls;
-  server_start(&ts, &config, MODE_CERT, 0);
-  tls_request(&files, ts.port, NULL, NULL, reply);
+  server_start(ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts->port, NULL, NULL, reply);
   assert_int_equal(reply->rc, CURLE_OK);
   assert_string_equal(reply->body, "no-cert");
-  tls_request(&files, ts.port, files.client_cert, files.client_key, reply);
+  tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
   assert_int_equal(reply->rc, CURLE_OK);
   assert_string_equal(reply->body, "CN=store-0042");
-  server_stop(&ts);
+  server_stop(ts);
   free(reply);
 }
 
 static void test_tls_revoked_client_cert_refused(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct tls_files files;
   struct reply *reply = malloc(sizeof(*reply));
 
-  (void)state;
   if (!pki_ready)
     skip();
   tls_files_init(&files, 1, "crl.pem");
   default_config(&config);
   config.tls = &files.tls;
-  server_start(&ts, &config, MODE_CERT, 0);
-  tls_request(&files, ts.port, files.revoked_cert, files.revoked_key, reply);
+  server_start(ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts->port, files.revoked_cert, files.revoked_key, reply);
   assert_int_not_equal(reply->rc, CURLE_OK);
-  tls_request(&files, ts.port, files.client_cert, files.client_key, reply);
+  tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
   assert_int_equal(reply->rc, CURLE_OK);
-  server_stop(&ts);
-  assert_int_equal(atomic_load(&ts.handled), 1);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 1);
   free(reply);
 }
 
@@ -1152,49 +1200,56 @@ static int reload_on_loop(struct test_server *ts)
 
 static void test_tls_reload_picks_up_new_crl(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct tls_files files;
   struct reply *reply = malloc(sizeof(*reply));
   char command[512];
   char moved[160];
+  CURL *established = curl_easy_init();
 
-  (void)state;
   if (!pki_ready)
     skip();
   tls_files_init(&files, 1, "crl-active.pem");
   default_config(&config);
   config.tls = &files.tls;
-  server_start(&ts, &config, MODE_CERT, 0);
-  /* Not revoked yet. */
-  tls_request(&files, ts.port, files.revoked_cert, files.revoked_key, reply);
+  server_start(ts, &config, MODE_CERT, 0);
+  /* Not revoked yet; this connection stays open across the reload. */
+  tls_request_on(established, &files, ts->port, files.revoked_cert, files.revoked_key, reply);
   assert_int_equal(reply->rc, CURLE_OK);
   assert_string_equal(reply->body, "CN=store-0666");
 
   snprintf(command, sizeof(command), "cp '%s/crl.pem' '%s'", pki_dir, files.crl);
   assert_int_equal(system(command), 0);
-  assert_int_equal(server_call(&ts, reload_on_loop), 0);
-  tls_request(&files, ts.port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_equal(server_call(ts, reload_on_loop), 0);
+  /* New handshakes see the new CRL... */
+  tls_request(&files, ts->port, files.revoked_cert, files.revoked_key, reply);
   assert_int_not_equal(reply->rc, CURLE_OK);
+  /* ...while the established connection keeps its (old) config. */
+  tls_request_on(established, &files, ts->port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->num_connects, 0);
+  assert_string_equal(reply->body, "CN=store-0666");
 
   /* A reload that fails keeps the old CA/CRL. */
   snprintf(moved, sizeof(moved), "%s.moved", files.crl);
   assert_int_equal(rename(files.crl, moved), 0);
-  assert_int_equal(server_call(&ts, reload_on_loop), -1);
-  assert_non_null(strstr(ts.err, files.crl));
-  tls_request(&files, ts.port, files.client_cert, files.client_key, reply);
+  assert_int_equal(server_call(ts, reload_on_loop), -1);
+  assert_non_null(strstr(ts->err, files.crl));
+  tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
   assert_int_equal(reply->rc, CURLE_OK);
-  tls_request(&files, ts.port, files.revoked_cert, files.revoked_key, reply);
+  tls_request(&files, ts->port, files.revoked_cert, files.revoked_key, reply);
   assert_int_not_equal(reply->rc, CURLE_OK);
   assert_int_equal(rename(moved, files.crl), 0);
 
-  server_stop(&ts);
+  server_stop(ts);
+  curl_easy_cleanup(established);
   free(reply);
 }
 
 static void test_tls_keep_alive_and_post(void **state)
 {
-  struct test_server ts;
+  struct test_server *ts = *state;
   struct http_server_config config;
   struct tls_files files;
   struct reply *reply = malloc(sizeof(*reply));
@@ -1202,17 +1257,16 @@ static void test_tls_keep_alive_and_post(void **state)
   char *payload = malloc(40000);
   CURL *curl = curl_easy_init();
 
-  (void)state;
   if (!pki_ready)
     skip();
   tls_files_init(&files, 0, NULL);
   default_config(&config);
   config.tls = &files.tls;
-  server_start(&ts, &config, MODE_ECHO, 0);
+  server_start(ts, &config, MODE_ECHO, 0);
   /* Larger than one TLS record both ways. */
   for (size_t i = 0; i < 40000; i++)
     payload[i] = (char)('a' + i % 26);
-  url_for(url, sizeof(url), "https", ts.port, "/v1/sales");
+  url_for(url, sizeof(url), "https", ts->port, "/v1/sales");
   for (int i = 0; i < 2; i++) {
     curl_base(curl, url, reply);
     curl_easy_setopt(curl, CURLOPT_CAINFO, files.ca);
@@ -1226,9 +1280,34 @@ static void test_tls_keep_alive_and_post(void **state)
     assert_int_equal(reply->num_connects, i == 0 ? 1 : 0);
   }
   curl_easy_cleanup(curl);
-  server_stop(&ts);
+  server_stop(ts);
   free(payload);
   free(reply);
+}
+
+static void test_tls_port_refuses_plain_http(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  char response[4096];
+  static const char request[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  int fd;
+
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 0, NULL);
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts->port);
+  raw_send(fd, request, sizeof(request) - 1);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  /* At most a TLS alert comes back, never an HTTP response. */
+  assert_null(strstr(response, "HTTP/1.1"));
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 0);
 }
 
 static int group_setup(void **state)
@@ -1252,26 +1331,29 @@ static int group_teardown(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_get_and_post_echo),
-      cmocka_unit_test(test_chunked_post_echo),
-      cmocka_unit_test(test_keep_alive_reuses_connection),
-      cmocka_unit_test(test_connection_close_and_http10_honoured),
-      cmocka_unit_test(test_pipelined_requests_answered_in_order),
-      cmocka_unit_test(test_deferred_response),
-      cmocka_unit_test(test_body_over_limit_is_413),
-      cmocka_unit_test(test_headers_over_limit_is_431),
-      cmocka_unit_test(test_garbage_is_400),
-      cmocka_unit_test(test_slow_request_is_408),
-      cmocka_unit_test(test_idle_connection_closed),
-      cmocka_unit_test(test_max_connections),
-      cmocka_unit_test(test_client_gone_while_pending),
-      cmocka_unit_test(test_create_reports_errors),
-      cmocka_unit_test(test_tls_client_cert_accepted),
-      cmocka_unit_test(test_tls_without_client_cert_refused),
-      cmocka_unit_test(test_tls_optional_client_cert),
-      cmocka_unit_test(test_tls_revoked_client_cert_refused),
-      cmocka_unit_test(test_tls_reload_picks_up_new_crl),
-      cmocka_unit_test(test_tls_keep_alive_and_post),
+      cmocka_unit_test_setup_teardown(test_get_and_post_echo, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_chunked_post_echo, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_keep_alive_reuses_connection, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_connection_close_and_http10_honoured, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_pipelined_requests_answered_in_order, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_deferred_response, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_body_over_limit_is_413, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_expect_100_continue, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_headers_over_limit_is_431, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_garbage_is_400, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_slow_request_is_408, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_idle_connection_closed, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_max_connections, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_client_gone_while_pending, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_create_reports_errors, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_client_cert_accepted, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_without_client_cert_refused, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_optional_client_cert, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_revoked_client_cert_refused, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_reload_picks_up_new_crl, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_keep_alive_and_post, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_port_refuses_plain_http, test_setup,
+                                      test_teardown),
   };
 
   /* TEST_FILTER=test_tls_* runs a subset (cmocka's glob). */

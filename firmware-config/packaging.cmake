@@ -1,0 +1,169 @@
+# packaging.cmake - what is flashed beside the binary, and the .deb.
+#
+# Included at the end of the root CMakeLists.txt:
+#
+#   include(firmware-config/packaging.cmake)
+#
+# Install tree (component "agent"), usable as a root-file-system overlay:
+#
+#   DESTDIR=/path/to/overlay cmake --install build --component agent
+#
+#   /usr/bin/pos-agent
+#   /etc/pos-agent/agent.conf                  the device profile (conffile)
+#   /usr/share/pos-agent/agent.conf.example    every key, documented
+#   /usr/share/pos-agent/profiles/*.conf       all device profiles
+#   /usr/share/pos-agent/terminals.example     the terminal tokens file's format
+#   /usr/lib/systemd/system/pos-agent.service
+#   /usr/lib/tmpfiles.d/pos-agent.conf         /var/lib/pos-agent, /var/spool/pos-agent
+#   /usr/lib/sysusers.d/pos-agent.conf         the pos-agent user and group
+#
+# The directories under /var and the user are created on the device at
+# boot by systemd-sysusers and systemd-tmpfiles (or by the .deb's
+# postinst), never in the image: /var is often a separate partition.
+# /etc/pos-agent/terminals holds per-device secrets and is never in an
+# image either; provisioning writes it (the .deb's postinst creates one
+# with a random token when there is none).
+#
+# Package (per architecture; cross/build.sh ARCH --release --package):
+#
+#   cd build-aarch64-release && cpack -G DEB   ->  pos-agent_0.1.0_arm64.deb
+#
+# Its Depends come from dpkg-shlibdeps on the binary, i.e. from the
+# libraries actually linked, for the target's architecture (the
+# multiarch :arm64 libraries must be installed, as cross/build.sh does).
+#
+# Options:
+#   POS_DEVICE_PROFILE   profile installed as /etc/pos-agent/agent.conf
+#                        (counter-terminal or store-hub; default counter-terminal)
+#   POS_SYSTEMD_UNITDIR, POS_TMPFILESDIR, POS_SYSUSERSDIR
+#                        where those go (relative to the prefix, or absolute;
+#                        Yocto passes its ${systemd_system_unitdir} etc.)
+#   POS_CONFIG_EXAMPLE   the documented example file to install
+#                        (default firmware-config/agent.conf.example)
+include_guard(GLOBAL)
+include(GNUInstallDirs)
+
+set(POS_FIRMWARE_DIR ${CMAKE_CURRENT_LIST_DIR})
+
+# A firmware's layout is the system's own: /usr, with /etc beside it. Only
+# the default is changed; -DCMAKE_INSTALL_PREFIX=... still wins.
+if(CMAKE_INSTALL_PREFIX_INITIALIZED_TO_DEFAULT)
+  set(CMAKE_INSTALL_PREFIX /usr CACHE PATH "Install prefix" FORCE)
+endif()
+
+set(POS_DEVICE_PROFILE counter-terminal CACHE STRING
+    "device profile installed as /etc/pos-agent/agent.conf")
+set_property(CACHE POS_DEVICE_PROFILE PROPERTY STRINGS counter-terminal store-hub)
+set(POS_SYSTEMD_UNITDIR lib/systemd/system CACHE STRING "systemd system unit directory")
+set(POS_TMPFILESDIR lib/tmpfiles.d CACHE STRING "tmpfiles.d directory")
+set(POS_SYSUSERSDIR lib/sysusers.d CACHE STRING "sysusers.d directory")
+set(POS_CONFIG_EXAMPLE ${POS_FIRMWARE_DIR}/agent.conf.example CACHE FILEPATH
+    "the documented example configuration to install")
+set(POS_SYSCONFDIR /etc/pos-agent)
+set(POS_DATADIR ${CMAKE_INSTALL_DATADIR}/pos-agent)
+
+set(pos_profile_file ${POS_FIRMWARE_DIR}/profiles/${POS_DEVICE_PROFILE}.conf)
+if(NOT EXISTS ${pos_profile_file})
+  file(GLOB pos_profiles RELATIVE ${POS_FIRMWARE_DIR}/profiles ${POS_FIRMWARE_DIR}/profiles/*.conf)
+  string(REPLACE ".conf" "" pos_profiles "${pos_profiles}")
+  message(FATAL_ERROR "POS_DEVICE_PROFILE '${POS_DEVICE_PROFILE}' has no "
+                      "firmware-config/profiles/${POS_DEVICE_PROFILE}.conf: use one of ${pos_profiles}")
+endif()
+
+# The unit names the binary where this prefix installs it.
+if(IS_ABSOLUTE "${CMAKE_INSTALL_BINDIR}")
+  set(POS_INSTALL_BINDIR ${CMAKE_INSTALL_BINDIR})
+else()
+  set(POS_INSTALL_BINDIR ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR})
+endif()
+configure_file(${POS_FIRMWARE_DIR}/systemd/pos-agent.service
+               ${CMAKE_BINARY_DIR}/firmware-config/pos-agent.service @ONLY)
+
+install(FILES ${CMAKE_BINARY_DIR}/firmware-config/pos-agent.service
+        DESTINATION ${POS_SYSTEMD_UNITDIR} COMPONENT agent)
+install(FILES ${POS_FIRMWARE_DIR}/tmpfiles.d/pos-agent.conf
+        DESTINATION ${POS_TMPFILESDIR} COMPONENT agent)
+install(FILES ${POS_FIRMWARE_DIR}/sysusers.d/pos-agent.conf
+        DESTINATION ${POS_SYSUSERSDIR} COMPONENT agent)
+# /etc/pos-agent/agent.conf: root-owned, 0640 (tmpfiles gives it to group
+# pos-agent at boot: the user does not exist when the image is built).
+install(FILES ${pos_profile_file} DESTINATION ${POS_SYSCONFDIR} RENAME agent.conf
+        PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ COMPONENT agent)
+if(EXISTS ${POS_CONFIG_EXAMPLE})
+  install(FILES ${POS_CONFIG_EXAMPLE} DESTINATION ${POS_DATADIR} COMPONENT agent)
+else()
+  message(WARNING "${POS_CONFIG_EXAMPLE} is missing: the package will not carry the "
+                  "documented example (make it with 'pos-agent --print-example-config')")
+endif()
+install(FILES ${POS_FIRMWARE_DIR}/terminals.example DESTINATION ${POS_DATADIR} COMPONENT agent)
+install(DIRECTORY ${POS_FIRMWARE_DIR}/profiles/ DESTINATION ${POS_DATADIR}/profiles
+        COMPONENT agent FILES_MATCHING PATTERN "*.conf")
+
+# ---- CPack: one .deb per architecture ------------------------------------
+
+# Debian's name for the target architecture, from the multiarch triplet
+# the toolchain file sets (or the build machine's when building natively).
+if(CMAKE_LIBRARY_ARCHITECTURE MATCHES "^aarch64")
+  set(pos_deb_arch arm64)
+elseif(CMAKE_LIBRARY_ARCHITECTURE MATCHES "^arm-linux-gnueabihf")
+  set(pos_deb_arch armhf)
+elseif(CMAKE_LIBRARY_ARCHITECTURE MATCHES "^x86_64")
+  set(pos_deb_arch amd64)
+else()
+  find_program(POS_DPKG dpkg)
+  if(POS_DPKG)
+    execute_process(COMMAND ${POS_DPKG} --print-architecture
+                    OUTPUT_VARIABLE pos_deb_arch OUTPUT_STRIP_TRAILING_WHITESPACE)
+  endif()
+endif()
+
+set(CPACK_PACKAGE_NAME pos-agent)
+set(CPACK_PACKAGE_VENDOR "POS platform team")
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGE_CONTACT "POS platform team <pos-platform@example.com>")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "POS store edge agent: sales journal, POS API and uplink")
+set(CPACK_PACKAGE_DESCRIPTION
+    "Takes every sale from the store's POS terminals into a durable journal on flash, "
+    "serves the store's status page, and sends the sales to the central collector.")
+set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
+set(CPACK_STRIP_FILES ON)
+set(CPACK_GENERATOR DEB)
+
+# Only the device's component; the collector and test tools are not flashed.
+set(CPACK_DEB_COMPONENT_INSTALL ON)
+set(CPACK_COMPONENTS_GROUPING ALL_COMPONENTS_IN_ONE)
+set(CPACK_COMPONENTS_ALL agent)
+# Until every install() names its component, the binary may still be in
+# "Unspecified": carry it too (agent/CMakeLists.txt should say COMPONENT agent).
+get_cmake_property(pos_components COMPONENTS)
+if("Unspecified" IN_LIST pos_components)
+  list(APPEND CPACK_COMPONENTS_ALL Unspecified)
+endif()
+
+set(CPACK_DEBIAN_PACKAGE_NAME pos-agent)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_ARCHITECTURE ${pos_deb_arch})
+set(CPACK_DEBIAN_PACKAGE_SECTION net)
+set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+# Beyond the libraries: systemd runs it (sysusers, tmpfiles, Type=notify).
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "systemd (>= 247)")
+# Maintainer scripts (user, directories, service) and the conffiles that
+# keep provisioned configuration across upgrades.
+configure_file(${POS_FIRMWARE_DIR}/debian/conffiles.in
+               ${CMAKE_BINARY_DIR}/firmware-config/debian/conffiles @ONLY)
+set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
+    ${POS_FIRMWARE_DIR}/debian/postinst
+    ${POS_FIRMWARE_DIR}/debian/prerm
+    ${POS_FIRMWARE_DIR}/debian/postrm
+    ${CMAKE_BINARY_DIR}/firmware-config/debian/conffiles)
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+
+# dpkg-shlibdeps must look at the target's libraries when cross-building:
+# the generated file sets DEB_HOST_ARCH for it when cpack runs.
+set(CPACK_PROJECT_CONFIG_FILE ${CMAKE_BINARY_DIR}/firmware-config/cpack-project.cmake)
+file(WRITE ${CPACK_PROJECT_CONFIG_FILE}
+     "# Generated by firmware-config/packaging.cmake: read by cpack.\n"
+     "set(ENV{DEB_HOST_ARCH} \"${pos_deb_arch}\")\n")
+
+include(CPack)
