@@ -1,9 +1,8 @@
 /*
- * sale.c - the sale model: lifetime, names, money formatting, content hash.
+ * sale.c - the sale model: lifetime, names, content hash.
  */
 #include "sale/sale.h"
 
-#include <inttypes.h>
 #include <mbedtls/sha256.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,21 +54,6 @@ const char *sale_channel_name(enum sale_channel channel)
     return "pickup";
   }
   return "?";
-}
-
-char *sale_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size)
-{
-  uint64_t magnitude = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
-  uint64_t scale = 1;
-
-  for (unsigned i = 0; i < exponent; i++)
-    scale *= 10;
-  if (exponent == 0)
-    snprintf(out, out_size, "%s%" PRIu64, minor < 0 ? "-" : "", magnitude);
-  else
-    snprintf(out, out_size, "%s%" PRIu64 ".%0*" PRIu64, minor < 0 ? "-" : "",
-             magnitude / scale, (int)exponent, magnitude % scale);
-  return out;
 }
 
 /* protobuf-c wants mutable char *; the strings are only read while packing. */

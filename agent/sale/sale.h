@@ -68,12 +68,6 @@ const char *sale_kind_name(enum sale_kind kind);
 const char *sale_channel_name(enum sale_channel channel);
 
 /*
- * Formats `minor` units with `exponent` decimals ("-12.50") into `out`.
- * Returns `out`.
- */
-char *sale_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size);
-
-/*
  * SHA-256 of the sale's content (what the POS sent, canonicalised: the
  * protobuf encoding of pos.v1.Sale with the agent's fields unset), so that a
  * retry with other whitespace or key order is recognised as the same sale.

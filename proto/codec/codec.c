@@ -279,3 +279,18 @@ int proto_sale_check(const Pos__V1__Sale *sale, char *field, size_t field_size, 
 #undef PROTO_REJECT
   return 0;
 }
+
+char *proto_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size)
+{
+  uint64_t magnitude = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
+  uint64_t scale = 1;
+
+  for (unsigned i = 0; i < exponent; i++)
+    scale *= 10;
+  if (exponent == 0)
+    snprintf(out, out_size, "%s%" PRIu64, minor < 0 ? "-" : "", magnitude);
+  else
+    snprintf(out, out_size, "%s%" PRIu64 ".%0*" PRIu64, minor < 0 ? "-" : "",
+             magnitude / scale, (int)exponent, magnitude % scale);
+  return out;
+}

@@ -13,6 +13,8 @@
  */
 #include "ingest/http/sale_json.h"
 
+#include "proto/codec.h"
+
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -936,9 +938,9 @@ static int sj_parse_line(struct sj_ctx *ctx, json_t *object, struct sale_line *l
                    "qty x unit_price is too large for this agent (64-bit minor units)");
   if (line->discount > gross)
     return sj_fail(ctx, "discount", "\"discount\" %s is more than qty x unit_price = %s",
-                   sale_money_format(line->discount, ctx->exponent, discount_text,
+                   proto_money_format(line->discount, ctx->exponent, discount_text,
                                  sizeof(discount_text)),
-                   sale_money_format(gross, ctx->exponent, gross_text, sizeof(gross_text)));
+                   proto_money_format(gross, ctx->exponent, gross_text, sizeof(gross_text)));
   amount = gross - line->discount; /* 0 <= discount <= gross: no overflow */
   if (sj_add(&amount, line->tax))
     return sj_fail(ctx, "tax",
@@ -1078,12 +1080,12 @@ static int sj_parse_sale(struct sj_ctx *ctx, json_t *object, struct sale *sale)
   if (lines_total != sale->total)
     return sj_fail(ctx, "total",
                    "total is %s but the lines add up to %s (qty x unit_price - discount + tax)",
-                   sale_money_format(sale->total, ctx->exponent, total_text, sizeof(total_text)),
-                   sale_money_format(lines_total, ctx->exponent, sum_text, sizeof(sum_text)));
+                   proto_money_format(sale->total, ctx->exponent, total_text, sizeof(total_text)),
+                   proto_money_format(lines_total, ctx->exponent, sum_text, sizeof(sum_text)));
   if (payments_total != sale->total)
     return sj_fail(ctx, "payments", "the payments add up to %s but total is %s",
-                   sale_money_format(payments_total, ctx->exponent, sum_text, sizeof(sum_text)),
-                   sale_money_format(sale->total, ctx->exponent, total_text, sizeof(total_text)));
+                   proto_money_format(payments_total, ctx->exponent, sum_text, sizeof(sum_text)),
+                   proto_money_format(sale->total, ctx->exponent, total_text, sizeof(total_text)));
   return 0;
 }
 

@@ -71,4 +71,10 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
 int proto_sale_check(const Pos__V1__Sale *sale, char *field, size_t field_size, char *why,
                      size_t why_size);
 
+/*
+ * Formats `minor` units of a currency with `exponent` decimals as a decimal
+ * string ("-12.50", "1500" for JPY) into `out`. Returns `out`.
+ */
+char *proto_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size);
+
 #endif
