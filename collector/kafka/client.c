@@ -73,6 +73,10 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *facility,
                                                           : LOG_DEBUG;
   char quoted[1024];
 
+  /* Configuration notes (e.g. "enable.gapless.guarantee is experimental")
+   * are the same at every start: not worth a warning each time. */
+  if (strcmp(facility, "CONFWARN") == 0 && ours == LOG_WARN)
+    ours = LOG_INFO;
   log_event(ours, "kafka", "rdkafka", "client=%s fac=%s msg=%s", rd_kafka_name(rk), facility,
             log_quote(message, quoted, sizeof(quoted)));
 }
@@ -106,6 +110,9 @@ rd_kafka_conf_t *kafka_producer_conf(const char *brokers, const char *debug, cha
        * ingest answers the agent 503 meanwhile (produce_timeout_ms). */
       {"message.timeout.ms", "0"},
       {"linger.ms", "5"},
+      /* One client, not thousands: come back quickly after a broker outage
+       * (the default backs off to 10 s while agents wait on 503s). */
+      {"reconnect.backoff.max.ms", "2000"},
       /* What Java and Go clients use by default, so a store's records land
        * in the same partition whoever produces them. */
       {"partitioner", "murmur2_random"},

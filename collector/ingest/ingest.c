@@ -1,0 +1,1401 @@
+/*
+ * ingest.c - the loop side of the exactly-once path: batches in, records
+ * produced, delivery reports folded into the state, acknowledgements out;
+ * heartbeats; checkpoints; and the switch to a rebuild after any delivery
+ * doubt. See ingest.h for the rules and ingest_int.h for the threads.
+ *
+ * Delivery reports reach the loop without polling: librdkafka writes a byte
+ * to a pipe whenever its main queue gets events
+ * (rd_kafka_queue_io_event_enable), a uv_poll_t on the pipe's read end
+ * serves them with rd_kafka_poll(rk, 0). A 50 ms tick enforces deadlines
+ * and, as a backstop, polls too.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ingest/ingest_int.h"
+#include "platform/clock.h"
+#include "platform/log.h"
+#include "proto/codec.h"
+
+#define INGEST_TICK_MS 50
+#define INGEST_DEFAULT_CHECKPOINT_MS 10000
+#define INGEST_DEFAULT_PRODUCE_TIMEOUT_MS 10000
+#define INGEST_DEFAULT_PARTITIONS 4
+#define INGEST_RETRY_REBUILDING_S 2
+#define INGEST_RETRY_OVERLOADED_S 1
+#define INGEST_RETRY_KAFKA_S 5
+#define INGEST_LOG_LINES_PER_BATCH 5
+
+struct ingest_batch {
+  struct ingest_batch *prev, *next;
+  ingest *in;
+  struct ingest_journal *journal;
+  Pos__V1__Batch *batch;
+  char store_id[INGEST_STORE_ID_MAX + 1];
+  ingest_done_fn done;
+  void *arg;
+  uint64_t started_ms;
+  uint64_t deadline_ms;
+  struct ingest_record *records;
+  size_t record_count;
+  size_t pending;    /* records without a delivery report */
+  int producing;     /* still inside the produce loop */
+  int failed;        /* a record was not produced or not delivered */
+  int answered;      /* done was called (a timeout answers early) */
+  unsigned waiters;  /* retries of this journal waiting for it */
+  struct ingest_result result;
+  char failure[200];
+};
+
+struct ingest_waiter {
+  struct ingest_waiter *prev, *next;
+  struct ingest_journal *journal;
+  char store_id[INGEST_STORE_ID_MAX + 1];
+  Pos__V1__Batch *batch;
+  ingest_done_fn done;
+  void *arg;
+  uint64_t deadline_ms;
+};
+
+struct ingest_heartbeat {
+  struct ingest_heartbeat *prev, *next;
+  ingest_done_fn done;
+  void *arg;
+  uint64_t deadline_ms;
+  int answered;
+  struct ingest_record record;
+};
+
+struct ingest_checkpoint {
+  uint64_t generation;
+  uint64_t started_ms;
+  size_t parts, pending, bytes, journals;
+  int failed;
+  struct ingest_record *records;
+};
+
+static void ingest_reply(ingest_done_fn done, void *arg, struct ingest_result *result)
+{
+  if (done)
+    done(arg, result);
+}
+
+LOG_PRINTF(4, 5)
+static void ingest_reply_unavailable(ingest_done_fn done, void *arg, int retry_after_s,
+                                     const char *fmt, ...)
+{
+  struct ingest_result result;
+  va_list ap;
+
+  memset(&result, 0, sizeof(result));
+  result.outcome = INGEST_UNAVAILABLE;
+  result.retry_after_s = retry_after_s;
+  va_start(ap, fmt);
+  vsnprintf(result.message, sizeof(result.message), fmt, ap);
+  va_end(ap);
+  ingest_reply(done, arg, &result);
+}
+
+static const char *ingest_kind_text(const Pos__V1__BatchEnvelope *envelope)
+{
+  return envelope->kind == POS__V1__BATCH_KIND__BATCH_KIND_REPLAY ? "replay" : "live";
+}
+
+static const char *ingest_resync_of(const Pos__V1__BatchEnvelope *envelope)
+{
+  if (envelope->kind == POS__V1__BATCH_KIND__BATCH_KIND_REPLAY && envelope->resync_id)
+    return envelope->resync_id;
+  return "";
+}
+
+/* ------------------------------------------------------------------------ */
+/* The producer                                                              */
+/* ------------------------------------------------------------------------ */
+
+static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void *opaque);
+
+/* Served on the loop by rd_kafka_poll. */
+static void ingest_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+  ingest *in = opaque;
+  char quoted[512];
+
+  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+    char why[512];
+    rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(rk, why, sizeof(why));
+    log_error("ingest", "kafka_fatal", "error=%s reason=%s action=rebuild_state",
+              rd_kafka_err2name(fatal), log_quote(why, quoted, sizeof(quoted)));
+    in->doubt = 1;
+    return;
+  }
+  /* Transport errors (broker down, all brokers down) are retried by
+   * librdkafka; they are worth a line, not a rebuild. */
+  log_warn("ingest", "kafka_error", "error=%s reason=%s", rd_kafka_err2name(err),
+           log_quote(reason, quoted, sizeof(quoted)));
+}
+
+rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size)
+{
+  rd_kafka_conf_t *conf = kafka_producer_conf(in->brokers, in->kafka_debug, err, err_size);
+  rd_kafka_queue_t *main_queue;
+  rd_kafka_t *rk;
+  char why[512];
+
+  if (!conf)
+    return NULL;
+  rd_kafka_conf_set_opaque(conf, in);
+  rd_kafka_conf_set_dr_msg_cb(conf, ingest_dr_cb);
+  rd_kafka_conf_set_error_cb(conf, ingest_error_cb);
+  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    snprintf(err, err_size, "cannot create the Kafka producer for %s: %s", in->brokers, why);
+    return NULL;
+  }
+  main_queue = rd_kafka_queue_get_main(rk);
+  rd_kafka_queue_io_event_enable(main_queue, in->wake_fds[1], "k", 1);
+  rd_kafka_queue_destroy(main_queue);
+  return rk;
+}
+
+static int ingest_topics_open(ingest *in)
+{
+  for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    in->rkt[t] = rd_kafka_topic_new(in->rk, in->topics[t], NULL);
+    if (!in->rkt[t])
+      return -1;
+  }
+  return 0;
+}
+
+static void ingest_topics_close(ingest *in)
+{
+  for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    if (in->rkt[t])
+      rd_kafka_topic_destroy(in->rkt[t]);
+    in->rkt[t] = NULL;
+  }
+}
+
+/*
+ * Produces one record. Takes `value` (malloc'd) and `headers` in every
+ * case. Returns 0, or -1 with `err` set (nothing was produced).
+ */
+static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
+                          const char *key, uint8_t *value, size_t len,
+                          rd_kafka_headers_t *headers, struct ingest_record *record, char *err,
+                          size_t err_size)
+{
+  rd_kafka_resp_err_t kerr;
+
+  kerr = rd_kafka_producev(in->rk, RD_KAFKA_V_RKT(in->rkt[topic]),
+                           RD_KAFKA_V_PARTITION(partition),
+                           RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, len),
+                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                           RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(record),
+                           RD_KAFKA_V_END);
+  if (kerr) {
+    /* On failure the value and headers are still ours. */
+    free(value);
+    if (headers)
+      rd_kafka_headers_destroy(headers);
+    snprintf(err, err_size, "Kafka refused a record for %s: %s", in->topics[topic],
+             rd_kafka_err2str(kerr));
+    if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+      in->doubt = 1;
+    return -1;
+  }
+  record->topic = (uint8_t)topic;
+  in->outstanding++;
+  return 0;
+}
+
+static void ingest_header(rd_kafka_headers_t *headers, const char *name, const char *value)
+{
+  rd_kafka_header_add(headers, name, -1, value, -1);
+}
+
+static void ingest_header_u64(rd_kafka_headers_t *headers, const char *name, uint64_t value)
+{
+  char text[24];
+  snprintf(text, sizeof(text), "%" PRIu64, value);
+  ingest_header(headers, name, text);
+}
+
+/* The headers every record of a batch carries (ARCHITECTURE.md, topics). */
+static rd_kafka_headers_t *ingest_batch_headers(const struct ingest_batch *b)
+{
+  const Pos__V1__BatchEnvelope *envelope = b->batch->envelope;
+  rd_kafka_headers_t *headers = rd_kafka_headers_new(8);
+  char hex[33];
+
+  ingest__hex(b->journal->journal_id, hex);
+  ingest_header(headers, "journal_id", hex);
+  ingest_header_u64(headers, "batch_seq", envelope->batch_seq);
+  ingest_header(headers, "kind", ingest_kind_text(envelope));
+  ingest_header(headers, "device_id", envelope->device_id ? envelope->device_id : "");
+  if (b->journal->resync_id[0])
+    ingest_header(headers, "resync_id", b->journal->resync_id);
+  return headers;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Batches                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
+                            ingest_done_fn done, void *arg);
+static void ingest_check_doubt(ingest *in);
+
+static void ingest_batch_free(struct ingest_batch *b)
+{
+  pos__v1__batch__free_unpacked(b->batch, NULL);
+  free(b->records);
+  free(b);
+}
+
+/* Hands the retries that waited for `journal`'s batch back to dispatch, in arrival order. */
+static void ingest_release_waiters(ingest *in, struct ingest_journal *journal)
+{
+  struct ingest_waiter *ready = NULL, **tail = &ready;
+
+  for (struct ingest_waiter *w = in->waiters_head, *next; w; w = next) {
+    next = w->next;
+    if (w->journal != journal)
+      continue;
+    if (w->prev)
+      w->prev->next = w->next;
+    else
+      in->waiters_head = w->next;
+    if (w->next)
+      w->next->prev = w->prev;
+    else
+      in->waiters_tail = w->prev;
+    in->waiter_count--;
+    w->next = NULL;
+    *tail = w;
+    tail = &w->next;
+  }
+  while (ready) {
+    struct ingest_waiter *w = ready;
+    ready = w->next;
+    ingest_dispatch(in, w->store_id, w->batch, w->done, w->arg);
+    free(w);
+  }
+}
+
+/* Every record of `b` has its delivery report: settle the batch. */
+static void ingest_batch_finish(struct ingest_batch *b)
+{
+  ingest *in = b->in;
+  struct ingest_journal *journal = b->journal;
+  const Pos__V1__BatchEnvelope *envelope = b->batch->envelope;
+  struct ingest_result result = b->result;
+  char hex[33];
+
+  assert(b->pending == 0 && !b->producing);
+  assert(journal->inflight == b);
+  if (b->prev)
+    b->prev->next = b->next;
+  else
+    in->batches = b->next;
+  if (b->next)
+    b->next->prev = b->prev;
+  in->batch_count--;
+  journal->inflight = NULL;
+  ingest__hex(journal->journal_id, hex);
+
+  if (!b->failed) {
+    if (envelope->batch_seq > journal->accepted_batch_seq)
+      journal->accepted_batch_seq = envelope->batch_seq;
+    in->dirty = 1;
+    result.outcome = INGEST_ACCEPTED;
+    result.acked_batch_seq = journal->accepted_batch_seq;
+    result.message[0] = '\0';
+    log_debug("ingest", "batch_accepted",
+              "store=%s journal=%s kind=%s batch_seq=%" PRIu64 " produced=%u dead_lettered=%u "
+              "skipped=%u ms=%" PRIu64 "%s",
+              journal->store_id, hex, ingest_kind_text(envelope), envelope->batch_seq,
+              result.produced, result.dead_lettered, result.skipped,
+              clock_mono_ms() - b->started_ms, b->answered ? " answered_late=1" : "");
+  } else {
+    char quoted[256];
+    result.outcome = INGEST_UNAVAILABLE;
+    result.acked_batch_seq = journal->accepted_batch_seq;
+    result.retry_after_s = INGEST_RETRY_KAFKA_S;
+    snprintf(result.message, sizeof(result.message), "%s", b->failure);
+    log_warn("ingest", "batch_failed", "store=%s journal=%s batch_seq=%" PRIu64 " error=%s",
+             journal->store_id, hex, envelope->batch_seq,
+             log_quote(b->failure, quoted, sizeof(quoted)));
+  }
+  if (!b->answered) {
+    b->answered = 1;
+    ingest_reply(b->done, b->arg, &result);
+  }
+  ingest_batch_free(b);
+  ingest_release_waiters(in, journal);
+}
+
+struct ingest_sale_order {
+  uint64_t seq;
+  size_t index;
+};
+
+static int ingest_sale_order_cmp(const void *a, const void *b)
+{
+  const struct ingest_sale_order *x = a, *y = b;
+  if (x->seq != y->seq)
+    return x->seq < y->seq ? -1 : 1;
+  return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Produces one sale to the sales (or replay) topic, or to the DLQ with `why`. */
+static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale *sale,
+                               enum ingest_stream stream, int tracked, const char *field,
+                               const char *why)
+{
+  struct ingest_record *record = &b->records[b->record_count];
+  enum kafka_topic topic = ingest__stream_topic(b->journal, stream);
+  size_t len = pos__v1__sale__get_packed_size(sale);
+  uint8_t *value = malloc(len + 1);
+  rd_kafka_headers_t *headers;
+
+  if (!value) {
+    snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
+             sale->seq);
+    return -1;
+  }
+  pos__v1__sale__pack(sale, value);
+  headers = ingest_batch_headers(b);
+  ingest_header_u64(headers, "seq", sale->seq);
+  if (stream == INGEST_STREAM_DLQ) {
+    ingest_header(headers, "reason", why);
+    ingest_header(headers, "field", field);
+  }
+  record->owner = b;
+  record->kind = INGEST_REC_BATCH;
+  record->stream = (uint8_t)stream;
+  record->tracked = (uint8_t)tracked;
+  record->pos.seq = sale->seq;
+  record->pos.index = 0;
+  if (ingest_produce(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, value, len, headers, record,
+                     b->failure, sizeof(b->failure)))
+    return -1;
+  b->record_count++;
+  b->pending++;
+  return 0;
+}
+
+static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__InventoryDelta *delta,
+                                uint32_t index)
+{
+  struct ingest_record *record = &b->records[b->record_count];
+  size_t len;
+  uint8_t *value;
+  rd_kafka_headers_t *headers;
+
+  /* Downstream reads a delta on its own: make it say whose it is. */
+  if (!delta->store_id || !delta->store_id[0]) {
+    char *copy = strdup(b->store_id);
+    if (!copy)
+      goto oom;
+    if (delta->store_id && delta->store_id != protobuf_c_empty_string)
+      free(delta->store_id);
+    delta->store_id = copy;
+  }
+  if (delta->journal_id.len == 0) {
+    uint8_t *copy = malloc(16);
+    if (!copy)
+      goto oom;
+    memcpy(copy, b->journal->journal_id, 16);
+    delta->journal_id.data = copy;
+    delta->journal_id.len = 16;
+  }
+  len = pos__v1__inventory_delta__get_packed_size(delta);
+  value = malloc(len + 1);
+  if (!value)
+    goto oom;
+  pos__v1__inventory_delta__pack(delta, value);
+  headers = ingest_batch_headers(b);
+  ingest_header_u64(headers, "delta_index", index);
+  record->owner = b;
+  record->kind = INGEST_REC_BATCH;
+  record->stream = INGEST_STREAM_INVENTORY;
+  record->tracked = 1;
+  record->pos.seq = b->batch->envelope->batch_seq;
+  record->pos.index = index;
+  if (ingest_produce(in, KAFKA_TOPIC_INVENTORY, RD_KAFKA_PARTITION_UA, b->store_id, value, len,
+                     headers, record, b->failure, sizeof(b->failure)))
+    return -1;
+  b->record_count++;
+  b->pending++;
+  return 0;
+oom:
+  snprintf(b->failure, sizeof(b->failure), "out of memory producing inventory delta %u", index);
+  return -1;
+}
+
+/*
+ * Produces what of the batch the log does not hold yet, in seq order:
+ * each sale above its stream's position, to the sales (or replay) topic
+ * when it passes proto_sale_check and to the DLQ when it does not; then
+ * each inventory delta above the inventory stream's position. The journal
+ * is locked (journal->inflight) until every delivery report is back.
+ */
+static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const char *store_id,
+                               Pos__V1__Batch *batch, ingest_done_fn done, void *arg)
+{
+  const Pos__V1__BatchEnvelope *envelope = batch->envelope;
+  struct ingest_sale_order *order = NULL;
+  struct ingest_batch *b = calloc(1, sizeof(*b));
+  uint64_t previous_seq = 0;
+  unsigned duplicates_logged = 0;
+  char quoted[160];
+
+  if (b)
+    b->records = calloc(batch->n_sales + batch->n_inventory_deltas + 1, sizeof(*b->records));
+  if (batch->n_sales)
+    order = malloc(batch->n_sales * sizeof(*order));
+  if (!b || !b->records || (batch->n_sales && !order)) {
+    if (b)
+      free(b->records);
+    free(b);
+    free(order);
+    pos__v1__batch__free_unpacked(batch, NULL);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "collector out of memory starting a batch");
+    return;
+  }
+  b->in = in;
+  b->journal = journal;
+  b->batch = batch;
+  snprintf(b->store_id, sizeof(b->store_id), "%s", store_id);
+  b->done = done;
+  b->arg = arg;
+  b->started_ms = clock_mono_ms();
+  b->deadline_ms = b->started_ms + in->produce_timeout_ms;
+  b->producing = 1;
+  b->next = in->batches;
+  if (in->batches)
+    in->batches->prev = b;
+  in->batches = b;
+  in->batch_count++;
+  journal->inflight = b;
+
+  for (size_t i = 0; i < batch->n_sales; i++) {
+    order[i].seq = batch->sales[i]->seq;
+    order[i].index = i;
+  }
+  qsort(order, batch->n_sales, sizeof(*order), ingest_sale_order_cmp);
+
+  for (size_t i = 0; i < batch->n_sales && !b->failed; i++) {
+    Pos__V1__Sale *sale = batch->sales[order[i].index];
+    char field[64] = "", why[200] = "";
+    enum ingest_stream stream = INGEST_STREAM_SALES;
+    int tracked = 1;
+
+    if (sale->seq != 0 && sale->seq == previous_seq) {
+      /* The same journal row twice in one batch: produce it once. */
+      if (duplicates_logged++ < INGEST_LOG_LINES_PER_BATCH)
+        log_warn("ingest", "duplicate_seq_in_batch",
+                 "store=%s batch_seq=%" PRIu64 " seq=%" PRIu64, store_id, envelope->batch_seq,
+                 sale->seq);
+      b->result.skipped++;
+      continue;
+    }
+    previous_seq = sale->seq;
+    if (!sale->store_id || !sale->store_id[0]) {
+      /* The certificate says whose sale it is. */
+      char *copy = strdup(store_id);
+      if (!copy) {
+        snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
+                 sale->seq);
+        b->failed = 1;
+        break;
+      }
+      if (sale->store_id && sale->store_id != protobuf_c_empty_string)
+        free(sale->store_id);
+      sale->store_id = copy;
+    }
+    if (strcmp(sale->store_id, store_id) != 0) {
+      stream = INGEST_STREAM_DLQ;
+      snprintf(field, sizeof(field), "store_id");
+      snprintf(why, sizeof(why), "sale says store %.64s but the batch comes from store %.64s",
+               sale->store_id, store_id);
+    } else if (sale->seq == 0) {
+      /* Without a seq it cannot be deduplicated; dead-letter it so that
+       * nothing is dropped, outside the stream's position. */
+      stream = INGEST_STREAM_DLQ;
+      tracked = 0;
+      snprintf(field, sizeof(field), "seq");
+      snprintf(why, sizeof(why), "sale has no journal seq");
+    } else if (proto_sale_check(sale, field, sizeof(field), why, sizeof(why))) {
+      stream = INGEST_STREAM_DLQ;
+    }
+    if (tracked && sale->seq <= journal->streams[stream].seq) {
+      b->result.skipped++;
+      continue;
+    }
+    if (ingest_produce_sale(in, b, sale, stream, tracked, field, why)) {
+      b->failed = 1;
+      break;
+    }
+    if (stream == INGEST_STREAM_DLQ) {
+      /* One line per dead letter, up to a few per batch: a batch of
+       * thousands of bad sales must not flood the log. */
+      if (b->result.dead_lettered++ < INGEST_LOG_LINES_PER_BATCH)
+        log_warn("ingest", "sale_dead_lettered",
+                 "store=%s batch_seq=%" PRIu64 " seq=%" PRIu64 " field=%s reason=%s", store_id,
+                 envelope->batch_seq, sale->seq, field, log_quote(why, quoted, sizeof(quoted)));
+    } else {
+      b->result.produced++;
+    }
+  }
+  for (size_t i = 0; i < batch->n_inventory_deltas && !b->failed; i++) {
+    struct ingest_pos pos = {envelope->batch_seq, (uint32_t)(i + 1)};
+    if (!ingest__pos_after(pos, journal->streams[INGEST_STREAM_INVENTORY]))
+      continue;
+    if (ingest_produce_delta(in, b, batch->inventory_deltas[i], (uint32_t)(i + 1)))
+      b->failed = 1;
+  }
+  free(order);
+  if (b->result.dead_lettered > INGEST_LOG_LINES_PER_BATCH)
+    log_warn("ingest", "sales_dead_lettered", "store=%s batch_seq=%" PRIu64 " count=%u",
+             store_id, envelope->batch_seq, b->result.dead_lettered);
+  b->producing = 0;
+  if (b->pending == 0)
+    ingest_batch_finish(b);
+}
+
+/* Decides what a batch is (duplicate, gap, wait, produce); takes `batch`. */
+static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
+                            ingest_done_fn done, void *arg)
+{
+  const Pos__V1__BatchEnvelope *envelope = batch ? batch->envelope : NULL;
+  struct ingest_result result;
+  struct ingest_journal *journal;
+  const char *resync_id;
+  char hex[33];
+  size_t records;
+
+  memset(&result, 0, sizeof(result));
+  /* proto_batch_unpack has checked all of this; a batch that slipped past
+   * it must not reach the log under the wrong stream. */
+  if (!envelope || envelope->journal_id.len != 16 || envelope->batch_seq == 0 || !store_id ||
+      !store_id[0] || strlen(store_id) > INGEST_STORE_ID_MAX ||
+      (envelope->kind != POS__V1__BATCH_KIND__BATCH_KIND_LIVE &&
+       envelope->kind != POS__V1__BATCH_KIND__BATCH_KIND_REPLAY) ||
+      (envelope->kind == POS__V1__BATCH_KIND__BATCH_KIND_REPLAY &&
+       (!envelope->resync_id || !envelope->resync_id[0] ||
+        strlen(envelope->resync_id) > INGEST_RESYNC_ID_MAX))) {
+    if (batch)
+      pos__v1__batch__free_unpacked(batch, NULL);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
+                             "batch envelope incomplete or out of bounds (journal_id, batch_seq, "
+                             "store, kind, resync_id of at most %d characters)",
+                             INGEST_RESYNC_ID_MAX);
+    return;
+  }
+  if (in->phase == INGEST_PHASE_CLOSING) {
+    pos__v1__batch__free_unpacked(batch, NULL);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "the collector is shutting down");
+    return;
+  }
+  if (in->phase != INGEST_PHASE_READY || in->doubt) {
+    pos__v1__batch__free_unpacked(batch, NULL);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
+                             "the collector is rebuilding its exactly-once state from Kafka "
+                             "(after a start or a failed delivery); retry shortly");
+    return;
+  }
+  resync_id = ingest_resync_of(envelope);
+  ingest__hex(envelope->journal_id.data, hex);
+  journal = ingest__state_find(&in->state, store_id, envelope->journal_id.data, resync_id);
+  if (!journal) {
+    if (envelope->batch_seq != 1) {
+      result.outcome = INGEST_GAP;
+      result.expected_batch_seq = 1;
+      snprintf(result.message, sizeof(result.message),
+               "journal %s is new to the collector: its first batch must be 1, not %" PRIu64,
+               hex, envelope->batch_seq);
+      pos__v1__batch__free_unpacked(batch, NULL);
+      ingest_reply(done, arg, &result);
+      return;
+    }
+    journal = ingest__state_get(&in->state, store_id, envelope->journal_id.data, resync_id);
+    if (!journal) {
+      pos__v1__batch__free_unpacked(batch, NULL);
+      ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
+                               "the collector cannot track another journal (%zu held, out of "
+                               "memory or at its limit of %u)",
+                               in->state.journal_count, INGEST_MAX_JOURNALS);
+      return;
+    }
+  }
+  if (journal->inflight) {
+    struct ingest_batch *first = journal->inflight;
+    struct ingest_waiter *w;
+    if (in->waiter_count >= INGEST_MAX_WAITERS ||
+        first->waiters >= INGEST_MAX_WAITERS_PER_JOURNAL) {
+      pos__v1__batch__free_unpacked(batch, NULL);
+      ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
+                               "batch %" PRIu64 " of journal %s is still being produced and %u "
+                               "retries already wait for it",
+                               first->batch->envelope->batch_seq, hex, first->waiters);
+      return;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w) {
+      pos__v1__batch__free_unpacked(batch, NULL);
+      ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                               "collector out of memory queueing a retry");
+      return;
+    }
+    /* It waits for the attempt in flight; then it is decided again (and is
+     * normally a duplicate). */
+    w->journal = journal;
+    snprintf(w->store_id, sizeof(w->store_id), "%s", store_id);
+    w->batch = batch;
+    w->done = done;
+    w->arg = arg;
+    w->deadline_ms = clock_mono_ms() + in->produce_timeout_ms;
+    w->prev = in->waiters_tail;
+    if (in->waiters_tail)
+      in->waiters_tail->next = w;
+    else
+      in->waiters_head = w;
+    in->waiters_tail = w;
+    in->waiter_count++;
+    first->waiters++;
+    return;
+  }
+  if (envelope->batch_seq <= journal->accepted_batch_seq) {
+    result.outcome = INGEST_DUPLICATE;
+    result.acked_batch_seq = journal->accepted_batch_seq;
+    snprintf(result.message, sizeof(result.message),
+             "batch %" PRIu64 " of journal %s was accepted before: acknowledged again, nothing "
+             "produced",
+             envelope->batch_seq, hex);
+    pos__v1__batch__free_unpacked(batch, NULL);
+    ingest_reply(done, arg, &result);
+    return;
+  }
+  if (envelope->batch_seq > journal->accepted_batch_seq + 1) {
+    result.outcome = INGEST_GAP;
+    result.acked_batch_seq = journal->accepted_batch_seq;
+    result.expected_batch_seq = journal->accepted_batch_seq + 1;
+    snprintf(result.message, sizeof(result.message),
+             "batch %" PRIu64 " of journal %s skips ahead: the collector has accepted up to "
+             "%" PRIu64 "; resume at %" PRIu64,
+             envelope->batch_seq, hex, journal->accepted_batch_seq, result.expected_batch_seq);
+    pos__v1__batch__free_unpacked(batch, NULL);
+    ingest_reply(done, arg, &result);
+    return;
+  }
+  records = batch->n_sales + batch->n_inventory_deltas;
+  if (in->batch_count >= INGEST_MAX_BATCHES_IN_FLIGHT ||
+      in->outstanding + records > INGEST_MAX_RECORDS_IN_FLIGHT) {
+    pos__v1__batch__free_unpacked(batch, NULL);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "collector overloaded: %u batches and %zu records wait for Kafka "
+                             "(limits %d and %u)",
+                             in->batch_count, in->outstanding, INGEST_MAX_BATCHES_IN_FLIGHT,
+                             INGEST_MAX_RECORDS_IN_FLIGHT);
+    return;
+  }
+  ingest_batch_start(in, journal, store_id, batch, done, arg);
+}
+
+int ingest_submit_batch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
+                        ingest_done_fn done, void *arg)
+{
+  ingest_dispatch(in, store_id, batch, done, arg);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Heartbeats                                                                */
+/* ------------------------------------------------------------------------ */
+
+static void ingest_heartbeat_unlink(ingest *in, struct ingest_heartbeat *h)
+{
+  if (h->prev)
+    h->prev->next = h->next;
+  else
+    in->heartbeats = h->next;
+  if (h->next)
+    h->next->prev = h->prev;
+  in->heartbeat_count--;
+}
+
+int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat *heartbeat,
+                            ingest_done_fn done, void *arg)
+{
+  struct ingest_heartbeat *h = NULL;
+  uint8_t *value = NULL;
+  size_t len;
+  char err[256];
+
+  if (!heartbeat || !store_id || !store_id[0] || strlen(store_id) > INGEST_STORE_ID_MAX) {
+    if (heartbeat)
+      pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S, "heartbeat without a store");
+    return 0;
+  }
+  if (in->phase == INGEST_PHASE_CLOSING || !in->rk || in->phase == INGEST_PHASE_DRAINING ||
+      in->doubt) {
+    pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
+                             in->phase == INGEST_PHASE_CLOSING
+                                 ? "the collector is shutting down"
+                                 : "the collector is reconnecting to Kafka; retry shortly");
+    return 0;
+  }
+  if (in->heartbeat_count >= INGEST_MAX_HEARTBEATS_IN_FLIGHT) {
+    pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "collector overloaded: %u heartbeats wait for Kafka",
+                             in->heartbeat_count);
+    return 0;
+  }
+  heartbeat->received_ms = clock_wall_ms();
+  if (!heartbeat->store_id || !heartbeat->store_id[0]) {
+    char *copy = strdup(store_id);
+    if (copy) {
+      if (heartbeat->store_id && heartbeat->store_id != protobuf_c_empty_string)
+        free(heartbeat->store_id);
+      heartbeat->store_id = copy;
+    }
+  }
+  len = pos__v1__heartbeat__get_packed_size(heartbeat);
+  value = malloc(len + 1);
+  h = calloc(1, sizeof(*h));
+  if (!value || !h) {
+    free(value);
+    free(h);
+    pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "collector out of memory taking a heartbeat");
+    return 0;
+  }
+  pos__v1__heartbeat__pack(heartbeat, value);
+  pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
+  h->done = done;
+  h->arg = arg;
+  h->deadline_ms = clock_mono_ms() + in->produce_timeout_ms;
+  h->record.owner = h;
+  h->record.kind = INGEST_REC_HEARTBEAT;
+  if (ingest_produce(in, KAFKA_TOPIC_STATUS, RD_KAFKA_PARTITION_UA, store_id, value, len, NULL,
+                     &h->record, err, sizeof(err))) {
+    free(h);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S, "%s", err);
+    return 0;
+  }
+  h->next = in->heartbeats;
+  if (in->heartbeats)
+    in->heartbeats->prev = h;
+  in->heartbeats = h;
+  in->heartbeat_count++;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checkpoints                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void ingest_checkpoint_finish(ingest *in)
+{
+  struct ingest_checkpoint *ck = in->checkpoint;
+
+  if (!ck->failed)
+    log_info("ingest", "checkpoint",
+             "instance=%s generation=%" PRIu64 " journals=%zu parts=%zu bytes=%zu ms=%" PRIu64,
+             in->instance_id, ck->generation, ck->journals, ck->parts, ck->bytes,
+             clock_mono_ms() - ck->started_ms);
+  else
+    in->dirty = 1;
+  free(ck->records);
+  free(ck);
+  in->checkpoint = NULL;
+}
+
+/* The instance's partition of ingest-state.v1: every part of a checkpoint
+ * goes to one partition so that a reader sees its parts in order. */
+static int32_t ingest_checkpoint_partition(const ingest *in)
+{
+  uint8_t none[16] = {0};
+  if (in->state_partitions <= 0)
+    return 0;
+  return (int32_t)(ingest__journal_hash(in->instance_id, none, "") %
+                   (uint64_t)in->state_partitions);
+}
+
+/*
+ * Produces the whole map and the partition offsets it covers to
+ * ingest-state.v1. Only while READY: the map is then consistent with what
+ * the delivery reports said.
+ */
+static void ingest_checkpoint_write(ingest *in)
+{
+  struct ingest_blob *parts = NULL;
+  struct ingest_checkpoint *ck;
+  size_t part_count = 0;
+  int32_t partition = ingest_checkpoint_partition(in);
+  char err[256];
+
+  assert(in->phase == INGEST_PHASE_READY || in->phase == INGEST_PHASE_CLOSING);
+  assert(!in->checkpoint && in->rk);
+  if (ingest__checkpoint_encode(&in->state, &in->offsets, in->topics, in->instance_id,
+                                in->next_generation, clock_wall_ms(),
+                                INGEST_CHECKPOINT_PART_BYTES, &parts, &part_count)) {
+    log_error("ingest", "checkpoint_failed",
+              "journals=%zu error=\"out of memory or more than %u parts\"",
+              in->state.journal_count, INGEST_MAX_CHECKPOINT_PARTS);
+    return;
+  }
+  ck = calloc(1, sizeof(*ck));
+  if (ck)
+    ck->records = calloc(part_count, sizeof(*ck->records));
+  if (!ck || !ck->records) {
+    for (size_t k = 0; k < part_count; k++)
+      free(parts[k].data);
+    free(parts);
+    if (ck)
+      free(ck);
+    log_error("ingest", "checkpoint_failed", "error=\"out of memory\"");
+    return;
+  }
+  ck->generation = in->next_generation++;
+  ck->started_ms = clock_mono_ms();
+  ck->parts = part_count;
+  ck->journals = in->state.journal_count;
+  in->checkpoint = ck;
+  in->dirty = 0;
+  for (size_t k = 0; k < part_count; k++) {
+    char key[INGEST_TOPIC_NAME_MAX + 32];
+    rd_kafka_headers_t *headers = rd_kafka_headers_new(3);
+    if (k == 0)
+      snprintf(key, sizeof(key), "%s", in->instance_id);
+    else
+      snprintf(key, sizeof(key), "%s/%zu", in->instance_id, k);
+    ingest_header_u64(headers, "generation", ck->generation);
+    ingest_header_u64(headers, "part", k);
+    ingest_header_u64(headers, "parts", part_count);
+    ck->records[k].owner = ck;
+    ck->records[k].kind = INGEST_REC_CHECKPOINT;
+    ck->bytes += parts[k].len;
+    if (ingest_produce(in, KAFKA_TOPIC_STATE, partition, key, parts[k].data, parts[k].len,
+                       headers, &ck->records[k], err, sizeof(err))) {
+      log_error("ingest", "checkpoint_failed", "generation=%" PRIu64 " error=\"%s\"",
+                ck->generation, err);
+      for (size_t rest = k + 1; rest < part_count; rest++)
+        free(parts[rest].data);
+      ck->failed = 1;
+      break;
+    }
+    ck->pending++;
+  }
+  free(parts);
+  if (ck->pending == 0)
+    ingest_checkpoint_finish(in);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Delivery reports                                                          */
+/* ------------------------------------------------------------------------ */
+
+static int ingest_err_is_purge(rd_kafka_resp_err_t err)
+{
+  return err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT;
+}
+
+/* On the loop thread, from rd_kafka_poll. */
+static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void *opaque)
+{
+  ingest *in = opaque;
+  struct ingest_record *record = message->_private;
+
+  if (!record)
+    return;
+  assert(in->outstanding > 0);
+  in->outstanding--;
+  if (!message->err && record->topic < KAFKA_DATA_TOPICS && message->offset >= 0) {
+    ingest__offsets_raise(&in->offsets, record->topic, message->partition, message->offset + 1);
+    in->dirty = 1;
+  }
+  if (message->err && !ingest_err_is_purge(message->err) && !in->doubt) {
+    /* With idempotence and the gapless guarantee a record that fails is
+     * either fatal for the producer or a permanent refusal: either way the
+     * state may no longer match the log. */
+    log_error("ingest", "delivery_failed", "topic=%s partition=%d error=%s action=rebuild_state",
+              in->topics[record->topic], (int)message->partition,
+              rd_kafka_err2name(message->err));
+    in->doubt = 1;
+  }
+  switch (record->kind) {
+  case INGEST_REC_BATCH: {
+    struct ingest_batch *b = record->owner;
+    if (!message->err) {
+      struct ingest_pos *pos = &b->journal->streams[record->stream];
+      if (record->tracked && ingest__pos_after(record->pos, *pos))
+        *pos = record->pos;
+    } else if (!b->failed) {
+      b->failed = 1;
+      snprintf(b->failure, sizeof(b->failure),
+               "Kafka did not take the batch's records (%s); the collector is rebuilding its "
+               "state, retry",
+               rd_kafka_err2str(message->err));
+    }
+    assert(b->pending > 0);
+    if (--b->pending == 0 && !b->producing)
+      ingest_batch_finish(b);
+    break;
+  }
+  case INGEST_REC_HEARTBEAT: {
+    struct ingest_heartbeat *h = record->owner;
+    ingest_heartbeat_unlink(in, h);
+    if (!h->answered) {
+      if (message->err) {
+        ingest_reply_unavailable(h->done, h->arg, INGEST_RETRY_KAFKA_S,
+                                 "Kafka did not take the heartbeat: %s",
+                                 rd_kafka_err2str(message->err));
+      } else {
+        struct ingest_result result;
+        memset(&result, 0, sizeof(result));
+        result.outcome = INGEST_ACCEPTED;
+        ingest_reply(h->done, h->arg, &result);
+      }
+    }
+    free(h);
+    break;
+  }
+  case INGEST_REC_CHECKPOINT: {
+    struct ingest_checkpoint *ck = record->owner;
+    if (message->err)
+      ck->failed = 1;
+    if (--ck->pending == 0)
+      ingest_checkpoint_finish(in);
+    break;
+  }
+  default:
+    break;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The loop: wake-ups, the tick, recovery                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * After a delivery doubt: stop taking batches, purge what librdkafka still
+ * holds (its reports come back as failures), and once nothing is
+ * outstanding hand the producer to a recovery thread that destroys it,
+ * makes a new one and rebuilds the state from Kafka.
+ */
+static void ingest_check_doubt(ingest *in)
+{
+  if (in->phase == INGEST_PHASE_READY && in->doubt) {
+    in->phase = INGEST_PHASE_DRAINING;
+    log_warn("ingest", "delivery_doubt",
+             "outstanding=%zu batches=%u action=\"purge, then rebuild state from Kafka\"",
+             in->outstanding, in->batch_count);
+    if (in->rk)
+      rd_kafka_purge(in->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
+                                 RD_KAFKA_PURGE_F_NON_BLOCKING);
+  }
+  if (in->phase == INGEST_PHASE_DRAINING && in->outstanding == 0 && in->batch_count == 0 &&
+      !in->checkpoint && in->heartbeat_count == 0) {
+    rd_kafka_t *retire = in->rk;
+    assert(in->waiter_count == 0);
+    ingest_topics_close(in);
+    in->rk = NULL;
+    in->doubt = 0;
+    in->phase = INGEST_PHASE_RECOVERING;
+    if (ingest__recovery_start(in, retire, 1)) {
+      log_error("ingest", "recovery_start_failed", "error=\"cannot start a thread\" retry=tick");
+      in->rk = retire;
+      ingest_topics_open(in);
+      in->phase = INGEST_PHASE_DRAINING;
+    }
+  }
+}
+
+static void ingest_wake_cb(uv_poll_t *handle, int status, int events)
+{
+  ingest *in = handle->data;
+  char drain[64];
+
+  /* Empty the pipe first: an event arriving while we serve writes a new byte. */
+  while (read(in->wake_fds[0], drain, sizeof(drain)) > 0)
+    ;
+  if (in->rk)
+    rd_kafka_poll(in->rk, 0);
+  ingest_check_doubt(in);
+}
+
+static void ingest_tick_cb(uv_timer_t *handle)
+{
+  ingest *in = handle->data;
+  uint64_t now;
+
+  /* Backstop for a lost wake-up; normally there is nothing to serve. */
+  if (in->rk)
+    rd_kafka_poll(in->rk, 0);
+  now = clock_mono_ms();
+  for (struct ingest_batch *b = in->batches; b; b = b->next) {
+    if (!b->answered && now >= b->deadline_ms) {
+      char hex[33];
+      /* The batch stays in flight (librdkafka keeps retrying) and keeps its
+       * journal locked, so a retry cannot produce a second copy; when it
+       * lands the retry is answered as a duplicate. */
+      b->answered = 1;
+      ingest__hex(b->journal->journal_id, hex);
+      log_warn("ingest", "produce_timeout",
+               "store=%s journal=%s batch_seq=%" PRIu64 " pending=%zu timeout_ms=%" PRIu64,
+               b->journal->store_id, hex, b->batch->envelope->batch_seq, b->pending,
+               in->produce_timeout_ms);
+      ingest_reply_unavailable(b->done, b->arg, INGEST_RETRY_KAFKA_S,
+                               "Kafka has not acknowledged %zu of the batch's records within "
+                               "%" PRIu64 " ms; the batch stays in flight, retry later",
+                               b->pending, in->produce_timeout_ms);
+    }
+  }
+  for (struct ingest_waiter *w = in->waiters_head, *next; w; w = next) {
+    next = w->next;
+    if (now < w->deadline_ms)
+      continue;
+    if (w->prev)
+      w->prev->next = w->next;
+    else
+      in->waiters_head = w->next;
+    if (w->next)
+      w->next->prev = w->prev;
+    else
+      in->waiters_tail = w->prev;
+    in->waiter_count--;
+    if (w->journal->inflight)
+      w->journal->inflight->waiters--;
+    pos__v1__batch__free_unpacked(w->batch, NULL);
+    ingest_reply_unavailable(w->done, w->arg, INGEST_RETRY_KAFKA_S,
+                             "an earlier attempt of this batch is still waiting for Kafka; retry "
+                             "later");
+    free(w);
+    /* The callback may have changed the list: start over from the head. */
+    next = in->waiters_head;
+  }
+  for (struct ingest_heartbeat *h = in->heartbeats; h; h = h->next) {
+    if (!h->answered && now >= h->deadline_ms) {
+      h->answered = 1;
+      ingest_reply_unavailable(h->done, h->arg, INGEST_RETRY_KAFKA_S,
+                               "Kafka has not acknowledged the heartbeat within %" PRIu64 " ms",
+                               in->produce_timeout_ms);
+    }
+  }
+  ingest_check_doubt(in);
+  if (in->phase == INGEST_PHASE_READY && !in->doubt && in->rk && !in->checkpoint && in->dirty &&
+      now >= in->next_checkpoint_ms) {
+    in->next_checkpoint_ms = now + in->checkpoint_interval_ms;
+    ingest_checkpoint_write(in);
+  }
+}
+
+static void ingest_recovery_cb(uv_async_t *handle)
+{
+  ingest *in = handle->data;
+  struct ingest_recovery *r;
+  const struct ingest_recovery_stats *stats;
+
+  if (!in->recovery || in->phase == INGEST_PHASE_CLOSING)
+    return;
+  r = ingest__recovery_join(in);
+  if (r->rc) {
+    /* Only a stop ends a recovery without success, and only destroy stops it. */
+    ingest__recovery_free(r);
+    return;
+  }
+  if (r->producer) {
+    in->rk = r->producer;
+    r->producer = NULL;
+    if (ingest_topics_open(in))
+      log_error("ingest", "topic_handle_failed", "error=%s",
+                rd_kafka_err2str(rd_kafka_last_error()));
+  }
+  assert(in->batch_count == 0 && in->waiter_count == 0);
+  ingest__state_free(&in->state);
+  in->state = r->state;
+  ingest__state_init(&r->state);
+  ingest__offsets_free(&in->offsets);
+  in->offsets = r->offsets;
+  memset(&r->offsets, 0, sizeof(r->offsets));
+  in->next_generation = r->next_generation;
+  in->state_partitions = r->state_partitions;
+  stats = &r->stats;
+  log_info("ingest", "recovery_done",
+           "instance=%s checkpoint_generation=%" PRIu64 " checkpoint_journals=%" PRIu64
+           " journals=%zu sales_read=%" PRIu64 " replay_read=%" PRIu64 " dlq_read=%" PRIu64
+           " inventory_read=%" PRIu64 " folded=%" PRIu64 " foreign=%" PRIu64
+           " attempts=%d ms=%" PRIu64,
+           in->instance_id, stats->checkpoint_generation, stats->checkpoint_journals,
+           in->state.journal_count, stats->records_read[KAFKA_TOPIC_SALES],
+           stats->records_read[KAFKA_TOPIC_REPLAY], stats->records_read[KAFKA_TOPIC_DLQ],
+           stats->records_read[KAFKA_TOPIC_INVENTORY], stats->records_folded,
+           stats->records_foreign, stats->attempts, stats->elapsed_ms);
+  /* When the log added to the checkpoint, write the rebuilt map soon, so
+   * that the next rebuild reads less. */
+  if (stats->records_folded > 0) {
+    in->dirty = 1;
+    in->next_checkpoint_ms = clock_mono_ms();
+  }
+  ingest__recovery_free(r);
+  in->phase = INGEST_PHASE_READY;
+  if (in->rk)
+    rd_kafka_poll(in->rk, 0);
+  ingest_check_doubt(in);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+static void ingest_free(ingest *in)
+{
+  if (in->wake_fds[0] >= 0)
+    close(in->wake_fds[0]);
+  if (in->wake_fds[1] >= 0)
+    close(in->wake_fds[1]);
+  ingest__state_free(&in->state);
+  ingest__offsets_free(&in->offsets);
+  free(in->brokers);
+  free(in->instance_id);
+  free(in->kafka_debug);
+  free(in);
+}
+
+static void ingest_handle_closed(uv_handle_t *handle)
+{
+  ingest *in = handle->data;
+  if (--in->handles_open == 0)
+    ingest_free(in);
+}
+
+static void ingest_close_handles(ingest *in)
+{
+  uv_handle_t *handles[3] = {(uv_handle_t *)&in->wake_poll, (uv_handle_t *)&in->tick,
+                             (uv_handle_t *)&in->recovery_async};
+  int open = in->handles_open;
+
+  if (open == 0) {
+    ingest_free(in);
+    return;
+  }
+  /* Handles are initialised in this order; only those are closed. */
+  for (int i = 0; i < open; i++)
+    uv_close(handles[i], ingest_handle_closed);
+}
+
+static char *ingest_strdup_or(const char *value, const char *fallback)
+{
+  return strdup(value && value[0] ? value : fallback);
+}
+
+ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, char *err,
+                      size_t err_size)
+{
+  ingest *in = calloc(1, sizeof(*in));
+  const char *prefix = options->topic_prefix ? options->topic_prefix : "pos.";
+  int partitions =
+      options->embedded_partitions > 0 ? options->embedded_partitions : INGEST_DEFAULT_PARTITIONS;
+  int rc;
+
+  if (!in) {
+    snprintf(err, err_size, "out of memory creating the ingest");
+    return NULL;
+  }
+  in->loop = loop;
+  in->wake_fds[0] = in->wake_fds[1] = -1;
+  in->phase = INGEST_PHASE_RECOVERING;
+  in->next_generation = 1;
+  in->checkpoint_interval_ms = options->checkpoint_interval_ms
+                                   ? options->checkpoint_interval_ms
+                                   : INGEST_DEFAULT_CHECKPOINT_MS;
+  in->produce_timeout_ms =
+      options->produce_timeout_ms ? options->produce_timeout_ms : INGEST_DEFAULT_PRODUCE_TIMEOUT_MS;
+  in->instance_id = ingest_strdup_or(options->instance_id, "pos-collector");
+  in->kafka_debug = options->kafka_debug ? strdup(options->kafka_debug) : NULL;
+  if (!in->instance_id || (options->kafka_debug && !in->kafka_debug)) {
+    snprintf(err, err_size, "out of memory creating the ingest");
+    goto fail;
+  }
+  if (strlen(in->instance_id) > 200) {
+    snprintf(err, err_size, "instance_id \"%.40s...\" is longer than 200 characters",
+             in->instance_id);
+    goto fail;
+  }
+  for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    if (kafka_topic_name(prefix, (enum kafka_topic)t, in->topics[t], sizeof(in->topics[t]))) {
+      snprintf(err, err_size,
+               "topic prefix \"%.60s\" does not make valid Kafka topic names (use [A-Za-z0-9._-])",
+               prefix);
+      goto fail;
+    }
+  }
+  if (!options->brokers || !options->brokers[0]) {
+    in->embedded = kafka_embedded_start(1, partitions, prefix, err, err_size);
+    if (!in->embedded)
+      goto fail;
+    in->brokers = strdup(kafka_embedded_bootstrap(in->embedded));
+    log_info("ingest", "embedded_kafka", "bootstrap=%s partitions=%d topic_prefix=%s",
+             kafka_embedded_bootstrap(in->embedded), partitions, prefix);
+  } else {
+    in->brokers = strdup(options->brokers);
+  }
+  if (!in->brokers) {
+    snprintf(err, err_size, "out of memory creating the ingest");
+    goto fail;
+  }
+  if (pipe(in->wake_fds)) {
+    snprintf(err, err_size, "cannot create the Kafka wake-up pipe: %s", strerror(errno));
+    in->wake_fds[0] = in->wake_fds[1] = -1;
+    goto fail;
+  }
+  for (int i = 0; i < 2; i++) {
+    fcntl(in->wake_fds[i], F_SETFL, fcntl(in->wake_fds[i], F_GETFL) | O_NONBLOCK);
+    fcntl(in->wake_fds[i], F_SETFD, FD_CLOEXEC);
+  }
+  in->rk = ingest__producer_new(in, err, err_size);
+  if (!in->rk)
+    goto fail;
+  if (ingest_topics_open(in)) {
+    snprintf(err, err_size, "cannot open Kafka topic handles: %s",
+             rd_kafka_err2str(rd_kafka_last_error()));
+    goto fail;
+  }
+  in->wake_poll.data = in->tick.data = in->recovery_async.data = in;
+  /* handles_open counts the handles initialised so far, in this order. */
+  rc = uv_poll_init(loop, &in->wake_poll, in->wake_fds[0]);
+  if (!rc) {
+    in->handles_open++;
+    rc = uv_timer_init(loop, &in->tick);
+  }
+  if (!rc) {
+    in->handles_open++;
+    rc = uv_async_init(loop, &in->recovery_async, ingest_recovery_cb);
+  }
+  if (rc) {
+    snprintf(err, err_size, "cannot set up libuv handles for Kafka: %s", uv_strerror(rc));
+    goto fail;
+  }
+  in->handles_open++;
+  uv_poll_start(&in->wake_poll, UV_READABLE, ingest_wake_cb);
+  uv_timer_start(&in->tick, ingest_tick_cb, INGEST_TICK_MS, INGEST_TICK_MS);
+  if (ingest__recovery_start(in, NULL, 0)) {
+    snprintf(err, err_size, "cannot start the state recovery thread");
+    goto fail;
+  }
+  log_info("ingest", "started",
+           "brokers=%s instance=%s topic_prefix=%s checkpoint_interval_ms=%" PRIu64
+           " produce_timeout_ms=%" PRIu64,
+           in->brokers, in->instance_id, prefix, in->checkpoint_interval_ms,
+           in->produce_timeout_ms);
+  return in;
+fail:
+  ingest_topics_close(in);
+  if (in->rk)
+    rd_kafka_destroy(in->rk);
+  in->rk = NULL;
+  kafka_embedded_stop(in->embedded);
+  in->embedded = NULL;
+  /* Handles already initialised are freed in their close callbacks. */
+  ingest_close_handles(in);
+  return NULL;
+}
+
+const char *ingest_bootstrap(const ingest *in) { return in->brokers; }
+
+int ingest_ready(const ingest *in) { return in->phase == INGEST_PHASE_READY && !in->doubt; }
+
+void ingest_destroy(ingest *in, uint64_t timeout_ms)
+{
+  uint64_t deadline;
+  int was_ready;
+
+  if (!in)
+    return;
+  deadline = clock_mono_ms() + timeout_ms;
+  was_ready = ingest_ready(in);
+  in->phase = INGEST_PHASE_CLOSING;
+  if (in->recovery) {
+    struct ingest_recovery *r = in->recovery;
+    atomic_store(&r->stop, 1);
+    ingest__recovery_free(ingest__recovery_join(in));
+  }
+  if (in->rk) {
+    /* Let what is in flight land; delivery reports answer their batches. */
+    while (in->outstanding > 0 && clock_mono_ms() < deadline)
+      rd_kafka_flush(in->rk, (int)(deadline - clock_mono_ms() < 100 ? deadline - clock_mono_ms()
+                                                                     : 100));
+    if (was_ready && !in->doubt && in->dirty && !in->checkpoint) {
+      ingest_checkpoint_write(in);
+      while (in->checkpoint && clock_mono_ms() < deadline)
+        rd_kafka_flush(in->rk, 100);
+    }
+    /* Whatever is left will not be waited for: its reports come back as
+     * purge failures and answer UNAVAILABLE. */
+    rd_kafka_purge(in->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    for (int i = 0; i < 100 && in->outstanding > 0; i++)
+      rd_kafka_poll(in->rk, 20);
+    if (in->outstanding > 0)
+      log_warn("ingest", "destroy_outstanding", "records=%zu", in->outstanding);
+    ingest_topics_close(in);
+    rd_kafka_destroy(in->rk);
+    in->rk = NULL;
+  }
+  /* Anything still held (only when Kafka never answered a purge) is
+   * answered and freed here; librdkafka is gone, so no report can follow. */
+  while (in->waiters_head) {
+    struct ingest_waiter *w = in->waiters_head;
+    in->waiters_head = w->next;
+    in->waiter_count--;
+    pos__v1__batch__free_unpacked(w->batch, NULL);
+    ingest_reply_unavailable(w->done, w->arg, INGEST_RETRY_OVERLOADED_S,
+                             "the collector is shutting down");
+    free(w);
+  }
+  in->waiters_tail = NULL;
+  while (in->batches) {
+    struct ingest_batch *b = in->batches;
+    in->batches = b->next;
+    in->batch_count--;
+    b->journal->inflight = NULL;
+    if (!b->answered)
+      ingest_reply_unavailable(b->done, b->arg, INGEST_RETRY_OVERLOADED_S,
+                               "the collector is shutting down");
+    ingest_batch_free(b);
+  }
+  while (in->heartbeats) {
+    struct ingest_heartbeat *h = in->heartbeats;
+    in->heartbeats = h->next;
+    if (!h->answered)
+      ingest_reply_unavailable(h->done, h->arg, INGEST_RETRY_OVERLOADED_S,
+                               "the collector is shutting down");
+    free(h);
+  }
+  if (in->checkpoint) {
+    free(in->checkpoint->records);
+    free(in->checkpoint);
+    in->checkpoint = NULL;
+  }
+  kafka_embedded_stop(in->embedded);
+  in->embedded = NULL;
+  log_info("ingest", "stopped", "instance=%s", in->instance_id);
+  ingest_close_handles(in);
+}

@@ -1,0 +1,227 @@
+/*
+ * ingest_int.h - shared between the files of collector/ingest/ only:
+ * ingest.c (the loop side: batches, heartbeats, delivery reports,
+ * checkpoints), state.c (the exactly-once map and its checkpoint encoding)
+ * and recovery.c (the thread that rebuilds the map from Kafka).
+ *
+ * Threads: everything in `struct ingest` belongs to the loop thread, except
+ * what is marked "immutable" (set in ingest_create, read by the recovery
+ * thread) and `struct ingest_recovery`, which the recovery thread owns
+ * until it signals `recovery_async` and the loop joins it.
+ */
+#ifndef COLLECTOR_INGEST_INT_H
+#define COLLECTOR_INGEST_INT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+#include <uv.h>
+
+#include "ingest/ingest.h"
+#include "kafka/kafka.h"
+
+/* Bounds: each has its own message when hit. */
+#define INGEST_MAX_BATCHES_IN_FLIGHT 512       /* batches producing at once */
+#define INGEST_MAX_RECORDS_IN_FLIGHT 1000000u  /* records without a delivery report */
+#define INGEST_MAX_WAITERS 1024                /* retries waiting for their first attempt */
+#define INGEST_MAX_WAITERS_PER_JOURNAL 4
+#define INGEST_MAX_HEARTBEATS_IN_FLIGHT 4096
+#define INGEST_MAX_JOURNALS 4000000u           /* (store, journal, resync) kept in memory */
+#define INGEST_CHECKPOINT_PART_BYTES (256u * 1024) /* below Kafka's default 1 MB record */
+#define INGEST_MAX_CHECKPOINT_PARTS 4096u
+#define INGEST_TOPIC_NAME_MAX 250
+#define INGEST_STORE_ID_MAX 255
+#define INGEST_RESYNC_ID_MAX 255
+
+/* Where a journal's records go; the sales stream's topic is sales.v1 for
+ * live batches and sales.replay.v1 for replay batches. */
+enum ingest_stream {
+  INGEST_STREAM_SALES = 0,
+  INGEST_STREAM_DLQ,
+  INGEST_STREAM_INVENTORY,
+  INGEST_STREAM_COUNT
+};
+
+/* A position in a stream: (seq, 0) for sales and dead letters,
+ * (batch_seq, 1-based delta index) for inventory deltas. */
+struct ingest_pos {
+  uint64_t seq;
+  uint32_t index;
+};
+
+struct ingest_batch;
+
+/* One (store, journal[, resync]): what the log holds of it. */
+struct ingest_journal {
+  struct ingest_journal *next; /* hash chain */
+  uint64_t hash;
+  char *store_id;
+  char *resync_id; /* "" for live batches */
+  uint8_t journal_id[16];
+  uint64_t accepted_batch_seq;
+  struct ingest_pos streams[INGEST_STREAM_COUNT];
+  struct ingest_batch *inflight; /* loop only: the batch producing now, or NULL */
+};
+
+struct ingest_state {
+  struct ingest_journal **buckets;
+  size_t bucket_count;
+  size_t journal_count;
+};
+
+/* Per data topic and partition, the first offset the state does not cover. */
+struct ingest_offsets {
+  int64_t *next[KAFKA_DATA_TOPICS];
+  int count[KAFKA_DATA_TOPICS];
+};
+
+/* A buffer (caller frees data with free()). */
+struct ingest_blob {
+  uint8_t *data;
+  size_t len;
+};
+
+/* What a produced record's delivery report must update. */
+enum ingest_record_kind { INGEST_REC_BATCH = 1, INGEST_REC_HEARTBEAT, INGEST_REC_CHECKPOINT };
+
+struct ingest_record {
+  void *owner; /* struct ingest_batch, ingest_heartbeat or ingest_checkpoint */
+  uint8_t kind;
+  uint8_t stream; /* enum ingest_stream, for batch records */
+  uint8_t topic;  /* enum kafka_topic */
+  uint8_t tracked; /* advances its stream's position when delivered */
+  struct ingest_pos pos;
+};
+
+enum ingest_phase {
+  INGEST_PHASE_RECOVERING = 0, /* the recovery thread is rebuilding the state */
+  INGEST_PHASE_READY,          /* batches are accepted */
+  INGEST_PHASE_DRAINING,       /* delivery doubt: waiting for every record to come back */
+  INGEST_PHASE_CLOSING,
+};
+
+struct ingest_recovery_stats {
+  uint64_t checkpoint_generation; /* 0: none found */
+  uint64_t checkpoint_journals;
+  uint64_t records_read[KAFKA_DATA_TOPICS];
+  uint64_t records_folded;
+  uint64_t records_foreign; /* without our headers: not from a collector */
+  uint64_t state_records_read;
+  uint64_t elapsed_ms;
+  int attempts;
+};
+
+/* Handed to the recovery thread; the loop reads it back after joining. */
+struct ingest_recovery {
+  ingest *in;            /* for its immutable fields only */
+  rd_kafka_t *retire;    /* a producer to destroy first (after a delivery doubt) */
+  int make_producer;     /* create the producer the loop will use */
+  atomic_int stop;
+  uv_thread_t thread;
+  /* results */
+  int rc;
+  rd_kafka_t *producer;
+  struct ingest_state state;
+  struct ingest_offsets offsets;
+  uint64_t next_generation;
+  int state_partitions;
+  struct ingest_recovery_stats stats;
+};
+
+struct ingest {
+  uv_loop_t *loop;
+  /* immutable after ingest_create */
+  char *brokers;
+  char *instance_id;
+  char *kafka_debug;
+  char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1];
+  uint64_t checkpoint_interval_ms;
+  uint64_t produce_timeout_ms;
+  int wake_fds[2]; /* librdkafka writes to [1] when its main queue has events */
+
+  kafka_embedded *embedded;
+  rd_kafka_t *rk; /* NULL while a recovery thread replaces it */
+  rd_kafka_topic_t *rkt[KAFKA_TOPIC_COUNT];
+
+  uv_poll_t wake_poll;
+  uv_timer_t tick;
+  uv_async_t recovery_async;
+  int handles_open;
+
+  enum ingest_phase phase;
+  int doubt; /* a delivery report failed: rebuild before accepting more */
+  struct ingest_recovery *recovery;
+
+  struct ingest_state state;
+  struct ingest_offsets offsets;
+  uint64_t next_generation;
+  int state_partitions;
+  int dirty; /* the state moved since the last checkpoint */
+  uint64_t next_checkpoint_ms;
+  struct ingest_checkpoint *checkpoint;
+
+  struct ingest_batch *batches; /* in flight, doubly linked */
+  struct ingest_waiter *waiters_head, *waiters_tail;
+  struct ingest_heartbeat *heartbeats;
+  unsigned batch_count, waiter_count, heartbeat_count;
+  size_t outstanding; /* records produced without a delivery report yet */
+};
+
+/* state.c */
+uint64_t ingest__journal_hash(const char *store_id, const uint8_t journal_id[16],
+                              const char *resync_id);
+void ingest__state_init(struct ingest_state *state);
+void ingest__state_free(struct ingest_state *state);
+struct ingest_journal *ingest__state_find(const struct ingest_state *state, const char *store_id,
+                                          const uint8_t journal_id[16], const char *resync_id);
+/* Finds or adds; NULL when out of memory or over INGEST_MAX_JOURNALS. */
+struct ingest_journal *ingest__state_get(struct ingest_state *state, const char *store_id,
+                                         const uint8_t journal_id[16], const char *resync_id);
+int ingest__pos_after(struct ingest_pos a, struct ingest_pos b);
+enum kafka_topic ingest__stream_topic(const struct ingest_journal *journal,
+                                      enum ingest_stream stream);
+
+void ingest__offsets_free(struct ingest_offsets *offsets);
+/* Raises offsets[topic][partition] to at least `next`. 0 or -1 (memory, bounds). */
+int ingest__offsets_raise(struct ingest_offsets *offsets, int topic, int partition, int64_t next);
+int64_t ingest__offsets_get(const struct ingest_offsets *offsets, int topic, int partition);
+
+void ingest__hex(const uint8_t journal_id[16], char out[33]);
+int ingest__unhex(const char *text, uint8_t journal_id[16]);
+
+/*
+ * Folds one record of a data topic into `state`: the stream position and
+ * accepted batch_seq it proves. Returns 1 when folded, 0 when the record
+ * lacks our headers (ignored), -1 out of memory.
+ */
+int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
+                       const rd_kafka_message_t *record);
+
+/* Applies one checkpoint part. Returns 0 or -1 (out of memory). */
+int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *offsets,
+                             const char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1],
+                             const Pos__V1__IngestCheckpoint *part);
+
+/*
+ * Encodes the state and offsets as checkpoint parts of at most about
+ * `part_bytes` each. Returns 0 with *parts (caller frees each data and the
+ * array) and *part_count, or -1 out of memory / too many parts.
+ */
+int ingest__checkpoint_encode(const struct ingest_state *state,
+                              const struct ingest_offsets *offsets,
+                              const char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1],
+                              const char *instance_id, uint64_t generation, int64_t created_ms,
+                              size_t part_bytes, struct ingest_blob **parts, size_t *part_count);
+
+/* ingest.c: a producer whose events wake the loop (any thread). NULL with err. */
+rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size);
+
+/* recovery.c (loop thread) */
+int ingest__recovery_start(ingest *in, rd_kafka_t *retire, int make_producer);
+/* Joins the thread; returns it (caller frees with ingest__recovery_free). */
+struct ingest_recovery *ingest__recovery_join(ingest *in);
+void ingest__recovery_free(struct ingest_recovery *recovery);
+
+#endif
