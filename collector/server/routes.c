@@ -62,7 +62,7 @@ static const char *routes_hex(const uint8_t *bytes, size_t len, char *out, size_
   return out;
 }
 
-/* The caller's identity, or an answer (403) and NULL. */
+/* Fills the caller's identity and returns 0, or answers 403 and returns -1. */
 static int routes_identify(http_exchange *exchange, struct identity *id)
 {
   char err[256];
@@ -271,6 +271,8 @@ void routes_handle(http_exchange *exchange, void *arg)
       return;
     }
     if (id.kind != IDENTITY_DEVICE) {
+      log_warn("server", "refused", "peer=%s admin=%s path=%s status=403 reason=\"not a store "
+               "device certificate\"", http_exchange_peer(exchange), id.admin, path);
       routes_respond_text(exchange, 403, "only store device certificates may send batches and "
                           "heartbeats", NULL);
       return;
