@@ -5,6 +5,9 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+
+#include "proto/codec.h"
 
 #define KEY(sec, name, type, def, lo, hi, field, desc)                                   \
   {sec, name, type, def, lo, hi, offsetof(struct agent_config, field), desc}
@@ -47,19 +50,147 @@ const struct config_key agent_config_keys[] = {
         "a request must arrive whole within this time (408 otherwise)"),
     KEY("api", "max_connections", CONFIG_INT, "256", 1, 65536, max_connections,
         "most concurrent connections; more are refused"),
+    KEY("api", "manager_password_file", CONFIG_STRING, "", 0, 0, manager_password_file,
+        "file holding the store manager's password (first line), needed for POST "
+        "/actions/push with HTTP Basic auth; empty = actions disabled"),
+
+    KEY("uplink", "url", CONFIG_STRING, "", 0, 0, uplink_url,
+        "collector base URL, e.g. https://collector.example:8443 (empty = uplink off: sales "
+        "are journaled but not sent)"),
+    KEY("uplink", "cert", CONFIG_STRING, "/etc/pos-agent/device.crt", 0, 0, uplink_cert,
+        "this device's client certificate (PEM; SAN URI urn:pos:store:<store>:device:<device>)"),
+    KEY("uplink", "key", CONFIG_STRING, "/etc/pos-agent/device.key", 0, 0, uplink_key,
+        "private key of the device certificate (PEM)"),
+    KEY("uplink", "ca", CONFIG_STRING, "/etc/pos-agent/ca.crt", 0, 0, uplink_ca,
+        "CA certificates (PEM) the collector's server certificate must chain to (empty = the "
+        "system's)"),
+    KEY("uplink", "interval", CONFIG_DURATION, "15m", 1000, 86400000LL, uplink_interval_ms,
+        "time between pushes of unsent sales"),
+    KEY("uplink", "jitter", CONFIG_DURATION, "2m", 0, 3600000LL, uplink_jitter_ms,
+        "random extra delay (0 to this) added to each interval, so stores do not push in step"),
+    KEY("uplink", "heartbeat_interval", CONFIG_DURATION, "60s", 0, 3600000LL,
+        uplink_heartbeat_interval_ms,
+        "time between heartbeats to the collector (0 = no heartbeats)"),
+    KEY("uplink", "max_batch_sales", CONFIG_INT, "2000", 1, PROTO_DEFAULT_MAX_SALES,
+        uplink_max_batch_sales, "most sales sealed into one batch"),
+    KEY("uplink", "max_batch_bytes", CONFIG_SIZE, "1M", 16 * 1024, PROTO_DEFAULT_MAX_COMPRESSED,
+        uplink_max_batch_bytes,
+        "largest compressed batch body; a batch over it is sealed with fewer sales"),
+    KEY("uplink", "backoff_min", CONFIG_DURATION, "2s", 100, 3600000LL, uplink_backoff_min_ms,
+        "first retry delay after a failed push (doubles per failure, with full jitter)"),
+    KEY("uplink", "backoff_max", CONFIG_DURATION, "5m", 1000, 86400000LL, uplink_backoff_max_ms,
+        "longest retry delay; also how often a refused batch (400, 403) is retried"),
+    KEY("uplink", "connect_timeout", CONFIG_DURATION, "15s", 1000, 300000, uplink_connect_timeout_ms,
+        "time allowed to connect and finish the TLS handshake"),
+    KEY("uplink", "request_timeout", CONFIG_DURATION, "2m", 1000, 3600000LL,
+        uplink_request_timeout_ms,
+        "time allowed for one whole request, answer included (the collector answers a batch "
+        "once Kafka has it)"),
+    KEY("uplink", "zstd_level", CONFIG_INT, "3", 1, 19, uplink_zstd_level,
+        "zstd compression level of batches (higher: smaller, slower to seal)"),
 };
 
 const size_t agent_config_key_count = sizeof(agent_config_keys) / sizeof(agent_config_keys[0]);
 
+/*
+ * The line of `path` that sets [section] name, so that an error found only
+ * after loading (keys that depend on each other) still names its line.
+ * Returns 0 when the key is not in the file (its default is in force).
+ */
+static int agent_config_line(const char *path, const char *section, const char *name)
+{
+  FILE *file = fopen(path, "r");
+  char line[1024], current[64] = "";
+  int line_no = 0, found = 0;
+
+  if (!file)
+    return 0;
+  while (!found && fgets(line, sizeof(line), file)) {
+    char *text = line, *end;
+    size_t len;
+    line_no++;
+    while (*text == ' ' || *text == '\t')
+      text++;
+    if (*text == '[') {
+      end = strchr(text, ']');
+      if (end && (size_t)(end - text - 1) < sizeof(current)) {
+        memcpy(current, text + 1, (size_t)(end - text - 1));
+        current[end - text - 1] = '\0';
+      }
+      continue;
+    }
+    len = strlen(name);
+    if (strcmp(current, section) == 0 && strncmp(text, name, len) == 0) {
+      text += len;
+      while (*text == ' ' || *text == '\t')
+        text++;
+      found = *text == '=' || *text == ':';
+    }
+  }
+  fclose(file);
+  return found ? line_no : 0;
+}
+
+/* "path:line: " when the key is in the file, else "path: ". */
+static void agent_config_where(const char *path, const char *section, const char *name,
+                               char *out, size_t out_size)
+{
+  int line = agent_config_line(path, section, name);
+  if (line)
+    snprintf(out, out_size, "%s:%d: ", path, line);
+  else
+    snprintf(out, out_size, "%s: ", path);
+}
+
 int agent_config_load(const char *path, struct agent_config *config, char *err,
                       size_t err_size)
 {
+  char where[300];
+
   memset(config, 0, sizeof(*config));
   if (config_load(path, agent_config_keys, agent_config_key_count, config, err, err_size))
     return -1;
   if (config->journal_path[0] == '\0') {
     snprintf(err, err_size, "%s: [journal] path is empty: set it to the journal database file",
              path);
+    return -1;
+  }
+  if (config->uplink_url[0] && strncasecmp(config->uplink_url, "https://", 8) != 0 &&
+      strncasecmp(config->uplink_url, "http://", 7) != 0) {
+    agent_config_where(path, "uplink", "url", where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[uplink] url = \"%s\": must start with https:// (the collector requires "
+             "mutual TLS)",
+             where, config->uplink_url);
+    return -1;
+  }
+  if (strncasecmp(config->uplink_url, "https://", 8) == 0) {
+    const char *missing = config->uplink_cert[0] == '\0'  ? "cert"
+                          : config->uplink_key[0] == '\0' ? "key"
+                                                          : NULL;
+    if (missing) {
+      agent_config_where(path, "uplink", missing, where, sizeof(where));
+      snprintf(err, err_size,
+               "%s[uplink] %s is empty: with an https url the device certificate and its key "
+               "are needed (the collector refuses connections without one)",
+               where, missing);
+      return -1;
+    }
+  }
+  if (config->uplink_url[0] && (config->store_id[0] == '\0' || config->device_id[0] == '\0')) {
+    const char *missing = config->store_id[0] == '\0' ? "store_id" : "device_id";
+    agent_config_where(path, "agent", missing, where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[agent] %s is empty: the uplink is on ([uplink] url is set) and every batch "
+             "names its store and device",
+             where, missing);
+    return -1;
+  }
+  if (config->uplink_backoff_min_ms > config->uplink_backoff_max_ms) {
+    agent_config_where(path, "uplink", "backoff_min", where, sizeof(where));
+    snprintf(err, err_size, "%s[uplink] backoff_min (%lld ms) is larger than backoff_max (%lld ms)",
+             where, (long long)config->uplink_backoff_min_ms,
+             (long long)config->uplink_backoff_max_ms);
     return -1;
   }
   if (config->terminal_tokens_path[0] == '\0') {

@@ -31,6 +31,22 @@ struct agent_config {
   int64_t idle_timeout_ms;
   int64_t request_timeout_ms;
   int64_t max_connections;
+  char *manager_password_file; /* "" = actions (push now) disabled */
+  /* [uplink] */
+  char *uplink_url;            /* "" = uplink off */
+  char *uplink_cert;
+  char *uplink_key;
+  char *uplink_ca;
+  int64_t uplink_interval_ms;
+  int64_t uplink_jitter_ms;
+  int64_t uplink_heartbeat_interval_ms; /* 0 = no heartbeats */
+  int64_t uplink_max_batch_sales;
+  int64_t uplink_max_batch_bytes;
+  int64_t uplink_backoff_min_ms;
+  int64_t uplink_backoff_max_ms;
+  int64_t uplink_connect_timeout_ms;
+  int64_t uplink_request_timeout_ms;
+  int64_t uplink_zstd_level;
 };
 
 extern const struct config_key agent_config_keys[];

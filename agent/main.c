@@ -1,7 +1,8 @@
 /*
  * main.c - pos-agent: wiring only. Reads the config, opens the journal,
- * serves the POS API and the status endpoints on one libuv loop, and shuts
- * down cleanly on SIGTERM/SIGINT.
+ * serves the POS API and the status endpoints on one libuv loop, runs the
+ * uplink to the collector on the same loop (push now on SIGUSR1), and
+ * shuts down cleanly on SIGTERM/SIGINT.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -14,7 +15,9 @@
 #include "journal/journal.h"
 #include "platform/http_server.h"
 #include "platform/log.h"
+#include "status/status_actions.h"
 #include "status/status_api.h"
+#include "uplink/uplink.h"
 
 struct agent {
   uv_loop_t loop;
@@ -22,8 +25,10 @@ struct agent {
   journal *journal;
   sales_api *sales;
   http_server *server;
+  uplink *uplink;
   struct status_api_options status;
-  uv_signal_t sigterm, sigint;
+  struct status_actions_options actions;
+  uv_signal_t sigterm, sigint, sigusr1;
   int stopping;
 };
 
@@ -49,9 +54,14 @@ static void agent_route(http_exchange *exchange, void *arg)
       status_api_handle_json(agent->journal, &agent->status, exchange);
     else
       sales_api_respond_error(exchange, 405, "use GET", NULL, "Allow: GET, HEAD\r\n");
+  } else if (strcmp(path, "/actions/push") == 0) {
+    if (strcmp(method, "POST") == 0)
+      status_actions_push(&agent->actions, exchange);
+    else
+      sales_api_respond_error(exchange, 405, "use POST", NULL, "Allow: POST\r\n");
   } else {
-    sales_api_respond_error(exchange, 404, "no such endpoint: the agent serves POST /v1/sales "
-                            "and GET /status.json", NULL, NULL);
+    sales_api_respond_error(exchange, 404, "no such endpoint: the agent serves POST /v1/sales, "
+                            "GET /status.json and POST /actions/push", NULL, NULL);
   }
 }
 
@@ -61,14 +71,21 @@ static void agent_stop(struct agent *agent)
     return;
   agent->stopping = 1;
   log_info("agent", "stopping", NULL);
-  /* Finish what the journal holds first: those sales are committed and
-   * their answers queued before the connections go. */
+  /* The uplink first: it queues work on the journal. A batch in flight is
+   * abandoned; it is stored and resent, unchanged, by the next run. */
+  uplink_close(agent->uplink);
+  agent->uplink = NULL;
+  agent->status.uplink = NULL;
+  agent->actions.uplink = NULL;
+  /* Finish what the journal holds: those sales are committed and their
+   * answers queued before the connections go. */
   journal_close(agent->journal);
   agent->journal = NULL;
   http_server_close(agent->server, NULL, NULL);
   agent->server = NULL;
   uv_close((uv_handle_t *)&agent->sigterm, NULL);
   uv_close((uv_handle_t *)&agent->sigint, NULL);
+  uv_close((uv_handle_t *)&agent->sigusr1, NULL);
 }
 
 static void agent_on_signal(uv_signal_t *handle, int signum)
@@ -76,6 +93,73 @@ static void agent_on_signal(uv_signal_t *handle, int signum)
   struct agent *agent = handle->data;
   log_info("agent", "signal", "signal=%s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
   agent_stop(agent);
+}
+
+static void agent_on_sigusr1(uv_signal_t *handle, int signum)
+{
+  struct agent *agent = handle->data;
+  (void)signum;
+  if (agent->uplink)
+    uplink_push_now(agent->uplink, "SIGUSR1");
+  else
+    log_info("agent", "push_ignored", "reason=\"SIGUSR1, but the uplink is off ([uplink] url is "
+             "empty)\"");
+}
+
+/* Starts the uplink, or says it is off. 0, or -1 with `err` set. */
+static int agent_start_uplink(struct agent *agent, char *err, size_t err_size)
+{
+  struct agent_config *cfg = &agent->config;
+  struct uplink_options options = {
+      .url = cfg->uplink_url,
+      .cert_file = cfg->uplink_cert,
+      .key_file = cfg->uplink_key,
+      .ca_file = cfg->uplink_ca,
+      .store_id = cfg->store_id,
+      .device_id = cfg->device_id,
+      .journal_path = cfg->journal_path,
+      .interval_ms = cfg->uplink_interval_ms,
+      .jitter_ms = cfg->uplink_jitter_ms,
+      .heartbeat_interval_ms = cfg->uplink_heartbeat_interval_ms,
+      .max_batch_sales = (size_t)cfg->uplink_max_batch_sales,
+      .max_batch_bytes = (size_t)cfg->uplink_max_batch_bytes,
+      .backoff_min_ms = cfg->uplink_backoff_min_ms,
+      .backoff_max_ms = cfg->uplink_backoff_max_ms,
+      .connect_timeout_ms = cfg->uplink_connect_timeout_ms,
+      .request_timeout_ms = cfg->uplink_request_timeout_ms,
+      .zstd_level = (int)cfg->uplink_zstd_level,
+  };
+
+  if (cfg->uplink_url[0] == '\0') {
+    log_info("uplink", "off", "reason=\"[uplink] url is empty: sales are journaled and kept, "
+             "not sent\"");
+    return 0;
+  }
+  /* Missing certificate files do not stop the agent: it must go on taking
+   * sales. Say so now; every attempt will say it again, and the status page
+   * shows it. */
+  {
+    const char *files[][2] = {{"cert", cfg->uplink_cert}, {"key", cfg->uplink_key},
+                              {"ca", cfg->uplink_ca}};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+      FILE *file;
+      if (!files[i][1][0])
+        continue;
+      file = fopen(files[i][1], "r");
+      if (file) {
+        fclose(file);
+        continue;
+      }
+      log_error("uplink", "file_unreadable", "key=uplink.%s path=%s reason=\"cannot be read; "
+                "pushes will fail until it can\"", files[i][0], files[i][1]);
+    }
+  }
+  agent->uplink = uplink_create(&agent->loop, agent->journal, &options, err, err_size);
+  if (!agent->uplink)
+    return -1;
+  agent->status.uplink = agent->uplink;
+  agent->actions.uplink = agent->uplink;
+  return 0;
 }
 
 static int agent_run(struct agent *agent)
@@ -86,6 +170,7 @@ static int agent_run(struct agent *agent)
       .max_bytes = cfg->journal_max_size,
       .group_commit_max = (unsigned)cfg->group_commit_max,
       .busy_timeout_ms = cfg->busy_timeout_ms,
+      .retention_ms = cfg->retention_days * 24 * 60 * 60 * 1000,
   };
   struct sales_api_options sales_options = {
       .tokens_path = cfg->terminal_tokens_path,
@@ -111,6 +196,8 @@ static int agent_run(struct agent *agent)
   agent->status.store_id = cfg->store_id;
   agent->status.device_id = cfg->device_id;
   agent->status.journal_path = cfg->journal_path;
+  agent->status.uplink_url = cfg->uplink_url;
+  agent->actions.password_file = cfg->manager_password_file;
 
   agent->journal = journal_open(&agent->loop, &journal_options, err, sizeof(err));
   if (!agent->journal)
@@ -122,12 +209,16 @@ static int agent_run(struct agent *agent)
                                      sizeof(err));
   if (!agent->server)
     goto fail;
+  if (agent_start_uplink(agent, err, sizeof(err)))
+    goto fail;
 
   uv_signal_init(&agent->loop, &agent->sigterm);
   uv_signal_init(&agent->loop, &agent->sigint);
-  agent->sigterm.data = agent->sigint.data = agent;
+  uv_signal_init(&agent->loop, &agent->sigusr1);
+  agent->sigterm.data = agent->sigint.data = agent->sigusr1.data = agent;
   uv_signal_start(&agent->sigterm, agent_on_signal, SIGTERM);
   uv_signal_start(&agent->sigint, agent_on_signal, SIGINT);
+  uv_signal_start(&agent->sigusr1, agent_on_sigusr1, SIGUSR1);
   signal(SIGPIPE, SIG_IGN);
 
   log_info("agent", "listening", "host=%s port=%d", cfg->listen_host,
@@ -144,6 +235,10 @@ fail:
     log_error("agent", "start_failed", "reason=%s", log_quote(err, quoted, sizeof(quoted)));
     fprintf(stderr, "pos-agent: %s\n", err);
   }
+  uplink_close(agent->uplink);
+  agent->uplink = NULL;
+  http_server_close(agent->server, NULL, NULL);
+  agent->server = NULL;
   journal_close(agent->journal);
   agent->journal = NULL;
   uv_run(&agent->loop, UV_RUN_DEFAULT);

@@ -1,6 +1,7 @@
 /*
  * journal.c - the durable sale journal: open/migrate, the writer thread and
- * its group commit, and completion delivery back to the loop.
+ * its group commit, the operation queue, and completion delivery back to the
+ * loop. The operations themselves are in journal_batch.c.
  */
 #include "journal/journal.h"
 
@@ -14,48 +15,35 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
+#include "journal/journal_int.h"
 #include "journal/journal_sql.h"
 #include "platform/clock.h"
 #include "platform/disk.h"
 #include "platform/log.h"
 
-#define JOURNAL_SCHEMA_VERSION 1
+#define JOURNAL_SCHEMA_VERSION 2
 
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
+    JOURNAL_SCHEMA_V2,
 };
 
-struct journal {
-  sqlite3 *db;
-  char *path;
-  unsigned group_commit_max;
+/* The journal full: new sales are refused (duplicates still answered) until
+ * there is room again, checked at most this often. Without this latch a
+ * full journal would take one small sale and refuse the next big one by the
+ * luck of page boundaries; a POS is better served by a clear "full" until
+ * space is back. Room means this many bytes free on the disk, and with
+ * journal.max_size at least 1/64 of it (2 pages at least) free below the
+ * sales' limit. */
+#define JOURNAL_FULL_CHECK_MS 1000u
+#define JOURNAL_FULL_RESUME_DISK_BYTES (1024u * 1024u)
 
-  /* Prepared once at open, reset after each use; used by the writer only. */
-  sqlite3_stmt *insert_sale;
-  sqlite3_stmt *find_sale;
-  sqlite3_stmt *begin;
-  sqlite3_stmt *commit;
-  sqlite3_stmt *rollback;
-  sqlite3_stmt *savepoint;
-  sqlite3_stmt *release;
-  sqlite3_stmt *rollback_to;
-  sqlite3_stmt *page_count;
-  int64_t page_size;
-
-  pthread_t writer;
-  int writer_started;
-
-  /* Guarded by lock: the queue, the finished list, the counters. */
-  pthread_mutex_t lock;
-  pthread_cond_t wake;
-  struct journal_write *queue_head, *queue_tail;
-  struct journal_write *done_head, *done_tail;
-  int stopping;
-  struct journal_stats stats;
-
-  uv_async_t done_async; /* lives inside the journal; freed in its close_cb */
-};
+/* Retention runs this long after open (not at once: start-up is busy
+ * enough), then every hour. */
+#define JOURNAL_RETENTION_FIRST_MS (60u * 1000u)
+#define JOURNAL_RETENTION_EVERY_MS (60u * 60u * 1000u)
 
 const char *journal_strerror(int code)
 {
@@ -78,12 +66,15 @@ const char *journal_strerror(int code)
     return "sale_id already journaled with different content";
   case JOURNAL_ESCHEMA:
     return "journal made by a newer agent";
+  case JOURNAL_ENOTFOUND:
+    return "no such batch in the journal";
+  case JOURNAL_EINVAL:
+    return "operation contradicts the journal's state";
   }
   return "unknown journal error";
 }
 
-/* Maps an SQLite result code to our error enum. */
-static int journal_map_sqlite(int sqlite_rc)
+int journal__map_sqlite(int sqlite_rc)
 {
   switch (sqlite_rc & 0xff) {
   case SQLITE_NOMEM:
@@ -236,6 +227,22 @@ static int journal_prepare(journal *j, char *err, size_t err_size)
       {&j->release, JOURNAL_SQL_RELEASE},
       {&j->rollback_to, JOURNAL_SQL_ROLLBACK_TO},
       {&j->page_count, JOURNAL_SQL_PAGE_COUNT},
+      {&j->set_meta, JOURNAL_SQL_SET_META},
+      {&j->oldest_unsent, JOURNAL_SQL_OLDEST_UNSENT},
+      {&j->unsealed, JOURNAL_SQL_UNSEALED},
+      {&j->has_unsealed, JOURNAL_SQL_HAS_UNSEALED},
+      {&j->insert_batch, JOURNAL_SQL_INSERT_BATCH},
+      {&j->seal_sales, JOURNAL_SQL_SEAL_SALES},
+      {&j->get_batch, JOURNAL_SQL_GET_BATCH},
+      {&j->attempt_batch, JOURNAL_SQL_ATTEMPT_BATCH},
+      {&j->ack_batches, JOURNAL_SQL_ACK_BATCHES},
+      {&j->sales_in_batches, JOURNAL_SQL_SALES_IN_BATCHES},
+      {&j->acked_above, JOURNAL_SQL_ACKED_ABOVE},
+      {&j->unseal_sales, JOURNAL_SQL_UNSEAL_SALES},
+      {&j->delete_unacked_from, JOURNAL_SQL_DELETE_UNACKED_FROM},
+      {&j->expired_batches, JOURNAL_SQL_EXPIRED_BATCHES},
+      {&j->delete_batch_sales, JOURNAL_SQL_DELETE_BATCH_SALES},
+      {&j->delete_batch, JOURNAL_SQL_DELETE_BATCH},
   };
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
     if (sqlite3_prepare_v3(j->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -269,8 +276,13 @@ static int journal_load_stats(journal *j, char *err, size_t err_size)
   sqlite3_finalize(stmt);
   stmt = NULL;
 
-  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_COUNTS, -1, &stmt, NULL) != SQLITE_OK ||
-      sqlite3_step(stmt) != SQLITE_ROW)
+  /* The uplink's cursor first: "unsent" is counted from it. */
+  if (journal__load_batch_stats(j))
+    goto out;
+  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_COUNTS, -1, &stmt, NULL) != SQLITE_OK)
+    goto out;
+  sqlite3_bind_int64(stmt, 1, j->stats.acked_last_seq);
+  if (sqlite3_step(stmt) != SQLITE_ROW)
     goto out;
   j->stats.sales_journaled = (uint64_t)sqlite3_column_int64(stmt, 0);
   j->stats.last_seq = sqlite3_column_int64(stmt, 1);
@@ -289,7 +301,7 @@ out:
 
 /* ---- the writer thread ------------------------------------------------ */
 
-static int journal_step_done(journal *j, sqlite3_stmt *stmt)
+int journal__step_done(journal *j, sqlite3_stmt *stmt)
 {
   int rc = sqlite3_step(stmt);
   sqlite3_reset(stmt);
@@ -396,7 +408,7 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   sqlite3_bind_text(ins, 15, lines, -1, SQLITE_STATIC);
   sqlite3_bind_text(ins, 16, payments, -1, SQLITE_STATIC);
   sqlite3_bind_int64(ins, 17, received_ms);
-  rc = journal_step_done(j, ins);
+  rc = journal__step_done(j, ins);
   sqlite3_clear_bindings(ins);
   if (rc == SQLITE_OK) {
     result->seq = sqlite3_last_insert_rowid(j->db);
@@ -441,20 +453,32 @@ out:
  * SQLITE_OK (the write succeeded, or failed on its own with a conflict,
  * recorded in it) or an SQLite error that fails the whole group.
  */
-static int journal_apply_write(journal *j, struct journal_write *write, int64_t received_ms)
+static int journal_apply_write(journal *j, struct journal_write *write, int64_t received_ms,
+                               int refuse_new)
 {
-  int rc = journal_step_done(j, j->savepoint);
+  int rc = journal__step_done(j, j->savepoint);
   if (rc != SQLITE_OK)
     return rc;
   for (size_t i = 0; i < write->count; i++) {
     int64_t conflict_seq = 0;
     rc = journal_insert_sale(j, &write->sales[i], received_ms, &write->results[i],
                              &conflict_seq);
+    if (rc == SQLITE_OK && refuse_new && write->results[i].outcome == JOURNAL_STORED) {
+      /* Full: a retry of a journaled sale is answered, a new one is not taken. */
+      journal__step_done(j, j->rollback_to);
+      journal__step_done(j, j->release);
+      write->error = JOURNAL_EFULL;
+      snprintf(write->message, sizeof(write->message),
+               "the journal is full: %s is out of space or at journal.max_size; sales already "
+               "journaled are safe; free space on the device, then resend",
+               j->path);
+      return SQLITE_OK;
+    }
     if (rc == SQLITE_OK)
       continue;
     /* Undo this write's earlier sales; the rest of the group is unaffected. */
-    journal_step_done(j, j->rollback_to);
-    journal_step_done(j, j->release);
+    journal__step_done(j, j->rollback_to);
+    journal__step_done(j, j->release);
     if (rc != SQLITE_CONSTRAINT)
       return rc;
     write->error = JOURNAL_ECONFLICT;
@@ -466,7 +490,35 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
              write->sales[i].sale_id, (long long)conflict_seq);
     return SQLITE_OK;
   }
-  return journal_step_done(j, j->release);
+  return journal__step_done(j, j->release);
+}
+
+int journal__set_page_limit(journal *j, int64_t pages)
+{
+  char sql[64];
+  if (pages <= 0 || pages == j->page_limit_now)
+    return SQLITE_OK;
+  snprintf(sql, sizeof(sql), "PRAGMA max_page_count=%lld", (long long)pages);
+  if (sqlite3_exec(j->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+    return sqlite3_extended_errcode(j->db);
+  j->page_limit_now = pages;
+  return SQLITE_OK;
+}
+
+/* 1 if there is room for sales again (see JOURNAL_FULL_RESUME_DISK_BYTES). */
+static int journal_has_room(journal *j)
+{
+  uint64_t disk_free = 0;
+  if (disk_free_bytes(j->path, &disk_free) == 0 && disk_free < JOURNAL_FULL_RESUME_DISK_BYTES)
+    return 0;
+  if (j->sale_max_pages > 0) {
+    int64_t pages = journal_pragma_int(j->db, "PRAGMA page_count");
+    int64_t free_pages = journal_pragma_int(j->db, "PRAGMA freelist_count");
+    int64_t wanted = j->sale_max_pages / 64 > 2 ? j->sale_max_pages / 64 : 2;
+    if (pages < 0 || free_pages < 0 || j->sale_max_pages - pages + free_pages < wanted)
+      return 0;
+  }
+  return 1;
 }
 
 /* Commits a group of writes in one transaction: one fsync for all of them. */
@@ -477,19 +529,32 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   int64_t last_seq = 0;
   int rc;
 
-  rc = journal_step_done(j, j->begin);
-  for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
-    rc = journal_apply_write(j, w, received_ms);
+  if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS) {
+    j->full_checked_ms = clock_mono_ms();
+    if (journal_has_room(j)) {
+      j->full = 0;
+      log_info("journal", "room_again", "path=%s", j->path);
+    }
+  }
+  rc = journal__set_page_limit(j, j->sale_max_pages);
   if (rc == SQLITE_OK)
-    rc = journal_step_done(j, j->commit);
+    rc = journal__step_done(j, j->begin);
+  for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
+    rc = journal_apply_write(j, w, received_ms, j->full);
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->commit);
 
   if (rc != SQLITE_OK) {
-    int error = journal_map_sqlite(rc);
+    int error = journal__map_sqlite(rc);
     char message[256];
     /* After SQLITE_FULL or an I/O error SQLite may already have rolled
      * back; roll back only if a transaction is still open. */
     if (!sqlite3_get_autocommit(j->db))
-      journal_step_done(j, j->rollback);
+      journal__step_done(j, j->rollback);
+    if (error == JOURNAL_EFULL) {
+      j->full = 1;
+      j->full_checked_ms = clock_mono_ms();
+    }
     if (error == JOURNAL_EFULL)
       snprintf(message, sizeof(message),
                "the journal cannot grow: %s is full or at journal.max_size; sales already "
@@ -530,6 +595,8 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     pthread_mutex_lock(&j->lock);
     j->stats.sales_journaled += stored;
     j->stats.sales_unsent += stored;
+    if (stored && j->stats.oldest_unsent_ms == 0)
+      j->stats.oldest_unsent_ms = received_ms;
     if (last_seq > j->stats.last_seq)
       j->stats.last_seq = last_seq;
     if (stored)
@@ -537,10 +604,48 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     if (pages >= 0)
       j->stats.database_bytes = (uint64_t)(pages * j->page_size);
     j->stats.commits++;
-    j->stats.write_failing = 0;
-    j->stats.last_error[0] = '\0';
+    if (j->full) {
+      /* Still full: only retries were answered. */
+      j->stats.write_failing = 1;
+      snprintf(j->stats.last_error, sizeof(j->stats.last_error),
+               "the journal is full: %s is out of space or at journal.max_size; free space on "
+               "the device",
+               j->path);
+    } else {
+      j->stats.write_failing = 0;
+      j->stats.last_error[0] = '\0';
+    }
     pthread_mutex_unlock(&j->lock);
   }
+}
+
+/* Waits on `wake` until `deadline_ms` (monotonic) at the latest. */
+static void journal_wait_until(journal *j, uint64_t deadline_ms)
+{
+  struct timespec until;
+  until.tv_sec = (time_t)(deadline_ms / 1000);
+  until.tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
+  pthread_cond_timedwait(&j->wake, &j->lock, &until);
+}
+
+/* One retention pass on the writer thread (lock not held). Returns 1 when
+ * more is due at once. */
+static int journal_retention_pass(journal *j)
+{
+  uint64_t sales_deleted = 0, batches_deleted = 0;
+  char message[256];
+  int rc = journal__retention_chunk(j, clock_wall_ms(), j->retention_ms, &sales_deleted,
+                                    &batches_deleted, message, sizeof(message));
+  if (rc < 0) {
+    char quoted[300];
+    log_error("journal", "retention_failed", "path=%s reason=%s", j->path,
+              log_quote(message, quoted, sizeof(quoted)));
+    return 0;
+  }
+  if (batches_deleted)
+    log_info("journal", "retention", "path=%s batches_deleted=%llu sales_deleted=%llu", j->path,
+             (unsigned long long)batches_deleted, (unsigned long long)sales_deleted);
+  return rc;
 }
 
 static void *journal_writer_main(void *arg)
@@ -549,38 +654,80 @@ static void *journal_writer_main(void *arg)
 
   pthread_mutex_lock(&j->lock);
   for (;;) {
-    struct journal_write *group, *last;
-    size_t sales;
+    struct journal_write *group = NULL, *last = NULL;
+    struct journal_op *op = NULL;
+    int retention_due, stopping;
 
-    while (!j->queue_head && !j->stopping)
-      pthread_cond_wait(&j->wake, &j->lock);
-    if (!j->queue_head)
-      break; /* stopping, and everything queued has been written */
+    for (;;) {
+      retention_due = j->retention_ms > 0 && clock_mono_ms() >= j->retention_due_ms;
+      if (j->queue_head || j->op_head || j->stopping || retention_due)
+        break;
+      if (j->retention_ms > 0)
+        journal_wait_until(j, j->retention_due_ms);
+      else
+        pthread_cond_wait(&j->wake, &j->lock);
+    }
+    if (!j->queue_head && !j->op_head && j->stopping)
+      break; /* stopping, and everything queued has been done */
 
     /* Take every write queued now, up to group_commit_max sales (but at
      * least one write, however large), into one transaction. */
-    group = last = j->queue_head;
-    sales = group->count;
-    while (last->next && sales + last->next->count <= j->group_commit_max) {
-      last = last->next;
-      sales += last->count;
+    if (j->queue_head) {
+      size_t sales;
+      group = last = j->queue_head;
+      sales = group->count;
+      while (last->next && sales + last->next->count <= j->group_commit_max) {
+        last = last->next;
+        sales += last->count;
+      }
+      j->queue_head = last->next;
+      if (!j->queue_head)
+        j->queue_tail = NULL;
+      last->next = NULL;
     }
-    j->queue_head = last->next;
-    if (!j->queue_head)
-      j->queue_tail = NULL;
-    last->next = NULL;
+    /* Then at most one operation, so sales never queue behind a run of
+     * them: a seal reads and packs up to a batch of sales, which is the
+     * longest a sale waits for the uplink. */
+    if (j->op_head) {
+      op = j->op_head;
+      j->op_head = op->next;
+      if (!j->op_head)
+        j->op_tail = NULL;
+      op->next = NULL;
+    }
+    stopping = j->stopping;
     pthread_mutex_unlock(&j->lock);
 
-    journal_commit_group(j, group);
-
-    pthread_mutex_lock(&j->lock);
-    if (j->done_tail)
-      j->done_tail->next = group;
-    else
-      j->done_head = group;
-    j->done_tail = last;
-    pthread_mutex_unlock(&j->lock);
-    uv_async_send(&j->done_async);
+    if (group) {
+      journal_commit_group(j, group);
+      /* Hand the answers back before the operation runs: a sale's 201
+       * does not wait for a seal. */
+      pthread_mutex_lock(&j->lock);
+      if (j->done_tail)
+        j->done_tail->next = group;
+      else
+        j->done_head = group;
+      j->done_tail = last;
+      pthread_mutex_unlock(&j->lock);
+      uv_async_send(&j->done_async);
+    }
+    if (op) {
+      journal__run_op(j, op);
+      pthread_mutex_lock(&j->lock);
+      if (j->op_done_tail)
+        j->op_done_tail->next = op;
+      else
+        j->op_done_head = op;
+      j->op_done_tail = op;
+      pthread_mutex_unlock(&j->lock);
+      uv_async_send(&j->done_async);
+    }
+    if (!group && !op && retention_due && !stopping) {
+      /* Idle and due: one chunk; when more is left, come back after
+       * whatever was queued meanwhile. */
+      if (!journal_retention_pass(j))
+        j->retention_due_ms = clock_mono_ms() + JOURNAL_RETENTION_EVERY_MS;
+    }
     pthread_mutex_lock(&j->lock);
   }
   pthread_mutex_unlock(&j->lock);
@@ -592,16 +739,25 @@ static void *journal_writer_main(void *arg)
 static void journal_deliver(journal *j)
 {
   struct journal_write *finished;
+  struct journal_op *finished_ops;
 
   pthread_mutex_lock(&j->lock);
   finished = j->done_head;
   j->done_head = j->done_tail = NULL;
+  finished_ops = j->op_done_head;
+  j->op_done_head = j->op_done_tail = NULL;
   pthread_mutex_unlock(&j->lock);
   while (finished) {
     struct journal_write *next = finished->next;
     finished->next = NULL;
     finished->done(finished);
     finished = next;
+  }
+  while (finished_ops) {
+    struct journal_op *next = finished_ops->next;
+    finished_ops->next = NULL;
+    finished_ops->done(finished_ops);
+    finished_ops = next;
   }
 }
 
@@ -613,9 +769,14 @@ static void journal_on_done(uv_async_t *handle)
 
 static void journal_free(journal *j)
 {
-  sqlite3_stmt *statements[] = {j->insert_sale, j->find_sale, j->begin,
-                                j->commit,      j->rollback,  j->savepoint,
-                                j->release,     j->rollback_to, j->page_count};
+  sqlite3_stmt *statements[] = {
+      j->insert_sale,   j->find_sale,        j->begin,          j->commit,
+      j->rollback,      j->savepoint,        j->release,        j->rollback_to,
+      j->page_count,    j->set_meta,         j->oldest_unsent,  j->unsealed,
+      j->has_unsealed,  j->insert_batch,     j->seal_sales,     j->get_batch,
+      j->attempt_batch, j->ack_batches,      j->sales_in_batches, j->acked_above,
+      j->unseal_sales,  j->delete_unacked_from, j->expired_batches,
+      j->delete_batch_sales, j->delete_batch};
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++)
     sqlite3_finalize(statements[i]);
   if (j->db && sqlite3_close(j->db) != SQLITE_OK)
@@ -671,8 +832,18 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
     return NULL;
   }
   j->group_commit_max = options->group_commit_max ? options->group_commit_max : 1;
+  j->retention_ms = options->retention_ms > 0 ? options->retention_ms : 0;
+  j->retention_due_ms = clock_mono_ms() + JOURNAL_RETENTION_FIRST_MS;
   pthread_mutex_init(&j->lock, NULL);
-  pthread_cond_init(&j->wake, NULL);
+  {
+    /* The retention wait is on the monotonic clock: an NTP step must not
+     * make it fire early or never. */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->wake, &attr);
+    pthread_condattr_destroy(&attr);
+  }
 
   rc = sqlite3_open_v2(j->path, &j->db,
                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -702,14 +873,34 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
     goto fail;
   }
   if (options->max_bytes > 0) {
-    char sql[64];
-    int64_t pages = options->max_bytes / j->page_size;
-    snprintf(sql, sizeof(sql), "PRAGMA max_page_count=%lld", (long long)(pages ? pages : 1));
-    if (journal_exec(j->db, sql, err, err_size, j->path))
+    /* Sales may fill the journal up to max_size less a reserve that only
+     * the uplink's work (sealing, acknowledging) may use: a journal filled
+     * by days offline can still seal and send what it holds. Migrations may
+     * use the reserve too, so an upgrade never fails on a full journal. */
+    int64_t reserve;
+    j->max_pages = options->max_bytes / j->page_size;
+    if (j->max_pages < 1)
+      j->max_pages = 1;
+    reserve = j->max_pages / 16 > 4 ? j->max_pages / 16 : 4;
+    j->sale_max_pages = j->max_pages > 2 * reserve ? j->max_pages - reserve : j->max_pages;
+    if (journal__set_page_limit(j, j->max_pages) != SQLITE_OK) {
+      snprintf(err, err_size, "journal %s: cannot set its size limit: %s", j->path,
+               sqlite3_errmsg(j->db));
       goto fail;
+    }
   }
   if (journal_migrate(j, err, err_size))
     goto fail;
+  if (j->sale_max_pages > 0 && !journal_has_room(j)) {
+    /* Opened full (a restart does not make room): refuse new sales from the
+     * first one, as before the restart. */
+    j->full = 1;
+    j->full_checked_ms = clock_mono_ms();
+    j->stats.write_failing = 1;
+    snprintf(j->stats.last_error, sizeof(j->stats.last_error),
+             "the journal is full: %s is at journal.max_size; raise it or free space", j->path);
+    log_warn("journal", "full", "path=%s reason=\"opened at journal.max_size\"", j->path);
+  }
   if (journal_prepare(j, err, err_size) || journal_load_stats(j, err, err_size))
     goto fail;
 
@@ -752,6 +943,43 @@ int journal_submit(journal *j, struct journal_write *write)
   pthread_cond_signal(&j->wake);
   pthread_mutex_unlock(&j->lock);
   return 0;
+}
+
+int journal_submit_op(journal *j, struct journal_op *op)
+{
+  assert(op->done);
+  if (op->kind < JOURNAL_OP_NEXT_BATCH || op->kind > JOURNAL_OP_RETENTION ||
+      (op->kind == JOURNAL_OP_NEXT_BATCH && op->seal_upto_seq > 0 &&
+       (!op->pack || op->max_sales == 0)))
+    return JOURNAL_EINVAL;
+  op->error = JOURNAL_OK;
+  op->message[0] = '\0';
+  memset(&op->batch, 0, sizeof(op->batch));
+  op->sealed = 0;
+  op->sales_changed = op->batches_changed = 0;
+  op->next = NULL;
+  pthread_mutex_lock(&j->lock);
+  if (j->stopping) {
+    pthread_mutex_unlock(&j->lock);
+    return JOURNAL_ECLOSED;
+  }
+  if (j->op_tail)
+    j->op_tail->next = op;
+  else
+    j->op_head = op;
+  j->op_tail = op;
+  pthread_cond_signal(&j->wake);
+  pthread_mutex_unlock(&j->lock);
+  return 0;
+}
+
+void journal_op_clear(struct journal_op *op)
+{
+  if (!op)
+    return;
+  free(op->batch.body);
+  op->batch.body = NULL;
+  op->batch.body_len = 0;
 }
 
 void journal_get_stats(journal *j, struct journal_stats *stats)

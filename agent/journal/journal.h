@@ -11,6 +11,20 @@
  * sale_id is already journaled with the same content hash is a duplicate
  * (its first seq is returned, nothing is written); with different content it
  * is a conflict, and none of that write's sales are kept.
+ *
+ * The same writer thread runs the uplink's work on the journal as
+ * operations (journal_submit_op): sealing unsent sales into batches, marking
+ * batches acknowledged, unsealing after a 413, and retention. Sale writes go
+ * first: the writer runs at most one operation between two groups of sales,
+ * so taking sales never waits behind the uplink for longer than one
+ * operation, and the loop never waits on SQLite at all.
+ *
+ * Batches (schema v2): batch_seq counts 1, 2, 3... within the journal_id; a
+ * batch covers a contiguous range of seqs, sealed in seq order; its body is
+ * the exact bytes sent to the collector and never changes. The batches the
+ * collector acknowledged are always a prefix 1..acked_batch_seq (the uplink
+ * sends batch N+1 only after N is acknowledged), so "unsent" means a seq
+ * above the last seq of batch acked_batch_seq.
  */
 #ifndef AGENT_JOURNAL_H
 #define AGENT_JOURNAL_H
@@ -31,6 +45,8 @@ enum journal_error {
   JOURNAL_ECLOSED = -6,   /* the journal is closing */
   JOURNAL_ECONFLICT = -7, /* a sale_id is journaled with other content */
   JOURNAL_ESCHEMA = -8,   /* the database was made by a newer agent */
+  JOURNAL_ENOTFOUND = -9, /* no such batch (deleted by retention, or never sealed) */
+  JOURNAL_EINVAL = -10,   /* the operation contradicts the journal's state */
 };
 
 /* A short description of `code`, e.g. "disk full". */
@@ -41,6 +57,9 @@ struct journal_options {
   int64_t max_bytes;         /* 0 = no limit but the disk's */
   unsigned group_commit_max; /* most sales per transaction; 1 = one per sale */
   int64_t busy_timeout_ms;
+  /* Acknowledged sales and batches older than this are deleted, hourly, on
+   * the writer thread; 0 = keep everything. Never touches unacknowledged rows. */
+  int64_t retention_ms;
 };
 
 typedef struct journal journal;
@@ -71,10 +90,15 @@ struct journal_write {
 
 struct journal_stats {
   char journal_id[33];       /* 32 hex digits */
-  uint64_t sales_journaled;
-  uint64_t sales_unsent;     /* not yet acknowledged by the collector */
+  uint64_t sales_journaled;  /* rows in the journal (retention deletes old ones) */
+  uint64_t sales_unsent;     /* not in a batch the collector acknowledged */
+  int64_t oldest_unsent_ms;  /* received_ms of the oldest unsent sale; 0 = none */
   int64_t last_seq;          /* 0 when empty */
   int64_t last_received_ms;  /* 0 when empty */
+  int64_t last_batch_seq;    /* highest batch sealed; 0 = none */
+  int64_t acked_batch_seq;   /* highest batch acknowledged (all below are too) */
+  int64_t acked_last_seq;    /* last seq of batch acked_batch_seq */
+  int64_t last_ack_ms;       /* when acked_batch_seq was first acknowledged; 0 = never */
   uint64_t database_bytes;
   uint64_t commits;          /* transactions committed since open */
   int write_failing;         /* the last write failed */
@@ -97,11 +121,106 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
  */
 int journal_submit(journal *j, struct journal_write *write);
 
+/* ---- operations: the uplink's work on the journal ---------------------- */
+
+/* One sale handed to a journal_pack_fn: as the POS sent it, with what the
+ * journal added. */
+struct journal_seal_sale {
+  struct sale sale;    /* lines and payments owned by the journal */
+  int64_t seq;
+  int64_t received_ms;
+};
+
+/* What a new batch is made of, for the journal_pack_fn. All borrowed. */
+struct journal_seal_input {
+  const char *journal_id;                /* 32 hex digits */
+  int64_t batch_seq;                     /* the new batch's number */
+  int64_t created_ms;
+  const struct journal_seal_sale *sales; /* the oldest unsealed sales, seq order */
+  size_t count;                          /* >= 1 */
+  size_t max_bytes;                      /* cap on the packed body */
+};
+
+/*
+ * Packs the first *used sales of `in` (1 <= *used <= in->count; fewer when
+ * all of them would exceed in->max_bytes) into the body sent to the
+ * collector. Returns 0 with *body (malloc'd; the journal frees it) and
+ * *body_len, or a negative journal_error. Runs on the writer thread, so it
+ * must only read `in` and its own immutable argument.
+ */
+typedef int (*journal_pack_fn)(void *pack_arg, const struct journal_seal_input *in,
+                               uint8_t **body, size_t *body_len, size_t *used);
+
+enum journal_op_kind {
+  /* The batch numbered batch_seq, with attempts counted up: the stored one
+   * if it exists (acknowledged or not), else, if it is the next number and
+   * an unsealed sale at or below seal_upto_seq exists, a new one sealed now
+   * from up to max_sales of the oldest unsealed sales (pack decides how many
+   * fit max_bytes). batch.batch_seq == 0: nothing to send. */
+  JOURNAL_OP_NEXT_BATCH = 1,
+  /* Batches 1..batch_seq are acknowledged (clamped to the last sealed). */
+  JOURNAL_OP_ACK,
+  /* A 413: unacknowledged batches batch_seq and above are deleted and their
+   * sales unsealed, to be sealed again smaller. Refused (JOURNAL_EINVAL)
+   * for an acknowledged batch. */
+  JOURNAL_OP_UNSEAL,
+  /* Deletes acknowledged batches and their sales acknowledged before
+   * now_ms - retention_ms. The journal also does this by itself hourly. */
+  JOURNAL_OP_RETENTION,
+};
+
+/* A sealed batch as stored. */
+struct journal_batch {
+  int64_t batch_seq;  /* 0 = none */
+  int64_t first_seq, last_seq;
+  uint32_t sale_count;
+  int64_t created_ms;
+  int64_t attempts;   /* sends so far, this one included */
+  int64_t acked_ms;   /* 0 = not acknowledged */
+  uint8_t *body;      /* the exact bytes to send; freed by journal_op_clear */
+  size_t body_len;
+};
+
+struct journal_op {
+  /* In: borrowed by the journal until done() is called. */
+  enum journal_op_kind kind;
+  int64_t batch_seq;
+  int64_t seal_upto_seq;  /* NEXT_BATCH: 0 = never seal, only load */
+  size_t max_sales;       /* NEXT_BATCH: most sales in a new batch */
+  size_t max_bytes;       /* NEXT_BATCH: cap on a new batch's body */
+  journal_pack_fn pack;   /* NEXT_BATCH */
+  void *pack_arg;
+  int64_t now_ms;         /* wall clock of the operation (0 = now) */
+  int64_t retention_ms;   /* RETENTION */
+  void (*done)(struct journal_op *op); /* called on the loop thread */
+  void *user;
+
+  /* Out, valid in done(). */
+  int error;              /* JOURNAL_OK or a journal_error */
+  char message[256];      /* with an error: what happened, for people */
+  struct journal_batch batch; /* NEXT_BATCH */
+  int sealed;             /* NEXT_BATCH: the batch was sealed by this operation */
+  uint64_t sales_changed; /* UNSEAL: sales unsealed; RETENTION: sales deleted */
+  uint64_t batches_changed; /* ACK: newly acknowledged; UNSEAL, RETENTION: deleted */
+
+  struct journal_op *next; /* the journal's queue link */
+};
+
+/*
+ * Queues `op`. Returns 0, and op->done will be called on the loop thread;
+ * or JOURNAL_ECLOSED/JOURNAL_EINVAL and done is never called. Call on the
+ * loop thread.
+ */
+int journal_submit_op(journal *j, struct journal_op *op);
+
+/* Frees what a finished op holds (the batch body). `op` may be NULL. */
+void journal_op_clear(struct journal_op *op);
+
 /* Copies the current counters. Any thread. */
 void journal_get_stats(journal *j, struct journal_stats *stats);
 
 /*
- * Finishes every queued write (their done() callbacks run before this
+ * Finishes every queued write and operation (their done() callbacks run before this
  * returns), stops the writer, closes the database and frees the journal
  * once its loop handle is closed (run the loop afterwards). Call on the
  * loop thread. `j` may be NULL.

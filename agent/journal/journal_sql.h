@@ -37,6 +37,27 @@
   "  batch_seq INTEGER);"                                                     \
   "CREATE INDEX sales_unsealed ON sales(batch_seq) WHERE batch_seq IS NULL;"
 
+/* Version 2: sealed batches. body is the exact zstd+protobuf sent to the
+ * collector (a retry resends it byte for byte); acked_ms is when the
+ * collector first acknowledged it (NULL until then), which retention counts
+ * from. The meta keys are the uplink's durable cursor: batch numbers are
+ * never reused even after retention deleted every batch row. */
+#define JOURNAL_SCHEMA_V2                                                     \
+  "CREATE TABLE batches("                                                     \
+  "  batch_seq INTEGER PRIMARY KEY,"                                          \
+  "  kind TEXT NOT NULL,"                                                     \
+  "  resync_id TEXT,"                                                         \
+  "  first_seq INTEGER NOT NULL,"                                             \
+  "  last_seq INTEGER NOT NULL,"                                              \
+  "  sale_count INTEGER NOT NULL,"                                            \
+  "  body BLOB NOT NULL,"                                                     \
+  "  created_ms INTEGER NOT NULL,"                                            \
+  "  attempts INTEGER NOT NULL DEFAULT 0,"                                    \
+  "  last_attempt_ms INTEGER,"                                                \
+  "  acked_ms INTEGER);"                                                      \
+  "INSERT OR IGNORE INTO meta(key, value) VALUES('acked_batch_seq', '0'),"    \
+  " ('acked_last_seq', '0'), ('last_batch_seq', '0');"
+
 #define JOURNAL_SQL_INSERT_SALE                                               \
   "INSERT INTO sales(sale_id, content_hash, kind, original_sale_id,"          \
   " terminal_id, cashier_id, channel, delivery_partner, business_time,"       \
@@ -57,11 +78,83 @@
 #define JOURNAL_SQL_GET_META "SELECT value FROM meta WHERE key = ?1"
 #define JOURNAL_SQL_PUT_META "INSERT INTO meta(key, value) VALUES(?1, ?2)"
 
+#define JOURNAL_SQL_SET_META                                                  \
+  "INSERT INTO meta(key, value) VALUES(?1, ?2)"                               \
+  " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+
+/* ?1 = acked_last_seq: sales above it are unsent. */
 #define JOURNAL_SQL_COUNTS                                                    \
   "SELECT count(*),"                                                          \
   " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sales'), 0),"     \
   " coalesce(max(received_ms), 0),"                                           \
-  " (SELECT count(*) FROM sales WHERE batch_seq IS NULL) FROM sales"
+  " (SELECT count(*) FROM sales WHERE seq > ?1) FROM sales"
+
+/* The oldest unsent sale's arrival: a rowid range, so cheap at any size. */
+#define JOURNAL_SQL_OLDEST_UNSENT                                             \
+  "SELECT received_ms FROM sales WHERE seq > ?1 ORDER BY seq LIMIT 1"
+
+/* ---- batches ---------------------------------------------------------- */
+
+/* The oldest unsealed sales, in seq order (the partial index sales_unsealed
+ * holds exactly them, in rowid order). */
+#define JOURNAL_SQL_UNSEALED                                                  \
+  "SELECT seq, sale_id, kind, original_sale_id, terminal_id, cashier_id,"     \
+  " channel, delivery_partner, business_time, business_time_ms,"              \
+  " utc_offset_min, currency, currency_exponent, total_minor, lines,"         \
+  " payments, received_ms FROM sales WHERE batch_seq IS NULL"                 \
+  " ORDER BY seq LIMIT ?1"
+
+#define JOURNAL_SQL_HAS_UNSEALED                                              \
+  "SELECT 1 FROM sales WHERE batch_seq IS NULL AND seq <= ?1 LIMIT 1"
+
+#define JOURNAL_SQL_INSERT_BATCH                                              \
+  "INSERT INTO batches(batch_seq, kind, resync_id, first_seq, last_seq,"      \
+  " sale_count, body, created_ms, attempts, last_attempt_ms)"                 \
+  " VALUES(?1, 'live', NULL, ?2, ?3, ?4, ?5, ?6, 1, ?6)"
+
+#define JOURNAL_SQL_SEAL_SALES                                                \
+  "UPDATE sales SET batch_seq = ?1 WHERE seq BETWEEN ?2 AND ?3"               \
+  " AND batch_seq IS NULL"
+
+#define JOURNAL_SQL_GET_BATCH                                                 \
+  "SELECT first_seq, last_seq, sale_count, body, created_ms, attempts,"       \
+  " acked_ms FROM batches WHERE batch_seq = ?1"
+
+#define JOURNAL_SQL_ATTEMPT_BATCH                                             \
+  "UPDATE batches SET attempts = attempts + 1, last_attempt_ms = ?2"          \
+  " WHERE batch_seq = ?1"
+
+#define JOURNAL_SQL_ACK_BATCHES                                               \
+  "UPDATE batches SET acked_ms = ?2 WHERE batch_seq <= ?1 AND acked_ms IS NULL"
+
+/* Sales in batches (?1, ?2]: what an acknowledgement takes off "unsent". */
+#define JOURNAL_SQL_SALES_IN_BATCHES                                          \
+  "SELECT coalesce(sum(sale_count), 0) FROM batches"                          \
+  " WHERE batch_seq > ?1 AND batch_seq <= ?2"
+
+#define JOURNAL_SQL_ACKED_ABOVE                                               \
+  "SELECT count(*) FROM batches WHERE batch_seq >= ?1 AND acked_ms IS NOT NULL"
+
+/* Batches cover contiguous seq ranges in batch order, so everything from
+ * the first seq of batch ?1 on is in batch ?1 or later, or unsealed. */
+#define JOURNAL_SQL_UNSEAL_SALES                                              \
+  "UPDATE sales SET batch_seq = NULL WHERE seq >= ?2 AND batch_seq >= ?1"
+
+#define JOURNAL_SQL_DELETE_UNACKED_FROM                                       \
+  "DELETE FROM batches WHERE batch_seq >= ?1 AND acked_ms IS NULL"
+
+/* Retention: the oldest acknowledged batches acknowledged before ?1, never
+ * above the acknowledged prefix ?2. */
+#define JOURNAL_SQL_EXPIRED_BATCHES                                           \
+  "SELECT batch_seq, first_seq, last_seq FROM batches"                        \
+  " WHERE acked_ms IS NOT NULL AND acked_ms < ?1 AND batch_seq <= ?2"         \
+  " ORDER BY batch_seq LIMIT ?3"
+
+#define JOURNAL_SQL_DELETE_BATCH_SALES                                        \
+  "DELETE FROM sales WHERE seq BETWEEN ?1 AND ?2 AND batch_seq = ?3"
+
+#define JOURNAL_SQL_DELETE_BATCH                                              \
+  "DELETE FROM batches WHERE batch_seq = ?1 AND acked_ms IS NOT NULL"
 
 #define JOURNAL_SQL_PAGE_COUNT "PRAGMA page_count"
 

@@ -10,6 +10,56 @@
 #include "platform/clock.h"
 #include "platform/disk.h"
 
+/* An RFC 3339 time, or null for 0 ("never"). */
+static json_t *status_time(int64_t epoch_ms)
+{
+  char text[40];
+  if (epoch_ms <= 0)
+    return json_null();
+  return json_string(clock_format_utc(epoch_ms, text, sizeof(text)));
+}
+
+/* The uplink's part of the answer (fields added to `body`). */
+static void status_add_uplink(json_t *body, const struct journal_stats *stats,
+                              const struct status_api_options *options)
+{
+  struct uplink_status link;
+  int64_t now = clock_wall_ms();
+  int64_t unacked = stats->last_batch_seq - stats->acked_batch_seq;
+
+  memset(&link, 0, sizeof(link));
+  if (options->uplink)
+    uplink_get_status(options->uplink, &link);
+  else
+    link.state = UPLINK_OFF;
+  json_object_set_new(body, "uplink_state", json_string(uplink_state_name(link.state)));
+  json_object_set_new(body, "uplink_url",
+                      options->uplink_url && options->uplink_url[0]
+                          ? json_string(options->uplink_url)
+                          : json_null());
+  json_object_set_new(body, "last_push_attempt", status_time(link.last_attempt_ms));
+  /* The journal remembers acknowledgements across restarts; the uplink only
+   * since it started. */
+  if (stats->acked_batch_seq > 0)
+    json_object_set_new(body, "last_ack",
+                        json_pack("{s:o, s:I}", "time", status_time(stats->last_ack_ms),
+                                  "batch_seq", (json_int_t)stats->acked_batch_seq));
+  else
+    json_object_set_new(body, "last_ack", json_null());
+  json_object_set_new(body, "next_push", status_time(link.next_push_ms));
+  json_object_set_new(body, "batches_unacked", json_integer(unacked > 0 ? unacked : 0));
+  json_object_set_new(body, "oldest_unsent_age_s",
+                      stats->oldest_unsent_ms > 0 && stats->sales_unsent > 0
+                          ? json_integer(now > stats->oldest_unsent_ms
+                                             ? (now - stats->oldest_unsent_ms) / 1000
+                                             : 0)
+                          : json_null());
+  json_object_set_new(body, "last_uplink_error",
+                      link.last_error_ms ? json_string(link.last_error) : json_null());
+  json_object_set_new(body, "last_uplink_error_at", status_time(link.last_error_ms));
+  json_object_set_new(body, "last_heartbeat", status_time(link.last_heartbeat_ms));
+}
+
 void status_api_handle_json(journal *j, const struct status_api_options *options,
                             http_exchange *exchange)
 {
@@ -38,6 +88,7 @@ void status_api_handle_json(journal *j, const struct status_api_options *options
                             : json_null());
     json_object_set_new(body, "journal_error",
                         stats.write_failing ? json_string(stats.last_error) : json_null());
+    status_add_uplink(body, &stats, options);
     text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
   }
   if (text)

@@ -7,14 +7,24 @@
 
 #include "journal/journal.h"
 #include "platform/http_server.h"
+#include "uplink/uplink.h"
 
 struct status_api_options {
   const char *store_id;
   const char *device_id;
   const char *journal_path; /* for the free disk space */
+  const char *uplink_url;   /* "" when the uplink is off */
+  uplink *uplink;           /* NULL when the uplink is off; borrowed */
 };
 
-/* Answers GET /status.json from the journal's counters. `j` is borrowed. */
+/*
+ * Answers GET /status.json from the journal's counters and the uplink's
+ * state. `j` is borrowed. Besides the journal's fields it carries
+ * uplink_state (off, idle, sending, backing_off), last_push_attempt,
+ * last_ack {time, batch_seq}, next_push, batches_unacked,
+ * oldest_unsent_age_s, last_uplink_error (with last_uplink_error_at) and
+ * last_heartbeat; times are RFC 3339 UTC, null when there is none.
+ */
 void status_api_handle_json(journal *j, const struct status_api_options *options,
                             http_exchange *exchange);
 

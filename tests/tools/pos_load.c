@@ -87,6 +87,8 @@ static struct timespec load_started;
 
 /* ---- small helpers ---------------------------------------------------- */
 
+static void load_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
 static void load_die(const char *fmt, ...)
 {
   va_list ap;

@@ -48,7 +48,7 @@ static int teardown(void **state)
 
 static journal *open_journal(struct fixture *f, int64_t max_bytes, unsigned group_max)
 {
-  struct journal_options options = {f->path, max_bytes, group_max, 1000};
+  struct journal_options options = {f->path, max_bytes, group_max, 1000, 0};
   char err[512];
   journal *j = journal_open(&f->loop, &options, err, sizeof(err));
   if (!j)
@@ -156,7 +156,7 @@ static void opens_in_wal_with_a_journal_id(void **state)
   assert_int_equal(stats.sales_journaled, 0);
   assert_int_equal(stats.last_seq, 0);
   close_journal(f, j);
-  assert_int_equal(query_int(f, "PRAGMA user_version"), 1);
+  assert_int_equal(query_int(f, "PRAGMA user_version"), 2);
   assert_int_equal(query_int(f, "SELECT count(*) FROM meta WHERE key='journal_id' AND "
                                 "length(value)=32"),
                    1);
@@ -359,7 +359,7 @@ static void reopening_keeps_the_id_and_never_reuses_a_seq(void **state)
 static void a_newer_schema_is_refused(void **state)
 {
   struct fixture *f = *state;
-  struct journal_options options = {f->path, 0, 64, 1000};
+  struct journal_options options = {f->path, 0, 64, 1000, 0};
   char err[512];
   sqlite3 *db;
   journal *j = open_journal(f, 0, 64);
@@ -375,7 +375,7 @@ static void a_newer_schema_is_refused(void **state)
 static void a_file_that_is_not_a_database_is_refused(void **state)
 {
   struct fixture *f = *state;
-  struct journal_options options = {f->path, 0, 64, 1000};
+  struct journal_options options = {f->path, 0, 64, 1000, 0};
   char err[512];
   FILE *file = fopen(f->path, "w");
   fputs("this is not a database, it is a shopping list: flour, tomatoes, basil\n", file);

@@ -1,0 +1,702 @@
+/*
+ * journal_batch.c - the uplink's operations on the journal, run on the
+ * writer thread: sealing unsent sales into batches, loading a sealed batch
+ * to (re)send, acknowledging, unsealing after a 413, and retention.
+ *
+ * Invariants this file keeps (journal.h explains why they matter):
+ *   - batch_seq is meta.last_batch_seq + 1 for every new batch, so numbers
+ *     are contiguous and never reused, even after retention;
+ *   - a batch covers a contiguous seq range, sealed in seq order, and is
+ *     inserted together with its sales' batch_seq in one transaction;
+ *   - a sealed batch's row never changes but for attempts and acked_ms;
+ *   - acknowledged batches are the prefix 1..meta.acked_batch_seq, and only
+ *     they (and their sales) are ever deleted, by retention.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "journal/journal_int.h"
+#include "journal/journal_sql.h"
+#include "platform/clock.h"
+#include "platform/log.h"
+
+/* ---- meta --------------------------------------------------------------- */
+
+static int journal_get_meta_int(sqlite3 *db, const char *key, int64_t *value)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(db, JOURNAL_SQL_GET_META, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      *value = sqlite3_column_int64(stmt, 0);
+      rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+      *value = 0;
+      rc = SQLITE_OK;
+    }
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+static int journal_set_meta_int(journal *j, const char *key, int64_t value)
+{
+  char text[32];
+  snprintf(text, sizeof(text), "%" PRId64, value);
+  sqlite3_bind_text(j->set_meta, 1, key, -1, SQLITE_STATIC);
+  sqlite3_bind_text(j->set_meta, 2, text, -1, SQLITE_TRANSIENT);
+  return journal__step_done(j, j->set_meta);
+}
+
+/* received_ms of the oldest sale above `after_seq`, or 0. */
+static int journal_oldest_after(journal *j, int64_t after_seq, int64_t *received_ms)
+{
+  int rc;
+  sqlite3_bind_int64(j->oldest_unsent, 1, after_seq);
+  rc = sqlite3_step(j->oldest_unsent);
+  *received_ms = rc == SQLITE_ROW ? sqlite3_column_int64(j->oldest_unsent, 0) : 0;
+  sqlite3_reset(j->oldest_unsent);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+}
+
+int journal__load_batch_stats(journal *j)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc;
+
+  if (journal_get_meta_int(j->db, "acked_batch_seq", &j->stats.acked_batch_seq) ||
+      journal_get_meta_int(j->db, "acked_last_seq", &j->stats.acked_last_seq) ||
+      journal_get_meta_int(j->db, "last_batch_seq", &j->stats.last_batch_seq))
+    return -1;
+  if (journal_oldest_after(j, j->stats.acked_last_seq, &j->stats.oldest_unsent_ms))
+    return -1;
+  j->stats.last_ack_ms = 0;
+  rc = sqlite3_prepare_v2(j->db, "SELECT acked_ms FROM batches WHERE batch_seq = ?1", -1, &stmt,
+                          NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(stmt, 1, j->stats.acked_batch_seq);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      j->stats.last_ack_ms = sqlite3_column_int64(stmt, 0);
+  }
+  sqlite3_finalize(stmt);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* ---- transactions --------------------------------------------------------- */
+
+static int journal_begin(journal *j) { return journal__step_done(j, j->begin); }
+
+static int journal_finish(journal *j, int rc)
+{
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->commit);
+  if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
+    journal__step_done(j, j->rollback);
+  return rc;
+}
+
+static void journal_op_fail(journal *j, struct journal_op *op, int sqlite_rc, const char *what)
+{
+  op->error = journal__map_sqlite(sqlite_rc);
+  snprintf(op->message, sizeof(op->message), "%s on %s: %s (%s)", what, j->path,
+           journal_strerror(op->error), sqlite3_errstr(sqlite_rc));
+}
+
+/* ---- reading sales back ---------------------------------------------------- */
+
+static int journal_kind_parse(const char *text, enum sale_kind *kind)
+{
+  if (strcmp(text, "sale") == 0)
+    *kind = SALE_KIND_SALE;
+  else if (strcmp(text, "refund") == 0)
+    *kind = SALE_KIND_REFUND;
+  else if (strcmp(text, "void") == 0)
+    *kind = SALE_KIND_VOID;
+  else
+    return -1;
+  return 0;
+}
+
+static int journal_channel_parse(const char *text, enum sale_channel *channel)
+{
+  if (strcmp(text, "pos") == 0)
+    *channel = SALE_CHANNEL_POS;
+  else if (strcmp(text, "online") == 0)
+    *channel = SALE_CHANNEL_ONLINE;
+  else if (strcmp(text, "delivery") == 0)
+    *channel = SALE_CHANNEL_DELIVERY;
+  else if (strcmp(text, "pickup") == 0)
+    *channel = SALE_CHANNEL_PICKUP;
+  else
+    return -1;
+  return 0;
+}
+
+/* Copies column `col` (text or NULL) into `out`; -1 if it does not fit. */
+static int journal_column_text(sqlite3_stmt *stmt, int col, char *out, size_t out_size)
+{
+  const unsigned char *text = sqlite3_column_text(stmt, col);
+  size_t len = text ? (size_t)sqlite3_column_bytes(stmt, col) : 0;
+  if (len >= out_size)
+    return -1;
+  if (len)
+    memcpy(out, text, len);
+  out[len] = '\0';
+  return 0;
+}
+
+static int journal_json_text(json_t *object, const char *key, char *out, size_t out_size,
+                             int required)
+{
+  json_t *value = json_object_get(object, key);
+  const char *text;
+  size_t len;
+  if (!value) {
+    out[0] = '\0';
+    return required ? -1 : 0;
+  }
+  if (!json_is_string(value))
+    return -1;
+  text = json_string_value(value);
+  len = json_string_length(value);
+  if (len >= out_size)
+    return -1;
+  memcpy(out, text, len + 1);
+  return 0;
+}
+
+static int journal_json_int(json_t *object, const char *key, int64_t *out)
+{
+  json_t *value = json_object_get(object, key);
+  if (!json_is_integer(value))
+    return -1;
+  *out = (int64_t)json_integer_value(value);
+  return 0;
+}
+
+/* Lines and payments from the JSON text journal_lines_json wrote. */
+static int journal_parse_items(struct sale *sale, const char *lines_text, const char *payments_text)
+{
+  json_t *lines = json_loads(lines_text, JSON_REJECT_DUPLICATES, NULL);
+  json_t *payments = json_loads(payments_text, JSON_REJECT_DUPLICATES, NULL);
+  int rc = -1;
+
+  if (!json_is_array(lines) || !json_is_array(payments) || json_array_size(lines) == 0 ||
+      json_array_size(lines) > SALE_LINES_MAX || json_array_size(payments) > SALE_PAYMENTS_MAX)
+    goto out;
+  sale->line_count = json_array_size(lines);
+  sale->lines = calloc(sale->line_count, sizeof(*sale->lines));
+  sale->payment_count = json_array_size(payments);
+  sale->payments = calloc(sale->payment_count ? sale->payment_count : 1, sizeof(*sale->payments));
+  if (!sale->lines || !sale->payments)
+    goto out;
+  for (size_t i = 0; i < sale->line_count; i++) {
+    json_t *item = json_array_get(lines, i);
+    struct sale_line *line = &sale->lines[i];
+    if (journal_json_text(item, "sku", line->sku, sizeof(line->sku), 1) ||
+        journal_json_text(item, "promo_id", line->promo_id, sizeof(line->promo_id), 0) ||
+        journal_json_int(item, "qty", &line->qty) ||
+        journal_json_int(item, "unit_price", &line->unit_price) ||
+        journal_json_int(item, "discount", &line->discount) ||
+        journal_json_int(item, "tax", &line->tax))
+      goto out;
+  }
+  for (size_t i = 0; i < sale->payment_count; i++) {
+    json_t *item = json_array_get(payments, i);
+    struct sale_payment *payment = &sale->payments[i];
+    if (journal_json_text(item, "method", payment->method, sizeof(payment->method), 1) ||
+        journal_json_int(item, "amount", &payment->amount))
+      goto out;
+  }
+  rc = 0;
+out:
+  json_decref(lines);
+  json_decref(payments);
+  return rc;
+}
+
+/* One row of JOURNAL_SQL_UNSEALED into `out`. -1: the row does not read back. */
+static int journal_read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out)
+{
+  struct sale *sale = &out->sale;
+  char kind[16], channel[16];
+  const char *lines = (const char *)sqlite3_column_text(stmt, 14);
+  const char *payments = (const char *)sqlite3_column_text(stmt, 15);
+
+  memset(out, 0, sizeof(*out));
+  out->seq = sqlite3_column_int64(stmt, 0);
+  out->received_ms = sqlite3_column_int64(stmt, 16);
+  if (journal_column_text(stmt, 1, sale->sale_id, sizeof(sale->sale_id)) ||
+      journal_column_text(stmt, 2, kind, sizeof(kind)) || journal_kind_parse(kind, &sale->kind) ||
+      journal_column_text(stmt, 3, sale->original_sale_id, sizeof(sale->original_sale_id)) ||
+      journal_column_text(stmt, 4, sale->terminal_id, sizeof(sale->terminal_id)) ||
+      journal_column_text(stmt, 5, sale->cashier_id, sizeof(sale->cashier_id)) ||
+      journal_column_text(stmt, 6, channel, sizeof(channel)) ||
+      journal_channel_parse(channel, &sale->channel) ||
+      journal_column_text(stmt, 7, sale->delivery_partner, sizeof(sale->delivery_partner)) ||
+      journal_column_text(stmt, 8, sale->business_time, sizeof(sale->business_time)) ||
+      journal_column_text(stmt, 11, sale->currency, sizeof(sale->currency)))
+    return -1;
+  sale->business_time_ms = sqlite3_column_int64(stmt, 9);
+  sale->utc_offset_minutes = sqlite3_column_int(stmt, 10);
+  sale->currency_exponent = (unsigned)sqlite3_column_int(stmt, 12);
+  sale->total = sqlite3_column_int64(stmt, 13);
+  if (!lines || !payments || journal_parse_items(sale, lines, payments))
+    return -1;
+  return 0;
+}
+
+static void journal_free_seal_sales(struct journal_seal_sale *sales, size_t count)
+{
+  if (!sales)
+    return;
+  for (size_t i = 0; i < count; i++)
+    sale_clear(&sales[i].sale);
+  free(sales);
+}
+
+/* ---- NEXT_BATCH ------------------------------------------------------------ */
+
+/* Loads batch op->batch_seq if it exists (found = 1), counting the attempt. */
+static int journal_load_batch(journal *j, struct journal_op *op, int64_t now_ms, int *found)
+{
+  sqlite3_stmt *get = j->get_batch;
+  int rc;
+
+  *found = 0;
+  sqlite3_bind_int64(get, 1, op->batch_seq);
+  rc = sqlite3_step(get);
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(get);
+    return SQLITE_OK;
+  }
+  if (rc != SQLITE_ROW) {
+    rc = sqlite3_extended_errcode(j->db);
+    sqlite3_reset(get);
+    return rc;
+  }
+  op->batch.batch_seq = op->batch_seq;
+  op->batch.first_seq = sqlite3_column_int64(get, 0);
+  op->batch.last_seq = sqlite3_column_int64(get, 1);
+  op->batch.sale_count = (uint32_t)sqlite3_column_int64(get, 2);
+  op->batch.body_len = (size_t)sqlite3_column_bytes(get, 3);
+  op->batch.body = malloc(op->batch.body_len ? op->batch.body_len : 1);
+  if (!op->batch.body) {
+    sqlite3_reset(get);
+    return SQLITE_NOMEM;
+  }
+  if (op->batch.body_len)
+    memcpy(op->batch.body, sqlite3_column_blob(get, 3), op->batch.body_len);
+  op->batch.created_ms = sqlite3_column_int64(get, 4);
+  op->batch.attempts = sqlite3_column_int64(get, 5) + 1;
+  op->batch.acked_ms = sqlite3_column_type(get, 6) == SQLITE_NULL ? 0 : sqlite3_column_int64(get, 6);
+  sqlite3_reset(get);
+  *found = 1;
+
+  sqlite3_bind_int64(j->attempt_batch, 1, op->batch_seq);
+  sqlite3_bind_int64(j->attempt_batch, 2, now_ms);
+  return journal__step_done(j, j->attempt_batch);
+}
+
+/* Seals a new batch op->batch_seq from the oldest unsealed sales, inside
+ * the open transaction. sealed = 0 when there is nothing to seal. */
+static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *sealed)
+{
+  struct journal_seal_sale *sales = NULL;
+  size_t count = 0, used = 0;
+  uint8_t *body = NULL;
+  size_t body_len = 0;
+  int rc;
+
+  *sealed = 0;
+  sqlite3_bind_int64(j->has_unsealed, 1, op->seal_upto_seq);
+  rc = sqlite3_step(j->has_unsealed);
+  sqlite3_reset(j->has_unsealed);
+  if (rc == SQLITE_DONE)
+    return SQLITE_OK;
+  if (rc != SQLITE_ROW)
+    return sqlite3_extended_errcode(j->db);
+
+  sales = calloc(op->max_sales, sizeof(*sales));
+  if (!sales)
+    return SQLITE_NOMEM;
+  sqlite3_bind_int64(j->unsealed, 1, (sqlite3_int64)op->max_sales);
+  while ((rc = sqlite3_step(j->unsealed)) == SQLITE_ROW && count < op->max_sales) {
+    if (journal_read_sale(j->unsealed, &sales[count])) {
+      int64_t seq = sales[count].seq;
+      sale_clear(&sales[count].sale);
+      sqlite3_reset(j->unsealed);
+      /* A row that does not read back would block every later sale
+       * forever; say which, loudly: a person must look at the file. */
+      snprintf(op->message, sizeof(op->message),
+               "journal %s: sale seq %" PRId64 " does not read back (edited or damaged "
+               "row); nothing after it can be sent until it is repaired",
+               j->path, seq);
+      op->error = JOURNAL_ECORRUPT;
+      journal_free_seal_sales(sales, count);
+      return SQLITE_CORRUPT;
+    }
+    count++;
+  }
+  sqlite3_reset(j->unsealed);
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    journal_free_seal_sales(sales, count);
+    return sqlite3_extended_errcode(j->db);
+  }
+  if (count == 0) {
+    free(sales);
+    return SQLITE_OK;
+  }
+
+  {
+    struct journal_seal_input in = {j->stats.journal_id, op->batch_seq, now_ms, sales, count,
+                                    op->max_bytes};
+    int pack_rc = op->pack(op->pack_arg, &in, &body, &body_len, &used);
+    if (pack_rc || used == 0 || used > count) {
+      free(body);
+      journal_free_seal_sales(sales, count);
+      op->error = pack_rc ? pack_rc : JOURNAL_EINVAL;
+      snprintf(op->message, sizeof(op->message), "sealing batch %" PRId64 " of %s: %s",
+               op->batch_seq, j->path,
+               pack_rc ? journal_strerror(pack_rc) : "the packer used no sales");
+      return SQLITE_ERROR;
+    }
+  }
+
+  op->batch.batch_seq = op->batch_seq;
+  op->batch.first_seq = sales[0].seq;
+  op->batch.last_seq = sales[used - 1].seq;
+  op->batch.sale_count = (uint32_t)used;
+  op->batch.created_ms = now_ms;
+  op->batch.attempts = 1;
+  op->batch.acked_ms = 0;
+  journal_free_seal_sales(sales, count);
+
+  /* The batch row and its sales' batch_seq in one transaction: a crash
+   * leaves either both or neither. */
+  sqlite3_bind_int64(j->insert_batch, 1, op->batch.batch_seq);
+  sqlite3_bind_int64(j->insert_batch, 2, op->batch.first_seq);
+  sqlite3_bind_int64(j->insert_batch, 3, op->batch.last_seq);
+  sqlite3_bind_int64(j->insert_batch, 4, op->batch.sale_count);
+  sqlite3_bind_blob(j->insert_batch, 5, body, (int)body_len, SQLITE_STATIC);
+  sqlite3_bind_int64(j->insert_batch, 6, now_ms);
+  rc = journal__step_done(j, j->insert_batch);
+  sqlite3_clear_bindings(j->insert_batch);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->seal_sales, 1, op->batch.batch_seq);
+    sqlite3_bind_int64(j->seal_sales, 2, op->batch.first_seq);
+    sqlite3_bind_int64(j->seal_sales, 3, op->batch.last_seq);
+    rc = journal__step_done(j, j->seal_sales);
+    /* The rows read were unsealed and contiguous in seq: all must change. */
+    if (rc == SQLITE_OK && sqlite3_changes(j->db) != (int)op->batch.sale_count)
+      rc = SQLITE_CORRUPT;
+  }
+  if (rc == SQLITE_OK)
+    rc = journal_set_meta_int(j, "last_batch_seq", op->batch.batch_seq);
+  if (rc != SQLITE_OK) {
+    free(body);
+    memset(&op->batch, 0, sizeof(op->batch));
+    return rc;
+  }
+  op->batch.body = body;
+  op->batch.body_len = body_len;
+  *sealed = 1;
+  return SQLITE_OK;
+}
+
+static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms)
+{
+  int64_t last_batch_seq;
+  int found = 0, sealed = 0;
+  int rc;
+
+  pthread_mutex_lock(&j->lock);
+  last_batch_seq = j->stats.last_batch_seq;
+  pthread_mutex_unlock(&j->lock);
+
+  if (op->batch_seq <= 0 || op->batch_seq > last_batch_seq + 1) {
+    op->error = JOURNAL_ENOTFOUND;
+    snprintf(op->message, sizeof(op->message),
+             "batch %" PRId64 " asked for, but journal %s has sealed batches up to %" PRId64
+             " only",
+             op->batch_seq, j->path, last_batch_seq);
+    return;
+  }
+  rc = journal_begin(j);
+  if (rc == SQLITE_OK)
+    rc = journal_load_batch(j, op, now_ms, &found);
+  if (rc == SQLITE_OK && !found) {
+    if (op->batch_seq <= last_batch_seq) {
+      rc = journal_finish(j, SQLITE_OK);
+      op->error = JOURNAL_ENOTFOUND;
+      snprintf(op->message, sizeof(op->message),
+               "batch %" PRId64 " is no longer in journal %s: it was acknowledged and deleted "
+               "after retention",
+               op->batch_seq, j->path);
+      return;
+    }
+    if (op->seal_upto_seq > 0)
+      rc = journal_seal(j, op, now_ms, &sealed);
+  }
+  rc = journal_finish(j, rc);
+  if (rc != SQLITE_OK) {
+    journal_op_clear(op);
+    memset(&op->batch, 0, sizeof(op->batch));
+    if (!op->error)
+      journal_op_fail(j, op, rc, sealed ? "sealing a batch" : "reading a batch");
+    return;
+  }
+  op->sealed = sealed;
+  if (sealed) {
+    pthread_mutex_lock(&j->lock);
+    j->stats.last_batch_seq = op->batch.batch_seq;
+    pthread_mutex_unlock(&j->lock);
+    log_info("journal", "batch_sealed",
+             "batch_seq=%" PRId64 " first_seq=%" PRId64 " last_seq=%" PRId64
+             " sales=%u bytes=%zu",
+             op->batch.batch_seq, op->batch.first_seq, op->batch.last_seq, op->batch.sale_count,
+             op->batch.body_len);
+  }
+}
+
+/* ---- ACK ------------------------------------------------------------------------ */
+
+static void journal_ack(journal *j, struct journal_op *op, int64_t now_ms)
+{
+  int64_t acked, last_batch_seq, target, acked_last_seq = 0, oldest = 0, newly_sent = 0;
+  int rc;
+
+  pthread_mutex_lock(&j->lock);
+  acked = j->stats.acked_batch_seq;
+  last_batch_seq = j->stats.last_batch_seq;
+  acked_last_seq = j->stats.acked_last_seq;
+  pthread_mutex_unlock(&j->lock);
+
+  /* The collector cannot have acknowledged a batch this journal never
+   * sealed; clamp rather than invent one. */
+  target = op->batch_seq < last_batch_seq ? op->batch_seq : last_batch_seq;
+  rc = journal_begin(j);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->ack_batches, 1, target);
+    sqlite3_bind_int64(j->ack_batches, 2, now_ms);
+    rc = journal__step_done(j, j->ack_batches);
+    op->batches_changed = rc == SQLITE_OK ? (uint64_t)sqlite3_changes(j->db) : 0;
+  }
+  if (rc == SQLITE_OK && target > acked) {
+    sqlite3_bind_int64(j->sales_in_batches, 1, acked);
+    sqlite3_bind_int64(j->sales_in_batches, 2, target);
+    rc = sqlite3_step(j->sales_in_batches);
+    newly_sent = rc == SQLITE_ROW ? sqlite3_column_int64(j->sales_in_batches, 0) : 0;
+    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+    sqlite3_reset(j->sales_in_batches);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_int64(j->get_batch, 1, target);
+      rc = sqlite3_step(j->get_batch);
+      if (rc == SQLITE_ROW) {
+        acked_last_seq = sqlite3_column_int64(j->get_batch, 1);
+        rc = SQLITE_OK;
+      } else {
+        rc = rc == SQLITE_DONE ? SQLITE_CORRUPT : sqlite3_extended_errcode(j->db);
+      }
+      sqlite3_reset(j->get_batch);
+    }
+    if (rc == SQLITE_OK)
+      rc = journal_set_meta_int(j, "acked_batch_seq", target);
+    if (rc == SQLITE_OK)
+      rc = journal_set_meta_int(j, "acked_last_seq", acked_last_seq);
+    if (rc == SQLITE_OK)
+      rc = journal_oldest_after(j, acked_last_seq, &oldest);
+  }
+  rc = journal_finish(j, rc);
+  if (rc != SQLITE_OK) {
+    journal_op_fail(j, op, rc, "acknowledging a batch");
+    return;
+  }
+  if (target > acked) {
+    pthread_mutex_lock(&j->lock);
+    j->stats.acked_batch_seq = target;
+    j->stats.acked_last_seq = acked_last_seq;
+    j->stats.sales_unsent = j->stats.sales_unsent > (uint64_t)newly_sent
+                                ? j->stats.sales_unsent - (uint64_t)newly_sent
+                                : 0;
+    j->stats.oldest_unsent_ms = oldest;
+    j->stats.last_ack_ms = now_ms;
+    pthread_mutex_unlock(&j->lock);
+  }
+}
+
+/* ---- UNSEAL ---------------------------------------------------------------------- */
+
+static void journal_unseal(journal *j, struct journal_op *op)
+{
+  int64_t first_seq = 0, acked_ms = 0, batches = 0, acked_above = 0;
+  int found = 0;
+  int rc = journal_begin(j);
+
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->get_batch, 1, op->batch_seq);
+    rc = sqlite3_step(j->get_batch);
+    if (rc == SQLITE_ROW) {
+      found = 1;
+      first_seq = sqlite3_column_int64(j->get_batch, 0);
+      acked_ms = sqlite3_column_type(j->get_batch, 6) == SQLITE_NULL
+                     ? 0
+                     : sqlite3_column_int64(j->get_batch, 6);
+      rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+      rc = SQLITE_OK;
+    } else {
+      rc = sqlite3_extended_errcode(j->db);
+    }
+    sqlite3_reset(j->get_batch);
+  }
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->acked_above, 1, op->batch_seq);
+    rc = sqlite3_step(j->acked_above);
+    acked_above = rc == SQLITE_ROW ? sqlite3_column_int64(j->acked_above, 0) : 0;
+    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+    sqlite3_reset(j->acked_above);
+  }
+  if (rc == SQLITE_OK && (!found || acked_ms || acked_above)) {
+    journal_finish(j, SQLITE_ABORT);
+    op->error = found ? JOURNAL_EINVAL : JOURNAL_ENOTFOUND;
+    snprintf(op->message, sizeof(op->message),
+             found ? "batch %" PRId64 " of %s was acknowledged by the collector and cannot be "
+                     "sealed again"
+                   : "batch %" PRId64 " is not in journal %s",
+             op->batch_seq, j->path);
+    return;
+  }
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->unseal_sales, 1, op->batch_seq);
+    sqlite3_bind_int64(j->unseal_sales, 2, first_seq);
+    rc = journal__step_done(j, j->unseal_sales);
+    op->sales_changed = rc == SQLITE_OK ? (uint64_t)sqlite3_changes(j->db) : 0;
+  }
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->delete_unacked_from, 1, op->batch_seq);
+    rc = journal__step_done(j, j->delete_unacked_from);
+    batches = rc == SQLITE_OK ? sqlite3_changes(j->db) : 0;
+  }
+  if (rc == SQLITE_OK)
+    rc = journal_set_meta_int(j, "last_batch_seq", op->batch_seq - 1);
+  rc = journal_finish(j, rc);
+  if (rc != SQLITE_OK) {
+    op->sales_changed = 0;
+    journal_op_fail(j, op, rc, "unsealing batches");
+    return;
+  }
+  op->batches_changed = (uint64_t)batches;
+  pthread_mutex_lock(&j->lock);
+  j->stats.last_batch_seq = op->batch_seq - 1;
+  pthread_mutex_unlock(&j->lock);
+  log_warn("journal", "batches_unsealed", "from_batch_seq=%" PRId64 " batches=%" PRId64
+           " sales=%llu", op->batch_seq, batches, (unsigned long long)op->sales_changed);
+}
+
+/* ---- RETENTION --------------------------------------------------------------------- */
+
+int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
+                             uint64_t *sales_deleted, uint64_t *batches_deleted,
+                             char *message, size_t message_size)
+{
+  int64_t seqs[JOURNAL_RETENTION_CHUNK][3];
+  int64_t acked;
+  uint64_t sales = 0;
+  size_t count = 0;
+  int rc;
+
+  if (retention_ms <= 0)
+    return 0;
+  pthread_mutex_lock(&j->lock);
+  acked = j->stats.acked_batch_seq;
+  pthread_mutex_unlock(&j->lock);
+
+  rc = journal_begin(j);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->expired_batches, 1, now_ms - retention_ms);
+    sqlite3_bind_int64(j->expired_batches, 2, acked);
+    sqlite3_bind_int64(j->expired_batches, 3, JOURNAL_RETENTION_CHUNK);
+    while ((rc = sqlite3_step(j->expired_batches)) == SQLITE_ROW &&
+           count < JOURNAL_RETENTION_CHUNK) {
+      for (int c = 0; c < 3; c++)
+        seqs[count][c] = sqlite3_column_int64(j->expired_batches, c);
+      count++;
+    }
+    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+    sqlite3_reset(j->expired_batches);
+  }
+  for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
+    sqlite3_bind_int64(j->delete_batch_sales, 1, seqs[i][1]);
+    sqlite3_bind_int64(j->delete_batch_sales, 2, seqs[i][2]);
+    sqlite3_bind_int64(j->delete_batch_sales, 3, seqs[i][0]);
+    rc = journal__step_done(j, j->delete_batch_sales);
+    if (rc == SQLITE_OK) {
+      sales += (uint64_t)sqlite3_changes(j->db);
+      sqlite3_bind_int64(j->delete_batch, 1, seqs[i][0]);
+      rc = journal__step_done(j, j->delete_batch);
+    }
+  }
+  rc = journal_finish(j, rc);
+  if (rc != SQLITE_OK) {
+    snprintf(message, message_size, "retention on %s: %s (%s)", j->path,
+             journal_strerror(journal__map_sqlite(rc)), sqlite3_errstr(rc));
+    return journal__map_sqlite(rc);
+  }
+  *sales_deleted += sales;
+  *batches_deleted += count;
+  if (count) {
+    pthread_mutex_lock(&j->lock);
+    j->stats.sales_journaled = j->stats.sales_journaled > sales ? j->stats.sales_journaled - sales : 0;
+    pthread_mutex_unlock(&j->lock);
+  }
+  return count == JOURNAL_RETENTION_CHUNK ? 1 : 0;
+}
+
+static void journal_retention(journal *j, struct journal_op *op, int64_t now_ms)
+{
+  int64_t retention_ms = op->retention_ms > 0 ? op->retention_ms : j->retention_ms;
+  int rc;
+  do {
+    rc = journal__retention_chunk(j, now_ms, retention_ms, &op->sales_changed,
+                                  &op->batches_changed, op->message, sizeof(op->message));
+  } while (rc == 1);
+  if (rc < 0)
+    op->error = rc;
+}
+
+void journal__run_op(journal *j, struct journal_op *op)
+{
+  int64_t now_ms = op->now_ms ? op->now_ms : clock_wall_ms();
+
+  /* The uplink may use the reserve that sales may not. */
+  journal__set_page_limit(j, j->max_pages);
+  switch (op->kind) {
+  case JOURNAL_OP_NEXT_BATCH:
+    journal_next_batch(j, op, now_ms);
+    break;
+  case JOURNAL_OP_ACK:
+    journal_ack(j, op, now_ms);
+    break;
+  case JOURNAL_OP_UNSEAL:
+    journal_unseal(j, op);
+    break;
+  case JOURNAL_OP_RETENTION:
+    journal_retention(j, op, now_ms);
+    break;
+  }
+  if (op->error) {
+    char quoted[300];
+    log_error("journal", "op_failed", "kind=%d batch_seq=%" PRId64 " error=%s reason=%s",
+              (int)op->kind, op->batch_seq, journal_strerror(op->error),
+              log_quote(op->message, quoted, sizeof(quoted)));
+  }
+}

@@ -1,0 +1,106 @@
+/*
+ * journal_int.h - the journal's insides, shared by journal.c (open,
+ * migrations, the writer thread, sale writes) and journal_batch.c (the
+ * uplink's operations). For the journal's own files only.
+ */
+#ifndef AGENT_JOURNAL_INT_H
+#define AGENT_JOURNAL_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "journal/journal.h"
+
+/* Retention deletes at most this many batches per transaction, so sale
+ * writes never wait long behind it. */
+#define JOURNAL_RETENTION_CHUNK 64
+
+struct journal {
+  sqlite3 *db;
+  char *path;
+  unsigned group_commit_max;
+  int64_t retention_ms;
+
+  /* Prepared once at open, reset after each use; used by the writer only. */
+  sqlite3_stmt *insert_sale;
+  sqlite3_stmt *find_sale;
+  sqlite3_stmt *begin;
+  sqlite3_stmt *commit;
+  sqlite3_stmt *rollback;
+  sqlite3_stmt *savepoint;
+  sqlite3_stmt *release;
+  sqlite3_stmt *rollback_to;
+  sqlite3_stmt *page_count;
+  sqlite3_stmt *set_meta;
+  sqlite3_stmt *oldest_unsent;
+  sqlite3_stmt *unsealed;
+  sqlite3_stmt *has_unsealed;
+  sqlite3_stmt *insert_batch;
+  sqlite3_stmt *seal_sales;
+  sqlite3_stmt *get_batch;
+  sqlite3_stmt *attempt_batch;
+  sqlite3_stmt *ack_batches;
+  sqlite3_stmt *sales_in_batches;
+  sqlite3_stmt *acked_above;
+  sqlite3_stmt *unseal_sales;
+  sqlite3_stmt *delete_unacked_from;
+  sqlite3_stmt *expired_batches;
+  sqlite3_stmt *delete_batch_sales;
+  sqlite3_stmt *delete_batch;
+  int64_t page_size;
+  int64_t max_pages;      /* journal.max_size in pages; 0 = no limit */
+  int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */
+  int64_t page_limit_now; /* max_page_count in force on the connection */
+
+  /* Writer thread only: the journal was found full (new sales refused). */
+  int full;
+  uint64_t full_checked_ms;
+
+  pthread_t writer;
+  int writer_started;
+
+  /* Guarded by lock: the queues, the finished lists, the counters. */
+  pthread_mutex_t lock;
+  pthread_cond_t wake; /* on CLOCK_MONOTONIC, for the retention timeout */
+  struct journal_write *queue_head, *queue_tail;
+  struct journal_write *done_head, *done_tail;
+  struct journal_op *op_head, *op_tail;
+  struct journal_op *op_done_head, *op_done_tail;
+  int stopping;
+  struct journal_stats stats;
+
+  /* Writer thread only: when retention runs next (monotonic ms). */
+  uint64_t retention_due_ms;
+
+  uv_async_t done_async; /* lives inside the journal; freed in its close_cb */
+};
+
+/* Maps an SQLite result code to a journal_error. */
+int journal__map_sqlite(int sqlite_rc);
+
+/* Steps a statement that returns no rows and resets it: SQLITE_OK or the
+ * extended error code. Writer thread. */
+int journal__step_done(journal *j, sqlite3_stmt *stmt);
+
+/* Sets PRAGMA max_page_count to `pages` unless it is 0 or already so.
+ * SQLITE_OK or an error code. Writer thread (or the opening thread). */
+int journal__set_page_limit(journal *j, int64_t pages);
+
+/* Runs `op` in its own transaction(s) on the writer thread, filling its
+ * outputs and updating the counters. */
+void journal__run_op(journal *j, struct journal_op *op);
+
+/* One retention pass of at most JOURNAL_RETENTION_CHUNK batches, as of
+ * `now_ms`. Returns 1 if more may be due, 0 when done, or a negative
+ * journal_error (with `message` set). Writer thread. */
+int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
+                             uint64_t *sales_deleted, uint64_t *batches_deleted,
+                             char *message, size_t message_size);
+
+/* Reads the uplink's cursor (meta) and the unsent counters into j->stats.
+ * On the opening thread, before the writer starts. Returns 0 or -1. */
+int journal__load_batch_stats(journal *j);
+
+#endif

@@ -1,0 +1,26 @@
+/*
+ * status_actions.h - what the store manager may do from the status page:
+ * POST /actions/push (send unsent sales now). Actions need the manager's
+ * password: HTTP Basic authentication, any user name, the password being
+ * the first line of [api] manager_password_file (read at each request, so
+ * a new password needs no restart).
+ */
+#ifndef AGENT_STATUS_ACTIONS_H
+#define AGENT_STATUS_ACTIONS_H
+
+#include "platform/http_server.h"
+#include "uplink/uplink.h"
+
+struct status_actions_options {
+  const char *password_file; /* "" = actions disabled */
+  uplink *uplink;            /* NULL when the uplink is off; borrowed */
+};
+
+/*
+ * Handles POST /actions/push: 202 {"push":"started"}; 401 without the
+ * right password; 403 when no password file is configured; 409 when the
+ * uplink is off; 503 when the password file cannot be read.
+ */
+void status_actions_push(const struct status_actions_options *options, http_exchange *exchange);
+
+#endif

@@ -1,0 +1,223 @@
+/*
+ * batcher.c - journal rows to a zstd-compressed pos.v1.Batch, size-capped.
+ */
+#include "uplink/batcher.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "platform/log.h"
+#include "proto/codec.h"
+
+int batcher_identity_init(struct batcher_identity *identity, const char *store_id,
+                          const char *device_id, int zstd_level)
+{
+  memset(identity, 0, sizeof(*identity));
+  if (strlen(store_id) > BATCHER_ID_MAX || strlen(device_id) > BATCHER_ID_MAX)
+    return -1;
+  memcpy(identity->store_id, store_id, strlen(store_id) + 1);
+  memcpy(identity->device_id, device_id, strlen(device_id) + 1);
+  snprintf(identity->agent_version, sizeof(identity->agent_version), "%s", POS_VERSION);
+  identity->zstd_level = zstd_level;
+  return 0;
+}
+
+static int batcher_hex_digit(char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+int batcher_journal_id_bytes(const char *hex, uint8_t out[16])
+{
+  if (!hex || strlen(hex) != 32)
+    return -1;
+  for (size_t i = 0; i < 16; i++) {
+    int high = batcher_hex_digit(hex[2 * i]), low = batcher_hex_digit(hex[2 * i + 1]);
+    if (high < 0 || low < 0)
+      return -1;
+    out[i] = (uint8_t)(high << 4 | low);
+  }
+  return 0;
+}
+
+/* protobuf-c wants char * for strings it only reads. */
+static char *batcher_text(const char *text) { return (char *)(uintptr_t)text; }
+
+/* The protobuf view of every sale, pointing into the journal's rows. */
+struct batcher_messages {
+  Pos__V1__Sale *sales;
+  Pos__V1__Sale **sale_ptrs;
+  Pos__V1__SaleLine *lines;
+  Pos__V1__SaleLine **line_ptrs;
+  Pos__V1__Payment *payments;
+  Pos__V1__Payment **payment_ptrs;
+};
+
+static void batcher_messages_free(struct batcher_messages *m)
+{
+  free(m->sales);
+  free(m->sale_ptrs);
+  free(m->lines);
+  free(m->line_ptrs);
+  free(m->payments);
+  free(m->payment_ptrs);
+}
+
+static int batcher_messages_build(struct batcher_messages *m, const struct batcher_identity *id,
+                                  const struct journal_seal_sale *rows, size_t count)
+{
+  size_t line_total = 0, payment_total = 0, line_at = 0, payment_at = 0;
+
+  memset(m, 0, sizeof(*m));
+  for (size_t i = 0; i < count; i++) {
+    line_total += rows[i].sale.line_count;
+    payment_total += rows[i].sale.payment_count;
+  }
+  m->sales = calloc(count, sizeof(*m->sales));
+  m->sale_ptrs = calloc(count, sizeof(*m->sale_ptrs));
+  m->lines = calloc(line_total ? line_total : 1, sizeof(*m->lines));
+  m->line_ptrs = calloc(line_total ? line_total : 1, sizeof(*m->line_ptrs));
+  m->payments = calloc(payment_total ? payment_total : 1, sizeof(*m->payments));
+  m->payment_ptrs = calloc(payment_total ? payment_total : 1, sizeof(*m->payment_ptrs));
+  if (!m->sales || !m->sale_ptrs || !m->lines || !m->line_ptrs || !m->payments ||
+      !m->payment_ptrs) {
+    batcher_messages_free(m);
+    return -1;
+  }
+  for (size_t i = 0; i < count; i++) {
+    const struct sale *sale = &rows[i].sale;
+    Pos__V1__Sale *msg = &m->sales[i];
+
+    pos__v1__sale__init(msg);
+    msg->sale_id = batcher_text(sale->sale_id);
+    msg->kind = (Pos__V1__SaleKind)sale->kind;
+    msg->original_sale_id = batcher_text(sale->original_sale_id);
+    msg->terminal_id = batcher_text(sale->terminal_id);
+    msg->cashier_id = batcher_text(sale->cashier_id);
+    msg->channel = (Pos__V1__Channel)sale->channel;
+    msg->delivery_partner = batcher_text(sale->delivery_partner);
+    msg->business_time_ms = sale->business_time_ms;
+    msg->utc_offset_minutes = sale->utc_offset_minutes;
+    msg->currency = batcher_text(sale->currency);
+    msg->currency_exponent = sale->currency_exponent;
+    msg->total = sale->total;
+    msg->lines = &m->line_ptrs[line_at];
+    msg->n_lines = sale->line_count;
+    for (size_t l = 0; l < sale->line_count; l++, line_at++) {
+      Pos__V1__SaleLine *line = &m->lines[line_at];
+      pos__v1__sale_line__init(line);
+      line->sku = batcher_text(sale->lines[l].sku);
+      line->quantity = sale->lines[l].qty;
+      line->unit_price = sale->lines[l].unit_price;
+      line->discount = sale->lines[l].discount;
+      line->promo_id = batcher_text(sale->lines[l].promo_id);
+      line->tax = sale->lines[l].tax;
+      m->line_ptrs[line_at] = line;
+    }
+    msg->payments = &m->payment_ptrs[payment_at];
+    msg->n_payments = sale->payment_count;
+    for (size_t p = 0; p < sale->payment_count; p++, payment_at++) {
+      Pos__V1__Payment *payment = &m->payments[payment_at];
+      pos__v1__payment__init(payment);
+      payment->method = batcher_text(sale->payments[p].method);
+      payment->amount = sale->payments[p].amount;
+      m->payment_ptrs[payment_at] = payment;
+    }
+    /* What the agent adds: the collector keys exactly-once on
+     * (store, journal, seq). */
+    msg->store_id = batcher_text(id->store_id);
+    msg->seq = (uint64_t)rows[i].seq;
+    msg->received_ms = rows[i].received_ms;
+    m->sale_ptrs[i] = msg;
+  }
+  return 0;
+}
+
+/* Packs the first `count` sales. */
+static int batcher_pack_count(const struct batcher_identity *id,
+                              const struct journal_seal_input *in, const uint8_t journal_id[16],
+                              struct batcher_messages *m, size_t count, uint8_t **body,
+                              size_t *body_len)
+{
+  Pos__V1__Batch batch = POS__V1__BATCH__INIT;
+  Pos__V1__BatchEnvelope envelope = POS__V1__BATCH_ENVELOPE__INIT;
+
+  envelope.store_id = batcher_text(id->store_id);
+  envelope.device_id = batcher_text(id->device_id);
+  envelope.journal_id.data = (uint8_t *)(uintptr_t)journal_id;
+  envelope.journal_id.len = 16;
+  envelope.batch_seq = (uint64_t)in->batch_seq;
+  envelope.kind = POS__V1__BATCH_KIND__BATCH_KIND_LIVE;
+  envelope.created_ms = in->created_ms;
+  envelope.agent_version = batcher_text(id->agent_version);
+  envelope.first_seq = (uint64_t)in->sales[0].seq;
+  envelope.last_seq = (uint64_t)in->sales[count - 1].seq;
+  envelope.sale_count = (uint32_t)count;
+  batch.envelope = &envelope;
+  batch.sales = m->sale_ptrs;
+  batch.n_sales = count;
+  /* Inventory deltas: the schema has them, but recipes (menu item -> raw
+   * materials) do not exist in the agent yet, so there is nothing to
+   * derive them from; the batch carries none until they do. */
+  batch.n_inventory_deltas = 0;
+  return proto_batch_pack(&batch, id->zstd_level, body, body_len);
+}
+
+int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **body,
+                 size_t *body_len, size_t *used)
+{
+  const struct batcher_identity *id = pack_arg;
+  struct batcher_messages m;
+  uint8_t journal_id[16];
+  size_t count = in->count;
+  int rc;
+
+  *body = NULL;
+  *body_len = 0;
+  *used = 0;
+  if (in->count == 0 || batcher_journal_id_bytes(in->journal_id, journal_id))
+    return JOURNAL_EINVAL;
+  if (batcher_messages_build(&m, id, in->sales, in->count))
+    return JOURNAL_ENOMEM;
+  for (;;) {
+    uint8_t *packed = NULL;
+    size_t packed_len = 0;
+    size_t smaller;
+
+    rc = batcher_pack_count(id, in, journal_id, &m, count, &packed, &packed_len);
+    if (rc) {
+      rc = rc == PROTO_ENOMEM ? JOURNAL_ENOMEM : JOURNAL_EINVAL;
+      break;
+    }
+    if (packed_len <= in->max_bytes || count == 1) {
+      if (packed_len > in->max_bytes)
+        log_warn("batcher", "sale_over_cap",
+                 "seq=%lld bytes=%zu max_batch_bytes=%zu reason=\"one sale is larger than "
+                 "the batch cap; it is sent alone\"",
+                 (long long)in->sales[0].seq, packed_len, in->max_bytes);
+      *body = packed;
+      *body_len = packed_len;
+      *used = count;
+      break;
+    }
+    free(packed);
+    /* Over the cap: scale the count by how far over it is, with a 10%
+     * margin since compression is not linear, and always by at least one,
+     * so this ends after a few tries. */
+    smaller = (size_t)((double)count * (double)in->max_bytes / (double)packed_len * 0.9);
+    if (smaller >= count)
+      smaller = count - 1;
+    if (smaller == 0)
+      smaller = 1;
+    count = smaller;
+  }
+  batcher_messages_free(&m);
+  return rc;
+}

@@ -1,0 +1,53 @@
+/*
+ * batcher.h - what a batch is made of on the wire: sales read back from the
+ * journal become a pos.v1.Batch (envelope + sales), serialised and
+ * zstd-compressed with proto_batch_pack, within a size cap.
+ *
+ * batcher_pack is the journal_pack_fn the uplink hands to
+ * JOURNAL_OP_NEXT_BATCH: it runs on the journal's writer thread and reads
+ * only its arguments and the (immutable) batcher identity, so it needs no
+ * lock. The journal stores the bytes it returns and the uplink sends exactly
+ * those bytes, on the first attempt and every retry.
+ */
+#ifndef AGENT_UPLINK_BATCHER_H
+#define AGENT_UPLINK_BATCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journal/journal.h"
+
+#define BATCHER_ID_MAX 64
+
+/* Who the batches are from. Set once before the first seal, then only read. */
+struct batcher_identity {
+  char store_id[BATCHER_ID_MAX + 1];
+  char device_id[BATCHER_ID_MAX + 1];
+  char agent_version[32];
+  int zstd_level; /* 1..19 */
+};
+
+/*
+ * Fills `identity` (store and device are copied, truncated never: returns
+ * -1 if either is longer than BATCHER_ID_MAX). Returns 0 or -1.
+ */
+int batcher_identity_init(struct batcher_identity *identity, const char *store_id,
+                          const char *device_id, int zstd_level);
+
+/*
+ * journal_pack_fn: packs the first *used of in->sales into one body of at
+ * most in->max_bytes (all of them if they fit; otherwise the most that fit,
+ * found by shrinking; one sale is packed whatever its size, so a batch can
+ * always be made). `pack_arg` is a const struct batcher_identity *.
+ * Envelope: store_id, device_id, journal_id (16 bytes), batch_seq, kind
+ * live, created_ms, agent_version, first/last seq, sale_count; each sale
+ * carries seq, received_ms and store_id. Inventory deltas stay empty.
+ * Returns 0, or JOURNAL_ENOMEM / JOURNAL_EINVAL (a bad journal id).
+ */
+int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **body,
+                 size_t *body_len, size_t *used);
+
+/* Parses 32 hex digits into 16 bytes. Returns 0 or -1. */
+int batcher_journal_id_bytes(const char *hex, uint8_t out[16]);
+
+#endif

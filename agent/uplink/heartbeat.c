@@ -1,0 +1,180 @@
+/*
+ * heartbeat.c - POST /v1/heartbeat every heartbeat_interval: a small
+ * pos.v1.Heartbeat (queue depth, oldest unsent age, disk free, versions,
+ * the device clock, where the journal stands) so head office sees which
+ * stores are alive and how far behind they are; and the head-office
+ * commands that come back in its answer (and in every BatchAck).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "platform/clock.h"
+#include "platform/disk.h"
+#include "platform/log.h"
+#include "uplink/uplink_int.h"
+
+/* A device clock further than this from the collector's is logged. */
+#define UPLINK_CLOCK_DRIFT_WARN_MS (5 * 60 * 1000)
+
+static void uplink_on_heartbeat_answer(struct uplink_http_request *req);
+
+static void uplink_on_heartbeat_timer(uv_timer_t *timer)
+{
+  uplink *u = timer->data;
+  uplink__heartbeat_send(u);
+}
+
+void uplink__heartbeat_start(uplink *u, uint64_t first_ms)
+{
+  if (u->heartbeat_interval_ms <= 0)
+    return;
+  uv_timer_start(&u->heartbeat_timer, uplink_on_heartbeat_timer, first_ms,
+                 (uint64_t)u->heartbeat_interval_ms);
+}
+
+void uplink__heartbeat_send(uplink *u)
+{
+  Pos__V1__Heartbeat heartbeat = POS__V1__HEARTBEAT__INIT;
+  struct uplink_http_request *req = &u->heartbeat_req;
+  struct journal_stats stats;
+  uint8_t journal_id[16];
+  uint64_t disk_free = 0;
+  int64_t now = clock_wall_ms();
+  size_t len;
+
+  if (u->closing || u->heartbeat_busy)
+    return;
+  journal_get_stats(u->journal, &stats);
+  if (u->journal_path[0] && disk_free_bytes(u->journal_path, &disk_free))
+    disk_free = 0;
+  heartbeat.store_id = u->identity.store_id;
+  heartbeat.device_id = u->identity.device_id;
+  if (batcher_journal_id_bytes(stats.journal_id, journal_id) == 0) {
+    heartbeat.journal_id.data = journal_id;
+    heartbeat.journal_id.len = sizeof(journal_id);
+  }
+  heartbeat.unsent_sales = stats.sales_unsent;
+  heartbeat.oldest_unsent_age_s =
+      stats.oldest_unsent_ms && now > stats.oldest_unsent_ms ? (now - stats.oldest_unsent_ms) / 1000
+                                                             : 0;
+  heartbeat.disk_free_bytes = disk_free;
+  heartbeat.agent_version = u->identity.agent_version;
+  heartbeat.firmware_version = u->firmware_version;
+  heartbeat.device_clock_ms = now;
+  heartbeat.last_seq = (uint64_t)stats.last_seq;
+  heartbeat.acked_batch_seq = (uint64_t)stats.acked_batch_seq;
+  heartbeat.journaled_sales = stats.sales_journaled;
+
+  free(u->heartbeat_body);
+  len = pos__v1__heartbeat__get_packed_size(&heartbeat);
+  u->heartbeat_body = malloc(len ? len : 1);
+  if (!u->heartbeat_body)
+    return;
+  pos__v1__heartbeat__pack(&heartbeat, u->heartbeat_body);
+
+  memset(req, 0, sizeof(*req));
+  req->url = u->heartbeat_url;
+  req->content_type = "application/x-protobuf";
+  req->body = u->heartbeat_body;
+  req->body_len = len;
+  req->done = uplink_on_heartbeat_answer;
+  req->user = u;
+  if (uplink_http_start(u->http, req)) {
+    uplink__error(u, 0, "POST %s: %s", u->heartbeat_url, req->error);
+    return;
+  }
+  u->heartbeat_busy = 1;
+}
+
+static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
+{
+  uplink *u = req->user;
+  Pos__V1__HeartbeatAck *ack;
+
+  u->heartbeat_busy = 0;
+  free(u->heartbeat_body);
+  u->heartbeat_body = NULL;
+  if (u->closing) {
+    uplink_http_request_clear(req);
+    return;
+  }
+  if (req->failed) {
+    uplink__error(u, 0, "POST /v1/heartbeat: %s", req->error);
+    uplink_http_request_clear(req);
+    return;
+  }
+  if (req->status != 200) {
+    char text[200];
+    size_t n = 0;
+    for (size_t i = 0; i < req->response_len && n + 1 < sizeof(text); i++) {
+      unsigned char c = req->response[i];
+      text[n++] = (char)(c >= 0x20 && c < 0x7f ? c : ' ');
+    }
+    text[n] = '\0';
+    uplink__error(u, req->status == 400 || req->status == 403, "POST %s: %ld%s%s",
+                  u->heartbeat_url, req->status, n ? ": " : "", text);
+    uplink_http_request_clear(req);
+    return;
+  }
+  u->status.last_heartbeat_ms = clock_wall_ms();
+  ack = pos__v1__heartbeat_ack__unpack(NULL, req->response_len, req->response);
+  uplink_http_request_clear(req);
+  if (!ack)
+    return;
+  if (ack->server_clock_ms) {
+    int64_t drift = u->status.last_heartbeat_ms - ack->server_clock_ms;
+    if (drift > UPLINK_CLOCK_DRIFT_WARN_MS || drift < -UPLINK_CLOCK_DRIFT_WARN_MS)
+      log_warn("uplink", "clock_drift",
+               "device_minus_collector_ms=%" PRId64
+               " reason=\"the device clock is off; received times will be too\"",
+               drift);
+  }
+  uplink__commands(u, ack->n_commands, ack->commands);
+  pos__v1__heartbeat_ack__free_unpacked(ack, NULL);
+}
+
+/* 1 if `command_id` was acted on lately (commands stay pending and come back
+ * in every answer until head office clears them); otherwise remembers it. */
+static int uplink_seen_command(uplink *u, const char *command_id)
+{
+  size_t slots = sizeof(u->handled_commands) / sizeof(u->handled_commands[0]);
+  if (!command_id || !command_id[0])
+    return 0;
+  for (size_t i = 0; i < slots; i++) {
+    if (strcmp(u->handled_commands[i], command_id) == 0)
+      return 1;
+  }
+  snprintf(u->handled_commands[u->handled_next], sizeof(u->handled_commands[0]), "%s",
+           command_id);
+  u->handled_next = (u->handled_next + 1) % (unsigned)slots;
+  return 0;
+}
+
+void uplink__commands(uplink *u, size_t n_commands, Pos__V1__Command **commands)
+{
+  for (size_t i = 0; i < n_commands; i++) {
+    const Pos__V1__Command *command = commands[i];
+    char quoted[160];
+    if (uplink_seen_command(u, command->command_id))
+      continue;
+    switch (command->command_case) {
+    case POS__V1__COMMAND__COMMAND_PUSH_NOW:
+      log_info("uplink", "command", "command_id=%s kind=push_now issued_by=%s",
+               command->command_id, log_quote(command->issued_by, quoted, sizeof(quoted)));
+      uplink_push_now(u, "collector");
+      break;
+    case POS__V1__COMMAND__COMMAND_RESYNC:
+      log_warn("uplink", "command",
+               "command_id=%s kind=resync resync_id=%s reason=\"replay batches are not "
+               "implemented in this agent version; the command is ignored\"",
+               command->command_id, command->resync ? command->resync->resync_id : "-");
+      break;
+    default:
+      log_warn("uplink", "command", "command_id=%s kind=unknown reason=\"ignored\"",
+               command->command_id);
+      break;
+    }
+  }
+}

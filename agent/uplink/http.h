@@ -1,0 +1,88 @@
+/*
+ * http.h - HTTP requests to the collector with libcurl's multi socket
+ * interface on a libuv loop: curl tells us which sockets to watch
+ * (CURLMOPT_SOCKETFUNCTION -> one uv_poll_t per socket) and when to call it
+ * back (CURLMOPT_TIMERFUNCTION -> one uv_timer_t); libuv tells curl when a
+ * socket is ready. Nothing here blocks the loop; name resolution runs in
+ * curl's own resolver thread.
+ *
+ * Every request is a POST of a borrowed body, over mutual TLS when the URL
+ * is https (the device certificate and key, the server verified against the
+ * CA file), TLS 1.2 or newer, with keep-alive: connections and TLS sessions
+ * are kept by the client between requests.
+ *
+ * Threading: everything on the loop thread.
+ */
+#ifndef AGENT_UPLINK_HTTP_H
+#define AGENT_UPLINK_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct uplink_http_options {
+  const char *cert_file; /* PEM client certificate; "" = none */
+  const char *key_file;  /* PEM private key; "" = none */
+  const char *ca_file;   /* PEM CAs for the server certificate; "" = the system's */
+  int64_t connect_timeout_ms;
+  int64_t request_timeout_ms;
+  size_t max_response_bytes; /* a longer answer fails the request */
+};
+
+typedef struct uplink_http uplink_http;
+
+struct uplink_http_request {
+  /* In: borrowed until done() is called (or the request is cancelled). */
+  const char *url;
+  const char *content_type;
+  const char *content_encoding; /* NULL = none */
+  const uint8_t *body;
+  size_t body_len;
+  void (*done)(struct uplink_http_request *req); /* on the loop thread */
+  void *user;
+
+  /* Out, valid in done() until uplink_http_request_clear(). */
+  int failed;            /* 1: no HTTP answer (network, TLS, timeout); see error */
+  long status;           /* HTTP status when !failed */
+  int64_t retry_after_s; /* Retry-After in seconds, -1 = none */
+  uint8_t *response;     /* the answer's body (owned; freed by _clear) */
+  size_t response_len;
+  char error[512];       /* with failed: "host:port: what went wrong: detail" */
+
+  /* The client's own. */
+  struct uplink_http_request *next_active;
+  void *easy;
+  void *headers;
+  uplink_http *http;
+  size_t response_cap;
+  int overflow;
+  char curl_error[256];
+};
+
+/*
+ * Creates the client on `loop`. Returns it, or NULL with `err` set. The
+ * option strings are copied.
+ */
+uplink_http *uplink_http_create(uv_loop_t *loop, const struct uplink_http_options *options,
+                                char *err, size_t err_size);
+
+/*
+ * Starts `req` (its Out fields are reset). Returns 0, and req->done will be
+ * called on the loop thread; or -1 (out of memory, or closing) with
+ * req->error set, and done is never called.
+ */
+int uplink_http_start(uplink_http *http, struct uplink_http_request *req);
+
+/* Abandons a started request: done() will not be called. */
+void uplink_http_cancel(uplink_http *http, struct uplink_http_request *req);
+
+/* Frees what a finished request holds (the response). `req` may be NULL. */
+void uplink_http_request_clear(struct uplink_http_request *req);
+
+/*
+ * Abandons every request, closes every connection and handle, frees the
+ * client, then calls `closed` (may be NULL) from the loop. `http` may be NULL.
+ */
+void uplink_http_close(uplink_http *http, void (*closed)(void *arg), void *arg);
+
+#endif

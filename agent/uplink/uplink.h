@@ -1,0 +1,115 @@
+/*
+ * uplink.h - the agent's way to the collector: every interval (plus
+ * jitter), or when asked (SIGUSR1, POST /actions/push, a head-office
+ * command), unsent sales are sealed into batches in the journal and
+ * POSTed, one batch at a time in batch_seq order, until none is left; and
+ * a heartbeat goes out every heartbeat_interval.
+ *
+ * Answers (ARCHITECTURE.md, Wire protocol):
+ *   200 BatchAck        acknowledged in the journal; the next batch goes at
+ *                       once (a backlog drains back to back)
+ *   409 BatchAck        resume at expected_batch_seq: above ours, the
+ *                       collector has them (acknowledged here up to
+ *                       expected - 1); below, resend the stored batches
+ *                       from there
+ *   413                 never accepted: that batch and later unacknowledged
+ *                       ones are unsealed and sealed again at half the size
+ *   429, 503            wait Retry-After (or back off), then resend
+ *   network, 5xx        exponential backoff with full jitter in
+ *                       [backoff_min, backoff_max], then resend
+ *   400, 403, other 4xx logged as errors (a person must act), resent every
+ *                       backoff_max; nothing is ever dropped
+ *
+ * A resend sends the batch's stored bytes unchanged. The uplink runs on the
+ * agent's libuv loop (libcurl multi socket interface) and never holds up
+ * taking sales: journal work happens on the journal's writer thread.
+ *
+ * Threading: every function on the loop thread.
+ */
+#ifndef AGENT_UPLINK_H
+#define AGENT_UPLINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "journal/journal.h"
+
+struct uplink_options {
+  const char *url;         /* collector base URL, "https://host:port"; must not be "" */
+  const char *cert_file;   /* device certificate (PEM) */
+  const char *key_file;    /* its private key (PEM) */
+  const char *ca_file;     /* CAs the collector's certificate must chain to; "" = system's */
+  const char *store_id;
+  const char *device_id;
+  const char *journal_path; /* for the free disk space in heartbeats */
+  int64_t interval_ms;
+  int64_t jitter_ms;
+  int64_t heartbeat_interval_ms; /* 0 = no heartbeats */
+  size_t max_batch_sales;
+  size_t max_batch_bytes;
+  int64_t backoff_min_ms;
+  int64_t backoff_max_ms;
+  int64_t connect_timeout_ms;
+  int64_t request_timeout_ms;
+  int zstd_level;
+  uint64_t random_seed;    /* 0 = from the kernel; tests fix it */
+};
+
+enum uplink_state {
+  UPLINK_OFF = 0,      /* no URL configured */
+  UPLINK_IDLE,         /* waiting for the next push */
+  UPLINK_SENDING,      /* a push is under way */
+  UPLINK_BACKING_OFF,  /* the last attempt failed; waiting to retry */
+};
+
+/* "off", "idle", "sending", "backing_off". */
+const char *uplink_state_name(enum uplink_state state);
+
+struct uplink_status {
+  enum uplink_state state;
+  int64_t last_attempt_ms;    /* last POST /v1/batches started; 0 = never */
+  int64_t last_ack_ms;        /* last 200 for a batch; 0 = never (this run) */
+  int64_t last_ack_batch_seq;
+  int64_t next_push_ms;       /* when the next push or retry is due; 0 = none planned */
+  uint64_t batches_sent;      /* attempts, this run */
+  uint64_t batches_acked;     /* this run */
+  int64_t last_heartbeat_ms;  /* last heartbeat answered 200; 0 = never */
+  int64_t last_error_ms;      /* 0 = no error this run */
+  char last_error[512];       /* what went wrong, on what */
+  size_t max_batch_sales;     /* in force now (smaller after a 413) */
+  size_t max_batch_bytes;
+};
+
+typedef struct uplink uplink;
+
+/*
+ * Starts the uplink on `loop`: the first push after a random part of the
+ * jitter, heartbeats every heartbeat_interval. `j` is borrowed and must
+ * stay open until the uplink is closed. Option strings are copied. Returns
+ * the uplink, or NULL with `err` set. A missing certificate file is not an
+ * error here: the agent must keep taking sales, so it is reported on every
+ * attempt (and in the status) until someone fixes it.
+ */
+uplink *uplink_create(uv_loop_t *loop, journal *j, const struct uplink_options *options,
+                      char *err, size_t err_size);
+
+/*
+ * Asks for a push now (`why` is logged: "SIGUSR1", "action", "collector").
+ * While a push is under way, another follows it at once; while backing
+ * off, the wait is cut short.
+ */
+void uplink_push_now(uplink *u, const char *why);
+
+/* Copies the uplink's state for the status page. */
+void uplink_get_status(const uplink *u, struct uplink_status *status);
+
+/*
+ * Stops timers, abandons requests in flight (a batch in flight is simply
+ * resent next time: it is stored), and frees the uplink once its handles
+ * are closed and the journal delivered its pending operations: call it
+ * before journal_close, then run the loop. `u` may be NULL.
+ */
+void uplink_close(uplink *u);
+
+#endif

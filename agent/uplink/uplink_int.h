@@ -1,0 +1,90 @@
+/*
+ * uplink_int.h - the uplink's insides, shared by uploader.c (the batch
+ * state machine) and heartbeat.c. For the uplink's own files only.
+ */
+#ifndef AGENT_UPLINK_INT_H
+#define AGENT_UPLINK_INT_H
+
+#include <stdarg.h>
+
+#include "journal/journal.h"
+#include "pos/v1/pos.pb-c.h"
+#include "uplink/backoff.h"
+#include "uplink/batcher.h"
+#include "uplink/http.h"
+#include "uplink/uplink.h"
+
+/* Largest answer read from the collector (a BatchAck is a few bytes). */
+#define UPLINK_MAX_RESPONSE (64u * 1024u)
+/* Smallest cap a 413 can halve max_batch_bytes down to. */
+#define UPLINK_MIN_BATCH_BYTES (4u * 1024u)
+/* The same error is logged again after this long (it is always in the status). */
+#define UPLINK_ERROR_REPEAT_MS (10u * 60u * 1000u)
+/* Longest Retry-After honoured; a larger one is cut to this. */
+#define UPLINK_MAX_RETRY_AFTER_MS (60u * 60u * 1000u)
+
+struct uplink {
+  uv_loop_t *loop;
+  journal *journal;
+  uplink_http *http;
+  struct batcher_identity identity; /* read by the writer thread while sealing */
+  char identity_journal_id[33];     /* 32 hex digits */
+
+  /* Copied options. */
+  char *url;
+  char *batches_url;
+  char *heartbeat_url;
+  char *journal_path;
+  char firmware_version[64];
+  int64_t interval_ms, jitter_ms, heartbeat_interval_ms;
+  int64_t backoff_max_ms;
+  size_t config_max_sales, config_max_bytes;
+
+  /* The batch state machine (uploader.c). */
+  enum uplink_state state;
+  struct backoff backoff;
+  uv_timer_t push_timer;   /* next push, or the retry while backing off */
+  int64_t cursor;          /* next batch_seq to send */
+  int64_t push_target_seq; /* this push seals sales up to here */
+  int push_again;          /* a push was asked for during this one */
+  size_t max_sales, max_bytes; /* caps in force (config, collector limits, 413s) */
+  struct journal_op op;    /* NEXT_BATCH, ACK or UNSEAL; one at a time */
+  int op_busy;
+  struct uplink_http_request batch_req;
+  int batch_busy;
+  struct journal_batch sending; /* the batch in flight; body owned here */
+
+  /* Heartbeats (heartbeat.c). */
+  uv_timer_t heartbeat_timer;
+  struct uplink_http_request heartbeat_req;
+  int heartbeat_busy;
+  uint8_t *heartbeat_body;
+
+  struct uplink_status status;
+  uint64_t error_logged_ms; /* loop time the last error was logged */
+  int started;              /* the first push (at start) has begun */
+  char handled_commands[8][64]; /* command_ids acted on lately (a ring) */
+  unsigned handled_next;
+
+  /* Shutdown: freed when every handle is closed and no op is pending. */
+  int closing;
+  unsigned open_handles;
+};
+
+/* Records and logs an error ("what went wrong, on what") for the status page. */
+void uplink__error(uplink *u, int loud, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Starts heartbeats (first one after `first_ms`). */
+void uplink__heartbeat_start(uplink *u, uint64_t first_ms);
+
+/* Sends one heartbeat now, unless one is in flight. */
+void uplink__heartbeat_send(uplink *u);
+
+/* Handles the commands of a BatchAck or HeartbeatAck. */
+void uplink__commands(uplink *u, size_t n_commands, Pos__V1__Command **commands);
+
+/* Frees the uplink once nothing of it is pending (closing only). */
+void uplink__maybe_free(uplink *u);
+
+#endif

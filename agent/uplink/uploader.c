@@ -1,0 +1,703 @@
+/*
+ * uploader.c - the batch state machine: when to push, what to send next,
+ * and what each answer of the collector means (uplink.h has the table).
+ *
+ *            push (interval, SIGUSR1, action, command)
+ *   IDLE ───────────────────────────────────────────────► SENDING
+ *    ▲     nothing left to seal or send                      │  ▲
+ *    └───────────────────────────────────────────────────────┘  │ retry timer,
+ *                                   failure                  │  │ push now
+ *                                                            ▼  │
+ *                                                        BACKING_OFF
+ *
+ * SENDING is a loop of: JOURNAL_OP_NEXT_BATCH(cursor) on the writer thread
+ * (load the stored batch, or seal the next one), POST it, then
+ * JOURNAL_OP_ACK (or UNSEAL after a 413), and again with the next cursor.
+ * At most one batch is in flight and at most one journal op pending, so
+ * batches reach the collector in batch_seq order.
+ */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "platform/clock.h"
+#include "platform/log.h"
+#include "proto/codec.h"
+#include "uplink/uplink_int.h"
+
+const char *uplink_state_name(enum uplink_state state)
+{
+  switch (state) {
+  case UPLINK_OFF:
+    return "off";
+  case UPLINK_IDLE:
+    return "idle";
+  case UPLINK_SENDING:
+    return "sending";
+  case UPLINK_BACKING_OFF:
+    return "backing_off";
+  }
+  return "?";
+}
+
+void uplink__error(uplink *u, int loud, const char *fmt, ...)
+{
+  char message[sizeof(u->status.last_error)];
+  char quoted[600];
+  uint64_t now = uv_now(u->loop);
+  int repeated;
+  va_list args;
+
+  va_start(args, fmt);
+  vsnprintf(message, sizeof(message), fmt, args);
+  va_end(args);
+  /* Days offline repeat the same failure every minute (heartbeats): say it
+   * once, then again every UPLINK_ERROR_REPEAT_MS, so the log on flash says
+   * something new when something new happens. */
+  repeated = strcmp(message, u->status.last_error) == 0 &&
+             now < u->error_logged_ms + UPLINK_ERROR_REPEAT_MS;
+  memcpy(u->status.last_error, message, sizeof(message));
+  u->status.last_error_ms = clock_wall_ms();
+  if (repeated && !loud) {
+    log_debug("uplink", "error", "repeated=1 reason=%s", log_quote(message, quoted, sizeof(quoted)));
+    return;
+  }
+  u->error_logged_ms = now;
+  log_event(loud ? LOG_ERROR : LOG_WARN, "uplink", "error", "reason=%s",
+            log_quote(message, quoted, sizeof(quoted)));
+}
+
+static void uplink_on_op(struct journal_op *op);
+static void uplink_on_batch_answer(struct uplink_http_request *req);
+static void uplink_on_push_timer(uv_timer_t *timer);
+
+/* ---- scheduling ----------------------------------------------------------------- */
+
+static void uplink_free_sending(uplink *u)
+{
+  free(u->sending.body);
+  memset(&u->sending, 0, sizeof(u->sending));
+}
+
+/* Waits `delay_ms`, then resumes the push where it stopped. */
+static void uplink_retry_in(uplink *u, uint64_t delay_ms)
+{
+  assert(u->state == UPLINK_SENDING);
+  uplink_free_sending(u);
+  u->state = UPLINK_BACKING_OFF;
+  u->status.next_push_ms = clock_wall_ms() + (int64_t)delay_ms;
+  uv_timer_start(&u->push_timer, uplink_on_push_timer, delay_ms, 0);
+  log_info("uplink", "backing_off", "retry_in_ms=%" PRIu64 " batch_seq=%" PRId64, delay_ms,
+           u->cursor);
+}
+
+/* A failure that may pass by itself: back off exponentially. */
+static void uplink_backoff(uplink *u) { uplink_retry_in(u, backoff_next(&u->backoff)); }
+
+/* A failure a person must fix: try again, but only every backoff_max. */
+static void uplink_backoff_max(uplink *u)
+{
+  backoff_next(&u->backoff);
+  uplink_retry_in(u, (uint64_t)u->backoff_max_ms);
+}
+
+/* The next push after interval plus a random part of the jitter. */
+static void uplink_schedule_next(uplink *u, uint64_t delay_ms)
+{
+  u->state = UPLINK_IDLE;
+  u->status.next_push_ms = clock_wall_ms() + (int64_t)delay_ms;
+  uv_timer_start(&u->push_timer, uplink_on_push_timer, delay_ms, 0);
+}
+
+static uint64_t uplink_interval_with_jitter(uplink *u)
+{
+  return (uint64_t)u->interval_ms + backoff_random(&u->backoff, (uint64_t)u->jitter_ms);
+}
+
+/* ---- journal operations --------------------------------------------------------- */
+
+static void uplink_submit(uplink *u, enum journal_op_kind kind, int64_t batch_seq)
+{
+  struct journal_op *op = &u->op;
+  int rc;
+
+  assert(!u->op_busy);
+  memset(op, 0, sizeof(*op));
+  op->kind = kind;
+  op->batch_seq = batch_seq;
+  op->done = uplink_on_op;
+  op->user = u;
+  if (kind == JOURNAL_OP_NEXT_BATCH) {
+    op->seal_upto_seq = u->push_target_seq;
+    op->max_sales = u->max_sales;
+    op->max_bytes = u->max_bytes;
+    op->pack = batcher_pack;
+    op->pack_arg = &u->identity;
+  }
+  rc = journal_submit_op(u->journal, op);
+  if (rc) {
+    if (rc == JOURNAL_ECLOSED)
+      return; /* shutting down: nothing more to do */
+    uplink__error(u, 1, "journal %s: cannot queue work: %s", u->journal_path,
+                  journal_strerror(rc));
+    uplink_backoff(u);
+    return;
+  }
+  u->op_busy = 1;
+}
+
+/* Sends batch `cursor`, sealing it first if it is new. */
+static void uplink_next(uplink *u)
+{
+  assert(u->state == UPLINK_SENDING);
+  uplink_submit(u, JOURNAL_OP_NEXT_BATCH, u->cursor);
+}
+
+static void uplink_begin_push(uplink *u, const char *why);
+
+static void uplink_push_done(uplink *u)
+{
+  u->state = UPLINK_IDLE;
+  if (u->push_again) {
+    u->push_again = 0;
+    uplink_begin_push(u, "queued");
+    return;
+  }
+  uplink_schedule_next(u, uplink_interval_with_jitter(u));
+}
+
+static void uplink_begin_push(uplink *u, const char *why)
+{
+  struct journal_stats stats;
+
+  journal_get_stats(u->journal, &stats);
+  uv_timer_stop(&u->push_timer);
+  u->status.next_push_ms = 0;
+  if (stats.last_seq > u->push_target_seq)
+    u->push_target_seq = stats.last_seq;
+  log_info("uplink", "push", "why=%s batch_seq=%" PRId64 " unsent=%llu", why, u->cursor,
+           (unsigned long long)stats.sales_unsent);
+  u->state = UPLINK_SENDING;
+  uplink_next(u);
+}
+
+/* ---- sending -------------------------------------------------------------------- */
+
+static void uplink_send(uplink *u)
+{
+  struct uplink_http_request *req = &u->batch_req;
+
+  memset(req, 0, sizeof(*req));
+  req->url = u->batches_url;
+  req->content_type = "application/x-protobuf";
+  req->content_encoding = "zstd";
+  req->body = u->sending.body;
+  req->body_len = u->sending.body_len;
+  req->done = uplink_on_batch_answer;
+  req->user = u;
+  u->status.last_attempt_ms = clock_wall_ms();
+  u->status.batches_sent++;
+  if (uplink_http_start(u->http, req)) {
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": %s", u->batches_url, u->sending.batch_seq,
+                  req->error);
+    uplink_backoff(u);
+    return;
+  }
+  u->batch_busy = 1;
+  log_debug("uplink", "batch_sending",
+            "batch_seq=%" PRId64 " sales=%u bytes=%zu attempt=%" PRId64,
+            u->sending.batch_seq, u->sending.sale_count, u->sending.body_len,
+            u->sending.attempts);
+}
+
+static void uplink_on_op(struct journal_op *op)
+{
+  uplink *u = op->user;
+
+  u->op_busy = 0;
+  if (u->closing) {
+    journal_op_clear(op);
+    uplink__maybe_free(u);
+    return;
+  }
+  assert(u->state == UPLINK_SENDING);
+  switch (op->kind) {
+  case JOURNAL_OP_NEXT_BATCH:
+    if (op->error) {
+      journal_op_clear(op);
+      if (op->error == JOURNAL_EFULL && u->max_sales > 1) {
+        /* No room even in the uplink's reserve for a batch this big: try
+         * smaller ones, which need less. */
+        u->max_sales /= 2;
+        if (u->max_bytes / 2 >= UPLINK_MIN_BATCH_BYTES)
+          u->max_bytes /= 2;
+        uplink__error(u, 1, "batch %" PRId64 ": %s; sealing at most %zu sales from now on",
+                      u->cursor, op->message, u->max_sales);
+        uplink_backoff(u);
+      } else if (op->error == JOURNAL_ENOTFOUND) {
+        /* The collector wants a batch we no longer have (or never made):
+         * no retry can fix that; a person must look. */
+        uplink__error(u, 1, "batch %" PRId64 " cannot be sent: %s", u->cursor, op->message);
+        uplink_backoff_max(u);
+      } else {
+        uplink__error(u, 1, "batch %" PRId64 ": %s", u->cursor, op->message);
+        uplink_backoff(u);
+      }
+      return;
+    }
+    if (op->batch.batch_seq == 0) {
+      uplink_push_done(u);
+      return;
+    }
+    /* Take the batch (and its body) out of the op: it lives until answered. */
+    uplink_free_sending(u);
+    u->sending = op->batch;
+    op->batch.body = NULL;
+    uplink_send(u);
+    return;
+  case JOURNAL_OP_ACK:
+    if (op->error) {
+      /* The collector has it; resending gets a duplicate answer. */
+      uplink__error(u, 1, "acknowledging batch %" PRId64 ": %s", op->batch_seq, op->message);
+      uplink_backoff(u);
+      return;
+    }
+    u->cursor = op->batch_seq + 1;
+    uplink_next(u);
+    return;
+  case JOURNAL_OP_UNSEAL:
+    if (op->error) {
+      uplink__error(u, 1, "splitting batch %" PRId64 ": %s", op->batch_seq, op->message);
+      uplink_backoff_max(u);
+      return;
+    }
+    uplink_next(u);
+    return;
+  case JOURNAL_OP_RETENTION:
+    break;
+  }
+}
+
+/* A short, printable account of the collector's answer for error messages:
+ * a BatchAck's message, or the start of a text body. */
+static void uplink_answer_text(const struct uplink_http_request *req, char *out, size_t out_size)
+{
+  Pos__V1__BatchAck *ack = NULL;
+  size_t n = 0;
+
+  out[0] = '\0';
+  if (req->response_len == 0)
+    return;
+  ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
+  if (ack && ack->message && ack->message[0]) {
+    snprintf(out, out_size, "%s", ack->message);
+    pos__v1__batch_ack__free_unpacked(ack, NULL);
+    return;
+  }
+  if (ack)
+    pos__v1__batch_ack__free_unpacked(ack, NULL);
+  for (size_t i = 0; i < req->response_len && n + 1 < out_size && n < 300; i++) {
+    unsigned char c = req->response[i];
+    out[n++] = (char)(c >= 0x20 && c < 0x7f ? c : ' ');
+  }
+  while (n > 0 && out[n - 1] == ' ')
+    n--;
+  out[n] = '\0';
+}
+
+/* Lowers the caps to what the collector says it accepts (never raises them). */
+static void uplink_apply_limits(uplink *u, const Pos__V1__Limits *limits)
+{
+  if (!limits)
+    return;
+  if (limits->max_batch_bytes && limits->max_batch_bytes < u->max_bytes) {
+    u->max_bytes = (size_t)limits->max_batch_bytes;
+    log_info("uplink", "limit", "max_batch_bytes=%zu source=collector", u->max_bytes);
+  }
+  if (limits->max_sales_per_batch && limits->max_sales_per_batch < u->max_sales) {
+    u->max_sales = limits->max_sales_per_batch;
+    log_info("uplink", "limit", "max_batch_sales=%zu source=collector", u->max_sales);
+  }
+}
+
+static int uplink_ack_journal_matches(uplink *u, const Pos__V1__BatchAck *ack)
+{
+  uint8_t ours[16];
+  if (ack->journal_id.len == 0)
+    return 1;
+  if (batcher_journal_id_bytes(u->identity_journal_id, ours))
+    return 0;
+  return ack->journal_id.len == 16 && memcmp(ack->journal_id.data, ours, 16) == 0;
+}
+
+static void uplink_on_ok(uplink *u, Pos__V1__BatchAck *ack)
+{
+  int64_t batch_seq = u->sending.batch_seq;
+
+  if (ack && !uplink_ack_journal_matches(u, ack)) {
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": the collector acknowledged another "
+                  "journal's batch; not marking it acknowledged",
+                  u->batches_url, batch_seq);
+    uplink_backoff_max(u);
+    return;
+  }
+  if (ack) {
+    uplink_apply_limits(u, ack->limits);
+    uplink__commands(u, ack->n_commands, ack->commands);
+  }
+  backoff_reset(&u->backoff);
+  u->status.last_ack_ms = clock_wall_ms();
+  u->status.last_ack_batch_seq = batch_seq;
+  u->status.batches_acked++;
+  log_info("uplink", "batch_acked",
+           "batch_seq=%" PRId64 " first_seq=%" PRId64 " last_seq=%" PRId64
+           " sales=%u bytes=%zu attempt=%" PRId64 " duplicate=%d",
+           batch_seq, u->sending.first_seq, u->sending.last_seq, u->sending.sale_count,
+           u->sending.body_len, u->sending.attempts, ack ? (int)ack->duplicate : 0);
+  uplink_free_sending(u);
+  uplink_submit(u, JOURNAL_OP_ACK, batch_seq);
+}
+
+static void uplink_on_conflict(uplink *u, Pos__V1__BatchAck *ack, const char *text)
+{
+  int64_t ours = u->sending.batch_seq;
+  int64_t expected = ack ? (int64_t)ack->expected_batch_seq : 0;
+  struct journal_stats stats;
+
+  if (!ack || expected <= 0 || expected == ours || !uplink_ack_journal_matches(u, ack)) {
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": 409 without a usable expected_batch_seq%s%s",
+                  u->batches_url, ours, text[0] ? ": " : "", text);
+    uplink_backoff_max(u);
+    return;
+  }
+  journal_get_stats(u->journal, &stats);
+  if (expected > ours) {
+    /* The collector already has everything below `expected`. */
+    if (expected - 1 > stats.last_batch_seq) {
+      uplink__error(u, 1,
+                    "POST %s: the collector expects batch %" PRId64 " but journal %s has "
+                    "sealed batches up to %" PRId64 " only (was the journal restored from a "
+                    "backup?); a person must look",
+                    u->batches_url, expected, stats.journal_id, stats.last_batch_seq);
+      uplink_backoff_max(u);
+      return;
+    }
+    log_warn("uplink", "resume", "sent=%" PRId64 " expected=%" PRId64
+             " reason=\"the collector has these batches already\"", ours, expected);
+    uplink_free_sending(u);
+    uplink_submit(u, JOURNAL_OP_ACK, expected - 1);
+    return;
+  }
+  /* The collector lacks batches we hold as acknowledged (its state was
+   * rebuilt from less): resend the stored ones from there, unchanged. */
+  log_warn("uplink", "resume", "sent=%" PRId64 " expected=%" PRId64
+           " reason=\"the collector is missing earlier batches; resending them\"", ours,
+           expected);
+  uplink_free_sending(u);
+  u->cursor = expected;
+  uplink_next(u);
+}
+
+static void uplink_on_too_large(uplink *u, const char *text)
+{
+  int64_t batch_seq = u->sending.batch_seq;
+  size_t sales = u->sending.sale_count, bytes = u->sending.body_len;
+
+  if (u->sending.acked_ms) {
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": 413 for a batch the collector "
+                  "acknowledged before; it cannot be split%s%s",
+                  u->batches_url, batch_seq, text[0] ? ": " : "", text);
+    uplink_backoff_max(u);
+    return;
+  }
+  if (sales <= 1) {
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": 413: one sale is larger than the "
+                  "collector accepts; raise the collector's limit%s%s",
+                  u->batches_url, batch_seq, text[0] ? ": " : "", text);
+    uplink_backoff_max(u);
+    return;
+  }
+  /* The collector never accepted it: seal its sales again, half as big. */
+  u->max_sales = sales / 2;
+  if (bytes / 2 < u->max_bytes)
+    u->max_bytes = bytes / 2 > UPLINK_MIN_BATCH_BYTES ? bytes / 2 : UPLINK_MIN_BATCH_BYTES;
+  log_warn("uplink", "batch_too_large",
+           "batch_seq=%" PRId64 " sales=%zu bytes=%zu max_batch_sales=%zu max_batch_bytes=%zu",
+           batch_seq, sales, bytes, u->max_sales, u->max_bytes);
+  uplink_free_sending(u);
+  uplink_submit(u, JOURNAL_OP_UNSEAL, batch_seq);
+}
+
+static void uplink_on_batch_answer(struct uplink_http_request *req)
+{
+  uplink *u = req->user;
+  Pos__V1__BatchAck *ack = NULL;
+  char text[320];
+  long status = req->status;
+  int64_t batch_seq = u->sending.batch_seq;
+
+  u->batch_busy = 0;
+  if (u->closing) {
+    uplink_http_request_clear(req);
+    return;
+  }
+  assert(u->state == UPLINK_SENDING);
+  if (req->failed) {
+    uplink__error(u, 0, "POST /v1/batches batch %" PRId64 ": %s", batch_seq, req->error);
+    uplink_http_request_clear(req);
+    uplink_backoff(u);
+    return;
+  }
+  if (status == 200 || status == 409)
+    ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
+  uplink_answer_text(req, text, sizeof(text));
+  uplink_http_request_clear(req);
+
+  if (status == 200) {
+    if (!ack)
+      log_warn("uplink", "ack_unreadable", "batch_seq=%" PRId64
+               " reason=\"200 without a BatchAck; the batch counts as accepted\"", batch_seq);
+    uplink_on_ok(u, ack);
+  } else if (status == 409) {
+    uplink_on_conflict(u, ack, text);
+  } else if (status == 413) {
+    uplink_on_too_large(u, text);
+  } else if (status == 429 || status == 503) {
+    uint64_t delay = req->retry_after_s >= 0 ? (uint64_t)req->retry_after_s * 1000u
+                                             : backoff_next(&u->backoff);
+    if (delay > UPLINK_MAX_RETRY_AFTER_MS)
+      delay = UPLINK_MAX_RETRY_AFTER_MS;
+    uplink__error(u, 0, "POST %s batch %" PRId64 ": %ld, the collector is busy%s%s",
+                  u->batches_url, batch_seq, status, text[0] ? ": " : "", text);
+    uplink_retry_in(u, delay);
+  } else if (status == 408 || status >= 500) {
+    uplink__error(u, 0, "POST %s batch %" PRId64 ": %ld%s%s", u->batches_url, batch_seq,
+                  status, text[0] ? ": " : "", text);
+    uplink_backoff(u);
+  } else {
+    /* 400 (the collector cannot read our batch), 403 (wrong store, revoked
+     * certificate) and the like do not pass by themselves. */
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": %ld%s%s; a person must act (the batch is "
+                  "kept and resent every %" PRId64 " ms)",
+                  u->batches_url, batch_seq, status, text[0] ? ": " : "", text,
+                  u->backoff_max_ms);
+    uplink_backoff_max(u);
+  }
+  if (ack)
+    pos__v1__batch_ack__free_unpacked(ack, NULL);
+}
+
+/* ---- timers and the API ------------------------------------------------------------ */
+
+static void uplink_on_push_timer(uv_timer_t *timer)
+{
+  uplink *u = timer->data;
+  if (u->closing)
+    return;
+  u->status.next_push_ms = 0;
+  if (u->state == UPLINK_IDLE) {
+    uplink_begin_push(u, u->status.batches_sent || u->started ? "interval" : "start");
+    u->started = 1;
+  } else if (u->state == UPLINK_BACKING_OFF) {
+    u->state = UPLINK_SENDING;
+    uplink_next(u);
+  }
+}
+
+void uplink_push_now(uplink *u, const char *why)
+{
+  if (!u || u->closing)
+    return;
+  switch (u->state) {
+  case UPLINK_IDLE:
+  case UPLINK_BACKING_OFF:
+    uplink_begin_push(u, why);
+    break;
+  case UPLINK_SENDING:
+    log_info("uplink", "push", "why=%s queued=1", why);
+    u->push_again = 1;
+    break;
+  case UPLINK_OFF:
+    break;
+  }
+}
+
+void uplink_get_status(const uplink *u, struct uplink_status *status)
+{
+  *status = u->status;
+  status->state = u->state;
+  status->max_batch_sales = u->max_sales;
+  status->max_batch_bytes = u->max_bytes;
+}
+
+static void uplink_on_handle_closed(uv_handle_t *handle)
+{
+  uplink *u = handle->data;
+  u->open_handles--;
+  uplink__maybe_free(u);
+}
+
+static void uplink_on_http_closed(void *arg)
+{
+  uplink *u = arg;
+  u->open_handles--;
+  uplink__maybe_free(u);
+}
+
+void uplink__maybe_free(uplink *u)
+{
+  if (!u->closing || u->open_handles || u->op_busy)
+    return;
+  uplink_free_sending(u);
+  free(u->heartbeat_body);
+  free(u->url);
+  free(u->batches_url);
+  free(u->heartbeat_url);
+  free(u->journal_path);
+  free(u);
+}
+
+/* "https://host:port" + path, without a doubled slash. */
+static char *uplink_join(const char *base, const char *path)
+{
+  size_t len = strlen(base);
+  char *joined;
+  while (len > 0 && base[len - 1] == '/')
+    len--;
+  joined = malloc(len + strlen(path) + 1);
+  if (!joined)
+    return NULL;
+  memcpy(joined, base, len);
+  memcpy(joined + len, path, strlen(path) + 1);
+  return joined;
+}
+
+/* The firmware's name and version, from os-release, for heartbeats. */
+static void uplink_read_firmware_version(char *out, size_t out_size)
+{
+  FILE *file = fopen("/etc/os-release", "r");
+  char line[256];
+  out[0] = '\0';
+  if (!file)
+    return;
+  while (fgets(line, sizeof(line), file)) {
+    char *value;
+    if (strncmp(line, "PRETTY_NAME=", 12) != 0)
+      continue;
+    value = line + 12;
+    value[strcspn(value, "\r\n")] = '\0';
+    if (value[0] == '"') {
+      value++;
+      value[strcspn(value, "\"")] = '\0';
+    }
+    if (snprintf(out, out_size, "%s", value) >= (int)out_size)
+      out[out_size - 1] = '\0'; /* a long name is cut; it is for people */
+    break;
+  }
+  fclose(file);
+}
+
+uplink *uplink_create(uv_loop_t *loop, journal *j, const struct uplink_options *options,
+                      char *err, size_t err_size)
+{
+  struct uplink_http_options http_options = {
+      options->cert_file,          options->key_file,
+      options->ca_file,            options->connect_timeout_ms,
+      options->request_timeout_ms, UPLINK_MAX_RESPONSE,
+  };
+  struct journal_stats stats;
+  uplink *u;
+
+  if (!options->url || !options->url[0]) {
+    snprintf(err, err_size, "the uplink needs [uplink] url");
+    return NULL;
+  }
+  u = calloc(1, sizeof(*u));
+  if (!u) {
+    snprintf(err, err_size, "out of memory");
+    return NULL;
+  }
+  u->loop = loop;
+  u->journal = j;
+  u->url = strdup(options->url);
+  u->batches_url = uplink_join(options->url, "/v1/batches");
+  u->heartbeat_url = uplink_join(options->url, "/v1/heartbeat");
+  u->journal_path = strdup(options->journal_path ? options->journal_path : "");
+  if (!u->url || !u->batches_url || !u->heartbeat_url || !u->journal_path) {
+    snprintf(err, err_size, "out of memory");
+    goto fail;
+  }
+  if (batcher_identity_init(&u->identity, options->store_id ? options->store_id : "",
+                            options->device_id ? options->device_id : "",
+                            options->zstd_level)) {
+    snprintf(err, err_size, "[agent] store_id and device_id must be at most %d characters",
+             BATCHER_ID_MAX);
+    goto fail;
+  }
+  journal_get_stats(j, &stats);
+  memcpy(u->identity_journal_id, stats.journal_id, sizeof(u->identity_journal_id));
+  uplink_read_firmware_version(u->firmware_version, sizeof(u->firmware_version));
+  u->interval_ms = options->interval_ms;
+  u->jitter_ms = options->jitter_ms;
+  u->heartbeat_interval_ms = options->heartbeat_interval_ms;
+  u->backoff_max_ms = options->backoff_max_ms;
+  u->config_max_sales = u->max_sales = options->max_batch_sales ? options->max_batch_sales : 1;
+  u->config_max_bytes = u->max_bytes = options->max_batch_bytes;
+  backoff_init(&u->backoff, (uint64_t)options->backoff_min_ms, (uint64_t)options->backoff_max_ms,
+               options->random_seed);
+  u->cursor = stats.acked_batch_seq + 1;
+
+  u->http = uplink_http_create(loop, &http_options, err, err_size);
+  if (!u->http)
+    goto fail;
+  u->open_handles = 1;
+  uv_timer_init(loop, &u->push_timer);
+  uv_timer_init(loop, &u->heartbeat_timer);
+  u->push_timer.data = u->heartbeat_timer.data = u;
+  u->open_handles += 2;
+
+  log_info("uplink", "started",
+           "url=%s interval_ms=%" PRId64 " jitter_ms=%" PRId64 " heartbeat_interval_ms=%" PRId64
+           " next_batch_seq=%" PRId64 " unsent=%llu",
+           u->url, u->interval_ms, u->jitter_ms, u->heartbeat_interval_ms, u->cursor,
+           (unsigned long long)stats.sales_unsent);
+  /* The first push (whatever was left unsent before a restart) after a
+   * random part of the jitter, so a whole chain powering up at once does
+   * not arrive in the same second. */
+  uplink_schedule_next(u, backoff_random(&u->backoff, (uint64_t)u->jitter_ms));
+  uplink__heartbeat_start(u, 1000 + backoff_random(&u->backoff, 4000));
+  return u;
+fail:
+  free(u->url);
+  free(u->batches_url);
+  free(u->heartbeat_url);
+  free(u->journal_path);
+  free(u);
+  return NULL;
+}
+
+void uplink_close(uplink *u)
+{
+  if (!u || u->closing)
+    return;
+  u->closing = 1;
+  log_info("uplink", "stopping", "state=%s", uplink_state_name(u->state));
+  /* A batch in flight is abandoned: it is stored, and the next run resends
+   * it byte for byte; the collector answers a duplicate if it got it. */
+  if (u->batch_busy) {
+    uplink_http_cancel(u->http, &u->batch_req);
+    u->batch_busy = 0;
+  }
+  if (u->heartbeat_busy) {
+    uplink_http_cancel(u->http, &u->heartbeat_req);
+    u->heartbeat_busy = 0;
+  }
+  uplink_http_close(u->http, uplink_on_http_closed, u);
+  u->http = NULL;
+  uv_timer_stop(&u->push_timer);
+  uv_timer_stop(&u->heartbeat_timer);
+  uv_close((uv_handle_t *)&u->push_timer, uplink_on_handle_closed);
+  uv_close((uv_handle_t *)&u->heartbeat_timer, uplink_on_handle_closed);
+}

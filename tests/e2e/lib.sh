@@ -1,0 +1,550 @@
+# shellcheck shell=bash
+# lib.sh - helpers for the end-to-end tests: broker (pos-broker), collector
+# (pos-collector) and agent (pos-agent) as three real processes talking
+# mutual TLS over loopback, the Kafka log read back with kcat and decoded
+# with protoc itself. Sourced by each tests/e2e/test_*.sh; builds on
+# tests/integration/lib.sh (the agent, HTTP, JSON and journal helpers).
+#
+# Environment (set by ctest, see tests/CMakeLists.txt pos_script_test):
+#   POS_BUILD_DIR   the build tree
+#   POS_SOURCE_DIR  the source tree
+# Optional:
+#   POS_KEEP_TMP=1  keep the test's temporary directory (logs, journal, dumps)
+#
+# Every helper fails the test (exit 1) with what it expected and what it got,
+# and every wait is bounded.
+
+# shellcheck source=../integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../integration/lib.sh"
+
+COLLECTOR_BIN="$POS_BUILD_DIR/collector/pos-collector"
+BROKER_BIN="$POS_BUILD_DIR/tests/tools/pos-broker"
+BATCH_BIN="$POS_BUILD_DIR/tests/tools/pos-batch"
+FRAMES_BIN="$POS_BUILD_DIR/tests/e2e/pos-e2e-frames"
+RECORDS_PROTO="$POS_SOURCE_DIR/tests/e2e/records.proto"
+
+for tool in kcat protoc openssl timeout; do
+  command -v "$tool" >/dev/null || fail "$tool is required (apt-get install kcat protobuf-compiler openssl coreutils)"
+done
+for bin in "$COLLECTOR_BIN" "$BROKER_BIN" "$BATCH_BIN" "$FRAMES_BIN" "$LOAD_BIN"; do
+  [[ -x "$bin" ]] || fail "$bin is not built (cmake --build $POS_BUILD_DIR)"
+done
+
+PKI="$T/pki"
+BROKER_PID=""
+BROKER_BOOT=""
+COLLECTOR_PID=""
+COLLECTOR_PORT=""
+COLLECTOR_URL=""
+COLLECTOR_LOG=""
+COLLECTOR_STARTS=0
+COLLECTOR_CONFIG="$T/collector.conf"
+# Where kcat reads: the broker, or the collector's embedded Kafka.
+KAFKA_BOOT=""
+STORE=S001
+DEVICE=D1
+
+# On failure: the last lines of every collector and broker log too (the
+# integration lib prints the agent's). `rc` is _cleanup's exit status.
+_e2e_cleanup() {
+  local status="${1:-0}" f
+  if [[ -n "$COLLECTOR_PID" ]] && kill -0 "$COLLECTOR_PID" 2>/dev/null; then
+    kill -KILL "$COLLECTOR_PID" 2>/dev/null
+    wait "$COLLECTOR_PID" 2>/dev/null
+  fi
+  if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+    kill -CONT "$BROKER_PID" 2>/dev/null
+    kill -TERM "$BROKER_PID" 2>/dev/null
+    local i
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$BROKER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$BROKER_PID" 2>/dev/null
+    wait "$BROKER_PID" 2>/dev/null
+  fi
+  if [[ "$status" != 0 ]]; then
+    for f in "$T"/collector.*.log "$T"/broker.log; do
+      [[ -s "$f" ]] || continue
+      echo "---- last lines of $f" >&2
+      tail -n 30 "$f" >&2
+    done
+  fi
+}
+on_cleanup '_e2e_cleanup "$rc"'
+
+# ---- PKI -----------------------------------------------------------------------
+
+# make_pki [STORE DEVICE]...: the test PKI in $PKI (tests/tools/pki.sh init),
+# plus a device certificate for each extra STORE DEVICE pair.
+make_pki() {
+  bash "$POS_SOURCE_DIR/tests/tools/pki.sh" init "$PKI" >"$T/pki.log" 2>&1 ||
+    fail "pki.sh init $PKI: $(cat "$T/pki.log")"
+  while [[ $# -ge 2 ]]; do
+    bash "$POS_SOURCE_DIR/tests/tools/pki.sh" device "$PKI" "$1" "$2" >>"$T/pki.log" 2>&1 ||
+      fail "pki.sh device $PKI $1 $2: $(cat "$T/pki.log")"
+    shift 2
+  done
+  local f
+  for f in ca.crt server.crt server.key device-S001-D1.crt device-S001-D1.key admin.crt \
+    expired.crt foreign.crt revoked.crt crl.pem; do
+    [[ -s "$PKI/$f" ]] || fail "pki.sh init made $PKI/$f"
+  done
+}
+
+# ---- ini files ---------------------------------------------------------------------
+
+# write_ini FILE section.key=value...: an INI file, sections and keys in order
+# of first appearance; a later value for the same key replaces the earlier
+# one, and the value "-" leaves the key out.
+write_ini() {
+  local file="$1"
+  shift
+  local -A values=() seen=()
+  local order=() sections=() arg key section
+  for arg in "$@"; do
+    key="${arg%%=*}"
+    if [[ ! -v "values[$key]" ]]; then
+      order+=("$key")
+    fi
+    values[$key]="${arg#*=}"
+  done
+  for key in "${order[@]}"; do
+    section="${key%%.*}"
+    if [[ ! -v "seen[$section]" ]]; then
+      seen[$section]=1
+      sections+=("$section")
+    fi
+  done
+  {
+    for section in "${sections[@]}"; do
+      echo "[$section]"
+      for key in "${order[@]}"; do
+        if [[ "${key%%.*}" == "$section" && "${values[$key]}" != "-" ]]; then
+          echo "${key#*.} = ${values[$key]}"
+        fi
+      done
+      echo
+    done
+  } >"$file"
+}
+
+# ---- the broker -------------------------------------------------------------------
+
+# start_broker [pos-broker args...]: starts pos-broker, waits (15 s) for its
+# "bootstrap=" line; sets BROKER_PID, BROKER_BOOT and KAFKA_BOOT.
+start_broker() {
+  [[ -z "$BROKER_PID" ]] || fail "start_broker: a broker is already running (pid $BROKER_PID)"
+  "$BROKER_BIN" "$@" >"$T/broker.out" 2>"$T/broker.log" &
+  BROKER_PID=$!
+  local deadline=$((SECONDS + 15))
+  while :; do
+    BROKER_BOOT="$(sed -n 's/^bootstrap=\([^[:space:]]*\).*/\1/p' "$T/broker.out" | head -n 1)"
+    [[ -n "$BROKER_BOOT" ]] && break
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      BROKER_PID=""
+      fail "pos-broker exited before printing bootstrap=: $(cat "$T/broker.log")"
+    fi
+    ((SECONDS < deadline)) || fail "pos-broker prints bootstrap= within 15 s" "bootstrap=HOST:PORT" "$(cat "$T/broker.out")"
+    sleep 0.05
+  done
+  KAFKA_BOOT="$BROKER_BOOT"
+  log "broker up: $BROKER_BOOT (pid $BROKER_PID)"
+}
+
+# pause_broker / resume_broker: SIGSTOP / SIGCONT (the mock keeps its data).
+pause_broker() { kill -STOP "$BROKER_PID"; }
+resume_broker() { kill -CONT "$BROKER_PID"; }
+
+# ---- the collector ------------------------------------------------------------------
+
+# write_collector_config [FILE] [section.key=value ...]: the test collector
+# configuration (mutual TLS with the test PKI and its CRL, the test broker,
+# port 0), each argument replacing a key or adding one.
+write_collector_config() {
+  local file="$COLLECTOR_CONFIG"
+  if [[ $# -gt 0 && "$1" != *=* ]]; then
+    file="$1"
+    shift
+  fi
+  write_ini "$file" \
+    collector.instance_id=e2e-collector collector.log_level=info \
+    server.listen_host=127.0.0.1 server.port=0 \
+    server.cert="$PKI/server.crt" server.key="$PKI/server.key" server.ca="$PKI/ca.crt" \
+    server.crl="$PKI/crl.pem" \
+    kafka.brokers="$BROKER_BOOT" kafka.topic_prefix=pos. kafka.checkpoint_interval=1s \
+    kafka.produce_timeout=5s \
+    "$@"
+}
+
+# collector_curl PATH [curl args...]: curl to the collector with the S001 D1
+# device certificate; prints the body, sets HTTP_STATUS.
+collector_curl() {
+  local path="$1"
+  shift
+  HTTP_STATUS="$(curl -sS -o "$T/collector.body" -w '%{http_code}' --max-time 10 \
+    --cacert "$PKI/ca.crt" --cert "$PKI/device-S001-D1.crt" --key "$PKI/device-S001-D1.key" \
+    "$@" "$COLLECTOR_URL$path" 2>"$T/collector.curl.err")" || HTTP_STATUS="${HTTP_STATUS:-000}"
+  cat "$T/collector.body" 2>/dev/null || true
+}
+
+# start_collector [CONFIG]: starts pos-collector, waits (15 s) for
+# event=listening (its port) and event=ready, then (60 s) for GET /healthz
+# to answer 200 (exactly-once state rebuilt). Sets COLLECTOR_PID,
+# COLLECTOR_PORT, COLLECTOR_URL, COLLECTOR_LOG, and KAFKA_BOOT when the
+# collector runs its embedded Kafka.
+start_collector() {
+  local config="${1:-$COLLECTOR_CONFIG}"
+  [[ -z "$COLLECTOR_PID" ]] || fail "start_collector: a collector is already running (pid $COLLECTOR_PID)"
+  COLLECTOR_STARTS=$((COLLECTOR_STARTS + 1))
+  COLLECTOR_LOG="$T/collector.$COLLECTOR_STARTS.log"
+  "$COLLECTOR_BIN" --config "$config" 2>"$COLLECTOR_LOG" >"$T/collector.$COLLECTOR_STARTS.out" &
+  COLLECTOR_PID=$!
+  local deadline=$((SECONDS + 15)) line=""
+  while :; do
+    if ! kill -0 "$COLLECTOR_PID" 2>/dev/null; then
+      local rc=0
+      wait "$COLLECTOR_PID" || rc=$?
+      COLLECTOR_PID=""
+      fail "pos-collector exited (status $rc) before it was ready: $(tail -n 5 "$COLLECTOR_LOG")"
+    fi
+    line="$(grep -m1 -E 'mod=collector event=listening .*[[:space:]]port=[0-9]+' "$COLLECTOR_LOG" || true)"
+    if [[ -n "$line" ]] && grep -q 'mod=collector event=ready' "$COLLECTOR_LOG"; then
+      break
+    fi
+    ((SECONDS < deadline)) || fail "pos-collector logs event=listening and event=ready within 15 s" "both" "$(tail -n 5 "$COLLECTOR_LOG")"
+    sleep 0.05
+  done
+  COLLECTOR_PORT="$(sed -n 's/.*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' <<<"$line")"
+  [[ "$COLLECTOR_PORT" =~ ^[0-9]+$ && "$COLLECTOR_PORT" -gt 0 ]] ||
+    fail "collector's event=listening names a port" "port=<N>" "$line"
+  COLLECTOR_URL="https://127.0.0.1:$COLLECTOR_PORT"
+  if [[ -z "$BROKER_BOOT" ]]; then
+    # Embedded Kafka: the collector logs where it is.
+    KAFKA_BOOT="$(sed -n 's/.*[[:space:]]kafka=\([0-9.]*:[0-9][0-9]*\).*/\1/p' <<<"$line")"
+    [[ -n "$KAFKA_BOOT" ]] || fail "collector logs its embedded Kafka's bootstrap address" "kafka=HOST:PORT" "$line"
+  fi
+  deadline=$((SECONDS + 60))
+  while :; do
+    collector_curl /healthz >/dev/null
+    [[ "$HTTP_STATUS" == 200 ]] && break
+    kill -0 "$COLLECTOR_PID" 2>/dev/null || fail "pos-collector died while rebuilding its state: $(tail -n 5 "$COLLECTOR_LOG")"
+    ((SECONDS < deadline)) || fail "collector /healthz answers 200 within 60 s (state rebuilt)" 200 "$HTTP_STATUS $(cat "$T/collector.curl.err")"
+    sleep 0.2
+  done
+  log "collector up: $COLLECTOR_URL (pid $COLLECTOR_PID, start $COLLECTOR_STARTS)"
+}
+
+# pin_collector_port: rewrites the collector's config to listen on the port
+# it has now, so that a restart comes back where the agent looks for it.
+pin_collector_port() {
+  sed -i "s/^port = .*/port = $COLLECTOR_PORT/" "$COLLECTOR_CONFIG"
+}
+
+# stop_collector: SIGTERM; it must exit 0 within 20 s.
+stop_collector() {
+  [[ -n "$COLLECTOR_PID" ]] || fail "stop_collector: no collector running"
+  kill -TERM "$COLLECTOR_PID"
+  local deadline=$((SECONDS + 20)) rc=0
+  while kill -0 "$COLLECTOR_PID" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      kill -KILL "$COLLECTOR_PID" 2>/dev/null || true
+      fail "pos-collector exits within 20 s of SIGTERM" "exit" "still running"
+    fi
+    sleep 0.05
+  done
+  wait "$COLLECTOR_PID" || rc=$?
+  COLLECTOR_PID=""
+  assert_eq "pos-collector exit status after SIGTERM" 0 "$rc"
+}
+
+# kill_collector: SIGKILL.
+kill_collector() {
+  [[ -n "$COLLECTOR_PID" ]] || fail "kill_collector: no collector running"
+  kill -KILL "$COLLECTOR_PID"
+  wait "$COLLECTOR_PID" 2>/dev/null || true
+  COLLECTOR_PID=""
+}
+
+# collector_acks: batch_acked events in the current collector's log.
+collector_acks() {
+  grep -c 'event=batch_acked' "$COLLECTOR_LOG" || true
+}
+
+# wait_collector_acks N TIMEOUT: until the current collector logged N batch_acked.
+wait_collector_acks() {
+  local want="$1" deadline=$((SECONDS + $2))
+  while (($(collector_acks) < want)); do
+    ((SECONDS < deadline)) || fail "collector acknowledges $want batches within $2 s" ">= $want" "$(collector_acks)"
+    sleep 0.01
+  done
+}
+
+# ---- the agent ------------------------------------------------------------------------
+
+# write_agent_config [section.key=value ...]: the integration test agent
+# configuration plus an uplink to the running collector with the S001 D1
+# device certificate; pushes only when asked (interval 1h) unless overridden.
+write_agent_config() {
+  write_config \
+    uplink.url="$COLLECTOR_URL" uplink.cert="$PKI/device-$STORE-$DEVICE.crt" \
+    uplink.key="$PKI/device-$STORE-$DEVICE.key" uplink.ca="$PKI/ca.crt" \
+    uplink.interval=1h uplink.jitter=1s uplink.heartbeat_interval=0 \
+    uplink.max_batch_sales=500 uplink.backoff_min=100ms uplink.backoff_max=1s \
+    uplink.request_timeout=30s \
+    "$@"
+}
+
+# agent_unsent: sales_unsent from the agent's /status.json.
+agent_unsent() {
+  status_json
+  json_get "$STATUS_JSON" '$.sales_unsent'
+}
+
+# push_until_sent TIMEOUT: SIGUSR1 the agent (again every 2 s) until its
+# status says no sale is unsent; fails after TIMEOUT seconds.
+push_until_sent() {
+  local timeout="$1" deadline=$((SECONDS + $1)) unsent="" next_push=0
+  while :; do
+    if ((SECONDS >= next_push)); then
+      kill -USR1 "$AGENT_PID"
+      next_push=$((SECONDS + 2))
+    fi
+    sleep 0.2
+    unsent="$(agent_unsent)"
+    [[ "$unsent" == 0 ]] && break
+    ((SECONDS < deadline)) || fail "the agent sends every sale within $timeout s (sales_unsent)" 0 "$unsent"
+  done
+  log "agent: every sale acknowledged by the collector"
+}
+
+# ---- reading Kafka back ---------------------------------------------------------------
+
+# kafka_read TOPIC NAME [SaleRecords|HeartbeatRecords]: reads TOPIC from its
+# start to its end with kcat, splits it with pos-e2e-frames and decodes the
+# values with protoc. Leaves $T/NAME.meta (partition, offset, key, headers),
+# $T/NAME.txt (protoc text) and $T/NAME.tsv (one line per record, see
+# _records_tsv), and sets KAFKA_RECORDS to the record count.
+KAFKA_RECORDS=0
+kafka_read() {
+  local topic="$1" name="$2" type="${3:-SaleRecords}" rc=0
+  timeout 60 kcat -b "$KAFKA_BOOT" -C -t "$topic" -e -q -f '%p\t%o\t%k\t%h\t%R%s' \
+    >"$T/$name.kcat" 2>"$T/$name.kcat.err" || rc=$?
+  [[ $rc -eq 0 ]] || fail "kcat reads $topic from $KAFKA_BOOT (exit $rc): $(head -c 500 "$T/$name.kcat.err")"
+  local out
+  out="$("$FRAMES_BIN" "$T/$name.meta" "$T/$name.stream" <"$T/$name.kcat")" ||
+    fail "pos-e2e-frames splits kcat's output of $topic"
+  KAFKA_RECORDS="${out#records=}"
+  protoc --decode="pos.e2e.$type" -I "$POS_SOURCE_DIR/proto" -I "$(dirname "$RECORDS_PROTO")" \
+    "$RECORDS_PROTO" <"$T/$name.stream" >"$T/$name.txt" 2>"$T/$name.protoc.err" ||
+    fail "protoc --decode=pos.e2e.$type decodes every value of $topic: $(head -c 500 "$T/$name.protoc.err")"
+  if [[ "$type" == SaleRecords ]]; then
+    _records_tsv "$T/$name.meta" "$T/$name.txt" >"$T/$name.tsv"
+    assert_eq "$topic: decoded records = records read" "$KAFKA_RECORDS" "$(wc -l <"$T/$name.tsv")"
+  fi
+}
+
+# The columns of a NAME.tsv line (a Kafka record of a pos.v1.Sale value).
+RECORD_COLUMNS="partition INTEGER, offset INTEGER, key TEXT, h_journal_id TEXT, h_seq INTEGER,
+  h_batch_seq INTEGER, h_kind TEXT, h_device_id TEXT, h_reason TEXT, h_field TEXT,
+  sale_id TEXT, kind TEXT, original_sale_id TEXT, terminal_id TEXT, cashier_id TEXT,
+  channel TEXT, delivery_partner TEXT, business_time_ms INTEGER, utc_offset_min INTEGER,
+  currency TEXT, currency_exponent INTEGER, lines TEXT, payments TEXT, total INTEGER,
+  store_id TEXT, seq INTEGER, received_ms INTEGER"
+
+# _records_tsv META TEXT: joins kcat's metadata with protoc's decoding, one
+# tab-separated line per record in RECORD_COLUMNS order. Proto3 leaves out
+# zero values, so absent numbers are 0 and absent strings empty; enum names
+# become the journal's words (SALE_KIND_SALE -> sale, CHANNEL_POS -> pos);
+# lines are "sku:qty:unit_price:discount:promo_id:tax" joined by "|",
+# payments "method:amount" joined by "|".
+_records_tsv() {
+  awk '
+    function num(v) { return v == "" ? 0 : v }
+    function header(h, name,    n, parts, i, k, last) {
+      n = split(h, parts, ",")
+      last = ""
+      delete hv
+      for (i = 1; i <= n; i++) {
+        k = parts[i]; sub(/=.*/, "", k)
+        if (index(parts[i], "=") && k ~ /^[a-z_]+$/) { last = k; v = parts[i]; sub(/^[^=]*=/, "", v); hv[k] = v }
+        else if (last != "") hv[last] = hv[last] "," parts[i]
+      }
+      return (name in hv) ? hv[name] : ""
+    }
+    function emit(    m, fields, hdr, kind, channel) {
+      split(meta[n], fields, "\t")
+      hdr = fields[4]
+      kind = f["kind"]; sub(/^SALE_KIND_/, "", kind); kind = kind == "" ? "unspecified" : tolower(kind)
+      channel = f["channel"]; sub(/^CHANNEL_/, "", channel); channel = channel == "" ? "unspecified" : tolower(channel)
+      print fields[1], fields[2], fields[3], header(hdr, "journal_id"), header(hdr, "seq"),
+        header(hdr, "batch_seq"), header(hdr, "kind"), header(hdr, "device_id"),
+        header(hdr, "reason"), header(hdr, "field"),
+        f["sale_id"], kind, f["original_sale_id"], f["terminal_id"], f["cashier_id"], channel,
+        f["delivery_partner"], num(f["business_time_ms"]), num(f["utc_offset_minutes"]),
+        f["currency"], num(f["currency_exponent"]), lines, payments, num(f["total"]),
+        f["store_id"], num(f["seq"]), num(f["received_ms"])
+    }
+    BEGIN { OFS = "\t" }
+    FNR == NR { meta[++m] = $0; next }
+    /^record \{$/ { n++; delete f; lines = ""; payments = ""; ctx = "top"; next }
+    /^  lines \{$/ { ctx = "line"; delete l; next }
+    /^  payments \{$/ { ctx = "payment"; delete p; next }
+    /^  \}$/ {
+      if (ctx == "line")
+        lines = lines (lines == "" ? "" : "|") l["sku"] ":" num(l["quantity"]) ":" num(l["unit_price"]) ":" num(l["discount"]) ":" l["promo_id"] ":" num(l["tax"])
+      else if (ctx == "payment")
+        payments = payments (payments == "" ? "" : "|") p["method"] ":" num(p["amount"])
+      ctx = "top"; next
+    }
+    /^\}$/ { emit(); next }
+    {
+      text = $0; sub(/^ +/, "", text)
+      k = text; sub(/:.*/, "", k)
+      v = text; sub(/^[^:]*: /, "", v)
+      if (v ~ /^".*"$/) v = substr(v, 2, length(v) - 2)
+      if (ctx == "top") f[k] = v; else if (ctx == "line") l[k] = v; else p[k] = v
+    }
+  ' "$1" "$2"
+}
+
+# records_db NAME: loads $T/NAME.tsv into the SQLite database $T/NAME.db as
+# table k (query it with rsql).
+records_db() {
+  local name="$1" db="$T/$1.db"
+  rm -f "$db"
+  sqlite3 -batch -bail "$db" "CREATE TABLE k($RECORD_COLUMNS);" ".mode tabs" ".import '$T/$name.tsv' k" ||
+    fail "load $T/$name.tsv into SQLite"
+}
+
+# rsql NAME QUERY: QUERY on NAME's records (table k) with the journal as j.
+rsql() {
+  if [[ -f "$JOURNAL" ]]; then
+    sqlite3 -batch -bail "$T/$1.db" ".timeout 5000" "ATTACH $(_sql_quote "$JOURNAL") AS j;" "$2"
+  else
+    sqlite3 -batch -bail "$T/$1.db" "$2"
+  fi
+}
+
+# The journal's sales in the columns the records are compared on (lines
+# and payments in the records' notation).
+JOURNAL_CANONICAL="SELECT s.seq AS seq, s.sale_id AS sale_id, s.kind AS kind,
+    coalesce(s.original_sale_id, '') AS original_sale_id, s.terminal_id AS terminal_id,
+    coalesce(s.cashier_id, '') AS cashier_id, s.channel AS channel,
+    coalesce(s.delivery_partner, '') AS delivery_partner, s.business_time_ms AS business_time_ms,
+    s.utc_offset_min AS utc_offset_min, s.currency AS currency,
+    s.currency_exponent AS currency_exponent,
+    (SELECT group_concat(x, '|') FROM (SELECT json_extract(value, '\$.sku') || ':' ||
+        json_extract(value, '\$.qty') || ':' || json_extract(value, '\$.unit_price') || ':' ||
+        json_extract(value, '\$.discount') || ':' || coalesce(json_extract(value, '\$.promo_id'), '') ||
+        ':' || json_extract(value, '\$.tax') AS x FROM json_each(s.lines) ORDER BY key)) AS lines,
+    (SELECT group_concat(x, '|') FROM (SELECT json_extract(value, '\$.method') || ':' ||
+        json_extract(value, '\$.amount') AS x FROM json_each(s.payments) ORDER BY key)) AS payments,
+    s.total_minor AS total, s.received_ms AS received_ms, s.batch_seq AS batch_seq
+  FROM j.sales s"
+
+# check_sales_match_journal NAME EXPECTED: NAME's records (kafka_read of
+# pos.sales.v1, then records_db) are exactly the journal's EXPECTED sales:
+# one record per sale_id, keyed by the store, all in one partition in seq
+# order, headers naming journal, seq, batch and device, and every field
+# equal to the journal's row.
+check_sales_match_journal() {
+  local name="$1" expected="$2" journal_id
+  journal_id="$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"
+  assert_eq "journal rows" "$expected" "$(journal_count)"
+  assert_eq "records in pos.sales.v1" "$expected" "$(rsql "$name" 'SELECT count(*) FROM k;')"
+  assert_eq "distinct sale_ids in pos.sales.v1" "$expected" "$(rsql "$name" 'SELECT count(DISTINCT sale_id) FROM k;')"
+  assert_eq "distinct seqs in pos.sales.v1" "$expected" "$(rsql "$name" 'SELECT count(DISTINCT seq) FROM k;')"
+  assert_eq "records not keyed by the store $STORE" 0 "$(rsql "$name" "SELECT count(*) FROM k WHERE key IS NOT '$STORE';")"
+  assert_eq "records whose store_id is not $STORE" 0 "$(rsql "$name" "SELECT count(*) FROM k WHERE store_id IS NOT '$STORE';")"
+  assert_eq "partitions holding the store's records" 1 "$(rsql "$name" 'SELECT count(DISTINCT partition) FROM k;')"
+  assert_eq "records out of seq order within the partition" 0 \
+    "$(rsql "$name" 'SELECT count(*) FROM (SELECT seq, lag(seq) OVER (ORDER BY offset) AS previous FROM k) WHERE previous IS NOT NULL AND seq <= previous;')"
+  assert_eq "records whose journal_id header is not the journal's ($journal_id)" 0 \
+    "$(rsql "$name" "SELECT count(*) FROM k WHERE lower(h_journal_id) IS NOT '$journal_id';")"
+  assert_eq "records whose seq header differs from the sale's seq" 0 \
+    "$(rsql "$name" 'SELECT count(*) FROM k WHERE h_seq IS NOT seq;')"
+  assert_eq "records whose kind header is not live" 0 "$(rsql "$name" "SELECT count(*) FROM k WHERE h_kind IS NOT 'live';")"
+  assert_eq "records whose device_id header is not $DEVICE" 0 "$(rsql "$name" "SELECT count(*) FROM k WHERE h_device_id IS NOT '$DEVICE';")"
+  local mismatched
+  mismatched="$(rsql "$name" "SELECT count(*) FROM ($JOURNAL_CANONICAL) s WHERE NOT EXISTS (
+      SELECT 1 FROM k WHERE k.sale_id = s.sale_id AND k.seq = s.seq AND k.kind = s.kind
+        AND k.original_sale_id = s.original_sale_id AND k.terminal_id = s.terminal_id
+        AND k.cashier_id = s.cashier_id AND k.channel = s.channel
+        AND k.delivery_partner = s.delivery_partner AND k.business_time_ms = s.business_time_ms
+        AND k.utc_offset_min = s.utc_offset_min AND k.currency = s.currency
+        AND k.currency_exponent = s.currency_exponent AND k.lines = s.lines
+        AND k.payments = s.payments AND k.total = s.total AND k.received_ms = s.received_ms
+        AND k.h_batch_seq = s.batch_seq);")"
+  if [[ "$mismatched" != 0 ]]; then
+    echo "---- first journal rows without an equal record (journal | record):" >&2
+    rsql "$name" "SELECT 'journal: ' || s.seq || ' ' || s.sale_id || ' ' || s.kind || ' ' || s.original_sale_id || ' ' ||
+        s.terminal_id || ' ' || s.cashier_id || ' ' || s.channel || ' ' || s.delivery_partner || ' ' ||
+        s.business_time_ms || ' ' || s.utc_offset_min || ' ' || s.currency || ' ' || s.currency_exponent || ' ' ||
+        s.lines || ' ' || s.payments || ' ' || s.total || ' ' || s.received_ms || ' batch ' || s.batch_seq || char(10) ||
+        'record:  ' || coalesce((SELECT k.seq || ' ' || k.sale_id || ' ' || k.kind || ' ' || k.original_sale_id || ' ' ||
+        k.terminal_id || ' ' || k.cashier_id || ' ' || k.channel || ' ' || k.delivery_partner || ' ' ||
+        k.business_time_ms || ' ' || k.utc_offset_min || ' ' || k.currency || ' ' || k.currency_exponent || ' ' ||
+        k.lines || ' ' || k.payments || ' ' || k.total || ' ' || k.received_ms || ' batch ' || k.h_batch_seq
+        FROM k WHERE k.sale_id = s.sale_id LIMIT 1), '(none)')
+      FROM ($JOURNAL_CANONICAL) s WHERE NOT EXISTS (
+      SELECT 1 FROM k WHERE k.sale_id = s.sale_id AND k.seq = s.seq AND k.kind = s.kind
+        AND k.original_sale_id = s.original_sale_id AND k.terminal_id = s.terminal_id
+        AND k.cashier_id = s.cashier_id AND k.channel = s.channel
+        AND k.delivery_partner = s.delivery_partner AND k.business_time_ms = s.business_time_ms
+        AND k.utc_offset_min = s.utc_offset_min AND k.currency = s.currency
+        AND k.currency_exponent = s.currency_exponent AND k.lines = s.lines
+        AND k.payments = s.payments AND k.total = s.total AND k.received_ms = s.received_ms
+        AND k.h_batch_seq = s.batch_seq) LIMIT 3;" >&2
+    fail "journal sales equal, field for field, to a record of pos.sales.v1" "0 different" "$mismatched of $expected different"
+  fi
+  log "pos.sales.v1 holds the journal's $expected sales exactly once, field for field"
+}
+
+# check_batches_contiguous: the journal's sealed batches are 1..N, each
+# acknowledged, and every stored body is one zstd frame.
+check_batches_contiguous() {
+  local count max
+  count="$(sql 'SELECT count(*) FROM batches;')"
+  max="$(sql 'SELECT coalesce(max(batch_seq), 0) FROM batches;')"
+  assert_gt "batches sealed" 0 "$count"
+  assert_eq "batch_seq contiguous from 1 (count = max)" "$max" "$count"
+  assert_eq "lowest batch_seq" 1 "$(sql 'SELECT min(batch_seq) FROM batches;')"
+  assert_eq "batches not acknowledged" 0 "$(sql 'SELECT count(*) FROM batches WHERE acked_ms IS NULL;')"
+  assert_eq "batch bodies that are not zstd frames (magic 28b52ffd)" 0 \
+    "$(sql "SELECT count(*) FROM batches WHERE hex(substr(body, 1, 4)) <> '28B52FFD';")"
+  assert_eq "sales whose seq range is not their batch's" 0 \
+    "$(sql 'SELECT count(*) FROM sales s JOIN batches b ON b.batch_seq = s.batch_seq WHERE s.seq NOT BETWEEN b.first_seq AND b.last_seq;')"
+  BATCH_COUNT="$count"
+}
+
+# ---- pos-batch --------------------------------------------------------------------------
+
+# send_batch CERT_NAME [pos-batch args...]: one pos-batch run against the
+# collector with $PKI/CERT_NAME.{crt,key} (CERT_NAME "" = no client
+# certificate). Sets BATCH_OUT (its output) and BATCH_RC (its exit status).
+BATCH_OUT=""
+BATCH_RC=0
+send_batch() {
+  local cert="$1"
+  shift
+  local auth=()
+  [[ -n "$cert" ]] && auth=(--cert "$PKI/$cert.crt" --key "$PKI/$cert.key")
+  BATCH_RC=0
+  BATCH_OUT="$("$BATCH_BIN" --url "$COLLECTOR_URL" --cacert "$PKI/ca.crt" "${auth[@]}" \
+    --timeout 30 "$@" 2>"$T/batch.err")" || BATCH_RC=$?
+  if [[ $BATCH_RC -ne 0 && $BATCH_RC -ne 3 ]]; then
+    fail "pos-batch $* (exit $BATCH_RC): $(cat "$T/batch.err") $BATCH_OUT"
+  fi
+}
+
+# batch_field NAME [TEXT]: a key=value field of pos-batch's (last) output line.
+batch_field() {
+  local text="${2:-$BATCH_OUT}"
+  text="$(tail -n 1 <<<"$text")"
+  if [[ "$1" == message || "$1" == error ]]; then
+    sed -n "s/.* $1=\"\\(.*\\)\"\$/\\1/p" <<<"$text"
+  else
+    sed -n "s/^\\(.* \\)\\{0,1\\}$1=\\([^ ]*\\).*/\\2/p" <<<"$text"
+  fi
+}

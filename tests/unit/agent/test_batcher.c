@@ -1,0 +1,815 @@
+/*
+ * test_batcher.c - sealing sales into batches, against real SQLite files:
+ * contiguous batch_seq, size caps, a sealed body that never changes, the
+ * re-seal after a 413 keeping every sale exactly once, acknowledgements and
+ * their counters, retention that never touches unacknowledged rows, the
+ * migration of a v1 journal, and the retry backoff.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "journal/journal.h"
+#include "journal/journal_sql.h"
+#include "proto/codec.h"
+#include "uplink/backoff.h"
+#include "uplink/batcher.h"
+
+#define DAY_MS (24LL * 60 * 60 * 1000)
+
+struct fixture {
+  char dir[64];
+  char path[96];
+  uv_loop_t loop;
+  struct batcher_identity identity;
+};
+
+static int setup(void **state)
+{
+  struct fixture *f = calloc(1, sizeof(*f));
+  snprintf(f->dir, sizeof(f->dir), "/tmp/test_batcher_XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  snprintf(f->path, sizeof(f->path), "%s/journal.db", f->dir);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  assert_int_equal(batcher_identity_init(&f->identity, "S001", "D1", 3), 0);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  struct fixture *f = *state;
+  char cmd[128];
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+  assert_int_equal(system(cmd), 0);
+  free(f);
+  return 0;
+}
+
+static journal *open_journal(struct fixture *f)
+{
+  struct journal_options options = {f->path, 0, 64, 1000, 0};
+  char err[512];
+  journal *j = journal_open(&f->loop, &options, err, sizeof(err));
+  if (!j)
+    fail_msg("journal_open: %s", err);
+  return j;
+}
+
+static void close_journal(struct fixture *f, journal *j)
+{
+  journal_close(j);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+}
+
+/* A valid sale; `lines` lines, so its size can be chosen. */
+static void make_sale(struct sale *sale, const char *sale_id, size_t lines)
+{
+  memset(sale, 0, sizeof(*sale));
+  snprintf(sale->sale_id, sizeof(sale->sale_id), "%s", sale_id);
+  sale->kind = SALE_KIND_SALE;
+  snprintf(sale->terminal_id, sizeof(sale->terminal_id), "T1");
+  snprintf(sale->cashier_id, sizeof(sale->cashier_id), "E042");
+  sale->channel = SALE_CHANNEL_DELIVERY;
+  snprintf(sale->delivery_partner, sizeof(sale->delivery_partner), "ACME-EATS");
+  snprintf(sale->business_time, sizeof(sale->business_time), "2026-11-21T18:42:05+01:00");
+  sale->business_time_ms = 1763746925000LL;
+  sale->utc_offset_minutes = 60;
+  snprintf(sale->currency, sizeof(sale->currency), "EUR");
+  sale->currency_exponent = 2;
+  sale->line_count = lines;
+  sale->lines = calloc(lines, sizeof(*sale->lines));
+  sale->total = 0;
+  for (size_t i = 0; i < lines; i++) {
+    /* Random-looking SKUs so that big sales stay big compressed, the same
+     * for the same sale_id (a retry is the same sale). */
+    uint64_t noise = 1469598103934665603ULL ^ (uint64_t)(i + 1);
+    char *sku = sale->lines[i].sku;
+    for (const char *c = sale_id; *c; c++)
+      noise = (noise ^ (uint8_t)*c) * 1099511628211ULL;
+    for (size_t c = 0; c < 40; c++) {
+      noise ^= noise << 13;
+      noise ^= noise >> 7;
+      noise ^= noise << 17;
+      sku[c] = "0123456789ABCDEF"[noise & 15];
+    }
+    sku[40] = '\0';
+    sale->lines[i].qty = 1 + (int64_t)(i % 3);
+    sale->lines[i].unit_price = 1250 + (int64_t)i;
+    sale->lines[i].discount = i == 0 ? 100 : 0;
+    if (i == 0)
+      snprintf(sale->lines[i].promo_id, sizeof(sale->lines[i].promo_id), "TPR-42");
+    sale->lines[i].tax = 230;
+    sale->total += sale->lines[i].qty * sale->lines[i].unit_price - sale->lines[i].discount +
+                   sale->lines[i].tax;
+  }
+  sale->payment_count = 1;
+  sale->payments = calloc(1, sizeof(*sale->payments));
+  snprintf(sale->payments[0].method, sizeof(sale->payments[0].method), "card");
+  sale->payments[0].amount = sale->total;
+}
+
+struct pending {
+  struct journal_write write;
+  struct journal_item_result results[64];
+  int done;
+};
+
+static void on_write_done(struct journal_write *write)
+{
+  struct pending *p = write->user;
+  p->done = 1;
+}
+
+/* Journals `count` sales named PREFIX-i, `lines` lines each. */
+static void add_sales(struct fixture *f, journal *j, const char *prefix, size_t count,
+                      size_t lines)
+{
+  for (size_t done = 0; done < count;) {
+    struct sale sales[64];
+    struct pending p;
+    size_t n = count - done < 64 ? count - done : 64;
+    char id[48];
+    for (size_t i = 0; i < n; i++) {
+      snprintf(id, sizeof(id), "%.16s-%zu", prefix, done + i);
+      make_sale(&sales[i], id, lines);
+    }
+    memset(&p, 0, sizeof(p));
+    p.write.sales = sales;
+    p.write.count = n;
+    p.write.results = p.results;
+    p.write.done = on_write_done;
+    p.write.user = &p;
+    assert_int_equal(journal_submit(j, &p.write), 0);
+    while (!p.done)
+      uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(p.write.error, 0);
+    for (size_t i = 0; i < n; i++)
+      sale_clear(&sales[i]);
+    done += n;
+  }
+}
+
+struct op_wait {
+  struct journal_op op;
+  int done;
+};
+
+static void on_op_done(struct journal_op *op)
+{
+  struct op_wait *w = op->user;
+  w->done = 1;
+}
+
+/* Runs one operation to completion. The caller clears w->op. */
+static void run_op(struct fixture *f, journal *j, struct op_wait *w, enum journal_op_kind kind,
+                   int64_t batch_seq, int64_t seal_upto, size_t max_sales, size_t max_bytes,
+                   int64_t now_ms, int64_t retention_ms)
+{
+  memset(w, 0, sizeof(*w));
+  w->op.kind = kind;
+  w->op.batch_seq = batch_seq;
+  w->op.seal_upto_seq = seal_upto;
+  w->op.max_sales = max_sales;
+  w->op.max_bytes = max_bytes;
+  w->op.pack = batcher_pack;
+  w->op.pack_arg = &f->identity;
+  w->op.now_ms = now_ms;
+  w->op.retention_ms = retention_ms;
+  w->op.done = on_op_done;
+  w->op.user = w;
+  assert_int_equal(journal_submit_op(j, &w->op), 0);
+  while (!w->done)
+    uv_run(&f->loop, UV_RUN_ONCE);
+}
+
+/* NEXT_BATCH(batch_seq) sealing anything; fails the test on an error. */
+static void next_batch(struct fixture *f, journal *j, struct op_wait *w, int64_t batch_seq,
+                       size_t max_sales, size_t max_bytes)
+{
+  run_op(f, j, w, JOURNAL_OP_NEXT_BATCH, batch_seq, INT64_MAX, max_sales, max_bytes, 0, 0);
+  if (w->op.error)
+    fail_msg("NEXT_BATCH %lld: %s", (long long)batch_seq, w->op.message);
+}
+
+static void ack(struct fixture *f, journal *j, int64_t batch_seq, int64_t now_ms)
+{
+  struct op_wait w;
+  run_op(f, j, &w, JOURNAL_OP_ACK, batch_seq, 0, 0, 0, now_ms, 0);
+  if (w.op.error)
+    fail_msg("ACK %lld: %s", (long long)batch_seq, w.op.message);
+}
+
+static int64_t query_int(struct fixture *f, const char *sql)
+{
+  sqlite3 *db;
+  sqlite3_stmt *stmt;
+  int64_t value = -1;
+  assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+    fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+  if (sqlite3_step(stmt) == SQLITE_ROW)
+    value = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return value;
+}
+
+/* Decodes a body as the collector would, and checks it against the batch. */
+static Pos__V1__Batch *decode(const struct journal_batch *batch)
+{
+  struct proto_limits limits = {PROTO_DEFAULT_MAX_COMPRESSED, PROTO_DEFAULT_MAX_DECODED,
+                                PROTO_DEFAULT_MAX_SALES};
+  Pos__V1__Batch *decoded = NULL;
+  char err[256];
+  int rc = proto_batch_unpack(batch->body, batch->body_len, &limits, &decoded, err, sizeof(err));
+  if (rc)
+    fail_msg("batch %lld does not decode: %s", (long long)batch->batch_seq, err);
+  assert_int_equal(decoded->envelope->batch_seq, batch->batch_seq);
+  assert_int_equal(decoded->envelope->first_seq, batch->first_seq);
+  assert_int_equal(decoded->envelope->last_seq, batch->last_seq);
+  assert_int_equal(decoded->envelope->sale_count, batch->sale_count);
+  assert_int_equal(decoded->n_sales, batch->sale_count);
+  assert_int_equal(decoded->n_inventory_deltas, 0);
+  for (size_t i = 0; i < decoded->n_sales; i++) {
+    char field[64], why[128];
+    assert_int_equal(decoded->sales[i]->seq, batch->first_seq + (int64_t)i);
+    if (proto_sale_check(decoded->sales[i], field, sizeof(field), why, sizeof(why)))
+      fail_msg("sale seq %llu fails the collector's check: %s: %s",
+               (unsigned long long)decoded->sales[i]->seq, field, why);
+  }
+  return decoded;
+}
+
+/* ---- the tests ------------------------------------------------------------------- */
+
+static void batches_are_contiguous_and_cover_every_sale_once(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct op_wait w;
+  struct journal_stats stats;
+  int64_t expected_first = 1;
+
+  add_sales(f, j, "C", 95, 2);
+  for (int64_t batch_seq = 1; batch_seq <= 10; batch_seq++) {
+    next_batch(f, j, &w, batch_seq, 10, 1024 * 1024);
+    assert_int_equal(w.op.batch.batch_seq, batch_seq);
+    assert_true(w.op.sealed);
+    assert_int_equal(w.op.batch.first_seq, expected_first);
+    assert_int_equal(w.op.batch.sale_count, batch_seq == 10 ? 5 : 10);
+    assert_int_equal(w.op.batch.last_seq, expected_first + w.op.batch.sale_count - 1);
+    assert_int_equal(w.op.batch.attempts, 1);
+    {
+      Pos__V1__Batch *decoded = decode(&w.op.batch);
+      assert_string_equal(decoded->envelope->store_id, "S001");
+      assert_string_equal(decoded->envelope->device_id, "D1");
+      assert_int_equal(decoded->envelope->kind, POS__V1__BATCH_KIND__BATCH_KIND_LIVE);
+      assert_int_equal(decoded->envelope->journal_id.len, 16);
+      assert_string_equal(decoded->sales[0]->store_id, "S001");
+      assert_true(decoded->sales[0]->received_ms > 0);
+      assert_string_equal(decoded->sales[0]->delivery_partner, "ACME-EATS");
+      assert_int_equal(decoded->sales[0]->n_lines, 2);
+      assert_string_equal(decoded->sales[0]->lines[0]->promo_id, "TPR-42");
+      pos__v1__batch__free_unpacked(decoded, NULL);
+    }
+    expected_first = w.op.batch.last_seq + 1;
+    journal_op_clear(&w.op);
+    ack(f, j, batch_seq, 0);
+  }
+  /* Nothing left: no batch 11. */
+  next_batch(f, j, &w, 11, 10, 1024 * 1024);
+  assert_int_equal(w.op.batch.batch_seq, 0);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.last_batch_seq, 10);
+  assert_int_equal(stats.acked_batch_seq, 10);
+  assert_int_equal(stats.sales_unsent, 0);
+  close_journal(f, j);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales WHERE batch_seq IS NULL"), 0);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales s JOIN batches b USING(batch_seq) "
+                                "WHERE s.seq BETWEEN b.first_seq AND b.last_seq"),
+                   95);
+  assert_int_equal(query_int(f, "SELECT sum(sale_count) FROM batches"), 95);
+  assert_int_equal(query_int(f, "SELECT max(batch_seq) - min(batch_seq) + 1 - count(*) FROM "
+                                "batches"),
+                   0);
+}
+
+static void size_caps_are_honoured(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct op_wait w;
+  const size_t max_bytes = 8 * 1024;
+  int64_t batch_seq = 1;
+  uint64_t sealed_sales = 0;
+
+  /* Sales of 40 distinct lines: a few KB each, compressed. */
+  add_sales(f, j, "BIG", 60, 40);
+  for (;; batch_seq++) {
+    next_batch(f, j, &w, batch_seq, 50, max_bytes);
+    if (w.op.batch.batch_seq == 0)
+      break;
+    assert_true(w.op.batch.body_len <= max_bytes);
+    assert_true(w.op.batch.sale_count <= 50);
+    assert_true(w.op.batch.sale_count >= 1);
+    sealed_sales += w.op.batch.sale_count;
+    pos__v1__batch__free_unpacked(decode(&w.op.batch), NULL);
+    journal_op_clear(&w.op);
+    ack(f, j, batch_seq, 0);
+  }
+  assert_int_equal(sealed_sales, 60);
+  /* The cap really bit: more batches than the sales cap alone would make. */
+  assert_true(batch_seq - 1 > 2);
+
+  /* The count cap alone. */
+  add_sales(f, j, "SMALL", 30, 1);
+  next_batch(f, j, &w, batch_seq, 7, 1024 * 1024);
+  assert_int_equal(w.op.batch.sale_count, 7);
+  journal_op_clear(&w.op);
+  close_journal(f, j);
+}
+
+static void a_sealed_batch_is_resent_byte_for_byte(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct op_wait w;
+  uint8_t *first;
+  size_t first_len;
+
+  add_sales(f, j, "R", 20, 3);
+  next_batch(f, j, &w, 1, 100, 1024 * 1024);
+  assert_true(w.op.sealed);
+  first_len = w.op.batch.body_len;
+  first = malloc(first_len);
+  memcpy(first, w.op.batch.body, first_len);
+  journal_op_clear(&w.op);
+
+  /* More sales arrive; the retry still sends exactly the sealed bytes. */
+  add_sales(f, j, "R-LATER", 5, 1);
+  next_batch(f, j, &w, 1, 100, 1024 * 1024);
+  assert_false(w.op.sealed);
+  assert_int_equal(w.op.batch.attempts, 2);
+  assert_int_equal(w.op.batch.body_len, first_len);
+  assert_memory_equal(w.op.batch.body, first, first_len);
+  assert_int_equal(w.op.batch.sale_count, 20);
+  journal_op_clear(&w.op);
+  close_journal(f, j);
+
+  /* And after a restart. */
+  j = open_journal(f);
+  next_batch(f, j, &w, 1, 100, 1024 * 1024);
+  assert_int_equal(w.op.batch.attempts, 3);
+  assert_memory_equal(w.op.batch.body, first, first_len);
+  journal_op_clear(&w.op);
+  /* An acknowledged batch is still resent unchanged (a collector that lost
+   * it asks for it with a 409). */
+  ack(f, j, 1, 0);
+  next_batch(f, j, &w, 1, 100, 1024 * 1024);
+  assert_true(w.op.batch.acked_ms > 0);
+  assert_memory_equal(w.op.batch.body, first, first_len);
+  journal_op_clear(&w.op);
+  close_journal(f, j);
+  assert_int_equal(query_int(f, "SELECT attempts FROM batches WHERE batch_seq = 1"), 4);
+  free(first);
+}
+
+static void resealing_after_413_keeps_every_sale_once(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct op_wait w;
+  struct journal_stats stats;
+  int64_t batch_seq;
+
+  add_sales(f, j, "S", 100, 2);
+  /* Batch 1 acknowledged; 2 and 3 sealed but not. */
+  next_batch(f, j, &w, 1, 30, 1024 * 1024);
+  journal_op_clear(&w.op);
+  ack(f, j, 1, 0);
+  next_batch(f, j, &w, 2, 30, 1024 * 1024);
+  journal_op_clear(&w.op);
+  next_batch(f, j, &w, 3, 30, 1024 * 1024);
+  journal_op_clear(&w.op);
+
+  /* An acknowledged batch cannot be split. */
+  run_op(f, j, &w, JOURNAL_OP_UNSEAL, 1, 0, 0, 0, 0, 0);
+  assert_int_equal(w.op.error, JOURNAL_EINVAL);
+
+  /* 413 for batch 2: it and 3 go, their 60 sales are unsealed. */
+  run_op(f, j, &w, JOURNAL_OP_UNSEAL, 2, 0, 0, 0, 0, 0);
+  assert_int_equal(w.op.error, 0);
+  assert_int_equal(w.op.batches_changed, 2);
+  assert_int_equal(w.op.sales_changed, 60);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.last_batch_seq, 1);
+
+  /* Sealed again at half the size, from batch 2 on. */
+  for (batch_seq = 2;; batch_seq++) {
+    next_batch(f, j, &w, batch_seq, 15, 1024 * 1024);
+    if (w.op.batch.batch_seq == 0)
+      break;
+    assert_true(w.op.batch.sale_count <= 15);
+    pos__v1__batch__free_unpacked(decode(&w.op.batch), NULL);
+    journal_op_clear(&w.op);
+    ack(f, j, batch_seq, 0);
+  }
+  assert_int_equal(batch_seq, 2 + 5); /* 70 sales in batches of 15: 5 more */
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.sales_unsent, 0);
+  close_journal(f, j);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales WHERE batch_seq IS NULL"), 0);
+  assert_int_equal(query_int(f, "SELECT sum(sale_count) FROM batches"), 100);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM batches"), 6);
+  /* Every sale in exactly the batch whose range holds it. */
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales s JOIN batches b ON s.seq BETWEEN "
+                                "b.first_seq AND b.last_seq WHERE s.batch_seq = b.batch_seq"),
+                   100);
+}
+
+static void acknowledgements_update_the_counters(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct op_wait w;
+  struct journal_stats stats;
+  int64_t first_received;
+
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.sales_unsent, 0);
+  assert_int_equal(stats.oldest_unsent_ms, 0);
+  add_sales(f, j, "A", 25, 1);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.sales_unsent, 25);
+  assert_true(stats.oldest_unsent_ms > 0);
+  first_received = stats.oldest_unsent_ms;
+
+  next_batch(f, j, &w, 1, 10, 1024 * 1024);
+  journal_op_clear(&w.op);
+  next_batch(f, j, &w, 2, 10, 1024 * 1024);
+  journal_op_clear(&w.op);
+  journal_get_stats(j, &stats);
+  /* Sealed is not sent. */
+  assert_int_equal(stats.sales_unsent, 25);
+  assert_int_equal(stats.last_batch_seq, 2);
+  assert_int_equal(stats.acked_batch_seq, 0);
+  assert_int_equal(stats.oldest_unsent_ms, first_received);
+
+  ack(f, j, 1, 1700000000000LL);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.sales_unsent, 15);
+  assert_int_equal(stats.acked_batch_seq, 1);
+  assert_int_equal(stats.acked_last_seq, 10);
+  assert_int_equal(stats.last_ack_ms, 1700000000000LL);
+  assert_true(stats.oldest_unsent_ms >= first_received);
+
+  /* Acknowledging again, or an older batch, changes nothing. */
+  ack(f, j, 1, 1700000001000LL);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.sales_unsent, 15);
+  assert_int_equal(stats.last_ack_ms, 1700000000000LL);
+
+  /* An acknowledgement beyond what was sealed is clamped. */
+  ack(f, j, 9, 1700000002000LL);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.acked_batch_seq, 2);
+  assert_int_equal(stats.sales_unsent, 5);
+  close_journal(f, j);
+
+  /* The counters come back from the file. */
+  j = open_journal(f);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.acked_batch_seq, 2);
+  assert_int_equal(stats.last_batch_seq, 2);
+  assert_int_equal(stats.acked_last_seq, 20);
+  assert_int_equal(stats.sales_unsent, 5);
+  assert_int_equal(stats.last_ack_ms, 1700000002000LL);
+  assert_true(stats.oldest_unsent_ms > 0);
+  close_journal(f, j);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM batches WHERE acked_ms IS NOT NULL"), 2);
+}
+
+static void retention_deletes_only_old_acknowledged_history(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct op_wait w;
+  struct journal_stats stats;
+  int64_t now = 1800000000000LL;
+
+  add_sales(f, j, "OLD", 30, 1);
+  next_batch(f, j, &w, 1, 10, 1024 * 1024);
+  journal_op_clear(&w.op);
+  ack(f, j, 1, now - 100 * DAY_MS); /* acknowledged long ago */
+  next_batch(f, j, &w, 2, 10, 1024 * 1024);
+  journal_op_clear(&w.op);
+  ack(f, j, 2, now - 10 * DAY_MS); /* acknowledged recently */
+  next_batch(f, j, &w, 3, 10, 1024 * 1024);
+  journal_op_clear(&w.op); /* sealed, never acknowledged */
+  add_sales(f, j, "NEW", 5, 1); /* never sealed */
+
+  run_op(f, j, &w, JOURNAL_OP_RETENTION, 0, 0, 0, 0, now, 90 * DAY_MS);
+  assert_int_equal(w.op.error, 0);
+  assert_int_equal(w.op.batches_changed, 1);
+  assert_int_equal(w.op.sales_changed, 10);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.sales_journaled, 25);
+  assert_int_equal(stats.sales_unsent, 15);
+
+  /* Even with everything old, unacknowledged rows stay. */
+  run_op(f, j, &w, JOURNAL_OP_RETENTION, 0, 0, 0, 0, now + 1000 * DAY_MS, 90 * DAY_MS);
+  assert_int_equal(w.op.batches_changed, 1);
+  close_journal(f, j);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales"), 15);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales WHERE batch_seq = 3"), 10);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales WHERE batch_seq IS NULL"), 5);
+  assert_int_equal(query_int(f, "SELECT group_concat(batch_seq) FROM batches"), 3);
+
+  /* Batch numbers go on after retention emptied the acknowledged ones. */
+  j = open_journal(f);
+  ack(f, j, 3, now);
+  run_op(f, j, &w, JOURNAL_OP_RETENTION, 0, 0, 0, 0, now + 1000 * DAY_MS, 90 * DAY_MS);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM batches"), 0);
+  next_batch(f, j, &w, 4, 10, 1024 * 1024);
+  assert_int_equal(w.op.batch.batch_seq, 4);
+  assert_int_equal(w.op.batch.sale_count, 5);
+  journal_op_clear(&w.op);
+  /* A batch deleted by retention is gone for good. */
+  run_op(f, j, &w, JOURNAL_OP_NEXT_BATCH, 2, INT64_MAX, 10, 1024 * 1024, 0, 0);
+  assert_int_equal(w.op.error, JOURNAL_ENOTFOUND);
+  assert_non_null(strstr(w.op.message, "retention"));
+  /* And one never sealed cannot be asked for. */
+  run_op(f, j, &w, JOURNAL_OP_NEXT_BATCH, 9, INT64_MAX, 10, 1024 * 1024, 0, 0);
+  assert_int_equal(w.op.error, JOURNAL_ENOTFOUND);
+  close_journal(f, j);
+}
+
+static void sealing_stops_at_the_push_target(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct op_wait w;
+
+  add_sales(f, j, "T", 5, 1);
+  /* seal_upto_seq 0: only load, never seal. */
+  run_op(f, j, &w, JOURNAL_OP_NEXT_BATCH, 1, 0, 10, 1024 * 1024, 0, 0);
+  assert_int_equal(w.op.error, 0);
+  assert_int_equal(w.op.batch.batch_seq, 0);
+  /* A target below every unsealed sale seals nothing either... */
+  next_batch(f, j, &w, 1, 2, 1024 * 1024);
+  journal_op_clear(&w.op);
+  ack(f, j, 1, 0);
+  run_op(f, j, &w, JOURNAL_OP_NEXT_BATCH, 2, 2, 10, 1024 * 1024, 0, 0);
+  assert_int_equal(w.op.batch.batch_seq, 0);
+  /* ...and one at or above the oldest unsealed sale seals (up to the cap). */
+  run_op(f, j, &w, JOURNAL_OP_NEXT_BATCH, 2, 3, 10, 1024 * 1024, 0, 0);
+  assert_int_equal(w.op.batch.batch_seq, 2);
+  assert_int_equal(w.op.batch.first_seq, 3);
+  assert_int_equal(w.op.batch.last_seq, 5);
+  journal_op_clear(&w.op);
+  close_journal(f, j);
+}
+
+static void a_v1_journal_is_migrated_and_its_sales_sent(void **state)
+{
+  struct fixture *f = *state;
+  sqlite3 *db;
+  journal *j;
+  struct op_wait w;
+  struct journal_stats stats;
+
+  /* A journal as the first agent version left it: two unsent sales. */
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "PRAGMA journal_mode=WAL; BEGIN;" JOURNAL_SCHEMA_V1
+                                "INSERT INTO meta VALUES('journal_id',"
+                                " '00112233445566778899aabbccddeeff');"
+                                "INSERT INTO sales(sale_id, content_hash, kind, original_sale_id, terminal_id,"
+                                " channel, business_time, business_time_ms, utc_offset_min,"
+                                " currency, currency_exponent, total_minor, lines, payments,"
+                                " received_ms) VALUES"
+                                " ('V1-1', x'00', 'sale', NULL, 'T1', 'pos', '2026-01-01T10:00:00Z',"
+                                "  1767261600000, 0, 'EUR', 2, 2500,"
+                                "  '[{\"sku\":\"P\",\"qty\":2,\"unit_price\":1250,"
+                                "\"discount\":0,\"tax\":0}]',"
+                                "  '[{\"method\":\"cash\",\"amount\":2500}]', 1767261601000),"
+                                " ('V1-2', x'01', 'refund', 'V1-1', 'T1', 'pickup', '2026-01-01T10:05:00Z',"
+                                "  1767261900000, 0, 'EUR', 2, 2500,"
+                                "  '[{\"sku\":\"P\",\"qty\":2,\"unit_price\":1250,"
+                                "\"discount\":0,\"tax\":0}]',"
+                                "  '[{\"method\":\"cash\",\"amount\":2500}]', 1767261901000);"
+                                "PRAGMA user_version=1; COMMIT;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+
+  j = open_journal(f);
+  journal_get_stats(j, &stats);
+  assert_string_equal(stats.journal_id, "00112233445566778899aabbccddeeff");
+  assert_int_equal(stats.sales_unsent, 2);
+  assert_int_equal(stats.oldest_unsent_ms, 1767261601000LL);
+  assert_int_equal(stats.last_batch_seq, 0);
+  next_batch(f, j, &w, 1, 10, 1024 * 1024);
+  assert_int_equal(w.op.batch.sale_count, 2);
+  {
+    Pos__V1__Batch *decoded = decode(&w.op.batch);
+    static const uint8_t id[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                                   0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+    assert_memory_equal(decoded->envelope->journal_id.data, id, 16);
+    assert_int_equal(decoded->sales[1]->kind, POS__V1__SALE_KIND__SALE_KIND_REFUND);
+    assert_int_equal(decoded->sales[1]->channel, POS__V1__CHANNEL__CHANNEL_PICKUP);
+    assert_int_equal(decoded->sales[1]->received_ms, 1767261901000LL);
+    assert_string_equal(decoded->sales[0]->cashier_id, "");
+    pos__v1__batch__free_unpacked(decoded, NULL);
+  }
+  journal_op_clear(&w.op);
+  close_journal(f, j);
+  assert_int_equal(query_int(f, "PRAGMA user_version"), 2);
+}
+
+static void a_damaged_row_stops_sealing_with_a_reason(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct op_wait w;
+  sqlite3 *db;
+
+  add_sales(f, j, "D", 3, 1);
+  close_journal(f, j);
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "UPDATE sales SET lines = 'not json' WHERE seq = 2", NULL,
+                                NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  j = open_journal(f);
+  run_op(f, j, &w, JOURNAL_OP_NEXT_BATCH, 1, INT64_MAX, 10, 1024 * 1024, 0, 0);
+  assert_int_equal(w.op.error, JOURNAL_ECORRUPT);
+  assert_non_null(strstr(w.op.message, "seq 2"));
+  close_journal(f, j);
+  /* Nothing was half sealed. */
+  assert_int_equal(query_int(f, "SELECT count(*) FROM batches"), 0);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales WHERE batch_seq IS NULL"), 3);
+}
+
+/* Fills a journal capped at `max_bytes` with one-line sales until it refuses
+ * one; returns how many it took. */
+static size_t fill(struct fixture *f, journal *j, const char *prefix)
+{
+  size_t stored = 0;
+  for (;;) {
+    struct sale sale;
+    struct pending p;
+    char id[32];
+    snprintf(id, sizeof(id), "%.8s-%zu", prefix, stored);
+    make_sale(&sale, id, 1);
+    memset(&p, 0, sizeof(p));
+    p.write.sales = &sale;
+    p.write.count = 1;
+    p.write.results = p.results;
+    p.write.done = on_write_done;
+    p.write.user = &p;
+    assert_int_equal(journal_submit(j, &p.write), 0);
+    while (!p.done)
+      uv_run(&f->loop, UV_RUN_ONCE);
+    sale_clear(&sale);
+    if (p.write.error) {
+      assert_int_equal(p.write.error, JOURNAL_EFULL);
+      return stored;
+    }
+    stored++;
+    assert_true(stored < 100000);
+  }
+}
+
+static void a_full_journal_still_seals_and_refuses_new_sales_steadily(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_options options = {f->path, 256 * 1024, 64, 1000, 0};
+  char err[512];
+  journal *j = journal_open(&f->loop, &options, err, sizeof(err));
+  struct op_wait w;
+  struct sale sale;
+  struct pending p;
+  size_t stored;
+
+  assert_non_null(j);
+  stored = fill(f, j, "FULL");
+  assert_true(stored > 50);
+  /* Refused again: a small sale does not slip into a half-empty page. */
+  for (int i = 0; i < 5; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "AGAIN-%d", i);
+    make_sale(&sale, id, 1);
+    memset(&p, 0, sizeof(p));
+    p.write.sales = &sale;
+    p.write.count = 1;
+    p.write.results = p.results;
+    p.write.done = on_write_done;
+    p.write.user = &p;
+    assert_int_equal(journal_submit(j, &p.write), 0);
+    while (!p.done)
+      uv_run(&f->loop, UV_RUN_ONCE);
+    sale_clear(&sale);
+    assert_int_equal(p.write.error, JOURNAL_EFULL);
+  }
+  /* A retry of a journaled sale is still answered. */
+  make_sale(&sale, "FULL-0", 1);
+  memset(&p, 0, sizeof(p));
+  p.write.sales = &sale;
+  p.write.count = 1;
+  p.write.results = p.results;
+  p.write.done = on_write_done;
+  p.write.user = &p;
+  assert_int_equal(journal_submit(j, &p.write), 0);
+  while (!p.done)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  sale_clear(&sale);
+  assert_int_equal(p.write.error, 0);
+  assert_int_equal(p.results[0].outcome, JOURNAL_DUPLICATE);
+  assert_int_equal(p.results[0].seq, 1);
+
+  /* The uplink can still seal what the full journal holds (its reserve). */
+  next_batch(f, j, &w, 1, 200, 64 * 1024);
+  assert_true(w.op.sealed);
+  assert_int_equal(w.op.batch.first_seq, 1);
+  journal_op_clear(&w.op);
+  ack(f, j, 1, 0);
+  close_journal(f, j);
+
+  /* Reopened at the same size it is still full; with room it takes sales. */
+  j = journal_open(&f->loop, &options, err, sizeof(err));
+  assert_non_null(j);
+  assert_int_equal(fill(f, j, "REOPEN"), 0);
+  close_journal(f, j);
+  options.max_bytes = 0;
+  j = journal_open(&f->loop, &options, err, sizeof(err));
+  assert_non_null(j);
+  add_sales(f, j, "ROOM", 3, 1);
+  close_journal(f, j);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales"), (int64_t)stored + 3);
+}
+
+static void backoff_grows_with_full_jitter_up_to_the_cap(void **state)
+{
+  struct backoff b;
+  uint64_t max_seen = 0;
+  (void)state;
+
+  backoff_init(&b, 100, 10000, 42);
+  for (int i = 0; i < 200; i++) {
+    uint64_t delay;
+    backoff_reset(&b);
+    delay = backoff_next(&b);
+    assert_true(delay >= 100 && delay <= 100); /* first: the floor */
+    delay = backoff_next(&b);
+    assert_true(delay >= 100 && delay <= 200);
+    delay = backoff_next(&b);
+    assert_true(delay >= 100 && delay <= 400);
+  }
+  backoff_reset(&b);
+  for (int i = 0; i < 100; i++) {
+    uint64_t delay = backoff_next(&b);
+    assert_true(delay >= 100 && delay <= 10000);
+    if (delay > max_seen)
+      max_seen = delay;
+  }
+  /* Jitter spreads the capped delays over the range. */
+  assert_true(max_seen > 5000);
+  for (int i = 0; i < 1000; i++)
+    assert_true(backoff_random(&b, 7) <= 7);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(batches_are_contiguous_and_cover_every_sale_once, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(size_caps_are_honoured, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_sealed_batch_is_resent_byte_for_byte, setup, teardown),
+      cmocka_unit_test_setup_teardown(resealing_after_413_keeps_every_sale_once, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(acknowledgements_update_the_counters, setup, teardown),
+      cmocka_unit_test_setup_teardown(retention_deletes_only_old_acknowledged_history, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(sealing_stops_at_the_push_target, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_v1_journal_is_migrated_and_its_sales_sent, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_damaged_row_stops_sealing_with_a_reason, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_full_journal_still_seals_and_refuses_new_sales_steadily,
+                                      setup, teardown),
+      cmocka_unit_test(backoff_grows_with_full_jitter_up_to_the_cap),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
