@@ -1,56 +1,108 @@
 #!/usr/bin/env bash
-# Runs the system on this machine: builds, starts a pos-agent with a fresh
-# journal, and has simulated POS terminals sell into it while the status
-# is printed every few seconds. Ctrl-C stops it all.
+# Runs the whole system on this machine: the collector with its embedded
+# Kafka, a store agent pushing to it over mutual TLS every few seconds, and
+# a pizza store's POS terminals selling into the agent. The sales are shown
+# as they arrive in Kafka, decoded. Ctrl-C stops it all.
+#
+#   bash scripts/demo.sh            (DEMO_SECONDS=N stops by itself after N seconds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 
 bash scripts/deps.sh
 cmake -S . -B build >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
+bin=$root/build
 
 work=$(mktemp -d /tmp/pos-demo.XXXXXX)
-agent_pid=""
+pids=()
 cleanup() {
-  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
-  echo "demo stopped; journal kept in $work/journal.db"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo
+  echo "demo stopped; logs and the journal are in $work"
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
+# wait_for FILE PATTERN: until a log line matches (10 s at most).
+wait_for() {
+  for _ in $(seq 100); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "demo: $1 never said '$2':" >&2
+  tail -n 20 "$1" >&2
+  exit 1
+}
+
+echo "== test certificates (made now, never committed): $work/pki"
+bash tests/tools/pki.sh init "$work/pki"
+
+echo "== collector with embedded Kafka"
+cat >"$work/collector.conf" <<CONF
+[collector]
+instance_id = demo-collector
+[server]
+listen_host = 127.0.0.1
+port = 0
+cert = $work/pki/server.crt
+key = $work/pki/server.key
+ca = $work/pki/ca.crt
+crl = $work/pki/crl.pem
+[kafka]
+brokers =
+CONF
+"$bin/collector/pos-collector" --config "$work/collector.conf" 2>"$work/collector.log" &
+pids+=($!)
+wait_for "$work/collector.log" 'event=ready'
+collector_port=$(sed -n 's/.*event=listening.* port=\([0-9]*\).*/\1/p' "$work/collector.log" | head -n 1)
+bootstrap=$(grep -o 'bootstrap=[^ ]*' "$work/collector.log" | head -n 1 | cut -d= -f2)
+echo "   https://127.0.0.1:$collector_port (mutual TLS), Kafka at $bootstrap"
+
+echo "== store agent S001/D1"
 token=$(openssl rand -hex 16)
 printf '# terminal_id token\nT1 %s\n' "$token" >"$work/terminals"
-chmod 600 "$work/terminals"
+openssl rand -hex 12 >"$work/manager_password"
+chmod 600 "$work/terminals" "$work/manager_password"
 cat >"$work/agent.conf" <<CONF
 [agent]
-store_id = S0042
-device_id = HUB1
+store_id = S001
+device_id = D1
 [journal]
-path = $work/journal.db
+path = $work/journal/journal.db
 [api]
 listen_host = 127.0.0.1
-port = 8080
+port = 0
 terminal_tokens = $work/terminals
+manager_password_file = $work/manager_password
+[uplink]
+url = https://127.0.0.1:$collector_port
+cert = $work/pki/device-S001-D1.crt
+key = $work/pki/device-S001-D1.key
+ca = $work/pki/ca.crt
+interval = 5s
+jitter = 1s
+heartbeat_interval = 10s
 CONF
+"$bin/agent/pos-agent" --config "$work/agent.conf" 2>"$work/agent.log" &
+pids+=($!)
+wait_for "$work/agent.log" 'event=ready'
+agent_port=$(sed -n 's/.*mod=agent event=listening.* port=\([0-9]*\).*/\1/p' "$work/agent.log" | head -n 1)
+echo "   status: http://127.0.0.1:$agent_port/status.json"
 
-./build/agent/pos-agent --config "$work/agent.conf" 2>"$work/agent.log" &
-agent_pid=$!
-for _ in $(seq 50); do
-  grep -q 'event=ready' "$work/agent.log" 2>/dev/null && break
-  sleep 0.1
-done
-grep -q 'event=ready' "$work/agent.log" || { cat "$work/agent.log"; exit 1; }
-echo "pos-agent is up: http://127.0.0.1:8080/status.json  (log: $work/agent.log)"
+echo "== POS terminal T1 selling through a day compressed into 5 minutes"
+"$bin/tests/tools/pos-sim" --url "http://127.0.0.1:$agent_port" --token "$token" --terminal T1 \
+  --day-seconds 300 --quiet &
+pids+=($!)
 
-round=0
-while kill -0 "$agent_pid" 2>/dev/null; do
-  round=$((round + 1))
-  ./build/tests/tools/pos-load --url http://127.0.0.1:8080 --token "$token" --terminal T1 \
-    --clients 2 --sales 5 --prefix "demo-r$round" >/dev/null
-  echo "status: $(curl -s http://127.0.0.1:8080/status.json)"
-  sqlite3 -readonly "$work/journal.db" \
-    "SELECT 'last sale: seq ' || seq || ' ' || sale_id || ' ' || currency || ' ' ||
-            printf('%.2f', total_minor / 100.0) || ' ' || json_extract(lines, '\$[0].sku')
-       FROM sales ORDER BY seq DESC LIMIT 1"
-  sleep 3
+echo "== sales arriving in Kafka (pos.sales.v1), decoded:"
+kcat -b "$bootstrap" -C -t pos.sales.v1 -o beginning -u -f '%R%s' 2>"$work/kcat.log" |
+  "$bin/tests/tools/pos-decode" --type sale &
+pids+=($!)
+
+end=$((SECONDS + ${DEMO_SECONDS:-1000000000}))
+while ((SECONDS < end)); do
+  sleep 15
+  echo "-- agent: $(curl -s "http://127.0.0.1:$agent_port/status.json")"
 done
