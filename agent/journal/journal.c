@@ -23,11 +23,12 @@
 #include "platform/disk.h"
 #include "platform/log.h"
 
-#define JOURNAL_SCHEMA_VERSION 2
+#define JOURNAL_SCHEMA_VERSION 3
 
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
     JOURNAL_SCHEMA_V2,
+    JOURNAL_SCHEMA_V3,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until
@@ -232,13 +233,12 @@ static int journal_prepare(journal *j, char *err, size_t err_size)
       {&j->unsealed, JOURNAL_SQL_UNSEALED},
       {&j->has_unsealed, JOURNAL_SQL_HAS_UNSEALED},
       {&j->insert_batch, JOURNAL_SQL_INSERT_BATCH},
-      {&j->seal_sales, JOURNAL_SQL_SEAL_SALES},
       {&j->get_batch, JOURNAL_SQL_GET_BATCH},
       {&j->attempt_batch, JOURNAL_SQL_ATTEMPT_BATCH},
       {&j->ack_batches, JOURNAL_SQL_ACK_BATCHES},
       {&j->sales_in_batches, JOURNAL_SQL_SALES_IN_BATCHES},
       {&j->acked_above, JOURNAL_SQL_ACKED_ABOVE},
-      {&j->unseal_sales, JOURNAL_SQL_UNSEAL_SALES},
+      {&j->count_from_seq, JOURNAL_SQL_COUNT_FROM_SEQ},
       {&j->delete_unacked_from, JOURNAL_SQL_DELETE_UNACKED_FROM},
       {&j->expired_batches, JOURNAL_SQL_EXPIRED_BATCHES},
       {&j->delete_batch_sales, JOURNAL_SQL_DELETE_BATCH_SALES},
@@ -773,9 +773,9 @@ static void journal_free(journal *j)
       j->insert_sale,   j->find_sale,        j->begin,          j->commit,
       j->rollback,      j->savepoint,        j->release,        j->rollback_to,
       j->page_count,    j->set_meta,         j->oldest_unsent,  j->unsealed,
-      j->has_unsealed,  j->insert_batch,     j->seal_sales,     j->get_batch,
+      j->has_unsealed,  j->insert_batch,     j->count_from_seq, j->get_batch,
       j->attempt_batch, j->ack_batches,      j->sales_in_batches, j->acked_above,
-      j->unseal_sales,  j->delete_unacked_from, j->expired_batches,
+      j->delete_unacked_from, j->expired_batches,
       j->delete_batch_sales, j->delete_batch};
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++)
     sqlite3_finalize(statements[i]);
@@ -856,6 +856,12 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
   sqlite3_extended_result_codes(j->db, 1);
   sqlite3_busy_timeout(j->db, (int)options->busy_timeout_ms);
 
+  /* A sale row is a few hundred bytes and a store commits them one or a few
+   * at a time, so every commit writes whole pages to the WAL: 1 KiB pages
+   * write a quarter of what the default 4 KiB pages do, per sale, to flash.
+   * This only takes effect when the database is created. */
+  if (journal_exec(j->db, "PRAGMA page_size=1024", err, err_size, j->path))
+    goto fail;
   /* WAL keeps readers (the uplink, the sqlite3 CLI) off the writer's back;
    * synchronous=FULL fsyncs the WAL at every commit, which is what makes a
    * 201 mean "on flash". */

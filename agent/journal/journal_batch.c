@@ -314,10 +314,15 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   size_t count = 0, used = 0;
   uint8_t *body = NULL;
   size_t body_len = 0;
+  int64_t sealed_last_seq = 0;
   int rc;
 
   *sealed = 0;
+  rc = journal_get_meta_int(j->db, "sealed_last_seq", &sealed_last_seq);
+  if (rc != SQLITE_OK)
+    return rc;
   sqlite3_bind_int64(j->has_unsealed, 1, op->seal_upto_seq);
+  sqlite3_bind_int64(j->has_unsealed, 2, sealed_last_seq);
   rc = sqlite3_step(j->has_unsealed);
   sqlite3_reset(j->has_unsealed);
   if (rc == SQLITE_DONE)
@@ -329,6 +334,7 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   if (!sales)
     return SQLITE_NOMEM;
   sqlite3_bind_int64(j->unsealed, 1, (sqlite3_int64)op->max_sales);
+  sqlite3_bind_int64(j->unsealed, 2, sealed_last_seq);
   while ((rc = sqlite3_step(j->unsealed)) == SQLITE_ROW && count < op->max_sales) {
     if (journal_read_sale(j->unsealed, &sales[count])) {
       int64_t seq = sales[count].seq;
@@ -380,8 +386,9 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   op->batch.acked_ms = 0;
   journal_free_seal_sales(sales, count);
 
-  /* The batch row and its sales' batch_seq in one transaction: a crash
-   * leaves either both or neither. */
+  /* The batch row and the sealing cursor in one transaction: a crash
+   * leaves either both or neither. The sales themselves are not written
+   * again: their batch is the one whose seq range holds them. */
   sqlite3_bind_int64(j->insert_batch, 1, op->batch.batch_seq);
   sqlite3_bind_int64(j->insert_batch, 2, op->batch.first_seq);
   sqlite3_bind_int64(j->insert_batch, 3, op->batch.last_seq);
@@ -390,15 +397,8 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   sqlite3_bind_int64(j->insert_batch, 6, now_ms);
   rc = journal__step_done(j, j->insert_batch);
   sqlite3_clear_bindings(j->insert_batch);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(j->seal_sales, 1, op->batch.batch_seq);
-    sqlite3_bind_int64(j->seal_sales, 2, op->batch.first_seq);
-    sqlite3_bind_int64(j->seal_sales, 3, op->batch.last_seq);
-    rc = journal__step_done(j, j->seal_sales);
-    /* The rows read were unsealed and contiguous in seq: all must change. */
-    if (rc == SQLITE_OK && sqlite3_changes(j->db) != (int)op->batch.sale_count)
-      rc = SQLITE_CORRUPT;
-  }
+  if (rc == SQLITE_OK)
+    rc = journal_set_meta_int(j, "sealed_last_seq", op->batch.last_seq);
   if (rc == SQLITE_OK)
     rc = journal_set_meta_int(j, "last_batch_seq", op->batch.batch_seq);
   if (rc != SQLITE_OK) {
@@ -537,7 +537,7 @@ static void journal_ack(journal *j, struct journal_op *op, int64_t now_ms)
 
 static void journal_unseal(journal *j, struct journal_op *op)
 {
-  int64_t first_seq = 0, acked_ms = 0, batches = 0, acked_above = 0;
+  int64_t first_seq = 0, acked_ms = 0, batches = 0, acked_above = 0, sealed_last_seq = 0;
   int found = 0;
   int rc = journal_begin(j);
 
@@ -575,12 +575,20 @@ static void journal_unseal(journal *j, struct journal_op *op)
              op->batch_seq, j->path);
     return;
   }
+  if (rc == SQLITE_OK)
+    rc = journal_get_meta_int(j->db, "sealed_last_seq", &sealed_last_seq);
   if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(j->unseal_sales, 1, op->batch_seq);
-    sqlite3_bind_int64(j->unseal_sales, 2, first_seq);
-    rc = journal__step_done(j, j->unseal_sales);
-    op->sales_changed = rc == SQLITE_OK ? (uint64_t)sqlite3_changes(j->db) : 0;
+    sqlite3_bind_int64(j->count_from_seq, 1, first_seq);
+    sqlite3_bind_int64(j->count_from_seq, 2, sealed_last_seq);
+    rc = sqlite3_step(j->count_from_seq);
+    op->sales_changed = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(j->count_from_seq, 0)
+                                         : 0;
+    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+    sqlite3_reset(j->count_from_seq);
   }
+  /* Moving the cursor back unseals every sale from batch N's first on. */
+  if (rc == SQLITE_OK)
+    rc = journal_set_meta_int(j, "sealed_last_seq", first_seq - 1);
   if (rc == SQLITE_OK) {
     sqlite3_bind_int64(j->delete_unacked_from, 1, op->batch_seq);
     rc = journal__step_done(j, j->delete_unacked_from);
@@ -637,7 +645,6 @@ int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
   for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
     sqlite3_bind_int64(j->delete_batch_sales, 1, seqs[i][1]);
     sqlite3_bind_int64(j->delete_batch_sales, 2, seqs[i][2]);
-    sqlite3_bind_int64(j->delete_batch_sales, 3, seqs[i][0]);
     rc = journal__step_done(j, j->delete_batch_sales);
     if (rc == SQLITE_OK) {
       sales += (uint64_t)sqlite3_changes(j->db);

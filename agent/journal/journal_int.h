@@ -38,13 +38,12 @@ struct journal {
   sqlite3_stmt *unsealed;
   sqlite3_stmt *has_unsealed;
   sqlite3_stmt *insert_batch;
-  sqlite3_stmt *seal_sales;
   sqlite3_stmt *get_batch;
   sqlite3_stmt *attempt_batch;
   sqlite3_stmt *ack_batches;
   sqlite3_stmt *sales_in_batches;
   sqlite3_stmt *acked_above;
-  sqlite3_stmt *unseal_sales;
+  sqlite3_stmt *count_from_seq;
   sqlite3_stmt *delete_unacked_from;
   sqlite3_stmt *expired_batches;
   sqlite3_stmt *delete_batch_sales;

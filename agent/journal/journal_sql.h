@@ -58,6 +58,19 @@
   "INSERT OR IGNORE INTO meta(key, value) VALUES('acked_batch_seq', '0'),"    \
   " ('acked_last_seq', '0'), ('last_batch_seq', '0');"
 
+/* Version 3: a sale's batch is the batch whose seq range holds it, so a
+ * sale row is written once, when it is journaled, and never again when it
+ * is sealed: no sales.batch_seq column and no index on it (each cost a page
+ * write per sale on flash). meta sealed_last_seq is the sealing cursor:
+ * sales above it are not in any batch yet. */
+#define JOURNAL_SCHEMA_V3                                                     \
+  "DROP INDEX sales_unsealed;"                                                \
+  "ALTER TABLE sales DROP COLUMN batch_seq;"                                  \
+  "INSERT OR REPLACE INTO meta(key, value) VALUES('sealed_last_seq',"         \
+  " max(coalesce((SELECT max(last_seq) FROM batches), 0),"                    \
+  "     coalesce((SELECT CAST(value AS INTEGER) FROM meta"                    \
+  "               WHERE key = 'acked_last_seq'), 0)));"
+
 #define JOURNAL_SQL_INSERT_SALE                                               \
   "INSERT INTO sales(sale_id, content_hash, kind, original_sale_id,"          \
   " terminal_id, cashier_id, channel, delivery_partner, business_time,"       \
@@ -95,26 +108,22 @@
 
 /* ---- batches ---------------------------------------------------------- */
 
-/* The oldest unsealed sales, in seq order (the partial index sales_unsealed
- * holds exactly them, in rowid order). */
+/* The oldest unsealed sales (seq above ?2, the sealing cursor), in seq
+ * order: a range of the rowid, so cheap at any journal size. */
 #define JOURNAL_SQL_UNSEALED                                                  \
   "SELECT seq, sale_id, kind, original_sale_id, terminal_id, cashier_id,"     \
   " channel, delivery_partner, business_time, business_time_ms,"              \
   " utc_offset_min, currency, currency_exponent, total_minor, lines,"         \
-  " payments, received_ms FROM sales WHERE batch_seq IS NULL"                 \
+  " payments, received_ms FROM sales WHERE seq > ?2"                          \
   " ORDER BY seq LIMIT ?1"
 
 #define JOURNAL_SQL_HAS_UNSEALED                                              \
-  "SELECT 1 FROM sales WHERE batch_seq IS NULL AND seq <= ?1 LIMIT 1"
+  "SELECT 1 FROM sales WHERE seq > ?2 AND seq <= ?1 LIMIT 1"
 
 #define JOURNAL_SQL_INSERT_BATCH                                              \
   "INSERT INTO batches(batch_seq, kind, resync_id, first_seq, last_seq,"      \
   " sale_count, body, created_ms, attempts, last_attempt_ms)"                 \
   " VALUES(?1, 'live', NULL, ?2, ?3, ?4, ?5, ?6, 1, ?6)"
-
-#define JOURNAL_SQL_SEAL_SALES                                                \
-  "UPDATE sales SET batch_seq = ?1 WHERE seq BETWEEN ?2 AND ?3"               \
-  " AND batch_seq IS NULL"
 
 #define JOURNAL_SQL_GET_BATCH                                                 \
   "SELECT first_seq, last_seq, sale_count, body, created_ms, attempts,"       \
@@ -136,9 +145,10 @@
   "SELECT count(*) FROM batches WHERE batch_seq >= ?1 AND acked_ms IS NOT NULL"
 
 /* Batches cover contiguous seq ranges in batch order, so everything from
- * the first seq of batch ?1 on is in batch ?1 or later, or unsealed. */
-#define JOURNAL_SQL_UNSEAL_SALES                                              \
-  "UPDATE sales SET batch_seq = NULL WHERE seq >= ?2 AND batch_seq >= ?1"
+ * the first seq of batch N on is in batch N or later, or unsealed: deleting
+ * those batches unseals the sales from ?1 (batch N's first seq) to ?2 (the
+ * sealing cursor). */
+#define JOURNAL_SQL_COUNT_FROM_SEQ "SELECT count(*) FROM sales WHERE seq BETWEEN ?1 AND ?2"
 
 #define JOURNAL_SQL_DELETE_UNACKED_FROM                                       \
   "DELETE FROM batches WHERE batch_seq >= ?1 AND acked_ms IS NULL"
@@ -150,8 +160,8 @@
   " WHERE acked_ms IS NOT NULL AND acked_ms < ?1 AND batch_seq <= ?2"         \
   " ORDER BY batch_seq LIMIT ?3"
 
-#define JOURNAL_SQL_DELETE_BATCH_SALES                                        \
-  "DELETE FROM sales WHERE seq BETWEEN ?1 AND ?2 AND batch_seq = ?3"
+/* A batch's sales: the seq range it covers. */
+#define JOURNAL_SQL_DELETE_BATCH_SALES "DELETE FROM sales WHERE seq BETWEEN ?1 AND ?2"
 
 #define JOURNAL_SQL_DELETE_BATCH                                              \
   "DELETE FROM batches WHERE batch_seq = ?1 AND acked_ms IS NOT NULL"

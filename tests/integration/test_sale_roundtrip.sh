@@ -70,7 +70,7 @@ expect_row T1-000123 \
   "business_time='2026-11-21T18:42:05+01:00'" \
   "business_time_ms=$(( $(date -u -d '2026-11-21T17:42:05Z' +%s) * 1000 ))" \
   "utc_offset_min=60" "currency='EUR'" "currency_exponent=2" "total_minor=2905" \
-  "batch_seq=NULL" "typeof(content_hash)||'/'||length(content_hash)='blob/32'" \
+  "typeof(content_hash)||'/'||length(content_hash)='blob/32'" \
   "typeof(received_ms)='integer'"
 expect_json_column T1-000123 lines \
   '[{"sku":"PIZZA-MARG-L","qty":2,"unit_price":1250,"discount":100,"promo_id":"TPR-42","tax":230},
