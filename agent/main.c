@@ -15,6 +15,7 @@
 #include "journal/journal.h"
 #include "platform/http_server.h"
 #include "platform/log.h"
+#include "platform/systemd.h"
 #include "status/status_actions.h"
 #include "status/status_api.h"
 #include "uplink/uplink.h"
@@ -29,6 +30,8 @@ struct agent {
   struct status_api_options status;
   struct status_actions_options actions;
   uv_signal_t sigterm, sigint, sigusr1;
+  uv_timer_t watchdog; /* pings systemd while the loop turns; only under systemd */
+  int watchdog_started;
   int stopping;
 };
 
@@ -71,6 +74,9 @@ static void agent_stop(struct agent *agent)
     return;
   agent->stopping = 1;
   log_info("agent", "stopping", NULL);
+  systemd_notify_stopping();
+  if (agent->watchdog_started)
+    uv_close((uv_handle_t *)&agent->watchdog, NULL);
   /* The uplink first: it queues work on the journal. A batch in flight is
    * abandoned; it is stored and resent, unchanged, by the next run. */
   uplink_close(agent->uplink);
@@ -86,6 +92,27 @@ static void agent_stop(struct agent *agent)
   uv_close((uv_handle_t *)&agent->sigterm, NULL);
   uv_close((uv_handle_t *)&agent->sigint, NULL);
   uv_close((uv_handle_t *)&agent->sigusr1, NULL);
+}
+
+/* The watchdog is fed from the loop, so a stuck loop stops feeding it and
+ * systemd restarts the agent. */
+static void agent_on_watchdog(uv_timer_t *timer)
+{
+  (void)timer;
+  systemd_notify_watchdog();
+}
+
+static void agent_start_watchdog(struct agent *agent)
+{
+  uint64_t interval_ms = systemd_watchdog_interval_ms();
+  if (interval_ms == 0)
+    return;
+  uv_timer_init(&agent->loop, &agent->watchdog);
+  agent->watchdog.data = agent;
+  /* Twice per interval, as systemd recommends. */
+  uv_timer_start(&agent->watchdog, agent_on_watchdog, interval_ms / 2, interval_ms / 2);
+  agent->watchdog_started = 1;
+  log_info("agent", "watchdog", "interval_ms=%llu", (unsigned long long)interval_ms);
 }
 
 static void agent_on_signal(uv_signal_t *handle, int signum)
@@ -225,6 +252,8 @@ static int agent_run(struct agent *agent)
            http_server_port(agent->server));
   log_info("agent", "ready", "version=%s store_id=%s", POS_VERSION,
            cfg->store_id[0] ? cfg->store_id : "-");
+  agent_start_watchdog(agent);
+  systemd_notify_ready();
   uv_run(&agent->loop, UV_RUN_DEFAULT);
   rc = 0;
   goto out;

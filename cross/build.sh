@@ -5,10 +5,11 @@
 #   cross/build.sh ARCH [--test] [--release] [--package] [--jobs N]
 #
 #   ARCH        aarch64 (arm64), armhf (arm), x86_64 (amd64)
-#   --test      then run ctest (unit and integration tests) under qemu-user
+#   --test      then run ctest (unit, integration and e2e tests) under qemu-user
 #   --release   a firmware build: POS_TESTS=OFF (no tests, no fault hooks),
 #               into build-ARCH-release/ instead of build-ARCH/
-#   --package   then make the .deb with CPack (pair it with --release)
+#   --package   then make the .deb with CPack (needs --release: a package
+#               never carries a test build)
 #   --deps-only install the packages and stop
 #   --jobs N    parallel compile jobs (default: nproc)
 #
@@ -54,12 +55,16 @@ while [ $# -gt 0 ]; do
 done
 
 case "$arch" in
-  aarch64|arm64) arch=aarch64 triplet=aarch64-linux-gnu deb_arch=arm64 qemu=qemu-aarch64 ;;
-  armhf|arm|armv7) arch=armhf triplet=arm-linux-gnueabihf deb_arch=armhf qemu=qemu-arm ;;
-  x86_64|amd64) arch=x86_64 triplet=x86_64-linux-gnu deb_arch=amd64 qemu=qemu-x86_64 ;;
+  aarch64|arm64) arch=aarch64 triplet=aarch64-linux-gnu deb_arch=arm64 ;;
+  armhf|arm|armv7) arch=armhf triplet=arm-linux-gnueabihf deb_arch=armhf ;;
+  x86_64|amd64) arch=x86_64 triplet=x86_64-linux-gnu deb_arch=amd64 ;;
   "") echo "cross/build.sh: name an architecture: aarch64, armhf or x86_64" >&2; exit 2 ;;
   *) echo "cross/build.sh: unknown architecture '$arch': use aarch64, armhf or x86_64" >&2; exit 2 ;;
 esac
+if [ "$package" = 1 ] && [ "$release" = 0 ]; then
+  echo "cross/build.sh: --package needs --release (a package never carries a test build)" >&2
+  exit 2
+fi
 if [ "$run_tests" = 1 ] && [ "$release" = 1 ]; then
   echo "cross/build.sh: --release builds no tests; drop --test or --release" >&2
   exit 2
@@ -94,7 +99,7 @@ wanted=("${native_packages[@]}")
 if [ "$deb_arch" = "$host_arch" ]; then
   wanted+=(gcc "${target_dev[@]}")
 else
-  # The cross libc (Recommended by the compiler, and what qemu -L uses).
+  # The cross C library the compiler links with (it only Recommends it).
   wanted+=("gcc-${triplet//_/-}" "libc6-dev-$deb_arch-cross" qemu-user)
   for p in "${target_dev[@]}"; do
     wanted+=("$p:$deb_arch")
@@ -127,26 +132,39 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt_update() {
     # Every index must arrive: a target arch missing its security index
-    # would pin its libraries below the build machine's, and Multi-Arch:
-    # same packages must have one version on all architectures.
+    # pins its libraries below the build machine's, and Multi-Arch: same
+    # packages must have one version on all architectures. A mirror caught
+    # mid-sync serves such an index; it usually heals within minutes.
     local attempt
-    for attempt in 1 2 3 4 5; do
+    for attempt in 1 2 3; do
       log "apt-get update (attempt $attempt)"
       if $sudo apt-get update -q -o Acquire::Retries=3; then
         return 0
       fi
-      sleep $((attempt * 10))
+      [ "$attempt" = 3 ] || sleep $((attempt * 15))
     done
-    log "apt-get update keeps failing: see the errors above"
-    return 1
+    log "apt-get update failed for some index (see above): trying with the lists apt has"
+    update_failed=1
+    return 0
   }
   apt_install() {
     $sudo apt-get install -y -q --no-install-recommends -o Acquire::Retries=3 "${missing[@]}"
   }
+  update_failed=0
   [ "$need_update" = 0 ] || apt_update
   log "installing: ${missing[*]}"
-  # Stale or partial package lists fail the install: refresh them once.
-  apt_install || { apt_update && apt_install; }
+  # Stale package lists fail the install: refresh them once.
+  if ! apt_install; then
+    [ "$need_update" = 1 ] || apt_update
+    if ! apt_install; then
+      log "cannot install the packages for $deb_arch (see apt's message above)"
+      if [ "$update_failed" = 1 ]; then
+        log "apt-get update could not fetch every index: the $deb_arch libraries cannot match"
+        log "the build machine's versions (Multi-Arch: same). Retry when the mirror is in sync."
+      fi
+      exit 1
+    fi
+  fi
 fi
 
 if [ "$deps_only" = 1 ]; then
@@ -179,17 +197,17 @@ log "built $build_dir/agent/pos-agent: $(file -b "$build_dir/agent/pos-agent" | 
 # ---- 3. tests under qemu-user ------------------------------------------------
 
 if [ "$run_tests" = 1 ]; then
-  emulator=""
-  if [ "$deb_arch" != "$host_arch" ]; then
-    # Integration tests are bash scripts that start the binaries
-    # themselves: without binfmt_misc they need the emulator named
-    # (tests/integration/lib.sh honours POS_EMULATOR).
-    emulator="$qemu -L /usr/$triplet"
-  fi
-  log "ctest${emulator:+ (emulator: $emulator)}"
+  # The toolchain file names the emulator (CMAKE_CROSSCOMPILING_EMULATOR):
+  # ctest runs the unit tests through it, and hands it to the integration
+  # tests' scripts as POS_EMULATOR.
+  # The tests' temporary files in a directory of this run's own, so that
+  # builds for other architectures (or native test runs) on the same
+  # machine never meet them. Kept when a test failed, for a post-mortem.
+  test_tmp="$(mktemp -d "${TMPDIR:-/tmp}/pos-ctest-$arch.XXXXXX")"
+  log "ctest${POS_CTEST_ARGS:+ $POS_CTEST_ARGS} (TMPDIR=$test_tmp)"
   # shellcheck disable=SC2086
-  POS_EMULATOR="$emulator" \
-    ctest --test-dir "$build_dir" --output-on-failure -j2 ${POS_CTEST_ARGS:-}
+  TMPDIR="$test_tmp" ctest --test-dir "$build_dir" --output-on-failure -j2 ${POS_CTEST_ARGS:-}
+  rm -rf "$test_tmp"
 fi
 
 # ---- 4. package -----------------------------------------------------------

@@ -42,14 +42,24 @@ set(ENV{PKG_CONFIG_PATH} "")
 set(ENV{PKG_CONFIG_SYSROOT_DIR} "")
 
 # Tests (ctest, add_test with a target as the command) run the target's
-# binaries through qemu-user; -L makes it find the target's loader.
-# On a build machine of the same architecture they run directly.
+# binaries through qemu-user. On a build machine of the same architecture
+# they run directly.
+#
+# The target's loader and C library: the multiarch -dev packages pull in
+# libc6:<arch>, which puts ld.so in /lib and libc.so.6 in /lib/<triplet>,
+# where qemu finds them as they are. qemu's "-L /usr/<triplet>" must then
+# NOT be used: it would take ld.so from the cross toolchain's
+# libc6-<arch>-cross but libc.so.6 (found through /etc/ld.so.cache) from
+# libc6:<arch>, two different glibc builds that must never be mixed (threads
+# hang in pthread_create). Only without the multiarch C library is -L used.
 if(NOT CMAKE_HOST_SYSTEM_PROCESSOR STREQUAL POS_CROSS_PROCESSOR)
   find_program(POS_CROSS_QEMU_PATH ${POS_CROSS_QEMU})
-  if(POS_CROSS_QEMU_PATH)
-    set(CMAKE_CROSSCOMPILING_EMULATOR ${POS_CROSS_QEMU_PATH} -L /usr/${POS_CROSS_TRIPLET})
-  else()
+  if(NOT POS_CROSS_QEMU_PATH)
     message(WARNING "${POS_CROSS_QEMU} not found: the tests cannot run on this machine "
                     "(apt-get install qemu-user)")
+  elseif(EXISTS /lib/${POS_CROSS_TRIPLET}/libc.so.6 OR EXISTS /usr/lib/${POS_CROSS_TRIPLET}/libc.so.6)
+    set(CMAKE_CROSSCOMPILING_EMULATOR ${POS_CROSS_QEMU_PATH})
+  else()
+    set(CMAKE_CROSSCOMPILING_EMULATOR ${POS_CROSS_QEMU_PATH} -L /usr/${POS_CROSS_TRIPLET})
   endif()
 endif()

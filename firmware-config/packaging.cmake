@@ -122,23 +122,20 @@ set(CPACK_PACKAGE_VENDOR "POS platform team")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_CONTACT "POS platform team <pos-platform@example.com>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "POS store edge agent: sales journal, POS API and uplink")
-set(CPACK_PACKAGE_DESCRIPTION
-    "Takes every sale from the store's POS terminals into a durable journal on flash, "
-    "serves the store's status page, and sends the sales to the central collector.")
+set(CPACK_PACKAGE_DESCRIPTION "Takes every sale from the store's POS terminals into a \
+durable journal on flash, serves the store's status page, and sends the sales to the \
+central collector.")
 set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_STRIP_FILES ON)
 set(CPACK_GENERATOR DEB)
 
-# Only the device's component; the collector and test tools are not flashed.
+# Only the device's component: the collector and test tools are never
+# flashed. The binary's own install() must say COMPONENT agent
+# (agent/CMakeLists.txt); tests/integration/test_installed_layout.sh fails
+# when it does not.
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_COMPONENTS_GROUPING ALL_COMPONENTS_IN_ONE)
 set(CPACK_COMPONENTS_ALL agent)
-# Until every install() names its component, the binary may still be in
-# "Unspecified": carry it too (agent/CMakeLists.txt should say COMPONENT agent).
-get_cmake_property(pos_components COMPONENTS)
-if("Unspecified" IN_LIST pos_components)
-  list(APPEND CPACK_COMPONENTS_ALL Unspecified)
-endif()
 
 set(CPACK_DEBIAN_PACKAGE_NAME pos-agent)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)

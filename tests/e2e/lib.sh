@@ -29,6 +29,7 @@ done
 for bin in "$COLLECTOR_BIN" "$BROKER_BIN" "$BATCH_BIN" "$FRAMES_BIN" "$LOAD_BIN"; do
   [[ -x "$bin" ]] || fail "$bin is not built (cmake --build $POS_BUILD_DIR)"
 done
+emulated COLLECTOR_BIN BROKER_BIN BATCH_BIN FRAMES_BIN
 
 PKI="$T/pki"
 BROKER_PID=""

@@ -7,6 +7,10 @@
 #   POS_SOURCE_DIR  the source tree
 # Optional:
 #   POS_KEEP_TMP=1  keep the test's temporary directory for a post-mortem
+#   POS_EMULATOR    runs the built binaries of a cross build, e.g.
+#                   "/usr/bin/qemu-aarch64" (ctest sets it from
+#                   CMAKE_CROSSCOMPILING_EMULATOR; empty for a native build):
+#                   see emulated() below.
 #
 # Every helper fails the test (exit 1) with what it expected and what it got.
 
@@ -26,6 +30,23 @@ done
 [[ -x "$AGENT_BIN" ]] || { echo "$TEST_NAME: $AGENT_BIN not built" >&2; exit 1; }
 
 T="$(mktemp -d "${TMPDIR:-/tmp}/pos-it-$TEST_NAME.XXXXXX")"
+
+# emulated VAR...: for a cross build (POS_EMULATOR set), points each
+# variable that names a built binary at a wrapper in $T that runs it
+# through the emulator, so tests run "$AGENT_BIN" ... as usual (signals go
+# to the emulator, which hands them to the program). Does nothing natively.
+emulated() {
+  [[ -n "${POS_EMULATOR:-}" ]] || return 0
+  mkdir -p "$T/emulated"
+  local var wrapper
+  for var in "$@"; do
+    wrapper="$T/emulated/$(basename "${!var}")"
+    printf '#!/usr/bin/env bash\nexec %s %q "$@"\n' "$POS_EMULATOR" "${!var}" >"$wrapper"
+    chmod +x "$wrapper"
+    printf -v "$var" '%s' "$wrapper"
+  done
+}
+emulated AGENT_BIN LOAD_BIN
 AGENT_PID=""
 AGENT_PORT=""
 AGENT_URL=""
