@@ -22,6 +22,7 @@
 #include "platform/clock.h"
 #include "platform/disk.h"
 #include "platform/log.h"
+#include "proto/codec.h"
 
 #define JOURNAL_SCHEMA_VERSION 3
 
@@ -154,8 +155,7 @@ static int journal_new_id(char out[33])
     }
     got += (size_t)n;
   }
-  for (size_t i = 0; i < sizeof(bytes); i++)
-    snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+  proto_journal_id_format(bytes, out);
   return 0;
 }
 

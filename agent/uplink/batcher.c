@@ -23,30 +23,6 @@ int batcher_identity_init(struct batcher_identity *identity, const char *store_i
   return 0;
 }
 
-static int batcher_hex_digit(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-int batcher_journal_id_bytes(const char *hex, uint8_t out[16])
-{
-  if (!hex || strlen(hex) != 32)
-    return -1;
-  for (size_t i = 0; i < 16; i++) {
-    int high = batcher_hex_digit(hex[2 * i]), low = batcher_hex_digit(hex[2 * i + 1]);
-    if (high < 0 || low < 0)
-      return -1;
-    out[i] = (uint8_t)(high << 4 | low);
-  }
-  return 0;
-}
-
 /* protobuf-c wants char * for strings it only reads. */
 static char *batcher_text(const char *text) { return (char *)(uintptr_t)text; }
 
@@ -182,7 +158,7 @@ int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **
   *body = NULL;
   *body_len = 0;
   *used = 0;
-  if (in->count == 0 || batcher_journal_id_bytes(in->journal_id, journal_id))
+  if (in->count == 0 || proto_journal_id_parse(in->journal_id, journal_id))
     return JOURNAL_EINVAL;
   if (batcher_messages_build(&m, id, in->sales, in->count))
     return JOURNAL_ENOMEM;

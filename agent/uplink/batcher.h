@@ -47,7 +47,5 @@ int batcher_identity_init(struct batcher_identity *identity, const char *store_i
 int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **body,
                  size_t *body_len, size_t *used);
 
-/* Parses 32 hex digits into 16 bytes. Returns 0 or -1. */
-int batcher_journal_id_bytes(const char *hex, uint8_t out[16]);
 
 #endif

@@ -13,6 +13,7 @@
 #include "platform/clock.h"
 #include "platform/disk.h"
 #include "platform/log.h"
+#include "proto/codec.h"
 #include "uplink/uplink_int.h"
 
 /* A device clock further than this from the collector's is logged. */
@@ -51,7 +52,7 @@ void uplink__heartbeat_send(uplink *u)
     disk_free = 0;
   heartbeat.store_id = u->identity.store_id;
   heartbeat.device_id = u->identity.device_id;
-  if (batcher_journal_id_bytes(stats.journal_id, journal_id) == 0) {
+  if (proto_journal_id_parse(stats.journal_id, journal_id) == 0) {
     heartbeat.journal_id.data = journal_id;
     heartbeat.journal_id.len = sizeof(journal_id);
   }

@@ -327,7 +327,7 @@ static int uplink_ack_journal_matches(uplink *u, const Pos__V1__BatchAck *ack)
   uint8_t ours[16];
   if (ack->journal_id.len == 0)
     return 1;
-  if (batcher_journal_id_bytes(u->identity_journal_id, ours))
+  if (proto_journal_id_parse(u->identity_journal_id, ours))
     return 0;
   return ack->journal_id.len == 16 && memcmp(ack->journal_id.data, ours, 16) == 0;
 }

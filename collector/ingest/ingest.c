@@ -237,7 +237,7 @@ static rd_kafka_headers_t *ingest_batch_headers(const struct ingest_batch *b)
   rd_kafka_headers_t *headers = rd_kafka_headers_new(8);
   char hex[33];
 
-  ingest__hex(b->journal->journal_id, hex);
+  proto_journal_id_format(b->journal->journal_id, hex);
   ingest_header(headers, "journal_id", hex);
   ingest_header_u64(headers, "batch_seq", envelope->batch_seq);
   ingest_header(headers, "kind", ingest_kind_text(envelope));
@@ -262,6 +262,20 @@ static void ingest_batch_free(struct ingest_batch *b)
   free(b);
 }
 
+/* Takes `w` out of the list of batches waiting for an in-flight attempt. */
+static void ingest_waiter_unlink(ingest *in, struct ingest_waiter *w)
+{
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    in->waiters_head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    in->waiters_tail = w->prev;
+  in->waiter_count--;
+}
+
 /* Hands the retries that waited for `journal`'s batch back to dispatch, in arrival order. */
 static void ingest_release_waiters(ingest *in, struct ingest_journal *journal)
 {
@@ -271,15 +285,7 @@ static void ingest_release_waiters(ingest *in, struct ingest_journal *journal)
     next = w->next;
     if (w->journal != journal)
       continue;
-    if (w->prev)
-      w->prev->next = w->next;
-    else
-      in->waiters_head = w->next;
-    if (w->next)
-      w->next->prev = w->prev;
-    else
-      in->waiters_tail = w->prev;
-    in->waiter_count--;
+    ingest_waiter_unlink(in, w);
     w->next = NULL;
     *tail = w;
     tail = &w->next;
@@ -311,7 +317,7 @@ static void ingest_batch_finish(struct ingest_batch *b)
     b->next->prev = b->prev;
   in->batch_count--;
   journal->inflight = NULL;
-  ingest__hex(journal->journal_id, hex);
+  proto_journal_id_format(journal->journal_id, hex);
 
   if (!b->failed) {
     if (envelope->batch_seq > journal->accepted_batch_seq)
@@ -618,7 +624,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     return;
   }
   resync_id = ingest_resync_of(envelope);
-  ingest__hex(envelope->journal_id.data, hex);
+  proto_journal_id_format(envelope->journal_id.data, hex);
   journal = ingest__state_find(&in->state, store_id, envelope->journal_id.data, resync_id);
   if (!journal) {
     if (envelope->batch_seq != 1) {
@@ -1058,7 +1064,7 @@ static void ingest_tick_cb(uv_timer_t *handle)
        * journal locked, so a retry cannot produce a second copy; when it
        * lands the retry is answered as a duplicate. */
       b->answered = 1;
-      ingest__hex(b->journal->journal_id, hex);
+      proto_journal_id_format(b->journal->journal_id, hex);
       log_warn("ingest", "produce_timeout",
                "store=%s journal=%s batch_seq=%" PRIu64 " pending=%zu timeout_ms=%" PRIu64,
                b->journal->store_id, hex, b->batch->envelope->batch_seq, b->pending,
@@ -1073,15 +1079,7 @@ static void ingest_tick_cb(uv_timer_t *handle)
     next = w->next;
     if (now < w->deadline_ms)
       continue;
-    if (w->prev)
-      w->prev->next = w->next;
-    else
-      in->waiters_head = w->next;
-    if (w->next)
-      w->next->prev = w->prev;
-    else
-      in->waiters_tail = w->prev;
-    in->waiter_count--;
+    ingest_waiter_unlink(in, w);
     if (w->journal->inflight)
       w->journal->inflight->waiters--;
     pos__v1__batch__free_unpacked(w->batch, NULL);

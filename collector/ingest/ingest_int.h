@@ -188,8 +188,6 @@ void ingest__offsets_free(struct ingest_offsets *offsets);
 int ingest__offsets_raise(struct ingest_offsets *offsets, int topic, int partition, int64_t next);
 int64_t ingest__offsets_get(const struct ingest_offsets *offsets, int topic, int partition);
 
-void ingest__hex(const uint8_t journal_id[16], char out[33]);
-int ingest__unhex(const char *text, uint8_t journal_id[16]);
 
 /*
  * Folds one record of a data topic into `state`: the stream position and

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ingest/ingest_int.h"
+#include "proto/codec.h"
 
 #define INGEST_INITIAL_BUCKETS 1024u
 #define INGEST_MAX_PARTITIONS 100000
@@ -173,40 +174,6 @@ int64_t ingest__offsets_get(const struct ingest_offsets *offsets, int topic, int
   return offsets->next[topic][partition];
 }
 
-void ingest__hex(const uint8_t journal_id[16], char out[33])
-{
-  static const char digits[] = "0123456789abcdef";
-  for (int i = 0; i < 16; i++) {
-    out[2 * i] = digits[journal_id[i] >> 4];
-    out[2 * i + 1] = digits[journal_id[i] & 15];
-  }
-  out[32] = '\0';
-}
-
-static int ingest_nibble(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-int ingest__unhex(const char *text, uint8_t journal_id[16])
-{
-  if (strlen(text) != 32)
-    return -1;
-  for (int i = 0; i < 16; i++) {
-    int high = ingest_nibble(text[2 * i]), low = ingest_nibble(text[2 * i + 1]);
-    if (high < 0 || low < 0)
-      return -1;
-    journal_id[i] = (uint8_t)(high << 4 | low);
-  }
-  return 0;
-}
-
 int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
                        const rd_kafka_message_t *record)
 {
@@ -223,7 +190,7 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
   memcpy(store_id, record->key, record->key_len);
   store_id[record->key_len] = '\0';
   if (kafka_header_text(record, "journal_id", hex, sizeof(hex)) != 32 ||
-      ingest__unhex(hex, journal_id) || kafka_header_text(record, "kind", kind, sizeof(kind)) < 0 ||
+      proto_journal_id_parse(hex, journal_id) || kafka_header_text(record, "kind", kind, sizeof(kind)) < 0 ||
       kafka_header_u64(record, "batch_seq", &batch_seq) || batch_seq == 0)
     return 0;
   if (strcmp(kind, "replay") == 0) {

@@ -54,14 +54,6 @@ static void routes_respond_ack(http_exchange *exchange, int status, Pos__V1__Bat
   free(packed);
 }
 
-static const char *routes_hex(const uint8_t *bytes, size_t len, char *out, size_t out_size)
-{
-  out[0] = '\0';
-  for (size_t i = 0; i < len && 2 * i + 2 < out_size; i++)
-    snprintf(out + 2 * i, 3, "%02x", bytes[i]);
-  return out;
-}
-
 /* Fills the caller's identity and returns 0, or answers 403 and returns -1. */
 static int routes_identify(http_exchange *exchange, struct identity *id)
 {
@@ -82,8 +74,7 @@ static void routes_on_batch_done(void *arg, const struct ingest_result *result)
   char journal_hex[33];
   char retry[48];
 
-  routes_hex(pending->journal_id, sizeof(pending->journal_id), journal_hex,
-             sizeof(journal_hex));
+  proto_journal_id_format(pending->journal_id, journal_hex);
   ack.journal_id.data = pending->journal_id;
   ack.journal_id.len = sizeof(pending->journal_id);
   ack.acked_batch_seq = result->acked_batch_seq;

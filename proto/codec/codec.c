@@ -294,3 +294,39 @@ char *proto_money_format(int64_t minor, unsigned exponent, char *out, size_t out
              magnitude / scale, (int)exponent, magnitude % scale);
   return out;
 }
+
+void proto_journal_id_format(const uint8_t journal_id[16], char out[33])
+{
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < 16; i++) {
+    out[2 * i] = digits[journal_id[i] >> 4];
+    out[2 * i + 1] = digits[journal_id[i] & 15];
+  }
+  out[32] = '\0';
+}
+
+static int proto_hex_digit(char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+int proto_journal_id_parse(const char *hex, uint8_t journal_id[16])
+{
+  uint8_t bytes[16];
+  if (!hex || strlen(hex) != 32)
+    return -1;
+  for (size_t i = 0; i < 16; i++) {
+    int high = proto_hex_digit(hex[2 * i]), low = proto_hex_digit(hex[2 * i + 1]);
+    if (high < 0 || low < 0)
+      return -1;
+    bytes[i] = (uint8_t)(high << 4 | low);
+  }
+  memcpy(journal_id, bytes, sizeof(bytes));
+  return 0;
+}

@@ -151,27 +151,10 @@ static long long batch_parse_ll(const char *option, const char *text, long long 
   return value * scale;
 }
 
-static int batch_nibble(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 static void batch_parse_journal(struct batch_options *options, const char *text)
 {
-  if (strlen(text) != 32)
+  if (proto_journal_id_parse(text, options->journal_id))
     batch_die("--journal \"%s\": expected 32 hex digits (16 bytes)", text);
-  for (int i = 0; i < 16; i++) {
-    int high = batch_nibble(text[2 * i]), low = batch_nibble(text[2 * i + 1]);
-    if (high < 0 || low < 0)
-      batch_die("--journal \"%s\": expected 32 hex digits (16 bytes)", text);
-    options->journal_id[i] = (uint8_t)(high << 4 | low);
-  }
 }
 
 static void batch_random_journal(struct batch_options *options)
@@ -910,8 +893,7 @@ int main(int argc, char **argv)
     batch_die("--cert and --key go together");
   if (!have_journal)
     batch_random_journal(&options);
-  for (int i = 0; i < 16; i++)
-    snprintf(options.journal_hex + 2 * i, 3, "%02x", options.journal_id[i]);
+  proto_journal_id_format(options.journal_id, options.journal_hex);
 
   if (options.out_path)
     return batch_write_files(&options);

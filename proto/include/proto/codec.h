@@ -71,6 +71,12 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
 int proto_sale_check(const Pos__V1__Sale *sale, char *field, size_t field_size, char *why,
                      size_t why_size);
 
+/* A journal_id (16 bytes on the wire) as 32 lowercase hex digits, NUL-terminated. */
+void proto_journal_id_format(const uint8_t journal_id[16], char out[33]);
+
+/* Parses exactly 32 hex digits (either case) into 16 bytes. Returns 0 or -1. */
+int proto_journal_id_parse(const char *hex, uint8_t journal_id[16]);
+
 /*
  * Formats `minor` units of a currency with `exponent` decimals as a decimal
  * string ("-12.50", "1500" for JPY) into `out`. Returns `out`.
