@@ -253,8 +253,10 @@ static void ingest_recovery_main(void *arg)
     rd_kafka_destroy(r->retire);
     r->retire = NULL;
     /* A request the old producer sent just before the doubt may still be
-     * in a broker's hands: let it land before we ask where the log ends. */
-    ingest_recovery_pause(r, 1000);
+     * in a broker's hands, and a broker acts on it until the request times
+     * out: let any such record land before we ask where the log ends, or
+     * the rebuilt state would miss it and a retry would produce it again. */
+    ingest_recovery_pause(r, KAFKA_PRODUCE_REQUEST_TIMEOUT_MS + 2000);
   }
   r->rc = -1;
   while (!atomic_load(&r->stop)) {

@@ -95,6 +95,9 @@ static rd_kafka_conf_t *kafka_base_conf(const char *brokers, const char *debug, 
   return conf;
 }
 
+#define KAFKA_STR2(x) #x
+#define KAFKA_STR(x) KAFKA_STR2(x)
+
 rd_kafka_conf_t *kafka_producer_conf(const char *brokers, const char *debug, char *err,
                                      size_t err_size)
 {
@@ -110,6 +113,9 @@ rd_kafka_conf_t *kafka_producer_conf(const char *brokers, const char *debug, cha
        * ingest answers the agent 503 meanwhile (produce_timeout_ms). */
       {"message.timeout.ms", "0"},
       {"linger.ms", "5"},
+      /* Bounds how long a broker may act on a request we sent: recovery
+       * after a delivery doubt waits this out (KAFKA_PRODUCE_REQUEST_TIMEOUT_MS). */
+      {"request.timeout.ms", KAFKA_STR(KAFKA_PRODUCE_REQUEST_TIMEOUT_MS)},
       /* One client, not thousands: come back quickly after a broker outage
        * (the default backs off to 10 s while agents wait on 503s). */
       {"reconnect.backoff.max.ms", "2000"},

@@ -30,6 +30,15 @@ enum kafka_topic {
 /* The data topics, whose records the ingest state is rebuilt from, come first. */
 #define KAFKA_DATA_TOPICS 4
 
+/*
+ * How long a broker may still act on a produce request the producer sent:
+ * the producer's request.timeout.ms. After a delivery doubt, records the
+ * old producer had in flight may land up to this long after it is gone, so
+ * recovery waits this long (plus a margin) before it asks where the log
+ * ends.
+ */
+#define KAFKA_PRODUCE_REQUEST_TIMEOUT_MS 10000
+
 /* "sales.v1" for KAFKA_TOPIC_SALES, ... Static. */
 const char *kafka_topic_suffix(enum kafka_topic topic);
 

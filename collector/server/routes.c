@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "platform/clock.h"
 #include "platform/log.h"
 #include "proto/codec.h"
 #include "server/identity.h"
@@ -183,7 +184,8 @@ static void routes_on_heartbeat_done(void *arg, const struct ingest_result *resu
     Pos__V1__HeartbeatAck ack = POS__V1__HEARTBEAT_ACK__INIT;
     size_t len;
     uint8_t *packed;
-    ack.server_clock_ms = 0;
+    /* The device compares this with its own clock to spot drift. */
+    ack.server_clock_ms = clock_wall_ms();
     len = pos__v1__heartbeat_ack__get_packed_size(&ack);
     packed = malloc(len ? len : 1);
     if (packed) {
