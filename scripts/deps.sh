@@ -26,5 +26,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -q
+# A mirror with one stale index (another architecture's, say) makes
+# apt-get update fail as a whole; the install below still works for what
+# it needs, and fails with apt's own message when it cannot.
+$sudo apt-get update -q || echo "deps.sh: apt-get update reported errors (above); installing anyway" >&2
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
