@@ -12,6 +12,11 @@
  * new one in for later handshakes), and a config keeps the server's
  * certificate, key and RNG, so a connection held open by a pending
  * exchange may outlive the server that accepted it.
+ *
+ * Configs are numbered (generations). A connection set up under an older
+ * generation keeps its session, but the server re-checks its client
+ * certificate against the current CA and CRL (http__tls_conn_recheck) before
+ * handing on its next request, so a reloaded CRL reaches open connections.
  */
 #ifndef PLATFORM_HTTP_INT_H
 #define PLATFORM_HTTP_INT_H
@@ -105,6 +110,18 @@ int http__tls_conn_write(struct http__tls_conn *conn, const void *data, size_t l
 
 /* Queues a close_notify alert (best effort). */
 void http__tls_conn_close_notify(struct http__tls_conn *conn);
+
+/*
+ * Re-verifies the client certificate the handshake accepted against the
+ * current config's CA and CRL, if the config was reloaded since the
+ * session last passed this check (at most once per reload, so cheap to
+ * call per request). Returns HTTP__TLS_OK (still accepted, no client
+ * certificate, or nothing reloaded), or HTTP__TLS_FAILED with `reason`
+ * saying why, in mbedtls_x509_crt_verify_info()'s words ("The certificate
+ * has been revoked (is on a CRL)"); the caller should refuse the request and
+ * close. Loop thread.
+ */
+int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t reason_size);
 
 /* The client certificate if one was sent and verified, else NULL. Borrowed from the session. */
 const struct mbedtls_x509_crt *http__tls_conn_peer_cert(const struct http__tls_conn *conn);

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include <llhttp.h>
+#include <mbedtls/x509_crt.h>
 
 #include "http_int.h"
 #include "platform/http_server.h"
@@ -97,7 +98,7 @@ struct http_conn {
   unsigned header_count;
   struct http_bytes body;
   int reject_status; /* set by a parser callback that refuses the request */
-  char reject_error[200];
+  char reject_error[256];
   /* Received and not yet parsed: stash.data[stash_offset..stash.length). */
   struct http_bytes stash;
   size_t stash_offset;
@@ -536,7 +537,7 @@ static int conn_send_response(struct http_conn *conn, int status, const char *co
  */
 static void conn_reject(struct http_conn *conn, int status, const char *error)
 {
-  char quoted[256];
+  char quoted[320];
   char escaped[400];
   char body[448];
   int length;
@@ -814,6 +815,35 @@ static void exchange_split_url(struct http_exchange *exchange)
   exchange->path = url;
 }
 
+/*
+ * After http_server_reload_tls(), checks that the connection's client
+ * certificate still verifies against the current CA and CRL: a keep-alive
+ * connection can stay open for days, and revoking a device must cut it off
+ * without waiting for it to reconnect. Returns 0, or -1 with the request
+ * refused (403) and the refusal logged.
+ */
+static int conn_recheck_client_cert(struct http_conn *conn)
+{
+  const struct mbedtls_x509_crt *peer_cert;
+  char reason[200];
+  char subject[160];
+  char quoted_reason[240];
+  char quoted_subject[200];
+
+  if (conn->tls == NULL)
+    return 0;
+  if (http__tls_conn_recheck(conn->tls, reason, sizeof(reason)) == HTTP__TLS_OK)
+    return 0;
+  peer_cert = http__tls_conn_peer_cert(conn->tls);
+  if (peer_cert == NULL || mbedtls_x509_dn_gets(subject, sizeof(subject), &peer_cert->subject) < 0)
+    snprintf(subject, sizeof(subject), "unknown");
+  log_warn(HTTP_MOD, "client_cert_no_longer_valid", "peer=%s subject=%s reason=%s action=closed",
+           conn->peer, log_quote(subject, quoted_subject, sizeof(quoted_subject)),
+           log_quote(reason, quoted_reason, sizeof(quoted_reason)));
+  conn_refuse(conn, 403, "the client certificate is no longer accepted: %s", reason);
+  return -1;
+}
+
 static int on_message_complete(llhttp_t *parser)
 {
   struct http_conn *conn = parser->data;
@@ -821,6 +851,9 @@ static int on_message_complete(llhttp_t *parser)
 
   assert(conn->exchange == NULL);
   conn->in_message = 0;
+  /* Before the exchange exists: a refused request never reaches the handler. */
+  if (conn_recheck_client_cert(conn) != 0)
+    return -1;
   exchange = calloc(1, sizeof(*exchange));
   /* The URL always ends in a NUL (on_url_complete); the body gets one here. */
   if (exchange == NULL || conn->head.length == 0 || bytes_reserve(&conn->body, 1, SIZE_MAX) != 0) {
@@ -914,14 +947,29 @@ static void conn_next_request(struct http_conn *conn)
   conn_pump(conn);
 }
 
-/* Stashes bytes that cannot be parsed yet. Returns 0, or -1 (out of memory). */
+/*
+ * Stashes bytes that cannot be parsed yet (plain HTTP). Returns 0, or -1
+ * (out of memory, or over the cap, which conn_update_reading() prevents).
+ */
 static int conn_stash(struct http_conn *conn, const char *data, size_t length)
 {
-  if (conn->stash_offset > 0 && conn->stash_offset == conn->stash.length) {
-    conn->stash.length = 0;
+  size_t unparsed = conn->stash.length - conn->stash_offset;
+
+  /*
+   * Drop the bytes already parsed first. A client pipelining large
+   * requests may never let the stash run empty, so without this the
+   * parsed bytes would pile up in front and count against the cap below.
+   */
+  if (conn->stash_offset > 0) {
+    if (unparsed > 0)
+      memmove(conn->stash.data, conn->stash.data + conn->stash_offset, unparsed);
+    conn->stash.length = unparsed;
     conn->stash_offset = 0;
   }
-  /* Reading stops at HTTP_STASH_LIMIT, so one more read is the most that can arrive. */
+  /*
+   * Reading stops once HTTP_STASH_LIMIT bytes are unparsed, so one more
+   * read is the most that can arrive on top of them.
+   */
   return bytes_append(&conn->stash, data, length, HTTP_STASH_LIMIT + HTTP_READ_BUF_SIZE);
 }
 
@@ -1471,7 +1519,11 @@ int http_server_port(const http_server *server)
   return server != NULL ? server->port : -1;
 }
 
-/* Swaps in a freshly read CA/CRL for new handshakes. See http_server.h. Loop thread. */
+/*
+ * Swaps in a freshly read CA/CRL: new handshakes use it, and open
+ * connections have their client certificate re-checked against it on their
+ * next request (conn_recheck_client_cert). See http_server.h. Loop thread.
+ */
 int http_server_reload_tls(http_server *server, char *err, size_t err_size)
 {
   char quoted[512];

@@ -35,6 +35,7 @@ struct http__tls {
   mbedtls_x509_crt cert;
   mbedtls_pk_context key;
   struct http__tls_conf *current; /* used by new sessions */
+  unsigned long last_generation;  /* of the newest config built */
 };
 
 /* One generation of trust settings: CA and CRL as of the last (re)load. */
@@ -46,6 +47,7 @@ struct http__tls_conf {
   mbedtls_x509_crl crl;
   int has_ca;
   int has_crl;
+  unsigned long generation; /* 1 for the first config, +1 per reload */
 };
 
 struct http__tls_conn {
@@ -54,6 +56,8 @@ struct http__tls_conn {
   http__tls_send_fn send;
   void *send_arg;
   int handshake_done;
+  /* The config generation whose CA and CRL last accepted the client certificate. */
+  unsigned long checked_generation;
   /* Ciphertext not yet consumed by mbedTLS: in[in_start..in_end). */
   unsigned char *in;
   size_t in_start;
@@ -67,6 +71,40 @@ static void tls_error_text(int rc, char *out, size_t out_size)
 
   mbedtls_strerror(rc, text, sizeof(text));
   snprintf(out, out_size, "%s (-0x%04x)", text, (unsigned)-rc);
+}
+
+/*
+ * Writes mbedtls_x509_crt_verify_info()'s text for `flags` as one line
+ * (its one line per flag joined with "; "), or "no verify flags".
+ */
+static void tls_verify_flags_text(uint32_t flags, char *out, size_t out_size)
+{
+  char info[512];
+  size_t length;
+  size_t used = 0;
+  const char *line;
+  const char *end;
+
+  if (out_size == 0)
+    return;
+  out[0] = '\0';
+  info[0] = '\0';
+  if (flags != 0 && flags != (uint32_t)-1)
+    (void)mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
+  for (line = info; *line != '\0'; line = *end ? end + 1 : end) {
+    end = strchr(line, '\n');
+    if (end == NULL)
+      end = line + strlen(line);
+    length = (size_t)(end - line);
+    if (length == 0)
+      continue;
+    used += (size_t)snprintf(out + used, out_size - used, "%s%.*s", used > 0 ? "; " : "",
+                             (int)length, line);
+    if (used >= out_size)
+      break;
+  }
+  if (out[0] == '\0')
+    snprintf(out, out_size, "no verify flags");
 }
 
 static char *tls_strdup_or_null(const char *text, int *failed)
@@ -133,6 +171,8 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
   conf->refs = 1;
   conf->tls = tls;
   tls->refs++;
+  /* Numbered even if it fails to build: generations only need to be distinct. */
+  conf->generation = ++tls->last_generation;
   mbedtls_ssl_config_init(&conf->ssl_conf);
   mbedtls_x509_crt_init(&conf->ca);
   mbedtls_x509_crl_init(&conf->crl);
@@ -359,6 +399,7 @@ struct http__tls_conn *http__tls_conn_create(struct http__tls *tls, http__tls_se
   mbedtls_ssl_init(&conn->ssl);
   conn->conf = tls->current;
   conn->conf->refs++;
+  conn->checked_generation = conn->conf->generation;
   conn->send = send;
   conn->send_arg = send_arg;
   rc = mbedtls_ssl_setup(&conn->ssl, &conn->conf->ssl_conf);
@@ -434,8 +475,6 @@ int http__tls_conn_handshake(struct http__tls_conn *conn, char *reason, size_t r
 {
   char text[200];
   char info[512];
-  uint32_t flags;
-  size_t length;
   int result = HTTP__TLS_OK;
   int rc;
 
@@ -454,20 +493,8 @@ int http__tls_conn_handshake(struct http__tls_conn *conn, char *reason, size_t r
   result = HTTP__TLS_FAILED;
   tls_error_text(rc, text, sizeof(text));
   if (rc == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
-    flags = mbedtls_ssl_get_verify_result(&conn->ssl);
-    info[0] = '\0';
-    if (flags != 0 && flags != (uint32_t)-1 &&
-        mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags) > 0) {
-      /* verify_info writes one line per flag; fold them into one log value. */
-      length = strlen(info);
-      while (length > 0 && info[length - 1] == '\n')
-        info[--length] = '\0';
-      for (size_t i = 0; i < length; i++) {
-        if (info[i] == '\n')
-          info[i] = ';';
-      }
-    }
-    snprintf(reason, reason_size, "%s: %s", text, info[0] ? info : "no verify flags");
+    tls_verify_flags_text(mbedtls_ssl_get_verify_result(&conn->ssl), info, sizeof(info));
+    snprintf(reason, reason_size, "%s: %s", text, info);
   } else {
     snprintf(reason, reason_size, "%s", text);
   }
@@ -540,4 +567,44 @@ const struct mbedtls_x509_crt *http__tls_conn_peer_cert(const struct http__tls_c
   if (mbedtls_ssl_get_verify_result(&conn->ssl) != 0)
     return NULL;
   return mbedtls_ssl_get_peer_cert(&conn->ssl);
+}
+
+/* Re-verifies the client certificate after a reload. See http_int.h. Loop thread. */
+int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t reason_size)
+{
+  struct http__tls_conf *current = conn->conf->tls->current;
+  const mbedtls_x509_crt *peer_cert;
+  char text[200];
+  uint32_t flags = 0;
+  int result = HTTP__TLS_OK;
+  int rc;
+
+  /* NULL current: the server is closing and will close this connection itself. */
+  if (current == NULL || current->generation == conn->checked_generation)
+    goto out;
+  /* Only a certificate the handshake accepted is re-checked: no certificate, nothing to revoke. */
+  peer_cert = http__tls_conn_peer_cert(conn);
+  if (peer_cert != NULL && current->has_ca) {
+    /*
+     * The same check the handshake made (default profile, CA, CRL), with
+     * the current files. verify() does not modify the certificate; the
+     * cast only satisfies the 2.28 prototype.
+     */
+    rc = mbedtls_x509_crt_verify((mbedtls_x509_crt *)peer_cert, &current->ca,
+                                 current->has_crl ? &current->crl : NULL, NULL, &flags, NULL,
+                                 NULL);
+    if (rc != 0) {
+      if (flags != 0) {
+        tls_verify_flags_text(flags, reason, reason_size);
+      } else {
+        tls_error_text(rc, text, sizeof(text));
+        snprintf(reason, reason_size, "%s", text);
+      }
+      result = HTTP__TLS_FAILED;
+      goto out;
+    }
+  }
+  conn->checked_generation = current->generation;
+out:
+  return result;
 }

@@ -12,7 +12,8 @@
  * The server answers by itself, with a JSON body {"error": "..."} and then
  * closing the connection: 400 for malformed HTTP, 413 for a body over
  * max_body_bytes, 431 for headers over max_header_bytes, 408 when a request
- * takes longer than request_timeout_ms to arrive. Idle keep-alive
+ * takes longer than request_timeout_ms to arrive, 403 when a client
+ * certificate stops verifying after http_server_reload_tls(). Idle keep-alive
  * connections are closed after idle_timeout_ms. Connections over
  * max_connections are closed on accept, and logged.
  *
@@ -71,9 +72,15 @@ http_server *http_server_create(uv_loop_t *loop, const struct http_server_config
 int http_server_port(const http_server *server);
 
 /*
- * Reloads the CA file and CRL (for SIGHUP) for new handshakes; existing
- * connections are unaffected. Returns 0, or -1 with `err` set and the old
- * CA/CRL kept.
+ * Rereads the CA file and CRL (for SIGHUP). New handshakes use them at once.
+ * Connections already open keep their TLS session, but the next request
+ * completed on each is held back until its client certificate is verified
+ * again against the new CA and CRL; one that no longer verifies (revoked,
+ * or no longer chaining to a trusted CA) gets 403 with {"error": "the
+ * client certificate is no longer accepted: <why>"}, is logged, and the
+ * connection is closed. A request already with the handler is not affected.
+ * Returns 0, or -1 with `err` set and the old CA/CRL kept (then nothing is
+ * re-checked). Loop thread.
  */
 int http_server_reload_tls(http_server *server, char *err, size_t err_size);
 

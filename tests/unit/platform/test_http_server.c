@@ -595,6 +595,60 @@ static void test_pipelined_requests_answered_in_order(void **state)
   }
 }
 
+/*
+ * Regression: the stash of pipelined bytes was compacted only once fully
+ * parsed, and its cap counted bytes already parsed, so a client sending
+ * many large requests back to back had its connection dropped mid-request.
+ */
+static void test_pipelined_large_posts_not_dropped(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  enum { POSTS = 8, BODY = 40000 };
+  size_t request_cap = POSTS * (BODY + 128);
+  char *requests = malloc(request_cap);
+  char *response = malloc(64 * 1024);
+  char *body = malloc(BODY);
+  char path[16];
+  const char *previous;
+  const char *found;
+  size_t used = 0;
+  int fd;
+
+  assert_non_null(requests);
+  assert_non_null(response);
+  assert_non_null(body);
+  memset(body, 'x', BODY);
+  for (int i = 0; i < POSTS; i++) {
+    used += (size_t)snprintf(requests + used, request_cap - used,
+                             "POST /p%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n", i,
+                             BODY, i == POSTS - 1 ? "Connection: close\r\n" : "");
+    memcpy(requests + used, body, BODY);
+    used += BODY;
+  }
+  default_config(&config);
+  server_start(ts, &config, MODE_DEFER, 5);
+  fd = raw_connect(ts->port);
+  /* Responses are small, so sending everything first cannot deadlock. */
+  raw_send(fd, requests, used);
+  raw_read_all(fd, response, 64 * 1024);
+  close(fd);
+  previous = response;
+  for (int i = 0; i < POSTS; i++) {
+    snprintf(path, sizeof(path), "\r\n/p%d", i);
+    found = strstr(previous, path);
+    if (found == NULL)
+      fail_msg("response %d of %d missing; got:\n%s", i, POSTS, response);
+    previous = found;
+  }
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), POSTS);
+  assert_int_equal(atomic_load(&ts->respond_failures), 0);
+  free(body);
+  free(response);
+  free(requests);
+}
+
 static void test_deferred_response(void **state)
 {
   struct test_server *ts = *state;
@@ -1222,14 +1276,9 @@ static void test_tls_reload_picks_up_new_crl(void **state)
   snprintf(command, sizeof(command), "cp '%s/crl.pem' '%s'", pki_dir, files.crl);
   assert_int_equal(system(command), 0);
   assert_int_equal(server_call(ts, reload_on_loop), 0);
-  /* New handshakes see the new CRL... */
+  /* New handshakes see the new CRL (established connections: see the next test). */
   tls_request(&files, ts->port, files.revoked_cert, files.revoked_key, reply);
   assert_int_not_equal(reply->rc, CURLE_OK);
-  /* ...while the established connection keeps its (old) config. */
-  tls_request_on(established, &files, ts->port, files.revoked_cert, files.revoked_key, reply);
-  assert_int_equal(reply->rc, CURLE_OK);
-  assert_int_equal(reply->num_connects, 0);
-  assert_string_equal(reply->body, "CN=store-0666");
 
   /* A reload that fails keeps the old CA/CRL. */
   snprintf(moved, sizeof(moved), "%s.moved", files.crl);
@@ -1244,6 +1293,70 @@ static void test_tls_reload_picks_up_new_crl(void **state)
 
   server_stop(ts);
   curl_easy_cleanup(established);
+  free(reply);
+}
+
+/*
+ * Regression: a reloaded CRL reached new handshakes only, so a device whose
+ * certificate was revoked kept uploading over its keep-alive connection.
+ */
+static void test_tls_reload_revokes_open_connections(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+  char command[512];
+  CURL *revoked = curl_easy_init();
+  CURL *good = curl_easy_init();
+
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, "crl-active.pem");
+  /* Start from the CRL without the revocation (another test may have swapped it). */
+  snprintf(command, sizeof(command), "cp '%s/crl-empty.pem' '%s'", pki_dir, files.crl);
+  assert_int_equal(system(command), 0);
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(ts, &config, MODE_CERT, 0);
+  /* Both connections are set up before the revocation and stay open. */
+  tls_request_on(revoked, &files, ts->port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_string_equal(reply->body, "CN=store-0666");
+  tls_request_on(good, &files, ts->port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_string_equal(reply->body, "CN=store-0042");
+
+  snprintf(command, sizeof(command), "cp '%s/crl.pem' '%s'", pki_dir, files.crl);
+  assert_int_equal(system(command), 0);
+  assert_int_equal(server_call(ts, reload_on_loop), 0);
+
+  /* The revoked device's next request, on the same connection, is refused. */
+  tls_request_on(revoked, &files, ts->port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->num_connects, 0);
+  assert_int_equal(reply->status, 403);
+  assert_non_null(strstr(reply->body, "\"error\":\"the client certificate is no longer accepted"));
+  assert_non_null(strstr(reply->body, "revoked"));
+  assert_non_null(strstr(reply->headers, "Connection: close\r\n"));
+  /* ...and that connection is gone: a new one fails the handshake. */
+  tls_request_on(revoked, &files, ts->port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_not_equal(reply->rc, CURLE_OK);
+
+  /* A device still in good standing carries on over its old connection, twice. */
+  for (int i = 0; i < 2; i++) {
+    tls_request_on(good, &files, ts->port, files.client_cert, files.client_key, reply);
+    assert_int_equal(reply->rc, CURLE_OK);
+    assert_int_equal(reply->num_connects, 0);
+    assert_int_equal(reply->status, 200);
+    assert_string_equal(reply->body, "CN=store-0042");
+  }
+
+  server_stop(ts);
+  /* Two before the reload, two good ones after; the refused request never reached it. */
+  assert_int_equal(atomic_load(&ts->handled), 4);
+  curl_easy_cleanup(good);
+  curl_easy_cleanup(revoked);
   free(reply);
 }
 
@@ -1336,6 +1449,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_keep_alive_reuses_connection, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_connection_close_and_http10_honoured, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_pipelined_requests_answered_in_order, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_pipelined_large_posts_not_dropped, test_setup,
+                                      test_teardown),
       cmocka_unit_test_setup_teardown(test_deferred_response, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_body_over_limit_is_413, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_expect_100_continue, test_setup, test_teardown),
@@ -1351,6 +1466,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_tls_optional_client_cert, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_revoked_client_cert_refused, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_reload_picks_up_new_crl, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_reload_revokes_open_connections, test_setup,
+                                      test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_keep_alive_and_post, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_port_refuses_plain_http, test_setup,
                                       test_teardown),
