@@ -139,11 +139,13 @@ struct journal_seal_input {
   const struct journal_seal_sale *sales; /* the oldest unsealed sales, seq order */
   size_t count;                          /* >= 1 */
   size_t max_bytes;                      /* cap on the packed body */
+  size_t max_decoded_bytes;              /* cap on the body before compression; 0 = none */
 };
 
 /*
  * Packs the first *used sales of `in` (1 <= *used <= in->count; fewer when
- * all of them would exceed in->max_bytes) into the body sent to the
+ * all of them would exceed in->max_bytes, or in->max_decoded_bytes before
+ * compression) into the body sent to the
  * collector. Returns 0 with *body (malloc'd; the journal frees it) and
  * *body_len, or a negative journal_error. Runs on the writer thread, so it
  * must only read `in` and its own immutable argument.
@@ -152,15 +154,19 @@ typedef int (*journal_pack_fn)(void *pack_arg, const struct journal_seal_input *
                                uint8_t **body, size_t *body_len, size_t *used);
 
 enum journal_op_kind {
-  /* The batch numbered batch_seq, with attempts counted up: the stored one
-   * if it exists (acknowledged or not), else, if it is the next number and
-   * an unsealed sale at or below seal_upto_seq exists, a new one sealed now
-   * from up to max_sales of the oldest unsealed sales (pack decides how many
-   * fit max_bytes). batch.batch_seq == 0: nothing to send. */
+  /* The batch numbered batch_seq: the stored one if it exists (acknowledged
+   * or not; its attempts are counted up when the disk has room for that, but
+   * a full disk never keeps a stored batch from being resent), else, if it
+   * is the next number and an unsealed sale at or below seal_upto_seq
+   * exists, a new one sealed now from up to max_sales of the oldest unsealed
+   * sales (pack decides how many fit max_bytes and max_decoded_bytes).
+   * batch.batch_seq == 0: nothing to send. JOURNAL_EFULL only ever comes
+   * from sealing a new batch. */
   JOURNAL_OP_NEXT_BATCH = 1,
   /* Batches 1..batch_seq are acknowledged (clamped to the last sealed). */
   JOURNAL_OP_ACK,
-  /* A 413: unacknowledged batches batch_seq and above are deleted and their
+  /* A 413 (or a 400 for a batch over the collector's decoded limit):
+   * unacknowledged batches batch_seq and above are deleted and their
    * sales unsealed, to be sealed again smaller. Refused (JOURNAL_EINVAL)
    * for an acknowledged batch. */
   JOURNAL_OP_UNSEAL,
@@ -188,6 +194,8 @@ struct journal_op {
   int64_t seal_upto_seq;  /* NEXT_BATCH: 0 = never seal, only load */
   size_t max_sales;       /* NEXT_BATCH: most sales in a new batch */
   size_t max_bytes;       /* NEXT_BATCH: cap on a new batch's body */
+  size_t max_decoded_bytes; /* NEXT_BATCH: cap on a new batch's body before compression
+                             * (the collector's decoded limit); 0 = none */
   journal_pack_fn pack;   /* NEXT_BATCH */
   void *pack_arg;
   int64_t now_ms;         /* wall clock of the operation (0 = now) */

@@ -265,8 +265,9 @@ static void journal_free_seal_sales(struct journal_seal_sale *sales, size_t coun
 
 /* ---- NEXT_BATCH ------------------------------------------------------------ */
 
-/* Loads batch op->batch_seq if it exists (found = 1), counting the attempt. */
-static int journal_load_batch(journal *j, struct journal_op *op, int64_t now_ms, int *found)
+/* Loads batch op->batch_seq if it exists (found = 1). Reads only: the
+ * attempt is counted afterwards, by journal_count_attempt. */
+static int journal_load_batch(journal *j, struct journal_op *op, int *found)
 {
   sqlite3_stmt *get = j->get_batch;
   int rc;
@@ -300,10 +301,31 @@ static int journal_load_batch(journal *j, struct journal_op *op, int64_t now_ms,
   op->batch.acked_ms = sqlite3_column_type(get, 6) == SQLITE_NULL ? 0 : sqlite3_column_int64(get, 6);
   sqlite3_reset(get);
   *found = 1;
+  return SQLITE_OK;
+}
+
+/* Counts one more attempt of stored batch op->batch_seq, in a transaction
+ * of its own, after the batch was read. Best effort: the counter is for
+ * people, and on a full disk (SQLITE_FULL, the very case where the uplink
+ * must drain the journal) or any other write failure the stored batch is
+ * resent all the same rather than held back by its own bookkeeping. */
+static void journal_count_attempt(journal *j, struct journal_op *op, int64_t now_ms)
+{
+  int rc;
 
   sqlite3_bind_int64(j->attempt_batch, 1, op->batch_seq);
   sqlite3_bind_int64(j->attempt_batch, 2, now_ms);
-  return journal__step_done(j, j->attempt_batch);
+  rc = journal__step_done(j, j->attempt_batch);
+  if (rc != SQLITE_OK) {
+    /* An autocommit statement that failed rolled itself back; make sure
+     * no transaction is left open behind it all the same. */
+    if (!sqlite3_get_autocommit(j->db))
+      journal__step_done(j, j->rollback);
+    log_warn("journal", "attempt_not_counted",
+             "batch_seq=%" PRId64 " error=%s reason=\"the batch is resent without counting "
+             "the attempt (%s)\"",
+             op->batch_seq, journal_strerror(journal__map_sqlite(rc)), sqlite3_errstr(rc));
+  }
 }
 
 /* Seals a new batch op->batch_seq from the oldest unsealed sales, inside
@@ -364,7 +386,7 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
 
   {
     struct journal_seal_input in = {j->stats.journal_id, op->batch_seq, now_ms, sales, count,
-                                    op->max_bytes};
+                                    op->max_bytes, op->max_decoded_bytes};
     int pack_rc = op->pack(op->pack_arg, &in, &body, &body_len, &used);
     if (pack_rc || used == 0 || used > count) {
       free(body);
@@ -432,7 +454,7 @@ static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms
   }
   rc = journal_begin(j);
   if (rc == SQLITE_OK)
-    rc = journal_load_batch(j, op, now_ms, &found);
+    rc = journal_load_batch(j, op, &found);
   if (rc == SQLITE_OK && !found) {
     if (op->batch_seq <= last_batch_seq) {
       rc = journal_finish(j, SQLITE_OK);
@@ -455,6 +477,8 @@ static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms
     return;
   }
   op->sealed = sealed;
+  if (found)
+    journal_count_attempt(j, op, now_ms);
   if (sealed) {
     pthread_mutex_lock(&j->lock);
     j->stats.last_batch_seq = op->batch.batch_seq;

@@ -1,5 +1,5 @@
 /*
- * backoff.c - exponential backoff with full jitter.
+ * backoff.c - exponential backoff with jitter, Retry-After with jitter.
  */
 #include "uplink/backoff.h"
 
@@ -42,11 +42,26 @@ uint64_t backoff_next(struct backoff *b)
     ceiling = ceiling > b->max_ms / 2 ? b->max_ms : ceiling * 2;
   if (ceiling > b->max_ms)
     ceiling = b->max_ms;
-  if (ceiling == 0)
-    ceiling = 1;
+  if (ceiling < 2)
+    ceiling = 2;
   if (b->failures < 64)
     b->failures++;
-  return b->min_ms + backoff_random(b, ceiling - b->min_ms);
+  /* Half fixed, half random: the fixed half keeps the growth, the random
+   * half spreads stores that failed together, from the first retry on. */
+  return ceiling - ceiling / 2 + backoff_random(b, ceiling / 2);
+}
+
+uint64_t backoff_after(struct backoff *b, uint64_t retry_after_ms)
+{
+  uint64_t backoff_ms = backoff_next(b);
+  uint64_t delay = retry_after_ms + backoff_random(b, retry_after_ms / 2);
+  return delay > backoff_ms ? delay : backoff_ms;
+}
+
+uint64_t backoff_at_cap(struct backoff *b)
+{
+  backoff_next(b);
+  return b->max_ms + backoff_random(b, b->max_ms / 4);
 }
 
 void backoff_reset(struct backoff *b) { b->failures = 0; }

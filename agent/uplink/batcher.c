@@ -116,11 +116,14 @@ static int batcher_messages_build(struct batcher_messages *m, const struct batch
   return 0;
 }
 
-/* Packs the first `count` sales. */
+/* Packs the first `count` sales. *decoded_len is the protobuf's size before
+ * compression; when it is over `max_decoded` (0 = no cap) and more than one
+ * sale is asked for, nothing is compressed: *body stays NULL and the caller
+ * tries fewer. */
 static int batcher_pack_count(const struct batcher_identity *id,
                               const struct journal_seal_input *in, const uint8_t journal_id[16],
-                              struct batcher_messages *m, size_t count, uint8_t **body,
-                              size_t *body_len)
+                              struct batcher_messages *m, size_t count, size_t max_decoded,
+                              uint8_t **body, size_t *body_len, size_t *decoded_len)
 {
   Pos__V1__Batch batch = POS__V1__BATCH__INIT;
   Pos__V1__BatchEnvelope envelope = POS__V1__BATCH_ENVELOPE__INIT;
@@ -143,7 +146,26 @@ static int batcher_pack_count(const struct batcher_identity *id,
    * materials) do not exist in the agent yet, so there is nothing to
    * derive them from; the batch carries none until they do. */
   batch.n_inventory_deltas = 0;
+  *body = NULL;
+  *body_len = 0;
+  *decoded_len = pos__v1__batch__get_packed_size(&batch);
+  if (max_decoded && *decoded_len > max_decoded && count > 1)
+    return 0;
   return proto_batch_pack(&batch, id->zstd_level, body, body_len);
+}
+
+/* A smaller count for a batch `size` bytes over a cap of `cap`: scaled by
+ * how far over it is, with a 10% margin since neither compression nor
+ * encoding is linear, and always by at least one, so shrinking ends after a
+ * few tries. */
+static size_t batcher_shrink(size_t count, size_t size, size_t cap)
+{
+  size_t smaller = (size_t)((double)count * (double)cap / (double)size * 0.9);
+  if (smaller >= count)
+    smaller = count - 1;
+  if (smaller == 0)
+    smaller = 1;
+  return smaller;
 }
 
 int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **body,
@@ -164,13 +186,19 @@ int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **
     return JOURNAL_ENOMEM;
   for (;;) {
     uint8_t *packed = NULL;
-    size_t packed_len = 0;
-    size_t smaller;
+    size_t packed_len = 0, decoded_len = 0;
 
-    rc = batcher_pack_count(id, in, journal_id, &m, count, &packed, &packed_len);
+    rc = batcher_pack_count(id, in, journal_id, &m, count, in->max_decoded_bytes, &packed,
+                            &packed_len, &decoded_len);
     if (rc) {
       rc = rc == PROTO_ENOMEM ? JOURNAL_ENOMEM : JOURNAL_EINVAL;
       break;
+    }
+    if (!packed) {
+      /* Over the collector's decoded limit: it would refuse the batch
+       * (400) however well it compresses. */
+      count = batcher_shrink(count, decoded_len, in->max_decoded_bytes);
+      continue;
     }
     if (packed_len <= in->max_bytes || count == 1) {
       if (packed_len > in->max_bytes)
@@ -178,21 +206,18 @@ int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **
                  "seq=%lld bytes=%zu max_batch_bytes=%zu reason=\"one sale is larger than "
                  "the batch cap; it is sent alone\"",
                  (long long)in->sales[0].seq, packed_len, in->max_bytes);
+      if (in->max_decoded_bytes && decoded_len > in->max_decoded_bytes)
+        log_warn("batcher", "sale_over_decoded_limit",
+                 "seq=%lld decoded_bytes=%zu max_batch_decoded_bytes=%zu reason=\"one sale is "
+                 "larger than the collector's decoded limit; it is sent alone\"",
+                 (long long)in->sales[0].seq, decoded_len, in->max_decoded_bytes);
       *body = packed;
       *body_len = packed_len;
       *used = count;
       break;
     }
     free(packed);
-    /* Over the cap: scale the count by how far over it is, with a 10%
-     * margin since compression is not linear, and always by at least one,
-     * so this ends after a few tries. */
-    smaller = (size_t)((double)count * (double)in->max_bytes / (double)packed_len * 0.9);
-    if (smaller >= count)
-      smaller = count - 1;
-    if (smaller == 0)
-      smaller = 1;
-    count = smaller;
+    count = batcher_shrink(count, packed_len, in->max_bytes);
   }
   batcher_messages_free(&m);
   return rc;

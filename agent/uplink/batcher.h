@@ -36,9 +36,10 @@ int batcher_identity_init(struct batcher_identity *identity, const char *store_i
 
 /*
  * journal_pack_fn: packs the first *used of in->sales into one body of at
- * most in->max_bytes (all of them if they fit; otherwise the most that fit,
- * found by shrinking; one sale is packed whatever its size, so a batch can
- * always be made). `pack_arg` is a const struct batcher_identity *.
+ * most in->max_bytes whose protobuf, before compression, is at most
+ * in->max_decoded_bytes (0 = no such cap): all of them if they fit;
+ * otherwise the most that fit, found by shrinking; one sale is packed
+ * whatever its size, so a batch can always be made. `pack_arg` is a const struct batcher_identity *.
  * Envelope: store_id, device_id, journal_id (16 bytes), batch_seq, kind
  * live, created_ms, agent_version, first/last seq, sale_count; each sale
  * carries seq, received_ms and store_id. Inventory deltas stay empty.

@@ -6,19 +6,37 @@
  * a heartbeat goes out every heartbeat_interval.
  *
  * Answers (ARCHITECTURE.md, Wire protocol):
- *   200 BatchAck        acknowledged in the journal; the next batch goes at
- *                       once (a backlog drains back to back)
+ *   200 BatchAck        acknowledged in the journal, if the ack names our
+ *                       journal and acked_batch_seq >= the batch sent; the
+ *                       next batch goes at once (a backlog drains back to
+ *                       back). A 200 without a readable ack, or for another
+ *                       journal, or below the batch: a failed attempt
+ *                       (backoff). Above every batch sealed: an error a
+ *                       person must look at; nothing is marked sent.
  *   409 BatchAck        resume at expected_batch_seq: above ours, the
  *                       collector has them (acknowledged here up to
  *                       expected - 1); below, resend the stored batches
  *                       from there
  *   413                 never accepted: that batch and later unacknowledged
  *                       ones are unsealed and sealed again at half the size
- *   429, 503            wait Retry-After (or back off), then resend
- *   network, 5xx        exponential backoff with full jitter in
- *                       [backoff_min, backoff_max], then resend
+ *   429, 503            wait at least Retry-After, plus jitter, and never
+ *                       less than the growing backoff; then resend
+ *   network, 5xx        exponential backoff with jitter in
+ *                       [backoff_min/2, backoff_max], then resend
+ *   400 over the decoded limit
+ *                       a never-acknowledged batch that decompresses beyond
+ *                       the collector's limit (its last BatchAck's, or the
+ *                       one the 400 names) is unsealed and sealed again
+ *                       within it, like after a 413
  *   400, 403, other 4xx logged as errors (a person must act), resent every
- *                       backoff_max; nothing is ever dropped
+ *                       backoff_max (plus up to a quarter); nothing is ever
+ *                       dropped
+ *
+ * New batches are sealed within the collector's limits from its last
+ * BatchAck (max_batch_bytes, max_batch_decoded_bytes, max_sales_per_batch)
+ * and the configured caps. A disk too full to seal a batch halves the caps
+ * until the next acknowledgement; a stored batch is resent however full
+ * the disk is.
  *
  * A resend sends the batch's stored bytes unchanged. The uplink runs on the
  * agent's libuv loop (libcurl multi socket interface) and never holds up
@@ -77,7 +95,7 @@ struct uplink_status {
   int64_t last_heartbeat_ms;  /* last heartbeat answered 200; 0 = never */
   int64_t last_error_ms;      /* 0 = no error this run */
   char last_error[512];       /* what went wrong, on what */
-  size_t max_batch_sales;     /* in force now (smaller after a 413) */
+  size_t max_batch_sales;     /* in force now (smaller after a 413, or on a full disk) */
   size_t max_batch_bytes;
 };
 

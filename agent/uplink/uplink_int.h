@@ -47,7 +47,14 @@ struct uplink {
   int64_t cursor;          /* next batch_seq to send */
   int64_t push_target_seq; /* this push seals sales up to here */
   int push_again;          /* a push was asked for during this one */
-  size_t max_sales, max_bytes; /* caps in force (config, collector limits, 413s) */
+  size_t max_sales, max_bytes; /* caps (config, collector limits, 413s) */
+  /* Lowered caps while sealing a new batch finds the disk full (a smaller
+   * batch needs less of the uplink's reserve); 0 = not lowered. Cleared by
+   * the next acknowledgement, which makes room. */
+  size_t full_max_sales, full_max_bytes;
+  /* The collector's limit on a batch before compression: what its last
+   * BatchAck (or a 400 naming it) said, else the default both sides agree on. */
+  size_t max_decoded;
   struct journal_op op;    /* NEXT_BATCH, ACK or UNSEAL; one at a time */
   int op_busy;
   struct uplink_http_request batch_req;

@@ -17,6 +17,7 @@
  * batches reach the collector in batch_seq order.
  */
 #include <assert.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,11 +97,20 @@ static void uplink_retry_in(uplink *u, uint64_t delay_ms)
 /* A failure that may pass by itself: back off exponentially. */
 static void uplink_backoff(uplink *u) { uplink_retry_in(u, backoff_next(&u->backoff)); }
 
-/* A failure a person must fix: try again, but only every backoff_max. */
-static void uplink_backoff_max(uplink *u)
+/* A failure a person must fix: try again, but only every backoff_max (and
+ * a random part more, so a fleet refused together does not retry together). */
+static void uplink_backoff_max(uplink *u) { uplink_retry_in(u, backoff_at_cap(&u->backoff)); }
+
+/* The caps a new batch is sealed with: the configured ones as lowered by
+ * the collector and 413s, and for now by a full disk. */
+static size_t uplink_max_sales(const uplink *u)
 {
-  backoff_next(&u->backoff);
-  uplink_retry_in(u, (uint64_t)u->backoff_max_ms);
+  return u->full_max_sales && u->full_max_sales < u->max_sales ? u->full_max_sales : u->max_sales;
+}
+
+static size_t uplink_max_bytes(const uplink *u)
+{
+  return u->full_max_bytes && u->full_max_bytes < u->max_bytes ? u->full_max_bytes : u->max_bytes;
 }
 
 /* The next push after interval plus a random part of the jitter. */
@@ -131,8 +141,9 @@ static void uplink_submit(uplink *u, enum journal_op_kind kind, int64_t batch_se
   op->user = u;
   if (kind == JOURNAL_OP_NEXT_BATCH) {
     op->seal_upto_seq = u->push_target_seq;
-    op->max_sales = u->max_sales;
-    op->max_bytes = u->max_bytes;
+    op->max_sales = uplink_max_sales(u);
+    op->max_bytes = uplink_max_bytes(u);
+    op->max_decoded_bytes = u->max_decoded;
     op->pack = batcher_pack;
     op->pack_arg = &u->identity;
   }
@@ -226,15 +237,20 @@ static void uplink_on_op(struct journal_op *op)
   switch (op->kind) {
   case JOURNAL_OP_NEXT_BATCH:
     if (op->error) {
+      struct journal_stats stats;
       journal_op_clear(op);
-      if (op->error == JOURNAL_EFULL && u->max_sales > 1) {
-        /* No room even in the uplink's reserve for a batch this big: try
-         * smaller ones, which need less. */
-        u->max_sales /= 2;
-        if (u->max_bytes / 2 >= UPLINK_MIN_BATCH_BYTES)
-          u->max_bytes /= 2;
-        uplink__error(u, 1, "batch %" PRId64 ": %s; sealing at most %zu sales from now on",
-                      u->cursor, op->message, u->max_sales);
+      journal_get_stats(u->journal, &stats);
+      if (op->error == JOURNAL_EFULL && stats.last_batch_seq < u->cursor &&
+          uplink_max_sales(u) > 1) {
+        /* No room even in the uplink's reserve for sealing a new batch this
+         * big: try smaller ones, which need less, until an acknowledgement.
+         * (Only sealing can find the disk full: a stored batch is resent
+         * whatever the disk says.) */
+        size_t sales = uplink_max_sales(u), bytes = uplink_max_bytes(u);
+        u->full_max_sales = sales / 2;
+        u->full_max_bytes = bytes / 2 >= UPLINK_MIN_BATCH_BYTES ? bytes / 2 : bytes;
+        uplink__error(u, 1, "batch %" PRId64 ": %s; sealing at most %zu sales until a batch "
+                      "is acknowledged", u->cursor, op->message, u->full_max_sales);
         uplink_backoff(u);
       } else if (op->error == JOURNAL_ENOTFOUND) {
         /* The collector wants a batch we no longer have (or never made):
@@ -263,6 +279,14 @@ static void uplink_on_op(struct journal_op *op)
       uplink__error(u, 1, "acknowledging batch %" PRId64 ": %s", op->batch_seq, op->message);
       uplink_backoff(u);
       return;
+    }
+    if (u->full_max_sales || u->full_max_bytes) {
+      /* Batches go out again, so the disk may have room again (retention,
+       * someone cleaning up): back to full-size batches rather than single
+       * sales for good; a disk still full halves them again. */
+      u->full_max_sales = u->full_max_bytes = 0;
+      log_info("uplink", "limit", "max_batch_sales=%zu max_batch_bytes=%zu source=restored",
+               u->max_sales, u->max_bytes);
     }
     u->cursor = op->batch_seq + 1;
     uplink_next(u);
@@ -307,11 +331,18 @@ static void uplink_answer_text(const struct uplink_http_request *req, char *out,
   out[n] = '\0';
 }
 
-/* Lowers the caps to what the collector says it accepts (never raises them). */
+/* Lowers the caps to what the collector says it accepts (never above the
+ * configured ones), and takes its decoded limit as it is. */
 static void uplink_apply_limits(uplink *u, const Pos__V1__Limits *limits)
 {
   if (!limits)
     return;
+  if (limits->max_batch_decoded_bytes &&
+      (uint64_t)(size_t)limits->max_batch_decoded_bytes == limits->max_batch_decoded_bytes &&
+      limits->max_batch_decoded_bytes != u->max_decoded) {
+    u->max_decoded = (size_t)limits->max_batch_decoded_bytes;
+    log_info("uplink", "limit", "max_batch_decoded_bytes=%zu source=collector", u->max_decoded);
+  }
   if (limits->max_batch_bytes && limits->max_batch_bytes < u->max_bytes) {
     u->max_bytes = (size_t)limits->max_batch_bytes;
     log_info("uplink", "limit", "max_batch_bytes=%zu source=collector", u->max_bytes);
@@ -322,31 +353,71 @@ static void uplink_apply_limits(uplink *u, const Pos__V1__Limits *limits)
   }
 }
 
+/* The ack names our journal (an ack without a journal_id names none). */
 static int uplink_ack_journal_matches(uplink *u, const Pos__V1__BatchAck *ack)
 {
   uint8_t ours[16];
-  if (ack->journal_id.len == 0)
-    return 1;
   if (proto_journal_id_parse(u->identity_journal_id, ours))
     return 0;
   return ack->journal_id.len == 16 && memcmp(ack->journal_id.data, ours, 16) == 0;
 }
 
-static void uplink_on_ok(uplink *u, Pos__V1__BatchAck *ack)
+/* The journal an ack names, for error messages. */
+static void uplink_ack_journal_text(const Pos__V1__BatchAck *ack, char out[33])
+{
+  if (ack->journal_id.len == 16)
+    proto_journal_id_format(ack->journal_id.data, out);
+  else
+    snprintf(out, 33, "%s", ack->journal_id.len ? "(malformed)" : "(none)");
+}
+
+/*
+ * A 200 counts only with a BatchAck that names our journal and acknowledges
+ * at least the batch sent: anything less (a proxy's 200, a body cut short,
+ * another journal's ack) is a failed attempt, retried with backoff, so that
+ * a sale is never marked sent on a guess. An ack beyond every batch this
+ * journal sealed cannot be true of it: stop and say so, as for a 409.
+ */
+static void uplink_on_ok(uplink *u, Pos__V1__BatchAck *ack, const char *text)
 {
   int64_t batch_seq = u->sending.batch_seq;
+  struct journal_stats stats;
+  char theirs[33];
 
-  if (ack && !uplink_ack_journal_matches(u, ack)) {
-    uplink__error(u, 1, "POST %s batch %" PRId64 ": the collector acknowledged another "
-                  "journal's batch; not marking it acknowledged",
-                  u->batches_url, batch_seq);
+  if (!ack) {
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": 200 without a readable BatchAck%s%s; "
+                  "not counted as acknowledged, will retry",
+                  u->batches_url, batch_seq, text[0] ? ": " : "", text);
+    uplink_backoff(u);
+    return;
+  }
+  if (!uplink_ack_journal_matches(u, ack)) {
+    uplink_ack_journal_text(ack, theirs);
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": 200 acknowledging journal %s, not ours (%s); "
+                  "not counted as acknowledged, will retry",
+                  u->batches_url, batch_seq, theirs, u->identity_journal_id);
+    uplink_backoff(u);
+    return;
+  }
+  if (ack->acked_batch_seq < (uint64_t)batch_seq) {
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": 200 acknowledging batches up to %llu only; "
+                  "not counted as acknowledged, will retry",
+                  u->batches_url, batch_seq, (unsigned long long)ack->acked_batch_seq);
+    uplink_backoff(u);
+    return;
+  }
+  journal_get_stats(u->journal, &stats);
+  if (ack->acked_batch_seq > (uint64_t)stats.last_batch_seq) {
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": the collector acknowledged batches up to "
+                  "%llu but journal %s has sealed batches up to %" PRId64 " only (was the "
+                  "journal restored from a backup?); nothing is marked sent; a person must look",
+                  u->batches_url, batch_seq, (unsigned long long)ack->acked_batch_seq,
+                  stats.journal_id, stats.last_batch_seq);
     uplink_backoff_max(u);
     return;
   }
-  if (ack) {
-    uplink_apply_limits(u, ack->limits);
-    uplink__commands(u, ack->n_commands, ack->commands);
-  }
+  uplink_apply_limits(u, ack->limits);
+  uplink__commands(u, ack->n_commands, ack->commands);
   backoff_reset(&u->backoff);
   u->status.last_ack_ms = clock_wall_ms();
   u->status.last_ack_batch_seq = batch_seq;
@@ -355,8 +426,10 @@ static void uplink_on_ok(uplink *u, Pos__V1__BatchAck *ack)
            "batch_seq=%" PRId64 " first_seq=%" PRId64 " last_seq=%" PRId64
            " sales=%u bytes=%zu attempt=%" PRId64 " duplicate=%d",
            batch_seq, u->sending.first_seq, u->sending.last_seq, u->sending.sale_count,
-           u->sending.body_len, u->sending.attempts, ack ? (int)ack->duplicate : 0);
+           u->sending.body_len, u->sending.attempts, (int)ack->duplicate);
   uplink_free_sending(u);
+  /* Only the batch sent: if the collector has more, the next ones are
+   * answered as duplicates, and nothing is marked sent that was not. */
   uplink_submit(u, JOURNAL_OP_ACK, batch_seq);
 }
 
@@ -430,6 +503,86 @@ static void uplink_on_too_large(uplink *u, const char *text)
   uplink_submit(u, JOURNAL_OP_UNSEAL, batch_seq);
 }
 
+/* The decoded limit a 400 names: the collector passes on what the codec
+ * says of a batch over it ("body decompresses to more than N bytes").
+ * 0 = none named. */
+static size_t uplink_decoded_limit_named(const char *text)
+{
+  static const char phrase[] = "decompresses to more than ";
+  const char *at = strstr(text, phrase);
+  unsigned long long limit;
+  char *end;
+
+  if (!at)
+    return 0;
+  at += sizeof(phrase) - 1;
+  if (*at < '0' || *at > '9')
+    return 0;
+  errno = 0;
+  limit = strtoull(at, &end, 10);
+  if (errno || end == at || limit == 0 || (unsigned long long)(size_t)limit != limit)
+    return 0;
+  return (size_t)limit;
+}
+
+/* Does the batch in flight decompress to more than `limit` bytes? Our
+ * bodies declare their size in the zstd frame, so this is usually
+ * answered from the header alone. */
+static int uplink_sending_over_decoded(const uplink *u, size_t limit)
+{
+  uint8_t *decoded = NULL;
+  size_t decoded_len = 0;
+  int rc = proto_zstd_decompress(u->sending.body, u->sending.body_len, limit, &decoded,
+                                 &decoded_len);
+  free(decoded);
+  return rc == PROTO_EBOMB;
+}
+
+/*
+ * 400 and the other answers a person must act on. One of them need not
+ * wait for a person: a batch that decompresses beyond the collector's
+ * decoded limit (sealed before that limit was known, or under a larger
+ * one) is refused with 400 however often it is resent. If it was never
+ * acknowledged, it is unsealed and its sales sealed again within the limit,
+ * like after a 413; nothing is dropped.
+ */
+static void uplink_on_refused(uplink *u, long status, const char *text)
+{
+  int64_t batch_seq = u->sending.batch_seq;
+  size_t named = status == 400 ? uplink_decoded_limit_named(text) : 0;
+
+  if (named && named != u->max_decoded) {
+    u->max_decoded = named;
+    log_info("uplink", "limit", "max_batch_decoded_bytes=%zu source=collector_400", named);
+  }
+  if (status == 400 && !u->sending.acked_ms && uplink_sending_over_decoded(u, u->max_decoded)) {
+    if (u->sending.sale_count <= 1) {
+      uplink__error(u, 1, "POST %s batch %" PRId64 ": 400: its one sale decodes to more than "
+                    "the collector's limit of %zu bytes; raise the collector's "
+                    "max_decoded_bytes (the batch is kept and resent every %" PRId64 " ms)%s%s",
+                    u->batches_url, batch_seq, u->max_decoded, u->backoff_max_ms,
+                    text[0] ? ": " : "", text);
+      uplink_backoff_max(u);
+      return;
+    }
+    log_warn("uplink", "batch_over_decoded_limit",
+             "batch_seq=%" PRId64 " sales=%u bytes=%zu max_batch_decoded_bytes=%zu "
+             "reason=\"400: the batch decompresses beyond the collector's limit; it was never "
+             "acknowledged, so its sales are sealed again in batches within the limit\"",
+             batch_seq, u->sending.sale_count, u->sending.body_len, u->max_decoded);
+    uplink_free_sending(u);
+    uplink_submit(u, JOURNAL_OP_UNSEAL, batch_seq);
+    return;
+  }
+  /* 400 (the collector cannot read our batch), 403 (wrong store, revoked
+   * certificate) and the like do not pass by themselves. */
+  uplink__error(u, 1, "POST %s batch %" PRId64 ": %ld%s%s; a person must act (the batch is "
+                "kept and resent every %" PRId64 " ms)",
+                u->batches_url, batch_seq, status, text[0] ? ": " : "", text,
+                u->backoff_max_ms);
+  uplink_backoff_max(u);
+}
+
 static void uplink_on_batch_answer(struct uplink_http_request *req)
 {
   uplink *u = req->user;
@@ -437,6 +590,7 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
   char text[320];
   long status = req->status;
   int64_t batch_seq = u->sending.batch_seq;
+  int64_t retry_after_s = req->retry_after_s;
 
   u->batch_busy = 0;
   if (u->closing) {
@@ -456,34 +610,29 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
   uplink_http_request_clear(req);
 
   if (status == 200) {
-    if (!ack)
-      log_warn("uplink", "ack_unreadable", "batch_seq=%" PRId64
-               " reason=\"200 without a BatchAck; the batch counts as accepted\"", batch_seq);
-    uplink_on_ok(u, ack);
+    uplink_on_ok(u, ack, text);
   } else if (status == 409) {
     uplink_on_conflict(u, ack, text);
   } else if (status == 413) {
     uplink_on_too_large(u, text);
   } else if (status == 429 || status == 503) {
-    uint64_t delay = req->retry_after_s >= 0 ? (uint64_t)req->retry_after_s * 1000u
-                                             : backoff_next(&u->backoff);
-    if (delay > UPLINK_MAX_RETRY_AFTER_MS)
-      delay = UPLINK_MAX_RETRY_AFTER_MS;
+    /* Retry-After is a minimum, not an appointment: every store the
+     * collector turned away in the same second was told the same number.
+     * Jitter goes on top, and consecutive busy answers keep backing off. */
+    uint64_t retry_after_ms = 0;
+    if (retry_after_s > 0)
+      retry_after_ms = retry_after_s >= (int64_t)(UPLINK_MAX_RETRY_AFTER_MS / 1000u)
+                           ? UPLINK_MAX_RETRY_AFTER_MS
+                           : (uint64_t)retry_after_s * 1000u;
     uplink__error(u, 0, "POST %s batch %" PRId64 ": %ld, the collector is busy%s%s",
                   u->batches_url, batch_seq, status, text[0] ? ": " : "", text);
-    uplink_retry_in(u, delay);
+    uplink_retry_in(u, backoff_after(&u->backoff, retry_after_ms));
   } else if (status == 408 || status >= 500) {
     uplink__error(u, 0, "POST %s batch %" PRId64 ": %ld%s%s", u->batches_url, batch_seq,
                   status, text[0] ? ": " : "", text);
     uplink_backoff(u);
   } else {
-    /* 400 (the collector cannot read our batch), 403 (wrong store, revoked
-     * certificate) and the like do not pass by themselves. */
-    uplink__error(u, 1, "POST %s batch %" PRId64 ": %ld%s%s; a person must act (the batch is "
-                  "kept and resent every %" PRId64 " ms)",
-                  u->batches_url, batch_seq, status, text[0] ? ": " : "", text,
-                  u->backoff_max_ms);
-    uplink_backoff_max(u);
+    uplink_on_refused(u, status, text);
   }
   if (ack)
     pos__v1__batch_ack__free_unpacked(ack, NULL);
@@ -528,8 +677,8 @@ void uplink_get_status(const uplink *u, struct uplink_status *status)
 {
   *status = u->status;
   status->state = u->state;
-  status->max_batch_sales = u->max_sales;
-  status->max_batch_bytes = u->max_bytes;
+  status->max_batch_sales = uplink_max_sales(u);
+  status->max_batch_bytes = uplink_max_bytes(u);
 }
 
 static void uplink_on_handle_closed(uv_handle_t *handle)
@@ -645,6 +794,7 @@ uplink *uplink_create(uv_loop_t *loop, journal *j, const struct uplink_options *
   u->backoff_max_ms = options->backoff_max_ms;
   u->config_max_sales = u->max_sales = options->max_batch_sales ? options->max_batch_sales : 1;
   u->config_max_bytes = u->max_bytes = options->max_batch_bytes;
+  u->max_decoded = PROTO_DEFAULT_MAX_DECODED;
   backoff_init(&u->backoff, (uint64_t)options->backoff_min_ms, (uint64_t)options->backoff_max_ms,
                options->random_seed);
   u->cursor = stats.acked_batch_seq + 1;

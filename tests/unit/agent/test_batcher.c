@@ -176,6 +176,9 @@ static void on_op_done(struct journal_op *op)
   w->done = 1;
 }
 
+/* The collector's decoded limit NEXT_BATCH ops seal within (0 = none). */
+static size_t op_max_decoded;
+
 /* Runs one operation to completion. The caller clears w->op. */
 static void run_op(struct fixture *f, journal *j, struct op_wait *w, enum journal_op_kind kind,
                    int64_t batch_seq, int64_t seal_upto, size_t max_sales, size_t max_bytes,
@@ -187,6 +190,7 @@ static void run_op(struct fixture *f, journal *j, struct op_wait *w, enum journa
   w->op.seal_upto_seq = seal_upto;
   w->op.max_sales = max_sales;
   w->op.max_bytes = max_bytes;
+  w->op.max_decoded_bytes = op_max_decoded;
   w->op.pack = batcher_pack;
   w->op.pack_arg = &f->identity;
   w->op.now_ms = now_ms;
@@ -766,10 +770,48 @@ static void a_full_journal_still_seals_and_refuses_new_sales_steadily(void **sta
   assert_int_equal(query_int(f, "SELECT count(*) FROM sales"), (int64_t)stored + 3);
 }
 
-static void backoff_grows_with_full_jitter_up_to_the_cap(void **state)
+/* The collector's decoded limit is a cap like max_bytes: a batch that
+ * compresses well must still not decompress beyond it. */
+static void the_decoded_limit_is_honoured_when_sealing(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct op_wait w;
+  const size_t max_decoded = 16 * 1024;
+  int64_t batch_seq = 1;
+  uint64_t sealed_sales = 0;
+
+  add_sales(f, j, "DEC", 80, 10);
+  for (;; batch_seq++) {
+    uint8_t *decoded = NULL;
+    size_t decoded_len = 0;
+    op_max_decoded = max_decoded;
+    run_op(f, j, &w, JOURNAL_OP_NEXT_BATCH, batch_seq, INT64_MAX, 1000, 1024 * 1024, 0, 0);
+    op_max_decoded = 0;
+    if (w.op.error)
+      fail_msg("NEXT_BATCH %lld: %s", (long long)batch_seq, w.op.message);
+    if (w.op.batch.batch_seq == 0)
+      break;
+    assert_int_equal(proto_zstd_decompress(w.op.batch.body, w.op.batch.body_len,
+                                           PROTO_DEFAULT_MAX_DECODED, &decoded, &decoded_len),
+                     0);
+    free(decoded);
+    if (decoded_len > max_decoded)
+      fail_msg("batch %lld decodes to %zu bytes, over %zu", (long long)batch_seq, decoded_len,
+               max_decoded);
+    sealed_sales += w.op.batch.sale_count;
+    journal_op_clear(&w.op);
+    ack(f, j, batch_seq, 0);
+  }
+  assert_int_equal(sealed_sales, 80);
+  assert_true(batch_seq - 1 > 2);
+  close_journal(f, j);
+}
+
+static void backoff_is_jittered_from_the_first_retry_and_grows(void **state)
 {
   struct backoff b;
-  uint64_t max_seen = 0;
+  uint64_t max_seen = 0, first_min = UINT64_MAX, first_max = 0;
   (void)state;
 
   backoff_init(&b, 100, 10000, 42);
@@ -777,16 +819,20 @@ static void backoff_grows_with_full_jitter_up_to_the_cap(void **state)
     uint64_t delay;
     backoff_reset(&b);
     delay = backoff_next(&b);
-    assert_true(delay >= 100 && delay <= 100); /* first: the floor */
+    assert_true(delay >= 50 && delay <= 100); /* first: jittered below the floor */
+    first_min = delay < first_min ? delay : first_min;
+    first_max = delay > first_max ? delay : first_max;
     delay = backoff_next(&b);
     assert_true(delay >= 100 && delay <= 200);
     delay = backoff_next(&b);
-    assert_true(delay >= 100 && delay <= 400);
+    assert_true(delay >= 200 && delay <= 400);
   }
+  /* Stores that failed together do not retry together, even the first time. */
+  assert_true(first_max - first_min >= 25);
   backoff_reset(&b);
   for (int i = 0; i < 100; i++) {
     uint64_t delay = backoff_next(&b);
-    assert_true(delay >= 100 && delay <= 10000);
+    assert_true(delay >= 50 && delay <= 10000);
     if (delay > max_seen)
       max_seen = delay;
   }
@@ -794,6 +840,30 @@ static void backoff_grows_with_full_jitter_up_to_the_cap(void **state)
   assert_true(max_seen > 5000);
   for (int i = 0; i < 1000; i++)
     assert_true(backoff_random(&b, 7) <= 7);
+
+  /* Retry-After is a minimum with jitter on top, and the backoff keeps
+   * growing underneath it across consecutive busy answers. */
+  {
+    uint64_t low = UINT64_MAX, high = 0;
+    for (int i = 0; i < 200; i++) {
+      uint64_t delay;
+      backoff_reset(&b);
+      delay = backoff_after(&b, 30000);
+      assert_true(delay >= 30000 && delay <= 45000);
+      low = delay < low ? delay : low;
+      high = delay > high ? delay : high;
+    }
+    assert_true(high - low >= 5000);
+    backoff_reset(&b);
+    for (int i = 0; i < 10; i++)
+      backoff_after(&b, 0);
+    assert_true(backoff_after(&b, 0) >= 5000); /* grown to the cap's half */
+    backoff_reset(&b);
+    for (int i = 0; i < 100; i++) {
+      uint64_t delay = backoff_at_cap(&b);
+      assert_true(delay >= 10000 && delay <= 12500);
+    }
+  }
 }
 
 int main(void)
@@ -815,7 +885,9 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(a_full_journal_still_seals_and_refuses_new_sales_steadily,
                                       setup, teardown),
-      cmocka_unit_test(backoff_grows_with_full_jitter_up_to_the_cap),
+      cmocka_unit_test_setup_teardown(the_decoded_limit_is_honoured_when_sealing, setup,
+                                      teardown),
+      cmocka_unit_test(backoff_is_jittered_from_the_first_retry_and_grows),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,11 @@
  * Retry-After is honoured, 409 resumes where the collector says, 413 splits
  * without losing or doubling a sale, 400 is retried at backoff_max,
  * network errors say what failed on what, heartbeats carry the queue and
- * bring back commands, and closing mid-push loses nothing.
+ * bring back commands, and closing mid-push loses nothing. Regressions:
+ * the collector's decoded limit (sealing within it, a 400 over it), a full
+ * disk (stored batches still sent, halved caps restored), retries out of
+ * step (Retry-After with jitter, growing backoff, a jittered first retry),
+ * and a 200 that is no acknowledgement.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,6 +41,15 @@ struct injected {
   int64_t expected;    /* with 409 */
   const char *text;
   int hold;            /* never answer */
+  int ack_mode;        /* with 200: what kind of non-ack (enum fake_ack_mode) */
+};
+
+/* 200s that do not acknowledge the batch sent. */
+enum fake_ack_mode {
+  FAKE_ACK_TEXT = 1,     /* a text body, not a BatchAck */
+  FAKE_ACK_EMPTY,        /* no body at all */
+  FAKE_ACK_OTHER_JOURNAL,
+  FAKE_ACK_SEQ,          /* acked_batch_seq = `expected` */
 };
 
 struct fake {
@@ -61,7 +74,14 @@ struct fake {
   int heartbeat_push_now;        /* answer the next heartbeat with a push_now command */
   http_exchange *held;
   char journal_id[16];
+  size_t max_decoded;            /* 400 above it, as the collector's codec says it; 0 = 64 MiB */
+  int announce_decoded;          /* acks carry limits.max_batch_decoded_bytes = max_decoded */
+  int plain_400;                 /* the 400 names no limit */
+  unsigned refused_400;          /* 400s answered */
 };
+
+/* The decoded limit the fake's acks announce (0 = no limits). */
+static uint64_t announced_decoded;
 
 struct fixture {
   char dir[64];
@@ -81,9 +101,16 @@ static void fake_respond_ack(http_exchange *exchange, int status, int64_t acked,
   Pos__V1__Command command = POS__V1__COMMAND__INIT;
   Pos__V1__PushNow push = POS__V1__PUSH_NOW__INIT;
   Pos__V1__Command *commands[1] = {&command};
+  Pos__V1__Limits limits = POS__V1__LIMITS__INIT;
   uint8_t buffer[256];
   size_t len;
 
+  if (announced_decoded) {
+    limits.max_batch_bytes = 64u * 1024 * 1024;
+    limits.max_batch_decoded_bytes = announced_decoded;
+    limits.max_sales_per_batch = 100000;
+    ack.limits = &limits;
+  }
   ack.journal_id.data = (uint8_t *)(uintptr_t)journal_id;
   ack.journal_id.len = 16;
   ack.acked_batch_seq = (uint64_t)acked;
@@ -117,7 +144,13 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
     http_exchange_respond(exchange, 415, "text/plain", NULL, "bad type", 8);
     return;
   }
+  if (fake->max_decoded)
+    limits.max_decoded = fake->max_decoded;
+  announced_decoded = fake->announce_decoded ? fake->max_decoded : 0;
   if (proto_batch_unpack((const uint8_t *)body, body_len, &limits, &batch, err, sizeof(err))) {
+    fake->refused_400++;
+    if (fake->plain_400)
+      snprintf(err, sizeof(err), "cannot read this batch");
     http_exchange_respond(exchange, 400, "text/plain", NULL, err, strlen(err));
     return;
   }
@@ -141,6 +174,25 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
     }
     if (in->status == 409) {
       fake_respond_ack(exchange, 409, fake->accepted, in->expected, 0, journal_id, 0);
+      return;
+    }
+    if (in->status == 200) {
+      uint8_t other[16];
+      memset(other, 0xAB, sizeof(other));
+      switch (in->ack_mode) {
+      case FAKE_ACK_TEXT:
+        http_exchange_respond(exchange, 200, "text/plain", NULL, "ok", 2);
+        break;
+      case FAKE_ACK_EMPTY:
+        http_exchange_respond(exchange, 200, "application/x-protobuf", NULL, "", 0);
+        break;
+      case FAKE_ACK_OTHER_JOURNAL:
+        fake_respond_ack(exchange, 200, batch_seq, 0, 0, other, 0);
+        break;
+      default:
+        fake_respond_ack(exchange, 200, in->expected, 0, 0, journal_id, 0);
+        break;
+      }
       return;
     }
     if (in->retry_after_s >= 0 && (in->status == 429 || in->status == 503))
@@ -233,6 +285,129 @@ static void fake_start(struct fixture *f, const struct http_tls_config *tls)
   snprintf(f->url, sizeof(f->url), "%s://127.0.0.1:%d", tls ? "https" : "http", f->fake.port);
 }
 
+/* ---- a disk that fills up on demand ---------------------------------------------- */
+
+/* A VFS over the default one whose writes fail with SQLITE_FULL while
+ * disk_full is set, as on a flash card with no room left: SQLite sees what
+ * it sees on a full disk, whatever the file sizes. */
+static int disk_full;
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs full_vfs;
+
+struct full_file {
+  sqlite3_file base;
+  sqlite3_file *real; /* lives right after this struct */
+  sqlite3_io_methods methods;
+};
+
+#define REAL(file) (((struct full_file *)(file))->real)
+
+static int full_close(sqlite3_file *f) { return REAL(f)->pMethods->xClose(REAL(f)); }
+static int full_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
+{
+  return REAL(f)->pMethods->xRead(REAL(f), buf, amt, off);
+}
+static int full_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off)
+{
+  if (disk_full)
+    return SQLITE_FULL;
+  return REAL(f)->pMethods->xWrite(REAL(f), buf, amt, off);
+}
+static int full_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+  return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int full_sync(sqlite3_file *f, int flags) { return REAL(f)->pMethods->xSync(REAL(f), flags); }
+static int full_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+  return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int full_lock(sqlite3_file *f, int lock) { return REAL(f)->pMethods->xLock(REAL(f), lock); }
+static int full_unlock(sqlite3_file *f, int lock)
+{
+  return REAL(f)->pMethods->xUnlock(REAL(f), lock);
+}
+static int full_check_lock(sqlite3_file *f, int *out)
+{
+  return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int full_control(sqlite3_file *f, int op, void *arg)
+{
+  return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int full_sector(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
+static int full_device(sqlite3_file *f)
+{
+  return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int full_shm_map(sqlite3_file *f, int page, int size, int extend, void volatile **out)
+{
+  return REAL(f)->pMethods->xShmMap(REAL(f), page, size, extend, out);
+}
+static int full_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+{
+  return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
+}
+static void full_shm_barrier(sqlite3_file *f) { REAL(f)->pMethods->xShmBarrier(REAL(f)); }
+static int full_shm_unmap(sqlite3_file *f, int delete_flag)
+{
+  return REAL(f)->pMethods->xShmUnmap(REAL(f), delete_flag);
+}
+static int full_fetch(sqlite3_file *f, sqlite3_int64 off, int amt, void **out)
+{
+  return REAL(f)->pMethods->xFetch(REAL(f), off, amt, out);
+}
+static int full_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
+{
+  return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
+}
+
+static int full_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags,
+                     int *out_flags)
+{
+  struct full_file *ff = (struct full_file *)file;
+  const sqlite3_io_methods *real_methods;
+  int rc;
+  (void)vfs;
+  memset(ff, 0, sizeof(*ff));
+  ff->real = (sqlite3_file *)(ff + 1);
+  rc = real_vfs->xOpen(real_vfs, name, ff->real, flags, out_flags);
+  real_methods = ff->real->pMethods;
+  if (!real_methods)
+    return rc; /* nothing to close */
+  ff->methods = (sqlite3_io_methods){real_methods->iVersion, full_close, full_read, full_write,
+                                     full_truncate, full_sync, full_file_size, full_lock,
+                                     full_unlock, full_check_lock, full_control, full_sector,
+                                     full_device, NULL, NULL, NULL, NULL, NULL, NULL};
+  if (real_methods->iVersion >= 2) {
+    ff->methods.xShmMap = full_shm_map;
+    ff->methods.xShmLock = full_shm_lock;
+    ff->methods.xShmBarrier = full_shm_barrier;
+    ff->methods.xShmUnmap = full_shm_unmap;
+  }
+  if (real_methods->iVersion >= 3) {
+    ff->methods.xFetch = full_fetch;
+    ff->methods.xUnfetch = full_unfetch;
+  }
+  file->pMethods = &ff->methods;
+  return rc;
+}
+
+/* Makes the full-disk VFS the default, once, before any journal opens. */
+static void install_full_vfs(void)
+{
+  if (real_vfs)
+    return;
+  real_vfs = sqlite3_vfs_find(NULL);
+  assert_non_null(real_vfs);
+  full_vfs = *real_vfs;
+  full_vfs.zName = "test-full-disk";
+  full_vfs.szOsFile = (int)sizeof(struct full_file) + real_vfs->szOsFile;
+  full_vfs.xOpen = full_open;
+  full_vfs.pNext = NULL;
+  assert_int_equal(sqlite3_vfs_register(&full_vfs, 1), SQLITE_OK);
+}
+
 static void on_tick(uv_timer_t *timer) { (void)timer; }
 
 static int setup(void **state)
@@ -240,6 +415,10 @@ static int setup(void **state)
   struct fixture *f = calloc(1, sizeof(*f));
   struct journal_options options;
   char err[512];
+
+  install_full_vfs();
+  disk_full = 0;
+  announced_decoded = 0;
 
   snprintf(f->dir, sizeof(f->dir), "/tmp/test_uplink_XXXXXX");
   assert_non_null(mkdtemp(f->dir));
@@ -509,8 +688,8 @@ static void a_retry_sends_the_same_bytes(void **state)
   struct uplink_status status;
 
   fake_start(f, NULL);
-  f->fake.inject[0] = (struct injected){500, -1, 0, "boom", 0};
-  f->fake.inject[1] = (struct injected){502, -1, 0, "bad gateway", 0};
+  f->fake.inject[0] = (struct injected){500, -1, 0, "boom", 0, 0};
+  f->fake.inject[1] = (struct injected){502, -1, 0, "bad gateway", 0, 0};
   f->fake.inject_count = 2;
   add_sales(f, "R", 30, 3);
   options = default_options(f);
@@ -536,7 +715,7 @@ static void retry_after_is_honoured(void **state)
   struct uplink_status status;
 
   fake_start(f, NULL);
-  f->fake.inject[0] = (struct injected){503, 1, 0, "kafka unavailable", 0};
+  f->fake.inject[0] = (struct injected){503, 1, 0, "kafka unavailable", 0, 0};
   f->fake.inject_count = 1;
   add_sales(f, "RA", 3, 1);
   options = default_options(f);
@@ -569,7 +748,7 @@ static void a_409_above_acknowledges_what_the_collector_has(void **state)
   seal(f, 1, 10);
   seal(f, 2, 10);
   /* The collector says it has batches 1 and 2 when the agent resends 1. */
-  f->fake.inject[0] = (struct injected){409, -1, 3, NULL, 0};
+  f->fake.inject[0] = (struct injected){409, -1, 3, NULL, 0, 0};
   f->fake.inject_count = 1;
   f->fake.accepted = 2;
   options = default_options(f);
@@ -668,7 +847,7 @@ static void a_400_is_loud_and_retried_at_backoff_max(void **state)
   struct uplink_status status;
 
   fake_start(f, NULL);
-  f->fake.inject[0] = (struct injected){403, -1, 0, "certificate store S002 is not S001", 0};
+  f->fake.inject[0] = (struct injected){403, -1, 0, "certificate store S002 is not S001", 0, 0};
   f->fake.inject_count = 1;
   add_sales(f, "F", 3, 1);
   options = default_options(f);
@@ -774,7 +953,7 @@ static void closing_mid_push_loses_nothing(void **state)
 
   fake_start(f, NULL);
   add_sales(f, "C", 12, 1);
-  f->fake.inject[0] = (struct injected){0, 0, 0, NULL, 1};
+  f->fake.inject[0] = (struct injected){0, 0, 0, NULL, 1, 0};
   f->fake.inject_count = 1;
   options = default_options(f);
   start_uplink(f, &options);
@@ -876,6 +1055,342 @@ static void mutual_tls_with_the_device_certificate(void **state)
   assert_each_sale_once(f);
 }
 
+/* ---- regressions --------------------------------------------------------------- */
+
+/* Every body the collector received decompresses to at most `limit` bytes. */
+static void assert_bodies_within_decoded(struct fixture *f, size_t limit)
+{
+  for (size_t i = 0; i < f->fake.body_count; i++) {
+    uint8_t *decoded = NULL;
+    size_t decoded_len = 0;
+    int rc = proto_zstd_decompress(f->fake.bodies[i], f->fake.body_lens[i], 64u * 1024 * 1024,
+                                   &decoded, &decoded_len);
+    assert_int_equal(rc, 0);
+    free(decoded);
+    if (decoded_len > limit)
+      fail_msg("body %zu (batch %lld) decodes to %zu bytes, over the limit of %zu", i,
+               (long long)f->fake.body_batch_seq[i], decoded_len, limit);
+  }
+}
+
+/* A collector with a decoded limit below what max_batch_bytes allows
+ * announces it in its acks: new batches are sealed within it, so none is
+ * refused (it used to be refused with 400 forever). */
+static void batches_are_sealed_within_the_collectors_decoded_limit(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+
+  fake_start(f, NULL);
+  f->fake.max_decoded = 20000;
+  f->fake.announce_decoded = 1;
+  add_sales(f, "DL", 3, 1);
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 5000, "the first (small) batch and its limits");
+  /* About 700 bytes per sale before compression: 100 sales are 70 KB. */
+  add_sales(f, "DL2", 150, 8);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "sent in batches within the decoded limit");
+  assert_int_equal(f->fake.refused_400, 0);
+  assert_bodies_within_decoded(f, 20000);
+  assert_true(f->fake.body_count > 4);
+  assert_each_sale_once(f);
+}
+
+/* A batch sealed before the limit was known (by an earlier run), refused
+ * with 400 naming the limit: unsealed and sealed again within it. */
+static void a_400_over_the_decoded_limit_reseals_smaller(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct journal_stats stats;
+
+  fake_start(f, NULL);
+  f->fake.max_decoded = 20000;
+  add_sales(f, "DB", 100, 8);
+  seal(f, 1, 100);
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 10000, "resealed within the decoded limit and sent");
+  assert_int_equal(f->fake.refused_400, 1);
+  assert_int_equal(f->fake.body_batch_seq[0], 1);
+  assert_bodies_within_decoded(f, 20000);
+  assert_each_sale_once(f);
+  journal_get_stats(f->journal, &stats);
+  assert_true(stats.last_batch_seq > 1);
+  assert_int_equal(stats.acked_batch_seq, stats.last_batch_seq);
+}
+
+/* The same when the 400 names no limit but the last ack did. */
+static void a_400_over_the_announced_decoded_limit_reseals_smaller(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+
+  fake_start(f, NULL);
+  f->fake.max_decoded = 20000;
+  f->fake.announce_decoded = 1;
+  f->fake.plain_400 = 1;
+  add_sales(f, "DA", 3, 1);
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 5000, "the first batch and its limits");
+  /* Batch 2 sealed too big behind the uplink's back (as by an older agent). */
+  add_sales(f, "DA2", 100, 8);
+  seal(f, 2, 100);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "resealed within the announced limit and sent");
+  assert_int_equal(f->fake.refused_400, 1);
+  assert_each_sale_once(f);
+}
+
+static int body_received(struct fixture *f) { return f->fake.body_count >= 1; }
+
+static int caps_lowered(struct fixture *f)
+{
+  struct uplink_status status;
+  uplink_get_status(f->uplink, &status);
+  return status.max_batch_sales < 100;
+}
+
+/* On a full disk a stored batch is still loaded and sent (counting the
+ * attempt is what failed), and that does not shrink the batch caps. */
+static void a_full_disk_still_sends_stored_batches(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct uplink_status status;
+  struct batcher_identity identity;
+  struct op_wait w;
+
+  fake_start(f, NULL);
+  add_sales(f, "FD", 30, 1);
+  seal(f, 1, 100);
+  add_sales(f, "FD2", 5, 1);
+  disk_full = 1;
+  /* The journal: loading batch 1 works; sealing batch 2 finds the disk full. */
+  assert_int_equal(batcher_identity_init(&identity, "S001", "D1", 3), 0);
+  for (int64_t batch_seq = 1; batch_seq <= 2; batch_seq++) {
+    memset(&w, 0, sizeof(w));
+    w.op.kind = JOURNAL_OP_NEXT_BATCH;
+    w.op.batch_seq = batch_seq;
+    w.op.seal_upto_seq = INT64_MAX;
+    w.op.max_sales = 10;
+    w.op.max_bytes = 1024 * 1024;
+    w.op.pack = batcher_pack;
+    w.op.pack_arg = &identity;
+    w.op.done = on_op_done;
+    w.op.user = &w;
+    assert_int_equal(journal_submit_op(f->journal, &w.op), 0);
+    while (!w.done)
+      uv_run(&f->loop, UV_RUN_ONCE);
+    if (batch_seq == 1) {
+      if (w.op.error)
+        fail_msg("loading a stored batch on a full disk: %s", w.op.message);
+      assert_int_equal(w.op.batch.batch_seq, 1);
+      assert_int_equal(w.op.batch.sale_count, 30);
+    } else {
+      assert_int_equal(w.op.error, JOURNAL_EFULL);
+    }
+    journal_op_clear(&w.op);
+  }
+
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, body_received, 5000, "the stored batch sent from a full disk");
+  assert_int_equal(f->fake.body_batch_seq[0], 1);
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.max_batch_sales, 100);
+  disk_full = 0;
+  wait_for(f, is_idle_and_all_sent, 5000, "acknowledged once there is room");
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.max_batch_sales, 100);
+  assert_each_sale_once(f);
+}
+
+/* Sealing on a full disk halves the caps; an acknowledgement restores
+ * them (they used to stay halved, down to one sale per batch, for good). */
+static void caps_halved_by_a_full_disk_are_restored_after_an_ack(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct uplink_status status;
+
+  fake_start(f, NULL);
+  add_sales(f, "FH", 30, 1);
+  disk_full = 1;
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, caps_lowered, 5000, "smaller batches on a full disk");
+  disk_full = 0;
+  wait_for(f, is_idle_and_all_sent, 10000, "sent once there is room");
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.max_batch_sales, 100);
+  assert_int_equal(status.max_batch_bytes, 1024 * 1024);
+  assert_each_sale_once(f);
+}
+
+/* The delay an uplink with `seed` picks after its first answer (`in`). */
+static int64_t first_retry_delay(struct fixture *f, struct uplink_options *options, uint64_t seed,
+                                 struct injected in)
+{
+  struct uplink_status status;
+  options->random_seed = seed;
+  f->fake.inject[0] = in;
+  f->fake.inject_count = 1;
+  f->fake.inject_next = 0;
+  start_uplink(f, options);
+  wait_for(f, is_backing_off, 5000, "backing off");
+  uplink_get_status(f->uplink, &status);
+  stop_uplink(f);
+  for (int i = 0; i < 5; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  return status.next_push_ms - status.last_attempt_ms;
+}
+
+/* 2,000 stores told "Retry-After: 100" at once must not all come back 100 s
+ * later to the millisecond: at least that, and spread. */
+static void retry_after_is_a_minimum_with_jitter(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  int64_t shortest = INT64_MAX, longest = 0;
+
+  fake_start(f, NULL);
+  add_sales(f, "RJ", 3, 1);
+  options = default_options(f);
+  options.backoff_min_ms = 10;
+  options.backoff_max_ms = 5000;
+  for (uint64_t seed = 1; seed <= 6; seed++) {
+    int64_t delay =
+        first_retry_delay(f, &options, seed, (struct injected){503, 100, 0, "busy", 0, 0});
+    assert_true(delay >= 100000);
+    assert_true(delay <= 150000 + 1000);
+    shortest = delay < shortest ? delay : shortest;
+    longest = delay > longest ? delay : longest;
+  }
+  if (longest - shortest < 2000)
+    fail_msg("retries after Retry-After: 100 all within %lld ms", (long long)(longest - shortest));
+}
+
+/* The first retry after a failure is spread too, not exactly backoff_min. */
+static void the_first_retry_is_jittered(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  int64_t shortest = INT64_MAX, longest = 0;
+
+  fake_start(f, NULL);
+  add_sales(f, "FJ", 3, 1);
+  options = default_options(f);
+  options.backoff_min_ms = 10000;
+  options.backoff_max_ms = 60000;
+  for (uint64_t seed = 1; seed <= 6; seed++) {
+    int64_t delay =
+        first_retry_delay(f, &options, seed, (struct injected){500, -1, 0, "boom", 0, 0});
+    assert_true(delay >= 5000);
+    assert_true(delay <= 10000 + 1000);
+    shortest = delay < shortest ? delay : shortest;
+    longest = delay > longest ? delay : longest;
+  }
+  if (longest - shortest < 500)
+    fail_msg("first retries all within %lld ms", (long long)(longest - shortest));
+}
+
+/* Consecutive busy answers keep backing off further: Retry-After is the
+ * least wait, and the backoff keeps growing under it (it used to be the
+ * same Retry-After every time, for ever). */
+static void busy_answers_keep_backing_off(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  int64_t delays[3];
+
+  fake_start(f, NULL);
+  for (int i = 0; i < 3; i++)
+    f->fake.inject[i] = (struct injected){i % 2 ? 429 : 503, 1, 0, "busy", 0, 0};
+  f->fake.inject_count = 3;
+  add_sales(f, "BB", 3, 1);
+  options = default_options(f);
+  options.backoff_min_ms = 1000;
+  options.backoff_max_ms = 60000;
+  start_uplink(f, &options);
+  for (int i = 0; i < 3; i++) {
+    struct uplink_status status;
+    bodies_target = (size_t)i + 1;
+    wait_for(f, bodies_received, 5000, "the next attempt");
+    wait_for(f, is_backing_off, 5000, "backing off");
+    uplink_get_status(f->uplink, &status);
+    delays[i] = status.next_push_ms - status.last_attempt_ms;
+    /* Cut the wait short (as "push now" does): the backoff is not reset. */
+    uplink_push_now(f->uplink, "test");
+  }
+  assert_true(delays[0] >= 1000 && delays[0] <= 1500 + 100);
+  assert_true(delays[1] >= 1000);
+  /* The third backoff is in [2 s, 4 s]: above what Retry-After: 1 asks. */
+  if (delays[2] < 2000)
+    fail_msg("third retry after %lld ms: the backoff did not grow under Retry-After",
+             (long long)delays[2]);
+  wait_for(f, is_idle_and_all_sent, 5000, "sent after three busy answers");
+  assert_each_sale_once(f);
+}
+
+/* A 200 without a BatchAck, with an empty one, for another journal, or
+ * acknowledging less than the batch sent is a failed attempt: the batch
+ * is not marked sent, and goes again. */
+static void a_200_without_a_usable_ack_is_retried(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct uplink_status status;
+
+  fake_start(f, NULL);
+  f->fake.inject[0] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_TEXT};
+  f->fake.inject[1] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_EMPTY};
+  f->fake.inject[2] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_OTHER_JOURNAL};
+  f->fake.inject[3] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_SEQ}; /* acked 0 */
+  f->fake.inject_count = 4;
+  add_sales(f, "OK", 5, 1);
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 10000, "sent after four unusable 200s");
+  assert_int_equal(f->fake.body_count, 5);
+  for (size_t i = 0; i < 5; i++)
+    assert_int_equal(f->fake.body_batch_seq[i], 1);
+  assert_each_sale_once(f);
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.batches_acked, 1);
+  assert_non_null(strstr(status.last_error, "200"));
+}
+
+/* An ack for batches this journal never sealed cannot be true of it:
+ * nothing is marked sent and a person is told. */
+static void an_ack_beyond_every_sealed_batch_marks_nothing_sent(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct uplink_status status;
+  struct journal_stats stats;
+
+  fake_start(f, NULL);
+  f->fake.inject[0] = (struct injected){200, -1, 99, NULL, 0, FAKE_ACK_SEQ};
+  f->fake.inject_count = 1;
+  add_sales(f, "AB", 5, 1);
+  options = default_options(f);
+  options.backoff_max_ms = 2000;
+  start_uplink(f, &options);
+  wait_for(f, is_backing_off, 5000, "stopped after an impossible ack");
+  journal_get_stats(f->journal, &stats);
+  assert_int_equal(stats.acked_batch_seq, 0);
+  assert_int_equal(stats.sales_unsent, 5);
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.batches_acked, 0);
+  assert_non_null(strstr(status.last_error, "99"));
+  assert_non_null(strstr(status.last_error, "a person must look"));
+  assert_true(status.next_push_ms - status.last_attempt_ms >= 2000);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -893,6 +1408,21 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(closing_mid_push_loses_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(mutual_tls_with_the_device_certificate, setup, teardown),
+      cmocka_unit_test_setup_teardown(batches_are_sealed_within_the_collectors_decoded_limit,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(a_400_over_the_decoded_limit_reseals_smaller, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_400_over_the_announced_decoded_limit_reseals_smaller,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(a_full_disk_still_sends_stored_batches, setup, teardown),
+      cmocka_unit_test_setup_teardown(caps_halved_by_a_full_disk_are_restored_after_an_ack,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(retry_after_is_a_minimum_with_jitter, setup, teardown),
+      cmocka_unit_test_setup_teardown(the_first_retry_is_jittered, setup, teardown),
+      cmocka_unit_test_setup_teardown(busy_answers_keep_backing_off, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_200_without_a_usable_ack_is_retried, setup, teardown),
+      cmocka_unit_test_setup_teardown(an_ack_beyond_every_sealed_batch_marks_nothing_sent,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
