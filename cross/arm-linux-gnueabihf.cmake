@@ -4,7 +4,9 @@
 #   cmake -B build-armhf -DCMAKE_TOOLCHAIN_FILE=cross/arm-linux-gnueabihf.cmake
 #
 # Needs gcc-arm-linux-gnueabihf, qemu-user (for the tests) and the armhf
-# multiarch -dev packages: cross/build.sh armhf installs them.
+# multiarch -dev packages: cross/build.sh armhf installs them, or, when they
+# cannot be installed, makes a debootstrap sysroot and passes
+# -DPOS_CROSS_SYSROOT=<dir> (cross/README.md).
 set(POS_CROSS_TRIPLET arm-linux-gnueabihf)
 set(POS_CROSS_PROCESSOR armv7l)
 set(POS_CROSS_QEMU qemu-arm)

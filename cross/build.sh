@@ -10,7 +10,11 @@
 #               into build-ARCH-release/ instead of build-ARCH/
 #   --package   then make the .deb with CPack (needs --release: a package
 #               never carries a test build)
-#   --deps-only install the packages and stop
+#   --deps-only install the packages (and make the sysroot) and stop
+#   --sysroot   take the target's libraries from a debootstrap sysroot
+#               instead of multiarch -dev packages (cross/README.md);
+#               armhf falls back to it by itself when its multiarch
+#               packages cannot be installed
 #   --jobs N    parallel compile jobs (default: nproc)
 #
 # What it does, each step skipped when already done:
@@ -18,12 +22,17 @@
 #   2. apt-get install the cross compiler (gcc-<triplet>), qemu-user, the
 #      build machine's own build tools (cmake, protoc-c, llhttp sources) and
 #      the target's multiarch -dev packages (libuv1-dev:arm64 ...);
+#   2b. in sysroot mode (--sysroot, or armhf whose multiarch packages
+#      cannot be installed): debootstrap --foreign the target's libraries
+#      into a sysroot instead (once; cached);
 #   3. cmake with cross/<triplet>.cmake into build-ARCH/, and build.
 # It uses sudo for apt when not run as root.
 #
 # Environment:
 #   POS_CTEST_ARGS   extra ctest arguments (e.g. "-L unit")
 #   POS_NO_INSTALL=1 never call apt (fail instead if something is missing)
+#   POS_SYSROOT_DIR  where the sysroot goes (default
+#                    /var/tmp/pos-sysroot/<release>-<arch>)
 set -euo pipefail
 script="$(readlink -f "$0")"
 cd "$(dirname "$script")/.."
@@ -37,6 +46,7 @@ run_tests=0
 release=0
 package=0
 deps_only=0
+sysroot_opt=0
 jobs="$(nproc)"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +54,7 @@ while [ $# -gt 0 ]; do
     --release) release=1 ;;
     --package) package=1 ;;
     --deps-only) deps_only=1 ;;
+    --sysroot) sysroot_opt=1 ;;
     --jobs) jobs="${2:?--jobs needs a number}"; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "cross/build.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -55,9 +66,9 @@ while [ $# -gt 0 ]; do
 done
 
 case "$arch" in
-  aarch64|arm64) arch=aarch64 triplet=aarch64-linux-gnu deb_arch=arm64 ;;
-  armhf|arm|armv7) arch=armhf triplet=arm-linux-gnueabihf deb_arch=armhf ;;
-  x86_64|amd64) arch=x86_64 triplet=x86_64-linux-gnu deb_arch=amd64 ;;
+  aarch64|arm64) arch=aarch64 triplet=aarch64-linux-gnu deb_arch=arm64 qemu=qemu-aarch64 ;;
+  armhf|arm|armv7) arch=armhf triplet=arm-linux-gnueabihf deb_arch=armhf qemu=qemu-arm ;;
+  x86_64|amd64) arch=x86_64 triplet=x86_64-linux-gnu deb_arch=amd64 qemu=qemu-x86_64 ;;
   "") echo "cross/build.sh: name an architecture: aarch64, armhf or x86_64" >&2; exit 2 ;;
   *) echo "cross/build.sh: unknown architecture '$arch': use aarch64, armhf or x86_64" >&2; exit 2 ;;
 esac
@@ -71,6 +82,10 @@ if [ "$run_tests" = 1 ] && [ "$release" = 1 ]; then
 fi
 
 host_arch="$(dpkg --print-architecture)"
+if [ "$sysroot_opt" = 1 ] && [ "$deb_arch" = "$host_arch" ]; then
+  echo "cross/build.sh: --sysroot is for a cross build ($arch is this machine's own)" >&2
+  exit 2
+fi
 build_dir="build-$arch"
 [ "$release" = 1 ] && build_dir="build-$arch-release"
 
@@ -95,30 +110,165 @@ target_dev=(libsqlite3-dev libuv1-dev libcurl4-openssl-dev libmbedtls-dev
             libprotobuf-c-dev libzstd-dev librdkafka-dev libinih-dev libjansson-dev
             libcmocka-dev)
 
-wanted=("${native_packages[@]}")
-if [ "$deb_arch" = "$host_arch" ]; then
-  wanted+=(gcc "${target_dev[@]}")
-else
-  # The cross C library the compiler links with (it only Recommends it).
-  wanted+=("gcc-${triplet//_/-}" "libc6-dev-$deb_arch-cross" qemu-user)
+# ---- the sysroot's helpers (used in 1b) -----------------------------------
+
+codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+[ -n "$codename" ] || codename=bookworm
+sysroot_dir="${POS_SYSROOT_DIR:-/var/tmp/pos-sysroot/$codename-$deb_arch}"
+sysroot_dir="$(realpath -m "$sysroot_dir")"
+# The -dev packages need not depend on libc6-dev (crt1.o, libc.so).
+sysroot_include=(libc6-dev "${target_dev[@]}")
+sysroot_stamp="$codename $deb_arch ${sysroot_include[*]}"
+
+# Architectures whose failed multiarch install falls back to a sysroot.
+sysroot_fallback_arches=(armhf)
+sysroot_fallback_ok() {
+  local a
+  [ "$deb_arch" != "$host_arch" ] || return 1
+  for a in "${sysroot_fallback_arches[@]}"; do
+    [ "$a" = "$deb_arch" ] && return 0
+  done
+  return 1
+}
+
+sysroot_complete() {
+  [ -f "$sysroot_dir/.pos-sysroot" ] &&
+    [ "$(cat "$sysroot_dir/.pos-sysroot")" = "$sysroot_stamp" ]
+}
+
+# The build machine's Debian mirror (the first "deb" source of the main
+# archive, one-line or deb822 format): the only registry it can reach.
+debian_mirror() {
+  local f
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk -v suite="$codename" '$1 == "deb" {
+        i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+        if ($(i + 1) == suite) { print $i; exit } }' "$f"
+  done
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    # One stanza at a time: Types with deb, Suites with the release.
+    awk -v suite="$codename" '
+      function check() { if (deb && hassuite && uri != "") { print uri; found = 1; exit } }
+      /^[ \t]*$/ { check(); deb = hassuite = 0; uri = ""; next }
+      /^#/ { next }
+      tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
+      tolower($1) == "uris:" { uri = $2 }
+      tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == suite) hassuite = 1 }
+      tolower($1) == "enabled:" && tolower($2) == "no" { deb = 0 }
+      END { if (!found) check() }' "$f"
+  done
+  echo http://deb.debian.org/debian
+}
+
+make_sysroot() {
+  local mirror tmp deb link target
+  mirror="$(debian_mirror)"
+  mirror="${mirror%%$'\n'*}"
+  mkdir -p "$(dirname "$sysroot_dir")" 2>/dev/null || $sudo mkdir -p "$(dirname "$sysroot_dir")"
+  # One builder at a time (other builds on this machine may want it too).
+  exec 9>>"$sysroot_dir.lock"
+  flock 9
+  if sysroot_complete; then
+    log "sysroot: $sysroot_dir (made meanwhile by another build)"
+    exec 9>&-
+    return 0
+  fi
+  tmp="$sysroot_dir.new"
+  # Only ever remove a sysroot this script made (an outdated one).
+  if [ -e "$sysroot_dir" ]; then
+    if [ ! -f "$sysroot_dir/.pos-sysroot" ]; then
+      log "$sysroot_dir exists but is not a sysroot of cross/build.sh: set POS_SYSROOT_DIR"
+      exit 1
+    fi
+    log "sysroot: $sysroot_dir is outdated ($(cat "$sysroot_dir/.pos-sysroot")): making it again"
+    $sudo rm -rf "$sysroot_dir"
+  fi
+  $sudo rm -rf "$tmp"
+  log "debootstrap --foreign $codename ($deb_arch) from $mirror into $sysroot_dir"
+  $sudo debootstrap --arch="$deb_arch" --foreign --variant=minbase \
+    --include="$(IFS=,; echo "${sysroot_include[*]}")" "$codename" "$tmp" "$mirror"
+  log "sysroot: unpacking the -dev packages and their libraries"
+  for deb in "$tmp"/var/cache/apt/archives/*.deb; do
+    # --keep-directory-symlink: /lib, /bin ... are merged-/usr links.
+    dpkg-deb --fsys-tarfile "$deb" |
+      $sudo tar -x -C "$tmp" --keep-directory-symlink --no-same-owner
+  done
+  $sudo find "$tmp/var/cache/apt/archives" -name '*.deb' -delete
+  # Absolute symlinks (libfoo.so -> /lib/<triplet>/libfoo.so.1) point at
+  # the build machine's files: make them relative, inside the sysroot.
+  while IFS= read -r -d '' link; do
+    target="$(readlink "$link")"
+    $sudo ln -sfn "$(realpath -m -s --relative-to="$(dirname "$link")" "$tmp$target")" "$link"
+  done < <($sudo find "$tmp/usr" -xdev -type l -lname '/*' -print0)
+  # The target's loader cache, made by the target's own (static) ldconfig:
+  # with qemu -L, ld.so would otherwise read the build machine's cache.
+  if ! $sudo "${qemu:-qemu-$deb_arch}" "$tmp/sbin/ldconfig" -r "$tmp" 2>/dev/null; then
+    $sudo rm -f "$tmp/etc/ld.so.cache"
+    $sudo touch "$tmp/etc/ld.so.cache"  # empty: ld.so searches its default directories
+  fi
+  for p in "${sysroot_include[@]}"; do
+    if ! ls "$tmp/usr/share/doc/$p" >/dev/null 2>&1; then
+      log "sysroot: $p was not unpacked (see debootstrap's messages above)"
+      exit 1
+    fi
+  done
+  echo "$sysroot_stamp" | $sudo tee "$tmp/.pos-sysroot" >/dev/null
+  $sudo mv "$tmp" "$sysroot_dir"
+  exec 9>&-
+  log "sysroot: $sysroot_dir ($(du -sh "$sysroot_dir" | cut -f1))"
+}
+
+# Whether the target's libraries come from the multiarch -dev packages
+# (the default) or from a sysroot (see 1b).
+mode=multiarch
+[ "$sysroot_opt" = 1 ] && mode=sysroot
+# A cached, complete sysroot stands in for multiarch packages that are not
+# installed: no apt round that is known to fail on every run (see 1b).
+if [ "$mode" = multiarch ] && sysroot_fallback_ok && sysroot_complete; then
   for p in "${target_dev[@]}"; do
-    wanted+=("$p:$deb_arch")
+    if ! installed "$p:$deb_arch"; then
+      log "$p:$deb_arch is not installed and a sysroot is cached: using $sysroot_dir"
+      log "(remove it, or install the :$deb_arch packages, to build against multiarch again)"
+      mode=sysroot
+      break
+    fi
   done
 fi
 
-missing=()
-for p in "${wanted[@]}"; do
-  installed "$p" || missing+=("$p")
-done
+wanted_packages() {
+  wanted=("${native_packages[@]}")
+  if [ "$deb_arch" = "$host_arch" ]; then
+    wanted+=(gcc "${target_dev[@]}")
+  elif [ "$mode" = sysroot ]; then
+    # The sysroot has the target's C library and loader: no -cross libc.
+    wanted+=("gcc-${triplet//_/-}" qemu-user debootstrap)
+  else
+    # The cross C library the compiler links with (it only Recommends it).
+    wanted+=("gcc-${triplet//_/-}" "libc6-dev-$deb_arch-cross" qemu-user)
+    for p in "${target_dev[@]}"; do
+      wanted+=("$p:$deb_arch")
+    done
+  fi
+  missing=()
+  for p in "${wanted[@]}"; do
+    installed "$p" || missing+=("$p")
+  done
+}
 
-if [ ${#missing[@]} -gt 0 ]; then
+# install_missing: apt-get install "${missing[@]}"; fails (after its
+# messages) when apt cannot.
+update_done=0
+update_failed=0
+install_missing() {
   if [ "${POS_NO_INSTALL:-0}" = 1 ]; then
     log "missing packages and POS_NO_INSTALL=1: ${missing[*]}"
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  need_update=0
-  if [ "$deb_arch" != "$host_arch" ] &&
+  local need_update=0
+  if [ "$mode" = multiarch ] && [ "$deb_arch" != "$host_arch" ] &&
      ! dpkg --print-foreign-architectures | grep -qx "$deb_arch"; then
     log "dpkg --add-architecture $deb_arch"
     $sudo dpkg --add-architecture "$deb_arch"
@@ -126,11 +276,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   # The package lists know the target's packages only after an update
   # that followed --add-architecture.
-  if [ "$deb_arch" != "$host_arch" ] &&
+  if [ "$mode" = multiarch ] && [ "$deb_arch" != "$host_arch" ] &&
      ! apt-cache policy "libc6:$deb_arch" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
     need_update=1
   fi
   apt_update() {
+    [ "$update_done" = 0 ] || return 0
+    update_done=1
     # Every index must arrive: a target arch missing its security index
     # pins its libraries below the build machine's, and Multi-Arch: same
     # packages must have one version on all architectures. A mirror caught
@@ -150,7 +302,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install() {
     $sudo apt-get install -y -q --no-install-recommends -o Acquire::Retries=3 "${missing[@]}"
   }
-  update_failed=0
   [ "$need_update" = 0 ] || apt_update
   log "installing: ${missing[*]}"
   # Stale package lists fail the install: refresh them once.
@@ -158,12 +309,54 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$need_update" = 1 ] || apt_update
     if ! apt_install; then
       log "cannot install the packages for $deb_arch (see apt's message above)"
-      if [ "$update_failed" = 1 ]; then
+      if [ "$mode" = multiarch ] && [ "$update_failed" = 1 ]; then
         log "apt-get update could not fetch every index: the $deb_arch libraries cannot match"
         log "the build machine's versions (Multi-Arch: same). Retry when the mirror is in sync."
       fi
+      return 1
+    fi
+  fi
+}
+
+wanted_packages
+if [ ${#missing[@]} -gt 0 ] && ! install_missing; then
+  if [ "$mode" = multiarch ] && sysroot_fallback_ok; then
+    log "falling back to a $codename sysroot for $deb_arch (debootstrap): its libraries"
+    log "come from $codename main alone, so they need not match the build machine's"
+    mode=sysroot
+    wanted_packages
+    if [ ${#missing[@]} -gt 0 ] && ! install_missing; then
       exit 1
     fi
+  else
+    exit 1
+  fi
+fi
+
+# CPack's dpkg-shlibdeps finds the linked libraries' packages in the build
+# machine's dpkg database only: it has none of the sysroot's.
+if [ "$mode" = sysroot ] && [ "$package" = 1 ]; then
+  log "--package needs the multiarch :$deb_arch packages (dpkg-shlibdeps takes the Depends"
+  log "from the build machine's dpkg database); a sysroot build cannot be packaged yet"
+  exit 1
+fi
+
+# ---- 1b. the sysroot --------------------------------------------------------
+#
+# For a target whose multiarch -dev packages cannot be installed (their
+# versions must equal the build machine's, which a mirror with a broken
+# security index for that architecture prevents), or with --sysroot: a
+# Debian root filesystem of the target's architecture made by debootstrap
+# from the machine's own mirror and release, main only, so every library in
+# it comes from one self-consistent set. --foreign makes debootstrap only
+# download and unpack (nothing of the target runs); it unpacks just the base
+# system, so the -dev packages and their libraries it downloaded are
+# unpacked here. Made once, then reused: its stamp file names what went in.
+if [ "$mode" = sysroot ]; then
+  if ! sysroot_complete; then
+    make_sysroot
+  else
+    log "sysroot: $sysroot_dir (cached)"
   fi
 fi
 
@@ -181,11 +374,23 @@ if [ "$release" = 1 ]; then
 else
   cmake_args+=(-DPOS_TESTS=ON)
 fi
-# A build directory configured for another toolchain cannot be reused.
-if [ -f "$build_dir/CMakeCache.txt" ] &&
-   ! grep -q "^CMAKE_TOOLCHAIN_FILE:[A-Z]*=$toolchain\$" "$build_dir/CMakeCache.txt"; then
-  log "$build_dir was configured with another toolchain: starting it afresh"
-  rm -rf "$build_dir"
+want_sysroot=""
+if [ "$mode" = sysroot ]; then
+  # cross/common.cmake: CMAKE_SYSROOT, pkg-config and qemu -L from it.
+  want_sysroot="$sysroot_dir"
+  cmake_args+=(-DPOS_CROSS_SYSROOT:PATH="$sysroot_dir")
+fi
+# A build directory configured for another toolchain, or with another
+# sysroot (or none), cannot be reused.
+if [ -f "$build_dir/CMakeCache.txt" ]; then
+  have_sysroot="$(sed -n 's/^POS_CROSS_SYSROOT:[A-Z]*=//p' "$build_dir/CMakeCache.txt")"
+  if ! grep -q "^CMAKE_TOOLCHAIN_FILE:[A-Z]*=$toolchain\$" "$build_dir/CMakeCache.txt"; then
+    log "$build_dir was configured with another toolchain: starting it afresh"
+    rm -rf "$build_dir"
+  elif [ "$have_sysroot" != "$want_sysroot" ]; then
+    log "$build_dir was configured with sysroot '${have_sysroot:-(none)}': starting it afresh"
+    rm -rf "$build_dir"
+  fi
 fi
 
 log "configure into $build_dir/"
