@@ -24,8 +24,11 @@
 #      the target's multiarch -dev packages (libuv1-dev:arm64 ...);
 #   2b. in sysroot mode (--sysroot, or armhf whose multiarch packages
 #      cannot be installed): debootstrap --foreign the target's libraries
-#      into a sysroot instead (once; cached);
-#   3. cmake with cross/<triplet>.cmake into build-ARCH/, and build.
+#      into a sysroot instead (once; cached), and record its dpkg database
+#      (for the .deb's Depends);
+#   3. cmake with cross/<triplet>.cmake into build-ARCH/, and build;
+#   4. --test: ctest; --package: cpack (in sysroot mode, then check that
+#      every linked library's package is in the .deb's Depends).
 # It uses sudo for apt when not run as root.
 #
 # Environment:
@@ -162,6 +165,103 @@ debian_mirror() {
   echo http://deb.debian.org/debian
 }
 
+# The sysroot's dpkg database, written from the .deb files that went into
+# it (dpkg itself cannot unpack them: their maintainer scripts are the
+# target's): per package its control fields in var/lib/dpkg/status, its file
+# list (info/<pkg>.list, <pkg>:<arch> for Multi-Arch: same as dpkg names
+# them) and its shlibs and symbols files. CPack's dpkg-shlibdeps reads the
+# Depends of an armhf .deb from it (firmware-config/packaging.cmake), the
+# way it reads the build machine's for arm64 and amd64.
+# record_sysroot_db ROOT DEB...
+record_sysroot_db() {
+  local root="$1" deb ctl fields pkg name ma db f
+  shift
+  db="$(mktemp -d "${TMPDIR:-/tmp}/pos-sysroot-db.XXXXXX")"
+  mkdir -p "$db/info"
+  : >"$db/status"
+  for deb in "$@"; do
+    fields="$(dpkg-deb -f "$deb")"
+    pkg="$(dpkg-deb -f "$deb" Package)"
+    ma="$(dpkg-deb -f "$deb" Multi-Arch)"
+    name="$pkg"
+    [ "$ma" != same ] || name="$pkg:$(dpkg-deb -f "$deb" Architecture)"
+    # Status after Package, as dpkg writes it.
+    printf '%s\n' "$fields" |
+      awk 'NR == 1 { print; print "Status: install ok installed"; next } { print }' >>"$db/status"
+    echo >>"$db/status"
+    # ./usr/lib/x/ -> /usr/lib/x ; ./ -> /.
+    dpkg-deb --fsys-tarfile "$deb" | tar -t |
+      sed -e 's|^\./|/|' -e 's|^/$|/.|' -e 's|\(.\)/$|\1|' >"$db/info/$name.list"
+    ctl="$db/ctl"
+    rm -rf "$ctl"
+    mkdir "$ctl"
+    dpkg-deb -e "$deb" "$ctl"
+    for f in shlibs symbols; do
+      [ ! -f "$ctl/$f" ] || cp "$ctl/$f" "$db/info/$name.$f"
+    done
+  done
+  rm -rf "$db/ctl"
+  # The multiarch layout (info/<pkg>:<arch>.list), as dpkg >= 1.16.2 has it.
+  echo 1 >"$db/info/format"
+  echo "$deb_arch" >"$db/arch"
+  $sudo rm -rf "$root/var/lib/dpkg.pos-new"
+  $sudo mkdir -p "$root/var/lib"
+  $sudo cp -r "$db" "$root/var/lib/dpkg.pos-new"
+  rm -rf "$db"
+  # Keep what debootstrap put there besides (alternatives/, parts/ ...).
+  $sudo cp -r "$root/var/lib/dpkg.pos-new/." "$root/var/lib/dpkg/"
+  $sudo rm -rf "$root/var/lib/dpkg.pos-new"
+  $sudo touch "$root/var/lib/dpkg/.pos-sysroot-db"
+}
+
+sysroot_has_db() {
+  [ -f "$sysroot_dir/var/lib/dpkg/.pos-sysroot-db" ] && [ -s "$sysroot_dir/var/lib/dpkg/status" ]
+}
+
+# A sysroot made before record_sysroot_db existed has no dpkg database:
+# fetch the very .deb files debootstrap used again (its debootstrap/deburis
+# names them, version and all), check them against the sysroot's own
+# Packages index (SHA256), and record it. Needed only to package.
+sysroot_add_db() {
+  local dl uri pkg ver file want have index
+  exec 9>>"$sysroot_dir.lock"
+  flock 9
+  if sysroot_has_db; then
+    exec 9>&-
+    return 0
+  fi
+  index="$(ls "$sysroot_dir"/var/lib/apt/lists/*_binary-"${deb_arch}"_Packages 2>/dev/null | head -n1)"
+  if [ ! -f "$sysroot_dir/debootstrap/deburis" ] || [ -z "$index" ]; then
+    log "sysroot: $sysroot_dir has no dpkg database and no debootstrap records to make one:"
+    log "delete it (it is made again on the next run)"
+    exit 1
+  fi
+  log "sysroot: recording its dpkg database (fetching its $(wc -l <"$sysroot_dir/debootstrap/deburis") .deb files again)"
+  dl="$(mktemp -d "${TMPDIR:-/tmp}/pos-sysroot-debs.XXXXXX")"
+  while read -r pkg ver uri; do
+    file="$dl/${uri##*/}"
+    if ! curl -fsS --retry 3 -o "$file" "$uri"; then
+      log "sysroot: cannot fetch $uri ($pkg $ver is no longer on the mirror?):"
+      log "delete $sysroot_dir to make it again from the mirror's current release"
+      rm -rf "$dl"
+      exit 1
+    fi
+    want="$(awk -v p="$pkg" -v v="$ver" '
+        /^Package: / { P = $2 } /^Version: / { V = $2 }
+        /^SHA256: / { if (P == p && V == v) { print $2; exit } }' "$index")"
+    have="$(sha256sum "$file" | cut -d' ' -f1)"
+    if [ -z "$want" ] || [ "$want" != "$have" ]; then
+      log "sysroot: $uri does not match the sysroot's index (SHA256 ${have} != '${want}'):"
+      log "delete $sysroot_dir to make it again"
+      rm -rf "$dl"
+      exit 1
+    fi
+  done <"$sysroot_dir/debootstrap/deburis"
+  record_sysroot_db "$sysroot_dir" "$dl"/*.deb
+  rm -rf "$dl"
+  exec 9>&-
+}
+
 make_sysroot() {
   local mirror tmp deb link target
   mirror="$(debian_mirror)"
@@ -195,6 +295,7 @@ make_sysroot() {
     dpkg-deb --fsys-tarfile "$deb" |
       $sudo tar -x -C "$tmp" --keep-directory-symlink --no-same-owner
   done
+  record_sysroot_db "$tmp" "$tmp"/var/cache/apt/archives/*.deb
   $sudo find "$tmp/var/cache/apt/archives" -name '*.deb' -delete
   # Absolute symlinks (libfoo.so -> /lib/<triplet>/libfoo.so.1) point at
   # the build machine's files: make them relative, inside the sysroot.
@@ -333,14 +434,6 @@ if [ ${#missing[@]} -gt 0 ] && ! install_missing; then
   fi
 fi
 
-# CPack's dpkg-shlibdeps finds the linked libraries' packages in the build
-# machine's dpkg database only: it has none of the sysroot's.
-if [ "$mode" = sysroot ] && [ "$package" = 1 ]; then
-  log "--package needs the multiarch :$deb_arch packages (dpkg-shlibdeps takes the Depends"
-  log "from the build machine's dpkg database); a sysroot build cannot be packaged yet"
-  exit 1
-fi
-
 # ---- 1b. the sysroot --------------------------------------------------------
 #
 # For a target whose multiarch -dev packages cannot be installed (their
@@ -357,6 +450,11 @@ if [ "$mode" = sysroot ]; then
     make_sysroot
   else
     log "sysroot: $sysroot_dir (cached)"
+  fi
+  # CPack's dpkg-shlibdeps takes an armhf .deb's Depends from the
+  # sysroot's dpkg database (firmware-config/packaging.cmake).
+  if [ "$package" = 1 ] && ! sysroot_has_db; then
+    sysroot_add_db
   fi
 fi
 
@@ -417,8 +515,40 @@ fi
 
 # ---- 4. package -----------------------------------------------------------
 
+# CPack runs dpkg-shlibdeps with --ignore-missing-info: a library whose
+# package it cannot find gives no Depends and no error. The sysroot's
+# database is this script's own making, so check it here: every library the
+# agent links (NEEDED) must have its package in Depends.
+check_sysroot_depends() {
+  local deb="$1" depends soname list pkg bad=0
+  depends="$(dpkg-deb -f "$deb" Depends)"
+  log "Depends: $depends"
+  while read -r soname; do
+    list="$(grep -l -x -F -e "/lib/$triplet/$soname" -e "/usr/lib/$triplet/$soname" \
+              "$sysroot_dir"/var/lib/dpkg/info/*.list | head -n1 || true)"
+    pkg="$(basename "${list:-?}" .list)"
+    pkg="${pkg%%:*}"
+    if [ -z "$list" ]; then
+      log "$soname (NEEDED by pos-agent) is in no package of the sysroot's dpkg database"
+      bad=1
+    elif ! printf '%s\n' "$depends" | tr ',|' '\n\n' | awk '{ print $1 }' | grep -q -x -F "$pkg"; then
+      log "$soname (NEEDED by pos-agent) is in $pkg, which is not in Depends"
+      bad=1
+    fi
+  done < <(readelf -d "$build_dir/agent/pos-agent" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p')
+  if [ "$bad" = 1 ]; then
+    log "$deb: its Depends miss linked libraries (see above): removing it"
+    rm -f "$deb"
+    exit 1
+  fi
+}
+
 if [ "$package" = 1 ]; then
   log "cpack -G DEB"
+  [ "$mode" != sysroot ] || rm -f "$build_dir"/pos-agent_*_"$deb_arch".deb
   (cd "$build_dir" && cpack -G DEB)
   ls -l "$build_dir"/*.deb >&2
+  if [ "$mode" = sysroot ]; then
+    check_sysroot_depends "$(ls "$build_dir"/pos-agent_*_"$deb_arch".deb)"
+  fi
 fi
