@@ -263,8 +263,8 @@ int proto_sale_check(const Pos__V1__Sale *sale, char *field, size_t field_size, 
   if (lines_sum != sale->total)
     PROTO_REJECT("total", "total %" PRId64 " is not the lines' sum %" PRId64, sale->total,
                  lines_sum);
-  if (sale->n_payments == 0)
-    PROTO_REJECT("payments", "a sale needs at least one payment");
+  if (sale->n_payments == 0 && sale->total != 0)
+    PROTO_REJECT("payments", "a sale with a total needs at least one payment");
   for (size_t i = 0; i < sale->n_payments; i++) {
     if (sale->payments[i]->amount <= 0 ||
         __builtin_add_overflow(payments_sum, sale->payments[i]->amount, &payments_sum)) {

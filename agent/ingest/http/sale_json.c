@@ -749,7 +749,8 @@ static int sj_get_array(struct sj_ctx *ctx, json_t *object, const char *key, siz
 
   *array = NULL;
   if (!value)
-    return sj_fail(ctx, key, "\"%s\" is required: an array of 1 to %zu %s", key, max, what);
+    return sj_fail(ctx, key, "\"%s\" is required: an array of %zu to %zu %s", key, min, max,
+                   what);
   if (!json_is_array(value))
     return sj_fail(ctx, key, "\"%s\" must be an array of %s, not %s", key, what,
                    sj_type_name(value));
@@ -992,10 +993,12 @@ static int sj_parse_payments(struct sj_ctx *ctx, json_t *object, struct sale *sa
   int rc = -1;
 
   *payments_total = 0;
-  if (sj_get_array(ctx, object, "payments", 1, SALE_PAYMENTS_MAX, "payments", &payments))
+  /* Empty only for a sale that costs nothing (a free pizza, a staff meal):
+   * checked against the total once it is read. */
+  if (sj_get_array(ctx, object, "payments", 0, SALE_PAYMENTS_MAX, "payments", &payments))
     goto out;
   count = json_array_size(payments);
-  sale->payments = calloc(count, sizeof(*sale->payments));
+  sale->payments = calloc(count ? count : 1, sizeof(*sale->payments));
   if (!sale->payments) {
     sj_fail(ctx, "payments", "the agent ran out of memory reading %zu payments; retry later",
             count);
@@ -1082,6 +1085,10 @@ static int sj_parse_sale(struct sj_ctx *ctx, json_t *object, struct sale *sale)
                    "total is %s but the lines add up to %s (qty x unit_price - discount + tax)",
                    proto_money_format(sale->total, ctx->exponent, total_text, sizeof(total_text)),
                    proto_money_format(lines_total, ctx->exponent, sum_text, sizeof(sum_text)));
+  if (sale->payment_count == 0 && sale->total != 0)
+    return sj_fail(ctx, "payments", "\"payments\" is empty: a sale of %s needs at least one "
+                   "payment (only a sale with a total of 0 may have none)",
+                   proto_money_format(sale->total, ctx->exponent, total_text, sizeof(total_text)));
   if (payments_total != sale->total)
     return sj_fail(ctx, "payments", "the payments add up to %s but total is %s",
                    proto_money_format(payments_total, ctx->exponent, sum_text, sizeof(sum_text)),

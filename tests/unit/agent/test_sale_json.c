@@ -533,6 +533,24 @@ static void test_discount_above_line_price(void **state)
                "\"discount\" 25.01 is more than qty x unit_price = 25.00");
 }
 
+/* A sale that costs nothing (a free pizza, a staff meal) has no payments. */
+static void test_a_free_sale_needs_no_payment(void **state)
+{
+  json_t *body = valid_sale();
+  json_t *line = json_array_get(json_object_get(body, "lines"), 0);
+  struct sale *sale;
+
+  (void)state;
+  set_text(line, "discount", "25.00");
+  set_text(line, "tax", "0.00");
+  set_text(body, "total", "0.00");
+  json_object_set_new(body, "payments", json_array());
+  sale = expect_one(body);
+  assert_int_equal(sale->total, 0);
+  assert_int_equal(sale->payment_count, 0);
+  sale_array_free(sale, 1);
+}
+
 static void test_lines_and_payments_bounds(void **state)
 {
   json_t *body = valid_sale();
@@ -543,7 +561,7 @@ static void test_lines_and_payments_bounds(void **state)
 
   body = valid_sale();
   json_object_set_new(body, "payments", json_array());
-  expect_error(body, "payments", "\"payments\" is empty");
+  expect_error(body, "payments", "\"payments\" is empty: a sale of 26.30 needs at least one");
 
   body = valid_sale();
   for (int i = 0; i < SALE_LINES_MAX; i++)
@@ -1003,6 +1021,7 @@ int main(void)
       cmocka_unit_test(test_payment_amount_must_be_positive),
       cmocka_unit_test(test_discount_above_line_price),
       cmocka_unit_test(test_lines_and_payments_bounds),
+      cmocka_unit_test(test_a_free_sale_needs_no_payment),
       cmocka_unit_test(test_time_without_offset),
       cmocka_unit_test(test_time_feb29_non_leap_year),
       cmocka_unit_test(test_time_year_bounds),

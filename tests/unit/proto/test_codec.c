@@ -245,6 +245,19 @@ static void sale_check_finds_what_does_not_add_up(void **state)
   assert_int_equal(proto_sale_check(&t.sales[2], field, sizeof(field), why, sizeof(why)), -1);
   assert_string_equal(field, "payments");
 
+  /* A free sale (total 0) needs no payment; a paid one does. */
+  make_batch(&t);
+  t.lines[0].discount = 2500;
+  t.lines[0].tax = 0;
+  t.sales[0].total = 0;
+  t.sales[0].n_payments = 0;
+  assert_int_equal(proto_sale_check(&t.sales[0], field, sizeof(field), why, sizeof(why)), 0);
+  t.lines[0].discount = 100;
+  t.lines[0].tax = 230;
+  t.sales[0].total = 2630;
+  assert_int_equal(proto_sale_check(&t.sales[0], field, sizeof(field), why, sizeof(why)), -1);
+  assert_string_equal(field, "payments");
+
   make_batch(&t);
   t.sales[0].kind = POS__V1__SALE_KIND__SALE_KIND_REFUND;
   assert_int_equal(proto_sale_check(&t.sales[0], field, sizeof(field), why, sizeof(why)), -1);
