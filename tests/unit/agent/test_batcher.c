@@ -25,6 +25,7 @@
   "SELECT count(*) FROM sales WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta "         \
   "WHERE key = 'sealed_last_seq')"
 #include "journal/journal_sql.h"
+#include "journal_fixture.h"
 #include "proto/codec.h"
 #include "uplink/backoff.h"
 #include "uplink/batcher.h"
@@ -32,19 +33,14 @@
 #define DAY_MS (24LL * 60 * 60 * 1000)
 
 struct fixture {
-  char dir[64];
-  char path[96];
-  uv_loop_t loop;
+  struct jf_fixture jf;
   struct batcher_identity identity;
 };
 
 static int setup(void **state)
 {
   struct fixture *f = calloc(1, sizeof(*f));
-  snprintf(f->dir, sizeof(f->dir), "/tmp/test_batcher_XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
-  snprintf(f->path, sizeof(f->path), "%s/journal.db", f->dir);
-  assert_int_equal(uv_loop_init(&f->loop), 0);
+  jf_setup(&f->jf, "test_batcher");
   assert_int_equal(batcher_identity_init(&f->identity, "S001", "D1", 3), 0);
   *state = f;
   return 0;
@@ -53,45 +49,23 @@ static int setup(void **state)
 static int teardown(void **state)
 {
   struct fixture *f = *state;
-  char cmd[128];
-  assert_int_equal(uv_loop_close(&f->loop), 0);
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-  assert_int_equal(system(cmd), 0);
+  jf_teardown(&f->jf);
   free(f);
   return 0;
 }
 
-static journal *open_journal(struct fixture *f)
-{
-  struct journal_options options = {f->path, 0, 64, 1000, 0};
-  char err[512];
-  journal *j = journal_open(&f->loop, &options, err, sizeof(err));
-  if (!j)
-    fail_msg("journal_open: %s", err);
-  return j;
-}
+/* The journal every test but the full one uses: no size limit. */
+static journal *open_journal(struct fixture *f) { return jf_open_journal(&f->jf, 0, 64); }
 
-static void close_journal(struct fixture *f, journal *j)
-{
-  journal_close(j);
-  uv_run(&f->loop, UV_RUN_DEFAULT);
-}
+static void close_journal(struct fixture *f, journal *j) { jf_close_journal(&f->jf, j); }
+
+static int64_t query_int(struct fixture *f, const char *sql) { return jf_query_int(&f->jf, sql); }
 
 /* A valid sale; `lines` lines, so its size can be chosen. */
 static void make_sale(struct sale *sale, const char *sale_id, size_t lines)
 {
-  memset(sale, 0, sizeof(*sale));
-  snprintf(sale->sale_id, sizeof(sale->sale_id), "%s", sale_id);
-  sale->kind = SALE_KIND_SALE;
-  snprintf(sale->terminal_id, sizeof(sale->terminal_id), "T1");
-  snprintf(sale->cashier_id, sizeof(sale->cashier_id), "E042");
-  sale->channel = SALE_CHANNEL_DELIVERY;
+  jf_sale_init(sale, sale_id, SALE_CHANNEL_DELIVERY, "E042");
   snprintf(sale->delivery_partner, sizeof(sale->delivery_partner), "ACME-EATS");
-  snprintf(sale->business_time, sizeof(sale->business_time), "2026-11-21T18:42:05+01:00");
-  sale->business_time_ms = 1763746925000LL;
-  sale->utc_offset_minutes = 60;
-  snprintf(sale->currency, sizeof(sale->currency), "EUR");
-  sale->currency_exponent = 2;
   sale->line_count = lines;
   sale->lines = calloc(lines, sizeof(*sale->lines));
   sale->total = 0;
@@ -124,63 +98,18 @@ static void make_sale(struct sale *sale, const char *sale_id, size_t lines)
   sale->payments[0].amount = sale->total;
 }
 
-struct pending {
-  struct journal_write write;
-  struct journal_item_result results[64];
-  int done;
-};
-
-static void on_write_done(struct journal_write *write)
-{
-  struct pending *p = write->user;
-  p->done = 1;
-}
-
 /* Journals `count` sales named PREFIX-i, `lines` lines each. */
 static void add_sales(struct fixture *f, journal *j, const char *prefix, size_t count,
                       size_t lines)
 {
-  for (size_t done = 0; done < count;) {
-    struct sale sales[64];
-    struct pending p;
-    size_t n = count - done < 64 ? count - done : 64;
-    char id[48];
-    for (size_t i = 0; i < n; i++) {
-      snprintf(id, sizeof(id), "%.16s-%zu", prefix, done + i);
-      make_sale(&sales[i], id, lines);
-    }
-    memset(&p, 0, sizeof(p));
-    p.write.sales = sales;
-    p.write.count = n;
-    p.write.results = p.results;
-    p.write.done = on_write_done;
-    p.write.user = &p;
-    assert_int_equal(journal_submit(j, &p.write), 0);
-    while (!p.done)
-      uv_run(&f->loop, UV_RUN_ONCE);
-    assert_int_equal(p.write.error, 0);
-    for (size_t i = 0; i < n; i++)
-      sale_clear(&sales[i]);
-    done += n;
-  }
-}
-
-struct op_wait {
-  struct journal_op op;
-  int done;
-};
-
-static void on_op_done(struct journal_op *op)
-{
-  struct op_wait *w = op->user;
-  w->done = 1;
+  jf_add_sales(&f->jf, j, prefix, count, lines, make_sale);
 }
 
 /* The collector's decoded limit NEXT_BATCH ops seal within (0 = none). */
 static size_t op_max_decoded;
 
 /* Runs one operation to completion. The caller clears w->op. */
-static void run_op(struct fixture *f, journal *j, struct op_wait *w, enum journal_op_kind kind,
+static void run_op(struct fixture *f, journal *j, struct jf_op *w, enum journal_op_kind kind,
                    int64_t batch_seq, int64_t seal_upto, size_t max_sales, size_t max_bytes,
                    int64_t now_ms, int64_t retention_ms)
 {
@@ -195,15 +124,11 @@ static void run_op(struct fixture *f, journal *j, struct op_wait *w, enum journa
   w->op.pack_arg = &f->identity;
   w->op.now_ms = now_ms;
   w->op.retention_ms = retention_ms;
-  w->op.done = on_op_done;
-  w->op.user = w;
-  assert_int_equal(journal_submit_op(j, &w->op), 0);
-  while (!w->done)
-    uv_run(&f->loop, UV_RUN_ONCE);
+  jf_run_op(&f->jf, j, w);
 }
 
 /* NEXT_BATCH(batch_seq) sealing anything; fails the test on an error. */
-static void next_batch(struct fixture *f, journal *j, struct op_wait *w, int64_t batch_seq,
+static void next_batch(struct fixture *f, journal *j, struct jf_op *w, int64_t batch_seq,
                        size_t max_sales, size_t max_bytes)
 {
   run_op(f, j, w, JOURNAL_OP_NEXT_BATCH, batch_seq, INT64_MAX, max_sales, max_bytes, 0, 0);
@@ -213,25 +138,10 @@ static void next_batch(struct fixture *f, journal *j, struct op_wait *w, int64_t
 
 static void ack(struct fixture *f, journal *j, int64_t batch_seq, int64_t now_ms)
 {
-  struct op_wait w;
+  struct jf_op w;
   run_op(f, j, &w, JOURNAL_OP_ACK, batch_seq, 0, 0, 0, now_ms, 0);
   if (w.op.error)
     fail_msg("ACK %lld: %s", (long long)batch_seq, w.op.message);
-}
-
-static int64_t query_int(struct fixture *f, const char *sql)
-{
-  sqlite3 *db;
-  sqlite3_stmt *stmt;
-  int64_t value = -1;
-  assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
-    fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-  if (sqlite3_step(stmt) == SQLITE_ROW)
-    value = sqlite3_column_int64(stmt, 0);
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return value;
 }
 
 /* Decodes a body as the collector would, and checks it against the batch. */
@@ -266,7 +176,7 @@ static void batches_are_contiguous_and_cover_every_sale_once(void **state)
 {
   struct fixture *f = *state;
   journal *j = open_journal(f);
-  struct op_wait w;
+  struct jf_op w;
   struct journal_stats stats;
   int64_t expected_first = 1;
 
@@ -318,7 +228,7 @@ static void size_caps_are_honoured(void **state)
 {
   struct fixture *f = *state;
   journal *j = open_journal(f);
-  struct op_wait w;
+  struct jf_op w;
   const size_t max_bytes = 8 * 1024;
   int64_t batch_seq = 1;
   uint64_t sealed_sales = 0;
@@ -353,7 +263,7 @@ static void a_sealed_batch_is_resent_byte_for_byte(void **state)
 {
   struct fixture *f = *state;
   journal *j = open_journal(f);
-  struct op_wait w;
+  struct jf_op w;
   uint8_t *first;
   size_t first_len;
 
@@ -398,7 +308,7 @@ static void resealing_after_413_keeps_every_sale_once(void **state)
 {
   struct fixture *f = *state;
   journal *j = open_journal(f);
-  struct op_wait w;
+  struct jf_op w;
   struct journal_stats stats;
   int64_t batch_seq;
 
@@ -451,7 +361,7 @@ static void acknowledgements_update_the_counters(void **state)
 {
   struct fixture *f = *state;
   journal *j = open_journal(f);
-  struct op_wait w;
+  struct jf_op w;
   struct journal_stats stats;
   int64_t first_received;
 
@@ -513,7 +423,7 @@ static void retention_deletes_only_old_acknowledged_history(void **state)
 {
   struct fixture *f = *state;
   journal *j = open_journal(f);
-  struct op_wait w;
+  struct jf_op w;
   struct journal_stats stats;
   int64_t now = 1800000000000LL;
 
@@ -569,7 +479,7 @@ static void sealing_stops_at_the_push_target(void **state)
 {
   struct fixture *f = *state;
   journal *j = open_journal(f);
-  struct op_wait w;
+  struct jf_op w;
 
   add_sales(f, j, "T", 5, 1);
   /* seal_upto_seq 0: only load, never seal. */
@@ -596,11 +506,11 @@ static void a_v1_journal_is_migrated_and_its_sales_sent(void **state)
   struct fixture *f = *state;
   sqlite3 *db;
   journal *j;
-  struct op_wait w;
+  struct jf_op w;
   struct journal_stats stats;
 
   /* A journal as the first agent version left it: two unsent sales. */
-  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_open(f->jf.path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db,
                                 "PRAGMA journal_mode=WAL; BEGIN;" JOURNAL_SCHEMA_V1
                                 "INSERT INTO meta VALUES('journal_id',"
@@ -652,12 +562,12 @@ static void a_damaged_row_stops_sealing_with_a_reason(void **state)
 {
   struct fixture *f = *state;
   journal *j = open_journal(f);
-  struct op_wait w;
+  struct jf_op w;
   sqlite3 *db;
 
   add_sales(f, j, "D", 3, 1);
   close_journal(f, j);
-  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_open(f->jf.path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db, "UPDATE sales SET lines = 'not json' WHERE seq = 2", NULL,
                                 NULL, NULL),
                    SQLITE_OK);
@@ -679,19 +589,11 @@ static size_t fill(struct fixture *f, journal *j, const char *prefix)
   size_t stored = 0;
   for (;;) {
     struct sale sale;
-    struct pending p;
+    struct jf_write p;
     char id[32];
     snprintf(id, sizeof(id), "%.8s-%zu", prefix, stored);
     make_sale(&sale, id, 1);
-    memset(&p, 0, sizeof(p));
-    p.write.sales = &sale;
-    p.write.count = 1;
-    p.write.results = p.results;
-    p.write.done = on_write_done;
-    p.write.user = &p;
-    assert_int_equal(journal_submit(j, &p.write), 0);
-    while (!p.done)
-      uv_run(&f->loop, UV_RUN_ONCE);
+    jf_write_and_wait(&f->jf, j, &p, &sale, 1);
     sale_clear(&sale);
     if (p.write.error) {
       assert_int_equal(p.write.error, JOURNAL_EFULL);
@@ -705,12 +607,12 @@ static size_t fill(struct fixture *f, journal *j, const char *prefix)
 static void a_full_journal_still_seals_and_refuses_new_sales_steadily(void **state)
 {
   struct fixture *f = *state;
-  struct journal_options options = {f->path, 256 * 1024, 64, 1000, 0};
+  struct journal_options options = {f->jf.path, 256 * 1024, 64, 1000, 0};
   char err[512];
-  journal *j = journal_open(&f->loop, &options, err, sizeof(err));
-  struct op_wait w;
+  journal *j = journal_open(&f->jf.loop, &options, err, sizeof(err));
+  struct jf_op w;
   struct sale sale;
-  struct pending p;
+  struct jf_write p;
   size_t stored;
 
   assert_non_null(j);
@@ -721,29 +623,13 @@ static void a_full_journal_still_seals_and_refuses_new_sales_steadily(void **sta
     char id[32];
     snprintf(id, sizeof(id), "AGAIN-%d", i);
     make_sale(&sale, id, 1);
-    memset(&p, 0, sizeof(p));
-    p.write.sales = &sale;
-    p.write.count = 1;
-    p.write.results = p.results;
-    p.write.done = on_write_done;
-    p.write.user = &p;
-    assert_int_equal(journal_submit(j, &p.write), 0);
-    while (!p.done)
-      uv_run(&f->loop, UV_RUN_ONCE);
+    jf_write_and_wait(&f->jf, j, &p, &sale, 1);
     sale_clear(&sale);
     assert_int_equal(p.write.error, JOURNAL_EFULL);
   }
   /* A retry of a journaled sale is still answered. */
   make_sale(&sale, "FULL-0", 1);
-  memset(&p, 0, sizeof(p));
-  p.write.sales = &sale;
-  p.write.count = 1;
-  p.write.results = p.results;
-  p.write.done = on_write_done;
-  p.write.user = &p;
-  assert_int_equal(journal_submit(j, &p.write), 0);
-  while (!p.done)
-    uv_run(&f->loop, UV_RUN_ONCE);
+  jf_write_and_wait(&f->jf, j, &p, &sale, 1);
   sale_clear(&sale);
   assert_int_equal(p.write.error, 0);
   assert_int_equal(p.results[0].outcome, JOURNAL_DUPLICATE);
@@ -758,12 +644,12 @@ static void a_full_journal_still_seals_and_refuses_new_sales_steadily(void **sta
   close_journal(f, j);
 
   /* Reopened at the same size it is still full; with room it takes sales. */
-  j = journal_open(&f->loop, &options, err, sizeof(err));
+  j = journal_open(&f->jf.loop, &options, err, sizeof(err));
   assert_non_null(j);
   assert_int_equal(fill(f, j, "REOPEN"), 0);
   close_journal(f, j);
   options.max_bytes = 0;
-  j = journal_open(&f->loop, &options, err, sizeof(err));
+  j = journal_open(&f->jf.loop, &options, err, sizeof(err));
   assert_non_null(j);
   add_sales(f, j, "ROOM", 3, 1);
   close_journal(f, j);
@@ -776,7 +662,7 @@ static void the_decoded_limit_is_honoured_when_sealing(void **state)
 {
   struct fixture *f = *state;
   journal *j = open_journal(f);
-  struct op_wait w;
+  struct jf_op w;
   const size_t max_decoded = 16 * 1024;
   int64_t batch_seq = 1;
   uint64_t sealed_sales = 0;

@@ -17,65 +17,27 @@
 #include <uv.h>
 
 #include "journal/journal.h"
-
-struct fixture {
-  char dir[64];
-  char path[96];
-  uv_loop_t loop;
-};
+#include "journal_fixture.h"
 
 static int setup(void **state)
 {
-  struct fixture *f = calloc(1, sizeof(*f));
-  snprintf(f->dir, sizeof(f->dir), "/tmp/test_journal_XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
-  snprintf(f->path, sizeof(f->path), "%s/journal.db", f->dir);
-  assert_int_equal(uv_loop_init(&f->loop), 0);
+  struct jf_fixture *f = calloc(1, sizeof(*f));
+  jf_setup(f, "test_journal");
   *state = f;
   return 0;
 }
 
 static int teardown(void **state)
 {
-  struct fixture *f = *state;
-  char cmd[128];
-  assert_int_equal(uv_loop_close(&f->loop), 0);
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-  assert_int_equal(system(cmd), 0);
-  free(f);
+  jf_teardown(*state);
+  free(*state);
   return 0;
-}
-
-static journal *open_journal(struct fixture *f, int64_t max_bytes, unsigned group_max)
-{
-  struct journal_options options = {f->path, max_bytes, group_max, 1000, 0};
-  char err[512];
-  journal *j = journal_open(&f->loop, &options, err, sizeof(err));
-  if (!j)
-    fail_msg("journal_open: %s", err);
-  return j;
-}
-
-static void close_journal(struct fixture *f, journal *j)
-{
-  journal_close(j);
-  uv_run(&f->loop, UV_RUN_DEFAULT);
 }
 
 /* A valid two-line sale; `variant` changes its content but not its id. */
 static void make_sale(struct sale *sale, const char *sale_id, int variant)
 {
-  memset(sale, 0, sizeof(*sale));
-  snprintf(sale->sale_id, sizeof(sale->sale_id), "%s", sale_id);
-  sale->kind = SALE_KIND_SALE;
-  snprintf(sale->terminal_id, sizeof(sale->terminal_id), "T1");
-  snprintf(sale->cashier_id, sizeof(sale->cashier_id), "E042");
-  sale->channel = SALE_CHANNEL_POS;
-  snprintf(sale->business_time, sizeof(sale->business_time), "2026-11-21T18:42:05+01:00");
-  sale->business_time_ms = 1763746925000LL;
-  sale->utc_offset_minutes = 60;
-  snprintf(sale->currency, sizeof(sale->currency), "EUR");
-  sale->currency_exponent = 2;
+  jf_sale_init(sale, sale_id, SALE_CHANNEL_POS, "E042");
   sale->line_count = 2;
   sale->lines = calloc(2, sizeof(*sale->lines));
   snprintf(sale->lines[0].sku, sizeof(sale->lines[0].sku), "PIZZA-MARG-L");
@@ -94,71 +56,19 @@ static void make_sale(struct sale *sale, const char *sale_id, int variant)
   sale->payments[0].amount = sale->total;
 }
 
-struct pending {
-  struct journal_write write;
-  struct journal_item_result results[8];
-  int done;
-};
-
-static void on_done(struct journal_write *write)
-{
-  struct pending *p = write->user;
-  p->done = 1;
-}
-
-/* Submits without waiting. */
-static void submit(journal *j, struct pending *p, const struct sale *sales, size_t count)
-{
-  memset(p, 0, sizeof(*p));
-  p->write.sales = sales;
-  p->write.count = count;
-  p->write.results = p->results;
-  p->write.done = on_done;
-  p->write.user = p;
-  assert_int_equal(journal_submit(j, &p->write), 0);
-}
-
-static void wait_done(struct fixture *f, struct pending *p)
-{
-  while (!p->done)
-    uv_run(&f->loop, UV_RUN_ONCE);
-}
-
-static void write_and_wait(struct fixture *f, journal *j, struct pending *p,
-                           const struct sale *sales, size_t count)
-{
-  submit(j, p, sales, count);
-  wait_done(f, p);
-}
-
-/* Runs one query on the file with a separate connection, as the sqlite3 CLI would. */
-static int64_t query_int(struct fixture *f, const char *sql)
-{
-  sqlite3 *db;
-  sqlite3_stmt *stmt;
-  int64_t value = -1;
-  assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
-  if (sqlite3_step(stmt) == SQLITE_ROW)
-    value = sqlite3_column_int64(stmt, 0);
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return value;
-}
-
 static void opens_in_wal_with_a_journal_id(void **state)
 {
-  struct fixture *f = *state;
-  journal *j = open_journal(f, 0, 64);
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 64);
   struct journal_stats stats;
   journal_get_stats(j, &stats);
   assert_int_equal(strlen(stats.journal_id), 32);
   assert_int_equal(stats.sales_journaled, 0);
   assert_int_equal(stats.last_seq, 0);
-  close_journal(f, j);
-  assert_int_equal(query_int(f, "PRAGMA user_version"), 3);
-  assert_int_equal(query_int(f, "SELECT count(*) FROM meta WHERE key='journal_id' AND "
-                                "length(value)=32"),
+  jf_close_journal(f, j);
+  assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 3);
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM meta WHERE key='journal_id' AND "
+                                   "length(value)=32"),
                    1);
   {
     sqlite3 *db;
@@ -174,30 +84,30 @@ static void opens_in_wal_with_a_journal_id(void **state)
 
 static void sales_get_increasing_seqs_and_columns(void **state)
 {
-  struct fixture *f = *state;
-  journal *j = open_journal(f, 0, 64);
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 64);
   struct sale sales[3];
-  struct pending p;
+  struct jf_write p;
   make_sale(&sales[0], "T1-1", 0);
   make_sale(&sales[1], "T1-2", 0);
   make_sale(&sales[2], "T1-3", 1);
-  write_and_wait(f, j, &p, sales, 3);
+  jf_write_and_wait(f, j, &p, sales, 3);
   assert_int_equal(p.write.error, 0);
   assert_int_equal(p.results[0].seq, 1);
   assert_int_equal(p.results[1].seq, 2);
   assert_int_equal(p.results[2].seq, 3);
   assert_int_equal(p.results[2].outcome, JOURNAL_STORED);
-  close_journal(f, j);
-  assert_int_equal(query_int(f, "SELECT total_minor FROM sales WHERE sale_id='T1-3'"),
+  jf_close_journal(f, j);
+  assert_int_equal(jf_query_int(f, "SELECT total_minor FROM sales WHERE sale_id='T1-3'"),
                    3 * 1250 - 100 + 230 + 300);
-  assert_int_equal(query_int(f, "SELECT json_extract(lines,'$[0].unit_price') FROM sales "
-                                "WHERE seq=1"),
+  assert_int_equal(jf_query_int(f, "SELECT json_extract(lines,'$[0].unit_price') FROM sales "
+                                   "WHERE seq=1"),
                    1250);
-  assert_int_equal(query_int(f, "SELECT count(*) FROM sales WHERE seq=1 AND "
-                                "json_extract(lines,'$[0].promo_id')='TPR-42' AND "
-                                "json_extract(lines,'$[1].promo_id') IS NULL AND "
-                                "channel='pos' AND kind='sale' AND cashier_id='E042' AND "
-                                "original_sale_id IS NULL AND utc_offset_min=60"),
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales WHERE seq=1 AND "
+                                   "json_extract(lines,'$[0].promo_id')='TPR-42' AND "
+                                   "json_extract(lines,'$[1].promo_id') IS NULL AND "
+                                   "channel='pos' AND kind='sale' AND cashier_id='E042' AND "
+                                   "original_sale_id IS NULL AND utc_offset_min=60"),
                    1);
   for (int i = 0; i < 3; i++)
     sale_clear(&sales[i]);
@@ -205,20 +115,20 @@ static void sales_get_increasing_seqs_and_columns(void **state)
 
 static void retry_is_a_duplicate_and_other_content_a_conflict(void **state)
 {
-  struct fixture *f = *state;
-  journal *j = open_journal(f, 0, 64);
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 64);
   struct sale first, same, changed, fresh;
   struct sale pair[2];
-  struct pending p;
+  struct jf_write p;
   make_sale(&first, "T1-7", 0);
   make_sale(&same, "T1-7", 0);
   make_sale(&changed, "T1-7", 1);
   make_sale(&fresh, "T1-8", 0);
 
-  write_and_wait(f, j, &p, &first, 1);
+  jf_write_and_wait(f, j, &p, &first, 1);
   assert_int_equal(p.results[0].seq, 1);
 
-  write_and_wait(f, j, &p, &same, 1);
+  jf_write_and_wait(f, j, &p, &same, 1);
   assert_int_equal(p.write.error, 0);
   assert_int_equal(p.results[0].outcome, JOURNAL_DUPLICATE);
   assert_int_equal(p.results[0].seq, 1);
@@ -226,14 +136,14 @@ static void retry_is_a_duplicate_and_other_content_a_conflict(void **state)
   /* A write holding a new sale and a conflicting one keeps neither. */
   pair[0] = fresh;
   pair[1] = changed;
-  write_and_wait(f, j, &p, pair, 2);
+  jf_write_and_wait(f, j, &p, pair, 2);
   assert_int_equal(p.write.error, JOURNAL_ECONFLICT);
   assert_int_equal(p.write.conflict_index, 1);
   assert_int_equal(p.write.conflict_seq, 1);
   assert_non_null(strstr(p.write.message, "T1-7"));
-  close_journal(f, j);
-  assert_int_equal(query_int(f, "SELECT count(*) FROM sales"), 1);
-  assert_int_equal(query_int(f, "SELECT count(*) FROM sales WHERE sale_id='T1-8'"), 0);
+  jf_close_journal(f, j);
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales"), 1);
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales WHERE sale_id='T1-8'"), 0);
   sale_clear(&first);
   sale_clear(&same);
   sale_clear(&changed);
@@ -242,15 +152,15 @@ static void retry_is_a_duplicate_and_other_content_a_conflict(void **state)
 
 static void a_conflict_does_not_undo_the_rest_of_its_group(void **state)
 {
-  struct fixture *f = *state;
-  journal *j = open_journal(f, 0, 1024);
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 1024);
   struct sale base, conflicting, others[20];
-  struct pending p_base, p_conflict, p_others[20];
+  struct jf_write p_base, p_conflict, p_others[20];
   struct journal_stats stats;
   char id[16];
 
   make_sale(&base, "G-0", 0);
-  write_and_wait(f, j, &p_base, &base, 1);
+  jf_write_and_wait(f, j, &p_base, &base, 1);
   make_sale(&conflicting, "G-0", 1);
   /* Queue many writes at once so the writer takes them as one group. */
   for (int i = 0; i < 20; i++) {
@@ -258,23 +168,23 @@ static void a_conflict_does_not_undo_the_rest_of_its_group(void **state)
     make_sale(&others[i], id, 0);
   }
   for (int i = 0; i < 10; i++)
-    submit(j, &p_others[i], &others[i], 1);
-  submit(j, &p_conflict, &conflicting, 1);
+    jf_submit(j, &p_others[i], &others[i], 1);
+  jf_submit(j, &p_conflict, &conflicting, 1);
   for (int i = 10; i < 20; i++)
-    submit(j, &p_others[i], &others[i], 1);
+    jf_submit(j, &p_others[i], &others[i], 1);
   for (int i = 0; i < 20; i++) {
-    wait_done(f, &p_others[i]);
+    jf_wait(f, &p_others[i]);
     assert_int_equal(p_others[i].write.error, 0);
   }
-  wait_done(f, &p_conflict);
+  jf_wait(f, &p_conflict);
   assert_int_equal(p_conflict.write.error, JOURNAL_ECONFLICT);
   journal_get_stats(j, &stats);
   assert_int_equal(stats.sales_journaled, 21);
   assert_int_equal(stats.last_seq, 21);
   /* Fewer commits than writes: they were grouped (one fsync for many). */
   assert_true(stats.commits < 21);
-  close_journal(f, j);
-  assert_int_equal(query_int(f, "SELECT count(DISTINCT seq) FROM sales"), 21);
+  jf_close_journal(f, j);
+  assert_int_equal(jf_query_int(f, "SELECT count(DISTINCT seq) FROM sales"), 21);
   sale_clear(&base);
   sale_clear(&conflicting);
   for (int i = 0; i < 20; i++)
@@ -283,10 +193,10 @@ static void a_conflict_does_not_undo_the_rest_of_its_group(void **state)
 
 static void a_full_journal_refuses_and_keeps_what_it_has(void **state)
 {
-  struct fixture *f = *state;
-  journal *j = open_journal(f, 64 * 1024, 64);
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 64 * 1024, 64);
   struct sale sale;
-  struct pending p;
+  struct jf_write p;
   struct journal_stats stats;
   int stored = 0;
   char id[32];
@@ -294,7 +204,7 @@ static void a_full_journal_refuses_and_keeps_what_it_has(void **state)
   for (int i = 0; i < 5000; i++) {
     snprintf(id, sizeof(id), "FULL-%d", i);
     make_sale(&sale, id, 0);
-    write_and_wait(f, j, &p, &sale, 1);
+    jf_write_and_wait(f, j, &p, &sale, 1);
     sale_clear(&sale);
     if (p.write.error) {
       assert_int_equal(p.write.error, JOURNAL_EFULL);
@@ -306,38 +216,38 @@ static void a_full_journal_refuses_and_keeps_what_it_has(void **state)
   assert_true(stored > 10 && stored < 5000);
   journal_get_stats(j, &stats);
   assert_int_equal(stats.write_failing, 1);
-  close_journal(f, j);
-  assert_int_equal(query_int(f, "SELECT count(*) FROM sales"), stored);
-  assert_int_equal(query_int(f, "SELECT count(*) FROM pragma_integrity_check WHERE "
-                                "integrity_check='ok'"),
+  jf_close_journal(f, j);
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales"), stored);
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM pragma_integrity_check WHERE "
+                                   "integrity_check='ok'"),
                    1);
 
   /* With room again, sales are accepted and seqs go on from where they were. */
-  j = open_journal(f, 0, 64);
+  j = jf_open_journal(f, 0, 64);
   make_sale(&sale, "AFTER-FULL", 0);
-  write_and_wait(f, j, &p, &sale, 1);
+  jf_write_and_wait(f, j, &p, &sale, 1);
   assert_int_equal(p.write.error, 0);
   assert_int_equal(p.results[0].seq, stored + 1);
   sale_clear(&sale);
-  close_journal(f, j);
+  jf_close_journal(f, j);
 }
 
 static void reopening_keeps_the_id_and_never_reuses_a_seq(void **state)
 {
-  struct fixture *f = *state;
-  journal *j = open_journal(f, 0, 64);
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 64);
   struct journal_stats before, after;
   struct sale sale;
-  struct pending p;
+  struct jf_write p;
 
   make_sale(&sale, "R-1", 0);
-  write_and_wait(f, j, &p, &sale, 1);
+  jf_write_and_wait(f, j, &p, &sale, 1);
   sale_clear(&sale);
   journal_get_stats(j, &before);
-  close_journal(f, j);
+  jf_close_journal(f, j);
 
   /* Even if the newest row is deleted by hand, its seq is not given again. */
-  assert_int_equal(query_int(f, "SELECT 1"), 1);
+  assert_int_equal(jf_query_int(f, "SELECT 1"), 1);
   {
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
@@ -345,25 +255,25 @@ static void reopening_keeps_the_id_and_never_reuses_a_seq(void **state)
                      SQLITE_OK);
     sqlite3_close(db);
   }
-  j = open_journal(f, 0, 64);
+  j = jf_open_journal(f, 0, 64);
   journal_get_stats(j, &after);
   assert_string_equal(before.journal_id, after.journal_id);
   assert_int_equal(after.last_seq, 1);
   make_sale(&sale, "R-2", 0);
-  write_and_wait(f, j, &p, &sale, 1);
+  jf_write_and_wait(f, j, &p, &sale, 1);
   assert_int_equal(p.results[0].seq, 2);
   sale_clear(&sale);
-  close_journal(f, j);
+  jf_close_journal(f, j);
 }
 
 static void a_newer_schema_is_refused(void **state)
 {
-  struct fixture *f = *state;
+  struct jf_fixture *f = *state;
   struct journal_options options = {f->path, 0, 64, 1000, 0};
   char err[512];
   sqlite3 *db;
-  journal *j = open_journal(f, 0, 64);
-  close_journal(f, j);
+  journal *j = jf_open_journal(f, 0, 64);
+  jf_close_journal(f, j);
   assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
@@ -374,7 +284,7 @@ static void a_newer_schema_is_refused(void **state)
 
 static void a_file_that_is_not_a_database_is_refused(void **state)
 {
-  struct fixture *f = *state;
+  struct jf_fixture *f = *state;
   struct journal_options options = {f->path, 0, 64, 1000, 0};
   char err[512];
   FILE *file = fopen(f->path, "w");

@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "journal/journal.h"
+#include "journal_fixture.h"
 #include "platform/http_server.h"
 #include "proto/codec.h"
 #include "uplink/batcher.h"
@@ -84,9 +85,7 @@ struct fake {
 static uint64_t announced_decoded;
 
 struct fixture {
-  char dir[64];
-  char path[96];
-  uv_loop_t loop;
+  struct jf_fixture jf;
   uv_timer_t tick;
   journal *journal;
   uplink *uplink;
@@ -277,8 +276,9 @@ static void fake_start(struct fixture *f, const struct http_tls_config *tls)
   struct http_server_config config = {"127.0.0.1", 0, 16 * 1024, 64u * 1024 * 1024, 60000,
                                       60000, 64, tls};
   char err[256];
-  f->fake.loop = &f->loop;
-  f->fake.server = http_server_create(&f->loop, &config, fake_handle, &f->fake, err, sizeof(err));
+  f->fake.loop = &f->jf.loop;
+  f->fake.server =
+      http_server_create(&f->jf.loop, &config, fake_handle, &f->fake, err, sizeof(err));
   if (!f->fake.server)
     fail_msg("fake collector: %s", err);
   f->fake.port = http_server_port(f->fake.server);
@@ -413,27 +413,16 @@ static void on_tick(uv_timer_t *timer) { (void)timer; }
 static int setup(void **state)
 {
   struct fixture *f = calloc(1, sizeof(*f));
-  struct journal_options options;
-  char err[512];
 
   install_full_vfs();
   disk_full = 0;
   announced_decoded = 0;
 
-  snprintf(f->dir, sizeof(f->dir), "/tmp/test_uplink_XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
-  snprintf(f->path, sizeof(f->path), "%s/journal.db", f->dir);
-  assert_int_equal(uv_loop_init(&f->loop), 0);
+  jf_setup(&f->jf, "test_uplink");
   /* Keeps UV_RUN_ONCE from sleeping forever while a test waits. */
-  uv_timer_init(&f->loop, &f->tick);
+  uv_timer_init(&f->jf.loop, &f->tick);
   uv_timer_start(&f->tick, on_tick, 10, 10);
-  memset(&options, 0, sizeof(options));
-  options.path = f->path;
-  options.group_commit_max = 64;
-  options.busy_timeout_ms = 1000;
-  f->journal = journal_open(&f->loop, &options, err, sizeof(err));
-  if (!f->journal)
-    fail_msg("journal_open: %s", err);
+  f->journal = jf_open_journal(&f->jf, 0, 64);
   *state = f;
   return 0;
 }
@@ -447,17 +436,14 @@ static void stop_uplink(struct fixture *f)
 static int teardown(void **state)
 {
   struct fixture *f = *state;
-  char cmd[128];
   stop_uplink(f);
   journal_close(f->journal);
   http_server_close(f->fake.server, NULL, NULL);
   uv_close((uv_handle_t *)&f->tick, NULL);
-  uv_run(&f->loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&f->loop), 0);
+  uv_run(&f->jf.loop, UV_RUN_DEFAULT);
   for (size_t i = 0; i < f->fake.body_count; i++)
     free(f->fake.bodies[i]);
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-  assert_int_equal(system(cmd), 0);
+  jf_teardown(&f->jf);
   free(f);
   return 0;
 }
@@ -472,7 +458,7 @@ static struct uplink_options default_options(struct fixture *f)
   options.ca_file = "";
   options.store_id = "S001";
   options.device_id = "D1";
-  options.journal_path = f->path;
+  options.journal_path = f->jf.path;
   options.interval_ms = 3600 * 1000; /* pushes come from the test */
   options.jitter_ms = 0;             /* so the first push starts at once */
   options.heartbeat_interval_ms = 0;
@@ -490,106 +476,64 @@ static struct uplink_options default_options(struct fixture *f)
 static void start_uplink(struct fixture *f, const struct uplink_options *options)
 {
   char err[256];
-  f->uplink = uplink_create(&f->loop, f->journal, options, err, sizeof(err));
+  f->uplink = uplink_create(&f->jf.loop, f->journal, options, err, sizeof(err));
   if (!f->uplink)
     fail_msg("uplink_create: %s", err);
 }
 
-struct pending {
-  struct journal_write write;
-  struct journal_item_result results[64];
-  int done;
-};
-
-static void on_write_done(struct journal_write *write)
+/* A cash sale at the POS with `lines` random 40-character SKUs at 5.00; the
+ * SKUs go on from one sale to the next (and one test to the next). */
+static void make_cash_sale(struct sale *sale, const char *sale_id, size_t lines)
 {
-  struct pending *p = write->user;
-  p->done = 1;
+  static uint64_t noise = 88172645463325252ULL;
+  jf_sale_init(sale, sale_id, SALE_CHANNEL_POS, "");
+  sale->line_count = lines;
+  sale->lines = calloc(lines, sizeof(*sale->lines));
+  for (size_t l = 0; l < lines; l++) {
+    for (size_t c = 0; c < 40; c++) {
+      noise ^= noise << 13;
+      noise ^= noise >> 7;
+      noise ^= noise << 17;
+      sale->lines[l].sku[c] = "0123456789ABCDEF"[noise & 15];
+    }
+    sale->lines[l].qty = 1;
+    sale->lines[l].unit_price = 500;
+    sale->total += 500;
+  }
+  sale->payment_count = 1;
+  sale->payments = calloc(1, sizeof(*sale->payments));
+  snprintf(sale->payments[0].method, sizeof(sale->payments[0].method), "cash");
+  sale->payments[0].amount = sale->total;
 }
 
 static void add_sales(struct fixture *f, const char *prefix, size_t count, size_t lines)
 {
-  static uint64_t noise = 88172645463325252ULL;
-  for (size_t done = 0; done < count;) {
-    struct sale sales[64];
-    struct pending p;
-    size_t n = count - done < 64 ? count - done : 64;
-    for (size_t i = 0; i < n; i++) {
-      struct sale *sale = &sales[i];
-      memset(sale, 0, sizeof(*sale));
-      snprintf(sale->sale_id, sizeof(sale->sale_id), "%.16s-%zu", prefix, done + i);
-      sale->kind = SALE_KIND_SALE;
-      snprintf(sale->terminal_id, sizeof(sale->terminal_id), "T1");
-      sale->channel = SALE_CHANNEL_POS;
-      snprintf(sale->business_time, sizeof(sale->business_time), "2026-11-21T18:42:05+01:00");
-      sale->business_time_ms = 1763746925000LL;
-      sale->utc_offset_minutes = 60;
-      snprintf(sale->currency, sizeof(sale->currency), "EUR");
-      sale->currency_exponent = 2;
-      sale->line_count = lines;
-      sale->lines = calloc(lines, sizeof(*sale->lines));
-      for (size_t l = 0; l < lines; l++) {
-        for (size_t c = 0; c < 40; c++) {
-          noise ^= noise << 13;
-          noise ^= noise >> 7;
-          noise ^= noise << 17;
-          sale->lines[l].sku[c] = "0123456789ABCDEF"[noise & 15];
-        }
-        sale->lines[l].qty = 1;
-        sale->lines[l].unit_price = 500;
-        sale->total += 500;
-      }
-      sale->payment_count = 1;
-      sale->payments = calloc(1, sizeof(*sale->payments));
-      snprintf(sale->payments[0].method, sizeof(sale->payments[0].method), "cash");
-      sale->payments[0].amount = sale->total;
-    }
-    memset(&p, 0, sizeof(p));
-    p.write.sales = sales;
-    p.write.count = n;
-    p.write.results = p.results;
-    p.write.done = on_write_done;
-    p.write.user = &p;
-    assert_int_equal(journal_submit(f->journal, &p.write), 0);
-    while (!p.done)
-      uv_run(&f->loop, UV_RUN_ONCE);
-    assert_int_equal(p.write.error, 0);
-    for (size_t i = 0; i < n; i++)
-      sale_clear(&sales[i]);
-    done += n;
-  }
+  jf_add_sales(&f->jf, f->journal, prefix, count, lines, make_cash_sale);
 }
 
-struct op_wait {
-  struct journal_op op;
-  int done;
-};
-
-static void on_op_done(struct journal_op *op)
+/* Runs NEXT_BATCH `batch_seq` of at most `max_sales` sales, as a run would
+ * (1 MiB at most). The caller checks and clears w->op. */
+static void next_batch(struct fixture *f, struct jf_op *w, int64_t batch_seq, size_t max_sales,
+                       struct batcher_identity *identity)
 {
-  struct op_wait *w = op->user;
-  w->done = 1;
+  memset(w, 0, sizeof(*w));
+  w->op.kind = JOURNAL_OP_NEXT_BATCH;
+  w->op.batch_seq = batch_seq;
+  w->op.seal_upto_seq = INT64_MAX;
+  w->op.max_sales = max_sales;
+  w->op.max_bytes = 1024 * 1024;
+  w->op.pack = batcher_pack;
+  w->op.pack_arg = identity;
+  jf_run_op(&f->jf, f->journal, w);
 }
 
 /* Seals batch `batch_seq` of at most `max_sales` sales, as a run would. */
 static void seal(struct fixture *f, int64_t batch_seq, size_t max_sales)
 {
   static struct batcher_identity identity;
-  struct op_wait w;
+  struct jf_op w;
   assert_int_equal(batcher_identity_init(&identity, "S001", "D1", 3), 0);
-  memset(&w, 0, sizeof(w));
-  w.op.kind = JOURNAL_OP_NEXT_BATCH;
-  w.op.batch_seq = batch_seq;
-  w.op.seal_upto_seq = INT64_MAX;
-  w.op.max_sales = max_sales;
-  w.op.max_bytes = 1024 * 1024;
-  w.op.pack = batcher_pack;
-  w.op.pack_arg = &identity;
-  w.op.done = on_op_done;
-  w.op.user = &w;
-  assert_int_equal(journal_submit_op(f->journal, &w.op), 0);
-  while (!w.done)
-    uv_run(&f->loop, UV_RUN_ONCE);
+  next_batch(f, &w, batch_seq, max_sales, &identity);
   assert_int_equal(w.op.error, 0);
   assert_true(w.op.sealed);
   journal_op_clear(&w.op);
@@ -600,12 +544,12 @@ static void wait_for(struct fixture *f, int (*cond)(struct fixture *), uint64_t 
                      const char *what)
 {
   uint64_t deadline;
-  uv_update_time(&f->loop);
-  deadline = uv_now(&f->loop) + timeout_ms;
+  uv_update_time(&f->jf.loop);
+  deadline = uv_now(&f->jf.loop) + timeout_ms;
   while (!cond(f)) {
-    if (uv_now(&f->loop) > deadline)
+    if (uv_now(&f->jf.loop) > deadline)
       fail_msg("timed out waiting for: %s", what);
-    uv_run(&f->loop, UV_RUN_ONCE);
+    uv_run(&f->jf.loop, UV_RUN_ONCE);
   }
 }
 
@@ -875,7 +819,7 @@ static void a_dead_collector_is_named_in_the_error(void **state)
   int len = sizeof(bound);
 
   /* A port nobody listens on: bind one, note it, close it. */
-  uv_tcp_init(&f->loop, &probe);
+  uv_tcp_init(&f->jf.loop, &probe);
   uv_ip4_addr("127.0.0.1", 0, &addr);
   assert_int_equal(uv_tcp_bind(&probe, (const struct sockaddr *)&addr, 0), 0);
   uv_tcp_getsockname(&probe, (struct sockaddr *)&bound, &len);
@@ -910,7 +854,7 @@ static int first_push_done(struct fixture *f)
 {
   struct uplink_status status;
   uplink_get_status(f->uplink, &status);
-  uv_update_time(&f->loop);
+  uv_update_time(&f->jf.loop);
   return status.state == UPLINK_IDLE && status.next_push_ms > 0 &&
          status.next_push_ms - (int64_t)time(NULL) * 1000 > 60000;
 }
@@ -966,7 +910,7 @@ static void closing_mid_push_loses_nothing(void **state)
   http_exchange_respond(f->fake.held, 500, "text/plain", NULL, "late", 4);
   f->fake.held = NULL;
   for (int i = 0; i < 20; i++)
-    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_run(&f->jf.loop, UV_RUN_NOWAIT);
 
   /* The next run resends the same batch, byte for byte. */
   start_uplink(f, &options);
@@ -999,14 +943,14 @@ static void mutual_tls_with_the_device_certificate(void **state)
   source[slash - source] = '\0';
 #endif
   snprintf(cmd, sizeof(cmd), "bash %s/tests/tools/pki.sh init %s/pki >%s/pki.log 2>&1", source,
-           f->dir, f->dir);
+           f->jf.dir, f->jf.dir);
   if (system(cmd) != 0)
     skip();
-  snprintf(cert, sizeof(cert), "%s/pki/device-S001-D1.crt", f->dir);
-  snprintf(key, sizeof(key), "%s/pki/device-S001-D1.key", f->dir);
-  snprintf(ca, sizeof(ca), "%s/pki/ca.crt", f->dir);
-  snprintf(server_cert, sizeof(server_cert), "%s/pki/server.crt", f->dir);
-  snprintf(server_key, sizeof(server_key), "%s/pki/server.key", f->dir);
+  snprintf(cert, sizeof(cert), "%s/pki/device-S001-D1.crt", f->jf.dir);
+  snprintf(key, sizeof(key), "%s/pki/device-S001-D1.key", f->jf.dir);
+  snprintf(ca, sizeof(ca), "%s/pki/ca.crt", f->jf.dir);
+  snprintf(server_cert, sizeof(server_cert), "%s/pki/server.crt", f->jf.dir);
+  snprintf(server_key, sizeof(server_key), "%s/pki/server.key", f->jf.dir);
   if (access(cert, R_OK) || access(server_cert, R_OK) || access(ca, R_OK))
     skip();
   tls.cert_file = server_cert;
@@ -1031,7 +975,7 @@ static void mutual_tls_with_the_device_certificate(void **state)
   stop_uplink(f);
 
   /* A collector certificate from a CA we do not trust is refused. */
-  snprintf(other_cert, sizeof(other_cert), "%s/pki/other-ca/ca.crt", f->dir);
+  snprintf(other_cert, sizeof(other_cert), "%s/pki/other-ca/ca.crt", f->jf.dir);
   if (access(other_cert, R_OK) == 0) {
     options.cert_file = cert;
     options.key_file = key;
@@ -1162,7 +1106,7 @@ static void a_full_disk_still_sends_stored_batches(void **state)
   struct uplink_options options;
   struct uplink_status status;
   struct batcher_identity identity;
-  struct op_wait w;
+  struct jf_op w;
 
   fake_start(f, NULL);
   add_sales(f, "FD", 30, 1);
@@ -1172,19 +1116,7 @@ static void a_full_disk_still_sends_stored_batches(void **state)
   /* The journal: loading batch 1 works; sealing batch 2 finds the disk full. */
   assert_int_equal(batcher_identity_init(&identity, "S001", "D1", 3), 0);
   for (int64_t batch_seq = 1; batch_seq <= 2; batch_seq++) {
-    memset(&w, 0, sizeof(w));
-    w.op.kind = JOURNAL_OP_NEXT_BATCH;
-    w.op.batch_seq = batch_seq;
-    w.op.seal_upto_seq = INT64_MAX;
-    w.op.max_sales = 10;
-    w.op.max_bytes = 1024 * 1024;
-    w.op.pack = batcher_pack;
-    w.op.pack_arg = &identity;
-    w.op.done = on_op_done;
-    w.op.user = &w;
-    assert_int_equal(journal_submit_op(f->journal, &w.op), 0);
-    while (!w.done)
-      uv_run(&f->loop, UV_RUN_ONCE);
+    next_batch(f, &w, batch_seq, 10, &identity);
     if (batch_seq == 1) {
       if (w.op.error)
         fail_msg("loading a stored batch on a full disk: %s", w.op.message);
@@ -1245,7 +1177,7 @@ static int64_t first_retry_delay(struct fixture *f, struct uplink_options *optio
   uplink_get_status(f->uplink, &status);
   stop_uplink(f);
   for (int i = 0; i < 5; i++)
-    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_run(&f->jf.loop, UV_RUN_NOWAIT);
   return status.next_push_ms - status.last_attempt_ms;
 }
 
