@@ -5,6 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config clang git
+  # clang's ASan/UBSan runtime (not a dependency of clang itself on Debian 12)
+  libclang-rt-14-dev
   libsqlite3-dev libuv1-dev libcurl4-openssl-dev libmbedtls-dev
   libprotobuf-c-dev protobuf-c-compiler libzstd-dev librdkafka-dev
   node-llhttp libinih-dev libjansson-dev libcmocka-dev
