@@ -13,8 +13,8 @@
 #   --deps-only install the packages (and make the sysroot) and stop
 #   --sysroot   take the target's libraries from a debootstrap sysroot
 #               instead of multiarch -dev packages (cross/README.md);
-#               armhf falls back to it by itself when its multiarch
-#               packages cannot be installed
+#               armhf and aarch64 fall back to it by themselves when
+#               their multiarch packages cannot be installed
 #   --jobs N    parallel compile jobs (default: nproc)
 #
 # What it does, each step skipped when already done:
@@ -124,7 +124,7 @@ sysroot_include=(libc6-dev "${target_dev[@]}")
 sysroot_stamp="$codename $deb_arch ${sysroot_include[*]}"
 
 # Architectures whose failed multiarch install falls back to a sysroot.
-sysroot_fallback_arches=(armhf)
+sysroot_fallback_arches=(armhf arm64)
 sysroot_fallback_ok() {
   local a
   [ "$deb_arch" != "$host_arch" ] || return 1
