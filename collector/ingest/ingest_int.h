@@ -199,7 +199,7 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
 
 /* Applies one checkpoint part. Returns 0 or -1 (out of memory). */
 int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *offsets,
-                             const char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1],
+                             const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
                              const Pos__V1__IngestCheckpoint *part);
 
 /*
@@ -209,7 +209,7 @@ int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *
  */
 int ingest__checkpoint_encode(const struct ingest_state *state,
                               const struct ingest_offsets *offsets,
-                              const char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1],
+                              const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
                               const char *instance_id, uint64_t generation, int64_t created_ms,
                               size_t part_bytes, struct ingest_blob **parts, size_t *part_count);
 

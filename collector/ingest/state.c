@@ -244,7 +244,7 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
   return 1;
 }
 
-static int ingest_topic_index(const char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1],
+static int ingest_topic_index(const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
                               const char *name)
 {
   if (!name)
@@ -257,7 +257,7 @@ static int ingest_topic_index(const char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_
 }
 
 int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *offsets,
-                             const char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1],
+                             const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
                              const Pos__V1__IngestCheckpoint *part)
 {
   for (size_t i = 0; i < part->n_journals; i++) {
@@ -303,7 +303,7 @@ int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *
 
 int ingest__checkpoint_encode(const struct ingest_state *state,
                               const struct ingest_offsets *offsets,
-                              const char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1],
+                              const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
                               const char *instance_id, uint64_t generation, int64_t created_ms,
                               size_t part_bytes, struct ingest_blob **parts_out,
                               size_t *part_count_out)
