@@ -14,8 +14,21 @@
  * max_body_bytes, 431 for headers over max_header_bytes, 408 when a request
  * takes longer than request_timeout_ms to arrive, 403 when a client
  * certificate stops verifying after http_server_reload_tls(). Idle keep-alive
- * connections are closed after idle_timeout_ms. Connections over
- * max_connections are closed on accept, and logged.
+ * connections are closed after idle_timeout_ms.
+ *
+ * A new connection must finish its TLS handshake and send its first
+ * request's headers within first_request_timeout_ms, a deadline much shorter
+ * than request_timeout_ms: a connection that never sends a byte is closed
+ * then, and one that sent part of its headers gets 408. Until that first
+ * request's headers are in, a connection is "unproven": when a new
+ * connection would go over max_connections, the oldest unproven connection
+ * is closed to make room, so idle sockets can delay a real client by at most
+ * first_request_timeout_ms and usually not at all. A connection over
+ * max_connections_per_ip (its source address already holds that many) or
+ * over max_connections with no unproven one to close is refused: plain HTTP
+ * gets 429 or 503 with Retry-After and a JSON reason, TLS (where nothing can
+ * be said before a handshake) is closed; refusals are logged with the counts,
+ * at most once a second.
  *
  * Threading: everything here runs on the loop's thread, including the
  * handler. http_exchange_respond() must be called on that thread too.
@@ -46,6 +59,10 @@ struct http_server_config {
   uint64_t request_timeout_ms; /* from first byte to whole request read */
   unsigned max_connections;
   const struct http_tls_config *tls; /* NULL = plain HTTP; copied by create */
+  /* From accept to the first request's headers, TLS handshake included;
+   * 0 = the smaller of 10 s and request_timeout_ms. */
+  uint64_t first_request_timeout_ms;
+  unsigned max_connections_per_ip; /* 0 = no limit per source address */
 };
 
 typedef struct http_server http_server;
