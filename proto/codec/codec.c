@@ -1,6 +1,11 @@
 /*
- * codec.c - batch bodies: protobuf inside one zstd frame, unpacked within
- * limits; and the collector-side check of a decoded sale.
+ * codec.c - batch bodies: protobuf inside one zstd frame, unpacked within limits; and
+ * the collector-side check of a decoded sale.
+ *
+ * Limits are checked before the memory they protect is spent: the declared
+ * content size before decompressing, the decompressed size while
+ * decompressing, and the object counts (a census of the wire bytes, walking
+ * the message descriptors protoc-c generated) before protobuf-c unpacks.
  */
 #include "proto/codec.h"
 
@@ -27,6 +32,8 @@ const char *proto_strerror(int code)
     return "body is not a valid protobuf message";
   case PROTO_EENVELOPE:
     return "batch envelope incomplete";
+  case PROTO_ETOOMANY:
+    return "batch holds more objects than the limits allow";
   }
   return "unknown codec error";
 }
@@ -136,6 +143,151 @@ out:
   return rc;
 }
 
+/* Per-message field counters the census keeps; every message of pos.v1 has fewer fields. */
+#define PROTO_CENSUS_MAX_FIELDS 32
+/* pos.v1 nests three deep (Batch, Sale, SaleLine); deeper is not a batch. */
+#define PROTO_CENSUS_MAX_DEPTH 8
+
+/* What the pass over a batch's wire bytes has counted so far. */
+struct proto_census {
+  const struct proto_limits *limits;
+  size_t objects;     /* messages, entries of repeated fields, unknown fields */
+  size_t max_objects;
+  char *err;
+  size_t err_size;
+};
+
+/* Reads a base-128 varint at *pos. Returns 0, or -1 when it runs past `len` or 10 bytes. */
+static int proto_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *value)
+{
+  uint64_t result = 0;
+
+  for (unsigned shift = 0; shift < 64 && *pos < len; shift += 7) {
+    uint8_t byte = data[(*pos)++];
+    result |= (uint64_t)(byte & 0x7f) << shift;
+    if (!(byte & 0x80)) {
+      *value = result;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/*
+ * The limit on entries of repeated field `field` of `desc`, per message
+ * (SIZE_MAX: none but the object count).
+ */
+static size_t proto_census_limit(const struct proto_census *census,
+                                 const ProtobufCMessageDescriptor *desc,
+                                 const ProtobufCFieldDescriptor *field)
+{
+  if (desc == &pos__v1__batch__descriptor && strcmp(field->name, "sales") == 0)
+    return census->limits->max_sales;
+  if (desc == &pos__v1__batch__descriptor && strcmp(field->name, "inventory_deltas") == 0)
+    return PROTO_MAX_DELTAS_PER_BATCH;
+  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "lines") == 0)
+    return PROTO_MAX_LINES_PER_SALE;
+  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "payments") == 0)
+    return PROTO_MAX_PAYMENTS_PER_SALE;
+  return SIZE_MAX;
+}
+
+/*
+ * Skips the value of a field of wire type `wire` at *pos; for a
+ * length-delimited one sets *payload and *payload_len. Returns 0, or -1 when
+ * the bytes are not well-formed protobuf (groups, wire types 3 and 4, are
+ * not used by pos.v1 and protobuf-c refuses them too).
+ */
+static int proto_census_skip(const uint8_t *data, size_t len, size_t *pos, unsigned wire,
+                             const uint8_t **payload, size_t *payload_len)
+{
+  uint64_t value;
+
+  *payload = NULL;
+  *payload_len = 0;
+  switch (wire) {
+  case 0:
+    return proto_varint(data, len, pos, &value);
+  case 1:
+  case 5:
+    if (len - *pos < (wire == 1 ? 8u : 4u))
+      return -1;
+    *pos += wire == 1 ? 8u : 4u;
+    return 0;
+  case 2:
+    if (proto_varint(data, len, pos, &value) != 0 || value > len - *pos)
+      return -1;
+    *payload = data + *pos;
+    *payload_len = (size_t)value;
+    *pos += (size_t)value;
+    return 0;
+  default:
+    return -1;
+  }
+}
+
+/*
+ * Counts what message `desc` in data[0..len) would make protobuf-c
+ * allocate, recursing into nested messages, and stops at the first limit
+ * passed: PROTO_ETOOMANY with `err` naming it and `where` ("sales[12]").
+ * PROTO_EDECODE when the bytes are not protobuf. Allocates nothing.
+ */
+static int proto_census_walk(struct proto_census *census, const ProtobufCMessageDescriptor *desc,
+                             const uint8_t *data, size_t len, unsigned depth, const char *where)
+{
+  size_t counts[PROTO_CENSUS_MAX_FIELDS] = {0};
+  const ProtobufCFieldDescriptor *field;
+  const uint8_t *payload;
+  size_t payload_len, index, limit, pos = 0;
+  uint64_t key;
+  char inner[96];
+  int rc;
+
+  if (depth > PROTO_CENSUS_MAX_DEPTH)
+    return PROTO_EDECODE;
+  while (pos < len) {
+    if (proto_varint(data, len, &pos, &key) != 0 || key >> 3 == 0 || key >> 3 > UINT32_MAX)
+      return PROTO_EDECODE;
+    if (proto_census_skip(data, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
+      return PROTO_EDECODE;
+    field = protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+    /* Unknown fields are kept (one struct and a copy each): they count. */
+    if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED ||
+        field->type == PROTOBUF_C_TYPE_MESSAGE) {
+      if (++census->objects > census->max_objects) {
+        snprintf(census->err, census->err_size,
+                 "batch holds more than %zu objects (messages, list entries and unknown "
+                 "fields); split it",
+                 census->max_objects);
+        return PROTO_ETOOMANY;
+      }
+    }
+    if (field == NULL)
+      continue;
+    index = (size_t)(field - desc->fields);
+    if (field->label == PROTOBUF_C_LABEL_REPEATED && index < PROTO_CENSUS_MAX_FIELDS) {
+      limit = proto_census_limit(census, desc, field);
+      if (++counts[index] > limit) {
+        snprintf(census->err, census->err_size, "%s%sholds more than %zu %s, the limit%s",
+                 where, where[0] ? " " : "batch ", limit, field->name,
+                 desc == &pos__v1__batch__descriptor ? "; split the batch" : "");
+        return PROTO_ETOOMANY;
+      }
+    }
+    if (field->type != PROTOBUF_C_TYPE_MESSAGE || payload == NULL)
+      continue; /* a message field with another wire type: protobuf-c refuses it */
+    if (field->label == PROTOBUF_C_LABEL_REPEATED)
+      snprintf(inner, sizeof(inner), "%s%s%s[%zu]", where, where[0] ? "." : "", field->name,
+               counts[index < PROTO_CENSUS_MAX_FIELDS ? index : 0] - 1);
+    else
+      snprintf(inner, sizeof(inner), "%s%s%s", where, where[0] ? "." : "", field->name);
+    rc = proto_census_walk(census, field->descriptor, payload, payload_len, depth + 1, inner);
+    if (rc != PROTO_OK)
+      return rc;
+  }
+  return PROTO_OK;
+}
+
 int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
                        Pos__V1__Batch **batch, char *err, size_t err_size)
 {
@@ -143,6 +295,7 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
   size_t decoded_len = 0;
   Pos__V1__Batch *msg = NULL;
   const Pos__V1__BatchEnvelope *env;
+  struct proto_census census = {0};
   int rc;
 
   if (body_len > limits->max_compressed) {
@@ -157,6 +310,22 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
   }
   if (rc) {
     snprintf(err, err_size, "%s: expected one complete zstd frame", proto_strerror(rc));
+    return rc;
+  }
+  census.limits = limits;
+  census.max_objects = limits->max_sales * PROTO_OBJECTS_PER_SALE;
+  if (limits->max_sales > SIZE_MAX / PROTO_OBJECTS_PER_SALE ||
+      census.max_objects < PROTO_MAX_OBJECTS_MIN)
+    census.max_objects = limits->max_sales > SIZE_MAX / PROTO_OBJECTS_PER_SALE
+                             ? SIZE_MAX
+                             : PROTO_MAX_OBJECTS_MIN;
+  census.err = err;
+  census.err_size = err_size;
+  rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, "");
+  if (rc == PROTO_EDECODE)
+    snprintf(err, err_size, "decompressed body is not a pos.v1.Batch protobuf");
+  if (rc != PROTO_OK) {
+    free(decoded);
     return rc;
   }
   msg = pos__v1__batch__unpack(NULL, decoded_len, decoded);

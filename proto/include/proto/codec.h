@@ -20,6 +20,7 @@ enum proto_error {
   PROTO_EZSTD = -4,      /* not a whole, valid zstd frame */
   PROTO_EDECODE = -5,    /* not a valid protobuf message of the expected type */
   PROTO_EENVELOPE = -6,  /* decodes, but the envelope lacks what every batch needs */
+  PROTO_ETOOMANY = -7,   /* holds more objects than a limit allows (sales, lines, ...) */
 };
 
 /* A short description of `code`. */
@@ -30,6 +31,21 @@ struct proto_limits {
   size_t max_decoded;    /* bytes after zstd */
   size_t max_sales;      /* sales in one batch */
 };
+
+/*
+ * What a decoded batch may hold, checked on the wire bytes BEFORE protobuf-c
+ * allocates anything: a body of tiny objects (an empty sale line is 2 bytes)
+ * would otherwise cost protobuf-c about 80 bytes of memory per wire byte.
+ * Lines and payments per sale are the agent's own bounds (SALE_LINES_MAX,
+ * SALE_PAYMENTS_MAX); objects are messages, entries of repeated fields and
+ * fields the reader does not know, counted over the whole batch, so that
+ * max_sales sales of PROTO_OBJECTS_PER_SALE objects each always fit.
+ */
+#define PROTO_MAX_LINES_PER_SALE 500u
+#define PROTO_MAX_PAYMENTS_PER_SALE 50u
+#define PROTO_MAX_DELTAS_PER_BATCH 100000u
+#define PROTO_OBJECTS_PER_SALE 16u
+#define PROTO_MAX_OBJECTS_MIN 65536u
 
 /* Defaults both sides agree on unless the collector says otherwise (BatchAck.limits). */
 #define PROTO_DEFAULT_MAX_COMPRESSED (4u * 1024 * 1024)
@@ -45,10 +61,16 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
                      size_t *body_len);
 
 /*
- * Decompresses (bounded) and decodes a batch body, and checks its
- * envelope. On success returns 0 and sets *batch (caller frees with
- * pos__v1__batch__free_unpacked(batch, NULL)). On failure returns a
- * proto_error and writes what was wrong into `err`.
+ * Decompresses (bounded) and decodes a batch body, and checks its envelope. Before protobuf-c
+ * unpacks, a pass over the wire bytes counts what the batch holds, so that
+ * over max_sales sales, PROTO_MAX_LINES_PER_SALE lines or
+ * PROTO_MAX_PAYMENTS_PER_SALE payments in a sale, PROTO_MAX_DELTAS_PER_BATCH
+ * inventory deltas, or more objects in all than max(max_sales *
+ * PROTO_OBJECTS_PER_SALE, PROTO_MAX_OBJECTS_MIN) is refused with
+ * PROTO_ETOOMANY and `err` naming the limit and where, having cost no more
+ * memory than the decompressed bytes. On success returns 0 and sets *batch
+ * (caller frees with pos__v1__batch__free_unpacked(batch, NULL)). On
+ * failure returns a proto_error and writes what was wrong into `err`.
  */
 int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
                        Pos__V1__Batch **batch, char *err, size_t err_size);

@@ -11,6 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 #include <zstd.h>
 
@@ -223,6 +227,227 @@ static void an_incomplete_envelope_is_refused(void **state)
   free(body);
 }
 
+/* ---- object-count limits (issue 7 item 5) ---------------------------------- */
+
+/* A growable buffer of wire bytes. */
+struct wire {
+  uint8_t *data;
+  size_t len;
+  size_t cap;
+};
+
+static void wire_put(struct wire *w, const void *bytes, size_t len)
+{
+  if (w->len + len > w->cap) {
+    w->cap = (w->len + len) * 2;
+    w->data = realloc(w->data, w->cap);
+    assert_non_null(w->data);
+  }
+  memcpy(w->data + w->len, bytes, len);
+  w->len += len;
+}
+
+static void wire_varint(struct wire *w, uint64_t value)
+{
+  uint8_t byte;
+  do {
+    byte = (uint8_t)(value & 0x7f);
+    value >>= 7;
+    if (value)
+      byte |= 0x80;
+    wire_put(w, &byte, 1);
+  } while (value);
+}
+
+/* `count` copies of a 2-byte field (key, then a zero varint or empty length). */
+static void wire_repeat(struct wire *w, uint8_t key, size_t count)
+{
+  uint8_t pair[2] = {key, 0};
+  for (size_t i = 0; i < count; i++)
+    wire_put(w, pair, 2);
+}
+
+/* The envelope of make_batch() as Batch field 1, so only the census can refuse. */
+static void wire_envelope(struct wire *w)
+{
+  struct test_batch t;
+  size_t len;
+  uint8_t *packed;
+
+  make_batch(&t);
+  len = pos__v1__batch_envelope__get_packed_size(&t.envelope);
+  packed = malloc(len);
+  pos__v1__batch_envelope__pack(&t.envelope, packed);
+  wire_varint(w, (1 << 3) | 2);
+  wire_varint(w, len);
+  wire_put(w, packed, len);
+  free(packed);
+}
+
+/* Compresses `w` (freed) into a body. */
+static uint8_t *wire_compress(struct wire *w, size_t *body_len)
+{
+  size_t bound = ZSTD_compressBound(w->len);
+  uint8_t *body = malloc(bound);
+  *body_len = ZSTD_compress(body, bound, w->data, w->len, 1);
+  assert_false(ZSTD_isError(*body_len));
+  free(w->data);
+  memset(w, 0, sizeof(*w));
+  return body;
+}
+
+/*
+ * Unpacks `body` in a child process and returns the child's peak resident
+ * memory in KiB; *child_rc gets what proto_batch_unpack returned (negated
+ * into an exit status). The parent's big buffers are freed (unmapped)
+ * before, so the child's peak is the unpack's, plus a small baseline.
+ */
+static long unpack_peak_kib(const uint8_t *body, size_t body_len, int *child_rc)
+{
+  struct rusage usage;
+  int status = 0;
+  pid_t pid = fork();
+
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    Pos__V1__Batch *decoded = NULL;
+    char err[256];
+    int rc = proto_batch_unpack(body, body_len, &limits, &decoded, err, sizeof(err));
+    _exit(-rc);
+  }
+  assert_int_equal(wait4(pid, &status, 0, &usage), pid);
+  assert_true(WIFEXITED(status));
+  *child_rc = -WEXITSTATUS(status);
+  return usage.ru_maxrss;
+}
+
+/* Unpacks `body` (freed); expects PROTO_ETOOMANY with `expected` in the message. */
+static void expect_too_many(uint8_t *body, size_t body_len, const char *expected)
+{
+  Pos__V1__Batch *decoded = NULL;
+  char err[256] = "";
+  int rc = proto_batch_unpack(body, body_len, &limits, &decoded, err, sizeof(err));
+  if (rc == PROTO_OK)
+    pos__v1__batch__free_unpacked(decoded, NULL);
+  assert_int_equal(rc, PROTO_ETOOMANY);
+  assert_null(decoded);
+  if (strstr(err, expected) == NULL)
+    fail_msg("error \"%s\" does not say \"%s\"", err, expected);
+  free(body);
+}
+
+/*
+ * 16 MiB of empty sale lines (2 bytes each: 8M of them) in one sale: refused
+ * on the count, before protobuf-c allocates them (about 80 bytes of memory
+ * each, 650 MB here). The process's peak memory grows by little more than
+ * the decompressed bytes.
+ */
+static void a_sale_of_millions_of_empty_lines_is_refused_before_unpacking(void **state)
+{
+  struct wire w = {0}, sale = {0};
+  size_t lines = 8u * 1024 * 1024, body_len;
+  uint8_t *body;
+  long peak_kib;
+  int child_rc;
+  (void)state;
+  wire_envelope(&w);
+  wire_repeat(&sale, (12 << 3) | 2, lines);
+  wire_varint(&w, (2 << 3) | 2);
+  wire_varint(&w, sale.len);
+  wire_put(&w, sale.data, sale.len);
+  free(sale.data);
+  body = wire_compress(&w, &body_len);
+  peak_kib = unpack_peak_kib(body, body_len, &child_rc);
+  print_message("unpacking %zu bytes of empty lines (%zu compressed): peak RSS %ld KiB\n",
+                2 * lines, body_len, peak_kib);
+  assert_int_equal(child_rc, PROTO_ETOOMANY);
+  /* The decompressed 16 MiB and the process's baseline; not the 650 MB of structs. */
+  assert_true(peak_kib < 160 * 1024);
+  expect_too_many(body, body_len, "sales[0] holds more than 500 lines");
+}
+
+/* Within every per-sale limit, many sales of many lines hit the object count. */
+static void many_sales_of_many_lines_hit_the_object_count(void **state)
+{
+  struct wire w = {0}, sale = {0};
+  size_t body_len;
+  uint8_t *body;
+  (void)state;
+  wire_envelope(&w);
+  wire_repeat(&sale, (12 << 3) | 2, PROTO_MAX_LINES_PER_SALE);
+  for (int i = 0; i < 1000; i++) {
+    wire_varint(&w, (2 << 3) | 2);
+    wire_varint(&w, sale.len);
+    wire_put(&w, sale.data, sale.len);
+  }
+  free(sale.data);
+  body = wire_compress(&w, &body_len);
+  expect_too_many(body, body_len, "batch holds more than 320000 objects");
+}
+
+/* Each count has its own limit and its own message. */
+static void every_count_has_its_own_limit(void **state)
+{
+  struct wire w = {0}, sale = {0};
+  size_t body_len;
+  uint8_t *body;
+  (void)state;
+  /* Sales per batch: 20001 empty sales. */
+  wire_envelope(&w);
+  wire_repeat(&w, (2 << 3) | 2, PROTO_DEFAULT_MAX_SALES + 1);
+  body = wire_compress(&w, &body_len);
+  expect_too_many(body, body_len, "batch holds more than 20000 sales, the limit; split");
+
+  /* Payments per sale, in the third sale. */
+  wire_envelope(&w);
+  wire_repeat(&w, (2 << 3) | 2, 2);
+  wire_repeat(&sale, (13 << 3) | 2, PROTO_MAX_PAYMENTS_PER_SALE + 1);
+  wire_varint(&w, (2 << 3) | 2);
+  wire_varint(&w, sale.len);
+  wire_put(&w, sale.data, sale.len);
+  free(sale.data);
+  body = wire_compress(&w, &body_len);
+  expect_too_many(body, body_len, "sales[2] holds more than 50 payments");
+
+  /* Inventory deltas per batch. */
+  wire_envelope(&w);
+  wire_repeat(&w, (3 << 3) | 2, PROTO_MAX_DELTAS_PER_BATCH + 1);
+  body = wire_compress(&w, &body_len);
+  expect_too_many(body, body_len, "batch holds more than 100000 inventory_deltas");
+
+  /* Fields this reader does not know (number 15, varint 0) cost memory too. */
+  wire_envelope(&w);
+  wire_repeat(&w, 15 << 3, 4u * 1024 * 1024);
+  body = wire_compress(&w, &body_len);
+  expect_too_many(body, body_len, "objects (messages, list entries and unknown fields)");
+}
+
+/* A sale just at the limits is fine: the limits do not refuse what the agent makes. */
+static void a_sale_at_the_limits_still_decodes(void **state)
+{
+  struct wire w = {0}, sale = {0};
+  Pos__V1__Batch *decoded = NULL;
+  size_t body_len;
+  uint8_t *body;
+  char err[256];
+  (void)state;
+  wire_envelope(&w);
+  wire_repeat(&sale, (12 << 3) | 2, PROTO_MAX_LINES_PER_SALE);
+  wire_repeat(&sale, (13 << 3) | 2, PROTO_MAX_PAYMENTS_PER_SALE);
+  wire_varint(&w, (2 << 3) | 2);
+  wire_varint(&w, sale.len);
+  wire_put(&w, sale.data, sale.len);
+  free(sale.data);
+  body = wire_compress(&w, &body_len);
+  assert_int_equal(proto_batch_unpack(body, body_len, &limits, &decoded, err, sizeof(err)),
+                   PROTO_OK);
+  assert_int_equal(decoded->n_sales, 1);
+  assert_int_equal(decoded->sales[0]->n_lines, PROTO_MAX_LINES_PER_SALE);
+  assert_int_equal(decoded->sales[0]->n_payments, PROTO_MAX_PAYMENTS_PER_SALE);
+  pos__v1__batch__free_unpacked(decoded, NULL);
+  free(body);
+}
+
 static void sale_check_finds_what_does_not_add_up(void **state)
 {
   struct test_batch t;
@@ -280,6 +505,10 @@ int main(void)
       cmocka_unit_test(zstd_of_something_else_is_not_a_batch),
       cmocka_unit_test(an_incomplete_envelope_is_refused),
       cmocka_unit_test(sale_check_finds_what_does_not_add_up),
+      cmocka_unit_test(a_sale_of_millions_of_empty_lines_is_refused_before_unpacking),
+      cmocka_unit_test(many_sales_of_many_lines_hit_the_object_count),
+      cmocka_unit_test(every_count_has_its_own_limit),
+      cmocka_unit_test(a_sale_at_the_limits_still_decodes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
