@@ -1,5 +1,5 @@
 /*
- * codec.c - batch bodies: protobuf inside one zstd frame, unpacked within limits; and
+ * codec.c - batch bodies: protobuf inside zstd frames, unpacked within limits; and
  * the collector-side check of a decoded sale.
  *
  * Limits are checked before the memory they protect is spent: the declared
@@ -71,10 +71,39 @@ out:
   return rc;
 }
 
+/*
+ * The content size the frames of `in` declare, summed; ZSTD_CONTENTSIZE_UNKNOWN
+ * if any frame leaves it out, ZSTD_CONTENTSIZE_ERROR if the bytes are not
+ * whole frames. (ZSTD_findDecompressedSize does this but is not stable API.)
+ */
+static unsigned long long proto_zstd_declared_size(const uint8_t *in, size_t in_len)
+{
+  unsigned long long total = 0, frame_content;
+  size_t pos = 0, frame_size;
+  int unknown = 0;
+
+  if (in_len == 0)
+    return ZSTD_CONTENTSIZE_ERROR;
+  while (pos < in_len) {
+    frame_content = ZSTD_getFrameContentSize(in + pos, in_len - pos);
+    frame_size = ZSTD_findFrameCompressedSize(in + pos, in_len - pos);
+    if (frame_content == ZSTD_CONTENTSIZE_ERROR || ZSTD_isError(frame_size) || frame_size == 0)
+      return ZSTD_CONTENTSIZE_ERROR;
+    if (frame_content == ZSTD_CONTENTSIZE_UNKNOWN)
+      unknown = 1;
+    else if (total + frame_content < total)
+      return ZSTD_CONTENTSIZE_ERROR;
+    else
+      total += frame_content;
+    pos += frame_size;
+  }
+  return unknown ? ZSTD_CONTENTSIZE_UNKNOWN : total;
+}
+
 int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
                           size_t *out_len)
 {
-  unsigned long long declared = ZSTD_getFrameContentSize(in, in_len);
+  unsigned long long declared = proto_zstd_declared_size(in, in_len);
   ZSTD_DCtx *dctx = NULL;
   uint8_t *buffer = NULL;
   size_t capacity;
@@ -107,12 +136,15 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
       rc = PROTO_EBOMB;
       goto out;
     }
-    if (ret == 0) {
-      /* The frame is complete; anything after it is not ours to ignore. */
-      if (input.pos != input.size)
-        goto out;
-      break;
-    }
+    if (ret == 0 && input.pos == input.size)
+      break; /* the last frame is complete */
+    /*
+     * ret == 0 with input left: a frame ended and another follows (RFC 8878
+     * allows any number, skippable ones included); the next call starts it,
+     * and bytes that are not a frame fail there.
+     */
+    if (ret == 0)
+      continue;
     if (output.pos == output.size) {
       size_t grown = capacity * 2 > max_out ? max_out : capacity * 2;
       uint8_t *bigger;
@@ -309,7 +341,7 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
     return rc;
   }
   if (rc) {
-    snprintf(err, err_size, "%s: expected one complete zstd frame", proto_strerror(rc));
+    snprintf(err, err_size, "%s: expected complete zstd frames", proto_strerror(rc));
     return rc;
   }
   census.limits = limits;

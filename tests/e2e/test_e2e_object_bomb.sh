@@ -5,6 +5,7 @@
 # lines (the default max_decoded) compress to a few KiB; the collector must
 # answer 413 naming the limit, its peak memory (VmHWM) must stay far below
 # what unpacking would take (about 1.4 GB), and it must keep serving.
+# Also: a body of two concatenated zstd frames (RFC 8878) is one batch.
 source "$(dirname "$0")/lib.sh"
 
 make_pki S001 D1
@@ -44,6 +45,17 @@ assert_contains "413 names the limit" "holds more than 500 lines" "$body"
 # 32 MiB decompressed plus slack; unpacking would have taken about 1.4 GB.
 ((after - before < 128 * 1024)) ||
   fail "collector peak memory growth with the bomb" "under 131072 KiB" "$((after - before)) KiB"
+
+# --- two zstd frames, one batch ----------------------------------------------------
+"$BATCH_BIN" --out "$T/two.zst" --journal 3f0e0d0c0b0a09080706050403020100 --batch-seq 1 \
+  --sales 4 >/dev/null
+zstd -q -d -c "$T/two.zst" >"$T/two.pb"
+size="$(stat -c %s "$T/two.pb")"
+head -c $((size / 2)) "$T/two.pb" | zstd -q -c >"$T/frames.zst"
+tail -c +$((size / 2 + 1)) "$T/two.pb" | zstd -q -c >>"$T/frames.zst"
+collector_curl /v1/batches -X POST -H 'Content-Type: application/x-protobuf' \
+  -H 'Content-Encoding: zstd' --data-binary @"$T/frames.zst" >/dev/null
+assert_eq "a batch in two concatenated zstd frames: status" 200 "$HTTP_STATUS"
 
 send_batch device-S001-D1 --journal 4f0e0d0c0b0a09080706050403020100 --batch-seq 1 --sales 5
 assert_eq "a good batch after the bomb: status" 200 "$(batch_field status)"

@@ -61,7 +61,8 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
                      size_t *body_len);
 
 /*
- * Decompresses (bounded) and decodes a batch body, and checks its envelope. Before protobuf-c
+ * Decompresses (bounded; every zstd frame of the body, RFC 8878) and
+ * decodes a batch body, and checks its envelope. Before protobuf-c
  * unpacks, a pass over the wire bytes counts what the batch holds, so that
  * over max_sales sales, PROTO_MAX_LINES_PER_SALE lines or
  * PROTO_MAX_PAYMENTS_PER_SALE payments in a sale, PROTO_MAX_DELTAS_PER_BATCH
@@ -76,9 +77,11 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
                        Pos__V1__Batch **batch, char *err, size_t err_size);
 
 /*
- * zstd-decompresses `in` into a new buffer of at most `max_out` bytes.
- * Returns 0 with *out (caller frees) and *out_len, or PROTO_EZSTD,
- * PROTO_EBOMB or PROTO_ENOMEM.
+ * zstd-decompresses `in`, one frame or several concatenated (skippable
+ * frames are skipped), into a new buffer of at most `max_out` bytes in all.
+ * Returns 0 with *out (caller frees) and *out_len, or PROTO_EZSTD (not
+ * zstd, truncated, or trailing bytes that are not a frame), PROTO_EBOMB or
+ * PROTO_ENOMEM.
  */
 int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
                           size_t *out_len);

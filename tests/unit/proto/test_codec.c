@@ -187,6 +187,88 @@ static void garbage_and_truncated_bodies_are_not_zstd(void **state)
   free(body);
 }
 
+/* Compresses data[0..len) as one frame appended to `out`; `sized` writes the content size. */
+static void append_frame(uint8_t *out, size_t *out_len, size_t out_cap, const uint8_t *data,
+                         size_t len, int sized)
+{
+  ZSTD_CCtx *cctx = ZSTD_createCCtx();
+  ZSTD_inBuffer in = {data, len, 0};
+  ZSTD_outBuffer frame = {out + *out_len, out_cap - *out_len, 0};
+
+  assert_false(ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, sized)));
+  assert_int_equal(ZSTD_compressStream2(cctx, &frame, &in, ZSTD_e_end), 0);
+  *out_len += frame.pos;
+  ZSTD_freeCCtx(cctx);
+}
+
+/*
+ * Issue 7 item 13: RFC 8878 lets a body be any number of frames, skippable
+ * ones included; a streaming compressor or a proxy may well send two. Each
+ * frame is decoded, the limits apply to the sum, and bytes after the last
+ * frame that are not a frame are still refused.
+ */
+static void concatenated_zstd_frames_are_one_body(void **state)
+{
+  struct test_batch t;
+  /* Magic 0x184D2A50, 4 bytes of payload. */
+  static const uint8_t skippable[12] = {0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4};
+  uint8_t packed[1024], body[4096];
+  size_t packed_len, body_len = 0, half;
+  Pos__V1__Batch *decoded = NULL;
+  char err[256];
+  (void)state;
+  make_batch(&t);
+  packed_len = pos__v1__batch__get_packed_size(&t.batch);
+  assert_true(packed_len <= sizeof(packed));
+  pos__v1__batch__pack(&t.batch, packed);
+  half = packed_len / 2;
+  append_frame(body, &body_len, sizeof(body), packed, half, 1);
+  memcpy(body + body_len, skippable, sizeof(skippable));
+  body_len += sizeof(skippable);
+  append_frame(body, &body_len, sizeof(body), packed + half, packed_len - half, 0);
+  assert_int_equal(proto_batch_unpack(body, body_len, &limits, &decoded, err, sizeof(err)),
+                   PROTO_OK);
+  assert_int_equal(decoded->n_sales, 3);
+  assert_string_equal(decoded->sales[2]->sale_id, "T1-103");
+  pos__v1__batch__free_unpacked(decoded, NULL);
+
+  /* Trailing bytes that are not a frame. */
+  memcpy(body + body_len, "junk", 4);
+  assert_int_equal(proto_batch_unpack(body, body_len + 4, &limits, &decoded, err, sizeof(err)),
+                   PROTO_EZSTD);
+  /* A second frame cut short. */
+  assert_int_equal(proto_batch_unpack(body, body_len - 2, &limits, &decoded, err, sizeof(err)),
+                   PROTO_EZSTD);
+}
+
+/* Frames each under max_decoded but over it together: refused, declared sizes or not. */
+static void frames_share_one_decoded_limit(void **state)
+{
+  size_t chunk = 700 * 1024, body_len = 0;
+  uint8_t *zeros = calloc(1, chunk);
+  uint8_t body[64 * 1024];
+  uint8_t *decoded = NULL;
+  size_t decoded_len = 0;
+  (void)state;
+  append_frame(body, &body_len, sizeof(body), zeros, chunk, 1);
+  append_frame(body, &body_len, sizeof(body), zeros, chunk, 1);
+  assert_int_equal(proto_zstd_decompress(body, body_len, 2 * chunk, &decoded, &decoded_len),
+                   PROTO_OK);
+  assert_int_equal(decoded_len, 2 * chunk);
+  free(decoded);
+  decoded = NULL;
+  assert_int_equal(proto_zstd_decompress(body, body_len, 1024 * 1024, &decoded, &decoded_len),
+                   PROTO_EBOMB);
+  assert_null(decoded);
+  body_len = 0;
+  append_frame(body, &body_len, sizeof(body), zeros, chunk, 0);
+  append_frame(body, &body_len, sizeof(body), zeros, chunk, 0);
+  assert_int_equal(proto_zstd_decompress(body, body_len, 1024 * 1024, &decoded, &decoded_len),
+                   PROTO_EBOMB);
+  assert_null(decoded);
+  free(zeros);
+}
+
 static void zstd_of_something_else_is_not_a_batch(void **state)
 {
   uint8_t not_protobuf[64];
@@ -502,6 +584,8 @@ int main(void)
       cmocka_unit_test(a_decompression_bomb_is_refused),
       cmocka_unit_test(a_bomb_that_hides_its_size_is_refused_too),
       cmocka_unit_test(garbage_and_truncated_bodies_are_not_zstd),
+      cmocka_unit_test(concatenated_zstd_frames_are_one_body),
+      cmocka_unit_test(frames_share_one_decoded_limit),
       cmocka_unit_test(zstd_of_something_else_is_not_a_batch),
       cmocka_unit_test(an_incomplete_envelope_is_refused),
       cmocka_unit_test(sale_check_finds_what_does_not_add_up),
