@@ -68,6 +68,34 @@ static void agent_route(http_exchange *exchange, void *arg)
   }
 }
 
+/* Bodies the agent reads without knowing who sent them: none but tiny ones. */
+#define AGENT_UNAUTHENTICATED_BODY_MAX 16384
+
+/*
+ * Judges a request on its headers, before its body is read (see
+ * http_headers_fn): POST /v1/sales needs its terminal token first; the
+ * other endpoints take no body worth buffering, so a large or chunked one
+ * is refused rather than read from whoever sent it.
+ */
+static int agent_on_headers(const http_exchange *request, void *arg,
+                            struct http_refusal *refusal)
+{
+  struct agent *agent = arg;
+  const char *length = http_exchange_header(request, "Content-Length");
+
+  if (strcmp(http_exchange_path(request), "/v1/sales") == 0 &&
+      strcmp(http_exchange_method(request), "POST") == 0)
+    return sales_api_check_headers(agent->sales, request, refusal);
+  if (http_exchange_header(request, "Transfer-Encoding") != NULL ||
+      (length != NULL && strtoull(length, NULL, 10) > AGENT_UNAUTHENTICATED_BODY_MAX)) {
+    snprintf(refusal->error, sizeof(refusal->error),
+             "%s takes no request body (at most %d bytes, not chunked)",
+             http_exchange_path(request), AGENT_UNAUTHENTICATED_BODY_MAX);
+    return 413;
+  }
+  return 0;
+}
+
 static void agent_stop(struct agent *agent)
 {
   if (agent->stopping)
@@ -212,6 +240,7 @@ static int agent_run(struct agent *agent)
       .request_timeout_ms = (uint64_t)cfg->request_timeout_ms,
       .max_connections = (unsigned)cfg->max_connections,
       .tls = NULL,
+      .on_headers = agent_on_headers,
   };
   char err[512];
   int rc = 1;

@@ -111,7 +111,8 @@ struct http_conn {
   unsigned header_count;
   struct http_bytes body;
   int reject_status; /* set by a parser callback that refuses the request */
-  char reject_error[256];
+  char reject_error[320];
+  const char *reject_extra; /* static extra header lines for the refusal, or NULL */
   /* Received and not yet parsed: stash.data[stash_offset..stash.length). */
   struct http_bytes stash;
   size_t stash_offset;
@@ -551,11 +552,12 @@ static int conn_send_response(struct http_conn *conn, int status, const char *co
  * The server answers by itself (a limit was hit, the request is malformed
  * or too slow) and closes: {"error": "..."} with Connection: close.
  */
-static void conn_reject(struct http_conn *conn, int status, const char *error)
+static void conn_reject(struct http_conn *conn, int status, const char *error,
+                        const char *extra_headers)
 {
-  char quoted[320];
-  char escaped[400];
-  char body[448];
+  char quoted[400];
+  char escaped[480];
+  char body[520];
   int length;
 
   assert(conn->state == CONN_OPEN && conn->exchange == NULL);
@@ -565,7 +567,8 @@ static void conn_reject(struct http_conn *conn, int status, const char *error)
   length = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", escaped);
   if (length < 0 || (size_t)length >= sizeof(body))
     length = snprintf(body, sizeof(body), "{\"error\":\"request rejected\"}");
-  if (conn_send_response(conn, status, "application/json", NULL, body, (size_t)length, 0, 0) != 0) {
+  if (conn_send_response(conn, status, "application/json", extra_headers, body, (size_t)length,
+                         0, 0) != 0) {
     conn_close(conn);
     return;
   }
@@ -742,6 +745,67 @@ static const char *head_find(const char *head, size_t head_length, size_t url_si
   return NULL;
 }
 
+static void exchange_split_url(struct http_exchange *exchange);
+static const char *response_problem(int status, const char *content_type,
+                                    const char *extra_headers, const void *body,
+                                    size_t body_length);
+
+/*
+ * Runs the server's on-headers hook on a view of the request whose headers
+ * just completed. Returns 0 to go on, or -1 with the request refused (the
+ * caller answers once llhttp returns, and the body is never read).
+ */
+static int conn_check_headers(struct http_conn *conn)
+{
+  http_headers_fn hook = conn->server->config.on_headers;
+  struct http_exchange view;
+  struct http_refusal refusal;
+  static char no_body[1];
+  int status;
+
+  if (hook == NULL)
+    return 0;
+  if (conn->head.length == 0) {
+    conn_refuse(conn, 400, "request without a URL");
+    return -1;
+  }
+  memset(&view, 0, sizeof(view));
+  memset(&refusal, 0, sizeof(refusal));
+  /* A copy: exchange_split_url() writes NULs into the URL it splits. */
+  view.head = malloc(conn->head.length);
+  if (view.head == NULL) {
+    conn_refuse(conn, 503, "out of memory reading the request headers");
+    return -1;
+  }
+  memcpy(view.head, conn->head.data, conn->head.length);
+  view.head_length = conn->head.length;
+  view.url_size = strnlen(view.head, view.head_length) + 1;
+  view.header_count = conn->header_count;
+  view.method = llhttp_method_name((llhttp_method_t)conn->parser.method);
+  view.body = no_body;
+  view.conn = conn;
+  snprintf(view.peer, sizeof(view.peer), "%s", conn->peer);
+  exchange_split_url(&view);
+  status = hook(&view, conn->server->handler_arg, &refusal);
+  free(view.head);
+  if (status == 0)
+    return 0;
+  if (status < 400 || status > 599) {
+    log_error(HTTP_MOD, "bad_refusal", "peer=%s status=%d problem=\"on_headers returned a "
+              "status outside 400-599\"", conn->peer, status);
+    status = 500;
+    snprintf(refusal.error, sizeof(refusal.error), "internal error: bad refusal from handler");
+    refusal.extra_headers = NULL;
+  }
+  if (refusal.extra_headers != NULL &&
+      response_problem(status, NULL, refusal.extra_headers, NULL, 0) != NULL)
+    refusal.extra_headers = NULL;
+  refusal.error[sizeof(refusal.error) - 1] = '\0';
+  conn_refuse(conn, status, "%s", refusal.error[0] ? refusal.error : "request refused");
+  conn->reject_extra = refusal.extra_headers;
+  return -1;
+}
+
 static int on_headers_complete(llhttp_t *parser)
 {
   struct http_conn *conn = parser->data;
@@ -760,6 +824,9 @@ static int on_headers_complete(llhttp_t *parser)
     conn_refuse(conn, 400, "CONNECT is not supported");
     return -1;
   }
+  /* Before the body is reserved, read, or invited with 100 Continue. */
+  if (conn_check_headers(conn) != 0)
+    return -1;
   /* We speak HTTP/1.1 only; an Upgrade offer may be ignored (RFC 9110 7.8). */
   parser->upgrade = 0;
   if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > max_body) {
@@ -947,12 +1014,12 @@ static size_t conn_feed(struct http_conn *conn, const char *data, size_t length)
     if (conn->state != CONN_OPEN)
       break;
     if (conn->reject_status != 0) {
-      conn_reject(conn, conn->reject_status, conn->reject_error);
+      conn_reject(conn, conn->reject_status, conn->reject_error, conn->reject_extra);
     } else {
       reason = llhttp_get_error_reason(&conn->parser);
       snprintf(error, sizeof(error), "malformed HTTP request: %s (%s)",
                reason ? reason : "unknown error", llhttp_errno_name(err));
-      conn_reject(conn, 400, error);
+      conn_reject(conn, 400, error, NULL);
     }
   }
   conn->in_feed--;
@@ -964,6 +1031,7 @@ static void conn_next_request(struct http_conn *conn)
 {
   assert(conn->state == CONN_OPEN && conn->exchange == NULL);
   conn->reject_status = 0;
+  conn->reject_extra = NULL;
   conn->in_message = 0;
   llhttp_resume(&conn->parser);
   conn_arm(conn, TIMER_IDLE, conn->server->config.idle_timeout_ms);
@@ -1219,7 +1287,7 @@ static void conn_on_first_request_timeout(struct http_conn *conn)
              "request headers not received within first_request_timeout_ms (%" PRIu64
              " ms) of connecting",
              config->first_request_timeout_ms);
-    conn_reject(conn, 408, error);
+    conn_reject(conn, 408, error, NULL);
     return;
   }
   log_debug(HTTP_MOD, "first_request_timeout",
@@ -1251,7 +1319,7 @@ static void conn_on_timer(uv_timer_t *timer)
       snprintf(error, sizeof(error),
                "request not received within request_timeout_ms (%" PRIu64 " ms)",
                config->request_timeout_ms);
-      conn_reject(conn, 408, error);
+      conn_reject(conn, 408, error, NULL);
     } else {
       log_warn(HTTP_MOD, "tls_handshake_timeout", "peer=%s request_timeout_ms=%" PRIu64,
                conn->peer, config->request_timeout_ms);

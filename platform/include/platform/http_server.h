@@ -50,6 +50,29 @@ struct http_tls_config {
   int require_client_cert; /* 1: handshake fails without a valid client certificate */
 };
 
+typedef struct http_exchange http_exchange;
+
+/* What an on-headers hook fills in to refuse a request. */
+struct http_refusal {
+  char error[300];           /* the {"error": ...} text: what is wrong and what to do */
+  const char *extra_headers; /* NULL, or static header lines each ending in "\r\n" */
+};
+
+/*
+ * Called on the loop thread as soon as a request's headers are complete,
+ * before any of its body is read or buffered, with a view of the request:
+ * method, path, query, headers, peer and client certificate work on it;
+ * its body is empty; it must not be kept or responded to. Return 0 to read
+ * the body and hand the request to the handler, or an HTTP status (400 to
+ * 599) to refuse it: the server answers that status with {"error":
+ * refusal->error} and refusal->extra_headers, and closes the connection
+ * without reading the body (what the client still sends is discarded).
+ * This is where a request is authenticated when its body is large and its
+ * sender may be anyone: a refusal costs no more than the headers.
+ */
+typedef int (*http_headers_fn)(const http_exchange *request, void *handler_arg,
+                               struct http_refusal *refusal);
+
 struct http_server_config {
   const char *listen_host;     /* "127.0.0.1", "0.0.0.0", "::1" */
   int port;                    /* 0 = any free port; see http_server_port() */
@@ -63,10 +86,10 @@ struct http_server_config {
    * 0 = the smaller of 10 s and request_timeout_ms. */
   uint64_t first_request_timeout_ms;
   unsigned max_connections_per_ip; /* 0 = no limit per source address */
+  http_headers_fn on_headers;      /* NULL = every request's body is read; gets handler_arg */
 };
 
 typedef struct http_server http_server;
-typedef struct http_exchange http_exchange;
 
 /*
  * Called on the loop thread for every complete request. The exchange is

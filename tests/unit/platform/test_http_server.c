@@ -54,6 +54,7 @@ struct test_server {
   atomic_int handled;          /* handler calls */
   atomic_int respond_failures; /* http_exchange_respond() returned -1 */
   atomic_int closed;           /* closed_cb calls */
+  atomic_int headers_checked;  /* on_headers hook calls */
   pthread_mutex_t lock;
   pthread_cond_t cond;
   int stop_requested;
@@ -143,6 +144,26 @@ static void test_handler(http_exchange *exchange, void *arg)
     break;
   }
   }
+}
+
+/* The on-headers hook of the tests: POSTs need "Authorization: yes". */
+static int test_on_headers(const http_exchange *request, void *arg, struct http_refusal *refusal)
+{
+  struct test_server *ts = arg;
+  const char *authorization = http_exchange_header(request, "authorization");
+  size_t body_length = 99;
+
+  atomic_fetch_add(&ts->headers_checked, 1);
+  /* The view has the request line and headers, and no body yet. */
+  assert_string_equal(http_exchange_body(request, &body_length), "");
+  assert_int_equal(body_length, 0);
+  if (strcmp(http_exchange_method(request), "POST") != 0 ||
+      (authorization != NULL && strcmp(authorization, "yes") == 0))
+    return 0;
+  snprintf(refusal->error, sizeof(refusal->error), "no entry to %s?%s without a token",
+           http_exchange_path(request), http_exchange_query(request));
+  refusal->extra_headers = "WWW-Authenticate: Bearer realm=\"test\"\r\n";
+  return 401;
 }
 
 static void on_server_closed(void *arg)
@@ -1065,6 +1086,48 @@ static void test_connections_per_ip_limited(void **state)
   free(reply);
 }
 
+/*
+ * Issue 7 item 8: a request the on-headers hook refuses is answered as soon
+ * as its headers are in, and its body is never waited for nor buffered:
+ * here the body is never sent at all, so only an early answer can come back
+ * (otherwise the request would time out with 408).
+ */
+static void test_on_headers_refuses_before_the_body(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  char response[4096];
+  static const char unauthorized[] =
+      "POST /v1/sales?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+      "Expect: 100-continue\r\n\r\n";
+  static const char authorized[] = "POST /v1/sales HTTP/1.1\r\nHost: x\r\nAuthorization: yes\r\n"
+                                   "Content-Length: 5\r\n\r\nhello";
+  int fd;
+
+  default_config(&config);
+  config.on_headers = test_on_headers;
+  server_start(ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts->port);
+  raw_send(fd, unauthorized, sizeof(unauthorized) - 1);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  assert_non_null(strstr(response, "HTTP/1.1 401 Unauthorized\r\n"));
+  assert_null(strstr(response, "100 Continue"));
+  assert_non_null(strstr(response, "WWW-Authenticate: Bearer realm=\"test\"\r\n"));
+  assert_non_null(strstr(response, "Connection: close\r\n"));
+  assert_non_null(strstr(response, "{\"error\":\"no entry to /v1/sales?x=1 without a token\"}"));
+
+  fd = raw_connect(ts->port);
+  raw_send(fd, authorized, sizeof(authorized) - 1);
+  assert_true(raw_read_response(fd, response, sizeof(response)) > 0);
+  close(fd);
+  assert_non_null(strstr(response, "HTTP/1.1 200 OK\r\n"));
+  assert_non_null(strstr(response, "\r\n\r\nhello"));
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->headers_checked), 2);
+  assert_int_equal(atomic_load(&ts->handled), 1);
+}
+
 static void test_client_gone_while_pending(void **state)
 {
   struct test_server *ts = *state;
@@ -1632,6 +1695,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_silent_connection_closed_at_first_request_timeout,
                                       test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_connections_per_ip_limited, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_on_headers_refuses_before_the_body, test_setup,
+                                      test_teardown),
       cmocka_unit_test_setup_teardown(test_client_gone_while_pending, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_create_reports_errors, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_client_cert_accepted, test_setup, test_teardown),
