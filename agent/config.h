@@ -32,6 +32,8 @@ struct agent_config {
   int64_t request_timeout_ms;
   int64_t max_connections;
   char *manager_password_file; /* "" = actions (push now) disabled */
+  char *api_tls_cert;          /* "" = plain HTTP */
+  char *api_tls_key;
   /* [uplink] */
   char *uplink_url;            /* "" = uplink off */
   char *uplink_cert;

@@ -231,6 +231,10 @@ static int agent_run(struct agent *agent)
       .tokens_path = cfg->terminal_tokens_path,
       .max_sales_per_request = (size_t)cfg->max_sales_per_request,
   };
+  struct http_tls_config api_tls = {
+      .cert_file = cfg->api_tls_cert,
+      .key_file = cfg->api_tls_key,
+  };
   struct http_server_config server_config = {
       .listen_host = cfg->listen_host,
       .port = (int)cfg->port,
@@ -239,7 +243,7 @@ static int agent_run(struct agent *agent)
       .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
       .request_timeout_ms = (uint64_t)cfg->request_timeout_ms,
       .max_connections = (unsigned)cfg->max_connections,
-      .tls = NULL,
+      .tls = cfg->api_tls_cert[0] ? &api_tls : NULL,
       .on_headers = agent_on_headers,
   };
   char err[512];
@@ -277,8 +281,13 @@ static int agent_run(struct agent *agent)
   uv_signal_start(&agent->sigusr1, agent_on_sigusr1, SIGUSR1);
   signal(SIGPIPE, SIG_IGN);
 
-  log_info("agent", "listening", "host=%s port=%d", cfg->listen_host,
-           http_server_port(agent->server));
+  log_info("agent", "listening", "host=%s port=%d tls=%s", cfg->listen_host,
+           http_server_port(agent->server), cfg->api_tls_cert[0] ? "on" : "off");
+  if (!cfg->api_tls_cert[0] && strcmp(cfg->listen_host, "127.0.0.1") != 0 &&
+      strcmp(cfg->listen_host, "::1") != 0)
+    log_warn("agent", "api_in_clear", "host=%s reason=\"the POS API listens beyond this device "
+             "without TLS: terminal tokens and the manager's password cross the LAN in clear; "
+             "set [api] tls_cert and tls_key\"", cfg->listen_host);
   log_info("agent", "ready", "version=%s store_id=%s", POS_VERSION,
            cfg->store_id[0] ? cfg->store_id : "-");
   agent_start_watchdog(agent);
