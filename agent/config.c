@@ -49,7 +49,10 @@ const struct config_key agent_config_keys[] = {
     KEY("api", "request_timeout", CONFIG_DURATION, "30s", 1000, 3600000, request_timeout_ms,
         "a request must arrive whole within this time (408 otherwise)"),
     KEY("api", "max_connections", CONFIG_INT, "256", 1, 65536, max_connections,
-        "most concurrent connections; more are refused"),
+        "most concurrent connections; at the limit the oldest one that has not yet sent a "
+        "request is closed, else the new one is refused"),
+    KEY("api", "max_connections_per_ip", CONFIG_INT, "0", 0, 65536, max_connections_per_ip,
+        "most concurrent connections from one LAN address (0 = no limit)"),
     KEY("api", "manager_password_file", CONFIG_STRING, "", 0, 0, manager_password_file,
         "file holding the store manager's password (first line), needed for POST "
         "/actions/push with HTTP Basic auth; empty = actions disabled"),

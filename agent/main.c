@@ -245,6 +245,7 @@ static int agent_run(struct agent *agent)
       .max_connections = (unsigned)cfg->max_connections,
       .tls = cfg->api_tls_cert[0] ? &api_tls : NULL,
       .on_headers = agent_on_headers,
+      .max_connections_per_ip = (unsigned)cfg->max_connections_per_ip,
   };
   char err[512];
   int rc = 1;
