@@ -3,7 +3,9 @@
  * optionally over TLS (mbedTLS), optionally requiring client certificates.
  *
  * The server reads one whole request (headers and body, within the size
- * limits) and hands it to the program's handler as an exchange. The handler
+ * limits) and hands it to the program's handler as an exchange. An optional
+ * on-headers hook judges each request on its headers first, so that a
+ * request refused there (no token) never has its body read. The handler
  * answers at once or later (after a journal commit, a Kafka delivery report)
  * with http_exchange_respond(); until then the connection reads nothing
  * more (no pipelining), and the request timeout does not run. Keep-alive is
