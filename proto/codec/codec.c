@@ -483,9 +483,21 @@ int proto_sale_check(const Pos__V1__Sale *sale, char *field, size_t field_size, 
 
 char *proto_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size)
 {
+  /* Negated in unsigned arithmetic so that INT64_MIN has a magnitude too. */
   uint64_t magnitude = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
   uint64_t scale = 1;
 
+  /*
+   * 10^18 is the largest power of ten in an int64: with more decimals the
+   * scale would wrap (wrong digits) or become 0 (a division by zero). Such an
+   * exponent only reaches us from a sale the collector refuses (0-4 is
+   * allowed), and that sale is what one reads the dead-letter topic for: show
+   * its minor units as they are, marked so nobody mistakes them for an amount.
+   */
+  if (exponent > PROTO_MONEY_MAX_EXPONENT) {
+    snprintf(out, out_size, "raw:%" PRId64 ",exp:%u", minor, exponent);
+    return out;
+  }
   for (unsigned i = 0; i < exponent; i++)
     scale *= 10;
   if (exponent == 0)

@@ -104,8 +104,14 @@ int proto_journal_id_parse(const char *hex, uint8_t journal_id[16]);
 
 /*
  * Formats `minor` units of a currency with `exponent` decimals as a decimal
- * string ("-12.50", "1500" for JPY) into `out`. Returns `out`.
+ * string ("-12.50", "1500" for JPY) into `out`, for any amount and any
+ * exponent up to PROTO_MONEY_MAX_EXPONENT. A larger exponent (only a sale
+ * the collector refuses has one) gives the minor units unscaled, marked:
+ * "raw:1250,exp:96". Never longer than PROTO_MONEY_TEXT_MAX bytes with the
+ * NUL; a smaller `out` gets a truncated, terminated string. Returns `out`.
  */
+#define PROTO_MONEY_MAX_EXPONENT 18u /* 10^18: the largest power of ten in an int64 */
+#define PROTO_MONEY_TEXT_MAX 40u     /* "raw:-9223372036854775808,exp:4294967295" */
 char *proto_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size);
 
 #endif

@@ -3,6 +3,7 @@
  * body can be refused (too big, bomb, not zstd, truncated, not a batch,
  * incomplete envelope); the collector-side sale check.
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -576,6 +577,52 @@ static void sale_check_finds_what_does_not_add_up(void **state)
   assert_string_equal(field, "lines[0]");
 }
 
+/* Formats `minor` with `exponent` and expects `expected`, within PROTO_MONEY_TEXT_MAX. */
+static void expect_money(int64_t minor, unsigned exponent, const char *expected)
+{
+  char out[64];
+  memset(out, 'x', sizeof(out));
+  assert_ptr_equal(proto_money_format(minor, exponent, out, sizeof(out)), out);
+  if (strcmp(out, expected) != 0)
+    fail_msg("%" PRId64 " with exponent %u gave \"%s\", expected \"%s\"", minor, exponent,
+             out, expected);
+  assert_true(strlen(out) < PROTO_MONEY_TEXT_MAX);
+}
+
+/*
+ * pos-decode formats every record of the dead-letter topic, where a sale
+ * with currency_exponent 96 lands: 10^exponent wrapped from 20 and was 0
+ * (a division by zero, SIGFPE) from 64. Exponents 0-18 are exact for every
+ * int64; above, the minor units are printed unscaled with a marker.
+ */
+static void money_format_survives_any_exponent(void **state)
+{
+  static const unsigned raw_exponents[] = {19, 20, 63, 64, 96, 255, UINT32_MAX};
+  char expected[64], small[8];
+  (void)state;
+  expect_money(1250, 2, "12.50");
+  expect_money(-5, 2, "-0.05");
+  expect_money(1500, 0, "1500");
+  expect_money(0, 18, "0.000000000000000000");
+  expect_money(INT64_MIN, 0, "-9223372036854775808");
+  expect_money(INT64_MAX, 0, "9223372036854775807");
+  expect_money(INT64_MIN, 2, "-92233720368547758.08");
+  expect_money(INT64_MAX, 2, "92233720368547758.07");
+  expect_money(INT64_MIN, 18, "-9.223372036854775808");
+  expect_money(INT64_MAX, 18, "9.223372036854775807");
+  expect_money(1, 18, "0.000000000000000001");
+  for (size_t i = 0; i < sizeof(raw_exponents) / sizeof(raw_exponents[0]); i++) {
+    snprintf(expected, sizeof(expected), "raw:-9223372036854775808,exp:%u", raw_exponents[i]);
+    expect_money(INT64_MIN, raw_exponents[i], expected);
+    snprintf(expected, sizeof(expected), "raw:9223372036854775807,exp:%u", raw_exponents[i]);
+    expect_money(INT64_MAX, raw_exponents[i], expected);
+    snprintf(expected, sizeof(expected), "raw:1250,exp:%u", raw_exponents[i]);
+    expect_money(1250, raw_exponents[i], expected);
+  }
+  /* A short buffer gets a terminated prefix. */
+  assert_string_equal(proto_money_format(INT64_MIN, 96, small, sizeof(small)), "raw:-92");
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -593,6 +640,7 @@ int main(void)
       cmocka_unit_test(many_sales_of_many_lines_hit_the_object_count),
       cmocka_unit_test(every_count_has_its_own_limit),
       cmocka_unit_test(a_sale_at_the_limits_still_decodes),
+      cmocka_unit_test(money_format_survives_any_exponent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
