@@ -258,6 +258,81 @@ static int proto_census_skip(const uint8_t *data, size_t len, size_t *pos, unsig
   }
 }
 
+/* Says in `err` that message `where` is not protobuf, and what is wrong. Returns PROTO_EDECODE. */
+static int proto_census_malformed(const struct proto_census *census, const char *where,
+                                  const char *what)
+{
+  snprintf(census->err, census->err_size,
+           "decompressed body is not a pos.v1.Batch protobuf: %s%s%s", where,
+           where[0] ? " " : "the batch ", what);
+  return PROTO_EDECODE;
+}
+
+/* The largest field number protobuf allows (2^29 - 1); protoc refuses a tag above it. */
+#define PROTO_FIELD_NUMBER_MAX 536870911u
+
+/*
+ * Checks the field number of `key`, read in message `where` ("" for the
+ * batch). Returns 0, or PROTO_EDECODE with `err` saying what is wrong.
+ *
+ * protobuf-c 1.4.1 refuses field number 0 only when its tag fits in one
+ * byte: written in two (82 00) it is accepted, kept as an unknown field and
+ * packed again as the one-byte tag 02, which protobuf-c and protoc refuse.
+ * Above PROTO_FIELD_NUMBER_MAX it is packed again as it came, and protoc
+ * refuses that. Either would let one device put into pos.sales.v1 a record
+ * that no consumer can decode, so such a batch goes no further than here.
+ *
+ * An unknown field with a valid number is kept and, in a sale, produced with
+ * it to pos.sales.v1, as protobuf means readers to do: a sale from a newer
+ * agent (a field added to the contract before the collector is upgraded)
+ * then reaches the consumers that know the field. Dropping it would lose data
+ * without a word; refusing it would stop every newer agent. Its bytes go out
+ * as they came, under a tag protobuf-c packs canonically: only the number
+ * must be one that survives that, which is what is checked here.
+ */
+static int proto_census_key(const struct proto_census *census, uint64_t key, const char *where)
+{
+  uint64_t number = key >> 3;
+
+  if (number != 0 && number <= PROTO_FIELD_NUMBER_MAX)
+    return PROTO_OK;
+  snprintf(census->err, census->err_size,
+           "%s%scarries field number %" PRIu64 ", which is not valid protobuf (1 to %u): no "
+           "consumer could decode it; the batch is refused, fix the sender's encoder",
+           where, where[0] ? " " : "batch ", number, PROTO_FIELD_NUMBER_MAX);
+  return PROTO_EDECODE;
+}
+
+/*
+ * Writes " (sale_id X)" for the sale in data[0..len) into `out`, or "" when
+ * it has none. Bytes other than printable ASCII become '?': the id goes
+ * into an error message and a log line before anything has checked it.
+ */
+static void proto_census_sale_id(const uint8_t *data, size_t len, char *out, size_t out_size)
+{
+  const uint8_t *payload, *sale_id = NULL;
+  size_t payload_len, sale_id_len = 0, pos = 0, i;
+  uint64_t key;
+  char text[65];
+
+  out[0] = '\0';
+  while (pos < len) {
+    if (proto_varint(data, len, &pos, &key) != 0 ||
+        proto_census_skip(data, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
+      break; /* the walk says what is wrong with these bytes */
+    if (key == ((1u << 3) | 2)) { /* Sale.sale_id; the last one counts, as in protobuf */
+      sale_id = payload;
+      sale_id_len = payload_len;
+    }
+  }
+  if (!sale_id || sale_id_len == 0)
+    return;
+  for (i = 0; i < sale_id_len && i < sizeof(text) - 1; i++)
+    text[i] = sale_id[i] >= 0x20 && sale_id[i] < 0x7f ? (char)sale_id[i] : '?';
+  text[i] = '\0';
+  snprintf(out, out_size, " (sale_id %s%s)", text, sale_id_len > i ? "..." : "");
+}
+
 /*
  * Counts what message `desc` in data[0..len) would make protobuf-c
  * allocate, recursing into nested messages, and stops at the first limit
@@ -272,16 +347,19 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
   const uint8_t *payload;
   size_t payload_len, index, limit, pos = 0;
   uint64_t key;
-  char inner[96];
+  char inner[192], sale_id[96];
   int rc;
 
   if (depth > PROTO_CENSUS_MAX_DEPTH)
-    return PROTO_EDECODE;
+    return proto_census_malformed(census, where, "nests messages deeper than pos.v1 does");
   while (pos < len) {
-    if (proto_varint(data, len, &pos, &key) != 0 || key >> 3 == 0 || key >> 3 > UINT32_MAX)
-      return PROTO_EDECODE;
+    if (proto_varint(data, len, &pos, &key) != 0)
+      return proto_census_malformed(census, where, "ends inside a field tag");
+    rc = proto_census_key(census, key, where);
+    if (rc != PROTO_OK)
+      return rc;
     if (proto_census_skip(data, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
-      return PROTO_EDECODE;
+      return proto_census_malformed(census, where, "has a truncated field or a group");
     field = protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
     /* Unknown fields are kept (one struct and a copy each): they count. */
     if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED ||
@@ -308,11 +386,15 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     if (field->type != PROTOBUF_C_TYPE_MESSAGE || payload == NULL)
       continue; /* a message field with another wire type: protobuf-c refuses it */
+    sale_id[0] = '\0';
+    if (field->descriptor == &pos__v1__sale__descriptor)
+      proto_census_sale_id(payload, payload_len, sale_id, sizeof(sale_id));
     if (field->label == PROTOBUF_C_LABEL_REPEATED)
-      snprintf(inner, sizeof(inner), "%s%s%s[%zu]", where, where[0] ? "." : "", field->name,
-               counts[index < PROTO_CENSUS_MAX_FIELDS ? index : 0] - 1);
+      snprintf(inner, sizeof(inner), "%s%s%s[%zu]%s", where, where[0] ? "." : "", field->name,
+               counts[index < PROTO_CENSUS_MAX_FIELDS ? index : 0] - 1, sale_id);
     else
-      snprintf(inner, sizeof(inner), "%s%s%s", where, where[0] ? "." : "", field->name);
+      snprintf(inner, sizeof(inner), "%s%s%s%s", where, where[0] ? "." : "", field->name,
+               sale_id);
     rc = proto_census_walk(census, field->descriptor, payload, payload_len, depth + 1, inner);
     if (rc != PROTO_OK)
       return rc;
@@ -354,8 +436,6 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
   census.err = err;
   census.err_size = err_size;
   rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, "");
-  if (rc == PROTO_EDECODE)
-    snprintf(err, err_size, "decompressed body is not a pos.v1.Batch protobuf");
   if (rc != PROTO_OK) {
     free(decoded);
     return rc;

@@ -321,6 +321,8 @@ struct wire {
 
 static void wire_put(struct wire *w, const void *bytes, size_t len)
 {
+  if (len == 0)
+    return; /* `bytes` may be NULL then, which memcpy does not allow */
   if (w->len + len > w->cap) {
     w->cap = (w->len + len) * 2;
     w->data = realloc(w->data, w->cap);
@@ -577,6 +579,142 @@ static void sale_check_finds_what_does_not_add_up(void **state)
   assert_string_equal(field, "lines[0]");
 }
 
+/* ---- fields no consumer could decode (fuzz finding batch-field-number-zero) --- */
+
+/*
+ * Appends sale `sale` of make_batch() as Batch field 2 with `extra` wire bytes
+ * after its own fields (in the sale, or in its line when `in_line`).
+ */
+static void wire_sale_with(struct wire *w, Pos__V1__Sale *sale, const uint8_t *extra,
+                           size_t extra_len, int in_line)
+{
+  struct wire line = {0}, bytes = {0};
+  Pos__V1__SaleLine **lines = sale->lines;
+  size_t len;
+
+  if (in_line) {
+    len = pos__v1__sale_line__get_packed_size(lines[0]);
+    line.data = malloc(len);
+    line.len = line.cap = pos__v1__sale_line__pack(lines[0], line.data);
+    wire_put(&line, extra, extra_len);
+    sale->n_lines = 0; /* packed by hand below */
+  }
+  len = pos__v1__sale__get_packed_size(sale);
+  bytes.data = malloc(len);
+  bytes.len = bytes.cap = pos__v1__sale__pack(sale, bytes.data);
+  if (in_line) {
+    sale->n_lines = 1;
+    sale->lines = lines;
+    wire_varint(&bytes, (12 << 3) | 2);
+    wire_varint(&bytes, line.len);
+    wire_put(&bytes, line.data, line.len);
+    free(line.data);
+  } else {
+    wire_put(&bytes, extra, extra_len);
+  }
+  wire_varint(w, (2 << 3) | 2);
+  wire_varint(w, bytes.len);
+  wire_put(w, bytes.data, bytes.len);
+  free(bytes.data);
+}
+
+/* Unpacks `body` (freed); expects PROTO_EDECODE with every one of `expected` in the message. */
+static void expect_undecodable(uint8_t *body, size_t body_len, const char *expected1,
+                               const char *expected2)
+{
+  Pos__V1__Batch *decoded = NULL;
+  char err[256] = "";
+  int rc = proto_batch_unpack(body, body_len, &limits, &decoded, err, sizeof(err));
+  if (rc == PROTO_OK)
+    pos__v1__batch__free_unpacked(decoded, NULL);
+  assert_int_equal(rc, PROTO_EDECODE);
+  assert_null(decoded);
+  if (strstr(err, expected1) == NULL || strstr(err, expected2) == NULL)
+    fail_msg("error \"%s\" does not say \"%s\" and \"%s\"", err, expected1, expected2);
+  free(body);
+}
+
+/*
+ * protobuf-c 1.4.1 unpacks a field numbered 0 whose tag takes two bytes
+ * (82 00) as an unknown field and packs it again as the tag 02, which
+ * protobuf-c and protoc refuse: the collector would have produced to
+ * pos.sales.v1 a sale no consumer can decode. Field numbers above 2^29 - 1
+ * go out as they came, and protoc refuses those. The batch is refused, the
+ * message names the sale.
+ */
+static void a_sale_with_a_field_no_consumer_can_decode_is_refused(void **state)
+{
+  /* Field 0, length-delimited, tag in two bytes: "1001" (the fuzzer's input). */
+  static const uint8_t field_zero[] = {0x82, 0x00, 0x04, '1', '0', '0', '1'};
+  /* Field 2^29, varint 5. */
+  static const uint8_t field_2_29[] = {0x80, 0x80, 0x80, 0x80, 0x10, 0x05};
+  struct test_batch t;
+  struct wire w = {0};
+  size_t body_len;
+  uint8_t *body;
+  (void)state;
+  make_batch(&t);
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[0], NULL, 0, 0);
+  wire_sale_with(&w, &t.sales[1], field_zero, sizeof(field_zero), 0);
+  body = wire_compress(&w, &body_len);
+  expect_undecodable(body, body_len, "sales[1] (sale_id T1-102) carries field number 0",
+                     "fix the sender");
+
+  /* The same in a sale line, where the sale is named too. */
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[2], field_zero, sizeof(field_zero), 1);
+  body = wire_compress(&w, &body_len);
+  expect_undecodable(body, body_len, "sales[0] (sale_id T1-103).lines[0]", "field number 0");
+
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[0], field_2_29, sizeof(field_2_29), 0);
+  body = wire_compress(&w, &body_len);
+  expect_undecodable(body, body_len, "sales[0] (sale_id T1-101)", "field number 536870912");
+}
+
+/*
+ * A valid field this reader does not know (from a newer agent) is kept and
+ * produced with the sale, and what the collector produces unpacks again.
+ */
+static void a_sale_with_a_valid_unknown_field_is_kept_and_repacks(void **state)
+{
+  static const uint8_t field_99[] = {0x98, 0x06, 0x2a};                  /* 99: varint 42 */
+  static const uint8_t field_max[] = {0xf8, 0xff, 0xff, 0xff, 0x0f, 0x07}; /* 2^29 - 1: 7 */
+  struct test_batch t;
+  struct wire w = {0};
+  Pos__V1__Batch *decoded = NULL;
+  Pos__V1__Sale *again;
+  size_t body_len, len;
+  uint8_t *body, *packed;
+  char err[256] = "";
+  (void)state;
+  make_batch(&t);
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[0], field_99, sizeof(field_99), 0);
+  wire_sale_with(&w, &t.sales[1], field_max, sizeof(field_max), 0);
+  body = wire_compress(&w, &body_len);
+  if (proto_batch_unpack(body, body_len, &limits, &decoded, err, sizeof(err)) != PROTO_OK)
+    fail_msg("refused: %s", err);
+  assert_int_equal(decoded->n_sales, 2);
+  for (size_t i = 0; i < decoded->n_sales; i++) {
+    Pos__V1__Sale *sale = decoded->sales[i];
+    assert_int_equal(sale->base.n_unknown_fields, 1);
+    len = pos__v1__sale__get_packed_size(sale);
+    packed = malloc(len);
+    pos__v1__sale__pack(sale, packed);
+    again = pos__v1__sale__unpack(NULL, len, packed);
+    assert_non_null(again);
+    assert_string_equal(again->sale_id, sale->sale_id);
+    assert_int_equal(again->base.n_unknown_fields, 1);
+    assert_int_equal(again->base.unknown_fields[0].tag, i == 0 ? 99 : 536870911);
+    pos__v1__sale__free_unpacked(again, NULL);
+    free(packed);
+  }
+  pos__v1__batch__free_unpacked(decoded, NULL);
+  free(body);
+}
+
 /* Formats `minor` with `exponent` and expects `expected`, within PROTO_MONEY_TEXT_MAX. */
 static void expect_money(int64_t minor, unsigned exponent, const char *expected)
 {
@@ -641,6 +779,8 @@ int main(void)
       cmocka_unit_test(every_count_has_its_own_limit),
       cmocka_unit_test(a_sale_at_the_limits_still_decodes),
       cmocka_unit_test(money_format_survives_any_exponent),
+      cmocka_unit_test(a_sale_with_a_field_no_consumer_can_decode_is_refused),
+      cmocka_unit_test(a_sale_with_a_valid_unknown_field_is_kept_and_repacks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
