@@ -304,6 +304,78 @@ static int proto_census_key(const struct proto_census *census, uint64_t key, con
 }
 
 /*
+ * Where text[0..len) stops being UTF-8 as protobuf defines a string (no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or `len` if it is.
+ */
+static size_t proto_utf8_valid_prefix(const uint8_t *text, size_t len)
+{
+  size_t pos = 0, follow, i;
+  uint8_t lead, low, high;
+
+  while (pos < len) {
+    lead = text[pos];
+    low = 0x80;
+    high = 0xbf;
+    if (lead < 0x80)
+      follow = 0;
+    else if (lead >= 0xc2 && lead <= 0xdf)
+      follow = 1;
+    else if (lead >= 0xe0 && lead <= 0xef)
+      follow = 2;
+    else if (lead >= 0xf0 && lead <= 0xf4)
+      follow = 3;
+    else
+      return pos;
+    /* The second byte's range rules out overlong forms, surrogates and > U+10FFFF. */
+    if (lead == 0xe0)
+      low = 0xa0;
+    else if (lead == 0xed)
+      high = 0x9f;
+    else if (lead == 0xf0)
+      low = 0x90;
+    else if (lead == 0xf4)
+      high = 0x8f;
+    if (len - pos <= follow)
+      return pos;
+    for (i = 1; i <= follow; i++) {
+      if (text[pos + i] < (i == 1 ? low : 0x80) || text[pos + i] > (i == 1 ? high : 0xbf))
+        return pos;
+    }
+    pos += follow + 1;
+  }
+  return len;
+}
+
+/*
+ * Checks the bytes of string field `field` of message `where`. Returns 0,
+ * or PROTO_EDECODE with `err` saying what is wrong.
+ *
+ * protobuf-c takes in any bytes for a string, but protoc's readers (C++,
+ * Java, Go, Python) refuse a proto3 string that is not UTF-8, so such a sale
+ * in pos.sales.v1 is one most consumers cannot decode; and protobuf-c keeps a
+ * string as a C string, so a NUL byte would silently cut it short. The agent
+ * only journals UTF-8 without NULs (jansson and sale_json check it): only a
+ * broken or hostile sender makes such a batch, and its data stays with it.
+ */
+static int proto_census_text(const struct proto_census *census, const char *where,
+                             const ProtobufCFieldDescriptor *field, const uint8_t *text,
+                             size_t len)
+{
+  size_t valid = proto_utf8_valid_prefix(text, len);
+  const uint8_t *nul = memchr(text, 0, valid);
+
+  if (valid == len && nul == NULL)
+    return PROTO_OK;
+  snprintf(census->err, census->err_size,
+           "%s%s%s %s at byte %zu of %zu: protobuf readers would refuse or cut it; the batch "
+           "is refused, fix the sender's encoding",
+           where, where[0] ? "." : "", field->name,
+           nul ? "holds a NUL byte" : "is not valid UTF-8", nul ? (size_t)(nul - text) : valid,
+           len);
+  return PROTO_EDECODE;
+}
+
+/*
  * Writes " (sale_id X)" for the sale in data[0..len) into `out`, or "" when
  * it has none. Bytes other than printable ASCII become '?': the id goes
  * into an error message and a log line before anything has checked it.
@@ -374,6 +446,11 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     if (field == NULL)
       continue;
+    if (field->type == PROTOBUF_C_TYPE_STRING && payload != NULL) {
+      rc = proto_census_text(census, where, field, payload, payload_len);
+      if (rc != PROTO_OK)
+        return rc;
+    }
     index = (size_t)(field - desc->fields);
     if (field->label == PROTOBUF_C_LABEL_REPEATED && index < PROTO_CENSUS_MAX_FIELDS) {
       limit = proto_census_limit(census, desc, field);

@@ -72,8 +72,10 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
  * memory than the decompressed bytes. The same pass refuses, with
  * PROTO_EDECODE and `err` naming the sale, a field number protobuf does not
  * allow (0, or above 2^29 - 1) that protobuf-c would take in and pack again
- * into bytes no consumer can decode; valid unknown fields are kept (they
- * count as objects). On success returns 0 and sets *batch
+ * into bytes no consumer can decode, and a string that is not UTF-8 or
+ * holds a NUL byte (other readers refuse it; protobuf-c would cut it);
+ * valid unknown fields are kept (they count as objects). On success
+ * returns 0 and sets *batch
  * (caller frees with pos__v1__batch__free_unpacked(batch, NULL)). On
  * failure returns a proto_error and writes what was wrong into `err`.
  */

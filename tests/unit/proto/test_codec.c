@@ -715,6 +715,62 @@ static void a_sale_with_a_valid_unknown_field_is_kept_and_repacks(void **state)
   free(body);
 }
 
+/*
+ * protobuf-c takes in any bytes for a string; protoc's readers refuse a
+ * proto3 string that is not UTF-8, and protobuf-c cuts one at a NUL. Either
+ * would put into pos.sales.v1 a sale other readers cannot decode or that
+ * says less than was sent: the batch is refused, naming the sale and field.
+ */
+static void a_sale_whose_text_is_not_utf8_is_refused(void **state)
+{
+  static const char *const bad_skus[] = {
+      "PIZZA-\xff",             /* not a lead byte */
+      "CAFF\xc3",               /* cut short */
+      "SLASH-\xc0\xaf",         /* overlong "/" */
+      "SURROGATE-\xed\xa0\x80", /* U+D800 */
+      "BEYOND-\xf4\x90\x80\x80" /* U+110000 */
+  };
+  static const uint8_t cashier_with_nul[] = {(5 << 3) | 2, 3, 'a', 0, 'b'};
+  struct test_batch t;
+  struct wire w = {0};
+  Pos__V1__Batch *decoded = NULL;
+  uint8_t *body;
+  size_t len;
+  char err[256] = "";
+  (void)state;
+  for (size_t i = 0; i < sizeof(bad_skus) / sizeof(bad_skus[0]); i++) {
+    make_batch(&t);
+    t.lines[2].sku = (char *)bad_skus[i];
+    assert_int_equal(proto_batch_pack(&t.batch, 3, &body, &len), PROTO_OK);
+    expect_undecodable(body, len, "sales[2] (sale_id T1-103).lines[0].sku is not valid UTF-8",
+                       "fix the sender");
+  }
+  make_batch(&t);
+  t.sales[0].sale_id = "T1-\xe9t\xe9";
+  assert_int_equal(proto_batch_pack(&t.batch, 3, &body, &len), PROTO_OK);
+  expect_undecodable(body, len, "sales[0] (sale_id T1-?t?).sale_id is not valid UTF-8",
+                     "at byte 3 of 6");
+
+  make_batch(&t);
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[1], cashier_with_nul, sizeof(cashier_with_nul), 0);
+  body = wire_compress(&w, &len);
+  expect_undecodable(body, len, "sales[0] (sale_id T1-102).cashier_id holds a NUL byte",
+                     "at byte 1 of 3");
+
+  /* Text beyond ASCII is fine when it is UTF-8. */
+  make_batch(&t);
+  t.lines[0].sku = "CAFF\xc3\xa8-\xe6\x97\xa5\xe6\x9c\xac-\xf0\x9f\x8d\x95";
+  t.sales[1].cashier_id = "J\xc3\xbcrgen";
+  assert_int_equal(proto_batch_pack(&t.batch, 3, &body, &len), PROTO_OK);
+  if (proto_batch_unpack(body, len, &limits, &decoded, err, sizeof(err)) != PROTO_OK)
+    fail_msg("refused: %s", err);
+  assert_string_equal(decoded->sales[0]->lines[0]->sku, t.lines[0].sku);
+  assert_string_equal(decoded->sales[1]->cashier_id, "J\xc3\xbcrgen");
+  pos__v1__batch__free_unpacked(decoded, NULL);
+  free(body);
+}
+
 /* Formats `minor` with `exponent` and expects `expected`, within PROTO_MONEY_TEXT_MAX. */
 static void expect_money(int64_t minor, unsigned exponent, const char *expected)
 {
@@ -781,6 +837,7 @@ int main(void)
       cmocka_unit_test(money_format_survives_any_exponent),
       cmocka_unit_test(a_sale_with_a_field_no_consumer_can_decode_is_refused),
       cmocka_unit_test(a_sale_with_a_valid_unknown_field_is_kept_and_repacks),
+      cmocka_unit_test(a_sale_whose_text_is_not_utf8_is_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
