@@ -49,10 +49,19 @@ const struct config_key agent_config_keys[] = {
     KEY("api", "request_timeout", CONFIG_DURATION, "30s", 1000, 3600000, request_timeout_ms,
         "a request must arrive whole within this time (408 otherwise)"),
     KEY("api", "max_connections", CONFIG_INT, "256", 1, 65536, max_connections,
-        "most concurrent connections; more are refused"),
+        "most concurrent connections; at the limit the oldest one that has not yet sent a "
+        "request is closed, else the new one is refused"),
+    KEY("api", "max_connections_per_ip", CONFIG_INT, "0", 0, 65536, max_connections_per_ip,
+        "most concurrent connections from one LAN address (0 = no limit)"),
     KEY("api", "manager_password_file", CONFIG_STRING, "", 0, 0, manager_password_file,
         "file holding the store manager's password (first line), needed for POST "
         "/actions/push with HTTP Basic auth; empty = actions disabled"),
+    KEY("api", "tls_cert", CONFIG_STRING, "", 0, 0, api_tls_cert,
+        "PEM certificate chain the POS API presents: set it with tls_key to serve HTTPS only "
+        "(terminal tokens and the manager's password then never cross the LAN in clear); "
+        "empty = plain HTTP"),
+    KEY("api", "tls_key", CONFIG_STRING, "", 0, 0, api_tls_key,
+        "PEM private key of api.tls_cert"),
 
     KEY("uplink", "url", CONFIG_STRING, "", 0, 0, uplink_url,
         "collector base URL, e.g. https://collector.example:8443 (empty = uplink off: sales "
@@ -191,6 +200,15 @@ int agent_config_load(const char *path, struct agent_config *config, char *err,
     snprintf(err, err_size, "%s[uplink] backoff_min (%lld ms) is larger than backoff_max (%lld ms)",
              where, (long long)config->uplink_backoff_min_ms,
              (long long)config->uplink_backoff_max_ms);
+    return -1;
+  }
+  if ((config->api_tls_cert[0] == '\0') != (config->api_tls_key[0] == '\0')) {
+    const char *missing = config->api_tls_cert[0] == '\0' ? "tls_cert" : "tls_key";
+    agent_config_where(path, "api", missing, where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[api] %s is empty: HTTPS on the POS API needs both tls_cert and tls_key (or "
+             "neither, for plain HTTP)",
+             where, missing);
     return -1;
   }
   if (config->terminal_tokens_path[0] == '\0') {

@@ -31,7 +31,10 @@ struct agent_config {
   int64_t idle_timeout_ms;
   int64_t request_timeout_ms;
   int64_t max_connections;
+  int64_t max_connections_per_ip; /* 0 = no limit */
   char *manager_password_file; /* "" = actions (push now) disabled */
+  char *api_tls_cert;          /* "" = plain HTTP */
+  char *api_tls_key;
   /* [uplink] */
   char *uplink_url;            /* "" = uplink off */
   char *uplink_cert;

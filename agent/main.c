@@ -68,6 +68,34 @@ static void agent_route(http_exchange *exchange, void *arg)
   }
 }
 
+/* Bodies the agent reads without knowing who sent them: none but tiny ones. */
+#define AGENT_UNAUTHENTICATED_BODY_MAX 16384
+
+/*
+ * Judges a request on its headers, before its body is read (see
+ * http_headers_fn): POST /v1/sales needs its terminal token first; the
+ * other endpoints take no body worth buffering, so a large or chunked one
+ * is refused rather than read from whoever sent it.
+ */
+static int agent_on_headers(const http_exchange *request, void *arg,
+                            struct http_refusal *refusal)
+{
+  struct agent *agent = arg;
+  const char *length = http_exchange_header(request, "Content-Length");
+
+  if (strcmp(http_exchange_path(request), "/v1/sales") == 0 &&
+      strcmp(http_exchange_method(request), "POST") == 0)
+    return sales_api_check_headers(agent->sales, request, refusal);
+  if (http_exchange_header(request, "Transfer-Encoding") != NULL ||
+      (length != NULL && strtoull(length, NULL, 10) > AGENT_UNAUTHENTICATED_BODY_MAX)) {
+    snprintf(refusal->error, sizeof(refusal->error),
+             "%s takes no request body (at most %d bytes, not chunked)",
+             http_exchange_path(request), AGENT_UNAUTHENTICATED_BODY_MAX);
+    return 413;
+  }
+  return 0;
+}
+
 static void agent_stop(struct agent *agent)
 {
   if (agent->stopping)
@@ -203,6 +231,10 @@ static int agent_run(struct agent *agent)
       .tokens_path = cfg->terminal_tokens_path,
       .max_sales_per_request = (size_t)cfg->max_sales_per_request,
   };
+  struct http_tls_config api_tls = {
+      .cert_file = cfg->api_tls_cert,
+      .key_file = cfg->api_tls_key,
+  };
   struct http_server_config server_config = {
       .listen_host = cfg->listen_host,
       .port = (int)cfg->port,
@@ -211,7 +243,9 @@ static int agent_run(struct agent *agent)
       .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
       .request_timeout_ms = (uint64_t)cfg->request_timeout_ms,
       .max_connections = (unsigned)cfg->max_connections,
-      .tls = NULL,
+      .tls = cfg->api_tls_cert[0] ? &api_tls : NULL,
+      .on_headers = agent_on_headers,
+      .max_connections_per_ip = (unsigned)cfg->max_connections_per_ip,
   };
   char err[512];
   int rc = 1;
@@ -248,8 +282,13 @@ static int agent_run(struct agent *agent)
   uv_signal_start(&agent->sigusr1, agent_on_sigusr1, SIGUSR1);
   signal(SIGPIPE, SIG_IGN);
 
-  log_info("agent", "listening", "host=%s port=%d", cfg->listen_host,
-           http_server_port(agent->server));
+  log_info("agent", "listening", "host=%s port=%d tls=%s", cfg->listen_host,
+           http_server_port(agent->server), cfg->api_tls_cert[0] ? "on" : "off");
+  if (!cfg->api_tls_cert[0] && strcmp(cfg->listen_host, "127.0.0.1") != 0 &&
+      strcmp(cfg->listen_host, "::1") != 0)
+    log_warn("agent", "api_in_clear", "host=%s reason=\"the POS API listens beyond this device "
+             "without TLS: terminal tokens and the manager's password cross the LAN in clear; "
+             "set [api] tls_cert and tls_key\"", cfg->listen_host);
   log_info("agent", "ready", "version=%s store_id=%s", POS_VERSION,
            cfg->store_id[0] ? cfg->store_id : "-");
   agent_start_watchdog(agent);

@@ -42,7 +42,14 @@ const struct config_key collector_config_keys[] = {
     KEY("server", "request_timeout", CONFIG_DURATION, "60s", 1000, 3600000, request_timeout_ms,
         "a request must arrive whole within this time (408 otherwise)"),
     KEY("server", "max_connections", CONFIG_INT, "4096", 1, 1000000, max_connections,
-        "most concurrent connections; more are refused"),
+        "most concurrent connections; at the limit the oldest one that has not yet sent a "
+        "request is closed, else the new one is refused"),
+    KEY("server", "max_connections_per_ip", CONFIG_INT, "64", 0, 1000000,
+        max_connections_per_ip, "most concurrent connections from one address (0 = no limit)"),
+    KEY("server", "first_request_timeout", CONFIG_DURATION, "10s", 100, 3600000,
+        first_request_timeout_ms,
+        "a new connection must finish its TLS handshake and send its first request's headers "
+        "within this time (at most request_timeout)"),
 
     KEY("kafka", "brokers", CONFIG_STRING, "", 0, 0, brokers,
         "bootstrap servers; empty starts an embedded Kafka in memory (demos and tests only)"),
@@ -74,6 +81,14 @@ int collector_config_load(const char *path, struct collector_config *config, cha
              "%s: [server] cert, key and ca are all required: the collector only speaks "
              "mutual TLS",
              path);
+    return -1;
+  }
+  if (config->first_request_timeout_ms > config->request_timeout_ms) {
+    snprintf(err, err_size,
+             "%s: [server] first_request_timeout (%lld ms) is above request_timeout (%lld ms); "
+             "it bounds the handshake and the first headers, so make it the shorter one",
+             path, (long long)config->first_request_timeout_ms,
+             (long long)config->request_timeout_ms);
     return -1;
   }
   if (!config->instance_id[0]) {

@@ -29,6 +29,8 @@ struct collector_config {
   int64_t idle_timeout_ms;
   int64_t request_timeout_ms;
   int64_t max_connections;
+  int64_t max_connections_per_ip;
+  int64_t first_request_timeout_ms;
   /* [kafka] */
   char *brokers;
   char *topic_prefix;

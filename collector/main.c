@@ -99,6 +99,8 @@ static int collector_run(struct collector *c)
       .request_timeout_ms = (uint64_t)cfg->request_timeout_ms,
       .max_connections = (unsigned)cfg->max_connections,
       .tls = &tls,
+      .first_request_timeout_ms = (uint64_t)cfg->first_request_timeout_ms,
+      .max_connections_per_ip = (unsigned)cfg->max_connections_per_ip,
   };
   char err[512];
   int rc = 1;

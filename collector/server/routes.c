@@ -144,7 +144,9 @@ static void routes_batches(routes *r, http_exchange *exchange, const struct iden
   }
   rc = proto_batch_unpack(body, body_len, &limits, &batch, err, sizeof(err));
   if (rc) {
-    int status = rc == PROTO_ETOOBIG ? 413 : rc == PROTO_ENOMEM ? 503 : 400;
+    int status = rc == PROTO_ETOOBIG || rc == PROTO_ETOOMANY ? 413
+                 : rc == PROTO_ENOMEM                           ? 503
+                                                                : 400;
     if (rc == PROTO_EENVELOPE && strstr(err, "sales, over the limit"))
       status = 413;
     log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=%d reason=\"%s\"",

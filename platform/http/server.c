@@ -60,10 +60,21 @@
 #define HTTP_LISTEN_BACKLOG 511
 /* One socket read, shared by all connections of a server. */
 #define HTTP_READ_BUF_SIZE (64u * 1024u)
+/* Default deadline for the handshake and the first request's headers. */
+#define HTTP_FIRST_REQUEST_TIMEOUT_MS 10000u
+/* Refused connections are logged at most this often (a flood would flood the log). */
+#define HTTP_REFUSAL_LOG_INTERVAL_MS 1000u
 
 enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_DRAINING, CONN_LINGER, CONN_CLOSED };
 
-enum conn_timer { TIMER_NONE, TIMER_IDLE, TIMER_REQUEST, TIMER_DRAIN, TIMER_LINGER };
+enum conn_timer {
+  TIMER_NONE,
+  TIMER_FIRST, /* from accept to the first request's headers */
+  TIMER_IDLE,
+  TIMER_REQUEST,
+  TIMER_DRAIN,
+  TIMER_LINGER
+};
 
 /* A growable byte buffer. */
 struct http_bytes {
@@ -88,8 +99,10 @@ struct http_conn {
   int pumping;
   int peer_eof;
   int counted;      /* counts toward max_connections */
+  int unproven;     /* the first request's headers are not in yet (TIMER_FIRST runs) */
   unsigned writes_pending;
   char peer[64];
+  char peer_ip[INET6_ADDRSTRLEN]; /* counted against max_connections_per_ip */
   llhttp_t parser;
   /* The request being read. */
   int in_message;
@@ -98,7 +111,8 @@ struct http_conn {
   unsigned header_count;
   struct http_bytes body;
   int reject_status; /* set by a parser callback that refuses the request */
-  char reject_error[256];
+  char reject_error[320];
+  const char *reject_extra; /* static extra header lines for the refusal, or NULL */
   /* Received and not yet parsed: stash.data[stash_offset..stash.length). */
   struct http_bytes stash;
   size_t stash_offset;
@@ -143,6 +157,8 @@ struct http_server {
   llhttp_settings_t settings;
   struct http_conn *conns; /* every connection with open handles */
   unsigned active_conns;   /* counted toward max_connections */
+  uint64_t refusal_logged_ms; /* uv_now() of the last refusal logged */
+  unsigned refusals_unlogged; /* refusals since then, not logged one by one */
   int closing;
   void (*closed_cb)(void *arg);
   void *closed_arg;
@@ -281,18 +297,19 @@ static void bytes_free(struct http_bytes *bytes)
   bytes->capacity = 0;
 }
 
-static void format_peer(const struct sockaddr_storage *addr, char *out, size_t out_size)
+/* Writes "ip:port" into `out` and the bare address into `ip` (INET6_ADDRSTRLEN bytes). */
+static void format_peer(const struct sockaddr_storage *addr, char *out, size_t out_size,
+                        char *ip)
 {
-  char ip[INET6_ADDRSTRLEN];
-
   snprintf(out, out_size, "unknown");
+  snprintf(ip, INET6_ADDRSTRLEN, "unknown");
   if (addr->ss_family == AF_INET) {
     const struct sockaddr_in *in4 = (const struct sockaddr_in *)addr;
-    if (uv_ip4_name(in4, ip, sizeof(ip)) == 0)
+    if (uv_ip4_name(in4, ip, INET6_ADDRSTRLEN) == 0)
       snprintf(out, out_size, "%s:%u", ip, (unsigned)ntohs(in4->sin_port));
   } else if (addr->ss_family == AF_INET6) {
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
-    if (uv_ip6_name(in6, ip, sizeof(ip)) == 0)
+    if (uv_ip6_name(in6, ip, INET6_ADDRSTRLEN) == 0)
       snprintf(out, out_size, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
   }
 }
@@ -535,11 +552,12 @@ static int conn_send_response(struct http_conn *conn, int status, const char *co
  * The server answers by itself (a limit was hit, the request is malformed
  * or too slow) and closes: {"error": "..."} with Connection: close.
  */
-static void conn_reject(struct http_conn *conn, int status, const char *error)
+static void conn_reject(struct http_conn *conn, int status, const char *error,
+                        const char *extra_headers)
 {
-  char quoted[320];
-  char escaped[400];
-  char body[448];
+  char quoted[400];
+  char escaped[480];
+  char body[520];
   int length;
 
   assert(conn->state == CONN_OPEN && conn->exchange == NULL);
@@ -549,7 +567,8 @@ static void conn_reject(struct http_conn *conn, int status, const char *error)
   length = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", escaped);
   if (length < 0 || (size_t)length >= sizeof(body))
     length = snprintf(body, sizeof(body), "{\"error\":\"request rejected\"}");
-  if (conn_send_response(conn, status, "application/json", NULL, body, (size_t)length, 0, 0) != 0) {
+  if (conn_send_response(conn, status, "application/json", extra_headers, body, (size_t)length,
+                         0, 0) != 0) {
     conn_close(conn);
     return;
   }
@@ -647,7 +666,9 @@ static int on_message_begin(llhttp_t *parser)
   conn->head_bytes = 0;
   conn->header_count = 0;
   conn->body.length = 0;
-  conn_arm(conn, TIMER_REQUEST, conn->server->config.request_timeout_ms);
+  /* The first request's headers stay under TIMER_FIRST, armed at accept. */
+  if (!conn->unproven)
+    conn_arm(conn, TIMER_REQUEST, conn->server->config.request_timeout_ms);
   return 0;
 }
 
@@ -724,6 +745,67 @@ static const char *head_find(const char *head, size_t head_length, size_t url_si
   return NULL;
 }
 
+static void exchange_split_url(struct http_exchange *exchange);
+static const char *response_problem(int status, const char *content_type,
+                                    const char *extra_headers, const void *body,
+                                    size_t body_length);
+
+/*
+ * Runs the server's on-headers hook on a view of the request whose headers
+ * just completed. Returns 0 to go on, or -1 with the request refused (the
+ * caller answers once llhttp returns, and the body is never read).
+ */
+static int conn_check_headers(struct http_conn *conn)
+{
+  http_headers_fn hook = conn->server->config.on_headers;
+  struct http_exchange view;
+  struct http_refusal refusal;
+  static char no_body[1];
+  int status;
+
+  if (hook == NULL)
+    return 0;
+  if (conn->head.length == 0) {
+    conn_refuse(conn, 400, "request without a URL");
+    return -1;
+  }
+  memset(&view, 0, sizeof(view));
+  memset(&refusal, 0, sizeof(refusal));
+  /* A copy: exchange_split_url() writes NULs into the URL it splits. */
+  view.head = malloc(conn->head.length);
+  if (view.head == NULL) {
+    conn_refuse(conn, 503, "out of memory reading the request headers");
+    return -1;
+  }
+  memcpy(view.head, conn->head.data, conn->head.length);
+  view.head_length = conn->head.length;
+  view.url_size = strnlen(view.head, view.head_length) + 1;
+  view.header_count = conn->header_count;
+  view.method = llhttp_method_name((llhttp_method_t)conn->parser.method);
+  view.body = no_body;
+  view.conn = conn;
+  snprintf(view.peer, sizeof(view.peer), "%s", conn->peer);
+  exchange_split_url(&view);
+  status = hook(&view, conn->server->handler_arg, &refusal);
+  free(view.head);
+  if (status == 0)
+    return 0;
+  if (status < 400 || status > 599) {
+    log_error(HTTP_MOD, "bad_refusal", "peer=%s status=%d problem=\"on_headers returned a "
+              "status outside 400-599\"", conn->peer, status);
+    status = 500;
+    snprintf(refusal.error, sizeof(refusal.error), "internal error: bad refusal from handler");
+    refusal.extra_headers = NULL;
+  }
+  if (refusal.extra_headers != NULL &&
+      response_problem(status, NULL, refusal.extra_headers, NULL, 0) != NULL)
+    refusal.extra_headers = NULL;
+  refusal.error[sizeof(refusal.error) - 1] = '\0';
+  conn_refuse(conn, status, "%s", refusal.error[0] ? refusal.error : "request refused");
+  conn->reject_extra = refusal.extra_headers;
+  return -1;
+}
+
 static int on_headers_complete(llhttp_t *parser)
 {
   struct http_conn *conn = parser->data;
@@ -733,10 +815,18 @@ static int on_headers_complete(llhttp_t *parser)
   struct http_write *write_req;
   int has_body;
 
+  if (conn->unproven) {
+    /* The headers are in: from now on the connection is judged like any other. */
+    conn->unproven = 0;
+    conn_arm(conn, TIMER_REQUEST, conn->server->config.request_timeout_ms);
+  }
   if (parser->method == HTTP_CONNECT) {
     conn_refuse(conn, 400, "CONNECT is not supported");
     return -1;
   }
+  /* Before the body is reserved, read, or invited with 100 Continue. */
+  if (conn_check_headers(conn) != 0)
+    return -1;
   /* We speak HTTP/1.1 only; an Upgrade offer may be ignored (RFC 9110 7.8). */
   parser->upgrade = 0;
   if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > max_body) {
@@ -924,12 +1014,12 @@ static size_t conn_feed(struct http_conn *conn, const char *data, size_t length)
     if (conn->state != CONN_OPEN)
       break;
     if (conn->reject_status != 0) {
-      conn_reject(conn, conn->reject_status, conn->reject_error);
+      conn_reject(conn, conn->reject_status, conn->reject_error, conn->reject_extra);
     } else {
       reason = llhttp_get_error_reason(&conn->parser);
       snprintf(error, sizeof(error), "malformed HTTP request: %s (%s)",
                reason ? reason : "unknown error", llhttp_errno_name(err));
-      conn_reject(conn, 400, error);
+      conn_reject(conn, 400, error, NULL);
     }
   }
   conn->in_feed--;
@@ -941,6 +1031,7 @@ static void conn_next_request(struct http_conn *conn)
 {
   assert(conn->state == CONN_OPEN && conn->exchange == NULL);
   conn->reject_status = 0;
+  conn->reject_extra = NULL;
   conn->in_message = 0;
   llhttp_resume(&conn->parser);
   conn_arm(conn, TIMER_IDLE, conn->server->config.idle_timeout_ms);
@@ -1120,9 +1211,7 @@ static void conn_on_handshake_data(struct http_conn *conn)
   int rc;
 
   assert(conn->state == CONN_HANDSHAKE);
-  /* The handshake counts toward the request timeout, from its first byte. */
-  if (conn->timer_kind == TIMER_IDLE)
-    conn_arm(conn, TIMER_REQUEST, conn->server->config.request_timeout_ms);
+  /* The handshake runs under TIMER_FIRST, armed at accept. */
   rc = http__tls_conn_handshake(conn->tls, reason, sizeof(reason));
   if (rc == HTTP__TLS_WANT_READ)
     return;
@@ -1133,8 +1222,8 @@ static void conn_on_handshake_data(struct http_conn *conn)
     conn_finish(conn);
     return;
   }
+  /* TIMER_FIRST keeps running: the first request's headers are still to come. */
   conn->state = CONN_OPEN;
-  conn_arm(conn, TIMER_IDLE, conn->server->config.idle_timeout_ms);
 }
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -1183,6 +1272,31 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
   conn_pump(conn);
 }
 
+/*
+ * A new connection did not get its first request's headers in within
+ * first_request_timeout_ms: a half-sent request is told so (408); a
+ * connection that sent nothing, or stalled in the TLS handshake, is closed.
+ */
+static void conn_on_first_request_timeout(struct http_conn *conn)
+{
+  const struct http_server_config *config = &conn->server->config;
+  char error[200];
+
+  if (conn->state == CONN_OPEN && conn->exchange == NULL && conn->in_message) {
+    snprintf(error, sizeof(error),
+             "request headers not received within first_request_timeout_ms (%" PRIu64
+             " ms) of connecting",
+             config->first_request_timeout_ms);
+    conn_reject(conn, 408, error, NULL);
+    return;
+  }
+  log_debug(HTTP_MOD, "first_request_timeout",
+            "peer=%s state=%s first_request_timeout_ms=%" PRIu64 " action=closed", conn->peer,
+            conn->state == CONN_HANDSHAKE ? "tls_handshake" : "no_request",
+            config->first_request_timeout_ms);
+  conn_close(conn);
+}
+
 static void conn_on_timer(uv_timer_t *timer)
 {
   struct http_conn *conn = timer->data;
@@ -1192,6 +1306,9 @@ static void conn_on_timer(uv_timer_t *timer)
 
   conn->timer_kind = TIMER_NONE;
   switch (kind) {
+  case TIMER_FIRST:
+    conn_on_first_request_timeout(conn);
+    break;
   case TIMER_IDLE:
     log_debug(HTTP_MOD, "idle_timeout", "peer=%s idle_timeout_ms=%" PRIu64, conn->peer,
               config->idle_timeout_ms);
@@ -1202,7 +1319,7 @@ static void conn_on_timer(uv_timer_t *timer)
       snprintf(error, sizeof(error),
                "request not received within request_timeout_ms (%" PRIu64 " ms)",
                config->request_timeout_ms);
-      conn_reject(conn, 408, error);
+      conn_reject(conn, 408, error, NULL);
     } else {
       log_warn(HTTP_MOD, "tls_handshake_timeout", "peer=%s request_timeout_ms=%" PRIu64,
                conn->peer, config->request_timeout_ms);
@@ -1222,6 +1339,101 @@ static void conn_on_timer(uv_timer_t *timer)
 }
 
 /* ---- accepting ---------------------------------------------------------- */
+
+/*
+ * Logs a refused connection with the counts, at most once per
+ * HTTP_REFUSAL_LOG_INTERVAL_MS: under a flood one line a second says how
+ * many were refused since the last.
+ */
+static void server_log_refusal(struct http_server *server, const struct http_conn *conn,
+                               const char *why, unsigned same_ip)
+{
+  uint64_t now = uv_now(server->loop);
+
+  if (server->refusal_logged_ms != 0 &&
+      now - server->refusal_logged_ms < HTTP_REFUSAL_LOG_INTERVAL_MS) {
+    server->refusals_unlogged++;
+    return;
+  }
+  log_warn(HTTP_MOD, "connection_refused",
+           "peer=%s reason=%s active=%u max_connections=%u from_this_ip=%u "
+           "max_connections_per_ip=%u refused_unlogged=%u tls=%s",
+           conn->peer, why, server->active_conns, server->config.max_connections, same_ip,
+           server->config.max_connections_per_ip, server->refusals_unlogged,
+           server->tls != NULL ? "on" : "off");
+  server->refusal_logged_ms = now;
+  server->refusals_unlogged = 0;
+}
+
+/*
+ * Refuses a connection just accepted (not counted). Plain HTTP gets an
+ * answer before any request is read, so the client knows to come back
+ * rather than seeing a bare reset; over TLS nothing can be said before a
+ * handshake, which is exactly the work being refused, so it is closed.
+ */
+static void server_refuse(struct http_server *server, struct http_conn *conn, int status,
+                          const char *error)
+{
+  char body[256];
+  int length;
+
+  if (server->tls != NULL) {
+    conn_close(conn);
+    return;
+  }
+  length = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", error);
+  if (length < 0 || (size_t)length >= sizeof(body) ||
+      conn_send_response(conn, status, "application/json", "Retry-After: 1\r\n", body,
+                         (size_t)length, 0, 0) != 0) {
+    conn_close(conn);
+    return;
+  }
+  conn_finish(conn);
+}
+
+/*
+ * Decides whether a just-accepted connection may stay. Over
+ * max_connections_per_ip it is refused (429); over max_connections the
+ * oldest connection that has not yet sent its first request's headers is
+ * closed to make room, and only when there is none is the new one refused
+ * (503). Returns 0 when admitted, -1 when refused (handled and logged).
+ */
+static int server_admit(struct http_server *server, struct http_conn *conn)
+{
+  struct http_conn *oldest_unproven = NULL;
+  unsigned same_ip = 0;
+  char quoted[80];
+
+  /* The list is newest first, so the last unproven one seen is the oldest. */
+  for (struct http_conn *other = server->conns; other != NULL; other = other->next) {
+    if (other == conn || !other->counted)
+      continue;
+    if (strcmp(other->peer_ip, conn->peer_ip) == 0)
+      same_ip++;
+    if (other->unproven && other->exchange == NULL)
+      oldest_unproven = other;
+  }
+  if (server->config.max_connections_per_ip > 0 &&
+      same_ip >= server->config.max_connections_per_ip) {
+    server_log_refusal(server, conn, "max_connections_per_ip", same_ip);
+    server_refuse(server, conn, 429,
+                  "too many connections from your address; retry after closing some");
+    return -1;
+  }
+  if (server->active_conns < server->config.max_connections)
+    return 0;
+  if (oldest_unproven == NULL) {
+    server_log_refusal(server, conn, "max_connections", same_ip);
+    server_refuse(server, conn, 503, "the server is at max_connections; retry shortly");
+    return -1;
+  }
+  /* Debug only: under a flood of idle sockets this happens once per connection. */
+  log_debug(HTTP_MOD, "unproven_connection_evicted", "peer=%s for=%s active=%u",
+            oldest_unproven->peer, log_quote(conn->peer, quoted, sizeof(quoted)),
+            server->active_conns);
+  conn_close(oldest_unproven);
+  return 0;
+}
 
 static void server_on_connection(uv_stream_t *listener, int status)
 {
@@ -1271,14 +1483,11 @@ static void server_on_connection(uv_stream_t *listener, int status)
     return;
   }
   if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&addr, &addr_len) == 0)
-    format_peer(&addr, conn->peer, sizeof(conn->peer));
-  if (server->active_conns >= server->config.max_connections) {
-    log_warn(HTTP_MOD, "too_many_connections", "peer=%s max_connections=%u action=closed",
-             conn->peer, server->config.max_connections);
-    conn_close(conn);
+    format_peer(&addr, conn->peer, sizeof(conn->peer), conn->peer_ip);
+  if (server_admit(server, conn) != 0)
     return;
-  }
   conn->counted = 1;
+  conn->unproven = 1;
   server->active_conns++;
   (void)uv_tcp_nodelay(&conn->tcp, 1);
   llhttp_init(&conn->parser, HTTP_REQUEST, &server->settings);
@@ -1292,7 +1501,7 @@ static void server_on_connection(uv_stream_t *listener, int status)
     }
     conn->state = CONN_HANDSHAKE;
   }
-  conn_arm(conn, TIMER_IDLE, server->config.idle_timeout_ms);
+  conn_arm(conn, TIMER_FIRST, server->config.first_request_timeout_ms);
   conn_update_reading(conn);
 }
 
@@ -1335,6 +1544,13 @@ static int server_check_config(const struct http_server_config *config, char *er
   }
   if (config->max_connections == 0) {
     snprintf(err, err_size, "http server: max_connections must be at least 1");
+    goto out;
+  }
+  if (config->first_request_timeout_ms > config->request_timeout_ms) {
+    snprintf(err, err_size,
+             "http server: first_request_timeout_ms (%" PRIu64
+             ") is above request_timeout_ms (%" PRIu64 "); it is meant to be the shorter one",
+             config->first_request_timeout_ms, config->request_timeout_ms);
     goto out;
   }
   rc = 0;
@@ -1448,6 +1664,10 @@ http_server *http_server_create(uv_loop_t *loop, const struct http_server_config
   server->loop = loop;
   server->config = *config;
   server->config.tls = NULL;
+  if (server->config.first_request_timeout_ms == 0)
+    server->config.first_request_timeout_ms =
+        config->request_timeout_ms < HTTP_FIRST_REQUEST_TIMEOUT_MS ? config->request_timeout_ms
+                                                                   : HTTP_FIRST_REQUEST_TIMEOUT_MS;
   snprintf(server->listen_host, sizeof(server->listen_host), "%s", config->listen_host);
   server->config.listen_host = server->listen_host;
   server->handler = handler;

@@ -1,6 +1,11 @@
 /*
- * codec.c - batch bodies: protobuf inside one zstd frame, unpacked within
- * limits; and the collector-side check of a decoded sale.
+ * codec.c - batch bodies: protobuf inside zstd frames, unpacked within limits; and
+ * the collector-side check of a decoded sale.
+ *
+ * Limits are checked before the memory they protect is spent: the declared
+ * content size before decompressing, the decompressed size while
+ * decompressing, and the object counts (a census of the wire bytes, walking
+ * the message descriptors protoc-c generated) before protobuf-c unpacks.
  */
 #include "proto/codec.h"
 
@@ -27,6 +32,8 @@ const char *proto_strerror(int code)
     return "body is not a valid protobuf message";
   case PROTO_EENVELOPE:
     return "batch envelope incomplete";
+  case PROTO_ETOOMANY:
+    return "batch holds more objects than the limits allow";
   }
   return "unknown codec error";
 }
@@ -64,10 +71,39 @@ out:
   return rc;
 }
 
+/*
+ * The content size the frames of `in` declare, summed; ZSTD_CONTENTSIZE_UNKNOWN
+ * if any frame leaves it out, ZSTD_CONTENTSIZE_ERROR if the bytes are not
+ * whole frames. (ZSTD_findDecompressedSize does this but is not stable API.)
+ */
+static unsigned long long proto_zstd_declared_size(const uint8_t *in, size_t in_len)
+{
+  unsigned long long total = 0, frame_content;
+  size_t pos = 0, frame_size;
+  int unknown = 0;
+
+  if (in_len == 0)
+    return ZSTD_CONTENTSIZE_ERROR;
+  while (pos < in_len) {
+    frame_content = ZSTD_getFrameContentSize(in + pos, in_len - pos);
+    frame_size = ZSTD_findFrameCompressedSize(in + pos, in_len - pos);
+    if (frame_content == ZSTD_CONTENTSIZE_ERROR || ZSTD_isError(frame_size) || frame_size == 0)
+      return ZSTD_CONTENTSIZE_ERROR;
+    if (frame_content == ZSTD_CONTENTSIZE_UNKNOWN)
+      unknown = 1;
+    else if (total + frame_content < total)
+      return ZSTD_CONTENTSIZE_ERROR;
+    else
+      total += frame_content;
+    pos += frame_size;
+  }
+  return unknown ? ZSTD_CONTENTSIZE_UNKNOWN : total;
+}
+
 int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
                           size_t *out_len)
 {
-  unsigned long long declared = ZSTD_getFrameContentSize(in, in_len);
+  unsigned long long declared = proto_zstd_declared_size(in, in_len);
   ZSTD_DCtx *dctx = NULL;
   uint8_t *buffer = NULL;
   size_t capacity;
@@ -100,12 +136,15 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
       rc = PROTO_EBOMB;
       goto out;
     }
-    if (ret == 0) {
-      /* The frame is complete; anything after it is not ours to ignore. */
-      if (input.pos != input.size)
-        goto out;
-      break;
-    }
+    if (ret == 0 && input.pos == input.size)
+      break; /* the last frame is complete */
+    /*
+     * ret == 0 with input left: a frame ended and another follows (RFC 8878
+     * allows any number, skippable ones included); the next call starts it,
+     * and bytes that are not a frame fail there.
+     */
+    if (ret == 0)
+      continue;
     if (output.pos == output.size) {
       size_t grown = capacity * 2 > max_out ? max_out : capacity * 2;
       uint8_t *bigger;
@@ -136,6 +175,310 @@ out:
   return rc;
 }
 
+/* Per-message field counters the census keeps; every message of pos.v1 has fewer fields. */
+#define PROTO_CENSUS_MAX_FIELDS 32
+/* pos.v1 nests three deep (Batch, Sale, SaleLine); deeper is not a batch. */
+#define PROTO_CENSUS_MAX_DEPTH 8
+
+/* What the pass over a batch's wire bytes has counted so far. */
+struct proto_census {
+  const struct proto_limits *limits;
+  size_t objects;     /* messages, entries of repeated fields, unknown fields */
+  size_t max_objects;
+  char *err;
+  size_t err_size;
+};
+
+/* Reads a base-128 varint at *pos. Returns 0, or -1 when it runs past `len` or 10 bytes. */
+static int proto_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *value)
+{
+  uint64_t result = 0;
+
+  for (unsigned shift = 0; shift < 64 && *pos < len; shift += 7) {
+    uint8_t byte = data[(*pos)++];
+    result |= (uint64_t)(byte & 0x7f) << shift;
+    if (!(byte & 0x80)) {
+      *value = result;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/*
+ * The limit on entries of repeated field `field` of `desc`, per message
+ * (SIZE_MAX: none but the object count).
+ */
+static size_t proto_census_limit(const struct proto_census *census,
+                                 const ProtobufCMessageDescriptor *desc,
+                                 const ProtobufCFieldDescriptor *field)
+{
+  if (desc == &pos__v1__batch__descriptor && strcmp(field->name, "sales") == 0)
+    return census->limits->max_sales;
+  if (desc == &pos__v1__batch__descriptor && strcmp(field->name, "inventory_deltas") == 0)
+    return PROTO_MAX_DELTAS_PER_BATCH;
+  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "lines") == 0)
+    return PROTO_MAX_LINES_PER_SALE;
+  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "payments") == 0)
+    return PROTO_MAX_PAYMENTS_PER_SALE;
+  return SIZE_MAX;
+}
+
+/*
+ * Skips the value of a field of wire type `wire` at *pos; for a
+ * length-delimited one sets *payload and *payload_len. Returns 0, or -1 when
+ * the bytes are not well-formed protobuf (groups, wire types 3 and 4, are
+ * not used by pos.v1 and protobuf-c refuses them too).
+ */
+static int proto_census_skip(const uint8_t *data, size_t len, size_t *pos, unsigned wire,
+                             const uint8_t **payload, size_t *payload_len)
+{
+  uint64_t value;
+
+  *payload = NULL;
+  *payload_len = 0;
+  switch (wire) {
+  case 0:
+    return proto_varint(data, len, pos, &value);
+  case 1:
+  case 5:
+    if (len - *pos < (wire == 1 ? 8u : 4u))
+      return -1;
+    *pos += wire == 1 ? 8u : 4u;
+    return 0;
+  case 2:
+    if (proto_varint(data, len, pos, &value) != 0 || value > len - *pos)
+      return -1;
+    *payload = data + *pos;
+    *payload_len = (size_t)value;
+    *pos += (size_t)value;
+    return 0;
+  default:
+    return -1;
+  }
+}
+
+/* Says in `err` that message `where` is not protobuf, and what is wrong. Returns PROTO_EDECODE. */
+static int proto_census_malformed(const struct proto_census *census, const char *where,
+                                  const char *what)
+{
+  snprintf(census->err, census->err_size,
+           "decompressed body is not a pos.v1.Batch protobuf: %s%s%s", where,
+           where[0] ? " " : "the batch ", what);
+  return PROTO_EDECODE;
+}
+
+/* The largest field number protobuf allows (2^29 - 1); protoc refuses a tag above it. */
+#define PROTO_FIELD_NUMBER_MAX 536870911u
+
+/*
+ * Checks the field number of `key`, read in message `where` ("" for the
+ * batch). Returns 0, or PROTO_EDECODE with `err` saying what is wrong.
+ *
+ * protobuf-c 1.4.1 refuses field number 0 only when its tag fits in one
+ * byte: written in two (82 00) it is accepted, kept as an unknown field and
+ * packed again as the one-byte tag 02, which protobuf-c and protoc refuse.
+ * Above PROTO_FIELD_NUMBER_MAX it is packed again as it came, and protoc
+ * refuses that. Either would let one device put into pos.sales.v1 a record
+ * that no consumer can decode, so such a batch goes no further than here.
+ *
+ * An unknown field with a valid number is kept and, in a sale, produced with
+ * it to pos.sales.v1, as protobuf means readers to do: a sale from a newer
+ * agent (a field added to the contract before the collector is upgraded)
+ * then reaches the consumers that know the field. Dropping it would lose data
+ * without a word; refusing it would stop every newer agent. Its bytes go out
+ * as they came, under a tag protobuf-c packs canonically: only the number
+ * must be one that survives that, which is what is checked here.
+ */
+static int proto_census_key(const struct proto_census *census, uint64_t key, const char *where)
+{
+  uint64_t number = key >> 3;
+
+  if (number != 0 && number <= PROTO_FIELD_NUMBER_MAX)
+    return PROTO_OK;
+  snprintf(census->err, census->err_size,
+           "%s%scarries field number %" PRIu64 ", which is not valid protobuf (1 to %u): no "
+           "consumer could decode it; the batch is refused, fix the sender's encoder",
+           where, where[0] ? " " : "batch ", number, PROTO_FIELD_NUMBER_MAX);
+  return PROTO_EDECODE;
+}
+
+/*
+ * Where text[0..len) stops being UTF-8 as protobuf defines a string (no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or `len` if it is.
+ */
+static size_t proto_utf8_valid_prefix(const uint8_t *text, size_t len)
+{
+  size_t pos = 0, follow, i;
+  uint8_t lead, low, high;
+
+  while (pos < len) {
+    lead = text[pos];
+    low = 0x80;
+    high = 0xbf;
+    if (lead < 0x80)
+      follow = 0;
+    else if (lead >= 0xc2 && lead <= 0xdf)
+      follow = 1;
+    else if (lead >= 0xe0 && lead <= 0xef)
+      follow = 2;
+    else if (lead >= 0xf0 && lead <= 0xf4)
+      follow = 3;
+    else
+      return pos;
+    /* The second byte's range rules out overlong forms, surrogates and > U+10FFFF. */
+    if (lead == 0xe0)
+      low = 0xa0;
+    else if (lead == 0xed)
+      high = 0x9f;
+    else if (lead == 0xf0)
+      low = 0x90;
+    else if (lead == 0xf4)
+      high = 0x8f;
+    if (len - pos <= follow)
+      return pos;
+    for (i = 1; i <= follow; i++) {
+      if (text[pos + i] < (i == 1 ? low : 0x80) || text[pos + i] > (i == 1 ? high : 0xbf))
+        return pos;
+    }
+    pos += follow + 1;
+  }
+  return len;
+}
+
+/*
+ * Checks the bytes of string field `field` of message `where`. Returns 0,
+ * or PROTO_EDECODE with `err` saying what is wrong.
+ *
+ * protobuf-c takes in any bytes for a string, but protoc's readers (C++,
+ * Java, Go, Python) refuse a proto3 string that is not UTF-8, so such a sale
+ * in pos.sales.v1 is one most consumers cannot decode; and protobuf-c keeps a
+ * string as a C string, so a NUL byte would silently cut it short. The agent
+ * only journals UTF-8 without NULs (jansson and sale_json check it): only a
+ * broken or hostile sender makes such a batch, and its data stays with it.
+ */
+static int proto_census_text(const struct proto_census *census, const char *where,
+                             const ProtobufCFieldDescriptor *field, const uint8_t *text,
+                             size_t len)
+{
+  size_t valid = proto_utf8_valid_prefix(text, len);
+  const uint8_t *nul = memchr(text, 0, valid);
+
+  if (valid == len && nul == NULL)
+    return PROTO_OK;
+  snprintf(census->err, census->err_size,
+           "%s%s%s %s at byte %zu of %zu: protobuf readers would refuse or cut it; the batch "
+           "is refused, fix the sender's encoding",
+           where, where[0] ? "." : "", field->name,
+           nul ? "holds a NUL byte" : "is not valid UTF-8", nul ? (size_t)(nul - text) : valid,
+           len);
+  return PROTO_EDECODE;
+}
+
+/*
+ * Writes " (sale_id X)" for the sale in data[0..len) into `out`, or "" when
+ * it has none. Bytes other than printable ASCII become '?': the id goes
+ * into an error message and a log line before anything has checked it.
+ */
+static void proto_census_sale_id(const uint8_t *data, size_t len, char *out, size_t out_size)
+{
+  const uint8_t *payload, *sale_id = NULL;
+  size_t payload_len, sale_id_len = 0, pos = 0, i;
+  uint64_t key;
+  char text[65];
+
+  out[0] = '\0';
+  while (pos < len) {
+    if (proto_varint(data, len, &pos, &key) != 0 ||
+        proto_census_skip(data, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
+      break; /* the walk says what is wrong with these bytes */
+    if (key == ((1u << 3) | 2)) { /* Sale.sale_id; the last one counts, as in protobuf */
+      sale_id = payload;
+      sale_id_len = payload_len;
+    }
+  }
+  if (!sale_id || sale_id_len == 0)
+    return;
+  for (i = 0; i < sale_id_len && i < sizeof(text) - 1; i++)
+    text[i] = sale_id[i] >= 0x20 && sale_id[i] < 0x7f ? (char)sale_id[i] : '?';
+  text[i] = '\0';
+  snprintf(out, out_size, " (sale_id %s%s)", text, sale_id_len > i ? "..." : "");
+}
+
+/*
+ * Counts what message `desc` in data[0..len) would make protobuf-c
+ * allocate, recursing into nested messages, and stops at the first limit
+ * passed: PROTO_ETOOMANY with `err` naming it and `where` ("sales[12]").
+ * PROTO_EDECODE when the bytes are not protobuf. Allocates nothing.
+ */
+static int proto_census_walk(struct proto_census *census, const ProtobufCMessageDescriptor *desc,
+                             const uint8_t *data, size_t len, unsigned depth, const char *where)
+{
+  size_t counts[PROTO_CENSUS_MAX_FIELDS] = {0};
+  const ProtobufCFieldDescriptor *field;
+  const uint8_t *payload;
+  size_t payload_len, index, limit, pos = 0;
+  uint64_t key;
+  char inner[192], sale_id[96];
+  int rc;
+
+  if (depth > PROTO_CENSUS_MAX_DEPTH)
+    return proto_census_malformed(census, where, "nests messages deeper than pos.v1 does");
+  while (pos < len) {
+    if (proto_varint(data, len, &pos, &key) != 0)
+      return proto_census_malformed(census, where, "ends inside a field tag");
+    rc = proto_census_key(census, key, where);
+    if (rc != PROTO_OK)
+      return rc;
+    if (proto_census_skip(data, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
+      return proto_census_malformed(census, where, "has a truncated field or a group");
+    field = protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+    /* Unknown fields are kept (one struct and a copy each): they count. */
+    if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED ||
+        field->type == PROTOBUF_C_TYPE_MESSAGE) {
+      if (++census->objects > census->max_objects) {
+        snprintf(census->err, census->err_size,
+                 "batch holds more than %zu objects (messages, list entries and unknown "
+                 "fields); split it",
+                 census->max_objects);
+        return PROTO_ETOOMANY;
+      }
+    }
+    if (field == NULL)
+      continue;
+    if (field->type == PROTOBUF_C_TYPE_STRING && payload != NULL) {
+      rc = proto_census_text(census, where, field, payload, payload_len);
+      if (rc != PROTO_OK)
+        return rc;
+    }
+    index = (size_t)(field - desc->fields);
+    if (field->label == PROTOBUF_C_LABEL_REPEATED && index < PROTO_CENSUS_MAX_FIELDS) {
+      limit = proto_census_limit(census, desc, field);
+      if (++counts[index] > limit) {
+        snprintf(census->err, census->err_size, "%s%sholds more than %zu %s, the limit%s",
+                 where, where[0] ? " " : "batch ", limit, field->name,
+                 desc == &pos__v1__batch__descriptor ? "; split the batch" : "");
+        return PROTO_ETOOMANY;
+      }
+    }
+    if (field->type != PROTOBUF_C_TYPE_MESSAGE || payload == NULL)
+      continue; /* a message field with another wire type: protobuf-c refuses it */
+    sale_id[0] = '\0';
+    if (field->descriptor == &pos__v1__sale__descriptor)
+      proto_census_sale_id(payload, payload_len, sale_id, sizeof(sale_id));
+    if (field->label == PROTOBUF_C_LABEL_REPEATED)
+      snprintf(inner, sizeof(inner), "%s%s%s[%zu]%s", where, where[0] ? "." : "", field->name,
+               counts[index < PROTO_CENSUS_MAX_FIELDS ? index : 0] - 1, sale_id);
+    else
+      snprintf(inner, sizeof(inner), "%s%s%s%s", where, where[0] ? "." : "", field->name,
+               sale_id);
+    rc = proto_census_walk(census, field->descriptor, payload, payload_len, depth + 1, inner);
+    if (rc != PROTO_OK)
+      return rc;
+  }
+  return PROTO_OK;
+}
+
 int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
                        Pos__V1__Batch **batch, char *err, size_t err_size)
 {
@@ -143,6 +486,7 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
   size_t decoded_len = 0;
   Pos__V1__Batch *msg = NULL;
   const Pos__V1__BatchEnvelope *env;
+  struct proto_census census = {0};
   int rc;
 
   if (body_len > limits->max_compressed) {
@@ -156,7 +500,21 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
     return rc;
   }
   if (rc) {
-    snprintf(err, err_size, "%s: expected one complete zstd frame", proto_strerror(rc));
+    snprintf(err, err_size, "%s: expected complete zstd frames", proto_strerror(rc));
+    return rc;
+  }
+  census.limits = limits;
+  census.max_objects = limits->max_sales * PROTO_OBJECTS_PER_SALE;
+  if (limits->max_sales > SIZE_MAX / PROTO_OBJECTS_PER_SALE ||
+      census.max_objects < PROTO_MAX_OBJECTS_MIN)
+    census.max_objects = limits->max_sales > SIZE_MAX / PROTO_OBJECTS_PER_SALE
+                             ? SIZE_MAX
+                             : PROTO_MAX_OBJECTS_MIN;
+  census.err = err;
+  census.err_size = err_size;
+  rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, "");
+  if (rc != PROTO_OK) {
+    free(decoded);
     return rc;
   }
   msg = pos__v1__batch__unpack(NULL, decoded_len, decoded);
@@ -282,9 +640,21 @@ int proto_sale_check(const Pos__V1__Sale *sale, char *field, size_t field_size, 
 
 char *proto_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size)
 {
+  /* Negated in unsigned arithmetic so that INT64_MIN has a magnitude too. */
   uint64_t magnitude = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
   uint64_t scale = 1;
 
+  /*
+   * 10^18 is the largest power of ten in an int64: with more decimals the
+   * scale would wrap (wrong digits) or become 0 (a division by zero). Such an
+   * exponent only reaches us from a sale the collector refuses (0-4 is
+   * allowed), and that sale is what one reads the dead-letter topic for: show
+   * its minor units as they are, marked so nobody mistakes them for an amount.
+   */
+  if (exponent > PROTO_MONEY_MAX_EXPONENT) {
+    snprintf(out, out_size, "raw:%" PRId64 ",exp:%u", minor, exponent);
+    return out;
+  }
   for (unsigned i = 0; i < exponent; i++)
     scale *= 10;
   if (exponent == 0)

@@ -248,6 +248,28 @@ static int sales_api_is_json(const char *content_type)
   return content_type[len] == '\0' || content_type[len] == ';' || content_type[len] == ' ';
 }
 
+#define SALES_API_UNAUTHORIZED                                                                 \
+  "a valid terminal token is required: send 'Authorization: Bearer <token>' with this "         \
+  "terminal's token from the agent's tokens file"
+#define SALES_API_CHALLENGE "WWW-Authenticate: Bearer realm=\"pos-agent\"\r\n"
+#define SALES_API_NOT_JSON "sales must be sent as Content-Type: application/json"
+
+int sales_api_check_headers(const sales_api *api, const http_exchange *request,
+                            struct http_refusal *refusal)
+{
+  if (!sales_api_authenticate(api, http_exchange_header(request, "Authorization"))) {
+    log_warn("api", "unauthorized", "peer=%s body=not_read", http_exchange_peer(request));
+    snprintf(refusal->error, sizeof(refusal->error), "%s", SALES_API_UNAUTHORIZED);
+    refusal->extra_headers = SALES_API_CHALLENGE;
+    return 401;
+  }
+  if (!sales_api_is_json(http_exchange_header(request, "Content-Type"))) {
+    snprintf(refusal->error, sizeof(refusal->error), "%s", SALES_API_NOT_JSON);
+    return 415;
+  }
+  return 0;
+}
+
 void sales_api_handle(sales_api *api, http_exchange *exchange)
 {
   const struct sales_api_token *token;
@@ -261,15 +283,11 @@ void sales_api_handle(sales_api *api, http_exchange *exchange)
   token = sales_api_authenticate(api, http_exchange_header(exchange, "Authorization"));
   if (!token) {
     log_warn("api", "unauthorized", "peer=%s", http_exchange_peer(exchange));
-    sales_api_respond_error(exchange, 401,
-                            "a valid terminal token is required: send 'Authorization: Bearer "
-                            "<token>' with this terminal's token from the agent's tokens file",
-                            NULL, "WWW-Authenticate: Bearer realm=\"pos-agent\"\r\n");
+    sales_api_respond_error(exchange, 401, SALES_API_UNAUTHORIZED, NULL, SALES_API_CHALLENGE);
     return;
   }
   if (!sales_api_is_json(http_exchange_header(exchange, "Content-Type"))) {
-    sales_api_respond_error(exchange, 415, "sales must be sent as Content-Type: application/json",
-                            NULL, NULL);
+    sales_api_respond_error(exchange, 415, SALES_API_NOT_JSON, NULL, NULL);
     return;
   }
   body = http_exchange_body(exchange, &body_len);

@@ -27,6 +27,16 @@ typedef struct sales_api sales_api;
 sales_api *sales_api_create(journal *j, const struct sales_api_options *options, char *err,
                             size_t err_size);
 
+/*
+ * The on-headers check of POST /v1/sales (see http_headers_fn): the
+ * terminal token and the Content-Type, judged before any of the body is
+ * read, so that a host without a token cannot make the agent buffer
+ * max_body bytes. Returns 0 (read the body), or 401 (with
+ * WWW-Authenticate) or 415 with `refusal` filled in. Loop thread.
+ */
+int sales_api_check_headers(const sales_api *api, const http_exchange *request,
+                            struct http_refusal *refusal);
+
 /* Handles one POST /v1/sales exchange (answers now or after the commit). */
 void sales_api_handle(sales_api *api, http_exchange *exchange);
 

@@ -3,7 +3,9 @@
  * optionally over TLS (mbedTLS), optionally requiring client certificates.
  *
  * The server reads one whole request (headers and body, within the size
- * limits) and hands it to the program's handler as an exchange. The handler
+ * limits) and hands it to the program's handler as an exchange. An optional
+ * on-headers hook judges each request on its headers first, so that a
+ * request refused there (no token) never has its body read. The handler
  * answers at once or later (after a journal commit, a Kafka delivery report)
  * with http_exchange_respond(); until then the connection reads nothing
  * more (no pipelining), and the request timeout does not run. Keep-alive is
@@ -14,8 +16,21 @@
  * max_body_bytes, 431 for headers over max_header_bytes, 408 when a request
  * takes longer than request_timeout_ms to arrive, 403 when a client
  * certificate stops verifying after http_server_reload_tls(). Idle keep-alive
- * connections are closed after idle_timeout_ms. Connections over
- * max_connections are closed on accept, and logged.
+ * connections are closed after idle_timeout_ms.
+ *
+ * A new connection must finish its TLS handshake and send its first
+ * request's headers within first_request_timeout_ms, a deadline much shorter
+ * than request_timeout_ms: a connection that never sends a byte is closed
+ * then, and one that sent part of its headers gets 408. Until that first
+ * request's headers are in, a connection is "unproven": when a new
+ * connection would go over max_connections, the oldest unproven connection
+ * is closed to make room, so idle sockets can delay a real client by at most
+ * first_request_timeout_ms and usually not at all. A connection over
+ * max_connections_per_ip (its source address already holds that many) or
+ * over max_connections with no unproven one to close is refused: plain HTTP
+ * gets 429 or 503 with Retry-After and a JSON reason, TLS (where nothing can
+ * be said before a handshake) is closed; refusals are logged with the counts,
+ * at most once a second.
  *
  * Threading: everything here runs on the loop's thread, including the
  * handler. http_exchange_respond() must be called on that thread too.
@@ -37,6 +52,29 @@ struct http_tls_config {
   int require_client_cert; /* 1: handshake fails without a valid client certificate */
 };
 
+typedef struct http_exchange http_exchange;
+
+/* What an on-headers hook fills in to refuse a request. */
+struct http_refusal {
+  char error[300];           /* the {"error": ...} text: what is wrong and what to do */
+  const char *extra_headers; /* NULL, or static header lines each ending in "\r\n" */
+};
+
+/*
+ * Called on the loop thread as soon as a request's headers are complete,
+ * before any of its body is read or buffered, with a view of the request:
+ * method, path, query, headers, peer and client certificate work on it;
+ * its body is empty; it must not be kept or responded to. Return 0 to read
+ * the body and hand the request to the handler, or an HTTP status (400 to
+ * 599) to refuse it: the server answers that status with {"error":
+ * refusal->error} and refusal->extra_headers, and closes the connection
+ * without reading the body (what the client still sends is discarded).
+ * This is where a request is authenticated when its body is large and its
+ * sender may be anyone: a refusal costs no more than the headers.
+ */
+typedef int (*http_headers_fn)(const http_exchange *request, void *handler_arg,
+                               struct http_refusal *refusal);
+
 struct http_server_config {
   const char *listen_host;     /* "127.0.0.1", "0.0.0.0", "::1" */
   int port;                    /* 0 = any free port; see http_server_port() */
@@ -46,10 +84,14 @@ struct http_server_config {
   uint64_t request_timeout_ms; /* from first byte to whole request read */
   unsigned max_connections;
   const struct http_tls_config *tls; /* NULL = plain HTTP; copied by create */
+  /* From accept to the first request's headers, TLS handshake included;
+   * 0 = the smaller of 10 s and request_timeout_ms. */
+  uint64_t first_request_timeout_ms;
+  unsigned max_connections_per_ip; /* 0 = no limit per source address */
+  http_headers_fn on_headers;      /* NULL = every request's body is read; gets handler_arg */
 };
 
 typedef struct http_server http_server;
-typedef struct http_exchange http_exchange;
 
 /*
  * Called on the loop thread for every complete request. The exchange is

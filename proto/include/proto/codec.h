@@ -20,6 +20,7 @@ enum proto_error {
   PROTO_EZSTD = -4,      /* not a whole, valid zstd frame */
   PROTO_EDECODE = -5,    /* not a valid protobuf message of the expected type */
   PROTO_EENVELOPE = -6,  /* decodes, but the envelope lacks what every batch needs */
+  PROTO_ETOOMANY = -7,   /* holds more objects than a limit allows (sales, lines, ...) */
 };
 
 /* A short description of `code`. */
@@ -30,6 +31,21 @@ struct proto_limits {
   size_t max_decoded;    /* bytes after zstd */
   size_t max_sales;      /* sales in one batch */
 };
+
+/*
+ * What a decoded batch may hold, checked on the wire bytes BEFORE protobuf-c
+ * allocates anything: a body of tiny objects (an empty sale line is 2 bytes)
+ * would otherwise cost protobuf-c about 80 bytes of memory per wire byte.
+ * Lines and payments per sale are the agent's own bounds (SALE_LINES_MAX,
+ * SALE_PAYMENTS_MAX); objects are messages, entries of repeated fields and
+ * fields the reader does not know, counted over the whole batch, so that
+ * max_sales sales of PROTO_OBJECTS_PER_SALE objects each always fit.
+ */
+#define PROTO_MAX_LINES_PER_SALE 500u
+#define PROTO_MAX_PAYMENTS_PER_SALE 50u
+#define PROTO_MAX_DELTAS_PER_BATCH 100000u
+#define PROTO_OBJECTS_PER_SALE 16u
+#define PROTO_MAX_OBJECTS_MIN 65536u
 
 /* Defaults both sides agree on unless the collector says otherwise (BatchAck.limits). */
 #define PROTO_DEFAULT_MAX_COMPRESSED (4u * 1024 * 1024)
@@ -45,18 +61,33 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
                      size_t *body_len);
 
 /*
- * Decompresses (bounded) and decodes a batch body, and checks its
- * envelope. On success returns 0 and sets *batch (caller frees with
- * pos__v1__batch__free_unpacked(batch, NULL)). On failure returns a
- * proto_error and writes what was wrong into `err`.
+ * Decompresses (bounded; every zstd frame of the body, RFC 8878) and
+ * decodes a batch body, and checks its envelope. Before protobuf-c
+ * unpacks, a pass over the wire bytes counts what the batch holds, so that
+ * over max_sales sales, PROTO_MAX_LINES_PER_SALE lines or
+ * PROTO_MAX_PAYMENTS_PER_SALE payments in a sale, PROTO_MAX_DELTAS_PER_BATCH
+ * inventory deltas, or more objects in all than max(max_sales *
+ * PROTO_OBJECTS_PER_SALE, PROTO_MAX_OBJECTS_MIN) is refused with
+ * PROTO_ETOOMANY and `err` naming the limit and where, having cost no more
+ * memory than the decompressed bytes. The same pass refuses, with
+ * PROTO_EDECODE and `err` naming the sale, a field number protobuf does not
+ * allow (0, or above 2^29 - 1) that protobuf-c would take in and pack again
+ * into bytes no consumer can decode, and a string that is not UTF-8 or
+ * holds a NUL byte (other readers refuse it; protobuf-c would cut it);
+ * valid unknown fields are kept (they count as objects). On success
+ * returns 0 and sets *batch
+ * (caller frees with pos__v1__batch__free_unpacked(batch, NULL)). On
+ * failure returns a proto_error and writes what was wrong into `err`.
  */
 int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
                        Pos__V1__Batch **batch, char *err, size_t err_size);
 
 /*
- * zstd-decompresses `in` into a new buffer of at most `max_out` bytes.
- * Returns 0 with *out (caller frees) and *out_len, or PROTO_EZSTD,
- * PROTO_EBOMB or PROTO_ENOMEM.
+ * zstd-decompresses `in`, one frame or several concatenated (skippable
+ * frames are skipped), into a new buffer of at most `max_out` bytes in all.
+ * Returns 0 with *out (caller frees) and *out_len, or PROTO_EZSTD (not
+ * zstd, truncated, or trailing bytes that are not a frame), PROTO_EBOMB or
+ * PROTO_ENOMEM.
  */
 int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
                           size_t *out_len);
@@ -79,8 +110,14 @@ int proto_journal_id_parse(const char *hex, uint8_t journal_id[16]);
 
 /*
  * Formats `minor` units of a currency with `exponent` decimals as a decimal
- * string ("-12.50", "1500" for JPY) into `out`. Returns `out`.
+ * string ("-12.50", "1500" for JPY) into `out`, for any amount and any
+ * exponent up to PROTO_MONEY_MAX_EXPONENT. A larger exponent (only a sale
+ * the collector refuses has one) gives the minor units unscaled, marked:
+ * "raw:1250,exp:96". Never longer than PROTO_MONEY_TEXT_MAX bytes with the
+ * NUL; a smaller `out` gets a truncated, terminated string. Returns `out`.
  */
+#define PROTO_MONEY_MAX_EXPONENT 18u /* 10^18: the largest power of ten in an int64 */
+#define PROTO_MONEY_TEXT_MAX 40u     /* "raw:-9223372036854775808,exp:4294967295" */
 char *proto_money_format(int64_t minor, unsigned exponent, char *out, size_t out_size);
 
 #endif

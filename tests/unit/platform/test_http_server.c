@@ -54,6 +54,7 @@ struct test_server {
   atomic_int handled;          /* handler calls */
   atomic_int respond_failures; /* http_exchange_respond() returned -1 */
   atomic_int closed;           /* closed_cb calls */
+  atomic_int headers_checked;  /* on_headers hook calls */
   pthread_mutex_t lock;
   pthread_cond_t cond;
   int stop_requested;
@@ -143,6 +144,26 @@ static void test_handler(http_exchange *exchange, void *arg)
     break;
   }
   }
+}
+
+/* The on-headers hook of the tests: POSTs need "Authorization: yes". */
+static int test_on_headers(const http_exchange *request, void *arg, struct http_refusal *refusal)
+{
+  struct test_server *ts = arg;
+  const char *authorization = http_exchange_header(request, "authorization");
+  size_t body_length = 99;
+
+  atomic_fetch_add(&ts->headers_checked, 1);
+  /* The view has the request line and headers, and no body yet. */
+  assert_string_equal(http_exchange_body(request, &body_length), "");
+  assert_int_equal(body_length, 0);
+  if (strcmp(http_exchange_method(request), "POST") != 0 ||
+      (authorization != NULL && strcmp(authorization, "yes") == 0))
+    return 0;
+  snprintf(refusal->error, sizeof(refusal->error), "no entry to %s?%s without a token",
+           http_exchange_path(request), http_exchange_query(request));
+  refusal->extra_headers = "WWW-Authenticate: Bearer realm=\"test\"\r\n";
+  return 401;
 }
 
 static void on_server_closed(void *arg)
@@ -333,13 +354,20 @@ static void url_for(char *url, size_t url_size, const char *scheme, int port, co
 
 /* ---- raw sockets --------------------------------------------------------- */
 
-static int raw_connect(int port)
+/* Connects from `source` (a loopback address such as "127.0.0.2"), or any when NULL. */
+static int raw_connect_from(int port, const char *source)
 {
   struct sockaddr_in addr;
   struct timeval timeout = {.tv_sec = 5, .tv_usec = 0};
   int fd = socket(AF_INET, SOCK_STREAM, 0);
 
   assert_true(fd >= 0);
+  if (source != NULL) {
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    assert_int_equal(inet_pton(AF_INET, source, &addr.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+  }
   memset(&addr, 0, sizeof(addr));
   addr.sin_family = AF_INET;
   addr.sin_port = htons((uint16_t)port);
@@ -347,6 +375,11 @@ static int raw_connect(int port)
   assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   return fd;
+}
+
+static int raw_connect(int port)
+{
+  return raw_connect_from(port, NULL);
 }
 
 static void raw_send(int fd, const char *data, size_t length)
@@ -908,10 +941,17 @@ static void test_max_connections(void **state)
     raw_send(fds[i], request, sizeof(request) - 1);
     assert_true(raw_read_response(fds[i], response, sizeof(response)) > 0);
   }
-  /* A third is accepted and closed at once. */
+  /*
+   * A third is refused at once with a 503 that says why; the two others
+   * have been served (they are not unproven idle sockets), so neither is
+   * closed to make room.
+   */
   extra = raw_connect(ts->port);
   send(extra, request, sizeof(request) - 1, MSG_NOSIGNAL);
-  assert_int_equal(raw_read_all(extra, response, sizeof(response)), 0);
+  raw_read_all(extra, response, sizeof(response));
+  assert_non_null(strstr(response, "HTTP/1.1 503 Service Unavailable\r\n"));
+  assert_non_null(strstr(response, "Retry-After: 1\r\n"));
+  assert_non_null(strstr(response, "max_connections"));
   close(extra);
 
   /* Once one hangs up there is room again. */
@@ -919,7 +959,9 @@ static void test_max_connections(void **state)
   for (int attempt = 0; attempt < 50 && !served; attempt++) {
     extra = raw_connect(ts->port);
     send(extra, request, sizeof(request) - 1, MSG_NOSIGNAL);
-    served = raw_read_response(extra, response, sizeof(response)) > 0;
+    /* Until the server has seen the hang-up, the answer is the 503. */
+    served = raw_read_response(extra, response, sizeof(response)) > 0 &&
+             strstr(response, "HTTP/1.1 200 OK\r\n") != NULL;
     close(extra);
     if (!served)
       sleep_ms(20);
@@ -928,6 +970,164 @@ static void test_max_connections(void **state)
   close(fds[1]);
   server_stop(ts);
   assert_int_equal(atomic_load(&ts->handled), 3);
+}
+
+/* Opens `count` connections that never send a byte. */
+static void open_idle(int *fds, int count, int port, const char *source)
+{
+  for (int i = 0; i < count; i++)
+    fds[i] = raw_connect_from(port, source);
+}
+
+static void close_all(int *fds, int count)
+{
+  for (int i = 0; i < count; i++)
+    close(fds[i]);
+}
+
+/*
+ * Issue 7 item 12: connections that never sent a byte held every slot
+ * until idle_timeout, and the next client was closed at accept. Now the
+ * oldest such connection makes room, at once, whatever the timeouts.
+ */
+static void test_idle_connections_do_not_lock_out_clients(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct reply *reply = malloc(sizeof(*reply));
+  char url[128];
+  int idle[64];
+  CURL *curl = curl_easy_init();
+
+  default_config(&config);
+  config.max_connections = 16;
+  config.idle_timeout_ms = 60000;
+  config.request_timeout_ms = 60000;
+  config.first_request_timeout_ms = 60000; /* no timer helps: only eviction can */
+  server_start(ts, &config, MODE_ECHO, 0);
+  open_idle(idle, 64, ts->port, NULL);
+  url_for(url, sizeof(url), "http", ts->port, "/v1/batches");
+  for (int i = 0; i < 3; i++) {
+    curl_base(curl, url, reply);
+    curl_easy_setopt(curl, CURLOPT_FORBID_REUSE, 1L);
+    curl_run(curl, reply);
+    assert_int_equal(reply->rc, CURLE_OK);
+    assert_int_equal(reply->status, 200);
+    assert_string_equal(reply->body, "GET /v1/batches ");
+  }
+  close_all(idle, 64);
+  curl_easy_cleanup(curl);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 3);
+  free(reply);
+}
+
+/* A connection that sends nothing is closed after first_request_timeout, not idle_timeout. */
+static void test_silent_connection_closed_at_first_request_timeout(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  char response[4096];
+  static const char partial[] = "GET /slow HTTP/1.1\r\nHost: x\r\n";
+  uint64_t started;
+  int fd;
+
+  default_config(&config);
+  config.idle_timeout_ms = 30000;
+  config.request_timeout_ms = 30000;
+  config.first_request_timeout_ms = 200;
+  server_start(ts, &config, MODE_ECHO, 0);
+  started = uv_hrtime();
+  fd = raw_connect(ts->port);
+  assert_int_equal(raw_read_all(fd, response, sizeof(response)), 0);
+  assert_true((uv_hrtime() - started) / 1000000 >= 150);
+  assert_true((uv_hrtime() - started) / 1000000 < 4000);
+  close(fd);
+
+  /* Headers begun but not finished: told so with a 408. */
+  fd = raw_connect(ts->port);
+  raw_send(fd, partial, sizeof(partial) - 1);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  assert_non_null(strstr(response, "HTTP/1.1 408 Request Timeout\r\n"));
+  assert_non_null(strstr(response, "first_request_timeout_ms (200 ms)"));
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 0);
+}
+
+/* One address cannot take more than max_connections_per_ip; others are still served. */
+static void test_connections_per_ip_limited(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct reply *reply = malloc(sizeof(*reply));
+  char response[4096];
+  char url[128];
+  int idle[4];
+  int extra;
+  CURL *curl = curl_easy_init();
+
+  default_config(&config);
+  config.max_connections_per_ip = 4;
+  server_start(ts, &config, MODE_ECHO, 0);
+  open_idle(idle, 4, ts->port, "127.0.0.2");
+  extra = raw_connect_from(ts->port, "127.0.0.2");
+  raw_read_all(extra, response, sizeof(response));
+  close(extra);
+  assert_non_null(strstr(response, "HTTP/1.1 429 Too Many Requests\r\n"));
+  assert_non_null(strstr(response, "too many connections from your address"));
+
+  url_for(url, sizeof(url), "http", ts->port, "/other");
+  curl_base(curl, url, reply);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  close_all(idle, 4);
+  curl_easy_cleanup(curl);
+  server_stop(ts);
+  free(reply);
+}
+
+/*
+ * Issue 7 item 8: a request the on-headers hook refuses is answered as soon
+ * as its headers are in, and its body is never waited for nor buffered:
+ * here the body is never sent at all, so only an early answer can come back
+ * (otherwise the request would time out with 408).
+ */
+static void test_on_headers_refuses_before_the_body(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  char response[4096];
+  static const char unauthorized[] =
+      "POST /v1/sales?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+      "Expect: 100-continue\r\n\r\n";
+  static const char authorized[] = "POST /v1/sales HTTP/1.1\r\nHost: x\r\nAuthorization: yes\r\n"
+                                   "Content-Length: 5\r\n\r\nhello";
+  int fd;
+
+  default_config(&config);
+  config.on_headers = test_on_headers;
+  server_start(ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts->port);
+  raw_send(fd, unauthorized, sizeof(unauthorized) - 1);
+  raw_read_all(fd, response, sizeof(response));
+  close(fd);
+  assert_non_null(strstr(response, "HTTP/1.1 401 Unauthorized\r\n"));
+  assert_null(strstr(response, "100 Continue"));
+  assert_non_null(strstr(response, "WWW-Authenticate: Bearer realm=\"test\"\r\n"));
+  assert_non_null(strstr(response, "Connection: close\r\n"));
+  assert_non_null(strstr(response, "{\"error\":\"no entry to /v1/sales?x=1 without a token\"}"));
+
+  fd = raw_connect(ts->port);
+  raw_send(fd, authorized, sizeof(authorized) - 1);
+  assert_true(raw_read_response(fd, response, sizeof(response)) > 0);
+  close(fd);
+  assert_non_null(strstr(response, "HTTP/1.1 200 OK\r\n"));
+  assert_non_null(strstr(response, "\r\n\r\nhello"));
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->headers_checked), 2);
+  assert_int_equal(atomic_load(&ts->handled), 1);
 }
 
 static void test_client_gone_while_pending(void **state)
@@ -1398,6 +1598,39 @@ static void test_tls_keep_alive_and_post(void **state)
   free(reply);
 }
 
+/* Item 12 over TLS: sockets stuck before or in the handshake do not keep a device out. */
+static void test_tls_idle_connections_do_not_lock_out_clients(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+  static const char half_hello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+  int idle[48];
+
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, NULL);
+  default_config(&config);
+  config.tls = &files.tls;
+  config.max_connections = 16;
+  config.idle_timeout_ms = 60000;
+  config.request_timeout_ms = 60000;
+  config.first_request_timeout_ms = 60000;
+  server_start(ts, &config, MODE_CERT, 0);
+  open_idle(idle, 48, ts->port, NULL);
+  /* Half of them start a ClientHello and stall in the handshake. */
+  for (int i = 0; i < 48; i += 2)
+    send(idle[i], half_hello, sizeof(half_hello) - 1, MSG_NOSIGNAL);
+  tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_string_equal(reply->body, "CN=store-0042");
+  close_all(idle, 48);
+  server_stop(ts);
+  free(reply);
+}
+
 static void test_tls_port_refuses_plain_http(void **state)
 {
   struct test_server *ts = *state;
@@ -1459,6 +1692,13 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_slow_request_is_408, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_idle_connection_closed, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_max_connections, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_idle_connections_do_not_lock_out_clients, test_setup,
+                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_silent_connection_closed_at_first_request_timeout,
+                                      test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_connections_per_ip_limited, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_on_headers_refuses_before_the_body, test_setup,
+                                      test_teardown),
       cmocka_unit_test_setup_teardown(test_client_gone_while_pending, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_create_reports_errors, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_client_cert_accepted, test_setup, test_teardown),
@@ -1469,6 +1709,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_tls_reload_revokes_open_connections, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_keep_alive_and_post, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_idle_connections_do_not_lock_out_clients,
+                                      test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_port_refuses_plain_http, test_setup,
                                       test_teardown),
   };
