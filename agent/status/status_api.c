@@ -57,6 +57,9 @@ static void status_add_uplink(json_t *body, const struct journal_stats *stats,
   json_object_set_new(body, "last_uplink_error",
                       link.last_error_ms ? json_string(link.last_error) : json_null());
   json_object_set_new(body, "last_uplink_error_at", status_time(link.last_error_ms));
+  /* 0 once an attempt succeeded (the ack on flash); growing while it fails. */
+  json_object_set_new(body, "uplink_consecutive_failures",
+                      json_integer((json_int_t)link.consecutive_failures));
   json_object_set_new(body, "last_heartbeat", status_time(link.last_heartbeat_ms));
 }
 

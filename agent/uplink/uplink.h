@@ -93,6 +93,7 @@ struct uplink_status {
   uint64_t batches_sent;      /* attempts, this run */
   uint64_t batches_acked;     /* this run */
   int64_t last_heartbeat_ms;  /* last heartbeat answered 200; 0 = never */
+  unsigned consecutive_failures; /* failed attempts since the last success */
   int64_t last_error_ms;      /* 0 = no error this run */
   char last_error[512];       /* what went wrong, on what */
   size_t max_batch_sales;     /* in force now (smaller after a 413, or on a full disk) */

@@ -55,6 +55,12 @@ struct uplink {
   /* The collector's limit on a batch before compression: what its last
    * BatchAck (or a 400 naming it) said, else the default both sides agree on. */
   size_t max_decoded;
+  /* The batch the collector acknowledged whose ack the journal has not
+   * recorded yet (0 = none): a retry records it again rather than resending
+   * the batch, and the backoff is reset only once the ack is on flash. */
+  int64_t ack_pending;
+  struct journal_batch acking; /* what a 200 acknowledged (no body), for the log */
+  int acking_duplicate;
   struct journal_op op;    /* NEXT_BATCH, ACK or UNSEAL; one at a time */
   int op_busy;
   struct uplink_http_request batch_req;
@@ -68,7 +74,9 @@ struct uplink {
   uint8_t *heartbeat_body;
 
   struct uplink_status status;
-  uint64_t error_logged_ms; /* loop time the last error was logged */
+  uint64_t error_logged_ms; /* loop time the last error was logged; 0 = log the next */
+  unsigned error_suppressed; /* repeats of status.last_error not logged since */
+  int error_was_logged;      /* the last error made a log line (not suppressed) */
   int started;              /* the first push (at start) has begun */
   char handled_commands[8][64]; /* command_ids acted on lately (a ring) */
   unsigned handled_next;
@@ -78,9 +86,18 @@ struct uplink {
   unsigned open_handles;
 };
 
-/* Records and logs an error ("what went wrong, on what") for the status page. */
+/*
+ * Records an error ("what went wrong, on what") for the status page and
+ * logs it (as an error if `loud`, else a warning), except that the same
+ * message again within UPLINK_ERROR_REPEAT_MS is only counted: the line
+ * that ends a run of repeats says how many were not logged.
+ */
 void uplink__error(uplink *u, int loud, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* After a success: says how many repeats of the last error were not
+ * logged, and lets the next error be logged whatever it says. */
+void uplink__error_settled(uplink *u);
 
 /* Starts heartbeats (first one after `first_ms`). */
 void uplink__heartbeat_start(uplink *u, uint64_t first_ms);

@@ -43,31 +43,65 @@ const char *uplink_state_name(enum uplink_state state)
   return "?";
 }
 
+/* Logs how many repeats of the last error were not logged, if any. */
+static void uplink_error_flush(uplink *u)
+{
+  char quoted[600];
+
+  if (!u->error_suppressed)
+    return;
+  log_info("uplink", "error_repeated", "count=%u reason=%s", u->error_suppressed,
+           log_quote(u->status.last_error, quoted, sizeof(quoted)));
+  u->error_suppressed = 0;
+}
+
 void uplink__error(uplink *u, int loud, const char *fmt, ...)
 {
   char message[sizeof(u->status.last_error)];
   char quoted[600];
   uint64_t now = uv_now(u->loop);
-  int repeated;
+  unsigned suppressed = 0;
+  int same;
   va_list args;
 
   va_start(args, fmt);
   vsnprintf(message, sizeof(message), fmt, args);
   va_end(args);
-  /* Days offline repeat the same failure every minute (heartbeats): say it
-   * once, then again every UPLINK_ERROR_REPEAT_MS, so the log on flash says
-   * something new when something new happens. */
-  repeated = strcmp(message, u->status.last_error) == 0 &&
-             now < u->error_logged_ms + UPLINK_ERROR_REPEAT_MS;
-  memcpy(u->status.last_error, message, sizeof(message));
-  u->status.last_error_ms = clock_wall_ms();
-  if (repeated && !loud) {
+  /* A failure that lasts repeats the same line at every retry and every
+   * heartbeat (a batch was once resent 4,632 times in 3.5 minutes, four
+   * lines each): say it once, then again every UPLINK_ERROR_REPEAT_MS with
+   * the number of repeats in between, so the log on flash says something
+   * new when something new happens. It is always in the status. */
+  same = strcmp(message, u->status.last_error) == 0;
+  if (same && u->error_logged_ms && now < u->error_logged_ms + UPLINK_ERROR_REPEAT_MS) {
+    u->error_suppressed++;
+    u->error_was_logged = 0;
+    u->status.last_error_ms = clock_wall_ms();
     log_debug("uplink", "error", "repeated=1 reason=%s", log_quote(message, quoted, sizeof(quoted)));
     return;
   }
-  u->error_logged_ms = now;
-  log_event(loud ? LOG_ERROR : LOG_WARN, "uplink", "error", "reason=%s",
-            log_quote(message, quoted, sizeof(quoted)));
+  if (same) {
+    suppressed = u->error_suppressed;
+    u->error_suppressed = 0;
+  } else {
+    uplink_error_flush(u);
+  }
+  memcpy(u->status.last_error, message, sizeof(message));
+  u->status.last_error_ms = clock_wall_ms();
+  u->error_logged_ms = now ? now : 1;
+  u->error_was_logged = 1;
+  if (suppressed)
+    log_event(loud ? LOG_ERROR : LOG_WARN, "uplink", "error", "reason=%s repeated_since_logged=%u",
+              log_quote(message, quoted, sizeof(quoted)), suppressed);
+  else
+    log_event(loud ? LOG_ERROR : LOG_WARN, "uplink", "error", "reason=%s",
+              log_quote(message, quoted, sizeof(quoted)));
+}
+
+void uplink__error_settled(uplink *u)
+{
+  uplink_error_flush(u);
+  u->error_logged_ms = 0;
 }
 
 static void uplink_on_op(struct journal_op *op);
@@ -90,8 +124,11 @@ static void uplink_retry_in(uplink *u, uint64_t delay_ms)
   u->state = UPLINK_BACKING_OFF;
   u->status.next_push_ms = clock_wall_ms() + (int64_t)delay_ms;
   uv_timer_start(&u->push_timer, uplink_on_push_timer, delay_ms, 0);
-  log_info("uplink", "backing_off", "retry_in_ms=%" PRIu64 " batch_seq=%" PRId64, delay_ms,
-           u->cursor);
+  /* Said with the error that caused it, and like it, not at every repeat. */
+  log_event(u->error_was_logged ? LOG_INFO : LOG_DEBUG, "uplink", "backing_off",
+            "retry_in_ms=%" PRIu64 " batch_seq=%" PRId64 " failures=%u%s", delay_ms,
+            u->ack_pending ? u->ack_pending : u->cursor, u->backoff.failures,
+            u->ack_pending ? " retrying=recording_the_ack" : "");
 }
 
 /* A failure that may pass by itself: back off exponentially. */
@@ -166,6 +203,18 @@ static void uplink_next(uplink *u)
   uplink_submit(u, JOURNAL_OP_NEXT_BATCH, u->cursor);
 }
 
+/* Goes on where the push stopped: records an acknowledgement the journal
+ * could not save yet (the collector has that batch: sending it again would
+ * only fetch the same answer), else sends batch `cursor`. */
+static void uplink_resume(uplink *u)
+{
+  assert(u->state == UPLINK_SENDING);
+  if (u->ack_pending)
+    uplink_submit(u, JOURNAL_OP_ACK, u->ack_pending);
+  else
+    uplink_next(u);
+}
+
 static void uplink_begin_push(uplink *u, const char *why);
 
 static void uplink_push_done(uplink *u)
@@ -191,7 +240,7 @@ static void uplink_begin_push(uplink *u, const char *why)
   log_info("uplink", "push", "why=%s batch_seq=%" PRId64 " unsent=%llu", why, u->cursor,
            (unsigned long long)stats.sales_unsent);
   u->state = UPLINK_SENDING;
-  uplink_next(u);
+  uplink_resume(u);
 }
 
 /* ---- sending -------------------------------------------------------------------- */
@@ -221,6 +270,39 @@ static void uplink_send(uplink *u)
             "batch_seq=%" PRId64 " sales=%u bytes=%zu attempt=%" PRId64,
             u->sending.batch_seq, u->sending.sale_count, u->sending.body_len,
             u->sending.attempts);
+}
+
+/* The journal recorded that batches up to `batch_seq` are acknowledged:
+ * only now is the attempt a success (the backoff starts over, the repeats
+ * of the last error are counted out), and the push goes on. */
+static void uplink_on_ack_saved(uplink *u, int64_t batch_seq)
+{
+  struct journal_batch *acked = &u->acking;
+
+  u->ack_pending = 0;
+  backoff_reset(&u->backoff);
+  uplink__error_settled(u);
+  if (acked->batch_seq) {
+    u->status.last_ack_ms = clock_wall_ms();
+    u->status.last_ack_batch_seq = acked->batch_seq;
+    u->status.batches_acked++;
+    log_info("uplink", "batch_acked",
+             "batch_seq=%" PRId64 " first_seq=%" PRId64 " last_seq=%" PRId64
+             " sales=%u bytes=%zu attempt=%" PRId64 " duplicate=%d",
+             acked->batch_seq, acked->first_seq, acked->last_seq, acked->sale_count,
+             acked->body_len, acked->attempts, u->acking_duplicate);
+  }
+  memset(acked, 0, sizeof(*acked));
+  if (u->full_max_sales || u->full_max_bytes) {
+    /* Batches go out again, so the disk may have room again (retention,
+     * someone cleaning up): back to full-size batches rather than single
+     * sales for good; a disk still full halves them again. */
+    u->full_max_sales = u->full_max_bytes = 0;
+    log_info("uplink", "limit", "max_batch_sales=%zu max_batch_bytes=%zu source=restored",
+             u->max_sales, u->max_bytes);
+  }
+  u->cursor = batch_seq + 1;
+  uplink_next(u);
 }
 
 static void uplink_on_op(struct journal_op *op)
@@ -275,21 +357,16 @@ static void uplink_on_op(struct journal_op *op)
     return;
   case JOURNAL_OP_ACK:
     if (op->error) {
-      /* The collector has it; resending gets a duplicate answer. */
-      uplink__error(u, 1, "acknowledging batch %" PRId64 ": %s", op->batch_seq, op->message);
+      /* The collector has the batch; what failed is saving that here. It
+       * is a failure like any other: the backoff grows, and the retry
+       * records the ack again instead of resending the batch. */
+      uplink__error(u, 1, "batch %" PRId64 " was acknowledged by the collector but journal %s "
+                    "cannot record that: %s; recording it is retried (the batch is not resent)",
+                    op->batch_seq, u->journal_path, op->message);
       uplink_backoff(u);
       return;
     }
-    if (u->full_max_sales || u->full_max_bytes) {
-      /* Batches go out again, so the disk may have room again (retention,
-       * someone cleaning up): back to full-size batches rather than single
-       * sales for good; a disk still full halves them again. */
-      u->full_max_sales = u->full_max_bytes = 0;
-      log_info("uplink", "limit", "max_batch_sales=%zu max_batch_bytes=%zu source=restored",
-               u->max_sales, u->max_bytes);
-    }
-    u->cursor = op->batch_seq + 1;
-    uplink_next(u);
+    uplink_on_ack_saved(u, op->batch_seq);
     return;
   case JOURNAL_OP_UNSEAL:
     if (op->error) {
@@ -418,18 +495,18 @@ static void uplink_on_ok(uplink *u, Pos__V1__BatchAck *ack, const char *text)
   }
   uplink_apply_limits(u, ack->limits);
   uplink__commands(u, ack->n_commands, ack->commands);
-  backoff_reset(&u->backoff);
-  u->status.last_ack_ms = clock_wall_ms();
-  u->status.last_ack_batch_seq = batch_seq;
-  u->status.batches_acked++;
-  log_info("uplink", "batch_acked",
-           "batch_seq=%" PRId64 " first_seq=%" PRId64 " last_seq=%" PRId64
-           " sales=%u bytes=%zu attempt=%" PRId64 " duplicate=%d",
-           batch_seq, u->sending.first_seq, u->sending.last_seq, u->sending.sale_count,
-           u->sending.body_len, u->sending.attempts, (int)ack->duplicate);
+  log_debug("uplink", "batch_answered", "batch_seq=%" PRId64 " duplicate=%d", batch_seq,
+            (int)ack->duplicate);
+  /* Not a success yet: that is when the journal has the ack on flash (the
+   * backoff used to be reset here, so an ack the disk could not take was
+   * retried from backoff_min for ever). Only the batch sent is recorded:
+   * if the collector has more, the next ones are answered as duplicates,
+   * and nothing is marked sent that was not. */
+  u->acking = u->sending;
+  u->acking.body = NULL;
+  u->acking_duplicate = (int)ack->duplicate;
+  u->ack_pending = batch_seq;
   uplink_free_sending(u);
-  /* Only the batch sent: if the collector has more, the next ones are
-   * answered as duplicates, and nothing is marked sent that was not. */
   uplink_submit(u, JOURNAL_OP_ACK, batch_seq);
 }
 
@@ -460,6 +537,7 @@ static void uplink_on_conflict(uplink *u, Pos__V1__BatchAck *ack, const char *te
     log_warn("uplink", "resume", "sent=%" PRId64 " expected=%" PRId64
              " reason=\"the collector has these batches already\"", ours, expected);
     uplink_free_sending(u);
+    u->ack_pending = expected - 1;
     uplink_submit(u, JOURNAL_OP_ACK, expected - 1);
     return;
   }
@@ -651,7 +729,7 @@ static void uplink_on_push_timer(uv_timer_t *timer)
     u->started = 1;
   } else if (u->state == UPLINK_BACKING_OFF) {
     u->state = UPLINK_SENDING;
-    uplink_next(u);
+    uplink_resume(u);
   }
 }
 
@@ -677,6 +755,7 @@ void uplink_get_status(const uplink *u, struct uplink_status *status)
 {
   *status = u->status;
   status->state = u->state;
+  status->consecutive_failures = u->backoff.failures;
   status->max_batch_sales = uplink_max_sales(u);
   status->max_batch_bytes = uplink_max_bytes(u);
 }

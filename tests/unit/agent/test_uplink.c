@@ -291,6 +291,7 @@ static void fake_start(struct fixture *f, const struct http_tls_config *tls)
  * disk_full is set, as on a flash card with no room left: SQLite sees what
  * it sees on a full disk, whatever the file sizes. */
 static int disk_full;
+static int sync_fails; /* fsync answers EIO, as a worn flash card does */
 static sqlite3_vfs *real_vfs;
 static sqlite3_vfs full_vfs;
 
@@ -317,7 +318,12 @@ static int full_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
   return REAL(f)->pMethods->xTruncate(REAL(f), size);
 }
-static int full_sync(sqlite3_file *f, int flags) { return REAL(f)->pMethods->xSync(REAL(f), flags); }
+static int full_sync(sqlite3_file *f, int flags)
+{
+  if (sync_fails)
+    return SQLITE_IOERR_FSYNC;
+  return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
 static int full_file_size(sqlite3_file *f, sqlite3_int64 *size)
 {
   return REAL(f)->pMethods->xFileSize(REAL(f), size);
@@ -416,6 +422,7 @@ static int setup(void **state)
 
   install_full_vfs();
   disk_full = 0;
+  sync_fails = 0;
   announced_decoded = 0;
 
   jf_setup(&f->jf, "test_uplink");
@@ -537,6 +544,20 @@ static void seal(struct fixture *f, int64_t batch_seq, size_t max_sales)
   assert_int_equal(w.op.error, 0);
   assert_true(w.op.sealed);
   journal_op_clear(&w.op);
+}
+
+/* Runs the loop until cond(f) holds (1), or `timeout_ms` passed (0). */
+static int wait_until(struct fixture *f, int (*cond)(struct fixture *), uint64_t timeout_ms)
+{
+  uint64_t deadline;
+  uv_update_time(&f->jf.loop);
+  deadline = uv_now(&f->jf.loop) + timeout_ms;
+  while (!cond(f)) {
+    if (uv_now(&f->jf.loop) > deadline)
+      return 0;
+    uv_run(&f->jf.loop, UV_RUN_ONCE);
+  }
+  return 1;
 }
 
 /* Runs the loop until cond(f) holds, or fails after `timeout_ms`. */
@@ -1323,6 +1344,157 @@ static void an_ack_beyond_every_sealed_batch_marks_nothing_sent(void **state)
   assert_true(status.next_push_ms - status.last_attempt_ms >= 2000);
 }
 
+/* ---- an acknowledgement that cannot be saved -------------------------------------- */
+
+/* Counts the lines of `path` that hold every one of the `n` needles. */
+static unsigned count_lines(const char *path, size_t n, const char *const *needles)
+{
+  FILE *file = fopen(path, "r");
+  char line[2048];
+  unsigned count = 0;
+  assert_non_null(file);
+  while (fgets(line, sizeof(line), file)) {
+    size_t i = 0;
+    while (i < n && strstr(line, needles[i]))
+      i++;
+    count += i == n;
+  }
+  fclose(file);
+  return count;
+}
+
+/* Prints the log captured in `path`, to see why a test failed. */
+static void print_file(const char *path)
+{
+  FILE *file = fopen(path, "r");
+  char line[2048];
+  if (!file)
+    return;
+  while (fgets(line, sizeof(line), file))
+    fputs(line, stdout);
+  fclose(file);
+}
+
+/* Sends stderr (where the log goes) to `path` until stderr_restore(). */
+static int stderr_capture(const char *path)
+{
+  int saved = dup(STDERR_FILENO);
+  FILE *file = fopen(path, "w");
+  assert_non_null(file);
+  assert_true(saved >= 0);
+  fflush(stderr);
+  assert_true(dup2(fileno(file), STDERR_FILENO) >= 0);
+  fclose(file);
+  return saved;
+}
+
+static void stderr_restore(int saved)
+{
+  fflush(stderr);
+  assert_true(dup2(saved, STDERR_FILENO) >= 0);
+  close(saved);
+}
+
+/* The uplink is backing off and its next try is at least this far away. */
+static int64_t long_wait_ms;
+static int backing_off_long(struct fixture *f)
+{
+  struct uplink_status status;
+  uplink_get_status(f->uplink, &status);
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return status.state == UPLINK_BACKING_OFF && status.last_attempt_ms > 0 &&
+         status.next_push_ms - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000) >=
+             long_wait_ms;
+}
+
+/* The collector answered 200 but the journal could not record it (a full
+ * disk, or fsync failing): retries used to start from backoff_min every
+ * time, because backoff_reset() ran on the 200 before the journal had the
+ * ack; one batch was resent 4,632 times in 3.5 minutes, four log lines
+ * each. Now the backoff grows like after any failure, the batch is not
+ * sent again (the collector has it: only recording the ack is retried),
+ * identical error lines are logged once, and the ack is recorded once the
+ * disk lets it. */
+static void ack_not_saved_backs_off(struct fixture *f, int *fault, const char *log_name)
+{
+  struct uplink_options options;
+  struct uplink_status status;
+  struct journal_stats stats;
+  char log_path[160];
+  const char *error_lines[] = {"mod=uplink", "event=error ", "cannot record that"};
+  const char *backoff_lines[] = {"mod=uplink", "event=backing_off"};
+  const char *repeat_lines[] = {"mod=uplink", "event=error_repeated", "cannot record that"};
+  unsigned errors, backoffs, repeats;
+  int saved, grew, recovered = 0;
+  size_t sent_while_failing;
+
+  fake_start(f, NULL);
+  add_sales(f, "AS", 5, 1);
+  seal(f, 1, 100);
+  snprintf(log_path, sizeof(log_path), "%s/%s", f->jf.dir, log_name);
+  options = default_options(f);
+  options.backoff_min_ms = 20;
+  options.backoff_max_ms = 400;
+  *fault = 1;
+  saved = stderr_capture(log_path);
+  start_uplink(f, &options);
+  /* 20, 40, 80, 160, 320 ms...: a wait of 300 ms or more comes only after
+   * four failures in a row. Before the fix it stayed in [10, 20] ms. */
+  long_wait_ms = 300;
+  grew = wait_until(f, backing_off_long, 20000);
+  uplink_get_status(f->uplink, &status);
+  sent_while_failing = f->fake.body_count;
+  if (grew) {
+    *fault = 0;
+    recovered = wait_until(f, is_idle_and_all_sent, 10000);
+  }
+  stderr_restore(saved);
+  if (!grew) {
+    print_file(log_path);
+    fail_msg("the backoff did not grow to %lld ms while the ack could not be saved",
+             (long long)long_wait_ms);
+  }
+  assert_true(status.consecutive_failures >= 4);
+  assert_non_null(strstr(status.last_error, "cannot record that"));
+  /* The collector has the batch: it was not sent again and again. */
+  if (sent_while_failing != 1) {
+    print_file(log_path);
+    fail_msg("batch 1 sent %zu times while its ack could not be saved", sent_while_failing);
+  }
+  if (!recovered) {
+    print_file(log_path);
+    fail_msg("the ack was not recorded once the disk let it");
+  }
+  journal_get_stats(f->journal, &stats);
+  assert_int_equal(stats.acked_batch_seq, 1);
+  assert_int_equal(f->fake.body_count, 1);
+  assert_each_sale_once(f);
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.consecutive_failures, 0);
+  assert_int_equal(status.batches_acked, 1);
+  /* One line for the failure, one for its backoff, one counting the
+   * repeats once it is over. */
+  errors = count_lines(log_path, 3, error_lines);
+  backoffs = count_lines(log_path, 2, backoff_lines);
+  repeats = count_lines(log_path, 3, repeat_lines);
+  if (errors != 1 || backoffs != 1 || repeats != 1) {
+    print_file(log_path);
+    fail_msg("%u error, %u backing_off and %u error_repeated lines for one failure repeated "
+             "(want 1 each)", errors, backoffs, repeats);
+  }
+}
+
+static void an_ack_that_cannot_be_saved_on_a_full_disk_backs_off(void **state)
+{
+  ack_not_saved_backs_off(*state, &disk_full, "full.log");
+}
+
+static void an_ack_that_cannot_be_saved_when_fsync_fails_backs_off(void **state)
+{
+  ack_not_saved_backs_off(*state, &sync_fails, "fsync.log");
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1354,6 +1526,10 @@ int main(void)
       cmocka_unit_test_setup_teardown(busy_answers_keep_backing_off, setup, teardown),
       cmocka_unit_test_setup_teardown(a_200_without_a_usable_ack_is_retried, setup, teardown),
       cmocka_unit_test_setup_teardown(an_ack_beyond_every_sealed_batch_marks_nothing_sent,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(an_ack_that_cannot_be_saved_on_a_full_disk_backs_off,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(an_ack_that_cannot_be_saved_when_fsync_fails_backs_off,
                                       setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
