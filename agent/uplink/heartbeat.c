@@ -67,6 +67,13 @@ void uplink__heartbeat_send(uplink *u)
   heartbeat.last_seq = (uint64_t)stats.last_seq;
   heartbeat.acked_batch_seq = (uint64_t)stats.acked_batch_seq;
   heartbeat.journaled_sales = stats.sales_journaled;
+  /* A stall only head office can end travels with every heartbeat until a
+   * batch is accepted again. */
+  if (u->status.stalled_expected_batch_seq > 0) {
+    heartbeat.stalled_expected_batch_seq = (uint64_t)u->status.stalled_expected_batch_seq;
+    heartbeat.oldest_held_batch_seq = (uint64_t)u->status.oldest_held_batch_seq;
+    heartbeat.uplink_problem = u->status.problem;
+  }
 
   free(u->heartbeat_body);
   len = pos__v1__heartbeat__get_packed_size(&heartbeat);

@@ -61,6 +61,7 @@ struct uplink {
   int64_t ack_pending;
   struct journal_batch acking; /* what a 200 acknowledged (no body), for the log */
   int acking_duplicate;
+  int64_t asked_batch_seq; /* what the last 409 below asked for; 0 = none since a 200 */
   struct journal_op op;    /* NEXT_BATCH, ACK or UNSEAL; one at a time */
   int op_busy;
   struct uplink_http_request batch_req;

@@ -272,6 +272,67 @@ static void uplink_send(uplink *u)
             u->sending.attempts);
 }
 
+/* ---- a stall only head office can end --------------------------------------------- */
+
+/*
+ * NEXT_BATCH found no batch `cursor`: if retention deleted it (it is below
+ * the oldest batch held), the collector lost the state that acknowledged
+ * it and asks for what this device cannot send any more. Nothing the agent
+ * can do alone fixes that, and skipping ahead by itself would hide a gap
+ * from head office: it says so (log, status, heartbeat), resends its oldest
+ * held batch every backoff_max, and keeps taking sales. The collector
+ * accepts that batch once head office approved a rebase. Returns 1 when
+ * handled so, 0 when the batch was never sealed (another problem).
+ */
+static int uplink_on_batch_gone(uplink *u, const struct journal_op *op)
+{
+  struct uplink_status *status = &u->status;
+  struct journal_stats stats;
+  int64_t held, expected;
+
+  journal_get_stats(u->journal, &stats);
+  held = op->oldest_batch_seq ? op->oldest_batch_seq : stats.last_batch_seq + 1;
+  if (op->batch_seq > stats.last_batch_seq || held <= op->batch_seq)
+    return 0;
+  /* What the collector asked for; the cursor is the batch found missing,
+   * the same unless retention deleted our oldest batch during the stall. */
+  expected = u->asked_batch_seq ? u->asked_batch_seq : op->batch_seq;
+  if (!status->stalled_expected_batch_seq)
+    status->stalled_since_ms = clock_wall_ms();
+  status->stalled_expected_batch_seq = expected;
+  status->oldest_held_batch_seq = held;
+  snprintf(status->problem, sizeof(status->problem),
+           "expected_batch_deleted: the collector expects batch %" PRId64 " of journal %s, "
+           "which this device deleted after retention; the oldest batch it holds is %"
+           PRId64 ". Sales are still taken and kept. Head office must approve a rebase at the "
+           "collector (it then accepts batch %" PRId64 " as the next one); batch %" PRId64
+           " is offered again every %" PRId64 " s",
+           expected, u->identity_journal_id, held, held, held, u->backoff_max_ms / 1000);
+  uplink__error(u, 1, "%s", status->problem);
+  u->cursor = held;
+  uplink_backoff_max(u);
+  return 1;
+}
+
+/* A batch was accepted: a stall, if any, is over. */
+static void uplink_stall_clear(uplink *u, int64_t accepted_batch_seq)
+{
+  struct uplink_status *status = &u->status;
+
+  u->asked_batch_seq = 0;
+  if (!status->stalled_expected_batch_seq)
+    return;
+  log_warn("uplink", "stall_cleared",
+           "accepted_batch_seq=%" PRId64 " had_expected_batch_seq=%" PRId64
+           " reason=\"the collector accepted a batch again (a rebase approved by head "
+           "office)\"",
+           accepted_batch_seq, status->stalled_expected_batch_seq);
+  status->stalled_expected_batch_seq = 0;
+  status->oldest_held_batch_seq = 0;
+  status->stalled_since_ms = 0;
+  status->problem[0] = '\0';
+}
+
 /* The journal recorded that batches up to `batch_seq` are acknowledged:
  * only now is the attempt a success (the backoff starts over, the repeats
  * of the last error are counted out), and the push goes on. */
@@ -283,6 +344,7 @@ static void uplink_on_ack_saved(uplink *u, int64_t batch_seq)
   backoff_reset(&u->backoff);
   uplink__error_settled(u);
   if (acked->batch_seq) {
+    uplink_stall_clear(u, acked->batch_seq);
     u->status.last_ack_ms = clock_wall_ms();
     u->status.last_ack_batch_seq = acked->batch_seq;
     u->status.batches_acked++;
@@ -334,9 +396,11 @@ static void uplink_on_op(struct journal_op *op)
         uplink__error(u, 1, "batch %" PRId64 ": %s; sealing at most %zu sales until a batch "
                       "is acknowledged", u->cursor, op->message, u->full_max_sales);
         uplink_backoff(u);
+      } else if (op->error == JOURNAL_ENOTFOUND && uplink_on_batch_gone(u, op)) {
+        /* Stalled until head office approves a rebase; said and scheduled. */
       } else if (op->error == JOURNAL_ENOTFOUND) {
-        /* The collector wants a batch we no longer have (or never made):
-         * no retry can fix that; a person must look. */
+        /* The collector wants a batch we never made: no retry can fix
+         * that; a person must look. */
         uplink__error(u, 1, "batch %" PRId64 " cannot be sent: %s", u->cursor, op->message);
         uplink_backoff_max(u);
       } else {
@@ -541,8 +605,22 @@ static void uplink_on_conflict(uplink *u, Pos__V1__BatchAck *ack, const char *te
     uplink_submit(u, JOURNAL_OP_ACK, expected - 1);
     return;
   }
+  if (expected == u->status.stalled_expected_batch_seq &&
+      expected < u->status.oldest_held_batch_seq) {
+    /* Still the stall: the collector wants the batch deleted here, and head
+     * office has not approved a rebase yet. Offer the oldest batch held
+     * again after backoff_max; the error repeats (rate-limited). */
+    uplink__error(u, 1, "%s", u->status.problem);
+    uplink_free_sending(u);
+    u->cursor = u->status.oldest_held_batch_seq;
+    uplink_backoff_max(u);
+    return;
+  }
   /* The collector lacks batches we hold as acknowledged (its state was
-   * rebuilt from less): resend the stored ones from there, unchanged. */
+   * rebuilt from less): resend the stored ones from there, unchanged. If
+   * retention deleted the batch asked for, NEXT_BATCH says so and the
+   * stall above begins. */
+  u->asked_batch_seq = expected;
   log_warn("uplink", "resume", "sent=%" PRId64 " expected=%" PRId64
            " reason=\"the collector is missing earlier batches; resending them\"", ours,
            expected);

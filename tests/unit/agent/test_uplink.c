@@ -9,7 +9,9 @@
  * the collector's decoded limit (sealing within it, a 400 over it), a full
  * disk (stored batches still sent, halved caps restored), retries out of
  * step (Retry-After with jitter, growing backoff, a jittered first retry),
- * and a 200 that is no acknowledgement.
+ * a 200 that is no acknowledgement, an acknowledgement the journal cannot
+ * save (backs off, logged once), and a 409 for a batch retention deleted
+ * (a visible stall until head office approves a rebase).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -79,6 +81,12 @@ struct fake {
   int announce_decoded;          /* acks carry limits.max_batch_decoded_bytes = max_decoded */
   int plain_400;                 /* the 400 names no limit */
   unsigned refused_400;          /* 400s answered */
+  /* Head office approved a rebase: this batch is accepted as the next one
+   * whatever the collector accepted before (0 = none approved). */
+  int64_t rebase_from;
+  uint64_t last_stalled_expected; /* the last heartbeat's fields 17-19 */
+  uint64_t last_oldest_held;
+  char last_problem[512];
 };
 
 /* The decoded limit the fake's acks announce (0 = no limits). */
@@ -205,6 +213,10 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
     http_exchange_respond(exchange, 413, "text/plain", NULL, "too large", 9);
     return;
   }
+  if (fake->rebase_from && batch_seq == fake->rebase_from && fake->accepted < batch_seq - 1) {
+    fake->accepted = batch_seq - 1;
+    fake->rebase_from = 0;
+  }
   if (batch_seq <= fake->accepted) {
     pos__v1__batch__free_unpacked(batch, NULL);
     fake_respond_ack(exchange, 200, fake->accepted, 0, 1, journal_id, 0);
@@ -246,6 +258,10 @@ static void fake_on_heartbeat(struct fake *fake, http_exchange *exchange)
   fake->last_unsent = heartbeat->unsent_sales;
   snprintf(fake->last_heartbeat_store, sizeof(fake->last_heartbeat_store), "%s",
            heartbeat->store_id);
+  fake->last_stalled_expected = heartbeat->stalled_expected_batch_seq;
+  fake->last_oldest_held = heartbeat->oldest_held_batch_seq;
+  snprintf(fake->last_problem, sizeof(fake->last_problem), "%s",
+           heartbeat->uplink_problem ? heartbeat->uplink_problem : "");
   pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
   ack.server_clock_ms = 0;
   if (fake->heartbeat_push_now) {
@@ -1495,6 +1511,149 @@ static void an_ack_that_cannot_be_saved_when_fsync_fails_backs_off(void **state)
   ack_not_saved_backs_off(*state, &sync_fails, "fsync.log");
 }
 
+/* ---- a 409 for a batch retention deleted ---------------------------------------------- */
+
+static int stalled(struct fixture *f)
+{
+  struct uplink_status status;
+  uplink_get_status(f->uplink, &status);
+  return status.stalled_expected_batch_seq > 0;
+}
+
+/* Batch 2 was offered again at least three times since the collector lost
+ * its state (body `since` on). */
+static size_t bodies_since;
+static int offered_again(struct fixture *f)
+{
+  unsigned offers = 0;
+  for (size_t i = bodies_since; i < f->fake.body_count; i++)
+    offers += f->fake.body_batch_seq[i] == 2;
+  return offers >= 3;
+}
+
+static int heartbeat_says_stalled(struct fixture *f) { return f->fake.last_stalled_expected == 1; }
+static int heartbeat_says_clear(struct fixture *f)
+{
+  return f->fake.heartbeats > 0 && f->fake.last_stalled_expected == 0 && !stalled(f);
+}
+
+/* Pushes now and waits until everything is acknowledged. */
+static void push_and_wait(struct fixture *f, const char *what)
+{
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, what);
+}
+
+/* The collector lost its state and asks (409) for batch 1, which retention
+ * deleted here after it was acknowledged. The agent used to ask the journal
+ * for batch 1 at backoff_max for ever: new sales never left, and nothing
+ * said why. Now: a stall said once in the log, in the status and in every
+ * heartbeat (what is asked, what is held, what to do); sales still taken;
+ * the oldest batch held (2) offered again at backoff_max, never skipped;
+ * and once head office approves a rebase (the collector accepts batch 2 as
+ * the next), everything from batch 2 on arrives once and the stall clears. */
+static void a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct uplink_status status;
+  struct journal_stats stats;
+  struct jf_op retention;
+  char log_path[160];
+  const char *stall_lines[] = {"mod=uplink", "event=error ", "expected_batch_deleted"};
+  unsigned stall_logged;
+  int64_t acked_ms_2;
+  int saved, seen_stall, offered;
+
+  fake_start(f, NULL);
+  options = default_options(f);
+  options.max_batch_sales = 5;
+  options.backoff_min_ms = 20;
+  options.backoff_max_ms = 300;
+  options.heartbeat_interval_ms = 100;
+  start_uplink(f, &options);
+  add_sales(f, "K1", 5, 1);
+  push_and_wait(f, "batch 1");
+  usleep(5000); /* batch 2 acknowledged a few ms after batch 1 */
+  add_sales(f, "K2", 5, 1);
+  push_and_wait(f, "batch 2");
+
+  /* Retention deletes batch 1 (acknowledged before batch 2) and its sales. */
+  acked_ms_2 = jf_query_int(&f->jf, "SELECT acked_ms FROM batches WHERE batch_seq = 2");
+  memset(&retention, 0, sizeof(retention));
+  retention.op.kind = JOURNAL_OP_RETENTION;
+  retention.op.now_ms = acked_ms_2;
+  retention.op.retention_ms = 1;
+  jf_run_op(&f->jf, f->journal, &retention);
+  assert_int_equal(retention.op.error, 0);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT min(batch_seq) FROM batches"), 2);
+
+  /* The collector loses its state: it expects batch 1 of this journal. */
+  f->fake.accepted = 0;
+  memset(f->fake.seq_seen, 0, sizeof(f->fake.seq_seen));
+  bodies_since = f->fake.body_count;
+  snprintf(log_path, sizeof(log_path), "%s/stall.log", f->jf.dir);
+  saved = stderr_capture(log_path);
+  add_sales(f, "K3", 5, 1);
+  uplink_push_now(f->uplink, "test");
+  seen_stall = wait_until(f, stalled, 10000);
+  offered = seen_stall && wait_until(f, offered_again, 10000);
+  stderr_restore(saved);
+  if (!seen_stall || !offered) {
+    print_file(log_path);
+    fail_msg("%s", !seen_stall ? "no stall reported after a 409 for a deleted batch"
+                               : "the oldest batch held (2) was not offered again");
+  }
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.stalled_expected_batch_seq, 1);
+  assert_int_equal(status.oldest_held_batch_seq, 2);
+  assert_true(status.stalled_since_ms > 0);
+  assert_non_null(strstr(status.problem, "Head office must approve a rebase"));
+  assert_non_null(strstr(status.last_error, "expected_batch_deleted"));
+  /* Said once, however often the collector repeated its 409. */
+  stall_logged = count_lines(log_path, 3, stall_lines);
+  if (stall_logged != 1) {
+    print_file(log_path);
+    fail_msg("the stall was logged %u times (want 1)", stall_logged);
+  }
+  /* Nothing skipped: after the loss only batch 3 (first) and 2 went out. */
+  for (size_t i = bodies_since; i < f->fake.body_count; i++) {
+    int64_t sent = f->fake.body_batch_seq[i];
+    if (sent != 2 && !(i == bodies_since && sent == 3))
+      fail_msg("batch %lld sent during the stall", (long long)sent);
+  }
+  /* Head office sees it in the heartbeat. */
+  wait_for(f, heartbeat_says_stalled, 5000, "a heartbeat that says the uplink is stalled");
+  assert_int_equal(f->fake.last_oldest_held, 2);
+  assert_non_null(strstr(f->fake.last_problem, "expected_batch_deleted"));
+  /* Sales are still taken. */
+  add_sales(f, "K4", 3, 1);
+  journal_get_stats(f->journal, &stats);
+  assert_int_equal(stats.last_seq, 18);
+  assert_int_equal(stats.sales_unsent, 8);
+
+  /* Head office approves the rebase: the collector takes batch 2 next. */
+  f->fake.rebase_from = 2;
+  push_and_wait(f, "everything from batch 2 on, after the rebase");
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.stalled_expected_batch_seq, 0);
+  assert_int_equal(status.oldest_held_batch_seq, 0);
+  assert_string_equal(status.problem, "");
+  /* Batch 1's sales reached the collector before it lost them; everything
+   * held here arrived once more, exactly once. */
+  for (int64_t seq = 1; seq <= 18; seq++) {
+    unsigned want = seq <= 5 ? 0 : 1;
+    if (f->fake.seq_seen[seq] != want)
+      fail_msg("seq %lld reached the collector %u times after the loss (want %u)",
+               (long long)seq, f->fake.seq_seen[seq], want);
+  }
+  journal_get_stats(f->journal, &stats);
+  assert_int_equal(stats.sales_unsent, 0);
+  assert_int_equal(f->fake.accepted, stats.last_batch_seq);
+  f->fake.heartbeats = 0;
+  wait_for(f, heartbeat_says_clear, 5000, "a heartbeat without the stall");
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1531,6 +1690,8 @@ int main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(an_ack_that_cannot_be_saved_when_fsync_fails_backs_off,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
