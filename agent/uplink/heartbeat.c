@@ -90,10 +90,24 @@ void uplink__heartbeat_send(uplink *u)
   req->done = uplink_on_heartbeat_answer;
   req->user = u;
   if (uplink_http_start(u->http, req)) {
-    uplink__error(u, 0, "POST %s: %s", u->heartbeat_url, req->error);
+    uplink__heartbeat_error(u, 0, "POST %s: %s", u->heartbeat_url, req->error);
     return;
   }
   u->heartbeat_busy = 1;
+}
+
+/* The start of an answer's body, printable, for error messages. */
+static void uplink_heartbeat_text(const struct uplink_http_request *req, char *out,
+                                  size_t out_size)
+{
+  size_t n = 0;
+  for (size_t i = 0; i < req->response_len && n + 1 < out_size; i++) {
+    unsigned char c = req->response[i];
+    out[n++] = (char)(c >= 0x20 && c < 0x7f ? c : ' ');
+  }
+  while (n > 0 && out[n - 1] == ' ')
+    n--;
+  out[n] = '\0';
 }
 
 static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
@@ -109,35 +123,49 @@ static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
     return;
   }
   if (req->failed) {
-    uplink__error(u, 0, "POST /v1/heartbeat: %s", req->error);
+    uplink__heartbeat_error(u, 0, "POST /v1/heartbeat: %s", req->error);
     uplink_http_request_clear(req);
     return;
   }
   if (req->status != 200) {
     char text[200];
-    size_t n = 0;
-    for (size_t i = 0; i < req->response_len && n + 1 < sizeof(text); i++) {
-      unsigned char c = req->response[i];
-      text[n++] = (char)(c >= 0x20 && c < 0x7f ? c : ' ');
-    }
-    text[n] = '\0';
-    uplink__error(u, req->status == 400 || req->status == 403, "POST %s: %ld%s%s",
-                  u->heartbeat_url, req->status, n ? ": " : "", text);
+    uplink_heartbeat_text(req, text, sizeof(text));
+    /* 400 and 403 need a person (a body the collector cannot read, a
+     * certificate it refuses); anything else may pass by itself. Either way
+     * the next heartbeat goes at its interval: nothing is lost meanwhile. */
+    uplink__heartbeat_error(u, req->status == 400 || req->status == 403, "POST %s: %ld%s%s",
+                            u->heartbeat_url, req->status, text[0] ? ": " : "", text);
     uplink_http_request_clear(req);
     return;
   }
-  u->status.last_heartbeat_ms = clock_wall_ms();
   ack = pos__v1__heartbeat_ack__unpack(NULL, req->response_len, req->response);
-  uplink_http_request_clear(req);
-  if (!ack)
+  if (!ack) {
+    /* A 200 from something that is not the collector (a captive portal, a
+     * proxy's page): the heartbeat did not arrive, whatever the status. */
+    char text[200];
+    uplink_heartbeat_text(req, text, sizeof(text));
+    uplink__heartbeat_error(u, 0, "POST %s: 200 without a readable HeartbeatAck (%zu bytes%s%s); "
+                            "not counted as answered",
+                            u->heartbeat_url, req->response_len, text[0] ? ": " : "", text);
+    uplink_http_request_clear(req);
     return;
+  }
+  uplink_http_request_clear(req);
+  u->status.last_heartbeat_ms = clock_wall_ms();
+  uplink__error_settled(&u->heartbeat_log);
   if (ack->server_clock_ms) {
     int64_t drift = u->status.last_heartbeat_ms - ack->server_clock_ms;
-    if (drift > UPLINK_CLOCK_DRIFT_WARN_MS || drift < -UPLINK_CLOCK_DRIFT_WARN_MS)
+    uint64_t now = uv_now(u->loop);
+    /* Every minute while the clock is off: said once per
+     * UPLINK_ERROR_REPEAT_MS, not at every heartbeat. */
+    if ((drift > UPLINK_CLOCK_DRIFT_WARN_MS || drift < -UPLINK_CLOCK_DRIFT_WARN_MS) &&
+        (!u->drift_logged_ms || now >= u->drift_logged_ms + UPLINK_ERROR_REPEAT_MS)) {
+      u->drift_logged_ms = now ? now : 1;
       log_warn("uplink", "clock_drift",
                "device_minus_collector_ms=%" PRId64
                " reason=\"the device clock is off; received times will be too\"",
                drift);
+    }
   }
   uplink__commands(u, ack->n_commands, ack->commands);
   pos__v1__heartbeat_ack__free_unpacked(ack, NULL);

@@ -43,53 +43,52 @@ const char *uplink_state_name(enum uplink_state state)
   return "?";
 }
 
-/* Logs how many repeats of the last error were not logged, if any. */
-static void uplink_error_flush(uplink *u)
+/* Logs how many repeats of the last error of `log` were not logged, if any. */
+static void uplink_error_flush(struct uplink_error_log *log)
 {
   char quoted[600];
 
-  if (!u->error_suppressed)
+  if (!log->suppressed)
     return;
-  log_info("uplink", "error_repeated", "count=%u reason=%s", u->error_suppressed,
-           log_quote(u->status.last_error, quoted, sizeof(quoted)));
-  u->error_suppressed = 0;
+  log_info("uplink", "error_repeated", "count=%u reason=%s", log->suppressed,
+           log_quote(log->last, quoted, sizeof(quoted)));
+  log->suppressed = 0;
 }
 
-void uplink__error(uplink *u, int loud, const char *fmt, ...)
+/* Records `fmt` in the status and logs it through `log`'s rate limit. */
+static void uplink_error_v(uplink *u, struct uplink_error_log *log, int loud, const char *fmt,
+                           va_list args)
 {
   char message[sizeof(u->status.last_error)];
   char quoted[600];
   uint64_t now = uv_now(u->loop);
   unsigned suppressed = 0;
   int same;
-  va_list args;
 
-  va_start(args, fmt);
   vsnprintf(message, sizeof(message), fmt, args);
-  va_end(args);
+  memcpy(u->status.last_error, message, sizeof(message));
+  u->status.last_error_ms = clock_wall_ms();
   /* A failure that lasts repeats the same line at every retry and every
    * heartbeat (a batch was once resent 4,632 times in 3.5 minutes, four
    * lines each): say it once, then again every UPLINK_ERROR_REPEAT_MS with
    * the number of repeats in between, so the log on flash says something
    * new when something new happens. It is always in the status. */
-  same = strcmp(message, u->status.last_error) == 0;
-  if (same && u->error_logged_ms && now < u->error_logged_ms + UPLINK_ERROR_REPEAT_MS) {
-    u->error_suppressed++;
-    u->error_was_logged = 0;
-    u->status.last_error_ms = clock_wall_ms();
+  same = strcmp(message, log->last) == 0;
+  if (same && log->logged_ms && now < log->logged_ms + UPLINK_ERROR_REPEAT_MS) {
+    log->suppressed++;
+    log->was_logged = 0;
     log_debug("uplink", "error", "repeated=1 reason=%s", log_quote(message, quoted, sizeof(quoted)));
     return;
   }
   if (same) {
-    suppressed = u->error_suppressed;
-    u->error_suppressed = 0;
+    suppressed = log->suppressed;
+    log->suppressed = 0;
   } else {
-    uplink_error_flush(u);
+    uplink_error_flush(log);
   }
-  memcpy(u->status.last_error, message, sizeof(message));
-  u->status.last_error_ms = clock_wall_ms();
-  u->error_logged_ms = now ? now : 1;
-  u->error_was_logged = 1;
+  memcpy(log->last, message, sizeof(message));
+  log->logged_ms = now ? now : 1;
+  log->was_logged = 1;
   if (suppressed)
     log_event(loud ? LOG_ERROR : LOG_WARN, "uplink", "error", "reason=%s repeated_since_logged=%u",
               log_quote(message, quoted, sizeof(quoted)), suppressed);
@@ -98,10 +97,26 @@ void uplink__error(uplink *u, int loud, const char *fmt, ...)
               log_quote(message, quoted, sizeof(quoted)));
 }
 
-void uplink__error_settled(uplink *u)
+void uplink__error(uplink *u, int loud, const char *fmt, ...)
 {
-  uplink_error_flush(u);
-  u->error_logged_ms = 0;
+  va_list args;
+  va_start(args, fmt);
+  uplink_error_v(u, &u->batch_log, loud, fmt, args);
+  va_end(args);
+}
+
+void uplink__heartbeat_error(uplink *u, int loud, const char *fmt, ...)
+{
+  va_list args;
+  va_start(args, fmt);
+  uplink_error_v(u, &u->heartbeat_log, loud, fmt, args);
+  va_end(args);
+}
+
+void uplink__error_settled(struct uplink_error_log *log)
+{
+  uplink_error_flush(log);
+  log->logged_ms = 0;
 }
 
 static void uplink_on_op(struct journal_op *op);
@@ -125,7 +140,7 @@ static void uplink_retry_in(uplink *u, uint64_t delay_ms)
   u->status.next_push_ms = clock_wall_ms() + (int64_t)delay_ms;
   uv_timer_start(&u->push_timer, uplink_on_push_timer, delay_ms, 0);
   /* Said with the error that caused it, and like it, not at every repeat. */
-  log_event(u->error_was_logged ? LOG_INFO : LOG_DEBUG, "uplink", "backing_off",
+  log_event(u->batch_log.was_logged ? LOG_INFO : LOG_DEBUG, "uplink", "backing_off",
             "retry_in_ms=%" PRIu64 " batch_seq=%" PRId64 " failures=%u%s", delay_ms,
             u->ack_pending ? u->ack_pending : u->cursor, u->backoff.failures,
             u->ack_pending ? " retrying=recording_the_ack" : "");
@@ -342,7 +357,7 @@ static void uplink_on_ack_saved(uplink *u, int64_t batch_seq)
 
   u->ack_pending = 0;
   backoff_reset(&u->backoff);
-  uplink__error_settled(u);
+  uplink__error_settled(&u->batch_log);
   if (acked->batch_seq) {
     uplink_stall_clear(u, acked->batch_seq);
     u->status.last_ack_ms = clock_wall_ms();

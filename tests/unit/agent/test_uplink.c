@@ -55,6 +55,13 @@ enum fake_ack_mode {
   FAKE_ACK_SEQ,          /* acked_batch_seq = `expected` */
 };
 
+/* Heartbeat answers other than a plain HeartbeatAck. */
+enum fake_heartbeat_mode {
+  FAKE_HEARTBEAT_PORTAL = 1, /* 200 with an HTML page (a captive portal, a proxy) */
+  FAKE_HEARTBEAT_BUSY,       /* 503 */
+  FAKE_HEARTBEAT_DRIFT,      /* a HeartbeatAck whose server clock is an hour ahead */
+};
+
 struct fake {
   uv_loop_t *loop;
   http_server *server;
@@ -75,6 +82,8 @@ struct fake {
   uint64_t last_unsent;
   char last_heartbeat_store[16];
   int heartbeat_push_now;        /* answer the next heartbeat with a push_now command */
+  int heartbeat_mode;            /* enum fake_heartbeat_mode */
+  int fail_all_batches;          /* answer every batch 500 */
   http_exchange *held;
   char journal_id[16];
   size_t max_decoded;            /* 400 above it, as the collector's codec says it; 0 = 64 MiB */
@@ -171,6 +180,11 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
     fake->body_time_ms[fake->body_count] = uv_now(fake->loop);
     fake->body_count++;
   }
+  if (fake->fail_all_batches) {
+    pos__v1__batch__free_unpacked(batch, NULL);
+    http_exchange_respond(exchange, 500, "text/plain", NULL, "boom", 4);
+    return;
+  }
   if (fake->inject_next < fake->inject_count) {
     struct injected *in = &fake->inject[fake->inject_next++];
     char header[64] = "";
@@ -264,6 +278,20 @@ static void fake_on_heartbeat(struct fake *fake, http_exchange *exchange)
            heartbeat->uplink_problem ? heartbeat->uplink_problem : "");
   pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
   ack.server_clock_ms = 0;
+  if (fake->heartbeat_mode == FAKE_HEARTBEAT_PORTAL) {
+    static const char page[] = "<html><body>Please log in to the guest Wi-Fi</body></html>";
+    http_exchange_respond(exchange, 200, "text/html", NULL, page, sizeof(page) - 1);
+    return;
+  }
+  if (fake->heartbeat_mode == FAKE_HEARTBEAT_BUSY) {
+    http_exchange_respond(exchange, 503, "text/plain", NULL, "busy", 4);
+    return;
+  }
+  if (fake->heartbeat_mode == FAKE_HEARTBEAT_DRIFT) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    ack.server_clock_ms = (int64_t)now.tv_sec * 1000 + 3600 * 1000;
+  }
   if (fake->heartbeat_push_now) {
     command.command_id = "push-1";
     command.command_case = POS__V1__COMMAND__COMMAND_PUSH_NOW;
@@ -1654,6 +1682,102 @@ static void a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase(vo
   wait_for(f, heartbeat_says_clear, 5000, "a heartbeat without the stall");
 }
 
+/* ---- heartbeat answers ---------------------------------------------------------------- */
+
+static unsigned heartbeats_target;
+static int heartbeats_received(struct fixture *f)
+{
+  return f->fake.heartbeats >= heartbeats_target;
+}
+
+/* Runs until `count` more heartbeats reached the fake collector, and their
+ * answers were handled; 0 on a timeout. */
+static int more_heartbeats(struct fixture *f, unsigned count)
+{
+  heartbeats_target = f->fake.heartbeats + count;
+  if (!wait_until(f, heartbeats_received, 10000))
+    return 0;
+  for (int i = 0; i < 5; i++)
+    uv_run(&f->jf.loop, UV_RUN_NOWAIT);
+  return 1;
+}
+
+/* What the collector (or what stands in its place) answers a heartbeat with
+ * is handled whatever it is: a 200 that is no HeartbeatAck (a captive
+ * portal's page) is not an answered heartbeat (it used to count as one); a
+ * clock off by an hour is said once, not at every heartbeat; and heartbeat
+ * errors alternating with batch errors (a collector down fails both) are
+ * each logged once, not every time (one shared rate limit saw a new message
+ * at every turn). */
+static void heartbeat_answers_are_handled_and_logged_once(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct uplink_status status;
+  char log_path[160];
+  const char *portal_lines[] = {"mod=uplink", "event=error ", "without a readable HeartbeatAck"};
+  const char *drift_lines[] = {"mod=uplink", "event=clock_drift"};
+  const char *busy_lines[] = {"mod=uplink", "event=error ", "heartbeat: 503"};
+  const char *boom_lines[] = {"mod=uplink", "event=error ", "500: boom"};
+  unsigned portal, drift, busy, boom;
+  int saved, ok;
+  size_t bodies_before;
+
+  fake_start(f, NULL);
+  options = default_options(f);
+  options.heartbeat_interval_ms = 30;
+  options.backoff_min_ms = 20;
+  options.backoff_max_ms = 40;
+  start_uplink(f, &options);
+  wait_for(f, first_push_done, 5000, "the empty first push");
+  snprintf(log_path, sizeof(log_path), "%s/heartbeat.log", f->jf.dir);
+  saved = stderr_capture(log_path);
+
+  f->fake.heartbeat_mode = FAKE_HEARTBEAT_PORTAL;
+  ok = more_heartbeats(f, 5);
+  uplink_get_status(f->uplink, &status);
+  if (ok && status.last_heartbeat_ms != 0) {
+    stderr_restore(saved);
+    fail_msg("a captive portal's 200 counted as an answered heartbeat");
+  }
+  if (ok) {
+    f->fake.heartbeat_mode = FAKE_HEARTBEAT_DRIFT;
+    ok = more_heartbeats(f, 5);
+  }
+  if (ok) {
+    /* A collector down: batches and heartbeats fail in turn. */
+    f->fake.heartbeat_mode = FAKE_HEARTBEAT_BUSY;
+    f->fake.fail_all_batches = 1;
+    add_sales(f, "HB", 3, 1);
+    bodies_before = f->fake.body_count;
+    uplink_push_now(f->uplink, "test");
+    ok = more_heartbeats(f, 6);
+    bodies_target = bodies_before + 6;
+    ok = ok && wait_until(f, bodies_received, 10000);
+    ok = ok && more_heartbeats(f, 2);
+  }
+  stderr_restore(saved);
+  if (!ok) {
+    print_file(log_path);
+    fail_msg("timed out waiting for heartbeats or batches");
+  }
+  uplink_get_status(f->uplink, &status);
+  assert_true(status.last_heartbeat_ms > 0); /* the drifting collector answered */
+  portal = count_lines(log_path, 3, portal_lines);
+  drift = count_lines(log_path, 2, drift_lines);
+  busy = count_lines(log_path, 3, busy_lines);
+  boom = count_lines(log_path, 3, boom_lines);
+  if (portal != 1 || drift != 1 || busy != 1 || boom != 1) {
+    print_file(log_path);
+    fail_msg("logged %u portal, %u clock drift, %u heartbeat 503 and %u batch 500 lines "
+             "(want 1 each)", portal, drift, busy, boom);
+  }
+  f->fake.heartbeat_mode = 0;
+  f->fake.fail_all_batches = 0;
+  wait_for(f, is_idle_and_all_sent, 5000, "sent once the collector is back");
+  assert_each_sale_once(f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1692,6 +1816,8 @@ int main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(
           a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase, setup, teardown),
+      cmocka_unit_test_setup_teardown(heartbeat_answers_are_handled_and_logged_once, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
