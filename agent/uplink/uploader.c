@@ -57,6 +57,9 @@ static void uplink_error_flush(struct uplink_error_log *log)
 
 /* Records `fmt` in the status and logs it through `log`'s rate limit. */
 static void uplink_error_v(uplink *u, struct uplink_error_log *log, int loud, const char *fmt,
+                           va_list args) __attribute__((format(printf, 4, 0)));
+
+static void uplink_error_v(uplink *u, struct uplink_error_log *log, int loud, const char *fmt,
                            va_list args)
 {
   char message[sizeof(u->status.last_error)];
