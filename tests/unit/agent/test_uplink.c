@@ -1580,33 +1580,18 @@ static void push_and_wait(struct fixture *f, const char *what)
  * the oldest batch held (2) offered again at backoff_max, never skipped;
  * and once head office approves a rebase (the collector accepts batch 2 as
  * the next), everything from batch 2 on arrives once and the stall clears. */
-static void a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase(void **state)
+/* Batches 1 and 2 acknowledged (2 a few ms after 1), then retention deletes
+ * batch 1 and its sales, as it does retention_days after an ack. */
+static void two_batches_then_retention_deletes_the_first(struct fixture *f)
 {
-  struct fixture *f = *state;
-  struct uplink_options options;
-  struct uplink_status status;
-  struct journal_stats stats;
   struct jf_op retention;
-  char log_path[160];
-  const char *stall_lines[] = {"mod=uplink", "event=error ", "expected_batch_deleted"};
-  unsigned stall_logged;
   int64_t acked_ms_2;
-  int saved, seen_stall, offered;
 
-  fake_start(f, NULL);
-  options = default_options(f);
-  options.max_batch_sales = 5;
-  options.backoff_min_ms = 20;
-  options.backoff_max_ms = 300;
-  options.heartbeat_interval_ms = 100;
-  start_uplink(f, &options);
   add_sales(f, "K1", 5, 1);
   push_and_wait(f, "batch 1");
-  usleep(5000); /* batch 2 acknowledged a few ms after batch 1 */
+  usleep(5000);
   add_sales(f, "K2", 5, 1);
   push_and_wait(f, "batch 2");
-
-  /* Retention deletes batch 1 (acknowledged before batch 2) and its sales. */
   acked_ms_2 = jf_query_int(&f->jf, "SELECT acked_ms FROM batches WHERE batch_seq = 2");
   memset(&retention, 0, sizeof(retention));
   retention.op.kind = JOURNAL_OP_RETENTION;
@@ -1615,23 +1600,17 @@ static void a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase(vo
   jf_run_op(&f->jf, f->journal, &retention);
   assert_int_equal(retention.op.error, 0);
   assert_int_equal(jf_query_int(&f->jf, "SELECT min(batch_seq) FROM batches"), 2);
+}
 
-  /* The collector loses its state: it expects batch 1 of this journal. */
-  f->fake.accepted = 0;
-  memset(f->fake.seq_seen, 0, sizeof(f->fake.seq_seen));
-  bodies_since = f->fake.body_count;
-  snprintf(log_path, sizeof(log_path), "%s/stall.log", f->jf.dir);
-  saved = stderr_capture(log_path);
-  add_sales(f, "K3", 5, 1);
-  uplink_push_now(f->uplink, "test");
-  seen_stall = wait_until(f, stalled, 10000);
-  offered = seen_stall && wait_until(f, offered_again, 10000);
-  stderr_restore(saved);
-  if (!seen_stall || !offered) {
-    print_file(log_path);
-    fail_msg("%s", !seen_stall ? "no stall reported after a 409 for a deleted batch"
-                               : "the oldest batch held (2) was not offered again");
-  }
+/* What the stall looks like while it lasts: status, log (once), heartbeat,
+ * nothing skipped, sales still taken. */
+static void assert_stalled_visibly(struct fixture *f, const char *log_path)
+{
+  const char *stall_lines[] = {"mod=uplink", "event=error ", "expected_batch_deleted"};
+  struct uplink_status status;
+  struct journal_stats stats;
+  unsigned stall_logged;
+
   uplink_get_status(f->uplink, &status);
   assert_int_equal(status.stalled_expected_batch_seq, 1);
   assert_int_equal(status.oldest_held_batch_seq, 2);
@@ -1659,6 +1638,51 @@ static void a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase(vo
   journal_get_stats(f->journal, &stats);
   assert_int_equal(stats.last_seq, 18);
   assert_int_equal(stats.sales_unsent, 8);
+}
+
+/* The collector lost its state and asks (409) for batch 1, which retention
+ * deleted here after it was acknowledged. The agent used to ask the journal
+ * for batch 1 at backoff_max for ever: new sales never left, and nothing
+ * said why. Now: a stall said once in the log, in the status and in every
+ * heartbeat (what is asked, what is held, what to do); sales still taken;
+ * the oldest batch held (2) offered again at backoff_max, never skipped;
+ * and once head office approves a rebase (the collector accepts batch 2 as
+ * the next), everything from batch 2 on arrives once and the stall clears. */
+static void a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct uplink_status status;
+  struct journal_stats stats;
+  char log_path[160];
+  int saved, seen_stall, offered;
+
+  fake_start(f, NULL);
+  options = default_options(f);
+  options.max_batch_sales = 5;
+  options.backoff_min_ms = 20;
+  options.backoff_max_ms = 300;
+  options.heartbeat_interval_ms = 100;
+  start_uplink(f, &options);
+  two_batches_then_retention_deletes_the_first(f);
+
+  /* The collector loses its state: it expects batch 1 of this journal. */
+  f->fake.accepted = 0;
+  memset(f->fake.seq_seen, 0, sizeof(f->fake.seq_seen));
+  bodies_since = f->fake.body_count;
+  snprintf(log_path, sizeof(log_path), "%s/stall.log", f->jf.dir);
+  saved = stderr_capture(log_path);
+  add_sales(f, "K3", 5, 1);
+  uplink_push_now(f->uplink, "test");
+  seen_stall = wait_until(f, stalled, 10000);
+  offered = seen_stall && wait_until(f, offered_again, 10000);
+  stderr_restore(saved);
+  if (!seen_stall || !offered) {
+    print_file(log_path);
+    fail_msg("%s", !seen_stall ? "no stall reported after a 409 for a deleted batch"
+                               : "the oldest batch held (2) was not offered again");
+  }
+  assert_stalled_visibly(f, log_path);
 
   /* Head office approves the rebase: the collector takes batch 2 next. */
   f->fake.rebase_from = 2;
