@@ -114,6 +114,7 @@ static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
 {
   uplink *u = req->user;
   Pos__V1__HeartbeatAck *ack;
+  char kind[160];
 
   u->heartbeat_busy = 0;
   free(u->heartbeat_body);
@@ -138,15 +139,20 @@ static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
     uplink_http_request_clear(req);
     return;
   }
-  ack = pos__v1__heartbeat_ack__unpack(NULL, req->response_len, req->response);
+  kind[0] = '\0';
+  ack = uplink_http_answer_is_protobuf(req, kind, sizeof(kind))
+            ? pos__v1__heartbeat_ack__unpack(NULL, req->response_len, req->response)
+            : NULL;
   if (!ack) {
     /* A 200 from something that is not the collector (a captive portal, a
-     * proxy's page): the heartbeat did not arrive, whatever the status. */
+     * proxy's page; an empty text/plain body would even unpack as an empty
+     * HeartbeatAck): the heartbeat did not arrive, whatever the status. */
     char text[200];
     uplink_heartbeat_text(req, text, sizeof(text));
-    uplink__heartbeat_error(u, 0, "POST %s: 200 without a readable HeartbeatAck (%zu bytes%s%s); "
-                            "not counted as answered",
-                            u->heartbeat_url, req->response_len, text[0] ? ": " : "", text);
+    uplink__heartbeat_error(u, 0, "POST %s: 200 without a readable HeartbeatAck (%s%s%zu bytes"
+                            "%s%s); not counted as answered",
+                            u->heartbeat_url, kind, kind[0] ? ", " : "", req->response_len,
+                            text[0] ? ": " : "", text);
     uplink_http_request_clear(req);
     return;
   }

@@ -464,16 +464,24 @@ static void uplink_on_op(struct journal_op *op)
 }
 
 /* A short, printable account of the collector's answer for error messages:
- * a BatchAck's message, or the start of a text body. */
+ * a BatchAck's message, or the start of a text body (after what it is, when
+ * it says it is no protobuf). */
 static void uplink_answer_text(const struct uplink_http_request *req, char *out, size_t out_size)
 {
   Pos__V1__BatchAck *ack = NULL;
   size_t n = 0;
+  char kind[160];
 
   out[0] = '\0';
+  if (!uplink_http_answer_is_protobuf(req, kind, sizeof(kind)) && req->status == 200) {
+    n = (size_t)snprintf(out, out_size, "%s%s", kind, req->response_len ? ": " : "");
+    if (n >= out_size)
+      return;
+  } else if (req->response_len) {
+    ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
+  }
   if (req->response_len == 0)
     return;
-  ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
   if (ack && ack->message && ack->message[0]) {
     snprintf(out, out_size, "%s", ack->message);
     pos__v1__batch_ack__free_unpacked(ack, NULL);
@@ -778,7 +786,9 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
     uplink_backoff(u);
     return;
   }
-  if (status == 200 || status == 409)
+  /* An answer is read as a BatchAck only if it says it is one: a proxy's or
+   * a captive portal's page is never taken for an acknowledgement. */
+  if ((status == 200 || status == 409) && uplink_http_answer_is_protobuf(req, text, sizeof(text)))
     ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
   uplink_answer_text(req, text, sizeof(text));
   uplink_http_request_clear(req);

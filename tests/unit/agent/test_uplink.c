@@ -53,13 +53,18 @@ enum fake_ack_mode {
   FAKE_ACK_EMPTY,        /* no body at all */
   FAKE_ACK_OTHER_JOURNAL,
   FAKE_ACK_SEQ,          /* acked_batch_seq = `expected` */
+  FAKE_ACK_ENCODED,      /* a true BatchAck, but said to be gzip-encoded */
 };
+
+/* Extra header lines of the next fake_respond_ack (NULL = none). */
+static const char *ack_extra_headers;
 
 /* Heartbeat answers other than a plain HeartbeatAck. */
 enum fake_heartbeat_mode {
   FAKE_HEARTBEAT_PORTAL = 1, /* 200 with an HTML page (a captive portal, a proxy) */
   FAKE_HEARTBEAT_BUSY,       /* 503 */
   FAKE_HEARTBEAT_DRIFT,      /* a HeartbeatAck whose server clock is an hour ahead */
+  FAKE_HEARTBEAT_EMPTY_TEXT, /* 200 text/plain with no body (unpacks as an empty ack) */
 };
 
 struct fake {
@@ -140,7 +145,9 @@ static void fake_respond_ack(http_exchange *exchange, int status, int64_t acked,
     ack.n_commands = 1;
   }
   len = pos__v1__batch_ack__pack(&ack, buffer);
-  http_exchange_respond(exchange, status, "application/x-protobuf", NULL, buffer, len);
+  http_exchange_respond(exchange, status, "application/x-protobuf", ack_extra_headers, buffer,
+                        len);
+  ack_extra_headers = NULL;
 }
 
 static void fake_on_batch(struct fake *fake, http_exchange *exchange)
@@ -209,6 +216,10 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
         break;
       case FAKE_ACK_OTHER_JOURNAL:
         fake_respond_ack(exchange, 200, batch_seq, 0, 0, other, 0);
+        break;
+      case FAKE_ACK_ENCODED:
+        ack_extra_headers = "Content-Encoding: gzip\r\n";
+        fake_respond_ack(exchange, 200, batch_seq, 0, 0, journal_id, 0);
         break;
       default:
         fake_respond_ack(exchange, 200, in->expected, 0, 0, journal_id, 0);
@@ -281,6 +292,10 @@ static void fake_on_heartbeat(struct fake *fake, http_exchange *exchange)
   if (fake->heartbeat_mode == FAKE_HEARTBEAT_PORTAL) {
     static const char page[] = "<html><body>Please log in to the guest Wi-Fi</body></html>";
     http_exchange_respond(exchange, 200, "text/html", NULL, page, sizeof(page) - 1);
+    return;
+  }
+  if (fake->heartbeat_mode == FAKE_HEARTBEAT_EMPTY_TEXT) {
+    http_exchange_respond(exchange, 200, "text/plain", NULL, "", 0);
     return;
   }
   if (fake->heartbeat_mode == FAKE_HEARTBEAT_BUSY) {
@@ -1333,9 +1348,9 @@ static void busy_answers_keep_backing_off(void **state)
   assert_each_sale_once(f);
 }
 
-/* A 200 without a BatchAck, with an empty one, for another journal, or
- * acknowledging less than the batch sent is a failed attempt: the batch
- * is not marked sent, and goes again. */
+/* A 200 without a BatchAck, with an empty one, for another journal,
+ * acknowledging less than the batch sent, or in an encoding we never asked
+ * for is a failed attempt: the batch is not marked sent, and goes again. */
 static void a_200_without_a_usable_ack_is_retried(void **state)
 {
   struct fixture *f = *state;
@@ -1347,13 +1362,14 @@ static void a_200_without_a_usable_ack_is_retried(void **state)
   f->fake.inject[1] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_EMPTY};
   f->fake.inject[2] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_OTHER_JOURNAL};
   f->fake.inject[3] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_SEQ}; /* acked 0 */
-  f->fake.inject_count = 4;
+  f->fake.inject[4] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_ENCODED};
+  f->fake.inject_count = 5;
   add_sales(f, "OK", 5, 1);
   options = default_options(f);
   start_uplink(f, &options);
-  wait_for(f, is_idle_and_all_sent, 10000, "sent after four unusable 200s");
-  assert_int_equal(f->fake.body_count, 5);
-  for (size_t i = 0; i < 5; i++)
+  wait_for(f, is_idle_and_all_sent, 10000, "sent after five unusable 200s");
+  assert_int_equal(f->fake.body_count, 6);
+  for (size_t i = 0; i < 6; i++)
     assert_int_equal(f->fake.body_batch_seq[i], 1);
   assert_each_sale_once(f);
   uplink_get_status(f->uplink, &status);
@@ -1728,7 +1744,8 @@ static int more_heartbeats(struct fixture *f, unsigned count)
 
 /* What the collector (or what stands in its place) answers a heartbeat with
  * is handled whatever it is: a 200 that is no HeartbeatAck (a captive
- * portal's page) is not an answered heartbeat (it used to count as one); a
+ * portal's page, an empty text/plain body that protobuf would read as an
+ * empty ack) is not an answered heartbeat (it used to count as one); a
  * clock off by an hour is said once, not at every heartbeat; and heartbeat
  * errors alternating with batch errors (a collector down fails both) are
  * each logged once, not every time (one shared rate limit saw a new message
@@ -1739,11 +1756,12 @@ static void heartbeat_answers_are_handled_and_logged_once(void **state)
   struct uplink_options options;
   struct uplink_status status;
   char log_path[160];
-  const char *portal_lines[] = {"mod=uplink", "event=error ", "without a readable HeartbeatAck"};
+  const char *portal_lines[] = {"mod=uplink", "event=error ", "Content-Type text/html"};
+  const char *empty_lines[] = {"mod=uplink", "event=error ", "Content-Type text/plain, 0 bytes"};
   const char *drift_lines[] = {"mod=uplink", "event=clock_drift"};
   const char *busy_lines[] = {"mod=uplink", "event=error ", "heartbeat: 503"};
   const char *boom_lines[] = {"mod=uplink", "event=error ", "500: boom"};
-  unsigned portal, drift, busy, boom;
+  unsigned portal, empty, drift, busy, boom;
   int saved, ok;
   size_t bodies_before;
 
@@ -1759,10 +1777,15 @@ static void heartbeat_answers_are_handled_and_logged_once(void **state)
 
   f->fake.heartbeat_mode = FAKE_HEARTBEAT_PORTAL;
   ok = more_heartbeats(f, 5);
+  if (ok) {
+    f->fake.heartbeat_mode = FAKE_HEARTBEAT_EMPTY_TEXT;
+    ok = more_heartbeats(f, 2);
+  }
   uplink_get_status(f->uplink, &status);
   if (ok && status.last_heartbeat_ms != 0) {
     stderr_restore(saved);
-    fail_msg("a captive portal's 200 counted as an answered heartbeat");
+    fail_msg("a 200 that is no HeartbeatAck (a portal's page, an empty text/plain) counted "
+             "as an answered heartbeat");
   }
   if (ok) {
     f->fake.heartbeat_mode = FAKE_HEARTBEAT_DRIFT;
@@ -1788,13 +1811,14 @@ static void heartbeat_answers_are_handled_and_logged_once(void **state)
   uplink_get_status(f->uplink, &status);
   assert_true(status.last_heartbeat_ms > 0); /* the drifting collector answered */
   portal = count_lines(log_path, 3, portal_lines);
+  empty = count_lines(log_path, 3, empty_lines);
   drift = count_lines(log_path, 2, drift_lines);
   busy = count_lines(log_path, 3, busy_lines);
   boom = count_lines(log_path, 3, boom_lines);
-  if (portal != 1 || drift != 1 || busy != 1 || boom != 1) {
+  if (portal != 1 || empty != 1 || drift != 1 || busy != 1 || boom != 1) {
     print_file(log_path);
-    fail_msg("logged %u portal, %u clock drift, %u heartbeat 503 and %u batch 500 lines "
-             "(want 1 each)", portal, drift, busy, boom);
+    fail_msg("logged %u portal, %u empty 200, %u clock drift, %u heartbeat 503 and %u batch 500 "
+             "lines (want 1 each)", portal, empty, drift, busy, boom);
   }
   f->fake.heartbeat_mode = 0;
   f->fake.fail_all_batches = 0;
