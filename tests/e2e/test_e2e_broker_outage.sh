@@ -56,9 +56,14 @@ wait_until() {
 }
 acked_count() { wc -l <"$ACKED"; }
 unavailable_count() { grep -c 'event=batch_unavailable' "$COLLECTOR_LOG" || true; }
+# The events the phases wait for.
+acked_by_collector() { (($(collector_acks) > 0)); }
+turned_away_since_pause() { (($(unavailable_count) > unavailable_before)); }
+taken_during_outage() { (($(acked_count) >= acked_before + 100)); }
+taken_after_outage() { (($(acked_count) >= acked_resumed + 60)); }
 
 # Before the outage: the collector has acknowledged some of it.
-wait_until "a first batch acknowledged by the collector" 120 eval '(($(collector_acks) > 0))'
+wait_until "a first batch acknowledged by the collector" 120 acked_by_collector
 
 pause_broker
 acked_before="$(acked_count)"
@@ -69,10 +74,8 @@ log "broker stopped (SIGSTOP) with $acked_before sales acknowledged to the POS"
 # batch away for want of Kafka and the POS has been answered for more sales
 # since the broker stopped: taking sales never waits for Kafka.
 paused_at=$SECONDS
-wait_until "the collector answers 503 while Kafka cannot take batches" 180 \
-  eval '(($(unavailable_count) > unavailable_before))'
-wait_until "sales acknowledged to the POS while the broker is stopped" 180 \
-  eval '(($(acked_count) >= acked_before + 100))'
+wait_until "the collector answers 503 while Kafka cannot take batches" 180 turned_away_since_pause
+wait_until "sales acknowledged to the POS while the broker is stopped" 180 taken_during_outage
 while ((SECONDS < paused_at + 30)); do
   kill -0 "$TRICKLE_PID" 2>/dev/null || fail "the sales trickle keeps running during the outage: $(tail -n 3 "$T/trickle.err")"
   sleep 0.5
@@ -84,8 +87,7 @@ acked_resumed="$(acked_count)"
 log "broker resumed (SIGCONT); $acked_resumed sales acknowledged to the POS, $unsent_during unsent"
 
 # Sales keep coming while the agent catches up; then the trickle stops.
-wait_until "sales acknowledged to the POS after the broker came back" 180 \
-  eval '(($(acked_count) >= acked_resumed + 60))'
+wait_until "sales acknowledged to the POS after the broker came back" 180 taken_after_outage
 touch "$STOP"
 rc=0
 wait "$TRICKLE_PID" || rc=$?
