@@ -208,6 +208,9 @@ struct journal_op {
   char message[256];      /* with an error: what happened, for people */
   struct journal_batch batch; /* NEXT_BATCH */
   int sealed;             /* NEXT_BATCH: the batch was sealed by this operation */
+  int64_t oldest_batch_seq; /* NEXT_BATCH failing with JOURNAL_ENOTFOUND for a batch
+                             * retention deleted: the oldest batch still stored,
+                             * 0 = none (the next one sealed is the oldest) */
   uint64_t sales_changed; /* UNSEAL: sales unsealed; RETENTION: sales deleted */
   uint64_t batches_changed; /* ACK: newly acknowledged; UNSEAL, RETENTION: deleted */
 

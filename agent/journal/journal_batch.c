@@ -434,6 +434,19 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   return SQLITE_OK;
 }
 
+/* The oldest batch stored, or 0 (also when it cannot be read: the caller
+ * then knows less, never something wrong). Rarely run: prepared here. */
+static void journal_oldest_batch(journal *j, int64_t *batch_seq)
+{
+  sqlite3_stmt *stmt = NULL;
+
+  *batch_seq = 0;
+  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_OLDEST_BATCH, -1, &stmt, NULL) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW)
+    *batch_seq = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+}
+
 static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms)
 {
   int64_t last_batch_seq;
@@ -457,6 +470,7 @@ static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms
     rc = journal_load_batch(j, op, &found);
   if (rc == SQLITE_OK && !found) {
     if (op->batch_seq <= last_batch_seq) {
+      journal_oldest_batch(j, &op->oldest_batch_seq);
       rc = journal_finish(j, SQLITE_OK);
       op->error = JOURNAL_ENOTFOUND;
       snprintf(op->message, sizeof(op->message),

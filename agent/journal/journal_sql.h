@@ -150,6 +150,11 @@
  * sealing cursor). */
 #define JOURNAL_SQL_COUNT_FROM_SEQ "SELECT count(*) FROM sales WHERE seq BETWEEN ?1 AND ?2"
 
+/* The oldest batch still stored (retention deletes the oldest acknowledged
+ * ones): what the uplink can resend from when the collector asks for an
+ * older one. */
+#define JOURNAL_SQL_OLDEST_BATCH "SELECT coalesce(min(batch_seq), 0) FROM batches"
+
 #define JOURNAL_SQL_DELETE_UNACKED_FROM                                       \
   "DELETE FROM batches WHERE batch_seq >= ?1 AND acked_ms IS NULL"
 

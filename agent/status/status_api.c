@@ -19,6 +19,26 @@ static json_t *status_time(int64_t epoch_ms)
   return json_string(clock_format_utc(epoch_ms, text, sizeof(text)));
 }
 
+/* "uplink_problem": null, or a stall only head office can end: what the
+ * collector asks for, what the device still holds, and what to do. */
+static void status_add_uplink_problem(json_t *body, const struct uplink_status *link)
+{
+  json_t *problem;
+
+  if (link->stalled_expected_batch_seq <= 0) {
+    json_object_set_new(body, "uplink_problem", json_null());
+    return;
+  }
+  problem = json_pack(
+      "{s:s, s:I, s:I, s:o, s:s, s:s}", "code", "expected_batch_deleted", "expected_batch_seq",
+      (json_int_t)link->stalled_expected_batch_seq, "oldest_held_batch_seq",
+      (json_int_t)link->oldest_held_batch_seq, "since", status_time(link->stalled_since_ms),
+      "message", link->problem, "action",
+      "head office must approve a rebase at the collector; it then accepts the oldest batch "
+      "this device holds as the next one. Until then sales are still taken and kept here.");
+  json_object_set_new(body, "uplink_problem", problem ? problem : json_null());
+}
+
 /* The uplink's part of the answer (fields added to `body`). */
 static void status_add_uplink(json_t *body, const struct journal_stats *stats,
                               const struct status_api_options *options)
@@ -57,7 +77,11 @@ static void status_add_uplink(json_t *body, const struct journal_stats *stats,
   json_object_set_new(body, "last_uplink_error",
                       link.last_error_ms ? json_string(link.last_error) : json_null());
   json_object_set_new(body, "last_uplink_error_at", status_time(link.last_error_ms));
+  /* 0 once an attempt succeeded (the ack on flash); growing while it fails. */
+  json_object_set_new(body, "uplink_consecutive_failures",
+                      json_integer((json_int_t)link.consecutive_failures));
   json_object_set_new(body, "last_heartbeat", status_time(link.last_heartbeat_ms));
+  status_add_uplink_problem(body, &link);
 }
 
 void status_api_handle_json(journal *j, const struct status_api_options *options,

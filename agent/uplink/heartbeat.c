@@ -67,6 +67,13 @@ void uplink__heartbeat_send(uplink *u)
   heartbeat.last_seq = (uint64_t)stats.last_seq;
   heartbeat.acked_batch_seq = (uint64_t)stats.acked_batch_seq;
   heartbeat.journaled_sales = stats.sales_journaled;
+  /* A stall only head office can end travels with every heartbeat until a
+   * batch is accepted again. */
+  if (u->status.stalled_expected_batch_seq > 0) {
+    heartbeat.stalled_expected_batch_seq = (uint64_t)u->status.stalled_expected_batch_seq;
+    heartbeat.oldest_held_batch_seq = (uint64_t)u->status.oldest_held_batch_seq;
+    heartbeat.uplink_problem = u->status.problem;
+  }
 
   free(u->heartbeat_body);
   len = pos__v1__heartbeat__get_packed_size(&heartbeat);
@@ -83,16 +90,31 @@ void uplink__heartbeat_send(uplink *u)
   req->done = uplink_on_heartbeat_answer;
   req->user = u;
   if (uplink_http_start(u->http, req)) {
-    uplink__error(u, 0, "POST %s: %s", u->heartbeat_url, req->error);
+    uplink__heartbeat_error(u, 0, "POST %s: %s", u->heartbeat_url, req->error);
     return;
   }
   u->heartbeat_busy = 1;
+}
+
+/* The start of an answer's body, printable, for error messages. */
+static void uplink_heartbeat_text(const struct uplink_http_request *req, char *out,
+                                  size_t out_size)
+{
+  size_t n = 0;
+  for (size_t i = 0; i < req->response_len && n + 1 < out_size; i++) {
+    unsigned char c = req->response[i];
+    out[n++] = (char)(c >= 0x20 && c < 0x7f ? c : ' ');
+  }
+  while (n > 0 && out[n - 1] == ' ')
+    n--;
+  out[n] = '\0';
 }
 
 static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
 {
   uplink *u = req->user;
   Pos__V1__HeartbeatAck *ack;
+  char kind[160];
 
   u->heartbeat_busy = 0;
   free(u->heartbeat_body);
@@ -102,35 +124,54 @@ static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
     return;
   }
   if (req->failed) {
-    uplink__error(u, 0, "POST /v1/heartbeat: %s", req->error);
+    uplink__heartbeat_error(u, 0, "POST /v1/heartbeat: %s", req->error);
     uplink_http_request_clear(req);
     return;
   }
   if (req->status != 200) {
     char text[200];
-    size_t n = 0;
-    for (size_t i = 0; i < req->response_len && n + 1 < sizeof(text); i++) {
-      unsigned char c = req->response[i];
-      text[n++] = (char)(c >= 0x20 && c < 0x7f ? c : ' ');
-    }
-    text[n] = '\0';
-    uplink__error(u, req->status == 400 || req->status == 403, "POST %s: %ld%s%s",
-                  u->heartbeat_url, req->status, n ? ": " : "", text);
+    uplink_heartbeat_text(req, text, sizeof(text));
+    /* 400 and 403 need a person (a body the collector cannot read, a
+     * certificate it refuses); anything else may pass by itself. Either way
+     * the next heartbeat goes at its interval: nothing is lost meanwhile. */
+    uplink__heartbeat_error(u, req->status == 400 || req->status == 403, "POST %s: %ld%s%s",
+                            u->heartbeat_url, req->status, text[0] ? ": " : "", text);
     uplink_http_request_clear(req);
     return;
   }
-  u->status.last_heartbeat_ms = clock_wall_ms();
-  ack = pos__v1__heartbeat_ack__unpack(NULL, req->response_len, req->response);
-  uplink_http_request_clear(req);
-  if (!ack)
+  kind[0] = '\0';
+  ack = uplink_http_answer_is_protobuf(req, kind, sizeof(kind))
+            ? pos__v1__heartbeat_ack__unpack(NULL, req->response_len, req->response)
+            : NULL;
+  if (!ack) {
+    /* A 200 from something that is not the collector (a captive portal, a
+     * proxy's page; an empty text/plain body would even unpack as an empty
+     * HeartbeatAck): the heartbeat did not arrive, whatever the status. */
+    char text[200];
+    uplink_heartbeat_text(req, text, sizeof(text));
+    uplink__heartbeat_error(u, 0, "POST %s: 200 without a readable HeartbeatAck (%s%s%zu bytes"
+                            "%s%s); not counted as answered",
+                            u->heartbeat_url, kind, kind[0] ? ", " : "", req->response_len,
+                            text[0] ? ": " : "", text);
+    uplink_http_request_clear(req);
     return;
+  }
+  uplink_http_request_clear(req);
+  u->status.last_heartbeat_ms = clock_wall_ms();
+  uplink__error_settled(&u->heartbeat_log);
   if (ack->server_clock_ms) {
     int64_t drift = u->status.last_heartbeat_ms - ack->server_clock_ms;
-    if (drift > UPLINK_CLOCK_DRIFT_WARN_MS || drift < -UPLINK_CLOCK_DRIFT_WARN_MS)
+    uint64_t now = uv_now(u->loop);
+    /* Every minute while the clock is off: said once per
+     * UPLINK_ERROR_REPEAT_MS, not at every heartbeat. */
+    if ((drift > UPLINK_CLOCK_DRIFT_WARN_MS || drift < -UPLINK_CLOCK_DRIFT_WARN_MS) &&
+        (!u->drift_logged_ms || now >= u->drift_logged_ms + UPLINK_ERROR_REPEAT_MS)) {
+      u->drift_logged_ms = now ? now : 1;
       log_warn("uplink", "clock_drift",
                "device_minus_collector_ms=%" PRId64
                " reason=\"the device clock is off; received times will be too\"",
                drift);
+    }
   }
   uplink__commands(u, ack->n_commands, ack->commands);
   pos__v1__heartbeat_ack__free_unpacked(ack, NULL);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "platform/log.h"
 
@@ -169,6 +170,40 @@ static void uplink_http_set_error(struct uplink_http_request *req, const char *f
   va_end(args);
 }
 
+/* Notes the answer's Content-Type and Content-Encoding (the last ones, if
+ * repeated), so that an answer is read only as what it says it is. */
+static void uplink_http_answer_headers(struct uplink_http_request *req)
+{
+  struct curl_header *encoding = NULL;
+  char *type = NULL;
+
+  if (curl_easy_getinfo(req->easy, CURLINFO_CONTENT_TYPE, &type) == CURLE_OK && type)
+    snprintf(req->response_type, sizeof(req->response_type), "%s", type);
+  if (curl_easy_header(req->easy, "Content-Encoding", 0, CURLH_HEADER, -1, &encoding) ==
+          CURLHE_OK &&
+      encoding->value)
+    snprintf(req->response_encoding, sizeof(req->response_encoding), "%s", encoding->value);
+}
+
+int uplink_http_answer_is_protobuf(const struct uplink_http_request *req, char *why,
+                                   size_t why_size)
+{
+  static const char protobuf[] = "application/x-protobuf";
+  size_t n = sizeof(protobuf) - 1;
+  const char *type = req->response_type;
+
+  if (req->response_encoding[0] && strcasecmp(req->response_encoding, "identity") != 0) {
+    snprintf(why, why_size, "Content-Encoding %s", req->response_encoding);
+    return 0;
+  }
+  /* "application/x-protobuf", maybe with parameters ("; charset=..."). */
+  if (strncasecmp(type, protobuf, n) != 0 || (type[n] && type[n] != ';' && type[n] != ' ')) {
+    snprintf(why, why_size, "Content-Type %s", type[0] ? type : "(none)");
+    return 0;
+  }
+  return 1;
+}
+
 static void uplink_http_finish(uplink_http *http, struct uplink_http_request *req,
                                CURLcode result)
 {
@@ -183,6 +218,7 @@ static void uplink_http_finish(uplink_http *http, struct uplink_http_request *re
       req->retry_after_s = (int64_t)retry_after;
     req->status = status;
     req->failed = 0;
+    uplink_http_answer_headers(req);
   } else {
     size_t len = strlen(req->curl_error);
     while (len > 0 && (req->curl_error[len - 1] == ' ' || req->curl_error[len - 1] == '\n'))
@@ -419,6 +455,7 @@ int uplink_http_start(uplink_http *http, struct uplink_http_request *req)
   req->retry_after_s = -1;
   req->response = NULL;
   req->response_len = req->response_cap = 0;
+  req->response_type[0] = req->response_encoding[0] = '\0';
   req->overflow = 0;
   req->error[0] = req->curl_error[0] = '\0';
   req->http = http;

@@ -47,6 +47,8 @@ struct uplink_http_request {
   int64_t retry_after_s; /* Retry-After in seconds, -1 = none */
   uint8_t *response;     /* the answer's body (owned; freed by _clear) */
   size_t response_len;
+  char response_type[96];     /* its Content-Type; "" = none (cut if longer) */
+  char response_encoding[32]; /* its Content-Encoding; "" = none (cut if longer) */
   char error[512];       /* with failed: "host:port: what went wrong: detail" */
 
   /* The client's own. */
@@ -75,6 +77,15 @@ int uplink_http_start(uplink_http *http, struct uplink_http_request *req);
 
 /* Abandons a started request: done() will not be called. */
 void uplink_http_cancel(uplink_http *http, struct uplink_http_request *req);
+
+/*
+ * Whether a finished request's answer is a protobuf we can read as it is:
+ * Content-Type application/x-protobuf and no Content-Encoding (or
+ * "identity"; we never ask for another). Returns 1, or 0 with `why` saying
+ * what the answer is instead ("Content-Type text/html").
+ */
+int uplink_http_answer_is_protobuf(const struct uplink_http_request *req, char *why,
+                                   size_t why_size);
 
 /* Frees what a finished request holds (the response). `req` may be NULL. */
 void uplink_http_request_clear(struct uplink_http_request *req);

@@ -17,6 +17,16 @@
  *                       collector has them (acknowledged here up to
  *                       expected - 1); below, resend the stored batches
  *                       from there
+ *   409 for a deleted batch
+ *                       the collector lost its state and asks for a batch
+ *                       retention deleted here: a stall only head office
+ *                       can end. Said in the log (once, then rate-limited),
+ *                       the status and the heartbeat; sales are still
+ *                       taken; the oldest batch held is sent every
+ *                       backoff_max. Once head office approves a rebase,
+ *                       the collector accepts that batch as the next one
+ *                       and the stall clears. The agent never skips a
+ *                       batch by itself.
  *   413                 never accepted: that batch and later unacknowledged
  *                       ones are unsealed and sealed again at half the size
  *   429, 503            wait at least Retry-After, plus jitter, and never
@@ -93,8 +103,16 @@ struct uplink_status {
   uint64_t batches_sent;      /* attempts, this run */
   uint64_t batches_acked;     /* this run */
   int64_t last_heartbeat_ms;  /* last heartbeat answered 200; 0 = never */
+  unsigned consecutive_failures; /* failed attempts since the last success */
   int64_t last_error_ms;      /* 0 = no error this run */
   char last_error[512];       /* what went wrong, on what */
+  /* A stall only head office can end (uplink.h, "409 for a deleted batch"):
+   * the collector asks for this batch, which retention deleted here; 0 = no
+   * stall. Cleared when the collector accepts a batch. */
+  int64_t stalled_expected_batch_seq;
+  int64_t oldest_held_batch_seq; /* with a stall: the oldest batch this device can send */
+  int64_t stalled_since_ms;
+  char problem[512];          /* with a stall: "expected_batch_deleted: " and what to do */
   size_t max_batch_sales;     /* in force now (smaller after a 413, or on a full disk) */
   size_t max_batch_bytes;
 };

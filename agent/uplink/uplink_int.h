@@ -23,6 +23,17 @@
 /* Longest Retry-After honoured; a larger one is cut to this. */
 #define UPLINK_MAX_RETRY_AFTER_MS (60u * 60u * 1000u)
 
+/* One kind of failure's log: the same message again within
+ * UPLINK_ERROR_REPEAT_MS is counted, not logged. Batches and heartbeats
+ * each have one, so that their errors alternating (a collector down fails
+ * both) do not defeat it. */
+struct uplink_error_log {
+  char last[512];     /* the last message */
+  uint64_t logged_ms; /* loop time it was last logged; 0 = log the next */
+  unsigned suppressed; /* repeats not logged since */
+  int was_logged;     /* the last error made a log line (not suppressed) */
+};
+
 struct uplink {
   uv_loop_t *loop;
   journal *journal;
@@ -55,6 +66,13 @@ struct uplink {
   /* The collector's limit on a batch before compression: what its last
    * BatchAck (or a 400 naming it) said, else the default both sides agree on. */
   size_t max_decoded;
+  /* The batch the collector acknowledged whose ack the journal has not
+   * recorded yet (0 = none): a retry records it again rather than resending
+   * the batch, and the backoff is reset only once the ack is on flash. */
+  int64_t ack_pending;
+  struct journal_batch acking; /* what a 200 acknowledged (no body), for the log */
+  int acking_duplicate;
+  int64_t asked_batch_seq; /* what the last 409 below asked for; 0 = none since a 200 */
   struct journal_op op;    /* NEXT_BATCH, ACK or UNSEAL; one at a time */
   int op_busy;
   struct uplink_http_request batch_req;
@@ -68,7 +86,9 @@ struct uplink {
   uint8_t *heartbeat_body;
 
   struct uplink_status status;
-  uint64_t error_logged_ms; /* loop time the last error was logged */
+  struct uplink_error_log batch_log;
+  struct uplink_error_log heartbeat_log;
+  uint64_t drift_logged_ms; /* loop time a clock drift was last logged; 0 = never */
   int started;              /* the first push (at start) has begun */
   char handled_commands[8][64]; /* command_ids acted on lately (a ring) */
   unsigned handled_next;
@@ -78,9 +98,22 @@ struct uplink {
   unsigned open_handles;
 };
 
-/* Records and logs an error ("what went wrong, on what") for the status page. */
+/*
+ * Records a batch error ("what went wrong, on what") for the status page and
+ * logs it (as an error if `loud`, else a warning), except that the same
+ * message again within UPLINK_ERROR_REPEAT_MS is only counted: the line
+ * that ends a run of repeats says how many were not logged.
+ */
 void uplink__error(uplink *u, int loud, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The same for a heartbeat's error, rate-limited on its own. */
+void uplink__heartbeat_error(uplink *u, int loud, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* After a success: says how many repeats of the last error of `log` were
+ * not logged, and lets the next one be logged whatever it says. */
+void uplink__error_settled(struct uplink_error_log *log);
 
 /* Starts heartbeats (first one after `first_ms`). */
 void uplink__heartbeat_start(uplink *u, uint64_t first_ms);

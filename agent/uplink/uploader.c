@@ -43,31 +43,83 @@ const char *uplink_state_name(enum uplink_state state)
   return "?";
 }
 
-void uplink__error(uplink *u, int loud, const char *fmt, ...)
+/* Logs how many repeats of the last error of `log` were not logged, if any. */
+static void uplink_error_flush(struct uplink_error_log *log)
+{
+  char quoted[600];
+
+  if (!log->suppressed)
+    return;
+  log_info("uplink", "error_repeated", "count=%u reason=%s", log->suppressed,
+           log_quote(log->last, quoted, sizeof(quoted)));
+  log->suppressed = 0;
+}
+
+/* Records `fmt` in the status and logs it through `log`'s rate limit. */
+static void uplink_error_v(uplink *u, struct uplink_error_log *log, int loud, const char *fmt,
+                           va_list args) __attribute__((format(printf, 4, 0)));
+
+static void uplink_error_v(uplink *u, struct uplink_error_log *log, int loud, const char *fmt,
+                           va_list args)
 {
   char message[sizeof(u->status.last_error)];
   char quoted[600];
   uint64_t now = uv_now(u->loop);
-  int repeated;
-  va_list args;
+  unsigned suppressed = 0;
+  int same;
 
-  va_start(args, fmt);
   vsnprintf(message, sizeof(message), fmt, args);
-  va_end(args);
-  /* Days offline repeat the same failure every minute (heartbeats): say it
-   * once, then again every UPLINK_ERROR_REPEAT_MS, so the log on flash says
-   * something new when something new happens. */
-  repeated = strcmp(message, u->status.last_error) == 0 &&
-             now < u->error_logged_ms + UPLINK_ERROR_REPEAT_MS;
   memcpy(u->status.last_error, message, sizeof(message));
   u->status.last_error_ms = clock_wall_ms();
-  if (repeated && !loud) {
+  /* A failure that lasts repeats the same line at every retry and every
+   * heartbeat (a batch was once resent 4,632 times in 3.5 minutes, four
+   * lines each): say it once, then again every UPLINK_ERROR_REPEAT_MS with
+   * the number of repeats in between, so the log on flash says something
+   * new when something new happens. It is always in the status. */
+  same = strcmp(message, log->last) == 0;
+  if (same && log->logged_ms && now < log->logged_ms + UPLINK_ERROR_REPEAT_MS) {
+    log->suppressed++;
+    log->was_logged = 0;
     log_debug("uplink", "error", "repeated=1 reason=%s", log_quote(message, quoted, sizeof(quoted)));
     return;
   }
-  u->error_logged_ms = now;
-  log_event(loud ? LOG_ERROR : LOG_WARN, "uplink", "error", "reason=%s",
-            log_quote(message, quoted, sizeof(quoted)));
+  if (same) {
+    suppressed = log->suppressed;
+    log->suppressed = 0;
+  } else {
+    uplink_error_flush(log);
+  }
+  memcpy(log->last, message, sizeof(message));
+  log->logged_ms = now ? now : 1;
+  log->was_logged = 1;
+  if (suppressed)
+    log_event(loud ? LOG_ERROR : LOG_WARN, "uplink", "error", "reason=%s repeated_since_logged=%u",
+              log_quote(message, quoted, sizeof(quoted)), suppressed);
+  else
+    log_event(loud ? LOG_ERROR : LOG_WARN, "uplink", "error", "reason=%s",
+              log_quote(message, quoted, sizeof(quoted)));
+}
+
+void uplink__error(uplink *u, int loud, const char *fmt, ...)
+{
+  va_list args;
+  va_start(args, fmt);
+  uplink_error_v(u, &u->batch_log, loud, fmt, args);
+  va_end(args);
+}
+
+void uplink__heartbeat_error(uplink *u, int loud, const char *fmt, ...)
+{
+  va_list args;
+  va_start(args, fmt);
+  uplink_error_v(u, &u->heartbeat_log, loud, fmt, args);
+  va_end(args);
+}
+
+void uplink__error_settled(struct uplink_error_log *log)
+{
+  uplink_error_flush(log);
+  log->logged_ms = 0;
 }
 
 static void uplink_on_op(struct journal_op *op);
@@ -90,8 +142,11 @@ static void uplink_retry_in(uplink *u, uint64_t delay_ms)
   u->state = UPLINK_BACKING_OFF;
   u->status.next_push_ms = clock_wall_ms() + (int64_t)delay_ms;
   uv_timer_start(&u->push_timer, uplink_on_push_timer, delay_ms, 0);
-  log_info("uplink", "backing_off", "retry_in_ms=%" PRIu64 " batch_seq=%" PRId64, delay_ms,
-           u->cursor);
+  /* Said with the error that caused it, and like it, not at every repeat. */
+  log_event(u->batch_log.was_logged ? LOG_INFO : LOG_DEBUG, "uplink", "backing_off",
+            "retry_in_ms=%" PRIu64 " batch_seq=%" PRId64 " failures=%u%s", delay_ms,
+            u->ack_pending ? u->ack_pending : u->cursor, u->backoff.failures,
+            u->ack_pending ? " retrying=recording_the_ack" : "");
 }
 
 /* A failure that may pass by itself: back off exponentially. */
@@ -166,6 +221,18 @@ static void uplink_next(uplink *u)
   uplink_submit(u, JOURNAL_OP_NEXT_BATCH, u->cursor);
 }
 
+/* Goes on where the push stopped: records an acknowledgement the journal
+ * could not save yet (the collector has that batch: sending it again would
+ * only fetch the same answer), else sends batch `cursor`. */
+static void uplink_resume(uplink *u)
+{
+  assert(u->state == UPLINK_SENDING);
+  if (u->ack_pending)
+    uplink_submit(u, JOURNAL_OP_ACK, u->ack_pending);
+  else
+    uplink_next(u);
+}
+
 static void uplink_begin_push(uplink *u, const char *why);
 
 static void uplink_push_done(uplink *u)
@@ -191,7 +258,7 @@ static void uplink_begin_push(uplink *u, const char *why)
   log_info("uplink", "push", "why=%s batch_seq=%" PRId64 " unsent=%llu", why, u->cursor,
            (unsigned long long)stats.sales_unsent);
   u->state = UPLINK_SENDING;
-  uplink_next(u);
+  uplink_resume(u);
 }
 
 /* ---- sending -------------------------------------------------------------------- */
@@ -223,6 +290,101 @@ static void uplink_send(uplink *u)
             u->sending.attempts);
 }
 
+/* ---- a stall only head office can end --------------------------------------------- */
+
+/*
+ * NEXT_BATCH found no batch `cursor`: if retention deleted it (it is below
+ * the oldest batch held), the collector lost the state that acknowledged
+ * it and asks for what this device cannot send any more. Nothing the agent
+ * can do alone fixes that, and skipping ahead by itself would hide a gap
+ * from head office: it says so (log, status, heartbeat), resends its oldest
+ * held batch every backoff_max, and keeps taking sales. The collector
+ * accepts that batch once head office approved a rebase. Returns 1 when
+ * handled so, 0 when the batch was never sealed (another problem).
+ */
+static int uplink_on_batch_gone(uplink *u, const struct journal_op *op)
+{
+  struct uplink_status *status = &u->status;
+  struct journal_stats stats;
+  int64_t held, expected;
+
+  journal_get_stats(u->journal, &stats);
+  held = op->oldest_batch_seq ? op->oldest_batch_seq : stats.last_batch_seq + 1;
+  if (op->batch_seq > stats.last_batch_seq || held <= op->batch_seq)
+    return 0;
+  /* What the collector asked for; the cursor is the batch found missing,
+   * the same unless retention deleted our oldest batch during the stall. */
+  expected = u->asked_batch_seq ? u->asked_batch_seq : op->batch_seq;
+  if (!status->stalled_expected_batch_seq)
+    status->stalled_since_ms = clock_wall_ms();
+  status->stalled_expected_batch_seq = expected;
+  status->oldest_held_batch_seq = held;
+  snprintf(status->problem, sizeof(status->problem),
+           "expected_batch_deleted: the collector expects batch %" PRId64 " of journal %s, "
+           "which this device deleted after retention; the oldest batch it holds is %"
+           PRId64 ". Sales are still taken and kept. Head office must approve a rebase at the "
+           "collector (it then accepts batch %" PRId64 " as the next one); batch %" PRId64
+           " is offered again every %" PRId64 " s",
+           expected, u->identity_journal_id, held, held, held, u->backoff_max_ms / 1000);
+  uplink__error(u, 1, "%s", status->problem);
+  u->cursor = held;
+  uplink_backoff_max(u);
+  return 1;
+}
+
+/* A batch was accepted: a stall, if any, is over. */
+static void uplink_stall_clear(uplink *u, int64_t accepted_batch_seq)
+{
+  struct uplink_status *status = &u->status;
+
+  u->asked_batch_seq = 0;
+  if (!status->stalled_expected_batch_seq)
+    return;
+  log_warn("uplink", "stall_cleared",
+           "accepted_batch_seq=%" PRId64 " had_expected_batch_seq=%" PRId64
+           " reason=\"the collector accepted a batch again (a rebase approved by head "
+           "office)\"",
+           accepted_batch_seq, status->stalled_expected_batch_seq);
+  status->stalled_expected_batch_seq = 0;
+  status->oldest_held_batch_seq = 0;
+  status->stalled_since_ms = 0;
+  status->problem[0] = '\0';
+}
+
+/* The journal recorded that batches up to `batch_seq` are acknowledged:
+ * only now is the attempt a success (the backoff starts over, the repeats
+ * of the last error are counted out), and the push goes on. */
+static void uplink_on_ack_saved(uplink *u, int64_t batch_seq)
+{
+  struct journal_batch *acked = &u->acking;
+
+  u->ack_pending = 0;
+  backoff_reset(&u->backoff);
+  uplink__error_settled(&u->batch_log);
+  if (acked->batch_seq) {
+    uplink_stall_clear(u, acked->batch_seq);
+    u->status.last_ack_ms = clock_wall_ms();
+    u->status.last_ack_batch_seq = acked->batch_seq;
+    u->status.batches_acked++;
+    log_info("uplink", "batch_acked",
+             "batch_seq=%" PRId64 " first_seq=%" PRId64 " last_seq=%" PRId64
+             " sales=%u bytes=%zu attempt=%" PRId64 " duplicate=%d",
+             acked->batch_seq, acked->first_seq, acked->last_seq, acked->sale_count,
+             acked->body_len, acked->attempts, u->acking_duplicate);
+  }
+  memset(acked, 0, sizeof(*acked));
+  if (u->full_max_sales || u->full_max_bytes) {
+    /* Batches go out again, so the disk may have room again (retention,
+     * someone cleaning up): back to full-size batches rather than single
+     * sales for good; a disk still full halves them again. */
+    u->full_max_sales = u->full_max_bytes = 0;
+    log_info("uplink", "limit", "max_batch_sales=%zu max_batch_bytes=%zu source=restored",
+             u->max_sales, u->max_bytes);
+  }
+  u->cursor = batch_seq + 1;
+  uplink_next(u);
+}
+
 static void uplink_on_op(struct journal_op *op)
 {
   uplink *u = op->user;
@@ -252,9 +414,11 @@ static void uplink_on_op(struct journal_op *op)
         uplink__error(u, 1, "batch %" PRId64 ": %s; sealing at most %zu sales until a batch "
                       "is acknowledged", u->cursor, op->message, u->full_max_sales);
         uplink_backoff(u);
+      } else if (op->error == JOURNAL_ENOTFOUND && uplink_on_batch_gone(u, op)) {
+        /* Stalled until head office approves a rebase; said and scheduled. */
       } else if (op->error == JOURNAL_ENOTFOUND) {
-        /* The collector wants a batch we no longer have (or never made):
-         * no retry can fix that; a person must look. */
+        /* The collector wants a batch we never made: no retry can fix
+         * that; a person must look. */
         uplink__error(u, 1, "batch %" PRId64 " cannot be sent: %s", u->cursor, op->message);
         uplink_backoff_max(u);
       } else {
@@ -275,21 +439,16 @@ static void uplink_on_op(struct journal_op *op)
     return;
   case JOURNAL_OP_ACK:
     if (op->error) {
-      /* The collector has it; resending gets a duplicate answer. */
-      uplink__error(u, 1, "acknowledging batch %" PRId64 ": %s", op->batch_seq, op->message);
+      /* The collector has the batch; what failed is saving that here. It
+       * is a failure like any other: the backoff grows, and the retry
+       * records the ack again instead of resending the batch. */
+      uplink__error(u, 1, "batch %" PRId64 " was acknowledged by the collector but journal %s "
+                    "cannot record that: %s; recording it is retried (the batch is not resent)",
+                    op->batch_seq, u->journal_path, op->message);
       uplink_backoff(u);
       return;
     }
-    if (u->full_max_sales || u->full_max_bytes) {
-      /* Batches go out again, so the disk may have room again (retention,
-       * someone cleaning up): back to full-size batches rather than single
-       * sales for good; a disk still full halves them again. */
-      u->full_max_sales = u->full_max_bytes = 0;
-      log_info("uplink", "limit", "max_batch_sales=%zu max_batch_bytes=%zu source=restored",
-               u->max_sales, u->max_bytes);
-    }
-    u->cursor = op->batch_seq + 1;
-    uplink_next(u);
+    uplink_on_ack_saved(u, op->batch_seq);
     return;
   case JOURNAL_OP_UNSEAL:
     if (op->error) {
@@ -305,16 +464,24 @@ static void uplink_on_op(struct journal_op *op)
 }
 
 /* A short, printable account of the collector's answer for error messages:
- * a BatchAck's message, or the start of a text body. */
+ * a BatchAck's message, or the start of a text body (after what it is, when
+ * it says it is no protobuf). */
 static void uplink_answer_text(const struct uplink_http_request *req, char *out, size_t out_size)
 {
   Pos__V1__BatchAck *ack = NULL;
   size_t n = 0;
+  char kind[160];
 
   out[0] = '\0';
+  if (!uplink_http_answer_is_protobuf(req, kind, sizeof(kind)) && req->status == 200) {
+    n = (size_t)snprintf(out, out_size, "%s%s", kind, req->response_len ? ": " : "");
+    if (n >= out_size)
+      return;
+  } else if (req->response_len) {
+    ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
+  }
   if (req->response_len == 0)
     return;
-  ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
   if (ack && ack->message && ack->message[0]) {
     snprintf(out, out_size, "%s", ack->message);
     pos__v1__batch_ack__free_unpacked(ack, NULL);
@@ -418,18 +585,18 @@ static void uplink_on_ok(uplink *u, Pos__V1__BatchAck *ack, const char *text)
   }
   uplink_apply_limits(u, ack->limits);
   uplink__commands(u, ack->n_commands, ack->commands);
-  backoff_reset(&u->backoff);
-  u->status.last_ack_ms = clock_wall_ms();
-  u->status.last_ack_batch_seq = batch_seq;
-  u->status.batches_acked++;
-  log_info("uplink", "batch_acked",
-           "batch_seq=%" PRId64 " first_seq=%" PRId64 " last_seq=%" PRId64
-           " sales=%u bytes=%zu attempt=%" PRId64 " duplicate=%d",
-           batch_seq, u->sending.first_seq, u->sending.last_seq, u->sending.sale_count,
-           u->sending.body_len, u->sending.attempts, (int)ack->duplicate);
+  log_debug("uplink", "batch_answered", "batch_seq=%" PRId64 " duplicate=%d", batch_seq,
+            (int)ack->duplicate);
+  /* Not a success yet: that is when the journal has the ack on flash (the
+   * backoff used to be reset here, so an ack the disk could not take was
+   * retried from backoff_min for ever). Only the batch sent is recorded:
+   * if the collector has more, the next ones are answered as duplicates,
+   * and nothing is marked sent that was not. */
+  u->acking = u->sending;
+  u->acking.body = NULL;
+  u->acking_duplicate = (int)ack->duplicate;
+  u->ack_pending = batch_seq;
   uplink_free_sending(u);
-  /* Only the batch sent: if the collector has more, the next ones are
-   * answered as duplicates, and nothing is marked sent that was not. */
   uplink_submit(u, JOURNAL_OP_ACK, batch_seq);
 }
 
@@ -460,11 +627,26 @@ static void uplink_on_conflict(uplink *u, Pos__V1__BatchAck *ack, const char *te
     log_warn("uplink", "resume", "sent=%" PRId64 " expected=%" PRId64
              " reason=\"the collector has these batches already\"", ours, expected);
     uplink_free_sending(u);
+    u->ack_pending = expected - 1;
     uplink_submit(u, JOURNAL_OP_ACK, expected - 1);
     return;
   }
+  if (expected == u->status.stalled_expected_batch_seq &&
+      expected < u->status.oldest_held_batch_seq) {
+    /* Still the stall: the collector wants the batch deleted here, and head
+     * office has not approved a rebase yet. Offer the oldest batch held
+     * again after backoff_max; the error repeats (rate-limited). */
+    uplink__error(u, 1, "%s", u->status.problem);
+    uplink_free_sending(u);
+    u->cursor = u->status.oldest_held_batch_seq;
+    uplink_backoff_max(u);
+    return;
+  }
   /* The collector lacks batches we hold as acknowledged (its state was
-   * rebuilt from less): resend the stored ones from there, unchanged. */
+   * rebuilt from less): resend the stored ones from there, unchanged. If
+   * retention deleted the batch asked for, NEXT_BATCH says so and the
+   * stall above begins. */
+  u->asked_batch_seq = expected;
   log_warn("uplink", "resume", "sent=%" PRId64 " expected=%" PRId64
            " reason=\"the collector is missing earlier batches; resending them\"", ours,
            expected);
@@ -604,7 +786,9 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
     uplink_backoff(u);
     return;
   }
-  if (status == 200 || status == 409)
+  /* An answer is read as a BatchAck only if it says it is one: a proxy's or
+   * a captive portal's page is never taken for an acknowledgement. */
+  if ((status == 200 || status == 409) && uplink_http_answer_is_protobuf(req, text, sizeof(text)))
     ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
   uplink_answer_text(req, text, sizeof(text));
   uplink_http_request_clear(req);
@@ -651,7 +835,7 @@ static void uplink_on_push_timer(uv_timer_t *timer)
     u->started = 1;
   } else if (u->state == UPLINK_BACKING_OFF) {
     u->state = UPLINK_SENDING;
-    uplink_next(u);
+    uplink_resume(u);
   }
 }
 
@@ -677,6 +861,7 @@ void uplink_get_status(const uplink *u, struct uplink_status *status)
 {
   *status = u->status;
   status->state = u->state;
+  status->consecutive_failures = u->backoff.failures;
   status->max_batch_sales = uplink_max_sales(u);
   status->max_batch_bytes = uplink_max_bytes(u);
 }

@@ -9,7 +9,9 @@
  * the collector's decoded limit (sealing within it, a 400 over it), a full
  * disk (stored batches still sent, halved caps restored), retries out of
  * step (Retry-After with jitter, growing backoff, a jittered first retry),
- * and a 200 that is no acknowledgement.
+ * a 200 that is no acknowledgement, an acknowledgement the journal cannot
+ * save (backs off, logged once), and a 409 for a batch retention deleted
+ * (a visible stall until head office approves a rebase).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -51,6 +53,18 @@ enum fake_ack_mode {
   FAKE_ACK_EMPTY,        /* no body at all */
   FAKE_ACK_OTHER_JOURNAL,
   FAKE_ACK_SEQ,          /* acked_batch_seq = `expected` */
+  FAKE_ACK_ENCODED,      /* a true BatchAck, but said to be gzip-encoded */
+};
+
+/* Extra header lines of the next fake_respond_ack (NULL = none). */
+static const char *ack_extra_headers;
+
+/* Heartbeat answers other than a plain HeartbeatAck. */
+enum fake_heartbeat_mode {
+  FAKE_HEARTBEAT_PORTAL = 1, /* 200 with an HTML page (a captive portal, a proxy) */
+  FAKE_HEARTBEAT_BUSY,       /* 503 */
+  FAKE_HEARTBEAT_DRIFT,      /* a HeartbeatAck whose server clock is an hour ahead */
+  FAKE_HEARTBEAT_EMPTY_TEXT, /* 200 text/plain with no body (unpacks as an empty ack) */
 };
 
 struct fake {
@@ -73,12 +87,20 @@ struct fake {
   uint64_t last_unsent;
   char last_heartbeat_store[16];
   int heartbeat_push_now;        /* answer the next heartbeat with a push_now command */
+  int heartbeat_mode;            /* enum fake_heartbeat_mode */
+  int fail_all_batches;          /* answer every batch 500 */
   http_exchange *held;
   char journal_id[16];
   size_t max_decoded;            /* 400 above it, as the collector's codec says it; 0 = 64 MiB */
   int announce_decoded;          /* acks carry limits.max_batch_decoded_bytes = max_decoded */
   int plain_400;                 /* the 400 names no limit */
   unsigned refused_400;          /* 400s answered */
+  /* Head office approved a rebase: this batch is accepted as the next one
+   * whatever the collector accepted before (0 = none approved). */
+  int64_t rebase_from;
+  uint64_t last_stalled_expected; /* the last heartbeat's fields 17-19 */
+  uint64_t last_oldest_held;
+  char last_problem[512];
 };
 
 /* The decoded limit the fake's acks announce (0 = no limits). */
@@ -123,7 +145,9 @@ static void fake_respond_ack(http_exchange *exchange, int status, int64_t acked,
     ack.n_commands = 1;
   }
   len = pos__v1__batch_ack__pack(&ack, buffer);
-  http_exchange_respond(exchange, status, "application/x-protobuf", NULL, buffer, len);
+  http_exchange_respond(exchange, status, "application/x-protobuf", ack_extra_headers, buffer,
+                        len);
+  ack_extra_headers = NULL;
 }
 
 static void fake_on_batch(struct fake *fake, http_exchange *exchange)
@@ -163,6 +187,11 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
     fake->body_time_ms[fake->body_count] = uv_now(fake->loop);
     fake->body_count++;
   }
+  if (fake->fail_all_batches) {
+    pos__v1__batch__free_unpacked(batch, NULL);
+    http_exchange_respond(exchange, 500, "text/plain", NULL, "boom", 4);
+    return;
+  }
   if (fake->inject_next < fake->inject_count) {
     struct injected *in = &fake->inject[fake->inject_next++];
     char header[64] = "";
@@ -188,6 +217,10 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
       case FAKE_ACK_OTHER_JOURNAL:
         fake_respond_ack(exchange, 200, batch_seq, 0, 0, other, 0);
         break;
+      case FAKE_ACK_ENCODED:
+        ack_extra_headers = "Content-Encoding: gzip\r\n";
+        fake_respond_ack(exchange, 200, batch_seq, 0, 0, journal_id, 0);
+        break;
       default:
         fake_respond_ack(exchange, 200, in->expected, 0, 0, journal_id, 0);
         break;
@@ -204,6 +237,10 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
     pos__v1__batch__free_unpacked(batch, NULL);
     http_exchange_respond(exchange, 413, "text/plain", NULL, "too large", 9);
     return;
+  }
+  if (fake->rebase_from && batch_seq == fake->rebase_from && fake->accepted < batch_seq - 1) {
+    fake->accepted = batch_seq - 1;
+    fake->rebase_from = 0;
   }
   if (batch_seq <= fake->accepted) {
     pos__v1__batch__free_unpacked(batch, NULL);
@@ -246,8 +283,30 @@ static void fake_on_heartbeat(struct fake *fake, http_exchange *exchange)
   fake->last_unsent = heartbeat->unsent_sales;
   snprintf(fake->last_heartbeat_store, sizeof(fake->last_heartbeat_store), "%s",
            heartbeat->store_id);
+  fake->last_stalled_expected = heartbeat->stalled_expected_batch_seq;
+  fake->last_oldest_held = heartbeat->oldest_held_batch_seq;
+  snprintf(fake->last_problem, sizeof(fake->last_problem), "%s",
+           heartbeat->uplink_problem ? heartbeat->uplink_problem : "");
   pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
   ack.server_clock_ms = 0;
+  if (fake->heartbeat_mode == FAKE_HEARTBEAT_PORTAL) {
+    static const char page[] = "<html><body>Please log in to the guest Wi-Fi</body></html>";
+    http_exchange_respond(exchange, 200, "text/html", NULL, page, sizeof(page) - 1);
+    return;
+  }
+  if (fake->heartbeat_mode == FAKE_HEARTBEAT_EMPTY_TEXT) {
+    http_exchange_respond(exchange, 200, "text/plain", NULL, "", 0);
+    return;
+  }
+  if (fake->heartbeat_mode == FAKE_HEARTBEAT_BUSY) {
+    http_exchange_respond(exchange, 503, "text/plain", NULL, "busy", 4);
+    return;
+  }
+  if (fake->heartbeat_mode == FAKE_HEARTBEAT_DRIFT) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    ack.server_clock_ms = (int64_t)now.tv_sec * 1000 + 3600 * 1000;
+  }
   if (fake->heartbeat_push_now) {
     command.command_id = "push-1";
     command.command_case = POS__V1__COMMAND__COMMAND_PUSH_NOW;
@@ -291,6 +350,7 @@ static void fake_start(struct fixture *f, const struct http_tls_config *tls)
  * disk_full is set, as on a flash card with no room left: SQLite sees what
  * it sees on a full disk, whatever the file sizes. */
 static int disk_full;
+static int sync_fails; /* fsync answers EIO, as a worn flash card does */
 static sqlite3_vfs *real_vfs;
 static sqlite3_vfs full_vfs;
 
@@ -317,7 +377,12 @@ static int full_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
   return REAL(f)->pMethods->xTruncate(REAL(f), size);
 }
-static int full_sync(sqlite3_file *f, int flags) { return REAL(f)->pMethods->xSync(REAL(f), flags); }
+static int full_sync(sqlite3_file *f, int flags)
+{
+  if (sync_fails)
+    return SQLITE_IOERR_FSYNC;
+  return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
 static int full_file_size(sqlite3_file *f, sqlite3_int64 *size)
 {
   return REAL(f)->pMethods->xFileSize(REAL(f), size);
@@ -416,6 +481,7 @@ static int setup(void **state)
 
   install_full_vfs();
   disk_full = 0;
+  sync_fails = 0;
   announced_decoded = 0;
 
   jf_setup(&f->jf, "test_uplink");
@@ -537,6 +603,20 @@ static void seal(struct fixture *f, int64_t batch_seq, size_t max_sales)
   assert_int_equal(w.op.error, 0);
   assert_true(w.op.sealed);
   journal_op_clear(&w.op);
+}
+
+/* Runs the loop until cond(f) holds (1), or `timeout_ms` passed (0). */
+static int wait_until(struct fixture *f, int (*cond)(struct fixture *), uint64_t timeout_ms)
+{
+  uint64_t deadline;
+  uv_update_time(&f->jf.loop);
+  deadline = uv_now(&f->jf.loop) + timeout_ms;
+  while (!cond(f)) {
+    if (uv_now(&f->jf.loop) > deadline)
+      return 0;
+    uv_run(&f->jf.loop, UV_RUN_ONCE);
+  }
+  return 1;
 }
 
 /* Runs the loop until cond(f) holds, or fails after `timeout_ms`. */
@@ -1268,9 +1348,9 @@ static void busy_answers_keep_backing_off(void **state)
   assert_each_sale_once(f);
 }
 
-/* A 200 without a BatchAck, with an empty one, for another journal, or
- * acknowledging less than the batch sent is a failed attempt: the batch
- * is not marked sent, and goes again. */
+/* A 200 without a BatchAck, with an empty one, for another journal,
+ * acknowledging less than the batch sent, or in an encoding we never asked
+ * for is a failed attempt: the batch is not marked sent, and goes again. */
 static void a_200_without_a_usable_ack_is_retried(void **state)
 {
   struct fixture *f = *state;
@@ -1282,13 +1362,14 @@ static void a_200_without_a_usable_ack_is_retried(void **state)
   f->fake.inject[1] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_EMPTY};
   f->fake.inject[2] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_OTHER_JOURNAL};
   f->fake.inject[3] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_SEQ}; /* acked 0 */
-  f->fake.inject_count = 4;
+  f->fake.inject[4] = (struct injected){200, -1, 0, NULL, 0, FAKE_ACK_ENCODED};
+  f->fake.inject_count = 5;
   add_sales(f, "OK", 5, 1);
   options = default_options(f);
   start_uplink(f, &options);
-  wait_for(f, is_idle_and_all_sent, 10000, "sent after four unusable 200s");
-  assert_int_equal(f->fake.body_count, 5);
-  for (size_t i = 0; i < 5; i++)
+  wait_for(f, is_idle_and_all_sent, 10000, "sent after five unusable 200s");
+  assert_int_equal(f->fake.body_count, 6);
+  for (size_t i = 0; i < 6; i++)
     assert_int_equal(f->fake.body_batch_seq[i], 1);
   assert_each_sale_once(f);
   uplink_get_status(f->uplink, &status);
@@ -1323,6 +1404,428 @@ static void an_ack_beyond_every_sealed_batch_marks_nothing_sent(void **state)
   assert_true(status.next_push_ms - status.last_attempt_ms >= 2000);
 }
 
+/* ---- an acknowledgement that cannot be saved -------------------------------------- */
+
+/* Counts the lines of `path` that hold every one of the `n` needles. */
+static unsigned count_lines(const char *path, size_t n, const char *const *needles)
+{
+  FILE *file = fopen(path, "r");
+  char line[2048];
+  unsigned count = 0;
+  assert_non_null(file);
+  while (fgets(line, sizeof(line), file)) {
+    size_t i = 0;
+    while (i < n && strstr(line, needles[i]))
+      i++;
+    count += i == n;
+  }
+  fclose(file);
+  return count;
+}
+
+/* Prints the log captured in `path`, to see why a test failed. */
+static void print_file(const char *path)
+{
+  FILE *file = fopen(path, "r");
+  char line[2048];
+  if (!file)
+    return;
+  while (fgets(line, sizeof(line), file))
+    fputs(line, stdout);
+  fclose(file);
+}
+
+/* Sends stderr (where the log goes) to `path` until stderr_restore(). */
+static int stderr_capture(const char *path)
+{
+  int saved = dup(STDERR_FILENO);
+  FILE *file = fopen(path, "w");
+  assert_non_null(file);
+  assert_true(saved >= 0);
+  fflush(stderr);
+  assert_true(dup2(fileno(file), STDERR_FILENO) >= 0);
+  fclose(file);
+  return saved;
+}
+
+static void stderr_restore(int saved)
+{
+  fflush(stderr);
+  assert_true(dup2(saved, STDERR_FILENO) >= 0);
+  close(saved);
+}
+
+/* The uplink is backing off and its next try is at least this far away. */
+static int64_t long_wait_ms;
+static int backing_off_long(struct fixture *f)
+{
+  struct uplink_status status;
+  uplink_get_status(f->uplink, &status);
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return status.state == UPLINK_BACKING_OFF && status.last_attempt_ms > 0 &&
+         status.next_push_ms - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000) >=
+             long_wait_ms;
+}
+
+/* The collector answered 200 but the journal could not record it (a full
+ * disk, or fsync failing): retries used to start from backoff_min every
+ * time, because backoff_reset() ran on the 200 before the journal had the
+ * ack; one batch was resent 4,632 times in 3.5 minutes, four log lines
+ * each. Now the backoff grows like after any failure, the batch is not
+ * sent again (the collector has it: only recording the ack is retried),
+ * identical error lines are logged once, and the ack is recorded once the
+ * disk lets it. */
+static void ack_not_saved_backs_off(struct fixture *f, int *fault, const char *log_name)
+{
+  struct uplink_options options;
+  struct uplink_status status;
+  struct journal_stats stats;
+  char log_path[160];
+  const char *error_lines[] = {"mod=uplink", "event=error ", "cannot record that"};
+  const char *backoff_lines[] = {"mod=uplink", "event=backing_off"};
+  const char *repeat_lines[] = {"mod=uplink", "event=error_repeated", "cannot record that"};
+  unsigned errors, backoffs, repeats;
+  int saved, grew, recovered = 0;
+  size_t sent_while_failing;
+
+  fake_start(f, NULL);
+  add_sales(f, "AS", 5, 1);
+  seal(f, 1, 100);
+  snprintf(log_path, sizeof(log_path), "%s/%s", f->jf.dir, log_name);
+  options = default_options(f);
+  options.backoff_min_ms = 20;
+  options.backoff_max_ms = 400;
+  *fault = 1;
+  saved = stderr_capture(log_path);
+  start_uplink(f, &options);
+  /* 20, 40, 80, 160, 320 ms...: a wait of 300 ms or more comes only after
+   * four failures in a row. Before the fix it stayed in [10, 20] ms. */
+  long_wait_ms = 300;
+  grew = wait_until(f, backing_off_long, 20000);
+  uplink_get_status(f->uplink, &status);
+  sent_while_failing = f->fake.body_count;
+  if (grew) {
+    *fault = 0;
+    recovered = wait_until(f, is_idle_and_all_sent, 10000);
+  }
+  stderr_restore(saved);
+  if (!grew) {
+    print_file(log_path);
+    fail_msg("the backoff did not grow to %lld ms while the ack could not be saved",
+             (long long)long_wait_ms);
+  }
+  assert_true(status.consecutive_failures >= 4);
+  assert_non_null(strstr(status.last_error, "cannot record that"));
+  /* The collector has the batch: it was not sent again and again. */
+  if (sent_while_failing != 1) {
+    print_file(log_path);
+    fail_msg("batch 1 sent %zu times while its ack could not be saved", sent_while_failing);
+  }
+  if (!recovered) {
+    print_file(log_path);
+    fail_msg("the ack was not recorded once the disk let it");
+  }
+  journal_get_stats(f->journal, &stats);
+  assert_int_equal(stats.acked_batch_seq, 1);
+  assert_int_equal(f->fake.body_count, 1);
+  assert_each_sale_once(f);
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.consecutive_failures, 0);
+  assert_int_equal(status.batches_acked, 1);
+  /* One line for the failure, one for its backoff, one counting the
+   * repeats once it is over. */
+  errors = count_lines(log_path, 3, error_lines);
+  backoffs = count_lines(log_path, 2, backoff_lines);
+  repeats = count_lines(log_path, 3, repeat_lines);
+  if (errors != 1 || backoffs != 1 || repeats != 1) {
+    print_file(log_path);
+    fail_msg("%u error, %u backing_off and %u error_repeated lines for one failure repeated "
+             "(want 1 each)", errors, backoffs, repeats);
+  }
+}
+
+static void an_ack_that_cannot_be_saved_on_a_full_disk_backs_off(void **state)
+{
+  ack_not_saved_backs_off(*state, &disk_full, "full.log");
+}
+
+static void an_ack_that_cannot_be_saved_when_fsync_fails_backs_off(void **state)
+{
+  ack_not_saved_backs_off(*state, &sync_fails, "fsync.log");
+}
+
+/* ---- a 409 for a batch retention deleted ---------------------------------------------- */
+
+static int stalled(struct fixture *f)
+{
+  struct uplink_status status;
+  uplink_get_status(f->uplink, &status);
+  return status.stalled_expected_batch_seq > 0;
+}
+
+/* Batch 2 was offered again at least three times since the collector lost
+ * its state (body `since` on). */
+static size_t bodies_since;
+static int offered_again(struct fixture *f)
+{
+  unsigned offers = 0;
+  for (size_t i = bodies_since; i < f->fake.body_count; i++)
+    offers += f->fake.body_batch_seq[i] == 2;
+  return offers >= 3;
+}
+
+static int heartbeat_says_stalled(struct fixture *f) { return f->fake.last_stalled_expected == 1; }
+static int heartbeat_says_clear(struct fixture *f)
+{
+  return f->fake.heartbeats > 0 && f->fake.last_stalled_expected == 0 && !stalled(f);
+}
+
+/* Pushes now and waits until everything is acknowledged. */
+static void push_and_wait(struct fixture *f, const char *what)
+{
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, what);
+}
+
+/* The collector lost its state and asks (409) for batch 1, which retention
+ * deleted here after it was acknowledged. The agent used to ask the journal
+ * for batch 1 at backoff_max for ever: new sales never left, and nothing
+ * said why. Now: a stall said once in the log, in the status and in every
+ * heartbeat (what is asked, what is held, what to do); sales still taken;
+ * the oldest batch held (2) offered again at backoff_max, never skipped;
+ * and once head office approves a rebase (the collector accepts batch 2 as
+ * the next), everything from batch 2 on arrives once and the stall clears. */
+/* Batches 1 and 2 acknowledged (2 a few ms after 1), then retention deletes
+ * batch 1 and its sales, as it does retention_days after an ack. */
+static void two_batches_then_retention_deletes_the_first(struct fixture *f)
+{
+  struct jf_op retention;
+  int64_t acked_ms_2;
+
+  add_sales(f, "K1", 5, 1);
+  push_and_wait(f, "batch 1");
+  usleep(5000);
+  add_sales(f, "K2", 5, 1);
+  push_and_wait(f, "batch 2");
+  acked_ms_2 = jf_query_int(&f->jf, "SELECT acked_ms FROM batches WHERE batch_seq = 2");
+  memset(&retention, 0, sizeof(retention));
+  retention.op.kind = JOURNAL_OP_RETENTION;
+  retention.op.now_ms = acked_ms_2;
+  retention.op.retention_ms = 1;
+  jf_run_op(&f->jf, f->journal, &retention);
+  assert_int_equal(retention.op.error, 0);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT min(batch_seq) FROM batches"), 2);
+}
+
+/* What the stall looks like while it lasts: status, log (once), heartbeat,
+ * nothing skipped, sales still taken. */
+static void assert_stalled_visibly(struct fixture *f, const char *log_path)
+{
+  const char *stall_lines[] = {"mod=uplink", "event=error ", "expected_batch_deleted"};
+  struct uplink_status status;
+  struct journal_stats stats;
+  unsigned stall_logged;
+
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.stalled_expected_batch_seq, 1);
+  assert_int_equal(status.oldest_held_batch_seq, 2);
+  assert_true(status.stalled_since_ms > 0);
+  assert_non_null(strstr(status.problem, "Head office must approve a rebase"));
+  assert_non_null(strstr(status.last_error, "expected_batch_deleted"));
+  /* Said once, however often the collector repeated its 409. */
+  stall_logged = count_lines(log_path, 3, stall_lines);
+  if (stall_logged != 1) {
+    print_file(log_path);
+    fail_msg("the stall was logged %u times (want 1)", stall_logged);
+  }
+  /* Nothing skipped: after the loss only batch 3 (first) and 2 went out. */
+  for (size_t i = bodies_since; i < f->fake.body_count; i++) {
+    int64_t sent = f->fake.body_batch_seq[i];
+    if (sent != 2 && !(i == bodies_since && sent == 3))
+      fail_msg("batch %lld sent during the stall", (long long)sent);
+  }
+  /* Head office sees it in the heartbeat. */
+  wait_for(f, heartbeat_says_stalled, 5000, "a heartbeat that says the uplink is stalled");
+  assert_int_equal(f->fake.last_oldest_held, 2);
+  assert_non_null(strstr(f->fake.last_problem, "expected_batch_deleted"));
+  /* Sales are still taken. */
+  add_sales(f, "K4", 3, 1);
+  journal_get_stats(f->journal, &stats);
+  assert_int_equal(stats.last_seq, 18);
+  assert_int_equal(stats.sales_unsent, 8);
+}
+
+/* The collector lost its state and asks (409) for batch 1, which retention
+ * deleted here after it was acknowledged. The agent used to ask the journal
+ * for batch 1 at backoff_max for ever: new sales never left, and nothing
+ * said why. Now: a stall said once in the log, in the status and in every
+ * heartbeat (what is asked, what is held, what to do); sales still taken;
+ * the oldest batch held (2) offered again at backoff_max, never skipped;
+ * and once head office approves a rebase (the collector accepts batch 2 as
+ * the next), everything from batch 2 on arrives once and the stall clears. */
+static void a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct uplink_status status;
+  struct journal_stats stats;
+  char log_path[160];
+  int saved, seen_stall, offered;
+
+  fake_start(f, NULL);
+  options = default_options(f);
+  options.max_batch_sales = 5;
+  options.backoff_min_ms = 20;
+  options.backoff_max_ms = 300;
+  options.heartbeat_interval_ms = 100;
+  start_uplink(f, &options);
+  two_batches_then_retention_deletes_the_first(f);
+
+  /* The collector loses its state: it expects batch 1 of this journal. */
+  f->fake.accepted = 0;
+  memset(f->fake.seq_seen, 0, sizeof(f->fake.seq_seen));
+  bodies_since = f->fake.body_count;
+  snprintf(log_path, sizeof(log_path), "%s/stall.log", f->jf.dir);
+  saved = stderr_capture(log_path);
+  add_sales(f, "K3", 5, 1);
+  uplink_push_now(f->uplink, "test");
+  seen_stall = wait_until(f, stalled, 10000);
+  offered = seen_stall && wait_until(f, offered_again, 10000);
+  stderr_restore(saved);
+  if (!seen_stall || !offered) {
+    print_file(log_path);
+    fail_msg("%s", !seen_stall ? "no stall reported after a 409 for a deleted batch"
+                               : "the oldest batch held (2) was not offered again");
+  }
+  assert_stalled_visibly(f, log_path);
+
+  /* Head office approves the rebase: the collector takes batch 2 next. */
+  f->fake.rebase_from = 2;
+  push_and_wait(f, "everything from batch 2 on, after the rebase");
+  uplink_get_status(f->uplink, &status);
+  assert_int_equal(status.stalled_expected_batch_seq, 0);
+  assert_int_equal(status.oldest_held_batch_seq, 0);
+  assert_string_equal(status.problem, "");
+  /* Batch 1's sales reached the collector before it lost them; everything
+   * held here arrived once more, exactly once. */
+  for (int64_t seq = 1; seq <= 18; seq++) {
+    unsigned want = seq <= 5 ? 0 : 1;
+    if (f->fake.seq_seen[seq] != want)
+      fail_msg("seq %lld reached the collector %u times after the loss (want %u)",
+               (long long)seq, f->fake.seq_seen[seq], want);
+  }
+  journal_get_stats(f->journal, &stats);
+  assert_int_equal(stats.sales_unsent, 0);
+  assert_int_equal(f->fake.accepted, stats.last_batch_seq);
+  f->fake.heartbeats = 0;
+  wait_for(f, heartbeat_says_clear, 5000, "a heartbeat without the stall");
+}
+
+/* ---- heartbeat answers ---------------------------------------------------------------- */
+
+static unsigned heartbeats_target;
+static int heartbeats_received(struct fixture *f)
+{
+  return f->fake.heartbeats >= heartbeats_target;
+}
+
+/* Runs until `count` more heartbeats reached the fake collector, and their
+ * answers were handled; 0 on a timeout. */
+static int more_heartbeats(struct fixture *f, unsigned count)
+{
+  heartbeats_target = f->fake.heartbeats + count;
+  if (!wait_until(f, heartbeats_received, 10000))
+    return 0;
+  for (int i = 0; i < 5; i++)
+    uv_run(&f->jf.loop, UV_RUN_NOWAIT);
+  return 1;
+}
+
+/* What the collector (or what stands in its place) answers a heartbeat with
+ * is handled whatever it is: a 200 that is no HeartbeatAck (a captive
+ * portal's page, an empty text/plain body that protobuf would read as an
+ * empty ack) is not an answered heartbeat (it used to count as one); a
+ * clock off by an hour is said once, not at every heartbeat; and heartbeat
+ * errors alternating with batch errors (a collector down fails both) are
+ * each logged once, not every time (one shared rate limit saw a new message
+ * at every turn). */
+static void heartbeat_answers_are_handled_and_logged_once(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  struct uplink_status status;
+  char log_path[160];
+  const char *portal_lines[] = {"mod=uplink", "event=error ", "Content-Type text/html"};
+  const char *empty_lines[] = {"mod=uplink", "event=error ", "Content-Type text/plain, 0 bytes"};
+  const char *drift_lines[] = {"mod=uplink", "event=clock_drift"};
+  const char *busy_lines[] = {"mod=uplink", "event=error ", "heartbeat: 503"};
+  const char *boom_lines[] = {"mod=uplink", "event=error ", "500: boom"};
+  unsigned portal, empty, drift, busy, boom;
+  int saved, ok;
+  size_t bodies_before;
+
+  fake_start(f, NULL);
+  options = default_options(f);
+  options.heartbeat_interval_ms = 30;
+  options.backoff_min_ms = 20;
+  options.backoff_max_ms = 40;
+  start_uplink(f, &options);
+  wait_for(f, first_push_done, 5000, "the empty first push");
+  snprintf(log_path, sizeof(log_path), "%s/heartbeat.log", f->jf.dir);
+  saved = stderr_capture(log_path);
+
+  f->fake.heartbeat_mode = FAKE_HEARTBEAT_PORTAL;
+  ok = more_heartbeats(f, 5);
+  if (ok) {
+    f->fake.heartbeat_mode = FAKE_HEARTBEAT_EMPTY_TEXT;
+    ok = more_heartbeats(f, 2);
+  }
+  uplink_get_status(f->uplink, &status);
+  if (ok && status.last_heartbeat_ms != 0) {
+    stderr_restore(saved);
+    fail_msg("a 200 that is no HeartbeatAck (a portal's page, an empty text/plain) counted "
+             "as an answered heartbeat");
+  }
+  if (ok) {
+    f->fake.heartbeat_mode = FAKE_HEARTBEAT_DRIFT;
+    ok = more_heartbeats(f, 5);
+  }
+  if (ok) {
+    /* A collector down: batches and heartbeats fail in turn. */
+    f->fake.heartbeat_mode = FAKE_HEARTBEAT_BUSY;
+    f->fake.fail_all_batches = 1;
+    add_sales(f, "HB", 3, 1);
+    bodies_before = f->fake.body_count;
+    uplink_push_now(f->uplink, "test");
+    ok = more_heartbeats(f, 6);
+    bodies_target = bodies_before + 6;
+    ok = ok && wait_until(f, bodies_received, 10000);
+    ok = ok && more_heartbeats(f, 2);
+  }
+  stderr_restore(saved);
+  if (!ok) {
+    print_file(log_path);
+    fail_msg("timed out waiting for heartbeats or batches");
+  }
+  uplink_get_status(f->uplink, &status);
+  assert_true(status.last_heartbeat_ms > 0); /* the drifting collector answered */
+  portal = count_lines(log_path, 3, portal_lines);
+  empty = count_lines(log_path, 3, empty_lines);
+  drift = count_lines(log_path, 2, drift_lines);
+  busy = count_lines(log_path, 3, busy_lines);
+  boom = count_lines(log_path, 3, boom_lines);
+  if (portal != 1 || empty != 1 || drift != 1 || busy != 1 || boom != 1) {
+    print_file(log_path);
+    fail_msg("logged %u portal, %u empty 200, %u clock drift, %u heartbeat 503 and %u batch 500 "
+             "lines (want 1 each)", portal, empty, drift, busy, boom);
+  }
+  f->fake.heartbeat_mode = 0;
+  f->fake.fail_all_batches = 0;
+  wait_for(f, is_idle_and_all_sent, 5000, "sent once the collector is back");
+  assert_each_sale_once(f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1355,6 +1858,14 @@ int main(void)
       cmocka_unit_test_setup_teardown(a_200_without_a_usable_ack_is_retried, setup, teardown),
       cmocka_unit_test_setup_teardown(an_ack_beyond_every_sealed_batch_marks_nothing_sent,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(an_ack_that_cannot_be_saved_on_a_full_disk_backs_off,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(an_ack_that_cannot_be_saved_when_fsync_fails_backs_off,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase, setup, teardown),
+      cmocka_unit_test_setup_teardown(heartbeat_answers_are_handled_and_logged_once, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
