@@ -19,7 +19,10 @@ build="${1:?usage: make_corpus.sh BUILD_DIR}"
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 batch_tool="$build/tests/tools/pos-batch"
-[ -x "$batch_tool" ] || { echo "make_corpus.sh: no $batch_tool (build the pos-batch target)" >&2; exit 1; }
+if [ ! -x "$batch_tool" ]; then
+  echo "make_corpus.sh: no $batch_tool (build the pos-batch target)" >&2
+  exit 1
+fi
 
 out="$here/corpus/batch"
 mkdir -p "$out"
