@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "journal/journal_int.h"
 #include "journal/journal_sql.h"
@@ -255,6 +256,39 @@ static int journal_prepare(journal *j, char *err, size_t err_size)
   return 0;
 }
 
+/* Reads meta reset_* (why this journal was started, if after a loss) into
+ * the counters; absent keys leave them empty. On the opening thread. */
+static void journal_load_reset(journal *j)
+{
+  static const char *const keys[] = {"reset_previous_journal_id", "reset_ms",
+                                     "reset_sales_missing", "reset_reason"};
+  sqlite3_stmt *stmt = NULL;
+
+  j->stats.previous_journal_id[0] = '\0';
+  j->stats.reset_reason[0] = '\0';
+  j->stats.reset_ms = 0;
+  j->stats.sales_missing = 0;
+  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) != SQLITE_OK)
+    return;
+  for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+    const char *value;
+    sqlite3_bind_text(stmt, 1, keys[i], -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) == SQLITE_ROW && (value = (const char *)sqlite3_column_text(stmt, 0))) {
+      if (i == 0)
+        snprintf(j->stats.previous_journal_id, sizeof(j->stats.previous_journal_id), "%s",
+                 value);
+      else if (i == 1)
+        j->stats.reset_ms = sqlite3_column_int64(stmt, 0);
+      else if (i == 2)
+        j->stats.sales_missing = (uint64_t)sqlite3_column_int64(stmt, 0);
+      else
+        snprintf(j->stats.reset_reason, sizeof(j->stats.reset_reason), "%s", value);
+    }
+    sqlite3_reset(stmt);
+  }
+  sqlite3_finalize(stmt);
+}
+
 /* Reads the counters the status page shows; on the opening thread only. */
 static int journal_load_stats(journal *j, char *err, size_t err_size)
 {
@@ -290,6 +324,7 @@ static int journal_load_stats(journal *j, char *err, size_t err_size)
   j->stats.sales_unsent = (uint64_t)sqlite3_column_int64(stmt, 3);
   j->stats.database_bytes = (uint64_t)(journal_pragma_int(j->db, "PRAGMA page_count") *
                                        j->page_size);
+  journal_load_reset(j);
   rc = 0;
 out:
   if (rc && err[0] == '\0')
@@ -521,12 +556,66 @@ static int journal_has_room(journal *j)
   return 1;
 }
 
+/* Fails every write of `group` with `error` and `message`, and says so on
+ * the status page. The group's transaction is already rolled back. */
+static void journal_fail_group(journal *j, struct journal_write *group, int error,
+                               const char *message, int sqlite_rc)
+{
+  for (struct journal_write *w = group; w; w = w->next) {
+    w->error = error;
+    snprintf(w->message, sizeof(w->message), "%s", message);
+  }
+  log_error("journal", "write_failed", "path=%s error=%s sqlite=%d", j->path,
+            journal_strerror(error), sqlite_rc);
+  pthread_mutex_lock(&j->lock);
+  j->stats.write_failing = 1;
+  snprintf(j->stats.last_error, sizeof(j->stats.last_error), "%s", message);
+  pthread_mutex_unlock(&j->lock);
+}
+
+/*
+ * Makes sure every seq this group may take is below the reserve recorded
+ * durably in the high-water mark, reserving the next JOURNAL_SEQ_RANGE
+ * (one fsync) when not. 0, or -errno: then no seq may be handed out.
+ */
+static int journal_reserve_seqs(journal *j, const struct journal_write *group)
+{
+  int64_t base = j->stats.last_seq > j->skip_to ? j->stats.last_seq : j->skip_to;
+  int64_t needed = 0;
+
+  for (const struct journal_write *w = group; w; w = w->next)
+    needed += (int64_t)w->count;
+  if (base + needed <= j->hwm.reserved)
+    return 0;
+  j->hwm.reserved = base + needed + JOURNAL_SEQ_RANGE;
+  return journal__hwm_write(j, 1);
+}
+
+/* Inside the group's transaction: moves the seq counter past j->skip_to. */
+static int journal_apply_skip(journal *j)
+{
+  const char *statements[] = {JOURNAL_SQL_SKIP_SEQ, JOURNAL_SQL_INSERT_SEQ};
+  int rc = SQLITE_OK;
+
+  for (size_t i = 0; rc == SQLITE_OK && i < 2; i++) {
+    sqlite3_stmt *stmt = NULL;
+    rc = sqlite3_prepare_v2(j->db, statements[i], -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_int64(stmt, 1, j->skip_to);
+      rc = journal__step_done(j, stmt);
+    }
+    sqlite3_finalize(stmt);
+  }
+  return rc;
+}
+
 /* Commits a group of writes in one transaction: one fsync for all of them. */
 static void journal_commit_group(journal *j, struct journal_write *group)
 {
   int64_t received_ms = clock_wall_ms();
   uint64_t stored = 0;
   int64_t last_seq = 0;
+  int skipping = j->skip_to > 0;
   int rc;
 
   if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS) {
@@ -536,9 +625,21 @@ static void journal_commit_group(journal *j, struct journal_write *group)
       log_info("journal", "room_again", "path=%s", j->path);
     }
   }
+  rc = journal_reserve_seqs(j, group);
+  if (rc) {
+    char message[256];
+    snprintf(message, sizeof(message),
+             "journal disk I/O error: the seq high-water mark %s cannot be written (%s); no "
+             "sale is taken until it can",
+             j->hwm.path, strerror(-rc));
+    journal_fail_group(j, group, JOURNAL_EIO, message, SQLITE_IOERR);
+    return;
+  }
   rc = journal__set_page_limit(j, j->sale_max_pages);
   if (rc == SQLITE_OK)
     rc = journal__step_done(j, j->begin);
+  if (rc == SQLITE_OK && skipping)
+    rc = journal_apply_skip(j);
   for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
     rc = journal_apply_write(j, w, received_ms, j->full);
   if (rc == SQLITE_OK)
@@ -554,6 +655,9 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     if (error == JOURNAL_EFULL) {
       j->full = 1;
       j->full_checked_ms = clock_mono_ms();
+      pthread_mutex_lock(&j->lock);
+      j->stats.full = 1;
+      pthread_mutex_unlock(&j->lock);
     }
     if (error == JOURNAL_EFULL)
       snprintf(message, sizeof(message),
@@ -563,17 +667,12 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     else
       snprintf(message, sizeof(message), "%s on %s: %s", journal_strerror(error), j->path,
                sqlite3_errstr(rc));
-    for (struct journal_write *w = group; w; w = w->next) {
-      w->error = error;
-      snprintf(w->message, sizeof(w->message), "%s", message);
-    }
-    log_error("journal", "write_failed", "path=%s error=%s sqlite=%d", j->path,
-              journal_strerror(error), rc);
-    pthread_mutex_lock(&j->lock);
-    j->stats.write_failing = 1;
-    snprintf(j->stats.last_error, sizeof(j->stats.last_error), "%s", message);
-    pthread_mutex_unlock(&j->lock);
+    journal_fail_group(j, group, error, message, rc);
     return;
+  }
+  if (skipping) {
+    last_seq = j->skip_to;
+    j->skip_to = 0;
   }
 
   for (struct journal_write *w = group; w; w = w->next) {
@@ -601,9 +700,11 @@ static void journal_commit_group(journal *j, struct journal_write *group)
       j->stats.last_seq = last_seq;
     if (stored)
       j->stats.last_received_ms = received_ms;
+    last_seq = j->stats.last_seq;
     if (pages >= 0)
       j->stats.database_bytes = (uint64_t)(pages * j->page_size);
     j->stats.commits++;
+    j->stats.full = j->full;
     if (j->full) {
       /* Still full: only retries were answered. */
       j->stats.write_failing = 1;
@@ -616,6 +717,13 @@ static void journal_commit_group(journal *j, struct journal_write *group)
       j->stats.last_error[0] = '\0';
     }
     pthread_mutex_unlock(&j->lock);
+  }
+  /* Before the POS hears of these seqs: if the WAL later loses them, the
+   * next open sees that it did. No fsync: this only has to outlive the
+   * process (kill -9); the WAL itself is what outlives a power cut. */
+  if (last_seq > j->hwm.committed) {
+    j->hwm.committed = last_seq;
+    journal__hwm_write(j, 0);
   }
 }
 
@@ -767,20 +875,30 @@ static void journal_on_done(uv_async_t *handle)
   journal_deliver(j);
 }
 
-static void journal_free(journal *j)
+/* Finalizes the statements and closes the connection; j->db = NULL. */
+static void journal_close_db(journal *j)
 {
-  sqlite3_stmt *statements[] = {
-      j->insert_sale,   j->find_sale,        j->begin,          j->commit,
-      j->rollback,      j->savepoint,        j->release,        j->rollback_to,
-      j->page_count,    j->set_meta,         j->oldest_unsent,  j->unsealed,
-      j->has_unsealed,  j->insert_batch,     j->count_from_seq, j->get_batch,
-      j->attempt_batch, j->ack_batches,      j->sales_in_batches, j->acked_above,
-      j->delete_unacked_from, j->expired_batches,
-      j->delete_batch_sales, j->delete_batch};
-  for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++)
-    sqlite3_finalize(statements[i]);
+  sqlite3_stmt **statements[] = {
+      &j->insert_sale,   &j->find_sale,        &j->begin,          &j->commit,
+      &j->rollback,      &j->savepoint,        &j->release,        &j->rollback_to,
+      &j->page_count,    &j->set_meta,         &j->oldest_unsent,  &j->unsealed,
+      &j->has_unsealed,  &j->insert_batch,     &j->count_from_seq, &j->get_batch,
+      &j->attempt_batch, &j->ack_batches,      &j->sales_in_batches, &j->acked_above,
+      &j->delete_unacked_from, &j->expired_batches,
+      &j->delete_batch_sales, &j->delete_batch};
+  for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
+    sqlite3_finalize(*statements[i]);
+    *statements[i] = NULL;
+  }
   if (j->db && sqlite3_close(j->db) != SQLITE_OK)
     log_error("journal", "close_failed", "path=%s sqlite=%s", j->path, sqlite3_errmsg(j->db));
+  j->db = NULL;
+}
+
+static void journal_free(journal *j)
+{
+  journal_close_db(j);
+  journal__hwm_close(j);
   pthread_mutex_destroy(&j->lock);
   pthread_cond_destroy(&j->wake);
   free(j->path);
@@ -812,41 +930,15 @@ static int journal_make_dir(const char *path, char *err, size_t err_size)
   return 0;
 }
 
-journal *journal_open(uv_loop_t *loop, const struct journal_options *options, char *err,
-                      size_t err_size)
+/* Opens j->path and brings it to a usable state: pragmas, size limit,
+ * migrations, counters. Returns 0; JOURNAL_ECORRUPT when SQLite finds the
+ * file damaged or not a database; or another journal_error. `err` says
+ * what failed in every case. */
+static int journal_open_db(journal *j, const struct journal_options *options, char *err,
+                           size_t err_size)
 {
-  journal *j = NULL;
-  int rc;
-
-  err[0] = '\0';
-  if (!sqlite3_threadsafe()) {
-    snprintf(err, err_size, "the SQLite library was built without thread support");
-    return NULL;
-  }
-  if (journal_make_dir(options->path, err, err_size))
-    return NULL;
-  j = calloc(1, sizeof(*j));
-  if (!j || !(j->path = strdup(options->path))) {
-    snprintf(err, err_size, "journal %s: out of memory", options->path);
-    free(j);
-    return NULL;
-  }
-  j->group_commit_max = options->group_commit_max ? options->group_commit_max : 1;
-  j->retention_ms = options->retention_ms > 0 ? options->retention_ms : 0;
-  j->retention_due_ms = clock_mono_ms() + JOURNAL_RETENTION_FIRST_MS;
-  pthread_mutex_init(&j->lock, NULL);
-  {
-    /* The retention wait is on the monotonic clock: an NTP step must not
-     * make it fire early or never. */
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&j->wake, &attr);
-    pthread_condattr_destroy(&attr);
-  }
-
-  rc = sqlite3_open_v2(j->path, &j->db,
-                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  int rc = sqlite3_open_v2(j->path, &j->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
     snprintf(err, err_size, "journal %s cannot be opened: %s (check the directory exists and "
              "the agent's user may write it)", j->path,
@@ -874,8 +966,7 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
     goto fail;
   j->page_size = journal_pragma_int(j->db, "PRAGMA page_size");
   if (j->page_size <= 0) {
-    snprintf(err, err_size, "journal %s is not a database (%s): move it aside to start a new "
-             "journal", j->path, sqlite3_errmsg(j->db));
+    snprintf(err, err_size, "journal %s is not a database (%s)", j->path, sqlite3_errmsg(j->db));
     goto fail;
   }
   if (options->max_bytes > 0) {
@@ -889,25 +980,392 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
       j->max_pages = 1;
     reserve = j->max_pages / 16 > 4 ? j->max_pages / 16 : 4;
     j->sale_max_pages = j->max_pages > 2 * reserve ? j->max_pages - reserve : j->max_pages;
+    j->page_limit_now = 0;
     if (journal__set_page_limit(j, j->max_pages) != SQLITE_OK) {
       snprintf(err, err_size, "journal %s: cannot set its size limit: %s", j->path,
                sqlite3_errmsg(j->db));
       goto fail;
     }
   }
-  if (journal_migrate(j, err, err_size))
+  rc = journal_migrate(j, err, err_size);
+  if (rc)
     goto fail;
   if (j->sale_max_pages > 0 && !journal_has_room(j)) {
     /* Opened full (a restart does not make room): refuse new sales from the
      * first one, as before the restart. */
     j->full = 1;
     j->full_checked_ms = clock_mono_ms();
+    j->stats.full = 1;
     j->stats.write_failing = 1;
     snprintf(j->stats.last_error, sizeof(j->stats.last_error),
              "the journal is full: %s is at journal.max_size; raise it or free space", j->path);
     log_warn("journal", "full", "path=%s reason=\"opened at journal.max_size\"", j->path);
   }
   if (journal_prepare(j, err, err_size) || journal_load_stats(j, err, err_size))
+    goto fail;
+  return 0;
+fail:
+  if (j->db) {
+    int code = sqlite3_errcode(j->db) & 0xff;
+    if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
+      return JOURNAL_ECORRUPT;
+  }
+  return rc == SQLITE_OK || rc > 0 ? JOURNAL_EIO : rc;
+}
+
+/* Renames j->path and its -wal and -shm files to PATH.damaged-<UTC time>
+ * (never deleted: a person may want to look at them) and fsyncs the
+ * directory. 0, with the new name in `aside`, or -1 with `err`. */
+static int journal_move_aside(journal *j, char *aside, size_t aside_size, char *err,
+                              size_t err_size)
+{
+  static const char *const suffixes[] = {"", "-wal", "-shm"};
+  char stamp[32];
+  time_t now = time(NULL);
+  struct tm tm;
+
+  gmtime_r(&now, &tm);
+  strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+  for (int n = 0;; n++) {
+    if (n == 0)
+      snprintf(aside, aside_size, "%s.damaged-%s", j->path, stamp);
+    else
+      snprintf(aside, aside_size, "%s.damaged-%s-%d", j->path, stamp, n);
+    if (access(aside, F_OK) != 0)
+      break;
+  }
+  for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+    char from[PATH_MAX + 8], to[PATH_MAX + 48];
+    snprintf(from, sizeof(from), "%s%s", j->path, suffixes[i]);
+    snprintf(to, sizeof(to), "%s%s", aside, suffixes[i]);
+    if (rename(from, to) != 0 && !(errno == ENOENT && i > 0)) {
+      snprintf(err, err_size, "journal %s cannot be moved aside to %s: %s", from, to,
+               strerror(errno));
+      return -1;
+    }
+  }
+  disk_fsync_parent(j->path);
+  return 0;
+}
+
+/* Records why this journal was started (meta reset_*) and loads it into
+ * the counters. On the opening thread, before the writer starts. */
+static int journal_record_reset(journal *j, const char *previous_id, uint64_t missing,
+                                const char *reason)
+{
+  char text[32];
+  const char *keys[4] = {"reset_previous_journal_id", "reset_ms", "reset_sales_missing",
+                         "reset_reason"};
+  const char *values[4] = {previous_id, NULL, NULL, reason};
+  char ms[32];
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SET_META, -1, &stmt, NULL);
+
+  snprintf(ms, sizeof(ms), "%lld", (long long)clock_wall_ms());
+  snprintf(text, sizeof(text), "%llu", (unsigned long long)missing);
+  values[1] = ms;
+  values[2] = text;
+  if (rc == SQLITE_OK)
+    rc = journal_exec(j->db, "BEGIN IMMEDIATE", NULL, 0, j->path);
+  for (int i = 0; rc == SQLITE_OK && i < 4; i++) {
+    sqlite3_bind_text(stmt, 1, keys[i], -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, values[i], -1, SQLITE_STATIC);
+    rc = journal__step_done(j, stmt);
+  }
+  if (rc == SQLITE_OK)
+    rc = journal_exec(j->db, "COMMIT", NULL, 0, j->path);
+  else if (!sqlite3_get_autocommit(j->db))
+    sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+  sqlite3_finalize(stmt);
+  if (rc == SQLITE_OK)
+    journal_load_reset(j);
+  return rc;
+}
+
+/* Copies the sales of the journal moved aside to `aside` with a seq above
+ * `after_seq` (those the collector is not known to hold) into this new
+ * journal, in seq order, in one transaction. 0 with *imported, or an
+ * SQLite error. On the opening thread. */
+static int journal_import_previous(journal *j, const char *aside, int64_t after_seq,
+                                   uint64_t *imported)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_ATTACH_PREVIOUS, -1, &stmt, NULL);
+
+  *imported = 0;
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(stmt, 1, aside, -1, SQLITE_STATIC);
+    rc = journal__step_done(j, stmt);
+  }
+  sqlite3_finalize(stmt);
+  stmt = NULL;
+  if (rc != SQLITE_OK)
+    return rc;
+  rc = journal_exec(j->db, "BEGIN IMMEDIATE", NULL, 0, j->path);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_IMPORT_PREVIOUS, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(stmt, 1, after_seq);
+    rc = journal__step_done(j, stmt);
+    if (rc == SQLITE_OK)
+      *imported = (uint64_t)sqlite3_changes(j->db);
+  }
+  sqlite3_finalize(stmt);
+  if (rc == SQLITE_OK)
+    rc = journal_exec(j->db, "COMMIT", NULL, 0, j->path);
+  else if (!sqlite3_get_autocommit(j->db))
+    sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+  sqlite3_exec(j->db, JOURNAL_SQL_DETACH_PREVIOUS, NULL, NULL, NULL);
+  return rc;
+}
+
+/* What the high-water mark says about the database just opened. */
+enum journal_hwm_verdict {
+  JOURNAL_HWM_OK = 0,   /* consistent; seqs above the reserve go on */
+  JOURNAL_HWM_LOST = 1, /* the database lacks sales or acknowledgements it had */
+};
+
+/* Makes the high-water mark describe the database as it is now (exactly:
+ * nothing is in flight while no writer runs) and writes it durably. */
+static int journal_hwm_reset(journal *j)
+{
+  int created = j->hwm.generation == 0;
+  int rc;
+  memcpy(j->hwm.journal_id, j->stats.journal_id, sizeof(j->hwm.journal_id));
+  j->hwm.reserved = j->hwm.committed = j->stats.last_seq;
+  j->hwm.acked_batch_seq = j->stats.acked_batch_seq;
+  j->hwm.acked_last_seq = j->stats.acked_last_seq;
+  rc = journal__hwm_write(j, 1);
+  if (rc == 0 && created)
+    rc = disk_fsync_parent(j->hwm.path);
+  return rc;
+}
+
+/*
+ * Checks the database against the high-water mark kept beside it. Returns
+ * JOURNAL_HWM_OK (seqs reserved but maybe unused are skipped: j->skip_to),
+ * JOURNAL_HWM_LOST with `reason` and *missing set, or -1 with `err`.
+ */
+static int journal_check_hwm(journal *j, char *reason, size_t reason_size, uint64_t *missing,
+                             char *err, size_t err_size)
+{
+  int damaged = 0;
+  int found = journal__hwm_open(j, &damaged, err, err_size);
+  const struct journal_stats *db = &j->stats;
+
+  *missing = 0;
+  if (found < 0)
+    return -1;
+  if (damaged)
+    log_error("journal", "hwm_damaged",
+              "path=%s reason=\"the seq high-water mark does not read back; it is made again "
+              "from the database, which is trusted as it is\"",
+              j->hwm.path);
+  if (found && strcmp(j->hwm.journal_id, db->journal_id) != 0) {
+    /* Another journal handed out seqs here: the database was deleted,
+     * replaced or restored. Its own journal_id keeps seqs apart, so no seq
+     * is reused, but the sales of the other one are gone from this file. */
+    int64_t unsent = j->hwm.committed - j->hwm.acked_last_seq;
+    *missing = unsent > 0 ? (uint64_t)unsent : 0;
+    snprintf(reason, reason_size,
+             "the database %s holds journal %s, but journal %s handed out seqs up to %lld "
+             "beside it (%llu of them not acknowledged by the collector): the database file "
+             "was deleted, replaced or restored",
+             j->path, db->journal_id, j->hwm.journal_id, (long long)j->hwm.committed,
+             (unsigned long long)*missing);
+    log_error("journal", "journal_replaced", "path=%s previous_journal_id=%s journal_id=%s "
+              "sales_missing=%llu", j->path, j->hwm.journal_id, db->journal_id,
+              (unsigned long long)*missing);
+    if (journal_record_reset(j, j->hwm.journal_id, *missing, reason) != SQLITE_OK)
+      log_error("journal", "reset_not_recorded", "path=%s sqlite=\"%s\"", j->path,
+                sqlite3_errmsg(j->db));
+    found = 0;
+  }
+  if (!found) {
+    if (journal_hwm_reset(j)) {
+      snprintf(err, err_size, "journal %s: its seq high-water mark %s cannot be written: %s",
+               j->path, j->hwm.path, strerror(errno));
+      return -1;
+    }
+    return JOURNAL_HWM_OK;
+  }
+  if (db->last_seq < j->hwm.committed || db->acked_batch_seq < j->hwm.acked_batch_seq ||
+      db->acked_last_seq < j->hwm.acked_last_seq) {
+    int64_t lost = j->hwm.committed - db->last_seq;
+    *missing = lost > 0 ? (uint64_t)lost : 0;
+    snprintf(reason, reason_size,
+             "journal %s lost sales it had handed out: the database ends at seq %lld (batch "
+             "%lld acknowledged), but seqs up to %lld were handed out and batch %lld (seq %lld) "
+             "acknowledged; its WAL was cut or deleted, or an older copy restored",
+             db->journal_id, (long long)db->last_seq, (long long)db->acked_batch_seq,
+             (long long)j->hwm.committed, (long long)j->hwm.acked_batch_seq,
+             (long long)j->hwm.acked_last_seq);
+    return JOURNAL_HWM_LOST;
+  }
+  if (db->last_seq < j->hwm.reserved) {
+    /* An unclean stop: seqs up to the reserve may have been handed out
+     * (the WAL that held them may be gone with no trace); never again. */
+    log_warn("journal", "seqs_skipped",
+             "path=%s last_seq=%lld skip_to=%lld reason=\"seqs reserved before an unclean "
+             "stop are never handed out again\"",
+             j->path, (long long)db->last_seq, (long long)j->hwm.reserved);
+    j->skip_to = j->hwm.reserved;
+    j->stats.last_seq = j->hwm.reserved;
+  }
+  return JOURNAL_HWM_OK;
+}
+
+/* The answer to a damaged database: refuse with what to do, or (when the
+ * operator said so) move it aside and start a new journal. */
+static int journal_open_damaged(journal *j, const struct journal_options *options, char *err,
+                                size_t err_size)
+{
+  char found[384], aside[PATH_MAX + 32], reason[512];
+  int damaged = 0;
+
+  snprintf(found, sizeof(found), "%s", err);
+  journal_close_db(j);
+  if (!options->new_journal_if_damaged) {
+    snprintf(err, err_size,
+             "journal %s is damaged and the agent will not write to it (%s). To start a new "
+             "journal and keep this file for forensics, set journal.new_journal_if_damaged = "
+             "true and restart: the file is renamed %s.damaged-<UTC time>, never deleted, and "
+             "a new journal_id is made; sales in it that were not sent stay in that file. Or "
+             "restore the file from a backup",
+             j->path, found, j->path);
+    return -1;
+  }
+  if (journal_move_aside(j, aside, sizeof(aside), err, err_size))
+    return -1;
+  memset(&j->stats, 0, sizeof(j->stats));
+  j->full = 0;
+  if (journal_open_db(j, options, err, err_size))
+    return -1;
+  /* What the high-water mark knew of the old journal is what is missing. */
+  if (journal__hwm_open(j, &damaged, err, err_size) < 0)
+    return -1;
+  snprintf(reason, sizeof(reason),
+           "the database was damaged (%.200s) and was moved aside to %.200s; a new journal was "
+           "started (journal.new_journal_if_damaged)",
+           found, aside);
+  log_error("journal", "journal_damaged", "path=%s moved_to=%s previous_journal_id=%s "
+            "journal_id=%s", j->path, aside, j->hwm.journal_id[0] ? j->hwm.journal_id : "-",
+            j->stats.journal_id);
+  {
+    int64_t unsent = j->hwm.committed - j->hwm.acked_last_seq;
+    if (journal_record_reset(j, j->hwm.journal_id[0] ? j->hwm.journal_id : "unknown",
+                             unsent > 0 ? (uint64_t)unsent : 0, reason) != SQLITE_OK) {
+      snprintf(err, err_size, "journal %s: cannot record the new journal's start: %s", j->path,
+               sqlite3_errmsg(j->db));
+      return -1;
+    }
+  }
+  if (journal_hwm_reset(j)) {
+    snprintf(err, err_size, "journal %s: its seq high-water mark %s cannot be written: %s",
+             j->path, j->hwm.path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* The database lost sales it had handed out: never reuse their seqs under
+ * its journal_id. The file is moved aside, a new journal (new journal_id)
+ * takes its sales the collector is not known to hold, and the reason
+ * stays in the new journal's meta, for the status page and heartbeat. */
+static int journal_open_lost(journal *j, const struct journal_options *options,
+                             const char *what, uint64_t missing, char *err, size_t err_size)
+{
+  char aside[PATH_MAX + 32], reason[1200], previous_id[33];
+  int64_t after = j->stats.acked_last_seq > j->hwm.acked_last_seq ? j->stats.acked_last_seq
+                                                                  : j->hwm.acked_last_seq;
+  uint64_t imported = 0;
+  int rc;
+
+  memcpy(previous_id, j->stats.journal_id, sizeof(previous_id));
+  journal_close_db(j);
+  if (journal_move_aside(j, aside, sizeof(aside), err, err_size))
+    return -1;
+  memset(&j->stats, 0, sizeof(j->stats));
+  j->full = 0;
+  if (journal_open_db(j, options, err, err_size))
+    return -1;
+  rc = journal_import_previous(j, aside, after, &imported);
+  if (rc != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s: cannot copy the unsent sales of %s into the new "
+             "journal: %s; both files are kept", j->path, aside, sqlite3_errmsg(j->db));
+    return -1;
+  }
+  snprintf(reason, sizeof(reason),
+           "%.400s. At least %llu sales are missing. Seqs are never reused: a new journal was "
+           "started, the old file kept as %.200s; its %llu sales above seq %lld (not "
+           "acknowledged) are sent under the new journal",
+           what, (unsigned long long)missing, aside, (unsigned long long)imported,
+           (long long)after);
+  log_error("journal", "journal_lost_sales",
+            "path=%s previous_journal_id=%s journal_id=%s sales_missing=%llu moved_to=%s "
+            "sales_carried_over=%llu",
+            j->path, previous_id, j->stats.journal_id, (unsigned long long)missing, aside,
+            (unsigned long long)imported);
+  if (journal_record_reset(j, previous_id, missing, reason) != SQLITE_OK ||
+      journal_load_stats(j, err, err_size)) {
+    if (!err[0])
+      snprintf(err, err_size, "journal %s: cannot record the new journal's start: %s", j->path,
+               sqlite3_errmsg(j->db));
+    return -1;
+  }
+  if (journal_hwm_reset(j)) {
+    snprintf(err, err_size, "journal %s: its seq high-water mark %s cannot be written: %s",
+             j->path, j->hwm.path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+journal *journal_open(uv_loop_t *loop, const struct journal_options *options, char *err,
+                      size_t err_size)
+{
+  journal *j = NULL;
+  char reason[600];
+  uint64_t missing = 0;
+  int rc;
+
+  err[0] = '\0';
+  if (!sqlite3_threadsafe()) {
+    snprintf(err, err_size, "the SQLite library was built without thread support");
+    return NULL;
+  }
+  if (journal_make_dir(options->path, err, err_size))
+    return NULL;
+  j = calloc(1, sizeof(*j));
+  if (!j || !(j->path = strdup(options->path))) {
+    snprintf(err, err_size, "journal %s: out of memory", options->path);
+    free(j);
+    return NULL;
+  }
+  j->hwm.fd = -1;
+  j->group_commit_max = options->group_commit_max ? options->group_commit_max : 1;
+  j->retention_ms = options->retention_ms > 0 ? options->retention_ms : 0;
+  j->retention_due_ms = clock_mono_ms() + JOURNAL_RETENTION_FIRST_MS;
+  pthread_mutex_init(&j->lock, NULL);
+  {
+    /* The retention wait is on the monotonic clock: an NTP step must not
+     * make it fire early or never. */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->wake, &attr);
+    pthread_condattr_destroy(&attr);
+  }
+
+  rc = journal_open_db(j, options, err, err_size);
+  if (rc == JOURNAL_ECORRUPT)
+    rc = journal_open_damaged(j, options, err, err_size);
+  else if (rc == 0) {
+    rc = journal_check_hwm(j, reason, sizeof(reason), &missing, err, err_size);
+    if (rc == JOURNAL_HWM_LOST)
+      rc = journal_open_lost(j, options, reason, missing, err, err_size);
+  }
+  if (rc)
     goto fail;
 
   if (uv_async_init(loop, &j->done_async, journal_on_done) != 0) {
@@ -924,8 +1382,17 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
   log_info("journal", "opened", "path=%s journal_id=%s sales=%llu last_seq=%lld", j->path,
            j->stats.journal_id, (unsigned long long)j->stats.sales_journaled,
            (long long)j->stats.last_seq);
+  if (j->stats.previous_journal_id[0]) {
+    char quoted[1200];
+    log_warn("journal", "started_after_loss", "previous_journal_id=%s sales_missing=%llu "
+             "reason=%s", j->stats.previous_journal_id,
+             (unsigned long long)j->stats.sales_missing,
+             log_quote(j->stats.reset_reason, quoted, sizeof(quoted)));
+  }
   return j;
 fail:
+  if (!err[0])
+    snprintf(err, err_size, "journal %s cannot be opened", j->path);
   journal_free(j);
   return NULL;
 }
@@ -1007,6 +1474,13 @@ void journal_close(journal *j)
     pthread_join(j->writer, NULL);
   /* The writer finished everything queued; hand out what it finished. */
   journal_deliver(j);
+  if (j->writer_started && j->hwm.fd >= 0) {
+    /* A clean stop: every seq up to last_seq is committed and none above it
+     * was handed out, so the next start need skip nothing. */
+    j->hwm.committed = j->stats.last_seq;
+    j->hwm.reserved = j->stats.last_seq > j->skip_to ? j->stats.last_seq : j->skip_to;
+    journal__hwm_write(j, 1);
+  }
   log_info("journal", "closed", "path=%s last_seq=%lld", j->path, (long long)j->stats.last_seq);
   uv_close((uv_handle_t *)&j->done_async, journal_on_async_closed);
 }

@@ -554,6 +554,12 @@ static void journal_ack(journal *j, struct journal_op *op, int64_t now_ms)
     j->stats.oldest_unsent_ms = oldest;
     j->stats.last_ack_ms = now_ms;
     pthread_mutex_unlock(&j->lock);
+    /* Outside the WAL too, after it is committed there: if the WAL later
+     * loses this acknowledgement, the next open sees that it did. A failed
+     * write only weakens that check (logged); the ack stands. */
+    j->hwm.acked_batch_seq = target;
+    j->hwm.acked_last_seq = acked_last_seq;
+    journal__hwm_write(j, 1);
   }
 }
 

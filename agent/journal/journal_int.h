@@ -17,6 +17,38 @@
  * writes never wait long behind it. */
 #define JOURNAL_RETENTION_CHUNK 64
 
+/* Seqs are reserved in the high-water mark file this many at a time, so
+ * its fsync is paid once per range, not once per sale. After an unclean
+ * stop the unused rest of a range is skipped, never handed out. */
+#define JOURNAL_SEQ_RANGE 1024
+
+/*
+ * The seq high-water mark, kept in a small file beside the database
+ * (PATH-hwm) and never in its WAL, so that a WAL that lost its tail (cut,
+ * deleted, a restored copy) cannot take this record with it. Two 512-byte
+ * slots, each with a generation and a SHA-256; the newest valid one wins.
+ *   reserved   upper bound of every seq ever handed out: written and
+ *              fsynced (both slots) before a seq above the last one is used;
+ *   committed  lower bound of the highest seq committed: written (one slot,
+ *              no fsync) after each commit and before the POS is answered,
+ *              so it survives kill -9; power loss may leave it behind,
+ *              which is harmless (it only ever says "at least");
+ *   acked_*    lower bounds of the collector's acknowledgement, written and
+ *              fsynced after the journal recorded it.
+ * Writer thread only once the journal is open.
+ */
+struct journal_hwm {
+  int fd; /* -1 = none */
+  char *path;
+  uint64_t generation;
+  char journal_id[33]; /* "" = no valid slot was read */
+  int64_t reserved;
+  int64_t committed;
+  int64_t acked_batch_seq;
+  int64_t acked_last_seq;
+  int write_failed; /* the last write failed (logged once) */
+};
+
 struct journal {
   sqlite3 *db;
   char *path;
@@ -52,6 +84,11 @@ struct journal {
   int64_t max_pages;      /* journal.max_size in pages; 0 = no limit */
   int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */
   int64_t page_limit_now; /* max_page_count in force on the connection */
+
+  struct journal_hwm hwm;
+  /* Writer thread only: seqs up to this were reserved before an unclean
+   * stop; the next transaction moves the seq counter past them. 0 = none. */
+  int64_t skip_to;
 
   /* Writer thread only: the journal was found full (new sales refused). */
   int full;
@@ -101,5 +138,20 @@ int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
 /* Reads the uplink's cursor (meta) and the unsent counters into j->stats.
  * On the opening thread, before the writer starts. Returns 0 or -1. */
 int journal__load_batch_stats(journal *j);
+
+/* ---- the high-water mark (journal_hwm.c) ---------------------------------- */
+
+/* Opens (creating) PATH-hwm and reads its newest valid slot into j->hwm.
+ * Returns 1 when the file holds a valid record, 0 when it is new, empty or
+ * unreadable (*damaged = 1 for the latter), or -1 with `err`. */
+int journal__hwm_open(journal *j, int *damaged, char *err, size_t err_size);
+
+/* Writes j->hwm: `sync` = both slots and fdatasync (the record must be
+ * durable before the caller goes on), else the next slot only. 0 or -errno.
+ * The writer thread, or the opening/closing thread while no writer runs. */
+int journal__hwm_write(journal *j, int sync);
+
+/* Closes the file. */
+void journal__hwm_close(journal *j);
 
 #endif

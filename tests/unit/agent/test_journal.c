@@ -269,7 +269,7 @@ static void reopening_keeps_the_id_and_never_reuses_a_seq(void **state)
 static void a_newer_schema_is_refused(void **state)
 {
   struct jf_fixture *f = *state;
-  struct journal_options options = {f->path, 0, 64, 1000, 0};
+  struct journal_options options = {f->path, 0, 64, 1000, 0, 0};
   char err[512];
   sqlite3 *db;
   journal *j = jf_open_journal(f, 0, 64);
@@ -285,7 +285,7 @@ static void a_newer_schema_is_refused(void **state)
 static void a_file_that_is_not_a_database_is_refused(void **state)
 {
   struct jf_fixture *f = *state;
-  struct journal_options options = {f->path, 0, 64, 1000, 0};
+  struct journal_options options = {f->path, 0, 64, 1000, 0, 0};
   char err[512];
   FILE *file = fopen(f->path, "w");
   fputs("this is not a database, it is a shopping list: flour, tomatoes, basil\n", file);
