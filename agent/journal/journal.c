@@ -484,9 +484,36 @@ out:
 }
 
 /*
+ * Undoes the current write's savepoint. SQLITE_OK, or the error of a
+ * ROLLBACK TO or RELEASE that failed: then part of a refused write may
+ * still be in the group's transaction, and the caller must abort the whole
+ * group rather than commit it (a POS told "refused" must find nothing of
+ * its request journaled).
+ */
+static int journal_undo_write(journal *j)
+{
+  int rc = SQLITE_OK;
+#ifdef JOURNAL_FAULT_HOOKS
+  if (j->fault_rollback_to_nth && --j->fault_rollback_to_nth == 0)
+    rc = j->fault_rollback_to_rc; /* as if the disk failed it: nothing undone */
+#endif
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->rollback_to);
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->release);
+  if (rc != SQLITE_OK)
+    log_error("journal", "rollback_to_failed",
+              "path=%s sqlite=%d reason=\"a refused write could not be undone alone: the whole "
+              "group of writes is aborted and every request in it answered 503\"",
+              j->path, rc);
+  return rc;
+}
+
+/*
  * Journals one write inside the open transaction, all or nothing. Returns
- * SQLITE_OK (the write succeeded, or failed on its own with a conflict,
- * recorded in it) or an SQLite error that fails the whole group.
+ * SQLITE_OK (the write succeeded, or failed on its own with a conflict or
+ * a full journal, recorded in it) or an SQLite error that fails the whole
+ * group (nothing of it is committed).
  */
 static int journal_apply_write(journal *j, struct journal_write *write, int64_t received_ms,
                                int refuse_new)
@@ -496,12 +523,14 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
     return rc;
   for (size_t i = 0; i < write->count; i++) {
     int64_t conflict_seq = 0;
+    int undo;
     rc = journal_insert_sale(j, &write->sales[i], received_ms, &write->results[i],
                              &conflict_seq);
     if (rc == SQLITE_OK && refuse_new && write->results[i].outcome == JOURNAL_STORED) {
       /* Full: a retry of a journaled sale is answered, a new one is not taken. */
-      journal__step_done(j, j->rollback_to);
-      journal__step_done(j, j->release);
+      undo = journal_undo_write(j);
+      if (undo != SQLITE_OK)
+        return undo;
       write->error = JOURNAL_EFULL;
       snprintf(write->message, sizeof(write->message),
                "the journal is full: %s is out of space or at journal.max_size; sales already "
@@ -511,11 +540,14 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
     }
     if (rc == SQLITE_OK)
       continue;
-    /* Undo this write's earlier sales; the rest of the group is unaffected. */
-    journal__step_done(j, j->rollback_to);
-    journal__step_done(j, j->release);
+    /* Any error but a conflict fails the whole group, which is rolled back
+     * whole (SQLite may have done so already, after SQLITE_FULL). */
     if (rc != SQLITE_CONSTRAINT)
       return rc;
+    /* Undo this write's earlier sales; the rest of the group is unaffected. */
+    undo = journal_undo_write(j);
+    if (undo != SQLITE_OK)
+      return undo;
     write->error = JOURNAL_ECONFLICT;
     write->conflict_index = i;
     write->conflict_seq = conflict_seq;
@@ -665,8 +697,9 @@ static void journal_commit_group(journal *j, struct journal_write *group)
                "journaled are safe; free space on the device, then resend",
                j->path);
     else
-      snprintf(message, sizeof(message), "%s on %s: %s", journal_strerror(error), j->path,
-               sqlite3_errstr(rc));
+      snprintf(message, sizeof(message),
+               "%s on %s: %s; nothing of this request was journaled, resend it",
+               journal_strerror(error), j->path, sqlite3_errstr(rc));
     journal_fail_group(j, group, error, message, rc);
     return;
   }
@@ -1454,6 +1487,16 @@ void journal_op_clear(struct journal_op *op)
   op->batch.body = NULL;
   op->batch.body_len = 0;
 }
+
+#ifdef JOURNAL_FAULT_HOOKS
+void journal_fault_rollback_to(journal *j, unsigned nth, int sqlite_rc)
+{
+  pthread_mutex_lock(&j->lock);
+  j->fault_rollback_to_nth = nth;
+  j->fault_rollback_to_rc = sqlite_rc;
+  pthread_mutex_unlock(&j->lock);
+}
+#endif
 
 void journal_get_stats(journal *j, struct journal_stats *stats)
 {

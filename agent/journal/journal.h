@@ -250,4 +250,16 @@ void journal_get_stats(journal *j, struct journal_stats *stats);
  */
 void journal_close(journal *j);
 
+/* ---- fault hooks: test builds only (not with NDEBUG) -------------------- */
+#ifndef NDEBUG
+#define JOURNAL_FAULT_HOOKS 1
+/*
+ * The nth ROLLBACK TO of a refused write from now on (1 = the next) fails
+ * with `sqlite_rc` without undoing anything, as a failing disk could make
+ * it; 0 = off. Call on the loop thread before submitting the writes it is
+ * meant for.
+ */
+void journal_fault_rollback_to(journal *j, unsigned nth, int sqlite_rc);
+#endif
+
 #endif

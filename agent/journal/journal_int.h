@@ -89,6 +89,12 @@ struct journal {
   /* Writer thread only: seqs up to this were reserved before an unclean
    * stop; the next transaction moves the seq counter past them. 0 = none. */
   int64_t skip_to;
+#ifdef JOURNAL_FAULT_HOOKS
+  /* journal_fault_rollback_to: set under lock before the writes it is
+   * meant for are queued (the queue's lock orders it before the writer). */
+  unsigned fault_rollback_to_nth;
+  int fault_rollback_to_rc;
+#endif
 
   /* Writer thread only: the journal was found full (new sales refused). */
   int full;

@@ -191,6 +191,61 @@ static void a_conflict_does_not_undo_the_rest_of_its_group(void **state)
     sale_clear(&others[i]);
 }
 
+/* Issue 7 item 13: a ROLLBACK TO that fails (a disk error) used to be
+ * ignored: the refused write's first sales stayed in the group's
+ * transaction and were committed while its POS was told "409". Now the
+ * whole group is aborted and every request in it answered with a
+ * retryable error; nothing of any of them is journaled. */
+static void a_failed_rollback_to_aborts_the_whole_group(void **state)
+{
+#ifdef JOURNAL_FAULT_HOOKS
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 1024);
+  struct sale base, refused[2], others[10];
+  struct jf_write p_base, p_refused, p_others[10];
+  char id[16];
+
+  make_sale(&base, "F-0", 0);
+  jf_write_and_wait(f, j, &p_base, &base, 1);
+  /* An array whose first sale is new and whose second conflicts with F-0. */
+  make_sale(&refused[0], "F-NEW", 0);
+  make_sale(&refused[1], "F-0", 1);
+  for (int i = 0; i < 10; i++) {
+    snprintf(id, sizeof(id), "F-%d", i + 1);
+    make_sale(&others[i], id, 0);
+  }
+  journal_fault_rollback_to(j, 1, SQLITE_IOERR_WRITE);
+  for (int i = 0; i < 5; i++)
+    jf_submit(j, &p_others[i], &others[i], 1);
+  jf_submit(j, &p_refused, refused, 2);
+  for (int i = 5; i < 10; i++)
+    jf_submit(j, &p_others[i], &others[i], 1);
+  jf_wait(f, &p_refused);
+  /* Retryable (503), not a conflict: the POS resends, nothing is lost. */
+  assert_int_equal(p_refused.write.error, JOURNAL_EIO);
+  assert_non_null(strstr(p_refused.write.message, "resend"));
+  for (int i = 0; i < 10; i++)
+    jf_wait(f, &p_others[i]);
+  jf_close_journal(f, j);
+  /* Nothing of the refused array, and each other write all or nothing
+   * as it was answered. */
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales WHERE sale_id = 'F-NEW'"), 0);
+  for (int i = 0; i < 10; i++) {
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM sales WHERE sale_id = 'F-%d'", i + 1);
+    assert_int_equal(jf_query_int(f, sql), p_others[i].write.error == 0 ? 1 : 0);
+  }
+  sale_clear(&base);
+  sale_clear(&refused[0]);
+  sale_clear(&refused[1]);
+  for (int i = 0; i < 10; i++)
+    sale_clear(&others[i]);
+#else
+  (void)state;
+  skip(); /* fault hooks are compiled into test builds only (no NDEBUG) */
+#endif
+}
+
 static void a_full_journal_refuses_and_keeps_what_it_has(void **state)
 {
   struct jf_fixture *f = *state;
@@ -302,6 +357,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(retry_is_a_duplicate_and_other_content_a_conflict, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(a_conflict_does_not_undo_the_rest_of_its_group, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_failed_rollback_to_aborts_the_whole_group, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(a_full_journal_refuses_and_keeps_what_it_has, setup,
                                       teardown),
