@@ -572,17 +572,22 @@ int journal__set_page_limit(journal *j, int64_t pages)
   return SQLITE_OK;
 }
 
-/* 1 if there is room for sales again (see JOURNAL_FULL_RESUME_DISK_BYTES). */
-static int journal_has_room(journal *j)
+int journal__has_room(journal *j)
 {
   uint64_t disk_free = 0;
-  if (disk_free_bytes(j->path, &disk_free) == 0 && disk_free < JOURNAL_FULL_RESUME_DISK_BYTES)
+  int64_t free_pages = journal_pragma_int(j->db, "PRAGMA freelist_count");
+
+  if (free_pages < 0)
+    return 0;
+  /* Pages freed inside the database (acknowledged sales pruned) are room
+   * as good as free disk: the file never shrinks, new rows reuse them. */
+  if (disk_free_bytes(j->path, &disk_free) == 0 && disk_free < JOURNAL_FULL_RESUME_DISK_BYTES &&
+      (uint64_t)(free_pages * j->page_size) < JOURNAL_FULL_RESUME_DISK_BYTES)
     return 0;
   if (j->sale_max_pages > 0) {
     int64_t pages = journal_pragma_int(j->db, "PRAGMA page_count");
-    int64_t free_pages = journal_pragma_int(j->db, "PRAGMA freelist_count");
     int64_t wanted = j->sale_max_pages / 64 > 2 ? j->sale_max_pages / 64 : 2;
-    if (pages < 0 || free_pages < 0 || j->sale_max_pages - pages + free_pages < wanted)
+    if (pages < 0 || j->sale_max_pages - pages + free_pages < wanted)
       return 0;
   }
   return 1;
@@ -652,7 +657,11 @@ static void journal_commit_group(journal *j, struct journal_write *group)
 
   if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS) {
     j->full_checked_ms = clock_mono_ms();
-    if (journal_has_room(j)) {
+    /* Acknowledged sales are what a full journal can give up (they are in
+     * Kafka); without them new sales would wait for retention, for days. */
+    if (!journal__has_room(j))
+      journal__prune_acked(j, "sales are refused");
+    if (journal__has_room(j)) {
       j->full = 0;
       log_info("journal", "room_again", "path=%s", j->path);
     }
@@ -1013,6 +1022,9 @@ static int journal_open_db(journal *j, const struct journal_options *options, ch
       j->max_pages = 1;
     reserve = j->max_pages / 16 > 4 ? j->max_pages / 16 : 4;
     j->sale_max_pages = j->max_pages > 2 * reserve ? j->max_pages - reserve : j->max_pages;
+    /* Of that reserve, sealing may use half: the rest is for recording
+     * acknowledgements, which is what frees room, so it must always fit. */
+    j->seal_max_pages = j->max_pages - (j->max_pages - j->sale_max_pages) / 2;
     j->page_limit_now = 0;
     if (journal__set_page_limit(j, j->max_pages) != SQLITE_OK) {
       snprintf(err, err_size, "journal %s: cannot set its size limit: %s", j->path,
@@ -1023,7 +1035,7 @@ static int journal_open_db(journal *j, const struct journal_options *options, ch
   rc = journal_migrate(j, err, err_size);
   if (rc)
     goto fail;
-  if (j->sale_max_pages > 0 && !journal_has_room(j)) {
+  if (j->sale_max_pages > 0 && !journal__has_room(j)) {
     /* Opened full (a restart does not make room): refuse new sales from the
      * first one, as before the restart. */
     j->full = 1;

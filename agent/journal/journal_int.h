@@ -83,6 +83,7 @@ struct journal {
   int64_t page_size;
   int64_t max_pages;      /* journal.max_size in pages; 0 = no limit */
   int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */
+  int64_t seal_max_pages; /* what sealing may fill; the rest is for acknowledgements */
   int64_t page_limit_now; /* max_page_count in force on the connection */
 
   struct journal_hwm hwm;
@@ -129,6 +130,16 @@ int journal__step_done(journal *j, sqlite3_stmt *stmt);
 /* Sets PRAGMA max_page_count to `pages` unless it is 0 or already so.
  * SQLITE_OK or an error code. Writer thread (or the opening thread). */
 int journal__set_page_limit(journal *j, int64_t pages);
+
+/* 1 if sales may be taken again: free disk or freed pages, and with
+ * journal.max_size room below the sales' limit. Writer thread. */
+int journal__has_room(journal *j);
+
+/* On a full journal: deletes the oldest acknowledged batches and their
+ * sales (at most JOURNAL_RETENTION_CHUNK batches), before retention would,
+ * in a transaction of its own, logging it with `why`. Returns the number
+ * of batches deleted, or a negative journal_error. Writer thread. */
+int journal__prune_acked(journal *j, const char *why);
 
 /* Runs `op` in its own transaction(s) on the writer thread, filling its
  * outputs and updating the counters. */

@@ -246,6 +246,138 @@ static void a_failed_rollback_to_aborts_the_whole_group(void **state)
 #endif
 }
 
+/* A body as incompressible as a real one is after zstd: 48 bytes a sale,
+ * as many sales as fit in->max_bytes. */
+static int pack_random(void *arg, const struct journal_seal_input *in, uint8_t **body,
+                       size_t *body_len, size_t *used)
+{
+  size_t count = in->count;
+  (void)arg;
+  while (count > 1 && count * 48 > in->max_bytes)
+    count--;
+  *body = malloc(count * 48);
+  if (!*body)
+    return JOURNAL_ENOMEM;
+  for (size_t i = 0; i < count * 48; i++)
+    (*body)[i] = (uint8_t)rand();
+  *body_len = count * 48;
+  *used = count;
+  return 0;
+}
+
+/* Fills `j` with single-sale writes PREFIX-n until the first refusal, which
+ * must be JOURNAL_EFULL. Returns how many were taken. */
+static size_t fill_until_full(struct jf_fixture *f, journal *j, const char *prefix)
+{
+  size_t taken = 0;
+  for (;;) {
+    struct sale sales[16];
+    struct jf_write w;
+    char id[48];
+    for (size_t i = 0; i < 16; i++) {
+      snprintf(id, sizeof(id), "%s-%zu", prefix, taken + i);
+      make_sale(&sales[i], id, 0);
+    }
+    jf_write_and_wait(f, j, &w, sales, 16);
+    for (size_t i = 0; i < 16; i++)
+      sale_clear(&sales[i]);
+    if (w.write.error) {
+      assert_int_equal(w.write.error, JOURNAL_EFULL);
+      return taken;
+    }
+    taken += 16;
+  }
+}
+
+/* What the uplink does with a backlog: seal the next batch, "send" it, and
+ * record the collector's acknowledgement, until nothing is left; on
+ * JOURNAL_EFULL while sealing it halves the batch, as the uplink does.
+ * Returns the sales sealed. Every acknowledgement must be recorded. */
+static uint64_t drain_backlog(struct jf_fixture *f, journal *j)
+{
+  struct journal_stats stats;
+  uint64_t sent = 0;
+  size_t max_sales = 500;
+  int64_t batch_seq;
+
+  journal_get_stats(j, &stats);
+  batch_seq = stats.acked_batch_seq + 1;
+  for (;;) {
+    struct jf_op next, ack;
+    memset(&next, 0, sizeof(next));
+    next.op.kind = JOURNAL_OP_NEXT_BATCH;
+    next.op.batch_seq = batch_seq;
+    next.op.seal_upto_seq = INT64_MAX;
+    next.op.max_sales = max_sales;
+    next.op.max_bytes = 64 * 1024;
+    next.op.pack = pack_random;
+    jf_run_op(f, j, &next);
+    if (next.op.error == JOURNAL_EFULL && max_sales > 1) {
+      max_sales /= 2;
+      continue;
+    }
+    if (next.op.error)
+      fail_msg("sealing batch %lld: %s", (long long)batch_seq, next.op.message);
+    if (next.op.batch.batch_seq == 0) {
+      journal_op_clear(&next.op);
+      return sent;
+    }
+    sent += next.op.batch.sale_count;
+    journal_op_clear(&next.op);
+    memset(&ack, 0, sizeof(ack));
+    ack.op.kind = JOURNAL_OP_ACK;
+    ack.op.batch_seq = batch_seq;
+    jf_run_op(f, j, &ack);
+    if (ack.op.error)
+      fail_msg("recording the acknowledgement of batch %lld: %s", (long long)batch_seq,
+               ack.op.message);
+    batch_seq++;
+  }
+}
+
+/* Issue 7 item 9: with journal.max_size set, sealed batch bodies ate the
+ * uplink's reserve, and then neither sealing nor recording an
+ * acknowledgement fitted: the backlog sat unsent for good. Sending must
+ * always be possible on a full journal, and make room as it goes: every
+ * sale is sent, none lost, and sales are taken again. */
+static void a_full_journal_sends_its_whole_backlog_and_takes_sales_again(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 256 * 1024, 64);
+  struct journal_stats stats;
+  size_t taken = fill_until_full(f, j, "B");
+  uint64_t sent;
+  int accepted = 0;
+
+  assert_true(taken > 100);
+  sent = drain_backlog(f, j);
+  journal_get_stats(j, &stats);
+  assert_int_equal(sent, taken);
+  assert_int_equal(stats.sales_unsent, 0);
+  assert_int_equal(stats.acked_last_seq, stats.last_seq);
+  /* Room again: new sales are taken (the full latch looks again within a
+   * second), and sent in their turn. */
+  for (int tries = 0; tries < 100 && !accepted; tries++) {
+    struct sale sale;
+    struct jf_write w;
+    make_sale(&sale, "B-AFTER", 0);
+    jf_write_and_wait(f, j, &w, &sale, 1);
+    sale_clear(&sale);
+    if (w.write.error == 0)
+      accepted = 1;
+    else
+      usleep(50 * 1000);
+  }
+  assert_true(accepted);
+  taken = fill_until_full(f, j, "C");
+  assert_true(taken > 100);
+  sent = drain_backlog(f, j);
+  assert_int_equal(sent, taken + 1);
+  jf_close_journal(f, j);
+  /* Nothing was left unsent, and nothing acknowledged was kept past need. */
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM batches WHERE acked_ms IS NULL"), 0);
+}
+
 static void a_full_journal_refuses_and_keeps_what_it_has(void **state)
 {
   struct jf_fixture *f = *state;
@@ -360,6 +492,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(a_failed_rollback_to_aborts_the_whole_group, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(
+          a_full_journal_sends_its_whole_backlog_and_takes_sales_again, setup, teardown),
       cmocka_unit_test_setup_teardown(a_full_journal_refuses_and_keeps_what_it_has, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(reopening_keeps_the_id_and_never_reuses_a_seq, setup,
