@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
@@ -42,6 +43,15 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
  * sales' limit. */
 #define JOURNAL_FULL_CHECK_MS 1000u
 #define JOURNAL_FULL_RESUME_DISK_BYTES (1024u * 1024u)
+/* Freed pages inside the database that let sales in again on a full disk. */
+#define JOURNAL_FULL_RESUME_FREE_BYTES (64u * 1024u)
+
+/* The disk reserve: a file of this size beside the database (PATH-reserve),
+ * allocated while there is room and given back when sealing or recording an
+ * acknowledgement finds the disk 100% full, so that the backlog can always
+ * start to drain (each acknowledgement then frees more). Made again once
+ * the disk has room. */
+#define JOURNAL_DISK_RESERVE_BYTES (256 * 1024)
 
 /* Retention runs this long after open (not at once: start-up is busy
  * enough), then every hour. */
@@ -572,6 +582,46 @@ int journal__set_page_limit(journal *j, int64_t pages)
   return SQLITE_OK;
 }
 
+int journal__reserve_ensure(journal *j)
+{
+  uint64_t disk_free = 0;
+  int fd, rc;
+
+  if (j->reserve_held)
+    return 0;
+  if (disk_free_bytes(j->path, &disk_free) == 0 &&
+      disk_free < 2u * JOURNAL_DISK_RESERVE_BYTES)
+    return -ENOSPC;
+  fd = open(j->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0)
+    return -errno;
+  rc = posix_fallocate(fd, 0, JOURNAL_DISK_RESERVE_BYTES);
+  if (rc == 0 && fsync(fd) != 0)
+    rc = errno;
+  close(fd);
+  if (rc) {
+    unlink(j->reserve_path);
+    return -rc;
+  }
+  j->reserve_held = 1;
+  return 0;
+}
+
+int journal__reserve_release(journal *j)
+{
+  if (!j->reserve_held)
+    return 0;
+  if (unlink(j->reserve_path) != 0 && errno != ENOENT)
+    return -errno;
+  j->reserve_held = 0;
+  log_warn("journal", "disk_reserve_used",
+           "path=%s bytes=%d reason=\"the disk is full: the journal's reserve is given back so "
+           "that the backlog can be sealed and acknowledged (which frees room); it is made "
+           "again once the disk has room\"",
+           j->reserve_path, JOURNAL_DISK_RESERVE_BYTES);
+  return 1;
+}
+
 int journal__has_room(journal *j)
 {
   uint64_t disk_free = 0;
@@ -582,8 +632,9 @@ int journal__has_room(journal *j)
   /* Pages freed inside the database (acknowledged sales pruned) are room
    * as good as free disk: the file never shrinks, new rows reuse them. */
   if (disk_free_bytes(j->path, &disk_free) == 0 && disk_free < JOURNAL_FULL_RESUME_DISK_BYTES &&
-      (uint64_t)(free_pages * j->page_size) < JOURNAL_FULL_RESUME_DISK_BYTES)
+      (uint64_t)(free_pages * j->page_size) < JOURNAL_FULL_RESUME_FREE_BYTES)
     return 0;
+  journal__reserve_ensure(j);
   if (j->sale_max_pages > 0) {
     int64_t pages = journal_pragma_int(j->db, "PRAGMA page_count");
     int64_t wanted = j->sale_max_pages / 64 > 2 ? j->sale_max_pages / 64 : 2;
@@ -941,6 +992,7 @@ static void journal_free(journal *j)
 {
   journal_close_db(j);
   journal__hwm_close(j);
+  free(j->reserve_path);
   pthread_mutex_destroy(&j->lock);
   pthread_cond_destroy(&j->wake);
   free(j->path);
@@ -1388,6 +1440,17 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
     return NULL;
   }
   j->hwm.fd = -1;
+  {
+    size_t len = strlen(options->path) + sizeof("-reserve");
+    j->reserve_path = malloc(len);
+    if (!j->reserve_path) {
+      snprintf(err, err_size, "journal %s: out of memory", options->path);
+      free(j->path);
+      free(j);
+      return NULL;
+    }
+    snprintf(j->reserve_path, len, "%s-reserve", options->path);
+  }
   j->group_commit_max = options->group_commit_max ? options->group_commit_max : 1;
   j->retention_ms = options->retention_ms > 0 ? options->retention_ms : 0;
   j->retention_due_ms = clock_mono_ms() + JOURNAL_RETENTION_FIRST_MS;
@@ -1412,6 +1475,10 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
   }
   if (rc)
     goto fail;
+  rc = journal__reserve_ensure(j);
+  if (rc)
+    log_warn("journal", "no_disk_reserve", "path=%s error=\"%s\" reason=\"made once the disk "
+             "has room\"", j->reserve_path, strerror(-rc));
 
   if (uv_async_init(loop, &j->done_async, journal_on_done) != 0) {
     snprintf(err, err_size, "journal %s: cannot create its loop handle", j->path);

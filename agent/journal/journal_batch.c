@@ -23,6 +23,7 @@
 #include "journal/journal_int.h"
 #include "journal/journal_sql.h"
 #include "platform/clock.h"
+#include "platform/disk.h"
 #include "platform/log.h"
 
 /* ---- meta --------------------------------------------------------------- */
@@ -328,17 +329,16 @@ static void journal_count_attempt(journal *j, struct journal_op *op, int64_t now
   }
 }
 
-/* The most body bytes a new batch may have: op's cap, and with
- * journal.max_size what is left below the sealing limit (at half, for the
- * row and its overflow pages), so that a full journal seals a smaller
- * batch rather than none. */
+/* The most body bytes a new batch may have: op's cap, and what is left
+ * below the sealing limit (journal.max_size), or a quarter of the free
+ * disk and freed pages (no max_size), halved for the row and its overflow
+ * pages: a full journal seals a smaller batch rather than none, and leaves
+ * room to record its acknowledgement. */
 static size_t journal_seal_room(journal *j, size_t max_bytes)
 {
   sqlite3_stmt *stmt = NULL;
   int64_t pages = -1, free_pages = -1, room;
 
-  if (j->seal_max_pages <= 0)
-    return max_bytes;
   if (sqlite3_prepare_v2(j->db, "SELECT * FROM pragma_page_count(), pragma_freelist_count()",
                          -1, &stmt, NULL) == SQLITE_OK &&
       sqlite3_step(stmt) == SQLITE_ROW) {
@@ -348,7 +348,14 @@ static size_t journal_seal_room(journal *j, size_t max_bytes)
   sqlite3_finalize(stmt);
   if (pages < 0 || free_pages < 0)
     return max_bytes;
-  room = (j->seal_max_pages - pages + free_pages) * j->page_size / 2;
+  if (j->seal_max_pages > 0) {
+    room = (j->seal_max_pages - pages + free_pages) * j->page_size / 2;
+  } else {
+    uint64_t disk_free = 0;
+    if (disk_free_bytes(j->path, &disk_free) != 0 || disk_free > (uint64_t)INT64_MAX / 2)
+      return max_bytes;
+    room = ((int64_t)disk_free / 2 + free_pages * j->page_size) / 2;
+  }
   if (room < 1)
     room = 1; /* the packer still takes one sale: the uplink's halving ends there */
   return (uint64_t)room < max_bytes ? (size_t)room : max_bytes;
@@ -844,14 +851,8 @@ static void journal_retention(journal *j, struct journal_op *op, int64_t now_ms)
     op->error = rc;
 }
 
-void journal__run_op(journal *j, struct journal_op *op)
+static void journal_run_op_once(journal *j, struct journal_op *op, int64_t now_ms)
 {
-  int64_t now_ms = op->now_ms ? op->now_ms : clock_wall_ms();
-
-  /* The uplink may use the reserve that sales may not: sealing half of it,
-   * acknowledging (which frees room) and deleting all of it. */
-  journal__set_page_limit(j, op->kind == JOURNAL_OP_NEXT_BATCH ? j->seal_max_pages
-                                                               : j->max_pages);
   switch (op->kind) {
   case JOURNAL_OP_NEXT_BATCH:
     journal_next_batch(j, op, now_ms);
@@ -865,6 +866,27 @@ void journal__run_op(journal *j, struct journal_op *op)
   case JOURNAL_OP_RETENTION:
     journal_retention(j, op, now_ms);
     break;
+  }
+}
+
+void journal__run_op(journal *j, struct journal_op *op)
+{
+  int64_t now_ms = op->now_ms ? op->now_ms : clock_wall_ms();
+
+  /* The uplink may use the reserve that sales may not: sealing half of it,
+   * acknowledging (which frees room) and deleting all of it. */
+  journal__set_page_limit(j, op->kind == JOURNAL_OP_NEXT_BATCH ? j->seal_max_pages
+                                                               : j->max_pages);
+  journal_run_op_once(j, op, now_ms);
+  if (op->error == JOURNAL_EFULL && journal__reserve_release(j) > 0) {
+    /* The disk is 100% full: with the reserve given back, once more. */
+    journal_op_clear(op);
+    memset(&op->batch, 0, sizeof(op->batch));
+    op->error = JOURNAL_OK;
+    op->message[0] = '\0';
+    op->sealed = 0;
+    op->sales_changed = op->batches_changed = 0;
+    journal_run_op_once(j, op, now_ms);
   }
   if (op->error) {
     char quoted[300];

@@ -87,6 +87,10 @@ struct journal {
   int64_t page_limit_now; /* max_page_count in force on the connection */
 
   struct journal_hwm hwm;
+  /* The disk reserve (journal.c): PATH-reserve, held while it exists.
+   * Writer thread once open. */
+  char *reserve_path;
+  int reserve_held;
   /* Writer thread only: seqs up to this were reserved before an unclean
    * stop; the next transaction moves the seq counter past them. 0 = none. */
   int64_t skip_to;
@@ -134,6 +138,14 @@ int journal__set_page_limit(journal *j, int64_t pages);
 /* 1 if sales may be taken again: free disk or freed pages, and with
  * journal.max_size room below the sales' limit. Writer thread. */
 int journal__has_room(journal *j);
+
+/* Makes the disk reserve file if it is missing and the disk has room for
+ * it and more. 0 or -errno. Writer thread (or the opening thread). */
+int journal__reserve_ensure(journal *j);
+
+/* Gives the disk reserve back (deletes the file). 1 if it was held, 0 if
+ * not, -errno. Writer thread. */
+int journal__reserve_release(journal *j);
 
 /* On a full journal: deletes the oldest acknowledged batches and their
  * sales (at most JOURNAL_RETENTION_CHUNK batches), before retention would,
