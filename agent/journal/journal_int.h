@@ -168,6 +168,36 @@ int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
  * On the opening thread, before the writer starts. Returns 0 or -1. */
 int journal__load_batch_stats(journal *j);
 
+/* ---- opening (journal.c) ------------------------------------------------ */
+
+/* sqlite3_exec of `sql`; on failure `err` (may be NULL with size 0) says
+ * what failed on `path`. The SQLite result code. */
+int journal__exec(sqlite3 *db, const char *sql, char *err, size_t err_size, const char *path);
+
+/* Opens j->path: pragmas, size limit, migrations, statements, counters.
+ * 0; JOURNAL_ECORRUPT when SQLite finds the file damaged or not a
+ * database; or another journal_error; `err` says what failed. */
+int journal__open_db(journal *j, const struct journal_options *options, char *err,
+                     size_t err_size);
+
+/* Finalizes the statements and closes the connection; j->db = NULL. */
+void journal__close_db(journal *j);
+
+/* Reads the counters (and meta reset_*) into j->stats. 0 or -1 with `err`. */
+int journal__load_stats(journal *j, char *err, size_t err_size);
+
+/* Reads meta reset_* into j->stats. */
+void journal__load_reset(journal *j);
+
+/* ---- opening a journal that may have lost sales (journal_recover.c) ------- */
+
+/* journal__open_db, then the check against the high-water mark: a damaged
+ * database is refused (or moved aside with new_journal_if_damaged), one
+ * that lost sales is moved aside for a new journal. 0 or a negative
+ * journal_error / -1 with `err`. Opening thread. */
+int journal__open_checked(journal *j, const struct journal_options *options, char *err,
+                          size_t err_size);
+
 /* ---- the high-water mark (journal_hwm.c) ---------------------------------- */
 
 /* Opens (creating) PATH-hwm and reads its newest valid slot into j->hwm.
