@@ -265,6 +265,26 @@ static int pack_random(void *arg, const struct journal_seal_input *in, uint8_t *
   return 0;
 }
 
+/* Journals `count` sales PREFIX-n, 16 to a write; each must be taken. */
+static void fill_sales(struct jf_fixture *f, journal *j, const char *prefix, size_t count)
+{
+  for (size_t done = 0; done < count;) {
+    struct sale sales[16];
+    struct jf_write w;
+    size_t n = count - done < 16 ? count - done : 16;
+    char id[48];
+    for (size_t i = 0; i < n; i++) {
+      snprintf(id, sizeof(id), "%s-%zu", prefix, done + i);
+      make_sale(&sales[i], id, 0);
+    }
+    jf_write_and_wait(f, j, &w, sales, n);
+    for (size_t i = 0; i < n; i++)
+      sale_clear(&sales[i]);
+    assert_int_equal(w.write.error, 0);
+    done += n;
+  }
+}
+
 /* Fills `j` with single-sale writes PREFIX-n until the first refusal, which
  * must be JOURNAL_EFULL. Returns how many were taken. */
 static size_t fill_until_full(struct jf_fixture *f, journal *j, const char *prefix)
@@ -333,6 +353,84 @@ static uint64_t drain_backlog(struct jf_fixture *f, journal *j)
                ack.op.message);
     batch_seq++;
   }
+}
+
+/* Copies file `from` to `to` (a snapshot of the journal's files). */
+static void copy_file(const char *from, const char *to)
+{
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "cp -f '%s' '%s'", from, to);
+  assert_int_equal(system(cmd), 0);
+}
+
+/* Issue 7 item 11: an older copy of the database (here: taken before the
+ * collector's acknowledgement) put back in place used to be opened as if
+ * nothing happened, and its seqs handed out again under the same
+ * journal_id. The high-water mark beside it knows the acknowledgement and
+ * the seqs: a new journal is started, the old file kept, and only the sales
+ * the collector has not acknowledged are carried over. */
+static void a_restored_older_copy_starts_a_new_journal_and_keeps_the_old(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 64);
+  struct journal_stats before, after;
+  struct jf_op next, ack;
+  char snap_db[160], snap_wal[160], wal[160], shm[160];
+  int64_t acked_count;
+
+  snprintf(snap_db, sizeof(snap_db), "%s.snap", f->path);
+  snprintf(snap_wal, sizeof(snap_wal), "%s.snap-wal", f->path);
+  snprintf(wal, sizeof(wal), "%s-wal", f->path);
+  snprintf(shm, sizeof(shm), "%s-shm", f->path);
+  fill_sales(f, j, "O", 40);
+  memset(&next, 0, sizeof(next));
+  next.op.kind = JOURNAL_OP_NEXT_BATCH;
+  next.op.batch_seq = 1;
+  next.op.seal_upto_seq = INT64_MAX;
+  next.op.max_sales = 25;
+  next.op.max_bytes = 64 * 1024;
+  next.op.pack = pack_random;
+  jf_run_op(f, j, &next);
+  assert_int_equal(next.op.error, 0);
+  acked_count = next.op.batch.sale_count;
+  journal_op_clear(&next.op);
+  /* The older copy: everything journaled, the acknowledgement not yet. */
+  copy_file(f->path, snap_db);
+  copy_file(wal, snap_wal);
+  memset(&ack, 0, sizeof(ack));
+  ack.op.kind = JOURNAL_OP_ACK;
+  ack.op.batch_seq = 1;
+  jf_run_op(f, j, &ack);
+  assert_int_equal(ack.op.error, 0);
+  journal_get_stats(j, &before);
+  jf_close_journal(f, j);
+
+  copy_file(snap_db, f->path);
+  copy_file(snap_wal, wal);
+  unlink(shm);
+  j = jf_open_journal(f, 0, 64);
+  journal_get_stats(j, &after);
+  assert_string_not_equal(after.journal_id, before.journal_id);
+  assert_string_equal(after.previous_journal_id, before.journal_id);
+  assert_non_null(strstr(after.reset_reason, "never reused"));
+  assert_true(after.reset_ms > 0);
+  /* Carried over: what the collector had not acknowledged, nothing else. */
+  assert_int_equal(after.sales_journaled, 40 - acked_count);
+  assert_int_equal(after.sales_unsent, 40 - acked_count);
+  assert_int_equal(after.last_seq, 40 - acked_count);
+  jf_close_journal(f, j);
+  /* The old file is kept beside it. */
+  {
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ls '%s'.damaged-* >/dev/null 2>&1", f->path);
+    assert_int_equal(system(cmd), 0);
+  }
+  /* A clean reopen keeps the new journal and its reason. */
+  j = jf_open_journal(f, 0, 64);
+  journal_get_stats(j, &before);
+  assert_string_equal(before.journal_id, after.journal_id);
+  assert_string_equal(before.previous_journal_id, after.previous_journal_id);
+  jf_close_journal(f, j);
 }
 
 /* Issue 7 item 9: with journal.max_size set, sealed batch bodies ate the
@@ -494,6 +592,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           a_full_journal_sends_its_whole_backlog_and_takes_sales_again, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_restored_older_copy_starts_a_new_journal_and_keeps_the_old, setup, teardown),
       cmocka_unit_test_setup_teardown(a_full_journal_refuses_and_keeps_what_it_has, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(reopening_keeps_the_id_and_never_reuses_a_seq, setup,
