@@ -32,6 +32,10 @@ const struct config_key agent_config_keys[] = {
         "most sales made durable by one transaction (1 = one fsync per sale)"),
     KEY("journal", "busy_timeout", CONFIG_DURATION, "5s", 0, 600000, busy_timeout_ms,
         "how long a write waits for another process holding the database"),
+    KEY("journal", "new_journal_if_damaged", CONFIG_BOOL, "false", 0, 0,
+        new_journal_if_damaged,
+        "true: a damaged database is renamed PATH.damaged-<time> (kept) and a new journal "
+        "started; false: the agent refuses to start and says so"),
 
     KEY("api", "listen_host", CONFIG_STRING, "127.0.0.1", 0, 0, listen_host,
         "address the POS API and status page listen on (0.0.0.0 for the store LAN)"),

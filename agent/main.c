@@ -226,6 +226,7 @@ static int agent_run(struct agent *agent)
       .group_commit_max = (unsigned)cfg->group_commit_max,
       .busy_timeout_ms = cfg->busy_timeout_ms,
       .retention_ms = cfg->retention_days * 24 * 60 * 60 * 1000,
+      .new_journal_if_damaged = cfg->new_journal_if_damaged,
   };
   struct sales_api_options sales_options = {
       .tokens_path = cfg->terminal_tokens_path,

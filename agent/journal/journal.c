@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "journal/journal_int.h"
 #include "journal/journal_sql.h"
@@ -41,6 +43,15 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
  * sales' limit. */
 #define JOURNAL_FULL_CHECK_MS 1000u
 #define JOURNAL_FULL_RESUME_DISK_BYTES (1024u * 1024u)
+/* Freed pages inside the database that let sales in again on a full disk. */
+#define JOURNAL_FULL_RESUME_FREE_BYTES (64u * 1024u)
+
+/* The disk reserve: a file of this size beside the database (PATH-reserve),
+ * allocated while there is room and given back when sealing or recording an
+ * acknowledgement finds the disk 100% full, so that the backlog can always
+ * start to drain (each acknowledgement then frees more). Made again once
+ * the disk has room. */
+#define JOURNAL_DISK_RESERVE_BYTES (256 * 1024)
 
 /* Retention runs this long after open (not at once: start-up is busy
  * enough), then every hour. */
@@ -94,7 +105,7 @@ int journal__map_sqlite(int sqlite_rc)
   }
 }
 
-static int journal_exec(sqlite3 *db, const char *sql, char *err, size_t err_size,
+int journal__exec(sqlite3 *db, const char *sql, char *err, size_t err_size,
                         const char *path)
 {
   char *message = NULL;
@@ -178,9 +189,9 @@ static int journal_migrate(journal *j, char *err, size_t err_size)
   }
   while (version < JOURNAL_SCHEMA_VERSION) {
     char sql[64];
-    if (journal_exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
+    if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
       return JOURNAL_EIO;
-    if (journal_exec(j->db, journal_migrations[version], err, err_size, j->path))
+    if (journal__exec(j->db, journal_migrations[version], err, err_size, j->path))
       goto fail;
     if (version == 0) {
       /* A fresh database gets its identity in the same transaction as its
@@ -196,13 +207,13 @@ static int journal_migrate(journal *j, char *err, size_t err_size)
                "INSERT INTO meta(key, value) VALUES('journal_id', '%s'),"
                "('created_ms', '%lld')",
                id, (long long)clock_wall_ms());
-      if (journal_exec(j->db, insert, err, err_size, j->path))
+      if (journal__exec(j->db, insert, err, err_size, j->path))
         goto fail;
     }
     snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)(version + 1));
-    if (journal_exec(j->db, sql, err, err_size, j->path))
+    if (journal__exec(j->db, sql, err, err_size, j->path))
       goto fail;
-    if (journal_exec(j->db, "COMMIT", err, err_size, j->path))
+    if (journal__exec(j->db, "COMMIT", err, err_size, j->path))
       goto fail;
     version++;
     log_info("journal", "migrated", "path=%s schema_version=%lld", j->path, (long long)version);
@@ -255,8 +266,41 @@ static int journal_prepare(journal *j, char *err, size_t err_size)
   return 0;
 }
 
+/* Reads meta reset_* (why this journal was started, if after a loss) into
+ * the counters; absent keys leave them empty. On the opening thread. */
+void journal__load_reset(journal *j)
+{
+  static const char *const keys[] = {"reset_previous_journal_id", "reset_ms",
+                                     "reset_sales_missing", "reset_reason"};
+  sqlite3_stmt *stmt = NULL;
+
+  j->stats.previous_journal_id[0] = '\0';
+  j->stats.reset_reason[0] = '\0';
+  j->stats.reset_ms = 0;
+  j->stats.sales_missing = 0;
+  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) != SQLITE_OK)
+    return;
+  for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+    const char *value;
+    sqlite3_bind_text(stmt, 1, keys[i], -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) == SQLITE_ROW && (value = (const char *)sqlite3_column_text(stmt, 0))) {
+      if (i == 0)
+        snprintf(j->stats.previous_journal_id, sizeof(j->stats.previous_journal_id), "%s",
+                 value);
+      else if (i == 1)
+        j->stats.reset_ms = sqlite3_column_int64(stmt, 0);
+      else if (i == 2)
+        j->stats.sales_missing = (uint64_t)sqlite3_column_int64(stmt, 0);
+      else
+        snprintf(j->stats.reset_reason, sizeof(j->stats.reset_reason), "%s", value);
+    }
+    sqlite3_reset(stmt);
+  }
+  sqlite3_finalize(stmt);
+}
+
 /* Reads the counters the status page shows; on the opening thread only. */
-static int journal_load_stats(journal *j, char *err, size_t err_size)
+int journal__load_stats(journal *j, char *err, size_t err_size)
 {
   sqlite3_stmt *stmt = NULL;
   int rc = -1;
@@ -290,6 +334,7 @@ static int journal_load_stats(journal *j, char *err, size_t err_size)
   j->stats.sales_unsent = (uint64_t)sqlite3_column_int64(stmt, 3);
   j->stats.database_bytes = (uint64_t)(journal_pragma_int(j->db, "PRAGMA page_count") *
                                        j->page_size);
+  journal__load_reset(j);
   rc = 0;
 out:
   if (rc && err[0] == '\0')
@@ -449,9 +494,36 @@ out:
 }
 
 /*
+ * Undoes the current write's savepoint. SQLITE_OK, or the error of a
+ * ROLLBACK TO or RELEASE that failed: then part of a refused write may
+ * still be in the group's transaction, and the caller must abort the whole
+ * group rather than commit it (a POS told "refused" must find nothing of
+ * its request journaled).
+ */
+static int journal_undo_write(journal *j)
+{
+  int rc = SQLITE_OK;
+#ifdef JOURNAL_FAULT_HOOKS
+  if (j->fault_rollback_to_nth && --j->fault_rollback_to_nth == 0)
+    rc = j->fault_rollback_to_rc; /* as if the disk failed it: nothing undone */
+#endif
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->rollback_to);
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->release);
+  if (rc != SQLITE_OK)
+    log_error("journal", "rollback_to_failed",
+              "path=%s sqlite=%d reason=\"a refused write could not be undone alone: the whole "
+              "group of writes is aborted and every request in it answered 503\"",
+              j->path, rc);
+  return rc;
+}
+
+/*
  * Journals one write inside the open transaction, all or nothing. Returns
- * SQLITE_OK (the write succeeded, or failed on its own with a conflict,
- * recorded in it) or an SQLite error that fails the whole group.
+ * SQLITE_OK (the write succeeded, or failed on its own with a conflict or
+ * a full journal, recorded in it) or an SQLite error that fails the whole
+ * group (nothing of it is committed).
  */
 static int journal_apply_write(journal *j, struct journal_write *write, int64_t received_ms,
                                int refuse_new)
@@ -461,12 +533,14 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
     return rc;
   for (size_t i = 0; i < write->count; i++) {
     int64_t conflict_seq = 0;
+    int undo;
     rc = journal_insert_sale(j, &write->sales[i], received_ms, &write->results[i],
                              &conflict_seq);
     if (rc == SQLITE_OK && refuse_new && write->results[i].outcome == JOURNAL_STORED) {
       /* Full: a retry of a journaled sale is answered, a new one is not taken. */
-      journal__step_done(j, j->rollback_to);
-      journal__step_done(j, j->release);
+      undo = journal_undo_write(j);
+      if (undo != SQLITE_OK)
+        return undo;
       write->error = JOURNAL_EFULL;
       snprintf(write->message, sizeof(write->message),
                "the journal is full: %s is out of space or at journal.max_size; sales already "
@@ -476,11 +550,14 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
     }
     if (rc == SQLITE_OK)
       continue;
-    /* Undo this write's earlier sales; the rest of the group is unaffected. */
-    journal__step_done(j, j->rollback_to);
-    journal__step_done(j, j->release);
+    /* Any error but a conflict fails the whole group, which is rolled back
+     * whole (SQLite may have done so already, after SQLITE_FULL). */
     if (rc != SQLITE_CONSTRAINT)
       return rc;
+    /* Undo this write's earlier sales; the rest of the group is unaffected. */
+    undo = journal_undo_write(j);
+    if (undo != SQLITE_OK)
+      return undo;
     write->error = JOURNAL_ECONFLICT;
     write->conflict_index = i;
     write->conflict_seq = conflict_seq;
@@ -505,20 +582,119 @@ int journal__set_page_limit(journal *j, int64_t pages)
   return SQLITE_OK;
 }
 
-/* 1 if there is room for sales again (see JOURNAL_FULL_RESUME_DISK_BYTES). */
-static int journal_has_room(journal *j)
+int journal__reserve_ensure(journal *j)
 {
   uint64_t disk_free = 0;
-  if (disk_free_bytes(j->path, &disk_free) == 0 && disk_free < JOURNAL_FULL_RESUME_DISK_BYTES)
+  int fd, rc;
+
+  if (j->reserve_held)
     return 0;
+  if (disk_free_bytes(j->path, &disk_free) == 0 &&
+      disk_free < 2u * JOURNAL_DISK_RESERVE_BYTES)
+    return -ENOSPC;
+  fd = open(j->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0)
+    return -errno;
+  rc = posix_fallocate(fd, 0, JOURNAL_DISK_RESERVE_BYTES);
+  if (rc == 0 && fsync(fd) != 0)
+    rc = errno;
+  close(fd);
+  if (rc) {
+    unlink(j->reserve_path);
+    return -rc;
+  }
+  j->reserve_held = 1;
+  return 0;
+}
+
+int journal__reserve_release(journal *j)
+{
+  if (!j->reserve_held)
+    return 0;
+  if (unlink(j->reserve_path) != 0 && errno != ENOENT)
+    return -errno;
+  j->reserve_held = 0;
+  log_warn("journal", "disk_reserve_used",
+           "path=%s bytes=%d reason=\"the disk is full: the journal's reserve is given back so "
+           "that the backlog can be sealed and acknowledged (which frees room); it is made "
+           "again once the disk has room\"",
+           j->reserve_path, JOURNAL_DISK_RESERVE_BYTES);
+  return 1;
+}
+
+int journal__has_room(journal *j)
+{
+  uint64_t disk_free = 0;
+  int64_t free_pages = journal_pragma_int(j->db, "PRAGMA freelist_count");
+
+  if (free_pages < 0)
+    return 0;
+  /* Pages freed inside the database (acknowledged sales pruned) are room
+   * as good as free disk: the file never shrinks, new rows reuse them. */
+  if (disk_free_bytes(j->path, &disk_free) == 0 && disk_free < JOURNAL_FULL_RESUME_DISK_BYTES &&
+      (uint64_t)(free_pages * j->page_size) < JOURNAL_FULL_RESUME_FREE_BYTES)
+    return 0;
+  journal__reserve_ensure(j);
   if (j->sale_max_pages > 0) {
     int64_t pages = journal_pragma_int(j->db, "PRAGMA page_count");
-    int64_t free_pages = journal_pragma_int(j->db, "PRAGMA freelist_count");
     int64_t wanted = j->sale_max_pages / 64 > 2 ? j->sale_max_pages / 64 : 2;
-    if (pages < 0 || free_pages < 0 || j->sale_max_pages - pages + free_pages < wanted)
+    if (pages < 0 || j->sale_max_pages - pages + free_pages < wanted)
       return 0;
   }
   return 1;
+}
+
+/* Fails every write of `group` with `error` and `message`, and says so on
+ * the status page. The group's transaction is already rolled back. */
+static void journal_fail_group(journal *j, struct journal_write *group, int error,
+                               const char *message, int sqlite_rc)
+{
+  for (struct journal_write *w = group; w; w = w->next) {
+    w->error = error;
+    snprintf(w->message, sizeof(w->message), "%s", message);
+  }
+  log_error("journal", "write_failed", "path=%s error=%s sqlite=%d", j->path,
+            journal_strerror(error), sqlite_rc);
+  pthread_mutex_lock(&j->lock);
+  j->stats.write_failing = 1;
+  snprintf(j->stats.last_error, sizeof(j->stats.last_error), "%s", message);
+  pthread_mutex_unlock(&j->lock);
+}
+
+/*
+ * Makes sure every seq this group may take is below the reserve recorded
+ * durably in the high-water mark, reserving the next JOURNAL_SEQ_RANGE
+ * (one fsync) when not. 0, or -errno: then no seq may be handed out.
+ */
+static int journal_reserve_seqs(journal *j, const struct journal_write *group)
+{
+  int64_t base = j->stats.last_seq > j->skip_to ? j->stats.last_seq : j->skip_to;
+  int64_t needed = 0;
+
+  for (const struct journal_write *w = group; w; w = w->next)
+    needed += (int64_t)w->count;
+  if (base + needed <= j->hwm.reserved)
+    return 0;
+  j->hwm.reserved = base + needed + JOURNAL_SEQ_RANGE;
+  return journal__hwm_write(j, 1);
+}
+
+/* Inside the group's transaction: moves the seq counter past j->skip_to. */
+static int journal_apply_skip(journal *j)
+{
+  const char *statements[] = {JOURNAL_SQL_SKIP_SEQ, JOURNAL_SQL_INSERT_SEQ};
+  int rc = SQLITE_OK;
+
+  for (size_t i = 0; rc == SQLITE_OK && i < 2; i++) {
+    sqlite3_stmt *stmt = NULL;
+    rc = sqlite3_prepare_v2(j->db, statements[i], -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_int64(stmt, 1, j->skip_to);
+      rc = journal__step_done(j, stmt);
+    }
+    sqlite3_finalize(stmt);
+  }
+  return rc;
 }
 
 /* Commits a group of writes in one transaction: one fsync for all of them. */
@@ -527,18 +703,35 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   int64_t received_ms = clock_wall_ms();
   uint64_t stored = 0;
   int64_t last_seq = 0;
+  int skipping = j->skip_to > 0;
   int rc;
 
   if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS) {
     j->full_checked_ms = clock_mono_ms();
-    if (journal_has_room(j)) {
+    /* Acknowledged sales are what a full journal can give up (they are in
+     * Kafka); without them new sales would wait for retention, for days. */
+    if (!journal__has_room(j))
+      journal__prune_acked(j, "sales are refused");
+    if (journal__has_room(j)) {
       j->full = 0;
       log_info("journal", "room_again", "path=%s", j->path);
     }
   }
+  rc = journal_reserve_seqs(j, group);
+  if (rc) {
+    char message[256];
+    snprintf(message, sizeof(message),
+             "journal disk I/O error: the seq high-water mark %s cannot be written (%s); no "
+             "sale is taken until it can",
+             j->hwm.path, strerror(-rc));
+    journal_fail_group(j, group, JOURNAL_EIO, message, SQLITE_IOERR);
+    return;
+  }
   rc = journal__set_page_limit(j, j->sale_max_pages);
   if (rc == SQLITE_OK)
     rc = journal__step_done(j, j->begin);
+  if (rc == SQLITE_OK && skipping)
+    rc = journal_apply_skip(j);
   for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
     rc = journal_apply_write(j, w, received_ms, j->full);
   if (rc == SQLITE_OK)
@@ -554,6 +747,9 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     if (error == JOURNAL_EFULL) {
       j->full = 1;
       j->full_checked_ms = clock_mono_ms();
+      pthread_mutex_lock(&j->lock);
+      j->stats.full = 1;
+      pthread_mutex_unlock(&j->lock);
     }
     if (error == JOURNAL_EFULL)
       snprintf(message, sizeof(message),
@@ -561,19 +757,15 @@ static void journal_commit_group(journal *j, struct journal_write *group)
                "journaled are safe; free space on the device, then resend",
                j->path);
     else
-      snprintf(message, sizeof(message), "%s on %s: %s", journal_strerror(error), j->path,
-               sqlite3_errstr(rc));
-    for (struct journal_write *w = group; w; w = w->next) {
-      w->error = error;
-      snprintf(w->message, sizeof(w->message), "%s", message);
-    }
-    log_error("journal", "write_failed", "path=%s error=%s sqlite=%d", j->path,
-              journal_strerror(error), rc);
-    pthread_mutex_lock(&j->lock);
-    j->stats.write_failing = 1;
-    snprintf(j->stats.last_error, sizeof(j->stats.last_error), "%s", message);
-    pthread_mutex_unlock(&j->lock);
+      snprintf(message, sizeof(message),
+               "%s on %s: %s; nothing of this request was journaled, resend it",
+               journal_strerror(error), j->path, sqlite3_errstr(rc));
+    journal_fail_group(j, group, error, message, rc);
     return;
+  }
+  if (skipping) {
+    last_seq = j->skip_to;
+    j->skip_to = 0;
   }
 
   for (struct journal_write *w = group; w; w = w->next) {
@@ -601,9 +793,11 @@ static void journal_commit_group(journal *j, struct journal_write *group)
       j->stats.last_seq = last_seq;
     if (stored)
       j->stats.last_received_ms = received_ms;
+    last_seq = j->stats.last_seq;
     if (pages >= 0)
       j->stats.database_bytes = (uint64_t)(pages * j->page_size);
     j->stats.commits++;
+    j->stats.full = j->full;
     if (j->full) {
       /* Still full: only retries were answered. */
       j->stats.write_failing = 1;
@@ -616,6 +810,13 @@ static void journal_commit_group(journal *j, struct journal_write *group)
       j->stats.last_error[0] = '\0';
     }
     pthread_mutex_unlock(&j->lock);
+  }
+  /* Before the POS hears of these seqs: if the WAL later loses them, the
+   * next open sees that it did. No fsync: this only has to outlive the
+   * process (kill -9); the WAL itself is what outlives a power cut. */
+  if (last_seq > j->hwm.committed) {
+    j->hwm.committed = last_seq;
+    journal__hwm_write(j, 0);
   }
 }
 
@@ -767,20 +968,31 @@ static void journal_on_done(uv_async_t *handle)
   journal_deliver(j);
 }
 
-static void journal_free(journal *j)
+/* Finalizes the statements and closes the connection; j->db = NULL. */
+void journal__close_db(journal *j)
 {
-  sqlite3_stmt *statements[] = {
-      j->insert_sale,   j->find_sale,        j->begin,          j->commit,
-      j->rollback,      j->savepoint,        j->release,        j->rollback_to,
-      j->page_count,    j->set_meta,         j->oldest_unsent,  j->unsealed,
-      j->has_unsealed,  j->insert_batch,     j->count_from_seq, j->get_batch,
-      j->attempt_batch, j->ack_batches,      j->sales_in_batches, j->acked_above,
-      j->delete_unacked_from, j->expired_batches,
-      j->delete_batch_sales, j->delete_batch};
-  for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++)
-    sqlite3_finalize(statements[i]);
+  sqlite3_stmt **statements[] = {
+      &j->insert_sale,   &j->find_sale,        &j->begin,          &j->commit,
+      &j->rollback,      &j->savepoint,        &j->release,        &j->rollback_to,
+      &j->page_count,    &j->set_meta,         &j->oldest_unsent,  &j->unsealed,
+      &j->has_unsealed,  &j->insert_batch,     &j->count_from_seq, &j->get_batch,
+      &j->attempt_batch, &j->ack_batches,      &j->sales_in_batches, &j->acked_above,
+      &j->delete_unacked_from, &j->expired_batches,
+      &j->delete_batch_sales, &j->delete_batch};
+  for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
+    sqlite3_finalize(*statements[i]);
+    *statements[i] = NULL;
+  }
   if (j->db && sqlite3_close(j->db) != SQLITE_OK)
     log_error("journal", "close_failed", "path=%s sqlite=%s", j->path, sqlite3_errmsg(j->db));
+  j->db = NULL;
+}
+
+static void journal_free(journal *j)
+{
+  journal__close_db(j);
+  journal__hwm_close(j);
+  free(j->reserve_path);
   pthread_mutex_destroy(&j->lock);
   pthread_cond_destroy(&j->wake);
   free(j->path);
@@ -812,6 +1024,92 @@ static int journal_make_dir(const char *path, char *err, size_t err_size)
   return 0;
 }
 
+/* Opens j->path and brings it to a usable state: pragmas, size limit,
+ * migrations, counters. Returns 0; JOURNAL_ECORRUPT when SQLite finds the
+ * file damaged or not a database; or another journal_error. `err` says
+ * what failed in every case. */
+int journal__open_db(journal *j, const struct journal_options *options, char *err,
+                           size_t err_size)
+{
+  int rc = sqlite3_open_v2(j->path, &j->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s cannot be opened: %s (check the directory exists and "
+             "the agent's user may write it)", j->path,
+             j->db ? sqlite3_errmsg(j->db) : sqlite3_errstr(rc));
+    goto fail;
+  }
+  sqlite3_extended_result_codes(j->db, 1);
+  sqlite3_busy_timeout(j->db, (int)options->busy_timeout_ms);
+
+  /* A sale row is a few hundred bytes and a store commits them one or a few
+   * at a time, so every commit writes whole pages to the WAL: 1 KiB pages
+   * write a quarter of what the default 4 KiB pages do, per sale, to flash.
+   * This only takes effect when the database is created. */
+  if (journal__exec(j->db, "PRAGMA page_size=1024", err, err_size, j->path))
+    goto fail;
+  /* WAL keeps readers (the uplink, the sqlite3 CLI) off the writer's back;
+   * synchronous=FULL fsyncs the WAL at every commit, which is what makes a
+   * 201 mean "on flash". */
+  if (journal_pragma_expect(j->db, "PRAGMA journal_mode=WAL", "wal", err, err_size, j->path))
+    goto fail;
+  if (journal__exec(j->db, "PRAGMA synchronous=FULL", err, err_size, j->path) ||
+      journal_pragma_expect(j->db, "PRAGMA synchronous", "2", err, err_size, j->path))
+    goto fail;
+  if (journal__exec(j->db, "PRAGMA foreign_keys=ON", err, err_size, j->path))
+    goto fail;
+  j->page_size = journal_pragma_int(j->db, "PRAGMA page_size");
+  if (j->page_size <= 0) {
+    snprintf(err, err_size, "journal %s is not a database (%s)", j->path, sqlite3_errmsg(j->db));
+    goto fail;
+  }
+  if (options->max_bytes > 0) {
+    /* Sales may fill the journal up to max_size less a reserve that only
+     * the uplink's work (sealing, acknowledging) may use: a journal filled
+     * by days offline can still seal and send what it holds. Migrations may
+     * use the reserve too, so an upgrade never fails on a full journal. */
+    int64_t reserve;
+    j->max_pages = options->max_bytes / j->page_size;
+    if (j->max_pages < 1)
+      j->max_pages = 1;
+    reserve = j->max_pages / 16 > 4 ? j->max_pages / 16 : 4;
+    j->sale_max_pages = j->max_pages > 2 * reserve ? j->max_pages - reserve : j->max_pages;
+    /* Of that reserve, sealing may use half: the rest is for recording
+     * acknowledgements, which is what frees room, so it must always fit. */
+    j->seal_max_pages = j->max_pages - (j->max_pages - j->sale_max_pages) / 2;
+    j->page_limit_now = 0;
+    if (journal__set_page_limit(j, j->max_pages) != SQLITE_OK) {
+      snprintf(err, err_size, "journal %s: cannot set its size limit: %s", j->path,
+               sqlite3_errmsg(j->db));
+      goto fail;
+    }
+  }
+  rc = journal_migrate(j, err, err_size);
+  if (rc)
+    goto fail;
+  if (j->sale_max_pages > 0 && !journal__has_room(j)) {
+    /* Opened full (a restart does not make room): refuse new sales from the
+     * first one, as before the restart. */
+    j->full = 1;
+    j->full_checked_ms = clock_mono_ms();
+    j->stats.full = 1;
+    j->stats.write_failing = 1;
+    snprintf(j->stats.last_error, sizeof(j->stats.last_error),
+             "the journal is full: %s is at journal.max_size; raise it or free space", j->path);
+    log_warn("journal", "full", "path=%s reason=\"opened at journal.max_size\"", j->path);
+  }
+  if (journal_prepare(j, err, err_size) || journal__load_stats(j, err, err_size))
+    goto fail;
+  return 0;
+fail:
+  if (j->db) {
+    int code = sqlite3_errcode(j->db) & 0xff;
+    if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
+      return JOURNAL_ECORRUPT;
+  }
+  return rc == SQLITE_OK || rc > 0 ? JOURNAL_EIO : rc;
+}
+
 journal *journal_open(uv_loop_t *loop, const struct journal_options *options, char *err,
                       size_t err_size)
 {
@@ -831,6 +1129,18 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
     free(j);
     return NULL;
   }
+  j->hwm.fd = -1;
+  {
+    size_t len = strlen(options->path) + sizeof("-reserve");
+    j->reserve_path = malloc(len);
+    if (!j->reserve_path) {
+      snprintf(err, err_size, "journal %s: out of memory", options->path);
+      free(j->path);
+      free(j);
+      return NULL;
+    }
+    snprintf(j->reserve_path, len, "%s-reserve", options->path);
+  }
   j->group_commit_max = options->group_commit_max ? options->group_commit_max : 1;
   j->retention_ms = options->retention_ms > 0 ? options->retention_ms : 0;
   j->retention_due_ms = clock_mono_ms() + JOURNAL_RETENTION_FIRST_MS;
@@ -845,70 +1155,13 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
     pthread_condattr_destroy(&attr);
   }
 
-  rc = sqlite3_open_v2(j->path, &j->db,
-                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-  if (rc != SQLITE_OK) {
-    snprintf(err, err_size, "journal %s cannot be opened: %s (check the directory exists and "
-             "the agent's user may write it)", j->path,
-             j->db ? sqlite3_errmsg(j->db) : sqlite3_errstr(rc));
+  rc = journal__open_checked(j, options, err, err_size);
+  if (rc)
     goto fail;
-  }
-  sqlite3_extended_result_codes(j->db, 1);
-  sqlite3_busy_timeout(j->db, (int)options->busy_timeout_ms);
-
-  /* A sale row is a few hundred bytes and a store commits them one or a few
-   * at a time, so every commit writes whole pages to the WAL: 1 KiB pages
-   * write a quarter of what the default 4 KiB pages do, per sale, to flash.
-   * This only takes effect when the database is created. */
-  if (journal_exec(j->db, "PRAGMA page_size=1024", err, err_size, j->path))
-    goto fail;
-  /* WAL keeps readers (the uplink, the sqlite3 CLI) off the writer's back;
-   * synchronous=FULL fsyncs the WAL at every commit, which is what makes a
-   * 201 mean "on flash". */
-  if (journal_pragma_expect(j->db, "PRAGMA journal_mode=WAL", "wal", err, err_size, j->path))
-    goto fail;
-  if (journal_exec(j->db, "PRAGMA synchronous=FULL", err, err_size, j->path) ||
-      journal_pragma_expect(j->db, "PRAGMA synchronous", "2", err, err_size, j->path))
-    goto fail;
-  if (journal_exec(j->db, "PRAGMA foreign_keys=ON", err, err_size, j->path))
-    goto fail;
-  j->page_size = journal_pragma_int(j->db, "PRAGMA page_size");
-  if (j->page_size <= 0) {
-    snprintf(err, err_size, "journal %s is not a database (%s): move it aside to start a new "
-             "journal", j->path, sqlite3_errmsg(j->db));
-    goto fail;
-  }
-  if (options->max_bytes > 0) {
-    /* Sales may fill the journal up to max_size less a reserve that only
-     * the uplink's work (sealing, acknowledging) may use: a journal filled
-     * by days offline can still seal and send what it holds. Migrations may
-     * use the reserve too, so an upgrade never fails on a full journal. */
-    int64_t reserve;
-    j->max_pages = options->max_bytes / j->page_size;
-    if (j->max_pages < 1)
-      j->max_pages = 1;
-    reserve = j->max_pages / 16 > 4 ? j->max_pages / 16 : 4;
-    j->sale_max_pages = j->max_pages > 2 * reserve ? j->max_pages - reserve : j->max_pages;
-    if (journal__set_page_limit(j, j->max_pages) != SQLITE_OK) {
-      snprintf(err, err_size, "journal %s: cannot set its size limit: %s", j->path,
-               sqlite3_errmsg(j->db));
-      goto fail;
-    }
-  }
-  if (journal_migrate(j, err, err_size))
-    goto fail;
-  if (j->sale_max_pages > 0 && !journal_has_room(j)) {
-    /* Opened full (a restart does not make room): refuse new sales from the
-     * first one, as before the restart. */
-    j->full = 1;
-    j->full_checked_ms = clock_mono_ms();
-    j->stats.write_failing = 1;
-    snprintf(j->stats.last_error, sizeof(j->stats.last_error),
-             "the journal is full: %s is at journal.max_size; raise it or free space", j->path);
-    log_warn("journal", "full", "path=%s reason=\"opened at journal.max_size\"", j->path);
-  }
-  if (journal_prepare(j, err, err_size) || journal_load_stats(j, err, err_size))
-    goto fail;
+  rc = journal__reserve_ensure(j);
+  if (rc)
+    log_warn("journal", "no_disk_reserve", "path=%s error=\"%s\" reason=\"made once the disk "
+             "has room\"", j->reserve_path, strerror(-rc));
 
   if (uv_async_init(loop, &j->done_async, journal_on_done) != 0) {
     snprintf(err, err_size, "journal %s: cannot create its loop handle", j->path);
@@ -924,8 +1177,17 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
   log_info("journal", "opened", "path=%s journal_id=%s sales=%llu last_seq=%lld", j->path,
            j->stats.journal_id, (unsigned long long)j->stats.sales_journaled,
            (long long)j->stats.last_seq);
+  if (j->stats.previous_journal_id[0]) {
+    char quoted[1200];
+    log_warn("journal", "started_after_loss", "previous_journal_id=%s sales_missing=%llu "
+             "reason=%s", j->stats.previous_journal_id,
+             (unsigned long long)j->stats.sales_missing,
+             log_quote(j->stats.reset_reason, quoted, sizeof(quoted)));
+  }
   return j;
 fail:
+  if (!err[0])
+    snprintf(err, err_size, "journal %s cannot be opened", j->path);
   journal_free(j);
   return NULL;
 }
@@ -988,6 +1250,16 @@ void journal_op_clear(struct journal_op *op)
   op->batch.body_len = 0;
 }
 
+#ifdef JOURNAL_FAULT_HOOKS
+void journal_fault_rollback_to(journal *j, unsigned nth, int sqlite_rc)
+{
+  pthread_mutex_lock(&j->lock);
+  j->fault_rollback_to_nth = nth;
+  j->fault_rollback_to_rc = sqlite_rc;
+  pthread_mutex_unlock(&j->lock);
+}
+#endif
+
 void journal_get_stats(journal *j, struct journal_stats *stats)
 {
   pthread_mutex_lock(&j->lock);
@@ -1007,6 +1279,13 @@ void journal_close(journal *j)
     pthread_join(j->writer, NULL);
   /* The writer finished everything queued; hand out what it finished. */
   journal_deliver(j);
+  if (j->writer_started && j->hwm.fd >= 0) {
+    /* A clean stop: every seq up to last_seq is committed and none above it
+     * was handed out, so the next start need skip nothing. */
+    j->hwm.committed = j->stats.last_seq;
+    j->hwm.reserved = j->stats.last_seq > j->skip_to ? j->stats.last_seq : j->skip_to;
+    journal__hwm_write(j, 1);
+  }
   log_info("journal", "closed", "path=%s last_seq=%lld", j->path, (long long)j->stats.last_seq);
   uv_close((uv_handle_t *)&j->done_async, journal_on_async_closed);
 }

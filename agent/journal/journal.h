@@ -60,6 +60,11 @@ struct journal_options {
   /* Acknowledged sales and batches older than this are deleted, hourly, on
    * the writer thread; 0 = keep everything. Never touches unacknowledged rows. */
   int64_t retention_ms;
+  /* A database SQLite finds damaged (SQLITE_CORRUPT, SQLITE_NOTADB) is
+   * refused with an error saying what to do, unless this is set: then it is
+   * renamed PATH.damaged-<UTC time> (never deleted, for forensics) and a
+   * new journal, with a new journal_id, is started in its place. */
+  int new_journal_if_damaged;
 };
 
 typedef struct journal journal;
@@ -102,7 +107,17 @@ struct journal_stats {
   uint64_t database_bytes;
   uint64_t commits;          /* transactions committed since open */
   int write_failing;         /* the last write failed */
+  int full;                  /* new sales are refused: disk full or at journal.max_size */
   char last_error[256];      /* why, while write_failing */
+  /* Set when this journal was started because the one before it lost sales
+   * it had handed out (a damaged or deleted WAL, a replaced or restored
+   * database) or could not be read: kept in the database, so it stays
+   * visible after restarts. previous_journal_id "" = never. */
+  char previous_journal_id[33];
+  int64_t reset_ms;              /* when the new journal was started */
+  uint64_t sales_missing;        /* at least this many sales of the previous journal are
+                                  * not in any database the agent reads */
+  char reset_reason[1024];       /* what happened, where the old file is, for people */
 };
 
 /*
@@ -237,5 +252,17 @@ void journal_get_stats(journal *j, struct journal_stats *stats);
  * loop thread. `j` may be NULL.
  */
 void journal_close(journal *j);
+
+/* ---- fault hooks: test builds only (not with NDEBUG) -------------------- */
+#ifndef NDEBUG
+#define JOURNAL_FAULT_HOOKS 1
+/*
+ * The nth ROLLBACK TO of a refused write from now on (1 = the next) fails
+ * with `sqlite_rc` without undoing anything, as a failing disk could make
+ * it; 0 = off. Call on the loop thread before submitting the writes it is
+ * meant for.
+ */
+void journal_fault_rollback_to(journal *j, unsigned nth, int sqlite_rc);
+#endif
 
 #endif

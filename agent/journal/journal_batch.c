@@ -23,6 +23,7 @@
 #include "journal/journal_int.h"
 #include "journal/journal_sql.h"
 #include "platform/clock.h"
+#include "platform/disk.h"
 #include "platform/log.h"
 
 /* ---- meta --------------------------------------------------------------- */
@@ -328,6 +329,38 @@ static void journal_count_attempt(journal *j, struct journal_op *op, int64_t now
   }
 }
 
+/* The most body bytes a new batch may have: op's cap, and what is left
+ * below the sealing limit (journal.max_size), or a quarter of the free
+ * disk and freed pages (no max_size), halved for the row and its overflow
+ * pages: a full journal seals a smaller batch rather than none, and leaves
+ * room to record its acknowledgement. */
+static size_t journal_seal_room(journal *j, size_t max_bytes)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t pages = -1, free_pages = -1, room;
+
+  if (sqlite3_prepare_v2(j->db, "SELECT * FROM pragma_page_count(), pragma_freelist_count()",
+                         -1, &stmt, NULL) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW) {
+    pages = sqlite3_column_int64(stmt, 0);
+    free_pages = sqlite3_column_int64(stmt, 1);
+  }
+  sqlite3_finalize(stmt);
+  if (pages < 0 || free_pages < 0)
+    return max_bytes;
+  if (j->seal_max_pages > 0) {
+    room = (j->seal_max_pages - pages + free_pages) * j->page_size / 2;
+  } else {
+    uint64_t disk_free = 0;
+    if (disk_free_bytes(j->path, &disk_free) != 0 || disk_free > (uint64_t)INT64_MAX / 2)
+      return max_bytes;
+    room = ((int64_t)disk_free / 2 + free_pages * j->page_size) / 2;
+  }
+  if (room < 1)
+    room = 1; /* the packer still takes one sale: the uplink's halving ends there */
+  return (uint64_t)room < max_bytes ? (size_t)room : max_bytes;
+}
+
 /* Seals a new batch op->batch_seq from the oldest unsealed sales, inside
  * the open transaction. sealed = 0 when there is nothing to seal. */
 static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *sealed)
@@ -386,7 +419,7 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
 
   {
     struct journal_seal_input in = {j->stats.journal_id, op->batch_seq, now_ms, sales, count,
-                                    op->max_bytes, op->max_decoded_bytes};
+                                    journal_seal_room(j, op->max_bytes), op->max_decoded_bytes};
     int pack_rc = op->pack(op->pack_arg, &in, &body, &body_len, &used);
     if (pack_rc || used == 0 || used > count) {
       free(body);
@@ -465,6 +498,12 @@ static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms
              op->batch_seq, j->path, last_batch_seq);
     return;
   }
+  if (op->seal_upto_seq > 0 && op->batch_seq == last_batch_seq + 1 &&
+      (j->full || !journal__has_room(j))) {
+    /* A full journal: what was acknowledged makes room for this seal. */
+    journal__prune_acked(j, "a batch is to be sealed");
+    journal__set_page_limit(j, j->seal_max_pages);
+  }
   rc = journal_begin(j);
   if (rc == SQLITE_OK)
     rc = journal_load_batch(j, op, &found);
@@ -505,69 +544,123 @@ static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms
   }
 }
 
+/* What an acknowledgement changed, for the counters once it committed. */
+struct journal_ack_result {
+  int64_t newly_sent;     /* sales taken off "unsent" */
+  int64_t acked_last_seq; /* last seq of the acknowledged prefix */
+  int64_t oldest;         /* received_ms of the oldest sale still unsent */
+  uint64_t pruned_sales, pruned_batches;
+};
+
+static int journal_delete_acked(journal *j, int64_t before_ms, int64_t upto, uint64_t *sales,
+                                uint64_t *batches);
+static void journal_count_deleted(journal *j, uint64_t sales);
+
 /* ---- ACK ------------------------------------------------------------------------ */
+
+/* The writes of an acknowledgement, inside the open transaction: batches
+ * up to `target` acknowledged, the cursor moved, and on a full journal the
+ * oldest acknowledged batches and their sales deleted (*pruned_*), so that
+ * each acknowledgement makes room for the next seal and for new sales. */
+static int journal_ack_write(journal *j, struct journal_op *op, int64_t now_ms, int64_t acked,
+                             int64_t target, struct journal_ack_result *out)
+{
+  int rc;
+
+  sqlite3_bind_int64(j->ack_batches, 1, target);
+  sqlite3_bind_int64(j->ack_batches, 2, now_ms);
+  rc = journal__step_done(j, j->ack_batches);
+  op->batches_changed = rc == SQLITE_OK ? (uint64_t)sqlite3_changes(j->db) : 0;
+  if (rc != SQLITE_OK || target <= acked)
+    return rc;
+  sqlite3_bind_int64(j->sales_in_batches, 1, acked);
+  sqlite3_bind_int64(j->sales_in_batches, 2, target);
+  rc = sqlite3_step(j->sales_in_batches);
+  out->newly_sent = rc == SQLITE_ROW ? sqlite3_column_int64(j->sales_in_batches, 0) : 0;
+  rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  sqlite3_reset(j->sales_in_batches);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->get_batch, 1, target);
+    rc = sqlite3_step(j->get_batch);
+    if (rc == SQLITE_ROW) {
+      out->acked_last_seq = sqlite3_column_int64(j->get_batch, 1);
+      rc = SQLITE_OK;
+    } else {
+      rc = rc == SQLITE_DONE ? SQLITE_CORRUPT : sqlite3_extended_errcode(j->db);
+    }
+    sqlite3_reset(j->get_batch);
+  }
+  if (rc == SQLITE_OK)
+    rc = journal_set_meta_int(j, "acked_batch_seq", target);
+  if (rc == SQLITE_OK)
+    rc = journal_set_meta_int(j, "acked_last_seq", out->acked_last_seq);
+  if (rc == SQLITE_OK)
+    rc = journal_oldest_after(j, out->acked_last_seq, &out->oldest);
+  if (rc == SQLITE_OK && (j->full || !journal__has_room(j)))
+    rc = journal_delete_acked(j, INT64_MAX, target, &out->pruned_sales, &out->pruned_batches);
+  return rc;
+}
 
 static void journal_ack(journal *j, struct journal_op *op, int64_t now_ms)
 {
-  int64_t acked, last_batch_seq, target, acked_last_seq = 0, oldest = 0, newly_sent = 0;
+  int64_t acked, last_batch_seq, target;
+  struct journal_ack_result out;
   int rc;
 
+  memset(&out, 0, sizeof(out));
   pthread_mutex_lock(&j->lock);
   acked = j->stats.acked_batch_seq;
   last_batch_seq = j->stats.last_batch_seq;
-  acked_last_seq = j->stats.acked_last_seq;
+  out.acked_last_seq = j->stats.acked_last_seq;
   pthread_mutex_unlock(&j->lock);
 
   /* The collector cannot have acknowledged a batch this journal never
    * sealed; clamp rather than invent one. */
   target = op->batch_seq < last_batch_seq ? op->batch_seq : last_batch_seq;
   rc = journal_begin(j);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(j->ack_batches, 1, target);
-    sqlite3_bind_int64(j->ack_batches, 2, now_ms);
-    rc = journal__step_done(j, j->ack_batches);
-    op->batches_changed = rc == SQLITE_OK ? (uint64_t)sqlite3_changes(j->db) : 0;
-  }
-  if (rc == SQLITE_OK && target > acked) {
-    sqlite3_bind_int64(j->sales_in_batches, 1, acked);
-    sqlite3_bind_int64(j->sales_in_batches, 2, target);
-    rc = sqlite3_step(j->sales_in_batches);
-    newly_sent = rc == SQLITE_ROW ? sqlite3_column_int64(j->sales_in_batches, 0) : 0;
-    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
-    sqlite3_reset(j->sales_in_batches);
-    if (rc == SQLITE_OK) {
-      sqlite3_bind_int64(j->get_batch, 1, target);
-      rc = sqlite3_step(j->get_batch);
-      if (rc == SQLITE_ROW) {
-        acked_last_seq = sqlite3_column_int64(j->get_batch, 1);
-        rc = SQLITE_OK;
-      } else {
-        rc = rc == SQLITE_DONE ? SQLITE_CORRUPT : sqlite3_extended_errcode(j->db);
-      }
-      sqlite3_reset(j->get_batch);
-    }
-    if (rc == SQLITE_OK)
-      rc = journal_set_meta_int(j, "acked_batch_seq", target);
-    if (rc == SQLITE_OK)
-      rc = journal_set_meta_int(j, "acked_last_seq", acked_last_seq);
-    if (rc == SQLITE_OK)
-      rc = journal_oldest_after(j, acked_last_seq, &oldest);
-  }
+  if (rc == SQLITE_OK)
+    rc = journal_ack_write(j, op, now_ms, acked, target, &out);
   rc = journal_finish(j, rc);
+  if ((rc & 0xff) == SQLITE_FULL && journal__prune_acked(j, "an acknowledgement did not fit") > 0) {
+    /* Room was made from what was acknowledged before; once more. */
+    struct journal_ack_result again;
+    memset(&again, 0, sizeof(again));
+    again.acked_last_seq = out.acked_last_seq;
+    out = again;
+    rc = journal_begin(j);
+    if (rc == SQLITE_OK)
+      rc = journal_ack_write(j, op, now_ms, acked, target, &out);
+    rc = journal_finish(j, rc);
+  }
   if (rc != SQLITE_OK) {
     journal_op_fail(j, op, rc, "acknowledging a batch");
     return;
   }
+  if (out.pruned_batches) {
+    journal_count_deleted(j, out.pruned_sales);
+    log_warn("journal", "acked_pruned",
+             "path=%s batches=%llu sales=%llu reason=\"the journal is full: acknowledged sales "
+             "(already in Kafka) are deleted before retention_days to make room; a resync "
+             "cannot replay them from this device\"",
+             j->path, (unsigned long long)out.pruned_batches,
+             (unsigned long long)out.pruned_sales);
+  }
   if (target > acked) {
     pthread_mutex_lock(&j->lock);
     j->stats.acked_batch_seq = target;
-    j->stats.acked_last_seq = acked_last_seq;
-    j->stats.sales_unsent = j->stats.sales_unsent > (uint64_t)newly_sent
-                                ? j->stats.sales_unsent - (uint64_t)newly_sent
+    j->stats.acked_last_seq = out.acked_last_seq;
+    j->stats.sales_unsent = j->stats.sales_unsent > (uint64_t)out.newly_sent
+                                ? j->stats.sales_unsent - (uint64_t)out.newly_sent
                                 : 0;
-    j->stats.oldest_unsent_ms = oldest;
+    j->stats.oldest_unsent_ms = out.oldest;
     j->stats.last_ack_ms = now_ms;
     pthread_mutex_unlock(&j->lock);
+    /* Outside the WAL too, after it is committed there: if the WAL later
+     * loses this acknowledgement, the next open sees that it did. A failed
+     * write only weakens that check (logged); the ack stands. */
+    j->hwm.acked_batch_seq = target;
+    j->hwm.acked_last_seq = out.acked_last_seq;
+    journal__hwm_write(j, 1);
   }
 }
 
@@ -650,14 +743,60 @@ static void journal_unseal(journal *j, struct journal_op *op)
 
 /* ---- RETENTION --------------------------------------------------------------------- */
 
+/*
+ * Inside the open transaction: deletes the oldest acknowledged batches
+ * acknowledged before `before_ms`, never above batch `upto` (the
+ * acknowledged prefix), at most JOURNAL_RETENTION_CHUNK of them, with their
+ * sales. SQLITE_OK with the counts added to *sales and *batches.
+ */
+static int journal_delete_acked(journal *j, int64_t before_ms, int64_t upto, uint64_t *sales,
+                                uint64_t *batches)
+{
+  int64_t seqs[JOURNAL_RETENTION_CHUNK][3];
+  size_t count = 0;
+  int rc;
+
+  sqlite3_bind_int64(j->expired_batches, 1, before_ms);
+  sqlite3_bind_int64(j->expired_batches, 2, upto);
+  sqlite3_bind_int64(j->expired_batches, 3, JOURNAL_RETENTION_CHUNK);
+  while ((rc = sqlite3_step(j->expired_batches)) == SQLITE_ROW &&
+         count < JOURNAL_RETENTION_CHUNK) {
+    for (int c = 0; c < 3; c++)
+      seqs[count][c] = sqlite3_column_int64(j->expired_batches, c);
+    count++;
+  }
+  rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  sqlite3_reset(j->expired_batches);
+  for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
+    sqlite3_bind_int64(j->delete_batch_sales, 1, seqs[i][1]);
+    sqlite3_bind_int64(j->delete_batch_sales, 2, seqs[i][2]);
+    rc = journal__step_done(j, j->delete_batch_sales);
+    if (rc == SQLITE_OK) {
+      *sales += (uint64_t)sqlite3_changes(j->db);
+      sqlite3_bind_int64(j->delete_batch, 1, seqs[i][0]);
+      rc = journal__step_done(j, j->delete_batch);
+    }
+  }
+  if (rc == SQLITE_OK)
+    *batches += count;
+  return rc;
+}
+
+/* After a committed deletion of `sales` rows: the counters. */
+static void journal_count_deleted(journal *j, uint64_t sales)
+{
+  pthread_mutex_lock(&j->lock);
+  j->stats.sales_journaled = j->stats.sales_journaled > sales ? j->stats.sales_journaled - sales
+                                                              : 0;
+  pthread_mutex_unlock(&j->lock);
+}
+
 int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
                              uint64_t *sales_deleted, uint64_t *batches_deleted,
                              char *message, size_t message_size)
 {
-  int64_t seqs[JOURNAL_RETENTION_CHUNK][3];
   int64_t acked;
-  uint64_t sales = 0;
-  size_t count = 0;
+  uint64_t sales = 0, batches = 0;
   int rc;
 
   if (retention_ms <= 0)
@@ -667,29 +806,8 @@ int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
   pthread_mutex_unlock(&j->lock);
 
   rc = journal_begin(j);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(j->expired_batches, 1, now_ms - retention_ms);
-    sqlite3_bind_int64(j->expired_batches, 2, acked);
-    sqlite3_bind_int64(j->expired_batches, 3, JOURNAL_RETENTION_CHUNK);
-    while ((rc = sqlite3_step(j->expired_batches)) == SQLITE_ROW &&
-           count < JOURNAL_RETENTION_CHUNK) {
-      for (int c = 0; c < 3; c++)
-        seqs[count][c] = sqlite3_column_int64(j->expired_batches, c);
-      count++;
-    }
-    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
-    sqlite3_reset(j->expired_batches);
-  }
-  for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
-    sqlite3_bind_int64(j->delete_batch_sales, 1, seqs[i][1]);
-    sqlite3_bind_int64(j->delete_batch_sales, 2, seqs[i][2]);
-    rc = journal__step_done(j, j->delete_batch_sales);
-    if (rc == SQLITE_OK) {
-      sales += (uint64_t)sqlite3_changes(j->db);
-      sqlite3_bind_int64(j->delete_batch, 1, seqs[i][0]);
-      rc = journal__step_done(j, j->delete_batch);
-    }
-  }
+  if (rc == SQLITE_OK)
+    rc = journal_delete_acked(j, now_ms - retention_ms, acked, &sales, &batches);
   rc = journal_finish(j, rc);
   if (rc != SQLITE_OK) {
     snprintf(message, message_size, "retention on %s: %s (%s)", j->path,
@@ -697,13 +815,42 @@ int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
     return journal__map_sqlite(rc);
   }
   *sales_deleted += sales;
-  *batches_deleted += count;
-  if (count) {
-    pthread_mutex_lock(&j->lock);
-    j->stats.sales_journaled = j->stats.sales_journaled > sales ? j->stats.sales_journaled - sales : 0;
-    pthread_mutex_unlock(&j->lock);
+  *batches_deleted += batches;
+  if (batches)
+    journal_count_deleted(j, sales);
+  return batches == JOURNAL_RETENTION_CHUNK ? 1 : 0;
+}
+
+int journal__prune_acked(journal *j, const char *why)
+{
+  int64_t acked;
+  uint64_t sales = 0, batches = 0;
+  int rc;
+
+  pthread_mutex_lock(&j->lock);
+  acked = j->stats.acked_batch_seq;
+  pthread_mutex_unlock(&j->lock);
+  /* Deleting needs no room; with journal.max_size the whole limit is
+   * usable for it. */
+  journal__set_page_limit(j, j->max_pages);
+  rc = journal_begin(j);
+  if (rc == SQLITE_OK)
+    rc = journal_delete_acked(j, INT64_MAX, acked, &sales, &batches);
+  rc = journal_finish(j, rc);
+  if (rc != SQLITE_OK) {
+    log_error("journal", "prune_failed", "path=%s error=\"%s\" sqlite=\"%s\"", j->path,
+              journal_strerror(journal__map_sqlite(rc)), sqlite3_errstr(rc));
+    return journal__map_sqlite(rc);
   }
-  return count == JOURNAL_RETENTION_CHUNK ? 1 : 0;
+  if (batches) {
+    journal_count_deleted(j, sales);
+    log_warn("journal", "acked_pruned",
+             "path=%s batches=%llu sales=%llu reason=\"the journal is full and %s: "
+             "acknowledged sales (already in Kafka) are deleted before retention_days to make "
+             "room; a resync cannot replay them from this device\"",
+             j->path, (unsigned long long)batches, (unsigned long long)sales, why);
+  }
+  return (int)batches;
 }
 
 static void journal_retention(journal *j, struct journal_op *op, int64_t now_ms)
@@ -718,12 +865,8 @@ static void journal_retention(journal *j, struct journal_op *op, int64_t now_ms)
     op->error = rc;
 }
 
-void journal__run_op(journal *j, struct journal_op *op)
+static void journal_run_op_once(journal *j, struct journal_op *op, int64_t now_ms)
 {
-  int64_t now_ms = op->now_ms ? op->now_ms : clock_wall_ms();
-
-  /* The uplink may use the reserve that sales may not. */
-  journal__set_page_limit(j, j->max_pages);
   switch (op->kind) {
   case JOURNAL_OP_NEXT_BATCH:
     journal_next_batch(j, op, now_ms);
@@ -737,6 +880,27 @@ void journal__run_op(journal *j, struct journal_op *op)
   case JOURNAL_OP_RETENTION:
     journal_retention(j, op, now_ms);
     break;
+  }
+}
+
+void journal__run_op(journal *j, struct journal_op *op)
+{
+  int64_t now_ms = op->now_ms ? op->now_ms : clock_wall_ms();
+
+  /* The uplink may use the reserve that sales may not: sealing half of it,
+   * acknowledging (which frees room) and deleting all of it. */
+  journal__set_page_limit(j, op->kind == JOURNAL_OP_NEXT_BATCH ? j->seal_max_pages
+                                                               : j->max_pages);
+  journal_run_op_once(j, op, now_ms);
+  if (op->error == JOURNAL_EFULL && journal__reserve_release(j) > 0) {
+    /* The disk is 100% full: with the reserve given back, once more. */
+    journal_op_clear(op);
+    memset(&op->batch, 0, sizeof(op->batch));
+    op->error = JOURNAL_OK;
+    op->message[0] = '\0';
+    op->sealed = 0;
+    op->sales_changed = op->batches_changed = 0;
+    journal_run_op_once(j, op, now_ms);
   }
   if (op->error) {
     char quoted[300];

@@ -17,6 +17,38 @@
  * writes never wait long behind it. */
 #define JOURNAL_RETENTION_CHUNK 64
 
+/* Seqs are reserved in the high-water mark file this many at a time, so
+ * its fsync is paid once per range, not once per sale. After an unclean
+ * stop the unused rest of a range is skipped, never handed out. */
+#define JOURNAL_SEQ_RANGE 1024
+
+/*
+ * The seq high-water mark, kept in a small file beside the database
+ * (PATH-hwm) and never in its WAL, so that a WAL that lost its tail (cut,
+ * deleted, a restored copy) cannot take this record with it. Two 512-byte
+ * slots, each with a generation and a SHA-256; the newest valid one wins.
+ *   reserved   upper bound of every seq ever handed out: written and
+ *              fsynced (both slots) before a seq above the last one is used;
+ *   committed  lower bound of the highest seq committed: written (one slot,
+ *              no fsync) after each commit and before the POS is answered,
+ *              so it survives kill -9; power loss may leave it behind,
+ *              which is harmless (it only ever says "at least");
+ *   acked_*    lower bounds of the collector's acknowledgement, written and
+ *              fsynced after the journal recorded it.
+ * Writer thread only once the journal is open.
+ */
+struct journal_hwm {
+  int fd; /* -1 = none */
+  char *path;
+  uint64_t generation;
+  char journal_id[33]; /* "" = no valid slot was read */
+  int64_t reserved;
+  int64_t committed;
+  int64_t acked_batch_seq;
+  int64_t acked_last_seq;
+  int write_failed; /* the last write failed (logged once) */
+};
+
 struct journal {
   sqlite3 *db;
   char *path;
@@ -51,7 +83,23 @@ struct journal {
   int64_t page_size;
   int64_t max_pages;      /* journal.max_size in pages; 0 = no limit */
   int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */
+  int64_t seal_max_pages; /* what sealing may fill; the rest is for acknowledgements */
   int64_t page_limit_now; /* max_page_count in force on the connection */
+
+  struct journal_hwm hwm;
+  /* The disk reserve (journal.c): PATH-reserve, held while it exists.
+   * Writer thread once open. */
+  char *reserve_path;
+  int reserve_held;
+  /* Writer thread only: seqs up to this were reserved before an unclean
+   * stop; the next transaction moves the seq counter past them. 0 = none. */
+  int64_t skip_to;
+#ifdef JOURNAL_FAULT_HOOKS
+  /* journal_fault_rollback_to: set under lock before the writes it is
+   * meant for are queued (the queue's lock orders it before the writer). */
+  unsigned fault_rollback_to_nth;
+  int fault_rollback_to_rc;
+#endif
 
   /* Writer thread only: the journal was found full (new sales refused). */
   int full;
@@ -87,6 +135,24 @@ int journal__step_done(journal *j, sqlite3_stmt *stmt);
  * SQLITE_OK or an error code. Writer thread (or the opening thread). */
 int journal__set_page_limit(journal *j, int64_t pages);
 
+/* 1 if sales may be taken again: free disk or freed pages, and with
+ * journal.max_size room below the sales' limit. Writer thread. */
+int journal__has_room(journal *j);
+
+/* Makes the disk reserve file if it is missing and the disk has room for
+ * it and more. 0 or -errno. Writer thread (or the opening thread). */
+int journal__reserve_ensure(journal *j);
+
+/* Gives the disk reserve back (deletes the file). 1 if it was held, 0 if
+ * not, -errno. Writer thread. */
+int journal__reserve_release(journal *j);
+
+/* On a full journal: deletes the oldest acknowledged batches and their
+ * sales (at most JOURNAL_RETENTION_CHUNK batches), before retention would,
+ * in a transaction of its own, logging it with `why`. Returns the number
+ * of batches deleted, or a negative journal_error. Writer thread. */
+int journal__prune_acked(journal *j, const char *why);
+
 /* Runs `op` in its own transaction(s) on the writer thread, filling its
  * outputs and updating the counters. */
 void journal__run_op(journal *j, struct journal_op *op);
@@ -101,5 +167,50 @@ int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
 /* Reads the uplink's cursor (meta) and the unsent counters into j->stats.
  * On the opening thread, before the writer starts. Returns 0 or -1. */
 int journal__load_batch_stats(journal *j);
+
+/* ---- opening (journal.c) ------------------------------------------------ */
+
+/* sqlite3_exec of `sql`; on failure `err` (may be NULL with size 0) says
+ * what failed on `path`. The SQLite result code. */
+int journal__exec(sqlite3 *db, const char *sql, char *err, size_t err_size, const char *path);
+
+/* Opens j->path: pragmas, size limit, migrations, statements, counters.
+ * 0; JOURNAL_ECORRUPT when SQLite finds the file damaged or not a
+ * database; or another journal_error; `err` says what failed. */
+int journal__open_db(journal *j, const struct journal_options *options, char *err,
+                     size_t err_size);
+
+/* Finalizes the statements and closes the connection; j->db = NULL. */
+void journal__close_db(journal *j);
+
+/* Reads the counters (and meta reset_*) into j->stats. 0 or -1 with `err`. */
+int journal__load_stats(journal *j, char *err, size_t err_size);
+
+/* Reads meta reset_* into j->stats. */
+void journal__load_reset(journal *j);
+
+/* ---- opening a journal that may have lost sales (journal_recover.c) ------- */
+
+/* journal__open_db, then the check against the high-water mark: a damaged
+ * database is refused (or moved aside with new_journal_if_damaged), one
+ * that lost sales is moved aside for a new journal. 0 or a negative
+ * journal_error / -1 with `err`. Opening thread. */
+int journal__open_checked(journal *j, const struct journal_options *options, char *err,
+                          size_t err_size);
+
+/* ---- the high-water mark (journal_hwm.c) ---------------------------------- */
+
+/* Opens (creating) PATH-hwm and reads its newest valid slot into j->hwm.
+ * Returns 1 when the file holds a valid record, 0 when it is new, empty or
+ * unreadable (*damaged = 1 for the latter), or -1 with `err`. */
+int journal__hwm_open(journal *j, int *damaged, char *err, size_t err_size);
+
+/* Writes j->hwm: `sync` = both slots and fdatasync (the record must be
+ * durable before the caller goes on), else the next slot only. 0 or -errno.
+ * The writer thread, or the opening/closing thread while no writer runs. */
+int journal__hwm_write(journal *j, int sync);
+
+/* Closes the file. */
+void journal__hwm_close(journal *j);
 
 #endif

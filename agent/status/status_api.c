@@ -112,6 +112,18 @@ void status_api_handle_json(journal *j, const struct status_api_options *options
                             : json_null());
     json_object_set_new(body, "journal_error",
                         stats.write_failing ? json_string(stats.last_error) : json_null());
+    json_object_set_new(body, "journal_full", json_boolean(stats.full));
+    /* A journal started after the one before it lost sales: loud, and kept
+     * until a person has looked (it is history, not a passing state). */
+    json_object_set_new(
+        body, "journal_reset",
+        stats.previous_journal_id[0]
+            ? json_pack("{s:s, s:s, s:I, s:s}", "previous_journal_id",
+                        stats.previous_journal_id, "at",
+                        clock_format_utc(stats.reset_ms, received, sizeof(received)),
+                        "sales_missing", (json_int_t)stats.sales_missing, "reason",
+                        stats.reset_reason)
+            : json_null());
     status_add_uplink(body, &stats, options);
     text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
   }

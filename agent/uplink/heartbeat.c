@@ -40,7 +40,7 @@ void uplink__heartbeat_send(uplink *u)
   Pos__V1__Heartbeat heartbeat = POS__V1__HEARTBEAT__INIT;
   struct uplink_http_request *req = &u->heartbeat_req;
   struct journal_stats stats;
-  uint8_t journal_id[16];
+  uint8_t journal_id[16], previous_journal_id[16];
   uint64_t disk_free = 0;
   int64_t now = clock_wall_ms();
   size_t len;
@@ -74,6 +74,16 @@ void uplink__heartbeat_send(uplink *u)
     heartbeat.oldest_held_batch_seq = (uint64_t)u->status.oldest_held_batch_seq;
     heartbeat.uplink_problem = u->status.problem;
   }
+  if (stats.reset_ms) {
+    if (proto_journal_id_parse(stats.previous_journal_id, previous_journal_id) == 0) {
+      heartbeat.previous_journal_id.data = previous_journal_id;
+      heartbeat.previous_journal_id.len = sizeof(previous_journal_id);
+    }
+    heartbeat.journal_reset_reason = stats.reset_reason;
+    heartbeat.journal_reset_ms = stats.reset_ms;
+    heartbeat.journal_sales_missing = stats.sales_missing;
+  }
+  heartbeat.journal_full = stats.full;
 
   free(u->heartbeat_body);
   len = pos__v1__heartbeat__get_packed_size(&heartbeat);

@@ -607,13 +607,13 @@ static size_t fill(struct fixture *f, journal *j, const char *prefix)
 static void a_full_journal_still_seals_and_refuses_new_sales_steadily(void **state)
 {
   struct fixture *f = *state;
-  struct journal_options options = {f->jf.path, 256 * 1024, 64, 1000, 0};
+  struct journal_options options = {f->jf.path, 256 * 1024, 64, 1000, 0, 0};
   char err[512];
   journal *j = journal_open(&f->jf.loop, &options, err, sizeof(err));
   struct jf_op w;
   struct sale sale;
   struct jf_write p;
-  size_t stored;
+  size_t stored, sent, refilled;
 
   assert_non_null(j);
   stored = fill(f, j, "FULL");
@@ -639,21 +639,27 @@ static void a_full_journal_still_seals_and_refuses_new_sales_steadily(void **sta
   next_batch(f, j, &w, 1, 200, 64 * 1024);
   assert_true(w.op.sealed);
   assert_int_equal(w.op.batch.first_seq, 1);
+  sent = w.op.batch.sale_count;
   journal_op_clear(&w.op);
+  /* On a full journal the acknowledgement makes room: the acknowledged
+   * sales (in Kafka now) are deleted before retention (issue 7 item 9). */
   ack(f, j, 1, 0);
   close_journal(f, j);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales"), (int64_t)(stored - sent));
 
-  /* Reopened at the same size it is still full; with room it takes sales. */
+  /* Reopened at the same size it takes sales into that room, until full. */
   j = journal_open(&f->jf.loop, &options, err, sizeof(err));
   assert_non_null(j);
-  assert_int_equal(fill(f, j, "REOPEN"), 0);
+  refilled = fill(f, j, "REOPEN");
+  assert_true(refilled > 0);
   close_journal(f, j);
   options.max_bytes = 0;
   j = journal_open(&f->jf.loop, &options, err, sizeof(err));
   assert_non_null(j);
   add_sales(f, j, "ROOM", 3, 1);
   close_journal(f, j);
-  assert_int_equal(query_int(f, "SELECT count(*) FROM sales"), (int64_t)stored + 3);
+  assert_int_equal(query_int(f, "SELECT count(*) FROM sales"),
+                   (int64_t)(stored - sent + refilled + 3));
 }
 
 /* The collector's decoded limit is a cap like max_bytes: a batch that

@@ -191,6 +191,291 @@ static void a_conflict_does_not_undo_the_rest_of_its_group(void **state)
     sale_clear(&others[i]);
 }
 
+/* Issue 7 item 13: a ROLLBACK TO that fails (a disk error) used to be
+ * ignored: the refused write's first sales stayed in the group's
+ * transaction and were committed while its POS was told "409". Now the
+ * whole group is aborted and every request in it answered with a
+ * retryable error; nothing of any of them is journaled. */
+static void a_failed_rollback_to_aborts_the_whole_group(void **state)
+{
+#ifdef JOURNAL_FAULT_HOOKS
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 1024);
+  struct sale base, refused[2], others[10];
+  struct jf_write p_base, p_refused, p_others[10];
+  char id[16];
+
+  make_sale(&base, "F-0", 0);
+  jf_write_and_wait(f, j, &p_base, &base, 1);
+  /* An array whose first sale is new and whose second conflicts with F-0. */
+  make_sale(&refused[0], "F-NEW", 0);
+  make_sale(&refused[1], "F-0", 1);
+  for (int i = 0; i < 10; i++) {
+    snprintf(id, sizeof(id), "F-%d", i + 1);
+    make_sale(&others[i], id, 0);
+  }
+  journal_fault_rollback_to(j, 1, SQLITE_IOERR_WRITE);
+  for (int i = 0; i < 5; i++)
+    jf_submit(j, &p_others[i], &others[i], 1);
+  jf_submit(j, &p_refused, refused, 2);
+  for (int i = 5; i < 10; i++)
+    jf_submit(j, &p_others[i], &others[i], 1);
+  jf_wait(f, &p_refused);
+  /* Retryable (503), not a conflict: the POS resends, nothing is lost. */
+  assert_int_equal(p_refused.write.error, JOURNAL_EIO);
+  assert_non_null(strstr(p_refused.write.message, "resend"));
+  for (int i = 0; i < 10; i++)
+    jf_wait(f, &p_others[i]);
+  jf_close_journal(f, j);
+  /* Nothing of the refused array, and each other write all or nothing
+   * as it was answered. */
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales WHERE sale_id = 'F-NEW'"), 0);
+  for (int i = 0; i < 10; i++) {
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM sales WHERE sale_id = 'F-%d'", i + 1);
+    assert_int_equal(jf_query_int(f, sql), p_others[i].write.error == 0 ? 1 : 0);
+  }
+  sale_clear(&base);
+  sale_clear(&refused[0]);
+  sale_clear(&refused[1]);
+  for (int i = 0; i < 10; i++)
+    sale_clear(&others[i]);
+#else
+  (void)state;
+  skip(); /* fault hooks are compiled into test builds only (no NDEBUG) */
+#endif
+}
+
+/* A body as incompressible as a real one is after zstd: 48 bytes a sale,
+ * as many sales as fit in->max_bytes. */
+static int pack_random(void *arg, const struct journal_seal_input *in, uint8_t **body,
+                       size_t *body_len, size_t *used)
+{
+  size_t count = in->count;
+  (void)arg;
+  while (count > 1 && count * 48 > in->max_bytes)
+    count--;
+  *body = malloc(count * 48);
+  if (!*body)
+    return JOURNAL_ENOMEM;
+  for (size_t i = 0; i < count * 48; i++)
+    (*body)[i] = (uint8_t)rand();
+  *body_len = count * 48;
+  *used = count;
+  return 0;
+}
+
+/* Journals `count` sales PREFIX-n, 16 to a write; each must be taken. */
+static void fill_sales(struct jf_fixture *f, journal *j, const char *prefix, size_t count)
+{
+  for (size_t done = 0; done < count;) {
+    struct sale sales[16];
+    struct jf_write w;
+    size_t n = count - done < 16 ? count - done : 16;
+    char id[48];
+    for (size_t i = 0; i < n; i++) {
+      snprintf(id, sizeof(id), "%s-%zu", prefix, done + i);
+      make_sale(&sales[i], id, 0);
+    }
+    jf_write_and_wait(f, j, &w, sales, n);
+    for (size_t i = 0; i < n; i++)
+      sale_clear(&sales[i]);
+    assert_int_equal(w.write.error, 0);
+    done += n;
+  }
+}
+
+/* Fills `j` with single-sale writes PREFIX-n until the first refusal, which
+ * must be JOURNAL_EFULL. Returns how many were taken. */
+static size_t fill_until_full(struct jf_fixture *f, journal *j, const char *prefix)
+{
+  size_t taken = 0;
+  for (;;) {
+    struct sale sales[16];
+    struct jf_write w;
+    char id[48];
+    for (size_t i = 0; i < 16; i++) {
+      snprintf(id, sizeof(id), "%s-%zu", prefix, taken + i);
+      make_sale(&sales[i], id, 0);
+    }
+    jf_write_and_wait(f, j, &w, sales, 16);
+    for (size_t i = 0; i < 16; i++)
+      sale_clear(&sales[i]);
+    if (w.write.error) {
+      assert_int_equal(w.write.error, JOURNAL_EFULL);
+      return taken;
+    }
+    taken += 16;
+  }
+}
+
+/* What the uplink does with a backlog: seal the next batch, "send" it, and
+ * record the collector's acknowledgement, until nothing is left; on
+ * JOURNAL_EFULL while sealing it halves the batch, as the uplink does.
+ * Returns the sales sealed. Every acknowledgement must be recorded. */
+static uint64_t drain_backlog(struct jf_fixture *f, journal *j)
+{
+  struct journal_stats stats;
+  uint64_t sent = 0;
+  size_t max_sales = 500;
+  int64_t batch_seq;
+
+  journal_get_stats(j, &stats);
+  batch_seq = stats.acked_batch_seq + 1;
+  for (;;) {
+    struct jf_op next, ack;
+    memset(&next, 0, sizeof(next));
+    next.op.kind = JOURNAL_OP_NEXT_BATCH;
+    next.op.batch_seq = batch_seq;
+    next.op.seal_upto_seq = INT64_MAX;
+    next.op.max_sales = max_sales;
+    next.op.max_bytes = 64 * 1024;
+    next.op.pack = pack_random;
+    jf_run_op(f, j, &next);
+    if (next.op.error == JOURNAL_EFULL && max_sales > 1) {
+      max_sales /= 2;
+      continue;
+    }
+    if (next.op.error)
+      fail_msg("sealing batch %lld: %s", (long long)batch_seq, next.op.message);
+    if (next.op.batch.batch_seq == 0) {
+      journal_op_clear(&next.op);
+      return sent;
+    }
+    sent += next.op.batch.sale_count;
+    journal_op_clear(&next.op);
+    memset(&ack, 0, sizeof(ack));
+    ack.op.kind = JOURNAL_OP_ACK;
+    ack.op.batch_seq = batch_seq;
+    jf_run_op(f, j, &ack);
+    if (ack.op.error)
+      fail_msg("recording the acknowledgement of batch %lld: %s", (long long)batch_seq,
+               ack.op.message);
+    batch_seq++;
+  }
+}
+
+/* Copies file `from` to `to` (a snapshot of the journal's files). */
+static void copy_file(const char *from, const char *to)
+{
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "cp -f '%s' '%s'", from, to);
+  assert_int_equal(system(cmd), 0);
+}
+
+/* Issue 7 item 11: an older copy of the database (here: taken before the
+ * collector's acknowledgement) put back in place used to be opened as if
+ * nothing happened, and its seqs handed out again under the same
+ * journal_id. The high-water mark beside it knows the acknowledgement and
+ * the seqs: a new journal is started, the old file kept, and only the sales
+ * the collector has not acknowledged are carried over. */
+static void a_restored_older_copy_starts_a_new_journal_and_keeps_the_old(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 64);
+  struct journal_stats before, after;
+  struct jf_op next, ack;
+  char snap_db[160], snap_wal[160], wal[160], shm[160];
+  int64_t acked_count;
+
+  snprintf(snap_db, sizeof(snap_db), "%s.snap", f->path);
+  snprintf(snap_wal, sizeof(snap_wal), "%s.snap-wal", f->path);
+  snprintf(wal, sizeof(wal), "%s-wal", f->path);
+  snprintf(shm, sizeof(shm), "%s-shm", f->path);
+  fill_sales(f, j, "O", 40);
+  memset(&next, 0, sizeof(next));
+  next.op.kind = JOURNAL_OP_NEXT_BATCH;
+  next.op.batch_seq = 1;
+  next.op.seal_upto_seq = INT64_MAX;
+  next.op.max_sales = 25;
+  next.op.max_bytes = 64 * 1024;
+  next.op.pack = pack_random;
+  jf_run_op(f, j, &next);
+  assert_int_equal(next.op.error, 0);
+  acked_count = next.op.batch.sale_count;
+  journal_op_clear(&next.op);
+  /* The older copy: everything journaled, the acknowledgement not yet. */
+  copy_file(f->path, snap_db);
+  copy_file(wal, snap_wal);
+  memset(&ack, 0, sizeof(ack));
+  ack.op.kind = JOURNAL_OP_ACK;
+  ack.op.batch_seq = 1;
+  jf_run_op(f, j, &ack);
+  assert_int_equal(ack.op.error, 0);
+  journal_get_stats(j, &before);
+  jf_close_journal(f, j);
+
+  copy_file(snap_db, f->path);
+  copy_file(snap_wal, wal);
+  unlink(shm);
+  j = jf_open_journal(f, 0, 64);
+  journal_get_stats(j, &after);
+  assert_string_not_equal(after.journal_id, before.journal_id);
+  assert_string_equal(after.previous_journal_id, before.journal_id);
+  assert_non_null(strstr(after.reset_reason, "never reused"));
+  assert_true(after.reset_ms > 0);
+  /* Carried over: what the collector had not acknowledged, nothing else. */
+  assert_int_equal(after.sales_journaled, 40 - acked_count);
+  assert_int_equal(after.sales_unsent, 40 - acked_count);
+  assert_int_equal(after.last_seq, 40 - acked_count);
+  jf_close_journal(f, j);
+  /* The old file is kept beside it. */
+  {
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ls '%s'.damaged-* >/dev/null 2>&1", f->path);
+    assert_int_equal(system(cmd), 0);
+  }
+  /* A clean reopen keeps the new journal and its reason. */
+  j = jf_open_journal(f, 0, 64);
+  journal_get_stats(j, &before);
+  assert_string_equal(before.journal_id, after.journal_id);
+  assert_string_equal(before.previous_journal_id, after.previous_journal_id);
+  jf_close_journal(f, j);
+}
+
+/* Issue 7 item 9: with journal.max_size set, sealed batch bodies ate the
+ * uplink's reserve, and then neither sealing nor recording an
+ * acknowledgement fitted: the backlog sat unsent for good. Sending must
+ * always be possible on a full journal, and make room as it goes: every
+ * sale is sent, none lost, and sales are taken again. */
+static void a_full_journal_sends_its_whole_backlog_and_takes_sales_again(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 256 * 1024, 64);
+  struct journal_stats stats;
+  size_t taken = fill_until_full(f, j, "B");
+  uint64_t sent;
+  int accepted = 0;
+
+  assert_true(taken > 100);
+  sent = drain_backlog(f, j);
+  journal_get_stats(j, &stats);
+  assert_int_equal(sent, taken);
+  assert_int_equal(stats.sales_unsent, 0);
+  assert_int_equal(stats.acked_last_seq, stats.last_seq);
+  /* Room again: new sales are taken (the full latch looks again within a
+   * second), and sent in their turn. */
+  for (int tries = 0; tries < 100 && !accepted; tries++) {
+    struct sale sale;
+    struct jf_write w;
+    make_sale(&sale, "B-AFTER", 0);
+    jf_write_and_wait(f, j, &w, &sale, 1);
+    sale_clear(&sale);
+    if (w.write.error == 0)
+      accepted = 1;
+    else
+      usleep(50 * 1000);
+  }
+  assert_true(accepted);
+  taken = fill_until_full(f, j, "C");
+  assert_true(taken > 100);
+  sent = drain_backlog(f, j);
+  assert_int_equal(sent, taken + 1);
+  jf_close_journal(f, j);
+  /* Nothing was left unsent, and nothing acknowledged was kept past need. */
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM batches WHERE acked_ms IS NULL"), 0);
+}
+
 static void a_full_journal_refuses_and_keeps_what_it_has(void **state)
 {
   struct jf_fixture *f = *state;
@@ -269,7 +554,7 @@ static void reopening_keeps_the_id_and_never_reuses_a_seq(void **state)
 static void a_newer_schema_is_refused(void **state)
 {
   struct jf_fixture *f = *state;
-  struct journal_options options = {f->path, 0, 64, 1000, 0};
+  struct journal_options options = {f->path, 0, 64, 1000, 0, 0};
   char err[512];
   sqlite3 *db;
   journal *j = jf_open_journal(f, 0, 64);
@@ -285,7 +570,7 @@ static void a_newer_schema_is_refused(void **state)
 static void a_file_that_is_not_a_database_is_refused(void **state)
 {
   struct jf_fixture *f = *state;
-  struct journal_options options = {f->path, 0, 64, 1000, 0};
+  struct journal_options options = {f->path, 0, 64, 1000, 0, 0};
   char err[512];
   FILE *file = fopen(f->path, "w");
   fputs("this is not a database, it is a shopping list: flour, tomatoes, basil\n", file);
@@ -303,6 +588,12 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(a_conflict_does_not_undo_the_rest_of_its_group, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(a_failed_rollback_to_aborts_the_whole_group, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          a_full_journal_sends_its_whole_backlog_and_takes_sales_again, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_restored_older_copy_starts_a_new_journal_and_keeps_the_old, setup, teardown),
       cmocka_unit_test_setup_teardown(a_full_journal_refuses_and_keeps_what_it_has, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(reopening_keeps_the_id_and_never_reuses_a_seq, setup,

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Issue 7 item 9: a full device must still send its whole backlog, make room
+# as it goes, and take sales again. Broker, collector and agent as three
+# processes; the agent's journal is filled until the POS gets 503 while the
+# uplink is held back, then the uplink drains it:
+#   - every sale the POS was answered 201 for is in pos.sales.v1 exactly once
+#     (with the seq it was answered), none lost, none doubled;
+#   - the agent takes sales again once room is made, and sends them too.
+# Phase 1: journal.max_size = 256K. Phase 2 (when this user may mount): the
+# journal on a 1 MiB tmpfs with no max_size, the file system 100% full.
+source "$(dirname "$0")/lib.sh"
+
+make_pki
+start_broker --partitions 1
+write_collector_config
+start_collector
+write_tokens
+
+# fill PREFIX: arrays of 10 until the first 503; FILL_ACKED lists "sale_id seq".
+fill() {
+  FILL_ACKED="$T/acked.$1"
+  : >"$FILL_ACKED"
+  local rc=0
+  LOAD_OUT="$("$LOAD_BIN" --url "$AGENT_URL" --token "$TOKEN_T1" --terminal T1 \
+    --time-base "$LOAD_TIME_BASE" --clients 1 --sales 50000 --batch 10 --prefix "$1" \
+    --acked "$FILL_ACKED" --allow-failures --max-failures 1 2>"$T/load.err")" || rc=$?
+  assert_eq "pos-load exit status while filling ($(cat "$T/load.err"))" 0 "$rc"
+  log "filling $1: $LOAD_OUT"
+  grep -q ' 503=' "$T/load.err" || fail "the journal filled up with a 503" "503=1" "$(cat "$T/load.err")"
+  assert_gt "sales acknowledged before the journal was full" 100 "$(wc -l <"$FILL_ACKED")"
+}
+
+# sale_after_room PREFIX: a new sale is taken (201) within 30 s of the
+# backlog being sent; appended to $T/acked.all.
+sale_after_room() {
+  local deadline=$((SECONDS + 30))
+  while :; do
+    post_sales "$TOKEN_T1" "$(sale_json sale_id="\"$1-after\"")"
+    [[ "$HTTP_STATUS" == 201 ]] && break
+    ((SECONDS < deadline)) || fail "a sale within 30 s of the backlog being sent (body: $HTTP_BODY)" 201 "$HTTP_STATUS"
+    sleep 0.5
+  done
+  echo "$1-after $(json_get "$HTTP_BODY" '$.seq')" >>"$T/acked.all"
+}
+
+# check_kafka WHAT: every line of $T/acked.all is one record of
+# pos.sales.v1 with that sale_id and seq, and there is no other record.
+check_kafka() {
+  local what="$1"
+  kafka_read pos.sales.v1 "sales.$what"
+  records_db "sales.$what"
+  sqlite3 -batch -bail "$T/sales.$what.db" "CREATE TABLE acked(sale_id TEXT, seq INTEGER);" \
+    ".mode list" ".separator ' '" ".import '$T/acked.all' acked"
+  local acked
+  acked="$(rsql "sales.$what" 'SELECT count(*) FROM acked;')"
+  assert_eq "$what: records in pos.sales.v1 = sales acknowledged to the POS" "$acked" \
+    "$(rsql "sales.$what" 'SELECT count(*) FROM k;')"
+  assert_eq "$what: acknowledged sales missing from Kafka (lost)" 0 \
+    "$(rsql "sales.$what" 'SELECT count(*) FROM acked a WHERE NOT EXISTS
+       (SELECT 1 FROM k WHERE k.sale_id = a.sale_id AND k.seq = a.seq);')"
+  assert_eq "$what: sale_ids in Kafka more than once (doubled)" 0 \
+    "$(rsql "sales.$what" 'SELECT count(*) FROM (SELECT sale_id FROM k GROUP BY sale_id HAVING count(*) > 1);')"
+}
+
+: >"$T/acked.all"
+
+# --- phase 1: journal.max_size ----------------------------------------------------
+mkdir -p "$T/limited"
+JOURNAL="$T/limited/journal.db"
+write_agent_config journal.max_size=256K uplink.max_batch_sales=2000
+start_agent
+fill M
+cat "$FILL_ACKED" >>"$T/acked.all"
+status_json
+assert_eq "status.json journal_full while full" 1 "$(json_get "$STATUS_JSON" '$.journal_full')"
+push_until_sent 120
+sale_after_room M
+push_until_sent 60
+check_kafka max_size
+stop_agent
+assert_eq "integrity_check after draining a full journal" ok "$(sql 'PRAGMA integrity_check;')"
+
+# --- phase 2: a 100% full file system -------------------------------------------------
+SMALL="$T/small"
+mkdir -p "$SMALL"
+if ! mount -t tmpfs -o size=1m,mode=0700 tmpfs "$SMALL" 2>"$T/mount.err"; then
+  log "phase 2 skipped: cannot mount a tmpfs here ($(cat "$T/mount.err"))"
+  stop_collector
+  exit 0
+fi
+on_cleanup "umount '$SMALL' 2>/dev/null || umount -l '$SMALL'"
+JOURNAL="$SMALL/journal.db"
+write_agent_config journal.max_size=0 uplink.max_batch_sales=2000
+start_agent
+# Whatever else lives on the device takes most of it; the sales take the
+# rest, until the file system is 100% full.
+avail_kb="$(df -k --output=avail "$SMALL" | tail -n 1 | tr -d ' ')"
+dd if=/dev/zero of="$SMALL/ballast" bs=1k count=$((avail_kb > 450 ? avail_kb - 450 : 0)) 2>/dev/null
+fill F
+cat "$FILL_ACKED" >>"$T/acked.all"
+log "file system after filling: $(df -k --output=avail "$SMALL" | tail -n 1) KiB free"
+push_until_sent 120
+# Room is made inside the database (acknowledged sales pruned), not on
+# the disk: sales are taken again with the ballast still there.
+sale_after_room F
+push_until_sent 60
+rm -f "$SMALL/ballast"
+# Journal ids differ between the phases: one journal per database.
+check_kafka full_disk
+stop_agent
+stop_collector
