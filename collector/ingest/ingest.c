@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,12 +75,21 @@ struct ingest_heartbeat {
   struct ingest_record record;
 };
 
+enum ingest_checkpoint_stage { INGEST_CK_PARTS = 1, INGEST_CK_MANIFEST, INGEST_CK_TOMBSTONES };
+
 struct ingest_checkpoint {
   uint64_t generation;
+  uint32_t parts;
+  int32_t partition;
   uint64_t started_ms;
-  size_t parts, pending, bytes, journals;
+  size_t pending, bytes, journals, tombstones;
+  int stage;         /* enum ingest_checkpoint_stage */
+  int closing;       /* the manifest says closed_cleanly */
+  int manifest_only; /* a new manifest for the live generation */
+  int producing;     /* still inside the parts loop: a report must not advance */
   int failed;
-  struct ingest_record *records;
+  struct ingest_record *records; /* the parts' records, then the tombstones' */
+  struct ingest_record manifest_record;
 };
 
 static void ingest_reply(ingest_done_fn done, void *arg, struct ingest_result *result)
@@ -818,23 +828,33 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
 /* Checkpoints                                                               */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * A checkpoint is written in three stages (pos.proto, IngestCheckpoint):
+ *
+ *   PARTS ──all acknowledged──► MANIFEST ──acknowledged──► TOMBSTONES ──► done
+ *     │ a part failed              │ failed
+ *     └────────────────────────────┴──► done (its parts become garbage)
+ *
+ * Each stage produces only after the previous one's records are all
+ * acknowledged, so that a crash at any moment leaves a complete generation:
+ * the old one is deleted only once the new one is complete and named.
+ */
 static void ingest_checkpoint_finish(ingest *in)
 {
   struct ingest_checkpoint *ck = in->checkpoint;
 
-  if (!ck->failed)
-    log_info("ingest", "checkpoint",
-             "instance=%s generation=%" PRIu64 " journals=%zu parts=%zu bytes=%zu ms=%" PRIu64,
-             in->instance_id, ck->generation, ck->journals, ck->parts, ck->bytes,
-             clock_mono_ms() - ck->started_ms);
-  else
+  if (ck->failed) {
     in->dirty = 1;
+    log_warn("ingest", "checkpoint_incomplete",
+             "instance=%s generation=%" PRIu64 " stage=%d action=\"next checkpoint retries\"",
+             in->instance_id, ck->generation, ck->stage);
+  }
   free(ck->records);
   free(ck);
   in->checkpoint = NULL;
 }
 
-/* The instance's partition of ingest-state.v1: every part of a checkpoint
+/* The instance's partition of ingest-state.v1: every record of a checkpoint
  * goes to one partition so that a reader sees its parts in order. */
 static int32_t ingest_checkpoint_partition(const ingest *in)
 {
@@ -845,62 +865,186 @@ static int32_t ingest_checkpoint_partition(const ingest *in)
                    (uint64_t)in->state_partitions);
 }
 
+/* Produces the manifest naming ck's generation. 0 or -1 (nothing produced). */
+static int ingest_checkpoint_manifest(ingest *in, struct ingest_checkpoint *ck)
+{
+  Pos__V1__IngestCheckpoint manifest;
+  uint8_t *value;
+  size_t len;
+  char err[256];
+
+  pos__v1__ingest_checkpoint__init(&manifest);
+  manifest.instance_id = in->instance_id;
+  manifest.created_ms = clock_wall_ms();
+  manifest.generation = ck->generation;
+  manifest.parts = ck->parts;
+  manifest.manifest = 1;
+  manifest.closed_cleanly = ck->closing;
+  len = pos__v1__ingest_checkpoint__get_packed_size(&manifest);
+  value = malloc(len + 1);
+  if (!value)
+    return -1;
+  pos__v1__ingest_checkpoint__pack(&manifest, value);
+  ck->stage = INGEST_CK_MANIFEST;
+  ck->manifest_record.owner = ck;
+  ck->manifest_record.kind = INGEST_REC_CHECKPOINT;
+  if (ingest_produce(in, KAFKA_TOPIC_STATE, ck->partition, in->instance_id, value, len, NULL,
+                     &ck->manifest_record, err, sizeof(err))) {
+    log_error("ingest", "checkpoint_failed", "generation=%" PRIu64 " error=\"%s\"",
+              ck->generation, err);
+    return -1;
+  }
+  ck->pending++;
+  return 0;
+}
+
+/* Tombstones for part keys of older generations, up to a bound per checkpoint. */
+static void ingest_checkpoint_tombstones(ingest *in, struct ingest_checkpoint *ck)
+{
+  size_t count = in->garbage.count;
+  char key[INGEST_TOPIC_NAME_MAX + 64], err[256];
+
+  if (count > INGEST_TOMBSTONES_PER_CHECKPOINT)
+    count = INGEST_TOMBSTONES_PER_CHECKPOINT;
+  ck->stage = INGEST_CK_TOMBSTONES;
+  free(ck->records);
+  ck->records = calloc(count + 1, sizeof(*ck->records));
+  if (!ck->records)
+    return;
+  for (size_t i = 0; i < count; i++) {
+    const struct ingest_part_key *part = &in->garbage.keys[in->garbage.count - 1];
+    struct ingest_record *record = &ck->records[i];
+    if (ingest__checkpoint_part_key(key, sizeof(key), in->instance_id, part->generation,
+                                    part->part))
+      break;
+    record->owner = ck;
+    record->kind = INGEST_REC_CHECKPOINT;
+    /* A null value: compaction deletes the key. */
+    if (ingest_produce(in, KAFKA_TOPIC_STATE, part->partition, key, NULL, 0, NULL, record, err,
+                       sizeof(err))) {
+      log_warn("ingest", "tombstone_failed", "key=%s error=\"%s\"", key, err);
+      break;
+    }
+    in->garbage.count--;
+    ck->pending++;
+    ck->tombstones++;
+  }
+}
+
+/* Every record of ck's current stage is back: start the next stage or finish. */
+static void ingest_checkpoint_advance(ingest *in)
+{
+  struct ingest_checkpoint *ck = in->checkpoint;
+  int writable = !in->doubt && in->rk &&
+                 (in->phase == INGEST_PHASE_READY || in->phase == INGEST_PHASE_CLOSING);
+
+  assert(ck && ck->pending == 0);
+  if (ck->stage == INGEST_CK_PARTS) {
+    if (ck->failed || !writable || ingest_checkpoint_manifest(in, ck)) {
+      ck->failed = 1;
+      for (uint32_t k = 0; k < ck->parts; k++)
+        ingest__garbage_add(&in->garbage, ck->generation, k, ck->partition);
+      ingest_checkpoint_finish(in);
+    }
+    return;
+  }
+  if (ck->stage == INGEST_CK_MANIFEST) {
+    if (ck->failed) {
+      if (!ck->manifest_only) {
+        for (uint32_t k = 0; k < ck->parts; k++)
+          ingest__garbage_add(&in->garbage, ck->generation, k, ck->partition);
+      }
+      ingest_checkpoint_finish(in);
+      return;
+    }
+    log_info("ingest", "checkpoint",
+             "instance=%s generation=%" PRIu64 " journals=%zu parts=%" PRIu32
+             " bytes=%zu closed_cleanly=%d ms=%" PRIu64,
+             in->instance_id, ck->generation, ck->journals, ck->parts, ck->bytes, ck->closing,
+             clock_mono_ms() - ck->started_ms);
+    /* The new generation is named: the one it replaces may go. */
+    if (in->live_generation && in->live_generation != ck->generation) {
+      for (uint32_t k = 0; k < in->live_parts; k++)
+        ingest__garbage_add(&in->garbage, in->live_generation, k, in->live_partition);
+    }
+    in->live_generation = ck->generation;
+    in->live_parts = ck->parts;
+    in->live_partition = ck->partition;
+    if (writable && in->garbage.count > 0)
+      ingest_checkpoint_tombstones(in, ck);
+    if (ck->pending == 0)
+      ingest_checkpoint_finish(in);
+    return;
+  }
+  ingest_checkpoint_finish(in);
+}
+
 /*
- * Produces the whole map and the partition offsets it covers to
- * ingest-state.v1. Only while READY: the map is then consistent with what
- * the delivery reports said.
+ * Produces the parts of a new generation holding the whole map and the
+ * partition offsets it covers; the manifest and tombstones follow from the
+ * delivery reports. `closing` (a clean shutdown, nothing outstanding) marks
+ * the manifest closed_cleanly and, when the map has not moved since the
+ * live generation, writes only a new manifest for it. Only while READY or
+ * CLOSING: the map is then consistent with what the delivery reports said.
  */
-static void ingest_checkpoint_write(ingest *in)
+static void ingest_checkpoint_write(ingest *in, int closing)
 {
   struct ingest_blob *parts = NULL;
   struct ingest_checkpoint *ck;
   size_t part_count = 0;
-  int32_t partition = ingest_checkpoint_partition(in);
   char err[256];
 
   assert(in->phase == INGEST_PHASE_READY || in->phase == INGEST_PHASE_CLOSING);
   assert(!in->checkpoint && in->rk);
-  if (ingest__checkpoint_encode(&in->state, &in->offsets, in->topics, in->instance_id,
-                                in->next_generation, clock_wall_ms(),
-                                INGEST_CHECKPOINT_PART_BYTES, &parts, &part_count)) {
-    log_error("ingest", "checkpoint_failed",
-              "journals=%zu error=\"out of memory or more than %u parts\"",
-              in->state.journal_count, INGEST_MAX_CHECKPOINT_PARTS);
-    return;
-  }
   ck = calloc(1, sizeof(*ck));
-  if (ck)
-    ck->records = calloc(part_count, sizeof(*ck->records));
-  if (!ck || !ck->records) {
-    for (size_t k = 0; k < part_count; k++)
-      free(parts[k].data);
-    free(parts);
-    if (ck)
-      free(ck);
+  if (!ck) {
     log_error("ingest", "checkpoint_failed", "error=\"out of memory\"");
     return;
   }
-  ck->generation = in->next_generation++;
   ck->started_ms = clock_mono_ms();
-  ck->parts = part_count;
+  ck->closing = closing;
+  ck->partition = ingest_checkpoint_partition(in);
   ck->journals = in->state.journal_count;
   in->checkpoint = ck;
+  if (closing && !in->dirty && in->live_generation) {
+    ck->manifest_only = 1;
+    ck->generation = in->live_generation;
+    ck->parts = in->live_parts;
+    ck->partition = in->live_partition;
+    if (ingest_checkpoint_manifest(in, ck))
+      ck->failed = 1;
+    if (ck->pending == 0)
+      ingest_checkpoint_finish(in);
+    return;
+  }
+  if (ingest__checkpoint_encode(&in->state, &in->offsets, in->topics, in->instance_id,
+                                in->next_generation, clock_wall_ms(),
+                                in->checkpoint_part_bytes, &parts, &part_count) ||
+      !(ck->records = calloc(part_count, sizeof(*ck->records)))) {
+    log_error("ingest", "checkpoint_failed",
+              "journals=%zu error=\"out of memory or more than %u parts\"",
+              in->state.journal_count, INGEST_MAX_CHECKPOINT_PARTS);
+    for (size_t k = 0; k < part_count; k++)
+      free(parts[k].data);
+    free(parts);
+    free(ck);
+    in->checkpoint = NULL;
+    return;
+  }
+  ck->generation = in->next_generation++;
+  ck->parts = (uint32_t)part_count;
+  ck->stage = INGEST_CK_PARTS;
+  ck->producing = 1;
   in->dirty = 0;
   for (size_t k = 0; k < part_count; k++) {
-    char key[INGEST_TOPIC_NAME_MAX + 32];
-    rd_kafka_headers_t *headers = rd_kafka_headers_new(3);
-    if (k == 0)
-      snprintf(key, sizeof(key), "%s", in->instance_id);
-    else
-      snprintf(key, sizeof(key), "%s/%zu", in->instance_id, k);
-    ingest_header_u64(headers, "generation", ck->generation);
-    ingest_header_u64(headers, "part", k);
-    ingest_header_u64(headers, "parts", part_count);
+    char key[INGEST_TOPIC_NAME_MAX + 64];
     ck->records[k].owner = ck;
     ck->records[k].kind = INGEST_REC_CHECKPOINT;
     ck->bytes += parts[k].len;
-    if (ingest_produce(in, KAFKA_TOPIC_STATE, partition, key, parts[k].data, parts[k].len,
-                       headers, &ck->records[k], err, sizeof(err))) {
+    if (ingest__checkpoint_part_key(key, sizeof(key), in->instance_id, ck->generation,
+                                    (uint32_t)k) ||
+        ingest_produce(in, KAFKA_TOPIC_STATE, ck->partition, key, parts[k].data, parts[k].len,
+                       NULL, &ck->records[k], err, sizeof(err))) {
       log_error("ingest", "checkpoint_failed", "generation=%" PRIu64 " error=\"%s\"",
                 ck->generation, err);
       for (size_t rest = k + 1; rest < part_count; rest++)
@@ -909,10 +1053,18 @@ static void ingest_checkpoint_write(ingest *in)
       break;
     }
     ck->pending++;
+    if (in->test_kill_after_checkpoint_records == k + 1) {
+      /* What lands is exactly the records produced so far. */
+      log_warn("ingest", "test_hook_kill", "generation=%" PRIu64 " records=%zu", ck->generation,
+               k + 1);
+      rd_kafka_flush(in->rk, 10000);
+      raise(SIGKILL);
+    }
   }
   free(parts);
+  ck->producing = 0;
   if (ck->pending == 0)
-    ingest_checkpoint_finish(in);
+    ingest_checkpoint_advance(in);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -986,10 +1138,10 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
   }
   case INGEST_REC_CHECKPOINT: {
     struct ingest_checkpoint *ck = record->owner;
-    if (message->err)
+    if (message->err && ck->stage != INGEST_CK_TOMBSTONES)
       ck->failed = 1;
-    if (--ck->pending == 0)
-      ingest_checkpoint_finish(in);
+    if (--ck->pending == 0 && !ck->producing)
+      ingest_checkpoint_advance(in);
     break;
   }
   default:
@@ -1102,7 +1254,7 @@ static void ingest_tick_cb(uv_timer_t *handle)
   if (in->phase == INGEST_PHASE_READY && !in->doubt && in->rk && !in->checkpoint && in->dirty &&
       now >= in->next_checkpoint_ms) {
     in->next_checkpoint_ms = now + in->checkpoint_interval_ms;
-    ingest_checkpoint_write(in);
+    ingest_checkpoint_write(in, 0);
   }
 }
 
@@ -1135,21 +1287,31 @@ static void ingest_recovery_cb(uv_async_t *handle)
   in->offsets = r->offsets;
   memset(&r->offsets, 0, sizeof(r->offsets));
   in->next_generation = r->next_generation;
+  in->live_generation = r->live_generation;
+  in->live_parts = r->live_parts;
+  in->live_partition = r->live_partition;
+  ingest__garbage_free(&in->garbage);
+  in->garbage = r->garbage;
+  memset(&r->garbage, 0, sizeof(r->garbage));
   in->state_partitions = r->state_partitions;
   stats = &r->stats;
   log_info("ingest", "recovery_done",
            "instance=%s checkpoint_generation=%" PRIu64 " checkpoint_journals=%" PRIu64
            " journals=%zu sales_read=%" PRIu64 " replay_read=%" PRIu64 " dlq_read=%" PRIu64
            " inventory_read=%" PRIu64 " folded=%" PRIu64 " foreign=%" PRIu64
-           " attempts=%d ms=%" PRIu64,
+           " manifest_generation=%" PRIu64 " leftover_parts=%" PRIu64
+           " previous_closed_cleanly=%d waited_ms=%" PRIu64 " attempts=%d ms=%" PRIu64,
            in->instance_id, stats->checkpoint_generation, stats->checkpoint_journals,
            in->state.journal_count, stats->records_read[KAFKA_TOPIC_SALES],
            stats->records_read[KAFKA_TOPIC_REPLAY], stats->records_read[KAFKA_TOPIC_DLQ],
            stats->records_read[KAFKA_TOPIC_INVENTORY], stats->records_folded,
-           stats->records_foreign, stats->attempts, stats->elapsed_ms);
+           stats->records_foreign, stats->manifest_generation, stats->leftover_parts,
+           stats->previous_closed_cleanly, stats->waited_ms, stats->attempts,
+           stats->elapsed_ms);
   /* When the log added to the checkpoint, write the rebuilt map soon, so
-   * that the next rebuild reads less. */
-  if (stats->records_folded > 0) {
+   * that the next rebuild reads less; when parts of other generations are
+   * left, the next checkpoint's manifest lets them be tombstoned. */
+  if (stats->records_folded > 0 || in->garbage.count > 0) {
     in->dirty = 1;
     in->next_checkpoint_ms = clock_mono_ms();
   }
@@ -1172,6 +1334,7 @@ static void ingest_free(ingest *in)
     close(in->wake_fds[1]);
   ingest__state_free(&in->state);
   ingest__offsets_free(&in->offsets);
+  ingest__garbage_free(&in->garbage);
   free(in->brokers);
   free(in->instance_id);
   free(in->kafka_debug);
@@ -1205,6 +1368,34 @@ static char *ingest_strdup_or(const char *value, const char *fallback)
   return strdup(value && value[0] ? value : fallback);
 }
 
+/*
+ * Test hooks from the environment, for the e2e tests of checkpoints: a part
+ * size small enough that a few journals make a multi-part checkpoint, and a
+ * kill between two records of one checkpoint. Each is logged when set.
+ */
+static void ingest_test_hooks(ingest *in)
+{
+  const char *part_bytes = getenv("POS_TEST_CHECKPOINT_PART_BYTES");
+  const char *kill_after = getenv("POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS");
+  unsigned long value;
+  char *end;
+
+  if (part_bytes && part_bytes[0]) {
+    value = strtoul(part_bytes, &end, 10);
+    if (*end == '\0' && value >= 1 && value <= INGEST_CHECKPOINT_PART_BYTES) {
+      in->checkpoint_part_bytes = value;
+      log_warn("ingest", "test_hook", "POS_TEST_CHECKPOINT_PART_BYTES=%lu", value);
+    }
+  }
+  if (kill_after && kill_after[0]) {
+    value = strtoul(kill_after, &end, 10);
+    if (*end == '\0' && value >= 1 && value <= INGEST_MAX_CHECKPOINT_PARTS) {
+      in->test_kill_after_checkpoint_records = (unsigned)value;
+      log_warn("ingest", "test_hook", "POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS=%lu", value);
+    }
+  }
+}
+
 ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, char *err,
                       size_t err_size)
 {
@@ -1227,6 +1418,8 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
                                    : INGEST_DEFAULT_CHECKPOINT_MS;
   in->produce_timeout_ms =
       options->produce_timeout_ms ? options->produce_timeout_ms : INGEST_DEFAULT_PRODUCE_TIMEOUT_MS;
+  in->checkpoint_part_bytes = INGEST_CHECKPOINT_PART_BYTES;
+  ingest_test_hooks(in);
   in->instance_id = ingest_strdup_or(options->instance_id, "pos-collector");
   in->kafka_debug = options->kafka_debug ? strdup(options->kafka_debug) : NULL;
   if (!in->instance_id || (options->kafka_debug && !in->kafka_debug)) {
@@ -1341,8 +1534,10 @@ void ingest_destroy(ingest *in, uint64_t timeout_ms)
     while (in->outstanding > 0 && clock_mono_ms() < deadline)
       rd_kafka_flush(in->rk, (int)(deadline - clock_mono_ms() < 100 ? deadline - clock_mono_ms()
                                                                      : 100));
-    if (was_ready && !in->doubt && in->dirty && !in->checkpoint) {
-      ingest_checkpoint_write(in);
+    /* Nothing outstanding: no record of this run can land later, which
+     * the final manifest says, so that the next start need not wait. */
+    if (was_ready && !in->doubt && in->outstanding == 0 && !in->checkpoint) {
+      ingest_checkpoint_write(in, 1);
       while (in->checkpoint && clock_mono_ms() < deadline)
         rd_kafka_flush(in->rk, 100);
     }

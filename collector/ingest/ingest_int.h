@@ -77,6 +77,21 @@ struct ingest_offsets {
   int count[KAFKA_DATA_TOPICS];
 };
 
+/* A checkpoint part's key ("<instance>/<generation>/<part>") in its partition. */
+struct ingest_part_key {
+  uint64_t generation;
+  uint32_t part;
+  int32_t partition;
+};
+
+/* Part keys to tombstone once a newer checkpoint is named by its manifest. */
+struct ingest_garbage {
+  struct ingest_part_key *keys;
+  size_t count, capacity;
+};
+#define INGEST_MAX_GARBAGE_KEYS (16u * INGEST_MAX_CHECKPOINT_PARTS)
+#define INGEST_TOMBSTONES_PER_CHECKPOINT INGEST_MAX_CHECKPOINT_PARTS
+
 /* A buffer (caller frees data with free()). */
 struct ingest_blob {
   uint8_t *data;
@@ -104,6 +119,10 @@ enum ingest_phase {
 
 struct ingest_recovery_stats {
   uint64_t checkpoint_generation; /* 0: none found */
+  uint64_t manifest_generation;   /* the newest manifest's (0: none) */
+  uint64_t leftover_parts;        /* part keys of other generations, to tombstone */
+  int previous_closed_cleanly;    /* the last run shut down cleanly (no produce pending) */
+  uint64_t waited_ms;             /* waiting out the previous run's produce requests */
   uint64_t checkpoint_journals;
   uint64_t records_read[KAFKA_DATA_TOPICS];
   uint64_t records_folded;
@@ -126,6 +145,10 @@ struct ingest_recovery {
   struct ingest_state state;
   struct ingest_offsets offsets;
   uint64_t next_generation;
+  uint64_t live_generation; /* the checkpoint loaded (0: none) */
+  uint32_t live_parts;
+  int32_t live_partition;
+  struct ingest_garbage garbage;
   int state_partitions;
   struct ingest_recovery_stats stats;
 };
@@ -139,6 +162,11 @@ struct ingest {
   char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1];
   uint64_t checkpoint_interval_ms;
   uint64_t produce_timeout_ms;
+  size_t checkpoint_part_bytes; /* INGEST_CHECKPOINT_PART_BYTES unless a test asks for less */
+  /* Test hook (POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS=N): after producing the
+   * Nth record of a checkpoint, flush and SIGKILL this process, the way a
+   * crash between two records of one checkpoint would. 0: off. */
+  unsigned test_kill_after_checkpoint_records;
   int wake_fds[2]; /* librdkafka writes to [1] when its main queue has events */
 
   kafka_embedded *embedded;
@@ -157,6 +185,13 @@ struct ingest {
   struct ingest_state state;
   struct ingest_offsets offsets;
   uint64_t next_generation;
+  /* The complete checkpoint the newest acknowledged manifest names (or the
+   * one recovery loaded): its part keys are tombstoned only after a newer
+   * manifest is acknowledged. 0: none. */
+  uint64_t live_generation;
+  uint32_t live_parts;
+  int32_t live_partition;
+  struct ingest_garbage garbage;
   int state_partitions;
   int dirty; /* the state moved since the last checkpoint */
   uint64_t next_checkpoint_ms;
@@ -212,6 +247,15 @@ int ingest__checkpoint_encode(const struct ingest_state *state,
                               const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
                               const char *instance_id, uint64_t generation, int64_t created_ms,
                               size_t part_bytes, struct ingest_blob **parts, size_t *part_count);
+
+/* "<instance_id>/<generation>/<part>", the key of a checkpoint part. 0 or -1 (does not fit). */
+int ingest__checkpoint_part_key(char *out, size_t out_size, const char *instance_id,
+                                uint64_t generation, uint32_t part);
+/* Adds a part key to delete later; 0, or -1 when out of memory or over
+ * INGEST_MAX_GARBAGE_KEYS (the key stays: it only costs space). */
+int ingest__garbage_add(struct ingest_garbage *garbage, uint64_t generation, uint32_t part,
+                        int32_t partition);
+void ingest__garbage_free(struct ingest_garbage *garbage);
 
 /* ingest.c: a producer whose events wake the loop (any thread). NULL with err. */
 rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size);

@@ -6,6 +6,7 @@
  *
  * No locking: a map belongs either to the loop or to the recovery thread.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -428,4 +429,42 @@ out:
   free(offset_ptrs);
   free(part_start);
   return rc;
+}
+
+int ingest__checkpoint_part_key(char *out, size_t out_size, const char *instance_id,
+                                uint64_t generation, uint32_t part)
+{
+  int len = snprintf(out, out_size, "%s/%" PRIu64 "/%" PRIu32, instance_id, generation, part);
+  return len < 0 || (size_t)len >= out_size ? -1 : 0;
+}
+
+int ingest__garbage_add(struct ingest_garbage *garbage, uint64_t generation, uint32_t part,
+                        int32_t partition)
+{
+  struct ingest_part_key *key;
+
+  if (garbage->count == garbage->capacity) {
+    size_t capacity = garbage->capacity ? garbage->capacity * 2 : 64;
+    struct ingest_part_key *grown;
+    if (capacity > INGEST_MAX_GARBAGE_KEYS)
+      capacity = INGEST_MAX_GARBAGE_KEYS;
+    if (garbage->count >= capacity)
+      return -1;
+    grown = realloc(garbage->keys, capacity * sizeof(*grown));
+    if (!grown)
+      return -1;
+    garbage->keys = grown;
+    garbage->capacity = capacity;
+  }
+  key = &garbage->keys[garbage->count++];
+  key->generation = generation;
+  key->part = part;
+  key->partition = partition;
+  return 0;
+}
+
+void ingest__garbage_free(struct ingest_garbage *garbage)
+{
+  free(garbage->keys);
+  memset(garbage, 0, sizeof(*garbage));
 }

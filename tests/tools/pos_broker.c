@@ -9,9 +9,25 @@
  * ready, then runs until SIGTERM or SIGINT. Everything is kept in memory
  * (the newest 5 MB or 100,000 message sets of each partition): a test
  * broker, never storage. kcat reads it like any Kafka.
+ *
+ * Compaction. A real broker compacts the compacted topics (agent-status,
+ * ingest-state, control) behind the clients' backs: it keeps only the
+ * newest record of each key and, once delete.retention.ms has passed,
+ * drops keys whose newest record is a tombstone (null value). The mock
+ * cluster never does. On SIGUSR1 pos-broker does what such a broker may
+ * have done by then, at once: it moves to a new mock cluster holding, for
+ * the compacted topics, only the newest record of each key (tombstoned
+ * keys gone) and, for the data topics, every record at its offset (checked
+ * record by record). The mock cannot delete in place and cannot listen on
+ * a port of our choosing, so the new cluster has new ports: a second
+ * "bootstrap=..." line on stdout says where; clients of the old one must
+ * be restarted (a test kills the collector before it compacts anyway).
+ * stdout then says "compacted=N kept=K dropped=D" (records).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +41,9 @@ static void usage(FILE *out)
                "  --brokers N        mock brokers (1-16, default 1)\n"
                "  --partitions N     partitions per topic (1-1000, default 4)\n"
                "  --topic-prefix P   topic name prefix (default \"pos.\")\n"
-               "Prints \"bootstrap=HOST:PORT,...\" on stdout, runs until SIGTERM/SIGINT.\n");
+               "Prints \"bootstrap=HOST:PORT,...\" on stdout, runs until SIGTERM/SIGINT.\n"
+               "SIGUSR1 compacts the compacted topics (newest record per key, tombstoned\n"
+               "keys dropped) on a new cluster and prints its new bootstrap= line.\n");
 }
 
 static int parse_int(const char *option, const char *text, int low, int high, int *value)
@@ -42,6 +60,263 @@ static int parse_int(const char *option, const char *text, int low, int high, in
   }
   *value = (int)parsed;
   return 0;
+}
+
+/* One record read from the old cluster, kept until it is copied. */
+struct broker_record {
+  int32_t partition;
+  int64_t offset;
+  int64_t timestamp;
+  char *key;
+  size_t key_len;
+  char *value; /* NULL: a tombstone */
+  size_t value_len;
+  rd_kafka_headers_t *headers;
+  int keep;
+};
+
+struct broker_copy {
+  const char *topic;
+  struct broker_record *records;
+  size_t count, capacity;
+  int oom;
+};
+
+struct broker_compaction {
+  uint64_t kept, dropped, moved; /* moved: a data record that landed at another offset */
+  uint64_t failed;
+};
+
+static int broker_collect(void *arg, const rd_kafka_message_t *record)
+{
+  struct broker_copy *copy = arg;
+  struct broker_record *r;
+  rd_kafka_headers_t *headers = NULL;
+
+  if (copy->count == copy->capacity) {
+    size_t capacity = copy->capacity ? copy->capacity * 2 : 256;
+    struct broker_record *grown = realloc(copy->records, capacity * sizeof(*grown));
+    if (!grown) {
+      copy->oom = 1;
+      return -1;
+    }
+    copy->records = grown;
+    copy->capacity = capacity;
+  }
+  r = &copy->records[copy->count];
+  memset(r, 0, sizeof(*r));
+  r->partition = record->partition;
+  r->offset = record->offset;
+  r->timestamp = rd_kafka_message_timestamp(record, NULL);
+  r->keep = 1;
+  if (record->key) {
+    r->key = malloc(record->key_len + 1);
+    if (!r->key)
+      goto oom;
+    memcpy(r->key, record->key, record->key_len);
+    r->key_len = record->key_len;
+  }
+  if (record->payload) {
+    r->value = malloc(record->len + 1);
+    if (!r->value)
+      goto oom;
+    memcpy(r->value, record->payload, record->len);
+    r->value_len = record->len;
+  }
+  if (rd_kafka_message_headers(record, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    r->headers = rd_kafka_headers_copy(headers);
+  copy->count++;
+  return 0;
+oom:
+  free(r->key);
+  free(r->value);
+  copy->oom = 1;
+  return -1;
+}
+
+static int broker_record_key_cmp(const void *a, const void *b)
+{
+  const struct broker_record *x = *(struct broker_record *const *)a;
+  const struct broker_record *y = *(struct broker_record *const *)b;
+  size_t common = x->key_len < y->key_len ? x->key_len : y->key_len;
+  int c;
+
+  if (x->partition != y->partition)
+    return x->partition < y->partition ? -1 : 1;
+  c = common ? memcmp(x->key, y->key, common) : 0;
+  if (c)
+    return c;
+  if (x->key_len != y->key_len)
+    return x->key_len < y->key_len ? -1 : 1;
+  return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Marks what compaction keeps: the newest record of each key of a partition, unless it is a
+ * tombstone. Records without a key (Kafka refuses them on compacted topics) are kept. */
+static int broker_compact_marks(struct broker_copy *copy)
+{
+  struct broker_record **order = calloc(copy->count + 1, sizeof(*order));
+  size_t n = 0;
+
+  if (!order)
+    return -1;
+  for (size_t i = 0; i < copy->count; i++) {
+    if (copy->records[i].key)
+      order[n++] = &copy->records[i];
+  }
+  qsort(order, n, sizeof(*order), broker_record_key_cmp);
+  for (size_t i = 0; i < n; i++) {
+    int newest = i + 1 == n || order[i + 1]->partition != order[i]->partition ||
+                 order[i + 1]->key_len != order[i]->key_len ||
+                 (order[i]->key_len &&
+                  memcmp(order[i + 1]->key, order[i]->key, order[i]->key_len) != 0);
+    order[i]->keep = newest && order[i]->value != NULL;
+  }
+  free(order);
+  return 0;
+}
+
+static void broker_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void *opaque)
+{
+  struct broker_compaction *result = opaque;
+  const struct broker_record *original = message->_private;
+
+  (void)rk;
+  if (message->err)
+    result->failed++;
+  else if (original && original->offset != message->offset)
+    result->moved++;
+}
+
+static void broker_copy_free(struct broker_copy *copy)
+{
+  for (size_t i = 0; i < copy->count; i++) {
+    free(copy->records[i].key);
+    free(copy->records[i].value);
+    if (copy->records[i].headers)
+      rd_kafka_headers_destroy(copy->records[i].headers);
+  }
+  free(copy->records);
+  memset(copy, 0, sizeof(*copy));
+}
+
+/* Reads `topic` from `reader` and writes what a compacting broker keeps of it through
+ * `producer`. Data records carry their original offset to the delivery report (checked there).
+ * Returns 0 or -1 with `err` set. */
+static int broker_copy_topic(rd_kafka_t *reader, rd_kafka_t *producer, const char *topic,
+                             int compacted, struct broker_compaction *result, char *err,
+                             size_t err_size)
+{
+  struct broker_copy copy = {topic, NULL, 0, 0, 0};
+  struct kafka_read_stats stats;
+  atomic_int stop;
+  int partitions = 0, rc = -1;
+
+  atomic_init(&stop, 0);
+  memset(&stats, 0, sizeof(stats));
+  if (kafka_topic_partitions(reader, topic, 5000, &partitions, err, err_size))
+    return -1;
+  if (kafka_read_to_end(reader, topic, partitions, NULL, NULL, broker_collect, &copy, &stop,
+                        10000, &stats, err, err_size)) {
+    if (copy.oom)
+      snprintf(err, err_size, "out of memory reading %s", topic);
+    goto out;
+  }
+  if (compacted && broker_compact_marks(&copy)) {
+    snprintf(err, err_size, "out of memory compacting %s", topic);
+    goto out;
+  }
+  for (size_t i = 0; i < copy.count; i++) {
+    struct broker_record *r = &copy.records[i];
+    rd_kafka_resp_err_t kerr;
+    if (!r->keep) {
+      result->dropped++;
+      continue;
+    }
+    kerr = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(r->partition),
+                             RD_KAFKA_V_KEY(r->key, r->key_len),
+                             RD_KAFKA_V_VALUE(r->value, r->value_len),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_TIMESTAMP(r->timestamp > 0 ? r->timestamp : 0),
+                             RD_KAFKA_V_HEADERS(r->headers),
+                             RD_KAFKA_V_OPAQUE(compacted ? NULL : r), RD_KAFKA_V_END);
+    if (kerr) {
+      snprintf(err, err_size, "copying %s [%d] offset %" PRId64 ": %s", topic, (int)r->partition,
+               r->offset, rd_kafka_err2str(kerr));
+      goto out;
+    }
+    r->headers = NULL; /* the producer took them */
+    result->kept++;
+  }
+  /* The records (their offsets) must outlive the delivery reports. */
+  if (rd_kafka_flush(producer, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    snprintf(err, err_size, "copying %s: the new cluster did not take every record in 30 s",
+             topic);
+    goto out;
+  }
+  rc = 0;
+out:
+  broker_copy_free(&copy);
+  return rc;
+}
+
+/* Moves to a new cluster holding what a compacting broker keeps of `*embedded` (see the top
+ * of the file). On success replaces *embedded; on failure leaves it running. */
+static int broker_compact(kafka_embedded **embedded, int brokers, int partitions,
+                          const char *prefix, struct broker_compaction *result, char *err,
+                          size_t err_size)
+{
+  kafka_embedded *fresh = kafka_embedded_start(brokers, partitions, prefix, err, err_size);
+  rd_kafka_t *reader = NULL, *producer = NULL;
+  rd_kafka_conf_t *conf = NULL;
+  char why[256];
+  int rc = -1;
+
+  memset(result, 0, sizeof(*result));
+  if (!fresh)
+    return -1;
+  reader = kafka_reader_new(kafka_embedded_bootstrap(*embedded), NULL, err, err_size);
+  if (!reader)
+    goto out;
+  /* The collector's producer settings keep each partition's order (idempotence), which is
+   * what keeps a data record at its offset. */
+  conf = kafka_producer_conf(kafka_embedded_bootstrap(fresh), NULL, err, err_size);
+  if (!conf)
+    goto out;
+  rd_kafka_conf_set_opaque(conf, result);
+  rd_kafka_conf_set_dr_msg_cb(conf, broker_dr_cb);
+  producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+  if (!producer) {
+    rd_kafka_conf_destroy(conf);
+    snprintf(err, err_size, "producer for the new cluster: %s", why);
+    goto out;
+  }
+  for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    char topic[256];
+    if (kafka_topic_name(prefix, (enum kafka_topic)t, topic, sizeof(topic)) ||
+        broker_copy_topic(reader, producer, topic, kafka_topic_compacted((enum kafka_topic)t),
+                          result, err, err_size))
+      goto out;
+  }
+  if (result->failed || result->moved) {
+    snprintf(err, err_size,
+             "%" PRIu64 " records not copied, %" PRIu64 " data records at another offset "
+             "(was the old log trimmed at 5 MB per partition?)",
+             result->failed, result->moved);
+    goto out;
+  }
+  rc = 0;
+out:
+  if (producer)
+    rd_kafka_destroy(producer);
+  kafka_reader_destroy(reader);
+  if (rc == 0) {
+    kafka_embedded_stop(*embedded);
+    *embedded = fresh;
+  } else {
+    kafka_embedded_stop(fresh);
+  }
+  return rc;
 }
 
 int main(int argc, char **argv)
@@ -84,6 +359,7 @@ int main(int argc, char **argv)
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
   embedded = kafka_embedded_start(brokers, partitions, prefix, err, sizeof(err));
@@ -96,8 +372,24 @@ int main(int argc, char **argv)
   log_info("broker", "ready", "bootstrap=%s brokers=%d partitions=%d topic_prefix=%s",
            kafka_embedded_bootstrap(embedded), brokers, partitions, prefix);
 
-  while (sigwait(&stop_signals, &signal_number) != 0)
-    ;
+  for (;;) {
+    struct broker_compaction result;
+    if (sigwait(&stop_signals, &signal_number) != 0)
+      continue;
+    if (signal_number != SIGUSR1)
+      break;
+    if (broker_compact(&embedded, brokers, partitions, prefix, &result, err, sizeof(err))) {
+      log_error("broker", "compaction_failed", "error=\"%s\" action=\"kept the old cluster\"",
+                err);
+      printf("compaction_failed\n");
+    } else {
+      log_info("broker", "compacted", "bootstrap=%s kept=%" PRIu64 " dropped=%" PRIu64,
+               kafka_embedded_bootstrap(embedded), result.kept, result.dropped);
+      printf("bootstrap=%s\ncompacted kept=%" PRIu64 " dropped=%" PRIu64 "\n",
+             kafka_embedded_bootstrap(embedded), result.kept, result.dropped);
+    }
+    fflush(stdout);
+  }
   log_info("broker", "stopping", "signal=%d", signal_number);
   kafka_embedded_stop(embedded);
   return 0;

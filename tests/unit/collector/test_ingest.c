@@ -261,6 +261,7 @@ struct record {
   char journal_id[40], kind[16], device_id[32], resync_id[64], reason[256], field[64];
   uint8_t *value;
   size_t len;
+  int tombstone; /* a null value */
 };
 
 struct records {
@@ -289,7 +290,9 @@ static int collect(void *arg, const rd_kafka_message_t *m)
   kafka_header_text(m, "field", r->field, sizeof(r->field));
   r->len = m->len;
   r->value = malloc(m->len + 1);
-  memcpy(r->value, m->payload, m->len);
+  r->tombstone = m->payload == NULL;
+  if (m->payload)
+    memcpy(r->value, m->payload, m->len);
   return 0;
 }
 
@@ -500,7 +503,7 @@ static void test_restart_recovers_from_checkpoint_and_log(void **state)
   struct fixture *f = *state;
   struct records *sales, *checkpoints;
   struct ingest_result r;
-  int ours = 0;
+  int manifests = 0, parts = 0;
   wait_ready(f);
   assert_int_equal(submit(f, make_simple(0x77, 1, 1, 5)).outcome, INGEST_ACCEPTED);
   run_for(f, 600); /* a periodic checkpoint covers batch 1 */
@@ -511,13 +514,25 @@ static void test_restart_recovers_from_checkpoint_and_log(void **state)
   for (size_t i = 0; i < checkpoints->count; i++) {
     Pos__V1__IngestCheckpoint *ck = pos__v1__ingest_checkpoint__unpack(
         NULL, checkpoints->items[i].len, checkpoints->items[i].value);
+    char part_key[128];
+    if (checkpoints->items[i].tombstone) {
+      pos__v1__ingest_checkpoint__free_unpacked(ck, NULL);
+      continue;
+    }
     assert_non_null(ck);
-    if (strcmp(ck->instance_id, f->instance_id) == 0)
-      ours++;
-    assert_string_equal(checkpoints->items[i].key, ck->instance_id);
+    assert_string_equal(ck->instance_id, f->instance_id);
+    /* A manifest under the instance id, each part under a key of its own generation. */
+    snprintf(part_key, sizeof(part_key), "%s/%llu/%u", ck->instance_id,
+             (unsigned long long)ck->generation, (unsigned)ck->part);
+    assert_string_equal(checkpoints->items[i].key, ck->manifest ? ck->instance_id : part_key);
+    if (ck->manifest)
+      manifests++;
+    else
+      parts++;
     pos__v1__ingest_checkpoint__free_unpacked(ck, NULL);
   }
-  assert_true(ours >= 2);
+  assert_true(manifests >= 2);
+  assert_true(parts >= 2);
   free_records(checkpoints);
 
   /* A new instance, same instance_id, same cluster. */
