@@ -159,8 +159,15 @@ rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size)
   rd_kafka_t *rk;
   char why[512];
 
+  char timeout[24];
+
   if (!conf)
     return NULL;
+  snprintf(timeout, sizeof(timeout), "%" PRIu64, in->request_timeout_ms);
+  if (kafka_conf_set(conf, "request.timeout.ms", timeout, err, err_size)) {
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+  }
   rd_kafka_conf_set_opaque(conf, in);
   rd_kafka_conf_set_dr_msg_cb(conf, ingest_dr_cb);
   rd_kafka_conf_set_error_cb(conf, ingest_error_cb);
@@ -1418,6 +1425,8 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
                                    : INGEST_DEFAULT_CHECKPOINT_MS;
   in->produce_timeout_ms =
       options->produce_timeout_ms ? options->produce_timeout_ms : INGEST_DEFAULT_PRODUCE_TIMEOUT_MS;
+  in->request_timeout_ms = options->request_timeout_ms ? options->request_timeout_ms
+                                                       : KAFKA_PRODUCE_REQUEST_TIMEOUT_MS;
   in->checkpoint_part_bytes = INGEST_CHECKPOINT_PART_BYTES;
   ingest_test_hooks(in);
   in->instance_id = ingest_strdup_or(options->instance_id, "pos-collector");

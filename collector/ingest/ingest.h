@@ -42,6 +42,13 @@ struct ingest_options {
   uint64_t checkpoint_interval_ms;
   uint64_t produce_timeout_ms; /* answer 503 if Kafka has not acknowledged by then */
   const char *kafka_debug;    /* librdkafka "debug" property, or NULL */
+  /* The producer's request.timeout.ms (0: KAFKA_PRODUCE_REQUEST_TIMEOUT_MS).
+   * A broker may act on a produce request this long after it was sent, so
+   * after a delivery doubt, and at a start that does not follow a clean
+   * shutdown, recovery waits this long plus a margin before it asks where
+   * the log ends. Lower it only after a clean stop: the wait covers the
+   * previous run's requests with this run's value. */
+  uint64_t request_timeout_ms;
 };
 
 typedef struct ingest ingest;

@@ -137,6 +137,7 @@ struct ingest_recovery {
   ingest *in;            /* for its immutable fields only */
   rd_kafka_t *retire;    /* a producer to destroy first (after a delivery doubt) */
   int make_producer;     /* create the producer the loop will use */
+  int waited;            /* the previous run's produce requests are waited out */
   atomic_int stop;
   uv_thread_t thread;
   /* results */
@@ -162,6 +163,7 @@ struct ingest {
   char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1];
   uint64_t checkpoint_interval_ms;
   uint64_t produce_timeout_ms;
+  uint64_t request_timeout_ms; /* the producer's request.timeout.ms */
   size_t checkpoint_part_bytes; /* INGEST_CHECKPOINT_PART_BYTES unless a test asks for less */
   /* Test hook (POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS=N): after producing the
    * Nth record of a checkpoint, flush and SIGKILL this process, the way a

@@ -20,6 +20,9 @@
 #define INGEST_RECOVERY_RETRY_MS 2000
 #define INGEST_RECOVERY_STALL_MS 30000
 #define INGEST_METADATA_TIMEOUT_MS 5000
+/* Past a request's timeout a broker may still be appending what it had
+ * taken: a margin of a fifth of the timeout plus half a second. */
+#define INGEST_REQUEST_MARGIN_MS(timeout_ms) ((timeout_ms) / 5 + 500)
 
 /* What pass 1 knows of one generation's part keys. */
 struct ingest_generation {
@@ -375,7 +378,103 @@ static int ingest_recovery_pause(struct ingest_recovery *r, uint64_t ms)
   return atomic_load(&r->stop) != 0;
 }
 
-static int ingest_recover_once(struct ingest_recovery *r, char *err, size_t err_size)
+static void ingest_reopen_dr(rd_kafka_t *rk, const rd_kafka_message_t *message, void *opaque)
+{
+  int *result = opaque;
+  (void)rk;
+  *result = message->err ? -1 : 1;
+}
+
+/*
+ * Replaces the previous run's closed_cleanly manifest by one without the
+ * mark, before this run produces anything: if this run dies, the next one
+ * must not believe the last shutdown was clean. Blocks (10 s at most).
+ * Returns 0 when Kafka acknowledged it.
+ */
+static int ingest_recovery_reopen(struct ingest_recovery *r)
+{
+  ingest *in = r->in;
+  Pos__V1__IngestCheckpoint manifest;
+  rd_kafka_conf_t *conf;
+  rd_kafka_t *rk;
+  uint8_t *value;
+  size_t len;
+  int delivered = 0;
+  char err[512];
+
+  conf = kafka_producer_conf(in->brokers, in->kafka_debug, err, sizeof(err));
+  if (!conf)
+    return -1;
+  rd_kafka_conf_set_opaque(conf, &delivered);
+  rd_kafka_conf_set_dr_msg_cb(conf, ingest_reopen_dr);
+  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    return -1;
+  }
+  pos__v1__ingest_checkpoint__init(&manifest);
+  manifest.instance_id = in->instance_id;
+  manifest.created_ms = clock_wall_ms();
+  manifest.generation = r->live_generation;
+  manifest.parts = r->live_parts;
+  manifest.manifest = 1;
+  len = pos__v1__ingest_checkpoint__get_packed_size(&manifest);
+  value = malloc(len + 1);
+  if (value) {
+    pos__v1__ingest_checkpoint__pack(&manifest, value);
+    if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(in->topics[KAFKA_TOPIC_STATE]),
+                          RD_KAFKA_V_PARTITION(r->live_partition),
+                          RD_KAFKA_V_KEY(in->instance_id, strlen(in->instance_id)),
+                          RD_KAFKA_V_VALUE(value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                          RD_KAFKA_V_END))
+      free(value);
+    else
+      rd_kafka_flush(rk, 10000);
+  }
+  /* A record still queued is purged by destroy: it cannot land later. */
+  rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  rd_kafka_destroy(rk);
+  return delivered == 1 ? 0 : -1;
+}
+
+/*
+ * At start-up against a real cluster, a produce request the previous run
+ * sent just before it died may still be in a broker's hands, and a broker
+ * acts on it until the request times out: let any such record land before
+ * we ask where the log ends, or the rebuilt state would miss it and the
+ * agent's retry would produce it again. Skipped when the last run closed
+ * cleanly (its final manifest says so, and is replaced first), and with
+ * the embedded Kafka (it died with the previous run). Once per recovery.
+ */
+static void ingest_recovery_wait_previous(struct ingest_recovery *r, uint64_t started_ms)
+{
+  ingest *in = r->in;
+  uint64_t wait_ms = in->request_timeout_ms + INGEST_REQUEST_MARGIN_MS(in->request_timeout_ms);
+  uint64_t elapsed;
+
+  if (r->waited || in->embedded)
+    return;
+  r->waited = 1;
+  if (r->stats.previous_closed_cleanly) {
+    if (ingest_recovery_reopen(r) == 0)
+      return;
+    log_warn("ingest", "reopen_failed",
+             "generation=%" PRIu64 " action=\"wait out the previous run's requests\"",
+             r->live_generation);
+  }
+  elapsed = clock_mono_ms() - started_ms;
+  if (elapsed >= wait_ms)
+    return;
+  log_info("ingest", "waiting_out_previous_run",
+           "ms=%" PRIu64 " why=\"the last run did not close cleanly: a produce request it sent "
+           "may still land\"",
+           wait_ms - elapsed);
+  ingest_recovery_pause(r, wait_ms - elapsed);
+  r->stats.waited_ms = clock_mono_ms() - started_ms - elapsed;
+}
+
+static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, char *err,
+                               size_t err_size)
 {
   ingest *in = r->in;
   struct kafka_read_stats read_stats;
@@ -404,6 +503,9 @@ static int ingest_recover_once(struct ingest_recovery *r, char *err, size_t err_
   /* 1. This instance's last complete checkpoint. */
   if (ingest_recover_checkpoint(r, reader, partitions[KAFKA_TOPIC_STATE], err, err_size))
     goto out;
+
+  /* 1b. A produce request of the previous run may still land. */
+  ingest_recovery_wait_previous(r, started_ms);
 
   /* 2. Each data topic from where the checkpoint ends to where the log ends. */
   for (int t = 0; t < KAFKA_DATA_TOPICS; t++) {
@@ -462,7 +564,9 @@ static void ingest_recovery_main(void *arg)
      * in a broker's hands, and a broker acts on it until the request times
      * out: let any such record land before we ask where the log ends, or
      * the rebuilt state would miss it and a retry would produce it again. */
-    ingest_recovery_pause(r, KAFKA_PRODUCE_REQUEST_TIMEOUT_MS + 2000);
+    ingest_recovery_pause(r, in->request_timeout_ms +
+                                 INGEST_REQUEST_MARGIN_MS(in->request_timeout_ms));
+    r->waited = 1;
   }
   r->rc = -1;
   while (!atomic_load(&r->stop)) {
@@ -476,7 +580,7 @@ static void ingest_recovery_main(void *arg)
         continue;
       }
     }
-    if (ingest_recover_once(r, err, sizeof(err)) == 0) {
+    if (ingest_recover_once(r, started, err, sizeof(err)) == 0) {
       r->rc = 0;
       break;
     }

@@ -34,6 +34,7 @@ struct fixture {
   ingest *in;
   char instance_id[64];
   uint64_t produce_timeout_ms;
+  uint64_t request_timeout_ms; /* a start after an unclean stop waits about 1.2 times this */
 };
 
 struct outcome {
@@ -199,6 +200,7 @@ static void start_ingest(struct fixture *f, const char *brokers)
       .embedded_partitions = 3,
       .checkpoint_interval_ms = 200,
       .produce_timeout_ms = f->produce_timeout_ms,
+      .request_timeout_ms = f->request_timeout_ms,
   };
   char err[512];
   f->in = ingest_create(&f->loop, &options, err, sizeof(err));
@@ -226,6 +228,7 @@ static int setup_brokers(void **state, int brokers)
     fail_msg("mock cluster: %s", err);
   snprintf(f->instance_id, sizeof(f->instance_id), "test-collector-%d", ++counter);
   f->produce_timeout_ms = 1500;
+  f->request_timeout_ms = 500;
   *state = f;
   return 0;
 }
@@ -621,6 +624,52 @@ static void test_crash_between_produce_and_ack(void **state)
   free_records(sales);
 }
 
+/*
+ * A produce request of a killed collector that a broker acts on after the
+ * next collector has started (issue 7, item 2): recovery must wait it out
+ * before it reads where the log ends, or batch 2's sales are produced twice.
+ */
+static void test_start_waits_out_the_previous_runs_produce_requests(void **state)
+{
+  struct fixture *f = *state;
+  struct ingest_result r;
+  struct records *sales;
+  /* Batch 1 is in the log; batch 2's request is still in a broker's hands. */
+  produce_like_a_collector(f, 0xab, 1, 1, 3);
+  f->request_timeout_ms = 3000;
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  run_for(f, 500);
+  produce_like_a_collector(f, 0xab, 2, 4, 6);
+  wait_ready(f);
+  r = submit(f, make_simple(0xab, 1, 1, 3));
+  assert_int_equal(r.produced, 0);
+  /* The agent never got batch 2's ack: it resends it. */
+  r = submit(f, make_simple(0xab, 2, 4, 3));
+  assert_int_equal(r.outcome, INGEST_ACCEPTED);
+  assert_int_equal(r.produced, 0);
+  assert_int_equal(r.skipped, 3);
+  sales = read_topic(f, "sales.v1");
+  assert_seqs(sales, 1, 6);
+  free_records(sales);
+}
+
+/* After a clean stop the next start does not wait (and a crash of that run makes the one after
+ * it wait again: its first act is to replace the closed_cleanly mark). */
+static void test_clean_stop_lets_the_next_start_skip_the_wait(void **state)
+{
+  struct fixture *f = *state;
+  uint64_t started;
+  wait_ready(f);
+  assert_int_equal(submit(f, make_simple(0xac, 1, 1, 3)).outcome, INGEST_ACCEPTED);
+  stop_ingest(f);
+  f->request_timeout_ms = 10000;
+  started = clock_mono_ms();
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  wait_ready(f);
+  assert_true(clock_mono_ms() - started < 10000);
+  assert_int_equal(submit(f, make_simple(0xac, 1, 1, 3)).outcome, INGEST_DUPLICATE);
+}
+
 static void test_broker_down_then_up(void **state)
 {
   struct fixture *f = *state;
@@ -887,6 +936,10 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(test_restart_without_checkpoint_resumes_at_last_batch,
                                       setup_no_ingest, teardown),
+      cmocka_unit_test_setup_teardown(test_start_waits_out_the_previous_runs_produce_requests,
+                                      setup_no_ingest, teardown),
+      cmocka_unit_test_setup_teardown(test_clean_stop_lets_the_next_start_skip_the_wait, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_large_checkpoint_in_parts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_broker_down_then_up, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failed_delivery_rebuilds_state, setup, teardown),
