@@ -418,8 +418,10 @@ static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale
 }
 
 static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__InventoryDelta *delta,
-                                uint32_t index)
+                                uint32_t index, enum ingest_stream stream)
 {
+  enum kafka_topic topic = ingest__stream_topic(b->journal, stream);
+  char why[200];
   struct ingest_record *record = &b->records[b->record_count];
   size_t len;
   uint8_t *value;
@@ -449,14 +451,20 @@ static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__Inv
   pos__v1__inventory_delta__pack(delta, value);
   headers = ingest_batch_headers(b);
   ingest_header_u64(headers, "delta_index", index);
+  if (stream == INGEST_STREAM_DLQ_INVENTORY) {
+    snprintf(why, sizeof(why), "inventory delta says store %.64s but the batch comes from "
+             "store %.64s", delta->store_id, b->store_id);
+    ingest_header(headers, "reason", why);
+    ingest_header(headers, "field", "inventory_deltas.store_id");
+  }
   record->owner = b;
   record->kind = INGEST_REC_BATCH;
-  record->stream = INGEST_STREAM_INVENTORY;
+  record->stream = (uint8_t)stream;
   record->tracked = 1;
   record->pos.seq = b->batch->envelope->batch_seq;
   record->pos.index = index;
-  if (ingest_produce(in, KAFKA_TOPIC_INVENTORY, RD_KAFKA_PARTITION_UA, b->store_id, value, len,
-                     headers, record, b->failure, sizeof(b->failure)))
+  if (ingest_produce(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, value, len, headers, record,
+                     b->failure, sizeof(b->failure)))
     return -1;
   b->record_count++;
   b->pending++;
@@ -584,10 +592,22 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
   }
   for (size_t i = 0; i < batch->n_inventory_deltas && !b->failed; i++) {
     struct ingest_pos pos = {envelope->batch_seq, (uint32_t)(i + 1)};
-    if (!ingest__pos_after(pos, journal->streams[INGEST_STREAM_INVENTORY]))
+    Pos__V1__InventoryDelta *delta = batch->inventory_deltas[i];
+    /* Like a sale, a delta naming another store than the certificate's is
+     * dead-lettered, in a stream of its own. */
+    enum ingest_stream stream = delta->store_id && delta->store_id[0] &&
+                                        strcmp(delta->store_id, store_id) != 0
+                                    ? INGEST_STREAM_DLQ_INVENTORY
+                                    : INGEST_STREAM_INVENTORY;
+    if (!ingest__pos_after(pos, journal->streams[stream]))
       continue;
-    if (ingest_produce_delta(in, b, batch->inventory_deltas[i], (uint32_t)(i + 1)))
+    if (ingest_produce_delta(in, b, delta, (uint32_t)(i + 1), stream))
       b->failed = 1;
+    else if (stream == INGEST_STREAM_DLQ_INVENTORY)
+      log_warn("ingest", "delta_dead_lettered",
+               "store=%s batch_seq=%" PRIu64 " delta_index=%zu field=store_id reason=\"delta "
+               "says store %.64s\"",
+               store_id, envelope->batch_seq, i + 1, delta->store_id);
   }
   free(order);
   if (b->result.dead_lettered > INGEST_LOG_LINES_PER_BATCH)
@@ -646,6 +666,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
   if (!journal) {
     if (envelope->batch_seq != 1) {
       result.outcome = INGEST_GAP;
+      result.code = POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_RESUME;
       result.expected_batch_seq = 1;
       snprintf(result.message, sizeof(result.message),
                "journal %s is new to the collector: its first batch must be 1, not %" PRIu64,
@@ -663,6 +684,24 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
                                in->state.journal_count, INGEST_MAX_JOURNALS);
       return;
     }
+  }
+  /* Two devices cloned from one disk image share a journal_id: their seqs
+   * collide, so the second one's batches would look like duplicates and
+   * never reach the log. The device that used the journal first keeps it. */
+  if (ingest__journal_claim(journal, envelope->device_id) == 0 && journal->device_id &&
+      envelope->device_id && strcmp(journal->device_id, envelope->device_id) != 0) {
+    result.outcome = INGEST_REFUSED;
+    result.code = POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_JOURNAL_OF_ANOTHER_DEVICE;
+    snprintf(result.message, sizeof(result.message),
+             "journal %s of store %.32s belongs to device %.32s, not %.32s (a cloned disk "
+             "image?): start a new journal on this device; nothing produced",
+             hex, store_id, journal->device_id, envelope->device_id);
+    log_warn("ingest", "journal_of_another_device",
+             "store=%s journal=%s owner=%s device=%s batch_seq=%" PRIu64, store_id, hex,
+             journal->device_id, envelope->device_id, envelope->batch_seq);
+    pos__v1__batch__free_unpacked(batch, NULL);
+    ingest_reply(done, arg, &result);
+    return;
   }
   if (journal->inflight) {
     struct ingest_batch *first = journal->inflight;
@@ -714,6 +753,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
   }
   if (envelope->batch_seq > journal->accepted_batch_seq + 1) {
     result.outcome = INGEST_GAP;
+    result.code = POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_RESUME;
     result.acked_batch_seq = journal->accepted_batch_seq;
     result.expected_batch_seq = journal->accepted_batch_seq + 1;
     snprintf(result.message, sizeof(result.message),
@@ -766,7 +806,7 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
   struct ingest_heartbeat *h = NULL;
   uint8_t *value = NULL;
   size_t len;
-  char err[256];
+  char err[256], key[2 * INGEST_STORE_ID_MAX + 2];
 
   if (!heartbeat || !store_id || !store_id[0] || strlen(store_id) > INGEST_STORE_ID_MAX) {
     if (heartbeat)
@@ -811,13 +851,17 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
     return 0;
   }
   pos__v1__heartbeat__pack(heartbeat, value);
+  /* One record per device: a store's tills must not overwrite each other
+   * in the compacted topic (ARCHITECTURE.md, topics). */
+  snprintf(key, sizeof(key), "%s/%s", store_id,
+           heartbeat->device_id ? heartbeat->device_id : "");
   pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
   h->done = done;
   h->arg = arg;
   h->deadline_ms = clock_mono_ms() + in->produce_timeout_ms;
   h->record.owner = h;
   h->record.kind = INGEST_REC_HEARTBEAT;
-  if (ingest_produce(in, KAFKA_TOPIC_STATUS, RD_KAFKA_PARTITION_UA, store_id, value, len, NULL,
+  if (ingest_produce(in, KAFKA_TOPIC_STATUS, RD_KAFKA_PARTITION_UA, key, value, len, NULL,
                      &h->record, err, sizeof(err))) {
     free(h);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S, "%s", err);

@@ -58,6 +58,7 @@ enum ingest_outcome {
   INGEST_DUPLICATE = 1,  /* accepted before: 200, nothing produced */
   INGEST_GAP = 2,        /* 409 with expected_batch_seq */
   INGEST_UNAVAILABLE = 3, /* Kafka cannot take it now, or state is being rebuilt: 503 */
+  INGEST_REFUSED = 4,     /* never acceptable as sent (see code): 403, nothing produced */
 };
 
 struct ingest_result {
@@ -68,6 +69,7 @@ struct ingest_result {
   uint32_t dead_lettered;      /* sales produced to the DLQ */
   uint32_t skipped;            /* sales already in the log */
   int retry_after_s;           /* with INGEST_UNAVAILABLE */
+  int code;                    /* Pos__V1__BatchAckCode, with INGEST_REFUSED and INGEST_GAP */
   char message[256];           /* for people, on anything but ACCEPTED */
 };
 
@@ -99,7 +101,8 @@ int ingest_submit_batch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
                         ingest_done_fn done, void *arg);
 
 /*
- * Produces a heartbeat (taken) to pos.agent-status.v1, keyed by store_id,
+ * Produces a heartbeat (taken) to pos.agent-status.v1, keyed "store_id/device_id"
+ * (the caller sets device_id from the certificate),
  * and calls `done` after its delivery report (ACCEPTED or UNAVAILABLE).
  */
 int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat *heartbeat,

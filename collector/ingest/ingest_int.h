@@ -41,6 +41,7 @@ enum ingest_stream {
   INGEST_STREAM_SALES = 0,
   INGEST_STREAM_DLQ,
   INGEST_STREAM_INVENTORY,
+  INGEST_STREAM_DLQ_INVENTORY, /* deltas dead-lettered (another store's): dlq.v1, (batch, index) */
   INGEST_STREAM_COUNT
 };
 
@@ -59,6 +60,7 @@ struct ingest_journal {
   uint64_t hash;
   char *store_id;
   char *resync_id; /* "" for live batches */
+  char *device_id; /* the device whose batches it takes (certificate); NULL: not known yet */
   uint8_t journal_id[16];
   uint64_t accepted_batch_seq;
   struct ingest_pos streams[INGEST_STREAM_COUNT];
@@ -217,6 +219,8 @@ struct ingest_journal *ingest__state_find(const struct ingest_state *state, cons
 struct ingest_journal *ingest__state_get(struct ingest_state *state, const char *store_id,
                                          const uint8_t journal_id[16], const char *resync_id);
 int ingest__pos_after(struct ingest_pos a, struct ingest_pos b);
+/* Sets journal->device_id when it is not known yet. 0 or -1 (out of memory). */
+int ingest__journal_claim(struct ingest_journal *journal, const char *device_id);
 enum kafka_topic ingest__stream_topic(const struct ingest_journal *journal,
                                       enum ingest_stream stream);
 

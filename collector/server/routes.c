@@ -95,7 +95,19 @@ static void routes_on_batch_done(void *arg, const struct ingest_result *result)
              result->produced, result->dead_lettered, result->skipped, ack.duplicate);
     routes_respond_ack(pending->exchange, 200, &ack, NULL);
     break;
+  case INGEST_REFUSED:
+    ack.code = (Pos__V1__BatchAckCode)result->code;
+    ack.message = (char *)(uintptr_t)result->message;
+    log_warn("server", "batch_refused", "store=%s journal=%s batch_seq=%llu status=403 code=%d "
+             "reason=\"%s\"", pending->store_id, journal_hex,
+             (unsigned long long)pending->batch_seq, result->code, result->message);
+    routes_respond_ack(pending->exchange, 403, &ack, NULL);
+    break;
   case INGEST_GAP:
+    /* After a collector restart expected_batch_seq may be at or below what
+     * was acknowledged before it: the log cannot say whether its newest
+     * batch was produced whole (pos.proto, BatchAck). */
+    ack.code = (Pos__V1__BatchAckCode)result->code;
     ack.expected_batch_seq = result->expected_batch_seq;
     ack.message = (char *)(uintptr_t)result->message;
     log_warn("server", "batch_gap", "store=%s journal=%s batch_seq=%llu expected=%llu",
@@ -121,6 +133,37 @@ static int routes_is_protobuf(http_exchange *exchange)
 {
   const char *type = http_exchange_header(exchange, "Content-Type");
   return type && strncasecmp(type, "application/x-protobuf", 22) == 0;
+}
+
+/*
+ * The device is the certificate's, never the body's: a body naming another
+ * device is answered 403 (returns -1); an empty one gets the certificate's
+ * (*device_id, owned by the protobuf message, is replaced). 0 on success.
+ */
+static int routes_device_from_cert(http_exchange *exchange, const struct identity *id,
+                                   char **device_id)
+{
+  char message[320];
+  char *copy;
+
+  if (*device_id && (*device_id)[0] && strcmp(*device_id, id->device_id) != 0) {
+    snprintf(message, sizeof(message),
+             "the certificate is for device %s of store %s but the body names device %.64s",
+             id->device_id, id->store_id, *device_id);
+    log_warn("server", "refused", "peer=%s store=%s device=%s status=403 reason=\"%s\"",
+             http_exchange_peer(exchange), id->store_id, id->device_id, message);
+    routes_respond_text(exchange, 403, message, NULL);
+    return -1;
+  }
+  copy = strdup(id->device_id);
+  if (!copy) {
+    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
+    return -1;
+  }
+  if (*device_id && *device_id != protobuf_c_empty_string)
+    free(*device_id);
+  *device_id = copy;
+  return 0;
 }
 
 static void routes_batches(routes *r, http_exchange *exchange, const struct identity *id)
@@ -161,6 +204,10 @@ static void routes_batches(routes *r, http_exchange *exchange, const struct iden
              http_exchange_peer(exchange), id->store_id, id->device_id, message);
     pos__v1__batch__free_unpacked(batch, NULL);
     routes_respond_text(exchange, 403, message, NULL);
+    return;
+  }
+  if (routes_device_from_cert(exchange, id, &batch->envelope->device_id)) {
+    pos__v1__batch__free_unpacked(batch, NULL);
     return;
   }
   pending = calloc(1, sizeof(*pending));
@@ -209,16 +256,37 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
   Pos__V1__Heartbeat *heartbeat;
   struct routes_pending *pending;
 
-  if (!routes_is_protobuf(exchange)) {
+  const char *encoding = http_exchange_header(exchange, "Content-Encoding");
+  uint8_t *decoded = NULL;
+
+  if (!routes_is_protobuf(exchange) ||
+      (encoding && strcasecmp(encoding, "zstd") != 0 && strcasecmp(encoding, "identity") != 0)) {
     routes_respond_text(exchange, 415, "a heartbeat is sent as Content-Type: "
-                        "application/x-protobuf", NULL);
+                        "application/x-protobuf, plain or with Content-Encoding: zstd", NULL);
     return;
   }
   if (body_len > r->options.max_heartbeat_bytes) {
     routes_respond_text(exchange, 413, "heartbeat too large", NULL);
     return;
   }
+  /* Like a batch, a heartbeat may come zstd-compressed; the limit holds
+   * for what it decompresses to. */
+  if (encoding && strcasecmp(encoding, "zstd") == 0) {
+    size_t decoded_len = 0;
+    int rc = proto_zstd_decompress(body, body_len, r->options.max_heartbeat_bytes, &decoded,
+                                   &decoded_len);
+    if (rc) {
+      routes_respond_text(exchange, rc == PROTO_EBOMB ? 413 : rc == PROTO_ENOMEM ? 503 : 400,
+                          rc == PROTO_EBOMB ? "heartbeat decompresses to more than the limit"
+                                            : "heartbeat body is not a zstd frame",
+                          rc == PROTO_ENOMEM ? "Retry-After: 5\r\n" : NULL);
+      return;
+    }
+    body = decoded;
+    body_len = decoded_len;
+  }
   heartbeat = pos__v1__heartbeat__unpack(NULL, body_len, body);
+  free(decoded);
   if (!heartbeat) {
     routes_respond_text(exchange, 400, "body is not a pos.v1.Heartbeat protobuf", NULL);
     return;
@@ -227,6 +295,10 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
     pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
     routes_respond_text(exchange, 403, "the heartbeat names another store than the certificate",
                         NULL);
+    return;
+  }
+  if (routes_device_from_cert(exchange, id, &heartbeat->device_id)) {
+    pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
     return;
   }
   pending = calloc(1, sizeof(*pending));

@@ -670,6 +670,64 @@ static void test_clean_stop_lets_the_next_start_skip_the_wait(void **state)
   assert_int_equal(submit(f, make_simple(0xac, 1, 1, 3)).outcome, INGEST_DUPLICATE);
 }
 
+/* Issue 7, item 4: a delta naming another store than the certificate's is dead-lettered like
+ * a sale, and only once. */
+static void test_delta_of_another_store_is_dead_lettered(void **state)
+{
+  struct fixture *f = *state;
+  struct sale_spec specs[2] = {{.seq = 1}, {.seq = 2}};
+  Pos__V1__Batch *batch;
+  struct records *inventory, *dlq;
+  wait_ready(f);
+  batch = make_batch(0xce, 1, specs, 2, 2, NULL);
+  batch->inventory_deltas[1]->store_id = strdup("S9999");
+  assert_int_equal(submit(f, batch).outcome, INGEST_ACCEPTED);
+  stop_ingest(f);
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  wait_ready(f);
+  batch = make_batch(0xce, 1, specs, 2, 2, NULL);
+  batch->inventory_deltas[1]->store_id = strdup("S9999");
+  assert_int_equal(submit(f, batch).outcome, INGEST_DUPLICATE);
+  inventory = read_topic(f, "inventory-deltas.v1");
+  assert_int_equal(inventory->count, 1);
+  assert_int_equal(inventory->items[0].delta_index, 1);
+  dlq = read_topic(f, "dlq.v1");
+  assert_int_equal(dlq->count, 1);
+  assert_int_equal(dlq->items[0].delta_index, 2);
+  assert_string_equal(dlq->items[0].field, "inventory_deltas.store_id");
+  free_records(inventory);
+  free_records(dlq);
+}
+
+/* Issue 7, item 4: two devices cloned from one disk image share a journal_id; the second one's
+ * batches are refused with a code, not acknowledged as duplicates (also after a restart). */
+static void test_journal_of_another_device_is_refused(void **state)
+{
+  struct fixture *f = *state;
+  struct ingest_result r;
+  Pos__V1__Batch *clone;
+  struct records *sales;
+  wait_ready(f);
+  assert_int_equal(submit(f, make_simple(0xcf, 1, 1, 3)).outcome, INGEST_ACCEPTED);
+  clone = make_simple(0xcf, 1, 1, 2);
+  free(clone->envelope->device_id);
+  clone->envelope->device_id = strdup("HUB2");
+  r = submit(f, clone);
+  assert_int_equal(r.outcome, INGEST_REFUSED);
+  assert_int_equal(r.code, POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_JOURNAL_OF_ANOTHER_DEVICE);
+  stop_ingest(f);
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  wait_ready(f);
+  clone = make_simple(0xcf, 2, 4, 2);
+  free(clone->envelope->device_id);
+  clone->envelope->device_id = strdup("HUB2");
+  assert_int_equal(submit(f, clone).outcome, INGEST_REFUSED);
+  assert_int_equal(submit(f, make_simple(0xcf, 2, 4, 2)).outcome, INGEST_ACCEPTED);
+  sales = read_topic(f, "sales.v1");
+  assert_seqs(sales, 1, 5);
+  free_records(sales);
+}
+
 static void test_broker_down_then_up(void **state)
 {
   struct fixture *f = *state;
@@ -838,7 +896,8 @@ static void test_heartbeat(void **state)
   assert_int_equal(o.result.outcome, INGEST_ACCEPTED);
   status = read_topic(f, "agent-status.v1");
   assert_int_equal(status->count, 1);
-  assert_string_equal(status->items[0].key, STORE);
+  /* One record per device of the store. */
+  assert_string_equal(status->items[0].key, STORE "/HUB1");
   read = pos__v1__heartbeat__unpack(NULL, status->items[0].len, status->items[0].value);
   assert_non_null(read);
   assert_string_equal(read->store_id, STORE);
@@ -939,6 +998,10 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_start_waits_out_the_previous_runs_produce_requests,
                                       setup_no_ingest, teardown),
       cmocka_unit_test_setup_teardown(test_clean_stop_lets_the_next_start_skip_the_wait, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_delta_of_another_store_is_dead_lettered, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_journal_of_another_device_is_refused, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_large_checkpoint_in_parts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_broker_down_then_up, setup, teardown),
