@@ -34,6 +34,9 @@
 #define INGEST_RETRY_OVERLOADED_S 1
 #define INGEST_RETRY_KAFKA_S 5
 #define INGEST_LOG_LINES_PER_BATCH 5
+#define INGEST_AUX_MESSAGE_TIMEOUT_MS 30000
+#define INGEST_STR2(x) #x
+#define INGEST_STR(x) INGEST_STR2(x)
 
 struct ingest_batch {
   struct ingest_batch *prev, *next;
@@ -138,7 +141,7 @@ static void ingest_error_cb(rd_kafka_t *rk, int err, const char *reason, void *o
   ingest *in = opaque;
   char quoted[512];
 
-  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+  if (err == RD_KAFKA_RESP_ERR__FATAL && rk != in->rk_aux) {
     char why[512];
     rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(rk, why, sizeof(why));
     log_error("ingest", "kafka_fatal", "error=%s reason=%s action=rebuild_state",
@@ -152,19 +155,33 @@ static void ingest_error_cb(rd_kafka_t *rk, int err, const char *reason, void *o
            log_quote(reason, quoted, sizeof(quoted)));
 }
 
-rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size)
+/* 1 for the topics the aux producer writes (heartbeats, checkpoints). */
+static int ingest_topic_aux(enum kafka_topic topic)
+{
+  return topic == KAFKA_TOPIC_STATUS || topic == KAFKA_TOPIC_STATE;
+}
+
+/*
+ * The data producer (aux 0: kafka_producer_conf, idempotent and gapless) or
+ * the aux producer (aux 1: acks=all, not idempotent, records fail after
+ * INGEST_AUX_MESSAGE_TIMEOUT_MS). Both wake the loop through wake_fds.
+ */
+static rd_kafka_t *ingest_producer_make(ingest *in, int aux, char *err, size_t err_size)
 {
   rd_kafka_conf_t *conf = kafka_producer_conf(in->brokers, in->kafka_debug, err, err_size);
   rd_kafka_queue_t *main_queue;
   rd_kafka_t *rk;
-  char why[512];
-
-  char timeout[24];
+  char why[512], timeout[24];
 
   if (!conf)
     return NULL;
   snprintf(timeout, sizeof(timeout), "%" PRIu64, in->request_timeout_ms);
-  if (kafka_conf_set(conf, "request.timeout.ms", timeout, err, err_size)) {
+  if (kafka_conf_set(conf, "request.timeout.ms", timeout, err, err_size) ||
+      (aux && (kafka_conf_set(conf, "enable.gapless.guarantee", "false", err, err_size) ||
+               kafka_conf_set(conf, "enable.idempotence", "false", err, err_size) ||
+               kafka_conf_set(conf, "message.timeout.ms",
+                              INGEST_STR(INGEST_AUX_MESSAGE_TIMEOUT_MS), err, err_size) ||
+               kafka_conf_set(conf, "client.id", "pos-collector-aux", err, err_size)))) {
     rd_kafka_conf_destroy(conf);
     return NULL;
   }
@@ -183,14 +200,45 @@ rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size)
   return rk;
 }
 
+rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size)
+{
+  return ingest_producer_make(in, 0, err, err_size);
+}
+
 static int ingest_topics_open(ingest *in)
 {
   for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    if (ingest_topic_aux((enum kafka_topic)t))
+      continue;
     in->rkt[t] = rd_kafka_topic_new(in->rk, in->topics[t], NULL);
     if (!in->rkt[t])
       return -1;
   }
   return 0;
+}
+
+static int ingest_aux_topics_open(ingest *in)
+{
+  for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    if (!ingest_topic_aux((enum kafka_topic)t))
+      continue;
+    in->rkt_aux[t] = rd_kafka_topic_new(in->rk_aux, in->topics[t], NULL);
+    if (!in->rkt_aux[t])
+      return -1;
+  }
+  return 0;
+}
+
+static void ingest_aux_close(ingest *in)
+{
+  for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    if (in->rkt_aux[t])
+      rd_kafka_topic_destroy(in->rkt_aux[t]);
+    in->rkt_aux[t] = NULL;
+  }
+  if (in->rk_aux)
+    rd_kafka_destroy(in->rk_aux);
+  in->rk_aux = NULL;
 }
 
 static void ingest_topics_close(ingest *in)
@@ -213,7 +261,10 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
 {
   rd_kafka_resp_err_t kerr;
 
-  kerr = rd_kafka_producev(in->rk, RD_KAFKA_V_RKT(in->rkt[topic]),
+  int aux = ingest_topic_aux(topic);
+
+  kerr = rd_kafka_producev(aux ? in->rk_aux : in->rk,
+                           RD_KAFKA_V_RKT(aux ? in->rkt_aux[topic] : in->rkt[topic]),
                            RD_KAFKA_V_PARTITION(partition),
                            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, len),
                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
@@ -226,12 +277,15 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
       rd_kafka_headers_destroy(headers);
     snprintf(err, err_size, "Kafka refused a record for %s: %s", in->topics[topic],
              rd_kafka_err2str(kerr));
-    if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+    if (kerr == RD_KAFKA_RESP_ERR__FATAL && !aux)
       in->doubt = 1;
     return -1;
   }
   record->topic = (uint8_t)topic;
-  in->outstanding++;
+  if (aux)
+    in->outstanding_aux++;
+  else
+    in->outstanding++;
   return 0;
 }
 
@@ -814,8 +868,9 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
     ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S, "heartbeat without a store");
     return 0;
   }
-  if (in->phase == INGEST_PHASE_CLOSING || !in->rk || in->phase == INGEST_PHASE_DRAINING ||
-      in->doubt) {
+  /* Heartbeats have a producer of their own: they go on while the data
+   * path rebuilds its state. */
+  if (in->phase == INGEST_PHASE_CLOSING || !in->rk_aux) {
     pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
                              in->phase == INGEST_PHASE_CLOSING
@@ -986,7 +1041,7 @@ static void ingest_checkpoint_tombstones(ingest *in, struct ingest_checkpoint *c
 static void ingest_checkpoint_advance(ingest *in)
 {
   struct ingest_checkpoint *ck = in->checkpoint;
-  int writable = !in->doubt && in->rk &&
+  int writable = !in->doubt && in->rk_aux &&
                  (in->phase == INGEST_PHASE_READY || in->phase == INGEST_PHASE_CLOSING);
 
   assert(ck && ck->pending == 0);
@@ -1046,7 +1101,7 @@ static void ingest_checkpoint_write(ingest *in, int closing)
   char err[256];
 
   assert(in->phase == INGEST_PHASE_READY || in->phase == INGEST_PHASE_CLOSING);
-  assert(!in->checkpoint && in->rk);
+  assert(!in->checkpoint && in->rk_aux);
   ck = calloc(1, sizeof(*ck));
   if (!ck) {
     log_error("ingest", "checkpoint_failed", "error=\"out of memory\"");
@@ -1108,7 +1163,7 @@ static void ingest_checkpoint_write(ingest *in, int closing)
       /* What lands is exactly the records produced so far. */
       log_warn("ingest", "test_hook_kill", "generation=%" PRIu64 " records=%zu", ck->generation,
                k + 1);
-      rd_kafka_flush(in->rk, 10000);
+      rd_kafka_flush(in->rk_aux, 10000);
       raise(SIGKILL);
     }
   }
@@ -1133,15 +1188,30 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
   ingest *in = opaque;
   struct ingest_record *record = message->_private;
 
+  int aux;
+
   if (!record)
     return;
-  assert(in->outstanding > 0);
-  in->outstanding--;
+  aux = ingest_topic_aux((enum kafka_topic)record->topic);
+  if (aux) {
+    assert(in->outstanding_aux > 0);
+    in->outstanding_aux--;
+  } else {
+    assert(in->outstanding > 0);
+    in->outstanding--;
+  }
   if (!message->err && record->topic < KAFKA_DATA_TOPICS && message->offset >= 0) {
     ingest__offsets_raise(&in->offsets, record->topic, message->partition, message->offset + 1);
     in->dirty = 1;
   }
-  if (message->err && !ingest_err_is_purge(message->err) && !in->doubt) {
+  if (message->err && aux && !ingest_err_is_purge(message->err)) {
+    /* A heartbeat or a checkpoint failed: that one only (the next
+     * checkpoint retries); the data path is not in doubt. */
+    log_warn("ingest", "delivery_failed", "topic=%s partition=%d error=%s action=%s",
+             in->topics[record->topic], (int)message->partition,
+             rd_kafka_err2name(message->err),
+             record->kind == INGEST_REC_HEARTBEAT ? "answer_503" : "retry_next_checkpoint");
+  } else if (message->err && !ingest_err_is_purge(message->err) && !in->doubt) {
     /* With idempotence and the gapless guarantee a record that fails is
      * either fatal for the producer or a permanent refusal: either way the
      * state may no longer match the log. */
@@ -1222,7 +1292,7 @@ static void ingest_check_doubt(ingest *in)
                                  RD_KAFKA_PURGE_F_NON_BLOCKING);
   }
   if (in->phase == INGEST_PHASE_DRAINING && in->outstanding == 0 && in->batch_count == 0 &&
-      !in->checkpoint && in->heartbeat_count == 0) {
+      !in->checkpoint) {
     rd_kafka_t *retire = in->rk;
     assert(in->waiter_count == 0);
     ingest_topics_close(in);
@@ -1248,6 +1318,8 @@ static void ingest_wake_cb(uv_poll_t *handle, int status, int events)
     ;
   if (in->rk)
     rd_kafka_poll(in->rk, 0);
+  if (in->rk_aux)
+    rd_kafka_poll(in->rk_aux, 0);
   ingest_check_doubt(in);
 }
 
@@ -1259,6 +1331,8 @@ static void ingest_tick_cb(uv_timer_t *handle)
   /* Backstop for a lost wake-up; normally there is nothing to serve. */
   if (in->rk)
     rd_kafka_poll(in->rk, 0);
+  if (in->rk_aux)
+    rd_kafka_poll(in->rk_aux, 0);
   now = clock_mono_ms();
   for (struct ingest_batch *b = in->batches; b; b = b->next) {
     if (!b->answered && now >= b->deadline_ms) {
@@ -1370,6 +1444,8 @@ static void ingest_recovery_cb(uv_async_t *handle)
   in->phase = INGEST_PHASE_READY;
   if (in->rk)
     rd_kafka_poll(in->rk, 0);
+  if (in->rk_aux)
+    rd_kafka_poll(in->rk_aux, 0);
   ingest_check_doubt(in);
 }
 
@@ -1518,7 +1594,10 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
   in->rk = ingest__producer_new(in, err, err_size);
   if (!in->rk)
     goto fail;
-  if (ingest_topics_open(in)) {
+  in->rk_aux = ingest_producer_make(in, 1, err, err_size);
+  if (!in->rk_aux)
+    goto fail;
+  if (ingest_topics_open(in) || ingest_aux_topics_open(in)) {
     snprintf(err, err_size, "cannot open Kafka topic handles: %s",
              rd_kafka_err2str(rd_kafka_last_error()));
     goto fail;
@@ -1556,6 +1635,7 @@ fail:
   if (in->rk)
     rd_kafka_destroy(in->rk);
   in->rk = NULL;
+  ingest_aux_close(in);
   kafka_embedded_stop(in->embedded);
   in->embedded = NULL;
   /* Handles already initialised are freed in their close callbacks. */
@@ -1566,6 +1646,56 @@ fail:
 const char *ingest_bootstrap(const ingest *in) { return in->brokers; }
 
 int ingest_ready(const ingest *in) { return in->phase == INGEST_PHASE_READY && !in->doubt; }
+
+/* Waits until `deadline` for what is in flight on both producers. */
+static void ingest_flush_until(ingest *in, uint64_t deadline, int checkpoint_only)
+{
+  while (clock_mono_ms() < deadline &&
+         (checkpoint_only ? in->checkpoint != NULL
+                          : in->outstanding + in->outstanding_aux > 0)) {
+    uint64_t left = deadline - clock_mono_ms();
+    int slice = left < 50 ? (int)left : 50;
+    if (in->rk)
+      rd_kafka_flush(in->rk, slice);
+    if (in->rk_aux)
+      rd_kafka_flush(in->rk_aux, slice);
+  }
+}
+
+/* ingest_destroy's Kafka part: let what is in flight land (delivery reports
+ * answer their batches), write the closing checkpoint, purge the rest and
+ * destroy both producers. */
+static void ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
+{
+  ingest_flush_until(in, deadline, 0);
+  /* Nothing outstanding: no record of this run can land later, which the
+   * final manifest says, so that the next start need not wait. */
+  if (in->rk && in->rk_aux && was_ready && !in->doubt && in->outstanding == 0 &&
+      !in->checkpoint) {
+    ingest_checkpoint_write(in, 1);
+    ingest_flush_until(in, deadline, 1);
+  }
+  /* Whatever is left will not be waited for: its reports come back as
+   * purge failures and answer UNAVAILABLE. */
+  if (in->rk)
+    rd_kafka_purge(in->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  if (in->rk_aux)
+    rd_kafka_purge(in->rk_aux, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  for (int i = 0; i < 100 && in->outstanding + in->outstanding_aux > 0; i++) {
+    if (in->rk)
+      rd_kafka_poll(in->rk, 10);
+    if (in->rk_aux)
+      rd_kafka_poll(in->rk_aux, 10);
+  }
+  if (in->outstanding + in->outstanding_aux > 0)
+    log_warn("ingest", "destroy_outstanding", "records=%zu aux_records=%zu", in->outstanding,
+             in->outstanding_aux);
+  ingest_topics_close(in);
+  if (in->rk)
+    rd_kafka_destroy(in->rk);
+  in->rk = NULL;
+  ingest_aux_close(in);
+}
 
 void ingest_destroy(ingest *in, uint64_t timeout_ms)
 {
@@ -1582,29 +1712,7 @@ void ingest_destroy(ingest *in, uint64_t timeout_ms)
     atomic_store(&r->stop, 1);
     ingest__recovery_free(ingest__recovery_join(in));
   }
-  if (in->rk) {
-    /* Let what is in flight land; delivery reports answer their batches. */
-    while (in->outstanding > 0 && clock_mono_ms() < deadline)
-      rd_kafka_flush(in->rk, (int)(deadline - clock_mono_ms() < 100 ? deadline - clock_mono_ms()
-                                                                     : 100));
-    /* Nothing outstanding: no record of this run can land later, which
-     * the final manifest says, so that the next start need not wait. */
-    if (was_ready && !in->doubt && in->outstanding == 0 && !in->checkpoint) {
-      ingest_checkpoint_write(in, 1);
-      while (in->checkpoint && clock_mono_ms() < deadline)
-        rd_kafka_flush(in->rk, 100);
-    }
-    /* Whatever is left will not be waited for: its reports come back as
-     * purge failures and answer UNAVAILABLE. */
-    rd_kafka_purge(in->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    for (int i = 0; i < 100 && in->outstanding > 0; i++)
-      rd_kafka_poll(in->rk, 20);
-    if (in->outstanding > 0)
-      log_warn("ingest", "destroy_outstanding", "records=%zu", in->outstanding);
-    ingest_topics_close(in);
-    rd_kafka_destroy(in->rk);
-    in->rk = NULL;
-  }
+  ingest_destroy_flush(in, was_ready, deadline);
   /* Anything still held (only when Kafka never answered a purge) is
    * answered and freed here; librdkafka is gone, so no report can follow. */
   while (in->waiters_head) {

@@ -23,6 +23,10 @@
  * from the checkpoint's offsets to their end: at start, and after any
  * delivery doubt (a failed delivery report).
  *
+ * Heartbeats and checkpoints go through a second producer, not idempotent:
+ * a topic of theirs refusing records fails those records only, while a
+ * failed record of the data producer is a delivery doubt.
+ *
  * All calls and callbacks run on the loop thread given to ingest_create.
  */
 #ifndef COLLECTOR_INGEST_H

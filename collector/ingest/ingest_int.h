@@ -174,8 +174,15 @@ struct ingest {
   int wake_fds[2]; /* librdkafka writes to [1] when its main queue has events */
 
   kafka_embedded *embedded;
-  rd_kafka_t *rk; /* NULL while a recovery thread replaces it */
+  rd_kafka_t *rk; /* the data topics' idempotent producer; NULL while a recovery replaces it */
   rd_kafka_topic_t *rkt[KAFKA_TOPIC_COUNT];
+  /* Heartbeats and checkpoints (agent-status, ingest-state) have a producer
+   * of their own, neither idempotent nor gapless: a permanent error there
+   * fails that heartbeat or checkpoint only, never the data path (a failed
+   * record of the idempotent producer makes it fatal, a delivery doubt). */
+  rd_kafka_t *rk_aux;
+  rd_kafka_topic_t *rkt_aux[KAFKA_TOPIC_COUNT]; /* STATUS and STATE only */
+  size_t outstanding_aux; /* aux records without a delivery report yet */
 
   uv_poll_t wake_poll;
   uv_timer_t tick;

@@ -880,6 +880,46 @@ static void test_large_checkpoint_in_parts(void **state)
   submit_many(f, 2, INGEST_ACCEPTED);
 }
 
+static Pos__V1__Heartbeat *make_heartbeat(void)
+{
+  Pos__V1__Heartbeat *heartbeat = calloc(1, sizeof(*heartbeat));
+  assert_non_null(heartbeat);
+  pos__v1__heartbeat__init(heartbeat);
+  heartbeat->device_id = strdup("HUB1");
+  return heartbeat;
+}
+
+/*
+ * Issue 7, item 7: the status topic refusing heartbeats for good (here every
+ * Produce request for a while, while only heartbeats are produced) must not
+ * become a delivery doubt for the data path: batches are still accepted
+ * right away, with no rebuild in between.
+ */
+static void test_status_topic_errors_do_not_stop_batches(void **state)
+{
+  struct fixture *f = *state;
+  struct rd_kafka_mock_cluster_s *cluster = kafka_embedded_cluster(f->kafka);
+  struct records *sales;
+  wait_ready(f);
+  for (uint64_t round = 1; round <= 3; round++) {
+    struct outcome o = {0};
+    struct ingest_result r;
+    run_for(f, 400); /* the last batch's checkpoint is written: only the heartbeat produces */
+    rd_kafka_mock_push_request_errors(cluster, 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    ingest_submit_heartbeat(f->in, STORE, make_heartbeat(), on_done, &o);
+    run_until_done(f, &o, WAIT_MS);
+    assert_int_equal(o.result.outcome, INGEST_UNAVAILABLE);
+    assert_true(ingest_ready(f->in));
+    r = submit(f, make_simple(0xd0, round, round * 3 - 2, 3));
+    if (r.outcome != INGEST_ACCEPTED)
+      fail_msg("batch %llu: %d %s", (unsigned long long)round, (int)r.outcome, r.message);
+  }
+  sales = read_topic(f, "sales.v1");
+  assert_seqs(sales, 1, 9);
+  free_records(sales);
+}
+
 static void test_heartbeat(void **state)
 {
   struct fixture *f = *state;
@@ -1007,6 +1047,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_broker_down_then_up, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failed_delivery_rebuilds_state, setup, teardown),
       cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_status_topic_errors_do_not_stop_batches, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_replay_goes_to_replay_topic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_embedded_kafka, setup_no_ingest, teardown),
       cmocka_unit_test_setup_teardown(test_destroy_answers_pending, setup, teardown),
