@@ -260,11 +260,12 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
                           size_t err_size)
 {
   rd_kafka_resp_err_t kerr;
-
   int aux = ingest_topic_aux(topic);
+  /* Plain variables: librdkafka's V_ macros cast their argument unparenthesised. */
+  rd_kafka_t *rk = aux ? in->rk_aux : in->rk;
+  rd_kafka_topic_t *rkt = aux ? in->rkt_aux[topic] : in->rkt[topic];
 
-  kerr = rd_kafka_producev(aux ? in->rk_aux : in->rk,
-                           RD_KAFKA_V_RKT(aux ? in->rkt_aux[topic] : in->rkt[topic]),
+  kerr = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt),
                            RD_KAFKA_V_PARTITION(partition),
                            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, len),
                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),

@@ -229,6 +229,10 @@ static int broker_copy_topic(rd_kafka_t *reader, rd_kafka_t *producer, const cha
   for (size_t i = 0; i < copy.count; i++) {
     struct broker_record *r = &copy.records[i];
     rd_kafka_resp_err_t kerr;
+    /* Data records carry their original offset to the delivery report. A plain variable:
+     * librdkafka's V_ macros cast their argument unparenthesised. */
+    void *original = compacted ? NULL : r;
+    int64_t timestamp = r->timestamp > 0 ? r->timestamp : 0;
     if (!r->keep) {
       result->dropped++;
       continue;
@@ -237,9 +241,9 @@ static int broker_copy_topic(rd_kafka_t *reader, rd_kafka_t *producer, const cha
                              RD_KAFKA_V_KEY(r->key, r->key_len),
                              RD_KAFKA_V_VALUE(r->value, r->value_len),
                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                             RD_KAFKA_V_TIMESTAMP(r->timestamp > 0 ? r->timestamp : 0),
+                             RD_KAFKA_V_TIMESTAMP(timestamp),
                              RD_KAFKA_V_HEADERS(r->headers),
-                             RD_KAFKA_V_OPAQUE(compacted ? NULL : r), RD_KAFKA_V_END);
+                             RD_KAFKA_V_OPAQUE(original), RD_KAFKA_V_END);
     if (kerr) {
       snprintf(err, err_size, "copying %s [%d] offset %" PRId64 ": %s", topic, (int)r->partition,
                r->offset, rd_kafka_err2str(kerr));
