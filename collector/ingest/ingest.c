@@ -80,6 +80,17 @@ struct ingest_heartbeat {
 
 enum ingest_checkpoint_stage { INGEST_CK_PARTS = 1, INGEST_CK_MANIFEST, INGEST_CK_TOMBSTONES };
 
+struct ingest_rebase {
+  struct ingest_rebase *prev, *next;
+  ingest_done_fn done;
+  void *arg;
+  char approved_by[INGEST_STORE_ID_MAX + 1];
+  char store_id[INGEST_STORE_ID_MAX + 1];
+  uint8_t journal_id[16];
+  uint64_t from_batch_seq;
+  struct ingest_record record;
+};
+
 struct ingest_checkpoint {
   uint64_t generation;
   uint32_t parts;
@@ -158,7 +169,8 @@ static void ingest_error_cb(rd_kafka_t *rk, int err, const char *reason, void *o
 /* 1 for the topics the aux producer writes (heartbeats, checkpoints). */
 static int ingest_topic_aux(enum kafka_topic topic)
 {
-  return topic == KAFKA_TOPIC_STATUS || topic == KAFKA_TOPIC_STATE;
+  return topic == KAFKA_TOPIC_STATUS || topic == KAFKA_TOPIC_STATE ||
+         topic == KAFKA_TOPIC_CONTROL;
 }
 
 /*
@@ -932,6 +944,131 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
 }
 
 /* ------------------------------------------------------------------------ */
+/* Rebases (pos.proto, Rebase)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Packs the control.v1 value of a rebase; NULL when out of memory. */
+static uint8_t *ingest_rebase_pack(const struct ingest_rebase *rb, size_t *len)
+{
+  Pos__V1__Command command = POS__V1__COMMAND__INIT;
+  Pos__V1__Rebase rebase = POS__V1__REBASE__INIT;
+  char hex[33], command_id[INGEST_STORE_ID_MAX + 80];
+  uint8_t *value;
+
+  proto_journal_id_format(rb->journal_id, hex);
+  snprintf(command_id, sizeof(command_id), "rebase-%s-%s-%" PRIu64, rb->store_id, hex,
+           rb->from_batch_seq);
+  rebase.journal_id.data = (uint8_t *)rb->journal_id;
+  rebase.journal_id.len = 16;
+  rebase.from_batch_seq = rb->from_batch_seq;
+  command.command_id = command_id;
+  command.store_id = (char *)rb->store_id;
+  command.issued_ms = clock_wall_ms();
+  command.issued_by = (char *)rb->approved_by;
+  command.command_case = POS__V1__COMMAND__COMMAND_REBASE;
+  command.rebase = &rebase;
+  *len = pos__v1__command__get_packed_size(&command);
+  value = malloc(*len + 1);
+  if (value)
+    pos__v1__command__pack(&command, value);
+  return value;
+}
+
+int ingest_submit_rebase(ingest *in, const char *approved_by, const char *store_id,
+                         const uint8_t journal_id[16], uint64_t from_batch_seq,
+                         ingest_done_fn done, void *arg)
+{
+  struct ingest_rebase *rb;
+  uint8_t *value;
+  size_t len = 0;
+  char key[INGEST_STORE_ID_MAX + 48], err[256];
+
+  if (in->phase != INGEST_PHASE_READY || in->doubt || !in->rk_aux ||
+      in->rebase_count >= INGEST_MAX_REBASES_IN_FLIGHT) {
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
+                             "the collector is rebuilding its state or busy; retry shortly");
+    return 0;
+  }
+  rb = calloc(1, sizeof(*rb));
+  if (!rb || strlen(store_id) > INGEST_STORE_ID_MAX || from_batch_seq == 0 ||
+      ingest__rebase_key(key, sizeof(key), store_id, journal_id)) {
+    free(rb);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "rebase out of bounds or collector out of memory");
+    return 0;
+  }
+  rb->done = done;
+  rb->arg = arg;
+  snprintf(rb->approved_by, sizeof(rb->approved_by), "%s", approved_by);
+  snprintf(rb->store_id, sizeof(rb->store_id), "%s", store_id);
+  memcpy(rb->journal_id, journal_id, 16);
+  rb->from_batch_seq = from_batch_seq;
+  rb->record.owner = rb;
+  rb->record.kind = INGEST_REC_REBASE;
+  value = ingest_rebase_pack(rb, &len);
+  if (!value || ingest_produce(in, KAFKA_TOPIC_CONTROL, RD_KAFKA_PARTITION_UA, key, value, len,
+                               NULL, &rb->record, err, sizeof(err))) {
+    if (!value)
+      snprintf(err, sizeof(err), "collector out of memory recording a rebase");
+    free(rb);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S, "%s", err);
+    return 0;
+  }
+  rb->next = in->rebases;
+  if (in->rebases)
+    in->rebases->prev = rb;
+  in->rebases = rb;
+  in->rebase_count++;
+  return 0;
+}
+
+/* The rebase's record is in control.v1 (or failed): apply it, answer, free. */
+static void ingest_rebase_delivered(ingest *in, struct ingest_rebase *rb, rd_kafka_resp_err_t err)
+{
+  struct ingest_result result;
+  char hex[33];
+
+  if (rb->prev)
+    rb->prev->next = rb->next;
+  else
+    in->rebases = rb->next;
+  if (rb->next)
+    rb->next->prev = rb->prev;
+  in->rebase_count--;
+  memset(&result, 0, sizeof(result));
+  proto_journal_id_format(rb->journal_id, hex);
+  if (err) {
+    ingest_reply_unavailable(rb->done, rb->arg, INGEST_RETRY_KAFKA_S,
+                             "Kafka did not record the rebase: %s", rd_kafka_err2str(err));
+  } else if (ingest__rebase_apply(&in->state, rb->store_id, rb->journal_id, rb->from_batch_seq,
+                                  &result.previous_acked_batch_seq)) {
+    ingest_reply_unavailable(rb->done, rb->arg, INGEST_RETRY_OVERLOADED_S,
+                             "the rebase is recorded but the collector is out of memory: it "
+                             "applies at its next rebuild");
+  } else {
+    struct ingest_journal *journal =
+        ingest__state_find(&in->state, rb->store_id, rb->journal_id, "");
+    result.outcome = INGEST_ACCEPTED;
+    result.acked_batch_seq = journal ? journal->accepted_batch_seq : 0;
+    in->dirty = 1;
+    /* A recovery running now may have read control.v1 before this landed. */
+    if (in->phase != INGEST_PHASE_READY && in->reapply_count < INGEST_MAX_REBASES_IN_FLIGHT) {
+      struct ingest_rebase_applied *again = &in->reapply[in->reapply_count++];
+      snprintf(again->store_id, sizeof(again->store_id), "%s", rb->store_id);
+      memcpy(again->journal_id, rb->journal_id, 16);
+      again->from_batch_seq = rb->from_batch_seq;
+    }
+    log_warn("ingest", "rebase_applied",
+             "approved_by=%s store=%s journal=%s from_batch_seq=%" PRIu64
+             " acked_batch_seq_before=%" PRIu64 " acked_batch_seq_after=%" PRIu64,
+             rb->approved_by, rb->store_id, hex, rb->from_batch_seq,
+             result.previous_acked_batch_seq, result.acked_batch_seq);
+    ingest_reply(rb->done, rb->arg, &result);
+  }
+  free(rb);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Checkpoints                                                               */
 /* ------------------------------------------------------------------------ */
 
@@ -1258,6 +1395,9 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
     free(h);
     break;
   }
+  case INGEST_REC_REBASE:
+    ingest_rebase_delivered(in, record->owner, message->err);
+    break;
   case INGEST_REC_CHECKPOINT: {
     struct ingest_checkpoint *ck = record->owner;
     if (message->err && ck->stage != INGEST_CK_TOMBSTONES)
@@ -1420,19 +1560,24 @@ static void ingest_recovery_cb(uv_async_t *handle)
   in->garbage = r->garbage;
   memset(&r->garbage, 0, sizeof(r->garbage));
   in->state_partitions = r->state_partitions;
+  for (unsigned i = 0; i < in->reapply_count; i++)
+    ingest__rebase_apply(&in->state, in->reapply[i].store_id, in->reapply[i].journal_id,
+                         in->reapply[i].from_batch_seq, NULL);
+  in->reapply_count = 0;
   stats = &r->stats;
   log_info("ingest", "recovery_done",
            "instance=%s checkpoint_generation=%" PRIu64 " checkpoint_journals=%" PRIu64
            " journals=%zu sales_read=%" PRIu64 " replay_read=%" PRIu64 " dlq_read=%" PRIu64
            " inventory_read=%" PRIu64 " folded=%" PRIu64 " foreign=%" PRIu64
            " manifest_generation=%" PRIu64 " leftover_parts=%" PRIu64
-           " previous_closed_cleanly=%d waited_ms=%" PRIu64 " attempts=%d ms=%" PRIu64,
+           " previous_closed_cleanly=%d waited_ms=%" PRIu64 " rebases=%" PRIu64
+           " attempts=%d ms=%" PRIu64,
            in->instance_id, stats->checkpoint_generation, stats->checkpoint_journals,
            in->state.journal_count, stats->records_read[KAFKA_TOPIC_SALES],
            stats->records_read[KAFKA_TOPIC_REPLAY], stats->records_read[KAFKA_TOPIC_DLQ],
            stats->records_read[KAFKA_TOPIC_INVENTORY], stats->records_folded,
            stats->records_foreign, stats->manifest_generation, stats->leftover_parts,
-           stats->previous_closed_cleanly, stats->waited_ms, stats->attempts,
+           stats->previous_closed_cleanly, stats->waited_ms, stats->rebases, stats->attempts,
            stats->elapsed_ms);
   /* When the log added to the checkpoint, write the rebuilt map soon, so
    * that the next rebuild reads less; when parts of other generations are
@@ -1735,6 +1880,14 @@ void ingest_destroy(ingest *in, uint64_t timeout_ms)
       ingest_reply_unavailable(b->done, b->arg, INGEST_RETRY_OVERLOADED_S,
                                "the collector is shutting down");
     ingest_batch_free(b);
+  }
+  while (in->rebases) {
+    struct ingest_rebase *rb = in->rebases;
+    in->rebases = rb->next;
+    ingest_reply_unavailable(rb->done, rb->arg, INGEST_RETRY_OVERLOADED_S,
+                             "the collector is shutting down; the rebase may or may not be "
+                             "recorded: send it again");
+    free(rb);
   }
   while (in->heartbeats) {
     struct ingest_heartbeat *h = in->heartbeats;

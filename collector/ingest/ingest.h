@@ -74,6 +74,7 @@ struct ingest_result {
   uint32_t skipped;            /* sales already in the log */
   int retry_after_s;           /* with INGEST_UNAVAILABLE */
   int code;                    /* Pos__V1__BatchAckCode, with INGEST_REFUSED and INGEST_GAP */
+  uint64_t previous_acked_batch_seq; /* ingest_submit_rebase: before the rebase */
   char message[256];           /* for people, on anything but ACCEPTED */
 };
 
@@ -103,6 +104,19 @@ int ingest_ready(const ingest *in);
  */
 int ingest_submit_batch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
                         ingest_done_fn done, void *arg);
+
+/*
+ * Records head office's approval that batch `from_batch_seq` (>= 1) of the
+ * live journal (store_id, journal_id) may come next (pos.proto, Rebase):
+ * produced to pos.control.v1, then applied, raising the journal's accepted
+ * batch_seq to from_batch_seq - 1 (never lowering it). `done` gets ACCEPTED
+ * with acked_batch_seq (after) and previous_acked_batch_seq (before), or
+ * UNAVAILABLE (not ready, Kafka did not take it). `approved_by` names the
+ * admin certificate; it is logged and kept in the record. Loop thread.
+ */
+int ingest_submit_rebase(ingest *in, const char *approved_by, const char *store_id,
+                         const uint8_t journal_id[16], uint64_t from_batch_seq,
+                         ingest_done_fn done, void *arg);
 
 /*
  * Produces a heartbeat (taken) to pos.agent-status.v1, keyed "store_id/device_id"

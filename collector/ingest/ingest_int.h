@@ -101,7 +101,21 @@ struct ingest_blob {
 };
 
 /* What a produced record's delivery report must update. */
-enum ingest_record_kind { INGEST_REC_BATCH = 1, INGEST_REC_HEARTBEAT, INGEST_REC_CHECKPOINT };
+enum ingest_record_kind {
+  INGEST_REC_BATCH = 1,
+  INGEST_REC_HEARTBEAT,
+  INGEST_REC_CHECKPOINT,
+  INGEST_REC_REBASE,
+};
+
+/* A rebase applied to the loop's state while a recovery was running: the
+ * rebuilt state may not hold it yet, so it is applied again. */
+struct ingest_rebase_applied {
+  char store_id[INGEST_STORE_ID_MAX + 1];
+  uint8_t journal_id[16];
+  uint64_t from_batch_seq;
+};
+#define INGEST_MAX_REBASES_IN_FLIGHT 64
 
 struct ingest_record {
   void *owner; /* struct ingest_batch, ingest_heartbeat or ingest_checkpoint */
@@ -125,6 +139,7 @@ struct ingest_recovery_stats {
   uint64_t leftover_parts;        /* part keys of other generations, to tombstone */
   int previous_closed_cleanly;    /* the last run shut down cleanly (no produce pending) */
   uint64_t waited_ms;             /* waiting out the previous run's produce requests */
+  uint64_t rebases;               /* head-office rebases applied from control.v1 */
   uint64_t checkpoint_journals;
   uint64_t records_read[KAFKA_DATA_TOPICS];
   uint64_t records_folded;
@@ -211,6 +226,10 @@ struct ingest {
   struct ingest_batch *batches; /* in flight, doubly linked */
   struct ingest_waiter *waiters_head, *waiters_tail;
   struct ingest_heartbeat *heartbeats;
+  struct ingest_rebase *rebases; /* produced to control.v1, waiting for Kafka */
+  unsigned rebase_count;
+  struct ingest_rebase_applied reapply[INGEST_MAX_REBASES_IN_FLIGHT];
+  unsigned reapply_count;
   unsigned batch_count, waiter_count, heartbeat_count;
   size_t outstanding; /* records produced without a delivery report yet */
 };
@@ -226,6 +245,18 @@ struct ingest_journal *ingest__state_find(const struct ingest_state *state, cons
 struct ingest_journal *ingest__state_get(struct ingest_state *state, const char *store_id,
                                          const uint8_t journal_id[16], const char *resync_id);
 int ingest__pos_after(struct ingest_pos a, struct ingest_pos b);
+/*
+ * Raises the accepted batch_seq of the live journal (store, journal) to
+ * from_batch_seq - 1 (Rebase). Returns 0 with *previous set (may be NULL),
+ * or -1 out of memory.
+ */
+int ingest__rebase_apply(struct ingest_state *state, const char *store_id,
+                         const uint8_t journal_id[16], uint64_t from_batch_seq,
+                         uint64_t *previous);
+/* "<store_id>/rebase/<journal hex>", the key of a rebase in control.v1. 0 or -1. */
+int ingest__rebase_key(char *out, size_t out_size, const char *store_id,
+                       const uint8_t journal_id[16]);
+
 /* Sets journal->device_id when it is not known yet. 0 or -1 (out of memory). */
 int ingest__journal_claim(struct ingest_journal *journal, const char *device_id);
 enum kafka_topic ingest__stream_topic(const struct ingest_journal *journal,

@@ -367,6 +367,36 @@ static int ingest_fold_record(void *arg, const rd_kafka_message_t *record)
   return 0;
 }
 
+/* A head-office rebase in control.v1 (key "<store>/rebase/<journal>"): applied on top of what
+ * the checkpoint and the data topics say (it only ever raises a journal's accepted batch). */
+static int ingest_rebase_record(void *arg, const rd_kafka_message_t *record)
+{
+  struct ingest_recovery *r = arg;
+  Pos__V1__Command *command;
+  const char *key = record->key;
+  int rc = 0;
+  int is_rebase = 0;
+
+  for (size_t i = 0; key && i + 8 <= record->key_len && !is_rebase; i++)
+    is_rebase = memcmp(key + i, "/rebase/", 8) == 0;
+  if (!is_rebase || !record->payload)
+    return 0;
+  command = pos__v1__command__unpack(NULL, record->len, record->payload);
+  if (!command)
+    return 0;
+  if (command->command_case == POS__V1__COMMAND__COMMAND_REBASE && command->store_id &&
+      command->store_id[0] && strlen(command->store_id) <= INGEST_STORE_ID_MAX &&
+      command->rebase->journal_id.len == 16 && command->rebase->from_batch_seq > 0) {
+    if (ingest__rebase_apply(&r->state, command->store_id, command->rebase->journal_id.data,
+                             command->rebase->from_batch_seq, NULL))
+      rc = -1;
+    else
+      r->stats.rebases++;
+  }
+  pos__v1__command__free_unpacked(command, NULL);
+  return rc;
+}
+
 /* Sleeps up to `ms`, waking early on stop. Returns 1 when stopped. */
 static int ingest_recovery_pause(struct ingest_recovery *r, uint64_t ms)
 {
@@ -487,7 +517,7 @@ static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, c
   if (!reader)
     return -1;
   for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
-    if (t >= KAFKA_DATA_TOPICS && t != KAFKA_TOPIC_STATE)
+    if (t >= KAFKA_DATA_TOPICS && t != KAFKA_TOPIC_STATE && t != KAFKA_TOPIC_CONTROL)
       continue;
     if (kafka_topic_partitions(reader, in->topics[t], INGEST_METADATA_TIMEOUT_MS, &partitions[t],
                                err, err_size))
@@ -541,6 +571,15 @@ static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, c
     free(start);
     free(end);
     start = end = NULL;
+  }
+
+  /* 3. Head office's rebases. */
+  if (partitions[KAFKA_TOPIC_CONTROL] > 0) {
+    memset(&read_stats, 0, sizeof(read_stats));
+    if (kafka_read_to_end(reader, in->topics[KAFKA_TOPIC_CONTROL], partitions[KAFKA_TOPIC_CONTROL],
+                          NULL, NULL, ingest_rebase_record, r, &r->stop,
+                          INGEST_RECOVERY_STALL_MS, &read_stats, err, err_size))
+      goto out;
   }
   rc = 0;
 out:

@@ -493,3 +493,29 @@ int ingest__journal_claim(struct ingest_journal *journal, const char *device_id)
   journal->device_id = strdup(device_id);
   return journal->device_id ? 0 : -1;
 }
+
+int ingest__rebase_apply(struct ingest_state *state, const char *store_id,
+                         const uint8_t journal_id[16], uint64_t from_batch_seq,
+                         uint64_t *previous)
+{
+  struct ingest_journal *journal = ingest__state_get(state, store_id, journal_id, "");
+
+  if (!journal)
+    return -1;
+  if (previous)
+    *previous = journal->accepted_batch_seq;
+  if (from_batch_seq > 0 && from_batch_seq - 1 > journal->accepted_batch_seq)
+    journal->accepted_batch_seq = from_batch_seq - 1;
+  return 0;
+}
+
+int ingest__rebase_key(char *out, size_t out_size, const char *store_id,
+                       const uint8_t journal_id[16])
+{
+  char hex[33];
+  int len;
+
+  proto_journal_id_format(journal_id, hex);
+  len = snprintf(out, out_size, "%s/rebase/%s", store_id, hex);
+  return len < 0 || (size_t)len >= out_size ? -1 : 0;
+}

@@ -4,6 +4,8 @@
  */
 #include "server/routes.h"
 
+#include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@ struct routes_pending {
   char store_id[IDENTITY_ID_MAX + 1];
   uint64_t batch_seq;
   int heartbeat;
+  char admin[IDENTITY_ID_MAX + 1]; /* rebase: who approved it */
 };
 
 static void routes_respond_text(http_exchange *exchange, int status, const char *message,
@@ -313,6 +316,103 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
   ingest_submit_heartbeat(r->ingest, id->store_id, heartbeat, routes_on_heartbeat_done, pending);
 }
 
+static void routes_on_rebase_done(void *arg, const struct ingest_result *result)
+{
+  struct routes_pending *pending = arg;
+  char hex[33], body[512];
+  int len;
+
+  proto_journal_id_format(pending->journal_id, hex);
+  if (result->outcome != INGEST_ACCEPTED) {
+    routes_respond_text(pending->exchange, 503, result->message, "Retry-After: 5\r\n");
+    free(pending);
+    return;
+  }
+  log_warn("server", "rebase_approved",
+           "admin=%s store=%s journal=%s from_batch_seq=%" PRIu64 " acked_before=%" PRIu64
+           " acked_after=%" PRIu64,
+           pending->admin, pending->store_id, hex, pending->batch_seq,
+           result->previous_acked_batch_seq, result->acked_batch_seq);
+  len = snprintf(body, sizeof(body),
+                 "{\"store_id\": \"%s\", \"journal_id\": \"%s\", \"from_batch_seq\": %" PRIu64
+                 ", \"acked_batch_seq_before\": %" PRIu64 ", \"acked_batch_seq_after\": %" PRIu64
+                 ", \"approved_by\": \"%s\"}\n",
+                 pending->store_id, hex, pending->batch_seq, result->previous_acked_batch_seq,
+                 result->acked_batch_seq, pending->admin);
+  if (len < 0 || (size_t)len >= sizeof(body))
+    len = 0;
+  http_exchange_respond(pending->exchange, 200, "application/json", NULL, body, (size_t)len);
+  free(pending);
+}
+
+/* Reads {"store_id", "journal_id" (32 hex), "from_batch_seq"} into pending. 0, or -1 with err. */
+static int routes_rebase_parse(const char *body, size_t body_len, struct routes_pending *pending,
+                               char *err, size_t err_size)
+{
+  json_error_t error;
+  json_t *root = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, &error);
+  json_t *store, *journal, *from;
+  int rc = -1;
+
+  if (!root) {
+    snprintf(err, err_size, "body is not JSON: %s (line %d, column %d)", error.text, error.line,
+             error.column);
+    return -1;
+  }
+  store = json_object_get(root, "store_id");
+  journal = json_object_get(root, "journal_id");
+  from = json_object_get(root, "from_batch_seq");
+  if (!json_is_object(root) || json_object_size(root) != 3 || !json_is_string(store) ||
+      !json_is_string(journal) || !json_is_integer(from)) {
+    snprintf(err, err_size, "the body must be {\"store_id\": \"S\", \"journal_id\": \"<32 hex>\", "
+             "\"from_batch_seq\": N} and nothing else");
+  } else if (json_string_length(store) == 0 || json_string_length(store) > IDENTITY_ID_MAX ||
+             strchr(json_string_value(store), '/')) {
+    snprintf(err, err_size, "store_id must be 1-%d characters without '/'", IDENTITY_ID_MAX);
+  } else if (json_string_length(journal) != 32 ||
+             proto_journal_id_parse(json_string_value(journal), pending->journal_id)) {
+    snprintf(err, err_size, "journal_id must be 32 hex digits");
+  } else if (json_integer_value(from) < 1) {
+    snprintf(err, err_size, "from_batch_seq must be 1 or more");
+  } else {
+    snprintf(pending->store_id, sizeof(pending->store_id), "%s", json_string_value(store));
+    pending->batch_seq = (uint64_t)json_integer_value(from);
+    rc = 0;
+  }
+  json_decref(root);
+  return rc;
+}
+
+/*
+ * POST /v1/admin/rebase (admin certificates only): head office approves
+ * that a journal's next batch may be from_batch_seq (pos.proto, Rebase).
+ * Answered 200 once the approval is in pos.control.v1 and applied.
+ */
+static void routes_rebase(routes *r, http_exchange *exchange, const struct identity *id)
+{
+  size_t body_len;
+  const char *body = http_exchange_body(exchange, &body_len);
+  struct routes_pending *pending = calloc(1, sizeof(*pending));
+  char err[256];
+
+  if (!pending) {
+    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
+    return;
+  }
+  if (routes_rebase_parse(body ? body : "", body_len, pending, err, sizeof(err))) {
+    log_warn("server", "rebase_refused", "peer=%s admin=%s status=400 reason=\"%s\"",
+             http_exchange_peer(exchange), id->admin, err);
+    routes_respond_text(exchange, 400, err, NULL);
+    free(pending);
+    return;
+  }
+  pending->routes = r;
+  pending->exchange = exchange;
+  snprintf(pending->admin, sizeof(pending->admin), "%s", id->admin);
+  ingest_submit_rebase(r->ingest, id->admin, pending->store_id, pending->journal_id,
+                       pending->batch_seq, routes_on_rebase_done, pending);
+}
+
 void routes_handle(http_exchange *exchange, void *arg)
 {
   routes *r = arg;
@@ -330,6 +430,19 @@ void routes_handle(http_exchange *exchange, void *arg)
   }
   if (routes_identify(exchange, &id))
     return;
+  if (strcmp(path, "/v1/admin/rebase") == 0) {
+    if (strcmp(method, "POST") != 0) {
+      routes_respond_text(exchange, 405, "use POST", "Allow: POST\r\n");
+    } else if (id.kind != IDENTITY_ADMIN) {
+      log_warn("server", "refused", "peer=%s store=%s device=%s path=%s status=403 reason=\"not "
+               "an admin certificate\"", http_exchange_peer(exchange), id.store_id, id.device_id,
+               path);
+      routes_respond_text(exchange, 403, "only admin certificates may approve a rebase", NULL);
+    } else {
+      routes_rebase(r, exchange, &id);
+    }
+    return;
+  }
   if (strcmp(path, "/v1/batches") == 0 || strcmp(path, "/v1/heartbeat") == 0) {
     if (strcmp(method, "POST") != 0) {
       routes_respond_text(exchange, 405, "use POST", "Allow: POST\r\n");
