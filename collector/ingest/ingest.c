@@ -288,7 +288,7 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
     free(value);
     if (headers)
       rd_kafka_headers_destroy(headers);
-    snprintf(err, err_size, "Kafka refused a record for %s: %s", in->topics[topic],
+    snprintf(err, err_size, "Kafka refused a record for %.100s: %s", in->topics[topic],
              rd_kafka_err2str(kerr));
     if (kerr == RD_KAFKA_RESP_ERR__FATAL && !aux)
       in->doubt = 1;
