@@ -3,7 +3,7 @@
  * cluster on loopback ports with the project's topics created, so that
  * broker, collector and agent run as three processes.
  *
- *   pos-broker [--brokers N] [--partitions N] [--topic-prefix P]
+ *   pos-broker [--brokers N] [--partitions N] [--topic-prefix P] [--produce-delay MS]
  *
  * Prints one line "bootstrap=127.0.0.1:PORT[,...]" on stdout when it is
  * ready, then runs until SIGTERM or SIGINT. Everything is kept in memory
@@ -24,13 +24,20 @@
  * be restarted (a test kills the collector before it compacts anyway).
  * stdout then says "compacted=N kept=K dropped=D" (records).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "kafka/kafka.h"
 #include "platform/log.h"
@@ -41,9 +48,410 @@ static void usage(FILE *out)
                "  --brokers N        mock brokers (1-16, default 1)\n"
                "  --partitions N     partitions per topic (1-1000, default 4)\n"
                "  --topic-prefix P   topic name prefix (default \"pos.\")\n"
+               "  --produce-delay MS a proxy per broker that delivers what clients send MS ms\n"
+               "                     late (\"delayed=HOST:PORT,...\" on stdout)\n"
                "Prints \"bootstrap=HOST:PORT,...\" on stdout, runs until SIGTERM/SIGINT.\n"
                "SIGUSR1 compacts the compacted topics (newest record per key, tombstoned\n"
                "keys dropped) on a new cluster and prints its new bootstrap= line.\n");
+}
+
+/* ---- --produce-delay: what clients send reaches the broker N ms later ------------------------ */
+/*
+ * A real broker may append a produce request well after the client sent it
+ * (a slow network, a busy broker), up to the request's timeout; the mock
+ * appends at once. With --produce-delay MS, pos-broker puts a proxy in front
+ * of each mock broker that holds every Produce request for MS ms (in order)
+ * and delivers it even after the client is gone (bytes in flight); other
+ * requests and all answers pass at once. Metadata answers are rewritten to name
+ * the proxies, so clients keep talking through them. stdout then carries a
+ * line "delayed=127.0.0.1:PORT[,...]" after the bootstrap= line.
+ */
+#define PROXY_MAX_BROKERS 16
+#define PROXY_CORRELATIONS 256
+
+struct proxy_listener {
+  int fd;
+  int port;      /* where clients connect */
+  int mock_port; /* where the mock broker listens */
+};
+
+static struct proxy_listener proxy_listeners[PROXY_MAX_BROKERS];
+static int proxy_count;
+static int proxy_delay_ms;
+
+struct proxy_held {
+  struct proxy_held *next;
+  uint64_t due_ms;
+  size_t len, sent;
+  uint8_t data[];
+};
+
+struct proxy_conn {
+  int client, broker;
+  /* client -> broker: one request at a time */
+  struct proxy_held *request;
+  uint8_t request_length[4];
+  size_t request_have;
+  struct {
+    int32_t correlation;
+    int16_t api_key, api_version;
+  } sent[PROXY_CORRELATIONS];
+  unsigned sent_next;
+  /* broker -> client: one frame at a time */
+  uint8_t *frame;
+  size_t frame_len, frame_have;
+  uint8_t length[4];
+  size_t length_have;
+};
+
+static uint64_t proxy_now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint32_t proxy_be32(const uint8_t *p)
+{
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int proxy_write_all(int fd, const uint8_t *data, size_t len)
+{
+  while (len > 0) {
+    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    data += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/*
+ * Takes the client's bytes frame by frame: a Produce request is held for
+ * the delay (in order with the other Produce requests), anything else goes
+ * to the broker at once (librdkafka matches answers by correlation id).
+ * Notes each request's api key and version. -1 when the broker is gone.
+ */
+static int proxy_requests(struct proxy_conn *c, const uint8_t *data, size_t len,
+                          struct proxy_held ***tail)
+{
+  while (len > 0) {
+    size_t n;
+    if (c->request_have < 4) {
+      c->request_length[c->request_have++] = *data++;
+      len--;
+      if (c->request_have == 4) {
+        uint32_t frame_len = proxy_be32(c->request_length);
+        c->request = malloc(sizeof(*c->request) + frame_len + 4);
+        if (!c->request)
+          return -1;
+        c->request->next = NULL;
+        c->request->len = frame_len + 4;
+        c->request->sent = 0;
+        memcpy(c->request->data, c->request_length, 4);
+      }
+      continue;
+    }
+    n = c->request->len - c->request_have < len ? c->request->len - c->request_have : len;
+    memcpy(c->request->data + c->request_have, data, n);
+    c->request_have += n;
+    data += n;
+    len -= n;
+    if (c->request_have == c->request->len) {
+      struct proxy_held *h = c->request;
+      unsigned slot = c->sent_next++ % PROXY_CORRELATIONS;
+      int16_t api_key = h->len >= 12 ? (int16_t)(h->data[4] << 8 | h->data[5]) : -1;
+      c->sent[slot].api_key = api_key;
+      c->sent[slot].api_version = h->len >= 12 ? (int16_t)(h->data[6] << 8 | h->data[7]) : 0;
+      c->sent[slot].correlation = h->len >= 12 ? (int32_t)proxy_be32(h->data + 8) : -1;
+      c->request = NULL;
+      c->request_have = 0;
+      if (api_key == 0) {
+        h->due_ms = proxy_now_ms() + (uint64_t)proxy_delay_ms;
+        **tail = h;
+        *tail = &h->next;
+      } else {
+        int rc = proxy_write_all(c->broker, h->data, h->len);
+        free(h);
+        if (rc)
+          return -1;
+      }
+    }
+  }
+  return 0;
+}
+
+static int proxy_uvarint(const uint8_t *p, size_t len, size_t *at, uint64_t *value)
+{
+  unsigned shift = 0;
+  *value = 0;
+  while (*at < len && shift < 64) {
+    uint8_t b = p[(*at)++];
+    *value |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80))
+      return 0;
+    shift += 7;
+  }
+  return -1;
+}
+
+/* Rewrites the broker ports of a Metadata answer (v1-v12) to the proxies' ports, in place. */
+static void proxy_rewrite_metadata(uint8_t *frame, size_t len, int version)
+{
+  int flexible = version >= 9;
+  size_t at = 4; /* after the correlation id */
+  uint64_t count, skip;
+
+  if (version < 1)
+    return;
+  if (flexible && (proxy_uvarint(frame, len, &at, &skip) || skip != 0))
+    return; /* header tagged fields: none expected */
+  if (version >= 3)
+    at += 4; /* throttle_time_ms */
+  if (flexible) {
+    if (proxy_uvarint(frame, len, &at, &count) || count == 0)
+      return;
+    count--;
+  } else {
+    if (at + 4 > len)
+      return;
+    count = proxy_be32(frame + at);
+    at += 4;
+  }
+  for (uint64_t i = 0; i < count; i++) {
+    uint64_t host_len, rack_len, tags;
+    at += 4; /* node_id */
+    if (flexible) {
+      if (proxy_uvarint(frame, len, &at, &host_len) || host_len == 0)
+        return;
+      at += host_len - 1;
+    } else {
+      if (at + 2 > len)
+        return;
+      at += 2 + (size_t)(frame[at] << 8 | frame[at + 1]);
+    }
+    if (at + 4 > len)
+      return;
+    for (int p = 0; p < proxy_count; p++) {
+      if ((int)proxy_be32(frame + at) == proxy_listeners[p].mock_port) {
+        uint32_t port = (uint32_t)proxy_listeners[p].port;
+        frame[at] = (uint8_t)(port >> 24);
+        frame[at + 1] = (uint8_t)(port >> 16);
+        frame[at + 2] = (uint8_t)(port >> 8);
+        frame[at + 3] = (uint8_t)port;
+        break;
+      }
+    }
+    at += 4;
+    if (flexible) {
+      if (proxy_uvarint(frame, len, &at, &rack_len))
+        return;
+      at += rack_len > 0 ? rack_len - 1 : 0;
+      if (proxy_uvarint(frame, len, &at, &tags))
+        return;
+      for (uint64_t t = 0; t < tags; t++) {
+        uint64_t tag, size;
+        if (proxy_uvarint(frame, len, &at, &tag) || proxy_uvarint(frame, len, &at, &size))
+          return;
+        at += size;
+      }
+    } else {
+      int16_t rack;
+      if (at + 2 > len)
+        return;
+      rack = (int16_t)(frame[at] << 8 | frame[at + 1]);
+      at += 2 + (rack > 0 ? (size_t)rack : 0);
+    }
+  }
+}
+
+/* Passes the broker's answers on, frame by frame, rewriting Metadata. -1 when a side closed. */
+static int proxy_answers(struct proxy_conn *c, const uint8_t *data, size_t len)
+{
+  while (len > 0) {
+    if (c->length_have < 4) {
+      c->length[c->length_have++] = *data++;
+      len--;
+      if (c->length_have == 4) {
+        c->frame_len = proxy_be32(c->length);
+        c->frame_have = 0;
+        c->frame = malloc(c->frame_len + 4);
+        if (!c->frame)
+          return -1;
+        memcpy(c->frame, c->length, 4);
+      }
+      continue;
+    }
+    {
+      size_t n = c->frame_len - c->frame_have < len ? c->frame_len - c->frame_have : len;
+      memcpy(c->frame + 4 + c->frame_have, data, n);
+      c->frame_have += n;
+      data += n;
+      len -= n;
+    }
+    if (c->frame_have == c->frame_len) {
+      int32_t correlation = c->frame_len >= 4 ? (int32_t)proxy_be32(c->frame + 4) : -1;
+      int rc;
+      for (unsigned s = 0; s < PROXY_CORRELATIONS; s++) {
+        if (c->sent[s].correlation == correlation && c->sent[s].api_key == 3) {
+          proxy_rewrite_metadata(c->frame + 4, c->frame_len, c->sent[s].api_version);
+          break;
+        }
+      }
+      rc = proxy_write_all(c->client, c->frame, c->frame_len + 4);
+      free(c->frame);
+      c->frame = NULL;
+      c->length_have = 0;
+      if (rc)
+        return -1;
+    }
+  }
+  return 0;
+}
+
+static void *proxy_conn_main(void *arg)
+{
+  struct proxy_conn *c = arg;
+  struct proxy_held *head = NULL, **tail = &head;
+  int client_open = 1;
+  uint8_t buffer[65536];
+
+  for (;;) {
+    struct pollfd fds[2] = {{c->broker, POLLIN, 0}, {client_open ? c->client : -1, POLLIN, 0}};
+    uint64_t now = proxy_now_ms();
+    int timeout = 100;
+    if (head)
+      timeout = head->due_ms > now ? (int)(head->due_ms - now) : 0;
+    else if (!client_open)
+      break; /* the client is gone and everything it sent is delivered */
+    if (poll(fds, 2, timeout) < 0 && errno != EINTR)
+      break;
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = recv(c->client, buffer, sizeof(buffer), 0);
+      if (n <= 0) {
+        client_open = 0;
+      } else if (proxy_requests(c, buffer, (size_t)n, &tail)) {
+        break;
+      }
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = recv(c->broker, buffer, sizeof(buffer), 0);
+      if (n <= 0)
+        break;
+      if (client_open && proxy_answers(c, buffer, (size_t)n))
+        client_open = 0; /* answers to a dead client are dropped */
+    }
+    while (head && head->due_ms <= proxy_now_ms()) {
+      struct proxy_held *h = head;
+      if (proxy_write_all(c->broker, h->data, h->len))
+        goto out;
+      head = h->next;
+      if (!head)
+        tail = &head;
+      free(h);
+    }
+  }
+out:
+  while (head) {
+    struct proxy_held *h = head;
+    head = h->next;
+    free(h);
+  }
+  free(c->frame);
+  free(c->request);
+  close(c->client);
+  close(c->broker);
+  free(c);
+  return NULL;
+}
+
+static void *proxy_accept_main(void *arg)
+{
+  struct proxy_listener *l = arg;
+
+  for (;;) {
+    struct sockaddr_in to = {0};
+    struct proxy_conn *c;
+    pthread_t thread;
+    int client = accept(l->fd, NULL, NULL);
+    if (client < 0) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c)
+      c->broker = socket(AF_INET, SOCK_STREAM, 0);
+    to.sin_family = AF_INET;
+    to.sin_port = htons((uint16_t)l->mock_port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!c || c->broker < 0 || connect(c->broker, (struct sockaddr *)&to, sizeof(to)) != 0) {
+      if (c && c->broker >= 0)
+        close(c->broker);
+      free(c);
+      close(client);
+      continue;
+    }
+    c->client = client;
+    for (unsigned s = 0; s < PROXY_CORRELATIONS; s++)
+      c->sent[s].correlation = -1;
+    if (pthread_create(&thread, NULL, proxy_conn_main, c) != 0) {
+      close(c->broker);
+      close(client);
+      free(c);
+      continue;
+    }
+    pthread_detach(thread);
+  }
+  return NULL;
+}
+
+/* Starts a proxy in front of each broker of `bootstrap` ("127.0.0.1:P,..."). Writes the proxies'
+ * bootstrap into `out`. 0 or -1 with `err` set. */
+static int proxy_start(const char *bootstrap, char *out, size_t out_size, char *err,
+                       size_t err_size)
+{
+  const char *p = bootstrap;
+  size_t used = 0;
+
+  out[0] = '\0';
+  while (p && *p && proxy_count < PROXY_MAX_BROKERS) {
+    struct proxy_listener *l = &proxy_listeners[proxy_count];
+    struct sockaddr_in addr = {0};
+    socklen_t addr_len = sizeof(addr);
+    pthread_t thread;
+    const char *colon = strchr(p, ':');
+    if (!colon) {
+      snprintf(err, err_size, "cannot read the mock's bootstrap \"%s\"", bootstrap);
+      return -1;
+    }
+    l->mock_port = (int)strtol(colon + 1, NULL, 10);
+    l->fd = socket(AF_INET, SOCK_STREAM, 0);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (l->fd < 0 || bind(l->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
+        listen(l->fd, 64) != 0 || getsockname(l->fd, (struct sockaddr *)&addr, &addr_len) != 0) {
+      snprintf(err, err_size, "proxy listener: %s", strerror(errno));
+      return -1;
+    }
+    l->port = ntohs(addr.sin_port);
+    used += (size_t)snprintf(out + used, out_size - used, "%s127.0.0.1:%d", used ? "," : "",
+                             l->port);
+    proxy_count++;
+    if (pthread_create(&thread, NULL, proxy_accept_main, l) != 0) {
+      snprintf(err, err_size, "proxy thread: %s", strerror(errno));
+      return -1;
+    }
+    pthread_detach(thread);
+    p = strchr(colon, ',');
+    if (p)
+      p++;
+  }
+  return 0;
 }
 
 static int parse_int(const char *option, const char *text, int low, int high, int *value)
@@ -341,6 +749,10 @@ int main(int argc, char **argv)
       if (parse_int("--partitions", value, 1, 1000, &partitions))
         return 2;
       i++;
+    } else if (strcmp(argv[i], "--produce-delay") == 0) {
+      if (parse_int("--produce-delay", value, 1, 600000, &proxy_delay_ms))
+        return 2;
+      i++;
     } else if (strcmp(argv[i], "--topic-prefix") == 0) {
       if (!value) {
         fprintf(stderr, "pos-broker: --topic-prefix needs a value\n");
@@ -372,6 +784,17 @@ int main(int argc, char **argv)
     return 1;
   }
   printf("bootstrap=%s\n", kafka_embedded_bootstrap(embedded));
+  if (proxy_delay_ms > 0) {
+    char delayed[PROXY_MAX_BROKERS * 24];
+    if (proxy_start(kafka_embedded_bootstrap(embedded), delayed, sizeof(delayed), err,
+                    sizeof(err))) {
+      fprintf(stderr, "pos-broker: --produce-delay: %s\n", err);
+      kafka_embedded_stop(embedded);
+      return 1;
+    }
+    printf("delayed=%s\n", delayed);
+    log_info("broker", "delaying", "delayed=%s delay_ms=%d", delayed, proxy_delay_ms);
+  }
   fflush(stdout);
   log_info("broker", "ready", "bootstrap=%s brokers=%d partitions=%d topic_prefix=%s",
            kafka_embedded_bootstrap(embedded), brokers, partitions, prefix);
