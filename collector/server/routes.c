@@ -138,13 +138,28 @@ static int routes_is_protobuf(http_exchange *exchange)
   return type && strncasecmp(type, "application/x-protobuf", 22) == 0;
 }
 
+/* 403 for a batch whose envelope names another store or device than the certificate: a
+ * BatchAck with BATCH_ACK_CODE_IDENTITY_MISMATCH, so that the agent need not read prose. */
+static void routes_refuse_identity(http_exchange *exchange, int batch, const char *message)
+{
+  Pos__V1__BatchAck ack = POS__V1__BATCH_ACK__INIT;
+
+  if (!batch) {
+    routes_respond_text(exchange, 403, message, NULL);
+    return;
+  }
+  ack.code = POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_IDENTITY_MISMATCH;
+  ack.message = (char *)(uintptr_t)message;
+  routes_respond_ack(exchange, 403, &ack, NULL);
+}
+
 /*
  * The device is the certificate's, never the body's: a body naming another
  * device is answered 403 (returns -1); an empty one gets the certificate's
  * (*device_id, owned by the protobuf message, is replaced). 0 on success.
  */
 static int routes_device_from_cert(http_exchange *exchange, const struct identity *id,
-                                   char **device_id)
+                                   char **device_id, int batch)
 {
   char message[320];
   char *copy;
@@ -155,7 +170,7 @@ static int routes_device_from_cert(http_exchange *exchange, const struct identit
              id->device_id, id->store_id, *device_id);
     log_warn("server", "refused", "peer=%s store=%s device=%s status=403 reason=\"%s\"",
              http_exchange_peer(exchange), id->store_id, id->device_id, message);
-    routes_respond_text(exchange, 403, message, NULL);
+    routes_refuse_identity(exchange, batch, message);
     return -1;
   }
   copy = strdup(id->device_id);
@@ -206,10 +221,10 @@ static void routes_batches(routes *r, http_exchange *exchange, const struct iden
     log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=403 reason=\"%s\"",
              http_exchange_peer(exchange), id->store_id, id->device_id, message);
     pos__v1__batch__free_unpacked(batch, NULL);
-    routes_respond_text(exchange, 403, message, NULL);
+    routes_refuse_identity(exchange, 1, message);
     return;
   }
-  if (routes_device_from_cert(exchange, id, &batch->envelope->device_id)) {
+  if (routes_device_from_cert(exchange, id, &batch->envelope->device_id, 1)) {
     pos__v1__batch__free_unpacked(batch, NULL);
     return;
   }
@@ -300,7 +315,7 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
                         NULL);
     return;
   }
-  if (routes_device_from_cert(exchange, id, &heartbeat->device_id)) {
+  if (routes_device_from_cert(exchange, id, &heartbeat->device_id, 0)) {
     pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
     return;
   }

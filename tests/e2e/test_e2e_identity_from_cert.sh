@@ -46,6 +46,9 @@ assert_contains "the 403's message names the owner" "belongs to device D1" "$(ca
   --batch-seq 1 --first-seq 1 --sales 2 --prefix SPOOF >/dev/null || fail "pos-batch --out"
 post_as device-S001-D2 "$T/spoof.zst" /v1/batches -H 'Content-Encoding: zstd'
 assert_eq "device D2's certificate, envelope naming D1: status" 403 "$HTTP_STATUS"
+protoc --decode=pos.v1.BatchAck -I "$POS_SOURCE_DIR/proto" "$POS_SOURCE_DIR/proto/pos/v1/pos.proto" \
+  <"$T/answer.bin" >"$T/answer.txt" 2>&1 || fail "the 403 carries a BatchAck: $(cat "$T/answer.txt")"
+assert_contains "the 403's code" "code: BATCH_ACK_CODE_IDENTITY_MISMATCH" "$(cat "$T/answer.txt")"
 
 kafka_read pos.sales.v1 sales
 records_db sales
