@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,9 @@
 #define INGEST_RETRY_OVERLOADED_S 1
 #define INGEST_RETRY_KAFKA_S 5
 #define INGEST_LOG_LINES_PER_BATCH 5
+#define INGEST_AUX_MESSAGE_TIMEOUT_MS 30000
+#define INGEST_STR2(x) #x
+#define INGEST_STR(x) INGEST_STR2(x)
 
 struct ingest_batch {
   struct ingest_batch *prev, *next;
@@ -74,12 +78,32 @@ struct ingest_heartbeat {
   struct ingest_record record;
 };
 
+enum ingest_checkpoint_stage { INGEST_CK_PARTS = 1, INGEST_CK_MANIFEST, INGEST_CK_TOMBSTONES };
+
+struct ingest_rebase {
+  struct ingest_rebase *prev, *next;
+  ingest_done_fn done;
+  void *arg;
+  char approved_by[INGEST_STORE_ID_MAX + 1];
+  char store_id[INGEST_STORE_ID_MAX + 1];
+  uint8_t journal_id[16];
+  uint64_t from_batch_seq;
+  struct ingest_record record;
+};
+
 struct ingest_checkpoint {
   uint64_t generation;
+  uint32_t parts;
+  int32_t partition;
   uint64_t started_ms;
-  size_t parts, pending, bytes, journals;
+  size_t pending, bytes, journals, tombstones;
+  int stage;         /* enum ingest_checkpoint_stage */
+  int closing;       /* the manifest says closed_cleanly */
+  int manifest_only; /* a new manifest for the live generation */
+  int producing;     /* still inside the parts loop: a report must not advance */
   int failed;
-  struct ingest_record *records;
+  struct ingest_record *records; /* the parts' records, then the tombstones' */
+  struct ingest_record manifest_record;
 };
 
 static void ingest_reply(ingest_done_fn done, void *arg, struct ingest_result *result)
@@ -128,7 +152,7 @@ static void ingest_error_cb(rd_kafka_t *rk, int err, const char *reason, void *o
   ingest *in = opaque;
   char quoted[512];
 
-  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+  if (err == RD_KAFKA_RESP_ERR__FATAL && rk != in->rk_aux) {
     char why[512];
     rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(rk, why, sizeof(why));
     log_error("ingest", "kafka_fatal", "error=%s reason=%s action=rebuild_state",
@@ -142,15 +166,37 @@ static void ingest_error_cb(rd_kafka_t *rk, int err, const char *reason, void *o
            log_quote(reason, quoted, sizeof(quoted)));
 }
 
-rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size)
+/* 1 for the topics the aux producer writes (heartbeats, checkpoints). */
+static int ingest_topic_aux(enum kafka_topic topic)
+{
+  return topic == KAFKA_TOPIC_STATUS || topic == KAFKA_TOPIC_STATE ||
+         topic == KAFKA_TOPIC_CONTROL;
+}
+
+/*
+ * The data producer (aux 0: kafka_producer_conf, idempotent and gapless) or
+ * the aux producer (aux 1: acks=all, not idempotent, records fail after
+ * INGEST_AUX_MESSAGE_TIMEOUT_MS). Both wake the loop through wake_fds.
+ */
+static rd_kafka_t *ingest_producer_make(ingest *in, int aux, char *err, size_t err_size)
 {
   rd_kafka_conf_t *conf = kafka_producer_conf(in->brokers, in->kafka_debug, err, err_size);
   rd_kafka_queue_t *main_queue;
   rd_kafka_t *rk;
-  char why[512];
+  char why[512], timeout[24];
 
   if (!conf)
     return NULL;
+  snprintf(timeout, sizeof(timeout), "%" PRIu64, in->request_timeout_ms);
+  if (kafka_conf_set(conf, "request.timeout.ms", timeout, err, err_size) ||
+      (aux && (kafka_conf_set(conf, "enable.gapless.guarantee", "false", err, err_size) ||
+               kafka_conf_set(conf, "enable.idempotence", "false", err, err_size) ||
+               kafka_conf_set(conf, "message.timeout.ms",
+                              INGEST_STR(INGEST_AUX_MESSAGE_TIMEOUT_MS), err, err_size) ||
+               kafka_conf_set(conf, "client.id", "pos-collector-aux", err, err_size)))) {
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+  }
   rd_kafka_conf_set_opaque(conf, in);
   rd_kafka_conf_set_dr_msg_cb(conf, ingest_dr_cb);
   rd_kafka_conf_set_error_cb(conf, ingest_error_cb);
@@ -166,14 +212,45 @@ rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size)
   return rk;
 }
 
+rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size)
+{
+  return ingest_producer_make(in, 0, err, err_size);
+}
+
 static int ingest_topics_open(ingest *in)
 {
   for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    if (ingest_topic_aux((enum kafka_topic)t))
+      continue;
     in->rkt[t] = rd_kafka_topic_new(in->rk, in->topics[t], NULL);
     if (!in->rkt[t])
       return -1;
   }
   return 0;
+}
+
+static int ingest_aux_topics_open(ingest *in)
+{
+  for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    if (!ingest_topic_aux((enum kafka_topic)t))
+      continue;
+    in->rkt_aux[t] = rd_kafka_topic_new(in->rk_aux, in->topics[t], NULL);
+    if (!in->rkt_aux[t])
+      return -1;
+  }
+  return 0;
+}
+
+static void ingest_aux_close(ingest *in)
+{
+  for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
+    if (in->rkt_aux[t])
+      rd_kafka_topic_destroy(in->rkt_aux[t]);
+    in->rkt_aux[t] = NULL;
+  }
+  if (in->rk_aux)
+    rd_kafka_destroy(in->rk_aux);
+  in->rk_aux = NULL;
 }
 
 static void ingest_topics_close(ingest *in)
@@ -195,8 +272,12 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
                           size_t err_size)
 {
   rd_kafka_resp_err_t kerr;
+  int aux = ingest_topic_aux(topic);
+  /* Plain variables: librdkafka's V_ macros cast their argument unparenthesised. */
+  rd_kafka_t *rk = aux ? in->rk_aux : in->rk;
+  rd_kafka_topic_t *rkt = aux ? in->rkt_aux[topic] : in->rkt[topic];
 
-  kerr = rd_kafka_producev(in->rk, RD_KAFKA_V_RKT(in->rkt[topic]),
+  kerr = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt),
                            RD_KAFKA_V_PARTITION(partition),
                            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, len),
                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
@@ -207,14 +288,17 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
     free(value);
     if (headers)
       rd_kafka_headers_destroy(headers);
-    snprintf(err, err_size, "Kafka refused a record for %s: %s", in->topics[topic],
+    snprintf(err, err_size, "Kafka refused a record for %.100s: %s", in->topics[topic],
              rd_kafka_err2str(kerr));
-    if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+    if (kerr == RD_KAFKA_RESP_ERR__FATAL && !aux)
       in->doubt = 1;
     return -1;
   }
   record->topic = (uint8_t)topic;
-  in->outstanding++;
+  if (aux)
+    in->outstanding_aux++;
+  else
+    in->outstanding++;
   return 0;
 }
 
@@ -401,8 +485,10 @@ static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale
 }
 
 static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__InventoryDelta *delta,
-                                uint32_t index)
+                                uint32_t index, enum ingest_stream stream)
 {
+  enum kafka_topic topic = ingest__stream_topic(b->journal, stream);
+  char why[200];
   struct ingest_record *record = &b->records[b->record_count];
   size_t len;
   uint8_t *value;
@@ -432,14 +518,20 @@ static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__Inv
   pos__v1__inventory_delta__pack(delta, value);
   headers = ingest_batch_headers(b);
   ingest_header_u64(headers, "delta_index", index);
+  if (stream == INGEST_STREAM_DLQ_INVENTORY) {
+    snprintf(why, sizeof(why), "inventory delta says store %.64s but the batch comes from "
+             "store %.64s", delta->store_id, b->store_id);
+    ingest_header(headers, "reason", why);
+    ingest_header(headers, "field", "inventory_deltas.store_id");
+  }
   record->owner = b;
   record->kind = INGEST_REC_BATCH;
-  record->stream = INGEST_STREAM_INVENTORY;
+  record->stream = (uint8_t)stream;
   record->tracked = 1;
   record->pos.seq = b->batch->envelope->batch_seq;
   record->pos.index = index;
-  if (ingest_produce(in, KAFKA_TOPIC_INVENTORY, RD_KAFKA_PARTITION_UA, b->store_id, value, len,
-                     headers, record, b->failure, sizeof(b->failure)))
+  if (ingest_produce(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, value, len, headers, record,
+                     b->failure, sizeof(b->failure)))
     return -1;
   b->record_count++;
   b->pending++;
@@ -567,10 +659,22 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
   }
   for (size_t i = 0; i < batch->n_inventory_deltas && !b->failed; i++) {
     struct ingest_pos pos = {envelope->batch_seq, (uint32_t)(i + 1)};
-    if (!ingest__pos_after(pos, journal->streams[INGEST_STREAM_INVENTORY]))
+    Pos__V1__InventoryDelta *delta = batch->inventory_deltas[i];
+    /* Like a sale, a delta naming another store than the certificate's is
+     * dead-lettered, in a stream of its own. */
+    enum ingest_stream stream = delta->store_id && delta->store_id[0] &&
+                                        strcmp(delta->store_id, store_id) != 0
+                                    ? INGEST_STREAM_DLQ_INVENTORY
+                                    : INGEST_STREAM_INVENTORY;
+    if (!ingest__pos_after(pos, journal->streams[stream]))
       continue;
-    if (ingest_produce_delta(in, b, batch->inventory_deltas[i], (uint32_t)(i + 1)))
+    if (ingest_produce_delta(in, b, delta, (uint32_t)(i + 1), stream))
       b->failed = 1;
+    else if (stream == INGEST_STREAM_DLQ_INVENTORY)
+      log_warn("ingest", "delta_dead_lettered",
+               "store=%s batch_seq=%" PRIu64 " delta_index=%zu field=store_id reason=\"delta "
+               "says store %.64s\"",
+               store_id, envelope->batch_seq, i + 1, delta->store_id);
   }
   free(order);
   if (b->result.dead_lettered > INGEST_LOG_LINES_PER_BATCH)
@@ -629,6 +733,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
   if (!journal) {
     if (envelope->batch_seq != 1) {
       result.outcome = INGEST_GAP;
+      result.code = POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_RESUME;
       result.expected_batch_seq = 1;
       snprintf(result.message, sizeof(result.message),
                "journal %s is new to the collector: its first batch must be 1, not %" PRIu64,
@@ -646,6 +751,24 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
                                in->state.journal_count, INGEST_MAX_JOURNALS);
       return;
     }
+  }
+  /* Two devices cloned from one disk image share a journal_id: their seqs
+   * collide, so the second one's batches would look like duplicates and
+   * never reach the log. The device that used the journal first keeps it. */
+  if (ingest__journal_claim(journal, envelope->device_id) == 0 && journal->device_id &&
+      envelope->device_id && strcmp(journal->device_id, envelope->device_id) != 0) {
+    result.outcome = INGEST_REFUSED;
+    result.code = POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_JOURNAL_OF_ANOTHER_DEVICE;
+    snprintf(result.message, sizeof(result.message),
+             "journal %s of store %.32s belongs to device %.32s, not %.32s (a cloned disk "
+             "image?): start a new journal on this device; nothing produced",
+             hex, store_id, journal->device_id, envelope->device_id);
+    log_warn("ingest", "journal_of_another_device",
+             "store=%s journal=%s owner=%s device=%s batch_seq=%" PRIu64, store_id, hex,
+             journal->device_id, envelope->device_id, envelope->batch_seq);
+    pos__v1__batch__free_unpacked(batch, NULL);
+    ingest_reply(done, arg, &result);
+    return;
   }
   if (journal->inflight) {
     struct ingest_batch *first = journal->inflight;
@@ -697,6 +820,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
   }
   if (envelope->batch_seq > journal->accepted_batch_seq + 1) {
     result.outcome = INGEST_GAP;
+    result.code = POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_RESUME;
     result.acked_batch_seq = journal->accepted_batch_seq;
     result.expected_batch_seq = journal->accepted_batch_seq + 1;
     snprintf(result.message, sizeof(result.message),
@@ -749,7 +873,7 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
   struct ingest_heartbeat *h = NULL;
   uint8_t *value = NULL;
   size_t len;
-  char err[256];
+  char err[256], key[2 * INGEST_STORE_ID_MAX + 2];
 
   if (!heartbeat || !store_id || !store_id[0] || strlen(store_id) > INGEST_STORE_ID_MAX) {
     if (heartbeat)
@@ -757,8 +881,9 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
     ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S, "heartbeat without a store");
     return 0;
   }
-  if (in->phase == INGEST_PHASE_CLOSING || !in->rk || in->phase == INGEST_PHASE_DRAINING ||
-      in->doubt) {
+  /* Heartbeats have a producer of their own: they go on while the data
+   * path rebuilds its state. */
+  if (in->phase == INGEST_PHASE_CLOSING || !in->rk_aux) {
     pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
                              in->phase == INGEST_PHASE_CLOSING
@@ -794,13 +919,17 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
     return 0;
   }
   pos__v1__heartbeat__pack(heartbeat, value);
+  /* One record per device: a store's tills must not overwrite each other
+   * in the compacted topic (ARCHITECTURE.md, topics). */
+  snprintf(key, sizeof(key), "%s/%s", store_id,
+           heartbeat->device_id ? heartbeat->device_id : "");
   pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
   h->done = done;
   h->arg = arg;
   h->deadline_ms = clock_mono_ms() + in->produce_timeout_ms;
   h->record.owner = h;
   h->record.kind = INGEST_REC_HEARTBEAT;
-  if (ingest_produce(in, KAFKA_TOPIC_STATUS, RD_KAFKA_PARTITION_UA, store_id, value, len, NULL,
+  if (ingest_produce(in, KAFKA_TOPIC_STATUS, RD_KAFKA_PARTITION_UA, key, value, len, NULL,
                      &h->record, err, sizeof(err))) {
     free(h);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S, "%s", err);
@@ -815,26 +944,161 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
 }
 
 /* ------------------------------------------------------------------------ */
+/* Rebases (pos.proto, Rebase)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Packs the control.v1 value of a rebase; NULL when out of memory. */
+static uint8_t *ingest_rebase_pack(const struct ingest_rebase *rb, size_t *len)
+{
+  Pos__V1__Command command = POS__V1__COMMAND__INIT;
+  Pos__V1__Rebase rebase = POS__V1__REBASE__INIT;
+  char hex[33], command_id[INGEST_STORE_ID_MAX + 80];
+  uint8_t *value;
+
+  proto_journal_id_format(rb->journal_id, hex);
+  snprintf(command_id, sizeof(command_id), "rebase-%s-%s-%" PRIu64, rb->store_id, hex,
+           rb->from_batch_seq);
+  rebase.journal_id.data = (uint8_t *)rb->journal_id;
+  rebase.journal_id.len = 16;
+  rebase.from_batch_seq = rb->from_batch_seq;
+  command.command_id = command_id;
+  command.store_id = (char *)rb->store_id;
+  command.issued_ms = clock_wall_ms();
+  command.issued_by = (char *)rb->approved_by;
+  command.command_case = POS__V1__COMMAND__COMMAND_REBASE;
+  command.rebase = &rebase;
+  *len = pos__v1__command__get_packed_size(&command);
+  value = malloc(*len + 1);
+  if (value)
+    pos__v1__command__pack(&command, value);
+  return value;
+}
+
+int ingest_submit_rebase(ingest *in, const char *approved_by, const char *store_id,
+                         const uint8_t journal_id[16], uint64_t from_batch_seq,
+                         ingest_done_fn done, void *arg)
+{
+  struct ingest_rebase *rb;
+  uint8_t *value;
+  size_t len = 0;
+  char key[INGEST_STORE_ID_MAX + 48], err[256];
+
+  if (in->phase != INGEST_PHASE_READY || in->doubt || !in->rk_aux ||
+      in->rebase_count >= INGEST_MAX_REBASES_IN_FLIGHT) {
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
+                             "the collector is rebuilding its state or busy; retry shortly");
+    return 0;
+  }
+  rb = calloc(1, sizeof(*rb));
+  if (!rb || strlen(store_id) > INGEST_STORE_ID_MAX || from_batch_seq == 0 ||
+      ingest__rebase_key(key, sizeof(key), store_id, journal_id)) {
+    free(rb);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "rebase out of bounds or collector out of memory");
+    return 0;
+  }
+  rb->done = done;
+  rb->arg = arg;
+  snprintf(rb->approved_by, sizeof(rb->approved_by), "%s", approved_by);
+  snprintf(rb->store_id, sizeof(rb->store_id), "%s", store_id);
+  memcpy(rb->journal_id, journal_id, 16);
+  rb->from_batch_seq = from_batch_seq;
+  rb->record.owner = rb;
+  rb->record.kind = INGEST_REC_REBASE;
+  value = ingest_rebase_pack(rb, &len);
+  if (!value || ingest_produce(in, KAFKA_TOPIC_CONTROL, RD_KAFKA_PARTITION_UA, key, value, len,
+                               NULL, &rb->record, err, sizeof(err))) {
+    if (!value)
+      snprintf(err, sizeof(err), "collector out of memory recording a rebase");
+    free(rb);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S, "%s", err);
+    return 0;
+  }
+  rb->next = in->rebases;
+  if (in->rebases)
+    in->rebases->prev = rb;
+  in->rebases = rb;
+  in->rebase_count++;
+  return 0;
+}
+
+/* The rebase's record is in control.v1 (or failed): apply it, answer, free. */
+static void ingest_rebase_delivered(ingest *in, struct ingest_rebase *rb, rd_kafka_resp_err_t err)
+{
+  struct ingest_result result;
+  char hex[33];
+
+  if (rb->prev)
+    rb->prev->next = rb->next;
+  else
+    in->rebases = rb->next;
+  if (rb->next)
+    rb->next->prev = rb->prev;
+  in->rebase_count--;
+  memset(&result, 0, sizeof(result));
+  proto_journal_id_format(rb->journal_id, hex);
+  if (err) {
+    ingest_reply_unavailable(rb->done, rb->arg, INGEST_RETRY_KAFKA_S,
+                             "Kafka did not record the rebase: %s", rd_kafka_err2str(err));
+  } else if (ingest__rebase_apply(&in->state, rb->store_id, rb->journal_id, rb->from_batch_seq,
+                                  &result.previous_acked_batch_seq)) {
+    ingest_reply_unavailable(rb->done, rb->arg, INGEST_RETRY_OVERLOADED_S,
+                             "the rebase is recorded but the collector is out of memory: it "
+                             "applies at its next rebuild");
+  } else {
+    struct ingest_journal *journal =
+        ingest__state_find(&in->state, rb->store_id, rb->journal_id, "");
+    result.outcome = INGEST_ACCEPTED;
+    result.acked_batch_seq = journal ? journal->accepted_batch_seq : 0;
+    in->dirty = 1;
+    /* A recovery running now may have read control.v1 before this landed. */
+    if (in->phase != INGEST_PHASE_READY && in->reapply_count < INGEST_MAX_REBASES_IN_FLIGHT) {
+      struct ingest_rebase_applied *again = &in->reapply[in->reapply_count++];
+      snprintf(again->store_id, sizeof(again->store_id), "%s", rb->store_id);
+      memcpy(again->journal_id, rb->journal_id, 16);
+      again->from_batch_seq = rb->from_batch_seq;
+    }
+    log_warn("ingest", "rebase_applied",
+             "approved_by=%s store=%s journal=%s from_batch_seq=%" PRIu64
+             " acked_batch_seq_before=%" PRIu64 " acked_batch_seq_after=%" PRIu64,
+             rb->approved_by, rb->store_id, hex, rb->from_batch_seq,
+             result.previous_acked_batch_seq, result.acked_batch_seq);
+    ingest_reply(rb->done, rb->arg, &result);
+  }
+  free(rb);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Checkpoints                                                               */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * A checkpoint is written in three stages (pos.proto, IngestCheckpoint):
+ *
+ *   PARTS ──all acknowledged──► MANIFEST ──acknowledged──► TOMBSTONES ──► done
+ *     │ a part failed              │ failed
+ *     └────────────────────────────┴──► done (its parts become garbage)
+ *
+ * Each stage produces only after the previous one's records are all
+ * acknowledged, so that a crash at any moment leaves a complete generation:
+ * the old one is deleted only once the new one is complete and named.
+ */
 static void ingest_checkpoint_finish(ingest *in)
 {
   struct ingest_checkpoint *ck = in->checkpoint;
 
-  if (!ck->failed)
-    log_info("ingest", "checkpoint",
-             "instance=%s generation=%" PRIu64 " journals=%zu parts=%zu bytes=%zu ms=%" PRIu64,
-             in->instance_id, ck->generation, ck->journals, ck->parts, ck->bytes,
-             clock_mono_ms() - ck->started_ms);
-  else
+  if (ck->failed) {
     in->dirty = 1;
+    log_warn("ingest", "checkpoint_incomplete",
+             "instance=%s generation=%" PRIu64 " stage=%d action=\"next checkpoint retries\"",
+             in->instance_id, ck->generation, ck->stage);
+  }
   free(ck->records);
   free(ck);
   in->checkpoint = NULL;
 }
 
-/* The instance's partition of ingest-state.v1: every part of a checkpoint
+/* The instance's partition of ingest-state.v1: every record of a checkpoint
  * goes to one partition so that a reader sees its parts in order. */
 static int32_t ingest_checkpoint_partition(const ingest *in)
 {
@@ -845,62 +1109,186 @@ static int32_t ingest_checkpoint_partition(const ingest *in)
                    (uint64_t)in->state_partitions);
 }
 
+/* Produces the manifest naming ck's generation. 0 or -1 (nothing produced). */
+static int ingest_checkpoint_manifest(ingest *in, struct ingest_checkpoint *ck)
+{
+  Pos__V1__IngestCheckpoint manifest;
+  uint8_t *value;
+  size_t len;
+  char err[256];
+
+  pos__v1__ingest_checkpoint__init(&manifest);
+  manifest.instance_id = in->instance_id;
+  manifest.created_ms = clock_wall_ms();
+  manifest.generation = ck->generation;
+  manifest.parts = ck->parts;
+  manifest.manifest = 1;
+  manifest.closed_cleanly = ck->closing;
+  len = pos__v1__ingest_checkpoint__get_packed_size(&manifest);
+  value = malloc(len + 1);
+  if (!value)
+    return -1;
+  pos__v1__ingest_checkpoint__pack(&manifest, value);
+  ck->stage = INGEST_CK_MANIFEST;
+  ck->manifest_record.owner = ck;
+  ck->manifest_record.kind = INGEST_REC_CHECKPOINT;
+  if (ingest_produce(in, KAFKA_TOPIC_STATE, ck->partition, in->instance_id, value, len, NULL,
+                     &ck->manifest_record, err, sizeof(err))) {
+    log_error("ingest", "checkpoint_failed", "generation=%" PRIu64 " error=\"%s\"",
+              ck->generation, err);
+    return -1;
+  }
+  ck->pending++;
+  return 0;
+}
+
+/* Tombstones for part keys of older generations, up to a bound per checkpoint. */
+static void ingest_checkpoint_tombstones(ingest *in, struct ingest_checkpoint *ck)
+{
+  size_t count = in->garbage.count;
+  char key[INGEST_TOPIC_NAME_MAX + 64], err[256];
+
+  if (count > INGEST_TOMBSTONES_PER_CHECKPOINT)
+    count = INGEST_TOMBSTONES_PER_CHECKPOINT;
+  ck->stage = INGEST_CK_TOMBSTONES;
+  free(ck->records);
+  ck->records = calloc(count + 1, sizeof(*ck->records));
+  if (!ck->records)
+    return;
+  for (size_t i = 0; i < count; i++) {
+    const struct ingest_part_key *part = &in->garbage.keys[in->garbage.count - 1];
+    struct ingest_record *record = &ck->records[i];
+    if (ingest__checkpoint_part_key(key, sizeof(key), in->instance_id, part->generation,
+                                    part->part))
+      break;
+    record->owner = ck;
+    record->kind = INGEST_REC_CHECKPOINT;
+    /* A null value: compaction deletes the key. */
+    if (ingest_produce(in, KAFKA_TOPIC_STATE, part->partition, key, NULL, 0, NULL, record, err,
+                       sizeof(err))) {
+      log_warn("ingest", "tombstone_failed", "key=%s error=\"%s\"", key, err);
+      break;
+    }
+    in->garbage.count--;
+    ck->pending++;
+    ck->tombstones++;
+  }
+}
+
+/* Every record of ck's current stage is back: start the next stage or finish. */
+static void ingest_checkpoint_advance(ingest *in)
+{
+  struct ingest_checkpoint *ck = in->checkpoint;
+  int writable = !in->doubt && in->rk_aux &&
+                 (in->phase == INGEST_PHASE_READY || in->phase == INGEST_PHASE_CLOSING);
+
+  assert(ck && ck->pending == 0);
+  if (ck->stage == INGEST_CK_PARTS) {
+    if (ck->failed || !writable || ingest_checkpoint_manifest(in, ck)) {
+      ck->failed = 1;
+      for (uint32_t k = 0; k < ck->parts; k++)
+        ingest__garbage_add(&in->garbage, ck->generation, k, ck->partition);
+      ingest_checkpoint_finish(in);
+    }
+    return;
+  }
+  if (ck->stage == INGEST_CK_MANIFEST) {
+    if (ck->failed) {
+      if (!ck->manifest_only) {
+        for (uint32_t k = 0; k < ck->parts; k++)
+          ingest__garbage_add(&in->garbage, ck->generation, k, ck->partition);
+      }
+      ingest_checkpoint_finish(in);
+      return;
+    }
+    log_info("ingest", "checkpoint",
+             "instance=%s generation=%" PRIu64 " journals=%zu parts=%" PRIu32
+             " bytes=%zu closed_cleanly=%d ms=%" PRIu64,
+             in->instance_id, ck->generation, ck->journals, ck->parts, ck->bytes, ck->closing,
+             clock_mono_ms() - ck->started_ms);
+    /* The new generation is named: the one it replaces may go. */
+    if (in->live_generation && in->live_generation != ck->generation) {
+      for (uint32_t k = 0; k < in->live_parts; k++)
+        ingest__garbage_add(&in->garbage, in->live_generation, k, in->live_partition);
+    }
+    in->live_generation = ck->generation;
+    in->live_parts = ck->parts;
+    in->live_partition = ck->partition;
+    if (writable && in->garbage.count > 0)
+      ingest_checkpoint_tombstones(in, ck);
+    if (ck->pending == 0)
+      ingest_checkpoint_finish(in);
+    return;
+  }
+  ingest_checkpoint_finish(in);
+}
+
 /*
- * Produces the whole map and the partition offsets it covers to
- * ingest-state.v1. Only while READY: the map is then consistent with what
- * the delivery reports said.
+ * Produces the parts of a new generation holding the whole map and the
+ * partition offsets it covers; the manifest and tombstones follow from the
+ * delivery reports. `closing` (a clean shutdown, nothing outstanding) marks
+ * the manifest closed_cleanly and, when the map has not moved since the
+ * live generation, writes only a new manifest for it. Only while READY or
+ * CLOSING: the map is then consistent with what the delivery reports said.
  */
-static void ingest_checkpoint_write(ingest *in)
+static void ingest_checkpoint_write(ingest *in, int closing)
 {
   struct ingest_blob *parts = NULL;
   struct ingest_checkpoint *ck;
   size_t part_count = 0;
-  int32_t partition = ingest_checkpoint_partition(in);
   char err[256];
 
   assert(in->phase == INGEST_PHASE_READY || in->phase == INGEST_PHASE_CLOSING);
-  assert(!in->checkpoint && in->rk);
-  if (ingest__checkpoint_encode(&in->state, &in->offsets, in->topics, in->instance_id,
-                                in->next_generation, clock_wall_ms(),
-                                INGEST_CHECKPOINT_PART_BYTES, &parts, &part_count)) {
-    log_error("ingest", "checkpoint_failed",
-              "journals=%zu error=\"out of memory or more than %u parts\"",
-              in->state.journal_count, INGEST_MAX_CHECKPOINT_PARTS);
-    return;
-  }
+  assert(!in->checkpoint && in->rk_aux);
   ck = calloc(1, sizeof(*ck));
-  if (ck)
-    ck->records = calloc(part_count, sizeof(*ck->records));
-  if (!ck || !ck->records) {
-    for (size_t k = 0; k < part_count; k++)
-      free(parts[k].data);
-    free(parts);
-    if (ck)
-      free(ck);
+  if (!ck) {
     log_error("ingest", "checkpoint_failed", "error=\"out of memory\"");
     return;
   }
-  ck->generation = in->next_generation++;
   ck->started_ms = clock_mono_ms();
-  ck->parts = part_count;
+  ck->closing = closing;
+  ck->partition = ingest_checkpoint_partition(in);
   ck->journals = in->state.journal_count;
   in->checkpoint = ck;
+  if (closing && !in->dirty && in->live_generation) {
+    ck->manifest_only = 1;
+    ck->generation = in->live_generation;
+    ck->parts = in->live_parts;
+    ck->partition = in->live_partition;
+    if (ingest_checkpoint_manifest(in, ck))
+      ck->failed = 1;
+    if (ck->pending == 0)
+      ingest_checkpoint_finish(in);
+    return;
+  }
+  if (ingest__checkpoint_encode(&in->state, &in->offsets, in->topics, in->instance_id,
+                                in->next_generation, clock_wall_ms(),
+                                in->checkpoint_part_bytes, &parts, &part_count) ||
+      !(ck->records = calloc(part_count, sizeof(*ck->records)))) {
+    log_error("ingest", "checkpoint_failed",
+              "journals=%zu error=\"out of memory or more than %u parts\"",
+              in->state.journal_count, INGEST_MAX_CHECKPOINT_PARTS);
+    for (size_t k = 0; k < part_count; k++)
+      free(parts[k].data);
+    free(parts);
+    free(ck);
+    in->checkpoint = NULL;
+    return;
+  }
+  ck->generation = in->next_generation++;
+  ck->parts = (uint32_t)part_count;
+  ck->stage = INGEST_CK_PARTS;
+  ck->producing = 1;
   in->dirty = 0;
   for (size_t k = 0; k < part_count; k++) {
-    char key[INGEST_TOPIC_NAME_MAX + 32];
-    rd_kafka_headers_t *headers = rd_kafka_headers_new(3);
-    if (k == 0)
-      snprintf(key, sizeof(key), "%s", in->instance_id);
-    else
-      snprintf(key, sizeof(key), "%s/%zu", in->instance_id, k);
-    ingest_header_u64(headers, "generation", ck->generation);
-    ingest_header_u64(headers, "part", k);
-    ingest_header_u64(headers, "parts", part_count);
+    char key[INGEST_TOPIC_NAME_MAX + 64];
     ck->records[k].owner = ck;
     ck->records[k].kind = INGEST_REC_CHECKPOINT;
     ck->bytes += parts[k].len;
-    if (ingest_produce(in, KAFKA_TOPIC_STATE, partition, key, parts[k].data, parts[k].len,
-                       headers, &ck->records[k], err, sizeof(err))) {
+    if (ingest__checkpoint_part_key(key, sizeof(key), in->instance_id, ck->generation,
+                                    (uint32_t)k) ||
+        ingest_produce(in, KAFKA_TOPIC_STATE, ck->partition, key, parts[k].data, parts[k].len,
+                       NULL, &ck->records[k], err, sizeof(err))) {
       log_error("ingest", "checkpoint_failed", "generation=%" PRIu64 " error=\"%s\"",
                 ck->generation, err);
       for (size_t rest = k + 1; rest < part_count; rest++)
@@ -909,10 +1297,18 @@ static void ingest_checkpoint_write(ingest *in)
       break;
     }
     ck->pending++;
+    if (in->test_kill_after_checkpoint_records == k + 1) {
+      /* What lands is exactly the records produced so far. */
+      log_warn("ingest", "test_hook_kill", "generation=%" PRIu64 " records=%zu", ck->generation,
+               k + 1);
+      rd_kafka_flush(in->rk_aux, 10000);
+      raise(SIGKILL);
+    }
   }
   free(parts);
+  ck->producing = 0;
   if (ck->pending == 0)
-    ingest_checkpoint_finish(in);
+    ingest_checkpoint_advance(in);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -930,15 +1326,30 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
   ingest *in = opaque;
   struct ingest_record *record = message->_private;
 
+  int aux;
+
   if (!record)
     return;
-  assert(in->outstanding > 0);
-  in->outstanding--;
+  aux = ingest_topic_aux((enum kafka_topic)record->topic);
+  if (aux) {
+    assert(in->outstanding_aux > 0);
+    in->outstanding_aux--;
+  } else {
+    assert(in->outstanding > 0);
+    in->outstanding--;
+  }
   if (!message->err && record->topic < KAFKA_DATA_TOPICS && message->offset >= 0) {
     ingest__offsets_raise(&in->offsets, record->topic, message->partition, message->offset + 1);
     in->dirty = 1;
   }
-  if (message->err && !ingest_err_is_purge(message->err) && !in->doubt) {
+  if (message->err && aux && !ingest_err_is_purge(message->err)) {
+    /* A heartbeat or a checkpoint failed: that one only (the next
+     * checkpoint retries); the data path is not in doubt. */
+    log_warn("ingest", "delivery_failed", "topic=%s partition=%d error=%s action=%s",
+             in->topics[record->topic], (int)message->partition,
+             rd_kafka_err2name(message->err),
+             record->kind == INGEST_REC_HEARTBEAT ? "answer_503" : "retry_next_checkpoint");
+  } else if (message->err && !ingest_err_is_purge(message->err) && !in->doubt) {
     /* With idempotence and the gapless guarantee a record that fails is
      * either fatal for the producer or a permanent refusal: either way the
      * state may no longer match the log. */
@@ -984,12 +1395,15 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
     free(h);
     break;
   }
+  case INGEST_REC_REBASE:
+    ingest_rebase_delivered(in, record->owner, message->err);
+    break;
   case INGEST_REC_CHECKPOINT: {
     struct ingest_checkpoint *ck = record->owner;
-    if (message->err)
+    if (message->err && ck->stage != INGEST_CK_TOMBSTONES)
       ck->failed = 1;
-    if (--ck->pending == 0)
-      ingest_checkpoint_finish(in);
+    if (--ck->pending == 0 && !ck->producing)
+      ingest_checkpoint_advance(in);
     break;
   }
   default:
@@ -1019,7 +1433,7 @@ static void ingest_check_doubt(ingest *in)
                                  RD_KAFKA_PURGE_F_NON_BLOCKING);
   }
   if (in->phase == INGEST_PHASE_DRAINING && in->outstanding == 0 && in->batch_count == 0 &&
-      !in->checkpoint && in->heartbeat_count == 0) {
+      !in->checkpoint) {
     rd_kafka_t *retire = in->rk;
     assert(in->waiter_count == 0);
     ingest_topics_close(in);
@@ -1045,6 +1459,8 @@ static void ingest_wake_cb(uv_poll_t *handle, int status, int events)
     ;
   if (in->rk)
     rd_kafka_poll(in->rk, 0);
+  if (in->rk_aux)
+    rd_kafka_poll(in->rk_aux, 0);
   ingest_check_doubt(in);
 }
 
@@ -1056,6 +1472,8 @@ static void ingest_tick_cb(uv_timer_t *handle)
   /* Backstop for a lost wake-up; normally there is nothing to serve. */
   if (in->rk)
     rd_kafka_poll(in->rk, 0);
+  if (in->rk_aux)
+    rd_kafka_poll(in->rk_aux, 0);
   now = clock_mono_ms();
   for (struct ingest_batch *b = in->batches; b; b = b->next) {
     if (!b->answered && now >= b->deadline_ms) {
@@ -1102,7 +1520,7 @@ static void ingest_tick_cb(uv_timer_t *handle)
   if (in->phase == INGEST_PHASE_READY && !in->doubt && in->rk && !in->checkpoint && in->dirty &&
       now >= in->next_checkpoint_ms) {
     in->next_checkpoint_ms = now + in->checkpoint_interval_ms;
-    ingest_checkpoint_write(in);
+    ingest_checkpoint_write(in, 0);
   }
 }
 
@@ -1135,21 +1553,36 @@ static void ingest_recovery_cb(uv_async_t *handle)
   in->offsets = r->offsets;
   memset(&r->offsets, 0, sizeof(r->offsets));
   in->next_generation = r->next_generation;
+  in->live_generation = r->live_generation;
+  in->live_parts = r->live_parts;
+  in->live_partition = r->live_partition;
+  ingest__garbage_free(&in->garbage);
+  in->garbage = r->garbage;
+  memset(&r->garbage, 0, sizeof(r->garbage));
   in->state_partitions = r->state_partitions;
+  for (unsigned i = 0; i < in->reapply_count; i++)
+    ingest__rebase_apply(&in->state, in->reapply[i].store_id, in->reapply[i].journal_id,
+                         in->reapply[i].from_batch_seq, NULL);
+  in->reapply_count = 0;
   stats = &r->stats;
   log_info("ingest", "recovery_done",
            "instance=%s checkpoint_generation=%" PRIu64 " checkpoint_journals=%" PRIu64
            " journals=%zu sales_read=%" PRIu64 " replay_read=%" PRIu64 " dlq_read=%" PRIu64
            " inventory_read=%" PRIu64 " folded=%" PRIu64 " foreign=%" PRIu64
+           " manifest_generation=%" PRIu64 " leftover_parts=%" PRIu64
+           " previous_closed_cleanly=%d waited_ms=%" PRIu64 " rebases=%" PRIu64
            " attempts=%d ms=%" PRIu64,
            in->instance_id, stats->checkpoint_generation, stats->checkpoint_journals,
            in->state.journal_count, stats->records_read[KAFKA_TOPIC_SALES],
            stats->records_read[KAFKA_TOPIC_REPLAY], stats->records_read[KAFKA_TOPIC_DLQ],
            stats->records_read[KAFKA_TOPIC_INVENTORY], stats->records_folded,
-           stats->records_foreign, stats->attempts, stats->elapsed_ms);
+           stats->records_foreign, stats->manifest_generation, stats->leftover_parts,
+           stats->previous_closed_cleanly, stats->waited_ms, stats->rebases, stats->attempts,
+           stats->elapsed_ms);
   /* When the log added to the checkpoint, write the rebuilt map soon, so
-   * that the next rebuild reads less. */
-  if (stats->records_folded > 0) {
+   * that the next rebuild reads less; when parts of other generations are
+   * left, the next checkpoint's manifest lets them be tombstoned. */
+  if (stats->records_folded > 0 || in->garbage.count > 0) {
     in->dirty = 1;
     in->next_checkpoint_ms = clock_mono_ms();
   }
@@ -1157,6 +1590,8 @@ static void ingest_recovery_cb(uv_async_t *handle)
   in->phase = INGEST_PHASE_READY;
   if (in->rk)
     rd_kafka_poll(in->rk, 0);
+  if (in->rk_aux)
+    rd_kafka_poll(in->rk_aux, 0);
   ingest_check_doubt(in);
 }
 
@@ -1172,6 +1607,7 @@ static void ingest_free(ingest *in)
     close(in->wake_fds[1]);
   ingest__state_free(&in->state);
   ingest__offsets_free(&in->offsets);
+  ingest__garbage_free(&in->garbage);
   free(in->brokers);
   free(in->instance_id);
   free(in->kafka_debug);
@@ -1205,6 +1641,34 @@ static char *ingest_strdup_or(const char *value, const char *fallback)
   return strdup(value && value[0] ? value : fallback);
 }
 
+/*
+ * Test hooks from the environment, for the e2e tests of checkpoints: a part
+ * size small enough that a few journals make a multi-part checkpoint, and a
+ * kill between two records of one checkpoint. Each is logged when set.
+ */
+static void ingest_test_hooks(ingest *in)
+{
+  const char *part_bytes = getenv("POS_TEST_CHECKPOINT_PART_BYTES");
+  const char *kill_after = getenv("POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS");
+  unsigned long value;
+  char *end;
+
+  if (part_bytes && part_bytes[0]) {
+    value = strtoul(part_bytes, &end, 10);
+    if (*end == '\0' && value >= 1 && value <= INGEST_CHECKPOINT_PART_BYTES) {
+      in->checkpoint_part_bytes = value;
+      log_warn("ingest", "test_hook", "POS_TEST_CHECKPOINT_PART_BYTES=%lu", value);
+    }
+  }
+  if (kill_after && kill_after[0]) {
+    value = strtoul(kill_after, &end, 10);
+    if (*end == '\0' && value >= 1 && value <= INGEST_MAX_CHECKPOINT_PARTS) {
+      in->test_kill_after_checkpoint_records = (unsigned)value;
+      log_warn("ingest", "test_hook", "POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS=%lu", value);
+    }
+  }
+}
+
 ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, char *err,
                       size_t err_size)
 {
@@ -1227,6 +1691,10 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
                                    : INGEST_DEFAULT_CHECKPOINT_MS;
   in->produce_timeout_ms =
       options->produce_timeout_ms ? options->produce_timeout_ms : INGEST_DEFAULT_PRODUCE_TIMEOUT_MS;
+  in->request_timeout_ms = options->request_timeout_ms ? options->request_timeout_ms
+                                                       : KAFKA_PRODUCE_REQUEST_TIMEOUT_MS;
+  in->checkpoint_part_bytes = INGEST_CHECKPOINT_PART_BYTES;
+  ingest_test_hooks(in);
   in->instance_id = ingest_strdup_or(options->instance_id, "pos-collector");
   in->kafka_debug = options->kafka_debug ? strdup(options->kafka_debug) : NULL;
   if (!in->instance_id || (options->kafka_debug && !in->kafka_debug)) {
@@ -1272,7 +1740,10 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
   in->rk = ingest__producer_new(in, err, err_size);
   if (!in->rk)
     goto fail;
-  if (ingest_topics_open(in)) {
+  in->rk_aux = ingest_producer_make(in, 1, err, err_size);
+  if (!in->rk_aux)
+    goto fail;
+  if (ingest_topics_open(in) || ingest_aux_topics_open(in)) {
     snprintf(err, err_size, "cannot open Kafka topic handles: %s",
              rd_kafka_err2str(rd_kafka_last_error()));
     goto fail;
@@ -1310,6 +1781,7 @@ fail:
   if (in->rk)
     rd_kafka_destroy(in->rk);
   in->rk = NULL;
+  ingest_aux_close(in);
   kafka_embedded_stop(in->embedded);
   in->embedded = NULL;
   /* Handles already initialised are freed in their close callbacks. */
@@ -1320,6 +1792,56 @@ fail:
 const char *ingest_bootstrap(const ingest *in) { return in->brokers; }
 
 int ingest_ready(const ingest *in) { return in->phase == INGEST_PHASE_READY && !in->doubt; }
+
+/* Waits until `deadline` for what is in flight on both producers. */
+static void ingest_flush_until(ingest *in, uint64_t deadline, int checkpoint_only)
+{
+  while (clock_mono_ms() < deadline &&
+         (checkpoint_only ? in->checkpoint != NULL
+                          : in->outstanding + in->outstanding_aux > 0)) {
+    uint64_t left = deadline - clock_mono_ms();
+    int slice = left < 50 ? (int)left : 50;
+    if (in->rk)
+      rd_kafka_flush(in->rk, slice);
+    if (in->rk_aux)
+      rd_kafka_flush(in->rk_aux, slice);
+  }
+}
+
+/* ingest_destroy's Kafka part: let what is in flight land (delivery reports
+ * answer their batches), write the closing checkpoint, purge the rest and
+ * destroy both producers. */
+static void ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
+{
+  ingest_flush_until(in, deadline, 0);
+  /* Nothing outstanding: no record of this run can land later, which the
+   * final manifest says, so that the next start need not wait. */
+  if (in->rk && in->rk_aux && was_ready && !in->doubt && in->outstanding == 0 &&
+      !in->checkpoint) {
+    ingest_checkpoint_write(in, 1);
+    ingest_flush_until(in, deadline, 1);
+  }
+  /* Whatever is left will not be waited for: its reports come back as
+   * purge failures and answer UNAVAILABLE. */
+  if (in->rk)
+    rd_kafka_purge(in->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  if (in->rk_aux)
+    rd_kafka_purge(in->rk_aux, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  for (int i = 0; i < 100 && in->outstanding + in->outstanding_aux > 0; i++) {
+    if (in->rk)
+      rd_kafka_poll(in->rk, 10);
+    if (in->rk_aux)
+      rd_kafka_poll(in->rk_aux, 10);
+  }
+  if (in->outstanding + in->outstanding_aux > 0)
+    log_warn("ingest", "destroy_outstanding", "records=%zu aux_records=%zu", in->outstanding,
+             in->outstanding_aux);
+  ingest_topics_close(in);
+  if (in->rk)
+    rd_kafka_destroy(in->rk);
+  in->rk = NULL;
+  ingest_aux_close(in);
+}
 
 void ingest_destroy(ingest *in, uint64_t timeout_ms)
 {
@@ -1336,27 +1858,7 @@ void ingest_destroy(ingest *in, uint64_t timeout_ms)
     atomic_store(&r->stop, 1);
     ingest__recovery_free(ingest__recovery_join(in));
   }
-  if (in->rk) {
-    /* Let what is in flight land; delivery reports answer their batches. */
-    while (in->outstanding > 0 && clock_mono_ms() < deadline)
-      rd_kafka_flush(in->rk, (int)(deadline - clock_mono_ms() < 100 ? deadline - clock_mono_ms()
-                                                                     : 100));
-    if (was_ready && !in->doubt && in->dirty && !in->checkpoint) {
-      ingest_checkpoint_write(in);
-      while (in->checkpoint && clock_mono_ms() < deadline)
-        rd_kafka_flush(in->rk, 100);
-    }
-    /* Whatever is left will not be waited for: its reports come back as
-     * purge failures and answer UNAVAILABLE. */
-    rd_kafka_purge(in->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    for (int i = 0; i < 100 && in->outstanding > 0; i++)
-      rd_kafka_poll(in->rk, 20);
-    if (in->outstanding > 0)
-      log_warn("ingest", "destroy_outstanding", "records=%zu", in->outstanding);
-    ingest_topics_close(in);
-    rd_kafka_destroy(in->rk);
-    in->rk = NULL;
-  }
+  ingest_destroy_flush(in, was_ready, deadline);
   /* Anything still held (only when Kafka never answered a purge) is
    * answered and freed here; librdkafka is gone, so no report can follow. */
   while (in->waiters_head) {
@@ -1378,6 +1880,14 @@ void ingest_destroy(ingest *in, uint64_t timeout_ms)
       ingest_reply_unavailable(b->done, b->arg, INGEST_RETRY_OVERLOADED_S,
                                "the collector is shutting down");
     ingest_batch_free(b);
+  }
+  while (in->rebases) {
+    struct ingest_rebase *rb = in->rebases;
+    in->rebases = rb->next;
+    ingest_reply_unavailable(rb->done, rb->arg, INGEST_RETRY_OVERLOADED_S,
+                             "the collector is shutting down; the rebase may or may not be "
+                             "recorded: send it again");
+    free(rb);
   }
   while (in->heartbeats) {
     struct ingest_heartbeat *h = in->heartbeats;

@@ -23,6 +23,10 @@
  * from the checkpoint's offsets to their end: at start, and after any
  * delivery doubt (a failed delivery report).
  *
+ * Heartbeats and checkpoints go through a second producer, not idempotent:
+ * a topic of theirs refusing records fails those records only, while a
+ * failed record of the data producer is a delivery doubt.
+ *
  * All calls and callbacks run on the loop thread given to ingest_create.
  */
 #ifndef COLLECTOR_INGEST_H
@@ -42,6 +46,13 @@ struct ingest_options {
   uint64_t checkpoint_interval_ms;
   uint64_t produce_timeout_ms; /* answer 503 if Kafka has not acknowledged by then */
   const char *kafka_debug;    /* librdkafka "debug" property, or NULL */
+  /* The producer's request.timeout.ms (0: KAFKA_PRODUCE_REQUEST_TIMEOUT_MS).
+   * A broker may act on a produce request this long after it was sent, so
+   * after a delivery doubt, and at a start that does not follow a clean
+   * shutdown, recovery waits this long plus a margin before it asks where
+   * the log ends. Lower it only after a clean stop: the wait covers the
+   * previous run's requests with this run's value. */
+  uint64_t request_timeout_ms;
 };
 
 typedef struct ingest ingest;
@@ -51,6 +62,7 @@ enum ingest_outcome {
   INGEST_DUPLICATE = 1,  /* accepted before: 200, nothing produced */
   INGEST_GAP = 2,        /* 409 with expected_batch_seq */
   INGEST_UNAVAILABLE = 3, /* Kafka cannot take it now, or state is being rebuilt: 503 */
+  INGEST_REFUSED = 4,     /* never acceptable as sent (see code): 403, nothing produced */
 };
 
 struct ingest_result {
@@ -61,6 +73,8 @@ struct ingest_result {
   uint32_t dead_lettered;      /* sales produced to the DLQ */
   uint32_t skipped;            /* sales already in the log */
   int retry_after_s;           /* with INGEST_UNAVAILABLE */
+  int code;                    /* Pos__V1__BatchAckCode, with INGEST_REFUSED and INGEST_GAP */
+  uint64_t previous_acked_batch_seq; /* ingest_submit_rebase: before the rebase */
   char message[256];           /* for people, on anything but ACCEPTED */
 };
 
@@ -92,7 +106,21 @@ int ingest_submit_batch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
                         ingest_done_fn done, void *arg);
 
 /*
- * Produces a heartbeat (taken) to pos.agent-status.v1, keyed by store_id,
+ * Records head office's approval that batch `from_batch_seq` (>= 1) of the
+ * live journal (store_id, journal_id) may come next (pos.proto, Rebase):
+ * produced to pos.control.v1, then applied, raising the journal's accepted
+ * batch_seq to from_batch_seq - 1 (never lowering it). `done` gets ACCEPTED
+ * with acked_batch_seq (after) and previous_acked_batch_seq (before), or
+ * UNAVAILABLE (not ready, Kafka did not take it). `approved_by` names the
+ * admin certificate; it is logged and kept in the record. Loop thread.
+ */
+int ingest_submit_rebase(ingest *in, const char *approved_by, const char *store_id,
+                         const uint8_t journal_id[16], uint64_t from_batch_seq,
+                         ingest_done_fn done, void *arg);
+
+/*
+ * Produces a heartbeat (taken) to pos.agent-status.v1, keyed "store_id/device_id"
+ * (the caller sets device_id from the certificate),
  * and calls `done` after its delivery report (ACCEPTED or UNAVAILABLE).
  */
 int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat *heartbeat,

@@ -41,6 +41,7 @@ enum ingest_stream {
   INGEST_STREAM_SALES = 0,
   INGEST_STREAM_DLQ,
   INGEST_STREAM_INVENTORY,
+  INGEST_STREAM_DLQ_INVENTORY, /* deltas dead-lettered (another store's): dlq.v1, (batch, index) */
   INGEST_STREAM_COUNT
 };
 
@@ -59,6 +60,7 @@ struct ingest_journal {
   uint64_t hash;
   char *store_id;
   char *resync_id; /* "" for live batches */
+  char *device_id; /* the device whose batches it takes (certificate); NULL: not known yet */
   uint8_t journal_id[16];
   uint64_t accepted_batch_seq;
   struct ingest_pos streams[INGEST_STREAM_COUNT];
@@ -77,6 +79,21 @@ struct ingest_offsets {
   int count[KAFKA_DATA_TOPICS];
 };
 
+/* A checkpoint part's key ("<instance>/<generation>/<part>") in its partition. */
+struct ingest_part_key {
+  uint64_t generation;
+  uint32_t part;
+  int32_t partition;
+};
+
+/* Part keys to tombstone once a newer checkpoint is named by its manifest. */
+struct ingest_garbage {
+  struct ingest_part_key *keys;
+  size_t count, capacity;
+};
+#define INGEST_MAX_GARBAGE_KEYS (16u * INGEST_MAX_CHECKPOINT_PARTS)
+#define INGEST_TOMBSTONES_PER_CHECKPOINT INGEST_MAX_CHECKPOINT_PARTS
+
 /* A buffer (caller frees data with free()). */
 struct ingest_blob {
   uint8_t *data;
@@ -84,7 +101,21 @@ struct ingest_blob {
 };
 
 /* What a produced record's delivery report must update. */
-enum ingest_record_kind { INGEST_REC_BATCH = 1, INGEST_REC_HEARTBEAT, INGEST_REC_CHECKPOINT };
+enum ingest_record_kind {
+  INGEST_REC_BATCH = 1,
+  INGEST_REC_HEARTBEAT,
+  INGEST_REC_CHECKPOINT,
+  INGEST_REC_REBASE,
+};
+
+/* A rebase applied to the loop's state while a recovery was running: the
+ * rebuilt state may not hold it yet, so it is applied again. */
+struct ingest_rebase_applied {
+  char store_id[INGEST_STORE_ID_MAX + 1];
+  uint8_t journal_id[16];
+  uint64_t from_batch_seq;
+};
+#define INGEST_MAX_REBASES_IN_FLIGHT 64
 
 struct ingest_record {
   void *owner; /* struct ingest_batch, ingest_heartbeat or ingest_checkpoint */
@@ -104,6 +135,11 @@ enum ingest_phase {
 
 struct ingest_recovery_stats {
   uint64_t checkpoint_generation; /* 0: none found */
+  uint64_t manifest_generation;   /* the newest manifest's (0: none) */
+  uint64_t leftover_parts;        /* part keys of other generations, to tombstone */
+  int previous_closed_cleanly;    /* the last run shut down cleanly (no produce pending) */
+  uint64_t waited_ms;             /* waiting out the previous run's produce requests */
+  uint64_t rebases;               /* head-office rebases applied from control.v1 */
   uint64_t checkpoint_journals;
   uint64_t records_read[KAFKA_DATA_TOPICS];
   uint64_t records_folded;
@@ -118,6 +154,7 @@ struct ingest_recovery {
   ingest *in;            /* for its immutable fields only */
   rd_kafka_t *retire;    /* a producer to destroy first (after a delivery doubt) */
   int make_producer;     /* create the producer the loop will use */
+  int waited;            /* the previous run's produce requests are waited out */
   atomic_int stop;
   uv_thread_t thread;
   /* results */
@@ -126,6 +163,10 @@ struct ingest_recovery {
   struct ingest_state state;
   struct ingest_offsets offsets;
   uint64_t next_generation;
+  uint64_t live_generation; /* the checkpoint loaded (0: none) */
+  uint32_t live_parts;
+  int32_t live_partition;
+  struct ingest_garbage garbage;
   int state_partitions;
   struct ingest_recovery_stats stats;
 };
@@ -139,11 +180,24 @@ struct ingest {
   char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1];
   uint64_t checkpoint_interval_ms;
   uint64_t produce_timeout_ms;
+  uint64_t request_timeout_ms; /* the producer's request.timeout.ms */
+  size_t checkpoint_part_bytes; /* INGEST_CHECKPOINT_PART_BYTES unless a test asks for less */
+  /* Test hook (POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS=N): after producing the
+   * Nth record of a checkpoint, flush and SIGKILL this process, the way a
+   * crash between two records of one checkpoint would. 0: off. */
+  unsigned test_kill_after_checkpoint_records;
   int wake_fds[2]; /* librdkafka writes to [1] when its main queue has events */
 
   kafka_embedded *embedded;
-  rd_kafka_t *rk; /* NULL while a recovery thread replaces it */
+  rd_kafka_t *rk; /* the data topics' idempotent producer; NULL while a recovery replaces it */
   rd_kafka_topic_t *rkt[KAFKA_TOPIC_COUNT];
+  /* Heartbeats and checkpoints (agent-status, ingest-state) have a producer
+   * of their own, neither idempotent nor gapless: a permanent error there
+   * fails that heartbeat or checkpoint only, never the data path (a failed
+   * record of the idempotent producer makes it fatal, a delivery doubt). */
+  rd_kafka_t *rk_aux;
+  rd_kafka_topic_t *rkt_aux[KAFKA_TOPIC_COUNT]; /* STATUS and STATE only */
+  size_t outstanding_aux; /* aux records without a delivery report yet */
 
   uv_poll_t wake_poll;
   uv_timer_t tick;
@@ -157,6 +211,13 @@ struct ingest {
   struct ingest_state state;
   struct ingest_offsets offsets;
   uint64_t next_generation;
+  /* The complete checkpoint the newest acknowledged manifest names (or the
+   * one recovery loaded): its part keys are tombstoned only after a newer
+   * manifest is acknowledged. 0: none. */
+  uint64_t live_generation;
+  uint32_t live_parts;
+  int32_t live_partition;
+  struct ingest_garbage garbage;
   int state_partitions;
   int dirty; /* the state moved since the last checkpoint */
   uint64_t next_checkpoint_ms;
@@ -165,6 +226,10 @@ struct ingest {
   struct ingest_batch *batches; /* in flight, doubly linked */
   struct ingest_waiter *waiters_head, *waiters_tail;
   struct ingest_heartbeat *heartbeats;
+  struct ingest_rebase *rebases; /* produced to control.v1, waiting for Kafka */
+  unsigned rebase_count;
+  struct ingest_rebase_applied reapply[INGEST_MAX_REBASES_IN_FLIGHT];
+  unsigned reapply_count;
   unsigned batch_count, waiter_count, heartbeat_count;
   size_t outstanding; /* records produced without a delivery report yet */
 };
@@ -180,6 +245,20 @@ struct ingest_journal *ingest__state_find(const struct ingest_state *state, cons
 struct ingest_journal *ingest__state_get(struct ingest_state *state, const char *store_id,
                                          const uint8_t journal_id[16], const char *resync_id);
 int ingest__pos_after(struct ingest_pos a, struct ingest_pos b);
+/*
+ * Raises the accepted batch_seq of the live journal (store, journal) to
+ * from_batch_seq - 1 (Rebase). Returns 0 with *previous set (may be NULL),
+ * or -1 out of memory.
+ */
+int ingest__rebase_apply(struct ingest_state *state, const char *store_id,
+                         const uint8_t journal_id[16], uint64_t from_batch_seq,
+                         uint64_t *previous);
+/* "<store_id>/rebase/<journal hex>", the key of a rebase in control.v1. 0 or -1. */
+int ingest__rebase_key(char *out, size_t out_size, const char *store_id,
+                       const uint8_t journal_id[16]);
+
+/* Sets journal->device_id when it is not known yet. 0 or -1 (out of memory). */
+int ingest__journal_claim(struct ingest_journal *journal, const char *device_id);
 enum kafka_topic ingest__stream_topic(const struct ingest_journal *journal,
                                       enum ingest_stream stream);
 
@@ -212,6 +291,15 @@ int ingest__checkpoint_encode(const struct ingest_state *state,
                               const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
                               const char *instance_id, uint64_t generation, int64_t created_ms,
                               size_t part_bytes, struct ingest_blob **parts, size_t *part_count);
+
+/* "<instance_id>/<generation>/<part>", the key of a checkpoint part. 0 or -1 (does not fit). */
+int ingest__checkpoint_part_key(char *out, size_t out_size, const char *instance_id,
+                                uint64_t generation, uint32_t part);
+/* Adds a part key to delete later; 0, or -1 when out of memory or over
+ * INGEST_MAX_GARBAGE_KEYS (the key stays: it only costs space). */
+int ingest__garbage_add(struct ingest_garbage *garbage, uint64_t generation, uint32_t part,
+                        int32_t partition);
+void ingest__garbage_free(struct ingest_garbage *garbage);
 
 /* ingest.c: a producer whose events wake the loop (any thread). NULL with err. */
 rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size);

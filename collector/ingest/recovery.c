@@ -20,90 +20,331 @@
 #define INGEST_RECOVERY_RETRY_MS 2000
 #define INGEST_RECOVERY_STALL_MS 30000
 #define INGEST_METADATA_TIMEOUT_MS 5000
+/* Past a request's timeout a broker may still be appending what it had
+ * taken: a margin of a fifth of the timeout plus half a second. */
+#define INGEST_REQUEST_MARGIN_MS(timeout_ms) ((timeout_ms) / 5 + 500)
 
-/* A checkpoint being collected part by part, or the best complete one. */
-struct ingest_candidate {
+/* What pass 1 knows of one generation's part keys. */
+struct ingest_generation {
   uint64_t generation;
-  uint32_t parts, have;
-  Pos__V1__IngestCheckpoint **msgs;
+  uint32_t parts;
+  uint32_t present_count;
+  int32_t partition;
+  int64_t first_offset; /* of its lowest part record seen */
+  uint8_t *present;     /* [parts]: the key's newest record is a part, not a tombstone */
 };
 
 struct ingest_scan {
   const char *instance_id;
   size_t id_len;
-  struct ingest_candidate *building; /* per partition: parts arrive in order there */
-  int partitions;
-  struct ingest_candidate best;
+  struct ingest_generation *generations;
+  size_t count, capacity;
   uint64_t max_generation;
+  /* the newest manifest */
+  uint64_t manifest_generation;
+  uint32_t manifest_parts;
+  int manifest_closed_cleanly;
+  /* pass 2: the chosen generation's parts */
+  const struct ingest_generation *chosen;
+  Pos__V1__IngestCheckpoint **msgs;
   int oom;
 };
 
-static void ingest_candidate_clear(struct ingest_candidate *c)
+/*
+ * Splits a key of this instance: 1 for the manifest key ("<instance>"), 2
+ * for a part key ("<instance>/<generation>/<part>") with *generation and
+ * *part set, 0 for anything else (another instance, the pre-issue-7 keys).
+ */
+static int ingest_scan_key(const struct ingest_scan *scan, const rd_kafka_message_t *record,
+                           uint64_t *generation, uint32_t *part)
 {
-  if (c->msgs) {
-    for (uint32_t i = 0; i < c->have; i++)
-      pos__v1__ingest_checkpoint__free_unpacked(c->msgs[i], NULL);
-    free(c->msgs);
+  const char *key = record->key, *end;
+  uint64_t numbers[2] = {0, 0};
+  size_t at;
+
+  if (!key || record->key_len < scan->id_len || memcmp(key, scan->instance_id, scan->id_len))
+    return 0;
+  if (record->key_len == scan->id_len)
+    return 1;
+  end = key + record->key_len;
+  at = scan->id_len;
+  for (int n = 0; n < 2; n++) {
+    const char *digit = key + at + 1;
+    if (key + at >= end || key[at] != '/' || digit >= end)
+      return 0;
+    for (; digit < end && *digit != '/'; digit++) {
+      if (*digit < '0' || *digit > '9' || numbers[n] > UINT64_MAX / 10 - 9)
+        return 0;
+      numbers[n] = numbers[n] * 10 + (uint64_t)(*digit - '0');
+    }
+    at = (size_t)(digit - key);
   }
-  memset(c, 0, sizeof(*c));
+  if (key + at != end || numbers[1] >= INGEST_MAX_CHECKPOINT_PARTS)
+    return 0;
+  *generation = numbers[0];
+  *part = (uint32_t)numbers[1];
+  return 2;
 }
 
-static int ingest_scan_record(void *arg, const rd_kafka_message_t *record)
+static struct ingest_generation *ingest_scan_generation(struct ingest_scan *scan,
+                                                        uint64_t generation, int add)
 {
-  struct ingest_scan *scan = arg;
-  const char *key = record->key;
-  Pos__V1__IngestCheckpoint *msg;
-  struct ingest_candidate *c;
+  struct ingest_generation *g;
 
-  /* Part 0 is keyed by the instance id, part k by "instance_id/k". */
-  if (!key || record->key_len < scan->id_len || memcmp(key, scan->instance_id, scan->id_len) ||
-      (record->key_len > scan->id_len && key[scan->id_len] != '/'))
-    return 0;
-  if (record->partition < 0 || record->partition >= scan->partitions || !record->payload)
-    return 0;
-  msg = pos__v1__ingest_checkpoint__unpack(NULL, record->len, record->payload);
+  /* Generations arrive mostly in order: look from the newest. */
+  for (size_t i = scan->count; i > 0; i--) {
+    if (scan->generations[i - 1].generation == generation)
+      return &scan->generations[i - 1];
+  }
+  if (!add)
+    return NULL;
+  if (scan->count == scan->capacity) {
+    size_t capacity = scan->capacity ? scan->capacity * 2 : 16;
+    struct ingest_generation *grown = realloc(scan->generations, capacity * sizeof(*grown));
+    if (!grown)
+      return NULL;
+    scan->generations = grown;
+    scan->capacity = capacity;
+  }
+  g = &scan->generations[scan->count++];
+  memset(g, 0, sizeof(*g));
+  g->generation = generation;
+  g->first_offset = -1;
+  return g;
+}
+
+/* Unpacks a checkpoint record of this instance; NULL when it is not one. */
+static Pos__V1__IngestCheckpoint *ingest_scan_unpack(const struct ingest_scan *scan,
+                                                     const rd_kafka_message_t *record)
+{
+  Pos__V1__IngestCheckpoint *msg = pos__v1__ingest_checkpoint__unpack(NULL, record->len,
+                                                                      record->payload);
   if (!msg) {
     log_warn("ingest", "checkpoint_unreadable", "partition=%d offset=%" PRId64,
              (int)record->partition, record->offset);
-    return 0;
+    return NULL;
   }
   if (!msg->instance_id || strcmp(msg->instance_id, scan->instance_id) != 0 || msg->parts == 0 ||
       msg->parts > INGEST_MAX_CHECKPOINT_PARTS || msg->part >= msg->parts) {
     pos__v1__ingest_checkpoint__free_unpacked(msg, NULL);
+    return NULL;
+  }
+  return msg;
+}
+
+/* Pass 1: which part keys are present (newest record not a tombstone), and the newest manifest. */
+static int ingest_scan_record(void *arg, const rd_kafka_message_t *record)
+{
+  struct ingest_scan *scan = arg;
+  Pos__V1__IngestCheckpoint *msg;
+  struct ingest_generation *g;
+  uint64_t generation = 0;
+  uint32_t part = 0;
+  int kind = ingest_scan_key(scan, record, &generation, &part);
+
+  if (kind == 0 || (kind == 1 && !record->payload))
+    return 0;
+  if (kind == 2 && !record->payload) {
+    g = ingest_scan_generation(scan, generation, 0);
+    if (g && part < g->parts && g->present[part]) {
+      g->present[part] = 0;
+      g->present_count--;
+    }
     return 0;
   }
+  msg = ingest_scan_unpack(scan, record);
+  if (!msg)
+    return 0;
   if (msg->generation > scan->max_generation)
     scan->max_generation = msg->generation;
-  c = &scan->building[record->partition];
-  if (msg->part == 0) {
-    ingest_candidate_clear(c);
-    c->msgs = calloc(msg->parts, sizeof(*c->msgs));
-    if (!c->msgs) {
+  if (kind == 1) {
+    /* Records before issue 7 put part 0 under this key; only manifests count now. */
+    if (msg->manifest && msg->generation >= scan->manifest_generation) {
+      scan->manifest_generation = msg->generation;
+      scan->manifest_parts = msg->parts;
+      scan->manifest_closed_cleanly = msg->closed_cleanly;
+    }
+  } else if (msg->generation == generation && msg->part == part && !msg->manifest) {
+    g = ingest_scan_generation(scan, generation, 1);
+    if (g && !g->present) {
+      g->present = calloc(msg->parts, 1);
+      g->parts = msg->parts;
+      g->partition = record->partition;
+    }
+    if (!g || !g->present) {
       pos__v1__ingest_checkpoint__free_unpacked(msg, NULL);
       scan->oom = 1;
       return -1;
     }
-    c->generation = msg->generation;
-    c->parts = msg->parts;
-  }
-  if (!c->msgs || c->generation != msg->generation || c->parts != msg->parts ||
-      c->have != msg->part) {
-    /* A part of an older generation left behind by compaction, or of one
-     * whose writer died half way: not usable. */
-    pos__v1__ingest_checkpoint__free_unpacked(msg, NULL);
-    return 0;
-  }
-  c->msgs[c->have++] = msg;
-  if (c->have == c->parts) {
-    if (!scan->best.msgs || c->generation > scan->best.generation) {
-      ingest_candidate_clear(&scan->best);
-      scan->best = *c;
-      memset(c, 0, sizeof(*c));
-    } else {
-      ingest_candidate_clear(c);
+    if (msg->parts == g->parts && !g->present[part]) {
+      g->present[part] = 1;
+      g->present_count++;
+      if (g->first_offset < 0 || record->offset < g->first_offset)
+        g->first_offset = record->offset;
     }
   }
+  pos__v1__ingest_checkpoint__free_unpacked(msg, NULL);
   return 0;
+}
+
+/* Pass 2: the chosen generation's parts, the newest record of each key. */
+static int ingest_scan_collect(void *arg, const rd_kafka_message_t *record)
+{
+  struct ingest_scan *scan = arg;
+  Pos__V1__IngestCheckpoint *msg;
+  uint64_t generation = 0;
+  uint32_t part = 0;
+
+  if (ingest_scan_key(scan, record, &generation, &part) != 2 ||
+      generation != scan->chosen->generation || part >= scan->chosen->parts)
+    return 0;
+  if (scan->msgs[part]) {
+    pos__v1__ingest_checkpoint__free_unpacked(scan->msgs[part], NULL);
+    scan->msgs[part] = NULL;
+  }
+  if (!record->payload)
+    return 0;
+  msg = ingest_scan_unpack(scan, record);
+  if (msg && (msg->generation != generation || msg->part != part ||
+              msg->parts != scan->chosen->parts || msg->manifest)) {
+    pos__v1__ingest_checkpoint__free_unpacked(msg, NULL);
+    msg = NULL;
+  }
+  scan->msgs[part] = msg;
+  return 0;
+}
+
+static void ingest_scan_free(struct ingest_scan *scan)
+{
+  /* chosen points into generations: its messages go first. */
+  if (scan->msgs && scan->chosen) {
+    for (uint32_t k = 0; k < scan->chosen->parts; k++) {
+      if (scan->msgs[k])
+        pos__v1__ingest_checkpoint__free_unpacked(scan->msgs[k], NULL);
+    }
+  }
+  free(scan->msgs);
+  for (size_t i = 0; i < scan->count; i++)
+    free(scan->generations[i].present);
+  free(scan->generations);
+  memset(scan, 0, sizeof(*scan));
+}
+
+/*
+ * The checkpoint to load: the newest manifest's generation when all its
+ * parts are present, else the newest generation whose parts all are (its
+ * manifest may have been replaced by one whose parts are not complete, or
+ * its writer died between the last part and the manifest). NULL: none.
+ */
+static const struct ingest_generation *ingest_scan_choose(const struct ingest_scan *scan)
+{
+  const struct ingest_generation *best = NULL;
+
+  for (size_t i = 0; i < scan->count; i++) {
+    const struct ingest_generation *g = &scan->generations[i];
+    if (g->parts == 0 || g->present_count != g->parts)
+      continue;
+    if (g->generation == scan->manifest_generation && g->parts == scan->manifest_parts)
+      return g;
+    if (!best || g->generation > best->generation)
+      best = g;
+  }
+  if (best && scan->manifest_generation)
+    log_warn("ingest", "checkpoint_manifest_incomplete",
+             "manifest_generation=%" PRIu64 " using_generation=%" PRIu64
+             " hint=\"parts of the named checkpoint are missing (deleted by hand?); an older "
+             "complete one is used and the data topics are read from its offsets\"",
+             scan->manifest_generation, best->generation);
+  return best;
+}
+
+/*
+ * Step 1 of a recovery: this instance's checkpoint (two reads of
+ * ingest-state.v1: which generations are complete, then the chosen one's
+ * parts), applied to r->state and r->offsets; the part keys of every other
+ * generation go to r->garbage. Returns 0 or -1 with `err` set.
+ */
+static int ingest_recover_checkpoint(struct ingest_recovery *r, rd_kafka_t *reader, int partitions,
+                                     char *err, size_t err_size)
+{
+  ingest *in = r->in;
+  const char *topic = in->topics[KAFKA_TOPIC_STATE];
+  struct ingest_scan scan;
+  struct kafka_read_stats read_stats;
+  int64_t *start = NULL, *end = NULL;
+  int rc = -1;
+
+  memset(&scan, 0, sizeof(scan));
+  scan.instance_id = in->instance_id;
+  scan.id_len = strlen(in->instance_id);
+  start = calloc((size_t)partitions + 1, sizeof(*start));
+  end = calloc((size_t)partitions + 1, sizeof(*end));
+  if (!start || !end) {
+    snprintf(err, err_size, "out of memory reading checkpoints");
+    goto out;
+  }
+  memset(&read_stats, 0, sizeof(read_stats));
+  if (kafka_read_to_end(reader, topic, partitions, NULL, end, ingest_scan_record, &scan, &r->stop,
+                        INGEST_RECOVERY_STALL_MS, &read_stats, err, err_size)) {
+    if (scan.oom)
+      snprintf(err, err_size, "out of memory reading checkpoints");
+    goto out;
+  }
+  r->stats.state_records_read = read_stats.records;
+  r->stats.manifest_generation = scan.manifest_generation;
+  r->next_generation = scan.max_generation + 1;
+  scan.chosen = ingest_scan_choose(&scan);
+  for (size_t i = 0; i < scan.count; i++) {
+    const struct ingest_generation *g = &scan.generations[i];
+    if (g == scan.chosen)
+      continue;
+    for (uint32_t k = 0; k < g->parts; k++) {
+      if (g->present[k] && ingest__garbage_add(&r->garbage, g->generation, k, g->partition) == 0)
+        r->stats.leftover_parts++;
+    }
+  }
+  if (!scan.chosen) {
+    rc = 0;
+    goto out;
+  }
+  /* Pass 2 reads only from the chosen generation's first part on. */
+  scan.msgs = calloc(scan.chosen->parts, sizeof(*scan.msgs));
+  if (!scan.msgs) {
+    snprintf(err, err_size, "out of memory reading checkpoint %" PRIu64, scan.chosen->generation);
+    goto out;
+  }
+  for (int p = 0; p < partitions; p++)
+    start[p] = p == scan.chosen->partition ? scan.chosen->first_offset : end[p];
+  memset(&read_stats, 0, sizeof(read_stats));
+  if (kafka_read_to_end(reader, topic, partitions, start, NULL, ingest_scan_collect, &scan,
+                        &r->stop, INGEST_RECOVERY_STALL_MS, &read_stats, err, err_size))
+    goto out;
+  for (uint32_t k = 0; k < scan.chosen->parts; k++) {
+    if (!scan.msgs[k]) {
+      snprintf(err, err_size, "part %" PRIu32 " of checkpoint %" PRIu64 " went missing between "
+               "two reads (compaction or another collector with instance_id %s?)",
+               k, scan.chosen->generation, in->instance_id);
+      goto out;
+    }
+    if (ingest__checkpoint_apply(&r->state, &r->offsets, in->topics, scan.msgs[k])) {
+      snprintf(err, err_size, "out of memory loading checkpoint %" PRIu64,
+               scan.chosen->generation);
+      goto out;
+    }
+  }
+  r->live_generation = scan.chosen->generation;
+  r->live_parts = scan.chosen->parts;
+  r->live_partition = scan.chosen->partition;
+  r->stats.checkpoint_generation = scan.chosen->generation;
+  r->stats.checkpoint_journals = r->state.journal_count;
+  r->stats.previous_closed_cleanly =
+      scan.manifest_closed_cleanly && scan.manifest_generation == scan.chosen->generation;
+  rc = 0;
+out:
+  free(start);
+  free(end);
+  ingest_scan_free(&scan);
+  return rc;
 }
 
 struct ingest_fold {
@@ -126,6 +367,36 @@ static int ingest_fold_record(void *arg, const rd_kafka_message_t *record)
   return 0;
 }
 
+/* A head-office rebase in control.v1 (key "<store>/rebase/<journal>"): applied on top of what
+ * the checkpoint and the data topics say (it only ever raises a journal's accepted batch). */
+static int ingest_rebase_record(void *arg, const rd_kafka_message_t *record)
+{
+  struct ingest_recovery *r = arg;
+  Pos__V1__Command *command;
+  const char *key = record->key;
+  int rc = 0;
+  int is_rebase = 0;
+
+  for (size_t i = 0; key && i + 8 <= record->key_len && !is_rebase; i++)
+    is_rebase = memcmp(key + i, "/rebase/", 8) == 0;
+  if (!is_rebase || !record->payload)
+    return 0;
+  command = pos__v1__command__unpack(NULL, record->len, record->payload);
+  if (!command)
+    return 0;
+  if (command->command_case == POS__V1__COMMAND__COMMAND_REBASE && command->store_id &&
+      command->store_id[0] && strlen(command->store_id) <= INGEST_STORE_ID_MAX &&
+      command->rebase->journal_id.len == 16 && command->rebase->from_batch_seq > 0) {
+    if (ingest__rebase_apply(&r->state, command->store_id, command->rebase->journal_id.data,
+                             command->rebase->from_batch_seq, NULL))
+      rc = -1;
+    else
+      r->stats.rebases++;
+  }
+  pos__v1__command__free_unpacked(command, NULL);
+  return rc;
+}
+
 /* Sleeps up to `ms`, waking early on stop. Returns 1 when stopped. */
 static int ingest_recovery_pause(struct ingest_recovery *r, uint64_t ms)
 {
@@ -137,22 +408,116 @@ static int ingest_recovery_pause(struct ingest_recovery *r, uint64_t ms)
   return atomic_load(&r->stop) != 0;
 }
 
-static int ingest_recover_once(struct ingest_recovery *r, char *err, size_t err_size)
+static void ingest_reopen_dr(rd_kafka_t *rk, const rd_kafka_message_t *message, void *opaque)
+{
+  int *result = opaque;
+  (void)rk;
+  *result = message->err ? -1 : 1;
+}
+
+/*
+ * Replaces the previous run's closed_cleanly manifest by one without the
+ * mark, before this run produces anything: if this run dies, the next one
+ * must not believe the last shutdown was clean. Blocks (10 s at most).
+ * Returns 0 when Kafka acknowledged it.
+ */
+static int ingest_recovery_reopen(struct ingest_recovery *r)
 {
   ingest *in = r->in;
-  struct ingest_scan scan;
+  Pos__V1__IngestCheckpoint manifest;
+  rd_kafka_conf_t *conf;
+  rd_kafka_t *rk;
+  uint8_t *value;
+  size_t len;
+  int delivered = 0;
+  char err[512];
+
+  conf = kafka_producer_conf(in->brokers, in->kafka_debug, err, sizeof(err));
+  if (!conf)
+    return -1;
+  rd_kafka_conf_set_opaque(conf, &delivered);
+  rd_kafka_conf_set_dr_msg_cb(conf, ingest_reopen_dr);
+  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    return -1;
+  }
+  pos__v1__ingest_checkpoint__init(&manifest);
+  manifest.instance_id = in->instance_id;
+  manifest.created_ms = clock_wall_ms();
+  manifest.generation = r->live_generation;
+  manifest.parts = r->live_parts;
+  manifest.manifest = 1;
+  len = pos__v1__ingest_checkpoint__get_packed_size(&manifest);
+  value = malloc(len + 1);
+  if (value) {
+    pos__v1__ingest_checkpoint__pack(&manifest, value);
+    if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(in->topics[KAFKA_TOPIC_STATE]),
+                          RD_KAFKA_V_PARTITION(r->live_partition),
+                          RD_KAFKA_V_KEY(in->instance_id, strlen(in->instance_id)),
+                          RD_KAFKA_V_VALUE(value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                          RD_KAFKA_V_END))
+      free(value);
+    else
+      rd_kafka_flush(rk, 10000);
+  }
+  /* A record still queued is purged by destroy: it cannot land later. */
+  rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  rd_kafka_destroy(rk);
+  return delivered == 1 ? 0 : -1;
+}
+
+/*
+ * At start-up against a real cluster, a produce request the previous run
+ * sent just before it died may still be in a broker's hands, and a broker
+ * acts on it until the request times out: let any such record land before
+ * we ask where the log ends, or the rebuilt state would miss it and the
+ * agent's retry would produce it again. Skipped when the last run closed
+ * cleanly (its final manifest says so, and is replaced first), and with
+ * the embedded Kafka (it died with the previous run). Once per recovery.
+ */
+static void ingest_recovery_wait_previous(struct ingest_recovery *r, uint64_t started_ms)
+{
+  ingest *in = r->in;
+  uint64_t wait_ms = in->request_timeout_ms + INGEST_REQUEST_MARGIN_MS(in->request_timeout_ms);
+  uint64_t elapsed;
+
+  if (r->waited || in->embedded)
+    return;
+  r->waited = 1;
+  if (r->stats.previous_closed_cleanly) {
+    if (ingest_recovery_reopen(r) == 0)
+      return;
+    log_warn("ingest", "reopen_failed",
+             "generation=%" PRIu64 " action=\"wait out the previous run's requests\"",
+             r->live_generation);
+  }
+  elapsed = clock_mono_ms() - started_ms;
+  if (elapsed >= wait_ms)
+    return;
+  log_info("ingest", "waiting_out_previous_run",
+           "ms=%" PRIu64 " why=\"the last run did not close cleanly: a produce request it sent "
+           "may still land\"",
+           wait_ms - elapsed);
+  ingest_recovery_pause(r, wait_ms - elapsed);
+  r->stats.waited_ms = clock_mono_ms() - started_ms - elapsed;
+}
+
+static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, char *err,
+                               size_t err_size)
+{
+  ingest *in = r->in;
   struct kafka_read_stats read_stats;
   int partitions[KAFKA_TOPIC_COUNT] = {0};
   int64_t *start = NULL, *end = NULL;
   rd_kafka_t *reader;
   int rc = -1;
 
-  memset(&scan, 0, sizeof(scan));
   reader = kafka_reader_new(in->brokers, in->kafka_debug, err, err_size);
   if (!reader)
     return -1;
   for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
-    if (t >= KAFKA_DATA_TOPICS && t != KAFKA_TOPIC_STATE)
+    if (t >= KAFKA_DATA_TOPICS && t != KAFKA_TOPIC_STATE && t != KAFKA_TOPIC_CONTROL)
       continue;
     if (kafka_topic_partitions(reader, in->topics[t], INGEST_METADATA_TIMEOUT_MS, &partitions[t],
                                err, err_size))
@@ -166,32 +531,11 @@ static int ingest_recover_once(struct ingest_recovery *r, char *err, size_t err_
   r->state_partitions = partitions[KAFKA_TOPIC_STATE];
 
   /* 1. This instance's last complete checkpoint. */
-  scan.instance_id = in->instance_id;
-  scan.id_len = strlen(in->instance_id);
-  scan.partitions = partitions[KAFKA_TOPIC_STATE];
-  scan.building = calloc((size_t)scan.partitions + 1, sizeof(*scan.building));
-  if (!scan.building) {
-    snprintf(err, err_size, "out of memory reading checkpoints");
+  if (ingest_recover_checkpoint(r, reader, partitions[KAFKA_TOPIC_STATE], err, err_size))
     goto out;
-  }
-  memset(&read_stats, 0, sizeof(read_stats));
-  if (kafka_read_to_end(reader, in->topics[KAFKA_TOPIC_STATE], scan.partitions, NULL, NULL,
-                        ingest_scan_record, &scan, &r->stop, INGEST_RECOVERY_STALL_MS,
-                        &read_stats, err, err_size))
-    goto out;
-  r->stats.state_records_read = read_stats.records;
-  if (scan.best.msgs) {
-    for (uint32_t k = 0; k < scan.best.parts; k++) {
-      if (ingest__checkpoint_apply(&r->state, &r->offsets, in->topics, scan.best.msgs[k])) {
-        snprintf(err, err_size, "out of memory loading checkpoint %" PRIu64,
-                 scan.best.generation);
-        goto out;
-      }
-    }
-    r->stats.checkpoint_generation = scan.best.generation;
-    r->stats.checkpoint_journals = r->state.journal_count;
-  }
-  r->next_generation = scan.max_generation + 1;
+
+  /* 1b. A produce request of the previous run may still land. */
+  ingest_recovery_wait_previous(r, started_ms);
 
   /* 2. Each data topic from where the checkpoint ends to where the log ends. */
   for (int t = 0; t < KAFKA_DATA_TOPICS; t++) {
@@ -228,16 +572,19 @@ static int ingest_recover_once(struct ingest_recovery *r, char *err, size_t err_
     free(end);
     start = end = NULL;
   }
+
+  /* 3. Head office's rebases. */
+  if (partitions[KAFKA_TOPIC_CONTROL] > 0) {
+    memset(&read_stats, 0, sizeof(read_stats));
+    if (kafka_read_to_end(reader, in->topics[KAFKA_TOPIC_CONTROL], partitions[KAFKA_TOPIC_CONTROL],
+                          NULL, NULL, ingest_rebase_record, r, &r->stop,
+                          INGEST_RECOVERY_STALL_MS, &read_stats, err, err_size))
+      goto out;
+  }
   rc = 0;
 out:
   free(start);
   free(end);
-  if (scan.building) {
-    for (int p = 0; p < scan.partitions; p++)
-      ingest_candidate_clear(&scan.building[p]);
-    free(scan.building);
-  }
-  ingest_candidate_clear(&scan.best);
   kafka_reader_destroy(reader);
   return rc;
 }
@@ -256,7 +603,9 @@ static void ingest_recovery_main(void *arg)
      * in a broker's hands, and a broker acts on it until the request times
      * out: let any such record land before we ask where the log ends, or
      * the rebuilt state would miss it and a retry would produce it again. */
-    ingest_recovery_pause(r, KAFKA_PRODUCE_REQUEST_TIMEOUT_MS + 2000);
+    ingest_recovery_pause(r, in->request_timeout_ms +
+                                 INGEST_REQUEST_MARGIN_MS(in->request_timeout_ms));
+    r->waited = 1;
   }
   r->rc = -1;
   while (!atomic_load(&r->stop)) {
@@ -270,7 +619,7 @@ static void ingest_recovery_main(void *arg)
         continue;
       }
     }
-    if (ingest_recover_once(r, err, sizeof(err)) == 0) {
+    if (ingest_recover_once(r, started, err, sizeof(err)) == 0) {
       r->rc = 0;
       break;
     }
@@ -281,6 +630,9 @@ static void ingest_recovery_main(void *arg)
              INGEST_RECOVERY_RETRY_MS);
     ingest__state_free(&r->state);
     ingest__offsets_free(&r->offsets);
+    ingest__garbage_free(&r->garbage);
+    r->live_generation = 0;
+    r->live_parts = 0;
     {
       int attempts = r->stats.attempts;
       memset(&r->stats, 0, sizeof(r->stats));
@@ -335,5 +687,6 @@ void ingest__recovery_free(struct ingest_recovery *r)
     rd_kafka_destroy(r->retire);
   ingest__state_free(&r->state);
   ingest__offsets_free(&r->offsets);
+  ingest__garbage_free(&r->garbage);
   free(r);
 }

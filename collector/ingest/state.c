@@ -6,6 +6,7 @@
  *
  * No locking: a map belongs either to the loop or to the recovery thread.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@ void ingest__state_free(struct ingest_state *state)
       struct ingest_journal *next = journal->next;
       free(journal->store_id);
       free(journal->resync_id);
+      free(journal->device_id);
       free(journal);
       journal = next;
     }
@@ -131,6 +133,7 @@ enum kafka_topic ingest__stream_topic(const struct ingest_journal *journal,
 {
   switch (stream) {
   case INGEST_STREAM_DLQ:
+  case INGEST_STREAM_DLQ_INVENTORY:
     return KAFKA_TOPIC_DLQ;
   case INGEST_STREAM_INVENTORY:
     return KAFKA_TOPIC_INVENTORY;
@@ -211,7 +214,10 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
     stream = INGEST_STREAM_SALES;
     break;
   case KAFKA_TOPIC_DLQ:
-    stream = INGEST_STREAM_DLQ;
+    /* A dead-lettered delta has a delta_index header, a sale a seq. */
+    stream = kafka_header_u64(record, "delta_index", &delta_index) == 0
+                 ? INGEST_STREAM_DLQ_INVENTORY
+                 : INGEST_STREAM_DLQ;
     break;
   case KAFKA_TOPIC_INVENTORY:
     stream = INGEST_STREAM_INVENTORY;
@@ -219,7 +225,7 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
   default:
     return 0;
   }
-  if (stream == INGEST_STREAM_INVENTORY) {
+  if (stream == INGEST_STREAM_INVENTORY || stream == INGEST_STREAM_DLQ_INVENTORY) {
     if (kafka_header_u64(record, "delta_index", &delta_index) || delta_index == 0 ||
         delta_index > UINT32_MAX)
       return 0;
@@ -236,6 +242,13 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
     return -1;
   if (ingest__pos_after(pos, journal->streams[stream]))
     journal->streams[stream] = pos;
+  /* The device of the journal's first record owns it (its certificate's). */
+  if (!journal->device_id) {
+    char device_id[INGEST_STORE_ID_MAX + 1];
+    if (kafka_header_text(record, "device_id", device_id, sizeof(device_id)) > 0 &&
+        ingest__journal_claim(journal, device_id))
+      return -1;
+  }
   /* A record of batch N exists only once batch N-1 was accepted (the ingest
    * produces a batch only right after its predecessor). Whether N itself
    * was complete the log cannot say: its resend completes it. */
@@ -272,6 +285,9 @@ int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *
       return -1;
     if (saved->accepted_batch_seq > journal->accepted_batch_seq)
       journal->accepted_batch_seq = saved->accepted_batch_seq;
+    if (saved->device_id && saved->device_id[0] &&
+        ingest__journal_claim(journal, saved->device_id))
+      return -1;
     for (size_t s = 0; s < saved->n_streams; s++) {
       const Pos__V1__IngestStreamPosition *stream = saved->streams[s];
       struct ingest_pos pos = {stream->highest_seq, stream->highest_index};
@@ -281,7 +297,7 @@ int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *
       if (topic == KAFKA_TOPIC_SALES || topic == KAFKA_TOPIC_REPLAY)
         which = INGEST_STREAM_SALES;
       else if (topic == KAFKA_TOPIC_DLQ)
-        which = INGEST_STREAM_DLQ;
+        which = pos.index > 0 ? INGEST_STREAM_DLQ_INVENTORY : INGEST_STREAM_DLQ;
       else if (topic == KAFKA_TOPIC_INVENTORY)
         which = INGEST_STREAM_INVENTORY;
       else
@@ -345,6 +361,8 @@ int ingest__checkpoint_encode(const struct ingest_state *state,
       saved->journal_id.len = 16;
       saved->resync_id = journal->resync_id;
       saved->accepted_batch_seq = journal->accepted_batch_seq;
+      if (journal->device_id)
+        saved->device_id = journal->device_id;
       saved->streams = first;
       for (int s = 0; s < INGEST_STREAM_COUNT; s++) {
         Pos__V1__IngestStreamPosition *stream = &streams[filled * INGEST_STREAM_COUNT + s];
@@ -428,4 +446,76 @@ out:
   free(offset_ptrs);
   free(part_start);
   return rc;
+}
+
+int ingest__checkpoint_part_key(char *out, size_t out_size, const char *instance_id,
+                                uint64_t generation, uint32_t part)
+{
+  int len = snprintf(out, out_size, "%s/%" PRIu64 "/%" PRIu32, instance_id, generation, part);
+  return len < 0 || (size_t)len >= out_size ? -1 : 0;
+}
+
+int ingest__garbage_add(struct ingest_garbage *garbage, uint64_t generation, uint32_t part,
+                        int32_t partition)
+{
+  struct ingest_part_key *key;
+
+  if (garbage->count == garbage->capacity) {
+    size_t capacity = garbage->capacity ? garbage->capacity * 2 : 64;
+    struct ingest_part_key *grown;
+    if (capacity > INGEST_MAX_GARBAGE_KEYS)
+      capacity = INGEST_MAX_GARBAGE_KEYS;
+    if (garbage->count >= capacity)
+      return -1;
+    grown = realloc(garbage->keys, capacity * sizeof(*grown));
+    if (!grown)
+      return -1;
+    garbage->keys = grown;
+    garbage->capacity = capacity;
+  }
+  key = &garbage->keys[garbage->count++];
+  key->generation = generation;
+  key->part = part;
+  key->partition = partition;
+  return 0;
+}
+
+void ingest__garbage_free(struct ingest_garbage *garbage)
+{
+  free(garbage->keys);
+  memset(garbage, 0, sizeof(*garbage));
+}
+
+int ingest__journal_claim(struct ingest_journal *journal, const char *device_id)
+{
+  if (journal->device_id || !device_id || !device_id[0])
+    return 0;
+  journal->device_id = strdup(device_id);
+  return journal->device_id ? 0 : -1;
+}
+
+int ingest__rebase_apply(struct ingest_state *state, const char *store_id,
+                         const uint8_t journal_id[16], uint64_t from_batch_seq,
+                         uint64_t *previous)
+{
+  struct ingest_journal *journal = ingest__state_get(state, store_id, journal_id, "");
+
+  if (!journal)
+    return -1;
+  if (previous)
+    *previous = journal->accepted_batch_seq;
+  if (from_batch_seq > 0 && from_batch_seq - 1 > journal->accepted_batch_seq)
+    journal->accepted_batch_seq = from_batch_seq - 1;
+  return 0;
+}
+
+int ingest__rebase_key(char *out, size_t out_size, const char *store_id,
+                       const uint8_t journal_id[16])
+{
+  char hex[33];
+  int len;
+
+  proto_journal_id_format(journal_id, hex);
+  len = snprintf(out, out_size, "%s/rebase/%s", store_id, hex);
+  return len < 0 || (size_t)len >= out_size ? -1 : 0;
 }

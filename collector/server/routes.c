@@ -4,6 +4,8 @@
  */
 #include "server/routes.h"
 
+#include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@ struct routes_pending {
   char store_id[IDENTITY_ID_MAX + 1];
   uint64_t batch_seq;
   int heartbeat;
+  char admin[IDENTITY_ID_MAX + 1]; /* rebase: who approved it */
 };
 
 static void routes_respond_text(http_exchange *exchange, int status, const char *message,
@@ -95,7 +98,19 @@ static void routes_on_batch_done(void *arg, const struct ingest_result *result)
              result->produced, result->dead_lettered, result->skipped, ack.duplicate);
     routes_respond_ack(pending->exchange, 200, &ack, NULL);
     break;
+  case INGEST_REFUSED:
+    ack.code = (Pos__V1__BatchAckCode)result->code;
+    ack.message = (char *)(uintptr_t)result->message;
+    log_warn("server", "batch_refused", "store=%s journal=%s batch_seq=%llu status=403 code=%d "
+             "reason=\"%s\"", pending->store_id, journal_hex,
+             (unsigned long long)pending->batch_seq, result->code, result->message);
+    routes_respond_ack(pending->exchange, 403, &ack, NULL);
+    break;
   case INGEST_GAP:
+    /* After a collector restart expected_batch_seq may be at or below what
+     * was acknowledged before it: the log cannot say whether its newest
+     * batch was produced whole (pos.proto, BatchAck). */
+    ack.code = (Pos__V1__BatchAckCode)result->code;
     ack.expected_batch_seq = result->expected_batch_seq;
     ack.message = (char *)(uintptr_t)result->message;
     log_warn("server", "batch_gap", "store=%s journal=%s batch_seq=%llu expected=%llu",
@@ -121,6 +136,52 @@ static int routes_is_protobuf(http_exchange *exchange)
 {
   const char *type = http_exchange_header(exchange, "Content-Type");
   return type && strncasecmp(type, "application/x-protobuf", 22) == 0;
+}
+
+/* 403 for a batch whose envelope names another store or device than the certificate: a
+ * BatchAck with BATCH_ACK_CODE_IDENTITY_MISMATCH, so that the agent need not read prose. */
+static void routes_refuse_identity(http_exchange *exchange, int batch, const char *message)
+{
+  Pos__V1__BatchAck ack = POS__V1__BATCH_ACK__INIT;
+
+  if (!batch) {
+    routes_respond_text(exchange, 403, message, NULL);
+    return;
+  }
+  ack.code = POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_IDENTITY_MISMATCH;
+  ack.message = (char *)(uintptr_t)message;
+  routes_respond_ack(exchange, 403, &ack, NULL);
+}
+
+/*
+ * The device is the certificate's, never the body's: a body naming another
+ * device is answered 403 (returns -1); an empty one gets the certificate's
+ * (*device_id, owned by the protobuf message, is replaced). 0 on success.
+ */
+static int routes_device_from_cert(http_exchange *exchange, const struct identity *id,
+                                   char **device_id, int batch)
+{
+  char message[320];
+  char *copy;
+
+  if (*device_id && (*device_id)[0] && strcmp(*device_id, id->device_id) != 0) {
+    snprintf(message, sizeof(message),
+             "the certificate is for device %s of store %s but the body names device %.64s",
+             id->device_id, id->store_id, *device_id);
+    log_warn("server", "refused", "peer=%s store=%s device=%s status=403 reason=\"%s\"",
+             http_exchange_peer(exchange), id->store_id, id->device_id, message);
+    routes_refuse_identity(exchange, batch, message);
+    return -1;
+  }
+  copy = strdup(id->device_id);
+  if (!copy) {
+    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
+    return -1;
+  }
+  if (*device_id && *device_id != protobuf_c_empty_string)
+    free(*device_id);
+  *device_id = copy;
+  return 0;
 }
 
 static void routes_batches(routes *r, http_exchange *exchange, const struct identity *id)
@@ -162,7 +223,11 @@ static void routes_batches(routes *r, http_exchange *exchange, const struct iden
     log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=403 reason=\"%s\"",
              http_exchange_peer(exchange), id->store_id, id->device_id, message);
     pos__v1__batch__free_unpacked(batch, NULL);
-    routes_respond_text(exchange, 403, message, NULL);
+    routes_refuse_identity(exchange, 1, message);
+    return;
+  }
+  if (routes_device_from_cert(exchange, id, &batch->envelope->device_id, 1)) {
+    pos__v1__batch__free_unpacked(batch, NULL);
     return;
   }
   pending = calloc(1, sizeof(*pending));
@@ -211,16 +276,37 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
   Pos__V1__Heartbeat *heartbeat;
   struct routes_pending *pending;
 
-  if (!routes_is_protobuf(exchange)) {
+  const char *encoding = http_exchange_header(exchange, "Content-Encoding");
+  uint8_t *decoded = NULL;
+
+  if (!routes_is_protobuf(exchange) ||
+      (encoding && strcasecmp(encoding, "zstd") != 0 && strcasecmp(encoding, "identity") != 0)) {
     routes_respond_text(exchange, 415, "a heartbeat is sent as Content-Type: "
-                        "application/x-protobuf", NULL);
+                        "application/x-protobuf, plain or with Content-Encoding: zstd", NULL);
     return;
   }
   if (body_len > r->options.max_heartbeat_bytes) {
     routes_respond_text(exchange, 413, "heartbeat too large", NULL);
     return;
   }
+  /* Like a batch, a heartbeat may come zstd-compressed; the limit holds
+   * for what it decompresses to. */
+  if (encoding && strcasecmp(encoding, "zstd") == 0) {
+    size_t decoded_len = 0;
+    int rc = proto_zstd_decompress(body, body_len, r->options.max_heartbeat_bytes, &decoded,
+                                   &decoded_len);
+    if (rc) {
+      routes_respond_text(exchange, rc == PROTO_EBOMB ? 413 : rc == PROTO_ENOMEM ? 503 : 400,
+                          rc == PROTO_EBOMB ? "heartbeat decompresses to more than the limit"
+                                            : "heartbeat body is not a zstd frame",
+                          rc == PROTO_ENOMEM ? "Retry-After: 5\r\n" : NULL);
+      return;
+    }
+    body = decoded;
+    body_len = decoded_len;
+  }
   heartbeat = pos__v1__heartbeat__unpack(NULL, body_len, body);
+  free(decoded);
   if (!heartbeat) {
     routes_respond_text(exchange, 400, "body is not a pos.v1.Heartbeat protobuf", NULL);
     return;
@@ -229,6 +315,10 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
     pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
     routes_respond_text(exchange, 403, "the heartbeat names another store than the certificate",
                         NULL);
+    return;
+  }
+  if (routes_device_from_cert(exchange, id, &heartbeat->device_id, 0)) {
+    pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
     return;
   }
   pending = calloc(1, sizeof(*pending));
@@ -241,6 +331,103 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
   pending->exchange = exchange;
   pending->heartbeat = 1;
   ingest_submit_heartbeat(r->ingest, id->store_id, heartbeat, routes_on_heartbeat_done, pending);
+}
+
+static void routes_on_rebase_done(void *arg, const struct ingest_result *result)
+{
+  struct routes_pending *pending = arg;
+  char hex[33], body[512];
+  int len;
+
+  proto_journal_id_format(pending->journal_id, hex);
+  if (result->outcome != INGEST_ACCEPTED) {
+    routes_respond_text(pending->exchange, 503, result->message, "Retry-After: 5\r\n");
+    free(pending);
+    return;
+  }
+  log_warn("server", "rebase_approved",
+           "admin=%s store=%s journal=%s from_batch_seq=%" PRIu64 " acked_before=%" PRIu64
+           " acked_after=%" PRIu64,
+           pending->admin, pending->store_id, hex, pending->batch_seq,
+           result->previous_acked_batch_seq, result->acked_batch_seq);
+  len = snprintf(body, sizeof(body),
+                 "{\"store_id\": \"%s\", \"journal_id\": \"%s\", \"from_batch_seq\": %" PRIu64
+                 ", \"acked_batch_seq_before\": %" PRIu64 ", \"acked_batch_seq_after\": %" PRIu64
+                 ", \"approved_by\": \"%s\"}\n",
+                 pending->store_id, hex, pending->batch_seq, result->previous_acked_batch_seq,
+                 result->acked_batch_seq, pending->admin);
+  if (len < 0 || (size_t)len >= sizeof(body))
+    len = 0;
+  http_exchange_respond(pending->exchange, 200, "application/json", NULL, body, (size_t)len);
+  free(pending);
+}
+
+/* Reads {"store_id", "journal_id" (32 hex), "from_batch_seq"} into pending. 0, or -1 with err. */
+static int routes_rebase_parse(const char *body, size_t body_len, struct routes_pending *pending,
+                               char *err, size_t err_size)
+{
+  json_error_t error;
+  json_t *root = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, &error);
+  json_t *store, *journal, *from;
+  int rc = -1;
+
+  if (!root) {
+    snprintf(err, err_size, "body is not JSON: %s (line %d, column %d)", error.text, error.line,
+             error.column);
+    return -1;
+  }
+  store = json_object_get(root, "store_id");
+  journal = json_object_get(root, "journal_id");
+  from = json_object_get(root, "from_batch_seq");
+  if (!json_is_object(root) || json_object_size(root) != 3 || !json_is_string(store) ||
+      !json_is_string(journal) || !json_is_integer(from)) {
+    snprintf(err, err_size, "the body must be {\"store_id\": \"S\", \"journal_id\": \"<32 hex>\", "
+             "\"from_batch_seq\": N} and nothing else");
+  } else if (json_string_length(store) == 0 || json_string_length(store) > IDENTITY_ID_MAX ||
+             strchr(json_string_value(store), '/')) {
+    snprintf(err, err_size, "store_id must be 1-%d characters without '/'", IDENTITY_ID_MAX);
+  } else if (json_string_length(journal) != 32 ||
+             proto_journal_id_parse(json_string_value(journal), pending->journal_id)) {
+    snprintf(err, err_size, "journal_id must be 32 hex digits");
+  } else if (json_integer_value(from) < 1) {
+    snprintf(err, err_size, "from_batch_seq must be 1 or more");
+  } else {
+    snprintf(pending->store_id, sizeof(pending->store_id), "%s", json_string_value(store));
+    pending->batch_seq = (uint64_t)json_integer_value(from);
+    rc = 0;
+  }
+  json_decref(root);
+  return rc;
+}
+
+/*
+ * POST /v1/admin/rebase (admin certificates only): head office approves
+ * that a journal's next batch may be from_batch_seq (pos.proto, Rebase).
+ * Answered 200 once the approval is in pos.control.v1 and applied.
+ */
+static void routes_rebase(routes *r, http_exchange *exchange, const struct identity *id)
+{
+  size_t body_len;
+  const char *body = http_exchange_body(exchange, &body_len);
+  struct routes_pending *pending = calloc(1, sizeof(*pending));
+  char err[256];
+
+  if (!pending) {
+    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
+    return;
+  }
+  if (routes_rebase_parse(body ? body : "", body_len, pending, err, sizeof(err))) {
+    log_warn("server", "rebase_refused", "peer=%s admin=%s status=400 reason=\"%s\"",
+             http_exchange_peer(exchange), id->admin, err);
+    routes_respond_text(exchange, 400, err, NULL);
+    free(pending);
+    return;
+  }
+  pending->routes = r;
+  pending->exchange = exchange;
+  snprintf(pending->admin, sizeof(pending->admin), "%s", id->admin);
+  ingest_submit_rebase(r->ingest, id->admin, pending->store_id, pending->journal_id,
+                       pending->batch_seq, routes_on_rebase_done, pending);
 }
 
 void routes_handle(http_exchange *exchange, void *arg)
@@ -260,6 +447,19 @@ void routes_handle(http_exchange *exchange, void *arg)
   }
   if (routes_identify(exchange, &id))
     return;
+  if (strcmp(path, "/v1/admin/rebase") == 0) {
+    if (strcmp(method, "POST") != 0) {
+      routes_respond_text(exchange, 405, "use POST", "Allow: POST\r\n");
+    } else if (id.kind != IDENTITY_ADMIN) {
+      log_warn("server", "refused", "peer=%s store=%s device=%s path=%s status=403 reason=\"not "
+               "an admin certificate\"", http_exchange_peer(exchange), id.store_id, id.device_id,
+               path);
+      routes_respond_text(exchange, 403, "only admin certificates may approve a rebase", NULL);
+    } else {
+      routes_rebase(r, exchange, &id);
+    }
+    return;
+  }
   if (strcmp(path, "/v1/batches") == 0 || strcmp(path, "/v1/heartbeat") == 0) {
     if (strcmp(method, "POST") != 0) {
       routes_respond_text(exchange, 405, "use POST", "Allow: POST\r\n");

@@ -552,3 +552,52 @@ batch_field() {
     sed -n "s/^\\(.* \\)\\{0,1\\}$1=\\([^ ]*\\).*/\\2/p" <<<"$text"
   fi
 }
+
+# ---- compaction, checkpoints ----------------------------------------------------------
+
+# compact_broker: SIGUSR1 to pos-broker, which moves to a new mock cluster
+# holding what a compacting broker keeps (newest record per key of the
+# compacted topics, tombstoned keys gone; data topics at their offsets) and
+# prints its new bootstrap= line (30 s). Updates BROKER_BOOT, KAFKA_BOOT and
+# the collector config's brokers. Sets COMPACT_DROPPED (records dropped).
+COMPACT_DROPPED=0
+compact_broker() {
+  local before after deadline=$((SECONDS + 30)) line
+  before="$(grep -c '^compacted ' "$T/broker.out" || true)"
+  kill -USR1 "$BROKER_PID"
+  while :; do
+    after="$(grep -c '^compacted ' "$T/broker.out" || true)"
+    ((after > before)) && break
+    grep -q '^compaction_failed' "$T/broker.out" &&
+      fail "pos-broker compacts on SIGUSR1" "compacted" "$(tail -n 3 "$T/broker.log")"
+    ((SECONDS < deadline)) || fail "pos-broker compacts within 30 s of SIGUSR1" "compacted" "$(tail -n 3 "$T/broker.out")"
+    sleep 0.05
+  done
+  BROKER_BOOT="$(sed -n 's/^bootstrap=\([^[:space:]]*\).*/\1/p' "$T/broker.out" | tail -n 1)"
+  KAFKA_BOOT="$BROKER_BOOT"
+  line="$(grep '^compacted ' "$T/broker.out" | tail -n 1)"
+  COMPACT_DROPPED="$(sed -n 's/.* dropped=\([0-9]*\).*/\1/p' <<<"$line")"
+  [[ -f "$COLLECTOR_CONFIG" ]] && sed -i "s|^brokers = .*|brokers = $BROKER_BOOT|" "$COLLECTOR_CONFIG"
+  log "broker compacted ($line), now at $BROKER_BOOT"
+}
+
+# collector_checkpoints [LOG]: the generations of the complete checkpoints a
+# collector logged (event=checkpoint), one per line.
+collector_checkpoints() {
+  sed -n 's/.*mod=ingest event=checkpoint .*generation=\([0-9]*\).*/\1/p' "${1:-$COLLECTOR_LOG}"
+}
+
+# wait_collector_checkpoints N TIMEOUT: until the current collector logged N
+# complete checkpoints.
+wait_collector_checkpoints() {
+  local want="$1" deadline=$((SECONDS + $2))
+  while (($(collector_checkpoints | wc -l) < want)); do
+    ((SECONDS < deadline)) || fail "collector writes $want checkpoints within $2 s" ">= $want" "$(collector_checkpoints | wc -l)"
+    sleep 0.1
+  done
+}
+
+# recovery_field NAME [LOG]: NAME=value of the last recovery_done event.
+recovery_field() {
+  grep 'event=recovery_done' "${2:-$COLLECTOR_LOG}" | tail -n 1 | sed -n "s/.*[[:space:]]$1=\\([^[:space:]]*\\).*/\\1/p"
+}

@@ -44,7 +44,7 @@ while :; do
   ((SECONDS < deadline)) || fail "a heartbeat lands in pos.agent-status.v1 within 15 s" ">= 1 record" 0
   sleep 1
 done
-assert_eq "pos.agent-status.v1 keys" "$STORE" "$(cut -f3 "$T/status.meta" | sort -u | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "pos.agent-status.v1 keys (store/device)" "$STORE/$DEVICE" "$(cut -f3 "$T/status.meta" | sort -u | tr '\n' ' ' | sed 's/ $//')"
 assert_contains "heartbeat names the store" "store_id: \"$STORE\"" "$(cat "$T/status.txt")"
 assert_contains "heartbeat names the device" "device_id: \"$DEVICE\"" "$(cat "$T/status.txt")"
 assert_contains "heartbeat names the journal's last seq" "last_seq: 5000" "$(cat "$T/status.txt")"

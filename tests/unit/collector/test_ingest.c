@@ -34,6 +34,7 @@ struct fixture {
   ingest *in;
   char instance_id[64];
   uint64_t produce_timeout_ms;
+  uint64_t request_timeout_ms; /* a start after an unclean stop waits about 1.2 times this */
 };
 
 struct outcome {
@@ -199,6 +200,7 @@ static void start_ingest(struct fixture *f, const char *brokers)
       .embedded_partitions = 3,
       .checkpoint_interval_ms = 200,
       .produce_timeout_ms = f->produce_timeout_ms,
+      .request_timeout_ms = f->request_timeout_ms,
   };
   char err[512];
   f->in = ingest_create(&f->loop, &options, err, sizeof(err));
@@ -226,6 +228,7 @@ static int setup_brokers(void **state, int brokers)
     fail_msg("mock cluster: %s", err);
   snprintf(f->instance_id, sizeof(f->instance_id), "test-collector-%d", ++counter);
   f->produce_timeout_ms = 1500;
+  f->request_timeout_ms = 500;
   *state = f;
   return 0;
 }
@@ -261,6 +264,7 @@ struct record {
   char journal_id[40], kind[16], device_id[32], resync_id[64], reason[256], field[64];
   uint8_t *value;
   size_t len;
+  int tombstone; /* a null value */
 };
 
 struct records {
@@ -289,7 +293,9 @@ static int collect(void *arg, const rd_kafka_message_t *m)
   kafka_header_text(m, "field", r->field, sizeof(r->field));
   r->len = m->len;
   r->value = malloc(m->len + 1);
-  memcpy(r->value, m->payload, m->len);
+  r->tombstone = m->payload == NULL;
+  if (m->payload)
+    memcpy(r->value, m->payload, m->len);
   return 0;
 }
 
@@ -500,7 +506,7 @@ static void test_restart_recovers_from_checkpoint_and_log(void **state)
   struct fixture *f = *state;
   struct records *sales, *checkpoints;
   struct ingest_result r;
-  int ours = 0;
+  int manifests = 0, parts = 0;
   wait_ready(f);
   assert_int_equal(submit(f, make_simple(0x77, 1, 1, 5)).outcome, INGEST_ACCEPTED);
   run_for(f, 600); /* a periodic checkpoint covers batch 1 */
@@ -511,13 +517,25 @@ static void test_restart_recovers_from_checkpoint_and_log(void **state)
   for (size_t i = 0; i < checkpoints->count; i++) {
     Pos__V1__IngestCheckpoint *ck = pos__v1__ingest_checkpoint__unpack(
         NULL, checkpoints->items[i].len, checkpoints->items[i].value);
+    char part_key[128];
+    if (checkpoints->items[i].tombstone) {
+      pos__v1__ingest_checkpoint__free_unpacked(ck, NULL);
+      continue;
+    }
     assert_non_null(ck);
-    if (strcmp(ck->instance_id, f->instance_id) == 0)
-      ours++;
-    assert_string_equal(checkpoints->items[i].key, ck->instance_id);
+    assert_string_equal(ck->instance_id, f->instance_id);
+    /* A manifest under the instance id, each part under a key of its own generation. */
+    snprintf(part_key, sizeof(part_key), "%s/%llu/%u", ck->instance_id,
+             (unsigned long long)ck->generation, (unsigned)ck->part);
+    assert_string_equal(checkpoints->items[i].key, ck->manifest ? ck->instance_id : part_key);
+    if (ck->manifest)
+      manifests++;
+    else
+      parts++;
     pos__v1__ingest_checkpoint__free_unpacked(ck, NULL);
   }
-  assert_true(ours >= 2);
+  assert_true(manifests >= 2);
+  assert_true(parts >= 2);
   free_records(checkpoints);
 
   /* A new instance, same instance_id, same cluster. */
@@ -603,6 +621,110 @@ static void test_crash_between_produce_and_ack(void **state)
   assert_int_equal(submit(f, make_simple(0x88, 2, 5, 5)).outcome, INGEST_DUPLICATE);
   sales = read_topic(f, "sales.v1");
   assert_int_equal(sales->count, 12);
+  free_records(sales);
+}
+
+/*
+ * A produce request of a killed collector that a broker acts on after the
+ * next collector has started (issue 7, item 2): recovery must wait it out
+ * before it reads where the log ends, or batch 2's sales are produced twice.
+ */
+static void test_start_waits_out_the_previous_runs_produce_requests(void **state)
+{
+  struct fixture *f = *state;
+  struct ingest_result r;
+  struct records *sales;
+  /* Batch 1 is in the log; batch 2's request is still in a broker's hands. */
+  produce_like_a_collector(f, 0xab, 1, 1, 3);
+  f->request_timeout_ms = 3000;
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  run_for(f, 500);
+  produce_like_a_collector(f, 0xab, 2, 4, 6);
+  wait_ready(f);
+  r = submit(f, make_simple(0xab, 1, 1, 3));
+  assert_int_equal(r.produced, 0);
+  /* The agent never got batch 2's ack: it resends it. */
+  r = submit(f, make_simple(0xab, 2, 4, 3));
+  assert_int_equal(r.outcome, INGEST_ACCEPTED);
+  assert_int_equal(r.produced, 0);
+  assert_int_equal(r.skipped, 3);
+  sales = read_topic(f, "sales.v1");
+  assert_seqs(sales, 1, 6);
+  free_records(sales);
+}
+
+/* After a clean stop the next start does not wait (and a crash of that run makes the one after
+ * it wait again: its first act is to replace the closed_cleanly mark). */
+static void test_clean_stop_lets_the_next_start_skip_the_wait(void **state)
+{
+  struct fixture *f = *state;
+  uint64_t started;
+  wait_ready(f);
+  assert_int_equal(submit(f, make_simple(0xac, 1, 1, 3)).outcome, INGEST_ACCEPTED);
+  stop_ingest(f);
+  f->request_timeout_ms = 10000;
+  started = clock_mono_ms();
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  wait_ready(f);
+  assert_true(clock_mono_ms() - started < 10000);
+  assert_int_equal(submit(f, make_simple(0xac, 1, 1, 3)).outcome, INGEST_DUPLICATE);
+}
+
+/* Issue 7, item 4: a delta naming another store than the certificate's is dead-lettered like
+ * a sale, and only once. */
+static void test_delta_of_another_store_is_dead_lettered(void **state)
+{
+  struct fixture *f = *state;
+  struct sale_spec specs[2] = {{.seq = 1}, {.seq = 2}};
+  Pos__V1__Batch *batch;
+  struct records *inventory, *dlq;
+  wait_ready(f);
+  batch = make_batch(0xce, 1, specs, 2, 2, NULL);
+  batch->inventory_deltas[1]->store_id = strdup("S9999");
+  assert_int_equal(submit(f, batch).outcome, INGEST_ACCEPTED);
+  stop_ingest(f);
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  wait_ready(f);
+  batch = make_batch(0xce, 1, specs, 2, 2, NULL);
+  batch->inventory_deltas[1]->store_id = strdup("S9999");
+  assert_int_equal(submit(f, batch).outcome, INGEST_DUPLICATE);
+  inventory = read_topic(f, "inventory-deltas.v1");
+  assert_int_equal(inventory->count, 1);
+  assert_int_equal(inventory->items[0].delta_index, 1);
+  dlq = read_topic(f, "dlq.v1");
+  assert_int_equal(dlq->count, 1);
+  assert_int_equal(dlq->items[0].delta_index, 2);
+  assert_string_equal(dlq->items[0].field, "inventory_deltas.store_id");
+  free_records(inventory);
+  free_records(dlq);
+}
+
+/* Issue 7, item 4: two devices cloned from one disk image share a journal_id; the second one's
+ * batches are refused with a code, not acknowledged as duplicates (also after a restart). */
+static void test_journal_of_another_device_is_refused(void **state)
+{
+  struct fixture *f = *state;
+  struct ingest_result r;
+  Pos__V1__Batch *clone;
+  struct records *sales;
+  wait_ready(f);
+  assert_int_equal(submit(f, make_simple(0xcf, 1, 1, 3)).outcome, INGEST_ACCEPTED);
+  clone = make_simple(0xcf, 1, 1, 2);
+  free(clone->envelope->device_id);
+  clone->envelope->device_id = strdup("HUB2");
+  r = submit(f, clone);
+  assert_int_equal(r.outcome, INGEST_REFUSED);
+  assert_int_equal(r.code, POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_JOURNAL_OF_ANOTHER_DEVICE);
+  stop_ingest(f);
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  wait_ready(f);
+  clone = make_simple(0xcf, 2, 4, 2);
+  free(clone->envelope->device_id);
+  clone->envelope->device_id = strdup("HUB2");
+  assert_int_equal(submit(f, clone).outcome, INGEST_REFUSED);
+  assert_int_equal(submit(f, make_simple(0xcf, 2, 4, 2)).outcome, INGEST_ACCEPTED);
+  sales = read_topic(f, "sales.v1");
+  assert_seqs(sales, 1, 5);
   free_records(sales);
 }
 
@@ -758,6 +880,46 @@ static void test_large_checkpoint_in_parts(void **state)
   submit_many(f, 2, INGEST_ACCEPTED);
 }
 
+static Pos__V1__Heartbeat *make_heartbeat(void)
+{
+  Pos__V1__Heartbeat *heartbeat = calloc(1, sizeof(*heartbeat));
+  assert_non_null(heartbeat);
+  pos__v1__heartbeat__init(heartbeat);
+  heartbeat->device_id = strdup("HUB1");
+  return heartbeat;
+}
+
+/*
+ * Issue 7, item 7: the status topic refusing heartbeats for good (here every
+ * Produce request for a while, while only heartbeats are produced) must not
+ * become a delivery doubt for the data path: batches are still accepted
+ * right away, with no rebuild in between.
+ */
+static void test_status_topic_errors_do_not_stop_batches(void **state)
+{
+  struct fixture *f = *state;
+  struct rd_kafka_mock_cluster_s *cluster = kafka_embedded_cluster(f->kafka);
+  struct records *sales;
+  wait_ready(f);
+  for (uint64_t round = 1; round <= 3; round++) {
+    struct outcome o = {0};
+    struct ingest_result r;
+    run_for(f, 400); /* the last batch's checkpoint is written: only the heartbeat produces */
+    rd_kafka_mock_push_request_errors(cluster, 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    ingest_submit_heartbeat(f->in, STORE, make_heartbeat(), on_done, &o);
+    run_until_done(f, &o, WAIT_MS);
+    assert_int_equal(o.result.outcome, INGEST_UNAVAILABLE);
+    assert_true(ingest_ready(f->in));
+    r = submit(f, make_simple(0xd0, round, round * 3 - 2, 3));
+    if (r.outcome != INGEST_ACCEPTED)
+      fail_msg("batch %llu: %d %s", (unsigned long long)round, (int)r.outcome, r.message);
+  }
+  sales = read_topic(f, "sales.v1");
+  assert_seqs(sales, 1, 9);
+  free_records(sales);
+}
+
 static void test_heartbeat(void **state)
 {
   struct fixture *f = *state;
@@ -774,7 +936,8 @@ static void test_heartbeat(void **state)
   assert_int_equal(o.result.outcome, INGEST_ACCEPTED);
   status = read_topic(f, "agent-status.v1");
   assert_int_equal(status->count, 1);
-  assert_string_equal(status->items[0].key, STORE);
+  /* One record per device of the store. */
+  assert_string_equal(status->items[0].key, STORE "/HUB1");
   read = pos__v1__heartbeat__unpack(NULL, status->items[0].len, status->items[0].value);
   assert_non_null(read);
   assert_string_equal(read->store_id, STORE);
@@ -872,10 +1035,20 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(test_restart_without_checkpoint_resumes_at_last_batch,
                                       setup_no_ingest, teardown),
+      cmocka_unit_test_setup_teardown(test_start_waits_out_the_previous_runs_produce_requests,
+                                      setup_no_ingest, teardown),
+      cmocka_unit_test_setup_teardown(test_clean_stop_lets_the_next_start_skip_the_wait, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_delta_of_another_store_is_dead_lettered, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_journal_of_another_device_is_refused, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_large_checkpoint_in_parts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_broker_down_then_up, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failed_delivery_rebuilds_state, setup, teardown),
       cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_status_topic_errors_do_not_stop_batches, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_replay_goes_to_replay_topic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_embedded_kafka, setup_no_ingest, teardown),
       cmocka_unit_test_setup_teardown(test_destroy_answers_pending, setup, teardown),
