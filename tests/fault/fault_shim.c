@@ -9,6 +9,10 @@
  *   POS_FAULT_EIO_FILE=/path/eio       while this file exists, fsync and
  *                                      fdatasync of a tracked file fail with
  *                                      EIO without syncing anything
+ *   POS_FAULT_SYNC_DELAY_US=N          each sync of a tracked file takes N
+ *                                      microseconds longer (slow flash), so
+ *                                      that a cut often lands between a
+ *                                      commit's writes and its sync
  *
  * Power loss: every write and truncate of a tracked file since its last
  * successful sync is logged with its pre-image before it happens. The test
@@ -64,6 +68,7 @@ static pthread_once_t shim_once = PTHREAD_ONCE_INIT;
 static const char *shim_track;
 static const char *shim_undo_dir;
 static const char *shim_eio_file;
+static useconds_t shim_sync_delay_us;
 static signed char shim_fd_file[SHIM_MAX_FDS]; /* file index + 1, 0 = untracked */
 static struct shim_file shim_files[SHIM_MAX_FILES];
 static int shim_file_count;
@@ -104,6 +109,8 @@ static void shim_init(void)
   shim_track = getenv("POS_FAULT_TRACK");
   shim_undo_dir = getenv("POS_FAULT_UNDO_DIR");
   shim_eio_file = getenv("POS_FAULT_EIO_FILE");
+  const char *delay = getenv("POS_FAULT_SYNC_DELAY_US");
+  shim_sync_delay_us = delay ? (useconds_t)strtoul(delay, NULL, 10) : 0;
   if (shim_track && !*shim_track)
     shim_track = NULL;
   if (shim_track && !shim_undo_dir)
@@ -235,6 +242,8 @@ static int shim_sync(int fd, sync_fn real)
     errno = EIO;
     rc = -1;
   } else {
+    if (shim_sync_delay_us)
+      usleep(shim_sync_delay_us);
     rc = real(fd);
     if (rc == 0) {
       struct stat st;
