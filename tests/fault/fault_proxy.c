@@ -11,9 +11,10 @@
  *
  *   pass           forward as is
  *   delay MS       hold every chunk MS milliseconds before forwarding it
- *   reset BYTES    every other new connection is reset (RST, SO_LINGER 0)
- *                  once a random 1..BYTES bytes have passed in one random
- *                  direction: mid-request or mid-answer
+ *   reset BYTES    two connections in three (new ones, and those open when
+ *                  the mode is set) is reset (RST, SO_LINGER 0) once a
+ *                  random 1..BYTES more bytes have passed in one random
+ *                  direction: mid-handshake, mid-request or mid-answer
  *   blackout       nothing moves: connections are accepted and held, no byte
  *                  is forwarded (a dead link; TCP keeps the sockets open)
  *
@@ -62,6 +63,19 @@ static double proxy_now(void)
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Two connections in three get a reset budget: 1..BYTES more bytes in one
+ * random direction. Kept-alive connections get one too when the mode
+ * changes, or the reset mode would never touch an agent that reuses its
+ * connection. */
+static void proxy_arm_reset(struct proxy_pair *pair)
+{
+  pair->reset_direction = -1;
+  if (mode != PROXY_RESET || random() % 3 == 0)
+    return;
+  pair->reset_direction = (int)(random() % 2);
+  pair->reset_after = pair->forwarded[pair->reset_direction] + 1 + random() % mode_value;
+}
+
 static void proxy_read_control(const char *path, struct timespec *seen)
 {
   struct stat st;
@@ -85,6 +99,9 @@ static void proxy_read_control(const char *path, struct timespec *seen)
   else
     mode = PROXY_PASS;
   mode_value = value > 0 ? value : 1;
+  for (int i = 0; i < PROXY_MAX_PAIRS; i++)
+    if (pairs[i])
+      proxy_arm_reset(pairs[i]);
   fprintf(stderr, "pos-fault-proxy: event=mode mode=%s value=%ld\n", word, value);
 }
 
@@ -139,11 +156,7 @@ static void proxy_accept(int listener, int target_port)
   }
   pair->fd[0] = client;
   pair->fd[1] = target;
-  pair->reset_direction = -1;
-  if (mode == PROXY_RESET && random() % 2 == 0) {
-    pair->reset_direction = (int)(random() % 2);
-    pair->reset_after = 1 + random() % mode_value;
-  }
+  proxy_arm_reset(pair);
   pairs[slot] = pair;
 }
 

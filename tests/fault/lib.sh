@@ -42,6 +42,14 @@ _fault_cleanup() {
 }
 on_cleanup _fault_cleanup
 
+# start_broker: as tests/e2e/lib.sh's, with broker.out made first (its loop
+# reads the file before the background job may have created it).
+eval "e2e_start_broker() $(declare -f start_broker | tail -n +2)"
+start_broker() {
+  : >"$T/broker.out"
+  e2e_start_broker "$@"
+}
+
 # make_pki: the run's shared PKI when run.sh made one, else tests/e2e's.
 if [[ -n "${FAULT_PKI:-}" && -s "$FAULT_PKI/ca.crt" ]]; then
   make_pki() { cp -r "$FAULT_PKI" "$PKI"; }
@@ -203,7 +211,7 @@ drain() {
     [[ "$unsent" == 0 ]] && return 0
     if ((SECONDS >= deadline)); then
       status_json
-      note "agent still has $unsent sales unsent after ${1}s of pushing (uplink: $(json_get "$STATUS_JSON" '$.uplink' | cut -c1-200))"
+      note "agent still has $unsent sales unsent after ${1}s of pushing (uplink_state $(json_get "$STATUS_JSON" '$.uplink_state'), last error: $(json_get "$STATUS_JSON" '$.last_uplink_error' | cut -c1-200))"
       return 1
     fi
   done

@@ -135,27 +135,47 @@ scenario_wal_cut() {
   long && cuts=3
   setup uplink.interval=1h
   for ((c = 1; c <= cuts; c++)); do
-    load_once "A$c" 2 500 10
+    load_once "A$c" 2 300 10
     drain 60 || true
     max_before="$(journal_max_seq)"
     kill_agent
+    wal_frames "$JOURNAL-wal"
     size="$(stat -c %s "$JOURNAL-wal" 2>/dev/null || echo 0)"
-    frames=$(((size - 32) / 1048))
+    frames="$WAL_VALID_FRAMES"
     if ((frames < 4)); then
-      note "cut $c: the WAL held only $frames frames"
+      note "cut $c: the WAL held only $frames valid frames (just checkpointed)"
       start_agent
       continue
     fi
-    cut=$((32 + (frames / 2) * 1048 + 517))
+    # Mid-frame, half-way through the frames of the WAL's current generation.
+    cut=$((32 + (frames / 2) * WAL_FRAME_SIZE + WAL_FRAME_SIZE / 2 + 1))
     truncate -s "$cut" "$JOURNAL-wal"
-    log "cut $c: -wal cut from $size to $cut bytes ($frames frames of 1048)"
+    log "cut $c: -wal cut from $size to $cut bytes ($frames valid frames of $WAL_FRAME_SIZE)"
     if ! try_start_agent; then
       break
     fi
-    note "cut $c: -wal $size -> $cut bytes; max seq $max_before -> $(journal_max_seq)"
+    note "cut $c: -wal $size -> $cut bytes ($frames valid frames); max seq $max_before -> $(journal_max_seq)"
     load_once "B$c" 2 100 10
   done
   [[ -n "$AGENT_PID" ]] && drain 60 || true
+}
+
+# wal_frames FILE: WAL_FRAME_SIZE and WAL_VALID_FRAMES, the frames at the
+# start of FILE whose salt is the header's (the current generation; frames
+# after them are left over from before the last checkpoint).
+wal_frames() {
+  WAL_FRAME_SIZE=0
+  WAL_VALID_FRAMES=0
+  [[ -s "$1" ]] || return 0
+  local page
+  page=$((16#$(od -An -v -tx1 -j8 -N4 "$1" | tr -d ' \n')))
+  WAL_FRAME_SIZE=$((page + 24))
+  WAL_VALID_FRAMES="$(od -An -v -tx1 -w"$WAL_FRAME_SIZE" -j32 "$1" | awk -v salt="$(od -An -v -tx1 -j16 -N8 "$1" | tr -d '\n')" '
+    { gsub(/^ +/, ""); n = split($0, b, " "); if (n < 24) exit
+      s = ""; for (i = 9; i <= 16; i++) s = s " " b[i]
+      if (s != salt) exit
+      count++ }
+    END { print count + 0 }')"
 }
 
 # ---- power loss ------------------------------------------------------------------------------
@@ -247,7 +267,7 @@ scenario_network() {
   long && { delay=30; resets=60; blackout=60; }
   sleep 2
   echo "delay 400" >"$control"; sleep "$delay"
-  echo "reset 4000" >"$control"; sleep "$resets"
+  echo "reset 6000" >"$control"; sleep "$resets"
   echo blackout >"$control"; sleep "$blackout"
   echo pass >"$control"; sleep 2
   stop_load
