@@ -13,8 +13,9 @@
  *   delay MS       hold every chunk MS milliseconds before forwarding it
  *   reset BYTES    two connections in three (new ones, and those open when
  *                  the mode is set) is reset (RST, SO_LINGER 0) once a
- *                  random 1..BYTES more bytes have passed in one random
- *                  direction: mid-handshake, mid-request or mid-answer
+ *                  random 1..BYTES more bytes (at most 400 towards the
+ *                  agent) have passed in one random direction:
+ *                  mid-handshake, mid-request or mid-answer
  *   blackout       nothing moves: connections are accepted and held, no byte
  *                  is forwarded (a dead link; TCP keeps the sockets open)
  *
@@ -73,7 +74,10 @@ static void proxy_arm_reset(struct proxy_pair *pair)
   if (mode != PROXY_RESET || random() % 3 == 0)
     return;
   pair->reset_direction = (int)(random() % 2);
-  pair->reset_after = pair->forwarded[pair->reset_direction] + 1 + random() % mode_value;
+  /* An answer (a BatchAck in a TLS record) is a few hundred bytes: a budget
+   * that large would rarely cut one. */
+  long budget = pair->reset_direction == 1 && mode_value > 400 ? 400 : mode_value;
+  pair->reset_after = pair->forwarded[pair->reset_direction] + 1 + random() % budget;
 }
 
 static void proxy_read_control(const char *path, struct timespec *seen)
