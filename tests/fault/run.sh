@@ -71,8 +71,13 @@ elif [[ "$MODE" == long ]]; then
 else
   SCENARIOS=("${SHORT_SCENARIOS[@]}")
 fi
-if [[ -n "${POS_EMULATOR:-}" ]]; then
-  # Under qemu-user the shim would be preloaded into qemu, not the agent.
+SKIPPED=()
+if [[ -n "${POS_EMULATOR:-}" || "${POS_FAULT_SANITIZED:-OFF}" == ON ]]; then
+  # Under qemu-user the shim would be preloaded into qemu, not the agent;
+  # under ASan its interceptors come before the shim's (not checked yet).
+  for name in power_loss fsync_eio; do
+    [[ " ${SCENARIOS[*]} " == *" $name "* ]] && SKIPPED+=("$name")
+  done
   SCENARIOS=("${SCENARIOS[@]/power_loss/}")
   SCENARIOS=("${SCENARIOS[@]/fsync_eio/}")
 fi
@@ -99,6 +104,10 @@ for name in "${SCENARIOS[@]}"; do
   row="$row"$'\t'"$((SECONDS - begin))s"
   ROWS+=("$row")
   echo "[fault] $(cut -f2,9 <<<"$row" | tr '\t' ' ') in $((SECONDS - begin)) s (log $OUT/$name.log)" >&2
+done
+
+for name in "${SKIPPED[@]}"; do
+  ROWS+=("$(printf 'ROW\t%s\t-\t-\t-\t-\t-\t-\tSKIP\tthe LD_PRELOAD shim is not played under an emulator or sanitizers\t0s' "$name")")
 done
 
 failed=0
