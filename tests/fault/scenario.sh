@@ -172,9 +172,11 @@ wal_frames() {
   page=$((16#$(od -An -v -tx1 -j8 -N4 "$1" | tr -d ' \n')))
   WAL_FRAME_SIZE=$((page + 24))
   WAL_VALID_FRAMES="$(od -An -v -tx1 -w"$WAL_FRAME_SIZE" -j32 "$1" | awk -v salt="$(od -An -v -tx1 -j16 -N8 "$1" | tr -d '\n')" '
-    { gsub(/^ +/, ""); n = split($0, b, " "); if (n < 24) exit
+    # Reads to the end (an early exit would SIGPIPE od under pipefail).
+    done { next }
+    { gsub(/^ +/, ""); n = split($0, b, " "); if (n < 24) { done = 1; next }
       s = ""; for (i = 9; i <= 16; i++) s = s " " b[i]
-      if (s != salt) exit
+      if (s != salt) { done = 1; next }
       count++ }
     END { print count + 0 }')"
 }
@@ -199,7 +201,7 @@ scenario_power_loss() {
     fi
     for n in $(sed -n 's/.* dropped=\([0-9]*\).*/\1/p' <<<"$out"); do dropped=$((dropped + n)); done
     rm -f "$JOURNAL-shm"
-    [[ "$(sql 'PRAGMA integrity_check;')" == ok ]] || note "cut $c: integrity_check: $(sql 'PRAGMA integrity_check;' | head -n 2 | tr '\n' ' ')"
+    [[ "$(sql 'PRAGMA integrity_check;')" == ok ]] || note "cut $c: integrity_check: $(sql 'PRAGMA integrity_check;' | tr '\n' ' ' | cut -c1-200)"
     try_start_agent || break
   done
   stop_load
