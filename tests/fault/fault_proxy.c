@@ -12,7 +12,8 @@
  *   pass           forward as is
  *   delay MS       hold every chunk MS milliseconds before forwarding it
  *   reset BYTES    two connections in three (new ones, and those open when
- *                  the mode is set) is reset (RST, SO_LINGER 0) once a
+ *                  the mode is set; a connection spared draws again each
+ *                  second) are reset (RST, SO_LINGER 0) once a
  *                  random 1..BYTES more bytes (at most 400 towards the
  *                  agent) have passed in one random direction:
  *                  mid-handshake, mid-request or mid-answer
@@ -245,6 +246,7 @@ int main(int argc, char **argv)
   fflush(stdout);
 
   struct timespec seen = {0, 0};
+  double last_arm = 0;
   struct pollfd fds[1 + 2 * PROXY_MAX_PAIRS];
   int owner[1 + 2 * PROXY_MAX_PAIRS];
   for (;;) {
@@ -269,6 +271,14 @@ int main(int argc, char **argv)
     if (ready < 0 && errno != EINTR)
       return 1;
     double now = proxy_now();
+    if (mode == PROXY_RESET && now - last_arm >= 1.0) {
+      /* A kept-alive connection that drew no budget draws again each second,
+       * or one lucky connection would carry the whole phase untouched. */
+      last_arm = now;
+      for (int i = 0; i < PROXY_MAX_PAIRS; i++)
+        if (pairs[i] && pairs[i]->reset_direction < 0)
+          proxy_arm_reset(pairs[i]);
+    }
     if (fds[0].revents & POLLIN)
       proxy_accept(listener, target_port);
     if (mode == PROXY_BLACKOUT)
