@@ -7,7 +7,8 @@
  *
  * Listens on 127.0.0.1 (port 0 = any, printed as "port=N" on stdout once
  * listening) and forwards each connection to 127.0.0.1:TARGET. The mode is
- * the first line of FILE, re-read whenever the file changes:
+ * the first line of FILE, re-read whenever the file changes (write a new
+ * file and rename it over FILE):
  *
  *   pass           forward as is
  *   delay MS       hold every chunk MS milliseconds before forwarding it
@@ -81,12 +82,16 @@ static void proxy_arm_reset(struct proxy_pair *pair)
   pair->reset_after = pair->forwarded[pair->reset_direction] + 1 + random() % budget;
 }
 
-static void proxy_read_control(const char *path, struct timespec *seen)
+/* Re-reads FILE when it changed (a new inode or mtime: the harness renames
+ * a new file into place, so a half-written one is never read). */
+static void proxy_read_control(const char *path, struct timespec *seen, ino_t *seen_inode)
 {
   struct stat st;
-  if (stat(path, &st) || (st.st_mtim.tv_sec == seen->tv_sec && st.st_mtim.tv_nsec == seen->tv_nsec))
+  if (stat(path, &st) || (st.st_ino == *seen_inode && st.st_mtim.tv_sec == seen->tv_sec &&
+                          st.st_mtim.tv_nsec == seen->tv_nsec))
     return;
   *seen = st.st_mtim;
+  *seen_inode = st.st_ino;
   FILE *file = fopen(path, "r");
   if (!file)
     return;
@@ -246,11 +251,12 @@ int main(int argc, char **argv)
   fflush(stdout);
 
   struct timespec seen = {0, 0};
+  ino_t seen_inode = 0;
   double last_arm = 0;
   struct pollfd fds[1 + 2 * PROXY_MAX_PAIRS];
   int owner[1 + 2 * PROXY_MAX_PAIRS];
   for (;;) {
-    proxy_read_control(control, &seen);
+    proxy_read_control(control, &seen, &seen_inode);
     int count = 0;
     fds[count].fd = listener;
     fds[count].events = POLLIN;

@@ -265,6 +265,8 @@ report() {
   fi
   verdict=PASS
   ((lost == 0 && dup == 0 && acked > 0)) || verdict=FAIL
+  # A row whose fault never struck proves nothing.
+  [[ -z "${FAULT_NOT_PLAYED:-}" ]] || { note "$FAULT_NOT_PLAYED"; verdict=FAIL; }
   ((acked > 0)) || note "no sale was acknowledged: the scenario proved nothing"
   local IFS=';'
   printf 'ROW\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\tseed=%s; %s\n' "$name" "$acked" "$records" \

@@ -242,9 +242,15 @@ scenario_fsync_eio() {
 # ---- network faults --------------------------------------------------------------------------------
 # pos-fault-proxy between agent and collector: delay, resets mid-request and
 # mid-answer, a blackout.
+# proxy_mode MODE...: the proxy's new mode, renamed into place whole.
+proxy_mode() {
+  echo "$*" >"$T/proxy.mode.new"
+  mv -f "$T/proxy.mode.new" "$T/proxy.mode"
+}
+
 scenario_network() {
   local control="$T/proxy.mode"
-  echo pass >"$control"
+  proxy_mode pass
   make_pki
   start_broker --partitions 4
   write_collector_config
@@ -269,12 +275,15 @@ scenario_network() {
   local delay=6 resets=12 blackout=10
   long && { delay=30; resets=60; blackout=60; }
   sleep 2
-  echo "delay 400" >"$control"; sleep "$delay"
-  echo "reset 6000" >"$control"; sleep "$resets"
-  echo blackout >"$control"; sleep "$blackout"
-  echo pass >"$control"; sleep 2
+  proxy_mode delay 400; sleep "$delay"
+  proxy_mode reset 6000; sleep "$resets"
+  proxy_mode blackout; sleep "$blackout"
+  proxy_mode pass; sleep 2
   stop_load
-  note "proxy: $(grep -c 'event=reset' "$T/proxy.log" || true) connections reset mid-stream, ${delay}s delayed 400 ms, ${blackout}s blackout"
+  local resets_done
+  resets_done="$(grep -c 'event=reset' "$T/proxy.log" || true)"
+  note "proxy: $resets_done connections reset mid-stream, ${delay}s delayed 400 ms, ${blackout}s blackout"
+  ((resets_done > 0)) || FAULT_NOT_PLAYED="the proxy reset no connection"
   drain 120 || true
 }
 
