@@ -3,6 +3,10 @@
 #
 #   bash scripts/test.sh                 gcc, RelWithDebInfo, into build/
 #   bash scripts/test.sh --sanitize      clang with ASan + UBSan, into build-sanitize/
+#
+# POS_CTEST_ARGS adds ctest arguments, e.g. POS_CTEST_ARGS="-L unit" or
+# "-LE fault" (the fault harness's short run, about 3 minutes, is the slowest
+# test: see tests/fault/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +23,4 @@ fi
 
 cmake -S . -B "$build_dir" "${cmake_args[@]}"
 cmake --build "$build_dir" -j"$(nproc)"
-ctest --test-dir "$build_dir" --output-on-failure -j2
+ctest --test-dir "$build_dir" --output-on-failure -j2 ${POS_CTEST_ARGS:-}
