@@ -1648,6 +1648,11 @@ static char *ingest_strdup_or(const char *value, const char *fallback)
  */
 static void ingest_test_hooks(ingest *in)
 {
+#ifndef POS_TESTING
+  /* Builds without the tests (-DPOS_TESTS=OFF: packages, firmware) ignore
+   * the environment: a collector must never kill itself on a variable. */
+  (void)in;
+#else
   const char *part_bytes = getenv("POS_TEST_CHECKPOINT_PART_BYTES");
   const char *kill_after = getenv("POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS");
   unsigned long value;
@@ -1667,6 +1672,7 @@ static void ingest_test_hooks(ingest *in)
       log_warn("ingest", "test_hook", "POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS=%lu", value);
     }
   }
+#endif
 }
 
 ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, char *err,
