@@ -73,7 +73,8 @@ struct uplink {
   struct journal_batch acking; /* what a 200 acknowledged (no body), for the log */
   int acking_duplicate;
   int64_t asked_batch_seq; /* what the last 409 below asked for; 0 = none since a 200 */
-  struct journal_op op;    /* NEXT_BATCH, ACK or UNSEAL; one at a time */
+  struct journal_op op;    /* NEXT_BATCH, ACK, UNSEAL or NEW_JOURNAL; one at a time */
+  char new_journal_reason[768]; /* NEW_JOURNAL's reason, alive while it runs */
   int op_busy;
   struct uplink_http_request batch_req;
   int batch_busy;
