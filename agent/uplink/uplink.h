@@ -46,6 +46,9 @@
  *                       in the log, status and heartbeat; sending resumes
  *                       from batch 1 of the new journal at once
  *   403 BATCH_ACK_CODE_IDENTITY_MISMATCH
+ *                       a never-acknowledged batch sealed under another
+ *                       store or device than configured now is unsealed
+ *                       and sealed again; otherwise
  *                       certificate and configuration disagree: an uplink
  *                       problem (status, heartbeat) saying what to fix;
  *                       resent every backoff_max, nothing dropped

@@ -19,6 +19,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -831,11 +832,51 @@ static void uplink_on_journal_of_another_device(uplink *u, const char *text)
   uplink_submit(u, JOURNAL_OP_NEW_JOURNAL, 0);
 }
 
-/* 403 BATCH_ACK_CODE_IDENTITY_MISMATCH: the certificate names another store
- * or device than our configuration. Only a person can fix that; it is an
- * uplink problem (status, heartbeat) until a batch is accepted again. */
+/* Does the batch in flight name the store and device configured now? 1
+ * yes, 0 no, -1 unreadable (then it is left as it is). */
+static int uplink_sending_names_us(const uplink *u)
+{
+  struct proto_limits limits = {SIZE_MAX, u->max_decoded > PROTO_DEFAULT_MAX_DECODED
+                                               ? u->max_decoded
+                                               : PROTO_DEFAULT_MAX_DECODED,
+                                PROTO_DEFAULT_MAX_SALES};
+  Pos__V1__Batch *batch = NULL;
+  char err[160];
+  int rc = -1;
+
+  if (proto_batch_unpack(u->sending.body, u->sending.body_len, &limits, &batch, err,
+                         sizeof(err)) != 0)
+    return -1;
+  if (batch->envelope && batch->envelope->store_id && batch->envelope->device_id)
+    rc = strcmp(batch->envelope->store_id, u->identity.store_id) == 0 &&
+         strcmp(batch->envelope->device_id, u->identity.device_id) == 0;
+  pos__v1__batch__free_unpacked(batch, NULL);
+  return rc;
+}
+
+/*
+ * 403 BATCH_ACK_CODE_IDENTITY_MISMATCH: the batch names another store or
+ * device than the certificate. A batch sealed under an earlier
+ * configuration (since fixed) and never acknowledged is unsealed and its
+ * sales sealed again under the identity configured now, like after a 413.
+ * Otherwise certificate and configuration disagree: only a person can fix
+ * that; it is an uplink problem (status, heartbeat) until a batch is
+ * accepted again, and the batch is offered every backoff_max.
+ */
 static void uplink_on_identity_mismatch(uplink *u, const char *text)
 {
+  int64_t batch_seq = u->sending.batch_seq;
+
+  if (!u->sending.acked_ms && uplink_sending_names_us(u) == 0) {
+    log_warn("uplink", "batch_resealed",
+             "batch_seq=%" PRId64 " store_id=%s device_id=%s reason=\"sealed under another "
+             "store or device than configured now and refused for it (403 identity "
+             "mismatch); never acknowledged, so its sales are sealed again\"",
+             batch_seq, u->identity.store_id, u->identity.device_id);
+    uplink_free_sending(u);
+    uplink_submit(u, JOURNAL_OP_UNSEAL, batch_seq);
+    return;
+  }
   if (!u->status.identity_mismatch_ms)
     u->status.identity_mismatch_ms = clock_wall_ms();
   snprintf(u->status.problem, sizeof(u->status.problem),
@@ -844,8 +885,7 @@ static void uplink_on_identity_mismatch(uplink *u, const char *text)
            "device_id=%s): fix [agent] store_id and device_id, or install this device's own "
            "certificate, and restart the agent; sales are still taken and kept, the batch is "
            "offered again every %" PRId64 " s",
-           u->sending.batch_seq, u->identity.store_id, u->identity.device_id,
-           u->backoff_max_ms / 1000);
+           batch_seq, u->identity.store_id, u->identity.device_id, u->backoff_max_ms / 1000);
   uplink__error(u, 1, "%s (the collector: %s)", u->status.problem, text);
   uplink_backoff_max(u);
 }
