@@ -20,6 +20,9 @@
 #define UPLINK_MIN_BATCH_BYTES (4u * 1024u)
 /* The same error is logged again after this long (it is always in the status). */
 #define UPLINK_ERROR_REPEAT_MS (10u * 60u * 1000u)
+/* New journals started in one run after the collector said ours is
+ * another device's; beyond that it is the collector's error, not a clone. */
+#define UPLINK_MAX_NEW_JOURNALS 3u
 /* Longest Retry-After honoured; a larger one is cut to this. */
 #define UPLINK_MAX_RETRY_AFTER_MS (60u * 60u * 1000u)
 

@@ -821,6 +821,17 @@ static void uplink_on_refused(uplink *u, long status, const char *text)
  */
 static void uplink_on_journal_of_another_device(uplink *u, const char *text)
 {
+  if (u->status.journals_restarted >= UPLINK_MAX_NEW_JOURNALS) {
+    /* A new random journal_id cannot belong to another device: a collector
+     * that keeps saying so needs a person, not yet another journal. */
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": 403: the collector says journal %s belongs "
+                  "to another device, after %u new journals this run; not starting another "
+                  "(a person must look at the collector); resent every %" PRId64 " ms: %s",
+                  u->batches_url, u->sending.batch_seq, u->identity_journal_id,
+                  u->status.journals_restarted, u->backoff_max_ms, text);
+    uplink_backoff_max(u);
+    return;
+  }
   snprintf(u->new_journal_reason, sizeof(u->new_journal_reason),
            "the collector says journal %s belongs to another device of store %s, not this "
            "device %s (%.300s): this device is a clone of another's disk (or a restored "
