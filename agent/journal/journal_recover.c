@@ -5,7 +5,9 @@
  * sales it had handed out, or that SQLite cannot read, is moved aside
  * (kept, never deleted) for a new journal with a new journal_id, so that no
  * seq is ever handed out twice under one journal_id. Runs on the opening
- * thread, before the writer starts.
+ * thread, before the writer starts; and on the writer thread when the
+ * collector says the journal_id is another device's (JOURNAL_OP_NEW_JOURNAL:
+ * a cloned disk), which moves it aside the same way.
  */
 #include <errno.h>
 #include <pthread.h>
