@@ -1143,6 +1143,8 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
   }
   j->group_commit_max = options->group_commit_max ? options->group_commit_max : 1;
   j->retention_ms = options->retention_ms > 0 ? options->retention_ms : 0;
+  j->busy_timeout_ms = options->busy_timeout_ms;
+  j->max_bytes = options->max_bytes;
   j->retention_due_ms = clock_mono_ms() + JOURNAL_RETENTION_FIRST_MS;
   pthread_mutex_init(&j->lock, NULL);
   {
@@ -1216,7 +1218,7 @@ int journal_submit(journal *j, struct journal_write *write)
 int journal_submit_op(journal *j, struct journal_op *op)
 {
   assert(op->done);
-  if (op->kind < JOURNAL_OP_NEXT_BATCH || op->kind > JOURNAL_OP_RETENTION ||
+  if (op->kind < JOURNAL_OP_NEXT_BATCH || op->kind > JOURNAL_OP_NEW_JOURNAL ||
       (op->kind == JOURNAL_OP_NEXT_BATCH && op->seal_upto_seq > 0 &&
        (!op->pack || op->max_sales == 0)))
     return JOURNAL_EINVAL;

@@ -188,6 +188,15 @@ enum journal_op_kind {
   /* Deletes acknowledged batches and their sales acknowledged before
    * now_ms - retention_ms. The journal also does this by itself hourly. */
   JOURNAL_OP_RETENTION,
+  /* The collector says this journal_id belongs to another device (this
+   * device runs a copy of that one's disk): the database is moved aside
+   * (PATH.damaged-<UTC time>, never deleted), a new journal with a new
+   * journal_id is started in its place, and every sale not acknowledged to
+   * this device is carried over to it in seq order, to be sealed and sent
+   * again from batch 1. `reason` (borrowed) is recorded as the journal's
+   * reset_reason (status page, heartbeat). On failure the old file stays
+   * or is kept aside and `message` says where. */
+  JOURNAL_OP_NEW_JOURNAL,
 };
 
 /* A sealed batch as stored. */
@@ -215,6 +224,7 @@ struct journal_op {
   void *pack_arg;
   int64_t now_ms;         /* wall clock of the operation (0 = now) */
   int64_t retention_ms;   /* RETENTION */
+  const char *reason;     /* NEW_JOURNAL: why, for people */
   void (*done)(struct journal_op *op); /* called on the loop thread */
   void *user;
 

@@ -880,6 +880,9 @@ static void journal_run_op_once(journal *j, struct journal_op *op, int64_t now_m
   case JOURNAL_OP_RETENTION:
     journal_retention(j, op, now_ms);
     break;
+  case JOURNAL_OP_NEW_JOURNAL:
+    journal__new_journal(j, op);
+    break;
   }
 }
 

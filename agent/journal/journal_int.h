@@ -54,6 +54,9 @@ struct journal {
   char *path;
   unsigned group_commit_max;
   int64_t retention_ms;
+  /* Of the options, what opening the database again needs (a new journal). */
+  int64_t busy_timeout_ms;
+  int64_t max_bytes;
 
   /* Prepared once at open, reset after each use; used by the writer only. */
   sqlite3_stmt *insert_sale;
@@ -197,6 +200,12 @@ void journal__load_reset(journal *j);
  * journal_error / -1 with `err`. Opening thread. */
 int journal__open_checked(journal *j, const struct journal_options *options, char *err,
                           size_t err_size);
+
+/* JOURNAL_OP_NEW_JOURNAL: moves the database aside and starts a new journal
+ * in its place with the unacknowledged sales carried over. Writer thread;
+ * holds j->lock while the database is swapped (readers of the counters
+ * wait, never see a half-opened journal). */
+void journal__new_journal(journal *j, struct journal_op *op);
 
 /* ---- the high-water mark (journal_hwm.c) ---------------------------------- */
 

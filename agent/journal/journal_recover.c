@@ -5,9 +5,12 @@
  * sales it had handed out, or that SQLite cannot read, is moved aside
  * (kept, never deleted) for a new journal with a new journal_id, so that no
  * seq is ever handed out twice under one journal_id. Runs on the opening
- * thread, before the writer starts.
+ * thread, before the writer starts; and on the writer thread when the
+ * collector says the journal_id is another device's (JOURNAL_OP_NEW_JOURNAL:
+ * a cloned disk), which moves it aside the same way.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -277,14 +280,16 @@ static int journal_open_damaged(journal *j, const struct journal_options *option
   return 0;
 }
 
-/* The database lost sales it had handed out: never reuse their seqs under
- * its journal_id. The file is moved aside, a new journal (new journal_id)
- * takes its sales the collector is not known to hold, and the reason
- * stays in the new journal's meta, for the status page and heartbeat. */
-static int journal_open_lost(journal *j, const struct journal_options *options,
+/* The database lost sales it had handed out (`lost`; at least `missing`
+ * of them), or its journal_id is another device's (not `lost`): never reuse its seqs under that
+ * journal_id. The file is moved aside, a new journal (new journal_id)
+ * takes its sales the collector is not known to hold, and the reason stays
+ * in the new journal's meta, for the status page and heartbeat. On the
+ * opening thread, or the writer's with j->lock held. */
+static int journal_start_new(journal *j, const struct journal_options *options, int lost,
                              const char *what, uint64_t missing, char *err, size_t err_size)
 {
-  char aside[PATH_MAX + 32], reason[1200], previous_id[33];
+  char aside[PATH_MAX + 32], reason[1200], previous_id[33], missing_text[64] = "";
   int64_t after = j->stats.acked_last_seq > j->hwm.acked_last_seq ? j->stats.acked_last_seq
                                                                   : j->hwm.acked_last_seq;
   uint64_t imported = 0;
@@ -296,6 +301,7 @@ static int journal_open_lost(journal *j, const struct journal_options *options,
     return -1;
   memset(&j->stats, 0, sizeof(j->stats));
   j->full = 0;
+  j->skip_to = 0;
   if (journal__open_db(j, options, err, err_size))
     return -1;
   rc = journal_import_previous(j, aside, after, &imported);
@@ -304,13 +310,15 @@ static int journal_open_lost(journal *j, const struct journal_options *options,
              "journal: %s; both files are kept", j->path, aside, sqlite3_errmsg(j->db));
     return -1;
   }
+  if (lost)
+    snprintf(missing_text, sizeof(missing_text), " At least %llu sales are missing.",
+             (unsigned long long)missing);
   snprintf(reason, sizeof(reason),
-           "%.400s. At least %llu sales are missing. Seqs are never reused: a new journal was "
-           "started, the old file kept as %.200s; its %llu sales above seq %lld (not "
-           "acknowledged) are sent under the new journal",
-           what, (unsigned long long)missing, aside, (unsigned long long)imported,
-           (long long)after);
-  log_error("journal", "journal_lost_sales",
+           "%.600s.%s Seqs are never reused: a new journal was started, the old file kept as "
+           "%.200s; its %llu sales above seq %lld (not acknowledged) are sent under the new "
+           "journal",
+           what, missing_text, aside, (unsigned long long)imported, (long long)after);
+  log_error("journal", lost ? "journal_lost_sales" : "journal_restarted",
             "path=%s previous_journal_id=%s journal_id=%s sales_missing=%llu moved_to=%s "
             "sales_carried_over=%llu",
             j->path, previous_id, j->stats.journal_id, (unsigned long long)missing, aside,
@@ -330,6 +338,33 @@ static int journal_open_lost(journal *j, const struct journal_options *options,
   return 0;
 }
 
+void journal__new_journal(journal *j, struct journal_op *op)
+{
+  struct journal_options options = {0};
+  char err[sizeof(op->message)] = "";
+
+  options.path = j->path;
+  options.max_bytes = j->max_bytes;
+  options.busy_timeout_ms = j->busy_timeout_ms;
+  /* The counters are swapped with the database: readers wait (a few ms,
+   * once in a device's life) rather than see a half-opened journal. */
+  pthread_mutex_lock(&j->lock);
+  if (journal_start_new(j, &options, 0, op->reason ? op->reason : "a new journal was asked for",
+                        0, err, sizeof(err))) {
+    op->error = JOURNAL_EIO;
+    snprintf(op->message, sizeof(op->message), "%s", err);
+    if (!j->db) {
+      /* Nothing open: the writer cannot go on without a database, and
+       * every sale is in the file kept aside or in the old one. */
+      pthread_mutex_unlock(&j->lock);
+      log_error("journal", "no_journal", "path=%s reason=\"%s\"", j->path, err);
+      abort();
+    }
+  }
+  j->stats.write_failing = j->full;
+  pthread_mutex_unlock(&j->lock);
+}
+
 int journal__open_checked(journal *j, const struct journal_options *options, char *err,
                           size_t err_size)
 {
@@ -343,6 +378,6 @@ int journal__open_checked(journal *j, const struct journal_options *options, cha
     return rc;
   rc = journal_check_hwm(j, reason, sizeof(reason), &missing, err, err_size);
   if (rc == JOURNAL_HWM_LOST)
-    rc = journal_open_lost(j, options, reason, missing, err, err_size);
+    rc = journal_start_new(j, options, 1, reason, missing, err, err_size);
   return rc;
 }

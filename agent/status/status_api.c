@@ -20,11 +20,22 @@ static json_t *status_time(int64_t epoch_ms)
 }
 
 /* "uplink_problem": null, or a stall only head office can end: what the
- * collector asks for, what the device still holds, and what to do. */
+ * collector asks for, what the device still holds, and what to do; or a
+ * certificate that disagrees with the configuration (identity_mismatch). */
 static void status_add_uplink_problem(json_t *body, const struct uplink_status *link)
 {
   json_t *problem;
 
+  if (link->identity_mismatch_ms > 0 && link->stalled_expected_batch_seq <= 0) {
+    problem = json_pack("{s:s, s:o, s:s, s:s}", "code", "identity_mismatch", "since",
+                        status_time(link->identity_mismatch_ms), "message", link->problem,
+                        "action",
+                        "the device certificate and [agent] store_id/device_id disagree: fix "
+                        "the configuration or install this device's certificate, then restart "
+                        "the agent. Until then sales are still taken and kept here.");
+    json_object_set_new(body, "uplink_problem", problem ? problem : json_null());
+    return;
+  }
   if (link->stalled_expected_batch_seq <= 0) {
     json_object_set_new(body, "uplink_problem", json_null());
     return;

@@ -73,6 +73,8 @@ void uplink__heartbeat_send(uplink *u)
     heartbeat.stalled_expected_batch_seq = (uint64_t)u->status.stalled_expected_batch_seq;
     heartbeat.oldest_held_batch_seq = (uint64_t)u->status.oldest_held_batch_seq;
     heartbeat.uplink_problem = u->status.problem;
+  } else if (u->status.identity_mismatch_ms > 0) {
+    heartbeat.uplink_problem = u->status.problem; /* "identity_mismatch: " and what to fix */
   }
   if (stats.reset_ms) {
     if (proto_journal_id_parse(stats.previous_journal_id, previous_journal_id) == 0) {

@@ -38,6 +38,20 @@
  *                       the collector's limit (its last BatchAck's, or the
  *                       one the 400 names) is unsealed and sealed again
  *                       within it, like after a 413
+ *   403 BATCH_ACK_CODE_JOURNAL_OF_ANOTHER_DEVICE (naming our journal)
+ *                       this device runs a copy of another device's disk:
+ *                       the journal is moved aside and a new journal_id
+ *                       started, with every sale not acknowledged to this
+ *                       device carried over (JOURNAL_OP_NEW_JOURNAL); said
+ *                       in the log, status and heartbeat; sending resumes
+ *                       from batch 1 of the new journal at once
+ *   403 BATCH_ACK_CODE_IDENTITY_MISMATCH
+ *                       a never-acknowledged batch sealed under another
+ *                       store or device than configured now is unsealed
+ *                       and sealed again; otherwise
+ *                       certificate and configuration disagree: an uplink
+ *                       problem (status, heartbeat) saying what to fix;
+ *                       resent every backoff_max, nothing dropped
  *   400, 403, other 4xx logged as errors (a person must act), resent every
  *                       backoff_max (plus up to a quarter); nothing is ever
  *                       dropped
@@ -112,7 +126,15 @@ struct uplink_status {
   int64_t stalled_expected_batch_seq;
   int64_t oldest_held_batch_seq; /* with a stall: the oldest batch this device can send */
   int64_t stalled_since_ms;
-  char problem[512];          /* with a stall: "expected_batch_deleted: " and what to do */
+  char problem[512];          /* with a stall: "expected_batch_deleted: " and what to do;
+                               * with identity_mismatch_ms: "identity_mismatch: " ... */
+  /* The collector refused a batch (403, BATCH_ACK_CODE_IDENTITY_MISMATCH)
+   * because the certificate names another store or device than the
+   * configuration: when it began; 0 = not now. Cleared by an acknowledgement. */
+  int64_t identity_mismatch_ms;
+  /* Journals started this run because the collector said the journal_id
+   * belongs to another device (a cloned disk): the reason is the journal's. */
+  unsigned journals_restarted;
   size_t max_batch_sales;     /* in force now (smaller after a 413, or on a full disk) */
   size_t max_batch_bytes;
 };

@@ -20,6 +20,9 @@
 #define UPLINK_MIN_BATCH_BYTES (4u * 1024u)
 /* The same error is logged again after this long (it is always in the status). */
 #define UPLINK_ERROR_REPEAT_MS (10u * 60u * 1000u)
+/* New journals started in one run after the collector said ours is
+ * another device's; beyond that it is the collector's error, not a clone. */
+#define UPLINK_MAX_NEW_JOURNALS 3u
 /* Longest Retry-After honoured; a larger one is cut to this. */
 #define UPLINK_MAX_RETRY_AFTER_MS (60u * 60u * 1000u)
 
@@ -73,7 +76,8 @@ struct uplink {
   struct journal_batch acking; /* what a 200 acknowledged (no body), for the log */
   int acking_duplicate;
   int64_t asked_batch_seq; /* what the last 409 below asked for; 0 = none since a 200 */
-  struct journal_op op;    /* NEXT_BATCH, ACK or UNSEAL; one at a time */
+  struct journal_op op;    /* NEXT_BATCH, ACK, UNSEAL or NEW_JOURNAL; one at a time */
+  char new_journal_reason[768]; /* NEW_JOURNAL's reason, alive while it runs */
   int op_busy;
   struct uplink_http_request batch_req;
   int batch_busy;

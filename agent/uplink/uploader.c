@@ -19,6 +19,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +203,8 @@ static void uplink_submit(uplink *u, enum journal_op_kind kind, int64_t batch_se
     op->pack = batcher_pack;
     op->pack_arg = &u->identity;
   }
+  if (kind == JOURNAL_OP_NEW_JOURNAL)
+    op->reason = u->new_journal_reason;
   rc = journal_submit_op(u->journal, op);
   if (rc) {
     if (rc == JOURNAL_ECLOSED)
@@ -361,6 +364,12 @@ static void uplink_on_ack_saved(uplink *u, int64_t batch_seq)
   u->ack_pending = 0;
   backoff_reset(&u->backoff);
   uplink__error_settled(&u->batch_log);
+  if (u->status.identity_mismatch_ms) {
+    log_warn("uplink", "identity_mismatch_cleared", "reason=\"the collector accepts this "
+             "device's batches again\"");
+    u->status.identity_mismatch_ms = 0;
+    u->status.problem[0] = '\0';
+  }
   if (acked->batch_seq) {
     uplink_stall_clear(u, acked->batch_seq);
     u->status.last_ack_ms = clock_wall_ms();
@@ -382,6 +391,39 @@ static void uplink_on_ack_saved(uplink *u, int64_t batch_seq)
              u->max_sales, u->max_bytes);
   }
   u->cursor = batch_seq + 1;
+  uplink_next(u);
+}
+
+/* The journal started a new journal_id after a 403 that said ours is
+ * another device's: send its batches (the carried-over sales) from 1. */
+static void uplink_on_new_journal(uplink *u, const struct journal_op *op)
+{
+  struct journal_stats stats;
+
+  if (op->error) {
+    uplink__error(u, 1, "journal %s: a new journal could not be started after the collector "
+                  "said ours belongs to another device: %s; retried every %" PRId64 " ms",
+                  u->journal_path, op->message, u->backoff_max_ms);
+    uplink_backoff_max(u);
+    return;
+  }
+  journal_get_stats(u->journal, &stats);
+  log_warn("uplink", "new_journal",
+           "previous_journal_id=%s journal_id=%s sales_unsent=%llu reason=\"this device runs a "
+           "copy of another device's disk; its unacknowledged sales go under the new journal\"",
+           u->identity_journal_id, stats.journal_id, (unsigned long long)stats.sales_unsent);
+  memcpy(u->identity_journal_id, stats.journal_id, sizeof(u->identity_journal_id));
+  u->status.journals_restarted++;
+  u->ack_pending = 0;
+  u->asked_batch_seq = 0;
+  u->status.stalled_expected_batch_seq = 0;
+  u->status.oldest_held_batch_seq = 0;
+  u->status.stalled_since_ms = 0;
+  u->status.identity_mismatch_ms = 0;
+  u->status.problem[0] = '\0';
+  u->push_target_seq = stats.last_seq;
+  u->cursor = stats.acked_batch_seq + 1;
+  backoff_reset(&u->backoff);
   uplink_next(u);
 }
 
@@ -457,6 +499,9 @@ static void uplink_on_op(struct journal_op *op)
       return;
     }
     uplink_next(u);
+    return;
+  case JOURNAL_OP_NEW_JOURNAL:
+    uplink_on_new_journal(u, op);
     return;
   case JOURNAL_OP_RETENTION:
     break;
@@ -765,6 +810,97 @@ static void uplink_on_refused(uplink *u, long status, const char *text)
   uplink_backoff_max(u);
 }
 
+/*
+ * 403 BATCH_ACK_CODE_JOURNAL_OF_ANOTHER_DEVICE for our journal: the
+ * collector saw this journal_id first from another device of the store.
+ * This device runs a copy of that one's disk (a cloned or restored image),
+ * so the seqs under that journal_id are the other device's and resending
+ * can never succeed. The honest answer is a journal of our own: the
+ * journal moves the file aside and starts a new journal_id with every sale
+ * not acknowledged to this device; nothing is dropped.
+ */
+static void uplink_on_journal_of_another_device(uplink *u, const char *text)
+{
+  if (u->status.journals_restarted >= UPLINK_MAX_NEW_JOURNALS) {
+    /* A new random journal_id cannot belong to another device: a collector
+     * that keeps saying so needs a person, not yet another journal. */
+    uplink__error(u, 1, "POST %s batch %" PRId64 ": 403: the collector says journal %s belongs "
+                  "to another device, after %u new journals this run; not starting another "
+                  "(a person must look at the collector); resent every %" PRId64 " ms: %s",
+                  u->batches_url, u->sending.batch_seq, u->identity_journal_id,
+                  u->status.journals_restarted, u->backoff_max_ms, text);
+    uplink_backoff_max(u);
+    return;
+  }
+  snprintf(u->new_journal_reason, sizeof(u->new_journal_reason),
+           "the collector says journal %s belongs to another device of store %s, not this "
+           "device %s (%.300s): this device is a clone of another's disk (or a restored "
+           "image), so the seqs under that journal are the other device's",
+           u->identity_journal_id, u->identity.store_id, u->identity.device_id, text);
+  uplink__error(u, 1, "POST %s batch %" PRId64 ": 403: %s; starting a new journal",
+                u->batches_url, u->sending.batch_seq, u->new_journal_reason);
+  uplink_free_sending(u);
+  uplink_submit(u, JOURNAL_OP_NEW_JOURNAL, 0);
+}
+
+/* Does the batch in flight name the store and device configured now? 1
+ * yes, 0 no, -1 unreadable (then it is left as it is). */
+static int uplink_sending_names_us(const uplink *u)
+{
+  struct proto_limits limits = {SIZE_MAX, u->max_decoded > PROTO_DEFAULT_MAX_DECODED
+                                               ? u->max_decoded
+                                               : PROTO_DEFAULT_MAX_DECODED,
+                                PROTO_DEFAULT_MAX_SALES};
+  Pos__V1__Batch *batch = NULL;
+  char err[160];
+  int rc = -1;
+
+  if (proto_batch_unpack(u->sending.body, u->sending.body_len, &limits, &batch, err,
+                         sizeof(err)) != 0)
+    return -1;
+  if (batch->envelope && batch->envelope->store_id && batch->envelope->device_id)
+    rc = strcmp(batch->envelope->store_id, u->identity.store_id) == 0 &&
+         strcmp(batch->envelope->device_id, u->identity.device_id) == 0;
+  pos__v1__batch__free_unpacked(batch, NULL);
+  return rc;
+}
+
+/*
+ * 403 BATCH_ACK_CODE_IDENTITY_MISMATCH: the batch names another store or
+ * device than the certificate. A batch sealed under an earlier
+ * configuration (since fixed) and never acknowledged is unsealed and its
+ * sales sealed again under the identity configured now, like after a 413.
+ * Otherwise certificate and configuration disagree: only a person can fix
+ * that; it is an uplink problem (status, heartbeat) until a batch is
+ * accepted again, and the batch is offered every backoff_max.
+ */
+static void uplink_on_identity_mismatch(uplink *u, const char *text)
+{
+  int64_t batch_seq = u->sending.batch_seq;
+
+  if (!u->sending.acked_ms && uplink_sending_names_us(u) == 0) {
+    log_warn("uplink", "batch_resealed",
+             "batch_seq=%" PRId64 " store_id=%s device_id=%s reason=\"sealed under another "
+             "store or device than configured now and refused for it (403 identity "
+             "mismatch); never acknowledged, so its sales are sealed again\"",
+             batch_seq, u->identity.store_id, u->identity.device_id);
+    uplink_free_sending(u);
+    uplink_submit(u, JOURNAL_OP_UNSEAL, batch_seq);
+    return;
+  }
+  if (!u->status.identity_mismatch_ms)
+    u->status.identity_mismatch_ms = clock_wall_ms();
+  snprintf(u->status.problem, sizeof(u->status.problem),
+           "identity_mismatch: the collector refused batch %" PRId64 " because this device's "
+           "certificate names another store or device than its configuration (store_id=%s "
+           "device_id=%s): fix [agent] store_id and device_id, or install this device's own "
+           "certificate, and restart the agent; sales are still taken and kept, the batch is "
+           "offered again every %" PRId64 " s",
+           batch_seq, u->identity.store_id, u->identity.device_id, u->backoff_max_ms / 1000);
+  uplink__error(u, 1, "%s (the collector: %s)", u->status.problem, text);
+  uplink_backoff_max(u);
+}
+
 static void uplink_on_batch_answer(struct uplink_http_request *req)
 {
   uplink *u = req->user;
@@ -788,7 +924,8 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
   }
   /* An answer is read as a BatchAck only if it says it is one: a proxy's or
    * a captive portal's page is never taken for an acknowledgement. */
-  if ((status == 200 || status == 409) && uplink_http_answer_is_protobuf(req, text, sizeof(text)))
+  if ((status == 200 || status == 409 || status == 403) &&
+      uplink_http_answer_is_protobuf(req, text, sizeof(text)))
     ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
   uplink_answer_text(req, text, sizeof(text));
   uplink_http_request_clear(req);
@@ -797,6 +934,13 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
     uplink_on_ok(u, ack, text);
   } else if (status == 409) {
     uplink_on_conflict(u, ack, text);
+  } else if (status == 403 && ack &&
+             ack->code == POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_JOURNAL_OF_ANOTHER_DEVICE &&
+             uplink_ack_journal_matches(u, ack)) {
+    uplink_on_journal_of_another_device(u, text);
+  } else if (status == 403 && ack &&
+             ack->code == POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_IDENTITY_MISMATCH) {
+    uplink_on_identity_mismatch(u, text);
   } else if (status == 413) {
     uplink_on_too_large(u, text);
   } else if (status == 429 || status == 503) {

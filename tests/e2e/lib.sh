@@ -136,6 +136,8 @@ write_ini() {
 # "bootstrap=" line; sets BROKER_PID, BROKER_BOOT and KAFKA_BOOT.
 start_broker() {
   [[ -z "$BROKER_PID" ]] || fail "start_broker: a broker is already running (pid $BROKER_PID)"
+  # Made here: the background job may not have opened it yet when it is first read.
+  : >"$T/broker.out"
   "$BROKER_BIN" "$@" >"$T/broker.out" 2>"$T/broker.log" &
   BROKER_PID=$!
   local deadline=$((SECONDS + 15))

@@ -11,9 +11,10 @@
 #   - the agent keeps taking and journaling sales, and offers its oldest
 #     held batch (2) again, never anything above it: nothing is skipped and
 #     nothing reaches Kafka until head office decides.
-# (Approving the rebase is the collector's part; the unit test
-# a_409_for_a_batch_retention_deleted_stalls_visibly_until_a_rebase covers
-# the agent's side of it: batch 2 accepted, everything from it on once.)
+# Then head office approves the rebase (curl, the admin certificate, POST
+# /v1/admin/rebase with the journal_id and oldest held batch the agent's
+# /status.json gives): every sale the agent still held (B, C and D) reaches
+# Kafka exactly once and the stall clears in /status.json.
 source "$(dirname "$0")/lib.sh"
 
 make_pki
@@ -102,6 +103,33 @@ grep -q 'uplink_problem: "expected_batch_deleted: ' "$T/status.txt" ||
 # Nothing reached the new Kafka: no rebase happened by itself.
 kafka_read pos.sales.v1 sales
 assert_eq "records in pos.sales.v1 after the loss (no silent rebase)" 0 "$KAFKA_RECORDS"
+
+# ---- head office approves the rebase, from what the agent's status says ------------------------
+status_json
+JOURNAL_ID="$(json_get "$STATUS_JSON" '$.journal_id')"
+FROM="$(json_get "$STATUS_JSON" '$.uplink_problem.oldest_held_batch_seq')"
+assert_eq "status: the batch to rebase from" 2 "$FROM"
+HTTP_STATUS="$(curl -sS -o "$T/rebase.body" -w '%{http_code}' --max-time 20 \
+  --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+  -H 'Content-Type: application/json' \
+  --data-binary "{\"store_id\": \"$STORE\", \"journal_id\": \"$JOURNAL_ID\", \"from_batch_seq\": $FROM}" \
+  "$COLLECTOR_URL/v1/admin/rebase" 2>"$T/rebase.err")" || HTTP_STATUS="${HTTP_STATUS:-000}"
+assert_eq "POST /v1/admin/rebase with the admin certificate: status ($(cat "$T/rebase.body" \
+  "$T/rebase.err"))" 200 "$HTTP_STATUS"
+push_until_sent 90
+status_json
+assert_eq "status: the stall cleared after the rebase" null "$(json_type "$STATUS_JSON" '$.uplink_problem')"
+grep -q 'mod=uplink event=stall_cleared' "$AGENT_LOG" ||
+  fail "the agent logs that the stall is over" "event=stall_cleared" "$(tail -n 20 "$AGENT_LOG")"
+kafka_read pos.sales.v1 sales
+records_db sales
+assert_eq "records in pos.sales.v1 after the rebase (B, C and D: what the agent held)" 20 "$KAFKA_RECORDS"
+assert_eq "distinct sale_ids in pos.sales.v1 after the rebase" 20 \
+  "$(rsql sales 'SELECT count(DISTINCT sale_id) FROM k;')"
+assert_eq "sales of batch 1 (deleted here) in pos.sales.v1" 0 \
+  "$(rsql sales "SELECT count(*) FROM k WHERE sale_id LIKE 'A-%';")"
+assert_eq "sales held here and not in pos.sales.v1" 0 \
+  "$(rsql sales "SELECT count(*) FROM j.sales WHERE sale_id NOT IN (SELECT sale_id FROM k);")"
 
 stop_agent
 stop_collector

@@ -433,6 +433,87 @@ static void a_restored_older_copy_starts_a_new_journal_and_keeps_the_old(void **
   jf_close_journal(f, j);
 }
 
+/* Issue 7 item 4: a device running a copy of another device's disk is told
+ * by the collector that its journal_id is the other device's. The journal
+ * starts a new journal in place, on its writer thread, while open: the old
+ * file is kept, every sale not acknowledged to this device (sealed in a
+ * batch or not) is carried over in seq order, new seqs and batches start
+ * at 1, the reason is kept, and sales are taken on the new journal. */
+static void a_new_journal_in_place_carries_over_what_was_not_acknowledged(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 64);
+  struct journal_stats before, after;
+  struct jf_op op;
+  int64_t acked_count;
+
+  fill_sales(f, j, "N", 30);
+  memset(&op, 0, sizeof(op));
+  op.op.kind = JOURNAL_OP_NEXT_BATCH;
+  op.op.batch_seq = 1;
+  op.op.seal_upto_seq = INT64_MAX;
+  op.op.max_sales = 10;
+  op.op.max_bytes = 64 * 1024;
+  op.op.pack = pack_random;
+  jf_run_op(f, j, &op);
+  assert_int_equal(op.op.error, 0);
+  acked_count = op.op.batch.sale_count;
+  journal_op_clear(&op.op);
+  memset(&op, 0, sizeof(op));
+  op.op.kind = JOURNAL_OP_ACK;
+  op.op.batch_seq = 1;
+  jf_run_op(f, j, &op);
+  assert_int_equal(op.op.error, 0);
+  /* Batch 2 is sealed but never acknowledged: its sales go over too. */
+  memset(&op, 0, sizeof(op));
+  op.op.kind = JOURNAL_OP_NEXT_BATCH;
+  op.op.batch_seq = 2;
+  op.op.seal_upto_seq = INT64_MAX;
+  op.op.max_sales = 10;
+  op.op.max_bytes = 64 * 1024;
+  op.op.pack = pack_random;
+  jf_run_op(f, j, &op);
+  assert_int_equal(op.op.error, 0);
+  journal_op_clear(&op.op);
+  journal_get_stats(j, &before);
+
+  memset(&op, 0, sizeof(op));
+  op.op.kind = JOURNAL_OP_NEW_JOURNAL;
+  op.op.reason = "the collector says journal X belongs to device D1: this device is a clone";
+  jf_run_op(f, j, &op);
+  assert_int_equal(op.op.error, 0);
+  journal_get_stats(j, &after);
+  assert_string_not_equal(after.journal_id, before.journal_id);
+  assert_string_equal(after.previous_journal_id, before.journal_id);
+  assert_non_null(strstr(after.reset_reason, "this device is a clone"));
+  assert_int_equal(after.sales_missing, 0);
+  assert_int_equal(after.sales_journaled, 30 - acked_count);
+  assert_int_equal(after.sales_unsent, 30 - acked_count);
+  assert_int_equal(after.last_seq, 30 - acked_count);
+  assert_int_equal(after.last_batch_seq, 0);
+  assert_int_equal(after.acked_batch_seq, 0);
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales WHERE sale_id = 'N-0'"), 0);
+  assert_int_equal(jf_query_int(f, "SELECT seq FROM sales WHERE sale_id = 'N-29'"),
+                   30 - acked_count);
+  {
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ls '%s'.damaged-* >/dev/null 2>&1", f->path);
+    assert_int_equal(system(cmd), 0);
+  }
+  /* Sales go on under the new journal, and a reopen keeps it (the
+   * high-water mark was made for it: no loss is seen). */
+  fill_sales(f, j, "M", 3);
+  journal_get_stats(j, &after);
+  assert_int_equal(after.last_seq, 33 - acked_count);
+  jf_close_journal(f, j);
+  j = jf_open_journal(f, 0, 64);
+  journal_get_stats(j, &before);
+  assert_string_equal(before.journal_id, after.journal_id);
+  assert_string_equal(before.previous_journal_id, after.previous_journal_id);
+  assert_int_equal(before.last_seq, 33 - acked_count);
+  jf_close_journal(f, j);
+}
+
 /* Issue 7 item 9: with journal.max_size set, sealed batch bodies ate the
  * uplink's reserve, and then neither sealing nor recording an
  * acknowledgement fitted: the backlog sat unsent for good. Sending must
@@ -598,6 +679,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(reopening_keeps_the_id_and_never_reuses_a_seq, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(
+          a_new_journal_in_place_carries_over_what_was_not_acknowledged, setup, teardown),
       cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(a_file_that_is_not_a_database_is_refused, setup,
                                       teardown),
