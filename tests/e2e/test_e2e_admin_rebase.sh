@@ -69,14 +69,18 @@ start_collector
 assert_eq "rebases the restarted collector read from pos.control.v1" 1 "$(recovery_field rebases)"
 send_batch "$DEV" --journal "$J" --batch-seq 2 --first-seq 6 --sales 5
 assert_eq "batch 2 after the restart: duplicate" 1 "$(batch_field duplicate)"
-# The log cannot say whether batch 3 was produced whole: a 409 asks for it
-# again (below what was acknowledged), and its resend produces nothing.
+# Batch 4 next. When the collector's last checkpoint (every second) came
+# after batch 3, it knows batch 3 was accepted and takes batch 4. When it
+# did not, the log cannot say whether batch 3 was produced whole: a 409 asks
+# for it again (below what was acknowledged), and its resend produces
+# nothing new. Either way, the records are checked once each below.
 send_batch "$DEV" --journal "$J" --batch-seq 4 --first-seq 16 --sales 5
-assert_eq "batch 4 right after the restart: status" 409 "$(batch_field status)"
-assert_eq "batch 4 right after the restart: expected_batch_seq" 3 "$(batch_field expected_batch_seq)"
-send_batch "$DEV" --journal "$J" --batch-seq 3 --first-seq 11 --sales 5
-assert_eq "batch 3 resent after the restart: status" 200 "$(batch_field status)"
-send_batch "$DEV" --journal "$J" --batch-seq 4 --first-seq 16 --sales 5
+if [[ "$(batch_field status)" == 409 ]]; then
+  assert_eq "batch 4 right after the restart: expected_batch_seq" 3 "$(batch_field expected_batch_seq)"
+  send_batch "$DEV" --journal "$J" --batch-seq 3 --first-seq 11 --sales 5
+  assert_eq "batch 3 resent after the restart: status" 200 "$(batch_field status)"
+  send_batch "$DEV" --journal "$J" --batch-seq 4 --first-seq 16 --sales 5
+fi
 assert_eq "batch 4 after the restart: status" 200 "$(batch_field status)"
 
 timeout 30 kcat -b "$KAFKA_BOOT" -C -t pos.control.v1 -e -q -f '%k\n' >"$T/control.keys" ||
