@@ -644,6 +644,24 @@ int journal__has_room(journal *j)
   return 1;
 }
 
+void journal__full_recheck(journal *j)
+{
+  if (!j->full)
+    return;
+  j->full_checked_ms = clock_mono_ms();
+  /* Acknowledged sales are what a full journal can give up (they are in
+   * Kafka); without them new sales would wait for retention, for days. */
+  if (!journal__has_room(j))
+    journal__prune_acked(j, "sales are refused");
+  if (!journal__has_room(j))
+    return;
+  j->full = 0;
+  pthread_mutex_lock(&j->lock);
+  j->stats.full = 0;
+  pthread_mutex_unlock(&j->lock);
+  log_info("journal", "room_again", "path=%s", j->path);
+}
+
 /* Fails every write of `group` with `error` and `message`, and says so on
  * the status page. The group's transaction is already rolled back. */
 static void journal_fail_group(journal *j, struct journal_write *group, int error,
@@ -697,6 +715,27 @@ static int journal_apply_skip(journal *j)
   return rc;
 }
 
+/* The group's transaction: SQLITE_OK once committed, else the error, with
+ * the transaction rolled back. */
+static int journal_try_group(journal *j, struct journal_write *group, int64_t received_ms,
+                             int skipping)
+{
+  int rc = journal__set_page_limit(j, j->sale_max_pages);
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->begin);
+  if (rc == SQLITE_OK && skipping)
+    rc = journal_apply_skip(j);
+  for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
+    rc = journal_apply_write(j, w, received_ms, j->full);
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->commit);
+  /* After SQLITE_FULL or an I/O error SQLite may already have rolled back;
+   * roll back only if a transaction is still open. */
+  if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
+    journal__step_done(j, j->rollback);
+  return rc;
+}
+
 /* Commits a group of writes in one transaction: one fsync for all of them. */
 static void journal_commit_group(journal *j, struct journal_write *group)
 {
@@ -706,17 +745,8 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   int skipping = j->skip_to > 0;
   int rc;
 
-  if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS) {
-    j->full_checked_ms = clock_mono_ms();
-    /* Acknowledged sales are what a full journal can give up (they are in
-     * Kafka); without them new sales would wait for retention, for days. */
-    if (!journal__has_room(j))
-      journal__prune_acked(j, "sales are refused");
-    if (journal__has_room(j)) {
-      j->full = 0;
-      log_info("journal", "room_again", "path=%s", j->path);
-    }
-  }
+  if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS)
+    journal__full_recheck(j);
   rc = journal_reserve_seqs(j, group);
   if (rc) {
     char message[256];
@@ -727,23 +757,20 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     journal_fail_group(j, group, JOURNAL_EIO, message, SQLITE_IOERR);
     return;
   }
-  rc = journal__set_page_limit(j, j->sale_max_pages);
-  if (rc == SQLITE_OK)
-    rc = journal__step_done(j, j->begin);
-  if (rc == SQLITE_OK && skipping)
-    rc = journal_apply_skip(j);
-  for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
-    rc = journal_apply_write(j, w, received_ms, j->full);
-  if (rc == SQLITE_OK)
-    rc = journal__step_done(j, j->commit);
-
+  rc = journal_try_group(j, group, received_ms, skipping);
+  if ((rc & 0xff) == SQLITE_FULL && !j->full &&
+      journal__prune_acked(j, "new sales did not fit") > 0) {
+    /* Acknowledged history made room: the same group once more, rather
+     * than a 503 until the latch's next look. */
+    for (struct journal_write *w = group; w; w = w->next) {
+      w->error = JOURNAL_OK;
+      w->message[0] = '\0';
+    }
+    rc = journal_try_group(j, group, received_ms, skipping);
+  }
   if (rc != SQLITE_OK) {
     int error = journal__map_sqlite(rc);
     char message[256];
-    /* After SQLITE_FULL or an I/O error SQLite may already have rolled
-     * back; roll back only if a transaction is still open. */
-    if (!sqlite3_get_autocommit(j->db))
-      journal__step_done(j, j->rollback);
     if (error == JOURNAL_EFULL) {
       j->full = 1;
       j->full_checked_ms = clock_mono_ms();

@@ -662,6 +662,9 @@ static void journal_ack(journal *j, struct journal_op *op, int64_t now_ms)
     j->hwm.acked_last_seq = out.acked_last_seq;
     journal__hwm_write(j, 1);
   }
+  /* This acknowledgement may have made the room a full journal waits for:
+   * take sales again now, not at the latch's next look. */
+  journal__full_recheck(j);
 }
 
 /* ---- UNSEAL ---------------------------------------------------------------------- */

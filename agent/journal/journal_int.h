@@ -139,6 +139,14 @@ int journal__set_page_limit(journal *j, int64_t pages);
  * journal.max_size room below the sales' limit. Writer thread. */
 int journal__has_room(journal *j);
 
+/* Looks again whether a full journal (j->full) has room for sales: prunes
+ * acknowledged history if it has none, and clears the latch (and the
+ * status page's "full") once it has. Called by the group commit at most
+ * once a second, and by every acknowledgement while full: the ack is what
+ * makes the room, so the POS must not wait for the next look. Writer
+ * thread. */
+void journal__full_recheck(journal *j);
+
 /* Makes the disk reserve file if it is missing and the disk has room for
  * it and more. 0 or -errno. Writer thread (or the opening thread). */
 int journal__reserve_ensure(journal *j);
