@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +53,11 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
  * start to drain (each acknowledgement then frees more). Made again once
  * the disk has room. */
 #define JOURNAL_DISK_RESERVE_BYTES (256 * 1024)
+
+/* The WAL's checkpoint interval in pages (128 KiB with 1 KiB pages), well
+ * inside the disk reserve, so that the reserve given back always lets a
+ * checkpoint catch the database file up. */
+#define JOURNAL_WAL_PAGES_TEXT "128"
 
 /* Retention runs this long after open (not at once: start-up is busy
  * enough), then every hour. */
@@ -622,6 +628,31 @@ int journal__reserve_release(journal *j)
   return 1;
 }
 
+int journal__make_room(journal *j)
+{
+  uint64_t before = 0, after = 0;
+  int log_frames = -1, done = -1, released, rc;
+  char wal[PATH_MAX];
+  struct stat st;
+  off_t wal_bytes = -1;
+
+  released = journal__reserve_release(j) > 0;
+  disk_free_bytes(j->path, &before);
+  /* RESTART: every frame copied into the database file and the next
+   * transaction writes the WAL from its start, into space it already has. */
+  rc = sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_RESTART, &log_frames, &done);
+  disk_free_bytes(j->path, &after);
+  snprintf(wal, sizeof(wal), "%s-wal", j->path);
+  if (stat(wal, &st) == 0)
+    wal_bytes = st.st_size;
+  log_warn("journal", "full_checkpoint",
+           "path=%s reserve_released=%d checkpoint=\"%s\" wal_frames=%d copied=%d "
+           "wal_bytes=%lld disk_free_before=%llu disk_free_after=%llu",
+           j->path, released, sqlite3_errstr(rc), log_frames, done, (long long)wal_bytes,
+           (unsigned long long)before, (unsigned long long)after);
+  return released || (rc == SQLITE_OK && done > 0);
+}
+
 int journal__has_room(journal *j)
 {
   uint64_t disk_free = 0;
@@ -1084,6 +1115,16 @@ int journal__open_db(journal *j, const struct journal_options *options, char *er
       journal_pragma_expect(j->db, "PRAGMA synchronous", "2", err, err_size, j->path))
     goto fail;
   if (journal__exec(j->db, "PRAGMA foreign_keys=ON", err, err_size, j->path))
+    goto fail;
+  /* The WAL is checkpointed every JOURNAL_WAL_PAGES pages, not SQLite's
+   * 1000: a checkpoint must grow the database file by the pages that so far
+   * live only in the WAL, so on a small device a 1 MiB WAL could fill the
+   * disk and never be checkpointed again, and then no acknowledgement fits
+   * (seen on a 1 MiB file system: all its sales in the WAL, 9 KiB of
+   * database). Bounded, the database file holds the data and the WAL is
+   * reused from its start after each checkpoint. */
+  if (journal__exec(j->db, "PRAGMA wal_autocheckpoint=" JOURNAL_WAL_PAGES_TEXT, err, err_size,
+                    j->path))
     goto fail;
   j->page_size = journal_pragma_int(j->db, "PRAGMA page_size");
   if (j->page_size <= 0) {
