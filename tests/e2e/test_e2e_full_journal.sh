@@ -124,7 +124,8 @@ write_agent_config journal.max_size=0 uplink.max_batch_sales=50
 start_agent
 fill W
 cat "$FILL_ACKED" >>"$T/acked.all"
-log "file system after filling: $(df -k --output=avail "$BARE" | tail -n 1) KiB free, $(ls -s "$BARE" | tr '\n' ' ')"
+log "file system after filling: $(df -k --output=avail "$BARE" | tail -n 1) KiB free," \
+  "$(ls -s "$BARE" | tr '\n' ' ')"
 push_until_sent 60
 sale_after_room W
 push_until_sent 60

@@ -109,8 +109,11 @@ full_journal() {
   # refuses sales has stopped the store, so the row fails (the reason rides
   # on FAULT_NOT_PLAYED, the one way a row fails with nothing lost).
   load_once G 1 200 10
-  [[ "$(load_field ok)" == 200 ]] ||
-    FAULT_NOT_PLAYED="the journal did not take sales again after draining (200 new sales: $LOAD_OUT; $(grep -m1 -o 'HTTP [0-9]*: .*' <<<"$LOAD_ERR" | cut -c1-160))"
+  if [[ "$(load_field ok)" != 200 ]]; then
+    local why
+    why="$(grep -m1 -o 'HTTP [0-9]*: .*' <<<"$LOAD_ERR" | cut -c1-160)"
+    FAULT_NOT_PLAYED="the journal did not take sales again after draining (200 new sales: $LOAD_OUT; $why)"
+  fi
   drain 60 || true
 }
 
