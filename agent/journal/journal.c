@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +53,11 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
  * start to drain (each acknowledgement then frees more). Made again once
  * the disk has room. */
 #define JOURNAL_DISK_RESERVE_BYTES (256 * 1024)
+
+/* The WAL's checkpoint interval in pages (128 KiB with 1 KiB pages), well
+ * inside the disk reserve, so that the reserve given back always lets a
+ * checkpoint catch the database file up. */
+#define JOURNAL_WAL_PAGES_TEXT "128"
 
 /* Retention runs this long after open (not at once: start-up is busy
  * enough), then every hour. */
@@ -622,6 +628,31 @@ int journal__reserve_release(journal *j)
   return 1;
 }
 
+int journal__make_room(journal *j)
+{
+  uint64_t before = 0, after = 0;
+  int log_frames = -1, done = -1, released, rc;
+  char wal[PATH_MAX];
+  struct stat st;
+  off_t wal_bytes = -1;
+
+  released = journal__reserve_release(j) > 0;
+  disk_free_bytes(j->path, &before);
+  /* RESTART: every frame copied into the database file and the next
+   * transaction writes the WAL from its start, into space it already has. */
+  rc = sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_RESTART, &log_frames, &done);
+  disk_free_bytes(j->path, &after);
+  snprintf(wal, sizeof(wal), "%s-wal", j->path);
+  if (stat(wal, &st) == 0)
+    wal_bytes = st.st_size;
+  log_warn("journal", "full_checkpoint",
+           "path=%s reserve_released=%d checkpoint=\"%s\" wal_frames=%d copied=%d "
+           "wal_bytes=%lld disk_free_before=%llu disk_free_after=%llu",
+           j->path, released, sqlite3_errstr(rc), log_frames, done, (long long)wal_bytes,
+           (unsigned long long)before, (unsigned long long)after);
+  return released || (rc == SQLITE_OK && done > 0);
+}
+
 int journal__has_room(journal *j)
 {
   uint64_t disk_free = 0;
@@ -642,6 +673,24 @@ int journal__has_room(journal *j)
       return 0;
   }
   return 1;
+}
+
+void journal__full_recheck(journal *j)
+{
+  if (!j->full)
+    return;
+  j->full_checked_ms = clock_mono_ms();
+  /* Acknowledged sales are what a full journal can give up (they are in
+   * Kafka); without them new sales would wait for retention, for days. */
+  if (!journal__has_room(j))
+    journal__prune_acked(j, "sales are refused");
+  if (!journal__has_room(j))
+    return;
+  j->full = 0;
+  pthread_mutex_lock(&j->lock);
+  j->stats.full = 0;
+  pthread_mutex_unlock(&j->lock);
+  log_info("journal", "room_again", "path=%s", j->path);
 }
 
 /* Fails every write of `group` with `error` and `message`, and says so on
@@ -697,6 +746,27 @@ static int journal_apply_skip(journal *j)
   return rc;
 }
 
+/* The group's transaction: SQLITE_OK once committed, else the error, with
+ * the transaction rolled back. */
+static int journal_try_group(journal *j, struct journal_write *group, int64_t received_ms,
+                             int skipping)
+{
+  int rc = journal__set_page_limit(j, j->sale_max_pages);
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->begin);
+  if (rc == SQLITE_OK && skipping)
+    rc = journal_apply_skip(j);
+  for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
+    rc = journal_apply_write(j, w, received_ms, j->full);
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->commit);
+  /* After SQLITE_FULL or an I/O error SQLite may already have rolled back;
+   * roll back only if a transaction is still open. */
+  if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
+    journal__step_done(j, j->rollback);
+  return rc;
+}
+
 /* Commits a group of writes in one transaction: one fsync for all of them. */
 static void journal_commit_group(journal *j, struct journal_write *group)
 {
@@ -706,17 +776,8 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   int skipping = j->skip_to > 0;
   int rc;
 
-  if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS) {
-    j->full_checked_ms = clock_mono_ms();
-    /* Acknowledged sales are what a full journal can give up (they are in
-     * Kafka); without them new sales would wait for retention, for days. */
-    if (!journal__has_room(j))
-      journal__prune_acked(j, "sales are refused");
-    if (journal__has_room(j)) {
-      j->full = 0;
-      log_info("journal", "room_again", "path=%s", j->path);
-    }
-  }
+  if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS)
+    journal__full_recheck(j);
   rc = journal_reserve_seqs(j, group);
   if (rc) {
     char message[256];
@@ -727,23 +788,20 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     journal_fail_group(j, group, JOURNAL_EIO, message, SQLITE_IOERR);
     return;
   }
-  rc = journal__set_page_limit(j, j->sale_max_pages);
-  if (rc == SQLITE_OK)
-    rc = journal__step_done(j, j->begin);
-  if (rc == SQLITE_OK && skipping)
-    rc = journal_apply_skip(j);
-  for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
-    rc = journal_apply_write(j, w, received_ms, j->full);
-  if (rc == SQLITE_OK)
-    rc = journal__step_done(j, j->commit);
-
+  rc = journal_try_group(j, group, received_ms, skipping);
+  if ((rc & 0xff) == SQLITE_FULL && !j->full &&
+      journal__prune_acked(j, "new sales did not fit") > 0) {
+    /* Acknowledged history made room: the same group once more, rather
+     * than a 503 until the latch's next look. */
+    for (struct journal_write *w = group; w; w = w->next) {
+      w->error = JOURNAL_OK;
+      w->message[0] = '\0';
+    }
+    rc = journal_try_group(j, group, received_ms, skipping);
+  }
   if (rc != SQLITE_OK) {
     int error = journal__map_sqlite(rc);
     char message[256];
-    /* After SQLITE_FULL or an I/O error SQLite may already have rolled
-     * back; roll back only if a transaction is still open. */
-    if (!sqlite3_get_autocommit(j->db))
-      journal__step_done(j, j->rollback);
     if (error == JOURNAL_EFULL) {
       j->full = 1;
       j->full_checked_ms = clock_mono_ms();
@@ -1057,6 +1115,16 @@ int journal__open_db(journal *j, const struct journal_options *options, char *er
       journal_pragma_expect(j->db, "PRAGMA synchronous", "2", err, err_size, j->path))
     goto fail;
   if (journal__exec(j->db, "PRAGMA foreign_keys=ON", err, err_size, j->path))
+    goto fail;
+  /* The WAL is checkpointed every JOURNAL_WAL_PAGES pages, not SQLite's
+   * 1000: a checkpoint must grow the database file by the pages that so far
+   * live only in the WAL, so on a small device a 1 MiB WAL could fill the
+   * disk and never be checkpointed again, and then no acknowledgement fits
+   * (seen on a 1 MiB file system: all its sales in the WAL, 9 KiB of
+   * database). Bounded, the database file holds the data and the WAL is
+   * reused from its start after each checkpoint. */
+  if (journal__exec(j->db, "PRAGMA wal_autocheckpoint=" JOURNAL_WAL_PAGES_TEXT, err, err_size,
+                    j->path))
     goto fail;
   j->page_size = journal_pragma_int(j->db, "PRAGMA page_size");
   if (j->page_size <= 0) {

@@ -16,6 +16,8 @@
 /* Retention deletes at most this many batches per transaction, so sale
  * writes never wait long behind it. */
 #define JOURNAL_RETENTION_CHUNK 64
+/* At most this many sales deleted per transaction (see journal_delete_acked). */
+#define JOURNAL_PRUNE_SALES 128
 
 /* Seqs are reserved in the high-water mark file this many at a time, so
  * its fsync is paid once per range, not once per sale. After an unclean
@@ -142,6 +144,20 @@ int journal__set_page_limit(journal *j, int64_t pages);
  * journal.max_size room below the sales' limit. Writer thread. */
 int journal__has_room(journal *j);
 
+/* The disk is full: gives the disk reserve back and checkpoints the WAL
+ * into the database file, so that an operation that failed with
+ * JOURNAL_EFULL may be tried once more. 1 if either made room, else 0.
+ * Logs the free space and the WAL's size. Writer thread. */
+int journal__make_room(journal *j);
+
+/* Looks again whether a full journal (j->full) has room for sales: prunes
+ * acknowledged history if it has none, and clears the latch (and the
+ * status page's "full") once it has. Called by the group commit at most
+ * once a second, and by every acknowledgement while full: the ack is what
+ * makes the room, so the POS must not wait for the next look. Writer
+ * thread. */
+void journal__full_recheck(journal *j);
+
 /* Makes the disk reserve file if it is missing and the disk has room for
  * it and more. 0 or -errno. Writer thread (or the opening thread). */
 int journal__reserve_ensure(journal *j);
@@ -151,9 +167,10 @@ int journal__reserve_ensure(journal *j);
 int journal__reserve_release(journal *j);
 
 /* On a full journal: deletes the oldest acknowledged batches and their
- * sales (at most JOURNAL_RETENTION_CHUNK batches), before retention would,
- * in a transaction of its own, logging it with `why`. Returns the number
- * of batches deleted, or a negative journal_error. Writer thread. */
+ * sales (at most JOURNAL_RETENTION_CHUNK batches and JOURNAL_PRUNE_SALES
+ * sales), before retention would, in a transaction of its own, logging it
+ * with `why`. Returns batches plus sales deleted (> 0: room was made), or
+ * a negative journal_error. Writer thread. */
 int journal__prune_acked(journal *j, const char *why);
 
 /* Runs `op` in its own transaction(s) on the writer thread, filling its

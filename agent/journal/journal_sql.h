@@ -165,8 +165,11 @@
   " WHERE acked_ms IS NOT NULL AND acked_ms < ?1 AND batch_seq <= ?2"         \
   " ORDER BY batch_seq LIMIT ?3"
 
-/* A batch's sales: the seq range it covers. */
-#define JOURNAL_SQL_DELETE_BATCH_SALES "DELETE FROM sales WHERE seq BETWEEN ?1 AND ?2"
+/* A batch's sales: the seq range it covers, at most ?3 of them at a time
+ * (each deleted row rewrites its pages into the WAL). */
+#define JOURNAL_SQL_DELETE_BATCH_SALES                                        \
+  "DELETE FROM sales WHERE seq IN (SELECT seq FROM sales"                     \
+  " WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq LIMIT ?3)"
 
 #define JOURNAL_SQL_DELETE_BATCH                                              \
   "DELETE FROM batches WHERE batch_seq = ?1 AND acked_ms IS NOT NULL"

@@ -8,6 +8,7 @@
 #   - the agent takes sales again once room is made, and sends them too.
 # Phase 1: journal.max_size = 256K. Phase 2 (when this user may mount): the
 # journal on a 1 MiB tmpfs with no max_size, the file system 100% full.
+# Phase 3: the same with nothing else on the tmpfs and batches of 50.
 source "$(dirname "$0")/lib.sh"
 
 make_pki
@@ -107,5 +108,27 @@ push_until_sent 60
 rm -f "$SMALL/ballast"
 # Journal ids differ between the phases: one journal per database.
 check_kafka full_disk
+stop_agent
+
+# --- phase 3: the journal alone fills a 1 MiB file system, small batches --------------------
+# The fault harness's full_disk row: with SQLite's default checkpoint
+# interval (1000 pages) every sale lived in a WAL that filled the disk, the
+# database file stayed at 9 KiB, no checkpoint could grow it, and from the
+# 8th batch on no acknowledgement fitted: 810 sales stuck for good.
+BARE="$T/bare"
+mkdir -p "$BARE"
+mount -t tmpfs -o size=1m,mode=0700 tmpfs "$BARE" || fail "mount a second 1 MiB tmpfs" 0 1
+on_cleanup "umount '$BARE' 2>/dev/null || umount -l '$BARE'"
+JOURNAL="$BARE/journal.db"
+write_agent_config journal.max_size=0 uplink.max_batch_sales=50
+start_agent
+fill W
+cat "$FILL_ACKED" >>"$T/acked.all"
+log "file system after filling: $(df -k --output=avail "$BARE" | tail -n 1) KiB free," \
+  "$(ls -s "$BARE" | tr '\n' ' ')"
+push_until_sent 60
+sale_after_room W
+push_until_sent 60
+check_kafka wal_full_disk
 stop_agent
 stop_collector

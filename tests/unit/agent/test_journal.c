@@ -557,6 +557,33 @@ static void a_full_journal_sends_its_whole_backlog_and_takes_sales_again(void **
   assert_int_equal(jf_query_int(f, "SELECT count(*) FROM batches WHERE acked_ms IS NULL"), 0);
 }
 
+/* The fault harness's full_max_size row: the backlog drained, yet the POS
+ * got 503 "journal full" for the next sales: the latch looked again only a
+ * second after the last refusal, and the acknowledgements that made the
+ * room did not clear it. The first sale after the last acknowledgement
+ * must be taken, and the status page must no longer say full. */
+static void a_drained_full_journal_takes_the_next_sale_at_once(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 256 * 1024, 64);
+  struct journal_stats stats;
+  struct sale sale;
+  struct jf_write w;
+  size_t taken = fill_until_full(f, j, "D");
+
+  assert_true(taken > 100);
+  assert_int_equal(drain_backlog(f, j), taken);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.full, 0);
+  make_sale(&sale, "D-AFTER", 0);
+  jf_write_and_wait(f, j, &w, &sale, 1);
+  sale_clear(&sale);
+  if (w.write.error)
+    fail_msg("the first sale after the backlog drained was refused: %s", w.write.message);
+  assert_true(w.results[0].seq > (int64_t)taken);
+  jf_close_journal(f, j);
+}
+
 static void a_full_journal_refuses_and_keeps_what_it_has(void **state)
 {
   struct jf_fixture *f = *state;
@@ -675,6 +702,8 @@ int main(void)
           a_full_journal_sends_its_whole_backlog_and_takes_sales_again, setup, teardown),
       cmocka_unit_test_setup_teardown(
           a_restored_older_copy_starts_a_new_journal_and_keeps_the_old, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_drained_full_journal_takes_the_next_sale_at_once, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(a_full_journal_refuses_and_keeps_what_it_has, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(reopening_keeps_the_id_and_never_reuses_a_seq, setup,
