@@ -35,9 +35,9 @@
 #                  mid-answer, a blackout: 6+12+10 s | 30+60+60 s
 #   broker_stop    SIGSTOP/SIGCONT of pos-broker under load: 1 x 10 s | 3 x 60 s
 #
-# --short (ctest fault_short) runs the scenarios that hold on today's code,
-# in about 2-3 minutes on a busy 2-core machine; --long runs all of them,
-# about 15-20 minutes. A failing row is a finding: its notes (and the kept
+# --short (ctest fault_short) runs every scenario briefly, in about 4-5
+# minutes on a busy 2-core machine; --long runs them at length, about 20
+# minutes. A failing row is a finding: its notes (and the kept
 # directory, named in the log) say what was lost or doubled.
 # FAULT_SEED=N replays the random choices of a run (the seed is in each row).
 # Logs of each scenario: $FAULT_OUT (default a temporary directory, kept).
@@ -62,7 +62,7 @@ export POS_SOURCE_DIR="${POS_SOURCE_DIR:-$(cd "$HERE/../.." && pwd)}"
 export POS_BUILD_DIR="${BUILD:-${POS_BUILD_DIR:-$POS_SOURCE_DIR/build}}"
 POS_BUILD_DIR="$(cd "$POS_BUILD_DIR" && pwd)" || { echo "run.sh: no build directory" >&2; exit 2; }
 
-SHORT_SCENARIOS=(kill_storm power_loss fsync_eio network broker_stop)
+SHORT_SCENARIOS=(kill_storm full_max_size full_disk wal_cut power_loss fsync_eio network broker_stop)
 LONG_SCENARIOS=(kill_storm full_max_size full_disk wal_cut power_loss fsync_eio network broker_stop)
 if [[ -n "$ONLY" ]]; then
   IFS=, read -r -a SCENARIOS <<<"$ONLY"
