@@ -73,7 +73,12 @@ start_agent
 fill M
 cat "$FILL_ACKED" >>"$T/acked.all"
 status_json
-assert_eq "status.json journal_full while full" 1 "$(json_get "$STATUS_JSON" '$.journal_full')"
+# Full, unless the agent's push at start got some sales acknowledged while
+# it filled (a slow machine): then the 503 made it delete those and it has
+# room again, which it logs.
+if ! grep -q 'mod=journal event=room_again' "$AGENT_LOG"; then
+  assert_eq "status.json journal_full while full" 1 "$(json_get "$STATUS_JSON" '$.journal_full')"
+fi
 push_until_sent 120
 sale_after_room M
 push_until_sent 60
