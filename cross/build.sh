@@ -162,7 +162,6 @@ debian_mirror() {
       tolower($1) == "enabled:" && tolower($2) == "no" { deb = 0 }
       END { if (!found) check() }' "$f"
   done
-  echo http://deb.debian.org/debian
 }
 
 # The sysroot's dpkg database, written from the .deb files that went into
@@ -266,6 +265,11 @@ make_sysroot() {
   local mirror tmp deb link target
   mirror="$(debian_mirror)"
   mirror="${mirror%%$'\n'*}"
+  if [ -z "$mirror" ]; then
+    log "sysroot: no \"deb\" source for $codename in /etc/apt/sources.list{,.d}: add the"
+    log "machine's Debian mirror there (the sysroot is made from the same mirror apt uses)"
+    return 1
+  fi
   mkdir -p "$(dirname "$sysroot_dir")" 2>/dev/null || $sudo mkdir -p "$(dirname "$sysroot_dir")"
   # One builder at a time (other builds on this machine may want it too).
   exec 9>>"$sysroot_dir.lock"
