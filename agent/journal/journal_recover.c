@@ -227,6 +227,28 @@ static int journal_check_hwm(journal *j, char *reason, size_t reason_size, uint6
   return JOURNAL_HWM_OK;
 }
 
+/* The last step of every new journal: its reason kept in meta (status page,
+ * heartbeat), the stats read again (the high-water mark is made from them),
+ * and the seq high-water mark started again for the new journal_id. 0, or
+ * -1 with `err` set. */
+static int journal_finish_reset(journal *j, const char *previous_id, uint64_t missing,
+                                const char *reason, char *err, size_t err_size)
+{
+  if (journal_record_reset(j, previous_id, missing, reason) != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s: cannot record the new journal's start: %s", j->path,
+             sqlite3_errmsg(j->db));
+    return -1;
+  }
+  if (journal__load_stats(j, err, err_size))
+    return -1;
+  if (journal_hwm_reset(j)) {
+    snprintf(err, err_size, "journal %s: its seq high-water mark %s cannot be written: %s",
+             j->path, j->hwm.path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
 /* The answer to a damaged database: refuse with what to do, or (when the
  * operator said so) move it aside and start a new journal. */
 static int journal_open_damaged(journal *j, const struct journal_options *options, char *err,
@@ -265,19 +287,9 @@ static int journal_open_damaged(journal *j, const struct journal_options *option
             j->stats.journal_id);
   {
     int64_t unsent = j->hwm.committed - j->hwm.acked_last_seq;
-    if (journal_record_reset(j, j->hwm.journal_id[0] ? j->hwm.journal_id : "unknown",
-                             unsent > 0 ? (uint64_t)unsent : 0, reason) != SQLITE_OK) {
-      snprintf(err, err_size, "journal %s: cannot record the new journal's start: %s", j->path,
-               sqlite3_errmsg(j->db));
-      return -1;
-    }
+    return journal_finish_reset(j, j->hwm.journal_id[0] ? j->hwm.journal_id : "unknown",
+                                unsent > 0 ? (uint64_t)unsent : 0, reason, err, err_size);
   }
-  if (journal_hwm_reset(j)) {
-    snprintf(err, err_size, "journal %s: its seq high-water mark %s cannot be written: %s",
-             j->path, j->hwm.path, strerror(errno));
-    return -1;
-  }
-  return 0;
 }
 
 /* The database lost sales it had handed out (`lost`; at least `missing`
@@ -323,19 +335,7 @@ static int journal_start_new(journal *j, const struct journal_options *options, 
             "sales_carried_over=%llu",
             j->path, previous_id, j->stats.journal_id, (unsigned long long)missing, aside,
             (unsigned long long)imported);
-  if (journal_record_reset(j, previous_id, missing, reason) != SQLITE_OK ||
-      journal__load_stats(j, err, err_size)) {
-    if (!err[0])
-      snprintf(err, err_size, "journal %s: cannot record the new journal's start: %s", j->path,
-               sqlite3_errmsg(j->db));
-    return -1;
-  }
-  if (journal_hwm_reset(j)) {
-    snprintf(err, err_size, "journal %s: its seq high-water mark %s cannot be written: %s",
-             j->path, j->hwm.path, strerror(errno));
-    return -1;
-  }
-  return 0;
+  return journal_finish_reset(j, previous_id, missing, reason, err, err_size);
 }
 
 void journal__new_journal(journal *j, struct journal_op *op)
