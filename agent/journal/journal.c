@@ -27,12 +27,15 @@
 #include "platform/log.h"
 #include "proto/codec.h"
 
-#define JOURNAL_SCHEMA_VERSION 3
+#define JOURNAL_SCHEMA_VERSION 4
 
+/* TEMPORARY slot: inventory is schema v5, after the lead's v4 (carried);
+ * it takes slot 4 only until main's v4 is merged. */
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
     JOURNAL_SCHEMA_V2,
     JOURNAL_SCHEMA_V3,
+    JOURNAL_SCHEMA_V5,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until
@@ -260,6 +263,13 @@ static int journal_prepare(journal *j, char *err, size_t err_size)
       {&j->expired_batches, JOURNAL_SQL_EXPIRED_BATCHES},
       {&j->delete_batch_sales, JOURNAL_SQL_DELETE_BATCH_SALES},
       {&j->delete_batch, JOURNAL_SQL_DELETE_BATCH},
+      {&j->insert_adjustment, JOURNAL_SQL_INSERT_ADJUSTMENT},
+      {&j->find_adjustment, JOURNAL_SQL_FIND_ADJUSTMENT},
+      {&j->bump_seq, JOURNAL_SQL_BUMP_SEQ},
+      {&j->start_seq, JOURNAL_SQL_START_SEQ},
+      {&j->row_deltas, JOURNAL_SQL_ROW_DELTAS},
+      {&j->base_add, JOURNAL_SQL_BASE_ADD},
+      {&j->delete_batch_adjustments, JOURNAL_SQL_DELETE_BATCH_ADJUSTMENTS},
   };
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
     if (sqlite3_prepare_v3(j->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -431,6 +441,9 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   uint8_t hash[32];
   char *lines = NULL;
   char *payments = NULL;
+  struct stock_deltas deltas = {0};
+  uint8_t *deltas_blob = NULL;
+  size_t deltas_len = 0;
   sqlite3_stmt *ins = j->insert_sale;
   int rc;
 
@@ -442,6 +455,11 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
     rc = SQLITE_NOMEM;
     goto out;
   }
+  /* The deltas are computed once, here, and stored in the row: no batch
+   * cut, retry or re-seal computes them again. */
+  rc = journal__sale_deltas(j, sale, &deltas, &deltas_blob, &deltas_len);
+  if (rc != SQLITE_OK)
+    goto out;
   sqlite3_bind_text(ins, 1, sale->sale_id, -1, SQLITE_STATIC);
   sqlite3_bind_blob(ins, 2, hash, sizeof(hash), SQLITE_STATIC);
   sqlite3_bind_text(ins, 3, sale_kind_name(sale->kind), -1, SQLITE_STATIC);
@@ -459,11 +477,13 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   sqlite3_bind_text(ins, 15, lines, -1, SQLITE_STATIC);
   sqlite3_bind_text(ins, 16, payments, -1, SQLITE_STATIC);
   sqlite3_bind_int64(ins, 17, received_ms);
+  sqlite3_bind_blob(ins, 18, deltas_blob, (int)deltas_len, SQLITE_STATIC);
   rc = journal__step_done(j, ins);
   sqlite3_clear_bindings(ins);
   if (rc == SQLITE_OK) {
     result->seq = sqlite3_last_insert_rowid(j->db);
     result->outcome = JOURNAL_STORED;
+    rc = journal__stage(j, &deltas);
     goto out;
   }
   if (rc != SQLITE_CONSTRAINT_UNIQUE)
@@ -496,6 +516,8 @@ out:
   sqlite3_clear_bindings(j->find_sale);
   free(lines);
   free(payments);
+  free(deltas_blob);
+  stock_deltas_clear(&deltas);
   return rc;
 }
 
@@ -537,13 +559,19 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
   int rc = journal__step_done(j, j->savepoint);
   if (rc != SQLITE_OK)
     return rc;
+  write->staged_from = j->staged_count;
   for (size_t i = 0; i < write->count; i++) {
     int64_t conflict_seq = 0;
     int undo;
-    rc = journal_insert_sale(j, &write->sales[i], received_ms, &write->results[i],
-                             &conflict_seq);
+    if (write->adjustments)
+      rc = journal__insert_adjustment(j, &write->adjustments[i], received_ms,
+                                      &write->results[i], &conflict_seq);
+    else
+      rc = journal_insert_sale(j, &write->sales[i], received_ms, &write->results[i],
+                               &conflict_seq);
     if (rc == SQLITE_OK && refuse_new && write->results[i].outcome == JOURNAL_STORED) {
       /* Full: a retry of a journaled sale is answered, a new one is not taken. */
+      journal__unstage(j, write->staged_from);
       undo = journal_undo_write(j);
       if (undo != SQLITE_OK)
         return undo;
@@ -561,16 +589,23 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
     if (rc != SQLITE_CONSTRAINT)
       return rc;
     /* Undo this write's earlier sales; the rest of the group is unaffected. */
+    journal__unstage(j, write->staged_from);
     undo = journal_undo_write(j);
     if (undo != SQLITE_OK)
       return undo;
     write->error = JOURNAL_ECONFLICT;
     write->conflict_index = i;
     write->conflict_seq = conflict_seq;
-    snprintf(write->message, sizeof(write->message),
-             "sale_id %s was already journaled as seq %lld with different content; a retry "
-             "must resend the same sale, a new sale needs a new sale_id",
-             write->sales[i].sale_id, (long long)conflict_seq);
+    if (write->adjustments)
+      snprintf(write->message, sizeof(write->message),
+               "adjustment_id %s was already journaled as seq %lld with different content; a "
+               "retry must resend the same adjustment, a new one needs a new adjustment_id",
+               write->adjustments[i].adjustment_id, (long long)conflict_seq);
+    else
+      snprintf(write->message, sizeof(write->message),
+               "sale_id %s was already journaled as seq %lld with different content; a retry "
+               "must resend the same sale, a new sale needs a new sale_id",
+               write->sales[i].sale_id, (long long)conflict_seq);
     return SQLITE_OK;
   }
   return journal__step_done(j, j->release);
@@ -764,6 +799,11 @@ static int journal_try_group(journal *j, struct journal_write *group, int64_t re
    * roll back only if a transaction is still open. */
   if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
     journal__step_done(j, j->rollback);
+  /* On-hand follows the transaction: kept if it committed, else taken back. */
+  if (rc == SQLITE_OK)
+    journal__staged_commit(j);
+  else
+    journal__unstage(j, 0);
   return rc;
 }
 
@@ -832,7 +872,7 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     for (size_t i = 0; i < w->count; i++) {
       if (w->results[i].outcome != JOURNAL_STORED)
         continue;
-      stored++;
+      stored += w->adjustments == NULL; /* the counters are of sales */
       if (w->results[i].seq > last_seq)
         last_seq = w->results[i].seq;
     }
@@ -1036,7 +1076,9 @@ void journal__close_db(journal *j)
       &j->has_unsealed,  &j->insert_batch,     &j->count_from_seq, &j->get_batch,
       &j->attempt_batch, &j->ack_batches,      &j->sales_in_batches, &j->acked_above,
       &j->delete_unacked_from, &j->expired_batches,
-      &j->delete_batch_sales, &j->delete_batch};
+      &j->delete_batch_sales, &j->delete_batch, &j->insert_adjustment, &j->find_adjustment,
+      &j->bump_seq, &j->start_seq, &j->row_deltas, &j->base_add,
+      &j->delete_batch_adjustments};
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
     sqlite3_finalize(*statements[i]);
     *statements[i] = NULL;
@@ -1049,6 +1091,9 @@ void journal__close_db(journal *j)
 static void journal_free(journal *j)
 {
   journal__close_db(j);
+  journal__unstage(j, 0);
+  free(j->staged);
+  stock_destroy(&j->stock);
   journal__hwm_close(j);
   free(j->reserve_path);
   pthread_mutex_destroy(&j->lock);
@@ -1168,6 +1213,12 @@ int journal__open_db(journal *j, const struct journal_options *options, char *er
   }
   if (journal_prepare(j, err, err_size) || journal__load_stats(j, err, err_size))
     goto fail;
+  rc = journal__stock_rebuild(j);
+  if (rc != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s: cannot read its stock (on-hand): %s", j->path,
+             sqlite3_errstr(rc));
+    goto fail;
+  }
   return 0;
 fail:
   if (j->db) {
@@ -1208,6 +1259,16 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
       return NULL;
     }
     snprintf(j->reserve_path, len, "%s-reserve", options->path);
+  }
+  j->explode = options->explode;
+  j->recipes = options->recipes;
+  j->refunds_restock = options->refunds_restock;
+  if (stock_init(&j->stock)) {
+    snprintf(err, err_size, "journal %s: out of memory", options->path);
+    free(j->reserve_path);
+    free(j->path);
+    free(j);
+    return NULL;
   }
   j->group_commit_max = options->group_commit_max ? options->group_commit_max : 1;
   j->retention_ms = options->retention_ms > 0 ? options->retention_ms : 0;
@@ -1336,6 +1397,8 @@ void journal_get_stats(journal *j, struct journal_stats *stats)
   *stats = j->stats;
   pthread_mutex_unlock(&j->lock);
 }
+
+struct stock *journal_stock(journal *j) { return &j->stock; }
 
 void journal_close(journal *j)
 {

@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "inventory/stock.h"
 #include "sale/sale.h"
 
 enum journal_error {
@@ -65,6 +66,14 @@ struct journal_options {
    * renamed PATH.damaged-<UTC time> (never deleted, for forensics) and a
    * new journal, with a new journal_id, is started in its place. */
   int new_journal_if_damaged;
+  /* Inventory (schema v5): each sale's deltas are computed through
+   * `explode` over `recipes` (borrowed, immutable, read on the writer
+   * thread; NULL = no recipes: every line is unmapped) in the transaction
+   * that journals it. refunds_restock: refunds and voids put their goods
+   * back in stock (inventory.refunds_restock). */
+  stock_explode_fn explode;
+  const void *recipes;
+  int refunds_restock;
 };
 
 typedef struct journal journal;
@@ -77,8 +86,12 @@ struct journal_item_result {
 };
 
 struct journal_write {
-  /* In: borrowed by the journal until done() is called. */
+  /* In: borrowed by the journal until done() is called. Either `sales` or
+   * `adjustments` (then count is theirs): inventory adjustments share the
+   * sales' seq space, so a batch covers one contiguous range of rows of
+   * both kinds, and follow the same rules (idempotent by adjustment_id). */
   const struct sale *sales;
+  const struct stock_adjustment *adjustments;
   size_t count;
   struct journal_item_result *results; /* count entries, filled on success */
   void (*done)(struct journal_write *write); /* called on the loop thread */
@@ -86,11 +99,12 @@ struct journal_write {
 
   /* Out, valid in done(). */
   int error;              /* JOURNAL_OK or a journal_error */
-  size_t conflict_index;  /* with JOURNAL_ECONFLICT: which sale */
+  size_t conflict_index;  /* with JOURNAL_ECONFLICT: which sale or adjustment */
   int64_t conflict_seq;   /* with JOURNAL_ECONFLICT: the seq already holding that sale_id */
   char message[256];      /* with an error: what happened, for people */
 
   struct journal_write *next; /* the journal's queue link */
+  size_t staged_from;         /* the journal's: where this write's deltas begin */
 };
 
 struct journal_stats {
@@ -146,19 +160,42 @@ struct journal_seal_sale {
   int64_t received_ms;
 };
 
+/* The deltas of one journal row (sale or adjustment) of a new batch. */
+struct journal_seal_row {
+  int64_t seq;
+  int64_t business_time_ms;
+  struct stock_deltas deltas; /* owned by the journal */
+};
+
 /* What a new batch is made of, for the journal_pack_fn. All borrowed. */
 struct journal_seal_input {
   const char *journal_id;                /* 32 hex digits */
   int64_t batch_seq;                     /* the new batch's number */
   int64_t created_ms;
   const struct journal_seal_sale *sales; /* the oldest unsealed sales, seq order */
-  size_t count;                          /* >= 1 */
+  size_t count;                          /* >= 0 (0: adjustments only) */
+  /* Every unsealed row (sales and adjustments) from the first on, seq
+   * order, up to last_seq_all: which of them a batch of the first `used`
+   * sales covers is journal_seal_covered's answer. */
+  const struct journal_seal_row *rows;
+  size_t row_count;                      /* >= 1 */
+  int64_t last_seq_all;                  /* the last row a batch of every sale covers */
   size_t max_bytes;                      /* cap on the packed body */
   size_t max_decoded_bytes;              /* cap on the body before compression; 0 = none */
 };
 
 /*
- * Packs the first *used sales of `in` (1 <= *used <= in->count; fewer when
+ * The rows a batch of the first `used` sales of `in` covers: from
+ * rows[0].seq to *last_seq (up to the next sale not taken, or last_seq_all
+ * when all are), rows[0..*row_count). The journal and the packer both use
+ * this, so that the body and the stored range agree.
+ */
+void journal_seal_covered(const struct journal_seal_input *in, size_t used, int64_t *last_seq,
+                          size_t *row_count);
+
+/*
+ * Packs the first *used sales of `in` (1 <= *used <= in->count, 0 when
+ * count is 0; fewer when
  * all of them would exceed in->max_bytes, or in->max_decoded_bytes before
  * compression) into the body sent to the
  * collector. Returns 0 with *body (malloc'd; the journal frees it) and
@@ -254,6 +291,10 @@ void journal_op_clear(struct journal_op *op);
 
 /* Copies the current counters. Any thread. */
 void journal_get_stats(journal *j, struct journal_stats *stats);
+
+/* On-hand per material: borrowed, lives as long as the journal; any thread
+ * may stock_snapshot it or set thresholds (stock_set_thresholds). */
+struct stock *journal_stock(journal *j);
 
 /*
  * Finishes every queued write and operation (their done() callbacks run before this

@@ -363,10 +363,25 @@ static size_t journal_seal_room(journal *j, size_t max_bytes)
 
 /* Seals a new batch op->batch_seq from the oldest unsealed sales, inside
  * the open transaction. sealed = 0 when there is nothing to seal. */
+void journal_seal_covered(const struct journal_seal_input *in, size_t used, int64_t *last_seq,
+                          size_t *row_count)
+{
+  int64_t last = used < in->count ? in->sales[used].seq - 1 : in->last_seq_all;
+  size_t n = 0;
+
+  while (n < in->row_count && in->rows[n].seq <= last)
+    n++;
+  /* The last row covered, not the boundary: ranges stay exact. */
+  *last_seq = n ? in->rows[n - 1].seq : last;
+  *row_count = n;
+}
+
 static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *sealed)
 {
   struct journal_seal_sale *sales = NULL;
-  size_t count = 0, used = 0;
+  struct journal_seal_row *rows = NULL;
+  struct stock_deltas batch_deltas = {0};
+  size_t count = 0, used = 0, row_count = 0, covered = 0;
   uint8_t *body = NULL;
   size_t body_len = 0;
   int64_t sealed_last_seq = 0;
@@ -412,34 +427,71 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
     journal_free_seal_sales(sales, count);
     return sqlite3_extended_errcode(j->db);
   }
-  if (count == 0) {
-    free(sales);
-    return SQLITE_OK;
+  /* Every row up to the last sale read (all of them when the sales ran
+   * out before max_sales): adjustments between and after the sales. */
+  rc = journal__read_rows(j, sealed_last_seq,
+                          count == op->max_sales ? sales[count - 1].seq : INT64_MAX, &rows,
+                          &row_count);
+  if (rc != SQLITE_OK || row_count == 0) {
+    journal_free_seal_sales(sales, count);
+    return rc;
   }
 
   {
-    struct journal_seal_input in = {j->stats.journal_id, op->batch_seq, now_ms, sales, count,
-                                    journal_seal_room(j, op->max_bytes), op->max_decoded_bytes};
+    struct journal_seal_input in = {.journal_id = j->stats.journal_id,
+                                    .batch_seq = op->batch_seq,
+                                    .created_ms = now_ms,
+                                    .sales = sales,
+                                    .count = count,
+                                    .rows = rows,
+                                    .row_count = row_count,
+                                    .last_seq_all = rows[row_count - 1].seq,
+                                    .max_bytes = journal_seal_room(j, op->max_bytes),
+                                    .max_decoded_bytes = op->max_decoded_bytes};
     int pack_rc = op->pack(op->pack_arg, &in, &body, &body_len, &used);
-    if (pack_rc || used == 0 || used > count) {
+    if (pack_rc || (count && used == 0) || used > count) {
       free(body);
       journal_free_seal_sales(sales, count);
+      journal__free_rows(rows, row_count);
       op->error = pack_rc ? pack_rc : JOURNAL_EINVAL;
       snprintf(op->message, sizeof(op->message), "sealing batch %" PRId64 " of %s: %s",
                op->batch_seq, j->path,
                pack_rc ? journal_strerror(pack_rc) : "the packer used no sales");
       return SQLITE_ERROR;
     }
+    journal_seal_covered(&in, used, &op->batch.last_seq, &covered);
   }
 
   op->batch.batch_seq = op->batch_seq;
-  op->batch.first_seq = sales[0].seq;
-  op->batch.last_seq = sales[used - 1].seq;
+  op->batch.first_seq = rows[0].seq;
   op->batch.sale_count = (uint32_t)used;
   op->batch.created_ms = now_ms;
   op->batch.attempts = 1;
   op->batch.acked_ms = 0;
   journal_free_seal_sales(sales, count);
+  /* On-hand's stored base moves to the new cursor in the same transaction
+   * (it is on-hand as of the cursor): what this batch covers is added. */
+  for (size_t i = 0; i < covered; i++) {
+    for (size_t k = 0; k < rows[i].deltas.count; k++) {
+      const struct stock_delta *e = &rows[i].deltas.items[k];
+      if (stock_deltas_add(&batch_deltas, e->material_id, e->unit, e->reason,
+                           e->quantity_milli))
+        rc = SQLITE_NOMEM;
+    }
+  }
+  journal__free_rows(rows, row_count);
+  if (rc == SQLITE_OK)
+    rc = journal__base_add(j, &batch_deltas, 1);
+  if (rc != SQLITE_OK) {
+    stock_deltas_clear(&batch_deltas);
+    free(body);
+    memset(&op->batch, 0, sizeof(op->batch));
+    return rc;
+  }
+  /* For the status page's "consumed in the last batch" (figures for
+   * people: set before the commit, which almost never fails). */
+  stock_sealed(&j->stock, &batch_deltas);
+  stock_deltas_clear(&batch_deltas);
 
   /* The batch row and the sealing cursor in one transaction: a crash
    * leaves either both or neither. The sales themselves are not written
@@ -672,6 +724,19 @@ static void journal_ack(journal *j, struct journal_op *op, int64_t now_ms)
 
 /* ---- UNSEAL ---------------------------------------------------------------------- */
 
+/* Inside the unseal's transaction: the deltas of rows (after, upto] taken
+ * off the stored base. */
+static int journal_unseal_base(journal *j, int64_t after, int64_t upto)
+{
+  struct journal_seal_row *rows = NULL;
+  size_t count = 0;
+  int rc = journal__read_rows(j, after, upto, &rows, &count);
+  for (size_t i = 0; rc == SQLITE_OK && i < count; i++)
+    rc = journal__base_add(j, &rows[i].deltas, -1);
+  journal__free_rows(rows, count);
+  return rc;
+}
+
 static void journal_unseal(journal *j, struct journal_op *op)
 {
   int64_t first_seq = 0, acked_ms = 0, batches = 0, acked_above = 0, sealed_last_seq = 0;
@@ -723,6 +788,9 @@ static void journal_unseal(journal *j, struct journal_op *op)
     rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
     sqlite3_reset(j->count_from_seq);
   }
+  /* The stored base goes back with the cursor: on-hand as of first_seq - 1. */
+  if (rc == SQLITE_OK)
+    rc = journal_unseal_base(j, first_seq - 1, sealed_last_seq);
   /* Moving the cursor back unseals every sale from batch N's first on. */
   if (rc == SQLITE_OK)
     rc = journal_set_meta_int(j, "sealed_last_seq", first_seq - 1);
@@ -794,6 +862,12 @@ static int journal_delete_acked_some(journal *j, int64_t before_ms, int64_t upto
       *more = 1; /* the batch's row waits for the next call */
       break;
     }
+    /* The batch's adjustments go with its last sale (a few rows at most). */
+    sqlite3_bind_int64(j->delete_batch_adjustments, 1, seqs[i][1]);
+    sqlite3_bind_int64(j->delete_batch_adjustments, 2, seqs[i][2]);
+    rc = journal__step_done(j, j->delete_batch_adjustments);
+    if (rc != SQLITE_OK)
+      break;
     sqlite3_bind_int64(j->delete_batch, 1, seqs[i][0]);
     rc = journal__step_done(j, j->delete_batch);
     deleted++;

@@ -85,6 +85,14 @@ struct journal {
   sqlite3_stmt *expired_batches;
   sqlite3_stmt *delete_batch_sales;
   sqlite3_stmt *delete_batch;
+  /* Inventory (schema v5). */
+  sqlite3_stmt *insert_adjustment;
+  sqlite3_stmt *find_adjustment;
+  sqlite3_stmt *bump_seq;
+  sqlite3_stmt *start_seq;
+  sqlite3_stmt *row_deltas;
+  sqlite3_stmt *base_add;
+  sqlite3_stmt *delete_batch_adjustments;
   int64_t page_size;
   int64_t max_pages;      /* journal.max_size in pages; 0 = no limit */
   int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */
@@ -105,6 +113,20 @@ struct journal {
   unsigned fault_rollback_to_nth;
   int fault_rollback_to_rc;
 #endif
+
+  /* Inventory: what sales consume (options), and on-hand = the base stored
+   * at the sealing cursor + the deltas of every row after it, kept on the
+   * writer thread (read by any thread under its own lock). */
+  stock_explode_fn explode;
+  const void *recipes;
+  int refunds_restock;
+  struct stock stock;
+  /* Writer thread only: deltas applied to `stock` by the group's open
+   * transaction, undone if it is rolled back (whole, or one write's). */
+  struct journal_staged {
+    struct stock_deltas deltas;
+  } *staged;
+  size_t staged_count, staged_capacity;
 
   /* Writer thread only: the journal was found full (new sales refused). */
   int full;
@@ -187,6 +209,46 @@ int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
 /* Reads the uplink's cursor (meta) and the unsent counters into j->stats.
  * On the opening thread, before the writer starts. Returns 0 or -1. */
 int journal__load_batch_stats(journal *j);
+
+/* ---- inventory (journal_stock.c) ------------------------------------------- */
+
+/* Inside the open transaction: journals adjustment `a` (seq from the
+ * sales' counter) with its deltas, a count's being its variance against
+ * on-hand now. SQLITE_OK with `result` filled (stored or duplicate),
+ * SQLITE_CONSTRAINT for a conflict (*conflict_seq), or an error. */
+int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int64_t received_ms,
+                               struct journal_item_result *result, int64_t *conflict_seq);
+
+/* A sale's deltas, computed and encoded for its row: *blob (malloc'd, NULL
+ * when none) and the decoded list in *deltas. SQLITE_OK or SQLITE_NOMEM. */
+int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_deltas *deltas,
+                         uint8_t **blob, size_t *blob_len);
+
+/* Applies a stored row's deltas to on-hand and remembers them, so that
+ * journal__unstage can take them back. `deltas` is taken (emptied). */
+int journal__stage(journal *j, struct stock_deltas *deltas);
+
+/* Takes back every delta staged from index `from` on (a rolled-back write
+ * or group). */
+void journal__unstage(journal *j, size_t from);
+
+/* The group committed: its staged deltas stay. */
+void journal__staged_commit(journal *j);
+
+/* Rebuilds on-hand at open: the stored base plus the deltas of every row
+ * above the sealing cursor. SQLITE_OK or an error. Opening thread. */
+int journal__stock_rebuild(journal *j);
+
+/* Reads the rows above `after_seq` (to `upto_seq`) with their deltas, seq
+ * order, for a seal. SQLITE_OK with *rows (caller frees with
+ * journal__free_rows) or an error. Writer thread. */
+int journal__read_rows(journal *j, int64_t after_seq, int64_t upto_seq,
+                       struct journal_seal_row **rows, size_t *count);
+void journal__free_rows(struct journal_seal_row *rows, size_t count);
+
+/* Inside the seal's transaction: adds `d` (a sealed batch's deltas,
+ * aggregated) to the stored base, or subtracts it (sign -1, an unseal). */
+int journal__base_add(journal *j, const struct stock_deltas *d, int sign);
 
 /* ---- opening (journal.c) ------------------------------------------------ */
 

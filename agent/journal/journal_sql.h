@@ -71,13 +71,80 @@
   "     coalesce((SELECT CAST(value AS INTEGER) FROM meta"                    \
   "               WHERE key = 'acked_last_seq'), 0)));"
 
+/* Version 5: inventory. A row's deltas (stock_deltas_encode: a few dozen
+ * bytes) live in the row itself, written once with it: no per-material
+ * row, which would cost a page write per material per sale on flash.
+ * Adjustments (deliveries, waste, counts) take their seq from the sales'
+ * counter (sqlite_sequence 'sales'), so batches cover one contiguous range
+ * of rows of both kinds. stock_base is on-hand as of the sealing cursor,
+ * written by the seal transaction: on-hand = base + deltas of the rows
+ * above the cursor, exact after kill -9 without a write per sale. */
+#define JOURNAL_SCHEMA_V5                                                     \
+  "ALTER TABLE sales ADD COLUMN deltas BLOB;"                                 \
+  "CREATE TABLE adjustments("                                                 \
+  "  seq INTEGER PRIMARY KEY,"                                                \
+  "  adjustment_id TEXT NOT NULL UNIQUE,"                                     \
+  "  content_hash BLOB NOT NULL,"                                             \
+  "  kind TEXT NOT NULL,"                                                     \
+  "  material_id TEXT NOT NULL,"                                              \
+  "  unit TEXT NOT NULL,"                                                     \
+  "  quantity_milli INTEGER NOT NULL,"                                        \
+  "  business_time TEXT NOT NULL,"                                            \
+  "  business_time_ms INTEGER NOT NULL,"                                      \
+  "  utc_offset_min INTEGER NOT NULL,"                                        \
+  "  reason TEXT,"                                                            \
+  "  note TEXT,"                                                              \
+  "  received_ms INTEGER NOT NULL,"                                           \
+  "  deltas BLOB);"                                                           \
+  "CREATE TABLE stock_base("                                                  \
+  "  material_id TEXT PRIMARY KEY,"                                           \
+  "  unit TEXT NOT NULL,"                                                     \
+  "  on_hand_milli INTEGER NOT NULL) WITHOUT ROWID;"
+
 #define JOURNAL_SQL_INSERT_SALE                                               \
   "INSERT INTO sales(sale_id, content_hash, kind, original_sale_id,"          \
   " terminal_id, cashier_id, channel, delivery_partner, business_time,"       \
   " business_time_ms, utc_offset_min, currency, currency_exponent,"           \
-  " total_minor, lines, payments, received_ms)"                               \
+  " total_minor, lines, payments, received_ms, deltas)"                       \
   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"      \
-  " ?15, ?16, ?17)"
+  " ?15, ?16, ?17, ?18)"
+
+/* ---- inventory ------------------------------------------------------------ */
+
+#define JOURNAL_SQL_INSERT_ADJUSTMENT                                         \
+  "INSERT INTO adjustments(seq, adjustment_id, content_hash, kind,"           \
+  " material_id, unit, quantity_milli, business_time, business_time_ms,"      \
+  " utc_offset_min, reason, note, received_ms, deltas)"                       \
+  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+
+#define JOURNAL_SQL_FIND_ADJUSTMENT                                           \
+  "SELECT seq, content_hash FROM adjustments WHERE adjustment_id = ?1"
+
+/* The sales' seq counter moved to ?1 by an adjustment (the row exists
+ * once anything was journaled; START makes it for a first row). */
+#define JOURNAL_SQL_BUMP_SEQ                                                  \
+  "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'sales' AND seq < ?1"
+#define JOURNAL_SQL_START_SEQ                                                 \
+  "INSERT INTO sqlite_sequence(name, seq) SELECT 'sales', ?1"                 \
+  " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'sales')"
+
+/* Every row in (?1, ?2] with its deltas, seq order: both are rowid
+ * ranges, so cheap at any journal size. */
+#define JOURNAL_SQL_ROW_DELTAS                                                \
+  "SELECT seq, business_time_ms, deltas FROM sales WHERE seq > ?1 AND seq <= ?2" \
+  " UNION ALL SELECT seq, business_time_ms, deltas FROM adjustments"          \
+  " WHERE seq > ?1 AND seq <= ?2 ORDER BY 1"
+
+#define JOURNAL_SQL_BASE_ADD                                                  \
+  "INSERT INTO stock_base(material_id, unit, on_hand_milli) VALUES(?1, ?2, ?3)" \
+  " ON CONFLICT(material_id) DO UPDATE SET"                                   \
+  " on_hand_milli = on_hand_milli + excluded.on_hand_milli"
+
+#define JOURNAL_SQL_GET_BASE "SELECT material_id, unit, on_hand_milli FROM stock_base"
+
+/* Retention: an acknowledged batch's adjustments go with its sales. */
+#define JOURNAL_SQL_DELETE_BATCH_ADJUSTMENTS                                  \
+  "DELETE FROM adjustments WHERE seq BETWEEN ?1 AND ?2"
 
 #define JOURNAL_SQL_FIND_SALE "SELECT seq, content_hash FROM sales WHERE sale_id = ?1"
 
@@ -118,7 +185,8 @@
   " ORDER BY seq LIMIT ?1"
 
 #define JOURNAL_SQL_HAS_UNSEALED                                              \
-  "SELECT 1 FROM sales WHERE seq > ?2 AND seq <= ?1 LIMIT 1"
+  "SELECT 1 FROM sales WHERE seq > ?2 AND seq <= ?1"                          \
+  " UNION ALL SELECT 1 FROM adjustments WHERE seq > ?2 AND seq <= ?1 LIMIT 1"
 
 #define JOURNAL_SQL_INSERT_BATCH                                              \
   "INSERT INTO batches(batch_seq, kind, resync_id, first_seq, last_seq,"      \
@@ -196,10 +264,10 @@
   "INSERT INTO main.sales(sale_id, content_hash, kind, original_sale_id,"     \
   " terminal_id, cashier_id, channel, delivery_partner, business_time,"       \
   " business_time_ms, utc_offset_min, currency, currency_exponent,"           \
-  " total_minor, lines, payments, received_ms)"                               \
+  " total_minor, lines, payments, received_ms, deltas)"                       \
   " SELECT sale_id, content_hash, kind, original_sale_id, terminal_id,"       \
   " cashier_id, channel, delivery_partner, business_time, business_time_ms,"  \
   " utc_offset_min, currency, currency_exponent, total_minor, lines,"         \
-  " payments, received_ms FROM previous.sales WHERE seq > ?1 ORDER BY seq"
+  " payments, received_ms, deltas FROM previous.sales WHERE seq > ?1 ORDER BY seq"
 
 #endif

@@ -3,6 +3,7 @@
  */
 #include "uplink/batcher.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +57,8 @@ static int batcher_messages_build(struct batcher_messages *m, const struct batch
     line_total += rows[i].sale.line_count;
     payment_total += rows[i].sale.payment_count;
   }
-  m->sales = calloc(count, sizeof(*m->sales));
-  m->sale_ptrs = calloc(count, sizeof(*m->sale_ptrs));
+  m->sales = calloc(count ? count : 1, sizeof(*m->sales));
+  m->sale_ptrs = calloc(count ? count : 1, sizeof(*m->sale_ptrs));
   m->lines = calloc(line_total ? line_total : 1, sizeof(*m->lines));
   m->line_ptrs = calloc(line_total ? line_total : 1, sizeof(*m->line_ptrs));
   m->payments = calloc(payment_total ? payment_total : 1, sizeof(*m->payments));
@@ -116,6 +117,74 @@ static int batcher_messages_build(struct batcher_messages *m, const struct batch
   return 0;
 }
 
+/* The inventory deltas of the rows a batch of `count` sales covers,
+ * aggregated per (material, unit, reason), as protobuf messages pointing
+ * into `sum` (which the caller clears). Unmapped lines are the agent's own
+ * record, not stock: never sent. */
+struct batcher_deltas {
+  struct stock_deltas sum;
+  Pos__V1__InventoryDelta *messages;
+  Pos__V1__InventoryDelta **ptrs;
+  size_t count;
+};
+
+static void batcher_deltas_free(struct batcher_deltas *d)
+{
+  stock_deltas_clear(&d->sum);
+  free(d->messages);
+  free(d->ptrs);
+  memset(d, 0, sizeof(*d));
+}
+
+static int batcher_deltas_build(struct batcher_deltas *d, const struct batcher_identity *id,
+                                const struct journal_seal_input *in, const uint8_t journal_id[16],
+                                size_t count, int64_t *first_seq, int64_t *last_seq)
+{
+  int64_t start_ms = INT64_MAX, end_ms = INT64_MIN;
+  size_t rows = 0;
+
+  memset(d, 0, sizeof(*d));
+  journal_seal_covered(in, count, last_seq, &rows);
+  *first_seq = in->rows[0].seq;
+  for (size_t r = 0; r < rows; r++) {
+    const struct stock_deltas *row = &in->rows[r].deltas;
+    if (in->rows[r].business_time_ms < start_ms)
+      start_ms = in->rows[r].business_time_ms;
+    if (in->rows[r].business_time_ms > end_ms)
+      end_ms = in->rows[r].business_time_ms;
+    for (size_t k = 0; k < row->count; k++) {
+      if (row->items[k].reason != STOCK_REASON_UNMAPPED &&
+          stock_deltas_add(&d->sum, row->items[k].material_id, row->items[k].unit,
+                           row->items[k].reason, row->items[k].quantity_milli))
+        return -1;
+    }
+  }
+  d->messages = calloc(d->sum.count ? d->sum.count : 1, sizeof(*d->messages));
+  d->ptrs = calloc(d->sum.count ? d->sum.count : 1, sizeof(*d->ptrs));
+  if (!d->messages || !d->ptrs)
+    return -1;
+  for (size_t i = 0; i < d->sum.count; i++) {
+    const struct stock_delta *e = &d->sum.items[i];
+    Pos__V1__InventoryDelta *msg = &d->messages[d->count];
+    if (e->quantity_milli == 0)
+      continue; /* a count that found what was expected moves nothing */
+    pos__v1__inventory_delta__init(msg);
+    msg->material_id = batcher_text(e->material_id);
+    msg->unit = batcher_text(e->unit);
+    msg->quantity_milli = e->quantity_milli;
+    msg->reason = (Pos__V1__DeltaReason)e->reason;
+    msg->period_start_ms = start_ms;
+    msg->period_end_ms = end_ms;
+    msg->store_id = batcher_text(id->store_id);
+    msg->journal_id.data = (uint8_t *)(uintptr_t)journal_id;
+    msg->journal_id.len = 16;
+    msg->first_seq = (uint64_t)*first_seq;
+    msg->last_seq = (uint64_t)*last_seq;
+    d->ptrs[d->count++] = msg;
+  }
+  return 0;
+}
+
 /* Packs the first `count` sales. *decoded_len is the protobuf's size before
  * compression; when it is over `max_decoded` (0 = no cap) and more than one
  * sale is asked for, nothing is compressed: *body stays NULL and the caller
@@ -127,6 +196,9 @@ static int batcher_pack_count(const struct batcher_identity *id,
 {
   Pos__V1__Batch batch = POS__V1__BATCH__INIT;
   Pos__V1__BatchEnvelope envelope = POS__V1__BATCH_ENVELOPE__INIT;
+  struct batcher_deltas deltas;
+  int64_t first_seq = 0, last_seq = 0;
+  int rc;
 
   envelope.store_id = batcher_text(id->store_id);
   envelope.device_id = batcher_text(id->device_id);
@@ -136,22 +208,30 @@ static int batcher_pack_count(const struct batcher_identity *id,
   envelope.kind = POS__V1__BATCH_KIND__BATCH_KIND_LIVE;
   envelope.created_ms = in->created_ms;
   envelope.agent_version = batcher_text(id->agent_version);
-  envelope.first_seq = (uint64_t)in->sales[0].seq;
-  envelope.last_seq = (uint64_t)in->sales[count - 1].seq;
+  *body = NULL;
+  *body_len = 0;
+  /* The batch covers every journal row (sales and adjustments) from the
+   * first unsealed one to the last before the next sale it does not take,
+   * and carries their deltas, computed when each row was journaled. */
+  if (batcher_deltas_build(&deltas, id, in, journal_id, count, &first_seq, &last_seq)) {
+    batcher_deltas_free(&deltas);
+    return PROTO_ENOMEM;
+  }
+  envelope.first_seq = (uint64_t)first_seq;
+  envelope.last_seq = (uint64_t)last_seq;
   envelope.sale_count = (uint32_t)count;
   batch.envelope = &envelope;
   batch.sales = m->sale_ptrs;
   batch.n_sales = count;
-  /* Inventory deltas: the schema has them, but recipes (menu item -> raw
-   * materials) do not exist in the agent yet, so there is nothing to
-   * derive them from; the batch carries none until they do. */
-  batch.n_inventory_deltas = 0;
-  *body = NULL;
-  *body_len = 0;
+  batch.inventory_deltas = deltas.ptrs;
+  batch.n_inventory_deltas = deltas.count;
   *decoded_len = pos__v1__batch__get_packed_size(&batch);
   if (max_decoded && *decoded_len > max_decoded && count > 1)
-    return 0;
-  return proto_batch_pack(&batch, id->zstd_level, body, body_len);
+    rc = 0;
+  else
+    rc = proto_batch_pack(&batch, id->zstd_level, body, body_len);
+  batcher_deltas_free(&deltas);
+  return rc;
 }
 
 /* A smaller count for a batch `size` bytes over a cap of `cap`: scaled by
@@ -180,7 +260,7 @@ int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **
   *body = NULL;
   *body_len = 0;
   *used = 0;
-  if (in->count == 0 || proto_journal_id_parse(in->journal_id, journal_id))
+  if (in->row_count == 0 || proto_journal_id_parse(in->journal_id, journal_id))
     return JOURNAL_EINVAL;
   if (batcher_messages_build(&m, id, in->sales, in->count))
     return JOURNAL_ENOMEM;
@@ -200,17 +280,17 @@ int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **
       count = batcher_shrink(count, decoded_len, in->max_decoded_bytes);
       continue;
     }
-    if (packed_len <= in->max_bytes || count == 1) {
+    if (packed_len <= in->max_bytes || count <= 1) {
       if (packed_len > in->max_bytes)
         log_warn("batcher", "sale_over_cap",
                  "seq=%lld bytes=%zu max_batch_bytes=%zu reason=\"one sale is larger than "
                  "the batch cap; it is sent alone\"",
-                 (long long)in->sales[0].seq, packed_len, in->max_bytes);
+                 (long long)in->rows[0].seq, packed_len, in->max_bytes);
       if (in->max_decoded_bytes && decoded_len > in->max_decoded_bytes)
         log_warn("batcher", "sale_over_decoded_limit",
                  "seq=%lld decoded_bytes=%zu max_batch_decoded_bytes=%zu reason=\"one sale is "
                  "larger than the collector's decoded limit; it is sent alone\"",
-                 (long long)in->sales[0].seq, decoded_len, in->max_decoded_bytes);
+                 (long long)in->rows[0].seq, decoded_len, in->max_decoded_bytes);
       *body = packed;
       *body_len = packed_len;
       *used = count;

@@ -32,7 +32,7 @@ void jf_teardown(struct jf_fixture *f)
 
 journal *jf_open_journal(struct jf_fixture *f, int64_t max_bytes, unsigned group_commit_max)
 {
-  struct journal_options options = {f->path, max_bytes, group_commit_max, 1000, 0, 0};
+  struct journal_options options = {f->path, max_bytes, group_commit_max, 1000, 0, 0, NULL, NULL, 0};
   char err[512];
   journal *j = journal_open(&f->loop, &options, err, sizeof(err));
   if (!j)

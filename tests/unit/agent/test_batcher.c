@@ -555,7 +555,7 @@ static void a_v1_journal_is_migrated_and_its_sales_sent(void **state)
   }
   journal_op_clear(&w.op);
   close_journal(f, j);
-  assert_int_equal(query_int(f, "PRAGMA user_version"), 3);
+  assert_int_equal(query_int(f, "PRAGMA user_version"), 4);
 }
 
 static void a_damaged_row_stops_sealing_with_a_reason(void **state)
@@ -607,7 +607,7 @@ static size_t fill(struct fixture *f, journal *j, const char *prefix)
 static void a_full_journal_still_seals_and_refuses_new_sales_steadily(void **state)
 {
   struct fixture *f = *state;
-  struct journal_options options = {f->jf.path, 256 * 1024, 64, 1000, 0, 0};
+  struct journal_options options = {f->jf.path, 256 * 1024, 64, 1000, 0, 0, NULL, NULL, 0};
   char err[512];
   journal *j = journal_open(&f->jf.loop, &options, err, sizeof(err));
   struct jf_op w;

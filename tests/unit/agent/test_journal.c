@@ -66,7 +66,7 @@ static void opens_in_wal_with_a_journal_id(void **state)
   assert_int_equal(stats.sales_journaled, 0);
   assert_int_equal(stats.last_seq, 0);
   jf_close_journal(f, j);
-  assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 3);
+  assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 4);
   assert_int_equal(jf_query_int(f, "SELECT count(*) FROM meta WHERE key='journal_id' AND "
                                    "length(value)=32"),
                    1);
@@ -662,7 +662,7 @@ static void reopening_keeps_the_id_and_never_reuses_a_seq(void **state)
 static void a_newer_schema_is_refused(void **state)
 {
   struct jf_fixture *f = *state;
-  struct journal_options options = {f->path, 0, 64, 1000, 0, 0};
+  struct journal_options options = {f->path, 0, 64, 1000, 0, 0, NULL, NULL, 0};
   char err[512];
   sqlite3 *db;
   journal *j = jf_open_journal(f, 0, 64);
@@ -678,7 +678,7 @@ static void a_newer_schema_is_refused(void **state)
 static void a_file_that_is_not_a_database_is_refused(void **state)
 {
   struct jf_fixture *f = *state;
-  struct journal_options options = {f->path, 0, 64, 1000, 0, 0};
+  struct journal_options options = {f->path, 0, 64, 1000, 0, 0, NULL, NULL, 0};
   char err[512];
   FILE *file = fopen(f->path, "w");
   fputs("this is not a database, it is a shopping list: flour, tomatoes, basil\n", file);

@@ -1,0 +1,435 @@
+/*
+ * stock.c - deltas, their stored form, sales through recipes, on-hand.
+ */
+#include "inventory/stock.h"
+
+#include <mbedtls/sha256.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *stock_reason_name(enum stock_reason reason)
+{
+  switch (reason) {
+  case STOCK_REASON_SALES:
+    return "sales";
+  case STOCK_REASON_REFUNDS:
+    return "refunds";
+  case STOCK_REASON_DELIVERY:
+    return "delivery";
+  case STOCK_REASON_WASTE:
+    return "waste";
+  case STOCK_REASON_COUNT:
+    return "count";
+  case STOCK_REASON_UNMAPPED:
+    return "unmapped";
+  }
+  return "unknown";
+}
+
+const char *stock_adjustment_kind_name(enum stock_adjustment_kind kind)
+{
+  switch (kind) {
+  case STOCK_ADJUSTMENT_DELIVERY:
+    return "delivery";
+  case STOCK_ADJUSTMENT_WASTE:
+    return "waste";
+  case STOCK_ADJUSTMENT_COUNT:
+    return "count";
+  }
+  return "unknown";
+}
+
+/* ---- deltas ------------------------------------------------------------- */
+
+void stock_deltas_clear(struct stock_deltas *d)
+{
+  if (!d)
+    return;
+  free(d->items);
+  d->items = NULL;
+  d->count = d->capacity = 0;
+}
+
+int stock_deltas_add(struct stock_deltas *d, const char *material_id, const char *unit,
+                     enum stock_reason reason, int64_t quantity_milli)
+{
+  struct stock_delta *entry;
+  size_t id_len = strlen(material_id), unit_len = strlen(unit);
+
+  if (id_len == 0 || id_len > STOCK_ID_MAX || unit_len > STOCK_UNIT_MAX)
+    return -1;
+  for (size_t i = 0; i < d->count; i++) {
+    entry = &d->items[i];
+    if (entry->reason == reason && strcmp(entry->material_id, material_id) == 0 &&
+        strcmp(entry->unit, unit) == 0) {
+      int64_t sum;
+      if (__builtin_add_overflow(entry->quantity_milli, quantity_milli, &sum))
+        return -1;
+      entry->quantity_milli = sum;
+      return 0;
+    }
+  }
+  if (d->count == d->capacity) {
+    size_t capacity = d->capacity ? d->capacity * 2 : 8;
+    struct stock_delta *grown = realloc(d->items, capacity * sizeof(*grown));
+    if (!grown)
+      return -1;
+    d->items = grown;
+    d->capacity = capacity;
+  }
+  entry = &d->items[d->count++];
+  memcpy(entry->material_id, material_id, id_len + 1);
+  memcpy(entry->unit, unit, unit_len + 1);
+  entry->reason = reason;
+  entry->quantity_milli = quantity_milli;
+  return 0;
+}
+
+int stock_deltas_encode(const struct stock_deltas *d, uint8_t **blob, size_t *len)
+{
+  /* Per entry at most 1 + 1 + 64 + 1 + 16 + 10 bytes. */
+  size_t capacity = d->count * (3 + STOCK_ID_MAX + STOCK_UNIT_MAX + 10), at = 0;
+  uint8_t *out;
+
+  *blob = NULL;
+  *len = 0;
+  if (d->count == 0)
+    return 0;
+  out = malloc(capacity);
+  if (!out)
+    return -1;
+  for (size_t i = 0; i < d->count; i++) {
+    const struct stock_delta *e = &d->items[i];
+    size_t id_len = strlen(e->material_id), unit_len = strlen(e->unit);
+    uint64_t zigzag = ((uint64_t)e->quantity_milli << 1) ^ (uint64_t)(e->quantity_milli >> 63);
+    out[at++] = (uint8_t)e->reason;
+    out[at++] = (uint8_t)id_len;
+    memcpy(out + at, e->material_id, id_len);
+    at += id_len;
+    out[at++] = (uint8_t)unit_len;
+    memcpy(out + at, e->unit, unit_len);
+    at += unit_len;
+    do {
+      uint8_t byte = (uint8_t)(zigzag & 0x7f);
+      zigzag >>= 7;
+      out[at++] = (uint8_t)(byte | (zigzag ? 0x80 : 0));
+    } while (zigzag);
+  }
+  *blob = out;
+  *len = at;
+  return 0;
+}
+
+/* Reads a length-prefixed text of at most `max` bytes into `out`. */
+static int stock_read_text(const uint8_t *blob, size_t len, size_t *at, char *out, size_t max)
+{
+  size_t text_len;
+  if (*at >= len)
+    return -1;
+  text_len = blob[(*at)++];
+  if (text_len > max || len - *at < text_len)
+    return -1;
+  memcpy(out, blob + *at, text_len);
+  out[text_len] = '\0';
+  *at += text_len;
+  return 0;
+}
+
+int stock_deltas_decode(const uint8_t *blob, size_t len, struct stock_deltas *d)
+{
+  size_t at = 0;
+
+  while (at < len) {
+    char material_id[STOCK_ID_MAX + 1], unit[STOCK_UNIT_MAX + 1];
+    enum stock_reason reason = (enum stock_reason)blob[at++];
+    uint64_t zigzag = 0;
+    unsigned shift = 0;
+    uint8_t byte;
+
+    if (stock_read_text(blob, len, &at, material_id, STOCK_ID_MAX) ||
+        stock_read_text(blob, len, &at, unit, STOCK_UNIT_MAX) || material_id[0] == '\0')
+      return -1;
+    do {
+      if (at >= len || shift > 63)
+        return -1;
+      byte = blob[at++];
+      zigzag |= (uint64_t)(byte & 0x7f) << shift;
+      shift += 7;
+    } while (byte & 0x80);
+    if (stock_deltas_add(d, material_id, unit, reason,
+                         (int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1)))
+      return -1;
+  }
+  return 0;
+}
+
+/* ---- sales through recipes ------------------------------------------------ */
+
+struct stock_emit_ctx {
+  struct stock_deltas *out;
+  enum stock_reason reason;
+  int sign;
+  int failed;
+};
+
+static void stock_emit(void *arg, const char *material_id, const char *unit,
+                       int64_t quantity_milli)
+{
+  struct stock_emit_ctx *ctx = arg;
+  if (stock_deltas_add(ctx->out, material_id, unit, ctx->reason, ctx->sign * quantity_milli))
+    ctx->failed = 1;
+}
+
+int stock_sale_deltas(const struct sale *sale, stock_explode_fn explode, const void *recipes,
+                      int refunds_restock, struct stock_deltas *out)
+{
+  struct stock_emit_ctx ctx = {out, STOCK_REASON_SALES, -1, 0};
+
+  out->count = 0;
+  if (sale->kind != SALE_KIND_SALE) {
+    /* A refund or void names the goods going back; whether they go back
+     * on the shelf is the store's policy (a returned pizza is binned). */
+    if (!refunds_restock)
+      return 0;
+    ctx.reason = STOCK_REASON_REFUNDS;
+    ctx.sign = 1;
+  }
+  for (size_t i = 0; i < sale->line_count; i++) {
+    const struct sale_line *line = &sale->lines[i];
+    int mapped = explode && explode(recipes, line->sku, line->qty, sale->business_time_ms,
+                                    stock_emit, &ctx);
+    if (ctx.failed)
+      return -1;
+    /* No recipe never blocks a sale: it is recorded as unmapped, for the
+     * status page to show what the recipe file is missing. */
+    if (!mapped && stock_deltas_add(out, line->sku, "", STOCK_REASON_UNMAPPED, line->qty * 1000))
+      return -1;
+  }
+  return 0;
+}
+
+/* ---- adjustments ------------------------------------------------------------ */
+
+static void stock_hash_text(mbedtls_sha256_context *ctx, const char *text)
+{
+  /* Length first, so that ("ab", "c") and ("a", "bc") differ. */
+  uint32_t len = (uint32_t)strlen(text);
+  mbedtls_sha256_update_ret(ctx, (const unsigned char *)&len, sizeof(len));
+  mbedtls_sha256_update_ret(ctx, (const unsigned char *)text, len);
+}
+
+int stock_adjustment_hash(const struct stock_adjustment *a, uint8_t hash[32])
+{
+  mbedtls_sha256_context ctx;
+  int64_t numbers[3] = {(int64_t)a->kind, a->quantity_milli, a->business_time_ms};
+  int rc = -1;
+
+  mbedtls_sha256_init(&ctx);
+  if (mbedtls_sha256_starts_ret(&ctx, 0) == 0) {
+    stock_hash_text(&ctx, a->adjustment_id);
+    stock_hash_text(&ctx, a->material_id);
+    stock_hash_text(&ctx, a->unit);
+    stock_hash_text(&ctx, a->business_time);
+    stock_hash_text(&ctx, a->reason);
+    stock_hash_text(&ctx, a->note);
+    mbedtls_sha256_update_ret(&ctx, (const unsigned char *)numbers, sizeof(numbers));
+    rc = mbedtls_sha256_finish_ret(&ctx, hash) == 0 ? 0 : -1;
+  }
+  mbedtls_sha256_free(&ctx);
+  return rc;
+}
+
+/* ---- on-hand -------------------------------------------------------------------- */
+
+int stock_init(struct stock *s)
+{
+  memset(s, 0, sizeof(*s));
+  s->unmapped_skus = calloc(STOCK_UNMAPPED_SKUS_MAX, sizeof(*s->unmapped_skus));
+  if (!s->unmapped_skus)
+    return -1;
+  pthread_mutex_init(&s->lock, NULL);
+  return 0;
+}
+
+void stock_destroy(struct stock *s)
+{
+  if (!s || !s->unmapped_skus)
+    return;
+  free(s->materials);
+  free(s->unmapped_skus);
+  pthread_mutex_destroy(&s->lock);
+  memset(s, 0, sizeof(*s));
+}
+
+/* The entry of `material_id`, made (on-hand 0, no threshold) if absent.
+ * NULL out of memory. Lock held. */
+static struct stock_material *stock_find(struct stock *s, const char *material_id, int make)
+{
+  size_t low = 0, high = s->count;
+  while (low < high) {
+    size_t mid = (low + high) / 2;
+    int cmp = strcmp(s->materials[mid].material_id, material_id);
+    if (cmp == 0)
+      return &s->materials[mid];
+    if (cmp < 0)
+      low = mid + 1;
+    else
+      high = mid;
+  }
+  if (!make || strlen(material_id) > STOCK_ID_MAX)
+    return NULL;
+  if (s->count == s->capacity) {
+    size_t capacity = s->capacity ? s->capacity * 2 : 16;
+    struct stock_material *grown = realloc(s->materials, capacity * sizeof(*grown));
+    if (!grown)
+      return NULL;
+    s->materials = grown;
+    s->capacity = capacity;
+  }
+  memmove(&s->materials[low + 1], &s->materials[low], (s->count - low) * sizeof(*s->materials));
+  s->count++;
+  memset(&s->materials[low], 0, sizeof(s->materials[low]));
+  snprintf(s->materials[low].material_id, sizeof(s->materials[low].material_id), "%s",
+           material_id);
+  s->materials[low].low_stock_milli = -1;
+  return &s->materials[low];
+}
+
+static void stock_count_unmapped(struct stock *s, const char *sku, int64_t qty_milli)
+{
+  size_t i;
+  s->unmapped_lines += (uint64_t)(qty_milli > 0 ? 1 : 0);
+  for (i = 0; i < s->unmapped_sku_count; i++) {
+    if (strcmp(s->unmapped_skus[i], sku) == 0)
+      return;
+  }
+  if (s->unmapped_sku_count < STOCK_UNMAPPED_SKUS_MAX)
+    snprintf(s->unmapped_skus[s->unmapped_sku_count++], SALE_TEXT_MAX + 1, "%s", sku);
+}
+
+int stock_apply(struct stock *s, const struct stock_deltas *d, int sign)
+{
+  int rc = 0;
+
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < d->count; i++) {
+    const struct stock_delta *e = &d->items[i];
+    struct stock_material *m;
+    if (e->reason == STOCK_REASON_UNMAPPED) {
+      if (sign > 0)
+        stock_count_unmapped(s, e->material_id, e->quantity_milli);
+      continue;
+    }
+    m = stock_find(s, e->material_id, 1);
+    if (!m) {
+      rc = -1;
+      break;
+    }
+    if (m->unit[0] == '\0')
+      snprintf(m->unit, sizeof(m->unit), "%s", e->unit);
+    m->on_hand_milli += sign * e->quantity_milli;
+    if (e->reason == STOCK_REASON_SALES)
+      m->consumed_pending_milli -= sign * e->quantity_milli;
+  }
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+int64_t stock_on_hand(struct stock *s, const char *material_id, char unit[STOCK_UNIT_MAX + 1])
+{
+  struct stock_material *m;
+  int64_t on_hand = 0;
+
+  pthread_mutex_lock(&s->lock);
+  m = stock_find(s, material_id, 0);
+  unit[0] = '\0';
+  if (m) {
+    on_hand = m->on_hand_milli;
+    memcpy(unit, m->unit, sizeof(m->unit));
+  }
+  pthread_mutex_unlock(&s->lock);
+  return on_hand;
+}
+
+void stock_sealed(struct stock *s, const struct stock_deltas *d)
+{
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < s->count; i++)
+    s->materials[i].consumed_last_batch_milli = 0;
+  for (size_t i = 0; i < d->count; i++) {
+    struct stock_material *m;
+    if (d->items[i].reason != STOCK_REASON_SALES)
+      continue;
+    m = stock_find(s, d->items[i].material_id, 0);
+    if (m) {
+      m->consumed_pending_milli += d->items[i].quantity_milli;
+      m->consumed_last_batch_milli -= d->items[i].quantity_milli;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+}
+
+int stock_set_thresholds(struct stock *s, const char *spec, char *err, size_t err_size)
+{
+  const char *at = spec;
+  int rc = 0;
+
+  pthread_mutex_lock(&s->lock);
+  while (*at) {
+    char entry[STOCK_ID_MAX + 32], *equals, *end = NULL;
+    size_t len = strcspn(at, ",");
+    long long threshold;
+    struct stock_material *m;
+
+    if (len == 0 || len >= sizeof(entry)) {
+      snprintf(err, err_size, "inventory.low_stock: entry \"%.*s\" is not MATERIAL=QTY_MILLI",
+               (int)(len > 80 ? 80 : len), at);
+      rc = -1;
+      break;
+    }
+    memcpy(entry, at, len);
+    entry[len] = '\0';
+    equals = strchr(entry, '=');
+    if (equals) {
+      *equals = '\0';
+      threshold = strtoll(equals + 1, &end, 10);
+    }
+    if (!equals || entry[0] == '\0' || !end || *end || end == equals + 1 || threshold < 0 ||
+        !(m = stock_find(s, entry, 1))) {
+      snprintf(err, err_size,
+               "inventory.low_stock: entry \"%.*s\" is not MATERIAL=QTY_MILLI (a whole number of "
+               "thousandths of the material's unit, e.g. MOZZARELLA=2000000 for 2 kg)",
+               (int)len, at);
+      rc = -1;
+      break;
+    }
+    m->low_stock_milli = threshold;
+    at += len;
+    if (*at == ',')
+      at++;
+  }
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+int stock_snapshot(struct stock *s, struct stock_material **materials, size_t *count,
+                   uint64_t *unmapped_lines, size_t *unmapped_skus)
+{
+  int rc = 0;
+
+  pthread_mutex_lock(&s->lock);
+  *materials = malloc((s->count ? s->count : 1) * sizeof(**materials));
+  if (*materials) {
+    if (s->count)
+      memcpy(*materials, s->materials, s->count * sizeof(**materials));
+    *count = s->count;
+  } else {
+    *count = 0;
+    rc = -1;
+  }
+  *unmapped_lines = s->unmapped_lines;
+  *unmapped_skus = s->unmapped_sku_count;
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}

@@ -1,0 +1,193 @@
+/*
+ * stock.h - what stock is made of on the agent: deltas (a journal row's
+ * change to raw materials, stored compactly with the row), the on-hand
+ * quantities the writer thread keeps, and inventory adjustments as the
+ * store manager's back office sends them.
+ *
+ * Quantities are integer thousandths of a material's unit (g, ml, piece),
+ * never floating point. A delta is negative when stock goes out (a sale
+ * consumed it, waste) and positive when it comes in (a delivery, a refund
+ * given back to stock when inventory.refunds_restock is on).
+ *
+ * Nothing here touches the database or a thread: the journal calls these
+ * on its writer thread, the status page reads a copy (stock_snapshot).
+ */
+#ifndef AGENT_INVENTORY_STOCK_H
+#define AGENT_INVENTORY_STOCK_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sale/sale.h"
+
+#define STOCK_ID_MAX 64   /* adjustment_id, material_id: 1-64 of [A-Za-z0-9._:-] */
+#define STOCK_UNIT_MAX 16 /* g, ml, piece, ... */
+#define STOCK_REASON_TEXT_MAX 128
+#define STOCK_NOTE_MAX 512
+
+/* Why stock moved; the numbers are pos.v1.DeltaReason's. */
+enum stock_reason {
+  STOCK_REASON_SALES = 1,    /* consumed by sales through recipes */
+  STOCK_REASON_REFUNDS = 2,  /* given back by refunds and voids */
+  STOCK_REASON_DELIVERY = 3, /* goods received */
+  STOCK_REASON_WASTE = 4,
+  STOCK_REASON_COUNT = 5,    /* the variance a physical count found */
+  /* Not stock: a sale line whose SKU had no recipe at its business time
+   * (material_id = the SKU, quantity = the items sold, in thousandths).
+   * Kept with the row for the record and the status page; never sent. */
+  STOCK_REASON_UNMAPPED = 100,
+};
+
+/* The name of a reason as the status page and logs show it ("sales"). */
+const char *stock_reason_name(enum stock_reason reason);
+
+struct stock_delta {
+  char material_id[STOCK_ID_MAX + 1];
+  char unit[STOCK_UNIT_MAX + 1];
+  enum stock_reason reason;
+  int64_t quantity_milli;
+};
+
+/* A growable list of deltas, one entry per (material, unit, reason). */
+struct stock_deltas {
+  struct stock_delta *items; /* owned */
+  size_t count, capacity;
+};
+
+/* Frees the entries and empties the list; `d` may be NULL. */
+void stock_deltas_clear(struct stock_deltas *d);
+
+/*
+ * Adds `quantity_milli` to the entry of (material_id, unit, reason), making
+ * it if needed. 0, or -1 out of memory, ids too long, or the sum would
+ * overflow (then nothing changed).
+ */
+int stock_deltas_add(struct stock_deltas *d, const char *material_id, const char *unit,
+                     enum stock_reason reason, int64_t quantity_milli);
+
+/*
+ * The compact form stored with a journal row: per entry one byte of reason,
+ * one byte of length and the material id, one byte of length and the unit,
+ * and the quantity as a zigzag varint (a typical sale of 3 materials is
+ * about 50 bytes). 0 with *blob (malloc'd, caller frees; NULL when the list
+ * is empty) and *len, or -1 out of memory.
+ */
+int stock_deltas_encode(const struct stock_deltas *d, uint8_t **blob, size_t *len);
+
+/*
+ * Adds the deltas of a stored blob to `d` (merging with what it has). 0, or
+ * -1 when the blob is damaged (then `d` may hold part of it) or out of memory.
+ */
+int stock_deltas_decode(const uint8_t *blob, size_t len, struct stock_deltas *d);
+
+/*
+ * Explodes a sold SKU into raw materials: the signature of recipes_explode
+ * (agent/inventory/recipes.h), so that the journal takes the recipes as a
+ * function and an immutable set. Returns 1 when a recipe was in force at
+ * business_time_ms (emit was called per material, quantities positive), 0
+ * when the SKU has no recipe then.
+ */
+typedef void (*stock_emit_fn)(void *arg, const char *material_id, const char *unit,
+                              int64_t quantity_milli);
+typedef int (*stock_explode_fn)(const void *recipes, const char *sku, int64_t qty,
+                                int64_t business_time_ms, stock_emit_fn emit, void *arg);
+
+/*
+ * A sale's deltas into `out` (emptied first): each line through `explode`
+ * at the sale's business time; a sale consumes (reason sales, negative), a
+ * refund or void gives back (reason refunds, positive) when
+ * `refunds_restock`, else moves nothing; a line without a recipe is an
+ * unmapped entry (never blocks the sale). `explode` NULL = no recipes (all
+ * lines unmapped). 0, or -1 out of memory.
+ */
+int stock_sale_deltas(const struct sale *sale, stock_explode_fn explode, const void *recipes,
+                      int refunds_restock, struct stock_deltas *out);
+
+/* ---- adjustments ---------------------------------------------------------- */
+
+enum stock_adjustment_kind {
+  STOCK_ADJUSTMENT_DELIVERY = 1, /* quantity received (> 0) */
+  STOCK_ADJUSTMENT_WASTE = 2,    /* quantity thrown away (> 0) */
+  STOCK_ADJUSTMENT_COUNT = 3,    /* the absolute on-hand a physical count found (>= 0) */
+};
+
+const char *stock_adjustment_kind_name(enum stock_adjustment_kind kind);
+
+struct stock_adjustment {
+  char adjustment_id[STOCK_ID_MAX + 1];
+  enum stock_adjustment_kind kind;
+  char material_id[STOCK_ID_MAX + 1];
+  char unit[STOCK_UNIT_MAX + 1];
+  int64_t quantity_milli;
+  char business_time[SALE_TIME_TEXT_MAX + 1]; /* as sent */
+  int64_t business_time_ms;
+  int32_t utc_offset_minutes;
+  char reason[STOCK_REASON_TEXT_MAX + 1]; /* "" = not given */
+  char note[STOCK_NOTE_MAX + 1];          /* "" = not given */
+};
+
+/* SHA-256 over every field as sent: what makes a retry a duplicate and a
+ * different adjustment under the same id a conflict. 0 or -1. */
+int stock_adjustment_hash(const struct stock_adjustment *a, uint8_t hash[32]);
+
+/* ---- on-hand ------------------------------------------------------------------ */
+
+/* One material's figures, as the status page shows them. */
+struct stock_material {
+  char material_id[STOCK_ID_MAX + 1];
+  char unit[STOCK_UNIT_MAX + 1];
+  int64_t on_hand_milli;
+  int64_t low_stock_milli;        /* threshold; -1 = none configured */
+  int64_t consumed_pending_milli; /* consumed by sales not yet in a batch */
+  int64_t consumed_last_batch_milli; /* consumed by sales of the newest batch sealed */
+};
+
+/*
+ * On-hand per material. The journal's writer thread changes it; any thread
+ * may take a snapshot (an internal mutex guards the table).
+ */
+struct stock {
+  pthread_mutex_t lock;
+  struct stock_material *materials; /* sorted by material_id */
+  size_t count, capacity;
+  uint64_t unmapped_lines;          /* sale lines without a recipe, since open */
+  char (*unmapped_skus)[SALE_TEXT_MAX + 1]; /* distinct, at most STOCK_UNMAPPED_SKUS_MAX */
+  size_t unmapped_sku_count;
+};
+
+#define STOCK_UNMAPPED_SKUS_MAX 64
+
+/* Initialises an empty table. 0 or -1. */
+int stock_init(struct stock *s);
+/* Frees the table; `s` may be NULL. */
+void stock_destroy(struct stock *s);
+
+/*
+ * Applies `d` times `sign` (1, or -1 to undo) to on-hand; `pending` != 0
+ * counts sales consumption as pending (a new row; undone likewise). Unmapped
+ * entries count unmapped lines (only with sign 1). 0, or -1 out of memory
+ * (then part of it may be applied: the caller fails the transaction and
+ * rebuilds). Writer thread.
+ */
+int stock_apply(struct stock *s, const struct stock_deltas *d, int sign);
+
+/* The on-hand of `material_id`; 0 and *unit "" when it never moved. */
+int64_t stock_on_hand(struct stock *s, const char *material_id, char unit[STOCK_UNIT_MAX + 1]);
+
+/* A sealed batch took `d`: its sales consumption moves from pending to
+ * "last batch". Writer thread. */
+void stock_sealed(struct stock *s, const struct stock_deltas *d);
+
+/*
+ * Sets the low-stock thresholds from "MATERIAL=QTY_MILLI,..." (config
+ * inventory.low_stock). 0, or -1 with `err` naming the entry.
+ */
+int stock_set_thresholds(struct stock *s, const char *spec, char *err, size_t err_size);
+
+/* A copy of the table (caller frees *materials) and the unmapped figures.
+ * Any thread. 0 or -1 out of memory. */
+int stock_snapshot(struct stock *s, struct stock_material **materials, size_t *count,
+                   uint64_t *unmapped_lines, size_t *unmapped_skus);
+
+#endif

@@ -1,0 +1,346 @@
+/*
+ * journal_stock.c - inventory in the journal (schema v5): adjustments
+ * journaled like sales, each row's deltas computed once in the transaction
+ * that journals it, on-hand kept on the writer thread and rebuilt at open.
+ *
+ * On-hand = stock_base (written by the seal transaction, as of the sealing
+ * cursor) + the deltas of every row above the cursor. Between seals it
+ * lives in memory only, so a sale costs no write beyond its own row; after
+ * kill -9 the rebuild reads the same rows and comes to the same figure.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "journal/journal_int.h"
+#include "journal/journal_sql.h"
+#include "platform/log.h"
+
+/* ---- staging: deltas of the open transaction ------------------------------ */
+
+int journal__stage(journal *j, struct stock_deltas *deltas)
+{
+  if (j->staged_count == j->staged_capacity) {
+    size_t capacity = j->staged_capacity ? j->staged_capacity * 2 : 64;
+    struct journal_staged *grown = realloc(j->staged, capacity * sizeof(*grown));
+    if (!grown)
+      return SQLITE_NOMEM;
+    j->staged = grown;
+    j->staged_capacity = capacity;
+  }
+  if (stock_apply(&j->stock, deltas, 1)) {
+    stock_apply(&j->stock, deltas, -1);
+    return SQLITE_NOMEM;
+  }
+  j->staged[j->staged_count++].deltas = *deltas;
+  memset(deltas, 0, sizeof(*deltas));
+  return SQLITE_OK;
+}
+
+void journal__unstage(journal *j, size_t from)
+{
+  while (j->staged_count > from) {
+    struct stock_deltas *d = &j->staged[--j->staged_count].deltas;
+    stock_apply(&j->stock, d, -1);
+    stock_deltas_clear(d);
+  }
+}
+
+void journal__staged_commit(journal *j)
+{
+  for (size_t i = 0; i < j->staged_count; i++)
+    stock_deltas_clear(&j->staged[i].deltas);
+  j->staged_count = 0;
+}
+
+/* ---- computing a row's deltas ----------------------------------------------- */
+
+int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_deltas *deltas,
+                         uint8_t **blob, size_t *blob_len)
+{
+  *blob = NULL;
+  *blob_len = 0;
+  if (stock_sale_deltas(sale, j->explode, j->recipes, j->refunds_restock, deltas) ||
+      stock_deltas_encode(deltas, blob, blob_len))
+    return SQLITE_NOMEM;
+  return SQLITE_OK;
+}
+
+/* An adjustment's deltas: a delivery adds, waste takes away, a count
+ * corrects on-hand to what was counted (its variance against what the
+ * agent expected at this row, earlier rows of the open transaction
+ * included). */
+static int journal_adjustment_deltas(journal *j, const struct stock_adjustment *a,
+                                     struct stock_deltas *deltas)
+{
+  char unit[STOCK_UNIT_MAX + 1];
+  int64_t quantity = a->quantity_milli;
+  enum stock_reason reason = STOCK_REASON_DELIVERY;
+
+  deltas->count = 0;
+  if (a->kind == STOCK_ADJUSTMENT_WASTE) {
+    reason = STOCK_REASON_WASTE;
+    quantity = -quantity;
+  } else if (a->kind == STOCK_ADJUSTMENT_COUNT) {
+    reason = STOCK_REASON_COUNT;
+    quantity = a->quantity_milli - stock_on_hand(&j->stock, a->material_id, unit);
+  }
+  return stock_deltas_add(deltas, a->material_id, a->unit, reason, quantity) ? SQLITE_NOMEM
+                                                                             : SQLITE_OK;
+}
+
+static void journal_bind_text_or_null(sqlite3_stmt *stmt, int index, const char *text)
+{
+  if (text[0])
+    sqlite3_bind_text(stmt, index, text, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(stmt, index);
+}
+
+/* Whether the adjustment_id is taken: SQLITE_DONE when not; SQLITE_OK
+ * for a retry (same hash, `result` filled); SQLITE_CONSTRAINT for a
+ * conflict; or an error. */
+static int journal_adjustment_taken(journal *j, const struct stock_adjustment *a,
+                                    const uint8_t hash[32], struct journal_item_result *result,
+                                    int64_t *conflict_seq)
+{
+  int rc;
+  sqlite3_bind_text(j->find_adjustment, 1, a->adjustment_id, -1, SQLITE_STATIC);
+  rc = sqlite3_step(j->find_adjustment);
+  if (rc == SQLITE_DONE) {
+    rc = SQLITE_DONE; /* not taken */
+  } else if (rc != SQLITE_ROW) {
+    rc = sqlite3_extended_errcode(j->db);
+  } else {
+    int64_t seq = sqlite3_column_int64(j->find_adjustment, 0);
+    int same = sqlite3_column_bytes(j->find_adjustment, 1) == 32 &&
+               memcmp(sqlite3_column_blob(j->find_adjustment, 1), hash, 32) == 0;
+    if (same) {
+      result->seq = seq;
+      result->outcome = JOURNAL_DUPLICATE;
+      rc = SQLITE_OK;
+    } else {
+      *conflict_seq = seq;
+      rc = SQLITE_CONSTRAINT;
+    }
+  }
+  sqlite3_reset(j->find_adjustment);
+  sqlite3_clear_bindings(j->find_adjustment);
+  return rc;
+}
+
+/* The next seq of the sales' counter, moved past in the same transaction,
+ * so the next sale's AUTOINCREMENT continues above it. */
+static int journal_take_seq(journal *j, int64_t *seq)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db,
+                              "SELECT coalesce((SELECT seq FROM sqlite_sequence"
+                              " WHERE name = 'sales'), 0)",
+                              -1, &stmt, NULL);
+  if (rc == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW)
+    *seq = sqlite3_column_int64(stmt, 0) + 1;
+  else
+    rc = sqlite3_extended_errcode(j->db);
+  sqlite3_finalize(stmt);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->bump_seq, 1, *seq);
+    rc = journal__step_done(j, j->bump_seq);
+  }
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(j->start_seq, 1, *seq);
+    rc = journal__step_done(j, j->start_seq);
+  }
+  return rc;
+}
+
+int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int64_t received_ms,
+                               struct journal_item_result *result, int64_t *conflict_seq)
+{
+  struct stock_deltas deltas = {0};
+  sqlite3_stmt *ins = j->insert_adjustment;
+  uint8_t hash[32], *blob = NULL;
+  size_t blob_len = 0;
+  int64_t seq = 0;
+  int rc;
+
+  if (stock_adjustment_hash(a, hash))
+    return SQLITE_NOMEM;
+  /* A retry is answered before anything is computed or written. */
+  rc = journal_adjustment_taken(j, a, hash, result, conflict_seq);
+  if (rc != SQLITE_DONE)
+    goto out;
+  rc = journal_adjustment_deltas(j, a, &deltas);
+  if (rc == SQLITE_OK && stock_deltas_encode(&deltas, &blob, &blob_len))
+    rc = SQLITE_NOMEM;
+  if (rc == SQLITE_OK)
+    rc = journal_take_seq(j, &seq);
+  if (rc != SQLITE_OK)
+    goto out;
+  sqlite3_bind_int64(ins, 1, seq);
+  sqlite3_bind_text(ins, 2, a->adjustment_id, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(ins, 3, hash, sizeof(hash), SQLITE_STATIC);
+  sqlite3_bind_text(ins, 4, stock_adjustment_kind_name(a->kind), -1, SQLITE_STATIC);
+  sqlite3_bind_text(ins, 5, a->material_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(ins, 6, a->unit, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(ins, 7, a->quantity_milli);
+  sqlite3_bind_text(ins, 8, a->business_time, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(ins, 9, a->business_time_ms);
+  sqlite3_bind_int(ins, 10, a->utc_offset_minutes);
+  journal_bind_text_or_null(ins, 11, a->reason);
+  journal_bind_text_or_null(ins, 12, a->note);
+  sqlite3_bind_int64(ins, 13, received_ms);
+  sqlite3_bind_blob(ins, 14, blob, (int)blob_len, SQLITE_STATIC);
+  rc = journal__step_done(j, ins);
+  sqlite3_clear_bindings(ins);
+  if (rc == SQLITE_OK)
+    rc = journal__stage(j, &deltas);
+  if (rc == SQLITE_OK) {
+    result->seq = seq;
+    result->outcome = JOURNAL_STORED;
+  }
+out:
+  stock_deltas_clear(&deltas);
+  free(blob);
+  return rc;
+}
+
+/* ---- reading rows back ------------------------------------------------------- */
+
+void journal__free_rows(struct journal_seal_row *rows, size_t count)
+{
+  if (!rows)
+    return;
+  for (size_t i = 0; i < count; i++)
+    stock_deltas_clear(&rows[i].deltas);
+  free(rows);
+}
+
+int journal__read_rows(journal *j, int64_t after_seq, int64_t upto_seq,
+                       struct journal_seal_row **rows, size_t *count)
+{
+  struct journal_seal_row *out = NULL;
+  size_t n = 0, capacity = 0;
+  int rc;
+
+  *rows = NULL;
+  *count = 0;
+  sqlite3_bind_int64(j->row_deltas, 1, after_seq);
+  sqlite3_bind_int64(j->row_deltas, 2, upto_seq);
+  while ((rc = sqlite3_step(j->row_deltas)) == SQLITE_ROW) {
+    struct journal_seal_row *row;
+    if (n == capacity) {
+      size_t grown_capacity = capacity ? capacity * 2 : 64;
+      struct journal_seal_row *grown = realloc(out, grown_capacity * sizeof(*grown));
+      if (!grown) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      out = grown;
+      capacity = grown_capacity;
+    }
+    row = &out[n];
+    memset(row, 0, sizeof(*row));
+    row->seq = sqlite3_column_int64(j->row_deltas, 0);
+    row->business_time_ms = sqlite3_column_int64(j->row_deltas, 1);
+    n++;
+    if (stock_deltas_decode(sqlite3_column_blob(j->row_deltas, 2),
+                            (size_t)sqlite3_column_bytes(j->row_deltas, 2), &row->deltas)) {
+      log_error("journal", "deltas_damaged",
+                "path=%s seq=%" PRId64 " reason=\"the row's stored deltas do not read back; "
+                "the row is sent without them and on-hand is short of them\"",
+                j->path, row->seq);
+      stock_deltas_clear(&row->deltas);
+    }
+  }
+  if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  else if (rc != SQLITE_NOMEM)
+    rc = sqlite3_extended_errcode(j->db);
+  sqlite3_reset(j->row_deltas);
+  if (rc != SQLITE_OK) {
+    journal__free_rows(out, n);
+    return rc;
+  }
+  *rows = out;
+  *count = n;
+  return SQLITE_OK;
+}
+
+/* ---- the stored base ------------------------------------------------------------ */
+
+int journal__base_add(journal *j, const struct stock_deltas *d, int sign)
+{
+  int rc = SQLITE_OK;
+  for (size_t i = 0; rc == SQLITE_OK && i < d->count; i++) {
+    const struct stock_delta *e = &d->items[i];
+    if (e->reason == STOCK_REASON_UNMAPPED || e->quantity_milli == 0)
+      continue;
+    sqlite3_bind_text(j->base_add, 1, e->material_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(j->base_add, 2, e->unit, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(j->base_add, 3, sign * e->quantity_milli);
+    rc = journal__step_done(j, j->base_add);
+  }
+  sqlite3_clear_bindings(j->base_add);
+  return rc;
+}
+
+static int journal_load_base(journal *j, struct stock_deltas *base)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_BASE, -1, &stmt, NULL);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const char *material = (const char *)sqlite3_column_text(stmt, 0);
+    const char *unit = (const char *)sqlite3_column_text(stmt, 1);
+    rc = material && unit &&
+                 stock_deltas_add(base, material, unit, STOCK_REASON_DELIVERY,
+                                  sqlite3_column_int64(stmt, 2)) == 0
+             ? SQLITE_OK
+             : SQLITE_CORRUPT;
+  }
+  sqlite3_finalize(stmt);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int journal__stock_rebuild(journal *j)
+{
+  struct stock_deltas base = {0};
+  struct journal_seal_row *rows = NULL;
+  size_t count = 0;
+  int64_t sealed_last_seq = 0;
+  sqlite3_stmt *stmt = NULL;
+  int rc;
+
+  /* Thresholds stay (configuration); the figures come from the file. */
+  pthread_mutex_lock(&j->stock.lock);
+  for (size_t i = 0; i < j->stock.count; i++) {
+    j->stock.materials[i].on_hand_milli = 0;
+    j->stock.materials[i].consumed_pending_milli = 0;
+    j->stock.materials[i].consumed_last_batch_milli = 0;
+  }
+  j->stock.unmapped_lines = 0;
+  j->stock.unmapped_sku_count = 0;
+  pthread_mutex_unlock(&j->stock.lock);
+
+  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(stmt, 1, "sealed_last_seq", -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+      sealed_last_seq = sqlite3_column_int64(stmt, 0);
+  }
+  sqlite3_finalize(stmt);
+  if (rc == SQLITE_OK)
+    rc = journal_load_base(j, &base);
+  if (rc == SQLITE_OK && stock_apply(&j->stock, &base, 1))
+    rc = SQLITE_NOMEM;
+  if (rc == SQLITE_OK)
+    rc = journal__read_rows(j, sealed_last_seq, INT64_MAX, &rows, &count);
+  for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
+    if (stock_apply(&j->stock, &rows[i].deltas, 1))
+      rc = SQLITE_NOMEM;
+  }
+  journal__free_rows(rows, count);
+  stock_deltas_clear(&base);
+  return rc;
+}
