@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "inventory/stock.h"
 #include "proto/codec.h"
 
 #define KEY(sec, name, type, def, lo, hi, field, desc)                                   \
@@ -101,6 +102,18 @@ const struct config_key agent_config_keys[] = {
         "once Kafka has it)"),
     KEY("uplink", "zstd_level", CONFIG_INT, "3", 1, 19, uplink_zstd_level,
         "zstd compression level of batches (higher: smaller, slower to seal)"),
+
+    KEY("inventory", "refunds_restock", CONFIG_BOOL, "false", 0, 0, refunds_restock,
+        "true: refunds and voids put what their lines' recipes use back in stock (reason "
+        "refunds); false: returned food is thrown away and stock does not move"),
+    KEY("inventory", "recipes", CONFIG_STRING, "/etc/pos-agent/recipes.csv", 0, 0, recipes_path,
+        "recipe CSV loaded at start when the journal holds no recipes yet (later sets: POST "
+        "/v1/recipes with the manager's password)"),
+    KEY("inventory", "low_stock", CONFIG_STRING, "", 0, 0, low_stock,
+        "low-stock thresholds shown on the status page: MATERIAL=QTY_MILLI,... in thousandths "
+        "of the material's unit, e.g. MOZZARELLA=2000000,FLOUR-00=5000000"),
+    KEY("inventory", "max_adjustments_per_request", CONFIG_INT, "1000", 1, 100000,
+        max_adjustments_per_request, "most adjustments in one POST /v1/inventory/adjustments"),
 };
 
 const size_t agent_config_key_count = sizeof(agent_config_keys) / sizeof(agent_config_keys[0]);
@@ -220,6 +233,19 @@ int agent_config_load(const char *path, struct agent_config *config, char *err,
              "%s: [api] terminal_tokens is empty: POS terminals need tokens to submit sales",
              path);
     return -1;
+  }
+  if (config->low_stock[0]) {
+    /* Checked here too, so that --check-config finds a bad threshold. */
+    struct stock scratch;
+    char why[CONFIG_ERROR_MAX];
+    int bad = stock_init(&scratch) || stock_set_thresholds(&scratch, config->low_stock, why,
+                                                             sizeof(why));
+    stock_destroy(&scratch);
+    if (bad) {
+      agent_config_where(path, "inventory", "low_stock", where, sizeof(where));
+      snprintf(err, err_size, "%s%.400s", where, why);
+      return -1;
+    }
   }
   return 0;
 }

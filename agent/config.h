@@ -51,6 +51,11 @@ struct agent_config {
   int64_t uplink_connect_timeout_ms;
   int64_t uplink_request_timeout_ms;
   int64_t uplink_zstd_level;
+  /* [inventory] */
+  int refunds_restock;       /* refunds and voids put their goods back in stock */
+  char *recipes_path;        /* recipe CSV loaded at start when the journal has none */
+  char *low_stock;           /* "MATERIAL=QTY_MILLI,..." thresholds; "" = none */
+  int64_t max_adjustments_per_request;
 };
 
 extern const struct config_key agent_config_keys[];

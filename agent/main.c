@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "ingest/http/adjustments_api.h"
 #include "ingest/http/sales_api.h"
 #include "journal/journal.h"
 #include "platform/http_server.h"
@@ -28,6 +29,7 @@ struct agent {
   http_server *server;
   uplink *uplink;
   struct status_api_options status;
+  struct adjustments_api_options adjustments;
   struct status_actions_options actions;
   uv_signal_t sigterm, sigint, sigusr1;
   uv_timer_t watchdog; /* pings systemd while the loop turns; only under systemd */
@@ -57,6 +59,12 @@ static void agent_route(http_exchange *exchange, void *arg)
       status_api_handle_json(agent->journal, &agent->status, exchange);
     else
       sales_api_respond_error(exchange, 405, "use GET", NULL, "Allow: GET, HEAD\r\n");
+  } else if (strcmp(path, "/v1/inventory/adjustments") == 0) {
+    if (strcmp(method, "POST") == 0)
+      adjustments_api_handle(&agent->adjustments, agent->journal, exchange);
+    else
+      sales_api_respond_error(exchange, 405, "use POST to submit adjustments", NULL,
+                              "Allow: POST\r\n");
   } else if (strcmp(path, "/actions/push") == 0) {
     if (strcmp(method, "POST") == 0)
       status_actions_push(&agent->actions, exchange);
@@ -64,7 +72,8 @@ static void agent_route(http_exchange *exchange, void *arg)
       sales_api_respond_error(exchange, 405, "use POST", NULL, "Allow: POST\r\n");
   } else {
     sales_api_respond_error(exchange, 404, "no such endpoint: the agent serves POST /v1/sales, "
-                            "GET /status.json and POST /actions/push", NULL, NULL);
+                            "POST /v1/inventory/adjustments, GET /status.json and POST "
+                            "/actions/push", NULL, NULL);
   }
 }
 
@@ -86,6 +95,9 @@ static int agent_on_headers(const http_exchange *request, void *arg,
   if (strcmp(http_exchange_path(request), "/v1/sales") == 0 &&
       strcmp(http_exchange_method(request), "POST") == 0)
     return sales_api_check_headers(agent->sales, request, refusal);
+  if (strcmp(http_exchange_path(request), "/v1/inventory/adjustments") == 0 &&
+      strcmp(http_exchange_method(request), "POST") == 0)
+    return adjustments_api_check_headers(&agent->adjustments, request, refusal);
   if (http_exchange_header(request, "Transfer-Encoding") != NULL ||
       (length != NULL && strtoull(length, NULL, 10) > AGENT_UNAUTHENTICATED_BODY_MAX)) {
     snprintf(refusal->error, sizeof(refusal->error),
@@ -227,6 +239,7 @@ static int agent_run(struct agent *agent)
       .busy_timeout_ms = cfg->busy_timeout_ms,
       .retention_ms = cfg->retention_days * 24 * 60 * 60 * 1000,
       .new_journal_if_damaged = cfg->new_journal_if_damaged,
+      .refunds_restock = cfg->refunds_restock,
   };
   struct sales_api_options sales_options = {
       .tokens_path = cfg->terminal_tokens_path,
@@ -260,9 +273,14 @@ static int agent_run(struct agent *agent)
   agent->status.journal_path = cfg->journal_path;
   agent->status.uplink_url = cfg->uplink_url;
   agent->actions.password_file = cfg->manager_password_file;
+  agent->adjustments.password_file = cfg->manager_password_file;
+  agent->adjustments.max_per_request = (size_t)cfg->max_adjustments_per_request;
 
   agent->journal = journal_open(&agent->loop, &journal_options, err, sizeof(err));
   if (!agent->journal)
+    goto fail;
+  if (cfg->low_stock[0] &&
+      stock_set_thresholds(journal_stock(agent->journal), cfg->low_stock, err, sizeof(err)))
     goto fail;
   agent->sales = sales_api_create(agent->journal, &sales_options, err, sizeof(err));
   if (!agent->sales)

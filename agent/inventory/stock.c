@@ -433,3 +433,14 @@ int stock_snapshot(struct stock *s, struct stock_material **materials, size_t *c
   pthread_mutex_unlock(&s->lock);
   return rc;
 }
+
+size_t stock_unmapped_skus(struct stock *s, char (*out)[SALE_TEXT_MAX + 1], size_t max)
+{
+  size_t n;
+  pthread_mutex_lock(&s->lock);
+  n = s->unmapped_sku_count < max ? s->unmapped_sku_count : max;
+  if (n)
+    memcpy(out, s->unmapped_skus, n * sizeof(*out));
+  pthread_mutex_unlock(&s->lock);
+  return n;
+}

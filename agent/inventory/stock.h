@@ -190,4 +190,8 @@ int stock_set_thresholds(struct stock *s, const char *spec, char *err, size_t er
 int stock_snapshot(struct stock *s, struct stock_material **materials, size_t *count,
                    uint64_t *unmapped_lines, size_t *unmapped_skus);
 
+/* Copies up to `max` of the distinct unmapped SKUs seen (the first
+ * STOCK_UNMAPPED_SKUS_MAX) into `out`; returns how many. Any thread. */
+size_t stock_unmapped_skus(struct stock *s, char (*out)[SALE_TEXT_MAX + 1], size_t max);
+
 #endif

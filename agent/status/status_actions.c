@@ -111,30 +111,29 @@ static int status_read_password(const char *path, char *out, size_t out_size, ch
   return 0;
 }
 
-void status_actions_push(const struct status_actions_options *options, http_exchange *exchange)
+int status_actions_check_manager(const char *password_file, const char *authorization,
+                                 struct http_refusal *refusal)
 {
-  const char *authorization = http_exchange_header(exchange, "Authorization");
   char password[STATUS_PASSWORD_MAX + 2];
   char decoded[2 * STATUS_PASSWORD_MAX + 8];
   char why[400];
   const char *given;
-  int decoded_len;
+  int decoded_len = -1;
 
-  if (!options->password_file || !options->password_file[0]) {
-    status_actions_respond(exchange, 403, "error",
-                           "actions are disabled on this device: set [api] "
-                           "manager_password_file to a file holding the manager's password",
-                           NULL);
-    return;
+  refusal->extra_headers = NULL;
+  if (!password_file || !password_file[0]) {
+    snprintf(refusal->error, sizeof(refusal->error),
+             "manager actions are disabled on this device: set [api] manager_password_file to "
+             "a file holding the manager's password");
+    return 403;
   }
-  if (status_read_password(options->password_file, password, sizeof(password), why,
-                           sizeof(why))) {
+  if (status_read_password(password_file, password, sizeof(password), why, sizeof(why))) {
     char quoted[450];
     log_error("status", "password_unreadable", "reason=%s", log_quote(why, quoted, sizeof(quoted)));
-    status_actions_respond(exchange, 503, "error", why, "Retry-After: 60\r\n");
-    return;
+    snprintf(refusal->error, sizeof(refusal->error), "%.290s", why);
+    refusal->extra_headers = "Retry-After: 60\r\n";
+    return 503;
   }
-  decoded_len = -1;
   if (authorization && strncasecmp(authorization, "Basic ", 6) == 0) {
     const char *token = authorization + 6;
     size_t len;
@@ -148,11 +147,26 @@ void status_actions_push(const struct status_actions_options *options, http_exch
   given = decoded_len >= 0 ? memchr(decoded, ':', (size_t)decoded_len) : NULL;
   if (!given ||
       !status_secret_equal(password, given + 1, (size_t)(decoded + decoded_len - (given + 1)))) {
-    log_warn("status", "unauthorized", "peer=%s path=/actions/push", http_exchange_peer(exchange));
-    status_actions_respond(exchange, 401, "error",
-                           "the store manager's password is required (HTTP Basic "
-                           "authentication, any user name)",
-                           "WWW-Authenticate: Basic realm=\"pos-agent\", charset=\"UTF-8\"\r\n");
+    snprintf(refusal->error, sizeof(refusal->error),
+             "the store manager's password is required (HTTP Basic authentication, any user "
+             "name)");
+    refusal->extra_headers = "WWW-Authenticate: Basic realm=\"pos-agent\", charset=\"UTF-8\"\r\n";
+    return 401;
+  }
+  return 0;
+}
+
+void status_actions_push(const struct status_actions_options *options, http_exchange *exchange)
+{
+  struct http_refusal refusal;
+  int status = status_actions_check_manager(options->password_file,
+                                            http_exchange_header(exchange, "Authorization"),
+                                            &refusal);
+  if (status) {
+    if (status == 401)
+      log_warn("status", "unauthorized", "peer=%s path=/actions/push",
+               http_exchange_peer(exchange));
+    status_actions_respond(exchange, status, "error", refusal.error, refusal.extra_headers);
     return;
   }
   if (!options->uplink) {

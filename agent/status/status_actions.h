@@ -17,6 +17,17 @@ struct status_actions_options {
 };
 
 /*
+ * The manager's password check, for every endpoint behind it (push now,
+ * inventory adjustments, recipes): 0 when `authorization` (the request's
+ * Authorization header, may be NULL) carries it; else 401 (wrong or none),
+ * 403 (no password file configured) or 503 (the file cannot be read), with
+ * `refusal` filled in for the answer. Reads the file at each call. Loop
+ * thread (it is a small local file).
+ */
+int status_actions_check_manager(const char *password_file, const char *authorization,
+                                 struct http_refusal *refusal);
+
+/*
  * Handles POST /actions/push: 202 {"push":"started"}; 401 without the
  * right password; 403 when no password file is configured; 409 when the
  * uplink is off; 503 when the password file cannot be read.

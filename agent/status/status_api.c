@@ -95,6 +95,50 @@ static void status_add_uplink(json_t *body, const struct journal_stats *stats,
   status_add_uplink_problem(body, &link);
 }
 
+/* "stock": on-hand per material, with its low-stock flag and what sales
+ * consumed lately, and the sale lines no recipe covered. */
+static void status_add_stock(json_t *body, journal *j)
+{
+  struct stock_material *materials = NULL;
+  char (*skus)[SALE_TEXT_MAX + 1] = NULL;
+  size_t count = 0, sku_count = 0;
+  uint64_t unmapped_lines = 0;
+  json_t *stock = json_object(), *list = json_array(), *unmapped = json_array();
+
+  if (!stock || !list || !unmapped ||
+      stock_snapshot(journal_stock(j), &materials, &count, &unmapped_lines, &sku_count))
+    goto out;
+  for (size_t i = 0; i < count; i++) {
+    const struct stock_material *m = &materials[i];
+    json_t *item = json_pack(
+        "{s:s, s:s, s:I, s:o, s:b, s:I, s:I}", "material_id", m->material_id, "unit", m->unit,
+        "on_hand_milli", (json_int_t)m->on_hand_milli, "low_stock_milli",
+        m->low_stock_milli >= 0 ? json_integer(m->low_stock_milli) : json_null(), "low_stock",
+        m->low_stock_milli >= 0 && m->on_hand_milli <= m->low_stock_milli,
+        "consumed_unsent_milli", (json_int_t)m->consumed_pending_milli,
+        "consumed_last_batch_milli", (json_int_t)m->consumed_last_batch_milli);
+    json_array_append_new(list, item);
+  }
+  skus = calloc(STOCK_UNMAPPED_SKUS_MAX, sizeof(*skus));
+  if (skus) {
+    sku_count = stock_unmapped_skus(journal_stock(j), skus, STOCK_UNMAPPED_SKUS_MAX);
+    for (size_t i = 0; i < sku_count; i++)
+      json_array_append_new(unmapped, json_string(skus[i]));
+  }
+  json_object_set_new(stock, "materials", list);
+  json_object_set_new(stock, "unmapped_sale_lines", json_integer((json_int_t)unmapped_lines));
+  json_object_set_new(stock, "unmapped_skus", unmapped);
+  list = unmapped = NULL;
+  json_object_set_new(body, "stock", stock);
+  stock = NULL;
+out:
+  free(materials);
+  free(skus);
+  json_decref(stock);
+  json_decref(list);
+  json_decref(unmapped);
+}
+
 void status_api_handle_json(journal *j, const struct status_api_options *options,
                             http_exchange *exchange)
 {
@@ -136,6 +180,7 @@ void status_api_handle_json(journal *j, const struct status_api_options *options
                         stats.reset_reason)
             : json_null());
     status_add_uplink(body, &stats, options);
+    status_add_stock(body, j);
     text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
   }
   if (text)
