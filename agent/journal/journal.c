@@ -27,14 +27,13 @@
 #include "platform/log.h"
 #include "proto/codec.h"
 
-#define JOURNAL_SCHEMA_VERSION 4
+#define JOURNAL_SCHEMA_VERSION 5
 
-/* TEMPORARY slot: inventory is schema v5, after the lead's v4 (carried);
- * it takes slot 4 only until main's v4 is merged. */
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
     JOURNAL_SCHEMA_V2,
     JOURNAL_SCHEMA_V3,
+    JOURNAL_SCHEMA_V4,
     JOURNAL_SCHEMA_V5,
 };
 
