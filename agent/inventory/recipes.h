@@ -33,7 +33,8 @@
  *   mapped, not unmapped; component, quantity_milli, unit, yield_pct empty;
  *   the only row of its version). A modifier can only add: "no onions"
  *   does not give onions back.
- * - quantity_milli: integer 1..1,000,000,000 (milli-units of `unit`).
+ * - quantity_milli: integer 1..100,000,000 (milli-units of `unit`: at
+ *   most 100 kg, 100 l or 100,000 pieces per portion).
  *   unit: g, ml or piece; one material has one unit across every recipe.
  * - yield_pct: empty (= 100) or a percentage 0.01..100 with at most two
  *   decimals: the usable share of the raw quantity. The raw quantity is
@@ -75,6 +76,8 @@ enum recipes_error {
 #define RECIPES_ID_MAX 64        /* sku and material ids */
 #define RECIPES_INCLUDE_DEPTH 8  /* deepest chain of includes accepted */
 #define RECIPES_ROWS_MAX 100000  /* rows per file */
+#define RECIPES_QTY_MAX 100000   /* largest qty recipes_explode takes (the POS contract's) */
+#define RECIPES_QUANTITY_MILLI_MAX 100000000
 
 struct recipes;        /* every version of every recipe, immutable once loaded */
 struct recipes_update; /* a parsed, validated CSV file, not applied yet */
@@ -141,7 +144,7 @@ struct recipes *recipes_load(sqlite3 *db, char *err, size_t err_size);
 void recipes_free(struct recipes *r);
 
 /*
- * Calls `emit` for each raw material that selling `qty` (1..1,000,000) of
+ * Calls `emit` for each raw material that selling `qty` (1..RECIPES_QTY_MAX) of
  * `sku` consumes under the version in force at `business_time_ms` (includes
  * expanded at the same time, yields applied, quantities positive
  * milli-units). Returns 1 when a version was in force (also for a "none"
@@ -152,6 +155,11 @@ void recipes_free(struct recipes *r);
  */
 int recipes_explode(const struct recipes *r, const char *sku, int64_t qty,
                     int64_t business_time_ms, recipes_emit_fn emit, void *arg);
+
+/* The version number of `sku` in force at `business_time_ms`, or 0 when
+ * none is (for the deltas' audit trail). Same rules and threads as
+ * recipes_explode. */
+int64_t recipes_version_at(const struct recipes *r, const char *sku, int64_t business_time_ms);
 
 /* Versions in force now and in the future: the number of SKUs with an open
  * version (valid_to NULL), i.e. the number of mapped SKUs. NULL gives 0. */
