@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "inventory/recipes.h"
 #include "journal/journal_int.h"
 #include "journal/journal_sql.h"
 #include "platform/clock.h"
@@ -35,6 +36,12 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V3,
     JOURNAL_SCHEMA_V4,
     JOURNAL_SCHEMA_V5,
+};
+
+/* SQL of other modules that a step also runs, in its transaction: the
+ * recipe tables are the recipes module's (part of v5). */
+static const char *const journal_migrations_extra[JOURNAL_SCHEMA_VERSION] = {
+    NULL, NULL, NULL, NULL, recipes_schema_sql,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until
@@ -200,6 +207,9 @@ static int journal_migrate(journal *j, char *err, size_t err_size)
     if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
       return JOURNAL_EIO;
     if (journal__exec(j->db, journal_migrations[version], err, err_size, j->path))
+      goto fail;
+    if (journal_migrations_extra[version] &&
+        journal__exec(j->db, journal_migrations_extra[version], err, err_size, j->path))
       goto fail;
     if (version == 0) {
       /* A fresh database gets its identity in the same transaction as its
@@ -1093,6 +1103,7 @@ static void journal_free(journal *j)
   journal__unstage(j, 0);
   free(j->staged);
   stock_destroy(&j->stock);
+  recipes_free(j->recipes_owned);
   journal__hwm_close(j);
   free(j->reserve_path);
   pthread_mutex_destroy(&j->lock);
@@ -1288,6 +1299,9 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
   rc = journal__open_checked(j, options, err, err_size);
   if (rc)
     goto fail;
+  rc = journal__recipes_open(j, err, err_size);
+  if (rc)
+    goto fail;
   rc = journal__reserve_ensure(j);
   if (rc)
     log_warn("journal", "no_disk_reserve", "path=%s error=\"%s\" reason=\"made once the disk "
@@ -1346,7 +1360,8 @@ int journal_submit(journal *j, struct journal_write *write)
 int journal_submit_op(journal *j, struct journal_op *op)
 {
   assert(op->done);
-  if (op->kind < JOURNAL_OP_NEXT_BATCH || op->kind > JOURNAL_OP_NEW_JOURNAL ||
+  if (op->kind < JOURNAL_OP_NEXT_BATCH || op->kind > JOURNAL_OP_RECIPES ||
+      (op->kind == JOURNAL_OP_RECIPES && !op->recipes_update) ||
       (op->kind == JOURNAL_OP_NEXT_BATCH && op->seal_upto_seq > 0 &&
        (!op->pack || op->max_sales == 0)))
     return JOURNAL_EINVAL;

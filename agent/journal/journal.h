@@ -34,6 +34,8 @@
 #include <uv.h>
 
 #include "inventory/stock.h"
+
+struct recipes_update;
 #include "sale/sale.h"
 
 enum journal_error {
@@ -132,6 +134,9 @@ struct journal_stats {
   uint64_t sales_missing;        /* at least this many sales of the previous journal are
                                   * not in any database the agent reads */
   char reset_reason[1024];       /* what happened, where the old file is, for people */
+  uint64_t recipes_in_force;     /* SKUs with a recipe version open now or later */
+  uint64_t recipe_versions;      /* every stored version, closed ones included */
+  int64_t recipes_loaded_ms;     /* when the set in force was last loaded; 0 = never */
 };
 
 /*
@@ -247,6 +252,12 @@ enum journal_op_kind {
    * reset_reason (status page, heartbeat). On failure the old file stays
    * or is kept aside and `message` says where. */
   JOURNAL_OP_NEW_JOURNAL,
+  /* A recipe set (recipes_update, borrowed) is checked against the stored
+   * versions and stored in one transaction (SCD2, recipes_apply), and the
+   * set in force is reloaded from the database: later sales explode
+   * through it. Refused content: JOURNAL_EINVAL with `message` naming
+   * line and field, and the recipes in force stay as they were. */
+  JOURNAL_OP_RECIPES,
 };
 
 /* A sealed batch as stored. */
@@ -275,6 +286,7 @@ struct journal_op {
   int64_t now_ms;         /* wall clock of the operation (0 = now) */
   int64_t retention_ms;   /* RETENTION */
   const char *reason;     /* NEW_JOURNAL: why, for people */
+  const struct recipes_update *recipes_update; /* RECIPES */
   void (*done)(struct journal_op *op); /* called on the loop thread */
   void *user;
 
@@ -288,6 +300,8 @@ struct journal_op {
                              * 0 = none (the next one sealed is the oldest) */
   uint64_t sales_changed; /* UNSEAL: sales unsealed; RETENTION: sales deleted */
   uint64_t batches_changed; /* ACK: newly acknowledged; UNSEAL, RETENTION: deleted */
+  size_t recipes_stored;    /* RECIPES: versions newly stored */
+  size_t recipes_unchanged; /* RECIPES: versions already stored the same */
 
   struct journal_op *next; /* the journal's queue link */
 };

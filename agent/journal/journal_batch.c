@@ -1048,6 +1048,9 @@ static void journal_run_op_once(journal *j, struct journal_op *op, int64_t now_m
   case JOURNAL_OP_NEW_JOURNAL:
     journal__new_journal(j, op);
     break;
+  case JOURNAL_OP_RECIPES:
+    journal__recipes_op(j, op);
+    break;
   }
 }
 

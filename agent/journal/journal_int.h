@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "inventory/recipes.h"
 #include "journal/journal.h"
 
 /* Retention deletes at most this many batches per transaction, so sale
@@ -126,6 +127,11 @@ struct journal {
    * writer thread (read by any thread under its own lock). */
   stock_explode_fn explode;
   const void *recipes;
+  /* The recipes stored in the database, loaded at open and swapped by
+   * JOURNAL_OP_RECIPES (writer thread); what `recipes` points to unless
+   * the options named a set of their own. */
+  struct recipes *recipes_owned;
+  int recipes_from_db;
   int refunds_restock;
   struct stock stock;
   /* Writer thread only: deltas applied to `stock` by the group's open
@@ -241,6 +247,14 @@ void journal__unstage(journal *j, size_t from);
 
 /* The group committed: its staged deltas stay. */
 void journal__staged_commit(journal *j);
+
+/* Loads the stored recipes (unless the options gave a set) and the units
+ * of their materials into on-hand. 0 or -1 with `err`. Opening thread. */
+int journal__recipes_open(journal *j, char *err, size_t err_size);
+
+/* JOURNAL_OP_RECIPES: applies op->recipes_update in one transaction and
+ * swaps the set in force. Writer thread. */
+void journal__recipes_op(journal *j, struct journal_op *op);
 
 /* Rebuilds on-hand at open: the stored base plus the deltas of every row
  * above the sealing cursor. SQLITE_OK or an error. Opening thread. */

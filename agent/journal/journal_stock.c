@@ -15,6 +15,7 @@
 
 #include "journal/journal_int.h"
 #include "journal/journal_sql.h"
+#include "platform/clock.h"
 #include "platform/log.h"
 
 /* ---- staging: deltas of the open transaction ------------------------------ */
@@ -343,4 +344,112 @@ int journal__stock_rebuild(journal *j)
   journal__free_rows(rows, count);
   stock_deltas_clear(&base);
   return rc;
+}
+
+/* ---- recipes ---------------------------------------------------------------------- */
+
+/* recipes_explode as a stock_explode_fn (the same call, the set untyped). */
+static int journal_recipes_explode(const void *recipes, const char *sku, int64_t qty,
+                                   int64_t business_time_ms, stock_emit_fn emit, void *arg)
+{
+  return recipes_explode(recipes, sku, qty, business_time_ms, emit, arg);
+}
+
+/* Every material of `r` gets an on-hand entry with its unit, so that the
+ * status page lists what the recipes use before it first moves, and an
+ * adjustment in another unit is refused from the first one. */
+static void journal_seed_units(journal *j, const struct recipes *r)
+{
+  struct stock_deltas units = {0};
+  size_t count = recipes_material_count(r);
+
+  for (size_t i = 0; i < count; i++) {
+    const char *material_id, *unit;
+    if (recipes_material_at(r, i, &material_id, &unit) == 0)
+      stock_deltas_add(&units, material_id, unit, STOCK_REASON_DELIVERY, 0);
+  }
+  stock_apply(&j->stock, &units, 1); /* zero quantities: units only */
+  stock_deltas_clear(&units);
+}
+
+/* Takes `r` as the set in force (the old one is freed) and counts it. */
+static void journal_use_recipes(journal *j, struct recipes *r, int64_t now_ms)
+{
+  recipes_free(j->recipes_owned);
+  j->recipes_owned = r;
+  j->recipes = r;
+  journal_seed_units(j, r);
+  pthread_mutex_lock(&j->lock);
+  j->stats.recipes_in_force = recipes_count(r);
+  j->stats.recipe_versions = recipes_version_count(r);
+  j->stats.recipes_loaded_ms = now_ms;
+  pthread_mutex_unlock(&j->lock);
+}
+
+int journal__recipes_open(journal *j, char *err, size_t err_size)
+{
+  char why[512];
+  struct recipes *r;
+
+  if (j->explode) /* the options gave a set of their own (tests) */
+    return 0;
+  r = recipes_load(j->db, why, sizeof(why));
+  if (!r) {
+    snprintf(err, err_size, "journal %s: cannot load its recipes: %s", j->path, why);
+    return -1;
+  }
+  j->explode = journal_recipes_explode;
+  j->recipes_from_db = 1;
+  journal_use_recipes(j, r, recipes_version_count(r) ? clock_wall_ms() : 0);
+  return 0;
+}
+
+void journal__recipes_op(journal *j, struct journal_op *op)
+{
+  char why[sizeof(op->message)];
+  struct recipes *r = NULL;
+  int rc, applied;
+
+  if (!j->recipes_from_db) {
+    op->error = JOURNAL_EINVAL;
+    snprintf(op->message, sizeof(op->message), "this journal uses a fixed recipe set");
+    return;
+  }
+  why[0] = '\0';
+  rc = journal__step_done(j, j->begin);
+  if (rc != SQLITE_OK) {
+    op->error = journal__map_sqlite(rc);
+    snprintf(op->message, sizeof(op->message), "recipes not stored in %s: %s", j->path,
+             sqlite3_errstr(rc));
+    return;
+  }
+  applied = recipes_apply_counted(j->db, op->recipes_update, op->now_ms ? op->now_ms
+                                                                        : clock_wall_ms(),
+                                  &op->recipes_stored, &op->recipes_unchanged, why,
+                                  sizeof(why));
+  if (applied == RECIPES_OK) {
+    /* Loaded inside the transaction: if the set cannot be read back, the
+     * file is not kept either. */
+    r = recipes_load(j->db, why, sizeof(why));
+    if (!r)
+      applied = RECIPES_ENOMEM;
+  }
+  rc = applied == RECIPES_OK ? journal__step_done(j, j->commit) : SQLITE_ABORT;
+  if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
+    journal__step_done(j, j->rollback);
+  if (rc != SQLITE_OK) {
+    recipes_free(r);
+    op->recipes_stored = op->recipes_unchanged = 0;
+    op->error = applied == RECIPES_EINVAL   ? JOURNAL_EINVAL
+                : applied == RECIPES_ENOMEM ? JOURNAL_ENOMEM
+                : applied == RECIPES_EDB    ? JOURNAL_EIO
+                                            : journal__map_sqlite(rc);
+    snprintf(op->message, sizeof(op->message), "%s",
+             why[0] ? why : "the recipes could not be stored; the recipes in force are kept");
+    return;
+  }
+  journal_use_recipes(j, r, clock_wall_ms());
+  log_info("journal", "recipes_loaded", "path=%s versions_stored=%zu unchanged=%zu "
+           "skus_in_force=%zu", j->path, op->recipes_stored, op->recipes_unchanged,
+           recipes_count(r));
 }

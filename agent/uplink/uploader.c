@@ -505,6 +505,7 @@ static void uplink_on_op(struct journal_op *op)
     uplink_on_new_journal(u, op);
     return;
   case JOURNAL_OP_RETENTION:
+  case JOURNAL_OP_RECIPES: /* never the uplink's */
     break;
   }
 }
