@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "ingest/http/adjustments_api.h"
+#include "ingest/http/recipes_api.h"
 #include "ingest/http/sales_api.h"
 #include "journal/journal.h"
 #include "platform/http_server.h"
@@ -30,6 +31,7 @@ struct agent {
   uplink *uplink;
   struct status_api_options status;
   struct adjustments_api_options adjustments;
+  struct recipes_api_options recipes;
   struct status_actions_options actions;
   uv_signal_t sigterm, sigint, sigusr1;
   uv_timer_t watchdog; /* pings systemd while the loop turns; only under systemd */
@@ -65,6 +67,12 @@ static void agent_route(http_exchange *exchange, void *arg)
     else
       sales_api_respond_error(exchange, 405, "use POST to submit adjustments", NULL,
                               "Allow: POST\r\n");
+  } else if (strcmp(path, "/v1/recipes") == 0) {
+    if (strcmp(method, "POST") == 0)
+      recipes_api_handle(&agent->recipes, agent->journal, exchange);
+    else
+      sales_api_respond_error(exchange, 405, "use POST to load a recipe set", NULL,
+                              "Allow: POST\r\n");
   } else if (strcmp(path, "/actions/push") == 0) {
     if (strcmp(method, "POST") == 0)
       status_actions_push(&agent->actions, exchange);
@@ -72,8 +80,8 @@ static void agent_route(http_exchange *exchange, void *arg)
       sales_api_respond_error(exchange, 405, "use POST", NULL, "Allow: POST\r\n");
   } else {
     sales_api_respond_error(exchange, 404, "no such endpoint: the agent serves POST /v1/sales, "
-                            "POST /v1/inventory/adjustments, GET /status.json and POST "
-                            "/actions/push", NULL, NULL);
+                            "POST /v1/inventory/adjustments, POST /v1/recipes, GET /status.json "
+                            "and POST /actions/push", NULL, NULL);
   }
 }
 
@@ -98,6 +106,9 @@ static int agent_on_headers(const http_exchange *request, void *arg,
   if (strcmp(http_exchange_path(request), "/v1/inventory/adjustments") == 0 &&
       strcmp(http_exchange_method(request), "POST") == 0)
     return adjustments_api_check_headers(&agent->adjustments, request, refusal);
+  if (strcmp(http_exchange_path(request), "/v1/recipes") == 0 &&
+      strcmp(http_exchange_method(request), "POST") == 0)
+    return recipes_api_check_headers(&agent->recipes, request, refusal);
   if (http_exchange_header(request, "Transfer-Encoding") != NULL ||
       (length != NULL && strtoull(length, NULL, 10) > AGENT_UNAUTHENTICATED_BODY_MAX)) {
     snprintf(refusal->error, sizeof(refusal->error),
@@ -274,6 +285,7 @@ static int agent_run(struct agent *agent)
   agent->status.uplink_url = cfg->uplink_url;
   agent->actions.password_file = cfg->manager_password_file;
   agent->adjustments.password_file = cfg->manager_password_file;
+  agent->recipes.password_file = cfg->manager_password_file;
   agent->adjustments.max_per_request = (size_t)cfg->max_adjustments_per_request;
 
   agent->journal = journal_open(&agent->loop, &journal_options, err, sizeof(err));
@@ -282,6 +294,8 @@ static int agent_run(struct agent *agent)
   if (cfg->low_stock[0] &&
       stock_set_thresholds(journal_stock(agent->journal), cfg->low_stock, err, sizeof(err)))
     goto fail;
+  /* Queued before the API listens: the first sale explodes through it. */
+  recipes_api_load_at_start(agent->journal, cfg->recipes_path);
   agent->sales = sales_api_create(agent->journal, &sales_options, err, sizeof(err));
   if (!agent->sales)
     goto fail;

@@ -125,6 +125,19 @@ static void status_add_stock(json_t *body, journal *j)
     for (size_t i = 0; i < sku_count; i++)
       json_array_append_new(unmapped, json_string(skus[i]));
   }
+  {
+    struct journal_stats stats;
+    char loaded[40];
+    journal_get_stats(j, &stats);
+    json_object_set_new(stock, "recipes",
+                        json_pack("{s:I, s:I, s:o}", "skus_in_force",
+                                  (json_int_t)stats.recipes_in_force, "versions",
+                                  (json_int_t)stats.recipe_versions, "loaded",
+                                  stats.recipes_loaded_ms
+                                      ? json_string(clock_format_utc(stats.recipes_loaded_ms,
+                                                                     loaded, sizeof(loaded)))
+                                      : json_null()));
+  }
   json_object_set_new(stock, "materials", list);
   json_object_set_new(stock, "unmapped_sale_lines", json_integer((json_int_t)unmapped_lines));
   json_object_set_new(stock, "unmapped_skus", unmapped);

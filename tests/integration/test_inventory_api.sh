@@ -12,7 +12,7 @@ printf 'stock-room-secret-42\n' >"$PASSWORD_FILE"
 MANAGER=(-u "manager:stock-room-secret-42")
 
 write_tokens
-write_config api.manager_password_file="$PASSWORD_FILE" \
+write_config api.manager_password_file="$PASSWORD_FILE" inventory.recipes= \
   inventory.low_stock="MOZZARELLA=2000000,FLOUR=1000"
 start_agent
 
