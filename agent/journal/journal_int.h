@@ -256,6 +256,18 @@ int journal__recipes_open(journal *j, char *err, size_t err_size);
  * swaps the set in force. Writer thread. */
 void journal__recipes_op(journal *j, struct journal_op *op);
 
+/*
+ * Inside the transaction that imports the sales of the journal moved aside
+ * (attached as "previous") above `after_seq`, after them: its recipes, its
+ * adjustments above `after_seq` (new seqs after the carried sales), and a
+ * stored base such that on-hand stays what it was (old base less the
+ * deltas of rows in (after_seq, old sealing cursor], which are sent again);
+ * then on-hand and the recipes in force are read back from the new file.
+ * Sets j->stats' recipe counters directly (the caller holds j->lock or no
+ * writer runs). SQLITE_OK or an error (the caller rolls back).
+ */
+int journal__stock_import_previous(journal *j, int64_t after_seq);
+
 /* Rebuilds on-hand at open: the stored base plus the deltas of every row
  * above the sealing cursor. SQLITE_OK or an error. Opening thread. */
 int journal__stock_rebuild(journal *j);

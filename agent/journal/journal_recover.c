@@ -147,6 +147,9 @@ static int journal_import_previous(journal *j, const char *aside, const char *pr
     rc = journal_import_step(j, JOURNAL_SQL_IMPORT_CARRIED, after_seq, previous_id);
   if (rc == SQLITE_OK)
     rc = journal_import_step(j, JOURNAL_SQL_IMPORT_ORIGIN, after_seq, previous_id);
+  /* Inventory: recipes, unsent adjustments and on-hand come along. */
+  if (rc == SQLITE_OK)
+    rc = journal__stock_import_previous(j, after_seq);
   if (rc == SQLITE_OK)
     rc = journal__exec(j->db, "COMMIT", NULL, 0, j->path);
   else if (!sqlite3_get_autocommit(j->db))

@@ -155,6 +155,33 @@
 
 #define JOURNAL_SQL_GET_BASE "SELECT material_id, unit, on_hand_milli FROM stock_base"
 
+/* A new journal takes over, from the one moved aside ("previous"), its
+ * recipes (every version: a sale journaled late still needs its own), the
+ * adjustments the collector is not known to hold (seq above ?1), after the
+ * carried sales and in their order, under new seqs from ?2 on, and its
+ * stored base (computed in C: see journal__stock_import_previous). */
+#define JOURNAL_SQL_IMPORT_RECIPE_VERSIONS                                    \
+  "INSERT INTO main.recipe_versions SELECT * FROM previous.recipe_versions"
+#define JOURNAL_SQL_IMPORT_RECIPE_COMPONENTS                                  \
+  "INSERT INTO main.recipe_components SELECT * FROM previous.recipe_components"
+#define JOURNAL_SQL_IMPORT_ADJUSTMENTS                                        \
+  "INSERT INTO main.adjustments(seq, adjustment_id, content_hash, kind,"      \
+  " material_id, unit, quantity_milli, business_time, business_time_ms,"      \
+  " utc_offset_min, reason, note, received_ms, deltas)"                       \
+  " SELECT ?2 + row_number() OVER (ORDER BY seq) - 1, adjustment_id,"         \
+  " content_hash, kind, material_id, unit, quantity_milli, business_time,"    \
+  " business_time_ms, utc_offset_min, reason, note, received_ms, deltas"      \
+  " FROM previous.adjustments WHERE seq > ?1 ORDER BY seq"
+#define JOURNAL_SQL_PREVIOUS_BASE                                             \
+  "SELECT material_id, unit, on_hand_milli FROM previous.stock_base"
+#define JOURNAL_SQL_PREVIOUS_SEALED                                           \
+  "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM previous.meta"         \
+  " WHERE key = 'sealed_last_seq'), 0)"
+#define JOURNAL_SQL_PREVIOUS_ROW_DELTAS                                       \
+  "SELECT deltas FROM previous.sales WHERE seq > ?1 AND seq <= ?2"            \
+  " UNION ALL SELECT deltas FROM previous.adjustments"                        \
+  " WHERE seq > ?1 AND seq <= ?2"
+
 /* Retention: an acknowledged batch's adjustments go with its sales. */
 #define JOURNAL_SQL_DELETE_BATCH_ADJUSTMENTS                                  \
   "DELETE FROM adjustments WHERE seq BETWEEN ?1 AND ?2"

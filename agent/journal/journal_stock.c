@@ -453,3 +453,126 @@ void journal__recipes_op(journal *j, struct journal_op *op)
            "skus_in_force=%zu", j->path, op->recipes_stored, op->recipes_unchanged,
            recipes_count(r));
 }
+
+/* ---- a new journal in place of one moved aside ------------------------------------ */
+
+/* Runs `sql` (no rows) with ?1 = a and, if it has one, ?2 = b. */
+static int journal_run2(journal *j, const char *sql, int64_t a, int64_t b)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    if (sqlite3_bind_parameter_count(stmt) >= 1)
+      sqlite3_bind_int64(stmt, 1, a);
+    if (sqlite3_bind_parameter_count(stmt) >= 2)
+      sqlite3_bind_int64(stmt, 2, b);
+    rc = journal__step_done(j, stmt);
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* The new base: the previous one less the deltas of its rows in
+ * (after_seq, its sealing cursor], which the new journal holds as rows. */
+static int journal_import_base(journal *j, int64_t after_seq)
+{
+  struct stock_deltas base = {0};
+  sqlite3_stmt *stmt = NULL;
+  int64_t sealed = 0;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_PREVIOUS_SEALED, -1, &stmt, NULL);
+
+  if (rc == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW)
+    sealed = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  stmt = NULL;
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_PREVIOUS_BASE, -1, &stmt, NULL);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const char *material = (const char *)sqlite3_column_text(stmt, 0);
+    const char *unit = (const char *)sqlite3_column_text(stmt, 1);
+    rc = material && unit && !stock_deltas_add(&base, material, unit, STOCK_REASON_DELIVERY,
+                                               sqlite3_column_int64(stmt, 2))
+             ? SQLITE_OK
+             : SQLITE_CORRUPT;
+  }
+  sqlite3_finalize(stmt);
+  stmt = NULL;
+  if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  if (rc == SQLITE_OK && sealed > after_seq) {
+    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_PREVIOUS_ROW_DELTAS, -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_int64(stmt, 1, after_seq);
+      sqlite3_bind_int64(stmt, 2, sealed);
+    }
+    while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+      struct stock_deltas row = {0};
+      rc = stock_deltas_decode(sqlite3_column_blob(stmt, 0),
+                               (size_t)sqlite3_column_bytes(stmt, 0), &row)
+               ? SQLITE_CORRUPT
+               : SQLITE_OK;
+      for (size_t i = 0; rc == SQLITE_OK && i < row.count; i++) {
+        if (row.items[i].reason != STOCK_REASON_UNMAPPED &&
+            stock_deltas_add(&base, row.items[i].material_id, row.items[i].unit,
+                             STOCK_REASON_DELIVERY, -row.items[i].quantity_milli))
+          rc = SQLITE_NOMEM;
+      }
+      stock_deltas_clear(&row);
+    }
+    sqlite3_finalize(stmt);
+    if (rc == SQLITE_DONE)
+      rc = SQLITE_OK;
+  }
+  if (rc == SQLITE_OK)
+    rc = journal__base_add(j, &base, 1);
+  stock_deltas_clear(&base);
+  return rc;
+}
+
+int journal__stock_import_previous(journal *j, int64_t after_seq)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t next_seq = 1, last_seq = 0;
+  char why[256];
+  int rc = journal_run2(j, JOURNAL_SQL_IMPORT_RECIPE_VERSIONS, 0, 0);
+
+  if (rc == SQLITE_OK)
+    rc = journal_run2(j, JOURNAL_SQL_IMPORT_RECIPE_COMPONENTS, 0, 0);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(j->db,
+                            "SELECT coalesce((SELECT seq FROM main.sqlite_sequence"
+                            " WHERE name = 'sales'), 0) + 1",
+                            -1, &stmt, NULL);
+  if (rc == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW)
+    next_seq = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  if (rc == SQLITE_OK)
+    rc = journal_run2(j, JOURNAL_SQL_IMPORT_ADJUSTMENTS, after_seq, next_seq);
+  if (rc == SQLITE_OK) {
+    last_seq = next_seq - 1 + sqlite3_changes(j->db);
+    if (last_seq >= next_seq) {
+      sqlite3_bind_int64(j->bump_seq, 1, last_seq);
+      rc = journal__step_done(j, j->bump_seq);
+      sqlite3_bind_int64(j->start_seq, 1, last_seq);
+      if (rc == SQLITE_OK)
+        rc = journal__step_done(j, j->start_seq);
+    }
+  }
+  if (rc == SQLITE_OK)
+    rc = journal_import_base(j, after_seq);
+  if (rc == SQLITE_OK)
+    rc = journal__stock_rebuild(j);
+  if (rc == SQLITE_OK && j->recipes_from_db) {
+    struct recipes *r = recipes_load(j->db, why, sizeof(why));
+    if (!r)
+      return SQLITE_NOMEM;
+    recipes_free(j->recipes_owned);
+    j->recipes_owned = r;
+    j->recipes = r;
+    journal_seed_units(j, r);
+    j->stats.recipes_in_force = recipes_count(r);
+    j->stats.recipe_versions = recipes_version_count(r);
+    j->stats.recipes_loaded_ms = clock_wall_ms();
+  }
+  return rc;
+}

@@ -447,6 +447,68 @@ static void refunds_restock_only_when_the_store_says_so(void **state)
   jf_close_journal(&f->jf, j);
 }
 
+static void run_simple_op(struct fixture *f, journal *j, enum journal_op_kind kind,
+                          int64_t batch_seq)
+{
+  struct jf_op op;
+  memset(&op, 0, sizeof(op));
+  op.op.kind = kind;
+  op.op.batch_seq = batch_seq;
+  op.op.reason = "test";
+  jf_run_op(&f->jf, j, &op);
+  if (op.op.error)
+    fail_msg("op %d: %s", (int)kind, op.op.message);
+}
+
+static void a_new_journal_in_place_keeps_on_hand_and_unsent_adjustments(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct stock_adjustment a;
+  struct jf_write w;
+  struct jf_op op;
+  Pos__V1__Batch *b;
+  int64_t flour_resent = 0;
+
+  make_adjustment(&a, "DEL-1", STOCK_ADJUSTMENT_DELIVERY, "FLOUR", "g", 10000000);
+  adjust(f, j, &w, &a);
+  sell(f, j, "S-1", SALE_KIND_SALE, 1, NULL, 0);
+  pos__v1__batch__free_unpacked(seal(f, j, &op, 1, 100), NULL);
+  journal_op_clear(&op.op);
+  run_simple_op(f, j, JOURNAL_OP_ACK, 1);
+  /* Sealed, not acknowledged: sent again by the new journal. */
+  sell(f, j, "S-2", SALE_KIND_SALE, 2, NULL, 0);
+  make_adjustment(&a, "WASTE-1", STOCK_ADJUSTMENT_WASTE, "FLOUR", "g", 1000);
+  adjust(f, j, &w, &a);
+  pos__v1__batch__free_unpacked(seal(f, j, &op, 2, 100), NULL);
+  journal_op_clear(&op.op);
+  /* Not sealed at all. */
+  sell(f, j, "S-3", SALE_KIND_SALE, 1, NULL, 0);
+  assert_int_equal(on_hand(j, "FLOUR"), 10000000 - 1000000 - 1000);
+
+  run_simple_op(f, j, JOURNAL_OP_NEW_JOURNAL, 0);
+  assert_int_equal(on_hand(j, "FLOUR"), 10000000 - 1000000 - 1000);
+  /* The new journal's first batch carries what the collector may lack:
+   * S-2, the waste, S-3; not the acknowledged delivery and S-1. */
+  b = seal(f, j, &op, 1, 100);
+  for (size_t i = 0; i < b->n_inventory_deltas; i++) {
+    if (strcmp(b->inventory_deltas[i]->material_id, "FLOUR") == 0)
+      flour_resent += b->inventory_deltas[i]->quantity_milli;
+  }
+  assert_int_equal(b->n_sales, 2);
+  assert_int_equal(flour_resent, -750000 - 1000);
+  pos__v1__batch__free_unpacked(b, NULL);
+  journal_op_clear(&op.op);
+  make_adjustment(&a, "WASTE-1", STOCK_ADJUSTMENT_WASTE, "FLOUR", "g", 1000);
+  adjust(f, j, &w, &a);
+  assert_int_equal(w.results[0].outcome, JOURNAL_DUPLICATE);
+  jf_close_journal(&f->jf, j);
+
+  j = open_journal(f);
+  assert_int_equal(on_hand(j, "FLOUR"), 10000000 - 1000000 - 1000);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -466,6 +528,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(refunds_restock_only_when_the_store_says_so, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(
+          a_new_journal_in_place_keeps_on_hand_and_unsent_adjustments, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
