@@ -403,8 +403,8 @@ static size_t journal_seal_room(journal *j, size_t max_bytes)
   return (uint64_t)room < max_bytes ? (size_t)room : max_bytes;
 }
 
-/* Seals a new batch op->batch_seq from the oldest unsealed sales, inside
- * the open transaction. sealed = 0 when there is nothing to seal. */
+/* See journal.h. Rows up to the seq before the first sale not taken are
+ * covered: adjustments between two sales go with the earlier one. */
 void journal_seal_covered(const struct journal_seal_input *in, size_t used, int64_t *last_seq,
                           size_t *row_count)
 {
@@ -418,31 +418,18 @@ void journal_seal_covered(const struct journal_seal_input *in, size_t used, int6
   *row_count = n;
 }
 
-static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *sealed)
+/* The oldest unsealed sales (up to op->max_sales) into *sales (caller
+ * frees with journal_free_seal_sales, count entries). SQLITE_OK, or an
+ * error (with op->error set for a row that does not read back). */
+static int journal_seal_read_sales(journal *j, struct journal_op *op, int64_t sealed_last_seq,
+                                   struct journal_seal_sale **out, size_t *out_count)
 {
-  struct journal_seal_sale *sales = NULL;
-  struct journal_seal_row *rows = NULL;
-  struct stock_deltas batch_deltas = {0};
-  size_t count = 0, used = 0, row_count = 0, covered = 0;
-  uint8_t *body = NULL;
-  size_t body_len = 0;
-  int64_t sealed_last_seq = 0;
+  struct journal_seal_sale *sales = calloc(op->max_sales, sizeof(*sales));
+  size_t count = 0;
   int rc;
 
-  *sealed = 0;
-  rc = journal_get_meta_int(j->db, "sealed_last_seq", &sealed_last_seq);
-  if (rc != SQLITE_OK)
-    return rc;
-  sqlite3_bind_int64(j->has_unsealed, 1, op->seal_upto_seq);
-  sqlite3_bind_int64(j->has_unsealed, 2, sealed_last_seq);
-  rc = sqlite3_step(j->has_unsealed);
-  sqlite3_reset(j->has_unsealed);
-  if (rc == SQLITE_DONE)
-    return SQLITE_OK;
-  if (rc != SQLITE_ROW)
-    return sqlite3_extended_errcode(j->db);
-
-  sales = calloc(op->max_sales, sizeof(*sales));
+  *out = NULL;
+  *out_count = 0;
   if (!sales)
     return SQLITE_NOMEM;
   sqlite3_bind_int64(j->unsealed, 1, (sqlite3_int64)op->max_sales);
@@ -469,79 +456,42 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
     journal_free_seal_sales(sales, count);
     return sqlite3_extended_errcode(j->db);
   }
-  /* Every row up to the last sale read (all of them when the sales ran
-   * out before max_sales): adjustments between and after the sales. */
-  rc = journal__read_rows(j, sealed_last_seq,
-                          count == op->max_sales ? sales[count - 1].seq : INT64_MAX, &rows,
-                          &row_count);
-  if (rc != SQLITE_OK || row_count == 0) {
-    journal_free_seal_sales(sales, count);
-    return rc;
-  }
-  /* A batch of adjustments only has no sales to have been carried. */
-  rc = count ? journal_read_carried(j, sales, count) : SQLITE_OK;
-  if (rc != SQLITE_OK) {
-    journal_free_seal_sales(sales, count);
-    journal__free_rows(rows, row_count);
-    return rc;
-  }
+  *out = sales;
+  *out_count = count;
+  return SQLITE_OK;
+}
 
-  {
-    struct journal_seal_input in = {.journal_id = j->stats.journal_id,
-                                    .batch_seq = op->batch_seq,
-                                    .created_ms = now_ms,
-                                    .sales = sales,
-                                    .count = count,
-                                    .rows = rows,
-                                    .row_count = row_count,
-                                    .last_seq_all = rows[row_count - 1].seq,
-                                    .max_bytes = journal_seal_room(j, op->max_bytes),
-                                    .max_decoded_bytes = op->max_decoded_bytes};
-    int pack_rc = op->pack(op->pack_arg, &in, &body, &body_len, &used);
-    if (pack_rc || (count && used == 0) || used > count) {
-      free(body);
-      journal_free_seal_sales(sales, count);
-      journal__free_rows(rows, row_count);
-      op->error = pack_rc ? pack_rc : JOURNAL_EINVAL;
-      snprintf(op->message, sizeof(op->message), "sealing batch %" PRId64 " of %s: %s",
-               op->batch_seq, j->path,
-               pack_rc ? journal_strerror(pack_rc) : "the packer used no sales");
-      return SQLITE_ERROR;
-    }
-    journal_seal_covered(&in, used, &op->batch.last_seq, &covered);
-  }
+/* Inside the seal's transaction: on-hand's stored base moves to the new
+ * cursor (it is on-hand as of the cursor) by the deltas of the `covered`
+ * rows the batch takes. */
+static int journal_seal_base(journal *j, const struct journal_seal_row *rows, size_t covered)
+{
+  struct stock_deltas batch_deltas = {0};
+  int rc = SQLITE_OK;
 
-  op->batch.batch_seq = op->batch_seq;
-  op->batch.first_seq = rows[0].seq;
-  op->batch.sale_count = (uint32_t)used;
-  op->batch.created_ms = now_ms;
-  op->batch.attempts = 1;
-  op->batch.acked_ms = 0;
-  journal_free_seal_sales(sales, count);
-  /* On-hand's stored base moves to the new cursor in the same transaction
-   * (it is on-hand as of the cursor): what this batch covers is added. */
-  for (size_t i = 0; i < covered; i++) {
-    for (size_t k = 0; k < rows[i].deltas.count; k++) {
+  for (size_t i = 0; rc == SQLITE_OK && i < covered; i++) {
+    for (size_t k = 0; rc == SQLITE_OK && k < rows[i].deltas.count; k++) {
       const struct stock_delta *e = &rows[i].deltas.items[k];
       if (stock_deltas_add(&batch_deltas, e->material_id, e->unit, e->reason,
                            e->quantity_milli))
         rc = SQLITE_NOMEM;
     }
   }
-  journal__free_rows(rows, row_count);
   if (rc == SQLITE_OK)
     rc = journal__base_add(j, &batch_deltas, 1);
-  if (rc != SQLITE_OK) {
-    stock_deltas_clear(&batch_deltas);
-    free(body);
-    memset(&op->batch, 0, sizeof(op->batch));
-    return rc;
-  }
   /* For the status page's "consumed in the last batch" (figures for
    * people: set before the commit, which almost never fails). */
-  stock_sealed(&j->stock, &batch_deltas);
+  if (rc == SQLITE_OK)
+    stock_sealed(&j->stock, &batch_deltas);
   stock_deltas_clear(&batch_deltas);
+  return rc;
+}
 
+/* Inside the seal's transaction: the batch row and the cursors. */
+static int journal_seal_store(journal *j, struct journal_op *op, const uint8_t *body,
+                              size_t body_len, int64_t now_ms)
+{
+  int rc;
   /* The batch row and the sealing cursor in one transaction: a crash
    * leaves either both or neither. The sales themselves are not written
    * again: their batch is the one whose seq range holds them. */
@@ -557,15 +507,88 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
     rc = journal_set_meta_int(j, "sealed_last_seq", op->batch.last_seq);
   if (rc == SQLITE_OK)
     rc = journal_set_meta_int(j, "last_batch_seq", op->batch.batch_seq);
-  if (rc != SQLITE_OK) {
-    free(body);
-    memset(&op->batch, 0, sizeof(op->batch));
+  return rc;
+}
+
+/* Seals a new batch op->batch_seq from the oldest unsealed rows (sales
+ * and adjustments), inside the open transaction. sealed = 0 when there is
+ * nothing to seal. */
+static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *sealed)
+{
+  struct journal_seal_sale *sales = NULL;
+  struct journal_seal_row *rows = NULL;
+  size_t count = 0, used = 0, row_count = 0, covered = 0;
+  uint8_t *body = NULL;
+  size_t body_len = 0;
+  int64_t sealed_last_seq = 0;
+  int rc;
+
+  *sealed = 0;
+  rc = journal_get_meta_int(j->db, "sealed_last_seq", &sealed_last_seq);
+  if (rc != SQLITE_OK)
     return rc;
+  sqlite3_bind_int64(j->has_unsealed, 1, op->seal_upto_seq);
+  sqlite3_bind_int64(j->has_unsealed, 2, sealed_last_seq);
+  rc = sqlite3_step(j->has_unsealed);
+  sqlite3_reset(j->has_unsealed);
+  if (rc == SQLITE_DONE)
+    return SQLITE_OK;
+  if (rc != SQLITE_ROW)
+    return sqlite3_extended_errcode(j->db);
+
+  rc = journal_seal_read_sales(j, op, sealed_last_seq, &sales, &count);
+  /* Every row up to the last sale read (all of them when the sales ran
+   * out before max_sales): adjustments between and after the sales. */
+  if (rc == SQLITE_OK)
+    rc = journal__read_rows(j, sealed_last_seq,
+                            count == op->max_sales ? sales[count - 1].seq : INT64_MAX, &rows,
+                            &row_count);
+  /* A batch of adjustments only has no sales to have been carried. */
+  if (rc == SQLITE_OK && row_count && count)
+    rc = journal_read_carried(j, sales, count);
+  if (rc == SQLITE_OK && row_count) {
+    struct journal_seal_input in = {.journal_id = j->stats.journal_id,
+                                    .batch_seq = op->batch_seq,
+                                    .created_ms = now_ms,
+                                    .sales = sales,
+                                    .count = count,
+                                    .rows = rows,
+                                    .row_count = row_count,
+                                    .last_seq_all = rows[row_count - 1].seq,
+                                    .max_bytes = journal_seal_room(j, op->max_bytes),
+                                    .max_decoded_bytes = op->max_decoded_bytes};
+    int pack_rc = op->pack(op->pack_arg, &in, &body, &body_len, &used);
+    if (pack_rc || (count && used == 0) || used > count) {
+      op->error = pack_rc ? pack_rc : JOURNAL_EINVAL;
+      snprintf(op->message, sizeof(op->message), "sealing batch %" PRId64 " of %s: %s",
+               op->batch_seq, j->path,
+               pack_rc ? journal_strerror(pack_rc) : "the packer used no sales");
+      rc = SQLITE_ERROR;
+    } else {
+      journal_seal_covered(&in, used, &op->batch.last_seq, &covered);
+      op->batch.batch_seq = op->batch_seq;
+      op->batch.first_seq = rows[0].seq;
+      op->batch.sale_count = (uint32_t)used;
+      op->batch.created_ms = now_ms;
+      op->batch.attempts = 1;
+      op->batch.acked_ms = 0;
+      rc = journal_seal_base(j, rows, covered);
+      if (rc == SQLITE_OK)
+        rc = journal_seal_store(j, op, body, body_len, now_ms);
+      if (rc == SQLITE_OK) {
+        op->batch.body = body;
+        op->batch.body_len = body_len;
+        body = NULL;
+        *sealed = 1;
+      }
+    }
   }
-  op->batch.body = body;
-  op->batch.body_len = body_len;
-  *sealed = 1;
-  return SQLITE_OK;
+  if (!*sealed)
+    memset(&op->batch, 0, sizeof(op->batch));
+  free(body);
+  journal_free_seal_sales(sales, count);
+  journal__free_rows(rows, row_count);
+  return rc;
 }
 
 /* The oldest batch stored, or 0 (also when it cannot be read: the caller
