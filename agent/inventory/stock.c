@@ -181,8 +181,8 @@ static void stock_emit(void *arg, const char *material_id, const char *unit,
     ctx->failed = 1;
 }
 
-int stock_sale_deltas(const struct sale *sale, stock_explode_fn explode, const void *recipes,
-                      int refunds_restock, struct stock_deltas *out)
+int stock_sale_deltas(const struct sale *sale, int64_t recipe_time_ms, stock_explode_fn explode,
+                      const void *recipes, int refunds_restock, struct stock_deltas *out)
 {
   struct stock_emit_ctx ctx = {out, STOCK_REASON_SALES, -1, 0};
 
@@ -197,8 +197,8 @@ int stock_sale_deltas(const struct sale *sale, stock_explode_fn explode, const v
   }
   for (size_t i = 0; i < sale->line_count; i++) {
     const struct sale_line *line = &sale->lines[i];
-    int mapped = explode && explode(recipes, line->sku, line->qty, sale->business_time_ms,
-                                    stock_emit, &ctx);
+    int mapped =
+        explode && explode(recipes, line->sku, line->qty, recipe_time_ms, stock_emit, &ctx);
     if (ctx.failed)
       return -1;
     /* No recipe never blocks a sale: it is recorded as unmapped, for the

@@ -95,14 +95,15 @@ typedef int (*stock_explode_fn)(const void *recipes, const char *sku, int64_t qt
 
 /*
  * A sale's deltas into `out` (emptied first): each line through `explode`
- * at the sale's business time; a sale consumes (reason sales, negative), a
- * refund or void gives back (reason refunds, positive) when
- * `refunds_restock`, else moves nothing; a line without a recipe is an
- * unmapped entry (never blocks the sale). `explode` NULL = no recipes (all
- * lines unmapped). 0, or -1 out of memory.
+ * at `recipe_time_ms` (the sale's business time; for a refund or void, its
+ * original's when known, so that exactly what was consumed comes back); a
+ * sale consumes (reason sales, negative), a refund or void gives back
+ * (reason refunds, positive) when `refunds_restock`, else moves nothing; a
+ * line without a recipe is an unmapped entry (never blocks the sale).
+ * `explode` NULL = no recipes (all lines unmapped). 0, or -1 out of memory.
  */
-int stock_sale_deltas(const struct sale *sale, stock_explode_fn explode, const void *recipes,
-                      int refunds_restock, struct stock_deltas *out);
+int stock_sale_deltas(const struct sale *sale, int64_t recipe_time_ms, stock_explode_fn explode,
+                      const void *recipes, int refunds_restock, struct stock_deltas *out);
 
 /* ---- adjustments ---------------------------------------------------------- */
 

@@ -279,6 +279,7 @@ static int journal_prepare(journal *j, char *err, size_t err_size)
       {&j->row_deltas, JOURNAL_SQL_ROW_DELTAS},
       {&j->base_add, JOURNAL_SQL_BASE_ADD},
       {&j->delete_batch_adjustments, JOURNAL_SQL_DELETE_BATCH_ADJUSTMENTS},
+      {&j->original_time, JOURNAL_SQL_ORIGINAL_TIME},
   };
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
     if (sqlite3_prepare_v3(j->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -1087,7 +1088,7 @@ void journal__close_db(journal *j)
       &j->delete_unacked_from, &j->expired_batches,
       &j->delete_batch_sales, &j->delete_batch, &j->insert_adjustment, &j->find_adjustment,
       &j->bump_seq, &j->start_seq, &j->row_deltas, &j->base_add,
-      &j->delete_batch_adjustments};
+      &j->delete_batch_adjustments, &j->original_time};
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
     sqlite3_finalize(*statements[i]);
     *statements[i] = NULL;

@@ -101,6 +101,7 @@ struct journal {
   sqlite3_stmt *row_deltas;
   sqlite3_stmt *base_add;
   sqlite3_stmt *delete_batch_adjustments;
+  sqlite3_stmt *original_time;
   int64_t page_size;
   int64_t max_pages;      /* journal.max_size in pages; 0 = no limit */
   int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */

@@ -130,6 +130,10 @@
   " utc_offset_min, reason, note, received_ms, deltas)"                       \
   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
 
+/* A refund or void gives back what its original consumed: the recipes in
+ * force at the original's business time. */
+#define JOURNAL_SQL_ORIGINAL_TIME "SELECT business_time_ms FROM sales WHERE sale_id = ?1"
+
 #define JOURNAL_SQL_FIND_ADJUSTMENT                                           \
   "SELECT seq, content_hash FROM adjustments WHERE adjustment_id = ?1"
 

@@ -60,9 +60,22 @@ void journal__staged_commit(journal *j)
 int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_deltas *deltas,
                          uint8_t **blob, size_t *blob_len)
 {
+  int64_t recipe_time_ms = sale->business_time_ms;
+
   *blob = NULL;
   *blob_len = 0;
-  if (stock_sale_deltas(sale, j->explode, j->recipes, j->refunds_restock, deltas) ||
+  if (sale->kind != SALE_KIND_SALE && j->refunds_restock && sale->original_sale_id[0]) {
+    /* What goes back is what the original consumed: its recipe versions.
+     * An original this journal does not hold (sold elsewhere, deleted by
+     * retention) is reversed at the refund's own time. */
+    sqlite3_bind_text(j->original_time, 1, sale->original_sale_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(j->original_time) == SQLITE_ROW)
+      recipe_time_ms = sqlite3_column_int64(j->original_time, 0);
+    sqlite3_reset(j->original_time);
+    sqlite3_clear_bindings(j->original_time);
+  }
+  if (stock_sale_deltas(sale, recipe_time_ms, j->explode, j->recipes, j->refunds_restock,
+                        deltas) ||
       stock_deltas_encode(deltas, blob, blob_len))
     return SQLITE_NOMEM;
   return SQLITE_OK;

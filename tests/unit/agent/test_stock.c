@@ -28,16 +28,19 @@ struct fixture {
   int refunds_restock;
 };
 
+/* The recipe change: ten days after the fixture's sales (jf_sale_init). */
+#define RECIPE_CHANGE_MS (1763746925000LL + 10 * 86400000LL)
+
 /* The test's own recipe book, written here and not by the agent's recipe
  * code: a pizza is 250 g of dough flour and 125 g of mozzarella; a drink is
- * one can. Anything else has no recipe. */
+ * one can (flour changes at RECIPE_CHANGE_MS). Anything else has no recipe. */
 static int test_explode(const void *recipes, const char *sku, int64_t qty,
                         int64_t business_time_ms, stock_emit_fn emit, void *arg)
 {
   (void)recipes;
-  (void)business_time_ms;
   if (strcmp(sku, "PIZZA") == 0) {
-    emit(arg, "FLOUR", "g", qty * 250000);
+    /* From RECIPE_CHANGE_MS a pizza takes 300 g of flour. */
+    emit(arg, "FLOUR", "g", qty * (business_time_ms >= RECIPE_CHANGE_MS ? 300000 : 250000));
     emit(arg, "MOZZARELLA", "g", qty * 125000);
     return 1;
   }
@@ -509,6 +512,34 @@ static void a_new_journal_in_place_keeps_on_hand_and_unsent_adjustments(void **s
   jf_close_journal(&f->jf, j);
 }
 
+static void a_refund_gives_back_what_its_original_consumed(void **state)
+{
+  struct fixture *f = *state;
+  journal *j;
+  struct sale sale;
+  struct jf_write w;
+
+  f->refunds_restock = 1;
+  j = open_journal(f);
+  sell(f, j, "S-1", SALE_KIND_SALE, 1, NULL, 0); /* before the change: 250 g */
+  /* Refunded after the recipe change: the 250 g it used come back. */
+  make_sale(&sale, "R-1", SALE_KIND_REFUND, 1, NULL, 0);
+  snprintf(sale.original_sale_id, sizeof(sale.original_sale_id), "S-1");
+  sale.business_time_ms = RECIPE_CHANGE_MS + 4 * 86400000LL;
+  jf_write_and_wait(&f->jf, j, &w, &sale, 1);
+  assert_int_equal(w.write.error, 0);
+  sale_clear(&sale);
+  assert_int_equal(on_hand(j, "FLOUR"), 0);
+  /* An original this journal never held: reversed at the refund's time. */
+  make_sale(&sale, "R-2", SALE_KIND_REFUND, 1, NULL, 0);
+  sale.business_time_ms = RECIPE_CHANGE_MS + 4 * 86400000LL;
+  jf_write_and_wait(&f->jf, j, &w, &sale, 1);
+  assert_int_equal(w.write.error, 0);
+  sale_clear(&sale);
+  assert_int_equal(on_hand(j, "FLOUR"), 300000);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -530,6 +561,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           a_new_journal_in_place_keeps_on_hand_and_unsent_adjustments, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_refund_gives_back_what_its_original_consumed, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
