@@ -245,8 +245,8 @@ int stock_adjustment_hash(const struct stock_adjustment *a, uint8_t hash[32])
 int stock_init(struct stock *s)
 {
   memset(s, 0, sizeof(*s));
-  s->unmapped_skus = calloc(STOCK_UNMAPPED_SKUS_MAX, sizeof(*s->unmapped_skus));
-  if (!s->unmapped_skus)
+  s->unmapped = calloc(STOCK_UNMAPPED_SKUS_MAX, sizeof(*s->unmapped));
+  if (!s->unmapped)
     return -1;
   pthread_mutex_init(&s->lock, NULL);
   return 0;
@@ -254,10 +254,10 @@ int stock_init(struct stock *s)
 
 void stock_destroy(struct stock *s)
 {
-  if (!s || !s->unmapped_skus)
+  if (!s || !s->unmapped)
     return;
   free(s->materials);
-  free(s->unmapped_skus);
+  free(s->unmapped);
   pthread_mutex_destroy(&s->lock);
   memset(s, 0, sizeof(*s));
 }
@@ -296,16 +296,25 @@ static struct stock_material *stock_find(struct stock *s, const char *material_i
   return &s->materials[low];
 }
 
-static void stock_count_unmapped(struct stock *s, const char *sku, int64_t qty_milli)
+/* Items of `sku` sold without a recipe (negative: taken back). SKU "*"
+ * is the stored base's total of the sealed rows, per SKU no more (see
+ * journal__base_add): it counts in the total only. Lock held. */
+static void stock_count_unmapped(struct stock *s, const char *sku, int64_t items_milli)
 {
   size_t i;
-  s->unmapped_lines += (uint64_t)(qty_milli > 0 ? 1 : 0);
-  for (i = 0; i < s->unmapped_sku_count; i++) {
-    if (strcmp(s->unmapped_skus[i], sku) == 0)
+  s->unmapped_items_milli += items_milli;
+  if (strcmp(sku, "*") == 0)
+    return;
+  for (i = 0; i < s->unmapped_count; i++) {
+    if (strcmp(s->unmapped[i].sku, sku) == 0) {
+      s->unmapped[i].items_milli += items_milli;
       return;
+    }
   }
-  if (s->unmapped_sku_count < STOCK_UNMAPPED_SKUS_MAX)
-    snprintf(s->unmapped_skus[s->unmapped_sku_count++], SALE_TEXT_MAX + 1, "%s", sku);
+  if (s->unmapped_count < STOCK_UNMAPPED_SKUS_MAX && items_milli > 0) {
+    snprintf(s->unmapped[s->unmapped_count].sku, sizeof(s->unmapped[0].sku), "%s", sku);
+    s->unmapped[s->unmapped_count++].items_milli = items_milli;
+  }
 }
 
 int stock_apply(struct stock *s, const struct stock_deltas *d, int sign)
@@ -317,8 +326,7 @@ int stock_apply(struct stock *s, const struct stock_deltas *d, int sign)
     const struct stock_delta *e = &d->items[i];
     struct stock_material *m;
     if (e->reason == STOCK_REASON_UNMAPPED) {
-      if (sign > 0)
-        stock_count_unmapped(s, e->material_id, e->quantity_milli);
+      stock_count_unmapped(s, e->material_id, sign * e->quantity_milli);
       continue;
     }
     m = stock_find(s, e->material_id, 1);
@@ -414,33 +422,26 @@ int stock_set_thresholds(struct stock *s, const char *spec, char *err, size_t er
 }
 
 int stock_snapshot(struct stock *s, struct stock_material **materials, size_t *count,
-                   uint64_t *unmapped_lines, size_t *unmapped_skus)
+                   struct stock_unmapped **unmapped, size_t *unmapped_count,
+                   int64_t *unmapped_items_milli)
 {
   int rc = 0;
 
   pthread_mutex_lock(&s->lock);
   *materials = malloc((s->count ? s->count : 1) * sizeof(**materials));
-  if (*materials) {
+  *unmapped = malloc((s->unmapped_count ? s->unmapped_count : 1) * sizeof(**unmapped));
+  *count = *unmapped_count = 0;
+  if (*materials && *unmapped) {
     if (s->count)
       memcpy(*materials, s->materials, s->count * sizeof(**materials));
+    if (s->unmapped_count)
+      memcpy(*unmapped, s->unmapped, s->unmapped_count * sizeof(**unmapped));
     *count = s->count;
+    *unmapped_count = s->unmapped_count;
   } else {
-    *count = 0;
     rc = -1;
   }
-  *unmapped_lines = s->unmapped_lines;
-  *unmapped_skus = s->unmapped_sku_count;
+  *unmapped_items_milli = s->unmapped_items_milli;
   pthread_mutex_unlock(&s->lock);
   return rc;
-}
-
-size_t stock_unmapped_skus(struct stock *s, char (*out)[SALE_TEXT_MAX + 1], size_t max)
-{
-  size_t n;
-  pthread_mutex_lock(&s->lock);
-  n = s->unmapped_sku_count < max ? s->unmapped_sku_count : max;
-  if (n)
-    memcpy(out, s->unmapped_skus, n * sizeof(*out));
-  pthread_mutex_unlock(&s->lock);
-  return n;
 }

@@ -144,20 +144,33 @@ struct stock_material {
   int64_t consumed_last_batch_milli; /* consumed by sales of the newest batch sealed */
 };
 
+/* Items of one SKU sold while it had no recipe. */
+struct stock_unmapped {
+  char sku[SALE_TEXT_MAX + 1];
+  int64_t items_milli; /* thousandths of an item, as the deltas keep them */
+};
+
 /*
- * On-hand per material. The journal's writer thread changes it; any thread
- * may take a snapshot (an internal mutex guards the table).
+ * On-hand per material, and the items sold without a recipe: their total
+ * over the journal's whole life (kept in the stored base, moved at each
+ * seal), and per SKU those of the rows not sealed when the journal opened
+ * and of every row since. The journal's writer thread changes it; any
+ * thread may take a snapshot (an internal mutex guards the table).
  */
 struct stock {
   pthread_mutex_t lock;
   struct stock_material *materials; /* sorted by material_id */
   size_t count, capacity;
-  uint64_t unmapped_lines;          /* sale lines without a recipe, since open */
-  char (*unmapped_skus)[SALE_TEXT_MAX + 1]; /* distinct, at most STOCK_UNMAPPED_SKUS_MAX */
-  size_t unmapped_sku_count;
+  struct stock_unmapped *unmapped;  /* at most STOCK_UNMAPPED_SKUS_MAX, first seen first */
+  size_t unmapped_count;
+  int64_t unmapped_items_milli;     /* every SKU, those past the table's end too */
 };
 
 #define STOCK_UNMAPPED_SKUS_MAX 64
+
+/* The stored base keeps unmapped items under this prefix (no id may
+ * contain it), so they never mix with a material's on-hand. */
+#define STOCK_UNMAPPED_PREFIX '#'
 
 /* Initialises an empty table. 0 or -1. */
 int stock_init(struct stock *s);
@@ -165,9 +178,9 @@ int stock_init(struct stock *s);
 void stock_destroy(struct stock *s);
 
 /*
- * Applies `d` times `sign` (1, or -1 to undo) to on-hand; `pending` != 0
- * counts sales consumption as pending (a new row; undone likewise). Unmapped
- * entries count unmapped lines (only with sign 1). 0, or -1 out of memory
+ * Applies `d` times `sign` (1, or -1 to undo) to on-hand; sales
+ * consumption also counts as pending (until stock_sealed); unmapped entries
+ * count the SKU's items sold without a recipe. 0, or -1 out of memory
  * (then part of it may be applied: the caller fails the transaction and
  * rebuilds). Writer thread.
  */
@@ -186,13 +199,11 @@ void stock_sealed(struct stock *s, const struct stock_deltas *d);
  */
 int stock_set_thresholds(struct stock *s, const char *spec, char *err, size_t err_size);
 
-/* A copy of the table (caller frees *materials) and the unmapped figures.
- * Any thread. 0 or -1 out of memory. */
+/* A copy of the table (caller frees *materials) and of the unmapped SKUs
+ * (caller frees *unmapped), with the total of unmapped items. Any thread.
+ * 0 or -1 out of memory. */
 int stock_snapshot(struct stock *s, struct stock_material **materials, size_t *count,
-                   uint64_t *unmapped_lines, size_t *unmapped_skus);
-
-/* Copies up to `max` of the distinct unmapped SKUs seen (the first
- * STOCK_UNMAPPED_SKUS_MAX) into `out`; returns how many. Any thread. */
-size_t stock_unmapped_skus(struct stock *s, char (*out)[SALE_TEXT_MAX + 1], size_t max);
+                   struct stock_unmapped **unmapped, size_t *unmapped_count,
+                   int64_t *unmapped_items_milli);
 
 #endif

@@ -289,15 +289,32 @@ int journal__base_add(journal *j, const struct stock_deltas *d, int sign)
   int rc = SQLITE_OK;
   for (size_t i = 0; rc == SQLITE_OK && i < d->count; i++) {
     const struct stock_delta *e = &d->items[i];
-    if (e->reason == STOCK_REASON_UNMAPPED || e->quantity_milli == 0)
+    char key[STOCK_ID_MAX + 2];
+    if (e->quantity_milli == 0)
       continue;
-    sqlite3_bind_text(j->base_add, 1, e->material_id, -1, SQLITE_STATIC);
+    /* Unmapped items are kept beside the materials as one total (key
+     * "#*"), not per SKU: a row per SKU seen would grow the base without
+     * bound and cost the seal a write per SKU, which a full journal, that
+     * must seal to drain, cannot afford. */
+    snprintf(key, sizeof(key), "%s", e->reason == STOCK_REASON_UNMAPPED ? "#*" : e->material_id);
+    sqlite3_bind_text(j->base_add, 1, key, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(j->base_add, 2, e->unit, -1, SQLITE_STATIC);
     sqlite3_bind_int64(j->base_add, 3, sign * e->quantity_milli);
     rc = journal__step_done(j, j->base_add);
   }
   sqlite3_clear_bindings(j->base_add);
   return rc;
+}
+
+/* A stored base row into `base`: a material's on-hand, or (prefixed) a
+ * SKU's unmapped items. 0 or -1. */
+static int journal_base_entry(struct stock_deltas *base, const char *key, const char *unit,
+                              int64_t quantity_milli)
+{
+  if (key[0] == STOCK_UNMAPPED_PREFIX)
+    return stock_deltas_add(base, key + 1, unit, STOCK_REASON_UNMAPPED, quantity_milli);
+  /* Anything else is a material's on-hand. */
+  return stock_deltas_add(base, key, unit, STOCK_REASON_DELIVERY, quantity_milli);
 }
 
 static int journal_load_base(journal *j, struct stock_deltas *base)
@@ -307,9 +324,8 @@ static int journal_load_base(journal *j, struct stock_deltas *base)
   while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     const char *material = (const char *)sqlite3_column_text(stmt, 0);
     const char *unit = (const char *)sqlite3_column_text(stmt, 1);
-    rc = material && unit &&
-                 stock_deltas_add(base, material, unit, STOCK_REASON_DELIVERY,
-                                  sqlite3_column_int64(stmt, 2)) == 0
+    rc = material && unit && journal_base_entry(base, material, unit,
+                                                sqlite3_column_int64(stmt, 2)) == 0
              ? SQLITE_OK
              : SQLITE_CORRUPT;
   }
@@ -333,8 +349,8 @@ int journal__stock_rebuild(journal *j)
     j->stock.materials[i].consumed_pending_milli = 0;
     j->stock.materials[i].consumed_last_batch_milli = 0;
   }
-  j->stock.unmapped_lines = 0;
-  j->stock.unmapped_sku_count = 0;
+  j->stock.unmapped_count = 0;
+  j->stock.unmapped_items_milli = 0;
   pthread_mutex_unlock(&j->stock.lock);
 
   rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL);
@@ -503,8 +519,8 @@ static int journal_import_base(journal *j, int64_t after_seq)
   while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     const char *material = (const char *)sqlite3_column_text(stmt, 0);
     const char *unit = (const char *)sqlite3_column_text(stmt, 1);
-    rc = material && unit && !stock_deltas_add(&base, material, unit, STOCK_REASON_DELIVERY,
-                                               sqlite3_column_int64(stmt, 2))
+    rc = material && unit && !journal_base_entry(&base, material, unit,
+                                                 sqlite3_column_int64(stmt, 2))
              ? SQLITE_OK
              : SQLITE_CORRUPT;
   }
@@ -525,9 +541,11 @@ static int journal_import_base(journal *j, int64_t after_seq)
                ? SQLITE_CORRUPT
                : SQLITE_OK;
       for (size_t i = 0; rc == SQLITE_OK && i < row.count; i++) {
-        if (row.items[i].reason != STOCK_REASON_UNMAPPED &&
-            stock_deltas_add(&base, row.items[i].material_id, row.items[i].unit,
-                             STOCK_REASON_DELIVERY, -row.items[i].quantity_milli))
+        enum stock_reason kind = row.items[i].reason == STOCK_REASON_UNMAPPED
+                                     ? STOCK_REASON_UNMAPPED
+                                     : STOCK_REASON_DELIVERY;
+        if (stock_deltas_add(&base, row.items[i].material_id, row.items[i].unit, kind,
+                             -row.items[i].quantity_milli))
           rc = SQLITE_NOMEM;
       }
       stock_deltas_clear(&row);

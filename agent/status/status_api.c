@@ -100,13 +100,14 @@ static void status_add_uplink(json_t *body, const struct journal_stats *stats,
 static void status_add_stock(json_t *body, journal *j)
 {
   struct stock_material *materials = NULL;
-  char (*skus)[SALE_TEXT_MAX + 1] = NULL;
+  struct stock_unmapped *skus = NULL;
   size_t count = 0, sku_count = 0;
-  uint64_t unmapped_lines = 0;
+  int64_t unmapped_items_milli = 0;
   json_t *stock = json_object(), *list = json_array(), *unmapped = json_array();
 
   if (!stock || !list || !unmapped ||
-      stock_snapshot(journal_stock(j), &materials, &count, &unmapped_lines, &sku_count))
+      stock_snapshot(journal_stock(j), &materials, &count, &skus, &sku_count,
+                     &unmapped_items_milli))
     goto out;
   for (size_t i = 0; i < count; i++) {
     const struct stock_material *m = &materials[i];
@@ -119,11 +120,12 @@ static void status_add_stock(json_t *body, journal *j)
         "consumed_last_batch_milli", (json_int_t)m->consumed_last_batch_milli);
     json_array_append_new(list, item);
   }
-  skus = calloc(STOCK_UNMAPPED_SKUS_MAX, sizeof(*skus));
-  if (skus) {
-    sku_count = stock_unmapped_skus(journal_stock(j), skus, STOCK_UNMAPPED_SKUS_MAX);
-    for (size_t i = 0; i < sku_count; i++)
-      json_array_append_new(unmapped, json_string(skus[i]));
+  /* What the recipe file is missing: items sold of SKUs without a recipe
+   * (their sales were taken; their stock is not tracked). */
+  for (size_t i = 0; i < sku_count; i++) {
+    if (skus[i].items_milli > 0)
+      json_array_append_new(unmapped, json_pack("{s:s, s:I}", "sku", skus[i].sku, "items",
+                                                (json_int_t)(skus[i].items_milli / 1000)));
   }
   {
     struct journal_stats stats;
@@ -139,7 +141,7 @@ static void status_add_stock(json_t *body, journal *j)
                                       : json_null()));
   }
   json_object_set_new(stock, "materials", list);
-  json_object_set_new(stock, "unmapped_sale_lines", json_integer((json_int_t)unmapped_lines));
+  json_object_set_new(stock, "unmapped_items", json_integer(unmapped_items_milli / 1000));
   json_object_set_new(stock, "unmapped_skus", unmapped);
   list = unmapped = NULL;
   json_object_set_new(body, "stock", stock);

@@ -107,8 +107,9 @@ assert_eq "flour on hand = 9 kg - 0.5 kg" 8500000 "$(material on_hand_milli FLOU
 assert_eq "flour is not low" 0 "$(material low_stock FLOUR)"
 # No recipe file is loaded in this test: every sale line is unmapped, and
 # the sales were taken all the same.
-assert_eq "unmapped sale lines" 2 "$(json_get "$STATUS_JSON" '$.stock.unmapped_sale_lines')"
-assert_eq "unmapped SKUs" PIZZA-MARG-L "$(json_get "$STATUS_JSON" '$.stock.unmapped_skus[0]')"
+assert_eq "unmapped items (2 sales of 2 pizzas)" 4 "$(json_get "$STATUS_JSON" '$.stock.unmapped_items')"
+assert_eq "unmapped SKU" PIZZA-MARG-L "$(json_get "$STATUS_JSON" '$.stock.unmapped_skus[0].sku')"
+assert_eq "its items" 4 "$(json_get "$STATUS_JSON" '$.stock.unmapped_skus[0].items')"
 
 # --- kill -9: on-hand comes back from the journal -------------------------------
 kill_agent
@@ -116,6 +117,7 @@ start_agent
 status_json
 assert_eq "mozzarella after kill -9" 1500000 "$(material on_hand_milli MOZZARELLA)"
 assert_eq "flour after kill -9" 8500000 "$(material on_hand_milli FLOUR)"
+assert_eq "unmapped items after kill -9" 4 "$(json_get "$STATUS_JSON" '$.stock.unmapped_items')"
 post_adjustments "$DELIVERY" "${MANAGER[@]}"
 expect_status "the first delivery retried after the restart" 200
 assert_eq "its seq after the restart" "$SEQ_DEL" "$(json_get "$HTTP_BODY" '$.seq')"

@@ -48,7 +48,7 @@ status_json
 assert_eq "mozzarella after 2 pizzas" -300000 "$(material on_hand_milli cheese-mozzarella)"
 assert_eq "dough balls after 2 pizzas" -2000 "$(material on_hand_milli dough-ball-l)"
 assert_eq "basil after 2 pizzas (yield)" -11430 "$(material on_hand_milli basil-fresh)"
-assert_eq "no unmapped line" 0 "$(json_get "$STATUS_JSON" '$.stock.unmapped_sale_lines')"
+assert_eq "no unmapped item" 0 "$(json_get "$STATUS_JSON" '$.stock.unmapped_items')"
 
 # --- POST /v1/recipes ------------------------------------------------------------
 HEADER='sku,version,valid_from,component,kind,quantity_milli,unit,yield_pct'
