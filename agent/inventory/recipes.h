@@ -157,7 +157,8 @@ void recipes_free(struct recipes *r);
  * recipe, which emits nothing), 0 when the SKU has no recipe at that time or
  * qty is out of range (unmapped: the caller counts it and goes on). No SQL,
  * no allocation; thread-safe on an immutable set. `emit` is called before
- * this returns, on the caller's thread.
+ * this returns, on the caller's thread; NULL only asks whether the SKU is
+ * mapped at that time.
  */
 int recipes_explode(const struct recipes *r, const char *sku, int64_t qty,
                     int64_t business_time_ms, recipes_emit_fn emit, void *arg);
