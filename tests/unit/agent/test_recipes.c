@@ -258,6 +258,19 @@ static void test_parse_errors_name_line_and_field(void **state)
                      "line 2, field component: must be empty with kind none");
   expect_parse_error(HEADER "A,1," JAN ",,none,,,\nA,1," JAN ",cheese,material,1000,g,\n",
                      "line 3, field kind: A version 1 has a row of kind none");
+  expect_parse_error(HEADER "A,1," JAN ",cheese-with-a-name-far-longer-than-sixty-four-characters-"
+                            "is-refused,material,1000,g,\n",
+                     "line 2, field component: \"cheese-with-a-name-far-longer-than-sixty-four-"
+                     "characters-is-refused\" is longer than 64 characters");
+  {
+    static const char with_nul[] = HEADER "A,1," JAN ",che\0ese,material,1000,g,\n";
+    struct recipes_update *u = NULL;
+    char err[512] = "";
+    assert_int_equal(recipes_parse(with_nul, sizeof(with_nul) - 1, &u, err, sizeof(err)),
+                     RECIPES_EINVAL);
+    assert_null(u);
+    assert_non_null(strstr(err, "line 2, field component: contains a NUL byte"));
+  }
 }
 
 static void test_parse_errors_between_rows_name_the_later_line(void **state)
