@@ -89,7 +89,7 @@ static int rcp_read_versions(sqlite3 *db, struct recipes_update *u, char *err, s
 {
   sqlite3_stmt *stmt = NULL;
   int64_t prev_valid_to = 0;
-  int step, rc = rcp_prepare(db, RCP_SELECT_VERSIONS, &stmt, err, err_size);
+  int step = SQLITE_DONE, rc = rcp_prepare(db, RCP_SELECT_VERSIONS, &stmt, err, err_size);
 
   while (!rc && (step = sqlite3_step(stmt)) == SQLITE_ROW) {
     struct recipes__in_version v;
@@ -143,7 +143,7 @@ static int rcp_read_components(sqlite3 *db, struct recipes_update *u, char *err,
 {
   sqlite3_stmt *stmt = NULL;
   size_t cursor = 0;
-  int step, rc = rcp_prepare(db, RCP_SELECT_COMPONENTS, &stmt, err, err_size);
+  int step = SQLITE_DONE, rc = rcp_prepare(db, RCP_SELECT_COMPONENTS, &stmt, err, err_size);
 
   while (!rc && (step = sqlite3_step(stmt)) == SQLITE_ROW) {
     struct recipes__in_component c;

@@ -45,11 +45,17 @@
  *   ends and a leading UTF-8 BOM are accepted.
  * - Refused: unknown units or kinds, zero/negative/fractional quantities, a
  *   component twice in one version, include cycles (at any business time),
- *   includes of recipes with no version in force when the including version
- *   starts, versions whose number does not grow with valid_from, two
- *   versions of a SKU starting at the same time, a stored (sku, version)
- *   with other content, and a new version starting before the start of the
- *   newest stored one. Re-loading a file that is already stored is a no-op.
+ *   includes nested more than RECIPES_INCLUDE_DEPTH deep, includes of
+ *   recipes with no version in force when the including version starts,
+ *   versions whose number does not grow with valid_from, two versions of a
+ *   SKU starting at the same instant in one file, a stored (sku, version)
+ *   with other content, a new version numbered below the newest stored one
+ *   or starting before it starts, and quantities that would overflow when
+ *   RECIPES_QTY_MAX is sold. A new version starting at the same instant as
+ *   the newest stored one is accepted only while that one is not in force
+ *   yet (now_ms < its valid_from: correcting tomorrow's menu); it is then
+ *   closed with an empty interval and never used. Re-loading a file that is
+ *   already stored is a no-op.
  *
  * Explosion arithmetic (an independent recomputation can follow it): for a
  * line of `qty` of SKU S at time t, S is exploded with multiplier
@@ -151,7 +157,8 @@ void recipes_free(struct recipes *r);
  * recipe, which emits nothing), 0 when the SKU has no recipe at that time or
  * qty is out of range (unmapped: the caller counts it and goes on). No SQL,
  * no allocation; thread-safe on an immutable set. `emit` is called before
- * this returns, on the caller's thread.
+ * this returns, on the caller's thread; NULL only asks whether the SKU is
+ * mapped at that time.
  */
 int recipes_explode(const struct recipes *r, const char *sku, int64_t qty,
                     int64_t business_time_ms, recipes_emit_fn emit, void *arg);

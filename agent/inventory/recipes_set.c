@@ -272,7 +272,7 @@ int recipes_explode(const struct recipes *r, const char *sku, int64_t qty,
 {
   long s, v;
 
-  if (!r || !sku || !emit || qty < 1 || qty > RECIPES_QTY_MAX)
+  if (!r || !sku || qty < 1 || qty > RECIPES_QTY_MAX)
     return 0;
   s = rs_find_sku(r, sku);
   if (s < 0)
@@ -355,6 +355,18 @@ void recipes_free(struct recipes *r)
 
 enum { RS_WHITE = 0, RS_GREY = 1, RS_BLACK = 2 };
 
+struct rs_start {
+  int64_t valid_from_ms;
+  uint32_t version;
+};
+
+struct rs_mark {
+  uint32_t epoch;    /* colour and height belong to this instant */
+  uint32_t affected; /* the instant at which this SKU is to be checked */
+  uint8_t color;
+  uint8_t height;
+};
+
 struct rs_step {
   uint32_t sku;
   unsigned line; /* line of the include that led here; 0 for a root or a stored row */
@@ -366,9 +378,15 @@ struct rs_build {
   int partial;
   char *err;
   size_t err_size;
-  /* Per boundary instant, per SKU: DFS colour and include height. */
-  uint8_t *color;
-  uint8_t *height;
+  /* Per SKU, valid for the instant being checked (epoch): DFS colour and
+   * include height, and whether its includes may have changed then. */
+  struct rs_mark *mark;
+  uint32_t epoch;
+  /* Who includes each SKU, in any version: rev_list[rev_start[s]..rev_start[s+1]). */
+  uint32_t *rev_start;
+  uint32_t *rev_list;
+  uint32_t *queue;   /* the SKUs to check at one instant */
+  struct rs_start *by_time; /* every version's start, sorted */
   struct rs_step path[RECIPES_INCLUDE_DEPTH + 2];
 };
 
@@ -565,6 +583,11 @@ static unsigned rs_blame(const struct rs_build *b, int from, int level, unsigned
   return line;
 }
 
+static int rs_color(const struct rs_build *b, uint32_t sku)
+{
+  return b->mark[sku].epoch == b->epoch ? b->mark[sku].color : RS_WHITE;
+}
+
 /* Depth-first through the includes in force at `t` from SKU path[level].sku:
  * refuses cycles, chains deeper than RECIPES_INCLUDE_DEPTH and includes of a
  * SKU with no version in force at `t`. Colours and heights are per instant. */
@@ -576,7 +599,8 @@ static int rs_visit(struct rs_build *b, int64_t t, int level)
   char when[32], chain[512];
   unsigned height = 0;
 
-  b->color[sku] = RS_GREY;
+  b->mark[sku].epoch = b->epoch;
+  b->mark[sku].color = RS_GREY;
   for (uint32_t i = 0; i < v->component_count; i++) {
     const struct rs_component *c = &r->components[v->first_component + i];
     uint32_t target = c->target;
@@ -589,7 +613,7 @@ static int rs_visit(struct rs_build *b, int64_t t, int level)
                      "this version is; give %s a version from then on, or start this one later",
                      r->skus[sku].id, (long long)v->version, r->skus[target].id,
                      clock_format_utc(t, when, sizeof(when)), r->skus[target].id);
-    if (b->color[target] == RS_GREY) {
+    if (rs_color(b, target) == RS_GREY) {
       int from = 0;
       while (b->path[from].sku != target)
         from++;
@@ -599,7 +623,7 @@ static int rs_visit(struct rs_build *b, int64_t t, int level)
                      "directly or through others",
                      clock_format_utc(t, when, sizeof(when)), chain);
     }
-    if (b->color[target] == RS_WHITE) {
+    if (rs_color(b, target) == RS_WHITE) {
       if (level + 1 > RECIPES_INCLUDE_DEPTH) {
         rs_chain_text(b, 0, level, target, chain, sizeof(chain));
         return rs_fail(b, rs_blame(b, 0, level, c->line), "component",
@@ -612,38 +636,30 @@ static int rs_visit(struct rs_build *b, int64_t t, int level)
       if (rc)
         return rc;
     }
-    if (b->height[target] + 1u > height)
-      height = b->height[target] + 1u;
+    if (b->mark[target].height + 1u > height)
+      height = b->mark[target].height + 1u;
     if (height > RECIPES_INCLUDE_DEPTH)
       return rs_fail(b, c->line, "component",
                      "includes nest more than %d deep below %s at %s; flatten the recipe",
                      RECIPES_INCLUDE_DEPTH, r->skus[sku].id,
                      clock_format_utc(t, when, sizeof(when)));
   }
-  b->height[sku] = (uint8_t)height;
-  b->color[sku] = RS_BLACK;
+  b->mark[sku].height = (uint8_t)height;
+  b->mark[sku].color = RS_BLACK;
   return 0;
 }
 
-static int rs_time_cmp(const void *a, const void *b)
-{
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-  return x < y ? -1 : x > y;
-}
-
-/* The includes in force only change when a version starts, so checking the
- * graph at every valid_from checks it at every business time. */
-static int rs_check_instant(struct rs_build *b, int64_t t)
+/* Checks the SKUs b->queue[0..count) at instant `t`: their includes
+ * (rs_visit) and that selling RECIPES_QTY_MAX of them cannot overflow. */
+static int rs_check_instant(struct rs_build *b, int64_t t, size_t count)
 {
   const struct recipes *r = b->r;
   char when[32];
   int rc;
 
-  memset(b->color, RS_WHITE, r->sku_count);
-  memset(b->height, 0, r->sku_count);
-  for (uint32_t s = 0; s < r->sku_count; s++) {
-    if (b->color[s] != RS_WHITE || rs_in_force(r, s, t) < 0)
+  for (size_t i = 0; i < count; i++) {
+    uint32_t s = b->queue[i];
+    if (rs_color(b, s) != RS_WHITE || rs_in_force(r, s, t) < 0)
       continue;
     b->path[0].sku = s;
     b->path[0].line = 0;
@@ -651,7 +667,8 @@ static int rs_check_instant(struct rs_build *b, int64_t t)
     if (rc)
       return rc;
   }
-  for (uint32_t s = 0; s < r->sku_count; s++) {
+  for (size_t i = 0; i < count; i++) {
+    uint32_t s = b->queue[i];
     long v = rs_in_force(r, s, t);
     if (v >= 0 &&
         rs_explode_version(r, (size_t)v, (int64_t)RECIPES_QTY_MAX * 1000, t, NULL, NULL, 0))
@@ -664,32 +681,114 @@ static int rs_check_instant(struct rs_build *b, int64_t t)
   return 0;
 }
 
+/* Who includes whom, over every version: the reverse edges, as offsets. */
+static int rs_build_reverse(struct rs_build *b)
+{
+  const struct recipes *r = b->r;
+
+  b->rev_start = calloc(r->sku_count + 1, sizeof(*b->rev_start));
+  b->rev_list = malloc((r->component_count ? r->component_count : 1) * sizeof(*b->rev_list));
+  if (!b->rev_start || !b->rev_list)
+    return RECIPES_ENOMEM;
+  for (size_t c = 0; c < r->component_count; c++) {
+    if (r->components[c].kind == RECIPES_KIND_RECIPE && r->components[c].target != RS_NONE)
+      b->rev_start[r->components[c].target + 1]++;
+  }
+  for (size_t s = 0; s < r->sku_count; s++)
+    b->rev_start[s + 1] += b->rev_start[s];
+  for (size_t v = 0; v < r->version_count; v++) {
+    const struct rs_version *version = &r->versions[v];
+    for (uint32_t i = 0; i < version->component_count; i++) {
+      const struct rs_component *c = &r->components[version->first_component + i];
+      if (c->kind != RECIPES_KIND_RECIPE || c->target == RS_NONE)
+        continue;
+      /* rev_start[target] counts up while filling; it is restored below. */
+      b->rev_list[b->rev_start[c->target]++] = version->sku;
+    }
+  }
+  for (size_t s = r->sku_count; s > 0; s--)
+    b->rev_start[s] = b->rev_start[s - 1];
+  b->rev_start[0] = 0;
+  return 0;
+}
+
+static int rs_start_cmp(const void *a, const void *b)
+{
+  int64_t x = ((const struct rs_start *)a)->valid_from_ms;
+  int64_t y = ((const struct rs_start *)b)->valid_from_ms;
+
+  return x < y ? -1 : x > y;
+}
+
+/* At instant `t` only what starts then changed: the SKUs with a version
+ * starting at t, and every SKU that includes one of them (through any
+ * version: a superset is harmless). Queues them; returns how many. */
+static size_t rs_affected(struct rs_build *b, size_t first, size_t end)
+{
+  size_t count = 0;
+
+  for (size_t i = first; i < end; i++) {
+    uint32_t s = b->r->versions[b->by_time[i].version].sku;
+    if (b->mark[s].affected != b->epoch) {
+      b->mark[s].affected = b->epoch;
+      b->queue[count++] = s;
+    }
+  }
+  for (size_t q = 0; q < count; q++) {
+    uint32_t s = b->queue[q];
+    for (uint32_t e = b->rev_start[s]; e < b->rev_start[s + 1]; e++) {
+      uint32_t parent = b->rev_list[e];
+      if (b->mark[parent].affected != b->epoch) {
+        b->mark[parent].affected = b->epoch;
+        b->queue[count++] = parent;
+      }
+    }
+  }
+  return count;
+}
+
+/*
+ * The includes in force only change when a version starts, so checking at
+ * every valid_from checks every business time; and at each such instant
+ * only the SKUs whose includes could have changed need checking (a problem
+ * that existed before was found at the instant it began). This keeps a
+ * file with thousands of SKUs and change dates fast.
+ */
 static int rs_check_graph(struct rs_build *b)
 {
   const struct recipes *r = b->r;
-  int64_t *times = malloc((r->version_count ? r->version_count : 1) * sizeof(*times));
-  size_t n = 0;
+  size_t first = 0;
   int rc = RECIPES_ENOMEM;
 
-  b->color = malloc(r->sku_count ? r->sku_count : 1);
-  b->height = malloc(r->sku_count ? r->sku_count : 1);
-  if (!times || !b->color || !b->height)
+  b->mark = calloc(r->sku_count ? r->sku_count : 1, sizeof(*b->mark));
+  b->queue = malloc((r->sku_count ? r->sku_count : 1) * sizeof(*b->queue));
+  b->by_time = malloc((r->version_count ? r->version_count : 1) * sizeof(*b->by_time));
+  if (!b->mark || !b->queue || !b->by_time || rs_build_reverse(b))
     goto out;
-  for (size_t i = 0; i < r->version_count; i++)
-    times[i] = r->versions[i].valid_from_ms;
-  qsort(times, r->version_count, sizeof(*times), rs_time_cmp);
+  for (size_t i = 0; i < r->version_count; i++) {
+    b->by_time[i].valid_from_ms = r->versions[i].valid_from_ms;
+    b->by_time[i].version = (uint32_t)i;
+  }
+  qsort(b->by_time, r->version_count, sizeof(*b->by_time), rs_start_cmp);
   rc = 0;
-  for (size_t i = 0; i < r->version_count && !rc; i++) {
-    if (n && times[n - 1] == times[i])
-      continue;
-    times[n++] = times[i];
-    rc = rs_check_instant(b, times[i]);
+  while (!rc && first < r->version_count) {
+    int64_t t = b->by_time[first].valid_from_ms;
+    size_t end = first;
+    while (end < r->version_count && b->by_time[end].valid_from_ms == t)
+      end++;
+    b->epoch++;
+    rc = rs_check_instant(b, t, rs_affected(b, first, end));
+    first = end;
   }
 out:
-  free(times);
-  free(b->color);
-  free(b->height);
-  b->color = b->height = NULL;
+  free(b->mark);
+  free(b->queue);
+  free(b->by_time);
+  free(b->rev_start);
+  free(b->rev_list);
+  b->mark = NULL;
+  b->by_time = NULL;
+  b->queue = b->rev_start = b->rev_list = NULL;
   return rc;
 }
 

@@ -258,6 +258,19 @@ static void test_parse_errors_name_line_and_field(void **state)
                      "line 2, field component: must be empty with kind none");
   expect_parse_error(HEADER "A,1," JAN ",,none,,,\nA,1," JAN ",cheese,material,1000,g,\n",
                      "line 3, field kind: A version 1 has a row of kind none");
+  expect_parse_error(HEADER "A,1," JAN ",cheese-with-a-name-far-longer-than-sixty-four-characters-"
+                            "is-refused,material,1000,g,\n",
+                     "line 2, field component: \"cheese-with-a-name-far-longer-than-sixty-four-"
+                     "characters-is-refused\" is longer than 64 characters");
+  {
+    static const char with_nul[] = HEADER "A,1," JAN ",che\0ese,material,1000,g,\n";
+    struct recipes_update *u = NULL;
+    char err[512] = "";
+    assert_int_equal(recipes_parse(with_nul, sizeof(with_nul) - 1, &u, err, sizeof(err)),
+                     RECIPES_EINVAL);
+    assert_null(u);
+    assert_non_null(strstr(err, "line 2, field component: contains a NUL byte"));
+  }
 }
 
 static void test_parse_errors_between_rows_name_the_later_line(void **state)
@@ -307,7 +320,7 @@ static void test_include_cycle_in_a_file_is_refused(void **state)
                      "B,1," JAN ",cheese,material,1000,g,\n"
                      "B,2,2026-03-01T00:00:00Z,A,recipe,1000,piece,\n",
                      "line 4, field component: include cycle in force at "
-                     "2026-03-01T00:00:00.000Z: A includes B includes A");
+                     "2026-03-01T00:00:00.000Z: B includes A includes B");
 }
 
 static void test_includes_that_never_meet_in_time_are_not_a_cycle(void **state)
@@ -476,6 +489,7 @@ static void test_unmapped_sales_explode_to_nothing(void **state)
   c = explode(r, "A", RECIPES_QTY_MAX, "2026-04-01T00:00:00Z", 1);
   assert_int_equal(used(&c, "cheese"), (int64_t)RECIPES_QTY_MAX * 1000);
   assert_int_equal(recipes_explode(NULL, "A", 1, 0, collect, &c), 0);
+  assert_int_equal(recipes_explode(r, "A", 1, ms("2026-04-01T00:00:00Z"), NULL, NULL), 1);
   recipes_free(r);
 }
 
@@ -665,7 +679,7 @@ static void test_include_cycle_across_file_and_store_is_refused(void **state)
   must_refuse(f->db, HEADER "B,2,2026-03-01T00:00:00Z,A,recipe,1000,piece,\n",
               ms("2026-02-01T00:00:00Z"),
               "line 2, field component: include cycle in force at 2026-03-01T00:00:00.000Z: "
-              "A includes B includes A");
+              "B includes A includes B");
   must_refuse(f->db, HEADER "C,1,2026-03-01T00:00:00Z,NOPE,recipe,1000,piece,\n",
               ms("2026-02-01T00:00:00Z"),
               "line 2, field component: C includes recipe NOPE, which is neither in this file "
