@@ -565,6 +565,36 @@ static void a_refund_gives_back_what_its_original_consumed(void **state)
   jf_close_journal(&f->jf, j);
 }
 
+static void retention_deletes_old_rows_and_on_hand_stays(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct stock_adjustment a;
+  struct jf_write w;
+  struct jf_op op;
+
+  make_adjustment(&a, "DEL-1", STOCK_ADJUSTMENT_DELIVERY, "FLOUR", "g", 10000000);
+  adjust(f, j, &w, &a);
+  sell(f, j, "S-1", SALE_KIND_SALE, 2, NULL, 0);
+  pos__v1__batch__free_unpacked(seal(f, j, &op, 1, 100), NULL);
+  journal_op_clear(&op.op);
+  run_simple_op(f, j, JOURNAL_OP_ACK, 1);
+  sell(f, j, "S-2", SALE_KIND_SALE, 1, NULL, 0);
+  memset(&op, 0, sizeof(op));
+  op.op.kind = JOURNAL_OP_RETENTION;
+  op.op.now_ms = 4102444800000LL; /* 2100: everything acknowledged is old */
+  op.op.retention_ms = 1000;
+  jf_run_op(&f->jf, j, &op);
+  assert_int_equal(op.op.error, 0);
+  assert_int_equal(on_hand(j, "FLOUR"), 10000000 - 750000);
+  jf_close_journal(&f->jf, j);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM adjustments"), 0);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM sales"), 1);
+  j = open_journal(f);
+  assert_int_equal(on_hand(j, "FLOUR"), 10000000 - 750000);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -587,6 +617,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(
           a_new_journal_in_place_keeps_on_hand_and_unsent_adjustments, setup, teardown),
       cmocka_unit_test_setup_teardown(a_refund_gives_back_what_its_original_consumed, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(retention_deletes_old_rows_and_on_hand_stays, setup,
                                       teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
