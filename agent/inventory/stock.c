@@ -86,10 +86,85 @@ int stock_deltas_add(struct stock_deltas *d, const char *material_id, const char
   return 0;
 }
 
-int stock_deltas_encode(const struct stock_deltas *d, uint8_t **blob, size_t *len)
+/* ---- names ------------------------------------------------------------------ */
+
+uint64_t stock_names_find(const struct stock_names *n, const char *name, const char *unit)
 {
-  /* Per entry at most 1 + 1 + 64 + 1 + 16 + 10 bytes. */
-  size_t capacity = d->count * (3 + STOCK_ID_MAX + STOCK_UNIT_MAX + 10), at = 0;
+  /* Newest first: a store's menu uses the same few dozen materials, and
+   * the rows just journaled used the latest ones. */
+  for (size_t i = n->count; i > 0; i--) {
+    if (strcmp(n->items[i - 1].name, name) == 0 && strcmp(n->items[i - 1].unit, unit) == 0)
+      return i;
+  }
+  return 0;
+}
+
+int stock_names_add(struct stock_names *n, const char *name, const char *unit)
+{
+  size_t name_len = strlen(name), unit_len = strlen(unit);
+  if (name_len == 0 || name_len > STOCK_ID_MAX || unit_len > STOCK_UNIT_MAX)
+    return -1;
+  if (n->count == n->capacity) {
+    size_t capacity = n->capacity ? n->capacity * 2 : 64;
+    struct stock_name *grown = realloc(n->items, capacity * sizeof(*grown));
+    if (!grown)
+      return -1;
+    n->items = grown;
+    n->capacity = capacity;
+  }
+  memcpy(n->items[n->count].name, name, name_len + 1);
+  memcpy(n->items[n->count].unit, unit, unit_len + 1);
+  n->count++;
+  return 0;
+}
+
+void stock_names_truncate(struct stock_names *n, size_t count)
+{
+  if (count < n->count)
+    n->count = count;
+}
+
+void stock_names_clear(struct stock_names *n)
+{
+  if (!n)
+    return;
+  free(n->items);
+  memset(n, 0, sizeof(*n));
+}
+
+/* ---- the stored form ----------------------------------------------------------- */
+
+static size_t stock_put_varint(uint8_t *out, uint64_t value)
+{
+  size_t at = 0;
+  do {
+    uint8_t byte = (uint8_t)(value & 0x7f);
+    value >>= 7;
+    out[at++] = (uint8_t)(byte | (value ? 0x80 : 0));
+  } while (value);
+  return at;
+}
+
+static int stock_get_varint(const uint8_t *blob, size_t len, size_t *at, uint64_t *value)
+{
+  unsigned shift = 0;
+  uint8_t byte;
+  *value = 0;
+  do {
+    if (*at >= len || shift > 63)
+      return -1;
+    byte = blob[(*at)++];
+    *value |= (uint64_t)(byte & 0x7f) << shift;
+    shift += 7;
+  } while (byte & 0x80);
+  return 0;
+}
+
+int stock_deltas_encode(const struct stock_deltas *d, const struct stock_names *names,
+                        uint8_t **blob, size_t *len)
+{
+  /* Per entry at most 1 + 1 + 64 (an unmapped SKU) + 10 bytes. */
+  size_t capacity = d->count * (2 + STOCK_ID_MAX + 10), at = 0;
   uint8_t *out;
 
   *blob = NULL;
@@ -101,64 +176,57 @@ int stock_deltas_encode(const struct stock_deltas *d, uint8_t **blob, size_t *le
     return -1;
   for (size_t i = 0; i < d->count; i++) {
     const struct stock_delta *e = &d->items[i];
-    size_t id_len = strlen(e->material_id), unit_len = strlen(e->unit);
-    uint64_t zigzag = ((uint64_t)e->quantity_milli << 1) ^ (uint64_t)(e->quantity_milli >> 63);
+    int64_t q = e->quantity_milli;
     out[at++] = (uint8_t)e->reason;
-    out[at++] = (uint8_t)id_len;
-    memcpy(out + at, e->material_id, id_len);
-    at += id_len;
-    out[at++] = (uint8_t)unit_len;
-    memcpy(out + at, e->unit, unit_len);
-    at += unit_len;
-    do {
-      uint8_t byte = (uint8_t)(zigzag & 0x7f);
-      zigzag >>= 7;
-      out[at++] = (uint8_t)(byte | (zigzag ? 0x80 : 0));
-    } while (zigzag);
+    if (e->reason == STOCK_REASON_UNMAPPED) {
+      size_t sku_len = strlen(e->material_id);
+      out[at++] = (uint8_t)sku_len;
+      memcpy(out + at, e->material_id, sku_len);
+      at += sku_len;
+    } else {
+      uint64_t id = stock_names_find(names, e->material_id, e->unit);
+      if (id == 0) {
+        free(out);
+        return -1;
+      }
+      at += stock_put_varint(out + at, id);
+    }
+    at += stock_put_varint(out + at, ((uint64_t)q << 1) ^ (uint64_t)(q >> 63));
   }
   *blob = out;
   *len = at;
   return 0;
 }
 
-/* Reads a length-prefixed text of at most `max` bytes into `out`. */
-static int stock_read_text(const uint8_t *blob, size_t len, size_t *at, char *out, size_t max)
-{
-  size_t text_len;
-  if (*at >= len)
-    return -1;
-  text_len = blob[(*at)++];
-  if (text_len > max || len - *at < text_len)
-    return -1;
-  memcpy(out, blob + *at, text_len);
-  out[text_len] = '\0';
-  *at += text_len;
-  return 0;
-}
-
-int stock_deltas_decode(const uint8_t *blob, size_t len, struct stock_deltas *d)
+int stock_deltas_decode(const uint8_t *blob, size_t len, const struct stock_names *names,
+                        struct stock_deltas *d)
 {
   size_t at = 0;
 
   while (at < len) {
-    char material_id[STOCK_ID_MAX + 1], unit[STOCK_UNIT_MAX + 1];
     enum stock_reason reason = (enum stock_reason)blob[at++];
-    uint64_t zigzag = 0;
-    unsigned shift = 0;
-    uint8_t byte;
+    char sku[STOCK_ID_MAX + 1];
+    const char *name, *unit;
+    uint64_t id, zigzag;
 
-    if (stock_read_text(blob, len, &at, material_id, STOCK_ID_MAX) ||
-        stock_read_text(blob, len, &at, unit, STOCK_UNIT_MAX) || material_id[0] == '\0')
-      return -1;
-    do {
-      if (at >= len || shift > 63)
+    if (reason == STOCK_REASON_UNMAPPED) {
+      size_t sku_len;
+      if (at >= len || (sku_len = blob[at++]) == 0 || sku_len > STOCK_ID_MAX ||
+          len - at < sku_len)
         return -1;
-      byte = blob[at++];
-      zigzag |= (uint64_t)(byte & 0x7f) << shift;
-      shift += 7;
-    } while (byte & 0x80);
-    if (stock_deltas_add(d, material_id, unit, reason,
-                         (int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1)))
+      memcpy(sku, blob + at, sku_len);
+      sku[sku_len] = '\0';
+      at += sku_len;
+      name = sku;
+      unit = "";
+    } else {
+      if (stock_get_varint(blob, len, &at, &id) || id == 0 || id > names->count)
+        return -1;
+      name = names->items[id - 1].name;
+      unit = names->items[id - 1].unit;
+    }
+    if (stock_get_varint(blob, len, &at, &zigzag) ||
+        stock_deltas_add(d, name, unit, reason, (int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1)))
       return -1;
   }
   return 0;

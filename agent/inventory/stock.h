@@ -67,19 +67,47 @@ int stock_deltas_add(struct stock_deltas *d, const char *material_id, const char
                      enum stock_reason reason, int64_t quantity_milli);
 
 /*
- * The compact form stored with a journal row: per entry one byte of reason,
- * one byte of length and the material id, one byte of length and the unit,
- * and the quantity as a zigzag varint (a typical sale of 3 materials is
- * about 50 bytes). 0 with *blob (malloc'd, caller frees; NULL when the list
- * is empty) and *len, or -1 out of memory.
+ * The names a journal's stored deltas refer to: (material, unit) pairs
+ * numbered 1, 2, 3... in the order first used (the journal keeps them in a
+ * table of its own), so that a row stores a small number, not the text,
+ * per material. In memory here; no database.
  */
-int stock_deltas_encode(const struct stock_deltas *d, uint8_t **blob, size_t *len);
+struct stock_name {
+  char name[STOCK_ID_MAX + 1];
+  char unit[STOCK_UNIT_MAX + 1];
+};
+struct stock_names {
+  struct stock_name *items; /* owned; id = index + 1 */
+  size_t count, capacity;
+};
+
+/* The id of (name, unit), or 0 when it has none. */
+uint64_t stock_names_find(const struct stock_names *n, const char *name, const char *unit);
+/* Appends (name, unit) as id count + 1. 0, or -1 (out of memory, too long). */
+int stock_names_add(struct stock_names *n, const char *name, const char *unit);
+/* Forgets the ids above `count` (their rows were rolled back). */
+void stock_names_truncate(struct stock_names *n, size_t count);
+/* Frees the names; `n` may be NULL. */
+void stock_names_clear(struct stock_names *n);
 
 /*
- * Adds the deltas of a stored blob to `d` (merging with what it has). 0, or
- * -1 when the blob is damaged (then `d` may hold part of it) or out of memory.
+ * The compact form stored with a journal row: per entry one byte of
+ * reason, then for a material its name id as a varint (every entry's
+ * (material, unit) must be in `names`: -1 otherwise), for an unmapped SKU
+ * one byte of length and the SKU, then the quantity as a zigzag varint (a
+ * pizza of 7 materials is about 30 bytes). 0 with *blob (malloc'd, caller
+ * frees; NULL when the list is empty) and *len, or -1.
  */
-int stock_deltas_decode(const uint8_t *blob, size_t len, struct stock_deltas *d);
+int stock_deltas_encode(const struct stock_deltas *d, const struct stock_names *names,
+                        uint8_t **blob, size_t *len);
+
+/*
+ * Adds the deltas of a stored blob to `d` (merging with what it has),
+ * names resolved through `names`. 0, or -1 when the blob is damaged or
+ * names an unknown id (then `d` may hold part of it) or out of memory.
+ */
+int stock_deltas_decode(const uint8_t *blob, size_t len, const struct stock_names *names,
+                        struct stock_deltas *d);
 
 /*
  * Explodes a sold SKU into raw materials: the signature of recipes_explode

@@ -280,6 +280,7 @@ static int journal_prepare(journal *j, char *err, size_t err_size)
       {&j->base_add, JOURNAL_SQL_BASE_ADD},
       {&j->delete_batch_adjustments, JOURNAL_SQL_DELETE_BATCH_ADJUSTMENTS},
       {&j->original_time, JOURNAL_SQL_ORIGINAL_TIME},
+      {&j->insert_name, JOURNAL_SQL_INSERT_NAME},
   };
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
     if (sqlite3_prepare_v3(j->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -570,6 +571,7 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
   if (rc != SQLITE_OK)
     return rc;
   write->staged_from = j->staged_count;
+  write->names_from = j->names.count;
   for (size_t i = 0; i < write->count; i++) {
     int64_t conflict_seq = 0;
     int undo;
@@ -582,6 +584,7 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
     if (rc == SQLITE_OK && refuse_new && write->results[i].outcome == JOURNAL_STORED) {
       /* Full: a retry of a journaled sale is answered, a new one is not taken. */
       journal__unstage(j, write->staged_from);
+      stock_names_truncate(&j->names, write->names_from);
       undo = journal_undo_write(j);
       if (undo != SQLITE_OK)
         return undo;
@@ -600,6 +603,7 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
       return rc;
     /* Undo this write's earlier sales; the rest of the group is unaffected. */
     journal__unstage(j, write->staged_from);
+    stock_names_truncate(&j->names, write->names_from);
     undo = journal_undo_write(j);
     if (undo != SQLITE_OK)
       return undo;
@@ -810,10 +814,13 @@ static int journal_try_group(journal *j, struct journal_write *group, int64_t re
   if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
     journal__step_done(j, j->rollback);
   /* On-hand follows the transaction: kept if it committed, else taken back. */
-  if (rc == SQLITE_OK)
+  if (rc == SQLITE_OK) {
     journal__staged_commit(j);
-  else
+    j->names_committed = j->names.count;
+  } else {
     journal__unstage(j, 0);
+    stock_names_truncate(&j->names, j->names_committed);
+  }
   return rc;
 }
 
@@ -1088,7 +1095,7 @@ void journal__close_db(journal *j)
       &j->delete_unacked_from, &j->expired_batches,
       &j->delete_batch_sales, &j->delete_batch, &j->insert_adjustment, &j->find_adjustment,
       &j->bump_seq, &j->start_seq, &j->row_deltas, &j->base_add,
-      &j->delete_batch_adjustments, &j->original_time};
+      &j->delete_batch_adjustments, &j->original_time, &j->insert_name};
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
     sqlite3_finalize(*statements[i]);
     *statements[i] = NULL;
@@ -1104,6 +1111,7 @@ static void journal_free(journal *j)
   journal__unstage(j, 0);
   free(j->staged);
   stock_destroy(&j->stock);
+  stock_names_clear(&j->names);
   recipes_free(j->recipes_owned);
   journal__hwm_close(j);
   free(j->reserve_path);

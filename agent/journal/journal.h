@@ -107,6 +107,7 @@ struct journal_write {
 
   struct journal_write *next; /* the journal's queue link */
   size_t staged_from;         /* the journal's: where this write's deltas begin */
+  size_t names_from;          /* the journal's: names it may have added begin here */
 };
 
 struct journal_stats {

@@ -102,6 +102,7 @@ struct journal {
   sqlite3_stmt *base_add;
   sqlite3_stmt *delete_batch_adjustments;
   sqlite3_stmt *original_time;
+  sqlite3_stmt *insert_name;
   int64_t page_size;
   int64_t max_pages;      /* journal.max_size in pages; 0 = no limit */
   int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */
@@ -135,6 +136,11 @@ struct journal {
   int recipes_from_db;
   int refunds_restock;
   struct stock stock;
+  /* Writer thread only: the names the stored deltas refer to (table
+   * stock_names), and how many of them are committed (those above were
+   * added by the open transaction, forgotten if it is rolled back). */
+  struct stock_names names;
+  size_t names_committed;
   /* Writer thread only: deltas applied to `stock` by the group's open
    * transaction, undone if it is rolled back (whole, or one write's). */
   struct journal_staged {
@@ -237,6 +243,15 @@ int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int
  * when none) and the decoded list in *deltas. SQLITE_OK or SQLITE_NOMEM. */
 int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_deltas *deltas,
                          uint8_t **blob, size_t *blob_len);
+
+/* A row's deltas in their stored form (*blob malloc'd, NULL when none),
+ * giving each new (material, unit) its number in the open transaction.
+ * SQLITE_OK or an error. Writer thread. */
+int journal__encode_deltas(journal *j, const struct stock_deltas *deltas, uint8_t **blob,
+                           size_t *blob_len);
+
+/* Reads table stock_names into j->names. SQLITE_OK or an error. */
+int journal__names_load(journal *j);
 
 /* Applies a stored row's deltas to on-hand and remembers them, so that
  * journal__unstage can take them back. `deltas` is taken (emptied). */

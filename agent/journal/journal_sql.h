@@ -85,8 +85,10 @@
   "  PRIMARY KEY(seq, position)) WITHOUT ROWID;"
 
 /* Version 5: inventory. A row's deltas (stock_deltas_encode: a few dozen
- * bytes) live in the row itself, written once with it: no per-material
- * row, which would cost a page write per material per sale on flash.
+ * bytes, materials by their number in stock_names) live in the row itself,
+ * written once with it: no per-material row, which would cost a page write
+ * per material per sale on flash. stock_names gains a row the first time a
+ * (material, unit) is used, in the transaction of the row that uses it.
  * Adjustments (deliveries, waste, counts) take their seq from the sales'
  * counter (sqlite_sequence 'sales'), so batches cover one contiguous range
  * of rows of both kinds. stock_base is on-hand as of the sealing cursor,
@@ -109,6 +111,10 @@
   "  note TEXT,"                                                              \
   "  received_ms INTEGER NOT NULL,"                                           \
   "  deltas BLOB);"                                                           \
+  "CREATE TABLE stock_names("                                                 \
+  "  name_id INTEGER PRIMARY KEY,"                                            \
+  "  name TEXT NOT NULL,"                                                     \
+  "  unit TEXT NOT NULL);"                                                    \
   "CREATE TABLE stock_base("                                                  \
   "  material_id TEXT PRIMARY KEY,"                                           \
   "  unit TEXT NOT NULL,"                                                     \
@@ -133,6 +139,10 @@
 /* A refund or void gives back what its original consumed: the recipes in
  * force at the original's business time. */
 #define JOURNAL_SQL_ORIGINAL_TIME "SELECT business_time_ms FROM sales WHERE sale_id = ?1"
+
+#define JOURNAL_SQL_INSERT_NAME                                               \
+  "INSERT INTO stock_names(name_id, name, unit) VALUES(?1, ?2, ?3)"
+#define JOURNAL_SQL_GET_NAMES "SELECT name_id, name, unit FROM stock_names ORDER BY name_id"
 
 #define JOURNAL_SQL_FIND_ADJUSTMENT                                           \
   "SELECT seq, content_hash FROM adjustments WHERE adjustment_id = ?1"
@@ -168,6 +178,8 @@
   "INSERT INTO main.recipe_versions SELECT * FROM previous.recipe_versions"
 #define JOURNAL_SQL_IMPORT_RECIPE_COMPONENTS                                  \
   "INSERT INTO main.recipe_components SELECT * FROM previous.recipe_components"
+#define JOURNAL_SQL_IMPORT_NAMES                                              \
+  "INSERT INTO main.stock_names SELECT * FROM previous.stock_names"
 #define JOURNAL_SQL_IMPORT_ADJUSTMENTS                                        \
   "INSERT INTO main.adjustments(seq, adjustment_id, content_hash, kind,"      \
   " material_id, unit, quantity_milli, business_time, business_time_ms,"      \

@@ -75,10 +75,62 @@ int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_delta
     sqlite3_clear_bindings(j->original_time);
   }
   if (stock_sale_deltas(sale, recipe_time_ms, j->explode, j->recipes, j->refunds_restock,
-                        deltas) ||
-      stock_deltas_encode(deltas, blob, blob_len))
+                        deltas))
     return SQLITE_NOMEM;
-  return SQLITE_OK;
+  return journal__encode_deltas(j, deltas, blob, blob_len);
+}
+
+int journal__encode_deltas(journal *j, const struct stock_deltas *deltas, uint8_t **blob,
+                           size_t *blob_len)
+{
+  int rc = SQLITE_OK;
+
+  *blob = NULL;
+  *blob_len = 0;
+  for (size_t i = 0; rc == SQLITE_OK && i < deltas->count; i++) {
+    const struct stock_delta *e = &deltas->items[i];
+    if (e->reason == STOCK_REASON_UNMAPPED ||
+        stock_names_find(&j->names, e->material_id, e->unit))
+      continue;
+    /* A material's first use: its number, in this row's transaction (a
+     * rollback takes both back: see journal_apply_write). */
+    if (stock_names_add(&j->names, e->material_id, e->unit))
+      return SQLITE_NOMEM;
+    sqlite3_bind_int64(j->insert_name, 1, (int64_t)j->names.count);
+    sqlite3_bind_text(j->insert_name, 2, e->material_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(j->insert_name, 3, e->unit, -1, SQLITE_STATIC);
+    rc = journal__step_done(j, j->insert_name);
+    sqlite3_clear_bindings(j->insert_name);
+    if (rc != SQLITE_OK)
+      stock_names_truncate(&j->names, j->names.count - 1);
+  }
+  if (rc == SQLITE_OK && stock_deltas_encode(deltas, &j->names, blob, blob_len))
+    rc = SQLITE_NOMEM;
+  return rc;
+}
+
+int journal__names_load(journal *j)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_NAMES, -1, &stmt, NULL);
+
+  stock_names_truncate(&j->names, 0);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const char *name = (const char *)sqlite3_column_text(stmt, 1);
+    const char *unit = (const char *)sqlite3_column_text(stmt, 2);
+    /* Numbers are dense from 1: the id is the position. */
+    if (sqlite3_column_int64(stmt, 0) != (int64_t)j->names.count + 1 || !name || !unit)
+      rc = SQLITE_CORRUPT;
+    else if (stock_names_add(&j->names, name, unit))
+      rc = SQLITE_NOMEM;
+    else
+      rc = SQLITE_OK;
+  }
+  sqlite3_finalize(stmt);
+  if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  j->names_committed = j->names.count;
+  return rc;
 }
 
 /* An adjustment's deltas: a delivery adds, waste takes away, a count
@@ -186,8 +238,8 @@ int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int
   if (rc != SQLITE_DONE)
     goto out;
   rc = journal_adjustment_deltas(j, a, &deltas);
-  if (rc == SQLITE_OK && stock_deltas_encode(&deltas, &blob, &blob_len))
-    rc = SQLITE_NOMEM;
+  if (rc == SQLITE_OK)
+    rc = journal__encode_deltas(j, &deltas, &blob, &blob_len);
   if (rc == SQLITE_OK)
     rc = journal_take_seq(j, &seq);
   if (rc != SQLITE_OK)
@@ -260,7 +312,8 @@ int journal__read_rows(journal *j, int64_t after_seq, int64_t upto_seq,
     row->business_time_ms = sqlite3_column_int64(j->row_deltas, 1);
     n++;
     if (stock_deltas_decode(sqlite3_column_blob(j->row_deltas, 2),
-                            (size_t)sqlite3_column_bytes(j->row_deltas, 2), &row->deltas)) {
+                            (size_t)sqlite3_column_bytes(j->row_deltas, 2), &j->names,
+                            &row->deltas)) {
       log_error("journal", "deltas_damaged",
                 "path=%s seq=%" PRId64 " reason=\"the row's stored deltas do not read back; "
                 "the row is sent without them and on-hand is short of them\"",
@@ -342,6 +395,9 @@ int journal__stock_rebuild(journal *j)
   sqlite3_stmt *stmt = NULL;
   int rc;
 
+  rc = journal__names_load(j);
+  if (rc != SQLITE_OK)
+    return rc;
   /* Thresholds stay (configuration); the figures come from the file. */
   pthread_mutex_lock(&j->stock.lock);
   for (size_t i = 0; i < j->stock.count; i++) {
@@ -537,7 +593,7 @@ static int journal_import_base(journal *j, int64_t after_seq)
     while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
       struct stock_deltas row = {0};
       rc = stock_deltas_decode(sqlite3_column_blob(stmt, 0),
-                               (size_t)sqlite3_column_bytes(stmt, 0), &row)
+                               (size_t)sqlite3_column_bytes(stmt, 0), &j->names, &row)
                ? SQLITE_CORRUPT
                : SQLITE_OK;
       for (size_t i = 0; rc == SQLITE_OK && i < row.count; i++) {
@@ -569,6 +625,11 @@ int journal__stock_import_previous(journal *j, int64_t after_seq)
 
   if (rc == SQLITE_OK)
     rc = journal_run2(j, JOURNAL_SQL_IMPORT_RECIPE_COMPONENTS, 0, 0);
+  /* The names first: the carried rows' stored deltas refer to them. */
+  if (rc == SQLITE_OK)
+    rc = journal_run2(j, JOURNAL_SQL_IMPORT_NAMES, 0, 0);
+  if (rc == SQLITE_OK)
+    rc = journal__names_load(j);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(j->db,
                             "SELECT coalesce((SELECT seq FROM main.sqlite_sequence"

@@ -595,6 +595,43 @@ static void retention_deletes_old_rows_and_on_hand_stays(void **state)
   jf_close_journal(&f->jf, j);
 }
 
+static void a_refused_write_takes_back_the_material_numbers_it_made(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct stock_adjustment a[2];
+  struct jf_write w;
+
+  make_adjustment(&a[0], "DEL-1", STOCK_ADJUSTMENT_DELIVERY, "FLOUR", "g", 1000);
+  adjust(f, j, &w, &a[0]);
+  /* SALT's first use, then a conflict: the whole write is refused. */
+  make_adjustment(&a[0], "DEL-SALT", STOCK_ADJUSTMENT_DELIVERY, "SALT", "g", 5000);
+  make_adjustment(&a[1], "DEL-1", STOCK_ADJUSTMENT_DELIVERY, "FLOUR", "g", 2000);
+  memset(&w, 0, sizeof(w));
+  w.write.adjustments = a;
+  w.write.count = 2;
+  w.write.results = w.results;
+  w.write.done = on_adjusted;
+  w.write.user = &w;
+  assert_int_equal(journal_submit(j, &w.write), 0);
+  jf_wait(&f->jf, &w);
+  assert_int_equal(w.write.error, JOURNAL_ECONFLICT);
+  assert_int_equal(on_hand(j, "SALT"), 0);
+  /* SALT again, and a sale that numbers one more material. */
+  adjust(f, j, &w, &a[0]);
+  assert_int_equal(w.write.error, 0);
+  sell(f, j, "S-1", SALE_KIND_SALE, 1, NULL, 0);
+  jf_close_journal(&f->jf, j);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM stock_names"), 3);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT max(name_id) FROM stock_names"), 3);
+
+  j = open_journal(f);
+  assert_int_equal(on_hand(j, "SALT"), 5000);
+  assert_int_equal(on_hand(j, "FLOUR"), 1000 - 250000);
+  assert_int_equal(on_hand(j, "MOZZARELLA"), -125000);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -620,6 +657,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(retention_deletes_old_rows_and_on_hand_stays, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(
+          a_refused_write_takes_back_the_material_numbers_it_made, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
