@@ -185,10 +185,29 @@ static int journal_new_id(char out[33])
   return 0;
 }
 
-/* Moves the schema forward to JOURNAL_SCHEMA_VERSION, one transaction per step. */
+/* A fresh database gets its identity in the same transaction as its
+ * tables, so there is never a journal without a journal_id. */
+static int journal_insert_identity(journal *j, char *err, size_t err_size)
+{
+  char id[33];
+  char insert[160];
+  if (journal_new_id(id)) {
+    snprintf(err, err_size, "journal %s: no random bytes for the journal id: %s", j->path,
+             strerror(errno));
+    return -1;
+  }
+  snprintf(insert, sizeof(insert),
+           "INSERT INTO meta(key, value) VALUES('journal_id', '%s'),"
+           "('created_ms', '%lld')",
+           id, (long long)clock_wall_ms());
+  return journal__exec(j->db, insert, err, err_size, j->path) ? -1 : 0;
+}
+
+/* Moves the schema forward to JOURNAL_SCHEMA_VERSION. */
 static int journal_migrate(journal *j, char *err, size_t err_size)
 {
   int64_t version = journal_pragma_int(j->db, "PRAGMA user_version");
+  int fresh;
 
   if (version < 0) {
     snprintf(err, err_size, "journal %s: cannot read its schema version: %s", j->path,
@@ -202,36 +221,29 @@ static int journal_migrate(journal *j, char *err, size_t err_size)
              j->path, (long long)version, JOURNAL_SCHEMA_VERSION);
     return JOURNAL_ESCHEMA;
   }
+  /* A fresh database is made in one transaction, all steps at once: its
+   * schema pages reach the WAL once, not once per step (a WAL of 128
+   * pages would otherwise start its life half full). An existing one moves
+   * one transaction per step, so an upgrade interrupted keeps each step
+   * done. */
+  fresh = version == 0;
   while (version < JOURNAL_SCHEMA_VERSION) {
     char sql[64];
-    if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
+    if ((!fresh || version == 0) &&
+        journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
       return JOURNAL_EIO;
     if (journal__exec(j->db, journal_migrations[version], err, err_size, j->path))
       goto fail;
     if (journal_migrations_extra[version] &&
         journal__exec(j->db, journal_migrations_extra[version], err, err_size, j->path))
       goto fail;
-    if (version == 0) {
-      /* A fresh database gets its identity in the same transaction as its
-       * tables, so there is never a journal without a journal_id. */
-      char id[33];
-      char insert[160];
-      if (journal_new_id(id)) {
-        snprintf(err, err_size, "journal %s: no random bytes for the journal id: %s", j->path,
-                 strerror(errno));
-        goto fail;
-      }
-      snprintf(insert, sizeof(insert),
-               "INSERT INTO meta(key, value) VALUES('journal_id', '%s'),"
-               "('created_ms', '%lld')",
-               id, (long long)clock_wall_ms());
-      if (journal__exec(j->db, insert, err, err_size, j->path))
-        goto fail;
-    }
+    if (version == 0 && journal_insert_identity(j, err, err_size))
+      goto fail;
     snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)(version + 1));
     if (journal__exec(j->db, sql, err, err_size, j->path))
       goto fail;
-    if (journal__exec(j->db, "COMMIT", err, err_size, j->path))
+    if ((!fresh || version + 1 == JOURNAL_SCHEMA_VERSION) &&
+        journal__exec(j->db, "COMMIT", err, err_size, j->path))
       goto fail;
     version++;
     log_info("journal", "migrated", "path=%s schema_version=%lld", j->path, (long long)version);
