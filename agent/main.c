@@ -294,8 +294,8 @@ static int agent_run(struct agent *agent)
   if (cfg->low_stock[0] &&
       stock_set_thresholds(journal_stock(agent->journal), cfg->low_stock, err, sizeof(err)))
     goto fail;
-  /* Queued before the API listens: the first sale explodes through it. */
-  recipes_api_load_at_start(agent->journal, cfg->recipes_path);
+  /* Loaded before the API listens: the first sale explodes through it. */
+  recipes_api_load_at_start(&agent->loop, agent->journal, cfg->recipes_path);
   agent->sales = sales_api_create(agent->journal, &sales_options, err, sizeof(err));
   if (!agent->sales)
     goto fail;

@@ -64,6 +64,12 @@ int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_delta
 
   *blob = NULL;
   *blob_len = 0;
+  deltas->count = 0;
+  /* No recipe set at all (a store not tracking stock): nothing to record;
+   * every line would be "unmapped", which says nothing and costs bytes
+   * on flash in every row. */
+  if (!j->explode || (j->recipes_from_db && recipes_version_count(j->recipes_owned) == 0))
+    return SQLITE_OK;
   if (sale->kind != SALE_KIND_SALE && j->refunds_restock && sale->original_sale_id[0]) {
     /* What goes back is what the original consumed: its recipe versions.
      * An original this journal does not hold (sold elsewhere, deleted by

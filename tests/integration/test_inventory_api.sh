@@ -11,8 +11,14 @@ PASSWORD_FILE="$T/manager-password"
 printf 'stock-room-secret-42\n' >"$PASSWORD_FILE"
 MANAGER=(-u "manager:stock-room-secret-42")
 
+# A recipe set without the pizza the test sells: its lines are unmapped.
+cat >"$T/recipes.csv" <<'EOF'
+sku,version,valid_from,component,kind,quantity_milli,unit,yield_pct
+DRINK-COLA-033,1,2026-01-01T00:00:00+01:00,cola-can,material,1000,piece,
+EOF
+
 write_tokens
-write_config api.manager_password_file="$PASSWORD_FILE" inventory.recipes= \
+write_config api.manager_password_file="$PASSWORD_FILE" inventory.recipes="$T/recipes.csv" \
   inventory.low_stock="MOZZARELLA=2000000,FLOUR=1000"
 start_agent
 
@@ -105,8 +111,8 @@ assert_eq "mozzarella unit" g "$(material unit MOZZARELLA)"
 assert_eq "mozzarella is low (threshold 2 kg)" 1 "$(material low_stock MOZZARELLA)"
 assert_eq "flour on hand = 9 kg - 0.5 kg" 8500000 "$(material on_hand_milli FLOUR)"
 assert_eq "flour is not low" 0 "$(material low_stock FLOUR)"
-# No recipe file is loaded in this test: every sale line is unmapped, and
-# the sales were taken all the same.
+# PIZZA-MARG-L has no recipe here: its lines are unmapped, and the sales
+# were taken all the same.
 assert_eq "unmapped items (2 sales of 2 pizzas)" 4 "$(json_get "$STATUS_JSON" '$.stock.unmapped_items')"
 assert_eq "unmapped SKU" PIZZA-MARG-L "$(json_get "$STATUS_JSON" '$.stock.unmapped_skus[0].sku')"
 assert_eq "its items" 4 "$(json_get "$STATUS_JSON" '$.stock.unmapped_skus[0].items')"

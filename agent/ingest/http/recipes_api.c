@@ -14,6 +14,9 @@
 #include "platform/log.h"
 #include "status/status_actions.h"
 
+/* The load at start finished (loop thread; one load per process). */
+static int recipes_api_start_done;
+
 /* One load waiting for the writer thread. */
 struct recipes_request {
   struct journal_op op;    /* first: done() gets this pointer back */
@@ -78,6 +81,7 @@ static void recipes_api_on_applied(struct journal_op *op)
 
   if (!req->exchange) {
     char quoted[400];
+    recipes_api_start_done = 1;
     if (op->error)
       log_error("inventory", "recipes_not_loaded",
                 "path=%s reason=%s effect=\"sales are taken and counted as unmapped until a "
@@ -149,7 +153,7 @@ void recipes_api_handle(const struct recipes_api_options *options, journal *j,
                             NULL, "Retry-After: 5\r\n");
 }
 
-void recipes_api_load_at_start(journal *j, const char *path)
+void recipes_api_load_at_start(uv_loop_t *loop, journal *j, const char *path)
 {
   struct recipes_update *update = NULL;
   struct journal_stats stats;
@@ -166,7 +170,13 @@ void recipes_api_load_at_start(journal *j, const char *path)
               path, log_quote(err, quoted, sizeof(quoted)));
     return;
   }
-  if (recipes_api_submit(j, NULL, update, path))
+  if (recipes_api_submit(j, NULL, update, path)) {
     log_error("inventory", "recipes_not_loaded", "path=%s reason=\"the journal refused the "
               "operation\"", path);
+    return;
+  }
+  /* Wait for it (the journal's completion is the only thing on the loop
+   * yet): the first sale must find the recipes in force, not race them. */
+  while (!recipes_api_start_done)
+    uv_run(loop, UV_RUN_ONCE);
 }

@@ -33,11 +33,11 @@ void recipes_api_handle(const struct recipes_api_options *options, journal *j,
 
 /*
  * At start: when the journal holds no recipe yet, loads `path` (the
- * [inventory] recipes file) through the journal, before any sale can
- * arrive (call before the API listens). A missing or refused file is
- * logged, not fatal: sales are taken and counted as unmapped until a set is
- * loaded. Loop thread; the outcome is logged from the loop.
+ * [inventory] recipes file) through the journal and runs `loop` until it
+ * is done, so that the first sale finds it in force (call before the API
+ * listens, once). A missing or refused file is logged, not fatal: sales
+ * are taken (stock is not tracked) until a set is loaded. Loop thread.
  */
-void recipes_api_load_at_start(journal *j, const char *path);
+void recipes_api_load_at_start(uv_loop_t *loop, journal *j, const char *path);
 
 #endif
