@@ -34,9 +34,9 @@
 #include <uv.h>
 
 #include "inventory/stock.h"
-
-struct recipes_update;
 #include "sale/sale.h"
+
+struct recipes_update; /* inventory/recipes.h */
 
 enum journal_error {
   JOURNAL_OK = 0,
@@ -68,11 +68,13 @@ struct journal_options {
    * renamed PATH.damaged-<UTC time> (never deleted, for forensics) and a
    * new journal, with a new journal_id, is started in its place. */
   int new_journal_if_damaged;
-  /* Inventory (schema v5): each sale's deltas are computed through
-   * `explode` over `recipes` (borrowed, immutable, read on the writer
-   * thread; NULL = no recipes: every line is unmapped) in the transaction
-   * that journals it. refunds_restock: refunds and voids put their goods
-   * back in stock (inventory.refunds_restock). */
+  /* Inventory (schema v5): each sale's deltas are computed in the
+   * transaction that journals it, through the recipes stored in the
+   * database (JOURNAL_OP_RECIPES loads them; none stored: no deltas), or,
+   * when `explode` is set, through `explode` over `recipes` (borrowed,
+   * immutable, read on the writer thread: tests). refunds_restock: refunds
+   * and voids put back what their original consumed
+   * (inventory.refunds_restock). */
   stock_explode_fn explode;
   const void *recipes;
   int refunds_restock;
@@ -102,7 +104,7 @@ struct journal_write {
   /* Out, valid in done(). */
   int error;              /* JOURNAL_OK or a journal_error */
   size_t conflict_index;  /* with JOURNAL_ECONFLICT: which sale or adjustment */
-  int64_t conflict_seq;   /* with JOURNAL_ECONFLICT: the seq already holding that sale_id */
+  int64_t conflict_seq;   /* with JOURNAL_ECONFLICT: the seq already holding that id */
   char message[256];      /* with an error: what happened, for people */
 
   struct journal_write *next; /* the journal's queue link */
@@ -214,9 +216,9 @@ void journal_seal_covered(const struct journal_seal_input *in, size_t used, int6
 
 /*
  * Packs the first *used sales of `in` (1 <= *used <= in->count, 0 when
- * count is 0; fewer when
- * all of them would exceed in->max_bytes, or in->max_decoded_bytes before
- * compression) into the body sent to the
+ * count is 0; fewer when all of them would exceed in->max_bytes, or
+ * in->max_decoded_bytes before compression), with the inventory deltas of
+ * the rows they cover (journal_seal_covered), into the body sent to the
  * collector. Returns 0 with *body (malloc'd; the journal frees it) and
  * *body_len, or a negative journal_error. Runs on the writer thread, so it
  * must only read `in` and its own immutable argument.
