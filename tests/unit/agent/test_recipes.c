@@ -273,6 +273,21 @@ static void test_parse_errors_name_line_and_field(void **state)
   }
 }
 
+static void test_a_file_of_only_none_recipes_is_accepted(void **state)
+{
+  struct fixture *f = *state;
+  struct recipes *r;
+  struct consumed c;
+
+  /* Found by fuzz-recipes under UBSan: no component array at all. */
+  must_load(f->db, HEADER "MOD-NO-ONION,1," JAN ",,none,,,\n", ms("2026-02-01T00:00:00Z"));
+  r = must_load_set(f->db);
+  c = explode(r, "MOD-NO-ONION", 1, "2026-02-01T00:00:00Z", 1);
+  assert_int_equal(c.calls, 0);
+  assert_int_equal(recipes_material_count(r), 0);
+  recipes_free(r);
+}
+
 static void test_parse_errors_between_rows_name_the_later_line(void **state)
 {
   (void)state;
@@ -768,6 +783,8 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_errors_name_line_and_field),
       cmocka_unit_test(test_parse_errors_between_rows_name_the_later_line),
+      cmocka_unit_test_setup_teardown(test_a_file_of_only_none_recipes_is_accepted, setup,
+                                      teardown),
       cmocka_unit_test(test_include_cycle_in_a_file_is_refused),
       cmocka_unit_test_setup_teardown(test_includes_that_never_meet_in_time_are_not_a_cycle,
                                       setup, teardown),
