@@ -723,7 +723,17 @@ static void test_include_cycle_across_file_and_store_is_refused(void **state)
 static const char *const simulator_skus[] = {
     "PIZZA-MARG-M", "PIZZA-MARG-L", "PIZZA-DIAV-L", "PIZZA-QFORM-L", "PIZZA-VEG-M",
     "PIZZA-CAPR-L", "CALZONE",      "GARLIC-BREAD", "SALAD-MIXED",   "TIRAMISU",
-    "COLA-33",      "WATER-50",     "BEER-33",
+    "COLA-33",      "WATER-50",     "BEER-33",      "MOD-EXTRA-CHEESE", "MOD-EXTRA-SALAMI",
+    "MOD-EXTRA-JALAPENO", "MOD-DIP-GARLIC",
+};
+
+/* What it delivers with --manager-password: every material must be one the
+ * recipes use, in the same unit, or the adjustment is refused. */
+static const char *const simulator_deliveries[][2] = {
+    {"dough-ball-l", "piece"},    {"dough-ball-m", "piece"},    {"dough-ball-s", "piece"},
+    {"cheese-mozzarella", "g"},   {"tomato-sauce", "g"},        {"can-cola-33", "piece"},
+    {"bottle-water-50", "piece"}, {"bottle-beer-33", "piece"},  {"box-pizza-l", "piece"},
+    {"box-pizza-m", "piece"},     {"salami-spicy", "g"},        {"basil-fresh", "g"},
 };
 
 static void test_shipped_recipes_parse_apply_and_map_the_simulator(void **state)
@@ -758,6 +768,12 @@ static void test_shipped_recipes_parse_apply_and_map_the_simulator(void **state)
     c = explode(r, simulator_skus[i], 1, "2026-11-26T19:00:00+01:00", 1);
     if (c.count == 0)
       fail_msg("%s consumes nothing", simulator_skus[i]);
+  }
+  for (size_t i = 0; i < sizeof(simulator_deliveries) / sizeof(simulator_deliveries[0]); i++) {
+    const char *unit = recipes_material_unit(r, simulator_deliveries[i][0]);
+    if (!unit || strcmp(unit, simulator_deliveries[i][1]) != 0)
+      fail_msg("%s: the recipes keep it in %s, pos-sim delivers %s", simulator_deliveries[i][0],
+               unit ? unit : "(no recipe uses it)", simulator_deliveries[i][1]);
   }
   /* A large margherita includes the large base: version 1 before September. */
   c = explode(r, "PIZZA-MARG-L", 2, "2026-08-31T21:59:59+00:00", 1);
