@@ -591,6 +591,27 @@ static void test_closing_a_version_never_rewrites_it(void **state)
   assert_int_equal(query_int(f->db, "SELECT count(*) FROM recipe_components"), 2);
 }
 
+static void test_a_hand_edited_chain_is_refused_at_load(void **state)
+{
+  struct fixture *f = *state;
+  struct recipes *r;
+  char err[512] = "";
+
+  must_load(f->db, V1_TEXT V2_ROW, ms("2026-05-01T00:00:00Z"));
+  /* Someone drops the guard and moves version 1's end by hand: the set no
+   * longer says which version a sale in the gap used, so it is not loaded. */
+  assert_int_equal(sqlite3_exec(f->db,
+                                "DROP TRIGGER recipe_versions_only_closed;"
+                                "UPDATE recipe_versions SET valid_to_ms = valid_to_ms - 1"
+                                " WHERE version = 1",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  r = recipes_load(f->db, err, sizeof(err));
+  assert_null(r);
+  if (!strstr(err, "stored PIZZA version 1 is not closed where the next version starts"))
+    fail_msg("message: %s", err);
+}
+
 static void test_overlapping_or_backdated_versions_are_refused(void **state)
 {
   struct fixture *f = *state;
@@ -817,6 +838,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_late_sale_uses_the_version_it_was_sold_under, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_closing_a_version_never_rewrites_it, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_a_hand_edited_chain_is_refused_at_load, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_overlapping_or_backdated_versions_are_refused, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_a_future_version_can_be_corrected_before_it_starts,
