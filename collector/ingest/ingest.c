@@ -645,6 +645,14 @@ static void ingest_batch_deltas(ingest *in, struct ingest_batch *b, const char *
     }
     if (!why[0]) {
       b->result.deltas_produced++;
+      if (in->test_kill_after_delta_records &&
+          ++in->test_delta_records == in->test_kill_after_delta_records) {
+        /* What lands is exactly the records produced so far. */
+        log_warn("ingest", "test_hook_kill", "store=%s batch_seq=%" PRIu64 " delta_index=%u",
+                 store_id, envelope->batch_seq, index);
+        rd_kafka_flush(in->rk, 10000);
+        raise(SIGKILL);
+      }
       continue;
     }
     b->result.deltas_dead_lettered++;
@@ -1743,7 +1751,9 @@ static char *ingest_strdup_or(const char *value, const char *fallback)
 /*
  * Test hooks from the environment, for the e2e tests of checkpoints: a part
  * size small enough that a few journals make a multi-part checkpoint, and a
- * kill between two records of one checkpoint. Each is logged when set.
+ * kill between two records of one checkpoint; for the e2e test of
+ * inventory deltas, a kill half-way through a batch's deltas. Each is
+ * logged when set.
  */
 static void ingest_test_hooks(ingest *in)
 {
@@ -1754,6 +1764,7 @@ static void ingest_test_hooks(ingest *in)
 #else
   const char *part_bytes = getenv("POS_TEST_CHECKPOINT_PART_BYTES");
   const char *kill_after = getenv("POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS");
+  const char *kill_after_deltas = getenv("POS_TEST_KILL_AFTER_DELTA_RECORDS");
   unsigned long value;
   char *end;
 
@@ -1769,6 +1780,13 @@ static void ingest_test_hooks(ingest *in)
     if (*end == '\0' && value >= 1 && value <= INGEST_MAX_CHECKPOINT_PARTS) {
       in->test_kill_after_checkpoint_records = (unsigned)value;
       log_warn("ingest", "test_hook", "POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS=%lu", value);
+    }
+  }
+  if (kill_after_deltas && kill_after_deltas[0]) {
+    value = strtoul(kill_after_deltas, &end, 10);
+    if (*end == '\0' && value >= 1 && value <= 1000000000ul) {
+      in->test_kill_after_delta_records = (unsigned)value;
+      log_warn("ingest", "test_hook", "POS_TEST_KILL_AFTER_DELTA_RECORDS=%lu", value);
     }
   }
 #endif

@@ -206,6 +206,11 @@ struct ingest {
    * Nth record of a checkpoint, flush and SIGKILL this process, the way a
    * crash between two records of one checkpoint would. 0: off. */
   unsigned test_kill_after_checkpoint_records;
+  /* Test hook (POS_TEST_KILL_AFTER_DELTA_RECORDS=N): after producing the
+   * Nth inventory delta record of this run, flush and SIGKILL, the way a
+   * crash half-way through a batch's deltas would. 0: off. */
+  unsigned test_kill_after_delta_records;
+  unsigned test_delta_records; /* loop only: delta records produced so far */
   int wake_fds[2]; /* librdkafka writes to [1] when its main queue has events */
 
   kafka_embedded *embedded;
