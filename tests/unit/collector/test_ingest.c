@@ -1159,13 +1159,23 @@ static void test_replay_goes_to_replay_topic(void **state)
 {
   struct fixture *f = *state;
   struct sale_spec specs[3] = {{1, 0, NULL}, {2, 0, NULL}, {3, 0, NULL}};
-  struct records *replay, *live;
+  struct records *replay, *live, *inventory;
+  struct ingest_result r;
   wait_ready(f);
-  assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 0, NULL)).outcome, INGEST_ACCEPTED);
-  /* The same sales replayed under a resync: their own batch_seq space and topic. */
-  assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 0, "R-1")).outcome, INGEST_ACCEPTED);
-  assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 0, "R-1")).outcome, INGEST_DUPLICATE);
-  assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 0, "R-2")).outcome, INGEST_ACCEPTED);
+  assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 2, NULL)).outcome, INGEST_ACCEPTED);
+  /* The same sales replayed under a resync: their own batch_seq space and topic. Their
+   * deltas are not produced: the live batch counted those rows' stock (issue 8; before, each
+   * replay put them in pos.inventory-deltas.v1 again). */
+  r = submit(f, make_batch(0xcc, 1, specs, 3, 2, "R-1"));
+  assert_int_equal(r.outcome, INGEST_ACCEPTED);
+  assert_int_equal(r.deltas_produced, 0);
+  assert_int_equal(r.deltas_skipped, 2);
+  assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 2, "R-1")).outcome, INGEST_DUPLICATE);
+  assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 2, "R-2")).outcome, INGEST_ACCEPTED);
+  inventory = read_topic(f, "inventory-deltas.v1");
+  assert_int_equal(inventory->count, 2);
+  assert_string_equal(inventory->items[0].kind, "live");
+  free_records(inventory);
   live = read_topic(f, "sales.v1");
   assert_seqs(live, 1, 3);
   replay = read_topic(f, "sales.replay.v1");
