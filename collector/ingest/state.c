@@ -210,16 +210,48 @@ int64_t ingest__offsets_get(const struct ingest_offsets *offsets, int topic, int
   return offsets->next[topic][partition];
 }
 
+/*
+ * The position a delta record (of batch `batch_seq`) proves: the rows it
+ * covers (issue 8: headers first_seq, last_seq) and its index. Returns 0,
+ * 1 when it is an older collector's record positioned by (batch_seq,
+ * index), or -1 when it is not ours.
+ */
+static int ingest_delta_pos(const rd_kafka_message_t *record, uint64_t batch_seq,
+                            struct ingest_pos *pos)
+{
+  uint64_t delta_index = 0;
+  char position[8];
+  int legacy = 0;
+
+  if (kafka_header_u64(record, "delta_index", &delta_index) || delta_index == 0 ||
+      delta_index > UINT32_MAX)
+    return -1;
+  pos->index = (uint32_t)delta_index;
+  if (kafka_header_u64(record, "last_seq", &pos->seq) == 0) {
+    if (kafka_header_u64(record, "first_seq", &pos->first) || pos->first == 0 ||
+        pos->first > pos->seq)
+      return -1;
+  } else {
+    pos->seq = batch_seq;
+    legacy = 1;
+  }
+  /* A delta dead-lettered outside any position (its rows straddled the
+   * position) proves nothing about the stream. */
+  if (kafka_header_text(record, "position", position, sizeof(position)) >= 0 &&
+      strcmp(position, "none") == 0)
+    memset(pos, 0, sizeof(*pos));
+  return legacy;
+}
+
 int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
                        const rd_kafka_message_t *record)
 {
   char store_id[INGEST_STORE_ID_MAX + 1], hex[40], kind[16], resync_id[INGEST_RESYNC_ID_MAX + 1];
   uint8_t journal_id[16];
-  uint64_t batch_seq = 0, seq = 0, delta_index = 0;
+  uint64_t batch_seq = 0, delta_index = 0;
   struct ingest_journal *journal;
   struct ingest_pos pos;
   enum ingest_stream stream;
-  char position[8];
   int replay, legacy = 0;
 
   if (!record->key || record->key_len == 0 || record->key_len > INGEST_STORE_ID_MAX)
@@ -227,7 +259,8 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
   memcpy(store_id, record->key, record->key_len);
   store_id[record->key_len] = '\0';
   if (kafka_header_text(record, "journal_id", hex, sizeof(hex)) != 32 ||
-      proto_journal_id_parse(hex, journal_id) || kafka_header_text(record, "kind", kind, sizeof(kind)) < 0 ||
+      proto_journal_id_parse(hex, journal_id) ||
+      kafka_header_text(record, "kind", kind, sizeof(kind)) < 0 ||
       kafka_header_u64(record, "batch_seq", &batch_seq) || batch_seq == 0)
     return 0;
   if (strcmp(kind, "replay") == 0) {
@@ -261,29 +294,11 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
   }
   memset(&pos, 0, sizeof(pos));
   if (stream == INGEST_STREAM_INVENTORY || stream == INGEST_STREAM_DLQ_INVENTORY) {
-    if (kafka_header_u64(record, "delta_index", &delta_index) || delta_index == 0 ||
-        delta_index > UINT32_MAX)
+    legacy = ingest_delta_pos(record, batch_seq, &pos);
+    if (legacy < 0)
       return 0;
-    pos.index = (uint32_t)delta_index;
-    if (kafka_header_u64(record, "last_seq", &pos.seq) == 0) {
-      /* Positioned by the journal rows it covers (issue 8). */
-      if (kafka_header_u64(record, "first_seq", &pos.first) || pos.first == 0 ||
-          pos.first > pos.seq)
-        return 0;
-    } else {
-      /* An older collector's record: (batch_seq, index). */
-      pos.seq = batch_seq;
-      legacy = 1;
-    }
-    /* A delta dead-lettered outside any position (its rows straddled the
-     * position) proves nothing about the stream. */
-    if (kafka_header_text(record, "position", position, sizeof(position)) >= 0 &&
-        strcmp(position, "none") == 0)
-      pos.seq = 0;
-  } else {
-    if (kafka_header_u64(record, "seq", &seq))
-      return 0;
-    pos.seq = seq;
+  } else if (kafka_header_u64(record, "seq", &pos.seq)) {
+    return 0;
   }
   journal = ingest__state_get(state, store_id, journal_id, resync_id);
   if (!journal)
