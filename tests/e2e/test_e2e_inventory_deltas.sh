@@ -8,8 +8,9 @@
 #     (counting them would count rows twice, dropping them would lose the rest);
 #   - a collector killed (SIGKILL, test hook) half-way through a batch's deltas, restarted,
 #     completes the batch on the resend with the deltas that are missing, and only those;
-#   - a collector killed after a batch with no checkpoint since rebuilds the position from the
-#     log's headers alone: the resend and a re-cut produce nothing.
+#   - a collector killed (SIGKILL) right after a batch rebuilds the position from its last
+#     checkpoint and the log's headers (recovery_done says how many delta records it read):
+#     the resend and a re-cut produce nothing.
 # Then every delta is in the topic once, its headers name the rows its value covers, and the
 # sum per material is what the batches sent.
 source "$(dirname "$0")/lib.sh"
@@ -143,7 +144,7 @@ assert_eq "batch 11's deltas: each index once" "1 2 3" \
 send 12 131 20 # and a re-cut of the same rows after the restart
 assert_eq "deltas after a re-cut of batch 11's rows" 21 "$(inventory_count)"
 
-# --- a collector killed after a batch, with no checkpoint since: the log's headers alone ------------
+# --- a collector killed right after a batch: its checkpoint plus the log's headers -----------------
 send 13 151 20
 kill_collector
 start_collector
