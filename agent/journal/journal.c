@@ -27,12 +27,13 @@
 #include "platform/log.h"
 #include "proto/codec.h"
 
-#define JOURNAL_SCHEMA_VERSION 3
+#define JOURNAL_SCHEMA_VERSION 4
 
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
     JOURNAL_SCHEMA_V2,
     JOURNAL_SCHEMA_V3,
+    JOURNAL_SCHEMA_V4,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until

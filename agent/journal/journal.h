@@ -138,12 +138,25 @@ int journal_submit(journal *j, struct journal_write *write);
 
 /* ---- operations: the uplink's work on the journal ---------------------- */
 
+/* A place a sale had in a journal before this one (schema v4, table
+ * carried): see JOURNAL_OP_NEW_JOURNAL. */
+#define JOURNAL_MAX_CARRIED 8 /* the newest places kept per sale in a batch */
+struct journal_origin {
+  char journal_id[33]; /* 32 hex digits */
+  int64_t seq;
+};
+
 /* One sale handed to a journal_pack_fn: as the POS sent it, with what the
  * journal added. */
 struct journal_seal_sale {
   struct sale sale;    /* lines and payments owned by the journal */
   int64_t seq;
   int64_t received_ms;
+  /* Set only for a sale carried over from a journal that lost its tail or
+   * was a clone's: where it was before, oldest first (owned by the
+   * journal). That journal may have sent it: the batch must say so. */
+  struct journal_origin *carried;
+  size_t carried_count;
 };
 
 /* What a new batch is made of, for the journal_pack_fn. All borrowed. */

@@ -259,9 +259,51 @@ static void journal_free_seal_sales(struct journal_seal_sale *sales, size_t coun
 {
   if (!sales)
     return;
-  for (size_t i = 0; i < count; i++)
+  for (size_t i = 0; i < count; i++) {
     sale_clear(&sales[i].sale);
+    free(sales[i].carried);
+  }
   free(sales);
+}
+
+/* Fills `carried` of the sales (seq order) that were carried over from
+ * another journal. Rarely anything: the table is empty on almost every
+ * device, so this is prepared here, not at open. */
+static int journal_read_carried(journal *j, struct journal_seal_sale *sales, size_t count)
+{
+  sqlite3_stmt *stmt = NULL;
+  size_t at = 0;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_CARRIED_RANGE, -1, &stmt, NULL);
+
+  if (rc != SQLITE_OK)
+    return rc;
+  sqlite3_bind_int64(stmt, 1, sales[0].seq);
+  sqlite3_bind_int64(stmt, 2, sales[count - 1].seq);
+  sqlite3_bind_int(stmt, 3, JOURNAL_MAX_CARRIED);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    int64_t seq = sqlite3_column_int64(stmt, 0);
+    const char *id = (const char *)sqlite3_column_text(stmt, 1);
+    struct journal_seal_sale *sale;
+    while (at < count && sales[at].seq < seq)
+      at++;
+    if (at == count || sales[at].seq != seq || !id || strlen(id) != 32)
+      continue;
+    sale = &sales[at];
+    if (!sale->carried) {
+      sale->carried = calloc(JOURNAL_MAX_CARRIED, sizeof(*sale->carried));
+      if (!sale->carried) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+    }
+    if (sale->carried_count < JOURNAL_MAX_CARRIED) {
+      memcpy(sale->carried[sale->carried_count].journal_id, id, 33);
+      sale->carried[sale->carried_count].seq = sqlite3_column_int64(stmt, 2);
+      sale->carried_count++;
+    }
+  }
+  sqlite3_finalize(stmt);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 /* ---- NEXT_BATCH ------------------------------------------------------------ */
@@ -416,6 +458,11 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
     free(sales);
     return SQLITE_OK;
   }
+  rc = journal_read_carried(j, sales, count);
+  if (rc != SQLITE_OK) {
+    journal_free_seal_sales(sales, count);
+    return rc;
+  }
 
   {
     struct journal_seal_input in = {j->stats.journal_id, op->batch_seq, now_ms, sales, count,
@@ -536,6 +583,10 @@ static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms
     pthread_mutex_lock(&j->lock);
     j->stats.last_batch_seq = op->batch.batch_seq;
     pthread_mutex_unlock(&j->lock);
+    /* Before the batch can leave: if the WAL later loses this seal, the
+     * open finds the database short of a batch the collector may hold. */
+    j->hwm.sealed_batch_seq = op->batch.batch_seq;
+    journal__hwm_write(j, 1);
     log_info("journal", "batch_sealed",
              "batch_seq=%" PRId64 " first_seq=%" PRId64 " last_seq=%" PRId64
              " sales=%u bytes=%zu",
@@ -663,6 +714,8 @@ static void journal_ack(journal *j, struct journal_op *op, int64_t now_ms)
      * write only weakens that check (logged); the ack stands. */
     j->hwm.acked_batch_seq = target;
     j->hwm.acked_last_seq = out.acked_last_seq;
+    if (j->hwm.sealed_batch_seq < target)
+      j->hwm.sealed_batch_seq = target;
     journal__hwm_write(j, 1);
   }
   /* This acknowledgement may have made the room a full journal waits for:
@@ -733,6 +786,14 @@ static void journal_unseal(journal *j, struct journal_op *op)
   }
   if (rc == SQLITE_OK)
     rc = journal_set_meta_int(j, "last_batch_seq", op->batch_seq - 1);
+  if (rc == SQLITE_OK && j->hwm.sealed_batch_seq > op->batch_seq - 1) {
+    /* Lowered before the commit: a crash between the two leaves the mark
+     * saying less than the database, never more. These batches were never
+     * accepted (413), so their numbers may be sealed again. */
+    j->hwm.sealed_batch_seq = op->batch_seq - 1;
+    if (journal__hwm_write(j, 1))
+      rc = SQLITE_IOERR;
+  }
   rc = journal_finish(j, rc);
   if (rc != SQLITE_OK) {
     op->sales_changed = 0;

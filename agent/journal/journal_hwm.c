@@ -6,7 +6,11 @@
  *
  * The file is two 512-byte slots, each a line of text and its SHA-256:
  *   posjhwm1 g=GEN id=JOURNAL_ID r=RESERVED c=COMMITTED ab=ACKED_BATCH as=ACKED_SEQ
+ *   sb=SEALED_BATCH
  *   h=SHA256-HEX-OF-THE-LINE-ABOVE
+ * (one line up to h=; sb= was added later: a line without it is read with
+ * the acknowledged batch as the sealed one, and an older agent reading a
+ * line with it ignores it.)
  * A durable write fills both slots and fdatasyncs; a cheap write fills the
  * slot of its generation only. A torn or stale slot is never worse than
  * the other one: both always carry the reserved value of the last durable
@@ -60,9 +64,9 @@ static int hwm_format(const journal *j, char slot[HWM_SLOT_BYTES])
   memset(slot, 0, HWM_SLOT_BYTES);
   len = snprintf(slot, HWM_SLOT_BYTES,
                  "posjhwm1 g=%" PRIu64 " id=%s r=%" PRId64 " c=%" PRId64 " ab=%" PRId64
-                 " as=%" PRId64 "\n",
+                 " as=%" PRId64 " sb=%" PRId64 "\n",
                  j->hwm.generation, j->hwm.journal_id, j->hwm.reserved, j->hwm.committed,
-                 j->hwm.acked_batch_seq, j->hwm.acked_last_seq);
+                 j->hwm.acked_batch_seq, j->hwm.acked_last_seq, j->hwm.sealed_batch_seq);
   if (len <= 0 || len + 68 >= HWM_SLOT_BYTES || hwm_digest(slot, (size_t)len, digest))
     return -1;
   snprintf(slot + len, (size_t)(HWM_SLOT_BYTES - len), "h=%s\n", digest);
@@ -76,7 +80,8 @@ static int hwm_parse(const char slot[HWM_SLOT_BYTES], struct journal_hwm *out)
   char digest[65], stored[65];
   const char *newline;
   unsigned long long generation;
-  long long reserved, committed, acked_batch, acked_seq;
+  long long reserved, committed, acked_batch, acked_seq, sealed_batch;
+  int fields;
   char id[33];
   size_t len;
 
@@ -89,16 +94,20 @@ static int hwm_parse(const char slot[HWM_SLOT_BYTES], struct journal_hwm *out)
   if (sscanf(newline + 1, "h=%64[0-9a-f]\n", stored) != 1 || hwm_digest(text, len, digest) ||
       strcmp(stored, digest) != 0)
     return -1;
-  if (sscanf(text, "posjhwm1 g=%llu id=%32[0-9a-f] r=%lld c=%lld ab=%lld as=%lld", &generation,
-             id, &reserved, &committed, &acked_batch, &acked_seq) != 6 ||
-      strlen(id) != 32)
+  fields = sscanf(text, "posjhwm1 g=%llu id=%32[0-9a-f] r=%lld c=%lld ab=%lld as=%lld sb=%lld",
+                  &generation, id, &reserved, &committed, &acked_batch, &acked_seq,
+                  &sealed_batch);
+  if (fields < 6 || strlen(id) != 32)
     return -1;
+  if (fields == 6)
+    sealed_batch = acked_batch;
   out->generation = generation;
   memcpy(out->journal_id, id, sizeof(id));
   out->reserved = reserved;
   out->committed = committed;
   out->acked_batch_seq = acked_batch;
   out->acked_last_seq = acked_seq;
+  out->sealed_batch_seq = sealed_batch;
   return 0;
 }
 
@@ -144,6 +153,7 @@ int journal__hwm_open(journal *j, int *damaged, char *err, size_t err_size)
       j->hwm.committed = slot.committed;
       j->hwm.acked_batch_seq = slot.acked_batch_seq;
       j->hwm.acked_last_seq = slot.acked_last_seq;
+      j->hwm.sealed_batch_seq = slot.sealed_batch_seq;
     }
     found = 1;
   }

@@ -36,7 +36,13 @@
  *              so it survives kill -9; power loss may leave it behind,
  *              which is harmless (it only ever says "at least");
  *   acked_*    lower bounds of the collector's acknowledgement, written and
- *              fsynced after the journal recorded it.
+ *              fsynced after the journal recorded it;
+ *   sealed_batch_seq  lower bound of the highest batch sealed: written and
+ *              fsynced after a seal commits, before the batch can be sent
+ *              (and lowered before an unseal commits). A database that
+ *              lacks a batch it may have sent lost its tail: the collector
+ *              may hold that batch, so its number must never be sealed
+ *              again with other content.
  * Writer thread only once the journal is open.
  */
 struct journal_hwm {
@@ -48,6 +54,7 @@ struct journal_hwm {
   int64_t committed;
   int64_t acked_batch_seq;
   int64_t acked_last_seq;
+  int64_t sealed_batch_seq;
   int write_failed; /* the last write failed (logged once) */
 };
 

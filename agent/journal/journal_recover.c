@@ -94,12 +94,32 @@ static int journal_record_reset(journal *j, const char *previous_id, uint64_t mi
   return rc;
 }
 
-/* Copies the sales of the journal moved aside to `aside` with a seq above
- * `after_seq` (those the collector is not known to hold) into this new
- * journal, in seq order, in one transaction. 0 with *imported, or an
+/* One statement of the import, `after_seq` as ?1 and the previous
+ * journal's id as ?2 where it has one. */
+static int journal_import_step(journal *j, const char *sql, int64_t after_seq,
+                               const char *previous_id)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(stmt, 1, after_seq);
+    if (sqlite3_bind_parameter_count(stmt) >= 2)
+      sqlite3_bind_text(stmt, 2, previous_id, -1, SQLITE_STATIC);
+    rc = journal__step_done(j, stmt);
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* Copies the sales of the journal `previous_id` moved aside to `aside`
+ * with a seq above `after_seq` (those the collector is not known to hold)
+ * into this new journal, in seq order, in one transaction, with where
+ * each was before (table carried): the previous journal may have sent
+ * some of them, and the collector skips those. 0 with *imported, or an
  * SQLite error. On the opening thread. */
-static int journal_import_previous(journal *j, const char *aside, int64_t after_seq,
-                                   uint64_t *imported)
+static int journal_import_previous(journal *j, const char *aside, const char *previous_id,
+                                   int64_t after_seq, uint64_t *imported)
 {
   sqlite3_stmt *stmt = NULL;
   int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_ATTACH_PREVIOUS, -1, &stmt, NULL);
@@ -124,6 +144,10 @@ static int journal_import_previous(journal *j, const char *aside, int64_t after_
   }
   sqlite3_finalize(stmt);
   if (rc == SQLITE_OK)
+    rc = journal_import_step(j, JOURNAL_SQL_IMPORT_CARRIED, after_seq, previous_id);
+  if (rc == SQLITE_OK)
+    rc = journal_import_step(j, JOURNAL_SQL_IMPORT_ORIGIN, after_seq, previous_id);
+  if (rc == SQLITE_OK)
     rc = journal__exec(j->db, "COMMIT", NULL, 0, j->path);
   else if (!sqlite3_get_autocommit(j->db))
     sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
@@ -147,6 +171,7 @@ static int journal_hwm_reset(journal *j)
   j->hwm.reserved = j->hwm.committed = j->stats.last_seq;
   j->hwm.acked_batch_seq = j->stats.acked_batch_seq;
   j->hwm.acked_last_seq = j->stats.acked_last_seq;
+  j->hwm.sealed_batch_seq = j->stats.last_batch_seq;
   rc = journal__hwm_write(j, 1);
   if (rc == 0 && created)
     rc = disk_fsync_parent(j->hwm.path);
@@ -202,15 +227,17 @@ static int journal_check_hwm(journal *j, char *reason, size_t reason_size, uint6
     return JOURNAL_HWM_OK;
   }
   if (db->last_seq < j->hwm.committed || db->acked_batch_seq < j->hwm.acked_batch_seq ||
-      db->acked_last_seq < j->hwm.acked_last_seq) {
+      db->acked_last_seq < j->hwm.acked_last_seq || db->last_batch_seq < j->hwm.sealed_batch_seq) {
     int64_t lost = j->hwm.committed - db->last_seq;
     *missing = lost > 0 ? (uint64_t)lost : 0;
     snprintf(reason, reason_size,
-             "journal %s lost sales it had handed out: the database ends at seq %lld (batch "
-             "%lld acknowledged), but seqs up to %lld were handed out and batch %lld (seq %lld) "
+             "journal %s lost sales or batches it had handed out: the database ends at seq %lld "
+             "(batch %lld sealed, %lld acknowledged), but seqs up to %lld were handed out, "
+             "batch %lld sealed (it may have been sent) and batch %lld (seq %lld) "
              "acknowledged; its WAL was cut or deleted, or an older copy restored",
-             db->journal_id, (long long)db->last_seq, (long long)db->acked_batch_seq,
-             (long long)j->hwm.committed, (long long)j->hwm.acked_batch_seq,
+             db->journal_id, (long long)db->last_seq, (long long)db->last_batch_seq,
+             (long long)db->acked_batch_seq, (long long)j->hwm.committed,
+             (long long)j->hwm.sealed_batch_seq, (long long)j->hwm.acked_batch_seq,
              (long long)j->hwm.acked_last_seq);
     return JOURNAL_HWM_LOST;
   }
@@ -316,7 +343,7 @@ static int journal_start_new(journal *j, const struct journal_options *options, 
   j->skip_to = 0;
   if (journal__open_db(j, options, err, err_size))
     return -1;
-  rc = journal_import_previous(j, aside, after, &imported);
+  rc = journal_import_previous(j, aside, previous_id, after, &imported);
   if (rc != SQLITE_OK) {
     snprintf(err, err_size, "journal %s: cannot copy the unsent sales of %s into the new "
              "journal: %s; both files are kept", j->path, aside, sqlite3_errmsg(j->db));

@@ -71,6 +71,19 @@
   "     coalesce((SELECT CAST(value AS INTEGER) FROM meta"                    \
   "               WHERE key = 'acked_last_seq'), 0)));"
 
+/* Version 4: where a sale carried over into this journal was before (a
+ * journal that lost its tail, or a clone's), oldest first (position 0):
+ * that journal may have sent it, so the batch says so (Sale.carried_from)
+ * and the collector skips what its log holds under those journals. Empty
+ * on almost every device: nothing is written per sale. */
+#define JOURNAL_SCHEMA_V4                                                     \
+  "CREATE TABLE carried("                                                     \
+  "  seq INTEGER NOT NULL,"                                                   \
+  "  position INTEGER NOT NULL,"                                              \
+  "  journal_id TEXT NOT NULL,"                                               \
+  "  previous_seq INTEGER NOT NULL,"                                          \
+  "  PRIMARY KEY(seq, position)) WITHOUT ROWID;"
+
 #define JOURNAL_SQL_INSERT_SALE                                               \
   "INSERT INTO sales(sale_id, content_hash, kind, original_sale_id,"          \
   " terminal_id, cashier_id, channel, delivery_partner, business_time,"       \
@@ -201,5 +214,31 @@
   " cashier_id, channel, delivery_partner, business_time, business_time_ms,"  \
   " utc_offset_min, currency, currency_exponent, total_minor, lines,"         \
   " payments, received_ms FROM previous.sales WHERE seq > ?1 ORDER BY seq"
+
+/* After JOURNAL_SQL_IMPORT_PREVIOUS, in its transaction: the imported
+ * sales keep where they were before the previous journal (matched by
+ * sale_id, unique in both)... */
+#define JOURNAL_SQL_IMPORT_CARRIED                                            \
+  "INSERT INTO main.carried(seq, position, journal_id, previous_seq)"         \
+  " SELECT m.seq, c.position, c.journal_id, c.previous_seq"                   \
+  " FROM previous.carried c JOIN previous.sales p ON p.seq = c.seq"           \
+  " JOIN main.sales m ON m.sale_id = p.sale_id WHERE p.seq > ?1"
+
+/* ... and gain their place in it (?2, its journal_id) after those. */
+#define JOURNAL_SQL_IMPORT_ORIGIN                                             \
+  "INSERT INTO main.carried(seq, position, journal_id, previous_seq)"         \
+  " SELECT m.seq, coalesce((SELECT max(c.position) + 1 FROM previous.carried" \
+  " c WHERE c.seq = p.seq), 0), ?2, p.seq"                                    \
+  " FROM previous.sales p JOIN main.sales m ON m.sale_id = p.sale_id"         \
+  " WHERE p.seq > ?1"
+
+/* Where the sales of seqs ?1..?2 were before, for the batch that seals
+ * them: the newest JOURNAL_MAX_CARRIED places of each, in seq order,
+ * oldest place first. */
+#define JOURNAL_SQL_CARRIED_RANGE                                             \
+  "SELECT seq, journal_id, previous_seq FROM ("                               \
+  " SELECT seq, position, journal_id, previous_seq, row_number() OVER"        \
+  " (PARTITION BY seq ORDER BY position DESC) AS newest FROM carried"         \
+  " WHERE seq BETWEEN ?1 AND ?2) WHERE newest <= ?3 ORDER BY seq, position"
 
 #endif

@@ -34,6 +34,9 @@ struct batcher_messages {
   Pos__V1__SaleLine **line_ptrs;
   Pos__V1__Payment *payments;
   Pos__V1__Payment **payment_ptrs;
+  Pos__V1__SaleOrigin *origins; /* Sale.carried_from, rarely any */
+  Pos__V1__SaleOrigin **origin_ptrs;
+  uint8_t (*origin_ids)[16];
 };
 
 static void batcher_messages_free(struct batcher_messages *m)
@@ -44,17 +47,41 @@ static void batcher_messages_free(struct batcher_messages *m)
   free(m->line_ptrs);
   free(m->payments);
   free(m->payment_ptrs);
+  free(m->origins);
+  free(m->origin_ptrs);
+  free(m->origin_ids);
+}
+
+/* Sale.carried_from of `msg` from the row's places in journals before. */
+static int batcher_origins(struct batcher_messages *m, size_t *at, Pos__V1__Sale *msg,
+                           const struct journal_seal_sale *row)
+{
+  msg->carried_from = &m->origin_ptrs[*at];
+  msg->n_carried_from = row->carried_count;
+  for (size_t c = 0; c < row->carried_count; c++, (*at)++) {
+    Pos__V1__SaleOrigin *origin = &m->origins[*at];
+    pos__v1__sale_origin__init(origin);
+    if (proto_journal_id_parse(row->carried[c].journal_id, m->origin_ids[*at]))
+      return -1;
+    origin->journal_id.data = m->origin_ids[*at];
+    origin->journal_id.len = 16;
+    origin->seq = (uint64_t)row->carried[c].seq;
+    m->origin_ptrs[*at] = origin;
+  }
+  return 0;
 }
 
 static int batcher_messages_build(struct batcher_messages *m, const struct batcher_identity *id,
                                   const struct journal_seal_sale *rows, size_t count)
 {
   size_t line_total = 0, payment_total = 0, line_at = 0, payment_at = 0;
+  size_t origin_total = 0, origin_at = 0;
 
   memset(m, 0, sizeof(*m));
   for (size_t i = 0; i < count; i++) {
     line_total += rows[i].sale.line_count;
     payment_total += rows[i].sale.payment_count;
+    origin_total += rows[i].carried_count;
   }
   m->sales = calloc(count, sizeof(*m->sales));
   m->sale_ptrs = calloc(count, sizeof(*m->sale_ptrs));
@@ -62,8 +89,11 @@ static int batcher_messages_build(struct batcher_messages *m, const struct batch
   m->line_ptrs = calloc(line_total ? line_total : 1, sizeof(*m->line_ptrs));
   m->payments = calloc(payment_total ? payment_total : 1, sizeof(*m->payments));
   m->payment_ptrs = calloc(payment_total ? payment_total : 1, sizeof(*m->payment_ptrs));
+  m->origins = calloc(origin_total ? origin_total : 1, sizeof(*m->origins));
+  m->origin_ptrs = calloc(origin_total ? origin_total : 1, sizeof(*m->origin_ptrs));
+  m->origin_ids = calloc(origin_total ? origin_total : 1, sizeof(*m->origin_ids));
   if (!m->sales || !m->sale_ptrs || !m->lines || !m->line_ptrs || !m->payments ||
-      !m->payment_ptrs) {
+      !m->payment_ptrs || !m->origins || !m->origin_ptrs || !m->origin_ids) {
     batcher_messages_free(m);
     return -1;
   }
@@ -111,6 +141,10 @@ static int batcher_messages_build(struct batcher_messages *m, const struct batch
     msg->store_id = batcher_text(id->store_id);
     msg->seq = (uint64_t)rows[i].seq;
     msg->received_ms = rows[i].received_ms;
+    if (batcher_origins(m, &origin_at, msg, &rows[i])) {
+      batcher_messages_free(m);
+      return -1;
+    }
     m->sale_ptrs[i] = msg;
   }
   return 0;

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "platform/clock.h"
 #include "platform/log.h"
@@ -584,6 +585,26 @@ static void uplink_ack_journal_text(const Pos__V1__BatchAck *ack, char out[33])
 }
 
 /*
+ * Test builds only (POS_TESTING): POS_TEST_DIE_BEFORE_ACK=1 makes the agent
+ * die (exit status 137, as after kill -9) the moment a batch is
+ * acknowledged, before the journal records it: the collector has produced
+ * the batch and the agent does not know. The e2e tests of a journal that
+ * loses its tail with a batch in flight need that moment every time.
+ */
+static void uplink_test_die_before_ack(int64_t batch_seq)
+{
+#ifdef POS_TESTING
+  const char *die = getenv("POS_TEST_DIE_BEFORE_ACK");
+  if (die && strcmp(die, "1") == 0) {
+    log_warn("uplink", "test_hook", "POS_TEST_DIE_BEFORE_ACK=1 batch_seq=%" PRId64, batch_seq);
+    _exit(137);
+  }
+#else
+  (void)batch_seq;
+#endif
+}
+
+/*
  * A 200 counts only with a BatchAck that names our journal and acknowledges
  * at least the batch sent: anything less (a proxy's 200, a body cut short,
  * another journal's ack) is a failed attempt, retried with backoff, so that
@@ -628,6 +649,7 @@ static void uplink_on_ok(uplink *u, Pos__V1__BatchAck *ack, const char *text)
     uplink_backoff_max(u);
     return;
   }
+  uplink_test_die_before_ack(batch_seq);
   uplink_apply_limits(u, ack->limits);
   uplink__commands(u, ack->n_commands, ack->commands);
   log_debug("uplink", "batch_answered", "batch_seq=%" PRId64 " duplicate=%d", batch_seq,

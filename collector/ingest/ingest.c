@@ -666,6 +666,59 @@ static void ingest_batch_deltas(ingest *in, struct ingest_batch *b, const char *
 }
 
 /*
+ * A sale carried over into a new journal (Sale.carried_from: the journal
+ * that took it first lost its tail or was a clone's) may be in the log
+ * already, under a journal it had before: that journal's batch was
+ * produced, and its acknowledgement never reached the agent. It is in the
+ * log if its seq there is at or below either stream's position of that
+ * journal: records of a journal are produced in seq order, so everything
+ * below the highest one produced is in its topic (sales or DLQ). Only a
+ * journal of the same device counts: a clone's device carries over from
+ * the journal the other device kept, whose seqs are other sales; and a
+ * journal whose device is not known is not trusted with a skip (a
+ * duplicate can be seen downstream by sale_id, a loss cannot).
+ * Returns the journal it is in the log under, or NULL. Live batches only.
+ */
+static const struct ingest_journal *ingest_carried_in_log(ingest *in, const char *store_id,
+                                                          const char *device_id,
+                                                          const Pos__V1__Sale *sale)
+{
+  for (size_t i = 0; i < sale->n_carried_from; i++) {
+    const Pos__V1__SaleOrigin *origin = sale->carried_from[i];
+    const struct ingest_journal *before;
+    if (origin->journal_id.len != 16)
+      continue;
+    before = ingest__state_find(&in->state, store_id, origin->journal_id.data, "");
+    if (before && before->device_id && device_id && strcmp(before->device_id, device_id) == 0 &&
+        (origin->seq <= before->streams[INGEST_STREAM_SALES].seq ||
+                   origin->seq <= before->streams[INGEST_STREAM_DLQ].seq))
+      return before;
+  }
+  return NULL;
+}
+
+/* A journal a sale of `batch` was carried over from whose own batch is
+ * still producing: whether the sale is in the log is not known until its
+ * delivery reports are back. NULL when there is none. */
+static const struct ingest_journal *ingest_carried_inflight(ingest *in, const char *store_id,
+                                                            const Pos__V1__Batch *batch)
+{
+  for (size_t i = 0; i < batch->n_sales; i++) {
+    const Pos__V1__Sale *sale = batch->sales[i];
+    for (size_t c = 0; c < sale->n_carried_from; c++) {
+      const Pos__V1__SaleOrigin *origin = sale->carried_from[c];
+      const struct ingest_journal *before =
+          origin->journal_id.len == 16
+              ? ingest__state_find(&in->state, store_id, origin->journal_id.data, "")
+              : NULL;
+      if (before && before->inflight)
+        return before;
+    }
+  }
+  return NULL;
+}
+
+/*
  * Produces what of the batch the log does not hold yet, in seq order:
  * each sale above its stream's position, to the sales (or replay) topic
  * when it passes proto_sale_check and to the DLQ when it does not; then
@@ -679,7 +732,7 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
   struct ingest_sale_order *order = NULL;
   struct ingest_batch *b = calloc(1, sizeof(*b));
   uint64_t previous_seq = 0;
-  unsigned duplicates_logged = 0;
+  unsigned duplicates_logged = 0, carried_logged = 0;
   char quoted[160];
 
   if (b)
@@ -763,6 +816,17 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
       stream = INGEST_STREAM_DLQ;
     }
     if (tracked && sale->seq <= journal->streams[stream].seq) {
+      b->result.skipped++;
+      continue;
+    }
+    if (tracked && sale->n_carried_from && !b->journal->resync_id[0] &&
+        ingest_carried_in_log(in, store_id, envelope->device_id, sale)) {
+      /* Produced before, under the journal it was carried over from. */
+      if (carried_logged++ < INGEST_LOG_LINES_PER_BATCH)
+        log_info("ingest", "carried_sale_in_log",
+                 "store=%s batch_seq=%" PRIu64 " seq=%" PRIu64 " sale_id=%s reason=\"carried "
+                 "over from an earlier journal, which had it produced already\"",
+                 store_id, envelope->batch_seq, sale->seq, sale->sale_id);
       b->result.skipped++;
       continue;
     }
@@ -948,6 +1012,19 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
                              in->batch_count, in->outstanding, INGEST_MAX_BATCHES_IN_FLIGHT,
                              INGEST_MAX_RECORDS_IN_FLIGHT);
     return;
+  }
+  if (!journal->resync_id[0]) {
+    const struct ingest_journal *before = ingest_carried_inflight(in, store_id, batch);
+    if (before) {
+      char before_hex[33];
+      proto_journal_id_format(before->journal_id, before_hex);
+      pos__v1__batch__free_unpacked(batch, NULL);
+      ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
+                               "batch %" PRIu64 " of journal %s carries sales over from journal "
+                               "%s, whose batch is still being produced; retry shortly",
+                               envelope->batch_seq, hex, before_hex);
+      return;
+    }
   }
   ingest_batch_start(in, journal, store_id, batch, done, arg);
 }

@@ -221,6 +221,8 @@ static size_t proto_census_limit(const struct proto_census *census,
     return PROTO_MAX_LINES_PER_SALE;
   if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "payments") == 0)
     return PROTO_MAX_PAYMENTS_PER_SALE;
+  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "carried_from") == 0)
+    return PROTO_MAX_CARRIED_PER_SALE;
   return SIZE_MAX;
 }
 
@@ -588,6 +590,13 @@ int proto_sale_check(const Pos__V1__Sale *sale, char *field, size_t field_size, 
   if (sale->utc_offset_minutes < -18 * 60 || sale->utc_offset_minutes > 18 * 60)
     PROTO_REJECT("utc_offset_minutes", "UTC offset %d minutes is beyond +-18h",
                  (int)sale->utc_offset_minutes);
+  for (size_t i = 0; i < sale->n_carried_from; i++) {
+    char where[48];
+    snprintf(where, sizeof(where), "carried_from[%zu]", i);
+    if (sale->carried_from[i]->journal_id.len != 16 || sale->carried_from[i]->seq == 0)
+      PROTO_REJECT(where, "a journal a sale was carried over from needs a 16-byte journal_id "
+                          "and a seq above 0");
+  }
   if (sale->n_lines == 0 || sale->n_lines > 500)
     PROTO_REJECT("lines", "a sale needs 1 to 500 lines, not %zu", sale->n_lines);
   for (size_t i = 0; i < sale->n_lines; i++) {

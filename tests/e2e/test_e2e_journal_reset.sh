@@ -15,9 +15,7 @@ write_agent_config uplink.heartbeat_interval=1s
 start_agent
 # The agent pushes once at start (then every hour): let that push go by
 # before selling, so that no batch is in flight when the agent is killed.
-# (A batch the collector produced but whose ack the agent never recorded
-# would be carried over into the new journal and sent again under it: a
-# known gap, see the issue's closing note.)
+# (A batch in flight at the kill is test_e2e_journal_reset_inflight.sh.)
 deadline=$((SECONDS + 30))
 until grep -q 'mod=uplink event=push why=start' "$AGENT_LOG"; do
   ((SECONDS < deadline)) || fail "the agent's push at start within 30 s" "event=push why=start" "$(tail -n 3 "$AGENT_LOG")"

@@ -43,6 +43,7 @@ struct proto_limits {
  */
 #define PROTO_MAX_LINES_PER_SALE 500u
 #define PROTO_MAX_PAYMENTS_PER_SALE 50u
+#define PROTO_MAX_CARRIED_PER_SALE 8u /* journals a sale was carried over from */
 #define PROTO_MAX_DELTAS_PER_BATCH 100000u
 #define PROTO_OBJECTS_PER_SALE 16u
 #define PROTO_MAX_OBJECTS_MIN 65536u
