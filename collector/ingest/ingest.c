@@ -575,22 +575,108 @@ static struct ingest_covered ingest_deltas_covered(const Pos__V1__Batch *batch)
 }
 
 /*
+ * A sale of `batch` carried over from an earlier journal of the same device
+ * (Sale.carried_from) whose row there has its deltas in the log: at or
+ * below that journal's inventory position, or any row of a journal an
+ * older collector positioned by batch number. The batch's deltas,
+ * aggregated over its rows, would count that row's consumption again.
+ * Returns that journal and sets *origin, or NULL. Live batches only.
+ */
+static const struct ingest_journal *
+ingest_carried_deltas_in_log(ingest *in, const char *store_id, const char *device_id,
+                             const Pos__V1__Batch *batch, const Pos__V1__SaleOrigin **origin)
+{
+  for (size_t i = 0; i < batch->n_sales; i++) {
+    const Pos__V1__Sale *sale = batch->sales[i];
+    for (size_t c = 0; c < sale->n_carried_from; c++) {
+      const Pos__V1__SaleOrigin *from = sale->carried_from[c];
+      const struct ingest_journal *before =
+          from->journal_id.len == 16
+              ? ingest__state_find(&in->state, store_id, from->journal_id.data, "")
+              : NULL;
+      /* As for sales, only the same device's journal holds this row. */
+      if (!before || !before->device_id || !device_id ||
+          strcmp(before->device_id, device_id) != 0)
+        continue;
+      if (from->seq <= before->streams[INGEST_STREAM_INVENTORY].seq ||
+          before->legacy[INGEST_LEGACY_SLOT(INGEST_STREAM_INVENTORY)].seq != 0) {
+        *origin = from;
+        return before;
+      }
+    }
+  }
+  return NULL;
+}
+
+/* Where delta `index` goes and why (ingest_batch_deltas). Returns 1 when the
+ * log holds it already, else 0 with *stream, *tracked, *field and `why`
+ * ("" for a plain delta); `carried_why` is set when carried rows are in. */
+static int ingest_delta_route(const struct ingest_batch *b, const char *store_id,
+                              const Pos__V1__InventoryDelta *delta, uint32_t index,
+                              struct ingest_covered covered, const char *carried_why,
+                              enum ingest_stream *stream, int *tracked, const char **field,
+                              char *why, size_t why_size)
+{
+  /* Like a sale, a delta naming another store than the certificate's is
+   * dead-lettered, in a stream of its own. */
+  int foreign = delta->store_id && delta->store_id[0] && strcmp(delta->store_id, store_id) != 0;
+  enum ingest_delta_verdict verdict;
+
+  *stream = foreign ? INGEST_STREAM_DLQ_INVENTORY : INGEST_STREAM_INVENTORY;
+  *tracked = 0;
+  why[0] = '\0';
+  if (covered.first_seq == 0 || covered.last_seq < covered.first_seq) {
+    *field = "envelope.first_seq";
+    snprintf(why, why_size, "the batch's deltas name no journal rows (envelope and delta "
+             "first_seq/last_seq are %" PRIu64 "..%" PRIu64 "): they cannot be positioned",
+             covered.first_seq, covered.last_seq);
+    return 0;
+  }
+  verdict = ingest__delta_verdict(b->journal, *stream, b->batch->envelope->batch_seq,
+                                  covered.first_seq, covered.last_seq, index);
+  if (verdict == INGEST_DELTA_IN_LOG)
+    return 1;
+  if (verdict == INGEST_DELTA_STRADDLES) {
+    *field = "inventory_deltas.first_seq";
+    snprintf(why, why_size, "the deltas cover journal rows %" PRIu64 "..%" PRIu64 " but the "
+             "log holds deltas up to row %" PRIu64 ": an aggregate cannot be split; counting "
+             "it would count rows twice",
+             covered.first_seq, covered.last_seq, b->journal->streams[*stream].seq);
+    return 0;
+  }
+  if (carried_why) {
+    *field = "sales.carried_from";
+    snprintf(why, why_size, "%s", carried_why);
+    return 0;
+  }
+  *tracked = 1;
+  *field = foreign ? "inventory_deltas.store_id" : NULL;
+  if (foreign)
+    snprintf(why, why_size, "inventory delta says store %.64s but the batch comes from "
+             "store %.64s", delta->store_id, store_id);
+  return 0;
+}
+
+/*
  * Produces the batch's inventory deltas that the log does not hold yet
  * (ingest__delta_verdict), each to pos.inventory-deltas.v1, or to the DLQ
  * in a stream of its own when it names another store. Deltas that cannot
- * be positioned (no rows named, or rows on both sides of the position) are
- * dead-lettered outside any position: counting them could count rows twice,
- * dropping them would lose the rest. A replay's deltas are not produced:
- * the live batches carry each row's deltas once, and the inventory topic
- * has no replay twin.
+ * be positioned (no rows named, rows on both sides of the position, rows
+ * carried over whose deltas the log holds under an earlier journal) are
+ * dead-lettered outside any position: counting them could count rows
+ * twice, dropping them would lose the rest. A replay's deltas are not
+ * produced: the live batches carry each row's deltas once, and the
+ * inventory topic has no replay twin.
  */
 static void ingest_batch_deltas(ingest *in, struct ingest_batch *b, const char *store_id)
 {
   Pos__V1__Batch *batch = b->batch;
   const Pos__V1__BatchEnvelope *envelope = batch->envelope;
   struct ingest_covered covered = ingest_deltas_covered(batch);
+  const struct ingest_journal *before;
+  const Pos__V1__SaleOrigin *origin = NULL;
   unsigned logged = 0;
-  char why[200], quoted[240];
+  char why[200], carried_why[200] = "", quoted[240], hex[33];
 
   if (batch->n_inventory_deltas == 0)
     return;
@@ -601,42 +687,25 @@ static void ingest_batch_deltas(ingest *in, struct ingest_batch *b, const char *
              b->journal->resync_id, envelope->batch_seq, batch->n_inventory_deltas);
     return;
   }
+  before = ingest_carried_deltas_in_log(in, store_id, envelope->device_id, batch, &origin);
+  if (before) {
+    proto_journal_id_format(before->journal_id, hex);
+    snprintf(carried_why, sizeof(carried_why), "the deltas cover rows carried over from "
+             "journal %s, whose deltas of its row %" PRIu64 " are in the log already: counting "
+             "them could count that row twice", hex, origin->seq);
+  }
   for (size_t i = 0; i < batch->n_inventory_deltas && !b->failed; i++) {
     Pos__V1__InventoryDelta *delta = batch->inventory_deltas[i];
     uint32_t index = (uint32_t)(i + 1);
-    /* Like a sale, a delta naming another store than the certificate's is
-     * dead-lettered, in a stream of its own. */
-    int foreign = delta->store_id && delta->store_id[0] && strcmp(delta->store_id, store_id) != 0;
-    enum ingest_stream stream = foreign ? INGEST_STREAM_DLQ_INVENTORY : INGEST_STREAM_INVENTORY;
-    enum ingest_delta_verdict verdict = INGEST_DELTA_STRADDLES;
-    const char *field = foreign ? "inventory_deltas.store_id" : NULL;
-    int tracked = 1;
+    enum ingest_stream stream;
+    const char *field;
+    int tracked;
 
-    why[0] = '\0';
-    if (foreign)
-      snprintf(why, sizeof(why), "inventory delta says store %.64s but the batch comes from "
-               "store %.64s", delta->store_id, store_id);
-    if (covered.first_seq == 0 || covered.last_seq < covered.first_seq) {
-      tracked = 0;
-      field = "envelope.first_seq";
-      snprintf(why, sizeof(why), "the batch's deltas name no journal rows (envelope and "
-               "delta first_seq/last_seq are %" PRIu64 "..%" PRIu64 "): they cannot be "
-               "positioned", covered.first_seq, covered.last_seq);
-    } else {
-      verdict = ingest__delta_verdict(b->journal, stream, envelope->batch_seq,
-                                      covered.first_seq, covered.last_seq, index);
-      if (verdict == INGEST_DELTA_IN_LOG) {
-        b->result.deltas_skipped++;
-        continue;
-      }
-      if (verdict == INGEST_DELTA_STRADDLES) {
-        tracked = 0;
-        field = "inventory_deltas.first_seq";
-        snprintf(why, sizeof(why), "the deltas cover journal rows %" PRIu64 "..%" PRIu64
-                 " but the log holds deltas up to row %" PRIu64 ": an aggregate cannot be "
-                 "split; counting it would count rows twice",
-                 covered.first_seq, covered.last_seq, b->journal->streams[stream].seq);
-      }
+    if (ingest_delta_route(b, store_id, delta, index, covered,
+                           carried_why[0] ? carried_why : NULL, &stream, &tracked, &field, why,
+                           sizeof(why))) {
+      b->result.deltas_skipped++;
+      continue;
     }
     if (ingest_produce_delta(in, b, delta, index, stream, tracked, covered, field,
                              why[0] ? why : NULL)) {
@@ -658,10 +727,10 @@ static void ingest_batch_deltas(ingest *in, struct ingest_batch *b, const char *
     b->result.deltas_dead_lettered++;
     if (logged++ < INGEST_LOG_LINES_PER_BATCH)
       log_event(tracked ? LOG_WARN : LOG_ERROR, "ingest", "delta_dead_lettered",
-          "store=%s batch_seq=%" PRIu64 " delta_index=%u first_seq=%" PRIu64
-          " last_seq=%" PRIu64 " field=%s reason=%s",
-          store_id, envelope->batch_seq, index, covered.first_seq, covered.last_seq, field,
-          log_quote(why, quoted, sizeof(quoted)));
+                "store=%s batch_seq=%" PRIu64 " delta_index=%u first_seq=%" PRIu64
+                " last_seq=%" PRIu64 " field=%s reason=%s",
+                store_id, envelope->batch_seq, index, covered.first_seq, covered.last_seq,
+                field, log_quote(why, quoted, sizeof(quoted)));
   }
 }
 

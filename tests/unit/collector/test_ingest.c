@@ -105,6 +105,7 @@ static Pos__V1__Batch *make_batch_for(const uint8_t journal_id[16], uint64_t bat
     sale->seq = specs[i].seq;
     if (specs[i].store_id)
       sale->store_id = (char *)specs[i].store_id;
+
     lines[i].sku = "PIZZA-MARG-L";
     lines[i].quantity = 2;
     lines[i].unit_price = 1250;
@@ -907,6 +908,60 @@ static void test_deltas_straddling_the_position_are_dead_lettered(void **state)
   free_records(dlq);
 }
 
+/* Sales carried over into a new journal whose earlier journal had their batch produced (the
+ * acknowledgement was lost with the WAL's tail): the new batch's deltas aggregate rows whose
+ * consumption is in the log already. They are dead-lettered with the reason, not counted again;
+ * a carried batch the earlier journal never produced has its deltas counted. */
+/* Marks every sale of `batch` as carried over from journal `journal_byte`'s row of the same
+ * seq (allocated the way pos__v1__batch__free_unpacked frees). */
+static Pos__V1__Batch *carried_from(Pos__V1__Batch *batch, uint8_t journal_byte)
+{
+  for (size_t i = 0; i < batch->n_sales; i++) {
+    Pos__V1__SaleOrigin *origin = malloc(sizeof(*origin));
+    assert_non_null(origin);
+    pos__v1__sale_origin__init(origin);
+    origin->journal_id.data = malloc(16);
+    assert_non_null(origin->journal_id.data);
+    memset(origin->journal_id.data, journal_byte, 16);
+    origin->journal_id.len = 16;
+    origin->seq = batch->sales[i]->seq;
+    batch->sales[i]->carried_from = malloc(sizeof(*batch->sales[i]->carried_from));
+    assert_non_null(batch->sales[i]->carried_from);
+    batch->sales[i]->carried_from[0] = origin;
+    batch->sales[i]->n_carried_from = 1;
+  }
+  return batch;
+}
+
+static void test_carried_rows_whose_deltas_are_in_the_log_are_not_counted_again(void **state)
+{
+  struct fixture *f = *state;
+  struct records *inventory, *dlq;
+  struct ingest_result r;
+  wait_ready(f);
+  submit_rows(f, 0xe1, 1, 1, 4, 2, 2, 0);
+  r = submit(f, carried_from(make_rows(0xe2, 1, 1, 4, 2), 0xe1));
+  assert_int_equal(r.outcome, INGEST_ACCEPTED);
+  assert_int_equal(r.skipped, 4);
+  assert_int_equal(r.deltas_produced, 0);
+  assert_int_equal(r.deltas_dead_lettered, 2);
+  /* Rows 5..6 of the earlier journal never reached the log: carried, they count. */
+  r = submit(f, carried_from(make_rows(0xe2, 2, 5, 6, 2), 0xe1));
+  assert_int_equal(r.outcome, INGEST_ACCEPTED);
+  assert_int_equal(r.produced, 2);
+  assert_int_equal(r.deltas_produced, 2);
+  inventory = read_topic(f, "inventory-deltas.v1");
+  assert_int_equal(assert_deltas_once(inventory, 0xe1), 2);
+  assert_int_equal(assert_deltas_once(inventory, 0xe2), 2);
+  free_records(inventory);
+  dlq = read_topic(f, "dlq.v1");
+  assert_int_equal(dlq->count, 2);
+  assert_string_equal(dlq->items[0].field, "sales.carried_from");
+  assert_string_equal(dlq->items[0].position, "none");
+  assert_non_null(strstr(dlq->items[0].reason, "carried over from journal e1e1"));
+  free_records(dlq);
+}
+
 /* Issue 7, item 4: two devices cloned from one disk image share a journal_id; the second one's
  * batches are refused with a code, not acknowledged as duplicates (also after a restart). */
 static void test_journal_of_another_device_is_refused(void **state)
@@ -1266,6 +1321,9 @@ int main(void)
           test_recut_batch_covering_the_same_rows_produces_no_delta_twice, setup, teardown),
       cmocka_unit_test_setup_teardown(test_deltas_straddling_the_position_are_dead_lettered,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          test_carried_rows_whose_deltas_are_in_the_log_are_not_counted_again, setup,
+          teardown),
       cmocka_unit_test_setup_teardown(test_journal_of_another_device_is_refused, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_large_checkpoint_in_parts, setup, teardown),
