@@ -223,6 +223,12 @@ static int ingest_delta_pos(const rd_kafka_message_t *record, uint64_t batch_seq
   char position[8];
   int legacy = 0;
 
+  /* A delta dead-lettered outside any position (its rows could not be
+   * positioned) proves nothing about the stream, only that its batch came. */
+  memset(pos, 0, sizeof(*pos));
+  if (kafka_header_text(record, "position", position, sizeof(position)) >= 0 &&
+      strcmp(position, "none") == 0)
+    return 0;
   if (kafka_header_u64(record, "delta_index", &delta_index) || delta_index == 0 ||
       delta_index > UINT32_MAX)
     return -1;
@@ -235,11 +241,6 @@ static int ingest_delta_pos(const rd_kafka_message_t *record, uint64_t batch_seq
     pos->seq = batch_seq;
     legacy = 1;
   }
-  /* A delta dead-lettered outside any position (its rows straddled the
-   * position) proves nothing about the stream. */
-  if (kafka_header_text(record, "position", position, sizeof(position)) >= 0 &&
-      strcmp(position, "none") == 0)
-    memset(pos, 0, sizeof(*pos));
   return legacy;
 }
 
