@@ -393,6 +393,7 @@ _records_tsv() {
     /^record \{$/ { n++; delete f; lines = ""; payments = ""; ctx = "top"; next }
     /^  lines \{$/ { ctx = "line"; delete l; next }
     /^  payments \{$/ { ctx = "payment"; delete p; next }
+    /^  carried_from \{$/ { ctx = "origin"; next }
     /^  \}$/ {
       if (ctx == "line")
         lines = lines (lines == "" ? "" : "|") l["sku"] ":" num(l["quantity"]) ":" num(l["unit_price"]) ":" num(l["discount"]) ":" l["promo_id"] ":" num(l["tax"])
@@ -406,7 +407,7 @@ _records_tsv() {
       k = text; sub(/:.*/, "", k)
       v = text; sub(/^[^:]*: /, "", v)
       if (v ~ /^".*"$/) v = substr(v, 2, length(v) - 2)
-      if (ctx == "top") f[k] = v; else if (ctx == "line") l[k] = v; else p[k] = v
+      if (ctx == "top") f[k] = v; else if (ctx == "line") l[k] = v; else if (ctx == "payment") p[k] = v
     }
   ' "$1" "$2"
 }
