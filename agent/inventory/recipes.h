@@ -21,7 +21,7 @@
  *   SIDE-FRIES,1,2026-01-01T00:00:00+01:00,potato-fries,material,150000,g,80
  *   MOD-NO-ONION,1,2026-01-01T00:00:00+01:00,,none,,,
  *
- * - The header row is required, with exactly these 8 names in this order.
+ * - The header row is required: these 8 names in this order (any case).
  * - One row per component; all rows of one (sku, version) must agree on
  *   valid_from and be contiguous (one block per version).
  * - sku, component: 1-64 of [A-Za-z0-9._:-]. version: integer 1..2^31-1.
@@ -40,8 +40,10 @@
  *   decimals: the usable share of the raw quantity. The raw quantity is
  *   ceil(quantity_milli * 100 / yield_pct), computed exactly in integers
  *   (an 8 oz portion, 226796 mg, at yield 80 needs 283495 mg raw).
- * - Blank lines and lines whose first character is '#' are ignored.
- *   Fields may be double-quoted ("" is a quote inside); CRLF and LF line
+ * - Blank lines, lines of only commas and lines whose first non-blank
+ *   character is '#' are ignored (and still counted in line numbers).
+ *   Fields may be double-quoted ("" is a quote inside) but never span
+ *   lines; blanks around unquoted fields are dropped; CRLF and LF line
  *   ends and a leading UTF-8 BOM are accepted.
  * - Refused: unknown units or kinds, zero/negative/fractional quantities, a
  *   component twice in one version, include cycles (at any business time),

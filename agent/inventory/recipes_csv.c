@@ -481,7 +481,11 @@ static int csv_check_components(struct csv_reader *rd, struct recipes_update *u)
 {
   for (size_t i = 0; i < u->version_count; i++) {
     struct recipes__in_version *v = &u->versions[i];
-    struct recipes__in_component *c = &u->components[v->first_component];
+    struct recipes__in_component *c;
+    /* A "none" version has no components; a file of only those has no array. */
+    if (v->component_count == 0)
+      continue;
+    c = &u->components[v->first_component];
     qsort(c, v->component_count, sizeof(*c), csv_component_cmp);
     for (size_t k = 1; k < v->component_count; k++) {
       if (strcmp(c[k - 1].id, c[k].id) == 0)

@@ -412,9 +412,11 @@ static void ingest_batch_finish(struct ingest_batch *b)
     result.message[0] = '\0';
     log_debug("ingest", "batch_accepted",
               "store=%s journal=%s kind=%s batch_seq=%" PRIu64 " produced=%u dead_lettered=%u "
-              "skipped=%u ms=%" PRIu64 "%s",
+              "skipped=%u deltas_produced=%u deltas_dead_lettered=%u deltas_skipped=%u "
+              "ms=%" PRIu64 "%s",
               journal->store_id, hex, ingest_kind_text(envelope), envelope->batch_seq,
-              result.produced, result.dead_lettered, result.skipped,
+              result.produced, result.dead_lettered, result.skipped, result.deltas_produced,
+              result.deltas_dead_lettered, result.deltas_skipped,
               clock_mono_ms() - b->started_ms, b->answered ? " answered_late=1" : "");
   } else {
     char quoted[256];
@@ -484,11 +486,22 @@ static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale
   return 0;
 }
 
+/* The journal rows a batch's deltas cover (README, "Inventory deltas"). */
+struct ingest_covered {
+  uint64_t first_seq, last_seq; /* 0: not said */
+};
+
+/*
+ * Produces delta `index` (1-based, batch order) of `b` to `stream`'s topic
+ * with the batch's headers and the rows it covers. A delta that is not
+ * `tracked` goes to the DLQ outside any position (header position=none),
+ * with `field` and `why`.
+ */
 static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__InventoryDelta *delta,
-                                uint32_t index, enum ingest_stream stream)
+                                uint32_t index, enum ingest_stream stream, int tracked,
+                                struct ingest_covered covered, const char *field, const char *why)
 {
-  enum kafka_topic topic = ingest__stream_topic(b->journal, stream);
-  char why[200];
+  enum kafka_topic topic = tracked ? ingest__stream_topic(b->journal, stream) : KAFKA_TOPIC_DLQ;
   struct ingest_record *record = &b->records[b->record_count];
   size_t len;
   uint8_t *value;
@@ -518,17 +531,22 @@ static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__Inv
   pos__v1__inventory_delta__pack(delta, value);
   headers = ingest_batch_headers(b);
   ingest_header_u64(headers, "delta_index", index);
-  if (stream == INGEST_STREAM_DLQ_INVENTORY) {
-    snprintf(why, sizeof(why), "inventory delta says store %.64s but the batch comes from "
-             "store %.64s", delta->store_id, b->store_id);
-    ingest_header(headers, "reason", why);
-    ingest_header(headers, "field", "inventory_deltas.store_id");
+  if (covered.last_seq) {
+    ingest_header_u64(headers, "first_seq", covered.first_seq);
+    ingest_header_u64(headers, "last_seq", covered.last_seq);
   }
+  if (why) {
+    ingest_header(headers, "reason", why);
+    ingest_header(headers, "field", field);
+  }
+  if (!tracked)
+    ingest_header(headers, "position", "none");
   record->owner = b;
   record->kind = INGEST_REC_BATCH;
   record->stream = (uint8_t)stream;
-  record->tracked = 1;
-  record->pos.seq = b->batch->envelope->batch_seq;
+  record->tracked = (uint8_t)tracked;
+  record->pos.seq = covered.last_seq;
+  record->pos.first = covered.first_seq;
   record->pos.index = index;
   if (ingest_produce(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, value, len, headers, record,
                      b->failure, sizeof(b->failure)))
@@ -539,6 +557,181 @@ static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__Inv
 oom:
   snprintf(b->failure, sizeof(b->failure), "out of memory producing inventory delta %u", index);
   return -1;
+}
+
+/* The envelope's covered rows, widened by the rows the deltas themselves name. */
+static struct ingest_covered ingest_deltas_covered(const Pos__V1__Batch *batch)
+{
+  struct ingest_covered covered = {batch->envelope->first_seq, batch->envelope->last_seq};
+
+  for (size_t i = 0; i < batch->n_inventory_deltas; i++) {
+    const Pos__V1__InventoryDelta *delta = batch->inventory_deltas[i];
+    if (delta->first_seq && (!covered.first_seq || delta->first_seq < covered.first_seq))
+      covered.first_seq = delta->first_seq;
+    if (delta->last_seq > covered.last_seq)
+      covered.last_seq = delta->last_seq;
+  }
+  return covered;
+}
+
+/*
+ * A sale of `batch` carried over from an earlier journal of the same device
+ * (Sale.carried_from) whose row there has its deltas in the log: at or
+ * below that journal's inventory position, or any row of a journal an
+ * older collector positioned by batch number. The batch's deltas,
+ * aggregated over its rows, would count that row's consumption again.
+ * Returns that journal and sets *origin, or NULL. Live batches only.
+ */
+static const struct ingest_journal *
+ingest_carried_deltas_in_log(ingest *in, const char *store_id, const char *device_id,
+                             const Pos__V1__Batch *batch, const Pos__V1__SaleOrigin **origin)
+{
+  for (size_t i = 0; i < batch->n_sales; i++) {
+    const Pos__V1__Sale *sale = batch->sales[i];
+    for (size_t c = 0; c < sale->n_carried_from; c++) {
+      const Pos__V1__SaleOrigin *from = sale->carried_from[c];
+      const struct ingest_journal *before =
+          from->journal_id.len == 16
+              ? ingest__state_find(&in->state, store_id, from->journal_id.data, "")
+              : NULL;
+      /* As for sales, only the same device's journal holds this row. */
+      if (!before || !before->device_id || !device_id ||
+          strcmp(before->device_id, device_id) != 0)
+        continue;
+      if (from->seq <= before->streams[INGEST_STREAM_INVENTORY].seq ||
+          before->legacy[INGEST_LEGACY_SLOT(INGEST_STREAM_INVENTORY)].seq != 0) {
+        *origin = from;
+        return before;
+      }
+    }
+  }
+  return NULL;
+}
+
+/* Where delta `index` goes and why (ingest_batch_deltas). Returns 1 when the
+ * log holds it already, else 0 with *stream, *tracked, *field and `why`
+ * ("" for a plain delta); `carried_why` is set when carried rows are in. */
+static int ingest_delta_route(const struct ingest_batch *b, const char *store_id,
+                              const Pos__V1__InventoryDelta *delta, uint32_t index,
+                              struct ingest_covered covered, const char *carried_why,
+                              enum ingest_stream *stream, int *tracked, const char **field,
+                              char *why, size_t why_size)
+{
+  /* Like a sale, a delta naming another store than the certificate's is
+   * dead-lettered, in a stream of its own. */
+  int foreign = delta->store_id && delta->store_id[0] && strcmp(delta->store_id, store_id) != 0;
+  enum ingest_delta_verdict verdict;
+
+  *stream = foreign ? INGEST_STREAM_DLQ_INVENTORY : INGEST_STREAM_INVENTORY;
+  *tracked = 0;
+  why[0] = '\0';
+  if (covered.first_seq == 0 || covered.last_seq < covered.first_seq) {
+    *field = "envelope.first_seq";
+    snprintf(why, why_size, "the batch's deltas name no journal rows (envelope and delta "
+             "first_seq/last_seq are %" PRIu64 "..%" PRIu64 "): they cannot be positioned",
+             covered.first_seq, covered.last_seq);
+    return 0;
+  }
+  verdict = ingest__delta_verdict(b->journal, *stream, b->batch->envelope->batch_seq,
+                                  covered.first_seq, covered.last_seq, index);
+  if (verdict == INGEST_DELTA_IN_LOG)
+    return 1;
+  if (verdict == INGEST_DELTA_STRADDLES) {
+    *field = "inventory_deltas.first_seq";
+    snprintf(why, why_size, "the deltas cover journal rows %" PRIu64 "..%" PRIu64 " but the "
+             "log holds deltas up to row %" PRIu64 ": an aggregate cannot be split; counting "
+             "it would count rows twice",
+             covered.first_seq, covered.last_seq, b->journal->streams[*stream].seq);
+    return 0;
+  }
+  if (carried_why) {
+    *field = "sales.carried_from";
+    snprintf(why, why_size, "%s", carried_why);
+    return 0;
+  }
+  *tracked = 1;
+  *field = foreign ? "inventory_deltas.store_id" : NULL;
+  if (foreign)
+    snprintf(why, why_size, "inventory delta says store %.64s but the batch comes from "
+             "store %.64s", delta->store_id, store_id);
+  return 0;
+}
+
+/*
+ * Produces the batch's inventory deltas that the log does not hold yet
+ * (ingest__delta_verdict), each to pos.inventory-deltas.v1, or to the DLQ
+ * in a stream of its own when it names another store. Deltas that cannot
+ * be positioned (no rows named, rows on both sides of the position, rows
+ * carried over whose deltas the log holds under an earlier journal) are
+ * dead-lettered outside any position: counting them could count rows
+ * twice, dropping them would lose the rest. A replay's deltas are not
+ * produced: the live batches carry each row's deltas once, and the
+ * inventory topic has no replay twin.
+ */
+static void ingest_batch_deltas(ingest *in, struct ingest_batch *b, const char *store_id)
+{
+  Pos__V1__Batch *batch = b->batch;
+  const Pos__V1__BatchEnvelope *envelope = batch->envelope;
+  struct ingest_covered covered = ingest_deltas_covered(batch);
+  const struct ingest_journal *before;
+  const Pos__V1__SaleOrigin *origin = NULL;
+  unsigned logged = 0;
+  char why[200], carried_why[200] = "", quoted[240], hex[33];
+
+  if (batch->n_inventory_deltas == 0)
+    return;
+  if (b->journal->resync_id[0]) {
+    b->result.deltas_skipped += (uint32_t)batch->n_inventory_deltas;
+    log_info("ingest", "replay_deltas_not_produced",
+             "store=%s resync_id=%s batch_seq=%" PRIu64 " deltas=%zu", store_id,
+             b->journal->resync_id, envelope->batch_seq, batch->n_inventory_deltas);
+    return;
+  }
+  before = ingest_carried_deltas_in_log(in, store_id, envelope->device_id, batch, &origin);
+  if (before) {
+    proto_journal_id_format(before->journal_id, hex);
+    snprintf(carried_why, sizeof(carried_why), "the deltas cover rows carried over from "
+             "journal %s, whose deltas of its row %" PRIu64 " are in the log already: counting "
+             "them could count that row twice", hex, origin->seq);
+  }
+  for (size_t i = 0; i < batch->n_inventory_deltas && !b->failed; i++) {
+    Pos__V1__InventoryDelta *delta = batch->inventory_deltas[i];
+    uint32_t index = (uint32_t)(i + 1);
+    enum ingest_stream stream;
+    const char *field;
+    int tracked;
+
+    if (ingest_delta_route(b, store_id, delta, index, covered,
+                           carried_why[0] ? carried_why : NULL, &stream, &tracked, &field, why,
+                           sizeof(why))) {
+      b->result.deltas_skipped++;
+      continue;
+    }
+    if (ingest_produce_delta(in, b, delta, index, stream, tracked, covered, field,
+                             why[0] ? why : NULL)) {
+      b->failed = 1;
+      break;
+    }
+    if (!why[0]) {
+      b->result.deltas_produced++;
+      if (in->test_kill_after_delta_records &&
+          ++in->test_delta_records == in->test_kill_after_delta_records) {
+        /* What lands is exactly the records produced so far. */
+        log_warn("ingest", "test_hook_kill", "store=%s batch_seq=%" PRIu64 " delta_index=%u",
+                 store_id, envelope->batch_seq, index);
+        rd_kafka_flush(in->rk, 10000);
+        raise(SIGKILL);
+      }
+      continue;
+    }
+    b->result.deltas_dead_lettered++;
+    if (logged++ < INGEST_LOG_LINES_PER_BATCH)
+      log_event(tracked ? LOG_WARN : LOG_ERROR, "ingest", "delta_dead_lettered",
+                "store=%s batch_seq=%" PRIu64 " delta_index=%u first_seq=%" PRIu64
+                " last_seq=%" PRIu64 " field=%s reason=%s",
+                store_id, envelope->batch_seq, index, covered.first_seq, covered.last_seq,
+                field, log_quote(why, quoted, sizeof(quoted)));
+  }
 }
 
 /*
@@ -598,7 +791,7 @@ static const struct ingest_journal *ingest_carried_inflight(ingest *in, const ch
  * Produces what of the batch the log does not hold yet, in seq order:
  * each sale above its stream's position, to the sales (or replay) topic
  * when it passes proto_sale_check and to the DLQ when it does not; then
- * each inventory delta above the inventory stream's position. The journal
+ * the inventory deltas the log does not hold (ingest_batch_deltas). The journal
  * is locked (journal->inflight) until every delivery report is back.
  */
 static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const char *store_id,
@@ -721,25 +914,8 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
       b->result.produced++;
     }
   }
-  for (size_t i = 0; i < batch->n_inventory_deltas && !b->failed; i++) {
-    struct ingest_pos pos = {envelope->batch_seq, (uint32_t)(i + 1)};
-    Pos__V1__InventoryDelta *delta = batch->inventory_deltas[i];
-    /* Like a sale, a delta naming another store than the certificate's is
-     * dead-lettered, in a stream of its own. */
-    enum ingest_stream stream = delta->store_id && delta->store_id[0] &&
-                                        strcmp(delta->store_id, store_id) != 0
-                                    ? INGEST_STREAM_DLQ_INVENTORY
-                                    : INGEST_STREAM_INVENTORY;
-    if (!ingest__pos_after(pos, journal->streams[stream]))
-      continue;
-    if (ingest_produce_delta(in, b, delta, (uint32_t)(i + 1), stream))
-      b->failed = 1;
-    else if (stream == INGEST_STREAM_DLQ_INVENTORY)
-      log_warn("ingest", "delta_dead_lettered",
-               "store=%s batch_seq=%" PRIu64 " delta_index=%zu field=store_id reason=\"delta "
-               "says store %.64s\"",
-               store_id, envelope->batch_seq, i + 1, delta->store_id);
-  }
+  if (!b->failed)
+    ingest_batch_deltas(in, b, store_id);
   free(order);
   if (b->result.dead_lettered > INGEST_LOG_LINES_PER_BATCH)
     log_warn("ingest", "sales_dead_lettered", "store=%s batch_seq=%" PRIu64 " count=%u",
@@ -1721,7 +1897,9 @@ static char *ingest_strdup_or(const char *value, const char *fallback)
 /*
  * Test hooks from the environment, for the e2e tests of checkpoints: a part
  * size small enough that a few journals make a multi-part checkpoint, and a
- * kill between two records of one checkpoint. Each is logged when set.
+ * kill between two records of one checkpoint; for the e2e test of
+ * inventory deltas, a kill half-way through a batch's deltas. Each is
+ * logged when set.
  */
 static void ingest_test_hooks(ingest *in)
 {
@@ -1732,6 +1910,7 @@ static void ingest_test_hooks(ingest *in)
 #else
   const char *part_bytes = getenv("POS_TEST_CHECKPOINT_PART_BYTES");
   const char *kill_after = getenv("POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS");
+  const char *kill_after_deltas = getenv("POS_TEST_KILL_AFTER_DELTA_RECORDS");
   unsigned long value;
   char *end;
 
@@ -1747,6 +1926,13 @@ static void ingest_test_hooks(ingest *in)
     if (*end == '\0' && value >= 1 && value <= INGEST_MAX_CHECKPOINT_PARTS) {
       in->test_kill_after_checkpoint_records = (unsigned)value;
       log_warn("ingest", "test_hook", "POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS=%lu", value);
+    }
+  }
+  if (kill_after_deltas && kill_after_deltas[0]) {
+    value = strtoul(kill_after_deltas, &end, 10);
+    if (*end == '\0' && value >= 1 && value <= 1000000000ul) {
+      in->test_kill_after_delta_records = (unsigned)value;
+      log_warn("ingest", "test_hook", "POS_TEST_KILL_AFTER_DELTA_RECORDS=%lu", value);
     }
   }
 #endif

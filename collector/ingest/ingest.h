@@ -3,7 +3,8 @@
  * exactly-once path into Kafka (ARCHITECTURE.md, Delivery guarantees).
  *
  * For every stream - a (topic, store_id, journal_id[, resync_id]) - the
- * ingest keeps the highest seq the log holds, and for every (store_id,
+ * ingest keeps the highest seq (for deltas: journal row covered) the log
+ * holds, and for every (store_id,
  * journal_id[, resync_id]) the highest batch_seq accepted. A batch is:
  *   - a duplicate when its batch_seq is at or below the accepted one:
  *     acknowledged again, nothing produced;
@@ -12,7 +13,10 @@
  *   - otherwise each sale above the stream's highest seq is checked
  *     (proto_sale_check) and produced, in seq order, to pos.sales.v1 (live)
  *     or pos.sales.replay.v1 (replay), or to pos.dlq.v1 with the reason when
- *     it fails the check; its inventory deltas to pos.inventory-deltas.v1.
+ *     it fails the check; its inventory deltas to pos.inventory-deltas.v1,
+ *     positioned not by batch number but by the journal rows they cover
+ *     (collector/README.md, "Inventory deltas"): a delta whose rows the
+ *     log holds is never produced again, whatever batch carries it.
  *     The batch is acknowledged only when every record's delivery report
  *     succeeded.
  * Only one batch per (store, journal) is in flight: a retry that arrives
@@ -72,6 +76,9 @@ struct ingest_result {
   uint32_t produced;           /* sales produced to the sales/replay topic */
   uint32_t dead_lettered;      /* sales produced to the DLQ */
   uint32_t skipped;            /* sales already in the log */
+  uint32_t deltas_produced;    /* inventory deltas produced to pos.inventory-deltas.v1 */
+  uint32_t deltas_dead_lettered; /* deltas produced to the DLQ (another store, unpositionable) */
+  uint32_t deltas_skipped;     /* deltas whose rows the log holds already (or a replay's) */
   int retry_after_s;           /* with INGEST_UNAVAILABLE */
   int code;                    /* Pos__V1__BatchAckCode, with INGEST_REFUSED and INGEST_GAP */
   uint64_t previous_acked_batch_seq; /* ingest_submit_rebase: before the rebase */

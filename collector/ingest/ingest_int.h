@@ -45,12 +45,28 @@ enum ingest_stream {
   INGEST_STREAM_COUNT
 };
 
-/* A position in a stream: (seq, 0) for sales and dead letters,
- * (batch_seq, 1-based delta index) for inventory deltas. */
+/*
+ * A position in a stream: (seq, 0) for sales and dead letters. For
+ * inventory deltas, the journal rows covered (README, "Inventory deltas"):
+ * every row up to `seq` has its deltas in the log, except that of the batch
+ * covering rows `first`..`seq` only deltas 1..`index` (1-based, in batch
+ * order) may be; a resend of exactly that range completes it.
+ */
 struct ingest_pos {
   uint64_t seq;
+  uint64_t first; /* inventory streams: first row the batch ending at seq covers */
   uint32_t index;
 };
+
+/* What the log holds of one delta of a batch (ingest__delta_verdict). */
+enum ingest_delta_verdict {
+  INGEST_DELTA_PRODUCE = 0, /* above the position: produce it */
+  INGEST_DELTA_IN_LOG,      /* its rows' deltas are in the log already */
+  INGEST_DELTA_STRADDLES,   /* covers rows on both sides of the position: cannot be split */
+};
+
+/* The slot of journal->legacy for an inventory stream. */
+#define INGEST_LEGACY_SLOT(stream) ((stream) == INGEST_STREAM_INVENTORY ? 0 : 1)
 
 struct ingest_batch;
 
@@ -64,6 +80,10 @@ struct ingest_journal {
   uint8_t journal_id[16];
   uint64_t accepted_batch_seq;
   struct ingest_pos streams[INGEST_STREAM_COUNT];
+  /* Inventory positions an older collector (before issue 8) left in batch
+   * numbers, (batch_seq, delta index): [0] inventory, [1] dead-lettered
+   * deltas. They decide only the batches at or below them. */
+  struct ingest_pos legacy[2];
   struct ingest_batch *inflight; /* loop only: the batch producing now, or NULL */
 };
 
@@ -186,6 +206,11 @@ struct ingest {
    * Nth record of a checkpoint, flush and SIGKILL this process, the way a
    * crash between two records of one checkpoint would. 0: off. */
   unsigned test_kill_after_checkpoint_records;
+  /* Test hook (POS_TEST_KILL_AFTER_DELTA_RECORDS=N): after producing the
+   * Nth inventory delta record of this run, flush and SIGKILL, the way a
+   * crash half-way through a batch's deltas would. 0: off. */
+  unsigned test_kill_after_delta_records;
+  unsigned test_delta_records; /* loop only: delta records produced so far */
   int wake_fds[2]; /* librdkafka writes to [1] when its main queue has events */
 
   kafka_embedded *embedded;
@@ -245,6 +270,16 @@ struct ingest_journal *ingest__state_find(const struct ingest_state *state, cons
 struct ingest_journal *ingest__state_get(struct ingest_state *state, const char *store_id,
                                          const uint8_t journal_id[16], const char *resync_id);
 int ingest__pos_after(struct ingest_pos a, struct ingest_pos b);
+/*
+ * Whether delta `index` (1-based, batch order) of batch `batch_seq`, whose
+ * deltas cover journal rows first_seq..last_seq (both >= 1), is in the
+ * inventory `stream` of `journal` (INGEST_STREAM_INVENTORY or
+ * INGEST_STREAM_DLQ_INVENTORY) already. Pure; any thread owning the map.
+ */
+enum ingest_delta_verdict ingest__delta_verdict(const struct ingest_journal *journal,
+                                                enum ingest_stream stream, uint64_t batch_seq,
+                                                uint64_t first_seq, uint64_t last_seq,
+                                                uint32_t index);
 /*
  * Raises the accepted batch_seq of the live journal (store, journal) to
  * from_batch_seq - 1 (Rebase). Returns 0 with *previous set (may be NULL),

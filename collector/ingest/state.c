@@ -6,6 +6,7 @@
  *
  * No locking: a map belongs either to the loop or to the recovery thread.
  */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,8 @@
 
 #define INGEST_INITIAL_BUCKETS 1024u
 #define INGEST_MAX_PARTITIONS 100000
+/* Per journal: its streams and the two legacy inventory positions. */
+#define INGEST_CHECKPOINT_STREAMS (INGEST_STREAM_COUNT + 2)
 
 uint64_t ingest__journal_hash(const char *store_id, const uint8_t journal_id[16],
                               const char *resync_id)
@@ -128,6 +131,36 @@ int ingest__pos_after(struct ingest_pos a, struct ingest_pos b)
   return a.seq > b.seq || (a.seq == b.seq && a.index > b.index);
 }
 
+enum ingest_delta_verdict ingest__delta_verdict(const struct ingest_journal *journal,
+                                                enum ingest_stream stream, uint64_t batch_seq,
+                                                uint64_t first_seq, uint64_t last_seq,
+                                                uint32_t index)
+{
+  const struct ingest_pos *pos = &journal->streams[stream];
+  const struct ingest_pos *legacy = &journal->legacy[INGEST_LEGACY_SLOT(stream)];
+
+  assert(stream == INGEST_STREAM_INVENTORY || stream == INGEST_STREAM_DLQ_INVENTORY);
+  assert(first_seq >= 1 && first_seq <= last_seq && index >= 1);
+  /* An older collector counted in batch numbers: batches below its
+   * position are in whole, the batch at it up to its index. Above it, no
+   * batch reached the log before this collector's rule took over. */
+  if (legacy->seq != 0 &&
+      (batch_seq < legacy->seq || (batch_seq == legacy->seq && index <= legacy->index)))
+    return INGEST_DELTA_IN_LOG;
+  if (last_seq < pos->seq)
+    return INGEST_DELTA_IN_LOG;
+  if (last_seq == pos->seq) {
+    /* The batch the position ends in, resent as it was sealed: its deltas
+     * after the index are missing (a crash half-way through them). Rows
+     * cut differently but all at or below the position are in: producing
+     * them again would count them twice. */
+    return first_seq == pos->first && index > pos->index ? INGEST_DELTA_PRODUCE
+                                                         : INGEST_DELTA_IN_LOG;
+  }
+  /* Above the position: produced unless part of its rows are in already. */
+  return first_seq > pos->seq ? INGEST_DELTA_PRODUCE : INGEST_DELTA_STRADDLES;
+}
+
 enum kafka_topic ingest__stream_topic(const struct ingest_journal *journal,
                                       enum ingest_stream stream)
 {
@@ -177,23 +210,58 @@ int64_t ingest__offsets_get(const struct ingest_offsets *offsets, int topic, int
   return offsets->next[topic][partition];
 }
 
+/*
+ * The position a delta record (of batch `batch_seq`) proves: the rows it
+ * covers (issue 8: headers first_seq, last_seq) and its index. Returns 0,
+ * 1 when it is an older collector's record positioned by (batch_seq,
+ * index), or -1 when it is not ours.
+ */
+static int ingest_delta_pos(const rd_kafka_message_t *record, uint64_t batch_seq,
+                            struct ingest_pos *pos)
+{
+  uint64_t delta_index = 0;
+  char position[8];
+  int legacy = 0;
+
+  /* A delta dead-lettered outside any position (its rows could not be
+   * positioned) proves nothing about the stream, only that its batch came. */
+  memset(pos, 0, sizeof(*pos));
+  if (kafka_header_text(record, "position", position, sizeof(position)) >= 0 &&
+      strcmp(position, "none") == 0)
+    return 0;
+  if (kafka_header_u64(record, "delta_index", &delta_index) || delta_index == 0 ||
+      delta_index > UINT32_MAX)
+    return -1;
+  pos->index = (uint32_t)delta_index;
+  if (kafka_header_u64(record, "last_seq", &pos->seq) == 0) {
+    if (kafka_header_u64(record, "first_seq", &pos->first) || pos->first == 0 ||
+        pos->first > pos->seq)
+      return -1;
+  } else {
+    pos->seq = batch_seq;
+    legacy = 1;
+  }
+  return legacy;
+}
+
 int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
                        const rd_kafka_message_t *record)
 {
   char store_id[INGEST_STORE_ID_MAX + 1], hex[40], kind[16], resync_id[INGEST_RESYNC_ID_MAX + 1];
   uint8_t journal_id[16];
-  uint64_t batch_seq = 0, seq = 0, delta_index = 0;
+  uint64_t batch_seq = 0, delta_index = 0;
   struct ingest_journal *journal;
   struct ingest_pos pos;
   enum ingest_stream stream;
-  int replay;
+  int replay, legacy = 0;
 
   if (!record->key || record->key_len == 0 || record->key_len > INGEST_STORE_ID_MAX)
     return 0;
   memcpy(store_id, record->key, record->key_len);
   store_id[record->key_len] = '\0';
   if (kafka_header_text(record, "journal_id", hex, sizeof(hex)) != 32 ||
-      proto_journal_id_parse(hex, journal_id) || kafka_header_text(record, "kind", kind, sizeof(kind)) < 0 ||
+      proto_journal_id_parse(hex, journal_id) ||
+      kafka_header_text(record, "kind", kind, sizeof(kind)) < 0 ||
       kafka_header_u64(record, "batch_seq", &batch_seq) || batch_seq == 0)
     return 0;
   if (strcmp(kind, "replay") == 0) {
@@ -225,23 +293,24 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
   default:
     return 0;
   }
+  memset(&pos, 0, sizeof(pos));
   if (stream == INGEST_STREAM_INVENTORY || stream == INGEST_STREAM_DLQ_INVENTORY) {
-    if (kafka_header_u64(record, "delta_index", &delta_index) || delta_index == 0 ||
-        delta_index > UINT32_MAX)
+    legacy = ingest_delta_pos(record, batch_seq, &pos);
+    if (legacy < 0)
       return 0;
-    pos.seq = batch_seq;
-    pos.index = (uint32_t)delta_index;
-  } else {
-    if (kafka_header_u64(record, "seq", &seq))
-      return 0;
-    pos.seq = seq;
-    pos.index = 0;
+  } else if (kafka_header_u64(record, "seq", &pos.seq)) {
+    return 0;
   }
   journal = ingest__state_get(state, store_id, journal_id, resync_id);
   if (!journal)
     return -1;
-  if (ingest__pos_after(pos, journal->streams[stream]))
+  if (legacy) {
+    struct ingest_pos *old = &journal->legacy[INGEST_LEGACY_SLOT(stream)];
+    if (ingest__pos_after(pos, *old))
+      *old = pos;
+  } else if (ingest__pos_after(pos, journal->streams[stream])) {
     journal->streams[stream] = pos;
+  }
   /* The device of the journal's first record owns it (its certificate's). */
   if (!journal->device_id) {
     char device_id[INGEST_STORE_ID_MAX + 1];
@@ -290,9 +359,11 @@ int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *
       return -1;
     for (size_t s = 0; s < saved->n_streams; s++) {
       const Pos__V1__IngestStreamPosition *stream = saved->streams[s];
-      struct ingest_pos pos = {stream->highest_seq, stream->highest_index};
+      struct ingest_pos pos = {stream->highest_seq, stream->covered_first_seq,
+                               stream->highest_index};
       int topic = ingest_topic_index(topics, stream->topic);
       enum ingest_stream which;
+      struct ingest_pos *current;
       /* A topic of another prefix or version is not ours to track. */
       if (topic == KAFKA_TOPIC_SALES || topic == KAFKA_TOPIC_REPLAY)
         which = INGEST_STREAM_SALES;
@@ -302,8 +373,14 @@ int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *
         which = INGEST_STREAM_INVENTORY;
       else
         continue;
-      if (ingest__pos_after(pos, journal->streams[which]))
-        journal->streams[which] = pos;
+      current = &journal->streams[which];
+      /* An inventory position without its first row is an older
+       * collector's, in batch numbers. */
+      if ((which == INGEST_STREAM_INVENTORY || which == INGEST_STREAM_DLQ_INVENTORY) &&
+          pos.first == 0)
+        current = &journal->legacy[INGEST_LEGACY_SLOT(which)];
+      if (ingest__pos_after(pos, *current))
+        *current = pos;
     }
   }
   for (size_t i = 0; i < part->n_offsets; i++) {
@@ -339,8 +416,8 @@ int ingest__checkpoint_encode(const struct ingest_state *state,
   /* +1s keep calloc from being asked for 0 bytes. */
   journals = calloc(count + 1, sizeof(*journals));
   journal_ptrs = calloc(count + 1, sizeof(*journal_ptrs));
-  streams = calloc(count * INGEST_STREAM_COUNT + 1, sizeof(*streams));
-  stream_ptrs = calloc(count * INGEST_STREAM_COUNT + 1, sizeof(*stream_ptrs));
+  streams = calloc(count * INGEST_CHECKPOINT_STREAMS + 1, sizeof(*streams));
+  stream_ptrs = calloc(count * INGEST_CHECKPOINT_STREAMS + 1, sizeof(*stream_ptrs));
   saved_offsets = calloc(offset_count + 1, sizeof(*saved_offsets));
   offset_ptrs = calloc(offset_count + 1, sizeof(*offset_ptrs));
   part_start = calloc(count + 2, sizeof(*part_start));
@@ -354,7 +431,8 @@ int ingest__checkpoint_encode(const struct ingest_state *state,
     for (const struct ingest_journal *journal = state->buckets[b]; journal;
          journal = journal->next) {
       Pos__V1__IngestJournalState *saved = &journals[filled];
-      Pos__V1__IngestStreamPosition **first = &stream_ptrs[filled * INGEST_STREAM_COUNT];
+      Pos__V1__IngestStreamPosition **first = &stream_ptrs[filled * INGEST_CHECKPOINT_STREAMS];
+      Pos__V1__IngestStreamPosition *slots = &streams[filled * INGEST_CHECKPOINT_STREAMS];
       pos__v1__ingest_journal_state__init(saved);
       saved->store_id = journal->store_id;
       saved->journal_id.data = (uint8_t *)journal->journal_id;
@@ -364,14 +442,23 @@ int ingest__checkpoint_encode(const struct ingest_state *state,
       if (journal->device_id)
         saved->device_id = journal->device_id;
       saved->streams = first;
-      for (int s = 0; s < INGEST_STREAM_COUNT; s++) {
-        Pos__V1__IngestStreamPosition *stream = &streams[filled * INGEST_STREAM_COUNT + s];
-        if (journal->streams[s].seq == 0 && journal->streams[s].index == 0)
+      for (int s = 0; s < INGEST_CHECKPOINT_STREAMS; s++) {
+        /* The streams, then the older collector's inventory positions
+         * (covered_first_seq 0 says they are in batch numbers). */
+        enum ingest_stream which = s < INGEST_STREAM_COUNT ? (enum ingest_stream)s
+                                   : s == INGEST_STREAM_COUNT ? INGEST_STREAM_INVENTORY
+                                                              : INGEST_STREAM_DLQ_INVENTORY;
+        const struct ingest_pos *pos = s < INGEST_STREAM_COUNT
+                                           ? &journal->streams[s]
+                                           : &journal->legacy[s - INGEST_STREAM_COUNT];
+        Pos__V1__IngestStreamPosition *stream = &slots[s];
+        if (pos->seq == 0 && pos->index == 0)
           continue;
         pos__v1__ingest_stream_position__init(stream);
-        stream->topic = (char *)topics[ingest__stream_topic(journal, (enum ingest_stream)s)];
-        stream->highest_seq = journal->streams[s].seq;
-        stream->highest_index = journal->streams[s].index;
+        stream->topic = (char *)topics[ingest__stream_topic(journal, which)];
+        stream->highest_seq = pos->seq;
+        stream->highest_index = pos->index;
+        stream->covered_first_seq = s < INGEST_STREAM_COUNT ? pos->first : 0;
         first[saved->n_streams++] = stream;
       }
       journal_ptrs[filled++] = saved;

@@ -7,7 +7,7 @@
  *             [--store S001] [--device D1] [--journal HEX32] [--batch-seq N]
  *             [--first-seq S] [--sales N] [--prefix P] [--invalid I]
  *             [--kind live|replay] [--resync-id R] [--time-base-ms MS]
- *             [--count N] [--quiet] [--timeout S]
+ *             [--deltas N] [--count N] [--quiet] [--timeout S]
  *   pos-batch --out FILE [--json-out FILE] [content options]
  *   pos-batch --bomb stream|declared [--bomb-size BYTES] ...
  *   pos-batch --garbage random|zstd|truncated|trailing ...
@@ -18,6 +18,13 @@
  * the same arguments give the same bytes and a resend is byte for byte the
  * first send. --invalid I makes the I-th sale of the batch (0-based) fail
  * validation: its total is one cent off its lines (field "total").
+ *
+ * --deltas N adds N inventory deltas to each batch, as an agent aggregates
+ * them per material over the rows the batch covers: delta k (1..N) is
+ * material "MAT-<k>", unit g, quantity_milli -(k * 1000 * sales), reason
+ * sales, first_seq/last_seq the batch's first and last seq. A batch sent
+ * again with other --batch-seq/--first-seq/--sales covers other rows (a
+ * re-cut batch), so its deltas say so.
  *
  * --count N sends N consecutive batches on one keep-alive connection:
  * batch i has batch_seq B+i and the seqs after batch i-1's. Each request is
@@ -72,6 +79,7 @@ struct batch_options {
   uint64_t batch_seq;
   uint64_t first_seq;
   long sales;
+  long deltas;
   long invalid;      /* index within the batch, -1 = none */
   long count;
   long timeout_s;
@@ -379,6 +387,10 @@ static void batch_build(const struct batch_options *options, long index, uint8_t
   Pos__V1__Sale **sale_ptrs = batch_alloc(count * sizeof(*sale_ptrs));
   Pos__V1__BatchEnvelope envelope = POS__V1__BATCH_ENVELOPE__INIT;
   Pos__V1__Batch batch = POS__V1__BATCH__INIT;
+  size_t delta_count = (size_t)options->deltas;
+  Pos__V1__InventoryDelta *deltas = batch_alloc(delta_count * sizeof(*deltas));
+  Pos__V1__InventoryDelta **delta_ptrs = batch_alloc(delta_count * sizeof(*delta_ptrs));
+  char (*materials)[24] = batch_alloc(delta_count * sizeof(*materials));
 
   for (size_t i = 0; i < count; i++) {
     batch_make_sale(&sales[i], options, first_seq + i, (long)i == options->invalid);
@@ -402,9 +414,25 @@ static void batch_build(const struct batch_options *options, long index, uint8_t
   envelope.first_seq = count ? first_seq : 0;
   envelope.last_seq = count ? first_seq + count - 1 : 0;
   envelope.sale_count = (uint32_t)count;
+  for (size_t k = 0; k < delta_count; k++) {
+    Pos__V1__InventoryDelta *delta = &deltas[k];
+    pos__v1__inventory_delta__init(delta);
+    snprintf(materials[k], sizeof(materials[k]), "MAT-%zu", k + 1);
+    delta->material_id = materials[k];
+    delta->unit = "g";
+    delta->quantity_milli = -(int64_t)(k + 1) * 1000 * (int64_t)count;
+    delta->reason = POS__V1__DELTA_REASON__DELTA_REASON_SALES;
+    delta->period_start_ms = options->time_base_ms - 3600000;
+    delta->period_end_ms = options->time_base_ms;
+    delta->first_seq = envelope.first_seq;
+    delta->last_seq = envelope.last_seq;
+    delta_ptrs[k] = delta;
+  }
   batch.envelope = &envelope;
   batch.n_sales = count;
   batch.sales = sale_ptrs;
+  batch.n_inventory_deltas = delta_count;
+  batch.inventory_deltas = delta_ptrs;
   int rc = proto_batch_pack(&batch, 3, body, body_len);
   if (rc) {
     fprintf(stderr, "pos-batch: cannot pack the batch: %s\n", proto_strerror(rc));
@@ -412,6 +440,9 @@ static void batch_build(const struct batch_options *options, long index, uint8_t
   }
   free(sale_ptrs);
   free(sales);
+  free(deltas);
+  free(delta_ptrs);
+  free(materials);
 }
 
 /*
@@ -771,6 +802,7 @@ static void batch_usage(FILE *out)
       "  --sales N           sales per batch (10; 0 allowed)\n"
       "  --prefix P          sale ids are P-<seq> (B)\n"
       "  --invalid I         the I-th sale of each batch (0-based) has a wrong total\n"
+      "  --deltas N          inventory deltas per batch, over its rows (0; see the header)\n"
       "  --kind live|replay  batch kind (live); replay needs --resync-id\n"
       "  --resync-id R\n"
       "  --time-base-ms MS   business times fall in the hour before MS (1790000000000)\n"
@@ -854,6 +886,8 @@ int main(int argc, char **argv)
       options.first_seq = (uint64_t)batch_parse_ll(arg, value, 0, INT64_MAX);
     else if (strcmp(arg, "--sales") == 0)
       options.sales = (long)batch_parse_ll(arg, value, 0, 1000000);
+    else if (strcmp(arg, "--deltas") == 0)
+      options.deltas = (long)batch_parse_ll(arg, value, 0, 100000);
     else if (strcmp(arg, "--invalid") == 0)
       options.invalid = (long)batch_parse_ll(arg, value, 0, 1000000);
     else if (strcmp(arg, "--count") == 0)

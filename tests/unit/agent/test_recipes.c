@@ -273,6 +273,21 @@ static void test_parse_errors_name_line_and_field(void **state)
   }
 }
 
+static void test_a_file_of_only_none_recipes_is_accepted(void **state)
+{
+  struct fixture *f = *state;
+  struct recipes *r;
+  struct consumed c;
+
+  /* Found by fuzz-recipes under UBSan: no component array at all. */
+  must_load(f->db, HEADER "MOD-NO-ONION,1," JAN ",,none,,,\n", ms("2026-02-01T00:00:00Z"));
+  r = must_load_set(f->db);
+  c = explode(r, "MOD-NO-ONION", 1, "2026-02-01T00:00:00Z", 1);
+  assert_int_equal(c.calls, 0);
+  assert_int_equal(recipes_material_count(r), 0);
+  recipes_free(r);
+}
+
 static void test_parse_errors_between_rows_name_the_later_line(void **state)
 {
   (void)state;
@@ -576,6 +591,27 @@ static void test_closing_a_version_never_rewrites_it(void **state)
   assert_int_equal(query_int(f->db, "SELECT count(*) FROM recipe_components"), 2);
 }
 
+static void test_a_hand_edited_chain_is_refused_at_load(void **state)
+{
+  struct fixture *f = *state;
+  struct recipes *r;
+  char err[512] = "";
+
+  must_load(f->db, V1_TEXT V2_ROW, ms("2026-05-01T00:00:00Z"));
+  /* Someone drops the guard and moves version 1's end by hand: the set no
+   * longer says which version a sale in the gap used, so it is not loaded. */
+  assert_int_equal(sqlite3_exec(f->db,
+                                "DROP TRIGGER recipe_versions_only_closed;"
+                                "UPDATE recipe_versions SET valid_to_ms = valid_to_ms - 1"
+                                " WHERE version = 1",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  r = recipes_load(f->db, err, sizeof(err));
+  assert_null(r);
+  if (!strstr(err, "stored PIZZA version 1 is not closed where the next version starts"))
+    fail_msg("message: %s", err);
+}
+
 static void test_overlapping_or_backdated_versions_are_refused(void **state)
 {
   struct fixture *f = *state;
@@ -708,7 +744,17 @@ static void test_include_cycle_across_file_and_store_is_refused(void **state)
 static const char *const simulator_skus[] = {
     "PIZZA-MARG-M", "PIZZA-MARG-L", "PIZZA-DIAV-L", "PIZZA-QFORM-L", "PIZZA-VEG-M",
     "PIZZA-CAPR-L", "CALZONE",      "GARLIC-BREAD", "SALAD-MIXED",   "TIRAMISU",
-    "COLA-33",      "WATER-50",     "BEER-33",
+    "COLA-33",      "WATER-50",     "BEER-33",      "MOD-EXTRA-CHEESE", "MOD-EXTRA-SALAMI",
+    "MOD-EXTRA-JALAPENO", "MOD-DIP-GARLIC",
+};
+
+/* What it delivers with --manager-password: every material must be one the
+ * recipes use, in the same unit, or the adjustment is refused. */
+static const char *const simulator_deliveries[][2] = {
+    {"dough-ball-l", "piece"},    {"dough-ball-m", "piece"},    {"dough-ball-s", "piece"},
+    {"cheese-mozzarella", "g"},   {"tomato-sauce", "g"},        {"can-cola-33", "piece"},
+    {"bottle-water-50", "piece"}, {"bottle-beer-33", "piece"},  {"box-pizza-l", "piece"},
+    {"box-pizza-m", "piece"},     {"salami-spicy", "g"},        {"basil-fresh", "g"},
 };
 
 static void test_shipped_recipes_parse_apply_and_map_the_simulator(void **state)
@@ -744,6 +790,12 @@ static void test_shipped_recipes_parse_apply_and_map_the_simulator(void **state)
     if (c.count == 0)
       fail_msg("%s consumes nothing", simulator_skus[i]);
   }
+  for (size_t i = 0; i < sizeof(simulator_deliveries) / sizeof(simulator_deliveries[0]); i++) {
+    const char *unit = recipes_material_unit(r, simulator_deliveries[i][0]);
+    if (!unit || strcmp(unit, simulator_deliveries[i][1]) != 0)
+      fail_msg("%s: the recipes keep it in %s, pos-sim delivers %s", simulator_deliveries[i][0],
+               unit ? unit : "(no recipe uses it)", simulator_deliveries[i][1]);
+  }
   /* A large margherita includes the large base: version 1 before September. */
   c = explode(r, "PIZZA-MARG-L", 2, "2026-08-31T21:59:59+00:00", 1);
   assert_int_equal(used(&c, "cheese-mozzarella"), 2 * 140000);
@@ -768,6 +820,8 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_errors_name_line_and_field),
       cmocka_unit_test(test_parse_errors_between_rows_name_the_later_line),
+      cmocka_unit_test_setup_teardown(test_a_file_of_only_none_recipes_is_accepted, setup,
+                                      teardown),
       cmocka_unit_test(test_include_cycle_in_a_file_is_refused),
       cmocka_unit_test_setup_teardown(test_includes_that_never_meet_in_time_are_not_a_cycle,
                                       setup, teardown),
@@ -784,6 +838,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_late_sale_uses_the_version_it_was_sold_under, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_closing_a_version_never_rewrites_it, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_a_hand_edited_chain_is_refused_at_load, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_overlapping_or_backdated_versions_are_refused, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_a_future_version_can_be_corrected_before_it_starts,
