@@ -18,6 +18,10 @@
  *                                             counted (>= 0)
  *    "business_time": "2026-11-21T07:30:00+01:00",   RFC 3339 with offset
  *    "reason": "...", "note": "..."}          optional text (128, 512 characters)
+ * A count books, as its delta (reason stock count), the difference between
+ * what was counted and the on-hand the agent holds when it journals the
+ * count (every row journaled before it, whatever their business times):
+ * send a count as soon as it is taken, after the sales it saw.
  * Answers as POST /v1/sales: 201 {"seq": N} once durable (an array:
  * {"results": [{"adjustment_id", "seq"}...]}); 200 with "duplicate": true
  * for a retry with the same content; 409 for the same id with other
