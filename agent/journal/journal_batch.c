@@ -520,7 +520,7 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   size_t count = 0, used = 0, row_count = 0, covered = 0;
   uint8_t *body = NULL;
   size_t body_len = 0;
-  int64_t sealed_last_seq = 0;
+  int64_t sealed_last_seq = 0, carried_last_seq = 0, upto;
   int rc;
 
   *sealed = 0;
@@ -537,12 +537,26 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
     return sqlite3_extended_errcode(j->db);
 
   rc = journal_seal_read_sales(j, op, sealed_last_seq, &sales, &count);
+  if (rc == SQLITE_OK)
+    rc = journal_get_meta_int(j->db, "carried_last_seq", &carried_last_seq);
   /* Every row up to the last sale read (all of them when the sales ran
    * out before max_sales): adjustments between and after the sales. */
+  upto = count == op->max_sales ? sales[count - 1].seq : INT64_MAX;
+  if (rc == SQLITE_OK && carried_last_seq > sealed_last_seq) {
+    /* Rows carried over from an earlier journal go in batches of their
+     * own: the collector decides per batch whether that journal had their
+     * deltas produced, and a later row must not share that fate. */
+    while (count && sales[count - 1].seq > carried_last_seq) {
+      count--;
+      sale_clear(&sales[count].sale);
+      free(sales[count].carried);
+      sales[count].carried = NULL;
+    }
+    if (upto > carried_last_seq)
+      upto = carried_last_seq;
+  }
   if (rc == SQLITE_OK)
-    rc = journal__read_rows(j, sealed_last_seq,
-                            count == op->max_sales ? sales[count - 1].seq : INT64_MAX, &rows,
-                            &row_count);
+    rc = journal__read_rows(j, sealed_last_seq, upto, &rows, &row_count);
   /* A batch of adjustments only has no sales to have been carried. */
   if (rc == SQLITE_OK && row_count && count)
     rc = journal_read_carried(j, sales, count);

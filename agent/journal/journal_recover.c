@@ -151,6 +151,8 @@ static int journal_import_previous(journal *j, const char *aside, const char *pr
   if (rc == SQLITE_OK)
     rc = journal__stock_import_previous(j, after_seq);
   if (rc == SQLITE_OK)
+    rc = journal__exec(j->db, JOURNAL_SQL_SET_CARRIED_LAST, NULL, 0, j->path);
+  if (rc == SQLITE_OK)
     rc = journal__exec(j->db, "COMMIT", NULL, 0, j->path);
   else if (!sqlite3_get_autocommit(j->db))
     sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);

@@ -343,6 +343,14 @@
   " FROM previous.sales p JOIN main.sales m ON m.sale_id = p.sale_id"         \
   " WHERE p.seq > ?1"
 
+/* The last seq of the rows carried over (sales, then adjustments), kept
+ * in meta carried_last_seq: the batches covering them take no later row,
+ * so that the collector can tell, batch by batch, whether the journal
+ * they came from had them produced (Sale.carried_from). */
+#define JOURNAL_SQL_SET_CARRIED_LAST                                          \
+  "INSERT OR REPLACE INTO meta(key, value) SELECT 'carried_last_seq',"        \
+  " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sales'), 0)"
+
 /* Where the sales of seqs ?1..?2 were before, for the batch that seals
  * them: the newest JOURNAL_MAX_CARRIED places of each, in seq order,
  * oldest place first. */

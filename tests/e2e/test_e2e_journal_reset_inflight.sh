@@ -81,6 +81,11 @@ for round in 1 2; do
   sell "N$round" 1 5
   start_collector
   push_until_sent 90
+  carried_last="$(sql "SELECT value FROM meta WHERE key = 'carried_last_seq';")"
+  [[ "$carried_last" =~ ^[0-9]+$ && "$carried_last" -gt 0 ]] ||
+    fail "round $round: the new journal records where its carried-over rows end" "a seq" "$carried_last"
+  assert_eq "round $round: no batch mixes carried-over rows with later ones" 0 \
+    "$(sql "SELECT count(*) FROM batches WHERE first_seq <= $carried_last AND last_seq > $carried_last;")"
   stop_agent
 done
 
