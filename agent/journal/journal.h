@@ -140,6 +140,9 @@ struct journal_stats {
   uint64_t recipes_in_force;     /* SKUs with a recipe version open now or later */
   uint64_t recipe_versions;      /* every stored version, closed ones included */
   int64_t recipes_loaded_ms;     /* when the set in force was last loaded; 0 = never */
+  /* The stored recipes could not be read at open: sales are taken, their
+   * stock is not counted until a set is loaded again. "" = none. */
+  char recipes_error[384];
 };
 
 /*

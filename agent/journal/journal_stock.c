@@ -484,13 +484,27 @@ int journal__recipes_open(journal *j, char *err, size_t err_size)
 
   if (j->explode) /* the options gave a set of their own (tests) */
     return 0;
-  r = recipes_load(j->db, why, sizeof(why));
-  if (!r) {
-    snprintf(err, err_size, "journal %s: cannot load its recipes: %s", j->path, why);
-    return -1;
-  }
+  (void)err;
+  (void)err_size;
   j->explode = journal_recipes_explode;
   j->recipes_from_db = 1;
+  r = recipes_load(j->db, why, sizeof(why));
+  if (!r) {
+    /* Never a reason to refuse sales: they are taken and kept, and only
+     * their stock is not counted (rows carry no deltas while no set is
+     * loaded) until a recipe set is loaded again. */
+    pthread_mutex_lock(&j->lock);
+    snprintf(j->stats.recipes_error, sizeof(j->stats.recipes_error),
+             "the stored recipes cannot be read (%.200s): sales are taken but stock is not "
+             "counted; load a recipe set again (POST /v1/recipes)",
+             why);
+    pthread_mutex_unlock(&j->lock);
+    log_error("journal", "recipes_unreadable",
+              "path=%s reason=\"%s\" action=\"sales are taken, stock is not counted until a "
+              "recipe set is loaded again with POST /v1/recipes\"",
+              j->path, why);
+    return 0;
+  }
   journal_use_recipes(j, r, recipes_version_count(r) ? clock_wall_ms() : 0);
   return 0;
 }
@@ -540,6 +554,9 @@ void journal__recipes_op(journal *j, struct journal_op *op)
     return;
   }
   journal_use_recipes(j, r, clock_wall_ms());
+  pthread_mutex_lock(&j->lock);
+  j->stats.recipes_error[0] = '\0';
+  pthread_mutex_unlock(&j->lock);
   log_info("journal", "recipes_loaded", "path=%s versions_stored=%zu unchanged=%zu "
            "skus_in_force=%zu", j->path, op->recipes_stored, op->recipes_unchanged,
            recipes_count(r));

@@ -132,13 +132,16 @@ static void status_add_stock(json_t *body, journal *j)
     char loaded[40];
     journal_get_stats(j, &stats);
     json_object_set_new(stock, "recipes",
-                        json_pack("{s:I, s:I, s:o}", "skus_in_force",
+                        json_pack("{s:I, s:I, s:o, s:o}", "skus_in_force",
                                   (json_int_t)stats.recipes_in_force, "versions",
                                   (json_int_t)stats.recipe_versions, "loaded",
                                   stats.recipes_loaded_ms
                                       ? json_string(clock_format_utc(stats.recipes_loaded_ms,
                                                                      loaded, sizeof(loaded)))
-                                      : json_null()));
+                                      : json_null(),
+                                  "error",
+                                  stats.recipes_error[0] ? json_string(stats.recipes_error)
+                                                         : json_null()));
   }
   json_object_set_new(stock, "materials", list);
   json_object_set_new(stock, "unmapped_items", json_integer(unmapped_items_milli / 1000));
