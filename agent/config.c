@@ -106,9 +106,11 @@ const struct config_key agent_config_keys[] = {
     KEY("inventory", "refunds_restock", CONFIG_BOOL, "false", 0, 0, refunds_restock,
         "true: refunds and voids put what their lines' recipes use back in stock (reason "
         "refunds); false: returned food is thrown away and stock does not move"),
-    KEY("inventory", "recipes", CONFIG_STRING, "/etc/pos-agent/recipes.csv", 0, 0, recipes_path,
-        "recipe CSV loaded at start when the journal holds no recipes yet (later sets: POST "
-        "/v1/recipes with the manager's password)"),
+    KEY("inventory", "recipes", CONFIG_STRING, "/usr/share/pos-agent/recipes.csv", 0, 0,
+        recipes_path,
+        "recipe CSV loaded at start when the journal holds no recipes yet (the chain's default "
+        "set ships here with the firmware; later sets: POST /v1/recipes with the manager's "
+        "password); empty: none"),
     KEY("inventory", "low_stock", CONFIG_STRING, "", 0, 0, low_stock,
         "low-stock thresholds shown on the status page: MATERIAL=QTY_MILLI,... in thousandths "
         "of the material's unit, e.g. MOZZARELLA=2000000,FLOUR-00=5000000"),

@@ -13,6 +13,8 @@
 #   /usr/share/pos-agent/agent.conf.example    every key, documented
 #   /usr/share/pos-agent/profiles/*.conf       all device profiles
 #   /usr/share/pos-agent/terminals.example     the terminal tokens file's format
+#   /usr/share/pos-agent/recipes.csv           the chain's default recipes (read into a
+#                                              journal that has none; RECIPES.md)
 #   /usr/lib/systemd/system/pos-agent.service
 #   /usr/lib/tmpfiles.d/pos-agent.conf         /var/lib/pos-agent, /var/spool/pos-agent
 #   /usr/lib/sysusers.d/pos-agent.conf         the pos-agent user and group
@@ -105,6 +107,10 @@ else()
                   "documented example (make it with 'pos-agent --print-example-config')")
 endif()
 install(FILES ${POS_FIRMWARE_DIR}/terminals.example DESTINATION ${POS_DATADIR} COMPONENT agent)
+# Firmware data, not configuration: a journal stores the set it loaded
+# (head office sends later ones), so an upgrade may replace this file.
+install(FILES ${POS_FIRMWARE_DIR}/recipes.csv ${POS_FIRMWARE_DIR}/RECIPES.md
+        DESTINATION ${POS_DATADIR} COMPONENT agent)
 install(DIRECTORY ${POS_FIRMWARE_DIR}/profiles/ DESTINATION ${POS_DATADIR}/profiles
         COMPONENT agent FILES_MATCHING PATTERN "*.conf")
 

@@ -33,7 +33,7 @@ installed_bin="$ROOT$prefix/bin/pos-agent"
   fail "pos-agent is in the install component 'agent' (install(TARGETS pos-agent ... COMPONENT agent))" \
     "$installed_bin" "$(cd "$ROOT" && find . -type f | sort | tr '\n' ' ')"
 for f in "$ROOT/etc/pos-agent/agent.conf" "$ROOT$prefix/share/pos-agent/agent.conf.example" \
-  "$ROOT$prefix/share/pos-agent/terminals.example" \
+  "$ROOT$prefix/share/pos-agent/terminals.example" "$ROOT$prefix/share/pos-agent/recipes.csv" \
   "$ROOT$prefix/share/pos-agent/profiles/counter-terminal.conf" \
   "$ROOT$prefix/share/pos-agent/profiles/store-hub.conf" "$unit" "$tmpfiles" "$sysusers"; do
   [[ -f "$f" ]] || fail "installed file ${f#"$ROOT"}" "present" "missing"
