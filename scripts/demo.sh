@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: the collector with its embedded
 # Kafka, a store agent pushing to it over mutual TLS every few seconds, and
-# a pizza store's POS terminals selling into the agent. The sales are shown
-# as they arrive in Kafka, decoded. Ctrl-C stops it all.
+# a pizza store's POS terminal selling into the agent through the chain's
+# recipes, with its back office booking the morning delivery, waste and a
+# stock count. The sales and the stock's movements are shown as they arrive
+# in Kafka, decoded, and the store's on-hand every 15 s. Ctrl-C stops it all.
 #
 #   bash scripts/demo.sh            (DEMO_SECONDS=N stops by itself after N seconds)
 set -euo pipefail
@@ -84,6 +86,10 @@ ca = $work/pki/ca.crt
 interval = 5s
 jitter = 1s
 heartbeat_interval = 10s
+[inventory]
+recipes = $root/firmware-config/recipes.csv
+refunds_restock = true
+low_stock = cheese-mozzarella=10000000,dough-ball-l=20000
 CONF
 "$bin/agent/pos-agent" --config "$work/agent.conf" 2>"$work/agent.log" &
 pids+=($!)
@@ -93,7 +99,7 @@ echo "   status: http://127.0.0.1:$agent_port/status.json"
 
 echo "== POS terminal T1 selling through a day compressed into 5 minutes"
 "$bin/tests/tools/pos-sim" --url "http://127.0.0.1:$agent_port" --token "$token" --terminal T1 \
-  --day-seconds 300 --quiet &
+  --day-seconds 300 --quiet --manager-password "$(cat "$work/manager_password")" &
 pids+=($!)
 
 echo "== sales arriving in Kafka (pos.sales.v1), decoded:"
@@ -101,8 +107,24 @@ kcat -b "$bootstrap" -C -t pos.sales.v1 -o beginning -u -f '%R%s' 2>"$work/kcat.
   "$bin/tests/tools/pos-decode" --type sale &
 pids+=($!)
 
+echo "== stock moving in Kafka (pos.inventory-deltas.v1), decoded:"
+kcat -b "$bootstrap" -C -t pos.inventory-deltas.v1 -o beginning -u -f '%R%s' 2>"$work/kcat-deltas.log" |
+  "$bin/tests/tools/pos-decode" --type delta | sed 's/^/   stock: /' &
+pids+=($!)
+
+# on_hand: the store's stock on /status.json, one line (sqlite3 reads the JSON).
+on_hand() {
+  curl -s "http://127.0.0.1:$agent_port/status.json" >"$work/status.json" || return 0
+  sqlite3 -batch :memory: "SELECT group_concat(json_extract(value, '\$.material_id') || '=' ||
+      printf('%.3f', json_extract(value, '\$.on_hand_milli') / 1000.0) || ' ' ||
+      json_extract(value, '\$.unit') || CASE WHEN json_extract(value, '\$.low_stock') THEN ' (LOW)'
+      ELSE '' END, ', ') FROM json_each(readfile('$work/status.json'), '\$.stock.materials')
+      WHERE json_extract(value, '\$.on_hand_milli') != 0;"
+}
+
 end=$((SECONDS + ${DEMO_SECONDS:-1000000000}))
 while ((SECONDS < end)); do
   sleep 15
-  echo "-- agent: $(curl -s "http://127.0.0.1:$agent_port/status.json")"
+  echo "-- agent: $(curl -s "http://127.0.0.1:$agent_port/status.json" | head -c 600)..."
+  echo "-- on hand: $(on_hand)"
 done

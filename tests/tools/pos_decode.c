@@ -5,6 +5,7 @@
  * length, then that many bytes) of protobuf values from stdin:
  *
  *   kcat -b BOOT -C -t pos.sales.v1 -e -f '%R%s' | pos-decode --type sale
+ *   kcat ... -t pos.inventory-deltas.v1 ... | pos-decode --type delta
  *
  * Sale lines are key=value, money as decimals of the sale's currency, in a
  * stable order, so tests can compare them with the journal and people can
@@ -101,6 +102,53 @@ static int decode_heartbeat(const uint8_t *data, size_t len)
   return 0;
 }
 
+static const char *decode_reason(Pos__V1__DeltaReason reason)
+{
+  switch (reason) {
+  case POS__V1__DELTA_REASON__DELTA_REASON_SALES:
+    return "sales";
+  case POS__V1__DELTA_REASON__DELTA_REASON_REFUNDS:
+    return "refunds";
+  case POS__V1__DELTA_REASON__DELTA_REASON_DELIVERY:
+    return "delivery";
+  case POS__V1__DELTA_REASON__DELTA_REASON_WASTE:
+    return "waste";
+  case POS__V1__DELTA_REASON__DELTA_REASON_STOCK_COUNT:
+    return "stock_count";
+  default:
+    return "unspecified";
+  }
+}
+
+/* One line per delta: the quantity in the material's unit (thousandths
+ * shown as decimals), signed (negative = out of stock). */
+static int decode_delta(const uint8_t *data, size_t len)
+{
+  Pos__V1__InventoryDelta *d = pos__v1__inventory_delta__unpack(NULL, len, data);
+  uint64_t magnitude;
+
+  if (!d)
+    return -1;
+  magnitude = d->quantity_milli < 0 ? 0 - (uint64_t)d->quantity_milli : (uint64_t)d->quantity_milli;
+  printf("store=%s rows=%" PRIu64 "-%" PRIu64 " material=%s reason=%s quantity=%s%" PRIu64
+         ".%03u %s\n",
+         d->store_id, d->first_seq, d->last_seq, d->material_id, decode_reason(d->reason),
+         d->quantity_milli < 0 ? "-" : "+", magnitude / 1000, (unsigned)(magnitude % 1000),
+         d->unit);
+  pos__v1__inventory_delta__free_unpacked(d, NULL);
+  return 0;
+}
+
+/* Decodes one record of `type`; 0, or -1 when it is not one. */
+static int decode_record(const char *type, const uint8_t *data, size_t len)
+{
+  if (strcmp(type, "sale") == 0)
+    return decode_sale(data, len);
+  if (strcmp(type, "heartbeat") == 0)
+    return decode_heartbeat(data, len);
+  return decode_delta(data, len);
+}
+
 int main(int argc, char **argv)
 {
   static const struct option options[] = {
@@ -114,13 +162,15 @@ int main(int argc, char **argv)
 
   while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
     if (opt != 't') {
-      fprintf(stderr, "usage: kcat -C ... -f '%%R%%s' | pos-decode [--type sale|heartbeat]\n");
+      fprintf(stderr,
+              "usage: kcat -C ... -f '%%R%%s' | pos-decode [--type sale|heartbeat|delta]\n");
       return 2;
     }
     type = optarg;
   }
-  if (strcmp(type, "sale") != 0 && strcmp(type, "heartbeat") != 0) {
-    fprintf(stderr, "pos-decode: --type must be sale or heartbeat, not %s\n", type);
+  if (strcmp(type, "sale") != 0 && strcmp(type, "heartbeat") != 0 &&
+      strcmp(type, "delta") != 0) {
+    fprintf(stderr, "pos-decode: --type must be sale, heartbeat or delta, not %s\n", type);
     return 2;
   }
   record = malloc(DECODE_MAX_RECORD);
@@ -150,8 +200,7 @@ int main(int argc, char **argv)
       rc = 1;
       break;
     }
-    if ((strcmp(type, "sale") == 0 ? decode_sale(record, (size_t)len)
-                                   : decode_heartbeat(record, (size_t)len)) != 0) {
+    if (decode_record(type, record, (size_t)len) != 0) {
       fprintf(stderr, "pos-decode: record %ld is not a pos.v1 %s\n", count, type);
       rc = 1;
     }

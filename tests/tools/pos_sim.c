@@ -68,12 +68,25 @@ struct stock_item {
   long quantity_milli;
 };
 static const struct stock_item delivery[] = {
-    {"dough-ball-l", "piece", 120000},      {"dough-ball-m", "piece", 80000},
-    {"dough-ball-s", "piece", 40000},       {"cheese-mozzarella", "g", 40000000},
-    {"tomato-sauce", "g", 30000000},        {"can-cola-33", "piece", 96000},
-    {"bottle-water-50", "piece", 48000},    {"bottle-beer-33", "piece", 48000},
-    {"box-pizza-l", "piece", 150000},       {"box-pizza-m", "piece", 100000},
-    {"salami-spicy", "g", 4000000},         {"basil-fresh", "g", 500000},
+    {"dough-ball-l", "piece", 120000},        {"dough-ball-m", "piece", 80000},
+    {"dough-ball-s", "piece", 40000},         {"cheese-mozzarella", "g", 40000000},
+    {"tomato-sauce", "g", 30000000},          {"can-cola-33", "piece", 96000},
+    {"bottle-water-50", "piece", 48000},      {"bottle-beer-33", "piece", 48000},
+    {"box-pizza-l", "piece", 150000},         {"box-pizza-m", "piece", 100000},
+    {"box-pizza-s", "piece", 50000},          {"box-side", "piece", 60000},
+    {"salami-spicy", "g", 4000000},           {"basil-fresh", "g", 500000},
+    {"artichokes", "g", 3000000},             {"bowl-salad", "piece", 40000},
+    {"cheese-fontina", "g", 3000000},         {"cheese-gorgonzola", "g", 3000000},
+    {"cheese-parmesan", "g", 2000000},        {"cheese-ricotta", "g", 2000000},
+    {"chili-flakes", "g", 200000},            {"courgette", "g", 3000000},
+    {"cucumber", "g", 2000000},               {"dip-garlic-pot", "piece", 60000},
+    {"dressing-vinaigrette", "ml", 2000000},  {"garlic-butter", "g", 2000000},
+    {"ham-cooked", "g", 4000000},             {"jalapenos", "g", 1000000},
+    {"lettuce-mix", "g", 3000000},            {"mushrooms", "g", 4000000},
+    {"olive-oil", "ml", 3000000},             {"olives-black", "g", 2000000},
+    {"onions-red", "g", 3000000},             {"peppers-bell", "g", 3000000},
+    {"semolina", "g", 2000000},               {"tiramisu-cup", "piece", 40000},
+    {"tomatoes-cherry", "g", 3000000},
 };
 #define DELIVERY_SIZE (sizeof(delivery) / sizeof(delivery[0]))
 
