@@ -385,6 +385,16 @@ static void stock_count_unmapped(struct stock *s, const char *sku, int64_t items
   }
 }
 
+/* a + b, held at int64's ends instead of wrapping (undefined in C): an
+ * on-hand that far out is wrong either way, never a crash. */
+static int64_t stock_add_saturated(int64_t a, int64_t b)
+{
+  int64_t sum;
+  if (!__builtin_add_overflow(a, b, &sum))
+    return sum;
+  return b > 0 ? INT64_MAX : INT64_MIN;
+}
+
 int stock_apply(struct stock *s, const struct stock_deltas *d, int sign)
 {
   int rc = 0;
@@ -404,9 +414,12 @@ int stock_apply(struct stock *s, const struct stock_deltas *d, int sign)
     }
     if (m->unit[0] == '\0')
       snprintf(m->unit, sizeof(m->unit), "%s", e->unit);
-    m->on_hand_milli += sign * e->quantity_milli;
+    /* quantity_milli is never INT64_MIN (stock_deltas_add refuses sums
+     * that overflow), so negating it is defined. */
+    m->on_hand_milli = stock_add_saturated(m->on_hand_milli, sign * e->quantity_milli);
     if (e->reason == STOCK_REASON_SALES)
-      m->consumed_pending_milli -= sign * e->quantity_milli;
+      m->consumed_pending_milli =
+          stock_add_saturated(m->consumed_pending_milli, -sign * e->quantity_milli);
   }
   pthread_mutex_unlock(&s->lock);
   return rc;

@@ -1245,6 +1245,19 @@ int journal__open_db(journal *j, const struct journal_options *options, char *er
   if (journal_prepare(j, err, err_size) || journal__load_stats(j, err, err_size))
     goto fail;
   rc = journal__stock_rebuild(j);
+  if (rc == SQLITE_CORRUPT && (sqlite3_errcode(j->db) & 0xff) != SQLITE_CORRUPT) {
+    /* The database reads, but its stock does not add up (a material
+     * number missing, a row's deltas that do not decode): never a reason
+     * to refuse sales. They are taken without deltas; stock stops. */
+    j->stock_broken = 1;
+    snprintf(j->stats.stock_error, sizeof(j->stats.stock_error),
+             "the stored stock does not read back (%s): sales are taken but stock is not "
+             "counted and adjustments are refused; head office must look at %s",
+             sqlite3_errstr(rc), j->path);
+    log_error("journal", "stock_unreadable", "path=%s reason=\"%s\" action=\"sales are taken "
+              "without stock; a person must look at the journal\"", j->path, sqlite3_errstr(rc));
+    rc = SQLITE_OK;
+  }
   if (rc != SQLITE_OK) {
     snprintf(err, err_size, "journal %s: cannot read its stock (on-hand): %s", j->path,
              sqlite3_errstr(rc));

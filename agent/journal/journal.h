@@ -142,7 +142,11 @@ struct journal_stats {
   int64_t recipes_loaded_ms;     /* when the set in force was last loaded; 0 = never */
   /* The stored recipes could not be read at open: sales are taken, their
    * stock is not counted until a set is loaded again. "" = none. */
-  char recipes_error[384];
+  char recipes_error[512];
+  /* The stored stock (material names, on-hand base, rows' deltas) did not
+   * read back at open: sales are taken without deltas, adjustments are
+   * refused, until a person repairs or replaces the journal. "" = none. */
+  char stock_error[512];
 };
 
 /*
@@ -203,6 +207,12 @@ struct journal_seal_input {
    * sales covers is journal_seal_covered's answer. */
   const struct journal_seal_row *rows;
   size_t row_count;                      /* >= 1 */
+  /* Where rows other than sales (adjustments) among `rows` were before,
+   * when they were carried over from an earlier journal (rarely any):
+   * row_origin_seqs[i] is the row, row_origins[i] its earlier place. */
+  const int64_t *row_origin_seqs;
+  const struct journal_origin *row_origins;
+  size_t row_origin_count;
   int64_t last_seq_all;                  /* the last row a batch of every sale covers */
   size_t max_bytes;                      /* cap on the packed body */
   size_t max_decoded_bytes;              /* cap on the body before compression; 0 = none */

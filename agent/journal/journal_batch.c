@@ -266,10 +266,51 @@ static void journal_free_seal_sales(struct journal_seal_sale *sales, size_t coun
   free(sales);
 }
 
-/* Fills `carried` of the sales (seq order) that were carried over from
- * another journal. Rarely anything: the table is empty on almost every
- * device, so this is prepared here, not at open. */
-static int journal_read_carried(journal *j, struct journal_seal_sale *sales, size_t count)
+/* Where the carried-over rows of a batch other than sales were before. */
+struct journal_row_origins {
+  int64_t *seqs;
+  struct journal_origin *from;
+  size_t count, capacity;
+};
+
+static void journal_row_origins_free(struct journal_row_origins *o)
+{
+  free(o->seqs);
+  free(o->from);
+  memset(o, 0, sizeof(*o));
+}
+
+/* One earlier place of a row that is not a sale. SQLITE_OK or NOMEM. */
+static int journal_row_origin_add(struct journal_row_origins *o, int64_t seq, const char *id,
+                                  int64_t previous_seq)
+{
+  if (o->count == o->capacity) {
+    size_t capacity = o->capacity ? 2 * o->capacity : 16;
+    int64_t *seqs = realloc(o->seqs, capacity * sizeof(*seqs));
+    struct journal_origin *from;
+    if (!seqs)
+      return SQLITE_NOMEM;
+    o->seqs = seqs;
+    from = realloc(o->from, capacity * sizeof(*from));
+    if (!from)
+      return SQLITE_NOMEM;
+    o->from = from;
+    o->capacity = capacity;
+  }
+  o->seqs[o->count] = seq;
+  memcpy(o->from[o->count].journal_id, id, 33);
+  o->from[o->count].seq = previous_seq;
+  o->count++;
+  return SQLITE_OK;
+}
+
+/* Where the rows first_seq..last_seq carried over from another journal
+ * were before: a sale's places into its `carried` (sales: seq order), any
+ * other row's into `others`. Rarely anything: the table is empty on almost
+ * every device, so this is prepared here, not at open. */
+static int journal_read_carried(journal *j, int64_t first_seq, int64_t last_seq,
+                                struct journal_seal_sale *sales, size_t count,
+                                struct journal_row_origins *others)
 {
   sqlite3_stmt *stmt = NULL;
   size_t at = 0;
@@ -277,17 +318,23 @@ static int journal_read_carried(journal *j, struct journal_seal_sale *sales, siz
 
   if (rc != SQLITE_OK)
     return rc;
-  sqlite3_bind_int64(stmt, 1, sales[0].seq);
-  sqlite3_bind_int64(stmt, 2, sales[count - 1].seq);
+  sqlite3_bind_int64(stmt, 1, first_seq);
+  sqlite3_bind_int64(stmt, 2, last_seq);
   sqlite3_bind_int(stmt, 3, JOURNAL_MAX_CARRIED);
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     int64_t seq = sqlite3_column_int64(stmt, 0);
     const char *id = (const char *)sqlite3_column_text(stmt, 1);
     struct journal_seal_sale *sale;
+    if (!id || strlen(id) != 32)
+      continue;
     while (at < count && sales[at].seq < seq)
       at++;
-    if (at == count || sales[at].seq != seq || !id || strlen(id) != 32)
+    if (at == count || sales[at].seq != seq) {
+      rc = journal_row_origin_add(others, seq, id, sqlite3_column_int64(stmt, 2));
+      if (rc != SQLITE_OK)
+        break;
       continue;
+    }
     sale = &sales[at];
     if (!sale->carried) {
       sale->carried = calloc(JOURNAL_MAX_CARRIED, sizeof(*sale->carried));
@@ -517,6 +564,7 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
 {
   struct journal_seal_sale *sales = NULL;
   struct journal_seal_row *rows = NULL;
+  struct journal_row_origins origins = {0};
   size_t count = 0, used = 0, row_count = 0, covered = 0;
   uint8_t *body = NULL;
   size_t body_len = 0;
@@ -557,9 +605,8 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   }
   if (rc == SQLITE_OK)
     rc = journal__read_rows(j, sealed_last_seq, upto, &rows, &row_count);
-  /* A batch of adjustments only has no sales to have been carried. */
-  if (rc == SQLITE_OK && row_count && count)
-    rc = journal_read_carried(j, sales, count);
+  if (rc == SQLITE_OK && row_count)
+    rc = journal_read_carried(j, rows[0].seq, rows[row_count - 1].seq, sales, count, &origins);
   if (rc == SQLITE_OK && row_count) {
     struct journal_seal_input in = {.journal_id = j->stats.journal_id,
                                     .batch_seq = op->batch_seq,
@@ -569,6 +616,9 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
                                     .rows = rows,
                                     .row_count = row_count,
                                     .last_seq_all = rows[row_count - 1].seq,
+                                    .row_origin_seqs = origins.seqs,
+                                    .row_origins = origins.from,
+                                    .row_origin_count = origins.count,
                                     .max_bytes = journal_seal_room(j, op->max_bytes),
                                     .max_decoded_bytes = op->max_decoded_bytes};
     int pack_rc = op->pack(op->pack_arg, &in, &body, &body_len, &used);
@@ -602,6 +652,7 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   free(body);
   journal_free_seal_sales(sales, count);
   journal__free_rows(rows, row_count);
+  journal_row_origins_free(&origins);
   return rc;
 }
 

@@ -134,6 +134,9 @@ struct journal {
    * the options named a set of their own. */
   struct recipes *recipes_owned;
   int recipes_from_db;
+  /* Set at open when the stored stock does not read back (stats
+   * stock_error): no deltas are computed or written from then on. */
+  int stock_broken;
   int refunds_restock;
   struct stock stock;
   /* Writer thread only: the names the stored deltas refer to (table

@@ -151,6 +151,10 @@ static int journal_import_previous(journal *j, const char *aside, const char *pr
   if (rc == SQLITE_OK)
     rc = journal__stock_import_previous(j, after_seq);
   if (rc == SQLITE_OK)
+    rc = journal_import_step(j, JOURNAL_SQL_IMPORT_CARRIED_ADJUSTMENTS, after_seq, previous_id);
+  if (rc == SQLITE_OK)
+    rc = journal_import_step(j, JOURNAL_SQL_IMPORT_ORIGIN_ADJUSTMENTS, after_seq, previous_id);
+  if (rc == SQLITE_OK)
     rc = journal__exec(j->db, JOURNAL_SQL_SET_CARRIED_LAST, NULL, 0, j->path);
   if (rc == SQLITE_OK)
     rc = journal__exec(j->db, "COMMIT", NULL, 0, j->path);

@@ -351,6 +351,22 @@
   "INSERT OR REPLACE INTO meta(key, value) SELECT 'carried_last_seq',"        \
   " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sales'), 0)"
 
+/* The same for the adjustments carried over (by adjustment_id, unique in
+ * both), run after they were imported. */
+#define JOURNAL_SQL_IMPORT_CARRIED_ADJUSTMENTS                                \
+  "INSERT INTO main.carried(seq, position, journal_id, previous_seq)"         \
+  " SELECT m.seq, c.position, c.journal_id, c.previous_seq"                   \
+  " FROM previous.carried c JOIN previous.adjustments p ON p.seq = c.seq"     \
+  " JOIN main.adjustments m ON m.adjustment_id = p.adjustment_id"             \
+  " WHERE p.seq > ?1"
+#define JOURNAL_SQL_IMPORT_ORIGIN_ADJUSTMENTS                                 \
+  "INSERT INTO main.carried(seq, position, journal_id, previous_seq)"         \
+  " SELECT m.seq, coalesce((SELECT max(c.position) + 1 FROM previous.carried" \
+  " c WHERE c.seq = p.seq), 0), ?2, p.seq"                                    \
+  " FROM previous.adjustments p"                                              \
+  " JOIN main.adjustments m ON m.adjustment_id = p.adjustment_id"             \
+  " WHERE p.seq > ?1"
+
 /* Where the sales of seqs ?1..?2 were before, for the batch that seals
  * them: the newest JOURNAL_MAX_CARRIED places of each, in seq order,
  * oldest place first. */

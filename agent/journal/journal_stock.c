@@ -68,7 +68,8 @@ int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_delta
   /* No recipe set at all (a store not tracking stock): nothing to record;
    * every line would be "unmapped", which says nothing and costs bytes
    * on flash in every row. */
-  if (!j->explode || (j->recipes_from_db && recipes_version_count(j->recipes_owned) == 0))
+  if (j->stock_broken || !j->explode ||
+      (j->recipes_from_db && recipes_version_count(j->recipes_owned) == 0))
     return SQLITE_OK;
   if (sale->kind != SALE_KIND_SALE && j->refunds_restock && sale->original_sale_id[0]) {
     /* What goes back is what the original consumed: its recipe versions.
@@ -156,7 +157,11 @@ static int journal_adjustment_deltas(journal *j, const struct stock_adjustment *
     quantity = -quantity;
   } else if (a->kind == STOCK_ADJUSTMENT_COUNT) {
     reason = STOCK_REASON_COUNT;
-    quantity = a->quantity_milli - stock_on_hand(&j->stock, a->material_id, unit);
+    /* The variance against on-hand, held at int64's ends (an on-hand that
+     * far out is wrong either way; wrapping would be undefined). */
+    int64_t on_hand = stock_on_hand(&j->stock, a->material_id, unit);
+    if (__builtin_sub_overflow(a->quantity_milli, on_hand, &quantity))
+      quantity = on_hand < 0 ? INT64_MAX : INT64_MIN + 1;
   }
   return stock_deltas_add(deltas, a->material_id, a->unit, reason, quantity) ? SQLITE_NOMEM
                                                                              : SQLITE_OK;
@@ -495,8 +500,9 @@ int journal__recipes_open(journal *j, char *err, size_t err_size)
      * loaded) until a recipe set is loaded again. */
     pthread_mutex_lock(&j->lock);
     snprintf(j->stats.recipes_error, sizeof(j->stats.recipes_error),
-             "the stored recipes cannot be read (%.200s): sales are taken but stock is not "
-             "counted; load a recipe set again (POST /v1/recipes)",
+             "the stored recipes cannot be read (%.150s): sales are taken but stock is not "
+             "counted; load a recipe set again (POST /v1/recipes), and if that is refused "
+             "the recipe tables are damaged: head office must look at the journal",
              why);
     pthread_mutex_unlock(&j->lock);
     log_error("journal", "recipes_unreadable",

@@ -143,6 +143,12 @@ static void status_add_stock(json_t *body, journal *j)
                                   stats.recipes_error[0] ? json_string(stats.recipes_error)
                                                          : json_null()));
   }
+  {
+    struct journal_stats stats;
+    journal_get_stats(j, &stats);
+    json_object_set_new(stock, "error",
+                        stats.stock_error[0] ? json_string(stats.stock_error) : json_null());
+  }
   json_object_set_new(stock, "materials", list);
   json_object_set_new(stock, "unmapped_items", json_integer(unmapped_items_milli / 1000));
   json_object_set_new(stock, "unmapped_skus", unmapped);

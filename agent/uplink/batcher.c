@@ -219,6 +219,50 @@ static int batcher_deltas_build(struct batcher_deltas *d, const struct batcher_i
   return 0;
 }
 
+/* BatchEnvelope.carried_rows: the earlier places of the rows first..last
+ * that are not sales (adjustments carried over from an earlier journal). */
+struct batcher_row_origins {
+  Pos__V1__SaleOrigin *items;
+  Pos__V1__SaleOrigin **ptrs;
+  uint8_t (*ids)[16];
+  size_t count;
+};
+
+static void batcher_row_origins_free(struct batcher_row_origins *o)
+{
+  free(o->items);
+  free(o->ptrs);
+  free(o->ids);
+  memset(o, 0, sizeof(*o));
+}
+
+static int batcher_row_origins(struct batcher_row_origins *o, const struct journal_seal_input *in,
+                               int64_t first_seq, int64_t last_seq)
+{
+  size_t n = in->row_origin_count ? in->row_origin_count : 1;
+
+  memset(o, 0, sizeof(*o));
+  if (!in->row_origin_count)
+    return 0;
+  o->items = calloc(n, sizeof(*o->items));
+  o->ptrs = calloc(n, sizeof(*o->ptrs));
+  o->ids = calloc(n, sizeof(*o->ids));
+  if (!o->items || !o->ptrs || !o->ids)
+    return -1;
+  for (size_t i = 0; i < in->row_origin_count; i++) {
+    Pos__V1__SaleOrigin *origin = &o->items[o->count];
+    if (in->row_origin_seqs[i] < first_seq || in->row_origin_seqs[i] > last_seq ||
+        proto_journal_id_parse(in->row_origins[i].journal_id, o->ids[o->count]))
+      continue;
+    pos__v1__sale_origin__init(origin);
+    origin->journal_id.data = o->ids[o->count];
+    origin->journal_id.len = 16;
+    origin->seq = (uint64_t)in->row_origins[i].seq;
+    o->ptrs[o->count++] = origin;
+  }
+  return 0;
+}
+
 /* Packs the first `count` sales. *decoded_len is the protobuf's size before
  * compression; when it is over `max_decoded` (0 = no cap) and more than one
  * sale is asked for, nothing is compressed: *body stays NULL and the caller
@@ -231,6 +275,7 @@ static int batcher_pack_count(const struct batcher_identity *id,
   Pos__V1__Batch batch = POS__V1__BATCH__INIT;
   Pos__V1__BatchEnvelope envelope = POS__V1__BATCH_ENVELOPE__INIT;
   struct batcher_deltas deltas;
+  struct batcher_row_origins origins = {0};
   int64_t first_seq = 0, last_seq = 0;
   int rc;
 
@@ -254,6 +299,12 @@ static int batcher_pack_count(const struct batcher_identity *id,
   envelope.first_seq = (uint64_t)first_seq;
   envelope.last_seq = (uint64_t)last_seq;
   envelope.sale_count = (uint32_t)count;
+  if (batcher_row_origins(&origins, in, first_seq, last_seq)) {
+    batcher_deltas_free(&deltas);
+    return PROTO_ENOMEM;
+  }
+  envelope.carried_rows = origins.ptrs;
+  envelope.n_carried_rows = origins.count;
   batch.envelope = &envelope;
   batch.sales = m->sale_ptrs;
   batch.n_sales = count;
@@ -265,6 +316,7 @@ static int batcher_pack_count(const struct batcher_identity *id,
   else
     rc = proto_batch_pack(&batch, id->zstd_level, body, body_len);
   batcher_deltas_free(&deltas);
+  batcher_row_origins_free(&origins);
   return rc;
 }
 

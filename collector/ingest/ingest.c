@@ -583,26 +583,45 @@ static struct ingest_covered ingest_deltas_covered(const Pos__V1__Batch *batch)
  * Returns that journal and sets *origin, or NULL. Live batches only.
  */
 static const struct ingest_journal *
+ingest_origin_deltas_in_log(ingest *in, const char *store_id, const char *device_id,
+                            const Pos__V1__SaleOrigin *from)
+{
+  const struct ingest_journal *before =
+      from->journal_id.len == 16
+          ? ingest__state_find(&in->state, store_id, from->journal_id.data, "")
+          : NULL;
+  /* As for sales, only the same device's journal holds this row. */
+  if (!before || !before->device_id || !device_id || strcmp(before->device_id, device_id) != 0)
+    return NULL;
+  if (from->seq <= before->streams[INGEST_STREAM_INVENTORY].seq ||
+      before->legacy[INGEST_LEGACY_SLOT(INGEST_STREAM_INVENTORY)].seq != 0)
+    return before;
+  return NULL;
+}
+
+static const struct ingest_journal *
 ingest_carried_deltas_in_log(ingest *in, const char *store_id, const char *device_id,
                              const Pos__V1__Batch *batch, const Pos__V1__SaleOrigin **origin)
 {
+  const Pos__V1__BatchEnvelope *envelope = batch->envelope;
+  const struct ingest_journal *before;
+
   for (size_t i = 0; i < batch->n_sales; i++) {
     const Pos__V1__Sale *sale = batch->sales[i];
     for (size_t c = 0; c < sale->n_carried_from; c++) {
-      const Pos__V1__SaleOrigin *from = sale->carried_from[c];
-      const struct ingest_journal *before =
-          from->journal_id.len == 16
-              ? ingest__state_find(&in->state, store_id, from->journal_id.data, "")
-              : NULL;
-      /* As for sales, only the same device's journal holds this row. */
-      if (!before || !before->device_id || !device_id ||
-          strcmp(before->device_id, device_id) != 0)
-        continue;
-      if (from->seq <= before->streams[INGEST_STREAM_INVENTORY].seq ||
-          before->legacy[INGEST_LEGACY_SLOT(INGEST_STREAM_INVENTORY)].seq != 0) {
-        *origin = from;
+      before = ingest_origin_deltas_in_log(in, store_id, device_id, sale->carried_from[c]);
+      if (before) {
+        *origin = sale->carried_from[c];
         return before;
       }
+    }
+  }
+  /* Adjustments carried over name their earlier places in the envelope. */
+  for (size_t i = 0; i < envelope->n_carried_rows; i++) {
+    before = ingest_origin_deltas_in_log(in, store_id, device_id, envelope->carried_rows[i]);
+    if (before) {
+      *origin = envelope->carried_rows[i];
+      return before;
     }
   }
   return NULL;

@@ -223,6 +223,8 @@ static size_t proto_census_limit(const struct proto_census *census,
     return PROTO_MAX_PAYMENTS_PER_SALE;
   if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "carried_from") == 0)
     return PROTO_MAX_CARRIED_PER_SALE;
+  if (desc == &pos__v1__batch_envelope__descriptor && strcmp(field->name, "carried_rows") == 0)
+    return PROTO_MAX_DELTAS_PER_BATCH;
   return SIZE_MAX;
 }
 

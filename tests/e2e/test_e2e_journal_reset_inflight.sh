@@ -11,6 +11,8 @@
 #   round 1: only the seal is lost (every sale is still in the database),
 #            and sales taken after the restart join the resealed batch
 #   round 2: the seal and the last sales are lost
+#   round 3: the batch in flight held a delivery only (no sale to say
+#            where it came from: the batch does)
 source "$(dirname "$0")/lib.sh"
 
 make_pki
@@ -19,7 +21,9 @@ write_collector_config
 start_collector
 pin_collector_port
 write_tokens
-write_agent_config uplink.backoff_min=30s uplink.backoff_max=60s
+printf 'inflight-secret-7\n' >"$T/manager-password"
+write_agent_config uplink.backoff_min=30s uplink.backoff_max=60s \
+  api.manager_password_file="$T/manager-password"
 
 # wait_push_at_start: the agent pushes once when it starts (nothing to send
 # here, or the collector is away); let it pass before the test's own push.
@@ -54,16 +58,22 @@ sell() { # sell PREFIX FROM TO
   done
 }
 
-for round in 1 2; do
+for round in 1 2 3; do
   POS_TEST_DIE_BEFORE_ACK=1 start_agent
   wait_push_at_start
   old_id="$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"
-  sell "R$round" 1 20
+  ((round == 3)) || sell "R$round" 1 20
+  # A delivery in the same batch: its delta is carried over too.
+  printf '{"adjustment_id":"DEL-R%s","kind":"delivery","material_id":"napkins","unit":"piece","quantity_milli":500000,"business_time":"2026-11-21T09:00:00+01:00"}' \
+    "$round" >"$T/adjustment.json"
+  http POST /v1/inventory/adjustments -H 'Content-Type: application/json' \
+    --data-binary "@$T/adjustment.json" -u manager:inflight-secret-7
+  expect_status "delivery DEL-R$round" 201
   before_push=$(stat -c %s "$JOURNAL-wal")
   die_mid_push
   after_push=$(stat -c %s "$JOURNAL-wal")
   ((after_push > before_push)) || fail "the seal of the batch is in the WAL" ">$before_push" "$after_push"
-  if ((round == 1)); then
+  if ((round != 2)); then
     cut=$before_push   # the seal only
   else
     cut=$((before_push - 2 * 1048 - 100))   # the seal and the last sales' frames
@@ -98,5 +108,12 @@ for id in "${POSTED[@]}"; do
 done
 assert_eq "records in pos.sales.v1 = sales answered 201" "${#POSTED[@]}" "$(rsql sales "SELECT count(*) FROM k;")"
 assert_contains "the carried-over sales say where they came from" "journal_lost_sales" "$(cat "$T"/agent.*.log)"
+# Each round's delivery is in pos.inventory-deltas.v1 once, with the
+# journal it was first produced under.
+kafka_read pos.inventory-deltas.v1 deltas DeltaRecords
+assert_eq "deliveries in pos.inventory-deltas.v1 (one per round, never twice)" 3 \
+  "$(grep -c 'reason: DELTA_REASON_DELIVERY' "$T/deltas.txt")"
+assert_eq "napkins delivered, in Kafka" 1500000 \
+  "$(awk '/material_id: "napkins"/ { n = 1 } n && /quantity_milli:/ { s += $2; n = 0 } END { print s + 0 }' "$T/deltas.txt")"
 stop_agent
 stop_collector

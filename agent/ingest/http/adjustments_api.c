@@ -17,7 +17,9 @@
 #include "status/status_actions.h"
 
 /* Large enough for any stock a store holds (a million tonnes in mg). */
-#define ADJ_QUANTITY_MAX 1000000000000000LL
+/* A billion units of anything (1,000 t of flour): far beyond a store's
+ * stock, and far from int64's end however many adjustments add up. */
+#define ADJ_QUANTITY_MAX 1000000000000LL
 
 struct adj_ctx {
   char *message;
@@ -351,6 +353,16 @@ void adjustments_api_handle(const struct adjustments_api_options *options, journ
   if (status) {
     sales_api_respond_error(exchange, status, refusal.error, NULL, refusal.extra_headers);
     return;
+  }
+  {
+    struct journal_stats stats;
+    journal_get_stats(j, &stats);
+    if (stats.stock_error[0]) {
+      /* Not a retry later: a person must look (503 would make a back
+       * office retry for ever). */
+      sales_api_respond_error(exchange, 409, stats.stock_error, NULL, NULL);
+      return;
+    }
   }
   body = http_exchange_body(exchange, &body_len);
   if (adjustments_parse(body, body_len, options->max_per_request, journal_stock(j), &adjustments,

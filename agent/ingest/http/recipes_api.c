@@ -84,7 +84,7 @@ static void recipes_api_on_applied(struct journal_op *op)
     recipes_api_start_done = 1;
     if (op->error)
       log_error("inventory", "recipes_not_loaded",
-                "path=%s reason=%s effect=\"sales are taken and counted as unmapped until a "
+                "path=%s reason=%s effect=\"sales are taken without stock deltas until a "
                 "recipe set is loaded (POST /v1/recipes)\"",
                 req->path, log_quote(op->message, quoted, sizeof(quoted)));
     else
@@ -165,7 +165,7 @@ void recipes_api_load_at_start(uv_loop_t *loop, journal *j, const char *path)
   if (recipes_parse_file(path, &update, err, sizeof(err))) {
     char quoted[450];
     log_error("inventory", "recipes_not_loaded",
-              "path=%s reason=%s effect=\"sales are taken and counted as unmapped until a recipe "
+              "path=%s reason=%s effect=\"sales are taken without stock deltas until a recipe "
               "set is loaded (POST /v1/recipes)\"",
               path, log_quote(err, quoted, sizeof(quoted)));
     return;
