@@ -9,6 +9,7 @@
  * called for every sale line on the journal's writer thread.
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,10 @@ struct rs_material {
   uint8_t unit;
   unsigned line;
 };
+
+/* rs_id_cmp reads an entry as its id. */
+_Static_assert(offsetof(struct rs_sku, id) == 0, "rs_sku starts with its id");
+_Static_assert(offsetof(struct rs_material, id) == 0, "rs_material starts with its id");
 
 struct recipes {
   struct rs_sku *skus;
@@ -167,38 +172,27 @@ int recipes__same_content(const struct recipes_update *a, const struct recipes__
 /* Lookups and the explosion                                               */
 /* ---------------------------------------------------------------------- */
 
+/* bsearch's comparison for both sorted tables: each starts with its id,
+ * so a pointer to an entry is a pointer to its id. */
+static int rs_id_cmp(const void *key, const void *entry)
+{
+  return strcmp(key, (const char *)entry);
+}
+
 static long rs_find_sku(const struct recipes *r, const char *sku)
 {
-  size_t lo = 0, hi = r->sku_count;
-
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    int c = strcmp(r->skus[mid].id, sku);
-    if (c == 0)
-      return (long)mid;
-    if (c < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return -1;
+  const struct rs_sku *at =
+      r->sku_count ? bsearch(sku, r->skus, r->sku_count, sizeof(*r->skus), rs_id_cmp) : NULL;
+  return at ? (long)(at - r->skus) : -1;
 }
 
 static long rs_find_material(const struct recipes *r, const char *id)
 {
-  size_t lo = 0, hi = r->material_count;
-
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    int c = strcmp(r->materials[mid].id, id);
-    if (c == 0)
-      return (long)mid;
-    if (c < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return -1;
+  const struct rs_material *at =
+      r->material_count
+          ? bsearch(id, r->materials, r->material_count, sizeof(*r->materials), rs_id_cmp)
+          : NULL;
+  return at ? (long)(at - r->materials) : -1;
 }
 
 /* The version of SKU `sku` in force at t (valid_from <= t < valid_to), or -1.
