@@ -15,6 +15,7 @@
 #include "ingest/http/recipes_api.h"
 #include "ingest/http/sales_api.h"
 #include "journal/journal.h"
+#include "platform/clock.h"
 #include "platform/http_server.h"
 #include "platform/log.h"
 #include "platform/systemd.h"
@@ -283,6 +284,10 @@ static int agent_run(struct agent *agent)
   agent->status.device_id = cfg->device_id;
   agent->status.journal_path = cfg->journal_path;
   agent->status.uplink_url = cfg->uplink_url;
+  agent->status.cert_file = cfg->uplink_cert;
+  agent->status.interval_ms = cfg->uplink_interval_ms;
+  agent->status.jitter_ms = cfg->uplink_jitter_ms;
+  agent->status.started_ms = clock_wall_ms();
   agent->actions.password_file = cfg->manager_password_file;
   agent->adjustments.password_file = cfg->manager_password_file;
   agent->recipes.password_file = cfg->manager_password_file;

@@ -15,6 +15,10 @@ struct status_api_options {
   const char *journal_path; /* for the free disk space */
   const char *uplink_url;   /* "" when the uplink is off */
   uplink *uplink;           /* NULL when the uplink is off; borrowed */
+  const char *cert_file;    /* the uplink's device certificate, for its expiry; "" = none */
+  int64_t interval_ms;      /* [uplink] interval and jitter: how long a sale may wait */
+  int64_t jitter_ms;
+  int64_t started_ms;       /* when the agent started (wall clock), for the uptime */
 };
 
 /*
@@ -24,6 +28,11 @@ struct status_api_options {
  * last_ack {time, batch_seq}, next_push, batches_unacked,
  * oldest_unsent_age_s, last_uplink_error (with last_uplink_error_at) and
  * last_heartbeat; times are RFC 3339 UTC, null when there is none.
+ * "verdict" {state: sending|behind|stopped, code, headline, reason,
+ * action, since} answers "are our sales reaching head office?" in a store
+ * manager's words (status_verdict.h); "device" {version, uptime_s,
+ * certificate_not_after, certificate_days_left} says what runs here.
+ * Loop thread.
  */
 void status_api_handle_json(journal *j, const struct status_api_options *options,
                             http_exchange *exchange);
