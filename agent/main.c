@@ -21,6 +21,7 @@
 #include "platform/systemd.h"
 #include "status/status_actions.h"
 #include "status/status_api.h"
+#include "status/status_page.h"
 #include "uplink/uplink.h"
 
 struct agent {
@@ -57,6 +58,11 @@ static void agent_route(http_exchange *exchange, void *arg)
     else
       sales_api_respond_error(exchange, 405, "use POST to submit sales", NULL,
                               "Allow: POST\r\n");
+  } else if (strcmp(path, "/") == 0) {
+    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+      status_page_handle(exchange);
+    else
+      sales_api_respond_error(exchange, 405, "use GET", NULL, "Allow: GET, HEAD\r\n");
   } else if (strcmp(path, "/status.json") == 0) {
     if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
       status_api_handle_json(agent->journal, &agent->status, exchange);
@@ -81,8 +87,8 @@ static void agent_route(http_exchange *exchange, void *arg)
       sales_api_respond_error(exchange, 405, "use POST", NULL, "Allow: POST\r\n");
   } else {
     sales_api_respond_error(exchange, 404, "no such endpoint: the agent serves POST /v1/sales, "
-                            "POST /v1/inventory/adjustments, POST /v1/recipes, GET /status.json "
-                            "and POST /actions/push", NULL, NULL);
+                            "POST /v1/inventory/adjustments, POST /v1/recipes, GET / (the "
+                            "status page), GET /status.json and POST /actions/push", NULL, NULL);
   }
 }
 
