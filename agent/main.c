@@ -22,6 +22,7 @@
 #include "status/status_actions.h"
 #include "status/status_api.h"
 #include "status/status_page.h"
+#include "status/status_password.h"
 #include "uplink/uplink.h"
 
 struct agent {
@@ -378,7 +379,12 @@ int main(int argc, char **argv)
       agent_example_header, agent_load_config, agent_free_config,
   };
   static struct agent agent;
-  int rc = config_cli(&program, argc, argv, &agent.config);
+  int rc;
+
+  /* The manager's password line for [api] manager_password_file. */
+  if (argc == 2 && strcmp(argv[1], "--hash-password") == 0)
+    return status_password_cli(stdin, stdout, stderr);
+  rc = config_cli(&program, argc, argv, &agent.config);
 
   if (rc >= 0)
     return rc;

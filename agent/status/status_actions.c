@@ -5,12 +5,14 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <mbedtls/base64.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "platform/log.h"
+#include "status/status_password.h"
 
 #define STATUS_PASSWORD_MAX 256
 
@@ -27,67 +29,6 @@ static void status_actions_respond(http_exchange *exchange, int status, const ch
                           "{\"error\":\"out of memory\"}", strlen("{\"error\":\"out of memory\"}"));
   free(text);
   json_decref(body);
-}
-
-static int status_base64_value(char c)
-{
-  if (c >= 'A' && c <= 'Z')
-    return c - 'A';
-  if (c >= 'a' && c <= 'z')
-    return c - 'a' + 26;
-  if (c >= '0' && c <= '9')
-    return c - '0' + 52;
-  if (c == '+')
-    return 62;
-  if (c == '/')
-    return 63;
-  return -1;
-}
-
-/* Decodes standard base64 (with padding) into `out`, NUL-terminated.
- * Returns the length, or -1 (not base64, or too long). */
-static int status_actions_base64_decode(const char *in, size_t in_len, char *out,
-                                        size_t out_size)
-{
-  size_t n = 0;
-  if (in_len % 4 != 0)
-    return -1;
-  for (size_t i = 0; i < in_len; i += 4) {
-    int v[4];
-    int pad = 0;
-    for (int k = 0; k < 4; k++) {
-      char c = in[i + (size_t)k];
-      if (c == '=' && i + 4 == in_len && k >= 2) {
-        v[k] = 0;
-        pad++;
-        continue;
-      }
-      if (pad)
-        return -1; /* data after padding */
-      v[k] = status_base64_value(c);
-      if (v[k] < 0)
-        return -1;
-    }
-    if (n + 3 - (size_t)pad >= out_size)
-      return -1;
-    out[n++] = (char)(v[0] << 2 | v[1] >> 4);
-    if (pad < 2)
-      out[n++] = (char)((v[1] & 0xf) << 4 | v[2] >> 2);
-    if (pad < 1)
-      out[n++] = (char)((v[2] & 0x3) << 6 | v[3]);
-  }
-  out[n] = '\0';
-  return (int)n;
-}
-
-/* Compares in time independent of where the strings differ. */
-static int status_secret_equal(const char *expected, const char *given, size_t given_len)
-{
-  size_t expected_len = strlen(expected);
-  unsigned char diff = (unsigned char)(expected_len != given_len);
-  for (size_t i = 0; i < given_len; i++)
-    diff |= (unsigned char)(expected[i % (expected_len ? expected_len : 1)] ^ given[i]);
-  return diff == 0;
 }
 
 /* Reads the password (first line). 0, or -1 with `why` set. */
@@ -118,7 +59,8 @@ int status_actions_check_manager(const char *password_file, const char *authoriz
   char decoded[2 * STATUS_PASSWORD_MAX + 8];
   char why[400];
   const char *given;
-  int decoded_len = -1;
+  size_t decoded_len = 0;
+  int decoded_ok = 0, match = 0;
 
   refusal->extra_headers = NULL;
   if (!password_file || !password_file[0]) {
@@ -142,11 +84,35 @@ int status_actions_check_manager(const char *password_file, const char *authoriz
     len = strlen(token);
     while (len > 0 && token[len - 1] == ' ')
       len--;
-    decoded_len = status_actions_base64_decode(token, len, decoded, sizeof(decoded));
+    decoded_ok = mbedtls_base64_decode((unsigned char *)decoded, sizeof(decoded) - 1,
+                                       &decoded_len, (const unsigned char *)token, len) == 0;
   }
-  given = decoded_len >= 0 ? memchr(decoded, ':', (size_t)decoded_len) : NULL;
-  if (!given ||
-      !status_secret_equal(password, given + 1, (size_t)(decoded + decoded_len - (given + 1)))) {
+  given = decoded_ok ? memchr(decoded, ':', decoded_len) : NULL;
+  if (given) {
+    match = status_password_check(password, given + 1,
+                                  (size_t)(decoded + decoded_len - (given + 1)), why,
+                                  sizeof(why));
+    if (match < 0) {
+      char quoted[450];
+      log_error("status", "password_file_bad", "path=%s reason=%s", password_file,
+                log_quote(why, quoted, sizeof(quoted)));
+      snprintf(refusal->error, sizeof(refusal->error),
+               "the manager password file %.100s is not a password line: %.100s; make it again "
+               "with pos-agent --hash-password", password_file, why);
+      refusal->extra_headers = "Retry-After: 60\r\n";
+      return 503;
+    }
+  }
+  if (match == 1 && strncmp(password, STATUS_PASSWORD_PREFIX, strlen(STATUS_PASSWORD_PREFIX))) {
+    /* Still accepted (an upgrade must not lock the store out); said once. */
+    static int said;
+    if (!said)
+      log_warn("status", "password_plain_text",
+               "path=%s reason=\"the manager password file holds the password itself; replace "
+               "it with the line pos-agent --hash-password prints\"", password_file);
+    said = 1;
+  }
+  if (match != 1) {
     snprintf(refusal->error, sizeof(refusal->error),
              "the store manager's password is required (HTTP Basic authentication, any user "
              "name)");
