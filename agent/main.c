@@ -248,6 +248,13 @@ static int agent_start_uplink(struct agent *agent, char *err, size_t err_size)
   return 0;
 }
 
+/* Each new sale counts in today's figures on the status page. */
+static void agent_sale_stored(const struct sale *sale, void *arg)
+{
+  struct agent *agent = arg;
+  status_today_add(agent->status.today, sale, clock_wall_ms());
+}
+
 static int agent_run(struct agent *agent)
 {
   struct agent_config *cfg = &agent->config;
@@ -263,6 +270,8 @@ static int agent_run(struct agent *agent)
   struct sales_api_options sales_options = {
       .tokens_path = cfg->terminal_tokens_path,
       .max_sales_per_request = (size_t)cfg->max_sales_per_request,
+      .on_stored = agent_sale_stored,
+      .on_stored_arg = agent,
   };
   struct http_tls_config api_tls = {
       .cert_file = cfg->api_tls_cert,
@@ -295,6 +304,7 @@ static int agent_run(struct agent *agent)
   agent->status.interval_ms = cfg->uplink_interval_ms;
   agent->status.jitter_ms = cfg->uplink_jitter_ms;
   agent->status.started_ms = clock_wall_ms();
+  agent->status.journal_max_bytes = (uint64_t)cfg->journal_max_size;
   agent->actions.password_file = cfg->manager_password_file;
   agent->adjustments.password_file = cfg->manager_password_file;
   agent->recipes.password_file = cfg->manager_password_file;
@@ -306,6 +316,15 @@ static int agent_run(struct agent *agent)
   if (cfg->low_stock[0] &&
       stock_set_thresholds(journal_stock(agent->journal), cfg->low_stock, err, sizeof(err)))
     goto fail;
+  /* Today's sales for the page: rebuilt once from the newest rows, then
+   * kept by every new sale. Without it the page shows no sales figures. */
+  agent->status.today = status_today_create();
+  if (agent->status.today &&
+      status_today_load(agent->status.today, cfg->journal_path, clock_wall_ms(), err,
+                        sizeof(err))) {
+    char quoted[600];
+    log_warn("status", "today_not_loaded", "reason=%s", log_quote(err, quoted, sizeof(quoted)));
+  }
   /* Loaded before the API listens: the first sale explodes through it. */
   recipes_api_load_at_start(&agent->loop, agent->journal, cfg->recipes_path);
   agent->sales = sales_api_create(agent->journal, &sales_options, err, sizeof(err));
@@ -358,6 +377,8 @@ fail:
 out:
   sales_api_destroy(agent->sales);
   agent->sales = NULL;
+  status_today_free(agent->status.today);
+  agent->status.today = NULL;
   if (uv_loop_close(&agent->loop) != 0)
     log_warn("agent", "loop_not_closed", NULL);
   if (rc == 0)

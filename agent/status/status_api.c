@@ -190,6 +190,33 @@ static void status_cert_validity(const char *path, int64_t *not_before_ms, int64
   mbedtls_x509_crt_free(&crt);
 }
 
+/* A batch's round trip on store internet, for the drain estimate: sealing,
+ * upload of up to max_batch_bytes and the collector's Kafka acks. A rough
+ * figure on purpose: the page says "about". */
+#define STATUS_SECONDS_PER_BATCH 2
+
+/* "journal_max_bytes", "drain_estimate_s" and "today": what the page adds
+ * to the backlog figures, and today's sales. */
+static void status_add_backlog(json_t *body, const struct journal_stats *stats,
+                               const struct status_api_options *options,
+                               const struct uplink_status *link)
+{
+  json_t *today = options->today ? status_today_json(options->today, clock_wall_ms()) : NULL;
+  size_t per_batch = link->max_batch_sales ? link->max_batch_sales : 0;
+
+  json_object_set_new(body, "journal_max_bytes",
+                      options->journal_max_bytes
+                          ? json_integer((json_int_t)options->journal_max_bytes)
+                          : json_null());
+  /* Batches go back to back once the link works (uplink.h). */
+  json_object_set_new(body, "drain_estimate_s",
+                      options->uplink && per_batch
+                          ? json_integer((json_int_t)((stats->sales_unsent + per_batch - 1) /
+                                                      per_batch * STATUS_SECONDS_PER_BATCH))
+                          : json_null());
+  json_object_set_new(body, "today", today ? today : json_null());
+}
+
 /* "verdict" and "device": the answer the manager looks for first, and what
  * runs here. */
 static void status_add_verdict(json_t *body, const struct journal_stats *stats,
@@ -275,6 +302,7 @@ void status_api_handle_json(journal *j, const struct status_api_options *options
                         stats.reset_reason)
             : json_null());
     status_add_verdict(body, &stats, options, &link);
+    status_add_backlog(body, &stats, options, &link);
     status_add_uplink(body, &stats, options, &link);
     status_add_stock(body, j);
     text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -7,6 +7,7 @@
 
 #include "journal/journal.h"
 #include "platform/http_server.h"
+#include "status/status_today.h"
 #include "uplink/uplink.h"
 
 struct status_api_options {
@@ -19,6 +20,8 @@ struct status_api_options {
   int64_t interval_ms;      /* [uplink] interval and jitter: how long a sale may wait */
   int64_t jitter_ms;
   int64_t started_ms;       /* when the agent started (wall clock), for the uptime */
+  uint64_t journal_max_bytes; /* journal.max_size; 0 = no limit */
+  status_today *today;      /* today's sales (status_today.h); NULL = not shown; borrowed */
 };
 
 /*
@@ -31,7 +34,10 @@ struct status_api_options {
  * "verdict" {state: sending|behind|stopped, code, headline, reason,
  * action, since} answers "are our sales reaching head office?" in a store
  * manager's words (status_verdict.h); "device" {version, uptime_s,
- * certificate_not_after, certificate_days_left} says what runs here.
+ * certificate_not_after, certificate_days_left} says what runs here;
+ * "today" today's sales (status_today_json), "journal_max_bytes" the
+ * journal's limit (null = none) and "drain_estimate_s" how long the
+ * backlog takes to send once the link works (null = unknown).
  * Loop thread.
  */
 void status_api_handle_json(journal *j, const struct status_api_options *options,

@@ -93,12 +93,19 @@ fi
 
 # ---- sending ----------------------------------------------------------------
 for i in 1 2 3; do
-  post_sales "$TOKEN_T1" "$(sale_json sale_id="\"T1-page-$i\"")"
+  post_sales "$TOKEN_T1" "$(sale_json sale_id="\"T1-page-$i\"" business_time="\"$(date +%FT%T%:z)\"")"
   assert_eq "sale $i: status [$HTTP_BODY]" 201 "$HTTP_STATUS"
 done
 push_until_sent 60
 wait_verdict sending 30
 expect_page sending "Sending" "Every sale has reached head office" ""
+# Today's sales as the browser drew them: the count, and a chart of 24 hours.
+for width in 360 1280; do
+  file="$T/sending-$width.html"
+  grep -q '<span class="big">3 sales</span>' "$file" ||
+    fail "today's sales at $width px" "3 sales" "$(grep -o '<div id="sales-body">.\{0,200\}' "$file")"
+  assert_eq "hour bars in the chart at $width px" 24 "$(grep -o '<rect ' "$file" | wc -l)"
+done
 
 # ---- behind: the collector is gone -----------------------------------------
 kill_collector
