@@ -132,6 +132,10 @@ void status_actions_push(const struct status_actions_options *options, http_exch
     if (status == 401)
       log_warn("status", "unauthorized", "peer=%s path=/actions/push",
                http_exchange_peer(exchange));
+    /* The status page asks for the password in its own field: a challenge
+     * would make the browser open its login box over it. */
+    if (status == 401 && http_exchange_header(exchange, "X-Status-Page"))
+      refusal.extra_headers = NULL;
     status_actions_respond(exchange, status, "error", refusal.error, refusal.extra_headers);
     return;
   }

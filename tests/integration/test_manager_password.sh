@@ -52,6 +52,11 @@ push_as "$line"
 assert_eq "the hash line itself is not the password" 401 "$HTTP_STATUS"
 http POST /actions/push
 assert_eq "no password" 401 "$HTTP_STATUS"
+assert_contains "a 401 challenges HTTP clients" "Basic" "$(header WWW-Authenticate)"
+http POST /actions/push -u manager:wrong -H 'X-Status-Page: 1'
+assert_eq "the page's wrong password" 401 "$HTTP_STATUS"
+assert_eq "no challenge to the page (the browser's login box would cover it)" "" \
+  "$(header WWW-Authenticate)"
 
 # ---- a file from before hashes -------------------------------------------------
 printf '%s\n' "$PASSWORD" >"$PASSWORD_FILE"
