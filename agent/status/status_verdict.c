@@ -10,6 +10,8 @@
 /* Beyond the planned wait (two intervals with their jitter) a waiting sale
  * is late: a minute of slack for the push itself and a busy collector. */
 #define STATUS_VERDICT_SLACK_MS (60 * 1000)
+/* Head office needs time to issue a certificate: say so this long before. */
+#define STATUS_VERDICT_CERT_WARN_MS (14 * 24 * 3600 * 1000LL)
 
 const char *status_verdict_state_name(enum status_verdict_state state)
 {
@@ -203,6 +205,12 @@ static void status_verdict_flow(const struct status_verdict_input *in,
                  ? status_verdict_when(link->next_push_ms, in->now_ms, next, sizeof(next))
                  : "");
   out->action[0] = '\0';
+  if (in->cert_not_after_ms > 0 && in->cert_not_after_ms - in->now_ms < STATUS_VERDICT_CERT_WARN_MS)
+    snprintf(out->action, sizeof(out->action),
+             "This device's certificate expires in %lld days (%s): call head office IT for a "
+             "new one before then, or sales stop reaching head office.",
+             (long long)((in->cert_not_after_ms - in->now_ms) / (24 * 3600 * 1000LL)),
+             status_verdict_when(in->cert_not_after_ms, in->now_ms, when, sizeof(when)));
 }
 
 void status_verdict_judge(const struct status_verdict_input *in, struct status_verdict *out)

@@ -129,6 +129,19 @@ static void an_expired_certificate_is_stopped(void **state)
   assert_non_null(strstr(f->out.action, "new certificate"));
 }
 
+static void a_certificate_near_its_end_says_so_while_sending(void **state)
+{
+  struct fixture *f = *state;
+  f->in.cert_not_before_ms = NOW_MS - 300 * 86400000LL;
+  f->in.cert_not_after_ms = NOW_MS + 5 * 86400000LL + MINUTE_MS;
+  judge(f);
+  assert_int_equal(f->out.state, STATUS_VERDICT_SENDING);
+  assert_non_null(strstr(f->out.action, "expires in 5 days"));
+  f->in.cert_not_after_ms = NOW_MS + 60 * 86400000LL;
+  judge(f);
+  assert_string_equal(f->out.action, "");
+}
+
 static void a_certificate_from_the_future_blames_the_clock(void **state)
 {
   struct fixture *f = *state;
@@ -201,6 +214,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(a_refusal_only_a_person_can_end_is_stopped, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(an_expired_certificate_is_stopped, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_certificate_near_its_end_says_so_while_sending, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(a_certificate_from_the_future_blames_the_clock, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(a_full_journal_is_stopped_before_anything_else, setup,
