@@ -11,10 +11,17 @@
 #include <string.h>
 #include <strings.h>
 
+#include "platform/clock.h"
 #include "platform/log.h"
 #include "status/status_password.h"
 
 #define STATUS_PASSWORD_MAX 256
+/* After a wrong password against a hash, the next hash check waits this
+ * long: each costs tens of milliseconds of the loop that answers the tills,
+ * so guessing must not be able to take more than a small share of it. */
+#define STATUS_WRONG_PASSWORD_PAUSE_MS 1000
+
+static uint64_t status_wrong_password_ms; /* clock_mono_ms of the last wrong one; loop thread */
 
 static void status_actions_respond(http_exchange *exchange, int status, const char *key,
                                    const char *value, const char *extra_headers)
@@ -88,6 +95,14 @@ int status_actions_check_manager(const char *password_file, const char *authoriz
                                        &decoded_len, (const unsigned char *)token, len) == 0;
   }
   given = decoded_ok ? memchr(decoded, ':', decoded_len) : NULL;
+  if (given && status_wrong_password_ms &&
+      clock_mono_ms() - status_wrong_password_ms < STATUS_WRONG_PASSWORD_PAUSE_MS &&
+      strncmp(password, STATUS_PASSWORD_PREFIX, strlen(STATUS_PASSWORD_PREFIX)) == 0) {
+    snprintf(refusal->error, sizeof(refusal->error),
+             "a wrong password was given a moment ago: try again in a second");
+    refusal->extra_headers = "Retry-After: 1\r\n";
+    return 429;
+  }
   if (given) {
     match = status_password_check(password, given + 1,
                                   (size_t)(decoded + decoded_len - (given + 1)), why,
@@ -113,6 +128,8 @@ int status_actions_check_manager(const char *password_file, const char *authoriz
     said = 1;
   }
   if (match != 1) {
+    if (given && strncmp(password, STATUS_PASSWORD_PREFIX, strlen(STATUS_PASSWORD_PREFIX)) == 0)
+      status_wrong_password_ms = clock_mono_ms();
     snprintf(refusal->error, sizeof(refusal->error),
              "the store manager's password is required (HTTP Basic authentication, any user "
              "name)");

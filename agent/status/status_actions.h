@@ -23,6 +23,8 @@ struct status_actions_options {
  * The manager's password check, for every endpoint behind it (push now,
  * inventory adjustments, recipes): 0 when `authorization` (the request's
  * Authorization header, may be NULL) carries it; else 401 (wrong or none),
+ * 429 (a hashed password is checked at most once a second after a wrong
+ * one: each check costs the loop tens of milliseconds),
  * 403 (no password file configured) or 503 (the file cannot be read, or
  * its line looks like a hash but is not one), with
  * `refusal` filled in for the answer. Reads the file at each call. Loop

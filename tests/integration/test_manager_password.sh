@@ -48,11 +48,18 @@ push_as "$PASSWORD"
 assert_eq "the right password again (remembered)" 409 "$HTTP_STATUS"
 push_as "pizza forno 42!"
 assert_eq "a wrong password against the hash" 401 "$HTTP_STATUS"
+# Guessing is paced: each hash check costs the loop that answers the tills.
+push_as "another guess"
+assert_eq "a second guess within a second" 429 "$HTTP_STATUS"
+assert_eq "Retry-After on the paced guess" 1 "$(header Retry-After)"
+sleep 1.1
 push_as "$line"
 assert_eq "the hash line itself is not the password" 401 "$HTTP_STATUS"
+sleep 1.1
 http POST /actions/push
 assert_eq "no password" 401 "$HTTP_STATUS"
 assert_contains "a 401 challenges HTTP clients" "Basic" "$(header WWW-Authenticate)"
+sleep 1.1
 http POST /actions/push -u manager:wrong -H 'X-Status-Page: 1'
 assert_eq "the page's wrong password" 401 "$HTTP_STATUS"
 assert_eq "no challenge to the page (the browser's login box would cover it)" "" \
@@ -70,6 +77,7 @@ assert_contains "the log says how to convert" "pos-agent --hash-password" \
   "$(grep 'event=password_plain_text' "$AGENT_LOG")"
 
 # ---- a damaged line ---------------------------------------------------------------
+sleep 1.1 # past the pause after the page's wrong guess above
 printf 'pbkdf2-sha256$100000$not base64!$x\n' >"$PASSWORD_FILE"
 push_as "$PASSWORD"
 assert_eq "a damaged hash line" 503 "$HTTP_STATUS"
