@@ -59,6 +59,32 @@ static int status_read_password(const char *path, char *out, size_t out_size, ch
   return 0;
 }
 
+/* The password of an HTTP Basic `authorization` (any user name), decoded
+ * into `decoded`: a pointer into it and its length, or NULL. */
+static const char *status_basic_password(const char *authorization, char *decoded, size_t size,
+                                         size_t *len)
+{
+  const char *token, *colon;
+  size_t token_len, decoded_len = 0;
+
+  if (!authorization || strncasecmp(authorization, "Basic ", 6) != 0)
+    return NULL;
+  token = authorization + 6;
+  while (*token == ' ')
+    token++;
+  token_len = strlen(token);
+  while (token_len > 0 && token[token_len - 1] == ' ')
+    token_len--;
+  if (mbedtls_base64_decode((unsigned char *)decoded, size - 1, &decoded_len,
+                            (const unsigned char *)token, token_len) != 0)
+    return NULL;
+  colon = memchr(decoded, ':', decoded_len);
+  if (!colon)
+    return NULL;
+  *len = (size_t)(decoded + decoded_len - (colon + 1));
+  return colon + 1;
+}
+
 int status_actions_check_manager(const char *password_file, const char *authorization,
                                  struct http_refusal *refusal)
 {
@@ -66,8 +92,8 @@ int status_actions_check_manager(const char *password_file, const char *authoriz
   char decoded[2 * STATUS_PASSWORD_MAX + 8];
   char why[400];
   const char *given;
-  size_t decoded_len = 0;
-  int decoded_ok = 0, match = 0;
+  size_t given_len = 0;
+  int match = 0;
 
   refusal->extra_headers = NULL;
   if (!password_file || !password_file[0]) {
@@ -83,18 +109,7 @@ int status_actions_check_manager(const char *password_file, const char *authoriz
     refusal->extra_headers = "Retry-After: 60\r\n";
     return 503;
   }
-  if (authorization && strncasecmp(authorization, "Basic ", 6) == 0) {
-    const char *token = authorization + 6;
-    size_t len;
-    while (*token == ' ')
-      token++;
-    len = strlen(token);
-    while (len > 0 && token[len - 1] == ' ')
-      len--;
-    decoded_ok = mbedtls_base64_decode((unsigned char *)decoded, sizeof(decoded) - 1,
-                                       &decoded_len, (const unsigned char *)token, len) == 0;
-  }
-  given = decoded_ok ? memchr(decoded, ':', decoded_len) : NULL;
+  given = status_basic_password(authorization, decoded, sizeof(decoded), &given_len);
   if (given && status_wrong_password_ms &&
       clock_mono_ms() - status_wrong_password_ms < STATUS_WRONG_PASSWORD_PAUSE_MS &&
       strncmp(password, STATUS_PASSWORD_PREFIX, strlen(STATUS_PASSWORD_PREFIX)) == 0) {
@@ -104,9 +119,7 @@ int status_actions_check_manager(const char *password_file, const char *authoriz
     return 429;
   }
   if (given) {
-    match = status_password_check(password, given + 1,
-                                  (size_t)(decoded + decoded_len - (given + 1)), why,
-                                  sizeof(why));
+    match = status_password_check(password, given, given_len, why, sizeof(why));
     if (match < 0) {
       char quoted[450];
       log_error("status", "password_file_bad", "path=%s reason=%s", password_file,
