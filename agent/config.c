@@ -59,8 +59,8 @@ const struct config_key agent_config_keys[] = {
     KEY("api", "max_connections_per_ip", CONFIG_INT, "0", 0, 65536, max_connections_per_ip,
         "most concurrent connections from one LAN address (0 = no limit)"),
     KEY("api", "manager_password_file", CONFIG_STRING, "", 0, 0, manager_password_file,
-        "file holding the store manager's password (first line), needed for POST "
-        "/actions/push with HTTP Basic auth; empty = actions disabled"),
+        "file holding the line 'pos-agent --hash-password' prints for the manager's password "
+        "(a password in clear still works), for Push now (HTTP Basic); empty = disabled"),
     KEY("api", "tls_cert", CONFIG_STRING, "", 0, 0, api_tls_cert,
         "PEM certificate chain the POS API presents: set it with tls_key to serve HTTPS only "
         "(terminal tokens and the manager's password then never cross the LAN in clear); "

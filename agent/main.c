@@ -15,11 +15,14 @@
 #include "ingest/http/recipes_api.h"
 #include "ingest/http/sales_api.h"
 #include "journal/journal.h"
+#include "platform/clock.h"
 #include "platform/http_server.h"
 #include "platform/log.h"
 #include "platform/systemd.h"
 #include "status/status_actions.h"
 #include "status/status_api.h"
+#include "status/status_page.h"
+#include "status/status_password.h"
 #include "uplink/uplink.h"
 
 struct agent {
@@ -56,6 +59,11 @@ static void agent_route(http_exchange *exchange, void *arg)
     else
       sales_api_respond_error(exchange, 405, "use POST to submit sales", NULL,
                               "Allow: POST\r\n");
+  } else if (strcmp(path, "/") == 0) {
+    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+      status_page_handle(exchange);
+    else
+      sales_api_respond_error(exchange, 405, "use GET", NULL, "Allow: GET, HEAD\r\n");
   } else if (strcmp(path, "/status.json") == 0) {
     if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
       status_api_handle_json(agent->journal, &agent->status, exchange);
@@ -80,8 +88,8 @@ static void agent_route(http_exchange *exchange, void *arg)
       sales_api_respond_error(exchange, 405, "use POST", NULL, "Allow: POST\r\n");
   } else {
     sales_api_respond_error(exchange, 404, "no such endpoint: the agent serves POST /v1/sales, "
-                            "POST /v1/inventory/adjustments, POST /v1/recipes, GET /status.json "
-                            "and POST /actions/push", NULL, NULL);
+                            "POST /v1/inventory/adjustments, POST /v1/recipes, GET / (the "
+                            "status page), GET /status.json and POST /actions/push", NULL, NULL);
   }
 }
 
@@ -240,6 +248,13 @@ static int agent_start_uplink(struct agent *agent, char *err, size_t err_size)
   return 0;
 }
 
+/* Each new sale counts in today's figures on the status page. */
+static void agent_sale_stored(const struct sale *sale, void *arg)
+{
+  struct agent *agent = arg;
+  status_today_add(agent->status.today, sale, clock_wall_ms());
+}
+
 static int agent_run(struct agent *agent)
 {
   struct agent_config *cfg = &agent->config;
@@ -255,6 +270,8 @@ static int agent_run(struct agent *agent)
   struct sales_api_options sales_options = {
       .tokens_path = cfg->terminal_tokens_path,
       .max_sales_per_request = (size_t)cfg->max_sales_per_request,
+      .on_stored = agent_sale_stored,
+      .on_stored_arg = agent,
   };
   struct http_tls_config api_tls = {
       .cert_file = cfg->api_tls_cert,
@@ -283,6 +300,11 @@ static int agent_run(struct agent *agent)
   agent->status.device_id = cfg->device_id;
   agent->status.journal_path = cfg->journal_path;
   agent->status.uplink_url = cfg->uplink_url;
+  agent->status.cert_file = cfg->uplink_cert;
+  agent->status.interval_ms = cfg->uplink_interval_ms;
+  agent->status.jitter_ms = cfg->uplink_jitter_ms;
+  agent->status.started_ms = clock_wall_ms();
+  agent->status.journal_max_bytes = (uint64_t)cfg->journal_max_size;
   agent->actions.password_file = cfg->manager_password_file;
   agent->adjustments.password_file = cfg->manager_password_file;
   agent->recipes.password_file = cfg->manager_password_file;
@@ -294,6 +316,15 @@ static int agent_run(struct agent *agent)
   if (cfg->low_stock[0] &&
       stock_set_thresholds(journal_stock(agent->journal), cfg->low_stock, err, sizeof(err)))
     goto fail;
+  /* Today's sales for the page: rebuilt once from the newest rows, then
+   * kept by every new sale. Without it the page shows no sales figures. */
+  agent->status.today = status_today_create();
+  if (agent->status.today &&
+      status_today_load(agent->status.today, cfg->journal_path, clock_wall_ms(), err,
+                        sizeof(err))) {
+    char quoted[600];
+    log_warn("status", "today_not_loaded", "reason=%s", log_quote(err, quoted, sizeof(quoted)));
+  }
   /* Loaded before the API listens: the first sale explodes through it. */
   recipes_api_load_at_start(&agent->loop, agent->journal, cfg->recipes_path);
   agent->sales = sales_api_create(agent->journal, &sales_options, err, sizeof(err));
@@ -346,6 +377,8 @@ fail:
 out:
   sales_api_destroy(agent->sales);
   agent->sales = NULL;
+  status_today_free(agent->status.today);
+  agent->status.today = NULL;
   if (uv_loop_close(&agent->loop) != 0)
     log_warn("agent", "loop_not_closed", NULL);
   if (rc == 0)
@@ -367,7 +400,12 @@ int main(int argc, char **argv)
       agent_example_header, agent_load_config, agent_free_config,
   };
   static struct agent agent;
-  int rc = config_cli(&program, argc, argv, &agent.config);
+  int rc;
+
+  /* The manager's password line for [api] manager_password_file. */
+  if (argc == 2 && strcmp(argv[1], "--hash-password") == 0)
+    return status_password_cli(stdin, stdout, stderr);
+  rc = config_cli(&program, argc, argv, &agent.config);
 
   if (rc >= 0)
     return rc;

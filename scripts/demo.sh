@@ -65,7 +65,10 @@ echo "   https://127.0.0.1:$collector_port (mutual TLS), Kafka at $bootstrap"
 echo "== store agent S001/D1"
 token=$(openssl rand -hex 16)
 printf '# terminal_id token\nT1 %s\n' "$token" >"$work/terminals"
-openssl rand -hex 12 >"$work/manager_password"
+# The manager's password is kept hashed (pos-agent --hash-password); the
+# demo shows it once so that "Push now" on the page can be tried.
+manager_password=$(openssl rand -hex 12)
+printf '%s\n' "$manager_password" | "$bin/agent/pos-agent" --hash-password >"$work/manager_password"
 chmod 600 "$work/terminals" "$work/manager_password"
 cat >"$work/agent.conf" <<CONF
 [agent]
@@ -95,11 +98,13 @@ CONF
 pids+=($!)
 wait_for "$work/agent.log" 'event=ready'
 agent_port=$(sed -n 's/.*mod=agent event=listening.* port=\([0-9]*\).*/\1/p' "$work/agent.log" | head -n 1)
-echo "   status: http://127.0.0.1:$agent_port/status.json"
+echo "   the store manager's page: http://127.0.0.1:$agent_port/  (open it in a browser;"
+echo "   \"Push now\" takes the manager's password: $manager_password)"
+echo "   for machines: http://127.0.0.1:$agent_port/status.json"
 
 echo "== POS terminal T1 selling through a day compressed into 5 minutes"
 "$bin/tests/tools/pos-sim" --url "http://127.0.0.1:$agent_port" --token "$token" --terminal T1 \
-  --day-seconds 300 --quiet --manager-password "$(cat "$work/manager_password")" &
+  --day-seconds 300 --quiet --manager-password "$manager_password" &
 pids+=($!)
 
 echo "== sales arriving in Kafka (pos.sales.v1), decoded:"

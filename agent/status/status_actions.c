@@ -5,14 +5,23 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <mbedtls/base64.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "platform/clock.h"
 #include "platform/log.h"
+#include "status/status_password.h"
 
 #define STATUS_PASSWORD_MAX 256
+/* After a wrong password against a hash, the next hash check waits this
+ * long: each costs tens of milliseconds of the loop that answers the tills,
+ * so guessing must not be able to take more than a small share of it. */
+#define STATUS_WRONG_PASSWORD_PAUSE_MS 1000
+
+static uint64_t status_wrong_password_ms; /* clock_mono_ms of the last wrong one; loop thread */
 
 static void status_actions_respond(http_exchange *exchange, int status, const char *key,
                                    const char *value, const char *extra_headers)
@@ -27,67 +36,6 @@ static void status_actions_respond(http_exchange *exchange, int status, const ch
                           "{\"error\":\"out of memory\"}", strlen("{\"error\":\"out of memory\"}"));
   free(text);
   json_decref(body);
-}
-
-static int status_base64_value(char c)
-{
-  if (c >= 'A' && c <= 'Z')
-    return c - 'A';
-  if (c >= 'a' && c <= 'z')
-    return c - 'a' + 26;
-  if (c >= '0' && c <= '9')
-    return c - '0' + 52;
-  if (c == '+')
-    return 62;
-  if (c == '/')
-    return 63;
-  return -1;
-}
-
-/* Decodes standard base64 (with padding) into `out`, NUL-terminated.
- * Returns the length, or -1 (not base64, or too long). */
-static int status_actions_base64_decode(const char *in, size_t in_len, char *out,
-                                        size_t out_size)
-{
-  size_t n = 0;
-  if (in_len % 4 != 0)
-    return -1;
-  for (size_t i = 0; i < in_len; i += 4) {
-    int v[4];
-    int pad = 0;
-    for (int k = 0; k < 4; k++) {
-      char c = in[i + (size_t)k];
-      if (c == '=' && i + 4 == in_len && k >= 2) {
-        v[k] = 0;
-        pad++;
-        continue;
-      }
-      if (pad)
-        return -1; /* data after padding */
-      v[k] = status_base64_value(c);
-      if (v[k] < 0)
-        return -1;
-    }
-    if (n + 3 - (size_t)pad >= out_size)
-      return -1;
-    out[n++] = (char)(v[0] << 2 | v[1] >> 4);
-    if (pad < 2)
-      out[n++] = (char)((v[1] & 0xf) << 4 | v[2] >> 2);
-    if (pad < 1)
-      out[n++] = (char)((v[2] & 0x3) << 6 | v[3]);
-  }
-  out[n] = '\0';
-  return (int)n;
-}
-
-/* Compares in time independent of where the strings differ. */
-static int status_secret_equal(const char *expected, const char *given, size_t given_len)
-{
-  size_t expected_len = strlen(expected);
-  unsigned char diff = (unsigned char)(expected_len != given_len);
-  for (size_t i = 0; i < given_len; i++)
-    diff |= (unsigned char)(expected[i % (expected_len ? expected_len : 1)] ^ given[i]);
-  return diff == 0;
 }
 
 /* Reads the password (first line). 0, or -1 with `why` set. */
@@ -111,6 +59,32 @@ static int status_read_password(const char *path, char *out, size_t out_size, ch
   return 0;
 }
 
+/* The password of an HTTP Basic `authorization` (any user name), decoded
+ * into `decoded`: a pointer into it and its length, or NULL. */
+static const char *status_basic_password(const char *authorization, char *decoded, size_t size,
+                                         size_t *len)
+{
+  const char *token, *colon;
+  size_t token_len, decoded_len = 0;
+
+  if (!authorization || strncasecmp(authorization, "Basic ", 6) != 0)
+    return NULL;
+  token = authorization + 6;
+  while (*token == ' ')
+    token++;
+  token_len = strlen(token);
+  while (token_len > 0 && token[token_len - 1] == ' ')
+    token_len--;
+  if (mbedtls_base64_decode((unsigned char *)decoded, size - 1, &decoded_len,
+                            (const unsigned char *)token, token_len) != 0)
+    return NULL;
+  colon = memchr(decoded, ':', decoded_len);
+  if (!colon)
+    return NULL;
+  *len = (size_t)(decoded + decoded_len - (colon + 1));
+  return colon + 1;
+}
+
 int status_actions_check_manager(const char *password_file, const char *authorization,
                                  struct http_refusal *refusal)
 {
@@ -118,7 +92,8 @@ int status_actions_check_manager(const char *password_file, const char *authoriz
   char decoded[2 * STATUS_PASSWORD_MAX + 8];
   char why[400];
   const char *given;
-  int decoded_len = -1;
+  size_t given_len = 0;
+  int match = 0;
 
   refusal->extra_headers = NULL;
   if (!password_file || !password_file[0]) {
@@ -134,19 +109,40 @@ int status_actions_check_manager(const char *password_file, const char *authoriz
     refusal->extra_headers = "Retry-After: 60\r\n";
     return 503;
   }
-  if (authorization && strncasecmp(authorization, "Basic ", 6) == 0) {
-    const char *token = authorization + 6;
-    size_t len;
-    while (*token == ' ')
-      token++;
-    len = strlen(token);
-    while (len > 0 && token[len - 1] == ' ')
-      len--;
-    decoded_len = status_actions_base64_decode(token, len, decoded, sizeof(decoded));
+  given = status_basic_password(authorization, decoded, sizeof(decoded), &given_len);
+  if (given && status_wrong_password_ms &&
+      clock_mono_ms() - status_wrong_password_ms < STATUS_WRONG_PASSWORD_PAUSE_MS &&
+      strncmp(password, STATUS_PASSWORD_PREFIX, strlen(STATUS_PASSWORD_PREFIX)) == 0) {
+    snprintf(refusal->error, sizeof(refusal->error),
+             "a wrong password was given a moment ago: try again in a second");
+    refusal->extra_headers = "Retry-After: 1\r\n";
+    return 429;
   }
-  given = decoded_len >= 0 ? memchr(decoded, ':', (size_t)decoded_len) : NULL;
-  if (!given ||
-      !status_secret_equal(password, given + 1, (size_t)(decoded + decoded_len - (given + 1)))) {
+  if (given) {
+    match = status_password_check(password, given, given_len, why, sizeof(why));
+    if (match < 0) {
+      char quoted[450];
+      log_error("status", "password_file_bad", "path=%s reason=%s", password_file,
+                log_quote(why, quoted, sizeof(quoted)));
+      snprintf(refusal->error, sizeof(refusal->error),
+               "the manager password file %.100s is not a password line: %.100s; make it again "
+               "with pos-agent --hash-password", password_file, why);
+      refusal->extra_headers = "Retry-After: 60\r\n";
+      return 503;
+    }
+  }
+  if (match == 1 && strncmp(password, STATUS_PASSWORD_PREFIX, strlen(STATUS_PASSWORD_PREFIX))) {
+    /* Still accepted (an upgrade must not lock the store out); said once. */
+    static int said;
+    if (!said)
+      log_warn("status", "password_plain_text",
+               "path=%s reason=\"the manager password file holds the password itself; replace "
+               "it with the line pos-agent --hash-password prints\"", password_file);
+    said = 1;
+  }
+  if (match != 1) {
+    if (given && strncmp(password, STATUS_PASSWORD_PREFIX, strlen(STATUS_PASSWORD_PREFIX)) == 0)
+      status_wrong_password_ms = clock_mono_ms();
     snprintf(refusal->error, sizeof(refusal->error),
              "the store manager's password is required (HTTP Basic authentication, any user "
              "name)");
@@ -166,6 +162,10 @@ void status_actions_push(const struct status_actions_options *options, http_exch
     if (status == 401)
       log_warn("status", "unauthorized", "peer=%s path=/actions/push",
                http_exchange_peer(exchange));
+    /* The status page asks for the password in its own field: a challenge
+     * would make the browser open its login box over it. */
+    if (status == 401 && http_exchange_header(exchange, "X-Status-Page"))
+      refusal.extra_headers = NULL;
     status_actions_respond(exchange, status, "error", refusal.error, refusal.extra_headers);
     return;
   }

@@ -1,9 +1,12 @@
 /*
  * status_actions.h - what the store manager may do from the status page:
  * POST /actions/push (send unsent sales now). Actions need the manager's
- * password: HTTP Basic authentication, any user name, the password being
- * the first line of [api] manager_password_file (read at each request, so
- * a new password needs no restart).
+ * password: HTTP Basic authentication, any user name, checked against the
+ * first line of [api] manager_password_file (read at each request, so a
+ * new password needs no restart): a PBKDF2 line made by
+ * `pos-agent --hash-password`, or, from before hashes, the password itself
+ * (still accepted, logged once as password_plain_text; see
+ * status_password.h).
  */
 #ifndef AGENT_STATUS_ACTIONS_H
 #define AGENT_STATUS_ACTIONS_H
@@ -20,7 +23,10 @@ struct status_actions_options {
  * The manager's password check, for every endpoint behind it (push now,
  * inventory adjustments, recipes): 0 when `authorization` (the request's
  * Authorization header, may be NULL) carries it; else 401 (wrong or none),
- * 403 (no password file configured) or 503 (the file cannot be read), with
+ * 429 (a hashed password is checked at most once a second after a wrong
+ * one: each check costs the loop tens of milliseconds),
+ * 403 (no password file configured) or 503 (the file cannot be read, or
+ * its line looks like a hash but is not one), with
  * `refusal` filled in for the answer. Reads the file at each call. Loop
  * thread (it is a small local file).
  */

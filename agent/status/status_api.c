@@ -4,11 +4,14 @@
 #include "status/status_api.h"
 
 #include <jansson.h>
+#include <mbedtls/x509_crt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "platform/clock.h"
 #include "platform/disk.h"
+#include "status/status_verdict.h"
 
 /* An RFC 3339 time, or null for 0 ("never"). */
 static json_t *status_time(int64_t epoch_ms)
@@ -52,17 +55,13 @@ static void status_add_uplink_problem(json_t *body, const struct uplink_status *
 
 /* The uplink's part of the answer (fields added to `body`). */
 static void status_add_uplink(json_t *body, const struct journal_stats *stats,
-                              const struct status_api_options *options)
+                              const struct status_api_options *options,
+                              const struct uplink_status *status)
 {
-  struct uplink_status link;
+  struct uplink_status link = *status;
   int64_t now = clock_wall_ms();
   int64_t unacked = stats->last_batch_seq - stats->acked_batch_seq;
 
-  memset(&link, 0, sizeof(link));
-  if (options->uplink)
-    uplink_get_status(options->uplink, &link);
-  else
-    link.state = UPLINK_OFF;
   json_object_set_new(body, "uplink_state", json_string(uplink_state_name(link.state)));
   json_object_set_new(body, "uplink_url",
                       options->uplink_url && options->uplink_url[0]
@@ -163,16 +162,121 @@ out:
   json_decref(unmapped);
 }
 
+/* An X.509 time as epoch milliseconds (UTC), or 0. */
+static int64_t status_x509_ms(const mbedtls_x509_time *t)
+{
+  struct tm tm;
+  time_t at;
+  memset(&tm, 0, sizeof(tm));
+  tm.tm_year = t->year - 1900;
+  tm.tm_mon = t->mon - 1;
+  tm.tm_mday = t->day;
+  tm.tm_hour = t->hour;
+  tm.tm_min = t->min;
+  tm.tm_sec = t->sec;
+  at = timegm(&tm);
+  return at == (time_t)-1 ? 0 : (int64_t)at * 1000;
+}
+
+/* The device certificate's validity; 0/0 when there is none or it cannot
+ * be read (the uplink says why on every attempt). Parsed at each request:
+ * a renewed certificate shows at once, and a PEM certificate parses in
+ * well under a millisecond. */
+static void status_cert_validity(const char *path, int64_t *not_before_ms, int64_t *not_after_ms)
+{
+  mbedtls_x509_crt crt;
+  *not_before_ms = *not_after_ms = 0;
+  if (!path || !path[0])
+    return;
+  mbedtls_x509_crt_init(&crt);
+  if (mbedtls_x509_crt_parse_file(&crt, path) == 0) {
+    *not_before_ms = status_x509_ms(&crt.valid_from);
+    *not_after_ms = status_x509_ms(&crt.valid_to);
+  }
+  mbedtls_x509_crt_free(&crt);
+}
+
+/* A batch's round trip on store internet, for the drain estimate: sealing,
+ * upload of up to max_batch_bytes and the collector's Kafka acks. A rough
+ * figure on purpose: the page says "about". */
+#define STATUS_SECONDS_PER_BATCH 2
+
+/* "journal_max_bytes", "drain_estimate_s" and "today": what the page adds
+ * to the backlog figures, and today's sales. */
+static void status_add_backlog(json_t *body, const struct journal_stats *stats,
+                               const struct status_api_options *options,
+                               const struct uplink_status *link)
+{
+  json_t *today = options->today ? status_today_json(options->today, clock_wall_ms()) : NULL;
+  size_t per_batch = link->max_batch_sales ? link->max_batch_sales : 0;
+
+  json_object_set_new(body, "journal_max_bytes",
+                      options->journal_max_bytes
+                          ? json_integer((json_int_t)options->journal_max_bytes)
+                          : json_null());
+  /* Batches go back to back once the link works (uplink.h). */
+  json_object_set_new(body, "drain_estimate_s",
+                      options->uplink && per_batch
+                          ? json_integer((json_int_t)((stats->sales_unsent + per_batch - 1) /
+                                                      per_batch * STATUS_SECONDS_PER_BATCH))
+                          : json_null());
+  json_object_set_new(body, "today", today ? today : json_null());
+}
+
+/* "verdict" and "device": the answer the manager looks for first, and what
+ * runs here. */
+static void status_add_verdict(json_t *body, const struct journal_stats *stats,
+                               const struct status_api_options *options,
+                               const struct uplink_status *link)
+{
+  struct status_verdict verdict;
+  struct status_verdict_input in = {
+      .now_ms = clock_wall_ms(),
+      .journal = stats,
+      .link = options->uplink ? link : NULL,
+      .interval_ms = options->interval_ms,
+      .jitter_ms = options->jitter_ms,
+  };
+  int64_t days_left = 0;
+
+  status_cert_validity(options->cert_file, &in.cert_not_before_ms, &in.cert_not_after_ms);
+  status_verdict_judge(&in, &verdict);
+  json_object_set_new(
+      body, "verdict",
+      json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "state",
+                status_verdict_state_name(verdict.state), "code", verdict.code, "headline",
+                verdict.headline, "reason", verdict.reason, "action",
+                verdict.action[0] ? json_string(verdict.action) : json_null(), "since",
+                status_time(verdict.since_ms)));
+  if (in.cert_not_after_ms > 0)
+    days_left = (in.cert_not_after_ms - in.now_ms) / (24 * 3600 * 1000LL);
+  json_object_set_new(
+      body, "device",
+      json_pack("{s:s, s:I, s:o, s:o}", "version", POS_VERSION, "uptime_s",
+                (json_int_t)(options->started_ms > 0 && in.now_ms > options->started_ms
+                                 ? (in.now_ms - options->started_ms) / 1000
+                                 : 0),
+                "certificate_not_after", status_time(in.cert_not_after_ms),
+                "certificate_days_left",
+                in.cert_not_after_ms > 0 ? json_integer(days_left) : json_null()));
+}
+
 void status_api_handle_json(journal *j, const struct status_api_options *options,
                             http_exchange *exchange)
 {
   struct journal_stats stats;
+  struct uplink_status link;
   uint64_t disk_free = 0;
   char received[40];
   json_t *body;
   char *text = NULL;
 
   journal_get_stats(j, &stats);
+  memset(&link, 0, sizeof(link));
+  if (options->uplink)
+    uplink_get_status(options->uplink, &link);
+  else
+    link.state = UPLINK_OFF;
   /* statvfs is one cheap syscall; asking every time keeps the figure live. */
   if (disk_free_bytes(options->journal_path, &disk_free))
     disk_free = 0;
@@ -203,7 +307,9 @@ void status_api_handle_json(journal *j, const struct status_api_options *options
                         "sales_missing", (json_int_t)stats.sales_missing, "reason",
                         stats.reset_reason)
             : json_null());
-    status_add_uplink(body, &stats, options);
+    status_add_verdict(body, &stats, options, &link);
+    status_add_backlog(body, &stats, options, &link);
+    status_add_uplink(body, &stats, options, &link);
     status_add_stock(body, j);
     text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
   }

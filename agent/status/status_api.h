@@ -7,6 +7,7 @@
 
 #include "journal/journal.h"
 #include "platform/http_server.h"
+#include "status/status_today.h"
 #include "uplink/uplink.h"
 
 struct status_api_options {
@@ -15,6 +16,12 @@ struct status_api_options {
   const char *journal_path; /* for the free disk space */
   const char *uplink_url;   /* "" when the uplink is off */
   uplink *uplink;           /* NULL when the uplink is off; borrowed */
+  const char *cert_file;    /* the uplink's device certificate, for its expiry; "" = none */
+  int64_t interval_ms;      /* [uplink] interval and jitter: how long a sale may wait */
+  int64_t jitter_ms;
+  int64_t started_ms;       /* when the agent started (wall clock), for the uptime */
+  uint64_t journal_max_bytes; /* journal.max_size; 0 = no limit */
+  status_today *today;      /* today's sales (status_today.h); NULL = not shown; borrowed */
 };
 
 /*
@@ -24,6 +31,14 @@ struct status_api_options {
  * last_ack {time, batch_seq}, next_push, batches_unacked,
  * oldest_unsent_age_s, last_uplink_error (with last_uplink_error_at) and
  * last_heartbeat; times are RFC 3339 UTC, null when there is none.
+ * "verdict" {state: sending|behind|stopped, code, headline, reason,
+ * action, since} answers "are our sales reaching head office?" in a store
+ * manager's words (status_verdict.h); "device" {version, uptime_s,
+ * certificate_not_after, certificate_days_left} says what runs here;
+ * "today" today's sales (status_today_json), "journal_max_bytes" the
+ * journal's limit (null = none) and "drain_estimate_s" how long the
+ * backlog takes to send once the link works (null = unknown).
+ * Loop thread.
  */
 void status_api_handle_json(journal *j, const struct status_api_options *options,
                             http_exchange *exchange);

@@ -120,6 +120,9 @@ struct uplink_status {
   unsigned consecutive_failures; /* failed attempts since the last success */
   int64_t last_error_ms;      /* 0 = no error this run */
   char last_error[512];       /* what went wrong, on what */
+  /* The last batch error does not pass by itself (a 4xx, a refused ack):
+   * a person must act. 0 for network trouble, timeouts, 429/5xx. */
+  int last_error_needs_person;
   /* A stall only head office can end (uplink.h, "409 for a deleted batch"):
    * the collector asks for this batch, which retention deleted here; 0 = no
    * stall. Cleared when the collector accepts a batch. */

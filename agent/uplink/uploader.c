@@ -73,6 +73,8 @@ static void uplink_error_v(uplink *u, struct uplink_error_log *log, int loud, co
   vsnprintf(message, sizeof(message), fmt, args);
   memcpy(u->status.last_error, message, sizeof(message));
   u->status.last_error_ms = clock_wall_ms();
+  if (log == &u->batch_log)
+    u->status.last_error_needs_person = loud;
   /* A failure that lasts repeats the same line at every retry and every
    * heartbeat (a batch was once resent 4,632 times in 3.5 minutes, four
    * lines each): say it once, then again every UPLINK_ERROR_REPEAT_MS with

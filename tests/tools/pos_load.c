@@ -4,7 +4,7 @@
  *   pos-load --url http://127.0.0.1:PORT --token TOK --terminal T1
  *            --clients C --sales N [--prefix P] [--acked FILE] [--batch K]
  *            [--allow-failures] [--max-failures M] [--duration S]
- *            [--time-base EPOCH] [--timeout S]
+ *            [--time-base EPOCH] [--timeout S] [--pace-ms MS]
  *   pos-load --emit-json [--prefix P] [--terminal T] [--client C] [--index I] [--batch K]
  *
  * C threads, each with its own curl easy handle (one keep-alive connection),
@@ -19,7 +19,10 @@
  * that kills the agent mid-run knows exactly what was acknowledged.
  *
  * Prints one summary line on stdout:
- *   sales=N ok=N duplicate=N failed=N seconds=S rate=R/s
+ *   sales=N ok=N duplicate=N failed=N seconds=S rate=R/s p50_ms=X p99_ms=X max_ms=X
+ * (the p*_ms: each request's time from send to answer, over all clients;
+ * --pace-ms makes each client wait MS between requests, like a till, so the
+ * latency is measured at a store's pace rather than at saturation)
  * (sales = sales sent; ok = newly journaled; failed = sales in requests that
  * got no 2xx) and a breakdown of failures on stderr. Exits 0, or 1 if a
  * request failed and --allow-failures was not given, 2 on bad usage.
@@ -54,6 +57,7 @@ struct load_options {
   long max_failures;     /* per client: stop after this many failed requests; 0 = never */
   long timeout_s;        /* per request */
   double duration_s;     /* stop sending new requests after this long; 0 = no limit */
+  long pace_ms;          /* wait between a client's requests; 0 = none */
   long long time_base;   /* UTC epoch seconds; business times fall in the hour before it */
   int allow_failures;
   int emit_json;
@@ -78,6 +82,9 @@ struct load_client {
   long failed;           /* sales in requests that got no 2xx */
   long failed_requests;
   long status_counts[LOAD_STATUS_MAX];
+  double *latency_ms;    /* one per request */
+  size_t latency_count;
+  size_t latency_capacity;
 };
 
 static int load_acked_fd = -1;
@@ -420,6 +427,35 @@ out:
   return rc;
 }
 
+static void load_latency_add(struct load_client *client, double ms)
+{
+  if (client->latency_count == client->latency_capacity) {
+    size_t capacity = client->latency_capacity ? 2 * client->latency_capacity : 1024;
+    double *grown = realloc(client->latency_ms, capacity * sizeof(*grown));
+    if (!grown)
+      load_die("out of memory");
+    client->latency_ms = grown;
+    client->latency_capacity = capacity;
+  }
+  client->latency_ms[client->latency_count++] = ms;
+}
+
+static int load_compare_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* The q-quantile (0..1) of sorted `v`, nearest rank; 0 when empty. */
+static double load_quantile(const double *v, size_t n, double q)
+{
+  size_t rank;
+  if (n == 0)
+    return 0;
+  rank = (size_t)(q * (double)n + 0.999999);
+  return v[rank == 0 ? 0 : (rank > n ? n - 1 : rank - 1)];
+}
+
 static void *load_client_run(void *arg)
 {
   struct load_client *client = arg;
@@ -478,8 +514,11 @@ static void *load_client_run(void *arg)
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)request.length);
     CURLcode code = curl_easy_perform(curl);
     long status = 0;
+    curl_off_t total_us = 0;
     if (code == CURLE_OK)
       curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    if (curl_easy_getinfo(curl, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK)
+      load_latency_add(client, (double)total_us / 1000.0);
     if (status < 0 || status >= LOAD_STATUS_MAX)
       status = 0;
     client->status_counts[status]++;
@@ -500,6 +539,10 @@ static void *load_client_run(void *arg)
       client->failed_requests++;
     }
     next += count;
+    if (options->pace_ms > 0 && next < options->sales) {
+      struct timespec pause = {options->pace_ms / 1000, (options->pace_ms % 1000) * 1000000L};
+      nanosleep(&pause, NULL);
+    }
   }
 
   curl_easy_cleanup(curl);
@@ -516,7 +559,7 @@ static void load_usage(FILE *out)
   fputs("usage: pos-load --url http://HOST:PORT --token TOKEN --terminal ID\n"
         "                --clients C --sales N [--prefix P] [--batch K] [--acked FILE]\n"
         "                [--allow-failures] [--max-failures M] [--duration SECONDS]\n"
-        "                [--time-base EPOCH] [--timeout SECONDS]\n"
+        "                [--time-base EPOCH] [--timeout SECONDS] [--pace-ms MS]\n"
         "       pos-load --emit-json [--prefix P] [--terminal ID] [--client C]\n"
         "                [--index I] [--batch K] [--time-base EPOCH]\n"
         "Each of C clients posts N sales (as N/K arrays of K with --batch K) with\n"
@@ -572,6 +615,8 @@ int main(int argc, char **argv)
       options.max_failures = load_parse_long(arg, value, 0, LONG_MAX);
     else if (strcmp(arg, "--timeout") == 0)
       options.timeout_s = load_parse_long(arg, value, 1, 3600);
+    else if (strcmp(arg, "--pace-ms") == 0)
+      options.pace_ms = load_parse_long(arg, value, 0, 60000);
     else if (strcmp(arg, "--duration") == 0)
       options.duration_s = (double)load_parse_long(arg, value, 0, 86400);
     else if (strcmp(arg, "--time-base") == 0) {
@@ -631,8 +676,10 @@ int main(int argc, char **argv)
   }
   long sent = 0, ok = 0, duplicate = 0, failed = 0;
   long status_counts[LOAD_STATUS_MAX] = {0};
+  size_t latency_total = 0;
   for (long i = 0; i < options.clients; i++) {
     pthread_join(clients[i].thread, NULL);
+    latency_total += clients[i].latency_count;
     sent += clients[i].sales_sent;
     ok += clients[i].ok;
     duplicate += clients[i].duplicate;
@@ -644,8 +691,24 @@ int main(int argc, char **argv)
   if (seconds <= 0)
     seconds = 1e-9;
 
-  printf("sales=%ld ok=%ld duplicate=%ld failed=%ld seconds=%.3f rate=%.1f/s\n", sent, ok,
-         duplicate, failed, seconds, (double)(ok + duplicate) / seconds);
+  double *latency = malloc((latency_total ? latency_total : 1) * sizeof(*latency));
+  size_t filled = 0;
+  if (!latency)
+    load_die("out of memory");
+  for (long i = 0; i < options.clients; i++) {
+    if (clients[i].latency_count)
+      memcpy(latency + filled, clients[i].latency_ms,
+             clients[i].latency_count * sizeof(*latency));
+    filled += clients[i].latency_count;
+    free(clients[i].latency_ms);
+  }
+  qsort(latency, filled, sizeof(*latency), load_compare_double);
+  printf("sales=%ld ok=%ld duplicate=%ld failed=%ld seconds=%.3f rate=%.1f/s p50_ms=%.2f "
+         "p99_ms=%.2f max_ms=%.2f\n",
+         sent, ok, duplicate, failed, seconds, (double)(ok + duplicate) / seconds,
+         load_quantile(latency, filled, 0.50), load_quantile(latency, filled, 0.99),
+         filled ? latency[filled - 1] : 0.0);
+  free(latency);
   fflush(stdout);
   if (failed) {
     fprintf(stderr, "pos-load: requests by status:");

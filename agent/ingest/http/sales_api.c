@@ -28,6 +28,8 @@ struct sales_api {
   struct sales_api_token *tokens;
   size_t token_count;
   size_t pending;
+  void (*on_stored)(const struct sale *sale, void *arg);
+  void *on_stored_arg;
 };
 
 /* One request waiting for its commit. */
@@ -216,8 +218,11 @@ static void sales_api_on_journaled(struct journal_write *write)
   } else {
     size_t duplicates = 0;
     json_t *body;
-    for (size_t i = 0; i < req->count; i++)
+    for (size_t i = 0; i < req->count; i++) {
       duplicates += req->results[i].outcome == JOURNAL_DUPLICATE;
+      if (api->on_stored && req->results[i].outcome == JOURNAL_STORED)
+        api->on_stored(&req->sales[i], api->on_stored_arg);
+    }
     if (!req->is_array) {
       body = json_pack("{s:I}", "seq", (json_int_t)req->results[0].seq);
       if (body && duplicates)
@@ -353,6 +358,8 @@ sales_api *sales_api_create(journal *j, const struct sales_api_options *options,
   }
   api->journal = j;
   api->max_sales_per_request = options->max_sales_per_request;
+  api->on_stored = options->on_stored;
+  api->on_stored_arg = options->on_stored_arg;
   if (sales_api_load_tokens(api, options->tokens_path, err, err_size)) {
     sales_api_destroy(api);
     return NULL;

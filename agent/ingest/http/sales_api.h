@@ -11,11 +11,17 @@
 #include <stddef.h>
 
 #include "journal/journal.h"
+#include "sale/sale.h"
 #include "platform/http_server.h"
 
 struct sales_api_options {
   const char *tokens_path; /* '<terminal_id> <token>' lines; '*' = any terminal */
   size_t max_sales_per_request;
+  /* Called on the loop thread for each sale newly stored (not for
+   * duplicates), once it is durable; NULL = none. The sale is borrowed for
+   * the call. The status page counts today's sales with it. */
+  void (*on_stored)(const struct sale *sale, void *arg);
+  void *on_stored_arg;
 };
 
 typedef struct sales_api sales_api;

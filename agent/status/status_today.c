@@ -1,0 +1,315 @@
+/*
+ * status_today.c - today's sales, in memory.
+ */
+#include "status/status_today.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Distinct SKUs counted one by one; beyond, their quantities are not ranked
+ * (a store sells a few hundred SKUs at most). */
+#define STATUS_TODAY_MAX_SKUS 1024
+#define STATUS_TODAY_TOP 10
+#define STATUS_TODAY_CHANNELS 5 /* enum sale_channel 1..4 */
+
+struct status_today_item {
+  char sku[SALE_TEXT_MAX + 1];
+  int64_t qty;
+};
+
+struct status_today_sum {
+  int64_t count;
+  int64_t total_minor;
+};
+
+struct status_today {
+  int day; /* yyyymmdd of the day counted; 0 = none yet */
+  char currency[4];
+  unsigned currency_exponent;
+  struct status_today_sum sales, refunds, voids;
+  struct status_today_sum by_channel[STATUS_TODAY_CHANNELS];
+  struct status_today_sum by_hour[24];
+  struct status_today_item *items;
+  size_t item_count;
+  int64_t unranked_qty; /* items of SKUs beyond STATUS_TODAY_MAX_SKUS */
+};
+
+status_today *status_today_create(void)
+{
+  status_today *today = calloc(1, sizeof(*today));
+  if (today && !(today->items = calloc(STATUS_TODAY_MAX_SKUS, sizeof(*today->items)))) {
+    free(today);
+    today = NULL;
+  }
+  return today;
+}
+
+void status_today_free(status_today *today)
+{
+  if (!today)
+    return;
+  free(today->items);
+  free(today);
+}
+
+/* The device's local date of `now_ms`, as yyyymmdd. */
+static int status_today_local_day(int64_t now_ms)
+{
+  time_t t = (time_t)(now_ms / 1000);
+  struct tm tm;
+  if (!localtime_r(&t, &tm))
+    return 0;
+  return (tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
+}
+
+/* A sale's business date (yyyymmdd) and hour, in its own offset. */
+static int status_today_sale_day(int64_t business_time_ms, int32_t offset_min, int *hour)
+{
+  time_t t = (time_t)(business_time_ms / 1000 + (int64_t)offset_min * 60);
+  struct tm tm;
+  if (!gmtime_r(&t, &tm))
+    return -1;
+  *hour = tm.tm_hour;
+  return (tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
+}
+
+/* Starts over when the day changed. */
+static void status_today_roll(status_today *today, int day)
+{
+  struct status_today_item *items = today->items;
+  if (today->day == day)
+    return;
+  memset(items, 0, STATUS_TODAY_MAX_SKUS * sizeof(*items));
+  memset(today, 0, sizeof(*today));
+  today->items = items;
+  today->day = day;
+}
+
+static void status_today_add_item(status_today *today, const char *sku, int64_t qty)
+{
+  for (size_t i = 0; i < today->item_count; i++) {
+    if (strcmp(today->items[i].sku, sku) == 0) {
+      today->items[i].qty += qty;
+      return;
+    }
+  }
+  if (today->item_count == STATUS_TODAY_MAX_SKUS) {
+    today->unranked_qty += qty;
+    return;
+  }
+  snprintf(today->items[today->item_count].sku, sizeof(today->items[0].sku), "%s", sku);
+  today->items[today->item_count++].qty = qty;
+}
+
+/* Counts one row, whatever it came from. */
+static void status_today_count(status_today *today, int today_day, enum sale_kind kind,
+                               enum sale_channel channel, int64_t business_time_ms,
+                               int32_t offset_min, const char *currency, unsigned exponent,
+                               int64_t total)
+{
+  int hour = 0, day = status_today_sale_day(business_time_ms, offset_min, &hour);
+
+  status_today_roll(today, today_day);
+  if (day != today_day)
+    return;
+  if (!today->currency[0]) {
+    snprintf(today->currency, sizeof(today->currency), "%s", currency);
+    today->currency_exponent = exponent;
+  }
+  if (kind == SALE_KIND_REFUND) {
+    today->refunds.count++;
+    today->refunds.total_minor += total;
+    return;
+  }
+  if (kind == SALE_KIND_VOID) {
+    today->voids.count++;
+    today->voids.total_minor += total;
+    return;
+  }
+  today->sales.count++;
+  today->sales.total_minor += total;
+  if ((int)channel > 0 && (int)channel < STATUS_TODAY_CHANNELS) {
+    today->by_channel[channel].count++;
+    today->by_channel[channel].total_minor += total;
+  }
+  today->by_hour[hour].count++;
+  today->by_hour[hour].total_minor += total;
+}
+
+/* 1 when a sale of `business_time_ms` at `offset_min` falls on today. */
+static int status_today_is_today(int today_day, int64_t business_time_ms, int32_t offset_min)
+{
+  int hour;
+  return status_today_sale_day(business_time_ms, offset_min, &hour) == today_day;
+}
+
+void status_today_add(status_today *today, const struct sale *sale, int64_t now_ms)
+{
+  int day = status_today_local_day(now_ms);
+  if (!today)
+    return;
+  status_today_count(today, day, sale->kind, sale->channel, sale->business_time_ms,
+                     sale->utc_offset_minutes, sale->currency, sale->currency_exponent,
+                     sale->total);
+  if (sale->kind != SALE_KIND_SALE ||
+      !status_today_is_today(day, sale->business_time_ms, sale->utc_offset_minutes))
+    return;
+  for (size_t i = 0; i < sale->line_count; i++)
+    status_today_add_item(today, sale->lines[i].sku, sale->lines[i].qty);
+}
+
+/* The enum of a stored kind or channel name (sale_*_name), or 0. */
+static int status_today_kind(const char *name)
+{
+  for (int k = SALE_KIND_SALE; k <= SALE_KIND_VOID; k++)
+    if (strcmp(sale_kind_name((enum sale_kind)k), name) == 0)
+      return k;
+  return 0;
+}
+
+static int status_today_channel(const char *name)
+{
+  for (int c = SALE_CHANNEL_POS; c <= SALE_CHANNEL_PICKUP; c++)
+    if (strcmp(sale_channel_name((enum sale_channel)c), name) == 0)
+      return c;
+  return 0;
+}
+
+/* Adds the items of a stored row's lines (JSON, journal_lines_json). */
+static void status_today_add_lines(status_today *today, const char *text)
+{
+  json_error_t error;
+  json_t *lines = text ? json_loads(text, 0, &error) : NULL;
+  size_t i;
+  json_t *line;
+
+  json_array_foreach(lines, i, line)
+  {
+    const char *sku = json_string_value(json_object_get(line, "sku"));
+    json_t *qty = json_object_get(line, "qty");
+    if (sku && json_is_integer(qty))
+      status_today_add_item(today, sku, json_integer_value(qty));
+  }
+  json_decref(lines);
+}
+
+/* Two days before the local day began: rows received earlier cannot belong
+ * to today (a POS sends a sale within hours of making it). */
+static int64_t status_today_oldest_received(int64_t now_ms)
+{
+  time_t t = (time_t)(now_ms / 1000);
+  struct tm tm;
+  if (!localtime_r(&t, &tm))
+    return 0;
+  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+  tm.tm_isdst = -1;
+  return ((int64_t)mktime(&tm) - 2 * 86400) * 1000;
+}
+
+int status_today_load(status_today *today, const char *db_path, int64_t now_ms, char *err,
+                      size_t err_size)
+{
+  static const char sql[] =
+      "SELECT kind, channel, business_time_ms, utc_offset_min, currency, currency_exponent, "
+      "total_minor, lines, received_ms FROM sales ORDER BY seq DESC";
+  int day = status_today_local_day(now_ms), rc = -1, step;
+  int64_t oldest = status_today_oldest_received(now_ms);
+  sqlite3 *db = NULL;
+  sqlite3_stmt *stmt = NULL;
+
+  if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+      sqlite3_busy_timeout(db, 2000) != SQLITE_OK ||
+      sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s: cannot read today's sales: %s", db_path,
+             db ? sqlite3_errmsg(db) : "out of memory");
+    goto out;
+  }
+  status_today_roll(today, day);
+  while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+    int kind = status_today_kind((const char *)sqlite3_column_text(stmt, 0));
+    int channel = status_today_channel((const char *)sqlite3_column_text(stmt, 1));
+    int64_t business_ms = sqlite3_column_int64(stmt, 2);
+    int32_t offset = (int32_t)sqlite3_column_int(stmt, 3);
+    const char *currency = (const char *)sqlite3_column_text(stmt, 4);
+
+    if (sqlite3_column_int64(stmt, 8) < oldest)
+      break;
+    if (!kind || !currency)
+      continue;
+    status_today_count(today, day, (enum sale_kind)kind, (enum sale_channel)channel,
+                       business_ms, offset, currency, (unsigned)sqlite3_column_int(stmt, 5),
+                       sqlite3_column_int64(stmt, 6));
+    if (kind == SALE_KIND_SALE && status_today_is_today(day, business_ms, offset))
+      status_today_add_lines(today, (const char *)sqlite3_column_text(stmt, 7));
+  }
+  if (step != SQLITE_ROW && step != SQLITE_DONE) {
+    snprintf(err, err_size, "journal %s: reading today's sales stopped: %s", db_path,
+             sqlite3_errmsg(db));
+    goto out;
+  }
+  rc = 0;
+out:
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return rc;
+}
+
+static int status_today_by_qty(const void *a, const void *b)
+{
+  const struct status_today_item *x = a, *y = b;
+  if (x->qty != y->qty)
+    return x->qty < y->qty ? 1 : -1;
+  return strcmp(x->sku, y->sku);
+}
+
+static json_t *status_today_sum_json(const char *name, const char *value,
+                                     const struct status_today_sum *sum)
+{
+  return name ? json_pack("{s:s, s:I, s:I}", name, value, "count", (json_int_t)sum->count,
+                          "total_minor", (json_int_t)sum->total_minor)
+              : json_pack("{s:I, s:I}", "count", (json_int_t)sum->count, "total_minor",
+                          (json_int_t)sum->total_minor);
+}
+
+json_t *status_today_json(status_today *today, int64_t now_ms)
+{
+  struct status_today_item *top = malloc(STATUS_TODAY_MAX_SKUS * sizeof(*top));
+  json_t *body = NULL, *channels = json_array(), *hours = json_array(), *items = json_array();
+  char date[16];
+  int day = status_today_local_day(now_ms);
+
+  if (!top || !channels || !hours || !items) {
+    json_decref(channels);
+    json_decref(hours);
+    json_decref(items);
+    goto out;
+  }
+  status_today_roll(today, day);
+  snprintf(date, sizeof(date), "%04d-%02d-%02d", day / 10000, day / 100 % 100, day % 100);
+  for (int c = SALE_CHANNEL_POS; c < STATUS_TODAY_CHANNELS; c++)
+    json_array_append_new(channels, status_today_sum_json("channel",
+                                                          sale_channel_name((enum sale_channel)c),
+                                                          &today->by_channel[c]));
+  for (int h = 0; h < 24; h++)
+    json_array_append_new(hours, status_today_sum_json(NULL, NULL, &today->by_hour[h]));
+  memcpy(top, today->items, today->item_count * sizeof(top[0]));
+  qsort(top, today->item_count, sizeof(top[0]), status_today_by_qty);
+  for (size_t i = 0; i < today->item_count && i < STATUS_TODAY_TOP; i++)
+    json_array_append_new(items, json_pack("{s:s, s:I}", "sku", top[i].sku, "qty",
+                                           (json_int_t)top[i].qty));
+  body = json_pack("{s:s, s:s, s:i, s:I, s:I, s:o, s:o, s:o, s:I, s:I, s:I, s:I}", "date", date,
+                   "currency", today->currency, "currency_exponent",
+                   (int)today->currency_exponent, "sales", (json_int_t)today->sales.count,
+                   "total_minor", (json_int_t)today->sales.total_minor, "by_channel", channels,
+                   "by_hour", hours, "top_items", items, "refunds",
+                   (json_int_t)today->refunds.count, "refunds_minor",
+                   (json_int_t)today->refunds.total_minor, "voids",
+                   (json_int_t)today->voids.count, "voids_minor",
+                   (json_int_t)today->voids.total_minor);
+out:
+  free(top);
+  return body;
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Issue 9: the store manager's page at / answers "are our sales reaching
+# head office?" in a real browser. Headless Chromium loads the page from the
+# real agent at 360 px (a phone) and 1280 px (a laptop), lets its script
+# fetch /status.json, and the rendered DOM must show the verdict in words:
+#   sending  collector up, every sale acknowledged
+#   behind   collector gone, sales waiting: "cannot be reached", "nothing is lost"
+#   stopped  the device certificate expired: "certificate expired", call IT
+# Screenshots of each state and width stay in the test's directory
+# (POS_KEEP_TMP=1 keeps it after a pass).
+source "$(dirname "$0")/lib.sh"
+
+CHROMIUM="$(command -v chromium || command -v chromium-browser || true)"
+[[ -n "$CHROMIUM" ]] || fail "chromium is required (apt-get install chromium)"
+SHOTS="$T/screenshots"
+mkdir -p "$SHOTS"
+
+# browse STATE WIDTH: the page after its script ran, as Chromium's DOM, in
+# $T/STATE-WIDTH.html, and a screenshot in $SHOTS/STATE-WIDTH.png.
+browse() {
+  local state="$1" width="$2" rc=0
+  # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+  # The virtual time budget lets the page's fetch of /status.json finish.
+  local flags=(--headless=new --no-sandbox --disable-gpu --no-first-run --hide-scrollbars
+    --user-data-dir="$T/chromium" --window-size="$width,900" --virtual-time-budget=5000)
+  timeout 90 "$CHROMIUM" "${flags[@]}" --dump-dom "$AGENT_URL/" >"$T/$state-$width.html" \
+    2>"$T/chromium.$state-$width.log" || rc=$?
+  assert_eq "chromium --dump-dom at $width px ($(tail -n 3 "$T/chromium.$state-$width.log"))" 0 "$rc"
+  timeout 90 "$CHROMIUM" "${flags[@]}" --screenshot="$SHOTS/$state-$width.png" "$AGENT_URL/" \
+    >>"$T/chromium.$state-$width.log" 2>&1 || rc=$?
+  assert_eq "chromium --screenshot at $width px" 0 "$rc"
+  [[ -s "$SHOTS/$state-$width.png" ]] || fail "a screenshot of the $state page at $width px"
+}
+
+# headline FILE: the verdict's headline as the browser rendered it.
+headline() { sed -n 's/.*<p id="headline">\([^<]*\)<\/p>.*/\1/p' "$1"; }
+reason() { sed -n 's/.*<p id="reason">\([^<]*\)<\/p>.*/\1/p' "$1"; }
+action() { sed -n 's/.*<p id="action">\([^<]*\)<\/p>.*/\1/p' "$1"; }
+
+# expect_page STATE HEADLINE REASON_PART ACTION_PART: at both widths.
+expect_page() {
+  local state="$1" width file
+  for width in 360 1280; do
+    browse "$state" "$width"
+    file="$T/$state-$width.html"
+    assert_eq "$state page at $width px: the verdict's headline" "$2" "$(headline "$file")"
+    assert_contains "$state page at $width px: the reason" "$3" "$(reason "$file")"
+    assert_contains "$state page at $width px: what to do" "$4" "$(action "$file")"
+    grep -q "<section id=\"verdict\" aria-live=\"polite\" class=\"$state\">" "$file" ||
+      fail "$state page at $width px: the verdict is coloured as $state" "class=\"$state\"" \
+        "$(grep -o '<section id="verdict"[^>]*>' "$file")"
+    assert_contains "$state page at $width px: the store" "S001" "$(grep -o '<span id="store">[^<]*' "$file")"
+    grep -q 'id="stale" role="alert" style="display: none;"' "$file" ||
+      fail "$state page at $width px: it reached /status.json" "no stale warning" \
+        "$(grep -o '<div id="stale"[^/]*' "$file")"
+  done
+  log "$state: '$(headline "$T/$state-360.html")' / '$(reason "$T/$state-360.html")'"
+}
+
+# verdict_state: the verdict's state in /status.json.
+verdict_state() {
+  status_json
+  json_get "$STATUS_JSON" '$.verdict.state'
+}
+
+# wait_verdict STATE TIMEOUT
+wait_verdict() {
+  local deadline=$((SECONDS + $2)) got=""
+  while :; do
+    got="$(verdict_state)"
+    [[ "$got" == "$1" ]] && return 0
+    ((SECONDS < deadline)) || fail "/status.json verdict within $2 s ($STATUS_JSON)" "$1" "$got"
+    sleep 0.2
+  done
+}
+
+make_pki
+write_collector_config kafka.brokers=
+start_collector
+write_tokens
+write_agent_config
+start_agent
+
+# The page itself: one small HTML answer, nothing fetched from elsewhere.
+http GET /
+assert_eq "GET / status" 200 "$HTTP_STATUS"
+assert_contains "GET / is HTML" "text/html" "$(header Content-Type)"
+((${#HTTP_BODY} < 65536)) || fail "the page is under 64 KB" "< 65536" "${#HTTP_BODY}"
+if grep -Eq '(src|href)="(https?:)?//' <<<"$HTTP_BODY"; then
+  fail "the page loads nothing from elsewhere" "no external src/href" \
+    "$(grep -Eo '(src|href)="(https?:)?//[^"]*' <<<"$HTTP_BODY" | head -n 3)"
+fi
+
+# ---- sending ----------------------------------------------------------------
+for i in 1 2 3; do
+  post_sales "$TOKEN_T1" "$(sale_json sale_id="\"T1-page-$i\"" business_time="\"$(date +%FT%T%:z)\"")"
+  assert_eq "sale $i: status [$HTTP_BODY]" 201 "$HTTP_STATUS"
+done
+push_until_sent 60
+wait_verdict sending 30
+expect_page sending "Sending" "Every sale has reached head office" ""
+# Today's sales as the browser drew them: the count, and a chart of 24 hours.
+for width in 360 1280; do
+  file="$T/sending-$width.html"
+  grep -q '<span class="big">3 sales</span>' "$file" ||
+    fail "today's sales at $width px" "3 sales" "$(grep -o '<div id="sales-body">.\{0,200\}' "$file")"
+  assert_eq "hour bars in the chart at $width px" 24 "$(grep -o '<rect ' "$file" | wc -l)"
+done
+
+# ---- behind: the collector is gone -----------------------------------------
+kill_collector
+for i in 4 5; do
+  post_sales "$TOKEN_T1" "$(sale_json sale_id="\"T1-page-$i\"")"
+  assert_eq "sale $i: status [$HTTP_BODY]" 201 "$HTTP_STATUS"
+done
+kill -USR1 "$AGENT_PID"
+wait_verdict behind 30
+expect_page behind "Behind: head office cannot be reached" "2 sales waiting; nothing is lost" \
+  "Check the store's internet"
+
+# ---- stopped: the device certificate expired ------------------------------
+stop_agent
+write_agent_config agent.device_id=D9 uplink.cert="$PKI/expired.crt" uplink.key="$PKI/expired.key"
+start_agent
+wait_verdict stopped 10
+expect_page stopped "Stopped: certificate expired" "certificate expired on" "Call head office IT"

@@ -1,0 +1,126 @@
+/*
+ * test_status_today.c - today's sales in memory: the business day of each
+ * sale in its own offset, a new day starting over, top items ranked.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "status/status_today.h"
+
+/* 2026-11-26T12:00:00Z; the tests run with TZ=UTC. */
+#define NOON_MS 1795694400000LL
+#define HOUR_MS (3600 * 1000LL)
+
+static void make_sale(struct sale *sale, struct sale_line *line, const char *sku, int64_t qty,
+                      int64_t business_time_ms, int32_t offset_min)
+{
+  memset(sale, 0, sizeof(*sale));
+  memset(line, 0, sizeof(*line));
+  snprintf(line->sku, sizeof(line->sku), "%s", sku);
+  line->qty = qty;
+  sale->kind = SALE_KIND_SALE;
+  sale->channel = SALE_CHANNEL_POS;
+  sale->business_time_ms = business_time_ms;
+  sale->utc_offset_minutes = offset_min;
+  snprintf(sale->currency, sizeof(sale->currency), "EUR");
+  sale->currency_exponent = 2;
+  sale->line_count = 1;
+  sale->lines = line;
+  sale->total = 1000 * qty;
+}
+
+static int64_t get_int(json_t *today, const char *key)
+{
+  return json_integer_value(json_object_get(today, key));
+}
+
+static void a_new_day_starts_over(void **state)
+{
+  status_today *today = status_today_create();
+  struct sale sale;
+  struct sale_line line;
+  json_t *j;
+  (void)state;
+
+  assert_non_null(today);
+  make_sale(&sale, &line, "PIZZA", 2, NOON_MS, 0);
+  status_today_add(today, &sale, NOON_MS);
+  j = status_today_json(today, NOON_MS + HOUR_MS);
+  assert_string_equal(json_string_value(json_object_get(j, "date")), "2026-11-26");
+  assert_int_equal(get_int(j, "sales"), 1);
+  assert_int_equal(get_int(j, "total_minor"), 2000);
+  json_decref(j);
+  j = status_today_json(today, NOON_MS + 13 * HOUR_MS);
+  assert_string_equal(json_string_value(json_object_get(j, "date")), "2026-11-27");
+  assert_int_equal(get_int(j, "sales"), 0);
+  assert_int_equal(json_array_size(json_object_get(j, "top_items")), 0);
+  json_decref(j);
+  status_today_free(today);
+}
+
+static void the_business_day_is_the_sales_own(void **state)
+{
+  status_today *today = status_today_create();
+  struct sale sale;
+  struct sale_line line;
+  json_t *j;
+  (void)state;
+
+  /* 01:30 UTC on the 27th is 23:30 on the 26th at -02:00: today's. */
+  make_sale(&sale, &line, "COLA", 1, NOON_MS + 13 * HOUR_MS + HOUR_MS / 2, -120);
+  status_today_add(today, &sale, NOON_MS);
+  /* 23:30 UTC on the 26th is 00:30 on the 27th at +01:00: not today's. */
+  make_sale(&sale, &line, "BEER", 1, NOON_MS + 11 * HOUR_MS + HOUR_MS / 2, 60);
+  status_today_add(today, &sale, NOON_MS);
+  j = status_today_json(today, NOON_MS);
+  assert_int_equal(get_int(j, "sales"), 1);
+  assert_int_equal(json_integer_value(json_object_get(
+                       json_array_get(json_object_get(j, "by_hour"), 23), "count")),
+                   1);
+  assert_string_equal(json_string_value(json_object_get(
+                          json_array_get(json_object_get(j, "top_items"), 0), "sku")),
+                      "COLA");
+  json_decref(j);
+  status_today_free(today);
+}
+
+static void top_items_are_ranked_by_quantity(void **state)
+{
+  status_today *today = status_today_create();
+  struct sale sale;
+  struct sale_line line;
+  char sku[16];
+  json_t *j, *top;
+  (void)state;
+
+  for (int i = 0; i < 15; i++) {
+    snprintf(sku, sizeof(sku), "SKU-%02d", i);
+    make_sale(&sale, &line, sku, i + 1, NOON_MS, 0);
+    status_today_add(today, &sale, NOON_MS);
+  }
+  j = status_today_json(today, NOON_MS);
+  top = json_object_get(j, "top_items");
+  assert_int_equal(json_array_size(top), 10);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(top, 0), "sku")),
+                      "SKU-14");
+  assert_int_equal(json_integer_value(json_object_get(json_array_get(top, 9), "qty")), 6);
+  json_decref(j);
+  status_today_free(today);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(a_new_day_starts_over),
+      cmocka_unit_test(the_business_day_is_the_sales_own),
+      cmocka_unit_test(top_items_are_ranked_by_quantity),
+  };
+  setenv("TZ", "UTC", 1);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
