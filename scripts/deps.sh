@@ -10,8 +10,9 @@ packages=(
   libsqlite3-dev libuv1-dev libcurl4-openssl-dev libmbedtls-dev
   libprotobuf-c-dev protobuf-c-compiler libzstd-dev librdkafka-dev
   node-llhttp libinih-dev libjansson-dev libcmocka-dev
-  # test tools: the journal read back, certificates, Kafka read back, decoding
-  sqlite3 openssl curl kcat protobuf-compiler
+  # test tools: the journal read back, certificates, Kafka read back, decoding,
+  # Prometheus (promtool checks /metrics; a prometheus the tests start scrapes it)
+  sqlite3 openssl curl kcat protobuf-compiler prometheus
 )
 
 missing=()
