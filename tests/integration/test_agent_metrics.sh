@@ -61,7 +61,12 @@ run_load --clients 2 --sales 57 --batch 3 --prefix M
 SOLD="$(load_field ok)"
 assert_gt "sales pos-load had acknowledged" 56 "$SOLD"
 run_load --clients 1 --sales 5 --batch 1 --prefix M # the same five again: duplicates
+post_sales "" "$(sale_json)" # no token
+expect_status "a sale without a token" 401
 scrape
+assert_gt "pos_agent_sales_requests_total 201 created" 0 "$(sample 'pos_agent_sales_requests_total{status="201",outcome="created"}')"
+assert_eq "pos_agent_sales_requests_total 200 retry" 5 "$(sample 'pos_agent_sales_requests_total{status="200",outcome="retry"}')"
+assert_eq "pos_agent_sales_requests_total 401 unauthorized" 1 "$(sample 'pos_agent_sales_requests_total{status="401",outcome="unauthorized"}')"
 assert_eq "pos_agent_sales_journaled_total (duplicates not counted)" "$SOLD" "$(sample pos_agent_sales_journaled_total)"
 assert_eq "sales in the journal" "$SOLD" "$(journal_count)"
 COMMITS="$(sample pos_agent_journal_commit_seconds_count)"
@@ -112,5 +117,7 @@ assert_eq "pos_agent_journal_full" 1 "$(sample pos_agent_journal_full)"
 assert_eq "pos_agent_journal_max_bytes" 262144 "$(sample pos_agent_journal_max_bytes)"
 assert_gt 'pos_agent_journal_write_errors_total{error="full"}' 0 \
   "$(sample 'pos_agent_journal_write_errors_total{error="full"}')"
+assert_gt 'pos_agent_sales_requests_total{status="503",outcome="journal_full"}' 0 \
+  "$(sample 'pos_agent_sales_requests_total{status="503",outcome="journal_full"}')"
 stop_agent
 log "ok"
