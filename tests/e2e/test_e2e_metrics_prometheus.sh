@@ -6,7 +6,8 @@
 # scrapes both, and its query API returns the agent's sales counter equal to
 # the sales posted and the collector's produced counter equal to what Kafka
 # holds. The collector's /healthz turns 503 with the reason while Kafka does
-# not take batches, and 200 again once it does.
+# not take batches, and 200 again once it does; so does the agent's, whose
+# batches fail meanwhile.
 source "$(dirname "$0")/lib.sh"
 
 for tool in promtool prometheus python3; do
@@ -49,7 +50,7 @@ start_collector
 COLLECTOR_OPS="http://127.0.0.1:$(listener_port "$COLLECTOR_LOG" operator_listening)"
 
 write_tokens
-write_agent_config metrics.port=0
+write_agent_config metrics.port=0 metrics.uplink_unhealthy_after=1s
 start_agent
 AGENT_OPS="http://127.0.0.1:$(listener_port "$AGENT_LOG" metrics_listening)"
 
@@ -129,7 +130,7 @@ wait_prom "the collector's produced counter in Prometheus equals the sales poste
 wait_prom "a percentage of the journal's limit can be drawn" \
   'pos_agent_journal_bytes / pos_agent_journal_max_bytes > bool 0' 1
 
-# --- Kafka not taking batches: the collector says so ------------------------------
+# --- Kafka not taking batches: the collector and the agent say so -----------------
 pause_broker
 on_cleanup "kill -CONT $BROKER_PID 2>/dev/null"
 run_load --clients 1 --sales 5 --batch 5 --prefix Q
@@ -143,13 +144,27 @@ while :; do
   ((SECONDS < deadline)) || fail "collector /healthz while the broker is stopped" "503 naming Kafka" "$HEALTH_STATUS $HEALTH_BODY"
 done
 log "collector healthz with the broker stopped: $HEALTH_STATUS $HEALTH_BODY"
+deadline=$((SECONDS + 120))
+while :; do
+  kill -USR1 "$AGENT_PID"
+  sleep 1
+  healthz "$AGENT_OPS"
+  [[ "$HEALTH_STATUS" == 503 && "$HEALTH_BODY" =~ not\ reaching\ head\ office ]] && break
+  ((SECONDS < deadline)) || fail "agent /healthz while its batches fail" "503 not reaching head office" "$HEALTH_STATUS $HEALTH_BODY"
+done
+log "agent healthz with the broker stopped: $HEALTH_STATUS $HEALTH_BODY"
 resume_broker
 push_until_sent 180
-deadline=$((SECONDS + 120))
-until healthz "$COLLECTOR_OPS"; [[ "$HEALTH_STATUS" == 200 ]]; do
-  ((SECONDS < deadline)) || fail "collector /healthz once the broker is back" 200 "$HEALTH_STATUS $HEALTH_BODY"
-  sleep 0.5
+for ops in "$COLLECTOR_OPS" "$AGENT_OPS"; do
+  deadline=$((SECONDS + 120))
+  until healthz "$ops"; [[ "$HEALTH_STATUS" == 200 ]]; do
+    ((SECONDS < deadline)) || fail "$ops/healthz once the broker is back" 200 "$HEALTH_STATUS $HEALTH_BODY"
+    sleep 0.5
+  done
 done
+check_metrics agent "$AGENT_OPS"
+assert_gt "agent uplink errors while Kafka was stopped" 0 \
+  "$(awk '$1 ~ /^pos_agent_uplink_errors_total\{/ { n += $NF } END { print n + 0 }' "$T/agent.metrics")"
 wait_prom "the agent's sales counter after the outage" 'pos_agent_sales_journaled_total{job="pos-agent"}' "$SOLD"
 check_metrics collector "$COLLECTOR_OPS"
 assert_gt "collector batches answered 503 while Kafka was stopped" 0 \
