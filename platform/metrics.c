@@ -313,6 +313,9 @@ out:
 metrics_series *metrics_series1(metrics_family *family, const char *value)
 {
   const char *values[1] = {value};
+  /* One value read for one label name, never past it. */
+  if (!family || family->label_count != (value ? 1u : 0u))
+    return NULL;
   return metrics_series_get(family, value ? values : NULL);
 }
 

@@ -76,7 +76,8 @@ metrics_family *metrics_histogram(metrics_registry *registry, const char *name, 
  */
 metrics_series *metrics_series_get(metrics_family *family, const char *const *values);
 
-/* metrics_series_get() for a family with no labels (value NULL) or one. */
+/* metrics_series_get() for a family with no labels (value NULL) or one;
+ * NULL for a family with another number of labels. */
 metrics_series *metrics_series1(metrics_family *family, const char *value);
 
 /* Counter: adds 1, or `amount` (which must be >= 0; others are ignored). */

@@ -117,6 +117,7 @@ static void test_bad_names_and_clashes_are_refused(void **state)
   assert_null(metrics_histogram(registry, "pos_h", "x", "le", bounds, 2));
   assert_null(metrics_histogram(registry, "pos_h2", "x", NULL, unordered, 2));
   assert_null(metrics_series1(counter, NULL)); /* it has a label: a value is needed */
+  assert_null(metrics_series1(metrics_counter(registry, "pos_two_total", "x", "a,b"), "v"));
   /* NULL series are accepted and ignored. */
   metrics_inc(NULL);
   metrics_set(NULL, 1);
