@@ -10,7 +10,7 @@
 # batches fail meanwhile.
 source "$(dirname "$0")/lib.sh"
 
-for tool in promtool prometheus python3; do
+for tool in promtool prometheus; do
   command -v "$tool" >/dev/null || fail "$tool is required (apt-get install prometheus)"
 done
 
@@ -78,7 +78,6 @@ healthz "$COLLECTOR_OPS"
 assert_eq "collector /healthz" "200 ok" "$HEALTH_STATUS $HEALTH_BODY"
 
 # --- a real Prometheus scrapes both ----------------------------------------------
-PROM_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cat >"$T/prometheus.yml" <<YAML
 global:
   scrape_interval: 1s
@@ -93,11 +92,35 @@ scrape_configs:
 YAML
 promtool check config "$T/prometheus.yml" >"$T/promtool.config" 2>&1 ||
   fail "promtool accepts the test's prometheus.yml" "SUCCESS" "$(cat "$T/promtool.config")"
-prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="$T/prometheus-data" \
-  --web.listen-address="127.0.0.1:$PROM_PORT" >"$T/prometheus.log" 2>&1 &
-PROM_PID=$!
-on_cleanup "kill $PROM_PID 2>/dev/null; wait $PROM_PID 2>/dev/null"
-PROM_URL="http://127.0.0.1:$PROM_PORT"
+# start_prometheus: on a random loopback port (another one if that is
+# taken), until its /-/ready answers; sets PROM_PID, PROM_URL and PROM_LOG.
+start_prometheus() {
+  local attempt deadline
+  for attempt in 1 2 3 4 5 6 7 8; do
+    PROM_PORT=$((20000 + RANDOM % 30000))
+    PROM_URL="http://127.0.0.1:$PROM_PORT"
+    prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="$T/prometheus-data" \
+      --web.listen-address="127.0.0.1:$PROM_PORT" >"$T/prometheus.$attempt.log" 2>&1 &
+    PROM_PID=$!
+    deadline=$((SECONDS + 60))
+    while kill -0 "$PROM_PID" 2>/dev/null; do
+      if [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$PROM_URL/-/ready")" == 200 ]]; then
+        on_cleanup "kill $PROM_PID 2>/dev/null; wait $PROM_PID 2>/dev/null"
+        PROM_LOG="$T/prometheus.$attempt.log"
+        log "prometheus ready on $PROM_URL (pid $PROM_PID)"
+        return 0
+      fi
+      ((SECONDS < deadline)) || break
+      sleep 0.2
+    done
+    kill "$PROM_PID" 2>/dev/null
+    wait "$PROM_PID" 2>/dev/null
+    grep -q "address already in use" "$T/prometheus.$attempt.log" ||
+      fail "prometheus starts and answers /-/ready within 60 s" "ready" "$(tail -n 5 "$T/prometheus.$attempt.log")"
+  done
+  fail "prometheus finds a free loopback port in 8 attempts"
+}
+start_prometheus
 
 # prom_value QUERY: the first result's value from the query API ("" if none).
 prom_value() {
@@ -113,7 +136,7 @@ prom_value() {
 wait_prom() {
   local deadline=$((SECONDS + 90)) value=""
   while :; do
-    kill -0 "$PROM_PID" 2>/dev/null || fail "prometheus is running" "running" "$(tail -n 5 "$T/prometheus.log")"
+    kill -0 "$PROM_PID" 2>/dev/null || fail "prometheus is running" "running" "$(tail -n 5 "$PROM_LOG")"
     value="$(prom_value "$2")"
     [[ "$value" == "$3" ]] && break
     ((SECONDS < deadline)) || fail "$1 (Prometheus query $2)" "$3" "${value:-no result}"

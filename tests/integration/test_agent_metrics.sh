@@ -84,8 +84,9 @@ assert_eq "the POS API does not serve /metrics" 404 "$(curl -sS -o /dev/null -w 
 stop_agent
 
 # --- the uplink failing longer than uplink_unhealthy_after ------------------------
-# A loopback port nothing listens on: every push fails to connect.
-DEAD_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+# Port 1 on loopback (tcpmux, privileged, never served here): every push
+# fails to connect.
+DEAD_PORT=1
 write_config metrics.port=0 metrics.uplink_unhealthy_after=1s uplink.url="https://127.0.0.1:$DEAD_PORT" \
   uplink.interval=1s uplink.jitter=0 uplink.backoff_min=100ms uplink.backoff_max=1s \
   uplink.heartbeat_interval=0 uplink.cert="$T/none.crt" uplink.key="$T/none.key" uplink.ca="$T/none.crt"
