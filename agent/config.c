@@ -68,6 +68,17 @@ const struct config_key agent_config_keys[] = {
     KEY("api", "tls_key", CONFIG_STRING, "", 0, 0, api_tls_key,
         "PEM private key of api.tls_cert"),
 
+    KEY("metrics", "listen_host", CONFIG_STRING, "127.0.0.1", 0, 0, metrics_listen_host,
+        "address of the operator listener (GET /metrics for Prometheus, GET /healthz), plain "
+        "HTTP apart from the POS API; empty = off"),
+    KEY("metrics", "port", CONFIG_INT, "9464", 0, 65535, metrics_port,
+        "TCP port of the operator listener (0 = any free port, logged as "
+        "event=metrics_listening)"),
+    KEY("metrics", "uplink_unhealthy_after", CONFIG_DURATION, "1h", 1000, 30LL * 86400000,
+        uplink_unhealthy_after_ms,
+        "GET /healthz turns 503 when batches have failed for this long (also at once when the "
+        "journal refuses sales or the uplink is stalled)"),
+
     KEY("uplink", "url", CONFIG_STRING, "", 0, 0, uplink_url,
         "collector base URL, e.g. https://collector.example:8443 (empty = uplink off: sales "
         "are journaled but not sent)"),

@@ -37,6 +37,10 @@ struct agent_config {
   char *api_tls_cert;          /* "" = plain HTTP */
   char *api_tls_key;
   /* [uplink] */
+  char *metrics_listen_host;   /* "" = no operator listener */
+  int64_t metrics_port;
+  int64_t uplink_unhealthy_after_ms;
+
   char *uplink_url;            /* "" = uplink off */
   char *uplink_cert;
   char *uplink_key;

@@ -18,7 +18,9 @@
 #include "platform/clock.h"
 #include "platform/http_server.h"
 #include "platform/log.h"
+#include "platform/metrics_http.h"
 #include "platform/systemd.h"
+#include "status/agent_metrics.h"
 #include "status/status_actions.h"
 #include "status/status_api.h"
 #include "status/status_page.h"
@@ -31,6 +33,8 @@ struct agent {
   journal *journal;
   sales_api *sales;
   http_server *server;
+  metrics_http *metrics_server; /* the operator listener; NULL when off or not bound */
+  struct agent_metrics_options metrics;
   uplink *uplink;
   struct status_api_options status;
   struct adjustments_api_options adjustments;
@@ -136,16 +140,20 @@ static void agent_stop(struct agent *agent)
   systemd_notify_stopping();
   if (agent->watchdog_started)
     uv_close((uv_handle_t *)&agent->watchdog, NULL);
+  metrics_http_close(agent->metrics_server);
+  agent->metrics_server = NULL;
   /* The uplink first: it queues work on the journal. A batch in flight is
    * abandoned; it is stored and resent, unchanged, by the next run. */
   uplink_close(agent->uplink);
   agent->uplink = NULL;
   agent->status.uplink = NULL;
   agent->actions.uplink = NULL;
+  agent->metrics.uplink = NULL;
   /* Finish what the journal holds: those sales are committed and their
    * answers queued before the connections go. */
   journal_close(agent->journal);
   agent->journal = NULL;
+  agent->metrics.journal = NULL;
   http_server_close(agent->server, NULL, NULL);
   agent->server = NULL;
   uv_close((uv_handle_t *)&agent->sigterm, NULL);
@@ -245,6 +253,7 @@ static int agent_start_uplink(struct agent *agent, char *err, size_t err_size)
     return -1;
   agent->status.uplink = agent->uplink;
   agent->actions.uplink = agent->uplink;
+  agent->metrics.uplink = agent->uplink;
   return 0;
 }
 
@@ -253,6 +262,45 @@ static void agent_sale_stored(const struct sale *sale, void *arg)
 {
   struct agent *agent = arg;
   status_today_add(agent->status.today, sale, clock_wall_ms());
+}
+
+/*
+ * Starts the operator listener ([metrics]). One that cannot bind is logged
+ * and left off: the agent's job is taking sales, and a port taken by another
+ * program must not stop that.
+ */
+static void agent_start_metrics(struct agent *agent)
+{
+  struct agent_config *cfg = &agent->config;
+  struct metrics_http_config config = {
+      .listen_host = cfg->metrics_listen_host,
+      .port = (int)cfg->metrics_port,
+      .registry = metrics_global(),
+      .refresh = agent_metrics_refresh,
+      .health = agent_metrics_health,
+      .arg = &agent->metrics,
+  };
+  char err[512], quoted[600];
+
+  agent->metrics.journal = agent->journal;
+  agent->metrics.journal_path = cfg->journal_path;
+  agent->metrics.journal_max_bytes = cfg->journal_max_size;
+  agent->metrics.uplink_unhealthy_after_ms = cfg->uplink_unhealthy_after_ms;
+  agent->metrics.started_ms = clock_wall_ms();
+  if (!cfg->metrics_listen_host[0]) {
+    log_info("agent", "metrics_off", "reason=\"[metrics] listen_host is empty\"");
+    return;
+  }
+  agent->metrics_server = metrics_http_start(&agent->loop, &config, err, sizeof(err));
+  if (!agent->metrics_server) {
+    log_error("agent", "metrics_not_listening", "host=%s port=%d reason=%s action=\"sales are "
+              "taken; fix [metrics] listen_host/port for /metrics and /healthz\"",
+              cfg->metrics_listen_host, (int)cfg->metrics_port,
+              log_quote(err, quoted, sizeof(quoted)));
+    return;
+  }
+  log_info("agent", "metrics_listening", "host=%s port=%d paths=\"/metrics /healthz\"",
+           cfg->metrics_listen_host, metrics_http_port(agent->metrics_server));
 }
 
 static int agent_run(struct agent *agent)
@@ -336,6 +384,7 @@ static int agent_run(struct agent *agent)
     goto fail;
   if (agent_start_uplink(agent, err, sizeof(err)))
     goto fail;
+  agent_start_metrics(agent);
 
   uv_signal_init(&agent->loop, &agent->sigterm);
   uv_signal_init(&agent->loop, &agent->sigint);

@@ -51,6 +51,17 @@ const struct config_key collector_config_keys[] = {
         "a new connection must finish its TLS handshake and send its first request's headers "
         "within this time (at most request_timeout)"),
 
+    KEY("operator", "listen_host", CONFIG_STRING, "127.0.0.1", 0, 0, operator_listen_host,
+        "address of the plain-HTTP operator listener (GET /metrics for Prometheus, GET "
+        "/healthz); keep it on localhost or a management network; empty = off"),
+    KEY("operator", "port", CONFIG_INT, "9465", 0, 65535, operator_port,
+        "TCP port of the operator listener (0 = any free port, logged as "
+        "event=operator_listening)"),
+    KEY("operator", "unhealthy_after", CONFIG_DURATION, "60s", 1000, 86400000,
+        operator_unhealthy_after_ms,
+        "GET /healthz turns 503 when every batch for this long was answered 503 (Kafka not "
+        "taking them); also while the exactly-once state is being rebuilt"),
+
     KEY("kafka", "brokers", CONFIG_STRING, "", 0, 0, brokers,
         "bootstrap servers; empty starts an embedded Kafka in memory (demos and tests only)"),
     KEY("kafka", "topic_prefix", CONFIG_STRING, "pos.", 0, 0, topic_prefix,

@@ -18,6 +18,9 @@ struct collector_config {
   /* [server] */
   char *listen_host;
   int64_t port;
+  char *operator_listen_host; /* "" = no operator listener */
+  int64_t operator_port;
+  int64_t operator_unhealthy_after_ms;
   char *cert_file;
   char *key_file;
   char *ca_file;

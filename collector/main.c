@@ -13,6 +13,8 @@
 #include "ingest/ingest.h"
 #include "platform/http_server.h"
 #include "platform/log.h"
+#include "platform/metrics_http.h"
+#include "server/collector_metrics.h"
 #include "server/routes.h"
 
 /* How long a stopping collector waits for Kafka to acknowledge what it holds. */
@@ -24,6 +26,7 @@ struct collector {
   ingest *ingest;
   routes *routes;
   http_server *server;
+  metrics_http *operator_server; /* NULL when off or not bound */
   uv_signal_t sigterm, sigint, sighup;
   int stopping;
 };
@@ -41,6 +44,9 @@ static void collector_stop(struct collector *c)
   log_info("collector", "stopping", NULL);
   http_server_close(c->server, NULL, NULL);
   c->server = NULL;
+  metrics_http_close(c->operator_server);
+  c->operator_server = NULL;
+  collector_metrics_detach();
   ingest_destroy(c->ingest, COLLECTOR_DRAIN_MS);
   c->ingest = NULL;
   uv_close((uv_handle_t *)&c->sigterm, NULL);
@@ -63,6 +69,41 @@ static void collector_on_signal(uv_signal_t *handle, int signum)
   }
   log_info("collector", "signal", "signal=%s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
   collector_stop(c);
+}
+
+/*
+ * Starts the operator listener ([operator]). One that cannot bind is logged
+ * and left off: batches still flow, and the API's /healthz still answers.
+ */
+static void collector_start_operator(struct collector *c)
+{
+  struct collector_config *cfg = &c->config;
+  struct metrics_http_config config = {
+      .listen_host = cfg->operator_listen_host,
+      .port = (int)cfg->operator_port,
+      .registry = metrics_global(),
+      .refresh = collector_metrics_refresh,
+      .health = collector_metrics_health,
+      .arg = NULL,
+  };
+  char err[512], quoted[600];
+
+  if (collector_metrics_init(c->ingest, cfg->operator_unhealthy_after_ms))
+    log_error("collector", "metrics_off", "reason=\"out of memory registering metrics\"");
+  if (!cfg->operator_listen_host[0]) {
+    log_info("collector", "operator_off", "reason=\"[operator] listen_host is empty\"");
+    return;
+  }
+  c->operator_server = metrics_http_start(&c->loop, &config, err, sizeof(err));
+  if (!c->operator_server) {
+    log_error("collector", "operator_not_listening", "host=%s port=%d reason=%s action=\"fix "
+              "[operator] listen_host/port for /metrics and /healthz\"",
+              cfg->operator_listen_host, (int)cfg->operator_port,
+              log_quote(err, quoted, sizeof(quoted)));
+    return;
+  }
+  log_info("collector", "operator_listening", "host=%s port=%d paths=\"/metrics /healthz\"",
+           cfg->operator_listen_host, metrics_http_port(c->operator_server));
 }
 
 static int collector_run(struct collector *c)
@@ -121,6 +162,7 @@ static int collector_run(struct collector *c)
                                  sizeof(err));
   if (!c->server)
     goto fail;
+  collector_start_operator(c);
 
   uv_signal_init(&c->loop, &c->sigterm);
   uv_signal_init(&c->loop, &c->sigint);

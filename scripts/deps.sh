@@ -11,8 +11,9 @@ packages=(
   libprotobuf-c-dev protobuf-c-compiler libzstd-dev librdkafka-dev
   node-llhttp libinih-dev libjansson-dev libcmocka-dev
   # test tools: the journal read back, certificates, Kafka read back, decoding,
-  # the status page in a real browser (headless)
-  sqlite3 openssl curl kcat protobuf-compiler chromium
+  # the status page in a real browser (headless), and Prometheus (promtool checks /metrics; a
+  # prometheus the tests start scrapes it)
+  sqlite3 openssl curl kcat protobuf-compiler chromium prometheus
 )
 
 missing=()

@@ -765,6 +765,7 @@ static void journal_fail_group(journal *j, struct journal_write *group, int erro
   }
   log_error("journal", "write_failed", "path=%s error=%s sqlite=%d", j->path,
             journal_strerror(error), sqlite_rc);
+  journal__count_refusal(j, error);
   pthread_mutex_lock(&j->lock);
   j->stats.write_failing = 1;
   snprintf(j->stats.last_error, sizeof(j->stats.last_error), "%s", message);
@@ -840,9 +841,10 @@ static int journal_try_group(journal *j, struct journal_write *group, int64_t re
 static void journal_commit_group(journal *j, struct journal_write *group)
 {
   int64_t received_ms = clock_wall_ms();
-  uint64_t stored = 0;
+  uint64_t stored = 0, adjusted = 0, writes = 0;
   int64_t last_seq = 0;
   int skipping = j->skip_to > 0;
+  double started;
   int rc;
 
   if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS)
@@ -857,6 +859,7 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     journal_fail_group(j, group, JOURNAL_EIO, message, SQLITE_IOERR);
     return;
   }
+  started = journal__seconds();
   rc = journal_try_group(j, group, received_ms, skipping);
   if ((rc & 0xff) == SQLITE_FULL && !j->full &&
       journal__prune_acked(j, "new sales did not fit") > 0) {
@@ -890,22 +893,31 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     journal_fail_group(j, group, error, message, rc);
     return;
   }
+  metrics_observe(j->metrics.commit_seconds, journal__seconds() - started);
   if (skipping) {
     last_seq = j->skip_to;
     j->skip_to = 0;
   }
 
   for (struct journal_write *w = group; w; w = w->next) {
-    if (w->error)
+    if (w->error) {
+      /* Refused inside a committed group (a full journal takes only retries). */
+      journal__count_refusal(j, w->error);
       continue;
+    }
+    writes += w->count;
     for (size_t i = 0; i < w->count; i++) {
       if (w->results[i].outcome != JOURNAL_STORED)
         continue;
       stored += w->adjustments == NULL; /* the counters are of sales */
+      adjusted += w->adjustments != NULL;
       if (w->results[i].seq > last_seq)
         last_seq = w->results[i].seq;
     }
   }
+  metrics_observe(j->metrics.commit_writes, (double)writes);
+  metrics_add(j->metrics.sales, (double)stored);
+  metrics_add(j->metrics.adjustments, (double)adjusted);
   {
     int64_t pages = -1;
     if (sqlite3_step(j->page_count) == SQLITE_ROW)
@@ -1293,6 +1305,7 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
     return NULL;
   }
   j->hwm.fd = -1;
+  journal__metrics_init(&j->metrics);
   {
     size_t len = strlen(options->path) + sizeof("-reserve");
     j->reserve_path = malloc(len);

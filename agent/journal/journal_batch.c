@@ -1145,6 +1145,7 @@ static void journal_run_op_once(journal *j, struct journal_op *op, int64_t now_m
 void journal__run_op(journal *j, struct journal_op *op)
 {
   int64_t now_ms = op->now_ms ? op->now_ms : clock_wall_ms();
+  double started = journal__seconds();
 
   /* The uplink may use the reserve that sales may not: sealing half of it,
    * acknowledging (which frees room) and deleting all of it. */
@@ -1161,6 +1162,10 @@ void journal__run_op(journal *j, struct journal_op *op)
     op->sealed = 0;
     op->sales_changed = op->batches_changed = 0;
     journal_run_op_once(j, op, now_ms);
+  }
+  if (op->kind == JOURNAL_OP_NEXT_BATCH && op->sealed && !op->error) {
+    metrics_observe(j->metrics.seal_seconds, journal__seconds() - started);
+    metrics_observe(j->metrics.seal_sales, (double)op->batch.sale_count);
   }
   if (op->error) {
     char quoted[300];

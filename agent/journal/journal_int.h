@@ -13,6 +13,7 @@
 
 #include "inventory/recipes.h"
 #include "journal/journal.h"
+#include "platform/metrics.h"
 
 /* Retention deletes at most this many batches per transaction, so sale
  * writes never wait long behind it. */
@@ -59,8 +60,31 @@ struct journal_hwm {
   int write_failed; /* the last write failed (logged once) */
 };
 
+/* What the journal measures (journal_metrics.c), in the process's registry:
+ * set at open, before the writer starts; updated from the writer thread. */
+struct journal_metrics {
+  metrics_series *commit_seconds;   /* one group commit, BEGIN to COMMIT */
+  metrics_series *commit_writes;    /* sales and adjustments in it */
+  metrics_series *sales;            /* sales journaled (new rows, not duplicates) */
+  metrics_series *adjustments;      /* inventory adjustments journaled */
+  metrics_series *seal_seconds;     /* sealing one batch */
+  metrics_series *seal_sales;       /* sales in a sealed batch */
+  metrics_family *write_errors;     /* label error: journal_strerror() */
+};
+
+/* Registers the journal's metrics and fills `m`. Loop thread, at open. */
+void journal__metrics_init(struct journal_metrics *m);
+
+/* Counts a write the journal refused with `error` (JOURNAL_E*; a
+ * conflict is the POS's, not counted). Any thread. */
+void journal__count_refusal(journal *j, int error);
+
+/* A monotonic clock in seconds, finer than clock_mono_ms(): for durations. */
+double journal__seconds(void);
+
 struct journal {
   sqlite3 *db;
+  struct journal_metrics metrics;
   char *path;
   unsigned group_commit_max;
   int64_t retention_ms;

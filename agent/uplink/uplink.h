@@ -118,6 +118,7 @@ struct uplink_status {
   uint64_t batches_acked;     /* this run */
   int64_t last_heartbeat_ms;  /* last heartbeat answered 200; 0 = never */
   unsigned consecutive_failures; /* failed attempts since the last success */
+  int64_t failing_since_ms;   /* the first batch failure since the last ack; 0 = not failing */
   int64_t last_error_ms;      /* 0 = no error this run */
   char last_error[512];       /* what went wrong, on what */
   /* The last batch error does not pass by itself (a 4xx, a refused ack):

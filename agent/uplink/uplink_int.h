@@ -8,6 +8,7 @@
 #include <stdarg.h>
 
 #include "journal/journal.h"
+#include "platform/metrics.h"
 #include "pos/v1/pos.pb-c.h"
 #include "uplink/backoff.h"
 #include "uplink/batcher.h"
@@ -37,8 +38,18 @@ struct uplink_error_log {
   int was_logged;     /* the last error made a log line (not suppressed) */
 };
 
+/* What the uplink measures, in the process's registry (loop thread). */
+struct uplink_metrics {
+  metrics_series *ack_seconds;   /* POST /v1/batches to its 200 */
+  metrics_series *batches_sent;  /* attempts */
+  metrics_series *batches_acked;
+  metrics_family *errors;        /* label reason */
+};
+
 struct uplink {
   uv_loop_t *loop;
+  struct uplink_metrics metrics;
+  uint64_t send_started_ns;      /* monotonic, when the batch in flight was posted */
   journal *journal;
   uplink_http *http;
   struct batcher_identity identity; /* read by the writer thread while sealing */

@@ -107,6 +107,8 @@ static void uplink_error_v(uplink *u, struct uplink_error_log *log, int loud, co
 void uplink__error(uplink *u, int loud, const char *fmt, ...)
 {
   va_list args;
+  if (!u->status.failing_since_ms)
+    u->status.failing_since_ms = clock_wall_ms();
   va_start(args, fmt);
   uplink_error_v(u, &u->batch_log, loud, fmt, args);
   va_end(args);
@@ -269,6 +271,40 @@ static void uplink_begin_push(uplink *u, const char *why)
 
 /* ---- sending -------------------------------------------------------------------- */
 
+static void uplink_count_error(uplink *u, const char *reason)
+{
+  metrics_inc(metrics_series1(u->metrics.errors, reason));
+}
+
+/* Counts an answer to POST /v1/batches: its latency when it is a 200, else
+ * the reason it failed, in words bounded for a label. */
+static void uplink_count_answer(uplink *u, const struct uplink_http_request *req)
+{
+  char reason[48];
+  long status = req->status;
+
+  if (!req->failed && status == 200) {
+    metrics_observe(u->metrics.ack_seconds,
+                    (double)(uv_hrtime() - u->send_started_ns) / 1e9);
+    return;
+  }
+  if (req->failed)
+    snprintf(reason, sizeof(reason), "network");
+  else if (status == 429 || status == 503)
+    snprintf(reason, sizeof(reason), "collector_busy");
+  else if (status == 409)
+    snprintf(reason, sizeof(reason), "batch_seq_conflict");
+  else if (status == 413)
+    snprintf(reason, sizeof(reason), "too_large");
+  else if (status == 403)
+    snprintf(reason, sizeof(reason), "forbidden");
+  else if (status == 408 || status >= 500)
+    snprintf(reason, sizeof(reason), "collector_error_%ld", status);
+  else
+    snprintf(reason, sizeof(reason), "refused_%ld", status >= 100 && status < 600 ? status : 0);
+  uplink_count_error(u, reason);
+}
+
 static void uplink_send(uplink *u)
 {
   struct uplink_http_request *req = &u->batch_req;
@@ -283,7 +319,10 @@ static void uplink_send(uplink *u)
   req->user = u;
   u->status.last_attempt_ms = clock_wall_ms();
   u->status.batches_sent++;
+  metrics_inc(u->metrics.batches_sent);
+  u->send_started_ns = uv_hrtime();
   if (uplink_http_start(u->http, req)) {
+    uplink_count_error(u, "request_not_started");
     uplink__error(u, 1, "POST %s batch %" PRId64 ": %s", u->batches_url, u->sending.batch_seq,
                   req->error);
     uplink_backoff(u);
@@ -365,6 +404,7 @@ static void uplink_on_ack_saved(uplink *u, int64_t batch_seq)
   struct journal_batch *acked = &u->acking;
 
   u->ack_pending = 0;
+  u->status.failing_since_ms = 0;
   backoff_reset(&u->backoff);
   uplink__error_settled(&u->batch_log);
   if (u->status.identity_mismatch_ms) {
@@ -378,6 +418,7 @@ static void uplink_on_ack_saved(uplink *u, int64_t batch_seq)
     u->status.last_ack_ms = clock_wall_ms();
     u->status.last_ack_batch_seq = acked->batch_seq;
     u->status.batches_acked++;
+    metrics_inc(u->metrics.batches_acked);
     log_info("uplink", "batch_acked",
              "batch_seq=%" PRId64 " first_seq=%" PRId64 " last_seq=%" PRId64
              " sales=%u bytes=%zu attempt=%" PRId64 " duplicate=%d",
@@ -941,6 +982,7 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
     return;
   }
   assert(u->state == UPLINK_SENDING);
+  uplink_count_answer(u, req);
   if (req->failed) {
     uplink__error(u, 0, "POST /v1/batches batch %" PRId64 ": %s", batch_seq, req->error);
     uplink_http_request_clear(req);
@@ -1077,6 +1119,37 @@ static char *uplink_join(const char *base, const char *path)
   return joined;
 }
 
+/* Latency buckets in seconds: a LAN round trip is milliseconds, a batch the
+ * collector holds until Kafka acknowledged it can take produce_timeout. */
+static const double uplink_ack_buckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                            2.5,  5,     10,   20,  30,   60};
+
+static void uplink_metrics_init(struct uplink_metrics *m)
+{
+  metrics_registry *r = metrics_global();
+
+  m->ack_seconds = metrics_series1(
+      metrics_histogram(r, "pos_agent_batch_ack_seconds",
+                        "Time from posting a batch to the collector's 200 acknowledging it, "
+                        "in seconds.",
+                        NULL, uplink_ack_buckets,
+                        sizeof(uplink_ack_buckets) / sizeof(uplink_ack_buckets[0])),
+      NULL);
+  m->batches_sent = metrics_series1(
+      metrics_counter(r, "pos_agent_batches_sent_total",
+                      "Batch posts attempted (a retry of the same batch counts again).", NULL),
+      NULL);
+  m->batches_acked = metrics_series1(
+      metrics_counter(r, "pos_agent_batches_acked_total",
+                      "Batches the collector acknowledged, recorded in the journal.", NULL),
+      NULL);
+  m->errors = metrics_counter(r, "pos_agent_uplink_errors_total",
+                              "Batch posts that failed, by reason (network, collector_busy, "
+                              "batch_seq_conflict, too_large, forbidden, collector_error_<status>, "
+                              "refused_<status>, request_not_started).",
+                              "reason");
+}
+
 /* The firmware's name and version, from os-release, for heartbeats. */
 static void uplink_read_firmware_version(char *out, size_t out_size)
 {
@@ -1123,6 +1196,7 @@ uplink *uplink_create(uv_loop_t *loop, journal *j, const struct uplink_options *
     return NULL;
   }
   u->loop = loop;
+  uplink_metrics_init(&u->metrics);
   u->journal = j;
   u->url = strdup(options->url);
   u->batches_url = uplink_join(options->url, "/v1/batches");

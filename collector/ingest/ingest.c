@@ -24,6 +24,7 @@
 #include "ingest/ingest_int.h"
 #include "platform/clock.h"
 #include "platform/log.h"
+#include "platform/metrics.h"
 #include "proto/codec.h"
 
 #define INGEST_TICK_MS 50
@@ -262,6 +263,20 @@ static void ingest_topics_close(ingest *in)
   }
 }
 
+/* Instrumentation: a record Kafka refused, by topic and librdkafka's error
+ * name (pos_collector_kafka_produce_errors_total). Error paths only: the
+ * family's lookup takes the registry's mutex. */
+static void ingest_count_produce_error(const ingest *in, int topic, rd_kafka_resp_err_t err)
+{
+  const char *values[2] = {in->topics[topic], rd_kafka_err2name(err)};
+  metrics_inc(metrics_series_get(
+      metrics_counter(metrics_global(), "pos_collector_kafka_produce_errors_total",
+                      "Records Kafka refused, at produce or in their delivery report, by topic "
+                      "and librdkafka error (purges at shutdown or after a doubt not counted).",
+                      "topic,error"),
+      values));
+}
+
 /*
  * Produces one record. Takes `value` (malloc'd) and `headers` in every
  * case. Returns 0, or -1 with `err` set (nothing was produced).
@@ -284,6 +299,7 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
                            RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(record),
                            RD_KAFKA_V_END);
   if (kerr) {
+    ingest_count_produce_error(in, topic, kerr);
     /* On failure the value and headers are still ours. */
     free(value);
     if (headers)
@@ -1610,6 +1626,8 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
     assert(in->outstanding > 0);
     in->outstanding--;
   }
+  if (message->err && !ingest_err_is_purge(message->err))
+    ingest_count_produce_error(in, record->topic, message->err);
   if (!message->err && record->topic < KAFKA_DATA_TOPICS && message->offset >= 0) {
     ingest__offsets_raise(&in->offsets, record->topic, message->partition, message->offset + 1);
     in->dirty = 1;

@@ -14,6 +14,7 @@
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "proto/codec.h"
+#include "server/collector_metrics.h"
 #include "server/identity.h"
 
 struct routes {
@@ -30,13 +31,40 @@ struct routes_pending {
   uint64_t batch_seq;
   int heartbeat;
   char admin[IDENTITY_ID_MAX + 1]; /* rebase: who approved it */
+  uint64_t started_ns;             /* uv_hrtime() when the request was read whole */
 };
+
+/* A refusal's reason for the metrics, from its status: a word, never the
+ * message (whose text varies). */
+static const char *routes_status_reason(int status)
+{
+  switch (status) {
+  case 400:
+    return "bad_request";
+  case 403:
+    return "forbidden";
+  case 404:
+    return "no_such_endpoint";
+  case 405:
+    return "method_not_allowed";
+  case 409:
+    return "batch_seq_gap";
+  case 413:
+    return "too_large";
+  case 415:
+    return "unsupported_media_type";
+  case 503:
+    return "unavailable";
+  }
+  return "other";
+}
 
 static void routes_respond_text(http_exchange *exchange, int status, const char *message,
                                 const char *extra_headers)
 {
   char body[512];
   int len = snprintf(body, sizeof(body), "%s\n", message);
+  collector_metrics_refusal(status, routes_status_reason(status));
   if (len < 0 || (size_t)len >= sizeof(body))
     len = (int)sizeof(body) - 1;
   http_exchange_respond(exchange, status, "text/plain; charset=utf-8", extra_headers, body,
@@ -49,6 +77,13 @@ static void routes_respond_ack(http_exchange *exchange, int status, Pos__V1__Bat
 {
   size_t len = pos__v1__batch_ack__get_packed_size(ack);
   uint8_t *packed = malloc(len ? len : 1);
+  const ProtobufCEnumValue *code =
+      protobuf_c_enum_descriptor_get_value(&pos__v1__batch_ack_code__descriptor, ack->code);
+
+  /* The ack's code names the reason when it has one (IDENTITY_MISMATCH, ...). */
+  if (status >= 400)
+    collector_metrics_refusal(status, ack->code && code ? code->name
+                                                        : routes_status_reason(status));
   if (!packed) {
     routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
     return;
@@ -74,6 +109,8 @@ static void routes_on_batch_done(void *arg, const struct ingest_result *result)
 {
   struct routes_pending *pending = arg;
   Pos__V1__BatchAck ack = POS__V1__BATCH_ACK__INIT;
+
+  collector_metrics_batch(pending->store_id, pending->started_ns, result);
   Pos__V1__Limits limits = POS__V1__LIMITS__INIT;
   char journal_hex[33];
   char retry[48];
@@ -241,12 +278,14 @@ static void routes_batches(routes *r, http_exchange *exchange, const struct iden
   memcpy(pending->journal_id, batch->envelope->journal_id.data, sizeof(pending->journal_id));
   snprintf(pending->store_id, sizeof(pending->store_id), "%s", id->store_id);
   pending->batch_seq = batch->envelope->batch_seq;
+  pending->started_ns = uv_hrtime();
   ingest_submit_batch(r->ingest, id->store_id, batch, routes_on_batch_done, pending);
 }
 
 static void routes_on_heartbeat_done(void *arg, const struct ingest_result *result)
 {
   struct routes_pending *pending = arg;
+  collector_metrics_heartbeat(pending->store_id, result->outcome);
   if (result->outcome == INGEST_ACCEPTED || result->outcome == INGEST_DUPLICATE) {
     Pos__V1__HeartbeatAck ack = POS__V1__HEARTBEAT_ACK__INIT;
     size_t len;
@@ -330,6 +369,7 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
   pending->routes = r;
   pending->exchange = exchange;
   pending->heartbeat = 1;
+  snprintf(pending->store_id, sizeof(pending->store_id), "%s", id->store_id);
   ingest_submit_heartbeat(r->ingest, id->store_id, heartbeat, routes_on_heartbeat_done, pending);
 }
 

@@ -176,7 +176,7 @@ write_collector_config() {
     server.cert="$PKI/server.crt" server.key="$PKI/server.key" server.ca="$PKI/ca.crt" \
     server.crl="$PKI/crl.pem" \
     kafka.brokers="$BROKER_BOOT" kafka.topic_prefix=pos. kafka.checkpoint_interval=1s \
-    kafka.produce_timeout=5s \
+    kafka.produce_timeout=5s operator.port=0 \
     "$@"
 }
 

@@ -153,11 +153,12 @@ write_config() {
     [agent.store_id]=S001 [agent.device_id]=D1 [agent.log_level]=info
     [journal.path]="$JOURNAL" [journal.max_size]=0 [journal.group_commit_max]=1024
     [api.listen_host]=127.0.0.1 [api.port]=0 [api.terminal_tokens]="$TOKENS"
-    [api.max_body]=4M [api.max_sales_per_request]=1000
+    [api.max_body]=4M [api.max_sales_per_request]=1000 [metrics.port]=0
   )
   local order=(agent.store_id agent.device_id agent.log_level
     journal.path journal.max_size journal.group_commit_max
-    api.listen_host api.port api.terminal_tokens api.max_body api.max_sales_per_request)
+    api.listen_host api.port api.terminal_tokens api.max_body api.max_sales_per_request
+    metrics.port)
   local arg key
   for arg in "$@"; do
     key="${arg%%=*}"

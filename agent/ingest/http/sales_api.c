@@ -12,6 +12,7 @@
 
 #include "ingest/http/sale_json.h"
 #include "platform/log.h"
+#include "platform/metrics.h"
 
 #define SALES_API_TOKEN_MIN 16
 #define SALES_API_TOKEN_MAX 128
@@ -30,7 +31,28 @@ struct sales_api {
   size_t pending;
   void (*on_stored)(const struct sale *sale, void *arg);
   void *on_stored_arg;
+  metrics_family *answers;           /* pos_agent_sales_requests_total{status,outcome} */
+  metrics_series *created, *retried; /* its two series on the sale path, kept */
 };
+
+/* Counts an answer to POST /v1/sales: lock-free for 201 and 200, a short
+ * lookup under the family's mutex for refusals. Loop thread. */
+static void sales_api_count(const sales_api *api, int status, const char *outcome)
+{
+  char status_text[16];
+  const char *values[2] = {status_text, outcome};
+
+  if (status == 201 && api->created) {
+    metrics_inc(api->created);
+    return;
+  }
+  if (status == 200 && api->retried) {
+    metrics_inc(api->retried);
+    return;
+  }
+  snprintf(status_text, sizeof(status_text), "%d", status);
+  metrics_inc(metrics_series_get(api->answers, values));
+}
 
 /* One request waiting for its commit. */
 struct sales_api_request {
@@ -209,12 +231,16 @@ static void sales_api_on_journaled(struct journal_write *write)
     body = json_pack("{s:s, s:s, s:I}", "error", write->message, "field", field, "seq",
                      (json_int_t)write->conflict_seq);
     sales_api_respond_json(req->exchange, 409, body);
+    sales_api_count(api, 409, "conflict");
   } else if (write->error == JOURNAL_EFULL) {
     sales_api_respond_error(req->exchange, 503, write->message, NULL, "Retry-After: 60\r\n");
+    sales_api_count(api, 503, "journal_full");
   } else if (write->error == JOURNAL_EBUSY) {
     sales_api_respond_error(req->exchange, 503, write->message, NULL, "Retry-After: 2\r\n");
+    sales_api_count(api, 503, "journal_busy");
   } else if (write->error) {
     sales_api_respond_error(req->exchange, 503, write->message, NULL, "Retry-After: 30\r\n");
+    sales_api_count(api, 503, "journal_error");
   } else {
     size_t duplicates = 0;
     json_t *body;
@@ -240,6 +266,7 @@ static void sales_api_on_journaled(struct journal_write *write)
     }
     /* 201 when anything was created; a pure retry answers 200. */
     sales_api_respond_json(req->exchange, duplicates == req->count ? 200 : 201, body);
+    sales_api_count(api, duplicates == req->count ? 200 : 201, NULL);
   }
   sale_array_free(req->sales, req->count);
   free(req);
@@ -266,10 +293,12 @@ int sales_api_check_headers(const sales_api *api, const http_exchange *request,
     log_warn("api", "unauthorized", "peer=%s body=not_read", http_exchange_peer(request));
     snprintf(refusal->error, sizeof(refusal->error), "%s", SALES_API_UNAUTHORIZED);
     refusal->extra_headers = SALES_API_CHALLENGE;
+    sales_api_count(api, 401, "unauthorized");
     return 401;
   }
   if (!sales_api_is_json(http_exchange_header(request, "Content-Type"))) {
     snprintf(refusal->error, sizeof(refusal->error), "%s", SALES_API_NOT_JSON);
+    sales_api_count(api, 415, "not_json");
     return 415;
   }
   return 0;
@@ -289,10 +318,12 @@ void sales_api_handle(sales_api *api, http_exchange *exchange)
   if (!token) {
     log_warn("api", "unauthorized", "peer=%s", http_exchange_peer(exchange));
     sales_api_respond_error(exchange, 401, SALES_API_UNAUTHORIZED, NULL, SALES_API_CHALLENGE);
+    sales_api_count(api, 401, "unauthorized");
     return;
   }
   if (!sales_api_is_json(http_exchange_header(exchange, "Content-Type"))) {
     sales_api_respond_error(exchange, 415, SALES_API_NOT_JSON, NULL, NULL);
+    sales_api_count(api, 415, "not_json");
     return;
   }
   body = http_exchange_body(exchange, &body_len);
@@ -301,6 +332,7 @@ void sales_api_handle(sales_api *api, http_exchange *exchange)
     log_info("api", "sale_rejected", "peer=%s terminal=%s field=%s", http_exchange_peer(exchange),
              token->terminal_id, error.field[0] ? error.field : "-");
     sales_api_respond_error(exchange, 400, error.message, error.field, NULL);
+    sales_api_count(api, 400, "invalid_sale");
     return;
   }
   /* A terminal's token speaks for that terminal only (a hub's '*' for all). */
@@ -316,6 +348,7 @@ void sales_api_handle(sales_api *api, http_exchange *exchange)
         else
           snprintf(field, sizeof(field), "terminal_id");
         sales_api_respond_error(exchange, 403, message, field, NULL);
+        sales_api_count(api, 403, "other_terminal");
         sale_array_free(sales, count);
         return;
       }
@@ -327,6 +360,7 @@ void sales_api_handle(sales_api *api, http_exchange *exchange)
     sale_array_free(sales, count);
     sales_api_respond_error(exchange, 503, "the agent is out of memory; retry shortly", NULL,
                             "Retry-After: 5\r\n");
+    sales_api_count(api, 503, "out_of_memory");
     return;
   }
   req->api = api;
@@ -341,6 +375,7 @@ void sales_api_handle(sales_api *api, http_exchange *exchange)
   rc = journal_submit(api->journal, &req->write);
   if (rc) {
     sales_api_respond_error(exchange, 503, journal_strerror(rc), NULL, "Retry-After: 5\r\n");
+    sales_api_count(api, 503, "journal_closing");
     sale_array_free(sales, count);
     free(req);
     return;
@@ -360,6 +395,16 @@ sales_api *sales_api_create(journal *j, const struct sales_api_options *options,
   api->max_sales_per_request = options->max_sales_per_request;
   api->on_stored = options->on_stored;
   api->on_stored_arg = options->on_stored_arg;
+  api->answers = metrics_counter(metrics_global(), "pos_agent_sales_requests_total",
+                                 "Answers to POST /v1/sales, by HTTP status and outcome "
+                                 "(created, retry, unauthorized, not_json, invalid_sale, "
+                                 "other_terminal, conflict, journal_full, journal_busy, ...).",
+                                 "status,outcome");
+  {
+    const char *created[2] = {"201", "created"}, *retried[2] = {"200", "retry"};
+    api->created = metrics_series_get(api->answers, created);
+    api->retried = metrics_series_get(api->answers, retried);
+  }
   if (sales_api_load_tokens(api, options->tokens_path, err, err_size)) {
     sales_api_destroy(api);
     return NULL;

@@ -1,0 +1,55 @@
+/*
+ * collector_metrics.h - what the collector measures for its operators, and
+ * its health, served by the operator listener ([operator] in the
+ * configuration: GET /metrics and GET /healthz, plain HTTP on 127.0.0.1 by
+ * default, apart from the mutual-TLS API).
+ *
+ * One per process (the collector has one ingest): collector_metrics_init()
+ * registers the families in the process's registry; before it, every call
+ * here does nothing, so the routes work unmeasured in unit tests.
+ * Everything runs on the loop thread.
+ */
+#ifndef COLLECTOR_SERVER_COLLECTOR_METRICS_H
+#define COLLECTOR_SERVER_COLLECTOR_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ingest/ingest.h"
+
+/*
+ * Registers the collector's metrics. `in` is borrowed (its readiness is
+ * the health's first condition) and must outlive the operator listener;
+ * `unhealthy_after_ms` is how long batches may be answered 503 (Kafka not
+ * taking them) before /healthz says so. Returns 0, or -1 when out of memory.
+ */
+int collector_metrics_init(ingest *in, int64_t unhealthy_after_ms);
+
+/* Forgets `in` (set before ingest_destroy): /healthz then says stopping. */
+void collector_metrics_detach(void);
+
+/* A request refused with `status` (>= 400) for `reason`, a short word. */
+void collector_metrics_refusal(int status, const char *reason);
+
+/*
+ * A batch answered: its outcome, the sales and deltas produced, and the
+ * time since its request was read whole (`started_ns`, uv_hrtime()) to the
+ * last delivery report. `store_id` counts in the stores seen.
+ */
+void collector_metrics_batch(const char *store_id, uint64_t started_ns,
+                             const struct ingest_result *result);
+
+/* A heartbeat from `store_id` answered with `outcome`. */
+void collector_metrics_heartbeat(const char *store_id, enum ingest_outcome outcome);
+
+/* The metrics_refresh_fn of the operator listener (`arg` unused). */
+void collector_metrics_refresh(void *arg);
+
+/*
+ * The metrics_health_fn: unhealthy while the exactly-once state is being
+ * rebuilt from Kafka, or when batches have been answered 503 for longer than
+ * unhealthy_after with none accepted since.
+ */
+int collector_metrics_health(void *arg, char *reason, size_t reason_size);
+
+#endif
