@@ -252,13 +252,18 @@ static void status_add_verdict(json_t *body, const struct journal_stats *stats,
     days_left = (in.cert_not_after_ms - in.now_ms) / (24 * 3600 * 1000LL);
   json_object_set_new(
       body, "device",
-      json_pack("{s:s, s:I, s:o, s:o}", "version", POS_VERSION, "uptime_s",
+      json_pack("{s:s, s:I, s:o, s:o, s:o}", "version", POS_VERSION, "uptime_s",
                 (json_int_t)(options->started_ms > 0 && in.now_ms > options->started_ms
                                  ? (in.now_ms - options->started_ms) / 1000
                                  : 0),
                 "certificate_not_after", status_time(in.cert_not_after_ms),
                 "certificate_days_left",
-                in.cert_not_after_ms > 0 ? json_integer(days_left) : json_null()));
+                in.cert_not_after_ms > 0 ? json_integer(days_left) : json_null(),
+                /* Whole seconds, rounded toward zero: what a person compares. */
+                "clock_skew_s",
+                options->uplink && link->clock_skew_known
+                    ? json_integer((json_int_t)(link->clock_skew_ms / 1000))
+                    : json_null()));
 }
 
 void status_api_handle_json(journal *j, const struct status_api_options *options,

@@ -174,6 +174,8 @@ static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
   if (ack->server_clock_ms) {
     int64_t drift = u->status.last_heartbeat_ms - ack->server_clock_ms;
     uint64_t now = uv_now(u->loop);
+    u->status.clock_skew_ms = drift;
+    u->status.clock_skew_known = 1;
     /* Every minute while the clock is off: said once per
      * UPLINK_ERROR_REPEAT_MS, not at every heartbeat. */
     if ((drift > UPLINK_CLOCK_DRIFT_WARN_MS || drift < -UPLINK_CLOCK_DRIFT_WARN_MS) &&

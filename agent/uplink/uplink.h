@@ -117,6 +117,10 @@ struct uplink_status {
   uint64_t batches_sent;      /* attempts, this run */
   uint64_t batches_acked;     /* this run */
   int64_t last_heartbeat_ms;  /* last heartbeat answered 200; 0 = never */
+  /* This device's clock minus the collector's, from the last heartbeat's
+   * answer (half the round trip is within it); valid when clock_skew_known. */
+  int64_t clock_skew_ms;
+  int clock_skew_known;
   unsigned consecutive_failures; /* failed attempts since the last success */
   int64_t failing_since_ms;   /* the first batch failure since the last ack; 0 = not failing */
   int64_t last_error_ms;      /* 0 = no error this run */
