@@ -873,7 +873,9 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
     order[i].seq = batch->sales[i]->seq;
     order[i].index = i;
   }
-  qsort(order, batch->n_sales, sizeof(*order), ingest_sale_order_cmp);
+  /* A batch of adjustments only has no sales (and `order` is NULL). */
+  if (batch->n_sales)
+    qsort(order, batch->n_sales, sizeof(*order), ingest_sale_order_cmp);
 
   for (size_t i = 0; i < batch->n_sales && !b->failed; i++) {
     Pos__V1__Sale *sale = batch->sales[order[i].index];

@@ -241,7 +241,10 @@ start_collector() {
 # pin_collector_port: rewrites the collector's config to listen on the port
 # it has now, so that a restart comes back where the agent looks for it.
 pin_collector_port() {
-  sed -i "s/^port = .*/port = $COLLECTOR_PORT/" "$COLLECTOR_CONFIG"
+  # The [server] section's port only: [operator] keeps its own.
+  sed -i "/^\[server\]/,/^\[/ s/^port = .*/port = $COLLECTOR_PORT/" "$COLLECTOR_CONFIG"
+  grep -q "^port = $COLLECTOR_PORT\$" "$COLLECTOR_CONFIG" ||
+    fail "pin_collector_port: [server] port in $COLLECTOR_CONFIG" "port = $COLLECTOR_PORT" "$(cat "$COLLECTOR_CONFIG")"
 }
 
 # stop_collector: SIGTERM; it must exit 0 within 20 s.
