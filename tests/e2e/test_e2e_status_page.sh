@@ -6,8 +6,8 @@
 #   sending  collector up, every sale acknowledged
 #   behind   collector gone, sales waiting: "cannot be reached", "nothing is lost"
 #   stopped  the device certificate expired: "certificate expired", call IT
-# Screenshots of each state and width stay in the test's directory
-# (POS_KEEP_TMP=1 keeps it after a pass).
+# Screenshots of each state and width are kept as the run's artifacts in
+# BUILD/test-artifacts/status-page/.
 source "$(dirname "$0")/lib.sh"
 
 CHROMIUM="$(command -v chromium || command -v chromium-browser || true)"
@@ -124,3 +124,11 @@ write_agent_config agent.device_id=D9 uplink.cert="$PKI/expired.crt" uplink.key=
 start_agent
 wait_verdict stopped 10
 expect_page stopped "Stopped: certificate expired" "certificate expired on" "Call head office IT"
+
+# The screenshots stay as the run's artifacts, in the build tree (the test's
+# own directory goes when it passes).
+ARTIFACTS="$POS_BUILD_DIR/test-artifacts/status-page"
+mkdir -p "$ARTIFACTS"
+cp "$SHOTS"/*.png "$ARTIFACTS/"
+assert_eq "screenshots kept in $ARTIFACTS (3 states x 2 widths)" 6 "$(ls "$ARTIFACTS"/*.png | wc -l)"
+log "screenshots: $ARTIFACTS"
