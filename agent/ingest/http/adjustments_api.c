@@ -252,17 +252,6 @@ struct adjustments_request {
   struct journal_item_result results[];
 };
 
-static void adjustments_respond_json(http_exchange *exchange, int status, json_t *body)
-{
-  char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-  if (text)
-    http_exchange_respond(exchange, status, "application/json", NULL, text, strlen(text));
-  else
-    sales_api_respond_error(exchange, 500, "out of memory building the answer", NULL, NULL);
-  free(text);
-  json_decref(body);
-}
-
 static void adjustments_on_journaled(struct journal_write *write)
 {
   struct adjustments_request *req = (struct adjustments_request *)write;
@@ -275,7 +264,7 @@ static void adjustments_on_journaled(struct journal_write *write)
       snprintf(field, sizeof(field), "[%zu].adjustment_id", write->conflict_index);
     else
       snprintf(field, sizeof(field), "adjustment_id");
-    adjustments_respond_json(req->exchange, 409,
+    sales_api_respond_json(req->exchange, 409,
                              json_pack("{s:s, s:s, s:I}", "error", write->message, "field", field,
                                        "seq", (json_int_t)write->conflict_seq));
     goto out;
@@ -303,7 +292,7 @@ static void adjustments_on_journaled(struct journal_write *write)
     }
     body = json_pack("{s:o}", "results", results);
   }
-  adjustments_respond_json(req->exchange, duplicates == write->count ? 200 : 201, body);
+  sales_api_respond_json(req->exchange, duplicates == write->count ? 200 : 201, body);
 out:
   free(req->adjustments);
   free(req);

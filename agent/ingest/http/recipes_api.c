@@ -58,21 +58,13 @@ static void recipes_api_answer(struct recipes_request *req)
 {
   struct journal_op *op = &req->op;
   struct journal_stats stats;
-  json_t *body;
-  char *text = NULL;
 
   journal_get_stats(req->journal, &stats);
-  body = json_pack("{s:I, s:I, s:I}", "versions_stored", (json_int_t)op->recipes_stored,
-                   "versions_unchanged", (json_int_t)op->recipes_unchanged, "skus_in_force",
-                   (json_int_t)stats.recipes_in_force);
-  if (body)
-    text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
-  if (text)
-    http_exchange_respond(req->exchange, 200, "application/json", NULL, text, strlen(text));
-  else
-    sales_api_respond_error(req->exchange, 500, "out of memory building the answer", NULL, NULL);
-  free(text);
-  json_decref(body);
+  sales_api_respond_json(req->exchange, 200,
+                         json_pack("{s:I, s:I, s:I}", "versions_stored",
+                                   (json_int_t)op->recipes_stored, "versions_unchanged",
+                                   (json_int_t)op->recipes_unchanged, "skus_in_force",
+                                   (json_int_t)stats.recipes_in_force));
 }
 
 static void recipes_api_on_applied(struct journal_op *op)

@@ -86,7 +86,7 @@ void sales_api_respond_error(http_exchange *exchange, int status, const char *me
   json_decref(body);
 }
 
-static void sales_api_respond_json(http_exchange *exchange, int status, json_t *body)
+void sales_api_respond_json(http_exchange *exchange, int status, json_t *body)
 {
   char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
   if (text)

@@ -8,6 +8,7 @@
 #ifndef AGENT_SALES_API_H
 #define AGENT_SALES_API_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "journal/journal.h"
@@ -58,5 +59,12 @@ void sales_api_destroy(sales_api *api);
  */
 void sales_api_respond_error(http_exchange *exchange, int status, const char *message,
                              const char *field, const char *extra_headers);
+
+/*
+ * Sends `body` (taken: decref'd here; NULL = out of memory) as compact JSON
+ * with `status`, or a 500 error answer when it cannot be built. For every
+ * JSON answer of the agent's API. Loop thread.
+ */
+void sales_api_respond_json(http_exchange *exchange, int status, json_t *body);
 
 #endif
