@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "control/control.h"
 #include "ingest/ingest.h"
 #include "platform/http_server.h"
 #include "platform/log.h"
@@ -24,6 +25,7 @@ struct collector {
   uv_loop_t loop;
   struct collector_config config;
   ingest *ingest;
+  control *control;
   routes *routes;
   http_server *server;
   metrics_http *operator_server; /* NULL when off or not bound */
@@ -47,6 +49,10 @@ static void collector_stop(struct collector *c)
   metrics_http_close(c->operator_server);
   c->operator_server = NULL;
   collector_metrics_detach();
+  /* Before the ingest: commands it answers while draining find the control's memory, which is
+   * freed only once the loop closed its handle. */
+  control_destroy(c->control);
+  c->control = NULL;
   ingest_destroy(c->ingest, COLLECTOR_DRAIN_MS);
   c->ingest = NULL;
   uv_close((uv_handle_t *)&c->sigterm, NULL);
@@ -153,7 +159,11 @@ static int collector_run(struct collector *c)
   c->ingest = ingest_create(&c->loop, &ingest_options, err, sizeof(err));
   if (!c->ingest)
     goto fail;
-  c->routes = routes_create(c->ingest, &routes_options);
+  c->control = control_create(&c->loop, c->ingest, ingest_bootstrap(c->ingest), cfg->topic_prefix,
+                              ingest_options.kafka_debug, err, sizeof(err));
+  if (!c->control)
+    goto fail;
+  c->routes = routes_create(c->ingest, c->control, &routes_options);
   if (!c->routes) {
     snprintf(err, sizeof(err), "out of memory");
     goto fail;
@@ -183,6 +193,8 @@ static int collector_run(struct collector *c)
 fail:
   fprintf(stderr, "pos-collector: %s\n", err);
   log_error("collector", "start_failed", "reason=\"%s\"", err);
+  control_destroy(c->control);
+  c->control = NULL;
   ingest_destroy(c->ingest, 0);
   c->ingest = NULL;
   uv_run(&c->loop, UV_RUN_DEFAULT);

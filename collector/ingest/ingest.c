@@ -1146,6 +1146,10 @@ int ingest_submit_batch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
 /* Heartbeats                                                                */
 /* ------------------------------------------------------------------------ */
 
+static void ingest_aux_submit(ingest *in, struct ingest_heartbeat *h, enum kafka_topic topic,
+                              const char *key, uint8_t *value, size_t len, uint64_t deadline_ms,
+                              ingest_done_fn done, void *arg);
+
 static void ingest_heartbeat_unlink(ingest *in, struct ingest_heartbeat *h)
 {
   if (h->prev)
@@ -1163,7 +1167,7 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
   struct ingest_heartbeat *h = NULL;
   uint8_t *value = NULL;
   size_t len;
-  char err[256], key[2 * INGEST_STORE_ID_MAX + 2];
+  char key[2 * INGEST_STORE_ID_MAX + 2];
 
   if (!heartbeat || !store_id || !store_id[0] || strlen(store_id) > INGEST_STORE_ID_MAX) {
     if (heartbeat)
@@ -1214,22 +1218,53 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
   snprintf(key, sizeof(key), "%s/%s", store_id,
            heartbeat->device_id ? heartbeat->device_id : "");
   pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
+  ingest_aux_submit(in, h, KAFKA_TOPIC_STATUS, key, value, len,
+                    clock_mono_ms() + in->produce_timeout_ms, done, arg);
+  return 0;
+}
+
+/* Produces `value` (taken) under `key` through the aux producer as the record of `h` (taken),
+ * answered by ingest_dr_cb (or at `deadline_ms` by the tick: UINT64_MAX for none). */
+static void ingest_aux_submit(ingest *in, struct ingest_heartbeat *h, enum kafka_topic topic,
+                              const char *key, uint8_t *value, size_t len, uint64_t deadline_ms,
+                              ingest_done_fn done, void *arg)
+{
+  char err[256];
+
   h->done = done;
   h->arg = arg;
-  h->deadline_ms = clock_mono_ms() + in->produce_timeout_ms;
+  h->deadline_ms = deadline_ms;
   h->record.owner = h;
   h->record.kind = INGEST_REC_HEARTBEAT;
-  if (ingest_produce(in, KAFKA_TOPIC_STATUS, RD_KAFKA_PARTITION_UA, key, value, len, NULL,
-                     &h->record, err, sizeof(err))) {
+  if (ingest_produce(in, topic, RD_KAFKA_PARTITION_UA, key, value, len, NULL, &h->record, err,
+                     sizeof(err))) {
     free(h);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S, "%s", err);
-    return 0;
+    return;
   }
   h->next = in->heartbeats;
   if (in->heartbeats)
     in->heartbeats->prev = h;
   in->heartbeats = h;
   in->heartbeat_count++;
+}
+
+int ingest_submit_control(ingest *in, const char *key, uint8_t *value, size_t len,
+                          ingest_done_fn done, void *arg)
+{
+  struct ingest_heartbeat *h = NULL;
+
+  if (in->phase == INGEST_PHASE_CLOSING || !in->rk_aux ||
+      in->heartbeat_count >= INGEST_MAX_HEARTBEATS_IN_FLIGHT || !(h = calloc(1, sizeof(*h)))) {
+    free(value);
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
+                             "the collector cannot reach Kafka now (closing, reconnecting or "
+                             "overloaded); retry shortly");
+    return 0;
+  }
+  /* No deadline of ours: the answer waits for Kafka's, which the aux
+   * producer's message timeout bounds. */
+  ingest_aux_submit(in, h, KAFKA_TOPIC_CONTROL, key, value, len, UINT64_MAX, done, arg);
   return 0;
 }
 

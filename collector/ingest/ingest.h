@@ -134,6 +134,16 @@ int ingest_submit_heartbeat(ingest *in, const char *store_id, Pos__V1__Heartbeat
                             ingest_done_fn done, void *arg);
 
 /*
+ * Produces one record of pos.control.v1 (head-office commands: key
+ * "<store_id>/command/<command_id>", value `value`, taken, freed in every
+ * case) through the aux producer, and calls `done` once Kafka acknowledged
+ * it (ACCEPTED) or did not take it (UNAVAILABLE with the reason). Accepted
+ * while the data path rebuilds its state. Loop thread.
+ */
+int ingest_submit_control(ingest *in, const char *key, uint8_t *value, size_t len,
+                          ingest_done_fn done, void *arg);
+
+/*
  * Flushes what is in flight (bounded by `timeout_ms`), writes a last
  * checkpoint, and frees everything; pending callbacks are called with
  * INGEST_UNAVAILABLE. `in` may be NULL.

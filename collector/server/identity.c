@@ -166,3 +166,24 @@ int identity_from_cert(const mbedtls_x509_crt *crt, struct identity *identity, c
   }
   return 0;
 }
+
+int64_t identity_cert_not_after_ms(const struct mbedtls_x509_crt *crt)
+{
+  const mbedtls_x509_time *t;
+  int y, m;
+  int64_t era, yoe, doy, days;
+
+  if (!crt)
+    return 0;
+  t = &crt->valid_to;
+  if (t->year < 1970 || t->mon < 1 || t->mon > 12)
+    return 0;
+  /* Days since 1970-01-01 (proleptic Gregorian; timegm is not C11). */
+  y = t->year - (t->mon <= 2);
+  m = t->mon;
+  era = y / 400;
+  yoe = y - era * 400;
+  doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + t->day - 1;
+  days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+  return ((days * 86400) + t->hour * 3600 + t->min * 60 + t->sec) * 1000;
+}

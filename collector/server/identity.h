@@ -8,6 +8,7 @@
 #define COLLECTOR_IDENTITY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct mbedtls_x509_crt;
 
@@ -33,5 +34,8 @@ int identity_from_cert(const struct mbedtls_x509_crt *crt, struct identity *iden
 /* Parses one SAN URI; same returns as identity_from_cert. */
 int identity_from_uri(const char *uri, size_t uri_len, struct identity *identity, char *err,
                       size_t err_size);
+
+/* The certificate's notAfter as UTC epoch ms, or 0 when `crt` is NULL. Any thread. */
+int64_t identity_cert_not_after_ms(const struct mbedtls_x509_crt *crt);
 
 #endif

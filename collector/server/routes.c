@@ -14,11 +14,13 @@
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "proto/codec.h"
+#include "server/admin.h"
 #include "server/collector_metrics.h"
 #include "server/identity.h"
 
 struct routes {
   ingest *ingest;
+  control *control;
   struct routes_options options;
 };
 
@@ -28,8 +30,11 @@ struct routes_pending {
   http_exchange *exchange;
   uint8_t journal_id[16];
   char store_id[IDENTITY_ID_MAX + 1];
+  char device_id[IDENTITY_ID_MAX + 1];
   uint64_t batch_seq;
   int heartbeat;
+  uint8_t *heartbeat_copy; /* the heartbeat as produced, for the fleet view once accepted */
+  size_t heartbeat_copy_len;
   char admin[IDENTITY_ID_MAX + 1]; /* rebase: who approved it */
   uint64_t started_ns;             /* uv_hrtime() when the request was read whole */
 };
@@ -128,12 +133,17 @@ static void routes_on_batch_done(void *arg, const struct ingest_result *result)
   case INGEST_ACCEPTED:
   case INGEST_DUPLICATE:
     ack.duplicate = result->outcome == INGEST_DUPLICATE;
+    /* Head office's commands ride on every 200 (spec10.md). */
+    control_batch_seen(pending->routes->control, pending->store_id, pending->device_id);
+    ack.n_commands = control_ack_commands(pending->routes->control, pending->store_id,
+                                          pending->device_id, &ack.commands);
     log_info("server", "batch_acked",
              "store=%s journal=%s batch_seq=%llu produced=%u dead_lettered=%u skipped=%u "
              "duplicate=%d",
              pending->store_id, journal_hex, (unsigned long long)pending->batch_seq,
              result->produced, result->dead_lettered, result->skipped, ack.duplicate);
     routes_respond_ack(pending->exchange, 200, &ack, NULL);
+    control_ack_free(ack.commands, ack.n_commands);
     break;
   case INGEST_REFUSED:
     ack.code = (Pos__V1__BatchAckCode)result->code;
@@ -277,6 +287,7 @@ static void routes_batches(routes *r, http_exchange *exchange, const struct iden
   pending->exchange = exchange;
   memcpy(pending->journal_id, batch->envelope->journal_id.data, sizeof(pending->journal_id));
   snprintf(pending->store_id, sizeof(pending->store_id), "%s", id->store_id);
+  snprintf(pending->device_id, sizeof(pending->device_id), "%s", id->device_id);
   pending->batch_seq = batch->envelope->batch_seq;
   pending->started_ns = uv_hrtime();
   ingest_submit_batch(r->ingest, id->store_id, batch, routes_on_batch_done, pending);
@@ -288,10 +299,18 @@ static void routes_on_heartbeat_done(void *arg, const struct ingest_result *resu
   collector_metrics_heartbeat(pending->store_id, result->outcome);
   if (result->outcome == INGEST_ACCEPTED || result->outcome == INGEST_DUPLICATE) {
     Pos__V1__HeartbeatAck ack = POS__V1__HEARTBEAT_ACK__INIT;
+    Pos__V1__Heartbeat *copy =
+        pos__v1__heartbeat__unpack(NULL, pending->heartbeat_copy_len, pending->heartbeat_copy);
     size_t len;
     uint8_t *packed;
+    /* The fleet view and the commands take its reports before the ack
+     * says which commands are still to do. */
+    if (copy)
+      control_heartbeat(pending->routes->control, copy);
     /* The device compares this with its own clock to spot drift. */
     ack.server_clock_ms = clock_wall_ms();
+    ack.n_commands = control_ack_commands(pending->routes->control, pending->store_id,
+                                          pending->device_id, &ack.commands);
     len = pos__v1__heartbeat_ack__get_packed_size(&ack);
     packed = malloc(len ? len : 1);
     if (packed) {
@@ -302,10 +321,41 @@ static void routes_on_heartbeat_done(void *arg, const struct ingest_result *resu
       routes_respond_text(pending->exchange, 503, "collector out of memory",
                           "Retry-After: 5\r\n");
     }
+    control_ack_free(ack.commands, ack.n_commands);
   } else {
     routes_respond_text(pending->exchange, 503, result->message, "Retry-After: 10\r\n");
   }
+  free(pending->heartbeat_copy);
   free(pending);
+}
+
+/*
+ * What the collector adds to a heartbeat before it is produced: the
+ * certificate's expiry and the time it came (set again by the ingest, a
+ * moment later), and the store of the certificate; a packed copy is kept
+ * for the fleet view (without one the view misses this heartbeat only).
+ */
+static void routes_heartbeat_complete(Pos__V1__Heartbeat *heartbeat, http_exchange *exchange,
+                                      const struct identity *id, struct routes_pending *pending)
+{
+  char *store = NULL;
+
+  heartbeat->cert_not_after_ms = identity_cert_not_after_ms(http_exchange_peer_cert(exchange));
+  heartbeat->received_ms = clock_wall_ms();
+  if (!heartbeat->store_id || !heartbeat->store_id[0]) {
+    store = strdup(id->store_id);
+    if (store) {
+      if (heartbeat->store_id && heartbeat->store_id != protobuf_c_empty_string)
+        free(heartbeat->store_id);
+      heartbeat->store_id = store;
+    }
+  }
+  pending->heartbeat_copy_len = pos__v1__heartbeat__get_packed_size(heartbeat);
+  pending->heartbeat_copy = malloc(pending->heartbeat_copy_len + 1);
+  if (pending->heartbeat_copy)
+    pos__v1__heartbeat__pack(heartbeat, pending->heartbeat_copy);
+  else
+    pending->heartbeat_copy_len = 0;
 }
 
 static void routes_heartbeat(routes *r, http_exchange *exchange, const struct identity *id)
@@ -370,6 +420,8 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
   pending->exchange = exchange;
   pending->heartbeat = 1;
   snprintf(pending->store_id, sizeof(pending->store_id), "%s", id->store_id);
+  snprintf(pending->device_id, sizeof(pending->device_id), "%s", id->device_id);
+  routes_heartbeat_complete(heartbeat, exchange, id, pending);
   ingest_submit_heartbeat(r->ingest, id->store_id, heartbeat, routes_on_heartbeat_done, pending);
 }
 
@@ -470,6 +522,10 @@ static void routes_rebase(routes *r, http_exchange *exchange, const struct ident
                        pending->batch_seq, routes_on_rebase_done, pending);
 }
 
+static const char routes_not_admin[] =
+    "{\"error\": \"only head-office admin certificates (urn:pos:admin:<name>) may use the admin "
+    "API; this is a store device certificate\"}\n";
+
 void routes_handle(http_exchange *exchange, void *arg)
 {
   routes *r = arg;
@@ -500,6 +556,19 @@ void routes_handle(http_exchange *exchange, void *arg)
     }
     return;
   }
+  if (strncmp(path, "/v1/admin/", 10) == 0) {
+    if (id.kind != IDENTITY_ADMIN) {
+      log_warn("server", "refused", "peer=%s store=%s device=%s path=%s status=403 reason=\"not "
+               "an admin certificate\"", http_exchange_peer(exchange), id.store_id, id.device_id,
+               path);
+      http_exchange_respond(exchange, 403, "application/json", NULL,
+                            routes_not_admin, sizeof(routes_not_admin) - 1);
+      collector_metrics_refusal(403, "forbidden");
+      return;
+    }
+    admin_handle(r->control, exchange, &id);
+    return;
+  }
   if (strcmp(path, "/v1/batches") == 0 || strcmp(path, "/v1/heartbeat") == 0) {
     if (strcmp(method, "POST") != 0) {
       routes_respond_text(exchange, 405, "use POST", "Allow: POST\r\n");
@@ -518,16 +587,17 @@ void routes_handle(http_exchange *exchange, void *arg)
       routes_heartbeat(r, exchange, &id);
     return;
   }
-  routes_respond_text(exchange, 404, "no such endpoint: POST /v1/batches, POST /v1/heartbeat",
-                      NULL);
+  routes_respond_text(exchange, 404, "no such endpoint: POST /v1/batches, POST /v1/heartbeat, "
+                      "/v1/admin/...", NULL);
 }
 
-routes *routes_create(ingest *in, const struct routes_options *options)
+routes *routes_create(ingest *in, control *ctl, const struct routes_options *options)
 {
   routes *r = calloc(1, sizeof(*r));
   if (!r)
     return NULL;
   r->ingest = in;
+  r->control = ctl;
   r->options = *options;
   return r;
 }

@@ -1,6 +1,7 @@
 /*
  * routes.h - the collector's HTTP API (ARCHITECTURE.md, Wire protocol):
- * POST /v1/batches, POST /v1/heartbeat, GET /healthz. Every request but
+ * POST /v1/batches, POST /v1/heartbeat, GET /healthz, and for admin
+ * certificates /v1/admin/... (server/admin.h; POST /v1/admin/rebase here). Every request but
  * /healthz must carry a verified client certificate whose SAN URI names
  * the caller (server/identity.h).
  */
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "control/control.h"
 #include "ingest/ingest.h"
 #include "platform/http_server.h"
 
@@ -22,8 +24,8 @@ struct routes_options {
 
 typedef struct routes routes;
 
-/* `in` is borrowed and must outlive the routes. NULL when out of memory. */
-routes *routes_create(ingest *in, const struct routes_options *options);
+/* `in` and `control` are borrowed and must outlive the routes. NULL when out of memory. */
+routes *routes_create(ingest *in, control *ctl, const struct routes_options *options);
 
 /* The http_handler_fn of the collector's server; `arg` is the routes. */
 void routes_handle(http_exchange *exchange, void *arg);

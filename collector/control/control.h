@@ -1,0 +1,177 @@
+/*
+ * control.h - head office's side of the collector (issue 10): the commands
+ * of every store (resync, push-now) and the fleet view (the latest
+ * heartbeat of every (store, device)).
+ *
+ * Both live in memory and are rebuilt at start, on a thread of their own,
+ * from pos.control.v1 (keys "<store_id>/command/<command_id>", latest record
+ * wins, a null value deletes) and pos.agent-status.v1 (keys
+ * "<store_id>/<device_id>"). Until that read has reached the end of both
+ * topics control_ready() is 0: the admin API answers 503 and acks carry no
+ * commands.
+ *
+ * A command is issued (control_issue) and changed (reports in heartbeats,
+ * control_cancel) by producing it again, whole, to pos.control.v1 through
+ * ingest_submit_control; an admin is answered only once Kafka acknowledged.
+ *
+ * Life cycle (spec10.md): PENDING until a target reports it; RUNNING while
+ * any target reports it running; finished when every target reported a
+ * final state: DONE if all DONE, else FAILED if any FAILED, else
+ * INCOMPLETE. CANCELLED by an admin while PENDING or RUNNING.
+ *
+ * Everything here runs on the loop thread given to control_create, except
+ * the loader thread, which owns what it builds until the loop adopts it.
+ */
+#ifndef COLLECTOR_CONTROL_H
+#define COLLECTOR_CONTROL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "ingest/ingest.h"
+#include "pos/v1/pos.pb-c.h"
+
+#define CONTROL_ID_MAX 64          /* store, device and admin names (identity.h) */
+#define CONTROL_COMMAND_ID_MAX 96  /* "push-now-20261126T031500Z-a1b2c3" */
+#define CONTROL_MESSAGE_MAX 512    /* a report's message, as kept */
+#define CONTROL_TARGET_AGE_MS (7LL * 24 * 3600 * 1000) /* targets: seen in the last 7 days */
+#define CONTROL_MAX_TARGETS 64
+#define CONTROL_MAX_STORES 1000000u
+#define CONTROL_MAX_COMMANDS 1000000u
+
+enum control_kind { CONTROL_RESYNC = 1, CONTROL_PUSH_NOW = 2 };
+
+/* One target's last report of a command (Pos__V1__CommandReport). */
+struct control_report {
+  char device_id[CONTROL_ID_MAX + 1];
+  int state; /* Pos__V1__CommandState */
+  uint64_t done_sales, total_sales;
+  int64_t available_from_ms;
+  int64_t updated_ms;
+  char message[CONTROL_MESSAGE_MAX + 1];
+};
+
+struct control_command {
+  struct control_command *next_by_id; /* internal: hash chain */
+  char command_id[CONTROL_COMMAND_ID_MAX + 1];
+  char store_id[CONTROL_ID_MAX + 1];
+  enum control_kind kind;
+  int64_t from_ms, to_ms; /* resync: [from, to), to 0 = no end */
+  int64_t issued_ms;
+  char issued_by[CONTROL_ID_MAX + 1];
+  int state; /* Pos__V1__CommandState */
+  int64_t updated_ms;
+  char updated_by[CONTROL_ID_MAX + 16];
+  char (*targets)[CONTROL_ID_MAX + 1]; /* target_count of them */
+  size_t target_count;
+  struct control_report *reports; /* report_count of them, one per device that reported */
+  size_t report_count;
+  /* loop only: the state Kafka holds (acknowledged), and a record in flight */
+  int recorded_state;
+  int recording;
+};
+
+struct control_device {
+  char device_id[CONTROL_ID_MAX + 1];
+  Pos__V1__Heartbeat *heartbeat; /* the latest, as produced; NULL before the first */
+  int64_t last_batch_ms;         /* memory only: 0 = none since start */
+};
+
+struct control_store {
+  struct control_store *next; /* internal: hash chain */
+  char store_id[CONTROL_ID_MAX + 1];
+  struct control_device *devices; /* sorted by device_id */
+  size_t device_count;
+  struct control_command **commands; /* oldest issued first */
+  size_t command_count, command_capacity;
+};
+
+typedef struct control control;
+
+/*
+ * Starts the loader thread reading `brokers` (borrowed for the call) under
+ * `topic_prefix`; `in` (borrowed, must outlive the control) produces its
+ * records. NULL with `err` set when out of memory or no thread can start.
+ */
+control *control_create(uv_loop_t *loop, ingest *in, const char *brokers,
+                        const char *topic_prefix, const char *kafka_debug, char *err,
+                        size_t err_size);
+
+/* 1 once both topics were read to their end. */
+int control_ready(const control *c);
+
+/* Stops the loader (joins it) and frees everything. Commands being
+ * recorded are answered UNAVAILABLE by the ingest, whose callbacks must have
+ * run before (destroy the ingest first). NULL does nothing. */
+void control_destroy(control *c);
+
+/*
+ * A heartbeat Kafka acknowledged (taken: kept as the device's latest): the
+ * fleet view takes it, and its command_reports update the store's
+ * commands; a change of a command's state is produced to pos.control.v1.
+ */
+void control_heartbeat(control *c, Pos__V1__Heartbeat *heartbeat);
+
+/* A batch of (store, device) was answered 200: its last contact. */
+void control_batch_seen(control *c, const char *store_id, const char *device_id);
+
+/*
+ * The commands an ack to (store, device) carries (spec10.md): PENDING and
+ * RUNNING ones whose targets include the device (or that have none), and
+ * CANCELLED ones the device last reported running. Returns the count and
+ * sets *commands (caller frees with control_ack_free); 0 and NULL when none
+ * or not ready.
+ */
+size_t control_ack_commands(control *c, const char *store_id, const char *device_id,
+                            Pos__V1__Command ***commands);
+void control_ack_free(Pos__V1__Command **commands, size_t count);
+
+/* What an admin asks (POST /v1/admin/resync, /v1/admin/push-now). */
+struct control_request {
+  enum control_kind kind;
+  const char *store_id;
+  const char *device_id; /* NULL: the store's devices seen in the last 7 days */
+  int64_t from_ms, to_ms;
+  const char *admin;
+};
+
+/* Called once per control_issue/control_cancel accepted: `command` (NULL
+ * with status >= 400) is borrowed for the call; `message` says why not. */
+typedef void (*control_done_fn)(void *arg, int status, const struct control_command *command,
+                                const char *message);
+
+/*
+ * Issues a command: validates it (400 with `err`: unknown device of the
+ * store), makes its id, and produces it (PENDING). Returns 0 and calls
+ * `done` later with 201 once Kafka acknowledged it (503 if it did not), or
+ * returns the HTTP status (400, 503) with `err` set and never calls `done`.
+ * `warnings` (may be NULL) receives up to 8 lines of at most 300 bytes.
+ */
+int control_issue(control *c, const struct control_request *request, control_done_fn done,
+                  void *arg, char (*warnings)[300], size_t *warning_count, char *err,
+                  size_t err_size);
+
+/*
+ * Cancels command `command_id` for `admin`. Returns 0 and calls `done`
+ * later (200 once recorded, 503), or returns 404 / 409 (finished: `err`
+ * says its state) / 503 without calling `done`.
+ */
+int control_cancel(control *c, const char *command_id, const char *admin, control_done_fn done,
+                   void *arg, char *err, size_t err_size);
+
+/* Lookups, borrowed until the next call that changes the control. */
+const struct control_command *control_find_command(const control *c, const char *command_id);
+const struct control_store *control_find_store(const control *c, const char *store_id);
+/* Every store, sorted by store_id (caller frees the array). NULL when none or out of memory. */
+const struct control_store **control_stores(const control *c, size_t *count);
+
+/* RFC 3339 UTC ("2026-11-26T03:00:00Z"), or "-" for 0. */
+void control_format_time(int64_t ms, char out[32]);
+
+/* "pending", "running", ... for a Pos__V1__CommandState. Static. */
+const char *control_state_name(int state);
+/* 1 for DONE, INCOMPLETE, FAILED, CANCELLED. */
+int control_state_final(int state);
+
+#endif
