@@ -699,9 +699,9 @@ static int ingest_delta_route(const struct ingest_batch *b, const char *store_id
  * be positioned (no rows named, rows on both sides of the position, rows
  * carried over whose deltas the log holds under an earlier journal) are
  * dead-lettered outside any position: counting them could count rows
- * twice, dropping them would lose the rest. A replay's deltas are not
- * produced: the live batches carry each row's deltas once, and the
- * inventory topic has no replay twin.
+ * twice, dropping them would lose the rest. A replay's deltas go to
+ * pos.inventory-deltas.replay.v1, exactly once per resync by the same rule:
+ * the live topic counts each row's consumption once, from the live batches.
  */
 static void ingest_batch_deltas(ingest *in, struct ingest_batch *b, const char *store_id)
 {
@@ -715,14 +715,11 @@ static void ingest_batch_deltas(ingest *in, struct ingest_batch *b, const char *
 
   if (batch->n_inventory_deltas == 0)
     return;
-  if (b->journal->resync_id[0]) {
-    b->result.deltas_skipped += (uint32_t)batch->n_inventory_deltas;
-    log_info("ingest", "replay_deltas_not_produced",
-             "store=%s resync_id=%s batch_seq=%" PRIu64 " deltas=%zu", store_id,
-             b->journal->resync_id, envelope->batch_seq, batch->n_inventory_deltas);
-    return;
-  }
-  before = ingest_carried_deltas_in_log(in, store_id, envelope->device_id, batch, &origin);
+  /* A replay's deltas go to their own topic, positioned in the replay's
+   * own stream: rows carried from an earlier journal are a live matter. */
+  before = b->journal->resync_id[0]
+               ? NULL
+               : ingest_carried_deltas_in_log(in, store_id, envelope->device_id, batch, &origin);
   if (before) {
     proto_journal_id_format(before->journal_id, hex);
     snprintf(carried_why, sizeof(carried_why), "the deltas cover rows carried over from "
@@ -1895,14 +1892,15 @@ static void ingest_recovery_cb(uv_async_t *handle)
   log_info("ingest", "recovery_done",
            "instance=%s checkpoint_generation=%" PRIu64 " checkpoint_journals=%" PRIu64
            " journals=%zu sales_read=%" PRIu64 " replay_read=%" PRIu64 " dlq_read=%" PRIu64
-           " inventory_read=%" PRIu64 " folded=%" PRIu64 " foreign=%" PRIu64
-           " manifest_generation=%" PRIu64 " leftover_parts=%" PRIu64
+           " inventory_read=%" PRIu64 " inventory_replay_read=%" PRIu64 " folded=%" PRIu64
+           " foreign=%" PRIu64 " manifest_generation=%" PRIu64 " leftover_parts=%" PRIu64
            " previous_closed_cleanly=%d waited_ms=%" PRIu64 " rebases=%" PRIu64
            " attempts=%d ms=%" PRIu64,
            in->instance_id, stats->checkpoint_generation, stats->checkpoint_journals,
            in->state.journal_count, stats->records_read[KAFKA_TOPIC_SALES],
            stats->records_read[KAFKA_TOPIC_REPLAY], stats->records_read[KAFKA_TOPIC_DLQ],
-           stats->records_read[KAFKA_TOPIC_INVENTORY], stats->records_folded,
+           stats->records_read[KAFKA_TOPIC_INVENTORY],
+           stats->records_read[KAFKA_TOPIC_INVENTORY_REPLAY], stats->records_folded,
            stats->records_foreign, stats->manifest_generation, stats->leftover_parts,
            stats->previous_closed_cleanly, stats->waited_ms, stats->rebases, stats->attempts,
            stats->elapsed_ms);

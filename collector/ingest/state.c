@@ -169,7 +169,8 @@ enum kafka_topic ingest__stream_topic(const struct ingest_journal *journal,
   case INGEST_STREAM_DLQ_INVENTORY:
     return KAFKA_TOPIC_DLQ;
   case INGEST_STREAM_INVENTORY:
-    return KAFKA_TOPIC_INVENTORY;
+    /* A replay's deltas have a topic of their own: the live one counts each row once. */
+    return journal->resync_id[0] ? KAFKA_TOPIC_INVENTORY_REPLAY : KAFKA_TOPIC_INVENTORY;
   default:
     return journal->resync_id[0] ? KAFKA_TOPIC_REPLAY : KAFKA_TOPIC_SALES;
   }
@@ -288,6 +289,9 @@ int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
                  : INGEST_STREAM_DLQ;
     break;
   case KAFKA_TOPIC_INVENTORY:
+  case KAFKA_TOPIC_INVENTORY_REPLAY:
+    if (replay != (topic == KAFKA_TOPIC_INVENTORY_REPLAY))
+      return 0;
     stream = INGEST_STREAM_INVENTORY;
     break;
   default:
@@ -369,7 +373,7 @@ int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *
         which = INGEST_STREAM_SALES;
       else if (topic == KAFKA_TOPIC_DLQ)
         which = pos.index > 0 ? INGEST_STREAM_DLQ_INVENTORY : INGEST_STREAM_DLQ;
-      else if (topic == KAFKA_TOPIC_INVENTORY)
+      else if (topic == KAFKA_TOPIC_INVENTORY || topic == KAFKA_TOPIC_INVENTORY_REPLAY)
         which = INGEST_STREAM_INVENTORY;
       else
         continue;

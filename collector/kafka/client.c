@@ -18,6 +18,7 @@ static const char *const kafka_suffixes[KAFKA_TOPIC_COUNT] = {
     [KAFKA_TOPIC_REPLAY] = "sales.replay.v1",
     [KAFKA_TOPIC_DLQ] = "dlq.v1",
     [KAFKA_TOPIC_INVENTORY] = "inventory-deltas.v1",
+    [KAFKA_TOPIC_INVENTORY_REPLAY] = "inventory-deltas.replay.v1",
     [KAFKA_TOPIC_STATUS] = "agent-status.v1",
     [KAFKA_TOPIC_STATE] = "ingest-state.v1",
     [KAFKA_TOPIC_CONTROL] = "control.v1",

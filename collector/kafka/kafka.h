@@ -21,6 +21,7 @@ enum kafka_topic {
   KAFKA_TOPIC_REPLAY,       /* sales.replay.v1 */
   KAFKA_TOPIC_DLQ,          /* dlq.v1 */
   KAFKA_TOPIC_INVENTORY,    /* inventory-deltas.v1 */
+  KAFKA_TOPIC_INVENTORY_REPLAY, /* inventory-deltas.replay.v1: a replay's deltas */
   KAFKA_TOPIC_STATUS,       /* agent-status.v1 (compacted) */
   KAFKA_TOPIC_STATE,        /* ingest-state.v1 (compacted) */
   KAFKA_TOPIC_CONTROL,      /* control.v1 (compacted) */
@@ -28,7 +29,7 @@ enum kafka_topic {
 };
 
 /* The data topics, whose records the ingest state is rebuilt from, come first. */
-#define KAFKA_DATA_TOPICS 4
+#define KAFKA_DATA_TOPICS 5
 
 /*
  * How long a broker may still act on a produce request the producer sent:

@@ -1214,23 +1214,32 @@ static void test_replay_goes_to_replay_topic(void **state)
 {
   struct fixture *f = *state;
   struct sale_spec specs[3] = {{1, 0, NULL}, {2, 0, NULL}, {3, 0, NULL}};
-  struct records *replay, *live, *inventory;
+  struct records *replay, *live, *inventory, *inventory_replay;
   struct ingest_result r;
   wait_ready(f);
   assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 2, NULL)).outcome, INGEST_ACCEPTED);
   /* The same sales replayed under a resync: their own batch_seq space and topic. Their
-   * deltas are not produced: the live batch counted those rows' stock (issue 8; before, each
-   * replay put them in pos.inventory-deltas.v1 again). */
+   * deltas go to pos.inventory-deltas.replay.v1 (issue 10), once per resync; the live
+   * inventory topic, which counted those rows' stock from the live batch, never gets them. */
   r = submit(f, make_batch(0xcc, 1, specs, 3, 2, "R-1"));
   assert_int_equal(r.outcome, INGEST_ACCEPTED);
-  assert_int_equal(r.deltas_produced, 0);
-  assert_int_equal(r.deltas_skipped, 2);
+  assert_int_equal(r.deltas_produced, 2);
+  assert_int_equal(r.deltas_skipped, 0);
   assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 2, "R-1")).outcome, INGEST_DUPLICATE);
   assert_int_equal(submit(f, make_batch(0xcc, 1, specs, 3, 2, "R-2")).outcome, INGEST_ACCEPTED);
   inventory = read_topic(f, "inventory-deltas.v1");
   assert_int_equal(inventory->count, 2);
   assert_string_equal(inventory->items[0].kind, "live");
+  assert_string_equal(inventory->items[1].kind, "live");
   free_records(inventory);
+  inventory_replay = read_topic(f, "inventory-deltas.replay.v1");
+  assert_int_equal(inventory_replay->count, 4);
+  assert_string_equal(inventory_replay->items[0].kind, "replay");
+  assert_string_equal(inventory_replay->items[0].resync_id, "R-1");
+  assert_string_equal(inventory_replay->items[1].resync_id, "R-1");
+  assert_string_equal(inventory_replay->items[2].resync_id, "R-2");
+  assert_string_equal(inventory_replay->items[3].resync_id, "R-2");
+  free_records(inventory_replay);
   live = read_topic(f, "sales.v1");
   assert_seqs(live, 1, 3);
   replay = read_topic(f, "sales.replay.v1");
