@@ -83,6 +83,13 @@ static int64_t admin_days_from_civil(int y, int m, int d)
   return era * 146097 + doe - 719468;
 }
 
+static int admin_days_in_month(int y, int m)
+{
+  static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return days[m - 1] + (m == 2 && leap);
+}
+
 int admin_parse_time(const char *text, int64_t *ms)
 {
   int y, mo, d, h = 0, mi = 0, s = 0, n = 0, oh = 0, om = 0;
@@ -124,7 +131,8 @@ int admin_parse_time(const char *text, int64_t *ms)
       return -1; /* a time of day needs its zone: Z or an offset */
     }
   }
-  if (*p || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
+  if (*p || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > admin_days_in_month(y, mo) || h > 23 ||
+      mi > 59 || s > 60)
     return -1;
   *ms = ((admin_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) - offset_s) * 1000 +
         frac_ms;
