@@ -97,8 +97,8 @@ static int control_load_heartbeat(void *arg, const rd_kafka_message_t *record)
   if (!heartbeat)
     return 0;
   loader->heartbeats_read++;
-  /* Newest by record order: the log's order is the order they were taken. */
-  heartbeat->received_ms = heartbeat->received_ms ? heartbeat->received_ms : 1;
+  /* The log's order is the order they were taken: a later record replaces the one kept.
+   * received_ms (set by the collector) decides against what the loop took meanwhile. */
   store = control__store_find(&loader->map, store_id);
   device = store ? control__device_find(store, device_id) : NULL;
   if (device && device->heartbeat) {
