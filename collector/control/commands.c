@@ -514,6 +514,13 @@ int control_issue(control *c, const struct control_request *request, control_don
   status = control_targets(c, request, command, warnings, warning_count, err, err_size);
   if (status)
     goto fail;
+  /* Kept for the command's life: only the slots used (one at least, for a first reporter). */
+  {
+    size_t slots = command->target_count ? command->target_count : 1;
+    char(*targets)[CONTROL_ID_MAX + 1] = realloc(command->targets, slots * sizeof(*targets));
+    if (targets)
+      command->targets = targets;
+  }
   do
     control_make_id(c, request->kind, now, command->command_id, sizeof(command->command_id));
   while (control__command_find(&c->map, command->command_id));

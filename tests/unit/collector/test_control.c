@@ -1,0 +1,236 @@
+/*
+ * test_control.c - head-office commands (collector/control/) over a real
+ * ingest and librdkafka's mock cluster: a command's life cycle from the
+ * reports of its targets, and its rebuilding from pos.control.v1 at start
+ * (latest record of a key wins, a null value deletes).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "control/control.h"
+#include "kafka/kafka.h"
+#include "platform/clock.h"
+
+#define WAIT_MS 20000
+
+struct fixture {
+  uv_loop_t loop;
+  kafka_embedded *kafka;
+  ingest *in;
+  control *ctl;
+};
+
+struct answer {
+  int done, status;
+  char command_id[CONTROL_COMMAND_ID_MAX + 1];
+  char message[256];
+};
+
+static void on_done(void *arg, int status, const struct control_command *command,
+                    const char *message)
+{
+  struct answer *a = arg;
+  a->done = 1;
+  a->status = status;
+  if (command)
+    snprintf(a->command_id, sizeof(a->command_id), "%s", command->command_id);
+  snprintf(a->message, sizeof(a->message), "%s", message ? message : "");
+}
+
+static void run_until(struct fixture *f, const int *flag)
+{
+  uint64_t deadline = clock_mono_ms() + WAIT_MS;
+  while (!*flag && clock_mono_ms() < deadline)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_true(*flag);
+}
+
+static void start_control(struct fixture *f)
+{
+  char err[512];
+  uint64_t deadline = clock_mono_ms() + WAIT_MS;
+  f->ctl = control_create(&f->loop, f->in, ingest_bootstrap(f->in), "pos.", NULL, err,
+                          sizeof(err));
+  if (!f->ctl)
+    fail_msg("control_create: %s", err);
+  while (!control_ready(f->ctl) && clock_mono_ms() < deadline)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_true(control_ready(f->ctl));
+}
+
+static int setup(void **state)
+{
+  struct fixture *f = calloc(1, sizeof(*f));
+  struct ingest_options options = {.topic_prefix = "pos.", .instance_id = "test-control",
+                                   .checkpoint_interval_ms = 1000, .produce_timeout_ms = 5000,
+                                   .request_timeout_ms = 500};
+  char err[512];
+  assert_non_null(f);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  f->kafka = kafka_embedded_start(1, 2, "pos.", err, sizeof(err));
+  if (!f->kafka)
+    fail_msg("mock cluster: %s", err);
+  options.brokers = kafka_embedded_bootstrap(f->kafka);
+  f->in = ingest_create(&f->loop, &options, err, sizeof(err));
+  if (!f->in)
+    fail_msg("ingest_create: %s", err);
+  start_control(f);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  struct fixture *f = *state;
+  control_destroy(f->ctl);
+  ingest_destroy(f->in, 5000);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  kafka_embedded_stop(f->kafka);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  free(f);
+  return 0;
+}
+
+/* A heartbeat of (S1, device) reporting `command_id` in `state` with done/total sales. */
+static void report(struct fixture *f, const char *device, const char *command_id, int state,
+                   uint64_t done, uint64_t total)
+{
+  Pos__V1__Heartbeat hb = POS__V1__HEARTBEAT__INIT;
+  Pos__V1__CommandReport r = POS__V1__COMMAND_REPORT__INIT;
+  Pos__V1__CommandReport *reports[1] = {&r};
+  uint8_t buf[512];
+  size_t len;
+
+  hb.store_id = "S1";
+  hb.device_id = (char *)device;
+  hb.received_ms = clock_wall_ms();
+  r.command_id = (char *)command_id;
+  r.state = (Pos__V1__CommandState)state;
+  r.done_sales = done;
+  r.total_sales = total;
+  hb.command_reports = command_id ? reports : NULL;
+  hb.n_command_reports = command_id ? 1 : 0;
+  len = pos__v1__heartbeat__pack(&hb, buf);
+  control_heartbeat(f->ctl, pos__v1__heartbeat__unpack(NULL, len, buf));
+}
+
+/* Runs the loop until every record of `command_id` is in Kafka. */
+static void settle(struct fixture *f, const char *command_id)
+{
+  uint64_t deadline = clock_mono_ms() + WAIT_MS;
+  const struct control_command *cmd = control_find_command(f->ctl, command_id);
+  assert_non_null(cmd);
+  while ((cmd->recording || cmd->recorded_state != cmd->state) && clock_mono_ms() < deadline) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    cmd = control_find_command(f->ctl, command_id);
+  }
+  assert_int_equal(cmd->recorded_state, cmd->state);
+}
+
+static void issue(struct fixture *f, enum control_kind kind, struct answer *a)
+{
+  struct control_request request = {.kind = kind, .store_id = "S1", .from_ms = 1000,
+                                    .admin = "alice"};
+  char warnings[8][300], err[256];
+  size_t warning_count = 0;
+  memset(a, 0, sizeof(*a));
+  assert_int_equal(control_issue(f->ctl, &request, on_done, a, warnings, &warning_count, err,
+                                 sizeof(err)),
+                   0);
+  run_until(f, &a->done);
+  assert_int_equal(a->status, 201);
+}
+
+static int state_of(struct fixture *f, const char *command_id)
+{
+  const struct control_command *cmd = control_find_command(f->ctl, command_id);
+  return cmd ? cmd->state : -1;
+}
+
+/* Two targets: running once one reports, finished only when both did, INCOMPLETE over DONE. */
+static void a_command_finishes_when_every_target_reported(void **state)
+{
+  struct fixture *f = *state;
+  struct answer a;
+  size_t n;
+  Pos__V1__Command **acked;
+
+  report(f, "D1", NULL, 0, 0, 0);
+  report(f, "D2", NULL, 0, 0, 0);
+  issue(f, CONTROL_RESYNC, &a);
+  assert_int_equal(control_find_command(f->ctl, a.command_id)->target_count, 2);
+  n = control_ack_commands(f->ctl, "S1", "D2", &acked);
+  assert_int_equal(n, 1);
+  assert_string_equal(acked[0]->command_id, a.command_id);
+  assert_string_equal(acked[0]->resync->resync_id, a.command_id);
+  control_ack_free(acked, n);
+  assert_int_equal(control_ack_commands(f->ctl, "S1", "D9", &acked), 0);
+
+  report(f, "D1", a.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING, 3, 10);
+  assert_int_equal(state_of(f, a.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING);
+  report(f, "D1", a.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_DONE, 10, 10);
+  assert_int_equal(state_of(f, a.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING);
+  report(f, "D2", a.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_INCOMPLETE, 4, 4);
+  assert_int_equal(state_of(f, a.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_INCOMPLETE);
+  assert_string_equal(control_find_command(f->ctl, a.command_id)->updated_by, "device:D2");
+  /* Finished: no ack carries it, and a later report never reopens it. */
+  assert_int_equal(control_ack_commands(f->ctl, "S1", "D1", &acked), 0);
+  report(f, "D2", a.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING, 4, 4);
+  assert_int_equal(state_of(f, a.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_INCOMPLETE);
+  settle(f, a.command_id);
+}
+
+/* At start: the latest record per key wins, and a null value deletes the command. */
+static void commands_are_rebuilt_from_the_log(void **state)
+{
+  struct fixture *f = *state;
+  struct answer done_one, deleted, pending;
+  char key[200], err[512];
+  rd_kafka_t *producer;
+  rd_kafka_conf_t *conf;
+
+  issue(f, CONTROL_PUSH_NOW, &done_one);
+  issue(f, CONTROL_RESYNC, &deleted);
+  issue(f, CONTROL_RESYNC, &pending);
+  /* No device known when issued: the first that reports it becomes its target. */
+  report(f, "D7", done_one.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_DONE, 0, 0);
+  settle(f, done_one.command_id);
+  conf = kafka_producer_conf(ingest_bootstrap(f->in), NULL, err, sizeof(err));
+  assert_non_null(conf);
+  producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  assert_non_null(producer);
+  snprintf(key, sizeof(key), "S1/command/%s", deleted.command_id);
+  assert_int_equal(rd_kafka_producev(producer, RD_KAFKA_V_TOPIC("pos.control.v1"),
+                                     RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(NULL, 0),
+                                     RD_KAFKA_V_END),
+                   0);
+  assert_int_equal(rd_kafka_flush(producer, 10000), 0);
+  rd_kafka_destroy(producer);
+
+  control_destroy(f->ctl);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  start_control(f);
+  assert_int_equal(state_of(f, done_one.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_DONE);
+  assert_string_equal(control_find_command(f->ctl, done_one.command_id)->targets[0], "D7");
+  assert_string_equal(control_find_command(f->ctl, done_one.command_id)->issued_by, "alice");
+  assert_int_equal(state_of(f, deleted.command_id), -1);
+  assert_int_equal(state_of(f, pending.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+  assert_non_null(control_find_store(f->ctl, "S1"));
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(a_command_finishes_when_every_target_reported, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(commands_are_rebuilt_from_the_log, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
