@@ -15,6 +15,7 @@
 
 #include "platform/clock.h"
 #include "platform/log.h"
+#include "server/collector_metrics.h"
 
 #define ADMIN_DEFAULT_LAGGING_MS (30LL * 60 * 1000)
 #define ADMIN_STORE_COMMANDS 20
@@ -57,6 +58,12 @@ static void admin_respond(http_exchange *exchange, int status, json_t *root, con
 
 static void admin_error(http_exchange *exchange, int status, const char *message)
 {
+  /* Counted like the other refusals, under words of the admin API. */
+  collector_metrics_refusal(status, status == 404   ? "admin_not_found"
+                                    : status == 405 ? "method_not_allowed"
+                                    : status == 409 ? "admin_command_finished"
+                                    : status == 503 ? "unavailable"
+                                                    : "admin_bad_request");
   admin_respond(exchange, status, json_pack("{s:s}", "error", message),
                 status == 503 ? "Retry-After: 2\r\n" : status == 405 ? "Allow: GET, POST\r\n"
                                                                      : NULL);
