@@ -54,12 +54,18 @@ static void run_until(struct fixture *f, const int *flag)
 
 static void start_control(struct fixture *f)
 {
+  struct control_request request = {.kind = CONTROL_PUSH_NOW, .store_id = "S1", .admin = "a"};
   char err[512];
   uint64_t deadline = clock_mono_ms() + WAIT_MS;
+  Pos__V1__Command **acked;
   f->ctl = control_create(&f->loop, f->in, ingest_bootstrap(f->in), "pos.", NULL, err,
                           sizeof(err));
   if (!f->ctl)
     fail_msg("control_create: %s", err);
+  /* Until the loop adopted what the loader read, nothing is answered from memory. */
+  assert_int_equal(control_issue(f->ctl, &request, NULL, NULL, NULL, NULL, err, sizeof(err)), 503);
+  assert_non_null(strstr(err, "loading commands"));
+  assert_int_equal(control_ack_commands(f->ctl, "S1", "D1", &acked), 0);
   while (!control_ready(f->ctl) && clock_mono_ms() < deadline)
     uv_run(&f->loop, UV_RUN_ONCE);
   assert_true(control_ready(f->ctl));
