@@ -153,6 +153,14 @@ log "D2's ack: $acked"
 assert_match "D2's ack: the resync of both devices" "(^| )$RESYNC=COMMAND_STATE_(PENDING|RUNNING)( |\$)" "$acked"
 assert_contains "D2's ack: the resync of D2" "$RESYNC_D2=COMMAND_STATE_PENDING" "$acked"
 assert_eq "D2's ack: those two only" 2 "$(wc -w <<<"$acked")"
+# So do its BatchAcks (200).
+send_batch device-S001-D2 --device D2 --journal d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2 --batch-seq 1 \
+  --first-seq 1 --sales 2
+assert_eq "D2's batch: status" 200 "$(batch_field status)"
+assert_contains "D2's BatchAck carries the resync of D2" "$RESYNC_D2" "$(batch_field commands)"
+assert_contains "D2's BatchAck carries the resync of both" "$RESYNC" "$(batch_field commands)"
+admin_ok GET /v1/admin/stores/S001 200
+assert_eq "D2's last batch in the fleet view" text "$(json_type "$ANSWER" '$.store.devices[1].last_batch')"
 
 # ---- a report finishes a command; a finished one cannot be cancelled -------------------------------
 heartbeat_as D2 "command_reports { command_id: \"$RESYNC\" state: COMMAND_STATE_RUNNING done_sales: 5 total_sales: 10 }"

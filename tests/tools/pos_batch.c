@@ -34,7 +34,7 @@
  * Output, one line per request (unless --quiet):
  *   status=200 acked_batch_seq=1 expected_batch_seq=0 duplicate=0 retry_after=
  *     batch_seq=1 sales=10 body_bytes=812 ms=3.1 local_port=40212
- *     journal_id=<hex> message="..."
+ *     journal_id=<hex> commands=<id,id...|-> message="..."
  * (status=0 curl_error=N error="..." when no HTTP answer came back, e.g. a
  * refused TLS handshake.) With --count > 1 a summary line follows:
  *   batches=N sales=N answered_200=N other=N seconds=S sales_per_s=R
@@ -707,11 +707,15 @@ static int batch_send_all(const struct batch_options *options)
         ack = pos__v1__batch_ack__unpack(NULL, response.length, response.data);
       printf("status=%ld acked_batch_seq=%" PRIu64 " expected_batch_seq=%" PRIu64
              " duplicate=%d retry_after=%s batch_seq=%" PRIu64 " sales=%ld body_bytes=%zu "
-             "ms=%.2f local_port=%ld journal_id=%s message=",
+             "ms=%.2f local_port=%ld journal_id=%s commands=",
              status, ack ? ack->acked_batch_seq : 0, ack ? ack->expected_batch_seq : 0,
              ack ? ack->duplicate : 0, answer.retry_after, options->batch_seq + (uint64_t)i,
              options->bomb || options->garbage ? 0 : options->sales, body_len, ms, local_port,
              options->journal_hex);
+      /* Head-office commands the ack carries (issue 10): their ids, comma-separated. */
+      for (size_t c = 0; ack && c < ack->n_commands; c++)
+        printf("%s%s", c ? "," : "", ack->commands[c]->command_id);
+      printf("%s message=", ack && ack->n_commands ? "" : "-");
       if (ack)
         batch_print_quoted((const uint8_t *)(ack->message ? ack->message : ""),
                            ack->message ? strlen(ack->message) : 0);
