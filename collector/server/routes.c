@@ -534,11 +534,15 @@ void routes_handle(http_exchange *exchange, void *arg)
   struct identity id;
 
   if (strcmp(path, "/healthz") == 0) {
-    if (ingest_ready(r->ingest))
-      routes_respond_text(exchange, 200, "ok", NULL);
-    else
+    /* Ready once batches are taken and head office's commands are known. */
+    if (!ingest_ready(r->ingest))
       routes_respond_text(exchange, 503, "rebuilding exactly-once state from Kafka",
                           "Retry-After: 5\r\n");
+    else if (!control_ready(r->control))
+      routes_respond_text(exchange, 503, "loading commands and fleet state from Kafka",
+                          "Retry-After: 2\r\n");
+    else
+      routes_respond_text(exchange, 200, "ok", NULL);
     return;
   }
   if (routes_identify(exchange, &id))
