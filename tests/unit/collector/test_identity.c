@@ -59,6 +59,20 @@ static void device_certificate_names_store_and_device(void **state)
   assert_string_equal(id.device_id, "D1");
 }
 
+/* pki.sh made "expired" with notAfter 2020-02-01T00:00:00Z: the fleet view's cert_not_after. */
+static void certificate_expiry_in_epoch_ms(void **state)
+{
+  mbedtls_x509_crt crt;
+  char path[128];
+  (void)state;
+  mbedtls_x509_crt_init(&crt);
+  snprintf(path, sizeof(path), "%s/expired.crt", pki_dir);
+  assert_int_equal(mbedtls_x509_crt_parse_file(&crt, path), 0);
+  assert_int_equal(identity_cert_not_after_ms(&crt), 1580515200000LL);
+  mbedtls_x509_crt_free(&crt);
+  assert_int_equal(identity_cert_not_after_ms(NULL), 0);
+}
+
 static void admin_certificate_names_the_admin(void **state)
 {
   struct identity id;
@@ -112,6 +126,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(device_certificate_names_store_and_device),
       cmocka_unit_test(admin_certificate_names_the_admin),
+      cmocka_unit_test(certificate_expiry_in_epoch_ms),
       cmocka_unit_test(server_certificate_has_no_identity),
       cmocka_unit_test(malformed_uris_are_refused),
       cmocka_unit_test(no_certificate_is_no_identity),
