@@ -667,28 +667,39 @@ static void control_apply_report(struct control_command *command, const char *de
   snprintf(command->updated_by, sizeof(command->updated_by), "device:%s", device_id);
 }
 
+void control__take_reports(control *c, const Pos__V1__Heartbeat *heartbeat)
+{
+  const char *store_id = heartbeat->store_id ? heartbeat->store_id : "";
+  const char *device_id = heartbeat->device_id ? heartbeat->device_id : "";
+
+  for (size_t i = 0; i < heartbeat->n_command_reports; i++) {
+    const Pos__V1__CommandReport *report = heartbeat->command_reports[i];
+    struct control_command *command =
+        report->command_id ? control__command_find(&c->map, report->command_id) : NULL;
+    if (command && strcmp(command->store_id, store_id) == 0)
+      control_apply_report(command, device_id, report);
+  }
+}
+
+void control__commit_store(control *c, const struct control_store *store)
+{
+  for (size_t i = 0; store && i < store->command_count; i++)
+    control_commit(c, store->commands[i]);
+}
+
 void control_heartbeat(control *c, Pos__V1__Heartbeat *heartbeat)
 {
   const char *store_id = heartbeat->store_id ? heartbeat->store_id : "";
   const char *device_id = heartbeat->device_id ? heartbeat->device_id : "";
-  struct control_store *store;
 
-  if (c->ready) {
-    for (size_t i = 0; i < heartbeat->n_command_reports; i++) {
-      const Pos__V1__CommandReport *report = heartbeat->command_reports[i];
-      struct control_command *command =
-          report->command_id ? control__command_find(&c->map, report->command_id) : NULL;
-      if (command && strcmp(command->store_id, store_id) == 0)
-        control_apply_report(command, device_id, report);
-    }
-  }
+  if (c->ready)
+    control__take_reports(c, heartbeat);
   if (control__fleet_take(&c->map, store_id, device_id, heartbeat))
     log_warn("control", "fleet_not_updated", "store=%.64s device=%.64s reason=\"out of memory "
              "or over %u stores\"", store_id, device_id, CONTROL_MAX_STORES);
   /* Record what changed, and what Kafka did not take the last time. */
-  store = c->ready ? control__store_find(&c->map, store_id) : NULL;
-  for (size_t i = 0; store && i < store->command_count; i++)
-    control_commit(c, store->commands[i]);
+  if (c->ready)
+    control__commit_store(c, control__store_find(&c->map, store_id));
 }
 
 /* Whether an ack to `device_id` carries `command` (control.h). */

@@ -66,6 +66,11 @@ void control__command_free(struct control_command *command);
 /* From a control.v1 value: NULL when it is not a resync or push-now, or out of memory. */
 struct control_command *control__command_from_proto(const Pos__V1__Command *proto);
 
+/* Applies the command reports of `heartbeat` (borrowed) to its store's commands. Loop. */
+void control__take_reports(control *c, const Pos__V1__Heartbeat *heartbeat);
+/* Produces every state of the store's commands that Kafka does not hold yet. Loop. */
+void control__commit_store(control *c, const struct control_store *store);
+
 /* load.c (loop thread) */
 int control__loader_start(control *c, const char *brokers, const char *topic_prefix,
                           const char *debug, char *err, size_t err_size);

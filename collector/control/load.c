@@ -189,6 +189,25 @@ static void control_adopt(control *c, struct control_loader *loader)
   memset(&loader->map, 0, sizeof(loader->map));
 }
 
+/*
+ * Progress between changes of state is in the devices' latest heartbeats,
+ * not in pos.control.v1: the commands take it back from them. A state the
+ * heartbeats prove and pos.control.v1 lacks (its record was lost with the
+ * previous run) is produced now.
+ */
+static void control_take_loaded_reports(control *c)
+{
+  for (size_t b = 0; b < c->map.bucket_count; b++) {
+    for (struct control_store *s = c->map.stores[b]; s; s = s->next) {
+      for (size_t i = 0; i < s->device_count; i++) {
+        if (s->devices[i].heartbeat)
+          control__take_reports(c, s->devices[i].heartbeat);
+      }
+      control__commit_store(c, s);
+    }
+  }
+}
+
 static void control_loaded_cb(uv_async_t *handle)
 {
   control *c = handle->data;
@@ -200,6 +219,7 @@ static void control_loaded_cb(uv_async_t *handle)
   c->loader = NULL;
   if (loader->rc == 0) {
     control_adopt(c, loader);
+    control_take_loaded_reports(c);
     c->ready = 1;
     log_info("control", "loaded", "commands=%" PRIu64 " heartbeats=%" PRIu64 " stores=%zu "
              "open_commands_kept=%zu", loader->commands_read, loader->heartbeats_read,

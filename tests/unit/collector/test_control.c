@@ -104,9 +104,26 @@ static int teardown(void **state)
   return 0;
 }
 
-/* A heartbeat of (S1, device) reporting `command_id` in `state` with done/total sales. */
+static void on_heartbeat(void *arg, const struct ingest_result *result)
+{
+  int *done = arg;
+  assert_int_equal(result->outcome, INGEST_ACCEPTED);
+  *done = 1;
+}
+
+/* A heartbeat of (S1, device) reporting `command_id` in `state` with done/total sales, taken
+ * by the control and, with `to_kafka`, first produced to pos.agent-status.v1 as routes.c does. */
+static void report_to(struct fixture *f, int to_kafka, const char *device, const char *command_id,
+                      int state, uint64_t done, uint64_t total);
+
 static void report(struct fixture *f, const char *device, const char *command_id, int state,
                    uint64_t done, uint64_t total)
+{
+  report_to(f, 0, device, command_id, state, done, total);
+}
+
+static void report_to(struct fixture *f, int to_kafka, const char *device, const char *command_id,
+                      int state, uint64_t done, uint64_t total)
 {
   Pos__V1__Heartbeat hb = POS__V1__HEARTBEAT__INIT;
   Pos__V1__CommandReport r = POS__V1__COMMAND_REPORT__INIT;
@@ -124,6 +141,12 @@ static void report(struct fixture *f, const char *device, const char *command_id
   hb.command_reports = command_id ? reports : NULL;
   hb.n_command_reports = command_id ? 1 : 0;
   len = pos__v1__heartbeat__pack(&hb, buf);
+  if (to_kafka) {
+    int produced = 0;
+    ingest_submit_heartbeat(f->in, "S1", pos__v1__heartbeat__unpack(NULL, len, buf),
+                            on_heartbeat, &produced);
+    run_until(f, &produced);
+  }
   control_heartbeat(f->ctl, pos__v1__heartbeat__unpack(NULL, len, buf));
 }
 
@@ -208,6 +231,10 @@ static void commands_are_rebuilt_from_the_log(void **state)
   /* No device known when issued: the first that reports it becomes its target. */
   report(f, "D7", done_one.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_DONE, 0, 0);
   settle(f, done_one.command_id);
+  /* Recorded running at 2 of 10; the progress to 6 is only in the device's latest heartbeat. */
+  report(f, "D8", pending.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING, 2, 10);
+  settle(f, pending.command_id);
+  report_to(f, 1, "D8", pending.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING, 6, 10);
   conf = kafka_producer_conf(ingest_bootstrap(f->in), NULL, err, sizeof(err));
   assert_non_null(conf);
   producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
@@ -227,7 +254,9 @@ static void commands_are_rebuilt_from_the_log(void **state)
   assert_string_equal(control_find_command(f->ctl, done_one.command_id)->targets[0], "D7");
   assert_string_equal(control_find_command(f->ctl, done_one.command_id)->issued_by, "alice");
   assert_int_equal(state_of(f, deleted.command_id), -1);
-  assert_int_equal(state_of(f, pending.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+  assert_int_equal(state_of(f, pending.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING);
+  assert_int_equal(control_find_command(f->ctl, pending.command_id)->report_count, 1);
+  assert_int_equal(control_find_command(f->ctl, pending.command_id)->reports[0].done_sales, 6);
   assert_non_null(control_find_store(f->ctl, "S1"));
 }
 
