@@ -457,7 +457,7 @@ int posctl_render_store(FILE *out, const json_t *answer, int64_t now_ms)
   resync = json_object_get(store, "resync");
   if (json_is_object(resync)) {
     char progress[POSCTL_TEXT_MAX];
-    snprintf(text, sizeof(text), "%s %s, %s sales", render_str(resync, "command_id") ?
+    snprintf(text, sizeof(text), "%s, %s, sales replayed %s", render_str(resync, "command_id") ?
              render_str(resync, "command_id") : "-", render_str(resync, "state") ?
              render_str(resync, "state") : "-", render_progress(resync, progress,
                                                                 sizeof(progress)));
