@@ -321,6 +321,12 @@ char *posctl_progress_line(const char *state, int64_t done_sales, int64_t total_
     return out;
   }
   posctl_format_count(total_sales, total, sizeof(total));
+  if (state && strcmp(state, "running") != 0) {
+    /* Finished (or not started): the state says more than a time left. */
+    snprintf(out, out_size, "[%s] %s/%s sales %" PRId64 "%% %s", bar, done, total, percent,
+             state);
+    return out;
+  }
   if (eta_s >= 0)
     posctl_format_eta(eta_s, eta, sizeof(eta));
   else

@@ -70,7 +70,8 @@ char *posctl_format_eta(int64_t seconds, char *out, size_t out_size);
 /*
  * Writes the progress line of `resync --wait`:
  *   "[########............] 12,345/20,000 sales 61% ETA 0:42"
- * `eta_s` < 0 means not known yet (written "ETA -"). With total_sales 0
+ * `eta_s` < 0 means not known yet (written "ETA -"); a state other than
+ * "running" is written instead of the ETA ("... 100% done"). With total_sales 0
  * (the device has not counted yet) the bar is empty and the line says the
  * state ("pending: waiting for the store's device"). Returns `out`
  * (at least POSCTL_PROGRESS_MAX bytes).

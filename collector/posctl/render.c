@@ -412,6 +412,12 @@ static void render_device(FILE *out, const json_t *device, int64_t now_ms)
   render_kv(out, "  ", "last batch",
             render_when(render_str(device, "last_batch"), now_ms, "none since the collector "
                         "started", when, sizeof(when)));
+  if (!render_str(device, "last_heartbeat")) {
+    /* Versions, backlog, journal and certificate come with heartbeats only. */
+    fprintf(out, "  (no heartbeat since the collector started: versions, backlog and journal "
+            "not known)\n");
+    return;
+  }
   snprintf(text, sizeof(text), "%s%s%s%s", render_str(device, "agent_version") ?
            render_str(device, "agent_version") : "-", firmware ? " (firmware " : "",
            firmware ? firmware : "", firmware ? ")" : "");

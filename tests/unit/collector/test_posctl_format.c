@@ -165,8 +165,11 @@ static void the_progress_bar_shows_counts_percent_and_eta(void **state)
                       "[############........] 12,345/20,000 sales 61% ETA 0:42");
   assert_string_equal(posctl_progress_line("running", 0, 20000, -1, out, sizeof(out)),
                       "[....................] 0/20,000 sales 0% ETA -");
-  assert_string_equal(posctl_progress_line("done", 20000, 20000, 0, out, sizeof(out)),
-                      "[####################] 20,000/20,000 sales 100% ETA 0:00");
+  /* Once finished, the state instead of a time left. */
+  assert_string_equal(posctl_progress_line("done", 20000, 20000, -1, out, sizeof(out)),
+                      "[####################] 20,000/20,000 sales 100% done");
+  assert_string_equal(posctl_progress_line("incomplete", 4100, 4100, -1, out, sizeof(out)),
+                      "[####################] 4,100/4,100 sales 100% incomplete");
   /* A device that counted fewer than it then sent never draws past the end. */
   assert_string_equal(posctl_progress_line("running", 25000, 20000, 0, out, sizeof(out)),
                       "[####################] 25,000/20,000 sales 100% ETA 0:00");

@@ -188,6 +188,32 @@ static void one_store_shows_each_device_and_its_commands(void **state)
   json_decref(answer);
 }
 
+static void a_device_without_a_heartbeat_says_what_is_not_known(void **state)
+{
+  json_t *answer = json_pack("{s:{s:s, s:s, s:i, s:[{s:s, s:n, s:s}]}}", "store", "store_id",
+                             "S001", "last_contact", "2026-11-26T03:19:58Z", "unsent_sales", 0,
+                             "devices", "device_id", "D1", "last_heartbeat", "last_batch",
+                             "2026-11-26T03:19:58Z");
+  struct capture c;
+  char *text;
+  (void)state;
+  capture_start(&c);
+  assert_int_equal(posctl_render_store(c.out, answer, NOW_MS), 0);
+  text = capture_finish(&c);
+  assert_text(text,
+      "store            S001\n"
+      "last contact     2026-11-26T03:19:58Z (2s ago)\n"
+      "unsent sales     0\n"
+      "lagging          no\n"
+      "\n"
+      "device D1\n"
+      "  last heartbeat   never\n"
+      "  last batch       2026-11-26T03:19:58Z (2s ago)\n"
+      "  (no heartbeat since the collector started: versions, backlog and journal not known)\n");
+  free(text);
+  json_decref(answer);
+}
+
 static void commands_list_progress_range_and_who_newest_first(void **state)
 {
   json_t *answer = fixture("commands.json");
@@ -300,6 +326,7 @@ int main(void)
       cmocka_unit_test(stores_show_contact_backlog_drift_cert_versions_resync_and_lag),
       cmocka_unit_test(stores_lagging_says_by_how_much_or_that_none_is),
       cmocka_unit_test(one_store_shows_each_device_and_its_commands),
+      cmocka_unit_test(a_device_without_a_heartbeat_says_what_is_not_known),
       cmocka_unit_test(commands_list_progress_range_and_who_newest_first),
       cmocka_unit_test(no_commands_prints_the_message_not_an_empty_table),
       cmocka_unit_test(an_incomplete_resync_says_what_history_is_missing_per_device),
