@@ -142,9 +142,9 @@ static int client_transfer_failed(const struct posctl_target *target, CURLcode c
 static int client_refusal(const char *method, const char *path, const struct client_body *body,
                           long status, struct posctl_answer *answer)
 {
-  char text[512] = "";
+  char *text = answer->error;
   int was_json = 0, rc = posctl_exit_for_status(status);
-  client_error_text(body, status, text, sizeof(text), &was_json);
+  client_error_text(body, status, text, sizeof(answer->error), &was_json);
   if (rc == POSCTL_EXIT_REFUSED && status == 404 && !was_json)
     snprintf(answer->message, sizeof(answer->message), "the collector refused: %s (it has no %s "
              "%.*s: an older collector without the admin API?)", text, method,
@@ -257,10 +257,12 @@ int posctl_request(const struct posctl_target *target, const char *method, const
       break;
     if (retry_after_s > CLIENT_RETRY_AFTER_MAX_S)
       retry_after_s = CLIENT_RETRY_AFTER_MAX_S;
-    fprintf(stderr, "posctl: %s; asking again in %ld s\n", answer->message, retry_after_s);
+    fprintf(stderr, "posctl: the collector is not ready (503: %s); asking again in %ld s "
+            "(%d of %d)\n", answer->error, retry_after_s, attempt + 1, retries);
     sleep((unsigned)retry_after_s);
     answer->status = 0;
     answer->message[0] = '\0';
+    answer->error[0] = '\0';
   }
   if (rc == POSCTL_EXIT_UNREACHABLE && answer->status == 503 && attempt > 0) {
     size_t used = strlen(answer->message);

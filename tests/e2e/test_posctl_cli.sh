@@ -6,8 +6,10 @@
 # message (exit 1), and flags win over $POSCTL_CONFIG, which wins over
 # ~/.config/posctl.conf. Then, with the admin API (GET /v1/admin/stores),
 # the fleet and commands as tables and as JSON, a cancel, --wait --timeout
-# (exit 6), stores --lagging (exit 10), and with an agent that takes
-# commands, resync --wait to DONE with every sale replayed.
+# (exit 6), stores --lagging (exit 10), --wait outliving a collector's
+# kill -9 and ending 5 on a cancel, a 503 while the collector loads its
+# commands asked again, and with an agent that takes commands, resync
+# --wait to DONE with every sale replayed.
 #
 # The parts that need the admin API are skipped, saying so, while the
 # collector answers GET /v1/admin/stores with 404 (it predates the API);
@@ -197,8 +199,10 @@ FROM="$(date -u -d '1 day ago' +%Y-%m-%d)"
 deadline=$((SECONDS + 30))
 while :; do
   posctl "${ADMIN[@]}" --json stores
-  [[ "$RC" == 0 && "$(json_get "$OUT" '$.stores[0].devices[0].device_id')" == "$DEVICE" ]] && break
-  ((SECONDS < deadline)) || fail "posctl stores --json lists S001's device D1 within 30 s" "$DEVICE" "$OUT"
+  # Batches make the device known; its versions and backlog come with its heartbeats.
+  [[ "$RC" == 0 && "$(json_get "$OUT" '$.stores[0].devices[0].device_id')" == "$DEVICE" &&
+     -n "$(json_get "$OUT" '$.stores[0].devices[0].last_heartbeat')" ]] && break
+  ((SECONDS < deadline)) || fail "posctl stores --json lists S001's device D1 with a heartbeat within 30 s" "$DEVICE" "$OUT"
   sleep 0.5
 done
 assert_eq "stores --json: the store" "$STORE" "$(json_get "$OUT" '$.stores[0].store_id')"
@@ -214,7 +218,7 @@ assert_contains "stores --lagging 1d: says none is" "no store is lagging by 1d" 
 posctl "${ADMIN[@]}" store "$STORE"
 expect_rc "store S001" 0
 assert_contains "store S001: its device" "device $DEVICE" "$OUT"
-assert_contains "store S001: the agent's version" "agent            " "$OUT"
+assert_match "store S001: the agent's version" $'\n''  agent +[0-9]+\.[0-9]+' "$OUT"
 posctl "${ADMIN[@]}" --json store "$STORE"
 assert_eq "store --json: the store" "$STORE" "$(json_get "$OUT" '$.store.store_id')"
 posctl "${ADMIN[@]}" store S404
@@ -279,6 +283,48 @@ grep -qE '^S001 .* yes$' <<<"$OUT" || fail "stores --lagging: S001 listed as lag
 posctl "${ADMIN[@]}" --json stores --lagging 1s
 expect_rc "stores --lagging --json" 10
 assert_eq "stores --lagging --json: lagging" 1 "$(json_get "$OUT" '$.stores[0].lagging')"
+
+# --- --wait outlives a collector killed and restarted, and a cancel ends it with 5 ---------------
+timeout 300 "$POSCTL_BIN" "${ADMIN[@]}" push-now --store S405 --wait --timeout 240s \
+  >"$T/wait.out" 2>"$T/wait.err" &
+WAIT_PID=$!
+deadline=$((SECONDS + 30))
+until grep -q 'push-now-.* issued; waiting' "$T/wait.err"; do
+  ((SECONDS < deadline)) || fail "push-now --wait says it waits within 30 s" "issued; waiting" "$(cat "$T/wait.err")"
+  sleep 0.1
+done
+ID="$(grep -o 'push-now-[0-9TZ]*-[0-9a-f]*' "$T/wait.err" | head -n 1)"
+kill_collector
+sleep 1.5
+start_collector
+posctl "${ADMIN[@]}" cancel "$ID"
+expect_rc "cancel the awaited push-now after the collector's restart (it kept the command)" 0
+WAIT_RC=0
+wait "$WAIT_PID" || WAIT_RC=$?
+assert_eq "push-now --wait ended by a cancel: exit code ($(cat "$T/wait.err"))" 5 "$WAIT_RC"
+assert_contains "push-now --wait ended by a cancel: says so" "finished cancelled" "$(cat "$T/wait.err")"
+
+# --- a GET answered 503 + Retry-After (commands still loading) is asked again -------------------
+# The collector restarts while Kafka does not answer: its admin API says 503 until it
+# has read pos.control.v1; posctl waits that out instead of failing.
+stop_collector
+pause_broker
+COLLECTOR_STARTS=$((COLLECTOR_STARTS + 1))
+COLLECTOR_LOG="$T/collector.$COLLECTOR_STARTS.log"
+"$COLLECTOR_BIN" --config "$COLLECTOR_CONFIG" 2>"$COLLECTOR_LOG" >/dev/null &
+COLLECTOR_PID=$!
+deadline=$((SECONDS + 15))
+until grep -q 'mod=collector event=ready' "$COLLECTOR_LOG"; do
+  ((SECONDS < deadline)) || fail "the collector starts with Kafka paused" "event=ready" "$(tail -n 3 "$COLLECTOR_LOG")"
+  sleep 0.05
+done
+( sleep 3; kill -CONT "$BROKER_PID" ) &
+RESUME_PID=$!
+posctl "${ADMIN[@]}" stores
+wait "$RESUME_PID"
+expect_rc "stores while the collector loads its commands" 0
+assert_contains "stores while loading: posctl said it asks again" "the collector is not ready (503: " "$ERR"
+assert_contains "stores while loading: the stores once loaded" "S405" "$OUT"
 
 stop_collector
 posctl "${ADMIN[@]}" stores
