@@ -239,6 +239,17 @@ struct render_fleet {
   char versions[96];      /* distinct agent versions */
 };
 
+/* Whether `item` is one of the comma-separated items of `list`. */
+static int render_listed(const char *list, const char *item)
+{
+  size_t len = strlen(item);
+  for (const char *p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+    if (strncmp(p, item, len) == 0 && (p[len] == ',' || p[len] == '\0'))
+      return 1;
+  }
+  return 0;
+}
+
 static void render_fleet_of(const json_t *devices, struct render_fleet *fleet)
 {
   size_t i;
@@ -258,7 +269,7 @@ static void render_fleet_of(const json_t *devices, struct render_fleet *fleet)
       fleet->cert_days_left = n;
       fleet->has_cert = 1;
     }
-    if (version && *version && !strstr(fleet->versions, version)) {
+    if (version && *version && !render_listed(fleet->versions, version)) {
       size_t used = strlen(fleet->versions);
       snprintf(fleet->versions + used, sizeof(fleet->versions) - used, "%s%s",
                used ? "," : "", version);

@@ -1,7 +1,6 @@
 /*
  * wait.c - `--wait`: follow a command until it finishes (posctl.h).
  */
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>

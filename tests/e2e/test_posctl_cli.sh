@@ -304,6 +304,23 @@ wait "$WAIT_PID" || WAIT_RC=$?
 assert_eq "push-now --wait ended by a cancel: exit code ($(cat "$T/wait.err"))" 5 "$WAIT_RC"
 assert_contains "push-now --wait ended by a cancel: says so" "finished cancelled" "$(cat "$T/wait.err")"
 
+# --- Ctrl-C stops the waiting, not the command ---------------------------------------------------
+"$POSCTL_BIN" "${ADMIN[@]}" push-now --store S406 --wait >"$T/int.out" 2>"$T/int.err" &
+INT_PID=$!
+deadline=$((SECONDS + 30))
+until grep -q 'push-now-.* issued; waiting' "$T/int.err"; do
+  ((SECONDS < deadline)) || fail "push-now --wait says it waits within 30 s" "issued; waiting" "$(cat "$T/int.err")"
+  sleep 0.1
+done
+ID="$(grep -o 'push-now-[0-9TZ]*-[0-9a-f]*' "$T/int.err" | head -n 1)"
+kill -INT "$INT_PID"
+INT_RC=0
+wait "$INT_PID" || INT_RC=$?
+assert_eq "push-now --wait stopped by Ctrl-C: exit code ($(cat "$T/int.err"))" 130 "$INT_RC"
+assert_contains "Ctrl-C: says the command goes on" "stopped waiting; $ID goes on at the store" "$(cat "$T/int.err")"
+posctl "${ADMIN[@]}" --json command "$ID"
+assert_eq "Ctrl-C: the command is still pending" pending "$(json_get "$OUT" '$.command.state')"
+
 # --- a GET answered 503 + Retry-After (commands still loading) is asked again -------------------
 # The collector restarts while Kafka does not answer: its admin API says 503 until it
 # has read pos.control.v1; posctl waits that out instead of failing.

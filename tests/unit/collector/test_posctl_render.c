@@ -138,6 +138,22 @@ static void stores_lagging_says_by_how_much_or_that_none_is(void **state)
   json_decref(answer);
 }
 
+static void stores_list_each_distinct_agent_version_once(void **state)
+{
+  json_t *answer = json_pack("{s:[{s:s, s:[{s:s}, {s:s}, {s:s}]}]}", "stores", "store_id", "S1",
+                             "devices", "agent_version", "0.1.0-rc1", "agent_version", "0.1.0",
+                             "agent_version", "0.1.0-rc1");
+  struct capture c;
+  char *text;
+  (void)state;
+  capture_start(&c);
+  assert_int_equal(posctl_render_stores(c.out, answer, NOW_MS, 0), 0);
+  text = capture_finish(&c);
+  assert_non_null(strstr(text, "  0.1.0-rc1,0.1.0  "));
+  free(text);
+  json_decref(answer);
+}
+
 static void one_store_shows_each_device_and_its_commands(void **state)
 {
   json_t *answer = fixture("store.json");
@@ -325,6 +341,7 @@ int main(void)
       cmocka_unit_test(a_table_aligns_columns_and_leaves_no_trailing_blanks),
       cmocka_unit_test(stores_show_contact_backlog_drift_cert_versions_resync_and_lag),
       cmocka_unit_test(stores_lagging_says_by_how_much_or_that_none_is),
+      cmocka_unit_test(stores_list_each_distinct_agent_version_once),
       cmocka_unit_test(one_store_shows_each_device_and_its_commands),
       cmocka_unit_test(a_device_without_a_heartbeat_says_what_is_not_known),
       cmocka_unit_test(commands_list_progress_range_and_who_newest_first),
