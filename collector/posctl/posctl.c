@@ -71,7 +71,8 @@ static const char posctl_exit_codes[] =
     "  4   --wait: the resync finished INCOMPLETE (history missing on a device)\n"
     "  5   --wait: the command FAILED or was CANCELLED\n"
     "  6   --wait: --timeout reached before it finished (the command goes on)\n"
-    "  10  stores --lagging: at least one store is lagging (listed)\n";
+    "  10  stores --lagging: at least one store is lagging (listed)\n"
+    "  130 --wait: interrupted (Ctrl-C); the command goes on\n";
 
 static const char posctl_common_options[] =
     "options of every command (before or after its name):\n"

@@ -205,7 +205,7 @@ int posctl_wait(const struct posctl_run *run, const char *command_id, int64_t ti
       wait_end_line(&view);
       fprintf(stderr, "posctl: stopped waiting; %s goes on at the store: 'posctl command %s' "
               "shows it, 'posctl cancel %s' stops it\n", command_id, command_id, command_id);
-      rc = 130;
+      rc = POSCTL_EXIT_INTERRUPTED;
       break;
     }
     if (timeout_s > 0 && wait_monotonic_ms() - start >= timeout_s * 1000) {

@@ -35,6 +35,7 @@ static void exit_codes_have_the_numbers_the_help_documents(void **state)
   assert_int_equal(POSCTL_EXIT_FAILED, 5);
   assert_int_equal(POSCTL_EXIT_TIMEOUT, 6);
   assert_int_equal(POSCTL_EXIT_LAGGING, 10);
+  assert_int_equal(POSCTL_EXIT_INTERRUPTED, 130);
 }
 
 static void a_4xx_is_refused_and_a_5xx_is_unreachable(void **state)
