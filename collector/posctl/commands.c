@@ -11,8 +11,10 @@
 #include "posctl/posctl.h"
 #include "posctl/render.h"
 
-/* A GET answered 503 with Retry-After (the collector is loading) is asked this often more. */
-#define COMMANDS_GET_RETRIES 5
+/* A GET answered 503 with Retry-After (the collector is loading its commands, which
+ * takes longer the more stores there are) is asked this often more: a minute at the
+ * collector's Retry-After of 2 s. */
+#define COMMANDS_GET_RETRIES 30
 
 int64_t posctl_now_ms(void)
 {

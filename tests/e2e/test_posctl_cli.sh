@@ -335,7 +335,17 @@ until grep -q 'mod=collector event=ready' "$COLLECTOR_LOG"; do
   ((SECONDS < deadline)) || fail "the collector starts with Kafka paused" "event=ready" "$(tail -n 3 "$COLLECTOR_LOG")"
   sleep 0.05
 done
-( sleep 3; kill -CONT "$BROKER_PID" ) &
+# Kafka comes back once posctl was told to wait (however slow the machine).
+posctl_then_resume() {
+  local deadline=$((SECONDS + 60))
+  until grep -q 'the collector is not ready' "$T/posctl.err" 2>/dev/null; do
+    ((SECONDS < deadline)) || break
+    sleep 0.1
+  done
+  kill -CONT "$BROKER_PID"
+}
+rm -f "$T/posctl.err"
+posctl_then_resume &
 RESUME_PID=$!
 posctl "${ADMIN[@]}" stores
 wait "$RESUME_PID"
