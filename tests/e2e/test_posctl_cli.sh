@@ -272,6 +272,20 @@ else
   expect_rc "a second resync --wait (a complete replay again)" 0
   assert_match "resync --wait: the verdict" '^resync resync-[0-9T]+Z-[0-9a-f]{6}: done, [0-9,]+ sales replayed' "$OUT"
   assert_contains "resync --wait: the count with separators" "done, $(thousands "$JOURNALED") sales" "$OUT"
+  # On a terminal the bar is redrawn in place: \r, the line, and \e[K clearing the rest.
+  if command -v script >/dev/null; then
+    printf -v cmd '%q ' "$POSCTL_BIN" "${ADMIN[@]}" resync --store "$STORE" --from "$FROM" --wait \
+      --timeout 180s
+    RC=0
+    timeout 300 script -qfec "$cmd" /dev/null >"$T/tty.out" 2>&1 </dev/null || RC=$?
+    expect_rc "resync --wait on a terminal" 0
+    TTY_OUT="$(cat "$T/tty.out")"
+    assert_contains "resync --wait on a terminal: the bar drawn from the line's start" \
+      $'\r[####################] '"$(thousands "$JOURNALED")/$(thousands "$JOURNALED") sales 100% done"$'\e[K' \
+      "$TTY_OUT"
+  else
+    log "SKIPPED resync --wait on a terminal: no script(1) to give posctl one"
+  fi
 fi
 
 # --- lagging: the agent stops, the store falls behind -------------------------------------------
