@@ -1,6 +1,6 @@
 /*
  * render.h - posctl's readable output: the admin API's JSON answers
- * (collector/README.md, "posctl": the command and store objects) as tables
+ * (the command and store objects of collector/README.md, "Admin API") as tables
  * and blocks for people. Pure: each function reads a borrowed JSON value
  * and writes to `out`; `now_ms` (milliseconds since the epoch, UTC) is the
  * instant ages are counted from (the answer's "now" when it has one, else
