@@ -1,0 +1,323 @@
+/*
+ * commands.c - posctl's commands, one function each (posctl.h). Each asks
+ * the admin API once (or follows a command with --wait), prints the
+ * answer for people or as JSON, and returns the exit code.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "posctl/format.h"
+#include "posctl/posctl.h"
+#include "posctl/render.h"
+
+/* A GET answered 503 with Retry-After (the collector is loading its commands, which
+ * takes longer the more stores there are) is asked this often more: a minute at the
+ * collector's Retry-After of 2 s. */
+#define COMMANDS_GET_RETRIES 30
+
+int64_t posctl_now_ms(void)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+void posctl_print_json(const json_t *json)
+{
+  json_dumpf(json, stdout, JSON_INDENT(2));
+  fputc('\n', stdout);
+  fflush(stdout);
+}
+
+/* Prints the message of a request that did not succeed; returns its exit code. */
+static int commands_failed(int rc, const struct posctl_answer *answer)
+{
+  fprintf(stderr, "posctl: %s\n", answer->message);
+  return rc;
+}
+
+/* An answer without the member it must have: not our collector, or a bug. */
+static int commands_bad_answer(const char *what, const char *path)
+{
+  fprintf(stderr, "posctl: the collector's answer to %s has no %s: is --url the collector's "
+          "address (and is it as new as posctl)?\n", path, what);
+  return POSCTL_EXIT_UNREACHABLE;
+}
+
+/* The answer's "now" when it has one (the collector's clock), else ours. */
+static int64_t commands_now(const json_t *answer)
+{
+  const json_t *now = json_object_get(answer, "now");
+  char err[256];
+  int64_t ms;
+  if (json_is_string(now) && posctl_parse_time(json_string_value(now), &ms, err, sizeof(err)) == 0)
+    return ms;
+  return posctl_now_ms();
+}
+
+static void commands_print_warnings(const json_t *answer)
+{
+  const json_t *warnings = json_object_get(answer, "warnings"), *warning;
+  size_t i;
+  json_array_foreach(warnings, i, warning)
+    if (json_is_string(warning))
+      fprintf(stderr, "posctl: warning: %s\n", json_string_value(warning));
+}
+
+/* After POST resync/push-now: the command issued, said for people. */
+static void commands_print_issued(const json_t *command)
+{
+  const json_t *targets = json_object_get(command, "target_devices"), *target;
+  const char *id = json_string_value(json_object_get(command, "command_id"));
+  const char *kind = json_string_value(json_object_get(command, "kind"));
+  const char *from = json_string_value(json_object_get(command, "from"));
+  const char *to = json_string_value(json_object_get(command, "to"));
+  size_t i;
+  printf("%s %s issued for store %s", kind ? kind : "command", id ? id : "?",
+         json_string_value(json_object_get(command, "store_id")) ?
+             json_string_value(json_object_get(command, "store_id")) : "?");
+  if (from)
+    printf(", sales from %s to %s", from, to ? to : "the newest when the device starts it");
+  printf("\nstate %s; target devices: ",
+         json_string_value(json_object_get(command, "state")) ?
+             json_string_value(json_object_get(command, "state")) : "?");
+  if (json_array_size(targets) == 0)
+    printf("none known yet (the first device of the store that reports takes it)");
+  json_array_foreach(targets, i, target)
+    printf("%s%s", i ? ", " : "", json_is_string(target) ? json_string_value(target) : "?");
+  printf("\nfollow it: posctl command %s   (stop it: posctl cancel %s)\n", id ? id : "ID",
+         id ? id : "ID");
+}
+
+/* POSTs a new command (resync or push-now) and, with --wait, follows it. */
+static int commands_issue(const struct posctl_run *run, const struct posctl_args *args,
+                          const char *path, json_t *body)
+{
+  struct posctl_answer answer;
+  const json_t *command;
+  int rc = posctl_request(&run->target, "POST", path, body, 0, &answer);
+  const char *id;
+  int64_t timeout_s = 0;
+  char err[256];
+  if (rc != POSCTL_EXIT_OK) {
+    rc = commands_failed(rc, &answer);
+    goto out;
+  }
+  command = json_object_get(answer.json, "command");
+  id = json_string_value(json_object_get(command, "command_id"));
+  if (!id) {
+    rc = commands_bad_answer("\"command\" with a command_id", path);
+    goto out;
+  }
+  commands_print_warnings(answer.json);
+  if (!args->wait) {
+    if (run->json)
+      posctl_print_json(answer.json);
+    else
+      commands_print_issued(command);
+    goto out;
+  }
+  if (!run->json)
+    fprintf(stderr, "posctl: %s issued; waiting for it to finish (Ctrl-C stops waiting, not "
+            "the command)\n", id);
+  if (args->timeout)
+    posctl_parse_duration(args->timeout, &timeout_s, err, sizeof(err));
+  rc = posctl_wait(run, id, timeout_s);
+out:
+  posctl_answer_clear(&answer);
+  return rc;
+}
+
+int posctl_cmd_resync(const struct posctl_run *run, const struct posctl_args *args)
+{
+  char err[256], from_text[POSCTL_TEXT_MAX], to_text[POSCTL_TEXT_MAX];
+  int64_t from_ms, to_ms = 0;
+  json_t *body;
+  int rc;
+  if (posctl_parse_time(args->from, &from_ms, err, sizeof(err)) ||
+      (args->to && posctl_parse_time(args->to, &to_ms, err, sizeof(err)))) {
+    fprintf(stderr, "posctl resync: %s\n", err);
+    return POSCTL_EXIT_USAGE;
+  }
+  body = json_pack("{s:s, s:s}", "store_id", args->store, "from",
+                   posctl_format_time(from_ms, from_text, sizeof(from_text)));
+  if (args->to)
+    json_object_set_new(body, "to", json_string(posctl_format_time(to_ms, to_text,
+                                                                   sizeof(to_text))));
+  if (args->device)
+    json_object_set_new(body, "device_id", json_string(args->device));
+  rc = commands_issue(run, args, "/v1/admin/resync", body);
+  json_decref(body);
+  return rc;
+}
+
+int posctl_cmd_push_now(const struct posctl_run *run, const struct posctl_args *args)
+{
+  json_t *body = json_pack("{s:s}", "store_id", args->store);
+  int rc;
+  if (args->device)
+    json_object_set_new(body, "device_id", json_string(args->device));
+  rc = commands_issue(run, args, "/v1/admin/push-now", body);
+  json_decref(body);
+  return rc;
+}
+
+/* GETs `path`; on success *answer holds the JSON. */
+static int commands_get(const struct posctl_run *run, const char *path,
+                        struct posctl_answer *answer)
+{
+  int rc = posctl_request(&run->target, "GET", path, NULL, COMMANDS_GET_RETRIES, answer);
+  if (rc != POSCTL_EXIT_OK)
+    commands_failed(rc, answer);
+  return rc;
+}
+
+int posctl_cmd_commands(const struct posctl_run *run, const struct posctl_args *args)
+{
+  char path[512], empty[512];
+  struct posctl_answer answer;
+  int rc;
+  snprintf(path, sizeof(path), "/v1/admin/commands?state=%s", args->all ? "all" : "open");
+  if (args->store) {
+    snprintf(path + strlen(path), sizeof(path) - strlen(path), "&store_id=");
+    posctl_append_escaped(path, sizeof(path), args->store);
+  }
+  rc = commands_get(run, path, &answer);
+  if (rc != POSCTL_EXIT_OK)
+    goto out;
+  if (!json_is_array(json_object_get(answer.json, "commands"))) {
+    rc = commands_bad_answer("\"commands\" list", path);
+    goto out;
+  }
+  if (run->json) {
+    posctl_print_json(answer.json);
+    goto out;
+  }
+  snprintf(empty, sizeof(empty), "no %scommands%s%s%s", args->all ? "" : "open ",
+           args->store ? " for store " : "", args->store ? args->store : "",
+           args->all ? "" : " ('posctl commands --all' lists finished ones too)");
+  posctl_render_commands(stdout, json_object_get(answer.json, "commands"), posctl_now_ms(),
+                         empty);
+out:
+  posctl_answer_clear(&answer);
+  return rc;
+}
+
+/* GET or POST on one command: /v1/admin/commands/<id><suffix>. */
+static int commands_one(const struct posctl_run *run, const char *id, const char *method,
+                        const char *suffix, struct posctl_answer *answer)
+{
+  char path[512] = "/v1/admin/commands/";
+  int rc;
+  if (posctl_append_escaped(path, sizeof(path), id) ||
+      strlen(path) + strlen(suffix) >= sizeof(path)) {
+    memset(answer, 0, sizeof(*answer));
+    fprintf(stderr, "posctl: the command id \"%.40s...\" is too long to be one\n", id);
+    return POSCTL_EXIT_USAGE;
+  }
+  snprintf(path + strlen(path), sizeof(path) - strlen(path), "%s", suffix);
+  if (strcmp(method, "GET") == 0)
+    return commands_get(run, path, answer);
+  rc = posctl_request(&run->target, method, path, NULL, 0, answer);
+  if (rc != POSCTL_EXIT_OK)
+    commands_failed(rc, answer);
+  else if (!json_is_object(json_object_get(answer->json, "command")))
+    rc = commands_bad_answer("\"command\" object", path);
+  return rc;
+}
+
+int posctl_cmd_command(const struct posctl_run *run, const struct posctl_args *args)
+{
+  struct posctl_answer answer;
+  int rc = commands_one(run, args->id, "GET", "", &answer);
+  if (rc != POSCTL_EXIT_OK)
+    goto out;
+  if (run->json)
+    posctl_print_json(answer.json);
+  else if (posctl_render_command(stdout, json_object_get(answer.json, "command"),
+                                 posctl_now_ms()))
+    rc = commands_bad_answer("\"command\" object", "GET /v1/admin/commands/<id>");
+out:
+  posctl_answer_clear(&answer);
+  return rc;
+}
+
+int posctl_cmd_cancel(const struct posctl_run *run, const struct posctl_args *args)
+{
+  struct posctl_answer answer;
+  const json_t *command;
+  int rc = commands_one(run, args->id, "POST", "/cancel", &answer);
+  if (rc != POSCTL_EXIT_OK)
+    goto out;
+  command = json_object_get(answer.json, "command");
+  if (run->json) {
+    posctl_print_json(answer.json);
+  } else {
+    const char *store = json_string_value(json_object_get(command, "store_id"));
+    const char *state = json_string_value(json_object_get(command, "state"));
+    printf("%s of store %s is %s; a device that runs it stops at its next contact "
+           "(what it already sent stays in Kafka)\n", args->id, store ? store : "?",
+           state ? state : "?");
+  }
+out:
+  posctl_answer_clear(&answer);
+  return rc;
+}
+
+int posctl_cmd_stores(const struct posctl_run *run, const struct posctl_args *args)
+{
+  char path[256] = "/v1/admin/stores", text[POSCTL_TEXT_MAX], err[256];
+  struct posctl_answer answer;
+  const json_t *stores;
+  int64_t lagging = 0;
+  int rc;
+  if (args->lagging) {
+    posctl_parse_duration(args->lagging, &lagging, err, sizeof(err));
+    snprintf(path, sizeof(path), "/v1/admin/stores?lagging=%s",
+             posctl_format_duration(lagging, text, sizeof(text)));
+  }
+  rc = commands_get(run, path, &answer);
+  if (rc != POSCTL_EXIT_OK)
+    goto out;
+  stores = json_object_get(answer.json, "stores");
+  if (!json_is_array(stores)) {
+    rc = commands_bad_answer("\"stores\" list", path);
+    goto out;
+  }
+  if (run->json)
+    posctl_print_json(answer.json);
+  else
+    posctl_render_stores(stdout, answer.json, commands_now(answer.json), lagging);
+  /* The answer lists only the stores lagging by that much: any at all is news. */
+  if (lagging > 0 && json_array_size(stores) > 0)
+    rc = POSCTL_EXIT_LAGGING;
+out:
+  posctl_answer_clear(&answer);
+  return rc;
+}
+
+int posctl_cmd_store(const struct posctl_run *run, const struct posctl_args *args)
+{
+  char path[512] = "/v1/admin/stores/";
+  struct posctl_answer answer;
+  int rc;
+  if (posctl_append_escaped(path, sizeof(path), args->id)) {
+    fprintf(stderr, "posctl: the store id \"%.40s...\" is too long to be one\n", args->id);
+    return POSCTL_EXIT_USAGE;
+  }
+  rc = commands_get(run, path, &answer);
+  if (rc != POSCTL_EXIT_OK)
+    goto out;
+  if (!json_is_object(json_object_get(answer.json, "store"))) {
+    rc = commands_bad_answer("\"store\" object", path);
+    goto out;
+  }
+  if (run->json)
+    posctl_print_json(answer.json);
+  else
+    posctl_render_store(stdout, answer.json, commands_now(answer.json));
+out:
+  posctl_answer_clear(&answer);
+  return rc;
+}
