@@ -53,6 +53,11 @@ while :; do
   ((SECONDS < deadline)) || fail "3 replay batches acknowledged within 60 s" ">= 3" "$acked"
   sleep 0.02
 done
+# /status.json says where it stands while it runs.
+status_json
+assert_eq "/status.json resync.resync_id" "$RESYNC" "$(json_get "$STATUS_JSON" '$.resync.resync_id')"
+assert_eq "/status.json resync.total_sales" "$expected" "$(json_get "$STATUS_JSON" '$.resync.total_sales')"
+assert_eq "/status.json commands[0].kind" resync "$(json_get "$STATUS_JSON" '$.commands[0].kind')"
 kill_agent
 done_at_kill="$(sql "SELECT done_sales FROM commands WHERE command_id = '$RESYNC';")"
 log "killed with $done_at_kill of $expected sales replayed"
@@ -72,6 +77,30 @@ done
 assert_eq "resync state (3 = done)" 3 "$state"
 assert_eq "resync done_sales" "$expected" \
   "$(sql "SELECT done_sales FROM commands WHERE command_id = '$RESYNC';")"
+
+status_json
+assert_eq "/status.json resync.state" done "$(json_get "$STATUS_JSON" '$.resync.state')"
+assert_eq "/status.json resync.replayed_sales" "$expected" \
+  "$(json_get "$STATUS_JSON" '$.resync.replayed_sales')"
+assert_match "/status.json resync.finished" '^20[0-9-]+T[0-9:.]+Z$' \
+  "$(json_get "$STATUS_JSON" '$.resync.finished')"
+
+# The status page shows the finished resync with its counts, in a browser.
+CHROMIUM="$(command -v chromium || command -v chromium-browser || true)"
+if [[ -n "$CHROMIUM" ]]; then
+  timeout 90 "$CHROMIUM" --headless=new --no-sandbox --disable-gpu --no-first-run \
+    --user-data-dir="$T/chromium" --window-size=1280,900 --virtual-time-budget=5000 \
+    --dump-dom "$AGENT_URL/" >"$T/resync-page.html" 2>"$T/chromium.log" ||
+    fail "chromium --dump-dom of the status page: $(tail -n 3 "$T/chromium.log")"
+  head_text="$(sed -n 's/.*<p id="resync-head" class="big">\([^<]*\)<\/p>.*/\1/p' "$T/resync-page.html")"
+  assert_contains "status page: the resync's line" "Sales history resent: " "$head_text"
+  assert_contains "status page: the resync's share" "(100%)" "$head_text"
+  grep -q '<div id="resync-fill" style="width: 100%;">' "$T/resync-page.html" ||
+    fail "status page: the resync's progress bar is full" 'width: 100%' \
+      "$(grep -o '<div id="resync-fill"[^>]*>' "$T/resync-page.html")"
+else
+  log "chromium not installed: the status page's rendering is not checked"
+fi
 
 kafka_read pos.sales.replay.v1 replay
 records_db replay
