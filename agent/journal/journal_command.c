@@ -173,12 +173,10 @@ static int journal_commands_read(journal *j, struct journal_command *list, size_
   sqlite3_finalize(stmt);
   if (rc != SQLITE_DONE && rc != SQLITE_ROW)
     return rc;
-  /* Every running resync, not only the recent ones: the first row any of
-   * them has yet to have acknowledged. */
-  rc = sqlite3_prepare_v2(j->db,
-                          "SELECT min(replay_acked_seq) + 1 FROM commands"
-                          " WHERE state = 2 AND kind = 1",
-                          -1, &stmt, NULL);
+  /* Every running resync, not only the recent ones: the first row of its
+   * last acknowledged replay batch (a collector that restarted may ask for
+   * that batch again), else the first row it has yet to send. */
+  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_REPLAY_HOLD, -1, &stmt, NULL);
   if (rc != SQLITE_OK)
     return rc;
   rc = sqlite3_step(stmt);

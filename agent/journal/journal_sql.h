@@ -212,6 +212,12 @@
   "SELECT coalesce(sum(sale_count), 0), coalesce(max(last_seq), 0)"           \
   " FROM replay_batches WHERE resync_id = ?1 AND batch_seq > ?2 AND batch_seq <= ?3"
 
+/* Retention's hold: the first row any running resync may still send. */
+#define JOURNAL_SQL_REPLAY_HOLD                                               \
+  "SELECT min(coalesce((SELECT r.first_seq FROM replay_batches r"             \
+  " WHERE r.resync_id = c.command_id AND r.batch_seq = c.replay_acked_batch_seq)," \
+  " c.replay_acked_seq + 1)) FROM commands c WHERE c.state = 2 AND c.kind = 1"
+
 /* The oldest business time the journal holds (0 = no sale). */
 #define JOURNAL_SQL_OLDEST_SALE_TIME "SELECT coalesce(min(business_time_ms), 0) FROM sales"
 

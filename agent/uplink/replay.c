@@ -148,6 +148,16 @@ static void uplink_replay_on_op(struct journal_op *op)
       uplink__replay_kick(u);
       return;
     }
+    if (op->error == JOURNAL_ECORRUPT || op->error == JOURNAL_ENOTFOUND) {
+      /* Rows that no longer read back as recorded: no retry brings them
+       * back. Said to head office as the resync's failure. */
+      log_error("uplink", "resync_failed", "resync_id=%s reason=\"%s\"",
+                u->replay.command.command_id, op->message);
+      uplink__command_finish(u, u->replay.command.command_id, JOURNAL_COMMAND_FAILED,
+                             op->message);
+      memset(&u->replay.command, 0, sizeof(u->replay.command));
+      return;
+    }
     uplink_replay_retry(u, "%s", op->message);
     return;
   }

@@ -87,6 +87,10 @@ struct fake {
   uint64_t last_unsent;
   char last_heartbeat_store[16];
   int heartbeat_push_now;        /* answer the next heartbeat with a push_now command */
+  /* What the last heartbeat reported of command "push-1" (0 = not reported),
+   * and how many heartbeats reported it. */
+  int push_report_state;
+  unsigned push_reports;
   int heartbeat_mode;            /* enum fake_heartbeat_mode */
   int fail_all_batches;          /* answer every batch 500 */
   http_exchange *held;
@@ -285,6 +289,12 @@ static void fake_on_heartbeat(struct fake *fake, http_exchange *exchange)
            heartbeat->store_id);
   fake->last_stalled_expected = heartbeat->stalled_expected_batch_seq;
   fake->last_oldest_held = heartbeat->oldest_held_batch_seq;
+  for (size_t i = 0; i < heartbeat->n_command_reports; i++) {
+    if (strcmp(heartbeat->command_reports[i]->command_id, "push-1") == 0) {
+      fake->push_report_state = (int)heartbeat->command_reports[i]->state;
+      fake->push_reports++;
+    }
+  }
   snprintf(fake->last_problem, sizeof(fake->last_problem), "%s",
            heartbeat->uplink_problem ? heartbeat->uplink_problem : "");
   pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
@@ -964,6 +974,68 @@ static void heartbeats_carry_the_queue_and_bring_commands(void **state)
   wait_for(f, is_idle_and_all_sent, 10000, "the push head office asked for");
   assert_int_equal(f->fake.body_count, 1);
   assert_each_sale_once(f);
+}
+
+static int push_reported_done(struct fixture *f)
+{
+  return f->fake.push_report_state == POS__V1__COMMAND_STATE__COMMAND_STATE_DONE;
+}
+
+/* Issue 10: a push-now command in a HeartbeatAck is recorded in the
+ * journal before it is acted on, and heartbeats report it at once (not at
+ * the 30 s interval): running, then done when the push ended with nothing
+ * unsent older than it. */
+static void a_push_now_command_is_reported_done_at_once(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+
+  fake_start(f, NULL);
+  options = default_options(f);
+  options.heartbeat_interval_ms = 30000;
+  add_sales(f, "P", 5, 1);
+  f->fake.heartbeat_push_now = 1;
+  start_uplink(f, &options);
+  /* The first heartbeat goes 1-5 s after start and brings the command; the
+   * recording and the push's end each send one at once. */
+  wait_for(f, push_reported_done, 20000, "push-1 reported done");
+  assert_true(f->fake.heartbeats >= 2);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT state FROM commands WHERE command_id = 'push-1'"),
+                   3);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM sales"), 5);
+  assert_each_sale_once(f);
+}
+
+static int five_more_reports(struct fixture *f) { return f->fake.push_reports >= 5; }
+
+/* Issue 10: the collector sends a command in every answer until it hears
+ * it finished; a command the journal knows is never run again. */
+static void a_known_command_is_not_run_again(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  int64_t updated_ms;
+  size_t bodies;
+
+  fake_start(f, NULL);
+  options = default_options(f);
+  options.heartbeat_interval_ms = 200;
+  add_sales(f, "K", 3, 1);
+  f->fake.heartbeat_push_now = 1;
+  start_uplink(f, &options);
+  wait_for(f, push_reported_done, 20000, "push-1 reported done");
+  updated_ms = jf_query_int(&f->jf, "SELECT updated_ms FROM commands WHERE command_id = 'push-1'");
+  /* New sales, no push of ours: push-1 keeps coming back in every answer. */
+  add_sales(f, "L", 4, 1);
+  bodies = f->fake.body_count;
+  f->fake.push_reports = 0;
+  wait_for(f, five_more_reports, 20000, "five more heartbeats reporting push-1");
+  assert_int_equal(f->fake.body_count, bodies);
+  assert_int_equal(f->fake.last_unsent, 4);
+  assert_int_equal(f->fake.push_report_state, POS__V1__COMMAND_STATE__COMMAND_STATE_DONE);
+  assert_int_equal(
+      jf_query_int(&f->jf, "SELECT updated_ms FROM commands WHERE command_id = 'push-1'"),
+      updated_ms);
 }
 
 static int holding(struct fixture *f) { return f->fake.held != NULL; }
@@ -1841,6 +1913,9 @@ int main(void)
       cmocka_unit_test_setup_teardown(a_dead_collector_is_named_in_the_error, setup, teardown),
       cmocka_unit_test_setup_teardown(heartbeats_carry_the_queue_and_bring_commands, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(a_push_now_command_is_reported_done_at_once, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_known_command_is_not_run_again, setup, teardown),
       cmocka_unit_test_setup_teardown(closing_mid_push_loses_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(mutual_tls_with_the_device_certificate, setup, teardown),
       cmocka_unit_test_setup_teardown(batches_are_sealed_within_the_collectors_decoded_limit,
