@@ -204,7 +204,9 @@ void uplink__command_finish(uplink *u, const char *command_id, int state, const 
   uplink_command_submit(u, JOURNAL_OP_COMMAND_STATE, &c);
 }
 
-void uplink__commands_push_ended(uplink *u)
+/* Finishes every running push-now command: those with nothing unsent
+ * older than them DONE (problem NULL), or all FAILED with `problem`. */
+static void uplink_push_commands_finish(uplink *u, const char *problem)
 {
   struct journal_command *list = calloc(JOURNAL_COMMANDS_MAX, sizeof(*list));
   struct journal_stats stats;
@@ -215,11 +217,21 @@ void uplink__commands_push_ended(uplink *u)
   count = journal_get_commands(u->journal, list, JOURNAL_COMMANDS_MAX);
   journal_get_stats(u->journal, &stats);
   for (size_t i = 0; i < count; i++) {
-    if (list[i].kind == JOURNAL_COMMAND_PUSH_NOW && list[i].state == JOURNAL_COMMAND_RUNNING &&
-        stats.acked_last_seq >= list[i].upto_seq)
+    if (list[i].kind != JOURNAL_COMMAND_PUSH_NOW || list[i].state != JOURNAL_COMMAND_RUNNING)
+      continue;
+    if (problem)
+      uplink__command_finish(u, list[i].command_id, JOURNAL_COMMAND_FAILED, problem);
+    else if (stats.acked_last_seq >= list[i].upto_seq)
       uplink__command_finish(u, list[i].command_id, JOURNAL_COMMAND_DONE, "");
   }
   free(list);
+}
+
+void uplink__commands_push_ended(uplink *u) { uplink_push_commands_finish(u, NULL); }
+
+void uplink__commands_push_failed(uplink *u, const char *problem)
+{
+  uplink_push_commands_finish(u, problem && problem[0] ? problem : "the push cannot go on");
 }
 
 void uplink__commands_resume(uplink *u)

@@ -184,6 +184,10 @@ void uplink__command_finish(uplink *u, const char *command_id, int state, const 
 /* A push ended: push-now commands with nothing unsent older than them are DONE. */
 void uplink__commands_push_ended(uplink *u);
 
+/* The push met a problem a person must fix (`problem`, borrowed): running
+ * push-now commands are FAILED with it. */
+void uplink__commands_push_failed(uplink *u, const char *problem);
+
 /* At start: resumes what was running before a restart (push-now, resync). */
 void uplink__commands_resume(uplink *u);
 

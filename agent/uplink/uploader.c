@@ -160,7 +160,12 @@ static void uplink_backoff(uplink *u) { uplink_retry_in(u, backoff_next(&u->back
 
 /* A failure a person must fix: try again, but only every backoff_max (and
  * a random part more, so a fleet refused together does not retry together). */
-static void uplink_backoff_max(uplink *u) { uplink_retry_in(u, backoff_at_cap(&u->backoff)); }
+static void uplink_backoff_max(uplink *u)
+{
+  /* A push head office asked for cannot end by itself: it says why. */
+  uplink__commands_push_failed(u, u->status.last_error);
+  uplink_retry_in(u, backoff_at_cap(&u->backoff));
+}
 
 /* The caps a new batch is sealed with: the configured ones as lowered by
  * the collector and 413s, and for now by a full disk. */

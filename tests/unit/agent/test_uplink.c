@@ -1006,6 +1006,41 @@ static void a_push_now_command_is_reported_done_at_once(void **state)
   assert_each_sale_once(f);
 }
 
+static int push_reported_failed(struct fixture *f)
+{
+  return f->fake.push_report_state == POS__V1__COMMAND_STATE__COMMAND_STATE_FAILED;
+}
+
+/* Issue 10: a push head office asked for that meets a problem only a
+ * person can fix (a 403) is reported FAILED with that problem, not left
+ * running for ever. */
+static void a_push_now_that_cannot_go_on_fails_with_the_reason(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+
+  fake_start(f, NULL);
+  for (int i = 0; i < 8; i++)
+    f->fake.inject[i] = (struct injected){403, -1, 0, "certificate store S002 is not S001", 0, 0};
+  f->fake.inject_count = 8;
+  add_sales(f, "F", 3, 1);
+  options = default_options(f);
+  options.backoff_min_ms = 10;
+  options.backoff_max_ms = 400;
+  options.heartbeat_interval_ms = 200;
+  f->fake.heartbeat_push_now = 1;
+  start_uplink(f, &options);
+  wait_for(f, push_reported_failed, 20000, "push-1 reported failed");
+  assert_int_equal(jf_query_int(&f->jf, "SELECT state FROM commands WHERE command_id = 'push-1'"),
+                   5);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT message LIKE '%403%S002%' FROM commands"
+                                        " WHERE command_id = 'push-1'"),
+                   1);
+  /* The sales are not lost for it: sent once the collector takes them. */
+  wait_for(f, is_idle_and_all_sent, 20000, "sent after the 403s");
+  assert_each_sale_once(f);
+}
+
 static int five_more_reports(struct fixture *f) { return f->fake.push_reports >= 5; }
 
 /* Issue 10: the collector sends a command in every answer until it hears
@@ -1916,6 +1951,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(a_push_now_command_is_reported_done_at_once, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(a_known_command_is_not_run_again, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_push_now_that_cannot_go_on_fails_with_the_reason, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(closing_mid_push_loses_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(mutual_tls_with_the_device_certificate, setup, teardown),
       cmocka_unit_test_setup_teardown(batches_are_sealed_within_the_collectors_decoded_limit,
