@@ -36,7 +36,8 @@ stop_agent
 FROM=$(((LOAD_TIME_BASE - 2400) * 1000))
 TO=$(((LOAD_TIME_BASE - 1200) * 1000))
 RESYNC=resync-20261126T031500Z-e2e001
-expected="$(sql "SELECT count(*) FROM sales WHERE business_time_ms >= $FROM AND business_time_ms < $TO;")"
+expected="$(sql "SELECT count(*) FROM sales
+  WHERE business_time_ms >= $FROM AND business_time_ms < $TO;")"
 assert_gt "sales in [from, to) (a third of the hour)" 1000 "$expected"
 now_ms="$(($(date +%s) * 1000))"
 sqlite3 -batch -bail "$JOURNAL" "INSERT INTO commands VALUES('$RESYNC', 1, 2, $now_ms, 'e2e',
@@ -55,8 +56,10 @@ while :; do
 done
 # /status.json says where it stands while it runs.
 status_json
-assert_eq "/status.json resync.resync_id" "$RESYNC" "$(json_get "$STATUS_JSON" '$.resync.resync_id')"
-assert_eq "/status.json resync.total_sales" "$expected" "$(json_get "$STATUS_JSON" '$.resync.total_sales')"
+assert_eq "/status.json resync.resync_id" "$RESYNC" \
+  "$(json_get "$STATUS_JSON" '$.resync.resync_id')"
+assert_eq "/status.json resync.total_sales" "$expected" \
+  "$(json_get "$STATUS_JSON" '$.resync.total_sales')"
 assert_eq "/status.json commands[0].kind" resync "$(json_get "$STATUS_JSON" '$.commands[0].kind')"
 kill_agent
 done_at_kill="$(sql "SELECT done_sales FROM commands WHERE command_id = '$RESYNC';")"
@@ -92,7 +95,8 @@ if [[ -n "$CHROMIUM" ]]; then
     --user-data-dir="$T/chromium" --window-size=1280,900 --virtual-time-budget=5000 \
     --dump-dom "$AGENT_URL/" >"$T/resync-page.html" 2>"$T/chromium.log" ||
     fail "chromium --dump-dom of the status page: $(tail -n 3 "$T/chromium.log")"
-  head_text="$(sed -n 's/.*<p id="resync-head" class="big">\([^<]*\)<\/p>.*/\1/p' "$T/resync-page.html")"
+  head_text="$(sed -n 's/.*<p id="resync-head" class="big">\([^<]*\)<\/p>.*/\1/p' \
+    "$T/resync-page.html")"
   assert_contains "status page: the resync's line" "Sales history resent: " "$head_text"
   assert_contains "status page: the resync's share" "(100%)" "$head_text"
   grep -q '<div id="resync-fill" style="width: 100%;">' "$T/resync-page.html" ||
@@ -108,7 +112,8 @@ assert_eq "records in pos.sales.replay.v1" "$expected" "$(rsql replay 'SELECT co
 assert_eq "distinct seqs in pos.sales.replay.v1" "$expected" \
   "$(rsql replay 'SELECT count(DISTINCT seq) FROM k;')"
 assert_eq "replayed records outside [from, to)" 0 \
-  "$(rsql replay "SELECT count(*) FROM k WHERE business_time_ms < $FROM OR business_time_ms >= $TO;")"
+  "$(rsql replay "SELECT count(*) FROM k
+     WHERE business_time_ms < $FROM OR business_time_ms >= $TO;")"
 # Rows journaled after the resync started (the live sales above) are not
 # part of it: the range ends at the newest row when it started (seq 6000).
 assert_eq "journal sales in [from, to) up to seq 6000 missing from the replay" 0 \

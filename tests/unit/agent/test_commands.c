@@ -416,7 +416,8 @@ static void a_resync_older_than_the_journal_holds_ends_incomplete_saying_from_wh
   c.state = JOURNAL_COMMAND_DONE;
   assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND_STATE, &c, 0, NULL), JOURNAL_OK);
   assert_int_equal(c.state, JOURNAL_COMMAND_INCOMPLETE);
-  assert_non_null(strstr(c.message, "sales before 2027-03-01T00:00:00Z are no longer on device D1"));
+  assert_non_null(
+      strstr(c.message, "sales before 2027-03-01T00:00:00Z are no longer on device D1"));
   assert_non_null(strstr(c.message, "90 days' retention"));
   /* The reason is the journal's for good: after a restart too. */
   jf_close_journal(&f->jf, j);
