@@ -20,6 +20,7 @@
 
 #include "journal/journal_int.h"
 #include "journal/journal_sql.h"
+#include "platform/clock.h"
 #include "platform/log.h"
 
 /* Finished commands are reported this long. */
@@ -236,15 +237,34 @@ int journal__commands_load(journal *j)
   return rc == SQLITE_OK ? 0 : -1;
 }
 
+/* The oldest business time, read again: a scan of the sales, so after a
+ * deletion at most once a minute (retention deletes in many small chunks);
+ * a resync reads it afresh when it starts. */
+static void journal_oldest_refresh(journal *j, int force)
+{
+  uint64_t now = clock_mono_ms();
+  int64_t oldest;
+
+  if (!force && now < j->oldest_checked_ms + 60000u) {
+    j->oldest_stale = 1;
+    return;
+  }
+  oldest = journal_oldest_sale_time(j);
+  j->oldest_checked_ms = now;
+  j->oldest_stale = 0;
+  pthread_mutex_lock(&j->lock);
+  j->stats.oldest_sale_business_ms = oldest;
+  pthread_mutex_unlock(&j->lock);
+}
+
 void journal__sales_deleted(journal *j)
 {
-  int64_t oldest = journal_oldest_sale_time(j);
   if (!j->sales_deleted_why[0])
     snprintf(j->sales_deleted_why, sizeof(j->sales_deleted_why), "retention");
   pthread_mutex_lock(&j->lock);
-  j->stats.oldest_sale_business_ms = oldest;
   j->stats.sales_deleted = 1;
   pthread_mutex_unlock(&j->lock);
+  journal_oldest_refresh(j, 0);
 }
 
 /* ---- COMMAND and COMMAND_STATE ----------------------------------------------- */
@@ -265,6 +285,8 @@ static int journal_resync_bounds(journal *j, struct journal_command *c, const ch
   int64_t oldest;
   int deleted, rc;
 
+  if (j->oldest_stale)
+    journal_oldest_refresh(j, 1);
   pthread_mutex_lock(&j->lock);
   c->upto_seq = j->stats.last_seq;
   oldest = j->stats.oldest_sale_business_ms;

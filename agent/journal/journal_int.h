@@ -205,6 +205,10 @@ struct journal {
   /* Opening or writer thread: meta sales_deleted ("retention", "full", "" = never). */
   char sales_deleted_why[16];
   int64_t retention_used_ms; /* writer thread: the retention last run with; 0 = none yet */
+  /* Writer thread: stats.oldest_sale_business_ms was last read (monotonic
+   * ms), and sales were deleted since (it may be too old). */
+  uint64_t oldest_checked_ms;
+  int oldest_stale;
 
   uv_async_t done_async; /* lives inside the journal; freed in its close_cb */
 };
