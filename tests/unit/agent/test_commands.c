@@ -34,6 +34,9 @@ struct fixture {
   struct batcher_identity identity;
 };
 
+/* Every inventory delta quantity of the replay batches decoded so far. */
+static int64_t replay_cans;
+
 static int setup(void **state)
 {
   struct fixture *f = calloc(1, sizeof(*f));
@@ -52,6 +55,31 @@ static int teardown(void **state)
 }
 
 static journal *open_journal(struct fixture *f) { return jf_open_journal(&f->jf, 0, 64); }
+
+/* The test's own recipe: a COLA-33 is one can. */
+static int cola_explode(const void *recipes, const char *sku, int64_t qty,
+                        int64_t business_time_ms, stock_emit_fn emit, void *arg)
+{
+  (void)recipes;
+  (void)business_time_ms;
+  if (strcmp(sku, "COLA-33") != 0)
+    return 0;
+  emit(arg, "CAN", "piece", qty * 1000);
+  return 1;
+}
+
+static journal *open_journal_with_stock(struct fixture *f)
+{
+  struct journal_options options = {.path = f->jf.path,
+                                     .group_commit_max = 64,
+                                     .busy_timeout_ms = 1000,
+                                     .explode = cola_explode};
+  char err[512];
+  journal *j = journal_open(&f->jf.loop, &options, err, sizeof(err));
+  if (!j)
+    fail_msg("journal_open: %s", err);
+  return j;
+}
 
 /* Sales i = 0..count-1, sale i at BASE_MS + i minutes, one line each. */
 static void add_timed_sales(struct fixture *f, journal *j, size_t count)
@@ -153,6 +181,13 @@ static int replay_one(struct fixture *f, journal *j, struct journal_command *c, 
     seen[sale->seq]++;
   }
   count = (int)decoded->n_sales;
+  /* The inventory deltas of the rows it covers, like a live batch's. */
+  for (size_t i = 0; i < decoded->n_inventory_deltas; i++) {
+    const Pos__V1__InventoryDelta *d = decoded->inventory_deltas[i];
+    assert_int_equal(d->first_seq, decoded->envelope->first_seq);
+    assert_int_equal(d->last_seq, decoded->envelope->last_seq);
+    replay_cans += d->quantity_milli;
+  }
   if (out) {
     *out = w.op.batch;
     out->body = NULL;
@@ -429,6 +464,29 @@ static void a_resync_older_than_the_journal_holds_ends_incomplete_saying_from_wh
   jf_close_journal(&f->jf, j);
 }
 
+/* Issue 10: a replay batch carries the inventory deltas of the rows it
+ * covers (those in [from, to)), exactly as a live batch does. */
+static void replay_batches_carry_the_deltas_of_the_rows_they_cover(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_command c;
+  unsigned seen[128] = {0};
+  journal *j = open_journal_with_stock(f);
+
+  add_timed_sales(f, j, 50);
+  resync_command(&c, "resync-stock", BASE_MS + 10 * MINUTE_MS, BASE_MS + 40 * MINUTE_MS);
+  assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+  replay_cans = 0;
+  for (int64_t batch_seq = 1;; batch_seq++) {
+    if (replay_one(f, j, &c, batch_seq, seen, 128, NULL) < 0)
+      break;
+    assert_int_equal(command_op(f, j, JOURNAL_OP_REPLAY_ACK, &c, batch_seq, NULL), JOURNAL_OK);
+  }
+  /* 30 sales of one can each, consumed: -30 cans. */
+  assert_int_equal(replay_cans, -30 * 1000);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -441,6 +499,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(
           a_resync_older_than_the_journal_holds_ends_incomplete_saying_from_when, setup,
           teardown),
+      cmocka_unit_test_setup_teardown(replay_batches_carry_the_deltas_of_the_rows_they_cover,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
