@@ -205,6 +205,14 @@ static void uplink_replay_conflict(uplink *u, const Pos__V1__BatchAck *ack)
   uplink_replay_submit(u, JOURNAL_OP_REPLAY_BATCH, expected);
 }
 
+/* The ack names our journal: another journal's answer acknowledges nothing of ours. */
+static int uplink_replay_ack_is_ours(const uplink *u, const Pos__V1__BatchAck *ack)
+{
+  uint8_t ours[16];
+  return proto_journal_id_parse(u->identity_journal_id, ours) == 0 &&
+         ack->journal_id.len == 16 && memcmp(ack->journal_id.data, ours, 16) == 0;
+}
+
 static void uplink_replay_on_answer(struct uplink_http_request *req)
 {
   uplink *u = req->user;
@@ -228,7 +236,10 @@ static void uplink_replay_on_answer(struct uplink_http_request *req)
     ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
   snprintf(detail, sizeof(detail), "%ld", req->status);
   uplink_http_request_clear(req);
-  if (req->status == 200 && ack && ack->acked_batch_seq >= (uint64_t)batch_seq) {
+  if (ack && !uplink_replay_ack_is_ours(u, ack)) {
+    uplink_replay_retry(u, "POST /v1/batches (replay): %s for another journal than ours (%s)",
+                        detail, u->identity_journal_id);
+  } else if (req->status == 200 && ack && ack->acked_batch_seq >= (uint64_t)batch_seq) {
     uplink__commands(u, ack->n_commands, ack->commands);
     uplink_replay_free_sending(u);
     uplink_replay_submit(u, JOURNAL_OP_REPLAY_ACK, batch_seq);
