@@ -144,5 +144,30 @@ assert_eq "records in pos.sales.replay.v1 after a restart" "$replay_records" "$K
 assert_eq "resync state after a restart" 3 \
   "$(sql "SELECT state FROM commands WHERE command_id = '$RESYNC';")"
 
+# A second resync of the same range is a second complete replay, under its
+# own resync_id and batch numbers.
+stop_agent
+RESYNC2=resync-20261126T041500Z-e2e002
+now_ms="$(($(date +%s) * 1000))"
+sqlite3 -batch -bail "$JOURNAL" "INSERT INTO commands VALUES('$RESYNC2', 1, 2, $now_ms, 'e2e',
+  $now_ms, $now_ms, $FROM, $TO, 6000, 0, $expected, 0, '', '', 0, 0, 0, 0);" ||
+  fail "the second resync is put in the journal's commands table"
+start_agent
+deadline=$((SECONDS + 120))
+while [[ "$(sql "SELECT state FROM commands WHERE command_id = '$RESYNC2';")" == 2 ]]; do
+  ((SECONDS < deadline)) || fail "the second resync finishes within 120 s"
+  sleep 0.1
+done
+assert_eq "second resync state (3 = done)" 3 \
+  "$(sql "SELECT state FROM commands WHERE command_id = '$RESYNC2';")"
+kafka_read pos.sales.replay.v1 replay_twice
+records_db replay_twice
+assert_eq "records in pos.sales.replay.v1 after two resyncs" $((2 * expected)) \
+  "$(rsql replay_twice 'SELECT count(*) FROM k;')"
+assert_eq "seqs not replayed exactly twice" 0 \
+  "$(rsql replay_twice 'SELECT count(*) FROM (SELECT seq FROM k GROUP BY seq HAVING count(*) != 2);')"
+assert_eq "resync_id headers in pos.sales.replay.v1" 2 \
+  "$(grep -o "resync_id=resync-[0-9A-Za-z-]*" "$T/replay_twice.meta" | sort -u | wc -l)"
+
 stop_agent
 stop_collector
