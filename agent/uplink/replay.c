@@ -69,7 +69,8 @@ static void uplink_replay_submit(uplink *u, enum journal_op_kind kind, int64_t b
   memset(op, 0, sizeof(*op));
   op->kind = kind;
   op->batch_seq = batch_seq;
-  op->command = &u->replay.command;
+  u->replay.op_command = u->replay.command;
+  op->command = &u->replay.op_command;
   op->max_sales = u->max_sales < JOURNAL_REPLAY_MAX_SALES ? u->max_sales
                                                           : JOURNAL_REPLAY_MAX_SALES;
   op->max_bytes = u->max_bytes;
@@ -140,6 +141,8 @@ static void uplink_replay_on_op(struct journal_op *op)
     uplink__replay_kick(u);
     return;
   }
+  if (!op->error)
+    u->replay.command = u->replay.op_command; /* where the journal says it stands */
   if (op->error) {
     journal_op_clear(op);
     if (op->error == JOURNAL_EINVAL) {

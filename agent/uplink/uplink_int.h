@@ -117,6 +117,8 @@ struct uplink {
    * flight, on its own HTTP transfer so that live batches never wait. */
   struct uplink_replay {
     struct journal_command command; /* the running resync ("" id = none) */
+    /* The op's copy, the writer thread's while op_busy (the loop reads `command`). */
+    struct journal_command op_command;
     struct journal_op op;
     int op_busy;
     struct uplink_http_request req;
