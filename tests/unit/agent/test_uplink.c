@@ -91,6 +91,8 @@ struct fake {
    * and how many heartbeats reported it. */
   int push_report_state;
   unsigned push_reports;
+  int64_t last_oldest_sale_ms;   /* the last heartbeat's oldest_sale_business_ms */
+  int last_sales_deleted;
   /* Replay batches (issue 10): a resync command "resync-1" from business
    * time 0 in every heartbeat's answer (1 = pending, 2 = cancelled); the
    * replay batches received, each sale's times replayed, the highest
@@ -335,6 +337,8 @@ static void fake_on_heartbeat(struct fake *fake, http_exchange *exchange)
            heartbeat->store_id);
   fake->last_stalled_expected = heartbeat->stalled_expected_batch_seq;
   fake->last_oldest_held = heartbeat->oldest_held_batch_seq;
+  fake->last_oldest_sale_ms = heartbeat->oldest_sale_business_ms;
+  fake->last_sales_deleted = heartbeat->sales_deleted;
   for (size_t i = 0; i < heartbeat->n_command_reports; i++) {
     if (strcmp(heartbeat->command_reports[i]->command_id, "push-1") == 0) {
       fake->push_report_state = (int)heartbeat->command_reports[i]->state;
@@ -1022,6 +1026,10 @@ static void heartbeats_carry_the_queue_and_bring_commands(void **state)
   wait_for(f, heartbeat_answered, 10000, "a heartbeat");
   assert_string_equal(f->fake.last_heartbeat_store, "S001");
   assert_int_equal(f->fake.last_unsent, 4);
+  /* Issue 10: how far back a resync can go (the fixture's sales are at
+   * 2026-11-21T18:42:05+01:00), and that nothing older was deleted. */
+  assert_int_equal(f->fake.last_oldest_sale_ms, 1763746925000LL);
+  assert_int_equal(f->fake.last_sales_deleted, 0);
   uplink_get_status(f->uplink, &status);
   assert_true(status.last_heartbeat_ms > 0);
 
