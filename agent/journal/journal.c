@@ -28,7 +28,7 @@
 #include "platform/log.h"
 #include "proto/codec.h"
 
-#define JOURNAL_SCHEMA_VERSION 5
+#define JOURNAL_SCHEMA_VERSION 6
 
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
@@ -36,12 +36,13 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V3,
     JOURNAL_SCHEMA_V4,
     JOURNAL_SCHEMA_V5,
+    JOURNAL_SCHEMA_V6,
 };
 
 /* SQL of other modules that a step also runs, in its transaction: the
  * recipe tables are the recipes module's (part of v5). */
 static const char *const journal_migrations_extra[JOURNAL_SCHEMA_VERSION] = {
-    NULL, NULL, NULL, NULL, recipes_schema_sql,
+    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until
@@ -374,6 +375,8 @@ int journal__load_stats(journal *j, char *err, size_t err_size)
   j->stats.database_bytes = (uint64_t)(journal_pragma_int(j->db, "PRAGMA page_count") *
                                        j->page_size);
   journal__load_reset(j);
+  if (journal__commands_load(j))
+    goto out;
   rc = 0;
 out:
   if (rc && err[0] == '\0')
@@ -842,7 +845,7 @@ static void journal_commit_group(journal *j, struct journal_write *group)
 {
   int64_t received_ms = clock_wall_ms();
   uint64_t stored = 0, adjusted = 0, writes = 0;
-  int64_t last_seq = 0;
+  int64_t last_seq = 0, oldest_time = 0;
   int skipping = j->skip_to > 0;
   double started;
   int rc;
@@ -911,6 +914,8 @@ static void journal_commit_group(journal *j, struct journal_write *group)
         continue;
       stored += w->adjustments == NULL; /* the counters are of sales */
       adjusted += w->adjustments != NULL;
+      if (w->sales && (oldest_time == 0 || w->sales[i].business_time_ms < oldest_time))
+        oldest_time = w->sales[i].business_time_ms;
       if (w->results[i].seq > last_seq)
         last_seq = w->results[i].seq;
     }
@@ -928,6 +933,9 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     j->stats.sales_unsent += stored;
     if (stored && j->stats.oldest_unsent_ms == 0)
       j->stats.oldest_unsent_ms = received_ms;
+    if (oldest_time && (j->stats.oldest_sale_business_ms == 0 ||
+                        oldest_time < j->stats.oldest_sale_business_ms))
+      j->stats.oldest_sale_business_ms = oldest_time;
     if (last_seq > j->stats.last_seq)
       j->stats.last_seq = last_seq;
     if (stored)
@@ -1407,8 +1415,10 @@ int journal_submit(journal *j, struct journal_write *write)
 int journal_submit_op(journal *j, struct journal_op *op)
 {
   assert(op->done);
-  if (op->kind < JOURNAL_OP_NEXT_BATCH || op->kind > JOURNAL_OP_RECIPES ||
+  if (op->kind < JOURNAL_OP_NEXT_BATCH || op->kind > JOURNAL_OP_REPLAY_ACK ||
       (op->kind == JOURNAL_OP_RECIPES && !op->recipes_update) ||
+      (op->kind >= JOURNAL_OP_COMMAND && !op->command) ||
+      (op->kind == JOURNAL_OP_REPLAY_BATCH && (!op->pack || op->max_sales == 0)) ||
       (op->kind == JOURNAL_OP_NEXT_BATCH && op->seal_upto_seq > 0 &&
        (!op->pack || op->max_sales == 0)))
     return JOURNAL_EINVAL;
@@ -1417,6 +1427,7 @@ int journal_submit_op(journal *j, struct journal_op *op)
   memset(&op->batch, 0, sizeof(op->batch));
   op->sealed = 0;
   op->sales_changed = op->batches_changed = 0;
+  op->command_changed = 0;
   op->next = NULL;
   pthread_mutex_lock(&j->lock);
   if (j->stopping) {

@@ -147,6 +147,12 @@ struct journal_stats {
    * read back at open: sales are taken without deltas, adjustments are
    * refused, until a person repairs or replaces the journal. "" = none. */
   char stock_error[512];
+  /* The oldest business time a sale in the journal has (0 = none), and
+   * whether sales were ever deleted from it (retention, pruning on a full
+   * disk) or it was started anew: a resync from before that time cannot
+   * replay what is gone. */
+  int64_t oldest_sale_business_ms;
+  int sales_deleted;
 };
 
 /*
@@ -216,6 +222,8 @@ struct journal_seal_input {
   int64_t last_seq_all;                  /* the last row a batch of every sale covers */
   size_t max_bytes;                      /* cap on the packed body */
   size_t max_decoded_bytes;              /* cap on the body before compression; 0 = none */
+  /* A replay batch of this resync (kind REPLAY); NULL = a live batch. */
+  const char *resync_id;
 };
 
 /*
@@ -238,6 +246,65 @@ void journal_seal_covered(const struct journal_seal_input *in, size_t used, int6
  */
 typedef int (*journal_pack_fn)(void *pack_arg, const struct journal_seal_input *in,
                                uint8_t **body, size_t *body_len, size_t *used);
+
+/* ---- head-office commands (schema v6) ------------------------------------- */
+
+/* The most commands journal_get_commands returns: every one not finished,
+ * and the newest finished in the last 24 hours. */
+#define JOURNAL_COMMANDS_MAX 16
+#define JOURNAL_COMMAND_ID_MAX 95
+/* Rows a replay batch holds at most (the writer is never held long). */
+#define JOURNAL_REPLAY_MAX_SALES 500
+
+enum journal_command_kind { JOURNAL_COMMAND_RESYNC = 1, JOURNAL_COMMAND_PUSH_NOW = 2 };
+
+/* A command's state: the values of pos.v1.CommandState. */
+enum journal_command_state {
+  JOURNAL_COMMAND_RUNNING = 2,
+  JOURNAL_COMMAND_DONE = 3,
+  JOURNAL_COMMAND_INCOMPLETE = 4,
+  JOURNAL_COMMAND_FAILED = 5,
+  JOURNAL_COMMAND_CANCELLED = 6,
+};
+
+/* One command as the journal holds it. */
+struct journal_command {
+  char command_id[JOURNAL_COMMAND_ID_MAX + 1];
+  int kind;                /* enum journal_command_kind */
+  int state;               /* enum journal_command_state */
+  int64_t issued_ms;       /* collector clock */
+  char issued_by[64];
+  int64_t recorded_ms;     /* device clock: when it was recorded here */
+  int64_t updated_ms;      /* device clock: when its state last changed */
+  int64_t from_ms, to_ms;  /* resync: business times [from, to); to 0 = no bound */
+  /* resync: the newest row journaled when it was recorded (rows above are
+   * not replayed); push-now: the last seq then (DONE once sent). */
+  int64_t upto_seq;
+  uint64_t done_sales;     /* resync: sales in acknowledged replay batches */
+  uint64_t total_sales;    /* resync: sales in the range the journal holds */
+  int64_t available_from_ms; /* resync: set when older history was deleted */
+  char incomplete[512];    /* resync: the message it finishes with when INCOMPLETE */
+  char message[512];       /* for people: why it failed, what is missing */
+  int64_t replay_batch_seq;        /* resync: the last replay batch cut */
+  int64_t replay_acked_batch_seq;  /* resync: the last one acknowledged */
+  int64_t replay_cut_seq;          /* resync: rows up to here are in cut batches */
+  int64_t replay_acked_seq;        /* resync: ... in acknowledged ones */
+};
+
+/* 1 for DONE, INCOMPLETE, FAILED and CANCELLED. */
+int journal_command_finished(int state);
+
+/* The state's name, lower case ("running", "done", ...). */
+const char *journal_command_state_name(int state);
+
+/*
+ * Copies up to `max` recent commands (newest first; see
+ * JOURNAL_COMMANDS_MAX) into `out` and returns how many. Any thread.
+ */
+size_t journal_get_commands(journal *j, struct journal_command *out, size_t max);
+
+/* Finds command `command_id` among the recent ones: 1 with *out filled, or 0. Any thread. */
+int journal_find_command(journal *j, const char *command_id, struct journal_command *out);
 
 enum journal_op_kind {
   /* The batch numbered batch_seq: the stored one if it exists (acknowledged
@@ -274,6 +341,28 @@ enum journal_op_kind {
    * through it. Refused content: JOURNAL_EINVAL with `message` naming
    * line and field, and the recipes in force stay as they were. */
   JOURNAL_OP_RECIPES,
+  /* Records command op->command (command_id, kind, issued_*, from/to; its
+   * state RUNNING, or CANCELLED as head office sent it), fsynced before
+   * done(): command_changed = 1 when it was new, or a known one not
+   * finished was cancelled; a known command is otherwise left as it is
+   * (never run twice). A new resync gets its bounds (upto_seq, total_sales)
+   * and, when history before `from` was deleted, available_from_ms and the
+   * message it will finish with. op->command is then the stored one. */
+  JOURNAL_OP_COMMAND,
+  /* Sets command op->command->command_id to op->command->state and
+   * ->message, unless it is finished already (command_changed = 0). A
+   * resync finishing DONE becomes INCOMPLETE when its history was cut. */
+  JOURNAL_OP_COMMAND_STATE,
+  /* Replay batch op->batch_seq of resync op->command->command_id (must be
+   * RUNNING): a batch cut before is made again from the rows of its
+   * recorded seq range; the next number is cut now from the rows after the
+   * last cut (business time in [from, to), seq <= upto_seq, at most
+   * max_sales sales, within max_bytes/max_decoded_bytes), its range
+   * recorded before done(). batch.batch_seq == 0: every row was cut. */
+  JOURNAL_OP_REPLAY_BATCH,
+  /* Replay batches 1..op->batch_seq of resync op->command->command_id are
+   * acknowledged: done_sales and the retention hold move. */
+  JOURNAL_OP_REPLAY_ACK,
 };
 
 /* A sealed batch as stored. */
@@ -318,6 +407,9 @@ struct journal_op {
   uint64_t batches_changed; /* ACK: newly acknowledged; UNSEAL, RETENTION: deleted */
   size_t recipes_stored;    /* RECIPES: versions newly stored */
   size_t recipes_unchanged; /* RECIPES: versions already stored the same */
+  /* COMMAND, COMMAND_STATE, REPLAY_BATCH, REPLAY_ACK: in and out (borrowed). */
+  struct journal_command *command;
+  int command_changed;
 
   struct journal_op *next; /* the journal's queue link */
 };

@@ -224,8 +224,7 @@ out:
   return rc;
 }
 
-/* One row of JOURNAL_SQL_UNSEALED into `out`. -1: the row does not read back. */
-static int journal_read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out)
+int journal__read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out)
 {
   struct sale *sale = &out->sale;
   char kind[16], channel[16];
@@ -255,7 +254,7 @@ static int journal_read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out)
   return 0;
 }
 
-static void journal_free_seal_sales(struct journal_seal_sale *sales, size_t count)
+void journal__free_seal_sales(struct journal_seal_sale *sales, size_t count)
 {
   if (!sales)
     return;
@@ -482,7 +481,7 @@ static int journal_seal_read_sales(journal *j, struct journal_op *op, int64_t se
   sqlite3_bind_int64(j->unsealed, 1, (sqlite3_int64)op->max_sales);
   sqlite3_bind_int64(j->unsealed, 2, sealed_last_seq);
   while ((rc = sqlite3_step(j->unsealed)) == SQLITE_ROW && count < op->max_sales) {
-    if (journal_read_sale(j->unsealed, &sales[count])) {
+    if (journal__read_sale(j->unsealed, &sales[count])) {
       int64_t seq = sales[count].seq;
       sale_clear(&sales[count].sale);
       sqlite3_reset(j->unsealed);
@@ -493,14 +492,14 @@ static int journal_seal_read_sales(journal *j, struct journal_op *op, int64_t se
                "row); nothing after it can be sent until it is repaired",
                j->path, seq);
       op->error = JOURNAL_ECORRUPT;
-      journal_free_seal_sales(sales, count);
+      journal__free_seal_sales(sales, count);
       return SQLITE_CORRUPT;
     }
     count++;
   }
   sqlite3_reset(j->unsealed);
   if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-    journal_free_seal_sales(sales, count);
+    journal__free_seal_sales(sales, count);
     return sqlite3_extended_errcode(j->db);
   }
   *out = sales;
@@ -650,7 +649,7 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   if (!*sealed)
     memset(&op->batch, 0, sizeof(op->batch));
   free(body);
-  journal_free_seal_sales(sales, count);
+  journal__free_seal_sales(sales, count);
   journal__free_rows(rows, row_count);
   journal_row_origins_free(&origins);
   return rc;
@@ -989,6 +988,9 @@ static int journal_delete_acked_some(journal *j, int64_t before_ms, int64_t upto
   sqlite3_bind_int64(j->expired_batches, 1, before_ms);
   sqlite3_bind_int64(j->expired_batches, 2, upto);
   sqlite3_bind_int64(j->expired_batches, 3, JOURNAL_RETENTION_CHUNK);
+  /* A running resync's rows stay until its replay batches are acknowledged. */
+  sqlite3_bind_int64(j->expired_batches, 4, j->replay_hold_seq > 0 ? j->replay_hold_seq
+                                                                   : INT64_MAX);
   while ((rc = sqlite3_step(j->expired_batches)) == SQLITE_ROW &&
          count < JOURNAL_RETENTION_CHUNK) {
     for (int c = 0; c < 3; c++)
@@ -1025,6 +1027,14 @@ static int journal_delete_acked_some(journal *j, int64_t before_ms, int64_t upto
   }
   if (rc == SQLITE_OK)
     *batches += deleted;
+  if (rc == SQLITE_OK && *sales) {
+    /* Said in the journal for good: a resync from before the oldest sale
+     * left must report that history is gone, after restarts too. */
+    sqlite3_bind_text(j->set_meta, 1, "sales_deleted", -1, SQLITE_STATIC);
+    sqlite3_bind_text(j->set_meta, 2, before_ms == INT64_MAX ? "full" : "retention", -1,
+                      SQLITE_STATIC);
+    rc = journal__step_done(j, j->set_meta);
+  }
   return rc;
 }
 
@@ -1042,6 +1052,8 @@ static void journal_count_deleted(journal *j, uint64_t sales)
   j->stats.sales_journaled = j->stats.sales_journaled > sales ? j->stats.sales_journaled - sales
                                                               : 0;
   pthread_mutex_unlock(&j->lock);
+  if (sales)
+    journal__sales_deleted(j);
 }
 
 int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
@@ -1054,6 +1066,7 @@ int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
 
   if (retention_ms <= 0)
     return 0;
+  j->retention_used_ms = retention_ms;
   pthread_mutex_lock(&j->lock);
   acked = j->stats.acked_batch_seq;
   pthread_mutex_unlock(&j->lock);
@@ -1138,6 +1151,12 @@ static void journal_run_op_once(journal *j, struct journal_op *op, int64_t now_m
     break;
   case JOURNAL_OP_RECIPES:
     journal__recipes_op(j, op);
+    break;
+  case JOURNAL_OP_COMMAND:
+  case JOURNAL_OP_COMMAND_STATE:
+  case JOURNAL_OP_REPLAY_BATCH:
+  case JOURNAL_OP_REPLAY_ACK:
+    journal__command_op(j, op, now_ms);
     break;
   }
 }

@@ -195,6 +195,21 @@ struct journal {
   /* Writer thread only: when retention runs next (monotonic ms). */
   uint64_t retention_due_ms;
 
+  /* Guarded by lock: the recent commands (journal_get_commands), newest
+   * first, as stored; kept by the command operations (writer thread). */
+  struct journal_command commands[JOURNAL_COMMANDS_MAX];
+  size_t command_count;
+  /* Writer thread (or opening): the first row a running resync has yet to
+   * send; retention and pruning delete nothing from it on. 0 = none. */
+  int64_t replay_hold_seq;
+  /* Opening or writer thread: meta sales_deleted ("retention", "full", "" = never). */
+  char sales_deleted_why[16];
+  int64_t retention_used_ms; /* writer thread: the retention last run with; 0 = none yet */
+  /* Writer thread: stats.oldest_sale_business_ms was last read (monotonic
+   * ms), and sales were deleted since (it may be too old). */
+  uint64_t oldest_checked_ms;
+  int oldest_stale;
+
   uv_async_t done_async; /* lives inside the journal; freed in its close_cb */
 };
 
@@ -256,6 +271,27 @@ int journal__retention_chunk(journal *j, int64_t now_ms, int64_t retention_ms,
 /* Reads the uplink's cursor (meta) and the unsent counters into j->stats.
  * On the opening thread, before the writer starts. Returns 0 or -1. */
 int journal__load_batch_stats(journal *j);
+
+/* ---- head-office commands and replay (journal_command.c) ------------------- */
+
+/* Reads the recent commands, the retention hold, meta sales_deleted and
+ * the oldest sale's business time into the journal. 0 or -1. Opening
+ * thread (or the writer, with no lock held). */
+int journal__commands_load(journal *j);
+
+/* JOURNAL_OP_COMMAND, _COMMAND_STATE, _REPLAY_BATCH, _REPLAY_ACK. Writer thread. */
+void journal__command_op(journal *j, struct journal_op *op, int64_t now_ms);
+
+/* After sales were deleted (committed): the oldest business time held,
+ * and "sales were deleted", into the counters. Writer thread. */
+void journal__sales_deleted(journal *j);
+
+/* One row of JOURNAL_SQL_UNSEALED's columns into `out`: -1 when it does
+ * not read back. */
+int journal__read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out);
+
+/* Frees `count` sales read by journal__read_sale and the array. */
+void journal__free_seal_sales(struct journal_seal_sale *sales, size_t count);
 
 /* ---- inventory (journal_stock.c) ------------------------------------------- */
 
@@ -321,6 +357,11 @@ int journal__stock_rebuild(journal *j);
 int journal__read_rows(journal *j, int64_t after_seq, int64_t upto_seq,
                        struct journal_seal_row **rows, size_t *count);
 void journal__free_rows(struct journal_seal_row *rows, size_t count);
+
+/* The same from `stmt` (bound by the caller; columns seq, business_time_ms,
+ * deltas), which is reset afterwards. Writer thread. */
+int journal__read_rows_stmt(journal *j, sqlite3_stmt *stmt, struct journal_seal_row **rows,
+                            size_t *count);
 
 /* Inside the seal's transaction: adds `d` (a sealed batch's deltas,
  * aggregated) to the stored base, or subtracts it (sign -1, an unseal). */

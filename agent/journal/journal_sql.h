@@ -120,6 +120,107 @@
   "  unit TEXT NOT NULL,"                                                     \
   "  on_hand_milli INTEGER NOT NULL) WITHOUT ROWID;"
 
+/* Version 6: head-office commands (issue 10). A command is recorded here,
+ * on flash, before it is acted on, so that a reboot neither loses nor
+ * repeats it: a command_id already in the table is never run again. A
+ * resync's replay cursor lives in its row (replay_*), and each replay batch
+ * it cut keeps its seq range in replay_batches before it is sent, so that a
+ * batch_seq always means the same rows; the body is made again from those
+ * rows (immutable) rather than stored. meta sales_deleted says why sales
+ * were ever deleted ("retention" or "full"): a resync from before the
+ * oldest sale held must say that history is gone. */
+#define JOURNAL_SCHEMA_V6                                                     \
+  "CREATE TABLE commands("                                                    \
+  "  command_id TEXT PRIMARY KEY,"                                            \
+  "  kind INTEGER NOT NULL,"                                                  \
+  "  state INTEGER NOT NULL,"                                                 \
+  "  issued_ms INTEGER NOT NULL,"                                             \
+  "  issued_by TEXT NOT NULL,"                                                \
+  "  recorded_ms INTEGER NOT NULL,"                                           \
+  "  updated_ms INTEGER NOT NULL,"                                            \
+  "  from_ms INTEGER NOT NULL,"                                               \
+  "  to_ms INTEGER NOT NULL,"                                                 \
+  "  upto_seq INTEGER NOT NULL,"                                              \
+  "  done_sales INTEGER NOT NULL,"                                            \
+  "  total_sales INTEGER NOT NULL,"                                           \
+  "  available_from_ms INTEGER NOT NULL,"                                     \
+  "  incomplete TEXT NOT NULL,"                                               \
+  "  message TEXT NOT NULL,"                                                  \
+  "  replay_batch_seq INTEGER NOT NULL,"                                      \
+  "  replay_acked_batch_seq INTEGER NOT NULL,"                                \
+  "  replay_cut_seq INTEGER NOT NULL,"                                        \
+  "  replay_acked_seq INTEGER NOT NULL) WITHOUT ROWID;"                       \
+  "CREATE TABLE replay_batches("                                              \
+  "  resync_id TEXT NOT NULL,"                                                \
+  "  batch_seq INTEGER NOT NULL,"                                             \
+  "  first_seq INTEGER NOT NULL,"                                             \
+  "  last_seq INTEGER NOT NULL,"                                              \
+  "  sale_count INTEGER NOT NULL,"                                            \
+  "  created_ms INTEGER NOT NULL,"                                            \
+  "  PRIMARY KEY(resync_id, batch_seq)) WITHOUT ROWID;"
+
+#define JOURNAL_SQL_COMMAND_COLUMNS                                           \
+  "command_id, kind, state, issued_ms, issued_by, recorded_ms, updated_ms,"   \
+  " from_ms, to_ms, upto_seq, done_sales, total_sales, available_from_ms,"    \
+  " incomplete, message, replay_batch_seq, replay_acked_batch_seq,"           \
+  " replay_cut_seq, replay_acked_seq"
+
+/* A command as recorded; REPLACE keeps one row per command_id. */
+#define JOURNAL_SQL_PUT_COMMAND                                               \
+  "INSERT OR REPLACE INTO commands(" JOURNAL_SQL_COMMAND_COLUMNS ")"          \
+  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15," \
+  " ?16, ?17, ?18, ?19)"
+
+#define JOURNAL_SQL_GET_COMMAND                                               \
+  "SELECT " JOURNAL_SQL_COMMAND_COLUMNS " FROM commands WHERE command_id = ?1"
+
+/* What heartbeats and the status page show: every command not finished
+ * and those updated since ?1, newest first. */
+#define JOURNAL_SQL_RECENT_COMMANDS                                           \
+  "SELECT " JOURNAL_SQL_COMMAND_COLUMNS " FROM commands"                      \
+  " WHERE state <= 2 OR updated_ms >= ?1 ORDER BY recorded_ms DESC LIMIT ?2"
+
+/* A resync's rows: sales and adjustments in (?1, ?2] whose business time
+ * is in [?3, ?4): rowid ranges, filtered. */
+#define JOURNAL_SQL_REPLAY_SALES                                              \
+  "SELECT seq, sale_id, kind, original_sale_id, terminal_id, cashier_id,"     \
+  " channel, delivery_partner, business_time, business_time_ms,"              \
+  " utc_offset_min, currency, currency_exponent, total_minor, lines,"         \
+  " payments, received_ms FROM sales WHERE seq > ?1 AND seq <= ?2"            \
+  " AND business_time_ms >= ?3 AND business_time_ms < ?4 ORDER BY seq LIMIT ?5"
+
+#define JOURNAL_SQL_REPLAY_ROWS                                               \
+  "SELECT seq, business_time_ms, deltas FROM sales WHERE seq > ?1 AND seq <= ?2" \
+  " AND business_time_ms >= ?3 AND business_time_ms < ?4"                     \
+  " UNION ALL SELECT seq, business_time_ms, deltas FROM adjustments"          \
+  " WHERE seq > ?1 AND seq <= ?2 AND business_time_ms >= ?3"                  \
+  " AND business_time_ms < ?4 ORDER BY 1"
+
+#define JOURNAL_SQL_REPLAY_COUNT                                              \
+  "SELECT count(*) FROM sales WHERE seq <= ?1"                                \
+  " AND business_time_ms >= ?2 AND business_time_ms < ?3"
+
+#define JOURNAL_SQL_PUT_REPLAY_BATCH                                          \
+  "INSERT INTO replay_batches(resync_id, batch_seq, first_seq, last_seq,"     \
+  " sale_count, created_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+
+#define JOURNAL_SQL_GET_REPLAY_BATCH                                          \
+  "SELECT first_seq, last_seq, sale_count, created_ms FROM replay_batches"    \
+  " WHERE resync_id = ?1 AND batch_seq = ?2"
+
+#define JOURNAL_SQL_REPLAY_SALES_ACKED                                        \
+  "SELECT coalesce(sum(sale_count), 0), coalesce(max(last_seq), 0)"           \
+  " FROM replay_batches WHERE resync_id = ?1 AND batch_seq > ?2 AND batch_seq <= ?3"
+
+/* Retention's hold: the first row any running resync may still send. */
+#define JOURNAL_SQL_REPLAY_HOLD                                               \
+  "SELECT min(coalesce((SELECT r.first_seq FROM replay_batches r"             \
+  " WHERE r.resync_id = c.command_id AND r.batch_seq = c.replay_acked_batch_seq)," \
+  " c.replay_acked_seq + 1)) FROM commands c WHERE c.state = 2 AND c.kind = 1"
+
+/* The oldest business time the journal holds (0 = no sale). */
+#define JOURNAL_SQL_OLDEST_SALE_TIME "SELECT coalesce(min(business_time_ms), 0) FROM sales"
+
 #define JOURNAL_SQL_INSERT_SALE                                               \
   "INSERT INTO sales(sale_id, content_hash, kind, original_sale_id,"          \
   " terminal_id, cashier_id, channel, delivery_partner, business_time,"       \
@@ -283,11 +384,12 @@
   "DELETE FROM batches WHERE batch_seq >= ?1 AND acked_ms IS NULL"
 
 /* Retention: the oldest acknowledged batches acknowledged before ?1, never
- * above the acknowledged prefix ?2. */
+ * above the acknowledged prefix ?2, nor holding a row at or above ?4 (the
+ * first row a running resync has yet to send). */
 #define JOURNAL_SQL_EXPIRED_BATCHES                                           \
   "SELECT batch_seq, first_seq, last_seq FROM batches"                        \
   " WHERE acked_ms IS NOT NULL AND acked_ms < ?1 AND batch_seq <= ?2"         \
-  " ORDER BY batch_seq LIMIT ?3"
+  " AND last_seq < ?4 ORDER BY batch_seq LIMIT ?3"
 
 /* A batch's sales: the seq range it covers, at most ?3 of them at a time
  * (each deleted row rewrites its pages into the WAL). */

@@ -297,15 +297,21 @@ void journal__free_rows(struct journal_seal_row *rows, size_t count)
 int journal__read_rows(journal *j, int64_t after_seq, int64_t upto_seq,
                        struct journal_seal_row **rows, size_t *count)
 {
+  sqlite3_bind_int64(j->row_deltas, 1, after_seq);
+  sqlite3_bind_int64(j->row_deltas, 2, upto_seq);
+  return journal__read_rows_stmt(j, j->row_deltas, rows, count);
+}
+
+int journal__read_rows_stmt(journal *j, sqlite3_stmt *stmt, struct journal_seal_row **rows,
+                            size_t *count)
+{
   struct journal_seal_row *out = NULL;
   size_t n = 0, capacity = 0;
   int rc;
 
   *rows = NULL;
   *count = 0;
-  sqlite3_bind_int64(j->row_deltas, 1, after_seq);
-  sqlite3_bind_int64(j->row_deltas, 2, upto_seq);
-  while ((rc = sqlite3_step(j->row_deltas)) == SQLITE_ROW) {
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     struct journal_seal_row *row;
     if (n == capacity) {
       size_t grown_capacity = capacity ? capacity * 2 : 64;
@@ -319,11 +325,11 @@ int journal__read_rows(journal *j, int64_t after_seq, int64_t upto_seq,
     }
     row = &out[n];
     memset(row, 0, sizeof(*row));
-    row->seq = sqlite3_column_int64(j->row_deltas, 0);
-    row->business_time_ms = sqlite3_column_int64(j->row_deltas, 1);
+    row->seq = sqlite3_column_int64(stmt, 0);
+    row->business_time_ms = sqlite3_column_int64(stmt, 1);
     n++;
-    if (stock_deltas_decode(sqlite3_column_blob(j->row_deltas, 2),
-                            (size_t)sqlite3_column_bytes(j->row_deltas, 2), &j->names,
+    if (stock_deltas_decode(sqlite3_column_blob(stmt, 2),
+                            (size_t)sqlite3_column_bytes(stmt, 2), &j->names,
                             &row->deltas)) {
       log_error("journal", "deltas_damaged",
                 "path=%s seq=%" PRId64 " reason=\"the row's stored deltas do not read back; "
@@ -336,7 +342,7 @@ int journal__read_rows(journal *j, int64_t after_seq, int64_t upto_seq,
     rc = SQLITE_OK;
   else if (rc != SQLITE_NOMEM)
     rc = sqlite3_extended_errcode(j->db);
-  sqlite3_reset(j->row_deltas);
+  sqlite3_reset(stmt);
   if (rc != SQLITE_OK) {
     journal__free_rows(out, n);
     return rc;

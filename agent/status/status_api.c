@@ -22,6 +22,71 @@ static json_t *status_time(int64_t epoch_ms)
   return json_string(clock_format_utc(epoch_ms, text, sizeof(text)));
 }
 
+static const char *status_command_kind(int kind)
+{
+  return kind == JOURNAL_COMMAND_RESYNC ? "resync" : "push-now";
+}
+
+/* One head-office command as the journal holds it. */
+static json_t *status_command(const struct journal_command *c)
+{
+  json_t *item = json_object();
+  if (!item)
+    return NULL;
+  json_object_set_new(item, "command_id", json_string(c->command_id));
+  json_object_set_new(item, "kind", json_string(status_command_kind(c->kind)));
+  json_object_set_new(item, "state", json_string(journal_command_state_name(c->state)));
+  json_object_set_new(item, "issued_by", json_string(c->issued_by));
+  json_object_set_new(item, "issued_at", status_time(c->issued_ms));
+  json_object_set_new(item, "recorded", status_time(c->recorded_ms));
+  json_object_set_new(item, "updated", status_time(c->updated_ms));
+  if (c->kind == JOURNAL_COMMAND_RESYNC) {
+    json_object_set_new(item, "from", status_time(c->from_ms));
+    json_object_set_new(item, "to", status_time(c->to_ms));
+    json_object_set_new(item, "replayed_sales", json_integer((json_int_t)c->done_sales));
+    json_object_set_new(item, "total_sales", json_integer((json_int_t)c->total_sales));
+    json_object_set_new(item, "available_from", status_time(c->available_from_ms));
+  }
+  json_object_set_new(item, "message", json_string(c->message));
+  return item;
+}
+
+/* "resync": the running resync, else the newest one (null if none);
+ * "commands": the recent commands, newest first, as heartbeats report them. */
+static void status_add_commands(json_t *body, journal *j)
+{
+  struct journal_command *list = calloc(JOURNAL_COMMANDS_MAX, sizeof(*list));
+  const struct journal_command *resync = NULL;
+  json_t *commands = json_array();
+  size_t count = list ? journal_get_commands(j, list, JOURNAL_COMMANDS_MAX) : 0;
+
+  for (size_t i = 0; i < count; i++) {
+    if (commands)
+      json_array_append_new(commands, status_command(&list[i]));
+    if (list[i].kind == JOURNAL_COMMAND_RESYNC &&
+        (!resync || (list[i].state == JOURNAL_COMMAND_RUNNING &&
+                     resync->state != JOURNAL_COMMAND_RUNNING)))
+      resync = &list[i];
+  }
+  if (resync) {
+    int finished = journal_command_finished(resync->state);
+    json_object_set_new(
+        body, "resync",
+        json_pack("{s:s, s:s, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:s}", "resync_id",
+                  resync->command_id, "state", journal_command_state_name(resync->state),
+                  "from", status_time(resync->from_ms), "to", status_time(resync->to_ms),
+                  "replayed_sales", (json_int_t)resync->done_sales, "total_sales",
+                  (json_int_t)resync->total_sales, "started", status_time(resync->recorded_ms),
+                  "finished", finished ? status_time(resync->updated_ms) : json_null(),
+                  "available_from", status_time(resync->available_from_ms), "message",
+                  resync->message));
+  } else {
+    json_object_set_new(body, "resync", json_null());
+  }
+  json_object_set_new(body, "commands", commands ? commands : json_array());
+  free(list);
+}
+
 /* "uplink_problem": null, or a stall only head office can end: what the
  * collector asks for, what the device still holds, and what to do; or a
  * certificate that disagrees with the configuration (identity_mismatch). */
@@ -316,6 +381,7 @@ void status_api_handle_json(journal *j, const struct status_api_options *options
     status_add_backlog(body, &stats, options, &link);
     status_add_uplink(body, &stats, options, &link);
     status_add_stock(body, j);
+    status_add_commands(body, j);
     text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
   }
   if (text)

@@ -284,7 +284,9 @@ static int batcher_pack_count(const struct batcher_identity *id,
   envelope.journal_id.data = (uint8_t *)(uintptr_t)journal_id;
   envelope.journal_id.len = 16;
   envelope.batch_seq = (uint64_t)in->batch_seq;
-  envelope.kind = POS__V1__BATCH_KIND__BATCH_KIND_LIVE;
+  envelope.kind = in->resync_id ? POS__V1__BATCH_KIND__BATCH_KIND_REPLAY
+                                : POS__V1__BATCH_KIND__BATCH_KIND_LIVE;
+  envelope.resync_id = batcher_text(in->resync_id ? in->resync_id : "");
   envelope.created_ms = in->created_ms;
   envelope.agent_version = batcher_text(id->agent_version);
   *body = NULL;

@@ -20,6 +20,7 @@
 #define UPLINK_CLOCK_DRIFT_WARN_MS (5 * 60 * 1000)
 
 static void uplink_on_heartbeat_answer(struct uplink_http_request *req);
+static void uplink_heartbeat_answered(uplink *u, struct uplink_http_request *req);
 
 static void uplink_on_heartbeat_timer(uv_timer_t *timer)
 {
@@ -43,10 +44,12 @@ void uplink__heartbeat_send(uplink *u)
   uint8_t journal_id[16], previous_journal_id[16];
   uint64_t disk_free = 0;
   int64_t now = clock_wall_ms();
+  struct uplink_reports *reports = NULL;
   size_t len;
 
   if (u->closing || u->heartbeat_busy)
     return;
+  u->heartbeat_again = 0;
   journal_get_stats(u->journal, &stats);
   if (u->journal_path[0] && disk_free_bytes(u->journal_path, &disk_free))
     disk_free = 0;
@@ -86,13 +89,21 @@ void uplink__heartbeat_send(uplink *u)
     heartbeat.journal_sales_missing = stats.sales_missing;
   }
   heartbeat.journal_full = stats.full;
+  heartbeat.oldest_sale_business_ms = stats.oldest_sale_business_ms;
+  heartbeat.sales_deleted = stats.sales_deleted;
+  reports = malloc(sizeof(*reports));
+  if (reports)
+    uplink__commands_report(u, &heartbeat, reports);
 
   free(u->heartbeat_body);
   len = pos__v1__heartbeat__get_packed_size(&heartbeat);
   u->heartbeat_body = malloc(len ? len : 1);
-  if (!u->heartbeat_body)
+  if (!u->heartbeat_body) {
+    free(reports);
     return;
+  }
   pos__v1__heartbeat__pack(&heartbeat, u->heartbeat_body);
+  free(reports);
 
   memset(req, 0, sizeof(*req));
   req->url = u->heartbeat_url;
@@ -122,9 +133,28 @@ static void uplink_heartbeat_text(const struct uplink_http_request *req, char *o
   out[n] = '\0';
 }
 
+void uplink__heartbeat_soon(uplink *u)
+{
+  if (u->closing || u->heartbeat_interval_ms <= 0)
+    return;
+  if (u->heartbeat_busy)
+    u->heartbeat_again = 1;
+  else
+    uplink__heartbeat_send(u);
+}
+
 static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
 {
   uplink *u = req->user;
+
+  uplink_heartbeat_answered(u, req);
+  /* A command recorded or finished while this one was out. */
+  if (u->heartbeat_again && !u->closing)
+    uplink__heartbeat_send(u);
+}
+
+static void uplink_heartbeat_answered(uplink *u, struct uplink_http_request *req)
+{
   Pos__V1__HeartbeatAck *ack;
   char kind[160];
 
@@ -189,48 +219,4 @@ static void uplink_on_heartbeat_answer(struct uplink_http_request *req)
   }
   uplink__commands(u, ack->n_commands, ack->commands);
   pos__v1__heartbeat_ack__free_unpacked(ack, NULL);
-}
-
-/* 1 if `command_id` was acted on lately (commands stay pending and come back
- * in every answer until head office clears them); otherwise remembers it. */
-static int uplink_seen_command(uplink *u, const char *command_id)
-{
-  size_t slots = sizeof(u->handled_commands) / sizeof(u->handled_commands[0]);
-  if (!command_id || !command_id[0])
-    return 0;
-  for (size_t i = 0; i < slots; i++) {
-    if (strcmp(u->handled_commands[i], command_id) == 0)
-      return 1;
-  }
-  snprintf(u->handled_commands[u->handled_next], sizeof(u->handled_commands[0]), "%s",
-           command_id);
-  u->handled_next = (u->handled_next + 1) % (unsigned)slots;
-  return 0;
-}
-
-void uplink__commands(uplink *u, size_t n_commands, Pos__V1__Command **commands)
-{
-  for (size_t i = 0; i < n_commands; i++) {
-    const Pos__V1__Command *command = commands[i];
-    char quoted[160];
-    if (uplink_seen_command(u, command->command_id))
-      continue;
-    switch (command->command_case) {
-    case POS__V1__COMMAND__COMMAND_PUSH_NOW:
-      log_info("uplink", "command", "command_id=%s kind=push_now issued_by=%s",
-               command->command_id, log_quote(command->issued_by, quoted, sizeof(quoted)));
-      uplink_push_now(u, "collector");
-      break;
-    case POS__V1__COMMAND__COMMAND_RESYNC:
-      log_warn("uplink", "command",
-               "command_id=%s kind=resync resync_id=%s reason=\"replay batches are not "
-               "implemented in this agent version; the command is ignored\"",
-               command->command_id, command->resync ? command->resync->resync_id : "-");
-      break;
-    default:
-      log_warn("uplink", "command", "command_id=%s kind=unknown reason=\"ignored\"",
-               command->command_id);
-      break;
-    }
-  }
 }

@@ -105,8 +105,32 @@ struct uplink {
   struct uplink_error_log heartbeat_log;
   uint64_t drift_logged_ms; /* loop time a clock drift was last logged; 0 = never */
   int started;              /* the first push (at start) has begun */
-  char handled_commands[8][64]; /* command_ids acted on lately (a ring) */
+  /* "<state>:<command_id>" of commands submitted to the journal lately (a
+   * ring): a command comes back in every answer until the collector hears
+   * it finished; recording it again would only cost an fsync. */
+  char handled_commands[16][JOURNAL_COMMAND_ID_MAX + 8];
   unsigned handled_next;
+  unsigned command_ops;    /* commands.c: journal operations in flight */
+  int heartbeat_again;     /* a heartbeat was asked for while one was in flight */
+
+  /* The replay lane (replay.c): one resync at a time, one replay batch in
+   * flight, on its own HTTP transfer so that live batches never wait. */
+  struct uplink_replay {
+    struct journal_command command; /* the running resync ("" id = none) */
+    /* The op's copy, the writer thread's while op_busy (the loop reads `command`). */
+    struct journal_command op_command;
+    struct journal_op op;
+    int op_busy;
+    struct uplink_http_request req;
+    int req_busy;
+    struct journal_batch sending;   /* the replay batch in flight; body owned */
+    int64_t next_batch_seq;
+    uv_timer_t timer;               /* retry after a failure */
+    int waiting;                    /* the timer runs */
+    int cancelled;                  /* cancelled while op_busy: dropped when done */
+    struct backoff backoff;
+    char last_error[320];
+  } replay;
 
   /* Shutdown: freed when every handle is closed and no op is pending. */
   int closing;
@@ -138,6 +162,44 @@ void uplink__heartbeat_send(uplink *u);
 
 /* Handles the commands of a BatchAck or HeartbeatAck. */
 void uplink__commands(uplink *u, size_t n_commands, Pos__V1__Command **commands);
+
+/* Sends a heartbeat as soon as the one in flight (if any) is answered:
+ * a command was recorded or finished. */
+void uplink__heartbeat_soon(uplink *u);
+
+/* Fills the command reports, the resync progress and the journal's oldest
+ * sale into `heartbeat`; what it points to lives in `storage` until the
+ * heartbeat is packed. */
+struct uplink_reports {
+  struct journal_command commands[JOURNAL_COMMANDS_MAX];
+  Pos__V1__CommandReport reports[JOURNAL_COMMANDS_MAX];
+  Pos__V1__CommandReport *report_ptrs[JOURNAL_COMMANDS_MAX];
+  Pos__V1__ResyncProgress progress;
+};
+void uplink__commands_report(uplink *u, Pos__V1__Heartbeat *heartbeat,
+                             struct uplink_reports *storage);
+
+/* Records that command `command_id` finished with `state` and `message`
+ * (borrowed), then sends a heartbeat. Loop thread. */
+void uplink__command_finish(uplink *u, const char *command_id, int state, const char *message);
+
+/* A push ended: push-now commands with nothing unsent older than them are DONE. */
+void uplink__commands_push_ended(uplink *u);
+
+/* The push met a problem a person must fix (`problem`, borrowed): running
+ * push-now commands are FAILED with it. */
+void uplink__commands_push_failed(uplink *u, const char *problem);
+
+/* At start: resumes what was running before a restart (push-now, resync). */
+void uplink__commands_resume(uplink *u);
+
+/* The replay lane (replay.c): set up at create, closed with the uplink. */
+void uplink__replay_init(uplink *u);
+void uplink__replay_close(uplink *u);
+/* Starts (or goes on with) the oldest running resync unless one is under way. */
+void uplink__replay_kick(uplink *u);
+/* Resync `resync_id` was cancelled: stops it if it is the one under way. */
+void uplink__replay_cancelled(uplink *u, const char *resync_id);
 
 /* Frees the uplink once nothing of it is pending (closing only). */
 void uplink__maybe_free(uplink *u);

@@ -160,7 +160,12 @@ static void uplink_backoff(uplink *u) { uplink_retry_in(u, backoff_next(&u->back
 
 /* A failure a person must fix: try again, but only every backoff_max (and
  * a random part more, so a fleet refused together does not retry together). */
-static void uplink_backoff_max(uplink *u) { uplink_retry_in(u, backoff_at_cap(&u->backoff)); }
+static void uplink_backoff_max(uplink *u)
+{
+  /* A push head office asked for cannot end by itself: it says why. */
+  uplink__commands_push_failed(u, u->status.last_error);
+  uplink_retry_in(u, backoff_at_cap(&u->backoff));
+}
 
 /* The caps a new batch is sealed with: the configured ones as lowered by
  * the collector and 413s, and for now by a full disk. */
@@ -246,6 +251,7 @@ static void uplink_begin_push(uplink *u, const char *why);
 static void uplink_push_done(uplink *u)
 {
   u->state = UPLINK_IDLE;
+  uplink__commands_push_ended(u);
   if (u->push_again) {
     u->push_again = 0;
     uplink_begin_push(u, "queued");
@@ -549,6 +555,10 @@ static void uplink_on_op(struct journal_op *op)
     return;
   case JOURNAL_OP_RETENTION:
   case JOURNAL_OP_RECIPES: /* never the uplink's */
+  case JOURNAL_OP_COMMAND: /* commands.c's and replay.c's own */
+  case JOURNAL_OP_COMMAND_STATE:
+  case JOURNAL_OP_REPLAY_BATCH:
+  case JOURNAL_OP_REPLAY_ACK:
     break;
   }
 }
@@ -1093,9 +1103,10 @@ static void uplink_on_http_closed(void *arg)
 
 void uplink__maybe_free(uplink *u)
 {
-  if (!u->closing || u->open_handles || u->op_busy)
+  if (!u->closing || u->open_handles || u->op_busy || u->replay.op_busy || u->command_ops)
     return;
   uplink_free_sending(u);
+  free(u->replay.sending.body);
   free(u->heartbeat_body);
   free(u->url);
   free(u->batches_url);
@@ -1246,6 +1257,9 @@ uplink *uplink_create(uv_loop_t *loop, journal *j, const struct uplink_options *
    * not arrive in the same second. */
   uplink_schedule_next(u, backoff_random(&u->backoff, (uint64_t)u->jitter_ms));
   uplink__heartbeat_start(u, 1000 + backoff_random(&u->backoff, 4000));
+  uplink__replay_init(u);
+  /* What head office asked before a restart goes on (never from scratch). */
+  uplink__commands_resume(u);
   return u;
 fail:
   free(u->url);
@@ -1272,6 +1286,7 @@ void uplink_close(uplink *u)
     uplink_http_cancel(u->http, &u->heartbeat_req);
     u->heartbeat_busy = 0;
   }
+  uplink__replay_close(u);
   uplink_http_close(u->http, uplink_on_http_closed, u);
   u->http = NULL;
   uv_timer_stop(&u->push_timer);

@@ -9,13 +9,15 @@ source "$(dirname "$0")/lib.sh"
 
 write_tokens
 
-# fill PREFIX: posts arrays of 10 until the first 503; sets FILL_ACKED (file).
+# fill PREFIX: posts one sale at a time until the first 503 (so that what is left is
+# less than a sale, whatever the schema takes: the journal is full by its own
+# measure, after a restart too); sets FILL_ACKED (file).
 fill() {
   FILL_ACKED="$T/acked.$1"
   : >"$FILL_ACKED"
   local rc=0
   LOAD_OUT="$("$LOAD_BIN" --url "$AGENT_URL" --token "$TOKEN_T1" --terminal T1 \
-    --time-base "$LOAD_TIME_BASE" --clients 1 --sales 50000 --batch 10 --prefix "$1" \
+    --time-base "$LOAD_TIME_BASE" --clients 1 --sales 50000 --batch 1 --prefix "$1" \
     --acked "$FILL_ACKED" --allow-failures --max-failures 1 2>"$T/load.err")" || rc=$?
   assert_eq "pos-load exit status while filling ($(cat "$T/load.err"))" 0 "$rc"
   log "filling: $LOAD_OUT"

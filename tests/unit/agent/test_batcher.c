@@ -555,7 +555,7 @@ static void a_v1_journal_is_migrated_and_its_sales_sent(void **state)
   }
   journal_op_clear(&w.op);
   close_journal(f, j);
-  assert_int_equal(query_int(f, "PRAGMA user_version"), 5);
+  assert_int_equal(query_int(f, "PRAGMA user_version"), 6);
 }
 
 static void a_damaged_row_stops_sealing_with_a_reason(void **state)

@@ -66,7 +66,7 @@ static void opens_in_wal_with_a_journal_id(void **state)
   assert_int_equal(stats.sales_journaled, 0);
   assert_int_equal(stats.last_seq, 0);
   jf_close_journal(f, j);
-  assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 5);
+  assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 6);
   assert_int_equal(jf_query_int(f, "SELECT count(*) FROM meta WHERE key='journal_id' AND "
                                    "length(value)=32"),
                    1);

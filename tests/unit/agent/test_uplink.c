@@ -87,6 +87,24 @@ struct fake {
   uint64_t last_unsent;
   char last_heartbeat_store[16];
   int heartbeat_push_now;        /* answer the next heartbeat with a push_now command */
+  /* What the last heartbeat reported of command "push-1" (0 = not reported),
+   * and how many heartbeats reported it. */
+  int push_report_state;
+  unsigned push_reports;
+  int64_t last_oldest_sale_ms;   /* the last heartbeat's oldest_sale_business_ms */
+  int last_sales_deleted;
+  /* Replay batches (issue 10): a resync command "resync-1" from business
+   * time 0 in every heartbeat's answer (1 = pending, 2 = cancelled); the
+   * replay batches received, each sale's times replayed, the highest
+   * replay batch accepted; hold_replay keeps replay batches from that
+   * number on unanswered (in replay_held). */
+  int heartbeat_resync;
+  unsigned replay_batches;
+  unsigned replay_seen[MAX_SEQ];
+  int64_t replay_accepted;
+  int64_t hold_replay;
+  http_exchange *replay_held;
+  int resync_report_state;
   int heartbeat_mode;            /* enum fake_heartbeat_mode */
   int fail_all_batches;          /* answer every batch 500 */
   http_exchange *held;
@@ -150,6 +168,35 @@ static void fake_respond_ack(http_exchange *exchange, int status, int64_t acked,
   ack_extra_headers = NULL;
 }
 
+/* A replay batch: its own batch_seq stream, as the collector keeps one per
+ * resync; never counted with the live batches. Takes `batch`. */
+static void fake_on_replay_batch(struct fake *fake, http_exchange *exchange,
+                                 Pos__V1__Batch *batch, const uint8_t journal_id[16])
+{
+  int64_t batch_seq = (int64_t)batch->envelope->batch_seq;
+
+  assert_string_equal(batch->envelope->resync_id, "resync-1");
+  fake->replay_batches++;
+  if (fake->hold_replay && batch_seq >= fake->hold_replay && !fake->replay_held) {
+    pos__v1__batch__free_unpacked(batch, NULL);
+    fake->replay_held = exchange;
+    return;
+  }
+  if (batch_seq == fake->replay_accepted + 1) {
+    for (size_t i = 0; i < batch->n_sales; i++) {
+      assert_true(batch->sales[i]->seq < MAX_SEQ);
+      fake->replay_seen[batch->sales[i]->seq]++;
+    }
+    fake->replay_accepted = batch_seq;
+  }
+  pos__v1__batch__free_unpacked(batch, NULL);
+  if (batch_seq > fake->replay_accepted)
+    fake_respond_ack(exchange, 409, fake->replay_accepted, fake->replay_accepted + 1, 0,
+                     journal_id, 0);
+  else
+    fake_respond_ack(exchange, 200, fake->replay_accepted, 0, 0, journal_id, 0);
+}
+
 static void fake_on_batch(struct fake *fake, http_exchange *exchange)
 {
   struct proto_limits limits = {64u * 1024 * 1024, 64u * 1024 * 1024, 100000};
@@ -179,6 +226,10 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
   }
   batch_seq = (int64_t)batch->envelope->batch_seq;
   memcpy(journal_id, batch->envelope->journal_id.data, 16);
+  if (batch->envelope->kind == POS__V1__BATCH_KIND__BATCH_KIND_REPLAY) {
+    fake_on_replay_batch(fake, exchange, batch, journal_id);
+    return;
+  }
   if (fake->body_count < MAX_BODIES) {
     fake->bodies[fake->body_count] = malloc(body_len);
     memcpy(fake->bodies[fake->body_count], body, body_len);
@@ -271,6 +322,7 @@ static void fake_on_heartbeat(struct fake *fake, http_exchange *exchange)
   Pos__V1__HeartbeatAck ack = POS__V1__HEARTBEAT_ACK__INIT;
   Pos__V1__Command command = POS__V1__COMMAND__INIT;
   Pos__V1__PushNow push = POS__V1__PUSH_NOW__INIT;
+  Pos__V1__Resync resync = POS__V1__RESYNC__INIT;
   Pos__V1__Command *commands[1] = {&command};
   uint8_t buffer[256];
   size_t len;
@@ -285,6 +337,16 @@ static void fake_on_heartbeat(struct fake *fake, http_exchange *exchange)
            heartbeat->store_id);
   fake->last_stalled_expected = heartbeat->stalled_expected_batch_seq;
   fake->last_oldest_held = heartbeat->oldest_held_batch_seq;
+  fake->last_oldest_sale_ms = heartbeat->oldest_sale_business_ms;
+  fake->last_sales_deleted = heartbeat->sales_deleted;
+  for (size_t i = 0; i < heartbeat->n_command_reports; i++) {
+    if (strcmp(heartbeat->command_reports[i]->command_id, "push-1") == 0) {
+      fake->push_report_state = (int)heartbeat->command_reports[i]->state;
+      fake->push_reports++;
+    }
+    if (strcmp(heartbeat->command_reports[i]->command_id, "resync-1") == 0)
+      fake->resync_report_state = (int)heartbeat->command_reports[i]->state;
+  }
   snprintf(fake->last_problem, sizeof(fake->last_problem), "%s",
            heartbeat->uplink_problem ? heartbeat->uplink_problem : "");
   pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
@@ -311,6 +373,15 @@ static void fake_on_heartbeat(struct fake *fake, http_exchange *exchange)
     command.command_id = "push-1";
     command.command_case = POS__V1__COMMAND__COMMAND_PUSH_NOW;
     command.push_now = &push;
+    ack.commands = commands;
+    ack.n_commands = 1;
+  } else if (fake->heartbeat_resync) {
+    command.command_id = "resync-1";
+    command.issued_by = "alice";
+    command.command_case = POS__V1__COMMAND__COMMAND_RESYNC;
+    command.resync = &resync;
+    command.state = fake->heartbeat_resync == 2 ? POS__V1__COMMAND_STATE__COMMAND_STATE_CANCELLED
+                                                : POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING;
     ack.commands = commands;
     ack.n_commands = 1;
   }
@@ -955,6 +1026,10 @@ static void heartbeats_carry_the_queue_and_bring_commands(void **state)
   wait_for(f, heartbeat_answered, 10000, "a heartbeat");
   assert_string_equal(f->fake.last_heartbeat_store, "S001");
   assert_int_equal(f->fake.last_unsent, 4);
+  /* Issue 10: how far back a resync can go (the fixture's sales are at
+   * 2026-11-21T18:42:05+01:00), and that nothing older was deleted. */
+  assert_int_equal(f->fake.last_oldest_sale_ms, 1763746925000LL);
+  assert_int_equal(f->fake.last_sales_deleted, 0);
   uplink_get_status(f->uplink, &status);
   assert_true(status.last_heartbeat_ms > 0);
 
@@ -964,6 +1039,184 @@ static void heartbeats_carry_the_queue_and_bring_commands(void **state)
   wait_for(f, is_idle_and_all_sent, 10000, "the push head office asked for");
   assert_int_equal(f->fake.body_count, 1);
   assert_each_sale_once(f);
+}
+
+static int push_reported_done(struct fixture *f)
+{
+  return f->fake.push_report_state == POS__V1__COMMAND_STATE__COMMAND_STATE_DONE;
+}
+
+/* Issue 10: a push-now command in a HeartbeatAck is recorded in the
+ * journal before it is acted on, and heartbeats report it at once (not at
+ * the 30 s interval): running, then done when the push ended with nothing
+ * unsent older than it. */
+static void a_push_now_command_is_reported_done_at_once(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+
+  fake_start(f, NULL);
+  options = default_options(f);
+  options.heartbeat_interval_ms = 30000;
+  add_sales(f, "P", 5, 1);
+  f->fake.heartbeat_push_now = 1;
+  start_uplink(f, &options);
+  /* The first heartbeat goes 1-5 s after start and brings the command; the
+   * recording and the push's end each send one at once. */
+  wait_for(f, push_reported_done, 20000, "push-1 reported done");
+  assert_true(f->fake.heartbeats >= 2);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT state FROM commands WHERE command_id = 'push-1'"),
+                   3);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM sales"), 5);
+  assert_each_sale_once(f);
+}
+
+static int push_reported_failed(struct fixture *f)
+{
+  return f->fake.push_report_state == POS__V1__COMMAND_STATE__COMMAND_STATE_FAILED;
+}
+
+/* Issue 10: a push head office asked for that meets a problem only a
+ * person can fix (a 403) is reported FAILED with that problem, not left
+ * running for ever. */
+static void a_push_now_that_cannot_go_on_fails_with_the_reason(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+
+  fake_start(f, NULL);
+  for (int i = 0; i < 8; i++)
+    f->fake.inject[i] = (struct injected){403, -1, 0, "certificate store S002 is not S001", 0, 0};
+  f->fake.inject_count = 8;
+  add_sales(f, "F", 3, 1);
+  options = default_options(f);
+  options.backoff_min_ms = 10;
+  options.backoff_max_ms = 400;
+  options.heartbeat_interval_ms = 200;
+  f->fake.heartbeat_push_now = 1;
+  start_uplink(f, &options);
+  wait_for(f, push_reported_failed, 20000, "push-1 reported failed");
+  assert_int_equal(jf_query_int(&f->jf, "SELECT state FROM commands WHERE command_id = 'push-1'"),
+                   5);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT message LIKE '%403%S002%' FROM commands"
+                                        " WHERE command_id = 'push-1'"),
+                   1);
+  /* The sales are not lost for it: sent once the collector takes them. */
+  wait_for(f, is_idle_and_all_sent, 20000, "sent after the 403s");
+  assert_each_sale_once(f);
+}
+
+static int five_more_reports(struct fixture *f) { return f->fake.push_reports >= 5; }
+
+static int five_more_reports_any(struct fixture *f) { return f->fake.heartbeats >= 5; }
+
+/* Issue 10: the collector sends a command in every answer until it hears
+ * it finished; a command the journal knows is never run again. */
+static void a_known_command_is_not_run_again(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  int64_t updated_ms;
+  size_t bodies;
+
+  fake_start(f, NULL);
+  options = default_options(f);
+  options.heartbeat_interval_ms = 200;
+  add_sales(f, "K", 3, 1);
+  f->fake.heartbeat_push_now = 1;
+  start_uplink(f, &options);
+  wait_for(f, push_reported_done, 20000, "push-1 reported done");
+  updated_ms = jf_query_int(&f->jf, "SELECT updated_ms FROM commands WHERE command_id = 'push-1'");
+  /* New sales, no push of ours: push-1 keeps coming back in every answer. */
+  add_sales(f, "L", 4, 1);
+  bodies = f->fake.body_count;
+  f->fake.push_reports = 0;
+  wait_for(f, five_more_reports, 20000, "five more heartbeats reporting push-1");
+  assert_int_equal(f->fake.body_count, bodies);
+  assert_int_equal(f->fake.last_unsent, 4);
+  assert_int_equal(f->fake.push_report_state, POS__V1__COMMAND_STATE__COMMAND_STATE_DONE);
+  assert_int_equal(
+      jf_query_int(&f->jf, "SELECT updated_ms FROM commands WHERE command_id = 'push-1'"),
+      updated_ms);
+}
+
+static int replay_held(struct fixture *f) { return f->fake.replay_held != NULL; }
+
+static int resync_reported_cancelled(struct fixture *f)
+{
+  return f->fake.resync_report_state == POS__V1__COMMAND_STATE__COMMAND_STATE_CANCELLED;
+}
+
+static int resync_reported_done(struct fixture *f)
+{
+  return f->fake.resync_report_state == POS__V1__COMMAND_STATE__COMMAND_STATE_DONE;
+}
+
+/* Issue 10: a resync's replay batches have their own transfer: with a
+ * replay batch in flight that the collector does not answer, live sales
+ * are sent and acknowledged all the same; head office's cancel stops the
+ * replay (recorded CANCELLED, reported, nothing more sent). */
+static void live_batches_never_wait_behind_a_replay_and_a_cancel_stops_it(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  unsigned replayed;
+
+  fake_start(f, NULL);
+  add_sales(f, "R", 40, 1);
+  options = default_options(f);
+  options.max_batch_sales = 10; /* replay batches of 10 too */
+  options.heartbeat_interval_ms = 200;
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 10000, "the history sent live first");
+  f->fake.hold_replay = 2;
+  f->fake.heartbeat_resync = 1;
+  wait_for(f, replay_held, 10000, "replay batch 2 in flight, unanswered");
+  assert_int_equal(f->fake.replay_accepted, 1);
+
+  /* Live sales go out beside it. */
+  add_sales(f, "N", 5, 1);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "live sales sent while a replay batch hangs");
+  for (int seq = 41; seq <= 45; seq++)
+    assert_int_equal(f->fake.seq_seen[seq], 1);
+
+  /* Head office cancels: the agent records it, reports it, sends no more. */
+  f->fake.heartbeat_resync = 2;
+  wait_for(f, resync_reported_cancelled, 10000, "resync-1 reported cancelled");
+  assert_int_equal(
+      jf_query_int(&f->jf, "SELECT state FROM commands WHERE command_id = 'resync-1'"), 6);
+  replayed = f->fake.replay_batches;
+  http_exchange_respond(f->fake.replay_held, 500, "text/plain", NULL, "late", 4);
+  f->fake.replay_held = NULL;
+  for (int i = 0; i < 50; i++)
+    uv_run(&f->jf.loop, UV_RUN_NOWAIT);
+  f->fake.heartbeats = 0;
+  f->fake.heartbeat_resync = 0;
+  wait_for(f, five_more_reports_any, 10000, "more heartbeats");
+  assert_int_equal(f->fake.replay_batches, replayed);
+}
+
+/* Issue 10: a resync from the collector replays every journal row once,
+ * in replay batches of their own, and is reported done. */
+static void a_resync_replays_every_row_once_and_is_reported_done(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+
+  fake_start(f, NULL);
+  add_sales(f, "R", 45, 1);
+  options = default_options(f);
+  options.max_batch_sales = 10;
+  options.heartbeat_interval_ms = 200;
+  f->fake.heartbeat_resync = 1;
+  start_uplink(f, &options);
+  wait_for(f, resync_reported_done, 20000, "resync-1 reported done");
+  for (int seq = 1; seq <= 45; seq++)
+    assert_int_equal(f->fake.replay_seen[seq], 1);
+  assert_int_equal(f->fake.replay_accepted, 5);
+  assert_int_equal(
+      jf_query_int(&f->jf, "SELECT done_sales FROM commands WHERE command_id = 'resync-1'"), 45);
 }
 
 static int holding(struct fixture *f) { return f->fake.held != NULL; }
@@ -1841,6 +2094,15 @@ int main(void)
       cmocka_unit_test_setup_teardown(a_dead_collector_is_named_in_the_error, setup, teardown),
       cmocka_unit_test_setup_teardown(heartbeats_carry_the_queue_and_bring_commands, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(a_push_now_command_is_reported_done_at_once, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_known_command_is_not_run_again, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_push_now_that_cannot_go_on_fails_with_the_reason, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          live_batches_never_wait_behind_a_replay_and_a_cancel_stops_it, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_resync_replays_every_row_once_and_is_reported_done,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(closing_mid_push_loses_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(mutual_tls_with_the_device_certificate, setup, teardown),
       cmocka_unit_test_setup_teardown(batches_are_sealed_within_the_collectors_decoded_limit,
