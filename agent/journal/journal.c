@@ -1486,8 +1486,13 @@ void journal_close(journal *j)
   journal_deliver(j);
   if (j->writer_started && j->hwm.fd >= 0) {
     /* A clean stop: every seq up to last_seq is committed and none above it
-     * was handed out, so the next start need skip nothing. */
-    j->hwm.committed = j->stats.last_seq;
+     * was handed out, so the next start need skip nothing. Unless a skip
+     * after an unclean stop is still pending (no sale since): then
+     * stats.last_seq is the skip's target, which the database does not
+     * hold yet, and the mark must not claim it was committed (the next
+     * start would take the gap for lost sales); the skip stays reserved. */
+    if (!j->skip_to)
+      j->hwm.committed = j->stats.last_seq;
     j->hwm.reserved = j->stats.last_seq > j->skip_to ? j->stats.last_seq : j->skip_to;
     journal__hwm_write(j, 1);
   }

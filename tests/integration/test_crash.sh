@@ -93,3 +93,25 @@ assert_eq "final rows" "$((16000 + 3 * 2002))" "$(journal_count)"
 assert_eq "final distinct seqs" "$(journal_count)" "$(sql 'SELECT count(DISTINCT seq) FROM sales;')"
 stop_agent
 assert_eq "integrity_check after a clean stop" ok "$(sql 'PRAGMA integrity_check;')"
+
+# --- kill -9, then a clean stop before any new sale ------------------------------------
+# The restart after the kill skips the seqs reserved before it; with no sale
+# since, nothing in the database holds the skip yet. The clean stop must not
+# record it as committed: the next start would take the gap for lost sales
+# and start a new journal (seen in issue 10's resync test).
+start_agent
+post_sales "$TOKEN_T1" "$(sale_json sale_id="\"S-before-kill\"")"
+expect_status "a sale before the kill" 201
+kill_agent
+start_agent
+stop_agent
+start_agent
+assert_eq "journal_id after kill -9 and a clean stop without sales" "$JOURNAL_ID" \
+  "$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"
+if grep -q 'event=journal_lost_sales\|event=started_after_loss' "$AGENT_LOG"; then
+  fail "no new journal after kill -9 and a clean stop without sales" "none" \
+    "$(grep -m1 'event=journal_lost_sales\|event=started_after_loss' "$AGENT_LOG")"
+fi
+post_sales "$TOKEN_T1" "$(sale_json sale_id="\"S-after-clean-stop\"")"
+expect_status "a sale after the clean stop" 201
+stop_agent
