@@ -337,7 +337,12 @@ kafka_read() {
   timeout 60 kcat -b "$KAFKA_BOOT" -C -t "$topic" -e -q -f '%p\t%o\t%k\t%h\t%R%s' \
     >"$T/$name.kcat" 2>"$T/$name.kcat.err" || rc=$?
   [[ $rc -eq 0 ]] || fail "kcat reads $topic from $KAFKA_BOOT (exit $rc): $(head -c 500 "$T/$name.kcat.err")"
-  local out
+  _kafka_decode "$topic" "$name" "$type"
+}
+
+# _kafka_decode TOPIC NAME TYPE: $T/NAME.kcat split and decoded (kafka_read).
+_kafka_decode() {
+  local topic="$1" name="$2" type="$3" out
   out="$("$FRAMES_BIN" "$T/$name.meta" "$T/$name.stream" <"$T/$name.kcat")" ||
     fail "pos-e2e-frames splits kcat's output of $topic"
   KAFKA_RECORDS="${out#records=}"
@@ -348,6 +353,49 @@ kafka_read() {
     _records_tsv "$T/$name.meta" "$T/$name.txt" >"$T/$name.tsv"
     assert_eq "$topic: decoded records = records read" "$KAFKA_RECORDS" "$(wc -l <"$T/$name.tsv")"
   fi
+}
+
+# kafka_tail_start TOPIC NAME: reads TOPIC from its start in the background,
+# as it is written, into $T/NAME.kcat. The test broker keeps only the newest
+# 5 MB of a partition (ARCHITECTURE.md, Embedded default and scale): a test
+# that writes more than that to one partition reads while it writes.
+declare -A KAFKA_TAILS=()
+kafka_tail_start() {
+  local topic="$1" name="$2"
+  kcat -b "$KAFKA_BOOT" -C -t "$topic" -o beginning -u -q -f '%p\t%o\t%k\t%h\t%R%s' \
+    >"$T/$name.kcat" 2>"$T/$name.kcat.err" &
+  KAFKA_TAILS[$name]=$!
+  on_cleanup "kill ${KAFKA_TAILS[$name]} 2>/dev/null || true"
+}
+
+# kafka_tail_stop TOPIC NAME [SaleRecords|HeartbeatRecords]: once the tail
+# has read up to the end TOPIC has now (60 s at most), stops it and decodes
+# what it read, as kafka_read does.
+kafka_tail_stop() {
+  local topic="$1" name="$2" type="${3:-SaleRecords}" ends deadline=$((SECONDS + 60)) p o
+  ends="$(timeout 60 kcat -b "$KAFKA_BOOT" -C -t "$topic" -o -1 -e -q -f '%p %o\n')" ||
+    fail "kcat reads the last record of each partition of $topic"
+  while :; do
+    kill -0 "${KAFKA_TAILS[$name]}" 2>/dev/null ||
+      fail "the tail of $topic runs: $(head -c 500 "$T/$name.kcat.err")"
+    cp "$T/$name.kcat" "$T/$name.snap"
+    if "$FRAMES_BIN" "$T/$name.snapmeta" /dev/null <"$T/$name.snap" >/dev/null 2>&1; then
+      local caught_up=1
+      while read -r p o; do
+        [[ -n "$p" ]] || continue
+        awk -F'\t' -v p="$p" -v o="$o" '$1 == p && $2 == o { found = 1 } END { exit !found }' \
+          "$T/$name.snapmeta" || caught_up=0
+      done <<<"$ends"
+      ((caught_up)) && break
+    fi
+    ((SECONDS < deadline)) || fail "the tail of $topic reads up to its end within 60 s" "$ends" \
+      "$(tail -n 2 "$T/$name.snapmeta" 2>/dev/null)"
+    sleep 0.3
+  done
+  kill "${KAFKA_TAILS[$name]}" 2>/dev/null || true
+  wait "${KAFKA_TAILS[$name]}" 2>/dev/null || true
+  mv "$T/$name.snap" "$T/$name.kcat"
+  _kafka_decode "$topic" "$name" "$type"
 }
 
 # The columns of a NAME.tsv line (a Kafka record of a pos.v1.Sale value).

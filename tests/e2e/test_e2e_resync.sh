@@ -23,12 +23,20 @@ SALES=$((PER_CLIENT * CLIENTS))
 
 make_pki
 start_broker --partitions 2
+# More than the test broker keeps of a partition (5 MB) goes through both
+# topics: they are read as they are written.
+kafka_tail_start pos.sales.v1 live
+kafka_tail_start pos.sales.replay.v1 replay
 write_collector_config
 start_collector
+pin_collector_port
 write_tokens
-write_agent_config uplink.interval=1s uplink.jitter=0s uplink.heartbeat_interval=1s \
-  uplink.max_batch_sales=1000
+AGENT_ARGS=(uplink.interval=1s uplink.jitter=0s uplink.heartbeat_interval=1s
+  uplink.max_batch_sales=1000)
+write_agent_config "${AGENT_ARGS[@]}"
 start_agent
+# The tills keep the agent's address across its restarts.
+write_agent_config "${AGENT_ARGS[@]}" api.port="$AGENT_PORT"
 
 # admin_api METHOD PATH [JSON]: the admin API with the admin certificate;
 # sets HTTP_STATUS and ADMIN_BODY.
@@ -104,9 +112,10 @@ run_load --prefix C --clients 2 --sales 500 --batch 100 --time-base "$BASE_C"
 assert_eq "sales journaled in the resync's range" "$SALES" \
   "$(sql "SELECT count(*) FROM sales WHERE business_time_ms >= $FROM_MS AND business_time_ms < $TO_MS;")"
 wait_all_sent 300
-kafka_read pos.sales.v1 before
-LIVE_BEFORE="$KAFKA_RECORDS"
-assert_eq "pos.sales.v1 before the resync: every journaled sale" "$(journal_count)" "$LIVE_BEFORE"
+JOURNALED_BEFORE="$(journal_count)"
+# The store's records are all in one partition: where it ends now.
+read -r LIVE_PARTITION LIVE_BEFORE_END < <(timeout 60 kcat -b "$KAFKA_BOOT" -C -t pos.sales.v1 \
+  -o -1 -e -q -f '%p %o\n')
 
 # --- the resync, with live sales flowing and both programs killed -9 halfway -------------------
 "$LOAD_BIN" --url "$AGENT_URL" --token "$TOKEN_T1" --terminal T1 --prefix L --clients 2 \
@@ -147,7 +156,7 @@ sleep 3 # three heartbeats: time enough for a wrongly rerun resync to start
 wait_all_sent 120
 
 # --- what Kafka holds ---------------------------------------------------------------------------
-kafka_read pos.sales.replay.v1 replay
+kafka_tail_stop pos.sales.replay.v1 replay
 records_db replay
 assert_eq "pos.sales.replay.v1: two complete replays" $((2 * SALES)) "$KAFKA_RECORDS"
 assert_eq "records of $RESYNC1" "$SALES" "$(replay_records_of replay "$RESYNC1")"
@@ -164,10 +173,10 @@ assert_eq "sales of the range not replayed (each resync)" 0 \
 assert_eq "replayed records that differ from their journal row" 0 \
   "$(rsql replay "SELECT count(*) FROM k JOIN ($JOURNAL_CANONICAL) s ON s.sale_id = k.sale_id WHERE k.seq != s.seq OR k.total != s.total OR k.lines IS NOT s.lines OR k.payments IS NOT s.payments OR k.business_time_ms != s.business_time_ms OR k.received_ms != s.received_ms;")"
 
-kafka_read pos.sales.v1 live
+kafka_tail_stop pos.sales.v1 live
 records_db live
 check_sales_match_journal live "$(journal_count)"
 assert_eq "pos.sales.v1 records of a replay batch" 0 "$(rsql live "SELECT count(*) FROM k WHERE h_kind IS NOT 'live';")"
-assert_eq "pos.sales.v1: what it held before the resync is unchanged" "$(md5sum <"$T/before.meta")" \
-  "$(head -n "$LIVE_BEFORE" "$T/live.meta" | md5sum)"
+assert_eq "pos.sales.v1 up to where it ended before the resync: the sales journaled before it" \
+  "$JOURNALED_BEFORE" "$(rsql live "SELECT count(*) FROM k WHERE partition = $LIVE_PARTITION AND offset <= $LIVE_BEFORE_END;")"
 log "ok: $SALES sales replayed twice, exactly once each, beside $(journal_count) live sales"

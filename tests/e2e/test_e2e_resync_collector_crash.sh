@@ -5,9 +5,9 @@
 # expected_batch_seq, the same rows under the same batch_seq), and
 # pos.sales.replay.v1 holds every sale of the range exactly once.
 #
-# The collector does not send commands yet (another part of issue 10): the
-# resync is put in the journal's commands table as the agent records one
+# The resync is put in the journal's commands table as the agent records one
 # (state running) while the agent is stopped; the agent resumes it at start.
+# Small replay batches (20 sales) make the kills land mid-replay.
 source "$(dirname "$0")/lib.sh"
 
 make_pki

@@ -7,10 +7,10 @@
 # taken during the replay still flow. The finished resync is not run again
 # after a restart.
 #
-# The collector does not send commands yet (another part of issue 10): the
-# resync is put in the journal's commands table as the agent records one
-# (state running) while the agent is stopped, which is what a command
-# recorded just before a reboot looks like; the agent resumes it at start.
+# The resync is put in the journal's commands table as the agent records one
+# (state running) while the agent is stopped: what a command recorded just
+# before a reboot looks like; the agent resumes it at start. (Head office's
+# path, the admin API to the agent, is test_e2e_resync.sh.)
 source "$(dirname "$0")/lib.sh"
 
 make_pki
