@@ -9,13 +9,15 @@
 #   DESTDIR=/path/to/overlay cmake --install build --component agent
 #
 #   /usr/bin/pos-agent
-#   /etc/pos-agent/agent.conf                  the device profile (conffile)
+#   /etc/pos-agent/agent.conf                  the device profile (conffile, never edited)
+#   /etc/pos-agent/agent.conf.d/               the device's own keys (drop-ins; empty)
 #   /usr/share/pos-agent/agent.conf.example    every key, documented
 #   /usr/share/pos-agent/profiles/*.conf       all device profiles
 #   /usr/share/pos-agent/terminals.example     the terminal tokens file's format
 #   /usr/share/pos-agent/recipes.csv           the chain's default recipes (read into a
 #                                              journal that has none; RECIPES.md)
 #   /usr/lib/systemd/system/pos-agent.service
+#   /usr/lib/systemd/system/pos-agent-firstboot.service   the device's token, first boot
 #   /usr/lib/tmpfiles.d/pos-agent.conf         /var/lib/pos-agent, /var/spool/pos-agent
 #   /usr/lib/sysusers.d/pos-agent.conf         the pos-agent user and group
 #
@@ -23,8 +25,9 @@
 # boot by systemd-sysusers and systemd-tmpfiles (or by the .deb's
 # postinst), never in the image: /var is often a separate partition.
 # /etc/pos-agent/terminals holds per-device secrets and is never in an
-# image either; provisioning writes it (the .deb's postinst creates one
-# with a random token when there is none).
+# image either, nor made by the .deb's postinst: provisioning writes it, or
+# pos-agent-firstboot.service makes one with the device's own token on its
+# first boot.
 #
 # Package (per architecture; cross/build.sh ARCH --release --package):
 #
@@ -87,11 +90,12 @@ if(IS_ABSOLUTE "${CMAKE_INSTALL_BINDIR}")
 else()
   set(POS_INSTALL_BINDIR ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR})
 endif()
-configure_file(${POS_FIRMWARE_DIR}/systemd/pos-agent.service
-               ${CMAKE_BINARY_DIR}/firmware-config/pos-agent.service @ONLY)
-
-install(FILES ${CMAKE_BINARY_DIR}/firmware-config/pos-agent.service
-        DESTINATION ${POS_SYSTEMD_UNITDIR} COMPONENT agent)
+foreach(pos_unit pos-agent.service pos-agent-firstboot.service)
+  configure_file(${POS_FIRMWARE_DIR}/systemd/${pos_unit}
+                 ${CMAKE_BINARY_DIR}/firmware-config/${pos_unit} @ONLY)
+  install(FILES ${CMAKE_BINARY_DIR}/firmware-config/${pos_unit}
+          DESTINATION ${POS_SYSTEMD_UNITDIR} COMPONENT agent)
+endforeach()
 install(FILES ${POS_FIRMWARE_DIR}/tmpfiles.d/pos-agent.conf
         DESTINATION ${POS_TMPFILESDIR} COMPONENT agent)
 install(FILES ${POS_FIRMWARE_DIR}/sysusers.d/pos-agent.conf
@@ -100,6 +104,9 @@ install(FILES ${POS_FIRMWARE_DIR}/sysusers.d/pos-agent.conf
 # pos-agent at boot: the user does not exist when the image is built).
 install(FILES ${pos_profile_file} DESTINATION ${POS_SYSCONFDIR} RENAME agent.conf
         PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ COMPONENT agent)
+# The device's own keys (store_id, device_id ...) go in drop-ins there,
+# never into the conffile above: an upgrade then never asks about it.
+install(DIRECTORY DESTINATION ${POS_SYSCONFDIR}/agent.conf.d COMPONENT agent)
 if(EXISTS ${POS_CONFIG_EXAMPLE})
   install(FILES ${POS_CONFIG_EXAMPLE} DESTINATION ${POS_DATADIR} COMPONENT agent)
 else()

@@ -53,9 +53,13 @@ USERADD_PARAM:${PN} = "--system --user-group --home-dir /var/lib/pos-agent \
 SYSTEMD_SERVICE:${PN} = "pos-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
+# Never edited on a device: provisioning writes agent.conf.d/*.conf, and
+# pos-agent-firstboot.service (pulled in by the agent) makes the terminal
+# token on the device's first boot; neither is in the image.
 CONFFILES:${PN} = "${sysconfdir}/pos-agent/agent.conf"
 FILES:${PN} += " \
     ${systemd_system_unitdir}/pos-agent.service \
+    ${systemd_system_unitdir}/pos-agent-firstboot.service \
     ${nonarch_libdir}/tmpfiles.d/pos-agent.conf \
     ${nonarch_libdir}/sysusers.d/pos-agent.conf \
     ${datadir}/pos-agent \
