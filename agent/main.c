@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 #include <uv.h>
 
 #include "config.h"
@@ -46,6 +47,18 @@ struct agent {
   int watchdog_started;
   int stopping;
 };
+
+/*
+ * Exit codes (firmware-config/systemd/pos-agent.service):
+ *   0          stopped on SIGTERM or SIGINT;
+ *   EX_CONFIG  (78) the configuration or the device's provisioning is wrong:
+ *              the config does not load, the terminal tokens are missing or
+ *              unusable, the POS API's TLS certificate or key cannot be used.
+ *              A restart cannot mend that: the unit lists it in
+ *              RestartPreventExitStatus=, and STATUS= tells systemctl status why;
+ *   1          anything else (the journal, a port taken ...): restarted.
+ */
+#define AGENT_EXIT_FAILURE 1
 
 static const char agent_example_header[] =
     "pos-agent configuration (INI). Every key, its type, bounds and default.\n"
@@ -308,6 +321,26 @@ static void agent_start_metrics(struct agent *agent)
            cfg->metrics_listen_host, metrics_http_port(agent->metrics_server));
 }
 
+/*
+ * Says once why the agent did not start: one log line (on stderr, which
+ * systemd keeps) and STATUS= for systemctl status. `code` is the exit code
+ * it will return (EX_CONFIG: nothing will restart it until someone acts).
+ */
+static void agent_not_started(int code, const char *why)
+{
+  char quoted[600], status[700];
+
+  log_error("agent", "start_failed", "exit=%d kind=%s reason=%s", code,
+            code == EX_CONFIG ? "configuration" : "runtime",
+            log_quote(why, quoted, sizeof(quoted)));
+  if (code == EX_CONFIG)
+    snprintf(status, sizeof(status), "not started, configuration or provisioning: %s (fix it, "
+             "then: systemctl restart pos-agent)", why);
+  else
+    snprintf(status, sizeof(status), "not started: %s (restarting)", why);
+  systemd_notify_status(status);
+}
+
 static int agent_run(struct agent *agent)
 {
   struct agent_config *cfg = &agent->config;
@@ -343,7 +376,8 @@ static int agent_run(struct agent *agent)
       .max_connections_per_ip = (unsigned)cfg->max_connections_per_ip,
   };
   char err[512];
-  int rc = 1;
+  int rc = AGENT_EXIT_FAILURE;
+  int fail_code = AGENT_EXIT_FAILURE;
 
   if (uv_loop_init(&agent->loop) != 0) {
     log_error("agent", "start_failed", "reason=\"cannot create the event loop\"");
@@ -366,9 +400,11 @@ static int agent_run(struct agent *agent)
   agent->journal = journal_open(&agent->loop, &journal_options, err, sizeof(err));
   if (!agent->journal)
     goto fail;
+  fail_code = EX_CONFIG;
   if (cfg->low_stock[0] &&
       stock_set_thresholds(journal_stock(agent->journal), cfg->low_stock, err, sizeof(err)))
     goto fail;
+  fail_code = AGENT_EXIT_FAILURE;
   /* Today's sales for the page: rebuilt once from the newest rows, then
    * kept by every new sale. Without it the page shows no sales figures. */
   agent->status.today = status_today_create();
@@ -380,13 +416,21 @@ static int agent_run(struct agent *agent)
   }
   /* Loaded before the API listens: the first sale explodes through it. */
   recipes_api_load_at_start(&agent->loop, agent->journal, cfg->recipes_path);
+  /* The terminal tokens are provisioned (or made at first boot). */
   agent->sales = sales_api_create(agent->journal, &sales_options, err, sizeof(err));
-  if (!agent->sales)
+  if (!agent->sales) {
+    fail_code = EX_CONFIG;
     goto fail;
+  }
   agent->server = http_server_create(&agent->loop, &server_config, agent_route, agent, err,
                                      sizeof(err));
-  if (!agent->server)
+  if (!agent->server) {
+    /* Its TLS errors ("tls ...", platform/http/tls.c) are the API's
+     * certificate or key: provisioning's. A port taken may come free. */
+    if (strncmp(err, "tls", 3) == 0)
+      fail_code = EX_CONFIG;
     goto fail;
+  }
   if (agent_start_uplink(agent, err, sizeof(err)))
     goto fail;
   agent_start_metrics(agent);
@@ -416,11 +460,8 @@ static int agent_run(struct agent *agent)
   goto out;
 
 fail:
-  {
-    char quoted[600];
-    log_error("agent", "start_failed", "reason=%s", log_quote(err, quoted, sizeof(quoted)));
-    fprintf(stderr, "pos-agent: %s\n", err);
-  }
+  agent_not_started(fail_code, err);
+  rc = fail_code;
   uplink_close(agent->uplink);
   agent->uplink = NULL;
   http_server_close(agent->server, NULL, NULL);
@@ -440,9 +481,18 @@ out:
   return rc;
 }
 
+/* config_cli prints the error (once); systemctl status shows it too. */
 static int agent_load_config(const char *path, void *cfg, char *err, size_t err_size)
 {
-  return agent_config_load(path, cfg, err, err_size);
+  char status[700];
+  int rc = agent_config_load(path, cfg, err, err_size);
+
+  if (rc) {
+    snprintf(status, sizeof(status), "not started, configuration: %s (fix it, then: "
+             "systemctl restart pos-agent)", err);
+    systemd_notify_status(status);
+  }
+  return rc;
 }
 
 static void agent_free_config(void *cfg) { agent_config_free(cfg); }
@@ -470,6 +520,8 @@ int main(int argc, char **argv)
   }
   rc = config_cli(&program, argc, argv, &agent.config);
 
+  if (rc == CONFIG_CLI_INVALID)
+    return EX_CONFIG;
   if (rc >= 0)
     return rc;
   log_set_level((enum log_level)agent.config.log_level);

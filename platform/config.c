@@ -542,7 +542,7 @@ int config_cli(const struct config_program *program, int argc, char **argv, void
   if (program->load(config_path, cfg, err, sizeof(err))) {
     fprintf(stderr, "%s: %s\n", program->name, err);
     program->free(cfg);
-    return 1;
+    return CONFIG_CLI_INVALID;
   }
   if (check_only) {
     config_write_effective(stdout, program->keys, program->key_count, cfg);

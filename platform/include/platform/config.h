@@ -122,12 +122,18 @@ struct config_program {
   void (*free)(void *cfg);
 };
 
+/* config_cli's exit code for a configuration that does not load. A
+ * service may map it to one its unit does not restart on (EX_CONFIG). */
+#define CONFIG_CLI_INVALID 1
+
 /*
  * The shared command line: --config FILE (run), --check-config (check and
  * print the effective config), --print-example-config, --version, --help.
  * Returns -1 when the program should run, with `cfg` loaded (the caller
  * frees it with program->free); otherwise the exit code, with everything
- * printed and freed.
+ * printed (the error once, on stderr) and freed: 0, 2 for a bad command
+ * line, CONFIG_CLI_INVALID for a configuration that does not load, with
+ * --check-config or without.
  */
 int config_cli(const struct config_program *program, int argc, char **argv, void *cfg);
 
