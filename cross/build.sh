@@ -578,6 +578,11 @@ cmake "${cmake_args[@]}"
 log "build (-j$jobs)"
 cmake --build "$build_dir" -j"$jobs"
 log "built $build_dir/agent/pos-agent: $(file -b "$build_dir/agent/pos-agent" | cut -d, -f1-2)"
+if [ "$release" = 1 ]; then
+  # A firmware build: full RELRO, stack protector, fortified calls, and on
+  # 32-bit targets 64-bit time_t (firmware-config/hardening.cmake).
+  bash tests/firmware/test_release_hardened.sh "$build_dir/agent/pos-agent" >&2
+fi
 
 # ---- 3. tests under qemu-user ------------------------------------------------
 
