@@ -7,7 +7,8 @@
 #   ARCH        aarch64 (arm64), armhf (arm), x86_64 (amd64)
 #   --test      then run ctest (unit, integration and e2e tests) under qemu-user
 #   --release   a firmware build: POS_TESTS=OFF (no tests, no fault hooks),
-#               into build-ARCH-release/ instead of build-ARCH/
+#               POS_COLLECTOR=OFF (the agent alone), hardened, into
+#               build-ARCH-release/ instead of build-ARCH/
 #   --package   then make the .deb with CPack (needs --release: a package
 #               never carries a test build)
 #   --deps-only install the packages (and make the sysroot) and stop
@@ -550,7 +551,8 @@ fi
 toolchain="$PWD/cross/$triplet.cmake"
 cmake_args=(-S . -B "$build_dir" -DCMAKE_TOOLCHAIN_FILE="$toolchain")
 if [ "$release" = 1 ]; then
-  cmake_args+=(-DPOS_TESTS=OFF)
+  # The firmware: the agent alone (no collector, no librdkafka).
+  cmake_args+=(-DPOS_TESTS=OFF -DPOS_COLLECTOR=OFF)
 else
   cmake_args+=(-DPOS_TESTS=ON)
 fi

@@ -28,8 +28,10 @@ inherit cmake pkgconfig systemd useradd
 # store-hub (both are always in ${datadir}/pos-agent/profiles).
 POS_AGENT_PROFILE ??= "counter-terminal"
 
+# The agent alone: the collector (and its librdkafka) is not built.
 EXTRA_OECMAKE = " \
     -DPOS_TESTS=OFF \
+    -DPOS_COLLECTOR=OFF \
     -DPOS_DEVICE_PROFILE=${POS_AGENT_PROFILE} \
     -DLLHTTP_SOURCE_DIR=${LLHTTP_DIR}/src \
     -DLLHTTP_INCLUDE_DIR=${LLHTTP_DIR}/include \

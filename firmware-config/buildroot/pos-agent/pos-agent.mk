@@ -32,9 +32,11 @@ define POS_AGENT_EXTRACT_LLHTTP
 endef
 POS_AGENT_POST_EXTRACT_HOOKS += POS_AGENT_EXTRACT_LLHTTP
 
-# No tests (nor their fault hooks) in the firmware; protoc-c is the host's.
+# No tests (nor their fault hooks) in the firmware, nor the collector (no
+# librdkafka); protoc-c is the host's.
 POS_AGENT_CONF_OPTS = \
 	-DPOS_TESTS=OFF \
+	-DPOS_COLLECTOR=OFF \
 	-DPOS_DEVICE_PROFILE=$(call qstrip,$(BR2_PACKAGE_POS_AGENT_PROFILE)) \
 	-DPROTOC_C=$(HOST_DIR)/bin/protoc-c \
 	-DLLHTTP_SOURCE_DIR=$(@D)/llhttp/src \
