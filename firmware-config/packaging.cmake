@@ -18,7 +18,7 @@
 #                                              journal that has none; RECIPES.md)
 #   /usr/lib/systemd/system/pos-agent.service
 #   /usr/lib/systemd/system/pos-agent-firstboot.service   the device's token, first boot
-#   /usr/lib/tmpfiles.d/pos-agent.conf         /var/lib/pos-agent, /var/spool/pos-agent
+#   /usr/lib/tmpfiles.d/pos-agent.conf         /var/lib/pos-agent
 #   /usr/lib/sysusers.d/pos-agent.conf         the pos-agent user and group
 #
 # and, in the .deb only (component "debian"):

@@ -78,6 +78,10 @@ read_write="$(unit_value ReadWritePaths)"
 journal_path="$(sed -n 's/^journal\.path = //p' "$T/effective.conf")"
 journal_dir="$(dirname "$journal_path")"
 assert_contains "ReadWritePaths holds the journal's directory" " $journal_dir " " $read_write "
+# Nothing writable that the agent does not use (an unread spool only fills the flash).
+assert_eq "ReadWritePaths: the journal's directory alone" "$journal_dir" "$read_write"
+var_dirs="$(awk '$1 == "d" && $2 ~ /^\/var\// { print $2 }' "$tmpfiles" | tr '\n' ' ')"
+assert_eq "tmpfiles.d directories under /var: the journal's alone" "$journal_dir " "$var_dirs"
 for dir in $read_write; do
   grep -Eq "^d[[:space:]]+${dir#-}[[:space:]]" "$tmpfiles" ||
     fail "tmpfiles.d creates every ReadWritePaths directory" "a 'd ${dir#-}' line" "$(cat "$tmpfiles")"
