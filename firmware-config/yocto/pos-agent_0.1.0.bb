@@ -22,7 +22,10 @@ PV = "0.1.0+git${SRCPV}"
 S = "${WORKDIR}/git"
 LLHTTP_DIR = "${WORKDIR}/llhttp-release-v${LLHTTP_VERSION}"
 
-inherit cmake pkgconfig systemd useradd
+inherit cmake pkgconfig systemd useradd features_check
+
+# Type=notify unit, sysusers.d and tmpfiles.d: a systemd distribution only.
+REQUIRED_DISTRO_FEATURES = "systemd"
 
 # The profile installed as /etc/pos-agent/agent.conf: counter-terminal or
 # store-hub (both are always in ${datadir}/pos-agent/profiles).

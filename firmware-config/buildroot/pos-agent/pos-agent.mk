@@ -12,7 +12,10 @@
 POS_AGENT_VERSION = 0.1.0
 POS_AGENT_SITE = https://git.example.com/pos/pos-edge.git
 POS_AGENT_SITE_METHOD = git
-POS_AGENT_LICENSE = Proprietary
+# llhttp (MIT) is compiled in. The sources are the company's: legal-info
+# does not save them.
+POS_AGENT_LICENSE = Proprietary, MIT (llhttp)
+POS_AGENT_REDISTRIBUTE = NO
 POS_AGENT_DEPENDENCIES = \
 	sqlite libuv libcurl mbedtls protobuf-c host-protobuf-c zstd inih \
 	jansson host-pkgconf
