@@ -170,15 +170,32 @@ static int agent_config_line(const char *path, const char *section, const char *
   return found ? line_no : 0;
 }
 
-/* "path:line: " when the key is in the file, else "path: ". */
+/*
+ * "file:line: " of the file that set [section] name last (the newest
+ * drop-in that sets it, else `path`), else "path: ": an error found only
+ * after loading names the file to fix.
+ */
 static void agent_config_where(const char *path, const char *section, const char *name,
                                char *out, size_t out_size)
 {
-  int line = agent_config_line(path, section, name);
-  if (line)
-    snprintf(out, out_size, "%s:%d: ", path, line);
-  else
-    snprintf(out, out_size, "%s: ", path);
+  struct config_dropins dropins;
+  char ignored[CONFIG_ERROR_MAX];
+  int line = 0;
+
+  snprintf(out, out_size, "%s: ", path);
+  if (config_dropins_list(path, &dropins, ignored, sizeof(ignored)) == 0) {
+    for (size_t i = dropins.count; i-- > 0 && !line;) {
+      line = agent_config_line(dropins.paths[i], section, name);
+      if (line)
+        snprintf(out, out_size, "%s:%d: ", dropins.paths[i], line);
+    }
+  }
+  config_dropins_free(&dropins);
+  if (!line) {
+    line = agent_config_line(path, section, name);
+    if (line)
+      snprintf(out, out_size, "%s:%d: ", path, line);
+  }
 }
 
 int agent_config_load(const char *path, struct agent_config *config, char *err,
@@ -189,9 +206,15 @@ int agent_config_load(const char *path, struct agent_config *config, char *err,
   memset(config, 0, sizeof(*config));
   if (config_load(path, agent_config_keys, agent_config_key_count, config, err, err_size))
     return -1;
+  /* What provisioning sets (store_id, device_id ...) lives in drop-ins, so
+   * that the profile stays the package's unmodified conffile. */
+  if (config_load_dropins(path, agent_config_keys, agent_config_key_count, config, err,
+                          err_size))
+    return -1;
   if (config->journal_path[0] == '\0') {
-    snprintf(err, err_size, "%s: [journal] path is empty: set it to the journal database file",
-             path);
+    agent_config_where(path, "journal", "path", where, sizeof(where));
+    snprintf(err, err_size, "%s[journal] path is empty: set it to the journal database file",
+             where);
     return -1;
   }
   if (config->uplink_url[0] && strncasecmp(config->uplink_url, "https://", 8) != 0 &&
@@ -242,9 +265,10 @@ int agent_config_load(const char *path, struct agent_config *config, char *err,
     return -1;
   }
   if (config->terminal_tokens_path[0] == '\0') {
+    agent_config_where(path, "api", "terminal_tokens", where, sizeof(where));
     snprintf(err, err_size,
-             "%s: [api] terminal_tokens is empty: POS terminals need tokens to submit sales",
-             path);
+             "%s[api] terminal_tokens is empty: POS terminals need tokens to submit sales",
+             where);
     return -1;
   }
   if (config->low_stock[0]) {

@@ -66,9 +66,12 @@ extern const struct config_key agent_config_keys[];
 extern const size_t agent_config_key_count;
 
 /*
- * Loads `path` into `config` (defaults first) and checks what the table
- * alone cannot (keys that depend on each other). Returns 0, or -1 with
- * `err` saying file, line, key and what to do. Free with agent_config_free.
+ * Loads `path` into `config` (defaults first), then its drop-ins
+ * "<path>.d/NAME.conf" in name order, a later file overriding keys set before
+ * (config_load_dropins), and checks what the table alone cannot (keys that
+ * depend on each other). Returns 0, or -1 with `err` saying file (the
+ * drop-in or `path` that set the key at fault), line, key and what to do.
+ * Free with agent_config_free.
  */
 int agent_config_load(const char *path, struct agent_config *config, char *err,
                       size_t err_size);

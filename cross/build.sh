@@ -7,7 +7,8 @@
 #   ARCH        aarch64 (arm64), armhf (arm), x86_64 (amd64)
 #   --test      then run ctest (unit, integration and e2e tests) under qemu-user
 #   --release   a firmware build: POS_TESTS=OFF (no tests, no fault hooks),
-#               into build-ARCH-release/ instead of build-ARCH/
+#               POS_COLLECTOR=OFF (the agent alone), hardened, into
+#               build-ARCH-release/ instead of build-ARCH/
 #   --package   then make the .deb with CPack (needs --release: a package
 #               never carries a test build)
 #   --deps-only install the packages (and make the sysroot) and stop
@@ -16,6 +17,8 @@
 #               armhf and aarch64 fall back to it by themselves when
 #               their multiarch packages cannot be installed
 #   --jobs N    parallel compile jobs (default: nproc)
+#   --print-mirror  print the Debian mirror a sysroot would come from (the
+#               machine's own apt source for its release) and stop
 #
 # What it does, each step skipped when already done:
 #   1. dpkg --add-architecture for the target, apt-get update once after it;
@@ -29,13 +32,17 @@
 #   3. cmake with cross/<triplet>.cmake into build-ARCH/, and build;
 #   4. --test: ctest; --package: cpack (in sysroot mode, then check that
 #      every linked library's package is in the .deb's Depends).
-# It uses sudo for apt when not run as root.
+# It uses sudo for apt when not run as root. It leaves apt as it found it: an
+# architecture it added (step 1) is removed again on every exit unless its
+# packages got installed, and it names no mirror of its own.
 #
 # Environment:
 #   POS_CTEST_ARGS   extra ctest arguments (e.g. "-L unit")
 #   POS_NO_INSTALL=1 never call apt (fail instead if something is missing)
 #   POS_SYSROOT_DIR  where the sysroot goes (default
 #                    /var/tmp/pos-sysroot/<release>-<arch>)
+#   APT_CONFIG, DPKG_ADMINDIR  as for apt and dpkg (where the sources and the
+#                    package database are)
 set -euo pipefail
 script="$(readlink -f "$0")"
 cd "$(dirname "$script")/.."
@@ -50,6 +57,7 @@ release=0
 package=0
 deps_only=0
 sysroot_opt=0
+print_mirror=0
 jobs="$(nproc)"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -58,6 +66,7 @@ while [ $# -gt 0 ]; do
     --package) package=1 ;;
     --deps-only) deps_only=1 ;;
     --sysroot) sysroot_opt=1 ;;
+    --print-mirror) print_mirror=1 ;;
     --jobs) jobs="${2:?--jobs needs a number}"; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "cross/build.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -96,6 +105,49 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 log() { echo "cross/build.sh [$arch]: $*" >&2; }
+
+# ---- apt as found -----------------------------------------------------------
+#
+# A foreign architecture this run adds (dpkg --add-architecture, for the
+# multiarch -dev packages) stays only when those packages got installed.
+# Otherwise (their install failed and the build fell back to a sysroot, or
+# the run stopped on an error or a signal) it is removed on the way out,
+# with the package lists its apt-get update fetched: left behind, a target
+# architecture whose index the mirror serves broken fails every later
+# apt-get update on the build machine.
+added_arch=""          # set while this run's foreign architecture is unused
+lists_before=""        # that architecture's package lists before it was added
+arch_lists() {
+  local lists
+  eval "$(apt-config shell lists Dir::State::lists/d)"
+  ls -1 "${lists:-/var/lib/apt/lists/}" 2>/dev/null | grep -e "_binary-${deb_arch}_" || true
+}
+remove_added_arch() {
+  local lists f
+  [ -n "$added_arch" ] || return 0
+  if ! $sudo dpkg --remove-architecture "$added_arch"; then
+    log "could not remove the foreign architecture $added_arch this run added (see dpkg's"
+    log "message: packages of it are installed?): remove them, then dpkg --remove-architecture"
+    added_arch=""
+    return 1
+  fi
+  log "dpkg --remove-architecture $added_arch (added by this run, not used)"
+  eval "$(apt-config shell lists Dir::State::lists/d)"
+  while IFS= read -r f; do
+    [ -z "$f" ] || printf '%s\n' "$lists_before" | grep -qxF -e "$f" ||
+      $sudo rm -f "${lists:-/var/lib/apt/lists/}$f"
+  done < <(arch_lists)
+  added_arch=""
+}
+on_exit() {
+  local rc=$?
+  trap - EXIT
+  remove_added_arch || true
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 
 # ---- 1. packages ---------------------------------------------------------
 
@@ -139,30 +191,50 @@ sysroot_complete() {
     [ "$(cat "$sysroot_dir/.pos-sysroot")" = "$sysroot_stamp" ]
 }
 
-# The build machine's Debian mirror (the first "deb" source of the main
-# archive, one-line or deb822 format): the only registry it can reach.
+# The build machine's Debian mirror: the first enabled "deb" source of the
+# machine's release, in the order apt reads them (Dir::Etc::sourcelist, then
+# Dir::Etc::sourceparts: *.list one-line and *.sources deb822 files, sorted
+# by name). The only registry the machine is set up to reach; there is no
+# mirror of this script's own. Prints nothing when there is none.
 debian_mirror() {
-  local f
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+  local sourcelist sourceparts f
+  eval "$(apt-config shell sourcelist Dir::Etc::sourcelist/f sourceparts Dir::Etc::sourceparts/d)"
+  for f in "${sourcelist:-/etc/apt/sources.list}" "${sourceparts:-/etc/apt/sources.list.d/}"*; do
     [ -f "$f" ] || continue
-    awk -v suite="$codename" '$1 == "deb" {
-        i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-        if ($(i + 1) == suite) { print $i; exit } }' "$f"
-  done
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] || continue
-    # One stanza at a time: Types with deb, Suites with the release.
-    awk -v suite="$codename" '
-      function check() { if (deb && hassuite && uri != "") { print uri; found = 1; exit } }
-      /^[ \t]*$/ { check(); deb = hassuite = 0; uri = ""; next }
-      /^#/ { next }
-      tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
-      tolower($1) == "uris:" { uri = $2 }
-      tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == suite) hassuite = 1 }
-      tolower($1) == "enabled:" && tolower($2) == "no" { deb = 0 }
-      END { if (!found) check() }' "$f"
-  done
+    case "$f" in
+      */sources.list|*.list)
+        # deb [ options ] uri suite component...
+        awk -v suite="$codename" '$1 == "deb" {
+            i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+            if ($(i + 1) == suite) { print $i; exit } }' "$f" ;;
+      *.sources)
+        # One stanza at a time (fields in any order): Types with deb,
+        # Suites with the release, not Enabled: no.
+        awk -v suite="$codename" '
+          function check() {
+            if (deb && hassuite && !disabled && uri != "") { print uri; found = 1; exit }
+          }
+          /^[ \t]*$/ { check(); deb = hassuite = disabled = 0; uri = ""; next }
+          /^#/ { next }
+          tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
+          tolower($1) == "uris:" { uri = $2 }
+          tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == suite) hassuite = 1 }
+          tolower($1) == "enabled:" && tolower($2) == "no" { disabled = 1 }
+          END { if (!found) check() }' "$f" ;;
+    esac
+  done | sed -n 1p  # reads all: no SIGPIPE under pipefail
 }
+
+if [ "$print_mirror" = 1 ]; then
+  mirror="$(debian_mirror)"
+  if [ -z "$mirror" ]; then
+    log "no enabled \"deb\" source for $codename in apt's sources (sources.list and"
+    log "sources.list.d/*.list, *.sources): add the machine's Debian mirror there"
+    exit 1
+  fi
+  echo "$mirror"
+  exit 0
+fi
 
 # The sysroot's dpkg database, written from the .deb files that went into
 # it (dpkg itself cannot unpack them: their maintainer scripts are the
@@ -376,7 +448,9 @@ install_missing() {
   if [ "$mode" = multiarch ] && [ "$deb_arch" != "$host_arch" ] &&
      ! dpkg --print-foreign-architectures | grep -qx "$deb_arch"; then
     log "dpkg --add-architecture $deb_arch"
+    lists_before="$(arch_lists)"
     $sudo dpkg --add-architecture "$deb_arch"
+    added_arch="$deb_arch"
     need_update=1
   fi
   # The package lists know the target's packages only after an update
@@ -426,6 +500,9 @@ install_missing() {
 wanted_packages
 if [ ${#missing[@]} -gt 0 ] && ! install_missing; then
   if [ "$mode" = multiarch ] && sysroot_fallback_ok; then
+    # The sysroot needs no foreign architecture: leave none behind, nor
+    # its index for later apt runs (a sysroot build installs host tools).
+    remove_added_arch || exit 1
     log "falling back to a $codename sysroot for $deb_arch (debootstrap): its libraries"
     log "come from $codename main alone, so they need not match the build machine's"
     mode=sysroot
@@ -437,6 +514,8 @@ if [ ${#missing[@]} -gt 0 ] && ! install_missing; then
     exit 1
   fi
 fi
+# The target's packages are installed: the architecture is in use now.
+[ "$mode" != multiarch ] || added_arch=""
 
 # ---- 1b. the sysroot --------------------------------------------------------
 #
@@ -472,7 +551,8 @@ fi
 toolchain="$PWD/cross/$triplet.cmake"
 cmake_args=(-S . -B "$build_dir" -DCMAKE_TOOLCHAIN_FILE="$toolchain")
 if [ "$release" = 1 ]; then
-  cmake_args+=(-DPOS_TESTS=OFF)
+  # The firmware: the agent alone (no collector, no librdkafka).
+  cmake_args+=(-DPOS_TESTS=OFF -DPOS_COLLECTOR=OFF)
 else
   cmake_args+=(-DPOS_TESTS=ON)
 fi
@@ -500,6 +580,11 @@ cmake "${cmake_args[@]}"
 log "build (-j$jobs)"
 cmake --build "$build_dir" -j"$jobs"
 log "built $build_dir/agent/pos-agent: $(file -b "$build_dir/agent/pos-agent" | cut -d, -f1-2)"
+if [ "$release" = 1 ]; then
+  # A firmware build: full RELRO, stack protector, fortified calls, and on
+  # 32-bit targets 64-bit time_t (firmware-config/hardening.cmake).
+  bash tests/firmware/test_release_hardened.sh "$build_dir/agent/pos-agent" >&2
+fi
 
 # ---- 3. tests under qemu-user ------------------------------------------------
 

@@ -9,22 +9,29 @@
 #   DESTDIR=/path/to/overlay cmake --install build --component agent
 #
 #   /usr/bin/pos-agent
-#   /etc/pos-agent/agent.conf                  the device profile (conffile)
+#   /etc/pos-agent/agent.conf                  the device profile (conffile, never edited)
+#   /etc/pos-agent/agent.conf.d/               the device's own keys (drop-ins; empty)
 #   /usr/share/pos-agent/agent.conf.example    every key, documented
 #   /usr/share/pos-agent/profiles/*.conf       all device profiles
 #   /usr/share/pos-agent/terminals.example     the terminal tokens file's format
 #   /usr/share/pos-agent/recipes.csv           the chain's default recipes (read into a
 #                                              journal that has none; RECIPES.md)
 #   /usr/lib/systemd/system/pos-agent.service
-#   /usr/lib/tmpfiles.d/pos-agent.conf         /var/lib/pos-agent, /var/spool/pos-agent
+#   /usr/lib/systemd/system/pos-agent-firstboot.service   the device's token, first boot
+#   /usr/lib/tmpfiles.d/pos-agent.conf         /var/lib/pos-agent
 #   /usr/lib/sysusers.d/pos-agent.conf         the pos-agent user and group
+#
+# and, in the .deb only (component "debian"):
+#   /usr/share/doc/pos-agent/{copyright,changelog.gz}
+#   /usr/share/lintian/overrides/pos-agent
 #
 # The directories under /var and the user are created on the device at
 # boot by systemd-sysusers and systemd-tmpfiles (or by the .deb's
 # postinst), never in the image: /var is often a separate partition.
 # /etc/pos-agent/terminals holds per-device secrets and is never in an
-# image either; provisioning writes it (the .deb's postinst creates one
-# with a random token when there is none).
+# image either, nor made by the .deb's postinst: provisioning writes it, or
+# pos-agent-firstboot.service makes one with the device's own token on its
+# first boot.
 #
 # Package (per architecture; cross/build.sh ARCH --release --package):
 #
@@ -87,11 +94,12 @@ if(IS_ABSOLUTE "${CMAKE_INSTALL_BINDIR}")
 else()
   set(POS_INSTALL_BINDIR ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR})
 endif()
-configure_file(${POS_FIRMWARE_DIR}/systemd/pos-agent.service
-               ${CMAKE_BINARY_DIR}/firmware-config/pos-agent.service @ONLY)
-
-install(FILES ${CMAKE_BINARY_DIR}/firmware-config/pos-agent.service
-        DESTINATION ${POS_SYSTEMD_UNITDIR} COMPONENT agent)
+foreach(pos_unit pos-agent.service pos-agent-firstboot.service)
+  configure_file(${POS_FIRMWARE_DIR}/systemd/${pos_unit}
+                 ${CMAKE_BINARY_DIR}/firmware-config/${pos_unit} @ONLY)
+  install(FILES ${CMAKE_BINARY_DIR}/firmware-config/${pos_unit}
+          DESTINATION ${POS_SYSTEMD_UNITDIR} COMPONENT agent)
+endforeach()
 install(FILES ${POS_FIRMWARE_DIR}/tmpfiles.d/pos-agent.conf
         DESTINATION ${POS_TMPFILESDIR} COMPONENT agent)
 install(FILES ${POS_FIRMWARE_DIR}/sysusers.d/pos-agent.conf
@@ -100,6 +108,9 @@ install(FILES ${POS_FIRMWARE_DIR}/sysusers.d/pos-agent.conf
 # pos-agent at boot: the user does not exist when the image is built).
 install(FILES ${pos_profile_file} DESTINATION ${POS_SYSCONFDIR} RENAME agent.conf
         PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ COMPONENT agent)
+# The device's own keys (store_id, device_id ...) go in drop-ins there,
+# never into the conffile above: an upgrade then never asks about it.
+install(DIRECTORY DESTINATION ${POS_SYSCONFDIR}/agent.conf.d COMPONENT agent)
 if(EXISTS ${POS_CONFIG_EXAMPLE})
   install(FILES ${POS_CONFIG_EXAMPLE} DESTINATION ${POS_DATADIR} COMPONENT agent)
 else()
@@ -113,6 +124,49 @@ install(FILES ${POS_FIRMWARE_DIR}/recipes.csv ${POS_FIRMWARE_DIR}/RECIPES.md
         DESTINATION ${POS_DATADIR} COMPONENT agent)
 install(DIRECTORY ${POS_FIRMWARE_DIR}/profiles/ DESTINATION ${POS_DATADIR}/profiles
         COMPONENT agent FILES_MATCHING PATTERN "*.conf")
+
+# ---- /usr/share/doc/pos-agent: copyright and changelog --------------------
+
+# Debian policy 12.5 and 12.7 (lintian: no-copyright-file, no-changelog).
+# The changelog's newest entry must be this version: a release adds one.
+set(POS_DOCDIR ${CMAKE_INSTALL_DATADIR}/doc/pos-agent)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
+             ${POS_FIRMWARE_DIR}/debian/changelog ${POS_FIRMWARE_DIR}/debian/copyright.in)
+file(STRINGS ${POS_FIRMWARE_DIR}/debian/changelog pos_changelog_top LIMIT_COUNT 1)
+if(NOT pos_changelog_top MATCHES "^pos-agent \\(${PROJECT_VERSION}\\) ")
+  message(FATAL_ERROR "firmware-config/debian/changelog: its newest entry is "
+                      "'${pos_changelog_top}', not version ${PROJECT_VERSION}: add one")
+endif()
+find_program(POS_GZIP gzip REQUIRED)
+file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/firmware-config)
+# -n: no name or time stamp in it, so the package is the same on every build.
+execute_process(COMMAND ${POS_GZIP} -9n -c ${POS_FIRMWARE_DIR}/debian/changelog
+                OUTPUT_FILE ${CMAKE_BINARY_DIR}/firmware-config/changelog.gz
+                RESULT_VARIABLE pos_gzip_rc)
+if(NOT pos_gzip_rc EQUAL 0)
+  message(FATAL_ERROR "gzip of firmware-config/debian/changelog failed (${pos_gzip_rc})")
+endif()
+# llhttp is compiled in: its licence (Expat) goes into the copyright file,
+# its text taken from Debian's node-llhttp on the build machine.
+set(POS_LLHTTP_COPYRIGHT /usr/share/doc/node-llhttp/copyright)
+set(POS_LLHTTP_LICENSE
+    "License: Expat\n The Expat (MIT) licence of llhttp: LICENSE-MIT in its release.")
+if(EXISTS ${POS_LLHTTP_COPYRIGHT})
+  file(READ ${POS_LLHTTP_COPYRIGHT} pos_llhttp_text)
+  string(REGEX MATCH "\nLicense: Expat\n( [^\n]*\n)+" pos_llhttp_expat "${pos_llhttp_text}")
+  if(pos_llhttp_expat)
+    string(STRIP "${pos_llhttp_expat}" POS_LLHTTP_LICENSE)
+  endif()
+endif()
+configure_file(${POS_FIRMWARE_DIR}/debian/copyright.in
+               ${CMAKE_BINARY_DIR}/firmware-config/copyright @ONLY)
+# Component "debian": in the .deb only; Buildroot and Yocto install the
+# "agent" component and document licences their own way.
+install(FILES ${CMAKE_BINARY_DIR}/firmware-config/copyright
+              ${CMAKE_BINARY_DIR}/firmware-config/changelog.gz
+        DESTINATION ${POS_DOCDIR} COMPONENT debian)
+install(FILES ${POS_FIRMWARE_DIR}/debian/lintian-overrides
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides RENAME pos-agent COMPONENT debian)
 
 # ---- CPack: one .deb per architecture ------------------------------------
 
@@ -137,20 +191,21 @@ set(CPACK_PACKAGE_VENDOR "POS platform team")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_CONTACT "POS platform team <pos-platform@example.com>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "POS store edge agent: sales journal, POS API and uplink")
-set(CPACK_PACKAGE_DESCRIPTION "Takes every sale from the store's POS terminals into a \
-durable journal on flash, serves the store's status page, and sends the sales to the \
-central collector.")
+# Lines under 80 columns (lintian: extended-description-line-too-long).
+set(CPACK_PACKAGE_DESCRIPTION "Takes every sale from the store's POS terminals into a\n\
+durable journal on flash (SQLite), serves the store's status page, and\n\
+sends the sales to the central collector over mutual TLS.")
 set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_STRIP_FILES ON)
 set(CPACK_GENERATOR DEB)
 
-# Only the device's component: the collector and test tools are never
+# The device's component (and the .deb's own docs): the collector and test tools are never
 # flashed. The binary's own install() must say COMPONENT agent
 # (agent/CMakeLists.txt); tests/integration/test_installed_layout.sh fails
 # when it does not.
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_COMPONENTS_GROUPING ALL_COMPONENTS_IN_ONE)
-set(CPACK_COMPONENTS_ALL agent)
+set(CPACK_COMPONENTS_ALL agent debian)
 
 set(CPACK_DEBIAN_PACKAGE_NAME pos-agent)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
@@ -159,7 +214,9 @@ set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # Beyond the libraries: systemd runs it (sysusers, tmpfiles, Type=notify).
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "systemd (>= 247)")
+# init-system-helpers: deb-systemd-helper and deb-systemd-invoke in the
+# maintainer scripts (never systemctl itself, which ignores policy-rc.d).
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "systemd (>= 247), init-system-helpers (>= 1.54)")
 # Maintainer scripts (user, directories, service) and the conffiles that
 # keep provisioned configuration across upgrades.
 configure_file(${POS_FIRMWARE_DIR}/debian/conffiles.in

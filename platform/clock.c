@@ -4,7 +4,15 @@
 #include "platform/clock.h"
 
 #include <stdio.h>
+#include <sys/types.h>
 #include <time.h>
+
+/* Sales are stamped past 2038 and journals grow past 2 GiB on 32-bit
+ * devices too: firmware-config/hardening.cmake sets _TIME_BITS=64 and
+ * _FILE_OFFSET_BITS=64 there. A build without them stops here. */
+_Static_assert(sizeof(time_t) == 8, "time_t must be 64 bits (_TIME_BITS=64 on 32-bit targets)");
+_Static_assert(sizeof(off_t) == 8,
+               "off_t must be 64 bits (_FILE_OFFSET_BITS=64 on 32-bit targets)");
 
 int64_t clock_wall_ms(void)
 {

@@ -3,6 +3,7 @@
  */
 #include "platform/config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "platform/log.h"
 
@@ -271,18 +273,16 @@ int config_defaults(const struct config_key *keys, size_t n, void *cfg, char *er
   return 0;
 }
 
-int config_load(const char *path, const struct config_key *keys, size_t n, void *cfg,
-                char *err, size_t err_size)
+/* Parses INI `path` over what `cfg` holds. 0, or -1 with `err` = "path[:line]: ...". */
+static int config_read(const char *path, const struct config_key *keys, size_t n, void *cfg,
+                       char *err, size_t err_size)
 {
   char problem[CONFIG_ERROR_MAX] = "";
   struct config_load_state state = {keys, n, cfg, problem, sizeof(problem)};
-  FILE *file = NULL;
+  FILE *file = fopen(path, "r");
   int line;
   int rc = -1;
 
-  if (config_defaults(keys, n, cfg, err, err_size))
-    goto out;
-  file = fopen(path, "r");
   if (!file) {
     config_error(err, err_size, "%s: cannot read the config file: %s", path, strerror(errno));
     goto out;
@@ -303,6 +303,99 @@ int config_load(const char *path, const struct config_key *keys, size_t n, void 
 out:
   if (file)
     fclose(file);
+  return rc;
+}
+
+int config_load(const char *path, const struct config_key *keys, size_t n, void *cfg,
+                char *err, size_t err_size)
+{
+  if (config_defaults(keys, n, cfg, err, err_size))
+    return -1;
+  return config_read(path, keys, n, cfg, err, err_size);
+}
+
+/* scandir filter: "NAME.conf", NAME not hidden (editors' and tools' temporaries are). */
+static int config_dropin_name(const struct dirent *entry)
+{
+  size_t len = strlen(entry->d_name);
+  return entry->d_name[0] != '.' && len > 5 && strcmp(entry->d_name + len - 5, ".conf") == 0;
+}
+
+/* Byte order, whatever the locale: the order is part of the configuration. */
+static int config_dropin_order(const struct dirent **a, const struct dirent **b)
+{
+  return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+int config_dropins_list(const char *path, struct config_dropins *out, char *err,
+                        size_t err_size)
+{
+  struct dirent **entries = NULL;
+  char dir[PATH_MAX];
+  int count, rc = -1;
+
+  out->paths = NULL;
+  out->count = 0;
+  if ((size_t)snprintf(dir, sizeof(dir), "%s.d", path) >= sizeof(dir)) {
+    config_error(err, err_size, "%s.d: path too long", path);
+    return -1;
+  }
+  count = scandir(dir, &entries, config_dropin_name, config_dropin_order);
+  if (count < 0) {
+    if (errno == ENOENT)
+      return 0;
+    config_error(err, err_size, "%s: cannot read the drop-in directory: %s", dir,
+                 strerror(errno));
+    return -1;
+  }
+  out->paths = calloc((size_t)count + 1, sizeof(*out->paths));
+  if (!out->paths) {
+    config_error(err, err_size, "out of memory");
+    goto out;
+  }
+  for (int i = 0; i < count; i++) {
+    struct stat info;
+    char file[PATH_MAX];
+    if ((size_t)snprintf(file, sizeof(file), "%s/%s", dir, entries[i]->d_name) >= sizeof(file))
+      continue;
+    /* A directory named like a drop-in is not one; a dangling link is read (and reported). */
+    if (stat(file, &info) == 0 && !S_ISREG(info.st_mode))
+      continue;
+    out->paths[out->count] = strdup(file);
+    if (!out->paths[out->count]) {
+      config_error(err, err_size, "out of memory");
+      goto out;
+    }
+    out->count++;
+  }
+  rc = 0;
+out:
+  for (int i = 0; i < count; i++)
+    free(entries[i]);
+  free(entries);
+  return rc;
+}
+
+void config_dropins_free(struct config_dropins *dropins)
+{
+  if (!dropins)
+    return;
+  for (size_t i = 0; i < dropins->count; i++)
+    free(dropins->paths[i]);
+  free(dropins->paths);
+  dropins->paths = NULL;
+  dropins->count = 0;
+}
+
+int config_load_dropins(const char *path, const struct config_key *keys, size_t n, void *cfg,
+                        char *err, size_t err_size)
+{
+  struct config_dropins dropins;
+  int rc = config_dropins_list(path, &dropins, err, err_size);
+
+  for (size_t i = 0; rc == 0 && i < dropins.count; i++)
+    rc = config_read(dropins.paths[i], keys, n, cfg, err, err_size);
+  config_dropins_free(&dropins);
   return rc;
 }
 
@@ -449,7 +542,7 @@ int config_cli(const struct config_program *program, int argc, char **argv, void
   if (program->load(config_path, cfg, err, sizeof(err))) {
     fprintf(stderr, "%s: %s\n", program->name, err);
     program->free(cfg);
-    return 1;
+    return CONFIG_CLI_INVALID;
   }
   if (check_only) {
     config_write_effective(stdout, program->keys, program->key_count, cfg);

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # footprint.sh - how much pos-agent costs a POS device, per architecture:
 # stripped binary size (and its text/data/bss), the shared libraries it
-# links (readelf NEEDED, with the Debian package and size of each), and
+# links (readelf NEEDED, with the Debian package and size of each), the
+# full closure of shared libraries the device must carry (NEEDED of NEEDED
+# ..., from the libraries the build linked: multiarch or its sysroot), and
 # the agent's idle resident memory.
 #
 #   scripts/footprint.sh [ARCH...]      default: x86_64 aarch64 armhf
+#   scripts/footprint.sh --closure BINARY TRIPLET [SYSROOT]
+#                                       the closure alone: one line per library
+#                                       (soname, bytes, path, package), then total
 #
 # Measures the firmware builds (POS_TESTS=OFF, as flashed) in
 # build-ARCH-release/, built (or brought up to date) with
@@ -16,6 +21,68 @@
 # sale posted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# lib_path SONAME TRIPLET SYSROOT: the file the loader would map, or nothing.
+lib_path() {
+  local dir
+  for dir in "$3/usr/lib/$2" "$3/lib/$2" "$3/usr/lib" "$3/lib"; do
+    if [ -e "$dir/$1" ]; then
+      readlink -f "$dir/$1"
+      return 0
+    fi
+  done
+  # A multiarch cross build links the cross C library (libc6-<arch>-cross).
+  if [ -z "$3" ] && [ -e "/usr/$2/lib/$1" ]; then
+    readlink -f "/usr/$2/lib/$1"
+  fi
+}
+
+# lib_package PATH TRIPLET SYSROOT: the Debian package that ships it ("?"
+# if none): dpkg knows a file by the path its package ships (/lib or
+# /usr/lib: merged /usr reaches both); a sysroot has its own database.
+lib_package() {
+  local file="${1#"$3"}" known pkg="" admin=()
+  [ -z "$3" ] || admin=(--admindir="$3/var/lib/dpkg")
+  for known in "$file" "/lib/$2/${file##*/}" "/usr/lib/$2/${file##*/}"; do
+    pkg="$(dpkg-query "${admin[@]}" -S "$known" 2>/dev/null | head -n 1 | cut -d: -f1-2 || true)"
+    [ -z "$pkg" ] || break
+  done
+  echo "${pkg:-?}"
+}
+
+# closure BINARY TRIPLET SYSROOT: every shared library BINARY loads,
+# breadth first: "soname bytes path package" lines, then "total N BYTES";
+# a soname found nowhere is "soname ? - (not found)".
+closure() {
+  local bin="$1" triplet="$2" sysroot="$3" soname path bytes total=0 count=0
+  local -a queue
+  local -A seen=()
+  mapfile -t queue < <(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+  while [ ${#queue[@]} -gt 0 ]; do
+    soname="${queue[0]}"
+    queue=("${queue[@]:1}")
+    [ -z "${seen[$soname]:-}" ] || continue
+    seen[$soname]=1
+    path="$(lib_path "$soname" "$triplet" "$sysroot")"
+    if [ -z "$path" ]; then
+      echo "$soname ? - (not found)"
+      continue
+    fi
+    bytes=$(stat -c %s "$path")
+    total=$((total + bytes))
+    count=$((count + 1))
+    echo "$soname $bytes $path $(lib_package "$path" "$triplet" "$sysroot")"
+    mapfile -t -O "${#queue[@]}" queue < <(readelf -d "$path" |
+      sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+  done
+  echo "total $count $total"
+}
+
+if [ "${1:-}" = --closure ]; then
+  [ $# -ge 3 ] || { echo "usage: footprint.sh --closure BINARY TRIPLET [SYSROOT]" >&2; exit 2; }
+  closure "$2" "$3" "${4:-}"
+  exit 0
+fi
 
 archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(x86_64 aarch64 armhf)
@@ -131,33 +198,34 @@ for arch in "${archs[@]}"; do
     printf '    sections: text %s, data %s, bss %s bytes\n' "$text" "$data" "$bss"
   fi
 
-  echo "    shared libraries (NEEDED):"
+  # The libraries the build linked: multiarch, or cross/build.sh's sysroot.
+  sysroot="$(sed -n 's/^POS_CROSS_SYSROOT:[A-Z]*=//p' "$build_dir/CMakeCache.txt")"
+  closure "$bin" "$triplet" "$sysroot" >"$tmp/closure.$arch"
+  echo "    shared libraries (NEEDED)${sysroot:+, from the sysroot $sysroot}:"
   total=0
   while read -r lib; do
-    path=""
-    for dir in "/usr/lib/$triplet" "/lib/$triplet" "/usr/$triplet/lib"; do
-      if [ -e "$dir/$lib" ]; then
-        path="$(readlink -f "$dir/$lib")"
-        break
-      fi
-    done
-    if [ -n "$path" ]; then
-      bytes=$(stat -c %s "$path")
+    if read -r _ bytes _ pkg < <(awk -v s="$lib" '$1 == s' "$tmp/closure.$arch") &&
+       [ "$bytes" != "?" ]; then
       total=$((total + bytes))
-      # dpkg knows a file by the path its package ships (/lib or /usr/lib:
-      # merged /usr makes both reach it).
-      pkg=""
-      for known in "$dir/$lib" "/lib/$triplet/$lib" "/usr/lib/$triplet/$lib" "$path"; do
-        pkg="$(dpkg -S "$known" 2>/dev/null | head -n 1 | cut -d: -f1-2 || true)"
-        [ -z "$pkg" ] || break
-      done
-      printf '      %-22s %10s  %s\n' "$lib" "$(human "$bytes")" "${pkg:-?}"
+      printf '      %-22s %10s  %s\n' "$lib" "$(human "$bytes")" "$pkg"
     else
       printf '      %-22s %10s  %s\n' "$lib" "?" "(not installed for $triplet on this machine)"
     fi
   done < <(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
   printf '      %-22s %10s  (direct dependencies, as Debian ships them)\n' \
     "total" "$(human "$total")"
+  read -r _ count closure_total < <(tail -n 1 "$tmp/closure.$arch")
+  echo "    full closure (every library loaded, what the device must carry):" \
+    "$count libraries, $(human "$closure_total")"
+  # Biggest first, grouped by package.
+  head -n -1 "$tmp/closure.$arch" | awk '$2 != "?" { size[$4] += $2; libs[$4] = libs[$4] " " $1 }
+    END { for (p in size) printf "%d %s%s\n", size[p], p, libs[p] }' | sort -rn |
+    while read -r bytes pkg libs; do
+      printf '      %10s  %-28s %s\n' "$(human "$bytes")" "$pkg" "$libs"
+    done
+  if grep -q ' ? - (not found)$' "$tmp/closure.$arch"; then
+    echo "      not found: $(awk '$2 == "?" { printf "%s ", $1 }' "$tmp/closure.$arch")"
+  fi
 
   case "$arch:$host_arch" in
     x86_64:x86_64|aarch64:aarch64|armhf:armv7l|armhf:armv8l)

@@ -22,14 +22,19 @@ PV = "0.1.0+git${SRCPV}"
 S = "${WORKDIR}/git"
 LLHTTP_DIR = "${WORKDIR}/llhttp-release-v${LLHTTP_VERSION}"
 
-inherit cmake pkgconfig systemd useradd
+inherit cmake pkgconfig systemd useradd features_check
+
+# Type=notify unit, sysusers.d and tmpfiles.d: a systemd distribution only.
+REQUIRED_DISTRO_FEATURES = "systemd"
 
 # The profile installed as /etc/pos-agent/agent.conf: counter-terminal or
 # store-hub (both are always in ${datadir}/pos-agent/profiles).
 POS_AGENT_PROFILE ??= "counter-terminal"
 
+# The agent alone: the collector (and its librdkafka) is not built.
 EXTRA_OECMAKE = " \
     -DPOS_TESTS=OFF \
+    -DPOS_COLLECTOR=OFF \
     -DPOS_DEVICE_PROFILE=${POS_AGENT_PROFILE} \
     -DLLHTTP_SOURCE_DIR=${LLHTTP_DIR}/src \
     -DLLHTTP_INCLUDE_DIR=${LLHTTP_DIR}/include \
@@ -53,9 +58,13 @@ USERADD_PARAM:${PN} = "--system --user-group --home-dir /var/lib/pos-agent \
 SYSTEMD_SERVICE:${PN} = "pos-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
+# Never edited on a device: provisioning writes agent.conf.d/*.conf, and
+# pos-agent-firstboot.service (pulled in by the agent) makes the terminal
+# token on the device's first boot; neither is in the image.
 CONFFILES:${PN} = "${sysconfdir}/pos-agent/agent.conf"
 FILES:${PN} += " \
     ${systemd_system_unitdir}/pos-agent.service \
+    ${systemd_system_unitdir}/pos-agent-firstboot.service \
     ${nonarch_libdir}/tmpfiles.d/pos-agent.conf \
     ${nonarch_libdir}/sysusers.d/pos-agent.conf \
     ${datadir}/pos-agent \

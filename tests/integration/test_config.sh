@@ -51,12 +51,12 @@ EOF
 expect_config_error() {
   local what="$1" file="$2" line="$3" key="$4"
   check_config "$file"
-  assert_eq "$what: --check-config exit status (stderr: $CHECK_ERR)" 1 "$CHECK_RC"
+  assert_eq "$what: --check-config exit status, EX_CONFIG (stderr: $CHECK_ERR)" 78 "$CHECK_RC"
   assert_contains "$what: error names file and line" "$file:$line:" "$CHECK_ERR"
   assert_contains "$what: error names the key" "$key" "$CHECK_ERR"
   local rc=0
   timeout 10 "$AGENT_BIN" --config "$file" >/dev/null 2>"$T/run.err" || rc=$?
-  assert_eq "$what: pos-agent --config exit status ($(cat "$T/run.err"))" 1 "$rc"
+  assert_eq "$what: pos-agent --config exit status, EX_CONFIG ($(cat "$T/run.err"))" 78 "$rc"
   assert_contains "$what: pos-agent --config error names file and line" "$file:$line:" "$(cat "$T/run.err")"
 }
 
@@ -77,7 +77,7 @@ expect_config_error "unknown key" "$T/cfg/unknown.conf" 14 colour
 good_config "$T/cfg/section.conf"
 printf '[uplink2]\ninterval = 15m\n' >>"$T/cfg/section.conf"
 check_config "$T/cfg/section.conf"
-assert_eq "unknown section: --check-config exit status (stderr: $CHECK_ERR)" 1 "$CHECK_RC"
+assert_eq "unknown section: --check-config exit status (stderr: $CHECK_ERR)" 78 "$CHECK_RC"
 assert_match "unknown section: error names file and line" "$T/cfg/section.conf:1[78]:" "$CHECK_ERR"
 assert_contains "unknown section: error names the section" uplink2 "$CHECK_ERR"
 
@@ -110,7 +110,7 @@ expect_config_error "port in [agent]" "$T/cfg/place.conf" 4 port
 
 # --- a missing file ----------------------------------------------------------------------------
 check_config "$T/cfg/missing.conf"
-assert_eq "--check-config on a missing file: exit status" 1 "$CHECK_RC"
+assert_eq "--check-config on a missing file: exit status" 78 "$CHECK_RC"
 assert_contains "missing file: error names the file" "$T/cfg/missing.conf" "$CHECK_ERR"
 assert_match "missing file: error says why" '[Nn]o such file|not found|cannot (open|read)|does not exist' "$CHECK_ERR"
 

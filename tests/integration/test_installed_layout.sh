@@ -19,6 +19,7 @@ tmpfilesdir="$(sed -n 's/^POS_TMPFILESDIR:[A-Z]*=//p' "$cache")"
 sysusersdir="$(sed -n 's/^POS_SYSUSERSDIR:[A-Z]*=//p' "$cache")"
 under_prefix() { [[ "$1" == /* ]] && echo "$1" || echo "$prefix/$1"; }
 unit="$ROOT$(under_prefix "$unitdir")/pos-agent.service"
+firstboot_unit="$ROOT$(under_prefix "$unitdir")/pos-agent-firstboot.service"
 tmpfiles="$ROOT$(under_prefix "$tmpfilesdir")/pos-agent.conf"
 sysusers="$ROOT$(under_prefix "$sysusersdir")/pos-agent.conf"
 
@@ -35,18 +36,21 @@ installed_bin="$ROOT$prefix/bin/pos-agent"
 for f in "$ROOT/etc/pos-agent/agent.conf" "$ROOT$prefix/share/pos-agent/agent.conf.example" \
   "$ROOT$prefix/share/pos-agent/terminals.example" "$ROOT$prefix/share/pos-agent/recipes.csv" \
   "$ROOT$prefix/share/pos-agent/profiles/counter-terminal.conf" \
-  "$ROOT$prefix/share/pos-agent/profiles/store-hub.conf" "$unit" "$tmpfiles" "$sysusers"; do
+  "$ROOT$prefix/share/pos-agent/profiles/store-hub.conf" "$unit" "$firstboot_unit" "$tmpfiles" \
+  "$sysusers"; do
   [[ -f "$f" ]] || fail "installed file ${f#"$ROOT"}" "present" "missing"
 done
 # Nothing but the device's files: no test tools, no collector, no /var.
 unexpected="$(cd "$ROOT" && find . -type f ! -path "./etc/pos-agent/*" \
   ! -path ".$prefix/bin/pos-agent" ! -path ".$prefix/share/pos-agent/*" \
-  ! -path ".${unit#"$ROOT"}" ! -path ".${tmpfiles#"$ROOT"}" ! -path ".${sysusers#"$ROOT"}" | sort)"
+  ! -path ".${unit#"$ROOT"}" ! -path ".${firstboot_unit#"$ROOT"}" ! -path ".${tmpfiles#"$ROOT"}" \
+  ! -path ".${sysusers#"$ROOT"}" | sort)"
 assert_eq "files outside the device's layout" "" "$unexpected"
 assert_eq "mode of /etc/pos-agent/agent.conf (readable by group pos-agent only)" 640 \
   "$(stat -c %a "$ROOT/etc/pos-agent/agent.conf")"
 # The secrets file is provisioned per device, never in an image.
 [[ ! -e "$ROOT/etc/pos-agent/terminals" ]] || fail "no /etc/pos-agent/terminals in the install tree"
+[[ -d "$ROOT/etc/pos-agent/agent.conf.d" ]] || fail "the drop-in directory /etc/pos-agent/agent.conf.d"
 
 # The installed binary, through the emulator for a cross build.
 AGENT_BIN="$installed_bin"
@@ -74,6 +78,10 @@ read_write="$(unit_value ReadWritePaths)"
 journal_path="$(sed -n 's/^journal\.path = //p' "$T/effective.conf")"
 journal_dir="$(dirname "$journal_path")"
 assert_contains "ReadWritePaths holds the journal's directory" " $journal_dir " " $read_write "
+# Nothing writable that the agent does not use (an unread spool only fills the flash).
+assert_eq "ReadWritePaths: the journal's directory alone" "$journal_dir" "$read_write"
+var_dirs="$(awk '$1 == "d" && $2 ~ /^\/var\// { print $2 }' "$tmpfiles" | tr '\n' ' ')"
+assert_eq "tmpfiles.d directories under /var: the journal's alone" "$journal_dir " "$var_dirs"
 for dir in $read_write; do
   grep -Eq "^d[[:space:]]+${dir#-}[[:space:]]" "$tmpfiles" ||
     fail "tmpfiles.d creates every ReadWritePaths directory" "a 'd ${dir#-}' line" "$(cat "$tmpfiles")"
@@ -84,9 +92,12 @@ if command -v systemd-analyze >/dev/null; then
   # Checks every directive. It wants ExecStart's program on this machine:
   # a copy of the unit names the overlay's.
   mkdir -p "$T/verify"
-  sed "s|^ExecStart=$prefix/bin/pos-agent|ExecStart=$installed_bin|" "$unit" \
-    >"$T/verify/pos-agent.service"
-  systemd-analyze verify "$T/verify/pos-agent.service" >"$T/verify.log" 2>&1 ||
+  for u in "$unit" "$firstboot_unit"; do
+    sed "s|^ExecStart=$prefix/bin/pos-agent|ExecStart=$installed_bin|" "$u" \
+      >"$T/verify/$(basename "$u")"
+  done
+  systemd-analyze verify "$T/verify/pos-agent.service" "$T/verify/pos-agent-firstboot.service" \
+    >"$T/verify.log" 2>&1 ||
     fail "systemd-analyze verify pos-agent.service: $(cat "$T/verify.log")"
   log "systemd-analyze verify: ok"
 fi

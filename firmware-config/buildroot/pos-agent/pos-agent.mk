@@ -12,7 +12,10 @@
 POS_AGENT_VERSION = 0.1.0
 POS_AGENT_SITE = https://git.example.com/pos/pos-edge.git
 POS_AGENT_SITE_METHOD = git
-POS_AGENT_LICENSE = Proprietary
+# llhttp (MIT) is compiled in. The sources are the company's: legal-info
+# does not save them.
+POS_AGENT_LICENSE = Proprietary, MIT (llhttp)
+POS_AGENT_REDISTRIBUTE = NO
 POS_AGENT_DEPENDENCIES = \
 	sqlite libuv libcurl mbedtls protobuf-c host-protobuf-c zstd inih \
 	jansson host-pkgconf
@@ -32,9 +35,11 @@ define POS_AGENT_EXTRACT_LLHTTP
 endef
 POS_AGENT_POST_EXTRACT_HOOKS += POS_AGENT_EXTRACT_LLHTTP
 
-# No tests (nor their fault hooks) in the firmware; protoc-c is the host's.
+# No tests (nor their fault hooks) in the firmware, nor the collector (no
+# librdkafka); protoc-c is the host's.
 POS_AGENT_CONF_OPTS = \
 	-DPOS_TESTS=OFF \
+	-DPOS_COLLECTOR=OFF \
 	-DPOS_DEVICE_PROFILE=$(call qstrip,$(BR2_PACKAGE_POS_AGENT_PROFILE)) \
 	-DPROTOC_C=$(HOST_DIR)/bin/protoc-c \
 	-DLLHTTP_SOURCE_DIR=$(@D)/llhttp/src \

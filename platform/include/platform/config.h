@@ -55,6 +55,40 @@ int config_load(const char *path, const struct config_key *keys, size_t n, void 
                 char *err, size_t err_size);
 
 /*
+ * The drop-in files of a config file `path`: every "<path>.d/NAME.conf" (a
+ * regular file, or a link to one; NAME not starting with '.'), in byte
+ * order of NAME, so "10-site.conf" comes before "50-provisioning.conf".
+ * They hold what is particular to one device (provisioning writes them),
+ * while `path` stays the shipped profile: a package upgrade replaces the
+ * profile without asking and never touches a drop-in.
+ */
+struct config_dropins {
+  char **paths; /* "<path>.d/NAME.conf", owned */
+  size_t count;
+};
+
+/*
+ * Lists the drop-ins of `path` into `out` (config_dropins_free it, also on
+ * error). No "<path>.d" directory is no drop-ins. Returns 0, or -1 with
+ * `err` saying why the directory cannot be read.
+ */
+int config_dropins_list(const char *path, struct config_dropins *out, char *err,
+                        size_t err_size);
+
+/* Frees what config_dropins_list made; `dropins` may be zeroed or NULL. */
+void config_dropins_free(struct config_dropins *dropins);
+
+/*
+ * Reads the drop-ins of `path` (config_dropins_list) into `cfg` in order,
+ * over what is already there (no defaults): a key set by a later file
+ * overrides the same key set before, by `path` or an earlier drop-in; keys
+ * no file sets keep their value. Call after config_load(path). Returns 0,
+ * or -1 with `err` holding "file:line: ..." of the drop-in at fault.
+ */
+int config_load_dropins(const char *path, const struct config_key *keys, size_t n, void *cfg,
+                        char *err, size_t err_size);
+
+/*
  * Sets one key from text, as if read from a file (for command-line
  * overrides and tests). Returns 0, or -1 with `err` set.
  */
@@ -88,12 +122,18 @@ struct config_program {
   void (*free)(void *cfg);
 };
 
+/* config_cli's exit code for a configuration that does not load. A
+ * service may map it to one its unit does not restart on (EX_CONFIG). */
+#define CONFIG_CLI_INVALID 1
+
 /*
  * The shared command line: --config FILE (run), --check-config (check and
  * print the effective config), --print-example-config, --version, --help.
  * Returns -1 when the program should run, with `cfg` loaded (the caller
  * frees it with program->free); otherwise the exit code, with everything
- * printed and freed.
+ * printed (the error once, on stderr) and freed: 0, 2 for a bad command
+ * line, CONFIG_CLI_INVALID for a configuration that does not load, with
+ * --check-config or without.
  */
 int config_cli(const struct config_program *program, int argc, char **argv, void *cfg);
 

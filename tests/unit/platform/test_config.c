@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -185,6 +186,78 @@ static void example_lists_every_key_and_reloads(void **state)
   free(text);
 }
 
+/* Writes `text` into `path`. */
+static void write_file(const char *path, const char *text)
+{
+  FILE *file = fopen(path, "w");
+  assert_non_null(file);
+  assert_int_equal(fputs(text, file) >= 0, 1);
+  assert_int_equal(fclose(file), 0);
+}
+
+/*
+ * The profile stays the package's file; what a device is given lives in
+ * "<file>.d/NAME.conf", read in name order, later files overriding.
+ */
+static void dropins_override_in_name_order_and_name_the_file_at_fault(void **state)
+{
+  char dir[] = "/tmp/test_config_dropins_XXXXXX";
+  char conf[128], dropdir[160], early[200], late[200], hidden[200], other[200], bad[200];
+  struct test_cfg cfg;
+  char err[CONFIG_ERROR_MAX];
+  (void)state;
+
+  assert_non_null(mkdtemp(dir));
+  snprintf(conf, sizeof(conf), "%s/agent.conf", dir);
+  snprintf(dropdir, sizeof(dropdir), "%s.d", conf);
+  snprintf(early, sizeof(early), "%s/10-site.conf", dropdir);
+  snprintf(late, sizeof(late), "%s/50-provisioning.conf", dropdir);
+  snprintf(hidden, sizeof(hidden), "%s/.50-provisioning.conf", dropdir);
+  snprintf(other, sizeof(other), "%s/50-provisioning.conf.dpkg-old", dropdir);
+  snprintf(bad, sizeof(bad), "%s/90-bad.conf", dropdir);
+  write_file(conf, "[main]\nname = profile\ncount = 4\n");
+
+  /* No directory: no drop-ins, the file alone. */
+  memset(&cfg, 0, sizeof(cfg));
+  assert_int_equal(config_load(conf, test_keys, TEST_KEY_COUNT, &cfg, err, sizeof(err)), 0);
+  assert_int_equal(config_load_dropins(conf, test_keys, TEST_KEY_COUNT, &cfg, err,
+                                       sizeof(err)), 0);
+  assert_string_equal(cfg.name, "profile");
+  config_free(test_keys, TEST_KEY_COUNT, &cfg);
+
+  assert_int_equal(mkdir(dropdir, 0755), 0);
+  /* Written in the opposite order to the names: the names decide. */
+  write_file(late, "[main]\nname = store-0042\n");
+  write_file(early, "[main]\nname = site\ncount = 5\n");
+  write_file(hidden, "[main]\nname = editor-temporary\n");
+  write_file(other, "[main]\nname = not-a-drop-in\n");
+  memset(&cfg, 0, sizeof(cfg));
+  assert_int_equal(config_load(conf, test_keys, TEST_KEY_COUNT, &cfg, err, sizeof(err)), 0);
+  assert_int_equal(config_load_dropins(conf, test_keys, TEST_KEY_COUNT, &cfg, err,
+                                       sizeof(err)), 0);
+  assert_string_equal(cfg.name, "store-0042"); /* 50- over 10- over the profile */
+  assert_int_equal(cfg.count, 5);              /* set by 10- only */
+  assert_int_equal(cfg.interval_ms, 15 * 60 * 1000); /* nobody: the default */
+  config_free(test_keys, TEST_KEY_COUNT, &cfg);
+
+  write_file(bad, "[main]\n\ncount = 11\n");
+  memset(&cfg, 0, sizeof(cfg));
+  assert_int_equal(config_load(conf, test_keys, TEST_KEY_COUNT, &cfg, err, sizeof(err)), 0);
+  assert_int_equal(config_load_dropins(conf, test_keys, TEST_KEY_COUNT, &cfg, err,
+                                       sizeof(err)), -1);
+  assert_non_null(strstr(err, "90-bad.conf:3: [main] count = \"11\": out of range"));
+  config_free(test_keys, TEST_KEY_COUNT, &cfg);
+
+  unlink(bad);
+  unlink(early);
+  unlink(late);
+  unlink(hidden);
+  unlink(other);
+  rmdir(dropdir);
+  unlink(conf);
+  rmdir(dir);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -198,6 +271,7 @@ int main(void)
       cmocka_unit_test(line_that_is_not_ini_is_an_error),
       cmocka_unit_test(missing_file_says_so),
       cmocka_unit_test(example_lists_every_key_and_reloads),
+      cmocka_unit_test(dropins_override_in_name_order_and_name_the_file_at_fault),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

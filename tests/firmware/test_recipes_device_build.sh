@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The Buildroot and Yocto recipes build a device's agent (issue 11, item 5),
+# checked against their files (no Buildroot or Yocto tree here): the agent
+# alone and no tests (-DPOS_COLLECTOR=OFF -DPOS_TESTS=OFF: no librdkafka),
+# both systemd units shipped; Buildroot: libcurl with TLS
+# (BR2_PACKAGE_LIBCURL_FORCE_TLS, its documented way) on mbedTLS, the
+# llhttp compiled in declared (MIT), sources not redistributed; Yocto:
+# systemd required of the distribution (features_check).
+set -euo pipefail
+: "${POS_SOURCE_DIR:?POS_SOURCE_DIR must name the source directory}"
+TEST_NAME="$(basename "$0" .sh)"
+fail() { echo "$TEST_NAME: FAIL: $*" >&2; exit 1; }
+br="$POS_SOURCE_DIR/firmware-config/buildroot/pos-agent"
+bb="$(ls "$POS_SOURCE_DIR"/firmware-config/yocto/pos-agent_*.bb)"
+
+for f in "$br/pos-agent.mk" "$bb"; do
+  for opt in -DPOS_TESTS=OFF -DPOS_COLLECTOR=OFF; do
+    grep -q -- "$opt" "$f" || fail "${f##*/} configures without $opt"
+  done
+  ! grep -v '^[[:space:]]*#' "$f" | grep -qi rdkafka || fail "${f##*/} depends on librdkafka"
+done
+grep -q 'select BR2_PACKAGE_LIBCURL_FORCE_TLS' "$br/Config.in" ||
+  fail "Config.in: libcurl without TLS is possible (select BR2_PACKAGE_LIBCURL_FORCE_TLS)"
+grep -q 'select BR2_PACKAGE_MBEDTLS' "$br/Config.in" || fail "Config.in: no mbedTLS"
+grep -Eq '^POS_AGENT_LICENSE = .*MIT \(llhttp\)' "$br/pos-agent.mk" ||
+  fail "pos-agent.mk: the llhttp compiled in (MIT) is not declared"
+grep -q '^POS_AGENT_REDISTRIBUTE = NO' "$br/pos-agent.mk" ||
+  fail "pos-agent.mk: proprietary sources would go into legal-info (REDISTRIBUTE)"
+grep -Eq '^inherit .*\bfeatures_check\b' "$bb" &&
+  grep -q '^REQUIRED_DISTRO_FEATURES = "systemd"' "$bb" ||
+  fail "${bb##*/}: systemd not required of the distribution (features_check)"
+grep -q 'pos-agent-firstboot.service' "$bb" || fail "${bb##*/}: the first-boot unit is not shipped"
+echo "$TEST_NAME: PASS"
