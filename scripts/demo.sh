@@ -117,6 +117,22 @@ kcat -b "$bootstrap" -C -t pos.inventory-deltas.v1 -o beginning -u -f '%R%s' 2>"
   "$bin/tests/tools/pos-decode" --type delta | sed 's/^/   stock: /' &
 pids+=($!)
 
+echo "== head office: posctl with the admin certificate (urn:pos:admin:...)"
+cat >"$work/posctl.conf" <<CONF
+[posctl]
+url = https://127.0.0.1:$collector_port
+cert = $work/pki/admin.crt
+key = $work/pki/admin.key
+ca = $work/pki/ca.crt
+CONF
+posctl=("$bin/collector/posctl" --config "$work/posctl.conf")
+echo "   ${posctl[*]} stores             (the fleet: last contact, backlog, versions, clock, certificate)"
+echo "   ${posctl[*]} resync --store S001 --from $(date -u -d '-2 days' +%F) --wait"
+echo "   a minute from now the demo runs that resync; replayed sales go to pos.sales.replay.v1"
+kcat -b "$bootstrap" -C -t pos.sales.replay.v1 -o beginning -u -f '%R%s' 2>"$work/kcat-replay.log" |
+  "$bin/tests/tools/pos-decode" --type sale | sed 's/^/   replayed: /' &
+pids+=($!)
+
 # on_hand: the store's stock on /status.json, one line (sqlite3 reads the JSON).
 on_hand() {
   curl -s "http://127.0.0.1:$agent_port/status.json" >"$work/status.json" || return 0
@@ -128,8 +144,17 @@ on_hand() {
 }
 
 end=$((SECONDS + ${DEMO_SECONDS:-1000000000}))
+resync_at=$((SECONDS + 60))
 while ((SECONDS < end)); do
   sleep 15
   echo "-- agent: $(curl -s "http://127.0.0.1:$agent_port/status.json" | head -c 600)..."
   echo "-- on hand: $(on_hand)"
+  if ((resync_at && SECONDS >= resync_at)); then
+    resync_at=0
+    echo "-- head office: ${posctl[*]} stores"
+    "${posctl[@]}" stores | sed 's/^/   /' || true
+    echo "-- head office: ${posctl[*]} resync --store S001 --from $(date -u -d '-2 days' +%F) --wait"
+    "${posctl[@]}" resync --store S001 --from "$(date -u -d '-2 days' +%F)" --wait --timeout 5m |
+      sed 's/^/   /' || echo "   (posctl exit status ${PIPESTATUS[0]})"
+  fi
 done

@@ -10,7 +10,7 @@
 #
 # Printed per run: the POS API's p99 (a sale's 201, as pos-load measures
 # it), the live batches' acknowledgement p99 (POST /v1/batches to its 200,
-# from the agent's pos_agent_batch_ack_seconds{kind="live"} histogram: the
+# from the agent's pos_agent_batch_ack_seconds histogram, which only live batches feed: the
 # bucket bound that 99% of the run's batches fall under), and for the
 # replay runs the replay throughput: sales from the journal to
 # pos.sales.replay.v1 per second (resync issued to its command done). Asserts
