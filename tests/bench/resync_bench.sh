@@ -19,10 +19,10 @@
 #   bash tests/bench/resync_bench.sh BUILD_DIR     (or: cmake --build BUILD_DIR -t bench-resync)
 #
 # Environment:
-#   BENCH_HISTORY   50000   sales in the journal to replay
+#   BENCH_HISTORY   200000  sales in the journal to replay (enough to last most of a run)
 #   BENCH_CLIENTS   4       tills posting live sales
 #   BENCH_PACE_MS   50      pause between one till's sales
-#   BENCH_SECONDS   20      length of each run (a replay run lasts until the resync is done)
+#   BENCH_SECONDS   10      length of each run (a replay run lasts until the resync is done)
 #   BENCH_ROUNDS    2       live/replay pairs
 set -euo pipefail
 export LC_ALL=C
@@ -30,10 +30,10 @@ export LC_ALL=C
 BUILD_DIR="$(cd "${1:?usage: resync_bench.sh BUILD_DIR}" && pwd)"
 export POS_BUILD_DIR="$BUILD_DIR"
 export POS_SOURCE_DIR="${POS_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
-HISTORY="${BENCH_HISTORY:-50000}"
+HISTORY="${BENCH_HISTORY:-200000}"
 CLIENTS="${BENCH_CLIENTS:-4}"
 PACE_MS="${BENCH_PACE_MS:-50}"
-RUN_SECONDS="${BENCH_SECONDS:-20}"
+RUN_SECONDS="${BENCH_SECONDS:-10}"
 ROUNDS="${BENCH_ROUNDS:-2}"
 
 # The end-to-end tests' helpers: broker, collector, agent, PKI, cleanup.
@@ -95,7 +95,7 @@ until [[ "$(agent_unsent)" == 0 ]]; do
   sleep 0.5
 done
 
-# run NAME: one run; sets RUN_POS_P99, RUN_ACK_P99, RUN_REPLAY_RATE.
+# run NAME: one run; sets RUN_POS_P99, RUN_ACK_P99, RUN_REPLAY_RATE, RUN_REPLAY_S.
 RUN=0
 run() {
   local name="$1" load_pid out id="" started finished state
@@ -105,7 +105,7 @@ run() {
     --sales 1000000 --pace-ms "$PACE_MS" --duration "$RUN_SECONDS" --prefix "r$RUN$name" \
     >"$T/load.out" 2>"$T/load.err" &
   load_pid=$!
-  RUN_REPLAY_RATE="-"
+  RUN_REPLAY_RATE="-" RUN_REPLAY_S="-"
   if [[ "$name" == replay ]]; then
     started="$(date +%s.%N)"
     admin_call -H 'Content-Type: application/json' \
@@ -122,6 +122,7 @@ run() {
     finished="$(date +%s.%N)"
     [[ "$state" == done ]] || fail "resync $id ends done" done "$ADMIN_BODY"
     RUN_REPLAY_RATE="$(awk -v n="$HISTORY" -v a="$started" -v b="$finished" 'BEGIN { printf "%.0f", n / (b - a) }')"
+    RUN_REPLAY_S="$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')"
   fi
   wait "$load_pid" || { cat "$T/load.err" >&2; fail "pos-load during the $name run"; }
   out="$(cat "$T/load.out")"
@@ -136,13 +137,15 @@ run() {
   RUN_ACK_P99="$(p99_between "$T/ack.before" "$T/ack.after")"
 }
 
-printf '%-6s %-8s %14s %18s %22s\n' round run pos_p99_ms live_ack_p99_ms replay_sales_per_s
+printf '%-6s %-8s %12s %16s %20s %10s\n' round run pos_p99_ms live_ack_p99_ms replay_sales_per_s replay_s
 for round in $(seq 1 "$ROUNDS"); do
   for name in live replay; do
     run "$name"
-    printf '%-6d %-8s %14s %18s %22s\n' "$round" "$name" "$RUN_POS_P99" "$RUN_ACK_P99" "$RUN_REPLAY_RATE"
+    printf '%-6d %-8s %12s %16s %20s %10s\n' "$round" "$name" "$RUN_POS_P99" "$RUN_ACK_P99" \
+      "$RUN_REPLAY_RATE" "$RUN_REPLAY_S"
   done
 done
 echo
 echo "live_ack_p99_ms is a histogram bucket bound (the agent's buckets), not an exact percentile;"
-echo "a replay run lasts until its resync is done, at least ${RUN_SECONDS} s."
+echo "the tills post for ${RUN_SECONDS} s in each run; in a replay run the resync starts with them"
+echo "and replay_s says how much of the run it overlapped (a replay run lasts until it is done)."
