@@ -28,6 +28,7 @@ struct control_op {
   char command_id[CONTROL_COMMAND_ID_MAX + 1];
   struct control_command *fresh; /* ISSUE: the command, put in the map once recorded */
   int state;                     /* the state the record holds */
+  int targets;                   /* STATE: the record carries changed targets */
   char admin[CONTROL_ID_MAX + 1];
   control_done_fn done;
   void *arg;
@@ -305,17 +306,23 @@ static int control_record(control *c, const struct control_command *command,
 /* Records a state Kafka does not hold yet, unless a record of it is in flight. */
 static void control_commit(control *c, struct control_command *command)
 {
+  int targets = command->unrecorded_targets;
   struct control_op *op;
 
-  if (command->recording || command->state == command->recorded_state)
+  if (command->recording ||
+      (command->state == command->recorded_state && !command->unrecorded_targets))
     return;
   op = calloc(1, sizeof(*op));
   if (!op)
     return;
   op->purpose = CONTROL_OP_STATE;
+  op->targets = targets;
   command->recording = 1;
-  if (control_record(c, command, op))
+  command->unrecorded_targets = 0;
+  if (control_record(c, command, op)) {
     command->recording = 0;
+    command->unrecorded_targets = targets;
+  }
 }
 
 static void control_op_issued(control *c, struct control_op *op, int ok, const char *message)
@@ -391,6 +398,8 @@ static void control_op_done(void *arg, const struct ingest_result *result)
     command = control__command_find(&c->map, op->command_id);
     if (command) {
       command->recording = 0;
+      if (!ok && op->targets)
+        command->unrecorded_targets = 1;
       if (ok) {
         command->recorded_state = op->state;
         /* The state moved on while this record was in flight. */
@@ -634,7 +643,7 @@ static void control_apply_report(struct control_command *command, const char *de
   if (command->target_count == 0) {
     control_copy(command->targets[0], CONTROL_ID_MAX + 1, device_id);
     command->target_count = 1;
-    command->recorded_state = POS__V1__COMMAND_STATE__COMMAND_STATE_UNSPECIFIED;
+    command->unrecorded_targets = 1;
   }
   while (t < command->target_count && strcmp(command->targets[t], device_id) != 0)
     t++;
@@ -721,14 +730,40 @@ static int control_for_device(const struct control_command *command, const char 
   return 0;
 }
 
+/*
+ * A command issued while no device of its store was known gets, as its only
+ * target, the first device an ack delivers it to: delivered to every device
+ * of the store, the others would run it unseen and never be cancelled. The
+ * target is recorded in pos.control.v1 so that a restart keeps it.
+ */
+static void control_claim_untargeted(control *c, struct control_store *store,
+                                     const char *device_id)
+{
+  for (size_t i = 0; i < store->command_count; i++) {
+    struct control_command *command = store->commands[i];
+    if (command->target_count != 0 ||
+        command->state != POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING)
+      continue;
+    control_copy(command->targets[0], CONTROL_ID_MAX + 1, device_id);
+    command->target_count = 1;
+    command->unrecorded_targets = 1;
+    log_info("control", "command_target", "command=%s store=%s device=%s reason=\"no device "
+             "was known when issued: the first delivered to is its target\"",
+             command->command_id, command->store_id, device_id);
+    control_commit(c, command);
+  }
+}
+
 size_t control_ack_commands(control *c, const char *store_id, const char *device_id,
                             Pos__V1__Command ***out)
 {
-  const struct control_store *store = c->ready ? control__store_find(&c->map, store_id) : NULL;
+  struct control_store *store = c->ready ? control__store_find(&c->map, store_id) : NULL;
   struct control_proto *protos;
   size_t count = 0;
 
   *out = NULL;
+  if (store && device_id && device_id[0])
+    control_claim_untargeted(c, store, device_id);
   for (size_t i = 0; store && i < store->command_count; i++)
     count += (size_t)control_for_device(store->commands[i], device_id);
   if (count == 0)

@@ -70,6 +70,7 @@ struct control_command {
   /* loop only: the state Kafka holds (acknowledged), and a record in flight */
   int recorded_state;
   int recording;
+  int unrecorded_targets; /* targets changed since Kafka last took the command */
 };
 
 struct control_device {
@@ -118,8 +119,10 @@ void control_batch_seen(control *c, const char *store_id, const char *device_id)
 
 /*
  * The commands an ack to (store, device) carries (spec10.md): PENDING and
- * RUNNING ones whose targets include the device (or that have none), and
- * CANCELLED ones the device last reported running. Returns the count and
+ * RUNNING ones whose targets include the device, and CANCELLED ones the
+ * device last reported running. A PENDING command with no target (none
+ * known when issued) takes this device as its one target, recorded in
+ * pos.control.v1, and goes to no other device afterwards. Returns the count and
  * sets *commands (caller frees with control_ack_free); 0 and NULL when none
  * or not ready.
  */

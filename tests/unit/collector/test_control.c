@@ -156,7 +156,8 @@ static void settle(struct fixture *f, const char *command_id)
   uint64_t deadline = clock_mono_ms() + WAIT_MS;
   const struct control_command *cmd = control_find_command(f->ctl, command_id);
   assert_non_null(cmd);
-  while ((cmd->recording || cmd->recorded_state != cmd->state) && clock_mono_ms() < deadline) {
+  while ((cmd->recording || cmd->recorded_state != cmd->state || cmd->unrecorded_targets) &&
+         clock_mono_ms() < deadline) {
     uv_run(&f->loop, UV_RUN_ONCE);
     cmd = control_find_command(f->ctl, command_id);
   }
@@ -260,12 +261,54 @@ static void commands_are_rebuilt_from_the_log(void **state)
   assert_non_null(control_find_store(f->ctl, "S1"));
 }
 
+
+/* A command issued before any device of the store was seen goes to the first device it is
+ * delivered to (in an ack), only to it afterwards, and that target survives a restart. */
+static void an_untargeted_command_goes_to_the_first_device_it_is_delivered_to(void **state)
+{
+  struct fixture *f = *state;
+  struct answer a;
+  size_t n;
+  Pos__V1__Command **acked;
+  const struct control_command *cmd;
+
+  issue(f, CONTROL_RESYNC, &a);
+  assert_int_equal(control_find_command(f->ctl, a.command_id)->target_count, 0);
+  n = control_ack_commands(f->ctl, "S1", "D1", &acked);
+  assert_int_equal(n, 1);
+  assert_string_equal(acked[0]->command_id, a.command_id);
+  control_ack_free(acked, n);
+  /* D2 of the same store never gets it: it would run it unseen and never be cancelled. */
+  assert_int_equal(control_ack_commands(f->ctl, "S1", "D2", &acked), 0);
+  cmd = control_find_command(f->ctl, a.command_id);
+  assert_int_equal(cmd->target_count, 1);
+  assert_string_equal(cmd->targets[0], "D1");
+  n = control_ack_commands(f->ctl, "S1", "D1", &acked);
+  assert_int_equal(n, 1);
+  control_ack_free(acked, n);
+  /* A report of D2 (it got it from an older collector, say) does not make it a target. */
+  report(f, "D2", a.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_DONE, 0, 0);
+  assert_int_equal(state_of(f, a.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+  settle(f, a.command_id);
+
+  control_destroy(f->ctl);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  start_control(f);
+  cmd = control_find_command(f->ctl, a.command_id);
+  assert_non_null(cmd);
+  assert_int_equal(cmd->target_count, 1);
+  assert_string_equal(cmd->targets[0], "D1");
+  assert_int_equal(control_ack_commands(f->ctl, "S1", "D2", &acked), 0);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(a_command_finishes_when_every_target_reported, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(commands_are_rebuilt_from_the_log, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          an_untargeted_command_goes_to_the_first_device_it_is_delivered_to, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
