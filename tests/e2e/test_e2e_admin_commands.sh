@@ -123,6 +123,17 @@ assert_eq "push-now: targets" '["D1"]' "$(json_get "$answer" '$.command.target_d
 admin_ok POST /v1/admin/resync '{"store_id": "S001", "from": "2026-01-01", "device_id": "D2"}' 201
 answer="$ANSWER"
 RESYNC_D2="$(json_get "$answer" '$.command.command_id')"
+# A target that has not reported a command yet is listed as pending, with its last heartbeat:
+# a dead till holding a command up is plain to see.
+assert_eq "a silent target: listed" D2 "$(json_get "$answer" '$.command.devices[0].device_id')"
+assert_eq "a silent target: pending" pending "$(json_get "$answer" '$.command.devices[0].state')"
+assert_eq "a silent target: its last heartbeat" text \
+  "$(json_type "$answer" '$.command.devices[0].last_heartbeat')"
+assert_match "a silent target: its last heartbeat's age" '^[0-9]+$' \
+  "$(json_get "$answer" '$.command.devices[0].last_heartbeat_age_s')"
+assert_contains "a silent target: said so" "has not reported" \
+  "$(json_get "$answer" '$.command.devices[0].message')"
+assert_eq "targets not reported yet" 1 "$(json_get "$answer" '$.command.devices_not_reported')"
 
 admin_ok GET '/v1/admin/commands?store_id=S001' 200
 answer="$ANSWER"
