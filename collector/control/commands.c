@@ -19,7 +19,15 @@
 #include "platform/clock.h"
 #include "platform/log.h"
 
-enum control_purpose { CONTROL_OP_ISSUE = 1, CONTROL_OP_CANCEL, CONTROL_OP_STATE };
+enum control_purpose {
+  CONTROL_OP_ISSUE = 1,
+  CONTROL_OP_CANCEL,
+  CONTROL_OP_STATE,
+  CONTROL_OP_PRUNE
+};
+
+/* Pruning looks at every command: at most this often (or keep_finished, if shorter). */
+#define CONTROL_PRUNE_INTERVAL_MS 60000
 
 /* One record of pos.control.v1 waiting for Kafka. */
 struct control_op {
@@ -115,7 +123,8 @@ int control__command_put(struct control_map *map, struct control_command *comman
 
   control__command_remove(map, command->command_id);
   store = control__store_get(map, command->store_id);
-  if (!store || map->command_count >= CONTROL_MAX_COMMANDS)
+  if (!store ||
+      map->command_count >= (map->max_commands ? map->max_commands : CONTROL_MAX_COMMANDS))
     goto fail;
   if (store->command_count == store->command_capacity) {
     size_t capacity = store->command_capacity ? 2 * store->command_capacity : 8;
@@ -339,7 +348,8 @@ static void control_op_issued(control *c, struct control_op *op, int ok, const c
   command->recorded_state = command->state;
   if (control__command_put(&c->map, command)) {
     op->done(op->arg, 503, NULL, "the command is recorded in Kafka but the collector is out of "
-             "memory: it takes effect at the collector's next start");
+             "memory or holds its limit of commands: it takes effect at the collector's next "
+             "start");
     return;
   }
   log_info("control", "command_issued", "command=%s store=%s issued_by=%s targets=%zu", id,
@@ -390,7 +400,10 @@ static void control_op_done(void *arg, const struct ingest_result *result)
   if (!ok)
     log_warn("control", "record_failed", "command=%s reason=\"%s\"", op->command_id,
              result->message);
-  if (op->purpose == CONTROL_OP_ISSUE) {
+  if (op->purpose == CONTROL_OP_PRUNE) {
+    /* Gone from memory already; a tombstone Kafka did not take only means the command is
+     * read back at the next start, and pruned again then. */
+  } else if (op->purpose == CONTROL_OP_ISSUE) {
     control_op_issued(c, op, ok, result->message);
   } else if (op->purpose == CONTROL_OP_CANCEL) {
     control_op_cancelled(c, op, ok, result->message);
@@ -408,6 +421,66 @@ static void control_op_done(void *arg, const struct ingest_result *result)
     }
   }
   free(op);
+}
+
+/* Whether `command` may be dropped at `now`: finished long enough, Kafka holds that, and no
+ * device still runs it (a cancelled one a device reports running is still carried in acks). */
+static int control_prunable(const control *c, const struct control_command *command,
+                            int64_t now)
+{
+  if (!control_state_final(command->state) || command->recording ||
+      command->recorded_state != command->state || command->unrecorded_targets ||
+      now - command->updated_ms < c->keep_finished_ms)
+    return 0;
+  for (size_t r = 0; r < command->report_count; r++) {
+    if (command->reports[r].state == POS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING)
+      return command->state != POS__V1__COMMAND_STATE__COMMAND_STATE_CANCELLED;
+  }
+  return 1;
+}
+
+/* Deletes `command` from pos.control.v1 (a null value, same key) and from memory. */
+static void control_drop(control *c, struct control_command *command)
+{
+  char key[CONTROL_ID_MAX + CONTROL_COMMAND_ID_MAX + 16];
+  char id[CONTROL_COMMAND_ID_MAX + 1];
+  struct control_op *op = calloc(1, sizeof(*op));
+
+  if (!op)
+    return;
+  op->c = c;
+  op->purpose = CONTROL_OP_PRUNE;
+  control_copy(op->command_id, sizeof(op->command_id), command->command_id);
+  control_copy(id, sizeof(id), command->command_id);
+  snprintf(key, sizeof(key), "%s/command/%s", command->store_id, command->command_id);
+  log_info("control", "command_pruned", "command=%s store=%s state=%s updated_ms=%" PRId64,
+           command->command_id, command->store_id, control_state_name(command->state),
+           command->updated_ms);
+  ingest_submit_control(c->ingest, key, NULL, 0, control_op_done, op);
+  control__command_remove(&c->map, id);
+}
+
+void control__prune(control *c, int force)
+{
+  int64_t now = clock_wall_ms();
+  int64_t interval = CONTROL_PRUNE_INTERVAL_MS;
+
+  if (c->keep_finished_ms <= 0 || !c->ready)
+    return;
+  if (c->keep_finished_ms < interval)
+    interval = c->keep_finished_ms;
+  if (!force && now - c->last_prune_ms < interval)
+    return;
+  c->last_prune_ms = now;
+  for (size_t b = 0; b < c->map.bucket_count; b++) {
+    for (struct control_store *s = c->map.stores[b]; s; s = s->next) {
+      /* Backwards: removing a command shifts only those after it. */
+      for (size_t i = s->command_count; i-- > 0;) {
+        if (control_prunable(c, s->commands[i], now))
+          control_drop(c, s->commands[i]);
+      }
+    }
+  }
 }
 
 /* "resync-20261126T031500Z-a1b2c3". */
@@ -500,6 +573,16 @@ int control_issue(control *c, const struct control_request *request, control_don
     *warning_count = 0;
   if (!c->ready) {
     snprintf(err, err_size, "loading commands and fleet state from Kafka; retry shortly");
+    return 503;
+  }
+  control__prune(c, 0);
+  if (c->map.command_count >= c->max_commands) {
+    snprintf(err, err_size, "the collector holds %zu commands, its limit: no new command until "
+             "finished ones are dropped (after [control] keep_finished, %" PRId64 " h; lower it "
+             "and restart the collector to drop more now)", c->map.command_count,
+             c->keep_finished_ms / 3600000);
+    log_warn("control", "command_refused", "store=%.64s reason=\"%zu commands held, the "
+             "limit\"", request->store_id, c->map.command_count);
     return 503;
   }
   command = calloc(1, sizeof(*command));
@@ -707,8 +790,10 @@ void control_heartbeat(control *c, Pos__V1__Heartbeat *heartbeat)
     log_warn("control", "fleet_not_updated", "store=%.64s device=%.64s reason=\"out of memory "
              "or over %u stores\"", store_id, device_id, CONTROL_MAX_STORES);
   /* Record what changed, and what Kafka did not take the last time. */
-  if (c->ready)
+  if (c->ready) {
     control__commit_store(c, control__store_find(&c->map, store_id));
+    control__prune(c, 0);
+  }
 }
 
 /* Whether an ack to `device_id` carries `command` (control.h). */

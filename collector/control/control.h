@@ -90,14 +90,24 @@ struct control_store {
 
 typedef struct control control;
 
+struct control_options {
+  int64_t keep_finished_ms; /* finished commands older than this are dropped; 0: never */
+  size_t max_commands;      /* commands held in memory; 0: CONTROL_MAX_COMMANDS */
+};
+
 /*
  * Starts the loader thread reading `brokers` (borrowed for the call) under
  * `topic_prefix`; `in` (borrowed, must outlive the control) produces its
- * records. NULL with `err` set when out of memory or no thread can start.
+ * records. `options` (borrowed for the call; NULL: keep everything, the
+ * default cap). NULL with `err` set when out of memory or no thread can start.
+ *
+ * Finished commands older than keep_finished_ms are dropped from memory and
+ * tombstoned in pos.control.v1 (at the load, then at most once a minute on
+ * an issue or a heartbeat), so that neither grows by one command forever.
  */
 control *control_create(uv_loop_t *loop, ingest *in, const char *brokers,
-                        const char *topic_prefix, const char *kafka_debug, char *err,
-                        size_t err_size);
+                        const char *topic_prefix, const char *kafka_debug,
+                        const struct control_options *options, char *err, size_t err_size);
 
 /* 1 once both topics were read to their end. */
 int control_ready(const control *c);
@@ -146,7 +156,8 @@ typedef void (*control_done_fn)(void *arg, int status, const struct control_comm
 
 /*
  * Issues a command: validates it (400 with `err`: unknown device of the
- * store), makes its id, and produces it (PENDING). Returns 0 and calls
+ * store; 503 when memory holds max_commands already), makes its id, and
+ * produces it (PENDING). Returns 0 and calls
  * `done` later with 201 once Kafka acknowledged it (503 if it did not), or
  * returns the HTTP status (400, 503) with `err` set and never calls `done`.
  * `warnings` (may be NULL) receives up to 8 lines of at most 300 bytes.

@@ -25,6 +25,7 @@ struct fixture {
   kafka_embedded *kafka;
   ingest *in;
   control *ctl;
+  struct control_options options; /* of the next start_control */
 };
 
 struct answer {
@@ -58,8 +59,8 @@ static void start_control(struct fixture *f)
   char err[512];
   uint64_t deadline = clock_mono_ms() + WAIT_MS;
   Pos__V1__Command **acked;
-  f->ctl = control_create(&f->loop, f->in, ingest_bootstrap(f->in), "pos.", NULL, err,
-                          sizeof(err));
+  f->ctl = control_create(&f->loop, f->in, ingest_bootstrap(f->in), "pos.", NULL, &f->options,
+                          err, sizeof(err));
   if (!f->ctl)
     fail_msg("control_create: %s", err);
   /* Until the loop adopted what the loader read, nothing is answered from memory. */
@@ -301,6 +302,74 @@ static void an_untargeted_command_goes_to_the_first_device_it_is_delivered_to(vo
   assert_int_equal(control_ack_commands(f->ctl, "S1", "D2", &acked), 0);
 }
 
+/* Restarts the control with `options`. */
+static void restart_control(struct fixture *f, struct control_options options)
+{
+  control_destroy(f->ctl);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  f->options = options;
+  start_control(f);
+}
+
+/* Issues one command; returns its HTTP status (201, or 503 with `err`). */
+static int try_issue(struct fixture *f, struct answer *a, char *err, size_t err_size)
+{
+  struct control_request request = {.kind = CONTROL_PUSH_NOW, .store_id = "S1", .admin = "bob"};
+  int status;
+  memset(a, 0, sizeof(*a));
+  status = control_issue(f->ctl, &request, on_done, a, NULL, NULL, err, err_size);
+  if (status)
+    return status;
+  run_until(f, &a->done);
+  return a->status;
+}
+
+/* Finished commands older than keep_finished are dropped from memory and tombstoned in
+ * pos.control.v1 (a restart does not bring them back); open ones are kept. */
+static void finished_commands_are_pruned_and_tombstoned(void **state)
+{
+  struct fixture *f = *state;
+  struct answer finished, open, later;
+  char err[512];
+
+  restart_control(f, (struct control_options){.keep_finished_ms = 1});
+  issue(f, CONTROL_PUSH_NOW, &finished);
+  issue(f, CONTROL_RESYNC, &open);
+  report(f, "D1", finished.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_DONE, 0, 0);
+  settle(f, finished.command_id);
+  uv_sleep(5);
+  /* The next issue (or heartbeat) prunes. */
+  assert_int_equal(try_issue(f, &later, err, sizeof(err)), 201);
+  assert_int_equal(state_of(f, finished.command_id), -1);
+  assert_int_equal(state_of(f, open.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+  /* Let the tombstone reach Kafka, then start again keeping everything: it stays deleted. */
+  for (int i = 0; i < 50; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT), uv_sleep(10);
+  restart_control(f, (struct control_options){0});
+  assert_int_equal(state_of(f, finished.command_id), -1);
+  assert_int_equal(state_of(f, open.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+  assert_int_equal(state_of(f, later.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+}
+
+/* More commands in pos.control.v1 than memory may hold: the load skips the extra ones (it
+ * does not retry forever, the admin API serves), and a new command is refused with a 503
+ * that says why. */
+static void the_command_cap_neither_blocks_the_load_nor_refuses_silently(void **state)
+{
+  struct fixture *f = *state;
+  struct answer a, b;
+  char err[512];
+
+  assert_int_equal(try_issue(f, &a, err, sizeof(err)), 201);
+  assert_int_equal(try_issue(f, &b, err, sizeof(err)), 201);
+  restart_control(f, (struct control_options){.max_commands = 1});
+  assert_true(control_ready(f->ctl));
+  assert_true((state_of(f, a.command_id) == -1) != (state_of(f, b.command_id) == -1));
+  assert_int_equal(try_issue(f, &a, err, sizeof(err)), 503);
+  assert_non_null(strstr(err, "holds 1 commands, its limit"));
+  assert_non_null(strstr(err, "keep_finished"));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -309,6 +378,10 @@ int main(void)
       cmocka_unit_test_setup_teardown(commands_are_rebuilt_from_the_log, setup, teardown),
       cmocka_unit_test_setup_teardown(
           an_untargeted_command_goes_to_the_first_device_it_is_delivered_to, setup, teardown),
+      cmocka_unit_test_setup_teardown(finished_commands_are_pruned_and_tombstoned, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          the_command_cap_neither_blocks_the_load_nor_refuses_silently, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
