@@ -23,7 +23,8 @@ enum control_purpose {
   CONTROL_OP_ISSUE = 1,
   CONTROL_OP_CANCEL,
   CONTROL_OP_STATE,
-  CONTROL_OP_PRUNE
+  CONTROL_OP_PRUNE,
+  CONTROL_OP_REISSUE /* a retry of an issue whose first record Kafka did not acknowledge */
 };
 
 /* Pruning looks at every command: at most this often (or keep_finished, if shorter). */
@@ -200,6 +201,7 @@ struct control_command *control__command_from_proto(const Pos__V1__Command *prot
   }
   command->issued_ms = proto->issued_ms;
   control_copy(command->issued_by, sizeof(command->issued_by), proto->issued_by);
+  control_copy(command->request_id, sizeof(command->request_id), proto->request_id);
   command->state = (int)proto->state;
   command->recorded_state = command->state;
   command->updated_ms = proto->updated_ms;
@@ -229,6 +231,7 @@ static void control_proto_fill(struct control_proto *p, const struct control_com
   p->command.store_id = (char *)command->store_id;
   p->command.issued_ms = command->issued_ms;
   p->command.issued_by = (char *)command->issued_by;
+  p->command.request_id = (char *)command->request_id;
   if (command->kind == CONTROL_RESYNC) {
     p->resync.resync_id = (char *)command->command_id;
     p->resync.from_business_time_ms = command->from_ms;
@@ -338,11 +341,42 @@ static void control_op_issued(control *c, struct control_op *op, int ok, const c
 {
   struct control_command *command = op->fresh;
   char id[CONTROL_COMMAND_ID_MAX + 1];
+  char text[600];
+
+  if (op->purpose == CONTROL_OP_REISSUE) {
+    command = control__command_find(&c->map, op->command_id);
+    if (command)
+      command->recording = 0;
+    if (!ok || !command) {
+      snprintf(text, sizeof(text), "%s; retrying the same request with the same request_id is "
+               "safe", ok ? "the command went away while it was recorded" : message);
+      op->done(op->arg, 503, NULL, text);
+      return;
+    }
+    command->recorded_state = op->state;
+    control_commit(c, command);
+    op->done(op->arg, 200, command, NULL);
+    return;
+  }
 
   control_copy(id, sizeof(id), command->command_id);
-  if (!ok) {
+  if (!ok && command->request_id[0]) {
+    /* The record may still land (the producer keeps trying): the command is kept,
+     * unrecorded, so that a retry with the same request_id finds it, and the store's next
+     * heartbeat records it again. */
+    command->recorded_state = POS__V1__COMMAND_STATE__COMMAND_STATE_UNSPECIFIED;
+    if (control__command_put(&c->map, command) == 0)
+      log_warn("control", "command_unconfirmed", "command=%s store=%s request_id=%s", id,
+               control__command_find(&c->map, id)->store_id,
+               control__command_find(&c->map, id)->request_id);
+  } else if (!ok) {
     control__command_free(command);
-    op->done(op->arg, 503, NULL, message);
+  }
+  if (!ok) {
+    snprintf(text, sizeof(text), "%s; the command may have been recorded all the same: "
+             "retrying the same request with the same request_id is safe (it returns that "
+             "command, never a second one)", message ? message : "Kafka did not acknowledge");
+    op->done(op->arg, 503, NULL, text);
     return;
   }
   command->recorded_state = command->state;
@@ -403,7 +437,7 @@ static void control_op_done(void *arg, const struct ingest_result *result)
   if (op->purpose == CONTROL_OP_PRUNE) {
     /* Gone from memory already; a tombstone Kafka did not take only means the command is
      * read back at the next start, and pruned again then. */
-  } else if (op->purpose == CONTROL_OP_ISSUE) {
+  } else if (op->purpose == CONTROL_OP_ISSUE || op->purpose == CONTROL_OP_REISSUE) {
     control_op_issued(c, op, ok, result->message);
   } else if (op->purpose == CONTROL_OP_CANCEL) {
     control_op_cancelled(c, op, ok, result->message);
@@ -560,6 +594,56 @@ static int control_targets(control *c, const struct control_request *request,
   return 0;
 }
 
+/*
+ * A request whose request_id the store already has a command of: answers that command
+ * (control.h). 0 when `done` was or will be called, an HTTP status with `err`, or 1 when
+ * the store has no command of that request_id.
+ */
+static int control_issue_again(control *c, const struct control_request *request,
+                               control_done_fn done, void *arg, char *err, size_t err_size)
+{
+  const struct control_store *store = control__store_find(&c->map, request->store_id);
+  struct control_command *command = NULL;
+  struct control_op *op;
+
+  for (size_t i = 0; store && i < store->command_count && !command; i++) {
+    if (strcmp(store->commands[i]->request_id, request->request_id) == 0)
+      command = store->commands[i];
+  }
+  if (!command)
+    return 1;
+  if (command->kind != request->kind) {
+    snprintf(err, err_size, "request_id %s was already used for %s of store %s: use a new "
+             "request_id for a new request", request->request_id, command->command_id,
+             command->store_id);
+    return 409;
+  }
+  if (command->recorded_state != POS__V1__COMMAND_STATE__COMMAND_STATE_UNSPECIFIED) {
+    done(arg, 200, command, NULL);
+    return 0;
+  }
+  if (command->recording) {
+    snprintf(err, err_size, "command %s of this request_id is being recorded in Kafka; retry "
+             "the same request in a second", command->command_id);
+    return 503;
+  }
+  op = calloc(1, sizeof(*op));
+  if (!op) {
+    snprintf(err, err_size, "the collector is out of memory; retry later");
+    return 503;
+  }
+  op->purpose = CONTROL_OP_REISSUE;
+  op->done = done;
+  op->arg = arg;
+  command->recording = 1;
+  if (control_record(c, command, op)) {
+    command->recording = 0;
+    snprintf(err, err_size, "the collector is out of memory; retry later");
+    return 503;
+  }
+  return 0;
+}
+
 int control_issue(control *c, const struct control_request *request, control_done_fn done,
                   void *arg, char (*warnings)[300], size_t *warning_count, char *err,
                   size_t err_size)
@@ -574,6 +658,12 @@ int control_issue(control *c, const struct control_request *request, control_don
   if (!c->ready) {
     snprintf(err, err_size, "loading commands and fleet state from Kafka; retry shortly");
     return 503;
+  }
+  if (request->request_id && request->request_id[0]) {
+    status = control_issue_again(c, request, done, arg, err, err_size);
+    if (status != 1)
+      return status;
+    status = 503;
   }
   control__prune(c, 0);
   if (c->map.command_count >= c->max_commands) {
@@ -602,6 +692,7 @@ int control_issue(control *c, const struct control_request *request, control_don
   command->issued_ms = command->updated_ms = now;
   control_copy(command->issued_by, sizeof(command->issued_by), request->admin);
   control_copy(command->updated_by, sizeof(command->updated_by), request->admin);
+  control_copy(command->request_id, sizeof(command->request_id), request->request_id);
   command->state = POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING;
   status = control_targets(c, request, command, warnings, warning_count, err, err_size);
   if (status)

@@ -35,6 +35,7 @@
 #define CONTROL_ID_MAX 64          /* store, device and admin names (identity.h) */
 #define CONTROL_COMMAND_ID_MAX 96  /* "push-now-20261126T031500Z-a1b2c3" */
 #define CONTROL_MESSAGE_MAX 512    /* a report's message, as kept */
+#define CONTROL_REQUEST_ID_MAX 64  /* an admin's idempotency key */
 #define CONTROL_TARGET_AGE_MS (7LL * 24 * 3600 * 1000) /* targets: seen in the last 7 days */
 #define CONTROL_MAX_TARGETS 64
 #define CONTROL_MAX_STORES 1000000u
@@ -60,6 +61,7 @@ struct control_command {
   int64_t from_ms, to_ms; /* resync: [from, to), to 0 = no end */
   int64_t issued_ms;
   char issued_by[CONTROL_ID_MAX + 1];
+  char request_id[CONTROL_REQUEST_ID_MAX + 1]; /* "" when the admin gave none */
   int state; /* Pos__V1__CommandState */
   int64_t updated_ms;
   char updated_by[CONTROL_ID_MAX + 16];
@@ -147,6 +149,7 @@ struct control_request {
   const char *device_id; /* NULL: the store's devices seen in the last 7 days */
   int64_t from_ms, to_ms;
   const char *admin;
+  const char *request_id; /* NULL or "": none; else at most CONTROL_REQUEST_ID_MAX bytes */
 };
 
 /* Called once per control_issue/control_cancel accepted: `command` (NULL
@@ -160,6 +163,13 @@ typedef void (*control_done_fn)(void *arg, int status, const struct control_comm
  * produces it (PENDING). Returns 0 and calls
  * `done` later with 201 once Kafka acknowledged it (503 if it did not), or
  * returns the HTTP status (400, 503) with `err` set and never calls `done`.
+ *
+ * With a request_id the store already has a command of, nothing new is
+ * made: `done` gets 200 and that command (before control_issue returns when
+ * Kafka holds it; once recorded again when its first record was not
+ * acknowledged). A command whose first record Kafka did not acknowledge in
+ * time is kept, unrecorded, when it has a request_id: that record may land
+ * later, and a retry must find the same command rather than make a second.
  * `warnings` (may be NULL) receives up to 8 lines of at most 300 bytes.
  */
 int control_issue(control *c, const struct control_request *request, control_done_fn done,

@@ -348,9 +348,11 @@ static int admin_parse_request(json_t *root, struct control_request *request, ch
   }
   json_object_foreach(root, key, value) {
     int known = strcmp(key, "store_id") == 0 || strcmp(key, "device_id") == 0 ||
+                strcmp(key, "request_id") == 0 ||
                 (resync && (strcmp(key, "from") == 0 || strcmp(key, "to") == 0));
     if (!known) {
-      snprintf(err, err_size, "unknown field \"%.64s\": a %s takes store_id, %sdevice_id", key,
+      snprintf(err, err_size, "unknown field \"%.64s\": a %s takes store_id, %sdevice_id, "
+               "request_id", key,
                resync ? "resync" : "push-now", resync ? "from, to, " : "");
       return -1;
     }
@@ -365,6 +367,13 @@ static int admin_parse_request(json_t *root, struct control_request *request, ch
   if (!request->store_id || !admin_valid_id(request->store_id)) {
     snprintf(err, err_size, "store_id must be 1-%d characters of A-Z a-z 0-9 . _ -",
              IDENTITY_ID_MAX);
+    return -1;
+  }
+  request->request_id = json_string_value(json_object_get(root, "request_id"));
+  /* admin_valid_id bounds it to IDENTITY_ID_MAX, which is CONTROL_REQUEST_ID_MAX. */
+  if (request->request_id && !admin_valid_id(request->request_id)) {
+    snprintf(err, err_size, "request_id must be 1-%d characters of A-Z a-z 0-9 . _ - (the same "
+             "request_id for the same store returns the command it made)", CONTROL_REQUEST_ID_MAX);
     return -1;
   }
   if (request->device_id && request->device_id[0] && !admin_valid_id(request->device_id)) {

@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 
 #include "control/control.h"
 #include "kafka/kafka.h"
@@ -370,6 +372,78 @@ static void the_command_cap_neither_blocks_the_load_nor_refuses_silently(void **
   assert_non_null(strstr(err, "keep_finished"));
 }
 
+/* Issues a resync with `request_id`; returns its HTTP status, the command id in `a`. */
+static int issue_with_id(struct fixture *f, enum control_kind kind, const char *request_id,
+                         struct answer *a, char *err, size_t err_size)
+{
+  struct control_request request = {.kind = kind, .store_id = "S1", .from_ms = 1000,
+                                    .admin = "alice", .request_id = request_id};
+  int status;
+  memset(a, 0, sizeof(*a));
+  status = control_issue(f->ctl, &request, on_done, a, NULL, NULL, err, err_size);
+  if (status)
+    return status;
+  run_until(f, &a->done);
+  return a->status;
+}
+
+/* The same request_id for the same store returns the command it made (200), never a second
+ * one, also after a restart; used for another kind of command it is refused. */
+static void a_repeated_request_id_returns_the_same_command(void **state)
+{
+  struct fixture *f = *state;
+  struct answer first, again;
+  char err[512];
+
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-1", &first, err, sizeof(err)), 201);
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-1", &again, err, sizeof(err)), 200);
+  assert_string_equal(again.command_id, first.command_id);
+  restart_control(f, (struct control_options){0});
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-1", &again, err, sizeof(err)), 200);
+  assert_string_equal(again.command_id, first.command_id);
+  assert_int_equal(issue_with_id(f, CONTROL_PUSH_NOW, "req-1", &again, err, sizeof(err)), 409);
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-2", &again, err, sizeof(err)), 201);
+  assert_string_not_equal(again.command_id, first.command_id);
+}
+
+/* The id of the command of `request_id` in store S1, or "". */
+static const char *first_id(struct fixture *f, const char *request_id)
+{
+  const struct control_store *store = control_find_store(f->ctl, "S1");
+  for (size_t i = 0; store && i < store->command_count; i++) {
+    if (strcmp(store->commands[i]->request_id, request_id) == 0)
+      return store->commands[i]->command_id;
+  }
+  return "";
+}
+
+/* A command Kafka did not acknowledge is answered 503 saying a retry is safe; the retry
+ * with the same request_id records the same command (same id), not a second one. */
+static void a_retry_after_503_records_the_same_command(void **state)
+{
+  struct fixture *f = *state;
+  struct answer first, again;
+  char err[512];
+
+  rd_kafka_mock_push_request_errors(kafka_embedded_cluster(f->kafka), 0 /* Produce */, 1,
+                                    RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-9", &first, err, sizeof(err)), 503);
+  assert_non_null(strstr(first.message, "may have been recorded"));
+  assert_non_null(strstr(first.message, "same request_id"));
+  /* librdkafka may refuse the topic for a while after that error: retried as posctl does. */
+  for (uint64_t deadline = clock_mono_ms() + WAIT_MS; clock_mono_ms() < deadline;) {
+    if (issue_with_id(f, CONTROL_RESYNC, "req-9", &again, err, sizeof(err)) != 503)
+      break;
+    for (int i = 0; i < 20; i++)
+      uv_run(&f->loop, UV_RUN_NOWAIT), uv_sleep(10);
+  }
+  assert_int_equal(again.status, 200);
+  assert_string_equal(again.command_id, first_id(f, "req-9"));
+  restart_control(f, (struct control_options){0});
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-9", &first, err, sizeof(err)), 200);
+  assert_string_equal(first.command_id, again.command_id);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -382,6 +456,10 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           the_command_cap_neither_blocks_the_load_nor_refuses_silently, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_repeated_request_id_returns_the_same_command, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_retry_after_503_records_the_same_command, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
