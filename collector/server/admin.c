@@ -256,6 +256,8 @@ static json_t *admin_command_json(const struct control_store *store,
   }
   json_object_set_new(root, "issued_at", admin_time(cmd->issued_ms));
   json_object_set_new(root, "issued_by", json_string(cmd->issued_by));
+  json_object_set_new(root, "request_id",
+                      cmd->request_id[0] ? json_string(cmd->request_id) : json_null());
   json_object_set_new(root, "state", json_string(control_state_name(cmd->state)));
   json_object_set_new(root, "updated_at", admin_time(cmd->updated_ms));
   json_object_set_new(root, "updated_by", json_string(cmd->updated_by));
