@@ -66,8 +66,9 @@ struct posctl_answer {
  * (capped at 10), up to `retries` more times. A POST is resent only when its
  * body has a "request_id" (the collector then returns the command it made,
  * never a second one): on a 503, or when no answer came, up to `retries`
- * more times, after Retry-After or 1, 2, then 5 s (posctl: 10 times, about 45 s). Returns the exit code: 0 with
- * `answer->json` set to the 2xx answer's JSON; otherwise 1, 2 or 3 with
+ * more times, after Retry-After or 1, 2, then 5 s (posctl: 10 times, about
+ * 45 s). Returns the exit code: 0 with `answer->json` set to the 2xx
+ * answer's JSON; otherwise 1, 2 or 3 with
  * `answer->message` saying what went wrong and what to do:
  *   3 "cannot reach the collector at URL: <curl's reason>; check --url and that the collector runs"
  *   1 "the collector refused: <its error>"
