@@ -206,6 +206,10 @@ static int client_once(const struct posctl_target *target, const char *method, c
   code = curl_easy_perform(curl);
   if (code != CURLE_OK) {
     rc = client_transfer_failed(target, code, curl_error, &body, answer);
+    /* A collector restarting or a network blip, not a certificate or URL to fix. */
+    answer->no_answer = code == CURLE_COULDNT_CONNECT || code == CURLE_OPERATION_TIMEDOUT ||
+                        code == CURLE_GOT_NOTHING || code == CURLE_SEND_ERROR ||
+                        code == CURLE_RECV_ERROR;
     goto out;
   }
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &answer->status);
@@ -255,7 +259,7 @@ int posctl_request(const struct posctl_target *target, const char *method, const
      * collector will answer soon (it is loading its commands, or Kafka was slow); a POST is
      * also resent when no answer came, as it may not have arrived. */
     if (rc != POSCTL_EXIT_UNREACHABLE || !idempotent || attempt >= retries ||
-        (answer->status != 503 && (answer->status != 0 || strcmp(method, "GET") == 0)) ||
+        (answer->status != 503 && (!answer->no_answer || strcmp(method, "GET") == 0)) ||
         (strcmp(method, "GET") == 0 && retry_after_s <= 0))
       break;
     if (retry_after_s <= 0)
@@ -271,6 +275,7 @@ int posctl_request(const struct posctl_target *target, const char *method, const
               retries);
     sleep((unsigned)retry_after_s);
     answer->status = 0;
+    answer->no_answer = 0;
     answer->message[0] = '\0';
     answer->error[0] = '\0';
   }

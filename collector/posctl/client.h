@@ -57,6 +57,7 @@ struct posctl_answer {
   json_t *json;         /* the parsed 2xx body (owned; posctl_answer_clear frees it) */
   char message[1024];   /* for people, when the exit code is not 0 */
   char error[512];      /* a refusal's own text (its JSON "error"), "" when none */
+  int no_answer;        /* the transfer failed in a way worth another try (connect, time out) */
 };
 
 /*
