@@ -75,6 +75,11 @@ const struct config_key collector_config_keys[] = {
         "a batch Kafka has not acknowledged by then is answered 503 (and stays in flight)"),
     KEY("kafka", "debug", CONFIG_STRING, "", 0, 0, kafka_debug,
         "librdkafka debug contexts (e.g. broker,topic,msg), empty for none"),
+
+    KEY("control", "keep_finished", CONFIG_DURATION, "30d", 3600000LL, 3650LL * 86400000LL,
+        keep_finished_ms,
+        "head-office commands finished this long ago are dropped from memory and deleted "
+        "from pos.control.v1 (a tombstone); open commands are always kept"),
 };
 
 const size_t collector_config_key_count =

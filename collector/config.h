@@ -41,6 +41,8 @@ struct collector_config {
   int64_t checkpoint_interval_ms;
   int64_t produce_timeout_ms;
   char *kafka_debug;
+  /* [control] */
+  int64_t keep_finished_ms;
 };
 
 extern const struct config_key collector_config_keys[];

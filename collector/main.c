@@ -124,6 +124,7 @@ static int collector_run(struct collector *c)
       .produce_timeout_ms = (uint64_t)cfg->produce_timeout_ms,
       .kafka_debug = cfg->kafka_debug[0] ? cfg->kafka_debug : NULL,
   };
+  struct control_options control_options = {0};
   struct routes_options routes_options = {
       .max_body_bytes = (size_t)cfg->max_body_bytes,
       .max_decoded_bytes = (size_t)cfg->max_decoded_bytes,
@@ -159,8 +160,9 @@ static int collector_run(struct collector *c)
   c->ingest = ingest_create(&c->loop, &ingest_options, err, sizeof(err));
   if (!c->ingest)
     goto fail;
+  control_options.keep_finished_ms = (int64_t)cfg->keep_finished_ms;
   c->control = control_create(&c->loop, c->ingest, ingest_bootstrap(c->ingest), cfg->topic_prefix,
-                              ingest_options.kafka_debug, err, sizeof(err));
+                              ingest_options.kafka_debug, &control_options, err, sizeof(err));
   if (!c->control)
     goto fail;
   c->routes = routes_create(c->ingest, c->control, &routes_options);

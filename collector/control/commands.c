@@ -19,7 +19,16 @@
 #include "platform/clock.h"
 #include "platform/log.h"
 
-enum control_purpose { CONTROL_OP_ISSUE = 1, CONTROL_OP_CANCEL, CONTROL_OP_STATE };
+enum control_purpose {
+  CONTROL_OP_ISSUE = 1,
+  CONTROL_OP_CANCEL,
+  CONTROL_OP_STATE,
+  CONTROL_OP_PRUNE,
+  CONTROL_OP_REISSUE /* a retry of an issue whose first record Kafka did not acknowledge */
+};
+
+/* Pruning looks at every command: at most this often (or keep_finished, if shorter). */
+#define CONTROL_PRUNE_INTERVAL_MS 60000
 
 /* One record of pos.control.v1 waiting for Kafka. */
 struct control_op {
@@ -28,6 +37,7 @@ struct control_op {
   char command_id[CONTROL_COMMAND_ID_MAX + 1];
   struct control_command *fresh; /* ISSUE: the command, put in the map once recorded */
   int state;                     /* the state the record holds */
+  int targets;                   /* STATE: the record carries changed targets */
   char admin[CONTROL_ID_MAX + 1];
   control_done_fn done;
   void *arg;
@@ -114,7 +124,8 @@ int control__command_put(struct control_map *map, struct control_command *comman
 
   control__command_remove(map, command->command_id);
   store = control__store_get(map, command->store_id);
-  if (!store || map->command_count >= CONTROL_MAX_COMMANDS)
+  if (!store ||
+      map->command_count >= (map->max_commands ? map->max_commands : CONTROL_MAX_COMMANDS))
     goto fail;
   if (store->command_count == store->command_capacity) {
     size_t capacity = store->command_capacity ? 2 * store->command_capacity : 8;
@@ -190,6 +201,7 @@ struct control_command *control__command_from_proto(const Pos__V1__Command *prot
   }
   command->issued_ms = proto->issued_ms;
   control_copy(command->issued_by, sizeof(command->issued_by), proto->issued_by);
+  control_copy(command->request_id, sizeof(command->request_id), proto->request_id);
   command->state = (int)proto->state;
   command->recorded_state = command->state;
   command->updated_ms = proto->updated_ms;
@@ -219,6 +231,7 @@ static void control_proto_fill(struct control_proto *p, const struct control_com
   p->command.store_id = (char *)command->store_id;
   p->command.issued_ms = command->issued_ms;
   p->command.issued_by = (char *)command->issued_by;
+  p->command.request_id = (char *)command->request_id;
   if (command->kind == CONTROL_RESYNC) {
     p->resync.resync_id = (char *)command->command_id;
     p->resync.from_business_time_ms = command->from_ms;
@@ -305,34 +318,72 @@ static int control_record(control *c, const struct control_command *command,
 /* Records a state Kafka does not hold yet, unless a record of it is in flight. */
 static void control_commit(control *c, struct control_command *command)
 {
+  int targets = command->unrecorded_targets;
   struct control_op *op;
 
-  if (command->recording || command->state == command->recorded_state)
+  if (command->recording ||
+      (command->state == command->recorded_state && !command->unrecorded_targets))
     return;
   op = calloc(1, sizeof(*op));
   if (!op)
     return;
   op->purpose = CONTROL_OP_STATE;
+  op->targets = targets;
   command->recording = 1;
-  if (control_record(c, command, op))
+  command->unrecorded_targets = 0;
+  if (control_record(c, command, op)) {
     command->recording = 0;
+    command->unrecorded_targets = targets;
+  }
 }
 
 static void control_op_issued(control *c, struct control_op *op, int ok, const char *message)
 {
   struct control_command *command = op->fresh;
   char id[CONTROL_COMMAND_ID_MAX + 1];
+  char text[600];
+
+  if (op->purpose == CONTROL_OP_REISSUE) {
+    command = control__command_find(&c->map, op->command_id);
+    if (command)
+      command->recording = 0;
+    if (!ok || !command) {
+      snprintf(text, sizeof(text), "%s; retrying the same request with the same request_id is "
+               "safe", ok ? "the command went away while it was recorded" : message);
+      op->done(op->arg, 503, NULL, text);
+      return;
+    }
+    command->recorded_state = op->state;
+    control_commit(c, command);
+    op->done(op->arg, 200, command, NULL);
+    return;
+  }
 
   control_copy(id, sizeof(id), command->command_id);
-  if (!ok) {
+  if (!ok && command->request_id[0]) {
+    /* The record may still land (the producer keeps trying): the command is kept,
+     * unrecorded, so that a retry with the same request_id finds it, and the store's next
+     * heartbeat records it again. */
+    command->recorded_state = POS__V1__COMMAND_STATE__COMMAND_STATE_UNSPECIFIED;
+    if (control__command_put(&c->map, command) == 0)
+      log_warn("control", "command_unconfirmed", "command=%s store=%s request_id=%s", id,
+               control__command_find(&c->map, id)->store_id,
+               control__command_find(&c->map, id)->request_id);
+  } else if (!ok) {
     control__command_free(command);
-    op->done(op->arg, 503, NULL, message);
+  }
+  if (!ok) {
+    snprintf(text, sizeof(text), "%s; the command may have been recorded all the same: "
+             "retrying the same request with the same request_id is safe (it returns that "
+             "command, never a second one)", message ? message : "Kafka did not acknowledge");
+    op->done(op->arg, 503, NULL, text);
     return;
   }
   command->recorded_state = command->state;
   if (control__command_put(&c->map, command)) {
     op->done(op->arg, 503, NULL, "the command is recorded in Kafka but the collector is out of "
-             "memory: it takes effect at the collector's next start");
+             "memory or holds its limit of commands: it takes effect at the collector's next "
+             "start");
     return;
   }
   log_info("control", "command_issued", "command=%s store=%s issued_by=%s targets=%zu", id,
@@ -383,7 +434,10 @@ static void control_op_done(void *arg, const struct ingest_result *result)
   if (!ok)
     log_warn("control", "record_failed", "command=%s reason=\"%s\"", op->command_id,
              result->message);
-  if (op->purpose == CONTROL_OP_ISSUE) {
+  if (op->purpose == CONTROL_OP_PRUNE) {
+    /* Gone from memory already; a tombstone Kafka did not take only means the command is
+     * read back at the next start, and pruned again then. */
+  } else if (op->purpose == CONTROL_OP_ISSUE || op->purpose == CONTROL_OP_REISSUE) {
     control_op_issued(c, op, ok, result->message);
   } else if (op->purpose == CONTROL_OP_CANCEL) {
     control_op_cancelled(c, op, ok, result->message);
@@ -391,6 +445,8 @@ static void control_op_done(void *arg, const struct ingest_result *result)
     command = control__command_find(&c->map, op->command_id);
     if (command) {
       command->recording = 0;
+      if (!ok && op->targets)
+        command->unrecorded_targets = 1;
       if (ok) {
         command->recorded_state = op->state;
         /* The state moved on while this record was in flight. */
@@ -399,6 +455,66 @@ static void control_op_done(void *arg, const struct ingest_result *result)
     }
   }
   free(op);
+}
+
+/* Whether `command` may be dropped at `now`: finished long enough, Kafka holds that, and no
+ * device still runs it (a cancelled one a device reports running is still carried in acks). */
+static int control_prunable(const control *c, const struct control_command *command,
+                            int64_t now)
+{
+  if (!control_state_final(command->state) || command->recording ||
+      command->recorded_state != command->state || command->unrecorded_targets ||
+      now - command->updated_ms < c->keep_finished_ms)
+    return 0;
+  for (size_t r = 0; r < command->report_count; r++) {
+    if (command->reports[r].state == POS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING)
+      return command->state != POS__V1__COMMAND_STATE__COMMAND_STATE_CANCELLED;
+  }
+  return 1;
+}
+
+/* Deletes `command` from pos.control.v1 (a null value, same key) and from memory. */
+static void control_drop(control *c, struct control_command *command)
+{
+  char key[CONTROL_ID_MAX + CONTROL_COMMAND_ID_MAX + 16];
+  char id[CONTROL_COMMAND_ID_MAX + 1];
+  struct control_op *op = calloc(1, sizeof(*op));
+
+  if (!op)
+    return;
+  op->c = c;
+  op->purpose = CONTROL_OP_PRUNE;
+  control_copy(op->command_id, sizeof(op->command_id), command->command_id);
+  control_copy(id, sizeof(id), command->command_id);
+  snprintf(key, sizeof(key), "%s/command/%s", command->store_id, command->command_id);
+  log_info("control", "command_pruned", "command=%s store=%s state=%s updated_ms=%" PRId64,
+           command->command_id, command->store_id, control_state_name(command->state),
+           command->updated_ms);
+  ingest_submit_control(c->ingest, key, NULL, 0, control_op_done, op);
+  control__command_remove(&c->map, id);
+}
+
+void control__prune(control *c, int force)
+{
+  int64_t now = clock_wall_ms();
+  int64_t interval = CONTROL_PRUNE_INTERVAL_MS;
+
+  if (c->keep_finished_ms <= 0 || !c->ready)
+    return;
+  if (c->keep_finished_ms < interval)
+    interval = c->keep_finished_ms;
+  if (!force && now - c->last_prune_ms < interval)
+    return;
+  c->last_prune_ms = now;
+  for (size_t b = 0; b < c->map.bucket_count; b++) {
+    for (struct control_store *s = c->map.stores[b]; s; s = s->next) {
+      /* Backwards: removing a command shifts only those after it. */
+      for (size_t i = s->command_count; i-- > 0;) {
+        if (control_prunable(c, s->commands[i], now))
+          control_drop(c, s->commands[i]);
+      }
+    }
+  }
 }
 
 /* "resync-20261126T031500Z-a1b2c3". */
@@ -478,6 +594,56 @@ static int control_targets(control *c, const struct control_request *request,
   return 0;
 }
 
+/*
+ * A request whose request_id the store already has a command of: answers that command
+ * (control.h). 0 when `done` was or will be called, an HTTP status with `err`, or 1 when
+ * the store has no command of that request_id.
+ */
+static int control_issue_again(control *c, const struct control_request *request,
+                               control_done_fn done, void *arg, char *err, size_t err_size)
+{
+  const struct control_store *store = control__store_find(&c->map, request->store_id);
+  struct control_command *command = NULL;
+  struct control_op *op;
+
+  for (size_t i = 0; store && i < store->command_count && !command; i++) {
+    if (strcmp(store->commands[i]->request_id, request->request_id) == 0)
+      command = store->commands[i];
+  }
+  if (!command)
+    return 1;
+  if (command->kind != request->kind) {
+    snprintf(err, err_size, "request_id %s was already used for %s of store %s: use a new "
+             "request_id for a new request", request->request_id, command->command_id,
+             command->store_id);
+    return 409;
+  }
+  if (command->recorded_state != POS__V1__COMMAND_STATE__COMMAND_STATE_UNSPECIFIED) {
+    done(arg, 200, command, NULL);
+    return 0;
+  }
+  if (command->recording) {
+    snprintf(err, err_size, "command %s of this request_id is being recorded in Kafka; retry "
+             "the same request in a second", command->command_id);
+    return 503;
+  }
+  op = calloc(1, sizeof(*op));
+  if (!op) {
+    snprintf(err, err_size, "the collector is out of memory; retry later");
+    return 503;
+  }
+  op->purpose = CONTROL_OP_REISSUE;
+  op->done = done;
+  op->arg = arg;
+  command->recording = 1;
+  if (control_record(c, command, op)) {
+    command->recording = 0;
+    snprintf(err, err_size, "the collector is out of memory; retry later");
+    return 503;
+  }
+  return 0;
+}
+
 int control_issue(control *c, const struct control_request *request, control_done_fn done,
                   void *arg, char (*warnings)[300], size_t *warning_count, char *err,
                   size_t err_size)
@@ -491,6 +657,22 @@ int control_issue(control *c, const struct control_request *request, control_don
     *warning_count = 0;
   if (!c->ready) {
     snprintf(err, err_size, "loading commands and fleet state from Kafka; retry shortly");
+    return 503;
+  }
+  if (request->request_id && request->request_id[0]) {
+    status = control_issue_again(c, request, done, arg, err, err_size);
+    if (status != 1)
+      return status;
+    status = 503;
+  }
+  control__prune(c, 0);
+  if (c->map.command_count >= c->max_commands) {
+    snprintf(err, err_size, "the collector holds %zu commands, its limit: no new command until "
+             "finished ones are dropped (after [control] keep_finished, %" PRId64 " h; lower it "
+             "and restart the collector to drop more now)", c->map.command_count,
+             c->keep_finished_ms / 3600000);
+    log_warn("control", "command_refused", "store=%.64s reason=\"%zu commands held, the "
+             "limit\"", request->store_id, c->map.command_count);
     return 503;
   }
   command = calloc(1, sizeof(*command));
@@ -510,6 +692,7 @@ int control_issue(control *c, const struct control_request *request, control_don
   command->issued_ms = command->updated_ms = now;
   control_copy(command->issued_by, sizeof(command->issued_by), request->admin);
   control_copy(command->updated_by, sizeof(command->updated_by), request->admin);
+  control_copy(command->request_id, sizeof(command->request_id), request->request_id);
   command->state = POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING;
   status = control_targets(c, request, command, warnings, warning_count, err, err_size);
   if (status)
@@ -634,7 +817,7 @@ static void control_apply_report(struct control_command *command, const char *de
   if (command->target_count == 0) {
     control_copy(command->targets[0], CONTROL_ID_MAX + 1, device_id);
     command->target_count = 1;
-    command->recorded_state = POS__V1__COMMAND_STATE__COMMAND_STATE_UNSPECIFIED;
+    command->unrecorded_targets = 1;
   }
   while (t < command->target_count && strcmp(command->targets[t], device_id) != 0)
     t++;
@@ -698,8 +881,10 @@ void control_heartbeat(control *c, Pos__V1__Heartbeat *heartbeat)
     log_warn("control", "fleet_not_updated", "store=%.64s device=%.64s reason=\"out of memory "
              "or over %u stores\"", store_id, device_id, CONTROL_MAX_STORES);
   /* Record what changed, and what Kafka did not take the last time. */
-  if (c->ready)
+  if (c->ready) {
     control__commit_store(c, control__store_find(&c->map, store_id));
+    control__prune(c, 0);
+  }
 }
 
 /* Whether an ack to `device_id` carries `command` (control.h). */
@@ -721,14 +906,40 @@ static int control_for_device(const struct control_command *command, const char 
   return 0;
 }
 
+/*
+ * A command issued while no device of its store was known gets, as its only
+ * target, the first device an ack delivers it to: delivered to every device
+ * of the store, the others would run it unseen and never be cancelled. The
+ * target is recorded in pos.control.v1 so that a restart keeps it.
+ */
+static void control_claim_untargeted(control *c, struct control_store *store,
+                                     const char *device_id)
+{
+  for (size_t i = 0; i < store->command_count; i++) {
+    struct control_command *command = store->commands[i];
+    if (command->target_count != 0 ||
+        command->state != POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING)
+      continue;
+    control_copy(command->targets[0], CONTROL_ID_MAX + 1, device_id);
+    command->target_count = 1;
+    command->unrecorded_targets = 1;
+    log_info("control", "command_target", "command=%s store=%s device=%s reason=\"no device "
+             "was known when issued: the first delivered to is its target\"",
+             command->command_id, command->store_id, device_id);
+    control_commit(c, command);
+  }
+}
+
 size_t control_ack_commands(control *c, const char *store_id, const char *device_id,
                             Pos__V1__Command ***out)
 {
-  const struct control_store *store = c->ready ? control__store_find(&c->map, store_id) : NULL;
+  struct control_store *store = c->ready ? control__store_find(&c->map, store_id) : NULL;
   struct control_proto *protos;
   size_t count = 0;
 
   *out = NULL;
+  if (store && device_id && device_id[0])
+    control_claim_untargeted(c, store, device_id);
   for (size_t i = 0; store && i < store->command_count; i++)
     count += (size_t)control_for_device(store->commands[i], device_id);
   if (count == 0)

@@ -35,6 +35,7 @@
 #define CONTROL_ID_MAX 64          /* store, device and admin names (identity.h) */
 #define CONTROL_COMMAND_ID_MAX 96  /* "push-now-20261126T031500Z-a1b2c3" */
 #define CONTROL_MESSAGE_MAX 512    /* a report's message, as kept */
+#define CONTROL_REQUEST_ID_MAX 64  /* an admin's idempotency key */
 #define CONTROL_TARGET_AGE_MS (7LL * 24 * 3600 * 1000) /* targets: seen in the last 7 days */
 #define CONTROL_MAX_TARGETS 64
 #define CONTROL_MAX_STORES 1000000u
@@ -60,6 +61,7 @@ struct control_command {
   int64_t from_ms, to_ms; /* resync: [from, to), to 0 = no end */
   int64_t issued_ms;
   char issued_by[CONTROL_ID_MAX + 1];
+  char request_id[CONTROL_REQUEST_ID_MAX + 1]; /* "" when the admin gave none */
   int state; /* Pos__V1__CommandState */
   int64_t updated_ms;
   char updated_by[CONTROL_ID_MAX + 16];
@@ -70,6 +72,7 @@ struct control_command {
   /* loop only: the state Kafka holds (acknowledged), and a record in flight */
   int recorded_state;
   int recording;
+  int unrecorded_targets; /* targets changed since Kafka last took the command */
 };
 
 struct control_device {
@@ -89,14 +92,24 @@ struct control_store {
 
 typedef struct control control;
 
+struct control_options {
+  int64_t keep_finished_ms; /* finished commands older than this are dropped; 0: never */
+  size_t max_commands;      /* commands held in memory; 0: CONTROL_MAX_COMMANDS */
+};
+
 /*
  * Starts the loader thread reading `brokers` (borrowed for the call) under
  * `topic_prefix`; `in` (borrowed, must outlive the control) produces its
- * records. NULL with `err` set when out of memory or no thread can start.
+ * records. `options` (borrowed for the call; NULL: keep everything, the
+ * default cap). NULL with `err` set when out of memory or no thread can start.
+ *
+ * Finished commands older than keep_finished_ms are dropped from memory and
+ * tombstoned in pos.control.v1 (at the load, then at most once a minute on
+ * an issue or a heartbeat), so that neither grows by one command forever.
  */
 control *control_create(uv_loop_t *loop, ingest *in, const char *brokers,
-                        const char *topic_prefix, const char *kafka_debug, char *err,
-                        size_t err_size);
+                        const char *topic_prefix, const char *kafka_debug,
+                        const struct control_options *options, char *err, size_t err_size);
 
 /* 1 once both topics were read to their end. */
 int control_ready(const control *c);
@@ -118,8 +131,10 @@ void control_batch_seen(control *c, const char *store_id, const char *device_id)
 
 /*
  * The commands an ack to (store, device) carries (spec10.md): PENDING and
- * RUNNING ones whose targets include the device (or that have none), and
- * CANCELLED ones the device last reported running. Returns the count and
+ * RUNNING ones whose targets include the device, and CANCELLED ones the
+ * device last reported running. A PENDING command with no target (none
+ * known when issued) takes this device as its one target, recorded in
+ * pos.control.v1, and goes to no other device afterwards. Returns the count and
  * sets *commands (caller frees with control_ack_free); 0 and NULL when none
  * or not ready.
  */
@@ -134,6 +149,7 @@ struct control_request {
   const char *device_id; /* NULL: the store's devices seen in the last 7 days */
   int64_t from_ms, to_ms;
   const char *admin;
+  const char *request_id; /* NULL or "": none; else at most CONTROL_REQUEST_ID_MAX bytes */
 };
 
 /* Called once per control_issue/control_cancel accepted: `command` (NULL
@@ -143,9 +159,17 @@ typedef void (*control_done_fn)(void *arg, int status, const struct control_comm
 
 /*
  * Issues a command: validates it (400 with `err`: unknown device of the
- * store), makes its id, and produces it (PENDING). Returns 0 and calls
+ * store; 503 when memory holds max_commands already), makes its id, and
+ * produces it (PENDING). Returns 0 and calls
  * `done` later with 201 once Kafka acknowledged it (503 if it did not), or
  * returns the HTTP status (400, 503) with `err` set and never calls `done`.
+ *
+ * With a request_id the store already has a command of, nothing new is
+ * made: `done` gets 200 and that command (before control_issue returns when
+ * Kafka holds it; once recorded again when its first record was not
+ * acknowledged). A command whose first record Kafka did not acknowledge in
+ * time is kept, unrecorded, when it has a request_id: that record may land
+ * later, and a retry must find the same command rather than make a second.
  * `warnings` (may be NULL) receives up to 8 lines of at most 300 bytes.
  */
 int control_issue(control *c, const struct control_request *request, control_done_fn done,

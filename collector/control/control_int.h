@@ -18,6 +18,7 @@ struct control_map {
   struct control_command **commands; /* hash buckets, by command_id */
   size_t bucket_count;
   size_t store_count, command_count;
+  size_t max_commands; /* 0: CONTROL_MAX_COMMANDS */
 };
 
 struct control_loader {
@@ -28,7 +29,7 @@ struct control_loader {
   uv_thread_t thread;
   int rc;
   struct control_map map; /* the result, the loader's until the loop joins it */
-  uint64_t commands_read, heartbeats_read;
+  uint64_t commands_read, heartbeats_read, commands_skipped;
 };
 
 struct control {
@@ -40,6 +41,9 @@ struct control {
   uv_async_t loaded_async;
   int async_open;
   unsigned serial; /* makes ids issued in the same second differ */
+  int64_t keep_finished_ms; /* 0: keep every command */
+  size_t max_commands;
+  int64_t last_prune_ms;
 };
 
 /* fleet.c */
@@ -68,6 +72,9 @@ struct control_command *control__command_from_proto(const Pos__V1__Command *prot
 
 /* Applies the command reports of `heartbeat` (borrowed) to its store's commands. Loop. */
 void control__take_reports(control *c, const Pos__V1__Heartbeat *heartbeat);
+/* Drops finished commands older than keep_finished_ms from memory and tombstones them in
+ * pos.control.v1; unless `force`, at most once a minute. Loop. */
+void control__prune(control *c, int force);
 /* Produces every state of the store's commands that Kafka does not hold yet. Loop. */
 void control__commit_store(control *c, const struct control_store *store);
 

@@ -60,7 +60,15 @@ static int control_load_command(void *arg, const rd_kafka_message_t *record)
   pos__v1__command__free_unpacked(proto, NULL);
   if (command && strcmp(command->command_id, command_id) == 0) {
     loader->commands_read++;
-    return control__command_put(&loader->map, command) ? -1 : 0;
+    /* One command that does not fit must not stop the load (and the admin API) for good:
+     * it is skipped, and said. */
+    if (control__command_put(&loader->map, command)) {
+      loader->commands_skipped++;
+      log_warn("control", "command_skipped", "command=%s topic=%s offset=%" PRId64 " reason=\"out "
+               "of memory or over %zu commands\" hint=\"lower [control] keep_finished\"",
+               command_id, loader->topics[0], record->offset, loader->map.max_commands);
+    }
+    return 0;
   }
   control__command_free(command);
   return 0;
@@ -147,10 +155,15 @@ static void control_loader_main(void *arg)
   loader->rc = -1;
   while (!atomic_load(&loader->stop)) {
     attempt++;
-    if (control__map_init(&loader->map) == 0 && control_load_once(loader, err, sizeof(err)) == 0) {
-      loader->rc = 0;
-      break;
+    loader->commands_skipped = 0;
+    snprintf(err, sizeof(err), "out of memory");
+    if (control__map_init(&loader->map) == 0) {
+      /* Immutable once the control is created: safe to read from this thread. */
+      loader->map.max_commands = loader->c->max_commands;
+      loader->rc = control_load_once(loader, err, sizeof(err));
     }
+    if (loader->rc == 0)
+      break;
     control__map_free(&loader->map);
     loader->commands_read = loader->heartbeats_read = 0;
     if (atomic_load(&loader->stop))
@@ -221,9 +234,11 @@ static void control_loaded_cb(uv_async_t *handle)
     control_adopt(c, loader);
     control_take_loaded_reports(c);
     c->ready = 1;
+    control__prune(c, 1);
     log_info("control", "loaded", "commands=%" PRIu64 " heartbeats=%" PRIu64 " stores=%zu "
-             "open_commands_kept=%zu", loader->commands_read, loader->heartbeats_read,
-             c->map.store_count, c->map.command_count);
+             "commands_kept=%zu commands_skipped=%" PRIu64, loader->commands_read,
+             loader->heartbeats_read, c->map.store_count, c->map.command_count,
+             loader->commands_skipped);
   }
   control__map_free(&loader->map);
   free(loader->brokers);
@@ -279,8 +294,8 @@ void control__loader_stop(control *c)
 }
 
 control *control_create(uv_loop_t *loop, ingest *in, const char *brokers,
-                        const char *topic_prefix, const char *kafka_debug, char *err,
-                        size_t err_size)
+                        const char *topic_prefix, const char *kafka_debug,
+                        const struct control_options *options, char *err, size_t err_size)
 {
   control *c = calloc(1, sizeof(*c));
 
@@ -289,6 +304,10 @@ control *control_create(uv_loop_t *loop, ingest *in, const char *brokers,
     snprintf(err, err_size, "out of memory");
     return NULL;
   }
+  c->keep_finished_ms = options ? options->keep_finished_ms : 0;
+  c->max_commands = options && options->max_commands ? options->max_commands
+                                                     : CONTROL_MAX_COMMANDS;
+  c->map.max_commands = c->max_commands;
   c->loop = loop;
   c->ingest = in;
   if (uv_async_init(loop, &c->loaded_async, control_loaded_cb)) {

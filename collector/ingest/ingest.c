@@ -1707,7 +1707,7 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
     if (!h->answered) {
       if (message->err) {
         ingest_reply_unavailable(h->done, h->arg, INGEST_RETRY_KAFKA_S,
-                                 "Kafka did not take the heartbeat: %s",
+                                 "Kafka did not take the record: %s",
                                  rd_kafka_err2str(message->err));
       } else {
         struct ingest_result result;

@@ -206,6 +206,10 @@ static int client_once(const struct posctl_target *target, const char *method, c
   code = curl_easy_perform(curl);
   if (code != CURLE_OK) {
     rc = client_transfer_failed(target, code, curl_error, &body, answer);
+    /* A collector restarting or a network blip, not a certificate or URL to fix. */
+    answer->no_answer = code == CURLE_COULDNT_CONNECT || code == CURLE_OPERATION_TIMEDOUT ||
+                        code == CURLE_GOT_NOTHING || code == CURLE_SEND_ERROR ||
+                        code == CURLE_RECV_ERROR;
     goto out;
   }
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &answer->status);
@@ -248,19 +252,30 @@ int posctl_request(const struct posctl_target *target, const char *method, const
   }
   for (attempt = 0;; attempt++) {
     long retry_after_s = 0;
+    int idempotent = strcmp(method, "GET") == 0 || (body && json_object_get(body, "request_id"));
     rc = client_once(target, method, path, body_text, answer, &retry_after_s);
-    /* Only a GET is asked again: it changes nothing, and a 503 with
-     * Retry-After says the collector will answer soon (it is loading its
-     * commands from Kafka at start). */
-    if (rc != POSCTL_EXIT_UNREACHABLE || answer->status != 503 || retry_after_s <= 0 ||
-        strcmp(method, "GET") != 0 || attempt >= retries)
+    /* Only what changes nothing when repeated is asked again: a GET, or a POST with a
+     * request_id (the collector returns the command that request_id made). A 503 says the
+     * collector will answer soon (it is loading its commands, or Kafka was slow); a POST is
+     * also resent when no answer came, as it may not have arrived. */
+    if (rc != POSCTL_EXIT_UNREACHABLE || !idempotent || attempt >= retries ||
+        (answer->status != 503 && (!answer->no_answer || strcmp(method, "GET") == 0)) ||
+        (strcmp(method, "GET") == 0 && retry_after_s <= 0))
       break;
+    if (retry_after_s <= 0)
+      retry_after_s = attempt < 2 ? 1L << attempt : CLIENT_RETRY_AFTER_MAX_S / 2;
     if (retry_after_s > CLIENT_RETRY_AFTER_MAX_S)
       retry_after_s = CLIENT_RETRY_AFTER_MAX_S;
-    fprintf(stderr, "posctl: the collector is not ready (503: %s); asking again in %ld s "
-            "(%d of %d)\n", answer->error, retry_after_s, attempt + 1, retries);
+    if (answer->status == 503)
+      fprintf(stderr, "posctl: the collector is not ready (503: %s); asking again in %ld s "
+              "(%d of %d)\n", answer->error, retry_after_s, attempt + 1, retries);
+    else
+      fprintf(stderr, "posctl: no answer from the collector (%s); asking again with the same "
+              "request_id in %ld s (%d of %d)\n", answer->message, retry_after_s, attempt + 1,
+              retries);
     sleep((unsigned)retry_after_s);
     answer->status = 0;
+    answer->no_answer = 0;
     answer->message[0] = '\0';
     answer->error[0] = '\0';
   }

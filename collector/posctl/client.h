@@ -57,15 +57,19 @@ struct posctl_answer {
   json_t *json;         /* the parsed 2xx body (owned; posctl_answer_clear frees it) */
   char message[1024];   /* for people, when the exit code is not 0 */
   char error[512];      /* a refusal's own text (its JSON "error"), "" when none */
+  int no_answer;        /* the transfer failed in a way worth another try (connect, time out) */
 };
 
 /*
  * Sends `method` `path` (e.g. "/v1/admin/stores?lagging=30m"; the caller
  * escapes ids in it) with `body` (borrowed, NULL for none) as JSON. A GET
  * answered 503 with Retry-After is sent again after that many seconds
- * (capped at 10), up to `retries` more times; a POST is never resent (a
- * resync asked twice would run twice). Returns the exit code: 0 with
- * `answer->json` set to the 2xx answer's JSON; otherwise 1, 2 or 3 with
+ * (capped at 10), up to `retries` more times. A POST is resent only when its
+ * body has a "request_id" (the collector then returns the command it made,
+ * never a second one): on a 503, or when no answer came, up to `retries`
+ * more times, after Retry-After or 1, 2, then 5 s (posctl: 10 times, about
+ * 45 s). Returns the exit code: 0 with `answer->json` set to the 2xx
+ * answer's JSON; otherwise 1, 2 or 3 with
  * `answer->message` saying what went wrong and what to do:
  *   3 "cannot reach the collector at URL: <curl's reason>; check --url and that the collector runs"
  *   1 "the collector refused: <its error>"

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "posctl/format.h"
 #include "posctl/posctl.h"
@@ -90,13 +91,42 @@ static void commands_print_issued(const json_t *command)
          id ? id : "ID");
 }
 
+/* How often a POST of a new command is resent (same request_id) on a 503 or no answer. */
+#define COMMANDS_POST_RETRIES 10
+
+/* A random request_id, one per invocation: "posctl-" and 32 hex digits. */
+static void commands_request_id(char out[48])
+{
+  unsigned char random[16] = {0};
+  FILE *source = fopen("/dev/urandom", "rb");
+  size_t got = source ? fread(random, 1, sizeof(random), source) : 0;
+  int n = snprintf(out, 48, "posctl-");
+
+  if (source)
+    fclose(source);
+  if (got != sizeof(random)) {
+    /* No entropy source: time and pid still keep two invocations apart. */
+    unsigned long long mix = (unsigned long long)time(NULL) * 6364136223846793005ULL ^
+                             (unsigned long long)getpid() ^ (unsigned long long)clock();
+    memcpy(random, &mix, sizeof(mix));
+  }
+  for (size_t i = 0; i < sizeof(random); i++)
+    n += snprintf(out + n, (size_t)(48 - n), "%02x", random[i]);
+}
+
 /* POSTs a new command (resync or push-now) and, with --wait, follows it. */
 static int commands_issue(const struct posctl_run *run, const struct posctl_args *args,
                           const char *path, json_t *body)
 {
   struct posctl_answer answer;
   const json_t *command;
-  int rc = posctl_request(&run->target, "POST", path, body, 0, &answer);
+  char request_id[48];
+  int rc;
+
+  /* Resending it is safe: the collector returns the command this request_id made. */
+  commands_request_id(request_id);
+  json_object_set_new(body, "request_id", json_string(request_id));
+  rc = posctl_request(&run->target, "POST", path, body, COMMANDS_POST_RETRIES, &answer);
   const char *id;
   int64_t timeout_s = 0;
   char err[256];

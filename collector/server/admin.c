@@ -24,6 +24,7 @@
 /* A command waiting for Kafka. */
 struct admin_pending {
   http_exchange *exchange;
+  const control *ctl;
   char admin[IDENTITY_ID_MAX + 1];
   char warnings[ADMIN_MAX_WARNINGS][300];
   size_t warning_count;
@@ -188,12 +189,62 @@ static int admin_query(const char *query, const char *name, char *out, size_t si
   return 0;
 }
 
-/* The command object C of spec10.md. */
-static json_t *admin_command_json(const struct control_command *cmd)
+/* Device `device_id` of `store`, or NULL. */
+static const struct control_device *admin_device(const struct control_store *store,
+                                                 const char *device_id)
 {
-  json_t *root = json_object(), *targets = json_array(), *devices = json_array();
+  for (size_t i = 0; store && i < store->device_count; i++) {
+    if (strcmp(store->devices[i].device_id, device_id) == 0)
+      return &store->devices[i];
+  }
+  return NULL;
+}
+
+/* A device's last heartbeat, and its age at `now`, into a command's device entry. */
+static void admin_heartbeat_age(json_t *entry, const struct control_store *store,
+                                const char *device_id, int64_t now)
+{
+  const struct control_device *device = admin_device(store, device_id);
+  const Pos__V1__Heartbeat *hb = device ? device->heartbeat : NULL;
+
+  json_object_set_new(entry, "last_heartbeat", admin_time(hb ? hb->received_ms : 0));
+  json_object_set_new(entry, "last_heartbeat_age_s",
+                      hb ? json_integer((json_int_t)((now - hb->received_ms) / 1000))
+                         : json_null());
+}
+
+/* A target that has not reported the command yet: "pending", and since when it is silent,
+ * so that a dead till holding a command up is plain to see. */
+static json_t *admin_silent_target(const struct control_store *store, const char *device_id,
+                                   int64_t now)
+{
+  json_t *entry = json_pack("{s:s, s:s, s:I, s:I, s:n, s:n}", "device_id", device_id, "state",
+                            "pending", "replayed_sales", (json_int_t)0, "total_sales",
+                            (json_int_t)0, "available_from", "updated_at");
+  const struct control_device *device = admin_device(store, device_id);
+  const Pos__V1__Heartbeat *hb = device ? device->heartbeat : NULL;
+  char text[200];
+
+  if (hb)
+    snprintf(text, sizeof(text), "has not reported this command yet; last heartbeat %" PRId64
+             " s ago", (now - hb->received_ms) / 1000);
+  else
+    snprintf(text, sizeof(text), "has not reported this command yet; no heartbeat from it");
+  json_object_set_new(entry, "message", json_string(text));
+  admin_heartbeat_age(entry, store, device_id, now);
+  return entry;
+}
+
+/* The command object C of spec10.md; `store` (its store, may be NULL) gives its targets'
+ * last heartbeats. */
+static json_t *admin_command_json(const struct control_store *store,
+                                  const struct control_command *cmd)
+{
+  json_t *root = json_object(), *targets = json_array(), *devices = json_array(), *entry;
   uint64_t replayed = 0, total = 0;
   const char *message = "";
+  int64_t now = clock_wall_ms();
+  size_t waiting = 0;
 
   json_object_set_new(root, "command_id", json_string(cmd->command_id));
   json_object_set_new(root, "store_id", json_string(cmd->store_id));
@@ -205,6 +256,8 @@ static json_t *admin_command_json(const struct control_command *cmd)
   }
   json_object_set_new(root, "issued_at", admin_time(cmd->issued_ms));
   json_object_set_new(root, "issued_by", json_string(cmd->issued_by));
+  json_object_set_new(root, "request_id",
+                      cmd->request_id[0] ? json_string(cmd->request_id) : json_null());
   json_object_set_new(root, "state", json_string(control_state_name(cmd->state)));
   json_object_set_new(root, "updated_at", admin_time(cmd->updated_ms));
   json_object_set_new(root, "updated_by", json_string(cmd->updated_by));
@@ -217,17 +270,29 @@ static json_t *admin_command_json(const struct control_command *cmd)
     total += report->total_sales;
     if (!message[0] && report->message[0])
       message = report->message;
-    json_array_append_new(
-        devices, json_pack("{s:s, s:s, s:I, s:I, s:o, s:s, s:o}", "device_id", report->device_id,
-                           "state", control_state_name(report->state), "replayed_sales",
-                           (json_int_t)report->done_sales, "total_sales",
-                           (json_int_t)report->total_sales, "available_from",
-                           admin_time(report->available_from_ms), "message", report->message,
-                           "updated_at", admin_time(report->updated_ms)));
+    entry = json_pack("{s:s, s:s, s:I, s:I, s:o, s:s, s:o}", "device_id", report->device_id,
+                      "state", control_state_name(report->state), "replayed_sales",
+                      (json_int_t)report->done_sales, "total_sales",
+                      (json_int_t)report->total_sales, "available_from",
+                      admin_time(report->available_from_ms), "message", report->message,
+                      "updated_at", admin_time(report->updated_ms));
+    admin_heartbeat_age(entry, store, report->device_id, now);
+    json_array_append_new(devices, entry);
+  }
+  /* Targets that never reported it: an open command waits for them. */
+  for (size_t t = 0; t < cmd->target_count; t++) {
+    size_t r = 0;
+    while (r < cmd->report_count && strcmp(cmd->reports[r].device_id, cmd->targets[t]) != 0)
+      r++;
+    if (r < cmd->report_count)
+      continue;
+    json_array_append_new(devices, admin_silent_target(store, cmd->targets[t], now));
+    waiting++;
   }
   json_object_set_new(root, "replayed_sales", json_integer((json_int_t)replayed));
   json_object_set_new(root, "total_sales", json_integer((json_int_t)total));
   json_object_set_new(root, "devices", devices);
+  json_object_set_new(root, "devices_not_reported", json_integer((json_int_t)waiting));
   json_object_set_new(root, "message", json_string(message));
   return root;
 }
@@ -248,8 +313,11 @@ static void admin_command_done(void *arg, int status, const struct control_comma
   for (size_t i = 0; i < pending->warning_count; i++)
     json_array_append_new(warnings, json_string(pending->warnings[i]));
   admin_respond(pending->exchange, status,
-                json_pack("{s:o, s:o}", "command", admin_command_json(command), "warnings",
-                          warnings), NULL);
+                json_pack("{s:o, s:o}", "command",
+                          admin_command_json(control_find_store(pending->ctl, command->store_id),
+                                             command),
+                          "warnings", warnings),
+                NULL);
   free(pending);
 }
 
@@ -282,9 +350,11 @@ static int admin_parse_request(json_t *root, struct control_request *request, ch
   }
   json_object_foreach(root, key, value) {
     int known = strcmp(key, "store_id") == 0 || strcmp(key, "device_id") == 0 ||
+                strcmp(key, "request_id") == 0 ||
                 (resync && (strcmp(key, "from") == 0 || strcmp(key, "to") == 0));
     if (!known) {
-      snprintf(err, err_size, "unknown field \"%.64s\": a %s takes store_id, %sdevice_id", key,
+      snprintf(err, err_size, "unknown field \"%.64s\": a %s takes store_id, %sdevice_id, "
+               "request_id", key,
                resync ? "resync" : "push-now", resync ? "from, to, " : "");
       return -1;
     }
@@ -299,6 +369,13 @@ static int admin_parse_request(json_t *root, struct control_request *request, ch
   if (!request->store_id || !admin_valid_id(request->store_id)) {
     snprintf(err, err_size, "store_id must be 1-%d characters of A-Z a-z 0-9 . _ -",
              IDENTITY_ID_MAX);
+    return -1;
+  }
+  request->request_id = json_string_value(json_object_get(root, "request_id"));
+  /* admin_valid_id bounds it to IDENTITY_ID_MAX, which is CONTROL_REQUEST_ID_MAX. */
+  if (request->request_id && !admin_valid_id(request->request_id)) {
+    snprintf(err, err_size, "request_id must be 1-%d characters of A-Z a-z 0-9 . _ - (the same "
+             "request_id for the same store returns the command it made)", CONTROL_REQUEST_ID_MAX);
     return -1;
   }
   if (request->device_id && request->device_id[0] && !admin_valid_id(request->device_id)) {
@@ -358,6 +435,7 @@ static void admin_issue(control *ctl, http_exchange *exchange, const struct iden
     goto refuse;
   }
   pending->exchange = exchange;
+  pending->ctl = ctl;
   snprintf(pending->admin, sizeof(pending->admin), "%s", id->admin);
   status = control_issue(ctl, &request, admin_command_done, pending, pending->warnings,
                          &pending->warning_count, err, sizeof(err));
@@ -382,7 +460,7 @@ static void admin_store_commands(const struct control_store *store, int all, siz
     const struct control_command *cmd = store->commands[i];
     if (!all && control_state_final(cmd->state))
       continue;
-    json_array_append_new(list, admin_command_json(cmd));
+    json_array_append_new(list, admin_command_json(store, cmd));
     added++;
   }
 }
@@ -460,7 +538,8 @@ static void admin_list_commands(control *ctl, http_exchange *exchange)
     qsort(listed, count, sizeof(*listed), admin_newest_first);
   list = json_array();
   for (size_t i = 0; i < count; i++)
-    json_array_append_new(list, admin_command_json(listed[i].cmd));
+    json_array_append_new(
+        list, admin_command_json(control_find_store(ctl, listed[i].cmd->store_id), listed[i].cmd));
   free(listed);
   admin_respond(exchange, 200, json_pack("{s:o}", "commands", list), NULL);
 }
@@ -494,7 +573,10 @@ static void admin_command(control *ctl, http_exchange *exchange, const struct id
     if (!cmd)
       admin_error(exchange, 404, "no such command (GET /v1/admin/commands?state=all lists them)");
     else
-      admin_respond(exchange, 200, json_pack("{s:o}", "command", admin_command_json(cmd)), NULL);
+      admin_respond(exchange, 200,
+                    json_pack("{s:o}", "command",
+                              admin_command_json(control_find_store(ctl, cmd->store_id), cmd)),
+                    NULL);
     return;
   }
   if (strcmp(method, "POST") != 0) {
@@ -507,6 +589,7 @@ static void admin_command(control *ctl, http_exchange *exchange, const struct id
     return;
   }
   pending->exchange = exchange;
+  pending->ctl = ctl;
   status = control_cancel(ctl, command_id, id->admin, admin_command_done, pending, err,
                           sizeof(err));
   if (status) {
@@ -594,7 +677,7 @@ static json_t *admin_store_json(const struct control_store *store, int64_t now, 
   json_object_set_new(root, "oldest_unsent_age_s", json_integer(oldest_unsent_s));
   json_object_set_new(root, "lagging", json_boolean(*lagging));
   json_object_set_new(root, "open_commands", json_integer(open));
-  json_object_set_new(root, "resync", resync ? admin_command_json(resync) : json_null());
+  json_object_set_new(root, "resync", resync ? admin_command_json(store, resync) : json_null());
   json_object_set_new(root, "devices", devices);
   return root;
 }

@@ -8,7 +8,7 @@
 # a device certificate refused (403, logged).
 source "$(dirname "$0")/lib.sh"
 
-make_pki S001 D2
+make_pki S001 D2 S777 A S777 B
 start_broker --partitions 2
 write_collector_config
 start_collector
@@ -31,13 +31,14 @@ admin_ok() {
   [[ "$HTTP_STATUS" == "$want" ]] || fail "$1 $2 ${3:-}: status" "$want" "$HTTP_STATUS $ANSWER"
 }
 
-# heartbeat_as DEVICE TEXT: a hand-made pos.v1.Heartbeat (protobuf text) from DEVICE of S001;
+# heartbeat_as DEVICE TEXT [STORE]: a hand-made pos.v1.Heartbeat (protobuf text) from DEVICE of
+# STORE (S001);
 # its HeartbeatAck decoded (protobuf text) in ACK.
 heartbeat_as() {
   printf '%s\n' "$2" | protoc --encode=pos.v1.Heartbeat -I "$POS_SOURCE_DIR/proto" \
     "$POS_SOURCE_DIR/proto/pos/v1/pos.proto" >"$T/hb.bin" || fail "protoc encodes the heartbeat"
   HTTP_STATUS="$(curl -sS -o "$T/hb.ack" -w '%{http_code}' --max-time 20 --cacert "$PKI/ca.crt" \
-    --cert "$PKI/device-S001-$1.crt" --key "$PKI/device-S001-$1.key" \
+    --cert "$PKI/device-${3:-S001}-$1.crt" --key "$PKI/device-${3:-S001}-$1.key" \
     -H 'Content-Type: application/x-protobuf' --data-binary @"$T/hb.bin" \
     "$COLLECTOR_URL/v1/heartbeat")" || true
   assert_eq "heartbeat of $1: status" 200 "$HTTP_STATUS"
@@ -68,6 +69,19 @@ admin_ok POST /v1/admin/push-now '{"store_id": "S777"}' 201
 answer="$ANSWER"
 assert_contains "a store never seen: warning" "never seen" "$(json_get "$answer" '$.warnings[0]')"
 assert_eq "no target yet" '[]' "$(json_get "$answer" '$.command.target_devices')"
+UNTARGETED="$(json_get "$answer" '$.command.command_id')"
+# Its first device to get an ack takes it; the store's other device never gets it.
+heartbeat_as A 'agent_version: "hand-made"' S777
+assert_contains "S777's first device: its ack carries the command" "$UNTARGETED" "$ACK"
+heartbeat_as B 'agent_version: "hand-made"' S777
+if grep -q "$UNTARGETED" <<<"$ACK"; then
+  fail "S777's second device: its ack does not carry the command" "no $UNTARGETED" "$ACK"
+fi
+heartbeat_as A 'agent_version: "hand-made"' S777
+assert_contains "S777's first device: still carried to it" "$UNTARGETED" "$ACK"
+admin_ok GET "/v1/admin/commands/$UNTARGETED" 200
+assert_eq "the first device delivered to is its target" '["A"]' \
+  "$(json_get "$ANSWER" '$.command.target_devices')"
 
 # ---- a real agent heartbeating every second ------------------------------------------------------
 write_tokens
@@ -123,14 +137,26 @@ assert_eq "push-now: targets" '["D1"]' "$(json_get "$answer" '$.command.target_d
 admin_ok POST /v1/admin/resync '{"store_id": "S001", "from": "2026-01-01", "device_id": "D2"}' 201
 answer="$ANSWER"
 RESYNC_D2="$(json_get "$answer" '$.command.command_id')"
+# A target that has not reported a command yet is listed as pending, with its last heartbeat:
+# a dead till holding a command up is plain to see.
+assert_eq "a silent target: listed" D2 "$(json_get "$answer" '$.command.devices[0].device_id')"
+assert_eq "a silent target: pending" pending "$(json_get "$answer" '$.command.devices[0].state')"
+assert_eq "a silent target: its last heartbeat" text \
+  "$(json_type "$answer" '$.command.devices[0].last_heartbeat')"
+assert_match "a silent target: its last heartbeat's age" '^[0-9]+$' \
+  "$(json_get "$answer" '$.command.devices[0].last_heartbeat_age_s')"
+assert_contains "a silent target: said so" "has not reported" \
+  "$(json_get "$answer" '$.command.devices[0].message')"
+assert_eq "targets not reported yet" 1 "$(json_get "$answer" '$.command.devices_not_reported')"
 
 admin_ok GET '/v1/admin/commands?store_id=S001' 200
 answer="$ANSWER"
 assert_eq "open commands of S001, newest first" "$RESYNC_D2 $PUSH $RESYNC" \
   "$(json_get "$answer" '$.commands[0].command_id') $(json_get "$answer" '$.commands[1].command_id') $(json_get "$answer" '$.commands[2].command_id')"
-admin_ok GET /v1/admin/commands 200
+# (state=all: the agent may have finished the push-now already.)
+admin_ok GET '/v1/admin/commands?state=all' 200
 answer="$ANSWER"
-assert_eq "open commands of every store" 4 "$(json_get "$answer" '$.commands' | grep -o '"command_id"' | wc -l)"
+assert_eq "commands of every store" 4 "$(json_get "$answer" '$.commands' | grep -o '"command_id"' | wc -l)"
 admin_ok GET "/v1/admin/commands/$RESYNC" 200
 answer="$ANSWER"
 assert_eq "one command by id" "$RESYNC" "$(json_get "$answer" '$.command.command_id')"

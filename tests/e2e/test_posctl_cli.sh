@@ -367,6 +367,32 @@ expect_rc "stores while the collector loads its commands" 0
 assert_contains "stores while loading: posctl said it asks again" "the collector is not ready (503: " "$ERR"
 assert_contains "stores while loading: the stores once loaded" "S405" "$OUT"
 
+# --- a push-now the collector does not answer is resent with its request_id: one command -------
+# (the collector is down when posctl first asks, and comes back while posctl retries)
+stop_collector
+rm -f "$T/posctl.err"
+timeout 300 "$POSCTL_BIN" "${ADMIN[@]}" --json push-now --store S406 >"$T/posctl.out" \
+  2>"$T/posctl.err" &
+POSCTL_PID=$!
+deadline=$((SECONDS + 60))
+until grep -q 'asking again with the same request_id' "$T/posctl.err" 2>/dev/null; do
+  ((SECONDS < deadline)) || fail "posctl resends a push-now nobody answered" \
+    "asking again with the same request_id" "$(cat "$T/posctl.err")"
+  sleep 0.1
+done
+start_collector
+RC=0
+wait "$POSCTL_PID" || RC=$?
+OUT="$(cat "$T/posctl.out")"
+ERR="$(cat "$T/posctl.err")"
+expect_rc "push-now resent while the collector comes back" 0
+assert_contains "push-now resent: posctl said so" "asking again with the same request_id" "$ERR"
+REQUEST_ID="$(json_get "$OUT" '$.command.request_id')"
+assert_match "push-now: posctl's request_id" '^posctl-[0-9a-f]{32}$' "$REQUEST_ID"
+posctl "${ADMIN[@]}" --json commands --store S406 --all
+expect_rc "commands of S406" 0
+assert_eq "one command for that request_id" 1 "$(grep -o "\"$REQUEST_ID\"" <<<"$OUT" | wc -l)"
+
 stop_collector
 posctl "${ADMIN[@]}" stores
 expect_rc "a stopped collector" 3

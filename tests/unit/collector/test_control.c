@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 
 #include "control/control.h"
 #include "kafka/kafka.h"
@@ -25,6 +27,7 @@ struct fixture {
   kafka_embedded *kafka;
   ingest *in;
   control *ctl;
+  struct control_options options; /* of the next start_control */
 };
 
 struct answer {
@@ -58,8 +61,8 @@ static void start_control(struct fixture *f)
   char err[512];
   uint64_t deadline = clock_mono_ms() + WAIT_MS;
   Pos__V1__Command **acked;
-  f->ctl = control_create(&f->loop, f->in, ingest_bootstrap(f->in), "pos.", NULL, err,
-                          sizeof(err));
+  f->ctl = control_create(&f->loop, f->in, ingest_bootstrap(f->in), "pos.", NULL, &f->options,
+                          err, sizeof(err));
   if (!f->ctl)
     fail_msg("control_create: %s", err);
   /* Until the loop adopted what the loader read, nothing is answered from memory. */
@@ -156,7 +159,8 @@ static void settle(struct fixture *f, const char *command_id)
   uint64_t deadline = clock_mono_ms() + WAIT_MS;
   const struct control_command *cmd = control_find_command(f->ctl, command_id);
   assert_non_null(cmd);
-  while ((cmd->recording || cmd->recorded_state != cmd->state) && clock_mono_ms() < deadline) {
+  while ((cmd->recording || cmd->recorded_state != cmd->state || cmd->unrecorded_targets) &&
+         clock_mono_ms() < deadline) {
     uv_run(&f->loop, UV_RUN_ONCE);
     cmd = control_find_command(f->ctl, command_id);
   }
@@ -260,12 +264,202 @@ static void commands_are_rebuilt_from_the_log(void **state)
   assert_non_null(control_find_store(f->ctl, "S1"));
 }
 
+
+/* A command issued before any device of the store was seen goes to the first device it is
+ * delivered to (in an ack), only to it afterwards, and that target survives a restart. */
+static void an_untargeted_command_goes_to_the_first_device_it_is_delivered_to(void **state)
+{
+  struct fixture *f = *state;
+  struct answer a;
+  size_t n;
+  Pos__V1__Command **acked;
+  const struct control_command *cmd;
+
+  issue(f, CONTROL_RESYNC, &a);
+  assert_int_equal(control_find_command(f->ctl, a.command_id)->target_count, 0);
+  n = control_ack_commands(f->ctl, "S1", "D1", &acked);
+  assert_int_equal(n, 1);
+  assert_string_equal(acked[0]->command_id, a.command_id);
+  control_ack_free(acked, n);
+  /* D2 of the same store never gets it: it would run it unseen and never be cancelled. */
+  assert_int_equal(control_ack_commands(f->ctl, "S1", "D2", &acked), 0);
+  cmd = control_find_command(f->ctl, a.command_id);
+  assert_int_equal(cmd->target_count, 1);
+  assert_string_equal(cmd->targets[0], "D1");
+  n = control_ack_commands(f->ctl, "S1", "D1", &acked);
+  assert_int_equal(n, 1);
+  control_ack_free(acked, n);
+  /* A report of D2 (it got it from an older collector, say) does not make it a target. */
+  report(f, "D2", a.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_DONE, 0, 0);
+  assert_int_equal(state_of(f, a.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+  settle(f, a.command_id);
+
+  control_destroy(f->ctl);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  start_control(f);
+  cmd = control_find_command(f->ctl, a.command_id);
+  assert_non_null(cmd);
+  assert_int_equal(cmd->target_count, 1);
+  assert_string_equal(cmd->targets[0], "D1");
+  assert_int_equal(control_ack_commands(f->ctl, "S1", "D2", &acked), 0);
+}
+
+/* Restarts the control with `options`. */
+static void restart_control(struct fixture *f, struct control_options options)
+{
+  control_destroy(f->ctl);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  f->options = options;
+  start_control(f);
+}
+
+/* Issues one command; returns its HTTP status (201, or 503 with `err`). */
+static int try_issue(struct fixture *f, struct answer *a, char *err, size_t err_size)
+{
+  struct control_request request = {.kind = CONTROL_PUSH_NOW, .store_id = "S1", .admin = "bob"};
+  int status;
+  memset(a, 0, sizeof(*a));
+  status = control_issue(f->ctl, &request, on_done, a, NULL, NULL, err, err_size);
+  if (status)
+    return status;
+  run_until(f, &a->done);
+  return a->status;
+}
+
+/* Finished commands older than keep_finished are dropped from memory and tombstoned in
+ * pos.control.v1 (a restart does not bring them back); open ones are kept. */
+static void finished_commands_are_pruned_and_tombstoned(void **state)
+{
+  struct fixture *f = *state;
+  struct answer finished, open, later;
+  char err[512];
+
+  restart_control(f, (struct control_options){.keep_finished_ms = 1});
+  issue(f, CONTROL_PUSH_NOW, &finished);
+  issue(f, CONTROL_RESYNC, &open);
+  report(f, "D1", finished.command_id, POS__V1__COMMAND_STATE__COMMAND_STATE_DONE, 0, 0);
+  settle(f, finished.command_id);
+  uv_sleep(5);
+  /* The next issue (or heartbeat) prunes. */
+  assert_int_equal(try_issue(f, &later, err, sizeof(err)), 201);
+  assert_int_equal(state_of(f, finished.command_id), -1);
+  assert_int_equal(state_of(f, open.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+  /* Let the tombstone reach Kafka, then start again keeping everything: it stays deleted. */
+  for (int i = 0; i < 50; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT), uv_sleep(10);
+  restart_control(f, (struct control_options){0});
+  assert_int_equal(state_of(f, finished.command_id), -1);
+  assert_int_equal(state_of(f, open.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+  assert_int_equal(state_of(f, later.command_id), POS__V1__COMMAND_STATE__COMMAND_STATE_PENDING);
+}
+
+/* More commands in pos.control.v1 than memory may hold: the load skips the extra ones (it
+ * does not retry forever, the admin API serves), and a new command is refused with a 503
+ * that says why. */
+static void the_command_cap_neither_blocks_the_load_nor_refuses_silently(void **state)
+{
+  struct fixture *f = *state;
+  struct answer a, b;
+  char err[512];
+
+  assert_int_equal(try_issue(f, &a, err, sizeof(err)), 201);
+  assert_int_equal(try_issue(f, &b, err, sizeof(err)), 201);
+  restart_control(f, (struct control_options){.max_commands = 1});
+  assert_true(control_ready(f->ctl));
+  assert_true((state_of(f, a.command_id) == -1) != (state_of(f, b.command_id) == -1));
+  assert_int_equal(try_issue(f, &a, err, sizeof(err)), 503);
+  assert_non_null(strstr(err, "holds 1 commands, its limit"));
+  assert_non_null(strstr(err, "keep_finished"));
+}
+
+/* Issues a resync with `request_id`; returns its HTTP status, the command id in `a`. */
+static int issue_with_id(struct fixture *f, enum control_kind kind, const char *request_id,
+                         struct answer *a, char *err, size_t err_size)
+{
+  struct control_request request = {.kind = kind, .store_id = "S1", .from_ms = 1000,
+                                    .admin = "alice", .request_id = request_id};
+  int status;
+  memset(a, 0, sizeof(*a));
+  status = control_issue(f->ctl, &request, on_done, a, NULL, NULL, err, err_size);
+  if (status)
+    return status;
+  run_until(f, &a->done);
+  return a->status;
+}
+
+/* The same request_id for the same store returns the command it made (200), never a second
+ * one, also after a restart; used for another kind of command it is refused. */
+static void a_repeated_request_id_returns_the_same_command(void **state)
+{
+  struct fixture *f = *state;
+  struct answer first, again;
+  char err[512];
+
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-1", &first, err, sizeof(err)), 201);
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-1", &again, err, sizeof(err)), 200);
+  assert_string_equal(again.command_id, first.command_id);
+  restart_control(f, (struct control_options){0});
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-1", &again, err, sizeof(err)), 200);
+  assert_string_equal(again.command_id, first.command_id);
+  assert_int_equal(issue_with_id(f, CONTROL_PUSH_NOW, "req-1", &again, err, sizeof(err)), 409);
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-2", &again, err, sizeof(err)), 201);
+  assert_string_not_equal(again.command_id, first.command_id);
+}
+
+/* The id of the command of `request_id` in store S1, or "". */
+static const char *first_id(struct fixture *f, const char *request_id)
+{
+  const struct control_store *store = control_find_store(f->ctl, "S1");
+  for (size_t i = 0; store && i < store->command_count; i++) {
+    if (strcmp(store->commands[i]->request_id, request_id) == 0)
+      return store->commands[i]->command_id;
+  }
+  return "";
+}
+
+/* A command Kafka did not acknowledge is answered 503 saying a retry is safe; the retry
+ * with the same request_id records the same command (same id), not a second one. */
+static void a_retry_after_503_records_the_same_command(void **state)
+{
+  struct fixture *f = *state;
+  struct answer first, again;
+  char err[512];
+
+  rd_kafka_mock_push_request_errors(kafka_embedded_cluster(f->kafka), 0 /* Produce */, 1,
+                                    RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-9", &first, err, sizeof(err)), 503);
+  assert_non_null(strstr(first.message, "may have been recorded"));
+  assert_non_null(strstr(first.message, "same request_id"));
+  /* librdkafka may refuse the topic for a while after that error: retried as posctl does. */
+  for (uint64_t deadline = clock_mono_ms() + WAIT_MS; clock_mono_ms() < deadline;) {
+    if (issue_with_id(f, CONTROL_RESYNC, "req-9", &again, err, sizeof(err)) != 503)
+      break;
+    for (int i = 0; i < 20; i++)
+      uv_run(&f->loop, UV_RUN_NOWAIT), uv_sleep(10);
+  }
+  assert_int_equal(again.status, 200);
+  assert_string_equal(again.command_id, first_id(f, "req-9"));
+  restart_control(f, (struct control_options){0});
+  assert_int_equal(issue_with_id(f, CONTROL_RESYNC, "req-9", &first, err, sizeof(err)), 200);
+  assert_string_equal(first.command_id, again.command_id);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(a_command_finishes_when_every_target_reported, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(commands_are_rebuilt_from_the_log, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          an_untargeted_command_goes_to_the_first_device_it_is_delivered_to, setup, teardown),
+      cmocka_unit_test_setup_teardown(finished_commands_are_pruned_and_tombstoned, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          the_command_cap_neither_blocks_the_load_nor_refuses_silently, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_repeated_request_id_returns_the_same_command, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_retry_after_503_records_the_same_command, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
