@@ -46,12 +46,16 @@ const char *journal_command_state_name(int state)
   }
 }
 
-size_t journal_get_commands(journal *j, struct journal_command *out, size_t max)
+size_t journal_get_commands(journal *j, struct journal_command **out)
 {
-  size_t n;
+  size_t n = 0;
+
+  *out = NULL;
   pthread_mutex_lock(&j->lock);
-  n = j->command_count < max ? j->command_count : max;
-  memcpy(out, j->commands, n * sizeof(*out));
+  if (j->command_count && (*out = malloc(j->command_count * sizeof(**out))) != NULL) {
+    n = j->command_count;
+    memcpy(*out, j->commands, n * sizeof(**out));
+  }
   pthread_mutex_unlock(&j->lock);
   return n;
 }
@@ -155,25 +159,43 @@ static int journal_command_get(journal *j, const char *command_id, struct journa
   return rc;
 }
 
-/* The recent commands into `list` (newest first) and the retention hold. */
-static int journal_commands_read(journal *j, struct journal_command *list, size_t *count,
+/* Every unfinished command and the recent finished ones into *list
+ * (malloc'd, newest first; NULL when none), and the retention hold. */
+static int journal_commands_read(journal *j, struct journal_command **list, size_t *count,
                                  int64_t *hold)
 {
   sqlite3_stmt *stmt = NULL;
   int64_t since = (int64_t)time(NULL) * 1000 - JOURNAL_COMMAND_RECENT_MS;
+  size_t cap = 0;
   int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_RECENT_COMMANDS, -1, &stmt, NULL);
 
+  *list = NULL;
   *count = 0;
   *hold = 0;
   if (rc != SQLITE_OK)
     return rc;
   sqlite3_bind_int64(stmt, 1, since);
-  sqlite3_bind_int(stmt, 2, JOURNAL_COMMANDS_MAX);
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && *count < JOURNAL_COMMANDS_MAX)
-    journal_command_read(stmt, &list[(*count)++]);
+  sqlite3_bind_int(stmt, 2, JOURNAL_FINISHED_COMMANDS_MAX);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    if (*count == cap) {
+      struct journal_command *grown;
+      cap = cap ? cap * 2 : 32;
+      grown = realloc(*list, cap * sizeof(**list));
+      if (!grown) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      *list = grown;
+    }
+    journal_command_read(stmt, &(*list)[(*count)++]);
+  }
   sqlite3_finalize(stmt);
-  if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+  if (rc != SQLITE_DONE) {
+    free(*list);
+    *list = NULL;
+    *count = 0;
     return rc;
+  }
   /* Every running resync, not only the recent ones: the first row of its
    * last acknowledged replay batch (a collector that restarted may ask for
    * that batch again), else the first row it has yet to send. */
@@ -190,20 +212,19 @@ static int journal_commands_read(journal *j, struct journal_command *list, size_
 /* After a command's row changed (committed): the list others read. */
 static void journal_commands_publish(journal *j)
 {
-  struct journal_command *list = calloc(JOURNAL_COMMANDS_MAX, sizeof(*list));
+  struct journal_command *list = NULL, *old;
   size_t count = 0;
   int64_t hold = 0;
 
-  if (!list)
+  if (journal_commands_read(j, &list, &count, &hold) != SQLITE_OK)
     return;
-  if (journal_commands_read(j, list, &count, &hold) == SQLITE_OK) {
-    j->replay_hold_seq = hold;
-    pthread_mutex_lock(&j->lock);
-    memcpy(j->commands, list, count * sizeof(*list));
-    j->command_count = count;
-    pthread_mutex_unlock(&j->lock);
-  }
-  free(list);
+  j->replay_hold_seq = hold;
+  pthread_mutex_lock(&j->lock);
+  old = j->commands;
+  j->commands = list;
+  j->command_count = count;
+  pthread_mutex_unlock(&j->lock);
+  free(old);
 }
 
 static int64_t journal_oldest_sale_time(journal *j)
@@ -220,6 +241,8 @@ static int64_t journal_oldest_sale_time(journal *j)
 int journal__commands_load(journal *j)
 {
   sqlite3_stmt *stmt = NULL;
+  struct journal_command *list = NULL;
+  size_t count = 0;
   int rc;
 
   j->sales_deleted_why[0] = '\0';
@@ -232,8 +255,13 @@ int journal__commands_load(journal *j)
   j->stats.oldest_sale_business_ms = journal_oldest_sale_time(j);
   j->stats.sales_deleted = j->sales_deleted_why[0] || j->stats.reset_ms;
   /* The opening thread, or the writer while it holds j->lock (a new
-   * journal): the list is written without taking the lock. */
-  rc = journal_commands_read(j, j->commands, &j->command_count, &j->replay_hold_seq);
+   * journal): the list is swapped without taking the lock. */
+  rc = journal_commands_read(j, &list, &count, &j->replay_hold_seq);
+  if (rc == SQLITE_OK) {
+    free(j->commands);
+    j->commands = list;
+    j->command_count = count;
+  }
   return rc == SQLITE_OK ? 0 : -1;
 }
 

@@ -174,11 +174,14 @@
 #define JOURNAL_SQL_GET_COMMAND                                               \
   "SELECT " JOURNAL_SQL_COMMAND_COLUMNS " FROM commands WHERE command_id = ?1"
 
-/* What heartbeats and the status page show: every command not finished
- * and those updated since ?1, newest first. */
+/* What heartbeats and the status page show, newest first: every command
+ * not finished (never cut off: it is resumed and reported from this list),
+ * and the ?2 newest of those finished since ?1. */
 #define JOURNAL_SQL_RECENT_COMMANDS                                           \
-  "SELECT " JOURNAL_SQL_COMMAND_COLUMNS " FROM commands"                      \
-  " WHERE state <= 2 OR updated_ms >= ?1 ORDER BY recorded_ms DESC LIMIT ?2"
+  "SELECT " JOURNAL_SQL_COMMAND_COLUMNS " FROM commands WHERE state <= 2"     \
+  " UNION ALL SELECT * FROM (SELECT " JOURNAL_SQL_COMMAND_COLUMNS             \
+  " FROM commands WHERE state > 2 AND updated_ms >= ?1"                       \
+  " ORDER BY recorded_ms DESC LIMIT ?2) ORDER BY recorded_ms DESC"
 
 /* A resync's rows: sales and adjustments in (?1, ?2] whose business time
  * is in [?3, ?4): rowid ranges, filtered. */

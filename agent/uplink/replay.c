@@ -257,7 +257,8 @@ static void uplink_replay_on_answer(struct uplink_http_request *req)
 
 void uplink__replay_kick(uplink *u)
 {
-  struct journal_command *list;
+  struct journal_command *list = NULL;
+  const struct journal_command *oldest = NULL;
   size_t count;
 
   if (u->closing || u->replay.op_busy || u->replay.req_busy || u->replay.waiting)
@@ -266,17 +267,16 @@ void uplink__replay_kick(uplink *u)
     uplink_replay_submit(u, JOURNAL_OP_REPLAY_BATCH, u->replay.next_batch_seq);
     return;
   }
-  list = calloc(JOURNAL_COMMANDS_MAX, sizeof(*list));
-  if (!list)
-    return;
-  count = journal_get_commands(u->journal, list, JOURNAL_COMMANDS_MAX);
-  /* Newest first: the oldest running resync is the last one found. */
-  for (size_t i = count; i-- > 0;) {
-    if (list[i].kind == JOURNAL_COMMAND_RESYNC && list[i].state == JOURNAL_COMMAND_RUNNING) {
-      u->replay.command = list[i];
-      break;
-    }
+  /* The journal's list holds every unfinished command, however old: the
+   * oldest running resync (first recorded) goes first. */
+  count = journal_get_commands(u->journal, &list);
+  for (size_t i = 0; i < count; i++) {
+    if (list[i].kind == JOURNAL_COMMAND_RESYNC && list[i].state == JOURNAL_COMMAND_RUNNING &&
+        (!oldest || list[i].recorded_ms <= oldest->recorded_ms))
+      oldest = &list[i];
   }
+  if (oldest)
+    u->replay.command = *oldest;
   free(list);
   if (!uplink_replay_running(u))
     return;

@@ -167,17 +167,21 @@ void uplink__commands(uplink *u, size_t n_commands, Pos__V1__Command **commands)
  * a command was recorded or finished. */
 void uplink__heartbeat_soon(uplink *u);
 
-/* Fills the command reports, the resync progress and the journal's oldest
- * sale into `heartbeat`; what it points to lives in `storage` until the
- * heartbeat is packed. */
+/* Fills the command reports (every unfinished command, and those finished
+ * lately) and the resync progress into `heartbeat`; what it points to lives
+ * in `storage` (zeroed before) until the heartbeat is packed, then
+ * uplink__reports_clear frees it. Loop thread. */
 struct uplink_reports {
-  struct journal_command commands[JOURNAL_COMMANDS_MAX];
-  Pos__V1__CommandReport reports[JOURNAL_COMMANDS_MAX];
-  Pos__V1__CommandReport *report_ptrs[JOURNAL_COMMANDS_MAX];
+  struct journal_command *commands;
+  Pos__V1__CommandReport *reports;
+  Pos__V1__CommandReport **report_ptrs;
   Pos__V1__ResyncProgress progress;
 };
 void uplink__commands_report(uplink *u, Pos__V1__Heartbeat *heartbeat,
                              struct uplink_reports *storage);
+
+/* Frees what uplink__commands_report allocated in `storage`. */
+void uplink__reports_clear(struct uplink_reports *storage);
 
 /* Records that command `command_id` finished with `state` and `message`
  * (borrowed), then sends a heartbeat. Loop thread. */

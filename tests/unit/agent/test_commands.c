@@ -487,6 +487,36 @@ static void replay_batches_carry_the_deltas_of_the_rows_they_cover(void **state)
   jf_close_journal(&f->jf, j);
 }
 
+/* A running resync stays known (reported, resumed, holding retention) however
+ * many newer commands finish after it: the list once kept the 16 newest only. */
+static void a_running_resync_stays_known_behind_many_newer_finished_commands(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_command c, found;
+  journal *j = open_journal(f);
+
+  add_timed_sales(f, j, 10);
+  resync_command(&c, "resync-first", BASE_MS, 0);
+  assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+  for (int i = 0; i < 20; i++) {
+    memset(&c, 0, sizeof(c));
+    snprintf(c.command_id, sizeof(c.command_id), "push-%02d", i);
+    c.kind = JOURNAL_COMMAND_PUSH_NOW;
+    c.state = JOURNAL_COMMAND_RUNNING;
+    assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+    c.state = JOURNAL_COMMAND_DONE;
+    assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND_STATE, &c, 0, NULL), JOURNAL_OK);
+  }
+  assert_true(journal_find_command(j, "resync-first", &found));
+  assert_int_equal(found.state, JOURNAL_COMMAND_RUNNING);
+  assert_true(journal_find_command(j, "push-19", &found));
+  jf_close_journal(&f->jf, j);
+  j = open_journal(f);
+  assert_true(journal_find_command(j, "resync-first", &found));
+  assert_int_equal(found.state, JOURNAL_COMMAND_RUNNING);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -501,6 +531,8 @@ int main(void)
           teardown),
       cmocka_unit_test_setup_teardown(replay_batches_carry_the_deltas_of_the_rows_they_cover,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_running_resync_stays_known_behind_many_newer_finished_commands, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
