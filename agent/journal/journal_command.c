@@ -363,6 +363,28 @@ static int journal_resync_bounds(journal *j, struct journal_command *c, const ch
   return rc;
 }
 
+/* The last seq a row holds: a push-now is DONE once the collector
+ * acknowledged it. Not j->stats.last_seq: after an unclean stop that is the
+ * skip target, which no row has and no acknowledgement reaches. */
+static int journal_last_row_seq(journal *j, int64_t *seq)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_LAST_ROW_SEQ, -1, &stmt, NULL);
+
+  *seq = 0;
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      *seq = sqlite3_column_int64(stmt, 0);
+      rc = SQLITE_OK;
+    } else {
+      rc = sqlite3_extended_errcode(j->db);
+    }
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
 /* Inside the open transaction: records op->command unless known. */
 static int journal_command_record(journal *j, struct journal_op *op, int64_t now_ms)
 {
@@ -396,11 +418,8 @@ static int journal_command_record(journal *j, struct journal_op *op, int64_t now
     in->state = JOURNAL_COMMAND_RUNNING;
     if (in->kind == JOURNAL_COMMAND_RESYNC)
       rc = journal_resync_bounds(j, in, op->reason);
-    else {
-      pthread_mutex_lock(&j->lock);
-      in->upto_seq = j->stats.last_seq;
-      pthread_mutex_unlock(&j->lock);
-    }
+    else
+      rc = journal_last_row_seq(j, &in->upto_seq);
   }
   if (rc == SQLITE_OK)
     rc = journal_command_put(j, in);

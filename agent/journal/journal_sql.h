@@ -221,6 +221,13 @@
   " WHERE r.resync_id = c.command_id AND r.batch_seq = c.replay_acked_batch_seq)," \
   " c.replay_acked_seq + 1)) FROM commands c WHERE c.state = 2 AND c.kind = 1"
 
+/* The last seq a row holds (sale or adjustment; 0 = none): two lookups on
+ * the primary keys. Not the seq counter, which after an unclean stop is
+ * moved past seqs no row will ever have. */
+#define JOURNAL_SQL_LAST_ROW_SEQ                                              \
+  "SELECT max(coalesce((SELECT max(seq) FROM sales), 0),"                     \
+  " coalesce((SELECT max(seq) FROM adjustments), 0))"
+
 /* The oldest business time the journal holds (0 = no sale). */
 #define JOURNAL_SQL_OLDEST_SALE_TIME "SELECT coalesce(min(business_time_ms), 0) FROM sales"
 

@@ -517,6 +517,47 @@ static void a_running_resync_stays_known_behind_many_newer_finished_commands(voi
   jf_close_journal(&f->jf, j);
 }
 
+/* After kill -9 the journal skips the seqs it had reserved (no row ever
+ * has them): a push-now waits for the last row the journal holds, not for
+ * the skip target, which no acknowledgement reaches before a new sale. */
+static void a_push_now_after_kill_9_waits_for_rows_that_exist(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_command c;
+  struct journal_stats stats;
+  int status = 0;
+  pid_t child = fork();
+  journal *j;
+
+  assert_true(child >= 0);
+  if (child == 0) {
+    /* Journals 10 sales, then dies as kill -9 would: no close at all. */
+    struct fixture *mine = calloc(1, sizeof(*mine));
+    if (!mine)
+      _exit(3);
+    memcpy(mine->jf.dir, f->jf.dir, sizeof(mine->jf.dir));
+    memcpy(mine->jf.path, f->jf.path, sizeof(mine->jf.path));
+    uv_loop_init(&mine->jf.loop);
+    j = jf_open_journal(&mine->jf, 0, 64);
+    add_timed_sales(mine, j, 10);
+    kill(getpid(), SIGKILL);
+    _exit(4);
+  }
+  assert_int_equal(waitpid(child, &status, 0), child);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+  j = open_journal(f);
+  journal_get_stats(j, &stats);
+  assert_true(stats.last_seq > 10); /* the reserved seqs are skipped */
+  memset(&c, 0, sizeof(c));
+  snprintf(c.command_id, sizeof(c.command_id), "push-after-kill");
+  c.kind = JOURNAL_COMMAND_PUSH_NOW;
+  c.state = JOURNAL_COMMAND_RUNNING;
+  assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+  assert_int_equal(c.upto_seq, 10);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -533,6 +574,8 @@ int main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(
           a_running_resync_stays_known_behind_many_newer_finished_commands, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_push_now_after_kill_9_waits_for_rows_that_exist, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
