@@ -185,6 +185,27 @@ static void uplink_replay_on_op(struct journal_op *op)
   uplink_replay_send(u);
 }
 
+/* 400, 403, 413: an answer no resend changes (the collector cannot read
+ * the batch, this device may not send it, it is over the collector's
+ * limit). Retrying would hold retention for good: the resync FAILS with
+ * what the collector said, and the next one (if any) goes on. */
+static void uplink_replay_refused(uplink *u, int64_t batch_seq, const char *detail)
+{
+  char message[sizeof(u->replay.command.message)], quoted[600];
+
+  snprintf(message, sizeof(message),
+           "the collector refused replay batch %" PRId64 " of this resync: %s; nothing more "
+           "of it is sent (head office may issue a new resync)",
+           batch_seq, detail);
+  log_error("uplink", "resync_failed", "resync_id=%s batch_seq=%" PRId64 " reason=%s",
+            u->replay.command.command_id, batch_seq, log_quote(message, quoted, sizeof(quoted)));
+  uplink_replay_free_sending(u);
+  uplink__command_finish(u, u->replay.command.command_id, JOURNAL_COMMAND_FAILED, message);
+  memset(&u->replay.command, 0, sizeof(u->replay.command));
+  backoff_reset(&u->replay.backoff);
+  u->replay.last_error[0] = '\0';
+}
+
 /* 409: the collector's resync stream expects another batch. */
 static void uplink_replay_conflict(uplink *u, const Pos__V1__BatchAck *ack)
 {
@@ -237,9 +258,17 @@ static void uplink_replay_on_answer(struct uplink_http_request *req)
   if ((req->status == 200 || req->status == 409) &&
       uplink_http_answer_is_protobuf(req, why, sizeof(why)))
     ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
-  snprintf(detail, sizeof(detail), "%ld", req->status);
+  if (req->status == 400 || req->status == 403 || req->status == 413) {
+    char text[320];
+    uplink__answer_text(req, text, sizeof(text));
+    snprintf(detail, sizeof(detail), "%ld%s%s", req->status, text[0] ? ": " : "", text);
+  } else {
+    snprintf(detail, sizeof(detail), "%ld", req->status);
+  }
   uplink_http_request_clear(req);
-  if (ack && !uplink_replay_ack_is_ours(u, ack)) {
+  if (req->status == 400 || req->status == 403 || req->status == 413) {
+    uplink_replay_refused(u, batch_seq, detail);
+  } else if (ack && !uplink_replay_ack_is_ours(u, ack)) {
     uplink_replay_retry(u, "POST /v1/batches (replay): %s for another journal than ours (%s)",
                         detail, u->identity_journal_id);
   } else if (req->status == 200 && ack && ack->acked_batch_seq >= (uint64_t)batch_seq) {

@@ -160,6 +160,11 @@ void uplink__heartbeat_start(uplink *u, uint64_t first_ms);
 /* Sends one heartbeat now, unless one is in flight. */
 void uplink__heartbeat_send(uplink *u);
 
+/* A short, printable account of the collector's answer for error messages
+ * into `out`: a BatchAck's message, or the start of a text body (after what
+ * it is, when it says it is no protobuf). Loop thread (uploader.c). */
+void uplink__answer_text(const struct uplink_http_request *req, char *out, size_t out_size);
+
 /* Handles the commands of a BatchAck or HeartbeatAck. */
 void uplink__commands(uplink *u, size_t n_commands, Pos__V1__Command **commands);
 
