@@ -541,7 +541,18 @@ static int journal_replay_pack(journal *j, struct journal_op *op, struct journal
                                     .max_decoded_bytes = exact ? 0 : op->max_decoded_bytes,
                                     .resync_id = c->command_id};
     int pack_rc = op->pack(op->pack_arg, &in, &body, &body_len, &used);
-    if (pack_rc || (count && used == 0) || used > count || (exact && used != expect_sales)) {
+    if (pack_rc == 0 && count && used == 0 && !exact) {
+      /* Not a row that changed: its first sale alone is over the caps. No
+       * retry packs it: an error the replay lane FAILS the resync with. */
+      op->error = JOURNAL_ECORRUPT;
+      snprintf(op->message, sizeof(op->message),
+               "replay batch %" PRId64 " of resync %s: sale seq %" PRId64 " alone is larger "
+               "than a replay batch may be (%zu bytes); it cannot be replayed until the "
+               "collector's limits allow it",
+               batch_seq, c->command_id, sales[0].seq, op->max_bytes);
+      rc = SQLITE_ERROR;
+    } else if (pack_rc || (count && used == 0) || used > count ||
+               (exact && used != expect_sales)) {
       op->error = pack_rc ? pack_rc : JOURNAL_ECORRUPT;
       snprintf(op->message, sizeof(op->message),
                "replay batch %" PRId64 " of resync %s on %s: %s", batch_seq, c->command_id,

@@ -558,6 +558,46 @@ static void a_push_now_after_kill_9_waits_for_rows_that_exist(void **state)
   jf_close_journal(&f->jf, j);
 }
 
+/* A packer that takes none of the sales: as if the first alone were over the caps. */
+static int pack_none(void *pack_arg, const struct journal_seal_input *in, uint8_t **body,
+                     size_t *body_len, size_t *used)
+{
+  (void)pack_arg;
+  (void)in;
+  *body = malloc(1);
+  *body_len = 1;
+  *used = 0;
+  return 0;
+}
+
+/* A sale too big for any replay batch is said as such, not as rows that
+ * were edited or deleted (what the resync once FAILED with). */
+static void a_sale_over_the_replay_caps_is_named_as_such(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_command c;
+  struct jf_op w;
+  journal *j = open_journal(f);
+
+  add_timed_sales(f, j, 3);
+  resync_command(&c, "resync-big", BASE_MS, 0);
+  assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+  memset(&w, 0, sizeof(w));
+  w.op.kind = JOURNAL_OP_REPLAY_BATCH;
+  w.op.command = &c;
+  w.op.batch_seq = 1;
+  w.op.max_sales = 7;
+  w.op.max_bytes = 64;
+  w.op.pack = pack_none;
+  jf_run_op(&f->jf, j, &w);
+  assert_int_not_equal(w.op.error, JOURNAL_OK);
+  if (!strstr(w.op.message, "sale seq 1 alone is larger than a replay batch may be"))
+    fail_msg("unexpected message: %s", w.op.message);
+  assert_null(strstr(w.op.message, "edited or deleted"));
+  journal_op_clear(&w.op);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -575,6 +615,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(
           a_running_resync_stays_known_behind_many_newer_finished_commands, setup, teardown),
       cmocka_unit_test_setup_teardown(a_push_now_after_kill_9_waits_for_rows_that_exist, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_sale_over_the_replay_caps_is_named_as_such, setup,
                                       teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
