@@ -257,6 +257,12 @@ typedef int (*journal_pack_fn)(void *pack_arg, const struct journal_seal_input *
 #define JOURNAL_COMMAND_ID_MAX 95
 /* Rows a replay batch holds at most (the writer is never held long). */
 #define JOURNAL_REPLAY_MAX_SALES 500
+/* Seqs one replay operation scans at most, to cut a batch and to count a
+ * resync's sales: sales has no index on business time (flash written per
+ * sale, issue 12), so a scan is bounded by a window of the seq primary key
+ * instead. This bounds how long a resync holds the journal's writer (and
+ * the sales waiting behind it) per operation, whatever the journal's size. */
+#define JOURNAL_REPLAY_SCAN_ROWS 5000
 
 enum journal_command_kind { JOURNAL_COMMAND_RESYNC = 1, JOURNAL_COMMAND_PUSH_NOW = 2 };
 

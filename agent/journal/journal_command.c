@@ -305,13 +305,77 @@ static void journal_format_time(int64_t ms, char *out, size_t out_size)
     snprintf(out, out_size, "-");
 }
 
+/* Runs `sql` with text ?1 = `id` and, if `seq` >= 0, ?2 = `seq`. */
+static int journal_command_exec(journal *j, const char *sql, const char *id, int64_t seq)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+  if (rc != SQLITE_OK)
+    return rc;
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  if (seq >= 0)
+    sqlite3_bind_int64(stmt, 2, seq);
+  rc = sqlite3_step(stmt);
+  rc = rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+static int journal_count_cursor_put(journal *j, const char *id, int64_t counted_seq)
+{
+  return journal_command_exec(j, JOURNAL_SQL_PUT_COUNT_CURSOR, id, counted_seq);
+}
+
+/* Inside the open transaction: counts the resync's sales in the next
+ * window of at most JOURNAL_REPLAY_SCAN_ROWS seqs into c->total_sales (the
+ * caller stores c); nothing once all are counted. Each replay operation
+ * counts one window ahead of the rows it cuts (which advance a window at
+ * most), so the total is complete before the last batch is cut. */
+static int journal_replay_count_step(journal *j, struct journal_command *c, int *changed)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t counted = -1, upto;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_COUNT_CURSOR, -1, &stmt, NULL);
+
+  *changed = 0;
+  if (rc != SQLITE_OK)
+    return rc;
+  sqlite3_bind_text(stmt, 1, c->command_id, -1, SQLITE_STATIC);
+  rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW)
+    counted = sqlite3_column_int64(stmt, 0);
+  rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_OK || counted < 0)
+    return rc;
+  upto = c->upto_seq - counted > JOURNAL_REPLAY_SCAN_ROWS ? counted + JOURNAL_REPLAY_SCAN_ROWS
+                                                          : c->upto_seq;
+  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_REPLAY_COUNT, -1, &stmt, NULL);
+  if (rc != SQLITE_OK)
+    return rc;
+  sqlite3_bind_int64(stmt, 1, counted);
+  sqlite3_bind_int64(stmt, 2, upto);
+  sqlite3_bind_int64(stmt, 3, c->from_ms);
+  sqlite3_bind_int64(stmt, 4, c->to_ms > 0 ? c->to_ms : INT64_MAX);
+  rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW)
+    c->total_sales += (uint64_t)sqlite3_column_int64(stmt, 0);
+  rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_OK)
+    return rc;
+  *changed = 1;
+  if (upto >= c->upto_seq)
+    return journal_command_exec(j, JOURNAL_SQL_DELETE_COUNT_CURSOR, c->command_id, -1);
+  return journal_count_cursor_put(j, c->command_id, upto);
+}
+
 /* A new resync's bounds: the newest row now, the sales it will replay, and
  * whether the history it asks for was deleted (then what it finishes with). */
 static int journal_resync_bounds(journal *j, struct journal_command *c, const char *device_id)
 {
-  sqlite3_stmt *stmt = NULL;
   int64_t oldest;
-  int deleted, rc;
+  int deleted, counted = 0, rc;
 
   if (j->oldest_stale)
     journal_oldest_refresh(j, 1);
@@ -320,16 +384,13 @@ static int journal_resync_bounds(journal *j, struct journal_command *c, const ch
   oldest = j->stats.oldest_sale_business_ms;
   deleted = j->stats.sales_deleted;
   pthread_mutex_unlock(&j->lock);
-  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_REPLAY_COUNT, -1, &stmt, NULL);
-  if (rc != SQLITE_OK)
-    return rc;
-  sqlite3_bind_int64(stmt, 1, c->upto_seq);
-  sqlite3_bind_int64(stmt, 2, c->from_ms);
-  sqlite3_bind_int64(stmt, 3, c->to_ms > 0 ? c->to_ms : INT64_MAX);
-  rc = sqlite3_step(stmt);
-  c->total_sales = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(stmt, 0) : 0;
-  rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
-  sqlite3_finalize(stmt);
+  /* Its sales are counted a window at a time (journal_replay_count_step):
+   * the first window now, the rest by the replay operations, never in one
+   * scan of the journal. */
+  c->total_sales = 0;
+  rc = c->upto_seq > 0 ? journal_count_cursor_put(j, c->command_id, 0) : SQLITE_OK;
+  if (rc == SQLITE_OK)
+    rc = journal_replay_count_step(j, c, &counted);
   if (rc == SQLITE_OK && deleted && (oldest == 0 || c->from_ms < oldest)) {
     char from_text[32], oldest_text[32], to_text[32], why[96];
     journal_format_time(c->from_ms, from_text, sizeof(from_text));
@@ -625,24 +686,31 @@ static int journal_replay_again(journal *j, struct journal_op *op, struct journa
   return rc;
 }
 
-/* The next replay batch, cut now and its range recorded in the open
- * transaction; none when every row of the range was cut. */
+/* The next replay batch, cut now from the next window of at most
+ * JOURNAL_REPLAY_SCAN_ROWS seqs and its range recorded in the open
+ * transaction. None when that window holds no row of the resync: the
+ * cursor moves past it (the caller asks again while replay_cut_seq <
+ * upto_seq), so one operation never scans the whole journal. */
 static int journal_replay_cut(journal *j, struct journal_op *op, struct journal_command *c,
                               int64_t now_ms)
 {
   size_t row_count = 0;
   sqlite3_stmt *stmt = NULL;
+  int64_t window_end;
   int rc;
 
   if (c->replay_cut_seq >= c->upto_seq)
     return SQLITE_OK;
-  rc = journal_replay_pack(j, op, c, op->batch_seq, c->replay_cut_seq, c->upto_seq, now_ms, 0,
+  window_end = c->upto_seq - c->replay_cut_seq > JOURNAL_REPLAY_SCAN_ROWS
+                   ? c->replay_cut_seq + JOURNAL_REPLAY_SCAN_ROWS
+                   : c->upto_seq;
+  rc = journal_replay_pack(j, op, c, op->batch_seq, c->replay_cut_seq, window_end, now_ms, 0,
                            0, &row_count);
   if (rc != SQLITE_OK)
     return rc;
   if (row_count == 0) {
-    /* Nothing left in the range: the cursor says so for good. */
-    c->replay_cut_seq = c->upto_seq;
+    /* Nothing in this window: the cursor says so for good. */
+    c->replay_cut_seq = window_end;
     return journal_command_put(j, c);
   }
   rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_PUT_REPLAY_BATCH, -1, &stmt, NULL);
@@ -668,7 +736,7 @@ static int journal_replay_cut(journal *j, struct journal_op *op, struct journal_
 static int journal_replay_batch(journal *j, struct journal_op *op, int64_t now_ms)
 {
   struct journal_command c;
-  int found = 0;
+  int found = 0, counted = 0;
   int rc = journal_command_get(j, op->command->command_id, &c, &found);
 
   if (rc != SQLITE_OK)
@@ -686,6 +754,11 @@ static int journal_replay_batch(journal *j, struct journal_op *op, int64_t now_m
              op->batch_seq, c.command_id, c.replay_batch_seq);
     return SQLITE_NOTFOUND;
   }
+  rc = journal_replay_count_step(j, &c, &counted);
+  if (rc == SQLITE_OK && counted)
+    rc = journal_command_put(j, &c);
+  if (rc != SQLITE_OK)
+    return rc;
   if (op->batch_seq <= c.replay_batch_seq)
     rc = journal_replay_again(j, op, &c);
   else

@@ -199,9 +199,21 @@
   " WHERE seq > ?1 AND seq <= ?2 AND business_time_ms >= ?3"                  \
   " AND business_time_ms < ?4 ORDER BY 1"
 
+/* A resync's sales in the seq window (?1, ?2]: a rowid range. */
 #define JOURNAL_SQL_REPLAY_COUNT                                              \
-  "SELECT count(*) FROM sales WHERE seq <= ?1"                                \
-  " AND business_time_ms >= ?2 AND business_time_ms < ?3"
+  "SELECT count(*) FROM sales WHERE seq > ?1 AND seq <= ?2"                   \
+  " AND business_time_ms >= ?3 AND business_time_ms < ?4"
+
+/* Where counting a resync's sales stands: replay_batches row batch_seq -1
+ * (first_seq: counted up to this seq); none once counted (or recorded by
+ * an agent that counted at once). Never a replay batch (those are >= 1). */
+#define JOURNAL_SQL_GET_COUNT_CURSOR                                          \
+  "SELECT first_seq FROM replay_batches WHERE resync_id = ?1 AND batch_seq = -1"
+#define JOURNAL_SQL_PUT_COUNT_CURSOR                                          \
+  "INSERT OR REPLACE INTO replay_batches(resync_id, batch_seq, first_seq,"    \
+  " last_seq, sale_count, created_ms) VALUES(?1, -1, ?2, ?2, 0, 0)"
+#define JOURNAL_SQL_DELETE_COUNT_CURSOR                                       \
+  "DELETE FROM replay_batches WHERE resync_id = ?1 AND batch_seq = -1"
 
 #define JOURNAL_SQL_PUT_REPLAY_BATCH                                          \
   "INSERT INTO replay_batches(resync_id, batch_seq, first_seq, last_seq,"     \

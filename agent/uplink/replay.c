@@ -172,7 +172,11 @@ static void uplink_replay_on_op(struct journal_op *op)
     return;
   }
   if (op->batch.batch_seq == 0) {
-    if (u->replay.command.replay_acked_batch_seq >= u->replay.command.replay_batch_seq)
+    if (u->replay.command.replay_cut_seq < u->replay.command.upto_seq)
+      /* A window of the journal without rows of this resync: the next one
+       * (an operation of its own, so that sales are journaled between). */
+      uplink_replay_submit(u, JOURNAL_OP_REPLAY_BATCH, op->batch_seq);
+    else if (u->replay.command.replay_acked_batch_seq >= u->replay.command.replay_batch_seq)
       uplink_replay_finished(u);
     else /* a batch below the last cut is unacknowledged: from there */
       uplink_replay_submit(u, JOURNAL_OP_REPLAY_BATCH,

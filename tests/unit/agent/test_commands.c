@@ -598,6 +598,76 @@ static void a_sale_over_the_replay_caps_is_named_as_such(void **state)
   jf_close_journal(&f->jf, j);
 }
 
+/* One replay operation; *c is where the journal says the resync stands.
+ * Returns the batch's sale count, or -1 when the operation cut none. */
+static int replay_op(struct fixture *f, journal *j, struct journal_command *c, int64_t batch_seq,
+                     unsigned *seen, size_t seen_size)
+{
+  struct jf_op w;
+  int sales;
+
+  memset(&w, 0, sizeof(w));
+  w.op.kind = JOURNAL_OP_REPLAY_BATCH;
+  w.op.command = c;
+  w.op.batch_seq = batch_seq;
+  w.op.max_sales = 7;
+  w.op.max_bytes = 1 << 20;
+  w.op.pack = batcher_pack;
+  w.op.pack_arg = &f->identity;
+  jf_run_op(&f->jf, j, &w);
+  if (w.op.error)
+    fail_msg("replay batch %lld: %s", (long long)batch_seq, w.op.message);
+  journal_op_clear(&w.op);
+  if (w.op.batch.batch_seq == 0)
+    return -1;
+  sales = (int)w.op.batch.sale_count;
+  for (int64_t seq = w.op.batch.first_seq; seq <= w.op.batch.last_seq; seq++) {
+    assert_true(seq < (int64_t)seen_size);
+    if (seq > 11990) /* the resync's sales, one a minute from sale S-11990 on */
+      seen[seq]++;
+  }
+  return sales;
+}
+
+/* A resync of recent sales in a big journal: no operation scans more than
+ * JOURNAL_REPLAY_SCAN_ROWS seqs (the writer, and the sales behind it, once
+ * waited for scans of the whole table); every sale is replayed once and
+ * counted all the same. */
+static void no_replay_operation_scans_more_than_a_window_of_the_journal(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_command c;
+  static unsigned seen[12100];
+  int64_t batch_seq = 1, cut_before;
+  unsigned batches = 0;
+  journal *j = open_journal(f);
+
+  memset(seen, 0, sizeof(seen));
+  add_timed_sales(f, j, 12000);
+  resync_command(&c, "resync-recent", BASE_MS + 11990 * MINUTE_MS, 0);
+  assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+  assert_int_equal(c.upto_seq, 12000);
+  for (;;) {
+    int n;
+    cut_before = c.replay_cut_seq;
+    n = replay_op(f, j, &c, batch_seq, seen, 12100);
+    assert_true(c.replay_cut_seq - cut_before <= JOURNAL_REPLAY_SCAN_ROWS);
+    if (n < 0 && c.replay_cut_seq >= c.upto_seq)
+      break;
+    if (n < 0)
+      continue;
+    batches++;
+    assert_int_equal(command_op(f, j, JOURNAL_OP_REPLAY_ACK, &c, batch_seq, NULL), JOURNAL_OK);
+    batch_seq++;
+  }
+  assert_int_equal(batches, 2); /* 10 sales, 7 a batch */
+  for (int seq = 11991; seq <= 12000; seq++)
+    assert_int_equal(seen[seq], 1);
+  assert_int_equal(c.done_sales, 10);
+  assert_int_equal(c.total_sales, 10);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -618,6 +688,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(a_sale_over_the_replay_caps_is_named_as_such, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(
+          no_replay_operation_scans_more_than_a_window_of_the_journal, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
