@@ -287,8 +287,18 @@ static void journal_oldest_refresh(journal *j, int force)
 
 void journal__sales_deleted(journal *j)
 {
-  if (!j->sales_deleted_why[0])
-    snprintf(j->sales_deleted_why, sizeof(j->sales_deleted_why), "retention");
+  if (!j->sales_deleted_why[0]) {
+    /* The reason just committed in meta ("retention" or "full"). */
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) == SQLITE_OK) {
+      sqlite3_bind_text(stmt, 1, "sales_deleted", -1, SQLITE_STATIC);
+      if (sqlite3_step(stmt) == SQLITE_ROW)
+        journal_command_text(stmt, 0, j->sales_deleted_why, sizeof(j->sales_deleted_why));
+    }
+    sqlite3_finalize(stmt);
+    if (!j->sales_deleted_why[0])
+      snprintf(j->sales_deleted_why, sizeof(j->sales_deleted_why), "retention");
+  }
   pthread_mutex_lock(&j->lock);
   j->stats.sales_deleted = 1;
   pthread_mutex_unlock(&j->lock);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "journal/journal.h"
 #include "journal_fixture.h"
@@ -668,6 +669,31 @@ static void no_replay_operation_scans_more_than_a_window_of_the_journal(void **s
   jf_close_journal(&f->jf, j);
 }
 
+/* meta sales_deleted keeps the first reason sales were deleted for: a
+ * retention chunk after a full disk's pruning once overwrote "full". */
+static void the_first_reason_sales_were_deleted_for_stays(void **state)
+{
+  struct fixture *f = *state;
+  sqlite3 *db = NULL;
+  journal *j = open_journal(f);
+
+  add_timed_sales(f, j, 32);
+  send_everything(f, j, BASE_MS);
+  jf_close_journal(&f->jf, j);
+  /* As a full disk's pruning leaves it. */
+  assert_int_equal(sqlite3_open(f->jf.path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "INSERT INTO meta(key, value) VALUES('sales_deleted',"
+                                    " 'full') ON CONFLICT(key) DO UPDATE SET value = 'full'",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  j = open_journal(f);
+  assert_int_equal(retention(f, j, BASE_MS + 100 * DAY_MS), 32);
+  jf_close_journal(&f->jf, j);
+  assert_int_equal(
+      jf_query_int(&f->jf, "SELECT value = 'full' FROM meta WHERE key = 'sales_deleted'"), 1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -690,6 +716,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           no_replay_operation_scans_more_than_a_window_of_the_journal, setup, teardown),
+      cmocka_unit_test_setup_teardown(the_first_reason_sales_were_deleted_for_stays, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
