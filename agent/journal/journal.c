@@ -1147,6 +1147,7 @@ static void journal_free(journal *j)
   recipes_free(j->recipes_owned);
   journal__hwm_close(j);
   free(j->reserve_path);
+  free(j->commands);
   pthread_mutex_destroy(&j->lock);
   pthread_cond_destroy(&j->wake);
   free(j->path);

@@ -249,12 +249,20 @@ typedef int (*journal_pack_fn)(void *pack_arg, const struct journal_seal_input *
 
 /* ---- head-office commands (schema v6) ------------------------------------- */
 
-/* The most commands journal_get_commands returns: every one not finished,
- * and the newest finished in the last 24 hours. */
-#define JOURNAL_COMMANDS_MAX 16
+/* journal_get_commands returns every command not finished (however many:
+ * one left out would never be resumed nor reported, and would hold
+ * retention for good) and at most this many of those finished in the
+ * last 24 hours, the newest. */
+#define JOURNAL_FINISHED_COMMANDS_MAX 16
 #define JOURNAL_COMMAND_ID_MAX 95
 /* Rows a replay batch holds at most (the writer is never held long). */
 #define JOURNAL_REPLAY_MAX_SALES 500
+/* Seqs one replay operation scans at most, to cut a batch and to count a
+ * resync's sales: sales has no index on business time (flash written per
+ * sale, issue 12), so a scan is bounded by a window of the seq primary key
+ * instead. This bounds how long a resync holds the journal's writer (and
+ * the sales waiting behind it) per operation, whatever the journal's size. */
+#define JOURNAL_REPLAY_SCAN_ROWS 5000
 
 enum journal_command_kind { JOURNAL_COMMAND_RESYNC = 1, JOURNAL_COMMAND_PUSH_NOW = 2 };
 
@@ -298,12 +306,15 @@ int journal_command_finished(int state);
 const char *journal_command_state_name(int state);
 
 /*
- * Copies up to `max` recent commands (newest first; see
- * JOURNAL_COMMANDS_MAX) into `out` and returns how many. Any thread.
+ * Copies the commands (newest first: every one not finished, and those
+ * finished lately; see JOURNAL_FINISHED_COMMANDS_MAX) into *out, an array
+ * the caller frees, and returns how many (0 with *out NULL when none or
+ * out of memory). Any thread.
  */
-size_t journal_get_commands(journal *j, struct journal_command *out, size_t max);
+size_t journal_get_commands(journal *j, struct journal_command **out);
 
-/* Finds command `command_id` among the recent ones: 1 with *out filled, or 0. Any thread. */
+/* Finds command `command_id` among those journal_get_commands returns:
+ * 1 with *out filled, or 0. Any thread. */
 int journal_find_command(journal *j, const char *command_id, struct journal_command *out);
 
 enum journal_op_kind {

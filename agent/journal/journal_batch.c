@@ -1027,9 +1027,11 @@ static int journal_delete_acked_some(journal *j, int64_t before_ms, int64_t upto
   }
   if (rc == SQLITE_OK)
     *batches += deleted;
-  if (rc == SQLITE_OK && *sales) {
+  if (rc == SQLITE_OK && *sales && !j->sales_deleted_why[0]) {
     /* Said in the journal for good: a resync from before the oldest sale
-     * left must report that history is gone, after restarts too. */
+     * left must report that history is gone, after restarts too. The first
+     * reason stays (j->sales_deleted_why mirrors what is committed): later
+     * chunks, of retention or of a full disk, do not overwrite it. */
     sqlite3_bind_text(j->set_meta, 1, "sales_deleted", -1, SQLITE_STATIC);
     sqlite3_bind_text(j->set_meta, 2, before_ms == INT64_MAX ? "full" : "retention", -1,
                       SQLITE_STATIC);

@@ -46,12 +46,16 @@ const char *journal_command_state_name(int state)
   }
 }
 
-size_t journal_get_commands(journal *j, struct journal_command *out, size_t max)
+size_t journal_get_commands(journal *j, struct journal_command **out)
 {
-  size_t n;
+  size_t n = 0;
+
+  *out = NULL;
   pthread_mutex_lock(&j->lock);
-  n = j->command_count < max ? j->command_count : max;
-  memcpy(out, j->commands, n * sizeof(*out));
+  if (j->command_count && (*out = malloc(j->command_count * sizeof(**out))) != NULL) {
+    n = j->command_count;
+    memcpy(*out, j->commands, n * sizeof(**out));
+  }
   pthread_mutex_unlock(&j->lock);
   return n;
 }
@@ -155,25 +159,43 @@ static int journal_command_get(journal *j, const char *command_id, struct journa
   return rc;
 }
 
-/* The recent commands into `list` (newest first) and the retention hold. */
-static int journal_commands_read(journal *j, struct journal_command *list, size_t *count,
+/* Every unfinished command and the recent finished ones into *list
+ * (malloc'd, newest first; NULL when none), and the retention hold. */
+static int journal_commands_read(journal *j, struct journal_command **list, size_t *count,
                                  int64_t *hold)
 {
   sqlite3_stmt *stmt = NULL;
   int64_t since = (int64_t)time(NULL) * 1000 - JOURNAL_COMMAND_RECENT_MS;
+  size_t cap = 0;
   int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_RECENT_COMMANDS, -1, &stmt, NULL);
 
+  *list = NULL;
   *count = 0;
   *hold = 0;
   if (rc != SQLITE_OK)
     return rc;
   sqlite3_bind_int64(stmt, 1, since);
-  sqlite3_bind_int(stmt, 2, JOURNAL_COMMANDS_MAX);
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && *count < JOURNAL_COMMANDS_MAX)
-    journal_command_read(stmt, &list[(*count)++]);
+  sqlite3_bind_int(stmt, 2, JOURNAL_FINISHED_COMMANDS_MAX);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    if (*count == cap) {
+      struct journal_command *grown;
+      cap = cap ? cap * 2 : 32;
+      grown = realloc(*list, cap * sizeof(**list));
+      if (!grown) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      *list = grown;
+    }
+    journal_command_read(stmt, &(*list)[(*count)++]);
+  }
   sqlite3_finalize(stmt);
-  if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+  if (rc != SQLITE_DONE) {
+    free(*list);
+    *list = NULL;
+    *count = 0;
     return rc;
+  }
   /* Every running resync, not only the recent ones: the first row of its
    * last acknowledged replay batch (a collector that restarted may ask for
    * that batch again), else the first row it has yet to send. */
@@ -190,20 +212,19 @@ static int journal_commands_read(journal *j, struct journal_command *list, size_
 /* After a command's row changed (committed): the list others read. */
 static void journal_commands_publish(journal *j)
 {
-  struct journal_command *list = calloc(JOURNAL_COMMANDS_MAX, sizeof(*list));
+  struct journal_command *list = NULL, *old;
   size_t count = 0;
   int64_t hold = 0;
 
-  if (!list)
+  if (journal_commands_read(j, &list, &count, &hold) != SQLITE_OK)
     return;
-  if (journal_commands_read(j, list, &count, &hold) == SQLITE_OK) {
-    j->replay_hold_seq = hold;
-    pthread_mutex_lock(&j->lock);
-    memcpy(j->commands, list, count * sizeof(*list));
-    j->command_count = count;
-    pthread_mutex_unlock(&j->lock);
-  }
-  free(list);
+  j->replay_hold_seq = hold;
+  pthread_mutex_lock(&j->lock);
+  old = j->commands;
+  j->commands = list;
+  j->command_count = count;
+  pthread_mutex_unlock(&j->lock);
+  free(old);
 }
 
 static int64_t journal_oldest_sale_time(journal *j)
@@ -220,6 +241,8 @@ static int64_t journal_oldest_sale_time(journal *j)
 int journal__commands_load(journal *j)
 {
   sqlite3_stmt *stmt = NULL;
+  struct journal_command *list = NULL;
+  size_t count = 0;
   int rc;
 
   j->sales_deleted_why[0] = '\0';
@@ -232,8 +255,13 @@ int journal__commands_load(journal *j)
   j->stats.oldest_sale_business_ms = journal_oldest_sale_time(j);
   j->stats.sales_deleted = j->sales_deleted_why[0] || j->stats.reset_ms;
   /* The opening thread, or the writer while it holds j->lock (a new
-   * journal): the list is written without taking the lock. */
-  rc = journal_commands_read(j, j->commands, &j->command_count, &j->replay_hold_seq);
+   * journal): the list is swapped without taking the lock. */
+  rc = journal_commands_read(j, &list, &count, &j->replay_hold_seq);
+  if (rc == SQLITE_OK) {
+    free(j->commands);
+    j->commands = list;
+    j->command_count = count;
+  }
   return rc == SQLITE_OK ? 0 : -1;
 }
 
@@ -259,8 +287,18 @@ static void journal_oldest_refresh(journal *j, int force)
 
 void journal__sales_deleted(journal *j)
 {
-  if (!j->sales_deleted_why[0])
-    snprintf(j->sales_deleted_why, sizeof(j->sales_deleted_why), "retention");
+  if (!j->sales_deleted_why[0]) {
+    /* The reason just committed in meta ("retention" or "full"). */
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) == SQLITE_OK) {
+      sqlite3_bind_text(stmt, 1, "sales_deleted", -1, SQLITE_STATIC);
+      if (sqlite3_step(stmt) == SQLITE_ROW)
+        journal_command_text(stmt, 0, j->sales_deleted_why, sizeof(j->sales_deleted_why));
+    }
+    sqlite3_finalize(stmt);
+    if (!j->sales_deleted_why[0])
+      snprintf(j->sales_deleted_why, sizeof(j->sales_deleted_why), "retention");
+  }
   pthread_mutex_lock(&j->lock);
   j->stats.sales_deleted = 1;
   pthread_mutex_unlock(&j->lock);
@@ -277,13 +315,77 @@ static void journal_format_time(int64_t ms, char *out, size_t out_size)
     snprintf(out, out_size, "-");
 }
 
+/* Runs `sql` with text ?1 = `id` and, if `seq` >= 0, ?2 = `seq`. */
+static int journal_command_exec(journal *j, const char *sql, const char *id, int64_t seq)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+  if (rc != SQLITE_OK)
+    return rc;
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  if (seq >= 0)
+    sqlite3_bind_int64(stmt, 2, seq);
+  rc = sqlite3_step(stmt);
+  rc = rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+static int journal_count_cursor_put(journal *j, const char *id, int64_t counted_seq)
+{
+  return journal_command_exec(j, JOURNAL_SQL_PUT_COUNT_CURSOR, id, counted_seq);
+}
+
+/* Inside the open transaction: counts the resync's sales in the next
+ * window of at most JOURNAL_REPLAY_SCAN_ROWS seqs into c->total_sales (the
+ * caller stores c); nothing once all are counted. Each replay operation
+ * counts one window ahead of the rows it cuts (which advance a window at
+ * most), so the total is complete before the last batch is cut. */
+static int journal_replay_count_step(journal *j, struct journal_command *c, int *changed)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t counted = -1, upto;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_COUNT_CURSOR, -1, &stmt, NULL);
+
+  *changed = 0;
+  if (rc != SQLITE_OK)
+    return rc;
+  sqlite3_bind_text(stmt, 1, c->command_id, -1, SQLITE_STATIC);
+  rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW)
+    counted = sqlite3_column_int64(stmt, 0);
+  rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_OK || counted < 0)
+    return rc;
+  upto = c->upto_seq - counted > JOURNAL_REPLAY_SCAN_ROWS ? counted + JOURNAL_REPLAY_SCAN_ROWS
+                                                          : c->upto_seq;
+  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_REPLAY_COUNT, -1, &stmt, NULL);
+  if (rc != SQLITE_OK)
+    return rc;
+  sqlite3_bind_int64(stmt, 1, counted);
+  sqlite3_bind_int64(stmt, 2, upto);
+  sqlite3_bind_int64(stmt, 3, c->from_ms);
+  sqlite3_bind_int64(stmt, 4, c->to_ms > 0 ? c->to_ms : INT64_MAX);
+  rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW)
+    c->total_sales += (uint64_t)sqlite3_column_int64(stmt, 0);
+  rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_OK)
+    return rc;
+  *changed = 1;
+  if (upto >= c->upto_seq)
+    return journal_command_exec(j, JOURNAL_SQL_DELETE_COUNT_CURSOR, c->command_id, -1);
+  return journal_count_cursor_put(j, c->command_id, upto);
+}
+
 /* A new resync's bounds: the newest row now, the sales it will replay, and
  * whether the history it asks for was deleted (then what it finishes with). */
 static int journal_resync_bounds(journal *j, struct journal_command *c, const char *device_id)
 {
-  sqlite3_stmt *stmt = NULL;
   int64_t oldest;
-  int deleted, rc;
+  int deleted, counted = 0, rc;
 
   if (j->oldest_stale)
     journal_oldest_refresh(j, 1);
@@ -292,16 +394,13 @@ static int journal_resync_bounds(journal *j, struct journal_command *c, const ch
   oldest = j->stats.oldest_sale_business_ms;
   deleted = j->stats.sales_deleted;
   pthread_mutex_unlock(&j->lock);
-  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_REPLAY_COUNT, -1, &stmt, NULL);
-  if (rc != SQLITE_OK)
-    return rc;
-  sqlite3_bind_int64(stmt, 1, c->upto_seq);
-  sqlite3_bind_int64(stmt, 2, c->from_ms);
-  sqlite3_bind_int64(stmt, 3, c->to_ms > 0 ? c->to_ms : INT64_MAX);
-  rc = sqlite3_step(stmt);
-  c->total_sales = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(stmt, 0) : 0;
-  rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
-  sqlite3_finalize(stmt);
+  /* Its sales are counted a window at a time (journal_replay_count_step):
+   * the first window now, the rest by the replay operations, never in one
+   * scan of the journal. */
+  c->total_sales = 0;
+  rc = c->upto_seq > 0 ? journal_count_cursor_put(j, c->command_id, 0) : SQLITE_OK;
+  if (rc == SQLITE_OK)
+    rc = journal_replay_count_step(j, c, &counted);
   if (rc == SQLITE_OK && deleted && (oldest == 0 || c->from_ms < oldest)) {
     char from_text[32], oldest_text[32], to_text[32], why[96];
     journal_format_time(c->from_ms, from_text, sizeof(from_text));
@@ -332,6 +431,28 @@ static int journal_resync_bounds(journal *j, struct journal_command *c, const ch
                "no sales are on device %s any more (%s); asked from %s, replayed nothing",
                device_id && device_id[0] ? device_id : "-", why, from_text);
   }
+  return rc;
+}
+
+/* The last seq a row holds: a push-now is DONE once the collector
+ * acknowledged it. Not j->stats.last_seq: after an unclean stop that is the
+ * skip target, which no row has and no acknowledgement reaches. */
+static int journal_last_row_seq(journal *j, int64_t *seq)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_LAST_ROW_SEQ, -1, &stmt, NULL);
+
+  *seq = 0;
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      *seq = sqlite3_column_int64(stmt, 0);
+      rc = SQLITE_OK;
+    } else {
+      rc = sqlite3_extended_errcode(j->db);
+    }
+  }
+  sqlite3_finalize(stmt);
   return rc;
 }
 
@@ -368,11 +489,8 @@ static int journal_command_record(journal *j, struct journal_op *op, int64_t now
     in->state = JOURNAL_COMMAND_RUNNING;
     if (in->kind == JOURNAL_COMMAND_RESYNC)
       rc = journal_resync_bounds(j, in, op->reason);
-    else {
-      pthread_mutex_lock(&j->lock);
-      in->upto_seq = j->stats.last_seq;
-      pthread_mutex_unlock(&j->lock);
-    }
+    else
+      rc = journal_last_row_seq(j, &in->upto_seq);
   }
   if (rc == SQLITE_OK)
     rc = journal_command_put(j, in);
@@ -494,7 +612,18 @@ static int journal_replay_pack(journal *j, struct journal_op *op, struct journal
                                     .max_decoded_bytes = exact ? 0 : op->max_decoded_bytes,
                                     .resync_id = c->command_id};
     int pack_rc = op->pack(op->pack_arg, &in, &body, &body_len, &used);
-    if (pack_rc || (count && used == 0) || used > count || (exact && used != expect_sales)) {
+    if (pack_rc == 0 && count && used == 0 && !exact) {
+      /* Not a row that changed: its first sale alone is over the caps. No
+       * retry packs it: an error the replay lane FAILS the resync with. */
+      op->error = JOURNAL_ECORRUPT;
+      snprintf(op->message, sizeof(op->message),
+               "replay batch %" PRId64 " of resync %s: sale seq %" PRId64 " alone is larger "
+               "than a replay batch may be (%zu bytes); it cannot be replayed until the "
+               "collector's limits allow it",
+               batch_seq, c->command_id, sales[0].seq, op->max_bytes);
+      rc = SQLITE_ERROR;
+    } else if (pack_rc || (count && used == 0) || used > count ||
+               (exact && used != expect_sales)) {
       op->error = pack_rc ? pack_rc : JOURNAL_ECORRUPT;
       snprintf(op->message, sizeof(op->message),
                "replay batch %" PRId64 " of resync %s on %s: %s", batch_seq, c->command_id,
@@ -567,24 +696,31 @@ static int journal_replay_again(journal *j, struct journal_op *op, struct journa
   return rc;
 }
 
-/* The next replay batch, cut now and its range recorded in the open
- * transaction; none when every row of the range was cut. */
+/* The next replay batch, cut now from the next window of at most
+ * JOURNAL_REPLAY_SCAN_ROWS seqs and its range recorded in the open
+ * transaction. None when that window holds no row of the resync: the
+ * cursor moves past it (the caller asks again while replay_cut_seq <
+ * upto_seq), so one operation never scans the whole journal. */
 static int journal_replay_cut(journal *j, struct journal_op *op, struct journal_command *c,
                               int64_t now_ms)
 {
   size_t row_count = 0;
   sqlite3_stmt *stmt = NULL;
+  int64_t window_end;
   int rc;
 
   if (c->replay_cut_seq >= c->upto_seq)
     return SQLITE_OK;
-  rc = journal_replay_pack(j, op, c, op->batch_seq, c->replay_cut_seq, c->upto_seq, now_ms, 0,
+  window_end = c->upto_seq - c->replay_cut_seq > JOURNAL_REPLAY_SCAN_ROWS
+                   ? c->replay_cut_seq + JOURNAL_REPLAY_SCAN_ROWS
+                   : c->upto_seq;
+  rc = journal_replay_pack(j, op, c, op->batch_seq, c->replay_cut_seq, window_end, now_ms, 0,
                            0, &row_count);
   if (rc != SQLITE_OK)
     return rc;
   if (row_count == 0) {
-    /* Nothing left in the range: the cursor says so for good. */
-    c->replay_cut_seq = c->upto_seq;
+    /* Nothing in this window: the cursor says so for good. */
+    c->replay_cut_seq = window_end;
     return journal_command_put(j, c);
   }
   rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_PUT_REPLAY_BATCH, -1, &stmt, NULL);
@@ -610,7 +746,7 @@ static int journal_replay_cut(journal *j, struct journal_op *op, struct journal_
 static int journal_replay_batch(journal *j, struct journal_op *op, int64_t now_ms)
 {
   struct journal_command c;
-  int found = 0;
+  int found = 0, counted = 0;
   int rc = journal_command_get(j, op->command->command_id, &c, &found);
 
   if (rc != SQLITE_OK)
@@ -628,6 +764,11 @@ static int journal_replay_batch(journal *j, struct journal_op *op, int64_t now_m
              op->batch_seq, c.command_id, c.replay_batch_seq);
     return SQLITE_NOTFOUND;
   }
+  rc = journal_replay_count_step(j, &c, &counted);
+  if (rc == SQLITE_OK && counted)
+    rc = journal_command_put(j, &c);
+  if (rc != SQLITE_OK)
+    return rc;
   if (op->batch_seq <= c.replay_batch_seq)
     rc = journal_replay_again(j, op, &c);
   else

@@ -197,7 +197,7 @@ struct journal {
 
   /* Guarded by lock: the recent commands (journal_get_commands), newest
    * first, as stored; kept by the command operations (writer thread). */
-  struct journal_command commands[JOURNAL_COMMANDS_MAX];
+  struct journal_command *commands; /* malloc'd; freed by journal_close */
   size_t command_count;
   /* Writer thread (or opening): the first row a running resync has yet to
    * send; retention and pruning delete nothing from it on. 0 = none. */
@@ -274,9 +274,10 @@ int journal__load_batch_stats(journal *j);
 
 /* ---- head-office commands and replay (journal_command.c) ------------------- */
 
-/* Reads the recent commands, the retention hold, meta sales_deleted and
- * the oldest sale's business time into the journal. 0 or -1. Opening
- * thread (or the writer, with no lock held). */
+/* Reads the commands (journal_get_commands), the retention hold, meta
+ * sales_deleted and the oldest sale's business time into the journal. 0 or
+ * -1. Opening thread, or the writer while it holds j->lock (a new journal):
+ * it takes no lock itself. */
 int journal__commands_load(journal *j);
 
 /* JOURNAL_OP_COMMAND, _COMMAND_STATE, _REPLAY_BATCH, _REPLAY_ACK. Writer thread. */

@@ -174,11 +174,14 @@
 #define JOURNAL_SQL_GET_COMMAND                                               \
   "SELECT " JOURNAL_SQL_COMMAND_COLUMNS " FROM commands WHERE command_id = ?1"
 
-/* What heartbeats and the status page show: every command not finished
- * and those updated since ?1, newest first. */
+/* What heartbeats and the status page show, newest first: every command
+ * not finished (never cut off: it is resumed and reported from this list),
+ * and the ?2 newest of those finished since ?1. */
 #define JOURNAL_SQL_RECENT_COMMANDS                                           \
-  "SELECT " JOURNAL_SQL_COMMAND_COLUMNS " FROM commands"                      \
-  " WHERE state <= 2 OR updated_ms >= ?1 ORDER BY recorded_ms DESC LIMIT ?2"
+  "SELECT " JOURNAL_SQL_COMMAND_COLUMNS " FROM commands WHERE state <= 2"     \
+  " UNION ALL SELECT * FROM (SELECT " JOURNAL_SQL_COMMAND_COLUMNS             \
+  " FROM commands WHERE state > 2 AND updated_ms >= ?1"                       \
+  " ORDER BY recorded_ms DESC LIMIT ?2) ORDER BY recorded_ms DESC"
 
 /* A resync's rows: sales and adjustments in (?1, ?2] whose business time
  * is in [?3, ?4): rowid ranges, filtered. */
@@ -196,9 +199,21 @@
   " WHERE seq > ?1 AND seq <= ?2 AND business_time_ms >= ?3"                  \
   " AND business_time_ms < ?4 ORDER BY 1"
 
+/* A resync's sales in the seq window (?1, ?2]: a rowid range. */
 #define JOURNAL_SQL_REPLAY_COUNT                                              \
-  "SELECT count(*) FROM sales WHERE seq <= ?1"                                \
-  " AND business_time_ms >= ?2 AND business_time_ms < ?3"
+  "SELECT count(*) FROM sales WHERE seq > ?1 AND seq <= ?2"                   \
+  " AND business_time_ms >= ?3 AND business_time_ms < ?4"
+
+/* Where counting a resync's sales stands: replay_batches row batch_seq -1
+ * (first_seq: counted up to this seq); none once counted (or recorded by
+ * an agent that counted at once). Never a replay batch (those are >= 1). */
+#define JOURNAL_SQL_GET_COUNT_CURSOR                                          \
+  "SELECT first_seq FROM replay_batches WHERE resync_id = ?1 AND batch_seq = -1"
+#define JOURNAL_SQL_PUT_COUNT_CURSOR                                          \
+  "INSERT OR REPLACE INTO replay_batches(resync_id, batch_seq, first_seq,"    \
+  " last_seq, sale_count, created_ms) VALUES(?1, -1, ?2, ?2, 0, 0)"
+#define JOURNAL_SQL_DELETE_COUNT_CURSOR                                       \
+  "DELETE FROM replay_batches WHERE resync_id = ?1 AND batch_seq = -1"
 
 #define JOURNAL_SQL_PUT_REPLAY_BATCH                                          \
   "INSERT INTO replay_batches(resync_id, batch_seq, first_seq, last_seq,"     \
@@ -217,6 +232,13 @@
   "SELECT min(coalesce((SELECT r.first_seq FROM replay_batches r"             \
   " WHERE r.resync_id = c.command_id AND r.batch_seq = c.replay_acked_batch_seq)," \
   " c.replay_acked_seq + 1)) FROM commands c WHERE c.state = 2 AND c.kind = 1"
+
+/* The last seq a row holds (sale or adjustment; 0 = none): two lookups on
+ * the primary keys. Not the seq counter, which after an unclean stop is
+ * moved past seqs no row will ever have. */
+#define JOURNAL_SQL_LAST_ROW_SEQ                                              \
+  "SELECT max(coalesce((SELECT max(seq) FROM sales), 0),"                     \
+  " coalesce((SELECT max(seq) FROM adjustments), 0))"
 
 /* The oldest business time the journal holds (0 = no sale). */
 #define JOURNAL_SQL_OLDEST_SALE_TIME "SELECT coalesce(min(business_time_ms), 0) FROM sales"

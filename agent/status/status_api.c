@@ -55,10 +55,10 @@ static json_t *status_command(const struct journal_command *c)
  * "commands": the recent commands, newest first, as heartbeats report them. */
 static void status_add_commands(json_t *body, journal *j)
 {
-  struct journal_command *list = calloc(JOURNAL_COMMANDS_MAX, sizeof(*list));
+  struct journal_command *list = NULL;
   const struct journal_command *resync = NULL;
   json_t *commands = json_array();
-  size_t count = list ? journal_get_commands(j, list, JOURNAL_COMMANDS_MAX) : 0;
+  size_t count = journal_get_commands(j, &list);
 
   for (size_t i = 0; i < count; i++) {
     if (commands)

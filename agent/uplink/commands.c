@@ -208,13 +208,10 @@ void uplink__command_finish(uplink *u, const char *command_id, int state, const 
  * older than them DONE (problem NULL), or all FAILED with `problem`. */
 static void uplink_push_commands_finish(uplink *u, const char *problem)
 {
-  struct journal_command *list = calloc(JOURNAL_COMMANDS_MAX, sizeof(*list));
+  struct journal_command *list = NULL;
   struct journal_stats stats;
-  size_t count;
+  size_t count = journal_get_commands(u->journal, &list);
 
-  if (!list)
-    return;
-  count = journal_get_commands(u->journal, list, JOURNAL_COMMANDS_MAX);
   journal_get_stats(u->journal, &stats);
   for (size_t i = 0; i < count; i++) {
     if (list[i].kind != JOURNAL_COMMAND_PUSH_NOW || list[i].state != JOURNAL_COMMAND_RUNNING)
@@ -236,13 +233,10 @@ void uplink__commands_push_failed(uplink *u, const char *problem)
 
 void uplink__commands_resume(uplink *u)
 {
-  struct journal_command *list = calloc(JOURNAL_COMMANDS_MAX, sizeof(*list));
-  size_t count;
+  struct journal_command *list = NULL;
+  size_t count = journal_get_commands(u->journal, &list);
   int push = 0;
 
-  if (!list)
-    return;
-  count = journal_get_commands(u->journal, list, JOURNAL_COMMANDS_MAX);
   for (size_t i = 0; i < count; i++) {
     if (list[i].state != JOURNAL_COMMAND_RUNNING)
       continue;
@@ -257,6 +251,14 @@ void uplink__commands_resume(uplink *u)
   uplink__replay_kick(u);
 }
 
+void uplink__reports_clear(struct uplink_reports *storage)
+{
+  free(storage->commands);
+  free(storage->reports);
+  free(storage->report_ptrs);
+  memset(storage, 0, sizeof(*storage));
+}
+
 static Pos__V1__CommandState uplink_state_proto(int state)
 {
   return (Pos__V1__CommandState)state; /* enum journal_command_state mirrors it */
@@ -265,9 +267,13 @@ static Pos__V1__CommandState uplink_state_proto(int state)
 void uplink__commands_report(uplink *u, Pos__V1__Heartbeat *heartbeat,
                              struct uplink_reports *storage)
 {
-  size_t count = journal_get_commands(u->journal, storage->commands, JOURNAL_COMMANDS_MAX);
+  size_t count = journal_get_commands(u->journal, &storage->commands);
   const struct journal_command *resync = NULL;
 
+  storage->reports = calloc(count ? count : 1, sizeof(*storage->reports));
+  storage->report_ptrs = calloc(count ? count : 1, sizeof(*storage->report_ptrs));
+  if (!storage->reports || !storage->report_ptrs)
+    count = 0; /* out of memory: this heartbeat reports none */
   for (size_t i = 0; i < count; i++) {
     const struct journal_command *c = &storage->commands[i];
     Pos__V1__CommandReport *r = &storage->reports[i];

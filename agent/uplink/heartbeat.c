@@ -91,7 +91,7 @@ void uplink__heartbeat_send(uplink *u)
   heartbeat.journal_full = stats.full;
   heartbeat.oldest_sale_business_ms = stats.oldest_sale_business_ms;
   heartbeat.sales_deleted = stats.sales_deleted;
-  reports = malloc(sizeof(*reports));
+  reports = calloc(1, sizeof(*reports));
   if (reports)
     uplink__commands_report(u, &heartbeat, reports);
 
@@ -99,10 +99,14 @@ void uplink__heartbeat_send(uplink *u)
   len = pos__v1__heartbeat__get_packed_size(&heartbeat);
   u->heartbeat_body = malloc(len ? len : 1);
   if (!u->heartbeat_body) {
+    if (reports)
+      uplink__reports_clear(reports);
     free(reports);
     return;
   }
   pos__v1__heartbeat__pack(&heartbeat, u->heartbeat_body);
+  if (reports)
+    uplink__reports_clear(reports);
   free(reports);
 
   memset(req, 0, sizeof(*req));

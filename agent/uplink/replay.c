@@ -172,7 +172,11 @@ static void uplink_replay_on_op(struct journal_op *op)
     return;
   }
   if (op->batch.batch_seq == 0) {
-    if (u->replay.command.replay_acked_batch_seq >= u->replay.command.replay_batch_seq)
+    if (u->replay.command.replay_cut_seq < u->replay.command.upto_seq)
+      /* A window of the journal without rows of this resync: the next one
+       * (an operation of its own, so that sales are journaled between). */
+      uplink_replay_submit(u, JOURNAL_OP_REPLAY_BATCH, op->batch_seq);
+    else if (u->replay.command.replay_acked_batch_seq >= u->replay.command.replay_batch_seq)
       uplink_replay_finished(u);
     else /* a batch below the last cut is unacknowledged: from there */
       uplink_replay_submit(u, JOURNAL_OP_REPLAY_BATCH,
@@ -183,6 +187,27 @@ static void uplink_replay_on_op(struct journal_op *op)
   u->replay.sending = op->batch;
   op->batch.body = NULL;
   uplink_replay_send(u);
+}
+
+/* 400, 403, 413: an answer no resend changes (the collector cannot read
+ * the batch, this device may not send it, it is over the collector's
+ * limit). Retrying would hold retention for good: the resync FAILS with
+ * what the collector said, and the next one (if any) goes on. */
+static void uplink_replay_refused(uplink *u, int64_t batch_seq, const char *detail)
+{
+  char message[sizeof(u->replay.command.message)], quoted[600];
+
+  snprintf(message, sizeof(message),
+           "the collector refused replay batch %" PRId64 " of this resync: %s; nothing more "
+           "of it is sent (head office may issue a new resync)",
+           batch_seq, detail);
+  log_error("uplink", "resync_failed", "resync_id=%s batch_seq=%" PRId64 " reason=%s",
+            u->replay.command.command_id, batch_seq, log_quote(message, quoted, sizeof(quoted)));
+  uplink_replay_free_sending(u);
+  uplink__command_finish(u, u->replay.command.command_id, JOURNAL_COMMAND_FAILED, message);
+  memset(&u->replay.command, 0, sizeof(u->replay.command));
+  backoff_reset(&u->replay.backoff);
+  u->replay.last_error[0] = '\0';
 }
 
 /* 409: the collector's resync stream expects another batch. */
@@ -237,9 +262,17 @@ static void uplink_replay_on_answer(struct uplink_http_request *req)
   if ((req->status == 200 || req->status == 409) &&
       uplink_http_answer_is_protobuf(req, why, sizeof(why)))
     ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
-  snprintf(detail, sizeof(detail), "%ld", req->status);
+  if (req->status == 400 || req->status == 403 || req->status == 413) {
+    char text[320];
+    uplink__answer_text(req, text, sizeof(text));
+    snprintf(detail, sizeof(detail), "%ld%s%s", req->status, text[0] ? ": " : "", text);
+  } else {
+    snprintf(detail, sizeof(detail), "%ld", req->status);
+  }
   uplink_http_request_clear(req);
-  if (ack && !uplink_replay_ack_is_ours(u, ack)) {
+  if (req->status == 400 || req->status == 403 || req->status == 413) {
+    uplink_replay_refused(u, batch_seq, detail);
+  } else if (ack && !uplink_replay_ack_is_ours(u, ack)) {
     uplink_replay_retry(u, "POST /v1/batches (replay): %s for another journal than ours (%s)",
                         detail, u->identity_journal_id);
   } else if (req->status == 200 && ack && ack->acked_batch_seq >= (uint64_t)batch_seq) {
@@ -257,7 +290,8 @@ static void uplink_replay_on_answer(struct uplink_http_request *req)
 
 void uplink__replay_kick(uplink *u)
 {
-  struct journal_command *list;
+  struct journal_command *list = NULL;
+  const struct journal_command *oldest = NULL;
   size_t count;
 
   if (u->closing || u->replay.op_busy || u->replay.req_busy || u->replay.waiting)
@@ -266,17 +300,16 @@ void uplink__replay_kick(uplink *u)
     uplink_replay_submit(u, JOURNAL_OP_REPLAY_BATCH, u->replay.next_batch_seq);
     return;
   }
-  list = calloc(JOURNAL_COMMANDS_MAX, sizeof(*list));
-  if (!list)
-    return;
-  count = journal_get_commands(u->journal, list, JOURNAL_COMMANDS_MAX);
-  /* Newest first: the oldest running resync is the last one found. */
-  for (size_t i = count; i-- > 0;) {
-    if (list[i].kind == JOURNAL_COMMAND_RESYNC && list[i].state == JOURNAL_COMMAND_RUNNING) {
-      u->replay.command = list[i];
-      break;
-    }
+  /* The journal's list holds every unfinished command, however old: the
+   * oldest running resync (first recorded) goes first. */
+  count = journal_get_commands(u->journal, &list);
+  for (size_t i = 0; i < count; i++) {
+    if (list[i].kind == JOURNAL_COMMAND_RESYNC && list[i].state == JOURNAL_COMMAND_RUNNING &&
+        (!oldest || list[i].recorded_ms <= oldest->recorded_ms))
+      oldest = &list[i];
   }
+  if (oldest)
+    u->replay.command = *oldest;
   free(list);
   if (!uplink_replay_running(u))
     return;

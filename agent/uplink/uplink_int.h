@@ -160,6 +160,11 @@ void uplink__heartbeat_start(uplink *u, uint64_t first_ms);
 /* Sends one heartbeat now, unless one is in flight. */
 void uplink__heartbeat_send(uplink *u);
 
+/* A short, printable account of the collector's answer for error messages
+ * into `out`: a BatchAck's message, or the start of a text body (after what
+ * it is, when it says it is no protobuf). Loop thread (uploader.c). */
+void uplink__answer_text(const struct uplink_http_request *req, char *out, size_t out_size);
+
 /* Handles the commands of a BatchAck or HeartbeatAck. */
 void uplink__commands(uplink *u, size_t n_commands, Pos__V1__Command **commands);
 
@@ -167,17 +172,21 @@ void uplink__commands(uplink *u, size_t n_commands, Pos__V1__Command **commands)
  * a command was recorded or finished. */
 void uplink__heartbeat_soon(uplink *u);
 
-/* Fills the command reports, the resync progress and the journal's oldest
- * sale into `heartbeat`; what it points to lives in `storage` until the
- * heartbeat is packed. */
+/* Fills the command reports (every unfinished command, and those finished
+ * lately) and the resync progress into `heartbeat`; what it points to lives
+ * in `storage` (zeroed before) until the heartbeat is packed, then
+ * uplink__reports_clear frees it. Loop thread. */
 struct uplink_reports {
-  struct journal_command commands[JOURNAL_COMMANDS_MAX];
-  Pos__V1__CommandReport reports[JOURNAL_COMMANDS_MAX];
-  Pos__V1__CommandReport *report_ptrs[JOURNAL_COMMANDS_MAX];
+  struct journal_command *commands;
+  Pos__V1__CommandReport *reports;
+  Pos__V1__CommandReport **report_ptrs;
   Pos__V1__ResyncProgress progress;
 };
 void uplink__commands_report(uplink *u, Pos__V1__Heartbeat *heartbeat,
                              struct uplink_reports *storage);
+
+/* Frees what uplink__commands_report allocated in `storage`. */
+void uplink__reports_clear(struct uplink_reports *storage);
 
 /* Records that command `command_id` finished with `state` and `message`
  * (borrowed), then sends a heartbeat. Loop thread. */

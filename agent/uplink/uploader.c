@@ -563,10 +563,7 @@ static void uplink_on_op(struct journal_op *op)
   }
 }
 
-/* A short, printable account of the collector's answer for error messages:
- * a BatchAck's message, or the start of a text body (after what it is, when
- * it says it is no protobuf). */
-static void uplink_answer_text(const struct uplink_http_request *req, char *out, size_t out_size)
+void uplink__answer_text(const struct uplink_http_request *req, char *out, size_t out_size)
 {
   Pos__V1__BatchAck *ack = NULL;
   size_t n = 0;
@@ -1004,7 +1001,7 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
   if ((status == 200 || status == 409 || status == 403) &&
       uplink_http_answer_is_protobuf(req, text, sizeof(text)))
     ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
-  uplink_answer_text(req, text, sizeof(text));
+  uplink__answer_text(req, text, sizeof(text));
   uplink_http_request_clear(req);
 
   if (status == 200) {

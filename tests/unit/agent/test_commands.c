@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "journal/journal.h"
 #include "journal_fixture.h"
@@ -487,6 +488,212 @@ static void replay_batches_carry_the_deltas_of_the_rows_they_cover(void **state)
   jf_close_journal(&f->jf, j);
 }
 
+/* A running resync stays known (reported, resumed, holding retention) however
+ * many newer commands finish after it: the list once kept the 16 newest only. */
+static void a_running_resync_stays_known_behind_many_newer_finished_commands(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_command c, found;
+  journal *j = open_journal(f);
+
+  add_timed_sales(f, j, 10);
+  resync_command(&c, "resync-first", BASE_MS, 0);
+  assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+  for (int i = 0; i < 20; i++) {
+    memset(&c, 0, sizeof(c));
+    snprintf(c.command_id, sizeof(c.command_id), "push-%02d", i);
+    c.kind = JOURNAL_COMMAND_PUSH_NOW;
+    c.state = JOURNAL_COMMAND_RUNNING;
+    assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+    c.state = JOURNAL_COMMAND_DONE;
+    assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND_STATE, &c, 0, NULL), JOURNAL_OK);
+  }
+  assert_true(journal_find_command(j, "resync-first", &found));
+  assert_int_equal(found.state, JOURNAL_COMMAND_RUNNING);
+  assert_true(journal_find_command(j, "push-19", &found));
+  jf_close_journal(&f->jf, j);
+  j = open_journal(f);
+  assert_true(journal_find_command(j, "resync-first", &found));
+  assert_int_equal(found.state, JOURNAL_COMMAND_RUNNING);
+  jf_close_journal(&f->jf, j);
+}
+
+/* After kill -9 the journal skips the seqs it had reserved (no row ever
+ * has them): a push-now waits for the last row the journal holds, not for
+ * the skip target, which no acknowledgement reaches before a new sale. */
+static void a_push_now_after_kill_9_waits_for_rows_that_exist(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_command c;
+  struct journal_stats stats;
+  int status = 0;
+  pid_t child = fork();
+  journal *j;
+
+  assert_true(child >= 0);
+  if (child == 0) {
+    /* Journals 10 sales, then dies as kill -9 would: no close at all. */
+    struct fixture *mine = calloc(1, sizeof(*mine));
+    if (!mine)
+      _exit(3);
+    memcpy(mine->jf.dir, f->jf.dir, sizeof(mine->jf.dir));
+    memcpy(mine->jf.path, f->jf.path, sizeof(mine->jf.path));
+    uv_loop_init(&mine->jf.loop);
+    j = jf_open_journal(&mine->jf, 0, 64);
+    add_timed_sales(mine, j, 10);
+    kill(getpid(), SIGKILL);
+    _exit(4);
+  }
+  assert_int_equal(waitpid(child, &status, 0), child);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+  j = open_journal(f);
+  journal_get_stats(j, &stats);
+  assert_true(stats.last_seq > 10); /* the reserved seqs are skipped */
+  memset(&c, 0, sizeof(c));
+  snprintf(c.command_id, sizeof(c.command_id), "push-after-kill");
+  c.kind = JOURNAL_COMMAND_PUSH_NOW;
+  c.state = JOURNAL_COMMAND_RUNNING;
+  assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+  assert_int_equal(c.upto_seq, 10);
+  jf_close_journal(&f->jf, j);
+}
+
+/* A packer that takes none of the sales: as if the first alone were over the caps. */
+static int pack_none(void *pack_arg, const struct journal_seal_input *in, uint8_t **body,
+                     size_t *body_len, size_t *used)
+{
+  (void)pack_arg;
+  (void)in;
+  *body = malloc(1);
+  *body_len = 1;
+  *used = 0;
+  return 0;
+}
+
+/* A sale too big for any replay batch is said as such, not as rows that
+ * were edited or deleted (what the resync once FAILED with). */
+static void a_sale_over_the_replay_caps_is_named_as_such(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_command c;
+  struct jf_op w;
+  journal *j = open_journal(f);
+
+  add_timed_sales(f, j, 3);
+  resync_command(&c, "resync-big", BASE_MS, 0);
+  assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+  memset(&w, 0, sizeof(w));
+  w.op.kind = JOURNAL_OP_REPLAY_BATCH;
+  w.op.command = &c;
+  w.op.batch_seq = 1;
+  w.op.max_sales = 7;
+  w.op.max_bytes = 64;
+  w.op.pack = pack_none;
+  jf_run_op(&f->jf, j, &w);
+  assert_int_not_equal(w.op.error, JOURNAL_OK);
+  if (!strstr(w.op.message, "sale seq 1 alone is larger than a replay batch may be"))
+    fail_msg("unexpected message: %s", w.op.message);
+  assert_null(strstr(w.op.message, "edited or deleted"));
+  journal_op_clear(&w.op);
+  jf_close_journal(&f->jf, j);
+}
+
+/* One replay operation; *c is where the journal says the resync stands.
+ * Returns the batch's sale count, or -1 when the operation cut none. */
+static int replay_op(struct fixture *f, journal *j, struct journal_command *c, int64_t batch_seq,
+                     unsigned *seen, size_t seen_size)
+{
+  struct jf_op w;
+  int sales;
+
+  memset(&w, 0, sizeof(w));
+  w.op.kind = JOURNAL_OP_REPLAY_BATCH;
+  w.op.command = c;
+  w.op.batch_seq = batch_seq;
+  w.op.max_sales = 7;
+  w.op.max_bytes = 1 << 20;
+  w.op.pack = batcher_pack;
+  w.op.pack_arg = &f->identity;
+  jf_run_op(&f->jf, j, &w);
+  if (w.op.error)
+    fail_msg("replay batch %lld: %s", (long long)batch_seq, w.op.message);
+  journal_op_clear(&w.op);
+  if (w.op.batch.batch_seq == 0)
+    return -1;
+  sales = (int)w.op.batch.sale_count;
+  for (int64_t seq = w.op.batch.first_seq; seq <= w.op.batch.last_seq; seq++) {
+    assert_true(seq < (int64_t)seen_size);
+    if (seq > 11990) /* the resync's sales, one a minute from sale S-11990 on */
+      seen[seq]++;
+  }
+  return sales;
+}
+
+/* A resync of recent sales in a big journal: no operation scans more than
+ * JOURNAL_REPLAY_SCAN_ROWS seqs (the writer, and the sales behind it, once
+ * waited for scans of the whole table); every sale is replayed once and
+ * counted all the same. */
+static void no_replay_operation_scans_more_than_a_window_of_the_journal(void **state)
+{
+  struct fixture *f = *state;
+  struct journal_command c;
+  static unsigned seen[12100];
+  int64_t batch_seq = 1, cut_before;
+  unsigned batches = 0;
+  journal *j = open_journal(f);
+
+  memset(seen, 0, sizeof(seen));
+  add_timed_sales(f, j, 12000);
+  resync_command(&c, "resync-recent", BASE_MS + 11990 * MINUTE_MS, 0);
+  assert_int_equal(command_op(f, j, JOURNAL_OP_COMMAND, &c, 0, NULL), JOURNAL_OK);
+  assert_int_equal(c.upto_seq, 12000);
+  for (;;) {
+    int n;
+    cut_before = c.replay_cut_seq;
+    n = replay_op(f, j, &c, batch_seq, seen, 12100);
+    assert_true(c.replay_cut_seq - cut_before <= JOURNAL_REPLAY_SCAN_ROWS);
+    if (n < 0 && c.replay_cut_seq >= c.upto_seq)
+      break;
+    if (n < 0)
+      continue;
+    batches++;
+    assert_int_equal(command_op(f, j, JOURNAL_OP_REPLAY_ACK, &c, batch_seq, NULL), JOURNAL_OK);
+    batch_seq++;
+  }
+  assert_int_equal(batches, 2); /* 10 sales, 7 a batch */
+  for (int seq = 11991; seq <= 12000; seq++)
+    assert_int_equal(seen[seq], 1);
+  assert_int_equal(c.done_sales, 10);
+  assert_int_equal(c.total_sales, 10);
+  jf_close_journal(&f->jf, j);
+}
+
+/* meta sales_deleted keeps the first reason sales were deleted for: a
+ * retention chunk after a full disk's pruning once overwrote "full". */
+static void the_first_reason_sales_were_deleted_for_stays(void **state)
+{
+  struct fixture *f = *state;
+  sqlite3 *db = NULL;
+  journal *j = open_journal(f);
+
+  add_timed_sales(f, j, 32);
+  send_everything(f, j, BASE_MS);
+  jf_close_journal(&f->jf, j);
+  /* As a full disk's pruning leaves it. */
+  assert_int_equal(sqlite3_open(f->jf.path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "INSERT INTO meta(key, value) VALUES('sales_deleted',"
+                                    " 'full') ON CONFLICT(key) DO UPDATE SET value = 'full'",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  j = open_journal(f);
+  assert_int_equal(retention(f, j, BASE_MS + 100 * DAY_MS), 32);
+  jf_close_journal(&f->jf, j);
+  assert_int_equal(
+      jf_query_int(&f->jf, "SELECT value = 'full' FROM meta WHERE key = 'sales_deleted'"), 1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -501,6 +708,16 @@ int main(void)
           teardown),
       cmocka_unit_test_setup_teardown(replay_batches_carry_the_deltas_of_the_rows_they_cover,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_running_resync_stays_known_behind_many_newer_finished_commands, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_push_now_after_kill_9_waits_for_rows_that_exist, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_sale_over_the_replay_caps_is_named_as_such, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          no_replay_operation_scans_more_than_a_window_of_the_journal, setup, teardown),
+      cmocka_unit_test_setup_teardown(the_first_reason_sales_were_deleted_for_stays, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -105,6 +105,7 @@ struct fake {
   int64_t hold_replay;
   http_exchange *replay_held;
   int resync_report_state;
+  int refuse_replay;             /* answer every replay batch with this status (0 = no) */
   int heartbeat_mode;            /* enum fake_heartbeat_mode */
   int fail_all_batches;          /* answer every batch 500 */
   http_exchange *held;
@@ -177,6 +178,13 @@ static void fake_on_replay_batch(struct fake *fake, http_exchange *exchange,
 
   assert_string_equal(batch->envelope->resync_id, "resync-1");
   fake->replay_batches++;
+  if (fake->refuse_replay) {
+    pos__v1__batch__free_unpacked(batch, NULL);
+    http_exchange_respond(exchange, fake->refuse_replay, "text/plain", NULL,
+                          "resync-1 was not issued to store S001",
+                          strlen("resync-1 was not issued to store S001"));
+    return;
+  }
   if (fake->hold_replay && batch_seq >= fake->hold_replay && !fake->replay_held) {
     pos__v1__batch__free_unpacked(batch, NULL);
     fake->replay_held = exchange;
@@ -1219,6 +1227,38 @@ static void a_resync_replays_every_row_once_and_is_reported_done(void **state)
       jf_query_int(&f->jf, "SELECT done_sales FROM commands WHERE command_id = 'resync-1'"), 45);
 }
 
+static int resync_reported_failed(struct fixture *f)
+{
+  return f->fake.resync_report_state == POS__V1__COMMAND_STATE__COMMAND_STATE_FAILED;
+}
+
+/* A replay batch refused with 403 (or 400, 413) is refused however often
+ * it is resent: the resync FAILS with the collector's words, its hold on
+ * retention goes, and live sales go on. Once it was retried for good. */
+static void a_replay_refused_with_403_fails_the_resync_with_the_collectors_words(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+
+  fake_start(f, NULL);
+  add_sales(f, "R", 12, 1);
+  options = default_options(f);
+  options.max_batch_sales = 10;
+  options.heartbeat_interval_ms = 200;
+  f->fake.refuse_replay = 403;
+  f->fake.heartbeat_resync = 1;
+  start_uplink(f, &options);
+  wait_for(f, resync_reported_failed, 20000, "resync-1 reported failed");
+  assert_int_equal(jf_query_int(&f->jf, "SELECT state = 5 AND message LIKE "
+                                        "'%403%resync-1 was not issued to store S001%'"
+                                        " FROM commands WHERE command_id = 'resync-1'"),
+                   1);
+  assert_int_equal(f->fake.replay_batches, 1);
+  add_sales(f, "L", 3, 1);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "live sales sent after the failed resync");
+}
+
 static int holding(struct fixture *f) { return f->fake.held != NULL; }
 
 static void closing_mid_push_loses_nothing(void **state)
@@ -2101,6 +2141,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           live_batches_never_wait_behind_a_replay_and_a_cancel_stops_it, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_replay_refused_with_403_fails_the_resync_with_the_collectors_words, setup, teardown),
       cmocka_unit_test_setup_teardown(a_resync_replays_every_row_once_and_is_reported_done,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(closing_mid_push_loses_nothing, setup, teardown),
