@@ -96,6 +96,9 @@ const struct config_key agent_config_keys[] = {
     KEY("uplink", "heartbeat_interval", CONFIG_DURATION, "60s", 0, 3600000LL,
         uplink_heartbeat_interval_ms,
         "time between heartbeats to the collector (0 = no heartbeats)"),
+    KEY("uplink", "replay_rate", CONFIG_INT, "0", 0, 1000000, uplink_replay_rate,
+        "most sales a second a head-office resync replays (0 = as fast as the collector "
+        "acknowledges them; one replay batch is in flight at a time, beside the live ones)"),
     KEY("uplink", "max_batch_sales", CONFIG_INT, "2000", 1, PROTO_DEFAULT_MAX_SALES,
         uplink_max_batch_sales, "most sales sealed into one batch"),
     KEY("uplink", "max_batch_bytes", CONFIG_SIZE, "1M", 16 * 1024, PROTO_DEFAULT_MAX_COMPRESSED,

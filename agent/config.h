@@ -48,6 +48,7 @@ struct agent_config {
   int64_t uplink_interval_ms;
   int64_t uplink_jitter_ms;
   int64_t uplink_heartbeat_interval_ms; /* 0 = no heartbeats */
+  int64_t uplink_replay_rate;           /* replayed sales a second, 0 = no cap */
   int64_t uplink_max_batch_sales;
   int64_t uplink_max_batch_bytes;
   int64_t uplink_backoff_min_ms;

@@ -233,6 +233,7 @@ static int agent_start_uplink(struct agent *agent, char *err, size_t err_size)
       .interval_ms = cfg->uplink_interval_ms,
       .jitter_ms = cfg->uplink_jitter_ms,
       .heartbeat_interval_ms = cfg->uplink_heartbeat_interval_ms,
+      .replay_rate = cfg->uplink_replay_rate,
       .max_batch_sales = (size_t)cfg->uplink_max_batch_sales,
       .max_batch_bytes = (size_t)cfg->uplink_max_batch_bytes,
       .backoff_min_ms = cfg->uplink_backoff_min_ms,

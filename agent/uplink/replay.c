@@ -118,9 +118,25 @@ static void uplink_replay_send(uplink *u)
     return;
   }
   u->replay.req_busy = 1;
+  u->replay.sent_ms = uv_now(u->loop);
+  u->replay.sent_sales = u->replay.sending.sale_count;
   log_debug("uplink", "replay_sending", "resync_id=%s batch_seq=%" PRId64 " sales=%u bytes=%zu",
             u->replay.command.command_id, u->replay.sending.batch_seq,
             u->replay.sending.sale_count, u->replay.sending.body_len);
+}
+
+/* With [uplink] replay_rate, how long the next replay batch waits so that
+ * the one just acknowledged took its share of a second per replay_rate
+ * sales, counted from when it was posted; 0 without a cap. */
+static uint64_t uplink_replay_pause_ms(const uplink *u)
+{
+  uint64_t share, spent;
+
+  if (u->replay_rate <= 0 || u->replay.sent_sales == 0)
+    return 0;
+  share = (uint64_t)u->replay.sent_sales * 1000u / (uint64_t)u->replay_rate;
+  spent = uv_now(u->loop) - u->replay.sent_ms;
+  return share > spent ? share - spent : 0;
 }
 
 static void uplink_replay_on_op(struct journal_op *op)
@@ -165,9 +181,17 @@ static void uplink_replay_on_op(struct journal_op *op)
     return;
   }
   if (op->kind == JOURNAL_OP_REPLAY_ACK) {
+    uint64_t pause;
     u->replay.last_error[0] = '\0';
     backoff_reset(&u->replay.backoff);
     u->replay.next_batch_seq = op->batch_seq + 1;
+    pause = uplink_replay_pause_ms(u);
+    if (pause) {
+      /* replay_rate: the next batch waits its turn (the timer kicks it). */
+      u->replay.waiting = 1;
+      uv_timer_start(&u->replay.timer, uplink_replay_on_timer, pause, 0);
+      return;
+    }
     uplink_replay_submit(u, JOURNAL_OP_REPLAY_BATCH, u->replay.next_batch_seq);
     return;
   }
@@ -198,7 +222,7 @@ static void uplink_replay_refused(uplink *u, int64_t batch_seq, const char *deta
   char message[sizeof(u->replay.command.message)], quoted[600];
 
   snprintf(message, sizeof(message),
-           "the collector refused replay batch %" PRId64 " of this resync: %s; nothing more "
+           "the collector refused replay batch %" PRId64 " of this resync: %.300s; nothing more "
            "of it is sent (head office may issue a new resync)",
            batch_seq, detail);
   log_error("uplink", "resync_failed", "resync_id=%s batch_seq=%" PRId64 " reason=%s",

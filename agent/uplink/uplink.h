@@ -88,6 +88,7 @@ struct uplink_options {
   int64_t interval_ms;
   int64_t jitter_ms;
   int64_t heartbeat_interval_ms; /* 0 = no heartbeats */
+  int64_t replay_rate;           /* most replayed sales a second; 0 = no cap */
   size_t max_batch_sales;
   size_t max_batch_bytes;
   int64_t backoff_min_ms;

@@ -62,6 +62,7 @@ struct uplink {
   char *journal_path;
   char firmware_version[64];
   int64_t interval_ms, jitter_ms, heartbeat_interval_ms;
+  int64_t replay_rate; /* most replayed sales a second; 0 = no cap */
   int64_t backoff_max_ms;
   size_t config_max_sales, config_max_bytes;
 
@@ -125,7 +126,9 @@ struct uplink {
     int req_busy;
     struct journal_batch sending;   /* the replay batch in flight; body owned */
     int64_t next_batch_seq;
-    uv_timer_t timer;               /* retry after a failure */
+    uint64_t sent_ms;               /* loop time the batch in flight was posted */
+    uint32_t sent_sales;            /* its sales, for the pace (replay_rate) */
+    uv_timer_t timer;               /* retry after a failure, or the pace */
     int waiting;                    /* the timer runs */
     int cancelled;                  /* cancelled while op_busy: dropped when done */
     struct backoff backoff;

@@ -1227,6 +1227,7 @@ uplink *uplink_create(uv_loop_t *loop, journal *j, const struct uplink_options *
   u->interval_ms = options->interval_ms;
   u->jitter_ms = options->jitter_ms;
   u->heartbeat_interval_ms = options->heartbeat_interval_ms;
+  u->replay_rate = options->replay_rate > 0 ? options->replay_rate : 0;
   u->backoff_max_ms = options->backoff_max_ms;
   u->config_max_sales = u->max_sales = options->max_batch_sales ? options->max_batch_sales : 1;
   u->config_max_bytes = u->max_bytes = options->max_batch_bytes;

@@ -31,8 +31,11 @@ write_collector_config
 start_collector
 pin_collector_port
 write_tokens
+# replay_rate paces the replay (5,000 sales a second): the Kafka tails below
+# keep up on a busy machine, and the second resync checks the pace.
+RATE=5000
 AGENT_ARGS=(uplink.interval=1s uplink.jitter=0s uplink.heartbeat_interval=1s
-  uplink.max_batch_sales=1000)
+  uplink.max_batch_sales=1000 uplink.replay_rate=$RATE)
 write_agent_config "${AGENT_ARGS[@]}"
 start_agent
 # The tills keep the agent's address across its restarts.
@@ -148,8 +151,14 @@ admin_api POST /v1/admin/resync "{\"store_id\": \"$STORE\", \"from\": \"$FROM\",
 assert_eq "the second resync: status ($ADMIN_BODY)" 201 "$HTTP_STATUS"
 RESYNC2="$(json_get "$ADMIN_BODY" '$.command.command_id')"
 [[ "$RESYNC2" != "$RESYNC1" ]] || fail "two resyncs have two ids" "different" "$RESYNC2"
+started_ms=$(date +%s%3N)
 wait_command "$RESYNC2" 600
 assert_eq "resync $RESYNC2: final state" done "$CMD_STATE"
+took_ms=$(($(date +%s%3N) - started_ms))
+# Paced at RATE sales a second, it cannot have been much faster (a busy
+# machine only makes it slower).
+assert_gt "resync $RESYNC2 at $RATE sales/s: ms taken (at least 80% of $SALES/$RATE s)" \
+  $((SALES * 800 / RATE - 1)) "$took_ms"
 stop_agent
 start_agent
 sleep 3 # three heartbeats: time enough for a wrongly rerun resync to start
