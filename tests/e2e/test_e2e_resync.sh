@@ -159,6 +159,7 @@ took_ms=$(($(date +%s%3N) - started_ms))
 # machine only makes it slower).
 assert_gt "resync $RESYNC2 at $RATE sales/s: ms taken (at least 80% of $SALES/$RATE s)" \
   $((SALES * 800 / RATE - 1)) "$took_ms"
+log "resync $RESYNC2: $SALES sales replayed in $took_ms ms at replay_rate $RATE"
 stop_agent
 start_agent
 sleep 3 # three heartbeats: time enough for a wrongly rerun resync to start
@@ -167,6 +168,7 @@ wait_all_sent 120
 # --- what Kafka holds ---------------------------------------------------------------------------
 kafka_tail_stop pos.sales.replay.v1 replay
 records_db replay
+rsql replay 'CREATE INDEX k_sale_id ON k(sale_id);'
 assert_eq "pos.sales.replay.v1: two complete replays" $((2 * SALES)) "$KAFKA_RECORDS"
 assert_eq "records of $RESYNC1" "$SALES" "$(replay_records_of replay "$RESYNC1")"
 assert_eq "records of $RESYNC2" "$SALES" "$(replay_records_of replay "$RESYNC2")"
@@ -184,6 +186,7 @@ assert_eq "replayed records that differ from their journal row" 0 \
 
 kafka_tail_stop pos.sales.v1 live
 records_db live
+rsql live 'CREATE INDEX k_sale_id ON k(sale_id);'
 check_sales_match_journal live "$(journal_count)"
 assert_eq "pos.sales.v1 records of a replay batch" 0 "$(rsql live "SELECT count(*) FROM k WHERE h_kind IS NOT 'live';")"
 assert_eq "pos.sales.v1 up to where it ended before the resync: the sales journaled before it" \
