@@ -503,6 +503,12 @@ int main(int argc, char **argv)
   const struct config_program program = {
       "pos-agent", POS_VERSION, agent_config_keys, agent_config_key_count,
       agent_example_header, agent_load_config, agent_free_config,
+      "       pos-agent --first-boot --config FILE\n"
+      "                                   make this device's own secrets (its terminal token\n"
+      "                                   file when missing), then exit; pos-agent-firstboot\n"
+      "                                   .service runs it once\n"
+      "       pos-agent --hash-password   read a manager's password on stdin, print the line\n"
+      "                                   for [api] manager_password_file\n",
   };
   static struct agent agent;
   int rc;

@@ -220,7 +220,7 @@ int main(int argc, char **argv)
 {
   const struct config_program program = {
       "pos-collector", POS_VERSION, collector_config_keys, collector_config_key_count,
-      collector_example_header, collector_load_config, collector_free_config,
+      collector_example_header, collector_load_config, collector_free_config, NULL,
   };
   static struct collector c;
   int rc = config_cli(&program, argc, argv, &c.config);

@@ -492,6 +492,8 @@ static void config_usage(const struct config_program *program, FILE *out)
           "       %1$s --print-example-config print every key, documented\n"
           "       %1$s --version\n",
           program->name);
+  if (program->extra_usage)
+    fputs(program->extra_usage, out);
 }
 
 int config_cli(const struct config_program *program, int argc, char **argv, void *cfg)

@@ -120,6 +120,7 @@ struct config_program {
   /* Loads `path` into `cfg` (defaults, table, cross-key checks); 0 or -1 with `err`. */
   int (*load)(const char *path, void *cfg, char *err, size_t err_size);
   void (*free)(void *cfg);
+  const char *extra_usage;    /* more usage lines for --help, or NULL */
 };
 
 /* config_cli's exit code for a configuration that does not load. A
