@@ -149,11 +149,16 @@ assert_contains "a silent target: said so" "has not reported" \
   "$(json_get "$answer" '$.command.devices[0].message')"
 assert_eq "targets not reported yet" 1 "$(json_get "$answer" '$.command.devices_not_reported')"
 
+# (state=all: the agent may have finished the push-now already; the open
+# ones are those not finished.)
+admin_ok GET '/v1/admin/commands?store_id=S001&state=all' 200
+answer="$ANSWER"
+assert_eq "commands of S001, newest first" "$RESYNC_D2 $PUSH $RESYNC" \
+  "$(json_get "$answer" '$.commands[0].command_id') $(json_get "$answer" '$.commands[1].command_id') $(json_get "$answer" '$.commands[2].command_id')"
 admin_ok GET '/v1/admin/commands?store_id=S001' 200
 answer="$ANSWER"
-assert_eq "open commands of S001, newest first" "$RESYNC_D2 $PUSH $RESYNC" \
-  "$(json_get "$answer" '$.commands[0].command_id') $(json_get "$answer" '$.commands[1].command_id') $(json_get "$answer" '$.commands[2].command_id')"
-# (state=all: the agent may have finished the push-now already.)
+assert_eq "open commands of S001 include both resyncs" "$RESYNC_D2 $RESYNC" \
+  "$(json_get "$answer" '$.commands' | grep -o '"resync-[^"]*"' | tr -d '"' | head -n 2 | tr '\n' ' ' | sed 's/ $//')"
 admin_ok GET '/v1/admin/commands?state=all' 200
 answer="$ANSWER"
 assert_eq "commands of every store" 4 "$(json_get "$answer" '$.commands' | grep -o '"command_id"' | wc -l)"
