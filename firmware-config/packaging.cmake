@@ -56,6 +56,11 @@
 #   POS_SYSTEMD_UNITDIR, POS_TMPFILESDIR, POS_SYSUSERSDIR
 #                        where those go (relative to the prefix, or absolute;
 #                        Yocto passes its ${systemd_system_unitdir} etc.)
+#   POS_INSTALL_SYSTEMD  ON (default): install the units, tmpfiles.d and
+#                        sysusers.d with the agent; OFF: only configure the
+#                        units (build dir firmware-config/), for a build
+#                        system that installs them itself (Buildroot's
+#                        POS_AGENT_INSTALL_INIT_SYSTEMD)
 #   POS_CONFIG_EXAMPLE   the documented example file to install
 #                        (default firmware-config/agent.conf.example)
 include_guard(GLOBAL)
@@ -75,6 +80,7 @@ set_property(CACHE POS_DEVICE_PROFILE PROPERTY STRINGS counter-terminal store-hu
 set(POS_SYSTEMD_UNITDIR lib/systemd/system CACHE STRING "systemd system unit directory")
 set(POS_TMPFILESDIR lib/tmpfiles.d CACHE STRING "tmpfiles.d directory")
 set(POS_SYSUSERSDIR lib/sysusers.d CACHE STRING "sysusers.d directory")
+option(POS_INSTALL_SYSTEMD "install the systemd units, tmpfiles.d and sysusers.d" ON)
 set(POS_CONFIG_EXAMPLE ${POS_FIRMWARE_DIR}/agent.conf.example CACHE FILEPATH
     "the documented example configuration to install")
 set(POS_SYSCONFDIR /etc/pos-agent)
@@ -97,13 +103,17 @@ endif()
 foreach(pos_unit pos-agent.service pos-agent-firstboot.service)
   configure_file(${POS_FIRMWARE_DIR}/systemd/${pos_unit}
                  ${CMAKE_BINARY_DIR}/firmware-config/${pos_unit} @ONLY)
-  install(FILES ${CMAKE_BINARY_DIR}/firmware-config/${pos_unit}
-          DESTINATION ${POS_SYSTEMD_UNITDIR} COMPONENT agent)
+  if(POS_INSTALL_SYSTEMD)
+    install(FILES ${CMAKE_BINARY_DIR}/firmware-config/${pos_unit}
+            DESTINATION ${POS_SYSTEMD_UNITDIR} COMPONENT agent)
+  endif()
 endforeach()
-install(FILES ${POS_FIRMWARE_DIR}/tmpfiles.d/pos-agent.conf
-        DESTINATION ${POS_TMPFILESDIR} COMPONENT agent)
-install(FILES ${POS_FIRMWARE_DIR}/sysusers.d/pos-agent.conf
-        DESTINATION ${POS_SYSUSERSDIR} COMPONENT agent)
+if(POS_INSTALL_SYSTEMD)
+  install(FILES ${POS_FIRMWARE_DIR}/tmpfiles.d/pos-agent.conf
+          DESTINATION ${POS_TMPFILESDIR} COMPONENT agent)
+  install(FILES ${POS_FIRMWARE_DIR}/sysusers.d/pos-agent.conf
+          DESTINATION ${POS_SYSUSERSDIR} COMPONENT agent)
+endif()
 # /etc/pos-agent/agent.conf: root-owned, 0640 (tmpfiles gives it to group
 # pos-agent at boot: the user does not exist when the image is built).
 install(FILES ${pos_profile_file} DESTINATION ${POS_SYSCONFDIR} RENAME agent.conf
