@@ -33,7 +33,7 @@ cd "$(dirname "$0")/.."
 top="$(pwd)"
 
 die() { echo "release-source.sh: $*" >&2; exit 1; }
-usage() { sed -n '5,6p' "$0" | sed 's/^# *//' >&2; exit 2; }
+usage() { sed -n '6,7p' "$0" | sed 's/^# *//' >&2; exit 2; }
 
 version="" rev=HEAD out="$top/build-release" llhttp_tarball="" update=0
 while [ $# -gt 0 ]; do
@@ -57,7 +57,7 @@ cmake_version="$(git show "$commit:CMakeLists.txt" |
   sed -n 's/^project(pos-edge VERSION \([0-9.]*\).*/\1/p')"
 [ "$cmake_version" = "$version" ] ||
   die "commit $commit is version '$cmake_version' (CMakeLists.txt project()), not $version"
-git show "$commit:firmware-config/debian/changelog" | head -1 | grep -q "($version)" ||
+[[ "$(git show "$commit:firmware-config/debian/changelog" | sed -n 1p)" == *"($version)"* ]] ||
   die "the newest entry of firmware-config/debian/changelog at $commit is not $version"
 git cat-file -e "$commit:LICENSE" 2>/dev/null ||
   die "commit $commit has no LICENSE (the recipes declare it)"
@@ -84,7 +84,7 @@ lic_md5="$(git show "$commit:LICENSE" | md5sum | cut -d' ' -f1)"
 # llhttp: from the given archive, else as the recipes pin it now.
 if [ -n "$llhttp_tarball" ]; then
   [ -f "$llhttp_tarball" ] || die "no file $llhttp_tarball"
-  ll_top="$(tar -tzf "$llhttp_tarball" | head -1)"
+  ll_top="$(tar -tzf "$llhttp_tarball" | sed -n 1p)"
   ll_version="$(echo "$ll_top" | sed -n 's|^llhttp-release-v\([0-9.]*\)/.*|\1|p')"
   [ -n "$ll_version" ] ||
     die "$llhttp_tarball is not GitHub's archive of an llhttp release tag (top: $ll_top)"

@@ -3,29 +3,47 @@ DESCRIPTION = "Takes every sale from the store's POS terminals into a durable \
 journal on flash (SQLite, WAL), serves the store's status page and sends the \
 sales to the central collector over mutual TLS."
 HOMEPAGE = "https://git.example.com/pos/pos-edge"
-LICENSE = "CLOSED"
+# The company's code (LICENSE: not for redistribution) and llhttp, compiled
+# in (MIT). The sums are the release's: scripts/release-source.sh writes
+# them, and SRCREV, LLHTTP_VERSION and llhttp's sha256sum below.
+LICENSE = "Proprietary & MIT"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=5a861084c8f034b3b4de18acb4411cd2 \
+                    file://llhttp/LICENSE-MIT;md5=f5e274d60596dd59be0a1d1b19af7978"
 
-# Layers: openembedded-core, meta-oe (libuv, jansson, protobuf-c, libinih),
-# meta-networking (mbedtls 2.28: the code uses the 2.x API).
-DEPENDS = "sqlite3 libuv curl mbedtls protobuf-c protobuf-c-native zstd libinih jansson"
+# Layers: openembedded-core, meta-oe (libinih, protobuf-c), meta-networking
+# (mbedtls 2.28: the code uses the 2.x API, see conf/distro/include/pos-agent.inc).
+# curl: the uplink's HTTP client until it speaks TLS through mbedTLS
+# directly; then drop it here.
+DEPENDS = "curl jansson libinih libuv mbedtls protobuf-c protobuf-c-native sqlite3 zstd"
 
-# llhttp (Node.js's HTTP parser) is compiled into the binary from its
-# generated C sources, as the Debian build does from /usr/share/llhttp.
+# llhttp (Node.js's HTTP parser) is compiled into the binary from the
+# generated C sources of its release, as the Debian build does from
+# /usr/share/llhttp; it is unpacked into ${S}/llhttp, as in Buildroot.
+# The sources land in ${BP} (destsuffix), where S is by default in every
+# release, with UNPACKDIR (${UNPACKDIR}/${BP}) and before (${WORKDIR}/${BP}):
+# S is not set here.
 LLHTTP_VERSION = "8.1.0"
-SRC_URI = "git://git.example.com/pos/pos-edge.git;protocol=https;branch=main \
-           https://github.com/nodejs/llhttp/archive/refs/tags/release/v${LLHTTP_VERSION}.tar.gz;name=llhttp;downloadfilename=llhttp-${LLHTTP_VERSION}.tar.gz"
-# Pin the release commit, and llhttp's checksum (bitbake prints it on the
-# first fetch).
-SRCREV = "${AUTOREV}"
-SRC_URI[llhttp.sha256sum] = ""
-PV = "0.1.0+git${SRCPV}"
-S = "${WORKDIR}/git"
-LLHTTP_DIR = "${WORKDIR}/llhttp-release-v${LLHTTP_VERSION}"
+SRC_URI = "git://git.example.com/pos/pos-edge.git;protocol=https;branch=main;destsuffix=${BP} \
+           https://github.com/nodejs/llhttp/archive/refs/tags/release/v${LLHTTP_VERSION}.tar.gz;name=llhttp;downloadfilename=llhttp-${LLHTTP_VERSION}.tar.gz;subdir=${BP}/llhttp;striplevel=1"
+# The release commit (scripts/release-source.sh).
+SRCREV = "4cb170f4101d90dc83ace5cda238c3656ba4b82a"
+# GitHub's archive of llhttp's tag release/v${LLHTTP_VERSION}: firmware-config/README.md
+# says where the sum comes from.
+SRC_URI[llhttp.sha256sum] = "9da0d23453e8e242cf3b2bc5d6fb70b1517b8a70520065fcbad6be787e86638e"
 
 inherit cmake pkgconfig systemd useradd features_check
 
 # Type=notify unit, sysusers.d and tmpfiles.d: a systemd distribution only.
 REQUIRED_DISTRO_FEATURES = "systemd"
+
+# CMake refuses an mbedTLS other than 2.28 at configure; say it at parse
+# time instead, with what to do.
+python () {
+    if not (d.getVar('PREFERRED_VERSION_mbedtls') or '').startswith('2.28'):
+        raise bb.parse.SkipRecipe('needs mbedTLS 2.28: require '
+                                  'conf/distro/include/pos-agent.inc '
+                                  '(PREFERRED_VERSION_mbedtls = "2.28.%")')
+}
 
 # The profile installed as /etc/pos-agent/agent.conf: counter-terminal or
 # store-hub (both are always in ${datadir}/pos-agent/profiles).
@@ -36,8 +54,8 @@ EXTRA_OECMAKE = " \
     -DPOS_TESTS=OFF \
     -DPOS_COLLECTOR=OFF \
     -DPOS_DEVICE_PROFILE=${POS_AGENT_PROFILE} \
-    -DLLHTTP_SOURCE_DIR=${LLHTTP_DIR}/src \
-    -DLLHTTP_INCLUDE_DIR=${LLHTTP_DIR}/include \
+    -DLLHTTP_SOURCE_DIR=${S}/llhttp/src \
+    -DLLHTTP_INCLUDE_DIR=${S}/llhttp/include \
     -DPOS_SYSTEMD_UNITDIR=${systemd_system_unitdir} \
     -DPOS_TMPFILESDIR=${nonarch_libdir}/tmpfiles.d \
     -DPOS_SYSUSERSDIR=${nonarch_libdir}/sysusers.d \
