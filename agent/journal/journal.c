@@ -96,7 +96,7 @@ const char *journal_strerror(int code)
   case JOURNAL_ECONFLICT:
     return "sale_id already journaled with different content";
   case JOURNAL_ESCHEMA:
-    return "journal made by a newer agent";
+    return "journal needs a newer agent";
   case JOURNAL_ENOTFOUND:
     return "no such batch in the journal";
   case JOURNAL_EINVAL:

@@ -47,7 +47,7 @@ enum journal_error {
   JOURNAL_ECORRUPT = -5,  /* the database file is damaged */
   JOURNAL_ECLOSED = -6,   /* the journal is closing */
   JOURNAL_ECONFLICT = -7, /* a sale_id is journaled with other content */
-  JOURNAL_ESCHEMA = -8,   /* the database was made by a newer agent */
+  JOURNAL_ESCHEMA = -8,   /* only a newer agent reads the database (its oldest reader) */
   JOURNAL_ENOTFOUND = -9, /* no such batch (deleted by retention, or never sealed) */
   JOURNAL_EINVAL = -10,   /* the operation contradicts the journal's state */
   JOURNAL_ENOSPACE = -11, /* a schema upgrade needs more free disk than there is */
