@@ -61,3 +61,29 @@ copy_sales() {
     FROM n, (SELECT * FROM sales ORDER BY seq DESC LIMIT 1);" >/dev/null ||
     fail "copy_sales $n: sqlite3 failed on $JOURNAL"
 }
+
+# journal_to_schema_2 FILE: the journal FILE (agent stopped) put back into
+# the shape of the first releases, schema 2, as JOURNAL_SCHEMA_V1 and V2
+# made it: the tables of steps 3 to 7 gone, sales.batch_seq and its index
+# back, batch_seq set in every row as those releases set it when a sale was
+# sealed. Its upgrade runs schema 3's table rewrite.
+journal_to_schema_2() {
+  local file="$1" later_tables table
+  later_tables="$(sqlite3 "$file" "SELECT group_concat(name, ' ') FROM sqlite_master
+    WHERE type = 'table' AND name NOT IN ('meta', 'sales', 'batches', 'sqlite_sequence');")"
+  {
+    for table in $later_tables; do echo "DROP TABLE $table;"; done
+    cat <<'EOF'
+ALTER TABLE sales DROP COLUMN deltas;
+ALTER TABLE sales ADD COLUMN batch_seq INTEGER;
+UPDATE sales SET batch_seq = seq / 100 + 1;
+CREATE INDEX sales_unsealed ON sales(batch_seq) WHERE batch_seq IS NULL;
+DELETE FROM meta WHERE key IN ('schema_version', 'oldest_reader_agent', 'sealed_last_seq',
+  'sales_deleted');
+PRAGMA user_version = 2;
+VACUUM;
+PRAGMA wal_checkpoint(TRUNCATE);
+EOF
+  } | sqlite3 "$file" >/dev/null || fail "journal_to_schema_2: sqlite3 failed on $file"
+  [[ "$(sqlite3 "$file" "PRAGMA user_version;")" == 2 ]] || fail "$file is not at schema 2"
+}

@@ -15,6 +15,7 @@
 #      there and batch_seq is gone.
 # Mounting needs root: skipped (77) without.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/old_agent.sh"
 
 NOTIFY_BIN="$POS_BUILD_DIR/tests/tools/pos-notify-listen"
 [[ -x "$NOTIFY_BIN" ]] || fail "$NOTIFY_BIN not built"
@@ -33,35 +34,8 @@ start_agent
 post_sales "$TOKEN_T1" "$(sale_json sale_id='"FIRST-1"')"
 expect_status "the first sale" 201
 stop_agent
-sqlite3 "$JOURNAL" "
-  PRAGMA journal_mode=WAL;
-  INSERT INTO sales(sale_id, content_hash, kind, original_sale_id, terminal_id, cashier_id,
-    channel, delivery_partner, business_time, business_time_ms, utc_offset_min, currency,
-    currency_exponent, total_minor, lines, payments, received_ms)
-  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
-  SELECT 'GEN-' || i, randomblob(32), kind, original_sale_id, terminal_id, cashier_id,
-    channel, delivery_partner, business_time, business_time_ms, utc_offset_min, currency,
-    currency_exponent, total_minor, lines, payments, received_ms
-  FROM n, (SELECT * FROM sales WHERE sale_id = 'FIRST-1');" >/dev/null
-# Back to schema 2: the tables of steps 3 to 7 go, batch_seq and its index
-# come back (the shape JOURNAL_SCHEMA_V1 and V2 made), set in every row as
-# the first releases set it when a sale was sealed.
-later_tables="$(sqlite3 "$JOURNAL" "SELECT group_concat(name, ' ') FROM sqlite_master
-  WHERE type = 'table' AND name NOT IN ('meta', 'sales', 'batches', 'sqlite_sequence');")"
-{
-  for table in $later_tables; do echo "DROP TABLE $table;"; done
-  cat <<'EOF'
-ALTER TABLE sales DROP COLUMN deltas;
-ALTER TABLE sales ADD COLUMN batch_seq INTEGER;
-UPDATE sales SET batch_seq = seq / 100 + 1;
-CREATE INDEX sales_unsealed ON sales(batch_seq) WHERE batch_seq IS NULL;
-DELETE FROM meta WHERE key IN ('schema_version', 'oldest_reader_agent', 'sealed_last_seq',
-  'sales_deleted');
-PRAGMA user_version = 2;
-VACUUM;
-PRAGMA wal_checkpoint(TRUNCATE);
-EOF
-} | sqlite3 "$JOURNAL" >/dev/null
+copy_sales 20000 GEN
+journal_to_schema_2 "$JOURNAL"
 assert_eq "the journal is at schema 2" 2 "$(sql "PRAGMA user_version;")"
 cp "$JOURNAL" "$JOURNAL-hwm" "$SMALL/"
 JOURNAL="$SMALL/journal.db"
