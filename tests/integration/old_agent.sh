@@ -18,9 +18,9 @@ build_old_agent() {
   OLD_AGENT_BIN="$dir/build/agent/pos-agent"
   command -v git >/dev/null || fail "git is needed to build the agent of $commit"
   git -C "$POS_SOURCE_DIR" cat-file -e "$commit^{commit}" 2>/dev/null ||
-    fail "the source tree's git history does not hold commit $commit (the last release before" \
-      "the change under test; a shallow clone?): run 'git fetch --unshallow' in" \
-      "$POS_SOURCE_DIR, or set OLD_AGENT_COMMIT to a release it holds"
+    fail "the git history of the source tree does not hold commit $commit (the last release \
+before the change under test; not a git checkout, or a shallow clone?): run 'git fetch \
+--unshallow' in $POS_SOURCE_DIR, or set OLD_AGENT_COMMIT to a release it holds"
   mkdir -p "$POS_BUILD_DIR/old-agents"
   exec {OLD_AGENT_LOCK}>"$POS_BUILD_DIR/old-agents/.lock"
   flock "$OLD_AGENT_LOCK"
