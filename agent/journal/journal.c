@@ -484,8 +484,11 @@ out:
     /* The WAL holds the whole table now: copy it back and give the disk
      * its room again before the day's sales come. */
     systemd_notify_extend_timeout(JOURNAL_EXTEND_USEC);
-    if (rc == 0)
+    if (rc == 0) {
       sqlite3_exec(j->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+      /* Done: systemctl status must not say "upgrading" for days. */
+      systemd_notify_status("");
+    }
   }
   if (rc == 0)
     log_info("journal", "migrated", "path=%s schema_version=%d oldest_reader=%lld additive=%s "

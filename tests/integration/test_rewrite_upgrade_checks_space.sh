@@ -90,6 +90,8 @@ assert_contains "systemd is told why start-up takes long" "STATUS=upgrading the 
   "$NOTIFIED"
 assert_match "systemd's start timeout is pushed out while the rewrite runs" \
   "EXTEND_TIMEOUT_USEC=[0-9]+" "$NOTIFIED"
+assert_eq "the upgrade's STATUS= is cleared once it is done" "STATUS=" \
+  "$(grep -E '^STATUS=' "$T/notify.upgrade" | tail -n 1)"
 extend_line="$(grep -n -m1 EXTEND_TIMEOUT_USEC "$T/notify.upgrade" | cut -d: -f1)"
 ready_line="$(grep -n -m1 'READY=1' "$T/notify.upgrade" | cut -d: -f1)"
 [[ -n "$ready_line" && "$extend_line" -lt "$ready_line" ]] ||
