@@ -78,9 +78,12 @@ log "installing $newer into the device root"
 install_deb newer.deb || { cat "$T/dpkg.log"; fail "dpkg -i of $newer"; }
 [ "$(installed_version)" = "$newer" ] || fail "$newer is installed"
 
-# ---- a journal made by the agent, where the profile puts it --------------
-journal_dir="$T/root/upper/var/lib/pos-agent"
-mkdir -p "$journal_dir"
+# ---- a journal made by the agent, where provisioning put it ----------------
+# (a drop-in: the preinst must read the journal path as the agent does)
+journal_dir="$T/root/upper/var/lib/pos-agent/store"
+mkdir -p "$journal_dir" "$T/root/upper/etc/pos-agent/agent.conf.d"
+printf '[journal]\npath = /var/lib/pos-agent/store/journal.db\n' \
+  >"$T/root/upper/etc/pos-agent/agent.conf.d/50-provisioning.conf"
 cat >"$T/agent.conf" <<EOF
 [journal]
 path = $T/journal.db
@@ -127,6 +130,8 @@ if install_deb older.deb; then
 fi
 grep -q "refusing to downgrade from $newer to $version" "$T/dpkg.log" ||
   { cat "$T/dpkg.log"; fail "the preinst says it refuses the downgrade"; }
+grep -q "journal /var/lib/pos-agent/store/journal.db" "$T/dpkg.log" ||
+  { cat "$T/dpkg.log"; fail "the preinst names the journal the drop-in configures"; }
 grep -q "needs pos-agent $newer or newer" "$T/dpkg.log" ||
   { cat "$T/dpkg.log"; fail "the preinst says which agent the journal needs"; }
 grep -q "move the journal aside" "$T/dpkg.log" ||
