@@ -247,11 +247,6 @@ static const unsigned char journal_step_rewrites[JOURNAL_SCHEMA_VERSION] = {
 /* Room beyond the database's used pages that a rewrite must find free. */
 #define JOURNAL_REWRITE_MARGIN_BYTES (4u * 1024u * 1024u)
 
-int journal_agent_schema(void)
-{
-  return JOURNAL_SCHEMA_VERSION;
-}
-
 /* Reads user_version and the meta keys of the versions into `out`. 0, or
  * -1 with `err`. Any connection, read-only ones too. */
 static int journal_read_versions(sqlite3 *db, const char *path, struct journal_compat *out,

@@ -175,9 +175,6 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
 journal *journal_open_coded(uv_loop_t *loop, const struct journal_options *options, int *error,
                             char *err, size_t err_size);
 
-/* This agent's journal schema: the newest step it knows. */
-int journal_agent_schema(void);
-
 /* Which agents can read a journal (see journal_compat_read). */
 struct journal_compat {
   int present;             /* 0: there is no file at the path (nothing else set) */
