@@ -686,7 +686,13 @@ static void an_additive_step_keeps_the_oldest_reader(void **state)
   struct jf_fixture *f = *state;
   struct journal_compat compat;
   char err[512];
-  journal *j = jf_open_journal(f, 0, 64);
+  journal *j;
+
+  /* No journal yet: any agent may start one, and asking makes none. */
+  assert_int_equal(journal_compat_read(f->path, &compat, err, sizeof(err)), 0);
+  assert_int_equal(compat.present, 0);
+  assert_int_equal(access(f->path, F_OK), -1);
+  j = jf_open_journal(f, 0, 64);
   jf_close_journal(f, j);
   assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 6);
   assert_int_equal(jf_query_int(f, "SELECT value FROM meta WHERE key = 'schema_version'"), 7);
