@@ -53,7 +53,9 @@ struct agent {
  *   0          stopped on SIGTERM or SIGINT;
  *   EX_CONFIG  (78) the configuration or the device's provisioning is wrong:
  *              the config does not load, the terminal tokens are missing or
- *              unusable, the POS API's TLS certificate or key cannot be used.
+ *              unusable, the POS API's TLS certificate or key cannot be used;
+ *              or the journal needs a newer agent (a downgrade too far), or
+ *              its upgrade needs more free disk than there is (journal kept).
  *              A restart cannot mend that: the unit lists it in
  *              RestartPreventExitStatus=, and STATUS= tells systemctl status why;
  *   1          anything else (the journal, a port taken ...): restarted.
@@ -379,6 +381,7 @@ static int agent_run(struct agent *agent)
   char err[512];
   int rc = AGENT_EXIT_FAILURE;
   int fail_code = AGENT_EXIT_FAILURE;
+  int journal_error = JOURNAL_OK;
 
   if (uv_loop_init(&agent->loop) != 0) {
     log_error("agent", "start_failed", "reason=\"cannot create the event loop\"");
@@ -398,9 +401,15 @@ static int agent_run(struct agent *agent)
   agent->recipes.password_file = cfg->manager_password_file;
   agent->adjustments.max_per_request = (size_t)cfg->max_adjustments_per_request;
 
-  agent->journal = journal_open(&agent->loop, &journal_options, err, sizeof(err));
-  if (!agent->journal)
+  agent->journal = journal_open_coded(&agent->loop, &journal_options, &journal_error, err,
+                                      sizeof(err));
+  if (!agent->journal) {
+    /* A journal only a newer agent reads, or an upgrade the disk cannot
+     * hold: restarting changes neither, a person must (the file is kept). */
+    if (journal_error == JOURNAL_ESCHEMA || journal_error == JOURNAL_ENOSPACE)
+      fail_code = EX_CONFIG;
     goto fail;
+  }
   fail_code = EX_CONFIG;
   if (cfg->low_stock[0] &&
       stock_set_thresholds(journal_stock(agent->journal), cfg->low_stock, err, sizeof(err)))
@@ -498,6 +507,31 @@ static int agent_load_config(const char *path, void *cfg, char *err, size_t err_
 
 static void agent_free_config(void *cfg) { agent_config_free(cfg); }
 
+/*
+ * --journal-compat: which agents can read the configured journal, as
+ * KEY=value lines on stdout, for the package's preinst (a downgrade this
+ * agent's journal cannot take is refused there). The journal is opened
+ * read-only, never created or migrated. 0, or 1 with the reason on stderr.
+ */
+static int agent_journal_compat(const struct agent_config *cfg)
+{
+  struct journal_compat compat;
+  char err[512];
+
+  if (journal_compat_read(cfg->journal_path, &compat, err, sizeof(err))) {
+    fprintf(stderr, "pos-agent: %s\n", err);
+    return AGENT_EXIT_FAILURE;
+  }
+  printf("journal=%s\npresent=%s\n", cfg->journal_path, compat.present ? "yes" : "no");
+  if (compat.present)
+    printf("schema_version=%lld\noldest_reader=%lld\noldest_reader_agent=%s\n",
+           (long long)compat.schema_version, (long long)compat.oldest_reader,
+           compat.oldest_reader_agent);
+  printf("agent_version=%s\nagent_schema=%d\nreadable=%s\n", POS_VERSION, compat.agent_schema,
+         compat.oldest_reader <= compat.agent_schema ? "yes" : "no");
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   const struct config_program program = {
@@ -508,19 +542,23 @@ int main(int argc, char **argv)
       "                                   file when missing), then exit; pos-agent-firstboot\n"
       "                                   .service runs it once\n"
       "       pos-agent --hash-password   read a manager's password on stdin, print the line\n"
-      "                                   for [api] manager_password_file\n",
+      "                                   for [api] manager_password_file\n"
+      "       pos-agent --journal-compat --config FILE\n"
+      "                                   print the journal's schema and the oldest schema\n"
+      "                                   (agent) that reads it; opened read-only\n",
   };
   static struct agent agent;
   int rc;
 
   int first_boot = argc > 1 && strcmp(argv[1], "--first-boot") == 0;
+  int journal_compat = argc > 1 && strcmp(argv[1], "--journal-compat") == 0;
 
   /* The manager's password line for [api] manager_password_file. */
   if (argc == 2 && strcmp(argv[1], "--hash-password") == 0)
     return status_password_cli(stdin, stdout, stderr);
   /* --first-boot --config FILE: the device's own secrets, then exit
    * (pos-agent-firstboot.service); the rest of the line as for a run. */
-  if (first_boot) {
+  if (first_boot || journal_compat) {
     argv[1] = argv[0];
     argv++;
     argc--;
@@ -539,6 +577,11 @@ int main(int argc, char **argv)
       fprintf(stderr, "pos-agent: %s\n", err);
     agent_config_free(&agent.config);
     return rc ? 1 : 0;
+  }
+  if (journal_compat) {
+    rc = agent_journal_compat(&agent.config);
+    agent_config_free(&agent.config);
+    return rc;
   }
   rc = agent_run(&agent);
   agent_config_free(&agent.config);

@@ -231,7 +231,23 @@ set(CPACK_DEBIAN_PACKAGE_DEPENDS "systemd (>= 247), init-system-helpers (>= 1.54
 # keep provisioned configuration across upgrades.
 configure_file(${POS_FIRMWARE_DIR}/debian/conffiles.in
                ${CMAKE_BINARY_DIR}/firmware-config/debian/conffiles @ONLY)
+# The preinst refuses a downgrade whose agent could not read the journal:
+# it compares the journal's oldest reader with the newest schema this
+# package's agent reads, taken from the source (JOURNAL_SCHEMA_VERSION).
+set(pos_journal_c ${PROJECT_SOURCE_DIR}/agent/journal/journal.c)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${pos_journal_c})
+file(STRINGS ${pos_journal_c} pos_schema_line
+     REGEX "^#define JOURNAL_SCHEMA_VERSION [0-9]+$")
+if(NOT pos_schema_line MATCHES "^#define JOURNAL_SCHEMA_VERSION ([0-9]+)$")
+  message(FATAL_ERROR "agent/journal/journal.c: no '#define JOURNAL_SCHEMA_VERSION <n>' line "
+                      "for the preinst's journal check")
+endif()
+set(POS_JOURNAL_SCHEMA ${CMAKE_MATCH_1})
+set(POS_PACKAGE_VERSION ${PROJECT_VERSION})
+configure_file(${POS_FIRMWARE_DIR}/debian/preinst
+               ${CMAKE_BINARY_DIR}/firmware-config/debian/preinst @ONLY)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
+    ${CMAKE_BINARY_DIR}/firmware-config/debian/preinst
     ${POS_FIRMWARE_DIR}/debian/postinst
     ${POS_FIRMWARE_DIR}/debian/prerm
     ${POS_FIRMWARE_DIR}/debian/postrm

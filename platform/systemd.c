@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -105,6 +106,14 @@ int systemd_notify_status(const char *text)
     message[len++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
   }
   message[len] = '\0';
+  return systemd_notify(message);
+}
+
+int systemd_notify_extend_timeout(uint64_t usec)
+{
+  char message[64];
+
+  snprintf(message, sizeof(message), "EXTEND_TIMEOUT_USEC=%llu", (unsigned long long)usec);
   return systemd_notify(message);
 }
 

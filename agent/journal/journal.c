@@ -26,9 +26,10 @@
 #include "platform/clock.h"
 #include "platform/disk.h"
 #include "platform/log.h"
+#include "platform/systemd.h"
 #include "proto/codec.h"
 
-#define JOURNAL_SCHEMA_VERSION 6
+#define JOURNAL_SCHEMA_VERSION 7
 
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
@@ -37,12 +38,13 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V4,
     JOURNAL_SCHEMA_V5,
     JOURNAL_SCHEMA_V6,
+    JOURNAL_SCHEMA_V7,
 };
 
 /* SQL of other modules that a step also runs, in its transaction: the
  * recipe tables are the recipes module's (part of v5). */
 static const char *const journal_migrations_extra[JOURNAL_SCHEMA_VERSION] = {
-    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL,
+    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL, NULL,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until
@@ -94,11 +96,13 @@ const char *journal_strerror(int code)
   case JOURNAL_ECONFLICT:
     return "sale_id already journaled with different content";
   case JOURNAL_ESCHEMA:
-    return "journal made by a newer agent";
+    return "journal needs a newer agent";
   case JOURNAL_ENOTFOUND:
     return "no such batch in the journal";
   case JOURNAL_EINVAL:
     return "operation contradicts the journal's state";
+  case JOURNAL_ENOSPACE:
+    return "not enough free disk for the journal's upgrade";
   }
   return "unknown journal error";
 }
@@ -204,55 +208,340 @@ static int journal_insert_identity(journal *j, char *err, size_t err_size)
   return journal__exec(j->db, insert, err, err_size, j->path) ? -1 : 0;
 }
 
-/* Moves the schema forward to JOURNAL_SCHEMA_VERSION. */
-static int journal_migrate(journal *j, char *err, size_t err_size)
-{
-  int64_t version = journal_pragma_int(j->db, "PRAGMA user_version");
-  int fresh;
+/* ---- schema versions ------------------------------------------------------
+ *
+ * PRAGMA user_version is the journal's oldest reader: the oldest schema
+ * whose agent can still read and write it. meta schema_version is the
+ * newest step applied (absent on journals of the agents before this rule:
+ * equal to user_version), meta oldest_reader_agent the pos-agent version
+ * that raised the oldest reader (for the message that says what to
+ * install). An additive step (a new table or index, a column with a
+ * default) leaves user_version where it was, so an agent rolled back to the
+ * version before still opens the journal and takes sales: what it writes is
+ * valid for the newer agent (new columns default, new tables miss rows).
+ */
 
-  if (version < 0) {
-    snprintf(err, err_size, "journal %s: cannot read its schema version: %s", j->path,
-             sqlite3_errmsg(j->db));
+/* Steps an agent of the schema before them reads through. Steps 1 to 6
+ * count as not additive: the agents released with them read user_version
+ * as "the schema applied" and run every step above it, so a journal past
+ * step 6 must say 6 or more to them. Missing entries read 0: a new step is
+ * taken for one that raises the oldest reader unless marked here. */
+static const unsigned char journal_step_additive[JOURNAL_SCHEMA_VERSION] = {
+    0, 0, 0, 0, 0, 0, 1,
+};
+
+/* Steps that rewrite a whole table before READY: schema 3's DROP COLUMN
+ * rewrites every sale row (journals of the first releases). Free space is
+ * checked first and systemd's start timeout is pushed out while it runs. A
+ * new step must never be one: a rewrite belongs after READY, in batches. */
+static const unsigned char journal_step_rewrites[JOURNAL_SCHEMA_VERSION] = {
+    0, 0, 1, 0, 0, 0, 0,
+};
+
+/* While a rewriting step runs, EXTEND_TIMEOUT_USEC is sent every this
+ * often, each pushing TimeoutStartSec= out by this much from now. */
+#define JOURNAL_EXTEND_EVERY_MS 5000u
+#define JOURNAL_EXTEND_USEC (60ull * 1000 * 1000)
+/* SQLite virtual machine instructions between two looks at the clock. */
+#define JOURNAL_PROGRESS_OPS 100000
+/* Room beyond the database's used pages that a rewrite must find free. */
+#define JOURNAL_REWRITE_MARGIN_BYTES (4u * 1024u * 1024u)
+
+/* Reads user_version and the meta keys of the versions into `out`. 0, or
+ * -1 with `err`. Any connection, read-only ones too. */
+static int journal_read_versions(sqlite3 *db, const char *path, struct journal_compat *out,
+                                 char *err, size_t err_size)
+{
+  static const char *const keys[] = {"schema_version", "oldest_reader_agent"};
+  sqlite3_stmt *stmt = NULL;
+  int64_t user_version = journal_pragma_int(db, "PRAGMA user_version");
+  int rc = -1;
+
+  memset(out, 0, sizeof(*out));
+  out->present = 1;
+  out->agent_schema = JOURNAL_SCHEMA_VERSION;
+  if (user_version < 0) {
+    snprintf(err, err_size, "journal %s: cannot read its schema version: %s", path,
+             sqlite3_errmsg(db));
+    goto out;
+  }
+  out->oldest_reader = out->schema_version = user_version;
+  if (user_version == 0) {
+    rc = 0; /* a new, empty database */
+    goto out;
+  }
+  if (sqlite3_prepare_v2(db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s: cannot read its meta table: %s", path,
+             sqlite3_errmsg(db));
+    goto out;
+  }
+  for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+    sqlite3_bind_text(stmt, 1, keys[i], -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0)) {
+      if (i == 0 && sqlite3_column_int64(stmt, 0) > user_version)
+        out->schema_version = sqlite3_column_int64(stmt, 0);
+      else if (i == 1)
+        snprintf(out->oldest_reader_agent, sizeof(out->oldest_reader_agent), "%s",
+                 (const char *)sqlite3_column_text(stmt, 0));
+    }
+    sqlite3_reset(stmt);
+  }
+  rc = 0;
+out:
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+int journal_compat_read(const char *path, struct journal_compat *out, char *err,
+                        size_t err_size)
+{
+  sqlite3 *db = NULL;
+  struct stat st;
+  int rc = -1;
+
+  memset(out, 0, sizeof(*out));
+  out->agent_schema = JOURNAL_SCHEMA_VERSION;
+  if (stat(path, &st) != 0) {
+    if (errno == ENOENT)
+      rc = 0; /* no journal yet: any agent may start one */
+    else
+      snprintf(err, err_size, "journal %s: %s", path, strerror(errno));
+    goto out;
+  }
+  /* Read-only: the file is never created, migrated or written, whoever
+   * runs this (the preinst runs it as root while the agent may be
+   * running). */
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+      SQLITE_OK) {
+    snprintf(err, err_size, "journal %s cannot be opened read-only: %s", path,
+             db ? sqlite3_errmsg(db) : "out of memory");
+    goto out;
+  }
+  sqlite3_busy_timeout(db, 5000);
+  rc = journal_read_versions(db, path, out, err, err_size);
+out:
+  sqlite3_close(db);
+  return rc;
+}
+
+/* Sets user_version and meta schema_version (and, when the oldest reader
+ * was raised now, oldest_reader_agent), inside the caller's transaction. */
+static int journal_write_versions(journal *j, int64_t schema_version, int64_t oldest_reader,
+                                  int raised, char *err, size_t err_size)
+{
+  sqlite3_stmt *stmt = NULL;
+  char sql[64], value[32];
+  int rc = -1;
+
+  snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)oldest_reader);
+  if (journal__exec(j->db, sql, err, err_size, j->path))
+    goto out;
+  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_SET_META, -1, &stmt, NULL) != SQLITE_OK)
+    goto failed;
+  snprintf(value, sizeof(value), "%lld", (long long)schema_version);
+  sqlite3_bind_text(stmt, 1, "schema_version", -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, value, -1, SQLITE_STATIC);
+  if (sqlite3_step(stmt) != SQLITE_DONE)
+    goto failed;
+  sqlite3_reset(stmt);
+  if (raised) {
+    sqlite3_bind_text(stmt, 1, "oldest_reader_agent", -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, POS_VERSION, -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) != SQLITE_DONE)
+      goto failed;
+  }
+  rc = 0;
+  goto out;
+failed:
+  snprintf(err, err_size, "journal %s: cannot record its schema version: %s", j->path,
+           sqlite3_errmsg(j->db));
+out:
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* A fresh database is made in one transaction, all steps at once: its
+ * schema pages reach the WAL once, not once per step (a WAL of 128 pages
+ * would otherwise start its life half full). */
+static int journal_create_schema(journal *j, char *err, size_t err_size)
+{
+  int64_t oldest_reader = 0;
+
+  if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
     return JOURNAL_EIO;
+  for (int step = 0; step < JOURNAL_SCHEMA_VERSION; step++) {
+    if (journal__exec(j->db, journal_migrations[step], err, err_size, j->path))
+      goto fail;
+    if (journal_migrations_extra[step] &&
+        journal__exec(j->db, journal_migrations_extra[step], err, err_size, j->path))
+      goto fail;
+    if (step == 0 && journal_insert_identity(j, err, err_size))
+      goto fail;
+    if (!journal_step_additive[step])
+      oldest_reader = step + 1;
   }
-  if (version > JOURNAL_SCHEMA_VERSION) {
-    snprintf(err, err_size,
-             "journal %s has schema version %lld, newer than this agent's %d: it was written "
-             "by a newer agent; install that version again (downgrades are not supported)",
-             j->path, (long long)version, JOURNAL_SCHEMA_VERSION);
-    return JOURNAL_ESCHEMA;
-  }
-  /* A fresh database is made in one transaction, all steps at once: its
-   * schema pages reach the WAL once, not once per step (a WAL of 128
-   * pages would otherwise start its life half full). An existing one moves
-   * one transaction per step, so an upgrade interrupted keeps each step
-   * done. */
-  fresh = version == 0;
-  while (version < JOURNAL_SCHEMA_VERSION) {
-    char sql[64];
-    if ((!fresh || version == 0) &&
-        journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
-      return JOURNAL_EIO;
-    if (journal__exec(j->db, journal_migrations[version], err, err_size, j->path))
-      goto fail;
-    if (journal_migrations_extra[version] &&
-        journal__exec(j->db, journal_migrations_extra[version], err, err_size, j->path))
-      goto fail;
-    if (version == 0 && journal_insert_identity(j, err, err_size))
-      goto fail;
-    snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)(version + 1));
-    if (journal__exec(j->db, sql, err, err_size, j->path))
-      goto fail;
-    if ((!fresh || version + 1 == JOURNAL_SCHEMA_VERSION) &&
-        journal__exec(j->db, "COMMIT", err, err_size, j->path))
-      goto fail;
-    version++;
-    log_info("journal", "migrated", "path=%s schema_version=%lld", j->path, (long long)version);
-  }
+  if (journal_write_versions(j, JOURNAL_SCHEMA_VERSION, oldest_reader, 1, err, err_size) ||
+      journal__exec(j->db, "COMMIT", err, err_size, j->path))
+    goto fail;
+  log_info("journal", "created", "path=%s schema_version=%d oldest_reader=%lld", j->path,
+           JOURNAL_SCHEMA_VERSION, (long long)oldest_reader);
   return 0;
 fail:
   sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
   return JOURNAL_EIO;
+}
+
+/* Before a step that rewrites a table: the WAL will hold a copy of it
+ * until the checkpoint, so the disk must have room for the database's used
+ * pages (the table is part of them) and a margin. JOURNAL_ENOSPACE with
+ * `err` saying what to do when it does not: the journal is not touched. */
+static int journal_rewrite_fits(journal *j, int version, char *err, size_t err_size)
+{
+  int64_t used_pages = journal_pragma_int(j->db, "PRAGMA page_count") -
+                       journal_pragma_int(j->db, "PRAGMA freelist_count");
+  uint64_t need = (uint64_t)(used_pages > 0 ? used_pages : 0) * (uint64_t)j->page_size +
+                  JOURNAL_REWRITE_MARGIN_BYTES;
+  uint64_t free_bytes = 0;
+  int rc = disk_free_bytes(j->path, &free_bytes);
+
+  if (rc) {
+    /* Cannot tell: try. A disk that fills rolls the step back whole. */
+    log_warn("journal", "free_space_unknown", "path=%s error=\"%s\"", j->path, strerror(-rc));
+    return 0;
+  }
+  if (free_bytes >= need)
+    return 0;
+  snprintf(err, err_size,
+           "journal %s: its upgrade to schema %d rewrites the sales table and needs about "
+           "%llu MiB free on the journal's disk, which has %llu MiB free: free space there "
+           "(or move the journal to a larger disk and set journal.path), then start the agent "
+           "again; the journal is unchanged and keeps its sales",
+           j->path, version, (unsigned long long)(need >> 20),
+           (unsigned long long)(free_bytes >> 20));
+  return JOURNAL_ENOSPACE;
+}
+
+/* SQLite's progress handler while a table is rewritten: systemd's start
+ * timeout is pushed out as long as the rewrite makes progress. */
+static int journal_on_rewrite_progress(void *arg)
+{
+  uint64_t *next_ms = arg;
+  uint64_t now_ms = clock_mono_ms();
+
+  if (now_ms >= *next_ms) {
+    systemd_notify_extend_timeout(JOURNAL_EXTEND_USEC);
+    *next_ms = now_ms + JOURNAL_EXTEND_EVERY_MS;
+  }
+  return 0; /* go on */
+}
+
+/* Applies step v->schema_version + 1 in its own transaction (an upgrade
+ * interrupted keeps each step done) and moves `v` with it. */
+static int journal_migrate_step(journal *j, struct journal_compat *v, char *err,
+                                size_t err_size)
+{
+  int step = (int)v->schema_version;
+  int additive = journal_step_additive[step];
+  int64_t oldest_reader = additive || v->oldest_reader > step + 1 ? v->oldest_reader : step + 1;
+  uint64_t started_ms = clock_mono_ms(), next_ms = 0;
+  int rc;
+
+  if (journal_step_rewrites[step]) {
+    char status[160];
+    rc = journal_rewrite_fits(j, step + 1, err, err_size);
+    if (rc)
+      return rc;
+    snprintf(status, sizeof(status), "upgrading the journal to schema %d: rewriting its sales "
+             "table (sales are taken once it is done)", step + 1);
+    systemd_notify_status(status);
+    log_info("journal", "rewriting", "path=%s schema_version=%d table=sales", j->path, step + 1);
+    sqlite3_progress_handler(j->db, JOURNAL_PROGRESS_OPS, journal_on_rewrite_progress,
+                             &next_ms);
+  }
+  rc = JOURNAL_EIO;
+  if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
+    goto out;
+  if (journal__exec(j->db, journal_migrations[step], err, err_size, j->path) ||
+      (journal_migrations_extra[step] &&
+       journal__exec(j->db, journal_migrations_extra[step], err, err_size, j->path)) ||
+      journal_write_versions(j, step + 1, oldest_reader, oldest_reader != v->oldest_reader, err,
+                             err_size) ||
+      journal__exec(j->db, "COMMIT", err, err_size, j->path)) {
+    sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    goto out;
+  }
+  v->schema_version = step + 1;
+  v->oldest_reader = oldest_reader;
+  rc = 0;
+out:
+  if (journal_step_rewrites[step]) {
+    sqlite3_progress_handler(j->db, 0, NULL, NULL);
+    /* The WAL holds the whole table now: copy it back and give the disk
+     * its room again before the day's sales come. */
+    systemd_notify_extend_timeout(JOURNAL_EXTEND_USEC);
+    if (rc == 0) {
+      sqlite3_exec(j->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+      /* Done: systemctl status must not say "upgrading" for days. */
+      systemd_notify_status("");
+    }
+  }
+  if (rc == 0)
+    log_info("journal", "migrated", "path=%s schema_version=%d oldest_reader=%lld additive=%s "
+             "ms=%llu", j->path, step + 1, (long long)oldest_reader, additive ? "yes" : "no",
+             (unsigned long long)(clock_mono_ms() - started_ms));
+  return rc;
+}
+
+/* Says which agent a journal needs, for an agent that cannot read it. */
+static void journal_needs_newer(const char *path, const struct journal_compat *v, char *err,
+                                size_t err_size)
+{
+  char agent[96];
+
+  if (v->oldest_reader_agent[0])
+    snprintf(agent, sizeof(agent), "pos-agent %s or newer", v->oldest_reader_agent);
+  else
+    snprintf(agent, sizeof(agent), "a pos-agent that reads journal schema %lld",
+             (long long)v->oldest_reader);
+  snprintf(err, err_size,
+           "journal %s needs %s: a newer agent changed it in a way this pos-agent %s (journal "
+           "schema %d) cannot read (its oldest reader is schema %lld); install %s again. The "
+           "journal is kept unchanged, with its sales",
+           path, agent, POS_VERSION, JOURNAL_SCHEMA_VERSION, (long long)v->oldest_reader, agent);
+}
+
+/* Brings the schema to JOURNAL_SCHEMA_VERSION, or takes a newer journal
+ * this agent can still read (its oldest reader is not newer than this
+ * agent). JOURNAL_ESCHEMA when it cannot, JOURNAL_ENOSPACE when a rewrite
+ * does not fit: both leave the file as it was. */
+static int journal_migrate(journal *j, char *err, size_t err_size)
+{
+  struct journal_compat v;
+  int rc;
+
+  if (journal_read_versions(j->db, j->path, &v, err, err_size))
+    return JOURNAL_EIO;
+  if (v.oldest_reader > JOURNAL_SCHEMA_VERSION) {
+    journal_needs_newer(j->path, &v, err, err_size);
+    return JOURNAL_ESCHEMA;
+  }
+  if (v.schema_version > JOURNAL_SCHEMA_VERSION) {
+    /* A rollback within the range the newer agent promised: its additions
+     * stay as they are, and what this agent writes is valid for it. */
+    log_warn("journal", "newer_schema", "path=%s schema_version=%lld oldest_reader=%lld "
+             "agent_schema=%d reason=\"written by a newer agent; this one reads it and takes "
+             "sales, the newer agent's additions are left as they are\"", j->path,
+             (long long)v.schema_version, (long long)v.oldest_reader, JOURNAL_SCHEMA_VERSION);
+    return 0;
+  }
+  if (v.schema_version == 0)
+    return journal_create_schema(j, err, err_size);
+  while (v.schema_version < JOURNAL_SCHEMA_VERSION) {
+    rc = journal_migrate_step(j, &v, err, err_size);
+    if (rc)
+      return rc;
+  }
+  return 0;
 }
 
 static int journal_prepare(journal *j, char *err, size_t err_size)
@@ -1297,10 +1586,18 @@ fail:
 journal *journal_open(uv_loop_t *loop, const struct journal_options *options, char *err,
                       size_t err_size)
 {
+  int error;
+  return journal_open_coded(loop, options, &error, err, err_size);
+}
+
+journal *journal_open_coded(uv_loop_t *loop, const struct journal_options *options, int *error,
+                            char *err, size_t err_size)
+{
   journal *j = NULL;
   int rc;
 
   err[0] = '\0';
+  *error = JOURNAL_ENOMEM;
   if (!sqlite3_threadsafe()) {
     snprintf(err, err_size, "the SQLite library was built without thread support");
     return NULL;
@@ -1353,9 +1650,13 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
   }
 
   rc = journal__open_checked(j, options, err, err_size);
+  /* What a person must act on (a journal for a newer agent, no room for an
+   * upgrade) is told apart from what a restart may mend. */
+  *error = rc < 0 ? rc : JOURNAL_EIO;
   if (rc)
     goto fail;
   rc = journal__recipes_open(j, err, err_size);
+  *error = JOURNAL_EIO;
   if (rc)
     goto fail;
   rc = journal__reserve_ensure(j);
@@ -1384,6 +1685,7 @@ journal *journal_open(uv_loop_t *loop, const struct journal_options *options, ch
              (unsigned long long)j->stats.sales_missing,
              log_quote(j->stats.reset_reason, quoted, sizeof(quoted)));
   }
+  *error = JOURNAL_OK;
   return j;
 fail:
   if (!err[0])

@@ -47,9 +47,10 @@ enum journal_error {
   JOURNAL_ECORRUPT = -5,  /* the database file is damaged */
   JOURNAL_ECLOSED = -6,   /* the journal is closing */
   JOURNAL_ECONFLICT = -7, /* a sale_id is journaled with other content */
-  JOURNAL_ESCHEMA = -8,   /* the database was made by a newer agent */
+  JOURNAL_ESCHEMA = -8,   /* only a newer agent reads the database (its oldest reader) */
   JOURNAL_ENOTFOUND = -9, /* no such batch (deleted by retention, or never sealed) */
   JOURNAL_EINVAL = -10,   /* the operation contradicts the journal's state */
+  JOURNAL_ENOSPACE = -11, /* a schema upgrade needs more free disk than there is */
 };
 
 /* A short description of `code`, e.g. "disk full". */
@@ -163,6 +164,35 @@ struct journal_stats {
  */
 journal *journal_open(uv_loop_t *loop, const struct journal_options *options, char *err,
                       size_t err_size);
+
+/*
+ * journal_open, and when it returns NULL, *error (not NULL) says why: a
+ * journal_error. JOURNAL_ESCHEMA (the journal's oldest reader is newer than
+ * this agent) and JOURNAL_ENOSPACE (an upgrade that rewrites a table does
+ * not fit on the disk) are for a person to act on; the file is left as it
+ * was. Call on the loop thread.
+ */
+journal *journal_open_coded(uv_loop_t *loop, const struct journal_options *options, int *error,
+                            char *err, size_t err_size);
+
+/* Which agents can read a journal (see journal_compat_read). */
+struct journal_compat {
+  int present;             /* 0: there is no file at the path (nothing else set) */
+  int64_t schema_version;  /* the newest schema step applied */
+  int64_t oldest_reader;   /* the oldest schema that reads and writes it (user_version) */
+  char oldest_reader_agent[64]; /* pos-agent version that set oldest_reader; "" unknown */
+  int agent_schema;        /* this agent's schema */
+};
+
+/*
+ * Reads the journal at `path` read-only (never created, never migrated,
+ * nothing written to it) into `out`: which schema it has and which agents
+ * can read it. Returns 0 (also for an absent file: out->present = 0), or
+ * -1 with `err` saying what failed. Any thread; for pos-agent
+ * --journal-compat and the package's preinst.
+ */
+int journal_compat_read(const char *path, struct journal_compat *out, char *err,
+                        size_t err_size);
 
 /*
  * Queues `write`. Returns 0, and write->done will be called on the loop

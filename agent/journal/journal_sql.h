@@ -1,9 +1,13 @@
 /*
  * journal_sql.h - every SQL statement of the journal, by name.
  *
- * Schema history (PRAGMA user_version): each entry of JOURNAL_MIGRATIONS
- * moves the database one version forward; never edit a published entry,
- * append a new one.
+ * Schema history: each JOURNAL_SCHEMA_Vn moves the database one version
+ * forward; never edit a published entry, append a new one. A step is
+ * additive (CREATE TABLE or INDEX, ADD COLUMN with a default: an agent of
+ * the schema before it still reads and writes the journal) or not, and
+ * journal.c marks which: PRAGMA user_version is the oldest schema that can
+ * read this journal (raised by non-additive steps only), meta
+ * schema_version the newest step applied (see journal_migrate).
  */
 #ifndef AGENT_JOURNAL_SQL_H
 #define AGENT_JOURNAL_SQL_H
@@ -158,6 +162,19 @@
   "  sale_count INTEGER NOT NULL,"                                            \
   "  created_ms INTEGER NOT NULL,"                                            \
   "  PRIMARY KEY(resync_id, batch_seq)) WITHOUT ROWID;"
+
+/* Version 7: rows received while the wall clock could not be trusted
+ * (before the build date, or behind the newest row already journaled).
+ * Their received_ms was read off that clock; each range here says which
+ * rows, in which boot, and the clock's offset from CLOCK_BOOTTIME when they
+ * came, so that received_ms is corrected once a trusted time is known in
+ * the same boot. Additive: an agent of schema 6 reads this journal. */
+#define JOURNAL_SCHEMA_V7                                                     \
+  "CREATE TABLE clock_pending("                                               \
+  "  first_seq INTEGER PRIMARY KEY,"                                          \
+  "  last_seq INTEGER NOT NULL,"                                              \
+  "  boot_id TEXT NOT NULL,"                                                  \
+  "  wall_minus_boot_ms INTEGER NOT NULL);"
 
 #define JOURNAL_SQL_COMMAND_COLUMNS                                           \
   "command_id, kind, state, issued_ms, issued_by, recorded_ms, updated_ms,"   \

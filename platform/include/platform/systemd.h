@@ -54,6 +54,15 @@ int systemd_notify_ready(void);
  */
 int systemd_notify_status(const char *text);
 
+/*
+ * EXTEND_TIMEOUT_USEC=<usec>: start-up (before READY=1) or shutdown is
+ * still going on; systemd's TimeoutStartSec=/TimeoutStopSec= is pushed out
+ * to `usec` from now (only ever later, never earlier). Send it again before
+ * that runs out for as long as the work lasts, e.g. from a long schema
+ * migration's progress callback. Any thread of the main process.
+ */
+int systemd_notify_extend_timeout(uint64_t usec);
+
 /* STOPPING=1: shutdown has begun (systemd then waits for the exit). */
 int systemd_notify_stopping(void);
 

@@ -670,9 +670,57 @@ static void a_newer_schema_is_refused(void **state)
   assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
-  assert_null(journal_open(&f->loop, &options, err, sizeof(err)));
-  assert_non_null(strstr(err, "schema version 99"));
+  {
+    int error = 0;
+    assert_null(journal_open_coded(&f->loop, &options, &error, err, sizeof(err)));
+    assert_int_equal(error, JOURNAL_ESCHEMA);
+  }
+  assert_non_null(strstr(err, "oldest reader is schema 99"));
   assert_non_null(strstr(err, f->path));
+}
+
+/* Schema 7 is additive: the oldest reader stays 6 (the agents released
+ * before read it), the newest step is in meta. */
+static void an_additive_step_keeps_the_oldest_reader(void **state)
+{
+  struct jf_fixture *f = *state;
+  struct journal_compat compat;
+  char err[512];
+  journal *j;
+
+  /* No journal yet: any agent may start one, and asking makes none. */
+  assert_int_equal(journal_compat_read(f->path, &compat, err, sizeof(err)), 0);
+  assert_int_equal(compat.present, 0);
+  assert_int_equal(access(f->path, F_OK), -1);
+  j = jf_open_journal(f, 0, 64);
+  jf_close_journal(f, j);
+  assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 6);
+  assert_int_equal(jf_query_int(f, "SELECT value FROM meta WHERE key = 'schema_version'"), 7);
+  assert_int_equal(journal_compat_read(f->path, &compat, err, sizeof(err)), 0);
+  assert_int_equal(compat.present, 1);
+  assert_int_equal(compat.schema_version, 7);
+  assert_int_equal(compat.oldest_reader, 6);
+  assert_string_equal(compat.oldest_reader_agent, POS_VERSION);
+}
+
+/* A journal a newer agent wrote, whose oldest reader is this agent's
+ * schema or older: taken as it is (a rollback keeps taking sales). */
+static void a_newer_journal_this_agent_reads_is_taken(void **state)
+{
+  struct jf_fixture *f = *state;
+  sqlite3 *db;
+  journal *j = jf_open_journal(f, 0, 64);
+  jf_close_journal(f, j);
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '9' WHERE key = 'schema_version'",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  j = jf_open_journal(f, 0, 64);
+  assert_non_null(j);
+  jf_close_journal(f, j);
+  assert_int_equal(jf_query_int(f, "SELECT value FROM meta WHERE key = 'schema_version'"), 9);
+  assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 6);
 }
 
 static void a_file_that_is_not_a_database_is_refused(void **state)
@@ -711,6 +759,9 @@ int main(void)
       cmocka_unit_test_setup_teardown(
           a_new_journal_in_place_carries_over_what_was_not_acknowledged, setup, teardown),
       cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(an_additive_step_keeps_the_oldest_reader, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_newer_journal_this_agent_reads_is_taken, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(a_file_that_is_not_a_database_is_refused, setup,
                                       teardown),
   };

@@ -151,6 +151,8 @@ static void check_all_messages(int abstract)
   expect_message(&m, "STATUS=journal open, 12 sales unsent");
   assert_int_equal(systemd_notify_watchdog(), 0);
   expect_message(&m, "WATCHDOG=1");
+  assert_int_equal(systemd_notify_extend_timeout(60000000), 0);
+  expect_message(&m, "EXTEND_TIMEOUT_USEC=60000000");
   assert_int_equal(systemd_notify_stopping(), 0);
   expect_message(&m, "STOPPING=1");
   assert_int_equal(systemd_notify("READY=1\nSTATUS=serving"), 0);

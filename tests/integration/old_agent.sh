@@ -1,0 +1,89 @@
+# old_agent.sh - pos-agent of an earlier release, built from this source
+# tree's own git history, for the upgrade and rollback tests
+# (test_upgrade_rollback.sh, tests/bench/upgrade_bench.sh). Sourced after
+# lib.sh (POS_SOURCE_DIR, POS_BUILD_DIR, fail, log).
+#
+# The release before the journal recorded its oldest reader: schema 6,
+# whose agent refuses a journal only when user_version > 6.
+OLD_AGENT_COMMIT="${OLD_AGENT_COMMIT:-5d465b4}"
+
+# build_old_agent [COMMIT]: `git archive COMMIT` into a temporary directory,
+# configured without the collector and the tests, only pos-agent built
+# (Release). Kept under the build tree (old-agents/COMMIT) so that a second
+# test reuses it; a lock keeps two tests from building it at once. Sets
+# OLD_AGENT_BIN.
+build_old_agent() {
+  local commit="${1:-$OLD_AGENT_COMMIT}"
+  local dir="$POS_BUILD_DIR/old-agents/$commit"
+  OLD_AGENT_BIN="$dir/build/agent/pos-agent"
+  command -v git >/dev/null || fail "git is needed to build the agent of $commit"
+  git -C "$POS_SOURCE_DIR" cat-file -e "$commit^{commit}" 2>/dev/null ||
+    fail "the git history of the source tree does not hold commit $commit (the last release \
+before the change under test; not a git checkout, or a shallow clone?): run 'git fetch \
+--unshallow' in $POS_SOURCE_DIR, or set OLD_AGENT_COMMIT to a release it holds"
+  mkdir -p "$POS_BUILD_DIR/old-agents"
+  exec {OLD_AGENT_LOCK}>"$POS_BUILD_DIR/old-agents/.lock"
+  flock "$OLD_AGENT_LOCK"
+  if [[ ! -x "$OLD_AGENT_BIN" ]]; then
+    local tmp
+    tmp="$(mktemp -d "$POS_BUILD_DIR/old-agents/.build-$commit.XXXXXX")"
+    log "building pos-agent of $commit (once per build tree) in $tmp"
+    mkdir -p "$tmp/src"
+    git -C "$POS_SOURCE_DIR" archive "$commit" | tar -x -C "$tmp/src" ||
+      fail "git archive $commit"
+    if ! cmake -S "$tmp/src" -B "$tmp/build" -DCMAKE_BUILD_TYPE=Release -DPOS_COLLECTOR=OFF \
+      -DPOS_TESTS=OFF >"$tmp/build.log" 2>&1 ||
+      ! cmake --build "$tmp/build" --target pos-agent -j2 >>"$tmp/build.log" 2>&1; then
+      tail -n 30 "$tmp/build.log" >&2
+      fail "the pos-agent of $commit does not build (log above, in $tmp/build.log)"
+    fi
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+  fi
+  exec {OLD_AGENT_LOCK}>&-
+  [[ -x "$OLD_AGENT_BIN" ]] || fail "no pos-agent built for $commit at $OLD_AGENT_BIN"
+}
+
+# copy_sales N PREFIX: N more sales in the journal (the agent stopped),
+# made by SQLite from the newest journaled sale row (so every column is as
+# the agent writes it), each with its own sale_id PREFIX-<i> and a new seq.
+copy_sales() {
+  local n="$1" prefix="$2"
+  sqlite3 "$JOURNAL" "
+    PRAGMA journal_mode=WAL;
+    INSERT INTO sales(sale_id, content_hash, kind, original_sale_id, terminal_id, cashier_id,
+      channel, delivery_partner, business_time, business_time_ms, utc_offset_min, currency,
+      currency_exponent, total_minor, lines, payments, received_ms, deltas)
+    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $n)
+    SELECT '$prefix-' || i, randomblob(32), kind, original_sale_id, terminal_id, cashier_id,
+      channel, delivery_partner, business_time, business_time_ms, utc_offset_min, currency,
+      currency_exponent, total_minor, lines, payments, received_ms, deltas
+    FROM n, (SELECT * FROM sales ORDER BY seq DESC LIMIT 1);" >/dev/null ||
+    fail "copy_sales $n: sqlite3 failed on $JOURNAL"
+}
+
+# journal_to_schema_2 FILE: the journal FILE (agent stopped) put back into
+# the shape of the first releases, schema 2, as JOURNAL_SCHEMA_V1 and V2
+# made it: the tables of steps 3 to 7 gone, sales.batch_seq and its index
+# back, batch_seq set in every row as those releases set it when a sale was
+# sealed. Its upgrade runs schema 3's table rewrite.
+journal_to_schema_2() {
+  local file="$1" later_tables table
+  later_tables="$(sqlite3 "$file" "SELECT group_concat(name, ' ') FROM sqlite_master
+    WHERE type = 'table' AND name NOT IN ('meta', 'sales', 'batches', 'sqlite_sequence');")"
+  {
+    for table in $later_tables; do echo "DROP TABLE $table;"; done
+    cat <<'EOF'
+ALTER TABLE sales DROP COLUMN deltas;
+ALTER TABLE sales ADD COLUMN batch_seq INTEGER;
+UPDATE sales SET batch_seq = seq / 100 + 1;
+CREATE INDEX sales_unsealed ON sales(batch_seq) WHERE batch_seq IS NULL;
+DELETE FROM meta WHERE key IN ('schema_version', 'oldest_reader_agent', 'sealed_last_seq',
+  'sales_deleted');
+PRAGMA user_version = 2;
+VACUUM;
+PRAGMA wal_checkpoint(TRUNCATE);
+EOF
+  } | sqlite3 "$file" >/dev/null || fail "journal_to_schema_2: sqlite3 failed on $file"
+  [[ "$(sqlite3 "$file" "PRAGMA user_version;")" == 2 ]] || fail "$file is not at schema 2"
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# An upgrade, then a rollback, keeps taking sales (issue 11, item 4).
+#
+# The agent of the last release before the journal recorded its oldest
+# reader (old_agent.sh, built from this tree's history) journals sales;
+# the agent under test upgrades that journal (schema 7, additive: the
+# oldest reader stays 6) and takes sales; the old agent again (a rollback)
+# still opens it and takes sales; the new agent again takes it as it is.
+# Every sale of every run is there. Then a journal whose oldest reader is
+# newer than the agent under test is refused with exit 78, a message naming
+# the agent it needs, and the file left as it was.
+#
+# POS_UPGRADE_SALES sales (20,000 by default) are made quickly with SQLite
+# from a real journaled sale (copy_sales).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/old_agent.sh"
+
+SALES="${POS_UPGRADE_SALES:-20000}"
+NEW_AGENT_BIN="$AGENT_BIN"
+build_old_agent
+emulated OLD_AGENT_BIN
+
+# post_one ID: one sale through the running agent, which must answer 201.
+post_one() {
+  post_sales "$TOKEN_T1" "$(sale_json sale_id="\"$1\"")"
+  expect_status "sale $1 (agent run $AGENT_STARTS: $2)" 201
+}
+
+write_tokens
+write_config
+
+log "the old agent ($OLD_AGENT_COMMIT) starts a journal"
+AGENT_BIN="$OLD_AGENT_BIN"
+start_agent
+post_one OLD-1 "old agent"
+stop_agent
+copy_sales "$SALES" GEN
+assert_eq "the old agent's journal: user_version" 6 "$(sql "PRAGMA user_version;")"
+assert_eq "the old agent knows no schema_version key" "" \
+  "$(sql "SELECT value FROM meta WHERE key = 'schema_version';")"
+id_before="$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"
+
+log "the new agent upgrades it"
+AGENT_BIN="$NEW_AGENT_BIN"
+start_agent
+post_one NEW-1 "new agent, upgrade"
+stop_agent
+grep -q 'event=migrated .*schema_version=7 oldest_reader=6 additive=yes' "$AGENT_LOG" ||
+  fail "the new agent logs its additive step" "event=migrated schema_version=7 oldest_reader=6" \
+    "$(grep 'mod=journal' "$AGENT_LOG" | head -n 5)"
+assert_eq "after the upgrade, the oldest reader (user_version)" 6 \
+  "$(sql "PRAGMA user_version;")"
+assert_eq "after the upgrade, meta schema_version" 7 \
+  "$(sql "SELECT value FROM meta WHERE key = 'schema_version';")"
+assert_eq "the upgrade keeps the journal_id" "$id_before" \
+  "$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"
+
+log "rollback: the old agent on the upgraded journal"
+AGENT_BIN="$OLD_AGENT_BIN"
+start_agent
+post_one OLD-2 "old agent, rollback"
+stop_agent
+if grep -qE 'event=(journal_lost_sales|hwm_damaged|started_after_loss)' "$AGENT_LOG"; then
+  fail "the rollback opens the same journal" "no loss reported" \
+    "$(grep -E 'event=(journal_lost_sales|hwm_damaged|started_after_loss)' "$AGENT_LOG")"
+fi
+assert_eq "the rollback keeps the journal_id" "$id_before" \
+  "$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"
+
+log "the new agent again"
+AGENT_BIN="$NEW_AGENT_BIN"
+start_agent
+post_one NEW-2 "new agent, again"
+if grep -q 'event=migrated' "$AGENT_LOG"; then
+  fail "the journal is at schema 7 already: no step runs again" "no event=migrated" \
+    "$(grep 'event=migrated' "$AGENT_LOG")"
+fi
+stop_agent
+
+assert_eq "every sale of every run is journaled, once" "$((SALES + 4))" \
+  "$(sql "SELECT count(*) FROM sales;")"
+assert_eq "each run's sale is there" "OLD-1 NEW-1 OLD-2 NEW-2" \
+  "$(sql "SELECT group_concat(sale_id, ' ') FROM (SELECT sale_id FROM sales
+          WHERE sale_id NOT LIKE 'GEN-%' ORDER BY seq);")"
+assert_eq "the copied sales are all there" "$SALES" \
+  "$(sql "SELECT count(DISTINCT sale_id) FROM sales WHERE sale_id LIKE 'GEN-%';")"
+assert_eq "seqs are distinct and rising in the order taken" "$((SALES + 4))" \
+  "$(sql "SELECT count(DISTINCT seq) FROM sales;")"
+assert_eq "the rollback's sale comes after the upgrade's" 1 \
+  "$(sql "SELECT (SELECT seq FROM sales WHERE sale_id = 'OLD-2') >
+                 (SELECT seq FROM sales WHERE sale_id = 'NEW-1');")"
+
+log "a journal whose oldest reader is newer than this agent is refused, and kept"
+sqlite3 "$JOURNAL" "PRAGMA user_version = 8;
+  INSERT INTO meta(key, value) VALUES('oldest_reader_agent', '9.9.9')
+    ON CONFLICT(key) DO UPDATE SET value = excluded.value;
+  UPDATE meta SET value = '8' WHERE key = 'schema_version';
+  PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+digest_before="$(sqlite3 "$JOURNAL" .sha3sum)"
+AGENT_STARTS=$((AGENT_STARTS + 1))
+AGENT_LOG="$T/agent.$AGENT_STARTS.log"
+rc=0
+timeout 30 "$AGENT_BIN" --config "$CONFIG" 2>"$AGENT_LOG" >/dev/null || rc=$?
+assert_eq "the agent's exit status (78: a person must act, systemd does not restart it)" 78 "$rc"
+assert_contains "the message names the agent needed" "needs pos-agent 9.9.9 or newer" \
+  "$(cat "$AGENT_LOG")"
+assert_contains "the message names the journal" "$JOURNAL" "$(cat "$AGENT_LOG")"
+assert_contains "the message says the journal is kept" "kept unchanged" "$(cat "$AGENT_LOG")"
+assert_eq "the refused journal is unchanged" "$digest_before" "$(sqlite3 "$JOURNAL" .sha3sum)"
+assert_eq "its sales are all there" "$((SALES + 4))" "$(sql "SELECT count(*) FROM sales;")"
+out="$("$AGENT_BIN" --journal-compat --config "$CONFIG")" ||
+  fail "--journal-compat reads the refused journal" "exit 0" "$out"
+assert_contains "--journal-compat: the oldest reader" "oldest_reader=8" "$out"
+assert_contains "--journal-compat: not readable by this agent" "readable=no" "$out"
+assert_eq "--journal-compat leaves the journal unchanged" "$digest_before" \
+  "$(sqlite3 "$JOURNAL" .sha3sum)"
