@@ -431,16 +431,16 @@ static void tls_handle(http_exchange *exchange, void *arg)
   http_exchange_respond(exchange, 200, "application/x-protobuf", NULL, "tls", 3);
 }
 
-static void test_mutual_tls(void **state)
-{
-  struct fixture *f = *state;
-  struct tls_server seen = {0};
-  struct uplink_http_request req;
-  char cmd[512], cert[128], key[128], ca[128], server_cert[128], server_key[128], other[128];
-  char url[128];
+struct pki {
+  char cert[128], key[128], ca[128], other_ca[128], server_cert[128], server_key[128];
   struct http_tls_config tls;
-  http_server *server, *server6;
-  char err[256];
+};
+
+/* The test PKI (tests/tools/pki.sh) in a temporary directory. Returns 0,
+ * or -1 when it cannot be made (no openssl): the test is then skipped. */
+static int make_pki(struct fixture *f, struct pki *pki)
+{
+  char cmd[512];
 
   snprintf(f->dir, sizeof(f->dir), "/tmp/uplink-http-XXXXXX");
   assert_non_null(mkdtemp(f->dir));
@@ -448,24 +448,59 @@ static void test_mutual_tls(void **state)
            POS_SOURCE_DIR, f->dir, f->dir);
   if (system(cmd) != 0) {
     print_message("  pki.sh failed (openssl missing?): skipped\n");
-    return;
+    return -1;
   }
-  snprintf(cert, sizeof(cert), "%s/pki/device-S001-D1.crt", f->dir);
-  snprintf(key, sizeof(key), "%s/pki/device-S001-D1.key", f->dir);
-  snprintf(ca, sizeof(ca), "%s/pki/ca.crt", f->dir);
-  snprintf(other, sizeof(other), "%s/pki/other-ca/ca.crt", f->dir);
-  snprintf(server_cert, sizeof(server_cert), "%s/pki/server.crt", f->dir);
-  snprintf(server_key, sizeof(server_key), "%s/pki/server.key", f->dir);
-  tls = (struct http_tls_config){server_cert, server_key, ca, NULL, 1};
-  struct http_server_config config = {"127.0.0.1", 0, 16 * 1024, 1 << 20, 60000, 60000, 16,
-                                      &tls, 0, 0, NULL};
-  server = http_server_create(&f->loop, &config, tls_handle, &seen, err, sizeof(err));
-  if (!server)
-    fail_msg("server: %s", err);
-  f->options.cert_file = cert;
-  f->options.key_file = key;
-  f->options.ca_file = ca;
+  snprintf(pki->cert, sizeof(pki->cert), "%s/pki/device-S001-D1.crt", f->dir);
+  snprintf(pki->key, sizeof(pki->key), "%s/pki/device-S001-D1.key", f->dir);
+  snprintf(pki->ca, sizeof(pki->ca), "%s/pki/ca.crt", f->dir);
+  snprintf(pki->other_ca, sizeof(pki->other_ca), "%s/pki/other-ca/ca.crt", f->dir);
+  snprintf(pki->server_cert, sizeof(pki->server_cert), "%s/pki/server.crt", f->dir);
+  snprintf(pki->server_key, sizeof(pki->server_key), "%s/pki/server.key", f->dir);
+  pki->tls = (struct http_tls_config){pki->server_cert, pki->server_key, pki->ca, NULL, 1};
+  f->options.cert_file = pki->cert;
+  f->options.key_file = pki->key;
+  f->options.ca_file = pki->ca;
+  return 0;
+}
 
+/* The platform's HTTPS server (mutual TLS) on `host`, or NULL if that
+ * address cannot be bound. */
+static http_server *tls_server_start(struct fixture *f, struct pki *pki, const char *host,
+                                     struct tls_server *seen)
+{
+  struct http_server_config config = {host, 0, 16 * 1024, 1 << 20, 60000, 60000, 16,
+                                      &pki->tls, 0, 0, NULL};
+  char err[256];
+
+  return http_server_create(&f->loop, &config, tls_handle, seen, err, sizeof(err));
+}
+
+/* A failed request to `url` with a fresh client whose error holds `what`. */
+static void expect_refusal(struct fixture *f, const char *url, const char *what)
+{
+  struct uplink_http_request req;
+
+  uplink_http_close(f->http, NULL, NULL);
+  f->http = NULL;
+  request(f, url, &req);
+  assert_int_equal(req.failed, 1);
+  if (!strstr(req.error, what))
+    fail_msg("expected \"%s\" in: %s", what, req.error);
+}
+
+static void test_mutual_tls_keeps_the_connection(void **state)
+{
+  struct fixture *f = *state;
+  struct tls_server seen = {0};
+  struct uplink_http_request req;
+  struct pki pki;
+  http_server *server;
+  char url[128];
+
+  if (make_pki(f, &pki) != 0)
+    return;
+  server = tls_server_start(f, &pki, "127.0.0.1", &seen);
+  assert_non_null(server);
   /* By IP address (checked against the certificate's IP SAN), twice on one connection. */
   snprintf(url, sizeof(url), "https://127.0.0.1:%d/v1/batches", http_server_port(server));
   for (int i = 0; i < 2; i++) {
@@ -483,39 +518,38 @@ static void test_mutual_tls(void **state)
   request(f, url, &req);
   assert_int_equal(req.status, 200);
   uplink_http_request_clear(&req);
-  uplink_http_close(f->http, NULL, NULL);
+  http_server_close(server, NULL, NULL);
+}
 
-  /* A collector certificate from a CA we do not trust. */
-  f->options.ca_file = other;
-  f->http = NULL;
+static void test_tls_refusals_say_why(void **state)
+{
+  struct fixture *f = *state;
+  struct tls_server seen = {0};
+  struct pki pki;
+  http_server *server, *server6;
+  char url[128];
+
+  if (make_pki(f, &pki) != 0)
+    return;
+  server = tls_server_start(f, &pki, "127.0.0.1", &seen);
+  assert_non_null(server);
   snprintf(url, sizeof(url), "https://127.0.0.1:%d/v1/batches", http_server_port(server));
-  request(f, url, &req);
-  assert_int_equal(req.failed, 1);
-  assert_non_null(strstr(req.error, "TLS: the collector's certificate is not trusted"));
-  uplink_http_close(f->http, NULL, NULL);
-
+  /* A collector certificate from a CA we do not trust. */
+  f->options.ca_file = pki.other_ca;
+  expect_refusal(f, url, "TLS: the collector's certificate is not trusted");
+  /* No device certificate: the collector refuses the handshake. */
+  f->options.ca_file = pki.ca;
+  f->options.cert_file = f->options.key_file = "";
+  expect_refusal(f, url, "no device certificate is configured");
+  f->options.cert_file = pki.cert;
+  f->options.key_file = pki.key;
   /* An address the certificate does not carry (::1), when there is IPv6. */
-  f->options.ca_file = ca;
-  f->http = NULL;
-  config.listen_host = "::1";
-  server6 = http_server_create(&f->loop, &config, tls_handle, &seen, err, sizeof(err));
+  server6 = tls_server_start(f, &pki, "::1", &seen);
   if (server6) {
     snprintf(url, sizeof(url), "https://[::1]:%d/v1/batches", http_server_port(server6));
-    request(f, url, &req);
-    assert_int_equal(req.failed, 1);
-    assert_non_null(strstr(req.error, "hostname mismatch"));
-    uplink_http_close(f->http, NULL, NULL);
-    f->http = NULL;
+    expect_refusal(f, url, "TLS: hostname mismatch");
     http_server_close(server6, NULL, NULL);
   }
-
-  /* No device certificate: the collector refuses the handshake. */
-  f->options.cert_file = f->options.key_file = "";
-  f->http = NULL;
-  snprintf(url, sizeof(url), "https://127.0.0.1:%d/v1/batches", http_server_port(server));
-  request(f, url, &req);
-  assert_int_equal(req.failed, 1);
-  assert_non_null(strstr(req.error, "no device certificate is configured"));
   http_server_close(server, NULL, NULL);
 }
 
@@ -533,7 +567,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_refused_connection_says_so, setup, teardown),
       cmocka_unit_test_setup_teardown(test_answer_headers_are_read, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ipv6_loopback, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_mutual_tls, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_mutual_tls_keeps_the_connection, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tls_refusals_say_why, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
