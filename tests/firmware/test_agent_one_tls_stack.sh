@@ -34,6 +34,19 @@ stacks+='|libssh|librtmp|libnghttp2|libpsl|libidn2)'
 other="$(grep -E "$stacks" "$T/closure" | cut -d' ' -f1 | tr '\n' ' ' || true)"
 [ -z "$other" ] || fail "a second TLS stack (or libcurl's dependencies) in the closure: $other"
 echo "ok: $(tail -n 1 "$T/closure" | awk '{print $2 " libraries, " $3 " bytes"}'), mbedTLS only"
+# Before and after as footprint.sh reports them: this closure against this
+# closure plus libcurl's (what the agent NEEDED up to 5d465b4): at least halved.
+bash "$POS_SOURCE_DIR/scripts/footprint.sh" --closure "$bin" "$triplet" "" libcurl.so.4 \
+  >"$T/before"
+if grep -q '^libcurl.so.4 ? ' "$T/before"; then
+  echo "note: libcurl.so.4 is not installed for $triplet: before/after not compared"
+else
+  read -r _ _ after_bytes < <(tail -n 1 "$T/closure")
+  read -r _ _ before_bytes < <(tail -n 1 "$T/before")
+  [ $((2 * after_bytes)) -le "$before_bytes" ] ||
+    fail "the closure is not halved: $before_bytes bytes with libcurl, $after_bytes without"
+  echo "ok: closure $before_bytes bytes with libcurl, $after_bytes without"
+fi
 
 mkdir -p "$T/pc"
 IFS=: read -r -a pc_dirs <<<"$(pkg-config --variable pc_path pkg-config)"
