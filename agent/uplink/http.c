@@ -86,6 +86,7 @@ struct uplink_http_conn {
   struct uplink_http_tls *tls_conf;
   mbedtls_ssl_context ssl;
   int ssl_ready;
+  int handshake_done;
   struct uplink_http_tls_note note;
   unsigned char *cipher; /* read, not yet taken by mbedTLS: cipher[start..end) */
   size_t cipher_start, cipher_end, cipher_cap;
@@ -218,6 +219,10 @@ static void conn_close(struct uplink_http_conn *conn)
   }
   if (conn->state == HTTP_RESOLVING)
     uv_cancel((uv_req_t *)&conn->resolve); /* its callback still comes */
+  /* A polite end (best effort: the socket takes a small alert at once),
+   * so that the collector logs no truncated connection. */
+  if (conn->handshake_done)
+    (void)mbedtls_ssl_close_notify(&conn->ssl);
   conn->state = HTTP_CLOSING;
   uv_timer_stop(&conn->timer);
   uv_close((uv_handle_t *)&conn->timer, conn_on_closed);
@@ -539,21 +544,31 @@ static void conn_on_written(uv_write_t *write, int status)
   conn_maybe_free(conn);
 }
 
-/* Queues a copy of `len` bytes on the socket. Returns 0 or -1 (the
- * connection cannot take them). */
+/* Writes `len` bytes to the socket: at once as far as the socket takes
+ * them, the rest copied and queued. Returns 0 or -1 (the connection cannot
+ * take them). */
 static int conn_write(struct uplink_http_conn *conn, const void *data, size_t len)
 {
   struct conn_write *w;
-  uv_buf_t buf;
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+  int sent;
 
   if (conn->state == HTTP_CLOSING || !conn->tcp)
     return -1;
-  w = malloc(sizeof(*w) + len);
+  /* With writes already queued this says UV_EAGAIN: the order is kept. */
+  sent = uv_try_write((uv_stream_t *)conn->tcp, &buf, 1);
+  if (sent == (int)len)
+    return 0;
+  if (sent < 0 && sent != UV_EAGAIN)
+    return -1;
+  if (sent < 0)
+    sent = 0;
+  w = malloc(sizeof(*w) + len - (size_t)sent);
   if (!w)
     return -1;
   w->conn = conn;
-  memcpy(w->data, data, len);
-  buf = uv_buf_init(w->data, (unsigned)len);
+  memcpy(w->data, (const char *)data + sent, len - (size_t)sent);
+  buf = uv_buf_init(w->data, (unsigned)(len - (size_t)sent));
   if (uv_write(&w->req, (uv_stream_t *)conn->tcp, &buf, 1, conn_on_written) != 0) {
     free(w);
     return -1;
@@ -686,6 +701,7 @@ static void conn_handshake(struct uplink_http_conn *conn)
     conn_finish(conn, "%s", why);
     return;
   }
+  conn->handshake_done = 1;
   slot = http_session(http, conn->authority, 1);
   mbedtls_ssl_session_free(&slot->session);
   mbedtls_ssl_session_init(&slot->session);

@@ -7,6 +7,7 @@
  * platform's own HTTPS server with mutual TLS and the test PKI.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -553,6 +554,69 @@ static void test_tls_refusals_say_why(void **state)
   http_server_close(server, NULL, NULL);
 }
 
+/* TLS session resumption against a server that offers it (openssl
+ * s_server: session tickets and a session cache; the collector offers
+ * neither). s_server -www answers no POST: each request times out after
+ * its handshake, and its connection is closed, so the second request needs
+ * a new connection, which resumes the first one's session. After two
+ * connections s_server exits and counts its session cache hits. */
+static void test_tls_session_is_resumed(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_http_request req;
+  struct pki pki;
+  char cmd[1024], url[128], log_path[160], pid_path[160], text[8192];
+  FILE *file;
+  size_t len = 0;
+  int port, pid = 0;
+
+  if (make_pki(f, &pki) != 0)
+    return;
+  assert_int_equal(server_start(f, "127.0.0.1", MODE_SILENT), 0);
+  port = f->server.port; /* a free port: freed for s_server */
+  uv_close((uv_handle_t *)&f->server.listener, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  uv_tcp_init(&f->loop, &f->server.listener); /* closed again by teardown */
+  snprintf(log_path, sizeof(log_path), "%s/s_server.log", f->dir);
+  snprintf(pid_path, sizeof(pid_path), "%s/s_server.pid", f->dir);
+  snprintf(cmd, sizeof(cmd),
+           "openssl s_server -accept 127.0.0.1:%d -tls1_2 -cert %s -key %s -CAfile %s "
+           "-Verify 1 -www -naccept 2 >%s 2>&1 </dev/null & echo $! >%s",
+           port, pki.server_cert, pki.server_key, pki.ca, log_path, pid_path);
+  assert_int_equal(system(cmd), 0);
+  file = fopen(pid_path, "r");
+  assert_non_null(file);
+  assert_int_equal(fscanf(file, "%d", &pid), 1);
+  fclose(file);
+  for (int waited = 0; waited < 100; waited++) {
+    file = fopen(log_path, "r");
+    len = file ? fread(text, 1, sizeof(text) - 1, file) : 0;
+    if (file)
+      fclose(file);
+    text[len] = '\0';
+    if (strstr(text, "ACCEPT"))
+      break;
+    usleep(100 * 1000);
+  }
+  f->options.request_timeout_ms = 1500;
+  snprintf(url, sizeof(url), "https://127.0.0.1:%d/v1/batches", port);
+  for (int i = 0; i < 2; i++) {
+    request(f, url, &req);
+    assert_int_equal(req.failed, 1);
+    assert_non_null(strstr(req.error, "timed out"));
+  }
+  for (int waited = 0; waited < 100 && kill(pid, 0) == 0; waited++)
+    usleep(100 * 1000);
+  kill(pid, SIGTERM);
+  file = fopen(log_path, "r");
+  assert_non_null(file);
+  len = fread(text, 1, sizeof(text) - 1, file);
+  fclose(file);
+  text[len] = '\0';
+  if (!strstr(text, "   1 session cache hits"))
+    fail_msg("the second connection did not resume the session; s_server said:\n%s", text);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -569,6 +633,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_ipv6_loopback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mutual_tls_keeps_the_connection, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tls_refusals_say_why, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tls_session_is_resumed, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
