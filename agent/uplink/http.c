@@ -29,11 +29,11 @@
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
-#include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/ssl.h>
 
 #include "platform/log.h"
+#include "platform/tls.h"
 #include "uplink/http_int.h"
 
 #define UPLINK_HTTP_READ_BYTES 16384
@@ -80,8 +80,8 @@ struct uplink_http_conn {
   uv_connect_t connect;
   uv_timer_t timer;
   unsigned pending; /* open handles and libuv requests in flight */
+  unsigned writing; /* writes queued, not yet done */
   uint64_t connect_deadline_ms;
-  uint64_t idle_since_ms;
   /* TLS */
   struct uplink_http_tls *tls_conf;
   mbedtls_ssl_context ssl;
@@ -292,10 +292,12 @@ static void conn_finish(struct uplink_http_conn *conn, const char *fmt, ...)
     req->failed = 0;
     req->status = (long)llhttp_get_status_code(&conn->parser);
     req->retry_after_s = conn_retry_after(conn->retry_after);
+    /* Kept for the next request only when clean: nothing of this exchange
+     * still being written (an early answer), nothing unread after it. */
     if (llhttp_should_keep_alive(&conn->parser) && !http->closing &&
-        conn->cipher_end == conn->cipher_start && http_idle_count(http) < UPLINK_HTTP_IDLE_MAX) {
+        conn->cipher_end == conn->cipher_start && conn->writing == 0 &&
+        http_idle_count(http) < UPLINK_HTTP_IDLE_MAX) {
       conn->state = HTTP_IDLE;
-      conn->idle_since_ms = uv_now(http->loop);
       uv_timer_start(&conn->timer, conn_on_timer, UPLINK_HTTP_IDLE_MS, 0);
     } else {
       conn_close(conn);
@@ -537,6 +539,7 @@ static void conn_on_written(uv_write_t *write, int status)
 
   free(w);
   conn->pending--;
+  conn->writing--;
   if (status < 0 && status != UV_ECANCELED && conn->state != HTTP_CLOSING && conn->req) {
     conn_broken(conn, uv_strerror(status));
     return;
@@ -574,6 +577,7 @@ static int conn_write(struct uplink_http_conn *conn, const void *data, size_t le
     return -1;
   }
   conn->pending++;
+  conn->writing++;
   return 0;
 }
 
@@ -733,7 +737,7 @@ static void conn_read_tls(struct uplink_http_conn *conn)
       conn_on_eof(conn, "TLS close_notify");
       return;
     }
-    mbedtls_strerror(rc, why, sizeof(why));
+    tls_error_text(rc, why, sizeof(why));
     conn_broken(conn, why);
     return;
   }
@@ -1124,8 +1128,6 @@ uplink_http *uplink_http_create(uv_loop_t *loop, const struct uplink_http_option
 {
   static const char personalization[] = "pos-agent uplink";
   uplink_http *http = calloc(1, sizeof(*http));
-  char text[160];
-  int rc;
 
   if (!http) {
     snprintf(err, err_size, "out of memory creating the HTTP client");
@@ -1151,13 +1153,8 @@ uplink_http *uplink_http_create(uv_loop_t *loop, const struct uplink_http_option
     snprintf(err, err_size, "out of memory creating the HTTP client");
     goto fail;
   }
-  rc = mbedtls_ctr_drbg_seed(&http->drbg, mbedtls_entropy_func, &http->entropy,
-                             (const unsigned char *)personalization, sizeof(personalization) - 1);
-  if (rc != 0) {
-    mbedtls_strerror(rc, text, sizeof(text));
-    snprintf(err, err_size, "TLS: cannot seed the random generator: %s", text);
+  if (tls_seed(&http->entropy, &http->drbg, personalization, err, err_size) != 0)
     goto fail;
-  }
   uv_timer_init(loop, &http->timer);
   http->timer.data = http;
   http->live = 1;

@@ -18,9 +18,10 @@
 #include <time.h>
 
 #include <mbedtls/asn1.h>
-#include <mbedtls/error.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
+
+#include "platform/tls.h"
 
 /* Where Debian (ca-certificates) keeps the system's CAs. */
 #define UPLINK_HTTP_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
@@ -43,14 +44,6 @@ struct uplink_http_tls {
   mbedtls_x509_crt ca;
   mbedtls_pk_context key;
 };
-
-static void tls_error_text(int rc, char *out, size_t out_size)
-{
-  char text[160];
-
-  mbedtls_strerror(rc, text, sizeof(text));
-  snprintf(out, out_size, "%s (-0x%04x)", text, (unsigned)-rc);
-}
 
 static void tls_file_note(struct uplink_http_tls_file *file)
 {
@@ -115,7 +108,7 @@ int uplink_http__tls_has_cert(const struct uplink_http_tls *tls)
 }
 
 /* The device certificate and key: both or neither, and a matching pair. */
-static int tls_load_identity(struct uplink_http_tls *tls, const char *cert_file,
+static int tls_conf_identity(struct uplink_http_tls *tls, const char *cert_file,
                              const char *key_file, char *err, size_t err_size)
 {
   char text[200];
@@ -128,32 +121,10 @@ static int tls_load_identity(struct uplink_http_tls *tls, const char *cert_file,
     snprintf(err, err_size, "uplink.cert and uplink.key go together: set both or neither");
     goto out;
   }
-  parsed = mbedtls_x509_crt_parse_file(&tls->cert, cert_file);
-  if (parsed != 0) {
-    if (parsed > 0)
-      snprintf(text, sizeof(text), "%d certificate(s) could not be parsed", parsed);
-    else
-      tls_error_text(parsed, text, sizeof(text));
-    snprintf(err, err_size,
-             "the device certificate cannot be used (uplink.cert %s): %s; check that it is a "
-             "readable PEM certificate", cert_file, text);
+  if (tls_load_identity(&tls->cert, &tls->key, cert_file, key_file,
+                        "the device certificate (uplink.cert)", "the device key (uplink.key)",
+                        err, err_size) != 0)
     goto out;
-  }
-  parsed = mbedtls_pk_parse_keyfile(&tls->key, key_file, NULL);
-  if (parsed != 0) {
-    tls_error_text(parsed, text, sizeof(text));
-    snprintf(err, err_size,
-             "the device key cannot be used (uplink.key %s): %s; check that it is a readable, "
-             "unencrypted PEM key", key_file, text);
-    goto out;
-  }
-  parsed = mbedtls_pk_check_pair(&tls->cert.pk, &tls->key);
-  if (parsed != 0) {
-    snprintf(err, err_size,
-             "the device key (uplink.key %s) does not belong to the device certificate "
-             "(uplink.cert %s)", key_file, cert_file);
-    goto out;
-  }
   parsed = mbedtls_ssl_conf_own_cert(&tls->conf, &tls->cert, &tls->key);
   if (parsed != 0) {
     tls_error_text(parsed, text, sizeof(text));
@@ -245,7 +216,7 @@ struct uplink_http_tls *uplink_http__tls_load(const char *cert_file, const char 
                                MBEDTLS_SSL_MINOR_VERSION_3);
   mbedtls_ssl_conf_authmode(&tls->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
   mbedtls_ssl_conf_session_tickets(&tls->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
-  if (tls_load_identity(tls, cert_file, key_file, err, err_size) != 0 ||
+  if (tls_conf_identity(tls, cert_file, key_file, err, err_size) != 0 ||
       tls_load_ca(tls, ca_file, err, err_size) != 0)
     goto out;
   mbedtls_ssl_conf_ca_chain(&tls->conf, &tls->ca, NULL);
@@ -318,25 +289,6 @@ static void tls_now_text(char *out, size_t out_size)
   strftime(out, out_size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* mbedtls_x509_crt_verify_info()'s lines joined with "; ". */
-static void tls_flags_text(uint32_t flags, char *out, size_t out_size)
-{
-  char info[512];
-  size_t used = 0;
-  const char *line, *end;
-
-  out[0] = info[0] = '\0';
-  (void)mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
-  for (line = info; *line && used < out_size; line = *end ? end + 1 : end) {
-    end = strchr(line, '\n');
-    if (!end)
-      end = line + strlen(line);
-    if (end > line)
-      used += (size_t)snprintf(out + used, out_size - used, "%s%.*s", used ? "; " : "",
-                               (int)(end - line), line);
-  }
-}
-
 /* A certificate refused by verification: the clock first, it explains the rest. */
 static void tls_explain_verify(uint32_t flags, const struct uplink_http_tls_note *note,
                                const char *host, char *out, size_t out_size)
@@ -344,7 +296,7 @@ static void tls_explain_verify(uint32_t flags, const struct uplink_http_tls_note
   char when[32], now[32], detail[400];
 
   tls_now_text(now, sizeof(now));
-  tls_flags_text(flags, detail, sizeof(detail));
+  tls_verify_text(flags, detail, sizeof(detail));
   if (note->future) {
     tls_time_text(&note->valid_from, when, sizeof(when));
     snprintf(out, out_size,
