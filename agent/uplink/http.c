@@ -214,7 +214,7 @@ static void conn_close(struct uplink_http_conn *conn)
   if (conn->state == HTTP_CLOSING)
     return;
   if (conn->req) {
-    ((struct uplink_http_request *)conn->req)->conn = NULL;
+    conn->req->conn = NULL;
     conn->req = NULL;
   }
   if (conn->state == HTTP_RESOLVING)

@@ -233,7 +233,8 @@ static int teardown(void **state)
   if (f->dir[0]) {
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    (void)system(cmd);
+    if (system(cmd) != 0)
+      print_message("  %s failed\n", cmd);
   }
   free(f);
   return 0;
