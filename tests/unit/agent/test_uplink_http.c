@@ -151,6 +151,9 @@ static void server_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
     server_close(conn);
     return;
   }
+  /* Silent: whatever comes (a request, a ClientHello) is left unanswered. */
+  if (conn->server->mode == MODE_SILENT)
+    return;
   if (nread > 0 && !uv_is_closing((uv_handle_t *)&conn->tcp) &&
       llhttp_execute(&conn->parser, buf->base, (size_t)nread) != HPE_OK)
     server_close(conn);
@@ -365,6 +368,26 @@ static void test_silent_server_times_out(void **state)
   assert_non_null(strstr(req.error, "timed out"));
   assert_non_null(strstr(req.error, "request_timeout_ms = 300 ms"));
   uplink_http_request_clear(&req);
+}
+
+static void test_silent_tls_handshake_times_out_on_connect_timeout(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_http_request req;
+  char url[64];
+
+  /* A server that accepts and never answers the ClientHello. */
+  f->options.connect_timeout_ms = 300;
+  assert_int_equal(server_start(f, "127.0.0.1", MODE_SILENT), 0);
+  if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) != 0) {
+    print_message("  no system CA bundle for uplink.ca = \"\": skipped\n");
+    return;
+  }
+  snprintf(url, sizeof(url), "https://127.0.0.1:%d/", f->server.port);
+  request(f, url, &req);
+  assert_int_equal(req.failed, 1);
+  assert_non_null(strstr(req.error, "timed out in the TLS handshake"));
+  assert_non_null(strstr(req.error, "connect_timeout_ms = 300 ms"));
 }
 
 static void test_refused_connection_says_so(void **state)
@@ -629,6 +652,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_answer_larger_than_max_response_bytes_fails, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_silent_server_times_out, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_silent_tls_handshake_times_out_on_connect_timeout,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_refused_connection_says_so, setup, teardown),
       cmocka_unit_test_setup_teardown(test_answer_headers_are_read, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ipv6_loopback, setup, teardown),
