@@ -10,10 +10,10 @@ packages=(
   libsqlite3-dev libuv1-dev libcurl4-openssl-dev libmbedtls-dev
   libprotobuf-c-dev protobuf-c-compiler libzstd-dev librdkafka-dev
   node-llhttp libinih-dev libjansson-dev libcmocka-dev
-  # test tools: the journal read back, certificates, Kafka read back, decoding,
-  # the status page in a real browser (headless), and Prometheus (promtool checks /metrics; a
-  # prometheus the tests start scrapes it)
-  sqlite3 openssl curl kcat protobuf-compiler chromium prometheus
+  # test tools: the journal read back, certificates, a wrong device clock (libfaketime), Kafka
+  # read back, decoding, the status page in a real browser (headless), and Prometheus (promtool
+  # checks /metrics; a prometheus the tests start scrapes it)
+  sqlite3 openssl curl faketime kcat protobuf-compiler chromium prometheus
   # the .deb: dpkg-shlibdeps (CPack) and lintian (tests/firmware)
   dpkg-dev lintian
 )

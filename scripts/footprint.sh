@@ -4,12 +4,15 @@
 # links (readelf NEEDED, with the Debian package and size of each), the
 # full closure of shared libraries the device must carry (NEEDED of NEEDED
 # ..., from the libraries the build linked: multiarch or its sysroot), and
-# the agent's idle resident memory.
+# the agent's idle resident memory; then before and after the agent
+# dropped libcurl for its own uplink on mbedTLS (issue 11: one TLS stack).
 #
-#   scripts/footprint.sh [ARCH...]      default: x86_64 aarch64 armhf
-#   scripts/footprint.sh --closure BINARY TRIPLET [SYSROOT]
+#   scripts/footprint.sh [--before COMMIT] [ARCH...]
+#                                       default: x86_64 aarch64 armhf
+#   scripts/footprint.sh --closure BINARY TRIPLET [SYSROOT [SONAME...]]
 #                                       the closure alone: one line per library
-#                                       (soname, bytes, path, package), then total
+#                                       (soname, bytes, path, package), then total;
+#                                       SONAMEs are loaded as if NEEDED too
 #
 # Measures the firmware builds (POS_TESTS=OFF, as flashed) in
 # build-ARCH-release/, built (or brought up to date) with
@@ -19,6 +22,14 @@
 # runs with a temporary configuration (loopback, any free port, journal in
 # a temporary directory); "idle" is 3 s after it logged event=ready, no
 # sale posted.
+#
+# Before and after: without --before, "before" is computed from this build:
+# its closure plus that of libcurl.so.4 (what the agent NEEDED up to
+# commit 5d465b4, besides what it still needs), from the same multiarch
+# libraries or sysroot. With --before COMMIT (e.g. 5d465b4), COMMIT's tree
+# is exported (git archive) to build-before-COMMIT/ and built there by its
+# own 'cross/build.sh ARCH --release': its binary, real closure and idle
+# memory are reported beside this build's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,14 +61,16 @@ lib_package() {
   echo "${pkg:-?}"
 }
 
-# closure BINARY TRIPLET SYSROOT: every shared library BINARY loads,
-# breadth first: "soname bytes path package" lines, then "total N BYTES";
-# a soname found nowhere is "soname ? - (not found)".
+# closure BINARY TRIPLET SYSROOT [SONAME...]: every shared library BINARY
+# loads (and the SONAMEs with theirs, as if BINARY needed them), breadth
+# first: "soname bytes path package" lines, then "total N BYTES"; a soname
+# found nowhere is "soname ? - (not found)".
 closure() {
   local bin="$1" triplet="$2" sysroot="$3" soname path bytes total=0 count=0
   local -a queue
   local -A seen=()
-  mapfile -t queue < <(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+  mapfile -t queue < <(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'
+    [ $# -le 3 ] || printf '%s\n' "${@:4}")
   while [ ${#queue[@]} -gt 0 ]; do
     soname="${queue[0]}"
     queue=("${queue[@]:1}")
@@ -79,11 +92,21 @@ closure() {
 }
 
 if [ "${1:-}" = --closure ]; then
-  [ $# -ge 3 ] || { echo "usage: footprint.sh --closure BINARY TRIPLET [SYSROOT]" >&2; exit 2; }
-  closure "$2" "$3" "${4:-}"
+  if [ $# -lt 3 ]; then
+    echo "usage: footprint.sh --closure BINARY TRIPLET [SYSROOT [SONAME...]]" >&2
+    exit 2
+  fi
+  closure "$2" "$3" "${4:-}" "${@:5}"
   exit 0
 fi
 
+before_commit=""
+if [ "${1:-}" = --before ]; then
+  [ $# -ge 2 ] || { echo "usage: footprint.sh [--before COMMIT] [ARCH...]" >&2; exit 2; }
+  before_commit="$(git rev-parse --short "$2^{commit}")" ||
+    { echo "footprint.sh: --before $2: not a commit of this repository" >&2; exit 2; }
+  shift 2
+fi
 archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(x86_64 aarch64 armhf)
 
@@ -122,7 +145,9 @@ human() {
                          else printf "%.1f KiB", b / 1024 }'
 }
 
-# measure_idle BINARY: idle VmRSS/VmHWM of the agent run natively.
+# measure_idle BINARY: idle VmRSS/VmHWM of the agent run natively; sets
+# IDLE_RSS_KB.
+IDLE_RSS_KB=""
 measure_idle() {
   local bin="$1" run="$tmp/run" log rss hwm anon file threads
   mkdir -p "$run"
@@ -165,12 +190,104 @@ EOF
   kill -TERM "$agent_pid"
   wait "$agent_pid" 2>/dev/null || true
   agent_pid=""
+  IDLE_RSS_KB="$rss"
   printf '    idle memory (native, 3 s after ready): VmRSS %s kB (anonymous %s kB, file-backed %s kB), peak VmHWM %s kB, %s threads\n' \
     "$rss" "$anon" "$file" "$hwm" "$threads"
 }
 
 echo "pos-agent footprint ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(git describe --always --dirty 2>/dev/null || echo 'no git'))"
 echo
+
+# report BIN TRIPLET SYSROOT KEY: binary size, NEEDED, full closure and
+# (natively) idle memory of BIN; leaves its closure in $tmp/closure.KEY
+# and sets STRIPPED_BYTES and IDLE_RSS_KB.
+STRIPPED_BYTES=""
+report() {
+  local bin="$1" triplet="$2" sysroot="$3" key="$4" strip_tool size_tool unstripped total
+  local lib bytes pkg count closure_total text data bss
+  strip_tool="$(tool_for "$triplet" strip)"
+  size_tool="$(tool_for "$triplet" size)"
+  "$strip_tool" -o "$tmp/pos-agent.$key" "$bin"
+  STRIPPED_BYTES=$(stat -c %s "$tmp/pos-agent.$key")
+  unstripped=$(stat -c %s "$bin")
+  printf '    binary: %s stripped (%s bytes; %s with debug info)\n' \
+    "$(human "$STRIPPED_BYTES")" "$STRIPPED_BYTES" "$(human "$unstripped")"
+  if read -r text data bss _ < <("$size_tool" "$tmp/pos-agent.$key" | awk 'NR == 2'); then
+    printf '    sections: text %s, data %s, bss %s bytes\n' "$text" "$data" "$bss"
+  fi
+
+  closure "$bin" "$triplet" "$sysroot" >"$tmp/closure.$key"
+  echo "    shared libraries (NEEDED)${sysroot:+, from the sysroot $sysroot}:"
+  total=0
+  while read -r lib; do
+    if read -r _ bytes _ pkg < <(awk -v s="$lib" '$1 == s' "$tmp/closure.$key") &&
+       [ "$bytes" != "?" ]; then
+      total=$((total + bytes))
+      printf '      %-22s %10s  %s\n' "$lib" "$(human "$bytes")" "$pkg"
+    else
+      printf '      %-22s %10s  %s\n' "$lib" "?" "(not installed for $triplet on this machine)"
+    fi
+  done < <(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+  printf '      %-22s %10s  (direct dependencies, as Debian ships them)\n' \
+    "total" "$(human "$total")"
+  read -r _ count closure_total < <(tail -n 1 "$tmp/closure.$key")
+  echo "    full closure (every library loaded, what the device must carry):" \
+    "$count libraries, $(human "$closure_total")"
+  by_package "$tmp/closure.$key"
+  if grep -q ' ? - (not found)$' "$tmp/closure.$key"; then
+    echo "      not found: $(awk '$2 == "?" { printf "%s ", $1 }' "$tmp/closure.$key")"
+  fi
+
+  IDLE_RSS_KB=""
+  case "$arch:$host_arch" in
+    x86_64:x86_64|aarch64:aarch64|armhf:armv7l|armhf:armv8l)
+      measure_idle "$bin" || true ;;
+    *)
+      echo "    idle memory: not measured: under qemu-user the resident set is the emulator's," \
+        "not the agent's; the native ($host_arch) figure is the guide" ;;
+  esac
+}
+
+# by_package CLOSURE_FILE: its libraries grouped by package, biggest first.
+by_package() {
+  head -n -1 "$1" | awk '$2 != "?" { size[$4] += $2; libs[$4] = libs[$4] " " $1 }
+    END { for (p in size) printf "%d %s%s\n", size[p], p, libs[p] }' | sort -rn |
+    while read -r bytes pkg libs; do
+      printf '      %10s  %-28s %s\n' "$(human "$bytes")" "$pkg" "$libs"
+    done
+}
+
+# compare KEY_BEFORE KEY_AFTER HOW: the closures side by side, what went.
+compare() {
+  local before="$tmp/closure.$1" after="$tmp/closure.$2" how="$3"
+  local n_before b_before n_after b_after gone
+  read -r _ n_before b_before < <(tail -n 1 "$before")
+  read -r _ n_after b_after < <(tail -n 1 "$after")
+  echo "    before and after (the uplink on mbedTLS instead of libcurl: one TLS stack)"
+  echo "      before: $n_before libraries, $(human "$b_before") ($how)"
+  echo "      after:  $n_after libraries, $(human "$b_after") (this build)"
+  awk -v nb="$n_before" -v bb="$b_before" -v na="$n_after" -v ba="$b_after" 'BEGIN {
+    printf "      closure: %d fewer libraries (%.0f%%), %.2f MiB less (%.0f%%)%s\n",
+      nb - na, nb ? 100 * (nb - na) / nb : 0, (bb - ba) / 1048576, bb ? 100 * (bb - ba) / bb : 0,
+      (bb && 2 * ba <= bb) ? ": at least halved" : ": NOT halved" }'
+  gone="$(awk 'NR == FNR { if ($1 != "total") keep[$1] = 1; next }
+    $1 != "total" && !($1 in keep) { printf "%s ", $1 }' "$after" "$before")"
+  echo "      no longer carried: ${gone:-nothing}"
+}
+
+# build_before ARCH: COMMIT's agent, built by COMMIT's own cross/build.sh
+# in build-before-COMMIT/; prints the binary's path, or fails.
+build_before() {
+  local dir="build-before-$before_commit"
+  if [ ! -f "$dir/.exported" ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    git archive "$before_commit" | tar -x -C "$dir"
+    touch "$dir/.exported"
+  fi
+  (cd "$dir" && cross/build.sh "$1" --release) >"$tmp/build-before-$1.log" 2>&1 || return 1
+  echo "$dir/build-$1-release/agent/pos-agent"
+}
 
 for arch in "${archs[@]}"; do
   triplet="$(triplet_of "$arch")"
@@ -186,53 +303,42 @@ for arch in "${archs[@]}"; do
     echo
     continue
   fi
-
-  strip_tool="$(tool_for "$triplet" strip)"
-  size_tool="$(tool_for "$triplet" size)"
-  "$strip_tool" -o "$tmp/pos-agent.$arch" "$bin"
-  stripped=$(stat -c %s "$tmp/pos-agent.$arch")
-  unstripped=$(stat -c %s "$bin")
-  printf '    binary: %s stripped (%s bytes; %s with debug info)\n' \
-    "$(human "$stripped")" "$stripped" "$(human "$unstripped")"
-  if read -r text data bss _ < <("$size_tool" "$tmp/pos-agent.$arch" | awk 'NR == 2'); then
-    printf '    sections: text %s, data %s, bss %s bytes\n' "$text" "$data" "$bss"
-  fi
-
   # The libraries the build linked: multiarch, or cross/build.sh's sysroot.
   sysroot="$(sed -n 's/^POS_CROSS_SYSROOT:[A-Z]*=//p' "$build_dir/CMakeCache.txt")"
-  closure "$bin" "$triplet" "$sysroot" >"$tmp/closure.$arch"
-  echo "    shared libraries (NEEDED)${sysroot:+, from the sysroot $sysroot}:"
-  total=0
-  while read -r lib; do
-    if read -r _ bytes _ pkg < <(awk -v s="$lib" '$1 == s' "$tmp/closure.$arch") &&
-       [ "$bytes" != "?" ]; then
-      total=$((total + bytes))
-      printf '      %-22s %10s  %s\n' "$lib" "$(human "$bytes")" "$pkg"
-    else
-      printf '      %-22s %10s  %s\n' "$lib" "?" "(not installed for $triplet on this machine)"
-    fi
-  done < <(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
-  printf '      %-22s %10s  (direct dependencies, as Debian ships them)\n' \
-    "total" "$(human "$total")"
-  read -r _ count closure_total < <(tail -n 1 "$tmp/closure.$arch")
-  echo "    full closure (every library loaded, what the device must carry):" \
-    "$count libraries, $(human "$closure_total")"
-  # Biggest first, grouped by package.
-  head -n -1 "$tmp/closure.$arch" | awk '$2 != "?" { size[$4] += $2; libs[$4] = libs[$4] " " $1 }
-    END { for (p in size) printf "%d %s%s\n", size[p], p, libs[p] }' | sort -rn |
-    while read -r bytes pkg libs; do
-      printf '      %10s  %-28s %s\n' "$(human "$bytes")" "$pkg" "$libs"
-    done
-  if grep -q ' ? - (not found)$' "$tmp/closure.$arch"; then
-    echo "      not found: $(awk '$2 == "?" { printf "%s ", $1 }' "$tmp/closure.$arch")"
-  fi
+  report "$bin" "$triplet" "$sysroot" "$arch"
+  after_bytes="$STRIPPED_BYTES"
+  after_rss="$IDLE_RSS_KB"
 
-  case "$arch:$host_arch" in
-    x86_64:x86_64|aarch64:aarch64|armhf:armv7l|armhf:armv8l)
-      measure_idle "$bin" || true ;;
-    *)
-      echo "    idle memory: not measured: under qemu-user the resident set is the emulator's," \
-        "not the agent's; the native ($host_arch) figure is the guide" ;;
-  esac
+  if [ -n "$before_commit" ]; then
+    echo "  -- before: commit $before_commit, built by its own cross/build.sh $arch --release"
+    if ! before_bin="$(build_before "$arch")"; then
+      echo "    NOT BUILT; its last lines:"
+      tail -n 8 "$tmp/build-before-$arch.log" | sed 's/^/      /'
+      echo
+      continue
+    fi
+    before_sysroot="$(sed -n 's/^POS_CROSS_SYSROOT:[A-Z]*=//p' \
+      "${before_bin%/agent/pos-agent}/CMakeCache.txt")"
+    report "$before_bin" "$triplet" "$before_sysroot" "$arch.before"
+    compare "$arch.before" "$arch" "commit $before_commit as built, its real closure"
+    awk -v b="$STRIPPED_BYTES" -v a="$after_bytes" 'BEGIN {
+      printf "      binary (stripped): %.1f KiB before, %.1f KiB after (%+.1f KiB)\n",
+        b / 1024, a / 1024, (a - b) / 1024 }'
+    if [ -n "$IDLE_RSS_KB" ] && [ -n "$after_rss" ]; then
+      echo "      idle VmRSS: $IDLE_RSS_KB kB before, $after_rss kB after" \
+        "($((after_rss - IDLE_RSS_KB)) kB)"
+    fi
+  elif awk '$1 == "libcurl.so.4" { found = 1 } END { exit found }' "$tmp/closure.$arch"; then
+    closure "$bin" "$triplet" "$sysroot" libcurl.so.4 >"$tmp/closure.$arch.computed"
+    if grep -q '^libcurl.so.4 ? ' "$tmp/closure.$arch.computed"; then
+      echo "    before and after: libcurl.so.4 is not installed for $triplet here; use" \
+        "--before 5d465b4 to build the agent that linked it"
+    else
+      compare "$arch.computed" "$arch" \
+        "computed: this closure plus libcurl.so.4's, which the agent linked up to 5d465b4"
+    fi
+  else
+    echo "    before and after: this agent still links libcurl.so.4"
+  fi
   echo
 done

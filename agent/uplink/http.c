@@ -1,58 +1,161 @@
 /*
- * http.c - libcurl's multi socket interface driven by libuv.
+ * http.c - the uplink's HTTP/1.1 client: libuv sockets, mbedTLS over
+ * memory buffers, llhttp for the answers.
  *
- * curl owns the sockets; we own one uv_poll_t per socket curl asks us to
- * watch (kept with curl_multi_assign) and one uv_timer_t for curl's single
- * timeout. When libuv reports a socket ready or the timer fires we call
- * curl_multi_socket_action and then collect finished transfers with
- * curl_multi_info_read. No curl function is called from inside a curl
- * callback.
+ * One connection carries one request at a time (no pipelining). Its life:
+ * RESOLVING (uv_getaddrinfo, in libuv's thread pool) -> CONNECTING (each
+ * address in turn until one accepts) -> HANDSHAKE (https only) -> EXCHANGE
+ * (the request written, the answer parsed) -> IDLE (kept for the next
+ * request to the same host and port when the answer allows keep-alive) or
+ * CLOSING. Ciphertext read from the socket is buffered and handed to
+ * mbedTLS through its receive callback; what mbedTLS sends is copied into a
+ * uv_write. mbedTLS never sees a file descriptor, so nothing blocks.
+ *
+ * Callbacks to the user (done) are called last in whatever libuv callback
+ * finished the request, and nothing touches the connection after them: a
+ * done() may start the next request on the same connection, or close the
+ * client.
  */
+#define _XOPEN_SOURCE 700 /* strptime */
 #include "uplink/http.h"
 
-#include <curl/curl.h>
+#include <llhttp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
 
 #include "platform/log.h"
+#include "platform/tls.h"
+#include "uplink/http_int.h"
 
-struct uplink_http_socket {
-  uv_poll_t poll; /* first: the close callback gets this pointer back */
-  curl_socket_t fd;
+#define UPLINK_HTTP_READ_BYTES 16384
+#define UPLINK_HTTP_IDLE_MAX 4        /* idle connections kept */
+#define UPLINK_HTTP_IDLE_MS 50000     /* an idle connection is closed after this */
+#define UPLINK_HTTP_SESSIONS 4        /* TLS sessions kept for resumption */
+#define UPLINK_HTTP_MAX_CIPHERTEXT (256u * 1024u)
+
+enum uplink_http_state {
+  HTTP_RESOLVING,
+  HTTP_CONNECTING,
+  HTTP_HANDSHAKE,
+  HTTP_EXCHANGE,
+  HTTP_IDLE,
+  HTTP_CLOSING,
+};
+
+/* Which answer header a value belongs to. */
+enum uplink_http_header {
+  HEADER_OTHER,
+  HEADER_TYPE,
+  HEADER_ENCODING,
+  HEADER_RETRY_AFTER,
+};
+
+struct uplink_http_session {
+  char key[300]; /* "host:port" */
+  mbedtls_ssl_session session;
+  int valid;
+};
+
+struct uplink_http_conn {
   uplink_http *http;
-  struct uplink_http_socket *prev, *next; /* every socket still open */
-  int closing;
+  struct uplink_http_conn *next; /* every connection not yet freed */
+  enum uplink_http_state state;
+  int tls;
+  char host[256];     /* as resolved and verified: no brackets */
+  char port[8];
+  char authority[300]; /* "host:port" as in the URL: for errors, Host and the pool */
+  uv_getaddrinfo_t resolve;
+  struct addrinfo *addrs, *addr_next;
+  char connect_error[160]; /* why the last address refused */
+  uv_tcp_t *tcp;          /* the current socket (a new one per address tried) */
+  uv_connect_t connect;
+  uv_timer_t timer;
+  unsigned pending; /* open handles and libuv requests in flight */
+  unsigned writing; /* writes queued, not yet done */
+  uint64_t connect_deadline_ms;
+  /* TLS */
+  struct uplink_http_tls *tls_conf;
+  mbedtls_ssl_context ssl;
+  int ssl_ready;
+  int handshake_done;
+  struct uplink_http_tls_note note;
+  unsigned char *cipher; /* read, not yet taken by mbedTLS: cipher[start..end) */
+  size_t cipher_start, cipher_end, cipher_cap;
+  /* HTTP */
+  llhttp_t parser;
+  struct uplink_http_request *req;
+  int reused;
+  size_t answered; /* bytes of the answer received */
+  int complete;
+  enum uplink_http_header header;
+  size_t value_len;
+  char field[32];
+  size_t field_len;
+  char retry_after[64];
+  char read_buf[UPLINK_HTTP_READ_BYTES];
 };
 
 struct uplink_http {
   uv_loop_t *loop;
-  CURLM *multi;
-  CURLSH *share;
-  uv_timer_t timer;
+  uv_timer_t timer; /* only to call `closed` from the loop */
   char *cert_file, *key_file, *ca_file;
   int64_t connect_timeout_ms, request_timeout_ms;
   size_t max_response_bytes;
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  struct uplink_http_tls *tls; /* loaded by the first https request */
+  struct uplink_http_session sessions[UPLINK_HTTP_SESSIONS];
+  unsigned session_next;
+  struct uplink_http_conn *conns;
   struct uplink_http_request *active; /* started, not finished */
-  struct uplink_http_socket *sockets;
-  unsigned open_handles;              /* the timer and the polls not yet closed */
+  unsigned live; /* connections not yet freed, plus the timer */
   int closing;
   void (*closed)(void *arg);
   void *closed_arg;
 };
 
-static int uplink_http_global_done;
+/* What a URL says. */
+struct uplink_http_url {
+  int tls;
+  char host[256];
+  char port[8];
+  char authority[300];
+  const char *path;
+};
 
-/* ---- handles and their lifetimes ------------------------------------------- */
+static llhttp_settings_t uplink_http_parser_settings;
 
-static void uplink_http_maybe_free(uplink_http *http)
+static void conn_close(struct uplink_http_conn *conn);
+static int conn_read_plain(struct uplink_http_conn *conn, const char *data, size_t len);
+static void conn_on_timer(uv_timer_t *timer);
+static int http_open(uplink_http *http, struct uplink_http_request *req,
+                     const struct uplink_http_url *url);
+static int http_parse_url(const char *text, struct uplink_http_url *url);
+static unsigned http_idle_count(const uplink_http *http);
+
+/* ---- lifetimes --------------------------------------------------------------------- */
+
+static void http_maybe_free(uplink_http *http)
 {
   void (*closed)(void *) = http->closed;
   void *arg = http->closed_arg;
-  if (!http->closing || http->open_handles)
+
+  if (!http->closing || http->live)
     return;
+  for (unsigned i = 0; i < UPLINK_HTTP_SESSIONS; i++)
+    mbedtls_ssl_session_free(&http->sessions[i].session);
+  uplink_http__tls_unref(http->tls);
+  mbedtls_ctr_drbg_free(&http->drbg);
+  mbedtls_entropy_free(&http->entropy);
   free(http->cert_file);
   free(http->key_file);
   free(http->ca_file);
@@ -61,33 +164,40 @@ static void uplink_http_maybe_free(uplink_http *http)
     closed(arg);
 }
 
-static void uplink_http_on_handle_closed(uv_handle_t *handle)
+static void conn_maybe_free(struct uplink_http_conn *conn)
 {
-  uplink_http *http = handle->data;
-  if (handle->type == UV_POLL) {
-    struct uplink_http_socket *sock = (struct uplink_http_socket *)handle;
-    free(sock);
-  }
-  http->open_handles--;
-  uplink_http_maybe_free(http);
-}
+  uplink_http *http = conn->http;
 
-static void uplink_http_socket_close(uplink_http *http, struct uplink_http_socket *sock)
-{
-  if (sock->closing)
+  if (conn->state != HTTP_CLOSING || conn->pending)
     return;
-  sock->closing = 1;
-  if (sock->prev)
-    sock->prev->next = sock->next;
-  else
-    http->sockets = sock->next;
-  if (sock->next)
-    sock->next->prev = sock->prev;
-  uv_poll_stop(&sock->poll);
-  uv_close((uv_handle_t *)&sock->poll, uplink_http_on_handle_closed);
+  for (struct uplink_http_conn **at = &http->conns; *at; at = &(*at)->next) {
+    if (*at == conn) {
+      *at = conn->next;
+      break;
+    }
+  }
+  if (conn->addrs)
+    uv_freeaddrinfo(conn->addrs);
+  if (conn->ssl_ready)
+    mbedtls_ssl_free(&conn->ssl);
+  uplink_http__tls_unref(conn->tls_conf);
+  free(conn->cipher);
+  free(conn);
+  http->live--;
+  http_maybe_free(http);
 }
 
-static void uplink_http_unlink(uplink_http *http, struct uplink_http_request *req)
+static void conn_on_closed(uv_handle_t *handle)
+{
+  struct uplink_http_conn *conn = handle->data;
+
+  if (handle->type == UV_TCP)
+    free(handle);
+  conn->pending--;
+  conn_maybe_free(conn);
+}
+
+static void http_unlink(uplink_http *http, struct uplink_http_request *req)
 {
   for (struct uplink_http_request **at = &http->active; *at; at = &(*at)->next_active) {
     if (*at == req) {
@@ -98,91 +208,1038 @@ static void uplink_http_unlink(uplink_http *http, struct uplink_http_request *re
   req->next_active = NULL;
 }
 
-/* Detaches the easy handle from the multi and frees it. */
-static void uplink_http_release(uplink_http *http, struct uplink_http_request *req)
+/* Closes the connection (its request, if any, must have been taken off). */
+static void conn_close(struct uplink_http_conn *conn)
 {
-  if (req->easy) {
-    curl_multi_remove_handle(http->multi, req->easy);
-    curl_easy_cleanup(req->easy);
-    req->easy = NULL;
+  if (conn->state == HTTP_CLOSING)
+    return;
+  if (conn->req) {
+    conn->req->conn = NULL;
+    conn->req = NULL;
   }
-  curl_slist_free_all(req->headers);
-  req->headers = NULL;
-  uplink_http_unlink(http, req);
-}
-
-/* ---- finished transfers ------------------------------------------------------- */
-
-/* "host:port" of `url`, for error messages that say what failed on what. */
-static void uplink_http_authority(const char *url, char *out, size_t out_size)
-{
-  CURLU *parsed = curl_url();
-  char *host = NULL, *port = NULL;
-  if (parsed && curl_url_set(parsed, CURLUPART_URL, url, 0) == CURLUE_OK &&
-      curl_url_get(parsed, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-      curl_url_get(parsed, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
-    snprintf(out, out_size, "%s:%s", host, port);
-  else
-    snprintf(out, out_size, "%s", url);
-  curl_free(host);
-  curl_free(port);
-  curl_url_cleanup(parsed);
-}
-
-/* What went wrong, in words a person fixing a store's uplink uses. */
-static const char *uplink_http_what(CURLcode code)
-{
-  switch (code) {
-  case CURLE_COULDNT_RESOLVE_HOST:
-    return "cannot resolve the host name";
-  case CURLE_COULDNT_CONNECT:
-    return "cannot connect (refused or unreachable)";
-  case CURLE_OPERATION_TIMEDOUT:
-    return "timed out";
-  case CURLE_SSL_CONNECT_ERROR:
-    return "TLS handshake failed";
-  case CURLE_PEER_FAILED_VERIFICATION:
-    return "TLS handshake failed: the collector's certificate is not trusted (uplink.ca)";
-  case CURLE_SSL_CERTPROBLEM:
-    return "the device certificate or key cannot be used (uplink.cert, uplink.key)";
-  case CURLE_SSL_CACERT_BADFILE:
-    return "the CA file cannot be read (uplink.ca)";
-  case CURLE_SEND_ERROR:
-  case CURLE_RECV_ERROR:
-    return "connection lost (a refused client certificate looks like this too)";
-  case CURLE_GOT_NOTHING:
-    return "the collector closed the connection without answering";
-  case CURLE_WRITE_ERROR:
-    return "answer too large";
-  default:
-    return curl_easy_strerror(code);
+  if (conn->state == HTTP_RESOLVING)
+    uv_cancel((uv_req_t *)&conn->resolve); /* its callback still comes */
+  /* A polite end (best effort: the socket takes a small alert at once),
+   * so that the collector logs no truncated connection. */
+  if (conn->handshake_done)
+    (void)mbedtls_ssl_close_notify(&conn->ssl);
+  conn->state = HTTP_CLOSING;
+  uv_timer_stop(&conn->timer);
+  uv_close((uv_handle_t *)&conn->timer, conn_on_closed);
+  if (conn->tcp) {
+    uv_close((uv_handle_t *)conn->tcp, conn_on_closed);
+    conn->tcp = NULL;
   }
+  conn_maybe_free(conn);
 }
 
-static void uplink_http_set_error(struct uplink_http_request *req, const char *fmt, ...)
+/* ---- finishing a request ------------------------------------------------------------- */
+
+static int64_t conn_retry_after(const char *value)
+{
+  char *end;
+  long long seconds;
+  struct tm tm;
+
+  while (*value == ' ')
+    value++;
+  if (!*value)
+    return -1;
+  seconds = strtoll(value, &end, 10);
+  if (end != value && (*end == '\0' || *end == ' '))
+    return seconds >= 0 ? (int64_t)seconds : -1;
+  /* The other form is an HTTP-date (RFC 9110 IMF-fixdate). */
+  memset(&tm, 0, sizeof(tm));
+  end = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (!end)
+    return -1;
+  seconds = (long long)timegm(&tm) - (long long)time(NULL);
+  return seconds > 0 ? (int64_t)seconds : 0;
+}
+
+/*
+ * Ends the connection's request: with the answer parsed (`fmt` NULL), or
+ * failed with "authority: " and `fmt`'s text. The connection goes idle
+ * (a whole answer that allows keep-alive) or is closed; then done() is
+ * called. The caller must not touch the connection afterwards.
+ */
+static void conn_finish(struct uplink_http_conn *conn, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-static void uplink_http_set_error(struct uplink_http_request *req, const char *fmt, ...)
+static void conn_finish(struct uplink_http_conn *conn, const char *fmt, ...)
 {
+  uplink_http *http = conn->http;
+  struct uplink_http_request *req = conn->req;
   va_list args;
-  va_start(args, fmt);
-  vsnprintf(req->error, sizeof(req->error), fmt, args);
-  va_end(args);
+  int n;
+
+  conn->req = NULL;
+  req->conn = NULL;
+  http_unlink(http, req);
+  if (fmt) {
+    req->failed = 1;
+    n = snprintf(req->error, sizeof(req->error), "%s: ", conn->authority);
+    va_start(args, fmt);
+    if (n > 0 && (size_t)n < sizeof(req->error))
+      vsnprintf(req->error + n, sizeof(req->error) - (size_t)n, fmt, args);
+    va_end(args);
+    /* A failed request holds no answer (half of one is no answer). */
+    free(req->response);
+    req->response = NULL;
+    req->response_len = req->response_cap = 0;
+    conn_close(conn);
+  } else {
+    req->failed = 0;
+    req->status = (long)llhttp_get_status_code(&conn->parser);
+    req->retry_after_s = conn_retry_after(conn->retry_after);
+    /* Kept for the next request only when clean: nothing of this exchange
+     * still being written (an early answer), nothing unread after it. */
+    if (llhttp_should_keep_alive(&conn->parser) && !http->closing &&
+        conn->cipher_end == conn->cipher_start && conn->writing == 0 &&
+        http_idle_count(http) < UPLINK_HTTP_IDLE_MAX) {
+      conn->state = HTTP_IDLE;
+      uv_timer_start(&conn->timer, conn_on_timer, UPLINK_HTTP_IDLE_MS, 0);
+    } else {
+      conn_close(conn);
+    }
+  }
+  if (!http->closing)
+    req->done(req);
 }
 
-/* Notes the answer's Content-Type and Content-Encoding (the last ones, if
- * repeated), so that an answer is read only as what it says it is. */
-static void uplink_http_answer_headers(struct uplink_http_request *req)
+/*
+ * The connection ended before a whole answer (`what`). A request on a
+ * reused connection of which nothing was answered is sent again, once, on
+ * a fresh connection: the collector may have closed the idle connection
+ * as we wrote. Otherwise the request fails. The caller must not touch the
+ * connection afterwards.
+ */
+static void conn_broken(struct uplink_http_conn *conn, const char *what)
 {
-  struct curl_header *encoding = NULL;
-  char *type = NULL;
+  uplink_http *http = conn->http;
+  struct uplink_http_request *req = conn->req;
+  struct uplink_http_url url;
 
-  if (curl_easy_getinfo(req->easy, CURLINFO_CONTENT_TYPE, &type) == CURLE_OK && type)
-    snprintf(req->response_type, sizeof(req->response_type), "%s", type);
-  if (curl_easy_header(req->easy, "Content-Encoding", 0, CURLH_HEADER, -1, &encoding) ==
-          CURLHE_OK &&
-      encoding->value)
-    snprintf(req->response_encoding, sizeof(req->response_encoding), "%s", encoding->value);
+  if (!req) {
+    conn_close(conn);
+    return;
+  }
+  if (conn->reused && conn->answered == 0 && !req->retried) {
+    req->retried = 1;
+    memset(&url, 0, sizeof(url));
+    url.tls = conn->tls;
+    memcpy(url.host, conn->host, sizeof(url.host));
+    memcpy(url.port, conn->port, sizeof(url.port));
+    memcpy(url.authority, conn->authority, sizeof(url.authority));
+    conn->req = NULL;
+    req->conn = NULL;
+    conn_close(conn);
+    log_debug("uplink", "http_retry", "peer=%s reason=\"%s\"", url.authority, what);
+    if (http_open(http, req, &url) == 0)
+      return;
+    http_unlink(http, req);
+    req->failed = 1;
+    if (!http->closing)
+      req->done(req); /* http_open set req->error */
+    return;
+  }
+  if (conn->state == HTTP_HANDSHAKE && !uplink_http__tls_has_cert(conn->tls_conf))
+    conn_finish(conn,
+                "the collector closed the connection during the TLS handshake (%s): no device "
+                "certificate is configured (uplink.cert, uplink.key), and the collector "
+                "requires one", what);
+  else if (conn->state == HTTP_HANDSHAKE)
+    conn_finish(conn,
+                "the collector closed the connection during the TLS handshake (%s): it may "
+                "have refused the device certificate (uplink.cert): check that the collector "
+                "trusts its CA and that it has not expired or been revoked", what);
+  else if (conn->answered == 0)
+    conn_finish(conn, "the collector closed the connection without answering (%s)", what);
+  else
+    conn_finish(conn, "the collector closed the connection in the middle of its answer (%s)",
+                what);
+}
+
+/* ---- llhttp: the answer ------------------------------------------------------------ */
+
+static struct uplink_http_conn *conn_of(llhttp_t *parser)
+{
+  return parser->data;
+}
+
+static int conn_on_header_field(llhttp_t *parser, const char *at, size_t len)
+{
+  struct uplink_http_conn *conn = conn_of(parser);
+  size_t room = sizeof(conn->field) - 1 - conn->field_len;
+
+  if (len > room)
+    len = room; /* a name this long is none we read */
+  memcpy(conn->field + conn->field_len, at, len);
+  conn->field_len += len;
+  conn->field[conn->field_len] = '\0';
+  return 0;
+}
+
+static int conn_on_header_field_complete(llhttp_t *parser)
+{
+  struct uplink_http_conn *conn = conn_of(parser);
+  struct uplink_http_request *req = conn->req;
+
+  conn->header = HEADER_OTHER;
+  /* A repeated header: the last one counts, so each starts afresh. */
+  if (strcasecmp(conn->field, "Content-Type") == 0) {
+    conn->header = HEADER_TYPE;
+    req->response_type[0] = '\0';
+  } else if (strcasecmp(conn->field, "Content-Encoding") == 0) {
+    conn->header = HEADER_ENCODING;
+    req->response_encoding[0] = '\0';
+  } else if (strcasecmp(conn->field, "Retry-After") == 0) {
+    conn->header = HEADER_RETRY_AFTER;
+    conn->retry_after[0] = '\0';
+  }
+  conn->field_len = 0;
+  conn->value_len = 0;
+  return 0;
+}
+
+static int conn_on_header_value(llhttp_t *parser, const char *at, size_t len)
+{
+  struct uplink_http_conn *conn = conn_of(parser);
+  char *out = NULL;
+  size_t size = 0;
+
+  if (conn->header == HEADER_TYPE) {
+    out = conn->req->response_type;
+    size = sizeof(conn->req->response_type);
+  } else if (conn->header == HEADER_ENCODING) {
+    out = conn->req->response_encoding;
+    size = sizeof(conn->req->response_encoding);
+  } else if (conn->header == HEADER_RETRY_AFTER) {
+    out = conn->retry_after;
+    size = sizeof(conn->retry_after);
+  }
+  if (!out)
+    return 0;
+  /* Cut if longer: these are read as a type, an encoding, a delay. */
+  if (len > size - 1 - conn->value_len)
+    len = size - 1 - conn->value_len;
+  memcpy(out + conn->value_len, at, len);
+  conn->value_len += len;
+  out[conn->value_len] = '\0';
+  return 0;
+}
+
+static int conn_on_body(llhttp_t *parser, const char *at, size_t len)
+{
+  struct uplink_http_conn *conn = conn_of(parser);
+  struct uplink_http_request *req = conn->req;
+  size_t cap;
+  uint8_t *grown;
+
+  if (req->response_len + len > conn->http->max_response_bytes) {
+    req->overflow = 1;
+    return -1;
+  }
+  if (req->response_len + len > req->response_cap) {
+    cap = req->response_cap ? req->response_cap : 1024;
+    while (cap < req->response_len + len)
+      cap *= 2;
+    grown = realloc(req->response, cap);
+    if (!grown)
+      return -1;
+    req->response = grown;
+    req->response_cap = cap;
+  }
+  memcpy(req->response + req->response_len, at, len);
+  req->response_len += len;
+  return 0;
+}
+
+static int conn_on_message_complete(llhttp_t *parser)
+{
+  struct uplink_http_conn *conn = conn_of(parser);
+
+  /* 1xx answers are not the answer: llhttp reports them as messages too. */
+  if (llhttp_get_status_code(parser) < 200)
+    return 0;
+  conn->complete = 1;
+  return HPE_PAUSED; /* nothing after the answer is read as part of it */
+}
+
+static void conn_parser_reset(struct uplink_http_conn *conn)
+{
+  llhttp_init(&conn->parser, HTTP_RESPONSE, &uplink_http_parser_settings);
+  conn->parser.data = conn;
+  conn->answered = 0;
+  conn->complete = 0;
+  conn->field_len = conn->value_len = 0;
+  conn->header = HEADER_OTHER;
+  conn->retry_after[0] = '\0';
+}
+
+/* Plaintext of the answer. Returns 1 when the request ended (the
+ * connection must not be touched), else 0. */
+static int conn_read_plain(struct uplink_http_conn *conn, const char *data, size_t len)
+{
+  struct uplink_http_request *req = conn->req;
+  llhttp_errno_t err;
+
+  if (conn->state != HTTP_EXCHANGE || !req) {
+    /* Bytes nobody asked for (on an idle connection): it cannot be reused. */
+    conn_close(conn);
+    return 1;
+  }
+  conn->answered += len;
+  err = llhttp_execute(&conn->parser, data, len);
+  if (conn->complete) {
+    conn_finish(conn, NULL);
+    return 1;
+  }
+  if (err == HPE_OK)
+    return 0;
+  if (req->overflow)
+    conn_finish(conn, "the answer is larger than %zu bytes (status %d)",
+                conn->http->max_response_bytes, llhttp_get_status_code(&conn->parser));
+  else if (err == HPE_USER)
+    conn_finish(conn, "out of memory reading the answer");
+  else
+    conn_finish(conn, "the answer is not valid HTTP/1.1: %s (%s)", llhttp_errno_name(err),
+                llhttp_get_error_reason(&conn->parser));
+  return 1;
+}
+
+/* The peer closed its side: an answer read to the end of the connection
+ * is complete; otherwise the request is broken. */
+static void conn_on_eof(struct uplink_http_conn *conn, const char *what)
+{
+  if (conn->state == HTTP_EXCHANGE && conn->req && conn->answered > 0 &&
+      llhttp_message_needs_eof(&conn->parser)) {
+    /* on_message_complete pauses the parser: `complete` says it ended. */
+    (void)llhttp_finish(&conn->parser);
+    if (conn->complete) {
+      conn_finish(conn, NULL);
+      return;
+    }
+  }
+  conn_broken(conn, what);
+}
+
+/* ---- writing ------------------------------------------------------------------------ */
+
+struct conn_write {
+  uv_write_t req;
+  struct uplink_http_conn *conn;
+  char data[];
+};
+
+static void conn_on_written(uv_write_t *write, int status)
+{
+  struct conn_write *w = (struct conn_write *)write;
+  struct uplink_http_conn *conn = w->conn;
+
+  free(w);
+  conn->pending--;
+  conn->writing--;
+  if (status < 0 && status != UV_ECANCELED && conn->state != HTTP_CLOSING && conn->req) {
+    conn_broken(conn, uv_strerror(status));
+    return;
+  }
+  conn_maybe_free(conn);
+}
+
+/* Writes `len` bytes to the socket: at once as far as the socket takes
+ * them, the rest copied and queued. Returns 0 or -1 (the connection cannot
+ * take them). */
+static int conn_write(struct uplink_http_conn *conn, const void *data, size_t len)
+{
+  struct conn_write *w;
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+  int sent;
+
+  if (conn->state == HTTP_CLOSING || !conn->tcp)
+    return -1;
+  /* With writes already queued this says UV_EAGAIN: the order is kept. */
+  sent = uv_try_write((uv_stream_t *)conn->tcp, &buf, 1);
+  if (sent == (int)len)
+    return 0;
+  if (sent < 0 && sent != UV_EAGAIN)
+    return -1;
+  if (sent < 0)
+    sent = 0;
+  w = malloc(sizeof(*w) + len - (size_t)sent);
+  if (!w)
+    return -1;
+  w->conn = conn;
+  memcpy(w->data, (const char *)data + sent, len - (size_t)sent);
+  buf = uv_buf_init(w->data, (unsigned)(len - (size_t)sent));
+  if (uv_write(&w->req, (uv_stream_t *)conn->tcp, &buf, 1, conn_on_written) != 0) {
+    free(w);
+    return -1;
+  }
+  conn->pending++;
+  conn->writing++;
+  return 0;
+}
+
+static int conn_bio_send(void *ctx, const unsigned char *data, size_t len)
+{
+  struct uplink_http_conn *conn = ctx;
+
+  if (conn_write(conn, data, len) != 0)
+    return MBEDTLS_ERR_NET_SEND_FAILED;
+  return (int)len; /* mbedTLS hands over one record (< 17 KiB) at a time */
+}
+
+static int conn_bio_recv(void *ctx, unsigned char *out, size_t size)
+{
+  struct uplink_http_conn *conn = ctx;
+  size_t available = conn->cipher_end - conn->cipher_start;
+
+  if (available == 0)
+    return MBEDTLS_ERR_SSL_WANT_READ;
+  if (size > available)
+    size = available;
+  memcpy(out, conn->cipher + conn->cipher_start, size);
+  conn->cipher_start += size;
+  return (int)size;
+}
+
+/* Writes the request (headers, then the body). Returns 0, or -1 when the
+ * connection cannot take it (broken). */
+static int conn_send_request(struct uplink_http_conn *conn)
+{
+  struct uplink_http_request *req = conn->req;
+  struct uplink_http_url url;
+  const char *path = "/";
+  size_t head_len, total;
+  char *wire;
+  int n, rc = -1;
+
+  /* The path as the URL spells it (query included); the URL parsed when
+   * the request started. */
+  if (http_parse_url(req->url, &url) == 0)
+    path = url.path;
+  head_len = 512 + strlen(path) + strlen(conn->authority) + strlen(req->content_type) +
+             (req->content_encoding ? strlen(req->content_encoding) : 0);
+  wire = malloc(head_len + req->body_len);
+  if (!wire)
+    return -1;
+  n = snprintf(wire, head_len,
+               "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: pos-agent/" POS_VERSION
+               "\r\nContent-Type: %s\r\n%s%s%sAccept: application/x-protobuf\r\n"
+               "Content-Length: %zu\r\n\r\n",
+               path, conn->authority, req->content_type,
+               req->content_encoding ? "Content-Encoding: " : "",
+               req->content_encoding ? req->content_encoding : "",
+               req->content_encoding ? "\r\n" : "", req->body_len);
+  if (n < 0 || (size_t)n >= head_len)
+    goto out;
+  if (req->body_len)
+    memcpy(wire + n, req->body, req->body_len);
+  total = (size_t)n + req->body_len;
+  if (!conn->tls) {
+    rc = conn_write(conn, wire, total);
+    goto out;
+  }
+  for (size_t done = 0; done < total;) {
+    /* Our send callback takes every record, so each call makes progress. */
+    int written = mbedtls_ssl_write(&conn->ssl, (unsigned char *)wire + done, total - done);
+    if (written <= 0)
+      goto out;
+    done += (size_t)written;
+  }
+  rc = 0;
+out:
+  free(wire);
+  return rc;
+}
+
+/* Starts the exchange on a connected (and, for https, handshaken)
+ * connection. The caller must not touch the connection afterwards. */
+static void conn_exchange(struct uplink_http_conn *conn)
+{
+  conn->state = HTTP_EXCHANGE;
+  conn_parser_reset(conn);
+  if (conn_send_request(conn) != 0)
+    conn_broken(conn, "the request could not be written");
+}
+
+/* ---- TLS ---------------------------------------------------------------------------- */
+
+static struct uplink_http_session *http_session(uplink_http *http, const char *key, int create)
+{
+  struct uplink_http_session *slot;
+
+  for (unsigned i = 0; i < UPLINK_HTTP_SESSIONS; i++) {
+    if (strcmp(http->sessions[i].key, key) == 0)
+      return &http->sessions[i];
+  }
+  if (!create)
+    return NULL;
+  slot = &http->sessions[http->session_next++ % UPLINK_HTTP_SESSIONS];
+  mbedtls_ssl_session_free(&slot->session);
+  mbedtls_ssl_session_init(&slot->session);
+  slot->valid = 0;
+  snprintf(slot->key, sizeof(slot->key), "%s", key);
+  return slot;
+}
+
+/* Advances the handshake; when it is done, keeps the session for the next
+ * connection and sends the request. The caller must not touch the
+ * connection afterwards. */
+static void conn_handshake(struct uplink_http_conn *conn)
+{
+  uplink_http *http = conn->http;
+  struct uplink_http_session *slot;
+  char why[400];
+  int rc = mbedtls_ssl_handshake(&conn->ssl);
+
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+    return;
+  if (rc != 0) {
+    slot = http_session(http, conn->authority, 0);
+    if (slot)
+      slot->valid = 0;
+    uplink_http__tls_explain(rc, &conn->ssl, &conn->note, conn->host,
+                             uplink_http__tls_has_cert(conn->tls_conf), why, sizeof(why));
+    conn_finish(conn, "%s", why);
+    return;
+  }
+  conn->handshake_done = 1;
+  slot = http_session(http, conn->authority, 1);
+  mbedtls_ssl_session_free(&slot->session);
+  mbedtls_ssl_session_init(&slot->session);
+  slot->valid = mbedtls_ssl_get_session(&conn->ssl, &slot->session) == 0;
+  conn_exchange(conn);
+}
+
+/* Decrypts what was read. The caller must not touch the connection afterwards. */
+static void conn_read_tls(struct uplink_http_conn *conn)
+{
+  unsigned char plain[UPLINK_HTTP_READ_BYTES];
+  char why[200];
+  int rc;
+
+  if (conn->state == HTTP_HANDSHAKE) {
+    conn_handshake(conn);
+    return;
+  }
+  for (;;) {
+    rc = mbedtls_ssl_read(&conn->ssl, plain, sizeof(plain));
+    if (rc > 0) {
+      if (conn_read_plain(conn, (const char *)plain, (size_t)rc))
+        return;
+      continue;
+    }
+    if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+      return;
+    if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+      conn_on_eof(conn, "TLS close_notify");
+      return;
+    }
+    tls_error_text(rc, why, sizeof(why));
+    conn_broken(conn, why);
+    return;
+  }
+}
+
+static int conn_tls_setup(struct uplink_http_conn *conn)
+{
+  struct uplink_http_session *slot = http_session(conn->http, conn->authority, 0);
+
+  mbedtls_ssl_init(&conn->ssl);
+  conn->ssl_ready = 1;
+  if (mbedtls_ssl_setup(&conn->ssl, uplink_http__tls_conf(conn->tls_conf)) != 0)
+    return -1;
+  /* An IP address is checked against the certificate by our verify
+   * callback (mbedTLS 2.28 would compare it with DNS names only). */
+  if (!conn->note.host_is_ip && mbedtls_ssl_set_hostname(&conn->ssl, conn->host) != 0)
+    return -1;
+  mbedtls_ssl_set_verify(&conn->ssl, uplink_http__tls_verify, &conn->note);
+  mbedtls_ssl_set_bio(&conn->ssl, conn, conn_bio_send, conn_bio_recv, NULL);
+  /* Resuming costs the device one round trip and no public-key work. */
+  if (slot && slot->valid)
+    (void)mbedtls_ssl_set_session(&conn->ssl, &slot->session);
+  return 0;
+}
+
+static int conn_buffer_cipher(struct uplink_http_conn *conn, const char *data, size_t len)
+{
+  size_t buffered = conn->cipher_end - conn->cipher_start;
+  size_t cap;
+  unsigned char *grown;
+
+  if (buffered + len > UPLINK_HTTP_MAX_CIPHERTEXT)
+    return -1;
+  if (conn->cipher_start > 0) {
+    memmove(conn->cipher, conn->cipher + conn->cipher_start, buffered);
+    conn->cipher_start = 0;
+    conn->cipher_end = buffered;
+  }
+  if (buffered + len > conn->cipher_cap) {
+    cap = conn->cipher_cap ? conn->cipher_cap : UPLINK_HTTP_READ_BYTES;
+    while (cap < buffered + len)
+      cap *= 2;
+    grown = realloc(conn->cipher, cap);
+    if (!grown)
+      return -1;
+    conn->cipher = grown;
+    conn->cipher_cap = cap;
+  }
+  memcpy(conn->cipher + conn->cipher_end, data, len);
+  conn->cipher_end += len;
+  return 0;
+}
+
+/* ---- the socket ---------------------------------------------------------------------- */
+
+static void conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+  struct uplink_http_conn *conn = handle->data;
+
+  (void)suggested;
+  *buf = uv_buf_init(conn->read_buf, sizeof(conn->read_buf));
+}
+
+static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+  struct uplink_http_conn *conn = stream->data;
+
+  if (nread == 0 || conn->state == HTTP_CLOSING)
+    return;
+  if (nread < 0) {
+    if (conn->state == HTTP_IDLE)
+      conn_close(conn);
+    else if (nread == UV_EOF)
+      conn_on_eof(conn, "end of stream");
+    else
+      conn_broken(conn, uv_strerror((int)nread));
+    return;
+  }
+  if (!conn->tls) {
+    conn_read_plain(conn, buf->base, (size_t)nread);
+    return;
+  }
+  if (conn->state == HTTP_IDLE || conn_buffer_cipher(conn, buf->base, (size_t)nread) != 0) {
+    /* An idle TLS connection that hears from the peer is being closed by
+     * it (close_notify); too much unread ciphertext is an abuse. */
+    conn_broken(conn, "too much unread data");
+    return;
+  }
+  conn_read_tls(conn);
+}
+
+static void conn_connect_next(struct uplink_http_conn *conn);
+
+static void conn_on_connect(uv_connect_t *connect, int status)
+{
+  struct uplink_http_conn *conn = connect->data;
+
+  conn->pending--;
+  if (conn->state == HTTP_CLOSING) {
+    conn_maybe_free(conn);
+    return;
+  }
+  if (status < 0) {
+    snprintf(conn->connect_error, sizeof(conn->connect_error), "%s", uv_strerror(status));
+    uv_close((uv_handle_t *)conn->tcp, conn_on_closed);
+    conn->tcp = NULL;
+    conn_connect_next(conn);
+    return;
+  }
+  uv_tcp_nodelay(conn->tcp, 1);
+  uv_tcp_keepalive(conn->tcp, 1, 60);
+  if (uv_read_start((uv_stream_t *)conn->tcp, conn_alloc, conn_on_read) != 0) {
+    conn_finish(conn, "cannot read from the connection");
+    return;
+  }
+  if (!conn->tls) {
+    conn_exchange(conn);
+    return;
+  }
+  conn->state = HTTP_HANDSHAKE;
+  if (conn_tls_setup(conn) != 0) {
+    conn_finish(conn, "TLS: cannot set up a session (out of memory?)");
+    return;
+  }
+  conn_handshake(conn); /* sends the ClientHello */
+}
+
+/* Tries the next address; when none is left, the request fails with why
+ * the last one refused. */
+static void conn_connect_next(struct uplink_http_conn *conn)
+{
+  struct addrinfo *addr = conn->addr_next;
+  int rc;
+
+  if (!addr) {
+    conn_finish(conn, "cannot connect: %s (is the collector running and listening there?)",
+                conn->connect_error[0] ? conn->connect_error : "no address to connect to");
+    return;
+  }
+  conn->addr_next = addr->ai_next;
+  conn->tcp = malloc(sizeof(*conn->tcp));
+  if (!conn->tcp || uv_tcp_init(conn->http->loop, conn->tcp) != 0) {
+    free(conn->tcp);
+    conn->tcp = NULL;
+    conn_finish(conn, "cannot create a socket");
+    return;
+  }
+  conn->tcp->data = conn;
+  conn->pending++;
+  conn->connect.data = conn;
+  rc = uv_tcp_connect(&conn->connect, conn->tcp, addr->ai_addr, conn_on_connect);
+  if (rc != 0) {
+    snprintf(conn->connect_error, sizeof(conn->connect_error), "%s", uv_strerror(rc));
+    uv_close((uv_handle_t *)conn->tcp, conn_on_closed);
+    conn->tcp = NULL;
+    conn_connect_next(conn);
+    return;
+  }
+  conn->pending++;
+}
+
+static void conn_on_resolved(uv_getaddrinfo_t *resolve, int status, struct addrinfo *addrs)
+{
+  struct uplink_http_conn *conn = resolve->data;
+
+  conn->pending--;
+  conn->addrs = addrs;
+  if (conn->state == HTTP_CLOSING) {
+    conn_maybe_free(conn);
+    return;
+  }
+  if (status < 0) {
+    conn_finish(conn, "cannot resolve the host name: %s (check uplink.url and the device's DNS)",
+                uv_strerror(status));
+    return;
+  }
+  conn->state = HTTP_CONNECTING;
+  conn->addr_next = addrs;
+  conn_connect_next(conn);
+}
+
+static void conn_on_timer(uv_timer_t *timer)
+{
+  struct uplink_http_conn *conn = timer->data;
+  uplink_http *http = conn->http;
+  uint64_t now = uv_now(http->loop);
+
+  if (conn->state == HTTP_IDLE) {
+    conn_close(conn);
+    return;
+  }
+  if (!conn->req)
+    return;
+  if (conn->state < HTTP_EXCHANGE && now >= conn->connect_deadline_ms) {
+    conn_finish(conn, "timed out %s (no %s within uplink.connect_timeout_ms = %lld ms)",
+                conn->state == HTTP_RESOLVING    ? "resolving the host name"
+                : conn->state == HTTP_CONNECTING ? "connecting"
+                                                 : "in the TLS handshake",
+                conn->state == HTTP_HANDSHAKE ? "finished handshake" : "connection",
+                (long long)http->connect_timeout_ms);
+    return;
+  }
+  if (now >= conn->req->deadline_ms) {
+    conn_finish(conn, "timed out: %s within uplink.request_timeout_ms = %lld ms",
+                conn->answered ? "the answer was not complete" : "no answer",
+                (long long)http->request_timeout_ms);
+    return;
+  }
+  /* Woken for the connect deadline before the request's: wait for that. */
+  uv_timer_start(&conn->timer, conn_on_timer, conn->req->deadline_ms - now, 0);
+}
+
+/* Arms the connection's timer for the request's next deadline. */
+static void conn_arm(struct uplink_http_conn *conn)
+{
+  uint64_t now = uv_now(conn->http->loop);
+  uint64_t at = conn->req->deadline_ms;
+
+  if (conn->state < HTTP_EXCHANGE && conn->connect_deadline_ms < at)
+    at = conn->connect_deadline_ms;
+  uv_timer_start(&conn->timer, conn_on_timer, at > now ? at - now : 0, 0);
+}
+
+/* ---- connections for requests -------------------------------------------------------- */
+
+static int http_parse_url(const char *text, struct uplink_http_url *url)
+{
+  const char *rest, *end, *host_end, *port;
+  size_t host_len, authority_len;
+
+  memset(url, 0, sizeof(*url));
+  if (strncasecmp(text, "https://", 8) == 0) {
+    url->tls = 1;
+    rest = text + 8;
+  } else if (strncasecmp(text, "http://", 7) == 0) {
+    rest = text + 7;
+  } else {
+    return -1;
+  }
+  end = rest + strcspn(rest, "/?#");
+  authority_len = (size_t)(end - rest);
+  if (authority_len == 0 || authority_len >= sizeof(url->authority) ||
+      memchr(rest, '@', authority_len))
+    return -1;
+  if (rest[0] == '[') { /* an IPv6 address */
+    host_end = memchr(rest, ']', authority_len);
+    if (!host_end)
+      return -1;
+    host_len = (size_t)(host_end - rest - 1);
+    memcpy(url->host, rest + 1, host_len);
+    port = host_end + 1 < end && host_end[1] == ':' ? host_end + 2 : NULL;
+  } else {
+    host_end = memchr(rest, ':', authority_len);
+    if (!host_end)
+      host_end = end;
+    host_len = (size_t)(host_end - rest);
+    memcpy(url->host, rest, host_len);
+    port = host_end < end ? host_end + 1 : NULL;
+  }
+  if (host_len == 0 || host_len >= sizeof(url->host))
+    return -1;
+  if (port) {
+    if ((size_t)(end - port) == 0 || (size_t)(end - port) >= sizeof(url->port) ||
+        strspn(port, "0123456789") < (size_t)(end - port))
+      return -1;
+    memcpy(url->port, port, (size_t)(end - port));
+  } else {
+    snprintf(url->port, sizeof(url->port), "%s", url->tls ? "443" : "80");
+  }
+  snprintf(url->authority, sizeof(url->authority), "%.*s", (int)authority_len, rest);
+  if (!port) {
+    size_t n = strlen(url->authority);
+    snprintf(url->authority + n, sizeof(url->authority) - n, ":%s", url->port);
+  }
+  url->path = *end == '/' ? end : "/";
+  return 0;
+}
+
+/* The TLS settings, (re)read when first needed or when a file changed. */
+static int http_tls_current(uplink_http *http, char *err, size_t err_size)
+{
+  struct uplink_http_tls *tls;
+
+  if (http->tls && !uplink_http__tls_stale(http->tls))
+    return 0;
+  tls = uplink_http__tls_load(http->cert_file, http->key_file, http->ca_file, &http->drbg, err,
+                              err_size);
+  if (!tls)
+    return -1;
+  if (http->tls)
+    log_info("uplink", "tls_reloaded", "reason=\"a certificate, key or CA file changed\"");
+  uplink_http__tls_unref(http->tls);
+  http->tls = tls;
+  /* Sessions of the old identity are not resumed with the new one. */
+  for (unsigned i = 0; i < UPLINK_HTTP_SESSIONS; i++)
+    http->sessions[i].valid = 0;
+  return 0;
+}
+
+/* Opens a new connection for `req`. Returns 0, or -1 with req->error set
+ * (done is not called). */
+static int http_open(uplink_http *http, struct uplink_http_request *req,
+                     const struct uplink_http_url *url)
+{
+  struct uplink_http_conn *conn;
+  struct addrinfo hints;
+  char why[400];
+  int rc;
+
+  if (url->tls && http_tls_current(http, why, sizeof(why)) != 0) {
+    snprintf(req->error, sizeof(req->error), "%.200s: %.300s", url->authority, why);
+    return -1;
+  }
+  conn = calloc(1, sizeof(*conn));
+  if (!conn) {
+    snprintf(req->error, sizeof(req->error), "%s: out of memory", url->authority);
+    return -1;
+  }
+  conn->http = http;
+  conn->tls = url->tls;
+  memcpy(conn->host, url->host, sizeof(conn->host));
+  memcpy(conn->port, url->port, sizeof(conn->port));
+  memcpy(conn->authority, url->authority, sizeof(conn->authority));
+  uplink_http__tls_note_init(&conn->note, conn->host);
+  if (url->tls) {
+    conn->tls_conf = http->tls;
+    uplink_http__tls_ref(conn->tls_conf);
+  }
+  uv_timer_init(http->loop, &conn->timer);
+  conn->timer.data = conn;
+  conn->resolve.data = conn;
+  conn->pending = 1; /* the timer */
+  conn->next = http->conns;
+  http->conns = conn;
+  http->live++;
+  conn->state = HTTP_RESOLVING;
+  conn->connect_deadline_ms = uv_now(http->loop) + (uint64_t)http->connect_timeout_ms;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  rc = uv_getaddrinfo(http->loop, &conn->resolve, conn_on_resolved, conn->host, conn->port,
+                      &hints);
+  if (rc != 0) {
+    snprintf(req->error, sizeof(req->error), "%s: cannot resolve the host name: %s",
+             url->authority, uv_strerror(rc));
+    conn->state = HTTP_CONNECTING; /* no resolution in flight to cancel */
+    conn_close(conn);
+    return -1;
+  }
+  conn->pending++;
+  conn->req = req;
+  req->conn = conn;
+  conn_arm(conn);
+  return 0;
+}
+
+static unsigned http_idle_count(const uplink_http *http)
+{
+  unsigned idle = 0;
+
+  for (const struct uplink_http_conn *conn = http->conns; conn; conn = conn->next)
+    idle += conn->state == HTTP_IDLE;
+  return idle;
+}
+
+/* An idle connection to the same place, taken out of the pool, or NULL. */
+static struct uplink_http_conn *http_take_idle(uplink_http *http,
+                                               const struct uplink_http_url *url)
+{
+  for (struct uplink_http_conn *conn = http->conns; conn; conn = conn->next) {
+    if (conn->state != HTTP_IDLE || conn->tls != url->tls ||
+        strcmp(conn->authority, url->authority) != 0)
+      continue;
+    /* Set up with a certificate since replaced: not reused. */
+    if (conn->tls && conn->tls_conf != http->tls) {
+      conn_close(conn);
+      continue;
+    }
+    return conn;
+  }
+  return NULL;
+}
+
+/* ---- the API -------------------------------------------------------------------------- */
+
+uplink_http *uplink_http_create(uv_loop_t *loop, const struct uplink_http_options *options,
+                                char *err, size_t err_size)
+{
+  static const char personalization[] = "pos-agent uplink";
+  uplink_http *http = calloc(1, sizeof(*http));
+
+  if (!http) {
+    snprintf(err, err_size, "out of memory creating the HTTP client");
+    return NULL;
+  }
+  uplink_http_parser_settings.on_header_field = conn_on_header_field;
+  uplink_http_parser_settings.on_header_field_complete = conn_on_header_field_complete;
+  uplink_http_parser_settings.on_header_value = conn_on_header_value;
+  uplink_http_parser_settings.on_body = conn_on_body;
+  uplink_http_parser_settings.on_message_complete = conn_on_message_complete;
+  http->loop = loop;
+  http->cert_file = strdup(options->cert_file ? options->cert_file : "");
+  http->key_file = strdup(options->key_file ? options->key_file : "");
+  http->ca_file = strdup(options->ca_file ? options->ca_file : "");
+  http->connect_timeout_ms = options->connect_timeout_ms;
+  http->request_timeout_ms = options->request_timeout_ms;
+  http->max_response_bytes = options->max_response_bytes ? options->max_response_bytes : 65536;
+  mbedtls_entropy_init(&http->entropy);
+  mbedtls_ctr_drbg_init(&http->drbg);
+  for (unsigned i = 0; i < UPLINK_HTTP_SESSIONS; i++)
+    mbedtls_ssl_session_init(&http->sessions[i].session);
+  if (!http->cert_file || !http->key_file || !http->ca_file) {
+    snprintf(err, err_size, "out of memory creating the HTTP client");
+    goto fail;
+  }
+  if (tls_seed(&http->entropy, &http->drbg, personalization, err, err_size) != 0)
+    goto fail;
+  uv_timer_init(loop, &http->timer);
+  http->timer.data = http;
+  http->live = 1;
+  return http;
+fail:
+  http->closing = 1;
+  http->live = 0;
+  http_maybe_free(http);
+  return NULL;
+}
+
+int uplink_http_start(uplink_http *http, struct uplink_http_request *req)
+{
+  struct uplink_http_url url;
+  struct uplink_http_conn *conn;
+
+  req->failed = 0;
+  req->status = 0;
+  req->retry_after_s = -1;
+  req->response = NULL;
+  req->response_len = req->response_cap = 0;
+  req->response_type[0] = req->response_encoding[0] = '\0';
+  req->overflow = 0;
+  req->retried = 0;
+  req->error[0] = '\0';
+  req->http = http;
+  req->next_active = NULL;
+  req->conn = NULL;
+  if (http->closing) {
+    snprintf(req->error, sizeof(req->error), "the uplink is closing");
+    return -1;
+  }
+  if (http_parse_url(req->url, &url) != 0) {
+    snprintf(req->error, sizeof(req->error),
+             "%s: not a URL this client can use (http:// or https://, host, optional port)",
+             req->url);
+    return -1;
+  }
+  req->deadline_ms = uv_now(http->loop) + (uint64_t)http->request_timeout_ms;
+  if (url.tls && http_tls_current(http, req->error, sizeof(req->error)) != 0) {
+    char why[sizeof(req->error)];
+    memcpy(why, req->error, sizeof(why));
+    snprintf(req->error, sizeof(req->error), "%.200s: %.300s", url.authority, why);
+    return -1;
+  }
+  conn = http_take_idle(http, &url);
+  if (conn) {
+    conn->req = req;
+    conn->reused = 1;
+    req->conn = conn;
+    conn->state = HTTP_EXCHANGE;
+    conn_parser_reset(conn);
+    if (conn_send_request(conn) == 0) {
+      req->next_active = http->active;
+      http->active = req;
+      conn_arm(conn);
+      return 0;
+    }
+    /* It died under us: a fresh connection instead, done() not called here. */
+    conn->req = NULL;
+    req->conn = NULL;
+    conn_close(conn);
+  }
+  if (http_open(http, req, &url) != 0)
+    return -1;
+  req->next_active = http->active;
+  http->active = req;
+  return 0;
+}
+
+void uplink_http_cancel(uplink_http *http, struct uplink_http_request *req)
+{
+  struct uplink_http_conn *conn = req->conn;
+  int active = 0;
+
+  for (struct uplink_http_request *r = http->active; r; r = r->next_active)
+    active |= r == req;
+  if (!active)
+    return;
+  http_unlink(http, req);
+  /* Half an exchange cannot be resumed: the connection goes with it. */
+  if (conn)
+    conn_close(conn);
+  req->conn = NULL;
+  uplink_http_request_clear(req);
 }
 
 int uplink_http_answer_is_protobuf(const struct uplink_http_request *req, char *why,
@@ -204,341 +1261,6 @@ int uplink_http_answer_is_protobuf(const struct uplink_http_request *req, char *
   return 1;
 }
 
-static void uplink_http_finish(uplink_http *http, struct uplink_http_request *req,
-                               CURLcode result)
-{
-  char authority[300];
-
-  if (result == CURLE_OK && !req->overflow) {
-    long status = 0;
-    curl_off_t retry_after = 0;
-    curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (curl_easy_getinfo(req->easy, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
-        retry_after > 0)
-      req->retry_after_s = (int64_t)retry_after;
-    req->status = status;
-    req->failed = 0;
-    uplink_http_answer_headers(req);
-  } else {
-    size_t len = strlen(req->curl_error);
-    while (len > 0 && (req->curl_error[len - 1] == ' ' || req->curl_error[len - 1] == '\n'))
-      req->curl_error[--len] = '\0';
-    uplink_http_authority(req->url, authority, sizeof(authority));
-    req->failed = 1;
-    /* A long message is cut: it is for people. */
-    if (req->overflow)
-      uplink_http_set_error(req, "%s: the answer is larger than %zu bytes", authority,
-                            http->max_response_bytes);
-    else if (req->curl_error[0] && strcmp(req->curl_error, uplink_http_what(result)) != 0)
-      uplink_http_set_error(req, "%s: %s: %s", authority, uplink_http_what(result),
-                            req->curl_error);
-    else
-      uplink_http_set_error(req, "%s: %s", authority, uplink_http_what(result));
-    if ((result == CURLE_SSL_CONNECT_ERROR || result == CURLE_RECV_ERROR ||
-         result == CURLE_SEND_ERROR) &&
-        !http->cert_file[0] && strncmp(req->url, "https:", 6) == 0) {
-      len = strlen(req->error);
-      snprintf(req->error + len, sizeof(req->error) - len,
-               " (no device certificate is configured: uplink.cert)");
-    }
-  }
-  uplink_http_release(http, req);
-}
-
-static void uplink_http_check_done(uplink_http *http)
-{
-  struct uplink_http_request *finished = NULL, **tail = &finished;
-  CURLMsg *msg;
-  int left;
-
-  /* Collect first, call back after: a callback may start another request
-   * or close the client, neither of which may happen while we walk curl's
-   * message queue. */
-  while ((msg = curl_multi_info_read(http->multi, &left))) {
-    struct uplink_http_request *req = NULL;
-    if (msg->msg != CURLMSG_DONE)
-      continue;
-    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&req);
-    if (!req)
-      continue;
-    uplink_http_finish(http, req, msg->data.result);
-    *tail = req;
-    tail = &req->next_active;
-  }
-  while (finished && !http->closing) {
-    struct uplink_http_request *req = finished;
-    finished = req->next_active;
-    req->next_active = NULL;
-    req->done(req);
-  }
-}
-
-/* ---- curl's callbacks: what to watch, when to wake --------------------------------- */
-
-static void uplink_http_on_poll(uv_poll_t *handle, int status, int events)
-{
-  struct uplink_http_socket *sock = (struct uplink_http_socket *)handle;
-  uplink_http *http = sock->http;
-  int flags = 0, running = 0;
-
-  if (status < 0)
-    flags = CURL_CSELECT_ERR;
-  if (events & UV_READABLE)
-    flags |= CURL_CSELECT_IN;
-  if (events & UV_WRITABLE)
-    flags |= CURL_CSELECT_OUT;
-  /* sock may be closed (and later freed) by the socket callback inside
-   * this call: read what we need first. */
-  curl_multi_socket_action(http->multi, sock->fd, flags, &running);
-  uplink_http_check_done(http);
-}
-
-static int uplink_http_on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
-                                 void *socketp)
-{
-  uplink_http *http = userp;
-  struct uplink_http_socket *sock = socketp;
-  int events = 0;
-
-  (void)easy;
-  if (what == CURL_POLL_REMOVE) {
-    if (sock) {
-      /* While closing, the multi handle is being torn down: leave it be. */
-      if (!http->closing)
-        curl_multi_assign(http->multi, fd, NULL);
-      uplink_http_socket_close(http, sock);
-    }
-    return 0;
-  }
-  if (http->closing)
-    return 0;
-  if (!sock) {
-    sock = calloc(1, sizeof(*sock));
-    if (!sock)
-      return -1;
-    if (uv_poll_init_socket(http->loop, &sock->poll, fd) != 0) {
-      free(sock);
-      return -1;
-    }
-    sock->fd = fd;
-    sock->http = http;
-    sock->poll.data = http;
-    sock->next = http->sockets;
-    if (sock->next)
-      sock->next->prev = sock;
-    http->sockets = sock;
-    http->open_handles++;
-    curl_multi_assign(http->multi, fd, sock);
-  }
-  if (what & CURL_POLL_IN)
-    events |= UV_READABLE;
-  if (what & CURL_POLL_OUT)
-    events |= UV_WRITABLE;
-  uv_poll_start(&sock->poll, events, uplink_http_on_poll);
-  return 0;
-}
-
-static void uplink_http_on_timeout(uv_timer_t *timer)
-{
-  uplink_http *http = timer->data;
-  int running = 0;
-  curl_multi_socket_action(http->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  uplink_http_check_done(http);
-}
-
-static int uplink_http_on_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-  uplink_http *http = userp;
-  (void)multi;
-  if (http->closing)
-    return 0;
-  if (timeout_ms < 0)
-    uv_timer_stop(&http->timer);
-  else
-    uv_timer_start(&http->timer, uplink_http_on_timeout, (uint64_t)timeout_ms, 0);
-  return 0;
-}
-
-static size_t uplink_http_on_data(char *data, size_t size, size_t nmemb, void *userp)
-{
-  struct uplink_http_request *req = userp;
-  size_t len = size * nmemb;
-  uplink_http *http = req->http;
-
-  if (req->response_len + len > http->max_response_bytes) {
-    req->overflow = 1;
-    return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
-  }
-  if (req->response_len + len > req->response_cap) {
-    size_t cap = req->response_cap ? req->response_cap : 1024;
-    uint8_t *grown;
-    while (cap < req->response_len + len)
-      cap *= 2;
-    grown = realloc(req->response, cap);
-    if (!grown)
-      return 0;
-    req->response = grown;
-    req->response_cap = cap;
-  }
-  memcpy(req->response + req->response_len, data, len);
-  req->response_len += len;
-  return len;
-}
-
-/* ---- the API -------------------------------------------------------------------- */
-
-uplink_http *uplink_http_create(uv_loop_t *loop, const struct uplink_http_options *options,
-                                char *err, size_t err_size)
-{
-  uplink_http *http;
-
-  if (!uplink_http_global_done) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-      snprintf(err, err_size, "libcurl cannot be initialised");
-      return NULL;
-    }
-    uplink_http_global_done = 1;
-  }
-  http = calloc(1, sizeof(*http));
-  if (!http) {
-    snprintf(err, err_size, "out of memory");
-    return NULL;
-  }
-  http->loop = loop;
-  http->cert_file = strdup(options->cert_file ? options->cert_file : "");
-  http->key_file = strdup(options->key_file ? options->key_file : "");
-  http->ca_file = strdup(options->ca_file ? options->ca_file : "");
-  http->connect_timeout_ms = options->connect_timeout_ms;
-  http->request_timeout_ms = options->request_timeout_ms;
-  http->max_response_bytes = options->max_response_bytes ? options->max_response_bytes : 65536;
-  http->multi = curl_multi_init();
-  http->share = curl_share_init();
-  if (!http->cert_file || !http->key_file || !http->ca_file || !http->multi || !http->share) {
-    snprintf(err, err_size, "out of memory creating the HTTP client");
-    goto fail;
-  }
-  /* One loop thread: the share needs no locks. It keeps TLS sessions
-   * (a resumed handshake is cheaper on the device) and DNS answers. */
-  curl_share_setopt(http->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-  curl_share_setopt(http->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-  curl_multi_setopt(http->multi, CURLMOPT_SOCKETFUNCTION, uplink_http_on_socket);
-  curl_multi_setopt(http->multi, CURLMOPT_SOCKETDATA, http);
-  curl_multi_setopt(http->multi, CURLMOPT_TIMERFUNCTION, uplink_http_on_timer);
-  curl_multi_setopt(http->multi, CURLMOPT_TIMERDATA, http);
-  if (uv_timer_init(loop, &http->timer) != 0) {
-    snprintf(err, err_size, "cannot create the HTTP client's timer");
-    goto fail;
-  }
-  http->timer.data = http;
-  http->open_handles = 1;
-  return http;
-fail:
-  if (http->multi)
-    curl_multi_cleanup(http->multi);
-  if (http->share)
-    curl_share_cleanup(http->share);
-  free(http->cert_file);
-  free(http->key_file);
-  free(http->ca_file);
-  free(http);
-  return NULL;
-}
-
-int uplink_http_start(uplink_http *http, struct uplink_http_request *req)
-{
-  CURL *easy;
-  struct curl_slist *headers = NULL;
-  char line[160];
-
-  req->failed = 0;
-  req->status = 0;
-  req->retry_after_s = -1;
-  req->response = NULL;
-  req->response_len = req->response_cap = 0;
-  req->response_type[0] = req->response_encoding[0] = '\0';
-  req->overflow = 0;
-  req->error[0] = req->curl_error[0] = '\0';
-  req->http = http;
-  req->next_active = NULL;
-  req->easy = req->headers = NULL;
-  if (http->closing) {
-    snprintf(req->error, sizeof(req->error), "the uplink is closing");
-    return -1;
-  }
-  easy = curl_easy_init();
-  if (!easy)
-    goto nomem;
-  req->easy = easy;
-  snprintf(line, sizeof(line), "Content-Type: %s", req->content_type);
-  headers = curl_slist_append(headers, line);
-  if (req->content_encoding) {
-    snprintf(line, sizeof(line), "Content-Encoding: %s", req->content_encoding);
-    headers = headers ? curl_slist_append(headers, line) : NULL;
-  }
-  headers = headers ? curl_slist_append(headers, "Accept: application/x-protobuf") : NULL;
-  /* No "Expect: 100-continue" round trip (and its one-second stall) for
-   * larger bodies: the collector reads whole requests. */
-  headers = headers ? curl_slist_append(headers, "Expect:") : NULL;
-  if (!headers)
-    goto nomem;
-  req->headers = headers;
-
-  curl_easy_setopt(easy, CURLOPT_URL, req->url);
-  curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
-  curl_easy_setopt(easy, CURLOPT_SHARE, http->share);
-  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "https,http");
-  curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(easy, CURLOPT_USERAGENT, "pos-agent/" POS_VERSION);
-  curl_easy_setopt(easy, CURLOPT_POST, 1L);
-  curl_easy_setopt(easy, CURLOPT_POSTFIELDS, (const char *)req->body);
-  curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, uplink_http_on_data);
-  curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
-  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->curl_error);
-  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)http->connect_timeout_ms);
-  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)http->request_timeout_ms);
-  curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-  /* Mutual TLS: TLS 1.2 at least, the collector verified against our CA
-   * (name and chain), our device certificate presented. */
-  curl_easy_setopt(easy, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-  if (http->cert_file[0]) {
-    curl_easy_setopt(easy, CURLOPT_SSLCERT, http->cert_file);
-    curl_easy_setopt(easy, CURLOPT_SSLCERTTYPE, "PEM");
-  }
-  if (http->key_file[0]) {
-    curl_easy_setopt(easy, CURLOPT_SSLKEY, http->key_file);
-    curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM");
-  }
-  if (http->ca_file[0])
-    curl_easy_setopt(easy, CURLOPT_CAINFO, http->ca_file);
-
-  if (curl_multi_add_handle(http->multi, easy) != CURLM_OK)
-    goto nomem;
-  req->next_active = http->active;
-  http->active = req;
-  return 0;
-nomem:
-  curl_slist_free_all(headers);
-  req->headers = NULL;
-  if (easy)
-    curl_easy_cleanup(easy);
-  req->easy = NULL;
-  snprintf(req->error, sizeof(req->error), "out of memory starting a request to %s", req->url);
-  return -1;
-}
-
-void uplink_http_cancel(uplink_http *http, struct uplink_http_request *req)
-{
-  if (!req->easy)
-    return;
-  uplink_http_release(http, req);
-  uplink_http_request_clear(req);
-}
-
 void uplink_http_request_clear(struct uplink_http_request *req)
 {
   if (!req)
@@ -548,24 +1270,25 @@ void uplink_http_request_clear(struct uplink_http_request *req)
   req->response_len = req->response_cap = 0;
 }
 
+static void http_on_timer_closed(uv_handle_t *handle)
+{
+  uplink_http *http = handle->data;
+
+  http->live--;
+  http_maybe_free(http);
+}
+
 void uplink_http_close(uplink_http *http, void (*closed)(void *arg), void *arg)
 {
-  if (!http)
-    return;
-  if (http->closing)
+  if (!http || http->closing)
     return;
   http->closing = 1;
   http->closed = closed;
   http->closed_arg = arg;
   while (http->active)
     uplink_http_cancel(http, http->active);
-  /* Closes the cached connections; curl tells us to forget their sockets. */
-  curl_multi_cleanup(http->multi);
-  http->multi = NULL;
-  curl_share_cleanup(http->share);
-  http->share = NULL;
-  while (http->sockets)
-    uplink_http_socket_close(http, http->sockets);
-  uv_timer_stop(&http->timer);
-  uv_close((uv_handle_t *)&http->timer, uplink_http_on_handle_closed);
+  for (struct uplink_http_conn *conn = http->conns; conn; conn = conn->next)
+    conn_close(conn);
+  /* Closed last, so `closed` is called from the loop even with no connection. */
+  uv_close((uv_handle_t *)&http->timer, http_on_timer_closed);
 }

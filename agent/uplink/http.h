@@ -1,15 +1,17 @@
 /*
- * http.h - HTTP requests to the collector with libcurl's multi socket
- * interface on a libuv loop: curl tells us which sockets to watch
- * (CURLMOPT_SOCKETFUNCTION -> one uv_poll_t per socket) and when to call it
- * back (CURLMOPT_TIMERFUNCTION -> one uv_timer_t); libuv tells curl when a
- * socket is ready. Nothing here blocks the loop; name resolution runs in
- * curl's own resolver thread.
+ * http.h - HTTP/1.1 requests to the collector on the agent's libuv loop:
+ * our own small client on libuv (sockets, timers, name resolution in
+ * libuv's thread pool with uv_getaddrinfo), mbedTLS (TLS) and llhttp
+ * (parsing the answers). Nothing here blocks the loop.
  *
  * Every request is a POST of a borrowed body, over mutual TLS when the URL
  * is https (the device certificate and key, the server verified against the
- * CA file), TLS 1.2 or newer, with keep-alive: connections and TLS sessions
- * are kept by the client between requests.
+ * CA file or the system's CAs, its name or IP address checked), TLS 1.2 or
+ * newer, with keep-alive: an idle connection is reused for the next request
+ * to the same host and port, and a TLS session is resumed on a new
+ * connection when the collector offers that. A request sent on a reused
+ * connection that the collector had already closed, with nothing of it
+ * answered, is sent once more on a fresh connection.
  *
  * Threading: everything on the loop thread.
  */
@@ -53,12 +55,12 @@ struct uplink_http_request {
 
   /* The client's own. */
   struct uplink_http_request *next_active;
-  void *easy;
-  void *headers;
   uplink_http *http;
+  void *conn;           /* the connection carrying it, or NULL */
+  uint64_t deadline_ms; /* uv_now() by which the whole answer must be in */
+  int retried;          /* already sent again on a fresh connection */
   size_t response_cap;
   int overflow;
-  char curl_error[256];
 };
 
 /*

@@ -63,7 +63,7 @@
  * the disk is.
  *
  * A resend sends the batch's stored bytes unchanged. The uplink runs on the
- * agent's libuv loop (libcurl multi socket interface) and never holds up
+ * agent's libuv loop (its own HTTP client, uplink/http.h) and never holds up
  * taking sales: journal work happens on the journal's writer thread.
  *
  * Threading: every function on the loop thread.

@@ -21,6 +21,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include "http_int.h"
+#include "platform/tls.h"
 
 /* The identity every config shares: our certificate, key and RNG. */
 struct http__tls {
@@ -64,48 +65,6 @@ struct http__tls_conn {
   size_t in_end;
   size_t in_cap;
 };
-
-static void tls_error_text(int rc, char *out, size_t out_size)
-{
-  char text[160];
-
-  mbedtls_strerror(rc, text, sizeof(text));
-  snprintf(out, out_size, "%s (-0x%04x)", text, (unsigned)-rc);
-}
-
-/*
- * Writes mbedtls_x509_crt_verify_info()'s text for `flags` as one line
- * (its one line per flag joined with "; "), or "no verify flags".
- */
-static void tls_verify_flags_text(uint32_t flags, char *out, size_t out_size)
-{
-  char info[512];
-  size_t length;
-  size_t used = 0;
-  const char *line;
-  const char *end;
-
-  if (out_size == 0)
-    return;
-  out[0] = '\0';
-  info[0] = '\0';
-  if (flags != 0 && flags != (uint32_t)-1)
-    (void)mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
-  for (line = info; *line != '\0'; line = *end ? end + 1 : end) {
-    end = strchr(line, '\n');
-    if (end == NULL)
-      end = line + strlen(line);
-    length = (size_t)(end - line);
-    if (length == 0)
-      continue;
-    used += (size_t)snprintf(out + used, out_size - used, "%s%.*s", used > 0 ? "; " : "",
-                             (int)length, line);
-    if (used >= out_size)
-      break;
-  }
-  if (out[0] == '\0')
-    snprintf(out, out_size, "no verify flags");
-}
 
 static char *tls_strdup_or_null(const char *text, int *failed)
 {
@@ -244,9 +203,7 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
 {
   struct http__tls *tls = NULL;
   struct http__tls *result = NULL;
-  char text[200];
   int failed = 0;
-  int rc;
   static const char personalization[] = "pos-http-server";
 
   if (config->cert_file == NULL || config->key_file == NULL) {
@@ -283,37 +240,10 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
     goto out;
   }
 
-  rc = mbedtls_ctr_drbg_seed(&tls->drbg, mbedtls_entropy_func, &tls->entropy,
-                             (const unsigned char *)personalization, sizeof(personalization) - 1);
-  if (rc != 0) {
-    tls_error_text(rc, text, sizeof(text));
-    snprintf(err, err_size, "tls: seeding the RNG: %s", text);
+  if (tls_seed(&tls->entropy, &tls->drbg, personalization, err, err_size) != 0 ||
+      tls_load_identity(&tls->cert, &tls->key, tls->cert_file, tls->key_file, "tls cert_file",
+                        "tls key_file", err, err_size) != 0)
     goto out;
-  }
-  rc = mbedtls_x509_crt_parse_file(&tls->cert, tls->cert_file);
-  if (rc != 0) {
-    if (rc > 0)
-      snprintf(text, sizeof(text), "%d certificate(s) could not be parsed", rc);
-    else
-      tls_error_text(rc, text, sizeof(text));
-    snprintf(err, err_size, "tls cert_file %s: %s; check it is a readable PEM certificate chain",
-             tls->cert_file, text);
-    goto out;
-  }
-  rc = mbedtls_pk_parse_keyfile(&tls->key, tls->key_file, NULL);
-  if (rc != 0) {
-    tls_error_text(rc, text, sizeof(text));
-    snprintf(err, err_size, "tls key_file %s: %s; check it is a readable, unencrypted PEM key",
-             tls->key_file, text);
-    goto out;
-  }
-  rc = mbedtls_pk_check_pair(&tls->cert.pk, &tls->key);
-  if (rc != 0) {
-    tls_error_text(rc, text, sizeof(text));
-    snprintf(err, err_size, "tls key_file %s does not match cert_file %s: %s", tls->key_file,
-             tls->cert_file, text);
-    goto out;
-  }
   tls->current = tls_conf_create(tls, err, err_size);
   if (tls->current == NULL)
     goto out;
@@ -493,7 +423,7 @@ int http__tls_conn_handshake(struct http__tls_conn *conn, char *reason, size_t r
   result = HTTP__TLS_FAILED;
   tls_error_text(rc, text, sizeof(text));
   if (rc == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
-    tls_verify_flags_text(mbedtls_ssl_get_verify_result(&conn->ssl), info, sizeof(info));
+    tls_verify_text(mbedtls_ssl_get_verify_result(&conn->ssl), info, sizeof(info));
     snprintf(reason, reason_size, "%s: %s", text, info);
   } else {
     snprintf(reason, reason_size, "%s", text);
@@ -595,7 +525,7 @@ int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t rea
                                  NULL);
     if (rc != 0) {
       if (flags != 0) {
-        tls_verify_flags_text(flags, reason, reason_size);
+        tls_verify_text(flags, reason, reason_size);
       } else {
         tls_error_text(rc, text, sizeof(text));
         snprintf(reason, reason_size, "%s", text);

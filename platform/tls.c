@@ -1,0 +1,95 @@
+/*
+ * tls.c - mbedTLS helpers shared by the collector's server and the agent's
+ * uplink; see platform/tls.h.
+ */
+#include "platform/tls.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <mbedtls/error.h>
+
+/* See tls.h. */
+void tls_error_text(int rc, char *out, size_t out_size)
+{
+  char text[160];
+
+  mbedtls_strerror(rc, text, sizeof(text));
+  snprintf(out, out_size, "%s (-0x%04x)", text, (unsigned)-rc);
+}
+
+/* See tls.h. */
+void tls_verify_text(uint32_t flags, char *out, size_t out_size)
+{
+  char info[512];
+  size_t used = 0;
+  const char *line, *end;
+
+  if (out_size == 0)
+    return;
+  out[0] = info[0] = '\0';
+  if (flags != 0 && flags != (uint32_t)-1)
+    (void)mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
+  for (line = info; *line != '\0' && used < out_size; line = *end ? end + 1 : end) {
+    end = strchr(line, '\n');
+    if (end == NULL)
+      end = line + strlen(line);
+    if (end > line)
+      used += (size_t)snprintf(out + used, out_size - used, "%s%.*s", used > 0 ? "; " : "",
+                               (int)(end - line), line);
+  }
+  if (out[0] == '\0')
+    snprintf(out, out_size, "no verify flags");
+}
+
+/* See tls.h. */
+int tls_seed(mbedtls_entropy_context *entropy, mbedtls_ctr_drbg_context *drbg,
+             const char *personalization, char *err, size_t err_size)
+{
+  char text[200];
+  int rc;
+
+  rc = mbedtls_ctr_drbg_seed(drbg, mbedtls_entropy_func, entropy,
+                             (const unsigned char *)personalization, strlen(personalization));
+  if (rc != 0) {
+    tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "TLS: cannot seed the random generator: %s", text);
+    return -1;
+  }
+  return 0;
+}
+
+/* See tls.h. */
+int tls_load_identity(mbedtls_x509_crt *cert, mbedtls_pk_context *key, const char *cert_file,
+                      const char *key_file, const char *cert_name, const char *key_name,
+                      char *err, size_t err_size)
+{
+  char text[200];
+  int rc;
+
+  rc = mbedtls_x509_crt_parse_file(cert, cert_file);
+  if (rc != 0) {
+    if (rc > 0)
+      snprintf(text, sizeof(text), "%d certificate(s) could not be parsed", rc);
+    else
+      tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "%s %s: %s; check it is a readable PEM certificate chain",
+             cert_name, cert_file, text);
+    return -1;
+  }
+  rc = mbedtls_pk_parse_keyfile(key, key_file, NULL);
+  if (rc != 0) {
+    tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "%s %s: %s; check it is a readable, unencrypted PEM key", key_name,
+             key_file, text);
+    return -1;
+  }
+  rc = mbedtls_pk_check_pair(&cert->pk, key);
+  if (rc != 0) {
+    tls_error_text(rc, text, sizeof(text));
+    snprintf(err, err_size, "%s %s does not match %s %s: %s", key_name, key_file, cert_name,
+             cert_file, text);
+    return -1;
+  }
+  return 0;
+}
