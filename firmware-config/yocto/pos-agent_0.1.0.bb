@@ -12,9 +12,7 @@ LIC_FILES_CHKSUM = "file://LICENSE;md5=5a861084c8f034b3b4de18acb4411cd2 \
 
 # Layers: openembedded-core, meta-oe (libinih, protobuf-c), meta-networking
 # (mbedtls 2.28: the code uses the 2.x API, see conf/distro/include/pos-agent.inc).
-# curl: the uplink's HTTP client until it speaks TLS through mbedTLS
-# directly; then drop it here.
-DEPENDS = "curl jansson libinih libuv mbedtls protobuf-c protobuf-c-native sqlite3 zstd"
+DEPENDS = "jansson libinih libuv mbedtls protobuf-c protobuf-c-native sqlite3 zstd"
 
 # llhttp (Node.js's HTTP parser) is compiled into the binary from the
 # generated C sources of its release, as the Debian build does from

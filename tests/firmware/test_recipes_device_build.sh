@@ -2,9 +2,8 @@
 # The Buildroot and Yocto recipes build a device's agent (issue 11, item 5),
 # checked against their files (no Buildroot or Yocto tree here): the agent
 # alone and no tests (-DPOS_COLLECTOR=OFF -DPOS_TESTS=OFF: no librdkafka),
-# both systemd units shipped; Buildroot: libcurl with TLS
-# (BR2_PACKAGE_LIBCURL_FORCE_TLS, its documented way) on mbedTLS, the
-# llhttp compiled in declared (MIT), sources not redistributed; Yocto:
+# both systemd units shipped; one TLS stack: mbedTLS and no libcurl (the
+# uplink speaks TLS through mbedTLS itself); Buildroot: the llhttp compiled in declared (MIT), sources not redistributed; Yocto:
 # systemd required of the distribution (features_check).
 set -euo pipefail
 : "${POS_SOURCE_DIR:?POS_SOURCE_DIR must name the source directory}"
@@ -19,8 +18,10 @@ for f in "$br/pos-agent.mk" "$bb"; do
   done
   ! grep -v '^[[:space:]]*#' "$f" | grep -qi rdkafka || fail "${f##*/} depends on librdkafka"
 done
-grep -q 'select BR2_PACKAGE_LIBCURL_FORCE_TLS' "$br/Config.in" ||
-  fail "Config.in: libcurl without TLS is possible (select BR2_PACKAGE_LIBCURL_FORCE_TLS)"
+for f in "$br/Config.in" "$br/pos-agent.mk" "$bb"; do
+  ! grep -v '^[[:space:]]*#' "$f" | grep -Eqi 'libcurl|\bcurl\b' ||
+    fail "${f##*/} still pulls in libcurl (a second TLS stack on the device)"
+done
 grep -q 'select BR2_PACKAGE_MBEDTLS' "$br/Config.in" || fail "Config.in: no mbedTLS"
 grep -Eq '^POS_AGENT_LICENSE = .*MIT \(llhttp\)' "$br/pos-agent.mk" ||
   fail "pos-agent.mk: the llhttp compiled in (MIT) is not declared"

@@ -21,14 +21,11 @@ POS_AGENT_LICENSE = Proprietary, MIT (llhttp)
 POS_AGENT_LICENSE_FILES = LICENSE llhttp/LICENSE-MIT
 POS_AGENT_REDISTRIBUTE = NO
 
-# libcurl: the uplink's HTTP client until it speaks TLS through mbedTLS
-# directly; then drop it here and in Config.in.
 POS_AGENT_DEPENDENCIES = \
 	host-pkgconf \
 	host-protobuf-c \
 	inih \
 	jansson \
-	libcurl \
 	libuv \
 	mbedtls \
 	protobuf-c \
