@@ -14,6 +14,8 @@ packages=(
   # the status page in a real browser (headless), and Prometheus (promtool checks /metrics; a
   # prometheus the tests start scrapes it)
   sqlite3 openssl curl kcat protobuf-compiler chromium prometheus
+  # the device clock set back or forward under a running agent (tests/e2e clock tests)
+  faketime
   # the .deb: dpkg-shlibdeps (CPack) and lintian (tests/firmware)
   dpkg-dev lintian
 )

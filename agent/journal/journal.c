@@ -28,7 +28,7 @@
 #include "platform/log.h"
 #include "proto/codec.h"
 
-#define JOURNAL_SCHEMA_VERSION 6
+#define JOURNAL_SCHEMA_VERSION 7
 
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
@@ -37,12 +37,13 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V4,
     JOURNAL_SCHEMA_V5,
     JOURNAL_SCHEMA_V6,
+    JOURNAL_SCHEMA_V7,
 };
 
 /* SQL of other modules that a step also runs, in its transaction: the
  * recipe tables are the recipes module's (part of v5). */
 static const char *const journal_migrations_extra[JOURNAL_SCHEMA_VERSION] = {
-    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL,
+    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL, NULL,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until
@@ -376,6 +377,8 @@ int journal__load_stats(journal *j, char *err, size_t err_size)
                                        j->page_size);
   journal__load_reset(j);
   if (journal__commands_load(j))
+    goto out;
+  if (journal__clock_load(j, err, err_size))
     goto out;
   rc = 0;
 out:
@@ -823,12 +826,16 @@ static int journal_try_group(journal *j, struct journal_write *group, int64_t re
     rc = journal_apply_skip(j);
   for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
     rc = journal_apply_write(j, w, received_ms, j->full);
+  /* Rows read off a clock not trusted are recorded with them, or not at all. */
+  if (rc == SQLITE_OK)
+    rc = journal__clock_stamp(j, group, received_ms);
   if (rc == SQLITE_OK)
     rc = journal__step_done(j, j->commit);
   /* After SQLITE_FULL or an I/O error SQLite may already have rolled back;
    * roll back only if a transaction is still open. */
   if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
     journal__step_done(j, j->rollback);
+  journal__clock_settle(j, rc == SQLITE_OK, received_ms);
   /* On-hand follows the transaction: kept if it committed, else taken back. */
   if (rc == SQLITE_OK) {
     journal__staged_commit(j);
@@ -852,6 +859,9 @@ static void journal_commit_group(journal *j, struct journal_write *group)
 
   if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS)
     journal__full_recheck(j);
+  /* The clock judged (and a repair done, if it was just set) before the
+   * group is stamped with it. */
+  journal__clock_before_group(j, received_ms);
   rc = journal_reserve_seqs(j, group);
   if (rc) {
     char message[256];
@@ -1004,14 +1014,18 @@ static void *journal_writer_main(void *arg)
   for (;;) {
     struct journal_write *group = NULL, *last = NULL;
     struct journal_op *op = NULL;
-    int retention_due, stopping;
+    int retention_due, clock_due, stopping;
 
     for (;;) {
-      retention_due = j->retention_ms > 0 && clock_mono_ms() >= j->retention_due_ms;
-      if (j->queue_head || j->op_head || j->stopping || retention_due)
+      uint64_t now = clock_mono_ms(), deadline = 0;
+      retention_due = j->retention_ms > 0 && now >= j->retention_due_ms;
+      clock_due = journal__clock_due(j, now, &deadline);
+      if (j->queue_head || j->op_head || j->stopping || retention_due || clock_due)
         break;
-      if (j->retention_ms > 0)
-        journal_wait_until(j, j->retention_due_ms);
+      if (j->retention_ms > 0 && (deadline == 0 || j->retention_due_ms < deadline))
+        deadline = j->retention_due_ms;
+      if (deadline)
+        journal_wait_until(j, deadline);
       else
         pthread_cond_wait(&j->wake, &j->lock);
     }
@@ -1070,6 +1084,8 @@ static void *journal_writer_main(void *arg)
       pthread_mutex_unlock(&j->lock);
       uv_async_send(&j->done_async);
     }
+    if (clock_due && !stopping)
+      journal__clock_tick(j);
     if (!group && !op && retention_due && !stopping) {
       /* Idle and due: one chunk; when more is left, come back after
        * whatever was queued meanwhile. */
@@ -1146,6 +1162,7 @@ static void journal_free(journal *j)
   stock_names_clear(&j->names);
   recipes_free(j->recipes_owned);
   journal__hwm_close(j);
+  journal__clock_free(j);
   free(j->reserve_path);
   free(j->commands);
   pthread_mutex_destroy(&j->lock);
