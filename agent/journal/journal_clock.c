@@ -31,8 +31,12 @@
 /* A clock this far behind the newest trusted row is wrong; less is an NTP
  * correction of a clock that ran fast, not worth flagging sales for. */
 #define JOURNAL_CLOCK_BEHIND_MS (5 * 60 * 1000)
-/* While the clock is wrong or rows wait, it is looked at this often. */
+/* While the clock is wrong or rows wait, it is looked at this often; and
+ * while it is right, every few seconds, so that a clock set back shows on
+ * the page and in the heartbeat before the next sale (a look is one
+ * clock_gettime: no disk, no SQL). */
 #define JOURNAL_CLOCK_CHECK_MS 1000u
+#define JOURNAL_CLOCK_IDLE_CHECK_MS 5000u
 /* Rows of this boot waiting for the clock are not sealed for this long
  * after the first of them came: NTP sets a clock within a minute or two
  * of the network coming up, and a batch sealed before that would carry
@@ -398,8 +402,11 @@ void journal__clock_settle(journal *j, int committed, int64_t wall_ms)
       log_error("clock", "range_not_kept", "first_seq=%" PRId64,
                 j->clock.staged_range.first_seq);
     j->clock.open_range = 1;
-    if (!j->clock.check_due_ms)
-      j->clock.check_due_ms = clock_mono_ms() + JOURNAL_CLOCK_CHECK_MS;
+    {
+      uint64_t soon = clock_mono_ms() + JOURNAL_CLOCK_CHECK_MS;
+      if (!j->clock.check_due_ms || soon < j->clock.check_due_ms)
+        j->clock.check_due_ms = soon;
+    }
     journal_clock_publish(j, wall_ms);
   } else if (committed && j->clock.state == JOURNAL_CLOCK_OK) {
     /* A trusted row now lies after the last range: never extend it over. */
@@ -424,12 +431,12 @@ int journal__clock_due(journal *j, uint64_t now_mono_ms, uint64_t *deadline_ms)
 void journal__clock_tick(journal *j)
 {
   journal__clock_before_group(j, clock_wall_ms());
-  /* Keep looking while the clock is wrong (the page must show when it is
-   * set, with no sale to notice it) or rows wait for it. */
+  /* Look again soon while the clock is wrong (the page must show when it
+   * is set, with no sale to notice it) or rows wait for it. */
   if (j->clock.state != JOURNAL_CLOCK_OK || journal_clock_waiting(j))
     j->clock.check_due_ms = clock_mono_ms() + JOURNAL_CLOCK_CHECK_MS;
   else
-    j->clock.check_due_ms = 0;
+    j->clock.check_due_ms = clock_mono_ms() + JOURNAL_CLOCK_IDLE_CHECK_MS;
 }
 
 int64_t journal__clock_seal_limit(journal *j)

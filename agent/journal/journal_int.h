@@ -470,8 +470,8 @@ void journal__clock_settle(journal *j, int committed, int64_t wall_ms);
  * (monotonic) lowered to the next check when one is due later. Writer. */
 int journal__clock_due(journal *j, uint64_t now_mono_ms, uint64_t *deadline_ms);
 
-/* A periodic look at the clock while it is wrong or rows wait: repairs
- * once it is trusted. Writer thread. */
+/* A periodic look at the clock (every second while it is wrong or rows
+ * wait, every 5 s otherwise): repairs once it is trusted. Writer thread. */
 void journal__clock_tick(journal *j);
 
 /* The highest seq a new live batch may take: rows of this boot waiting
