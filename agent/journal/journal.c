@@ -992,8 +992,19 @@ static int journal_retention_pass(journal *j)
 {
   uint64_t sales_deleted = 0, batches_deleted = 0;
   char message[256];
-  int rc = journal__retention_chunk(j, clock_wall_ms(), j->retention_ms, &sales_deleted,
-                                    &batches_deleted, message, sizeof(message));
+  int rc;
+
+  /* Retention counts from acked_ms on the device clock: a clock that is
+   * wrong (ahead of the collector's, say) must not delete history that is
+   * not past retention. It runs again at the next hour. */
+  if (j->clock.state != JOURNAL_CLOCK_OK) {
+    log_warn("journal", "retention_deferred", "path=%s clock=%s reason=\"the device clock "
+             "cannot be trusted; nothing is deleted until it is\"", j->path,
+             journal_clock_state_name(j->clock.state));
+    return 0;
+  }
+  rc = journal__retention_chunk(j, clock_wall_ms(), j->retention_ms, &sales_deleted,
+                                &batches_deleted, message, sizeof(message));
   if (rc < 0) {
     char quoted[300];
     log_error("journal", "retention_failed", "path=%s reason=%s", j->path,

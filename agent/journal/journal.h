@@ -171,10 +171,23 @@ enum journal_clock_state {
   JOURNAL_CLOCK_OK = 0,
   JOURNAL_CLOCK_BEFORE_BUILD = 1,   /* before the build's time: never set (no RTC) */
   JOURNAL_CLOCK_BEHIND_JOURNAL = 2, /* behind the newest row already journaled */
+  /* Not what the collector's clock says (journal_clock_reference): its
+   * rows are corrected from the collector's time at once. */
+  JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR = 3,
 };
 
+/*
+ * A trusted time: the collector's clock `reference_ms` (from a heartbeat
+ * answer), read when CLOCK_BOOTTIME was `boot_ms`. From then on the device
+ * clock is judged against it (it wins over the build date and the journal:
+ * a clock that agrees with the collector is right even behind rows a wrong
+ * clock stamped before), and rows taken while the device clock is wrong
+ * are corrected from it. Loop thread (any thread: it takes the lock).
+ */
+void journal_clock_reference(journal *j, int64_t reference_ms, int64_t boot_ms);
+
 /* The state's name for status.json and logs: "ok", "before_build",
- * "behind_journal". */
+ * "behind_journal", "differs_from_collector". */
 const char *journal_clock_state_name(int state);
 
 /*

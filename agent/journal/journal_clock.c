@@ -45,6 +45,9 @@
  * flagged (Sale.received_ms_untrusted). 30 minutes is two default
  * uplink intervals: at most one push is late. */
 #define JOURNAL_CLOCK_HOLD_MS (30 * 60 * 1000)
+/* A device clock this close to the collector's agrees with it (network
+ * latency and the second the collector's time is read in are far less). */
+#define JOURNAL_CLOCK_REFERENCE_MS (2 * 60 * 1000)
 /* Ranges whose offsets differ by less than this are one range: the offset
  * is read at two instants and moves by a millisecond or so between them. */
 #define JOURNAL_CLOCK_SAME_OFFSET_MS 1000
@@ -58,12 +61,21 @@ const char *journal_clock_state_name(int state)
     return "before_build";
   case JOURNAL_CLOCK_BEHIND_JOURNAL:
     return "behind_journal";
+  case JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR:
+    return "differs_from_collector";
   }
   return "unknown";
 }
 
 static int journal_clock_judge(const struct journal_clock *c, int64_t wall_ms)
 {
+  if (c->reference_known) {
+    int64_t diff = wall_ms - (clock_boot_ms() + c->reference_offset_ms);
+    if (diff <= JOURNAL_CLOCK_REFERENCE_MS && diff >= -JOURNAL_CLOCK_REFERENCE_MS)
+      return JOURNAL_CLOCK_OK;
+    return wall_ms < c->build_ms ? JOURNAL_CLOCK_BEFORE_BUILD
+                                 : JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR;
+  }
   if (wall_ms < c->build_ms)
     return JOURNAL_CLOCK_BEFORE_BUILD;
   if (c->trusted_ms > 0 && wall_ms < c->trusted_ms - JOURNAL_CLOCK_BEHIND_MS)
@@ -116,6 +128,12 @@ static void journal_clock_log_state(journal *j, int64_t wall_ms)
              "agent was built: it was never set (no RTC battery, no network time); sales are "
              "journaled and their times corrected once the clock is set in this boot\"",
              wall, build);
+  else if (j->clock.state == JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR)
+    log_warn("clock", "untrusted",
+             "state=differs_from_collector wall=%s collector_minus_device_ms=%" PRId64
+             " reason=\"the device clock is not what the collector's says: sales are "
+             "journaled and their times corrected from the collector's clock\"",
+             wall, clock_boot_ms() + j->clock.reference_offset_ms - wall_ms);
   else
     log_warn("clock", "untrusted",
              "state=behind_journal wall=%s newest_row=%s reason=\"the device clock is behind "
@@ -127,7 +145,17 @@ static void journal_clock_log_state(journal *j, int64_t wall_ms)
 /* Judges the clock at `wall_ms`; one log line when the state changed. */
 static void journal_clock_assess(journal *j, int64_t wall_ms)
 {
-  int state = journal_clock_judge(&j->clock, wall_ms);
+  int state;
+
+  pthread_mutex_lock(&j->lock);
+  j->clock.reference_known = j->reference_known;
+  j->clock.reference_offset_ms = j->reference_offset_ms;
+  pthread_mutex_unlock(&j->lock);
+  state = journal_clock_judge(&j->clock, wall_ms);
+  /* A clock that agrees with the collector is right: rows a clock ahead
+   * of it stamped earlier must not make it look behind from now on. */
+  if (j->clock.reference_known && state == JOURNAL_CLOCK_OK && j->clock.trusted_ms > wall_ms)
+    j->clock.trusted_ms = wall_ms;
 
   if (state != j->clock.state) {
     j->clock.state = state;
@@ -278,7 +306,9 @@ static int journal_clock_exec_range(journal *j, const char *sql, int64_t first, 
  * in one transaction (all or none: a row is never corrected twice). */
 static void journal_clock_repair(journal *j, int64_t wall_ms)
 {
-  int64_t offset_now = wall_ms - clock_boot_ms();
+  /* The device clock once it is trusted, else the collector's. */
+  int64_t offset_now = j->clock.state == JOURNAL_CLOCK_OK ? wall_ms - clock_boot_ms()
+                                                          : j->clock.reference_offset_ms;
   uint64_t rows = 0;
   size_t kept = 0;
   int rc = journal__step_done(j, j->begin);
@@ -333,8 +363,17 @@ static int journal_clock_waiting(const journal *j)
 void journal__clock_before_group(journal *j, int64_t wall_ms)
 {
   journal_clock_assess(j, wall_ms);
-  if (j->clock.state == JOURNAL_CLOCK_OK && journal_clock_waiting(j))
+  if ((j->clock.state == JOURNAL_CLOCK_OK || j->clock.reference_known) &&
+      journal_clock_waiting(j))
     journal_clock_repair(j, wall_ms);
+}
+
+void journal_clock_reference(journal *j, int64_t reference_ms, int64_t boot_ms)
+{
+  pthread_mutex_lock(&j->lock);
+  j->reference_offset_ms = reference_ms - boot_ms;
+  j->reference_known = 1;
+  pthread_mutex_unlock(&j->lock);
 }
 
 int journal__clock_stamp(journal *j, const struct journal_write *group, int64_t wall_ms)

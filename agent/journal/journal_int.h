@@ -105,6 +105,10 @@ struct journal_clock {
   int staged, staged_extends;
   int open_range;            /* the last range may be extended by the next rows */
   uint64_t check_due_ms;     /* monotonic: look at the clock again; 0 = no need */
+  /* The collector's clock less CLOCK_BOOTTIME (journal_clock_reference),
+   * copied from the journal's reference_* under its lock. */
+  int64_t reference_offset_ms;
+  int reference_known;
 };
 
 struct journal {
@@ -217,6 +221,9 @@ struct journal {
   struct journal_op *op_done_head, *op_done_tail;
   int stopping;
   struct journal_stats stats;
+  /* journal_clock_reference: the collector's clock less CLOCK_BOOTTIME. */
+  int64_t reference_offset_ms;
+  int reference_known;
 
   /* Writer thread only: when retention runs next (monotonic ms). */
   uint64_t retention_due_ms;

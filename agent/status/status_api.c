@@ -348,6 +348,8 @@ static json_t *status_clock_json(const struct journal_stats *stats)
              utc.tm_mday, months[utc.tm_mon % 12], utc.tm_year + 1900,
              stats->clock_state == JOURNAL_CLOCK_BEHIND_JOURNAL
                  ? ", earlier than sales it already took"
+             : stats->clock_state == JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR
+                 ? ", not the time head office has"
                  : "");
   return json_pack("{s:s, s:o, s:o, s:I, s:I, s:I, s:o}", "state",
                    journal_clock_state_name(stats->clock_state), "device_time",

@@ -216,6 +216,9 @@ static void uplink_heartbeat_answered(uplink *u, struct uplink_http_request *req
     uint64_t now = uv_now(u->loop);
     u->status.clock_skew_ms = drift;
     u->status.clock_skew_known = 1;
+    /* The collector's clock is the journal's trusted time: rows taken
+     * while this device's clock is wrong are corrected from it. */
+    journal_clock_reference(u->journal, ack->server_clock_ms, clock_boot_ms());
     /* Every minute while the clock is off: said once per
      * UPLINK_ERROR_REPEAT_MS, not at every heartbeat. */
     if ((drift > UPLINK_CLOCK_DRIFT_WARN_MS || drift < -UPLINK_CLOCK_DRIFT_WARN_MS) &&

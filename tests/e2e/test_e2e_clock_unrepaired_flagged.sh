@@ -9,7 +9,9 @@
 #   flagged in status.json and in the heartbeat, which the collector puts on
 #   pos.agent-status.v1. (A clock before the test certificates' notBefore
 #   gets no TLS at all, so "behind" is made by a clock first set two days
-#   ahead, then right.)
+#   ahead, then right.) The collector's time in the heartbeat's answer
+#   then settles it: a device clock that agrees with it is right, one that
+#   does not has its sales' times corrected from the collector's.
 # Every sale reaches Kafka exactly once. The agent runs under libfaketime.
 source "$(dirname "$0")/lib.sh"
 
@@ -105,22 +107,67 @@ grep -q "build_time_ms: [1-9]" "$T/status.txt" ||
   fail "the heartbeat names the build time" "build_time_ms: <ms>" "$(grep build_time "$T/status.txt" | tail -n1)"
 stop_agent
 
-# ---- a clock set back behind the newest sale ------------------------------------------
+# ---- a clock set back behind the newest sale (no collector's time yet) ----------------
+write_agent_config uplink.heartbeat_interval=0
 echo "+2d" >"$CLOCK_FILE"
 start_agent
 post_one F-1
 wait_clock_field '$.device.clock.state' ok
 echo "+0" >"$CLOCK_FILE"
 wait_clock_field '$.device.clock.state' behind_journal
+F2_BEFORE="$(date +%s%3N)"
 post_one F-2
+F2_AFTER="$(date +%s%3N)"
 wait_clock_field '$.device.clock.pending_rows' 1
 assert_contains "the manager's message for a clock set back" "earlier than sales it already took" \
   "$(json_get "$STATUS_JSON" '$.device.clock.message')"
+assert_eq "log lines saying the clock is untrusted (one per change, not per sale)" 1 \
+  "$(grep -c 'mod=clock event=untrusted' "$AGENT_LOG")"
+stop_agent
+
+# ---- the heartbeat says so; the collector's time then settles it -----------------------
+# The device clock is right (the rows ahead were the wrong ones): the first
+# heartbeat carries behind_journal, its answer's clock agrees with the
+# device's, and F-2 is corrected (by about nothing) and no longer pending.
+write_agent_config uplink.heartbeat_interval=1s
+start_agent
 wait_heartbeat "clock_state: DEVICE_CLOCK_STATE_BEHIND_JOURNAL"
 grep -q "clock_pending_rows: 1" "$T/status.txt" ||
   fail "the heartbeat counts the rows waiting" "clock_pending_rows: 1" \
     "$(grep clock_pending "$T/status.txt" | tail -n1)"
-assert_eq "log lines saying the clock is untrusted (one per change, not per sale)" 1 \
-  "$(grep -c 'mod=clock event=untrusted' "$AGENT_LOG")"
+wait_clock_field '$.device.clock.state' ok
+wait_clock_field '$.device.clock.pending_rows' 0
+got="$(sql "SELECT received_ms FROM sales WHERE sale_id = 'F-2';")"
+((got >= F2_BEFORE - 3000 && got <= F2_AFTER + 3000)) ||
+  fail "received_ms of F-2 after the collector's time settled the clock" \
+    "$F2_BEFORE..$F2_AFTER (+-3 s)" "$got"
+stop_agent
+
+# ---- a clock two days ahead while the collector answers: corrected from its time -------
+echo "+2d" >"$CLOCK_FILE"
+start_agent
+wait_clock_field '$.device.clock.state' differs_from_collector
+assert_contains "the manager's message for a clock not head office's" \
+  "not the time head office has" "$(json_get "$STATUS_JSON" '$.device.clock.message')"
+G1_BEFORE="$(date +%s%3N)"
+post_one G-1
+G1_AFTER="$(date +%s%3N)"
+wait_clock_field '$.device.clock.pending_rows' 0
+got="$(sql "SELECT received_ms FROM sales WHERE sale_id = 'G-1';")"
+((got >= G1_BEFORE - 3000 && got <= G1_AFTER + 3000)) ||
+  fail "received_ms of G-1 (device clock 2 days ahead) from the collector's time" \
+    "$G1_BEFORE..$G1_AFTER (+-3 s)" "$got"
+wait_heartbeat "clock_state: DEVICE_CLOCK_STATE_DIFFERS_FROM_COLLECTOR"
+
+# ---- every sale once in Kafka; only the ended boot's flagged ---------------------------
+push_until_sent 60
+kafka_read pos.sales.v1 sales
+records_db sales
+check_sales_match_journal sales 6
+awk '/^record \{/ { id = ""; flag = 0 } /^  sale_id:/ { id = $2 }
+     /^  received_ms_untrusted: true/ { flag = 1 } /^\}/ { print id, flag }' "$T/sales.txt" |
+  tr -d '"' | sort >"$T/flags"
+assert_eq "Sale.received_ms_untrusted in Kafka at the end" \
+  "F-1 0|F-2 0|G-1 0|R-1 0|U-1 1|U-2 1" "$(paste -sd'|' "$T/flags")"
 stop_agent
 stop_collector
