@@ -72,6 +72,14 @@ start_collector
 write_tokens
 write_agent_config uplink.heartbeat_interval=1s
 
+# A sale of today first, with a right clock: the page's "today" must still
+# count it after a restart, past rows of 1970 journaled after it.
+echo "+0" >"$CLOCK_FILE"
+start_agent
+post_sales "$TOKEN_T1" "$(sale_json sale_id='"P-1"' business_time="\"$(date +%Y-%m-%dT%H:%M:%S%:z)\"")"
+expect_status "POST sale P-1 (today, right clock)" 201
+stop_agent
+
 # ---- sales of a boot that ended before its clock was set ----------------------------
 echo "@1970-01-01 00:00:00" >"$CLOCK_FILE"
 start_agent
@@ -90,16 +98,20 @@ assert_eq "rows of an ended boot never repaired (status.json)" 2 \
   "$(json_get "$STATUS_JSON" '$.device.clock.unrepaired_rows')"
 assert_eq "rows of an ended boot keep their 1970 reading" 2 \
   "$(sql "SELECT count(*) FROM sales WHERE received_ms < 86400000;")"
-post_one R-1
+post_sales "$TOKEN_T1" "$(sale_json sale_id='"R-1"' business_time="\"$(date +%Y-%m-%dT%H:%M:%S%:z)\"")"
+expect_status "POST sale R-1 (today, right clock)" 201
+status_json
+assert_eq "today's sales on the page after a restart (rows of 1970 between them)" 2 \
+  "$(json_get "$STATUS_JSON" '$.today.sales')"
 push_until_sent 60
 kafka_read pos.sales.v1 sales
 records_db sales
-check_sales_match_journal sales 3
+check_sales_match_journal sales 4
 awk '/^record \{/ { id = ""; flag = 0 } /^  sale_id:/ { id = $2 }
      /^  received_ms_untrusted: true/ { flag = 1 } /^\}/ { print id, flag }' "$T/sales.txt" |
   tr -d '"' | sort >"$T/flags"
 assert_eq "Sale.received_ms_untrusted in Kafka (the ended boot's sales only)" \
-  "R-1 0|U-1 1|U-2 1" "$(paste -sd'|' "$T/flags")"
+  "P-1 0|R-1 0|U-1 1|U-2 1" "$(paste -sd'|' "$T/flags")"
 wait_heartbeat "clock_unrepaired_rows: 2"
 grep -q "clock_state: DEVICE_CLOCK_STATE_OK" "$T/status.txt" ||
   fail "the heartbeat's clock_state" DEVICE_CLOCK_STATE_OK "$(grep clock_state "$T/status.txt" | tail -n1)"
@@ -163,11 +175,11 @@ wait_heartbeat "clock_state: DEVICE_CLOCK_STATE_DIFFERS_FROM_COLLECTOR"
 push_until_sent 60
 kafka_read pos.sales.v1 sales
 records_db sales
-check_sales_match_journal sales 6
+check_sales_match_journal sales 7
 awk '/^record \{/ { id = ""; flag = 0 } /^  sale_id:/ { id = $2 }
      /^  received_ms_untrusted: true/ { flag = 1 } /^\}/ { print id, flag }' "$T/sales.txt" |
   tr -d '"' | sort >"$T/flags"
 assert_eq "Sale.received_ms_untrusted in Kafka at the end" \
-  "F-1 0|F-2 0|G-1 0|R-1 0|U-1 1|U-2 1" "$(paste -sd'|' "$T/flags")"
+  "F-1 0|F-2 0|G-1 0|P-1 0|R-1 0|U-1 1|U-2 1" "$(paste -sd'|' "$T/flags")"
 stop_agent
 stop_collector
