@@ -33,6 +33,15 @@ exec $REAL_AGENT_BIN "\$@"
 EOF
 chmod +x "$AGENT_BIN"
 
+# libfaketime (0.9.10) intercepts pthread_cond_timedwait and, on a
+# condition variable on CLOCK_MONOTONIC, never returns from it (seen with a
+# ten-line program): the journal writer's timed wait, which also paces its
+# look at the clock, then sleeps until something wakes it. Without
+# libfaketime the wait returns on time. While the test waits for the agent
+# to notice its clock, a push (SIGUSR1) gives the writer work, so it wakes
+# and looks; rows held for the clock are never sealed by it.
+poke_writer() { kill -USR1 "$AGENT_PID" 2>/dev/null || true; }
+
 now_ms() { date +%s%3N; }
 set_clock_1970() { echo "@1970-01-01 00:00:00" >"$CLOCK_FILE"; }
 set_clock_right() { echo "+0" >"$CLOCK_FILE"; }
@@ -51,6 +60,7 @@ post_one() {
 wait_clock() {
   local deadline=$((SECONDS + 15))
   while :; do
+    poke_writer
     status_json
     [[ "$(json_get "$STATUS_JSON" '$.device.clock.state')" == "$1" &&
       "$(json_get "$STATUS_JSON" '$.device.clock.pending_rows')" == "$2" ]] && return 0

@@ -35,6 +35,15 @@ exec $REAL_AGENT_BIN "\$@"
 EOF
 chmod +x "$AGENT_BIN"
 
+# libfaketime (0.9.10) intercepts pthread_cond_timedwait and, on a
+# condition variable on CLOCK_MONOTONIC, never returns from it (seen with a
+# ten-line program): the journal writer's timed wait, which also paces its
+# look at the clock, then sleeps until something wakes it. Without
+# libfaketime the wait returns on time. While the test waits for the agent
+# to notice its clock, a push (SIGUSR1) gives the writer work, so it wakes
+# and looks; rows held for the clock are never sealed by it.
+poke_writer() { kill -USR1 "$AGENT_PID" 2>/dev/null || true; }
+
 post_one() {
   post_sales "$TOKEN_T1" "$(sale_json sale_id="\"$1\"")"
   expect_status "POST sale $1" 201
@@ -44,6 +53,7 @@ post_one() {
 wait_clock_field() {
   local deadline=$((SECONDS + 15))
   while :; do
+    poke_writer
     status_json
     [[ "$(json_get "$STATUS_JSON" "$1")" == "$2" ]] && return 0
     ((SECONDS < deadline)) || fail "status.json $1 within 15 s" "$2" \
