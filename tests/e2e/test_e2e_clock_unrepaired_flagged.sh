@@ -127,6 +127,12 @@ grep -q "clock_state: DEVICE_CLOCK_STATE_OK" "$T/status.txt" ||
   fail "the heartbeat's clock_state" DEVICE_CLOCK_STATE_OK "$(grep clock_state "$T/status.txt" | tail -n1)"
 grep -q "build_time_ms: [1-9]" "$T/status.txt" ||
   fail "the heartbeat names the build time" "build_time_ms: <ms>" "$(grep build_time "$T/status.txt" | tail -n1)"
+# Head office's view of the store (the collector's admin API) says so too.
+store="$(curl -sS --max-time 10 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" \
+  --key "$PKI/admin.key" "$COLLECTOR_URL/v1/admin/stores/$STORE")" ||
+  fail "GET /v1/admin/stores/$STORE answers"
+assert_eq "the admin API's device clock (state, unrepaired rows)" "ok|2" \
+  "$(json_get "$store" '$.store.devices[0].clock.state')|$(json_get "$store" '$.store.devices[0].clock.unrepaired_rows')"
 stop_agent
 
 # ---- a clock set back behind the newest sale (no collector's time yet) ----------------
