@@ -850,7 +850,7 @@ static int journal_try_group(journal *j, struct journal_write *group, int64_t re
 /* Commits a group of writes in one transaction: one fsync for all of them. */
 static void journal_commit_group(journal *j, struct journal_write *group)
 {
-  int64_t received_ms = clock_wall_ms();
+  int64_t received_ms;
   uint64_t stored = 0, adjusted = 0, writes = 0;
   int64_t last_seq = 0, oldest_time = 0;
   int skipping = j->skip_to > 0;
@@ -860,8 +860,8 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS)
     journal__full_recheck(j);
   /* The clock judged (and a repair done, if it was just set) before the
-   * group is stamped with it. */
-  journal__clock_before_group(j, received_ms);
+   * group is stamped with it, or with the collector's time if it is wrong. */
+  received_ms = journal__clock_before_group(j, clock_wall_ms());
   rc = journal_reserve_seqs(j, group);
   if (rc) {
     char message[256];

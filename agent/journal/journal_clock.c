@@ -360,12 +360,17 @@ static int journal_clock_waiting(const journal *j)
   return 0;
 }
 
-void journal__clock_before_group(journal *j, int64_t wall_ms)
+int64_t journal__clock_before_group(journal *j, int64_t wall_ms)
 {
   journal_clock_assess(j, wall_ms);
   if ((j->clock.state == JOURNAL_CLOCK_OK || j->clock.reference_known) &&
       journal_clock_waiting(j))
     journal_clock_repair(j, wall_ms);
+  /* A wrong clock while the collector's time is known: the rows take that
+   * time at once (nothing to repair later, nothing held back). */
+  if (j->clock.state != JOURNAL_CLOCK_OK && j->clock.reference_known)
+    return clock_boot_ms() + j->clock.reference_offset_ms;
+  return wall_ms;
 }
 
 void journal_clock_reference(journal *j, int64_t reference_ms, int64_t boot_ms)
@@ -385,7 +390,8 @@ int journal__clock_stamp(journal *j, const struct journal_write *group, int64_t 
   int rc;
 
   j->clock.staged = 0;
-  if (j->clock.state == JOURNAL_CLOCK_OK)
+  /* Trusted, or stamped with the collector's time: nothing to repair. */
+  if (j->clock.state == JOURNAL_CLOCK_OK || j->clock.reference_known)
     return SQLITE_OK;
   for (const struct journal_write *w = group; w; w = w->next) {
     if (w->error)
@@ -469,7 +475,7 @@ int journal__clock_due(journal *j, uint64_t now_mono_ms, uint64_t *deadline_ms)
 
 void journal__clock_tick(journal *j)
 {
-  journal__clock_before_group(j, clock_wall_ms());
+  (void)journal__clock_before_group(j, clock_wall_ms());
   /* Look again soon while the clock is wrong (the page must show when it
    * is set, with no sale to notice it) or rows wait for it. */
   if (j->clock.state != JOURNAL_CLOCK_OK || journal_clock_waiting(j))

@@ -461,9 +461,12 @@ void journal__hwm_close(journal *j);
 int journal__clock_load(journal *j, char *err, size_t err_size);
 
 /* Before a group is journaled at wall time `wall_ms`: judges the clock
- * (one log line per change of state) and, when it just became trusted,
- * repairs this boot's pending rows in a transaction of its own. Writer. */
-void journal__clock_before_group(journal *j, int64_t wall_ms);
+ * (one log line per change of state) and, when it just became trusted (or
+ * the collector's time is known), repairs this boot's pending rows in a
+ * transaction of its own. Returns the time to stamp the group with:
+ * `wall_ms`, or the collector's time when the clock is wrong and that is
+ * known. Writer thread. */
+int64_t journal__clock_before_group(journal *j, int64_t wall_ms);
 
 /* Inside the group's transaction, after its rows: while the clock is not
  * trusted, the rows the group stored go to clock_pending. SQLITE_OK or an
