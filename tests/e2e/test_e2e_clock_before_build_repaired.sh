@@ -120,6 +120,14 @@ assert_eq "clock_pending ranges for the two sales" "1|2" \
   "$(sql "SELECT count(*) || '|' || sum(last_seq - first_seq + 1) FROM clock_pending;")"
 assert_eq "sales journaled with a 1970 clock keep its reading until repaired" 2 \
   "$(sql "SELECT count(*) FROM sales WHERE received_ms < 86400000;")"
+# /metrics says so too.
+metrics_port="$(sed -n 's/.*event=metrics_listening.*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$AGENT_LOG" | head -n1)"
+[[ "$metrics_port" =~ ^[0-9]+$ ]] || fail "the agent logs event=metrics_listening with its port"
+curl -sS --max-time 10 "http://127.0.0.1:$metrics_port/metrics" >"$T/metrics.txt" ||
+  fail "GET /metrics answers"
+assert_eq "the clock on /metrics" "pos_agent_clock_pending_rows=2 pos_agent_clock_untrusted=1" \
+  "$(awk '$1 == "pos_agent_clock_untrusted" || $1 == "pos_agent_clock_pending_rows" {
+    print $1 "=" $2 }' "$T/metrics.txt" | sort | paste -sd' ')"
 # Held back from batches: a push seals nothing while their times are wrong.
 kill -USR1 "$AGENT_PID"
 sleep 1
