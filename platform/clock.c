@@ -3,7 +3,9 @@
  */
 #include "platform/clock.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -26,6 +28,40 @@ uint64_t clock_mono_ms(void)
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+#ifndef POS_BUILD_EPOCH_S
+#error "POS_BUILD_EPOCH_S is set by platform/CMakeLists.txt"
+#endif
+
+int64_t clock_boot_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t clock_build_epoch_ms(void) { return (int64_t)POS_BUILD_EPOCH_S * 1000; }
+
+int clock_boot_id(char *out, size_t out_size)
+{
+  FILE *f;
+  size_t len;
+  int rc = 0;
+
+  out[0] = '\0';
+  f = fopen("/proc/sys/kernel/random/boot_id", "re");
+  if (!f)
+    return -errno;
+  if (!fgets(out, (int)out_size, f))
+    rc = ferror(f) ? -EIO : -ENODATA;
+  fclose(f);
+  len = strlen(out);
+  while (len && (out[len - 1] == '\n' || out[len - 1] == ' '))
+    out[--len] = '\0';
+  if (rc)
+    out[0] = '\0';
+  return rc;
 }
 
 char *clock_format_utc(int64_t epoch_ms, char *out, size_t out_size)

@@ -666,6 +666,8 @@ int journal__load_stats(journal *j, char *err, size_t err_size)
   journal__load_reset(j);
   if (journal__commands_load(j))
     goto out;
+  if (journal__clock_load(j, err, err_size))
+    goto out;
   rc = 0;
 out:
   if (rc && err[0] == '\0')
@@ -1112,12 +1114,16 @@ static int journal_try_group(journal *j, struct journal_write *group, int64_t re
     rc = journal_apply_skip(j);
   for (struct journal_write *w = group; rc == SQLITE_OK && w; w = w->next)
     rc = journal_apply_write(j, w, received_ms, j->full);
+  /* Rows read off a clock not trusted are recorded with them, or not at all. */
+  if (rc == SQLITE_OK)
+    rc = journal__clock_stamp(j, group, received_ms);
   if (rc == SQLITE_OK)
     rc = journal__step_done(j, j->commit);
   /* After SQLITE_FULL or an I/O error SQLite may already have rolled back;
    * roll back only if a transaction is still open. */
   if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
     journal__step_done(j, j->rollback);
+  journal__clock_settle(j, rc == SQLITE_OK, received_ms);
   /* On-hand follows the transaction: kept if it committed, else taken back. */
   if (rc == SQLITE_OK) {
     journal__staged_commit(j);
@@ -1132,7 +1138,7 @@ static int journal_try_group(journal *j, struct journal_write *group, int64_t re
 /* Commits a group of writes in one transaction: one fsync for all of them. */
 static void journal_commit_group(journal *j, struct journal_write *group)
 {
-  int64_t received_ms = clock_wall_ms();
+  int64_t received_ms;
   uint64_t stored = 0, adjusted = 0, writes = 0;
   int64_t last_seq = 0, oldest_time = 0;
   int skipping = j->skip_to > 0;
@@ -1141,6 +1147,9 @@ static void journal_commit_group(journal *j, struct journal_write *group)
 
   if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS)
     journal__full_recheck(j);
+  /* The clock judged (and a repair done, if it was just set) before the
+   * group is stamped with it, or with the collector's time if it is wrong. */
+  received_ms = journal__clock_before_group(j, clock_wall_ms());
   rc = journal_reserve_seqs(j, group);
   if (rc) {
     char message[256];
@@ -1271,8 +1280,19 @@ static int journal_retention_pass(journal *j)
 {
   uint64_t sales_deleted = 0, batches_deleted = 0;
   char message[256];
-  int rc = journal__retention_chunk(j, clock_wall_ms(), j->retention_ms, &sales_deleted,
-                                    &batches_deleted, message, sizeof(message));
+  int rc;
+
+  /* Retention counts from acked_ms on the device clock: a clock that is
+   * wrong (ahead of the collector's, say) must not delete history that is
+   * not past retention. It runs again at the next hour. */
+  if (j->clock.state != JOURNAL_CLOCK_OK) {
+    log_warn("journal", "retention_deferred", "path=%s clock=%s reason=\"the device clock "
+             "cannot be trusted; nothing is deleted until it is\"", j->path,
+             journal_clock_state_name(j->clock.state));
+    return 0;
+  }
+  rc = journal__retention_chunk(j, clock_wall_ms(), j->retention_ms, &sales_deleted,
+                                &batches_deleted, message, sizeof(message));
   if (rc < 0) {
     char quoted[300];
     log_error("journal", "retention_failed", "path=%s reason=%s", j->path,
@@ -1293,14 +1313,18 @@ static void *journal_writer_main(void *arg)
   for (;;) {
     struct journal_write *group = NULL, *last = NULL;
     struct journal_op *op = NULL;
-    int retention_due, stopping;
+    int retention_due, clock_due, stopping;
 
     for (;;) {
-      retention_due = j->retention_ms > 0 && clock_mono_ms() >= j->retention_due_ms;
-      if (j->queue_head || j->op_head || j->stopping || retention_due)
+      uint64_t now = clock_mono_ms(), deadline = 0;
+      retention_due = j->retention_ms > 0 && now >= j->retention_due_ms;
+      clock_due = journal__clock_due(j, now, &deadline);
+      if (j->queue_head || j->op_head || j->stopping || retention_due || clock_due)
         break;
-      if (j->retention_ms > 0)
-        journal_wait_until(j, j->retention_due_ms);
+      if (j->retention_ms > 0 && (deadline == 0 || j->retention_due_ms < deadline))
+        deadline = j->retention_due_ms;
+      if (deadline)
+        journal_wait_until(j, deadline);
       else
         pthread_cond_wait(&j->wake, &j->lock);
     }
@@ -1359,6 +1383,8 @@ static void *journal_writer_main(void *arg)
       pthread_mutex_unlock(&j->lock);
       uv_async_send(&j->done_async);
     }
+    if (clock_due && !stopping)
+      journal__clock_tick(j);
     if (!group && !op && retention_due && !stopping) {
       /* Idle and due: one chunk; when more is left, come back after
        * whatever was queued meanwhile. */
@@ -1435,6 +1461,7 @@ static void journal_free(journal *j)
   stock_names_clear(&j->names);
   recipes_free(j->recipes_owned);
   journal__hwm_close(j);
+  journal__clock_free(j);
   free(j->reserve_path);
   free(j->commands);
   pthread_mutex_destroy(&j->lock);

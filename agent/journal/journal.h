@@ -154,7 +154,42 @@ struct journal_stats {
    * replay what is gone. */
   int64_t oldest_sale_business_ms;
   int sales_deleted;
+  /* The wall clock (schema v7, journal_clock.c): enum journal_clock_state
+   * as of the last write or check. While it is not OK, rows are journaled
+   * all the same (a sale is never refused for the clock) and kept in
+   * clock_pending until a trusted time corrects their received_ms. */
+  int clock_state;
+  int64_t clock_build_ms;          /* the build's time: a clock before it is wrong */
+  int64_t clock_trusted_ms;        /* newest received_ms read off a trusted clock */
+  int64_t clock_wall_ms;           /* what the clock said at that assessment */
+  uint64_t clock_pending_rows;     /* rows of this boot waiting for the clock to be set */
+  uint64_t clock_unrepaired_rows;  /* rows of boots that ended before it was: flagged */
+  uint64_t clock_repaired_rows;    /* rows whose received_ms was corrected since open */
 };
+
+/* The wall clock as the journal judges it (journal_stats.clock_state). */
+enum journal_clock_state {
+  JOURNAL_CLOCK_OK = 0,
+  JOURNAL_CLOCK_BEFORE_BUILD = 1,   /* before the build's time: never set (no RTC) */
+  JOURNAL_CLOCK_BEHIND_JOURNAL = 2, /* behind the newest row already journaled */
+  /* Not what the collector's clock says (journal_clock_reference): its
+   * rows are corrected from the collector's time at once. */
+  JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR = 3,
+};
+
+/*
+ * A trusted time: the collector's clock `reference_ms` (from a heartbeat
+ * answer), read when CLOCK_BOOTTIME was `boot_ms`. From then on the device
+ * clock is judged against it (it wins over the build date and the journal:
+ * a clock that agrees with the collector is right even behind rows a wrong
+ * clock stamped before), and rows taken while the device clock is wrong
+ * are corrected from it. Loop thread (any thread: it takes the lock).
+ */
+void journal_clock_reference(journal *j, int64_t reference_ms, int64_t boot_ms);
+
+/* The state's name for status.json and logs: "ok", "before_build",
+ * "behind_journal", "differs_from_collector". */
+const char *journal_clock_state_name(int state);
 
 /*
  * Opens (creating and migrating as needed) the journal at options->path and
@@ -217,6 +252,10 @@ struct journal_seal_sale {
   struct sale sale;    /* lines and payments owned by the journal */
   int64_t seq;
   int64_t received_ms;
+  /* received_ms was read off a wall clock that could not be trusted and
+   * was not corrected (a boot that ended before the clock was set, or a
+   * hold that ran out): the batch says so (Sale.received_ms_untrusted). */
+  int received_untrusted;
   /* Set only for a sale carried over from a journal that lost its tail or
    * was a clone's: where it was before, oldest first (owned by the
    * journal). That journal may have sent it: the batch must say so. */

@@ -567,14 +567,19 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
   size_t count = 0, used = 0, row_count = 0, covered = 0;
   uint8_t *body = NULL;
   size_t body_len = 0;
-  int64_t sealed_last_seq = 0, carried_last_seq = 0, upto;
+  int64_t sealed_last_seq = 0, carried_last_seq = 0, upto, clock_limit;
   int rc;
 
   *sealed = 0;
   rc = journal_get_meta_int(j->db, "sealed_last_seq", &sealed_last_seq);
   if (rc != SQLITE_OK)
     return rc;
-  sqlite3_bind_int64(j->has_unsealed, 1, op->seal_upto_seq);
+  /* Rows of this boot whose times wait for the clock to be set are held
+   * back (a while: see JOURNAL_CLOCK_HOLD_MS), and so is all after them:
+   * batches cover contiguous ranges. */
+  clock_limit = journal__clock_seal_limit(j);
+  sqlite3_bind_int64(j->has_unsealed, 1,
+                     op->seal_upto_seq < clock_limit ? op->seal_upto_seq : clock_limit);
   sqlite3_bind_int64(j->has_unsealed, 2, sealed_last_seq);
   rc = sqlite3_step(j->has_unsealed);
   sqlite3_reset(j->has_unsealed);
@@ -602,6 +607,18 @@ static int journal_seal(journal *j, struct journal_op *op, int64_t now_ms, int *
     if (upto > carried_last_seq)
       upto = carried_last_seq;
   }
+  if (rc == SQLITE_OK && clock_limit < INT64_MAX) {
+    while (count && sales[count - 1].seq > clock_limit) {
+      count--;
+      sale_clear(&sales[count].sale);
+      free(sales[count].carried);
+      sales[count].carried = NULL;
+    }
+    if (upto > clock_limit)
+      upto = clock_limit;
+  }
+  for (size_t i = 0; rc == SQLITE_OK && i < count; i++)
+    sales[i].received_untrusted = journal__clock_untrusted(j, sales[i].seq);
   if (rc == SQLITE_OK)
     rc = journal__read_rows(j, sealed_last_seq, upto, &rows, &row_count);
   if (rc == SQLITE_OK && row_count)

@@ -564,6 +564,9 @@ static int journal_replay_read(journal *j, const struct journal_command *c, int6
       sqlite3_finalize(stmt);
       return SQLITE_CORRUPT;
     }
+    /* A replayed row read off a wrong clock and never corrected says so,
+     * as its live batch did. */
+    (*sales)[*count].received_untrusted = journal__clock_untrusted(j, (*sales)[*count].seq);
     (*count)++;
   }
   sqlite3_finalize(stmt);

@@ -82,8 +82,38 @@ void journal__count_refusal(journal *j, int error);
 /* A monotonic clock in seconds, finer than clock_mono_ms(): for durations. */
 double journal__seconds(void);
 
+/* A range of rows in clock_pending (schema v7), as held in memory. */
+struct journal_clock_range {
+  int64_t first_seq, last_seq;
+  int64_t wall_minus_boot_ms;
+  int64_t first_boot_ms; /* CLOCK_BOOTTIME of its first row (this boot only) */
+  int this_boot;
+};
+
+/* The wall clock's trust (journal_clock.c). Writer thread once open (the
+ * opening thread before); what people see is copied to stats under lock. */
+struct journal_clock {
+  char boot_id[40];          /* "" = unknown: no range is ever repaired */
+  int state;                 /* enum journal_clock_state */
+  int64_t build_ms;
+  int64_t trusted_ms;        /* newest received_ms read off a trusted clock */
+  struct journal_clock_range *ranges; /* seq order */
+  size_t count, capacity;
+  /* The range the open transaction wrote (staged = 1), kept in `ranges`
+   * only once it commits. */
+  struct journal_clock_range staged_range;
+  int staged, staged_extends;
+  int open_range;            /* the last range may be extended by the next rows */
+  uint64_t check_due_ms;     /* monotonic: look at the clock again; 0 = no need */
+  /* The collector's clock less CLOCK_BOOTTIME (journal_clock_reference),
+   * copied from the journal's reference_* under its lock. */
+  int64_t reference_offset_ms;
+  int reference_known;
+};
+
 struct journal {
   sqlite3 *db;
+  struct journal_clock clock;
   struct journal_metrics metrics;
   char *path;
   unsigned group_commit_max;
@@ -191,6 +221,9 @@ struct journal {
   struct journal_op *op_done_head, *op_done_tail;
   int stopping;
   struct journal_stats stats;
+  /* journal_clock_reference: the collector's clock less CLOCK_BOOTTIME. */
+  int64_t reference_offset_ms;
+  int reference_known;
 
   /* Writer thread only: when retention runs next (monotonic ms). */
   uint64_t retention_due_ms;
@@ -418,5 +451,48 @@ int journal__hwm_write(journal *j, int sync);
 
 /* Closes the file. */
 void journal__hwm_close(journal *j);
+
+/* ---- the wall clock (journal_clock.c) ------------------------------------ */
+
+/* Reads clock_pending and the newest trusted received_ms, judges the clock
+ * now, logs its state when not OK, and fills the stats' clock fields. 0 or
+ * -1 with `err`. Opening thread, or the writer while it holds j->lock (a
+ * new journal): it takes no lock itself. */
+int journal__clock_load(journal *j, char *err, size_t err_size);
+
+/* Before a group is journaled at wall time `wall_ms`: judges the clock
+ * (one log line per change of state) and, when it just became trusted (or
+ * the collector's time is known), repairs this boot's pending rows in a
+ * transaction of its own. Returns the time to stamp the group with:
+ * `wall_ms`, or the collector's time when the clock is wrong and that is
+ * known. Writer thread. */
+int64_t journal__clock_before_group(journal *j, int64_t wall_ms);
+
+/* Inside the group's transaction, after its rows: while the clock is not
+ * trusted, the rows the group stored go to clock_pending. SQLITE_OK or an
+ * error (the group fails whole: a row must not lose its flag). Writer. */
+int journal__clock_stamp(journal *j, const struct journal_write *group, int64_t wall_ms);
+
+/* After the group's transaction: `committed` keeps what stamp staged. */
+void journal__clock_settle(journal *j, int committed, int64_t wall_ms);
+
+/* 1 when the writer should call journal__clock_tick now; *deadline_ms
+ * (monotonic) lowered to the next check when one is due later. Writer. */
+int journal__clock_due(journal *j, uint64_t now_mono_ms, uint64_t *deadline_ms);
+
+/* A periodic look at the clock (every second while it is wrong or rows
+ * wait, every 5 s otherwise): repairs once it is trusted. Writer thread. */
+void journal__clock_tick(journal *j);
+
+/* The highest seq a new live batch may take: rows of this boot waiting
+ * for the clock are held (they would go out with wrong times) for at most
+ * JOURNAL_CLOCK_HOLD_MS. INT64_MAX when nothing is held. Writer thread. */
+int64_t journal__clock_seal_limit(journal *j);
+
+/* 1 if row `seq` is pending in clock_pending (any boot). Writer thread. */
+int journal__clock_untrusted(const journal *j, int64_t seq);
+
+/* Frees the ranges. */
+void journal__clock_free(journal *j);
 
 #endif

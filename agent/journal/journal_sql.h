@@ -517,4 +517,45 @@
   " (PARTITION BY seq ORDER BY position DESC) AS newest FROM carried"         \
   " WHERE seq BETWEEN ?1 AND ?2) WHERE newest <= ?3 ORDER BY seq, position"
 
+/* ---- the wall clock (schema v7, journal_clock.c) ---------------------------- */
+
+/* Rarely run (at open, while the clock is wrong, at a repair): prepared
+ * when used. */
+#define JOURNAL_SQL_CLOCK_RANGES                                              \
+  "SELECT first_seq, last_seq, boot_id, wall_minus_boot_ms FROM clock_pending" \
+  " ORDER BY first_seq"
+
+/* The newest row not pending (walked from the newest seq back: cheap at
+ * any size, clock_pending holds a few ranges at most): what a clock behind
+ * it is measured against. */
+#define JOURNAL_SQL_CLOCK_TRUSTED                                             \
+  "SELECT max(coalesce((SELECT received_ms FROM sales r WHERE NOT EXISTS"     \
+  " (SELECT 1 FROM clock_pending p WHERE r.seq BETWEEN p.first_seq"           \
+  " AND p.last_seq) ORDER BY seq DESC LIMIT 1), 0),"                          \
+  " coalesce((SELECT received_ms FROM adjustments r WHERE NOT EXISTS"         \
+  " (SELECT 1 FROM clock_pending p WHERE r.seq BETWEEN p.first_seq"           \
+  " AND p.last_seq) ORDER BY seq DESC LIMIT 1), 0))"
+
+#define JOURNAL_SQL_CLOCK_ROW_TIME                                            \
+  "SELECT received_ms FROM sales WHERE seq = ?1"                              \
+  " UNION ALL SELECT received_ms FROM adjustments WHERE seq = ?1"
+
+#define JOURNAL_SQL_CLOCK_PUT                                                 \
+  "INSERT INTO clock_pending(first_seq, last_seq, boot_id, wall_minus_boot_ms)" \
+  " VALUES(?1, ?2, ?3, ?4)"                                                   \
+  " ON CONFLICT(first_seq) DO UPDATE SET last_seq = excluded.last_seq"
+
+/* A repair: the rows in [?1, ?2] move by ?3 ms (the clock's offset from
+ * CLOCK_BOOTTIME now, less the one they were read with). */
+#define JOURNAL_SQL_CLOCK_FIX_SALES                                           \
+  "UPDATE sales SET received_ms = received_ms + ?3 WHERE seq BETWEEN ?1 AND ?2"
+#define JOURNAL_SQL_CLOCK_FIX_ADJUSTMENTS                                     \
+  "UPDATE adjustments SET received_ms = received_ms + ?3"                     \
+  " WHERE seq BETWEEN ?1 AND ?2"
+#define JOURNAL_SQL_CLOCK_DROP "DELETE FROM clock_pending WHERE first_seq = ?1"
+
+/* After a repair: the newest row's time (status page). */
+#define JOURNAL_SQL_CLOCK_LAST_RECEIVED                                       \
+  "SELECT received_ms FROM sales ORDER BY seq DESC LIMIT 1"
+
 #endif

@@ -106,6 +106,18 @@ void agent_metrics_refresh(void *arg)
   if (o->journal) {
     journal_get_stats(o->journal, &stats);
     agent_metrics_journal(o, &stats, now);
+    agent_metrics_gauge("pos_agent_clock_untrusted",
+                        "1 while the device clock is before the agent's build or behind sales "
+                        "already journaled (sales are kept, their times corrected once it is "
+                        "set), else 0.",
+                        stats.clock_state != JOURNAL_CLOCK_OK);
+    agent_metrics_gauge("pos_agent_clock_pending_rows",
+                        "Rows of this boot whose receipt time waits for the clock to be set.",
+                        (double)stats.clock_pending_rows);
+    agent_metrics_gauge("pos_agent_clock_unrepaired_rows",
+                        "Rows of earlier boots whose receipt time was never corrected (sent "
+                        "flagged).",
+                        (double)stats.clock_unrepaired_rows);
   }
   agent_metrics_uplink(o, now);
   agent_metrics_gauge("pos_agent_healthy",

@@ -331,6 +331,36 @@ static void status_add_verdict(json_t *body, const struct journal_stats *stats,
                     : json_null()));
 }
 
+/* "device.clock": the wall clock as the journal judges it, and a message
+ * a store manager understands when it is wrong. */
+static json_t *status_clock_json(const struct journal_stats *stats)
+{
+  static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  char message[256] = "";
+  time_t seconds = (time_t)(stats->clock_wall_ms / 1000);
+  struct tm utc;
+
+  if (stats->clock_state != JOURNAL_CLOCK_OK && gmtime_r(&seconds, &utc))
+    snprintf(message, sizeof(message),
+             "This device's clock is wrong (says %d %s %d%s). Sales are kept; their times "
+             "will be corrected when the clock is set.",
+             utc.tm_mday, months[utc.tm_mon % 12], utc.tm_year + 1900,
+             stats->clock_state == JOURNAL_CLOCK_BEHIND_JOURNAL
+                 ? ", earlier than sales it already took"
+             : stats->clock_state == JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR
+                 ? ", not the time head office has"
+                 : "");
+  return json_pack("{s:s, s:o, s:o, s:I, s:I, s:I, s:o}", "state",
+                   journal_clock_state_name(stats->clock_state), "device_time",
+                   status_time(stats->clock_wall_ms), "build_time",
+                   status_time(stats->clock_build_ms), "pending_rows",
+                   (json_int_t)stats->clock_pending_rows, "unrepaired_rows",
+                   (json_int_t)stats->clock_unrepaired_rows, "repaired_rows",
+                   (json_int_t)stats->clock_repaired_rows, "message",
+                   message[0] ? json_string(message) : json_null());
+}
+
 void status_api_handle_json(journal *j, const struct status_api_options *options,
                             http_exchange *exchange)
 {
@@ -378,6 +408,14 @@ void status_api_handle_json(journal *j, const struct status_api_options *options
                         stats.reset_reason)
             : json_null());
     status_add_verdict(body, &stats, options, &link);
+    {
+      json_t *clock = status_clock_json(&stats);
+      json_t *device = json_object_get(body, "device");
+      if (device && clock)
+        json_object_set_new(device, "clock", clock);
+      else
+        json_decref(clock);
+    }
     status_add_backlog(body, &stats, options, &link);
     status_add_uplink(body, &stats, options, &link);
     status_add_stock(body, j);

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "platform/clock.h"
+
 /* Distinct SKUs counted one by one; beyond, their quantities are not ranked
  * (a store sells a few hundred SKUs at most). */
 #define STATUS_TODAY_MAX_SKUS 1024
@@ -216,7 +218,7 @@ int status_today_load(status_today *today, const char *db_path, int64_t now_ms, 
       "SELECT kind, channel, business_time_ms, utc_offset_min, currency, currency_exponent, "
       "total_minor, lines, received_ms FROM sales ORDER BY seq DESC";
   int day = status_today_local_day(now_ms), rc = -1, step;
-  int64_t oldest = status_today_oldest_received(now_ms);
+  int64_t oldest = status_today_oldest_received(now_ms), build_ms = clock_build_epoch_ms();
   sqlite3 *db = NULL;
   sqlite3_stmt *stmt = NULL;
 
@@ -235,6 +237,11 @@ int status_today_load(status_today *today, const char *db_path, int64_t now_ms, 
     int32_t offset = (int32_t)sqlite3_column_int(stmt, 3);
     const char *currency = (const char *)sqlite3_column_text(stmt, 4);
 
+    /* A row read off a clock before the build (a boot without a clock
+     * that ended before it was set: never repaired) says nothing of when
+     * it came; it must not end the scan before the rows of today. */
+    if (sqlite3_column_int64(stmt, 8) < build_ms)
+      continue;
     if (sqlite3_column_int64(stmt, 8) < oldest)
       break;
     if (!kind || !currency)

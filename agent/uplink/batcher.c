@@ -142,6 +142,7 @@ static int batcher_messages_build(struct batcher_messages *m, const struct batch
     msg->store_id = batcher_text(id->store_id);
     msg->seq = (uint64_t)rows[i].seq;
     msg->received_ms = rows[i].received_ms;
+    msg->received_ms_untrusted = rows[i].received_untrusted != 0;
     if (batcher_origins(m, &origin_at, msg, &rows[i])) {
       batcher_messages_free(m);
       return -1;

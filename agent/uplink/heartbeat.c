@@ -91,6 +91,12 @@ void uplink__heartbeat_send(uplink *u)
   heartbeat.journal_full = stats.full;
   heartbeat.oldest_sale_business_ms = stats.oldest_sale_business_ms;
   heartbeat.sales_deleted = stats.sales_deleted;
+  /* The clock as the journal judged it (the wire's values are the
+   * journal's plus one: 0 means an agent that does not judge it). */
+  heartbeat.clock_state = (Pos__V1__DeviceClockState)(stats.clock_state + 1);
+  heartbeat.build_time_ms = stats.clock_build_ms;
+  heartbeat.clock_pending_rows = stats.clock_pending_rows;
+  heartbeat.clock_unrepaired_rows = stats.clock_unrepaired_rows;
   reports = calloc(1, sizeof(*reports));
   if (reports)
     uplink__commands_report(u, &heartbeat, reports);
@@ -210,6 +216,9 @@ static void uplink_heartbeat_answered(uplink *u, struct uplink_http_request *req
     uint64_t now = uv_now(u->loop);
     u->status.clock_skew_ms = drift;
     u->status.clock_skew_known = 1;
+    /* The collector's clock is the journal's trusted time: rows taken
+     * while this device's clock is wrong are corrected from it. */
+    journal_clock_reference(u->journal, ack->server_clock_ms, clock_boot_ms());
     /* Every minute while the clock is off: said once per
      * UPLINK_ERROR_REPEAT_MS, not at every heartbeat. */
     if ((drift > UPLINK_CLOCK_DRIFT_WARN_MS || drift < -UPLINK_CLOCK_DRIFT_WARN_MS) &&

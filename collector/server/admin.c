@@ -621,6 +621,25 @@ static json_t *admin_device_json(const struct control_device *device, int64_t no
   json_object_set_new(root, "clock_drift_ms",
                       json_integer(hb->device_clock_ms ? hb->device_clock_ms - hb->received_ms
                                                        : 0));
+  /* The device's own judgement of its clock (agents of issue 11 on): null
+   * from an older agent. Sales it took while the clock was wrong are
+   * corrected (pending) or carry Sale.received_ms_untrusted (unrepaired). */
+  json_object_set_new(
+      root, "clock",
+      hb->clock_state == POS__V1__DEVICE_CLOCK_STATE__DEVICE_CLOCK_STATE_UNSPECIFIED
+          ? json_null()
+          : json_pack("{s:s, s:I, s:I}", "state",
+                      hb->clock_state == POS__V1__DEVICE_CLOCK_STATE__DEVICE_CLOCK_STATE_OK
+                          ? "ok"
+                      : hb->clock_state ==
+                              POS__V1__DEVICE_CLOCK_STATE__DEVICE_CLOCK_STATE_BEFORE_BUILD
+                          ? "before_build"
+                      : hb->clock_state ==
+                              POS__V1__DEVICE_CLOCK_STATE__DEVICE_CLOCK_STATE_BEHIND_JOURNAL
+                          ? "behind_journal"
+                          : "differs_from_collector",
+                      "pending_rows", (json_int_t)hb->clock_pending_rows, "unrepaired_rows",
+                      (json_int_t)hb->clock_unrepaired_rows));
   json_object_set_new(root, "cert_not_after", admin_time(hb->cert_not_after_ms));
   json_object_set_new(root, "cert_days_left",
                       hb->cert_not_after_ms ? json_integer((hb->cert_not_after_ms - now) /
