@@ -508,12 +508,19 @@ static int conn_read_plain(struct uplink_http_conn *conn, const char *data, size
   return 1;
 }
 
-/* The peer closed its side: an answer read to the end of the connection
- * is complete; otherwise the request is broken. */
-static void conn_on_eof(struct uplink_http_conn *conn, const char *what)
+/* The peer closed its side (`what`; `clean`: by close_notify, or plain
+ * http's end of stream): an answer read to the end of the connection is
+ * complete; otherwise the request is broken. On TLS only close_notify ends
+ * such an answer: a bare TCP close may be anyone cutting it short. */
+static void conn_on_eof(struct uplink_http_conn *conn, const char *what, int clean)
 {
   if (conn->state == HTTP_EXCHANGE && conn->req && conn->answered > 0 &&
       llhttp_message_needs_eof(&conn->parser)) {
+    if (!clean) {
+      conn_broken(conn, "connection closed without TLS close_notify: the answer may be cut "
+                        "short");
+      return;
+    }
     /* on_message_complete pauses the parser: `complete` says it ended. */
     (void)llhttp_finish(&conn->parser);
     if (conn->complete) {
@@ -734,7 +741,8 @@ static void conn_read_tls(struct uplink_http_conn *conn)
     if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
       return;
     if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
-      conn_on_eof(conn, "TLS close_notify");
+      /* 0 is mbedTLS's "the transport ended without close_notify". */
+      conn_on_eof(conn, rc == 0 ? "end of stream" : "TLS close_notify", rc != 0);
       return;
     }
     tls_error_text(rc, why, sizeof(why));
@@ -811,7 +819,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
     if (conn->state == HTTP_IDLE)
       conn_close(conn);
     else if (nread == UV_EOF)
-      conn_on_eof(conn, "end of stream");
+      conn_on_eof(conn, "end of stream", !conn->tls);
     else
       conn_broken(conn, uv_strerror((int)nread));
     return;

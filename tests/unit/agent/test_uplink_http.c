@@ -18,6 +18,11 @@
 
 #include <cmocka.h>
 #include <llhttp.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <pthread.h>
 #include <uv.h>
 
 #include "platform/http_server.h"
@@ -578,6 +583,147 @@ static void test_tls_refusals_say_why(void **state)
   http_server_close(server, NULL, NULL);
 }
 
+/* ---- a raw TLS server: answers as scripted, then ends as told --------------------- */
+
+/* One connection on its own thread (blocking mbedTLS sockets): the
+ * handshake (no client certificate asked), the request read, `answer`
+ * written, then the connection ended with or without close_notify. */
+struct raw_tls {
+  const char *cert, *key;
+  const char *answer;
+  int close_notify;
+  mbedtls_net_context listen;
+  char port[8];
+  pthread_t thread;
+  int handshakes;
+};
+
+static void *raw_tls_run(void *arg)
+{
+  struct raw_tls *raw = arg;
+  mbedtls_net_context client;
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  mbedtls_ssl_config conf;
+  mbedtls_ssl_context ssl;
+  mbedtls_x509_crt cert;
+  mbedtls_pk_context key;
+  unsigned char buf[4096];
+  size_t got = 0;
+  int rc;
+
+  mbedtls_net_init(&client);
+  mbedtls_entropy_init(&entropy);
+  mbedtls_ctr_drbg_init(&drbg);
+  mbedtls_ssl_config_init(&conf);
+  mbedtls_ssl_init(&ssl);
+  mbedtls_x509_crt_init(&cert);
+  mbedtls_pk_init(&key);
+  if (mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy, NULL, 0) != 0 ||
+      mbedtls_x509_crt_parse_file(&cert, raw->cert) != 0 ||
+      mbedtls_pk_parse_keyfile(&key, raw->key, NULL) != 0 ||
+      mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                  MBEDTLS_SSL_PRESET_DEFAULT) != 0)
+    goto out;
+  mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
+  mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_NONE);
+  if (mbedtls_ssl_conf_own_cert(&conf, &cert, &key) != 0 || mbedtls_ssl_setup(&ssl, &conf) != 0)
+    goto out;
+  if (mbedtls_net_accept(&raw->listen, &client, NULL, 0, NULL) != 0)
+    goto out;
+  mbedtls_ssl_set_bio(&ssl, &client, mbedtls_net_send, mbedtls_net_recv, NULL);
+  if (mbedtls_ssl_handshake(&ssl) != 0)
+    goto out;
+  raw->handshakes++;
+  /* The request: headers and the 5-byte body "hello". */
+  while (got < sizeof(buf) - 1) {
+    rc = mbedtls_ssl_read(&ssl, buf + got, sizeof(buf) - 1 - got);
+    if (rc <= 0)
+      goto out;
+    got += (size_t)rc;
+    buf[got] = '\0';
+    if (strstr((char *)buf, "\r\n\r\nhello"))
+      break;
+  }
+  for (size_t done = 0; done < strlen(raw->answer); done += (size_t)rc) {
+    rc = mbedtls_ssl_write(&ssl, (const unsigned char *)raw->answer + done,
+                           strlen(raw->answer) - done);
+    if (rc <= 0)
+      goto out;
+  }
+  if (raw->close_notify)
+    (void)mbedtls_ssl_close_notify(&ssl);
+out:
+  mbedtls_net_free(&client); /* a plain TCP close */
+  mbedtls_pk_free(&key);
+  mbedtls_x509_crt_free(&cert);
+  mbedtls_ssl_free(&ssl);
+  mbedtls_ssl_config_free(&conf);
+  mbedtls_ctr_drbg_free(&drbg);
+  mbedtls_entropy_free(&entropy);
+  return NULL;
+}
+
+/* Listens on 127.0.0.1 (a free port found by the scripted server's
+ * listener) and serves one connection on a thread. */
+static void raw_tls_start(struct fixture *f, struct raw_tls *raw)
+{
+  assert_int_equal(server_start(f, "127.0.0.1", MODE_SILENT), 0);
+  snprintf(raw->port, sizeof(raw->port), "%d", f->server.port);
+  uv_close((uv_handle_t *)&f->server.listener, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  uv_tcp_init(&f->loop, &f->server.listener); /* closed again by teardown */
+  mbedtls_net_init(&raw->listen);
+  assert_int_equal(mbedtls_net_bind(&raw->listen, "127.0.0.1", raw->port, MBEDTLS_NET_PROTO_TCP),
+                   0);
+  assert_int_equal(pthread_create(&raw->thread, NULL, raw_tls_run, raw), 0);
+}
+
+static void raw_tls_stop(struct raw_tls *raw)
+{
+  pthread_join(raw->thread, NULL);
+  mbedtls_net_free(&raw->listen);
+}
+
+static void test_tls_answer_cut_by_tcp_close_without_close_notify_fails(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_http_request req;
+  struct raw_tls raw = {0};
+  struct pki pki;
+  char url[128];
+
+  if (make_pki(f, &pki) != 0)
+    return;
+  /* No Content-Length, not chunked: the answer ends with the connection. */
+  raw.cert = pki.server_cert;
+  raw.key = pki.server_key;
+  raw.answer = "HTTP/1.1 200 OK\r\n\r\npart";
+  raw.close_notify = 0;
+  raw_tls_start(f, &raw);
+  snprintf(url, sizeof(url), "https://127.0.0.1:%s/v1/batches", raw.port);
+  request(f, url, &req);
+  raw_tls_stop(&raw);
+  assert_int_equal(raw.handshakes, 1);
+  assert_int_equal(req.failed, 1);
+  assert_null(req.response);
+  if (!strstr(req.error, "without TLS close_notify"))
+    fail_msg("expected a cut-off answer to be refused: %s", req.error);
+  uplink_http_request_clear(&req);
+  /* The same answer ended by close_notify is whole. */
+  raw.close_notify = 1;
+  raw.handshakes = 0;
+  raw_tls_start(f, &raw);
+  snprintf(url, sizeof(url), "https://127.0.0.1:%s/v1/batches", raw.port);
+  request(f, url, &req);
+  raw_tls_stop(&raw);
+  assert_int_equal(req.failed, 0);
+  assert_int_equal(req.status, 200);
+  assert_int_equal(req.response_len, 4);
+  assert_memory_equal(req.response, "part", 4);
+  uplink_http_request_clear(&req);
+}
+
 /* TLS session resumption against a server that offers it (openssl
  * s_server: session tickets and a session cache; the collector offers
  * neither). s_server -www answers no POST: each request times out after
@@ -660,6 +806,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_mutual_tls_keeps_the_connection, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tls_refusals_say_why, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tls_session_is_resumed, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          test_tls_answer_cut_by_tcp_close_without_close_notify_fails, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
