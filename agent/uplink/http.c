@@ -96,6 +96,7 @@ struct uplink_http_conn {
   int reused;
   size_t answered; /* bytes of the answer received */
   int complete;
+  int trailing; /* bytes came after the whole answer: not reused */
   enum uplink_http_header header;
   size_t value_len;
   char field[32];
@@ -119,6 +120,7 @@ struct uplink_http {
   struct uplink_http_request *active; /* started, not finished */
   unsigned live; /* connections not yet freed, plus the timer */
   int closing;
+  int trailing_logged; /* bytes after an answer were logged once */
   void (*closed)(void *arg);
   void *closed_arg;
 };
@@ -294,7 +296,7 @@ static void conn_finish(struct uplink_http_conn *conn, const char *fmt, ...)
     req->retry_after_s = conn_retry_after(conn->retry_after);
     /* Kept for the next request only when clean: nothing of this exchange
      * still being written (an early answer), nothing unread after it. */
-    if (llhttp_should_keep_alive(&conn->parser) && !http->closing &&
+    if (llhttp_should_keep_alive(&conn->parser) && !http->closing && !conn->trailing &&
         conn->cipher_end == conn->cipher_start && conn->writing == 0 &&
         http_idle_count(http) < UPLINK_HTTP_IDLE_MAX) {
       conn->state = HTTP_IDLE;
@@ -472,9 +474,24 @@ static void conn_parser_reset(struct uplink_http_conn *conn)
   conn->parser.data = conn;
   conn->answered = 0;
   conn->complete = 0;
+  conn->trailing = 0;
   conn->field_len = conn->value_len = 0;
   conn->header = HEADER_OTHER;
   conn->retry_after[0] = '\0';
+}
+
+/* Notes `len` bytes after a whole answer (once per client in the log: a
+ * misbehaving peer would otherwise fill it). */
+static void conn_trailing(struct uplink_http_conn *conn, size_t len)
+{
+  conn->trailing = 1;
+  if (conn->http->trailing_logged)
+    return;
+  conn->http->trailing_logged = 1;
+  log_warn("uplink", "http_bytes_after_answer",
+           "peer=%s bytes=%zu reason=\"the collector (or a proxy) sent more than its answer; "
+           "the connection is closed instead of reused (logged once)\"",
+           conn->authority, len);
 }
 
 /* Plaintext of the answer. Returns 1 when the request ended (the
@@ -492,6 +509,16 @@ static int conn_read_plain(struct uplink_http_conn *conn, const char *data, size
   conn->answered += len;
   err = llhttp_execute(&conn->parser, data, len);
   if (conn->complete) {
+    /* Paused at the answer's end: anything after it belongs to no request
+     * (a confused proxy, an answer longer than it said). It is not read as
+     * the next answer: the connection is closed after this one. */
+    size_t extra = 0;
+    if (err == HPE_PAUSED && llhttp_get_error_pos(&conn->parser) < data + len)
+      extra = len - (size_t)(llhttp_get_error_pos(&conn->parser) - data);
+    if (conn->tls)
+      extra += mbedtls_ssl_get_bytes_avail(&conn->ssl);
+    if (extra)
+      conn_trailing(conn, extra);
     conn_finish(conn, NULL);
     return 1;
   }

@@ -35,6 +35,7 @@ enum mode {
   MODE_BIG,            /* 200 with 100,000 bytes */
   MODE_SILENT,         /* never answers */
   MODE_HEADERS,        /* 503 with Retry-After, Content-Type and Content-Encoding */
+  MODE_TRAILING,       /* 200 with keep-alive and, in the same write, bytes after it */
 };
 
 struct server {
@@ -112,6 +113,9 @@ static int server_on_request(llhttp_t *parser)
   static const char headers[] = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n"
                                 "Content-Type: application/x-protobuf\r\n"
                                 "Content-Encoding: identity\r\nContent-Length: 0\r\n\r\n";
+  /* A second answer nobody asked for, glued to the first. */
+  static const char trailing[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                                 "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbad";
   struct server_conn *conn = parser->data;
   struct server *server = conn->server;
   char *big;
@@ -133,6 +137,8 @@ static int server_on_request(llhttp_t *parser)
     memset(big + n, 'x', 100000);
     server_send(conn, big, (size_t)n + 100000);
     free(big);
+  } else if (server->mode == MODE_TRAILING) {
+    server_send(conn, trailing, sizeof(trailing) - 1);
   } else if (server->mode == MODE_HEADERS) {
     server_send(conn, headers, sizeof(headers) - 1);
   } else if (server->mode != MODE_SILENT) {
@@ -346,6 +352,26 @@ static void test_half_answered_request_is_not_sent_again(void **state)
   uplink_http_request_clear(&req);
   assert_int_equal(f->server.connections, 1);
   assert_int_equal(f->server.requests, 2);
+}
+
+static void test_bytes_after_the_answer_keep_the_connection_from_reuse(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_http_request req;
+
+  assert_int_equal(server_start(f, "127.0.0.1", MODE_TRAILING), 0);
+  for (int i = 0; i < 2; i++) {
+    request(f, f->url, &req);
+    assert_int_equal(req.failed, 0);
+    assert_int_equal(req.status, 200);
+    assert_int_equal(req.response_len, 2);
+    assert_memory_equal(req.response, "ok", 2);
+    uplink_http_request_clear(&req);
+  }
+  /* What came after the first answer could have been read as the second
+   * request's answer: that connection was not used again. */
+  assert_int_equal(f->server.requests, 2);
+  assert_int_equal(f->server.connections, 2);
 }
 
 static void test_answer_larger_than_max_response_bytes_fails(void **state)
@@ -795,6 +821,8 @@ int main(void)
           test_kept_alive_connection_closed_by_the_collector_is_retried_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_half_answered_request_is_not_sent_again, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(
+          test_bytes_after_the_answer_keep_the_connection_from_reuse, setup, teardown),
       cmocka_unit_test_setup_teardown(test_answer_larger_than_max_response_bytes_fails, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_silent_server_times_out, setup, teardown),
