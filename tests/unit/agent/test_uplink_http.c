@@ -44,6 +44,7 @@ struct server {
   enum mode mode;
   int connections;
   int requests;
+  char target[256]; /* the last request's target, as sent */
 };
 
 struct server_conn {
@@ -147,6 +148,26 @@ static int server_on_request(llhttp_t *parser)
   return 0;
 }
 
+static int server_on_url(llhttp_t *parser, const char *at, size_t len)
+{
+  struct server_conn *conn = parser->data;
+  size_t have = strlen(conn->server->target);
+
+  if (len > sizeof(conn->server->target) - 1 - have)
+    len = sizeof(conn->server->target) - 1 - have;
+  memcpy(conn->server->target + have, at, len);
+  conn->server->target[have + len] = '\0';
+  return 0;
+}
+
+static int server_on_message_begin(llhttp_t *parser)
+{
+  struct server_conn *conn = parser->data;
+
+  conn->server->target[0] = '\0';
+  return 0;
+}
+
 static void server_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
   struct server_conn *conn = handle->data;
@@ -196,6 +217,8 @@ static int server_start(struct fixture *f, const char *host, enum mode mode)
   int v6 = strchr(host, ':') != NULL;
 
   server_settings.on_message_complete = server_on_request;
+  server_settings.on_message_begin = server_on_message_begin;
+  server_settings.on_url = server_on_url;
   f->server.mode = mode;
   uv_tcp_init(&f->loop, &f->server.listener);
   f->server.listener.data = &f->server;
@@ -454,6 +477,93 @@ static void test_answer_headers_are_read(void **state)
   assert_string_equal(req.response_encoding, "identity");
   assert_int_equal(uplink_http_answer_is_protobuf(&req, why, sizeof(why)), 1);
   uplink_http_request_clear(&req);
+}
+
+/* uplink_http_start() refuses `url` at once, with `what` in the error. */
+static void expect_bad_url(struct fixture *f, const char *url, const char *what)
+{
+  struct uplink_http_request req;
+  char err[256];
+
+  if (!f->http) {
+    f->http = uplink_http_create(&f->loop, &f->options, err, sizeof(err));
+    assert_non_null(f->http);
+  }
+  memset(&req, 0, sizeof(req));
+  req.url = url;
+  req.content_type = "application/x-protobuf";
+  req.done = on_done;
+  req.user = f;
+  if (uplink_http_start(f->http, &req) == 0)
+    fail_msg("%s was accepted", url);
+  print_message("  %s\n", req.error);
+  if (!strstr(req.error, what) || strncmp(req.error, "uplink.url http", 15) != 0 ||
+      !strstr(req.error, "is not a URL this client can use"))
+    fail_msg("expected \"%s\" in: %s", what, req.error);
+}
+
+static void test_numeric_hosts_not_in_dotted_quad_form_are_refused(void **state)
+{
+  static const char *const hosts[] = {"127.1", "0x7f.0.0.1", "2130706433", "010.0.0.1",
+                                      "127.0.0.01", "0177.0.0.1"};
+  struct fixture *f = *state;
+  struct uplink_http_request req;
+  char url[128];
+
+  /* Each would reach 127.0.0.1 by getaddrinfo() while TLS checked the text
+   * as a DNS name. */
+  for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+    snprintf(url, sizeof(url), "https://%s:8443/v1/batches", hosts[i]);
+    expect_bad_url(f, url, "dotted-quad");
+  }
+  /* The dotted quad and names that merely start with digits still work. */
+  assert_int_equal(server_start(f, "127.0.0.1", MODE_OK), 0);
+  request(f, f->url, &req);
+  assert_int_equal(req.status, 200);
+  uplink_http_request_clear(&req);
+  snprintf(url, sizeof(url), "http://localhost:%d/v1/batches", f->server.port);
+  request(f, url, &req);
+  assert_int_equal(req.status, 200);
+  uplink_http_request_clear(&req);
+}
+
+static void test_url_query_is_sent_and_fragment_dropped(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_http_request req;
+  char url[128];
+
+  assert_int_equal(server_start(f, "127.0.0.1", MODE_OK), 0);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d?x=1", f->server.port);
+  request(f, url, &req);
+  assert_int_equal(req.status, 200);
+  assert_string_equal(f->server.target, "/?x=1");
+  uplink_http_request_clear(&req);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/batches?seq=2#part", f->server.port);
+  request(f, url, &req);
+  assert_int_equal(req.status, 200);
+  assert_string_equal(f->server.target, "/v1/batches?seq=2");
+  uplink_http_request_clear(&req);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d#part", f->server.port);
+  request(f, url, &req);
+  assert_int_equal(req.status, 200);
+  assert_string_equal(f->server.target, "/");
+  uplink_http_request_clear(&req);
+}
+
+static void test_malformed_urls_are_refused_with_a_reason(void **state)
+{
+  struct fixture *f = *state;
+
+  /* No header injection through the URL. */
+  expect_bad_url(f, "http://127.0.0.1:8080/v1\r\nX-Injected: 1", "control character (0x0d)");
+  expect_bad_url(f, "http://127.0.0.1:8080/v1 batches", "space or control character (0x20)");
+  expect_bad_url(f, "http://127.0.0.1\t:8080/", "(0x09)");
+  /* Only ":port" after an IPv6 address. */
+  expect_bad_url(f, "http://[::1]x:8080/", "after the ']'");
+  expect_bad_url(f, "http://[::1]8080/", "after the ']'");
+  expect_bad_url(f, "http://[::1/", "no ']'");
+  expect_bad_url(f, "http://127.0.0.1:80a/", "port is not a number");
 }
 
 static void test_ipv6_loopback(void **state)
@@ -830,6 +940,12 @@ int main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_refused_connection_says_so, setup, teardown),
       cmocka_unit_test_setup_teardown(test_answer_headers_are_read, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          test_numeric_hosts_not_in_dotted_quad_form_are_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_url_query_is_sent_and_fragment_dropped, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_malformed_urls_are_refused_with_a_reason, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_ipv6_loopback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mutual_tls_keeps_the_connection, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tls_refusals_say_why, setup, teardown),
