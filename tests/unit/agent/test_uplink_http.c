@@ -860,6 +860,87 @@ static void test_tls_answer_cut_by_tcp_close_without_close_notify_fails(void **s
   uplink_http_request_clear(&req);
 }
 
+/* One more collector certificate from the test CA, made now:
+ * DIR/pki/NAME.{crt,key}, subject CN=`cn`, subjectAltName `san` (NULL for
+ * none), valid for 30 days or (`expired`) only in January 2020. Returns 0
+ * or -1 (openssl failed). */
+static int make_server_cert(struct fixture *f, const char *name, const char *cn,
+                            const char *san, int expired)
+{
+  char cmd[2048];
+
+  snprintf(cmd, sizeof(cmd),
+           "set -e; cd %s/pki; "
+           "openssl ecparam -name prime256v1 -genkey -noout -out %s.key 2>/dev/null; "
+           "openssl req -new -key %s.key -subj '/CN=%s' -out %s.csr 2>/dev/null; "
+           "printf '[leaf]\nbasicConstraints = critical, CA:false\n"
+           "keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n%s%s\n' "
+           ">%s.ext; "
+           "openssl ca -batch -config ca/ca.cnf -extfile %s.ext -extensions leaf %s "
+           "-in %s.csr -out %s.crt >>%s/pki.log 2>&1",
+           f->dir, name, name, cn, name, san ? "subjectAltName = " : "", san ? san : "", name,
+           name, expired ? "-startdate 20200101000000Z -enddate 20200201000000Z" : "", name,
+           name, f->dir);
+  if (system(cmd) != 0) {
+    print_message("  making %s failed: see %s/pki.log\n", name, f->dir);
+    return -1;
+  }
+  return 0;
+}
+
+/* https://127.0.0.1 against a collector presenting DIR/pki/NAME.crt:
+ * refused, with `what` in the error. */
+static void expect_collector_cert_refused(struct fixture *f, struct pki *pki, const char *name,
+                                          const char *what)
+{
+  struct tls_server seen = {0};
+  struct pki other = *pki;
+  char cert[160], key[160], url[128];
+  http_server *server;
+
+  snprintf(cert, sizeof(cert), "%s/pki/%s.crt", f->dir, name);
+  snprintf(key, sizeof(key), "%s/pki/%s.key", f->dir, name);
+  other.tls.cert_file = cert;
+  other.tls.key_file = key;
+  server = tls_server_start(f, &other, "127.0.0.1", &seen);
+  assert_non_null(server);
+  snprintf(url, sizeof(url), "https://127.0.0.1:%d/v1/batches", http_server_port(server));
+  expect_refusal(f, url, what);
+  assert_int_equal(seen.requests, 0);
+  http_server_close(server, NULL, NULL);
+}
+
+static void test_ip_address_not_in_an_ip_san_is_refused(void **state)
+{
+  struct fixture *f = *state;
+  struct pki pki;
+
+  if (make_pki(f, &pki) != 0)
+    return;
+  /* The address only as the subject's CN, as a DNS name, or another address. */
+  if (make_server_cert(f, "cn-only", "127.0.0.1", NULL, 0) != 0 ||
+      make_server_cert(f, "dns-san", "collector.test", "DNS:127.0.0.1", 0) != 0 ||
+      make_server_cert(f, "other-ip", "collector.test", "IP:127.0.0.2", 0) != 0)
+    fail_msg("cannot make the test certificates");
+  expect_collector_cert_refused(f, &pki, "cn-only", "TLS: hostname mismatch");
+  expect_collector_cert_refused(f, &pki, "dns-san", "TLS: hostname mismatch");
+  expect_collector_cert_refused(f, &pki, "other-ip", "TLS: hostname mismatch");
+}
+
+static void test_expired_collector_certificate_names_the_device_clock(void **state)
+{
+  struct fixture *f = *state;
+  struct pki pki;
+
+  if (make_pki(f, &pki) != 0)
+    return;
+  if (make_server_cert(f, "expired-server", "collector.test", "IP:127.0.0.1", 1) != 0)
+    fail_msg("cannot make the test certificate");
+  expect_collector_cert_refused(f, &pki, "expired-server",
+                                "certificate expired at 2020-02-01T00:00:00Z and this device's "
+                                "clock says ");
+}
+
 /* TLS session resumption against a server that offers it (openssl
  * s_server: session tickets and a session cache; the collector offers
  * neither). s_server -www answers no POST: each request times out after
@@ -950,6 +1031,10 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_mutual_tls_keeps_the_connection, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tls_refusals_say_why, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tls_session_is_resumed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ip_address_not_in_an_ip_san_is_refused, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_expired_collector_certificate_names_the_device_clock,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(
           test_tls_answer_cut_by_tcp_close_without_close_notify_fails, setup, teardown),
   };
