@@ -983,6 +983,21 @@ static void conn_on_timer(uv_timer_t *timer)
                 (long long)http->connect_timeout_ms);
     return;
   }
+  if (now >= conn->req->deadline_ms && conn->state == HTTP_EXCHANGE && conn->reused &&
+      conn->answered == 0 && !conn->req->retried) {
+    /* Nothing of the answer on a kept-alive connection: it may have died
+     * silently (a NAT or proxy forgot it). Sent again, once, on a fresh
+     * connection with a fresh deadline. Safe because every request the
+     * uplink makes is idempotent: a batch (live or replay) is acknowledged
+     * by its sequence number, and the collector takes a batch it has
+     * already once; a heartbeat is a snapshot of the device's state and
+     * its command reports are states keyed by command_id; commands that
+     * come back in either answer are recorded by command_id, never started
+     * twice (agent/uplink/uploader.c, replay.c, heartbeat.c, commands.c). */
+    conn->req->deadline_ms = now + (uint64_t)http->request_timeout_ms;
+    conn_broken(conn, "no answer on a kept-alive connection within uplink.request_timeout_ms");
+    return;
+  }
   if (now >= conn->req->deadline_ms) {
     conn_finish(conn, "timed out: %s within uplink.request_timeout_ms = %lld ms",
                 conn->answered ? "the answer was not complete" : "no answer",

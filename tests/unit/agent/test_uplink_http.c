@@ -32,6 +32,7 @@ enum mode {
   MODE_OK,             /* 200 with keep-alive, every time */
   MODE_DROP_SECOND,    /* the first connection's second request: closed unanswered */
   MODE_PARTIAL_SECOND, /* the first connection's second request: half an answer, closed */
+  MODE_SILENT_SECOND,  /* the first connection's second request: never answered, kept open */
   MODE_BIG,            /* 200 with 100,000 bytes */
   MODE_SILENT,         /* never answers */
   MODE_HEADERS,        /* 503 with Retry-After, Content-Type and Content-Encoding */
@@ -131,6 +132,9 @@ static int server_on_request(llhttp_t *parser)
     uv_shutdown_t *shutdown = malloc(sizeof(*shutdown));
     assert_non_null(shutdown);
     uv_shutdown(shutdown, (uv_stream_t *)&conn->tcp, free_shutdown);
+  } else if (conn->index == 0 && conn->requests_here == 2 &&
+             server->mode == MODE_SILENT_SECOND) {
+    /* Like a connection a NAT forgot: the request goes nowhere. */
   } else if (server->mode == MODE_BIG) {
     big = malloc(100100);
     assert_non_null(big);
@@ -357,6 +361,26 @@ static void test_kept_alive_connection_closed_by_the_collector_is_retried_once(v
   assert_int_equal(f->server.requests, 3);
 }
 
+static void test_kept_alive_connection_silent_until_the_timeout_is_retried_once(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_http_request req;
+
+  f->options.request_timeout_ms = 1000;
+  assert_int_equal(server_start(f, "127.0.0.1", MODE_SILENT_SECOND), 0);
+  request(f, f->url, &req);
+  assert_int_equal(req.status, 200);
+  uplink_http_request_clear(&req);
+  /* Unanswered on the kept-alive connection until the timeout: sent again
+   * on a fresh one, and answered there. */
+  request(f, f->url, &req);
+  assert_int_equal(req.failed, 0);
+  assert_int_equal(req.status, 200);
+  uplink_http_request_clear(&req);
+  assert_int_equal(f->server.connections, 2);
+  assert_int_equal(f->server.requests, 3);
+}
+
 static void test_half_answered_request_is_not_sent_again(void **state)
 {
   struct fixture *f = *state;
@@ -422,6 +446,8 @@ static void test_silent_server_times_out(void **state)
   assert_non_null(strstr(req.error, "timed out"));
   assert_non_null(strstr(req.error, "request_timeout_ms = 300 ms"));
   uplink_http_request_clear(&req);
+  /* A fresh connection's silence is not retried. */
+  assert_int_equal(f->server.connections, 1);
 }
 
 static void test_silent_tls_handshake_times_out_on_connect_timeout(void **state)
@@ -1010,6 +1036,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_keepalive_reuses_the_connection, setup, teardown),
       cmocka_unit_test_setup_teardown(
           test_kept_alive_connection_closed_by_the_collector_is_retried_once, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          test_kept_alive_connection_silent_until_the_timeout_is_retried_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_half_answered_request_is_not_sent_again, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(
