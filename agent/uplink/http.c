@@ -19,6 +19,7 @@
 #define _XOPEN_SOURCE 700 /* strptime */
 #include "uplink/http.h"
 
+#include <arpa/inet.h>
 #include <llhttp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -96,6 +97,7 @@ struct uplink_http_conn {
   int reused;
   size_t answered; /* bytes of the answer received */
   int complete;
+  int trailing; /* bytes came after the whole answer: not reused */
   enum uplink_http_header header;
   size_t value_len;
   char field[32];
@@ -119,6 +121,7 @@ struct uplink_http {
   struct uplink_http_request *active; /* started, not finished */
   unsigned live; /* connections not yet freed, plus the timer */
   int closing;
+  int trailing_logged; /* bytes after an answer were logged once */
   void (*closed)(void *arg);
   void *closed_arg;
 };
@@ -129,7 +132,8 @@ struct uplink_http_url {
   char host[256];
   char port[8];
   char authority[300];
-  const char *path;
+  const char *path; /* into the URL's text: path and query, up to `path_len` */
+  size_t path_len;  /* 0: the URL has none, "/" is sent */
 };
 
 static llhttp_settings_t uplink_http_parser_settings;
@@ -139,7 +143,8 @@ static int conn_read_plain(struct uplink_http_conn *conn, const char *data, size
 static void conn_on_timer(uv_timer_t *timer);
 static int http_open(uplink_http *http, struct uplink_http_request *req,
                      const struct uplink_http_url *url);
-static int http_parse_url(const char *text, struct uplink_http_url *url);
+static int http_parse_url(const char *text, struct uplink_http_url *url, char *why,
+                          size_t why_size);
 static unsigned http_idle_count(const uplink_http *http);
 
 /* ---- lifetimes --------------------------------------------------------------------- */
@@ -294,7 +299,7 @@ static void conn_finish(struct uplink_http_conn *conn, const char *fmt, ...)
     req->retry_after_s = conn_retry_after(conn->retry_after);
     /* Kept for the next request only when clean: nothing of this exchange
      * still being written (an early answer), nothing unread after it. */
-    if (llhttp_should_keep_alive(&conn->parser) && !http->closing &&
+    if (llhttp_should_keep_alive(&conn->parser) && !http->closing && !conn->trailing &&
         conn->cipher_end == conn->cipher_start && conn->writing == 0 &&
         http_idle_count(http) < UPLINK_HTTP_IDLE_MAX) {
       conn->state = HTTP_IDLE;
@@ -472,9 +477,24 @@ static void conn_parser_reset(struct uplink_http_conn *conn)
   conn->parser.data = conn;
   conn->answered = 0;
   conn->complete = 0;
+  conn->trailing = 0;
   conn->field_len = conn->value_len = 0;
   conn->header = HEADER_OTHER;
   conn->retry_after[0] = '\0';
+}
+
+/* Notes `len` bytes after a whole answer (once per client in the log: a
+ * misbehaving peer would otherwise fill it). */
+static void conn_trailing(struct uplink_http_conn *conn, size_t len)
+{
+  conn->trailing = 1;
+  if (conn->http->trailing_logged)
+    return;
+  conn->http->trailing_logged = 1;
+  log_warn("uplink", "http_bytes_after_answer",
+           "peer=%s bytes=%zu reason=\"the collector (or a proxy) sent more than its answer; "
+           "the connection is closed instead of reused (logged once)\"",
+           conn->authority, len);
 }
 
 /* Plaintext of the answer. Returns 1 when the request ended (the
@@ -492,6 +512,16 @@ static int conn_read_plain(struct uplink_http_conn *conn, const char *data, size
   conn->answered += len;
   err = llhttp_execute(&conn->parser, data, len);
   if (conn->complete) {
+    /* Paused at the answer's end: anything after it belongs to no request
+     * (a confused proxy, an answer longer than it said). It is not read as
+     * the next answer: the connection is closed after this one. */
+    size_t extra = 0;
+    if (err == HPE_PAUSED && llhttp_get_error_pos(&conn->parser) < data + len)
+      extra = len - (size_t)(llhttp_get_error_pos(&conn->parser) - data);
+    if (conn->tls)
+      extra += mbedtls_ssl_get_bytes_avail(&conn->ssl);
+    if (extra)
+      conn_trailing(conn, extra);
     conn_finish(conn, NULL);
     return 1;
   }
@@ -508,12 +538,19 @@ static int conn_read_plain(struct uplink_http_conn *conn, const char *data, size
   return 1;
 }
 
-/* The peer closed its side: an answer read to the end of the connection
- * is complete; otherwise the request is broken. */
-static void conn_on_eof(struct uplink_http_conn *conn, const char *what)
+/* The peer closed its side (`what`; `clean`: by close_notify, or plain
+ * http's end of stream): an answer read to the end of the connection is
+ * complete; otherwise the request is broken. On TLS only close_notify ends
+ * such an answer: a bare TCP close may be anyone cutting it short. */
+static void conn_on_eof(struct uplink_http_conn *conn, const char *what, int clean)
 {
   if (conn->state == HTTP_EXCHANGE && conn->req && conn->answered > 0 &&
       llhttp_message_needs_eof(&conn->parser)) {
+    if (!clean) {
+      conn_broken(conn, "connection closed without TLS close_notify: the answer may be cut "
+                        "short");
+      return;
+    }
     /* on_message_complete pauses the parser: `complete` says it ended. */
     (void)llhttp_finish(&conn->parser);
     if (conn->complete) {
@@ -611,24 +648,29 @@ static int conn_send_request(struct uplink_http_conn *conn)
   struct uplink_http_request *req = conn->req;
   struct uplink_http_url url;
   const char *path = "/";
+  size_t path_len = 1;
+  char why[200];
   size_t head_len, total;
   char *wire;
   int n, rc = -1;
 
   /* The path as the URL spells it (query included); the URL parsed when
    * the request started. */
-  if (http_parse_url(req->url, &url) == 0)
+  if (http_parse_url(req->url, &url, why, sizeof(why)) == 0 && url.path_len) {
     path = url.path;
-  head_len = 512 + strlen(path) + strlen(conn->authority) + strlen(req->content_type) +
+    path_len = url.path_len;
+  }
+  head_len = 512 + path_len + strlen(conn->authority) + strlen(req->content_type) +
              (req->content_encoding ? strlen(req->content_encoding) : 0);
   wire = malloc(head_len + req->body_len);
   if (!wire)
     return -1;
   n = snprintf(wire, head_len,
-               "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: pos-agent/" POS_VERSION
+               "POST %s%.*s HTTP/1.1\r\nHost: %s\r\nUser-Agent: pos-agent/" POS_VERSION
                "\r\nContent-Type: %s\r\n%s%s%sAccept: application/x-protobuf\r\n"
                "Content-Length: %zu\r\n\r\n",
-               path, conn->authority, req->content_type,
+               path[0] == '/' ? "" : "/", (int)path_len, path, conn->authority,
+               req->content_type,
                req->content_encoding ? "Content-Encoding: " : "",
                req->content_encoding ? req->content_encoding : "",
                req->content_encoding ? "\r\n" : "", req->body_len);
@@ -734,7 +776,8 @@ static void conn_read_tls(struct uplink_http_conn *conn)
     if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
       return;
     if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
-      conn_on_eof(conn, "TLS close_notify");
+      /* 0 is mbedTLS's "the transport ended without close_notify". */
+      conn_on_eof(conn, rc == 0 ? "end of stream" : "TLS close_notify", rc != 0);
       return;
     }
     tls_error_text(rc, why, sizeof(why));
@@ -811,7 +854,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
     if (conn->state == HTTP_IDLE)
       conn_close(conn);
     else if (nread == UV_EOF)
-      conn_on_eof(conn, "end of stream");
+      conn_on_eof(conn, "end of stream", !conn->tls);
     else
       conn_broken(conn, uv_strerror((int)nread));
     return;
@@ -940,6 +983,21 @@ static void conn_on_timer(uv_timer_t *timer)
                 (long long)http->connect_timeout_ms);
     return;
   }
+  if (now >= conn->req->deadline_ms && conn->state == HTTP_EXCHANGE && conn->reused &&
+      conn->answered == 0 && !conn->req->retried) {
+    /* Nothing of the answer on a kept-alive connection: it may have died
+     * silently (a NAT or proxy forgot it). Sent again, once, on a fresh
+     * connection with a fresh deadline. Safe because every request the
+     * uplink makes is idempotent: a batch (live or replay) is acknowledged
+     * by its sequence number, and the collector takes a batch it has
+     * already once; a heartbeat is a snapshot of the device's state and
+     * its command reports are states keyed by command_id; commands that
+     * come back in either answer are recorded by command_id, never started
+     * twice (agent/uplink/uploader.c, replay.c, heartbeat.c, commands.c). */
+    conn->req->deadline_ms = now + (uint64_t)http->request_timeout_ms;
+    conn_broken(conn, "no answer on a kept-alive connection within uplink.request_timeout_ms");
+    return;
+  }
   if (now >= conn->req->deadline_ms) {
     conn_finish(conn, "timed out: %s within uplink.request_timeout_ms = %lld ms",
                 conn->answered ? "the answer was not complete" : "no answer",
@@ -963,56 +1021,123 @@ static void conn_arm(struct uplink_http_conn *conn)
 
 /* ---- connections for requests -------------------------------------------------------- */
 
-static int http_parse_url(const char *text, struct uplink_http_url *url)
+/* Whether `host` is written the way only inet_aton() reads IPv4 addresses
+ * (127.1, 0x7f.0.0.1, 2130706433, 010.0.0.1): numbers only, yet not the
+ * dotted quad inet_pton() takes. getaddrinfo() would connect to the
+ * address, while TLS would check the text as a DNS name. */
+static int http_host_is_odd_number(const char *host)
 {
-  const char *rest, *end, *host_end, *port;
-  size_t host_len, authority_len;
+  unsigned char ip[4];
+
+  if (host[0] < '0' || host[0] > '9' || strspn(host, "0123456789abcdefABCDEFxX.") < strlen(host))
+    return 0;
+  for (const char *dot = strchr(host, '.'); dot; dot = strchr(dot + 1, '.')) {
+    if (dot[1] && (dot[1] < '0' || dot[1] > '9'))
+      return 0; /* a label of letters: a DNS name */
+  }
+  return inet_pton(AF_INET, host, ip) != 1;
+}
+
+/* The authority's host and port (`rest`..`end`) into `url`. Returns 0, or
+ * -1 with `why` set. */
+static int http_parse_authority(const char *rest, const char *end, struct uplink_http_url *url,
+                                char *why, size_t why_size)
+{
+  const char *host_end, *host, *port;
+  size_t host_len;
+
+  if (rest[0] == '[') { /* an IPv6 address */
+    host_end = memchr(rest, ']', (size_t)(end - rest));
+    if (!host_end) {
+      snprintf(why, why_size, "no ']' after the '[' of an IPv6 address");
+      return -1;
+    }
+    if (host_end + 1 < end && host_end[1] != ':') {
+      snprintf(why, why_size, "after the ']' of an IPv6 address only ':port' may follow");
+      return -1;
+    }
+    host = rest + 1;
+    host_len = (size_t)(host_end - host);
+    port = host_end + 1 < end ? host_end + 2 : NULL;
+  } else {
+    host_end = memchr(rest, ':', (size_t)(end - rest));
+    if (!host_end)
+      host_end = end;
+    host = rest;
+    host_len = (size_t)(host_end - rest);
+    port = host_end < end ? host_end + 1 : NULL;
+  }
+  if (host_len == 0 || host_len >= sizeof(url->host)) {
+    snprintf(why, why_size, host_len ? "the host name is too long" : "no host");
+    return -1;
+  }
+  memcpy(url->host, host, host_len);
+  if (http_host_is_odd_number(url->host)) {
+    snprintf(why, why_size,
+             "the host %s is a number but not a dotted-quad IPv4 address: write the address "
+             "in dotted-quad form (like 192.0.2.10) or use a DNS name", url->host);
+    return -1;
+  }
+  if (port && ((size_t)(end - port) == 0 || (size_t)(end - port) >= sizeof(url->port) ||
+               strspn(port, "0123456789") < (size_t)(end - port))) {
+    snprintf(why, why_size, "the port is not a number");
+    return -1;
+  }
+  if (port)
+    memcpy(url->port, port, (size_t)(end - port));
+  else
+    snprintf(url->port, sizeof(url->port), "%s", url->tls ? "443" : "80");
+  return 0;
+}
+
+/*
+ * Splits an http:// or https:// URL: host (an IPv6 address in brackets),
+ * optional port, path and query (sent as they are), #fragment dropped. No
+ * user info, no spaces or control characters (they would end up in the
+ * request's first line). Returns 0, or -1 with `why` saying what is wrong.
+ */
+static int http_parse_url(const char *text, struct uplink_http_url *url, char *why,
+                          size_t why_size)
+{
+  const char *rest, *end, *fragment;
+  size_t authority_len;
 
   memset(url, 0, sizeof(*url));
+  for (const char *at = text; *at; at++) {
+    if ((unsigned char)*at <= ' ' || *at == 0x7f) {
+      snprintf(why, why_size, "a space or control character (0x%02x) at offset %zu",
+               (unsigned)(unsigned char)*at, (size_t)(at - text));
+      return -1;
+    }
+  }
   if (strncasecmp(text, "https://", 8) == 0) {
     url->tls = 1;
     rest = text + 8;
   } else if (strncasecmp(text, "http://", 7) == 0) {
     rest = text + 7;
   } else {
+    snprintf(why, why_size, "not http:// or https://");
     return -1;
   }
   end = rest + strcspn(rest, "/?#");
   authority_len = (size_t)(end - rest);
-  if (authority_len == 0 || authority_len >= sizeof(url->authority) ||
-      memchr(rest, '@', authority_len))
+  if (authority_len >= sizeof(url->authority) || memchr(rest, '@', authority_len)) {
+    snprintf(why, why_size, authority_len >= sizeof(url->authority)
+                                ? "the host and port are too long"
+                                : "a user name ('@') is not supported");
     return -1;
-  if (rest[0] == '[') { /* an IPv6 address */
-    host_end = memchr(rest, ']', authority_len);
-    if (!host_end)
-      return -1;
-    host_len = (size_t)(host_end - rest - 1);
-    memcpy(url->host, rest + 1, host_len);
-    port = host_end + 1 < end && host_end[1] == ':' ? host_end + 2 : NULL;
-  } else {
-    host_end = memchr(rest, ':', authority_len);
-    if (!host_end)
-      host_end = end;
-    host_len = (size_t)(host_end - rest);
-    memcpy(url->host, rest, host_len);
-    port = host_end < end ? host_end + 1 : NULL;
   }
-  if (host_len == 0 || host_len >= sizeof(url->host))
+  if (http_parse_authority(rest, end, url, why, why_size) != 0)
     return -1;
-  if (port) {
-    if ((size_t)(end - port) == 0 || (size_t)(end - port) >= sizeof(url->port) ||
-        strspn(port, "0123456789") < (size_t)(end - port))
-      return -1;
-    memcpy(url->port, port, (size_t)(end - port));
-  } else {
-    snprintf(url->port, sizeof(url->port), "%s", url->tls ? "443" : "80");
-  }
   snprintf(url->authority, sizeof(url->authority), "%.*s", (int)authority_len, rest);
-  if (!port) {
+  /* No ':' after the host (after the ']' of an IPv6 address): no port in the URL. */
+  if (!strchr(url->authority + (rest[0] == '[' ? strcspn(url->authority, "]") : 0), ':')) {
     size_t n = strlen(url->authority);
     snprintf(url->authority + n, sizeof(url->authority) - n, ":%s", url->port);
   }
-  url->path = *end == '/' ? end : "/";
+  fragment = end + strcspn(end, "#");
+  url->path = end;
+  url->path_len = (size_t)(fragment - end);
   return 0;
 }
 
@@ -1170,6 +1295,8 @@ int uplink_http_start(uplink_http *http, struct uplink_http_request *req)
 {
   struct uplink_http_url url;
   struct uplink_http_conn *conn;
+  char url_why[200];
+  int shown = 0;
 
   req->failed = 0;
   req->status = 0;
@@ -1187,10 +1314,14 @@ int uplink_http_start(uplink_http *http, struct uplink_http_request *req)
     snprintf(req->error, sizeof(req->error), "the uplink is closing");
     return -1;
   }
-  if (http_parse_url(req->url, &url) != 0) {
+  if (http_parse_url(req->url, &url, url_why, sizeof(url_why)) != 0) {
+    /* Shown up to a control character: the error goes to logs. */
+    while (shown < 200 && (unsigned char)req->url[shown] > ' ' && req->url[shown] != 0x7f)
+      shown++;
     snprintf(req->error, sizeof(req->error),
-             "%s: not a URL this client can use (http:// or https://, host, optional port)",
-             req->url);
+             "uplink.url %.*s%s is not a URL this client can use: %s (expected http:// or "
+             "https://, a host, an optional port, a path)",
+             shown, req->url, req->url[shown] ? "..." : "", url_why);
     return -1;
   }
   req->deadline_ms = uv_now(http->loop) + (uint64_t)http->request_timeout_ms;
