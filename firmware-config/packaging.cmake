@@ -35,7 +35,7 @@
 #
 # Package (per architecture; cross/build.sh ARCH --release --package):
 #
-#   cd build-aarch64-release && cpack -G DEB   ->  pos-agent_0.1.0_arm64.deb
+#   cd build-aarch64-release && cpack -G DEB   ->  pos-agent_0.2.0_arm64.deb
 #
 # Its Depends come from dpkg-shlibdeps on the binary, i.e. from the
 # libraries actually linked, for the target's architecture (the
