@@ -7,24 +7,7 @@
 # a machine without libcurl at all: libcurl is hidden from pkg-config here
 # (a directory of every .pc file but libcurl's); the same tree with the
 # collector on must then fail naming libcurl, or the hiding did not work.
-set -euo pipefail
-export LC_ALL=C
-: "${POS_BUILD_DIR:?POS_BUILD_DIR must name the build directory}"
-: "${POS_SOURCE_DIR:?POS_SOURCE_DIR must name the source directory}"
-TEST_NAME="$(basename "$0" .sh)"
-fail() { echo "$TEST_NAME: FAIL: $*" >&2; exit 1; }
-if [ -n "${POS_EMULATOR:-}" ]; then
-  echo "$TEST_NAME: SKIP: a cross build (footprint.sh reports it per architecture)" >&2
-  exit 77
-fi
-T="$(mktemp -d "${TMPDIR:-/tmp}/pos-fw-$TEST_NAME.XXXXXX")"
-trap 'rm -rf "$T"' EXIT
-
-bin="$POS_BUILD_DIR/agent/pos-agent"
-triplet="$(sed -n 's/^CMAKE_LIBRARY_ARCHITECTURE:[A-Z]*=//p' "$POS_BUILD_DIR/CMakeCache.txt")"
-[ -n "$triplet" ] || triplet="$(gcc -print-multiarch)"
-bash "$POS_SOURCE_DIR/scripts/footprint.sh" --closure "$bin" "$triplet" >"$T/closure" ||
-  fail "footprint.sh --closure: $(cat "$T/closure")"
+source "$(dirname "$0")/closure_lib.sh"
 if readelf -d "$bin" | grep -q 'NEEDED.*libcurl'; then
   fail "pos-agent links libcurl: $(readelf -d "$bin" | grep NEEDED)"
 fi

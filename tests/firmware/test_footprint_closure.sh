@@ -6,24 +6,7 @@
 # 5.7 MiB of a 21 MiB closure). Checked on this build's agent: the closure
 # holds every direct dependency once, every library of it is found with
 # its package, and each library's own NEEDED are in it too.
-set -euo pipefail
-export LC_ALL=C
-: "${POS_BUILD_DIR:?POS_BUILD_DIR must name the build directory}"
-: "${POS_SOURCE_DIR:?POS_SOURCE_DIR must name the source directory}"
-TEST_NAME="$(basename "$0" .sh)"
-fail() { echo "$TEST_NAME: FAIL: $*" >&2; exit 1; }
-if [ -n "${POS_EMULATOR:-}" ]; then
-  echo "$TEST_NAME: SKIP: a cross build (footprint.sh reports it per architecture)" >&2
-  exit 77
-fi
-T="$(mktemp -d "${TMPDIR:-/tmp}/pos-fw-$TEST_NAME.XXXXXX")"
-trap 'rm -rf "$T"' EXIT
-
-bin="$POS_BUILD_DIR/agent/pos-agent"
-triplet="$(sed -n 's/^CMAKE_LIBRARY_ARCHITECTURE:[A-Z]*=//p' "$POS_BUILD_DIR/CMakeCache.txt")"
-[ -n "$triplet" ] || triplet="$(gcc -print-multiarch)"
-bash "$POS_SOURCE_DIR/scripts/footprint.sh" --closure "$bin" "$triplet" >"$T/closure" ||
-  fail "footprint.sh --closure: $(cat "$T/closure")"
+source "$(dirname "$0")/closure_lib.sh"
 head -n -1 "$T/closure" >"$T/libs"
 read -r word count total < <(tail -n 1 "$T/closure")
 [ "$word" = total ] || fail "no total line: $(tail -n 1 "$T/closure")"
