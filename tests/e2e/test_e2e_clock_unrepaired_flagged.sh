@@ -15,10 +15,8 @@
 # Every sale reaches Kafka exactly once. The agent runs under libfaketime.
 source "$(dirname "$0")/lib.sh"
 
-[[ -z "${POS_EMULATOR:-}" ]] || {
-  log "SKIPPED: libfaketime is preloaded into a native agent only (not through $POS_EMULATOR)"
-  exit 0
-}
+[[ -z "${POS_EMULATOR:-}" ]] ||
+  skip "libfaketime is preloaded into a native agent only (not through $POS_EMULATOR)"
 FAKETIME_LIB="$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null | head -n1 || true)"
 [[ -n "$FAKETIME_LIB" ]] || fail "libfaketime is required (apt-get install faketime; scripts/deps.sh)"
 

@@ -75,7 +75,9 @@ _cleanup() {
   for ((i = ${#CLEANUP_HOOKS[@]} - 1; i >= 0; i--)); do
     eval "${CLEANUP_HOOKS[$i]}"
   done
-  if [[ $rc -ne 0 ]]; then
+  if [[ $rc -eq 77 ]]; then
+    log "SKIPPED"
+  elif [[ $rc -ne 0 ]]; then
     log "FAILED (exit $rc); temporary directory: $T"
     local f
     for f in "$T"/agent.*.log; do
@@ -86,12 +88,19 @@ _cleanup() {
   else
     log "PASSED"
   fi
-  if [[ $rc -eq 0 && "${POS_KEEP_TMP:-0}" != 1 ]]; then
+  if [[ ($rc -eq 0 || $rc -eq 77) && "${POS_KEEP_TMP:-0}" != 1 ]]; then
     rm -rf "$T"
   fi
   exit $rc
 }
 trap _cleanup EXIT
+
+# skip WHY: the test cannot run here; exits 77, which ctest reports as
+# skipped (the test's SKIP_RETURN_CODE), never as passed.
+skip() {
+  log "SKIP: $*"
+  exit 77
+}
 
 # fail WHAT [EXPECTED ACTUAL]: stop the test.
 fail() {

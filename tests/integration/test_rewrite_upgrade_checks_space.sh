@@ -19,11 +19,11 @@ source "$(dirname "$0")/old_agent.sh"
 
 NOTIFY_BIN="$POS_BUILD_DIR/tests/tools/pos-notify-listen"
 [[ -x "$NOTIFY_BIN" ]] || fail "$NOTIFY_BIN not built"
+emulated NOTIFY_BIN
 SMALL="$T/small"
 mkdir -p "$SMALL"
 if ! mount -t tmpfs -o size=8m,mode=0700 tmpfs "$SMALL" 2>"$T/mount.err"; then
-  echo "[$TEST_NAME] SKIP: cannot mount a tmpfs here ($(cat "$T/mount.err"))" >&2
-  exit 77
+  skip "cannot mount a tmpfs here ($(cat "$T/mount.err"))"
 fi
 on_cleanup "umount '$SMALL' 2>/dev/null || umount -l '$SMALL'"
 
