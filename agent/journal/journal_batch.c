@@ -1182,7 +1182,10 @@ static void journal_run_op_once(journal *j, struct journal_op *op, int64_t now_m
 
 void journal__run_op(journal *j, struct journal_op *op)
 {
-  int64_t now_ms = op->now_ms ? op->now_ms : clock_wall_ms();
+  /* Retention counts on the best time known, as the hourly pass does. */
+  int64_t now_ms = op->now_ms                        ? op->now_ms
+                   : op->kind == JOURNAL_OP_RETENTION ? journal__clock_now(j)
+                                                      : clock_wall_ms();
   double started = journal__seconds();
 
   /* The uplink may use the reserve that sales may not: sealing half of it,

@@ -373,6 +373,24 @@ int64_t journal__clock_before_group(journal *j, int64_t wall_ms)
   return wall_ms;
 }
 
+int64_t journal__clock_now(journal *j)
+{
+  struct journal_clock c = j->clock;
+  int64_t wall_ms = clock_wall_ms();
+
+  pthread_mutex_lock(&j->lock);
+  c.reference_known = j->reference_known;
+  c.reference_offset_ms = j->reference_offset_ms;
+  pthread_mutex_unlock(&j->lock);
+  if (journal_clock_judge(&c, wall_ms) == JOURNAL_CLOCK_OK)
+    return wall_ms;
+  if (c.reference_known)
+    return clock_boot_ms() + c.reference_offset_ms;
+  /* Before the build or behind the journal: behind the true time, so
+   * what is counted from it (retention) does less, never more. */
+  return wall_ms;
+}
+
 void journal_clock_reference(journal *j, int64_t reference_ms, int64_t boot_ms)
 {
   pthread_mutex_lock(&j->lock);

@@ -468,6 +468,13 @@ int journal__clock_load(journal *j, char *err, size_t err_size);
  * known. Writer thread. */
 int64_t journal__clock_before_group(journal *j, int64_t wall_ms);
 
+/* The best time known now, for what counts from the present (retention):
+ * the wall clock when it is trusted; the collector's time when it is not
+ * and that is known; else the wall clock, which is then behind the true
+ * time (a clock before the build or set back), so that less is deleted,
+ * never more. Writer thread. */
+int64_t journal__clock_now(journal *j);
+
 /* Inside the group's transaction, after its rows: while the clock is not
  * trusted, the rows the group stored go to clock_pending. SQLITE_OK or an
  * error (the group fails whole: a row must not lose its flag). Writer. */
