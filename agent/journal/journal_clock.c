@@ -302,30 +302,94 @@ static int journal_clock_exec_range(journal *j, const char *sql, int64_t first, 
   return rc;
 }
 
-/* The clock is trusted: every range of this boot is corrected and dropped
- * in one transaction (all or none: a row is never corrected twice). */
+/* meta sealed_last_seq: the last row in a batch (0 = none). */
+static int journal_clock_sealed_last(journal *j, int64_t *sealed)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL);
+
+  *sealed = 0;
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(stmt, 1, "sealed_last_seq", -1, SQLITE_STATIC);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      *sealed = sqlite3_column_int64(stmt, 0);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* One range of this boot in the repair's transaction: its rows above
+ * `sealed` are corrected by `delta`; its rows at or below stay as they
+ * were sealed, and their part of the range stays (trimmed to them). */
+static int journal_clock_repair_range(journal *j, const struct journal_clock_range *r,
+                                      int64_t sealed, int64_t delta, uint64_t *rows)
+{
+  int64_t first = r->first_seq > sealed ? r->first_seq : sealed + 1;
+  int rc = SQLITE_OK;
+
+  if (first <= r->last_seq) {
+    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FIX_SALES, first, r->last_seq, delta);
+    if (rc == SQLITE_OK)
+      rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FIX_ADJUSTMENTS, first, r->last_seq,
+                                    delta);
+    *rows += (uint64_t)(r->last_seq - first + 1);
+  }
+  if (rc == SQLITE_OK && r->first_seq > sealed)
+    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_DROP, r->first_seq, 0, 0);
+  else if (rc == SQLITE_OK && r->last_seq > sealed)
+    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_TRIM_LAST, r->first_seq, sealed, 0);
+  return rc;
+}
+
+/* After a repair committed: the ranges of this boot go, but for their
+ * sealed parts, which stay (flagged for good, like a range of an ended
+ * boot: no later repair may change what a batch already carried).
+ * Returns the rows that stay flagged. */
+static uint64_t journal_clock_keep_sealed(journal *j, int64_t sealed)
+{
+  uint64_t frozen = 0;
+  size_t kept = 0;
+
+  for (size_t i = 0; i < j->clock.count; i++) {
+    struct journal_clock_range r = j->clock.ranges[i];
+    if (r.this_boot && r.first_seq > sealed)
+      continue;
+    if (r.this_boot) {
+      if (r.last_seq > sealed)
+        r.last_seq = sealed;
+      r.this_boot = 0;
+      frozen += (uint64_t)(r.last_seq - r.first_seq + 1);
+    }
+    j->clock.ranges[kept++] = r;
+  }
+  j->clock.count = kept;
+  return frozen;
+}
+
+/*
+ * The clock is trusted: every range of this boot is corrected and dropped
+ * in one transaction (all or none: a row is never corrected twice). Rows
+ * already sealed into a batch (at or below meta sealed_last_seq: also
+ * every row a resync replays) are not: the batch may have gone out,
+ * flagged, after the hold, and a replay must carry what it carried.
+ */
 static void journal_clock_repair(journal *j, int64_t wall_ms)
 {
   /* The device clock once it is trusted, else the collector's. */
   int64_t offset_now = j->clock.state == JOURNAL_CLOCK_OK ? wall_ms - clock_boot_ms()
                                                           : j->clock.reference_offset_ms;
-  uint64_t rows = 0;
-  size_t kept = 0;
+  int64_t sealed = 0;
+  uint64_t rows = 0, frozen;
   int rc = journal__step_done(j, j->begin);
 
+  if (rc == SQLITE_OK)
+    rc = journal_clock_sealed_last(j, &sealed);
   for (size_t i = 0; rc == SQLITE_OK && i < j->clock.count; i++) {
     const struct journal_clock_range *r = &j->clock.ranges[i];
-    int64_t delta = offset_now - r->wall_minus_boot_ms;
-    if (!r->this_boot)
-      continue;
-    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FIX_SALES, r->first_seq, r->last_seq,
-                                  delta);
-    if (rc == SQLITE_OK)
-      rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FIX_ADJUSTMENTS, r->first_seq,
-                                    r->last_seq, delta);
-    if (rc == SQLITE_OK)
-      rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_DROP, r->first_seq, 0, 0);
-    rows += (uint64_t)(r->last_seq - r->first_seq + 1);
+    if (r->this_boot)
+      rc = journal_clock_repair_range(j, r, sealed, offset_now - r->wall_minus_boot_ms, &rows);
   }
   if (rc == SQLITE_OK)
     rc = journal__step_done(j, j->commit);
@@ -338,13 +402,15 @@ static void journal_clock_repair(journal *j, int64_t wall_ms)
               j->path, sqlite3_errstr(rc), rows);
     return;
   }
-  for (size_t i = 0; i < j->clock.count; i++)
-    if (!j->clock.ranges[i].this_boot)
-      j->clock.ranges[kept++] = j->clock.ranges[i];
-  j->clock.count = kept;
+  frozen = journal_clock_keep_sealed(j, sealed);
   j->clock.open_range = 0;
   log_info("clock", "repaired", "path=%s rows=%" PRIu64 " offset_ms=%" PRId64, j->path, rows,
            offset_now);
+  if (frozen)
+    log_warn("clock", "sealed_rows_flagged", "path=%s rows=%" PRIu64 " reason=\"these rows "
+             "were sealed into batches before the clock was set: they keep the time they were "
+             "sent with and go on being flagged (Sale.received_ms_untrusted)\"", j->path,
+             frozen);
   journal_clock_refresh_stats(j);
   pthread_mutex_lock(&j->lock);
   j->stats.clock_repaired_rows += rows;

@@ -553,6 +553,9 @@
   "UPDATE adjustments SET received_ms = received_ms + ?3"                     \
   " WHERE seq BETWEEN ?1 AND ?2"
 #define JOURNAL_SQL_CLOCK_DROP "DELETE FROM clock_pending WHERE first_seq = ?1"
+/* The range ?1 keeps only its rows up to ?2 (those already sealed). */
+#define JOURNAL_SQL_CLOCK_TRIM_LAST                                           \
+  "UPDATE clock_pending SET last_seq = ?2 WHERE first_seq = ?1"
 
 /* After a repair: the newest row's time (status page). */
 #define JOURNAL_SQL_CLOCK_LAST_RECEIVED                                       \

@@ -65,6 +65,15 @@ static int64_t boot_ms(void)
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void this_boot_id(char *out, size_t out_size)
+{
+  FILE *file = fopen("/proc/sys/kernel/random/boot_id", "r");
+  assert_non_null(file);
+  assert_non_null(fgets(out, (int)out_size, file));
+  fclose(file);
+  out[strcspn(out, "\n")] = '\0';
+}
+
 static void make_sale(struct sale *sale, const char *sale_id, size_t lines)
 {
   (void)lines;
@@ -109,6 +118,17 @@ static void seal(struct fixture *f, journal *j, int64_t batch_seq, size_t max_sa
   journal_op_clear(&w.op);
 }
 
+/* Runs `sql` on the closed journal's file with a connection of its own. */
+static void exec_sql(struct fixture *f, const char *sql)
+{
+  sqlite3 *db;
+  char *error = NULL;
+  assert_int_equal(sqlite3_open(f->jf.path, &db), SQLITE_OK);
+  if (sqlite3_exec(db, sql, NULL, NULL, &error) != SQLITE_OK)
+    fail_msg("%s: %s", sql, error);
+  sqlite3_close(db);
+}
+
 /* ---- the tests --------------------------------------------------------------------- */
 
 /* Issue 11 review, item 1: retention was switched off while the device
@@ -145,12 +165,75 @@ static void retention_counts_on_the_collectors_time_when_the_device_clock_differ
   jf_close_journal(&f->jf, j);
 }
 
+/* Adds a range of this boot to the closed journal: rows [first, last]
+ * read off a clock `behind_ms` behind the right one. */
+static void add_range(struct fixture *f, int64_t first, int64_t last, int64_t behind_ms)
+{
+  char boot[64], sql[256];
+  this_boot_id(boot, sizeof(boot));
+  snprintf(sql, sizeof(sql),
+           "INSERT INTO clock_pending VALUES(%lld, %lld, '%s', %lld)", (long long)first,
+           (long long)last, boot, (long long)(wall_ms() - boot_ms() - behind_ms));
+  exec_sql(f, sql);
+}
+
+/* Issue 11 review, item 2: a repair rewrote received_ms of rows already
+ * sealed into a batch (the hold ran out, the batch went out flagged), so
+ * that a resync would replay them with other times than the live batch
+ * carried. Only rows above the sealing cursor are repaired; the sealed
+ * part of the range stays, flagged. */
+static void a_repair_leaves_rows_already_sealed_as_they_went_out(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = jf_open_journal(&f->jf, 0, 64);
+  struct journal_stats stats;
+  int64_t sealed_sum, moved;
+
+  jf_add_sales(&f->jf, j, "A", 20, 1, make_sale);
+  seal(f, j, 1, 10); /* seqs 1..10 */
+  jf_close_journal(&f->jf, j);
+  /* Rows 5..15 came while the clock was an hour behind, in this boot. */
+  add_range(f, 5, 15, HOUR_MS);
+  sealed_sum = jf_query_int(&f->jf, "SELECT sum(received_ms) FROM sales WHERE seq <= 10");
+  moved = jf_query_int(&f->jf, "SELECT sum(received_ms) FROM sales WHERE seq BETWEEN 11 AND 15");
+
+  j = jf_open_journal(&f->jf, 0, 64);
+  /* The clock is right: the writer repairs before the next sale. */
+  jf_add_sales(&f->jf, j, "B", 1, 1, make_sale);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_repaired_rows, 5);
+  assert_int_equal(stats.clock_pending_rows, 0);
+  assert_int_equal(stats.clock_unrepaired_rows, 6);
+  jf_close_journal(&f->jf, j);
+
+  assert_int_equal(jf_query_int(&f->jf, "SELECT sum(received_ms) FROM sales WHERE seq <= 10"),
+                   sealed_sum);
+  moved = jf_query_int(&f->jf, "SELECT sum(received_ms) FROM sales WHERE seq BETWEEN 11 AND 15") -
+          moved;
+  assert_true(moved > 5 * (HOUR_MS - 60000) && moved < 5 * (HOUR_MS + 60000));
+  /* The sealed part stays a range of its own: replays flag it. */
+  assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM clock_pending"), 1);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT first_seq * 100 + last_seq FROM clock_pending"),
+                   510);
+  /* And a later open repairs nothing more. */
+  j = jf_open_journal(&f->jf, 0, 64);
+  jf_add_sales(&f->jf, j, "C", 1, 1, make_sale);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_repaired_rows, 0);
+  assert_int_equal(stats.clock_unrepaired_rows, 6);
+  jf_close_journal(&f->jf, j);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT sum(received_ms) FROM sales WHERE seq <= 10"),
+                   sealed_sum);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(
           retention_counts_on_the_collectors_time_when_the_device_clock_differs, setup,
           teardown),
+      cmocka_unit_test_setup_teardown(a_repair_leaves_rows_already_sealed_as_they_went_out, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
