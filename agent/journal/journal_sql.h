@@ -484,6 +484,29 @@
   " FROM previous.sales p JOIN main.sales m ON m.sale_id = p.sale_id"         \
   " WHERE p.seq > ?1"
 
+/* The previous journal's clock_pending ranges (absent before schema 7),
+ * mapped through sale_id and adjustment_id onto the new seqs: the rows of
+ * a range stay contiguous (sales, then adjustments, are imported in seq
+ * order), so each range becomes one range of sales and one of
+ * adjustments, with its boot and offset: flagged, or repaired in this boot. */
+#define JOURNAL_SQL_PREVIOUS_HAS_CLOCK                                        \
+  "SELECT count(*) FROM previous.sqlite_master"                               \
+  " WHERE type = 'table' AND name = 'clock_pending'"
+#define JOURNAL_SQL_IMPORT_CLOCK_SALES                                        \
+  "INSERT INTO main.clock_pending(first_seq, last_seq, boot_id,"              \
+  " wall_minus_boot_ms) SELECT min(m.seq), max(m.seq), c.boot_id,"            \
+  " c.wall_minus_boot_ms FROM previous.clock_pending c"                       \
+  " JOIN previous.sales p ON p.seq BETWEEN c.first_seq AND c.last_seq"        \
+  " JOIN main.sales m ON m.sale_id = p.sale_id WHERE p.seq > ?1"              \
+  " GROUP BY c.first_seq"
+#define JOURNAL_SQL_IMPORT_CLOCK_ADJUSTMENTS                                  \
+  "INSERT INTO main.clock_pending(first_seq, last_seq, boot_id,"              \
+  " wall_minus_boot_ms) SELECT min(m.seq), max(m.seq), c.boot_id,"            \
+  " c.wall_minus_boot_ms FROM previous.clock_pending c"                       \
+  " JOIN previous.adjustments p ON p.seq BETWEEN c.first_seq AND c.last_seq"  \
+  " JOIN main.adjustments m ON m.adjustment_id = p.adjustment_id"             \
+  " WHERE p.seq > ?1 GROUP BY c.first_seq"
+
 /* The last seq of the rows carried over (sales, then adjustments), kept
  * in meta carried_last_seq: the batches covering them take no later row,
  * so that the collector can tell, batch by batch, whether the journal

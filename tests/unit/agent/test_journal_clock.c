@@ -226,6 +226,63 @@ static void a_repair_leaves_rows_already_sealed_as_they_went_out(void **state)
                    sealed_sum);
 }
 
+/* The sale_ids, in seq order, of the rows `sql` selects (a WHERE on s). */
+static void sale_ids(struct fixture *f, const char *where, char *out, size_t out_size)
+{
+  sqlite3 *db;
+  sqlite3_stmt *stmt;
+  char sql[512];
+  snprintf(sql, sizeof(sql),
+           "SELECT group_concat(sale_id) FROM (SELECT sale_id FROM sales s WHERE %s ORDER BY "
+           "seq)", where);
+  assert_int_equal(sqlite3_open_v2(f->jf.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+  snprintf(out, out_size, "%s",
+           sqlite3_column_text(stmt, 0) ? (const char *)sqlite3_column_text(stmt, 0) : "");
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
+#define IN_A_RANGE                                                            \
+  "EXISTS (SELECT 1 FROM clock_pending c WHERE s.seq BETWEEN c.first_seq AND c.last_seq)"
+
+/* Issue 11 review, item 3: rows carried into a new journal (a cloned disk,
+ * lost sales) lost their clock flags: clock_pending was not carried. */
+static void rows_carried_into_a_new_journal_keep_their_clock_flags(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = jf_open_journal(&f->jf, 0, 64);
+  struct journal_stats stats;
+  struct jf_op w;
+  char before[512], after[512];
+
+  jf_add_sales(&f->jf, j, "A", 20, 1, make_sale);
+  seal(f, j, 1, 10);
+  run_op(f, j, &w, JOURNAL_OP_ACK, 1, 0, 0, 0); /* 1..10 acknowledged: not carried */
+  jf_close_journal(&f->jf, j);
+  /* Rows 8..15 came in a boot that ended before the clock was set. */
+  exec_sql(f, "INSERT INTO clock_pending VALUES(8, 15, 'an-earlier-boot', -1700000000000)");
+  sale_ids(f, "s.seq BETWEEN 11 AND 15", before, sizeof(before));
+
+  j = jf_open_journal(&f->jf, 0, 64);
+  memset(&w, 0, sizeof(w));
+  w.op.kind = JOURNAL_OP_NEW_JOURNAL;
+  w.op.reason = "a test: this journal_id is another device's";
+  jf_run_op(&f->jf, j, &w);
+  assert_int_equal(w.op.error, 0);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_unrepaired_rows, 5);
+  jf_close_journal(&f->jf, j);
+
+  sale_ids(f, IN_A_RANGE, after, sizeof(after));
+  assert_string_equal(after, before);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM clock_pending WHERE boot_id = "
+                                        "'an-earlier-boot' AND wall_minus_boot_ms = "
+                                        "-1700000000000"),
+                   1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -234,6 +291,8 @@ int main(void)
           teardown),
       cmocka_unit_test_setup_teardown(a_repair_leaves_rows_already_sealed_as_they_went_out, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(rows_carried_into_a_new_journal_keep_their_clock_flags,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
