@@ -101,6 +101,8 @@ static int journal_finish(journal *j, int rc)
     rc = journal__step_done(j, j->commit);
   if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
     journal__step_done(j, j->rollback);
+  /* Clock ranges of deleted rows: gone from memory once gone on disk. */
+  journal__clock_forgotten(j, rc == SQLITE_OK);
   return rc;
 }
 
@@ -1044,6 +1046,8 @@ static int journal_delete_acked_some(journal *j, int64_t before_ms, int64_t upto
   }
   if (rc == SQLITE_OK)
     *batches += deleted;
+  if (rc == SQLITE_OK && *sales)
+    rc = journal__clock_forget_deleted(j);
   if (rc == SQLITE_OK && *sales && !j->sales_deleted_why[0]) {
     /* Said in the journal for good: a resync from before the oldest sale
      * left must report that history is gone, after restarts too. The first

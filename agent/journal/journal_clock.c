@@ -580,6 +580,55 @@ int64_t journal__clock_seal_limit(journal *j)
   return INT64_MAX;
 }
 
+int journal__clock_forget_deleted(journal *j)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t oldest = 0;
+  int rc;
+
+  /* Nothing to forget (the common case: no range at all): no SQL. */
+  if (j->clock.count == 0)
+    return SQLITE_OK;
+  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_CLOCK_OLDEST_HELD, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      oldest = sqlite3_column_int64(stmt, 0);
+    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_OK || oldest <= j->clock.ranges[0].first_seq)
+    return rc;
+  /* Only the range holding `oldest` (ranges never overlap) is trimmed: no
+   * two ranges ever start at the same seq. */
+  rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FORGET, oldest, 0, 0);
+  if (rc == SQLITE_OK)
+    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FORGET_TRIM, oldest, 0, 0);
+  if (rc == SQLITE_OK && oldest > j->clock.forget_below)
+    j->clock.forget_below = oldest;
+  return rc;
+}
+
+void journal__clock_forgotten(journal *j, int committed)
+{
+  int64_t oldest = j->clock.forget_below;
+  size_t kept = 0;
+
+  j->clock.forget_below = 0;
+  if (!committed || oldest == 0)
+    return;
+  for (size_t i = 0; i < j->clock.count; i++) {
+    struct journal_clock_range r = j->clock.ranges[i];
+    if (r.last_seq < oldest)
+      continue;
+    if (r.first_seq < oldest)
+      r.first_seq = oldest;
+    j->clock.ranges[kept++] = r;
+  }
+  j->clock.count = kept;
+  journal_clock_publish(j, clock_wall_ms());
+}
+
 int journal__clock_untrusted(const journal *j, int64_t seq)
 {
   for (size_t i = 0; i < j->clock.count; i++)

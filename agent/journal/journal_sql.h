@@ -580,6 +580,16 @@
 #define JOURNAL_SQL_CLOCK_TRIM_LAST                                           \
   "UPDATE clock_pending SET last_seq = ?2 WHERE first_seq = ?1"
 
+/* After rows were deleted (retention, a full journal): the oldest row
+ * still held (two primary-key lookups), below which a range means nothing. */
+#define JOURNAL_SQL_CLOCK_OLDEST_HELD                                         \
+  "SELECT coalesce(min((SELECT min(seq) FROM sales),"                         \
+  " (SELECT min(seq) FROM adjustments)), (SELECT min(seq) FROM sales),"       \
+  " (SELECT min(seq) FROM adjustments), 9223372036854775807)"
+#define JOURNAL_SQL_CLOCK_FORGET "DELETE FROM clock_pending WHERE last_seq < ?1"
+#define JOURNAL_SQL_CLOCK_FORGET_TRIM                                         \
+  "UPDATE clock_pending SET first_seq = ?1 WHERE first_seq < ?1"
+
 /* After a repair: the newest row's time (status page). */
 #define JOURNAL_SQL_CLOCK_LAST_RECEIVED                                       \
   "SELECT received_ms FROM sales ORDER BY seq DESC LIMIT 1"

@@ -283,6 +283,55 @@ static void rows_carried_into_a_new_journal_keep_their_clock_flags(void **state)
                    1);
 }
 
+/* Issue 11 review, item 4: clock_pending ranges were never cleaned: rows
+ * deleted by retention stayed counted as unrepaired, for ever. */
+static void ranges_go_with_the_rows_retention_deletes(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = jf_open_journal(&f->jf, 0, 64);
+  struct journal_stats stats;
+  struct jf_op w;
+  int64_t now = wall_ms();
+
+  jf_add_sales(&f->jf, j, "A", 20, 1, make_sale);
+  jf_close_journal(&f->jf, j);
+  exec_sql(f, "INSERT INTO clock_pending VALUES(3, 12, 'an-earlier-boot', -1700000000000)");
+
+  j = jf_open_journal(&f->jf, 0, 64);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_unrepaired_rows, 10);
+  seal(f, j, 1, 10); /* 1..10 */
+  run_op(f, j, &w, JOURNAL_OP_ACK, 1, 0, now - 10 * HOUR_MS, 0);
+  run_op(f, j, &w, JOURNAL_OP_RETENTION, 0, 0, now, HOUR_MS);
+  assert_int_equal(w.op.sales_changed, 10);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_unrepaired_rows, 2);
+  seal(f, j, 2, 10); /* 11..20 */
+  run_op(f, j, &w, JOURNAL_OP_ACK, 2, 0, now - 10 * HOUR_MS, 0);
+  run_op(f, j, &w, JOURNAL_OP_RETENTION, 0, 0, now, HOUR_MS);
+  assert_int_equal(w.op.sales_changed, 10);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_unrepaired_rows, 0);
+  jf_close_journal(&f->jf, j);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM clock_pending"), 0);
+
+  /* Trimmed on disk too: a range reaching past the deleted rows keeps
+   * only its rows still held. */
+  j = jf_open_journal(&f->jf, 0, 64);
+  jf_add_sales(&f->jf, j, "B", 20, 1, make_sale); /* 21..40 */
+  jf_close_journal(&f->jf, j);
+  exec_sql(f, "INSERT INTO clock_pending VALUES(25, 34, 'an-earlier-boot', -1700000000000)");
+  j = jf_open_journal(&f->jf, 0, 64);
+  seal(f, j, 3, 10); /* 21..30 */
+  run_op(f, j, &w, JOURNAL_OP_ACK, 3, 0, now - 10 * HOUR_MS, 0);
+  run_op(f, j, &w, JOURNAL_OP_RETENTION, 0, 0, now, HOUR_MS);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_unrepaired_rows, 4);
+  jf_close_journal(&f->jf, j);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT first_seq * 100 + last_seq FROM clock_pending"),
+                   3134);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -293,6 +342,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(rows_carried_into_a_new_journal_keep_their_clock_flags,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(ranges_go_with_the_rows_retention_deletes, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
