@@ -220,10 +220,14 @@ struct journal_compat {
 };
 
 /*
- * Reads the journal at `path` read-only (never created, never migrated,
- * nothing written to it) into `out`: which schema it has and which agents
- * can read it. Returns 0 (also for an absent file: out->present = 0), or
- * -1 with `err` saying what failed. Any thread; for pos-agent
+ * Reads the journal at `path` read-only (never created, never migrated, no
+ * row written) into `out`: which schema it has and which agents can read
+ * it. Not a byte untouched: SQLite opens a WAL journal's -wal and -shm
+ * files, and creates them when they are absent (a clean shutdown removes
+ * them): an empty -wal, a 32 KiB -shm index; run as root, it gives them
+ * the journal's owner, so the agent can still open them. Returns 0 (also
+ * for an absent file: out->present = 0), or -1 with `err` saying what
+ * failed. Any thread; for pos-agent
  * --journal-compat and the package's preinst.
  */
 int journal_compat_read(const char *path, struct journal_compat *out, char *err,
