@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timex.h>
 
 #include "journal/journal_int.h"
 #include "journal/journal_sql.h"
@@ -67,20 +68,55 @@ const char *journal_clock_state_name(int state)
   return "unknown";
 }
 
+/* 1 when the kernel says the clock is synchronised (NTP, chrony or
+ * systemd-timesyncd disciplines it: STA_UNSYNC clear). A read: modes 0
+ * changes nothing and needs no privilege. */
+static int journal_clock_kernel_synced(void)
+{
+  struct timex tx;
+
+  memset(&tx, 0, sizeof(tx));
+  return adjtimex(&tx) != -1 && !(tx.status & STA_UNSYNC);
+}
+
 static int journal_clock_judge(const struct journal_clock *c, int64_t wall_ms)
 {
+  int own = JOURNAL_CLOCK_OK;
+
+  if (wall_ms < c->build_ms)
+    own = JOURNAL_CLOCK_BEFORE_BUILD;
+  else if (c->trusted_ms > 0 && wall_ms < c->trusted_ms - JOURNAL_CLOCK_BEHIND_MS)
+    own = JOURNAL_CLOCK_BEHIND_JOURNAL;
   if (c->reference_known) {
     int64_t diff = wall_ms - (clock_boot_ms() + c->reference_offset_ms);
     if (diff <= JOURNAL_CLOCK_REFERENCE_MS && diff >= -JOURNAL_CLOCK_REFERENCE_MS)
       return JOURNAL_CLOCK_OK;
+    /* A clock NTP disciplines, after the build and not behind the journal,
+     * is right even where the collector's is not: a collector that drifts
+     * must not put every store's times on its own clock. The difference
+     * is reported (a log line; the heartbeat's skew), not acted on. */
+    if (own == JOURNAL_CLOCK_OK && c->kernel_synced)
+      return JOURNAL_CLOCK_OK;
     return wall_ms < c->build_ms ? JOURNAL_CLOCK_BEFORE_BUILD
                                  : JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR;
   }
-  if (wall_ms < c->build_ms)
-    return JOURNAL_CLOCK_BEFORE_BUILD;
-  if (c->trusted_ms > 0 && wall_ms < c->trusted_ms - JOURNAL_CLOCK_BEHIND_MS)
-    return JOURNAL_CLOCK_BEHIND_JOURNAL;
-  return JOURNAL_CLOCK_OK;
+  return own;
+}
+
+/* A synchronised device clock that differs from the collector's: said
+ * once each time it starts to (the collector's clock may be the wrong one). */
+static void journal_clock_log_differs(journal *j, int64_t wall_ms)
+{
+  int64_t diff = clock_boot_ms() + j->clock.reference_offset_ms - wall_ms;
+  int differs = j->clock.state == JOURNAL_CLOCK_OK && j->clock.reference_known &&
+                (diff > JOURNAL_CLOCK_REFERENCE_MS || diff < -JOURNAL_CLOCK_REFERENCE_MS);
+
+  if (differs && !j->clock.differs_logged)
+    log_warn("clock", "collector_differs",
+             "collector_minus_device_ms=%" PRId64 " reason=\"the device clock is synchronised "
+             "(NTP) and differs from the collector's: the device's is kept; check the "
+             "collector's time source\"", diff);
+  j->clock.differs_logged = differs;
 }
 
 /* The counters people see, from the ranges; the caller holds j->lock (or
@@ -151,6 +187,7 @@ static void journal_clock_assess(journal *j, int64_t wall_ms)
   j->clock.reference_known = j->reference_known;
   j->clock.reference_offset_ms = j->reference_offset_ms;
   pthread_mutex_unlock(&j->lock);
+  j->clock.kernel_synced = journal_clock_kernel_synced();
   state = journal_clock_judge(&j->clock, wall_ms);
   /* A clock that agrees with the collector is right: rows a clock ahead
    * of it stamped earlier must not make it look behind from now on. */
@@ -161,6 +198,7 @@ static void journal_clock_assess(journal *j, int64_t wall_ms)
     j->clock.state = state;
     journal_clock_log_state(j, wall_ms);
   }
+  journal_clock_log_differs(j, wall_ms);
   journal_clock_publish(j, wall_ms);
 }
 
@@ -242,6 +280,7 @@ int journal__clock_load(journal *j, char *err, size_t err_size)
              sqlite3_errstr(rc));
     return -1;
   }
+  j->clock.kernel_synced = journal_clock_kernel_synced();
   j->clock.state = journal_clock_judge(&j->clock, wall_ms);
   if (j->clock.state != JOURNAL_CLOCK_OK)
     journal_clock_log_state(j, wall_ms);

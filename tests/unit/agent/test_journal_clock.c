@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timex.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +29,19 @@
 #include "uplink/batcher.h"
 
 #define HOUR_MS (60LL * 60 * 1000)
+
+/* What the kernel says of the clock's synchronisation, as this test
+ * chooses: adjtimex() is the system's, replaced here (the executable's
+ * definition wins over the C library's), as the power-loss shim replaces
+ * fsync. 0 = unsynchronised (STA_UNSYNC), as a clock no NTP disciplines. */
+static int kernel_synced;
+
+int adjtimex(struct timex *tx)
+{
+  memset(tx, 0, sizeof(*tx));
+  tx->status = kernel_synced ? 0 : STA_UNSYNC;
+  return kernel_synced ? TIME_OK : TIME_ERROR;
+}
 
 struct fixture {
   struct jf_fixture jf;
@@ -332,6 +346,34 @@ static void ranges_go_with_the_rows_retention_deletes(void **state)
                    3134);
 }
 
+/* Issue 11 review, item 6: the collector's clock overrode every device's:
+ * a collector 2 minutes off put every NTP-synchronised store in
+ * differs_from_collector and stamped its sales with the collector's time. */
+static void a_synchronised_device_clock_is_kept_against_a_drifting_collector(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = jf_open_journal(&f->jf, 0, 64);
+  struct journal_stats stats;
+  int64_t before;
+
+  kernel_synced = 1;
+  journal_clock_reference(j, wall_ms() + HOUR_MS, boot_ms()); /* the collector an hour ahead */
+  before = wall_ms();
+  jf_add_sales(&f->jf, j, "A", 1, 1, make_sale);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_state, JOURNAL_CLOCK_OK);
+  /* Stamped with the device's clock, not the collector's. */
+  assert_true(stats.last_received_ms >= before && stats.last_received_ms < before + HOUR_MS / 2);
+
+  /* Not synchronised: the collector's time is the better one. */
+  kernel_synced = 0;
+  jf_add_sales(&f->jf, j, "B", 1, 1, make_sale);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_state, JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR);
+  assert_true(stats.last_received_ms >= before + HOUR_MS / 2);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -344,6 +386,8 @@ int main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(ranges_go_with_the_rows_retention_deletes, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(
+          a_synchronised_device_clock_is_kept_against_a_drifting_collector, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
