@@ -256,9 +256,57 @@ static int journal_clock_load_ranges(journal *j)
   return rc;
 }
 
-int journal__clock_load(journal *j, char *err, size_t err_size)
+/* The range holding `seq`, or NULL (ranges in seq order, never overlapping). */
+static const struct journal_clock_range *journal_clock_find(const journal *j, int64_t seq)
+{
+  size_t low = 0, high = j->clock.count;
+
+  while (low < high) {
+    size_t mid = low + (high - low) / 2;
+    const struct journal_clock_range *r = &j->clock.ranges[mid];
+    if (seq < r->first_seq)
+      high = mid;
+    else if (seq > r->last_seq)
+      low = mid + 1;
+    else
+      return r;
+  }
+  return NULL;
+}
+
+/* The received_ms of the newest row of `sql`'s table not in a range (read
+ * off a trusted clock), raised into *newest: from the newest row back, a
+ * row in a range jumps to before that range, so the work is one indexed
+ * lookup per range at most, however many rows wait. */
+static int journal_clock_newest_trusted(journal *j, const char *sql, int64_t *newest)
 {
   sqlite3_stmt *stmt = NULL;
+  int64_t seq = INT64_MAX;
+  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+
+  while (rc == SQLITE_OK) {
+    const struct journal_clock_range *r;
+    sqlite3_bind_int64(stmt, 1, seq);
+    rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW)
+      break;
+    seq = sqlite3_column_int64(stmt, 0);
+    r = journal_clock_find(j, seq);
+    if (!r) {
+      if (sqlite3_column_int64(stmt, 1) > *newest)
+        *newest = sqlite3_column_int64(stmt, 1);
+      rc = SQLITE_DONE;
+      break;
+    }
+    seq = r->first_seq - 1;
+    rc = sqlite3_reset(stmt);
+  }
+  sqlite3_finalize(stmt);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int journal__clock_load(journal *j, char *err, size_t err_size)
+{
   int64_t wall_ms = clock_wall_ms();
   int rc;
 
@@ -268,13 +316,12 @@ int journal__clock_load(journal *j, char *err, size_t err_size)
     log_warn("clock", "no_boot_id", "path=/proc/sys/kernel/random/boot_id reason=\"rows "
              "received while the clock is wrong are repaired only by this process\"");
   rc = journal_clock_load_ranges(j);
+  j->clock.trusted_ms = 0;
   if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_CLOCK_TRUSTED, -1, &stmt, NULL);
-  if (rc == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW)
-    j->clock.trusted_ms = sqlite3_column_int64(stmt, 0);
-  else if (rc == SQLITE_OK)
-    rc = sqlite3_extended_errcode(j->db);
-  sqlite3_finalize(stmt);
+    rc = journal_clock_newest_trusted(j, JOURNAL_SQL_CLOCK_SALE_AT_OR_BEFORE, &j->clock.trusted_ms);
+  if (rc == SQLITE_OK)
+    rc = journal_clock_newest_trusted(j, JOURNAL_SQL_CLOCK_ADJUSTMENT_AT_OR_BEFORE,
+                                      &j->clock.trusted_ms);
   if (rc != SQLITE_OK) {
     snprintf(err, err_size, "journal %s: cannot read its clock_pending table: %s", j->path,
              sqlite3_errstr(rc));
@@ -670,8 +717,5 @@ void journal__clock_forgotten(journal *j, int committed)
 
 int journal__clock_untrusted(const journal *j, int64_t seq)
 {
-  for (size_t i = 0; i < j->clock.count; i++)
-    if (seq >= j->clock.ranges[i].first_seq && seq <= j->clock.ranges[i].last_seq)
-      return 1;
-  return 0;
+  return journal_clock_find(j, seq) != NULL;
 }

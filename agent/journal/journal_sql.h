@@ -548,16 +548,14 @@
   "SELECT first_seq, last_seq, boot_id, wall_minus_boot_ms FROM clock_pending" \
   " ORDER BY first_seq"
 
-/* The newest row not pending (walked from the newest seq back: cheap at
- * any size, clock_pending holds a few ranges at most): what a clock behind
- * it is measured against. */
-#define JOURNAL_SQL_CLOCK_TRUSTED                                             \
-  "SELECT max(coalesce((SELECT received_ms FROM sales r WHERE NOT EXISTS"     \
-  " (SELECT 1 FROM clock_pending p WHERE r.seq BETWEEN p.first_seq"           \
-  " AND p.last_seq) ORDER BY seq DESC LIMIT 1), 0),"                          \
-  " coalesce((SELECT received_ms FROM adjustments r WHERE NOT EXISTS"         \
-  " (SELECT 1 FROM clock_pending p WHERE r.seq BETWEEN p.first_seq"           \
-  " AND p.last_seq) ORDER BY seq DESC LIMIT 1), 0))"
+/* The newest row at or before seq ?1 (a primary-key lookup): walked back
+ * past the rows in ranges, from memory, to the newest row not pending,
+ * what a clock behind it is measured against. */
+#define JOURNAL_SQL_CLOCK_SALE_AT_OR_BEFORE                                   \
+  "SELECT seq, received_ms FROM sales WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1"
+#define JOURNAL_SQL_CLOCK_ADJUSTMENT_AT_OR_BEFORE                             \
+  "SELECT seq, received_ms FROM adjustments WHERE seq <= ?1"                  \
+  " ORDER BY seq DESC LIMIT 1"
 
 #define JOURNAL_SQL_CLOCK_ROW_TIME                                            \
   "SELECT received_ms FROM sales WHERE seq = ?1"                              \

@@ -374,6 +374,36 @@ static void a_synchronised_device_clock_is_kept_against_a_drifting_collector(voi
   jf_close_journal(&f->jf, j);
 }
 
+/* The newest row read off a trusted clock is found past the pending rows
+ * above it (item 4: by seq lookups from the ranges in memory, not a walk
+ * over every pending row). */
+static void the_newest_trusted_row_is_found_past_pending_ones(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = jf_open_journal(&f->jf, 0, 64);
+  struct journal_stats stats;
+  int64_t ahead = wall_ms() + 24 * HOUR_MS;
+  char sql[256];
+
+  jf_add_sales(&f->jf, j, "A", 12, 1, make_sale);
+  jf_close_journal(&f->jf, j);
+  /* 5 right (a day ahead: the clock is now behind them); 6..7 and
+   * 9..12 pending and two days ahead; 8 right but older. */
+  snprintf(sql, sizeof(sql),
+           "UPDATE sales SET received_ms = CASE WHEN seq = 5 THEN %lld WHEN seq = 8 THEN %lld "
+           "WHEN seq > 5 THEN %lld ELSE received_ms END",
+           (long long)ahead, (long long)(ahead - HOUR_MS), (long long)(ahead + 24 * HOUR_MS));
+  exec_sql(f, sql);
+  exec_sql(f, "INSERT INTO clock_pending VALUES(6, 7, 'an-earlier-boot', 0), "
+              "(9, 12, 'an-earlier-boot', 0)");
+  j = jf_open_journal(&f->jf, 0, 64);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_trusted_ms, ahead - HOUR_MS);
+  assert_int_equal(stats.clock_state, JOURNAL_CLOCK_BEHIND_JOURNAL);
+  assert_int_equal(stats.clock_unrepaired_rows, 6);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -388,6 +418,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           a_synchronised_device_clock_is_kept_against_a_drifting_collector, setup, teardown),
+      cmocka_unit_test_setup_teardown(the_newest_trusted_row_is_found_past_pending_ones, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
