@@ -178,6 +178,54 @@ static void journal_clock_log_state(journal *j, int64_t wall_ms)
              wall, trusted);
 }
 
+/* The collector's time, kept in meta clock_reference ("BOOT_ID OFFSET")
+ * when it is new or moved by a second or more (not at every heartbeat: a
+ * write on flash), so that an agent restarted in the same boot knows it
+ * before the first heartbeat answers. Outside any transaction. */
+static void journal_clock_save_reference(journal *j)
+{
+  char value[80];
+  int64_t moved = j->clock.reference_offset_ms - j->clock.saved_offset_ms;
+
+  if (!j->clock.reference_known || !j->clock.boot_id[0] ||
+      (j->clock.saved_known && llabs(moved) < JOURNAL_CLOCK_SAME_OFFSET_MS))
+    return;
+  snprintf(value, sizeof(value), "%s %" PRId64, j->clock.boot_id,
+           j->clock.reference_offset_ms);
+  sqlite3_bind_text(j->set_meta, 1, "clock_reference", -1, SQLITE_STATIC);
+  sqlite3_bind_text(j->set_meta, 2, value, -1, SQLITE_TRANSIENT);
+  if (journal__step_done(j, j->set_meta) == SQLITE_OK) {
+    j->clock.saved_known = 1;
+    j->clock.saved_offset_ms = j->clock.reference_offset_ms;
+  }
+}
+
+/* meta clock_reference of this boot, if any, as the collector's time
+ * known (opening thread, or the writer's with j->lock held). */
+static void journal_clock_load_reference(journal *j)
+{
+  sqlite3_stmt *stmt = NULL;
+  char boot[40];
+  long long offset;
+
+  if (!j->clock.boot_id[0] ||
+      sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) != SQLITE_OK)
+    goto out;
+  sqlite3_bind_text(stmt, 1, "clock_reference", -1, SQLITE_STATIC);
+  if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0) &&
+      sscanf((const char *)sqlite3_column_text(stmt, 0), "%39s %lld", boot, &offset) == 2 &&
+      strcmp(boot, j->clock.boot_id) == 0) {
+    j->clock.saved_known = j->clock.reference_known = 1;
+    j->clock.saved_offset_ms = j->clock.reference_offset_ms = offset;
+    if (!j->reference_known) {
+      j->reference_known = 1;
+      j->reference_offset_ms = offset;
+    }
+  }
+out:
+  sqlite3_finalize(stmt);
+}
+
 /* Judges the clock at `wall_ms`; one log line when the state changed. */
 static void journal_clock_assess(journal *j, int64_t wall_ms)
 {
@@ -187,6 +235,7 @@ static void journal_clock_assess(journal *j, int64_t wall_ms)
   j->clock.reference_known = j->reference_known;
   j->clock.reference_offset_ms = j->reference_offset_ms;
   pthread_mutex_unlock(&j->lock);
+  journal_clock_save_reference(j);
   j->clock.kernel_synced = journal_clock_kernel_synced();
   state = journal_clock_judge(&j->clock, wall_ms);
   /* A clock that agrees with the collector is right: rows a clock ahead
@@ -315,6 +364,8 @@ int journal__clock_load(journal *j, char *err, size_t err_size)
   if (clock_boot_id(j->clock.boot_id, sizeof(j->clock.boot_id)))
     log_warn("clock", "no_boot_id", "path=/proc/sys/kernel/random/boot_id reason=\"rows "
              "received while the clock is wrong are repaired only by this process\"");
+  j->clock.saved_known = 0; /* a new journal's meta has none yet */
+  journal_clock_load_reference(j);
   rc = journal_clock_load_ranges(j);
   j->clock.trusted_ms = 0;
   if (rc == SQLITE_OK)

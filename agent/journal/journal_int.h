@@ -112,6 +112,9 @@ struct journal_clock {
   int reference_known;
   int kernel_synced;  /* adjtimex() at the last look: NTP disciplines the clock */
   int differs_logged; /* collector_differs said for this stretch */
+  /* What meta clock_reference holds for this boot (saved_known = 1). */
+  int64_t saved_offset_ms;
+  int saved_known;
 };
 
 struct journal {

@@ -404,6 +404,40 @@ static void the_newest_trusted_row_is_found_past_pending_ones(void **state)
   jf_close_journal(&f->jf, j);
 }
 
+/* Issue 11 review, item 7: the collector's time was forgotten when the
+ * agent restarted: until the first heartbeat answered, a wrong clock
+ * stamped sales again (and flagged them) though the collector's time was
+ * known in this boot. */
+static void the_collectors_time_is_kept_across_a_restart_in_the_same_boot(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = jf_open_journal(&f->jf, 0, 64);
+  struct journal_stats stats;
+  int64_t before;
+
+  journal_clock_reference(j, wall_ms() + HOUR_MS, boot_ms()); /* an hour ahead */
+  jf_add_sales(&f->jf, j, "A", 1, 1, make_sale);
+  jf_close_journal(&f->jf, j);
+
+  j = jf_open_journal(&f->jf, 0, 64);
+  before = wall_ms();
+  jf_add_sales(&f->jf, j, "B", 1, 1, make_sale);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_state, JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR);
+  assert_true(stats.last_received_ms >= before + HOUR_MS / 2);
+  jf_close_journal(&f->jf, j);
+
+  /* Another boot's is not this boot's (CLOCK_BOOTTIME started again):
+   * forgotten; the device clock is then judged by the journal alone, an
+   * hour behind the rows stamped with the collector's time. */
+  exec_sql(f, "UPDATE meta SET value = 'another-boot 3600000' WHERE key = 'clock_reference'");
+  j = jf_open_journal(&f->jf, 0, 64);
+  jf_add_sales(&f->jf, j, "C", 1, 1, make_sale);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.clock_state, JOURNAL_CLOCK_BEHIND_JOURNAL);
+  jf_close_journal(&f->jf, j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -420,6 +454,8 @@ int main(void)
           a_synchronised_device_clock_is_kept_against_a_drifting_collector, setup, teardown),
       cmocka_unit_test_setup_teardown(the_newest_trusted_row_is_found_past_pending_ones, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(
+          the_collectors_time_is_kept_across_a_restart_in_the_same_boot, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
