@@ -1282,16 +1282,12 @@ static int journal_retention_pass(journal *j)
   char message[256];
   int rc;
 
-  /* Retention counts from acked_ms on the device clock: a clock that is
-   * wrong (ahead of the collector's, say) must not delete history that is
-   * not past retention. It runs again at the next hour. */
-  if (j->clock.state != JOURNAL_CLOCK_OK) {
-    log_warn("journal", "retention_deferred", "path=%s clock=%s reason=\"the device clock "
-             "cannot be trusted; nothing is deleted until it is\"", j->path,
-             journal_clock_state_name(j->clock.state));
-    return 0;
-  }
-  rc = journal__retention_chunk(j, clock_wall_ms(), j->retention_ms, &sales_deleted,
+  /* Retention counts on the best time known (journal__clock_now): a wrong
+   * device clock with the collector's time known uses that; one without it
+   * is behind (before the build, set back) and deletes less. It never
+   * waits for the clock: a store whose clock stays off would keep its
+   * history for ever and fill the disk. */
+  rc = journal__retention_chunk(j, journal__clock_now(j), j->retention_ms, &sales_deleted,
                                 &batches_deleted, message, sizeof(message));
   if (rc < 0) {
     char quoted[300];

@@ -172,8 +172,9 @@ enum journal_clock_state {
   JOURNAL_CLOCK_OK = 0,
   JOURNAL_CLOCK_BEFORE_BUILD = 1,   /* before the build's time: never set (no RTC) */
   JOURNAL_CLOCK_BEHIND_JOURNAL = 2, /* behind the newest row already journaled */
-  /* Not what the collector's clock says (journal_clock_reference): its
-   * rows are corrected from the collector's time at once. */
+  /* Not what the collector's clock says (journal_clock_reference), and
+   * not synchronised by NTP (the kernel's STA_UNSYNC): its rows are
+   * corrected from the collector's time at once. */
   JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR = 3,
 };
 
@@ -183,7 +184,10 @@ enum journal_clock_state {
  * clock is judged against it (it wins over the build date and the journal:
  * a clock that agrees with the collector is right even behind rows a wrong
  * clock stamped before), and rows taken while the device clock is wrong
- * are corrected from it. Loop thread (any thread: it takes the lock).
+ * are corrected from it. A device clock the kernel says NTP synchronises,
+ * after the build and not behind the journal, stays trusted even when it
+ * differs from the collector's (logged, not acted on). Loop thread (any
+ * thread: it takes the lock).
  */
 void journal_clock_reference(journal *j, int64_t reference_ms, int64_t boot_ms);
 
@@ -220,10 +224,14 @@ struct journal_compat {
 };
 
 /*
- * Reads the journal at `path` read-only (never created, never migrated,
- * nothing written to it) into `out`: which schema it has and which agents
- * can read it. Returns 0 (also for an absent file: out->present = 0), or
- * -1 with `err` saying what failed. Any thread; for pos-agent
+ * Reads the journal at `path` read-only (never created, never migrated, no
+ * row written) into `out`: which schema it has and which agents can read
+ * it. Not a byte untouched: SQLite opens a WAL journal's -wal and -shm
+ * files, and creates them when they are absent (a clean shutdown removes
+ * them): an empty -wal, a 32 KiB -shm index; run as root, it gives them
+ * the journal's owner, so the agent can still open them. Returns 0 (also
+ * for an absent file: out->present = 0), or -1 with `err` saying what
+ * failed. Any thread; for pos-agent
  * --journal-compat and the package's preinst.
  */
 int journal_compat_read(const char *path, struct journal_compat *out, char *err,

@@ -101,6 +101,8 @@ static int journal_finish(journal *j, int rc)
     rc = journal__step_done(j, j->commit);
   if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
     journal__step_done(j, j->rollback);
+  /* Clock ranges of deleted rows: gone from memory once gone on disk. */
+  journal__clock_forgotten(j, rc == SQLITE_OK);
   return rc;
 }
 
@@ -1044,6 +1046,8 @@ static int journal_delete_acked_some(journal *j, int64_t before_ms, int64_t upto
   }
   if (rc == SQLITE_OK)
     *batches += deleted;
+  if (rc == SQLITE_OK && *sales)
+    rc = journal__clock_forget_deleted(j);
   if (rc == SQLITE_OK && *sales && !j->sales_deleted_why[0]) {
     /* Said in the journal for good: a resync from before the oldest sale
      * left must report that history is gone, after restarts too. The first
@@ -1182,7 +1186,10 @@ static void journal_run_op_once(journal *j, struct journal_op *op, int64_t now_m
 
 void journal__run_op(journal *j, struct journal_op *op)
 {
-  int64_t now_ms = op->now_ms ? op->now_ms : clock_wall_ms();
+  /* Retention counts on the best time known, as the hourly pass does. */
+  int64_t now_ms = op->now_ms                        ? op->now_ms
+                   : op->kind == JOURNAL_OP_RETENTION ? journal__clock_now(j)
+                                                      : clock_wall_ms();
   double started = journal__seconds();
 
   /* The uplink may use the reserve that sales may not: sealing half of it,

@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timex.h>
 
 #include "journal/journal_int.h"
 #include "journal/journal_sql.h"
@@ -67,20 +68,55 @@ const char *journal_clock_state_name(int state)
   return "unknown";
 }
 
+/* 1 when the kernel says the clock is synchronised (NTP, chrony or
+ * systemd-timesyncd disciplines it: STA_UNSYNC clear). A read: modes 0
+ * changes nothing and needs no privilege. */
+static int journal_clock_kernel_synced(void)
+{
+  struct timex tx;
+
+  memset(&tx, 0, sizeof(tx));
+  return adjtimex(&tx) != -1 && !(tx.status & STA_UNSYNC);
+}
+
 static int journal_clock_judge(const struct journal_clock *c, int64_t wall_ms)
 {
+  int own = JOURNAL_CLOCK_OK;
+
+  if (wall_ms < c->build_ms)
+    own = JOURNAL_CLOCK_BEFORE_BUILD;
+  else if (c->trusted_ms > 0 && wall_ms < c->trusted_ms - JOURNAL_CLOCK_BEHIND_MS)
+    own = JOURNAL_CLOCK_BEHIND_JOURNAL;
   if (c->reference_known) {
     int64_t diff = wall_ms - (clock_boot_ms() + c->reference_offset_ms);
     if (diff <= JOURNAL_CLOCK_REFERENCE_MS && diff >= -JOURNAL_CLOCK_REFERENCE_MS)
       return JOURNAL_CLOCK_OK;
+    /* A clock NTP disciplines, after the build and not behind the journal,
+     * is right even where the collector's is not: a collector that drifts
+     * must not put every store's times on its own clock. The difference
+     * is reported (a log line; the heartbeat's skew), not acted on. */
+    if (own == JOURNAL_CLOCK_OK && c->kernel_synced)
+      return JOURNAL_CLOCK_OK;
     return wall_ms < c->build_ms ? JOURNAL_CLOCK_BEFORE_BUILD
                                  : JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR;
   }
-  if (wall_ms < c->build_ms)
-    return JOURNAL_CLOCK_BEFORE_BUILD;
-  if (c->trusted_ms > 0 && wall_ms < c->trusted_ms - JOURNAL_CLOCK_BEHIND_MS)
-    return JOURNAL_CLOCK_BEHIND_JOURNAL;
-  return JOURNAL_CLOCK_OK;
+  return own;
+}
+
+/* A synchronised device clock that differs from the collector's: said
+ * once each time it starts to (the collector's clock may be the wrong one). */
+static void journal_clock_log_differs(journal *j, int64_t wall_ms)
+{
+  int64_t diff = clock_boot_ms() + j->clock.reference_offset_ms - wall_ms;
+  int differs = j->clock.state == JOURNAL_CLOCK_OK && j->clock.reference_known &&
+                (diff > JOURNAL_CLOCK_REFERENCE_MS || diff < -JOURNAL_CLOCK_REFERENCE_MS);
+
+  if (differs && !j->clock.differs_logged)
+    log_warn("clock", "collector_differs",
+             "collector_minus_device_ms=%" PRId64 " reason=\"the device clock is synchronised "
+             "(NTP) and differs from the collector's: the device's is kept; check the "
+             "collector's time source\"", diff);
+  j->clock.differs_logged = differs;
 }
 
 /* The counters people see, from the ranges; the caller holds j->lock (or
@@ -142,6 +178,54 @@ static void journal_clock_log_state(journal *j, int64_t wall_ms)
              wall, trusted);
 }
 
+/* The collector's time, kept in meta clock_reference ("BOOT_ID OFFSET")
+ * when it is new or moved by a second or more (not at every heartbeat: a
+ * write on flash), so that an agent restarted in the same boot knows it
+ * before the first heartbeat answers. Outside any transaction. */
+static void journal_clock_save_reference(journal *j)
+{
+  char value[80];
+  int64_t moved = j->clock.reference_offset_ms - j->clock.saved_offset_ms;
+
+  if (!j->clock.reference_known || !j->clock.boot_id[0] ||
+      (j->clock.saved_known && llabs(moved) < JOURNAL_CLOCK_SAME_OFFSET_MS))
+    return;
+  snprintf(value, sizeof(value), "%s %" PRId64, j->clock.boot_id,
+           j->clock.reference_offset_ms);
+  sqlite3_bind_text(j->set_meta, 1, "clock_reference", -1, SQLITE_STATIC);
+  sqlite3_bind_text(j->set_meta, 2, value, -1, SQLITE_TRANSIENT);
+  if (journal__step_done(j, j->set_meta) == SQLITE_OK) {
+    j->clock.saved_known = 1;
+    j->clock.saved_offset_ms = j->clock.reference_offset_ms;
+  }
+}
+
+/* meta clock_reference of this boot, if any, as the collector's time
+ * known (opening thread, or the writer's with j->lock held). */
+static void journal_clock_load_reference(journal *j)
+{
+  sqlite3_stmt *stmt = NULL;
+  char boot[40];
+  long long offset;
+
+  if (!j->clock.boot_id[0] ||
+      sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) != SQLITE_OK)
+    goto out;
+  sqlite3_bind_text(stmt, 1, "clock_reference", -1, SQLITE_STATIC);
+  if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0) &&
+      sscanf((const char *)sqlite3_column_text(stmt, 0), "%39s %lld", boot, &offset) == 2 &&
+      strcmp(boot, j->clock.boot_id) == 0) {
+    j->clock.saved_known = j->clock.reference_known = 1;
+    j->clock.saved_offset_ms = j->clock.reference_offset_ms = offset;
+    if (!j->reference_known) {
+      j->reference_known = 1;
+      j->reference_offset_ms = offset;
+    }
+  }
+out:
+  sqlite3_finalize(stmt);
+}
+
 /* Judges the clock at `wall_ms`; one log line when the state changed. */
 static void journal_clock_assess(journal *j, int64_t wall_ms)
 {
@@ -151,6 +235,8 @@ static void journal_clock_assess(journal *j, int64_t wall_ms)
   j->clock.reference_known = j->reference_known;
   j->clock.reference_offset_ms = j->reference_offset_ms;
   pthread_mutex_unlock(&j->lock);
+  journal_clock_save_reference(j);
+  j->clock.kernel_synced = journal_clock_kernel_synced();
   state = journal_clock_judge(&j->clock, wall_ms);
   /* A clock that agrees with the collector is right: rows a clock ahead
    * of it stamped earlier must not make it look behind from now on. */
@@ -161,6 +247,7 @@ static void journal_clock_assess(journal *j, int64_t wall_ms)
     j->clock.state = state;
     journal_clock_log_state(j, wall_ms);
   }
+  journal_clock_log_differs(j, wall_ms);
   journal_clock_publish(j, wall_ms);
 }
 
@@ -218,9 +305,57 @@ static int journal_clock_load_ranges(journal *j)
   return rc;
 }
 
-int journal__clock_load(journal *j, char *err, size_t err_size)
+/* The range holding `seq`, or NULL (ranges in seq order, never overlapping). */
+static const struct journal_clock_range *journal_clock_find(const journal *j, int64_t seq)
+{
+  size_t low = 0, high = j->clock.count;
+
+  while (low < high) {
+    size_t mid = low + (high - low) / 2;
+    const struct journal_clock_range *r = &j->clock.ranges[mid];
+    if (seq < r->first_seq)
+      high = mid;
+    else if (seq > r->last_seq)
+      low = mid + 1;
+    else
+      return r;
+  }
+  return NULL;
+}
+
+/* The received_ms of the newest row of `sql`'s table not in a range (read
+ * off a trusted clock), raised into *newest: from the newest row back, a
+ * row in a range jumps to before that range, so the work is one indexed
+ * lookup per range at most, however many rows wait. */
+static int journal_clock_newest_trusted(journal *j, const char *sql, int64_t *newest)
 {
   sqlite3_stmt *stmt = NULL;
+  int64_t seq = INT64_MAX;
+  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+
+  while (rc == SQLITE_OK) {
+    const struct journal_clock_range *r;
+    sqlite3_bind_int64(stmt, 1, seq);
+    rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW)
+      break;
+    seq = sqlite3_column_int64(stmt, 0);
+    r = journal_clock_find(j, seq);
+    if (!r) {
+      if (sqlite3_column_int64(stmt, 1) > *newest)
+        *newest = sqlite3_column_int64(stmt, 1);
+      rc = SQLITE_DONE;
+      break;
+    }
+    seq = r->first_seq - 1;
+    rc = sqlite3_reset(stmt);
+  }
+  sqlite3_finalize(stmt);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int journal__clock_load(journal *j, char *err, size_t err_size)
+{
   int64_t wall_ms = clock_wall_ms();
   int rc;
 
@@ -229,19 +364,21 @@ int journal__clock_load(journal *j, char *err, size_t err_size)
   if (clock_boot_id(j->clock.boot_id, sizeof(j->clock.boot_id)))
     log_warn("clock", "no_boot_id", "path=/proc/sys/kernel/random/boot_id reason=\"rows "
              "received while the clock is wrong are repaired only by this process\"");
+  j->clock.saved_known = 0; /* a new journal's meta has none yet */
+  journal_clock_load_reference(j);
   rc = journal_clock_load_ranges(j);
+  j->clock.trusted_ms = 0;
   if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_CLOCK_TRUSTED, -1, &stmt, NULL);
-  if (rc == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW)
-    j->clock.trusted_ms = sqlite3_column_int64(stmt, 0);
-  else if (rc == SQLITE_OK)
-    rc = sqlite3_extended_errcode(j->db);
-  sqlite3_finalize(stmt);
+    rc = journal_clock_newest_trusted(j, JOURNAL_SQL_CLOCK_SALE_AT_OR_BEFORE, &j->clock.trusted_ms);
+  if (rc == SQLITE_OK)
+    rc = journal_clock_newest_trusted(j, JOURNAL_SQL_CLOCK_ADJUSTMENT_AT_OR_BEFORE,
+                                      &j->clock.trusted_ms);
   if (rc != SQLITE_OK) {
     snprintf(err, err_size, "journal %s: cannot read its clock_pending table: %s", j->path,
              sqlite3_errstr(rc));
     return -1;
   }
+  j->clock.kernel_synced = journal_clock_kernel_synced();
   j->clock.state = journal_clock_judge(&j->clock, wall_ms);
   if (j->clock.state != JOURNAL_CLOCK_OK)
     journal_clock_log_state(j, wall_ms);
@@ -302,30 +439,94 @@ static int journal_clock_exec_range(journal *j, const char *sql, int64_t first, 
   return rc;
 }
 
-/* The clock is trusted: every range of this boot is corrected and dropped
- * in one transaction (all or none: a row is never corrected twice). */
+/* meta sealed_last_seq: the last row in a batch (0 = none). */
+static int journal_clock_sealed_last(journal *j, int64_t *sealed)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL);
+
+  *sealed = 0;
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(stmt, 1, "sealed_last_seq", -1, SQLITE_STATIC);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      *sealed = sqlite3_column_int64(stmt, 0);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* One range of this boot in the repair's transaction: its rows above
+ * `sealed` are corrected by `delta`; its rows at or below stay as they
+ * were sealed, and their part of the range stays (trimmed to them). */
+static int journal_clock_repair_range(journal *j, const struct journal_clock_range *r,
+                                      int64_t sealed, int64_t delta, uint64_t *rows)
+{
+  int64_t first = r->first_seq > sealed ? r->first_seq : sealed + 1;
+  int rc = SQLITE_OK;
+
+  if (first <= r->last_seq) {
+    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FIX_SALES, first, r->last_seq, delta);
+    if (rc == SQLITE_OK)
+      rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FIX_ADJUSTMENTS, first, r->last_seq,
+                                    delta);
+    *rows += (uint64_t)(r->last_seq - first + 1);
+  }
+  if (rc == SQLITE_OK && r->first_seq > sealed)
+    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_DROP, r->first_seq, 0, 0);
+  else if (rc == SQLITE_OK && r->last_seq > sealed)
+    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_TRIM_LAST, r->first_seq, sealed, 0);
+  return rc;
+}
+
+/* After a repair committed: the ranges of this boot go, but for their
+ * sealed parts, which stay (flagged for good, like a range of an ended
+ * boot: no later repair may change what a batch already carried).
+ * Returns the rows that stay flagged. */
+static uint64_t journal_clock_keep_sealed(journal *j, int64_t sealed)
+{
+  uint64_t frozen = 0;
+  size_t kept = 0;
+
+  for (size_t i = 0; i < j->clock.count; i++) {
+    struct journal_clock_range r = j->clock.ranges[i];
+    if (r.this_boot && r.first_seq > sealed)
+      continue;
+    if (r.this_boot) {
+      if (r.last_seq > sealed)
+        r.last_seq = sealed;
+      r.this_boot = 0;
+      frozen += (uint64_t)(r.last_seq - r.first_seq + 1);
+    }
+    j->clock.ranges[kept++] = r;
+  }
+  j->clock.count = kept;
+  return frozen;
+}
+
+/*
+ * The clock is trusted: every range of this boot is corrected and dropped
+ * in one transaction (all or none: a row is never corrected twice). Rows
+ * already sealed into a batch (at or below meta sealed_last_seq: also
+ * every row a resync replays) are not: the batch may have gone out,
+ * flagged, after the hold, and a replay must carry what it carried.
+ */
 static void journal_clock_repair(journal *j, int64_t wall_ms)
 {
   /* The device clock once it is trusted, else the collector's. */
   int64_t offset_now = j->clock.state == JOURNAL_CLOCK_OK ? wall_ms - clock_boot_ms()
                                                           : j->clock.reference_offset_ms;
-  uint64_t rows = 0;
-  size_t kept = 0;
+  int64_t sealed = 0;
+  uint64_t rows = 0, frozen;
   int rc = journal__step_done(j, j->begin);
 
+  if (rc == SQLITE_OK)
+    rc = journal_clock_sealed_last(j, &sealed);
   for (size_t i = 0; rc == SQLITE_OK && i < j->clock.count; i++) {
     const struct journal_clock_range *r = &j->clock.ranges[i];
-    int64_t delta = offset_now - r->wall_minus_boot_ms;
-    if (!r->this_boot)
-      continue;
-    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FIX_SALES, r->first_seq, r->last_seq,
-                                  delta);
-    if (rc == SQLITE_OK)
-      rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FIX_ADJUSTMENTS, r->first_seq,
-                                    r->last_seq, delta);
-    if (rc == SQLITE_OK)
-      rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_DROP, r->first_seq, 0, 0);
-    rows += (uint64_t)(r->last_seq - r->first_seq + 1);
+    if (r->this_boot)
+      rc = journal_clock_repair_range(j, r, sealed, offset_now - r->wall_minus_boot_ms, &rows);
   }
   if (rc == SQLITE_OK)
     rc = journal__step_done(j, j->commit);
@@ -338,13 +539,15 @@ static void journal_clock_repair(journal *j, int64_t wall_ms)
               j->path, sqlite3_errstr(rc), rows);
     return;
   }
-  for (size_t i = 0; i < j->clock.count; i++)
-    if (!j->clock.ranges[i].this_boot)
-      j->clock.ranges[kept++] = j->clock.ranges[i];
-  j->clock.count = kept;
+  frozen = journal_clock_keep_sealed(j, sealed);
   j->clock.open_range = 0;
   log_info("clock", "repaired", "path=%s rows=%" PRIu64 " offset_ms=%" PRId64, j->path, rows,
            offset_now);
+  if (frozen)
+    log_warn("clock", "sealed_rows_flagged", "path=%s rows=%" PRIu64 " reason=\"these rows "
+             "were sealed into batches before the clock was set: they keep the time they were "
+             "sent with and go on being flagged (Sale.received_ms_untrusted)\"", j->path,
+             frozen);
   journal_clock_refresh_stats(j);
   pthread_mutex_lock(&j->lock);
   j->stats.clock_repaired_rows += rows;
@@ -370,6 +573,24 @@ int64_t journal__clock_before_group(journal *j, int64_t wall_ms)
    * time at once (nothing to repair later, nothing held back). */
   if (j->clock.state != JOURNAL_CLOCK_OK && j->clock.reference_known)
     return clock_boot_ms() + j->clock.reference_offset_ms;
+  return wall_ms;
+}
+
+int64_t journal__clock_now(journal *j)
+{
+  struct journal_clock c = j->clock;
+  int64_t wall_ms = clock_wall_ms();
+
+  pthread_mutex_lock(&j->lock);
+  c.reference_known = j->reference_known;
+  c.reference_offset_ms = j->reference_offset_ms;
+  pthread_mutex_unlock(&j->lock);
+  if (journal_clock_judge(&c, wall_ms) == JOURNAL_CLOCK_OK)
+    return wall_ms;
+  if (c.reference_known)
+    return clock_boot_ms() + c.reference_offset_ms;
+  /* Before the build or behind the journal: behind the true time, so
+   * what is counted from it (retention) does less, never more. */
   return wall_ms;
 }
 
@@ -496,10 +717,56 @@ int64_t journal__clock_seal_limit(journal *j)
   return INT64_MAX;
 }
 
+int journal__clock_forget_deleted(journal *j)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t oldest = 0;
+  int rc;
+
+  /* Nothing to forget (the common case: no range at all): no SQL. */
+  if (j->clock.count == 0)
+    return SQLITE_OK;
+  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_CLOCK_OLDEST_HELD, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      oldest = sqlite3_column_int64(stmt, 0);
+    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_OK || oldest <= j->clock.ranges[0].first_seq)
+    return rc;
+  /* Only the range holding `oldest` (ranges never overlap) is trimmed: no
+   * two ranges ever start at the same seq. */
+  rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FORGET, oldest, 0, 0);
+  if (rc == SQLITE_OK)
+    rc = journal_clock_exec_range(j, JOURNAL_SQL_CLOCK_FORGET_TRIM, oldest, 0, 0);
+  if (rc == SQLITE_OK && oldest > j->clock.forget_below)
+    j->clock.forget_below = oldest;
+  return rc;
+}
+
+void journal__clock_forgotten(journal *j, int committed)
+{
+  int64_t oldest = j->clock.forget_below;
+  size_t kept = 0;
+
+  j->clock.forget_below = 0;
+  if (!committed || oldest == 0)
+    return;
+  for (size_t i = 0; i < j->clock.count; i++) {
+    struct journal_clock_range r = j->clock.ranges[i];
+    if (r.last_seq < oldest)
+      continue;
+    if (r.first_seq < oldest)
+      r.first_seq = oldest;
+    j->clock.ranges[kept++] = r;
+  }
+  j->clock.count = kept;
+  journal_clock_publish(j, clock_wall_ms());
+}
+
 int journal__clock_untrusted(const journal *j, int64_t seq)
 {
-  for (size_t i = 0; i < j->clock.count; i++)
-    if (seq >= j->clock.ranges[i].first_seq && seq <= j->clock.ranges[i].last_seq)
-      return 1;
-  return 0;
+  return journal_clock_find(j, seq) != NULL;
 }

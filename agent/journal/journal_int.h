@@ -104,11 +104,17 @@ struct journal_clock {
   struct journal_clock_range staged_range;
   int staged, staged_extends;
   int open_range;            /* the last range may be extended by the next rows */
+  int64_t forget_below;      /* ranges below it deleted in the open transaction; 0 = none */
   uint64_t check_due_ms;     /* monotonic: look at the clock again; 0 = no need */
   /* The collector's clock less CLOCK_BOOTTIME (journal_clock_reference),
    * copied from the journal's reference_* under its lock. */
   int64_t reference_offset_ms;
   int reference_known;
+  int kernel_synced;  /* adjtimex() at the last look: NTP disciplines the clock */
+  int differs_logged; /* collector_differs said for this stretch */
+  /* What meta clock_reference holds for this boot (saved_known = 1). */
+  int64_t saved_offset_ms;
+  int saved_known;
 };
 
 struct journal {
@@ -468,6 +474,13 @@ int journal__clock_load(journal *j, char *err, size_t err_size);
  * known. Writer thread. */
 int64_t journal__clock_before_group(journal *j, int64_t wall_ms);
 
+/* The best time known now, for what counts from the present (retention):
+ * the wall clock when it is trusted; the collector's time when it is not
+ * and that is known; else the wall clock, which is then behind the true
+ * time (a clock before the build or set back), so that less is deleted,
+ * never more. Writer thread. */
+int64_t journal__clock_now(journal *j);
+
 /* Inside the group's transaction, after its rows: while the clock is not
  * trusted, the rows the group stored go to clock_pending. SQLITE_OK or an
  * error (the group fails whole: a row must not lose its flag). Writer. */
@@ -488,6 +501,15 @@ void journal__clock_tick(journal *j);
  * for the clock are held (they would go out with wrong times) for at most
  * JOURNAL_CLOCK_HOLD_MS. INT64_MAX when nothing is held. Writer thread. */
 int64_t journal__clock_seal_limit(journal *j);
+
+/* Inside a transaction that deleted rows: the clock_pending ranges (or
+ * their parts) below the oldest row still held are deleted, so that they
+ * are not counted or walked for ever. SQLITE_OK or an error. Writer thread. */
+int journal__clock_forget_deleted(journal *j);
+
+/* After that transaction: `committed` makes memory follow the file (the
+ * ranges trimmed there, the counters); else nothing changes. */
+void journal__clock_forgotten(journal *j, int committed);
 
 /* 1 if row `seq` is pending in clock_pending (any boot). Writer thread. */
 int journal__clock_untrusted(const journal *j, int64_t seq);

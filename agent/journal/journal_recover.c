@@ -112,11 +112,34 @@ static int journal_import_step(journal *j, const char *sql, int64_t after_seq,
   return rc;
 }
 
+/* In the import's transaction: the previous journal's clock_pending
+ * ranges onto the new seqs (an older journal has none). */
+static int journal_import_clock(journal *j, int64_t after_seq)
+{
+  sqlite3_stmt *stmt = NULL;
+  int present = 0;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_PREVIOUS_HAS_CLOCK, -1, &stmt, NULL);
+
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      present = sqlite3_column_int(stmt, 0) > 0;
+    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  if (rc == SQLITE_OK && present)
+    rc = journal_import_step(j, JOURNAL_SQL_IMPORT_CLOCK_SALES, after_seq, NULL);
+  if (rc == SQLITE_OK && present)
+    rc = journal_import_step(j, JOURNAL_SQL_IMPORT_CLOCK_ADJUSTMENTS, after_seq, NULL);
+  return rc;
+}
+
 /* Copies the sales of the journal `previous_id` moved aside to `aside`
  * with a seq above `after_seq` (those the collector is not known to hold)
  * into this new journal, in seq order, in one transaction, with where
  * each was before (table carried): the previous journal may have sent
- * some of them, and the collector skips those. 0 with *imported, or an
+ * some of them, and the collector skips those; and which of them were
+ * read off a wrong clock (clock_pending). 0 with *imported, or an
  * SQLite error. On the opening thread. */
 static int journal_import_previous(journal *j, const char *aside, const char *previous_id,
                                    int64_t after_seq, uint64_t *imported)
@@ -154,6 +177,8 @@ static int journal_import_previous(journal *j, const char *aside, const char *pr
     rc = journal_import_step(j, JOURNAL_SQL_IMPORT_CARRIED_ADJUSTMENTS, after_seq, previous_id);
   if (rc == SQLITE_OK)
     rc = journal_import_step(j, JOURNAL_SQL_IMPORT_ORIGIN_ADJUSTMENTS, after_seq, previous_id);
+  if (rc == SQLITE_OK)
+    rc = journal_import_clock(j, after_seq);
   if (rc == SQLITE_OK)
     rc = journal__exec(j->db, JOURNAL_SQL_SET_CARRIED_LAST, NULL, 0, j->path);
   if (rc == SQLITE_OK)

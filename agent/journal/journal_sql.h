@@ -484,6 +484,29 @@
   " FROM previous.sales p JOIN main.sales m ON m.sale_id = p.sale_id"         \
   " WHERE p.seq > ?1"
 
+/* The previous journal's clock_pending ranges (absent before schema 7),
+ * mapped through sale_id and adjustment_id onto the new seqs: the rows of
+ * a range stay contiguous (sales, then adjustments, are imported in seq
+ * order), so each range becomes one range of sales and one of
+ * adjustments, with its boot and offset: flagged, or repaired in this boot. */
+#define JOURNAL_SQL_PREVIOUS_HAS_CLOCK                                        \
+  "SELECT count(*) FROM previous.sqlite_master"                               \
+  " WHERE type = 'table' AND name = 'clock_pending'"
+#define JOURNAL_SQL_IMPORT_CLOCK_SALES                                        \
+  "INSERT INTO main.clock_pending(first_seq, last_seq, boot_id,"              \
+  " wall_minus_boot_ms) SELECT min(m.seq), max(m.seq), c.boot_id,"            \
+  " c.wall_minus_boot_ms FROM previous.clock_pending c"                       \
+  " JOIN previous.sales p ON p.seq BETWEEN c.first_seq AND c.last_seq"        \
+  " JOIN main.sales m ON m.sale_id = p.sale_id WHERE p.seq > ?1"              \
+  " GROUP BY c.first_seq"
+#define JOURNAL_SQL_IMPORT_CLOCK_ADJUSTMENTS                                  \
+  "INSERT INTO main.clock_pending(first_seq, last_seq, boot_id,"              \
+  " wall_minus_boot_ms) SELECT min(m.seq), max(m.seq), c.boot_id,"            \
+  " c.wall_minus_boot_ms FROM previous.clock_pending c"                       \
+  " JOIN previous.adjustments p ON p.seq BETWEEN c.first_seq AND c.last_seq"  \
+  " JOIN main.adjustments m ON m.adjustment_id = p.adjustment_id"             \
+  " WHERE p.seq > ?1 GROUP BY c.first_seq"
+
 /* The last seq of the rows carried over (sales, then adjustments), kept
  * in meta carried_last_seq: the batches covering them take no later row,
  * so that the collector can tell, batch by batch, whether the journal
@@ -525,16 +548,14 @@
   "SELECT first_seq, last_seq, boot_id, wall_minus_boot_ms FROM clock_pending" \
   " ORDER BY first_seq"
 
-/* The newest row not pending (walked from the newest seq back: cheap at
- * any size, clock_pending holds a few ranges at most): what a clock behind
- * it is measured against. */
-#define JOURNAL_SQL_CLOCK_TRUSTED                                             \
-  "SELECT max(coalesce((SELECT received_ms FROM sales r WHERE NOT EXISTS"     \
-  " (SELECT 1 FROM clock_pending p WHERE r.seq BETWEEN p.first_seq"           \
-  " AND p.last_seq) ORDER BY seq DESC LIMIT 1), 0),"                          \
-  " coalesce((SELECT received_ms FROM adjustments r WHERE NOT EXISTS"         \
-  " (SELECT 1 FROM clock_pending p WHERE r.seq BETWEEN p.first_seq"           \
-  " AND p.last_seq) ORDER BY seq DESC LIMIT 1), 0))"
+/* The newest row at or before seq ?1 (a primary-key lookup): walked back
+ * past the rows in ranges, from memory, to the newest row not pending,
+ * what a clock behind it is measured against. */
+#define JOURNAL_SQL_CLOCK_SALE_AT_OR_BEFORE                                   \
+  "SELECT seq, received_ms FROM sales WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1"
+#define JOURNAL_SQL_CLOCK_ADJUSTMENT_AT_OR_BEFORE                             \
+  "SELECT seq, received_ms FROM adjustments WHERE seq <= ?1"                  \
+  " ORDER BY seq DESC LIMIT 1"
 
 #define JOURNAL_SQL_CLOCK_ROW_TIME                                            \
   "SELECT received_ms FROM sales WHERE seq = ?1"                              \
@@ -553,6 +574,19 @@
   "UPDATE adjustments SET received_ms = received_ms + ?3"                     \
   " WHERE seq BETWEEN ?1 AND ?2"
 #define JOURNAL_SQL_CLOCK_DROP "DELETE FROM clock_pending WHERE first_seq = ?1"
+/* The range ?1 keeps only its rows up to ?2 (those already sealed). */
+#define JOURNAL_SQL_CLOCK_TRIM_LAST                                           \
+  "UPDATE clock_pending SET last_seq = ?2 WHERE first_seq = ?1"
+
+/* After rows were deleted (retention, a full journal): the oldest row
+ * still held (two primary-key lookups), below which a range means nothing. */
+#define JOURNAL_SQL_CLOCK_OLDEST_HELD                                         \
+  "SELECT coalesce(min((SELECT min(seq) FROM sales),"                         \
+  " (SELECT min(seq) FROM adjustments)), (SELECT min(seq) FROM sales),"       \
+  " (SELECT min(seq) FROM adjustments), 9223372036854775807)"
+#define JOURNAL_SQL_CLOCK_FORGET "DELETE FROM clock_pending WHERE last_seq < ?1"
+#define JOURNAL_SQL_CLOCK_FORGET_TRIM                                         \
+  "UPDATE clock_pending SET first_seq = ?1 WHERE first_seq < ?1"
 
 /* After a repair: the newest row's time (status page). */
 #define JOURNAL_SQL_CLOCK_LAST_RECEIVED                                       \

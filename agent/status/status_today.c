@@ -211,12 +211,31 @@ static int64_t status_today_oldest_received(int64_t now_ms)
   return ((int64_t)mktime(&tm) - 2 * 86400) * 1000;
 }
 
+/* The first seq of the clock_pending range holding `seq` (rows read off a
+ * clock never set, of a boot that ended first), or 0: the scan jumps past
+ * the whole range in one primary-key lookup instead of reading its rows. */
+static int64_t status_today_range_start(sqlite3 *db, int64_t seq)
+{
+  static const char sql[] = "SELECT first_seq FROM clock_pending WHERE first_seq <= ?1 AND "
+                            "last_seq >= ?1 ORDER BY first_seq DESC LIMIT 1";
+  sqlite3_stmt *stmt = NULL;
+  int64_t first = 0;
+
+  if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(stmt, 1, seq);
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+      first = sqlite3_column_int64(stmt, 0);
+  }
+  sqlite3_finalize(stmt);
+  return first;
+}
+
 int status_today_load(status_today *today, const char *db_path, int64_t now_ms, char *err,
                       size_t err_size)
 {
   static const char sql[] =
       "SELECT kind, channel, business_time_ms, utc_offset_min, currency, currency_exponent, "
-      "total_minor, lines, received_ms FROM sales ORDER BY seq DESC";
+      "total_minor, lines, received_ms, seq FROM sales WHERE seq <= ?1 ORDER BY seq DESC";
   int day = status_today_local_day(now_ms), rc = -1, step;
   int64_t oldest = status_today_oldest_received(now_ms), build_ms = clock_build_epoch_ms();
   sqlite3 *db = NULL;
@@ -230,6 +249,7 @@ int status_today_load(status_today *today, const char *db_path, int64_t now_ms, 
     goto out;
   }
   status_today_roll(today, day);
+  sqlite3_bind_int64(stmt, 1, INT64_MAX);
   while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
     int kind = status_today_kind((const char *)sqlite3_column_text(stmt, 0));
     int channel = status_today_channel((const char *)sqlite3_column_text(stmt, 1));
@@ -239,9 +259,16 @@ int status_today_load(status_today *today, const char *db_path, int64_t now_ms, 
 
     /* A row read off a clock before the build (a boot without a clock
      * that ended before it was set: never repaired) says nothing of when
-     * it came; it must not end the scan before the rows of today. */
-    if (sqlite3_column_int64(stmt, 8) < build_ms)
+     * it came; it must not end the scan before the rows of today. Its
+     * range is passed at once (a day without a clock is thousands of rows). */
+    if (sqlite3_column_int64(stmt, 8) < build_ms) {
+      int64_t first = status_today_range_start(db, sqlite3_column_int64(stmt, 9));
+      if (first > 0) {
+        sqlite3_reset(stmt);
+        sqlite3_bind_int64(stmt, 1, first - 1);
+      }
       continue;
+    }
     if (sqlite3_column_int64(stmt, 8) < oldest)
       break;
     if (!kind || !currency)

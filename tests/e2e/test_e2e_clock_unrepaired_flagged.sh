@@ -20,12 +20,17 @@ source "$(dirname "$0")/lib.sh"
 FAKETIME_LIB="$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null | head -n1 || true)"
 [[ -n "$FAKETIME_LIB" ]] || fail "libfaketime is required (apt-get install faketime; scripts/deps.sh)"
 
+# The kernel must not call a clock libfaketime moved synchronised (the
+# agent trusts a synchronised clock over the collector's): a shim says
+# STA_UNSYNC, as on a device no NTP reached.
+UNSYNC_SHIM="$POS_BUILD_DIR/tests/tools/libpos-clock-unsync-shim.so"
+[[ -f "$UNSYNC_SHIM" ]] || fail "$UNSYNC_SHIM is not built (cmake --build $POS_BUILD_DIR)"
 CLOCK_FILE="$T/clock"
 REAL_AGENT_BIN="$AGENT_BIN"
 AGENT_BIN="$T/pos-agent-faketime"
 cat >"$AGENT_BIN" <<EOF
 #!/usr/bin/env bash
-export LD_PRELOAD=$FAKETIME_LIB FAKETIME_TIMESTAMP_FILE=$CLOCK_FILE FAKETIME_NO_CACHE=1
+export LD_PRELOAD=$FAKETIME_LIB:$UNSYNC_SHIM FAKETIME_TIMESTAMP_FILE=$CLOCK_FILE FAKETIME_NO_CACHE=1
 export FAKETIME_DONT_FAKE_MONOTONIC=1
 # A sanitized build: its runtime need not come first in a preloaded process.
 export ASAN_OPTIONS="\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}verify_asan_link_order=0"
