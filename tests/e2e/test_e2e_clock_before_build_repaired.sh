@@ -13,37 +13,7 @@
 # CLOCK_BOOTTIME stay real (FAKETIME_DONT_FAKE_MONOTONIC=1).
 source "$(dirname "$0")/lib.sh"
 
-[[ -z "${POS_EMULATOR:-}" ]] ||
-  skip "libfaketime is preloaded into a native agent only (not through $POS_EMULATOR)"
-FAKETIME_LIB="$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null | head -n1 || true)"
-[[ -n "$FAKETIME_LIB" ]] || fail "libfaketime is required (apt-get install faketime; scripts/deps.sh)"
-
-# The kernel must not call a clock libfaketime moved synchronised (the
-# agent trusts a synchronised clock over the collector's): a shim says
-# STA_UNSYNC, as on a device no NTP reached.
-UNSYNC_SHIM="$POS_BUILD_DIR/tests/tools/libpos-clock-unsync-shim.so"
-[[ -f "$UNSYNC_SHIM" ]] || fail "$UNSYNC_SHIM is not built (cmake --build $POS_BUILD_DIR)"
-CLOCK_FILE="$T/clock"
-REAL_AGENT_BIN="$AGENT_BIN"
-AGENT_BIN="$T/pos-agent-faketime"
-cat >"$AGENT_BIN" <<EOF
-#!/usr/bin/env bash
-export LD_PRELOAD=$FAKETIME_LIB:$UNSYNC_SHIM FAKETIME_TIMESTAMP_FILE=$CLOCK_FILE FAKETIME_NO_CACHE=1
-export FAKETIME_DONT_FAKE_MONOTONIC=1
-# A sanitized build: its runtime need not come first in a preloaded process.
-export ASAN_OPTIONS="\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}verify_asan_link_order=0"
-exec $REAL_AGENT_BIN "\$@"
-EOF
-chmod +x "$AGENT_BIN"
-
-# libfaketime (0.9.10) intercepts pthread_cond_timedwait and, on a
-# condition variable on CLOCK_MONOTONIC, never returns from it (seen with a
-# ten-line program): the journal writer's timed wait, which also paces its
-# look at the clock, then sleeps until something wakes it. Without
-# libfaketime the wait returns on time. While the test waits for the agent
-# to notice its clock, a push (SIGUSR1) gives the writer work, so it wakes
-# and looks; rows held for the clock are never sealed by it.
-poke_writer() { kill -USR1 "$AGENT_PID" 2>/dev/null || true; }
+agent_under_faketime
 
 now_ms() { date +%s%3N; }
 set_clock_1970() { echo "@1970-01-01 00:00:00" >"$CLOCK_FILE"; }
