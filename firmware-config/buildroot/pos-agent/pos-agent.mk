@@ -12,7 +12,7 @@
 # takes it from there after checking its hash. For a working copy instead,
 # put in local.mk:
 #   POS_AGENT_OVERRIDE_SRCDIR = /path/to/pos-edge
-POS_AGENT_VERSION = 0.1.0
+POS_AGENT_VERSION = 0.2.0
 POS_AGENT_SOURCE = pos-edge-$(POS_AGENT_VERSION).tar.gz
 POS_AGENT_SITE = https://git.example.com/pos/pos-edge/releases
 # llhttp (MIT) is compiled in; the rest is the company's, not for

@@ -24,7 +24,7 @@ LLHTTP_VERSION = "8.1.0"
 SRC_URI = "git://git.example.com/pos/pos-edge.git;protocol=https;branch=main;destsuffix=${BP} \
            https://github.com/nodejs/llhttp/archive/refs/tags/release/v${LLHTTP_VERSION}.tar.gz;name=llhttp;downloadfilename=llhttp-${LLHTTP_VERSION}.tar.gz;subdir=${BP}/llhttp;striplevel=1"
 # The release commit (scripts/release-source.sh).
-SRCREV = "4cb170f4101d90dc83ace5cda238c3656ba4b82a"
+SRCREV = "939ebc693c72631db7e9126b28ec0a385939415c"
 # GitHub's archive of llhttp's tag release/v${LLHTTP_VERSION}: firmware-config/README.md
 # says where the sum comes from.
 SRC_URI[llhttp.sha256sum] = "9da0d23453e8e242cf3b2bc5d6fb70b1517b8a70520065fcbad6be787e86638e"
