@@ -324,6 +324,19 @@ static void request(struct fixture *f, const char *url, struct uplink_http_reque
                 req->error);
 }
 
+/* req was answered (no failure) with `status` and, unless NULL, exactly
+ * `body`; then cleared for the next request. */
+static void assert_answered(struct uplink_http_request *req, long status, const char *body)
+{
+  assert_int_equal(req->failed, 0);
+  assert_int_equal(req->status, status);
+  if (body) {
+    assert_int_equal(req->response_len, strlen(body));
+    assert_memory_equal(req->response, body, strlen(body));
+  }
+  uplink_http_request_clear(req);
+}
+
 static void test_keepalive_reuses_the_connection(void **state)
 {
   struct fixture *f = *state;
@@ -332,11 +345,7 @@ static void test_keepalive_reuses_the_connection(void **state)
   assert_int_equal(server_start(f, "127.0.0.1", MODE_OK), 0);
   for (int i = 0; i < 3; i++) {
     request(f, f->url, &req);
-    assert_int_equal(req.failed, 0);
-    assert_int_equal(req.status, 200);
-    assert_int_equal(req.response_len, 2);
-    assert_memory_equal(req.response, "ok", 2);
-    uplink_http_request_clear(&req);
+    assert_answered(&req, 200, "ok");
   }
   assert_int_equal(f->server.requests, 3);
   assert_int_equal(f->server.connections, 1);
@@ -354,9 +363,7 @@ static void test_kept_alive_connection_closed_by_the_collector_is_retried_once(v
   /* Sent on the kept-alive connection, which the server closes unanswered:
    * sent again on a fresh one, and answered there. */
   request(f, f->url, &req);
-  assert_int_equal(req.failed, 0);
-  assert_int_equal(req.status, 200);
-  uplink_http_request_clear(&req);
+  assert_answered(&req, 200, NULL);
   assert_int_equal(f->server.connections, 2);
   assert_int_equal(f->server.requests, 3);
 }
@@ -374,9 +381,7 @@ static void test_kept_alive_connection_silent_until_the_timeout_is_retried_once(
   /* Unanswered on the kept-alive connection until the timeout: sent again
    * on a fresh one, and answered there. */
   request(f, f->url, &req);
-  assert_int_equal(req.failed, 0);
-  assert_int_equal(req.status, 200);
-  uplink_http_request_clear(&req);
+  assert_answered(&req, 200, NULL);
   assert_int_equal(f->server.connections, 2);
   assert_int_equal(f->server.requests, 3);
 }
@@ -409,11 +414,7 @@ static void test_bytes_after_the_answer_keep_the_connection_from_reuse(void **st
   assert_int_equal(server_start(f, "127.0.0.1", MODE_TRAILING), 0);
   for (int i = 0; i < 2; i++) {
     request(f, f->url, &req);
-    assert_int_equal(req.failed, 0);
-    assert_int_equal(req.status, 200);
-    assert_int_equal(req.response_len, 2);
-    assert_memory_equal(req.response, "ok", 2);
-    uplink_http_request_clear(&req);
+    assert_answered(&req, 200, "ok");
   }
   /* What came after the first answer could have been read as the second
    * request's answer: that connection was not used again. */
@@ -697,10 +698,7 @@ static void test_mutual_tls_keeps_the_connection(void **state)
   snprintf(url, sizeof(url), "https://127.0.0.1:%d/v1/batches", http_server_port(server));
   for (int i = 0; i < 2; i++) {
     request(f, url, &req);
-    assert_int_equal(req.failed, 0);
-    assert_int_equal(req.status, 200);
-    assert_memory_equal(req.response, "tls", 3);
-    uplink_http_request_clear(&req);
+    assert_answered(&req, 200, "tls");
   }
   assert_int_equal(seen.requests, 2);
   assert_string_equal(seen.peers[0], seen.peers[1]);
@@ -879,11 +877,7 @@ static void test_tls_answer_cut_by_tcp_close_without_close_notify_fails(void **s
   snprintf(url, sizeof(url), "https://127.0.0.1:%s/v1/batches", raw.port);
   request(f, url, &req);
   raw_tls_stop(&raw);
-  assert_int_equal(req.failed, 0);
-  assert_int_equal(req.status, 200);
-  assert_int_equal(req.response_len, 4);
-  assert_memory_equal(req.response, "part", 4);
-  uplink_http_request_clear(&req);
+  assert_answered(&req, 200, "part");
 }
 
 /* One more collector certificate from the test CA, made now:
