@@ -1074,7 +1074,7 @@ static int http_parse_authority(const char *rest, const char *end, struct uplink
   memcpy(url->host, host, host_len);
   if (http_host_is_odd_number(url->host)) {
     snprintf(why, why_size,
-             "the host %s is a number but not a dotted-quad IPv4 address: write the address "
+             "the host %.64s is a number but not a dotted-quad IPv4 address: write the address "
              "in dotted-quad form (like 192.0.2.10) or use a DNS name", url->host);
     return -1;
   }
