@@ -15,12 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <mbedtls/asn1.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
 
+#include "platform/clock.h"
 #include "platform/tls.h"
 
 /* Where Debian (ca-certificates) keeps the system's CAs. */
@@ -280,22 +280,13 @@ static void tls_time_text(const mbedtls_x509_time *t, char *out, size_t out_size
            t->min, t->sec);
 }
 
-static void tls_now_text(char *out, size_t out_size)
-{
-  time_t now = time(NULL);
-  struct tm tm;
-
-  gmtime_r(&now, &tm);
-  strftime(out, out_size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* A certificate refused by verification: the clock first, it explains the rest. */
 static void tls_explain_verify(uint32_t flags, const struct uplink_http_tls_note *note,
                                const char *host, char *out, size_t out_size)
 {
   char when[32], now[32], detail[400];
 
-  tls_now_text(now, sizeof(now));
+  clock_format_utc(clock_wall_ms(), now, sizeof(now));
   tls_verify_text(flags, detail, sizeof(detail));
   if (note->future) {
     tls_time_text(&note->valid_from, when, sizeof(when));
