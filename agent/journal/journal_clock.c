@@ -95,7 +95,7 @@ static int journal_clock_judge(const struct journal_clock *c, int64_t wall_ms)
      * is right even where the collector's is not: a collector that drifts
      * must not put every store's times on its own clock. The difference
      * is reported (a log line; the heartbeat's skew), not acted on. */
-    if (own == JOURNAL_CLOCK_OK && c->kernel_synced)
+    if (own == JOURNAL_CLOCK_OK && journal_clock_kernel_synced())
       return JOURNAL_CLOCK_OK;
     return wall_ms < c->build_ms ? JOURNAL_CLOCK_BEFORE_BUILD
                                  : JOURNAL_CLOCK_DIFFERS_FROM_COLLECTOR;
@@ -236,7 +236,6 @@ static void journal_clock_assess(journal *j, int64_t wall_ms)
   j->clock.reference_offset_ms = j->reference_offset_ms;
   pthread_mutex_unlock(&j->lock);
   journal_clock_save_reference(j);
-  j->clock.kernel_synced = journal_clock_kernel_synced();
   state = journal_clock_judge(&j->clock, wall_ms);
   /* A clock that agrees with the collector is right: rows a clock ahead
    * of it stamped earlier must not make it look behind from now on. */
@@ -378,7 +377,6 @@ int journal__clock_load(journal *j, char *err, size_t err_size)
              sqlite3_errstr(rc));
     return -1;
   }
-  j->clock.kernel_synced = journal_clock_kernel_synced();
   j->clock.state = journal_clock_judge(&j->clock, wall_ms);
   if (j->clock.state != JOURNAL_CLOCK_OK)
     journal_clock_log_state(j, wall_ms);

@@ -110,7 +110,6 @@ struct journal_clock {
    * copied from the journal's reference_* under its lock. */
   int64_t reference_offset_ms;
   int reference_known;
-  int kernel_synced;  /* adjtimex() at the last look: NTP disciplines the clock */
   int differs_logged; /* collector_differs said for this stretch */
   /* What meta clock_reference holds for this boot (saved_known = 1). */
   int64_t saved_offset_ms;
