@@ -656,6 +656,19 @@ recovery_field() {
   grep 'event=recovery_done' "${2:-$COLLECTOR_LOG}" | tail -n 1 | sed -n "s/.*[[:space:]]$1=\\([^[:space:]]*\\).*/\\1/p"
 }
 
+# ASAN_FAKETIME_OPTIONS: what an ASan build needs in ASAN_OPTIONS to run under
+# libfaketime. verify_asan_link_order=0: clang links the ASan runtime into the
+# binary, and libfaketime is preloaded before it. allocator_release_to_os_
+# interval_ms=-1: by default ASan's allocator reads CLOCK_MONOTONIC (through
+# libfaketime's clock_gettime) while it holds a size class's lock, to pace
+# returning memory to the kernel; libfaketime's first call initialises itself
+# with dlsym, which allocates, and its calls under FAKETIME_NO_CACHE=1 read the
+# timestamp file with fopen/fclose, which allocate too: the process deadlocks,
+# at start-up or later, depending on the machine's timing (seen in CI, and in a
+# 20-line program of two threads allocating and reading the clock; libfaketime
+# 0.9.10's own issue 365 and pull request 391 describe it).
+ASAN_FAKETIME_OPTIONS=verify_asan_link_order=0:allocator_release_to_os_interval_ms=-1
+
 # agent_under_faketime: from here on, start_agent runs the agent under
 # libfaketime (Debian's faketime) with its wall clock read from $CLOCK_FILE
 # (written by the test: "@1970-01-01 00:00:00", "+0", ...), the monotonic
@@ -680,8 +693,9 @@ agent_under_faketime() {
 #!/usr/bin/env bash
 export LD_PRELOAD=$FAKETIME_LIB:$UNSYNC_SHIM FAKETIME_TIMESTAMP_FILE=$CLOCK_FILE FAKETIME_NO_CACHE=1
 export FAKETIME_DONT_FAKE_MONOTONIC=1
-# A sanitized build: its runtime need not come first in a preloaded process.
-export ASAN_OPTIONS="\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}verify_asan_link_order=0"
+# A sanitized build: its runtime need not come first in a preloaded process,
+# and its allocator must not read the clock (ASAN_FAKETIME_OPTIONS, lib.sh).
+export ASAN_OPTIONS="\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}$ASAN_FAKETIME_OPTIONS"
 exec $REAL_AGENT_BIN "\$@"
 EOF
   chmod +x "$AGENT_BIN"
