@@ -1,0 +1,200 @@
+/*
+ * test_sale_json_scan.c - the one-pass JSON scanner of the POS contract
+ * (agent/ingest/http/sale_json_scan.c) against jansson.
+ *
+ * The scanner may hand any body back to jansson, but what it takes must be
+ * what jansson (json_loadb, JSON_REJECT_DUPLICATES) accepts, and read the
+ * same: every case here compares the two tapes value by value.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "ingest/http/sale_json_int.h"
+
+static const char valid_sale_text[] =
+    "{\"sale_id\": \"T1-000123\", \"kind\": \"sale\", \"terminal_id\": \"T1\","
+    " \"cashier_id\": \"E042\", \"channel\": \"pos\","
+    " \"business_time\": \"2026-11-21T18:42:05+01:00\", \"currency\": \"EUR\","
+    " \"lines\": [{\"sku\": \"PIZZA-MARG-L\", \"qty\": 2, \"unit_price\": \"12.50\","
+    " \"discount\": \"1.00\", \"promo_id\": \"TPR-42\", \"tax\": \"2.30\"}],"
+    " \"payments\": [{\"method\": \"card\", \"amount\": \"26.30\"}],"
+    " \"total\": \"26.30\"}";
+
+/*
+ * Scans `body` and parses it with jansson. Returns the scanner's status; if
+ * the scanner took the body, jansson must have too, into an equal tape.
+ */
+static int scan_and_compare(const char *body, size_t length)
+{
+  struct sale_json_tape scanned, reference;
+  json_error_t json_error;
+  json_t *root;
+  int rc;
+
+  sale_json__tape_init(&scanned);
+  sale_json__tape_init(&reference);
+  rc = sale_json__scan(&scanned, body, length);
+  root = json_loadb(body, length, JSON_REJECT_DUPLICATES, &json_error);
+  if (rc == SALE_JSON_SCAN_OK) {
+    if (!root)
+      fail_msg("the scanner took a body jansson refuses (%s): %.*s", json_error.text,
+               (int)length, body);
+    assert_int_equal(sale_json__tape_from_json(&reference, root), 0);
+    root = NULL;
+    assert_int_equal(sale_json__tape_diff(&scanned, &reference), -1);
+  } else {
+    /* A fallback is always safe; the tape must be empty again. */
+    assert_int_equal(scanned.count, 0);
+  }
+  json_decref(root);
+  sale_json__tape_release(&scanned);
+  sale_json__tape_release(&reference);
+  return rc;
+}
+
+static int scan_text(const char *body) { return scan_and_compare(body, strlen(body)); }
+
+static void test_scanner_takes_a_plain_sale(void **state)
+{
+  struct sale_json_tape tape;
+  const struct sale_json_value *lines, *qty;
+
+  (void)state;
+  assert_int_equal(scan_text(valid_sale_text), SALE_JSON_SCAN_OK);
+
+  sale_json__tape_init(&tape);
+  assert_int_equal(sale_json__scan(&tape, valid_sale_text, strlen(valid_sale_text)), 0);
+  assert_int_equal(tape.values[0].type, SALE_JSON_OBJECT);
+  assert_int_equal(tape.values[0].count, 10);
+  assert_int_equal(tape.values[0].next, tape.count);
+  lines = sale_json__object_get(&tape, &tape.values[0], "lines");
+  assert_non_null(lines);
+  assert_int_equal(lines->type, SALE_JSON_ARRAY);
+  assert_int_equal(lines->count, 1);
+  qty = sale_json__object_get(&tape, lines + 1, "qty");
+  assert_non_null(qty);
+  assert_int_equal(qty->type, SALE_JSON_INTEGER);
+  assert_int_equal(qty->as.integer, 2);
+  assert_string_equal(sale_json__object_get(&tape, &tape.values[0], "total")->as.text, "26.30");
+  assert_null(sale_json__object_get(&tape, &tape.values[0], "tota"));
+  /* No allocation for a one-sale body: both buffers are inside the tape. */
+  assert_ptr_equal(tape.values, tape.values_inline);
+  assert_ptr_equal(tape.text, tape.text_inline);
+  sale_json__tape_release(&tape);
+}
+
+static void test_scanner_takes_what_jansson_reads_the_same(void **state)
+{
+  static const char *const bodies[] = {
+      "{}", "[]", " \t\r\n[ ]\n", "[{}]", "[[],[[]],{}]", "{\"a\":{}}",
+      "{\"a\":-0}", "{\"a\":0,\"b\":-1,\"c\":123456789012345678,\"d\":-123456789012345678}",
+      "{\"a\":true,\"b\":false,\"c\":null}", "[true,false,null,1,\"x\"]",
+      "{\"\":\"\"}", "{\"a\":\"\",\"aa\":\"a\"}", "{\"caf\xc3\xa9\":\"\xe2\x82\xac 5\"}",
+      "{\"s\":\"\xf0\x9f\x8d\x95 \xc2\x80 \xef\xbf\xbf\"}", "[\"/ \x7f\"]",
+      "{\"a\" : [ 1 , 2 ] , \"b\" : { \"c\" : \"d\" } }",
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+    if (scan_text(bodies[i]) != SALE_JSON_SCAN_OK)
+      fail_msg("the scanner handed back a plain body: %s", bodies[i]);
+  }
+}
+
+static void test_scanner_hands_back_what_it_does_not_take(void **state)
+{
+  static const char *const bodies[] = {
+      "", "   ", "1", "\"x\"", "null", "{\"a\":1}x", "{\"a\":1}}", "{\"a\":1,}", "[1,]",
+      "[1 2]", "{\"a\" 1}", "{a:1}", "{\"a\":01}", "{\"a\":-}", "{\"a\":1.5}", "{\"a\":1e3}",
+      "{\"a\":1E3}", "{\"a\":1234567890123456789}", "{\"a\":\"b\\\"c\"}", "{\"a\":\"\\u0000\"}",
+      "{\"a\":\"tab\there\"}", "{\"a\":\"\xc3\"}", "{\"a\":\"\xc0\xaf\"}",
+      "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":\"\xf4\x90\x80\x80\"}", "{\"a\":\"\xff\"}",
+      "{\"a\":1,\"a\":2}", "{\"a\":1,\"b\":{\"c\":1},\"a\":3}", "{\"a\":tru}", "{\"a\":truex}",
+      "{\"a\":nul}", "[true1]", "{\"a\":\"unterminated", "[", "{", "{\"a\":", "\xef\xbb\xbf{}",
+      "{\"a\":[1,2}", "[{]}", "{\"a\":-01}",
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+    if (scan_text(bodies[i]) != SALE_JSON_SCAN_FALLBACK)
+      fail_msg("the scanner took a body it should hand to jansson: %s", bodies[i]);
+  }
+  /* A NUL byte inside a string, and one between values. */
+  assert_int_equal(scan_and_compare("{\"a\":\"x\0y\"}", 11), SALE_JSON_SCAN_FALLBACK);
+  assert_int_equal(scan_and_compare("{\"a\":1}\0", 8), SALE_JSON_SCAN_FALLBACK);
+  /* The body ends before its closing quote even though a quote follows in memory. */
+  assert_int_equal(scan_and_compare("{\"a\":\"bc\"}", 7), SALE_JSON_SCAN_FALLBACK);
+}
+
+static void test_scanner_limits_fall_back(void **state)
+{
+  char deep[2 * (SALE_JSON_SCAN_DEPTH_MAX + 1) + 1];
+  char wide[16 * (SALE_JSON_SCAN_KEYS_MAX + 2)];
+  size_t used = 0;
+
+  (void)state;
+  /* Nesting to the scanner's depth is taken; one deeper goes to jansson. */
+  memset(deep, '[', SALE_JSON_SCAN_DEPTH_MAX);
+  memset(deep + SALE_JSON_SCAN_DEPTH_MAX, ']', SALE_JSON_SCAN_DEPTH_MAX);
+  assert_int_equal(scan_and_compare(deep, 2 * SALE_JSON_SCAN_DEPTH_MAX), SALE_JSON_SCAN_OK);
+  memset(deep, '[', SALE_JSON_SCAN_DEPTH_MAX + 1);
+  memset(deep + SALE_JSON_SCAN_DEPTH_MAX + 1, ']', SALE_JSON_SCAN_DEPTH_MAX + 1);
+  assert_int_equal(scan_and_compare(deep, 2 * (SALE_JSON_SCAN_DEPTH_MAX + 1)),
+                   SALE_JSON_SCAN_FALLBACK);
+
+  /* More keys in one object than the linear duplicate check is for. */
+  wide[used++] = '{';
+  for (int i = 0; i <= SALE_JSON_SCAN_KEYS_MAX; i++)
+    used += (size_t)snprintf(wide + used, sizeof(wide) - used, "%s\"k%d\":%d", i ? "," : "", i,
+                             i);
+  wide[used++] = '}';
+  assert_int_equal(scan_and_compare(wide, used), SALE_JSON_SCAN_FALLBACK);
+}
+
+static void test_scanner_grows_past_its_inline_buffers(void **state)
+{
+  size_t capacity = 200 * sizeof(valid_sale_text) + 16;
+  char *body = malloc(capacity);
+  size_t used = 0;
+  struct sale_json_tape tape;
+
+  (void)state;
+  assert_non_null(body);
+  body[used++] = '[';
+  for (int i = 0; i < 200; i++) {
+    if (i)
+      body[used++] = ',';
+    memcpy(body + used, valid_sale_text, strlen(valid_sale_text));
+    used += strlen(valid_sale_text);
+  }
+  body[used++] = ']';
+  assert_int_equal(scan_and_compare(body, used), SALE_JSON_SCAN_OK);
+
+  sale_json__tape_init(&tape);
+  assert_int_equal(sale_json__scan(&tape, body, used), SALE_JSON_SCAN_OK);
+  assert_int_equal(tape.values[0].count, 200);
+  assert_true(tape.count > SALE_JSON_TAPE_INLINE);
+  sale_json__tape_release(&tape);
+  free(body);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_scanner_takes_a_plain_sale),
+      cmocka_unit_test(test_scanner_takes_what_jansson_reads_the_same),
+      cmocka_unit_test(test_scanner_hands_back_what_it_does_not_take),
+      cmocka_unit_test(test_scanner_limits_fall_back),
+      cmocka_unit_test(test_scanner_grows_past_its_inline_buffers),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
