@@ -12,10 +12,10 @@
  * sum is checked too.
  */
 #include "ingest/http/sale_json.h"
+#include "ingest/http/sale_json_int.h"
 
 #include "proto/codec.h"
 
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,14 +31,23 @@
 #define SJ_QUOTE_MAX 40 /* bytes of a rejected value echoed back in a message */
 #define SJ_MONEY_TEXT_MAX 32
 
-/* Where in the body the value being validated sits, for error->field. */
+/*
+ * Where in the body the value being validated sits, for error->field. Kept
+ * as indexes and formatted only when an error is raised, so that a valid
+ * body costs no formatting per sale or per line.
+ */
 struct sj_ctx {
   struct sale_json_error *error;
-  char prefix[24];  /* "[2]" for array bodies, "" for a single object */
-  char object[32];  /* "lines[12]", "payments[0]", or "" for the sale itself */
+  const struct sale_json_tape *tape;
+  int in_array;            /* the body is an array: fields start with "[sale_index]" */
+  size_t sale_index;
+  const char *object_name; /* "lines", "payments", or NULL for the sale itself */
+  size_t object_index;
   char currency[4]; /* once known: money fields need its exponent */
   unsigned exponent;
 };
+
+typedef struct sale_json_value sj_value;
 
 enum sj_money_status {
   SJ_MONEY_OK = 0,
@@ -203,9 +212,15 @@ static const char *sj_quote(const char *value, char *out, size_t out_size)
 /* Joins the non-empty parts with '.': "[2]" + "lines[0]" + "sku". */
 static void sj_field(const struct sj_ctx *ctx, const char *key, char *out, size_t out_size)
 {
-  const char *parts[3] = {ctx->prefix, ctx->object, key ? key : ""};
+  char prefix[24] = "";  /* "[2]" for array bodies, "" for a single object */
+  char object[32] = "";  /* "lines[12]", "payments[0]", or "" for the sale itself */
+  const char *parts[3] = {prefix, object, key ? key : ""};
   size_t used = 0;
 
+  if (ctx->in_array)
+    snprintf(prefix, sizeof(prefix), "[%zu]", ctx->sale_index);
+  if (ctx->object_name)
+    snprintf(object, sizeof(object), "%s[%zu]", ctx->object_name, ctx->object_index);
   out[0] = '\0';
   for (size_t i = 0; i < 3; i++) {
     int written;
@@ -236,22 +251,22 @@ __attribute__((format(printf, 3, 4))) static int sj_fail(struct sj_ctx *ctx, con
   return -1;
 }
 
-static const char *sj_type_name(const json_t *value)
+static const char *sj_type_name(const sj_value *value)
 {
-  switch (json_typeof(value)) {
-  case JSON_OBJECT:
+  switch ((enum sale_json_type)value->type) {
+  case SALE_JSON_OBJECT:
     return "a JSON object";
-  case JSON_ARRAY:
+  case SALE_JSON_ARRAY:
     return "an array";
-  case JSON_STRING:
+  case SALE_JSON_STRING:
     return "a string";
-  case JSON_INTEGER:
-  case JSON_REAL:
+  case SALE_JSON_INTEGER:
+  case SALE_JSON_REAL:
     return "a JSON number";
-  case JSON_TRUE:
-  case JSON_FALSE:
+  case SALE_JSON_TRUE:
+  case SALE_JSON_FALSE:
     return "a boolean";
-  case JSON_NULL:
+  case SALE_JSON_NULL:
     return "null";
   }
   return "an unknown JSON type";
@@ -393,10 +408,10 @@ static const char *sj_money_example(unsigned exponent)
  * Reads money field `key` of `object` in the sale's currency. An absent
  * optional field is 0. SJ_MONEY_POSITIVE demands > 0, otherwise >= 0.
  */
-static int sj_get_money(struct sj_ctx *ctx, json_t *object, const char *key, int required,
-                        enum sj_money_sign sign, int64_t *out)
+static int sj_get_money(struct sj_ctx *ctx, const sj_value *object, const char *key,
+                        int required, enum sj_money_sign sign, int64_t *out)
 {
-  json_t *value = json_object_get(object, key);
+  const sj_value *value = sale_json__object_get(ctx->tape, object, key);
   char quoted[SJ_QUOTE_MAX + 8];
   const char *text;
   const char *why = NULL;
@@ -411,12 +426,17 @@ static int sj_get_money(struct sj_ctx *ctx, json_t *object, const char *key, int
                      sj_money_example(ctx->exponent));
     return 0;
   }
-  if (!json_is_string(value))
+  if (value->type != SALE_JSON_STRING)
     return sj_fail(ctx, key, "\"%s\" must be a decimal string like %s, not %s", key,
                    sj_money_example(ctx->exponent), sj_type_name(value));
-  text = json_string_value(value);
-  sj_quote(text, quoted, sizeof(quoted));
+  text = value->as.text;
   status = sj_money_scan(text, ctx->exponent, &minor, &why, &decimals_seen);
+  if (status == SJ_MONEY_OK && minor >= 0 && (sign != SJ_MONEY_POSITIVE || minor > 0)) {
+    *out = minor;
+    return 0;
+  }
+  /* Quoted only for the message: a valid amount costs no formatting. */
+  sj_quote(text, quoted, sizeof(quoted));
   if (status == SJ_MONEY_DECIMALS) {
     if (ctx->exponent == 0)
       return sj_fail(ctx, key, "%s has no decimals; \"%s\" has %u", ctx->currency, quoted,
@@ -623,10 +643,10 @@ out:
  * Reads string field `key`. Absent and optional: 0 with *text NULL. Absent
  * and required, or not a string: -1. `example` goes into the message.
  */
-static int sj_get_string(struct sj_ctx *ctx, json_t *object, const char *key, int required,
-                         const char *example, const char **text, size_t *length)
+static int sj_get_string(struct sj_ctx *ctx, const sj_value *object, const char *key,
+                         int required, const char *example, const char **text, size_t *length)
 {
-  json_t *value = json_object_get(object, key);
+  const sj_value *value = sale_json__object_get(ctx->tape, object, key);
 
   *text = NULL;
   *length = 0;
@@ -635,12 +655,13 @@ static int sj_get_string(struct sj_ctx *ctx, json_t *object, const char *key, in
       return sj_fail(ctx, key, "\"%s\" is required: a string like %s", key, example);
     return 0;
   }
-  if (!json_is_string(value))
+  if (value->type != SALE_JSON_STRING)
     return sj_fail(ctx, key, "\"%s\" must be a string like %s, not %s%s", key, example,
                    sj_type_name(value),
-                   json_is_null(value) && !required ? "; leave the field out instead" : "");
-  *text = json_string_value(value);
-  *length = json_string_length(value);
+                   value->type == SALE_JSON_NULL && !required ? "; leave the field out instead"
+                                                              : "");
+  *text = value->as.text;
+  *length = value->length;
   return 0;
 }
 
@@ -651,7 +672,7 @@ static int sj_is_id_char(unsigned char c)
 }
 
 /* An id: 1-64 of [A-Za-z0-9._:-], copied into `out` (SALE_ID_MAX + 1). */
-static int sj_get_id(struct sj_ctx *ctx, json_t *object, const char *key, int required,
+static int sj_get_id(struct sj_ctx *ctx, const sj_value *object, const char *key, int required,
                      char *out)
 {
   const char *text;
@@ -688,7 +709,7 @@ static int sj_get_id(struct sj_ctx *ctx, json_t *object, const char *key, int re
 }
 
 /* Free text: 1-64 bytes of UTF-8 without control characters, into `out`. */
-static int sj_get_text(struct sj_ctx *ctx, json_t *object, const char *key, int required,
+static int sj_get_text(struct sj_ctx *ctx, const sj_value *object, const char *key, int required,
                        const char *example, char *out)
 {
   const char *text;
@@ -723,38 +744,38 @@ static int sj_get_text(struct sj_ctx *ctx, json_t *object, const char *key, int 
 }
 
 /* Every key of `object` must be in `allowed` (NULL-terminated). */
-static int sj_check_keys(struct sj_ctx *ctx, json_t *object, const char *const *allowed,
+static int sj_check_keys(struct sj_ctx *ctx, const sj_value *object, const char *const *allowed,
                          const char *allowed_text)
 {
-  const char *key;
-  json_t *value;
+  const sj_value *key = object + 1;
 
-  json_object_foreach(object, key, value)
-  {
+  /* In document order, the order jansson iterated in: the first unknown key is named. */
+  for (uint32_t member = 0; member < object->count; member++) {
     size_t i = 0;
-    while (allowed[i] && strcmp(allowed[i], key) != 0)
+    while (allowed[i] && strcmp(allowed[i], key->as.text) != 0)
       i++;
     if (!allowed[i])
-      return sj_fail(ctx, key, "unknown field (allowed here: %s)", allowed_text);
+      return sj_fail(ctx, key->as.text, "unknown field (allowed here: %s)", allowed_text);
+    key = &ctx->tape->values[key[1].next];
   }
   return 0;
 }
 
 /* Reads an array field with `min`..`max` entries; *array NULL if absent. */
-static int sj_get_array(struct sj_ctx *ctx, json_t *object, const char *key, size_t min,
-                        size_t max, const char *what, json_t **array)
+static int sj_get_array(struct sj_ctx *ctx, const sj_value *object, const char *key, size_t min,
+                        size_t max, const char *what, const sj_value **array)
 {
-  json_t *value = json_object_get(object, key);
+  const sj_value *value = sale_json__object_get(ctx->tape, object, key);
   size_t size;
 
   *array = NULL;
   if (!value)
     return sj_fail(ctx, key, "\"%s\" is required: an array of %zu to %zu %s", key, min, max,
                    what);
-  if (!json_is_array(value))
+  if (value->type != SALE_JSON_ARRAY)
     return sj_fail(ctx, key, "\"%s\" must be an array of %s, not %s", key, what,
                    sj_type_name(value));
-  size = json_array_size(value);
+  size = value->count;
   if (size < min)
     return sj_fail(ctx, key, "\"%s\" is empty; a sale needs at least %zu of its %s", key, min,
                    what);
@@ -783,7 +804,7 @@ static const char sj_line_keys_text[] = "sku, qty, unit_price, discount, promo_i
 static const char *const sj_payment_keys[] = {"method", "amount", NULL};
 static const char sj_payment_keys_text[] = "method, amount";
 
-static int sj_parse_kind(struct sj_ctx *ctx, json_t *object, struct sale *sale)
+static int sj_parse_kind(struct sj_ctx *ctx, const sj_value *object, struct sale *sale)
 {
   const char *text;
   size_t length;
@@ -804,7 +825,7 @@ static int sj_parse_kind(struct sj_ctx *ctx, json_t *object, struct sale *sale)
   return 0;
 }
 
-static int sj_parse_channel(struct sj_ctx *ctx, json_t *object, struct sale *sale)
+static int sj_parse_channel(struct sj_ctx *ctx, const sj_value *object, struct sale *sale)
 {
   const char *text;
   size_t length;
@@ -832,7 +853,7 @@ static int sj_parse_channel(struct sj_ctx *ctx, json_t *object, struct sale *sal
   return 0;
 }
 
-static int sj_parse_time_field(struct sj_ctx *ctx, json_t *object, struct sale *sale)
+static int sj_parse_time_field(struct sj_ctx *ctx, const sj_value *object, struct sale *sale)
 {
   const char *text;
   const char *why = NULL;
@@ -845,30 +866,30 @@ static int sj_parse_time_field(struct sj_ctx *ctx, json_t *object, struct sale *
   if (sj_get_string(ctx, object, "business_time", 1, "\"2026-11-21T18:42:05+01:00\"", &text,
                     &length))
     return -1;
-  sj_quote(text, quoted, sizeof(quoted));
+  /* The value is quoted only into a message: a valid one costs no formatting. */
   if (length > SALE_TIME_TEXT_MAX)
     return sj_fail(ctx, "business_time",
                    "business_time \"%s\" is %zu bytes long; an RFC 3339 time like "
                    "\"2026-11-21T18:42:05+01:00\" is at most %d",
-                   quoted, length, SALE_TIME_TEXT_MAX);
+                   sj_quote(text, quoted, sizeof(quoted)), length, SALE_TIME_TEXT_MAX);
   if (strlen(text) != length || sale_json_parse_time(text, &epoch_ms, &offset_minutes, &why))
     return sj_fail(ctx, "business_time",
                    "business_time \"%s\" %s; expected RFC 3339 like \"2026-11-21T18:42:05+01:00\"",
-                   quoted, why ? why : "has a NUL byte");
+                   sj_quote(text, quoted, sizeof(quoted)), why ? why : "has a NUL byte");
   /* The parse succeeded, so the first four bytes are the local year. */
   year = (text[0] - '0') * 1000 + (text[1] - '0') * 100 + (text[2] - '0') * 10 + (text[3] - '0');
   if (year < SJ_YEAR_MIN || year > SJ_YEAR_MAX)
     return sj_fail(ctx, "business_time",
                    "business_time \"%s\" is in year %d; expected %d to %d (check the terminal "
                    "clock)",
-                   quoted, year, SJ_YEAR_MIN, SJ_YEAR_MAX);
+                   sj_quote(text, quoted, sizeof(quoted)), year, SJ_YEAR_MIN, SJ_YEAR_MAX);
   memcpy(sale->business_time, text, length + 1);
   sale->business_time_ms = epoch_ms;
   sale->utc_offset_minutes = offset_minutes;
   return 0;
 }
 
-static int sj_parse_currency(struct sj_ctx *ctx, json_t *object, struct sale *sale)
+static int sj_parse_currency(struct sj_ctx *ctx, const sj_value *object, struct sale *sale)
 {
   const char *text;
   size_t length;
@@ -877,19 +898,19 @@ static int sj_parse_currency(struct sj_ctx *ctx, json_t *object, struct sale *sa
 
   if (sj_get_string(ctx, object, "currency", 1, "\"EUR\"", &text, &length))
     return -1;
-  sj_quote(text, quoted, sizeof(quoted));
+  /* The value is quoted only into a message: a valid one costs no formatting. */
   if (length != 3 || text[0] < 'A' || text[0] > 'Z' || text[1] < 'A' || text[1] > 'Z' ||
       text[2] < 'A' || text[2] > 'Z')
     return sj_fail(ctx, "currency",
                    "\"currency\" \"%s\" must be an ISO 4217 code of 3 uppercase letters, like "
                    "\"EUR\"",
-                   quoted);
+                   sj_quote(text, quoted, sizeof(quoted)));
   exponent = sale_json_currency_exponent(text);
   if (exponent < 0)
     return sj_fail(ctx, "currency",
                    "\"currency\" \"%s\" is not an active ISO 4217 currency code; expected one "
                    "like \"EUR\" or \"USD\"",
-                   quoted);
+                   sj_quote(text, quoted, sizeof(quoted)));
   memcpy(sale->currency, text, 4);
   sale->currency_exponent = (unsigned)exponent;
   memcpy(ctx->currency, text, 4);
@@ -903,30 +924,31 @@ static int sj_add(int64_t *sum, int64_t amount)
   return __builtin_add_overflow(*sum, amount, sum) ? -1 : 0;
 }
 
-static int sj_parse_line(struct sj_ctx *ctx, json_t *object, struct sale_line *line,
+static int sj_parse_line(struct sj_ctx *ctx, const sj_value *object, struct sale_line *line,
                          int64_t *line_amount)
 {
-  json_t *qty;
+  const sj_value *qty;
   int64_t gross, amount;
   char gross_text[SJ_MONEY_TEXT_MAX], discount_text[SJ_MONEY_TEXT_MAX];
 
-  if (!json_is_object(object))
+  if (object->type != SALE_JSON_OBJECT)
     return sj_fail(ctx, NULL, "each line must be a JSON object, not %s", sj_type_name(object));
   if (sj_check_keys(ctx, object, sj_line_keys, sj_line_keys_text) ||
       sj_get_text(ctx, object, "sku", 1, "\"PIZZA-MARG-L\"", line->sku))
     return -1;
 
-  qty = json_object_get(object, "qty");
+  qty = sale_json__object_get(ctx->tape, object, "qty");
   if (!qty)
     return sj_fail(ctx, "qty", "\"qty\" is required: a JSON integer like 2");
-  if (!json_is_integer(qty))
+  if (qty->type != SALE_JSON_INTEGER)
     return sj_fail(ctx, "qty", "\"qty\" must be a JSON integer like 2, not %s%s",
-                   json_is_real(qty) ? "a number with a fraction or exponent" : sj_type_name(qty),
-                   json_is_string(qty) ? " (no quotes)" : "");
-  if (json_integer_value(qty) < 1 || json_integer_value(qty) > SJ_QTY_MAX)
-    return sj_fail(ctx, "qty", "\"qty\" is %" JSON_INTEGER_FORMAT "; expected 1 to %d",
-                   json_integer_value(qty), SJ_QTY_MAX);
-  line->qty = json_integer_value(qty);
+                   qty->type == SALE_JSON_REAL ? "a number with a fraction or exponent"
+                                               : sj_type_name(qty),
+                   qty->type == SALE_JSON_STRING ? " (no quotes)" : "");
+  if (qty->as.integer < 1 || qty->as.integer > SJ_QTY_MAX)
+    return sj_fail(ctx, "qty", "\"qty\" is %lld; expected 1 to %d", qty->as.integer,
+                   SJ_QTY_MAX);
+  line->qty = qty->as.integer;
 
   if (sj_get_money(ctx, object, "unit_price", 1, SJ_MONEY_NOT_NEGATIVE, &line->unit_price) ||
       sj_get_money(ctx, object, "discount", 0, SJ_MONEY_NOT_NEGATIVE, &line->discount) ||
@@ -951,28 +973,31 @@ static int sj_parse_line(struct sj_ctx *ctx, json_t *object, struct sale_line *l
   return 0;
 }
 
-static int sj_parse_lines(struct sj_ctx *ctx, json_t *object, struct sale *sale,
+static int sj_parse_lines(struct sj_ctx *ctx, const sj_value *object, struct sale *sale,
                           int64_t *lines_total)
 {
-  json_t *lines;
+  const sj_value *lines, *line;
   size_t count;
   int rc = -1;
 
   *lines_total = 0;
   if (sj_get_array(ctx, object, "lines", 1, SALE_LINES_MAX, "lines", &lines))
     goto out;
-  count = json_array_size(lines);
+  count = lines->count;
   sale->lines = calloc(count, sizeof(*sale->lines));
   if (!sale->lines) {
     sj_fail(ctx, "lines", "the agent ran out of memory reading %zu lines; retry later", count);
     goto out;
   }
   sale->line_count = count;
+  ctx->object_name = "lines";
+  line = lines + 1;
   for (size_t i = 0; i < count; i++) {
     int64_t amount = 0;
-    snprintf(ctx->object, sizeof(ctx->object), "lines[%zu]", i);
-    if (sj_parse_line(ctx, json_array_get(lines, i), &sale->lines[i], &amount))
+    ctx->object_index = i;
+    if (sj_parse_line(ctx, line, &sale->lines[i], &amount))
       goto out;
+    line = &ctx->tape->values[line->next];
     if (sj_add(lines_total, amount)) {
       sj_fail(ctx, NULL, "the lines up to this one add up to more than this agent can hold "
                          "(64-bit minor units)");
@@ -981,14 +1006,14 @@ static int sj_parse_lines(struct sj_ctx *ctx, json_t *object, struct sale *sale,
   }
   rc = 0;
 out:
-  ctx->object[0] = '\0';
+  ctx->object_name = NULL;
   return rc;
 }
 
-static int sj_parse_payments(struct sj_ctx *ctx, json_t *object, struct sale *sale,
+static int sj_parse_payments(struct sj_ctx *ctx, const sj_value *object, struct sale *sale,
                              int64_t *payments_total)
 {
-  json_t *payments;
+  const sj_value *payments, *payment;
   size_t count;
   int rc = -1;
 
@@ -997,7 +1022,7 @@ static int sj_parse_payments(struct sj_ctx *ctx, json_t *object, struct sale *sa
    * checked against the total once it is read. */
   if (sj_get_array(ctx, object, "payments", 0, SALE_PAYMENTS_MAX, "payments", &payments))
     goto out;
-  count = json_array_size(payments);
+  count = payments->count;
   sale->payments = calloc(count ? count : 1, sizeof(*sale->payments));
   if (!sale->payments) {
     sj_fail(ctx, "payments", "the agent ran out of memory reading %zu payments; retry later",
@@ -1005,11 +1030,12 @@ static int sj_parse_payments(struct sj_ctx *ctx, json_t *object, struct sale *sa
     goto out;
   }
   sale->payment_count = count;
-  for (size_t i = 0; i < count; i++) {
-    json_t *payment = json_array_get(payments, i);
+  ctx->object_name = "payments";
+  payment = payments + 1;
+  for (size_t i = 0; i < count; i++, payment = &ctx->tape->values[payment->next]) {
     struct sale_payment *out_payment = &sale->payments[i];
-    snprintf(ctx->object, sizeof(ctx->object), "payments[%zu]", i);
-    if (!json_is_object(payment)) {
+    ctx->object_index = i;
+    if (payment->type != SALE_JSON_OBJECT) {
       sj_fail(ctx, NULL, "each payment must be a JSON object, not %s", sj_type_name(payment));
       goto out;
     }
@@ -1025,7 +1051,7 @@ static int sj_parse_payments(struct sj_ctx *ctx, json_t *object, struct sale *sa
   }
   rc = 0;
 out:
-  ctx->object[0] = '\0';
+  ctx->object_name = NULL;
   return rc;
 }
 
@@ -1033,14 +1059,14 @@ out:
  * Validates one sale object into `sale` (zeroed by the caller). On error
  * `sale` may hold lines/payments; the caller frees them with sale_clear.
  */
-static int sj_parse_sale(struct sj_ctx *ctx, json_t *object, struct sale *sale)
+static int sj_parse_sale(struct sj_ctx *ctx, const sj_value *object, struct sale *sale)
 {
   const char *partner_text;
   size_t partner_length;
   int64_t lines_total = 0, payments_total = 0;
   char total_text[SJ_MONEY_TEXT_MAX], sum_text[SJ_MONEY_TEXT_MAX];
 
-  if (!json_is_object(object))
+  if (object->type != SALE_JSON_OBJECT)
     return sj_fail(ctx, NULL, "each sale must be a JSON object, not %s", sj_type_name(object));
   if (sj_check_keys(ctx, object, sj_sale_keys, sj_sale_keys_text) ||
       sj_get_id(ctx, object, "sale_id", 1, sale->sale_id) || sj_parse_kind(ctx, object, sale) ||
@@ -1113,14 +1139,19 @@ int sale_json_parse(const char *body, size_t length, size_t max_sales, struct sa
 {
   struct sale_json_error scratch;
   struct sj_ctx ctx;
+  struct sale_json_tape tape; /* on the stack: a one-sale body allocates nothing for it */
   json_error_t json_error;
-  json_t *root = NULL;
+  json_t *root;
+  int scan_status;
+  const sj_value *sale_value;
   struct sale *parsed = NULL;
   size_t parsed_count = 0;
   int array_form = 0;
   int rc = -1;
 
   memset(&ctx, 0, sizeof(ctx));
+  sale_json__tape_init(&tape);
+  ctx.tape = &tape;
   ctx.error = error ? error : &scratch;
   memset(ctx.error, 0, sizeof(*ctx.error));
   if (sales)
@@ -1142,16 +1173,28 @@ int sale_json_parse(const char *body, size_t length, size_t max_sales, struct sa
     goto out;
   }
 
-  root = json_loadb(body, length, JSON_REJECT_DUPLICATES, &json_error);
-  if (!root) {
-    sj_fail(&ctx, NULL, "the body is not valid JSON (line %d, column %d): %s", json_error.line,
-            json_error.column, json_error.text);
+  /* The common body is scanned without jansson. Anything the scanner does not
+   * take goes to jansson, so every syntax error keeps jansson's text; both
+   * cover the whole body before any rule runs, as before. */
+  scan_status = sale_json__scan(&tape, body, length);
+  if (scan_status == SALE_JSON_SCAN_FALLBACK) {
+    root = json_loadb(body, length, JSON_REJECT_DUPLICATES, &json_error);
+    if (!root) {
+      sj_fail(&ctx, NULL, "the body is not valid JSON (line %d, column %d): %s",
+              json_error.line, json_error.column, json_error.text);
+      goto out;
+    }
+    scan_status = sale_json__tape_from_json(&tape, root);
+  }
+  if (scan_status != SALE_JSON_SCAN_OK) {
+    sj_fail(&ctx, NULL, "the agent ran out of memory reading a body of %zu bytes; retry later",
+            length);
     goto out;
   }
 
-  if (json_is_array(root)) {
+  if (tape.values[0].type == SALE_JSON_ARRAY) {
     array_form = 1;
-    parsed_count = json_array_size(root);
+    parsed_count = tape.values[0].count;
     if (parsed_count == 0) {
       sj_fail(&ctx, NULL, "the body is an empty array; send one sale object or an array of 1 "
                           "to %zu sales",
@@ -1175,13 +1218,13 @@ int sale_json_parse(const char *body, size_t length, size_t max_sales, struct sa
             parsed_count);
     goto out;
   }
-  for (size_t i = 0; i < parsed_count; i++) {
-    json_t *object = array_form ? json_array_get(root, i) : root;
-    if (array_form)
-      snprintf(ctx.prefix, sizeof(ctx.prefix), "[%zu]", i);
+  sale_value = array_form ? &tape.values[1] : &tape.values[0];
+  for (size_t i = 0; i < parsed_count; i++, sale_value = &tape.values[sale_value->next]) {
+    ctx.in_array = array_form;
+    ctx.sale_index = i;
     ctx.currency[0] = '\0';
     ctx.exponent = 0;
-    if (sj_parse_sale(&ctx, object, &parsed[i]))
+    if (sj_parse_sale(&ctx, sale_value, &parsed[i]))
       goto out;
     /* The journal dedupes across requests; within one request a repeat is a mistake. */
     for (size_t j = 0; j < i; j++) {
@@ -1204,6 +1247,6 @@ int sale_json_parse(const char *body, size_t length, size_t max_sales, struct sa
 out:
   if (parsed)
     sale_array_free(parsed, parsed_count);
-  json_decref(root);
+  sale_json__tape_release(&tape);
   return rc;
 }
