@@ -11,7 +11,10 @@
  *     agent's batcher would send it: a sale the agent answered 201 for must
  *     never land in the collector's dead-letter queue;
  *   - a refused body leaves an error naming what is wrong, and allocates
- *     nothing (LeakSanitizer would see it).
+ *     nothing (LeakSanitizer would see it);
+ *   - the one-pass scanner (agent/ingest/http/sale_json_scan.c) takes only
+ *     bodies jansson accepts, and reads them exactly as jansson does: the
+ *     400 answers depend on it.
  *
  * The body is copied into a buffer of exactly its length, without the NUL
  * the HTTP server adds, so a read past `length` is caught by ASan.
@@ -23,6 +26,7 @@
 #include <string.h>
 
 #include "ingest/http/sale_json.h"
+#include "ingest/http/sale_json_int.h"
 #include "proto/codec.h"
 #include "sale/sale.h"
 
@@ -138,6 +142,40 @@ static void fuzz_check_sale(const struct sale *sale)
   fuzz_collector_accepts(sale);
 }
 
+/* Differential: what the scanner takes, jansson takes, into an equal tape. */
+static void fuzz_scanner_agrees(const char *body, size_t size)
+{
+  struct sale_json_tape scanned, reference;
+  json_error_t json_error;
+  json_t *root;
+  int rc;
+  long differs;
+
+  sale_json__tape_init(&scanned);
+  sale_json__tape_init(&reference);
+  rc = sale_json__scan(&scanned, body, size);
+  if (rc == SALE_JSON_SCAN_FALLBACK && scanned.count != 0)
+    abort();
+  if (rc != SALE_JSON_SCAN_OK)
+    goto out;
+  root = json_loadb(body, size, JSON_REJECT_DUPLICATES, &json_error);
+  if (!root) {
+    fprintf(stderr, "fuzz-sale-json: the scanner took a body jansson refuses: %s\n",
+            json_error.text);
+    abort();
+  }
+  if (sale_json__tape_from_json(&reference, root) != 0)
+    goto out; /* out of memory: nothing to compare */
+  differs = sale_json__tape_diff(&scanned, &reference);
+  if (differs >= 0) {
+    fprintf(stderr, "fuzz-sale-json: scanner and jansson differ at value %ld\n", differs);
+    abort();
+  }
+out:
+  sale_json__tape_release(&scanned);
+  sale_json__tape_release(&reference);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   struct sale *sales = NULL;
@@ -150,6 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
   memcpy(body, data, size);
   memset(&error, 0, sizeof(error));
+  fuzz_scanner_agrees(body, size);
   if (sale_json_parse(body, size, FUZZ_MAX_SALES, &sales, &count, &is_array, &error) == 0) {
     if (count == 0 || count > FUZZ_MAX_SALES || (!is_array && count != 1))
       abort();
