@@ -59,21 +59,53 @@ const char *sale_channel_name(enum sale_channel channel)
 /* protobuf-c wants mutable char *; the strings are only read while packing. */
 static char *sale_pb_text(const char *text) { return (char *)(uintptr_t)text; }
 
+/* Most sales have a few lines and one or two payments: their messages live
+ * on the stack, and only a larger sale allocates. */
+#define SALE_HASH_INLINE_LINES 16
+#define SALE_HASH_INLINE_PAYMENTS 4
+
+/* protobuf-c's output, fed straight into the hash instead of a packed copy. */
+struct sale_hash_sink {
+  ProtobufCBuffer base; /* first: protobuf-c calls base.append with a pointer to it */
+  mbedtls_sha256_context sha;
+  int failed;
+};
+
+static void sale_hash_append(ProtobufCBuffer *buffer, size_t length, const uint8_t *data)
+{
+  struct sale_hash_sink *sink = (struct sale_hash_sink *)buffer;
+
+  if (mbedtls_sha256_update_ret(&sink->sha, data, length) != 0)
+    sink->failed = 1;
+}
+
+/*
+ * See sale.h. Allocates only for a sale of more than SALE_HASH_INLINE_LINES
+ * lines or SALE_HASH_INLINE_PAYMENTS payments. Pure; any thread.
+ */
 int sale_content_hash(const struct sale *sale, uint8_t hash[32])
 {
   Pos__V1__Sale msg = POS__V1__SALE__INIT;
-  Pos__V1__SaleLine *line_msgs = NULL;
-  Pos__V1__SaleLine **line_ptrs = NULL;
-  Pos__V1__Payment *payment_msgs = NULL;
-  Pos__V1__Payment **payment_ptrs = NULL;
-  uint8_t *packed = NULL;
-  size_t packed_size;
+  Pos__V1__SaleLine line_inline[SALE_HASH_INLINE_LINES];
+  Pos__V1__SaleLine *line_ptr_inline[SALE_HASH_INLINE_LINES];
+  Pos__V1__Payment payment_inline[SALE_HASH_INLINE_PAYMENTS];
+  Pos__V1__Payment *payment_ptr_inline[SALE_HASH_INLINE_PAYMENTS];
+  Pos__V1__SaleLine *line_msgs = line_inline;
+  Pos__V1__SaleLine **line_ptrs = line_ptr_inline;
+  Pos__V1__Payment *payment_msgs = payment_inline;
+  Pos__V1__Payment **payment_ptrs = payment_ptr_inline;
+  struct sale_hash_sink sink;
   int rc = -1;
 
-  line_msgs = calloc(sale->line_count ? sale->line_count : 1, sizeof(*line_msgs));
-  line_ptrs = calloc(sale->line_count ? sale->line_count : 1, sizeof(*line_ptrs));
-  payment_msgs = calloc(sale->payment_count ? sale->payment_count : 1, sizeof(*payment_msgs));
-  payment_ptrs = calloc(sale->payment_count ? sale->payment_count : 1, sizeof(*payment_ptrs));
+  mbedtls_sha256_init(&sink.sha);
+  if (sale->line_count > SALE_HASH_INLINE_LINES) {
+    line_msgs = calloc(sale->line_count, sizeof(*line_msgs));
+    line_ptrs = calloc(sale->line_count, sizeof(*line_ptrs));
+  }
+  if (sale->payment_count > SALE_HASH_INLINE_PAYMENTS) {
+    payment_msgs = calloc(sale->payment_count, sizeof(*payment_msgs));
+    payment_ptrs = calloc(sale->payment_count, sizeof(*payment_ptrs));
+  }
   if (!line_msgs || !line_ptrs || !payment_msgs || !payment_ptrs)
     goto out;
 
@@ -111,20 +143,25 @@ int sale_content_hash(const struct sale *sale, uint8_t hash[32])
   msg.n_payments = sale->payment_count;
   msg.payments = payment_ptrs;
 
-  /* protobuf-c packs fields in number order, so equal sales give equal bytes. */
-  packed_size = pos__v1__sale__get_packed_size(&msg);
-  packed = malloc(packed_size ? packed_size : 1);
-  if (!packed)
+  /* protobuf-c packs fields in number order, so equal sales give equal bytes;
+   * pack_to_buffer writes the same bytes as pack, in pieces, into the hash. */
+  sink.base.append = sale_hash_append;
+  sink.failed = 0;
+  if (mbedtls_sha256_starts_ret(&sink.sha, 0) != 0)
     goto out;
-  pos__v1__sale__pack(&msg, packed);
-  if (mbedtls_sha256_ret(packed, packed_size, hash, 0) != 0)
+  pos__v1__sale__pack_to_buffer(&msg, &sink.base);
+  if (sink.failed || mbedtls_sha256_finish_ret(&sink.sha, hash) != 0)
     goto out;
   rc = 0;
 out:
-  free(packed);
-  free(line_msgs);
-  free(line_ptrs);
-  free(payment_msgs);
-  free(payment_ptrs);
+  mbedtls_sha256_free(&sink.sha);
+  if (line_msgs != line_inline)
+    free(line_msgs);
+  if (line_ptrs != line_ptr_inline)
+    free(line_ptrs);
+  if (payment_msgs != payment_inline)
+    free(payment_msgs);
+  if (payment_ptrs != payment_ptr_inline)
+    free(payment_ptrs);
   return rc;
 }
