@@ -752,7 +752,8 @@ static int sj_check_keys(struct sj_ctx *ctx, const sj_value *object, const char 
   /* In document order, the order jansson iterated in: the first unknown key is named. */
   for (uint32_t member = 0; member < object->count; member++) {
     size_t i = 0;
-    while (allowed[i] && strcmp(allowed[i], key->as.text) != 0)
+    while (allowed[i] &&
+           (allowed[i][0] != key->as.text[0] || strcmp(allowed[i], key->as.text) != 0))
       i++;
     if (!allowed[i])
       return sj_fail(ctx, key->as.text, "unknown field (allowed here: %s)", allowed_text);

@@ -231,7 +231,9 @@ static int sj_scan_key(struct sj_scan *scan, long object)
   key = &tape->values[index];
   for (uint32_t i = 0; i < tape->values[object].count; i++) {
     const struct sale_json_value *other = &tape->values[member];
-    if (other->length == key->length && memcmp(other->as.text, key->as.text, key->length) == 0)
+    /* The first byte settles most pairs without a call. */
+    if (other->length == key->length && other->as.text[0] == key->as.text[0] &&
+        memcmp(other->as.text, key->as.text, key->length) == 0)
       return -1;
     member = tape->values[member + 1].next;
   }
@@ -465,7 +467,8 @@ const struct sale_json_value *sale_json__object_get(const struct sale_json_tape 
 
   for (uint32_t i = 0; i < object->count; i++) {
     const struct sale_json_value *name = &tape->values[member];
-    if (name->length == key_length && memcmp(name->as.text, key, key_length) == 0)
+    if (name->length == key_length && name->as.text[0] == key[0] &&
+        memcmp(name->as.text, key, key_length) == 0)
       return name + 1;
     member = name[1].next;
   }
