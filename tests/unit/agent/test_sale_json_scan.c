@@ -239,6 +239,43 @@ static void test_content_hash_unchanged_without_allocations(void **state)
   assert_string_equal(hex, "42cfc1840fb2623f8d553c1edb46bad43a0dd43093ef69648abc7e5970effc68");
 }
 
+static size_t jansson_allocations;
+
+static void *counting_malloc(size_t size)
+{
+  jansson_allocations++;
+  return malloc(size);
+}
+
+/*
+ * Issue 12: jansson made a node per value and copied every key and string,
+ * about 60 allocations for one small sale. A plain body must not reach
+ * jansson's allocator at all; one with an escape still goes to jansson, and
+ * reads the same.
+ */
+static void test_plain_sale_parses_without_jansson_allocations(void **state)
+{
+  static const char escaped_text[] =
+      "{\"sale_id\": \"T1-000123\", \"kind\": \"sale\", \"terminal_id\": \"\\u0054\\u0031\","
+      " \"cashier_id\": \"E042\", \"channel\": \"pos\","
+      " \"business_time\": \"2026-11-21T18:42:05+01:00\", \"currency\": \"EUR\","
+      " \"lines\": [{\"sku\": \"PIZZA-MARG-L\", \"qty\": 2, \"unit_price\": \"12.50\","
+      " \"discount\": \"1.00\", \"promo_id\": \"TPR-42\", \"tax\": \"2.30\"}],"
+      " \"payments\": [{\"method\": \"card\", \"amount\": \"26.30\"}],"
+      " \"total\": \"26.30\"}";
+  char plain_hash[65], escaped_hash[65];
+
+  (void)state;
+  json_set_alloc_funcs(counting_malloc, free);
+  jansson_allocations = 0;
+  content_hash_hex(valid_sale_text, plain_hash);
+  assert_int_equal(jansson_allocations, 0);
+  content_hash_hex(escaped_text, escaped_hash);
+  assert_true(jansson_allocations > 0);
+  json_set_alloc_funcs(malloc, free);
+  assert_string_equal(plain_hash, escaped_hash);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -248,6 +285,7 @@ int main(void)
       cmocka_unit_test(test_scanner_limits_fall_back),
       cmocka_unit_test(test_scanner_grows_past_its_inline_buffers),
       cmocka_unit_test(test_content_hash_unchanged_without_allocations),
+      cmocka_unit_test(test_plain_sale_parses_without_jansson_allocations),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
