@@ -34,25 +34,32 @@ void sale_json__tape_release(struct sale_json_tape *tape)
   sale_json__tape_init(tape);
 }
 
+/* Doubles the tape's room for values; -1 when out of memory. */
+static int sj_tape_grow(struct sale_json_tape *tape)
+{
+  size_t capacity = tape->capacity * 2;
+  struct sale_json_value *grown;
+
+  if (tape->count >= UINT32_MAX / 2)
+    return -1;
+  grown = malloc(capacity * sizeof(*grown));
+  if (!grown)
+    return -1;
+  memcpy(grown, tape->values, tape->count * sizeof(*grown));
+  if (tape->values != tape->values_inline)
+    free(tape->values);
+  tape->values = grown;
+  tape->capacity = capacity;
+  return 0;
+}
+
 /* Appends a value; returns its index, or -1 when out of memory. */
-static long sj_tape_push(struct sale_json_tape *tape, enum sale_json_type type)
+static inline long sj_tape_push(struct sale_json_tape *tape, enum sale_json_type type)
 {
   struct sale_json_value *value;
 
-  if (tape->count == tape->capacity) {
-    size_t capacity = tape->capacity * 2;
-    struct sale_json_value *grown;
-    if (tape->count >= UINT32_MAX / 2)
-      return -1;
-    grown = malloc(capacity * sizeof(*grown));
-    if (!grown)
-      return -1;
-    memcpy(grown, tape->values, tape->count * sizeof(*grown));
-    if (tape->values != tape->values_inline)
-      free(tape->values);
-    tape->values = grown;
-    tape->capacity = capacity;
-  }
+  if (tape->count == tape->capacity && sj_tape_grow(tape))
+    return -1;
   value = &tape->values[tape->count];
   memset(value, 0, sizeof(*value));
   value->type = (uint8_t)type;
@@ -113,6 +120,30 @@ static size_t sj_utf8_length(const unsigned char *s, const unsigned char *end)
 }
 
 /*
+ * 1 for the bytes that end a run of plain string bytes: control characters
+ * (the NUL at the end of the copy among them), '"', '\\', and every byte of
+ * a UTF-8 sequence, which is then checked on its own.
+ */
+static const unsigned char sj_string_stop[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10 */
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x60 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x70 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x80 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x90 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xa0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xb0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xc0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xd0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xe0 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xf0 */
+};
+
+/*
  * A string at scan->p (on its opening quote) without escapes or control
  * characters: pushed with its bytes NUL-terminated in place. Returns its
  * index, or -1 to fall back.
@@ -125,14 +156,14 @@ static long sj_scan_string(struct sj_scan *scan)
   long index;
 
   for (;;) {
+    /* Plain ASCII runs without a bounds check: the copy ends in a NUL, which
+     * stops this loop like any control character. */
+    while (!sj_string_stop[*q])
+      q++;
     if (q >= end || *q == '\\' || *q < 0x20)
       return -1;
     if (*q == '"')
       break;
-    if (*q < 0x80) {
-      q++;
-      continue;
-    }
     {
       size_t step = sj_utf8_length(q, end);
       if (step == 0)
