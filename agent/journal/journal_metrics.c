@@ -1,7 +1,8 @@
 /*
  * journal_metrics.c - what the journal measures, for /metrics: group
- * commits (time, size, and how long one was held for its cohort), sales and adjustments journaled, seals (time and
- * size), writes refused by error.
+ * commits (time, size, and how long one was held for its cohort), sales
+ * and adjustments journaled, seals (time and size), writes refused by
+ * error.
  */
 #include "journal/journal_int.h"
 

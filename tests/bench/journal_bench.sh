@@ -5,7 +5,8 @@
 # 16 and 64 concurrent terminals (pos-load clients, one sale per POST), on
 # this machine's fsync and on a store device's slow one.
 #
-#   bash tests/bench/journal_bench.sh BUILD_DIR        (or: cmake --build BUILD_DIR -t bench-journal)
+#   bash tests/bench/journal_bench.sh BUILD_DIR
+#   cmake --build BUILD_DIR -t bench-journal           (the same)
 #
 # BUILD_DIR is a build tree (Release, like the figures of issue 12: the
 # script warns when it is not) holding pos-agent, pos-load and
@@ -19,10 +20,13 @@
 # Per run, over the load only (from just before pos-load starts to just
 # after its last answer):
 #   sales/s      sales acknowledged (201) per second (pos-load's rate)
-#   sales/fsync  sales / fsync+fdatasync calls of the agent (the shim's count;
-#                the WAL's syncs, the seq high-water mark's and checkpoints')
+#   sales/fsync  sales / fsync+fdatasync calls of the agent (the shim's count):
+#                the commits' WAL syncs, and also the seq high-water mark's
+#                (one per 1,024 seqs) and the checkpoints' (3 per checkpoint
+#                of 128 pages: about 0.04 per sale at 1 KiB pages, whatever
+#                the grouping), so it stays below sales/commit
 #   sales/commit sales / group commits (pos_agent_journal_commit_writes_count
-#                on the agent's /metrics)
+#                on the agent's /metrics): how many share a commit's fsync
 #   bytes/sale   write_bytes of /proc/PID/io per sale: what the agent sent to
 #                the storage layer
 #   floor/sale   4096 B per commit, per sale: the kernel counts a page-cache
@@ -43,8 +47,11 @@
 #   BENCH_BASELINE      0           1 = also the agent of tests/bench/BASELINE
 #   BENCH_DIR           /var/tmp    where the journals go (on disk)
 #
-# The figures of issue 12 item 2 (reproduce with):
-#   BENCH_FSYNC_DELAYS=5000 BENCH_CLIENTS="1 16" bash tests/bench/journal_bench.sh build-rel
+# The figures of issue 12 items 2 and 3, beside the baseline (reproduce with):
+#   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release && cmake --build build-rel
+#   BENCH_BASELINE=1 BENCH_SECONDS=3 bash tests/bench/journal_bench.sh build-rel
+# One row, more rounds (a busy machine):
+#   BENCH_FSYNC_DELAYS=0 BENCH_CLIENTS=1 BENCH_ROUNDS=5 bash tests/bench/journal_bench.sh build-rel
 # Prints figures; asserts nothing about timing.
 set -euo pipefail
 export LC_ALL=C
@@ -64,7 +71,8 @@ BATCH="${BENCH_BATCH:-1}"
 for bin in "$AGENT_BIN" "$LOAD_BIN" "$SHIM"; do
   [[ -e "$bin" ]] || { echo "journal_bench: $bin not built" >&2; exit 1; }
 done
-BUILD_TYPE="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)"
+BUILD_TYPE="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null ||
+  true)"
 if [[ "$BUILD_TYPE" != Release ]]; then
   echo "journal_bench: WARNING: $BUILD_DIR is a '${BUILD_TYPE:-unknown}' build, not Release:" \
     "its figures are not comparable with the issue's (or the baseline's, a Release build)" >&2
@@ -109,10 +117,12 @@ write_bytes() { awk '/^write_bytes:/ { print $2 }' "/proc/$1/io"; }
 fsyncs() { tr -d ' ' <"$COUNT_DIR/count"; }
 commits() {
   curl -sf "http://127.0.0.1:$1/metrics" |
-    awk '/^pos_agent_journal_commit_writes_count/ { print $2; found = 1 } END { if (!found) print 0 }'
+    awk '/^pos_agent_journal_commit_writes_count/ { print $2; found = 1 }
+      END { if (!found) print 0 }'
 }
 log_port() {
-  grep -m1 -E "event=$2( .*)? port=[0-9]+" "$1" | sed -n 's/.*[[:space:]]port=\([0-9][0-9]*\).*/\1/p'
+  grep -m1 -E "event=$2( .*)? port=[0-9]+" "$1" |
+    sed -n 's/.*[[:space:]]port=\([0-9][0-9]*\).*/\1/p'
 }
 
 # run MODE DELAY CLIENTS: one run; sets RUN_RATE, RUN_SPF (sales per fsync),
@@ -148,7 +158,8 @@ EOF
   AGENT_PID=$!
   local deadline=$((SECONDS + 20))
   until grep -q 'event=ready' "$dir/agent.log" 2>/dev/null; do
-    kill -0 "$AGENT_PID" 2>/dev/null || { tail "$dir/agent.log" >&2; echo "agent died" >&2; exit 1; }
+    kill -0 "$AGENT_PID" 2>/dev/null ||
+      { tail "$dir/agent.log" >&2; echo "agent died" >&2; exit 1; }
     ((SECONDS < deadline)) || { echo "agent not ready in 20 s" >&2; exit 1; }
     sleep 0.05
   done
@@ -174,7 +185,10 @@ EOF
 }
 
 # stat VALUES...: "median min max" of the values.
-med3() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR] }'; }
+med3() {
+  printf '%s\n' "$@" | sort -g |
+    awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR] }'
+}
 
 label() {
   case "$1" in
@@ -185,7 +199,8 @@ label() {
 }
 
 echo "pos-agent journal benchmark: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)," \
-  "journal on $(df -P "$WORK" | awk 'NR == 2 { print $1 }') ($(stat -f -c %T "$WORK")), batch $BATCH," \
+  "journal on $(df -P "$WORK" | awk 'NR == 2 { print $1 }') ($(stat -f -c %T "$WORK"))," \
+  "batch $BATCH," \
   "$SECONDS_RUN s per run, $ROUNDS interleaved rounds, build ${BUILD_TYPE:-unknown}"
 echo "each figure: median [min-max] of the rounds"
 printf '%-8s %7s %-20s %-22s %-18s %-18s %-20s %s\n' fsync_us clients mode "sales/s" \
@@ -217,7 +232,8 @@ for delay in $DELAYS; do
 done
 
 echo
-echo "side by side (medians): group commit vs one transaction per sale${BASE_AGENT_BIN:+, and the baseline group commit}"
+echo "side by side (medians): group commit vs one transaction per sale" \
+  "${BASE_AGENT_BIN:+(and the baseline group commit)}"
 printf '%-8s %7s | %9s %11s %10s | %9s %10s | %8s%s\n' fsync_us clients "group/s" "sales/fsync" \
   "bytes/sale" "naive/s" "bytes/sale" speedup "${BASE_AGENT_BIN:+ | base/s  base sales/fsync}"
 for delay in $DELAYS; do
