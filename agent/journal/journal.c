@@ -1351,8 +1351,9 @@ static void journal_hold_for_cohort(journal *j)
   expected = c->window_max > c->previous_max ? c->window_max : c->previous_max;
   if (expected > j->group_commit_max)
     expected = j->group_commit_max; /* at least one sale a write */
-  if (expected <= 1 || j->queued_writes >= expected || j->stopping ||
-      c->commit_ema_us < JOURNAL_HOLD_MIN_COMMIT_US)
+  /* Nothing to wait for: one client, all here, or a commit's worth queued. */
+  if (expected <= 1 || j->queued_writes >= expected || j->queued_sales >= j->group_commit_max ||
+      j->stopping || c->commit_ema_us < JOURNAL_HOLD_MIN_COMMIT_US)
     return;
   hold_us = c->commit_ema_us * JOURNAL_HOLD_SHARE;
   if (hold_us > JOURNAL_HOLD_MAX_US)
@@ -1363,7 +1364,7 @@ static void journal_hold_for_cohort(journal *j)
   until.tv_nsec = nsec % 1000000000L;
   started = journal__seconds();
   /* Each journal_submit signals `wake`; ops and retention wait their turn. */
-  while (j->queued_writes < expected && !j->stopping)
+  while (j->queued_writes < expected && j->queued_sales < j->group_commit_max && !j->stopping)
     if (pthread_cond_timedwait(&j->wake, &j->lock, &until) == ETIMEDOUT)
       break;
   metrics_observe(j->metrics.hold_seconds, journal__seconds() - started);
@@ -1411,6 +1412,7 @@ static void *journal_writer_main(void *arg)
         taken++;
       }
       j->queued_writes -= taken;
+      j->queued_sales -= sales;
       j->queue_head = last->next;
       if (!j->queue_head)
         j->queue_tail = NULL;
@@ -1810,6 +1812,7 @@ int journal_submit(journal *j, struct journal_write *write)
     j->queue_head = write;
   j->queue_tail = write;
   j->queued_writes++;
+  j->queued_sales += write->count;
   pthread_cond_signal(&j->wake);
   pthread_mutex_unlock(&j->lock);
   return 0;

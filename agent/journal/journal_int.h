@@ -241,6 +241,7 @@ struct journal {
   pthread_cond_t wake; /* on CLOCK_MONOTONIC, for the retention timeout */
   struct journal_write *queue_head, *queue_tail;
   size_t queued_writes; /* in queue_head..queue_tail */
+  size_t queued_sales;  /* their sales (and adjustments) */
   struct journal_write *done_head, *done_tail;
   struct journal_op *op_head, *op_tail;
   struct journal_op *op_done_head, *op_done_tail;

@@ -323,6 +323,53 @@ static void a_lone_write_commits_without_waiting(void **state)
   jf_close_journal(f, j);
 }
 
+/* Nor is a commit held once what is queued fills it (group_commit_max
+ * sales): the writes still to come could not join it. Four clients, each
+ * writing group_commit_max sales at a time, again as soon as answered. */
+static void a_full_commit_is_never_held(void **state)
+{
+  struct jf_fixture *f = *state;
+  enum { CLIENTS = 4, ROUNDS = 5, SALES = 8 };
+  journal *j = jf_open_journal(f, 0, SALES);
+  static struct sale sales[CLIENTS][ROUNDS][SALES];
+  static struct jf_write writes[CLIENTS];
+  int round[CLIENTS] = {0}, busy = CLIENTS, found = 0;
+  double held = metric_value("pos_agent_journal_commit_hold_seconds_count", &found);
+  struct journal_stats stats;
+  char id[32];
+
+  for (int c = 0; c < CLIENTS; c++)
+    for (int r = 0; r < ROUNDS; r++)
+      for (int i = 0; i < SALES; i++) {
+        snprintf(id, sizeof(id), "F-%d-%d-%d", c, r, i);
+        make_sale(&sales[c][r][i], id, 0);
+      }
+  atomic_store(&slow_sync_us, 20000);
+  for (int c = 0; c < CLIENTS; c++)
+    jf_submit(j, &writes[c], sales[c][0], SALES);
+  while (busy > 0) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    for (int c = 0; c < CLIENTS; c++) {
+      if (!writes[c].done || round[c] == ROUNDS)
+        continue;
+      assert_int_equal(writes[c].write.error, 0);
+      if (++round[c] == ROUNDS)
+        busy--;
+      else
+        jf_submit(j, &writes[c], sales[c][round[c]], SALES);
+    }
+  }
+  atomic_store(&slow_sync_us, 0);
+  assert_true(metric_value("pos_agent_journal_commit_hold_seconds_count", &found) == held);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.sales_journaled, CLIENTS * ROUNDS * SALES);
+  jf_close_journal(f, j);
+  for (int c = 0; c < CLIENTS; c++)
+    for (int r = 0; r < ROUNDS; r++)
+      for (int i = 0; i < SALES; i++)
+        sale_clear(&sales[c][r][i]);
+}
+
 /* Issue 7 item 13: a ROLLBACK TO that fails (a disk error) used to be
  * ignored: the refused write's first sales stayed in the group's
  * transaction and were committed while its POS was told "409". Now the
@@ -879,6 +926,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(a_returning_cohort_joins_the_next_commit, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(a_lone_write_commits_without_waiting, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_full_commit_is_never_held, setup, teardown),
       cmocka_unit_test_setup_teardown(a_failed_rollback_to_aborts_the_whole_group, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(
