@@ -1301,6 +1301,75 @@ static int journal_retention_pass(journal *j)
   return rc;
 }
 
+/* Starts a new window of the cohort's count once the current one is over:
+ * what the last two windows saw is who may still be active. */
+static void journal_cohort_rotate(struct journal_cohort *c, uint64_t now_ms)
+{
+  uint64_t age = now_ms - c->window_start_ms;
+
+  if (age < JOURNAL_COHORT_WINDOW_MS)
+    return;
+  /* A window that ended long ago (the writer was idle) says nothing of now. */
+  c->previous_max = age < 2 * JOURNAL_COHORT_WINDOW_MS ? c->window_max : 0;
+  c->window_max = 0;
+  c->window_start_ms = now_ms;
+}
+
+/* After a group commit of `writes` writes that took `seconds`, with
+ * `queued` writes queued meanwhile: these clients are active, and each of
+ * them comes back once answered. Writer thread. */
+static void journal_cohort_seen(journal *j, size_t writes, size_t queued, double seconds)
+{
+  struct journal_cohort *c = &j->cohort;
+  double us = seconds * 1e6;
+
+  journal_cohort_rotate(c, clock_mono_ms());
+  if (writes + queued > c->window_max)
+    c->window_max = writes + queued;
+  c->commit_ema_us = c->commit_ema_us > 0 ? 0.8 * c->commit_ema_us + 0.2 * us : us;
+}
+
+/*
+ * With j->lock held and a write queued: holds the commit until as many
+ * writes are queued as were active lately, for at most JOURNAL_HOLD_SHARE
+ * of a commit's time (JOURNAL_HOLD_MAX_US at most), so that the clients the
+ * last commit answered share this commit's fsync instead of paying one of
+ * their own right after it. Returns at once for a lone client, with
+ * group_commit_max = 1, on a disk whose commits are fast, and when the
+ * journal is stopping. The durability of what is held is not touched: its
+ * answers still wait for its commit. Writer thread.
+ */
+static void journal_hold_for_cohort(journal *j)
+{
+  struct journal_cohort *c = &j->cohort;
+  struct timespec until;
+  size_t expected;
+  double hold_us, started;
+  long nsec;
+
+  journal_cohort_rotate(c, clock_mono_ms());
+  expected = c->window_max > c->previous_max ? c->window_max : c->previous_max;
+  if (expected > j->group_commit_max)
+    expected = j->group_commit_max; /* at least one sale a write */
+  /* Nothing to wait for: one client, all here, or a commit's worth queued. */
+  if (expected <= 1 || j->queued_writes >= expected || j->queued_sales >= j->group_commit_max ||
+      j->stopping || c->commit_ema_us < JOURNAL_HOLD_MIN_COMMIT_US)
+    return;
+  hold_us = c->commit_ema_us * JOURNAL_HOLD_SHARE;
+  if (hold_us > JOURNAL_HOLD_MAX_US)
+    hold_us = JOURNAL_HOLD_MAX_US;
+  clock_gettime(CLOCK_MONOTONIC, &until); /* `wake` runs on CLOCK_MONOTONIC */
+  nsec = until.tv_nsec + (long)(hold_us * 1000.0);
+  until.tv_sec += nsec / 1000000000L;
+  until.tv_nsec = nsec % 1000000000L;
+  started = journal__seconds();
+  /* Each journal_submit signals `wake`; ops and retention wait their turn. */
+  while (j->queued_writes < expected && j->queued_sales < j->group_commit_max && !j->stopping)
+    if (pthread_cond_timedwait(&j->wake, &j->lock, &until) == ETIMEDOUT)
+      break;
+  metrics_observe(j->metrics.hold_seconds, journal__seconds() - started);
+}
+
 static void *journal_writer_main(void *arg)
 {
   journal *j = arg;
@@ -1310,6 +1379,7 @@ static void *journal_writer_main(void *arg)
     struct journal_write *group = NULL, *last = NULL;
     struct journal_op *op = NULL;
     int retention_due, clock_due, stopping;
+    size_t taken = 0;
 
     for (;;) {
       uint64_t now = clock_mono_ms(), deadline = 0;
@@ -1328,15 +1398,21 @@ static void *journal_writer_main(void *arg)
       break; /* stopping, and everything queued has been done */
 
     /* Take every write queued now, up to group_commit_max sales (but at
-     * least one write, however large), into one transaction. */
+     * least one write, however large), into one transaction; first, on a
+     * slow disk, let the clients known to be coming back join it. */
     if (j->queue_head) {
       size_t sales;
+      journal_hold_for_cohort(j);
       group = last = j->queue_head;
       sales = group->count;
+      taken = 1;
       while (last->next && sales + last->next->count <= j->group_commit_max) {
         last = last->next;
         sales += last->count;
+        taken++;
       }
+      j->queued_writes -= taken;
+      j->queued_sales -= sales;
       j->queue_head = last->next;
       if (!j->queue_head)
         j->queue_tail = NULL;
@@ -1356,10 +1432,12 @@ static void *journal_writer_main(void *arg)
     pthread_mutex_unlock(&j->lock);
 
     if (group) {
+      double started = journal__seconds();
       journal_commit_group(j, group);
       /* Hand the answers back before the operation runs: a sale's 201
        * does not wait for a seal. */
       pthread_mutex_lock(&j->lock);
+      journal_cohort_seen(j, taken, j->queued_writes, journal__seconds() - started);
       if (j->done_tail)
         j->done_tail->next = group;
       else
@@ -1733,6 +1811,8 @@ int journal_submit(journal *j, struct journal_write *write)
   else
     j->queue_head = write;
   j->queue_tail = write;
+  j->queued_writes++;
+  j->queued_sales += write->count;
   pthread_cond_signal(&j->wake);
   pthread_mutex_unlock(&j->lock);
   return 0;

@@ -21,6 +21,24 @@
 /* At most this many sales deleted per transaction (see journal_delete_acked). */
 #define JOURNAL_PRUNE_SALES 128
 
+/*
+ * Group commit on a slow fsync (journal.c, the writer loop). Clients
+ * answered by one commit come back during the next one's fsync, so a
+ * writer that takes only what is queued when a commit ends splits a crowd
+ * of clients into two cohorts that alternate, each with its own fsync. So,
+ * as PostgreSQL's commit_delay/commit_siblings do, before a commit the
+ * writer holds it briefly for the writes it knows are coming: as many as
+ * were active lately (the most seen in the last one to two windows), for
+ * at most half a commit's time (JOURNAL_HOLD_SHARE) and never more than
+ * JOURNAL_HOLD_MAX_US, and only when commits take JOURNAL_HOLD_MIN_COMMIT_US
+ * or more (a fast disk gains nothing). A lone client (one write active) is
+ * never held: it commits at once, as with group_commit_max = 1.
+ */
+#define JOURNAL_HOLD_MIN_COMMIT_US 1000
+#define JOURNAL_HOLD_MAX_US 10000
+#define JOURNAL_HOLD_SHARE 0.5
+#define JOURNAL_COHORT_WINDOW_MS 1000u
+
 /* Seqs are reserved in the high-water mark file this many at a time, so
  * its fsync is paid once per range, not once per sale. After an unclean
  * stop the unused rest of a range is skipped, never handed out. */
@@ -65,6 +83,7 @@ struct journal_hwm {
 struct journal_metrics {
   metrics_series *commit_seconds;   /* one group commit, BEGIN to COMMIT */
   metrics_series *commit_writes;    /* sales and adjustments in it */
+  metrics_series *hold_seconds;     /* a commit held for the writes coming */
   metrics_series *sales;            /* sales journaled (new rows, not duplicates) */
   metrics_series *adjustments;      /* inventory adjustments journaled */
   metrics_series *seal_seconds;     /* sealing one batch */
@@ -221,6 +240,8 @@ struct journal {
   pthread_mutex_t lock;
   pthread_cond_t wake; /* on CLOCK_MONOTONIC, for the retention timeout */
   struct journal_write *queue_head, *queue_tail;
+  size_t queued_writes; /* in queue_head..queue_tail */
+  size_t queued_sales;  /* their sales (and adjustments) */
   struct journal_write *done_head, *done_tail;
   struct journal_op *op_head, *op_tail;
   struct journal_op *op_done_head, *op_done_tail;
@@ -229,6 +250,14 @@ struct journal {
   /* journal_clock_reference: the collector's clock less CLOCK_BOOTTIME. */
   int64_t reference_offset_ms;
   int reference_known;
+
+  /* Writer thread only: who group commit expects (see JOURNAL_HOLD_*). */
+  struct journal_cohort {
+    double commit_ema_us;     /* a commit's duration, moving average; 0 = none yet */
+    size_t window_max;        /* most writes active at a commit's end, this window */
+    size_t previous_max;      /* the same for the window before */
+    uint64_t window_start_ms; /* monotonic */
+  } cohort;
 
   /* Writer thread only: when retention runs next (monotonic ms). */
   uint64_t retention_due_ms;

@@ -1,7 +1,8 @@
 /*
  * journal_metrics.c - what the journal measures, for /metrics: group
- * commits (time and size), sales and adjustments journaled, seals (time and
- * size), writes refused by error.
+ * commits (time, size, and how long one was held for its cohort), sales
+ * and adjustments journaled, seals (time and size), writes refused by
+ * error.
  */
 #include "journal/journal_int.h"
 
@@ -31,6 +32,13 @@ void journal__metrics_init(struct journal_metrics *m)
       metrics_histogram(r, "pos_agent_journal_commit_writes",
                         "Sales and adjustments made durable by one group commit.", NULL,
                         journal_count_buckets, COUNT(journal_count_buckets)),
+      NULL);
+  m->hold_seconds = metrics_series1(
+      metrics_histogram(r, "pos_agent_journal_commit_hold_seconds",
+                        "Time a group commit was held for the writes of clients known to be "
+                        "coming back (answered by the commit before), in seconds; a commit "
+                        "not held (a lone client, a fast disk) is not counted.",
+                        NULL, journal_seconds_buckets, COUNT(journal_seconds_buckets)),
       NULL);
   m->sales = metrics_series1(
       metrics_counter(r, "pos_agent_sales_journaled_total",

@@ -1,50 +1,112 @@
 #!/usr/bin/env bash
-# journal_bench.sh - what durability costs: sales/s and bytes written per
-# sale by pos-agent with group commit (the configured default) and with
-# journal.group_commit_max = 1 (one transaction and fsync per sale), for
-# 1, 4, 16 and 64 concurrent terminals (pos-load clients).
+# journal_bench.sh - what durability costs: pos-agent with group commit (the
+# configured default, group_commit_max 1024) beside its yardstick, one
+# transaction and fsync per sale (journal.group_commit_max = 1), for 1, 4,
+# 16 and 64 concurrent terminals (pos-load clients, one sale per POST), on
+# this machine's fsync and on a store device's slow one.
 #
-#   bash tests/bench/journal_bench.sh BUILD_DIR        (or: cmake --build BUILD_DIR -t bench)
+#   bash tests/bench/journal_bench.sh BUILD_DIR
+#   cmake --build BUILD_DIR -t bench-journal           (the same)
 #
-# Each run gets a fresh journal on disk (under /var/tmp, never tmpfs), a
-# fixed number of sales (BENCH_SALES for group commit, BENCH_SALES_NAIVE for
-# one fsync per sale), stopped early after BENCH_MAX_SECONDS. Bytes written
-# are the agent's write_bytes from /proc/<pid>/io (what it sent to the
-# storage layer) over the load only. Prints figures; asserts nothing about
-# timing. Environment:
+# BUILD_DIR is a build tree (Release, like the figures of issue 12: the
+# script warns when it is not) holding pos-agent, pos-load and
+# libpos-fsync-shim.so. Every agent runs under that shim
+# (tests/tools/fsync_shim.c): each fsync/fdatasync is counted and delayed
+# by the run's delay, 0 (this machine's own) or 5000 us (an eMMC or SD
+# card's). Each run gets a fresh journal on disk (under BENCH_DIR, never
+# tmpfs) and lasts BENCH_SECONDS. The modes are INTERLEAVED, round by round
+# (group, one-per-sale, group, ...), BENCH_ROUNDS times, and the median of
+# the rounds is printed with its min and max, since the machine may be busy.
+# Per run, over the load only (from just before pos-load starts to just
+# after its last answer):
+#   sales/s      sales acknowledged (201) per second (pos-load's rate)
+#   sales/fsync  sales / fsync+fdatasync calls of the agent (the shim's count):
+#                the commits' WAL syncs, and also the seq high-water mark's
+#                (one per 1,024 seqs) and the checkpoints' (3 per checkpoint
+#                of 128 pages: about 0.04 per sale at 1 KiB pages, whatever
+#                the grouping), so it stays below sales/commit
+#   sales/commit sales / group commits (pos_agent_journal_commit_writes_count
+#                on the agent's /metrics): how many share a commit's fsync
+#   bytes/sale   write_bytes of /proc/PID/io per sale: what the agent sent to
+#                the storage layer
+#   floor/sale   4096 B per commit, per sale: the kernel counts a page-cache
+#                page each time it turns dirty, and every fsynced commit
+#                dirties the WAL's last 4 KiB page again (issue 12, plan
+#                finding 1), so bytes/sale cannot go below this
+# With BENCH_BASELINE=1 a third mode runs the agent before issue 12 (the
+# commit in tests/bench/BASELINE, built once with build_old_agent from
+# tests/integration/old_agent.sh) with group commit, interleaved too.
+#
+# Environment:
+#   BENCH_FSYNC_DELAYS  "0 5000"    fsync delays, microseconds (-1 skips the sync)
 #   BENCH_CLIENTS       "1 4 16 64"
-#   BENCH_SALES         150000  sales per group-commit run
-#   BENCH_SALES_NAIVE   40000   sales per one-fsync-per-sale run
-#   BENCH_MAX_SECONDS   10      cap on each run
-#   BENCH_BATCH         1       sales per request (pos-load --batch)
-#   BENCH_DIR           /var/tmp (where the journals go)
+#   BENCH_SECONDS       5           length of each run
+#   BENCH_ROUNDS        3           interleaved rounds (median, min, max)
+#   BENCH_SALES         150000      cap on the sales of one run
+#   BENCH_BATCH         1           sales per request (pos-load --batch)
+#   BENCH_BASELINE      0           1 = also the agent of tests/bench/BASELINE
+#   BENCH_DIR           /var/tmp    where the journals go (on disk)
+#
+# The figures of issue 12 items 2 and 3, beside the baseline (reproduce with):
+#   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release && cmake --build build-rel
+#   BENCH_BASELINE=1 BENCH_SECONDS=3 bash tests/bench/journal_bench.sh build-rel
+# One row, more rounds (a busy machine):
+#   BENCH_FSYNC_DELAYS=0 BENCH_CLIENTS=1 BENCH_ROUNDS=5 bash tests/bench/journal_bench.sh build-rel
+# Prints figures; asserts nothing about timing.
 set -euo pipefail
 export LC_ALL=C
 
-BUILD_DIR="${1:?usage: journal_bench.sh BUILD_DIR}"
+BUILD_DIR="$(cd "${1:?usage: journal_bench.sh BUILD_DIR}" && pwd)"
+SOURCE_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
 AGENT_BIN="$BUILD_DIR/agent/pos-agent"
 LOAD_BIN="$BUILD_DIR/tests/tools/pos-load"
+SHIM="$BUILD_DIR/tests/tools/libpos-fsync-shim.so"
+DELAYS="${BENCH_FSYNC_DELAYS:-0 5000}"
 CLIENTS_LIST="${BENCH_CLIENTS:-1 4 16 64}"
-SALES_GROUP="${BENCH_SALES:-150000}"
-SALES_NAIVE="${BENCH_SALES_NAIVE:-40000}"
-MAX_SECONDS="${BENCH_MAX_SECONDS:-10}"
+SECONDS_RUN="${BENCH_SECONDS:-5}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+SALES="${BENCH_SALES:-150000}"
 BATCH="${BENCH_BATCH:-1}"
 
-for bin in "$AGENT_BIN" "$LOAD_BIN"; do
-  [[ -x "$bin" ]] || { echo "journal_bench: $bin not built" >&2; exit 1; }
+for bin in "$AGENT_BIN" "$LOAD_BIN" "$SHIM"; do
+  [[ -e "$bin" ]] || { echo "journal_bench: $bin not built" >&2; exit 1; }
 done
+BUILD_TYPE="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null ||
+  true)"
+if [[ "$BUILD_TYPE" != Release ]]; then
+  echo "journal_bench: WARNING: $BUILD_DIR is a '${BUILD_TYPE:-unknown}' build, not Release:" \
+    "its figures are not comparable with the issue's (or the baseline's, a Release build)" >&2
+fi
+
+MODES=(group naive)
+if [[ "${BENCH_BASELINE:-0}" == 1 ]]; then
+  export POS_BUILD_DIR="$BUILD_DIR" POS_SOURCE_DIR="${POS_SOURCE_DIR:-$SOURCE_DIR}"
+  export TMPDIR="${BENCH_DIR:-/var/tmp}"
+  # lib.sh: fail/log and a work directory; old_agent.sh: build_old_agent.
+  source "$SOURCE_DIR/tests/integration/lib.sh"
+  source "$SOURCE_DIR/tests/integration/old_agent.sh"
+  TEST_NAME=journal_bench
+  BASELINE_COMMIT="$(tail -n1 "$SOURCE_DIR/tests/bench/BASELINE")"
+  build_old_agent "$BASELINE_COMMIT"
+  BASE_AGENT_BIN="$OLD_AGENT_BIN"
+  MODES=(group naive base)
+fi
+
 WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/pos-bench.XXXXXX")"
 if [[ "$(stat -f -c %T "$WORK")" == tmpfs ]]; then
   echo "journal_bench: $WORK is on tmpfs; set BENCH_DIR to a directory on disk" >&2
   exit 1
 fi
+# The shim's count file goes to tmpfs, so that its rewrites are not counted
+# in the agent's write_bytes.
+COUNT_DIR="$(mktemp -d /dev/shm/pos-bench-count.XXXXXX)"
 AGENT_PID=""
 cleanup() {
   if [[ -n "$AGENT_PID" ]]; then
     kill -KILL "$AGENT_PID" 2>/dev/null || true
     wait "$AGENT_PID" 2>/dev/null || true
   fi
-  rm -rf "$WORK"
+  rm -rf "$WORK" "$COUNT_DIR" "${T:-}" # T: lib.sh's work directory, with BENCH_BASELINE
 }
 trap cleanup EXIT
 
@@ -52,13 +114,25 @@ TOKEN="bench-token-0123456789abcdef"
 echo "* $TOKEN" >"$WORK/terminals"
 
 write_bytes() { awk '/^write_bytes:/ { print $2 }' "/proc/$1/io"; }
+fsyncs() { tr -d ' ' <"$COUNT_DIR/count"; }
+commits() {
+  curl -sf "http://127.0.0.1:$1/metrics" |
+    awk '/^pos_agent_journal_commit_writes_count/ { print $2; found = 1 }
+      END { if (!found) print 0 }'
+}
+log_port() {
+  grep -m1 -E "event=$2( .*)? port=[0-9]+" "$1" |
+    sed -n 's/.*[[:space:]]port=\([0-9][0-9]*\).*/\1/p'
+}
 
-# run MODE GROUP_COMMIT_MAX CLIENTS SALES: sets RUN_RATE, RUN_BYTES (per
-# sale), RUN_SALES and RUN_SECONDS. Runs in this shell, so the EXIT trap
-# knows the agent it started.
+# run MODE DELAY CLIENTS: one run; sets RUN_RATE, RUN_SPF (sales per fsync),
+# RUN_SPC (sales per commit), RUN_BYTES and RUN_FLOOR (per sale). Runs in
+# this shell, so the EXIT trap knows the agent it started.
 run() {
-  local mode="$1" group="$2" clients="$3" sales="$4"
+  local mode="$1" delay="$2" clients="$3" bin="$AGENT_BIN" group=1024
   local dir="$WORK/$mode-$clients"
+  [[ "$mode" == naive ]] && group=1
+  [[ "$mode" == base ]] && bin="$BASE_AGENT_BIN"
   mkdir -p "$dir"
   cat >"$dir/agent.conf" <<EOF
 [agent]
@@ -75,52 +149,103 @@ port = 0
 terminal_tokens = $WORK/terminals
 max_body = 16M
 max_sales_per_request = 1000
+[metrics]
+listen_host = 127.0.0.1
+port = 0
 EOF
-  "$AGENT_BIN" --config "$dir/agent.conf" 2>"$dir/agent.log" >/dev/null &
+  LD_PRELOAD="$SHIM" POS_FSYNC_DELAY_US="$delay" POS_FSYNC_COUNT_FILE="$COUNT_DIR/count" \
+    "$bin" --config "$dir/agent.conf" 2>"$dir/agent.log" >/dev/null &
   AGENT_PID=$!
-  local deadline=$((SECONDS + 10)) port=""
+  local deadline=$((SECONDS + 20))
   until grep -q 'event=ready' "$dir/agent.log" 2>/dev/null; do
-    kill -0 "$AGENT_PID" 2>/dev/null || { tail "$dir/agent.log" >&2; echo "agent died" >&2; exit 1; }
-    ((SECONDS < deadline)) || { echo "agent not ready in 10 s" >&2; exit 1; }
+    kill -0 "$AGENT_PID" 2>/dev/null ||
+      { tail "$dir/agent.log" >&2; echo "agent died" >&2; exit 1; }
+    ((SECONDS < deadline)) || { echo "agent not ready in 20 s" >&2; exit 1; }
     sleep 0.05
   done
-  port="$(grep -m1 -E 'event=listening( .*)? port=[0-9]+' "$dir/agent.log" | sed -n 's/.*[[:space:]]port=\([0-9][0-9]*\).*/\1/p')"
-  local before after out
-  before="$(write_bytes "$AGENT_PID")"
+  local port mport bytes0 bytes1 sync0 sync1 commit0 commit1 out sales
+  port="$(log_port "$dir/agent.log" listening)"
+  mport="$(log_port "$dir/agent.log" metrics_listening)"
+  commit0="$(commits "$mport")" sync0="$(fsyncs)" bytes0="$(write_bytes "$AGENT_PID")"
   out="$("$LOAD_BIN" --url "http://127.0.0.1:$port" --token "$TOKEN" --terminal T1 \
-    --clients "$clients" --sales $(((sales + clients - 1) / clients)) --batch "$BATCH" \
-    --prefix bench --duration "$MAX_SECONDS" 2>"$dir/load.err")" ||
+    --clients "$clients" --sales $(((SALES + clients - 1) / clients)) --batch "$BATCH" \
+    --prefix bench --duration "$SECONDS_RUN" 2>"$dir/load.err")" ||
     { cat "$dir/load.err" >&2; echo "pos-load failed: $out" >&2; exit 1; }
-  after="$(write_bytes "$AGENT_PID")"
+  bytes1="$(write_bytes "$AGENT_PID")" sync1="$(fsyncs)" commit1="$(commits "$mport")"
   kill -TERM "$AGENT_PID"
   wait "$AGENT_PID" || true
   AGENT_PID=""
   rm -rf "$dir"
-  RUN_SALES="$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$out")"
-  RUN_SECONDS="$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<"$out")"
+  sales="$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$out")"
   RUN_RATE="$(sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p' <<<"$out" | awk '{ printf "%.0f", $1 }')"
-  RUN_BYTES="$(awk -v b=$((after - before)) -v n="$RUN_SALES" 'BEGIN { printf "%.0f", (n > 0 ? b / n : 0) }')"
+  read -r RUN_SPF RUN_SPC RUN_BYTES RUN_FLOOR < <(awk -v n="$sales" -v b=$((bytes1 - bytes0)) \
+    -v f=$((sync1 - sync0)) -v c=$((commit1 - commit0)) 'BEGIN {
+      printf "%.1f %.1f %.0f %.0f\n", (f > 0 ? n / f : 0), (c > 0 ? n / c : 0),
+        (n > 0 ? b / n : 0), (n > 0 ? 4096 * c / n : 0) }')
 }
 
-echo "pos-agent journal benchmark: $(nproc) CPUs, journal on $(df -P "$WORK" | awk 'NR == 2 { print $1 }') ($(stat -f -c %T "$WORK")), batch $BATCH"
-printf '%-14s %7s %10s %12s %8s %8s\n' mode clients sales/s bytes/sale sales seconds
-declare -A RATE BYTES
-for mode in group naive; do
-  if [[ "$mode" == group ]]; then group=1024 sales="$SALES_GROUP"; else group=1 sales="$SALES_NAIVE"; fi
+# stat VALUES...: "median min max" of the values.
+med3() {
+  printf '%s\n' "$@" | sort -g |
+    awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR] }'
+}
+
+label() {
+  case "$1" in
+    group) echo group-1024 ;;
+    naive) echo one-per-sale ;;
+    base) echo "base-group@$BASELINE_COMMIT" ;;
+  esac
+}
+
+echo "pos-agent journal benchmark: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)," \
+  "journal on $(df -P "$WORK" | awk 'NR == 2 { print $1 }') ($(stat -f -c %T "$WORK"))," \
+  "batch $BATCH," \
+  "$SECONDS_RUN s per run, $ROUNDS interleaved rounds, build ${BUILD_TYPE:-unknown}"
+echo "each figure: median [min-max] of the rounds"
+printf '%-8s %7s %-20s %-22s %-18s %-18s %-20s %s\n' fsync_us clients mode "sales/s" \
+  "sales/fsync" "sales/commit" "bytes/sale" "floor/sale"
+declare -A MED
+for delay in $DELAYS; do
   for clients in $CLIENTS_LIST; do
-    run "$mode" "$group" "$clients" "$sales"
-    RATE[$mode.$clients]="$RUN_RATE"
-    BYTES[$mode.$clients]="$RUN_BYTES"
-    printf '%-14s %7d %10d %12d %8d %8s\n' "$([[ $mode == group ]] && echo group-1024 || echo one-per-sale)" \
-      "$clients" "$RUN_RATE" "$RUN_BYTES" "$RUN_SALES" "$RUN_SECONDS"
+    declare -A R=()
+    for ((round = 1; round <= ROUNDS; round++)); do
+      for mode in "${MODES[@]}"; do
+        run "$mode" "$delay" "$clients"
+        R[$mode.rate]+=" $RUN_RATE" R[$mode.spf]+=" $RUN_SPF" R[$mode.spc]+=" $RUN_SPC"
+        R[$mode.bytes]+=" $RUN_BYTES" R[$mode.floor]+=" $RUN_FLOOR"
+      done
+    done
+    for mode in "${MODES[@]}"; do
+      cols=()
+      for key in rate spf spc bytes floor; do
+        # shellcheck disable=SC2086 # the values are words
+        read -r med lo hi < <(med3 ${R[$mode.$key]})
+        MED[$delay.$clients.$mode.$key]="$med"
+        cols+=("$(printf '%s [%s-%s]' "$med" "$lo" "$hi")")
+      done
+      printf '%-8s %7d %-20s %-22s %-18s %-18s %-20s %s\n' "$delay" "$clients" "$(label "$mode")" \
+        "${cols[@]}"
+    done
+    unset R
   done
 done
 
 echo
-echo "side by side (group_commit_max = 1024 vs 1):"
-printf '%7s | %10s %12s | %10s %12s | %8s\n' clients "group/s" "bytes/sale" "naive/s" "bytes/sale" speedup
-for clients in $CLIENTS_LIST; do
-  g="${RATE[group.$clients]}" n="${RATE[naive.$clients]}"
-  printf '%7d | %10d %12d | %10d %12d | %7.1fx\n' "$clients" "$g" "${BYTES[group.$clients]}" \
-    "$n" "${BYTES[naive.$clients]}" "$(awk -v g="$g" -v n="$n" 'BEGIN { print (n > 0 ? g / n : 0) }')"
+echo "side by side (medians): group commit vs one transaction per sale" \
+  "${BASE_AGENT_BIN:+(and the baseline group commit)}"
+printf '%-8s %7s | %9s %11s %10s | %9s %10s | %8s%s\n' fsync_us clients "group/s" "sales/fsync" \
+  "bytes/sale" "naive/s" "bytes/sale" speedup "${BASE_AGENT_BIN:+ | base/s  base sales/fsync}"
+for delay in $DELAYS; do
+  for clients in $CLIENTS_LIST; do
+    k="$delay.$clients"
+    g="${MED[$k.group.rate]}" n="${MED[$k.naive.rate]}"
+    printf '%-8s %7d | %9s %11s %10s | %9s %10s | %7.1fx' "$delay" "$clients" "$g" \
+      "${MED[$k.group.spf]}" "${MED[$k.group.bytes]}" "$n" "${MED[$k.naive.bytes]}" \
+      "$(awk -v g="$g" -v n="$n" 'BEGIN { print (n > 0 ? g / n : 0) }')"
+    if [[ -n "${BASE_AGENT_BIN:-}" ]]; then
+      printf ' | %6s  %s' "${MED[$k.base.rate]}" "${MED[$k.base.spf]}"
+    fi
+    echo
+  done
 done
