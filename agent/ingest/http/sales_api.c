@@ -36,6 +36,7 @@ struct sales_api {
   metrics_series *created, *retried; /* its two series on the sale path, kept */
   char *answer;          /* the body of an array's 201/200, reused by every request */
   size_t answer_capacity;
+  struct sales_api_request *spare; /* a finished one-sale request, for the next one */
 };
 
 /* Counts an answer to POST /v1/sales: lock-free for 201 and 200, a short
@@ -360,6 +361,34 @@ static void sales_api_respond_stored(sales_api *api, const struct sales_api_requ
     sales_api_respond_json(req->exchange, status, sales_api_answer_json(req));
 }
 
+/*
+ * A zeroed request for `count` sales: the API's spare when it is a single
+ * sale (a terminal posts one at a time: no allocation per sale), else new.
+ */
+static struct sales_api_request *sales_api_request_new(sales_api *api, size_t count)
+{
+  struct sales_api_request *req;
+  size_t size = sizeof(*req) + count * sizeof(req->results[0]);
+
+  if (count == 1 && api->spare != NULL) {
+    req = api->spare;
+    api->spare = NULL;
+    memset(req, 0, size);
+    return req;
+  }
+  return calloc(1, size);
+}
+
+/* Keeps a one-sale request as the API's spare, or frees it. */
+static void sales_api_request_free(sales_api *api, struct sales_api_request *req)
+{
+  if (req->count == 1 && api->spare == NULL) {
+    api->spare = req;
+    return;
+  }
+  free(req);
+}
+
 static void sales_api_on_journaled(struct journal_write *write)
 {
   struct sales_api_request *req = (struct sales_api_request *)write;
@@ -397,7 +426,7 @@ static void sales_api_on_journaled(struct journal_write *write)
     sales_api_count(api, status, NULL);
   }
   sale_array_free(req->sales, req->count);
-  free(req);
+  sales_api_request_free(api, req);
 }
 
 static int sales_api_is_json(const char *content_type)
@@ -483,7 +512,7 @@ void sales_api_handle(sales_api *api, http_exchange *exchange)
     }
   }
 
-  req = calloc(1, sizeof(*req) + count * sizeof(req->results[0]));
+  req = sales_api_request_new(api, count);
   if (!req) {
     sale_array_free(sales, count);
     sales_api_respond_error(exchange, 503, "the agent is out of memory; retry shortly", NULL,
@@ -550,5 +579,6 @@ void sales_api_destroy(sales_api *api)
     return;
   free(api->tokens);
   free(api->answer);
+  free(api->spare);
   free(api);
 }
