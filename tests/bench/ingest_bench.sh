@@ -27,6 +27,9 @@
 #   BENCH_BATCHES  "100 1"  sales per POST (pos-load --batch), one table each
 #   BENCH_ROUNDS   3        interleaved rounds (the median is of these)
 #   BENCH_DIR      /var/tmp (where the journals go: on disk, not tmpfs)
+#   BENCH_HEAPTRACK 1       with heaptrack installed: also allocations per sale at 1 sale
+#                           per POST, each agent under heaptrack for 1,000 and 3,000 sales
+#                           (the difference / 2,000: start-up left out); 0 to skip
 #
 # Each figure is reproduced by (the load of one run; the agent as lib.sh's
 # write_config makes it, journal.group_commit_max = 1024):
@@ -52,7 +55,8 @@ if [[ "$(stat -f -c %T "$T")" == tmpfs ]]; then
 fi
 [[ -x "$LOAD_BIN" ]] || { echo "ingest_bench: $LOAD_BIN not built" >&2; exit 1; }
 
-BUILD_TYPE="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)"
+BUILD_TYPE="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null ||
+  true)"
 if [[ "$BUILD_TYPE" != Release ]]; then
   {
     echo "******************************************************************************"
@@ -170,10 +174,51 @@ for batch in $BATCHES; do
       printf '  %-9s of which the fsync (plain - no sync, measured): %.1f us/sale\n' \
         "${agent/base/baseline}" "$(awk -v t="$tm" -v n="$nm" 'BEGIN { print t - n }')"
     else
-      printf '  %-9s of which the fsync (estimate: the system time): %.1f us/sale; the rest %.1f\n' \
-        "${agent/base/baseline}" "$sm" "$(awk -v t="$tm" -v s="$sm" 'BEGIN { print t - s }')"
+      printf '  %-9s of which the fsync (estimate: the system time): %.1f us/sale;' \
+        "${agent/base/baseline}" "$sm"
+      printf ' the rest %.1f\n' "$(awk -v t="$tm" -v s="$sm" 'BEGIN { print t - s }')"
     fi
   done
 done
+# Allocations per sale (exact, not timing: one run each is enough).
+if [[ "${BENCH_HEAPTRACK:-1}" == 1 ]] && command -v heaptrack >/dev/null &&
+  command -v heaptrack_print >/dev/null; then
+  # allocations AGENT SALES: heaptrack's count of allocation calls of the agent over its
+  # whole life, with SALES sales posted one per POST.
+  allocations() {
+    local agent="$1" sales="$2" bin="$NEW_AGENT_BIN" db="$T/journal.ht.db" hpid pid=""
+    [[ "$agent" == base ]] && bin="$BASE_AGENT_BIN"
+    rm -f "$db" "$db"-* "$T"/ht.*
+    write_config journal.path="$db"
+    AGENT_STARTS=$((AGENT_STARTS + 1))
+    AGENT_LOG="$T/agent.$AGENT_STARTS.log"
+    heaptrack -o "$T/ht" "$bin" --config "$CONFIG" 2>"$AGENT_LOG" >/dev/null &
+    hpid=$!
+    for _ in $(seq 200); do
+      grep -q 'event=ready' "$AGENT_LOG" 2>/dev/null && break
+      sleep 0.05
+    done
+    pid="$(pgrep -P "$hpid" -x pos-agent || true)"
+    [[ -n "$pid" ]] || fail "heaptrack: the agent did not start (log: $AGENT_LOG)"
+    AGENT_URL="http://127.0.0.1:$(grep -m1 -E 'event=listening( .*)? port=[0-9]+' "$AGENT_LOG" |
+      sed -n 's/.*[[:space:]]port=\([0-9][0-9]*\).*/\1/p')"
+    "$LOAD_BIN" --url "$AGENT_URL" --token "$TOKEN_T1" --terminal T1 --clients 1 --sales "$sales" \
+      --batch 1 --prefix ingest-ht --time-base "$TIME_BASE" >/dev/null 2>"$T/load.err" ||
+      { cat "$T/load.err" >&2; fail "pos-load under heaptrack ($agent)"; }
+    kill -TERM "$pid"
+    wait "$hpid" || true
+    heaptrack_print "$T"/ht.*zst 2>/dev/null |
+      sed -n 's/^calls to allocation functions: \([0-9]*\).*/\1/p'
+  }
+  echo
+  echo "allocations per sale at 1 sale per POST (heaptrack, (3,000 - 1,000 sales) / 2,000):"
+  for agent in base head; do
+    small="$(allocations "$agent" 1000)"
+    large="$(allocations "$agent" 3000)"
+    printf '  %-9s %6.1f\n' "${agent/base/baseline}" \
+      "$(awk -v a="$small" -v b="$large" 'BEGIN { print (b - a) / 2000 }')"
+  done
+fi
+
 echo
 echo "the issue's targets (item 1): at most 26 us/sale at 100 per POST, 150 us/sale at 1 per POST"

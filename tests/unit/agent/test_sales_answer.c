@@ -48,7 +48,7 @@ static char *jansson_answer(const struct sale *sales, const struct journal_item_
   return text;
 }
 
-/* Asserts that the hand-written answer equals jansson's, in a buffer of exactly the promised size. */
+/* Asserts that the hand-written answer equals jansson's, in a buffer of just the promised size. */
 static void assert_same_answer(const struct sale *sales,
                                const struct journal_item_result *results, size_t count,
                                int is_array)

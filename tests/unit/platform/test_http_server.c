@@ -1217,7 +1217,8 @@ static void test_response_bytes_exact_on_a_reused_connection(void **state)
   expect_answer(fd, request, request_length, expected, expected_length);
 
   /* HEAD: the headers a GET would get (its Content-Length), no body. */
-  request_length = (size_t)snprintf(request, sizeof(request), "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n");
+  request_length =
+      (size_t)snprintf(request, sizeof(request), "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n");
   expected_length = (size_t)snprintf(expected, sizeof(expected),
                                      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                                      "Content-Length: 8\r\nConnection: keep-alive\r\n"
