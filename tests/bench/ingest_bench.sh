@@ -148,7 +148,7 @@ echo "$(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg), journal on $(stat -f 
 for batch in $BATCHES; do
   echo
   echo "$batch sale(s) per POST:"
-  printf '%-12s %22s %20s %20s %9s %10s\n' agent "user+sys us/sale" "user" "sys" "sys share" \
+  printf '%-16s %22s %20s %20s %9s %10s\n' agent "user+sys us/sale" "user" "sys" "sys share" \
     "sales/s"
   for agent in $AGENTS; do
     key="$agent.$batch"
@@ -162,7 +162,7 @@ for batch in $BATCHES; do
     read -r rm _ _ < <(stats ${RATE[$key]})
     label="$agent"
     [[ "$agent" == base* ]] && label="${agent/base/baseline}"
-    printf '%-12s %7.1f [%5.1f-%5.1f] %6.1f [%5.1f-%5.1f] %6.1f [%5.1f-%5.1f] %8.0f%% %10.0f\n' \
+    printf '%-16s %7.1f [%5.1f-%5.1f] %6.1f [%5.1f-%5.1f] %6.1f [%5.1f-%5.1f] %8.0f%% %10.0f\n' \
       "$label" "$tm" "$tlo" "$thi" "$um" "$ulo" "$uhi" "$sm" "$slo" "$shi" \
       "$(awk -v s="$sm" -v t="$tm" 'BEGIN { print (t > 0 ? 100 * s / t : 0) }')" "$rm"
   done
