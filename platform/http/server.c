@@ -64,6 +64,15 @@
 #define HTTP_FIRST_REQUEST_TIMEOUT_MS 10000u
 /* Refused connections are logged at most this often (a flood would flood the log). */
 #define HTTP_REFUSAL_LOG_INTERVAL_MS 1000u
+/*
+ * A connection keeps the buffers of its last request and response for the
+ * next one (no malloc per request on a keep-alive connection), up to this
+ * capacity each: a 1-sale POST and its answer fit many times over, and an
+ * idle connection holds little.
+ */
+#define HTTP_REUSE_MAX (16u * 1024u)
+/* A response buffer is made at least this large, so that the next one fits it. */
+#define HTTP_WRITE_MIN (512u)
 
 enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_DRAINING, CONN_LINGER, CONN_CLOSED };
 
@@ -118,10 +127,16 @@ struct http_conn {
   size_t stash_offset;
   struct http_exchange *exchange; /* handed to the handler, not yet answered */
   struct http__tls_conn *tls;     /* NULL for plain HTTP */
+  /* Reused from request to request (each up to HTTP_REUSE_MAX). */
+  struct http_write *spare_write; /* a write buffer whose write completed */
+  struct http_bytes view_head;    /* conn_check_headers()'s copy of the head */
+  struct http_exchange *slot;     /* exchange_slot when it is free, else NULL */
 };
 
 struct http_exchange {
   struct http_conn *conn; /* holds a reference */
+  size_t head_capacity;   /* of head and body, given back to the connection */
+  size_t body_capacity;
   int orphaned;           /* the connection closed: respond only frees */
   int keep_alive;
   int head_request;
@@ -141,7 +156,14 @@ struct http_write {
   uv_write_t req;
   struct http_conn *conn;
   size_t length;
+  size_t capacity; /* of data */
   char data[];
+};
+
+/* A connection and the one exchange it can have pending, in one block. */
+struct http_conn_block {
+  struct http_conn conn;
+  struct http_exchange exchange_slot;
 };
 
 struct http_server {
@@ -297,6 +319,47 @@ static void bytes_free(struct http_bytes *bytes)
   bytes->capacity = 0;
 }
 
+/*
+ * Gives a request's buffer (data, capacity) back to the connection's empty
+ * `bytes` for the next request, or frees it: when `bytes` already has one,
+ * or when it is over HTTP_REUSE_MAX.
+ */
+static void bytes_give_back(struct http_bytes *bytes, char *data, size_t capacity)
+{
+  if (bytes->data != NULL || capacity > HTTP_REUSE_MAX) {
+    free(data);
+    return;
+  }
+  bytes->data = data;
+  bytes->length = 0;
+  bytes->capacity = data != NULL ? capacity : 0;
+}
+
+/* Appends `length` bytes at `p`; returns the end. */
+static char *put_bytes(char *p, const char *text, size_t length)
+{
+  memcpy(p, text, length);
+  return p + length;
+}
+
+/* Appends `text`; returns the end. */
+static char *put_text(char *p, const char *text) { return put_bytes(p, text, strlen(text)); }
+
+/* Appends `value` in decimal (at most 20 characters); returns the end. */
+static char *put_decimal(char *p, uint64_t value)
+{
+  char digits[20];
+  size_t count = 0;
+
+  do {
+    digits[count++] = (char)('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  while (count > 0)
+    *p++ = digits[--count];
+  return p;
+}
+
 /* Writes "ip:port" into `out` and the bare address into `ip` (INET6_ADDRSTRLEN bytes). */
 static void format_peer(const struct sockaddr_storage *addr, char *out, size_t out_size,
                         char *ip)
@@ -342,16 +405,27 @@ static void conn_unref(struct http_conn *conn)
   bytes_free(&conn->head);
   bytes_free(&conn->body);
   bytes_free(&conn->stash);
-  free(conn);
+  bytes_free(&conn->view_head);
+  free(conn->spare_write);
+  free(conn); /* the http_conn_block it begins */
 }
 
+/*
+ * Ends an exchange: its head and body buffers go back to the connection
+ * for the next request, its slot is free again, and its reference to the
+ * connection is dropped (which may free the connection).
+ */
 static void exchange_free(struct http_exchange *exchange)
 {
   struct http_conn *conn = exchange->conn;
 
-  free(exchange->head);
-  free(exchange->body);
-  free(exchange);
+  bytes_give_back(&conn->head, exchange->head, exchange->head_capacity);
+  bytes_give_back(&conn->body, exchange->body, exchange->body_capacity);
+  exchange->head = NULL;
+  exchange->body = NULL;
+  exchange->conn = NULL;
+  assert(conn->slot == NULL);
+  conn->slot = exchange;
   conn_unref(conn);
 }
 
@@ -417,12 +491,23 @@ static void conn_disarm(struct http_conn *conn)
 
 /* ---- writing ----------------------------------------------------------- */
 
+/* Keeps `write_req` (done with) as the connection's spare, or frees it. */
+static void write_release(struct http_conn *conn, struct http_write *write_req)
+{
+  if (conn->spare_write == NULL && write_req->capacity <= HTTP_REUSE_MAX &&
+      conn->state != CONN_CLOSED) {
+    conn->spare_write = write_req;
+    return;
+  }
+  free(write_req);
+}
+
 static void conn_on_write(uv_write_t *req, int status)
 {
   struct http_write *write_req = req->data;
   struct http_conn *conn = write_req->conn;
 
-  free(write_req);
+  write_release(conn, write_req);
   assert(conn->writes_pending > 0);
   conn->writes_pending--;
   if (conn->state == CONN_CLOSED)
@@ -439,15 +524,25 @@ static void conn_on_write(uv_write_t *req, int status)
   conn_update_reading(conn);
 }
 
+/*
+ * A write buffer of at least `length` bytes: the connection's spare when it
+ * is large enough (no malloc on a keep-alive connection), else a new one.
+ */
 static struct http_write *write_alloc(struct http_conn *conn, size_t length)
 {
-  struct http_write *write_req;
+  struct http_write *write_req = conn->spare_write;
+  size_t capacity = length < HTTP_WRITE_MIN ? HTTP_WRITE_MIN : length;
 
-  if (length > UINT_MAX - sizeof(*write_req))
-    return NULL;
-  write_req = malloc(sizeof(*write_req) + length);
-  if (write_req == NULL)
-    return NULL;
+  if (write_req != NULL && write_req->capacity >= length) {
+    conn->spare_write = NULL;
+  } else {
+    if (length > UINT_MAX - sizeof(*write_req))
+      return NULL;
+    write_req = malloc(sizeof(*write_req) + capacity);
+    if (write_req == NULL)
+      return NULL;
+    write_req->capacity = capacity;
+  }
   write_req->conn = conn;
   write_req->length = length;
   write_req->req.data = write_req;
@@ -463,7 +558,7 @@ static int conn_submit(struct http_conn *conn, struct http_write *write_req)
   rc = uv_write(&write_req->req, (uv_stream_t *)&conn->tcp, &buf, 1, conn_on_write);
   if (rc != 0) {
     log_debug(HTTP_MOD, "write_failed", "peer=%s error=%s", conn->peer, uv_err_name(rc));
-    free(write_req);
+    write_release(conn, write_req);
     return -1;
   }
   conn->writes_pending++;
@@ -502,49 +597,62 @@ static int conn_send(struct http_conn *conn, struct http_write *write_req)
                             sizeof(reason));
   if (rc != 0)
     log_warn(HTTP_MOD, "tls_write_failed", "peer=%s reason=\"%s\"", conn->peer, reason);
-  free(write_req);
+  write_release(conn, write_req);
 out:
   return rc;
 }
 
 /*
- * Builds and sends a whole response. `body` may be NULL when body_length
- * is 0. Returns 0 or -1 (nothing usable was queued).
+ * Builds and sends a whole response: the head written with memcpy and
+ * integer formatting (no printf: this runs for every sale), the body copied
+ * after it into one write buffer. `body` may be NULL when body_length is 0.
+ * Returns 0 or -1 (nothing usable was queued).
  */
 static int conn_send_response(struct http_conn *conn, int status, const char *content_type,
                               const char *extra_headers, const void *body, size_t body_length,
                               int keep_alive, int head_request)
 {
   struct http_write *write_req;
-  char length_line[48];
+  const char *reason = status_reason(status);
   size_t type_length = content_type ? strlen(content_type) : 0;
   size_t extra_length = extra_headers ? strlen(extra_headers) : 0;
+  /* Status line, Content-Length, Connection and the blank line: 160 bytes are plenty. */
   size_t head_cap = 160 + type_length + extra_length;
   int no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
-  int written;
+  size_t content_length = body_length;
+  char *p;
 
-  if (no_body) {
-    length_line[0] = '\0';
-  } else {
-    snprintf(length_line, sizeof(length_line), "Content-Length: %zu\r\n", body_length);
-  }
   /* HEAD gets the headers a GET would get, and no body. */
   if (no_body || head_request)
     body_length = 0;
+  if (status < 0 || body_length > SIZE_MAX - head_cap)
+    return -1;
   write_req = write_alloc(conn, head_cap + body_length);
   if (write_req == NULL)
     return -1;
-  written = snprintf(write_req->data, head_cap, "HTTP/1.1 %d %s\r\n%s%s%s%sConnection: %s\r\n%s\r\n",
-                     status, status_reason(status), content_type ? "Content-Type: " : "",
-                     content_type ? content_type : "", content_type ? "\r\n" : "", length_line,
-                     keep_alive ? "keep-alive" : "close", extra_headers ? extra_headers : "");
-  if (written < 0 || (size_t)written >= head_cap) {
-    free(write_req);
-    return -1;
+  p = put_bytes(write_req->data, "HTTP/1.1 ", 9);
+  p = put_decimal(p, (uint64_t)status);
+  *p++ = ' ';
+  p = put_text(p, reason);
+  p = put_bytes(p, "\r\n", 2);
+  if (content_type != NULL) {
+    p = put_bytes(p, "Content-Type: ", 14);
+    p = put_bytes(p, content_type, type_length);
+    p = put_bytes(p, "\r\n", 2);
   }
+  if (!no_body) {
+    p = put_bytes(p, "Content-Length: ", 16);
+    p = put_decimal(p, content_length);
+    p = put_bytes(p, "\r\n", 2);
+  }
+  p = put_text(p, keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+  if (extra_length > 0)
+    p = put_bytes(p, extra_headers, extra_length);
+  p = put_bytes(p, "\r\n", 2);
+  assert((size_t)(p - write_req->data) <= head_cap);
   if (body_length > 0)
-    memcpy(write_req->data + written, body, body_length);
-  write_req->length = (size_t)written + body_length;
+    p = put_bytes(p, body, body_length);
+  write_req->length = (size_t)(p - write_req->data);
   return conn_send(conn, write_req);
 }
 
@@ -771,23 +879,27 @@ static int conn_check_headers(struct http_conn *conn)
   }
   memset(&view, 0, sizeof(view));
   memset(&refusal, 0, sizeof(refusal));
-  /* A copy: exchange_split_url() writes NULs into the URL it splits. */
-  view.head = malloc(conn->head.length);
-  if (view.head == NULL) {
+  /*
+   * A copy: exchange_split_url() writes NULs into the URL it splits. Into
+   * the connection's buffer, kept for the next request.
+   */
+  conn->view_head.length = 0;
+  if (bytes_append(&conn->view_head, conn->head.data, conn->head.length, SIZE_MAX) != 0) {
     conn_refuse(conn, 503, "out of memory reading the request headers");
     return -1;
   }
-  memcpy(view.head, conn->head.data, conn->head.length);
+  view.head = conn->view_head.data;
   view.head_length = conn->head.length;
   view.url_size = strnlen(view.head, view.head_length) + 1;
   view.header_count = conn->header_count;
   view.method = llhttp_method_name((llhttp_method_t)conn->parser.method);
   view.body = no_body;
   view.conn = conn;
-  snprintf(view.peer, sizeof(view.peer), "%s", conn->peer);
+  memcpy(view.peer, conn->peer, sizeof(view.peer));
   exchange_split_url(&view);
   status = hook(&view, conn->server->handler_arg, &refusal);
-  free(view.head);
+  if (conn->view_head.capacity > HTTP_REUSE_MAX)
+    bytes_free(&conn->view_head);
   if (status == 0)
     return 0;
   if (status < 400 || status > 599) {
@@ -944,22 +1056,30 @@ static int on_message_complete(llhttp_t *parser)
   /* Before the exchange exists: a refused request never reaches the handler. */
   if (conn_recheck_client_cert(conn) != 0)
     return -1;
-  exchange = calloc(1, sizeof(*exchange));
   /* The URL always ends in a NUL (on_url_complete); the body gets one here. */
-  if (exchange == NULL || conn->head.length == 0 || bytes_reserve(&conn->body, 1, SIZE_MAX) != 0) {
-    free(exchange);
+  if (conn->head.length == 0 || bytes_reserve(&conn->body, 1, SIZE_MAX) != 0) {
     conn_refuse(conn, 503, "out of memory for the request");
     return -1;
   }
-  /* The request's buffers move to the exchange; the next request starts fresh. */
+  /* One exchange at a time: it lives in the connection's block, no allocation. */
+  exchange = conn->slot;
+  assert(exchange != NULL);
+  conn->slot = NULL;
+  memset(exchange, 0, sizeof(*exchange));
+  /*
+   * The request's buffers move to the exchange (the handler may keep it
+   * past the next read); exchange_free() gives them back for the next one.
+   */
   conn->body.data[conn->body.length] = '\0';
   exchange->body = conn->body.data;
   exchange->body_length = conn->body.length;
+  exchange->body_capacity = conn->body.capacity;
   conn->body.data = NULL;
   conn->body.length = 0;
   conn->body.capacity = 0;
   exchange->head = conn->head.data;
   exchange->head_length = conn->head.length;
+  exchange->head_capacity = conn->head.capacity;
   exchange->url_size = strnlen(conn->head.data, conn->head.length) + 1;
   exchange->header_count = conn->header_count;
   conn->head.data = NULL;
@@ -970,7 +1090,7 @@ static int on_message_complete(llhttp_t *parser)
   /* Must be read here: llhttp clears the flags once this callback returns. */
   exchange->keep_alive = llhttp_should_keep_alive(parser);
   exchange_split_url(exchange);
-  snprintf(exchange->peer, sizeof(exchange->peer), "%s", conn->peer);
+  memcpy(exchange->peer, conn->peer, sizeof(exchange->peer));
   exchange->conn = conn;
   conn->refs++;
   conn->exchange = exchange;
@@ -1438,6 +1558,7 @@ static int server_admit(struct http_server *server, struct http_conn *conn)
 static void server_on_connection(uv_stream_t *listener, int status)
 {
   struct http_server *server = listener->data;
+  struct http_conn_block *block;
   struct http_conn *conn;
   struct sockaddr_storage addr;
   int addr_len = (int)sizeof(addr);
@@ -1449,12 +1570,14 @@ static void server_on_connection(uv_stream_t *listener, int status)
              server->port, uv_strerror(status));
     return;
   }
-  conn = calloc(1, sizeof(*conn));
-  if (conn == NULL) {
+  block = calloc(1, sizeof(*block));
+  if (block == NULL) {
     log_error(HTTP_MOD, "accept_failed", "addr=%s:%d error=\"out of memory\"",
               server->listen_host, server->port);
     return;
   }
+  conn = &block->conn;
+  conn->slot = &block->exchange_slot;
   rc = uv_tcp_init(server->loop, &conn->tcp);
   if (rc != 0) {
     log_error(HTTP_MOD, "accept_failed", "addr=%s:%d error=%s", server->listen_host,
@@ -1875,6 +1998,7 @@ int http_exchange_respond(http_exchange *exchange, int status, const char *conte
   const char *problem;
   char error_body[160];
   int keep_alive;
+  int sent;
   int rc = -1;
 
   if (exchange == NULL)
@@ -1899,8 +2023,16 @@ int http_exchange_respond(http_exchange *exchange, int status, const char *conte
     body = error_body;
   }
   keep_alive = exchange->keep_alive && !conn->peer_eof && !conn->server->closing;
-  if (conn_send_response(conn, status, content_type, extra_headers, body, body_length,
-                         keep_alive, exchange->head_request) != 0) {
+  sent = conn_send_response(conn, status, content_type, extra_headers, body, body_length,
+                            keep_alive, exchange->head_request);
+  /*
+   * The response is copied out: the exchange ends before the next request
+   * is parsed (conn_next_request may do it right away and needs its slot
+   * and buffers). The connection is open, so its handles keep it alive.
+   */
+  exchange_free(exchange);
+  exchange = NULL;
+  if (sent != 0) {
     conn_close(conn);
     goto out;
   }

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,9 @@ struct sales_api {
   void *on_stored_arg;
   metrics_family *answers;           /* pos_agent_sales_requests_total{status,outcome} */
   metrics_series *created, *retried; /* its two series on the sale path, kept */
+  char *answer;          /* the body of an array's 201/200, reused by every request */
+  size_t answer_capacity;
+  struct sales_api_request *spare; /* a finished one-sale request, for the next one */
 };
 
 /* Counts an answer to POST /v1/sales: lock-free for 201 and 200, a short
@@ -218,6 +222,173 @@ static void sales_api_field_path(const struct sales_api_request *req, size_t ind
     snprintf(out, out_size, "%s", field);
 }
 
+/* ---- the answer to a journaled request ---------------------------------- */
+
+/* Appends `length` bytes at `p`; returns the end. */
+static char *sales_api_put(char *p, const char *text, size_t length)
+{
+  memcpy(p, text, length);
+  return p + length;
+}
+
+#define SALES_API_PUT_LITERAL(p, literal) sales_api_put((p), (literal), sizeof(literal) - 1)
+
+/* Appends `value` in decimal, as jansson prints a json_int_t; returns the end. */
+static char *sales_api_put_int(char *p, int64_t value)
+{
+  char digits[20];
+  size_t count = 0;
+  uint64_t magnitude = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
+
+  if (value < 0)
+    *p++ = '-';
+  do {
+    digits[count++] = (char)('0' + magnitude % 10);
+    magnitude /= 10;
+  } while (magnitude != 0);
+  while (count > 0)
+    *p++ = digits[--count];
+  return p;
+}
+
+/*
+ * The length of `id` when jansson would write it into a JSON string as is
+ * (printable ASCII without '"' or '\\': every valid sale_id), else 0.
+ */
+static size_t sales_api_plain_length(const char *id)
+{
+  size_t length = 0;
+
+  for (; id[length] != '\0'; length++) {
+    unsigned char c = (unsigned char)id[length];
+    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+      return 0;
+  }
+  return length;
+}
+
+size_t sales_api_answer_write(char *out, size_t out_size, const struct sale *sales,
+                              const struct journal_item_result *results, size_t count,
+                              int is_array)
+{
+  char *p = out;
+  size_t id_length, written = 0;
+
+  if (out_size < SALES_API_ANSWER_SIZE(count) || (!is_array && count != 1))
+    goto out;
+  if (!is_array) {
+    p = SALES_API_PUT_LITERAL(p, "{\"seq\":");
+    p = sales_api_put_int(p, results[0].seq);
+    if (results[0].outcome == JOURNAL_DUPLICATE)
+      p = SALES_API_PUT_LITERAL(p, ",\"duplicate\":true");
+    *p++ = '}';
+    written = (size_t)(p - out);
+    goto out;
+  }
+  p = SALES_API_PUT_LITERAL(p, "{\"results\":[");
+  for (size_t i = 0; i < count; i++) {
+    id_length = sales_api_plain_length(sales[i].sale_id);
+    if (id_length == 0 || id_length > SALE_ID_MAX)
+      goto out;
+    if (i > 0)
+      *p++ = ',';
+    p = SALES_API_PUT_LITERAL(p, "{\"sale_id\":\"");
+    p = sales_api_put(p, sales[i].sale_id, id_length);
+    p = SALES_API_PUT_LITERAL(p, "\",\"seq\":");
+    p = sales_api_put_int(p, results[i].seq);
+    if (results[i].outcome == JOURNAL_DUPLICATE)
+      p = SALES_API_PUT_LITERAL(p, ",\"duplicate\":true");
+    *p++ = '}';
+  }
+  p = SALES_API_PUT_LITERAL(p, "]}");
+  written = (size_t)(p - out);
+out:
+  return written;
+}
+
+/* The same answer built with jansson: the fallback for what the writer above declines. */
+static json_t *sales_api_answer_json(const struct sales_api_request *req)
+{
+  json_t *body, *results;
+
+  if (!req->is_array) {
+    body = json_pack("{s:I}", "seq", (json_int_t)req->results[0].seq);
+    if (body && req->results[0].outcome == JOURNAL_DUPLICATE)
+      json_object_set_new(body, "duplicate", json_true());
+    return body;
+  }
+  results = json_array();
+  for (size_t i = 0; results && i < req->count; i++) {
+    json_t *item = json_pack("{s:s, s:I}", "sale_id", req->sales[i].sale_id, "seq",
+                             (json_int_t)req->results[i].seq);
+    if (item && req->results[i].outcome == JOURNAL_DUPLICATE)
+      json_object_set_new(item, "duplicate", json_true());
+    json_array_append_new(results, item);
+  }
+  return json_pack("{s:o}", "results", results);
+}
+
+/*
+ * Answers a journaled request with `status` (201 or 200): the body written
+ * by hand into a buffer on the stack (one sale) or the API's reused buffer
+ * (an array), no printf and no allocation once the buffer has grown; jansson
+ * only when that declines.
+ */
+static void sales_api_respond_stored(sales_api *api, const struct sales_api_request *req,
+                                     int status)
+{
+  char single[SALES_API_ANSWER_SIZE(1)];
+  char *text = single;
+  size_t capacity = sizeof(single), length = 0;
+
+  if (req->is_array) {
+    capacity = SALES_API_ANSWER_SIZE(req->count);
+    if (capacity > api->answer_capacity) {
+      char *grown = realloc(api->answer, capacity);
+      if (grown) {
+        api->answer = grown;
+        api->answer_capacity = capacity;
+      }
+    }
+    text = capacity <= api->answer_capacity ? api->answer : NULL;
+  }
+  if (text)
+    length = sales_api_answer_write(text, capacity, req->sales, req->results, req->count,
+                                    req->is_array);
+  if (length > 0)
+    http_exchange_respond(req->exchange, status, "application/json", NULL, text, length);
+  else
+    sales_api_respond_json(req->exchange, status, sales_api_answer_json(req));
+}
+
+/*
+ * A zeroed request for `count` sales: the API's spare when it is a single
+ * sale (a terminal posts one at a time: no allocation per sale), else new.
+ */
+static struct sales_api_request *sales_api_request_new(sales_api *api, size_t count)
+{
+  struct sales_api_request *req;
+  size_t size = sizeof(*req) + count * sizeof(req->results[0]);
+
+  if (count == 1 && api->spare != NULL) {
+    req = api->spare;
+    api->spare = NULL;
+    memset(req, 0, size);
+    return req;
+  }
+  return calloc(1, size);
+}
+
+/* Keeps a one-sale request as the API's spare, or frees it. */
+static void sales_api_request_free(sales_api *api, struct sales_api_request *req)
+{
+  if (req->count == 1 && api->spare == NULL) {
+    api->spare = req;
+    return;
+  }
+  free(req);
+}
+
 static void sales_api_on_journaled(struct journal_write *write)
 {
   struct sales_api_request *req = (struct sales_api_request *)write;
@@ -243,33 +414,19 @@ static void sales_api_on_journaled(struct journal_write *write)
     sales_api_count(api, 503, "journal_error");
   } else {
     size_t duplicates = 0;
-    json_t *body;
+    int status;
     for (size_t i = 0; i < req->count; i++) {
       duplicates += req->results[i].outcome == JOURNAL_DUPLICATE;
       if (api->on_stored && req->results[i].outcome == JOURNAL_STORED)
         api->on_stored(&req->sales[i], api->on_stored_arg);
     }
-    if (!req->is_array) {
-      body = json_pack("{s:I}", "seq", (json_int_t)req->results[0].seq);
-      if (body && duplicates)
-        json_object_set_new(body, "duplicate", json_true());
-    } else {
-      json_t *results = json_array();
-      for (size_t i = 0; results && i < req->count; i++) {
-        json_t *item = json_pack("{s:s, s:I}", "sale_id", req->sales[i].sale_id, "seq",
-                                 (json_int_t)req->results[i].seq);
-        if (item && req->results[i].outcome == JOURNAL_DUPLICATE)
-          json_object_set_new(item, "duplicate", json_true());
-        json_array_append_new(results, item);
-      }
-      body = json_pack("{s:o}", "results", results);
-    }
     /* 201 when anything was created; a pure retry answers 200. */
-    sales_api_respond_json(req->exchange, duplicates == req->count ? 200 : 201, body);
-    sales_api_count(api, duplicates == req->count ? 200 : 201, NULL);
+    status = duplicates == req->count ? 200 : 201;
+    sales_api_respond_stored(api, req, status);
+    sales_api_count(api, status, NULL);
   }
   sale_array_free(req->sales, req->count);
-  free(req);
+  sales_api_request_free(api, req);
 }
 
 static int sales_api_is_json(const char *content_type)
@@ -355,7 +512,7 @@ void sales_api_handle(sales_api *api, http_exchange *exchange)
     }
   }
 
-  req = calloc(1, sizeof(*req) + count * sizeof(req->results[0]));
+  req = sales_api_request_new(api, count);
   if (!req) {
     sale_array_free(sales, count);
     sales_api_respond_error(exchange, 503, "the agent is out of memory; retry shortly", NULL,
@@ -421,5 +578,7 @@ void sales_api_destroy(sales_api *api)
   if (!api)
     return;
   free(api->tokens);
+  free(api->answer);
+  free(api->spare);
   free(api);
 }

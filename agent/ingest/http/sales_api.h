@@ -67,4 +67,26 @@ void sales_api_respond_error(http_exchange *exchange, int status, const char *me
  */
 void sales_api_respond_json(http_exchange *exchange, int status, json_t *body);
 
+/*
+ * The body of a journaled request's answer (201 or 200) as jansson's
+ * json_dumps(JSON_COMPACT | JSON_PRESERVE_ORDER) writes it, byte for byte:
+ * {"seq":N} or {"seq":N,"duplicate":true} for one sale (is_array 0, count
+ * 1); {"results":[{"sale_id":"ID","seq":N},...]} with ,"duplicate":true in
+ * each item that was one, for an array. SALES_API_ANSWER_SIZE(count) bytes
+ * of `out` are always enough.
+ */
+#define SALES_API_ANSWER_ITEM_MAX (64 + SALE_ID_MAX)
+#define SALES_API_ANSWER_SIZE(count) (16 + (size_t)(count) * SALES_API_ANSWER_ITEM_MAX)
+
+/*
+ * Writes that body into `out` (not NUL-terminated) with memcpy and integer
+ * formatting only: no allocation, no printf. Returns its length, or 0 when
+ * `out_size` is under SALES_API_ANSWER_SIZE(count), a single answer does
+ * not have count 1, or a sale_id would need escaping (no valid one does);
+ * then the caller builds the body with jansson. Any thread.
+ */
+size_t sales_api_answer_write(char *out, size_t out_size, const struct sale *sales,
+                              const struct journal_item_result *results, size_t count,
+                              int is_array);
+
 #endif

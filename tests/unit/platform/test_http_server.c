@@ -1130,6 +1130,135 @@ static void test_on_headers_refuses_before_the_body(void **state)
   assert_int_equal(atomic_load(&ts->handled), 1);
 }
 
+/* Reads exactly `length` bytes (NUL-terminated in `out`). Returns the count read. */
+static size_t raw_read_exact(int fd, char *out, size_t out_size, size_t length)
+{
+  size_t used = 0;
+
+  assert_true(length < out_size);
+  while (used < length) {
+    ssize_t got = recv(fd, out + used, length - used, 0);
+    if (got <= 0)
+      break;
+    used += (size_t)got;
+  }
+  out[used] = '\0';
+  return used;
+}
+
+/* Sends `request` and asserts that the next bytes on `fd` are exactly `expected`. */
+static void expect_answer(int fd, const char *request, size_t request_length,
+                          const char *expected, size_t expected_length)
+{
+  static char got[2 * 48 * 1024];
+
+  raw_send(fd, request, request_length);
+  assert_int_equal(raw_read_exact(fd, got, sizeof(got), expected_length), expected_length);
+  assert_memory_equal(got, expected, expected_length);
+}
+
+/*
+ * The response head and body are written without printf into buffers the
+ * connection reuses (the spare write buffer, the request's head and body
+ * buffers, the exchange): the bytes on the wire must be exactly what they
+ * always were, on one keep-alive connection through small, large (over the
+ * reuse cap) and small-again responses, HEAD, pipelining, Connection: close
+ * and the server's own refusal.
+ */
+static void test_response_bytes_exact_on_a_reused_connection(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct sockaddr_in local;
+  socklen_t local_length = sizeof(local);
+  char peer[64], expected[1024], request[1024];
+  static char big_request[48 * 1024], big_expected[48 * 1024];
+  enum { BIG = 40000 };
+  size_t request_length, expected_length;
+  int fd;
+
+  default_config(&config);
+  config.on_headers = test_on_headers;
+  server_start(ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts->port);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &local_length), 0);
+  snprintf(peer, sizeof(peer), "127.0.0.1:%u", (unsigned)ntohs(local.sin_port));
+
+  /* A small POST, echoed. */
+  request_length = (size_t)snprintf(request, sizeof(request),
+                                    "POST /small HTTP/1.1\r\nHost: x\r\nAuthorization: yes\r\n"
+                                    "X-Test: one\r\nContent-Length: 3\r\n\r\nabc");
+  expected_length = (size_t)snprintf(expected, sizeof(expected),
+                                     "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                                     "Content-Length: 3\r\nConnection: keep-alive\r\n"
+                                     "X-Echo: one\r\nX-Peer: %s\r\n\r\nabc", peer);
+  expect_answer(fd, request, request_length, expected, expected_length);
+
+  /* A body over the reuse cap, both ways; then small ones again on the same connection. */
+  request_length = (size_t)snprintf(big_request, sizeof(big_request),
+                                    "POST /big HTTP/1.1\r\nHost: x\r\nAuthorization: yes\r\n"
+                                    "Content-Length: %d\r\n\r\n", BIG);
+  memset(big_request + request_length, 'b', BIG);
+  request_length += BIG;
+  expected_length = (size_t)snprintf(big_expected, sizeof(big_expected),
+                                     "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                                     "Content-Length: %d\r\nConnection: keep-alive\r\n"
+                                     "X-Echo: -\r\nX-Peer: %s\r\n\r\n", BIG, peer);
+  memset(big_expected + expected_length, 'b', BIG);
+  expected_length += BIG;
+  expect_answer(fd, big_request, request_length, big_expected, expected_length);
+
+  request_length = (size_t)snprintf(request, sizeof(request), "GET /get?q=1 HTTP/1.1\r\n"
+                                    "Host: x\r\n\r\n");
+  expected_length = (size_t)snprintf(expected, sizeof(expected),
+                                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                     "Content-Length: 12\r\nConnection: keep-alive\r\n"
+                                     "X-Echo: -\r\nX-Peer: %s\r\n\r\nGET /get q=1", peer);
+  expect_answer(fd, request, request_length, expected, expected_length);
+
+  /* HEAD: the headers a GET would get (its Content-Length), no body. */
+  request_length =
+      (size_t)snprintf(request, sizeof(request), "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n");
+  expected_length = (size_t)snprintf(expected, sizeof(expected),
+                                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                     "Content-Length: 8\r\nConnection: keep-alive\r\n"
+                                     "X-Echo: -\r\nX-Peer: %s\r\n\r\n", peer);
+  expect_answer(fd, request, request_length, expected, expected_length);
+
+  /* Two pipelined in one send, the second closing: both answers, in order, then EOF. */
+  request_length = (size_t)snprintf(request, sizeof(request),
+                                    "POST /p1 HTTP/1.1\r\nHost: x\r\nAuthorization: yes\r\n"
+                                    "Content-Length: 2\r\n\r\np1"
+                                    "GET /p2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  expected_length = (size_t)snprintf(expected, sizeof(expected),
+                                     "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                                     "Content-Length: 2\r\nConnection: keep-alive\r\n"
+                                     "X-Echo: -\r\nX-Peer: %s\r\n\r\np1"
+                                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                     "Content-Length: 8\r\nConnection: close\r\n"
+                                     "X-Echo: -\r\nX-Peer: %s\r\n\r\nGET /p2 ", peer, peer);
+  expect_answer(fd, request, request_length, expected, expected_length);
+  assert_int_equal(raw_read_all(fd, request, sizeof(request)), 0);
+  close(fd);
+
+  /* The server's own refusal (the on-headers hook): JSON, extra header, close. */
+  fd = raw_connect(ts->port);
+  request_length = (size_t)snprintf(request, sizeof(request),
+                                    "POST /v1/sales?x=1 HTTP/1.1\r\nHost: x\r\n"
+                                    "Content-Length: 5\r\n\r\n");
+  expected_length = (size_t)snprintf(
+      expected, sizeof(expected),
+      "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 53\r\n"
+      "Connection: close\r\nWWW-Authenticate: Bearer realm=\"test\"\r\n\r\n"
+      "{\"error\":\"no entry to /v1/sales?x=1 without a token\"}");
+  expect_answer(fd, request, request_length, expected, expected_length);
+  close(fd);
+
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 6);
+  assert_int_equal(atomic_load(&ts->respond_failures), 0);
+}
+
 static void test_client_gone_while_pending(void **state)
 {
   struct test_server *ts = *state;
@@ -1700,6 +1829,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_on_headers_refuses_before_the_body, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_client_gone_while_pending, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_response_bytes_exact_on_a_reused_connection,
+                                      test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_create_reports_errors, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_client_cert_accepted, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_without_client_cert_refused, test_setup, test_teardown),
