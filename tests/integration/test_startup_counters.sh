@@ -160,14 +160,17 @@ start_agent
 check_counts "restart"
 not_counted "restart"
 
-log "retention by this agent: batch 1 (200 sales, deleted 128 at a time)"
+log "retention by this agent: batches 1 and 2 (up to 200 sales each, deleted 128 at a time)"
 push_until_sent 90
 stop_agent
-expire_batches 1
+expire_batches 2
 before="$(journal_count)"
+expired="$(sql "SELECT count(*) FROM sales WHERE seq <= (SELECT last_seq FROM batches
+  WHERE batch_seq = 2);")"
 start_agent
 wait_retention "retention by this agent"
-assert_eq "retention deleted batch 1's 200 sales" "$((before - 200))" "$(journal_count)"
+assert_eq "retention deleted the sales of batches 1 and 2" "$((before - expired))" \
+  "$(journal_count)"
 check_counts "after retention, running"
 stop_agent
 check_kept "after retention"
