@@ -410,32 +410,86 @@ static void proto_census_sale_id(const uint8_t *data, size_t len, char *out, siz
 }
 
 /*
+ * Where the walk is: the nested message in field `field` (entry `index` of
+ * it when repeated) of the message `parent` is in (NULL: the batch). Kept
+ * as this chain on the stack and written out as text ("sales[12] (sale_id
+ * B-13).lines[0]") only for an error message: formatting it for every
+ * message of every batch was most of the census's cost.
+ */
+struct proto_census_at {
+  const struct proto_census_at *parent;
+  const ProtobufCFieldDescriptor *field;
+  size_t index;
+  const uint8_t *data; /* the message's bytes, for a sale's id */
+  size_t len;
+};
+
+/* Writes where `at` is into out[PROTO_CENSUS_WHERE] ("" for the batch). */
+#define PROTO_CENSUS_WHERE 192
+static void proto_census_where(const struct proto_census_at *at, char *out)
+{
+  char where[PROTO_CENSUS_WHERE], sale_id[96];
+  const ProtobufCFieldDescriptor *field;
+
+  out[0] = '\0';
+  if (!at)
+    return;
+  field = at->field;
+  proto_census_where(at->parent, where);
+  sale_id[0] = '\0';
+  if (field->descriptor == &pos__v1__sale__descriptor)
+    proto_census_sale_id(at->data, at->len, sale_id, sizeof(sale_id));
+  /* Cut at PROTO_CENSUS_WHERE - 1 bytes, as it always was (a path that deep is hostile). */
+  if (field->label == PROTOBUF_C_LABEL_REPEATED) {
+    if (snprintf(out, PROTO_CENSUS_WHERE, "%s%s%s[%zu]%s", where, where[0] ? "." : "",
+                 field->name, at->index, sale_id) < 0)
+      out[0] = '\0';
+  } else if (snprintf(out, PROTO_CENSUS_WHERE, "%s%s%s%s", where, where[0] ? "." : "",
+                      field->name, sale_id) < 0) {
+    out[0] = '\0';
+  }
+}
+
+/* proto_census_malformed for the message at `at`. */
+static int proto_census_malformed_at(const struct proto_census *census,
+                                     const struct proto_census_at *at, const char *what)
+{
+  char where[PROTO_CENSUS_WHERE];
+  proto_census_where(at, where);
+  return proto_census_malformed(census, where, what);
+}
+
+/*
  * Counts what message `desc` in data[0..len) would make protobuf-c
  * allocate, recursing into nested messages, and stops at the first limit
- * passed: PROTO_ETOOMANY with `err` naming it and `where` ("sales[12]").
- * PROTO_EDECODE when the bytes are not protobuf. Allocates nothing.
+ * passed: PROTO_ETOOMANY with `err` naming it and where it is
+ * ("sales[12]"). PROTO_EDECODE when the bytes are not protobuf. Allocates
+ * nothing.
  */
 static int proto_census_walk(struct proto_census *census, const ProtobufCMessageDescriptor *desc,
-                             const uint8_t *data, size_t len, unsigned depth, const char *where)
+                             const uint8_t *data, size_t len, unsigned depth,
+                             const struct proto_census_at *at)
 {
   size_t counts[PROTO_CENSUS_MAX_FIELDS] = {0};
   const ProtobufCFieldDescriptor *field;
   const uint8_t *payload;
   size_t payload_len, index, limit, pos = 0;
   uint64_t key;
-  char inner[192], sale_id[96];
+  char where[PROTO_CENSUS_WHERE];
+  struct proto_census_at inner;
   int rc;
 
   if (depth > PROTO_CENSUS_MAX_DEPTH)
-    return proto_census_malformed(census, where, "nests messages deeper than pos.v1 does");
+    return proto_census_malformed_at(census, at, "nests messages deeper than pos.v1 does");
   while (pos < len) {
     if (proto_varint(data, len, &pos, &key) != 0)
-      return proto_census_malformed(census, where, "ends inside a field tag");
-    rc = proto_census_key(census, key, where);
-    if (rc != PROTO_OK)
-      return rc;
+      return proto_census_malformed_at(census, at, "ends inside a field tag");
+    if (proto_census_key(census, key, "") != PROTO_OK) {
+      proto_census_where(at, where);
+      return proto_census_key(census, key, where);
+    }
     if (proto_census_skip(data, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
-      return proto_census_malformed(census, where, "has a truncated field or a group");
+      return proto_census_malformed_at(census, at, "has a truncated field or a group");
     field = protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
     /* Unknown fields are kept (one struct and a copy each): they count. */
     if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED ||
@@ -450,15 +504,16 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     if (field == NULL)
       continue;
-    if (field->type == PROTOBUF_C_TYPE_STRING && payload != NULL) {
-      rc = proto_census_text(census, where, field, payload, payload_len);
-      if (rc != PROTO_OK)
-        return rc;
+    if (field->type == PROTOBUF_C_TYPE_STRING && payload != NULL &&
+        proto_census_text(census, "", field, payload, payload_len) != PROTO_OK) {
+      proto_census_where(at, where);
+      return proto_census_text(census, where, field, payload, payload_len);
     }
     index = (size_t)(field - desc->fields);
     if (field->label == PROTOBUF_C_LABEL_REPEATED && index < PROTO_CENSUS_MAX_FIELDS) {
       limit = proto_census_limit(census, desc, field);
       if (++counts[index] > limit) {
+        proto_census_where(at, where);
         snprintf(census->err, census->err_size, "%s%sholds more than %zu %s, the limit%s",
                  where, where[0] ? " " : "batch ", limit, field->name,
                  desc == &pos__v1__batch__descriptor ? "; split the batch" : "");
@@ -467,16 +522,12 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     if (field->type != PROTOBUF_C_TYPE_MESSAGE || payload == NULL)
       continue; /* a message field with another wire type: protobuf-c refuses it */
-    sale_id[0] = '\0';
-    if (field->descriptor == &pos__v1__sale__descriptor)
-      proto_census_sale_id(payload, payload_len, sale_id, sizeof(sale_id));
-    if (field->label == PROTOBUF_C_LABEL_REPEATED)
-      snprintf(inner, sizeof(inner), "%s%s%s[%zu]%s", where, where[0] ? "." : "", field->name,
-               counts[index < PROTO_CENSUS_MAX_FIELDS ? index : 0] - 1, sale_id);
-    else
-      snprintf(inner, sizeof(inner), "%s%s%s%s", where, where[0] ? "." : "", field->name,
-               sale_id);
-    rc = proto_census_walk(census, field->descriptor, payload, payload_len, depth + 1, inner);
+    inner.parent = at;
+    inner.field = field;
+    inner.index = counts[index < PROTO_CENSUS_MAX_FIELDS ? index : 0] - 1;
+    inner.data = payload;
+    inner.len = payload_len;
+    rc = proto_census_walk(census, field->descriptor, payload, payload_len, depth + 1, &inner);
     if (rc != PROTO_OK)
       return rc;
   }
@@ -516,7 +567,7 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
                              : PROTO_MAX_OBJECTS_MIN;
   census.err = err;
   census.err_size = err_size;
-  rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, "");
+  rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, NULL);
   if (rc != PROTO_OK) {
     free(decoded);
     return rc;

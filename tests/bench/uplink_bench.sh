@@ -120,7 +120,8 @@ for ((i = 0; i < ${#stores[@]}; i += 2)); do
   bash "$SOURCE_DIR/tests/tools/pki.sh" device "$WORK/pki" "${stores[$i]}" D1 >/dev/null 2>&1 ||
     die "pki.sh device failed"
 done
-"$BROKER_BIN" --partitions 4 >"$WORK/broker.out" 2>"$WORK/broker.log" &
+: >"$WORK/broker.out"
+"$BROKER_BIN" --partitions 4 >>"$WORK/broker.out" 2>"$WORK/broker.log" &
 BROKER_PID=$!
 for ((i = 0; i < 150; i++)); do
   grep -q '^bootstrap=' "$WORK/broker.out" && break
@@ -145,7 +146,9 @@ crl = $WORK/pki/crl.pem
 brokers = $BOOT
 checkpoint_interval = 10s
 EOF
-"$COLLECTOR_BIN" --config "$WORK/collector.conf" 2>"$WORK/collector.log" >/dev/null &
+# Created before the process: the port is read from the log while it may not have opened it yet.
+: >"$WORK/collector.log"
+"$COLLECTOR_BIN" --config "$WORK/collector.conf" 2>>"$WORK/collector.log" >/dev/null &
 COLLECTOR_PID=$!
 PORT=""
 for ((i = 0; i < 150; i++)); do
