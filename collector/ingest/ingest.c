@@ -58,6 +58,14 @@ struct ingest_batch {
   unsigned waiters;  /* retries of this journal waiting for it */
   struct ingest_result result;
   char failure[200];
+  /* Formatted once per batch, for every record's headers. */
+  char journal_hex[33];
+  char batch_seq_text[24];
+  size_t batch_seq_len;
+  /* A sale packed here is copied by librdkafka with its record (one
+   * allocation per record, librdkafka's, instead of one more of ours). */
+  uint8_t *value;
+  size_t value_cap;
 };
 
 struct ingest_waiter {
@@ -278,13 +286,14 @@ static void ingest_count_produce_error(const ingest *in, int topic, rd_kafka_res
 }
 
 /*
- * Produces one record. Takes `value` (malloc'd) and `headers` in every
- * case. Returns 0, or -1 with `err` set (nothing was produced).
+ * Produces one record. Takes `headers` in every case, and `value`
+ * (malloc'd) unless `copy`: then librdkafka copies it and it stays the
+ * caller's. Returns 0, or -1 with `err` set (nothing was produced).
  */
-static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
-                          const char *key, uint8_t *value, size_t len,
-                          rd_kafka_headers_t *headers, struct ingest_record *record, char *err,
-                          size_t err_size)
+static int ingest_produce_value(ingest *in, enum kafka_topic topic, int32_t partition,
+                                const char *key, uint8_t *value, size_t len, int copy,
+                                rd_kafka_headers_t *headers, struct ingest_record *record,
+                                char *err, size_t err_size)
 {
   rd_kafka_resp_err_t kerr;
   int aux = ingest_topic_aux(topic);
@@ -295,13 +304,14 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
   kerr = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt),
                            RD_KAFKA_V_PARTITION(partition),
                            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, len),
-                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                           RD_KAFKA_V_MSGFLAGS(copy ? RD_KAFKA_MSG_F_COPY : RD_KAFKA_MSG_F_FREE),
                            RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(record),
                            RD_KAFKA_V_END);
   if (kerr) {
     ingest_count_produce_error(in, topic, kerr);
     /* On failure the value and headers are still ours. */
-    free(value);
+    if (!copy)
+      free(value);
     if (headers)
       rd_kafka_headers_destroy(headers);
     snprintf(err, err_size, "Kafka refused a record for %.100s: %s", in->topics[topic],
@@ -318,16 +328,42 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
   return 0;
 }
 
+/* ingest_produce_value taking `value` (malloc'd). */
+static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
+                          const char *key, uint8_t *value, size_t len,
+                          rd_kafka_headers_t *headers, struct ingest_record *record, char *err,
+                          size_t err_size)
+{
+  return ingest_produce_value(in, topic, partition, key, value, len, 0, headers, record, err,
+                              err_size);
+}
+
 static void ingest_header(rd_kafka_headers_t *headers, const char *name, const char *value)
 {
   rd_kafka_header_add(headers, name, -1, value, -1);
 }
 
+/* `value` in decimal into out[24], NUL-terminated; returns its length (no printf per record). */
+static size_t ingest_u64_text(uint64_t value, char *out)
+{
+  char reversed[24];
+  size_t n = 0;
+
+  do {
+    reversed[n++] = (char)('0' + value % 10);
+    value /= 10;
+  } while (value);
+  for (size_t i = 0; i < n; i++)
+    out[i] = reversed[n - 1 - i];
+  out[n] = '\0';
+  return n;
+}
+
 static void ingest_header_u64(rd_kafka_headers_t *headers, const char *name, uint64_t value)
 {
   char text[24];
-  snprintf(text, sizeof(text), "%" PRIu64, value);
-  ingest_header(headers, name, text);
+  size_t len = ingest_u64_text(value, text);
+  rd_kafka_header_add(headers, name, -1, text, (ssize_t)len);
 }
 
 /* The headers every record of a batch carries (ARCHITECTURE.md, topics). */
@@ -335,11 +371,9 @@ static rd_kafka_headers_t *ingest_batch_headers(const struct ingest_batch *b)
 {
   const Pos__V1__BatchEnvelope *envelope = b->batch->envelope;
   rd_kafka_headers_t *headers = rd_kafka_headers_new(8);
-  char hex[33];
 
-  proto_journal_id_format(b->journal->journal_id, hex);
-  ingest_header(headers, "journal_id", hex);
-  ingest_header_u64(headers, "batch_seq", envelope->batch_seq);
+  rd_kafka_header_add(headers, "journal_id", 10, b->journal_hex, 32);
+  rd_kafka_header_add(headers, "batch_seq", 9, b->batch_seq_text, (ssize_t)b->batch_seq_len);
   ingest_header(headers, "kind", ingest_kind_text(envelope));
   ingest_header(headers, "device_id", envelope->device_id ? envelope->device_id : "");
   if (b->journal->resync_id[0])
@@ -358,6 +392,7 @@ static void ingest_check_doubt(ingest *in);
 static void ingest_batch_free(struct ingest_batch *b)
 {
   pos__v1__batch__free_unpacked(b->batch, NULL);
+  free(b->value);
   free(b->records);
   free(b);
 }
@@ -473,15 +508,21 @@ static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale
   struct ingest_record *record = &b->records[b->record_count];
   enum kafka_topic topic = ingest__stream_topic(b->journal, stream);
   size_t len = pos__v1__sale__get_packed_size(sale);
-  uint8_t *value = malloc(len + 1);
   rd_kafka_headers_t *headers;
 
-  if (!value) {
-    snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
-             sale->seq);
-    return -1;
+  if (len + 1 > b->value_cap) {
+    size_t cap = len + 1 > 4096 ? 2 * (len + 1) : 4096;
+    free(b->value);
+    b->value_cap = 0;
+    b->value = malloc(cap);
+    if (!b->value) {
+      snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
+               sale->seq);
+      return -1;
+    }
+    b->value_cap = cap;
   }
-  pos__v1__sale__pack(sale, value);
+  pos__v1__sale__pack(sale, b->value);
   headers = ingest_batch_headers(b);
   ingest_header_u64(headers, "seq", sale->seq);
   if (stream == INGEST_STREAM_DLQ) {
@@ -494,8 +535,8 @@ static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale
   record->tracked = (uint8_t)tracked;
   record->pos.seq = sale->seq;
   record->pos.index = 0;
-  if (ingest_produce(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, value, len, headers, record,
-                     b->failure, sizeof(b->failure)))
+  if (ingest_produce_value(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, b->value, len, 1,
+                           headers, record, b->failure, sizeof(b->failure)))
     return -1;
   b->record_count++;
   b->pending++;
@@ -853,6 +894,8 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
   b->in = in;
   b->journal = journal;
   b->batch = batch;
+  proto_journal_id_format(journal->journal_id, b->journal_hex);
+  b->batch_seq_len = ingest_u64_text(envelope->batch_seq, b->batch_seq_text);
   snprintf(b->store_id, sizeof(b->store_id), "%s", store_id);
   b->done = done;
   b->arg = arg;
