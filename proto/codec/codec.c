@@ -10,6 +10,7 @@
 #include "proto/codec.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,12 +101,47 @@ static unsigned long long proto_zstd_declared_size(const uint8_t *in, size_t in_
   return unknown ? ZSTD_CONTENTSIZE_UNKNOWN : total;
 }
 
-int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
-                          size_t *out_len)
+/*
+ * One decompression context kept between bodies (any thread takes it, or
+ * makes one when another thread has it): making and freeing one per body
+ * cost an allocation of ~100 KiB and its window buffers every batch, and
+ * glibc consolidates its free lists on every free that large.
+ */
+static _Atomic(ZSTD_DCtx *) proto_dctx_kept;
+
+static ZSTD_DCtx *proto_dctx_take(void)
+{
+  ZSTD_DCtx *dctx = atomic_exchange(&proto_dctx_kept, NULL);
+  if (dctx && ZSTD_isError(ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters))) {
+    ZSTD_freeDCtx(dctx);
+    dctx = NULL;
+  }
+  return dctx ? dctx : ZSTD_createDCtx();
+}
+
+static void proto_dctx_give(ZSTD_DCtx *dctx)
+{
+  if (dctx)
+    ZSTD_freeDCtx(atomic_exchange(&proto_dctx_kept, dctx));
+}
+
+/* A decoded body's buffer kept for the next one, up to this size. */
+#define PROTO_DECODED_KEPT_MAX (4u * 1024 * 1024)
+struct proto_buffer {
+  uint8_t *data;
+  size_t capacity; /* bytes, the +1 of the bomb check included */
+};
+static _Atomic(struct proto_buffer *) proto_decoded_kept;
+
+/*
+ * proto_zstd_decompress into *buffer (grown as needed, reused when large
+ * enough; on failure still the caller's to keep or free).
+ */
+static int proto_zstd_decompress_buffer(const uint8_t *in, size_t in_len, size_t max_out,
+                                        struct proto_buffer *buffer, size_t *out_len)
 {
   unsigned long long declared = proto_zstd_declared_size(in, in_len);
   ZSTD_DCtx *dctx = NULL;
-  uint8_t *buffer = NULL;
   size_t capacity;
   ZSTD_inBuffer input = {in, in_len, 0};
   ZSTD_outBuffer output;
@@ -119,13 +155,21 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
   capacity = declared != ZSTD_CONTENTSIZE_UNKNOWN ? (size_t)declared : 64 * 1024;
   if (capacity > max_out)
     capacity = max_out;
-  buffer = malloc(capacity + 1);
-  dctx = ZSTD_createDCtx();
-  if (!buffer || !dctx) {
+  if (buffer->capacity < capacity + 1) {
+    free(buffer->data);
+    buffer->capacity = 0;
+    buffer->data = malloc(capacity + 1);
+    if (buffer->data)
+      buffer->capacity = capacity + 1;
+  } else {
+    capacity = buffer->capacity - 1 > max_out ? max_out : buffer->capacity - 1;
+  }
+  dctx = proto_dctx_take();
+  if (!buffer->data || !dctx) {
     rc = PROTO_ENOMEM;
     goto out;
   }
-  output.dst = buffer;
+  output.dst = buffer->data;
   output.size = capacity + 1; /* one byte past the limit detects a bomb */
   output.pos = 0;
   for (;;) {
@@ -152,27 +196,60 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
         rc = PROTO_EBOMB;
         goto out;
       }
-      bigger = realloc(buffer, grown + 1);
+      bigger = realloc(buffer->data, grown + 1);
       if (!bigger) {
         rc = PROTO_ENOMEM;
         goto out;
       }
-      buffer = bigger;
+      buffer->data = bigger;
+      buffer->capacity = grown + 1;
       capacity = grown;
-      output.dst = buffer;
+      output.dst = buffer->data;
       output.size = capacity + 1;
     } else if (input.pos == input.size) {
       goto out; /* truncated frame */
     }
   }
-  *out = buffer;
   *out_len = output.pos;
-  buffer = NULL;
   rc = PROTO_OK;
 out:
-  free(buffer);
-  ZSTD_freeDCtx(dctx);
+  proto_dctx_give(dctx);
   return rc;
+}
+
+int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
+                          size_t *out_len)
+{
+  struct proto_buffer buffer = {NULL, 0};
+  int rc = proto_zstd_decompress_buffer(in, in_len, max_out, &buffer, out_len);
+
+  if (rc == PROTO_OK)
+    *out = buffer.data;
+  else
+    free(buffer.data);
+  return rc;
+}
+
+/* The kept buffer for a decoded body, or an empty one. */
+static struct proto_buffer *proto_decoded_take(void)
+{
+  struct proto_buffer *buffer = atomic_exchange(&proto_decoded_kept, NULL);
+  return buffer ? buffer : calloc(1, sizeof(*buffer));
+}
+
+/* Keeps `buffer` for the next body when it is not too large, else frees it. */
+static void proto_decoded_give(struct proto_buffer *buffer)
+{
+  if (buffer && buffer->capacity > PROTO_DECODED_KEPT_MAX) {
+    free(buffer->data);
+    buffer->data = NULL;
+    buffer->capacity = 0;
+  }
+  if (buffer)
+    buffer = atomic_exchange(&proto_decoded_kept, buffer);
+  if (buffer)
+    free(buffer->data);
+  free(buffer);
 }
 
 /* Per-message field counters the census keeps; every message of pos.v1 has fewer fields. */
@@ -537,7 +614,8 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
 int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
                        Pos__V1__Batch **batch, char *err, size_t err_size)
 {
-  uint8_t *decoded = NULL;
+  struct proto_buffer *buffer = NULL;
+  uint8_t *decoded;
   size_t decoded_len = 0;
   Pos__V1__Batch *msg = NULL;
   const Pos__V1__BatchEnvelope *env;
@@ -549,15 +627,21 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
              body_len, limits->max_compressed);
     return PROTO_ETOOBIG;
   }
-  rc = proto_zstd_decompress(body, body_len, limits->max_decoded, &decoded, &decoded_len);
+  buffer = proto_decoded_take();
+  rc = buffer ? proto_zstd_decompress_buffer(body, body_len, limits->max_decoded, buffer,
+                                             &decoded_len)
+              : PROTO_ENOMEM;
   if (rc == PROTO_EBOMB) {
     snprintf(err, err_size, "body decompresses to more than %zu bytes", limits->max_decoded);
+    proto_decoded_give(buffer);
     return rc;
   }
   if (rc) {
     snprintf(err, err_size, "%s: expected complete zstd frames", proto_strerror(rc));
+    proto_decoded_give(buffer);
     return rc;
   }
+  decoded = buffer->data;
   census.limits = limits;
   census.max_objects = limits->max_sales * PROTO_OBJECTS_PER_SALE;
   if (limits->max_sales > SIZE_MAX / PROTO_OBJECTS_PER_SALE ||
@@ -569,11 +653,11 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
   census.err_size = err_size;
   rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, NULL);
   if (rc != PROTO_OK) {
-    free(decoded);
+    proto_decoded_give(buffer);
     return rc;
   }
   msg = pos__v1__batch__unpack(NULL, decoded_len, decoded);
-  free(decoded);
+  proto_decoded_give(buffer);
   if (!msg) {
     snprintf(err, err_size, "decompressed body is not a pos.v1.Batch protobuf");
     return PROTO_EDECODE;
