@@ -391,7 +391,7 @@ static void ingest_check_doubt(ingest *in);
 
 static void ingest_batch_free(struct ingest_batch *b)
 {
-  pos__v1__batch__free_unpacked(b->batch, NULL);
+  proto_batch_free(b->batch);
   free(b->value);
   free(b->records);
   free(b);
@@ -565,16 +565,12 @@ static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__Inv
   rd_kafka_headers_t *headers;
 
   /* Downstream reads a delta on its own: make it say whose it is. */
-  if (!delta->store_id || !delta->store_id[0]) {
-    char *copy = strdup(b->store_id);
-    if (!copy)
-      goto oom;
-    if (delta->store_id && delta->store_id != protobuf_c_empty_string)
-      free(delta->store_id);
-    delta->store_id = copy;
-  }
+  if ((!delta->store_id || !delta->store_id[0]) &&
+      proto_batch_set_string(b->batch, &delta->store_id, b->store_id))
+    goto oom;
   if (delta->journal_id.len == 0) {
-    uint8_t *copy = malloc(16);
+    /* Lives as long as the batch (its arena when pooled; else freed with the tree). */
+    uint8_t *copy = proto_batch_alloc(b->batch, 16);
     if (!copy)
       goto oom;
     memcpy(copy, b->journal->journal_id, 16);
@@ -886,7 +882,7 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
       free(b->records);
     free(b);
     free(order);
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
                              "collector out of memory starting a batch");
     return;
@@ -935,16 +931,12 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
     previous_seq = sale->seq;
     if (!sale->store_id || !sale->store_id[0]) {
       /* The certificate says whose sale it is. */
-      char *copy = strdup(store_id);
-      if (!copy) {
+      if (proto_batch_set_string(batch, &sale->store_id, store_id)) {
         snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
                  sale->seq);
         b->failed = 1;
         break;
       }
-      if (sale->store_id && sale->store_id != protobuf_c_empty_string)
-        free(sale->store_id);
-      sale->store_id = copy;
     }
     if (strcmp(sale->store_id, store_id) != 0) {
       stream = INGEST_STREAM_DLQ;
@@ -1024,7 +1016,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
        (!envelope->resync_id || !envelope->resync_id[0] ||
         strlen(envelope->resync_id) > INGEST_RESYNC_ID_MAX))) {
     if (batch)
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
                              "batch envelope incomplete or out of bounds (journal_id, batch_seq, "
                              "store, kind, resync_id of at most %d characters)",
@@ -1032,13 +1024,13 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     return;
   }
   if (in->phase == INGEST_PHASE_CLOSING) {
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
                              "the collector is shutting down");
     return;
   }
   if (in->phase != INGEST_PHASE_READY || in->doubt) {
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
                              "the collector is rebuilding its exactly-once state from Kafka "
                              "(after a start or a failed delivery); retry shortly");
@@ -1055,13 +1047,13 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
       snprintf(result.message, sizeof(result.message),
                "journal %s is new to the collector: its first batch must be 1, not %" PRIu64,
                hex, envelope->batch_seq);
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply(done, arg, &result);
       return;
     }
     journal = ingest__state_get(&in->state, store_id, envelope->journal_id.data, resync_id);
     if (!journal) {
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
                                "the collector cannot track another journal (%zu held, out of "
                                "memory or at its limit of %u)",
@@ -1083,7 +1075,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     log_warn("ingest", "journal_of_another_device",
              "store=%s journal=%s owner=%s device=%s batch_seq=%" PRIu64, store_id, hex,
              journal->device_id, envelope->device_id, envelope->batch_seq);
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply(done, arg, &result);
     return;
   }
@@ -1092,7 +1084,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     struct ingest_waiter *w;
     if (in->waiter_count >= INGEST_MAX_WAITERS ||
         first->waiters >= INGEST_MAX_WAITERS_PER_JOURNAL) {
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
                                "batch %" PRIu64 " of journal %s is still being produced and %u "
                                "retries already wait for it",
@@ -1101,7 +1093,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     }
     w = calloc(1, sizeof(*w));
     if (!w) {
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
                                "collector out of memory queueing a retry");
       return;
@@ -1131,7 +1123,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
              "batch %" PRIu64 " of journal %s was accepted before: acknowledged again, nothing "
              "produced",
              envelope->batch_seq, hex);
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply(done, arg, &result);
     return;
   }
@@ -1144,14 +1136,14 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
              "batch %" PRIu64 " of journal %s skips ahead: the collector has accepted up to "
              "%" PRIu64 "; resume at %" PRIu64,
              envelope->batch_seq, hex, journal->accepted_batch_seq, result.expected_batch_seq);
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply(done, arg, &result);
     return;
   }
   records = batch->n_sales + batch->n_inventory_deltas;
   if (in->batch_count >= INGEST_MAX_BATCHES_IN_FLIGHT ||
       in->outstanding + records > INGEST_MAX_RECORDS_IN_FLIGHT) {
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
                              "collector overloaded: %u batches and %zu records wait for Kafka "
                              "(limits %d and %u)",
@@ -1164,7 +1156,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     if (before) {
       char before_hex[33];
       proto_journal_id_format(before->journal_id, before_hex);
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
                                "batch %" PRIu64 " of journal %s carries sales over from journal "
                                "%s, whose batch is still being produced; retry shortly",
@@ -1867,7 +1859,7 @@ static void ingest_tick_cb(uv_timer_t *handle)
     ingest_waiter_unlink(in, w);
     if (w->journal->inflight)
       w->journal->inflight->waiters--;
-    pos__v1__batch__free_unpacked(w->batch, NULL);
+    proto_batch_free(w->batch);
     ingest_reply_unavailable(w->done, w->arg, INGEST_RETRY_KAFKA_S,
                              "an earlier attempt of this batch is still waiting for Kafka; retry "
                              "later");
@@ -2249,7 +2241,7 @@ void ingest_destroy(ingest *in, uint64_t timeout_ms)
     struct ingest_waiter *w = in->waiters_head;
     in->waiters_head = w->next;
     in->waiter_count--;
-    pos__v1__batch__free_unpacked(w->batch, NULL);
+    proto_batch_free(w->batch);
     ingest_reply_unavailable(w->done, w->arg, INGEST_RETRY_OVERLOADED_S,
                              "the collector is shutting down");
     free(w);

@@ -10,7 +10,10 @@
 #include "proto/codec.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -611,8 +614,143 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
   return PROTO_OK;
 }
 
-int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
-                       Pos__V1__Batch **batch, char *err, size_t err_size)
+/* ---- pooled batches: one arena per batch ------------------------------------ */
+
+/* A block of the arena; allocations are carved from data[] in order. */
+struct proto_chunk {
+  struct proto_chunk *next;
+  size_t size, used;
+  alignas(max_align_t) unsigned char data[];
+};
+
+/* The first allocation of a pooled batch's arena: the batch, and where its arena is. */
+struct proto_pooled {
+  struct proto_chunk *chunks;
+  Pos__V1__Batch batch;
+};
+
+/*
+ * A pooled batch's descriptor: pos.v1.Batch's, copied, so that
+ * proto_batch_free tells a pooled batch from one protobuf-c allocated (by
+ * this pointer, without reading memory outside the batch), and so that
+ * pos__v1__batch__free_unpacked on a pooled batch fails its assertion
+ * instead of freeing arena memory one piece at a time.
+ */
+static ProtobufCMessageDescriptor proto_pooled_descriptor;
+static pthread_once_t proto_pooled_once = PTHREAD_ONCE_INIT;
+
+static void proto_pooled_init(void) { proto_pooled_descriptor = pos__v1__batch__descriptor; }
+
+static void *proto_arena_alloc(void *data, size_t size)
+{
+  struct proto_chunk **chunks = data, *chunk = *chunks;
+  size_t need = (size + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1);
+
+  if (need < size)
+    return NULL;
+  if (!chunk || chunk->size - chunk->used < need) {
+    size_t grown = chunk ? chunk->size * 2 : 64 * 1024;
+    if (grown < need)
+      grown = need;
+    if (grown > SIZE_MAX - sizeof(*chunk))
+      return NULL;
+    chunk = malloc(sizeof(*chunk) + grown);
+    if (!chunk)
+      return NULL;
+    chunk->next = *chunks;
+    chunk->size = grown;
+    chunk->used = 0;
+    *chunks = chunk;
+  }
+  chunk->used += need;
+  return chunk->data + chunk->used - need;
+}
+
+/* Arena memory is given back all at once, by proto_batch_free. */
+static void proto_arena_free(void *data, void *pointer)
+{
+  (void)data;
+  (void)pointer;
+}
+
+static void proto_arena_release(struct proto_chunk *chunks)
+{
+  while (chunks) {
+    struct proto_chunk *next = chunks->next;
+    free(chunks);
+    chunks = next;
+  }
+}
+
+/*
+ * protobuf-c's unpack of decoded[0..len) into a new arena (pooled) or
+ * with malloc. NULL when the bytes are not a pos.v1.Batch or memory ran out.
+ */
+static Pos__V1__Batch *proto_batch_decode(const uint8_t *decoded, size_t len, int pooled)
+{
+  struct proto_chunk *chunks = NULL;
+  ProtobufCAllocator arena = {proto_arena_alloc, proto_arena_free, &chunks};
+  struct proto_pooled *pool;
+  Pos__V1__Batch *msg;
+
+  if (!pooled)
+    return pos__v1__batch__unpack(NULL, len, decoded);
+  pthread_once(&proto_pooled_once, proto_pooled_init);
+  pool = proto_arena_alloc(&chunks, sizeof(*pool));
+  msg = pool ? pos__v1__batch__unpack(&arena, len, decoded) : NULL;
+  if (!msg) {
+    proto_arena_release(chunks);
+    return NULL;
+  }
+  /* Nothing points at the top message but us: move it beside its arena's head. */
+  pool->batch = *msg;
+  pool->batch.base.descriptor = &proto_pooled_descriptor;
+  pool->chunks = chunks;
+  return &pool->batch;
+}
+
+static int proto_batch_pooled(const Pos__V1__Batch *batch)
+{
+  return batch && batch->base.descriptor == &proto_pooled_descriptor;
+}
+
+void proto_batch_free(Pos__V1__Batch *batch)
+{
+  if (proto_batch_pooled(batch))
+    proto_arena_release(((struct proto_pooled *)(void *)((char *)batch -
+                                                         offsetof(struct proto_pooled, batch)))
+                            ->chunks);
+  else if (batch)
+    pos__v1__batch__free_unpacked(batch, NULL);
+}
+
+void *proto_batch_alloc(Pos__V1__Batch *batch, size_t size)
+{
+  struct proto_pooled *pool;
+
+  if (!proto_batch_pooled(batch))
+    return malloc(size ? size : 1);
+  pool = (struct proto_pooled *)(void *)((char *)batch - offsetof(struct proto_pooled, batch));
+  return proto_arena_alloc(&pool->chunks, size ? size : 1);
+}
+
+int proto_batch_set_string(Pos__V1__Batch *batch, char **field, const char *text)
+{
+  size_t len = strlen(text);
+  char *copy = proto_batch_alloc(batch, len + 1);
+
+  if (!copy)
+    return -1;
+  memcpy(copy, text, len + 1);
+  if (!proto_batch_pooled(batch) && *field && *field != protobuf_c_empty_string)
+    free(*field);
+  *field = copy;
+  return 0;
+}
+
+static int proto_batch_unpack_as(const uint8_t *body, size_t body_len,
+                                 const struct proto_limits *limits, int pooled,
+                                 Pos__V1__Batch **batch, char *err, size_t err_size)
 {
   struct proto_buffer *buffer = NULL;
   uint8_t *decoded;
@@ -656,7 +794,7 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
     proto_decoded_give(buffer);
     return rc;
   }
-  msg = pos__v1__batch__unpack(NULL, decoded_len, decoded);
+  msg = proto_batch_decode(decoded, decoded_len, pooled);
   proto_decoded_give(buffer);
   if (!msg) {
     snprintf(err, err_size, "decompressed body is not a pos.v1.Batch protobuf");
@@ -685,11 +823,24 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
   else
     rc = PROTO_OK;
   if (rc) {
-    pos__v1__batch__free_unpacked(msg, NULL);
+    proto_batch_free(msg);
     return rc;
   }
   *batch = msg;
   return PROTO_OK;
+}
+
+int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
+                       Pos__V1__Batch **batch, char *err, size_t err_size)
+{
+  return proto_batch_unpack_as(body, body_len, limits, 0, batch, err, err_size);
+}
+
+int proto_batch_unpack_pooled(const uint8_t *body, size_t body_len,
+                              const struct proto_limits *limits, Pos__V1__Batch **batch,
+                              char *err, size_t err_size)
+{
+  return proto_batch_unpack_as(body, body_len, limits, 1, batch, err, err_size);
 }
 
 static int proto_text_ok(const char *text) { return text && text[0] && strlen(text) <= 64; }
