@@ -500,29 +500,40 @@ static int ingest_sale_order_cmp(const void *a, const void *b)
   return x->index < y->index ? -1 : x->index > y->index;
 }
 
-/* Produces one sale to the sales (or replay) topic, or to the DLQ with `why`. */
-static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale *sale,
+/*
+ * Produces sale `index` of the batch to the sales (or replay) topic, or to
+ * the DLQ with `why`: the bytes the store sent when the batch kept them
+ * and the sale is `unchanged`, else the sale packed again.
+ */
+static int ingest_produce_sale(ingest *in, struct ingest_batch *b, size_t index, int unchanged,
                                enum ingest_stream stream, int tracked, const char *field,
                                const char *why)
 {
+  Pos__V1__Sale *sale = b->batch->sales[index];
   struct ingest_record *record = &b->records[b->record_count];
   enum kafka_topic topic = ingest__stream_topic(b->journal, stream);
-  size_t len = pos__v1__sale__get_packed_size(sale);
+  const uint8_t *wire;
+  size_t len;
   rd_kafka_headers_t *headers;
 
-  if (len + 1 > b->value_cap) {
-    size_t cap = len + 1 > 4096 ? 2 * (len + 1) : 4096;
-    free(b->value);
-    b->value_cap = 0;
-    b->value = malloc(cap);
-    if (!b->value) {
-      snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
-               sale->seq);
-      return -1;
+  /* Either way librdkafka copies the value (F_COPY). */
+  if (!unchanged || !proto_batch_sale_wire(b->batch, index, &wire, &len)) {
+    len = pos__v1__sale__get_packed_size(sale);
+    if (len + 1 > b->value_cap) {
+      size_t cap = len + 1 > 4096 ? 2 * (len + 1) : 4096;
+      free(b->value);
+      b->value_cap = 0;
+      b->value = malloc(cap);
+      if (!b->value) {
+        snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
+                 sale->seq);
+        return -1;
+      }
+      b->value_cap = cap;
     }
-    b->value_cap = cap;
+    pos__v1__sale__pack(sale, b->value);
+    wire = b->value;
   }
-  pos__v1__sale__pack(sale, b->value);
   headers = ingest_batch_headers(b);
   ingest_header_u64(headers, "seq", sale->seq);
   if (stream == INGEST_STREAM_DLQ) {
@@ -535,8 +546,8 @@ static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale
   record->tracked = (uint8_t)tracked;
   record->pos.seq = sale->seq;
   record->pos.index = 0;
-  if (ingest_produce_value(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, b->value, len, 1,
-                           headers, record, b->failure, sizeof(b->failure)))
+  if (ingest_produce_value(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, (uint8_t *)wire, len,
+                           1, headers, record, b->failure, sizeof(b->failure)))
     return -1;
   b->record_count++;
   b->pending++;
@@ -917,7 +928,7 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
     Pos__V1__Sale *sale = batch->sales[order[i].index];
     char field[64] = "", why[200] = "";
     enum ingest_stream stream = INGEST_STREAM_SALES;
-    int tracked = 1;
+    int tracked = 1, unchanged = 1;
 
     if (sale->seq != 0 && sale->seq == previous_seq) {
       /* The same journal row twice in one batch: produce it once. */
@@ -931,6 +942,7 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
     previous_seq = sale->seq;
     if (!sale->store_id || !sale->store_id[0]) {
       /* The certificate says whose sale it is. */
+      unchanged = 0; /* produced packed again, with the store_id */
       if (proto_batch_set_string(batch, &sale->store_id, store_id)) {
         snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
                  sale->seq);
@@ -968,7 +980,7 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
       b->result.skipped++;
       continue;
     }
-    if (ingest_produce_sale(in, b, sale, stream, tracked, field, why)) {
+    if (ingest_produce_sale(in, b, order[i].index, unchanged, stream, tracked, field, why)) {
       b->failed = 1;
       break;
     }

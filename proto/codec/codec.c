@@ -623,9 +623,16 @@ struct proto_chunk {
   alignas(max_align_t) unsigned char data[];
 };
 
-/* The first allocation of a pooled batch's arena: the batch, and where its arena is. */
+/*
+ * The first allocation of a pooled batch's arena: where its arena is, each
+ * sale's bytes as they came (in the arena too; NULL when they could not be
+ * kept), and the batch.
+ */
 struct proto_pooled {
   struct proto_chunk *chunks;
+  const uint8_t **sale_wire;
+  size_t *sale_wire_len;
+  size_t sale_wire_count;
   Pos__V1__Batch batch;
 };
 
@@ -682,6 +689,46 @@ static void proto_arena_release(struct proto_chunk *chunks)
   }
 }
 
+/* Batch.sales, field 2, length-delimited (pos.proto). */
+#define PROTO_BATCH_SALES_KEY ((2u << 3) | 2u)
+
+/*
+ * Keeps a copy of decoded[0..len) in the pool's arena and where each
+ * entry of Batch.sales is in it, in order, as protobuf-c lists them. Left
+ * without (sale_wire NULL) when memory runs out: the sales are packed again.
+ */
+static void proto_pooled_keep_wire(struct proto_pooled *pool, const uint8_t *decoded, size_t len,
+                                   size_t n_sales)
+{
+  uint8_t *copy = proto_arena_alloc(&pool->chunks, len ? len : 1);
+  const uint8_t **wire = proto_arena_alloc(&pool->chunks, (n_sales ? n_sales : 1) * sizeof(*wire));
+  size_t *wire_len = proto_arena_alloc(&pool->chunks, (n_sales ? n_sales : 1) * sizeof(size_t));
+  size_t pos = 0, count = 0, payload_len;
+  const uint8_t *payload;
+  uint64_t key;
+
+  if (!copy || !wire || !wire_len)
+    return;
+  memcpy(copy, decoded, len);
+  while (pos < len) {
+    if (proto_varint(copy, len, &pos, &key) != 0 ||
+        proto_census_skip(copy, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
+      return; /* the census walked these bytes already: not reached */
+    if (key != PROTO_BATCH_SALES_KEY)
+      continue;
+    if (count == n_sales)
+      return;
+    wire[count] = payload;
+    wire_len[count] = payload_len;
+    count++;
+  }
+  if (count != n_sales)
+    return;
+  pool->sale_wire = wire;
+  pool->sale_wire_len = wire_len;
+  pool->sale_wire_count = count;
+}
+
 /*
  * protobuf-c's unpack of decoded[0..len) into a new arena (pooled) or
  * with malloc. NULL when the bytes are not a pos.v1.Batch or memory ran out.
@@ -706,6 +753,10 @@ static Pos__V1__Batch *proto_batch_decode(const uint8_t *decoded, size_t len, in
   pool->batch = *msg;
   pool->batch.base.descriptor = &proto_pooled_descriptor;
   pool->chunks = chunks;
+  pool->sale_wire = NULL;
+  pool->sale_wire_len = NULL;
+  pool->sale_wire_count = 0;
+  proto_pooled_keep_wire(pool, decoded, len, msg->n_sales);
   return &pool->batch;
 }
 
@@ -722,6 +773,22 @@ void proto_batch_free(Pos__V1__Batch *batch)
                             ->chunks);
   else if (batch)
     pos__v1__batch__free_unpacked(batch, NULL);
+}
+
+int proto_batch_sale_wire(const Pos__V1__Batch *batch, size_t index, const uint8_t **bytes,
+                          size_t *len)
+{
+  const struct proto_pooled *pool;
+
+  if (!proto_batch_pooled(batch))
+    return 0;
+  pool = (const struct proto_pooled *)(const void *)((const char *)batch -
+                                                      offsetof(struct proto_pooled, batch));
+  if (!pool->sale_wire || index >= pool->sale_wire_count)
+    return 0;
+  *bytes = pool->sale_wire[index];
+  *len = pool->sale_wire_len[index];
+  return 1;
 }
 
 void *proto_batch_alloc(Pos__V1__Batch *batch, size_t size)

@@ -104,6 +104,16 @@ int proto_batch_unpack_pooled(const uint8_t *body, size_t body_len,
 void proto_batch_free(Pos__V1__Batch *batch);
 
 /*
+ * The bytes of batch->sales[index] as the sender encoded them (a
+ * pos.v1.Sale, unknown fields and all), living as long as `batch`: 1 with
+ * *bytes and *len for a pooled batch, 0 for any other (pack the sale). They
+ * say what the unpacked sale said when it was unpacked: a caller that
+ * changes the sale packs it again instead.
+ */
+int proto_batch_sale_wire(const Pos__V1__Batch *batch, size_t index, const uint8_t **bytes,
+                          size_t *len);
+
+/*
  * `size` bytes that live as long as `batch` (its arena when pooled, else
  * malloc'd: then the caller hangs them in the batch, whose free frees
  * them). NULL when out of memory.

@@ -19,6 +19,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <uv.h>
+#include <zstd.h>
 
 #include "ingest/ingest.h"
 #include "kafka/kafka.h"
@@ -520,6 +521,55 @@ static void test_pooled_batch_is_produced_and_freed_whole(void **state)
   }
   free_records(sales);
   free_records(deltas);
+}
+
+/*
+ * A sale is produced as the store encoded it when the collector changes
+ * nothing in it (the bytes of the pooled batch, not the sale packed
+ * again): here its seq before its other fields, an order protobuf-c would
+ * not pack. Before, the record held the sale re-packed in field order.
+ */
+static void test_sale_bytes_are_produced_as_the_store_sent_them(void **state)
+{
+  struct fixture *f = *state;
+  struct sale_spec spec = {7, 0, STORE};
+  struct proto_limits limits = {1u << 20, 1u << 24, 1000};
+  Pos__V1__Batch *plain = make_batch(0x4b, 1, &spec, 1, 0, NULL), *pooled = NULL;
+  Pos__V1__Sale only_seq = POS__V1__SALE__INIT, rest = *plain->sales[0];
+  uint8_t sent[1024], raw[2048], body[4096];
+  size_t sent_len, raw_len, body_len, n_sales = plain->n_sales;
+  struct records *sales;
+  char err[256];
+
+  /* The sale as two messages one after the other (protobuf merges them). */
+  only_seq.seq = rest.seq;
+  rest.seq = 0;
+  assert_true(pos__v1__sale__get_packed_size(&only_seq) + pos__v1__sale__get_packed_size(&rest) <
+              sizeof(sent));
+  sent_len = pos__v1__sale__pack(&only_seq, sent);
+  sent_len += pos__v1__sale__pack(&rest, sent + sent_len);
+  /* The batch without its sale, then the sale's bytes as field 2 (Batch.sales). */
+  plain->n_sales = 0;
+  raw_len = pos__v1__batch__pack(plain, raw);
+  plain->n_sales = n_sales;
+  proto_batch_free(plain);
+  raw[raw_len++] = (2 << 3) | 2;
+  assert_true(sent_len < 128);
+  raw[raw_len++] = (uint8_t)sent_len;
+  memcpy(raw + raw_len, sent, sent_len);
+  raw_len += sent_len;
+  body_len = ZSTD_compress(body, sizeof(body), raw, raw_len, 1);
+  assert_false(ZSTD_isError(body_len));
+  if (proto_batch_unpack_pooled(body, body_len, &limits, &pooled, err, sizeof(err)))
+    fail_msg("proto_batch_unpack_pooled: %s", err);
+
+  wait_ready(f);
+  assert_int_equal(submit(f, pooled).outcome, INGEST_ACCEPTED);
+  sales = read_topic(f, "sales.v1");
+  assert_seqs(sales, 7, 7);
+  assert_int_equal(sales->items[0].len, sent_len);
+  assert_memory_equal(sales->items[0].value, sent, sent_len);
+  free_records(sales);
 }
 
 static void test_invalid_sale_goes_to_dlq(void **state)
@@ -1382,6 +1432,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_resend_is_duplicate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_gap, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pooled_batch_is_produced_and_freed_whole, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_sale_bytes_are_produced_as_the_store_sent_them, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_invalid_sale_goes_to_dlq, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_retry_gives_one_copy, setup, teardown),
