@@ -57,10 +57,11 @@ CLK_TCK="$(getconf CLK_TCK)"
 for bin in "$COLLECTOR_BIN" "$BROKER_BIN" "$BATCH_BIN" "$PLAIN_BIN"; do
   [[ -x "$bin" ]] || { echo "uplink_bench: $bin not built" >&2; exit 1; }
 done
-build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)"
+build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null ||
+  true)"
 if [[ "$build_type" != Release ]]; then
-  echo "uplink_bench: WARNING: $BUILD_DIR is a '${build_type:-?}' build, not Release: the figures" >&2
-  echo "uplink_bench: WARNING: of issue 12 come from a Release build" >&2
+  echo "uplink_bench: WARNING: $BUILD_DIR is a '${build_type:-?}' build, not Release:" >&2
+  echo "uplink_bench: WARNING: the figures of issue 12 come from a Release build" >&2
 fi
 command -v gzip >/dev/null || { echo "uplink_bench: gzip is required" >&2; exit 1; }
 
@@ -292,9 +293,10 @@ for ((r = 0; r < ROUNDS; r++)); do
 done
 
 echo
-echo "== collector beside a plain librdkafka producer of the same records, pos-broker (4 partitions),"
-echo "   $ROUNDS rounds interleaved (plain, collector, ...): median (min-max)"
-echo "   collector: $STORES stores x $BATCHES batches x $BATCH_SALES sales per round, mTLS, closed loop"
+echo "== collector beside a plain librdkafka producer of the same records, pos-broker"
+echo "   (4 partitions), $ROUNDS rounds interleaved (plain, collector, ...): median (min-max)"
+echo "   collector: $STORES stores x $BATCHES batches x $BATCH_SALES sales per round, mTLS,"
+echo "   closed loop (each store waits for its ack); the plain producer is open loop"
 printf '%-34s %26s %26s\n' "" "plain producer" "pos-collector"
 printf '%-34s %26s %26s\n' "records/s" "$(mmm "${plain_rate[@]}")" "$(mmm "${coll_rate[@]}")"
 printf '%-34s %26s %26s\n' "collector / plain, %" "" "$(mmm "${ratio[@]}")"
