@@ -58,6 +58,14 @@ struct ingest_batch {
   unsigned waiters;  /* retries of this journal waiting for it */
   struct ingest_result result;
   char failure[200];
+  /* Formatted once per batch, for every record's headers. */
+  char journal_hex[33];
+  char batch_seq_text[24];
+  size_t batch_seq_len;
+  /* A sale packed here is copied by librdkafka with its record (one
+   * allocation per record, librdkafka's, instead of one more of ours). */
+  uint8_t *value;
+  size_t value_cap;
 };
 
 struct ingest_waiter {
@@ -278,13 +286,14 @@ static void ingest_count_produce_error(const ingest *in, int topic, rd_kafka_res
 }
 
 /*
- * Produces one record. Takes `value` (malloc'd) and `headers` in every
- * case. Returns 0, or -1 with `err` set (nothing was produced).
+ * Produces one record. Takes `headers` in every case, and `value`
+ * (malloc'd) unless `copy`: then librdkafka copies it and it stays the
+ * caller's. Returns 0, or -1 with `err` set (nothing was produced).
  */
-static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
-                          const char *key, uint8_t *value, size_t len,
-                          rd_kafka_headers_t *headers, struct ingest_record *record, char *err,
-                          size_t err_size)
+static int ingest_produce_value(ingest *in, enum kafka_topic topic, int32_t partition,
+                                const char *key, uint8_t *value, size_t len, int copy,
+                                rd_kafka_headers_t *headers, struct ingest_record *record,
+                                char *err, size_t err_size)
 {
   rd_kafka_resp_err_t kerr;
   int aux = ingest_topic_aux(topic);
@@ -295,13 +304,14 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
   kerr = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt),
                            RD_KAFKA_V_PARTITION(partition),
                            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, len),
-                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                           RD_KAFKA_V_MSGFLAGS(copy ? RD_KAFKA_MSG_F_COPY : RD_KAFKA_MSG_F_FREE),
                            RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(record),
                            RD_KAFKA_V_END);
   if (kerr) {
     ingest_count_produce_error(in, topic, kerr);
     /* On failure the value and headers are still ours. */
-    free(value);
+    if (!copy)
+      free(value);
     if (headers)
       rd_kafka_headers_destroy(headers);
     snprintf(err, err_size, "Kafka refused a record for %.100s: %s", in->topics[topic],
@@ -318,16 +328,42 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
   return 0;
 }
 
+/* ingest_produce_value taking `value` (malloc'd). */
+static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
+                          const char *key, uint8_t *value, size_t len,
+                          rd_kafka_headers_t *headers, struct ingest_record *record, char *err,
+                          size_t err_size)
+{
+  return ingest_produce_value(in, topic, partition, key, value, len, 0, headers, record, err,
+                              err_size);
+}
+
 static void ingest_header(rd_kafka_headers_t *headers, const char *name, const char *value)
 {
   rd_kafka_header_add(headers, name, -1, value, -1);
 }
 
+/* `value` in decimal into out[24], NUL-terminated; returns its length (no printf per record). */
+static size_t ingest_u64_text(uint64_t value, char *out)
+{
+  char reversed[24];
+  size_t n = 0;
+
+  do {
+    reversed[n++] = (char)('0' + value % 10);
+    value /= 10;
+  } while (value);
+  for (size_t i = 0; i < n; i++)
+    out[i] = reversed[n - 1 - i];
+  out[n] = '\0';
+  return n;
+}
+
 static void ingest_header_u64(rd_kafka_headers_t *headers, const char *name, uint64_t value)
 {
   char text[24];
-  snprintf(text, sizeof(text), "%" PRIu64, value);
-  ingest_header(headers, name, text);
+  size_t len = ingest_u64_text(value, text);
+  rd_kafka_header_add(headers, name, -1, text, (ssize_t)len);
 }
 
 /* The headers every record of a batch carries (ARCHITECTURE.md, topics). */
@@ -335,11 +371,9 @@ static rd_kafka_headers_t *ingest_batch_headers(const struct ingest_batch *b)
 {
   const Pos__V1__BatchEnvelope *envelope = b->batch->envelope;
   rd_kafka_headers_t *headers = rd_kafka_headers_new(8);
-  char hex[33];
 
-  proto_journal_id_format(b->journal->journal_id, hex);
-  ingest_header(headers, "journal_id", hex);
-  ingest_header_u64(headers, "batch_seq", envelope->batch_seq);
+  rd_kafka_header_add(headers, "journal_id", 10, b->journal_hex, 32);
+  rd_kafka_header_add(headers, "batch_seq", 9, b->batch_seq_text, (ssize_t)b->batch_seq_len);
   ingest_header(headers, "kind", ingest_kind_text(envelope));
   ingest_header(headers, "device_id", envelope->device_id ? envelope->device_id : "");
   if (b->journal->resync_id[0])
@@ -357,7 +391,8 @@ static void ingest_check_doubt(ingest *in);
 
 static void ingest_batch_free(struct ingest_batch *b)
 {
-  pos__v1__batch__free_unpacked(b->batch, NULL);
+  proto_batch_free(b->batch);
+  free(b->value);
   free(b->records);
   free(b);
 }
@@ -465,23 +500,40 @@ static int ingest_sale_order_cmp(const void *a, const void *b)
   return x->index < y->index ? -1 : x->index > y->index;
 }
 
-/* Produces one sale to the sales (or replay) topic, or to the DLQ with `why`. */
-static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale *sale,
+/*
+ * Produces sale `index` of the batch to the sales (or replay) topic, or to
+ * the DLQ with `why`: the bytes the store sent when the batch kept them
+ * and the sale is `unchanged`, else the sale packed again.
+ */
+static int ingest_produce_sale(ingest *in, struct ingest_batch *b, size_t index, int unchanged,
                                enum ingest_stream stream, int tracked, const char *field,
                                const char *why)
 {
+  Pos__V1__Sale *sale = b->batch->sales[index];
   struct ingest_record *record = &b->records[b->record_count];
   enum kafka_topic topic = ingest__stream_topic(b->journal, stream);
-  size_t len = pos__v1__sale__get_packed_size(sale);
-  uint8_t *value = malloc(len + 1);
+  const uint8_t *wire;
+  size_t len;
   rd_kafka_headers_t *headers;
 
-  if (!value) {
-    snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
-             sale->seq);
-    return -1;
+  /* Either way librdkafka copies the value (F_COPY). */
+  if (!unchanged || !proto_batch_sale_wire(b->batch, index, &wire, &len)) {
+    len = pos__v1__sale__get_packed_size(sale);
+    if (len + 1 > b->value_cap) {
+      size_t cap = len + 1 > 4096 ? 2 * (len + 1) : 4096;
+      free(b->value);
+      b->value_cap = 0;
+      b->value = malloc(cap);
+      if (!b->value) {
+        snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
+                 sale->seq);
+        return -1;
+      }
+      b->value_cap = cap;
+    }
+    pos__v1__sale__pack(sale, b->value);
+    wire = b->value;
   }
-  pos__v1__sale__pack(sale, value);
   headers = ingest_batch_headers(b);
   ingest_header_u64(headers, "seq", sale->seq);
   if (stream == INGEST_STREAM_DLQ) {
@@ -494,8 +546,8 @@ static int ingest_produce_sale(ingest *in, struct ingest_batch *b, Pos__V1__Sale
   record->tracked = (uint8_t)tracked;
   record->pos.seq = sale->seq;
   record->pos.index = 0;
-  if (ingest_produce(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, value, len, headers, record,
-                     b->failure, sizeof(b->failure)))
+  if (ingest_produce_value(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, (uint8_t *)wire, len,
+                           1, headers, record, b->failure, sizeof(b->failure)))
     return -1;
   b->record_count++;
   b->pending++;
@@ -524,16 +576,12 @@ static int ingest_produce_delta(ingest *in, struct ingest_batch *b, Pos__V1__Inv
   rd_kafka_headers_t *headers;
 
   /* Downstream reads a delta on its own: make it say whose it is. */
-  if (!delta->store_id || !delta->store_id[0]) {
-    char *copy = strdup(b->store_id);
-    if (!copy)
-      goto oom;
-    if (delta->store_id && delta->store_id != protobuf_c_empty_string)
-      free(delta->store_id);
-    delta->store_id = copy;
-  }
+  if ((!delta->store_id || !delta->store_id[0]) &&
+      proto_batch_set_string(b->batch, &delta->store_id, b->store_id))
+    goto oom;
   if (delta->journal_id.len == 0) {
-    uint8_t *copy = malloc(16);
+    /* Lives as long as the batch (its arena when pooled; else freed with the tree). */
+    uint8_t *copy = proto_batch_alloc(b->batch, 16);
     if (!copy)
       goto oom;
     memcpy(copy, b->journal->journal_id, 16);
@@ -845,7 +893,7 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
       free(b->records);
     free(b);
     free(order);
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
                              "collector out of memory starting a batch");
     return;
@@ -853,6 +901,8 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
   b->in = in;
   b->journal = journal;
   b->batch = batch;
+  proto_journal_id_format(journal->journal_id, b->journal_hex);
+  b->batch_seq_len = ingest_u64_text(envelope->batch_seq, b->batch_seq_text);
   snprintf(b->store_id, sizeof(b->store_id), "%s", store_id);
   b->done = done;
   b->arg = arg;
@@ -878,7 +928,7 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
     Pos__V1__Sale *sale = batch->sales[order[i].index];
     char field[64] = "", why[200] = "";
     enum ingest_stream stream = INGEST_STREAM_SALES;
-    int tracked = 1;
+    int tracked = 1, unchanged = 1;
 
     if (sale->seq != 0 && sale->seq == previous_seq) {
       /* The same journal row twice in one batch: produce it once. */
@@ -892,16 +942,13 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
     previous_seq = sale->seq;
     if (!sale->store_id || !sale->store_id[0]) {
       /* The certificate says whose sale it is. */
-      char *copy = strdup(store_id);
-      if (!copy) {
+      unchanged = 0; /* produced packed again, with the store_id */
+      if (proto_batch_set_string(batch, &sale->store_id, store_id)) {
         snprintf(b->failure, sizeof(b->failure), "out of memory producing sale seq %" PRIu64,
                  sale->seq);
         b->failed = 1;
         break;
       }
-      if (sale->store_id && sale->store_id != protobuf_c_empty_string)
-        free(sale->store_id);
-      sale->store_id = copy;
     }
     if (strcmp(sale->store_id, store_id) != 0) {
       stream = INGEST_STREAM_DLQ;
@@ -933,7 +980,7 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
       b->result.skipped++;
       continue;
     }
-    if (ingest_produce_sale(in, b, sale, stream, tracked, field, why)) {
+    if (ingest_produce_sale(in, b, order[i].index, unchanged, stream, tracked, field, why)) {
       b->failed = 1;
       break;
     }
@@ -981,7 +1028,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
        (!envelope->resync_id || !envelope->resync_id[0] ||
         strlen(envelope->resync_id) > INGEST_RESYNC_ID_MAX))) {
     if (batch)
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
                              "batch envelope incomplete or out of bounds (journal_id, batch_seq, "
                              "store, kind, resync_id of at most %d characters)",
@@ -989,13 +1036,13 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     return;
   }
   if (in->phase == INGEST_PHASE_CLOSING) {
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
                              "the collector is shutting down");
     return;
   }
   if (in->phase != INGEST_PHASE_READY || in->doubt) {
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
                              "the collector is rebuilding its exactly-once state from Kafka "
                              "(after a start or a failed delivery); retry shortly");
@@ -1012,13 +1059,13 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
       snprintf(result.message, sizeof(result.message),
                "journal %s is new to the collector: its first batch must be 1, not %" PRIu64,
                hex, envelope->batch_seq);
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply(done, arg, &result);
       return;
     }
     journal = ingest__state_get(&in->state, store_id, envelope->journal_id.data, resync_id);
     if (!journal) {
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
                                "the collector cannot track another journal (%zu held, out of "
                                "memory or at its limit of %u)",
@@ -1040,7 +1087,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     log_warn("ingest", "journal_of_another_device",
              "store=%s journal=%s owner=%s device=%s batch_seq=%" PRIu64, store_id, hex,
              journal->device_id, envelope->device_id, envelope->batch_seq);
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply(done, arg, &result);
     return;
   }
@@ -1049,7 +1096,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     struct ingest_waiter *w;
     if (in->waiter_count >= INGEST_MAX_WAITERS ||
         first->waiters >= INGEST_MAX_WAITERS_PER_JOURNAL) {
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
                                "batch %" PRIu64 " of journal %s is still being produced and %u "
                                "retries already wait for it",
@@ -1058,7 +1105,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     }
     w = calloc(1, sizeof(*w));
     if (!w) {
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
                                "collector out of memory queueing a retry");
       return;
@@ -1088,7 +1135,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
              "batch %" PRIu64 " of journal %s was accepted before: acknowledged again, nothing "
              "produced",
              envelope->batch_seq, hex);
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply(done, arg, &result);
     return;
   }
@@ -1101,14 +1148,14 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
              "batch %" PRIu64 " of journal %s skips ahead: the collector has accepted up to "
              "%" PRIu64 "; resume at %" PRIu64,
              envelope->batch_seq, hex, journal->accepted_batch_seq, result.expected_batch_seq);
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply(done, arg, &result);
     return;
   }
   records = batch->n_sales + batch->n_inventory_deltas;
   if (in->batch_count >= INGEST_MAX_BATCHES_IN_FLIGHT ||
       in->outstanding + records > INGEST_MAX_RECORDS_IN_FLIGHT) {
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
                              "collector overloaded: %u batches and %zu records wait for Kafka "
                              "(limits %d and %u)",
@@ -1121,7 +1168,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     if (before) {
       char before_hex[33];
       proto_journal_id_format(before->journal_id, before_hex);
-      pos__v1__batch__free_unpacked(batch, NULL);
+      proto_batch_free(batch);
       ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
                                "batch %" PRIu64 " of journal %s carries sales over from journal "
                                "%s, whose batch is still being produced; retry shortly",
@@ -1824,7 +1871,7 @@ static void ingest_tick_cb(uv_timer_t *handle)
     ingest_waiter_unlink(in, w);
     if (w->journal->inflight)
       w->journal->inflight->waiters--;
-    pos__v1__batch__free_unpacked(w->batch, NULL);
+    proto_batch_free(w->batch);
     ingest_reply_unavailable(w->done, w->arg, INGEST_RETRY_KAFKA_S,
                              "an earlier attempt of this batch is still waiting for Kafka; retry "
                              "later");
@@ -2206,7 +2253,7 @@ void ingest_destroy(ingest *in, uint64_t timeout_ms)
     struct ingest_waiter *w = in->waiters_head;
     in->waiters_head = w->next;
     in->waiter_count--;
-    pos__v1__batch__free_unpacked(w->batch, NULL);
+    proto_batch_free(w->batch);
     ingest_reply_unavailable(w->done, w->arg, INGEST_RETRY_OVERLOADED_S,
                              "the collector is shutting down");
     free(w);

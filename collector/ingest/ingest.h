@@ -104,7 +104,7 @@ const char *ingest_bootstrap(const ingest *in);
 int ingest_ready(const ingest *in);
 
 /*
- * Takes `batch` (freed with pos__v1__batch__free_unpacked when done) whose
+ * Takes `batch` (freed with proto_batch_free when done: pooled or not) whose
  * envelope store_id the caller has already checked against the client
  * certificate. `done` is always called exactly once, possibly before this
  * returns. Returns 0.

@@ -203,10 +203,11 @@ static void routes_refuse_identity(http_exchange *exchange, int batch, const cha
 /*
  * The device is the certificate's, never the body's: a body naming another
  * device is answered 403 (returns -1); an empty one gets the certificate's
- * (*device_id, owned by the protobuf message, is replaced). 0 on success.
+ * (*device_id, owned by the protobuf message, is replaced; in `batch`, a
+ * pooled batch, with proto_batch_set_string; NULL for a heartbeat). 0 on success.
  */
 static int routes_device_from_cert(http_exchange *exchange, const struct identity *id,
-                                   char **device_id, int batch)
+                                   char **device_id, Pos__V1__Batch *batch)
 {
   char message[320];
   char *copy;
@@ -217,7 +218,13 @@ static int routes_device_from_cert(http_exchange *exchange, const struct identit
              id->device_id, id->store_id, *device_id);
     log_warn("server", "refused", "peer=%s store=%s device=%s status=403 reason=\"%s\"",
              http_exchange_peer(exchange), id->store_id, id->device_id, message);
-    routes_refuse_identity(exchange, batch, message);
+    routes_refuse_identity(exchange, batch != NULL, message);
+    return -1;
+  }
+  if (batch) {
+    if (proto_batch_set_string(batch, device_id, id->device_id) == 0)
+      return 0;
+    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
     return -1;
   }
   copy = strdup(id->device_id);
@@ -250,7 +257,7 @@ static void routes_batches(routes *r, http_exchange *exchange, const struct iden
                         NULL);
     return;
   }
-  rc = proto_batch_unpack(body, body_len, &limits, &batch, err, sizeof(err));
+  rc = proto_batch_unpack_pooled(body, body_len, &limits, &batch, err, sizeof(err));
   if (rc) {
     int status = rc == PROTO_ETOOBIG || rc == PROTO_ETOOMANY ? 413
                  : rc == PROTO_ENOMEM                           ? 503
@@ -269,17 +276,17 @@ static void routes_batches(routes *r, http_exchange *exchange, const struct iden
              batch->envelope->store_id);
     log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=403 reason=\"%s\"",
              http_exchange_peer(exchange), id->store_id, id->device_id, message);
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     routes_refuse_identity(exchange, 1, message);
     return;
   }
-  if (routes_device_from_cert(exchange, id, &batch->envelope->device_id, 1)) {
-    pos__v1__batch__free_unpacked(batch, NULL);
+  if (routes_device_from_cert(exchange, id, &batch->envelope->device_id, batch)) {
+    proto_batch_free(batch);
     return;
   }
   pending = calloc(1, sizeof(*pending));
   if (!pending) {
-    pos__v1__batch__free_unpacked(batch, NULL);
+    proto_batch_free(batch);
     routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
     return;
   }
@@ -406,7 +413,7 @@ static void routes_heartbeat(routes *r, http_exchange *exchange, const struct id
                         NULL);
     return;
   }
-  if (routes_device_from_cert(exchange, id, &heartbeat->device_id, 0)) {
+  if (routes_device_from_cert(exchange, id, &heartbeat->device_id, NULL)) {
     pos__v1__heartbeat__free_unpacked(heartbeat, NULL);
     return;
   }

@@ -10,6 +10,10 @@
 #include "proto/codec.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,12 +104,47 @@ static unsigned long long proto_zstd_declared_size(const uint8_t *in, size_t in_
   return unknown ? ZSTD_CONTENTSIZE_UNKNOWN : total;
 }
 
-int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
-                          size_t *out_len)
+/*
+ * One decompression context kept between bodies (any thread takes it, or
+ * makes one when another thread has it): making and freeing one per body
+ * cost an allocation of ~100 KiB and its window buffers every batch, and
+ * glibc consolidates its free lists on every free that large.
+ */
+static _Atomic(ZSTD_DCtx *) proto_dctx_kept;
+
+static ZSTD_DCtx *proto_dctx_take(void)
+{
+  ZSTD_DCtx *dctx = atomic_exchange(&proto_dctx_kept, NULL);
+  if (dctx && ZSTD_isError(ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters))) {
+    ZSTD_freeDCtx(dctx);
+    dctx = NULL;
+  }
+  return dctx ? dctx : ZSTD_createDCtx();
+}
+
+static void proto_dctx_give(ZSTD_DCtx *dctx)
+{
+  if (dctx)
+    ZSTD_freeDCtx(atomic_exchange(&proto_dctx_kept, dctx));
+}
+
+/* A decoded body's buffer kept for the next one, up to this size. */
+#define PROTO_DECODED_KEPT_MAX (4u * 1024 * 1024)
+struct proto_buffer {
+  uint8_t *data;
+  size_t capacity; /* bytes, the +1 of the bomb check included */
+};
+static _Atomic(struct proto_buffer *) proto_decoded_kept;
+
+/*
+ * proto_zstd_decompress into *buffer (grown as needed, reused when large
+ * enough; on failure still the caller's to keep or free).
+ */
+static int proto_zstd_decompress_buffer(const uint8_t *in, size_t in_len, size_t max_out,
+                                        struct proto_buffer *buffer, size_t *out_len)
 {
   unsigned long long declared = proto_zstd_declared_size(in, in_len);
   ZSTD_DCtx *dctx = NULL;
-  uint8_t *buffer = NULL;
   size_t capacity;
   ZSTD_inBuffer input = {in, in_len, 0};
   ZSTD_outBuffer output;
@@ -119,13 +158,21 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
   capacity = declared != ZSTD_CONTENTSIZE_UNKNOWN ? (size_t)declared : 64 * 1024;
   if (capacity > max_out)
     capacity = max_out;
-  buffer = malloc(capacity + 1);
-  dctx = ZSTD_createDCtx();
-  if (!buffer || !dctx) {
+  if (buffer->capacity < capacity + 1) {
+    free(buffer->data);
+    buffer->capacity = 0;
+    buffer->data = malloc(capacity + 1);
+    if (buffer->data)
+      buffer->capacity = capacity + 1;
+  } else {
+    capacity = buffer->capacity - 1 > max_out ? max_out : buffer->capacity - 1;
+  }
+  dctx = proto_dctx_take();
+  if (!buffer->data || !dctx) {
     rc = PROTO_ENOMEM;
     goto out;
   }
-  output.dst = buffer;
+  output.dst = buffer->data;
   output.size = capacity + 1; /* one byte past the limit detects a bomb */
   output.pos = 0;
   for (;;) {
@@ -152,27 +199,60 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
         rc = PROTO_EBOMB;
         goto out;
       }
-      bigger = realloc(buffer, grown + 1);
+      bigger = realloc(buffer->data, grown + 1);
       if (!bigger) {
         rc = PROTO_ENOMEM;
         goto out;
       }
-      buffer = bigger;
+      buffer->data = bigger;
+      buffer->capacity = grown + 1;
       capacity = grown;
-      output.dst = buffer;
+      output.dst = buffer->data;
       output.size = capacity + 1;
     } else if (input.pos == input.size) {
       goto out; /* truncated frame */
     }
   }
-  *out = buffer;
   *out_len = output.pos;
-  buffer = NULL;
   rc = PROTO_OK;
 out:
-  free(buffer);
-  ZSTD_freeDCtx(dctx);
+  proto_dctx_give(dctx);
   return rc;
+}
+
+int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
+                          size_t *out_len)
+{
+  struct proto_buffer buffer = {NULL, 0};
+  int rc = proto_zstd_decompress_buffer(in, in_len, max_out, &buffer, out_len);
+
+  if (rc == PROTO_OK)
+    *out = buffer.data;
+  else
+    free(buffer.data);
+  return rc;
+}
+
+/* The kept buffer for a decoded body, or an empty one. */
+static struct proto_buffer *proto_decoded_take(void)
+{
+  struct proto_buffer *buffer = atomic_exchange(&proto_decoded_kept, NULL);
+  return buffer ? buffer : calloc(1, sizeof(*buffer));
+}
+
+/* Keeps `buffer` for the next body when it is not too large, else frees it. */
+static void proto_decoded_give(struct proto_buffer *buffer)
+{
+  if (buffer && buffer->capacity > PROTO_DECODED_KEPT_MAX) {
+    free(buffer->data);
+    buffer->data = NULL;
+    buffer->capacity = 0;
+  }
+  if (buffer)
+    buffer = atomic_exchange(&proto_decoded_kept, buffer);
+  if (buffer)
+    free(buffer->data);
+  free(buffer);
 }
 
 /* Per-message field counters the census keeps; every message of pos.v1 has fewer fields. */
@@ -410,32 +490,86 @@ static void proto_census_sale_id(const uint8_t *data, size_t len, char *out, siz
 }
 
 /*
+ * Where the walk is: the nested message in field `field` (entry `index` of
+ * it when repeated) of the message `parent` is in (NULL: the batch). Kept
+ * as this chain on the stack and written out as text ("sales[12] (sale_id
+ * B-13).lines[0]") only for an error message: formatting it for every
+ * message of every batch was most of the census's cost.
+ */
+struct proto_census_at {
+  const struct proto_census_at *parent;
+  const ProtobufCFieldDescriptor *field;
+  size_t index;
+  const uint8_t *data; /* the message's bytes, for a sale's id */
+  size_t len;
+};
+
+/* Writes where `at` is into out[PROTO_CENSUS_WHERE] ("" for the batch). */
+#define PROTO_CENSUS_WHERE 192
+static void proto_census_where(const struct proto_census_at *at, char *out)
+{
+  char where[PROTO_CENSUS_WHERE], sale_id[96];
+  const ProtobufCFieldDescriptor *field;
+
+  out[0] = '\0';
+  if (!at)
+    return;
+  field = at->field;
+  proto_census_where(at->parent, where);
+  sale_id[0] = '\0';
+  if (field->descriptor == &pos__v1__sale__descriptor)
+    proto_census_sale_id(at->data, at->len, sale_id, sizeof(sale_id));
+  /* Cut at PROTO_CENSUS_WHERE - 1 bytes, as it always was (a path that deep is hostile). */
+  if (field->label == PROTOBUF_C_LABEL_REPEATED) {
+    if (snprintf(out, PROTO_CENSUS_WHERE, "%s%s%s[%zu]%s", where, where[0] ? "." : "",
+                 field->name, at->index, sale_id) < 0)
+      out[0] = '\0';
+  } else if (snprintf(out, PROTO_CENSUS_WHERE, "%s%s%s%s", where, where[0] ? "." : "",
+                      field->name, sale_id) < 0) {
+    out[0] = '\0';
+  }
+}
+
+/* proto_census_malformed for the message at `at`. */
+static int proto_census_malformed_at(const struct proto_census *census,
+                                     const struct proto_census_at *at, const char *what)
+{
+  char where[PROTO_CENSUS_WHERE];
+  proto_census_where(at, where);
+  return proto_census_malformed(census, where, what);
+}
+
+/*
  * Counts what message `desc` in data[0..len) would make protobuf-c
  * allocate, recursing into nested messages, and stops at the first limit
- * passed: PROTO_ETOOMANY with `err` naming it and `where` ("sales[12]").
- * PROTO_EDECODE when the bytes are not protobuf. Allocates nothing.
+ * passed: PROTO_ETOOMANY with `err` naming it and where it is
+ * ("sales[12]"). PROTO_EDECODE when the bytes are not protobuf. Allocates
+ * nothing.
  */
 static int proto_census_walk(struct proto_census *census, const ProtobufCMessageDescriptor *desc,
-                             const uint8_t *data, size_t len, unsigned depth, const char *where)
+                             const uint8_t *data, size_t len, unsigned depth,
+                             const struct proto_census_at *at)
 {
   size_t counts[PROTO_CENSUS_MAX_FIELDS] = {0};
   const ProtobufCFieldDescriptor *field;
   const uint8_t *payload;
   size_t payload_len, index, limit, pos = 0;
   uint64_t key;
-  char inner[192], sale_id[96];
+  char where[PROTO_CENSUS_WHERE];
+  struct proto_census_at inner;
   int rc;
 
   if (depth > PROTO_CENSUS_MAX_DEPTH)
-    return proto_census_malformed(census, where, "nests messages deeper than pos.v1 does");
+    return proto_census_malformed_at(census, at, "nests messages deeper than pos.v1 does");
   while (pos < len) {
     if (proto_varint(data, len, &pos, &key) != 0)
-      return proto_census_malformed(census, where, "ends inside a field tag");
-    rc = proto_census_key(census, key, where);
-    if (rc != PROTO_OK)
-      return rc;
+      return proto_census_malformed_at(census, at, "ends inside a field tag");
+    if (proto_census_key(census, key, "") != PROTO_OK) {
+      proto_census_where(at, where);
+      return proto_census_key(census, key, where);
+    }
     if (proto_census_skip(data, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
-      return proto_census_malformed(census, where, "has a truncated field or a group");
+      return proto_census_malformed_at(census, at, "has a truncated field or a group");
     field = protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
     /* Unknown fields are kept (one struct and a copy each): they count. */
     if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED ||
@@ -450,15 +584,16 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     if (field == NULL)
       continue;
-    if (field->type == PROTOBUF_C_TYPE_STRING && payload != NULL) {
-      rc = proto_census_text(census, where, field, payload, payload_len);
-      if (rc != PROTO_OK)
-        return rc;
+    if (field->type == PROTOBUF_C_TYPE_STRING && payload != NULL &&
+        proto_census_text(census, "", field, payload, payload_len) != PROTO_OK) {
+      proto_census_where(at, where);
+      return proto_census_text(census, where, field, payload, payload_len);
     }
     index = (size_t)(field - desc->fields);
     if (field->label == PROTOBUF_C_LABEL_REPEATED && index < PROTO_CENSUS_MAX_FIELDS) {
       limit = proto_census_limit(census, desc, field);
       if (++counts[index] > limit) {
+        proto_census_where(at, where);
         snprintf(census->err, census->err_size, "%s%sholds more than %zu %s, the limit%s",
                  where, where[0] ? " " : "batch ", limit, field->name,
                  desc == &pos__v1__batch__descriptor ? "; split the batch" : "");
@@ -467,26 +602,225 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     if (field->type != PROTOBUF_C_TYPE_MESSAGE || payload == NULL)
       continue; /* a message field with another wire type: protobuf-c refuses it */
-    sale_id[0] = '\0';
-    if (field->descriptor == &pos__v1__sale__descriptor)
-      proto_census_sale_id(payload, payload_len, sale_id, sizeof(sale_id));
-    if (field->label == PROTOBUF_C_LABEL_REPEATED)
-      snprintf(inner, sizeof(inner), "%s%s%s[%zu]%s", where, where[0] ? "." : "", field->name,
-               counts[index < PROTO_CENSUS_MAX_FIELDS ? index : 0] - 1, sale_id);
-    else
-      snprintf(inner, sizeof(inner), "%s%s%s%s", where, where[0] ? "." : "", field->name,
-               sale_id);
-    rc = proto_census_walk(census, field->descriptor, payload, payload_len, depth + 1, inner);
+    inner.parent = at;
+    inner.field = field;
+    inner.index = counts[index < PROTO_CENSUS_MAX_FIELDS ? index : 0] - 1;
+    inner.data = payload;
+    inner.len = payload_len;
+    rc = proto_census_walk(census, field->descriptor, payload, payload_len, depth + 1, &inner);
     if (rc != PROTO_OK)
       return rc;
   }
   return PROTO_OK;
 }
 
-int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
-                       Pos__V1__Batch **batch, char *err, size_t err_size)
+/* ---- pooled batches: one arena per batch ------------------------------------ */
+
+/* A block of the arena; allocations are carved from data[] in order. */
+struct proto_chunk {
+  struct proto_chunk *next;
+  size_t size, used;
+  alignas(max_align_t) unsigned char data[];
+};
+
+/*
+ * The first allocation of a pooled batch's arena: where its arena is, each
+ * sale's bytes as they came (in the arena too; NULL when they could not be
+ * kept), and the batch.
+ */
+struct proto_pooled {
+  struct proto_chunk *chunks;
+  const uint8_t **sale_wire;
+  size_t *sale_wire_len;
+  size_t sale_wire_count;
+  Pos__V1__Batch batch;
+};
+
+/*
+ * A pooled batch's descriptor: pos.v1.Batch's, copied, so that
+ * proto_batch_free tells a pooled batch from one protobuf-c allocated (by
+ * this pointer, without reading memory outside the batch), and so that
+ * pos__v1__batch__free_unpacked on a pooled batch fails its assertion
+ * instead of freeing arena memory one piece at a time.
+ */
+static ProtobufCMessageDescriptor proto_pooled_descriptor;
+static pthread_once_t proto_pooled_once = PTHREAD_ONCE_INIT;
+
+static void proto_pooled_init(void) { proto_pooled_descriptor = pos__v1__batch__descriptor; }
+
+static void *proto_arena_alloc(void *data, size_t size)
 {
-  uint8_t *decoded = NULL;
+  struct proto_chunk **chunks = data, *chunk = *chunks;
+  size_t need = (size + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1);
+
+  if (need < size)
+    return NULL;
+  if (!chunk || chunk->size - chunk->used < need) {
+    size_t grown = chunk ? chunk->size * 2 : 64 * 1024;
+    if (grown < need)
+      grown = need;
+    if (grown > SIZE_MAX - sizeof(*chunk))
+      return NULL;
+    chunk = malloc(sizeof(*chunk) + grown);
+    if (!chunk)
+      return NULL;
+    chunk->next = *chunks;
+    chunk->size = grown;
+    chunk->used = 0;
+    *chunks = chunk;
+  }
+  chunk->used += need;
+  return chunk->data + chunk->used - need;
+}
+
+/* Arena memory is given back all at once, by proto_batch_free. */
+static void proto_arena_free(void *data, void *pointer)
+{
+  (void)data;
+  (void)pointer;
+}
+
+static void proto_arena_release(struct proto_chunk *chunks)
+{
+  while (chunks) {
+    struct proto_chunk *next = chunks->next;
+    free(chunks);
+    chunks = next;
+  }
+}
+
+/* Batch.sales, field 2, length-delimited (pos.proto). */
+#define PROTO_BATCH_SALES_KEY ((2u << 3) | 2u)
+
+/*
+ * Keeps a copy of decoded[0..len) in the pool's arena and where each
+ * entry of Batch.sales is in it, in order, as protobuf-c lists them. Left
+ * without (sale_wire NULL) when memory runs out: the sales are packed again.
+ */
+static void proto_pooled_keep_wire(struct proto_pooled *pool, const uint8_t *decoded, size_t len,
+                                   size_t n_sales)
+{
+  uint8_t *copy = proto_arena_alloc(&pool->chunks, len ? len : 1);
+  const uint8_t **wire = proto_arena_alloc(&pool->chunks, (n_sales ? n_sales : 1) * sizeof(*wire));
+  size_t *wire_len = proto_arena_alloc(&pool->chunks, (n_sales ? n_sales : 1) * sizeof(size_t));
+  size_t pos = 0, count = 0, payload_len;
+  const uint8_t *payload;
+  uint64_t key;
+
+  if (!copy || !wire || !wire_len)
+    return;
+  memcpy(copy, decoded, len);
+  while (pos < len) {
+    if (proto_varint(copy, len, &pos, &key) != 0 ||
+        proto_census_skip(copy, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
+      return; /* the census walked these bytes already: not reached */
+    if (key != PROTO_BATCH_SALES_KEY)
+      continue;
+    if (count == n_sales)
+      return;
+    wire[count] = payload;
+    wire_len[count] = payload_len;
+    count++;
+  }
+  if (count != n_sales)
+    return;
+  pool->sale_wire = wire;
+  pool->sale_wire_len = wire_len;
+  pool->sale_wire_count = count;
+}
+
+/*
+ * protobuf-c's unpack of decoded[0..len) into a new arena (pooled) or
+ * with malloc. NULL when the bytes are not a pos.v1.Batch or memory ran out.
+ */
+static Pos__V1__Batch *proto_batch_decode(const uint8_t *decoded, size_t len, int pooled)
+{
+  struct proto_chunk *chunks = NULL;
+  ProtobufCAllocator arena = {proto_arena_alloc, proto_arena_free, &chunks};
+  struct proto_pooled *pool;
+  Pos__V1__Batch *msg;
+
+  if (!pooled)
+    return pos__v1__batch__unpack(NULL, len, decoded);
+  pthread_once(&proto_pooled_once, proto_pooled_init);
+  pool = proto_arena_alloc(&chunks, sizeof(*pool));
+  msg = pool ? pos__v1__batch__unpack(&arena, len, decoded) : NULL;
+  if (!msg) {
+    proto_arena_release(chunks);
+    return NULL;
+  }
+  /* Nothing points at the top message but us: move it beside its arena's head. */
+  pool->batch = *msg;
+  pool->batch.base.descriptor = &proto_pooled_descriptor;
+  pool->chunks = chunks;
+  pool->sale_wire = NULL;
+  pool->sale_wire_len = NULL;
+  pool->sale_wire_count = 0;
+  proto_pooled_keep_wire(pool, decoded, len, msg->n_sales);
+  return &pool->batch;
+}
+
+static int proto_batch_pooled(const Pos__V1__Batch *batch)
+{
+  return batch && batch->base.descriptor == &proto_pooled_descriptor;
+}
+
+void proto_batch_free(Pos__V1__Batch *batch)
+{
+  if (proto_batch_pooled(batch))
+    proto_arena_release(((struct proto_pooled *)(void *)((char *)batch -
+                                                         offsetof(struct proto_pooled, batch)))
+                            ->chunks);
+  else if (batch)
+    pos__v1__batch__free_unpacked(batch, NULL);
+}
+
+int proto_batch_sale_wire(const Pos__V1__Batch *batch, size_t index, const uint8_t **bytes,
+                          size_t *len)
+{
+  const struct proto_pooled *pool;
+
+  if (!proto_batch_pooled(batch))
+    return 0;
+  pool = (const struct proto_pooled *)(const void *)((const char *)batch -
+                                                      offsetof(struct proto_pooled, batch));
+  if (!pool->sale_wire || index >= pool->sale_wire_count)
+    return 0;
+  *bytes = pool->sale_wire[index];
+  *len = pool->sale_wire_len[index];
+  return 1;
+}
+
+void *proto_batch_alloc(Pos__V1__Batch *batch, size_t size)
+{
+  struct proto_pooled *pool;
+
+  if (!proto_batch_pooled(batch))
+    return malloc(size ? size : 1);
+  pool = (struct proto_pooled *)(void *)((char *)batch - offsetof(struct proto_pooled, batch));
+  return proto_arena_alloc(&pool->chunks, size ? size : 1);
+}
+
+int proto_batch_set_string(Pos__V1__Batch *batch, char **field, const char *text)
+{
+  size_t len = strlen(text);
+  char *copy = proto_batch_alloc(batch, len + 1);
+
+  if (!copy)
+    return -1;
+  memcpy(copy, text, len + 1);
+  if (!proto_batch_pooled(batch) && *field && *field != protobuf_c_empty_string)
+    free(*field);
+  *field = copy;
+  return 0;
+}
+
+static int proto_batch_unpack_as(const uint8_t *body, size_t body_len,
+                                 const struct proto_limits *limits, int pooled,
+                                 Pos__V1__Batch **batch, char *err, size_t err_size)
+{
+  struct proto_buffer *buffer = NULL;
+  uint8_t *decoded;
   size_t decoded_len = 0;
   Pos__V1__Batch *msg = NULL;
   const Pos__V1__BatchEnvelope *env;
@@ -498,15 +832,21 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
              body_len, limits->max_compressed);
     return PROTO_ETOOBIG;
   }
-  rc = proto_zstd_decompress(body, body_len, limits->max_decoded, &decoded, &decoded_len);
+  buffer = proto_decoded_take();
+  rc = buffer ? proto_zstd_decompress_buffer(body, body_len, limits->max_decoded, buffer,
+                                             &decoded_len)
+              : PROTO_ENOMEM;
   if (rc == PROTO_EBOMB) {
     snprintf(err, err_size, "body decompresses to more than %zu bytes", limits->max_decoded);
+    proto_decoded_give(buffer);
     return rc;
   }
   if (rc) {
     snprintf(err, err_size, "%s: expected complete zstd frames", proto_strerror(rc));
+    proto_decoded_give(buffer);
     return rc;
   }
+  decoded = buffer->data;
   census.limits = limits;
   census.max_objects = limits->max_sales * PROTO_OBJECTS_PER_SALE;
   if (limits->max_sales > SIZE_MAX / PROTO_OBJECTS_PER_SALE ||
@@ -516,13 +856,13 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
                              : PROTO_MAX_OBJECTS_MIN;
   census.err = err;
   census.err_size = err_size;
-  rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, "");
+  rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, NULL);
   if (rc != PROTO_OK) {
-    free(decoded);
+    proto_decoded_give(buffer);
     return rc;
   }
-  msg = pos__v1__batch__unpack(NULL, decoded_len, decoded);
-  free(decoded);
+  msg = proto_batch_decode(decoded, decoded_len, pooled);
+  proto_decoded_give(buffer);
   if (!msg) {
     snprintf(err, err_size, "decompressed body is not a pos.v1.Batch protobuf");
     return PROTO_EDECODE;
@@ -550,11 +890,24 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
   else
     rc = PROTO_OK;
   if (rc) {
-    pos__v1__batch__free_unpacked(msg, NULL);
+    proto_batch_free(msg);
     return rc;
   }
   *batch = msg;
   return PROTO_OK;
+}
+
+int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_limits *limits,
+                       Pos__V1__Batch **batch, char *err, size_t err_size)
+{
+  return proto_batch_unpack_as(body, body_len, limits, 0, batch, err, err_size);
+}
+
+int proto_batch_unpack_pooled(const uint8_t *body, size_t body_len,
+                              const struct proto_limits *limits, Pos__V1__Batch **batch,
+                              char *err, size_t err_size)
+{
+  return proto_batch_unpack_as(body, body_len, limits, 1, batch, err, err_size);
 }
 
 static int proto_text_ok(const char *text) { return text && text[0] && strlen(text) <= 64; }

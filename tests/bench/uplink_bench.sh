@@ -1,25 +1,42 @@
 #!/usr/bin/env bash
-# uplink_bench.sh - what the uplink costs on the wire and in time:
+# uplink_bench.sh - what the uplink costs on the wire, in CPU and in time:
 #
 #   1. wire bytes per sale: the same sales as one pos.v1.Batch (protobuf,
 #      zstd, what the agent sends) and as JSON lines with gzip, side by side,
 #      for batches of 1 to 2,000 sales;
-#   2. collector throughput: sales/s through pos-collector into the broker
-#      (pos-batch clients, one per store, sending batches back to back over
-#      mutual TLS), beside a plain librdkafka producer of the same records
-#      into the same broker in the same run (pos-plain-producer);
-#   3. batch acknowledgement latency: p50 and p99 of POST /v1/batches, one
-#      store sending batches back to back (the collector answers only once
-#      Kafka has every record).
+#   2. collector throughput beside its yardstick (issue 12, item 5): a plain
+#      librdkafka producer of the same records (pos-plain-producer: no
+#      server, TLS, decoding or exactly-once bookkeeping) and pos-collector
+#      (pos-batch clients, one per store, batches back to back over mutual
+#      TLS), into the same broker, INTERLEAVED: plain, collector, plain,
+#      collector, plain, collector. Per run: records/s, and CPU per record
+#      of each process (utime+stime from /proc/PID/stat just before the
+#      load and just after the last answer; the clients and the plain
+#      producer report their own), the collector's split by thread
+#      (/proc/PID/task/*/comm: the loop, rdk:broker*, rdk:main, ...);
+#   3. batch acknowledgement latency: p50 and p99 of POST /v1/batches of
+#      BENCH_LATENCY_SALES sales, one store sending back to back (the
+#      collector answers only once Kafka has every record), in every round.
+#   The median of the three rounds is printed with min and max.
+#
+# The clients' protobuf and zstd work is done before the clock starts
+# (pos-batch --bodies-out, then --bodies): on the shared cores the clients
+# only do their HTTP and TLS while the collector is measured.
+# Note the two are not the same shape: the plain producer is open loop (it
+# queues everything and waits for the reports), each store is closed loop
+# (it waits for its ack, at least linger.ms, before sending its next batch).
 #
 #   bash tests/bench/uplink_bench.sh BUILD_DIR     (or: cmake --build BUILD_DIR -t bench-uplink)
 #
-# Prints figures; asserts nothing about timing. Environment:
+# BUILD_DIR should be a Release build (the figures of issue 12 are); the
+# script warns when it is not. Prints figures; asserts nothing about timing.
+# Environment:
 #   BENCH_STORES          4      concurrent stores sending to the collector
-#   BENCH_BATCHES         50     batches per store
+#   BENCH_BATCHES         50     batches per store per round
 #   BENCH_BATCH_SALES     1000   sales per batch (throughput)
-#   BENCH_LATENCY_COUNT   300    batches timed per latency row
-#   BENCH_LATENCY_SIZES   "1 100 1000"  sales per batch of the latency rows
+#   BENCH_ROUNDS          3      interleaved rounds (plain, collector)
+#   BENCH_LATENCY_COUNT   200    batches timed per round for the latency
+#   BENCH_LATENCY_SALES   500    sales per batch of the latency runs
 set -euo pipefail
 export LC_ALL=C
 
@@ -32,12 +49,20 @@ PLAIN_BIN="$BUILD_DIR/tests/bench/pos-plain-producer"
 STORES="${BENCH_STORES:-4}"
 BATCHES="${BENCH_BATCHES:-50}"
 BATCH_SALES="${BENCH_BATCH_SALES:-1000}"
-LATENCY_COUNT="${BENCH_LATENCY_COUNT:-300}"
-LATENCY_SIZES="${BENCH_LATENCY_SIZES:-1 100 1000}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+LATENCY_COUNT="${BENCH_LATENCY_COUNT:-200}"
+LATENCY_SALES="${BENCH_LATENCY_SALES:-500}"
+CLK_TCK="$(getconf CLK_TCK)"
 
 for bin in "$COLLECTOR_BIN" "$BROKER_BIN" "$BATCH_BIN" "$PLAIN_BIN"; do
   [[ -x "$bin" ]] || { echo "uplink_bench: $bin not built" >&2; exit 1; }
 done
+build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null ||
+  true)"
+if [[ "$build_type" != Release ]]; then
+  echo "uplink_bench: WARNING: $BUILD_DIR is a '${build_type:-?}' build, not Release:" >&2
+  echo "uplink_bench: WARNING: the figures of issue 12 come from a Release build" >&2
+fi
 command -v gzip >/dev/null || { echo "uplink_bench: gzip is required" >&2; exit 1; }
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pos-uplink-bench.XXXXXX")"
@@ -96,7 +121,8 @@ for ((i = 0; i < ${#stores[@]}; i += 2)); do
   bash "$SOURCE_DIR/tests/tools/pki.sh" device "$WORK/pki" "${stores[$i]}" D1 >/dev/null 2>&1 ||
     die "pki.sh device failed"
 done
-"$BROKER_BIN" --partitions 4 >"$WORK/broker.out" 2>"$WORK/broker.log" &
+: >"$WORK/broker.out"
+"$BROKER_BIN" --partitions 4 >>"$WORK/broker.out" 2>"$WORK/broker.log" &
 BROKER_PID=$!
 for ((i = 0; i < 150; i++)); do
   grep -q '^bootstrap=' "$WORK/broker.out" && break
@@ -121,7 +147,9 @@ crl = $WORK/pki/crl.pem
 brokers = $BOOT
 checkpoint_interval = 10s
 EOF
-"$COLLECTOR_BIN" --config "$WORK/collector.conf" 2>"$WORK/collector.log" >/dev/null &
+# Created before the process: the port is read from the log while it may not have opened it yet.
+: >"$WORK/collector.log"
+"$COLLECTOR_BIN" --config "$WORK/collector.conf" 2>>"$WORK/collector.log" >/dev/null &
 COLLECTOR_PID=$!
 PORT=""
 for ((i = 0; i < 150; i++)); do
@@ -147,44 +175,42 @@ send() { # CERT STORE JOURNAL pos-batch args...
     --key "$WORK/pki/$cert.key" --store "$store" --journal "$journal" --timeout 120 --quiet "$@"
 }
 
-# --- 3. latency (first: an idle collector) ------------------------------------------------------
-latency_rows=()
-j=16
-for n in $LATENCY_SIZES; do
-  j=$((j + 1))
-  out="$(send device-S001-D1 S001 "$(printf '%032x' "$j")" --count "$LATENCY_COUNT" --sales "$n")" ||
-    die "latency run failed: $out"
-  latency_rows+=("$(printf '%8d %8d %10s %10s %10s %12s' "$n" "$(field batches "$out")" \
-    "$(field latency_p50_ms "$out")" "$(field latency_p99_ms "$out")" "$(field latency_max_ms "$out")" \
-    "$(field sales_per_s "$out")")")
-  [[ "$(field other "$out")" == 0 ]] || die "latency run: some batches were not answered 200: $out"
-done
+# CPU ticks (utime+stime) of a process, and of its threads grouped by name
+# (trailing digits and dashes dropped: rdk:broker-1 and rdk:broker3 are
+# rdk:broker). The comm is read from comm, the ticks after the ") " of stat.
+ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+thread_ticks() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(tr ' ' _ <"$t/comm" 2>/dev/null)" "$(sed 's/.*) //' "$t/stat" 2>/dev/null)"
+  done | awk 'NF > 14 { n = $1; sub(/[-0-9]+$/, "", n); t[n] += $13 + $14 }
+              END { for (n in t) print n, t[n] }' | sort
+}
+us_per() { calc "$1 * 1000000 / $CLK_TCK / $2"; } # TICKS RECORDS
 
-# --- 2. throughput: collector vs plain producer -------------------------------------------------
-start="$(now)"
-CLIENT_PIDS=()
-for ((i = 0; i < ${#stores[@]}; i += 2)); do
-  store="${stores[$i]}"
-  send "device-$store-D1" "$store" "$(printf '%032x' $((1000 + i)))" --count "$BATCHES" \
-    --sales "$BATCH_SALES" >"$WORK/tp.$store.out" 2>&1 &
-  CLIENT_PIDS+=($!)
-done
-for pid in "${CLIENT_PIDS[@]}"; do
-  wait "$pid" || die "a throughput client failed: $(cat "$WORK"/tp.*.out)"
-done
-CLIENT_PIDS=()
-end="$(now)"
-total_sales=0
-for ((i = 0; i < ${#stores[@]}; i += 2)); do
-  out="$(tail -n 1 "$WORK/tp.${stores[$i]}.out")"
-  [[ "$(field other "$out")" == 0 ]] || die "throughput: some batches were not answered 200: $out"
-  total_sales=$((total_sales + $(field sales "$out")))
-done
-collector_seconds="$(calc "$end - $start")"
-collector_rate="$(calc "$total_sales / $collector_seconds")"
+# Median, min and max of a list of numbers: "median (min-max)".
+mmm() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    f = v[NR] >= 1000 ? "%.0f (%.0f-%.0f)" : "%.1f (%.1f-%.1f)"
+    printf f, v[int((NR + 1) / 2)], v[1], v[NR] }'
+}
 
-# The same records: each store's first batch as the collector got it,
-# repeated as that store's next batches would be.
+# Every body of every run, built before anything is measured.
+for ((r = 0; r < ROUNDS; r++)); do
+  for ((i = 0; i < ${#stores[@]}; i += 2)); do
+    store="${stores[$i]}"
+    "$BATCH_BIN" --bodies-out "$WORK/tp.$store.$r.bodies" --store "$store" \
+      --journal "$(printf '%032x' $((1000 + i)))" --count "$BATCHES" --sales "$BATCH_SALES" \
+      --batch-seq $((r * BATCHES + 1)) --first-seq $((r * BATCHES * BATCH_SALES + 1)) \
+      >/dev/null || die "pos-batch --bodies-out failed"
+  done
+  "$BATCH_BIN" --bodies-out "$WORK/lat.$r.bodies" --store S001 --journal "$(printf '%032x' 17)" \
+    --count "$LATENCY_COUNT" --sales "$LATENCY_SALES" --batch-seq $((r * LATENCY_COUNT + 1)) \
+    --first-seq $((r * LATENCY_COUNT * LATENCY_SALES + 1)) >/dev/null ||
+    die "pos-batch --bodies-out failed"
+done
+# The plain producer's records: each store's first batch, repeated as that
+# store's next batches would be (pos-plain-producer --repeat).
 plain_args=()
 for ((i = 0; i < ${#stores[@]}; i += 2)); do
   store="${stores[$i]}"
@@ -192,18 +218,101 @@ for ((i = 0; i < ${#stores[@]}; i += 2)); do
     --journal "$(printf '%032x' $((1000 + i)))" >/dev/null || die "pos-batch --out failed"
   plain_args+=(--batch "$WORK/plain.$store.zst")
 done
-plain="$("$PLAIN_BIN" --brokers "$BOOT" --topic bench.plain.sales.v1 "${plain_args[@]}" \
-  --repeat "$BATCHES" 2>"$WORK/plain.err")" || die "pos-plain-producer failed: $plain $(cat "$WORK/plain.err")"
 
-echo "== collector throughput into the broker (pos-broker, 4 partitions), same run"
-printf '%-52s %10s %10s %14s\n' producer records seconds records_per_s
-printf '%-52s %10d %10.2f %14.0f\n' "pos-collector ($STORES stores x $BATCHES batches x $BATCH_SALES, mTLS)" \
-  "$total_sales" "$collector_seconds" "$collector_rate"
-printf '%-52s %10d %10.2f %14.0f\n' "plain librdkafka producer (same records)" \
-  "$(field records "$plain")" "$(field seconds "$plain")" "$(field records_per_s "$plain")"
-printf '%-52s %10s %10s %13.0f%%\n' "collector / plain" "" "" \
-  "$(calc "100 * $collector_rate / $(field records_per_s "$plain")")"
+# One warm-up batch per store and for the latency journal: TLS session,
+# topic metadata, the collector's journal state.
+for ((i = 0; i < ${#stores[@]}; i += 2)); do
+  store="${stores[$i]}"
+  out="$(send "device-$store-D1" "$store" "$(printf '%032x' $((5000 + i)))" --sales 10)" ||
+    die "warm-up failed: $out"
+done
+
+declare -a plain_rate plain_us plain_broker_us coll_rate coll_us coll_broker_us client_us ratio
+declare -a lat_p50 lat_p99 lat_max lat_us
+declare -A split_us
+for ((r = 0; r < ROUNDS; r++)); do
+  # -- plain producer
+  b0="$(ticks "$BROKER_PID")"
+  plain="$("$PLAIN_BIN" --brokers "$BOOT" --topic bench.plain.sales.v1 "${plain_args[@]}" \
+    --repeat "$BATCHES" 2>"$WORK/plain.err")" ||
+    die "pos-plain-producer failed: $plain $(cat "$WORK/plain.err")"
+  b1="$(ticks "$BROKER_PID")"
+  records="$(field records "$plain")"
+  plain_rate+=("$(field records_per_s "$plain")")
+  plain_us+=("$(calc "$(field cpu_ms "$plain") * 1000 / $records")")
+  plain_broker_us+=("$(us_per $((b1 - b0)) "$records")")
+
+  # -- collector
+  thread_ticks "$COLLECTOR_PID" >"$WORK/threads.0"
+  c0="$(ticks "$COLLECTOR_PID")"
+  b0="$(ticks "$BROKER_PID")"
+  start="$(now)"
+  CLIENT_PIDS=()
+  for ((i = 0; i < ${#stores[@]}; i += 2)); do
+    store="${stores[$i]}"
+    send "device-$store-D1" "$store" "$(printf '%032x' $((1000 + i)))" \
+      --bodies "$WORK/tp.$store.$r.bodies" >"$WORK/tp.$store.out" 2>&1 &
+    CLIENT_PIDS+=($!)
+  done
+  for pid in "${CLIENT_PIDS[@]}"; do
+    wait "$pid" || die "a throughput client failed: $(cat "$WORK"/tp.*.out)"
+  done
+  CLIENT_PIDS=()
+  end="$(now)"
+  c1="$(ticks "$COLLECTOR_PID")"
+  b1="$(ticks "$BROKER_PID")"
+  thread_ticks "$COLLECTOR_PID" >"$WORK/threads.1"
+  total_sales=0
+  client_ms=0
+  for ((i = 0; i < ${#stores[@]}; i += 2)); do
+    out="$(tail -n 1 "$WORK/tp.${stores[$i]}.out")"
+    [[ "$(field other "$out")" == 0 ]] || die "throughput: some batches were not answered 200: $out"
+    total_sales=$((total_sales + $(field sales "$out")))
+    client_ms="$(calc "$client_ms + $(field cpu_ms "$out")")"
+  done
+  coll_rate+=("$(calc "$total_sales / ($end - $start)")")
+  coll_us+=("$(us_per $((c1 - c0)) "$total_sales")")
+  coll_broker_us+=("$(us_per $((b1 - b0)) "$total_sales")")
+  client_us+=("$(calc "$client_ms * 1000 / $total_sales")")
+  ratio+=("$(calc "100 * ${coll_rate[$r]} / ${plain_rate[$r]}")")
+  while read -r name t1; do
+    t0="$(awk -v n="$name" '$1 == n { print $2 }' "$WORK/threads.0")"
+    split_us[$name]+="$(us_per $((t1 - ${t0:-0})) "$total_sales") "
+  done <"$WORK/threads.1"
+
+  # -- latency: one store, batches of LATENCY_SALES back to back
+  out="$(send device-S001-D1 S001 "$(printf '%032x' 17)" --bodies "$WORK/lat.$r.bodies")" ||
+    die "latency run failed: $out"
+  [[ "$(field other "$out")" == 0 ]] || die "latency run: some batches were not answered 200: $out"
+  lat_p50+=("$(field latency_p50_ms "$out")")
+  lat_p99+=("$(field latency_p99_ms "$out")")
+  lat_max+=("$(field latency_max_ms "$out")")
+  printf 'round %d: plain %.0f/s, collector %.0f/s (%.0f%%), ack %d sales p50 %s ms p99 %s ms\n' \
+    $((r + 1)) "${plain_rate[$r]}" "${coll_rate[$r]}" "${ratio[$r]}" "$LATENCY_SALES" \
+    "${lat_p50[$r]}" "${lat_p99[$r]}"
+done
+
 echo
-echo "== batch acknowledgement latency (one store, batches back to back, $LATENCY_COUNT each)"
-printf '%8s %8s %10s %10s %10s %12s\n' sales batches p50_ms p99_ms max_ms sales_per_s
-printf '%s\n' "${latency_rows[@]}"
+echo "== collector beside a plain librdkafka producer of the same records, pos-broker"
+echo "   (4 partitions), $ROUNDS rounds interleaved (plain, collector, ...): median (min-max)"
+echo "   collector: $STORES stores x $BATCHES batches x $BATCH_SALES sales per round, mTLS,"
+echo "   closed loop (each store waits for its ack); the plain producer is open loop"
+printf '%-34s %26s %26s\n' "" "plain producer" "pos-collector"
+printf '%-34s %26s %26s\n' "records/s" "$(mmm "${plain_rate[@]}")" "$(mmm "${coll_rate[@]}")"
+printf '%-34s %26s %26s\n' "collector / plain, %" "" "$(mmm "${ratio[@]}")"
+printf '%-34s %26s %26s\n' "CPU us/record, the producer" "$(mmm "${plain_us[@]}")" \
+  "$(mmm "${coll_us[@]}")"
+printf '%-34s %26s %26s\n' "CPU us/record, pos-broker" "$(mmm "${plain_broker_us[@]}")" \
+  "$(mmm "${coll_broker_us[@]}")"
+printf '%-34s %26s %26s\n' "CPU us/record, clients (HTTP+TLS)" "-" "$(mmm "${client_us[@]}")"
+echo "   the collector's CPU us/record by thread:"
+for name in $(printf '%s\n' "${!split_us[@]}" | sort); do
+  # shellcheck disable=SC2086
+  printf '     %-30s %26s %26s\n' "$name" "" "$(mmm ${split_us[$name]})"
+done
+echo
+echo "== batch acknowledgement latency, $LATENCY_SALES sales per batch, one store back to back,"
+echo "   $LATENCY_COUNT batches per round: median (min-max) of the rounds"
+printf '%-34s %26s\n' "p50 ms" "$(mmm "${lat_p50[@]}")"
+printf '%-34s %26s\n' "p99 ms" "$(mmm "${lat_p99[@]}")"
+printf '%-34s %26s\n' "max ms" "$(mmm "${lat_max[@]}")"

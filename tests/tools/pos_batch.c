@@ -9,6 +9,8 @@
  *             [--kind live|replay] [--resync-id R] [--time-base-ms MS]
  *             [--deltas N] [--count N] [--quiet] [--timeout S]
  *   pos-batch --out FILE [--json-out FILE] [content options]
+ *   pos-batch --bodies-out FILE --count N [content options]
+ *   pos-batch --url ... --bodies FILE [--quiet] [--timeout S]
  *   pos-batch --bomb stream|declared [--bomb-size BYTES] ...
  *   pos-batch --garbage random|zstd|truncated|trailing ...
  *
@@ -31,6 +33,12 @@
  * timed (from the first byte sent to the last byte received, the body
  * already built), and a summary line gives sales/s and latency p50/p99.
  *
+ * --bodies-out FILE writes the --count batches' bodies to FILE instead of
+ * sending them (each as a 4-byte big-endian length, a 4-byte big-endian
+ * sale count, then the body), and --bodies FILE sends those bodies as they
+ * are, one per request: a benchmark builds (protobuf, zstd) before it
+ * measures, so the client's work on the shared cores is only its HTTP.
+ *
  * Output, one line per request (unless --quiet):
  *   status=200 acked_batch_seq=1 expected_batch_seq=0 duplicate=0 retry_after=
  *     batch_seq=1 sales=10 body_bytes=812 ms=3.1 local_port=40212
@@ -38,7 +46,9 @@
  * (status=0 curl_error=N error="..." when no HTTP answer came back, e.g. a
  * refused TLS handshake.) With --count > 1 a summary line follows:
  *   batches=N sales=N answered_200=N other=N seconds=S sales_per_s=R
- *     latency_p50_ms=X latency_p99_ms=Y latency_max_ms=Z
+ *     latency_p50_ms=X latency_p99_ms=Y latency_max_ms=Z cpu_ms=C
+ * (cpu_ms: this process's user+system CPU from the first request to the
+ * last answer.)
  * With --out: "wrote=FILE body_bytes=N sales=N journal_id=<hex>".
  *
  * Exit status: 0 every request got an HTTP answer (whatever its status), 3
@@ -74,6 +84,8 @@ struct batch_options {
   const char *resync_id;
   const char *bomb;
   const char *garbage;
+  const char *bodies_out;
+  const char *bodies;
   uint8_t journal_id[16];
   char journal_hex[33];
   uint64_t batch_seq;
@@ -621,19 +633,83 @@ static double batch_quantile(const double *values, size_t count, double q)
   return values[rank - 1];
 }
 
+/* Bodies built beforehand by --bodies-out, read back by --bodies. */
+struct batch_prebuilt {
+  struct batch_bytes file;
+  size_t count;
+  size_t *offsets;
+  size_t *lengths;
+  long *sales;
+};
+
+static uint32_t batch_be32(const uint8_t *p)
+{
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* Reads FILE of --bodies-out; exits with a message when it is not one. */
+static void batch_prebuilt_load(const char *path, struct batch_prebuilt *pre)
+{
+  FILE *file = fopen(path, "rb");
+  uint8_t chunk[65536];
+  size_t got, at = 0, cap = 0;
+
+  if (!file)
+    batch_die("cannot read %s: %s", path, strerror(errno));
+  while ((got = fread(chunk, 1, sizeof(chunk), file)) > 0)
+    batch_bytes_append(&pre->file, chunk, got);
+  fclose(file);
+  while (at < pre->file.length) {
+    size_t length;
+    if (pre->file.length - at < 8 ||
+        pre->file.length - at - 8 < (length = batch_be32(pre->file.data + at)))
+      batch_die("%s: not a file of --bodies-out (cut at byte %zu)", path, at);
+    if (pre->count == cap) {
+      cap = cap ? cap * 2 : 64;
+      pre->offsets = realloc(pre->offsets, cap * sizeof(*pre->offsets));
+      pre->lengths = realloc(pre->lengths, cap * sizeof(*pre->lengths));
+      pre->sales = realloc(pre->sales, cap * sizeof(*pre->sales));
+      if (!pre->offsets || !pre->lengths || !pre->sales)
+        batch_die("out of memory reading %s", path);
+    }
+    pre->offsets[pre->count] = at + 8;
+    pre->lengths[pre->count] = length;
+    pre->sales[pre->count] = (long)batch_be32(pre->file.data + at + 4);
+    pre->count++;
+    at += 8 + length;
+  }
+  if (pre->count == 0)
+    batch_die("%s holds no bodies", path);
+}
+
+static double batch_cpu_s(void)
+{
+  struct timespec cpu;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+  return (double)cpu.tv_sec + (double)cpu.tv_nsec / 1e9;
+}
+
 static int batch_send_all(const struct batch_options *options)
 {
+  struct batch_prebuilt pre = {{NULL, 0, 0}, 0, NULL, NULL, NULL};
+  long count = options->count, sales_200 = 0;
+  double cpu_started;
   CURL *curl = curl_easy_init();
   struct curl_slist *headers = NULL;
   char url[1024];
   char curl_error[CURL_ERROR_SIZE];
-  double *latencies = batch_alloc((size_t)options->count * sizeof(double));
+  double *latencies;
   long answered_200 = 0, other = 0;
   double started, elapsed;
   int rc = 0;
 
   if (!curl)
     batch_die("cannot create a curl handle");
+  if (options->bodies) {
+    batch_prebuilt_load(options->bodies, &pre);
+    count = (long)pre.count;
+  }
+  latencies = batch_alloc((size_t)count * sizeof(double));
   if (strstr(options->url + (strncmp(options->url, "https://", 8) == 0 ? 8 : 0), "/"))
     snprintf(url, sizeof(url), "%s", options->url);
   else
@@ -655,16 +731,22 @@ static int batch_send_all(const struct batch_options *options)
     curl_easy_setopt(curl, CURLOPT_CAINFO, options->cacert);
 
   started = batch_now_s();
-  for (long i = 0; i < options->count; i++) {
+  cpu_started = batch_cpu_s();
+  for (long i = 0; i < count; i++) {
     uint8_t *body = NULL;
     size_t body_len = 0;
+    long sales = options->sales;
     struct batch_bytes response = {0};
     struct batch_answer answer = {{0}, {0}};
     long status = 0, local_port = 0;
     double t0, ms;
     CURLcode res;
 
-    if (options->bomb)
+    if (options->bodies) {
+      body = pre.file.data + pre.offsets[i];
+      body_len = pre.lengths[i];
+      sales = pre.sales[i];
+    } else if (options->bomb)
       batch_build_bomb(options, &body, &body_len);
     else if (options->garbage)
       batch_build_garbage(options, &body, &body_len);
@@ -693,13 +775,15 @@ static int batch_send_all(const struct batch_options *options)
       putchar('\n');
       fflush(stdout);
       rc = 3;
-      free(body);
+      if (!options->bodies)
+        free(body);
       free(response.data);
       break;
     }
-    if (status == 200)
+    if (status == 200) {
       answered_200++;
-    else
+      sales_200 += options->bomb || options->garbage ? 0 : sales;
+    } else
       other++;
     if (!options->quiet) {
       Pos__V1__BatchAck *ack = NULL;
@@ -710,7 +794,7 @@ static int batch_send_all(const struct batch_options *options)
              "ms=%.2f local_port=%ld journal_id=%s commands=",
              status, ack ? ack->acked_batch_seq : 0, ack ? ack->expected_batch_seq : 0,
              ack ? ack->duplicate : 0, answer.retry_after, options->batch_seq + (uint64_t)i,
-             options->bomb || options->garbage ? 0 : options->sales, body_len, ms, local_port,
+             options->bomb || options->garbage ? 0 : sales, body_len, ms, local_port,
              options->journal_hex);
       /* Head-office commands the ack carries (issue 10): their ids, comma-separated. */
       for (size_t c = 0; ack && c < ack->n_commands; c++)
@@ -730,22 +814,28 @@ static int batch_send_all(const struct batch_options *options)
       if (ack)
         pos__v1__batch_ack__free_unpacked(ack, NULL);
     }
-    free(body);
+    if (!options->bodies)
+      free(body);
     free(response.data);
   }
   elapsed = batch_now_s() - started;
-  if (options->count > 1) {
+  if (count > 1) {
     long done = answered_200 + other;
+    double cpu_ms = (batch_cpu_s() - cpu_started) * 1000.0;
     qsort(latencies, (size_t)done, sizeof(double), batch_compare_double);
     printf("batches=%ld sales=%ld answered_200=%ld other=%ld seconds=%.3f sales_per_s=%.0f "
-           "latency_p50_ms=%.2f latency_p99_ms=%.2f latency_max_ms=%.2f\n",
-           done, answered_200 * options->sales, answered_200, other, elapsed,
-           elapsed > 0 ? (double)(answered_200 * options->sales) / elapsed : 0.0,
+           "latency_p50_ms=%.2f latency_p99_ms=%.2f latency_max_ms=%.2f cpu_ms=%.1f\n",
+           done, sales_200, answered_200, other, elapsed,
+           elapsed > 0 ? (double)sales_200 / elapsed : 0.0,
            batch_quantile(latencies, (size_t)done, 0.50),
            batch_quantile(latencies, (size_t)done, 0.99),
-           done ? latencies[done - 1] : 0.0);
+           done ? latencies[done - 1] : 0.0, cpu_ms);
   }
   free(latencies);
+  free(pre.file.data);
+  free(pre.offsets);
+  free(pre.lengths);
+  free(pre.sales);
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
   return rc;
@@ -788,6 +878,40 @@ static int batch_write_files(const struct batch_options *options)
   return 0;
 }
 
+/* --bodies-out: the --count batches' bodies, framed as the header says. */
+static int batch_write_bodies(const struct batch_options *options)
+{
+  FILE *out = fopen(options->bodies_out, "wb");
+  int rc = 0;
+
+  if (!out) {
+    fprintf(stderr, "pos-batch: cannot write %s: %s\n", options->bodies_out, strerror(errno));
+    return 1;
+  }
+  for (long i = 0; i < options->count && rc == 0; i++) {
+    uint8_t *body = NULL, head[8];
+    size_t body_len = 0;
+    uint32_t sales = (uint32_t)options->sales;
+
+    batch_build(options, i, &body, &body_len, NULL);
+    for (int k = 0; k < 4; k++) {
+      head[k] = (uint8_t)(body_len >> (24 - 8 * k));
+      head[4 + k] = (uint8_t)(sales >> (24 - 8 * k));
+    }
+    if (fwrite(head, 1, 8, out) != 8 || fwrite(body, 1, body_len, out) != body_len)
+      rc = 1;
+    free(body);
+  }
+  if (fclose(out) != 0)
+    rc = 1;
+  if (rc)
+    fprintf(stderr, "pos-batch: cannot write %s: %s\n", options->bodies_out, strerror(errno));
+  else
+    printf("wrote=%s bodies=%ld sales=%ld journal_id=%s\n", options->bodies_out, options->count,
+           options->count * options->sales, options->journal_hex);
+  return rc;
+}
+
 static void batch_usage(FILE *out)
 {
   fputs(
@@ -822,7 +946,9 @@ static void batch_usage(FILE *out)
       "  --timeout S         per request (30)\n"
       "files:\n"
       "  --out FILE          write the (first) body here instead of sending\n"
-      "  --json-out FILE     with --out: the same sales as JSON lines\n",
+      "  --json-out FILE     with --out: the same sales as JSON lines\n"
+      "  --bodies-out FILE   write the --count bodies to FILE (framed) instead of sending\n"
+      "  --bodies FILE       with --url: send FILE's bodies as they are, one per request\n",
       out);
 }
 
@@ -869,6 +995,10 @@ int main(int argc, char **argv)
       options.cacert = value;
     else if (strcmp(arg, "--out") == 0)
       options.out_path = value;
+    else if (strcmp(arg, "--bodies-out") == 0)
+      options.bodies_out = value;
+    else if (strcmp(arg, "--bodies") == 0)
+      options.bodies = value;
     else if (strcmp(arg, "--json-out") == 0)
       options.json_path = value;
     else if (strcmp(arg, "--store") == 0)
@@ -909,8 +1039,12 @@ int main(int argc, char **argv)
     else
       batch_die("unknown option %s (see --help)", arg);
   }
-  if (!options.url == !options.out_path)
-    batch_die("give exactly one of --url and --out (see --help)");
+  if (!!options.url + !!options.out_path + !!options.bodies_out != 1)
+    batch_die("give exactly one of --url, --out and --bodies-out (see --help)");
+  if (options.bodies && !options.url)
+    batch_die("--bodies goes with --url");
+  if (options.bodies_out && (options.bomb || options.garbage))
+    batch_die("--bodies-out writes sales, not --bomb or --garbage bodies");
   if (options.json_path && !options.out_path)
     batch_die("--json-out goes with --out");
   if (strcmp(options.kind, "live") != 0 && strcmp(options.kind, "replay") != 0)
@@ -935,6 +1069,8 @@ int main(int argc, char **argv)
 
   if (options.out_path)
     return batch_write_files(&options);
+  if (options.bodies_out)
+    return batch_write_bodies(&options);
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
     batch_die("curl_global_init failed");
   rc = batch_send_all(&options);

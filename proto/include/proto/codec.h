@@ -84,6 +84,50 @@ int proto_batch_unpack(const uint8_t *body, size_t body_len, const struct proto_
                        Pos__V1__Batch **batch, char *err, size_t err_size);
 
 /*
+ * proto_batch_unpack, with everything the batch holds in one arena (a few
+ * blocks, made and freed at once, instead of an allocation per string,
+ * message and list): for the collector's batches. Free it with
+ * proto_batch_free, never pos__v1__batch__free_unpacked (which asserts);
+ * replace a string in it with proto_batch_set_string and give it new
+ * memory with proto_batch_alloc, never free() what it holds. Any thread;
+ * the batch belongs to the caller.
+ */
+int proto_batch_unpack_pooled(const uint8_t *body, size_t body_len,
+                              const struct proto_limits *limits, Pos__V1__Batch **batch,
+                              char *err, size_t err_size);
+
+/*
+ * Frees a batch of proto_batch_unpack_pooled (its arena) or any other
+ * pos.v1.Batch whose every part is malloc'd (pos__v1__batch__free_unpacked).
+ * NULL is ignored.
+ */
+void proto_batch_free(Pos__V1__Batch *batch);
+
+/*
+ * The bytes of batch->sales[index] as the sender encoded them (a
+ * pos.v1.Sale, unknown fields and all), living as long as `batch`: 1 with
+ * *bytes and *len for a pooled batch, 0 for any other (pack the sale). They
+ * say what the unpacked sale said when it was unpacked: a caller that
+ * changes the sale packs it again instead.
+ */
+int proto_batch_sale_wire(const Pos__V1__Batch *batch, size_t index, const uint8_t **bytes,
+                          size_t *len);
+
+/*
+ * `size` bytes that live as long as `batch` (its arena when pooled, else
+ * malloc'd: then the caller hangs them in the batch, whose free frees
+ * them). NULL when out of memory.
+ */
+void *proto_batch_alloc(Pos__V1__Batch *batch, size_t size);
+
+/*
+ * Sets the string *field of a message inside `batch` to a copy of `text`,
+ * freeing the old one when the batch is not pooled. Returns 0, or -1 when
+ * out of memory (*field unchanged).
+ */
+int proto_batch_set_string(Pos__V1__Batch *batch, char **field, const char *text);
+
+/*
  * zstd-decompresses `in`, one frame or several concatenated (skippable
  * frames are skipped), into a new buffer of at most `max_out` bytes in all.
  * Returns 0 with *out (caller frees) and *out_len, or PROTO_EZSTD (not

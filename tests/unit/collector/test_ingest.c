@@ -19,11 +19,13 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <uv.h>
+#include <zstd.h>
 
 #include "ingest/ingest.h"
 #include "kafka/kafka.h"
 #include "platform/clock.h"
 #include "platform/log.h"
+#include "proto/codec.h"
 
 #define STORE "S0042"
 #define WAIT_MS 20000
@@ -165,6 +167,32 @@ static Pos__V1__Batch *make_simple(uint8_t journal_byte, uint64_t batch_seq, uin
   for (size_t i = 0; i < n; i++)
     specs[i].seq = first_seq + i;
   return make_batch(journal_byte, batch_seq, specs, n, 0, NULL);
+}
+
+/*
+ * The batch of make_batch as the collector's server has it: packed into a
+ * zstd body and unpacked into one arena (proto_batch_unpack_pooled).
+ */
+static Pos__V1__Batch *make_pooled(uint8_t journal_byte, uint64_t batch_seq, uint64_t first_seq,
+                                   size_t n, size_t deltas)
+{
+  struct sale_spec specs[64];
+  struct proto_limits limits = {1u << 20, 1u << 24, 1000};
+  Pos__V1__Batch *plain, *pooled = NULL;
+  uint8_t *body = NULL;
+  size_t body_len = 0;
+  char err[256];
+
+  memset(specs, 0, sizeof(specs));
+  for (size_t i = 0; i < n; i++)
+    specs[i].seq = first_seq + i;
+  plain = make_batch(journal_byte, batch_seq, specs, n, deltas, NULL);
+  assert_int_equal(proto_batch_pack(plain, 1, &body, &body_len), PROTO_OK);
+  proto_batch_free(plain);
+  if (proto_batch_unpack_pooled(body, body_len, &limits, &pooled, err, sizeof(err)))
+    fail_msg("proto_batch_unpack_pooled: %s", err);
+  free(body);
+  return pooled;
 }
 
 /* ---- running the loop --------------------------------------------------- */
@@ -447,6 +475,100 @@ static void test_gap(void **state)
   assert_int_equal(r.acked_batch_seq, 1);
   sales = read_topic(f, "sales.v1");
   assert_seqs(sales, 1, 2);
+  free_records(sales);
+}
+
+/*
+ * The collector's batches live in one arena each (proto_batch_unpack_pooled):
+ * ingest fills in a sale's and a delta's missing store_id and a delta's
+ * journal_id inside that arena, produces them like any other batch, and
+ * frees the arena whole on every path (accepted, duplicate, gap); ASan
+ * builds see a piece freed alone or a leak.
+ */
+static void test_pooled_batch_is_produced_and_freed_whole(void **state)
+{
+  struct fixture *f = *state;
+  struct ingest_result r;
+  struct records *sales, *deltas;
+  wait_ready(f);
+  r = submit(f, make_pooled(0x4a, 1, 1, 4, 2));
+  assert_int_equal(r.outcome, INGEST_ACCEPTED);
+  assert_int_equal(r.produced, 4);
+  assert_int_equal(r.deltas_produced, 2);
+  assert_int_equal(submit(f, make_pooled(0x4a, 1, 1, 4, 2)).outcome, INGEST_DUPLICATE);
+  assert_int_equal(submit(f, make_pooled(0x4a, 3, 9, 2, 0)).outcome, INGEST_GAP);
+
+  sales = read_topic(f, "sales.v1");
+  assert_seqs(sales, 1, 4);
+  for (size_t i = 0; i < sales->count; i++) {
+    Pos__V1__Sale *sale =
+        pos__v1__sale__unpack(NULL, sales->items[i].len, sales->items[i].value);
+    assert_non_null(sale);
+    assert_string_equal(sale->store_id, STORE); /* set in the arena, from the certificate */
+    assert_string_equal(sales->items[i].journal_id, "4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a");
+    pos__v1__sale__free_unpacked(sale, NULL);
+  }
+  deltas = read_topic(f, "inventory-deltas.v1");
+  assert_int_equal(deltas->count, 2);
+  for (size_t i = 0; i < deltas->count; i++) {
+    Pos__V1__InventoryDelta *delta =
+        pos__v1__inventory_delta__unpack(NULL, deltas->items[i].len, deltas->items[i].value);
+    assert_non_null(delta);
+    assert_string_equal(delta->store_id, STORE);
+    assert_int_equal(delta->journal_id.len, 16);
+    assert_int_equal(delta->journal_id.data[0], 0x4a);
+    pos__v1__inventory_delta__free_unpacked(delta, NULL);
+  }
+  free_records(sales);
+  free_records(deltas);
+}
+
+/*
+ * A sale is produced as the store encoded it when the collector changes
+ * nothing in it (the bytes of the pooled batch, not the sale packed
+ * again): here its seq before its other fields, an order protobuf-c would
+ * not pack. Before, the record held the sale re-packed in field order.
+ */
+static void test_sale_bytes_are_produced_as_the_store_sent_them(void **state)
+{
+  struct fixture *f = *state;
+  struct sale_spec spec = {7, 0, STORE};
+  struct proto_limits limits = {1u << 20, 1u << 24, 1000};
+  Pos__V1__Batch *plain = make_batch(0x4b, 1, &spec, 1, 0, NULL), *pooled = NULL;
+  Pos__V1__Sale only_seq = POS__V1__SALE__INIT, rest = *plain->sales[0];
+  uint8_t sent[1024], raw[2048], body[4096];
+  size_t sent_len, raw_len, body_len, n_sales = plain->n_sales;
+  struct records *sales;
+  char err[256];
+
+  /* The sale as two messages one after the other (protobuf merges them). */
+  only_seq.seq = rest.seq;
+  rest.seq = 0;
+  assert_true(pos__v1__sale__get_packed_size(&only_seq) + pos__v1__sale__get_packed_size(&rest) <
+              sizeof(sent));
+  sent_len = pos__v1__sale__pack(&only_seq, sent);
+  sent_len += pos__v1__sale__pack(&rest, sent + sent_len);
+  /* The batch without its sale, then the sale's bytes as field 2 (Batch.sales). */
+  plain->n_sales = 0;
+  raw_len = pos__v1__batch__pack(plain, raw);
+  plain->n_sales = n_sales;
+  proto_batch_free(plain);
+  raw[raw_len++] = (2 << 3) | 2;
+  assert_true(sent_len < 128);
+  raw[raw_len++] = (uint8_t)sent_len;
+  memcpy(raw + raw_len, sent, sent_len);
+  raw_len += sent_len;
+  body_len = ZSTD_compress(body, sizeof(body), raw, raw_len, 1);
+  assert_false(ZSTD_isError(body_len));
+  if (proto_batch_unpack_pooled(body, body_len, &limits, &pooled, err, sizeof(err)))
+    fail_msg("proto_batch_unpack_pooled: %s", err);
+
+  wait_ready(f);
+  assert_int_equal(submit(f, pooled).outcome, INGEST_ACCEPTED);
+  sales = read_topic(f, "sales.v1");
+  assert_seqs(sales, 7, 7);
+  assert_int_equal(sales->items[0].len, sent_len);
+  assert_memory_equal(sales->items[0].value, sent, sent_len);
   free_records(sales);
 }
 
@@ -1309,6 +1431,10 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_batch_in_seq_order_with_headers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_resend_is_duplicate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_gap, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pooled_batch_is_produced_and_freed_whole, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_sale_bytes_are_produced_as_the_store_sent_them, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_invalid_sale_goes_to_dlq, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_retry_gives_one_copy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_recovers_from_checkpoint_and_log, setup,
