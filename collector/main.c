@@ -15,6 +15,7 @@
 #include "platform/http_server.h"
 #include "platform/log.h"
 #include "platform/metrics_http.h"
+#include "proto/codec.h"
 #include "server/collector_metrics.h"
 #include "server/routes.h"
 
@@ -228,6 +229,7 @@ int main(int argc, char **argv)
   if (rc >= 0)
     return rc;
   log_set_level((enum log_level)c.config.log_level);
+  proto_codec_keep_between_bodies(1); /* a batch every few ms: keep the zstd context */
   rc = collector_run(&c);
   collector_config_free(&c.config);
   return rc;

@@ -111,6 +111,13 @@ static unsigned long long proto_zstd_declared_size(const uint8_t *in, size_t in_
  * glibc consolidates its free lists on every free that large.
  */
 static _Atomic(ZSTD_DCtx *) proto_dctx_kept;
+/* Off unless a process asks (proto_codec_keep_between_bodies): a device keeps nothing idle. */
+static atomic_int proto_keep_between_bodies;
+
+void proto_codec_keep_between_bodies(int keep)
+{
+  atomic_store(&proto_keep_between_bodies, keep != 0);
+}
 
 static ZSTD_DCtx *proto_dctx_take(void)
 {
@@ -124,7 +131,9 @@ static ZSTD_DCtx *proto_dctx_take(void)
 
 static void proto_dctx_give(ZSTD_DCtx *dctx)
 {
-  if (dctx)
+  if (dctx && !atomic_load(&proto_keep_between_bodies))
+    ZSTD_freeDCtx(dctx);
+  else if (dctx)
     ZSTD_freeDCtx(atomic_exchange(&proto_dctx_kept, dctx));
 }
 
@@ -243,7 +252,8 @@ static struct proto_buffer *proto_decoded_take(void)
 /* Keeps `buffer` for the next body when it is not too large, else frees it. */
 static void proto_decoded_give(struct proto_buffer *buffer)
 {
-  if (buffer && buffer->capacity > PROTO_DECODED_KEPT_MAX) {
+  if (buffer && (buffer->capacity > PROTO_DECODED_KEPT_MAX ||
+                 !atomic_load(&proto_keep_between_bodies))) {
     free(buffer->data);
     buffer->data = NULL;
     buffer->capacity = 0;

@@ -138,6 +138,14 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
                           size_t *out_len);
 
 /*
+ * Whether the decoder keeps its zstd context and a decoded body's buffer (up
+ * to 4 MiB) between bodies, for the next body on any thread. Off by default:
+ * the collector turns it on (a batch every few milliseconds); the agent,
+ * which decodes one batch per push, keeps nothing while idle. Any thread.
+ */
+void proto_codec_keep_between_bodies(int keep);
+
+/*
  * Checks one sale of a decoded batch the way the collector must before it
  * produces it: ids present, kind and channel known, money adding up
  * (total = sum(qty*unit_price - discount + tax), payments = total),
