@@ -61,6 +61,10 @@ struct sale_json_tape {
   size_t capacity;
   char *text; /* the scanner's copy of the body: text_inline or malloc'd */
   json_t *root; /* jansson's tree when the body went that way; owned */
+  /* The scanner hands back a top-level array of more elements than this
+   * (sale_json_parse sets its max_sales: such a body is refused anyway), so
+   * that no tape is built for it. SIZE_MAX after sale_json__tape_init. */
+  size_t top_max;
   struct sale_json_value values_inline[SALE_JSON_TAPE_INLINE];
   char text_inline[SALE_JSON_TEXT_INLINE];
 };

@@ -22,6 +22,7 @@ void sale_json__tape_init(struct sale_json_tape *tape)
   tape->capacity = SALE_JSON_TAPE_INLINE;
   tape->text = NULL;
   tape->root = NULL;
+  tape->top_max = SIZE_MAX;
 }
 
 void sale_json__tape_release(struct sale_json_tape *tape)
@@ -31,7 +32,11 @@ void sale_json__tape_release(struct sale_json_tape *tape)
   if (tape->text != tape->text_inline)
     free(tape->text);
   json_decref(tape->root);
-  sale_json__tape_init(tape);
+  {
+    size_t top_max = tape->top_max; /* a setting, not content: kept */
+    sale_json__tape_init(tape);
+    tape->top_max = top_max;
+  }
 }
 
 /* Doubles the tape's room for values; -1 when out of memory. */
@@ -318,6 +323,8 @@ static int sj_scan_after_value(struct sj_scan *scan, long *open, int *depth)
       return scan->p == scan->end ? 1 : -1;
     container = &tape->values[open[*depth - 1]];
     container->count++;
+    if (*depth == 1 && container->type == SALE_JSON_ARRAY && container->count > tape->top_max)
+      return -1;
     if (scan->p >= scan->end)
       return -1;
     if (*scan->p == ',') {

@@ -14,6 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 #include <jansson.h>
 
@@ -276,6 +281,81 @@ static void test_plain_sale_parses_without_jansson_allocations(void **state)
   assert_string_equal(plain_hash, escaped_hash);
 }
 
+/* `[0,0,...,0,"\u0041"]` with `zeros` zeros: the escape sends it to jansson. */
+static char *huge_escaped_array(size_t zeros, size_t *length)
+{
+  static const char tail[] = "\"\\u0041\"]";
+  char *body = malloc(1 + zeros * 2 + sizeof(tail));
+
+  assert_non_null(body);
+  body[0] = '[';
+  for (size_t i = 0; i < zeros; i++)
+    memcpy(body + 1 + i * 2, "0,", 2);
+  memcpy(body + 1 + zeros * 2, tail, sizeof(tail));
+  *length = 1 + zeros * 2 + sizeof(tail) - 1;
+  return body;
+}
+
+/* Peak RSS in kB of a child that runs `run(body, length)`. */
+static long child_peak_kb(void (*run)(const char *, size_t), const char *body, size_t length)
+{
+  struct rusage usage;
+  int status = 0;
+  pid_t pid = fork();
+
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    run(body, length);
+    _exit(0);
+  }
+  assert_int_equal(wait4(pid, &status, 0, &usage), pid);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  return usage.ru_maxrss;
+}
+
+static void run_jansson_only(const char *body, size_t length)
+{
+  json_error_t json_error;
+  json_t *root = json_loadb(body, length, JSON_REJECT_DUPLICATES, &json_error);
+
+  if (!root || json_array_size(root) == 0)
+    _exit(3);
+  json_decref(root);
+}
+
+static void run_sale_json_parse(const char *body, size_t length)
+{
+  struct sale_json_error error;
+  struct sale *sales = NULL;
+  size_t count = 0;
+
+  if (sale_json_parse(body, length, 100, &sales, &count, NULL, &error) == 0 ||
+      strstr(error.message, "sales; at most 100 are accepted per request") == NULL)
+    _exit(4);
+}
+
+/*
+ * Issue 12 review: a body jansson has to read (an escape) with far more
+ * sales than allowed was flattened onto a tape before its size was checked,
+ * so jansson's tree and the tape were in memory at once (161 MB for 4 MiB,
+ * where jansson alone took 88). The size is checked on jansson's tree now:
+ * the peak is jansson's own, give or take, never tree plus tape.
+ */
+static void test_oversized_escaped_array_is_refused_before_flattening(void **state)
+{
+  size_t length;
+  char *body = huge_escaped_array(1000000, &length);
+  long jansson_kb, parse_kb;
+
+  (void)state;
+  jansson_kb = child_peak_kb(run_jansson_only, body, length);
+  parse_kb = child_peak_kb(run_sale_json_parse, body, length);
+  free(body);
+  /* A tape of a million values is 24 MB on top of jansson's ~40. */
+  if (parse_kb > jansson_kb + jansson_kb / 4)
+    fail_msg("parsing peaked at %ld kB; jansson alone at %ld kB", parse_kb, jansson_kb);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -286,6 +366,7 @@ int main(void)
       cmocka_unit_test(test_scanner_grows_past_its_inline_buffers),
       cmocka_unit_test(test_content_hash_unchanged_without_allocations),
       cmocka_unit_test(test_plain_sale_parses_without_jansson_allocations),
+      cmocka_unit_test(test_oversized_escaped_array_is_refused_before_flattening),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
