@@ -1195,12 +1195,9 @@ int sale_json_parse(const char *body, size_t length, size_t max_sales, struct sa
    * body is valid JSON at all, as it always did. */
   tape.top_max = max_sales;
   scan_status = sale_json__scan(&tape, body, length);
-  if (scan_status == SALE_JSON_SCAN_NOMEM) {
-    sj_fail(&ctx, NULL, "the agent ran out of memory reading a body of %zu bytes; retry later",
-            length);
-    goto out;
-  }
   if (scan_status != SALE_JSON_SCAN_OK) {
+    /* Out of memory in the scanner too: it has freed what it had, and
+     * jansson answers as it did before there was a scanner. */
     root = json_loadb(body, length, JSON_REJECT_DUPLICATES, &json_error);
     if (!root) {
       sj_fail(&ctx, NULL, "the body is not valid JSON (line %d, column %d): %s",

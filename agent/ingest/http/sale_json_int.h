@@ -89,7 +89,8 @@ void sale_json__tape_release(struct sale_json_tape *tape);
  * order; its strings point into the tape's own copy of the body.
  * SALE_JSON_SCAN_FALLBACK: the body is not in the common form this scanner
  * takes, the tape is empty again, and jansson must decide (it may well
- * accept). SALE_JSON_SCAN_NOMEM: out of memory. Any thread.
+ * accept). SALE_JSON_SCAN_NOMEM: out of memory, the tape is empty again and
+ * has freed what it took (sale_json_parse then lets jansson try). Any thread.
  */
 int sale_json__scan(struct sale_json_tape *tape, const char *body, size_t length);
 
