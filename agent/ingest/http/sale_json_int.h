@@ -28,6 +28,10 @@
  * the body bytes the scanner copies without a malloc. */
 #define SALE_JSON_TAPE_INLINE 256
 #define SALE_JSON_TEXT_INLINE 2048
+/* The scanner sizes a tape for a body of n bytes at n / SALE_JSON_BYTES_PER_VALUE
+ * values up front, at most SALE_JSON_TAPE_PRESIZE_MAX (1.5 MB); past that it doubles. */
+#define SALE_JSON_BYTES_PER_VALUE 8
+#define SALE_JSON_TAPE_PRESIZE_MAX 65536
 /* The scanner's own limits; past them, jansson decides. */
 #define SALE_JSON_SCAN_DEPTH_MAX 32
 #define SALE_JSON_SCAN_KEYS_MAX 32
@@ -65,6 +69,7 @@ struct sale_json_tape {
    * (sale_json_parse sets its max_sales: such a body is refused anyway), so
    * that no tape is built for it. SIZE_MAX after sale_json__tape_init. */
   size_t top_max;
+  unsigned grows; /* times the values moved to a larger array (for tests) */
   struct sale_json_value values_inline[SALE_JSON_TAPE_INLINE];
   char text_inline[SALE_JSON_TEXT_INLINE];
 };

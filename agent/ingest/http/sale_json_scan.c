@@ -23,6 +23,7 @@ void sale_json__tape_init(struct sale_json_tape *tape)
   tape->text = NULL;
   tape->root = NULL;
   tape->top_max = SIZE_MAX;
+  tape->grows = 0;
 }
 
 void sale_json__tape_release(struct sale_json_tape *tape)
@@ -39,13 +40,13 @@ void sale_json__tape_release(struct sale_json_tape *tape)
   }
 }
 
-/* Doubles the tape's room for values; -1 when out of memory. */
-static int sj_tape_grow(struct sale_json_tape *tape)
+/* Moves the tape's values to a malloc'd array of `capacity`; -1 when out of memory. */
+static int sj_tape_reserve(struct sale_json_tape *tape, size_t capacity)
 {
-  size_t capacity = tape->capacity * 2;
   struct sale_json_value *grown;
 
-  if (tape->count >= UINT32_MAX / 2)
+  /* The tape's indexes are 32 bits wide, and capacity * sizeof must not wrap. */
+  if (capacity >= UINT32_MAX || capacity > SIZE_MAX / sizeof(*grown))
     return -1;
   grown = malloc(capacity * sizeof(*grown));
   if (!grown)
@@ -55,7 +56,16 @@ static int sj_tape_grow(struct sale_json_tape *tape)
     free(tape->values);
   tape->values = grown;
   tape->capacity = capacity;
+  tape->grows++;
   return 0;
+}
+
+/* Doubles the tape's room for values; -1 when out of memory. */
+static int sj_tape_grow(struct sale_json_tape *tape)
+{
+  if (tape->capacity > SIZE_MAX / 2 / sizeof(*tape->values))
+    return -1;
+  return sj_tape_reserve(tape, tape->capacity * 2);
 }
 
 /* Appends a value; returns its index, or -1 when out of memory. */
@@ -390,6 +400,16 @@ int sale_json__scan(struct sale_json_tape *tape, const char *body, size_t length
     return SALE_JSON_SCAN_NOMEM;
   memcpy(tape->text, body, length);
   tape->text[length] = '\0';
+  /* A compact sale is about 8 bytes per value: room for that at once spares a
+   * 100-sale body five rounds of grow-and-copy. Bounded, as the body is not
+   * yet known to be JSON at all. */
+  if (length / SALE_JSON_BYTES_PER_VALUE > tape->capacity &&
+      sj_tape_reserve(tape, length / SALE_JSON_BYTES_PER_VALUE < SALE_JSON_TAPE_PRESIZE_MAX
+                                ? length / SALE_JSON_BYTES_PER_VALUE
+                                : SALE_JSON_TAPE_PRESIZE_MAX)) {
+    rc = SALE_JSON_SCAN_NOMEM;
+    goto out;
+  }
   scan.tape = tape;
   scan.p = tape->text;
   scan.end = tape->text + length;

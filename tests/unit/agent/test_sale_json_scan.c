@@ -356,6 +356,38 @@ static void test_oversized_escaped_array_is_refused_before_flattening(void **sta
     fail_msg("parsing peaked at %ld kB; jansson alone at %ld kB", parse_kb, jansson_kb);
 }
 
+/*
+ * Issue 12 review: a 100-sale POST grew its tape from 256 values by
+ * doubling, copying it five times. The tape is sized from the body's length
+ * up front now: at most that one allocation.
+ */
+static void test_hundred_sale_body_is_scanned_without_regrowing(void **state)
+{
+  size_t one = strlen(valid_sale_text);
+  size_t length = 0;
+  char *body = malloc(100 * (one + 1) + 2);
+  struct sale_json_tape tape;
+
+  (void)state;
+  assert_non_null(body);
+  body[length++] = '[';
+  for (int i = 0; i < 100; i++) {
+    if (i)
+      body[length++] = ',';
+    memcpy(body + length, valid_sale_text, one);
+    length += one;
+  }
+  body[length++] = ']';
+  assert_int_equal(scan_and_compare(body, length), SALE_JSON_SCAN_OK);
+  sale_json__tape_init(&tape);
+  assert_int_equal(sale_json__scan(&tape, body, length), SALE_JSON_SCAN_OK);
+  assert_int_equal(tape.values[0].count, 100);
+  assert_true(tape.grows <= 1);
+  assert_true(tape.capacity <= 2 * tape.count);
+  sale_json__tape_release(&tape);
+  free(body);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -367,6 +399,7 @@ int main(void)
       cmocka_unit_test(test_content_hash_unchanged_without_allocations),
       cmocka_unit_test(test_plain_sale_parses_without_jansson_allocations),
       cmocka_unit_test(test_oversized_escaped_array_is_refused_before_flattening),
+      cmocka_unit_test(test_hundred_sale_body_is_scanned_without_regrowing),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
