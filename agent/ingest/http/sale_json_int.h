@@ -10,10 +10,11 @@
  *
  * Two ways fill a tape. sale_json__scan() reads the common well-formed body
  * in one pass, with no allocation per value and no copy of a string: the
- * body is copied once and each string is NUL-terminated in place. Anything
- * it does not take (escapes, numbers with a fraction or exponent, syntax
- * errors, duplicate keys, its limits) it hands back, and jansson parses the
- * body instead; sale_json__tape_from_json() then flattens jansson's tree into
+ * body is copied once and each string is NUL-terminated (and its escapes
+ * decoded) in place. Anything it does not take (an escape jansson refuses,
+ * numbers with a fraction or exponent, syntax errors, duplicate keys, its
+ * limits) it hands back, and jansson parses the body instead;
+ * sale_json__tape_from_json() then flattens jansson's tree into
  * the same tape. So every syntax error keeps jansson's text, and the rules
  * see one shape whichever way the body came in.
  */
