@@ -55,7 +55,9 @@ struct sale_json_value {
   uint32_t next;   /* index just past this value and everything inside it */
   uint32_t length; /* string: bytes, without the terminating NUL */
   union {
-    const char *text;  /* string and key: NUL-terminated (jansson's may hold a NUL) */
+    /* string and key: NUL-terminated, and no NUL inside (\u0000 is refused by
+     * both ways in: JSON_ALLOW_NUL is not set) */
+    const char *text;
     long long integer; /* integer */
   } as;
 };

@@ -489,7 +489,8 @@ int sale_json__scan(struct sale_json_tape *tape, const char *body, size_t length
   int depth = 0;
   int rc;
 
-  if (length >= UINT32_MAX)
+  /* No body (NULL, 0) is jansson's to refuse; memcpy from NULL is undefined. */
+  if (length == 0 || length >= UINT32_MAX)
     return SALE_JSON_SCAN_FALLBACK;
   tape->text = length < SALE_JSON_TEXT_INLINE ? tape->text_inline : malloc(length + 1);
   if (!tape->text)

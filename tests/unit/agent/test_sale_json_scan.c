@@ -150,6 +150,14 @@ static void test_scanner_hands_back_what_it_does_not_take(void **state)
   /* A NUL byte inside a string, and one between values. */
   assert_int_equal(scan_and_compare("{\"a\":\"x\0y\"}", 11), SALE_JSON_SCAN_FALLBACK);
   assert_int_equal(scan_and_compare("{\"a\":1}\0", 8), SALE_JSON_SCAN_FALLBACK);
+  /* No body at all (issue 12 review: memcpy from NULL was undefined). */
+  {
+    struct sale_json_tape tape;
+    sale_json__tape_init(&tape);
+    assert_int_equal(sale_json__scan(&tape, NULL, 0), SALE_JSON_SCAN_FALLBACK);
+    assert_int_equal(tape.count, 0);
+    sale_json__tape_release(&tape);
+  }
   /* The body ends before its closing quote even though a quote follows in memory. */
   assert_int_equal(scan_and_compare("{\"a\":\"bc\"}", 7), SALE_JSON_SCAN_FALLBACK);
 }
