@@ -68,9 +68,11 @@ struct sale_json_tape {
   size_t capacity;
   char *text; /* the scanner's copy of the body: text_inline or malloc'd */
   json_t *root; /* jansson's tree when the body went that way; owned */
-  /* The scanner hands back a top-level array of more elements than this
-   * (sale_json_parse sets its max_sales: such a body is refused anyway), so
-   * that no tape is built for it. SIZE_MAX after sale_json__tape_init. */
+  /* A top-level array of more elements than this (sale_json_parse sets its
+   * max_sales: such a body is refused anyway) keeps its count, but only its
+   * first top_max elements are on the tape: the rest are checked and
+   * dropped, so that no tape the body's size is built for it. SIZE_MAX
+   * after sale_json__tape_init. */
   size_t top_max;
   unsigned grows; /* times the values moved to a larger array (for tests) */
   struct sale_json_value values_inline[SALE_JSON_TAPE_INLINE];
@@ -94,7 +96,8 @@ void sale_json__tape_release(struct sale_json_tape *tape);
  * Scans `body` (`length` bytes, borrowed, need not be NUL-terminated) onto an
  * empty tape. SALE_JSON_SCAN_OK: the tape holds exactly what jansson
  * (json_loadb with JSON_REJECT_DUPLICATES) would have built, in document
- * order; its strings point into the tape's own copy of the body.
+ * order (but see top_max); its strings point into the tape's own copy of
+ * the body.
  * SALE_JSON_SCAN_FALLBACK: the body is not in the common form this scanner
  * takes, the tape is empty again, and jansson must decide (it may well
  * accept). SALE_JSON_SCAN_NOMEM: out of memory, the tape is empty again and

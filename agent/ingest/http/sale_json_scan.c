@@ -91,6 +91,7 @@ struct sj_scan {
   struct sale_json_tape *tape;
   char *p;   /* next byte; the copy is NUL-terminated at `end` */
   char *end;
+  size_t top_mark; /* the tape's count after the top-level array's top_max-th element */
   int nomem;
 };
 
@@ -429,8 +430,14 @@ static int sj_scan_after_value(struct sj_scan *scan, long *open, int *depth)
       return scan->p == scan->end ? 1 : -1;
     container = &tape->values[open[*depth - 1]];
     container->count++;
-    if (*depth == 1 && container->type == SALE_JSON_ARRAY && container->count > tape->top_max)
-      return -1;
+    /* Past top_max elements the array is only checked and counted: each
+     * further element is dropped from the tape once read. */
+    if (*depth == 1 && container->type == SALE_JSON_ARRAY) {
+      if (container->count == tape->top_max)
+        scan->top_mark = tape->count;
+      else if (container->count > tape->top_max)
+        tape->count = scan->top_mark;
+    }
     if (scan->p >= scan->end)
       return -1;
     if (*scan->p == ',') {
@@ -511,6 +518,7 @@ int sale_json__scan(struct sale_json_tape *tape, const char *body, size_t length
   scan.p = tape->text;
   scan.end = tape->text + length;
   scan.nomem = 0;
+  scan.top_mark = 1; /* the array is at 0: right for a top_max of 0 too */
 
   sj_skip_space(&scan);
   /* Only an object or an array at the top, as json_loadb without JSON_DECODE_ANY. */

@@ -319,18 +319,19 @@ static void test_plain_sale_parses_without_jansson_allocations(void **state)
   assert_int_equal(scan_text(escaped_text), SALE_JSON_SCAN_OK);
 }
 
-/* `[0,0,...,0,"\u0041"]` with `zeros` zeros: the escape sends it to jansson. */
-static char *huge_escaped_array(size_t zeros, size_t *length)
+/* `[0,0,...,0,TAIL]` with `zeros` zeros. */
+static char *huge_array(size_t zeros, const char *tail, size_t *length)
 {
-  static const char tail[] = "\"\\u0041\"]";
-  char *body = malloc(1 + zeros * 2 + sizeof(tail));
+  size_t tail_length = strlen(tail);
+  char *body = malloc(1 + zeros * 2 + tail_length + 2);
 
   assert_non_null(body);
   body[0] = '[';
   for (size_t i = 0; i < zeros; i++)
     memcpy(body + 1 + i * 2, "0,", 2);
-  memcpy(body + 1 + zeros * 2, tail, sizeof(tail));
-  *length = 1 + zeros * 2 + sizeof(tail) - 1;
+  memcpy(body + 1 + zeros * 2, tail, tail_length);
+  memcpy(body + 1 + zeros * 2 + tail_length, "]", 2);
+  *length = 1 + zeros * 2 + tail_length + 1;
   return body;
 }
 
@@ -379,10 +380,12 @@ static void run_sale_json_parse(const char *body, size_t length)
  * where jansson alone took 88). The size is checked on jansson's tree now:
  * the peak is jansson's own, give or take, never tree plus tape.
  */
-static void test_oversized_escaped_array_is_refused_before_flattening(void **state)
+static void test_oversized_fallback_array_is_refused_before_flattening(void **state)
 {
   size_t length;
-  char *body = huge_escaped_array(1000000, &length);
+  /* The fraction sends it to jansson (the review's "\u0041" did until the
+   * scanner decoded escapes). */
+  char *body = huge_array(1000000, "0.5", &length);
   long jansson_kb, parse_kb;
 
   (void)state;
@@ -391,6 +394,25 @@ static void test_oversized_escaped_array_is_refused_before_flattening(void **sta
   free(body);
   /* A tape of a million values is 24 MB on top of jansson's ~40. */
   if (parse_kb > jansson_kb + jansson_kb / 4)
+    fail_msg("parsing peaked at %ld kB; jansson alone at %ld kB", parse_kb, jansson_kb);
+}
+
+/*
+ * The same body without the fraction is the scanner's: it reads the array to
+ * its end but keeps only max_sales elements, so the peak is the body's copy,
+ * far below jansson's tree (and below a tape of a million values).
+ */
+static void test_oversized_plain_array_is_refused_without_a_tape_its_size(void **state)
+{
+  size_t length;
+  char *body = huge_array(1000000, "0", &length);
+  long jansson_kb, parse_kb;
+
+  (void)state;
+  jansson_kb = child_peak_kb(run_jansson_only, body, length);
+  parse_kb = child_peak_kb(run_sale_json_parse, body, length);
+  free(body);
+  if (parse_kb > jansson_kb / 2)
     fail_msg("parsing peaked at %ld kB; jansson alone at %ld kB", parse_kb, jansson_kb);
 }
 
@@ -426,6 +448,39 @@ static void test_hundred_sale_body_is_scanned_without_regrowing(void **state)
   free(body);
 }
 
+/*
+ * A top-level array past the tape's top_max (sale_json_parse's max_sales)
+ * is still read to its end, so that a syntax error there keeps jansson's
+ * text, and counted; but only its first top_max elements stay on the tape.
+ */
+static void test_scanner_counts_but_drops_elements_past_top_max(void **state)
+{
+  static const char *const refused[] = {"[1,2,3,x]", "[1,2,3,{\"a\":1,\"a\":2}]", "[1,2,3,1.5]"};
+  static const char body[] = "[{\"a\":1},[2],\"3\",{\"b\":[4,5]},6]";
+  struct sale_json_tape tape;
+
+  (void)state;
+  sale_json__tape_init(&tape);
+  tape.top_max = 2;
+  assert_int_equal(sale_json__scan(&tape, body, strlen(body)), SALE_JSON_SCAN_OK);
+  assert_int_equal(tape.values[0].count, 5);
+  assert_int_equal(tape.count, 6); /* the array, {"a":1} (3 values), [2] (2 values) */
+  assert_int_equal(tape.values[0].next, tape.count);
+  sale_json__tape_release(&tape);
+  for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+    tape.top_max = 2;
+    assert_int_equal(sale_json__scan(&tape, refused[i], strlen(refused[i])),
+                     SALE_JSON_SCAN_FALLBACK);
+    sale_json__tape_release(&tape);
+  }
+  tape.top_max = 0;
+  assert_int_equal(sale_json__scan(&tape, "[1,2]", 5), SALE_JSON_SCAN_OK);
+  assert_int_equal(tape.values[0].count, 2);
+  assert_int_equal(tape.count, 1);
+  sale_json__tape_release(&tape);
+}
+
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -437,8 +492,10 @@ int main(void)
       cmocka_unit_test(test_content_hash_unchanged_without_allocations),
       cmocka_unit_test_teardown(test_plain_sale_parses_without_jansson_allocations,
                                 restore_jansson_allocator),
-      cmocka_unit_test(test_oversized_escaped_array_is_refused_before_flattening),
+      cmocka_unit_test(test_oversized_fallback_array_is_refused_before_flattening),
+      cmocka_unit_test(test_oversized_plain_array_is_refused_without_a_tape_its_size),
       cmocka_unit_test(test_hundred_sale_body_is_scanned_without_regrowing),
+      cmocka_unit_test(test_scanner_counts_but_drops_elements_past_top_max),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
