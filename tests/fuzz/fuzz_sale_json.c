@@ -142,6 +142,32 @@ static void fuzz_check_sale(const struct sale *sale)
   fuzz_collector_accepts(sale);
 }
 
+/*
+ * With top_max (sale_json_parse's max_sales) the scanner decides the same,
+ * counts a top-level array the same, and keeps the same first values.
+ */
+static void fuzz_scanner_bounded_agrees(const char *body, size_t size,
+                                        const struct sale_json_tape *full)
+{
+  struct sale_json_tape bounded;
+
+  sale_json__tape_init(&bounded);
+  bounded.top_max = 1;
+  if (sale_json__scan(&bounded, body, size) != SALE_JSON_SCAN_OK ||
+      bounded.values[0].count != full->values[0].count || bounded.count > full->count) {
+    fprintf(stderr, "fuzz-sale-json: the scanner with top_max 1 disagrees\n");
+    abort();
+  }
+  for (size_t i = 1; i < bounded.count; i++) {
+    if (bounded.values[i].type != full->values[i].type ||
+        bounded.values[i].next != full->values[i].next) {
+      fprintf(stderr, "fuzz-sale-json: top_max 1 kept a different value %zu\n", i);
+      abort();
+    }
+  }
+  sale_json__tape_release(&bounded);
+}
+
 /* Differential: what the scanner takes, jansson takes, into an equal tape. */
 static void fuzz_scanner_agrees(const char *body, size_t size)
 {
@@ -171,6 +197,7 @@ static void fuzz_scanner_agrees(const char *body, size_t size)
     fprintf(stderr, "fuzz-sale-json: scanner and jansson differ at value %ld\n", differs);
     abort();
   }
+  fuzz_scanner_bounded_agrees(body, size, &scanned);
 out:
   sale_json__tape_release(&scanned);
   sale_json__tape_release(&reference);

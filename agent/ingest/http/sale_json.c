@@ -1126,6 +1126,48 @@ static int sj_parse_sale(struct sj_ctx *ctx, const sj_value *object, struct sale
 /* ------------------------------------------------------------------------ */
 /* The body                                                                 */
 
+/* The array form's size: 0 or above max_sales is refused (-1, error set). */
+static int sj_check_sale_count(struct sj_ctx *ctx, size_t count, size_t max_sales)
+{
+  if (count == 0)
+    return sj_fail(ctx, NULL, "the body is an empty array; send one sale object or an array of 1 "
+                              "to %zu sales",
+                   max_sales);
+  if (count > max_sales)
+    return sj_fail(ctx, NULL, "the body has %zu sales; at most %zu are accepted per request, so "
+                              "send them in smaller batches",
+                   count, max_sales);
+  return 0;
+}
+
+/*
+ * The body the scanner did not take (or ran out of memory on: it has freed
+ * what it had) is jansson's, as before there was a scanner: its syntax error
+ * text, then the sale count, checked on jansson's tree before that is
+ * flattened onto `tape` (ctx->tape, which the rules only read), so that a
+ * huge array never has the tree and a tape in memory at once. 0, or -1 with
+ * the error set.
+ */
+static int sj_parse_with_jansson(struct sj_ctx *ctx, struct sale_json_tape *tape,
+                                 const char *body, size_t length, size_t max_sales)
+{
+  json_error_t json_error;
+  json_t *root = json_loadb(body, length, JSON_REJECT_DUPLICATES, &json_error);
+
+  if (!root)
+    return sj_fail(ctx, NULL, "the body is not valid JSON (line %d, column %d): %s",
+                   json_error.line, json_error.column, json_error.text);
+  if (json_is_array(root) && sj_check_sale_count(ctx, json_array_size(root), max_sales)) {
+    json_decref(root);
+    return -1;
+  }
+  if (sale_json__tape_from_json(tape, root) != SALE_JSON_SCAN_OK)
+    return sj_fail(ctx, NULL, "the agent ran out of memory reading a body of %zu bytes; retry "
+                              "later",
+                   length);
+  return 0;
+}
+
 /*
  * Parses and validates a POS request body (see sale_json.h for the rules).
  * All-or-nothing: on success returns 0 and *sales is a calloc'd array of
@@ -1141,8 +1183,6 @@ int sale_json_parse(const char *body, size_t length, size_t max_sales, struct sa
   struct sale_json_error scratch;
   struct sj_ctx ctx;
   struct sale_json_tape tape; /* on the stack: a one-sale body allocates nothing for it */
-  json_error_t json_error;
-  json_t *root;
   int scan_status;
   const sj_value *sale_value;
   struct sale *parsed = NULL;
@@ -1176,36 +1216,19 @@ int sale_json_parse(const char *body, size_t length, size_t max_sales, struct sa
 
   /* The common body is scanned without jansson. Anything the scanner does not
    * take goes to jansson, so every syntax error keeps jansson's text; both
-   * cover the whole body before any rule runs, as before. */
+   * cover the whole body before any rule runs, as before. Of an array of
+   * more than max_sales the scanner keeps max_sales on the tape, enough for
+   * the count to be refused below. */
+  tape.top_max = max_sales;
   scan_status = sale_json__scan(&tape, body, length);
-  if (scan_status == SALE_JSON_SCAN_FALLBACK) {
-    root = json_loadb(body, length, JSON_REJECT_DUPLICATES, &json_error);
-    if (!root) {
-      sj_fail(&ctx, NULL, "the body is not valid JSON (line %d, column %d): %s",
-              json_error.line, json_error.column, json_error.text);
-      goto out;
-    }
-    scan_status = sale_json__tape_from_json(&tape, root);
-  }
-  if (scan_status != SALE_JSON_SCAN_OK) {
-    sj_fail(&ctx, NULL, "the agent ran out of memory reading a body of %zu bytes; retry later",
-            length);
+  if (scan_status != SALE_JSON_SCAN_OK &&
+      sj_parse_with_jansson(&ctx, &tape, body, length, max_sales))
     goto out;
-  }
 
   if (tape.values[0].type == SALE_JSON_ARRAY) {
     array_form = 1;
     parsed_count = tape.values[0].count;
-    if (parsed_count == 0) {
-      sj_fail(&ctx, NULL, "the body is an empty array; send one sale object or an array of 1 "
-                          "to %zu sales",
-              max_sales);
-      goto out;
-    }
-    if (parsed_count > max_sales) {
-      sj_fail(&ctx, NULL, "the body has %zu sales; at most %zu are accepted per request, so "
-                          "send them in smaller batches",
-              parsed_count, max_sales);
+    if (sj_check_sale_count(&ctx, parsed_count, max_sales)) {
       parsed_count = 0;
       goto out;
     }

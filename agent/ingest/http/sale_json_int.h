@@ -10,10 +10,11 @@
  *
  * Two ways fill a tape. sale_json__scan() reads the common well-formed body
  * in one pass, with no allocation per value and no copy of a string: the
- * body is copied once and each string is NUL-terminated in place. Anything
- * it does not take (escapes, numbers with a fraction or exponent, syntax
- * errors, duplicate keys, its limits) it hands back, and jansson parses the
- * body instead; sale_json__tape_from_json() then flattens jansson's tree into
+ * body is copied once and each string is NUL-terminated (and its escapes
+ * decoded) in place. Anything it does not take (an escape jansson refuses,
+ * numbers with a fraction or exponent, syntax errors, duplicate keys, its
+ * limits) it hands back, and jansson parses the body instead;
+ * sale_json__tape_from_json() then flattens jansson's tree into
  * the same tape. So every syntax error keeps jansson's text, and the rules
  * see one shape whichever way the body came in.
  */
@@ -28,6 +29,10 @@
  * the body bytes the scanner copies without a malloc. */
 #define SALE_JSON_TAPE_INLINE 256
 #define SALE_JSON_TEXT_INLINE 2048
+/* The scanner sizes a tape for a body of n bytes at n / SALE_JSON_BYTES_PER_VALUE
+ * values up front, at most SALE_JSON_TAPE_PRESIZE_MAX (1.5 MB); past that it doubles. */
+#define SALE_JSON_BYTES_PER_VALUE 8
+#define SALE_JSON_TAPE_PRESIZE_MAX 65536
 /* The scanner's own limits; past them, jansson decides. */
 #define SALE_JSON_SCAN_DEPTH_MAX 32
 #define SALE_JSON_SCAN_KEYS_MAX 32
@@ -50,7 +55,9 @@ struct sale_json_value {
   uint32_t next;   /* index just past this value and everything inside it */
   uint32_t length; /* string: bytes, without the terminating NUL */
   union {
-    const char *text;  /* string and key: NUL-terminated (jansson's may hold a NUL) */
+    /* string and key: NUL-terminated, and no NUL inside (\u0000 is refused by
+     * both ways in: JSON_ALLOW_NUL is not set) */
+    const char *text;
     long long integer; /* integer */
   } as;
 };
@@ -61,6 +68,13 @@ struct sale_json_tape {
   size_t capacity;
   char *text; /* the scanner's copy of the body: text_inline or malloc'd */
   json_t *root; /* jansson's tree when the body went that way; owned */
+  /* A top-level array of more elements than this (sale_json_parse sets its
+   * max_sales: such a body is refused anyway) keeps its count, but only its
+   * first top_max elements are on the tape: the rest are checked and
+   * dropped, so that no tape the body's size is built for it. SIZE_MAX
+   * after sale_json__tape_init. */
+  size_t top_max;
+  unsigned grows; /* times the values moved to a larger array (for tests) */
   struct sale_json_value values_inline[SALE_JSON_TAPE_INLINE];
   char text_inline[SALE_JSON_TEXT_INLINE];
 };
@@ -82,10 +96,12 @@ void sale_json__tape_release(struct sale_json_tape *tape);
  * Scans `body` (`length` bytes, borrowed, need not be NUL-terminated) onto an
  * empty tape. SALE_JSON_SCAN_OK: the tape holds exactly what jansson
  * (json_loadb with JSON_REJECT_DUPLICATES) would have built, in document
- * order; its strings point into the tape's own copy of the body.
+ * order (but see top_max); its strings point into the tape's own copy of
+ * the body.
  * SALE_JSON_SCAN_FALLBACK: the body is not in the common form this scanner
  * takes, the tape is empty again, and jansson must decide (it may well
- * accept). SALE_JSON_SCAN_NOMEM: out of memory. Any thread.
+ * accept). SALE_JSON_SCAN_NOMEM: out of memory, the tape is empty again and
+ * has freed what it took (sale_json_parse then lets jansson try). Any thread.
  */
 int sale_json__scan(struct sale_json_tape *tape, const char *body, size_t length);
 

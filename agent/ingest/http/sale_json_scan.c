@@ -4,9 +4,11 @@
  * jansson makes a node, a malloc, per value, a hashtable per object and a
  * copy of every key and string; for a sale of a few hundred bytes that was
  * the larger part of the agent's CPU per sale. The body a till sends is
- * almost always plain: objects and arrays, strings without escapes,
- * integers. This scanner takes exactly that in one pass into a flat tape,
- * and hands anything else back so that jansson decides it, with jansson's
+ * almost always plain: objects and arrays, strings, integers. Its strings
+ * may hold the escapes that encoders write by default (.NET's \u002B for
+ * '+', Python's \uXXXX for non-ASCII): they are decoded in place. This
+ * scanner takes exactly that in one pass into a flat tape, and hands
+ * anything else back so that jansson decides it, with jansson's
  * own error text. It never accepts what jansson would refuse, and what it
  * accepts reads the same as jansson's tree (the fuzzer checks both).
  */
@@ -22,6 +24,8 @@ void sale_json__tape_init(struct sale_json_tape *tape)
   tape->capacity = SALE_JSON_TAPE_INLINE;
   tape->text = NULL;
   tape->root = NULL;
+  tape->top_max = SIZE_MAX;
+  tape->grows = 0;
 }
 
 void sale_json__tape_release(struct sale_json_tape *tape)
@@ -31,16 +35,20 @@ void sale_json__tape_release(struct sale_json_tape *tape)
   if (tape->text != tape->text_inline)
     free(tape->text);
   json_decref(tape->root);
-  sale_json__tape_init(tape);
+  {
+    size_t top_max = tape->top_max; /* a setting, not content: kept */
+    sale_json__tape_init(tape);
+    tape->top_max = top_max;
+  }
 }
 
-/* Doubles the tape's room for values; -1 when out of memory. */
-static int sj_tape_grow(struct sale_json_tape *tape)
+/* Moves the tape's values to a malloc'd array of `capacity`; -1 when out of memory. */
+static int sj_tape_reserve(struct sale_json_tape *tape, size_t capacity)
 {
-  size_t capacity = tape->capacity * 2;
   struct sale_json_value *grown;
 
-  if (tape->count >= UINT32_MAX / 2)
+  /* The tape's indexes are 32 bits wide, and capacity * sizeof must not wrap. */
+  if (capacity >= UINT32_MAX || capacity > SIZE_MAX / sizeof(*grown))
     return -1;
   grown = malloc(capacity * sizeof(*grown));
   if (!grown)
@@ -50,7 +58,16 @@ static int sj_tape_grow(struct sale_json_tape *tape)
     free(tape->values);
   tape->values = grown;
   tape->capacity = capacity;
+  tape->grows++;
   return 0;
+}
+
+/* Doubles the tape's room for values; -1 when out of memory. */
+static int sj_tape_grow(struct sale_json_tape *tape)
+{
+  if (tape->capacity > SIZE_MAX / 2 / sizeof(*tape->values))
+    return -1;
+  return sj_tape_reserve(tape, tape->capacity * 2);
 }
 
 /* Appends a value; returns its index, or -1 when out of memory. */
@@ -74,6 +91,7 @@ struct sj_scan {
   struct sale_json_tape *tape;
   char *p;   /* next byte; the copy is NUL-terminated at `end` */
   char *end;
+  size_t top_mark; /* the tape's count after the top-level array's top_max-th element */
   int nomem;
 };
 
@@ -143,34 +161,129 @@ static const unsigned char sj_string_stop[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0xf0 */
 };
 
+/* The value of 4 hex digits at `s`, or -1. Stops at the first non-digit, so
+ * it never reads past the NUL that ends the copy. */
+static long sj_hex4(const unsigned char *s)
+{
+  long value = 0;
+
+  for (int i = 0; i < 4; i++) {
+    unsigned char c = s[i];
+    int digit;
+    if (c >= '0' && c <= '9')
+      digit = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      digit = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      digit = c - 'A' + 10;
+    else
+      return -1;
+    value = value * 16 + digit;
+  }
+  return value;
+}
+
 /*
- * A string at scan->p (on its opening quote) without escapes or control
- * characters: pushed with its bytes NUL-terminated in place. Returns its
- * index, or -1 to fall back.
+ * Decodes the escape at `q` (on its backslash) into `w`, which is at or
+ * before `q`: the decoded form is never longer. Returns the escape's length
+ * in the body, or 0 for what jansson refuses (an unknown escape, a bad hex
+ * digit, \u0000 without JSON_ALLOW_NUL, a lone or reversed surrogate): the
+ * body then falls back, and jansson's text names the fault. *written gets
+ * the bytes written.
+ */
+static size_t sj_unescape(const unsigned char *q, unsigned char *w, size_t *written)
+{
+  static const char simple_from[] = "\"\\/bfnrt", simple_to[] = "\"\\/\b\f\n\r\t";
+  const char *simple = q[1] ? strchr(simple_from, q[1]) : NULL;
+  long code, low;
+  size_t used = 6;
+
+  if (simple) {
+    *w = (unsigned char)simple_to[simple - simple_from];
+    *written = 1;
+    return 2;
+  }
+  if (q[1] != 'u' || (code = sj_hex4(q + 2)) <= 0 || (code >= 0xdc00 && code <= 0xdfff))
+    return 0;
+  if (code >= 0xd800 && code <= 0xdbff) {
+    if (q[6] != '\\' || q[7] != 'u' || (low = sj_hex4(q + 8)) < 0xdc00 || low > 0xdfff)
+      return 0;
+    code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+    used = 12;
+  }
+  if (code < 0x80) {
+    w[0] = (unsigned char)code;
+    *written = 1;
+  } else if (code < 0x800) {
+    w[0] = (unsigned char)(0xc0 | (code >> 6));
+    w[1] = (unsigned char)(0x80 | (code & 0x3f));
+    *written = 2;
+  } else if (code < 0x10000) {
+    w[0] = (unsigned char)(0xe0 | (code >> 12));
+    w[1] = (unsigned char)(0x80 | ((code >> 6) & 0x3f));
+    w[2] = (unsigned char)(0x80 | (code & 0x3f));
+    *written = 3;
+  } else {
+    w[0] = (unsigned char)(0xf0 | (code >> 18));
+    w[1] = (unsigned char)(0x80 | ((code >> 12) & 0x3f));
+    w[2] = (unsigned char)(0x80 | ((code >> 6) & 0x3f));
+    w[3] = (unsigned char)(0x80 | (code & 0x3f));
+    *written = 4;
+  }
+  return used;
+}
+
+/*
+ * A string at scan->p (on its opening quote): pushed with its bytes
+ * NUL-terminated in place. Escapes are decoded in place too, from the first
+ * one on, so a string without any is never moved. Returns its index, or -1
+ * to fall back (a control character, bad UTF-8, an escape jansson refuses).
  */
 static long sj_scan_string(struct sj_scan *scan)
 {
   unsigned char *start = (unsigned char *)scan->p + 1;
   unsigned char *q = start;
+  unsigned char *w = NULL; /* where decoded bytes go, once an escape was seen */
   const unsigned char *end = (const unsigned char *)scan->end;
   long index;
 
   for (;;) {
+    unsigned char *run = q;
+    size_t step;
     /* Plain ASCII runs without a bounds check: the copy ends in a NUL, which
      * stops this loop like any control character. */
     while (!sj_string_stop[*q])
       q++;
-    if (q >= end || *q == '\\' || *q < 0x20)
+    if (w && q > run) {
+      memmove(w, run, (size_t)(q - run));
+      w += q - run;
+    }
+    if (q >= end || *q < 0x20)
       return -1;
     if (*q == '"')
       break;
-    {
-      size_t step = sj_utf8_length(q, end);
+    if (*q == '\\') {
+      size_t written;
+      if (!w)
+        w = q;
+      step = sj_unescape(q, w, &written);
       if (step == 0)
         return -1;
-      q += step;
+      w += written;
+    } else {
+      step = sj_utf8_length(q, end);
+      if (step == 0)
+        return -1;
+      if (w) {
+        memmove(w, q, step);
+        w += step;
+      }
     }
+    q += step;
   }
+  scan->p = (char *)q + 1;
+  if (w)
+    q = w;
   if ((size_t)(q - start) > UINT32_MAX)
     return -1;
   index = sj_tape_push(scan->tape, SALE_JSON_STRING);
@@ -181,7 +294,6 @@ static long sj_scan_string(struct sj_scan *scan)
   *q = '\0';
   scan->tape->values[index].as.text = (const char *)start;
   scan->tape->values[index].length = (uint32_t)(q - start);
-  scan->p = (char *)q + 1;
   return index;
 }
 
@@ -318,6 +430,14 @@ static int sj_scan_after_value(struct sj_scan *scan, long *open, int *depth)
       return scan->p == scan->end ? 1 : -1;
     container = &tape->values[open[*depth - 1]];
     container->count++;
+    /* Past top_max elements the array is only checked and counted: each
+     * further element is dropped from the tape once read. */
+    if (*depth == 1 && container->type == SALE_JSON_ARRAY) {
+      if (container->count == tape->top_max)
+        scan->top_mark = tape->count;
+      else if (container->count > tape->top_max)
+        tape->count = scan->top_mark;
+    }
     if (scan->p >= scan->end)
       return -1;
     if (*scan->p == ',') {
@@ -376,17 +496,29 @@ int sale_json__scan(struct sale_json_tape *tape, const char *body, size_t length
   int depth = 0;
   int rc;
 
-  if (length >= UINT32_MAX)
+  /* No body (NULL, 0) is jansson's to refuse; memcpy from NULL is undefined. */
+  if (length == 0 || length >= UINT32_MAX)
     return SALE_JSON_SCAN_FALLBACK;
   tape->text = length < SALE_JSON_TEXT_INLINE ? tape->text_inline : malloc(length + 1);
   if (!tape->text)
     return SALE_JSON_SCAN_NOMEM;
   memcpy(tape->text, body, length);
   tape->text[length] = '\0';
+  /* A compact sale is about 8 bytes per value: room for that at once spares a
+   * 100-sale body five rounds of grow-and-copy. Bounded, as the body is not
+   * yet known to be JSON at all. */
+  if (length / SALE_JSON_BYTES_PER_VALUE > tape->capacity &&
+      sj_tape_reserve(tape, length / SALE_JSON_BYTES_PER_VALUE < SALE_JSON_TAPE_PRESIZE_MAX
+                                ? length / SALE_JSON_BYTES_PER_VALUE
+                                : SALE_JSON_TAPE_PRESIZE_MAX)) {
+    rc = SALE_JSON_SCAN_NOMEM;
+    goto out;
+  }
   scan.tape = tape;
   scan.p = tape->text;
   scan.end = tape->text + length;
   scan.nomem = 0;
+  scan.top_mark = 1; /* the array is at 0: right for a top_max of 0 too */
 
   sj_skip_space(&scan);
   /* Only an object or an array at the top, as json_loadb without JSON_DECODE_ANY. */
