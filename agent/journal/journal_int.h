@@ -65,6 +65,13 @@
  *              again with other content.
  * Writer thread only once the journal is open.
  */
+/* A text buffer reused from write to write. */
+struct journal_text {
+  char *data;
+  size_t len;
+  size_t cap;
+};
+
 struct journal_hwm {
   int fd; /* -1 = none */
   char *path;
@@ -100,6 +107,18 @@ void journal__count_refusal(journal *j, int error);
 
 /* A monotonic clock in seconds, finer than clock_mono_ms(): for durations. */
 double journal__seconds(void);
+
+/* Writes `v` in decimal (no sign for >= 0) to `out`, which has room for 21
+ * bytes; returns the length (no NUL written). Any thread. */
+size_t journal__format_i64(char *out, int64_t v);
+
+/* Sets `out` to the sale's lines (payments) as the compact JSON that
+ * json_dumps(JSON_COMPACT | JSON_PRESERVE_ORDER) makes of them: the bytes the
+ * journal's `lines` (`payments`) column has always held, which older agents
+ * and the tools read. `out` is reused (grown, never shrunk; NUL-terminated);
+ * the caller frees out->data once. 0, or -1 out of memory. Writer thread. */
+int journal__lines_json(const struct sale *sale, struct journal_text *out);
+int journal__payments_json(const struct sale *sale, struct journal_text *out);
 
 /* A range of rows in clock_pending (schema v7), as held in memory. */
 struct journal_clock_range {
@@ -186,6 +205,14 @@ struct journal {
   int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */
   int64_t seal_max_pages; /* what sealing may fill; the rest is for acknowledgements */
   int64_t page_limit_now; /* max_page_count in force on the connection */
+  /* Writer thread only: when page_count was last read for stats (journal__seconds;
+   * 0 = never). A PRAGMA re-prepares on every step, so it is read at most once a
+   * second, not per commit. */
+  double page_count_read_at;
+  /* Writer thread only: the lines and payments JSON of the sale being inserted,
+   * reused from sale to sale (journal__lines_json). */
+  struct journal_text lines_text;
+  struct journal_text payments_text;
 
   struct journal_hwm hwm;
   /* The disk reserve (journal.c): PATH-reserve, held while it exists.

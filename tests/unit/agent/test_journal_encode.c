@@ -1,0 +1,179 @@
+/*
+ * test_journal_encode.c - the journal's hand-written encodings against the
+ * library output they replace, byte for byte.
+ *
+ * The `lines` and `payments` columns of the journal are read by the 0.2.0
+ * agent and by copy_sales (tests/integration/old_agent.sh): their bytes must
+ * stay what json_dumps(JSON_COMPACT | JSON_PRESERVE_ORDER) made of them.
+ * Every case builds the reference here, with jansson, as the writer used to.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "journal/journal_int.h"
+#include "sale/sale.h"
+
+static char *reference_lines(const struct sale *sale)
+{
+  json_t *lines = json_array();
+  char *text;
+
+  assert_non_null(lines);
+  for (size_t i = 0; i < sale->line_count; i++) {
+    const struct sale_line *line = &sale->lines[i];
+    json_t *item = json_pack("{s:s, s:I, s:I, s:I, s:I}", "sku", line->sku, "qty",
+                             (json_int_t)line->qty, "unit_price", (json_int_t)line->unit_price,
+                             "discount", (json_int_t)line->discount, "tax",
+                             (json_int_t)line->tax);
+    assert_non_null(item);
+    if (line->promo_id[0])
+      assert_int_equal(json_object_set_new(item, "promo_id", json_string(line->promo_id)), 0);
+    assert_int_equal(json_array_append_new(lines, item), 0);
+  }
+  text = json_dumps(lines, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(lines);
+  assert_non_null(text);
+  return text;
+}
+
+static char *reference_payments(const struct sale *sale)
+{
+  json_t *payments = json_array();
+  char *text;
+
+  assert_non_null(payments);
+  for (size_t i = 0; i < sale->payment_count; i++)
+    assert_int_equal(json_array_append_new(payments,
+                                           json_pack("{s:s, s:I}", "method",
+                                                     sale->payments[i].method, "amount",
+                                                     (json_int_t)sale->payments[i].amount)),
+                     0);
+  text = json_dumps(payments, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(payments);
+  assert_non_null(text);
+  return text;
+}
+
+/* Encodes `sale` into the reused buffers and compares with jansson. */
+static void assert_same_as_jansson(const struct sale *sale, struct journal_text *lines,
+                                   struct journal_text *payments)
+{
+  char *want_lines = reference_lines(sale);
+  char *want_payments = reference_payments(sale);
+
+  assert_int_equal(journal__lines_json(sale, lines), 0);
+  assert_int_equal(journal__payments_json(sale, payments), 0);
+  assert_int_equal(lines->len, strlen(want_lines));
+  assert_memory_equal(lines->data, want_lines, lines->len + 1);
+  assert_int_equal(payments->len, strlen(want_payments));
+  assert_memory_equal(payments->data, want_payments, payments->len + 1);
+  free(want_lines);
+  free(want_payments);
+}
+
+static void set_line(struct sale_line *line, const char *sku, int64_t qty, int64_t price,
+                     int64_t discount, int64_t tax, const char *promo)
+{
+  memset(line, 0, sizeof(*line));
+  snprintf(line->sku, sizeof(line->sku), "%s", sku);
+  snprintf(line->promo_id, sizeof(line->promo_id), "%s", promo);
+  line->qty = qty;
+  line->unit_price = price;
+  line->discount = discount;
+  line->tax = tax;
+}
+
+static void lines_and_payments_json_are_jansson_bytes(void **state)
+{
+  /* Plain ASCII (the hand path), every character jansson escapes, UTF-8,
+   * and the integers at both ends of their range. */
+  static const char *texts[] = {
+      "PIZZA-MARG-L", "", "a/b ~{}[]:,", "quote\"in", "back\\slash", "tab\tnl\nx",
+      "\x01\x1f\x7f", "caf\xc3\xa9", "\xe2\x80\xa8", "card", "x",
+  };
+  static const int64_t numbers[] = {0, 1, -1, 9, 10, 1234567890123LL, -99, INT64_MAX, INT64_MIN};
+  struct sale_line lines[12];
+  struct sale_payment payments[12];
+  struct sale sale;
+  struct journal_text lines_text = {0}, payments_text = {0};
+  size_t n_texts = sizeof(texts) / sizeof(texts[0]);
+  size_t n_numbers = sizeof(numbers) / sizeof(numbers[0]);
+
+  (void)state;
+  memset(&sale, 0, sizeof(sale));
+  sale.lines = lines;
+  sale.payments = payments;
+  assert_same_as_jansson(&sale, &lines_text, &payments_text); /* no lines: [] */
+  for (size_t t = 0; t < n_texts; t++) {
+    for (size_t k = 0; k < n_numbers; k++) {
+      int64_t v = numbers[k];
+      set_line(&lines[0], texts[t], v, v, -v, v / 3, texts[(t + k) % n_texts]);
+      set_line(&lines[1], "PLAIN", 2, 1250, 100, 230, k % 2 ? "TPR-42" : "");
+      memset(payments, 0, sizeof(payments));
+      snprintf(payments[0].method, sizeof(payments[0].method), "%s", texts[t]);
+      payments[0].amount = v;
+      snprintf(payments[1].method, sizeof(payments[1].method), "cash");
+      payments[1].amount = -v / 7;
+      sale.line_count = 1 + k % 2;
+      sale.payment_count = 1 + k % 2;
+      assert_same_as_jansson(&sale, &lines_text, &payments_text);
+    }
+  }
+  free(lines_text.data);
+  free(payments_text.data);
+}
+
+static void a_reused_buffer_holds_only_the_current_sale(void **state)
+{
+  /* A sale of SALE_LINES_MAX long lines grows the buffer; the next, small
+   * one must not carry any of it (length and terminator are the new sale's). */
+  struct sale_line *lines = calloc(SALE_LINES_MAX, sizeof(*lines));
+  struct sale_payment payments[SALE_PAYMENTS_MAX];
+  struct sale sale;
+  struct journal_text lines_text = {0}, payments_text = {0};
+  char sku[SALE_TEXT_MAX + 1];
+
+  (void)state;
+  assert_non_null(lines);
+  memset(sku, 'S', SALE_TEXT_MAX);
+  sku[SALE_TEXT_MAX] = '\0';
+  memset(&sale, 0, sizeof(sale));
+  memset(payments, 0, sizeof(payments));
+  sale.lines = lines;
+  sale.payments = payments;
+  for (size_t i = 0; i < SALE_LINES_MAX; i++)
+    set_line(&lines[i], sku, INT64_MIN, INT64_MAX, INT64_MIN, INT64_MAX, sku);
+  for (size_t i = 0; i < SALE_PAYMENTS_MAX; i++) {
+    memcpy(payments[i].method, sku, sizeof(sku));
+    payments[i].amount = INT64_MIN;
+  }
+  sale.line_count = SALE_LINES_MAX;
+  sale.payment_count = SALE_PAYMENTS_MAX;
+  assert_same_as_jansson(&sale, &lines_text, &payments_text);
+  set_line(&lines[0], "A", 1, 2, 0, 0, "");
+  snprintf(payments[0].method, sizeof(payments[0].method), "cash");
+  payments[0].amount = 2;
+  sale.line_count = 1;
+  sale.payment_count = 1;
+  assert_same_as_jansson(&sale, &lines_text, &payments_text);
+  free(lines_text.data);
+  free(payments_text.data);
+  free(lines);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(lines_and_payments_json_are_jansson_bytes),
+      cmocka_unit_test(a_reused_buffer_holds_only_the_current_sale),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
