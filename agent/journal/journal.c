@@ -1279,7 +1279,7 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   uint64_t stored = 0, adjusted = 0, writes = 0;
   int64_t last_seq = 0, oldest_time = 0;
   int skipping = j->skip_to > 0;
-  double started;
+  double started, committed_at;
   int rc;
 
   if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS)
@@ -1331,7 +1331,8 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     journal_fail_group(j, group, error, message, rc);
     return;
   }
-  metrics_observe(j->metrics.commit_seconds, journal__seconds() - started);
+  committed_at = journal__seconds();
+  metrics_observe(j->metrics.commit_seconds, committed_at - started);
   if (skipping) {
     last_seq = j->skip_to;
     j->skip_to = 0;
@@ -1360,9 +1361,15 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   metrics_add(j->metrics.adjustments, (double)adjusted);
   {
     int64_t pages = -1;
-    if (sqlite3_step(j->page_count) == SQLITE_ROW)
-      pages = sqlite3_column_int64(j->page_count, 0);
-    sqlite3_reset(j->page_count);
+    /* For the status page and metrics only, so at most once a second: a
+     * PRAGMA statement is prepared again on every step (SQLite expires it
+     * after one run), which cost more than the rest of the stats. */
+    if (j->page_count_read_at == 0 || committed_at - j->page_count_read_at >= 1.0) {
+      j->page_count_read_at = committed_at;
+      if (sqlite3_step(j->page_count) == SQLITE_ROW)
+        pages = sqlite3_column_int64(j->page_count, 0);
+      sqlite3_reset(j->page_count);
+    }
     pthread_mutex_lock(&j->lock);
     j->stats.sales_journaled += stored;
     j->stats.sales_unsent += stored;

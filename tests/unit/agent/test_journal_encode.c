@@ -6,6 +6,7 @@
  * agent and by copy_sales (tests/integration/old_agent.sh): their bytes must
  * stay what json_dumps(JSON_COMPACT | JSON_PRESERVE_ORDER) made of them.
  * Every case builds the reference here, with jansson, as the writer used to.
+ * Also what the writer does per commit besides the sales (the stats).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <jansson.h>
 
 #include "journal/journal_int.h"
+#include "journal_fixture.h"
 #include "sale/sale.h"
 
 static char *reference_lines(const struct sale *sale)
@@ -169,11 +171,58 @@ static void a_reused_buffer_holds_only_the_current_sale(void **state)
   free(lines);
 }
 
+static void a_commit_does_not_prepare_the_page_count_again(void **state)
+{
+  /* PRAGMA page_count is prepared again on every step: read per commit it
+   * was a visible share of the writer's CPU at one sale per commit. The
+   * stats may read it once a second; 40 lone sales must not read it 40 times. */
+  struct jf_fixture f;
+  struct sale_line line;
+  struct sale_payment payment;
+  struct journal_stats stats;
+  journal *j;
+  double started;
+  int reprepared;
+
+  (void)state;
+  jf_setup(&f, "journal_encode");
+  j = jf_open_journal(&f, 0, 1);
+  started = journal__seconds();
+  for (int i = 0; i < 40; i++) {
+    struct sale sale;
+    struct jf_write w;
+    char id[32];
+    snprintf(id, sizeof(id), "PC-%d", i);
+    jf_sale_init(&sale, id, SALE_CHANNEL_POS, "");
+    set_line(&line, "SKU-1", 1, 250, 0, 0, "");
+    memset(&payment, 0, sizeof(payment));
+    snprintf(payment.method, sizeof(payment.method), "cash");
+    payment.amount = 250;
+    sale.lines = &line;
+    sale.line_count = 1;
+    sale.payments = &payment;
+    sale.payment_count = 1;
+    sale.total = 250;
+    jf_write_and_wait(&f, j, &w, &sale, 1);
+    assert_int_equal(w.results[0].outcome, JOURNAL_STORED);
+  }
+  /* The writer is idle (every write answered): its statement can be read. */
+  reprepared = sqlite3_stmt_status(j->page_count, SQLITE_STMTSTATUS_REPREPARE, 0);
+  assert_true(reprepared <= 2 + (int)(journal__seconds() - started));
+  assert_true(reprepared < 20);
+  journal_get_stats(j, &stats);
+  assert_true(stats.database_bytes > 0);
+  assert_int_equal(stats.sales_journaled, 40);
+  jf_close_journal(&f, j);
+  jf_teardown(&f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lines_and_payments_json_are_jansson_bytes),
       cmocka_unit_test(a_reused_buffer_holds_only_the_current_sale),
+      cmocka_unit_test(a_commit_does_not_prepare_the_page_count_again),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
