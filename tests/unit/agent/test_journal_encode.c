@@ -8,6 +8,7 @@
  * Every case builds the reference here, with jansson, as the writer used to.
  * Also what the writer does per commit besides the sales (the stats).
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,9 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <mbedtls/sha256.h>
 
 #include "journal/journal_int.h"
 #include "journal_fixture.h"
@@ -217,12 +220,74 @@ static void a_commit_does_not_prepare_the_page_count_again(void **state)
   jf_teardown(&f);
 }
 
+/* The slot as the writer printed it before (snprintf), with its SHA-256. */
+static void reference_hwm_slot(const struct journal_hwm *h, char slot[512])
+{
+  uint8_t hash[32];
+  int len;
+
+  memset(slot, 0, 512);
+  len = snprintf(slot, 512,
+                 "posjhwm1 g=%" PRIu64 " id=%s r=%" PRId64 " c=%" PRId64 " ab=%" PRId64
+                 " as=%" PRId64 " sb=%" PRId64 "\n",
+                 h->generation, h->journal_id, h->reserved, h->committed, h->acked_batch_seq,
+                 h->acked_last_seq, h->sealed_batch_seq);
+  assert_true(len > 0 && len < 400);
+  assert_int_equal(mbedtls_sha256_ret((const unsigned char *)slot, (size_t)len, hash, 0), 0);
+  len += snprintf(slot + len, (size_t)(512 - len), "h=");
+  for (int i = 0; i < 32; i++)
+    len += snprintf(slot + len, (size_t)(512 - len), "%02x", hash[i]);
+  snprintf(slot + len, (size_t)(512 - len), "\n");
+}
+
+static void the_hwm_record_is_the_bytes_snprintf_made(void **state)
+{
+  static const int64_t values[] = {0, 1, -1, 42, 1000000007LL, INT64_MAX, INT64_MIN};
+  static const uint64_t generations[] = {0, 8, 99, UINT64_MAX - 1};
+  struct jf_fixture f;
+  journal *j = calloc(1, sizeof(*j));
+  char path[128], err[256], file[1024], want[512];
+  int damaged = 0;
+  size_t n = sizeof(values) / sizeof(values[0]);
+
+  (void)state;
+  assert_non_null(j);
+  jf_setup(&f, "journal_hwm_encode");
+  snprintf(path, sizeof(path), "%s", f.path);
+  j->path = path;
+  assert_int_equal(journal__hwm_open(j, &damaged, err, sizeof(err)), 0);
+  for (size_t g = 0; g < sizeof(generations) / sizeof(generations[0]); g++) {
+    for (size_t k = 0; k < n; k++) {
+      snprintf(j->hwm.journal_id, sizeof(j->hwm.journal_id), "%s",
+               k % 2 ? "0123456789abcdef0123456789abcdef" : "");
+      j->hwm.generation = generations[g];
+      j->hwm.reserved = values[k];
+      j->hwm.committed = values[(k + 1) % n];
+      j->hwm.acked_batch_seq = values[(k + 2) % n];
+      j->hwm.acked_last_seq = values[(k + 3) % n];
+      j->hwm.sealed_batch_seq = values[(k + 4) % n];
+      assert_int_equal(journal__hwm_write(j, 1), 0); /* both slots */
+      reference_hwm_slot(&j->hwm, want);
+      assert_int_equal(pread(j->hwm.fd, file, sizeof(file), 0), (ssize_t)sizeof(file));
+      assert_memory_equal(file, want, sizeof(want));
+      assert_memory_equal(file + 512, want, sizeof(want));
+    }
+  }
+  journal__hwm_close(j);
+  free(j);
+  unlink(path);
+  snprintf(path, sizeof(path), "%s-hwm", f.path);
+  unlink(path);
+  jf_teardown(&f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lines_and_payments_json_are_jansson_bytes),
       cmocka_unit_test(a_reused_buffer_holds_only_the_current_sale),
       cmocka_unit_test(a_commit_does_not_prepare_the_page_count_again),
+      cmocka_unit_test(the_hwm_record_is_the_bytes_snprintf_made),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
