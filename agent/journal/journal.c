@@ -899,7 +899,7 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
 {
   uint8_t hash[32];
   struct stock_deltas deltas = {0};
-  uint8_t *deltas_blob = NULL;
+  const uint8_t *deltas_blob = NULL;
   size_t deltas_len = 0;
   sqlite3_stmt *ins = j->insert_sale;
   int rc;
@@ -970,7 +970,6 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   }
 out:
   sqlite3_clear_bindings(j->find_sale);
-  free(deltas_blob);
   stock_deltas_clear(&deltas);
   return rc;
 }
@@ -1681,6 +1680,7 @@ static void journal_free(journal *j)
   journal__hwm_close(j);
   free(j->lines_text.data);
   free(j->payments_text.data);
+  free(j->deltas_buf);
   journal__clock_free(j);
   free(j->reserve_path);
   free(j->commands);

@@ -213,6 +213,9 @@ struct journal {
    * reused from sale to sale (journal__lines_json). */
   struct journal_text lines_text;
   struct journal_text payments_text;
+  /* Writer thread only: a row's encoded deltas (journal__encode_deltas). */
+  uint8_t *deltas_buf;
+  size_t deltas_cap;
 
   struct journal_hwm hwm;
   /* The disk reserve (journal.c): PATH-reserve, held while it exists.
@@ -397,15 +400,17 @@ void journal__free_seal_sales(struct journal_seal_sale *sales, size_t count);
 int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int64_t received_ms,
                                struct journal_item_result *result, int64_t *conflict_seq);
 
-/* A sale's deltas, computed and encoded for its row: *blob (malloc'd, NULL
- * when none) and the decoded list in *deltas. SQLITE_OK or SQLITE_NOMEM. */
+/* A sale's deltas, computed and encoded for its row: *blob (NULL when none;
+ * else j->deltas_buf, valid until the next encode) and the decoded list in
+ * *deltas. SQLITE_OK or SQLITE_NOMEM. */
 int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_deltas *deltas,
-                         uint8_t **blob, size_t *blob_len);
+                         const uint8_t **blob, size_t *blob_len);
 
-/* A row's deltas in their stored form (*blob malloc'd, NULL when none),
- * giving each new (material, unit) its number in the open transaction.
- * SQLITE_OK or an error. Writer thread. */
-int journal__encode_deltas(journal *j, const struct stock_deltas *deltas, uint8_t **blob,
+/* A row's deltas in their stored form (*blob NULL when none, else
+ * j->deltas_buf, reused: valid until the next encode), giving each new
+ * (material, unit) its number in the open transaction. SQLITE_OK or an
+ * error. Writer thread. */
+int journal__encode_deltas(journal *j, const struct stock_deltas *deltas, const uint8_t **blob,
                            size_t *blob_len);
 
 /* Reads table stock_names into j->names. SQLITE_OK or an error. */

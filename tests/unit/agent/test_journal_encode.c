@@ -281,6 +281,60 @@ static void the_hwm_record_is_the_bytes_snprintf_made(void **state)
   jf_teardown(&f);
 }
 
+static void the_deltas_blob_is_written_into_a_reused_buffer(void **state)
+{
+  /* The stored form (journal_sql.h, schema v5) as bytes: reason, name id or
+   * length + SKU, zigzag varint quantity. */
+  static const uint8_t want[] = {
+      0x01, 0x01, 0x9f, 0xc2, 0x1e,                       /* sales, flour g, -250.000 */
+      0x64, 0x05, 'S',  'K',  'U',  '-', '9', 0xa0, 0x1f, /* unmapped SKU-9, 2 items */
+      0x02, 0x02, 0xd8, 0x04,                             /* refunds, cheese g, 0.300 */
+  };
+  journal *j = calloc(1, sizeof(*j));
+  struct stock_deltas d = {0}, big = {0};
+  const uint8_t *blob = NULL;
+  uint8_t *reference = NULL;
+  size_t len = 0, reference_len = 0;
+  char sku[STOCK_ID_MAX + 1];
+
+  (void)state;
+  assert_non_null(j);
+  assert_int_equal(stock_names_add(&j->names, "flour", "g"), 0);
+  assert_int_equal(stock_names_add(&j->names, "cheese", "g"), 0);
+  assert_int_equal(stock_deltas_add(&d, "flour", "g", STOCK_REASON_SALES, -250000), 0);
+  assert_int_equal(stock_deltas_add(&d, "SKU-9", "", STOCK_REASON_UNMAPPED, 2000), 0);
+  assert_int_equal(stock_deltas_add(&d, "cheese", "g", STOCK_REASON_REFUNDS, 300), 0);
+  assert_int_equal(journal__encode_deltas(j, &d, &blob, &len), SQLITE_OK);
+  assert_ptr_equal(blob, j->deltas_buf);
+  assert_int_equal(len, sizeof(want));
+  assert_memory_equal(blob, want, sizeof(want));
+
+  /* None: NULL, so the row's column stays NULL (not an empty blob). */
+  d.count = 0;
+  assert_int_equal(journal__encode_deltas(j, &d, &blob, &len), SQLITE_OK);
+  assert_null(blob);
+  assert_int_equal(len, 0);
+
+  /* Many long SKUs grow the buffer; the bytes are still the malloc'd form's. */
+  memset(sku, 'K', STOCK_ID_MAX);
+  sku[STOCK_ID_MAX] = '\0';
+  for (int i = 0; i < 200; i++) {
+    sku[0] = (char)('A' + i % 26);
+    sku[1] = (char)('A' + i / 26);
+    assert_int_equal(stock_deltas_add(&big, sku, "", STOCK_REASON_UNMAPPED, -1000LL * i), 0);
+  }
+  assert_int_equal(journal__encode_deltas(j, &big, &blob, &len), SQLITE_OK);
+  assert_int_equal(stock_deltas_encode(&big, &j->names, &reference, &reference_len), 0);
+  assert_int_equal(len, reference_len);
+  assert_memory_equal(blob, reference, len);
+  free(reference);
+  stock_deltas_clear(&d);
+  stock_deltas_clear(&big);
+  stock_names_clear(&j->names);
+  free(j->deltas_buf);
+  free(j);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -288,6 +342,7 @@ int main(void)
       cmocka_unit_test(a_reused_buffer_holds_only_the_current_sale),
       cmocka_unit_test(a_commit_does_not_prepare_the_page_count_again),
       cmocka_unit_test(the_hwm_record_is_the_bytes_snprintf_made),
+      cmocka_unit_test(the_deltas_blob_is_written_into_a_reused_buffer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
