@@ -628,6 +628,99 @@ void journal__load_reset(journal *j)
   sqlite3_finalize(stmt);
 }
 
+/* One int64 from `sql` with ?1 and ?2 bound; SQLite's code. */
+static int journal_query_int(journal *j, const char *sql, int64_t a, int64_t b, int64_t *out)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(stmt, 1, a);
+    if (sqlite3_bind_parameter_count(stmt) >= 2)
+      sqlite3_bind_int64(stmt, 2, b);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      *out = sqlite3_column_int64(stmt, 0);
+    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* Counted once (the kept figure missing or stale): kept from now on, in a
+ * savepoint (the opening thread, or a new journal inside the writer's
+ * transaction). A journal that cannot take the write (full, read-only
+ * medium) is counted again at the next start: the figure is right either
+ * way. */
+static void journal_keep_count(journal *j, int64_t count, int64_t upto, int64_t lowest)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_exec(j->db, "SAVEPOINT counted", NULL, NULL, NULL);
+
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_COUNTED_SET, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(stmt, 1, count);
+    sqlite3_bind_int64(stmt, 2, upto);
+    sqlite3_bind_int64(stmt, 3, lowest);
+    rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_OK) {
+    log_warn("journal", "count_not_kept", "path=%s reason=\"%s\" action=\"counted again at "
+             "the next start\"", j->path, sqlite3_errmsg(j->db));
+    sqlite3_exec(j->db, "ROLLBACK TO counted", NULL, NULL, NULL);
+  }
+  sqlite3_exec(j->db, "RELEASE counted", NULL, NULL, NULL);
+}
+
+/* The sales the journal holds: the kept figure (meta sales_counted, see
+ * JOURNAL_SQL_SALES_COUNTED) and the rows above its seq, a rowid range;
+ * counted in full only when the figure is missing (a journal of an agent
+ * before it) or stale (an agent that does not keep it deleted rows since),
+ * and then kept. SQLite's code. */
+static int journal_count_sales(journal *j, uint64_t *sales)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t count = -1, upto = 0, lowest = 0, above = 0;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_COUNTED, -1, &stmt, NULL);
+
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW && sqlite3_column_int64(stmt, 2) == sqlite3_column_int64(stmt, 3) &&
+        sqlite3_column_int64(stmt, 0) >= 0 && sqlite3_column_int64(stmt, 1) >= 0) {
+      count = sqlite3_column_int64(stmt, 0);
+      upto = sqlite3_column_int64(stmt, 1);
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  stmt = NULL;
+  if (rc == SQLITE_OK && count >= 0) {
+    rc = journal_query_int(j, JOURNAL_SQL_SALES_IN_RANGE, upto, INT64_MAX, &above);
+    count += above;
+  } else if (rc == SQLITE_OK) {
+    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_ALL, -1, &stmt, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+      count = sqlite3_column_int64(stmt, 0);
+      upto = sqlite3_column_int64(stmt, 1);
+      lowest = sqlite3_column_int64(stmt, 2);
+      rc = SQLITE_OK;
+    } else {
+      rc = rc == SQLITE_OK || rc == SQLITE_DONE ? SQLITE_ERROR : sqlite3_extended_errcode(j->db);
+    }
+    sqlite3_finalize(stmt);
+    if (rc == SQLITE_OK && count > 0)
+      log_info("journal", "sales_counted", "path=%s sales=%lld reason=\"no kept count, or rows "
+               "deleted by an agent that does not keep it\"", j->path, (long long)count);
+    if (rc == SQLITE_OK)
+      journal_keep_count(j, count, upto, lowest);
+  }
+  if (rc == SQLITE_OK)
+    *sales = (uint64_t)count;
+  return rc;
+}
+
 /* Reads the counters the status page shows; on the opening thread only. */
 int journal__load_stats(journal *j, char *err, size_t err_size)
 {
@@ -657,10 +750,11 @@ int journal__load_stats(journal *j, char *err, size_t err_size)
   sqlite3_bind_int64(stmt, 1, j->stats.acked_last_seq);
   if (sqlite3_step(stmt) != SQLITE_ROW)
     goto out;
-  j->stats.sales_journaled = (uint64_t)sqlite3_column_int64(stmt, 0);
-  j->stats.last_seq = sqlite3_column_int64(stmt, 1);
-  j->stats.last_received_ms = sqlite3_column_int64(stmt, 2);
-  j->stats.sales_unsent = (uint64_t)sqlite3_column_int64(stmt, 3);
+  j->stats.last_seq = sqlite3_column_int64(stmt, 0);
+  j->stats.last_received_ms = sqlite3_column_int64(stmt, 1);
+  j->stats.sales_unsent = (uint64_t)sqlite3_column_int64(stmt, 2);
+  if (journal_count_sales(j, &j->stats.sales_journaled) != SQLITE_OK)
+    goto out;
   j->stats.database_bytes = (uint64_t)(journal_pragma_int(j->db, "PRAGMA page_count") *
                                        j->page_size);
   journal__load_reset(j);

@@ -56,6 +56,93 @@ static int journal_set_meta_int(journal *j, const char *key, int64_t value)
   return journal__step_done(j, j->set_meta);
 }
 
+/* ---- the kept count of sales (JOURNAL_SQL_SALES_COUNTED) ------------------ */
+
+/* The kept figure: *count sales rows at or below seq *upto, or *count = -1
+ * when there is none to keep up to date (missing, or stale: the next start
+ * counts). Inside the writer's transaction. SQLite's code. */
+static int journal_counted_read(journal *j, int64_t *count, int64_t *upto)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_COUNTED, -1, &stmt, NULL);
+
+  *count = -1;
+  *upto = 0;
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW && sqlite3_column_int64(stmt, 2) == sqlite3_column_int64(stmt, 3) &&
+        sqlite3_column_int64(stmt, 0) >= 0 && sqlite3_column_int64(stmt, 1) >= 0) {
+      *count = sqlite3_column_int64(stmt, 0);
+      *upto = sqlite3_column_int64(stmt, 1);
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* One int64 from `sql` with ?1 (and ?2) bound. SQLite's code. */
+static int journal_counted_query(journal *j, const char *sql, int64_t a, int64_t b,
+                                 int64_t *out)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(stmt, 1, a);
+    if (sqlite3_bind_parameter_count(stmt) >= 2)
+      sqlite3_bind_int64(stmt, 2, b);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      *out = sqlite3_column_int64(stmt, 0);
+    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* The kept figure read and moved to count up to seq `to` (the rows between
+ * its seq and `to` counted: a rowid range, one batch at most), not yet
+ * written. *count = -1: none kept. */
+static int journal_counted_move(journal *j, int64_t to, int64_t *count, int64_t *upto)
+{
+  int64_t rows = 0;
+  int rc = journal_counted_read(j, count, upto);
+
+  if (rc != SQLITE_OK || *count < 0 || to == *upto)
+    return rc;
+  rc = journal_counted_query(j, JOURNAL_SQL_SALES_IN_RANGE, to < *upto ? to : *upto,
+                             to < *upto ? *upto : to, &rows);
+  if (rc == SQLITE_OK) {
+    *count += to > *upto ? rows : -rows;
+    *upto = to;
+  }
+  return rc;
+}
+
+/* Writes the kept figure: `count` sales rows at or below `upto`, with the
+ * lowest of them as they are now. Nothing when count < 0. */
+static int journal_counted_write(journal *j, int64_t count, int64_t upto)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t lowest = 0;
+  int rc;
+
+  if (count < 0)
+    return SQLITE_OK;
+  rc = journal_counted_query(j, JOURNAL_SQL_SALES_LOWEST, upto, 0, &lowest);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_COUNTED_SET, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(stmt, 1, count);
+    sqlite3_bind_int64(stmt, 2, upto);
+    sqlite3_bind_int64(stmt, 3, lowest);
+    rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
 /* received_ms of the oldest sale above `after_seq`, or 0. */
 static int journal_oldest_after(journal *j, int64_t after_seq, int64_t *received_ms)
 {
@@ -555,6 +642,14 @@ static int journal_seal_store(journal *j, struct journal_op *op, const uint8_t *
     rc = journal_set_meta_int(j, "sealed_last_seq", op->batch.last_seq);
   if (rc == SQLITE_OK)
     rc = journal_set_meta_int(j, "last_batch_seq", op->batch.batch_seq);
+  /* The kept count of sales follows the cursor: the start-up adds only the
+   * rows above it, never counts the journal. */
+  if (rc == SQLITE_OK) {
+    int64_t count, upto;
+    rc = journal_counted_move(j, op->batch.last_seq, &count, &upto);
+    if (rc == SQLITE_OK)
+      rc = journal_counted_write(j, count, upto);
+  }
   return rc;
 }
 
@@ -1000,10 +1095,18 @@ static int journal_delete_acked_some(journal *j, int64_t before_ms, int64_t upto
                                      uint64_t *sales, uint64_t *batches, int *more)
 {
   int64_t seqs[JOURNAL_RETENTION_CHUNK][3];
-  int64_t budget = JOURNAL_PRUNE_SALES;
+  int64_t budget = JOURNAL_PRUNE_SALES, counted = -1, counted_upto = 0, sealed = 0;
   size_t count = 0, deleted = 0;
   int rc;
 
+  /* The kept count of sales moved to the sealing cursor first: every row
+   * deleted below is at or under it (only acknowledged batches go), so the
+   * figure is that less the rows deleted. */
+  rc = journal_get_meta_int(j->db, "sealed_last_seq", &sealed);
+  if (rc == SQLITE_OK)
+    rc = journal_counted_move(j, sealed, &counted, &counted_upto);
+  if (rc != SQLITE_OK)
+    return rc;
   sqlite3_bind_int64(j->expired_batches, 1, before_ms);
   sqlite3_bind_int64(j->expired_batches, 2, upto);
   sqlite3_bind_int64(j->expired_batches, 3, JOURNAL_RETENTION_CHUNK);
@@ -1029,6 +1132,7 @@ static int journal_delete_acked_some(journal *j, int64_t before_ms, int64_t upto
       break;
     changed = sqlite3_changes(j->db);
     *sales += (uint64_t)changed;
+    counted -= counted >= 0 ? changed : 0;
     budget -= changed;
     if (budget <= 0) {
       *more = 1; /* the batch's row waits for the next call */
@@ -1046,6 +1150,8 @@ static int journal_delete_acked_some(journal *j, int64_t before_ms, int64_t upto
   }
   if (rc == SQLITE_OK)
     *batches += deleted;
+  if (rc == SQLITE_OK && budget < JOURNAL_PRUNE_SALES)
+    rc = journal_counted_write(j, counted, counted_upto);
   if (rc == SQLITE_OK && *sales)
     rc = journal__clock_forget_deleted(j);
   if (rc == SQLITE_OK && *sales && !j->sales_deleted_why[0]) {

@@ -227,11 +227,13 @@ static void journal_commands_publish(journal *j)
   free(old);
 }
 
-static int64_t journal_oldest_sale_time(journal *j)
+/* JOURNAL_SQL_OLDEST_SALE_TIME (a scan of every sale) or
+ * JOURNAL_SQL_LOWEST_SALE_TIME (a lookup). */
+static int64_t journal_oldest_sale_time(journal *j, const char *sql)
 {
   sqlite3_stmt *stmt = NULL;
   int64_t value = 0;
-  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_OLDEST_SALE_TIME, -1, &stmt, NULL) == SQLITE_OK &&
+  if (sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL) == SQLITE_OK &&
       sqlite3_step(stmt) == SQLITE_ROW)
     value = sqlite3_column_int64(stmt, 0);
   sqlite3_finalize(stmt);
@@ -252,7 +254,11 @@ int journal__commands_load(journal *j)
       journal_command_text(stmt, 0, j->sales_deleted_why, sizeof(j->sales_deleted_why));
   }
   sqlite3_finalize(stmt);
-  j->stats.oldest_sale_business_ms = journal_oldest_sale_time(j);
+  /* Not a scan before the first sale is taken: the lowest seq's time, read
+   * exactly (journal_oldest_refresh) after the next deletion and before a
+   * resync starts from it. */
+  j->stats.oldest_sale_business_ms = journal_oldest_sale_time(j, JOURNAL_SQL_LOWEST_SALE_TIME);
+  j->oldest_stale = 1;
   j->stats.sales_deleted = j->sales_deleted_why[0] || j->stats.reset_ms;
   /* The opening thread, or the writer while it holds j->lock (a new
    * journal): the list is swapped without taking the lock. */
@@ -277,7 +283,7 @@ static void journal_oldest_refresh(journal *j, int force)
     j->oldest_stale = 1;
     return;
   }
-  oldest = journal_oldest_sale_time(j);
+  oldest = journal_oldest_sale_time(j, JOURNAL_SQL_OLDEST_SALE_TIME);
   j->oldest_checked_ms = now;
   j->oldest_stale = 0;
   pthread_mutex_lock(&j->lock);

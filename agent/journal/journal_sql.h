@@ -259,6 +259,12 @@
 
 /* The oldest business time the journal holds (0 = no sale). */
 #define JOURNAL_SQL_OLDEST_SALE_TIME "SELECT coalesce(min(business_time_ms), 0) FROM sales"
+/* The business time of the lowest seq: at start-up, the oldest sale's
+ * time without a scan (a sale posted late by an offline terminal can be
+ * older: the figure is read exactly, with the scan above, after the next
+ * deletion and before a resync uses it). */
+#define JOURNAL_SQL_LOWEST_SALE_TIME                                          \
+  "SELECT coalesce((SELECT business_time_ms FROM sales ORDER BY seq LIMIT 1), 0)"
 
 #define JOURNAL_SQL_INSERT_SALE                                               \
   "INSERT INTO sales(sale_id, content_hash, kind, original_sale_id,"          \
@@ -358,12 +364,46 @@
   "INSERT INTO meta(key, value) VALUES(?1, ?2)"                               \
   " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 
-/* ?1 = acked_last_seq: sales above it are unsent. */
+/* ?1 = acked_last_seq: sales above it are unsent. Every part is a lookup
+ * or a rowid range (the last seq, the newest row's arrival, the rows above
+ * the uplink's cursor), so cheap at any journal size: the sales held are
+ * not counted here but kept (JOURNAL_SQL_SALES_COUNTED). */
 #define JOURNAL_SQL_COUNTS                                                    \
-  "SELECT count(*),"                                                          \
-  " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sales'), 0),"     \
-  " coalesce(max(received_ms), 0),"                                           \
-  " (SELECT count(*) FROM sales WHERE seq > ?1) FROM sales"
+  "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sales'), 0),"\
+  " coalesce((SELECT received_ms FROM sales ORDER BY seq DESC LIMIT 1), 0),"  \
+  " (SELECT count(*) FROM sales WHERE seq > ?1)"
+
+/* The sales held, kept rather than counted (no write per sale): meta
+ * sales_counted is the number of sales rows at or below seq
+ * sales_counted_seq, and sales_counted_min the lowest of them (0: none)
+ * when that was written. Rows at or below sales_counted_seq never appear
+ * later (seqs only grow), so the figure stays exact until rows are deleted;
+ * retention deletes the oldest, which moves the lowest: an agent that does
+ * not keep these keys (an older release, rolled back to) and deleted rows
+ * leaves a sales_counted_min that no longer matches, and the next start
+ * counts again. The agent moves them in the seal's and the retention's
+ * transactions. No row when a key is missing (then counted, once). */
+#define JOURNAL_SQL_SALES_COUNTED                                             \
+  "SELECT CAST(c.value AS INTEGER), CAST(s.value AS INTEGER),"                \
+  " CAST(m.value AS INTEGER),"                                                \
+  " coalesce((SELECT min(seq) FROM sales WHERE seq <= CAST(s.value AS INTEGER)), 0)"\
+  " FROM meta c, meta s, meta m WHERE c.key = 'sales_counted'"                \
+  " AND s.key = 'sales_counted_seq' AND m.key = 'sales_counted_min'"
+/* The sales rows in (?1, ?2]: a rowid range. */
+#define JOURNAL_SQL_SALES_IN_RANGE                                            \
+  "SELECT count(*) FROM sales WHERE seq > ?1 AND seq <= ?2"
+/* Every sales row, and the newest seq: the one full count, when the kept
+ * figure is missing or no longer matches the table. */
+#define JOURNAL_SQL_SALES_ALL                                                 \
+  "SELECT count(*), coalesce(max(seq), 0), coalesce(min(seq), 0) FROM sales"
+/* ?1 count, ?2 the seq it counts to, ?3 the lowest sales seq at or below. */
+#define JOURNAL_SQL_SALES_COUNTED_SET                                         \
+  "INSERT INTO meta(key, value) VALUES('sales_counted', ?1),"                 \
+  " ('sales_counted_seq', ?2), ('sales_counted_min', ?3)"                     \
+  " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+/* The lowest sales seq at or below ?1 (0: none). */
+#define JOURNAL_SQL_SALES_LOWEST                                              \
+  "SELECT coalesce(min(seq), 0) FROM sales WHERE seq <= ?1"
 
 /* The oldest unsent sale's arrival: a rowid range, so cheap at any size. */
 #define JOURNAL_SQL_OLDEST_UNSENT                                             \

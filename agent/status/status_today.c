@@ -3,6 +3,7 @@
  */
 #include "status/status_today.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +11,15 @@
 #include <time.h>
 
 #include "platform/clock.h"
+#include "platform/log.h"
 
 /* Distinct SKUs counted one by one; beyond, their quantities are not ranked
  * (a store sells a few hundred SKUs at most). */
 #define STATUS_TODAY_MAX_SKUS 1024
 #define STATUS_TODAY_TOP 10
 #define STATUS_TODAY_CHANNELS 5 /* enum sale_channel 1..4 */
+
+struct status_today_loader;
 
 struct status_today_item {
   char sku[SALE_TEXT_MAX + 1];
@@ -37,6 +41,20 @@ struct status_today {
   struct status_today_item *items;
   size_t item_count;
   int64_t unranked_qty; /* items of SKUs beyond STATUS_TODAY_MAX_SKUS */
+  struct status_today_loader *loader; /* status_today_load_start's, until merged */
+};
+
+/* The rebuild of status_today_load_start: a thread reads the journal into
+ * `loaded` while the loop takes sales into the live aggregate; `done` hands
+ * the result to the loop, which merges it. */
+struct status_today_loader {
+  uv_async_t done;
+  pthread_t thread;
+  status_today *live, *loaded;
+  char *db_path;
+  int64_t upto_seq, now_ms;
+  int rc, joined;
+  char err[512];
 };
 
 status_today *status_today_create(void)
@@ -49,10 +67,37 @@ status_today *status_today_create(void)
   return today;
 }
 
+static void status_today_loader_free(uv_handle_t *handle)
+{
+  struct status_today_loader *loader = handle->data;
+  status_today_free(loader->loaded);
+  free(loader->db_path);
+  free(loader);
+}
+
+/* The loader's thread joined and its handle closed (on the loop thread). */
+static void status_today_loader_end(struct status_today_loader *loader)
+{
+  if (!loader->joined)
+    pthread_join(loader->thread, NULL);
+  loader->joined = 1;
+  if (loader->live)
+    loader->live->loader = NULL;
+  loader->live = NULL;
+  uv_close((uv_handle_t *)&loader->done, status_today_loader_free);
+}
+
 void status_today_free(status_today *today)
 {
   if (!today)
     return;
+  if (today->loader) {
+    /* Stopped before the rebuild ended: it is waited for (it reads, it
+     * never writes) and its handle closed before the loop is. */
+    uv_loop_t *loop = today->loader->done.loop;
+    status_today_loader_end(today->loader);
+    uv_run(loop, UV_RUN_NOWAIT);
+  }
   free(today->items);
   free(today);
 }
@@ -82,11 +127,13 @@ static int status_today_sale_day(int64_t business_time_ms, int32_t offset_min, i
 static void status_today_roll(status_today *today, int day)
 {
   struct status_today_item *items = today->items;
+  struct status_today_loader *loader = today->loader;
   if (today->day == day)
     return;
   memset(items, 0, STATUS_TODAY_MAX_SKUS * sizeof(*items));
   memset(today, 0, sizeof(*today));
   today->items = items;
+  today->loader = loader;
   today->day = day;
 }
 
@@ -230,8 +277,9 @@ static int64_t status_today_range_start(sqlite3 *db, int64_t seq)
   return first;
 }
 
-int status_today_load(status_today *today, const char *db_path, int64_t now_ms, char *err,
-                      size_t err_size)
+/* status_today_load of the rows at or below `upto_seq`. */
+static int status_today_load_upto(status_today *today, const char *db_path, int64_t upto_seq,
+                                  int64_t now_ms, char *err, size_t err_size)
 {
   static const char sql[] =
       "SELECT kind, channel, business_time_ms, utc_offset_min, currency, currency_exponent, "
@@ -249,7 +297,7 @@ int status_today_load(status_today *today, const char *db_path, int64_t now_ms, 
     goto out;
   }
   status_today_roll(today, day);
-  sqlite3_bind_int64(stmt, 1, INT64_MAX);
+  sqlite3_bind_int64(stmt, 1, upto_seq);
   while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
     int kind = status_today_kind((const char *)sqlite3_column_text(stmt, 0));
     int channel = status_today_channel((const char *)sqlite3_column_text(stmt, 1));
@@ -260,14 +308,19 @@ int status_today_load(status_today *today, const char *db_path, int64_t now_ms, 
     /* A row read off a clock before the build (a boot without a clock
      * that ended before it was set: never repaired) says nothing of when
      * it came; it must not end the scan before the rows of today. Its
-     * range is passed at once (a day without a clock is thousands of rows). */
+     * range is passed at once (a day without a clock is thousands of rows).
+     * A row before the build in no such range came when it says (an
+     * earlier release took it): it is read as any other, and ends the scan
+     * when older than two days. Skipping those too read the whole journal
+     * on every start while the build was less than two days old (6 s at a
+     * million sales, before the first sale was taken). */
     if (sqlite3_column_int64(stmt, 8) < build_ms) {
       int64_t first = status_today_range_start(db, sqlite3_column_int64(stmt, 9));
       if (first > 0) {
         sqlite3_reset(stmt);
         sqlite3_bind_int64(stmt, 1, first - 1);
+        continue;
       }
-      continue;
     }
     if (sqlite3_column_int64(stmt, 8) < oldest)
       break;
@@ -289,6 +342,97 @@ out:
   sqlite3_finalize(stmt);
   sqlite3_close(db);
   return rc;
+}
+
+int status_today_load(status_today *today, const char *db_path, int64_t now_ms, char *err,
+                      size_t err_size)
+{
+  return status_today_load_upto(today, db_path, INT64_MAX, now_ms, err, err_size);
+}
+
+/* Adds what the loader read to what the loop counted meanwhile (rows of
+ * seqs above upto_seq: never both). A day that ended during the read
+ * leaves the older figures out. */
+static void status_today_merge(status_today *into, const status_today *from)
+{
+  struct status_today_sum *to_sums[] = {&into->sales, &into->refunds, &into->voids};
+  const struct status_today_sum *from_sums[] = {&from->sales, &from->refunds, &from->voids};
+
+  if (!from->day || (into->day && into->day > from->day))
+    return;
+  status_today_roll(into, from->day);
+  if (!into->currency[0] && from->currency[0]) {
+    memcpy(into->currency, from->currency, sizeof(into->currency));
+    into->currency_exponent = from->currency_exponent;
+  }
+  for (size_t i = 0; i < 3; i++) {
+    to_sums[i]->count += from_sums[i]->count;
+    to_sums[i]->total_minor += from_sums[i]->total_minor;
+  }
+  for (size_t i = 0; i < STATUS_TODAY_CHANNELS; i++) {
+    into->by_channel[i].count += from->by_channel[i].count;
+    into->by_channel[i].total_minor += from->by_channel[i].total_minor;
+  }
+  for (size_t i = 0; i < 24; i++) {
+    into->by_hour[i].count += from->by_hour[i].count;
+    into->by_hour[i].total_minor += from->by_hour[i].total_minor;
+  }
+  for (size_t i = 0; i < from->item_count; i++)
+    status_today_add_item(into, from->items[i].sku, from->items[i].qty);
+  into->unranked_qty += from->unranked_qty;
+}
+
+static void *status_today_loader_main(void *arg)
+{
+  struct status_today_loader *loader = arg;
+  loader->rc = status_today_load_upto(loader->loaded, loader->db_path, loader->upto_seq,
+                                      loader->now_ms, loader->err, sizeof(loader->err));
+  uv_async_send(&loader->done);
+  return NULL;
+}
+
+static void status_today_loader_done(uv_async_t *handle)
+{
+  struct status_today_loader *loader = handle->data;
+  char quoted[600];
+
+  if (loader->rc)
+    log_warn("status", "today_not_loaded", "reason=%s",
+             log_quote(loader->err, quoted, sizeof(quoted)));
+  else if (loader->live)
+    status_today_merge(loader->live, loader->loaded);
+  status_today_loader_end(loader);
+}
+
+int status_today_load_start(status_today *today, uv_loop_t *loop, const char *db_path,
+                            int64_t upto_seq, int64_t now_ms)
+{
+  struct status_today_loader *loader = calloc(1, sizeof(*loader));
+
+  if (!today || today->loader || !loader || !(loader->db_path = strdup(db_path)) ||
+      !(loader->loaded = status_today_create()) ||
+      uv_async_init(loop, &loader->done, status_today_loader_done) != 0) {
+    if (loader) {
+      status_today_free(loader->loaded);
+      free(loader->db_path);
+    }
+    free(loader);
+    return -1;
+  }
+  loader->done.data = loader;
+  loader->live = today;
+  loader->upto_seq = upto_seq;
+  loader->now_ms = now_ms;
+  /* The rebuild must not keep a stopping agent's loop running. */
+  uv_unref((uv_handle_t *)&loader->done);
+  if (pthread_create(&loader->thread, NULL, status_today_loader_main, loader) != 0) {
+    loader->joined = 1;
+    loader->live = NULL;
+    uv_close((uv_handle_t *)&loader->done, status_today_loader_free);
+    return -1;
+  }
+  today->loader = loader;
+  return 0;
 }
 
 static int status_today_by_qty(const void *a, const void *b)

@@ -9,13 +9,16 @@
  * completion) and rebuilt once at start from the journal's newest rows
  * (status_today_load), so serving the page never scans the journal.
  *
- * Threading: every function on the loop thread (no lock).
+ * Threading: every function on the loop thread (no lock); the rebuild of
+ * status_today_load_start reads on a thread of its own, into an aggregate of
+ * its own.
  */
 #ifndef AGENT_STATUS_TODAY_H
 #define AGENT_STATUS_TODAY_H
 
 #include <jansson.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "sale/sale.h"
 
@@ -41,6 +44,18 @@ void status_today_add(status_today *today, const struct sale *sale, int64_t now_
  */
 int status_today_load(status_today *today, const char *db_path, int64_t now_ms, char *err,
                       size_t err_size);
+
+/*
+ * status_today_load of the rows at or below `upto_seq` (the journal's last
+ * seq at open), on a thread of its own, so that the agent takes sales while
+ * it reads (a busy store's two days are tens of thousands of rows); the
+ * result is added on the loop thread (`loop`) to what came in meanwhile.
+ * Until then the page shows only the sales taken since the start. 0, or -1
+ * when the thread cannot start (nothing started: load synchronously).
+ * status_today_free waits for a rebuild still running.
+ */
+int status_today_load_start(status_today *today, uv_loop_t *loop, const char *db_path,
+                            int64_t upto_seq, int64_t now_ms);
 
 /*
  * The "today" object of /status.json: {date, currency, currency_exponent,

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# startup_bench.sh - start-up against the journal's size (issue 12, item 4):
+# exec -> the first sale answered 201, on journals of 0, 100,000 and
+# 1,000,000 acknowledged sales, the agent before issue 12 beside HEAD.
+#
+#   bash tests/bench/startup_bench.sh BUILD_DIR    (or: cmake --build BUILD_DIR -t bench-startup)
+#
+# BUILD_DIR must be a Release build (the baseline agent is one): the script
+# says so loudly when it is not. The baseline is the commit in
+# tests/bench/BASELINE, built once by build_old_agent
+# (tests/integration/old_agent.sh) under BUILD_DIR/old-agents.
+#
+# For each size, one journal: the baseline agent journals a sale, SQLite
+# copies it (copy_sales) to SIZE sales, and the journal is made to look
+# acknowledged (sealed_last_seq and acked_last_seq at the last seq, one
+# acknowledged batch row covering them), as a store's journal is after the
+# uplink caught up. Then, on that one journal:
+#   first start    each agent once, right after the other wrote the journal
+#                  (HEAD's first start after the baseline agent: the one
+#                  start that may count; printed, not in the medians)
+#   interleaved    baseline, HEAD, baseline, HEAD, baseline, HEAD
+# The sales arrived one every BENCH_SPACING_MS before the last (received_ms
+# moved back: 1M sales span 81 days, inside the default 90-day retention,
+# and the batch was acknowledged now, so retention deletes nothing), as in a
+# store's journal: the status page's figures of the day read only the rows
+# received in the last two days, not the whole journal.
+# Each run is timed from exec to the first sale answered 201 (a new sale each
+# run; its POST is retried while the agent is not listening or answers
+# 503). Prints the median of the three runs of each agent with min and max.
+# Asserts nothing about timing. Environment:
+#   BENCH_SIZES   "0 100000 1000000"
+#   BENCH_RUNS    3 (runs of each agent per size, interleaved)
+#   BENCH_SPACING_MS 7000 (between two sales' arrivals)
+#   BENCH_DIR     /var/tmp (where the journals go: on disk, not tmpfs)
+set -euo pipefail
+export LC_ALL=C
+
+BUILD_DIR="$(cd "${1:?usage: startup_bench.sh BUILD_DIR}" && pwd)"
+SOURCE_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
+export POS_BUILD_DIR="$BUILD_DIR" POS_SOURCE_DIR="${POS_SOURCE_DIR:-$SOURCE_DIR}"
+export TMPDIR="${BENCH_DIR:-/var/tmp}"
+SIZES="${BENCH_SIZES:-0 100000 1000000}"
+RUNS="${BENCH_RUNS:-3}"
+SPACING_MS="${BENCH_SPACING_MS:-7000}"
+source "$SOURCE_DIR/tests/integration/lib.sh"
+source "$SOURCE_DIR/tests/integration/old_agent.sh"
+TEST_NAME=startup_bench
+if [[ "$(stat -f -c %T "$T")" == tmpfs ]]; then
+  echo "startup_bench: $T is on tmpfs; set BENCH_DIR to a directory on disk" >&2
+  exit 1
+fi
+BUILD_TYPE="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null ||
+  true)"
+if [[ "$BUILD_TYPE" != Release ]]; then
+  echo "startup_bench: WARNING: $BUILD_DIR is a '${BUILD_TYPE:-unknown}' build, the baseline" \
+    "is Release: the figures do not compare. Use a Release build dir." >&2
+fi
+
+HEAD_BIN="$AGENT_BIN"
+BASELINE="$(tail -n1 "$SOURCE_DIR/tests/bench/BASELINE")"
+build_old_agent "$BASELINE"
+BASE_BIN="$OLD_AGENT_BIN"
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# timed_start BIN: exec BIN on the journal, POST a new sale until it is
+# answered 201, stop the agent; sets RUN_MS (exec -> 201).
+RUN_MS=""
+timed_start() {
+  local bin="$1" started line port="" sale
+  AGENT_STARTS=$((AGENT_STARTS + 1))
+  AGENT_LOG="$T/agent.$AGENT_STARTS.log"
+  sale="$(sale_json sale_id="\"RUN-$AGENT_STARTS\"")"
+  RUN_MS=""
+  started="$(now_ms)"
+  "$bin" --config "$CONFIG" 2>"$AGENT_LOG" >/dev/null &
+  AGENT_PID=$!
+  while [[ -z "$RUN_MS" ]]; do
+    kill -0 "$AGENT_PID" 2>/dev/null || { AGENT_PID=""; fail "$bin exited (log $AGENT_LOG)"; }
+    if [[ -z "$port" ]] &&
+      line="$(grep -m1 -E 'event=listening( .*)? port=[0-9]+' "$AGENT_LOG" 2>/dev/null)"; then
+      port="$(sed -n 's/.*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' <<<" $line")"
+      AGENT_URL="http://127.0.0.1:$port"
+    fi
+    if [[ -n "$port" ]]; then
+      post_sales "$TOKEN_T1" "$sale"
+      [[ "$HTTP_STATUS" == 201 ]] && RUN_MS=$(($(now_ms) - started))
+      [[ "$HTTP_STATUS" == 201 || "$HTTP_STATUS" == 503 ]] ||
+        fail "the sale of run $AGENT_STARTS" "201" "$HTTP_STATUS $HTTP_BODY"
+    fi
+    [[ -n "$RUN_MS" ]] || sleep 0.002
+  done
+  stop_agent
+}
+
+# make_journal SIZE: a new journal of SIZE sales, all acknowledged.
+make_journal() {
+  local size="$1" dir="$T/j$1" last
+  mkdir -p "$dir"
+  JOURNAL="$dir/journal.db"
+  write_config
+  AGENT_BIN="$BASE_BIN"
+  start_agent
+  if ((size > 0)); then
+    post_sales "$TOKEN_T1" "$(sale_json sale_id='"SEED-1"')"
+    expect_status "the seed sale" 201
+  fi
+  stop_agent
+  if ((size > 1)); then
+    copy_sales "$((size - 1))" GEN
+  fi
+  last="$(sql "SELECT coalesce(max(seq), 0) FROM sales;")"
+  if ((size > 0)); then
+    sqlite3 "$JOURNAL" "
+      INSERT INTO batches(batch_seq, kind, resync_id, first_seq, last_seq, sale_count, body,
+        created_ms, attempts, last_attempt_ms, acked_ms)
+      VALUES(1, 'live', NULL, 1, $last, $size, x'00', $(now_ms), 1, $(now_ms), $(now_ms));
+      UPDATE meta SET value = '$last' WHERE key IN ('sealed_last_seq', 'acked_last_seq');
+      UPDATE meta SET value = '1' WHERE key IN ('last_batch_seq', 'acked_batch_seq');
+      UPDATE sales SET received_ms = received_ms - ($last - seq) * $SPACING_MS;
+      PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null ||
+      fail "make_journal $size: sqlite3 failed on $JOURNAL"
+  fi
+  sync
+}
+
+# stats LIST: "median min max" of the numbers in LIST.
+stats() {
+  printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)], v[1], v[NR]}'
+}
+
+write_tokens
+ROWS=()
+for size in $SIZES; do
+  log "journal of $size acknowledged sales"
+  made="$(now_ms)"
+  make_journal "$size"
+  log "made in $(($(now_ms) - made)) ms ($(($(stat -c %s "$JOURNAL") >> 20)) MiB)"
+  timed_start "$BASE_BIN"
+  first_base="$RUN_MS"
+  timed_start "$HEAD_BIN"
+  first_head="$RUN_MS"
+  base=() head=()
+  for ((run = 0; run < RUNS; run++)); do
+    timed_start "$BASE_BIN"
+    base+=("$RUN_MS")
+    timed_start "$HEAD_BIN"
+    head+=("$RUN_MS")
+  done
+  log "size $size: baseline ${base[*]} ms, HEAD ${head[*]} ms"
+  read -r bmed bmin bmax <<<"$(stats "${base[@]}")"
+  read -r hmed hmin hmax <<<"$(stats "${head[@]}")"
+  ROWS+=("$(printf '%9s %12s %12s  %-26s %s' "$size" "$first_base" "$first_head" \
+    "$bmed [$bmin-$bmax]" "$hmed [$hmin-$hmax]")")
+done
+
+echo
+echo "startup_bench: exec -> first 201, baseline $BASELINE beside HEAD ($(git -C \
+"$SOURCE_DIR" rev-parse --short HEAD 2>/dev/null || echo '?'), ${BUILD_TYPE:-?} build)," \
+  "$(stat -f -c %T "$T") at $TMPDIR, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
+echo "  reproduce: bash tests/bench/startup_bench.sh $BUILD_DIR"
+printf '%9s %12s %12s  %-26s %-24s\n' sales "first start" "first start" \
+  "baseline (ms)" "HEAD (ms)"
+printf '%9s %12s %12s  %-26s %-24s\n' "" "baseline" "HEAD" "median [min-max] of $RUNS" \
+  "median [min-max] of $RUNS"
+printf '%s\n' "${ROWS[@]}"
