@@ -160,20 +160,18 @@ static int stock_get_varint(const uint8_t *blob, size_t len, size_t *at, uint64_
   return 0;
 }
 
-int stock_deltas_encode(const struct stock_deltas *d, const struct stock_names *names,
-                        uint8_t **blob, size_t *len)
+size_t stock_deltas_encoded_max(size_t count)
 {
   /* Per entry at most 1 + 1 + 64 (an unmapped SKU) + 10 bytes. */
-  size_t capacity = d->count * (2 + STOCK_ID_MAX + 10), at = 0;
-  uint8_t *out;
+  return count * (2 + STOCK_ID_MAX + 10);
+}
 
-  *blob = NULL;
+int stock_deltas_encode_to(const struct stock_deltas *d, const struct stock_names *names,
+                           uint8_t *out, size_t *len)
+{
+  size_t at = 0;
+
   *len = 0;
-  if (d->count == 0)
-    return 0;
-  out = malloc(capacity);
-  if (!out)
-    return -1;
   for (size_t i = 0; i < d->count; i++) {
     const struct stock_delta *e = &d->items[i];
     int64_t q = e->quantity_milli;
@@ -185,16 +183,33 @@ int stock_deltas_encode(const struct stock_deltas *d, const struct stock_names *
       at += sku_len;
     } else {
       uint64_t id = stock_names_find(names, e->material_id, e->unit);
-      if (id == 0) {
-        free(out);
+      if (id == 0)
         return -1;
-      }
       at += stock_put_varint(out + at, id);
     }
     at += stock_put_varint(out + at, ((uint64_t)q << 1) ^ (uint64_t)(q >> 63));
   }
-  *blob = out;
   *len = at;
+  return 0;
+}
+
+int stock_deltas_encode(const struct stock_deltas *d, const struct stock_names *names,
+                        uint8_t **blob, size_t *len)
+{
+  uint8_t *out;
+
+  *blob = NULL;
+  *len = 0;
+  if (d->count == 0)
+    return 0;
+  out = malloc(stock_deltas_encoded_max(d->count));
+  if (!out)
+    return -1;
+  if (stock_deltas_encode_to(d, names, out, len)) {
+    free(out);
+    return -1;
+  }
+  *blob = out;
   return 0;
 }
 

@@ -101,6 +101,15 @@ void stock_names_clear(struct stock_names *n);
 int stock_deltas_encode(const struct stock_deltas *d, const struct stock_names *names,
                         uint8_t **blob, size_t *len);
 
+/* At most how many bytes stock_deltas_encode_to writes for `count` entries. */
+size_t stock_deltas_encoded_max(size_t count);
+
+/* As stock_deltas_encode, into `out` (room for stock_deltas_encoded_max(d->count)
+ * bytes, the caller's; a writer reuses one): 0 with *len (0 for an empty
+ * list), or -1 when an entry's name is not in `names`. */
+int stock_deltas_encode_to(const struct stock_deltas *d, const struct stock_names *names,
+                           uint8_t *out, size_t *len);
+
 /*
  * Adds the deltas of a stored blob to `d` (merging with what it has),
  * names resolved through `names`. 0, or -1 when the blob is damaged or

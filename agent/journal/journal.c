@@ -780,8 +780,10 @@ int journal__step_done(journal *j, sqlite3_stmt *stmt)
   return rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
 }
 
-/* Lines and payments as compact JSON, money in integer minor units. */
-static char *journal_lines_json(const struct sale *sale)
+/* Lines and payments as compact JSON, money in integer minor units, made
+ * by jansson: the reference for the bytes, and the path for a text that
+ * needs escaping or is not ASCII (rare; journal__lines_json takes it). */
+static char *journal_lines_jansson(const struct sale *sale)
 {
   json_t *lines = json_array();
   char *text;
@@ -813,7 +815,7 @@ fail:
   return NULL;
 }
 
-static char *journal_payments_json(const struct sale *sale)
+static char *journal_payments_jansson(const struct sale *sale)
 {
   json_t *payments = json_array();
   char *text;
@@ -833,6 +835,146 @@ static char *journal_payments_json(const struct sale *sale)
   return text;
 }
 
+size_t journal__format_i64(char *out, int64_t v)
+{
+  char digits[20];
+  /* The magnitude as unsigned: -INT64_MIN does not fit an int64_t. */
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  size_t n = 0, len = 0;
+
+  do {
+    digits[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0)
+    out[len++] = '-';
+  while (n)
+    out[len++] = digits[--n];
+  return len;
+}
+
+/* 1 when json_dumps writes `text` between its quotes unchanged: printable
+ * ASCII without a quote or backslash. Anything else (escapes, UTF-8) is
+ * left to jansson, so its bytes stay jansson's by construction. */
+static int journal_text_plain(const char *text)
+{
+  for (const unsigned char *c = (const unsigned char *)text; *c; c++)
+    if (*c < 0x20 || *c > 0x7e || *c == '"' || *c == '\\')
+      return 0;
+  return 1;
+}
+
+/* Makes room for `more` bytes and a NUL after out->len. 0 or -1. */
+static int journal_text_reserve(struct journal_text *out, size_t more)
+{
+  size_t need = out->len + more + 1, cap = out->cap ? out->cap : 256;
+  char *grown;
+
+  if (need <= out->cap)
+    return 0;
+  while (cap < need)
+    cap *= 2;
+  grown = realloc(out->data, cap);
+  if (!grown)
+    return -1;
+  out->data = grown;
+  out->cap = cap;
+  return 0;
+}
+
+/* Appends (room reserved by the caller). */
+static void journal_text_put(struct journal_text *out, const char *bytes, size_t len)
+{
+  memcpy(out->data + out->len, bytes, len);
+  out->len += len;
+}
+
+static void journal_text_put_i64(struct journal_text *out, int64_t v)
+{
+  out->len += journal__format_i64(out->data + out->len, v);
+}
+
+/* Sets `out` to jansson's text (the fallback). 0 or -1. */
+static int journal_text_set(struct journal_text *out, char *made)
+{
+  size_t len;
+  int rc = -1;
+
+  if (!made)
+    return -1;
+  len = strlen(made);
+  out->len = 0;
+  if (journal_text_reserve(out, len) == 0) {
+    journal_text_put(out, made, len);
+    out->data[out->len] = '\0';
+    rc = 0;
+  }
+  free(made);
+  return rc;
+}
+
+/* Room for one line: the keys and punctuation (< 80), 4 numbers of at most
+ * 20 characters, and the two texts. */
+#define JOURNAL_LINE_JSON_MAX (2 * (SALE_TEXT_MAX + 1) + 80 + 4 * 21)
+
+int journal__lines_json(const struct sale *sale, struct journal_text *out)
+{
+  out->len = 0;
+  for (size_t i = 0; i < sale->line_count; i++)
+    if (!journal_text_plain(sale->lines[i].sku) || !journal_text_plain(sale->lines[i].promo_id))
+      return journal_text_set(out, journal_lines_jansson(sale));
+  if (journal_text_reserve(out, 2 + sale->line_count * JOURNAL_LINE_JSON_MAX))
+    return -1;
+  journal_text_put(out, "[", 1);
+  for (size_t i = 0; i < sale->line_count; i++) {
+    const struct sale_line *line = &sale->lines[i];
+    if (i)
+      journal_text_put(out, ",", 1);
+    journal_text_put(out, "{\"sku\":\"", 8);
+    journal_text_put(out, line->sku, strlen(line->sku));
+    journal_text_put(out, "\",\"qty\":", 8);
+    journal_text_put_i64(out, line->qty);
+    journal_text_put(out, ",\"unit_price\":", 14);
+    journal_text_put_i64(out, line->unit_price);
+    journal_text_put(out, ",\"discount\":", 12);
+    journal_text_put_i64(out, line->discount);
+    journal_text_put(out, ",\"tax\":", 7);
+    journal_text_put_i64(out, line->tax);
+    if (line->promo_id[0]) {
+      journal_text_put(out, ",\"promo_id\":\"", 13);
+      journal_text_put(out, line->promo_id, strlen(line->promo_id));
+      journal_text_put(out, "\"", 1);
+    }
+    journal_text_put(out, "}", 1);
+  }
+  journal_text_put(out, "]", 1);
+  out->data[out->len] = '\0';
+  return 0;
+}
+
+int journal__payments_json(const struct sale *sale, struct journal_text *out)
+{
+  out->len = 0;
+  for (size_t i = 0; i < sale->payment_count; i++)
+    if (!journal_text_plain(sale->payments[i].method))
+      return journal_text_set(out, journal_payments_jansson(sale));
+  if (journal_text_reserve(out, 2 + sale->payment_count * (SALE_TEXT_MAX + 1 + 40 + 21)))
+    return -1;
+  journal_text_put(out, "[", 1);
+  for (size_t i = 0; i < sale->payment_count; i++) {
+    if (i)
+      journal_text_put(out, ",", 1);
+    journal_text_put(out, "{\"method\":\"", 11);
+    journal_text_put(out, sale->payments[i].method, strlen(sale->payments[i].method));
+    journal_text_put(out, "\",\"amount\":", 11);
+    journal_text_put_i64(out, sale->payments[i].amount);
+    journal_text_put(out, "}", 1);
+  }
+  journal_text_put(out, "]", 1);
+  out->data[out->len] = '\0';
+  return 0;
+}
+
 static void journal_bind_optional(sqlite3_stmt *stmt, int index, const char *text)
 {
   if (text[0])
@@ -850,19 +992,16 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
                                struct journal_item_result *result, int64_t *conflict_seq)
 {
   uint8_t hash[32];
-  char *lines = NULL;
-  char *payments = NULL;
   struct stock_deltas deltas = {0};
-  uint8_t *deltas_blob = NULL;
+  const uint8_t *deltas_blob = NULL;
   size_t deltas_len = 0;
   sqlite3_stmt *ins = j->insert_sale;
   int rc;
 
   if (sale_content_hash(sale, hash))
     return SQLITE_NOMEM;
-  lines = journal_lines_json(sale);
-  payments = journal_payments_json(sale);
-  if (!lines || !payments) {
+  if (journal__lines_json(sale, &j->lines_text) ||
+      journal__payments_json(sale, &j->payments_text)) {
     rc = SQLITE_NOMEM;
     goto out;
   }
@@ -885,8 +1024,8 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   sqlite3_bind_text(ins, 12, sale->currency, -1, SQLITE_STATIC);
   sqlite3_bind_int(ins, 13, (int)sale->currency_exponent);
   sqlite3_bind_int64(ins, 14, sale->total);
-  sqlite3_bind_text(ins, 15, lines, -1, SQLITE_STATIC);
-  sqlite3_bind_text(ins, 16, payments, -1, SQLITE_STATIC);
+  sqlite3_bind_text(ins, 15, j->lines_text.data, (int)j->lines_text.len, SQLITE_STATIC);
+  sqlite3_bind_text(ins, 16, j->payments_text.data, (int)j->payments_text.len, SQLITE_STATIC);
   sqlite3_bind_int64(ins, 17, received_ms);
   sqlite3_bind_blob(ins, 18, deltas_blob, (int)deltas_len, SQLITE_STATIC);
   rc = journal__step_done(j, ins);
@@ -925,9 +1064,6 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   }
 out:
   sqlite3_clear_bindings(j->find_sale);
-  free(lines);
-  free(payments);
-  free(deltas_blob);
   stock_deltas_clear(&deltas);
   return rc;
 }
@@ -1236,7 +1372,7 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   uint64_t stored = 0, adjusted = 0, writes = 0;
   int64_t last_seq = 0, oldest_time = 0;
   int skipping = j->skip_to > 0;
-  double started;
+  double started, committed_at;
   int rc;
 
   if (j->full && clock_mono_ms() >= j->full_checked_ms + JOURNAL_FULL_CHECK_MS)
@@ -1288,7 +1424,8 @@ static void journal_commit_group(journal *j, struct journal_write *group)
     journal_fail_group(j, group, error, message, rc);
     return;
   }
-  metrics_observe(j->metrics.commit_seconds, journal__seconds() - started);
+  committed_at = journal__seconds();
+  metrics_observe(j->metrics.commit_seconds, committed_at - started);
   if (skipping) {
     last_seq = j->skip_to;
     j->skip_to = 0;
@@ -1317,9 +1454,15 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   metrics_add(j->metrics.adjustments, (double)adjusted);
   {
     int64_t pages = -1;
-    if (sqlite3_step(j->page_count) == SQLITE_ROW)
-      pages = sqlite3_column_int64(j->page_count, 0);
-    sqlite3_reset(j->page_count);
+    /* For the status page and metrics only, so at most once a second: a
+     * PRAGMA statement is prepared again on every step (SQLite expires it
+     * after one run), which cost more than the rest of the stats. */
+    if (j->page_count_read_at == 0 || committed_at - j->page_count_read_at >= 1.0) {
+      j->page_count_read_at = committed_at;
+      if (sqlite3_step(j->page_count) == SQLITE_ROW)
+        pages = sqlite3_column_int64(j->page_count, 0);
+      sqlite3_reset(j->page_count);
+    }
     pthread_mutex_lock(&j->lock);
     j->stats.sales_journaled += stored;
     j->stats.sales_unsent += stored;
@@ -1629,6 +1772,9 @@ static void journal_free(journal *j)
   stock_names_clear(&j->names);
   recipes_free(j->recipes_owned);
   journal__hwm_close(j);
+  free(j->lines_text.data);
+  free(j->payments_text.data);
+  free(j->deltas_buf);
   journal__clock_free(j);
   free(j->reserve_path);
   free(j->commands);

@@ -55,21 +55,52 @@ static int hwm_digest(const char *text, size_t len, char out[65])
   return 0;
 }
 
-/* Fills one slot (zero padded) from j->hwm. */
+/* Appends `key` and `v` at `at` (room checked by the caller). */
+static size_t hwm_put_i64(char *at, const char *key, size_t key_len, int64_t v)
+{
+  memcpy(at, key, key_len);
+  return key_len + journal__format_i64(at + key_len, v);
+}
+
+/* Fills one slot (zero padded) from j->hwm: the line of the header comment,
+ * as "posjhwm1 g=%" PRIu64 " id=%s r=%" PRId64 " c=... sb=%" PRId64 "\n"
+ * would print it. Written by hand: it runs after every commit. */
 static int hwm_format(const journal *j, char slot[HWM_SLOT_BYTES])
 {
   char digest[65];
-  int len;
+  size_t id_len = strnlen(j->hwm.journal_id, sizeof(j->hwm.journal_id));
+  size_t len = 0;
+  uint64_t g = j->hwm.generation;
+  char digits[20];
+  size_t n = 0;
 
-  memset(slot, 0, HWM_SLOT_BYTES);
-  len = snprintf(slot, HWM_SLOT_BYTES,
-                 "posjhwm1 g=%" PRIu64 " id=%s r=%" PRId64 " c=%" PRId64 " ab=%" PRId64
-                 " as=%" PRId64 " sb=%" PRId64 "\n",
-                 j->hwm.generation, j->hwm.journal_id, j->hwm.reserved, j->hwm.committed,
-                 j->hwm.acked_batch_seq, j->hwm.acked_last_seq, j->hwm.sealed_batch_seq);
-  if (len <= 0 || len + 68 >= HWM_SLOT_BYTES || hwm_digest(slot, (size_t)len, digest))
+  /* 7 numbers of at most 20 digits and a sign, the keys, the id, the digest. */
+  if (id_len >= sizeof(j->hwm.journal_id))
     return -1;
-  snprintf(slot + len, (size_t)(HWM_SLOT_BYTES - len), "h=%s\n", digest);
+  memset(slot, 0, HWM_SLOT_BYTES);
+  memcpy(slot, "posjhwm1 g=", 11);
+  len = 11;
+  do {
+    digits[n++] = (char)('0' + g % 10);
+    g /= 10;
+  } while (g);
+  while (n)
+    slot[len++] = digits[--n];
+  memcpy(slot + len, " id=", 4);
+  len += 4;
+  memcpy(slot + len, j->hwm.journal_id, id_len);
+  len += id_len;
+  len += hwm_put_i64(slot + len, " r=", 3, j->hwm.reserved);
+  len += hwm_put_i64(slot + len, " c=", 3, j->hwm.committed);
+  len += hwm_put_i64(slot + len, " ab=", 4, j->hwm.acked_batch_seq);
+  len += hwm_put_i64(slot + len, " as=", 4, j->hwm.acked_last_seq);
+  len += hwm_put_i64(slot + len, " sb=", 4, j->hwm.sealed_batch_seq);
+  slot[len++] = '\n';
+  if (len + 68 >= HWM_SLOT_BYTES || hwm_digest(slot, len, digest))
+    return -1;
+  memcpy(slot + len, "h=", 2);
+  memcpy(slot + len + 2, digest, 64);
+  slot[len + 66] = '\n';
   return 0;
 }
 

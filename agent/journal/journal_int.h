@@ -65,6 +65,13 @@
  *              again with other content.
  * Writer thread only once the journal is open.
  */
+/* A text buffer reused from write to write. */
+struct journal_text {
+  char *data;
+  size_t len;
+  size_t cap;
+};
+
 struct journal_hwm {
   int fd; /* -1 = none */
   char *path;
@@ -100,6 +107,18 @@ void journal__count_refusal(journal *j, int error);
 
 /* A monotonic clock in seconds, finer than clock_mono_ms(): for durations. */
 double journal__seconds(void);
+
+/* Writes `v` in decimal (no sign for >= 0) to `out`, which has room for 21
+ * bytes; returns the length (no NUL written). Any thread. */
+size_t journal__format_i64(char *out, int64_t v);
+
+/* Sets `out` to the sale's lines (payments) as the compact JSON that
+ * json_dumps(JSON_COMPACT | JSON_PRESERVE_ORDER) makes of them: the bytes the
+ * journal's `lines` (`payments`) column has always held, which older agents
+ * and the tools read. `out` is reused (grown, never shrunk; NUL-terminated);
+ * the caller frees out->data once. 0, or -1 out of memory. Writer thread. */
+int journal__lines_json(const struct sale *sale, struct journal_text *out);
+int journal__payments_json(const struct sale *sale, struct journal_text *out);
 
 /* A range of rows in clock_pending (schema v7), as held in memory. */
 struct journal_clock_range {
@@ -186,6 +205,17 @@ struct journal {
   int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */
   int64_t seal_max_pages; /* what sealing may fill; the rest is for acknowledgements */
   int64_t page_limit_now; /* max_page_count in force on the connection */
+  /* Writer thread only: when page_count was last read for stats (journal__seconds;
+   * 0 = never). A PRAGMA re-prepares on every step, so it is read at most once a
+   * second, not per commit. */
+  double page_count_read_at;
+  /* Writer thread only: the lines and payments JSON of the sale being inserted,
+   * reused from sale to sale (journal__lines_json). */
+  struct journal_text lines_text;
+  struct journal_text payments_text;
+  /* Writer thread only: a row's encoded deltas (journal__encode_deltas). */
+  uint8_t *deltas_buf;
+  size_t deltas_cap;
 
   struct journal_hwm hwm;
   /* The disk reserve (journal.c): PATH-reserve, held while it exists.
@@ -370,15 +400,17 @@ void journal__free_seal_sales(struct journal_seal_sale *sales, size_t count);
 int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int64_t received_ms,
                                struct journal_item_result *result, int64_t *conflict_seq);
 
-/* A sale's deltas, computed and encoded for its row: *blob (malloc'd, NULL
- * when none) and the decoded list in *deltas. SQLITE_OK or SQLITE_NOMEM. */
+/* A sale's deltas, computed and encoded for its row: *blob (NULL when none;
+ * else j->deltas_buf, valid until the next encode) and the decoded list in
+ * *deltas. SQLITE_OK or SQLITE_NOMEM. */
 int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_deltas *deltas,
-                         uint8_t **blob, size_t *blob_len);
+                         const uint8_t **blob, size_t *blob_len);
 
-/* A row's deltas in their stored form (*blob malloc'd, NULL when none),
- * giving each new (material, unit) its number in the open transaction.
- * SQLITE_OK or an error. Writer thread. */
-int journal__encode_deltas(journal *j, const struct stock_deltas *deltas, uint8_t **blob,
+/* A row's deltas in their stored form (*blob NULL when none, else
+ * j->deltas_buf, reused: valid until the next encode), giving each new
+ * (material, unit) its number in the open transaction. SQLITE_OK or an
+ * error. Writer thread. */
+int journal__encode_deltas(journal *j, const struct stock_deltas *deltas, const uint8_t **blob,
                            size_t *blob_len);
 
 /* Reads table stock_names into j->names. SQLITE_OK or an error. */

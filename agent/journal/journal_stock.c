@@ -58,7 +58,7 @@ void journal__staged_commit(journal *j)
 /* ---- computing a row's deltas ----------------------------------------------- */
 
 int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_deltas *deltas,
-                         uint8_t **blob, size_t *blob_len)
+                         const uint8_t **blob, size_t *blob_len)
 {
   int64_t recipe_time_ms = sale->business_time_ms;
 
@@ -87,9 +87,10 @@ int journal__sale_deltas(journal *j, const struct sale *sale, struct stock_delta
   return journal__encode_deltas(j, deltas, blob, blob_len);
 }
 
-int journal__encode_deltas(journal *j, const struct stock_deltas *deltas, uint8_t **blob,
+int journal__encode_deltas(journal *j, const struct stock_deltas *deltas, const uint8_t **blob,
                            size_t *blob_len)
 {
+  size_t need;
   int rc = SQLITE_OK;
 
   *blob = NULL;
@@ -111,9 +112,25 @@ int journal__encode_deltas(journal *j, const struct stock_deltas *deltas, uint8_
     if (rc != SQLITE_OK)
       stock_names_truncate(&j->names, j->names.count - 1);
   }
-  if (rc == SQLITE_OK && stock_deltas_encode(deltas, &j->names, blob, blob_len))
-    rc = SQLITE_NOMEM;
-  return rc;
+  if (rc != SQLITE_OK || deltas->count == 0)
+    return rc; /* none: the column stays NULL, as it always was */
+  need = stock_deltas_encoded_max(deltas->count);
+  if (need > j->deltas_cap) {
+    /* Grown, never shrunk: a row's deltas are a few dozen bytes. */
+    size_t cap = j->deltas_cap ? j->deltas_cap : 256;
+    uint8_t *grown;
+    while (cap < need)
+      cap *= 2;
+    grown = realloc(j->deltas_buf, cap);
+    if (!grown)
+      return SQLITE_NOMEM;
+    j->deltas_buf = grown;
+    j->deltas_cap = cap;
+  }
+  if (stock_deltas_encode_to(deltas, &j->names, j->deltas_buf, blob_len))
+    return SQLITE_NOMEM;
+  *blob = j->deltas_buf;
+  return SQLITE_OK;
 }
 
 int journal__names_load(journal *j)
@@ -237,7 +254,8 @@ int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int
 {
   struct stock_deltas deltas = {0};
   sqlite3_stmt *ins = j->insert_adjustment;
-  uint8_t hash[32], *blob = NULL;
+  uint8_t hash[32];
+  const uint8_t *blob = NULL;
   size_t blob_len = 0;
   int64_t seq = 0;
   int rc;
@@ -279,7 +297,6 @@ int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int
   }
 out:
   stock_deltas_clear(&deltas);
-  free(blob);
   return rc;
 }
 
