@@ -299,22 +299,46 @@ static int proto_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *
  * The limit on entries of repeated field `field` of `desc`, per message
  * (SIZE_MAX: none but the object count).
  */
+/*
+ * The repeated fields that have a limit of their own, looked up by name once
+ * (proto_census_fields_init): the census compares descriptors' addresses
+ * for every list entry instead of names.
+ */
+static struct {
+  const ProtobufCFieldDescriptor *sales, *inventory_deltas, *lines, *payments, *carried_from,
+      *carried_rows;
+} proto_census_fields;
+static pthread_once_t proto_census_fields_once = PTHREAD_ONCE_INIT;
+
+static void proto_census_fields_init(void)
+{
+  proto_census_fields.sales =
+      protobuf_c_message_descriptor_get_field_by_name(&pos__v1__batch__descriptor, "sales");
+  proto_census_fields.inventory_deltas = protobuf_c_message_descriptor_get_field_by_name(
+      &pos__v1__batch__descriptor, "inventory_deltas");
+  proto_census_fields.lines =
+      protobuf_c_message_descriptor_get_field_by_name(&pos__v1__sale__descriptor, "lines");
+  proto_census_fields.payments =
+      protobuf_c_message_descriptor_get_field_by_name(&pos__v1__sale__descriptor, "payments");
+  proto_census_fields.carried_from =
+      protobuf_c_message_descriptor_get_field_by_name(&pos__v1__sale__descriptor, "carried_from");
+  proto_census_fields.carried_rows = protobuf_c_message_descriptor_get_field_by_name(
+      &pos__v1__batch_envelope__descriptor, "carried_rows");
+}
+
 static size_t proto_census_limit(const struct proto_census *census,
-                                 const ProtobufCMessageDescriptor *desc,
                                  const ProtobufCFieldDescriptor *field)
 {
-  if (desc == &pos__v1__batch__descriptor && strcmp(field->name, "sales") == 0)
+  if (field == proto_census_fields.sales)
     return census->limits->max_sales;
-  if (desc == &pos__v1__batch__descriptor && strcmp(field->name, "inventory_deltas") == 0)
+  if (field == proto_census_fields.inventory_deltas || field == proto_census_fields.carried_rows)
     return PROTO_MAX_DELTAS_PER_BATCH;
-  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "lines") == 0)
+  if (field == proto_census_fields.lines)
     return PROTO_MAX_LINES_PER_SALE;
-  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "payments") == 0)
+  if (field == proto_census_fields.payments)
     return PROTO_MAX_PAYMENTS_PER_SALE;
-  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "carried_from") == 0)
+  if (field == proto_census_fields.carried_from)
     return PROTO_MAX_CARRIED_PER_SALE;
-  if (desc == &pos__v1__batch_envelope__descriptor && strcmp(field->name, "carried_rows") == 0)
-    return PROTO_MAX_DELTAS_PER_BATCH;
   return SIZE_MAX;
 }
 
@@ -410,9 +434,10 @@ static size_t proto_utf8_valid_prefix(const uint8_t *text, size_t len)
     lead = text[pos];
     low = 0x80;
     high = 0xbf;
-    if (lead < 0x80)
-      follow = 0;
-    else if (lead >= 0xc2 && lead <= 0xdf)
+    if (lead < 0x80) {
+      pos++;
+      continue;
+    } else if (lead >= 0xc2 && lead <= 0xdf)
       follow = 1;
     else if (lead >= 0xe0 && lead <= 0xef)
       follow = 2;
@@ -440,6 +465,29 @@ static size_t proto_utf8_valid_prefix(const uint8_t *text, size_t len)
   return len;
 }
 
+/* Bytes of a word: each 0x01, each 0x80. */
+#define PROTO_WORD_ONES 0x0101010101010101ULL
+#define PROTO_WORD_HIGHS 0x8080808080808080ULL
+
+/*
+ * How many bytes at the start of text[0..len), in whole 8-byte words, are
+ * ASCII other than NUL: what a sale's text almost always is, checked a word
+ * at a time (a byte with its high bit set, or a zero byte, ends it).
+ */
+static size_t proto_ascii_prefix(const uint8_t *text, size_t len)
+{
+  size_t pos = 0;
+  uint64_t word;
+
+  while (len - pos >= sizeof(word)) {
+    memcpy(&word, text + pos, sizeof(word));
+    if ((word | ((word - PROTO_WORD_ONES) & ~word)) & PROTO_WORD_HIGHS)
+      break;
+    pos += sizeof(word);
+  }
+  return pos;
+}
+
 /*
  * Checks the bytes of string field `field` of message `where`. Returns 0,
  * or PROTO_EDECODE with `err` saying what is wrong.
@@ -455,8 +503,9 @@ static int proto_census_text(const struct proto_census *census, const char *wher
                              const ProtobufCFieldDescriptor *field, const uint8_t *text,
                              size_t len)
 {
-  size_t valid = proto_utf8_valid_prefix(text, len);
-  const uint8_t *nul = memchr(text, 0, valid);
+  size_t ascii = proto_ascii_prefix(text, len);
+  size_t valid = ascii + proto_utf8_valid_prefix(text + ascii, len - ascii);
+  const uint8_t *nul = memchr(text + ascii, 0, valid - ascii); /* none in text[0..ascii) */
 
   if (valid == len && nul == NULL)
     return PROTO_OK;
@@ -601,7 +650,7 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     index = (size_t)(field - desc->fields);
     if (field->label == PROTOBUF_C_LABEL_REPEATED && index < PROTO_CENSUS_MAX_FIELDS) {
-      limit = proto_census_limit(census, desc, field);
+      limit = proto_census_limit(census, field);
       if (++counts[index] > limit) {
         proto_census_where(at, where);
         snprintf(census->err, census->err_size, "%s%sholds more than %zu %s, the limit%s",
@@ -866,6 +915,7 @@ static int proto_batch_unpack_as(const uint8_t *body, size_t body_len,
                              : PROTO_MAX_OBJECTS_MIN;
   census.err = err;
   census.err_size = err_size;
+  pthread_once(&proto_census_fields_once, proto_census_fields_init);
   rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, NULL);
   if (rc != PROTO_OK) {
     proto_decoded_give(buffer);
