@@ -423,9 +423,10 @@ static int proto_census_key(const struct proto_census *census, uint64_t key, con
 
 /*
  * Where text[0..len) stops being UTF-8 as protobuf defines a string (no
- * overlong forms, no surrogates, nothing above U+10FFFF), or `len` if it is.
+ * overlong forms, no surrogates, nothing above U+10FFFF) or has a NUL byte,
+ * whichever comes first; `len` if neither.
  */
-static size_t proto_utf8_valid_prefix(const uint8_t *text, size_t len)
+static size_t proto_text_valid_prefix(const uint8_t *text, size_t len)
 {
   size_t pos = 0, follow, i;
   uint8_t lead, low, high;
@@ -435,6 +436,8 @@ static size_t proto_utf8_valid_prefix(const uint8_t *text, size_t len)
     low = 0x80;
     high = 0xbf;
     if (lead < 0x80) {
+      if (lead == 0)
+        return pos;
       pos++;
       continue;
     } else if (lead >= 0xc2 && lead <= 0xdf)
@@ -504,10 +507,10 @@ static int proto_census_text(const struct proto_census *census, const char *wher
                              size_t len)
 {
   size_t ascii = proto_ascii_prefix(text, len);
-  size_t valid = ascii + proto_utf8_valid_prefix(text + ascii, len - ascii);
-  const uint8_t *nul = memchr(text + ascii, 0, valid - ascii); /* none in text[0..ascii) */
+  size_t valid = ascii + proto_text_valid_prefix(text + ascii, len - ascii);
+  const uint8_t *nul = valid < len && text[valid] == 0 ? text + valid : NULL;
 
-  if (valid == len && nul == NULL)
+  if (valid == len)
     return PROTO_OK;
   snprintf(census->err, census->err_size,
            "%s%s%s %s at byte %zu of %zu: protobuf readers would refuse or cut it; the batch "
@@ -609,7 +612,7 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
                              const uint8_t *data, size_t len, unsigned depth,
                              const struct proto_census_at *at)
 {
-  size_t counts[PROTO_CENSUS_MAX_FIELDS] = {0};
+  size_t counts[PROTO_CENSUS_MAX_FIELDS];
   const ProtobufCFieldDescriptor *field;
   const uint8_t *payload;
   size_t payload_len, index, limit, pos = 0;
@@ -620,6 +623,10 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
 
   if (depth > PROTO_CENSUS_MAX_DEPTH)
     return proto_census_malformed_at(census, at, "nests messages deeper than pos.v1 does");
+  /* Only the descriptor's fields are counted (index < n_fields): the rest is never read. */
+  memset(counts, 0,
+         (desc->n_fields < PROTO_CENSUS_MAX_FIELDS ? desc->n_fields : PROTO_CENSUS_MAX_FIELDS) *
+             sizeof(counts[0]));
   while (pos < len) {
     if (proto_varint(data, len, &pos, &key) != 0)
       return proto_census_malformed_at(census, at, "ends inside a field tag");

@@ -734,6 +734,9 @@ static void a_sale_whose_text_is_not_utf8_is_refused(void **state)
   static const uint8_t long_cashier_with_nul[] = {
       (5 << 3) | 2, 26, 'c', 'a', 's', 'h', 'i', 'e', 'r', '-', 'n', 'u', 'm', 'b', 'e', 'r',
       '-', '4', '2', 0, 'x', 'y', 'z', 'z', 'z', 'z', 'z', 'z'};
+  /* Both wrong: whichever comes first is named. */
+  static const uint8_t cashier_nul_then_bad[] = {(5 << 3) | 2, 5, 'a', 'b', 0, 'c', 0xff};
+  static const uint8_t cashier_bad_then_nul[] = {(5 << 3) | 2, 5, 'a', 'b', 0xff, 'c', 0};
   struct test_batch t;
   struct wire w = {0};
   Pos__V1__Batch *decoded = NULL;
@@ -773,6 +776,18 @@ static void a_sale_whose_text_is_not_utf8_is_refused(void **state)
   body = wire_compress(&w, &len);
   expect_undecodable(body, len, "sales[0] (sale_id T1-102).cashier_id holds a NUL byte",
                      "at byte 17 of 26");
+  make_batch(&t);
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[1], cashier_nul_then_bad, sizeof(cashier_nul_then_bad), 0);
+  body = wire_compress(&w, &len);
+  expect_undecodable(body, len, "sales[0] (sale_id T1-102).cashier_id holds a NUL byte",
+                     "at byte 2 of 5");
+  make_batch(&t);
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[1], cashier_bad_then_nul, sizeof(cashier_bad_then_nul), 0);
+  body = wire_compress(&w, &len);
+  expect_undecodable(body, len, "sales[0] (sale_id T1-102).cashier_id is not valid UTF-8",
+                     "at byte 2 of 5");
 
   /* Text beyond ASCII is fine when it is UTF-8. */
   make_batch(&t);
