@@ -390,6 +390,19 @@ static int proto_census_malformed(const struct proto_census *census, const char 
 #define PROTO_FIELD_NUMBER_MAX 536870911u
 
 /*
+ * The field numbered `number` of `desc`, or NULL if it has none. protoc-c
+ * lists a message's fields by number, and pos.v1 numbers them 1, 2, 3...:
+ * the field is then at number - 1, checked before protobuf-c's search.
+ */
+static const ProtobufCFieldDescriptor *proto_census_field(const ProtobufCMessageDescriptor *desc,
+                                                          uint64_t number)
+{
+  if (number >= 1 && number <= desc->n_fields && desc->fields[number - 1].id == number)
+    return &desc->fields[number - 1];
+  return protobuf_c_message_descriptor_get_field(desc, (unsigned)number);
+}
+
+/*
  * Checks the field number of `key`, read in message `where` ("" for the
  * batch). Returns 0, or PROTO_EDECODE with `err` saying what is wrong.
  *
@@ -636,7 +649,7 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     if (proto_census_skip(data, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
       return proto_census_malformed_at(census, at, "has a truncated field or a group");
-    field = protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+    field = proto_census_field(desc, key >> 3);
     /* Unknown fields are kept (one struct and a copy each): they count. */
     if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED ||
         field->type == PROTOBUF_C_TYPE_MESSAGE) {
