@@ -299,22 +299,46 @@ static int proto_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *
  * The limit on entries of repeated field `field` of `desc`, per message
  * (SIZE_MAX: none but the object count).
  */
+/*
+ * The repeated fields that have a limit of their own, looked up by name once
+ * (proto_census_fields_init): the census compares descriptors' addresses
+ * for every list entry instead of names.
+ */
+static struct {
+  const ProtobufCFieldDescriptor *sales, *inventory_deltas, *lines, *payments, *carried_from,
+      *carried_rows;
+} proto_census_fields;
+static pthread_once_t proto_census_fields_once = PTHREAD_ONCE_INIT;
+
+static void proto_census_fields_init(void)
+{
+  proto_census_fields.sales =
+      protobuf_c_message_descriptor_get_field_by_name(&pos__v1__batch__descriptor, "sales");
+  proto_census_fields.inventory_deltas = protobuf_c_message_descriptor_get_field_by_name(
+      &pos__v1__batch__descriptor, "inventory_deltas");
+  proto_census_fields.lines =
+      protobuf_c_message_descriptor_get_field_by_name(&pos__v1__sale__descriptor, "lines");
+  proto_census_fields.payments =
+      protobuf_c_message_descriptor_get_field_by_name(&pos__v1__sale__descriptor, "payments");
+  proto_census_fields.carried_from =
+      protobuf_c_message_descriptor_get_field_by_name(&pos__v1__sale__descriptor, "carried_from");
+  proto_census_fields.carried_rows = protobuf_c_message_descriptor_get_field_by_name(
+      &pos__v1__batch_envelope__descriptor, "carried_rows");
+}
+
 static size_t proto_census_limit(const struct proto_census *census,
-                                 const ProtobufCMessageDescriptor *desc,
                                  const ProtobufCFieldDescriptor *field)
 {
-  if (desc == &pos__v1__batch__descriptor && strcmp(field->name, "sales") == 0)
+  if (field == proto_census_fields.sales)
     return census->limits->max_sales;
-  if (desc == &pos__v1__batch__descriptor && strcmp(field->name, "inventory_deltas") == 0)
+  if (field == proto_census_fields.inventory_deltas || field == proto_census_fields.carried_rows)
     return PROTO_MAX_DELTAS_PER_BATCH;
-  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "lines") == 0)
+  if (field == proto_census_fields.lines)
     return PROTO_MAX_LINES_PER_SALE;
-  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "payments") == 0)
+  if (field == proto_census_fields.payments)
     return PROTO_MAX_PAYMENTS_PER_SALE;
-  if (desc == &pos__v1__sale__descriptor && strcmp(field->name, "carried_from") == 0)
+  if (field == proto_census_fields.carried_from)
     return PROTO_MAX_CARRIED_PER_SALE;
-  if (desc == &pos__v1__batch_envelope__descriptor && strcmp(field->name, "carried_rows") == 0)
-    return PROTO_MAX_DELTAS_PER_BATCH;
   return SIZE_MAX;
 }
 
@@ -366,6 +390,19 @@ static int proto_census_malformed(const struct proto_census *census, const char 
 #define PROTO_FIELD_NUMBER_MAX 536870911u
 
 /*
+ * The field numbered `number` of `desc`, or NULL if it has none. protoc-c
+ * lists a message's fields by number, and pos.v1 numbers them 1, 2, 3...:
+ * the field is then at number - 1, checked before protobuf-c's search.
+ */
+static const ProtobufCFieldDescriptor *proto_census_field(const ProtobufCMessageDescriptor *desc,
+                                                          uint64_t number)
+{
+  if (number >= 1 && number <= desc->n_fields && desc->fields[number - 1].id == number)
+    return &desc->fields[number - 1];
+  return protobuf_c_message_descriptor_get_field(desc, (unsigned)number);
+}
+
+/*
  * Checks the field number of `key`, read in message `where` ("" for the
  * batch). Returns 0, or PROTO_EDECODE with `err` saying what is wrong.
  *
@@ -399,9 +436,10 @@ static int proto_census_key(const struct proto_census *census, uint64_t key, con
 
 /*
  * Where text[0..len) stops being UTF-8 as protobuf defines a string (no
- * overlong forms, no surrogates, nothing above U+10FFFF), or `len` if it is.
+ * overlong forms, no surrogates, nothing above U+10FFFF) or has a NUL byte,
+ * whichever comes first; `len` if neither.
  */
-static size_t proto_utf8_valid_prefix(const uint8_t *text, size_t len)
+static size_t proto_text_valid_prefix(const uint8_t *text, size_t len)
 {
   size_t pos = 0, follow, i;
   uint8_t lead, low, high;
@@ -410,9 +448,12 @@ static size_t proto_utf8_valid_prefix(const uint8_t *text, size_t len)
     lead = text[pos];
     low = 0x80;
     high = 0xbf;
-    if (lead < 0x80)
-      follow = 0;
-    else if (lead >= 0xc2 && lead <= 0xdf)
+    if (lead < 0x80) {
+      if (lead == 0)
+        return pos;
+      pos++;
+      continue;
+    } else if (lead >= 0xc2 && lead <= 0xdf)
       follow = 1;
     else if (lead >= 0xe0 && lead <= 0xef)
       follow = 2;
@@ -440,6 +481,29 @@ static size_t proto_utf8_valid_prefix(const uint8_t *text, size_t len)
   return len;
 }
 
+/* Bytes of a word: each 0x01, each 0x80. */
+#define PROTO_WORD_ONES 0x0101010101010101ULL
+#define PROTO_WORD_HIGHS 0x8080808080808080ULL
+
+/*
+ * How many bytes at the start of text[0..len), in whole 8-byte words, are
+ * ASCII other than NUL: what a sale's text almost always is, checked a word
+ * at a time (a byte with its high bit set, or a zero byte, ends it).
+ */
+static size_t proto_ascii_prefix(const uint8_t *text, size_t len)
+{
+  size_t pos = 0;
+  uint64_t word;
+
+  while (len - pos >= sizeof(word)) {
+    memcpy(&word, text + pos, sizeof(word));
+    if ((word | ((word - PROTO_WORD_ONES) & ~word)) & PROTO_WORD_HIGHS)
+      break;
+    pos += sizeof(word);
+  }
+  return pos;
+}
+
 /*
  * Checks the bytes of string field `field` of message `where`. Returns 0,
  * or PROTO_EDECODE with `err` saying what is wrong.
@@ -455,10 +519,11 @@ static int proto_census_text(const struct proto_census *census, const char *wher
                              const ProtobufCFieldDescriptor *field, const uint8_t *text,
                              size_t len)
 {
-  size_t valid = proto_utf8_valid_prefix(text, len);
-  const uint8_t *nul = memchr(text, 0, valid);
+  size_t ascii = proto_ascii_prefix(text, len);
+  size_t valid = ascii + proto_text_valid_prefix(text + ascii, len - ascii);
+  const uint8_t *nul = valid < len && text[valid] == 0 ? text + valid : NULL;
 
-  if (valid == len && nul == NULL)
+  if (valid == len)
     return PROTO_OK;
   snprintf(census->err, census->err_size,
            "%s%s%s %s at byte %zu of %zu: protobuf readers would refuse or cut it; the batch "
@@ -560,7 +625,7 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
                              const uint8_t *data, size_t len, unsigned depth,
                              const struct proto_census_at *at)
 {
-  size_t counts[PROTO_CENSUS_MAX_FIELDS] = {0};
+  size_t counts[PROTO_CENSUS_MAX_FIELDS];
   const ProtobufCFieldDescriptor *field;
   const uint8_t *payload;
   size_t payload_len, index, limit, pos = 0;
@@ -571,6 +636,10 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
 
   if (depth > PROTO_CENSUS_MAX_DEPTH)
     return proto_census_malformed_at(census, at, "nests messages deeper than pos.v1 does");
+  /* Only the descriptor's fields are counted (index < n_fields): the rest is never read. */
+  memset(counts, 0,
+         (desc->n_fields < PROTO_CENSUS_MAX_FIELDS ? desc->n_fields : PROTO_CENSUS_MAX_FIELDS) *
+             sizeof(counts[0]));
   while (pos < len) {
     if (proto_varint(data, len, &pos, &key) != 0)
       return proto_census_malformed_at(census, at, "ends inside a field tag");
@@ -580,7 +649,7 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     if (proto_census_skip(data, len, &pos, (unsigned)(key & 7), &payload, &payload_len) != 0)
       return proto_census_malformed_at(census, at, "has a truncated field or a group");
-    field = protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+    field = proto_census_field(desc, key >> 3);
     /* Unknown fields are kept (one struct and a copy each): they count. */
     if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED ||
         field->type == PROTOBUF_C_TYPE_MESSAGE) {
@@ -601,7 +670,7 @@ static int proto_census_walk(struct proto_census *census, const ProtobufCMessage
     }
     index = (size_t)(field - desc->fields);
     if (field->label == PROTOBUF_C_LABEL_REPEATED && index < PROTO_CENSUS_MAX_FIELDS) {
-      limit = proto_census_limit(census, desc, field);
+      limit = proto_census_limit(census, field);
       if (++counts[index] > limit) {
         proto_census_where(at, where);
         snprintf(census->err, census->err_size, "%s%sholds more than %zu %s, the limit%s",
@@ -866,6 +935,7 @@ static int proto_batch_unpack_as(const uint8_t *body, size_t body_len,
                              : PROTO_MAX_OBJECTS_MIN;
   census.err = err;
   census.err_size = err_size;
+  pthread_once(&proto_census_fields_once, proto_census_fields_init);
   rc = proto_census_walk(&census, &pos__v1__batch__descriptor, decoded, decoded_len, 0, NULL);
   if (rc != PROTO_OK) {
     proto_decoded_give(buffer);

@@ -19,6 +19,13 @@
 #      collector answers only once Kafka has every record), in every round.
 #   The median of the three rounds is printed with min and max.
 #
+# Each store connects (TCP and the mutual TLS handshake, pos-batch --ready-file)
+# BEFORE the clock starts, and all start together (--go-file): the throughput
+# and the latencies are those of connected stores, as a store keeps its
+# connection between batches. What a connection costs is printed apart: the
+# handshake's wall time at the client and the collector's CPU per connection
+# (its ticks while the stores connected, divided by the stores).
+#
 # The clients' protobuf and zstd work is done before the clock starts
 # (pos-batch --bodies-out, then --bodies): on the shared cores the clients
 # only do their HTTP and TLS while the collector is measured.
@@ -228,7 +235,7 @@ for ((i = 0; i < ${#stores[@]}; i += 2)); do
 done
 
 declare -a plain_rate plain_us plain_broker_us coll_rate coll_us coll_broker_us client_us ratio
-declare -a lat_p50 lat_p99 lat_max lat_us
+declare -a lat_p50 lat_p99 lat_max lat_us conn_ms conn_coll_ms
 declare -A split_us
 for ((r = 0; r < ROUNDS; r++)); do
   # -- plain producer
@@ -242,18 +249,36 @@ for ((r = 0; r < ROUNDS; r++)); do
   plain_us+=("$(calc "$(field cpu_ms "$plain") * 1000 / $records")")
   plain_broker_us+=("$(us_per $((b1 - b0)) "$records")")
 
-  # -- collector
-  thread_ticks "$COLLECTOR_PID" >"$WORK/threads.0"
-  c0="$(ticks "$COLLECTOR_PID")"
-  b0="$(ticks "$BROKER_PID")"
-  start="$(now)"
+  # -- collector: every store connects, then the clock starts and they all go
+  rm -f "$WORK"/ready.* "$WORK/go"
+  k0="$(ticks "$COLLECTOR_PID")"
   CLIENT_PIDS=()
   for ((i = 0; i < ${#stores[@]}; i += 2)); do
     store="${stores[$i]}"
     send "device-$store-D1" "$store" "$(printf '%032x' $((1000 + i)))" \
-      --bodies "$WORK/tp.$store.$r.bodies" >"$WORK/tp.$store.out" 2>&1 &
+      --bodies "$WORK/tp.$store.$r.bodies" --ready-file "$WORK/ready.$store" \
+      --go-file "$WORK/go" >"$WORK/tp.$store.out" 2>&1 &
     CLIENT_PIDS+=($!)
   done
+  for ((i = 0; i < 6000; i++)); do
+    ready=0
+    for ((j = 0; j < ${#stores[@]}; j += 2)); do
+      [[ -e "$WORK/ready.${stores[$j]}" ]] && ready=$((ready + 1))
+    done
+    ((ready == STORES)) && break
+    for pid in "${CLIENT_PIDS[@]}"; do
+      kill -0 "$pid" 2>/dev/null || die "a client exited before connecting: $(cat "$WORK"/tp.*.out)"
+    done
+    sleep 0.01
+  done
+  ((ready == STORES)) || die "the stores did not all connect within a minute"
+  k1="$(ticks "$COLLECTOR_PID")"
+  conn_coll_ms+=("$(calc "($k1 - $k0) * 1000 / $CLK_TCK / $STORES")")
+  thread_ticks "$COLLECTOR_PID" >"$WORK/threads.0"
+  c0="$(ticks "$COLLECTOR_PID")"
+  b0="$(ticks "$BROKER_PID")"
+  start="$(now)"
+  : >"$WORK/go"
   for pid in "${CLIENT_PIDS[@]}"; do
     wait "$pid" || die "a throughput client failed: $(cat "$WORK"/tp.*.out)"
   done
@@ -267,6 +292,9 @@ for ((r = 0; r < ROUNDS; r++)); do
   for ((i = 0; i < ${#stores[@]}; i += 2)); do
     out="$(tail -n 1 "$WORK/tp.${stores[$i]}.out")"
     [[ "$(field other "$out")" == 0 ]] || die "throughput: some batches were not answered 200: $out"
+    [[ "$(field new_connections "$out")" == 0 ]] ||
+      die "throughput: a store opened a new connection during its batches: $out"
+    conn_ms+=("$(field connect_ms "$out")")
     total_sales=$((total_sales + $(field sales "$out")))
     client_ms="$(calc "$client_ms + $(field cpu_ms "$out")")"
   done
@@ -281,7 +309,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   done <"$WORK/threads.1"
 
   # -- latency: one store, batches of LATENCY_SALES back to back
-  out="$(send device-S001-D1 S001 "$(printf '%032x' 17)" --bodies "$WORK/lat.$r.bodies")" ||
+  out="$(send device-S001-D1 S001 "$(printf '%032x' 17)" --bodies "$WORK/lat.$r.bodies" --warm)" ||
     die "latency run failed: $out"
   [[ "$(field other "$out")" == 0 ]] || die "latency run: some batches were not answered 200: $out"
   lat_p50+=("$(field latency_p50_ms "$out")")
@@ -305,6 +333,9 @@ printf '%-34s %26s %26s\n' "CPU us/record, the producer" "$(mmm "${plain_us[@]}"
 printf '%-34s %26s %26s\n' "CPU us/record, pos-broker" "$(mmm "${plain_broker_us[@]}")" \
   "$(mmm "${coll_broker_us[@]}")"
 printf '%-34s %26s %26s\n' "CPU us/record, clients (HTTP+TLS)" "-" "$(mmm "${client_us[@]}")"
+printf '%-34s %26s %26s\n' "mTLS connect, ms wall per store" "-" "$(mmm "${conn_ms[@]}")"
+printf '%-34s %26s %26s\n' "  collector CPU ms per connection" "-" "$(mmm "${conn_coll_ms[@]}")"
+echo "   (the connections are made before the clock starts; not in the figures above)"
 echo "   the collector's CPU us/record by thread:"
 for name in $(printf '%s\n' "${!split_us[@]}" | sort); do
   # shellcheck disable=SC2086

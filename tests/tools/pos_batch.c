@@ -39,6 +39,15 @@
  * are, one per request: a benchmark builds (protobuf, zstd) before it
  * measures, so the client's work on the shared cores is only its HTTP.
  *
+ * --warm opens the connection (TCP and the mutual TLS handshake) with a
+ * GET /healthz on it before the first batch, so the batches' clock and
+ * latencies are the steady state of a connected store; the connection's
+ * own cost is in the summary (connect_ms, connect_cpu_ms). --ready-file R
+ * --go-file G (implies --warm) then creates R and waits until G exists
+ * before the first batch: a benchmark starts its clock once every store is
+ * connected. The summary's new_connections counts the connections opened
+ * during the batches (0 when the warm one was kept alive throughout).
+ *
  * Output, one line per request (unless --quiet):
  *   status=200 acked_batch_seq=1 expected_batch_seq=0 duplicate=0 retry_after=
  *     batch_seq=1 sales=10 body_bytes=812 ms=3.1 local_port=40212
@@ -48,7 +57,8 @@
  *   batches=N sales=N answered_200=N other=N seconds=S sales_per_s=R
  *     latency_p50_ms=X latency_p99_ms=Y latency_max_ms=Z cpu_ms=C
  * (cpu_ms: this process's user+system CPU from the first request to the
- * last answer.)
+ * last answer.) With --warm or --ready-file the summary also has
+ *   connect_ms=X connect_cpu_ms=Y new_connections=N
  * With --out: "wrote=FILE body_bytes=N sales=N journal_id=<hex>".
  *
  * Exit status: 0 every request got an HTTP answer (whatever its status), 3
@@ -86,6 +96,8 @@ struct batch_options {
   const char *garbage;
   const char *bodies_out;
   const char *bodies;
+  const char *ready_file;
+  const char *go_file;
   uint8_t journal_id[16];
   char journal_hex[33];
   uint64_t batch_seq;
@@ -98,6 +110,7 @@ struct batch_options {
   long long bomb_size;
   long long time_base_ms;
   int quiet;
+  int warm;
 };
 
 /* A growable byte buffer. */
@@ -689,6 +702,49 @@ static double batch_cpu_s(void)
   return (double)cpu.tv_sec + (double)cpu.tv_nsec / 1e9;
 }
 
+/*
+ * --warm: opens CURL's connection to the collector with a GET /healthz (the
+ * TLS handshake included) and keeps it for the batches; sets *connect_ms
+ * (wall) and *connect_cpu_ms (this process's CPU) of that request. Then,
+ * with --ready-file, creates the ready file and waits for the go file.
+ */
+static void batch_warm(CURL *curl, const struct batch_options *options, const char *batches_url,
+                       double *connect_ms, double *connect_cpu_ms)
+{
+  char url[1024];
+  size_t base = strlen(batches_url);
+  struct batch_bytes response = {0};
+  long status = 0;
+  double t0 = batch_now_s(), cpu0 = batch_cpu_s();
+  CURLcode res;
+
+  if (base >= 11 && strcmp(batches_url + base - 11, "/v1/batches") == 0)
+    base -= 11;
+  snprintf(url, sizeof(url), "%.*s/healthz", (int)base, batches_url);
+  curl_easy_setopt(curl, CURLOPT_URL, url);
+  curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, batch_on_write);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response);
+  res = curl_easy_perform(curl);
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  free(response.data);
+  if (res != CURLE_OK && status == 0)
+    batch_die("--warm: GET %s got no answer: %s", url, curl_easy_strerror(res));
+  *connect_ms = (batch_now_s() - t0) * 1000.0;
+  *connect_cpu_ms = (batch_cpu_s() - cpu0) * 1000.0;
+  curl_easy_setopt(curl, CURLOPT_URL, batches_url);
+  curl_easy_setopt(curl, CURLOPT_POST, 1L);
+  if (options->ready_file) {
+    FILE *ready = fopen(options->ready_file, "w");
+    if (!ready || fclose(ready) != 0)
+      batch_die("--ready-file %s: %s", options->ready_file, strerror(errno));
+    while (access(options->go_file, F_OK) != 0) {
+      struct timespec pause = {0, 1000000};
+      nanosleep(&pause, NULL);
+    }
+  }
+}
+
 static int batch_send_all(const struct batch_options *options)
 {
   struct batch_prebuilt pre = {{NULL, 0, 0}, 0, NULL, NULL, NULL};
@@ -701,6 +757,8 @@ static int batch_send_all(const struct batch_options *options)
   double *latencies;
   long answered_200 = 0, other = 0;
   double started, elapsed;
+  double connect_ms = 0.0, connect_cpu_ms = 0.0;
+  long new_connections = 0;
   int rc = 0;
 
   if (!curl)
@@ -730,6 +788,8 @@ static int batch_send_all(const struct batch_options *options)
   if (options->cacert)
     curl_easy_setopt(curl, CURLOPT_CAINFO, options->cacert);
 
+  if (options->warm)
+    batch_warm(curl, options, url, &connect_ms, &connect_cpu_ms);
   started = batch_now_s();
   cpu_started = batch_cpu_s();
   for (long i = 0; i < count; i++) {
@@ -738,7 +798,7 @@ static int batch_send_all(const struct batch_options *options)
     long sales = options->sales;
     struct batch_bytes response = {0};
     struct batch_answer answer = {{0}, {0}};
-    long status = 0, local_port = 0;
+    long status = 0, local_port = 0, connects = 0;
     double t0, ms;
     CURLcode res;
 
@@ -763,6 +823,9 @@ static int batch_send_all(const struct batch_options *options)
     res = curl_easy_perform(curl);
     ms = (batch_now_s() - t0) * 1000.0;
     latencies[i] = ms;
+    /* NUM_CONNECTS: the connections this transfer had to open (0 on a kept one). */
+    curl_easy_getinfo(curl, CURLINFO_NUM_CONNECTS, &connects);
+    new_connections += connects;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(curl, CURLINFO_LOCAL_PORT, &local_port);
     if (res != CURLE_OK && status == 0) {
@@ -824,12 +887,16 @@ static int batch_send_all(const struct batch_options *options)
     double cpu_ms = (batch_cpu_s() - cpu_started) * 1000.0;
     qsort(latencies, (size_t)done, sizeof(double), batch_compare_double);
     printf("batches=%ld sales=%ld answered_200=%ld other=%ld seconds=%.3f sales_per_s=%.0f "
-           "latency_p50_ms=%.2f latency_p99_ms=%.2f latency_max_ms=%.2f cpu_ms=%.1f\n",
+           "latency_p50_ms=%.2f latency_p99_ms=%.2f latency_max_ms=%.2f cpu_ms=%.1f",
            done, sales_200, answered_200, other, elapsed,
            elapsed > 0 ? (double)sales_200 / elapsed : 0.0,
            batch_quantile(latencies, (size_t)done, 0.50),
            batch_quantile(latencies, (size_t)done, 0.99),
            done ? latencies[done - 1] : 0.0, cpu_ms);
+    if (options->warm)
+      printf(" connect_ms=%.2f connect_cpu_ms=%.1f new_connections=%ld", connect_ms,
+             connect_cpu_ms, new_connections);
+    putchar('\n');
   }
   free(latencies);
   free(pre.file.data);
@@ -944,6 +1011,8 @@ static void batch_usage(FILE *out)
       "  --count N           N consecutive batches on one connection; prints a summary\n"
       "  --quiet             only the summary line\n"
       "  --timeout S         per request (30)\n"
+      "  --warm              connect (GET /healthz) before the first, timed, batch\n"
+      "  --ready-file R --go-file G   with --warm: create R once connected, start when G exists\n"
       "files:\n"
       "  --out FILE          write the (first) body here instead of sending\n"
       "  --json-out FILE     with --out: the same sales as JSON lines\n"
@@ -982,6 +1051,10 @@ int main(int argc, char **argv)
       options.quiet = 1;
       continue;
     }
+    if (strcmp(arg, "--warm") == 0) {
+      options.warm = 1;
+      continue;
+    }
     if (!value)
       batch_die("%s needs a value (see --help)", arg);
     i++;
@@ -997,6 +1070,10 @@ int main(int argc, char **argv)
       options.out_path = value;
     else if (strcmp(arg, "--bodies-out") == 0)
       options.bodies_out = value;
+    else if (strcmp(arg, "--ready-file") == 0)
+      options.ready_file = value;
+    else if (strcmp(arg, "--go-file") == 0)
+      options.go_file = value;
     else if (strcmp(arg, "--bodies") == 0)
       options.bodies = value;
     else if (strcmp(arg, "--json-out") == 0)
@@ -1059,6 +1136,11 @@ int main(int argc, char **argv)
     batch_die("--garbage \"%s\": expected random, zstd, truncated or trailing", options.garbage);
   if (options.bomb && options.garbage)
     batch_die("--bomb and --garbage exclude each other");
+  if (!options.ready_file != !options.go_file)
+    batch_die("--ready-file and --go-file go together");
+  if (options.ready_file && !options.url)
+    batch_die("--ready-file goes with --url");
+  options.warm |= options.ready_file != NULL;
   if (options.invalid >= 0 && options.invalid >= options.sales)
     batch_die("--invalid %ld: the batch has only %ld sales", options.invalid, options.sales);
   if (!options.cert != !options.key)

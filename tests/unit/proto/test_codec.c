@@ -731,6 +731,12 @@ static void a_sale_whose_text_is_not_utf8_is_refused(void **state)
       "BEYOND-\xf4\x90\x80\x80" /* U+110000 */
   };
   static const uint8_t cashier_with_nul[] = {(5 << 3) | 2, 3, 'a', 0, 'b'};
+  static const uint8_t long_cashier_with_nul[] = {
+      (5 << 3) | 2, 26, 'c', 'a', 's', 'h', 'i', 'e', 'r', '-', 'n', 'u', 'm', 'b', 'e', 'r',
+      '-', '4', '2', 0, 'x', 'y', 'z', 'z', 'z', 'z', 'z', 'z'};
+  /* Both wrong: whichever comes first is named. */
+  static const uint8_t cashier_nul_then_bad[] = {(5 << 3) | 2, 5, 'a', 'b', 0, 'c', 0xff};
+  static const uint8_t cashier_bad_then_nul[] = {(5 << 3) | 2, 5, 'a', 'b', 0xff, 'c', 0};
   struct test_batch t;
   struct wire w = {0};
   Pos__V1__Batch *decoded = NULL;
@@ -758,14 +764,41 @@ static void a_sale_whose_text_is_not_utf8_is_refused(void **state)
   expect_undecodable(body, len, "sales[0] (sale_id T1-102).cashier_id holds a NUL byte",
                      "at byte 1 of 3");
 
+  /* Past the word-at-a-time ASCII check: the byte is still found, and named. */
+  make_batch(&t);
+  t.lines[2].sku = "PIZZA-MARGHERITA-LARGE-\xc0\xaf-X";
+  assert_int_equal(proto_batch_pack(&t.batch, 3, &body, &len), PROTO_OK);
+  expect_undecodable(body, len, "sales[2] (sale_id T1-103).lines[0].sku is not valid UTF-8",
+                     "at byte 23 of 27");
+  make_batch(&t);
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[1], long_cashier_with_nul, sizeof(long_cashier_with_nul), 0);
+  body = wire_compress(&w, &len);
+  expect_undecodable(body, len, "sales[0] (sale_id T1-102).cashier_id holds a NUL byte",
+                     "at byte 17 of 26");
+  make_batch(&t);
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[1], cashier_nul_then_bad, sizeof(cashier_nul_then_bad), 0);
+  body = wire_compress(&w, &len);
+  expect_undecodable(body, len, "sales[0] (sale_id T1-102).cashier_id holds a NUL byte",
+                     "at byte 2 of 5");
+  make_batch(&t);
+  wire_envelope(&w);
+  wire_sale_with(&w, &t.sales[1], cashier_bad_then_nul, sizeof(cashier_bad_then_nul), 0);
+  body = wire_compress(&w, &len);
+  expect_undecodable(body, len, "sales[0] (sale_id T1-102).cashier_id is not valid UTF-8",
+                     "at byte 2 of 5");
+
   /* Text beyond ASCII is fine when it is UTF-8. */
   make_batch(&t);
   t.lines[0].sku = "CAFF\xc3\xa8-\xe6\x97\xa5\xe6\x9c\xac-\xf0\x9f\x8d\x95";
+  t.lines[1].sku = "QUATTRO-STAGIONI-CAFF\xc3\xa8-GRANDE-\xf0\x9f\x8d\x95-FINE";
   t.sales[1].cashier_id = "J\xc3\xbcrgen";
   assert_int_equal(proto_batch_pack(&t.batch, 3, &body, &len), PROTO_OK);
   if (proto_batch_unpack(body, len, &limits, &decoded, err, sizeof(err)) != PROTO_OK)
     fail_msg("refused: %s", err);
   assert_string_equal(decoded->sales[0]->lines[0]->sku, t.lines[0].sku);
+  assert_string_equal(decoded->sales[1]->lines[0]->sku, t.lines[1].sku);
   assert_string_equal(decoded->sales[1]->cashier_id, "J\xc3\xbcrgen");
   pos__v1__batch__free_unpacked(decoded, NULL);
   free(body);
