@@ -628,8 +628,9 @@ void journal__load_reset(journal *j)
   sqlite3_finalize(stmt);
 }
 
-/* One int64 from `sql` with ?1 and ?2 bound; SQLite's code. */
-static int journal_query_int(journal *j, const char *sql, int64_t a, int64_t b, int64_t *out)
+/* One int64 from `sql` with ?1 (and ?2, if it has one) bound; SQLite's code. Writer
+ * thread, or the opening thread. */
+int journal__query_int(journal *j, const char *sql, int64_t a, int64_t b, int64_t *out)
 {
   sqlite3_stmt *stmt = NULL;
   int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
@@ -697,7 +698,7 @@ static int journal_count_sales(journal *j, uint64_t *sales)
   sqlite3_finalize(stmt);
   stmt = NULL;
   if (rc == SQLITE_OK && count >= 0) {
-    rc = journal_query_int(j, JOURNAL_SQL_SALES_IN_RANGE, upto, INT64_MAX, &above);
+    rc = journal__query_int(j, JOURNAL_SQL_SALES_IN_RANGE, upto, INT64_MAX, &above);
     count += above;
   } else if (rc == SQLITE_OK) {
     rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_ALL, -1, &stmt, NULL);

@@ -81,26 +81,6 @@ static int journal_counted_read(journal *j, int64_t *count, int64_t *upto)
   return rc;
 }
 
-/* One int64 from `sql` with ?1 (and ?2) bound. SQLite's code. */
-static int journal_counted_query(journal *j, const char *sql, int64_t a, int64_t b,
-                                 int64_t *out)
-{
-  sqlite3_stmt *stmt = NULL;
-  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
-
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(stmt, 1, a);
-    if (sqlite3_bind_parameter_count(stmt) >= 2)
-      sqlite3_bind_int64(stmt, 2, b);
-    rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW)
-      *out = sqlite3_column_int64(stmt, 0);
-    rc = rc == SQLITE_ROW ? SQLITE_OK : sqlite3_extended_errcode(j->db);
-  }
-  sqlite3_finalize(stmt);
-  return rc;
-}
-
 /* The kept figure read and moved to count up to seq `to` (the rows between
  * its seq and `to` counted: a rowid range, one batch at most), not yet
  * written. *count = -1: none kept. */
@@ -111,7 +91,7 @@ static int journal_counted_move(journal *j, int64_t to, int64_t *count, int64_t 
 
   if (rc != SQLITE_OK || *count < 0 || to == *upto)
     return rc;
-  rc = journal_counted_query(j, JOURNAL_SQL_SALES_IN_RANGE, to < *upto ? to : *upto,
+  rc = journal__query_int(j, JOURNAL_SQL_SALES_IN_RANGE, to < *upto ? to : *upto,
                              to < *upto ? *upto : to, &rows);
   if (rc == SQLITE_OK) {
     *count += to > *upto ? rows : -rows;
@@ -130,7 +110,7 @@ static int journal_counted_write(journal *j, int64_t count, int64_t upto)
 
   if (count < 0)
     return SQLITE_OK;
-  rc = journal_counted_query(j, JOURNAL_SQL_SALES_LOWEST, upto, 0, &lowest);
+  rc = journal__query_int(j, JOURNAL_SQL_SALES_LOWEST, upto, 0, &lowest);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_COUNTED_SET, -1, &stmt, NULL);
   if (rc == SQLITE_OK) {

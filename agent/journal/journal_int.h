@@ -313,6 +313,10 @@ struct journal {
 /* Maps an SQLite result code to a journal_error. */
 int journal__map_sqlite(int sqlite_rc);
 
+/* One int64 from `sql` with ?1 (and ?2, if it has one) bound into *out.
+ * SQLite's code. Writer thread, or the opening thread. */
+int journal__query_int(journal *j, const char *sql, int64_t a, int64_t b, int64_t *out);
+
 /* Steps a statement that returns no rows and resets it: SQLITE_OK or the
  * extended error code. Writer thread. */
 int journal__step_done(journal *j, sqlite3_stmt *stmt);

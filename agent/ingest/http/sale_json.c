@@ -129,9 +129,9 @@ int sale_json_currency_exponent(const char *code)
 /*
  * Decodes one UTF-8 sequence of at most `left` bytes at `s`. Returns its
  * length with *code_point set, or 0 if it is not valid UTF-8 (overlong,
- * surrogate, above U+10FFFF, truncated).
+ * surrogate, above U+10FFFF, truncated). The scanner's check too. Any thread.
  */
-static size_t sj_utf8_next(const unsigned char *s, size_t left, uint32_t *code_point)
+size_t sale_json__utf8_next(const unsigned char *s, size_t left, uint32_t *code_point)
 {
   uint32_t value;
   size_t length;
@@ -184,7 +184,7 @@ static void sj_sanitize(char *text)
 
   while (left > 0) {
     uint32_t code_point = 0;
-    size_t length = sj_utf8_next(s, left, &code_point);
+    size_t length = sale_json__utf8_next(s, left, &code_point);
     if (length == 0 || sj_is_control(code_point)) {
       *s = '?';
       length = 1;
@@ -730,7 +730,7 @@ static int sj_get_text(struct sj_ctx *ctx, const sj_value *object, const char *k
   /* jansson already guarantees UTF-8, but this is the contract's own rule. */
   while (offset < length) {
     uint32_t code_point = 0;
-    size_t step = sj_utf8_next((const unsigned char *)text + offset, length - offset, &code_point);
+    size_t step = sale_json__utf8_next((const unsigned char *)text + offset, length - offset, &code_point);
     if (step == 0)
       return sj_fail(ctx, key, "\"%s\" is not valid UTF-8 at byte %zu", key, offset);
     if (sj_is_control(code_point))

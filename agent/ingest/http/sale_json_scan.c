@@ -105,36 +105,13 @@ static void sj_skip_space(struct sj_scan *scan)
 /*
  * Length of the valid UTF-8 sequence at `s` that starts with a byte >= 0x80,
  * or 0: jansson's rules (no overlong form, no surrogate, nothing above
- * U+10FFFF).
+ * U+10FFFF), which are the rules' own (sale_json__utf8_next).
  */
 static size_t sj_utf8_length(const unsigned char *s, const unsigned char *end)
 {
-  uint32_t value;
-  size_t length;
+  uint32_t code_point;
 
-  if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-    length = 2;
-    value = s[0] & 0x1f;
-  } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-    length = 3;
-    value = s[0] & 0x0f;
-  } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-    length = 4;
-    value = s[0] & 0x07;
-  } else {
-    return 0;
-  }
-  if ((size_t)(end - s) < length)
-    return 0;
-  for (size_t i = 1; i < length; i++) {
-    if ((s[i] & 0xc0) != 0x80)
-      return 0;
-    value = (value << 6) | (s[i] & 0x3f);
-  }
-  if ((length == 3 && value < 0x800) || (length == 4 && value < 0x10000) || value > 0x10ffff ||
-      (value >= 0xd800 && value <= 0xdfff))
-    return 0;
-  return length;
+  return sale_json__utf8_next(s, (size_t)(end - s), &code_point);
 }
 
 /*
