@@ -368,11 +368,13 @@ kafka_tail_start() {
   on_cleanup "kill ${KAFKA_TAILS[$name]} 2>/dev/null || true"
 }
 
-# kafka_tail_stop TOPIC NAME [SaleRecords|HeartbeatRecords]: once the tail
-# has read up to the end TOPIC has now (60 s at most), stops it and decodes
-# what it read, as kafka_read does.
-kafka_tail_stop() {
-  local topic="$1" name="$2" type="${3:-SaleRecords}" ends deadline=$((SECONDS + 60)) p o
+# kafka_tail_wait TOPIC NAME: until the tail has read up to the end TOPIC
+# has now (60 s at most), the tail left running. A test that produces more
+# than the broker keeps of a partition, faster than a busy machine's kcat
+# reads, lets the tail catch up in between: the broker trims what the tail
+# has not read yet, and kcat then starts again at the end.
+kafka_tail_wait() {
+  local topic="$1" name="$2" ends deadline=$((SECONDS + 60)) p o
   ends="$(timeout 60 kcat -b "$KAFKA_BOOT" -C -t "$topic" -o -1 -e -q -f '%p %o\n')" ||
     fail "kcat reads the last record of each partition of $topic"
   while :; do
@@ -392,6 +394,14 @@ kafka_tail_stop() {
       "$(tail -n 2 "$T/$name.snapmeta" 2>/dev/null)"
     sleep 0.3
   done
+}
+
+# kafka_tail_stop TOPIC NAME [SaleRecords|HeartbeatRecords]: once the tail
+# has read up to the end TOPIC has now (60 s at most), stops it and decodes
+# what it read, as kafka_read does.
+kafka_tail_stop() {
+  local topic="$1" name="$2" type="${3:-SaleRecords}"
+  kafka_tail_wait "$topic" "$name"
   kill "${KAFKA_TAILS[$name]}" 2>/dev/null || true
   wait "${KAFKA_TAILS[$name]}" 2>/dev/null || true
   mv "$T/$name.snap" "$T/$name.kcat"
