@@ -120,13 +120,14 @@ static void lines_and_payments_json_are_jansson_bytes(void **state)
   for (size_t t = 0; t < n_texts; t++) {
     for (size_t k = 0; k < n_numbers; k++) {
       int64_t v = numbers[k];
-      set_line(&lines[0], texts[t], v, v, -v, v / 3, texts[(t + k) % n_texts]);
+      int64_t neg = v == INT64_MIN ? INT64_MAX : -v; /* -INT64_MIN overflows */
+      set_line(&lines[0], texts[t], v, v, neg, v / 3, texts[(t + k) % n_texts]);
       set_line(&lines[1], "PLAIN", 2, 1250, 100, 230, k % 2 ? "TPR-42" : "");
       memset(payments, 0, sizeof(payments));
       snprintf(payments[0].method, sizeof(payments[0].method), "%s", texts[t]);
       payments[0].amount = v;
       snprintf(payments[1].method, sizeof(payments[1].method), "cash");
-      payments[1].amount = -v / 7;
+      payments[1].amount = neg / 7;
       sale.line_count = 1 + k % 2;
       sale.payment_count = 1 + k % 2;
       assert_same_as_jansson(&sale, &lines_text, &payments_text);
