@@ -655,18 +655,10 @@ int journal__query_int(journal *j, const char *sql, int64_t a, int64_t b, int64_
  * way. */
 static void journal_keep_count(journal *j, int64_t count, int64_t upto, int64_t lowest)
 {
-  sqlite3_stmt *stmt = NULL;
   int rc = sqlite3_exec(j->db, "SAVEPOINT counted", NULL, NULL, NULL);
 
   if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_COUNTED_SET, -1, &stmt, NULL);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(stmt, 1, count);
-    sqlite3_bind_int64(stmt, 2, upto);
-    sqlite3_bind_int64(stmt, 3, lowest);
-    rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
-  }
-  sqlite3_finalize(stmt);
+    rc = journal__counted_set(j, count, upto, lowest);
   if (rc != SQLITE_OK) {
     log_warn("journal", "count_not_kept", "path=%s reason=\"%s\" action=\"counted again at "
              "the next start\"", j->path, sqlite3_errmsg(j->db));

@@ -100,19 +100,13 @@ static int journal_counted_move(journal *j, int64_t to, int64_t *count, int64_t 
   return rc;
 }
 
-/* Writes the kept figure: `count` sales rows at or below `upto`, with the
- * lowest of them as they are now. Nothing when count < 0. */
-static int journal_counted_write(journal *j, int64_t count, int64_t upto)
+/* Writes the kept figure (meta sales_counted, sales_counted_seq and
+ * sales_counted_min). SQLite's code. Writer thread, or the opening thread. */
+int journal__counted_set(journal *j, int64_t count, int64_t upto, int64_t lowest)
 {
   sqlite3_stmt *stmt = NULL;
-  int64_t lowest = 0;
-  int rc;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_COUNTED_SET, -1, &stmt, NULL);
 
-  if (count < 0)
-    return SQLITE_OK;
-  rc = journal__query_int(j, JOURNAL_SQL_SALES_LOWEST, upto, 0, &lowest);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_COUNTED_SET, -1, &stmt, NULL);
   if (rc == SQLITE_OK) {
     sqlite3_bind_int64(stmt, 1, count);
     sqlite3_bind_int64(stmt, 2, upto);
@@ -120,6 +114,21 @@ static int journal_counted_write(journal *j, int64_t count, int64_t upto)
     rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
   }
   sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* Writes the kept figure: `count` sales rows at or below `upto`, with the
+ * lowest of them as they are now. Nothing when count < 0. */
+static int journal_counted_write(journal *j, int64_t count, int64_t upto)
+{
+  int64_t lowest = 0;
+  int rc;
+
+  if (count < 0)
+    return SQLITE_OK;
+  rc = journal__query_int(j, JOURNAL_SQL_SALES_LOWEST, upto, 0, &lowest);
+  if (rc == SQLITE_OK)
+    rc = journal__counted_set(j, count, upto, lowest);
   return rc;
 }
 

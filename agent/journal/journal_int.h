@@ -317,6 +317,11 @@ int journal__map_sqlite(int sqlite_rc);
  * SQLite's code. Writer thread, or the opening thread. */
 int journal__query_int(journal *j, const char *sql, int64_t a, int64_t b, int64_t *out);
 
+/* Writes the kept count of sales (meta sales_counted: `count` rows at or
+ * below seq `upto`, the lowest `lowest`). SQLite's code. Writer thread, or
+ * the opening thread. */
+int journal__counted_set(journal *j, int64_t count, int64_t upto, int64_t lowest);
+
 /* Steps a statement that returns no rows and resets it: SQLITE_OK or the
  * extended error code. Writer thread. */
 int journal__step_done(journal *j, sqlite3_stmt *stmt);
