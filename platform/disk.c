@@ -22,6 +22,16 @@ int disk_free_bytes(const char *path, uint64_t *free_bytes)
   return 0;
 }
 
+int disk_size_bytes(const char *path, uint64_t *size_bytes)
+{
+  struct statvfs vfs;
+
+  if (statvfs(path, &vfs) != 0)
+    return -errno;
+  *size_bytes = (uint64_t)vfs.f_blocks * (uint64_t)vfs.f_frsize;
+  return 0;
+}
+
 int disk_mkdirs(const char *path, unsigned mode)
 {
   char partial[PATH_MAX];

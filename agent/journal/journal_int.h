@@ -222,6 +222,9 @@ struct journal {
    * Writer thread once open. */
   char *reserve_path;
   int reserve_held;
+  uint64_t reserve_bytes; /* its size, set at open */
+  /* The WAL's checkpoint interval in pages, set at open by the room. */
+  int64_t wal_pages;
   /* Writer thread only: seqs up to this were reserved before an unclean
    * stop; the next transaction moves the seq counter past them. 0 = none. */
   int64_t skip_to;
@@ -347,6 +350,15 @@ int journal__make_room(journal *j);
  * makes the room, so the POS must not wait for the next look. Writer
  * thread. */
 void journal__full_recheck(journal *j);
+
+/* The WAL's checkpoint interval, in pages, for a journal with `room_bytes`
+ * of room (its file system's size, or journal.max_size if smaller; 0 =
+ * unknown): a 64th of the room, between 128 and 2048 pages. Pure. */
+int64_t journal__wal_pages_for(uint64_t room_bytes, int64_t page_size);
+
+/* The disk reserve's size for a WAL of `wal_pages`: enough for a checkpoint
+ * to copy the whole WAL into the database file, 256 KiB at least. Pure. */
+uint64_t journal__reserve_bytes_for(int64_t wal_pages, int64_t page_size);
 
 /* Makes the disk reserve file if it is missing and the disk has room for
  * it and more. 0 or -errno. Writer thread (or the opening thread). */

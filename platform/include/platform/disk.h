@@ -13,6 +13,12 @@
 int disk_free_bytes(const char *path, uint64_t *free_bytes);
 
 /*
+ * The size of the file system holding `path` (a file or directory), used
+ * and free. Returns 0 and sets *size_bytes, or -errno.
+ */
+int disk_size_bytes(const char *path, uint64_t *size_bytes);
+
+/*
  * Creates directory `path` and its parents with `mode` when missing.
  * Returns 0 or -errno.
  */

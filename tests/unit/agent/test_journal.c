@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -320,6 +321,61 @@ static void a_lone_write_commits_without_waiting(void **state)
    * this pass for nothing). */
   assert_true(metric_value("pos_agent_journal_commit_hold_seconds_count", &found) == held);
   assert_true(found);
+  jf_close_journal(f, j);
+}
+
+/* Journals `count` sales named PREFIX-i, `per_write` to a write, and
+ * answers the size of the WAL file afterwards (before any close, which
+ * checkpoints it). */
+static long long wal_bytes_after(struct jf_fixture *f, journal *j, const char *prefix, int count,
+                                 int per_write)
+{
+  struct sale sales[64];
+  struct jf_write w;
+  char id[32], wal[160];
+  struct stat st;
+
+  for (int done = 0; done < count; done += per_write) {
+    for (int i = 0; i < per_write; i++) {
+      snprintf(id, sizeof(id), "%s-%d", prefix, done + i);
+      make_sale(&sales[i], id, 0);
+    }
+    jf_write_and_wait(f, j, &w, sales, (size_t)per_write);
+    assert_int_equal(w.write.error, 0);
+    for (int i = 0; i < per_write; i++)
+      sale_clear(&sales[i]);
+  }
+  snprintf(wal, sizeof(wal), "%s-wal", f->path);
+  assert_int_equal(stat(wal, &st), 0);
+  return (long long)st.st_size;
+}
+
+/* With room (this test's file system holds gigabytes), the WAL is
+ * checkpointed every 2048 pages, not every 128: each checkpoint costs three
+ * fsyncs and copies again every page the commits keep rewriting, which is
+ * what a store device's flash pays for (issue 12). 1,024 sales, 64 to a
+ * commit, write several hundred pages: a WAL checkpointed every 128 pages
+ * is reused from its start long before that. */
+static void a_journal_with_room_checkpoints_seldom(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 1024);
+  long long wal = wal_bytes_after(f, j, "R", 1024, 64);
+
+  assert_true(wal > 300LL * (1024 + 24));
+  jf_close_journal(f, j);
+}
+
+/* But a journal limited to 256 KiB keeps the short interval: a WAL of 2
+ * MiB beside it would be eight times the journal, and the disk reserve is
+ * sized for the short one (see the full-disk tests). */
+static void a_small_journal_keeps_a_short_wal(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 256 * 1024, 1024);
+  long long wal = wal_bytes_after(f, j, "S", 384, 32);
+
+  assert_true(wal <= (128LL + 64) * (1024 + 24));
   jf_close_journal(f, j);
 }
 
@@ -941,6 +997,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           a_new_journal_in_place_carries_over_what_was_not_acknowledged, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_journal_with_room_checkpoints_seldom, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_small_journal_keeps_a_short_wal, setup, teardown),
       cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(an_additive_step_keeps_the_oldest_reader, setup, teardown),
       cmocka_unit_test_setup_teardown(a_newer_journal_this_agent_reads_is_taken, setup,
