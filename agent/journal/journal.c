@@ -2102,8 +2102,13 @@ int journal_submit(journal *j, struct journal_write *write)
   j->queue_tail = write;
   j->queued_writes++;
   j->queued_sales += write->count;
-  pthread_cond_signal(&j->wake);
   pthread_mutex_unlock(&j->lock);
+  /* Signalled after the unlock: a writer woken while the lock is still
+   * held would block on it at once (two more futex calls and a context
+   * switch per sale at one sale per POST). The write is queued under the
+   * lock, so a writer about to wait sees it, or is woken; journal_close
+   * runs on this thread, so `j` outlives the signal. */
+  pthread_cond_signal(&j->wake);
   return 0;
 }
 

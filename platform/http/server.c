@@ -549,12 +549,35 @@ static struct http_write *write_alloc(struct http_conn *conn, size_t length)
   return write_req;
 }
 
-/* Queues `write_req` on the socket; takes it. Returns 0 or -1. */
+/*
+ * Sends `write_req` on the socket; takes it. Returns 0 or -1. When nothing
+ * is queued before it, the bytes are written at once (uv_try_write), and a
+ * write the socket takes whole is done on return: a response of a keep-alive
+ * exchange then costs one write(2), where uv_write would also re-arm the
+ * socket's poll (an epoll_ctl per response, for nothing, as it drains).
+ * What the socket does not take is queued, in order, as before (libuv's
+ * uv_try_write also refuses while writes are queued).
+ */
 static int conn_submit(struct http_conn *conn, struct http_write *write_req)
 {
   uv_buf_t buf = uv_buf_init(write_req->data, (unsigned)write_req->length);
   int rc;
 
+  if (conn->writes_pending == 0 && conn->tcp.write_queue_size == 0) {
+    rc = uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+    if (rc == (int)buf.len) {
+      write_release(conn, write_req);
+      return 0;
+    }
+    if (rc > 0) {
+      buf.base += rc;
+      buf.len -= (unsigned)rc;
+    } else if (rc != UV_EAGAIN) {
+      log_debug(HTTP_MOD, "write_failed", "peer=%s error=%s", conn->peer, uv_err_name(rc));
+      write_release(conn, write_req);
+      return -1;
+    }
+  }
   rc = uv_write(&write_req->req, (uv_stream_t *)&conn->tcp, &buf, 1, conn_on_write);
   if (rc != 0) {
     log_debug(HTTP_MOD, "write_failed", "peer=%s error=%s", conn->peer, uv_err_name(rc));

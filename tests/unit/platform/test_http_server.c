@@ -682,6 +682,54 @@ static void test_pipelined_large_posts_not_dropped(void **state)
   free(requests);
 }
 
+/* A response larger than the socket takes at once (the client's receive
+ * buffer is small and it reads late) goes out whole, and the pipelined
+ * request's response after it, not into the middle of it: the server
+ * writes at once only when nothing is queued before (conn_submit). */
+static void test_large_response_to_a_slow_reader_whole_and_in_order(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  enum { BODY = 4 * 1024 * 1024 };
+  static const char head[] = "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n";
+  static const char second[] = "GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  size_t response_cap = BODY + 4096, used;
+  char *body = malloc(BODY);
+  char *response = malloc(response_cap);
+  const char *start, *after;
+  int fd, small = 64 * 1024;
+
+  assert_non_null(body);
+  assert_non_null(response);
+  for (size_t i = 0; i < BODY; i++)
+    body[i] = (char)('a' + (i * 7 + i / 4096) % 26);
+  default_config(&config);
+  config.max_body_bytes = BODY;
+  server_start(ts, &config, MODE_ECHO, 0);
+  fd = raw_connect(ts->port);
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+  raw_send(fd, head, sizeof(head) - 1);
+  raw_send(fd, body, BODY);
+  raw_send(fd, second, sizeof(second) - 1);
+  usleep(200 * 1000); /* the server's first write finds the socket full */
+  used = raw_read_all(fd, response, response_cap);
+  close(fd);
+  start = strstr(response, "\r\n\r\n");
+  assert_non_null(start);
+  assert_non_null(strstr(response, "Content-Length: 4194304\r\n"));
+  start += 4;
+  assert_true(used >= (size_t)(start - response) + BODY);
+  assert_memory_equal(start, body, BODY);
+  after = start + BODY;
+  assert_true(strncmp(after, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  assert_non_null(strstr(after, "GET /after"));
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 2);
+  assert_int_equal(atomic_load(&ts->respond_failures), 0);
+  free(response);
+  free(body);
+}
+
 static void test_deferred_response(void **state)
 {
   struct test_server *ts = *state;
@@ -1727,6 +1775,75 @@ static void test_tls_keep_alive_and_post(void **state)
   free(reply);
 }
 
+/* What a large echo's reader compares as the bytes arrive. */
+struct echo_check {
+  const char *expected;
+  size_t length;
+  size_t offset;
+  int mismatch;
+};
+
+static size_t echo_check_body(char *data, size_t size, size_t count, void *arg)
+{
+  struct echo_check *check = arg;
+  size_t length = size * count;
+
+  if (length > check->length - check->offset ||
+      memcmp(check->expected + check->offset, data, length) != 0)
+    check->mismatch = 1;
+  else
+    check->offset += length;
+  return length;
+}
+
+/* Over TLS a 4 MiB answer is 256 records queued one after the other; the
+ * socket takes the first ones at once and the rest wait their turn: each
+ * arrives whole and in order (a record written at once while earlier ones
+ * are queued would break the stream, and curl would fail or see other
+ * bytes). The client reads at 16 MB/s, so the socket is full for a while. */
+static void test_tls_large_response_whole_and_in_order(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+  struct echo_check check = {0};
+  enum { BODY = 4 * 1024 * 1024 };
+  char *payload = malloc(BODY);
+  char url[128];
+  CURL *curl = curl_easy_init();
+
+  if (!pki_ready)
+    skip();
+  assert_non_null(payload);
+  for (size_t i = 0; i < BODY; i++)
+    payload[i] = (char)('a' + (i * 7 + i / 16384) % 26);
+  check.expected = payload;
+  check.length = BODY;
+  tls_files_init(&files, 0, NULL);
+  default_config(&config);
+  config.tls = &files.tls;
+  config.max_body_bytes = BODY;
+  server_start(ts, &config, MODE_ECHO, 0);
+  url_for(url, sizeof(url), "https", ts->port, "/big");
+  curl_base(curl, url, reply);
+  curl_easy_setopt(curl, CURLOPT_CAINFO, files.ca);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)BODY);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, echo_check_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &check);
+  curl_easy_setopt(curl, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)16 * 1024 * 1024);
+  curl_run(curl, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->status, 200);
+  assert_false(check.mismatch);
+  assert_int_equal(check.offset, BODY);
+  curl_easy_cleanup(curl);
+  server_stop(ts);
+  free(payload);
+  free(reply);
+}
+
 /* Item 12 over TLS: sockets stuck before or in the handshake do not keep a device out. */
 static void test_tls_idle_connections_do_not_lock_out_clients(void **state)
 {
@@ -1811,6 +1928,10 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_keep_alive_reuses_connection, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_connection_close_and_http10_honoured, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_pipelined_requests_answered_in_order, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_large_response_whole_and_in_order, test_setup,
+                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_large_response_to_a_slow_reader_whole_and_in_order,
+                                      test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_pipelined_large_posts_not_dropped, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_deferred_response, test_setup, test_teardown),
