@@ -22,9 +22,9 @@
 #   sales/s      sales acknowledged (201) per second (pos-load's rate)
 #   sales/fsync  sales / fsync+fdatasync calls of the agent (the shim's count):
 #                the commits' WAL syncs, and also the seq high-water mark's
-#                (one per 1,024 seqs) and the checkpoints' (3 per checkpoint
-#                of 128 pages: about 0.04 per sale at 1 KiB pages, whatever
-#                the grouping), so it stays below sales/commit
+#                (one per 1,024 seqs) and the checkpoints' (3 per checkpoint,
+#                every 2048 WAL pages on a disk with room, 128 on a small
+#                one: journal__wal_pages_for), so it stays below sales/commit
 #   sales/commit sales / group commits (pos_agent_journal_commit_writes_count
 #                on the agent's /metrics): how many share a commit's fsync
 #   bytes/sale   write_bytes of /proc/PID/io per sale: what the agent sent to
