@@ -1873,8 +1873,16 @@ static int journal_make_dir(const char *path, char *err, size_t err_size)
 int journal__open_db(journal *j, const struct journal_options *options, char *err,
                            size_t err_size)
 {
-  int rc = sqlite3_open_v2(j->path, &j->db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  int rc = journal__vfs_register();
+
+  if (rc != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s cannot be opened: SQLite refused the journal's file "
+             "layer (%s)", j->path, sqlite3_errstr(rc));
+    goto fail;
+  }
+  rc = sqlite3_open_v2(j->path, &j->db,
+                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                       JOURNAL_VFS_NAME);
   if (rc != SQLITE_OK) {
     snprintf(err, err_size, "journal %s cannot be opened: %s (check the directory exists and "
              "the agent's user may write it)", j->path,

@@ -351,6 +351,14 @@ int journal__make_room(journal *j);
  * thread. */
 void journal__full_recheck(journal *j);
 
+/* The journal's SQLite VFS (journal_vfs.c): the system's, with the WAL's
+ * writes of a commit gathered into one write. */
+#define JOURNAL_VFS_NAME "pos-journal"
+
+/* Registers JOURNAL_VFS_NAME once per process (not as the default).
+ * SQLITE_OK, or SQLite's error. Any thread. */
+int journal__vfs_register(void);
+
 /* The WAL's checkpoint interval, in pages, for a journal with `room_bytes`
  * of room (its file system's size, or journal.max_size if smaller; 0 =
  * unknown): a 64th of the room, between 128 and 2048 pages. Pure. */

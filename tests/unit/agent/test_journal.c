@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -39,6 +40,28 @@ int fdatasync(int fd)
   if (delay > 0)
     usleep((useconds_t)delay);
   return real ? real(fd) : -1;
+}
+
+/* While set, the pwrite64 calls of this process on a file whose name ends
+ * in "-wal" are counted (libsqlite3 calls this executable's pwrite64, as it
+ * does its fdatasync). */
+static atomic_int count_wal_writes;
+static atomic_int wal_writes;
+
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset)
+{
+  ssize_t (*real)(int, const void *, size_t, off_t) =
+      (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite64");
+
+  if (atomic_load(&count_wal_writes)) {
+    char link[64], target[512];
+    ssize_t length;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    length = readlink(link, target, sizeof(target) - 1);
+    if (length > 4 && memcmp(target + length - 4, "-wal", 4) == 0)
+      atomic_fetch_add(&wal_writes, 1);
+  }
+  return real ? real(fd, buf, count, offset) : -1;
 }
 
 /* A value of the process's metrics as /metrics shows it (a histogram's
@@ -321,6 +344,35 @@ static void a_lone_write_commits_without_waiting(void **state)
    * this pass for nothing). */
   assert_true(metric_value("pos_agent_journal_commit_hold_seconds_count", &found) == held);
   assert_true(found);
+  jf_close_journal(f, j);
+}
+
+/* A commit's WAL frames (two pwrites each in SQLite: header, then page)
+ * reach the file in one write (journal_vfs.c), and the sale is there for
+ * another connection as soon as it is answered. */
+static void a_commit_writes_its_wal_frames_at_once(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 1024);
+  struct sale sale;
+  struct jf_write w;
+  int writes;
+
+  make_sale(&sale, "V-1", 0);
+  jf_write_and_wait(f, j, &w, &sale, 1); /* the WAL's header is written once */
+  assert_int_equal(w.write.error, 0);
+  sale_clear(&sale);
+  make_sale(&sale, "V-2", 0);
+  atomic_store(&wal_writes, 0);
+  atomic_store(&count_wal_writes, 1);
+  jf_write_and_wait(f, j, &w, &sale, 1);
+  atomic_store(&count_wal_writes, 0);
+  assert_int_equal(w.write.error, 0);
+  sale_clear(&sale);
+  writes = atomic_load(&wal_writes);
+  print_message("wal writes: %d\n", writes);
+  assert_int_equal(writes, 1);
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales WHERE sale_id = 'V-2'"), 1);
   jf_close_journal(f, j);
 }
 
@@ -997,6 +1049,7 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           a_new_journal_in_place_carries_over_what_was_not_acknowledged, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_commit_writes_its_wal_frames_at_once, setup, teardown),
       cmocka_unit_test_setup_teardown(a_journal_with_room_checkpoints_seldom, setup, teardown),
       cmocka_unit_test_setup_teardown(a_small_journal_keeps_a_short_wal, setup, teardown),
       cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
