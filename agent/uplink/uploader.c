@@ -596,11 +596,21 @@ void uplink__answer_text(const struct uplink_http_request *req, char *out, size_
 }
 
 /* Lowers the caps to what the collector says it accepts (never above the
- * configured ones), and takes its decoded limit as it is. */
+ * configured ones), and takes its decoded limit as it is, and the zstd
+ * dictionary both know (none from a collector that lists none: an older
+ * one, or one rolled back): batches sealed from now on use it. */
 static void uplink_apply_limits(uplink *u, const Pos__V1__Limits *limits)
 {
+  uint32_t dict_id;
+
   if (!limits)
     return;
+  dict_id = proto_zstd_dictionary_choose(limits->zstd_dictionaries,
+                                         limits->n_zstd_dictionaries);
+  if (dict_id != batcher_dictionary(&u->identity)) {
+    batcher_use_dictionary(&u->identity, dict_id);
+    log_info("uplink", "limit", "zstd_dictionary=%" PRIu32 " source=collector", dict_id);
+  }
   if (limits->max_batch_decoded_bytes &&
       (uint64_t)(size_t)limits->max_batch_decoded_bytes == limits->max_batch_decoded_bytes &&
       limits->max_batch_decoded_bytes != u->max_decoded) {
