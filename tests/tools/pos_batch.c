@@ -52,7 +52,8 @@
  * Output, one line per request (unless --quiet):
  *   status=200 acked_batch_seq=1 expected_batch_seq=0 duplicate=0 retry_after=
  *     batch_seq=1 sales=10 body_bytes=812 ms=3.1 local_port=40212
- *     journal_id=<hex> commands=<id,id...|-> message="..."
+ *     journal_id=<hex> commands=<id,id...|-> zstd_dictionaries=<id,id...|->
+ *     message="..."
  * (status=0 curl_error=N error="..." when no HTTP answer came back, e.g. a
  * refused TLS handshake.) With --count > 1 a summary line follows:
  *   batches=N sales=N answered_200=N other=N seconds=S sales_per_s=R
@@ -875,7 +876,12 @@ static int batch_send_all(const struct batch_options *options)
       /* Head-office commands the ack carries (issue 10): their ids, comma-separated. */
       for (size_t c = 0; ack && c < ack->n_commands; c++)
         printf("%s%s", c ? "," : "", ack->commands[c]->command_id);
-      printf("%s message=", ack && ack->n_commands ? "" : "-");
+      /* The zstd dictionaries its limits list (issue 12, item 6). */
+      printf("%s zstd_dictionaries=", ack && ack->n_commands ? "" : "-");
+      for (size_t d = 0; ack && ack->limits && d < ack->limits->n_zstd_dictionaries; d++)
+        printf("%s%" PRIu32, d ? "," : "", ack->limits->zstd_dictionaries[d]);
+      printf("%s message=",
+             ack && ack->limits && ack->limits->n_zstd_dictionaries ? "" : "-");
       if (ack)
         batch_print_quoted((const uint8_t *)(ack->message ? ack->message : ""),
                            ack->message ? strlen(ack->message) : 0);
