@@ -9,6 +9,7 @@
  *             [--kind live|replay] [--resync-id R] [--time-base-ms MS]
  *             [--deltas N] [--count N] [--quiet] [--timeout S]
  *             [--zstd-level N] [--zstd-dict ID] [--omit-sale-store]
+ *             [--received-as-delta]
  *   pos-batch --out FILE [--json-out FILE] [content options]
  *   pos-batch --bodies-out FILE --count N [content options]
  *   pos-batch --url ... --bodies FILE [--quiet] [--timeout S]
@@ -116,6 +117,7 @@ struct batch_options {
   int zstd_level;       /* --zstd-level, 3 as the agent's default */
   uint32_t zstd_dict;   /* --zstd-dict, PROTO_ZSTD_DICT_NONE by default */
   int omit_sale_store;  /* --omit-sale-store: no store_id/city/zone in the sales */
+  int received_delta;   /* --received-as-delta: received_ms - business_time_ms instead */
 };
 
 /* A growable byte buffer. */
@@ -350,6 +352,11 @@ static void batch_make_sale(struct batch_sale *out, const struct batch_options *
     out->msg.store_id = "";
     out->msg.store_city = "";
     out->msg.time_zone = "";
+  }
+  if (options->received_delta) {
+    /* The bytes a received_ms sent as its distance from business_time_ms
+     * would take (a small varint): measured by the wire benchmark only. */
+    out->msg.received_ms -= out->msg.business_time_ms;
   }
 }
 
@@ -1023,6 +1030,7 @@ static void batch_usage(FILE *out)
       "  --zstd-level N      zstd level of the body (3, the agent's default)\n"
       "  --zstd-dict ID      compress with zstd dictionary ID (1347375873 = sales-1; 0 none)\n"
       "  --omit-sale-store   sales without store_id, store_city, time_zone (measurement)\n"
+      "  --received-as-delta received_ms - business_time_ms in received_ms (measurement)\n"
       "  --bomb stream|declared   send a zstd bomb instead (content size absent/declared)\n"
       "  --bomb-size BYTES   what the bomb expands to (64M)\n"
       "  --garbage random|zstd|truncated|trailing   send an undecodable body instead\n"
@@ -1080,6 +1088,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(arg, "--omit-sale-store") == 0) {
       options.omit_sale_store = 1;
+      continue;
+    }
+    if (strcmp(arg, "--received-as-delta") == 0) {
+      options.received_delta = 1;
       continue;
     }
     if (!value)
