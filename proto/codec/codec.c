@@ -151,6 +151,22 @@ static const ZSTD_CDict *proto_cdict(int index, int level)
   return cdict;
 }
 
+static int proto_zstd_skippable(const uint8_t *in, size_t in_len);
+
+uint32_t proto_zstd_dictionary_of(const uint8_t *body, size_t body_len)
+{
+  size_t pos = 0;
+
+  while (pos < body_len && proto_zstd_skippable(body + pos, body_len - pos)) {
+    size_t frame_size = ZSTD_findFrameCompressedSize(body + pos, body_len - pos);
+    if (ZSTD_isError(frame_size) || frame_size == 0)
+      return PROTO_ZSTD_DICT_NONE;
+    pos += frame_size;
+  }
+  return pos < body_len ? ZSTD_getDictID_fromFrame(body + pos, body_len - pos)
+                        : PROTO_ZSTD_DICT_NONE;
+}
+
 /* ---- packing ------------------------------------------------------------ */
 
 int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body,

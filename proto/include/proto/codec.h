@@ -89,6 +89,13 @@ void proto_limits_advertise_dictionaries(Pos__V1__Limits *limits);
 uint32_t proto_zstd_dictionary_choose(const uint32_t *offered, size_t count);
 
 /*
+ * The dictionary the first data frame of `body` names (its header's
+ * Dictionary_ID), or PROTO_ZSTD_DICT_NONE when it names none or `body` is
+ * not zstd. Any thread.
+ */
+uint32_t proto_zstd_dictionary_of(const uint8_t *body, size_t body_len);
+
+/*
  * proto_batch_pack with the zstd dictionary `dict_id` (PROTO_ZSTD_DICT_NONE:
  * exactly proto_batch_pack). The frame names the dictionary in its header
  * and declares its content size; the dictionary is prepared once per process

@@ -114,6 +114,7 @@ struct fake {
   size_t max_decoded;            /* 400 above it, as the collector's codec says it; 0 = 64 MiB */
   int announce_decoded;          /* acks carry limits.max_batch_decoded_bytes = max_decoded */
   int plain_400;                 /* the 400 names no limit */
+  int refuse_dictionary;         /* 400 for a body with a zstd dictionary (an older collector) */
   unsigned refused_400;          /* 400s answered */
   /* Head office approved a rebase: this batch is accepted as the next one
    * whatever the collector accepted before (0 = none approved). */
@@ -227,6 +228,13 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
       strcmp(http_exchange_header(exchange, "Content-Encoding"), "zstd") != 0 ||
       strcmp(http_exchange_header(exchange, "Content-Type"), "application/x-protobuf") != 0) {
     http_exchange_respond(exchange, 415, "text/plain", NULL, "bad type", 8);
+    return;
+  }
+  if (fake->refuse_dictionary && ZSTD_getDictID_fromFrame(body, body_len) != 0) {
+    /* What a collector from before the dictionary answers (its codec's words). */
+    fake->refused_400++;
+    snprintf(err, sizeof(err), "body is not valid zstd: expected complete zstd frames");
+    http_exchange_respond(exchange, 400, "text/plain", NULL, err, strlen(err));
     return;
   }
   if (fake->max_decoded)
@@ -1457,6 +1465,38 @@ static void batches_use_the_dictionary_once_the_collector_lists_it(void **state)
   assert_each_sale_once(f);
 }
 
+/*
+ * A collector rolled back to one from before the dictionary, after it
+ * listed it: the batch the agent sealed with it meanwhile is refused with
+ * 400 for ever. It was never produced, so the agent seals its sales again
+ * without the dictionary (and stops using it until an ack lists it again):
+ * every sale arrives once, nothing waits for a person.
+ */
+static void a_dictionary_batch_refused_by_a_rolled_back_collector_is_resealed(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  size_t with_dictionary = 0;
+
+  fake_start(f, NULL);
+  announced_dictionaries = 1;
+  add_sales(f, "RB", 3, 1);
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 5000, "the first batch, and the ack listing the dictionary");
+  announced_dictionaries = 0;
+  f->fake.refuse_dictionary = 1;
+  add_sales(f, "RB2", 60, 2);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "the batch sealed again without the dictionary");
+  /* The fake keeps the bodies it took: the refused one is not among them. */
+  for (size_t i = 0; i < f->fake.body_count; i++)
+    with_dictionary += ZSTD_getDictID_fromFrame(f->fake.bodies[i], f->fake.body_lens[i]) != 0;
+  assert_int_equal(with_dictionary, 0);
+  assert_int_equal(f->fake.refused_400, 1);
+  assert_each_sale_once(f);
+}
+
 /* A batch sealed before the limit was known (by an earlier run), refused
  * with 400 naming the limit: unsealed and sealed again within it. */
 static void a_400_over_the_decoded_limit_reseals_smaller(void **state)
@@ -2195,6 +2235,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(batches_use_the_dictionary_once_the_collector_lists_it,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_dictionary_batch_refused_by_a_rolled_back_collector_is_resealed, setup, teardown),
       cmocka_unit_test_setup_teardown(a_400_over_the_announced_decoded_limit_reseals_smaller,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(a_full_disk_still_sends_stored_batches, setup, teardown),

@@ -164,6 +164,22 @@ static void a_body_compressed_with_the_sales_dictionary_round_trips(void **state
   assert_int_equal(proto_batch_pack(&t.batch, 3, &plain, &plain_len), PROTO_OK);
   t.envelope.zstd_dictionary = PROTO_ZSTD_DICT_SALES_1;
   assert_true(len < plain_len);
+  assert_int_equal(proto_zstd_dictionary_of(body, len), PROTO_ZSTD_DICT_SALES_1);
+  assert_int_equal(proto_zstd_dictionary_of(plain, plain_len), PROTO_ZSTD_DICT_NONE);
+  assert_int_equal(proto_zstd_dictionary_of((const uint8_t *)"junk", 4), PROTO_ZSTD_DICT_NONE);
+  {
+    /* Behind a skippable frame (magic 0x184D2A50, 4 bytes of payload). */
+    uint8_t *behind = malloc(len + 12);
+    static const uint8_t skippable[12] = {0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4};
+    assert_non_null(behind);
+    memcpy(behind, skippable, sizeof(skippable));
+    memcpy(behind + sizeof(skippable), body, len);
+    assert_int_equal(proto_zstd_dictionary_of(behind, len + 12), PROTO_ZSTD_DICT_SALES_1);
+    assert_int_equal(proto_batch_unpack(behind, len + 12, &limits, &decoded, err, sizeof(err)),
+                     PROTO_OK);
+    pos__v1__batch__free_unpacked(decoded, NULL);
+    free(behind);
+  }
   assert_int_equal(proto_batch_unpack(body, len, &limits, &decoded, err, sizeof(err)),
                    PROTO_OK);
   assert_int_equal(decoded->envelope->zstd_dictionary, PROTO_ZSTD_DICT_SALES_1);
