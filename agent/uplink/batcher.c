@@ -21,7 +21,19 @@ int batcher_identity_init(struct batcher_identity *identity, const char *store_i
   memcpy(identity->device_id, device_id, strlen(device_id) + 1);
   snprintf(identity->agent_version, sizeof(identity->agent_version), "%s", POS_VERSION);
   identity->zstd_level = zstd_level;
+  atomic_init(&identity->zstd_dictionary, PROTO_ZSTD_DICT_NONE);
   return 0;
+}
+
+void batcher_use_dictionary(struct batcher_identity *identity, uint32_t dict_id)
+{
+  atomic_store(&identity->zstd_dictionary, dict_id);
+}
+
+uint32_t batcher_dictionary(const struct batcher_identity *identity)
+{
+  /* C11 atomic_load takes a pointer to non-const; the load writes nothing. */
+  return atomic_load((_Atomic uint32_t *)(uintptr_t)&identity->zstd_dictionary);
 }
 
 /* protobuf-c wants char * for strings it only reads. */
@@ -268,7 +280,7 @@ static int batcher_row_origins(struct batcher_row_origins *o, const struct journ
  * compression; when it is over `max_decoded` (0 = no cap) and more than one
  * sale is asked for, nothing is compressed: *body stays NULL and the caller
  * tries fewer. */
-static int batcher_pack_count(const struct batcher_identity *id,
+static int batcher_pack_count(const struct batcher_identity *id, uint32_t dict_id,
                               const struct journal_seal_input *in, const uint8_t journal_id[16],
                               struct batcher_messages *m, size_t count, size_t max_decoded,
                               uint8_t **body, size_t *body_len, size_t *decoded_len)
@@ -290,6 +302,7 @@ static int batcher_pack_count(const struct batcher_identity *id,
   envelope.resync_id = batcher_text(in->resync_id ? in->resync_id : "");
   envelope.created_ms = in->created_ms;
   envelope.agent_version = batcher_text(id->agent_version);
+  envelope.zstd_dictionary = dict_id;
   *body = NULL;
   *body_len = 0;
   /* The batch covers every journal row (sales and adjustments) from the
@@ -317,7 +330,7 @@ static int batcher_pack_count(const struct batcher_identity *id,
   if (max_decoded && *decoded_len > max_decoded && count > 1)
     rc = 0;
   else
-    rc = proto_batch_pack(&batch, id->zstd_level, body, body_len);
+    rc = proto_batch_pack_dict(&batch, id->zstd_level, dict_id, body, body_len);
   batcher_deltas_free(&deltas);
   batcher_row_origins_free(&origins);
   return rc;
@@ -341,6 +354,8 @@ int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **
                  size_t *body_len, size_t *used)
 {
   const struct batcher_identity *id = pack_arg;
+  /* Read once: the tries of one seal compare sizes of the same compression. */
+  uint32_t dict_id = batcher_dictionary(id);
   struct batcher_messages m;
   uint8_t journal_id[16];
   size_t count = in->count;
@@ -357,8 +372,8 @@ int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **
     uint8_t *packed = NULL;
     size_t packed_len = 0, decoded_len = 0;
 
-    rc = batcher_pack_count(id, in, journal_id, &m, count, in->max_decoded_bytes, &packed,
-                            &packed_len, &decoded_len);
+    rc = batcher_pack_count(id, dict_id, in, journal_id, &m, count, in->max_decoded_bytes,
+                            &packed, &packed_len, &decoded_len);
     if (rc) {
       rc = rc == PROTO_ENOMEM ? JOURNAL_ENOMEM : JOURNAL_EINVAL;
       break;

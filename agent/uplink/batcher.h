@@ -12,6 +12,7 @@
 #ifndef AGENT_UPLINK_BATCHER_H
 #define AGENT_UPLINK_BATCHER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,12 +20,17 @@
 
 #define BATCHER_ID_MAX 64
 
-/* Who the batches are from. Set once before the first seal, then only read. */
+/* Who the batches are from. Set once before the first seal, then only read;
+ * but for the dictionary, which the loop thread changes while the writer
+ * thread seals (batcher_use_dictionary). */
 struct batcher_identity {
   char store_id[BATCHER_ID_MAX + 1];
   char device_id[BATCHER_ID_MAX + 1];
   char agent_version[32];
   int zstd_level; /* 1..19 */
+  /* The zstd dictionary new batches are sealed with: PROTO_ZSTD_DICT_NONE
+   * until the collector says it knows one (Limits.zstd_dictionaries). */
+  _Atomic uint32_t zstd_dictionary;
 };
 
 /*
@@ -35,6 +41,19 @@ int batcher_identity_init(struct batcher_identity *identity, const char *store_i
                           const char *device_id, int zstd_level);
 
 /*
+ * Seals the batches from the next one on with zstd dictionary `dict_id`
+ * (PROTO_ZSTD_DICT_NONE: without one). Batches already sealed keep the
+ * bytes they were sealed with: they are resent as they are. For the loop
+ * thread, when an acknowledgement says which dictionaries the collector
+ * knows (proto_zstd_dictionary_choose); a seal running meanwhile on the
+ * writer thread uses the one it read when it started.
+ */
+void batcher_use_dictionary(struct batcher_identity *identity, uint32_t dict_id);
+
+/* The dictionary the next batch will be sealed with. Any thread. */
+uint32_t batcher_dictionary(const struct batcher_identity *identity);
+
+/*
  * journal_pack_fn: packs the first *used of in->sales into one body of at
  * most in->max_bytes whose protobuf, before compression, is at most
  * in->max_decoded_bytes (0 = no such cap): all of them if they fit;
@@ -42,7 +61,9 @@ int batcher_identity_init(struct batcher_identity *identity, const char *store_i
  * whatever its size, so a batch can always be made. `pack_arg` is a const struct batcher_identity *.
  * Envelope: store_id, device_id, journal_id (16 bytes), batch_seq, kind
  * live, created_ms, agent_version, first/last seq, sale_count; each sale
- * carries seq, received_ms and store_id. Inventory deltas stay empty.
+ * carries seq, received_ms and store_id. Compressed with the identity's
+ * dictionary as it is when the call starts (envelope.zstd_dictionary says
+ * which), every try of one call alike.
  * Returns 0, or JOURNAL_ENOMEM / JOURNAL_EINVAL (a bad journal id).
  */
 int batcher_pack(void *pack_arg, const struct journal_seal_input *in, uint8_t **body,

@@ -596,11 +596,21 @@ void uplink__answer_text(const struct uplink_http_request *req, char *out, size_
 }
 
 /* Lowers the caps to what the collector says it accepts (never above the
- * configured ones), and takes its decoded limit as it is. */
+ * configured ones), and takes its decoded limit as it is, and the zstd
+ * dictionary both know (none from a collector that lists none: an older
+ * one, or one rolled back): batches sealed from now on use it. */
 static void uplink_apply_limits(uplink *u, const Pos__V1__Limits *limits)
 {
+  uint32_t dict_id;
+
   if (!limits)
     return;
+  dict_id = proto_zstd_dictionary_choose(limits->zstd_dictionaries,
+                                         limits->n_zstd_dictionaries);
+  if (dict_id != batcher_dictionary(&u->identity)) {
+    batcher_use_dictionary(&u->identity, dict_id);
+    log_info("uplink", "limit", "zstd_dictionary=%" PRIu32 " source=collector", dict_id);
+  }
   if (limits->max_batch_decoded_bytes &&
       (uint64_t)(size_t)limits->max_batch_decoded_bytes == limits->max_batch_decoded_bytes &&
       limits->max_batch_decoded_bytes != u->max_decoded) {
@@ -844,12 +854,14 @@ static int uplink_sending_over_decoded(const uplink *u, size_t limit)
  * decoded limit (sealed before that limit was known, or under a larger
  * one) is refused with 400 however often it is resent. If it was never
  * acknowledged, it is unsealed and its sales sealed again within the limit,
- * like after a 413; nothing is dropped.
+ * like after a 413; nothing is dropped. So is one compressed with a zstd
+ * dictionary, refused by a collector rolled back to before it.
  */
 static void uplink_on_refused(uplink *u, long status, const char *text)
 {
   int64_t batch_seq = u->sending.batch_seq;
   size_t named = status == 400 ? uplink_decoded_limit_named(text) : 0;
+  uint32_t dict_id;
 
   if (named && named != u->max_decoded) {
     u->max_decoded = named;
@@ -870,6 +882,25 @@ static void uplink_on_refused(uplink *u, long status, const char *text)
              "reason=\"400: the batch decompresses beyond the collector's limit; it was never "
              "acknowledged, so its sales are sealed again in batches within the limit\"",
              batch_seq, u->sending.sale_count, u->sending.body_len, u->max_decoded);
+    uplink_free_sending(u);
+    uplink_submit(u, JOURNAL_OP_UNSEAL, batch_seq);
+    return;
+  }
+  dict_id = status == 400 ? proto_zstd_dictionary_of(u->sending.body, u->sending.body_len) : 0;
+  if (dict_id != PROTO_ZSTD_DICT_NONE && !u->sending.acked_ms) {
+    /* Sealed with a dictionary the collector listed, and now it cannot
+     * read it: the collector was rolled back to one without it. The batch
+     * was never produced: its sales are sealed again without the
+     * dictionary, which is used again only once an ack lists it. (A 400
+     * for another reason comes back for the batch without the dictionary,
+     * and goes to a person then.) */
+    batcher_use_dictionary(&u->identity, PROTO_ZSTD_DICT_NONE);
+    log_warn("uplink", "batch_dictionary_refused",
+             "batch_seq=%" PRId64 " zstd_dictionary=%" PRIu32 " reason=\"400: the collector "
+             "cannot read a batch compressed with the zstd dictionary it listed before (rolled "
+             "back?); it was never acknowledged, so its sales are sealed again without it\" "
+             "collector=\"%s\"",
+             batch_seq, dict_id, text);
     uplink_free_sending(u);
     uplink_submit(u, JOURNAL_OP_UNSEAL, batch_seq);
     return;

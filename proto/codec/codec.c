@@ -38,19 +38,159 @@ const char *proto_strerror(int code)
     return "batch envelope incomplete";
   case PROTO_ETOOMANY:
     return "batch holds more objects than the limits allow";
+  case PROTO_EDICT:
+    return "body compressed with an unknown zstd dictionary";
   }
   return "unknown codec error";
 }
 
+/* ---- zstd dictionaries --------------------------------------------------- */
+
+/* proto/dict/sales-1.zdict, embedded at build time (proto/dict/embed.cmake). */
+extern const unsigned char proto_dict_sales_1[];
+extern const size_t proto_dict_sales_1_len;
+
+/* Every dictionary this build knows, oldest first; an id is never reused. */
+static const uint32_t proto_dict_ids[] = {PROTO_ZSTD_DICT_SALES_1};
+#define PROTO_DICT_COUNT (sizeof(proto_dict_ids) / sizeof(proto_dict_ids[0]))
+/* Levels a prepared compression dictionary is kept for (zstd's are 1..22). */
+#define PROTO_DICT_LEVEL_MAX 22
+
+/* Prepared dictionaries, made on first use and kept until exit: preparing
+ * one digests the whole dictionary, which a body of 60 sales should not pay
+ * every time. Decompression ones are made once for all; compression ones
+ * per level, under the lock. */
+static ZSTD_DDict *proto_ddicts[PROTO_DICT_COUNT];
+static pthread_once_t proto_ddicts_once = PTHREAD_ONCE_INIT;
+static ZSTD_CDict *proto_cdicts[PROTO_DICT_COUNT][PROTO_DICT_LEVEL_MAX + 1];
+static pthread_mutex_t proto_cdicts_lock = PTHREAD_MUTEX_INITIALIZER;
+
+const uint32_t *proto_zstd_dictionaries_known(size_t *count)
+{
+  *count = PROTO_DICT_COUNT;
+  return proto_dict_ids;
+}
+
+void proto_limits_advertise_dictionaries(Pos__V1__Limits *limits)
+{
+  /* protobuf-c only reads a message it packs: the cast never leads to a write. */
+  limits->zstd_dictionaries = (uint32_t *)(uintptr_t)proto_dict_ids;
+  limits->n_zstd_dictionaries = PROTO_DICT_COUNT;
+}
+
+/* The index of dictionary `id` in proto_dict_ids, or -1. */
+static int proto_dict_index(uint32_t id)
+{
+  for (size_t i = 0; i < PROTO_DICT_COUNT; i++)
+    if (proto_dict_ids[i] == id)
+      return (int)i;
+  return -1;
+}
+
+uint32_t proto_zstd_dictionary_choose(const uint32_t *offered, size_t count)
+{
+  int best = -1;
+
+  for (size_t i = 0; i < count; i++) {
+    int index = proto_dict_index(offered[i]);
+    if (index > best)
+      best = index;
+  }
+  return best < 0 ? PROTO_ZSTD_DICT_NONE : proto_dict_ids[best];
+}
+
+static void proto_dict_bytes(int index, const void **bytes, size_t *len)
+{
+  /* One entry per id of proto_dict_ids, in its order. */
+  switch (index) {
+  default:
+    *bytes = proto_dict_sales_1;
+    *len = proto_dict_sales_1_len;
+    break;
+  }
+}
+
+static void proto_ddicts_init(void)
+{
+  for (size_t i = 0; i < PROTO_DICT_COUNT; i++) {
+    const void *bytes;
+    size_t len;
+    proto_dict_bytes((int)i, &bytes, &len);
+    proto_ddicts[i] = ZSTD_createDDict(bytes, len);
+  }
+}
+
+/* The prepared decompression dictionary `id`, or NULL (unknown, or no memory). */
+static const ZSTD_DDict *proto_ddict(uint32_t id)
+{
+  int index = proto_dict_index(id);
+
+  if (index < 0)
+    return NULL;
+  pthread_once(&proto_ddicts_once, proto_ddicts_init);
+  return proto_ddicts[index];
+}
+
+/* The prepared compression dictionary `index` at `level`, or NULL. */
+static const ZSTD_CDict *proto_cdict(int index, int level)
+{
+  ZSTD_CDict *cdict;
+
+  if (level < 1 || level > PROTO_DICT_LEVEL_MAX)
+    return NULL;
+  pthread_mutex_lock(&proto_cdicts_lock);
+  cdict = proto_cdicts[index][level];
+  if (!cdict) {
+    const void *bytes;
+    size_t len;
+    proto_dict_bytes(index, &bytes, &len);
+    cdict = ZSTD_createCDict(bytes, len, level);
+    proto_cdicts[index][level] = cdict;
+  }
+  pthread_mutex_unlock(&proto_cdicts_lock);
+  return cdict;
+}
+
+static int proto_zstd_skippable(const uint8_t *in, size_t in_len);
+
+uint32_t proto_zstd_dictionary_of(const uint8_t *body, size_t body_len)
+{
+  size_t pos = 0;
+
+  while (pos < body_len && proto_zstd_skippable(body + pos, body_len - pos)) {
+    size_t frame_size = ZSTD_findFrameCompressedSize(body + pos, body_len - pos);
+    if (ZSTD_isError(frame_size) || frame_size == 0)
+      return PROTO_ZSTD_DICT_NONE;
+    pos += frame_size;
+  }
+  return pos < body_len ? ZSTD_getDictID_fromFrame(body + pos, body_len - pos)
+                        : PROTO_ZSTD_DICT_NONE;
+}
+
+/* ---- packing ------------------------------------------------------------ */
+
 int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body,
                      size_t *body_len)
 {
+  return proto_batch_pack_dict(batch, zstd_level, PROTO_ZSTD_DICT_NONE, body, body_len);
+}
+
+int proto_batch_pack_dict(const Pos__V1__Batch *batch, int zstd_level, uint32_t dict_id,
+                          uint8_t **body, size_t *body_len)
+{
+  int dict_index = dict_id == PROTO_ZSTD_DICT_NONE ? -1 : proto_dict_index(dict_id);
+  const ZSTD_CDict *cdict = NULL;
+  ZSTD_CCtx *cctx = NULL;
   size_t packed_len = pos__v1__batch__get_packed_size(batch);
   uint8_t *packed = malloc(packed_len ? packed_len : 1);
   uint8_t *compressed = NULL;
   size_t bound, written;
   int rc = PROTO_ENOMEM;
 
+  if (dict_id != PROTO_ZSTD_DICT_NONE && dict_index < 0) {
+    rc = PROTO_EDICT;
+    goto out;
+  }
   if (!packed)
     goto out;
   pos__v1__batch__pack(batch, packed);
@@ -58,9 +198,23 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
   compressed = malloc(bound);
   if (!compressed)
     goto out;
+  if (dict_index >= 0) {
+    cdict = proto_cdict(dict_index, zstd_level);
+    cctx = ZSTD_createCCtx();
+    if (!cctx || (!cdict && zstd_level >= 1 && zstd_level <= PROTO_DICT_LEVEL_MAX))
+      goto out;
+    if (!cdict) {
+      rc = PROTO_EZSTD;
+      goto out;
+    }
+  }
   /* One-shot compression writes the content size into the frame header,
-   * which lets the receiver refuse a bomb before decompressing. */
-  written = ZSTD_compress(compressed, bound, packed, packed_len, zstd_level);
+   * which lets the receiver refuse a bomb before decompressing; with a
+   * dictionary, the header names it too. */
+  if (cdict)
+    written = ZSTD_compress_usingCDict(cctx, compressed, bound, packed, packed_len, cdict);
+  else
+    written = ZSTD_compress(compressed, bound, packed, packed_len, zstd_level);
   if (ZSTD_isError(written)) {
     rc = PROTO_EZSTD;
     goto out;
@@ -70,22 +224,39 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
   compressed = NULL;
   rc = PROTO_OK;
 out:
+  ZSTD_freeCCtx(cctx);
   free(packed);
   free(compressed);
   return rc;
 }
 
+/* Whether the frame at `in` is a skippable one (RFC 8878, 3.1.2): no dictionary, no data. */
+static int proto_zstd_skippable(const uint8_t *in, size_t in_len)
+{
+  uint32_t magic;
+
+  if (in_len < 4)
+    return 0;
+  magic = (uint32_t)in[0] | (uint32_t)in[1] << 8 | (uint32_t)in[2] << 16 | (uint32_t)in[3] << 24;
+  return (magic & ZSTD_MAGIC_SKIPPABLE_MASK) == ZSTD_MAGIC_SKIPPABLE_START;
+}
+
 /*
  * The content size the frames of `in` declare, summed; ZSTD_CONTENTSIZE_UNKNOWN
  * if any frame leaves it out, ZSTD_CONTENTSIZE_ERROR if the bytes are not
- * whole frames. (ZSTD_findDecompressedSize does this but is not stable API.)
+ * whole frames or their data frames name different dictionaries (a frame
+ * without one must not be decoded with one: its first repeat offsets would
+ * be the dictionary's). *dict_id is the dictionary they name, or 0.
+ * (ZSTD_findDecompressedSize does the sum but is not stable API.)
  */
-static unsigned long long proto_zstd_declared_size(const uint8_t *in, size_t in_len)
+static unsigned long long proto_zstd_declared_size(const uint8_t *in, size_t in_len,
+                                                   uint32_t *dict_id)
 {
   unsigned long long total = 0, frame_content;
   size_t pos = 0, frame_size;
-  int unknown = 0;
+  int unknown = 0, data_frames = 0;
 
+  *dict_id = PROTO_ZSTD_DICT_NONE;
   if (in_len == 0)
     return ZSTD_CONTENTSIZE_ERROR;
   while (pos < in_len) {
@@ -93,6 +264,12 @@ static unsigned long long proto_zstd_declared_size(const uint8_t *in, size_t in_
     frame_size = ZSTD_findFrameCompressedSize(in + pos, in_len - pos);
     if (frame_content == ZSTD_CONTENTSIZE_ERROR || ZSTD_isError(frame_size) || frame_size == 0)
       return ZSTD_CONTENTSIZE_ERROR;
+    if (!proto_zstd_skippable(in + pos, in_len - pos)) {
+      uint32_t frame_dict = ZSTD_getDictID_fromFrame(in + pos, in_len - pos);
+      if (data_frames++ && frame_dict != *dict_id)
+        return ZSTD_CONTENTSIZE_ERROR;
+      *dict_id = frame_dict;
+    }
     if (frame_content == ZSTD_CONTENTSIZE_UNKNOWN)
       unknown = 1;
     else if (total + frame_content < total)
@@ -150,9 +327,11 @@ static _Atomic(struct proto_buffer *) proto_decoded_kept;
  * enough; on failure still the caller's to keep or free).
  */
 static int proto_zstd_decompress_buffer(const uint8_t *in, size_t in_len, size_t max_out,
-                                        struct proto_buffer *buffer, size_t *out_len)
+                                        struct proto_buffer *buffer, size_t *out_len,
+                                        uint32_t *dict_id)
 {
-  unsigned long long declared = proto_zstd_declared_size(in, in_len);
+  unsigned long long declared = proto_zstd_declared_size(in, in_len, dict_id);
+  const ZSTD_DDict *ddict = NULL;
   ZSTD_DCtx *dctx = NULL;
   size_t capacity;
   ZSTD_inBuffer input = {in, in_len, 0};
@@ -161,6 +340,13 @@ static int proto_zstd_decompress_buffer(const uint8_t *in, size_t in_len, size_t
 
   if (declared == ZSTD_CONTENTSIZE_ERROR)
     return PROTO_EZSTD;
+  if (*dict_id != PROTO_ZSTD_DICT_NONE) {
+    if (proto_dict_index(*dict_id) < 0)
+      return PROTO_EDICT;
+    ddict = proto_ddict(*dict_id);
+    if (!ddict)
+      return PROTO_ENOMEM;
+  }
   if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared > max_out)
     return PROTO_EBOMB;
   /* Trust a declared size only as far as the limit; grow otherwise. */
@@ -181,6 +367,9 @@ static int proto_zstd_decompress_buffer(const uint8_t *in, size_t in_len, size_t
     rc = PROTO_ENOMEM;
     goto out;
   }
+  /* A kept context was reset (parameters and dictionary) when taken. */
+  if (ddict && ZSTD_isError(ZSTD_DCtx_refDDict(dctx, ddict)))
+    goto out;
   output.dst = buffer->data;
   output.size = capacity + 1; /* one byte past the limit detects a bomb */
   output.pos = 0;
@@ -233,7 +422,8 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
                           size_t *out_len)
 {
   struct proto_buffer buffer = {NULL, 0};
-  int rc = proto_zstd_decompress_buffer(in, in_len, max_out, &buffer, out_len);
+  uint32_t dict_id;
+  int rc = proto_zstd_decompress_buffer(in, in_len, max_out, &buffer, out_len, &dict_id);
 
   if (rc == PROTO_OK)
     *out = buffer.data;
@@ -904,6 +1094,7 @@ static int proto_batch_unpack_as(const uint8_t *body, size_t body_len,
   Pos__V1__Batch *msg = NULL;
   const Pos__V1__BatchEnvelope *env;
   struct proto_census census = {0};
+  uint32_t dict_id = PROTO_ZSTD_DICT_NONE;
   int rc;
 
   if (body_len > limits->max_compressed) {
@@ -913,8 +1104,14 @@ static int proto_batch_unpack_as(const uint8_t *body, size_t body_len,
   }
   buffer = proto_decoded_take();
   rc = buffer ? proto_zstd_decompress_buffer(body, body_len, limits->max_decoded, buffer,
-                                             &decoded_len)
+                                             &decoded_len, &dict_id)
               : PROTO_ENOMEM;
+  if (rc == PROTO_EDICT) {
+    snprintf(err, err_size, "batch compressed with zstd dictionary %" PRIu32 ", which this "
+             "collector does not know: upgrade the collector", dict_id);
+    proto_decoded_give(buffer);
+    return rc;
+  }
   if (rc == PROTO_EBOMB) {
     snprintf(err, err_size, "body decompresses to more than %zu bytes", limits->max_decoded);
     proto_decoded_give(buffer);
@@ -964,6 +1161,9 @@ static int proto_batch_unpack_as(const uint8_t *body, size_t body_len,
   else if (env->kind == POS__V1__BATCH_KIND__BATCH_KIND_REPLAY &&
            (!env->resync_id || !env->resync_id[0]))
     snprintf(err, err_size, "a replay batch needs envelope.resync_id");
+  else if (env->zstd_dictionary != PROTO_ZSTD_DICT_NONE && env->zstd_dictionary != dict_id)
+    snprintf(err, err_size, "envelope.zstd_dictionary is %" PRIu32 " but the body's zstd "
+             "frames name dictionary %" PRIu32 " (0: none)", env->zstd_dictionary, dict_id);
   else if (msg->n_sales > limits->max_sales)
     snprintf(err, err_size, "batch holds %zu sales, over the limit of %zu", msg->n_sales,
              limits->max_sales);

@@ -8,6 +8,8 @@
  *             [--first-seq S] [--sales N] [--prefix P] [--invalid I]
  *             [--kind live|replay] [--resync-id R] [--time-base-ms MS]
  *             [--deltas N] [--count N] [--quiet] [--timeout S]
+ *             [--zstd-level N] [--zstd-dict ID] [--omit-sale-store]
+ *             [--received-as-delta]
  *   pos-batch --out FILE [--json-out FILE] [content options]
  *   pos-batch --bodies-out FILE --count N [content options]
  *   pos-batch --url ... --bodies FILE [--quiet] [--timeout S]
@@ -51,7 +53,8 @@
  * Output, one line per request (unless --quiet):
  *   status=200 acked_batch_seq=1 expected_batch_seq=0 duplicate=0 retry_after=
  *     batch_seq=1 sales=10 body_bytes=812 ms=3.1 local_port=40212
- *     journal_id=<hex> commands=<id,id...|-> message="..."
+ *     journal_id=<hex> commands=<id,id...|-> zstd_dictionaries=<id,id...|->
+ *     message="..."
  * (status=0 curl_error=N error="..." when no HTTP answer came back, e.g. a
  * refused TLS handshake.) With --count > 1 a summary line follows:
  *   batches=N sales=N answered_200=N other=N seconds=S sales_per_s=R
@@ -111,6 +114,10 @@ struct batch_options {
   long long time_base_ms;
   int quiet;
   int warm;
+  int zstd_level;       /* --zstd-level, 3 as the agent's default */
+  uint32_t zstd_dict;   /* --zstd-dict, PROTO_ZSTD_DICT_NONE by default */
+  int omit_sale_store;  /* --omit-sale-store: no store_id/city/zone in the sales */
+  int received_delta;   /* --received-as-delta: received_ms - business_time_ms instead */
 };
 
 /* A growable byte buffer. */
@@ -339,6 +346,18 @@ static void batch_make_sale(struct batch_sale *out, const struct batch_options *
   out->msg.received_ms = out->msg.business_time_ms + 150;
   out->msg.store_city = "Milano";
   out->msg.time_zone = "Europe/Rome";
+  if (options->omit_sale_store) {
+    /* What the envelope says already (store), or a collector could add
+     * (city, zone): measured by the wire benchmark, never sent so. */
+    out->msg.store_id = "";
+    out->msg.store_city = "";
+    out->msg.time_zone = "";
+  }
+  if (options->received_delta) {
+    /* The bytes a received_ms sent as its distance from business_time_ms
+     * would take (a small varint): measured by the wire benchmark only. */
+    out->msg.received_ms -= out->msg.business_time_ms;
+  }
 }
 
 /* ---- JSON lines (the benchmark's comparison) --------------------------- */
@@ -439,6 +458,7 @@ static void batch_build(const struct batch_options *options, long index, uint8_t
   envelope.first_seq = count ? first_seq : 0;
   envelope.last_seq = count ? first_seq + count - 1 : 0;
   envelope.sale_count = (uint32_t)count;
+  envelope.zstd_dictionary = options->zstd_dict;
   for (size_t k = 0; k < delta_count; k++) {
     Pos__V1__InventoryDelta *delta = &deltas[k];
     pos__v1__inventory_delta__init(delta);
@@ -458,7 +478,8 @@ static void batch_build(const struct batch_options *options, long index, uint8_t
   batch.sales = sale_ptrs;
   batch.n_inventory_deltas = delta_count;
   batch.inventory_deltas = delta_ptrs;
-  int rc = proto_batch_pack(&batch, 3, body, body_len);
+  int rc = proto_batch_pack_dict(&batch, options->zstd_level, options->zstd_dict, body,
+                                 body_len);
   if (rc) {
     fprintf(stderr, "pos-batch: cannot pack the batch: %s\n", proto_strerror(rc));
     exit(1);
@@ -862,7 +883,12 @@ static int batch_send_all(const struct batch_options *options)
       /* Head-office commands the ack carries (issue 10): their ids, comma-separated. */
       for (size_t c = 0; ack && c < ack->n_commands; c++)
         printf("%s%s", c ? "," : "", ack->commands[c]->command_id);
-      printf("%s message=", ack && ack->n_commands ? "" : "-");
+      /* The zstd dictionaries its limits list (issue 12, item 6). */
+      printf("%s zstd_dictionaries=", ack && ack->n_commands ? "" : "-");
+      for (size_t d = 0; ack && ack->limits && d < ack->limits->n_zstd_dictionaries; d++)
+        printf("%s%" PRIu32, d ? "," : "", ack->limits->zstd_dictionaries[d]);
+      printf("%s message=",
+             ack && ack->limits && ack->limits->n_zstd_dictionaries ? "" : "-");
       if (ack)
         batch_print_quoted((const uint8_t *)(ack->message ? ack->message : ""),
                            ack->message ? strlen(ack->message) : 0);
@@ -1001,6 +1027,10 @@ static void batch_usage(FILE *out)
       "  --kind live|replay  batch kind (live); replay needs --resync-id\n"
       "  --resync-id R\n"
       "  --time-base-ms MS   business times fall in the hour before MS (1790000000000)\n"
+      "  --zstd-level N      zstd level of the body (3, the agent's default)\n"
+      "  --zstd-dict ID      compress with zstd dictionary ID (1347375873 = sales-1; 0 none)\n"
+      "  --omit-sale-store   sales without store_id, store_city, time_zone (measurement)\n"
+      "  --received-as-delta received_ms - business_time_ms in received_ms (measurement)\n"
       "  --bomb stream|declared   send a zstd bomb instead (content size absent/declared)\n"
       "  --bomb-size BYTES   what the bomb expands to (64M)\n"
       "  --garbage random|zstd|truncated|trailing   send an undecodable body instead\n"
@@ -1036,6 +1066,7 @@ int main(int argc, char **argv)
       .timeout_s = 30,
       .bomb_size = 64LL * 1024 * 1024,
       .time_base_ms = 1790000000000LL,
+      .zstd_level = 3,
   };
   int have_journal = 0;
   int rc;
@@ -1053,6 +1084,14 @@ int main(int argc, char **argv)
     }
     if (strcmp(arg, "--warm") == 0) {
       options.warm = 1;
+      continue;
+    }
+    if (strcmp(arg, "--omit-sale-store") == 0) {
+      options.omit_sale_store = 1;
+      continue;
+    }
+    if (strcmp(arg, "--received-as-delta") == 0) {
+      options.received_delta = 1;
       continue;
     }
     if (!value)
@@ -1109,6 +1148,10 @@ int main(int argc, char **argv)
       options.time_base_ms = batch_parse_ll(arg, value, 3600000, INT64_MAX / 2);
     else if (strcmp(arg, "--bomb-size") == 0)
       options.bomb_size = batch_parse_ll(arg, value, 1, 1LL << 40);
+    else if (strcmp(arg, "--zstd-level") == 0)
+      options.zstd_level = (int)batch_parse_ll(arg, value, 1, 22);
+    else if (strcmp(arg, "--zstd-dict") == 0)
+      options.zstd_dict = (uint32_t)batch_parse_ll(arg, value, 0, UINT32_MAX);
     else if (strcmp(arg, "--bomb") == 0)
       options.bomb = value;
     else if (strcmp(arg, "--garbage") == 0)

@@ -21,6 +21,7 @@ enum proto_error {
   PROTO_EDECODE = -5,    /* not a valid protobuf message of the expected type */
   PROTO_EENVELOPE = -6,  /* decodes, but the envelope lacks what every batch needs */
   PROTO_ETOOMANY = -7,   /* holds more objects than a limit allows (sales, lines, ...) */
+  PROTO_EDICT = -8,      /* compressed with a zstd dictionary this build does not know */
 };
 
 /* A short description of `code`. */
@@ -54,6 +55,59 @@ struct proto_limits {
 #define PROTO_DEFAULT_MAX_SALES 20000u
 
 /*
+ * zstd dictionaries trained on sales (proto/dict/README.md), embedded in
+ * both programs. An id names one dictionary's bytes for ever: a new
+ * dictionary gets a new id, and the old ones stay known. The id is the
+ * zstd frame header's Dictionary_ID, which the decoder reads to pick the
+ * dictionary (and BatchEnvelope.zstd_dictionary says it again, inside).
+ * Ids are in the range zstd leaves to private dictionaries (32768 to
+ * 2^31 - 1): 0x504F53nn, "POS" and a version.
+ */
+#define PROTO_ZSTD_DICT_NONE 0u
+#define PROTO_ZSTD_DICT_SALES_1 0x504F5301u /* 1347375873, proto/dict/sales-1.zdict */
+
+/*
+ * The ids of the dictionaries this build compresses and decompresses with,
+ * oldest first; *count is set to how many. Static storage: never freed or
+ * written. Any thread.
+ */
+const uint32_t *proto_zstd_dictionaries_known(size_t *count);
+
+/*
+ * Sets limits->zstd_dictionaries (and its count) to the dictionaries this
+ * build knows: what the collector puts in every BatchAck's Limits so that
+ * agents start compressing with them. The array is static storage, borrowed
+ * by `limits`: never freed with it. Any thread.
+ */
+void proto_limits_advertise_dictionaries(Pos__V1__Limits *limits);
+
+/*
+ * The dictionary a sender uses with a receiver that lists `offered`
+ * (Limits.zstd_dictionaries): the newest id both know, or
+ * PROTO_ZSTD_DICT_NONE when none is shared (an older collector lists none).
+ */
+uint32_t proto_zstd_dictionary_choose(const uint32_t *offered, size_t count);
+
+/*
+ * The dictionary the first data frame of `body` names (its header's
+ * Dictionary_ID), or PROTO_ZSTD_DICT_NONE when it names none or `body` is
+ * not zstd. Any thread.
+ */
+uint32_t proto_zstd_dictionary_of(const uint8_t *body, size_t body_len);
+
+/*
+ * proto_batch_pack with the zstd dictionary `dict_id` (PROTO_ZSTD_DICT_NONE:
+ * exactly proto_batch_pack). The frame names the dictionary in its header
+ * and declares its content size; the dictionary is prepared once per process
+ * and level (a few hundred KiB, kept until exit), not per batch. Returns 0,
+ * PROTO_EDICT for an id this build does not know, PROTO_ENOMEM or
+ * PROTO_EZSTD (a level zstd refuses). Deterministic, like proto_batch_pack.
+ * Any thread. The envelope's zstd_dictionary is the caller's to set.
+ */
+int proto_batch_pack_dict(const Pos__V1__Batch *batch, int zstd_level, uint32_t dict_id,
+                          uint8_t **body, size_t *body_len);
+
+/*
  * Serialises and compresses `batch`. On success returns 0 and sets *body
  * (caller frees with free()) and *body_len. Deterministic: the same batch
  * gives the same bytes, so a sealed batch can be resent byte for byte.
@@ -75,8 +129,12 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
  * allow (0, or above 2^29 - 1) that protobuf-c would take in and pack again
  * into bytes no consumer can decode, and a string that is not UTF-8 or
  * holds a NUL byte (other readers refuse it; protobuf-c would cut it);
- * valid unknown fields are kept (they count as objects). On success
- * returns 0 and sets *batch
+ * valid unknown fields are kept (they count as objects). A body
+ * compressed with a dictionary (its frames' Dictionary_ID) is decompressed
+ * with it when this build knows it, else refused with PROTO_EDICT and `err`
+ * naming the id; the frames of one body must all name the same dictionary
+ * (or none), and a BatchEnvelope.zstd_dictionary other than 0 must be the
+ * frames' (PROTO_EENVELOPE). On success returns 0 and sets *batch
  * (caller frees with pos__v1__batch__free_unpacked(batch, NULL)). On
  * failure returns a proto_error and writes what was wrong into `err`.
  */
@@ -129,10 +187,12 @@ int proto_batch_set_string(Pos__V1__Batch *batch, char **field, const char *text
 
 /*
  * zstd-decompresses `in`, one frame or several concatenated (skippable
- * frames are skipped), into a new buffer of at most `max_out` bytes in all.
+ * frames are skipped), into a new buffer of at most `max_out` bytes in all,
+ * with the dictionary its frames name (PROTO_ZSTD_DICT_SALES_1, ...).
  * Returns 0 with *out (caller frees) and *out_len, or PROTO_EZSTD (not
- * zstd, truncated, or trailing bytes that are not a frame), PROTO_EBOMB or
- * PROTO_ENOMEM.
+ * zstd, truncated, trailing bytes that are not a frame, or frames naming
+ * different dictionaries), PROTO_EDICT (a dictionary this build does not
+ * know), PROTO_EBOMB or PROTO_ENOMEM.
  */
 int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out,
                           size_t *out_len);

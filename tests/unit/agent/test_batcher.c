@@ -17,6 +17,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 #include <uv.h>
+#include <zstd.h>
 
 #include "journal/journal.h"
 
@@ -301,6 +302,64 @@ static void a_sealed_batch_is_resent_byte_for_byte(void **state)
   journal_op_clear(&w.op);
   close_journal(f, j);
   assert_int_equal(query_int(f, "SELECT attempts FROM batches WHERE batch_seq = 1"), 4);
+  free(first);
+}
+
+/*
+ * Issue 12, item 6: a batch is sealed with the zstd dictionary only after
+ * the collector said it knows it (the uplink calls batcher_use_dictionary
+ * from the ack's Limits); before that, and after a collector that lists
+ * none, without. A batch sealed before the switch is resent as it was
+ * sealed, without the dictionary.
+ */
+static void the_dictionary_is_used_only_once_the_collector_knows_it(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct jf_op w;
+  Pos__V1__Batch *decoded;
+  uint8_t *first;
+  size_t first_len;
+
+  assert_int_equal(batcher_dictionary(&f->identity), PROTO_ZSTD_DICT_NONE);
+  add_sales(f, j, "D", 60, 2);
+  next_batch(f, j, &w, 1, 100, 1024 * 1024);
+  assert_int_equal(ZSTD_getDictID_fromFrame(w.op.batch.body, w.op.batch.body_len), 0);
+  decoded = decode(&w.op.batch);
+  assert_int_equal(decoded->envelope->zstd_dictionary, PROTO_ZSTD_DICT_NONE);
+  pos__v1__batch__free_unpacked(decoded, NULL);
+  first_len = w.op.batch.body_len;
+  first = malloc(first_len);
+  memcpy(first, w.op.batch.body, first_len);
+  journal_op_clear(&w.op);
+
+  /* The collector's ack listed it: batch 1, sealed, stays as it is. */
+  batcher_use_dictionary(&f->identity, PROTO_ZSTD_DICT_SALES_1);
+  next_batch(f, j, &w, 1, 100, 1024 * 1024);
+  assert_false(w.op.sealed);
+  assert_int_equal(w.op.batch.body_len, first_len);
+  assert_memory_equal(w.op.batch.body, first, first_len);
+  journal_op_clear(&w.op);
+  ack(f, j, 1, 0);
+  add_sales(f, j, "E", 60, 2);
+  next_batch(f, j, &w, 2, 100, 1024 * 1024);
+  assert_true(w.op.sealed);
+  assert_int_equal(ZSTD_getDictID_fromFrame(w.op.batch.body, w.op.batch.body_len),
+                   PROTO_ZSTD_DICT_SALES_1);
+  decoded = decode(&w.op.batch);
+  assert_int_equal(decoded->envelope->zstd_dictionary, PROTO_ZSTD_DICT_SALES_1);
+  pos__v1__batch__free_unpacked(decoded, NULL);
+  journal_op_clear(&w.op);
+
+  /* A collector rolled back lists none: the next batch goes without again. */
+  ack(f, j, 2, 0);
+  batcher_use_dictionary(&f->identity, PROTO_ZSTD_DICT_NONE);
+  add_sales(f, j, "F", 10, 2);
+  next_batch(f, j, &w, 3, 100, 1024 * 1024);
+  assert_true(w.op.sealed);
+  assert_int_equal(ZSTD_getDictID_fromFrame(w.op.batch.body, w.op.batch.body_len), 0);
+  journal_op_clear(&w.op);
+  close_journal(f, j);
   free(first);
 }
 
@@ -765,6 +824,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(size_caps_are_honoured, setup, teardown),
       cmocka_unit_test_setup_teardown(a_sealed_batch_is_resent_byte_for_byte, setup, teardown),
+      cmocka_unit_test_setup_teardown(the_dictionary_is_used_only_once_the_collector_knows_it,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(resealing_after_413_keeps_every_sale_once, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(acknowledgements_update_the_counters, setup, teardown),

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zstd.h>
 #include <sqlite3.h>
 #include <uv.h>
 
@@ -113,6 +114,7 @@ struct fake {
   size_t max_decoded;            /* 400 above it, as the collector's codec says it; 0 = 64 MiB */
   int announce_decoded;          /* acks carry limits.max_batch_decoded_bytes = max_decoded */
   int plain_400;                 /* the 400 names no limit */
+  int refuse_dictionary;         /* 400 for a body with a zstd dictionary (an older collector) */
   unsigned refused_400;          /* 400s answered */
   /* Head office approved a rebase: this batch is accepted as the next one
    * whatever the collector accepted before (0 = none approved). */
@@ -124,6 +126,8 @@ struct fake {
 
 /* The decoded limit the fake's acks announce (0 = no limits). */
 static uint64_t announced_decoded;
+/* The fake's acks list the zstd dictionaries the codec knows, as a new collector's do. */
+static int announced_dictionaries;
 
 struct fixture {
   struct jf_fixture jf;
@@ -149,6 +153,10 @@ static void fake_respond_ack(http_exchange *exchange, int status, int64_t acked,
     limits.max_batch_bytes = 64u * 1024 * 1024;
     limits.max_batch_decoded_bytes = announced_decoded;
     limits.max_sales_per_batch = 100000;
+    ack.limits = &limits;
+  }
+  if (announced_dictionaries) {
+    proto_limits_advertise_dictionaries(&limits);
     ack.limits = &limits;
   }
   ack.journal_id.data = (uint8_t *)(uintptr_t)journal_id;
@@ -220,6 +228,13 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
       strcmp(http_exchange_header(exchange, "Content-Encoding"), "zstd") != 0 ||
       strcmp(http_exchange_header(exchange, "Content-Type"), "application/x-protobuf") != 0) {
     http_exchange_respond(exchange, 415, "text/plain", NULL, "bad type", 8);
+    return;
+  }
+  if (fake->refuse_dictionary && ZSTD_getDictID_fromFrame(body, body_len) != 0) {
+    /* What a collector from before the dictionary answers (its codec's words). */
+    fake->refused_400++;
+    snprintf(err, sizeof(err), "body is not valid zstd: expected complete zstd frames");
+    http_exchange_respond(exchange, 400, "text/plain", NULL, err, strlen(err));
     return;
   }
   if (fake->max_decoded)
@@ -562,6 +577,7 @@ static int setup(void **state)
   disk_full = 0;
   sync_fails = 0;
   announced_decoded = 0;
+  announced_dictionaries = 0;
 
   jf_setup(&f->jf, "test_uplink");
   /* Keeps UV_RUN_ONCE from sleeping forever while a test waits. */
@@ -1415,6 +1431,72 @@ static void batches_are_sealed_within_the_collectors_decoded_limit(void **state)
   assert_each_sale_once(f);
 }
 
+/*
+ * Issue 12, item 6: the agent compresses with the zstd dictionary only
+ * after an acknowledgement listed it. The first batch, sealed before any
+ * answer, goes without (an older collector, which lists none, would get
+ * nothing else); those sealed after the ack go with it, and every sale
+ * arrives once.
+ */
+static void batches_use_the_dictionary_once_the_collector_lists_it(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  size_t first_count;
+
+  fake_start(f, NULL);
+  announced_dictionaries = 1;
+  add_sales(f, "ZD", 3, 1);
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 5000, "the first batch, and the ack listing the dictionary");
+  first_count = f->fake.body_count;
+  assert_true(first_count >= 1);
+  for (size_t i = 0; i < first_count; i++)
+    assert_int_equal(ZSTD_getDictID_fromFrame(f->fake.bodies[i], f->fake.body_lens[i]), 0);
+  add_sales(f, "ZD2", 60, 2);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "the batches sealed after the ack");
+  assert_true(f->fake.body_count > first_count);
+  for (size_t i = first_count; i < f->fake.body_count; i++)
+    assert_int_equal(ZSTD_getDictID_fromFrame(f->fake.bodies[i], f->fake.body_lens[i]),
+                     PROTO_ZSTD_DICT_SALES_1);
+  assert_int_equal(f->fake.refused_400, 0);
+  assert_each_sale_once(f);
+}
+
+/*
+ * A collector rolled back to one from before the dictionary, after it
+ * listed it: the batch the agent sealed with it meanwhile is refused with
+ * 400 for ever. It was never produced, so the agent seals its sales again
+ * without the dictionary (and stops using it until an ack lists it again):
+ * every sale arrives once, nothing waits for a person.
+ */
+static void a_dictionary_batch_refused_by_a_rolled_back_collector_is_resealed(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  size_t with_dictionary = 0;
+
+  fake_start(f, NULL);
+  announced_dictionaries = 1;
+  add_sales(f, "RB", 3, 1);
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 5000, "the first batch, and the ack listing the dictionary");
+  announced_dictionaries = 0;
+  f->fake.refuse_dictionary = 1;
+  add_sales(f, "RB2", 60, 2);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "the batch sealed again without the dictionary");
+  /* The fake keeps the bodies it took: the refused one is not among them. */
+  for (size_t i = 0; i < f->fake.body_count; i++)
+    with_dictionary += ZSTD_getDictID_fromFrame(f->fake.bodies[i], f->fake.body_lens[i]) != 0;
+  assert_int_equal(with_dictionary, 0);
+  assert_int_equal(f->fake.refused_400, 1);
+  assert_each_sale_once(f);
+}
+
 /* A batch sealed before the limit was known (by an earlier run), refused
  * with 400 naming the limit: unsealed and sealed again within it. */
 static void a_400_over_the_decoded_limit_reseals_smaller(void **state)
@@ -2151,6 +2233,10 @@ int main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(a_400_over_the_decoded_limit_reseals_smaller, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(batches_use_the_dictionary_once_the_collector_lists_it,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_dictionary_batch_refused_by_a_rolled_back_collector_is_resealed, setup, teardown),
       cmocka_unit_test_setup_teardown(a_400_over_the_announced_decoded_limit_reseals_smaller,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(a_full_disk_still_sends_stored_batches, setup, teardown),

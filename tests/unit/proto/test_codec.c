@@ -1,7 +1,8 @@
 /*
  * test_codec.c - batch bodies: round trip, determinism, and every way a
  * body can be refused (too big, bomb, not zstd, truncated, not a batch,
- * incomplete envelope); the collector-side sale check.
+ * incomplete envelope, unknown zstd dictionary); the collector-side sale
+ * check.
  */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zdict.h>
 #include <zstd.h>
 
 #include "proto/codec.h"
@@ -111,6 +113,210 @@ static void round_trip_keeps_every_field_and_is_deterministic(void **state)
   pos__v1__batch__free_unpacked(decoded, NULL);
   free(body);
   free(again);
+}
+
+/* ---- zstd dictionaries (issue 12, item 6) ------------------------------- */
+
+/* The embedded bytes of proto/dict/sales-1.zdict (proto/dict/embed.cmake). */
+extern const unsigned char proto_dict_sales_1[];
+extern const size_t proto_dict_sales_1_len;
+
+static void the_embedded_dictionary_is_the_one_its_id_names(void **state)
+{
+  const uint32_t *known;
+  size_t count = 0;
+  Pos__V1__Limits advertised = POS__V1__LIMITS__INIT;
+  const uint32_t none[1] = {7}, both[3] = {7, PROTO_ZSTD_DICT_SALES_1, 0};
+  (void)state;
+  assert_int_equal(ZDICT_getDictID(proto_dict_sales_1, proto_dict_sales_1_len),
+                   PROTO_ZSTD_DICT_SALES_1);
+  known = proto_zstd_dictionaries_known(&count);
+  assert_int_equal(count, 1);
+  assert_int_equal(known[0], PROTO_ZSTD_DICT_SALES_1);
+  proto_limits_advertise_dictionaries(&advertised);
+  assert_int_equal(advertised.n_zstd_dictionaries, 1);
+  assert_int_equal(advertised.zstd_dictionaries[0], PROTO_ZSTD_DICT_SALES_1);
+  /* An older collector lists none; one from the future lists ours among others. */
+  assert_int_equal(proto_zstd_dictionary_choose(NULL, 0), PROTO_ZSTD_DICT_NONE);
+  assert_int_equal(proto_zstd_dictionary_choose(none, 1), PROTO_ZSTD_DICT_NONE);
+  assert_int_equal(proto_zstd_dictionary_choose(both, 3), PROTO_ZSTD_DICT_SALES_1);
+}
+
+static void a_body_compressed_with_the_sales_dictionary_round_trips(void **state)
+{
+  struct test_batch t;
+  uint8_t *body = NULL, *again = NULL, *plain = NULL, *decoded_bytes = NULL;
+  size_t len = 0, again_len = 0, plain_len = 0, decoded_len = 0;
+  Pos__V1__Batch *decoded = NULL;
+  char err[256];
+  (void)state;
+  make_batch(&t);
+  t.envelope.zstd_dictionary = PROTO_ZSTD_DICT_SALES_1;
+  assert_int_equal(proto_batch_pack_dict(&t.batch, 3, PROTO_ZSTD_DICT_SALES_1, &body, &len),
+                   PROTO_OK);
+  assert_int_equal(proto_batch_pack_dict(&t.batch, 3, PROTO_ZSTD_DICT_SALES_1, &again,
+                                         &again_len),
+                   PROTO_OK);
+  assert_int_equal(len, again_len);
+  assert_memory_equal(body, again, len); /* resent byte for byte */
+  assert_int_equal(ZSTD_getDictID_fromFrame(body, len), PROTO_ZSTD_DICT_SALES_1);
+  t.envelope.zstd_dictionary = PROTO_ZSTD_DICT_NONE;
+  assert_int_equal(proto_batch_pack(&t.batch, 3, &plain, &plain_len), PROTO_OK);
+  t.envelope.zstd_dictionary = PROTO_ZSTD_DICT_SALES_1;
+  assert_true(len < plain_len);
+  assert_int_equal(proto_zstd_dictionary_of(body, len), PROTO_ZSTD_DICT_SALES_1);
+  assert_int_equal(proto_zstd_dictionary_of(plain, plain_len), PROTO_ZSTD_DICT_NONE);
+  assert_int_equal(proto_zstd_dictionary_of((const uint8_t *)"junk", 4), PROTO_ZSTD_DICT_NONE);
+  {
+    /* Behind a skippable frame (magic 0x184D2A50, 4 bytes of payload). */
+    uint8_t *behind = malloc(len + 12);
+    static const uint8_t skippable[12] = {0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4};
+    assert_non_null(behind);
+    memcpy(behind, skippable, sizeof(skippable));
+    memcpy(behind + sizeof(skippable), body, len);
+    assert_int_equal(proto_zstd_dictionary_of(behind, len + 12), PROTO_ZSTD_DICT_SALES_1);
+    assert_int_equal(proto_batch_unpack(behind, len + 12, &limits, &decoded, err, sizeof(err)),
+                     PROTO_OK);
+    pos__v1__batch__free_unpacked(decoded, NULL);
+    free(behind);
+  }
+  assert_int_equal(proto_batch_unpack(body, len, &limits, &decoded, err, sizeof(err)),
+                   PROTO_OK);
+  assert_int_equal(decoded->envelope->zstd_dictionary, PROTO_ZSTD_DICT_SALES_1);
+  assert_int_equal(decoded->n_sales, 3);
+  assert_string_equal(decoded->sales[2]->sale_id, "T1-103");
+  assert_int_equal(decoded->sales[0]->total, 2630);
+  pos__v1__batch__free_unpacked(decoded, NULL);
+  /* The collector's path, with its kept context, twice: a kept context
+   * must not keep the dictionary for a body without one, nor lose it. */
+  proto_codec_keep_between_bodies(1);
+  for (int round = 0; round < 2; round++) {
+    assert_int_equal(proto_batch_unpack_pooled(body, len, &limits, &decoded, err, sizeof(err)),
+                     PROTO_OK);
+    assert_string_equal(decoded->sales[1]->sale_id, "T1-102");
+    proto_batch_free(decoded);
+    assert_int_equal(
+        proto_batch_unpack_pooled(plain, plain_len, &limits, &decoded, err, sizeof(err)),
+        PROTO_OK);
+    assert_string_equal(decoded->sales[1]->sale_id, "T1-102");
+    proto_batch_free(decoded);
+  }
+  proto_codec_keep_between_bodies(0);
+  assert_int_equal(proto_zstd_decompress(body, len, 1024 * 1024, &decoded_bytes, &decoded_len),
+                   PROTO_OK);
+  assert_int_equal(decoded_len, pos__v1__batch__get_packed_size(&t.batch));
+  free(decoded_bytes);
+  free(body);
+  free(again);
+  free(plain);
+}
+
+/* Old agents compress without a dictionary: a new collector still takes their bodies. */
+static void a_body_without_a_dictionary_still_decodes(void **state)
+{
+  struct test_batch t;
+  uint8_t *body = NULL;
+  size_t len = 0;
+  Pos__V1__Batch *decoded = NULL;
+  char err[256];
+  (void)state;
+  make_batch(&t);
+  assert_int_equal(proto_batch_pack_dict(&t.batch, 3, PROTO_ZSTD_DICT_NONE, &body, &len),
+                   PROTO_OK);
+  assert_int_equal(ZSTD_getDictID_fromFrame(body, len), 0);
+  assert_int_equal(proto_batch_unpack(body, len, &limits, &decoded, err, sizeof(err)),
+                   PROTO_OK);
+  assert_int_equal(decoded->envelope->zstd_dictionary, 0);
+  assert_string_equal(decoded->sales[0]->sale_id, "T1-101");
+  pos__v1__batch__free_unpacked(decoded, NULL);
+  free(body);
+}
+
+/*
+ * A body compressed with a dictionary this build does not have (a newer
+ * agent's sales-2, say): refused with the id and what to do, never taken
+ * for garbage. The dictionary is ours with another id in its header.
+ */
+static void a_body_with_an_unknown_dictionary_is_refused_naming_it(void **state)
+{
+  struct test_batch t;
+  uint8_t *dict = malloc(proto_dict_sales_1_len);
+  uint8_t packed[1024], body[2048];
+  size_t packed_len, body_len;
+  uint32_t unknown = PROTO_ZSTD_DICT_SALES_1 + 1;
+  Pos__V1__Batch *decoded = NULL;
+  ZSTD_CCtx *cctx = ZSTD_createCCtx();
+  char err[256];
+  (void)state;
+  assert_non_null(dict);
+  memcpy(dict, proto_dict_sales_1, proto_dict_sales_1_len);
+  for (int k = 0; k < 4; k++) /* RFC 8878 5: Dictionary_ID, little-endian, after the magic */
+    dict[4 + k] = (uint8_t)(unknown >> (8 * k));
+  make_batch(&t);
+  packed_len = pos__v1__batch__get_packed_size(&t.batch);
+  assert_true(packed_len <= sizeof(packed));
+  pos__v1__batch__pack(&t.batch, packed);
+  body_len = ZSTD_compress_usingDict(cctx, body, sizeof(body), packed, packed_len, dict,
+                                     proto_dict_sales_1_len, 3);
+  assert_false(ZSTD_isError(body_len));
+  assert_int_equal(ZSTD_getDictID_fromFrame(body, body_len), unknown);
+  assert_int_equal(proto_batch_unpack(body, body_len, &limits, &decoded, err, sizeof(err)),
+                   PROTO_EDICT);
+  assert_string_equal(err, "batch compressed with zstd dictionary 1347375874, which this "
+                           "collector does not know: upgrade the collector");
+  assert_null(decoded);
+  assert_int_equal(proto_batch_unpack_pooled(body, body_len, &limits, &decoded, err,
+                                             sizeof(err)),
+                   PROTO_EDICT);
+  /* Nor can a sender compress with it. */
+  assert_int_equal(proto_batch_pack_dict(&t.batch, 3, unknown, (uint8_t **)&dict, &body_len),
+                   PROTO_EDICT);
+  ZSTD_freeCCtx(cctx);
+  free(dict);
+}
+
+/*
+ * The frames of one body must name one dictionary: a frame made without
+ * one, decoded with one, would start from the dictionary's repeat offsets.
+ * And the envelope, where it names one, must name the frames'.
+ */
+static void frames_naming_different_dictionaries_are_refused(void **state)
+{
+  struct test_batch t;
+  uint8_t *with = NULL, *without = NULL, *mixed;
+  size_t with_len = 0, without_len = 0;
+  Pos__V1__Batch *decoded = NULL;
+  char err[256];
+  (void)state;
+  make_batch(&t);
+  assert_int_equal(proto_batch_pack_dict(&t.batch, 3, PROTO_ZSTD_DICT_SALES_1, &with,
+                                         &with_len),
+                   PROTO_OK);
+  assert_int_equal(proto_batch_pack(&t.batch, 3, &without, &without_len), PROTO_OK);
+  mixed = malloc(with_len + without_len);
+  assert_non_null(mixed);
+  memcpy(mixed, with, with_len);
+  memcpy(mixed + with_len, without, without_len);
+  assert_int_equal(proto_batch_unpack(mixed, with_len + without_len, &limits, &decoded, err,
+                                      sizeof(err)),
+                   PROTO_EZSTD);
+  memcpy(mixed, without, without_len);
+  memcpy(mixed + without_len, with, with_len);
+  assert_int_equal(proto_batch_unpack(mixed, with_len + without_len, &limits, &decoded, err,
+                                      sizeof(err)),
+                   PROTO_EZSTD);
+  free(with);
+  t.envelope.zstd_dictionary = PROTO_ZSTD_DICT_SALES_1 + 1;
+  assert_int_equal(proto_batch_pack_dict(&t.batch, 3, PROTO_ZSTD_DICT_SALES_1, &with,
+                                         &with_len),
+                   PROTO_OK);
+  assert_int_equal(proto_batch_unpack(with, with_len, &limits, &decoded, err, sizeof(err)),
+                   PROTO_EENVELOPE);
+  assert_string_equal(err, "envelope.zstd_dictionary is 1347375874 but the body's zstd frames "
+                           "name dictionary 1347375873 (0: none)");
+  free(mixed);
+  free(with);
+  free(without);
 }
 
 static void a_body_over_the_limit_is_too_big(void **state)
@@ -854,6 +1060,11 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(round_trip_keeps_every_field_and_is_deterministic),
+      cmocka_unit_test(the_embedded_dictionary_is_the_one_its_id_names),
+      cmocka_unit_test(a_body_compressed_with_the_sales_dictionary_round_trips),
+      cmocka_unit_test(a_body_without_a_dictionary_still_decodes),
+      cmocka_unit_test(a_body_with_an_unknown_dictionary_is_refused_naming_it),
+      cmocka_unit_test(frames_naming_different_dictionaries_are_refused),
       cmocka_unit_test(a_body_over_the_limit_is_too_big),
       cmocka_unit_test(a_decompression_bomb_is_refused),
       cmocka_unit_test(a_bomb_that_hides_its_size_is_refused_too),
