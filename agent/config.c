@@ -114,8 +114,9 @@ const struct config_key agent_config_keys[] = {
         uplink_request_timeout_ms,
         "time allowed for one whole request, answer included (the collector answers a batch "
         "once Kafka has it)"),
-    KEY("uplink", "zstd_level", CONFIG_INT, "3", 1, 19, uplink_zstd_level,
-        "zstd compression level of batches (higher: smaller, slower to seal)"),
+    KEY("uplink", "zstd_level", CONFIG_INT, "0", 0, 19, uplink_zstd_level,
+        "zstd level of batches (higher: smaller, slower to seal); 0 = 19 up to 32 KiB before "
+        "compression (a store's regular batch), 3 above (catching up: 19 needs megabytes)"),
 
     KEY("inventory", "refunds_restock", CONFIG_BOOL, "false", 0, 0, refunds_restock,
         "true: refunds and voids put what their lines' recipes use back in stock (reason "

@@ -280,6 +280,13 @@ static int batcher_row_origins(struct batcher_row_origins *o, const struct journ
  * compression; when it is over `max_decoded` (0 = no cap) and more than one
  * sale is asked for, nothing is compressed: *body stays NULL and the caller
  * tries fewer. */
+int batcher_zstd_level(int configured, size_t packed_len)
+{
+  if (configured >= 1)
+    return configured;
+  return packed_len <= BATCHER_SMALL_BATCH ? 19 : 3;
+}
+
 static int batcher_pack_count(const struct batcher_identity *id, uint32_t dict_id,
                               const struct journal_seal_input *in, const uint8_t journal_id[16],
                               struct batcher_messages *m, size_t count, size_t max_decoded,
@@ -330,7 +337,8 @@ static int batcher_pack_count(const struct batcher_identity *id, uint32_t dict_i
   if (max_decoded && *decoded_len > max_decoded && count > 1)
     rc = 0;
   else
-    rc = proto_batch_pack_dict(&batch, id->zstd_level, dict_id, body, body_len);
+    rc = proto_batch_pack_dict(&batch, batcher_zstd_level(id->zstd_level, *decoded_len), dict_id,
+                               body, body_len);
   batcher_deltas_free(&deltas);
   batcher_row_origins_free(&origins);
   return rc;

@@ -27,7 +27,7 @@ struct batcher_identity {
   char store_id[BATCHER_ID_MAX + 1];
   char device_id[BATCHER_ID_MAX + 1];
   char agent_version[32];
-  int zstd_level; /* 1..19 */
+  int zstd_level; /* 1..19, or 0: batcher_zstd_level chooses by size */
   /* The zstd dictionary new batches are sealed with: PROTO_ZSTD_DICT_NONE
    * until the collector says it knows one (Limits.zstd_dictionaries). */
   _Atomic uint32_t zstd_dictionary;
@@ -52,6 +52,17 @@ void batcher_use_dictionary(struct batcher_identity *identity, uint32_t dict_id)
 
 /* The dictionary the next batch will be sealed with. Any thread. */
 uint32_t batcher_dictionary(const struct batcher_identity *identity);
+
+/* The zstd level for a batch of `packed_len` bytes before compression:
+ * `configured` when it is 1..19; for 0 (the default), 19 up to
+ * BATCHER_SMALL_BATCH bytes, a store's regular batch (about 150 sales),
+ * where with the sales-1 dictionary the body is a fifth smaller than at
+ * level 3 (tests/bench/wire_bench.sh) for 3.5 ms and 1.7 MB of zstd tables
+ * while it seals (648 KB at level 3; freed after), and 3 above it, where
+ * level 19's tables grow with the input (17 MB for a 600 KB batch, which a
+ * device catching up seals one after another). Pure. */
+#define BATCHER_SMALL_BATCH (32 * 1024)
+int batcher_zstd_level(int configured, size_t packed_len);
 
 /*
  * journal_pack_fn: packs the first *used of in->sales into one body of at

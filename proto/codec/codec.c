@@ -53,17 +53,12 @@ extern const size_t proto_dict_sales_1_len;
 /* Every dictionary this build knows, oldest first; an id is never reused. */
 static const uint32_t proto_dict_ids[] = {PROTO_ZSTD_DICT_SALES_1};
 #define PROTO_DICT_COUNT (sizeof(proto_dict_ids) / sizeof(proto_dict_ids[0]))
-/* Levels a prepared compression dictionary is kept for (zstd's are 1..22). */
-#define PROTO_DICT_LEVEL_MAX 22
-
-/* Prepared dictionaries, made on first use and kept until exit: preparing
- * one digests the whole dictionary, which a body of 60 sales should not pay
- * every time. Decompression ones are made once for all; compression ones
- * per level, under the lock. */
+/* Prepared decompression dictionaries, made once on first use and kept
+ * until exit: a collector decompresses a body every millisecond or so, and
+ * preparing one digests the whole dictionary. (Compression, an agent's
+ * seal every few minutes, loads it per batch: proto_batch_pack_dict.) */
 static ZSTD_DDict *proto_ddicts[PROTO_DICT_COUNT];
 static pthread_once_t proto_ddicts_once = PTHREAD_ONCE_INIT;
-static ZSTD_CDict *proto_cdicts[PROTO_DICT_COUNT][PROTO_DICT_LEVEL_MAX + 1];
-static pthread_mutex_t proto_cdicts_lock = PTHREAD_MUTEX_INITIALIZER;
 
 const uint32_t *proto_zstd_dictionaries_known(size_t *count)
 {
@@ -131,26 +126,6 @@ static const ZSTD_DDict *proto_ddict(uint32_t id)
   return proto_ddicts[index];
 }
 
-/* The prepared compression dictionary `index` at `level`, or NULL. */
-static const ZSTD_CDict *proto_cdict(int index, int level)
-{
-  ZSTD_CDict *cdict;
-
-  if (level < 1 || level > PROTO_DICT_LEVEL_MAX)
-    return NULL;
-  pthread_mutex_lock(&proto_cdicts_lock);
-  cdict = proto_cdicts[index][level];
-  if (!cdict) {
-    const void *bytes;
-    size_t len;
-    proto_dict_bytes(index, &bytes, &len);
-    cdict = ZSTD_createCDict(bytes, len, level);
-    proto_cdicts[index][level] = cdict;
-  }
-  pthread_mutex_unlock(&proto_cdicts_lock);
-  return cdict;
-}
-
 static int proto_zstd_skippable(const uint8_t *in, size_t in_len);
 
 uint32_t proto_zstd_dictionary_of(const uint8_t *body, size_t body_len)
@@ -179,7 +154,8 @@ int proto_batch_pack_dict(const Pos__V1__Batch *batch, int zstd_level, uint32_t 
                           uint8_t **body, size_t *body_len)
 {
   int dict_index = dict_id == PROTO_ZSTD_DICT_NONE ? -1 : proto_dict_index(dict_id);
-  const ZSTD_CDict *cdict = NULL;
+  const void *dict = NULL;
+  size_t dict_len = 0;
   ZSTD_CCtx *cctx = NULL;
   size_t packed_len = pos__v1__batch__get_packed_size(batch);
   uint8_t *packed = malloc(packed_len ? packed_len : 1);
@@ -199,20 +175,21 @@ int proto_batch_pack_dict(const Pos__V1__Batch *batch, int zstd_level, uint32_t 
   if (!compressed)
     goto out;
   if (dict_index >= 0) {
-    cdict = proto_cdict(dict_index, zstd_level);
+    proto_dict_bytes(dict_index, &dict, &dict_len);
     cctx = ZSTD_createCCtx();
-    if (!cctx || (!cdict && zstd_level >= 1 && zstd_level <= PROTO_DICT_LEVEL_MAX))
+    if (!cctx)
       goto out;
-    if (!cdict) {
-      rc = PROTO_EZSTD;
-      goto out;
-    }
   }
   /* One-shot compression writes the content size into the frame header,
    * which lets the receiver refuse a bomb before decompressing; with a
-   * dictionary, the header names it too. */
-  if (cdict)
-    written = ZSTD_compress_usingCDict(cctx, compressed, bound, packed, packed_len, cdict);
+   * dictionary, the header names it too. The dictionary is loaded for
+   * each batch, not kept prepared: zstd then sizes its tables for the
+   * batch (a 60-sale one: far below the 0.44 MB a prepared level-3
+   * dictionary holds, 1.1 MB at level 19), and an agent seals a batch
+   * every few minutes, so nothing stays resident between seals. */
+  if (dict)
+    written = ZSTD_compress_usingDict(cctx, compressed, bound, packed, packed_len, dict, dict_len,
+                                      zstd_level);
   else
     written = ZSTD_compress(compressed, bound, packed, packed_len, zstd_level);
   if (ZSTD_isError(written)) {

@@ -11,8 +11,10 @@
 #   jsonl_gzip    the yardstick
 #   zstd3         pos.v1.Batch, zstd level 3 without a dictionary (the agent
 #                 before the dictionary, and with a collector that lists none)
-#   zstd3+dict    the same with the sales-1 dictionary (the agent's default level)
-#   zstd19+dict   level 19 with the dictionary (uplink.zstd_level = 19)
+#   zstd3+dict    the same with the sales-1 dictionary (uplink.zstd_level = 3; also
+#                 the default's level for a batch over 32 KiB before compression)
+#   zstd19+dict   level 19 with the dictionary (uplink.zstd_level = 19, and the
+#                 default's, 0, for a batch of at most 32 KiB: batcher_zstd_level)
 #   lean19+dict   level 19 with the dictionary, sales without store_id,
 #                 store_city and time_zone: what leaving out per sale what the
 #                 envelope says (or the collector could add) would save. Never
