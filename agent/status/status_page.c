@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-/* status_page_html.c, generated from status_page.html (embed.cmake). */
+/* status_page_html.c, generated from status_page.html (scripts/embed.cmake). */
 extern const char status_page_html[];
 extern const size_t status_page_html_len;
 

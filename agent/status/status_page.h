@@ -4,7 +4,7 @@
  * store's internet may be down) that fetches /status.json every few
  * seconds and draws the verdict first, then the backlog, the device, today's
  * sales and stock. Its source is agent/status/status_page.html, embedded at
- * build time (embed.cmake).
+ * build time (scripts/embed.cmake).
  */
 #ifndef AGENT_STATUS_PAGE_H
 #define AGENT_STATUS_PAGE_H

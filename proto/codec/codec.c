@@ -46,7 +46,7 @@ const char *proto_strerror(int code)
 
 /* ---- zstd dictionaries --------------------------------------------------- */
 
-/* proto/dict/sales-1.zdict, embedded at build time (proto/dict/embed.cmake). */
+/* proto/dict/sales-1.zdict, embedded at build time (scripts/embed.cmake). */
 extern const unsigned char proto_dict_sales_1[];
 extern const size_t proto_dict_sales_1_len;
 
