@@ -375,8 +375,8 @@ out:
 }
 
 /* A fresh database is made in one transaction, all steps at once: its
- * schema pages reach the WAL once, not once per step (a WAL of 128 pages
- * would otherwise start its life half full). */
+ * schema pages reach the WAL once, not once per step (a WAL of 128 pages,
+ * a small disk's, would otherwise start its life half full). */
 static int journal_create_schema(journal *j, char *err, size_t err_size)
 {
   int64_t oldest_reader = 0;
@@ -1235,8 +1235,26 @@ int journal__reserve_ensure(journal *j)
   uint64_t disk_free = 0;
   int fd, rc;
 
+  struct stat st;
+
   if (j->reserve_held)
     return 0;
+  /* Left by the run before (or made before an upgrade sized it larger):
+   * held as it is, grown when the disk has room, never deleted here, so a
+   * restart on a full disk still has it to give back. */
+  if (stat(j->reserve_path, &st) == 0 && S_ISREG(st.st_mode)) {
+    j->reserve_held = 1;
+    if ((uint64_t)st.st_size < j->reserve_bytes && disk_free_bytes(j->path, &disk_free) == 0 &&
+        disk_free >= 2u * (j->reserve_bytes - (uint64_t)st.st_size)) {
+      fd = open(j->reserve_path, O_WRONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        if (posix_fallocate(fd, 0, (off_t)j->reserve_bytes) == 0)
+          (void)fsync(fd);
+        close(fd);
+      }
+    }
+    return 0;
+  }
   if (disk_free_bytes(j->path, &disk_free) == 0 &&
       disk_free < 2u * j->reserve_bytes)
     return -ENOSPC;
@@ -1297,14 +1315,20 @@ int journal__make_room(journal *j)
 
 int journal__has_room(journal *j)
 {
-  uint64_t disk_free = 0;
+  uint64_t disk_free = 0, resume;
   int64_t free_pages = journal_pragma_int(j->db, "PRAGMA freelist_count");
 
   if (free_pages < 0)
     return 0;
   /* Pages freed inside the database (acknowledged sales pruned) are room
    * as good as free disk: the file never shrinks, new rows reuse them. */
-  if (disk_free_bytes(j->path, &disk_free) == 0 && disk_free < JOURNAL_FULL_RESUME_DISK_BYTES &&
+  /* And the disk must have room to make the reserve again (twice its
+   * size, journal__reserve_ensure), or the next full disk would find none
+   * to give back: giving back a 2 MiB reserve alone frees more than 1 MiB. */
+  resume = JOURNAL_FULL_RESUME_DISK_BYTES;
+  if (!j->reserve_held && 2u * j->reserve_bytes > resume)
+    resume = 2u * j->reserve_bytes;
+  if (disk_free_bytes(j->path, &disk_free) == 0 && disk_free < resume &&
       (uint64_t)(free_pages * j->page_size) < JOURNAL_FULL_RESUME_FREE_BYTES)
     return 0;
   journal__reserve_ensure(j);

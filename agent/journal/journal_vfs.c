@@ -18,6 +18,19 @@
  * FULL, which journal.c sets and checks). Every other file (the database,
  * its -shm) and every other method goes to the system's VFS unchanged, so
  * locks and the shared WAL index are the same as any other connection's.
+ *
+ * Two rules keep the buffer exactly what SQLite believes it wrote:
+ * - A write that fails when the buffer is flushed keeps the buffer (and
+ *   returns the error): frames a cache spill wrote earlier in the
+ *   transaction are in SQLite's WAL index, and a statement rolled back on
+ *   the error lets the transaction go on; its commit's sync tries again.
+ * - Frames are written only under the WAL's write lock, and what is still
+ *   buffered when the connection releases it was never synced: frames of a
+ *   transaction rolled back (SQLite forgets them without a word to the
+ *   file), dropped then, before another writer may use those offsets; or,
+ *   if the last frame buffered ends a transaction (its header's commit
+ *   size is set: synchronous below FULL), written then.
+ * (Both seen corrupting a database in a reviewer's reproduction before.)
  */
 #include "journal_int.h"
 
@@ -30,27 +43,43 @@
 /* Writes gathered per WAL file: a group commit of a few dozen sales fits. */
 #define JOURNAL_VFS_BUFFER (64 * 1024)
 
+/* SQLite's WAL format and locks (https://www.sqlite.org/walformat.html). */
+#define WAL_FRAME_HEADER 24
+#define WAL_WRITE_LOCK 0 /* the first lock slot of the -shm file */
+
 struct journal_vfs_file {
   sqlite3_file base;  /* pMethods: journal_vfs_methods, or NULL if not open */
   sqlite3_file *real; /* the system VFS's file, in the same allocation */
   /* WAL files only (NULL otherwise): bytes not yet written, which belong
-   * at offset `start` of the file. */
+   * at offset `start` of the file, and whether the last frame header among
+   * them ends a transaction. */
   unsigned char *buf;
   size_t len;
   sqlite3_int64 start;
+  int ends_commit;
+  /* A main database: its name, and its open WAL (NULL when none); a WAL:
+   * its database. Linked at open, under journal_vfs_lock. */
+  char *name;
+  struct journal_vfs_file *wal;
+  struct journal_vfs_file *db;
+  struct journal_vfs_file *next_db;
 };
 
 static sqlite3_vfs journal_vfs;
 static sqlite3_vfs *journal_vfs_real;
 static pthread_once_t journal_vfs_once = PTHREAD_ONCE_INIT;
 static int journal_vfs_rc = SQLITE_ERROR;
+/* The open main databases, to find a WAL's own when it opens. */
+static pthread_mutex_t journal_vfs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct journal_vfs_file *journal_vfs_dbs;
 
 static sqlite3_file *real_of(sqlite3_file *file)
 {
   return ((struct journal_vfs_file *)file)->real;
 }
 
-/* Writes what is gathered; SQLITE_OK or the system VFS's error. */
+/* Writes what is gathered; SQLITE_OK or the system VFS's error, in which
+ * case the bytes stay gathered (SQLite believes them written). */
 static int journal_vfs_flush(struct journal_vfs_file *f)
 {
   int rc;
@@ -58,18 +87,51 @@ static int journal_vfs_flush(struct journal_vfs_file *f)
   if (f->len == 0)
     return SQLITE_OK;
   rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len, f->start);
-  f->len = 0; /* on an error too: SQLite rolls the commit back and rewrites */
+  if (rc == SQLITE_OK) {
+    f->len = 0;
+    f->ends_commit = 0;
+  }
   return rc;
+}
+
+/* The write lock is being released: what is still gathered was never
+ * synced (see the header). */
+static void journal_vfs_write_lock_released(struct journal_vfs_file *wal)
+{
+  if (wal->len > 0 && wal->ends_commit && journal_vfs_flush(wal) == SQLITE_OK)
+    return;
+  wal->len = 0;
+  wal->ends_commit = 0;
 }
 
 static int vfs_close(sqlite3_file *file)
 {
   struct journal_vfs_file *f = (struct journal_vfs_file *)file;
-  int rc = journal_vfs_flush(f);
-  int close_rc = f->real->pMethods->xClose(f->real);
+  int rc = SQLITE_OK, close_rc;
 
+  pthread_mutex_lock(&journal_vfs_lock);
+  if (f->db != NULL)
+    f->db->wal = NULL;
+  if (f->name != NULL) {
+    struct journal_vfs_file **at = &journal_vfs_dbs;
+    while (*at != NULL && *at != f)
+      at = &(*at)->next_db;
+    if (*at == f)
+      *at = f->next_db;
+    if (f->wal != NULL)
+      f->wal->db = NULL;
+  }
+  pthread_mutex_unlock(&journal_vfs_lock);
+  /* Closed with frames gathered: a transaction that never committed
+   * (SQLite syncs a commit before it returns), unless synchronous is below
+   * FULL and the last of them ends one. */
+  if (f->len > 0 && f->ends_commit)
+    rc = journal_vfs_flush(f);
+  close_rc = f->real->pMethods->xClose(f->real);
   free(f->buf);
+  free(f->name);
   f->buf = NULL;
+  f->name = NULL;
   return rc != SQLITE_OK ? rc : close_rc;
 }
 
@@ -105,6 +167,12 @@ static int vfs_write(sqlite3_file *file, const void *data, int amount, sqlite3_i
     f->start = offset;
   memcpy(f->buf + f->len, data, (size_t)amount);
   f->len += (size_t)amount;
+  /* A frame header: bytes 4-7 are the database size after a commit, 0 in
+   * the frames before a transaction's last. */
+  if (amount == WAL_FRAME_HEADER) {
+    const unsigned char *h = data;
+    f->ends_commit = (h[4] | h[5] | h[6] | h[7]) != 0;
+  }
   return SQLITE_OK;
 }
 
@@ -165,7 +233,13 @@ static int vfs_shm_map(sqlite3_file *file, int region, int size, int extend, voi
 
 static int vfs_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
-  return real_of(file)->pMethods->xShmLock(real_of(file), offset, n, flags);
+  struct journal_vfs_file *f = (struct journal_vfs_file *)file;
+
+  /* Still under the lock here: what is dropped or written is this writer's. */
+  if (f->wal != NULL && offset <= WAL_WRITE_LOCK && WAL_WRITE_LOCK < offset + n &&
+      flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE))
+    journal_vfs_write_lock_released(f->wal);
+  return f->real->pMethods->xShmLock(f->real, offset, n, flags);
 }
 
 static void vfs_shm_barrier(sqlite3_file *file)
@@ -227,12 +301,31 @@ static int vfs_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file,
     f->real->pMethods->xClose(f->real);
     return SQLITE_CANTOPEN;
   }
-  if (flags & SQLITE_OPEN_WAL) {
-    f->buf = malloc(JOURNAL_VFS_BUFFER);
-    if (f->buf == NULL) {
+  if ((flags & SQLITE_OPEN_MAIN_DB) && name != NULL) {
+    f->name = strdup(name);
+    if (f->name == NULL) {
       f->real->pMethods->xClose(f->real);
       return SQLITE_NOMEM;
     }
+    pthread_mutex_lock(&journal_vfs_lock);
+    f->next_db = journal_vfs_dbs;
+    journal_vfs_dbs = f;
+    pthread_mutex_unlock(&journal_vfs_lock);
+  } else if (flags & SQLITE_OPEN_WAL) {
+    /* Gathered only with its database known: the write lock is on it. */
+    size_t len = name != NULL ? strlen(name) : 0;
+    pthread_mutex_lock(&journal_vfs_lock);
+    for (struct journal_vfs_file *db = journal_vfs_dbs; db != NULL && len > 4; db = db->next_db)
+      if (db->wal == NULL && strlen(db->name) == len - 4 && memcmp(db->name, name, len - 4) == 0 &&
+          strcmp(name + len - 4, "-wal") == 0) {
+        f->buf = malloc(JOURNAL_VFS_BUFFER);
+        if (f->buf != NULL) {
+          f->db = db;
+          db->wal = f;
+        }
+        break;
+      }
+    pthread_mutex_unlock(&journal_vfs_lock);
   }
   f->base.pMethods = &journal_vfs_methods;
   return SQLITE_OK;
