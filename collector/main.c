@@ -54,6 +54,11 @@ static void collector_stop(struct collector *c)
    * freed only once the loop closed its handle. */
   control_destroy(c->control);
   c->control = NULL;
+  /* Batches still on a decoding worker must not reach the ingest once it
+   * is gone; uv_run keeps going until they are back and answered 503. */
+  if (routes_decoding(c->routes))
+    log_info("collector", "stopping_decodes", "batches=%u", routes_decoding(c->routes));
+  routes_close(c->routes);
   ingest_destroy(c->ingest, COLLECTOR_DRAIN_MS);
   c->ingest = NULL;
   uv_close((uv_handle_t *)&c->sigterm, NULL);
@@ -166,7 +171,7 @@ static int collector_run(struct collector *c)
                               ingest_options.kafka_debug, &control_options, err, sizeof(err));
   if (!c->control)
     goto fail;
-  c->routes = routes_create(c->ingest, c->control, &routes_options);
+  c->routes = routes_create(&c->loop, c->ingest, c->control, &routes_options);
   if (!c->routes) {
     snprintf(err, sizeof(err), "out of memory");
     goto fail;
