@@ -4,12 +4,14 @@
  */
 #include "server/routes.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "platform/clock.h"
 #include "platform/log.h"
@@ -18,15 +20,64 @@
 #include "server/collector_metrics.h"
 #include "server/identity.h"
 
+/* Batches of one store that may wait behind the one in progress; more are answered 503. */
+#define ROUTES_MAX_QUEUED_PER_STORE 8
+
+struct routes_store;
+
+/*
+ * A batch body on its way to the ingest: decompressed, counted and decoded
+ * on a libuv worker (uv_queue_work), then checked against the certificate
+ * and handed to the ingest on the loop. It lives until the batch is
+ * answered, whatever the answer.
+ */
+struct routes_decode {
+  uv_work_t work;
+  routes *routes;
+  struct routes_store *store;
+  struct routes_decode *next; /* the next batch of the same store, in arrival order */
+  http_exchange *exchange;
+  struct identity id;
+  const uint8_t *body; /* the exchange's, which lives until it is answered */
+  size_t body_len;
+  struct proto_limits limits;
+  Pos__V1__Batch *batch; /* the worker's result, with rc and err */
+  int rc;
+  char err[256];
+  uint64_t arrived_ns; /* uv_hrtime() when the request was read whole */
+  unsigned delay_ms;   /* test hook, 0 otherwise */
+};
+
+/*
+ * A store with a batch in progress (being decoded, or with the ingest until
+ * it is answered). Its later batches wait here, in arrival order, and the
+ * next one is decoded only once the previous one is answered: the ingest
+ * sees a store's batches in the order they came, as it did when they were
+ * decoded on the loop (batch 6 decoded before batch 5 would be a gap).
+ */
+struct routes_store {
+  struct routes_store *prev, *next;
+  char store_id[IDENTITY_ID_MAX + 1];
+  struct routes_decode *head, *tail; /* head: the batch in progress */
+  unsigned queued;                   /* behind the head */
+};
+
 struct routes {
+  uv_loop_t *loop;
   ingest *ingest;
   control *control;
   struct routes_options options;
+  struct routes_store *stores; /* those with a batch in progress */
+  unsigned decoding;           /* uv_queue_work requests not yet back on the loop */
+  int closing;                 /* routes_close: nothing more reaches the ingest */
+  unsigned test_decode_delay_ms;
+  size_t test_decode_delay_bytes;
 };
 
 /* A batch waiting for Kafka. */
 struct routes_pending {
   const routes *routes;
+  struct routes_decode *decode; /* a batch's: released once it is answered */
   http_exchange *exchange;
   uint8_t journal_id[16];
   char store_id[IDENTITY_ID_MAX + 1];
@@ -110,6 +161,8 @@ static int routes_identify(http_exchange *exchange, struct identity *id)
   return -1;
 }
 
+static void routes_decode_release(routes *r, struct routes_decode *d);
+
 static void routes_on_batch_done(void *arg, const struct ingest_result *result)
 {
   struct routes_pending *pending = arg;
@@ -176,6 +229,8 @@ static void routes_on_batch_done(void *arg, const struct ingest_result *result)
     routes_respond_ack(pending->exchange, 503, &ack, retry);
     break;
   }
+  /* Answered: the store's next batch may be decoded now. */
+  routes_decode_release(pending->decode->routes, pending->decode);
   free(pending);
 }
 
@@ -238,35 +293,127 @@ static int routes_device_from_cert(http_exchange *exchange, const struct identit
   return 0;
 }
 
-static void routes_batches(routes *r, http_exchange *exchange, const struct identity *id)
+/* Frees a decode and its batch (if any); it must be out of its store's queue. */
+static void routes_decode_free(struct routes_decode *d)
 {
-  const char *encoding = http_exchange_header(exchange, "Content-Encoding");
-  struct proto_limits limits = {r->options.max_body_bytes, r->options.max_decoded_bytes,
-                                r->options.max_sales_per_batch};
-  Pos__V1__Batch *batch = NULL;
-  struct routes_pending *pending;
-  size_t body_len;
-  const uint8_t *body = (const uint8_t *)http_exchange_body(exchange, &body_len);
-  char err[256];
+  if (d->batch)
+    proto_batch_free(d->batch);
+  free(d);
+}
+
+/* Worker thread: the body's zstd frames, the census of its wire bytes and the unpack. */
+static void routes_decode_work(uv_work_t *work)
+{
+  struct routes_decode *d = work->data;
+
+#ifdef POS_TESTING
+  if (d->delay_ms) {
+    struct timespec delay = {(time_t)(d->delay_ms / 1000), (long)(d->delay_ms % 1000) * 1000000L};
+    nanosleep(&delay, NULL);
+  }
+#endif
+  d->rc = proto_batch_unpack_pooled(d->body, d->body_len, &d->limits, &d->batch, d->err,
+                                    sizeof(d->err));
+}
+
+static void routes_decode_after(uv_work_t *work, int status);
+
+/* Sends the store's batch in progress to a worker. Loop thread. */
+static void routes_decode_start(routes *r, struct routes_decode *d)
+{
   int rc;
 
-  if (!routes_is_protobuf(exchange) || !encoding || strcasecmp(encoding, "zstd") != 0) {
-    routes_respond_text(exchange, 415,
-                        "a batch is sent as Content-Type: application/x-protobuf with "
-                        "Content-Encoding: zstd",
-                        NULL);
+  assert(d->store->head == d);
+#ifdef POS_TESTING
+  if (r->test_decode_delay_ms && d->body_len >= r->test_decode_delay_bytes) {
+    d->delay_ms = r->test_decode_delay_ms;
+    log_warn("server", "test_hook", "decode_delayed store=%s delay_ms=%u body_bytes=%zu",
+             d->id.store_id, d->delay_ms, d->body_len);
+  }
+#endif
+  d->work.data = d;
+  rc = uv_queue_work(r->loop, &d->work, routes_decode_work, routes_decode_after);
+  if (rc == 0) {
+    r->decoding++;
     return;
   }
-  rc = proto_batch_unpack_pooled(body, body_len, &limits, &batch, err, sizeof(err));
-  if (rc) {
-    int status = rc == PROTO_ETOOBIG || rc == PROTO_ETOOMANY ? 413
-                 : rc == PROTO_ENOMEM                           ? 503
+  /* libuv refuses only bad arguments; decode here rather than drop the batch. */
+  routes_decode_work(&d->work);
+  r->decoding++;
+  routes_decode_after(&d->work, 0);
+}
+
+/*
+ * A batch of the store was answered (d, the store's head): the next one
+ * that waits is decoded now, or, once the routes are closing, answered 503
+ * with every other one that waits. Frees d. Loop thread.
+ */
+static void routes_decode_release(routes *r, struct routes_decode *d)
+{
+  struct routes_store *store = d->store;
+
+  assert(store->head == d);
+  store->head = d->next;
+  routes_decode_free(d);
+  while (store->head && r->closing) {
+    d = store->head;
+    store->head = d->next;
+    store->queued--;
+    routes_respond_text(d->exchange, 503, "the collector is shutting down", "Retry-After: 5\r\n");
+    routes_decode_free(d);
+  }
+  if (store->head) {
+    store->queued--;
+    routes_decode_start(r, store->head);
+    return;
+  }
+  if (store->prev)
+    store->prev->next = store->next;
+  else
+    r->stores = store->next;
+  if (store->next)
+    store->next->prev = store->prev;
+  free(store);
+}
+
+/* A batch's refusal before the ingest: answered, then the store's next batch goes. */
+static void routes_decode_refuse(routes *r, struct routes_decode *d, int status,
+                                 const char *message)
+{
+  log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=%d reason=\"%s\"",
+           http_exchange_peer(d->exchange), d->id.store_id, d->id.device_id, status, message);
+  routes_respond_text(d->exchange, status, message, status == 503 ? "Retry-After: 5\r\n" : NULL);
+  routes_decode_release(r, d);
+}
+
+/*
+ * Loop thread, once the worker has decoded d's body (status 0) or libuv
+ * cancelled it: the checks against the certificate, then the ingest. While
+ * the routes are closing (routes_close) the batch goes no further: it was
+ * never acknowledged, so the agent sends it again.
+ */
+static void routes_decode_after(uv_work_t *work, int status)
+{
+  struct routes_decode *d = work->data;
+  routes *r = d->routes;
+  const struct identity *id = &d->id;
+  Pos__V1__Batch *batch = d->batch;
+  struct routes_pending *pending;
+
+  assert(r->decoding > 0);
+  r->decoding--;
+  if (status != 0 || r->closing) {
+    routes_respond_text(d->exchange, 503, "the collector is shutting down", "Retry-After: 5\r\n");
+    routes_decode_release(r, d);
+    return;
+  }
+  if (d->rc) {
+    int code = d->rc == PROTO_ETOOBIG || d->rc == PROTO_ETOOMANY ? 413
+               : d->rc == PROTO_ENOMEM                          ? 503
                                                                 : 400;
-    if (rc == PROTO_EENVELOPE && strstr(err, "sales, over the limit"))
-      status = 413;
-    log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=%d reason=\"%s\"",
-             http_exchange_peer(exchange), id->store_id, id->device_id, status, err);
-    routes_respond_text(exchange, status, err, status == 503 ? "Retry-After: 5\r\n" : NULL);
+    if (d->rc == PROTO_EENVELOPE && strstr(d->err, "sales, over the limit"))
+      code = 413;
+    routes_decode_refuse(r, d, code, d->err);
     return;
   }
   if (strcmp(batch->envelope->store_id, id->store_id) != 0) {
@@ -275,29 +422,102 @@ static void routes_batches(routes *r, http_exchange *exchange, const struct iden
              "the certificate is for store %s but the batch is for store %s", id->store_id,
              batch->envelope->store_id);
     log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=403 reason=\"%s\"",
-             http_exchange_peer(exchange), id->store_id, id->device_id, message);
-    proto_batch_free(batch);
-    routes_refuse_identity(exchange, 1, message);
+             http_exchange_peer(d->exchange), id->store_id, id->device_id, message);
+    routes_refuse_identity(d->exchange, 1, message);
+    routes_decode_release(r, d);
     return;
   }
-  if (routes_device_from_cert(exchange, id, &batch->envelope->device_id, batch)) {
-    proto_batch_free(batch);
+  if (routes_device_from_cert(d->exchange, id, &batch->envelope->device_id, batch)) {
+    routes_decode_release(r, d);
     return;
   }
   pending = calloc(1, sizeof(*pending));
   if (!pending) {
-    proto_batch_free(batch);
-    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
+    routes_decode_refuse(r, d, 503, "collector out of memory");
     return;
   }
   pending->routes = r;
-  pending->exchange = exchange;
+  pending->decode = d;
+  pending->exchange = d->exchange;
   memcpy(pending->journal_id, batch->envelope->journal_id.data, sizeof(pending->journal_id));
   snprintf(pending->store_id, sizeof(pending->store_id), "%s", id->store_id);
   snprintf(pending->device_id, sizeof(pending->device_id), "%s", id->device_id);
   pending->batch_seq = batch->envelope->batch_seq;
-  pending->started_ns = uv_hrtime();
+  pending->started_ns = d->arrived_ns;
+  d->batch = NULL; /* the ingest's now */
   ingest_submit_batch(r->ingest, id->store_id, batch, routes_on_batch_done, pending);
+}
+
+/* The store's entry among those with a batch in progress, or NULL. */
+static struct routes_store *routes_store_find(const routes *r, const char *store_id)
+{
+  for (struct routes_store *store = r->stores; store; store = store->next)
+    if (strcmp(store->store_id, store_id) == 0)
+      return store;
+  return NULL;
+}
+
+/*
+ * POST /v1/batches: the body goes to a worker to be decoded (the loop
+ * only serves connections and Kafka), behind any batch of the same store
+ * still in progress.
+ */
+static void routes_batches(routes *r, http_exchange *exchange, const struct identity *id)
+{
+  const char *encoding = http_exchange_header(exchange, "Content-Encoding");
+  struct routes_store *store;
+  struct routes_decode *d;
+  char message[256];
+
+  if (!routes_is_protobuf(exchange) || !encoding || strcasecmp(encoding, "zstd") != 0) {
+    routes_respond_text(exchange, 415,
+                        "a batch is sent as Content-Type: application/x-protobuf with "
+                        "Content-Encoding: zstd",
+                        NULL);
+    return;
+  }
+  store = routes_store_find(r, id->store_id);
+  if (store && store->queued >= ROUTES_MAX_QUEUED_PER_STORE) {
+    snprintf(message, sizeof(message),
+             "%u batches of store %s already wait behind the one in progress; retry later",
+             store->queued, id->store_id);
+    log_warn("server", "batch_refused", "peer=%s store=%s device=%s status=503 reason=\"%s\"",
+             http_exchange_peer(exchange), id->store_id, id->device_id, message);
+    routes_respond_text(exchange, 503, message, "Retry-After: 5\r\n");
+    return;
+  }
+  d = calloc(1, sizeof(*d));
+  if (!store && d) {
+    store = calloc(1, sizeof(*store));
+    if (store) {
+      snprintf(store->store_id, sizeof(store->store_id), "%s", id->store_id);
+      store->next = r->stores;
+      if (r->stores)
+        r->stores->prev = store;
+      r->stores = store;
+    }
+  }
+  if (!d || !store) {
+    free(d);
+    routes_respond_text(exchange, 503, "collector out of memory", "Retry-After: 5\r\n");
+    return;
+  }
+  d->routes = r;
+  d->store = store;
+  d->exchange = exchange;
+  d->arrived_ns = uv_hrtime();
+  d->id = *id;
+  d->body = (const uint8_t *)http_exchange_body(exchange, &d->body_len);
+  d->limits = (struct proto_limits){r->options.max_body_bytes, r->options.max_decoded_bytes,
+                                    r->options.max_sales_per_batch};
+  if (store->head) {
+    store->tail->next = d;
+    store->tail = d;
+    store->queued++;
+    return;
+  }
+  store->head = store->tail = d;
+  routes_decode_start(r, d);
 }
 
 static void routes_on_heartbeat_done(void *arg, const struct ingest_result *result)
@@ -602,15 +822,87 @@ void routes_handle(http_exchange *exchange, void *arg)
                       "/v1/admin/...", NULL);
 }
 
-routes *routes_create(ingest *in, control *ctl, const struct routes_options *options)
+/* Test hooks from the environment (test builds only), logged when set. */
+static void routes_test_hooks(routes *r)
+{
+#ifndef POS_TESTING
+  (void)r;
+#else
+  const char *delay = getenv("POS_TEST_DECODE_DELAY_MS");
+  const char *bytes = getenv("POS_TEST_DECODE_DELAY_BYTES");
+  unsigned long value;
+  char *end;
+
+  if (delay && delay[0]) {
+    value = strtoul(delay, &end, 10);
+    if (*end == '\0' && value >= 1 && value <= 600000) {
+      r->test_decode_delay_ms = (unsigned)value;
+      log_warn("server", "test_hook", "POS_TEST_DECODE_DELAY_MS=%lu", value);
+    }
+  }
+  if (bytes && bytes[0]) {
+    value = strtoul(bytes, &end, 10);
+    if (*end == '\0') {
+      r->test_decode_delay_bytes = value;
+      log_warn("server", "test_hook", "POS_TEST_DECODE_DELAY_BYTES=%lu", value);
+    }
+  }
+#endif
+}
+
+routes *routes_create(uv_loop_t *loop, ingest *in, control *ctl,
+                      const struct routes_options *options)
 {
   routes *r = calloc(1, sizeof(*r));
   if (!r)
     return NULL;
+  r->loop = loop;
   r->ingest = in;
   r->control = ctl;
   r->options = *options;
+  routes_test_hooks(r);
   return r;
 }
 
-void routes_destroy(routes *r) { free(r); }
+void routes_close(routes *r)
+{
+  if (!r)
+    return;
+  r->closing = 1;
+  /* What waits behind a batch in progress is answered now; the batches in
+   * progress are answered when their decode comes back or by the ingest. */
+  for (struct routes_store *store = r->stores; store; store = store->next) {
+    while (store->head && store->head->next) {
+      struct routes_decode *d = store->head->next;
+      store->head->next = d->next;
+      store->queued--;
+      routes_respond_text(d->exchange, 503, "the collector is shutting down",
+                          "Retry-After: 5\r\n");
+      routes_decode_free(d);
+    }
+    if (store->head)
+      store->tail = store->head;
+  }
+}
+
+unsigned routes_decoding(const routes *r) { return r ? r->decoding : 0; }
+
+void routes_destroy(routes *r)
+{
+  if (!r)
+    return;
+  /* uv_run has returned: no decode is on a worker, and the ingest, gone,
+   * answered everything it held. What is left was never answered. */
+  assert(r->decoding == 0);
+  while (r->stores) {
+    struct routes_store *store = r->stores;
+    r->stores = store->next;
+    while (store->head) {
+      struct routes_decode *d = store->head;
+      store->head = d->next;
+      routes_decode_free(d);
+    }
+    free(store);
+  }
+  free(r);
+}

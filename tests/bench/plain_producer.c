@@ -4,7 +4,7 @@
  * (each sale as a pos.v1.Sale value, key store_id, headers journal_id, seq,
  * batch_seq, kind, device_id) straight from librdkafka, with the
  * collector's producer settings (acks=all, idempotence with the gapless
- * guarantee, no message timeout, linger 2 ms, murmur2_random), and no
+ * guarantee, no message timeout, linger 1 ms, murmur2_random), and no
  * server, TLS, decoding or exactly-once bookkeeping in front.
  *
  *   pos-plain-producer --brokers HOST:PORT --topic T --batch FILE [--batch FILE...]
@@ -170,7 +170,7 @@ int main(int argc, char **argv)
       {"enable.idempotence", "true"},
       {"enable.gapless.guarantee", "true"},
       {"message.timeout.ms", "0"},
-      {"linger.ms", "2"},
+      {"linger.ms", "1"},
       {"partitioner", "murmur2_random"},
       {"queue.buffering.max.messages", "1100000"},
   };
