@@ -182,6 +182,8 @@ static void routes_on_batch_done(void *arg, const struct ingest_result *result)
   limits.max_batch_bytes = pending->routes->options.max_body_bytes;
   limits.max_batch_decoded_bytes = pending->routes->options.max_decoded_bytes;
   limits.max_sales_per_batch = (uint32_t)pending->routes->options.max_sales_per_batch;
+  /* And the zstd dictionaries we decode: the agent uses one only then. */
+  proto_limits_advertise_dictionaries(&limits);
   switch (result->outcome) {
   case INGEST_ACCEPTED:
   case INGEST_DUPLICATE:

@@ -27,7 +27,7 @@ send_batch "$DEV" --journal "$J" --batch-seq 1 --first-seq 1 --sales 60 --zstd-d
 log "batch 1 (dictionary): $BATCH_OUT"
 assert_eq "batch with the dictionary: status" 200 "$(batch_field status)"
 assert_eq "batch with the dictionary: acked_batch_seq" 1 "$(batch_field acked_batch_seq)"
-log "the collector's ack lists zstd dictionaries: $(batch_field zstd_dictionaries)"
+assert_eq "the collector's ack lists the dictionary" 1347375873 "$(batch_field zstd_dictionaries)"
 send_batch "$DEV" --journal "$J" --batch-seq 1 --first-seq 1 --sales 60 --zstd-dict "$DICT_ID"
 assert_eq "batch with the dictionary resent: duplicate" 1 "$(batch_field duplicate)"
 assert_eq "records of the batch with the dictionary" 60 "$(sales_for_journal)"
