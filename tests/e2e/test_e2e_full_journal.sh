@@ -105,7 +105,16 @@ dd if=/dev/zero of="$SMALL/ballast" bs=1k count=$((avail_kb > 450 ? avail_kb - 4
 fill F
 cat "$FILL_ACKED" >>"$T/acked.all"
 log "file system after filling: $(df -k --output=avail "$SMALL" | tail -n 1) KiB free"
+# A restart on the full disk (a power cycle, an upgrade): the disk reserve
+# made by the run before is still there to give back (it was not when a
+# restart found no room to make it anew: the file stayed, unused).
+[[ -f "$JOURNAL-reserve" ]] || fail "the disk reserve exists before the restart" "a file" "none"
+stop_agent
+start_agent
 push_until_sent 120
+grep -q 'event=disk_reserve_used' "$AGENT_LOG" ||
+  fail "the restarted agent gave the disk reserve back on the full disk" \
+    "event=disk_reserve_used in $AGENT_LOG" "$(grep -c . "$AGENT_LOG") lines, none"
 # Room is made inside the database (acknowledged sales pruned), not on
 # the disk: sales are taken again with the ballast still there.
 sale_after_room F
