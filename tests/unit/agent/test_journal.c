@@ -25,6 +25,7 @@
 #include "journal/journal.h"
 #include "journal_fixture.h"
 #include "platform/metrics.h"
+#include "wal_writes.h"
 
 /* A store device's slow flash: while set, every fdatasync of this process
  * (SQLite's on the WAL, the high-water mark's) first sleeps this long. This
@@ -40,28 +41,6 @@ int fdatasync(int fd)
   if (delay > 0)
     usleep((useconds_t)delay);
   return real ? real(fd) : -1;
-}
-
-/* While set, the pwrite64 calls of this process on a file whose name ends
- * in "-wal" are counted (libsqlite3 calls this executable's pwrite64, as it
- * does its fdatasync). */
-static atomic_int count_wal_writes;
-static atomic_int wal_writes;
-
-ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset)
-{
-  ssize_t (*real)(int, const void *, size_t, off_t) =
-      (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite64");
-
-  if (atomic_load(&count_wal_writes)) {
-    char link[64], target[512];
-    ssize_t length;
-    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-    length = readlink(link, target, sizeof(target) - 1);
-    if (length > 4 && memcmp(target + length - 4, "-wal", 4) == 0)
-      atomic_fetch_add(&wal_writes, 1);
-  }
-  return real ? real(fd, buf, count, offset) : -1;
 }
 
 /* A value of the process's metrics as /metrics shows it (a histogram's
@@ -363,13 +342,13 @@ static void a_commit_writes_its_wal_frames_at_once(void **state)
   assert_int_equal(w.write.error, 0);
   sale_clear(&sale);
   make_sale(&sale, "V-2", 0);
-  atomic_store(&wal_writes, 0);
-  atomic_store(&count_wal_writes, 1);
+  atomic_store(&wal_writes_seen, 0);
+  atomic_store(&wal_writes_counting, 1);
   jf_write_and_wait(f, j, &w, &sale, 1);
-  atomic_store(&count_wal_writes, 0);
+  atomic_store(&wal_writes_counting, 0);
   assert_int_equal(w.write.error, 0);
   sale_clear(&sale);
-  writes = atomic_load(&wal_writes);
+  writes = atomic_load(&wal_writes_seen);
   print_message("wal writes: %d\n", writes);
   assert_int_equal(writes, 1);
   assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales WHERE sale_id = 'V-2'"), 1);

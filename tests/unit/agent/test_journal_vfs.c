@@ -11,9 +11,6 @@
  * checks it from a separate connection of the system's VFS, as the sqlite3
  * CLI would: integrity_check and the rows that must be there.
  */
-#define _GNU_SOURCE /* RTLD_NEXT, pwrite64 */
-#include <dlfcn.h>
-#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -29,28 +26,7 @@
 #include <sqlite3.h>
 
 #include "journal/journal_int.h"
-
-/* While set, this process's writes to a file whose name ends in "-wal"
- * fail with ENOSPC (libsqlite3 calls this executable's pwrite64). */
-static atomic_int wal_full;
-
-ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset)
-{
-  ssize_t (*real)(int, const void *, size_t, off_t) =
-      (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite64");
-
-  if (atomic_load(&wal_full)) {
-    char link[64], target[512];
-    ssize_t length;
-    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-    length = readlink(link, target, sizeof(target) - 1);
-    if (length > 4 && memcmp(target + length - 4, "-wal", 4) == 0) {
-      errno = ENOSPC;
-      return -1;
-    }
-  }
-  return real ? real(fd, buf, count, offset) : -1;
-}
+#include "wal_writes.h"
 
 struct vfs_case {
   char dir[64];
@@ -143,9 +119,9 @@ static void a_failed_flush_keeps_the_spilled_frames(void **state)
 
   assert_int_equal(exec(db, "BEGIN"), SQLITE_OK);
   assert_int_equal(exec(db, "UPDATE t SET v = randomblob(210) WHERE id <= 150"), SQLITE_OK);
-  atomic_store(&wal_full, 1);
+  atomic_store(&wal_writes_fail, 1);
   assert_int_not_equal(exec(db, "UPDATE t SET v = randomblob(210) WHERE id <= 100"), SQLITE_OK);
-  atomic_store(&wal_full, 0);
+  atomic_store(&wal_writes_fail, 0);
   assert_int_equal(exec(db, "INSERT INTO b VALUES(1, 'after')"), SQLITE_OK);
   assert_int_equal(exec(db, "COMMIT"), SQLITE_OK);
   assert_sound(c, 2000, 1);
