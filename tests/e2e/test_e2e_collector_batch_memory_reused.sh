@@ -15,6 +15,12 @@ make_pki S002 D1 S003 D1 S004 D1
 start_broker --partitions 4
 write_collector_config
 start_collector
+# Under a sanitizer the allocator is the sanitizer's, not glibc's: the
+# collector says its thresholds were refused, and there is nothing to measure.
+if grep -q 'event=malloc_defaults' "$COLLECTOR_LOG"; then
+  stop_collector
+  skip "the collector's allocator is not glibc's (a sanitizer build): mallopt was refused"
+fi
 
 minflt() { sed 's/.*) //' "/proc/$COLLECTOR_PID/stat" | awk '{ print $8 }'; }
 
