@@ -237,6 +237,11 @@ bad_value:
   return -1;
 }
 
+/* The longest line inih reads whole (INI_MAX_LINE with its newline and
+ * NUL); a longer one it splits without a word, and the rest would be read
+ * as a line of its own (seen: a value cut, and "unknown key ror"). */
+#define CONFIG_LINE_MAX (INI_MAX_LINE - 2)
+
 /* inih handler: returning 0 makes ini_parse return this line's number. */
 static int config_ini_handler(void *user, const char *section, const char *name,
                               const char *value)
@@ -246,6 +251,15 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 
   if (!name)
     return 1; /* a section header alone: checked when a key in it appears */
+  /* A value continued on an indented line must still fit on one line
+   * "name = value", which is how the effective config writes it back. */
+  if (strlen(name) + 3 + strlen(value) > CONFIG_LINE_MAX) {
+    config_error(state->err, state->err_size,
+                 "the value of %s in [%s] is %zu characters: at most %zu fit on one line "
+                 "\"%s = ...\" of this file", name, section, strlen(value),
+                 CONFIG_LINE_MAX - 3 - strlen(name), name);
+    return 0;
+  }
   key = config_find(state->keys, state->key_count, section, name);
   if (!key) {
     if (!config_section_known(state->keys, state->key_count, section))
@@ -273,6 +287,24 @@ int config_defaults(const struct config_key *keys, size_t n, void *cfg, char *er
   return 0;
 }
 
+/* The number of the first line of `file` longer than CONFIG_LINE_MAX, or
+ * 0; `file` is read from its start and rewound. */
+static int config_long_line(FILE *file)
+{
+  int line = 1, length = 0, c, found = 0;
+
+  while (!found && (c = getc(file)) != EOF) {
+    if (c == '\n') {
+      line++;
+      length = 0;
+    } else if (++length > CONFIG_LINE_MAX) {
+      found = line;
+    }
+  }
+  rewind(file);
+  return found;
+}
+
 /* Parses INI `path` over what `cfg` holds. 0, or -1 with `err` = "path[:line]: ...". */
 static int config_read(const char *path, const struct config_key *keys, size_t n, void *cfg,
                        char *err, size_t err_size)
@@ -285,6 +317,13 @@ static int config_read(const char *path, const struct config_key *keys, size_t n
 
   if (!file) {
     config_error(err, err_size, "%s: cannot read the config file: %s", path, strerror(errno));
+    goto out;
+  }
+  line = config_long_line(file);
+  if (line > 0) {
+    config_error(err, err_size, "%s:%d: the line is longer than %d characters, which the "
+                 "INI reader cuts in two: shorten it (a path or URL that long?)", path, line,
+                 CONFIG_LINE_MAX);
     goto out;
   }
   line = ini_parse_file(file, config_ini_handler, &state);

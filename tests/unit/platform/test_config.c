@@ -151,6 +151,26 @@ static void line_that_is_not_ini_is_an_error(void **state)
   expect_error("[main]\nname = x\nthis is not ini\n", ":3: ", "not an INI line");
 }
 
+/* inih cuts a line longer than it reads whole in two, and reads the rest as
+ * a line of its own: refused, naming the line (a fuzz-config finding). */
+static void line_too_long_is_an_error(void **state)
+{
+  char text[400];
+  (void)state;
+  snprintf(text, sizeof(text), "[main]\nname = %0250d\n", 7);
+  expect_error(text, ":2: ", "the line is longer than 198 characters");
+}
+
+/* A value continued on an indented line must fit on one "name = value"
+ * line, as the effective config writes it back. */
+static void continued_value_too_long_is_an_error(void **state)
+{
+  char text[400];
+  (void)state;
+  snprintf(text, sizeof(text), "[main]\nname = a\n  %0195d\n", 7);
+  expect_error(text, ":3: ", "at most 191 fit on one line");
+}
+
 static void missing_file_says_so(void **state)
 {
   struct test_cfg cfg;
@@ -269,6 +289,8 @@ int main(void)
       cmocka_unit_test(out_of_bounds_names_the_bounds),
       cmocka_unit_test(bad_values_are_errors),
       cmocka_unit_test(line_that_is_not_ini_is_an_error),
+      cmocka_unit_test(line_too_long_is_an_error),
+      cmocka_unit_test(continued_value_too_long_is_an_error),
       cmocka_unit_test(missing_file_says_so),
       cmocka_unit_test(example_lists_every_key_and_reloads),
       cmocka_unit_test(dropins_override_in_name_order_and_name_the_file_at_fault),
