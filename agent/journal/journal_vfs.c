@@ -43,7 +43,7 @@
 /* Writes gathered per WAL file: a group commit of a few dozen sales fits. */
 #define JOURNAL_VFS_BUFFER (64 * 1024)
 
-/* SQLite's WAL format and locks (https://www.sqlite.org/walformat.html). */
+/* SQLite's WAL format and locks (its documentation's "WAL-mode file format"). */
 #define WAL_FRAME_HEADER 24
 #define WAL_WRITE_LOCK 0 /* the first lock slot of the -shm file */
 
