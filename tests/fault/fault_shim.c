@@ -50,6 +50,10 @@
 struct shim_file {
   char path[4096];
   int undo_fd;
+  /* Pre-images are read through a descriptor of the shim's own: the
+   * agent's may be write-only, or direct (O_DIRECT reads whole blocks only:
+   * journal_vfs.c writes the WAL so). */
+  int read_fd;
   uint64_t synced_size;
 };
 
@@ -170,6 +174,9 @@ static int shim_file_for(const char *path, int fd)
   file->undo_fd = real_open(undo_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (file->undo_fd < 0)
     shim_die("cannot open the undo log", undo_path);
+  file->read_fd = real_open(path, O_RDONLY | O_CLOEXEC);
+  if (file->read_fd < 0)
+    shim_die("cannot open for reading", path);
   struct stat st;
   if (fstat(fd, &st))
     shim_die("cannot stat", path);
@@ -213,12 +220,26 @@ static void shim_log(struct shim_file *file, int fd, uint32_t kind, uint64_t off
   };
   if (lseek(file->undo_fd, 0, SEEK_END) < 0)
     shim_die("cannot seek the undo log of", file->path);
+  /* The path may name a new file since (SQLite deletes a WAL and makes it
+   * again): the read descriptor follows it; a file that no longer has the
+   * path is read through the writer's own descriptor. */
+  struct stat read_st;
+  int read_fd = file->read_fd;
+  if (fstat(read_fd, &read_st) || read_st.st_ino != st.st_ino || read_st.st_dev != st.st_dev) {
+    if (file->read_fd >= 0)
+      real_close(file->read_fd);
+    file->read_fd = real_open(file->path, O_RDONLY | O_CLOEXEC);
+    read_fd = file->read_fd;
+    if (read_fd < 0 || fstat(read_fd, &read_st) || read_st.st_ino != st.st_ino ||
+        read_st.st_dev != st.st_dev)
+      read_fd = fd;
+  }
   shim_put(file->undo_fd, &record, sizeof(record), file->path);
   char chunk[SHIM_PREIMAGE_CHUNK];
   for (uint64_t done = 0; done < record.pre_length;) {
     size_t want = record.pre_length - done < sizeof(chunk) ? record.pre_length - done
                                                            : sizeof(chunk);
-    ssize_t n = pread64(fd, chunk, want, (off64_t)(offset + done));
+    ssize_t n = pread64(read_fd, chunk, want, (off64_t)(offset + done));
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
