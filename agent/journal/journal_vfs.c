@@ -200,8 +200,11 @@ static int journal_vfs_flush_direct(struct journal_vfs_file *f)
       f->direct_fd = -1;
       return journal_vfs_write_cached(f, f->buf, (int)f->len, f->start);
     }
+    /* A short write stops at the end of the room: a full disk too. */
     f->block_at = -1;
-    return n < 0 && (errno == ENOSPC || errno == EDQUOT) ? SQLITE_FULL : SQLITE_IOERR_WRITE;
+    f->open_frames = 1;
+    return n == 0 || done > 0 || errno == ENOSPC || errno == EDQUOT ? SQLITE_FULL
+                                                                    : SQLITE_IOERR_WRITE;
   }
   memcpy(f->last_block, f->stage + total - block, block);
   f->block_at = last - (sqlite3_int64)block;
@@ -353,8 +356,16 @@ static int vfs_truncate(sqlite3_file *file, sqlite3_int64 size)
 
 static int vfs_sync(sqlite3_file *file, int flags)
 {
-  int rc = journal_vfs_flush((struct journal_vfs_file *)file);
-  return rc != SQLITE_OK ? rc : real_of(file)->pMethods->xSync(real_of(file), flags);
+  struct journal_vfs_file *f = (struct journal_vfs_file *)file;
+  int rc = journal_vfs_flush(f);
+
+  if (rc == SQLITE_OK)
+    rc = f->real->pMethods->xSync(f->real, flags);
+  /* A commit whose sync failed is rolled back: its frames, written, are
+   * past the log's end like those of any transaction never committed. */
+  if (rc != SQLITE_OK)
+    f->open_frames = 1;
+  return rc;
 }
 
 static int vfs_file_size(sqlite3_file *file, sqlite3_int64 *size)
@@ -466,7 +477,7 @@ static void journal_vfs_direct_open(struct journal_vfs_file *f, const char *name
   struct statx st;
   size_t block, memory;
   void *stage = NULL, *last = NULL;
-  int fd = open(name, O_WRONLY | O_DIRECT | O_CLOEXEC);
+  int fd = open(name, O_WRONLY | O_DIRECT | O_CLOEXEC | O_LARGEFILE);
 
   if (fd < 0)
     return;
