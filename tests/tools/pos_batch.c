@@ -10,7 +10,8 @@
  *             [--deltas N] [--count N] [--quiet] [--timeout S]
  *             [--zstd-level N] [--zstd-dict ID] [--omit-sale-store]
  *             [--received-as-delta]
- *   pos-batch --out FILE [--json-out FILE] [content options]
+ *   pos-batch --out FILE [--json-out FILE] [--pb-out FILE [--compact-sales]]
+ *             [content options]
  *   pos-batch --bodies-out FILE --count N [content options]
  *   pos-batch --url ... --bodies FILE [--quiet] [--timeout S]
  *   pos-batch --bomb stream|declared [--bomb-size BYTES] ...
@@ -118,6 +119,8 @@ struct batch_options {
   uint32_t zstd_dict;   /* --zstd-dict, PROTO_ZSTD_DICT_NONE by default */
   int omit_sale_store;  /* --omit-sale-store: no store_id/city/zone in the sales */
   int received_delta;   /* --received-as-delta: received_ms - business_time_ms instead */
+  const char *pb_path;  /* --pb-out: the protobuf before compression */
+  int compact_sales;    /* --compact-sales: --pb-out in the compact encoding */
 };
 
 /* A growable byte buffer. */
@@ -480,6 +483,20 @@ static void batch_build(const struct batch_options *options, long index, uint8_t
   batch.inventory_deltas = delta_ptrs;
   int rc = proto_batch_pack_dict(&batch, options->zstd_level, options->zstd_dict, body,
                                  body_len);
+  if (rc == 0 && options->pb_path && index == 0) {
+    /* The protobuf before compression (canonical, or compact for training
+     * a dictionary on compact sales: proto/dict/train.sh). */
+    uint8_t *pb = NULL;
+    size_t pb_len = 0;
+    FILE *out;
+    rc = proto_batch_serialize(&batch, options->compact_sales, &pb, &pb_len);
+    out = rc == 0 ? fopen(options->pb_path, "wb") : NULL;
+    if (rc == 0 && (!out || fwrite(pb, 1, pb_len, out) != pb_len || fclose(out) != 0)) {
+      fprintf(stderr, "pos-batch: cannot write %s: %s\n", options->pb_path, strerror(errno));
+      exit(1);
+    }
+    free(pb);
+  }
   if (rc) {
     fprintf(stderr, "pos-batch: cannot pack the batch: %s\n", proto_strerror(rc));
     exit(1);
@@ -1028,7 +1045,8 @@ static void batch_usage(FILE *out)
       "  --resync-id R\n"
       "  --time-base-ms MS   business times fall in the hour before MS (1790000000000)\n"
       "  --zstd-level N      zstd level of the body (3, the agent's default)\n"
-      "  --zstd-dict ID      compress with zstd dictionary ID (1347375873 = sales-1; 0 none)\n"
+      "  --zstd-dict ID      zstd dictionary ID (1347375873 = sales-1; 1347375874 = sales-2,\n"
+      "                      compact sales; 0 none)\n"
       "  --omit-sale-store   sales without store_id, store_city, time_zone (measurement)\n"
       "  --received-as-delta received_ms - business_time_ms in received_ms (measurement)\n"
       "  --bomb stream|declared   send a zstd bomb instead (content size absent/declared)\n"
@@ -1046,6 +1064,8 @@ static void batch_usage(FILE *out)
       "files:\n"
       "  --out FILE          write the (first) body here instead of sending\n"
       "  --json-out FILE     with --out: the same sales as JSON lines\n"
+      "  --pb-out FILE       with --out: the batch's protobuf before compression\n"
+      "  --compact-sales     with --pb-out: the sales in the compact encoding\n"
       "  --bodies-out FILE   write the --count bodies to FILE (framed) instead of sending\n"
       "  --bodies FILE       with --url: send FILE's bodies as they are, one per request\n",
       out);
@@ -1090,6 +1110,10 @@ int main(int argc, char **argv)
       options.omit_sale_store = 1;
       continue;
     }
+    if (strcmp(arg, "--compact-sales") == 0) {
+      options.compact_sales = 1;
+      continue;
+    }
     if (strcmp(arg, "--received-as-delta") == 0) {
       options.received_delta = 1;
       continue;
@@ -1115,6 +1139,8 @@ int main(int argc, char **argv)
       options.go_file = value;
     else if (strcmp(arg, "--bodies") == 0)
       options.bodies = value;
+    else if (strcmp(arg, "--pb-out") == 0)
+      options.pb_path = value;
     else if (strcmp(arg, "--json-out") == 0)
       options.json_path = value;
     else if (strcmp(arg, "--store") == 0)
@@ -1167,6 +1193,11 @@ int main(int argc, char **argv)
     batch_die("--bodies-out writes sales, not --bomb or --garbage bodies");
   if (options.json_path && !options.out_path)
     batch_die("--json-out goes with --out");
+  if (options.pb_path && !options.out_path)
+    batch_die("--pb-out goes with --out");
+  if (options.compact_sales && !options.pb_path)
+    batch_die("--compact-sales goes with --pb-out (a body is compact with a dictionary that "
+              "compacts: --zstd-dict 1347375874)");
   if (strcmp(options.kind, "live") != 0 && strcmp(options.kind, "replay") != 0)
     batch_die("--kind \"%s\": expected live or replay", options.kind);
   if (strcmp(options.kind, "replay") == 0 && !options.resync_id)
