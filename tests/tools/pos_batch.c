@@ -115,7 +115,7 @@ struct batch_options {
   long long time_base_ms;
   int quiet;
   int warm;
-  int zstd_level;       /* --zstd-level, 3 as the agent's default */
+  int zstd_level;       /* --zstd-level, 3 by default; 0 the agent's choice by size */
   uint32_t zstd_dict;   /* --zstd-dict, PROTO_ZSTD_DICT_NONE by default */
   int omit_sale_store;  /* --omit-sale-store: no store_id/city/zone in the sales */
   int received_delta;   /* --received-as-delta: received_ms - business_time_ms instead */
@@ -481,8 +481,12 @@ static void batch_build(const struct batch_options *options, long index, uint8_t
   batch.sales = sale_ptrs;
   batch.n_inventory_deltas = delta_count;
   batch.inventory_deltas = delta_ptrs;
-  int rc = proto_batch_pack_dict(&batch, options->zstd_level, options->zstd_dict, body,
-                                 body_len);
+  /* 0: as the agent's batcher_zstd_level chooses for its default (19 up
+   * to 32 KiB of protobuf before compression, 3 above; agent/uplink/batcher.h). */
+  int level = options->zstd_level
+                  ? options->zstd_level
+                  : pos__v1__batch__get_packed_size(&batch) <= 32 * 1024 ? 19 : 3;
+  int rc = proto_batch_pack_dict(&batch, level, options->zstd_dict, body, body_len);
   if (rc == 0 && options->pb_path && index == 0) {
     /* The protobuf before compression (canonical, or compact for training
      * a dictionary on compact sales: proto/dict/train.sh). */
@@ -1044,7 +1048,8 @@ static void batch_usage(FILE *out)
       "  --kind live|replay  batch kind (live); replay needs --resync-id\n"
       "  --resync-id R\n"
       "  --time-base-ms MS   business times fall in the hour before MS (1790000000000)\n"
-      "  --zstd-level N      zstd level of the body (3, the agent's default)\n"
+      "  --zstd-level N      zstd level of the body (3); 0: the agent's default, 19 up to\n"
+      "                      32 KiB of protobuf, else 3 (batcher_zstd_level)\n"
       "  --zstd-dict ID      zstd dictionary ID (1347375873 = sales-1; 1347375874 = sales-2,\n"
       "                      compact sales; 0 none)\n"
       "  --omit-sale-store   sales without store_id, store_city, time_zone (measurement)\n"
@@ -1175,7 +1180,7 @@ int main(int argc, char **argv)
     else if (strcmp(arg, "--bomb-size") == 0)
       options.bomb_size = batch_parse_ll(arg, value, 1, 1LL << 40);
     else if (strcmp(arg, "--zstd-level") == 0)
-      options.zstd_level = (int)batch_parse_ll(arg, value, 1, 22);
+      options.zstd_level = (int)batch_parse_ll(arg, value, 0, 22);
     else if (strcmp(arg, "--zstd-dict") == 0)
       options.zstd_dict = (uint32_t)batch_parse_ll(arg, value, 0, UINT32_MAX);
     else if (strcmp(arg, "--bomb") == 0)
