@@ -1243,7 +1243,7 @@ static const uint8_t *proto_sale_canonical_wire(Pos__V1__Batch *batch, const uin
  */
 static int proto_batch_restore(Pos__V1__Batch *batch, char *err, size_t err_size)
 {
-  const Pos__V1__BatchEnvelope *env = batch->envelope;
+  Pos__V1__BatchEnvelope *env = batch->envelope;
   struct proto_pooled *pool = NULL;
   uint64_t time = (uint64_t)env->created_ms, seq = env->first_seq - 1;
 
@@ -1288,6 +1288,8 @@ static int proto_batch_restore(Pos__V1__Batch *batch, char *err, size_t err_size
         pool->sale_wire = NULL; /* every sale is packed again instead */
     }
   }
+  /* Canonical now, all of it: packed again, it is a canonical batch. */
+  env->compact_sales = 0;
   return PROTO_OK;
 }
 

@@ -159,7 +159,8 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
  * (or none), and a BatchEnvelope.zstd_dictionary other than 0 must be the
  * frames' (PROTO_EENVELOPE). Compact sales (BatchEnvelope.compact_sales)
  * come back canonical: business_time_ms, seq, received_ms and an empty
- * store_id restored, the compact fields cleared, and for a pooled batch
+ * store_id restored, the compact fields and envelope.compact_sales
+ * cleared (packed again, it is a canonical batch), and for a pooled batch
  * their wire bytes (proto_batch_sale_wire) those of the canonical sale; a
  * compact sale that carries business_time_ms, seq or received_ms, or a
  * canonical one that carries a compact field, is refused (PROTO_EDECODE).

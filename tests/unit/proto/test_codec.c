@@ -365,6 +365,7 @@ static void compact_sales_come_back_as_the_canonical_sales_byte_for_byte(void **
                                                  sizeof(err)),
                      PROTO_OK);
     assert_int_equal(decoded->n_sales, 3);
+    assert_false(decoded->envelope->compact_sales); /* packed again: canonical */
     for (size_t i = 0; i < 3; i++) {
       const Pos__V1__Sale *sale = decoded->sales[i];
       size_t want = pos__v1__sale__get_packed_size(&t.sales[i]);
