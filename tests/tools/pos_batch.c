@@ -9,7 +9,6 @@
  *             [--kind live|replay] [--resync-id R] [--time-base-ms MS]
  *             [--deltas N] [--count N] [--quiet] [--timeout S]
  *             [--zstd-level N] [--zstd-dict ID] [--omit-sale-store]
- *             [--received-as-delta]
  *   pos-batch --out FILE [--json-out FILE] [--pb-out FILE [--compact-sales]]
  *             [content options]
  *   pos-batch --bodies-out FILE --count N [content options]
@@ -118,7 +117,6 @@ struct batch_options {
   int zstd_level;       /* --zstd-level, 3 by default; 0 the agent's choice by size */
   uint32_t zstd_dict;   /* --zstd-dict, PROTO_ZSTD_DICT_NONE by default */
   int omit_sale_store;  /* --omit-sale-store: no store_id/city/zone in the sales */
-  int received_delta;   /* --received-as-delta: received_ms - business_time_ms instead */
   const char *pb_path;  /* --pb-out: the protobuf before compression */
   int compact_sales;    /* --compact-sales: --pb-out in the compact encoding */
 };
@@ -350,16 +348,12 @@ static void batch_make_sale(struct batch_sale *out, const struct batch_options *
   out->msg.store_city = "Milano";
   out->msg.time_zone = "Europe/Rome";
   if (options->omit_sale_store) {
-    /* What the envelope says already (store), or a collector could add
-     * (city, zone): measured by the wire benchmark, never sent so. */
+    /* As the agent's sales are: it has no city or zone, and its compact
+     * sales leave the store to the envelope (wire_bench's agent column,
+     * proto/dict/train.sh's samples for sales-2). */
     out->msg.store_id = "";
     out->msg.store_city = "";
     out->msg.time_zone = "";
-  }
-  if (options->received_delta) {
-    /* The bytes a received_ms sent as its distance from business_time_ms
-     * would take (a small varint): measured by the wire benchmark only. */
-    out->msg.received_ms -= out->msg.business_time_ms;
   }
 }
 
@@ -1052,8 +1046,8 @@ static void batch_usage(FILE *out)
       "                      32 KiB of protobuf, else 3 (batcher_zstd_level)\n"
       "  --zstd-dict ID      zstd dictionary ID (1347375873 = sales-1; 1347375874 = sales-2,\n"
       "                      compact sales; 0 none)\n"
-      "  --omit-sale-store   sales without store_id, store_city, time_zone (measurement)\n"
-      "  --received-as-delta received_ms - business_time_ms in received_ms (measurement)\n"
+      "  --omit-sale-store   sales without store_id, store_city, time_zone (as the agent's\n"
+      "                      compact sales are: wire_bench, proto/dict/train.sh)\n"
       "  --bomb stream|declared   send a zstd bomb instead (content size absent/declared)\n"
       "  --bomb-size BYTES   what the bomb expands to (64M)\n"
       "  --garbage random|zstd|truncated|trailing   send an undecodable body instead\n"
@@ -1117,10 +1111,6 @@ int main(int argc, char **argv)
     }
     if (strcmp(arg, "--compact-sales") == 0) {
       options.compact_sales = 1;
-      continue;
-    }
-    if (strcmp(arg, "--received-as-delta") == 0) {
-      options.received_delta = 1;
       continue;
     }
     if (!value)
