@@ -12,7 +12,8 @@
 # stores, at another time. From sales-2 (DICT_ID 1347375874) on, a dictionary
 # is used with compact sales (pos.proto, BatchEnvelope.compact_sales), so its
 # samples are compact too, and shaped as the agent sends them: without
-# store_city and time_zone, which it never has (pos-batch --omit-sale-store). Needs the zstd command-line tool (Debian: zstd).
+# store_city and time_zone, which it never has (pos-batch --omit-sale-store).
+# Needs the zstd command-line tool (Debian: zstd).
 #
 # A dictionary, once committed under an id, is never changed: the agent and
 # the collector must hold the same bytes for an id. Training again (another

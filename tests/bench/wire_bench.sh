@@ -86,7 +86,8 @@ for n in $SIZES; do
   gz=0 plain=0 dict19=0 same=0 agent=0
   for ((k = 0; k < BATCHES; k++)); do
     make_batch "$n" "$k" plain json
-    make_batch "$n" "$k" dict19 - --zstd-dict "$DICT1_ID" --zstd-level 19 --pb-out "$WORK/canonical.pb"
+    make_batch "$n" "$k" dict19 - --zstd-dict "$DICT1_ID" --zstd-level 19 \
+      --pb-out "$WORK/canonical.pb"
     make_batch "$n" "$k" same - --zstd-dict "$DICT2_ID" --zstd-level 0 --pb-out "$WORK/same.pb" \
       --compact-sales
     make_batch "$n" "$k" agent - --zstd-dict "$DICT2_ID" --zstd-level 0 --pb-out "$WORK/agent.pb" \
