@@ -29,7 +29,11 @@ struct batcher_identity {
   char agent_version[32];
   int zstd_level; /* 1..19, or 0: batcher_zstd_level chooses by size */
   /* The zstd dictionary new batches are sealed with: PROTO_ZSTD_DICT_NONE
-   * until the collector says it knows one (Limits.zstd_dictionaries). */
+   * until the collector says it knows one (Limits.zstd_dictionaries). With
+   * sales-2 (proto_zstd_dictionary_compacts) the codec packs the sales in
+   * the compact encoding too (pos.proto, BatchEnvelope.compact_sales), which
+   * only a collector that lists sales-2 can decompress: one rolled back
+   * answers 400 and the uploader seals the sales again without it. */
   _Atomic uint32_t zstd_dictionary;
 };
 

@@ -46,12 +46,14 @@ const char *proto_strerror(int code)
 
 /* ---- zstd dictionaries --------------------------------------------------- */
 
-/* proto/dict/sales-1.zdict, embedded at build time (scripts/embed.cmake). */
+/* proto/dict/sales-N.zdict, embedded at build time (scripts/embed.cmake). */
 extern const unsigned char proto_dict_sales_1[];
 extern const size_t proto_dict_sales_1_len;
+extern const unsigned char proto_dict_sales_2[];
+extern const size_t proto_dict_sales_2_len;
 
 /* Every dictionary this build knows, oldest first; an id is never reused. */
-static const uint32_t proto_dict_ids[] = {PROTO_ZSTD_DICT_SALES_1};
+static const uint32_t proto_dict_ids[] = {PROTO_ZSTD_DICT_SALES_1, PROTO_ZSTD_DICT_SALES_2};
 #define PROTO_DICT_COUNT (sizeof(proto_dict_ids) / sizeof(proto_dict_ids[0]))
 /* Prepared decompression dictionaries, made once on first use and kept
  * until exit: a collector decompresses a body every millisecond or so, and
@@ -98,6 +100,10 @@ static void proto_dict_bytes(int index, const void **bytes, size_t *len)
 {
   /* One entry per id of proto_dict_ids, in its order. */
   switch (index) {
+  case 1:
+    *bytes = proto_dict_sales_2;
+    *len = proto_dict_sales_2_len;
+    break;
   default:
     *bytes = proto_dict_sales_1;
     *len = proto_dict_sales_1_len;
@@ -126,6 +132,12 @@ static const ZSTD_DDict *proto_ddict(uint32_t id)
   return proto_ddicts[index];
 }
 
+int proto_zstd_dictionary_compacts(uint32_t dict_id)
+{
+  /* sales-2 and every later one: the id says the encoding (codec.h). */
+  return dict_id >= PROTO_ZSTD_DICT_SALES_2 && proto_dict_index(dict_id) >= 0;
+}
+
 static int proto_zstd_skippable(const uint8_t *in, size_t in_len);
 
 uint32_t proto_zstd_dictionary_of(const uint8_t *body, size_t body_len)
@@ -150,6 +162,78 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
   return proto_batch_pack_dict(batch, zstd_level, PROTO_ZSTD_DICT_NONE, body, body_len);
 }
 
+/*
+ * Copies of batch's envelope and sales in the compact encoding (pos.proto,
+ * Sale.business_time_step_ms), pointing into `batch` for everything else.
+ * The differences are taken in unsigned 64-bit arithmetic, which the
+ * restore (proto_batch_restore) undoes exactly whatever the values.
+ */
+static void proto_batch_compact(const Pos__V1__Batch *batch, Pos__V1__Batch *copy,
+                                Pos__V1__BatchEnvelope *envelope, Pos__V1__Sale *sales,
+                                Pos__V1__Sale **sale_ptrs)
+{
+  uint64_t time = (uint64_t)batch->envelope->created_ms;
+  uint64_t seq = batch->envelope->first_seq - 1;
+
+  *copy = *batch;
+  *envelope = *batch->envelope;
+  envelope->compact_sales = 1;
+  copy->envelope = envelope;
+  copy->sales = sale_ptrs;
+  for (size_t i = 0; i < batch->n_sales; i++) {
+    Pos__V1__Sale *sale = &sales[i];
+    *sale = *batch->sales[i];
+    sale->business_time_step_ms = (int64_t)((uint64_t)sale->business_time_ms - time);
+    time = (uint64_t)sale->business_time_ms;
+    sale->received_after_business_ms = (int64_t)((uint64_t)sale->received_ms - time);
+    sale->seq_skip = sale->seq - seq - 1;
+    seq = sale->seq;
+    sale->business_time_ms = 0;
+    sale->received_ms = 0;
+    sale->seq = 0;
+    /* The envelope says it; a sale of another store keeps its own (and is
+     * dead-lettered for it, as a canonical one is). */
+    if (sale->store_id && envelope->store_id && strcmp(sale->store_id, envelope->store_id) == 0)
+      sale->store_id = (char *)(uintptr_t)protobuf_c_empty_string;
+    sale_ptrs[i] = sale;
+  }
+}
+
+int proto_batch_serialize(const Pos__V1__Batch *batch, int compact, uint8_t **out,
+                          size_t *out_len)
+{
+  Pos__V1__Batch copy;
+  Pos__V1__BatchEnvelope envelope;
+  Pos__V1__Sale *sales = NULL, **sale_ptrs = NULL;
+  const Pos__V1__Batch *what = batch;
+  uint8_t *packed = NULL;
+  size_t packed_len;
+  int rc = PROTO_ENOMEM;
+
+  if (compact && !batch->envelope)
+    return PROTO_EENVELOPE;
+  if (compact) {
+    sales = malloc((batch->n_sales ? batch->n_sales : 1) * sizeof(*sales));
+    sale_ptrs = malloc((batch->n_sales ? batch->n_sales : 1) * sizeof(*sale_ptrs));
+    if (!sales || !sale_ptrs)
+      goto out;
+    proto_batch_compact(batch, &copy, &envelope, sales, sale_ptrs);
+    what = &copy;
+  }
+  packed_len = pos__v1__batch__get_packed_size(what);
+  packed = malloc(packed_len ? packed_len : 1);
+  if (!packed)
+    goto out;
+  pos__v1__batch__pack(what, packed);
+  *out = packed;
+  *out_len = packed_len;
+  rc = PROTO_OK;
+out:
+  free(sales);
+  free(sale_ptrs);
+  return rc;
+}
+
 int proto_batch_pack_dict(const Pos__V1__Batch *batch, int zstd_level, uint32_t dict_id,
                           uint8_t **body, size_t *body_len)
 {
@@ -157,19 +241,21 @@ int proto_batch_pack_dict(const Pos__V1__Batch *batch, int zstd_level, uint32_t 
   const void *dict = NULL;
   size_t dict_len = 0;
   ZSTD_CCtx *cctx = NULL;
-  size_t packed_len = pos__v1__batch__get_packed_size(batch);
-  uint8_t *packed = malloc(packed_len ? packed_len : 1);
+  size_t packed_len = 0;
+  uint8_t *packed = NULL;
   uint8_t *compressed = NULL;
   size_t bound, written;
-  int rc = PROTO_ENOMEM;
+  int rc;
 
   if (dict_id != PROTO_ZSTD_DICT_NONE && dict_index < 0) {
     rc = PROTO_EDICT;
     goto out;
   }
-  if (!packed)
+  rc = proto_batch_serialize(batch, proto_zstd_dictionary_compacts(dict_id), &packed,
+                             &packed_len);
+  if (rc)
     goto out;
-  pos__v1__batch__pack(batch, packed);
+  rc = PROTO_ENOMEM;
   bound = ZSTD_compressBound(packed_len);
   compressed = malloc(bound);
   if (!compressed)
@@ -1061,6 +1147,152 @@ int proto_batch_set_string(Pos__V1__Batch *batch, char **field, const char *text
   return 0;
 }
 
+/* Appends `value` as a base-128 varint at out[*pos]. */
+static void proto_put_varint(uint8_t *out, size_t *pos, uint64_t value)
+{
+  while (value >= 0x80) {
+    out[(*pos)++] = (uint8_t)(value | 0x80);
+    value >>= 7;
+  }
+  out[(*pos)++] = (uint8_t)value;
+}
+
+/* The Sale fields a compact sale leaves out or adds (pos.proto). */
+#define PROTO_SALE_BUSINESS_TIME 8u
+#define PROTO_SALE_STORE_ID 16u
+#define PROTO_SALE_SEQ 17u
+#define PROTO_SALE_RECEIVED 18u
+#define PROTO_SALE_STEP_FIRST 23u /* business_time_step_ms .. seq_skip */
+#define PROTO_SALE_STEP_LAST 25u
+
+/*
+ * Writes the canonical field `number` of the restored `sale` at out[*pos],
+ * as protobuf-c packs it (nothing for a zero or empty value).
+ */
+static void proto_put_restored(uint8_t *out, size_t *pos, unsigned number,
+                               const Pos__V1__Sale *sale)
+{
+  uint64_t value = number == PROTO_SALE_BUSINESS_TIME ? (uint64_t)sale->business_time_ms
+                   : number == PROTO_SALE_SEQ         ? sale->seq
+                                                      : (uint64_t)sale->received_ms;
+  size_t len;
+
+  if (number == PROTO_SALE_STORE_ID) {
+    len = sale->store_id ? strlen(sale->store_id) : 0;
+    if (len == 0)
+      return;
+    proto_put_varint(out, pos, (uint64_t)number << 3 | 2u);
+    proto_put_varint(out, pos, len);
+    memcpy(out + *pos, sale->store_id, len);
+    *pos += len;
+  } else if (value != 0) {
+    proto_put_varint(out, pos, (uint64_t)number << 3);
+    proto_put_varint(out, pos, value);
+  }
+}
+
+/*
+ * The canonical wire bytes of compact sale wire[0..len) once restored as
+ * `sale` says, in `batch`'s arena: the fields as they came but for the
+ * compact ones, with business_time_ms, store_id, seq and received_ms put
+ * back where protobuf-c packs them (by field number), so that a consumer
+ * reads in pos.sales.v1 the bytes a canonical batch would have given.
+ * NULL when out of memory.
+ */
+static const uint8_t *proto_sale_canonical_wire(Pos__V1__Batch *batch, const uint8_t *wire,
+                                                size_t len, const Pos__V1__Sale *sale,
+                                                size_t *out_len)
+{
+  static const unsigned restored[] = {PROTO_SALE_BUSINESS_TIME, PROTO_SALE_STORE_ID,
+                                      PROTO_SALE_SEQ, PROTO_SALE_RECEIVED};
+  size_t store_len = sale->store_id ? strlen(sale->store_id) : 0;
+  uint8_t *out = proto_batch_alloc(batch, len + 3 * 12 + 12 + store_len);
+  size_t pos = 0, at = 0, next = 0, payload_len;
+  const uint8_t *payload;
+  uint64_t key;
+
+  if (!out)
+    return NULL;
+  while (at < len) {
+    size_t start = at;
+    unsigned number;
+    if (proto_varint(wire, len, &at, &key) != 0 ||
+        proto_census_skip(wire, len, &at, (unsigned)(key & 7), &payload, &payload_len) != 0)
+      return NULL; /* the census walked these bytes already: not reached */
+    number = (unsigned)(key >> 3);
+    while (next < 4 && restored[next] < number)
+      proto_put_restored(out, &pos, restored[next++], sale);
+    if (number == PROTO_SALE_BUSINESS_TIME || number == PROTO_SALE_STORE_ID ||
+        number == PROTO_SALE_SEQ || number == PROTO_SALE_RECEIVED ||
+        (number >= PROTO_SALE_STEP_FIRST && number <= PROTO_SALE_STEP_LAST))
+      continue;
+    memcpy(out + pos, wire + start, at - start);
+    pos += at - start;
+  }
+  while (next < 4)
+    proto_put_restored(out, &pos, restored[next++], sale);
+  *out_len = pos;
+  return out;
+}
+
+/*
+ * Turns the compact sales of `batch` (envelope.compact_sales) back into
+ * canonical ones (codec.h, proto_batch_unpack), their wire bytes too when
+ * the batch is pooled; refuses a sale that mixes the encodings. Returns 0,
+ * PROTO_EDECODE or PROTO_ENOMEM with `err` saying what is wrong.
+ */
+static int proto_batch_restore(Pos__V1__Batch *batch, char *err, size_t err_size)
+{
+  Pos__V1__BatchEnvelope *env = batch->envelope;
+  struct proto_pooled *pool = NULL;
+  uint64_t time = (uint64_t)env->created_ms, seq = env->first_seq - 1;
+
+  if (proto_batch_pooled(batch))
+    pool = (struct proto_pooled *)(void *)((char *)batch - offsetof(struct proto_pooled, batch));
+  for (size_t i = 0; i < batch->n_sales; i++) {
+    Pos__V1__Sale *sale = batch->sales[i];
+    if (!env->compact_sales) {
+      if (sale->business_time_step_ms || sale->received_after_business_ms || sale->seq_skip) {
+        snprintf(err, err_size, "sales[%zu] carries a field of the compact encoding "
+                 "(business_time_step_ms, received_after_business_ms, seq_skip) but the "
+                 "envelope does not say compact_sales", i);
+        return PROTO_EDECODE;
+      }
+      continue;
+    }
+    if (sale->business_time_ms || sale->seq || sale->received_ms) {
+      snprintf(err, err_size, "sales[%zu] is compact (envelope.compact_sales) but carries "
+               "business_time_ms, seq or received_ms, which the compact encoding leaves out", i);
+      return PROTO_EDECODE;
+    }
+    /* Unsigned: the inverse of proto_batch_compact's differences, exactly. */
+    time += (uint64_t)sale->business_time_step_ms;
+    seq += 1 + sale->seq_skip;
+    sale->business_time_ms = (int64_t)time;
+    sale->received_ms = (int64_t)(time + (uint64_t)sale->received_after_business_ms);
+    sale->seq = seq;
+    sale->business_time_step_ms = 0;
+    sale->received_after_business_ms = 0;
+    sale->seq_skip = 0;
+    if ((!sale->store_id || !sale->store_id[0]) && env->store_id && env->store_id[0] &&
+        proto_batch_set_string(batch, &sale->store_id, env->store_id)) {
+      snprintf(err, err_size, "out of memory restoring compact sales");
+      return PROTO_ENOMEM;
+    }
+    if (pool && pool->sale_wire && i < pool->sale_wire_count) {
+      const uint8_t *canonical = proto_sale_canonical_wire(
+          batch, pool->sale_wire[i], pool->sale_wire_len[i], sale, &pool->sale_wire_len[i]);
+      if (canonical)
+        pool->sale_wire[i] = canonical;
+      else
+        pool->sale_wire = NULL; /* every sale is packed again instead */
+    }
+  }
+  /* Canonical now, all of it: packed again, it is a canonical batch. */
+  env->compact_sales = 0;
+  return PROTO_OK;
+}
+
 static int proto_batch_unpack_as(const uint8_t *body, size_t body_len,
                                  const struct proto_limits *limits, int pooled,
                                  Pos__V1__Batch **batch, char *err, size_t err_size)
@@ -1145,7 +1377,7 @@ static int proto_batch_unpack_as(const uint8_t *body, size_t body_len,
     snprintf(err, err_size, "batch holds %zu sales, over the limit of %zu", msg->n_sales,
              limits->max_sales);
   else
-    rc = PROTO_OK;
+    rc = proto_batch_restore(msg, err, err_size);
   if (rc) {
     proto_batch_free(msg);
     return rc;

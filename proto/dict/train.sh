@@ -9,7 +9,11 @@
 # journal and seqs, their business times spread over two years from
 # 2026-01-01 so that the dictionary does not learn one day's timestamps. The
 # benchmark (tests/bench/wire_bench.sh) measures on sales of none of these
-# stores, at another time. Needs the zstd command-line tool (Debian: zstd).
+# stores, at another time. From sales-2 (DICT_ID 1347375874) on, a dictionary
+# is used with compact sales (pos.proto, BatchEnvelope.compact_sales), so its
+# samples are compact too, and shaped as the agent sends them: without
+# store_city and time_zone, which it never has (pos-batch --omit-sale-store).
+# Needs the zstd command-line tool (Debian: zstd).
 #
 # A dictionary, once committed under an id, is never changed: the agent and
 # the collector must hold the same bytes for an id. Training again (another
@@ -26,6 +30,9 @@ BATCH_BIN="$BUILD_DIR/tests/tools/pos-batch"
 [[ -x "$BATCH_BIN" ]] || { echo "train.sh: $BATCH_BIN is not built" >&2; exit 1; }
 command -v zstd >/dev/null || { echo "train.sh: the zstd tool is required" >&2; exit 1; }
 
+# proto_zstd_dictionary_compacts: sales-2 (0x504F5302) and later.
+compact=()
+((DICT_ID >= 1347375874)) && compact=(--compact-sales --omit-sale-store)
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -42,8 +49,9 @@ for store in $(seq 1 16); do
       --device "D$((1 + store % 3))" --prefix "P$((store * 7))" \
       --journal "$(printf '%032x' $((store * 977)))" --batch-seq $((interval + 1)) \
       --first-seq "$seq_at" \
-      --time-base-ms $((base_ms + store * step_ms + interval * 900000)) >/dev/null
-    zstd -q -d "$WORK/$sample.zst" -o "$WORK/$sample.pb"
+      --time-base-ms $((base_ms + store * step_ms + interval * 900000)) \
+      --pb-out "$WORK/$sample.pb" "${compact[@]}" >/dev/null
+    rm "$WORK/$sample.zst"
     seq_at=$((seq_at + sales))
   done
 done

@@ -7,25 +7,31 @@
 #
 # Per batch size, the sum over BENCH_WIRE_BATCHES batches of different stores
 # (their own sale-id prefix, journal, seqs and business times, none of them
-# among the sales proto/dict/train.sh trained the dictionary on), of:
+# among the sales proto/dict/train.sh trained the dictionaries on), of:
 #   jsonl_gzip    the yardstick
-#   zstd3         pos.v1.Batch, zstd level 3 without a dictionary (the agent
-#                 before the dictionary, and with a collector that lists none)
-#   zstd3+dict    the same with the sales-1 dictionary (uplink.zstd_level = 3; also
-#                 the default's level for a batch over 32 KiB before compression)
-#   zstd19+dict   level 19 with the dictionary (uplink.zstd_level = 19, and the
-#                 default's, 0, for a batch of at most 32 KiB: batcher_zstd_level)
-#   lean19+dict   level 19 with the dictionary, sales without store_id,
-#                 store_city and time_zone: what leaving out per sale what the
-#                 envelope says (or the collector could add) would save. Never
-#                 sent so: measured only.
-#   delta19+dict  level 19 with the dictionary, each sale's received_ms sent as
-#                 its distance from business_time_ms (a small varint): what
-#                 that encoding would save (it would need a new Sale field and
-#                 the collector to restore received_ms). Measured only.
-# and each one's ratio to the yardstick. Every dictionary body is decompressed
-# again with the zstd tool and that dictionary and compared with the body
-# without one (same protobuf bytes), so a figure is never that of a broken body.
+#   zstd3         pos.v1.Batch, zstd level 3 without a dictionary (an agent
+#                 before the dictionaries, and with a collector that lists none)
+#   zstd19+dict1  level 19 with the sales-1 dictionary, canonical sales: what
+#                 the agent sends by default to a collector that lists sales-1
+#                 only (the release before compact sales)
+#   same_sales    compact sales with sales-2 at the agent's default level (below),
+#                 on exactly the sales of the JSON lines, store_city and time_zone
+#                 included (the agent never has those two)
+#   agent         what the agent sends by default to a collector that lists
+#                 sales-2 (this release's): compact sales (business_time_ms,
+#                 received_ms and seq as differences, store_id left to the
+#                 envelope: pos.proto, Sale.business_time_step_ms) with the
+#                 sales-2 dictionary, trained on such sales, at the default
+#                 level, uplink.zstd_level = 0 (batcher_zstd_level: 19 up to
+#                 32 KiB of protobuf before compression, 3 above); the sales
+#                 as the agent builds them, without store_city and time_zone
+#                 (pos-batch --omit-sale-store). The goal is on this column.
+# and each one's ratio to the yardstick. The JSON lines carry store_city and
+# time_zone (an export of the sales with what head office knows of the store),
+# as they always have. Every dictionary body is decompressed again with the
+# zstd tool and its dictionary and compared with the protobuf pos-batch says it
+# packed (--pb-out; compact for sales-2), so a figure is never that of a broken
+# body.
 # Byte counts are deterministic (the sales are a function of their arguments),
 # so one run is the figure; nothing here measures time.
 #
@@ -42,8 +48,10 @@ export LC_ALL=C
 BUILD_DIR="${1:?usage: wire_bench.sh BUILD_DIR}"
 SOURCE_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
 BATCH_BIN="$BUILD_DIR/tests/tools/pos-batch"
-DICT="$SOURCE_DIR/proto/dict/sales-1.zdict"
-DICT_ID=1347375873 # PROTO_ZSTD_DICT_SALES_1
+DICT1="$SOURCE_DIR/proto/dict/sales-1.zdict"
+DICT1_ID=1347375873 # PROTO_ZSTD_DICT_SALES_1
+DICT2="$SOURCE_DIR/proto/dict/sales-2.zdict"
+DICT2_ID=1347375874 # PROTO_ZSTD_DICT_SALES_2, compact sales
 SIZES="${BENCH_WIRE_SALES:-1 10 30 60 100 1000 2000}"
 BATCHES="${BENCH_WIRE_BATCHES:-5}"
 
@@ -70,35 +78,34 @@ make_batch() {
 
 size() { stat -c %s "$1"; }
 
-echo "== wire bytes per batch: pos.v1.Batch with zstd (and the sales-1 dictionary) beside the"
-echo "   same sales as JSON lines with gzip -6, summed over $BATCHES stores' batches"
-printf '%7s %11s %10s %6s %11s %6s %12s %6s %12s %6s %13s %6s\n' sales jsonl_gzip zstd3 ratio \
-  zstd3+dict ratio zstd19+dict ratio lean19+dict ratio delta19+dict ratio
+echo "== wire bytes per batch: pos.v1.Batch with zstd (and the sales-1 or sales-2 dictionary)"
+echo "   beside the same sales as JSON lines with gzip -6, summed over $BATCHES stores' batches"
+printf '%7s %11s %10s %6s %13s %6s %11s %6s %10s %6s\n' sales jsonl_gzip zstd3 ratio \
+  zstd19+dict1 ratio same_sales ratio agent ratio
 for n in $SIZES; do
-  gz=0 plain=0 dict3=0 dict19=0 lean19=0 delta19=0
+  gz=0 plain=0 dict19=0 same=0 agent=0
   for ((k = 0; k < BATCHES; k++)); do
     make_batch "$n" "$k" plain json
-    make_batch "$n" "$k" dict3 - --zstd-dict "$DICT_ID"
-    make_batch "$n" "$k" dict19 - --zstd-dict "$DICT_ID" --zstd-level 19
-    make_batch "$n" "$k" lean19 - --zstd-dict "$DICT_ID" --zstd-level 19 --omit-sale-store
-    make_batch "$n" "$k" delta19 - --zstd-dict "$DICT_ID" --zstd-level 19 --received-as-delta
-    zstd -q -d -c "$WORK/plain.zst" >"$WORK/plain.pb"
-    for name in dict3 dict19; do
-      zstd -q -d -c -D "$DICT" "$WORK/$name.zst" >"$WORK/$name.pb"
-      # The envelope names the dictionary (field 13, a few bytes): compare the sales.
-      [[ $(size "$WORK/$name.pb") -ge $(size "$WORK/plain.pb") ]] ||
-        { echo "wire_bench: $name body of $n sales decodes short" >&2; exit 1; }
+    make_batch "$n" "$k" dict19 - --zstd-dict "$DICT1_ID" --zstd-level 19 \
+      --pb-out "$WORK/canonical.pb"
+    make_batch "$n" "$k" same - --zstd-dict "$DICT2_ID" --zstd-level 0 --pb-out "$WORK/same.pb" \
+      --compact-sales
+    make_batch "$n" "$k" agent - --zstd-dict "$DICT2_ID" --zstd-level 0 --pb-out "$WORK/agent.pb" \
+      --compact-sales --omit-sale-store
+    zstd -q -d -c -D "$DICT1" "$WORK/dict19.zst" | cmp -s - "$WORK/canonical.pb" ||
+      { echo "wire_bench: the sales-1 body of $n sales is not the batch's protobuf" >&2; exit 1; }
+    for name in same agent; do
+      zstd -q -d -c -D "$DICT2" "$WORK/$name.zst" | cmp -s - "$WORK/$name.pb" ||
+        { echo "wire_bench: the $name body of $n sales is not the compact protobuf" >&2; exit 1; }
     done
     gz=$((gz + $(gzip -6 -c "$WORK/plain.jsonl" | wc -c)))
     plain=$((plain + $(size "$WORK/plain.zst")))
-    dict3=$((dict3 + $(size "$WORK/dict3.zst")))
     dict19=$((dict19 + $(size "$WORK/dict19.zst")))
-    lean19=$((lean19 + $(size "$WORK/lean19.zst")))
-    delta19=$((delta19 + $(size "$WORK/delta19.zst")))
+    same=$((same + $(size "$WORK/same.zst")))
+    agent=$((agent + $(size "$WORK/agent.zst")))
   done
-  printf '%7d %11d %10d %5sx %11d %5sx %12d %5sx %12d %5sx %13d %5sx\n' "$n" "$gz" "$plain" \
-    "$(calc "$plain / $gz")" "$dict3" "$(calc "$dict3 / $gz")" "$dict19" \
-    "$(calc "$dict19 / $gz")" "$lean19" "$(calc "$lean19 / $gz")" "$delta19" \
-    "$(calc "$delta19 / $gz")"
+  printf '%7d %11d %10d %5sx %13d %5sx %11d %5sx %10d %5sx\n' "$n" "$gz" "$plain" \
+    "$(calc "$plain / $gz")" "$dict19" "$(calc "$dict19 / $gz")" "$same" \
+    "$(calc "$same / $gz")" "$agent" "$(calc "$agent / $gz")"
 done
-echo "(ratio: bytes / jsonl_gzip; the goal at 60 sales is at most 0.50x)"
+echo "(ratio: bytes / jsonl_gzip; the goal at 60 sales is at most 0.50x, for the agent column)"

@@ -27,7 +27,8 @@ send_batch "$DEV" --journal "$J" --batch-seq 1 --first-seq 1 --sales 60 --zstd-d
 log "batch 1 (dictionary): $BATCH_OUT"
 assert_eq "batch with the dictionary: status" 200 "$(batch_field status)"
 assert_eq "batch with the dictionary: acked_batch_seq" 1 "$(batch_field acked_batch_seq)"
-assert_eq "the collector's ack lists the dictionary" 1347375873 "$(batch_field zstd_dictionaries)"
+assert_eq "the collector's ack lists the dictionaries" 1347375873,1347375874 \
+  "$(batch_field zstd_dictionaries)"
 send_batch "$DEV" --journal "$J" --batch-seq 1 --first-seq 1 --sales 60 --zstd-dict "$DICT_ID"
 assert_eq "batch with the dictionary resent: duplicate" 1 "$(batch_field duplicate)"
 assert_eq "records of the batch with the dictionary" 60 "$(sales_for_journal)"
@@ -39,11 +40,11 @@ send_batch "$DEV" --journal "$J" --batch-seq 2 --first-seq 61 --sales 60
 assert_eq "batch without a dictionary: status" 200 "$(batch_field status)"
 assert_eq "records after the batch without a dictionary" 120 "$(sales_for_journal)"
 
-# --- a dictionary the collector does not know (a newer agent's sales-2, say) -----------
+# --- a dictionary the collector does not know (a newer agent's sales-3, say) -----------
 # sales-1 with another id in its header (RFC 8878 5: after the 4-byte magic,
-# little-endian): 0x504F5302.
+# little-endian): 0x504F5303.
 cp "$POS_SOURCE_DIR/proto/dict/sales-1.zdict" "$T/unknown.zdict"
-printf '\x02\x53\x4f\x50' | dd of="$T/unknown.zdict" bs=1 seek=4 conv=notrunc status=none
+printf '\x03\x53\x4f\x50' | dd of="$T/unknown.zdict" bs=1 seek=4 conv=notrunc status=none
 "$BATCH_BIN" --out "$T/plain.zst" --journal "$J" --batch-seq 3 --first-seq 121 --sales 60 \
   >/dev/null || fail "pos-batch --out failed"
 zstd -q -d -c "$T/plain.zst" | zstd -q -3 -D "$T/unknown.zdict" -c >"$T/unknown.zst" ||
@@ -59,10 +60,10 @@ send_batch "$DEV" --journal "$J" --batch-seq 3 --bodies "$T/unknown.bodies"
 log "batch 3 (unknown dictionary): $BATCH_OUT"
 assert_eq "batch with an unknown dictionary: status" 400 "$(batch_field status)"
 assert_eq "batch with an unknown dictionary: message" \
-  "batch compressed with zstd dictionary 1347375874, which this collector does not know: upgrade the collector" \
+  "batch compressed with zstd dictionary 1347375875, which this collector does not know: upgrade the collector" \
   "$(batch_field message)"
 assert_eq "records after the batch with an unknown dictionary" 120 "$(sales_for_journal)"
-assert_match "collector log: the refusal names the dictionary" 'zstd dictionary 1347375874' \
+assert_match "collector log: the refusal names the dictionary" 'zstd dictionary 1347375875' \
   "$(grep 'event=batch_refused' "$COLLECTOR_LOG" || true)"
 
 # --- and batch 3 with the dictionary it knows ---------------------------------------------

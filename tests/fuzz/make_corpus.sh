@@ -6,7 +6,8 @@
 #
 #   corpus/batch/   real /v1/batches bodies from pos-batch (zstd + pos.v1.Batch):
 #                   live and replay batches, one with an invalid sale, one with 20
-#                   sales, a truncated frame, a frame with trailing bytes, a
+#                   sales, one with each zstd dictionary (sales-2: compact sales),
+#                   a truncated frame, a frame with trailing bytes, a
 #                   declared-size bomb, random bytes
 #   corpus/config/  the shipped agent.conf.example and device profiles
 #
@@ -34,6 +35,10 @@ pb --out "$out/live-20-sales.zst" --sales 20 --batch-seq 7 --first-seq 101
 pb --out "$out/live-invalid-sale.zst" --sales 2 --invalid 1 --batch-seq 2 --first-seq 4
 pb --out "$out/replay-2-sales.zst" --sales 2 --kind replay --resync-id R-2026-11 --batch-seq 1
 pb --out "$out/empty-batch.zst" --sales 0 --batch-seq 3
+pb --out "$out/live-sales-1-dictionary.zst" --sales 5 --batch-seq 4 --first-seq 8 \
+  --zstd-dict 1347375873
+pb --out "$out/live-compact-sales-2.zst" --sales 5 --batch-seq 5 --first-seq 13 \
+  --zstd-dict 1347375874
 pb --out "$out/garbage-truncated.zst" --garbage truncated --sales 2
 pb --out "$out/garbage-trailing.zst" --garbage trailing --sales 2
 pb --out "$out/garbage-random.zst" --garbage random --sales 1

@@ -9,8 +9,8 @@
  *             [--kind live|replay] [--resync-id R] [--time-base-ms MS]
  *             [--deltas N] [--count N] [--quiet] [--timeout S]
  *             [--zstd-level N] [--zstd-dict ID] [--omit-sale-store]
- *             [--received-as-delta]
- *   pos-batch --out FILE [--json-out FILE] [content options]
+ *   pos-batch --out FILE [--json-out FILE] [--pb-out FILE [--compact-sales]]
+ *             [content options]
  *   pos-batch --bodies-out FILE --count N [content options]
  *   pos-batch --url ... --bodies FILE [--quiet] [--timeout S]
  *   pos-batch --bomb stream|declared [--bomb-size BYTES] ...
@@ -114,10 +114,11 @@ struct batch_options {
   long long time_base_ms;
   int quiet;
   int warm;
-  int zstd_level;       /* --zstd-level, 3 as the agent's default */
+  int zstd_level;       /* --zstd-level, 3 by default; 0 the agent's choice by size */
   uint32_t zstd_dict;   /* --zstd-dict, PROTO_ZSTD_DICT_NONE by default */
   int omit_sale_store;  /* --omit-sale-store: no store_id/city/zone in the sales */
-  int received_delta;   /* --received-as-delta: received_ms - business_time_ms instead */
+  const char *pb_path;  /* --pb-out: the protobuf before compression */
+  int compact_sales;    /* --compact-sales: --pb-out in the compact encoding */
 };
 
 /* A growable byte buffer. */
@@ -347,16 +348,12 @@ static void batch_make_sale(struct batch_sale *out, const struct batch_options *
   out->msg.store_city = "Milano";
   out->msg.time_zone = "Europe/Rome";
   if (options->omit_sale_store) {
-    /* What the envelope says already (store), or a collector could add
-     * (city, zone): measured by the wire benchmark, never sent so. */
+    /* As the agent's sales are: it has no city or zone, and its compact
+     * sales leave the store to the envelope (wire_bench's agent column,
+     * proto/dict/train.sh's samples for sales-2). */
     out->msg.store_id = "";
     out->msg.store_city = "";
     out->msg.time_zone = "";
-  }
-  if (options->received_delta) {
-    /* The bytes a received_ms sent as its distance from business_time_ms
-     * would take (a small varint): measured by the wire benchmark only. */
-    out->msg.received_ms -= out->msg.business_time_ms;
   }
 }
 
@@ -478,8 +475,26 @@ static void batch_build(const struct batch_options *options, long index, uint8_t
   batch.sales = sale_ptrs;
   batch.n_inventory_deltas = delta_count;
   batch.inventory_deltas = delta_ptrs;
-  int rc = proto_batch_pack_dict(&batch, options->zstd_level, options->zstd_dict, body,
-                                 body_len);
+  /* 0: as the agent's batcher_zstd_level chooses for its default (19 up
+   * to 32 KiB of protobuf before compression, 3 above; agent/uplink/batcher.h). */
+  int level = options->zstd_level
+                  ? options->zstd_level
+                  : pos__v1__batch__get_packed_size(&batch) <= 32 * 1024 ? 19 : 3;
+  int rc = proto_batch_pack_dict(&batch, level, options->zstd_dict, body, body_len);
+  if (rc == 0 && options->pb_path && index == 0) {
+    /* The protobuf before compression (canonical, or compact for training
+     * a dictionary on compact sales: proto/dict/train.sh). */
+    uint8_t *pb = NULL;
+    size_t pb_len = 0;
+    FILE *out;
+    rc = proto_batch_serialize(&batch, options->compact_sales, &pb, &pb_len);
+    out = rc == 0 ? fopen(options->pb_path, "wb") : NULL;
+    if (rc == 0 && (!out || fwrite(pb, 1, pb_len, out) != pb_len || fclose(out) != 0)) {
+      fprintf(stderr, "pos-batch: cannot write %s: %s\n", options->pb_path, strerror(errno));
+      exit(1);
+    }
+    free(pb);
+  }
   if (rc) {
     fprintf(stderr, "pos-batch: cannot pack the batch: %s\n", proto_strerror(rc));
     exit(1);
@@ -1027,10 +1042,12 @@ static void batch_usage(FILE *out)
       "  --kind live|replay  batch kind (live); replay needs --resync-id\n"
       "  --resync-id R\n"
       "  --time-base-ms MS   business times fall in the hour before MS (1790000000000)\n"
-      "  --zstd-level N      zstd level of the body (3, the agent's default)\n"
-      "  --zstd-dict ID      compress with zstd dictionary ID (1347375873 = sales-1; 0 none)\n"
-      "  --omit-sale-store   sales without store_id, store_city, time_zone (measurement)\n"
-      "  --received-as-delta received_ms - business_time_ms in received_ms (measurement)\n"
+      "  --zstd-level N      zstd level of the body (3); 0: the agent's default, 19 up to\n"
+      "                      32 KiB of protobuf, else 3 (batcher_zstd_level)\n"
+      "  --zstd-dict ID      zstd dictionary ID (1347375873 = sales-1; 1347375874 = sales-2,\n"
+      "                      compact sales; 0 none)\n"
+      "  --omit-sale-store   sales without store_id, store_city, time_zone (as the agent's\n"
+      "                      compact sales are: wire_bench, proto/dict/train.sh)\n"
       "  --bomb stream|declared   send a zstd bomb instead (content size absent/declared)\n"
       "  --bomb-size BYTES   what the bomb expands to (64M)\n"
       "  --garbage random|zstd|truncated|trailing   send an undecodable body instead\n"
@@ -1046,6 +1063,8 @@ static void batch_usage(FILE *out)
       "files:\n"
       "  --out FILE          write the (first) body here instead of sending\n"
       "  --json-out FILE     with --out: the same sales as JSON lines\n"
+      "  --pb-out FILE       with --out: the batch's protobuf before compression\n"
+      "  --compact-sales     with --pb-out: the sales in the compact encoding\n"
       "  --bodies-out FILE   write the --count bodies to FILE (framed) instead of sending\n"
       "  --bodies FILE       with --url: send FILE's bodies as they are, one per request\n",
       out);
@@ -1090,8 +1109,8 @@ int main(int argc, char **argv)
       options.omit_sale_store = 1;
       continue;
     }
-    if (strcmp(arg, "--received-as-delta") == 0) {
-      options.received_delta = 1;
+    if (strcmp(arg, "--compact-sales") == 0) {
+      options.compact_sales = 1;
       continue;
     }
     if (!value)
@@ -1115,6 +1134,8 @@ int main(int argc, char **argv)
       options.go_file = value;
     else if (strcmp(arg, "--bodies") == 0)
       options.bodies = value;
+    else if (strcmp(arg, "--pb-out") == 0)
+      options.pb_path = value;
     else if (strcmp(arg, "--json-out") == 0)
       options.json_path = value;
     else if (strcmp(arg, "--store") == 0)
@@ -1149,7 +1170,7 @@ int main(int argc, char **argv)
     else if (strcmp(arg, "--bomb-size") == 0)
       options.bomb_size = batch_parse_ll(arg, value, 1, 1LL << 40);
     else if (strcmp(arg, "--zstd-level") == 0)
-      options.zstd_level = (int)batch_parse_ll(arg, value, 1, 22);
+      options.zstd_level = (int)batch_parse_ll(arg, value, 0, 22);
     else if (strcmp(arg, "--zstd-dict") == 0)
       options.zstd_dict = (uint32_t)batch_parse_ll(arg, value, 0, UINT32_MAX);
     else if (strcmp(arg, "--bomb") == 0)
@@ -1167,6 +1188,11 @@ int main(int argc, char **argv)
     batch_die("--bodies-out writes sales, not --bomb or --garbage bodies");
   if (options.json_path && !options.out_path)
     batch_die("--json-out goes with --out");
+  if (options.pb_path && !options.out_path)
+    batch_die("--pb-out goes with --out");
+  if (options.compact_sales && !options.pb_path)
+    batch_die("--compact-sales goes with --pb-out (a body is compact with a dictionary that "
+              "compacts: --zstd-dict 1347375874)");
   if (strcmp(options.kind, "live") != 0 && strcmp(options.kind, "replay") != 0)
     batch_die("--kind \"%s\": expected live or replay", options.kind);
   if (strcmp(options.kind, "replay") == 0 && !options.resync_id)

@@ -65,6 +65,14 @@ struct proto_limits {
  */
 #define PROTO_ZSTD_DICT_NONE 0u
 #define PROTO_ZSTD_DICT_SALES_1 0x504F5301u /* 1347375873, proto/dict/sales-1.zdict */
+/* 1347375874, proto/dict/sales-2.zdict, trained on compact sales: a body
+ * compressed with it holds its sales in the compact encoding (pos.proto,
+ * BatchEnvelope.compact_sales), so a collector that cannot restore them
+ * cannot decompress it either, and refuses it (400) before it reads a sale. */
+#define PROTO_ZSTD_DICT_SALES_2 0x504F5302u
+
+/* Whether a body compressed with dictionary `dict_id` carries compact sales. Pure. */
+int proto_zstd_dictionary_compacts(uint32_t dict_id);
 
 /*
  * The ids of the dictionaries this build compresses and decompresses with,
@@ -98,14 +106,29 @@ uint32_t proto_zstd_dictionary_of(const uint8_t *body, size_t body_len);
 /*
  * proto_batch_pack with the zstd dictionary `dict_id` (PROTO_ZSTD_DICT_NONE:
  * exactly proto_batch_pack). The frame names the dictionary in its header
- * and declares its content size; the dictionary is prepared once per process
- * and level (a few hundred KiB, kept until exit), not per batch. Returns 0,
- * PROTO_EDICT for an id this build does not know, PROTO_ENOMEM or
+ * and declares its content size; the dictionary is loaded for each batch.
+ * With a dictionary that compacts (proto_zstd_dictionary_compacts), the
+ * sales go in the compact encoding (proto_batch_serialize); `batch` itself
+ * is never changed. Returns 0, PROTO_EDICT for an id this build does not
+ * know, PROTO_EENVELOPE (compact sales need an envelope), PROTO_ENOMEM or
  * PROTO_EZSTD (a level zstd refuses). Deterministic, like proto_batch_pack.
  * Any thread. The envelope's zstd_dictionary is the caller's to set.
  */
 int proto_batch_pack_dict(const Pos__V1__Batch *batch, int zstd_level, uint32_t dict_id,
                           uint8_t **body, size_t *body_len);
+
+/*
+ * The protobuf bytes of `batch` (not compressed), its sales canonical
+ * (compact 0) or in the compact encoding (compact 1: the envelope says
+ * compact_sales; pos.proto, Sale.business_time_step_ms), made on copies:
+ * `batch` is never changed. Returns 0 with *out (caller frees) and
+ * *out_len, PROTO_EENVELOPE (compact without an envelope) or PROTO_ENOMEM.
+ * Compact bytes must only ever be sent compressed with a dictionary that
+ * compacts (proto_batch_pack_dict does): a tool writes them for training
+ * one. Any thread.
+ */
+int proto_batch_serialize(const Pos__V1__Batch *batch, int compact, uint8_t **out,
+                          size_t *out_len);
 
 /*
  * Serialises and compresses `batch`. On success returns 0 and sets *body
@@ -134,7 +157,14 @@ int proto_batch_pack(const Pos__V1__Batch *batch, int zstd_level, uint8_t **body
  * with it when this build knows it, else refused with PROTO_EDICT and `err`
  * naming the id; the frames of one body must all name the same dictionary
  * (or none), and a BatchEnvelope.zstd_dictionary other than 0 must be the
- * frames' (PROTO_EENVELOPE). On success returns 0 and sets *batch
+ * frames' (PROTO_EENVELOPE). Compact sales (BatchEnvelope.compact_sales)
+ * come back canonical: business_time_ms, seq, received_ms and an empty
+ * store_id restored, the compact fields and envelope.compact_sales
+ * cleared (packed again, it is a canonical batch), and for a pooled batch
+ * their wire bytes (proto_batch_sale_wire) those of the canonical sale; a
+ * compact sale that carries business_time_ms, seq or received_ms, or a
+ * canonical one that carries a compact field, is refused (PROTO_EDECODE).
+ * On success returns 0 and sets *batch
  * (caller frees with pos__v1__batch__free_unpacked(batch, NULL)). On
  * failure returns a proto_error and writes what was wrong into `err`.
  */

@@ -363,6 +363,75 @@ static void the_dictionary_is_used_only_once_the_collector_knows_it(void **state
   free(first);
 }
 
+/*
+ * Issue 12, item 6: sealed with sales-2, a batch holds its sales compact (no
+ * absolute times, seqs or store ids on the wire), and decodes to exactly the
+ * sales the same rows give sealed with sales-1, canonical: field for field,
+ * the same bytes packed again.
+ */
+static void a_batch_sealed_with_sales_2_is_compact_and_decodes_to_the_same_sales(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct jf_op w;
+  Pos__V1__Batch *compact, *canonical, *raw_batch;
+  uint8_t *raw = NULL;
+  size_t raw_len = 0, compact_len;
+
+  f->identity.zstd_level = 0;
+  batcher_use_dictionary(&f->identity, PROTO_ZSTD_DICT_SALES_2);
+  add_sales(f, j, "K", 60, 2);
+  next_batch(f, j, &w, 1, 100, 1024 * 1024);
+  assert_true(w.op.sealed);
+  assert_int_equal(ZSTD_getDictID_fromFrame(w.op.batch.body, w.op.batch.body_len),
+                   PROTO_ZSTD_DICT_SALES_2);
+  assert_int_equal(proto_zstd_decompress(w.op.batch.body, w.op.batch.body_len, 1 << 24, &raw,
+                                         &raw_len),
+                   PROTO_OK);
+  raw_batch = pos__v1__batch__unpack(NULL, raw_len, raw);
+  assert_non_null(raw_batch);
+  assert_true(raw_batch->envelope->compact_sales);
+  for (size_t i = 0; i < raw_batch->n_sales; i++) {
+    assert_int_equal(raw_batch->sales[i]->business_time_ms, 0);
+    assert_int_equal(raw_batch->sales[i]->received_ms, 0);
+    assert_int_equal(raw_batch->sales[i]->seq, 0);
+    assert_string_equal(raw_batch->sales[i]->store_id, "");
+  }
+  pos__v1__batch__free_unpacked(raw_batch, NULL);
+  free(raw);
+  compact = decode(&w.op.batch); /* seqs and the collector's check, restored */
+  compact_len = w.op.batch.body_len;
+  journal_op_clear(&w.op);
+
+  /* The same rows again, with sales-1 (a collector rolled back). */
+  run_op(f, j, &w, JOURNAL_OP_UNSEAL, 1, 0, 0, 0, 0, 0);
+  assert_int_equal(w.op.error, 0);
+  batcher_use_dictionary(&f->identity, PROTO_ZSTD_DICT_SALES_1);
+  next_batch(f, j, &w, 1, 100, 1024 * 1024);
+  assert_true(w.op.sealed);
+  canonical = decode(&w.op.batch);
+  print_message("60 sales: %zu bytes compact with sales-2, %zu canonical with sales-1\n",
+                compact_len, w.op.batch.body_len);
+  assert_true(compact_len < w.op.batch.body_len);
+  assert_int_equal(compact->n_sales, canonical->n_sales);
+  for (size_t i = 0; i < canonical->n_sales; i++) {
+    size_t len = pos__v1__sale__get_packed_size(canonical->sales[i]);
+    uint8_t *both = malloc(2 * len);
+    assert_non_null(both);
+    assert_int_equal(pos__v1__sale__get_packed_size(compact->sales[i]), len);
+    pos__v1__sale__pack(canonical->sales[i], both);
+    pos__v1__sale__pack(compact->sales[i], both + len);
+    assert_memory_equal(both, both + len, len);
+    assert_true(canonical->sales[i]->business_time_ms > 0);
+    assert_string_equal(compact->sales[i]->store_id, "S001");
+    free(both);
+  }
+  pos__v1__batch__free_unpacked(compact, NULL);
+  pos__v1__batch__free_unpacked(canonical, NULL);
+  journal_op_clear(&w.op);
+  close_journal(f, j);
+}
+
 /* The default level (0) seals a store's regular batch at 19, smaller than
  * level 3 (by a fifth on wire_bench's sales), and a catching-up batch
  * larger than BATCHER_SMALL_BATCH at 3, whose tables at 19 would take
@@ -861,6 +930,9 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(the_dictionary_is_used_only_once_the_collector_knows_it,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_batch_sealed_with_sales_2_is_compact_and_decodes_to_the_same_sales, setup,
+          teardown),
       cmocka_unit_test_setup_teardown(resealing_after_413_keeps_every_sale_once, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(acknowledgements_update_the_counters, setup, teardown),

@@ -16,6 +16,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,7 @@ struct fake {
   int announce_decoded;          /* acks carry limits.max_batch_decoded_bytes = max_decoded */
   int plain_400;                 /* the 400 names no limit */
   int refuse_dictionary;         /* 400 for a body with a zstd dictionary (an older collector) */
+  uint32_t refuse_dictionary_id; /* 400 for a body with this one (a collector that lacks it) */
   unsigned refused_400;          /* 400s answered */
   /* Head office approved a rebase: this batch is accepted as the next one
    * whatever the collector accepted before (0 = none approved). */
@@ -128,6 +130,8 @@ struct fake {
 static uint64_t announced_decoded;
 /* The fake's acks list the zstd dictionaries the codec knows, as a new collector's do. */
 static int announced_dictionaries;
+/* ...but only sales-1, as a collector of the release before compact sales does. */
+static int announced_sales_1_only;
 
 struct fixture {
   struct jf_fixture jf;
@@ -157,6 +161,12 @@ static void fake_respond_ack(http_exchange *exchange, int status, int64_t acked,
   }
   if (announced_dictionaries) {
     proto_limits_advertise_dictionaries(&limits);
+    ack.limits = &limits;
+  }
+  if (announced_sales_1_only) {
+    static uint32_t sales_1[1] = {PROTO_ZSTD_DICT_SALES_1};
+    limits.zstd_dictionaries = sales_1;
+    limits.n_zstd_dictionaries = 1;
     ack.limits = &limits;
   }
   ack.journal_id.data = (uint8_t *)(uintptr_t)journal_id;
@@ -234,6 +244,15 @@ static void fake_on_batch(struct fake *fake, http_exchange *exchange)
     /* What a collector from before the dictionary answers (its codec's words). */
     fake->refused_400++;
     snprintf(err, sizeof(err), "body is not valid zstd: expected complete zstd frames");
+    http_exchange_respond(exchange, 400, "text/plain", NULL, err, strlen(err));
+    return;
+  }
+  if (fake->refuse_dictionary_id &&
+      ZSTD_getDictID_fromFrame(body, body_len) == fake->refuse_dictionary_id) {
+    /* What a collector that lacks the dictionary answers (its codec's words). */
+    fake->refused_400++;
+    snprintf(err, sizeof(err), "batch compressed with zstd dictionary %" PRIu32 ", which this "
+             "collector does not know: upgrade the collector", fake->refuse_dictionary_id);
     http_exchange_respond(exchange, 400, "text/plain", NULL, err, strlen(err));
     return;
   }
@@ -578,6 +597,7 @@ static int setup(void **state)
   sync_fails = 0;
   announced_decoded = 0;
   announced_dictionaries = 0;
+  announced_sales_1_only = 0;
 
   jf_setup(&f->jf, "test_uplink");
   /* Keeps UV_RUN_ONCE from sleeping forever while a test waits. */
@@ -748,6 +768,26 @@ static int is_backing_off(struct fixture *f)
 }
 
 /* Every journaled seq reached the collector exactly once. */
+/* Whether a body's envelope says compact_sales, read off its raw protobuf
+ * (proto_batch_unpack would give the sales back canonical). */
+static int body_compact(const uint8_t *body, size_t body_len)
+{
+  uint8_t *raw = NULL;
+  size_t raw_len = 0;
+  Pos__V1__Batch *batch;
+  int compact;
+
+  assert_int_equal(proto_zstd_decompress(body, body_len, 64u << 20, &raw, &raw_len), PROTO_OK);
+  batch = pos__v1__batch__unpack(NULL, raw_len, raw);
+  assert_non_null(batch);
+  compact = batch->envelope && batch->envelope->compact_sales;
+  for (size_t i = 0; compact && i < batch->n_sales; i++)
+    assert_int_equal(batch->sales[i]->business_time_ms, 0); /* left out */
+  pos__v1__batch__free_unpacked(batch, NULL);
+  free(raw);
+  return compact;
+}
+
 static void assert_each_sale_once(struct fixture *f)
 {
   struct journal_stats stats;
@@ -1458,10 +1498,83 @@ static void batches_use_the_dictionary_once_the_collector_lists_it(void **state)
   uplink_push_now(f->uplink, "test");
   wait_for(f, is_idle_and_all_sent, 10000, "the batches sealed after the ack");
   assert_true(f->fake.body_count > first_count);
-  for (size_t i = first_count; i < f->fake.body_count; i++)
+  for (size_t i = first_count; i < f->fake.body_count; i++) {
+    assert_int_equal(ZSTD_getDictID_fromFrame(f->fake.bodies[i], f->fake.body_lens[i]),
+                     PROTO_ZSTD_DICT_SALES_2);
+    assert_int_equal(body_compact(f->fake.bodies[i], f->fake.body_lens[i]), 1);
+  }
+  assert_int_equal(f->fake.refused_400, 0);
+  assert_each_sale_once(f);
+}
+
+/*
+ * A collector of the release before compact sales lists sales-1 only: the
+ * agent seals with sales-1 and canonical sales, never compact ones.
+ */
+static void compact_sales_are_not_sent_to_a_collector_that_does_not_list_them(void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  size_t first_count;
+
+  fake_start(f, NULL);
+  announced_sales_1_only = 1;
+  add_sales(f, "C1", 3, 1);
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 5000, "the first batch, and the ack listing sales-1");
+  first_count = f->fake.body_count;
+  add_sales(f, "C1B", 60, 2);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "the batches sealed after the ack");
+  assert_true(f->fake.body_count > first_count);
+  for (size_t i = first_count; i < f->fake.body_count; i++) {
     assert_int_equal(ZSTD_getDictID_fromFrame(f->fake.bodies[i], f->fake.body_lens[i]),
                      PROTO_ZSTD_DICT_SALES_1);
-  assert_int_equal(f->fake.refused_400, 0);
+    assert_int_equal(body_compact(f->fake.bodies[i], f->fake.body_lens[i]), 0);
+  }
+  assert_each_sale_once(f);
+}
+
+/*
+ * A collector that listed sales-2 (compact sales) rolled back to the
+ * release before, which knows sales-1 only: it refuses the compact batch
+ * with 400 before reading a sale (it cannot decompress it). Never
+ * acknowledged, the batch is sealed again, canonical, and once the old
+ * collector's ack lists sales-1 the agent uses that: every sale arrives
+ * once, none compact.
+ */
+static void a_compact_batch_refused_by_a_rolled_back_collector_is_resealed_canonical(
+    void **state)
+{
+  struct fixture *f = *state;
+  struct uplink_options options;
+  size_t first_count, compact = 0;
+
+  fake_start(f, NULL);
+  announced_dictionaries = 1;
+  add_sales(f, "RC", 3, 1);
+  options = default_options(f);
+  start_uplink(f, &options);
+  wait_for(f, is_idle_and_all_sent, 5000, "the first batch, and the ack listing sales-2");
+  first_count = f->fake.body_count;
+  announced_dictionaries = 0;
+  announced_sales_1_only = 1;
+  f->fake.refuse_dictionary_id = PROTO_ZSTD_DICT_SALES_2;
+  add_sales(f, "RC2", 60, 2);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "the batch sealed again, canonical");
+  add_sales(f, "RC3", 30, 3);
+  uplink_push_now(f->uplink, "test");
+  wait_for(f, is_idle_and_all_sent, 10000, "a batch sealed with sales-1");
+  /* The fake keeps the bodies it took: the refused one is not among them. */
+  for (size_t i = first_count; i < f->fake.body_count; i++)
+    compact += (size_t)body_compact(f->fake.bodies[i], f->fake.body_lens[i]);
+  assert_int_equal(compact, 0);
+  assert_int_equal(ZSTD_getDictID_fromFrame(f->fake.bodies[f->fake.body_count - 1],
+                                            f->fake.body_lens[f->fake.body_count - 1]),
+                   PROTO_ZSTD_DICT_SALES_1);
+  assert_int_equal(f->fake.refused_400, 1);
   assert_each_sale_once(f);
 }
 
@@ -2237,6 +2350,11 @@ int main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(
           a_dictionary_batch_refused_by_a_rolled_back_collector_is_resealed, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          compact_sales_are_not_sent_to_a_collector_that_does_not_list_them, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          a_compact_batch_refused_by_a_rolled_back_collector_is_resealed_canonical, setup,
+          teardown),
       cmocka_unit_test_setup_teardown(a_400_over_the_announced_decoded_limit_reseals_smaller,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(a_full_disk_still_sends_stored_batches, setup, teardown),

@@ -120,6 +120,8 @@ static void round_trip_keeps_every_field_and_is_deterministic(void **state)
 /* The embedded bytes of proto/dict/sales-1.zdict (proto/dict/embed.cmake). */
 extern const unsigned char proto_dict_sales_1[];
 extern const size_t proto_dict_sales_1_len;
+extern const unsigned char proto_dict_sales_2[];
+extern const size_t proto_dict_sales_2_len;
 
 static void the_embedded_dictionary_is_the_one_its_id_names(void **state)
 {
@@ -130,12 +132,22 @@ static void the_embedded_dictionary_is_the_one_its_id_names(void **state)
   (void)state;
   assert_int_equal(ZDICT_getDictID(proto_dict_sales_1, proto_dict_sales_1_len),
                    PROTO_ZSTD_DICT_SALES_1);
+  assert_int_equal(ZDICT_getDictID(proto_dict_sales_2, proto_dict_sales_2_len),
+                   PROTO_ZSTD_DICT_SALES_2);
   known = proto_zstd_dictionaries_known(&count);
-  assert_int_equal(count, 1);
+  assert_int_equal(count, 2);
   assert_int_equal(known[0], PROTO_ZSTD_DICT_SALES_1);
+  assert_int_equal(known[1], PROTO_ZSTD_DICT_SALES_2);
   proto_limits_advertise_dictionaries(&advertised);
-  assert_int_equal(advertised.n_zstd_dictionaries, 1);
+  assert_int_equal(advertised.n_zstd_dictionaries, 2);
   assert_int_equal(advertised.zstd_dictionaries[0], PROTO_ZSTD_DICT_SALES_1);
+  assert_int_equal(advertised.zstd_dictionaries[1], PROTO_ZSTD_DICT_SALES_2);
+  assert_int_equal(proto_zstd_dictionary_choose(advertised.zstd_dictionaries, 2),
+                   PROTO_ZSTD_DICT_SALES_2);
+  assert_false(proto_zstd_dictionary_compacts(PROTO_ZSTD_DICT_NONE));
+  assert_false(proto_zstd_dictionary_compacts(PROTO_ZSTD_DICT_SALES_1));
+  assert_true(proto_zstd_dictionary_compacts(PROTO_ZSTD_DICT_SALES_2));
+  assert_false(proto_zstd_dictionary_compacts(PROTO_ZSTD_DICT_SALES_2 + 1)); /* unknown */
   /* An older collector lists none; one from the future lists ours among others. */
   assert_int_equal(proto_zstd_dictionary_choose(NULL, 0), PROTO_ZSTD_DICT_NONE);
   assert_int_equal(proto_zstd_dictionary_choose(none, 1), PROTO_ZSTD_DICT_NONE);
@@ -243,7 +255,7 @@ static void a_body_with_an_unknown_dictionary_is_refused_naming_it(void **state)
   uint8_t *dict = malloc(proto_dict_sales_1_len);
   uint8_t packed[1024], body[2048];
   size_t packed_len, body_len;
-  uint32_t unknown = PROTO_ZSTD_DICT_SALES_1 + 1;
+  uint32_t unknown = PROTO_ZSTD_DICT_SALES_2 + 1;
   Pos__V1__Batch *decoded = NULL;
   ZSTD_CCtx *cctx = ZSTD_createCCtx();
   char err[256];
@@ -262,7 +274,7 @@ static void a_body_with_an_unknown_dictionary_is_refused_naming_it(void **state)
   assert_int_equal(ZSTD_getDictID_fromFrame(body, body_len), unknown);
   assert_int_equal(proto_batch_unpack(body, body_len, &limits, &decoded, err, sizeof(err)),
                    PROTO_EDICT);
-  assert_string_equal(err, "batch compressed with zstd dictionary 1347375874, which this "
+  assert_string_equal(err, "batch compressed with zstd dictionary 1347375875, which this "
                            "collector does not know: upgrade the collector");
   assert_null(decoded);
   assert_int_equal(proto_batch_unpack_pooled(body, body_len, &limits, &decoded, err,
@@ -273,6 +285,188 @@ static void a_body_with_an_unknown_dictionary_is_refused_naming_it(void **state)
                    PROTO_EDICT);
   ZSTD_freeCCtx(cctx);
   free(dict);
+}
+
+/* ---- compact sales (issue 12, item 6) ----------------------------------- */
+
+/* make_batch with what the compact encoding turns into differences: times,
+ * seqs with a gap, a received_ms before the business time, a sale of
+ * another store, one carried over and one flagged untrusted. */
+static void make_varied_batch(struct test_batch *t, Pos__V1__SaleOrigin *origin,
+                              Pos__V1__SaleOrigin **origin_ptr)
+{
+  make_batch(t);
+  t->envelope.created_ms = 1790000900123;
+  t->envelope.first_seq = 100; /* row 100 is an adjustment */
+  t->envelope.last_seq = 105;
+  t->sales[0].seq = 101;
+  t->sales[1].seq = 102;
+  t->sales[2].seq = 105;
+  t->sales[0].business_time_ms = 1790000001234;
+  t->sales[1].business_time_ms = 1790000000999; /* earlier than the one before */
+  t->sales[2].business_time_ms = 1790000400000;
+  t->sales[0].received_ms = 1790000001384;
+  t->sales[1].received_ms = 1790000000500; /* POS clock ahead of the device's */
+  t->sales[2].received_ms = 1790000400150;
+  t->sales[0].store_id = "S0042";
+  t->sales[1].store_id = "S0042";
+  t->sales[2].store_id = "S0099"; /* dead-lettered by the collector, as it came */
+  t->sales[1].received_ms_untrusted = 1;
+  pos__v1__sale_origin__init(origin);
+  origin->journal_id.data = t->journal_id;
+  origin->journal_id.len = 16;
+  origin->seq = 7;
+  *origin_ptr = origin;
+  t->sales[2].carried_from = origin_ptr;
+  t->sales[2].n_carried_from = 1;
+}
+
+/*
+ * A batch sealed with sales-2 holds compact sales (no absolute times, seqs
+ * or store ids), and the collector gets back, field for field and byte for
+ * byte, the sales a canonical batch holds: what it produces to pos.sales.v1
+ * is what it produced before the encoding existed.
+ */
+static void compact_sales_come_back_as_the_canonical_sales_byte_for_byte(void **state)
+{
+  struct test_batch t;
+  Pos__V1__SaleOrigin origin, *origin_ptr;
+  uint8_t *body = NULL, *raw = NULL, *canonical = NULL;
+  size_t len = 0, raw_len = 0;
+  Pos__V1__Batch *decoded = NULL, *as_sent;
+  char err[256];
+  (void)state;
+  make_varied_batch(&t, &origin, &origin_ptr);
+  t.envelope.zstd_dictionary = PROTO_ZSTD_DICT_SALES_2;
+  assert_int_equal(proto_batch_pack_dict(&t.batch, 19, PROTO_ZSTD_DICT_SALES_2, &body, &len),
+                   PROTO_OK);
+  /* What went on the wire: compact, the caller's batch untouched. */
+  assert_int_equal(t.sales[2].business_time_ms, 1790000400000);
+  assert_int_equal(proto_zstd_decompress(body, len, 1 << 20, &raw, &raw_len), PROTO_OK);
+  as_sent = pos__v1__batch__unpack(NULL, raw_len, raw);
+  assert_non_null(as_sent);
+  assert_true(as_sent->envelope->compact_sales);
+  assert_int_equal(as_sent->sales[0]->business_time_ms, 0);
+  assert_int_equal(as_sent->sales[0]->seq, 0);
+  assert_int_equal(as_sent->sales[0]->received_ms, 0);
+  assert_string_equal(as_sent->sales[0]->store_id, "");
+  assert_string_equal(as_sent->sales[2]->store_id, "S0099");
+  assert_int_equal(as_sent->sales[0]->seq_skip, 1) /* after row 100 */;
+  assert_int_equal(as_sent->sales[2]->seq_skip, 2);
+  assert_int_equal(as_sent->sales[0]->received_after_business_ms, 150);
+  assert_int_equal(as_sent->sales[1]->received_after_business_ms, -499);
+  assert_int_equal(as_sent->sales[1]->business_time_step_ms, -235);
+  pos__v1__batch__free_unpacked(as_sent, NULL);
+  free(raw);
+  for (int pooled = 0; pooled < 2; pooled++) {
+    assert_int_equal(pooled ? proto_batch_unpack_pooled(body, len, &limits, &decoded, err,
+                                                        sizeof(err))
+                            : proto_batch_unpack(body, len, &limits, &decoded, err,
+                                                 sizeof(err)),
+                     PROTO_OK);
+    assert_int_equal(decoded->n_sales, 3);
+    assert_false(decoded->envelope->compact_sales); /* packed again: canonical */
+    for (size_t i = 0; i < 3; i++) {
+      const Pos__V1__Sale *sale = decoded->sales[i];
+      size_t want = pos__v1__sale__get_packed_size(&t.sales[i]);
+      size_t got_len = pos__v1__sale__get_packed_size(sale);
+      const uint8_t *wire;
+      size_t wire_len;
+      assert_int_equal(sale->business_time_ms, t.sales[i].business_time_ms);
+      assert_int_equal(sale->received_ms, t.sales[i].received_ms);
+      assert_int_equal(sale->seq, t.sales[i].seq);
+      assert_string_equal(sale->store_id, t.sales[i].store_id);
+      assert_int_equal(sale->received_ms_untrusted, t.sales[i].received_ms_untrusted);
+      assert_int_equal(sale->business_time_step_ms, 0);
+      assert_int_equal(sale->received_after_business_ms, 0);
+      assert_int_equal(sale->seq_skip, 0);
+      /* Packed again, the restored sale is the original's bytes... */
+      canonical = malloc(want + got_len);
+      assert_non_null(canonical);
+      assert_int_equal(got_len, want);
+      pos__v1__sale__pack(&t.sales[i], canonical);
+      pos__v1__sale__pack(sale, canonical + want);
+      assert_memory_equal(canonical, canonical + want, want);
+      /* ...and so are the bytes the collector produces as they are. */
+      if (pooled) {
+        assert_true(proto_batch_sale_wire(decoded, i, &wire, &wire_len));
+        assert_int_equal(wire_len, want);
+        assert_memory_equal(wire, canonical, want);
+      }
+      free(canonical);
+    }
+    proto_batch_free(decoded);
+  }
+  free(body);
+}
+
+/* Only a dictionary that compacts makes compact sales: sales-1 and none stay canonical. */
+static void sales_stay_canonical_without_a_compacting_dictionary(void **state)
+{
+  struct test_batch t;
+  Pos__V1__SaleOrigin origin, *origin_ptr;
+  uint32_t dicts[2] = {PROTO_ZSTD_DICT_NONE, PROTO_ZSTD_DICT_SALES_1};
+  (void)state;
+  make_varied_batch(&t, &origin, &origin_ptr);
+  for (int d = 0; d < 2; d++) {
+    uint8_t *body = NULL, *raw = NULL;
+    size_t len = 0, raw_len = 0;
+    Pos__V1__Batch *as_sent;
+    assert_int_equal(proto_batch_pack_dict(&t.batch, 3, dicts[d], &body, &len), PROTO_OK);
+    assert_int_equal(proto_zstd_decompress(body, len, 1 << 20, &raw, &raw_len), PROTO_OK);
+    assert_int_equal(raw_len, pos__v1__batch__get_packed_size(&t.batch));
+    as_sent = pos__v1__batch__unpack(NULL, raw_len, raw);
+    assert_non_null(as_sent);
+    assert_false(as_sent->envelope->compact_sales);
+    assert_int_equal(as_sent->sales[1]->business_time_ms, 1790000000999);
+    pos__v1__batch__free_unpacked(as_sent, NULL);
+    free(raw);
+    free(body);
+  }
+}
+
+/* The raw protobuf `batch` compressed (no dictionary), as a hand-made sender would. */
+static void pack_raw(const Pos__V1__Batch *batch, uint8_t **body, size_t *len)
+{
+  size_t packed_len = pos__v1__batch__get_packed_size(batch);
+  uint8_t *packed = malloc(packed_len);
+  assert_non_null(packed);
+  pos__v1__batch__pack(batch, packed);
+  *body = malloc(ZSTD_compressBound(packed_len));
+  assert_non_null(*body);
+  *len = ZSTD_compress(*body, ZSTD_compressBound(packed_len), packed, packed_len, 3);
+  assert_false(ZSTD_isError(*len));
+  free(packed);
+}
+
+/* A sale in both encodings at once says two things: refused, never guessed at. */
+static void a_sale_that_mixes_the_encodings_is_refused(void **state)
+{
+  struct test_batch t;
+  uint8_t *body = NULL;
+  size_t len = 0;
+  Pos__V1__Batch *decoded = NULL;
+  char err[256];
+  (void)state;
+  make_batch(&t);
+  t.sales[1].seq_skip = 3; /* compact field, canonical envelope */
+  pack_raw(&t.batch, &body, &len);
+  assert_int_equal(proto_batch_unpack(body, len, &limits, &decoded, err, sizeof(err)),
+                   PROTO_EDECODE);
+  assert_string_equal(err, "sales[1] carries a field of the compact encoding "
+                           "(business_time_step_ms, received_after_business_ms, seq_skip) but "
+                           "the envelope does not say compact_sales");
+  free(body);
+  t.sales[1].seq_skip = 0;
+  t.envelope.compact_sales = 1; /* compact envelope, absolute seqs */
+  pack_raw(&t.batch, &body, &len);
+  assert_int_equal(proto_batch_unpack_pooled(body, len, &limits, &decoded, err, sizeof(err)),
+                   PROTO_EDECODE);
+  assert_string_equal(err, "sales[0] is compact (envelope.compact_sales) but carries "
+                           "business_time_ms, seq or received_ms, which the compact encoding "
+                           "leaves out");
+  assert_null(decoded);
+  free(body);
 }
 
 /*
@@ -1065,6 +1259,9 @@ int main(void)
       cmocka_unit_test(a_body_without_a_dictionary_still_decodes),
       cmocka_unit_test(a_body_with_an_unknown_dictionary_is_refused_naming_it),
       cmocka_unit_test(frames_naming_different_dictionaries_are_refused),
+      cmocka_unit_test(compact_sales_come_back_as_the_canonical_sales_byte_for_byte),
+      cmocka_unit_test(sales_stay_canonical_without_a_compacting_dictionary),
+      cmocka_unit_test(a_sale_that_mixes_the_encodings_is_refused),
       cmocka_unit_test(a_body_over_the_limit_is_too_big),
       cmocka_unit_test(a_decompression_bomb_is_refused),
       cmocka_unit_test(a_bomb_that_hides_its_size_is_refused_too),
