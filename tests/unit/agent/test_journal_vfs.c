@@ -263,7 +263,7 @@ static long long write_bytes(void)
     return -1;
   while (fgets(line, sizeof(line), io))
     if (strncmp(line, "write_bytes:", 12) == 0)
-      bytes = atoll(line + 12);
+      bytes = strtoll(line + 12, NULL, 10);
   fclose(io);
   return bytes;
 }
