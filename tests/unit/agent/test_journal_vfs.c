@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -268,6 +269,19 @@ static long long write_bytes(void)
   return bytes;
 }
 
+/* Whether statx tells the direct I/O alignment of `fd`'s file. */
+static int statx_gives_dio_alignment(int fd)
+{
+#ifdef STATX_DIOALIGN
+  struct statx st;
+  return statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st) == 0 &&
+         (st.stx_mask & STATX_DIOALIGN) && st.stx_dio_offset_align > 0;
+#else
+  (void)fd;
+  return 0;
+#endif
+}
+
 /* A commit of one small row costs the disk its frames' bytes, rounded to
  * the disk's blocks, not a page-cache page dirtied again by each fsynced
  * commit (4 KiB at least, most of it written already): issue 12, item 3.
@@ -283,8 +297,10 @@ static void a_small_commit_writes_less_than_a_page(void **state)
 
   snprintf(wal, sizeof(wal), "%s-wal", c->path);
   insert_row(db, "b", 1, 300);
+  /* The journal's VFS writes direct only where statx gives the alignment
+   * (not under every emulator, e.g. qemu-user): the same question here. */
   probe = open(wal, O_WRONLY | O_DIRECT);
-  if (probe < 0 || write_bytes() < 0) {
+  if (probe < 0 || write_bytes() < 0 || !statx_gives_dio_alignment(probe)) {
     if (probe >= 0)
       close(probe);
     sqlite3_close(db);
