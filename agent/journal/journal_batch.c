@@ -47,7 +47,7 @@ static int journal_get_meta_int(sqlite3 *db, const char *key, int64_t *value)
   return rc;
 }
 
-static int journal_set_meta_int(journal *j, const char *key, int64_t value)
+int journal__set_meta_int(journal *j, const char *key, int64_t value)
 {
   char text[32];
   snprintf(text, sizeof(text), "%" PRId64, value);
@@ -628,9 +628,9 @@ static int journal_seal_store(journal *j, struct journal_op *op, const uint8_t *
   rc = journal__step_done(j, j->insert_batch);
   sqlite3_clear_bindings(j->insert_batch);
   if (rc == SQLITE_OK)
-    rc = journal_set_meta_int(j, "sealed_last_seq", op->batch.last_seq);
+    rc = journal__set_meta_int(j, "sealed_last_seq", op->batch.last_seq);
   if (rc == SQLITE_OK)
-    rc = journal_set_meta_int(j, "last_batch_seq", op->batch.batch_seq);
+    rc = journal__set_meta_int(j, "last_batch_seq", op->batch.batch_seq);
   /* The kept count of sales follows the cursor: the start-up adds only the
    * rows above it, never counts the journal. */
   if (rc == SQLITE_OK) {
@@ -886,9 +886,9 @@ static int journal_ack_write(journal *j, struct journal_op *op, int64_t now_ms, 
     sqlite3_reset(j->get_batch);
   }
   if (rc == SQLITE_OK)
-    rc = journal_set_meta_int(j, "acked_batch_seq", target);
+    rc = journal__set_meta_int(j, "acked_batch_seq", target);
   if (rc == SQLITE_OK)
-    rc = journal_set_meta_int(j, "acked_last_seq", out->acked_last_seq);
+    rc = journal__set_meta_int(j, "acked_last_seq", out->acked_last_seq);
   if (rc == SQLITE_OK)
     rc = journal_oldest_after(j, out->acked_last_seq, &out->oldest);
   if (rc == SQLITE_OK && prune && (j->full || !journal__has_room(j)))
@@ -1038,14 +1038,14 @@ static void journal_unseal(journal *j, struct journal_op *op)
     rc = journal_unseal_base(j, first_seq - 1, sealed_last_seq);
   /* Moving the cursor back unseals every sale from batch N's first on. */
   if (rc == SQLITE_OK)
-    rc = journal_set_meta_int(j, "sealed_last_seq", first_seq - 1);
+    rc = journal__set_meta_int(j, "sealed_last_seq", first_seq - 1);
   if (rc == SQLITE_OK) {
     sqlite3_bind_int64(j->delete_unacked_from, 1, op->batch_seq);
     rc = journal__step_done(j, j->delete_unacked_from);
     batches = rc == SQLITE_OK ? sqlite3_changes(j->db) : 0;
   }
   if (rc == SQLITE_OK)
-    rc = journal_set_meta_int(j, "last_batch_seq", op->batch_seq - 1);
+    rc = journal__set_meta_int(j, "last_batch_seq", op->batch_seq - 1);
   if (rc == SQLITE_OK && j->hwm.sealed_batch_seq > op->batch_seq - 1) {
     /* Lowered before the commit: a crash between the two leaves the mark
      * saying less than the database, never more. These batches were never

@@ -228,6 +228,18 @@ struct journal {
   /* Writer thread only: seqs up to this were reserved before an unclean
    * stop; the next transaction moves the seq counter past them. 0 = none. */
   int64_t skip_to;
+  /* Writer thread only: the seq counter (sqlite_sequence 'sales') is
+   * reserved ahead, so that a sale's row is the only row a small commit
+   * writes (issue 12: AUTOINCREMENT alone rewrites the counter's page in
+   * every commit). seq_next is the next seq the open transaction hands
+   * out; seq_bound the counter as committed: every seq at or below it is
+   * covered, and a group going past it moves the counter to the seq
+   * high-water mark's reserve (one page write per JOURNAL_SEQ_RANGE seqs),
+   * with meta seq_reserved saying the counter is a reserve, not the last
+   * seq (JOURNAL_SQL_COUNTS). */
+  int64_t seq_next;
+  int64_t seq_bound;
+  int64_t seq_bound_pending;
 #ifdef JOURNAL_FAULT_HOOKS
   /* journal_fault_rollback_to: set under lock before the writes it is
    * meant for are queued (the queue's lock orders it before the writer). */
@@ -421,6 +433,12 @@ int journal__read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out);
 void journal__free_seal_sales(struct journal_seal_sale *sales, size_t count);
 
 /* ---- inventory (journal_stock.c) ------------------------------------------- */
+
+/* The next seq of the open transaction: sales and adjustments share one
+ * counter, reserved ahead for the group (journal.c, journal_cover_seqs). */
+int64_t journal__take_seq(journal *j);
+/* Inside the open transaction: meta `key` set to `value`. */
+int journal__set_meta_int(journal *j, const char *key, int64_t value);
 
 /* Inside the open transaction: journals adjustment `a` (seq from the
  * sales' counter) with its deltas, a count's being its variance against

@@ -266,13 +266,16 @@
 #define JOURNAL_SQL_LOWEST_SALE_TIME                                          \
   "SELECT coalesce((SELECT business_time_ms FROM sales ORDER BY seq LIMIT 1), 0)"
 
+/* ?19 is the seq, handed out by the writer (journal_cover_seqs): at or
+ * below the reserved counter, so AUTOINCREMENT leaves sqlite_sequence
+ * unwritten. */
 #define JOURNAL_SQL_INSERT_SALE                                               \
   "INSERT INTO sales(sale_id, content_hash, kind, original_sale_id,"          \
   " terminal_id, cashier_id, channel, delivery_partner, business_time,"       \
   " business_time_ms, utc_offset_min, currency, currency_exponent,"           \
-  " total_minor, lines, payments, received_ms, deltas)"                       \
+  " total_minor, lines, payments, received_ms, deltas, seq)"                  \
   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"      \
-  " ?15, ?16, ?17, ?18)"
+  " ?15, ?16, ?17, ?18, ?19)"
 
 /* ---- inventory ------------------------------------------------------------ */
 
@@ -368,8 +371,27 @@
  * or a rowid range (the last seq, the newest row's arrival, the rows above
  * the uplink's cursor), so cheap at any journal size: the sales held are
  * not counted here but kept (JOURNAL_SQL_SALES_COUNTED). */
+#define JOURNAL_SQL_META_SEQ(key)                                             \
+  "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '" key "'), 0)"
+/* The last seq handed out: the highest row of either kind, or what meta
+ * says was used without a row left (seq_floor: a skip; acked_last_seq:
+ * rows deleted by retention are acknowledged), or the counter itself when
+ * it is exact: written by AUTOINCREMENT (an agent before the reserve, or
+ * rows carried over), not the reserve meta seq_reserved names. */
+#define JOURNAL_SQL_LAST_SEQ                                                  \
+  "max(coalesce((SELECT max(seq) FROM sales), 0),"                            \
+  " coalesce((SELECT max(seq) FROM adjustments), 0),"                         \
+  " " JOURNAL_SQL_META_SEQ("seq_floor") ","                                   \
+  " " JOURNAL_SQL_META_SEQ("acked_last_seq") ","                              \
+  " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sales'"           \
+  " AND seq IS NOT (SELECT CAST(value AS INTEGER) FROM meta"                  \
+  " WHERE key = 'seq_reserved')), 0))"
+/* The seq counter as it stands (a reserve or exact): seqs up to it are
+ * covered. */
+#define JOURNAL_SQL_SEQ_COUNTER                                               \
+  "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sales'), 0)"
 #define JOURNAL_SQL_COUNTS                                                    \
-  "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sales'), 0),"\
+  "SELECT " JOURNAL_SQL_LAST_SEQ ","                                          \
   " coalesce((SELECT received_ms FROM sales ORDER BY seq DESC LIMIT 1), 0),"  \
   " (SELECT count(*) FROM sales WHERE seq > ?1)"
 

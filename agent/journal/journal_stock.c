@@ -224,31 +224,6 @@ static int journal_adjustment_taken(journal *j, const struct stock_adjustment *a
   return rc;
 }
 
-/* The next seq of the sales' counter, moved past in the same transaction,
- * so the next sale's AUTOINCREMENT continues above it. */
-static int journal_take_seq(journal *j, int64_t *seq)
-{
-  sqlite3_stmt *stmt = NULL;
-  int rc = sqlite3_prepare_v2(j->db,
-                              "SELECT coalesce((SELECT seq FROM sqlite_sequence"
-                              " WHERE name = 'sales'), 0)",
-                              -1, &stmt, NULL);
-  if (rc == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW)
-    *seq = sqlite3_column_int64(stmt, 0) + 1;
-  else
-    rc = sqlite3_extended_errcode(j->db);
-  sqlite3_finalize(stmt);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(j->bump_seq, 1, *seq);
-    rc = journal__step_done(j, j->bump_seq);
-  }
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(j->start_seq, 1, *seq);
-    rc = journal__step_done(j, j->start_seq);
-  }
-  return rc;
-}
-
 int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int64_t received_ms,
                                struct journal_item_result *result, int64_t *conflict_seq)
 {
@@ -269,10 +244,9 @@ int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int
   rc = journal_adjustment_deltas(j, a, &deltas);
   if (rc == SQLITE_OK)
     rc = journal__encode_deltas(j, &deltas, &blob, &blob_len);
-  if (rc == SQLITE_OK)
-    rc = journal_take_seq(j, &seq);
   if (rc != SQLITE_OK)
     goto out;
+  seq = j->seq_next;
   sqlite3_bind_int64(ins, 1, seq);
   sqlite3_bind_text(ins, 2, a->adjustment_id, -1, SQLITE_STATIC);
   sqlite3_bind_blob(ins, 3, hash, sizeof(hash), SQLITE_STATIC);
@@ -292,7 +266,7 @@ int journal__insert_adjustment(journal *j, const struct stock_adjustment *a, int
   if (rc == SQLITE_OK)
     rc = journal__stage(j, &deltas);
   if (rc == SQLITE_OK) {
-    result->seq = seq;
+    result->seq = journal__take_seq(j);
     result->outcome = JOURNAL_STORED;
   }
 out:

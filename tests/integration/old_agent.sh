@@ -6,42 +6,14 @@
 # The release before the journal recorded its oldest reader: schema 6,
 # whose agent refuses a journal only when user_version > 6.
 OLD_AGENT_COMMIT="${OLD_AGENT_COMMIT:-5d465b4}"
+source "$(dirname "${BASH_SOURCE[0]}")/old_build.sh"
 
-# build_old_agent [COMMIT]: `git archive COMMIT` into a temporary directory,
-# configured without the collector and the tests, only pos-agent built
-# (Release). Kept under the build tree (old-agents/COMMIT) so that a second
-# test reuses it; a lock keeps two tests from building it at once. Sets
-# OLD_AGENT_BIN.
+# build_old_agent [COMMIT]: pos-agent of COMMIT (old_build.sh), configured
+# without the collector and the tests. Sets OLD_AGENT_BIN.
 build_old_agent() {
-  local commit="${1:-$OLD_AGENT_COMMIT}"
-  local dir="$POS_BUILD_DIR/old-agents/$commit"
-  OLD_AGENT_BIN="$dir/build/agent/pos-agent"
-  command -v git >/dev/null || fail "git is needed to build the agent of $commit"
-  git -C "$POS_SOURCE_DIR" cat-file -e "$commit^{commit}" 2>/dev/null ||
-    fail "the git history of the source tree does not hold commit $commit (the last release \
-before the change under test; not a git checkout, or a shallow clone?): run 'git fetch \
---unshallow' in $POS_SOURCE_DIR, or set OLD_AGENT_COMMIT to a release it holds"
-  mkdir -p "$POS_BUILD_DIR/old-agents"
-  exec {OLD_AGENT_LOCK}>"$POS_BUILD_DIR/old-agents/.lock"
-  flock "$OLD_AGENT_LOCK"
-  if [[ ! -x "$OLD_AGENT_BIN" ]]; then
-    local tmp
-    tmp="$(mktemp -d "$POS_BUILD_DIR/old-agents/.build-$commit.XXXXXX")"
-    log "building pos-agent of $commit (once per build tree) in $tmp"
-    mkdir -p "$tmp/src"
-    git -C "$POS_SOURCE_DIR" archive "$commit" | tar -x -C "$tmp/src" ||
-      fail "git archive $commit"
-    if ! cmake -S "$tmp/src" -B "$tmp/build" -DCMAKE_BUILD_TYPE=Release -DPOS_COLLECTOR=OFF \
-      -DPOS_TESTS=OFF >"$tmp/build.log" 2>&1 ||
-      ! cmake --build "$tmp/build" --target pos-agent -j2 >>"$tmp/build.log" 2>&1; then
-      tail -n 30 "$tmp/build.log" >&2
-      fail "the pos-agent of $commit does not build (log above, in $tmp/build.log)"
-    fi
-    rm -rf "$dir"
-    mv "$tmp" "$dir"
-  fi
-  exec {OLD_AGENT_LOCK}>&-
-  [[ -x "$OLD_AGENT_BIN" ]] || fail "no pos-agent built for $commit at $OLD_AGENT_BIN"
+  build_old_program "${1:-$OLD_AGENT_COMMIT}" agent/pos-agent old-agents OLD_AGENT_COMMIT \
+    -DPOS_COLLECTOR=OFF -DPOS_TESTS=OFF
+  OLD_AGENT_BIN="$OLD_PROGRAM_BIN"
 }
 
 # copy_sales N PREFIX: N more sales in the journal (the agent stopped),

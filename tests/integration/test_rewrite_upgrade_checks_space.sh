@@ -5,7 +5,7 @@
 # (issue 11, item 4).
 #
 # A journal of the first releases (schema 2: sales.batch_seq and its
-# index), of 20,000 sales, on a small tmpfs:
+# index), of 12,000 sales, on a small tmpfs:
 #   1. too little room for a copy of it: the agent refuses with exit 78
 #      (systemd does not restart it), says how much it needs and what to do,
 #      and the journal is unchanged;
@@ -34,14 +34,14 @@ start_agent
 post_sales "$TOKEN_T1" "$(sale_json sale_id='"FIRST-1"')"
 expect_status "the first sale" 201
 stop_agent
-copy_sales 20000 GEN
+copy_sales 12000 GEN
 journal_to_schema_2 "$JOURNAL"
 assert_eq "the journal is at schema 2" 2 "$(sql "PRAGMA user_version;")"
 cp "$JOURNAL" "$JOURNAL-hwm" "$SMALL/"
 JOURNAL="$SMALL/journal.db"
 write_config journal.path="$JOURNAL"
 size_mib=$(($(stat -c %s "$JOURNAL") >> 20))
-log "a schema-2 journal of $((20000 + 1)) sales, $size_mib MiB, on an 8 MiB tmpfs"
+log "a schema-2 journal of $((12000 + 1)) sales, $size_mib MiB, on an 8 MiB tmpfs"
 digest="$(sqlite3 "$JOURNAL" .sha3sum)"
 
 # run_agent NAME: the agent with NOTIFY_SOCKET on a listener until it exits
@@ -96,7 +96,7 @@ extend_line="$(grep -n -m1 EXTEND_TIMEOUT_USEC "$T/notify.upgrade" | cut -d: -f1
 ready_line="$(grep -n -m1 'READY=1' "$T/notify.upgrade" | cut -d: -f1)"
 [[ -n "$ready_line" && "$extend_line" -lt "$ready_line" ]] ||
   fail "EXTEND_TIMEOUT_USEC comes before READY=1" "extend first" "$NOTIFIED"
-assert_eq "every sale is there" $((20000 + 2)) "$(sql "SELECT count(*) FROM sales;")"
+assert_eq "every sale is there" $((12000 + 2)) "$(sql "SELECT count(*) FROM sales;")"
 assert_eq "sales.batch_seq is gone" 0 \
   "$(sql "SELECT count(*) FROM pragma_table_info('sales') WHERE name = 'batch_seq';")"
 assert_eq "the oldest reader after the upgrade" 6 "$(sql "PRAGMA user_version;")"

@@ -925,6 +925,117 @@ static void reopening_keeps_the_id_and_never_reuses_a_seq(void **state)
   jf_close_journal(f, j);
 }
 
+/* The page numbers of the WAL frames of `path` from byte `from` on (the
+ * frames a test's commits appended): *count of them, at most `max`. */
+static void wal_frame_pages(const char *path, long from, uint32_t *pages, size_t max,
+                            size_t *count)
+{
+  char wal[128];
+  unsigned char header[32], frame[24];
+  uint32_t page_size;
+  FILE *file;
+
+  snprintf(wal, sizeof(wal), "%s-wal", path);
+  file = fopen(wal, "rb");
+  assert_non_null(file);
+  assert_int_equal(fread(header, 1, sizeof(header), file), sizeof(header));
+  page_size = (uint32_t)header[8] << 24 | (uint32_t)header[9] << 16 |
+              (uint32_t)header[10] << 8 | header[11];
+  assert_true(page_size >= 512 && page_size <= 65536);
+  *count = 0;
+  if (from < (long)sizeof(header))
+    from = (long)sizeof(header);
+  while (*count < max && fseek(file, from, SEEK_SET) == 0 &&
+         fread(frame, 1, sizeof(frame), file) == sizeof(frame)) {
+    pages[(*count)++] = (uint32_t)frame[0] << 24 | (uint32_t)frame[1] << 16 |
+                        (uint32_t)frame[2] << 8 | frame[3];
+    from += (long)sizeof(frame) + (long)page_size;
+  }
+  fclose(file);
+}
+
+static long wal_size(const char *path)
+{
+  char wal[128];
+  struct stat st;
+  snprintf(wal, sizeof(wal), "%s-wal", path);
+  return stat(wal, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/* Issue 12, item 3: a sale's commit does not write the seq counter
+ * (sqlite_sequence) again: it is reserved ahead, once per range, and the
+ * seqs still follow one another, across a restart too. A counter moved by
+ * an agent from before the reserve (AUTOINCREMENT's exact last seq) is
+ * taken as the last seq. */
+static void the_seq_counter_is_reserved_ahead_not_written_per_sale(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 64);
+  struct journal_stats stats;
+  struct sale sale;
+  struct jf_write p;
+  char id[16];
+  int64_t counter, counter_root;
+  uint32_t pages[64];
+  size_t count;
+  long before;
+
+  for (int i = 1; i <= 3; i++) {
+    snprintf(id, sizeof(id), "Q-%d", i);
+    make_sale(&sale, id, 0);
+    jf_write_and_wait(f, j, &p, &sale, 1);
+    assert_int_equal(p.results[0].seq, i);
+    sale_clear(&sale);
+  }
+  counter = jf_query_int(f, "SELECT seq FROM sqlite_sequence WHERE name = 'sales'");
+  assert_true(counter > 3);
+  assert_int_equal(jf_query_int(f, "SELECT CAST(value AS INTEGER) FROM meta"
+                                   " WHERE key = 'seq_reserved'"),
+                   counter);
+  counter_root = jf_query_int(f, "SELECT rootpage FROM sqlite_schema"
+                                 " WHERE name = 'sqlite_sequence'");
+  assert_true(counter_root > 1);
+
+  before = wal_size(f->path);
+  make_sale(&sale, "Q-4", 0);
+  jf_write_and_wait(f, j, &p, &sale, 1);
+  assert_int_equal(p.results[0].seq, 4);
+  sale_clear(&sale);
+  wal_frame_pages(f->path, before, pages, 64, &count);
+  assert_true(count >= 1); /* the sale's own pages */
+  for (size_t i = 0; i < count; i++)
+    assert_int_not_equal(pages[i], (uint32_t)counter_root);
+  assert_int_equal(jf_query_int(f, "SELECT seq FROM sqlite_sequence WHERE name = 'sales'"),
+                   counter);
+  jf_close_journal(f, j);
+
+  j = jf_open_journal(f, 0, 64);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.last_seq, 4);
+  make_sale(&sale, "Q-5", 0);
+  jf_write_and_wait(f, j, &p, &sale, 1);
+  assert_int_equal(p.results[0].seq, 5);
+  sale_clear(&sale);
+  jf_close_journal(f, j);
+
+  {
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE sqlite_sequence SET seq = 40 WHERE name = 'sales'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+  }
+  j = jf_open_journal(f, 0, 64);
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.last_seq, 40);
+  make_sale(&sale, "Q-6", 0);
+  jf_write_and_wait(f, j, &p, &sale, 1);
+  assert_int_equal(p.results[0].seq, 41);
+  sale_clear(&sale);
+  jf_close_journal(f, j);
+}
+
 static void a_newer_schema_is_refused(void **state)
 {
   struct jf_fixture *f = *state;
@@ -1024,6 +1135,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(a_full_journal_refuses_and_keeps_what_it_has, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(the_seq_counter_is_reserved_ahead_not_written_per_sale,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(reopening_keeps_the_id_and_never_reuses_a_seq, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(
