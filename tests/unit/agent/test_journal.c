@@ -850,6 +850,25 @@ static void a_drained_full_journal_takes_the_next_sale_at_once(void **state)
   jf_close_journal(f, j);
 }
 
+/* Opens the journal again: its last seq is `last_seq`, and sale `sale_id`
+ * takes the next one. */
+static void reopened_goes_on_from(struct jf_fixture *f, int64_t last_seq, const char *sale_id)
+{
+  journal *j = jf_open_journal(f, 0, 64);
+  struct journal_stats stats;
+  struct sale sale;
+  struct jf_write p;
+
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.last_seq, last_seq);
+  make_sale(&sale, sale_id, 0);
+  jf_write_and_wait(f, j, &p, &sale, 1);
+  assert_int_equal(p.write.error, 0);
+  assert_int_equal(p.results[0].seq, last_seq + 1);
+  sale_clear(&sale);
+  jf_close_journal(f, j);
+}
+
 static void a_full_journal_refuses_and_keeps_what_it_has(void **state)
 {
   struct jf_fixture *f = *state;
@@ -882,13 +901,7 @@ static void a_full_journal_refuses_and_keeps_what_it_has(void **state)
                    1);
 
   /* With room again, sales are accepted and seqs go on from where they were. */
-  j = jf_open_journal(f, 0, 64);
-  make_sale(&sale, "AFTER-FULL", 0);
-  jf_write_and_wait(f, j, &p, &sale, 1);
-  assert_int_equal(p.write.error, 0);
-  assert_int_equal(p.results[0].seq, stored + 1);
-  sale_clear(&sale);
-  jf_close_journal(f, j);
+  reopened_goes_on_from(f, stored, "AFTER-FULL");
 }
 
 static void reopening_keeps_the_id_and_never_reuses_a_seq(void **state)
@@ -971,7 +984,6 @@ static void the_seq_counter_is_reserved_ahead_not_written_per_sale(void **state)
 {
   struct jf_fixture *f = *state;
   journal *j = jf_open_journal(f, 0, 64);
-  struct journal_stats stats;
   struct sale sale;
   struct jf_write p;
   char id[16];
@@ -1009,14 +1021,7 @@ static void the_seq_counter_is_reserved_ahead_not_written_per_sale(void **state)
                    counter);
   jf_close_journal(f, j);
 
-  j = jf_open_journal(f, 0, 64);
-  journal_get_stats(j, &stats);
-  assert_int_equal(stats.last_seq, 4);
-  make_sale(&sale, "Q-5", 0);
-  jf_write_and_wait(f, j, &p, &sale, 1);
-  assert_int_equal(p.results[0].seq, 5);
-  sale_clear(&sale);
-  jf_close_journal(f, j);
+  reopened_goes_on_from(f, 4, "Q-5");
 
   {
     sqlite3 *db;
@@ -1026,14 +1031,7 @@ static void the_seq_counter_is_reserved_ahead_not_written_per_sale(void **state)
                      SQLITE_OK);
     sqlite3_close(db);
   }
-  j = jf_open_journal(f, 0, 64);
-  journal_get_stats(j, &stats);
-  assert_int_equal(stats.last_seq, 40);
-  make_sale(&sale, "Q-6", 0);
-  jf_write_and_wait(f, j, &p, &sale, 1);
-  assert_int_equal(p.results[0].seq, 41);
-  sale_clear(&sale);
-  jf_close_journal(f, j);
+  reopened_goes_on_from(f, 40, "Q-6");
 }
 
 static void a_newer_schema_is_refused(void **state)
