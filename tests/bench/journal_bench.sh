@@ -47,12 +47,22 @@
 #   BENCH_ROUNDS        3           interleaved rounds (median, min, max)
 #   BENCH_SALES         150000      cap on the sales of one run
 #   BENCH_BATCH         1           sales per request (pos-load --batch)
+#   BENCH_PACE_MS       0           each client waits this long between two
+#                                   requests (pos-load --pace-ms): a store's
+#                                   pace, where the kernel writes the pages
+#                                   that every commit dirties again (the
+#                                   WAL-index -shm, the high-water mark's
+#                                   slot) back between sales, not once for
+#                                   many; give BENCH_SECONDS room for it
 #   BENCH_BASELINE      0           1 = also the agent of tests/bench/BASELINE
 #   BENCH_DIR           /var/tmp    where the journals go (on disk)
 #
 # The figures of issue 12 items 2 and 3, beside the baseline (reproduce with):
 #   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release && cmake --build build-rel
 #   BENCH_BASELINE=1 BENCH_SECONDS=3 bash tests/bench/journal_bench.sh build-rel
+# A store's pace, one sale every 10 s, two minutes (bytes/sale is the figure):
+#   BENCH_PACE_MS=10000 BENCH_SECONDS=120 BENCH_CLIENTS=1 BENCH_FSYNC_DELAYS=0 \
+#     BENCH_ROUNDS=1 bash tests/bench/journal_bench.sh build-rel
 # One row, more rounds (a busy machine):
 #   BENCH_FSYNC_DELAYS=0 BENCH_CLIENTS=1 BENCH_ROUNDS=5 bash tests/bench/journal_bench.sh build-rel
 # Prints figures; asserts nothing about timing.
@@ -70,6 +80,7 @@ SECONDS_RUN="${BENCH_SECONDS:-5}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 SALES="${BENCH_SALES:-150000}"
 BATCH="${BENCH_BATCH:-1}"
+PACE_MS="${BENCH_PACE_MS:-0}"
 
 for bin in "$AGENT_BIN" "$LOAD_BIN" "$SHIM"; do
   [[ -e "$bin" ]] || { echo "journal_bench: $bin not built" >&2; exit 1; }
@@ -172,6 +183,7 @@ EOF
   commit0="$(commits "$mport")" sync0="$(fsyncs)" bytes0="$(write_bytes "$AGENT_PID")"
   out="$("$LOAD_BIN" --url "http://127.0.0.1:$port" --token "$TOKEN" --terminal T1 \
     --clients "$clients" --sales $(((SALES + clients - 1) / clients)) --batch "$BATCH" \
+    --pace-ms "$PACE_MS" \
     --prefix bench --duration "$SECONDS_RUN" 2>"$dir/load.err")" ||
     { cat "$dir/load.err" >&2; echo "pos-load failed: $out" >&2; exit 1; }
   bytes1="$(write_bytes "$AGENT_PID")" sync1="$(fsyncs)" commit1="$(commits "$mport")"
