@@ -2087,6 +2087,7 @@ journal *journal_open_coded(uv_loop_t *loop, const struct journal_options *optio
     return NULL;
   }
   j->hwm.fd = -1;
+  j->hwm.runtime_fd = -1;
   journal__metrics_init(&j->metrics);
   {
     size_t len = strlen(options->path) + sizeof("-reserve");

@@ -54,7 +54,10 @@
  *   committed  lower bound of the highest seq committed: written (one slot,
  *              no fsync) after each commit and before the POS is answered,
  *              so it survives kill -9; power loss may leave it behind,
- *              which is harmless (it only ever says "at least");
+ *              which is harmless (it only ever says "at least"). That
+ *              slot goes to the runtime directory (tmpfs) when there is
+ *              one: at a store's pace the kernel would otherwise write the
+ *              file's page back to flash after every sale;
  *   acked_*    lower bounds of the collector's acknowledgement, written and
  *              fsynced after the journal recorded it;
  *   sealed_batch_seq  lower bound of the highest batch sealed: written and
@@ -75,6 +78,11 @@ struct journal_text {
 struct journal_hwm {
   int fd; /* -1 = none */
   char *path;
+  /* The per-commit slot's home off flash, when systemd gives the agent a
+   * runtime directory (journal_hwm.c): -1 / NULL = none, the slot goes to
+   * PATH-hwm as before. */
+  int runtime_fd;
+  char *runtime_path;
   uint64_t generation;
   char journal_id[33]; /* "" = no valid slot was read */
   int64_t reserved;

@@ -106,6 +106,28 @@ lost_journal_round CUT 0 \
 # 2. The WAL deleted: everything since the last checkpoint is gone.
 lost_journal_round DEL 1 'rm -f "$JOURNAL-wal"'
 
+# 2b. With a runtime directory (systemd's RuntimeDirectory=, tmpfs on a
+# device), the slot written after each commit lives there and PATH-hwm is
+# written only when seqs are reserved: the same loss is still told (the
+# durable slots alone hold no commit of this round's sales).
+export RUNTIME_DIRECTORY="$T/run"
+mkdir -p "$RUNTIME_DIRECTORY"
+rm -f "$JOURNAL" "$JOURNAL"-* "$JOURNAL".damaged-*
+: >"$T/acked"
+start_agent
+post_numbered RUN-A 1
+hwm_before="$(sha256sum <"$JOURNAL-hwm")"
+post_numbered RUN-B 5
+assert_eq "a runtime directory: PATH-hwm is not written per commit" "$hwm_before" \
+  "$(sha256sum <"$JOURNAL-hwm")"
+runtime_slot="$(ls "$RUNTIME_DIRECTORY"/journal-*.hwm 2>/dev/null | head -n 1)"
+[[ -n "$runtime_slot" ]] || fail "a runtime directory: the per-commit slot is in it" \
+  "$RUNTIME_DIRECTORY/journal-*.hwm" "$(ls -A "$RUNTIME_DIRECTORY")"
+assert_match "a runtime directory: its slot says the last commit" " c=6 " "$(head -c 400 "$runtime_slot")"
+kill_agent
+lost_journal_round RUNDEL 1 'rm -f "$JOURNAL-wal"'
+unset RUNTIME_DIRECTORY
+
 # 3. The database and its WAL deleted: the next database is a new journal
 # anyway, and it says which journal was lost beside it.
 start_agent
