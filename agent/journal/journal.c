@@ -1384,6 +1384,17 @@ static void journal_fail_group(journal *j, struct journal_write *group, int erro
   pthread_mutex_unlock(&j->lock);
 }
 
+/* The seqs `group` may take: above *base (the last one handed out, or a
+ * pending skip's target), at most *needed of them. */
+static void journal_group_seqs(const journal *j, const struct journal_write *group,
+                               int64_t *base, int64_t *needed)
+{
+  *base = j->stats.last_seq > j->skip_to ? j->stats.last_seq : j->skip_to;
+  *needed = 0;
+  for (const struct journal_write *w = group; w; w = w->next)
+    *needed += (int64_t)w->count;
+}
+
 /*
  * Makes sure every seq this group may take is below the reserve recorded
  * durably in the high-water mark, reserving the next JOURNAL_SEQ_RANGE
@@ -1391,11 +1402,9 @@ static void journal_fail_group(journal *j, struct journal_write *group, int erro
  */
 static int journal_reserve_seqs(journal *j, const struct journal_write *group)
 {
-  int64_t base = j->stats.last_seq > j->skip_to ? j->stats.last_seq : j->skip_to;
-  int64_t needed = 0;
+  int64_t base, needed;
 
-  for (const struct journal_write *w = group; w; w = w->next)
-    needed += (int64_t)w->count;
+  journal_group_seqs(j, group, &base, &needed);
   if (base + needed <= j->hwm.reserved)
     return 0;
   j->hwm.reserved = base + needed + JOURNAL_SEQ_RANGE;
@@ -1413,12 +1422,10 @@ int64_t journal__take_seq(journal *j) { return j->seq_next++; }
  */
 static int journal_cover_seqs(journal *j, const struct journal_write *group)
 {
-  int64_t base = j->stats.last_seq > j->skip_to ? j->stats.last_seq : j->skip_to;
-  int64_t needed = 0, reserve;
+  int64_t base, needed, reserve;
   int rc;
 
-  for (const struct journal_write *w = group; w; w = w->next)
-    needed += (int64_t)w->count;
+  journal_group_seqs(j, group, &base, &needed);
   j->seq_next = base + 1;
   j->seq_bound_pending = j->seq_bound;
   if (base + needed <= j->seq_bound)
@@ -1437,25 +1444,13 @@ static int journal_cover_seqs(journal *j, const struct journal_write *group)
   return rc;
 }
 
-/* Inside the group's transaction: moves the seq counter past j->skip_to,
- * and meta seq_floor with it (the counter may be a reserve above it). */
+/* Inside the group's transaction: the seqs reserved before an unclean stop
+ * are skipped for good. The group's seqs start above j->skip_to and
+ * journal_cover_seqs moves the counter past them; meta seq_floor keeps the
+ * skip even if no row of the group is stored. */
 static int journal_apply_skip(journal *j)
 {
-  const char *statements[] = {JOURNAL_SQL_SKIP_SEQ, JOURNAL_SQL_INSERT_SEQ};
-  int rc = SQLITE_OK;
-
-  for (size_t i = 0; rc == SQLITE_OK && i < 2; i++) {
-    sqlite3_stmt *stmt = NULL;
-    rc = sqlite3_prepare_v2(j->db, statements[i], -1, &stmt, NULL);
-    if (rc == SQLITE_OK) {
-      sqlite3_bind_int64(stmt, 1, j->skip_to);
-      rc = journal__step_done(j, stmt);
-    }
-    sqlite3_finalize(stmt);
-  }
-  if (rc == SQLITE_OK)
-    rc = journal__set_meta_int(j, "seq_floor", j->skip_to);
-  return rc;
+  return journal__set_meta_int(j, "seq_floor", j->skip_to);
 }
 
 /* The group's transaction: SQLITE_OK once committed, else the error, with

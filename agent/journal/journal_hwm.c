@@ -154,6 +154,18 @@ static int hwm_parse(const char slot[HWM_SLOT_BYTES], struct journal_hwm *out)
   return 0;
 }
 
+/* Makes a slot read back the journal's record (not its file or runtime fd). */
+static void hwm_take(journal *j, const struct journal_hwm *slot)
+{
+  j->hwm.generation = slot->generation;
+  memcpy(j->hwm.journal_id, slot->journal_id, sizeof(slot->journal_id));
+  j->hwm.reserved = slot->reserved;
+  j->hwm.committed = slot->committed;
+  j->hwm.acked_batch_seq = slot->acked_batch_seq;
+  j->hwm.acked_last_seq = slot->acked_last_seq;
+  j->hwm.sealed_batch_seq = slot->sealed_batch_seq;
+}
+
 /* The runtime slot's file for journal `path` in the first directory of
  * $RUNTIME_DIRECTORY (a colon-separated list), or NULL when there is none. */
 static char *hwm_runtime_path(const char *path)
@@ -207,12 +219,7 @@ static void hwm_runtime_open(journal *j, int found)
       hwm_parse(slot_bytes, &slot) || strcmp(slot.journal_id, j->hwm.journal_id) != 0 ||
       slot.generation <= j->hwm.generation)
     return;
-  j->hwm.generation = slot.generation;
-  j->hwm.reserved = slot.reserved;
-  j->hwm.committed = slot.committed;
-  j->hwm.acked_batch_seq = slot.acked_batch_seq;
-  j->hwm.acked_last_seq = slot.acked_last_seq;
-  j->hwm.sealed_batch_seq = slot.sealed_batch_seq;
+  hwm_take(j, &slot);
 }
 
 int journal__hwm_open(journal *j, int *damaged, char *err, size_t err_size)
@@ -250,15 +257,8 @@ int journal__hwm_open(journal *j, int *damaged, char *err, size_t err_size)
     memset(&slot, 0, sizeof(slot));
     if (hwm_parse(slots[i], &slot))
       continue;
-    if (!found || slot.generation > j->hwm.generation) {
-      j->hwm.generation = slot.generation;
-      memcpy(j->hwm.journal_id, slot.journal_id, sizeof(slot.journal_id));
-      j->hwm.reserved = slot.reserved;
-      j->hwm.committed = slot.committed;
-      j->hwm.acked_batch_seq = slot.acked_batch_seq;
-      j->hwm.acked_last_seq = slot.acked_last_seq;
-      j->hwm.sealed_batch_seq = slot.sealed_batch_seq;
-    }
+    if (!found || slot.generation > j->hwm.generation)
+      hwm_take(j, &slot);
     found = 1;
   }
   if (!found && got > 0)

@@ -505,15 +505,6 @@
 
 /* ---- the seq high-water mark --------------------------------------------- */
 
-/* Moves the seq counter up to ?1, so seqs up to it (reserved in the
- * high-water mark, maybe handed out before an unclean stop) are never
- * given again. The row exists once a sale was ever inserted. */
-#define JOURNAL_SQL_SKIP_SEQ                                                  \
-  "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'sales' AND seq < ?1"
-#define JOURNAL_SQL_INSERT_SEQ                                                \
-  "INSERT INTO sqlite_sequence(name, seq) SELECT 'sales', ?1"                 \
-  " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'sales')"
-
 /* A new journal takes the sales of the one moved aside (attached as
  * "previous") that the collector has not acknowledged (seq above ?1), in
  * seq order, under new seqs. */
