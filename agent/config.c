@@ -37,6 +37,9 @@ const struct config_key agent_config_keys[] = {
         new_journal_if_damaged,
         "true: a damaged database is renamed PATH.damaged-<time> (kept) and a new journal "
         "started; false: the agent refuses to start and says so"),
+    KEY("journal", "compact_rows", CONFIG_BOOL, "false", 0, 0, compact_rows,
+        "true: new sale rows are compact (fewer bytes to flash per sale), and agents of "
+        "journal schema 7 or older refuse the journal: set it once no device will roll back"),
 
     KEY("api", "listen_host", CONFIG_STRING, "127.0.0.1", 0, 0, listen_host,
         "address the POS API and status page listen on (0.0.0.0 for the store LAN)"),

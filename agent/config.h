@@ -23,6 +23,7 @@ struct agent_config {
   int64_t group_commit_max;   /* sales per transaction; 1 = one fsync per sale */
   int64_t busy_timeout_ms;
   int new_journal_if_damaged; /* a damaged database is moved aside, not refused */
+  int compact_rows;           /* sale rows in the compact form (schema 8) */
   /* [api] */
   char *listen_host;
   int64_t port;

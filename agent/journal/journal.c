@@ -29,7 +29,7 @@
 #include "platform/systemd.h"
 #include "proto/codec.h"
 
-#define JOURNAL_SCHEMA_VERSION 7
+#define JOURNAL_SCHEMA_VERSION 8
 
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
@@ -39,12 +39,13 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V5,
     JOURNAL_SCHEMA_V6,
     JOURNAL_SCHEMA_V7,
+    JOURNAL_SCHEMA_V8,
 };
 
 /* SQL of other modules that a step also runs, in its transaction: the
  * recipe tables are the recipes module's (part of v5). */
 static const char *const journal_migrations_extra[JOURNAL_SCHEMA_VERSION] = {
-    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL, NULL,
+    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL, NULL, NULL,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until
@@ -241,7 +242,7 @@ static int journal_insert_identity(journal *j, char *err, size_t err_size)
  * step 6 must say 6 or more to them. Missing entries read 0: a new step is
  * taken for one that raises the oldest reader unless marked here. */
 static const unsigned char journal_step_additive[JOURNAL_SCHEMA_VERSION] = {
-    0, 0, 0, 0, 0, 0, 1,
+    0, 0, 0, 0, 0, 0, 1, 1,
 };
 
 /* Steps that rewrite a whole table before READY: schema 3's DROP COLUMN
@@ -249,7 +250,7 @@ static const unsigned char journal_step_additive[JOURNAL_SCHEMA_VERSION] = {
  * checked first and systemd's start timeout is pushed out while it runs. A
  * new step must never be one: a rewrite belongs after READY, in batches. */
 static const unsigned char journal_step_rewrites[JOURNAL_SCHEMA_VERSION] = {
-    0, 0, 1, 0, 0, 0, 0,
+    0, 0, 1, 0, 0, 0, 0, 0,
 };
 
 /* While a rewriting step runs, EXTEND_TIMEOUT_USEC is sent every this
@@ -372,6 +373,56 @@ failed:
 out:
   sqlite3_finalize(stmt);
   return rc;
+}
+
+/* The oldest reader of a journal that holds (or is about to hold) compact
+ * sale rows (JOURNAL_SCHEMA_V8): agents before schema 8 read JSON rows only. */
+#define JOURNAL_COMPACT_READER 8
+
+int journal__mark_compact(journal *j, char *err, size_t err_size)
+{
+  struct journal_compat v;
+  sqlite3_stmt *stmt = NULL;
+  int rc;
+
+  if (journal_read_versions(j->db, j->path, &v, err, err_size))
+    return SQLITE_ERROR;
+  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SET_META, -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(stmt, 1, "row_format", -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, "compact", -1, SQLITE_STATIC);
+    rc = journal__step_done(j, stmt);
+  }
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_OK) {
+    snprintf(err, err_size, "journal %s: cannot record its row format: %s", j->path,
+             sqlite3_errmsg(j->db));
+    return rc;
+  }
+  if (v.oldest_reader >= JOURNAL_COMPACT_READER)
+    return SQLITE_OK;
+  if (journal_write_versions(j, v.schema_version, JOURNAL_COMPACT_READER, 1, err, err_size))
+    return SQLITE_ERROR;
+  log_info("journal", "rows_compact", "path=%s oldest_reader=%d was=%lld reason=\"compact sale "
+           "rows (journal.compact_rows): agents of journal schema %d and older no longer read "
+           "this journal\"", j->path, JOURNAL_COMPACT_READER, (long long)v.oldest_reader,
+           JOURNAL_COMPACT_READER - 1);
+  return SQLITE_OK;
+}
+
+/* journal.compact_rows: before the first compact row, the journal records
+ * it (one transaction); then every new sale row is compact. */
+static int journal_use_compact_rows(journal *j, char *err, size_t err_size)
+{
+  if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
+    return JOURNAL_EIO;
+  if (journal__mark_compact(j, err, err_size) != SQLITE_OK ||
+      journal__exec(j->db, "COMMIT", err, err_size, j->path)) {
+    sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    return JOURNAL_EIO;
+  }
+  j->compact_rows = 1;
+  return 0;
 }
 
 /* A fresh database is made in one transaction, all steps at once: its
@@ -1004,14 +1055,15 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   uint8_t hash[32];
   struct stock_deltas deltas = {0};
   const uint8_t *deltas_blob = NULL;
-  size_t deltas_len = 0;
+  size_t deltas_len = 0, items_len = 0;
   sqlite3_stmt *ins = j->insert_sale;
   int rc;
 
   if (sale_content_hash(sale, hash))
     return SQLITE_NOMEM;
-  if (journal__lines_json(sale, &j->lines_text) ||
-      journal__payments_json(sale, &j->payments_text)) {
+  if (j->compact_rows ? sale_items_pack(sale, &j->items_buf, &j->items_cap, &items_len)
+                     : journal__lines_json(sale, &j->lines_text) ||
+                           journal__payments_json(sale, &j->payments_text)) {
     rc = SQLITE_NOMEM;
     goto out;
   }
@@ -1034,8 +1086,13 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   sqlite3_bind_text(ins, 12, sale->currency, -1, SQLITE_STATIC);
   sqlite3_bind_int(ins, 13, (int)sale->currency_exponent);
   sqlite3_bind_int64(ins, 14, sale->total);
-  sqlite3_bind_text(ins, 15, j->lines_text.data, (int)j->lines_text.len, SQLITE_STATIC);
-  sqlite3_bind_text(ins, 16, j->payments_text.data, (int)j->payments_text.len, SQLITE_STATIC);
+  if (j->compact_rows) {
+    sqlite3_bind_blob(ins, 15, j->items_buf, (int)items_len, SQLITE_STATIC);
+    sqlite3_bind_zeroblob(ins, 16, 0);
+  } else {
+    sqlite3_bind_text(ins, 15, j->lines_text.data, (int)j->lines_text.len, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 16, j->payments_text.data, (int)j->payments_text.len, SQLITE_STATIC);
+  }
   sqlite3_bind_int64(ins, 17, received_ms);
   sqlite3_bind_blob(ins, 18, deltas_blob, (int)deltas_len, SQLITE_STATIC);
   sqlite3_bind_int64(ins, 19, j->seq_next);
@@ -1897,6 +1954,7 @@ static void journal_free(journal *j)
   recipes_free(j->recipes_owned);
   journal__hwm_close(j);
   free(j->lines_text.data);
+  free(j->items_buf);
   free(j->payments_text.data);
   free(j->deltas_buf);
   journal__clock_free(j);
@@ -2012,6 +2070,12 @@ int journal__open_db(journal *j, const struct journal_options *options, char *er
   rc = journal_migrate(j, err, err_size);
   if (rc)
     goto fail;
+  j->compact_rows = 0;
+  if (options->compact_rows) {
+    rc = journal_use_compact_rows(j, err, err_size);
+    if (rc)
+      goto fail;
+  }
   if (j->sale_max_pages > 0 && !journal__has_room(j)) {
     /* Opened full (a restart does not make room): refuse new sales from the
      * first one, as before the restart. */

@@ -79,6 +79,11 @@ struct journal_options {
   stock_explode_fn explode;
   const void *recipes;
   int refunds_restock;
+  /* New sale rows in the compact form (schema 8, JOURNAL_SCHEMA_V8): the
+   * journal's oldest reader becomes 8 at open, so agents before it refuse
+   * the journal (journal.compact_rows). Rows already written stay as they
+   * are; both forms are always read. */
+  int compact_rows;
 };
 
 typedef struct journal journal;

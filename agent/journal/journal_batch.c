@@ -306,8 +306,11 @@ int journal__read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out)
 {
   struct sale *sale = &out->sale;
   char kind[16], channel[16];
-  const char *lines = (const char *)sqlite3_column_text(stmt, 14);
-  const char *payments = (const char *)sqlite3_column_text(stmt, 15);
+  /* A compact row (schema 8) holds its items as a BLOB; a JSON row as text. */
+  int compact = sqlite3_column_type(stmt, 14) == SQLITE_BLOB;
+  const void *items = compact ? sqlite3_column_blob(stmt, 14) : NULL;
+  const char *lines = compact ? NULL : (const char *)sqlite3_column_text(stmt, 14);
+  const char *payments = compact ? NULL : (const char *)sqlite3_column_text(stmt, 15);
 
   memset(out, 0, sizeof(*out));
   out->seq = sqlite3_column_int64(stmt, 0);
@@ -327,6 +330,8 @@ int journal__read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out)
   sale->utc_offset_minutes = sqlite3_column_int(stmt, 10);
   sale->currency_exponent = (unsigned)sqlite3_column_int(stmt, 12);
   sale->total = sqlite3_column_int64(stmt, 13);
+  if (compact)
+    return items ? sale_items_unpack(items, (size_t)sqlite3_column_bytes(stmt, 14), sale) : -1;
   if (!lines || !payments || journal_parse_items(sale, lines, payments))
     return -1;
   return 0;

@@ -126,6 +126,11 @@ size_t journal__format_i64(char *out, int64_t v);
  * and the tools read. `out` is reused (grown, never shrunk; NUL-terminated);
  * the caller frees out->data once. 0, or -1 out of memory. Writer thread. */
 int journal__lines_json(const struct sale *sale, struct journal_text *out);
+
+/* Records, inside the caller's transaction, that the journal holds compact
+ * sale rows (schema 8): meta row_format 'compact', and the oldest reader
+ * raised to 8 if it was below (logged once). SQLite's code, with `err`. */
+int journal__mark_compact(journal *j, char *err, size_t err_size);
 int journal__payments_json(const struct sale *sale, struct journal_text *out);
 
 /* A range of rows in clock_pending (schema v7), as held in memory. */
@@ -221,6 +226,11 @@ struct journal {
    * reused from sale to sale (journal__lines_json). */
   struct journal_text lines_text;
   struct journal_text payments_text;
+  /* Writer thread only: new sale rows are compact (schema 8: the lines and
+   * payments as sale_items_pack makes them, into items_buf, reused). */
+  int compact_rows;
+  uint8_t *items_buf;
+  size_t items_cap;
   /* Writer thread only: a row's encoded deltas (journal__encode_deltas). */
   uint8_t *deltas_buf;
   size_t deltas_cap;

@@ -134,6 +134,21 @@ static int journal_import_clock(journal *j, int64_t after_seq)
   return rc;
 }
 
+/* The oldest reader (user_version) of the journal attached as "previous";
+ * when it cannot be read, 8: its rows are taken to be compact, so that no
+ * older agent is let at them (all it costs is a rollback). */
+static int64_t journal_pragma_previous_reader(journal *j)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t reader = 8;
+
+  if (sqlite3_prepare_v2(j->db, "PRAGMA previous.user_version", -1, &stmt, NULL) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW)
+    reader = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  return reader;
+}
+
 /* Copies the sales of the journal `previous_id` moved aside to `aside`
  * with a seq above `after_seq` (those the collector is not known to hold)
  * into this new journal, in seq order, in one transaction, with where
@@ -181,6 +196,11 @@ static int journal_import_previous(journal *j, const char *aside, const char *pr
     rc = journal_import_clock(j, after_seq);
   if (rc == SQLITE_OK)
     rc = journal__exec(j->db, JOURNAL_SQL_SET_CARRIED_LAST, NULL, 0, j->path);
+  /* The rows came as they were: compact ones make this journal compact. */
+  if (rc == SQLITE_OK && journal_pragma_previous_reader(j) >= 8) {
+    char err[256];
+    rc = journal__mark_compact(j, err, sizeof(err));
+  }
   if (rc == SQLITE_OK)
     rc = journal__exec(j->db, "COMMIT", NULL, 0, j->path);
   else if (!sqlite3_get_autocommit(j->db))
@@ -407,6 +427,7 @@ void journal__new_journal(journal *j, struct journal_op *op)
   options.path = j->path;
   options.max_bytes = j->max_bytes;
   options.busy_timeout_ms = j->busy_timeout_ms;
+  options.compact_rows = j->compact_rows;
   /* The counters are swapped with the database: readers wait (a few ms,
    * once in a device's life) rather than see a half-opened journal. */
   pthread_mutex_lock(&j->lock);

@@ -75,4 +75,18 @@ const char *sale_channel_name(enum sale_channel channel);
  */
 int sale_content_hash(const struct sale *sale, uint8_t hash[32]);
 
+/*
+ * The compact form of a sale's lines and payments that a journal row holds
+ * in place of their JSON (journal.compact_rows): pos.v1.Sale with only its
+ * lines and payments set, as protobuf-c packs it, about a third of the
+ * JSON's bytes. sale_items_pack writes it into *buf (grown as needed, *cap
+ * its size; the caller frees it once) and sets *len: 0, or -1 out of memory.
+ * sale_items_unpack sets the lines and payments of `sale` (which owns them
+ * after, even on failure: sale_clear) from such bytes: 0, or -1 when they
+ * are not what sale_items_pack writes (no line, too many, a text too long
+ * or missing) or memory ran out. Pure; any thread.
+ */
+int sale_items_pack(const struct sale *sale, uint8_t **buf, size_t *cap, size_t *len);
+int sale_items_unpack(const uint8_t *data, size_t len, struct sale *sale);
+
 #endif

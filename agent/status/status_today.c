@@ -227,13 +227,26 @@ static int status_today_channel(const char *name)
   return 0;
 }
 
-/* Adds the items of a stored row's lines (JSON, journal_lines_json). */
-static void status_today_add_lines(status_today *today, const char *text)
+/* Adds the items of a stored row's lines: JSON text (journal__lines_json),
+ * or a compact row's BLOB (sale_items_pack, schema 8). */
+static void status_today_add_lines(status_today *today, sqlite3_stmt *stmt, int column)
 {
   json_error_t error;
-  json_t *lines = text ? json_loads(text, 0, &error) : NULL;
+  json_t *lines = NULL;
   size_t i;
   json_t *line;
+
+  if (sqlite3_column_type(stmt, column) == SQLITE_BLOB) {
+    struct sale items = {0};
+    const void *blob = sqlite3_column_blob(stmt, column);
+    if (blob && sale_items_unpack(blob, (size_t)sqlite3_column_bytes(stmt, column), &items) == 0)
+      for (i = 0; i < items.line_count; i++)
+        status_today_add_item(today, items.lines[i].sku, items.lines[i].qty);
+    sale_clear(&items);
+    return;
+  }
+  if (sqlite3_column_text(stmt, column))
+    lines = json_loads((const char *)sqlite3_column_text(stmt, column), 0, &error);
 
   json_array_foreach(lines, i, line)
   {
@@ -330,7 +343,7 @@ static int status_today_load_upto(status_today *today, const char *db_path, int6
                        business_ms, offset, currency, (unsigned)sqlite3_column_int(stmt, 5),
                        sqlite3_column_int64(stmt, 6));
     if (kind == SALE_KIND_SALE && status_today_is_today(day, business_ms, offset))
-      status_today_add_lines(today, (const char *)sqlite3_column_text(stmt, 7));
+      status_today_add_lines(today, stmt, 7);
   }
   if (step != SQLITE_ROW && step != SQLITE_DONE) {
     snprintf(err, err_size, "journal %s: reading today's sales stopped: %s", db_path,

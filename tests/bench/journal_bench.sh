@@ -17,6 +17,10 @@
 # tmpfs) and lasts BENCH_SECONDS. The modes are INTERLEAVED, round by round
 # (group, one-per-sale, group, ...), BENCH_ROUNDS times, and the median of
 # the rounds is printed with its min and max, since the machine may be busy.
+# A third mode, group-compact-rows, is group commit with
+# journal.compact_rows = true (schema 8: a row's lines and payments in
+# protobuf, not JSON; two rows to a page). Every agent gets a
+# RUNTIME_DIRECTORY on tmpfs, as systemd gives the unit one.
 # Per run, over the load only (from just before pos-load starts to just
 # after its last answer):
 #   sales/s      sales acknowledged (201) per second (pos-load's rate)
@@ -92,7 +96,7 @@ if [[ "$BUILD_TYPE" != Release ]]; then
     "its figures are not comparable with the issue's (or the baseline's, a Release build)" >&2
 fi
 
-MODES=(group naive)
+MODES=(group compact naive)
 if [[ "${BENCH_BASELINE:-0}" == 1 ]]; then
   export POS_BUILD_DIR="$BUILD_DIR" POS_SOURCE_DIR="${POS_SOURCE_DIR:-$SOURCE_DIR}"
   export TMPDIR="${BENCH_DIR:-/var/tmp}"
@@ -103,7 +107,7 @@ if [[ "${BENCH_BASELINE:-0}" == 1 ]]; then
   BASELINE_COMMIT="$(tail -n1 "$SOURCE_DIR/tests/bench/BASELINE")"
   build_old_agent "$BASELINE_COMMIT"
   BASE_AGENT_BIN="$OLD_AGENT_BIN"
-  MODES=(group naive base)
+  MODES=(group compact naive base)
 fi
 
 WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/pos-bench.XXXXXX")"
@@ -143,9 +147,10 @@ log_port() {
 # RUN_SPC (sales per commit), RUN_BYTES and RUN_FLOOR (per sale). Runs in
 # this shell, so the EXIT trap knows the agent it started.
 run() {
-  local mode="$1" delay="$2" clients="$3" bin="$AGENT_BIN" group=1024
-  local dir="$WORK/$mode-$clients"
+  local mode="$1" delay="$2" clients="$3" bin="$AGENT_BIN" group=1024 compact=false
+  local dir="$WORK/$mode-$clients" runtime="$COUNT_DIR/runtime-$mode-$clients"
   [[ "$mode" == naive ]] && group=1
+  [[ "$mode" == compact ]] && compact=true
   [[ "$mode" == base ]] && bin="$BASE_AGENT_BIN"
   mkdir -p "$dir"
   cat >"$dir/agent.conf" <<EOF
@@ -157,6 +162,7 @@ log_level = info
 path = $dir/journal.db
 max_size = 0
 group_commit_max = $group
+$([[ "$mode" == base ]] || echo "compact_rows = $compact")
 [api]
 listen_host = 127.0.0.1
 port = 0
@@ -167,7 +173,11 @@ max_sales_per_request = 1000
 listen_host = 127.0.0.1
 port = 0
 EOF
-  LD_PRELOAD="$SHIM" POS_FSYNC_DELAY_US="$delay" POS_FSYNC_COUNT_FILE="$COUNT_DIR/count" \
+  # As the unit runs it: systemd's RuntimeDirectory (tmpfs) for what only
+  # has to outlive kill -9 (the high-water mark's per-commit slot).
+  mkdir -p "$runtime"
+  RUNTIME_DIRECTORY="$runtime" LD_PRELOAD="$SHIM" POS_FSYNC_DELAY_US="$delay" \
+    POS_FSYNC_COUNT_FILE="$COUNT_DIR/count" \
     "$bin" --config "$dir/agent.conf" 2>"$dir/agent.log" >/dev/null &
   AGENT_PID=$!
   local deadline=$((SECONDS + 20))
@@ -190,7 +200,7 @@ EOF
   kill -TERM "$AGENT_PID"
   wait "$AGENT_PID" || true
   AGENT_PID=""
-  rm -rf "$dir"
+  rm -rf "$dir" "$runtime"
   sales="$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$out")"
   RUN_RATE="$(sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p' <<<"$out" | awk '{ printf "%.0f", $1 }')"
   read -r RUN_SPF RUN_SPC RUN_BYTES RUN_FLOOR < <(awk -v n="$sales" -v b=$((bytes1 - bytes0)) \
@@ -208,6 +218,7 @@ med3() {
 label() {
   case "$1" in
     group) echo group-1024 ;;
+    compact) echo group-compact-rows ;;
     naive) echo one-per-sale ;;
     base) echo "base-group@$BASELINE_COMMIT" ;;
   esac
@@ -249,17 +260,20 @@ done
 echo
 echo "side by side (medians): group commit vs one transaction per sale" \
   "${BASE_AGENT_BIN:+(and the baseline group commit)}"
-printf '%-8s %7s | %9s %11s %10s | %9s %10s | %8s%s\n' fsync_us clients "group/s" "sales/fsync" \
-  "bytes/sale" "naive/s" "bytes/sale" speedup "${BASE_AGENT_BIN:+ | base/s  base sales/fsync}"
+printf '%-8s %7s | %9s %11s %10s %11s | %9s %10s | %8s%s\n' fsync_us clients "group/s" \
+  "sales/fsync" "bytes/sale" "compact b/s" "naive/s" "bytes/sale" speedup \
+  "${BASE_AGENT_BIN:+ | base/s  base sales/fsync  base bytes/sale}"
 for delay in $DELAYS; do
   for clients in $CLIENTS_LIST; do
     k="$delay.$clients"
     g="${MED[$k.group.rate]}" n="${MED[$k.naive.rate]}"
-    printf '%-8s %7d | %9s %11s %10s | %9s %10s | %7.1fx' "$delay" "$clients" "$g" \
-      "${MED[$k.group.spf]}" "${MED[$k.group.bytes]}" "$n" "${MED[$k.naive.bytes]}" \
+    printf '%-8s %7d | %9s %11s %10s %11s | %9s %10s | %7.1fx' "$delay" "$clients" "$g" \
+      "${MED[$k.group.spf]}" "${MED[$k.group.bytes]}" "${MED[$k.compact.bytes]}" "$n" \
+      "${MED[$k.naive.bytes]}" \
       "$(awk -v g="$g" -v n="$n" 'BEGIN { print (n > 0 ? g / n : 0) }')"
     if [[ -n "${BASE_AGENT_BIN:-}" ]]; then
-      printf ' | %6s  %s' "${MED[$k.base.rate]}" "${MED[$k.base.spf]}"
+      printf ' | %6s  %15s  %s' "${MED[$k.base.rate]}" "${MED[$k.base.spf]}" \
+        "${MED[$k.base.bytes]}"
     fi
     echo
   done

@@ -4,7 +4,9 @@
 # business_time (its own offset), today being the device's date. Sales by
 # channel and by hour, top items, refunds and voids apart; a retried sale
 # (duplicate) counts once, yesterday's sale not at all; the figures are the
-# same after a restart (rebuilt from the journal, not kept in memory only).
+# same after a restart (rebuilt from the journal, not kept in memory only),
+# from JSON rows and, in a second journal, from compact rows
+# (journal.compact_rows).
 source "$(dirname "$0")/lib.sh"
 
 export TZ=UTC
@@ -14,8 +16,6 @@ TODAY="$(date -u +%F)"
 YESTERDAY="$(date -u -d "$TODAY -1 day" +%F)"
 
 write_tokens
-write_config
-start_agent
 
 # sale ID TIME CHANNEL [kind=... original_sale_id=...]: one 201.
 sale() {
@@ -27,16 +27,18 @@ sale() {
 }
 COLA='[{"sku":"COLA","qty":3,"unit_price":"2.00","tax":"0.00"}]'
 
-sale T1-a "${TODAY}T09:15:00+00:00" pos
-sale T1-b "${TODAY}T09:45:00+00:00" online
-sale T1-c "${TODAY}T12:05:00+00:00" delivery lines="$COLA" payments='[{"method":"card","amount":"6.00"}]' total='"6.00"'
-# 23:30 at -02:00 is tomorrow in UTC, but the POS's business day is today.
-sale T1-d "${TODAY}T23:30:00-02:00" pickup
-sale T1-old "${YESTERDAY}T20:00:00+00:00" pos
-sale T1-r "${TODAY}T13:00:00+00:00" pos kind='"refund"' original_sale_id='"T1-a"'
-sale T1-v "${TODAY}T13:10:00+00:00" pos kind='"void"' original_sale_id='"T1-b"'
-post_sales "$TOKEN_T1" "$(sale_json sale_id='"T1-a"' business_time="\"${TODAY}T09:15:00+00:00\"")"
-assert_eq "a retry of T1-a is a duplicate" 200 "$HTTP_STATUS"
+sell_the_day() {
+  sale T1-a "${TODAY}T09:15:00+00:00" pos
+  sale T1-b "${TODAY}T09:45:00+00:00" online
+  sale T1-c "${TODAY}T12:05:00+00:00" delivery lines="$COLA" payments='[{"method":"card","amount":"6.00"}]' total='"6.00"'
+  # 23:30 at -02:00 is tomorrow in UTC, but the POS's business day is today.
+  sale T1-d "${TODAY}T23:30:00-02:00" pickup
+  sale T1-old "${YESTERDAY}T20:00:00+00:00" pos
+  sale T1-r "${TODAY}T13:00:00+00:00" pos kind='"refund"' original_sale_id='"T1-a"'
+  sale T1-v "${TODAY}T13:10:00+00:00" pos kind='"void"' original_sale_id='"T1-b"'
+  post_sales "$TOKEN_T1" "$(sale_json sale_id='"T1-a"' business_time="\"${TODAY}T09:15:00+00:00\"")"
+  assert_eq "a retry of T1-a is a duplicate" 200 "$HTTP_STATUS"
+}
 
 check_today() {
   local when="$1"
@@ -58,7 +60,17 @@ check_today() {
   assert_eq "$when: refunds" "1 2630" "$(json_get "$j" '$.today.refunds') $(json_get "$j" '$.today.refunds_minor')"
   assert_eq "$when: voids" "1 2630" "$(json_get "$j" '$.today.voids') $(json_get "$j" '$.today.voids_minor')"
 }
-check_today "as sold"
-stop_agent
-start_agent
-check_today "after a restart"
+for rows in json compact; do
+  JOURNAL="$T/journal-$rows.db"
+  write_config journal.compact_rows="$([[ $rows == compact ]] && echo true || echo false)"
+  start_agent
+  sell_the_day
+  check_today "$rows rows, as sold"
+  stop_agent
+  assert_eq "$rows rows: the lines' storage class" \
+    "$([[ $rows == compact ]] && echo blob || echo text)" \
+    "$(sql "SELECT DISTINCT typeof(lines) FROM sales;")"
+  start_agent
+  check_today "$rows rows, after a restart"
+  stop_agent
+done

@@ -3,12 +3,16 @@
 #
 # The agent of the last release before the journal recorded its oldest
 # reader (old_agent.sh, built from this tree's history) journals sales;
-# the agent under test upgrades that journal (schema 7, additive: the
-# oldest reader stays 6) and takes sales; the old agent again (a rollback)
-# still opens it and takes sales; the new agent again takes it as it is.
-# Every sale of every run is there. Then a journal whose oldest reader is
-# newer than the agent under test is refused with exit 78, a message naming
-# the agent it needs, and the file left as it was.
+# the agent under test upgrades that journal (schemas 7 and 8, additive:
+# the oldest reader stays 6) and takes sales; the old agent again (a
+# rollback) still opens it and takes sales; the new agent again takes it as
+# it is. Every sale of every run is there. Then journal.compact_rows: the
+# new agent records that the old one no longer reads the journal (oldest
+# reader 8) and writes compact rows; the old agent refuses it, naming the
+# agent it needs; the new agent reads both kinds of row and seals them.
+# Last, a journal whose oldest reader is newer than the agent under test is
+# refused with exit 78, a message naming the agent it needs, and the file
+# left as it was.
 #
 # POS_UPGRADE_SALES sales (20,000 by default) are made quickly with SQLite
 # from a real journaled sale (copy_sales).
@@ -47,12 +51,15 @@ AGENT_BIN="$NEW_AGENT_BIN"
 start_agent
 post_one NEW-1 "new agent, upgrade"
 stop_agent
-grep -q 'event=migrated .*schema_version=7 oldest_reader=6 additive=yes' "$AGENT_LOG" ||
-  fail "the new agent logs its additive step" "event=migrated schema_version=7 oldest_reader=6" \
-    "$(grep 'mod=journal' "$AGENT_LOG" | head -n 5)"
+for step in 7 8; do
+  grep -q "event=migrated .*schema_version=$step oldest_reader=6 additive=yes" "$AGENT_LOG" ||
+    fail "the new agent logs its additive step $step" \
+      "event=migrated schema_version=$step oldest_reader=6" \
+      "$(grep 'mod=journal' "$AGENT_LOG" | head -n 5)"
+done
 assert_eq "after the upgrade, the oldest reader (user_version)" 6 \
   "$(sql "PRAGMA user_version;")"
-assert_eq "after the upgrade, meta schema_version" 7 \
+assert_eq "after the upgrade, meta schema_version" 8 \
   "$(sql "SELECT value FROM meta WHERE key = 'schema_version';")"
 assert_eq "the upgrade keeps the journal_id" "$id_before" \
   "$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"
@@ -74,7 +81,7 @@ AGENT_BIN="$NEW_AGENT_BIN"
 start_agent
 post_one NEW-2 "new agent, again"
 if grep -q 'event=migrated' "$AGENT_LOG"; then
-  fail "the journal is at schema 7 already: no step runs again" "no event=migrated" \
+  fail "the journal is at schema 8 already: no step runs again" "no event=migrated" \
     "$(grep 'event=migrated' "$AGENT_LOG")"
 fi
 stop_agent
@@ -92,11 +99,48 @@ assert_eq "the rollback's sale comes after the upgrade's" 1 \
   "$(sql "SELECT (SELECT seq FROM sales WHERE sale_id = 'OLD-2') >
                  (SELECT seq FROM sales WHERE sale_id = 'NEW-1');")"
 
+log "journal.compact_rows: the new agent writes compact rows, and says so"
+write_config journal.compact_rows=true
+start_agent
+post_one NEW-C1 "new agent, compact rows"
+stop_agent
+assert_eq "compact rows raise the oldest reader (user_version)" 8 "$(sql "PRAGMA user_version;")"
+assert_eq "... naming this agent" "$("$AGENT_BIN" --version | awk '{ print $NF }')" \
+  "$(sql "SELECT value FROM meta WHERE key = 'oldest_reader_agent';")"
+assert_eq "the new row is compact" blob "$(sql "SELECT typeof(lines) FROM sales WHERE sale_id = 'NEW-C1';")"
+grep -q 'event=rows_compact .*oldest_reader=8' "$AGENT_LOG" ||
+  fail "the agent logs the change of oldest reader" "event=rows_compact oldest_reader=8" \
+    "$(grep 'mod=journal' "$AGENT_LOG" | head -n 5)"
+
+log "a rollback to the old agent is refused, the journal kept"
+write_config # the old agent knows no journal.compact_rows: the journal must refuse it
+digest_before="$(sqlite3 "$JOURNAL" .sha3sum)"
+AGENT_STARTS=$((AGENT_STARTS + 1))
+AGENT_LOG="$T/agent.$AGENT_STARTS.log"
+rc=0
+timeout 30 "$OLD_AGENT_BIN" --config "$CONFIG" 2>"$AGENT_LOG" >/dev/null || rc=$?
+[[ "$rc" != 0 && "$rc" != 124 ]] ||
+  fail "the old agent refuses a journal with compact rows" "a non-zero exit, at once" \
+    "exit $rc: $(tail -n 3 "$AGENT_LOG")"
+assert_contains "the old agent says why: the journal's schema" "schema version 8, newer" \
+  "$(cat "$AGENT_LOG")"
+assert_eq "the refused journal is unchanged" "$digest_before" "$(sqlite3 "$JOURNAL" .sha3sum)"
+
+log "the new agent without the option reads both kinds of row and writes JSON again"
+write_config
+start_agent
+post_one NEW-3 "new agent, JSON rows again"
+stop_agent
+assert_eq "the row after is JSON" text "$(sql "SELECT typeof(lines) FROM sales WHERE sale_id = 'NEW-3';")"
+assert_eq "the oldest reader stays 8 (compact rows are in the journal)" 8 \
+  "$(sql "PRAGMA user_version;")"
+assert_eq "every sale is there" "$((SALES + 6))" "$(sql "SELECT count(*) FROM sales;")"
+
 log "a journal whose oldest reader is newer than this agent is refused, and kept"
-sqlite3 "$JOURNAL" "PRAGMA user_version = 8;
+sqlite3 "$JOURNAL" "PRAGMA user_version = 9;
   INSERT INTO meta(key, value) VALUES('oldest_reader_agent', '9.9.9')
     ON CONFLICT(key) DO UPDATE SET value = excluded.value;
-  UPDATE meta SET value = '8' WHERE key = 'schema_version';
+  UPDATE meta SET value = '9' WHERE key = 'schema_version';
   PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
 digest_before="$(sqlite3 "$JOURNAL" .sha3sum)"
 AGENT_STARTS=$((AGENT_STARTS + 1))
@@ -109,10 +153,10 @@ assert_contains "the message names the agent needed" "needs pos-agent 9.9.9 or n
 assert_contains "the message names the journal" "$JOURNAL" "$(cat "$AGENT_LOG")"
 assert_contains "the message says the journal is kept" "kept unchanged" "$(cat "$AGENT_LOG")"
 assert_eq "the refused journal is unchanged" "$digest_before" "$(sqlite3 "$JOURNAL" .sha3sum)"
-assert_eq "its sales are all there" "$((SALES + 4))" "$(sql "SELECT count(*) FROM sales;")"
+assert_eq "its sales are all there" "$((SALES + 6))" "$(sql "SELECT count(*) FROM sales;")"
 out="$("$AGENT_BIN" --journal-compat --config "$CONFIG")" ||
   fail "--journal-compat reads the refused journal" "exit 0" "$out"
-assert_contains "--journal-compat: the oldest reader" "oldest_reader=8" "$out"
+assert_contains "--journal-compat: the oldest reader" "oldest_reader=9" "$out"
 assert_contains "--journal-compat: not readable by this agent" "readable=no" "$out"
 assert_eq "--journal-compat leaves the journal unchanged" "$digest_before" \
   "$(sqlite3 "$JOURNAL" .sha3sum)"

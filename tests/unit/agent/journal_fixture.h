@@ -20,6 +20,7 @@ struct jf_fixture {
   char dir[64];
   char path[96]; /* dir/journal.db, not created here */
   uv_loop_t loop;
+  int compact_rows; /* jf_open_journal: journal_options.compact_rows */
 };
 
 /* Makes /tmp/NAME_XXXXXX and starts the loop. */

@@ -768,7 +768,8 @@ static size_t fill(struct fixture *f, journal *j, const char *prefix)
 static void a_full_journal_still_seals_and_refuses_new_sales_steadily(void **state)
 {
   struct fixture *f = *state;
-  struct journal_options options = {f->jf.path, 256 * 1024, 64, 1000, 0, 0, NULL, NULL, 0};
+  struct journal_options options = {
+      .path = f->jf.path, .max_bytes = 256 * 1024, .group_commit_max = 64, .busy_timeout_ms = 1000};
   char err[512];
   journal *j = journal_open(&f->jf.loop, &options, err, sizeof(err));
   struct jf_op w;

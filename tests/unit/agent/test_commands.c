@@ -214,6 +214,7 @@ static void a_command_recorded_survives_kill_9_and_is_not_run_again(void **state
   if (child == 0) {
     /* Records the command, then dies as kill -9 would: no close at all. */
     struct jf_fixture mine;
+    memset(&mine, 0, sizeof(mine));
     memcpy(mine.dir, f->jf.dir, sizeof(mine.dir));
     memcpy(mine.path, f->jf.path, sizeof(mine.path));
     uv_loop_init(&mine.loop);

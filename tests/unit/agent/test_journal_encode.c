@@ -24,6 +24,7 @@
 
 #include "journal/journal_int.h"
 #include "journal_fixture.h"
+#include "pos/v1/pos.pb-c.h"
 #include "sale/sale.h"
 
 static char *reference_lines(const struct sale *sale)
@@ -135,6 +136,230 @@ static void lines_and_payments_json_are_jansson_bytes(void **state)
   }
   free(lines_text.data);
   free(payments_text.data);
+}
+
+/* ---- compact rows (journal.compact_rows, schema 8) ----------------------- */
+
+/* A sale of `lines` lines and `payments` payments whose texts and numbers
+ * vary with `seed`: quotes, UTF-8, empty promo ids, both ends of int64. */
+static void make_items_sale(struct sale *sale, const char *sale_id, size_t lines,
+                            size_t payments, int seed)
+{
+  static const char *texts[] = {"PIZZA-MARG-L", "quote\"in", "caf\xc3\xa9", "back\\slash",
+                                "a/b ~{}[]:,"};
+  static const int64_t numbers[] = {0, 1, -1, 1250, INT64_MAX, INT64_MIN, 1234567890123LL};
+  size_t nt = sizeof(texts) / sizeof(texts[0]), nn = sizeof(numbers) / sizeof(numbers[0]);
+
+  jf_sale_init(sale, sale_id, SALE_CHANNEL_POS, "");
+  sale->lines = calloc(lines, sizeof(*sale->lines));
+  sale->payments = calloc(payments ? payments : 1, sizeof(*sale->payments));
+  assert_non_null(sale->lines);
+  assert_non_null(sale->payments);
+  sale->line_count = lines;
+  sale->payment_count = payments;
+  for (size_t i = 0; i < lines; i++)
+    set_line(&sale->lines[i], texts[(i + (size_t)seed) % nt], numbers[i % nn],
+             numbers[(i + 1) % nn], numbers[(i + 2) % nn], numbers[(i + 3) % nn],
+             i % 3 ? "" : texts[(i + 2) % nt]);
+  for (size_t i = 0; i < payments; i++) {
+    snprintf(sale->payments[i].method, sizeof(sale->payments[i].method), "%s",
+             i % 2 ? "cash" : texts[(i + (size_t)seed) % nt]);
+    sale->payments[i].amount = numbers[(i + (size_t)seed) % nn];
+  }
+}
+
+static void assert_same_items(const struct sale *got, const struct sale *want)
+{
+  assert_int_equal(got->line_count, want->line_count);
+  assert_int_equal(got->payment_count, want->payment_count);
+  for (size_t i = 0; i < want->line_count; i++) {
+    assert_string_equal(got->lines[i].sku, want->lines[i].sku);
+    assert_string_equal(got->lines[i].promo_id, want->lines[i].promo_id);
+    assert_true(got->lines[i].qty == want->lines[i].qty);
+    assert_true(got->lines[i].unit_price == want->lines[i].unit_price);
+    assert_true(got->lines[i].discount == want->lines[i].discount);
+    assert_true(got->lines[i].tax == want->lines[i].tax);
+  }
+  for (size_t i = 0; i < want->payment_count; i++) {
+    assert_string_equal(got->payments[i].method, want->payments[i].method);
+    assert_true(got->payments[i].amount == want->payments[i].amount);
+  }
+}
+
+/* The compact items read back as they were written, into a reused buffer
+ * (a big sale then a small one), and bytes that are not such items (or
+ * hold a text longer than a sale's field) are refused, never truncated. */
+static void compact_items_read_back_and_refuse_what_they_are_not(void **state)
+{
+  static const size_t shapes[][2] = {{20, 6}, {1, 0}, {1, 1}, {500, 50}, {3, 2}};
+  uint8_t *buf = NULL;
+  size_t cap = 0, len = 0, json_len = 0;
+  char long_sku[SALE_TEXT_MAX + 2];
+  Pos__V1__SaleLine line = POS__V1__SALE_LINE__INIT;
+  Pos__V1__SaleLine *line_ptrs[1] = {&line};
+  Pos__V1__Sale msg = POS__V1__SALE__INIT;
+  uint8_t packed[256];
+  struct sale got;
+
+  (void)state;
+  for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+    struct sale want;
+    struct journal_text lines = {0}, payments = {0};
+    make_items_sale(&want, "S-1", shapes[k][0], shapes[k][1], (int)k);
+    assert_int_equal(sale_items_pack(&want, &buf, &cap, &len), 0);
+    memset(&got, 0, sizeof(got));
+    assert_int_equal(sale_items_unpack(buf, len, &got), 0);
+    assert_same_items(&got, &want);
+    sale_clear(&got);
+    assert_int_equal(journal__lines_json(&want, &lines), 0);
+    assert_int_equal(journal__payments_json(&want, &payments), 0);
+    json_len = lines.len + payments.len;
+    /* Smaller than the JSON it stands for, by far when the sale has lines. */
+    assert_true(len < json_len);
+    free(lines.data);
+    free(payments.data);
+    sale_clear(&want);
+  }
+  /* Garbage, nothing, and a sale without lines are not a row's items. */
+  memset(&got, 0, sizeof(got));
+  assert_int_equal(sale_items_unpack((const uint8_t *)"\xff\xff\xff", 3, &got), -1);
+  sale_clear(&got);
+  assert_int_equal(sale_items_unpack(buf, 0, &got), -1);
+  sale_clear(&got);
+  /* A sku one character longer than struct sale holds. */
+  memset(long_sku, 'X', sizeof(long_sku) - 1);
+  long_sku[sizeof(long_sku) - 1] = '\0';
+  line.sku = long_sku;
+  line.quantity = 1;
+  msg.n_lines = 1;
+  msg.lines = line_ptrs;
+  assert_true(pos__v1__sale__get_packed_size(&msg) <= sizeof(packed));
+  len = pos__v1__sale__pack(&msg, packed);
+  assert_int_equal(sale_items_unpack(packed, len, &got), -1);
+  sale_clear(&got);
+  line.sku = (char *)"OK";
+  len = pos__v1__sale__pack(&msg, packed);
+  assert_int_equal(sale_items_unpack(packed, len, &got), 0);
+  assert_string_equal(got.lines[0].sku, "OK");
+  sale_clear(&got);
+  free(buf);
+}
+
+struct expect_sales {
+  const struct sale *sales;
+  size_t count;
+  int seen;
+};
+
+/* A pack callback that checks the sales it is handed against the ones
+ * journaled, then packs nothing useful (the body is not looked at). */
+static int pack_expected(void *arg, const struct journal_seal_input *in, uint8_t **body,
+                         size_t *body_len, size_t *used)
+{
+  struct expect_sales *e = arg;
+
+  assert_int_equal(in->count, e->count);
+  for (size_t i = 0; i < in->count; i++) {
+    assert_string_equal(in->sales[i].sale.sale_id, e->sales[i].sale_id);
+    assert_same_items(&in->sales[i].sale, &e->sales[i]);
+  }
+  e->seen = 1;
+  *body = malloc(1);
+  assert_non_null(*body);
+  **body = 0;
+  *body_len = 1;
+  *used = in->count;
+  return 0;
+}
+
+/* journal.compact_rows: the journal records, before its first compact row,
+ * that agents of schema 7 no longer read it (user_version 8); the rows
+ * hold a BLOB and an empty payments BLOB; a sealed batch reads them back
+ * as they were posted, beside a JSON row written after a reopen without
+ * the option (both forms are read; the oldest reader stays 8). */
+static void compact_rows_raise_the_oldest_reader_and_seal_as_posted(void **state)
+{
+  struct jf_fixture f;
+  struct sale sales[3];
+  struct jf_write w;
+  struct jf_op next;
+  struct expect_sales expect = {sales, 3, 0};
+  journal *j;
+
+  (void)state;
+  jf_setup(&f, "compact_rows");
+  make_items_sale(&sales[0], "C-1", 20, 6, 1);
+  make_items_sale(&sales[1], "C-2", 1, 0, 2);
+  make_items_sale(&sales[2], "J-3", 3, 2, 3);
+
+  j = jf_open_journal(&f, 0, 64); /* JSON rows: the oldest reader stays 6 */
+  jf_close_journal(&f, j);
+  assert_int_equal(jf_query_int(&f, "PRAGMA user_version"), 6);
+  assert_int_equal(jf_query_int(&f, "SELECT value = 'json' FROM meta WHERE key = 'row_format'"),
+                   1);
+
+  f.compact_rows = 1;
+  j = jf_open_journal(&f, 0, 64);
+  assert_int_equal(jf_query_int(&f, "PRAGMA user_version"), 8);
+  assert_int_equal(
+      jf_query_int(&f, "SELECT value = 'compact' FROM meta WHERE key = 'row_format'"), 1);
+  jf_write_and_wait(&f, j, &w, sales, 2);
+  assert_int_equal(w.write.error, 0);
+  jf_close_journal(&f, j);
+  assert_int_equal(jf_query_int(&f, "SELECT count(*) FROM sales WHERE typeof(lines) = 'blob' "
+                                    "AND typeof(payments) = 'blob' AND length(payments) = 0"),
+                   2);
+
+  f.compact_rows = 0;
+  j = jf_open_journal(&f, 0, 64);
+  jf_write_and_wait(&f, j, &w, &sales[2], 1);
+  assert_int_equal(w.write.error, 0);
+  assert_int_equal(jf_query_int(&f, "SELECT typeof(lines) = 'text' FROM sales "
+                                    "WHERE sale_id = 'J-3'"),
+                   1);
+  assert_int_equal(jf_query_int(&f, "PRAGMA user_version"), 8);
+
+  memset(&next, 0, sizeof(next));
+  next.op.kind = JOURNAL_OP_NEXT_BATCH;
+  next.op.batch_seq = 1;
+  next.op.seal_upto_seq = INT64_MAX;
+  next.op.max_sales = 100;
+  next.op.max_bytes = 1024 * 1024;
+  next.op.pack = pack_expected;
+  next.op.pack_arg = &expect;
+  jf_run_op(&f, j, &next);
+  assert_int_equal(next.op.error, 0);
+  assert_true(expect.seen);
+  assert_int_equal(next.op.batch.sale_count, 3);
+  journal_op_clear(&next.op);
+
+  /* A new journal in place (a clone told by the collector) carries the
+   * rows over as they are: compact ones make it compact too. */
+  memset(&next, 0, sizeof(next));
+  next.op.kind = JOURNAL_OP_NEW_JOURNAL;
+  next.op.reason = "test: a new journal";
+  jf_run_op(&f, j, &next);
+  assert_int_equal(next.op.error, 0);
+  assert_int_equal(jf_query_int(&f, "PRAGMA user_version"), 8);
+  assert_int_equal(jf_query_int(&f, "SELECT count(*) FROM sales WHERE typeof(lines) = 'blob'"),
+                   2);
+  expect.seen = 0;
+  memset(&next, 0, sizeof(next));
+  next.op.kind = JOURNAL_OP_NEXT_BATCH;
+  next.op.batch_seq = 1;
+  next.op.seal_upto_seq = INT64_MAX;
+  next.op.max_sales = 100;
+  next.op.max_bytes = 1024 * 1024;
+  next.op.pack = pack_expected;
+  next.op.pack_arg = &expect;
+  jf_run_op(&f, j, &next);
+  assert_int_equal(next.op.error, 0);
+  assert_true(expect.seen);
+  journal_op_clear(&next.op);
+  jf_close_journal(&f, j);
+  for (size_t i = 0; i < 3; i++)
+    sale_clear(&sales[i]);
+  jf_teardown(&f);
 }
 
 static void a_reused_buffer_holds_only_the_current_sale(void **state)
@@ -341,6 +566,8 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lines_and_payments_json_are_jansson_bytes),
       cmocka_unit_test(a_reused_buffer_holds_only_the_current_sale),
+      cmocka_unit_test(compact_items_read_back_and_refuse_what_they_are_not),
+      cmocka_unit_test(compact_rows_raise_the_oldest_reader_and_seal_as_posted),
       cmocka_unit_test(a_commit_does_not_prepare_the_page_count_again),
       cmocka_unit_test(the_hwm_record_is_the_bytes_snprintf_made),
       cmocka_unit_test(the_deltas_blob_is_written_into_a_reused_buffer),
