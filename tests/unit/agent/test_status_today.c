@@ -114,12 +114,54 @@ static void top_items_are_ranked_by_quantity(void **state)
   status_today_free(today);
 }
 
+/* The SKU table grows as SKUs come: a SKU counted before it grew is still
+ * found after, SKUs past the 1,024th are counted but not ranked, and a new
+ * day starts with none. */
+static void the_sku_table_grows_to_its_limit(void **state)
+{
+  status_today *today = status_today_create();
+  struct sale sale;
+  struct sale_line line;
+  char sku[16];
+  json_t *j, *top;
+  (void)state;
+
+  for (int i = 0; i < 1100; i++) {
+    snprintf(sku, sizeof(sku), "SKU-%04d", i);
+    make_sale(&sale, &line, sku, i + 1, NOON_MS, 0);
+    status_today_add(today, &sale, NOON_MS);
+  }
+  make_sale(&sale, &line, "SKU-0000", 5000, NOON_MS, 0);
+  status_today_add(today, &sale, NOON_MS);
+  j = status_today_json(today, NOON_MS);
+  top = json_object_get(j, "top_items");
+  assert_int_equal(json_array_size(top), 10);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(top, 0), "sku")),
+                      "SKU-0000");
+  assert_int_equal(json_integer_value(json_object_get(json_array_get(top, 0), "qty")), 5001);
+  /* SKU-1023 is the last one ranked; SKU-1024 to SKU-1099 are not. */
+  assert_string_equal(json_string_value(json_object_get(json_array_get(top, 1), "sku")),
+                      "SKU-1023");
+  assert_int_equal(get_int(j, "sales"), 1101);
+  json_decref(j);
+
+  make_sale(&sale, &line, "PIZZA", 1, NOON_MS + 24 * HOUR_MS, 0);
+  status_today_add(today, &sale, NOON_MS + 24 * HOUR_MS);
+  j = status_today_json(today, NOON_MS + 24 * HOUR_MS);
+  top = json_object_get(j, "top_items");
+  assert_int_equal(json_array_size(top), 1);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(top, 0), "sku")), "PIZZA");
+  json_decref(j);
+  status_today_free(today);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_new_day_starts_over),
       cmocka_unit_test(the_business_day_is_the_sales_own),
       cmocka_unit_test(top_items_are_ranked_by_quantity),
+      cmocka_unit_test(the_sku_table_grows_to_its_limit),
   };
   setenv("TZ", "UTC", 1);
   return cmocka_run_group_tests(tests, NULL, NULL);
