@@ -72,8 +72,9 @@ build_old_agent "$BASELINE_COMMIT"
 BASE_AGENT_BIN="$OLD_AGENT_BIN"
 
 SHIM="$BUILD_DIR/tests/tools/libpos-fsync-shim.so"
-AGENTS="base head"
-[[ -f "$SHIM" ]] && AGENTS="base head base-nosync head-nosync"
+# head-compact: HEAD with journal.compact_rows = true (schema 8's rows).
+AGENTS="base head head-compact"
+[[ -f "$SHIM" ]] && AGENTS="base head head-compact base-nosync head-nosync"
 TICK="$(getconf CLK_TCK)"
 TIME_BASE="$(date +%s)"
 write_tokens
@@ -93,7 +94,11 @@ run() {
   local agent="$1" batch="$2" before after out ok
   local db="$T/journal.$agent.$batch.db"
   rm -f "$db" "$db"-*
-  write_config journal.path="$db"
+  if [[ "$agent" == head-compact ]]; then
+    write_config journal.path="$db" journal.compact_rows=true
+  else
+    write_config journal.path="$db"
+  fi
   AGENT_BIN="$NEW_AGENT_BIN"
   [[ "$agent" == base* ]] && AGENT_BIN="$BASE_AGENT_BIN"
   if [[ "$agent" == *-nosync ]]; then
