@@ -501,8 +501,10 @@ json_t *status_today_json(status_today *today, int64_t now_ms)
                                                           &today->by_channel[c]));
   for (int h = 0; h < 24; h++)
     json_array_append_new(hours, status_today_sum_json(NULL, NULL, &today->by_hour[h]));
-  memcpy(top, today->items, today->item_count * sizeof(top[0]));
-  qsort(top, today->item_count, sizeof(top[0]), status_today_by_qty);
+  if (today->item_count) { /* items is NULL until the first SKU */
+    memcpy(top, today->items, today->item_count * sizeof(top[0]));
+    qsort(top, today->item_count, sizeof(top[0]), status_today_by_qty);
+  }
   for (size_t i = 0; i < today->item_count && i < STATUS_TODAY_TOP; i++)
     json_array_append_new(items, json_pack("{s:s, s:I}", "sku", top[i].sku, "qty",
                                            (json_int_t)top[i].qty));
