@@ -272,6 +272,28 @@ static int pack_expected(void *arg, const struct journal_seal_input *in, uint8_t
   return 0;
 }
 
+/* Seals batch 1 of every unsealed sale through pack_expected: they must
+ * be e->sales, as journaled. */
+static void seal_expected(struct jf_fixture *f, journal *j, struct expect_sales *e)
+{
+  struct jf_op next;
+
+  e->seen = 0;
+  memset(&next, 0, sizeof(next));
+  next.op.kind = JOURNAL_OP_NEXT_BATCH;
+  next.op.batch_seq = 1;
+  next.op.seal_upto_seq = INT64_MAX;
+  next.op.max_sales = 100;
+  next.op.max_bytes = 1024 * 1024;
+  next.op.pack = pack_expected;
+  next.op.pack_arg = e;
+  jf_run_op(f, j, &next);
+  assert_int_equal(next.op.error, 0);
+  assert_true(e->seen);
+  assert_int_equal(next.op.batch.sale_count, e->count);
+  journal_op_clear(&next.op);
+}
+
 /* journal.compact_rows: the journal records, before its first compact row,
  * that agents of schema 7 no longer read it (user_version 8); the rows
  * hold a BLOB and an empty payments BLOB; a sealed batch reads them back
@@ -319,19 +341,7 @@ static void compact_rows_raise_the_oldest_reader_and_seal_as_posted(void **state
                    1);
   assert_int_equal(jf_query_int(&f, "PRAGMA user_version"), 8);
 
-  memset(&next, 0, sizeof(next));
-  next.op.kind = JOURNAL_OP_NEXT_BATCH;
-  next.op.batch_seq = 1;
-  next.op.seal_upto_seq = INT64_MAX;
-  next.op.max_sales = 100;
-  next.op.max_bytes = 1024 * 1024;
-  next.op.pack = pack_expected;
-  next.op.pack_arg = &expect;
-  jf_run_op(&f, j, &next);
-  assert_int_equal(next.op.error, 0);
-  assert_true(expect.seen);
-  assert_int_equal(next.op.batch.sale_count, 3);
-  journal_op_clear(&next.op);
+  seal_expected(&f, j, &expect);
 
   /* A new journal in place (a clone told by the collector) carries the
    * rows over as they are: compact ones make it compact too. */
@@ -343,19 +353,7 @@ static void compact_rows_raise_the_oldest_reader_and_seal_as_posted(void **state
   assert_int_equal(jf_query_int(&f, "PRAGMA user_version"), 8);
   assert_int_equal(jf_query_int(&f, "SELECT count(*) FROM sales WHERE typeof(lines) = 'blob'"),
                    2);
-  expect.seen = 0;
-  memset(&next, 0, sizeof(next));
-  next.op.kind = JOURNAL_OP_NEXT_BATCH;
-  next.op.batch_seq = 1;
-  next.op.seal_upto_seq = INT64_MAX;
-  next.op.max_sales = 100;
-  next.op.max_bytes = 1024 * 1024;
-  next.op.pack = pack_expected;
-  next.op.pack_arg = &expect;
-  jf_run_op(&f, j, &next);
-  assert_int_equal(next.op.error, 0);
-  assert_true(expect.seen);
-  journal_op_clear(&next.op);
+  seal_expected(&f, j, &expect);
   jf_close_journal(&f, j);
   for (size_t i = 0; i < 3; i++)
     sale_clear(&sales[i]);

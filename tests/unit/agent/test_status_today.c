@@ -90,20 +90,27 @@ static void the_business_day_is_the_sales_own(void **state)
   status_today_free(today);
 }
 
-static void top_items_are_ranked_by_quantity(void **state)
+/* Sells `count` SKUs at noon, SKU-<i> (`digits` wide) in a quantity of i + 1. */
+static void sell_numbered_skus(status_today *today, int count, int digits)
 {
-  status_today *today = status_today_create();
   struct sale sale;
   struct sale_line line;
   char sku[16];
-  json_t *j, *top;
-  (void)state;
 
-  for (int i = 0; i < 15; i++) {
-    snprintf(sku, sizeof(sku), "SKU-%02d", i);
+  for (int i = 0; i < count; i++) {
+    snprintf(sku, sizeof(sku), "SKU-%0*d", digits, i);
     make_sale(&sale, &line, sku, i + 1, NOON_MS, 0);
     status_today_add(today, &sale, NOON_MS);
   }
+}
+
+static void top_items_are_ranked_by_quantity(void **state)
+{
+  status_today *today = status_today_create();
+  json_t *j, *top;
+  (void)state;
+
+  sell_numbered_skus(today, 15, 2);
   j = status_today_json(today, NOON_MS);
   top = json_object_get(j, "top_items");
   assert_int_equal(json_array_size(top), 10);
@@ -122,15 +129,10 @@ static void the_sku_table_grows_to_its_limit(void **state)
   status_today *today = status_today_create();
   struct sale sale;
   struct sale_line line;
-  char sku[16];
   json_t *j, *top;
   (void)state;
 
-  for (int i = 0; i < 1100; i++) {
-    snprintf(sku, sizeof(sku), "SKU-%04d", i);
-    make_sale(&sale, &line, sku, i + 1, NOON_MS, 0);
-    status_today_add(today, &sale, NOON_MS);
-  }
+  sell_numbered_skus(today, 1100, 4);
   make_sale(&sale, &line, "SKU-0000", 5000, NOON_MS, 0);
   status_today_add(today, &sale, NOON_MS);
   j = status_today_json(today, NOON_MS);
