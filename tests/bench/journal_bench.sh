@@ -32,7 +32,11 @@
 #   sales/commit sales / group commits (pos_agent_journal_commit_writes_count
 #                on the agent's /metrics): how many share a commit's fsync
 #   bytes/sale   write_bytes of /proc/PID/io per sale: what the agent sent to
-#                the storage layer
+#                the storage layer. It holds a checkpoint's copy into the
+#                database file only when one falls in the run (every 2,048
+#                WAL pages: about 400 commits of JSON rows, 550 of compact
+#                ones): with one client give BENCH_SECONDS 20 or more, or
+#                a short run leaves them out (3 s: 2,675 compact, 20 s: 3,129)
 #   page/sale    4096 B per commit, per sale: what the WAL would cost at least
 #                written through the page cache (the kernel counts a page
 #                each time it turns dirty, and every fsynced commit dirties
@@ -64,6 +68,9 @@
 # The figures of issue 12 items 2 and 3, beside the baseline (reproduce with):
 #   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release && cmake --build build-rel
 #   BENCH_BASELINE=1 BENCH_SECONDS=3 bash tests/bench/journal_bench.sh build-rel
+# and item 3 at one client with its checkpoints (see bytes/sale):
+#   BENCH_CLIENTS=1 BENCH_FSYNC_DELAYS=5000 BENCH_SECONDS=20 \
+#     bash tests/bench/journal_bench.sh build-rel
 # A store's pace, one sale every 10 s, two minutes (bytes/sale is the figure):
 #   BENCH_PACE_MS=10000 BENCH_SECONDS=120 BENCH_CLIENTS=1 BENCH_FSYNC_DELAYS=0 \
 #     BENCH_ROUNDS=1 bash tests/bench/journal_bench.sh build-rel
