@@ -31,6 +31,23 @@ fill() {
   assert_gt "sales acknowledged before the journal was full" 100 "$(wc -l <"$FILL_ACKED")"
 }
 
+# wait_start_push: the uplink's first push, within uplink.jitter of the
+# start, is over. A fill racing it lets that push's seal find the disk
+# full and give the disk reserve back, which phase 2 must find unused.
+wait_start_push() {
+  local deadline=$((SECONDS + 30))
+  until grep -q 'event=push why=start' "$AGENT_LOG"; do
+    ((SECONDS < deadline)) || fail "the uplink's first push within 30 s" "event=push why=start" \
+      "$(grep -c 'mod=uplink' "$AGENT_LOG") uplink lines"
+    sleep 0.1
+  done
+  while status_json && [[ "$(json_get "$STATUS_JSON" '$.uplink_state')" != idle ]]; do
+    ((SECONDS < deadline)) || fail "the uplink idle after its first push" idle \
+      "$(json_get "$STATUS_JSON" '$.uplink_state')"
+    sleep 0.1
+  done
+}
+
 # sale_after_room PREFIX: a new sale is taken (201) within 30 s of the
 # backlog being sent; appended to $T/acked.all.
 sale_after_room() {
@@ -98,6 +115,7 @@ on_cleanup "umount '$SMALL' 2>/dev/null || umount -l '$SMALL'"
 JOURNAL="$SMALL/journal.db"
 write_agent_config journal.max_size=0 uplink.max_batch_sales=2000
 start_agent
+wait_start_push
 # Whatever else lives on the device takes most of it; the sales take the
 # rest, until the file system is 100% full.
 avail_kb="$(df -k --output=avail "$SMALL" | tail -n 1 | tr -d ' ')"
