@@ -9,7 +9,7 @@
 # history, commit $OLD_AGENT_COMMIT) journals a sale; SQLite copies it to
 # BENCH_SALES sales (new sale_ids and seqs); then, on that one journal:
 #   baseline   the old agent restarted (nothing to migrate)
-#   upgrade    the agent of BUILD_DIR (schema 6 -> 7)
+#   upgrade    the agent of BUILD_DIR (schema 6 -> 8)
 #   rollback   the old agent again
 #   re-upgrade the agent of BUILD_DIR again
 #   baseline   the agent of BUILD_DIR restarted
@@ -129,6 +129,6 @@ printf '%-28s %-10s %12s %16s\n' run agent "exec->READY" "exec->first 201"
 printf '%-28s %-10s %12s %16s\n' "" "" "(ms)" "(ms)"
 printf '%s\n' "${RESULTS[@]}"
 if [[ -n "${rewrite_ms:-}" ]]; then
-  echo "first release (2 -> 7): schema 3's rewrite of the sales table took $rewrite_ms ms;" \
+  echo "first release (2 -> 8): schema 3's rewrite of the sales table took $rewrite_ms ms;" \
     "EXTEND_TIMEOUT_USEC sent ${extended:-?} times before READY"
 fi
