@@ -375,11 +375,22 @@ out:
   return rc;
 }
 
-/* The oldest reader of a journal that holds (or is about to hold) compact
- * sale rows (JOURNAL_SCHEMA_V8): agents before schema 8 read JSON rows only. */
-#define JOURNAL_COMPACT_READER 8
+/* Whether meta row_format is already 'compact' (read only). */
+static int journal_row_format_compact(journal *j)
+{
+  sqlite3_stmt *stmt = NULL;
+  int compact = 0;
 
-int journal__mark_compact(journal *j, char *err, size_t err_size)
+  if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) == SQLITE_OK) {
+    sqlite3_bind_text(stmt, 1, "row_format", -1, SQLITE_STATIC);
+    compact = sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0) &&
+              strcmp((const char *)sqlite3_column_text(stmt, 0), "compact") == 0;
+  }
+  sqlite3_finalize(stmt);
+  return compact;
+}
+
+int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_size)
 {
   struct journal_compat v;
   sqlite3_stmt *stmt = NULL;
@@ -387,6 +398,10 @@ int journal__mark_compact(journal *j, char *err, size_t err_size)
 
   if (journal_read_versions(j->db, j->path, &v, err, err_size))
     return SQLITE_ERROR;
+  /* Marked before (a previous journal's rows carried over again): nothing
+   * to write. */
+  if (v.oldest_reader >= JOURNAL_COMPACT_READER && journal_row_format_compact(j))
+    return SQLITE_OK;
   rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SET_META, -1, &stmt, NULL);
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(stmt, 1, "row_format", -1, SQLITE_STATIC);
@@ -403,9 +418,9 @@ int journal__mark_compact(journal *j, char *err, size_t err_size)
     return SQLITE_OK;
   if (journal_write_versions(j, v.schema_version, JOURNAL_COMPACT_READER, 1, err, err_size))
     return SQLITE_ERROR;
-  log_info("journal", "rows_compact", "path=%s oldest_reader=%d was=%lld reason=\"compact sale "
-           "rows (journal.compact_rows): agents of journal schema %d and older no longer read "
-           "this journal\"", j->path, JOURNAL_COMPACT_READER, (long long)v.oldest_reader,
+  log_info("journal", "rows_compact", "path=%s oldest_reader=%d was=%lld cause=\"%s\" "
+           "reason=\"compact sale rows: agents of journal schema %d and older no longer read "
+           "this journal\"", j->path, JOURNAL_COMPACT_READER, (long long)v.oldest_reader, cause,
            JOURNAL_COMPACT_READER - 1);
   return SQLITE_OK;
 }
@@ -414,9 +429,20 @@ int journal__mark_compact(journal *j, char *err, size_t err_size)
  * it (one transaction); then every new sale row is compact. */
 static int journal_use_compact_rows(journal *j, char *err, size_t err_size)
 {
+  struct journal_compat v;
+
+  /* Every start after the first: read only, no write transaction at all
+   * (nothing to change; a restart on a full disk should not depend on
+   * SQLite finding that an upsert of the same value dirties no page). */
+  if (journal_read_versions(j->db, j->path, &v, err, err_size))
+    return JOURNAL_EIO;
+  if (v.oldest_reader >= JOURNAL_COMPACT_READER && journal_row_format_compact(j)) {
+    j->compact_rows = 1;
+    return 0;
+  }
   if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
     return JOURNAL_EIO;
-  if (journal__mark_compact(j, err, err_size) != SQLITE_OK ||
+  if (journal__mark_compact(j, "journal.compact_rows", err, err_size) != SQLITE_OK ||
       journal__exec(j->db, "COMMIT", err, err_size, j->path)) {
     sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     return JOURNAL_EIO;

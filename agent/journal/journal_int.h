@@ -127,10 +127,16 @@ size_t journal__format_i64(char *out, int64_t v);
  * the caller frees out->data once. 0, or -1 out of memory. Writer thread. */
 int journal__lines_json(const struct sale *sale, struct journal_text *out);
 
+/* The oldest reader of a journal that holds (or is about to hold) compact
+ * sale rows (JOURNAL_SCHEMA_V8): agents before schema 8 read JSON rows only. */
+#define JOURNAL_COMPACT_READER 8
+
 /* Records, inside the caller's transaction, that the journal holds compact
  * sale rows (schema 8): meta row_format 'compact', and the oldest reader
- * raised to 8 if it was below (logged once). SQLite's code, with `err`. */
-int journal__mark_compact(journal *j, char *err, size_t err_size);
+ * raised to 8 if it was below (logged once, with `cause`: the option, or
+ * rows carried over). Writes nothing when both are so already. SQLite's
+ * code, with `err`. */
+int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_size);
 int journal__payments_json(const struct sale *sale, struct journal_text *out);
 
 /* A range of rows in clock_pending (schema v7), as held in memory. */

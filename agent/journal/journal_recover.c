@@ -135,12 +135,12 @@ static int journal_import_clock(journal *j, int64_t after_seq)
 }
 
 /* The oldest reader (user_version) of the journal attached as "previous";
- * when it cannot be read, 8: its rows are taken to be compact, so that no
+ * when it cannot be read, JOURNAL_COMPACT_READER: its rows are taken to be compact, so that no
  * older agent is let at them (all it costs is a rollback). */
 static int64_t journal_pragma_previous_reader(journal *j)
 {
   sqlite3_stmt *stmt = NULL;
-  int64_t reader = 8;
+  int64_t reader = JOURNAL_COMPACT_READER;
 
   if (sqlite3_prepare_v2(j->db, "PRAGMA previous.user_version", -1, &stmt, NULL) == SQLITE_OK &&
       sqlite3_step(stmt) == SQLITE_ROW)
@@ -197,9 +197,12 @@ static int journal_import_previous(journal *j, const char *aside, const char *pr
   if (rc == SQLITE_OK)
     rc = journal__exec(j->db, JOURNAL_SQL_SET_CARRIED_LAST, NULL, 0, j->path);
   /* The rows came as they were: compact ones make this journal compact. */
-  if (rc == SQLITE_OK && journal_pragma_previous_reader(j) >= 8) {
-    char err[256];
-    rc = journal__mark_compact(j, err, sizeof(err));
+  if (rc == SQLITE_OK && journal_pragma_previous_reader(j) >= JOURNAL_COMPACT_READER) {
+    char err[512];
+    rc = journal__mark_compact(j, "compact rows carried over from the previous journal", err,
+                               sizeof(err));
+    if (rc != SQLITE_OK)
+      log_error("journal", "mark_compact_failed", "path=%s reason=\"%s\"", j->path, err);
   }
   if (rc == SQLITE_OK)
     rc = journal__exec(j->db, "COMMIT", NULL, 0, j->path);

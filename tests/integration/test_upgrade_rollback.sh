@@ -9,7 +9,8 @@
 # it is. Every sale of every run is there. Then journal.compact_rows: the
 # new agent records that the old one no longer reads the journal (oldest
 # reader 8) and writes compact rows; the old agent refuses it, naming the
-# agent it needs; the new agent reads both kinds of row and seals them.
+# agent it needs; the new agent without the option opens it and writes JSON
+# rows again (test_journal_encode seals both kinds).
 # Last, a journal whose oldest reader is newer than the agent under test is
 # refused with exit 78, a message naming the agent it needs, and the file
 # left as it was.
