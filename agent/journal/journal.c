@@ -375,12 +375,19 @@ out:
   return rc;
 }
 
-/* Whether meta row_format is already 'compact' (read only). */
-static int journal_row_format_compact(journal *j)
+/* Whether the journal is marked compact already (oldest reader 8 or more
+ * and meta row_format 'compact'): 1, 0, or -1 with `err`; `v` is set. Read
+ * only. */
+static int journal_compact_marked(journal *j, struct journal_compat *v, char *err,
+                                  size_t err_size)
 {
   sqlite3_stmt *stmt = NULL;
   int compact = 0;
 
+  if (journal_read_versions(j->db, j->path, v, err, err_size))
+    return -1;
+  if (v->oldest_reader < JOURNAL_COMPACT_READER)
+    return 0;
   if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) == SQLITE_OK) {
     sqlite3_bind_text(stmt, 1, "row_format", -1, SQLITE_STATIC);
     compact = sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0) &&
@@ -394,14 +401,12 @@ int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_s
 {
   struct journal_compat v;
   sqlite3_stmt *stmt = NULL;
-  int rc;
+  int rc = journal_compact_marked(j, &v, err, err_size);
 
-  if (journal_read_versions(j->db, j->path, &v, err, err_size))
+  if (rc < 0)
     return SQLITE_ERROR;
-  /* Marked before (a previous journal's rows carried over again): nothing
-   * to write. */
-  if (v.oldest_reader >= JOURNAL_COMPACT_READER && journal_row_format_compact(j))
-    return SQLITE_OK;
+  if (rc > 0)
+    return SQLITE_OK; /* marked before: nothing to write */
   rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SET_META, -1, &stmt, NULL);
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(stmt, 1, "row_format", -1, SQLITE_STATIC);
@@ -430,13 +435,14 @@ int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_s
 static int journal_use_compact_rows(journal *j, char *err, size_t err_size)
 {
   struct journal_compat v;
+  int marked = journal_compact_marked(j, &v, err, err_size);
 
+  if (marked < 0)
+    return JOURNAL_EIO;
   /* Every start after the first: read only, no write transaction at all
    * (nothing to change; a restart on a full disk should not depend on
    * SQLite finding that an upsert of the same value dirties no page). */
-  if (journal_read_versions(j->db, j->path, &v, err, err_size))
-    return JOURNAL_EIO;
-  if (v.oldest_reader >= JOURNAL_COMPACT_READER && journal_row_format_compact(j)) {
+  if (marked) {
     j->compact_rows = 1;
     return 0;
   }
