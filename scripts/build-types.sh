@@ -30,9 +30,9 @@ for build in "${builds[@]}"; do
   fi
   # The builds that ship are hardened (issue 11, item 6); the README's test
   # build is not one of them, so its firmware_release_hardened is skipped.
-  case "$type" in
-    Release | RelWithDebInfo | MinSizeRel)
-      bash tests/firmware/test_release_hardened.sh "$dir/agent/pos-agent" ;;
-  esac
+  # The test itself says which build types ship (77: skipped, not one).
+  rc=0
+  POS_BUILD_DIR="$dir" bash tests/firmware/test_release_hardened.sh || rc=$?
+  [ "$rc" -eq 0 ] || [ "$rc" -eq 77 ] || exit "$rc"
 done
 echo "build-types.sh: ${builds[*]} build warning-free"

@@ -267,7 +267,7 @@ scenario_network() {
   # and sed on a file the background shell has not opened yet exits 2 (set -e).
   : >"$T/proxy.out"
   "$PROXY_BIN" --target "$COLLECTOR_PORT" --control "$control" --seed "$FAULT_SEED" \
-    >>"$T/proxy.out" 2>"$T/proxy.log" &
+    >"$T/proxy.out" 2>"$T/proxy.log" &
   PROXY_PID=$!
   local deadline=$((SECONDS + 10)) proxy_port=""
   while [[ -z "$proxy_port" ]]; do
