@@ -40,6 +40,11 @@
 #                It does not hold what a journaling file system adds (ext4's
 #                journal commit at each fdatasync that grows the WAL: see
 #                JOURNAL_WAL_PAGES_MAX in agent/journal/journal.c)
+#   disk/sale    with BENCH_FS=ext4 only: bytes the disk was sent per sale,
+#                the file system's own writes included (ext4's journal, the
+#                -shm's pages written back: the file system is synced just
+#                before and just after the load), read from the loop
+#                device's count of sectors written (/sys/block/loopN/stat)
 #   page/sale    4096 B per commit, per sale: what the WAL would cost at least
 #                written through the page cache (the kernel counts a page
 #                each time it turns dirty, and every fsynced commit dirties
@@ -67,6 +72,16 @@
 #                                   many; give BENCH_SECONDS room for it
 #   BENCH_BASELINE      0           1 = also the agent of tests/bench/BASELINE
 #   BENCH_DIR           /var/tmp    where the journals go (on disk)
+#   BENCH_FS            ""          ext4: the journals go to an ext4 file
+#                                   system with its journal (mkfs.ext4's
+#                                   defaults, as a device's root), made in a
+#                                   file under BENCH_DIR and loop-mounted
+#                                   (needs root), and disk/sale is printed
+#   BENCH_RESTART_SALES 0           N > 0: each run first takes N sales
+#                                   (16 clients), stops the agent cleanly
+#                                   and starts it again, then measures: a
+#                                   store's day after its nightly restart,
+#                                   the journal's WAL left by the stop
 #
 # The figures of issue 12 items 2 and 3, beside the baseline (reproduce with):
 #   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release && cmake --build build-rel
@@ -77,6 +92,10 @@
 # A store's pace, one sale every 10 s, two minutes (bytes/sale is the figure):
 #   BENCH_PACE_MS=10000 BENCH_SECONDS=120 BENCH_CLIENTS=1 BENCH_FSYNC_DELAYS=0 \
 #     BENCH_ROUNDS=1 bash tests/bench/journal_bench.sh build-rel
+# What the disk is sent per sale after a restart, on ext4 with its journal
+# (issue 12 item 3, the WAL kept across stops: journal_wal_rewind):
+#   BENCH_FS=ext4 BENCH_RESTART_SALES=3000 BENCH_CLIENTS=1 BENCH_FSYNC_DELAYS=5000 \
+#     BENCH_SECONDS=20 BENCH_ROUNDS=1 bash tests/bench/journal_bench.sh build-rel
 # One row, more rounds (a busy machine):
 #   BENCH_FSYNC_DELAYS=0 BENCH_CLIENTS=1 BENCH_ROUNDS=5 bash tests/bench/journal_bench.sh build-rel
 # Prints figures; asserts nothing about timing.
@@ -95,6 +114,8 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 SALES="${BENCH_SALES:-150000}"
 BATCH="${BENCH_BATCH:-1}"
 PACE_MS="${BENCH_PACE_MS:-0}"
+FS="${BENCH_FS:-}"
+RESTART_SALES="${BENCH_RESTART_SALES:-0}"
 
 for bin in "$AGENT_BIN" "$LOAD_BIN" "$SHIM"; do
   [[ -e "$bin" ]] || { echo "journal_bench: $bin not built" >&2; exit 1; }
@@ -129,14 +150,49 @@ fi
 # in the agent's write_bytes.
 COUNT_DIR="$(mktemp -d /dev/shm/pos-bench-count.XXXXXX)"
 AGENT_PID=""
+FS_IMAGE="" FS_MOUNT="" LOOP_DEV=""
 cleanup() {
   if [[ -n "$AGENT_PID" ]]; then
     kill -KILL "$AGENT_PID" 2>/dev/null || true
     wait "$AGENT_PID" 2>/dev/null || true
   fi
+  if [[ -n "$FS_MOUNT" ]]; then
+    umount "$FS_MOUNT" 2>/dev/null || true
+  fi
   rm -rf "$WORK" "$COUNT_DIR" "${T:-}" # T: lib.sh's work directory, with BENCH_BASELINE
 }
 trap cleanup EXIT
+
+# disk_bytes: bytes written to the loop device so far (BENCH_FS), or 0.
+disk_bytes() {
+  if [[ -n "$LOOP_DEV" ]]; then
+    sync -f "$FS_MOUNT"
+    awk '{ print $7 * 512 }' "/sys/block/${LOOP_DEV#/dev/}/stat"
+  else
+    echo 0
+  fi
+}
+case "$FS" in
+  "") ;;
+  ext4)
+    for tool in mkfs.ext4 losetup mount; do
+      command -v "$tool" >/dev/null ||
+        { echo "journal_bench: BENCH_FS=ext4 needs $tool (e2fsprogs, mount)" >&2; exit 1; }
+    done
+    ((EUID == 0)) || { echo "journal_bench: BENCH_FS=ext4 mounts a loop device: run as root" >&2; exit 1; }
+    FS_IMAGE="$WORK/fs.img" FS_MOUNT="$WORK/fs"
+    truncate -s 1G "$FS_IMAGE"
+    mkfs.ext4 -q -F "$FS_IMAGE"
+    mkdir -p "$FS_MOUNT"
+    mount -o loop "$FS_IMAGE" "$FS_MOUNT" ||
+      { echo "journal_bench: cannot loop-mount $FS_IMAGE (no loop devices here?)" >&2; exit 1; }
+    LOOP_DEV="$(findmnt -n -o SOURCE "$FS_MOUNT")"
+    [[ -r "/sys/block/${LOOP_DEV#/dev/}/stat" ]] ||
+      { echo "journal_bench: no sector count for $LOOP_DEV" >&2; exit 1; }
+    ;;
+  *) echo "journal_bench: BENCH_FS=$FS: only ext4 is known" >&2; exit 1 ;;
+esac
+JOURNALS="${FS_MOUNT:-$WORK}"
 
 TOKEN="bench-token-0123456789abcdef"
 echo "* $TOKEN" >"$WORK/terminals"
@@ -158,7 +214,7 @@ log_port() {
 # this shell, so the EXIT trap knows the agent it started.
 run() {
   local mode="$1" delay="$2" clients="$3" bin="$AGENT_BIN" group=1024 compact=false
-  local dir="$WORK/$mode-$clients" runtime="$COUNT_DIR/runtime-$mode-$clients"
+  local dir="$JOURNALS/$mode-$clients" runtime="$COUNT_DIR/runtime-$mode-$clients"
   [[ "$mode" == naive ]] && group=1
   [[ "$mode" == compact ]] && compact=true
   [[ "$mode" == base ]] && bin="$BASE_AGENT_BIN"
@@ -186,20 +242,21 @@ EOF
   # As the unit runs it: systemd's RuntimeDirectory (tmpfs) for what only
   # has to outlive kill -9 (the high-water mark's per-commit slot).
   mkdir -p "$runtime"
-  RUNTIME_DIRECTORY="$runtime" LD_PRELOAD="$SHIM" POS_FSYNC_DELAY_US="$delay" \
-    POS_FSYNC_COUNT_FILE="$COUNT_DIR/count" \
-    "$bin" --config "$dir/agent.conf" 2>"$dir/agent.log" >/dev/null &
-  AGENT_PID=$!
-  local deadline=$((SECONDS + 20))
-  until grep -q 'event=ready' "$dir/agent.log" 2>/dev/null; do
-    kill -0 "$AGENT_PID" 2>/dev/null ||
-      { tail "$dir/agent.log" >&2; echo "agent died" >&2; exit 1; }
-    ((SECONDS < deadline)) || { echo "agent not ready in 20 s" >&2; exit 1; }
-    sleep 0.05
-  done
-  local port mport bytes0 bytes1 sync0 sync1 commit0 commit1 out sales
+  start_bench_agent "$bin" "$dir" "$runtime" "$delay"
+  local port mport bytes0 bytes1 sync0 sync1 commit0 commit1 disk0 disk1 out sales
   port="$(log_port "$dir/agent.log" listening)"
+  if ((RESTART_SALES > 0)); then
+    "$LOAD_BIN" --url "http://127.0.0.1:$port" --token "$TOKEN" --terminal T1 --clients 16 \
+      --sales $(((RESTART_SALES + 15) / 16)) --prefix warm >/dev/null 2>"$dir/load.err" ||
+      { cat "$dir/load.err" >&2; echo "pos-load failed before the restart" >&2; exit 1; }
+    kill -TERM "$AGENT_PID"
+    wait "$AGENT_PID" || true
+    mv "$dir/agent.log" "$dir/agent-before-restart.log"
+    start_bench_agent "$bin" "$dir" "$runtime" "$delay"
+    port="$(log_port "$dir/agent.log" listening)"
+  fi
   mport="$(log_port "$dir/agent.log" metrics_listening)"
+  disk0="$(disk_bytes)"
   commit0="$(commits "$mport")" sync0="$(fsyncs)" bytes0="$(write_bytes "$AGENT_PID")"
   out="$("$LOAD_BIN" --url "http://127.0.0.1:$port" --token "$TOKEN" --terminal T1 \
     --clients "$clients" --sales $(((SALES + clients - 1) / clients)) --batch "$BATCH" \
@@ -207,16 +264,35 @@ EOF
     --prefix bench --duration "$SECONDS_RUN" 2>"$dir/load.err")" ||
     { cat "$dir/load.err" >&2; echo "pos-load failed: $out" >&2; exit 1; }
   bytes1="$(write_bytes "$AGENT_PID")" sync1="$(fsyncs)" commit1="$(commits "$mport")"
+  disk1="$(disk_bytes)"
   kill -TERM "$AGENT_PID"
   wait "$AGENT_PID" || true
   AGENT_PID=""
   rm -rf "$dir" "$runtime"
   sales="$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$out")"
   RUN_RATE="$(sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p' <<<"$out" | awk '{ printf "%.0f", $1 }')"
-  read -r RUN_SPF RUN_SPC RUN_BYTES RUN_FLOOR < <(awk -v n="$sales" -v b=$((bytes1 - bytes0)) \
-    -v f=$((sync1 - sync0)) -v c=$((commit1 - commit0)) 'BEGIN {
-      printf "%.1f %.1f %.0f %.0f\n", (f > 0 ? n / f : 0), (c > 0 ? n / c : 0),
-        (n > 0 ? b / n : 0), (n > 0 ? 4096 * c / n : 0) }')
+  read -r RUN_SPF RUN_SPC RUN_BYTES RUN_FLOOR RUN_DISK < <(awk -v n="$sales" \
+    -v b=$((bytes1 - bytes0)) -v f=$((sync1 - sync0)) -v c=$((commit1 - commit0)) \
+    -v d=$((disk1 - disk0)) 'BEGIN {
+      printf "%.1f %.1f %.0f %.0f %.0f\n", (f > 0 ? n / f : 0), (c > 0 ? n / c : 0),
+        (n > 0 ? b / n : 0), (n > 0 ? 4096 * c / n : 0), (n > 0 ? d / n : 0) }')
+  [[ -n "$LOOP_DEV" ]] || RUN_DISK=-
+}
+
+# start_bench_agent BIN DIR RUNTIME DELAY: starts the agent of DIR/agent.conf
+# under the fsync shim and waits for it to be ready; sets AGENT_PID.
+start_bench_agent() {
+  RUNTIME_DIRECTORY="$3" LD_PRELOAD="$SHIM" POS_FSYNC_DELAY_US="$4" \
+    POS_FSYNC_COUNT_FILE="$COUNT_DIR/count" \
+    "$1" --config "$2/agent.conf" 2>"$2/agent.log" >/dev/null &
+  AGENT_PID=$!
+  local deadline=$((SECONDS + 20))
+  until grep -q 'event=ready' "$2/agent.log" 2>/dev/null; do
+    kill -0 "$AGENT_PID" 2>/dev/null ||
+      { tail "$2/agent.log" >&2; echo "agent died" >&2; exit 1; }
+    ((SECONDS < deadline)) || { echo "agent not ready in 20 s" >&2; exit 1; }
+    sleep 0.05
+  done
 }
 
 # stat VALUES...: "median min max" of the values.
@@ -235,12 +311,12 @@ label() {
 }
 
 echo "pos-agent journal benchmark: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)," \
-  "journal on $(df -P "$WORK" | awk 'NR == 2 { print $1 }') ($(stat -f -c %T "$WORK"))," \
-  "batch $BATCH," \
+  "journal on $(df -P "$JOURNALS" | awk 'NR == 2 { print $1 }') ($(stat -f -c %T "$JOURNALS")${FS:+, $FS with its journal})," \
+  "batch $BATCH,$( ((RESTART_SALES == 0)) || echo " measured after $RESTART_SALES sales and a clean restart,")" \
   "$SECONDS_RUN s per run, $ROUNDS interleaved rounds, build ${BUILD_TYPE:-unknown}"
 echo "each figure: median [min-max] of the rounds"
-printf '%-8s %7s %-20s %-22s %-18s %-18s %-20s %s\n' fsync_us clients mode "sales/s" \
-  "sales/fsync" "sales/commit" "bytes/sale" "page/sale"
+printf '%-8s %7s %-20s %-22s %-18s %-18s %-20s %-20s %s\n' fsync_us clients mode "sales/s" \
+  "sales/fsync" "sales/commit" "bytes/sale" "disk/sale" "page/sale"
 declare -A MED
 for delay in $DELAYS; do
   for clients in $CLIENTS_LIST; do
@@ -249,18 +325,18 @@ for delay in $DELAYS; do
       for mode in "${MODES[@]}"; do
         run "$mode" "$delay" "$clients"
         R[$mode.rate]+=" $RUN_RATE" R[$mode.spf]+=" $RUN_SPF" R[$mode.spc]+=" $RUN_SPC"
-        R[$mode.bytes]+=" $RUN_BYTES" R[$mode.floor]+=" $RUN_FLOOR"
+        R[$mode.bytes]+=" $RUN_BYTES" R[$mode.floor]+=" $RUN_FLOOR" R[$mode.disk]+=" $RUN_DISK"
       done
     done
     for mode in "${MODES[@]}"; do
       cols=()
-      for key in rate spf spc bytes floor; do
+      for key in rate spf spc bytes disk floor; do
         # shellcheck disable=SC2086 # the values are words
         read -r med lo hi < <(med3 ${R[$mode.$key]})
         MED[$delay.$clients.$mode.$key]="$med"
         cols+=("$(printf '%s [%s-%s]' "$med" "$lo" "$hi")")
       done
-      printf '%-8s %7d %-20s %-22s %-18s %-18s %-20s %s\n' "$delay" "$clients" "$(label "$mode")" \
+      printf '%-8s %7d %-20s %-22s %-18s %-18s %-20s %-20s %s\n' "$delay" "$clients" "$(label "$mode")" \
         "${cols[@]}"
     done
     unset R

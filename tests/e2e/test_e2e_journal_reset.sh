@@ -29,7 +29,7 @@ for i in $(seq 1 20); do
 done
 OLD_ID="$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"
 kill_agent
-size=$(stat -c %s "$JOURNAL-wal")
+size=$(wal_log_end "$JOURNAL-wal")
 truncate -s $((size - 2 * 1048 - 100)) "$JOURNAL-wal"
 start_agent
 NEW_ID="$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"

@@ -69,9 +69,9 @@ for round in 1 2 3; do
   http POST /v1/inventory/adjustments -H 'Content-Type: application/json' \
     --data-binary "@$T/adjustment.json" -u manager:inflight-secret-7
   expect_status "delivery DEL-R$round" 201
-  before_push=$(stat -c %s "$JOURNAL-wal")
+  before_push=$(wal_log_end "$JOURNAL-wal")
   die_mid_push
-  after_push=$(stat -c %s "$JOURNAL-wal")
+  after_push=$(wal_log_end "$JOURNAL-wal")
   ((after_push > before_push)) || fail "the seal of the batch is in the WAL" ">$before_push" "$after_push"
   if ((round != 2)); then
     cut=$before_push   # the seal only

@@ -168,26 +168,6 @@ scenario_wal_cut() {
   [[ -n "$AGENT_PID" ]] && drain 60 || true
 }
 
-# wal_frames FILE: WAL_FRAME_SIZE and WAL_VALID_FRAMES, the frames at the
-# start of FILE whose salt is the header's (the current generation; frames
-# after them are left over from before the last checkpoint).
-wal_frames() {
-  WAL_FRAME_SIZE=0
-  WAL_VALID_FRAMES=0
-  [[ -s "$1" ]] || return 0
-  local page
-  page=$((16#$(od -An -v -tx1 -j8 -N4 "$1" | tr -d ' \n')))
-  WAL_FRAME_SIZE=$((page + 24))
-  WAL_VALID_FRAMES="$(od -An -v -tx1 -w"$WAL_FRAME_SIZE" -j32 "$1" | awk -v salt="$(od -An -v -tx1 -j16 -N8 "$1" | tr -d '\n')" '
-    # Reads to the end (an early exit would SIGPIPE od under pipefail).
-    done { next }
-    { gsub(/^ +/, ""); n = split($0, b, " "); if (n < 24) { done = 1; next }
-      s = ""; for (i = 9; i <= 16; i++) s = s " " b[i]
-      if (s != salt) { done = 1; next }
-      count++ }
-    END { print count + 0 }')"
-}
-
 # ---- power loss ------------------------------------------------------------------------------
 # The agent runs over the fault shim; a power cut kills it and drops every
 # write to the journal files not yet synced (pos-fault-powercut), every

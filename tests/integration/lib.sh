@@ -335,6 +335,38 @@ journal_count() { sql "SELECT count(*) FROM sales;"; }
 # journal_max_seq: highest seq in sales (0 if none).
 journal_max_seq() { sql "SELECT coalesce(max(seq), 0) FROM sales;"; }
 
+# wal_frames FILE: WAL_FRAME_SIZE and WAL_VALID_FRAMES, the frames at the
+# start of FILE whose salt is the header's (the current log; frames after
+# them are left over from an earlier one: the journal keeps its WAL's size
+# across checkpoints and clean stops, so the file's end is not the log's).
+wal_frames() {
+  WAL_FRAME_SIZE=0
+  WAL_VALID_FRAMES=0
+  [[ -s "$1" ]] || return 0
+  local page
+  page=$((16#$(od -An -v -tx1 -j8 -N4 "$1" | tr -d ' \n')))
+  WAL_FRAME_SIZE=$((page + 24))
+  WAL_VALID_FRAMES="$(od -An -v -tx1 -w"$WAL_FRAME_SIZE" -j32 "$1" | awk -v salt="$(od -An -v -tx1 -j16 -N8 "$1" | tr -d '\n')" '
+    # Reads to the end (an early exit would SIGPIPE od under pipefail).
+    done { next }
+    { gsub(/^ +/, ""); n = split($0, b, " "); if (n < 24) { done = 1; next }
+      s = ""; for (i = 9; i <= 16; i++) s = s " " b[i]
+      if (s != salt) { done = 1; next }
+      count++ }
+    END { print count + 0 }')"
+}
+
+# wal_log_end FILE: the byte where FILE's current log ends (0 when FILE is
+# missing or empty): where a cut must fall to remove the last commits.
+wal_log_end() {
+  wal_frames "$1"
+  if ((WAL_FRAME_SIZE == 0)); then
+    echo 0
+  else
+    echo $((32 + WAL_VALID_FRAMES * WAL_FRAME_SIZE))
+  fi
+}
+
 # expect_status WHAT STATUS: the last response had STATUS.
 expect_status() {
   [[ "$HTTP_STATUS" == "$2" ]] || fail "$1: HTTP status (body: $HTTP_BODY)" "$2" "$HTTP_STATUS"

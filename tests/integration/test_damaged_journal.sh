@@ -102,7 +102,7 @@ lost_journal_round() {
 write_config
 # 1. The WAL cut mid-frame: the last commits are gone.
 lost_journal_round CUT 0 \
-  'size=$(stat -c %s "$JOURNAL-wal"); truncate -s $((size - 2 * 1048 - 100)) "$JOURNAL-wal"'
+  'size=$(wal_log_end "$JOURNAL-wal"); truncate -s $((size - 2 * 1048 - 100)) "$JOURNAL-wal"'
 # 2. The WAL deleted: everything since the last checkpoint is gone.
 lost_journal_round DEL 1 'rm -f "$JOURNAL-wal"'
 

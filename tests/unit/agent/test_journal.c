@@ -410,6 +410,57 @@ static void a_small_journal_keeps_a_short_wal(void **state)
   jf_close_journal(f, j);
 }
 
+/* Frames at the start of the WAL file PATH that belong to its current log
+ * (their salt is the header's); -1 when there is no WAL file. */
+static int wal_current_frames(const char *path)
+{
+  unsigned char header[32], frame[24];
+  FILE *file = fopen(path, "rb");
+  long page;
+  int frames = 0;
+
+  if (!file)
+    return -1;
+  if (fread(header, 1, sizeof(header), file) != sizeof(header)) {
+    fclose(file);
+    return 0;
+  }
+  page = ((long)header[8] << 24) | ((long)header[9] << 16) | ((long)header[10] << 8) | header[11];
+  while (fseek(file, 32 + (long)frames * (page + 24), SEEK_SET) == 0 &&
+         fread(frame, 1, sizeof(frame), file) == sizeof(frame) &&
+         memcmp(frame + 8, header + 16, 8) == 0)
+    frames++;
+  fclose(file);
+  return frames;
+}
+
+/* A clean stop keeps the WAL's size (a commit that grows the file also
+ * commits the file system's journal: issue 12 item 3) but starts its log
+ * again, so the next open reads a few frames, not the hundreds a long
+ * interval leaves there. The sales are in the database either way. */
+static void a_clean_stop_keeps_the_wal_and_restarts_its_log(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 1024);
+  long long before = wal_bytes_after(f, j, "K", 512, 64);
+  char wal[160];
+  struct stat st;
+  int frames;
+
+  snprintf(wal, sizeof(wal), "%s-wal", f->path);
+  assert_true(wal_current_frames(wal) > 100);
+  jf_close_journal(f, j);
+  assert_int_equal(stat(wal, &st), 0);
+  assert_true((long long)st.st_size >= before);
+  frames = wal_current_frames(wal);
+  print_message("wal %lld bytes, %d frames of the current log after a clean stop\n",
+                (long long)st.st_size, frames);
+  assert_true(frames >= 0 && frames <= 16);
+  j = jf_open_journal(f, 0, 1024);
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales WHERE sale_id LIKE 'K-%'"), 512);
+  jf_close_journal(f, j);
+}
+
 /* Nor is a commit held once what is queued fills it (group_commit_max
  * sales): the writes still to come could not join it. Four clients, each
  * writing group_commit_max sales at a time, again as soon as answered. */
@@ -1144,6 +1195,8 @@ int main(void)
           a_new_journal_in_place_carries_over_what_was_not_acknowledged, setup, teardown),
       cmocka_unit_test_setup_teardown(a_commit_writes_its_wal_frames_at_once, setup, teardown),
       cmocka_unit_test_setup_teardown(a_journal_with_room_checkpoints_seldom, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_clean_stop_keeps_the_wal_and_restarts_its_log, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(a_small_journal_keeps_a_short_wal, setup, teardown),
       cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(an_additive_step_keeps_the_oldest_reader, setup, teardown),
