@@ -27,19 +27,19 @@
 #   sales/fsync  sales / fsync+fdatasync calls of the agent (the shim's count):
 #                the commits' WAL syncs, and also the seq high-water mark's
 #                (one per 1,024 seqs) and the checkpoints' (3 per checkpoint,
-#                every 2048 WAL pages on a disk with room, 128 on a small
+#                every 8192 WAL pages on a disk with room, 128 on a small
 #                one: journal__wal_pages_for), so it stays below sales/commit
 #   sales/commit sales / group commits (pos_agent_journal_commit_writes_count
 #                on the agent's /metrics): how many share a commit's fsync
 #   bytes/sale   write_bytes of /proc/PID/io per sale: what the agent sent to
 #                the storage layer. It holds a checkpoint's copy into the
-#                database file only when one falls in the run (every 2,048
-#                WAL pages: about 400 commits of JSON rows, 500 of compact
-#                ones): with one client give BENCH_SECONDS 20 or more, or
-#                a short run leaves them out (3 s: 2,675 compact, 20 s: 3,129).
-#                It does not hold what a journaling file system adds (ext4's
-#                journal commit at each fdatasync that grows the WAL: see
-#                JOURNAL_WAL_PAGES_MAX in agent/journal/journal.c)
+#                database file only when one falls in the run (every 8,192
+#                WAL pages: about 1,600 commits of JSON rows, 2,000 of
+#                compact ones): with one client give BENCH_SECONDS 20 or
+#                more, or a short run leaves them out. It does not hold what
+#                a journaling file system adds (ext4's journal commit at
+#                each fdatasync that grows the WAL, as after the first start:
+#                JOURNAL_WAL_PAGES_MAX in agent/journal/journal.c): disk/sale
 #   disk/sale    with BENCH_FS=ext4 only: bytes the disk was sent per sale,
 #                the file system's own writes included (ext4's journal, the
 #                -shm's pages written back: the file system is synced just

@@ -382,7 +382,7 @@ static long long wal_bytes_after(struct jf_fixture *f, journal *j, const char *p
 }
 
 /* With room (this test's file system holds gigabytes), the WAL is
- * checkpointed every 2048 pages, not every 128: each checkpoint costs three
+ * checkpointed every 8192 pages, not every 128: each checkpoint costs three
  * fsyncs and copies again every page the commits keep rewriting, which is
  * what a store device's flash pays for (issue 12). 1,024 sales, 64 to a
  * commit, write several hundred pages: a WAL checkpointed every 128 pages
