@@ -474,6 +474,21 @@ void stock_sealed(struct stock *s, const struct stock_deltas *d)
   pthread_mutex_unlock(&s->lock);
 }
 
+void stock_pending_add(struct stock *s, const struct stock_deltas *d, int sign)
+{
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < d->count; i++) {
+    struct stock_material *m;
+    if (d->items[i].reason != STOCK_REASON_SALES)
+      continue;
+    m = stock_find(s, d->items[i].material_id, 0);
+    if (m)
+      m->consumed_pending_milli =
+          stock_add_saturated(m->consumed_pending_milli, -sign * d->items[i].quantity_milli);
+  }
+  pthread_mutex_unlock(&s->lock);
+}
+
 int stock_set_thresholds(struct stock *s, const char *spec, char *err, size_t err_size)
 {
   const char *at = spec;

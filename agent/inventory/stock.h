@@ -230,6 +230,13 @@ int64_t stock_on_hand(struct stock *s, const char *material_id, char unit[STOCK_
  * "last batch". Writer thread. */
 void stock_sealed(struct stock *s, const struct stock_deltas *d);
 
+/* The sales consumption of `d` times `sign` back into pending (1: rows
+ * unsealed, their batches deleted) or out of it (-1: rows sealed, with no
+ * "last batch" figure: the journal's open, moving the kept figures to the
+ * sealing cursor); on-hand does not move (the stored base moved with the
+ * cursor). Writer thread, or the opening one. */
+void stock_pending_add(struct stock *s, const struct stock_deltas *d, int sign);
+
 /*
  * Sets the low-stock thresholds from "MATERIAL=QTY_MILLI,..." (config
  * inventory.low_stock). 0, or -1 with `err` naming the entry.

@@ -1959,6 +1959,9 @@ static void *journal_writer_main(void *arg)
       pthread_mutex_unlock(&j->lock);
       uv_async_send(&j->done_async);
     }
+    /* After the answers: the kept stock figures, every so many rows. */
+    if (group || op)
+      journal__stock_keep_due(j, 0);
     if (clock_due && !stopping)
       journal__clock_tick(j);
     if (!group && !op && retention_due && !stopping) {
@@ -1970,6 +1973,8 @@ static void *journal_writer_main(void *arg)
     pthread_mutex_lock(&j->lock);
   }
   pthread_mutex_unlock(&j->lock);
+  /* A clean stop: the next open reads the stock figures, no row. */
+  journal__stock_keep_due(j, 1);
   return NULL;
 }
 
@@ -2033,6 +2038,8 @@ static void journal_free(journal *j)
   journal__close_db(j);
   journal__unstage(j, 0);
   free(j->staged);
+  stock_deltas_clear(&j->stock_moving);
+  stock_deltas_clear(&j->unmapped_pending);
   stock_destroy(&j->stock);
   stock_names_clear(&j->names);
   recipes_free(j->recipes_owned);

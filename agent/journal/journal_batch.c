@@ -608,11 +608,11 @@ static int journal_seal_base(journal *j, const struct journal_seal_row *rows, si
   }
   if (rc == SQLITE_OK)
     rc = journal__base_add(j, &batch_deltas, 1);
-  /* For the status page's "consumed in the last batch" (figures for
-   * people: set before the commit, which almost never fails). */
-  if (rc == SQLITE_OK)
-    stock_sealed(&j->stock, &batch_deltas);
-  stock_deltas_clear(&batch_deltas);
+  /* Out of pending once the seal committed (journal_next_batch): the
+   * figures in memory are what the kept ones are written from, so they
+   * must never run ahead of the file. */
+  stock_deltas_clear(&j->stock_moving);
+  j->stock_moving = batch_deltas;
   return rc;
 }
 
@@ -818,6 +818,8 @@ static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms
       rc = journal_seal(j, op, now_ms, &sealed);
   }
   rc = journal_finish(j, rc);
+  if (rc != SQLITE_OK)
+    stock_deltas_clear(&j->stock_moving);
   if (rc != SQLITE_OK) {
     journal_op_clear(op);
     memset(&op->batch, 0, sizeof(op->batch));
@@ -829,6 +831,11 @@ static void journal_next_batch(journal *j, struct journal_op *op, int64_t now_ms
   if (found)
     journal_count_attempt(j, op, now_ms);
   if (sealed) {
+    /* The status page's "consumed in the last batch" and pending. */
+    stock_sealed(&j->stock, &j->stock_moving);
+    journal__unmapped_pending_add(j, &j->stock_moving, -1);
+    stock_deltas_clear(&j->stock_moving);
+    j->stock_kept_moved += op->batch.last_seq - op->batch.first_seq + 1;
     pthread_mutex_lock(&j->lock);
     j->stats.last_batch_seq = op->batch.batch_seq;
     pthread_mutex_unlock(&j->lock);
@@ -975,14 +982,24 @@ static void journal_ack(journal *j, struct journal_op *op, int64_t now_ms)
 /* ---- UNSEAL ---------------------------------------------------------------------- */
 
 /* Inside the unseal's transaction: the deltas of rows (after, upto] taken
- * off the stored base. */
+ * off the stored base, and kept in j->stock_moving, to go back into
+ * pending once the unseal committed (journal_unseal). */
 static int journal_unseal_base(journal *j, int64_t after, int64_t upto)
 {
   struct journal_seal_row *rows = NULL;
   size_t count = 0;
   int rc = journal__read_rows(j, after, upto, &rows, &count);
-  for (size_t i = 0; rc == SQLITE_OK && i < count; i++)
+  stock_deltas_clear(&j->stock_moving);
+  for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
     rc = journal__base_add(j, &rows[i].deltas, -1);
+    for (size_t k = 0; rc == SQLITE_OK && k < rows[i].deltas.count; k++) {
+      const struct stock_delta *e = &rows[i].deltas.items[k];
+      if ((e->reason == STOCK_REASON_SALES || e->reason == STOCK_REASON_UNMAPPED) &&
+          stock_deltas_add(&j->stock_moving, e->material_id, e->unit, e->reason,
+                           e->quantity_milli))
+        rc = SQLITE_NOMEM;
+    }
+  }
   journal__free_rows(rows, count);
   return rc;
 }
@@ -1061,10 +1078,18 @@ static void journal_unseal(journal *j, struct journal_op *op)
   }
   rc = journal_finish(j, rc);
   if (rc != SQLITE_OK) {
+    stock_deltas_clear(&j->stock_moving);
     op->sales_changed = 0;
     journal_op_fail(j, op, rc, "unsealing batches");
     return;
   }
+  /* Those rows' consumption is pending again (before, only a restart
+   * counted it back). */
+  stock_pending_add(&j->stock, &j->stock_moving, 1);
+  journal__unmapped_pending_add(j, &j->stock_moving, 1);
+  stock_deltas_clear(&j->stock_moving);
+  if (sealed_last_seq >= first_seq)
+    j->stock_kept_moved += sealed_last_seq - first_seq + 1;
   op->batches_changed = (uint64_t)batches;
   pthread_mutex_lock(&j->lock);
   j->stats.last_batch_seq = op->batch_seq - 1;

@@ -297,6 +297,20 @@ struct journal {
     struct stock_deltas deltas;
   } *staged;
   size_t staged_count, staged_capacity;
+  /* Writer thread (the opening one at open): where the kept stock figures
+   * (meta stock_kept, journal_stock.c) stand. kept_at is stats.last_seq
+   * when they were written, kept_moved the rows sealed or unsealed since:
+   * JOURNAL_STOCK_KEEP_ROWS of both and they are written again. kept_stale:
+   * the stored ones are older than memory (written at a clean stop). */
+  int64_t stock_kept_at, stock_kept_moved;
+  int stock_kept_stale, stock_keep_failing;
+  /* Writer thread: the deltas a seal or an unseal moves out of or back
+   * into pending, applied to `stock` once its transaction committed. */
+  struct stock_deltas stock_moving;
+  /* Writer thread: the unmapped items per SKU of the rows not sealed (the
+   * first STOCK_UNMAPPED_SKUS_MAX SKUs), which the kept figures list: an
+   * open shows those per SKU, as when it read the rows. */
+  struct stock_deltas unmapped_pending;
 
   /* Writer thread only: the journal was found full (new sales refused). */
   int full;
@@ -495,6 +509,10 @@ int journal__stage(journal *j, struct stock_deltas *deltas);
  * or group). */
 void journal__unstage(journal *j, size_t from);
 
+/* The unmapped items of `d` times `sign` into j->unmapped_pending (1: rows
+ * journaled or unsealed, -1: sealed or rolled back). Writer thread. */
+void journal__unmapped_pending_add(journal *j, const struct stock_deltas *d, int sign);
+
 /* The group committed: its staged deltas stay. */
 void journal__staged_commit(journal *j);
 
@@ -518,9 +536,24 @@ void journal__recipes_op(journal *j, struct journal_op *op);
  */
 int journal__stock_import_previous(journal *j, int64_t after_seq);
 
-/* Rebuilds on-hand at open: the stored base plus the deltas of every row
- * above the sealing cursor. SQLITE_OK or an error. Opening thread. */
+/* On-hand and the consumption pending at open: the kept figures brought
+ * to the journal as it is (the rows journaled, sealed or unsealed since
+ * they were written), or, when they cannot be (missing, written before
+ * rows were deleted or the base changed otherwise), the stored base plus
+ * the deltas of every row above the sealing cursor, once, then kept.
+ * SQLITE_OK or an error. Opening thread. */
 int journal__stock_rebuild(journal *j);
+
+/* Rows journaled, sealed or unsealed before the kept figures are written
+ * again: what an open reads at most after kill -9. */
+#define JOURNAL_STOCK_KEEP_ROWS 1024
+
+/* Writes the kept figures in a transaction of their own when
+ * JOURNAL_STOCK_KEEP_ROWS rows were journaled, sealed or unsealed since
+ * they were last written, or (force: a clean stop) when anything changed.
+ * A failure is logged once and refuses nothing: the figures stored stay
+ * right, an open reads more rows. Writer thread, between transactions. */
+void journal__stock_keep_due(journal *j, int force);
 
 /* Reads the rows above `after_seq` (to `upto_seq`) with their deltas, seq
  * order, for a seal. SQLITE_OK with *rows (caller frees with

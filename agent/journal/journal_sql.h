@@ -330,6 +330,27 @@
 
 #define JOURNAL_SQL_GET_BASE "SELECT material_id, unit, on_hand_milli FROM stock_base"
 
+/* The kept stock figures (journal_stock.c, "the kept figures"): meta
+ * stock_kept (a BLOB of stock_deltas_encode), and the last row seq and the
+ * sealing cursor they were written at. No row when one is missing. No
+ * schema step: meta takes any key, and an agent that does not know these
+ * leaves them alone (an open tells what they still cover). */
+#define JOURNAL_SQL_STOCK_KEPT                                                \
+  "SELECT k.value, CAST(s.value AS INTEGER), CAST(c.value AS INTEGER)"        \
+  " FROM meta k, meta s, meta c WHERE k.key = 'stock_kept'"                   \
+  " AND typeof(k.value) = 'blob' AND s.key = 'stock_kept_seq'"                \
+  " AND c.key = 'stock_kept_sealed'"
+#define JOURNAL_SQL_STOCK_KEPT_FORGET                                         \
+  "DELETE FROM meta WHERE key IN ('stock_kept', 'stock_kept_seq',"            \
+  " 'stock_kept_sealed')"
+/* The lowest row seq held, sale or adjustment (two primary-key lookups;
+ * INT64_MAX when none): retention deletes from the oldest, so every row
+ * from there on is still held. */
+#define JOURNAL_SQL_LOWEST_ROW_SEQ                                            \
+  "SELECT coalesce(min((SELECT min(seq) FROM sales),"                         \
+  " (SELECT min(seq) FROM adjustments)), (SELECT min(seq) FROM sales),"       \
+  " (SELECT min(seq) FROM adjustments), 9223372036854775807)"
+
 /* A new journal takes over, from the one moved aside ("previous"), its
  * recipes (every version: a sale journaled late still needs its own), the
  * adjustments the collector is not known to hold (seq above ?1), after the

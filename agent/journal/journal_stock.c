@@ -34,6 +34,7 @@ int journal__stage(journal *j, struct stock_deltas *deltas)
     stock_apply(&j->stock, deltas, -1);
     return SQLITE_NOMEM;
   }
+  journal__unmapped_pending_add(j, deltas, 1);
   j->staged[j->staged_count++].deltas = *deltas;
   memset(deltas, 0, sizeof(*deltas));
   return SQLITE_OK;
@@ -44,7 +45,37 @@ void journal__unstage(journal *j, size_t from)
   while (j->staged_count > from) {
     struct stock_deltas *d = &j->staged[--j->staged_count].deltas;
     stock_apply(&j->stock, d, -1);
+    journal__unmapped_pending_add(j, d, -1);
     stock_deltas_clear(d);
+  }
+}
+
+void journal__unmapped_pending_add(journal *j, const struct stock_deltas *d, int sign)
+{
+  struct stock_deltas *pending = &j->unmapped_pending;
+
+  for (size_t i = 0; i < d->count; i++) {
+    const struct stock_delta *e = &d->items[i];
+    size_t k = 0;
+    if (e->reason != STOCK_REASON_UNMAPPED)
+      continue;
+    while (k < pending->count && strcmp(pending->items[k].material_id, e->material_id) != 0)
+      k++;
+    if (k == pending->count) {
+      /* As the status page's table: the first SKUs seen, no more (the
+       * total of every SKU is kept apart, in the stock table). */
+      if (sign < 0 || pending->count >= STOCK_UNMAPPED_SKUS_MAX)
+        continue;
+      if (stock_deltas_add(pending, e->material_id, "", STOCK_REASON_UNMAPPED, 0))
+        continue; /* out of memory: one SKU fewer listed after a restart */
+    }
+    pending->items[k].quantity_milli += sign * e->quantity_milli;
+    if (pending->items[k].quantity_milli <= 0) {
+      /* All of them sealed (or taken back): its place is free again. */
+      memmove(&pending->items[k], &pending->items[k + 1],
+              (pending->count - k - 1) * sizeof(pending->items[0]));
+      pending->count--;
+    }
   }
 }
 
@@ -394,13 +425,285 @@ static int journal_load_base(journal *j, struct stock_deltas *base)
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* ---- the kept figures ---------------------------------------------------------------- */
+
+/*
+ * On-hand and the consumption not yet in a batch are kept in meta, so that
+ * an open reads a few keys, not every row above the sealing cursor (a store
+ * offline for months, or an agent without an uplink, holds a million of
+ * them: 7.5 s to start and their memory, issue 12 item 4):
+ *   stock_kept         the figures, in stock_deltas_encode's form: per
+ *                      material its pending consumption (reason sales,
+ *                      negated) and the rest of on-hand (reason delivery);
+ *                      the unmapped items of the SKUs listed, the rest as "*"
+ *   stock_kept_seq     the last row they count (each row at or below it)
+ *   stock_kept_sealed  the sealing cursor when they were written
+ * The writer writes them in a transaction of its own every
+ * JOURNAL_STOCK_KEEP_ROWS rows journaled, sealed or unsealed, and at a
+ * clean stop; never in a sale's transaction, which would write a page more
+ * per commit (bytes to flash per sale, issue 12 item 3). An open brings
+ * them to the journal as it is: the deltas of the rows above
+ * stock_kept_seq applied, then those of the rows between stock_kept_sealed
+ * and the cursor moved out of pending or back in (the stored base moves
+ * with the cursor, so on-hand does not). After kill -9 that reads at most
+ * about JOURNAL_STOCK_KEEP_ROWS rows and a group or a batch. An agent of a
+ * release before these keys (rolled back to) leaves them as they are: its
+ * rows and seals are read the same way, once, however many. What cannot
+ * be followed is a row deleted in those ranges (retention of rows sealed
+ * since, e.g. by such an agent) or a base changed otherwise (a new journal
+ * importing the previous one's forgets the keys): then on-hand is rebuilt
+ * from the base and every row above the cursor, once, and kept again.
+ */
+
+/* The figures of `stock` as stored (see above) into `image`. SQLITE_OK,
+ * SQLITE_NOMEM, or SQLITE_RANGE when a figure cannot be stored (a material
+ * without a number, a sum beyond int64: then none is written, and the
+ * figures stored before stay right for an open, which reads more rows). */
+static int journal_stock_image(journal *j, struct stock_deltas *image)
+{
+  struct stock_material *materials = NULL;
+  struct stock_unmapped *unmapped = NULL;
+  size_t count = 0, unmapped_count = 0;
+  int64_t unmapped_total = 0, listed = 0, rest;
+  int rc = SQLITE_OK;
+
+  if (stock_snapshot(&j->stock, &materials, &count, &unmapped, &unmapped_count,
+                     &unmapped_total))
+    rc = SQLITE_NOMEM;
+  for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
+    const struct stock_material *m = &materials[i];
+    int64_t rest_of_on_hand;
+    if (!stock_names_find(&j->names, m->material_id, m->unit)) {
+      /* Only in memory (the recipes' materials, the thresholds'): the open
+       * makes them again. Never moved, or the figures say what cannot be. */
+      if (m->on_hand_milli || m->consumed_pending_milli)
+        rc = SQLITE_RANGE;
+      continue;
+    }
+    if (m->consumed_pending_milli == INT64_MIN ||
+        __builtin_add_overflow(m->on_hand_milli, m->consumed_pending_milli, &rest_of_on_hand))
+      rc = SQLITE_RANGE;
+    else if (stock_deltas_add(image, m->material_id, m->unit, STOCK_REASON_DELIVERY,
+                              rest_of_on_hand) ||
+             (m->consumed_pending_milli &&
+              stock_deltas_add(image, m->material_id, m->unit, STOCK_REASON_SALES,
+                               -m->consumed_pending_milli)))
+      rc = SQLITE_RANGE;
+  }
+  /* Per SKU, those of the rows not sealed: what an open that read them
+   * would list. */
+  for (size_t i = 0; rc == SQLITE_OK && i < j->unmapped_pending.count; i++) {
+    const struct stock_delta *e = &j->unmapped_pending.items[i];
+    if (__builtin_add_overflow(listed, e->quantity_milli, &listed) ||
+        stock_deltas_add(image, e->material_id, "", STOCK_REASON_UNMAPPED, e->quantity_milli))
+      rc = SQLITE_RANGE;
+  }
+  /* "*": the items of the SKUs not listed, as the stored base keeps them. */
+  if (rc == SQLITE_OK && (__builtin_sub_overflow(unmapped_total, listed, &rest) ||
+                          (rest && stock_deltas_add(image, "*", "", STOCK_REASON_UNMAPPED,
+                                                    rest))))
+    rc = SQLITE_RANGE;
+  free(materials);
+  free(unmapped);
+  return rc;
+}
+
+/* A one-row, one-column query with ?1 unbound; *value 0 when no row. */
+static int journal_stock_query(journal *j, const char *sql, const char *key, int64_t *value)
+{
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(j->db, sql, -1, &stmt, NULL);
+
+  *value = 0;
+  if (rc == SQLITE_OK && key)
+    sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      *value = sqlite3_column_int64(stmt, 0);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+/* Inside an open transaction: the figures in memory stored as the kept
+ * ones (they count every row committed: no write of a group is open). */
+static int journal_stock_keep_write(journal *j)
+{
+  struct stock_deltas image = {0};
+  uint8_t *blob = NULL;
+  size_t blob_len = 0;
+  int64_t sealed = 0, last_row = 0;
+  int rc = journal_stock_image(j, &image);
+
+  if (rc == SQLITE_OK && stock_deltas_encode(&image, &j->names, &blob, &blob_len))
+    rc = SQLITE_RANGE;
+  if (rc == SQLITE_OK)
+    rc = journal_stock_query(j, JOURNAL_SQL_GET_META, "sealed_last_seq", &sealed);
+  if (rc == SQLITE_OK)
+    rc = journal_stock_query(j, JOURNAL_SQL_LAST_ROW_SEQ, NULL, &last_row);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(j->set_meta, 1, "stock_kept", -1, SQLITE_STATIC);
+    /* meta.value is NOT NULL: no figure at all is an empty BLOB. */
+    if (blob_len)
+      sqlite3_bind_blob(j->set_meta, 2, blob, (int)blob_len, SQLITE_STATIC);
+    else
+      sqlite3_bind_zeroblob(j->set_meta, 2, 0);
+    rc = journal__step_done(j, j->set_meta);
+    sqlite3_clear_bindings(j->set_meta);
+  }
+  if (rc == SQLITE_OK)
+    rc = journal__set_meta_int(j, "stock_kept_seq", last_row);
+  if (rc == SQLITE_OK)
+    rc = journal__set_meta_int(j, "stock_kept_sealed", sealed);
+  free(blob);
+  stock_deltas_clear(&image);
+  return rc;
+}
+
+/* At open, in a savepoint (inside the caller's transaction, if any): the
+ * figures kept, after an open that read `rows` rows to make them. A
+ * failure (a full or read-only journal) only means the next open reads
+ * them again: logged, not returned. */
+static void journal_stock_keep_now(journal *j, int64_t rows)
+{
+  int rc = sqlite3_exec(j->db, "SAVEPOINT stock_kept", NULL, NULL, NULL);
+
+  if (rc == SQLITE_OK)
+    rc = journal_stock_keep_write(j);
+  if (rc != SQLITE_OK) {
+    log_warn("journal", "stock_not_kept", "path=%s rows=%" PRId64 " sqlite=%d reason=\"%s\" "
+             "action=\"the next start reads these rows again\"",
+             j->path, rows, rc, sqlite3_errstr(rc));
+    sqlite3_exec(j->db, "ROLLBACK TO stock_kept", NULL, NULL, NULL);
+  }
+  sqlite3_exec(j->db, "RELEASE stock_kept", NULL, NULL, NULL);
+  j->stock_kept_stale = rc != SQLITE_OK;
+}
+
+void journal__stock_keep_due(journal *j, int force)
+{
+  /* stats.last_seq is written by this thread only (under the lock, for
+   * the readers): reading it here needs none. */
+  int64_t since = j->stats.last_seq - j->stock_kept_at + j->stock_kept_moved;
+  int rc;
+
+  if (j->stock_broken || !j->db)
+    return;
+  if (force ? since == 0 && !j->stock_kept_stale : since < JOURNAL_STOCK_KEEP_ROWS)
+    return;
+  rc = journal__set_page_limit(j, j->sale_max_pages);
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->begin);
+  if (rc == SQLITE_OK)
+    rc = journal_stock_keep_write(j);
+  if (rc == SQLITE_OK)
+    rc = journal__step_done(j, j->commit);
+  if (rc != SQLITE_OK && !sqlite3_get_autocommit(j->db))
+    journal__step_done(j, j->rollback);
+  /* Failed or not, the next try is JOURNAL_STOCK_KEEP_ROWS rows on: a full
+   * journal is not written to at every group for figures it can do without. */
+  j->stock_kept_at = j->stats.last_seq;
+  j->stock_kept_moved = 0;
+  j->stock_kept_stale = rc != SQLITE_OK;
+  if (rc != SQLITE_OK && !j->stock_keep_failing)
+    log_warn("journal", "stock_not_kept", "path=%s sqlite=%d reason=\"%s\" action=\"sales "
+             "are taken; the next start reads more rows to count stock\"",
+             j->path, rc, sqlite3_errstr(rc));
+  else if (rc == SQLITE_OK && j->stock_keep_failing)
+    log_info("journal", "stock_kept", "path=%s reason=\"written again\"", j->path);
+  j->stock_keep_failing = rc != SQLITE_OK;
+}
+
+/* The deltas of each row in (after_seq, upto_seq], a row at a time (never
+ * all of them in memory): applied to on-hand as rows above the cursor
+ * (pending_sign 0), or their sales consumption only moved into pending
+ * (1: rows unsealed since) or out of it (-1: sealed since). *rows counts
+ * the rows read. SQLITE_OK or an error. Opening thread. */
+static int journal_stock_apply_rows(journal *j, int64_t after_seq, int64_t upto_seq,
+                                    int pending_sign, int64_t *rows)
+{
+  struct stock_deltas row = {0};
+  int rc;
+
+  sqlite3_bind_int64(j->row_deltas, 1, after_seq);
+  sqlite3_bind_int64(j->row_deltas, 2, upto_seq);
+  while ((rc = sqlite3_step(j->row_deltas)) == SQLITE_ROW) {
+    row.count = 0;
+    (*rows)++;
+    if (stock_deltas_decode(sqlite3_column_blob(j->row_deltas, 2),
+                            (size_t)sqlite3_column_bytes(j->row_deltas, 2), &j->names, &row)) {
+      log_error("journal", "deltas_damaged",
+                "path=%s seq=%" PRId64 " reason=\"the row's stored deltas do not read back; "
+                "the row is sent without them and on-hand is short of them\"",
+                j->path, (int64_t)sqlite3_column_int64(j->row_deltas, 0));
+      continue;
+    }
+    journal__unmapped_pending_add(j, &row, pending_sign ? pending_sign : 1);
+    if (pending_sign)
+      stock_pending_add(&j->stock, &row, pending_sign);
+    else if (stock_apply(&j->stock, &row, 1)) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+  }
+  if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  else if (rc != SQLITE_NOMEM)
+    rc = sqlite3_extended_errcode(j->db);
+  sqlite3_reset(j->row_deltas);
+  stock_deltas_clear(&row);
+  return rc;
+}
+
+/* What the kept figures say: *usable = 0 when there are none, they do not
+ * read back, or the journal lost rows they would need (see above); else
+ * `image` holds them, and *kept_seq, *kept_sealed where they stand. */
+static int journal_stock_kept_read(journal *j, int64_t sealed, struct stock_deltas *image,
+                                   int64_t *kept_seq, int64_t *kept_sealed, int *usable)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t lowest = 0;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_STOCK_KEPT, -1, &stmt, NULL);
+
+  *usable = 0;
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      *kept_seq = sqlite3_column_int64(stmt, 1);
+      *kept_sealed = sqlite3_column_int64(stmt, 2);
+      *usable = *kept_seq >= 0 && *kept_sealed >= 0 &&
+                stock_deltas_decode(sqlite3_column_blob(stmt, 0),
+                                    (size_t)sqlite3_column_bytes(stmt, 0), &j->names,
+                                    image) == 0;
+      if (!*usable)
+        log_warn("journal", "stock_kept_unreadable", "path=%s action=\"on-hand is counted "
+                 "from every row above the sealing cursor, once\"", j->path);
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  /* The rows between the two cursors must all be held: retention deletes
+   * the oldest rows, so the lowest held must be at or below the first of
+   * them. (A gap in the seqs there, rows never written, reads as deleted:
+   * counted in full once, never wrong.) */
+  if (rc == SQLITE_OK && *usable && *kept_sealed != sealed) {
+    int64_t from = (*kept_sealed < sealed ? *kept_sealed : sealed) + 1;
+    rc = journal_stock_query(j, JOURNAL_SQL_LOWEST_ROW_SEQ, NULL, &lowest);
+    if (rc == SQLITE_OK && lowest > from)
+      *usable = 0;
+  }
+  if (!*usable)
+    image->count = 0;
+  return rc;
+}
+
 int journal__stock_rebuild(journal *j)
 {
-  struct stock_deltas base = {0};
-  struct journal_seal_row *rows = NULL;
-  size_t count = 0;
-  int64_t sealed_last_seq = 0;
-  sqlite3_stmt *stmt = NULL;
+  struct stock_deltas image = {0};
+  int64_t sealed_last_seq = 0, kept_seq = 0, kept_sealed = 0, rows = 0, moved = 0;
+  int usable = 0;
   int rc;
 
   rc = journal__names_load(j);
@@ -416,27 +719,56 @@ int journal__stock_rebuild(journal *j)
   j->stock.unmapped_count = 0;
   j->stock.unmapped_items_milli = 0;
   pthread_mutex_unlock(&j->stock.lock);
+  j->unmapped_pending.count = 0;
 
-  rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_text(stmt, 1, "sealed_last_seq", -1, SQLITE_STATIC);
-    if (sqlite3_step(stmt) == SQLITE_ROW)
-      sealed_last_seq = sqlite3_column_int64(stmt, 0);
-  }
-  sqlite3_finalize(stmt);
+  rc = journal_stock_query(j, JOURNAL_SQL_GET_META, "sealed_last_seq", &sealed_last_seq);
   if (rc == SQLITE_OK)
-    rc = journal_load_base(j, &base);
-  if (rc == SQLITE_OK && stock_apply(&j->stock, &base, 1))
-    rc = SQLITE_NOMEM;
-  if (rc == SQLITE_OK)
-    rc = journal__read_rows(j, sealed_last_seq, INT64_MAX, &rows, &count);
-  for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
-    if (stock_apply(&j->stock, &rows[i].deltas, 1))
+    rc = journal_stock_kept_read(j, sealed_last_seq, &image, &kept_seq, &kept_sealed,
+                                 &usable);
+  if (rc == SQLITE_OK && usable) {
+    /* The figures, the rows journaled since, then the cursor's moves. */
+    if (stock_apply(&j->stock, &image, 1))
       rc = SQLITE_NOMEM;
+    /* The SKUs listed ("*" is the rest of the total, not one). */
+    for (size_t i = 0; i < image.count; i++) {
+      if (image.items[i].reason == STOCK_REASON_UNMAPPED &&
+          strcmp(image.items[i].material_id, "*") == 0)
+        image.items[i].quantity_milli = 0;
+    }
+    journal__unmapped_pending_add(j, &image, 1);
+    if (rc == SQLITE_OK)
+      rc = journal_stock_apply_rows(j, kept_seq, INT64_MAX, 0, &rows);
+    if (rc == SQLITE_OK && sealed_last_seq > kept_sealed)
+      rc = journal_stock_apply_rows(j, kept_sealed, sealed_last_seq, -1, &moved);
+    else if (rc == SQLITE_OK && sealed_last_seq < kept_sealed)
+      rc = journal_stock_apply_rows(j, sealed_last_seq, kept_sealed, 1, &moved);
+  } else if (rc == SQLITE_OK) {
+    rc = journal_load_base(j, &image);
+    if (rc == SQLITE_OK && stock_apply(&j->stock, &image, 1))
+      rc = SQLITE_NOMEM;
+    if (rc == SQLITE_OK)
+      rc = journal_stock_apply_rows(j, sealed_last_seq, INT64_MAX, 0, &rows);
   }
-  journal__free_rows(rows, count);
-  stock_deltas_clear(&base);
-  return rc;
+  stock_deltas_clear(&image);
+  if (rc != SQLITE_OK)
+    return rc;
+  /* The writer keeps them again JOURNAL_STOCK_KEEP_ROWS rows on, and at a
+   * clean stop; an open that read that many keeps them now, so that a kill
+   * before then does not read the same rows again. */
+  j->stock_kept_at = j->stats.last_seq - rows;
+  j->stock_kept_moved = moved;
+  j->stock_kept_stale = !usable || rows || moved;
+  if (rows + moved >= JOURNAL_STOCK_KEEP_ROWS) {
+    log_info("journal", "stock_counted", "path=%s rows=%" PRId64 " reason=\"%s\"", j->path,
+             rows + moved, usable ? "rows journaled or sealed since the kept figures"
+                                  : "no kept figures that cover this journal");
+    journal_stock_keep_now(j, rows + moved);
+    if (!j->stock_kept_stale) {
+      j->stock_kept_at = j->stats.last_seq;
+      j->stock_kept_moved = 0;
+    }
+  }
+  return SQLITE_OK;
 }
 
 /* ---- recipes ---------------------------------------------------------------------- */
@@ -678,6 +1010,10 @@ int journal__stock_import_previous(journal *j, int64_t after_seq)
   }
   if (rc == SQLITE_OK)
     rc = journal_import_base(j, after_seq);
+  /* A base made otherwise than by a seal: the figures this new journal
+   * kept at its open (none yet) do not cover it. */
+  if (rc == SQLITE_OK)
+    rc = journal_run2(j, JOURNAL_SQL_STOCK_KEPT_FORGET, 0, 0);
   if (rc == SQLITE_OK)
     rc = journal__stock_rebuild(j);
   if (rc == SQLITE_OK && j->recipes_from_db) {

@@ -24,14 +24,25 @@
 # and the batch was acknowledged now, so retention deletes nothing), as in a
 # store's journal: the status page's figures of the day read only the rows
 # received in the last two days, not the whole journal.
+# The same again on journals whose sales are all UNSEALED (kind "unsealed"):
+# a store offline for months, or an agent without [uplink] url, which never
+# seals. No batch, no cursor moved; the recipes of firmware-config are loaded
+# so that every row carries its stock deltas, as a store's do. There the
+# start-up must not read the rows above the sealing cursor to sum on-hand
+# and the consumption not yet in a batch (journal_stock.c keeps that sum).
 # Each run is timed from exec to the first sale answered 201 (a new sale each
 # run; its POST is retried while the agent is not listening or answers
-# 503). Prints the median of the three runs of each agent with min and max.
-# Asserts nothing about timing. Environment:
+# 503), and its clean stop from SIGTERM to exit. Prints the median of the
+# three runs of each agent with min and max. Asserts nothing about timing.
+# Environment:
 #   BENCH_SIZES   "0 100000 1000000"
+#   BENCH_KINDS   "acked unsealed" (which journals: acknowledged, unsealed)
 #   BENCH_RUNS    3 (runs of each agent per size, interleaved)
 #   BENCH_SPACING_MS 7000 (between two sales' arrivals)
 #   BENCH_DIR     /var/tmp (where the journals go: on disk, not tmpfs)
+#   BENCH_BASELINE_BIN  a pos-agent to run as the baseline instead of
+#                 building the BASELINE commit (e.g. the agent of the commit
+#                 before a change, to compare before and after in one run)
 set -euo pipefail
 export LC_ALL=C
 
@@ -40,6 +51,7 @@ SOURCE_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
 export POS_BUILD_DIR="$BUILD_DIR" POS_SOURCE_DIR="${POS_SOURCE_DIR:-$SOURCE_DIR}"
 export TMPDIR="${BENCH_DIR:-/var/tmp}"
 SIZES="${BENCH_SIZES:-0 100000 1000000}"
+KINDS="${BENCH_KINDS:-acked unsealed}"
 RUNS="${BENCH_RUNS:-3}"
 SPACING_MS="${BENCH_SPACING_MS:-7000}"
 source "$SOURCE_DIR/tests/integration/lib.sh"
@@ -57,16 +69,24 @@ if [[ "$BUILD_TYPE" != Release ]]; then
 fi
 
 HEAD_BIN="$AGENT_BIN"
-BASELINE="$(tail -n1 "$SOURCE_DIR/tests/bench/BASELINE")"
-build_old_agent "$BASELINE"
-BASE_BIN="$OLD_AGENT_BIN"
+if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
+  BASE_BIN="$(cd "$(dirname "$BENCH_BASELINE_BIN")" && pwd)/$(basename "$BENCH_BASELINE_BIN")"
+  [[ -x "$BASE_BIN" ]] || { echo "startup_bench: $BASE_BIN is not executable" >&2; exit 1; }
+  BASELINE="$BASE_BIN"
+else
+  BASELINE="$(tail -n1 "$SOURCE_DIR/tests/bench/BASELINE")"
+  build_old_agent "$BASELINE"
+  BASE_BIN="$OLD_AGENT_BIN"
+fi
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # timed_start BIN: exec BIN on the journal, POST a new sale until it is
-# answered 201, stop the agent; sets RUN_MS (exec -> 201).
+# answered 201, stop the agent; sets RUN_MS (exec -> 201) and STOP_MS
+# (SIGTERM -> exit).
 RUN_MS=""
+STOP_MS=""
 timed_start() {
-  local bin="$1" started line port="" sale
+  local bin="$1" started line port="" sale stopping
   AGENT_STARTS=$((AGENT_STARTS + 1))
   AGENT_LOG="$T/agent.$AGENT_STARTS.log"
   sale="$(sale_json sale_id="\"RUN-$AGENT_STARTS\"")"
@@ -89,15 +109,23 @@ timed_start() {
     fi
     [[ -n "$RUN_MS" ]] || sleep 0.002
   done
+  stopping="$(now_ms)"
   stop_agent
+  STOP_MS=$(($(now_ms) - stopping))
 }
 
-# make_journal SIZE: a new journal of SIZE sales, all acknowledged.
+# make_journal SIZE KIND: a new journal of SIZE sales, all acknowledged
+# (KIND acked) or none sealed (KIND unsealed: recipes loaded, so that each
+# row carries its stock deltas).
 make_journal() {
-  local size="$1" dir="$T/j$1" last
+  local size="$1" kind="$2" dir="$T/$2-j$1" last
   mkdir -p "$dir"
   JOURNAL="$dir/journal.db"
-  write_config
+  if [[ "$kind" == unsealed ]]; then
+    write_config inventory.recipes="$SOURCE_DIR/firmware-config/recipes.csv"
+  else
+    write_config
+  fi
   AGENT_BIN="$BASE_BIN"
   start_agent
   if ((size > 0)); then
@@ -109,7 +137,16 @@ make_journal() {
     copy_sales "$((size - 1))" GEN
   fi
   last="$(sql "SELECT coalesce(max(seq), 0) FROM sales;")"
-  if ((size > 0)); then
+  if [[ "$kind" == unsealed ]]; then
+    sqlite3 "$JOURNAL" "
+      UPDATE sales SET received_ms = received_ms - ($last - seq) * $SPACING_MS;
+      PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null ||
+      fail "make_journal $size: sqlite3 failed on $JOURNAL"
+    if ((size > 0)); then
+      [[ "$(sql "SELECT count(*) FROM sales WHERE deltas IS NOT NULL;")" == "$size" ]] ||
+        fail "make_journal $size unsealed: every row carries its stock deltas"
+    fi
+  elif ((size > 0)); then
     sqlite3 "$JOURNAL" "
       INSERT INTO batches(batch_seq, kind, resync_id, first_seq, last_seq, sale_count, body,
         created_ms, attempts, last_attempt_ms, acked_ms)
@@ -130,27 +167,34 @@ stats() {
 
 write_tokens
 ROWS=()
-for size in $SIZES; do
-  log "journal of $size acknowledged sales"
-  made="$(now_ms)"
-  make_journal "$size"
-  log "made in $(($(now_ms) - made)) ms ($(($(stat -c %s "$JOURNAL") >> 20)) MiB)"
-  timed_start "$BASE_BIN"
-  first_base="$RUN_MS"
-  timed_start "$HEAD_BIN"
-  first_head="$RUN_MS"
-  base=() head=()
-  for ((run = 0; run < RUNS; run++)); do
+for kind in $KINDS; do
+  for size in $SIZES; do
+    log "journal of $size $kind sales"
+    made="$(now_ms)"
+    make_journal "$size" "$kind"
+    log "made in $(($(now_ms) - made)) ms ($(($(stat -c %s "$JOURNAL") >> 20)) MiB)"
     timed_start "$BASE_BIN"
-    base+=("$RUN_MS")
+    first_base="$RUN_MS"
     timed_start "$HEAD_BIN"
-    head+=("$RUN_MS")
+    first_head="$RUN_MS"
+    base=() head=() base_stop=() head_stop=()
+    for ((run = 0; run < RUNS; run++)); do
+      timed_start "$BASE_BIN"
+      base+=("$RUN_MS")
+      base_stop+=("$STOP_MS")
+      timed_start "$HEAD_BIN"
+      head+=("$RUN_MS")
+      head_stop+=("$STOP_MS")
+    done
+    log "$kind $size: baseline ${base[*]} ms (stops ${base_stop[*]}), HEAD ${head[*]} ms" \
+      "(stops ${head_stop[*]})"
+    read -r bmed bmin bmax <<<"$(stats "${base[@]}")"
+    read -r hmed hmin hmax <<<"$(stats "${head[@]}")"
+    read -r bsmed _ <<<"$(stats "${base_stop[@]}")"
+    read -r hsmed _ <<<"$(stats "${head_stop[@]}")"
+    ROWS+=("$(printf '%-9s %9s %12s %12s  %-22s %-22s %8s %8s' "$kind" "$size" "$first_base" \
+      "$first_head" "$bmed [$bmin-$bmax]" "$hmed [$hmin-$hmax]" "$bsmed" "$hsmed")")
   done
-  log "size $size: baseline ${base[*]} ms, HEAD ${head[*]} ms"
-  read -r bmed bmin bmax <<<"$(stats "${base[@]}")"
-  read -r hmed hmin hmax <<<"$(stats "${head[@]}")"
-  ROWS+=("$(printf '%9s %12s %12s  %-26s %s' "$size" "$first_base" "$first_head" \
-    "$bmed [$bmin-$bmax]" "$hmed [$hmin-$hmax]")")
 done
 
 echo
@@ -158,8 +202,8 @@ echo "startup_bench: exec -> first 201, baseline $BASELINE beside HEAD ($(git -C
 "$SOURCE_DIR" rev-parse --short HEAD 2>/dev/null || echo '?'), ${BUILD_TYPE:-?} build)," \
   "$(stat -f -c %T "$T") at $TMPDIR, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 echo "  reproduce: bash tests/bench/startup_bench.sh $BUILD_DIR"
-printf '%9s %12s %12s  %-26s %-24s\n' sales "first start" "first start" \
-  "baseline (ms)" "HEAD (ms)"
-printf '%9s %12s %12s  %-26s %-24s\n' "" "baseline" "HEAD" "median [min-max] of $RUNS" \
-  "median [min-max] of $RUNS"
+printf '%-9s %9s %12s %12s  %-22s %-22s %8s %8s\n' journal sales "first start" "first start" \
+  "baseline (ms)" "HEAD (ms)" "stop" "stop"
+printf '%-9s %9s %12s %12s  %-22s %-22s %8s %8s\n' "" "" "baseline" "HEAD" \
+  "median [min-max] of $RUNS" "median [min-max] of $RUNS" "baseline" "HEAD"
 printf '%s\n' "${ROWS[@]}"
