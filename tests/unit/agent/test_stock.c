@@ -14,6 +14,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "inventory/stock.h"
@@ -632,6 +635,245 @@ static void a_refused_write_takes_back_the_material_numbers_it_made(void **state
   jf_close_journal(&f->jf, j);
 }
 
+/* ---- the kept figures: an open reads them, not every unsealed row ---------------- */
+
+/* What the status page shows of stock: each material's on-hand and
+ * consumption not yet in a batch, the unmapped SKUs listed, their total. */
+struct figures {
+  struct stock_material *materials;
+  size_t count;
+  struct stock_unmapped *skus;
+  size_t sku_count;
+  int64_t unmapped_total;
+};
+
+static void figures_take(journal *j, struct figures *fig)
+{
+  assert_int_equal(stock_snapshot(journal_stock(j), &fig->materials, &fig->count, &fig->skus,
+                                  &fig->sku_count, &fig->unmapped_total),
+                   0);
+}
+
+static void figures_free(struct figures *fig)
+{
+  free(fig->materials);
+  free(fig->skus);
+  memset(fig, 0, sizeof(*fig));
+}
+
+/* `j`'s figures are `before`'s (a material absent on one side counts 0). */
+static void assert_figures_are(journal *j, const struct figures *before)
+{
+  struct figures after;
+  figures_take(j, &after);
+  for (size_t i = 0; i < before->count; i++) {
+    const struct stock_material *m = &before->materials[i];
+    char unit[STOCK_UNIT_MAX + 1];
+    int64_t pending = 0;
+    for (size_t k = 0; k < after.count; k++) {
+      if (strcmp(after.materials[k].material_id, m->material_id) == 0)
+        pending = after.materials[k].consumed_pending_milli;
+    }
+    if (stock_on_hand(journal_stock(j), m->material_id, unit) != m->on_hand_milli ||
+        pending != m->consumed_pending_milli)
+      fail_msg("%s: on-hand %lld, pending %lld after the reopen; %lld, %lld before",
+               m->material_id, (long long)stock_on_hand(journal_stock(j), m->material_id, unit),
+               (long long)pending, (long long)m->on_hand_milli,
+               (long long)m->consumed_pending_milli);
+  }
+  for (size_t k = 0; k < after.count; k++) {
+    int found = 0;
+    for (size_t i = 0; i < before->count; i++)
+      found |= strcmp(after.materials[k].material_id, before->materials[i].material_id) == 0;
+    if (!found && (after.materials[k].on_hand_milli || after.materials[k].consumed_pending_milli))
+      fail_msg("%s moved after the reopen only", after.materials[k].material_id);
+  }
+  assert_int_equal(after.unmapped_total, before->unmapped_total);
+  assert_int_equal(after.sku_count, before->sku_count);
+  for (size_t i = 0; i < before->sku_count; i++) {
+    assert_string_equal(after.skus[i].sku, before->skus[i].sku);
+    assert_int_equal(after.skus[i].items_milli, before->skus[i].items_milli);
+  }
+  figures_free(&after);
+}
+
+/* Consumption of `material` not yet in a batch. */
+static int64_t pending(journal *j, const char *material)
+{
+  struct figures fig;
+  int64_t value = 0;
+  figures_take(j, &fig);
+  for (size_t i = 0; i < fig.count; i++) {
+    if (strcmp(fig.materials[i].material_id, material) == 0)
+      value = fig.materials[i].consumed_pending_milli;
+  }
+  figures_free(&fig);
+  return value;
+}
+
+/* Runs `sql` on the journal file (closed) as the sqlite3 CLI would. */
+static void exec_sql(struct fixture *f, const char *sql)
+{
+  sqlite3 *db = NULL;
+  char *err = NULL;
+  assert_int_equal(sqlite3_open(f->jf.path, &db), SQLITE_OK);
+  if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+    fail_msg("%s: %s", sql, err);
+  sqlite3_close(db);
+}
+
+static void unseal(struct fixture *f, journal *j, int64_t batch_seq)
+{
+  struct jf_op op;
+  memset(&op, 0, sizeof(op));
+  op.op.kind = JOURNAL_OP_UNSEAL;
+  op.op.batch_seq = batch_seq;
+  jf_run_op(&f->jf, j, &op);
+  assert_int_equal(op.op.error, 0);
+}
+
+static void pending_consumption_after_a_reopen_is_what_it_was_at_close(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct stock_adjustment a;
+  struct jf_write w;
+  struct jf_op op;
+  struct figures before;
+
+  sell(f, j, "S-1", SALE_KIND_SALE, 1, NULL, 0);
+  sell(f, j, "S-2", SALE_KIND_SALE, 2, "COLA", 1);
+  make_adjustment(&a, "DEL-1", STOCK_ADJUSTMENT_DELIVERY, "FLOUR", "g", 10000000);
+  adjust(f, j, &w, &a);
+  pos__v1__batch__free_unpacked(seal(f, j, &op, 1, 1), NULL);
+  journal_op_clear(&op.op);
+  assert_int_equal(pending(j, "FLOUR"), 500000);
+  /* A 413: the batch is cut again, its rows pending meanwhile. */
+  unseal(f, j, 1);
+  assert_int_equal(pending(j, "FLOUR"), 750000);
+  pos__v1__batch__free_unpacked(seal(f, j, &op, 1, 100), NULL);
+  journal_op_clear(&op.op);
+  sell(f, j, "S-3", SALE_KIND_SALE, 1, "GARLIC-BREAD", 2);
+  make_adjustment(&a, "WASTE-1", STOCK_ADJUSTMENT_WASTE, "MOZZARELLA", "g", 5000);
+  adjust(f, j, &w, &a);
+  make_adjustment(&a, "CNT-1", STOCK_ADJUSTMENT_COUNT, "COLA-CAN", "piece", 24000);
+  adjust(f, j, &w, &a);
+  sell(f, j, "S-4", SALE_KIND_SALE, 3, NULL, 0);
+  assert_int_equal(pending(j, "FLOUR"), 1000000);
+  assert_int_equal(on_hand(j, "FLOUR"), 10000000 - 1750000);
+  figures_take(j, &before);
+  jf_close_journal(&f->jf, j);
+
+  j = open_journal(f);
+  assert_figures_are(j, &before);
+  jf_close_journal(&f->jf, j);
+  /* Read from the kept figures, not from the rows: with every row's
+   * deltas gone, the open still has them (it read none). */
+  exec_sql(f, "UPDATE sales SET deltas = NULL; UPDATE adjustments SET deltas = NULL;");
+  j = open_journal(f);
+  assert_figures_are(j, &before);
+  jf_close_journal(&f->jf, j);
+  figures_free(&before);
+}
+
+/* One PIZZA (make_sale), for jf_add_sales. */
+static void make_pizza_sale(struct sale *sale, const char *sale_id, size_t lines)
+{
+  (void)lines;
+  make_sale(sale, sale_id, SALE_KIND_SALE, 1, NULL, 0);
+}
+
+#define KILLED_SALES 3000
+
+static void a_kill_leaves_kept_figures_an_open_brings_up_to_date(void **state)
+{
+  struct fixture *f = *state;
+  journal *j;
+  int status = 0;
+  pid_t child = fork();
+
+  assert_true(child >= 0);
+  if (child == 0) {
+    /* An agent that journals, then dies without closing (kill -9). */
+    struct fixture killed = *f;
+    uv_loop_init(&killed.jf.loop);
+    j = open_journal(&killed);
+    jf_add_sales(&killed.jf, j, "K", KILLED_SALES, 1, make_pizza_sale);
+    _exit(on_hand(j, "FLOUR") == -250000LL * KILLED_SALES ? 0 : 3);
+  }
+  assert_int_equal(waitpid(child, &status, 0), child);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  /* Kept while it journaled: an open reads at most what came after. */
+  assert_true(jf_query_int(&f->jf, "SELECT CAST(value AS INTEGER) FROM meta "
+                                   "WHERE key = 'stock_kept_seq'") >=
+              KILLED_SALES - 2 * 1024);
+  j = open_journal(f);
+  assert_int_equal(on_hand(j, "FLOUR"), -250000LL * KILLED_SALES);
+  assert_int_equal(pending(j, "FLOUR"), 250000LL * KILLED_SALES);
+  assert_int_equal(pending(j, "MOZZARELLA"), 125000LL * KILLED_SALES);
+  jf_close_journal(&f->jf, j);
+}
+
+static void figures_an_older_agent_left_behind_are_brought_up_to_date(void **state)
+{
+  struct fixture *f = *state;
+  journal *j = open_journal(f);
+  struct stock_adjustment a;
+  struct jf_write w;
+  struct jf_op op;
+  struct figures before;
+  const char *save = "CREATE TABLE saved AS SELECT * FROM meta WHERE key LIKE 'stock_kept%';";
+  const char *restore =
+      "INSERT OR REPLACE INTO meta SELECT * FROM saved;";
+
+  sell(f, j, "S-1", SALE_KIND_SALE, 1, NULL, 0);
+  sell(f, j, "S-2", SALE_KIND_SALE, 1, NULL, 0);
+  pos__v1__batch__free_unpacked(seal(f, j, &op, 1, 100), NULL);
+  journal_op_clear(&op.op);
+  jf_close_journal(&f->jf, j);
+  exec_sql(f, save);
+
+  /* What an agent before the kept figures would leave: rows and a seal
+   * it did not count in them. */
+  j = open_journal(f);
+  sell(f, j, "S-3", SALE_KIND_SALE, 2, NULL, 0);
+  make_adjustment(&a, "DEL-1", STOCK_ADJUSTMENT_DELIVERY, "FLOUR", "g", 10000000);
+  adjust(f, j, &w, &a);
+  pos__v1__batch__free_unpacked(seal(f, j, &op, 2, 100), NULL);
+  journal_op_clear(&op.op);
+  sell(f, j, "S-5", SALE_KIND_SALE, 1, "GARLIC-BREAD", 1);
+  figures_take(j, &before);
+  assert_int_equal(pending(j, "FLOUR"), 250000);
+  jf_close_journal(&f->jf, j);
+  exec_sql(f, restore);
+  assert_int_equal(jf_query_int(&f->jf, "SELECT CAST(value AS INTEGER) FROM meta "
+                                        "WHERE key = 'stock_kept_sealed'"),
+                   2);
+
+  j = open_journal(f);
+  assert_figures_are(j, &before);
+  jf_close_journal(&f->jf, j);
+
+  /* The same, and both batches' rows deleted as retention deletes them
+   * (the oldest first), those that agent sealed too: the figures cannot be
+   * brought up to date, on-hand is counted from the stored base and the
+   * rows above the cursor. */
+  exec_sql(f, restore);
+  exec_sql(f, "DELETE FROM sales WHERE seq <= (SELECT max(last_seq) FROM batches);"
+              " DELETE FROM adjustments;");
+  assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM sales"), 1);
+  j = open_journal(f);
+  assert_figures_are(j, &before);
+  jf_close_journal(&f->jf, j);
+  /* None at all (an agent before them made this journal): the same. */
+  exec_sql(f, "DELETE FROM meta WHERE key LIKE 'stock_kept%';");
+  j = open_journal(f);
+  assert_figures_are(j, &before);
+  jf_close_journal(&f->jf, j);
+  figures_free(&before);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -659,6 +901,12 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(
           a_refused_write_takes_back_the_material_numbers_it_made, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          pending_consumption_after_a_reopen_is_what_it_was_at_close, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_kill_leaves_kept_figures_an_open_brings_up_to_date,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          figures_an_older_agent_left_behind_are_brought_up_to_date, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
