@@ -52,7 +52,8 @@ int status_today_load(status_today *today, const char *db_path, int64_t now_ms, 
  * result is added on the loop thread (`loop`) to what came in meanwhile.
  * Until then the page shows only the sales taken since the start. 0, or -1
  * when the thread cannot start (nothing started: load synchronously).
- * status_today_free waits for a rebuild still running.
+ * status_today_free stops a rebuild still running (within a thousand
+ * SQLite steps) and waits for its thread.
  */
 int status_today_load_start(status_today *today, uv_loop_t *loop, const char *db_path,
                             int64_t upto_seq, int64_t now_ms);
