@@ -801,6 +801,12 @@ static int journal_count_sales(journal *j, uint64_t *sales)
   if (rc == SQLITE_OK && count >= 0) {
     rc = journal__query_int(j, JOURNAL_SQL_SALES_IN_RANGE, upto, INT64_MAX, &above);
     count += above;
+    /* Many rows above it (an agent that kept it only at seals): kept
+     * now, so that the next start does not count them again. */
+    if (rc == SQLITE_OK && above >= JOURNAL_STOCK_KEEP_ROWS &&
+        journal__query_int(j, JOURNAL_SQL_SALES_LOWEST, j->stats.last_seq, 0, &lowest) ==
+            SQLITE_OK)
+      journal_keep_count(j, count, j->stats.last_seq, lowest);
   } else if (rc == SQLITE_OK) {
     rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SALES_ALL, -1, &stmt, NULL);
     if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -849,12 +855,12 @@ int journal__load_stats(journal *j, char *err, size_t err_size)
     goto out;
   if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_COUNTS, -1, &stmt, NULL) != SQLITE_OK)
     goto out;
-  sqlite3_bind_int64(stmt, 1, j->stats.acked_last_seq);
   if (sqlite3_step(stmt) != SQLITE_ROW)
     goto out;
   j->stats.last_seq = sqlite3_column_int64(stmt, 0);
   j->stats.last_received_ms = sqlite3_column_int64(stmt, 1);
-  j->stats.sales_unsent = (uint64_t)sqlite3_column_int64(stmt, 2);
+  if (journal__count_unsent(j, &j->stats.sales_unsent) != SQLITE_OK)
+    goto out;
   j->seq_bound = journal_pragma_int(j->db, JOURNAL_SQL_SEQ_COUNTER);
   if (j->seq_bound < 0)
     goto out;

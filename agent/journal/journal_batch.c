@@ -81,20 +81,24 @@ static int journal_counted_read(journal *j, int64_t *count, int64_t *upto)
   return rc;
 }
 
-/* The kept figure read and moved to count up to seq `to` (the rows between
- * its seq and `to` counted: a rowid range, one batch at most), not yet
- * written. *count = -1: none kept. */
+/* The kept figure read and moved forward to count up to seq `to` (the
+ * rows between its seq and `to` counted: a rowid range, one batch, or the
+ * rows since journal__counted_keep, at most), not yet written. Never back:
+ * the writer keeps it at the newest row (journal__counted_keep), above the
+ * sealing cursor, and back to the cursor would count the rows not sealed,
+ * a million on a store offline for months; it is exact at its own seq, and
+ * the rows deleted below it are taken off by their deleter. *count = -1:
+ * none kept. */
 static int journal_counted_move(journal *j, int64_t to, int64_t *count, int64_t *upto)
 {
   int64_t rows = 0;
   int rc = journal_counted_read(j, count, upto);
 
-  if (rc != SQLITE_OK || *count < 0 || to == *upto)
+  if (rc != SQLITE_OK || *count < 0 || to <= *upto)
     return rc;
-  rc = journal__query_int(j, JOURNAL_SQL_SALES_IN_RANGE, to < *upto ? to : *upto,
-                             to < *upto ? *upto : to, &rows);
+  rc = journal__query_int(j, JOURNAL_SQL_SALES_IN_RANGE, *upto, to, &rows);
   if (rc == SQLITE_OK) {
-    *count += to > *upto ? rows : -rows;
+    *count += rows;
     *upto = to;
   }
   return rc;
@@ -129,6 +133,60 @@ static int journal_counted_write(journal *j, int64_t count, int64_t upto)
   rc = journal__query_int(j, JOURNAL_SQL_SALES_LOWEST, upto, 0, &lowest);
   if (rc == SQLITE_OK)
     rc = journal__counted_set(j, count, upto, lowest);
+  return rc;
+}
+
+int journal__counted_keep(journal *j, int64_t upto)
+{
+  int64_t count, counted_upto;
+  int rc = journal_counted_move(j, upto, &count, &counted_upto);
+  if (rc == SQLITE_OK)
+    rc = journal_counted_write(j, count, counted_upto);
+  return rc;
+}
+
+int journal__count_unsent(journal *j, uint64_t *unsent)
+{
+  sqlite3_stmt *stmt = NULL;
+  int64_t acked = j->stats.acked_last_seq, kept = -1, kept_seq = 0, kept_acked = 0;
+  int64_t above = 0, acked_since = 0, lowest = 0;
+  int rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_UNSENT_KEPT, -1, &stmt, NULL);
+
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      kept = sqlite3_column_int64(stmt, 0);
+      kept_seq = sqlite3_column_int64(stmt, 1);
+      kept_acked = sqlite3_column_int64(stmt, 2);
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+  }
+  sqlite3_finalize(stmt);
+  /* Usable when the prefix only grew since, and the rows acknowledged
+   * since are all still held (retention deletes the oldest first). */
+  if (rc == SQLITE_OK && kept >= 0 && kept_acked < acked)
+    rc = journal__query_int(j, JOURNAL_SQL_LOWEST_ROW_SEQ, 0, 0, &lowest);
+  if (rc != SQLITE_OK)
+    return rc;
+  if (kept >= 0 && kept_seq >= kept_acked && kept_acked <= acked &&
+      (kept_acked == acked || lowest <= kept_acked + 1)) {
+    rc = journal__query_int(j, JOURNAL_SQL_SALES_IN_RANGE, kept_seq, INT64_MAX, &above);
+    if (rc == SQLITE_OK && acked > kept_acked)
+      rc = journal__query_int(j, JOURNAL_SQL_SALES_IN_RANGE, kept_acked, acked, &acked_since);
+    if (rc != SQLITE_OK)
+      return rc;
+    if (kept + above - acked_since >= 0) {
+      *unsent = (uint64_t)(kept + above - acked_since);
+      return SQLITE_OK;
+    }
+  }
+  /* None kept (an agent before it made the journal), or not usable: the
+   * rows above the prefix counted, once (kept at the next keep). */
+  rc = journal__query_int(j, JOURNAL_SQL_SALES_IN_RANGE, acked, INT64_MAX, &above);
+  if (rc == SQLITE_OK)
+    *unsent = (uint64_t)above;
+  if (rc == SQLITE_OK && above >= JOURNAL_STOCK_KEEP_ROWS)
+    j->stock_kept_moved += above; /* the writer keeps it after its first transaction */
   return rc;
 }
 
@@ -956,6 +1014,8 @@ static void journal_ack(journal *j, struct journal_op *op, int64_t now_ms)
              (unsigned long long)out.pruned_sales);
   }
   if (target > acked) {
+    /* The kept count of unsent sales follows, JOURNAL_STOCK_KEEP_ROWS on. */
+    j->stock_kept_moved += out.newly_sent;
     pthread_mutex_lock(&j->lock);
     j->stats.acked_batch_seq = target;
     j->stats.acked_last_seq = out.acked_last_seq;

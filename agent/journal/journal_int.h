@@ -548,6 +548,18 @@ int journal__stock_rebuild(journal *j);
  * again: what an open reads at most after kill -9. */
 #define JOURNAL_STOCK_KEEP_ROWS 1024
 
+/* Inside the open transaction: the kept count of sales (meta
+ * sales_counted) moved forward to count the rows up to `upto`, if one is
+ * kept. SQLite's code. Writer thread. */
+int journal__counted_keep(journal *j, int64_t upto);
+
+/* The sales above the acknowledged prefix (stats.acked_last_seq, read
+ * first): the figure the writer kept (journal__stock_keep_due) and the
+ * rows journaled or acknowledged since, a rowid range each; counted in
+ * full when there is none, or rows it would need were deleted. SQLite's
+ * code. Opening thread. */
+int journal__count_unsent(journal *j, uint64_t *unsent);
+
 /* Writes the kept figures in a transaction of their own when
  * JOURNAL_STOCK_KEEP_ROWS rows were journaled, sealed or unsealed since
  * they were last written, or (force: a clean stop) when anything changed.

@@ -400,10 +400,10 @@
   "INSERT INTO meta(key, value) VALUES(?1, ?2)"                               \
   " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 
-/* ?1 = acked_last_seq: sales above it are unsent. Every part is a lookup
- * or a rowid range (the last seq, the newest row's arrival, the rows above
- * the uplink's cursor), so cheap at any journal size: the sales held are
- * not counted here but kept (JOURNAL_SQL_SALES_COUNTED). */
+/* Every part is a lookup (the last seq, the newest row's arrival), so
+ * cheap at any journal size: the sales held and those not acknowledged are
+ * not counted here but kept (JOURNAL_SQL_SALES_COUNTED,
+ * JOURNAL_SQL_UNSENT_KEPT). */
 #define JOURNAL_SQL_META_SEQ(key)                                             \
   "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '" key "'), 0)"
 /* The last seq handed out: the highest row of either kind, or what meta
@@ -425,8 +425,17 @@
   "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sales'), 0)"
 #define JOURNAL_SQL_COUNTS                                                    \
   "SELECT " JOURNAL_SQL_LAST_SEQ ","                                          \
-  " coalesce((SELECT received_ms FROM sales ORDER BY seq DESC LIMIT 1), 0),"  \
-  " (SELECT count(*) FROM sales WHERE seq > ?1)"
+  " coalesce((SELECT received_ms FROM sales ORDER BY seq DESC LIMIT 1), 0)"
+
+/* The sales not acknowledged, kept rather than counted (journal_batch.c,
+ * journal__count_unsent): meta sales_unsent_kept sales above seq
+ * sales_unsent_acked (the acknowledged prefix then) and at or below
+ * sales_unsent_seq. No row when one is missing (then counted, once). */
+#define JOURNAL_SQL_UNSENT_KEPT                                               \
+  "SELECT CAST(u.value AS INTEGER), CAST(s.value AS INTEGER),"                \
+  " CAST(a.value AS INTEGER) FROM meta u, meta s, meta a"                     \
+  " WHERE u.key = 'sales_unsent_kept' AND s.key = 'sales_unsent_seq'"         \
+  " AND a.key = 'sales_unsent_acked'"
 
 /* The sales held, kept rather than counted (no write per sale): meta
  * sales_counted is the number of sales rows at or below seq

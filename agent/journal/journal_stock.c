@@ -557,6 +557,16 @@ static int journal_stock_keep_write(journal *j)
     rc = journal__set_meta_int(j, "stock_kept_seq", last_row);
   if (rc == SQLITE_OK)
     rc = journal__set_meta_int(j, "stock_kept_sealed", sealed);
+  /* The kept counts of sales held and not acknowledged too: the open
+   * counts the rows above them. */
+  if (rc == SQLITE_OK)
+    rc = journal__counted_keep(j, last_row);
+  if (rc == SQLITE_OK)
+    rc = journal__set_meta_int(j, "sales_unsent_kept", (int64_t)j->stats.sales_unsent);
+  if (rc == SQLITE_OK)
+    rc = journal__set_meta_int(j, "sales_unsent_seq", last_row);
+  if (rc == SQLITE_OK)
+    rc = journal__set_meta_int(j, "sales_unsent_acked", j->stats.acked_last_seq);
   free(blob);
   stock_deltas_clear(&image);
   return rc;
@@ -756,8 +766,8 @@ int journal__stock_rebuild(journal *j)
    * clean stop; an open that read that many keeps them now, so that a kill
    * before then does not read the same rows again. */
   j->stock_kept_at = j->stats.last_seq - rows;
-  j->stock_kept_moved = moved;
-  j->stock_kept_stale = !usable || rows || moved;
+  j->stock_kept_moved += moved; /* the open's count of unsent sales may have added */
+  j->stock_kept_stale |= !usable || rows || moved;
   if (rows + moved >= JOURNAL_STOCK_KEEP_ROWS) {
     log_info("journal", "stock_counted", "path=%s rows=%" PRId64 " reason=\"%s\"", j->path,
              rows + moved, usable ? "rows journaled or sealed since the kept figures"
