@@ -436,6 +436,9 @@
   " CAST(a.value AS INTEGER) FROM meta u, meta s, meta a"                     \
   " WHERE u.key = 'sales_unsent_kept' AND s.key = 'sales_unsent_seq'"         \
   " AND a.key = 'sales_unsent_acked'"
+#define JOURNAL_SQL_UNSENT_KEPT_FORGET                                        \
+  "DELETE FROM meta WHERE key IN ('sales_unsent_kept', 'sales_unsent_seq',"   \
+  " 'sales_unsent_acked')"
 
 /* The sales held, kept rather than counted (no write per sale): meta
  * sales_counted is the number of sales rows at or below seq

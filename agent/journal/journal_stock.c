@@ -1026,6 +1026,11 @@ int journal__stock_import_previous(journal *j, int64_t after_seq)
     rc = journal_run2(j, JOURNAL_SQL_STOCK_KEPT_FORGET, 0, 0);
   if (rc == SQLITE_OK)
     rc = journal__stock_rebuild(j);
+  /* The rebuild may have kept the figures, and with them the count of
+   * unsent sales from j->stats, which are the new file's before the
+   * import: the open after it counts them instead. */
+  if (rc == SQLITE_OK)
+    rc = journal_run2(j, JOURNAL_SQL_UNSENT_KEPT_FORGET, 0, 0);
   if (rc == SQLITE_OK && j->recipes_from_db) {
     struct recipes *r = recipes_load(j->db, why, sizeof(why));
     if (!r)

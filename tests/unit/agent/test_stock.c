@@ -776,6 +776,15 @@ static void pending_consumption_after_a_reopen_is_what_it_was_at_close(void **st
   figures_free(&before);
 }
 
+/* The status page's counts of sales held and not acknowledged. */
+static void assert_counts(journal *j, uint64_t journaled, uint64_t unsent)
+{
+  struct journal_stats stats;
+  journal_get_stats(j, &stats);
+  assert_int_equal(stats.sales_journaled, journaled);
+  assert_int_equal(stats.sales_unsent, unsent);
+}
+
 /* One PIZZA (make_sale), for jf_add_sales. */
 static void make_pizza_sale(struct sale *sale, const char *sale_id, size_t lines)
 {
@@ -812,6 +821,7 @@ static void a_kill_leaves_kept_figures_an_open_brings_up_to_date(void **state)
   assert_int_equal(on_hand(j, "FLOUR"), -250000LL * KILLED_SALES);
   assert_int_equal(pending(j, "FLOUR"), 250000LL * KILLED_SALES);
   assert_int_equal(pending(j, "MOZZARELLA"), 125000LL * KILLED_SALES);
+  assert_counts(j, KILLED_SALES, KILLED_SALES);
   jf_close_journal(&f->jf, j);
 }
 
@@ -823,7 +833,8 @@ static void figures_an_older_agent_left_behind_are_brought_up_to_date(void **sta
   struct jf_write w;
   struct jf_op op;
   struct figures before;
-  const char *save = "CREATE TABLE saved AS SELECT * FROM meta WHERE key LIKE 'stock_kept%';";
+  const char *save = "CREATE TABLE saved AS SELECT * FROM meta WHERE key LIKE 'stock_kept%'"
+                     " OR key LIKE 'sales_unsent%' OR key LIKE 'sales_counted%';";
   const char *restore =
       "INSERT OR REPLACE INTO meta SELECT * FROM saved;";
 
@@ -842,9 +853,11 @@ static void figures_an_older_agent_left_behind_are_brought_up_to_date(void **sta
   adjust(f, j, &w, &a);
   pos__v1__batch__free_unpacked(seal(f, j, &op, 2, 100), NULL);
   journal_op_clear(&op.op);
+  run_simple_op(f, j, JOURNAL_OP_ACK, 2);
   sell(f, j, "S-5", SALE_KIND_SALE, 1, "GARLIC-BREAD", 1);
   figures_take(j, &before);
   assert_int_equal(pending(j, "FLOUR"), 250000);
+  assert_counts(j, 4, 1);
   jf_close_journal(&f->jf, j);
   exec_sql(f, restore);
   assert_int_equal(jf_query_int(&f->jf, "SELECT CAST(value AS INTEGER) FROM meta "
@@ -853,6 +866,7 @@ static void figures_an_older_agent_left_behind_are_brought_up_to_date(void **sta
 
   j = open_journal(f);
   assert_figures_are(j, &before);
+  assert_counts(j, 4, 1);
   jf_close_journal(&f->jf, j);
 
   /* The same, and both batches' rows deleted as retention deletes them
@@ -865,11 +879,13 @@ static void figures_an_older_agent_left_behind_are_brought_up_to_date(void **sta
   assert_int_equal(jf_query_int(&f->jf, "SELECT count(*) FROM sales"), 1);
   j = open_journal(f);
   assert_figures_are(j, &before);
+  assert_counts(j, 1, 1);
   jf_close_journal(&f->jf, j);
   /* None at all (an agent before them made this journal): the same. */
-  exec_sql(f, "DELETE FROM meta WHERE key LIKE 'stock_kept%';");
+  exec_sql(f, "DELETE FROM meta WHERE key LIKE 'stock_kept%' OR key LIKE 'sales_unsent%';");
   j = open_journal(f);
   assert_figures_are(j, &before);
+  assert_counts(j, 1, 1);
   jf_close_journal(&f->jf, j);
   figures_free(&before);
 }
