@@ -544,8 +544,8 @@ int journal__stock_import_previous(journal *j, int64_t after_seq);
  * SQLITE_OK or an error. Opening thread. */
 int journal__stock_rebuild(journal *j);
 
-/* Rows journaled, sealed or unsealed before the kept figures are written
- * again: what an open reads at most after kill -9. */
+/* Rows journaled, sealed, unsealed or acknowledged before the kept figures
+ * are written again: about what an open reads at most after kill -9. */
 #define JOURNAL_STOCK_KEEP_ROWS 1024
 
 /* Inside the open transaction: the kept count of sales (meta
@@ -560,9 +560,10 @@ int journal__counted_keep(journal *j, int64_t upto);
  * code. Opening thread. */
 int journal__count_unsent(journal *j, uint64_t *unsent);
 
-/* Writes the kept figures in a transaction of their own when
- * JOURNAL_STOCK_KEEP_ROWS rows were journaled, sealed or unsealed since
- * they were last written, or (force: a clean stop) when anything changed.
+/* Writes the kept figures (stock, and the counts of sales held and not
+ * acknowledged) in a transaction of their own when JOURNAL_STOCK_KEEP_ROWS
+ * rows were journaled, sealed, unsealed or acknowledged since they were
+ * last written, or (force: a clean stop) when anything changed.
  * A failure is logged once and refuses nothing: the figures stored stay
  * right, an open reads more rows. Writer thread, between transactions. */
 void journal__stock_keep_due(journal *j, int force);

@@ -5,8 +5,10 @@
  *
  * On-hand = stock_base (written by the seal transaction, as of the sealing
  * cursor) + the deltas of every row above the cursor. Between seals it
- * lives in memory only, so a sale costs no write beyond its own row; after
- * kill -9 the rebuild reads the same rows and comes to the same figure.
+ * lives in memory, so a sale costs no write beyond its own row; every 1024
+ * rows and at a clean stop the writer keeps the figures in meta, and an
+ * open reads those and the rows since, not every row above the cursor
+ * ("the kept figures" below).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -453,6 +455,10 @@ static int journal_load_base(journal *j, struct stock_deltas *base)
  * since, e.g. by such an agent) or a base changed otherwise (a new journal
  * importing the previous one's forgets the keys): then on-hand is rebuilt
  * from the base and every row above the cursor, once, and kept again.
+ * The same transaction keeps the counts the open reads for the status
+ * page, for the same reason: the sales held (meta sales_counted, moved
+ * forward to the newest row) and those not acknowledged
+ * (journal__count_unsent).
  */
 
 /* The figures of `stock` as stored (see above) into `image`. SQLITE_OK,
@@ -508,7 +514,8 @@ static int journal_stock_image(journal *j, struct stock_deltas *image)
   return rc;
 }
 
-/* A one-row, one-column query with ?1 unbound; *value 0 when no row. */
+/* The first column of `sql`'s first row (0 when none), ?1 = `key` when
+ * not NULL. SQLite's code. */
 static int journal_stock_query(journal *j, const char *sql, const char *key, int64_t *value)
 {
   sqlite3_stmt *stmt = NULL;
