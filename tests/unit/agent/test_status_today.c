@@ -1,6 +1,7 @@
 /*
  * test_status_today.c - today's sales in memory: the business day of each
- * sale in its own offset, a new day starting over, top items ranked.
+ * sale in its own offset, a new day starting over, top items ranked, and a
+ * stop that does not wait for the rebuild of the figures from the journal.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +11,12 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
 
+#include "platform/clock.h"
 #include "status/status_today.h"
 
 /* 2026-11-26T12:00:00Z; the tests run with TZ=UTC. */
@@ -157,6 +163,72 @@ static void the_sku_table_grows_to_its_limit(void **state)
   status_today_free(today);
 }
 
+static double seconds_now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A file with the sales table's columns the rebuild reads: `rows` sales
+ * received now (all of them in its two days). */
+static void make_sales_file(const char *path, int rows)
+{
+  sqlite3 *db = NULL;
+  char sql[1024], *err = NULL;
+  int64_t now_ms = clock_wall_ms();
+
+  snprintf(sql, sizeof(sql),
+           "CREATE TABLE sales(seq INTEGER PRIMARY KEY, kind TEXT, channel TEXT,"
+           " business_time_ms INTEGER, utc_offset_min INTEGER, currency TEXT,"
+           " currency_exponent INTEGER, total_minor INTEGER, lines TEXT, payments TEXT,"
+           " received_ms INTEGER);"
+           "CREATE TABLE clock_pending(first_seq INTEGER PRIMARY KEY, last_seq INTEGER,"
+           " boot_id TEXT, wall_minus_boot_ms INTEGER);"
+           "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d)"
+           " INSERT INTO sales SELECT i, 'sale', 'pos', %lld, 0, 'EUR', 2, 1000,"
+           " '[{\"sku\":\"PIZZA\",\"qty\":1,\"unit_price\":1000,\"discount\":0,\"tax\":0}]',"
+           " '[]', %lld FROM n;",
+           rows, (long long)now_ms, (long long)now_ms);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+    fail_msg("%s", err);
+  sqlite3_close(db);
+}
+
+static void a_stop_does_not_wait_for_the_rebuild_of_the_figures(void **state)
+{
+  char dir[] = "/tmp/test_status_today_XXXXXX", path[64], err[512];
+  status_today *today;
+  uv_loop_t loop;
+  double started, read_all, freed;
+
+  (void)state;
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/journal.db", dir);
+  make_sales_file(path, 200000);
+  /* What the whole read costs here. */
+  today = status_today_create();
+  started = seconds_now();
+  assert_int_equal(status_today_load(today, path, clock_wall_ms(), err, sizeof(err)), 0);
+  read_all = seconds_now() - started;
+  status_today_free(today);
+
+  assert_int_equal(uv_loop_init(&loop), 0);
+  today = status_today_create();
+  assert_int_equal(status_today_load_start(today, &loop, path, INT64_MAX, clock_wall_ms()), 0);
+  usleep(20000);
+  started = seconds_now();
+  status_today_free(today);
+  freed = seconds_now() - started;
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  if (freed > read_all / 4)
+    fail_msg("the stop waited %.3f s; the whole read takes %.3f s", freed, read_all);
+  unlink(path);
+  rmdir(dir);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -164,6 +236,7 @@ int main(void)
       cmocka_unit_test(the_business_day_is_the_sales_own),
       cmocka_unit_test(top_items_are_ranked_by_quantity),
       cmocka_unit_test(the_sku_table_grows_to_its_limit),
+      cmocka_unit_test(a_stop_does_not_wait_for_the_rebuild_of_the_figures),
   };
   setenv("TZ", "UTC", 1);
   return cmocka_run_group_tests(tests, NULL, NULL);
