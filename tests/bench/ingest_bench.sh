@@ -27,6 +27,10 @@
 #   BENCH_BATCHES  "100 1"  sales per POST (pos-load --batch), one table each
 #   BENCH_ROUNDS   3        interleaved rounds (the median is of these)
 #   BENCH_DIR      /var/tmp (where the journals go: on disk, not tmpfs)
+#   BENCH_BASE_AGENT      a pos-agent binary to run as the baseline instead of building
+#                         the BASELINE commit (e.g. main's agent, to weigh a branch against it)
+#   BENCH_AGENTS          which agents run, of: base head head-compact base-nosync head-nosync
+#                         (default: all that can; the -nosync ones need the fsync shim)
 #   BENCH_HEAPTRACK 1       with heaptrack installed: also allocations per sale at 1 sale
 #                           per POST, each agent under heaptrack for 1,000 and 3,000 sales
 #                           (the difference / 2,000: start-up left out); 0 to skip
@@ -68,13 +72,21 @@ fi
 
 BASELINE_COMMIT="$(tail -n1 "$SOURCE_DIR/tests/bench/BASELINE")"
 NEW_AGENT_BIN="$AGENT_BIN"
-build_old_agent "$BASELINE_COMMIT"
-BASE_AGENT_BIN="$OLD_AGENT_BIN"
+if [[ -n "${BENCH_BASE_AGENT:-}" ]]; then
+  [[ -x "$BENCH_BASE_AGENT" ]] ||
+    { echo "ingest_bench: BENCH_BASE_AGENT=$BENCH_BASE_AGENT is not a program" >&2; exit 1; }
+  BASE_AGENT_BIN="$(cd "$(dirname "$BENCH_BASE_AGENT")" && pwd)/$(basename "$BENCH_BASE_AGENT")"
+  BASELINE_COMMIT="$BASE_AGENT_BIN"
+else
+  build_old_agent "$BASELINE_COMMIT"
+  BASE_AGENT_BIN="$OLD_AGENT_BIN"
+fi
 
 SHIM="$BUILD_DIR/tests/tools/libpos-fsync-shim.so"
 # head-compact: HEAD with journal.compact_rows = true (schema 8's rows).
 AGENTS="base head head-compact"
 [[ -f "$SHIM" ]] && AGENTS="base head head-compact base-nosync head-nosync"
+AGENTS="${BENCH_AGENTS:-$AGENTS}"
 TICK="$(getconf CLK_TCK)"
 TIME_BASE="$(date +%s)"
 write_tokens
@@ -172,6 +184,7 @@ for batch in $BATCHES; do
       "$(awk -v s="$sm" -v t="$tm" 'BEGIN { print (t > 0 ? 100 * s / t : 0) }')" "$rm"
   done
   for agent in base head; do
+    [[ -n "${TOTAL[$agent.$batch]:-}" ]] || continue # not in BENCH_AGENTS
     read -r tm _ _ < <(stats ${TOTAL[$agent.$batch]})
     read -r sm _ _ < <(stats ${SYS[$agent.$batch]})
     if [[ -n "${TOTAL[$agent-nosync.$batch]:-}" ]]; then
