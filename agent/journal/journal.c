@@ -1837,6 +1837,16 @@ static void journal_cohort_seen(journal *j, size_t writes, size_t queued, double
   c->commit_ema_us = c->commit_ema_us > 0 ? 0.8 * c->commit_ema_us + 0.2 * us : us;
 }
 
+/* How many writes were active lately: the most seen in the last one to two
+ * windows. With j->lock held. */
+static size_t journal_cohort_expected(journal *j)
+{
+  struct journal_cohort *c = &j->cohort;
+
+  journal_cohort_rotate(c, clock_mono_ms());
+  return c->window_max > c->previous_max ? c->window_max : c->previous_max;
+}
+
 /*
  * With j->lock held and a write queued: holds the commit until as many
  * writes are queued as were active lately, for at most JOURNAL_HOLD_SHARE
@@ -1855,8 +1865,7 @@ static void journal_hold_for_cohort(journal *j)
   double hold_us, started;
   long nsec;
 
-  journal_cohort_rotate(c, clock_mono_ms());
-  expected = c->window_max > c->previous_max ? c->window_max : c->previous_max;
+  expected = journal_cohort_expected(j);
   if (expected > j->group_commit_max)
     expected = j->group_commit_max; /* at least one sale a write */
   /* Nothing to wait for: one client, all here, or a commit's worth queued. */
@@ -1890,17 +1899,29 @@ static void *journal_writer_main(void *arg)
     size_t taken = 0;
 
     for (;;) {
-      uint64_t now = clock_mono_ms(), deadline = 0;
+      uint64_t now, deadline = 0;
+      if (j->inline_active) {
+        /* The loop thread commits a lone write (journal_submit): until it
+         * is done and signals, the journal's state is its, not ours. */
+        j->writer_parked = 1;
+        pthread_cond_wait(&j->wake, &j->lock);
+        j->writer_parked = 0;
+        continue;
+      }
+      now = clock_mono_ms();
       retention_due = j->retention_ms > 0 && now >= j->retention_due_ms;
       clock_due = journal__clock_due(j, now, &deadline);
       if (j->queue_head || j->op_head || j->stopping || retention_due || clock_due)
         break;
       if (j->retention_ms > 0 && (deadline == 0 || j->retention_due_ms < deadline))
         deadline = j->retention_due_ms;
+      /* Idle: a lone write may be committed by the loop meanwhile. */
+      j->writer_waiting = 1;
       if (deadline)
         journal_wait_until(j, deadline);
       else
         pthread_cond_wait(&j->wake, &j->lock);
+      j->writer_waiting = 0;
     }
     if (!j->queue_head && !j->op_head && j->stopping)
       break; /* stopping, and everything queued has been done */
@@ -2000,6 +2021,7 @@ static void journal_deliver(journal *j)
   while (finished) {
     struct journal_write *next = finished->next;
     finished->next = NULL;
+    j->in_flight--;
     finished->done(finished);
     finished = next;
   }
@@ -2333,6 +2355,45 @@ fail:
   return NULL;
 }
 
+/* With j->lock held: 1 when a write may be committed on the loop thread
+ * now (JOURNAL_INLINE_MAX_COMMIT_US says when and why). Not while the
+ * journal is full: its commits may prune acknowledged history and look at
+ * the disk first, which is the writer's to wait for. */
+static int journal_inline_ok(journal *j)
+{
+  return j->writer_waiting && !j->inline_active && !j->queue_head && !j->op_head &&
+         !j->stopping && !j->full && j->in_flight == 0 && journal_cohort_expected(j) <= 1 &&
+         j->cohort.commit_ema_us <= JOURNAL_INLINE_MAX_COMMIT_US;
+}
+
+/* Commits `write` alone on the loop thread, as the writer would have (the
+ * same journal_commit_group: the same outcome, errors included), and hands
+ * it to journal_deliver through the uv_async as the writer does, so that
+ * done() is never called from inside journal_submit. j->inline_active is
+ * set (the writer stays off); the lock is not held. */
+static void journal_commit_inline(journal *j, struct journal_write *write)
+{
+  double started = journal__seconds();
+
+  journal_commit_group(j, write);
+  pthread_mutex_lock(&j->lock);
+  journal_cohort_seen(j, 1, 0, journal__seconds() - started);
+  j->stats.commits_inline++;
+  if (j->done_tail)
+    j->done_tail->next = write;
+  else
+    j->done_head = write;
+  j->done_tail = write;
+  j->inline_active = 0;
+  /* Only a writer that woke meanwhile (a deadline) waits for this: an idle
+   * one is not woken for nothing. */
+  if (j->writer_parked)
+    pthread_cond_signal(&j->wake);
+  pthread_mutex_unlock(&j->lock);
+  /* From the loop thread itself: one eventfd write, no thread woken. */
+  uv_async_send(&j->done_async);
+}
+
 int journal_submit(journal *j, struct journal_write *write)
 {
   assert(write->done && (write->count == 0 || write->results));
@@ -2344,6 +2405,23 @@ int journal_submit(journal *j, struct journal_write *write)
     pthread_mutex_unlock(&j->lock);
     return JOURNAL_ECLOSED;
   }
+  if (journal_inline_ok(j)) {
+    j->inline_active = 1;
+    pthread_mutex_unlock(&j->lock);
+    j->in_flight++;
+    journal_commit_inline(j, write);
+    return 0;
+  }
+  /* Another write in flight: that many clients are active now, whatever
+   * the commits see (an inline commit sees only itself), so none of them
+   * is committed inline until the cohort's windows forget it. */
+  {
+    struct journal_cohort *c = &j->cohort;
+    journal_cohort_rotate(c, clock_mono_ms());
+    if (j->in_flight + 1 > c->window_max)
+      c->window_max = j->in_flight + 1;
+  }
+  j->in_flight++;
   if (j->queue_tail)
     j->queue_tail->next = write;
   else

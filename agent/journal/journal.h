@@ -131,6 +131,8 @@ struct journal_stats {
   int64_t last_ack_ms;       /* when acked_batch_seq was first acknowledged; 0 = never */
   uint64_t database_bytes;
   uint64_t commits;          /* transactions committed since open */
+  uint64_t commits_inline;   /* of the writes since open, those committed on the loop thread
+                              * (a lone write, the writer idle: journal_submit) */
   int write_failing;         /* the last write failed */
   int full;                  /* new sales are refused: disk full or at journal.max_size */
   char last_error[256];      /* why, while write_failing */
@@ -243,9 +245,13 @@ int journal_compat_read(const char *path, struct journal_compat *out, char *err,
                         size_t err_size);
 
 /*
- * Queues `write`. Returns 0, and write->done will be called on the loop
- * thread; or JOURNAL_ECLOSED/JOURNAL_ENOMEM and done is never called. Call
- * on the loop thread.
+ * Queues `write`, or commits it at once on the calling thread when it is a
+ * lone write (the writer idle, no other write in flight, no crowd of
+ * clients lately, commits fast: see JOURNAL_INLINE_MAX_COMMIT_US). Returns
+ * 0, and write->done will be called on the loop thread, never from inside
+ * this call, with the same outcome either way; or
+ * JOURNAL_ECLOSED/JOURNAL_ENOMEM and done is never called. Call on the
+ * loop thread.
  */
 int journal_submit(journal *j, struct journal_write *write);
 

@@ -39,6 +39,27 @@
 #define JOURNAL_HOLD_SHARE 0.5
 #define JOURNAL_COHORT_WINDOW_MS 1000u
 
+/*
+ * A lone write is committed on the loop thread itself (journal_submit),
+ * not handed to the writer thread and its answer handed back: at one sale
+ * per POST those two hand-offs (a futex wake, the writer's wake-up and
+ * sleep, the loop's wake-up by the uv_async) were most of the CPU left
+ * besides the commit (issue 12, item 1). Only when nothing else is going
+ * on: the writer idle (waiting for work, nothing queued, no operation),
+ * no other write of this journal in flight, and the cohort (above) has
+ * seen no two writes active in the last one to two windows, so a crowd of
+ * clients keeps its group commits (one inline commit would split it). The
+ * loop waits for that commit's fsync, during which it answers nobody; so
+ * only while commits take at most this long on average: a store's eMMC
+ * (about 5 ms) is in, a lone terminal there waits no longer than through
+ * the writer and the others notice no more than a few ms; a disk in
+ * trouble (fsyncs of tens of ms or seconds, a worn or full flash) is out
+ * after its first slow commit (the average then stays up for dozens of
+ * commits), so the status page and the other terminals are not held
+ * behind it.
+ */
+#define JOURNAL_INLINE_MAX_COMMIT_US 10000.0
+
 /* Seqs are reserved in the high-water mark file this many at a time, so
  * its fsync is paid once per range, not once per sale. After an unclean
  * stop the unused rest of a range is skipped, never handed out. */
@@ -318,6 +339,15 @@ struct journal {
 
   pthread_t writer;
   int writer_started;
+  /* Guarded by lock: the writer waits for work (its wait loop, nothing
+   * taken); the loop thread commits a lone write itself (journal_submit),
+   * during which the writer keeps off everything that is "writer thread
+   * only"; and the writer waits for that commit to end (then signalled). */
+  int writer_waiting;
+  int inline_active;
+  int writer_parked;
+  /* Loop thread only: writes submitted and not yet delivered (done()). */
+  size_t in_flight;
 
   /* Guarded by lock: the queues, the finished lists, the counters. */
   pthread_mutex_t lock;
@@ -334,7 +364,8 @@ struct journal {
   int64_t reference_offset_ms;
   int reference_known;
 
-  /* Writer thread only: who group commit expects (see JOURNAL_HOLD_*). */
+  /* Guarded by lock: who group commit expects (see JOURNAL_HOLD_*), kept
+   * by the writer and by journal_submit (writes in flight, inline commits). */
   struct journal_cohort {
     double commit_ema_us;     /* a commit's duration, moving average; 0 = none yet */
     size_t window_max;        /* most writes active at a commit's end, this window */

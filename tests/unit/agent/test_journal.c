@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include <dlfcn.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -32,6 +33,8 @@
  * executable's fdatasync is the one libsqlite3 calls, as it would be an
  * LD_PRELOAD shim's (tests/tools/fsync_shim.c). */
 static atomic_long slow_sync_us;
+/* A disk that fails its syncs: while set, every fdatasync fails with EIO. */
+static atomic_int failing_sync;
 
 int fdatasync(int fd)
 {
@@ -40,6 +43,10 @@ int fdatasync(int fd)
 
   if (delay > 0)
     usleep((useconds_t)delay);
+  if (atomic_load(&failing_sync)) {
+    errno = EIO;
+    return -1;
+  }
   return real ? real(fd) : -1;
 }
 
@@ -324,6 +331,144 @@ static void a_lone_write_commits_without_waiting(void **state)
   assert_true(metric_value("pos_agent_journal_commit_hold_seconds_count", &found) == held);
   assert_true(found);
   jf_close_journal(f, j);
+}
+
+/* Issue 12 item 1: a lone write (the writer idle, no other write in
+ * flight) is committed on the loop thread itself, without the two thread
+ * hand-offs; its answer still comes through the loop, never from inside
+ * journal_submit (the HTTP side counts the request as pending after
+ * submitting it), and the sale is on disk for another connection. */
+static void a_lone_write_is_committed_on_the_loop_thread(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 1024);
+  struct journal_stats before, after;
+  struct sale sale;
+  struct jf_write w;
+  char id[32], sql[96];
+
+  make_sale(&sale, "I-0", 0);
+  jf_write_and_wait(f, j, &w, &sale, 1);
+  assert_int_equal(w.write.error, 0);
+  sale_clear(&sale);
+  usleep(20000); /* the writer back to waiting for work */
+  journal_get_stats(j, &before);
+  for (int i = 1; i <= 10; i++) {
+    snprintf(id, sizeof(id), "I-%d", i);
+    make_sale(&sale, id, 0);
+    jf_submit(j, &w, &sale, 1);
+    assert_false(w.done);
+    jf_wait(f, &w);
+    assert_int_equal(w.write.error, 0);
+    assert_int_equal(w.results[0].outcome, JOURNAL_STORED);
+    assert_int_equal(w.results[0].seq, i + 1);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM sales WHERE sale_id = 'I-%d'", i);
+    assert_int_equal(jf_query_int(f, sql), 1);
+    sale_clear(&sale);
+  }
+  journal_get_stats(j, &after);
+  assert_int_equal(after.commits - before.commits, 10);
+  assert_int_equal(after.sales_journaled - before.sales_journaled, 10);
+  assert_int_equal(after.last_seq, 11);
+  /* All of them but one the loop might find the writer not yet asleep for. */
+  assert_true(after.commits_inline - before.commits_inline >= 9);
+  jf_close_journal(f, j);
+}
+
+/* But writes that arrive together still share commits through the writer:
+ * at most the first of them is committed inline (the others find it in
+ * flight), and a write right after such a crowd is not committed inline
+ * either, since its clients are known to be active and one inline commit
+ * would split their next group in two. */
+static void writes_arriving_together_still_share_commits(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 1024);
+  struct sale sales[21];
+  struct jf_write writes[21];
+  struct journal_stats before, after;
+  char id[32];
+
+  for (int i = 0; i < 21; i++) {
+    snprintf(id, sizeof(id), "C-%d", i);
+    make_sale(&sales[i], id, 0);
+  }
+  jf_write_and_wait(f, j, &writes[0], &sales[0], 1);
+  usleep(20000);
+  journal_get_stats(j, &before);
+  for (int i = 1; i <= 20; i++)
+    jf_submit(j, &writes[i], &sales[i], 1);
+  for (int i = 1; i <= 20; i++) {
+    jf_wait(f, &writes[i]);
+    assert_int_equal(writes[i].write.error, 0);
+    assert_int_equal(writes[i].results[0].outcome, JOURNAL_STORED);
+  }
+  journal_get_stats(j, &after);
+  assert_int_equal(after.sales_journaled - before.sales_journaled, 20);
+  assert_true(after.commits_inline - before.commits_inline <= 1);
+  assert_true(after.commits - before.commits < 20);
+  before = after;
+  jf_write_and_wait(f, j, &writes[0], &sales[0], 1); /* a retry: a duplicate */
+  assert_int_equal(writes[0].results[0].outcome, JOURNAL_DUPLICATE);
+  journal_get_stats(j, &after);
+  assert_int_equal(after.commits_inline, before.commits_inline);
+  jf_close_journal(f, j);
+  for (int i = 0; i < 21; i++)
+    sale_clear(&sales[i]);
+}
+
+/* A lone write whose commit fails on the loop thread is answered exactly as
+ * the writer thread answers the same failure (a retryable error that says
+ * to resend), never taken for journaled; the journal takes sales again
+ * once the disk does. */
+static void a_failed_inline_commit_answers_as_the_writer_does(void **state)
+{
+  struct jf_fixture *f = *state;
+  journal *j = jf_open_journal(f, 0, 1024);
+  struct sale sales[4];
+  struct jf_write lone, first, second;
+  struct journal_stats before, after;
+  char id[32];
+
+  for (int i = 0; i < 4; i++) {
+    snprintf(id, sizeof(id), "E-%d", i);
+    make_sale(&sales[i], id, 0);
+  }
+  /* The seqs' range reserved (its own fsync) before the disk fails. */
+  jf_write_and_wait(f, j, &lone, &sales[0], 1);
+  assert_int_equal(lone.write.error, 0);
+  usleep(20000);
+  atomic_store(&failing_sync, 1);
+  journal_get_stats(j, &before);
+  jf_submit(j, &lone, &sales[1], 1);
+  assert_false(lone.done);
+  jf_wait(f, &lone);
+  journal_get_stats(j, &after);
+  assert_int_equal(after.commits_inline - before.commits_inline, 1);
+  assert_int_equal(lone.write.error, JOURNAL_EIO);
+  assert_non_null(strstr(lone.write.message, "resend"));
+  /* The same failure through the writer: the second write finds the first
+   * in flight and is queued. */
+  before = after;
+  jf_submit(j, &first, &sales[2], 1);
+  jf_submit(j, &second, &sales[2 + 1], 1);
+  jf_wait(f, &first);
+  jf_wait(f, &second);
+  journal_get_stats(j, &after);
+  assert_true(after.commits_inline - before.commits_inline <= 1);
+  assert_int_equal(second.write.error, lone.write.error);
+  assert_string_equal(second.write.message, lone.write.message);
+  assert_int_equal(first.write.error, JOURNAL_EIO);
+  assert_int_equal(after.commits, before.commits);
+  assert_int_equal(after.write_failing, 1);
+  atomic_store(&failing_sync, 0);
+  /* Resent once the disk works: journaled (or found journaled). */
+  jf_write_and_wait(f, j, &lone, &sales[1], 1);
+  assert_int_equal(lone.write.error, 0);
+  jf_close_journal(f, j);
+  assert_int_equal(jf_query_int(f, "SELECT count(*) FROM sales WHERE sale_id = 'E-1'"), 1);
+  for (int i = 0; i < 4; i++)
+    sale_clear(&sales[i]);
 }
 
 /* A commit's WAL frames (two pwrites each in SQLite: header, then page)
@@ -1177,6 +1322,12 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(a_lone_write_commits_without_waiting, setup, teardown),
       cmocka_unit_test_setup_teardown(a_full_commit_is_never_held, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_lone_write_is_committed_on_the_loop_thread, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(writes_arriving_together_still_share_commits, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_failed_inline_commit_answers_as_the_writer_does, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(a_failed_rollback_to_aborts_the_whole_group, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(
