@@ -2516,9 +2516,8 @@ void journal_close(journal *j)
     pthread_join(j->writer, NULL);
   /* The writer finished everything queued; hand out what it finished. */
   journal_deliver(j);
-  if (j->writer_started)
-    journal_wal_rewind(j);
   if (j->writer_started) {
+    journal_wal_rewind(j);
     /* The last seq in the database itself, once per run: the counter is a
      * reserve (journal_cover_seqs), so without this a newest row deleted by
      * hand would give its seq again. Written at every clean stop, even of
