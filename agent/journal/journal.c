@@ -2367,10 +2367,12 @@ static int journal_inline_ok(journal *j)
 }
 
 /* Commits `write` alone on the loop thread, as the writer would have (the
- * same journal_commit_group: the same outcome, errors included), and hands
- * it to journal_deliver through the uv_async as the writer does, so that
- * done() is never called from inside journal_submit. j->inline_active is
- * set (the writer stays off); the lock is not held. */
+ * same journal_commit_group: the same outcome, errors included), then
+ * calls its done() at once if the caller allows it (done_in_submit), else
+ * hands it to journal_deliver through the uv_async as the writer does.
+ * Either way nothing else is owed before it: an inline commit happens only
+ * with no write in flight, so every earlier write was delivered.
+ * j->inline_active is set (the writer stays off); the lock is not held. */
 static void journal_commit_inline(journal *j, struct journal_write *write)
 {
   double started = journal__seconds(), took;
@@ -2384,17 +2386,24 @@ static void journal_commit_inline(journal *j, struct journal_write *write)
   pthread_mutex_lock(&j->lock);
   journal_cohort_seen(j, 1, 0, took);
   j->stats.commits_inline++;
-  if (j->done_tail)
-    j->done_tail->next = write;
-  else
-    j->done_head = write;
-  j->done_tail = write;
+  if (!write->done_in_submit) {
+    if (j->done_tail)
+      j->done_tail->next = write;
+    else
+      j->done_head = write;
+    j->done_tail = write;
+  }
   j->inline_active = 0;
   /* Only a writer that woke meanwhile (a deadline) waits for this: an idle
    * one is not woken for nothing. */
   if (j->writer_parked)
     pthread_cond_signal(&j->wake);
   pthread_mutex_unlock(&j->lock);
+  if (write->done_in_submit) {
+    j->in_flight--;
+    write->done(write);
+    return;
+  }
   /* From the loop thread itself: one eventfd write, no thread woken. */
   uv_async_send(&j->done_async);
 }

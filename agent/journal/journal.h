@@ -106,6 +106,12 @@ struct journal_write {
   struct journal_item_result *results; /* count entries, filled on success */
   void (*done)(struct journal_write *write); /* called on the loop thread */
   void *user;
+  /* In: 1 when done() may be called from inside journal_submit itself. A
+   * lone write that journal_submit commits on the loop thread is then
+   * answered at once, not on the loop's next turn through the uv_async: at
+   * one sale per POST that turn is an eventfd write, an epoll_wait and a
+   * read per sale. 0: done() always comes later, from the loop. */
+  int done_in_submit;
 
   /* Out, valid in done(). */
   int error;              /* JOURNAL_OK or a journal_error */

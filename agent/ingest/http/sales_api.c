@@ -529,15 +529,20 @@ void sales_api_handle(sales_api *api, http_exchange *exchange)
   req->write.count = count;
   req->write.results = req->results;
   req->write.done = sales_api_on_journaled;
+  /* A lone sale committed on this thread is answered from inside
+   * journal_submit (sales_api_on_journaled frees req): counted pending
+   * first. */
+  req->write.done_in_submit = 1;
+  api->pending++;
   rc = journal_submit(api->journal, &req->write);
   if (rc) {
+    api->pending--;
     sales_api_respond_error(exchange, 503, journal_strerror(rc), NULL, "Retry-After: 5\r\n");
     sales_api_count(api, 503, "journal_closing");
     sale_array_free(sales, count);
     free(req);
     return;
   }
-  api->pending++;
 }
 
 sales_api *sales_api_create(journal *j, const struct sales_api_options *options, char *err,

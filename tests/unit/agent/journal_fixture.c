@@ -73,7 +73,8 @@ static void on_write_done(struct journal_write *write)
   w->done = 1;
 }
 
-void jf_submit(journal *j, struct jf_write *w, const struct sale *sales, size_t count)
+static void jf_submit_write(journal *j, struct jf_write *w, const struct sale *sales, size_t count,
+                            int done_in_submit)
 {
   assert_true(count <= sizeof(w->results) / sizeof(w->results[0]));
   memset(w, 0, sizeof(*w));
@@ -82,7 +83,19 @@ void jf_submit(journal *j, struct jf_write *w, const struct sale *sales, size_t 
   w->write.results = w->results;
   w->write.done = on_write_done;
   w->write.user = w;
+  w->write.done_in_submit = done_in_submit;
   assert_int_equal(journal_submit(j, &w->write), 0);
+}
+
+void jf_submit(journal *j, struct jf_write *w, const struct sale *sales, size_t count)
+{
+  jf_submit_write(j, w, sales, count, 0);
+}
+
+void jf_submit_done_in_submit(journal *j, struct jf_write *w, const struct sale *sales,
+                              size_t count)
+{
+  jf_submit_write(j, w, sales, count, 1);
 }
 
 void jf_wait(struct jf_fixture *f, struct jf_write *w)

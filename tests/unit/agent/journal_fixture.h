@@ -51,6 +51,10 @@ struct jf_write {
 
 /* Submits `count` sales (at most 64) without waiting. */
 void jf_submit(journal *j, struct jf_write *w, const struct sale *sales, size_t count);
+/* The same, allowing done() from inside journal_submit (done_in_submit), as
+ * the sales API does. */
+void jf_submit_done_in_submit(journal *j, struct jf_write *w, const struct sale *sales,
+                              size_t count);
 
 /* Runs the loop until `w` is done. */
 void jf_wait(struct jf_fixture *f, struct jf_write *w);
