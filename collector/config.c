@@ -22,13 +22,15 @@ const struct config_key collector_config_keys[] = {
     KEY("server", "port", CONFIG_INT, "8443", 0, 65535, port,
         "TCP port of the API (0 = any free port, logged)"),
     KEY("server", "cert", CONFIG_STRING, "/etc/pos-collector/server.crt", 0, 0, cert_file,
-        "PEM certificate chain the collector presents"),
+        "PEM certificate chain the collector presents (reloaded on SIGHUP)"),
     KEY("server", "key", CONFIG_STRING, "/etc/pos-collector/server.key", 0, 0, key_file,
-        "PEM private key of that certificate"),
+        "PEM private key of that certificate (reloaded on SIGHUP, with it)"),
     KEY("server", "ca", CONFIG_STRING, "/etc/pos-collector/ca.crt", 0, 0, ca_file,
         "PEM CA that device and admin certificates must chain to (reloaded on SIGHUP)"),
     KEY("server", "crl", CONFIG_STRING, "", 0, 0, crl_file,
-        "PEM CRL of revoked certificates, empty for none (reloaded on SIGHUP)"),
+        "PEM CRL of revoked certificates, empty for none (reloaded on SIGHUP; one that is "
+        "expired, not issued and signed by a CA of `ca`, or unreadable is refused and the "
+        "one in use kept)"),
     KEY("server", "max_body", CONFIG_SIZE, "4M", 1024, 256 * MIB, max_body_bytes,
         "largest compressed batch accepted (413 above it; the agent splits)"),
     KEY("server", "max_decoded", CONFIG_SIZE, "32M", 1024, 1024 * MIB, max_decoded_bytes,

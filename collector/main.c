@@ -46,6 +46,7 @@ static void collector_stop(struct collector *c)
     return;
   c->stopping = 1;
   log_info("collector", "stopping", NULL);
+  collector_metrics_server(NULL);
   http_server_close(c->server, NULL, NULL);
   c->server = NULL;
   metrics_http_close(c->operator_server);
@@ -67,17 +68,46 @@ static void collector_stop(struct collector *c)
   uv_close((uv_handle_t *)&c->sighup, NULL);
 }
 
+/*
+ * Logs what the TLS files in use say about time (`event`: tls_loaded at
+ * start, tls_reloaded on SIGHUP), and an error for a CRL already past its
+ * nextUpdate: it still revokes what it lists, refuses no store, and must be
+ * replaced (only a start takes an expired CRL; a reload refuses one).
+ */
+static void collector_log_tls(struct collector *c, const char *event)
+{
+  struct http_tls_status status;
+
+  http_server_tls_status(c->server, &status);
+  if (status.generation == 0)
+    return;
+  if (status.crl_next_update == 0) {
+    log_info("collector", event, "cert=%s cert_days_left=%.1f ca=%s crl=-", c->config.cert_file,
+             collector_days_until(status.cert_not_after), c->config.ca_file);
+    return;
+  }
+  log_info("collector", event, "cert=%s cert_days_left=%.1f ca=%s crl=%s crl_days_left=%.1f",
+           c->config.cert_file, collector_days_until(status.cert_not_after), c->config.ca_file,
+           c->config.crl_file, collector_days_until(status.crl_next_update));
+  if (collector_days_until(status.crl_next_update) <= 0)
+    log_error("collector", "crl_expired",
+              "crl=%s days_past=%.1f reason=\"the CRL is past its nextUpdate; its revocations "
+              "still apply and no store is refused for it\" action=\"publish a new CRL from the "
+              "CA to %s and send SIGHUP\"",
+              c->config.crl_file, -collector_days_until(status.crl_next_update),
+              c->config.crl_file);
+}
+
 static void collector_on_signal(uv_signal_t *handle, int signum)
 {
   struct collector *c = handle->data;
   if (signum == SIGHUP) {
     char err[512];
     if (http_server_reload_tls(c->server, err, sizeof(err)) == 0)
-      log_info("collector", "tls_reloaded", "ca=%s crl=%s", c->config.ca_file,
-               c->config.crl_file[0] ? c->config.crl_file : "-");
+      collector_log_tls(c, "tls_reloaded");
     else
-      log_error("collector", "tls_reload_failed", "reason=\"%s\" action=\"kept the old CA and "
-                "CRL; fix the files and send SIGHUP again\"", err);
+      log_error("collector", "tls_reload_failed", "reason=\"%s\" action=\"kept the certificate, "
+                "key, CA and CRL in use; fix the files and send SIGHUP again\"", err);
     return;
   }
   log_info("collector", "signal", "signal=%s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -181,6 +211,8 @@ static int collector_run(struct collector *c)
                                  sizeof(err));
   if (!c->server)
     goto fail;
+  collector_log_tls(c, "tls_loaded");
+  collector_metrics_server(c->server);
   collector_start_operator(c);
 
   uv_signal_init(&c->loop, &c->sigterm);

@@ -31,6 +31,7 @@ static struct {
    * short strings. */
   char **stores;
   size_t store_count, store_capacity;
+  const http_server *server;    /* its TLS files' expiry (collector_metrics_server) */
   int64_t unavailable_since_ms; /* first 503 since the last accepted batch; 0 = none */
   char unavailable_reason[256];
 } cm;
@@ -98,7 +99,11 @@ int collector_metrics_init(ingest *in, int64_t unhealthy_after_ms)
   return 0;
 }
 
-void collector_metrics_detach(void) { cm.ingest = NULL; }
+void collector_metrics_detach(void)
+{
+  cm.ingest = NULL;
+  cm.server = NULL;
+}
 
 static void collector_store_seen(const char *store_id)
 {
@@ -178,11 +183,41 @@ void collector_metrics_heartbeat(const char *store_id, enum ingest_outcome outco
   metrics_inc(metrics_series1(cm.heartbeats, collector_outcome_name(outcome)));
 }
 
+void collector_metrics_server(const http_server *server) { cm.server = server; }
+
+double collector_days_until(time_t when)
+{
+  return (double)((int64_t)when * 1000 - clock_wall_ms()) / 86400000.0;
+}
+
 void collector_metrics_refresh(void *arg)
 {
   metrics_registry *r = metrics_global();
   const char *version[] = {POS_VERSION};
   char reason[512]; /* unused here: the gauge is 0 or 1 */
+  struct http_tls_status tls;
+
+  /* As timestamps (Prometheus's base unit): days left are
+   * (value - time()) / 86400, which an alert rule computes; the log says
+   * days (tls_loaded, tls_reloaded). */
+  http_server_tls_status(cm.server, &tls);
+  if (tls.generation != 0)
+    metrics_set(metrics_series1(
+                    metrics_gauge(r, "pos_collector_tls_cert_not_after_timestamp_seconds",
+                                  "When the collector's own server certificate expires (Unix "
+                                  "time); a renewed one is taken on SIGHUP.",
+                                  NULL),
+                    NULL),
+                (double)tls.cert_not_after);
+  if (tls.crl_next_update != 0)
+    metrics_set(metrics_series1(
+                    metrics_gauge(r, "pos_collector_tls_crl_next_update_timestamp_seconds",
+                                  "When the CRL in use passes its nextUpdate (Unix time). Past "
+                                  "it, its revocations still apply and no store is refused for "
+                                  "it: publish a new CRL and send SIGHUP.",
+                                  NULL),
+                    NULL),
+                (double)tls.crl_next_update);
 
   metrics_set(metrics_series_get(metrics_gauge(r, "pos_collector_build_info",
                                                "Always 1; the collector's version as a label.",

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "ingest/ingest.h"
+#include "platform/http_server.h"
 
 /*
  * Registers the collector's metrics. `in` is borrowed (its readiness is
@@ -43,6 +44,12 @@ void collector_metrics_batch(const char *store_id, uint64_t started_ns,
 void collector_metrics_heartbeat(const char *store_id, enum ingest_outcome outcome);
 
 /* The metrics_refresh_fn of the operator listener (`arg` unused). */
+/* Days from now (the wall clock) to `when`, negative once past. */
+double collector_days_until(time_t when);
+
+/* The server whose TLS files' expiry the metrics show (NULL: none). */
+void collector_metrics_server(const http_server *server);
+
 void collector_metrics_refresh(void *arg);
 
 /*

@@ -56,11 +56,15 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
                                    size_t err_size);
 
 /*
- * Rereads the CA file and CRL into a fresh config used by handshakes that
- * start from now on. Returns 0, or -1 with `err` set and the old config
- * kept.
+ * Rereads our certificate and key, the CA file and the CRL (checked as at
+ * start, but an expired CRL is refused) into a fresh config used by
+ * handshakes that start from now on. Returns 0, or -1 with `err` set and
+ * the old config kept.
  */
 int http__tls_reload(struct http__tls *tls, char *err, size_t err_size);
+
+/* The current config's figures (http_server_tls_status). */
+void http__tls_status(const struct http__tls *tls, struct http_tls_status *out);
 
 /* Drops the server's reference; freed when the last connection lets go. NULL is fine. */
 void http__tls_release(struct http__tls *tls);
@@ -112,10 +116,10 @@ int http__tls_conn_write(struct http__tls_conn *conn, const void *data, size_t l
 void http__tls_conn_close_notify(struct http__tls_conn *conn);
 
 /*
- * Re-verifies the client certificate the handshake accepted against the
- * current config's CA and CRL, if the config was reloaded since the
- * session last passed this check (at most once per reload, so cheap to
- * call per request). Returns HTTP__TLS_OK (still accepted, no client
+ * Refuses a client certificate that expired since the handshake (every
+ * call), and re-verifies it against the current config's CA and CRL if the
+ * config was reloaded since the session last passed this check (at most
+ * once per reload, so cheap to call per request). Returns HTTP__TLS_OK (still accepted, no client
  * certificate, or nothing reloaded), or HTTP__TLS_FAILED with `reason`
  * saying why, in mbedtls_x509_crt_verify_info()'s words ("The certificate
  * has been revoked (is on a CRL)"); the caller should refuse the request and

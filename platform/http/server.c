@@ -1890,6 +1890,13 @@ int http_server_port(const http_server *server)
  * connections have their client certificate re-checked against it on their
  * next request (conn_recheck_client_cert). See http_server.h. Loop thread.
  */
+void http_server_tls_status(const http_server *server, struct http_tls_status *out)
+{
+  memset(out, 0, sizeof(*out));
+  if (server != NULL && server->tls != NULL)
+    http__tls_status(server->tls, out);
+}
+
 int http_server_reload_tls(http_server *server, char *err, size_t err_size)
 {
   char quoted[512];
@@ -1905,7 +1912,7 @@ int http_server_reload_tls(http_server *server, char *err, size_t err_size)
   }
   rc = http__tls_reload(server->tls, err, err_size);
   if (rc != 0) {
-    log_warn(HTTP_MOD, "tls_reload_failed", "addr=%s:%d error=%s action=kept_old_ca_crl",
+    log_warn(HTTP_MOD, "tls_reload_failed", "addr=%s:%d error=%s action=kept_old_files",
              server->listen_host, server->port, log_quote(err, quoted, sizeof(quoted)));
     goto out;
   }

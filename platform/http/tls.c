@@ -10,10 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
+#include <mbedtls/md.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
@@ -23,7 +25,7 @@
 #include "http_int.h"
 #include "platform/tls.h"
 
-/* The identity every config shares: our certificate, key and RNG. */
+/* What every config shares: the files' names and the RNG. */
 struct http__tls {
   int refs; /* the server's, plus one per config */
   char *cert_file;
@@ -33,21 +35,24 @@ struct http__tls {
   int require_client_cert;
   mbedtls_entropy_context entropy;
   mbedtls_ctr_drbg_context drbg;
-  mbedtls_x509_crt cert;
-  mbedtls_pk_context key;
   struct http__tls_conf *current; /* used by new sessions */
   unsigned long last_generation;  /* of the newest config built */
 };
 
-/* One generation of trust settings: CA and CRL as of the last (re)load. */
+/* One generation of the files as of the last (re)load: our certificate and
+ * key (renewed certificates take effect on SIGHUP), the CA and the CRL. */
 struct http__tls_conf {
   int refs; /* the server's while current, plus one per session */
   struct http__tls *tls;
   mbedtls_ssl_config ssl_conf;
+  mbedtls_x509_crt cert;
+  mbedtls_pk_context key;
   mbedtls_x509_crt ca;
   mbedtls_x509_crl crl;
   int has_ca;
   int has_crl;
+  time_t crl_next_update;   /* the earliest nextUpdate of the CRLs; 0: none */
+  time_t cert_not_after;    /* our own certificate's */
   unsigned long generation; /* 1 for the first config, +1 per reload */
 };
 
@@ -85,8 +90,6 @@ static void tls_unref(struct http__tls *tls)
   assert(tls->refs > 0);
   if (--tls->refs > 0)
     return;
-  mbedtls_pk_free(&tls->key);
-  mbedtls_x509_crt_free(&tls->cert);
   mbedtls_ctr_drbg_free(&tls->drbg);
   mbedtls_entropy_free(&tls->entropy);
   free(tls->cert_file);
@@ -106,15 +109,129 @@ static void tls_conf_unref(struct http__tls_conf *conf)
   mbedtls_ssl_config_free(&conf->ssl_conf);
   mbedtls_x509_crl_free(&conf->crl);
   mbedtls_x509_crt_free(&conf->ca);
+  mbedtls_pk_free(&conf->key);
+  mbedtls_x509_crt_free(&conf->cert);
   tls_unref(conf->tls);
   free(conf);
 }
 
+/* An X.509 time as seconds since the epoch (UTC); 0 for an absent one. */
+static time_t tls_x509_time(const mbedtls_x509_time *t)
+{
+  struct tm tm;
+
+  if (t->year == 0)
+    return 0;
+  memset(&tm, 0, sizeof(tm));
+  tm.tm_year = t->year - 1900;
+  tm.tm_mon = t->mon - 1;
+  tm.tm_mday = t->day;
+  tm.tm_hour = t->hour;
+  tm.tm_min = t->min;
+  tm.tm_sec = t->sec;
+  return timegm(&tm);
+}
+
+/* "2026-12-01 00:00:00 UTC" */
+static void tls_time_text(time_t when, char *out, size_t out_size)
+{
+  struct tm tm;
+
+  if (gmtime_r(&when, &tm) == NULL || strftime(out, out_size, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+    snprintf(out, out_size, "%lld", (long long)when);
+}
+
 /*
- * Builds a config from the files named in `tls`, rereading the CA and CRL.
- * Returns it with one reference, or NULL with `err` set.
+ * The verification callback of every handshake and re-check: a CRL past its
+ * nextUpdate (or, with a clock behind, not yet valid) does not refuse a
+ * client. mbedTLS's default refuses every certificate once the CRL it has
+ * expires, which would refuse every store at once on the day the CRL job
+ * fails; its revocations still count, and the expiry is the operator's to
+ * see (http_server_tls_status, the collector's metrics and logs).
  */
-static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, size_t err_size)
+static int tls_verify_cb(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+  (void)arg;
+  (void)crt;
+  (void)depth;
+  *flags &= ~(uint32_t)(MBEDTLS_X509_BADCRL_EXPIRED | MBEDTLS_X509_BADCRL_FUTURE);
+  return 0;
+}
+
+/*
+ * Checks every CRL in conf->crl before it is used: issued by a CA of
+ * ca_file that may sign CRLs, its signature good, its nextUpdate not passed
+ * (unless `allow_expired`: at start, an expired CRL's revocations are better
+ * than none). Sets conf->crl_next_update. Returns 0, or -1 with `err` set.
+ */
+static int tls_crl_check(struct http__tls *tls, struct http__tls_conf *conf, int allow_expired,
+                         char *err, size_t err_size)
+{
+  char issuer[256], text[200], when[40];
+
+  conf->crl_next_update = 0;
+  for (const mbedtls_x509_crl *crl = &conf->crl; crl != NULL && crl->version != 0;
+       crl = crl->next) {
+    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(crl->sig_md);
+    const mbedtls_x509_crt *ca;
+    unsigned char hash[MBEDTLS_MD_MAX_SIZE];
+    time_t next_update = tls_x509_time(&crl->next_update);
+    int rc;
+
+    if (mbedtls_x509_dn_gets(issuer, sizeof(issuer), &crl->issuer) < 0)
+      snprintf(issuer, sizeof(issuer), "(unreadable)");
+    for (ca = &conf->ca; ca != NULL && ca->version != 0; ca = ca->next)
+      if (ca->subject_raw.len == crl->issuer_raw.len &&
+          memcmp(ca->subject_raw.p, crl->issuer_raw.p, crl->issuer_raw.len) == 0)
+        break;
+    if (ca == NULL || ca->version == 0) {
+      snprintf(err, err_size,
+               "tls crl_file %s: the CRL is issued by \"%s\", which is not a CA of ca_file %s; "
+               "use the CRL of the CA that issues the devices' certificates",
+               tls->crl_file, issuer, tls->ca_file);
+      return -1;
+    }
+    if (mbedtls_x509_crt_check_key_usage(ca, MBEDTLS_X509_KU_CRL_SIGN) != 0) {
+      snprintf(err, err_size,
+               "tls crl_file %s: its issuer \"%s\" may not sign CRLs (no cRLSign key usage)",
+               tls->crl_file, issuer);
+      return -1;
+    }
+    rc = md == NULL ? MBEDTLS_ERR_X509_UNKNOWN_SIG_ALG
+                    : mbedtls_md(md, crl->tbs.p, crl->tbs.len, hash);
+    if (rc == 0)
+      rc = mbedtls_pk_verify_ext(crl->sig_pk, crl->sig_opts, (mbedtls_pk_context *)&ca->pk,
+                                 crl->sig_md, hash, mbedtls_md_get_size(md), crl->sig.p,
+                                 crl->sig.len);
+    if (rc != 0) {
+      tls_error_text(rc, text, sizeof(text));
+      snprintf(err, err_size,
+               "tls crl_file %s: its signature does not verify with the key of \"%s\" (%s); "
+               "the file is damaged or was not signed by that CA",
+               tls->crl_file, issuer, text);
+      return -1;
+    }
+    if (next_update != 0 && next_update <= time(NULL) && !allow_expired) {
+      tls_time_text(next_update, when, sizeof(when));
+      snprintf(err, err_size,
+               "tls crl_file %s: the CRL of \"%s\" expired at %s (its nextUpdate); publish a "
+               "new CRL from the CA and send SIGHUP again",
+               tls->crl_file, issuer, when);
+      return -1;
+    }
+    if (next_update != 0 && (conf->crl_next_update == 0 || next_update < conf->crl_next_update))
+      conf->crl_next_update = next_update;
+  }
+  return 0;
+}
+
+/*
+ * Builds a config from the files named in `tls`, rereading our certificate
+ * and key, the CA and the CRL (checked: tls_crl_check, `first` allowing an
+ * expired one). Returns it with one reference, or NULL with `err` set.
+ */
+static struct http__tls_conf *tls_conf_create(struct http__tls *tls, int first, char *err,
+                                              size_t err_size)
 {
   struct http__tls_conf *conf = NULL;
   struct http__tls_conf *result = NULL;
@@ -133,9 +250,15 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
   /* Numbered even if it fails to build: generations only need to be distinct. */
   conf->generation = ++tls->last_generation;
   mbedtls_ssl_config_init(&conf->ssl_conf);
+  mbedtls_x509_crt_init(&conf->cert);
+  mbedtls_pk_init(&conf->key);
   mbedtls_x509_crt_init(&conf->ca);
   mbedtls_x509_crl_init(&conf->crl);
 
+  if (tls_load_identity(&conf->cert, &conf->key, tls->cert_file, tls->key_file, "tls cert_file",
+                        "tls key_file", err, err_size) != 0)
+    goto out;
+  conf->cert_not_after = tls_x509_time(&conf->cert.valid_to);
   if (tls->ca_file != NULL) {
     rc = mbedtls_x509_crt_parse_file(&conf->ca, tls->ca_file);
     if (rc < 0) {
@@ -161,6 +284,8 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
       goto out;
     }
     conf->has_crl = 1;
+    if (tls_crl_check(tls, conf, first, err, err_size) != 0)
+      goto out;
   }
 
   rc = mbedtls_ssl_config_defaults(&conf->ssl_conf, MBEDTLS_SSL_IS_SERVER,
@@ -174,7 +299,7 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
   /* TLS 1.2 is the floor: SSL 3.0, TLS 1.0 and 1.1 are refused. */
   mbedtls_ssl_conf_min_version(&conf->ssl_conf, MBEDTLS_SSL_MAJOR_VERSION_3,
                                MBEDTLS_SSL_MINOR_VERSION_3);
-  rc = mbedtls_ssl_conf_own_cert(&conf->ssl_conf, &tls->cert, &tls->key);
+  rc = mbedtls_ssl_conf_own_cert(&conf->ssl_conf, &conf->cert, &conf->key);
   if (rc != 0) {
     tls_error_text(rc, text, sizeof(text));
     snprintf(err, err_size, "tls: using cert_file %s: %s", tls->cert_file, text);
@@ -182,6 +307,7 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, char *err, 
   }
   if (conf->has_ca) {
     mbedtls_ssl_conf_ca_chain(&conf->ssl_conf, &conf->ca, conf->has_crl ? &conf->crl : NULL);
+    mbedtls_ssl_conf_verify(&conf->ssl_conf, tls_verify_cb, NULL);
     authmode = tls->require_client_cert ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_OPTIONAL;
   } else {
     authmode = MBEDTLS_SSL_VERIFY_NONE;
@@ -228,8 +354,6 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
   tls->refs = 1;
   mbedtls_entropy_init(&tls->entropy);
   mbedtls_ctr_drbg_init(&tls->drbg);
-  mbedtls_x509_crt_init(&tls->cert);
-  mbedtls_pk_init(&tls->key);
   tls->cert_file = tls_strdup_or_null(config->cert_file, &failed);
   tls->key_file = tls_strdup_or_null(config->key_file, &failed);
   tls->ca_file = tls_strdup_or_null(config->ca_file, &failed);
@@ -240,11 +364,9 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
     goto out;
   }
 
-  if (tls_seed(&tls->entropy, &tls->drbg, personalization, err, err_size) != 0 ||
-      tls_load_identity(&tls->cert, &tls->key, tls->cert_file, tls->key_file, "tls cert_file",
-                        "tls key_file", err, err_size) != 0)
+  if (tls_seed(&tls->entropy, &tls->drbg, personalization, err, err_size) != 0)
     goto out;
-  tls->current = tls_conf_create(tls, err, err_size);
+  tls->current = tls_conf_create(tls, 1, err, err_size);
   if (tls->current == NULL)
     goto out;
   result = tls;
@@ -254,13 +376,13 @@ out:
   return result;
 }
 
-/* Swaps in a freshly read CA/CRL. See http_int.h. Loop thread. */
+/* Swaps in freshly read files. See http_int.h. Loop thread. */
 int http__tls_reload(struct http__tls *tls, char *err, size_t err_size)
 {
   struct http__tls_conf *conf;
   int rc = -1;
 
-  conf = tls_conf_create(tls, err, err_size);
+  conf = tls_conf_create(tls, 0, err, err_size);
   if (conf == NULL)
     goto out;
   /* Sessions already set up keep their reference to the old config. */
@@ -269,6 +391,17 @@ int http__tls_reload(struct http__tls *tls, char *err, size_t err_size)
   rc = 0;
 out:
   return rc;
+}
+
+/* See http_int.h. Loop thread. */
+void http__tls_status(const struct http__tls *tls, struct http_tls_status *out)
+{
+  memset(out, 0, sizeof(*out));
+  if (tls == NULL || tls->current == NULL)
+    return;
+  out->generation = tls->current->generation;
+  out->crl_next_update = tls->current->crl_next_update;
+  out->cert_not_after = tls->current->cert_not_after;
 }
 
 /* Drops the server's reference. See http_int.h. Loop thread. */
@@ -510,10 +643,19 @@ int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t rea
   int rc;
 
   /* NULL current: the server is closing and will close this connection itself. */
-  if (current == NULL || current->generation == conn->checked_generation)
+  if (current == NULL)
     goto out;
   /* Only a certificate the handshake accepted is re-checked: no certificate, nothing to revoke. */
   peer_cert = http__tls_conn_peer_cert(conn);
+  /* A keep-alive connection may outlive its certificate: every request. */
+  if (peer_cert != NULL && mbedtls_x509_time_is_past(&peer_cert->valid_to)) {
+    tls_time_text(tls_x509_time(&peer_cert->valid_to), text, sizeof(text));
+    snprintf(reason, reason_size, "The certificate validity has expired (at %s)", text);
+    result = HTTP__TLS_FAILED;
+    goto out;
+  }
+  if (current->generation == conn->checked_generation)
+    goto out;
   if (peer_cert != NULL && current->has_ca) {
     /*
      * The same check the handshake made (default profile, CA, CRL), with
@@ -521,8 +663,8 @@ int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t rea
      * cast only satisfies the 2.28 prototype.
      */
     rc = mbedtls_x509_crt_verify((mbedtls_x509_crt *)peer_cert, &current->ca,
-                                 current->has_crl ? &current->crl : NULL, NULL, &flags, NULL,
-                                 NULL);
+                                 current->has_crl ? &current->crl : NULL, NULL, &flags,
+                                 tls_verify_cb, NULL);
     if (rc != 0) {
       if (flags != 0) {
         tls_verify_text(flags, reason, reason_size);

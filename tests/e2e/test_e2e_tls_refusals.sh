@@ -5,7 +5,10 @@
 # one are refused in the handshake; a device of store S002 sending a batch
 # for S001, and an admin certificate sending a batch, get 403; each refusal
 # is logged with its reason. Decompression bombs and garbage bodies get 400,
-# and the collector keeps serving: good batches afterwards get 200.
+# and the collector keeps serving: good batches afterwards get 200. An
+# expired CRL and another CA's CRL are refused on SIGHUP, the CRL in use
+# stays (a store keeps sending, the revoked device stays out), and the
+# days until the CRL expires are in the log and the metrics.
 source "$(dirname "$0")/lib.sh"
 
 make_pki S002 D1
@@ -97,4 +100,46 @@ assert_eq "records whose key is not their store_id" 0 "$(rsql sales 'SELECT coun
 assert_eq "records from refused requests" 0 "$(rsql sales 'SELECT count(*) FROM k WHERE store_id = '"'"'S001'"'"' AND seq > 10;')"
 kafka_read pos.dlq.v1 dlq
 assert_eq "records in pos.dlq.v1 (nothing refused is dead-lettered)" 0 "$KAFKA_RECORDS"
+
+# --- a CRL that would lock the fleet out is refused on SIGHUP (issue 13) ------------------
+# expect_log_count WHAT N REGEX: N lines match REGEX within 5 s.
+expect_log_count() {
+  local deadline=$((SECONDS + 5))
+  until (($(grep -Ec -- "$3" "$COLLECTOR_LOG" || true) >= $2)); do
+    ((SECONDS < deadline)) || fail "$1: collector log lines" "$2 matching /$3/" "$(tail -n 3 "$COLLECTOR_LOG")"
+    sleep 0.05
+  done
+  log "$1: $(grep -E -- "$3" "$COLLECTOR_LOG" | tail -n 1)"
+}
+operator_port="$(sed -n 's/.*event=operator_listening .*port=\([0-9]*\).*/\1/p' "$COLLECTOR_LOG" | head -n1)"
+# crl_days: days until the CRL in use expires, from the collector's metrics.
+crl_days() {
+  local at
+  at="$(curl -sS --max-time 10 "http://127.0.0.1:$operator_port/metrics" |
+    sed -n 's/^pos_collector_tls_crl_next_update_timestamp_seconds \([-0-9.e+]*\)$/\1/p')"
+  [[ -n "$at" ]] || fail "metrics: pos_collector_tls_crl_next_update_timestamp_seconds"
+  awk -v at="$at" -v now="$(date +%s)" 'BEGIN { printf "%.2f\n", (at - now) / 86400 }'
+}
+expect_log "the CRL's expiry at start" 'event=tls_loaded .*crl_days_left=(29|30)\.'
+days="$(crl_days)"
+assert_match "metrics: days until the CRL expires (30-day CRL)" '^(29|30)\.' "$days"
+cp "$PKI/crl.pem" "$T/crl.good.pem"
+bash "$POS_SOURCE_DIR/tests/tools/pki.sh" crl-expired "$PKI" "$PKI/crl.pem"
+bash "$POS_SOURCE_DIR/tests/tools/pki.sh" crl-other "$PKI" "$T/crl.other.pem"
+kill -HUP "$COLLECTOR_PID"
+expect_log_count "an expired CRL refused on reload" 1 \
+  'event=tls_reload_failed .*expired at 2020-02-01 00:00:00 UTC.*action="kept the certificate, key, CA and CRL in use'
+cp "$T/crl.other.pem" "$PKI/crl.pem"
+kill -HUP "$COLLECTOR_PID"
+expect_log_count "another CA's CRL refused on reload" 1 \
+  'event=tls_reload_failed .*issued by \\"CN=Somebody Else.s CA\\", which is not a CA of ca_file'
+send_batch device-S002-D1 --store S002 --journal "$J" --batch-seq 2 --first-seq 8 --sales 5
+assert_eq "S002 keeps sending after both refused reloads: status" 200 "$(batch_field status)"
+assert_eq "S002 keeps sending: acked_batch_seq" 2 "$(batch_field acked_batch_seq)"
+handshake_refused "revoked certificate, the CRL in use kept" revoked 'revoked'
+assert_match "metrics: the CRL in use is not the expired one" '^(29|30)\.' "$(crl_days)"
+cp "$T/crl.good.pem" "$PKI/crl.pem"
+kill -HUP "$COLLECTOR_PID"
+expect_log "a good CRL taken on reload" 'event=tls_reloaded .*crl_days_left=(29|30)\.'
+kill -0 "$COLLECTOR_PID" 2>/dev/null || fail "the collector survives the reloads"
 stop_collector

@@ -7,12 +7,14 @@
 #                                        a revoked one and the CRL that revokes it
 #   pki.sh device DIR STORE DEVICE       one more device cert: DIR/device-STORE-DEVICE.{crt,key}
 #   pki.sh revoke DIR NAME               revoke DIR/NAME.crt and rewrite DIR/crl.pem
+#   pki.sh crl-expired DIR OUT           a CRL of the CA (its revocations) past its nextUpdate
+#   pki.sh crl-other DIR OUT             a CRL of the other CA
 #
 # Device certificates carry the SAN URI urn:pos:store:<store>:device:<device>,
 # admin certificates urn:pos:admin:<name>. Keys are EC P-256 (fast to make).
 set -euo pipefail
 
-cmd=${1:?usage: pki.sh init|device|revoke DIR ...}
+cmd=${1:?usage: pki.sh init|device|revoke|crl-expired|crl-other DIR ...}
 dir=${2:?usage: pki.sh $cmd DIR ...}
 
 ca_conf() { # $1 = CA dir
@@ -101,6 +103,15 @@ revoke)
   name=${3:?certificate name}
   openssl ca -batch -config "$dir/ca/ca.cnf" -revoke "$dir/$name.crt" 2>/dev/null
   gencrl
+  ;;
+crl-expired)
+  out=${3:?output file}
+  openssl ca -batch -config "$dir/ca/ca.cnf" -gencrl -crl_lastupdate 20200101000000Z \
+    -crl_nextupdate 20200201000000Z -out "$out" 2>/dev/null
+  ;;
+crl-other)
+  out=${3:?output file}
+  openssl ca -batch -config "$dir/other-ca/ca.cnf" -gencrl -out "$out" 2>/dev/null
   ;;
 *)
   echo "pki.sh: unknown command $cmd" >&2

@@ -40,6 +40,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <uv.h>
 
 struct mbedtls_x509_crt;
@@ -114,7 +115,12 @@ http_server *http_server_create(uv_loop_t *loop, const struct http_server_config
 int http_server_port(const http_server *server);
 
 /*
- * Rereads the CA file and CRL (for SIGHUP). New handshakes use them at once.
+ * Rereads the server certificate and key, the CA file and the CRL (for
+ * SIGHUP). New handshakes use them at once. A CRL must be issued and signed
+ * by a CA of ca_file and not past its nextUpdate, at start and here; an
+ * expired one is accepted at start only (its revocations are better than
+ * none), and a CRL that expires while in use never refuses a client: it is
+ * the operator's to see (http_server_tls_status).
  * Connections already open keep their TLS session, but the next request
  * completed on each is held back until its client certificate is verified
  * again against the new CA and CRL; one that no longer verifies (revoked,
@@ -125,6 +131,16 @@ int http_server_port(const http_server *server);
  * re-checked). Loop thread.
  */
 int http_server_reload_tls(http_server *server, char *err, size_t err_size);
+
+/* What the TLS files in use say about time: for metrics and status. */
+struct http_tls_status {
+  unsigned long generation; /* 0: no TLS; 1 at start, +1 per reload */
+  time_t crl_next_update;   /* the earliest nextUpdate of the CRLs in use; 0: no CRL */
+  time_t cert_not_after;    /* the server certificate's notAfter */
+};
+
+/* Fills `out` (all 0 without TLS). Loop thread. */
+void http_server_tls_status(const http_server *server, struct http_tls_status *out);
 
 /*
  * Stops accepting, closes every connection (pending exchanges are dropped:

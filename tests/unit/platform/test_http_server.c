@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1423,6 +1424,10 @@ static int pki_create(void)
       "crlnumber = crlnumber\n"
       "default_md = sha256\n"
       "default_crl_days = 7\n"
+      "policy = any\n"
+      "unique_subject = no\n"
+      "[any]\n"
+      "commonName = supplied\n"
       "EOF\n"
       "touch index.txt; echo 01 > crlnumber; echo 1000 > serial\n"
       "openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \\\n"
@@ -1443,7 +1448,26 @@ static int pki_create(void)
       "openssl ca -config ca.cnf -gencrl -out crl-empty.pem\n"
       "openssl ca -config ca.cnf -revoke revoked.crt\n"
       "openssl ca -config ca.cnf -gencrl -out crl.pem\n"
-      "cp crl-empty.pem crl-active.pem\n";
+      "cp crl-empty.pem crl-active.pem\n"
+      /* The same revocation in a CRL long past its nextUpdate. */
+      "openssl ca -config ca.cnf -gencrl -crl_lastupdate 20200101000000Z \\\n"
+      "  -crl_nextupdate 20200201000000Z -out crl-expired.pem\n"
+      "cp server.crt server-active.crt; cp server.key server-active.key\n"
+      /* Another CA, with its CRL and a server certificate; and a forger: a
+       * CA of our CA's name with another key, and its CRL. */
+      "ca_in() {\n"
+      "  mkdir $1 && cp ca.cnf $1/ && (cd $1 && touch index.txt && echo 01 > crlnumber &&\n"
+      "    echo 1000 > serial &&\n"
+      "    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \\\n"
+      "      -keyout ca.key -out ca.crt -days 2 -subj \"/CN=$2\" \\\n"
+      "      -addext 'basicConstraints=critical,CA:TRUE' \\\n"
+      "      -addext 'keyUsage=critical,keyCertSign,cRLSign' &&\n"
+      "    openssl ca -config ca.cnf -gencrl -out ../$3)\n"
+      "}\n"
+      "ca_in other 'Somebody Else CA' crl-other-ca.pem\n"
+      "ca_in forger 'POS Test CA' crl-forged.pem\n"
+      "(cd other && gen server localhost 'subjectAltName=IP:127.0.0.1,DNS:localhost' "
+      "'extendedKeyUsage=serverAuth')\n";
   char path[128];
   char command[256];
   FILE *file;
@@ -1737,6 +1761,182 @@ static void test_tls_reload_revokes_open_connections(void **state)
   free(reply);
 }
 
+/* Copies PKI file `from` over `to` (both in the PKI directory). */
+static void pki_copy(const char *from, const char *to)
+{
+  char command[512];
+
+  snprintf(command, sizeof(command), "cp '%s/%s' '%s/%s'", pki_dir, from, pki_dir, to);
+  assert_int_equal(system(command), 0);
+}
+
+/*
+ * Issue 13: a CRL that is expired, from another CA or not signed by ours is
+ * refused on reload, with the reason, and the CRL in use stays: the good
+ * client keeps connecting and the revoked one stays out.
+ */
+static void test_tls_reload_refuses_a_bad_crl(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+  static const struct {
+    const char *file, *says;
+  } bad[] = {
+      {"crl-expired.pem", "expired at 2020-02-01 00:00:00 UTC"},
+      {"crl-other-ca.pem", "is not a CA of ca_file"},
+      {"crl-forged.pem", "signature does not verify"},
+  };
+
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, "crl-active.pem");
+  pki_copy("crl.pem", "crl-active.pem");
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(ts, &config, MODE_CERT, 0);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    pki_copy(bad[i].file, "crl-active.pem");
+    assert_int_equal(server_call(ts, reload_on_loop), -1);
+    if (strstr(ts->err, bad[i].says) == NULL || strstr(ts->err, files.crl) == NULL)
+      fail_msg("reloading %s: \"%s\" does not say \"%s\"", bad[i].file, ts->err, bad[i].says);
+    tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
+    assert_int_equal(reply->rc, CURLE_OK);
+    assert_string_equal(reply->body, "CN=store-0042");
+    tls_request(&files, ts->port, files.revoked_cert, files.revoked_key, reply);
+    assert_int_not_equal(reply->rc, CURLE_OK);
+  }
+  server_stop(ts);
+  pki_copy("crl-empty.pem", "crl-active.pem");
+  free(reply);
+}
+
+/*
+ * An expired CRL never refuses a client (mbedTLS's default refuses every
+ * certificate once its CRL expires: every store at once): at start it is
+ * taken, its revocations still apply, and the good client is served.
+ */
+static void test_tls_expired_crl_locks_no_one_out(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+  struct http_tls_status status;
+
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, "crl-expired.pem");
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_string_equal(reply->body, "CN=store-0042");
+  tls_request(&files, ts->port, files.revoked_cert, files.revoked_key, reply);
+  assert_int_not_equal(reply->rc, CURLE_OK);
+  http_server_tls_status(ts->server, &status);
+  assert_int_equal(status.generation, 1);
+  assert_int_equal(status.crl_next_update, 1580515200); /* 2020-02-01 00:00:00 UTC */
+  assert_true(status.cert_not_after > time(NULL));
+  server_stop(ts);
+  free(reply);
+}
+
+/*
+ * A client certificate that expires while its keep-alive connection is
+ * open is refused at its next request (403, closed), not served until the
+ * connection happens to drop.
+ */
+static void test_tls_cert_expiring_on_an_open_connection_refused(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+  char command[1024], cert[160], key[160];
+  CURL *curl = curl_easy_init();
+  time_t expires = time(NULL) + 4;
+
+  if (!pki_ready)
+    skip();
+  /* Valid from a minute ago to 4 s from now. */
+  snprintf(command, sizeof(command),
+           "cd '%s' && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout soon.key -out soon.csr -subj /CN=store-0777 >>openssl.log 2>&1 && "
+           "openssl ca -batch -config ca.cnf -extfile client.ext -in soon.csr -out soon.crt "
+           "-startdate $(date -u -d @%lld +%%Y%%m%%d%%H%%M%%SZ) "
+           "-enddate $(date -u -d @%lld +%%Y%%m%%d%%H%%M%%SZ) >>openssl.log 2>&1",
+           pki_dir, (long long)expires - 60, (long long)expires);
+  assert_int_equal(system(command), 0);
+  pki_path(cert, sizeof(cert), "soon.crt");
+  pki_path(key, sizeof(key), "soon.key");
+  tls_files_init(&files, 1, "crl-active.pem");
+  pki_copy("crl-empty.pem", "crl-active.pem");
+  default_config(&config);
+  config.tls = &files.tls;
+  config.idle_timeout_ms = 60000; /* the connection outlives the certificate */
+  server_start(ts, &config, MODE_CERT, 0);
+  tls_request_on(curl, &files, ts->port, cert, key, reply);
+  if (reply->rc != CURLE_OK)
+    fail_msg("the short-lived certificate was refused at once (a slow machine?): %d", reply->rc);
+  assert_string_equal(reply->body, "CN=store-0777");
+  while (time(NULL) <= expires + 1)
+    usleep(100 * 1000);
+  tls_request_on(curl, &files, ts->port, cert, key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  assert_int_equal(reply->num_connects, 0);
+  assert_int_equal(reply->status, 403);
+  assert_non_null(strstr(reply->body, "no longer accepted"));
+  assert_non_null(strstr(reply->body, "expired"));
+  /* A new handshake with it fails too. */
+  tls_request_on(curl, &files, ts->port, cert, key, reply);
+  assert_int_not_equal(reply->rc, CURLE_OK);
+  server_stop(ts);
+  assert_int_equal(atomic_load(&ts->handled), 1);
+  curl_easy_cleanup(curl);
+  free(reply);
+}
+
+/*
+ * SIGHUP's reload takes a renewed server certificate and key; a key that
+ * does not match its certificate is refused and the pair in use stays.
+ */
+static void test_tls_reload_takes_a_new_server_cert(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct reply *reply = malloc(sizeof(*reply));
+
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, NULL);
+  pki_path(files.cert, sizeof(files.cert), "server-active.crt");
+  pki_path(files.key, sizeof(files.key), "server-active.key");
+  pki_copy("server.crt", "server-active.crt");
+  pki_copy("server.key", "server-active.key");
+  default_config(&config);
+  config.tls = &files.tls;
+  server_start(ts, &config, MODE_CERT, 0);
+  tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  /* Half a pair: refused, the old one serves on. */
+  pki_copy("other/server.crt", "server-active.crt");
+  assert_int_equal(server_call(ts, reload_on_loop), -1);
+  assert_non_null(strstr(ts->err, "does not match"));
+  tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_OK);
+  /* The whole pair (from a CA this client does not trust: so it shows). */
+  pki_copy("other/server.key", "server-active.key");
+  assert_int_equal(server_call(ts, reload_on_loop), 0);
+  tls_request(&files, ts->port, files.client_cert, files.client_key, reply);
+  assert_int_equal(reply->rc, CURLE_PEER_FAILED_VERIFICATION);
+  server_stop(ts);
+  free(reply);
+}
+
 static void test_tls_keep_alive_and_post(void **state)
 {
   struct test_server *ts = *state;
@@ -1905,6 +2105,9 @@ static void test_tls_port_refuses_plain_http(void **state)
 static int group_setup(void **state)
 {
   (void)state;
+  /* As the agent and the collector do: a client that hangs up mid-handshake
+   * (it refused our certificate) must not kill the server. */
+  signal(SIGPIPE, SIG_IGN);
   curl_global_init(CURL_GLOBAL_DEFAULT);
   pki_ready = pki_create() == 0;
   if (!pki_ready)
@@ -1959,6 +2162,14 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_tls_revoked_client_cert_refused, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_reload_picks_up_new_crl, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_reload_revokes_open_connections, test_setup,
+                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_reload_refuses_a_bad_crl, test_setup,
+                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_expired_crl_locks_no_one_out, test_setup,
+                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_cert_expiring_on_an_open_connection_refused,
+                                      test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_reload_takes_a_new_server_cert, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_keep_alive_and_post, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_idle_connections_do_not_lock_out_clients,
