@@ -40,8 +40,15 @@
 # with libcurl until 201, then SIGTERMs and reaps it, all in one process.
 # Timed from bash instead (a grep and a sed of the log, a curl process per
 # POST, sleep 0.002 between tries), an empty journal's start measured
-# 110-115 ms on a 2-core VM where the agent listens in ~30 ms: the forks of
-# the loop, not the agent. Those figures are not comparable with these.
+# 110-115 ms on a 2-core VM where pos-start-timer measures 16-24 ms for the
+# same agent: the forks of the loop, not the agent. Those figures are not
+# comparable with these. (Of those ~20 ms, about 5 ms is this VM's exec of
+# any program and 7 ms the loading of the agent's shared libraries:
+# `perf stat -r 30 pos-agent --version` beside /bin/true.)
+# The stop column at 100k and 1M sales is mostly a wait: SIGTERM comes
+# milliseconds after the start, while the status page's rebuild of today's
+# figures (status_today_load_start) still reads, and journal_close's WAL
+# rewind (a RESTART checkpoint) waits for that reader to leave.
 # Environment:
 #   BENCH_SIZES   "0 100000 1000000"
 #   BENCH_KINDS   "acked unsealed" (which journals: acknowledged, unsealed)
