@@ -91,6 +91,15 @@ static void status_today_loader_end(struct status_today_loader *loader)
   uv_close((uv_handle_t *)&loader->done, status_today_loader_free);
 }
 
+void status_today_stop(status_today *today)
+{
+  if (!today || !today->loader)
+    return;
+  atomic_store(&today->loader->stop, 1);
+  /* Its handle closes on the loop's next turn. */
+  status_today_loader_end(today->loader);
+}
+
 void status_today_free(status_today *today)
 {
   if (!today)

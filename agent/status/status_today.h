@@ -31,6 +31,13 @@ status_today *status_today_create(void);
 void status_today_free(status_today *today);
 
 /*
+ * Stops a rebuild in progress (status_today_load_start) and waits for its
+ * thread, the loop still running: before the journal closes, whose last
+ * checkpoint waits for every reader of the database. `today` may be NULL.
+ */
+void status_today_stop(status_today *today);
+
+/*
  * Counts `sale` (just stored, not a duplicate) if its business day is
  * today; a new day starts the aggregate over. `now_ms` is the wall clock.
  */
