@@ -186,6 +186,7 @@ static int collector_run(struct collector *c)
       .tls = &tls,
       .first_request_timeout_ms = (uint64_t)cfg->first_request_timeout_ms,
       .max_connections_per_ip = (unsigned)cfg->max_connections_per_ip,
+      .on_tls_refused = collector_metrics_tls_refusal,
   };
   char err[512];
   int rc = 1;

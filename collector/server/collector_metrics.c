@@ -24,7 +24,7 @@ static struct {
   int ready;
   ingest *ingest;
   int64_t unhealthy_after_ms;
-  metrics_family *latency, *batches, *heartbeats, *refusals;
+  metrics_family *latency, *batches, *heartbeats, *refusals, *tls_refusals;
   metrics_series *sales_produced, *sales_dead_lettered, *sales_skipped, *deltas_produced,
       *stores_seen;
   /* Stores seen since start, sorted for bsearch: 2,000 stores is 2,000
@@ -64,6 +64,12 @@ int collector_metrics_init(ingest *in, int64_t unhealthy_after_ms)
   cm.refusals = metrics_counter(r, "pos_collector_refusals_total",
                                 "Requests answered with an error, by HTTP status and reason.",
                                 "status,reason");
+  cm.tls_refusals = metrics_counter(r, "pos_collector_tls_refusals_total",
+                                    "Connections refused for their TLS handshake or client "
+                                    "certificate, by reason (no_certificate, expired, "
+                                    "not_yet_valid, revoked, not_trusted, other_certificate, "
+                                    "handshake); each is logged with its peer.",
+                                    "reason");
   cm.sales_produced = metrics_series1(
       metrics_counter(r, "pos_collector_sales_produced_total",
                       "Sales produced to the sales or replay topic and acknowledged by Kafka.",
@@ -93,7 +99,8 @@ int collector_metrics_init(ingest *in, int64_t unhealthy_after_ms)
                   "Records Kafka refused, at produce or in their delivery report, by topic and "
                   "librdkafka error (purges at shutdown or after a doubt not counted).",
                   "topic,error");
-  if (!cm.latency || !cm.batches || !cm.heartbeats || !cm.refusals || !cm.stores_seen)
+  if (!cm.latency || !cm.batches || !cm.heartbeats || !cm.refusals || !cm.tls_refusals ||
+      !cm.stores_seen)
     return -1;
   cm.ready = 1;
   return 0;
@@ -148,6 +155,13 @@ void collector_metrics_refusal(int status, const char *reason)
   values[0] = status_text;
   values[1] = reason;
   metrics_inc(metrics_series_get(cm.refusals, values));
+}
+
+void collector_metrics_tls_refusal(const char *reason, void *arg)
+{
+  (void)arg;
+  if (cm.ready)
+    metrics_inc(metrics_series1(cm.tls_refusals, reason));
 }
 
 void collector_metrics_batch(const char *store_id, uint64_t started_ns,

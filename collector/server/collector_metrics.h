@@ -50,6 +50,10 @@ double collector_days_until(time_t when);
 /* The server whose TLS files' expiry the metrics show (NULL: none). */
 void collector_metrics_server(const http_server *server);
 
+/* Counts a connection refused for its TLS handshake or certificate
+ * (http_server_config's on_tls_refused). */
+void collector_metrics_tls_refusal(const char *reason, void *arg);
+
 void collector_metrics_refresh(void *arg);
 
 /*

@@ -127,6 +127,13 @@ void http__tls_conn_close_notify(struct http__tls_conn *conn);
  */
 int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t reason_size);
 
+/*
+ * Why the connection was refused, for counting (http_server_config's
+ * on_tls_refused): after a failed handshake (`rechecked` 0) or a failed
+ * http__tls_conn_recheck (1).
+ */
+const char *http__tls_conn_refusal(const struct http__tls_conn *conn, int rechecked);
+
 /* The client certificate if one was sent and verified, else NULL. Borrowed from the session. */
 const struct mbedtls_x509_crt *http__tls_conn_peer_cert(const struct http__tls_conn *conn);
 

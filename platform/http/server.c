@@ -1065,6 +1065,9 @@ static int conn_recheck_client_cert(struct http_conn *conn)
   log_warn(HTTP_MOD, "client_cert_no_longer_valid", "peer=%s subject=%s reason=%s action=closed",
            conn->peer, log_quote(subject, quoted_subject, sizeof(quoted_subject)),
            log_quote(reason, quoted_reason, sizeof(quoted_reason)));
+  if (conn->server->config.on_tls_refused)
+    conn->server->config.on_tls_refused(http__tls_conn_refusal(conn->tls, 1),
+                                        conn->server->handler_arg);
   conn_refuse(conn, 403, "the client certificate is no longer accepted: %s", reason);
   return -1;
 }
@@ -1361,6 +1364,9 @@ static void conn_on_handshake_data(struct http_conn *conn)
   if (rc != HTTP__TLS_OK) {
     log_warn(HTTP_MOD, "tls_handshake_failed", "peer=%s reason=%s", conn->peer,
              log_quote(reason, quoted, sizeof(quoted)));
+    if (conn->server->config.on_tls_refused)
+      conn->server->config.on_tls_refused(http__tls_conn_refusal(conn->tls, 0),
+                                          conn->server->handler_arg);
     /* Drain so that mbedTLS's alert reaches the client before we close. */
     conn_finish(conn);
     return;

@@ -64,6 +64,8 @@ struct http__tls_conn {
   int handshake_done;
   /* The config generation whose CA and CRL last accepted the client certificate. */
   unsigned long checked_generation;
+  /* Why http__tls_conn_recheck last refused it (MBEDTLS_X509_BADCERT_*). */
+  uint32_t recheck_flags;
   /* Ciphertext not yet consumed by mbedTLS: in[in_start..in_end). */
   unsigned char *in;
   size_t in_start;
@@ -621,6 +623,36 @@ void http__tls_conn_close_notify(struct http__tls_conn *conn)
     (void)mbedtls_ssl_close_notify(&conn->ssl);
 }
 
+/* The class of MBEDTLS_X509_BADCERT_* flags, most telling first. */
+static const char *tls_refusal_class(uint32_t flags)
+{
+  if (flags & MBEDTLS_X509_BADCERT_REVOKED)
+    return "revoked";
+  if (flags & MBEDTLS_X509_BADCERT_EXPIRED)
+    return "expired";
+  if (flags & MBEDTLS_X509_BADCERT_FUTURE)
+    return "not_yet_valid";
+  if (flags & MBEDTLS_X509_BADCERT_MISSING)
+    return "no_certificate";
+  if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
+    return "not_trusted";
+  return "other_certificate";
+}
+
+/* See http_int.h. */
+const char *http__tls_conn_refusal(const struct http__tls_conn *conn, int rechecked)
+{
+  uint32_t flags;
+
+  if (rechecked)
+    return tls_refusal_class(conn->recheck_flags);
+  flags = mbedtls_ssl_get_verify_result(&conn->ssl);
+  /* -1: no certificate was verified (the handshake failed before). */
+  if (flags == 0 || flags == (uint32_t)-1)
+    return "handshake";
+  return tls_refusal_class(flags);
+}
+
 /* The verified client certificate. See http_int.h. */
 const struct mbedtls_x509_crt *http__tls_conn_peer_cert(const struct http__tls_conn *conn)
 {
@@ -649,6 +681,7 @@ int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t rea
   peer_cert = http__tls_conn_peer_cert(conn);
   /* A keep-alive connection may outlive its certificate: every request. */
   if (peer_cert != NULL && mbedtls_x509_time_is_past(&peer_cert->valid_to)) {
+    conn->recheck_flags = MBEDTLS_X509_BADCERT_EXPIRED;
     tls_time_text(tls_x509_time(&peer_cert->valid_to), text, sizeof(text));
     snprintf(reason, reason_size, "The certificate validity has expired (at %s)", text);
     result = HTTP__TLS_FAILED;
@@ -666,6 +699,7 @@ int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t rea
                                  current->has_crl ? &current->crl : NULL, NULL, &flags,
                                  tls_verify_cb, NULL);
     if (rc != 0) {
+      conn->recheck_flags = flags;
       if (flags != 0) {
         tls_verify_text(flags, reason, reason_size);
       } else {

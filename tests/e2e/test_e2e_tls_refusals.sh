@@ -138,6 +138,12 @@ assert_eq "S002 keeps sending after both refused reloads: status" 200 "$(batch_f
 assert_eq "S002 keeps sending: acked_batch_seq" 2 "$(batch_field acked_batch_seq)"
 handshake_refused "revoked certificate, the CRL in use kept" revoked 'revoked'
 assert_match "metrics: the CRL in use is not the expired one" '^(29|30)\.' "$(crl_days)"
+# Every refusal above is counted by reason (two without a certificate: pos-batch's and curl's).
+metrics="$(curl -sS --max-time 10 "http://127.0.0.1:$operator_port/metrics")"
+for expected in no_certificate:2 not_trusted:1 expired:1 revoked:2; do
+  assert_eq "metrics: TLS refusals counted as ${expected%%:*}" "${expected#*:}" \
+    "$(sed -n "s/^pos_collector_tls_refusals_total{reason=\"${expected%%:*}\"} //p" <<<"$metrics")"
+done
 cp "$T/crl.good.pem" "$PKI/crl.pem"
 kill -HUP "$COLLECTOR_PID"
 expect_log "a good CRL taken on reload" 'event=tls_reloaded .*crl_days_left=(29|30)\.'

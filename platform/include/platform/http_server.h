@@ -90,6 +90,11 @@ struct http_server_config {
   uint64_t first_request_timeout_ms;
   unsigned max_connections_per_ip; /* 0 = no limit per source address */
   http_headers_fn on_headers;      /* NULL = every request's body is read; gets handler_arg */
+  /* NULL, or called (with handler_arg) for each client refused for its TLS
+   * handshake or, later, its certificate: `reason` is one of no_certificate,
+   * expired, not_yet_valid, revoked, not_trusted, other_certificate,
+   * handshake (not about the certificate). For counting; it is logged. */
+  void (*on_tls_refused)(const char *reason, void *handler_arg);
 };
 
 typedef struct http_server http_server;

@@ -662,7 +662,7 @@ static http_server *tls_server_start(struct fixture *f, struct pki *pki, const c
                                      struct tls_server *seen)
 {
   struct http_server_config config = {host, 0, 16 * 1024, 1 << 20, 60000, 60000, 16,
-                                      &pki->tls, 0, 0, NULL};
+                                      &pki->tls, 0, 0, NULL, NULL};
   char err[256];
 
   return http_server_create(&f->loop, &config, tls_handle, seen, err, sizeof(err));

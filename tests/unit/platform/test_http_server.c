@@ -1844,10 +1844,21 @@ static void test_tls_expired_crl_locks_no_one_out(void **state)
   free(reply);
 }
 
+/* The last reason on_tls_refused was called with, and how many times. */
+static char last_tls_refusal[32];
+static atomic_int tls_refusals;
+
+static void count_tls_refusal(const char *reason, void *arg)
+{
+  (void)arg;
+  snprintf(last_tls_refusal, sizeof(last_tls_refusal), "%s", reason);
+  atomic_fetch_add(&tls_refusals, 1);
+}
+
 /*
  * A client certificate that expires while its keep-alive connection is
  * open is refused at its next request (403, closed), not served until the
- * connection happens to drop.
+ * connection happens to drop; each refusal is counted with its reason.
  */
 static void test_tls_cert_expiring_on_an_open_connection_refused(void **state)
 {
@@ -1877,6 +1888,8 @@ static void test_tls_cert_expiring_on_an_open_connection_refused(void **state)
   default_config(&config);
   config.tls = &files.tls;
   config.idle_timeout_ms = 60000; /* the connection outlives the certificate */
+  config.on_tls_refused = count_tls_refusal;
+  atomic_store(&tls_refusals, 0);
   server_start(ts, &config, MODE_CERT, 0);
   tls_request_on(curl, &files, ts->port, cert, key, reply);
   if (reply->rc != CURLE_OK)
@@ -1894,6 +1907,8 @@ static void test_tls_cert_expiring_on_an_open_connection_refused(void **state)
   tls_request_on(curl, &files, ts->port, cert, key, reply);
   assert_int_not_equal(reply->rc, CURLE_OK);
   server_stop(ts);
+  assert_int_equal(atomic_load(&tls_refusals), 2);
+  assert_string_equal(last_tls_refusal, "expired");
   assert_int_equal(atomic_load(&ts->handled), 1);
   curl_easy_cleanup(curl);
   free(reply);
