@@ -21,7 +21,7 @@ enum posctl_exit {
   POSCTL_EXIT_INCOMPLETE = 4,  /* --wait: finished INCOMPLETE (history missing) */
   POSCTL_EXIT_FAILED = 5,      /* --wait: FAILED or CANCELLED */
   POSCTL_EXIT_TIMEOUT = 6,     /* --wait: --timeout reached first */
-  POSCTL_EXIT_LAGGING = 10,    /* stores --lagging: at least one store listed */
+  POSCTL_EXIT_LAGGING = 10,    /* stores --lagging, certificates: at least one listed */
   POSCTL_EXIT_INTERRUPTED = 130, /* --wait: Ctrl-C (the shell's 128 + SIGINT) */
 };
 

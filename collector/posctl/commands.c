@@ -3,7 +3,9 @@
  * the admin API once (or follows a command with --wait), prints the
  * answer for people or as JSON, and returns the exit code.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -348,6 +350,105 @@ int posctl_cmd_store(const struct posctl_run *run, const struct posctl_args *arg
   else
     posctl_render_store(stdout, answer.json, commands_now(answer.json));
 out:
+  posctl_answer_clear(&answer);
+  return rc;
+}
+
+int posctl_parse_days(const char *text, int64_t *days, char *err, size_t err_size)
+{
+  char *end = NULL;
+  long long value;
+
+  errno = 0;
+  value = strtoll(text, &end, 10);
+  if (errno || end == text || *end || value < 0 || value > 36500) {
+    snprintf(err, err_size, "--expiring wants a whole number of days from 0 to 36500, not '%s'",
+             text);
+    return -1;
+  }
+  *days = value;
+  return 0;
+}
+
+/* Orders devices by days left, nearest expiry first. */
+static int commands_by_days_left(const void *a, const void *b)
+{
+  json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "cert_days_left"));
+  json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "cert_days_left"));
+  return x < y ? -1 : x > y;
+}
+
+int posctl_cmd_certificates(const struct posctl_run *run, const struct posctl_args *args)
+{
+  const char *path = "/v1/admin/stores";
+  struct posctl_answer answer;
+  const json_t *stores, *store, *device;
+  json_t **found = NULL, *list = NULL;
+  size_t i, j, count = 0, capacity = 0;
+  int64_t days = 30;
+  char err[256];
+  int rc;
+
+  if (args->expiring && posctl_parse_days(args->expiring, &days, err, sizeof(err)))
+    return POSCTL_EXIT_USAGE; /* checked before: not reached */
+  rc = commands_get(run, path, &answer);
+  if (rc != POSCTL_EXIT_OK)
+    goto out;
+  stores = json_object_get(answer.json, "stores");
+  if (!json_is_array(stores)) {
+    rc = commands_bad_answer("\"stores\" list", path);
+    goto out;
+  }
+  /* Devices without a heartbeat yet have no certificate figures: not listed. */
+  json_array_foreach(stores, i, store) {
+    json_array_foreach(json_object_get(store, "devices"), j, device) {
+      json_t *left = json_object_get(device, "cert_days_left");
+      if (!json_is_integer(left) || json_integer_value(left) > days)
+        continue;
+      if (count == capacity) {
+        size_t grown = capacity ? capacity * 2 : 16;
+        json_t **bigger = realloc(found, grown * sizeof(*found));
+        if (!bigger) {
+          fprintf(stderr, "posctl: out of memory\n");
+          rc = POSCTL_EXIT_UNREACHABLE;
+          goto out;
+        }
+        found = bigger;
+        capacity = grown;
+      }
+      found[count] = json_pack("{s:O, s:O, s:O, s:O}", "store_id",
+                               json_object_get(store, "store_id"), "device_id",
+                               json_object_get(device, "device_id"), "cert_not_after",
+                               json_object_get(device, "cert_not_after"), "cert_days_left", left);
+      if (!found[count]) {
+        fprintf(stderr, "posctl: out of memory\n");
+        rc = POSCTL_EXIT_UNREACHABLE;
+        goto out;
+      }
+      count++;
+    }
+  }
+  if (count > 1)
+    qsort(found, count, sizeof(*found), commands_by_days_left);
+  list = json_array();
+  for (i = 0; i < count; i++)
+    json_array_append_new(list, found[i]);
+  count = json_array_size(list);
+  free(found);
+  found = NULL;
+  if (run->json) {
+    json_t *out = json_pack("{s:O, s:I, s:O}", "now", json_object_get(answer.json, "now"),
+                            "expiring_days", (json_int_t)days, "devices", list);
+    posctl_print_json(out);
+    json_decref(out);
+  } else
+    posctl_render_certificates(stdout, list, days);
+  /* Any listed is news, as for stores --lagging. */
+  if (count > 0)
+    rc = POSCTL_EXIT_LAGGING;
+out:
+  free(found);
+  json_decref(list);
   posctl_answer_clear(&answer);
   return rc;
 }

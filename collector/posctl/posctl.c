@@ -38,6 +38,7 @@ enum posctl_option {
   OPT_TIMEOUT = 1 << 12,
   OPT_ALL = 1 << 13,
   OPT_LAGGING = 1 << 14,
+  OPT_EXPIRING = 1 << 15,
 };
 /* Allowed with every command, before or after its name. */
 #define OPT_GLOBAL (OPT_CONFIG | OPT_URL | OPT_CERT | OPT_KEY | OPT_CA | OPT_JSON | OPT_HELP)
@@ -58,6 +59,7 @@ static const struct option posctl_long_options[] = {
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"all", no_argument, NULL, OPT_ALL},
     {"lagging", required_argument, NULL, OPT_LAGGING},
+    {"expiring", required_argument, NULL, OPT_EXPIRING},
     {NULL, 0, NULL, 0},
 };
 
@@ -71,7 +73,8 @@ static const char posctl_exit_codes[] =
     "  4   --wait: the resync finished INCOMPLETE (history missing on a device)\n"
     "  5   --wait: the command FAILED or was CANCELLED\n"
     "  6   --wait: --timeout reached before it finished (the command goes on)\n"
-    "  10  stores --lagging: at least one store is lagging (listed)\n"
+    "  10  stores --lagging: at least one store is lagging (listed);\n"
+    "      certificates: at least one device's certificate expires soon (listed)\n"
     "  130 --wait: interrupted (Ctrl-C); the command goes on\n";
 
 static const char posctl_common_options[] =
@@ -153,6 +156,12 @@ static const struct posctl_command posctl_commands[] = {
      "DURATION: a number and a unit, s, m, h or d: 30m, 1h30m, 4d.\n"
      "example (cron): posctl stores --lagging 30m || page-the-on-call\n",
      posctl_cmd_stores},
+    {"certificates", OPT_EXPIRING, 0, 0, "certificates [--expiring DAYS]",
+     "Lists the devices whose certificate expires within DAYS days (30 when not given), or\n"
+     "has expired, nearest first: store, device, expiry and days left, from each device's\n"
+     "last heartbeat. Exit 10 when any is listed.\n\n"
+     "example (cron): posctl certificates --expiring 14 || page-the-on-call\n",
+     posctl_cmd_certificates},
     {"store", 0, 0, 1, "store S",
      "Shows store S in full: each device's last heartbeat and batch, agent and firmware\n"
      "versions, backlog, journal, clock drift, certificate expiry, disk, problems, and the\n"
@@ -237,6 +246,7 @@ static void posctl_take(int option, struct posctl_args *args, struct posctl_flag
   case OPT_TIMEOUT: args->timeout = optarg; break;
   case OPT_ALL: args->all = 1; break;
   case OPT_LAGGING: args->lagging = optarg; break;
+  case OPT_EXPIRING: args->expiring = optarg; break;
   }
 }
 
@@ -275,7 +285,7 @@ static int posctl_check(const struct posctl_command *command, const struct posct
   char err[256];
   int64_t ignored;
   unsigned extra = given & ~(command->options | OPT_GLOBAL), missing = command->required & ~given;
-  for (unsigned bit = 1; bit <= OPT_LAGGING; bit <<= 1) {
+  for (unsigned bit = 1; bit <= OPT_EXPIRING; bit <<= 1) {
     if (extra & bit) {
       snprintf(err, sizeof(err), "--%s is not an option of %s", posctl_option_name((int)bit),
                command->name);
@@ -294,7 +304,8 @@ static int posctl_check(const struct posctl_command *command, const struct posct
   if ((args->from && posctl_parse_time(args->from, &ignored, err, sizeof(err))) ||
       (args->to && posctl_parse_time(args->to, &ignored, err, sizeof(err))) ||
       (args->timeout && posctl_parse_duration(args->timeout, &ignored, err, sizeof(err))) ||
-      (args->lagging && posctl_parse_duration(args->lagging, &ignored, err, sizeof(err))))
+      (args->lagging && posctl_parse_duration(args->lagging, &ignored, err, sizeof(err))) ||
+      (args->expiring && posctl_parse_days(args->expiring, &ignored, err, sizeof(err))))
     goto bad;
   if (args->timeout && !args->wait) {
     snprintf(err, sizeof(err), "--timeout is for --wait (how long to wait)");

@@ -19,6 +19,7 @@ struct posctl_args {
   const char *device;
   const char *timeout;
   const char *lagging;
+  const char *expiring; /* certificates --expiring DAYS */
   const char *id; /* command ID, cancel ID, store S, help COMMAND */
   int wait;
   int all;
@@ -38,6 +39,10 @@ int posctl_cmd_command(const struct posctl_run *run, const struct posctl_args *a
 int posctl_cmd_cancel(const struct posctl_run *run, const struct posctl_args *args);
 int posctl_cmd_stores(const struct posctl_run *run, const struct posctl_args *args);
 int posctl_cmd_store(const struct posctl_run *run, const struct posctl_args *args);
+int posctl_cmd_certificates(const struct posctl_run *run, const struct posctl_args *args);
+
+/* DAYS of --expiring: a whole number 0..36500. Returns 0, or -1 with `err` set. */
+int posctl_parse_days(const char *text, int64_t *days, char *err, size_t err_size);
 
 /* Milliseconds since the epoch, UTC (the local clock). */
 int64_t posctl_now_ms(void);

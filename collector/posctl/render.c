@@ -375,6 +375,47 @@ int posctl_render_stores(FILE *out, const json_t *answer, int64_t now_ms, int64_
   return 0;
 }
 
+static const struct posctl_column render_certificate_columns[] = {
+    {"STORE", 0}, {"DEVICE", 0}, {"EXPIRES", 0}, {"DAYS LEFT", 1},
+};
+
+void posctl_render_certificates(FILE *out, const json_t *devices, int64_t days)
+{
+  size_t i, count = json_array_size(devices), expired = 0;
+  const json_t *device;
+  posctl_table *table;
+  int64_t left = 0;
+
+  if (count == 0) {
+    fprintf(out, "no device's certificate expires within %" PRId64 " days (as of each "
+            "device's last heartbeat)\n", days);
+    return;
+  }
+  table = posctl_table_create(render_certificate_columns, sizeof(render_certificate_columns) /
+                                                              sizeof(render_certificate_columns[0]));
+  if (!table)
+    return;
+  json_array_foreach(devices, i, device) {
+    posctl_table_add(table, render_str(device, "store_id") ? render_str(device, "store_id") : "-");
+    posctl_table_add(table, render_str(device, "device_id") ? render_str(device, "device_id")
+                                                            : "-");
+    posctl_table_add(table, render_str(device, "cert_not_after")
+                                ? render_str(device, "cert_not_after") : "-");
+    if (!render_int(device, "cert_days_left", &left) && left < 0) {
+      posctl_table_add(table, "EXPIRED");
+      expired++;
+    } else {
+      posctl_table_addf(table, "%" PRId64, left);
+    }
+  }
+  posctl_table_print(table, out);
+  posctl_table_destroy(table);
+  fprintf(out, "\n%zu device%s expiring within %" PRId64 " days, %zu expired already%s\n", count,
+          count == 1 ? "" : "s", days, expired,
+          expired ? ": a device with an expired certificate cannot renew it itself; it needs "
+                    "a new enrolment" : "");
+}
+
 /* "3 (oldest 2m)" for a backlog, "0" when nothing waits. */
 static char *render_backlog(const json_t *object, char *out, size_t out_size)
 {

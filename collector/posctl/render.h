@@ -34,6 +34,10 @@ int posctl_render_stores(FILE *out, const json_t *answer, int64_t now_ms, int64_
  */
 int posctl_render_store(FILE *out, const json_t *answer, int64_t now_ms);
 
+/* The devices of `certificates` (store_id, device_id, cert_not_after,
+ * cert_days_left), nearest expiry first, within `days`. */
+void posctl_render_certificates(FILE *out, const json_t *devices, int64_t days);
+
 /*
  * A list of command objects (GET /v1/admin/commands's "commands"): one line
  * each. `empty` is printed instead of an empty table. Returns 0, or -1 when

@@ -215,6 +215,23 @@ assert_contains "stores: the summary" "1 store, 0 lagging" "$OUT"
 posctl "${ADMIN[@]}" stores --lagging 1d
 expect_rc "stores --lagging 1d with every store in contact" 0
 assert_contains "stores --lagging 1d: says none is" "no store is lagging by 1d" "$OUT"
+# certificates: pki.sh's device certificates last 30 days.
+posctl "${ADMIN[@]}" certificates --expiring 60
+expect_rc "certificates --expiring 60 lists the 30-day certificate (exit 10)" 10
+assert_match "certificates: the header" '^STORE +DEVICE +EXPIRES +DAYS LEFT' "$(head -n 1 <<<"$OUT")"
+assert_match "certificates: S001's device, 29 or 30 days left" $'\n'"$STORE +$DEVICE +[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z +(29|30)"$'\n' "$OUT"
+assert_contains "certificates: the summary" "1 device expiring within 60 days, 0 expired already" "$OUT"
+posctl "${ADMIN[@]}" certificates
+expect_rc "certificates (30 days by default) with 29 days left at most listed" 10
+posctl "${ADMIN[@]}" --json certificates --expiring 60
+assert_eq "certificates --json: the device" "$DEVICE" "$(json_get "$OUT" '$.devices[0].device_id')"
+assert_eq "certificates --json: the window" 60 "$(json_get "$OUT" '$.expiring_days')"
+posctl "${ADMIN[@]}" certificates --expiring 7
+expect_rc "certificates --expiring 7: none" 0
+assert_contains "certificates --expiring 7: says none does" "no device's certificate expires within 7 days" "$OUT"
+posctl "${ADMIN[@]}" certificates --expiring soon
+expect_rc "certificates --expiring soon: a usage error" 2
+assert_contains "certificates --expiring soon: says what it wants" "whole number of days" "$ERR"
 posctl "${ADMIN[@]}" store "$STORE"
 expect_rc "store S001" 0
 assert_contains "store S001: its device" "device $DEVICE" "$OUT"
