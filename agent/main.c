@@ -354,6 +354,7 @@ static void agent_start_metrics(struct agent *agent)
   agent->metrics.journal_max_bytes = cfg->journal_max_size;
   agent->metrics.uplink_unhealthy_after_ms = cfg->uplink_unhealthy_after_ms;
   agent->metrics.started_ms = clock_wall_ms();
+  agent->metrics.cert_file = cfg->uplink_cert;
   if (!cfg->metrics_listen_host[0]) {
     log_info("agent", "metrics_off", "reason=\"[metrics] listen_host is empty\"");
     return;

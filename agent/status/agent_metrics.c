@@ -2,6 +2,7 @@
  * agent_metrics.c - the agent's gauges, set at each scrape, and its health.
  */
 #include "status/agent_metrics.h"
+#include "status/status_api.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -82,6 +83,16 @@ static void agent_metrics_uplink(const struct agent_metrics_options *o, int64_t 
                       link.failing_since_ms > 0 && now > link.failing_since_ms
                           ? (double)(now - link.failing_since_ms) / 1000.0
                           : 0);
+  if (o->cert_file && o->cert_file[0]) {
+    int64_t not_before_ms = 0, not_after_ms = 0;
+    status_cert_validity(o->cert_file, &not_before_ms, &not_after_ms);
+    if (not_after_ms > 0)
+      agent_metrics_gauge("pos_agent_cert_not_after_timestamp_seconds",
+                          "When the device certificate (uplink.cert) expires (Unix time); a "
+                          "renewed certificate shows at once. Days left: (value - time()) / "
+                          "86400.",
+                          (double)(not_after_ms / 1000));
+  }
   agent_metrics_gauge("pos_agent_uplink_unhealthy_after_seconds",
                       "[metrics] uplink_unhealthy_after: failing this long makes /healthz "
                       "unhealthy, in seconds.",

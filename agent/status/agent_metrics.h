@@ -26,6 +26,7 @@ struct agent_metrics_options {
   int64_t journal_max_bytes;         /* journal.max_size; 0 = the disk is the limit */
   int64_t uplink_unhealthy_after_ms; /* batches failing this long: unhealthy */
   int64_t started_ms;                /* wall clock at start */
+  const char *cert_file;             /* the device certificate (uplink.cert); "" = none */
 };
 
 /*

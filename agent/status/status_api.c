@@ -243,11 +243,9 @@ static int64_t status_x509_ms(const mbedtls_x509_time *t)
   return at == (time_t)-1 ? 0 : (int64_t)at * 1000;
 }
 
-/* The device certificate's validity; 0/0 when there is none or it cannot
- * be read (the uplink says why on every attempt). Parsed at each request:
- * a renewed certificate shows at once, and a PEM certificate parses in
- * well under a millisecond. */
-static void status_cert_validity(const char *path, int64_t *not_before_ms, int64_t *not_after_ms)
+/* See status_api.h. Parsed at each request: a renewed certificate shows at
+ * once, and a PEM certificate parses in well under a millisecond. */
+void status_cert_validity(const char *path, int64_t *not_before_ms, int64_t *not_after_ms)
 {
   mbedtls_x509_crt crt;
   *not_before_ms = *not_after_ms = 0;

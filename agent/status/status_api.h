@@ -43,4 +43,11 @@ struct status_api_options {
 void status_api_handle_json(journal *j, const struct status_api_options *options,
                             http_exchange *exchange);
 
+/*
+ * The validity of the PEM certificate at `path` (the device's, uplink.cert)
+ * in Unix ms; 0/0 when there is none or it cannot be read (the uplink says
+ * why on every attempt).
+ */
+void status_cert_validity(const char *path, int64_t *not_before_ms, int64_t *not_after_ms);
+
 #endif

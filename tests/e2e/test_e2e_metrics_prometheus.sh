@@ -72,6 +72,14 @@ assert_gt "collector batches accepted" 0 "$ACCEPTED"
 assert_eq "collector delivery histogram count = batches accepted" "$ACCEPTED" \
   "$(sample "$T/collector.metrics" 'pos_collector_batch_delivery_seconds_count{outcome="accepted"}')"
 assert_eq "collector pos_collector_state_ready" 1 "$(sample "$T/collector.metrics" pos_collector_state_ready)"
+# The certificates' expiry, as Unix times: what openssl reads in the same files.
+cert_end() { date -u -d "$(openssl x509 -noout -enddate -in "$1" | cut -d= -f2)" +%s; }
+assert_eq "agent pos_agent_cert_not_after_timestamp_seconds: the device certificate's notAfter" \
+  "$(cert_end "$PKI/device-$STORE-$DEVICE.crt")" \
+  "$(awk '{ printf "%d", $1 }' <<<"$(sample "$T/agent.metrics" pos_agent_cert_not_after_timestamp_seconds)")"
+assert_eq "collector pos_collector_tls_cert_not_after_timestamp_seconds: the server certificate's notAfter" \
+  "$(cert_end "$PKI/server.crt")" \
+  "$(awk '{ printf "%d", $1 }' <<<"$(sample "$T/collector.metrics" pos_collector_tls_cert_not_after_timestamp_seconds)")"
 healthz "$AGENT_OPS"
 assert_eq "agent /healthz" "200 ok" "$HEALTH_STATUS $HEALTH_BODY"
 healthz "$COLLECTOR_OPS"
