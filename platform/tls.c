@@ -6,8 +6,28 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <mbedtls/error.h>
+
+/* See tls.h. */
+int64_t tls_x509_time_s(const mbedtls_x509_time *t)
+{
+  struct tm tm;
+  time_t at;
+
+  if (t->year == 0)
+    return 0;
+  memset(&tm, 0, sizeof(tm));
+  tm.tm_year = t->year - 1900;
+  tm.tm_mon = t->mon - 1;
+  tm.tm_mday = t->day;
+  tm.tm_hour = t->hour;
+  tm.tm_min = t->min;
+  tm.tm_sec = t->sec;
+  at = timegm(&tm);
+  return at == (time_t)-1 ? 0 : (int64_t)at;
+}
 
 /* See tls.h. */
 void tls_error_text(int rc, char *out, size_t out_size)

@@ -11,6 +11,7 @@
 
 #include "platform/clock.h"
 #include "platform/disk.h"
+#include "platform/tls.h"
 #include "status/status_verdict.h"
 
 /* An RFC 3339 time, or null for 0 ("never"). */
@@ -230,17 +231,7 @@ out:
 /* An X.509 time as epoch milliseconds (UTC), or 0. */
 static int64_t status_x509_ms(const mbedtls_x509_time *t)
 {
-  struct tm tm;
-  time_t at;
-  memset(&tm, 0, sizeof(tm));
-  tm.tm_year = t->year - 1900;
-  tm.tm_mon = t->mon - 1;
-  tm.tm_mday = t->day;
-  tm.tm_hour = t->hour;
-  tm.tm_min = t->min;
-  tm.tm_sec = t->sec;
-  at = timegm(&tm);
-  return at == (time_t)-1 ? 0 : (int64_t)at * 1000;
+  return tls_x509_time_s(t) * 1000;
 }
 
 /* See status_api.h. Parsed at each request: a renewed certificate shows at

@@ -38,19 +38,6 @@ struct est_ca {
   int64_t not_after_s;
 };
 
-static int64_t est_ca_time(const mbedtls_x509_time *t)
-{
-  struct tm tm;
-  memset(&tm, 0, sizeof(tm));
-  tm.tm_year = t->year - 1900;
-  tm.tm_mon = t->mon - 1;
-  tm.tm_mday = t->day;
-  tm.tm_hour = t->hour;
-  tm.tm_min = t->min;
-  tm.tm_sec = t->sec;
-  return (int64_t)timegm(&tm);
-}
-
 /* "YYYYMMDDhhmmss", as mbedtls_x509write_crt_set_validity takes it. */
 static void est_ca_time_text(int64_t at, char out[16])
 {
@@ -89,7 +76,7 @@ est_ca *est_ca_load(const char *cert_file, const char *key_file, char *err, size
              cert_file);
     goto fail;
   }
-  ca->not_after_s = est_ca_time(&ca->chain.valid_to);
+  ca->not_after_s = tls_x509_time_s(&ca->chain.valid_to);
   if (mbedtls_x509_time_is_past(&ca->chain.valid_to)) {
     snprintf(err, err_size, "the issuing CA certificate %s has expired", cert_file);
     goto fail;

@@ -120,18 +120,7 @@ static void tls_conf_unref(struct http__tls_conf *conf)
 /* An X.509 time as seconds since the epoch (UTC); 0 for an absent one. */
 static time_t tls_x509_time(const mbedtls_x509_time *t)
 {
-  struct tm tm;
-
-  if (t->year == 0)
-    return 0;
-  memset(&tm, 0, sizeof(tm));
-  tm.tm_year = t->year - 1900;
-  tm.tm_mon = t->mon - 1;
-  tm.tm_mday = t->day;
-  tm.tm_hour = t->hour;
-  tm.tm_min = t->min;
-  tm.tm_sec = t->sec;
-  return timegm(&tm);
+  return (time_t)tls_x509_time_s(t);
 }
 
 /* "2026-12-01 00:00:00 UTC" */

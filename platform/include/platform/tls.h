@@ -17,6 +17,9 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/x509_crt.h>
 
+/* An X.509 time (UTC) as seconds since the epoch; 0 for an absent one. */
+int64_t tls_x509_time_s(const mbedtls_x509_time *t);
+
 /* mbedTLS's text for error `rc` (negative) and its code: "text (-0x7780)". */
 void tls_error_text(int rc, char *out, size_t out_size);
 
