@@ -173,7 +173,7 @@ trap cleanup EXIT
 disk_bytes() {
   if [[ -n "$LOOP_DEV" ]]; then
     sync -f "$FS_MOUNT"
-    awk '{ print $7 * 512 }' "/sys/block/${LOOP_DEV#/dev/}/stat"
+    awk '{ printf "%.0f\n", $7 * 512 }' "/sys/block/${LOOP_DEV#/dev/}/stat"
   else
     echo 0
   fi
