@@ -416,7 +416,7 @@ int posctl_cmd_certificates(const struct posctl_run *run, const struct posctl_ar
         found = bigger;
         capacity = grown;
       }
-      found[count] = json_pack("{s:O, s:O, s:O, s:O}", "store_id",
+      found[count] = json_pack("{s:O?, s:O?, s:O?, s:O}", "store_id",
                                json_object_get(store, "store_id"), "device_id",
                                json_object_get(device, "device_id"), "cert_not_after",
                                json_object_get(device, "cert_not_after"), "cert_days_left", left);
