@@ -324,6 +324,7 @@ static void conn_broken(struct uplink_http_conn *conn, const char *what)
   uplink_http *http = conn->http;
   struct uplink_http_request *req = conn->req;
   struct uplink_http_url url;
+  char own[400];
 
   if (!req) {
     conn_close(conn);
@@ -348,7 +349,11 @@ static void conn_broken(struct uplink_http_conn *conn, const char *what)
       req->done(req); /* http_open set req->error */
     return;
   }
-  if (conn->state == HTTP_HANDSHAKE && !uplink_http__tls_has_cert(conn->tls_conf))
+  if (conn->state == HTTP_HANDSHAKE && uplink_http__tls_own_expired(conn->tls_conf, own,
+                                                                     sizeof(own)))
+    conn_finish(conn, "the collector closed the connection during the TLS handshake (%s): %s",
+                what, own);
+  else if (conn->state == HTTP_HANDSHAKE && !uplink_http__tls_has_cert(conn->tls_conf))
     conn_finish(conn,
                 "the collector closed the connection during the TLS handshake (%s): no device "
                 "certificate is configured (uplink.cert, uplink.key), and the collector "
@@ -744,6 +749,16 @@ static void conn_handshake(struct uplink_http_conn *conn)
       slot->valid = 0;
     uplink_http__tls_explain(rc, &conn->ssl, &conn->note, conn->host,
                              uplink_http__tls_has_cert(conn->tls_conf), why, sizeof(why));
+    /* Refused by the collector (not the collector's certificate refused
+     * here) with an expired device certificate: that is why, and only head
+     * office can end it. */
+    if (rc != MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+      char own[400];
+      if (uplink_http__tls_own_expired(conn->tls_conf, own, sizeof(own))) {
+        conn_finish(conn, "TLS handshake refused by the collector: %s", own);
+        return;
+      }
+    }
     conn_finish(conn, "%s", why);
     return;
   }

@@ -50,6 +50,13 @@ const mbedtls_ssl_config *uplink_http__tls_conf(const struct uplink_http_tls *tl
 int uplink_http__tls_has_cert(const struct uplink_http_tls *tls);
 
 /*
+ * 1 when the device certificate has expired, with what that means and what
+ * to do in `out` (and, the first time for this certificate, the log line
+ * event=device_certificate_expired); 0 otherwise.
+ */
+int uplink_http__tls_own_expired(struct uplink_http_tls *tls, char *out, size_t out_size);
+
+/*
  * What one handshake noticed about the collector's chain, filled in by
  * uplink_http__tls_verify (set with mbedtls_ssl_set_verify, `note` as its
  * context): the host's IP address when the URL names one (mbedTLS 2.28

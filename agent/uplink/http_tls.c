@@ -21,6 +21,7 @@
 #include <mbedtls/pk.h>
 
 #include "platform/clock.h"
+#include "platform/log.h"
 #include "platform/tls.h"
 
 /* Where Debian (ca-certificates) keeps the system's CAs. */
@@ -43,6 +44,7 @@ struct uplink_http_tls {
   mbedtls_x509_crt cert;
   mbedtls_x509_crt ca;
   mbedtls_pk_context key;
+  int expired_logged; /* device_certificate_expired said for this certificate */
 };
 
 static void tls_file_note(struct uplink_http_tls_file *file)
@@ -105,6 +107,34 @@ const mbedtls_ssl_config *uplink_http__tls_conf(const struct uplink_http_tls *tl
 int uplink_http__tls_has_cert(const struct uplink_http_tls *tls)
 {
   return tls->has_cert;
+}
+
+/* See http_int.h. */
+int uplink_http__tls_own_expired(struct uplink_http_tls *tls, char *out, size_t out_size)
+{
+  char when[32], now[32];
+
+  if (!tls->has_cert || !mbedtls_x509_time_is_past(&tls->cert.valid_to))
+    return 0;
+  clock_format_utc(tls_x509_time_s(&tls->cert.valid_to) * 1000, when, sizeof(when));
+  clock_format_utc(clock_wall_ms(), now, sizeof(now));
+  snprintf(out, out_size,
+           "this device's certificate (uplink.cert %s) expired at %s (the device clock says %s): "
+           "a device cannot renew an expired certificate itself; head office must enrol it "
+           "again with a new enrolment token (or install a new certificate and key)",
+           tls->files[0].path, when, now);
+  /* Once per certificate, apart from the uplink's errors: the line a
+   * person searching the log for why a store stopped sending finds. */
+  if (!tls->expired_logged) {
+    char quoted[400];
+    log_error("uplink", "device_certificate_expired", "cert=%s not_after=%s action=%s",
+              tls->files[0].path, when,
+              log_quote("head office must enrol this device again (a new enrolment token), or "
+                        "install a new certificate and key",
+                        quoted, sizeof(quoted)));
+    tls->expired_logged = 1;
+  }
+  return 1;
 }
 
 /* The device certificate and key: both or neither, and a matching pair. */

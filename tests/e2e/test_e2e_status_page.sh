@@ -124,6 +124,21 @@ write_agent_config agent.device_id=D9 uplink.cert="$PKI/expired.crt" uplink.key=
 start_agent
 wait_verdict stopped 10
 expect_page stopped "Stopped: certificate expired" "certificate expired on" "Call head office IT"
+# The uplink's attempts say why too, once as a line of their own (issue 13),
+# once the collector is back and refuses the certificate.
+pin_collector_port
+start_collector
+kill -USR1 "$AGENT_PID"
+deadline=$((SECONDS + 20))
+until grep -q 'event=device_certificate_expired' "$AGENT_LOG"; do
+  ((SECONDS < deadline)) || fail "the agent logs event=device_certificate_expired" \
+    "a line" "$(tail -n 5 "$AGENT_LOG")"
+  sleep 0.2
+done
+assert_eq "event=device_certificate_expired logged once for the certificate" 1 \
+  "$(grep -c 'event=device_certificate_expired' "$AGENT_LOG")"
+assert_contains "the uplink's error names the expired certificate and what to do" \
+  "cannot renew an expired certificate itself" "$(grep 'mod=uplink event=error' "$AGENT_LOG" | tail -n 1)"
 
 # The screenshots stay as the run's artifacts, in the build tree (the test's
 # own directory goes when it passes).
