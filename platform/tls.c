@@ -9,6 +9,25 @@
 #include <time.h>
 
 #include <mbedtls/error.h>
+#include <mbedtls/md.h>
+
+/* See tls.h. */
+int tls_verify_signed(const mbedtls_x509_buf *tbs, mbedtls_md_type_t md, mbedtls_pk_type_t sig_pk,
+                      const void *sig_opts, const mbedtls_pk_context *pk,
+                      const mbedtls_x509_buf *sig)
+{
+  const mbedtls_md_info_t *info = mbedtls_md_info_from_type(md);
+  unsigned char hash[MBEDTLS_MD_MAX_SIZE];
+  int rc;
+
+  if (info == NULL)
+    return MBEDTLS_ERR_X509_UNKNOWN_SIG_ALG;
+  rc = mbedtls_md(info, tbs->p, tbs->len, hash);
+  if (rc != 0)
+    return rc;
+  return mbedtls_pk_verify_ext(sig_pk, sig_opts, (mbedtls_pk_context *)pk, md, hash,
+                               mbedtls_md_get_size(info), sig->p, sig->len);
+}
 
 /* See tls.h. */
 int64_t tls_x509_time_s(const mbedtls_x509_time *t)

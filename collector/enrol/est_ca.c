@@ -119,21 +119,11 @@ static int est_ca_id_ok(const char *id)
  * that key. */
 static int est_ca_csr_signed(const mbedtls_x509_csr *csr, char *err, size_t err_size)
 {
-  const mbedtls_md_info_t *md = mbedtls_md_info_from_type(csr->sig_md);
-  unsigned char hash[MBEDTLS_MD_MAX_SIZE];
-  int rc;
-
-  if (!md || mbedtls_md(md, csr->cri.p, csr->cri.len, hash) != 0) {
-    snprintf(err, err_size, "the certificate request's signature algorithm is not supported");
-    return -1;
-  }
-  rc = mbedtls_pk_verify_ext(csr->sig_pk, csr->sig_opts, (mbedtls_pk_context *)&csr->pk,
-                             csr->sig_md, hash, mbedtls_md_get_size(md), csr->sig.p,
-                             csr->sig.len);
-  if (rc != 0) {
+  if (tls_verify_signed(&csr->cri, csr->sig_md, csr->sig_pk, csr->sig_opts, &csr->pk,
+                        &csr->sig) != 0) {
     snprintf(err, err_size,
              "the certificate request's signature does not match its public key: it was "
-             "damaged, or made without the private key");
+             "damaged, or made without the private key (or its algorithm is not supported)");
     return -1;
   }
   return 0;

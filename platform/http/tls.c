@@ -15,7 +15,6 @@
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
-#include <mbedtls/md.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
@@ -117,12 +116,6 @@ static void tls_conf_unref(struct http__tls_conf *conf)
   free(conf);
 }
 
-/* An X.509 time as seconds since the epoch (UTC); 0 for an absent one. */
-static time_t tls_x509_time(const mbedtls_x509_time *t)
-{
-  return (time_t)tls_x509_time_s(t);
-}
-
 /* "2026-12-01 00:00:00 UTC" */
 static void tls_time_text(time_t when, char *out, size_t out_size)
 {
@@ -163,10 +156,8 @@ static int tls_crl_check(struct http__tls *tls, struct http__tls_conf *conf, int
   conf->crl_next_update = 0;
   for (const mbedtls_x509_crl *crl = &conf->crl; crl != NULL && crl->version != 0;
        crl = crl->next) {
-    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(crl->sig_md);
     const mbedtls_x509_crt *ca;
-    unsigned char hash[MBEDTLS_MD_MAX_SIZE];
-    time_t next_update = tls_x509_time(&crl->next_update);
+    time_t next_update = (time_t)tls_x509_time_s(&crl->next_update);
     int rc;
 
     if (mbedtls_x509_dn_gets(issuer, sizeof(issuer), &crl->issuer) < 0)
@@ -188,12 +179,8 @@ static int tls_crl_check(struct http__tls *tls, struct http__tls_conf *conf, int
                tls->crl_file, issuer);
       return -1;
     }
-    rc = md == NULL ? MBEDTLS_ERR_X509_UNKNOWN_SIG_ALG
-                    : mbedtls_md(md, crl->tbs.p, crl->tbs.len, hash);
-    if (rc == 0)
-      rc = mbedtls_pk_verify_ext(crl->sig_pk, crl->sig_opts, (mbedtls_pk_context *)&ca->pk,
-                                 crl->sig_md, hash, mbedtls_md_get_size(md), crl->sig.p,
-                                 crl->sig.len);
+    rc = tls_verify_signed(&crl->tbs, crl->sig_md, crl->sig_pk, crl->sig_opts, &ca->pk,
+                           &crl->sig);
     if (rc != 0) {
       tls_error_text(rc, text, sizeof(text));
       snprintf(err, err_size,
@@ -249,7 +236,7 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, int first, 
   if (tls_load_identity(&conf->cert, &conf->key, tls->cert_file, tls->key_file, "tls cert_file",
                         "tls key_file", err, err_size) != 0)
     goto out;
-  conf->cert_not_after = tls_x509_time(&conf->cert.valid_to);
+  conf->cert_not_after = (time_t)tls_x509_time_s(&conf->cert.valid_to);
   if (tls->ca_file != NULL) {
     rc = mbedtls_x509_crt_parse_file(&conf->ca, tls->ca_file);
     if (rc < 0) {
@@ -671,7 +658,7 @@ int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t rea
   /* A keep-alive connection may outlive its certificate: every request. */
   if (peer_cert != NULL && mbedtls_x509_time_is_past(&peer_cert->valid_to)) {
     conn->recheck_flags = MBEDTLS_X509_BADCERT_EXPIRED;
-    tls_time_text(tls_x509_time(&peer_cert->valid_to), text, sizeof(text));
+    tls_time_text((time_t)tls_x509_time_s(&peer_cert->valid_to), text, sizeof(text));
     snprintf(reason, reason_size, "The certificate validity has expired (at %s)", text);
     result = HTTP__TLS_FAILED;
     goto out;

@@ -20,6 +20,15 @@
 /* An X.509 time (UTC) as seconds since the epoch; 0 for an absent one. */
 int64_t tls_x509_time_s(const mbedtls_x509_time *t);
 
+/*
+ * Verifies a signature over `tbs` (a CRL's or a request's signed part) made
+ * with algorithm `md`/`sig_pk`/`sig_opts` by the key `pk`. Returns 0 or an
+ * mbedTLS error.
+ */
+int tls_verify_signed(const mbedtls_x509_buf *tbs, mbedtls_md_type_t md, mbedtls_pk_type_t sig_pk,
+                      const void *sig_opts, const mbedtls_pk_context *pk,
+                      const mbedtls_x509_buf *sig);
+
 /* mbedTLS's text for error `rc` (negative) and its code: "text (-0x7780)". */
 void tls_error_text(int rc, char *out, size_t out_size);
 
