@@ -52,7 +52,8 @@ static const char *const journal_migrations_extra[JOURNAL_SCHEMA_VERSION] = {
  * there is room again, checked at most this often. Without this latch a
  * full journal would take one small sale and refuse the next big one by the
  * luck of page boundaries; a POS is better served by a clear "full" until
- * space is back. Room means this many bytes free on the disk, and with
+ * space is back. Room means this many bytes free on the disk (a quarter
+ * of a smaller file system: a 1 MiB one never has 1 MiB free), and with
  * journal.max_size at least 1/64 of it (2 pages at least) free below the
  * sales' limit. */
 #define JOURNAL_FULL_CHECK_MS 1000u
@@ -1338,6 +1339,7 @@ static int journal_wal_configure(journal *j, const struct journal_options *optio
     room = 0; /* unknown: the short interval */
   if (options->max_bytes > 0 && (room == 0 || (uint64_t)options->max_bytes < room))
     room = (uint64_t)options->max_bytes;
+  j->room_bytes = room;
   j->wal_pages = journal__wal_pages_for(room, j->page_size);
   j->reserve_bytes = journal__reserve_bytes_for(j->wal_pages, j->page_size);
   snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint=%lld", (long long)j->wal_pages);
@@ -1434,12 +1436,27 @@ int journal__reserve_release(journal *j)
   if (unlink(j->reserve_path) != 0 && errno != ENOENT)
     return -errno;
   j->reserve_held = 0;
+  /* The room given back is the uplink's: sales taken into it (a POS still
+   * posting while a seal found the disk full first) would fill it before
+   * the backlog is out, and leave a WAL that no checkpoint can copy into
+   * the database file for good. Sales wait until journal__has_room, which
+   * makes the reserve again first. */
+  journal__latch_full(j);
   log_warn("journal", "disk_reserve_used",
            "path=%s bytes=%llu reason=\"the disk is full: the journal's reserve is given back so "
-           "that the backlog can be sealed and acknowledged (which frees room); it is made "
-           "again once the disk has room\"",
+           "that the backlog can be sealed and acknowledged (which frees room); new sales wait "
+           "until it is made again\"",
            j->reserve_path, (unsigned long long)j->reserve_bytes);
   return 1;
+}
+
+void journal__latch_full(journal *j)
+{
+  j->full_checked_ms = clock_mono_ms();
+  pthread_mutex_lock(&j->lock);
+  j->full = 1;
+  j->stats.full = 1;
+  pthread_mutex_unlock(&j->lock);
 }
 
 int journal__make_room(journal *j)
@@ -1480,6 +1497,8 @@ int journal__has_room(journal *j)
    * size, journal__reserve_ensure), or the next full disk would find none
    * to give back: giving back a 2 MiB reserve alone frees more than 1 MiB. */
   resume = JOURNAL_FULL_RESUME_DISK_BYTES;
+  if (j->room_bytes > 0 && j->room_bytes / 4 < resume)
+    resume = j->room_bytes / 4;
   if (!j->reserve_held && 2u * j->reserve_bytes > resume)
     resume = 2u * j->reserve_bytes;
   if (disk_free_bytes(j->path, &disk_free) == 0 && disk_free < resume &&
@@ -1676,13 +1695,8 @@ static void journal_commit_group(journal *j, struct journal_write *group)
   if (rc != SQLITE_OK) {
     int error = journal__map_sqlite(rc);
     char message[256];
-    if (error == JOURNAL_EFULL) {
-      j->full = 1;
-      j->full_checked_ms = clock_mono_ms();
-      pthread_mutex_lock(&j->lock);
-      j->stats.full = 1;
-      pthread_mutex_unlock(&j->lock);
-    }
+    if (error == JOURNAL_EFULL)
+      journal__latch_full(j);
     if (error == JOURNAL_EFULL)
       snprintf(message, sizeof(message),
                "the journal cannot grow: %s is full or at journal.max_size; sales already "

@@ -268,6 +268,7 @@ struct journal {
   char *reserve_path;
   int reserve_held;
   uint64_t reserve_bytes; /* its size, set at open */
+  uint64_t room_bytes;    /* its file system's size, or max_size if smaller; 0 unknown */
   /* The WAL's checkpoint interval in pages, set at open by the room. */
   int64_t wal_pages;
   /* Writer thread only: seqs up to this were reserved before an unclean
@@ -453,9 +454,14 @@ uint64_t journal__reserve_bytes_for(int64_t wal_pages, int64_t page_size);
  * it and more. 0 or -errno. Writer thread (or the opening thread). */
 int journal__reserve_ensure(journal *j);
 
-/* Gives the disk reserve back (deletes the file). 1 if it was held, 0 if
- * not, -errno. Writer thread. */
+/* Gives the disk reserve back (deletes the file) and latches the journal
+ * full for sales (journal__latch_full). 1 if it was held, 0 if not,
+ * -errno. Writer thread. */
 int journal__reserve_release(journal *j);
+
+/* Sales are refused as "journal full" (j->full, the status page's "full")
+ * until journal__full_recheck finds room again. Writer thread. */
+void journal__latch_full(journal *j);
 
 /* On a full journal: deletes the oldest acknowledged batches and their
  * sales (at most JOURNAL_RETENTION_CHUNK batches and JOURNAL_PRUNE_SALES

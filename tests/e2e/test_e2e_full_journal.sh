@@ -9,6 +9,8 @@
 # Phase 1: journal.max_size = 256K. Phase 2 (when this user may mount): the
 # journal on a 1 MiB tmpfs with no max_size, the file system 100% full.
 # Phase 3: the same with nothing else on the tmpfs and batches of 50.
+# Phase 4: the uplink's seal finds the disk full first: no sale takes the
+# reserve it gives back.
 source "$(dirname "$0")/lib.sh"
 
 make_pki
@@ -162,5 +164,47 @@ push_until_sent 60
 sale_after_room W
 push_until_sent 60
 check_kafka wal_full_disk
+stop_agent
+
+# --- phase 4: the uplink finds the disk full before the POS does ----------------------
+# A seal that finds the disk full gives the disk reserve back. Sales posted
+# after that took the room it freed (in CI, a POS still filling while the
+# start push sealed): the disk full again with no reserve left, no checkpoint
+# could copy the WAL into the database file, and 1,697 acknowledged sales
+# stayed on the device for good. New sales must wait until the reserve is
+# made again.
+RACE="$T/race"
+mkdir -p "$RACE"
+mount -t tmpfs -o size=1m,mode=0700 tmpfs "$RACE" || fail "mount a third 1 MiB tmpfs" 0 1
+on_cleanup "umount '$RACE' 2>/dev/null || umount -l '$RACE'"
+JOURNAL="$RACE/journal.db"
+write_agent_config journal.max_size=0 uplink.max_batch_sales=50
+start_agent
+wait_start_push
+"$LOAD_BIN" --url "$AGENT_URL" --token "$TOKEN_T1" --terminal T1 --time-base "$LOAD_TIME_BASE" \
+  --clients 1 --sales 100 --batch 1 --prefix R --acked "$T/acked.R" >/dev/null 2>"$T/load.err" ||
+  fail "100 sales taken before the disk fills ($(cat "$T/load.err"))" 0 1
+cat "$T/acked.R" >>"$T/acked.all"
+[[ -f "$JOURNAL-reserve" ]] || fail "the disk reserve exists while the disk has room" "a file" "none"
+# Something else on the device takes the last byte; the POS has not noticed.
+dd if=/dev/zero of="$RACE/ballast" bs=4k 2>/dev/null || true
+log "file system full: $(df -k --output=avail "$RACE" | tail -n 1) KiB free, $(ls -s "$RACE" | tr '\n' ' ')"
+kill -USR1 "$AGENT_PID"
+deadline=$((SECONDS + 30))
+until grep -q 'event=disk_reserve_used' "$AGENT_LOG"; do
+  ((SECONDS < deadline)) || fail "the push's seal found the disk full and gave the reserve back" \
+    "event=disk_reserve_used" "$(grep -c 'batch_sealed' "$AGENT_LOG") batches sealed, no reserve used"
+  sleep 0.1
+done
+post_sales "$TOKEN_T1" "$(sale_json sale_id='"R-into-reserve"')"
+assert_eq "a sale posted once the reserve was given back is refused (body: $HTTP_BODY)" 503 "$HTTP_STATUS"
+status_json
+assert_eq "status.json journal_full while the reserve is out" 1 "$(json_get "$STATUS_JSON" '$.journal_full')"
+push_until_sent 60
+rm -f "$RACE/ballast"
+sale_after_room R
+[[ -f "$JOURNAL-reserve" ]] || fail "the disk reserve made again once the disk had room" "a file" "none"
+push_until_sent 60
+check_kafka reserve_given_back
 stop_agent
 stop_collector
