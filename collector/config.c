@@ -82,6 +82,25 @@ const struct config_key collector_config_keys[] = {
         keep_finished_ms,
         "head-office commands finished this long ago are dropped from memory and deleted "
         "from pos.control.v1 (a tombstone); open commands are always kept"),
+
+    KEY("enrol", "ca_cert", CONFIG_STRING, "", 0, 0, enrol_ca_cert,
+        "PEM certificate of the issuing CA that signs device certificates over EST (RFC "
+        "7030), its chain after it; it must chain to [server] ca; empty = no enrolment"),
+    KEY("enrol", "ca_key", CONFIG_STRING, "", 0, 0, enrol_ca_key,
+        "PEM private key of that CA (keep it readable by the collector's user only)"),
+    KEY("enrol", "listen_host", CONFIG_STRING, "0.0.0.0", 0, 0, enrol_listen_host,
+        "address of the EST listener: TLS where a client certificate is optional, serving "
+        "only /.well-known/est/ (cacerts, simpleenroll with a token, simplereenroll with the "
+        "current certificate); [server] port serves cacerts and simplereenroll too"),
+    KEY("enrol", "port", CONFIG_INT, "8444", 0, 65535, enrol_port,
+        "TCP port of the EST listener (0 = any free port, logged as event=enrol_listening)"),
+    KEY("enrol", "cert_lifetime", CONFIG_DURATION, "365d", 60000LL, 3650LL * 86400000LL,
+        enrol_cert_lifetime_ms,
+        "validity of the device certificates issued (never past the issuing CA's own); "
+        "devices renew at two thirds of it"),
+    KEY("enrol", "token_lifetime", CONFIG_DURATION, "72h", 1000LL, 366LL * 86400000LL,
+        enrol_token_lifetime_ms,
+        "how long an enrolment token is valid when posctl enrol-token gives no --valid-for"),
 };
 
 const size_t collector_config_key_count =
@@ -107,6 +126,11 @@ int collector_config_load(const char *path, struct collector_config *config, cha
              "it bounds the handshake and the first headers, so make it the shorter one",
              path, (long long)config->first_request_timeout_ms,
              (long long)config->request_timeout_ms);
+    return -1;
+  }
+  if (!config->enrol_ca_cert[0] != !config->enrol_ca_key[0]) {
+    snprintf(err, err_size, "%s: [enrol] ca_cert and ca_key go together: set both to enrol "
+             "devices over EST, or neither", path);
     return -1;
   }
   if (!config->instance_id[0]) {

@@ -43,6 +43,13 @@ struct collector_config {
   char *kafka_debug;
   /* [control] */
   int64_t keep_finished_ms;
+  /* [enrol] */
+  char *enrol_ca_cert;  /* "" = no enrolment */
+  char *enrol_ca_key;
+  char *enrol_listen_host;
+  int64_t enrol_port;
+  int64_t enrol_cert_lifetime_ms;
+  int64_t enrol_token_lifetime_ms;
 };
 
 extern const struct config_key collector_config_keys[];

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "control/control.h"
+#include "enrol/est.h"
 #include "ingest/ingest.h"
 #include "platform/http_server.h"
 #include "platform/log.h"
@@ -30,6 +31,9 @@ struct collector {
   control *control;
   routes *routes;
   http_server *server;
+  est_ca *est_ca;             /* NULL: no enrolment ([enrol] ca_cert empty) */
+  est *est;
+  http_server *enrol_server; /* the EST listener */
   metrics_http *operator_server; /* NULL when off or not bound */
   uv_signal_t sigterm, sigint, sighup;
   int stopping;
@@ -49,6 +53,8 @@ static void collector_stop(struct collector *c)
   collector_metrics_server(NULL);
   http_server_close(c->server, NULL, NULL);
   c->server = NULL;
+  http_server_close(c->enrol_server, NULL, NULL);
+  c->enrol_server = NULL;
   metrics_http_close(c->operator_server);
   c->operator_server = NULL;
   collector_metrics_detach();
@@ -103,7 +109,8 @@ static void collector_on_signal(uv_signal_t *handle, int signum)
   struct collector *c = handle->data;
   if (signum == SIGHUP) {
     char err[512];
-    if (http_server_reload_tls(c->server, err, sizeof(err)) == 0)
+    if (http_server_reload_tls(c->server, err, sizeof(err)) == 0 &&
+        (!c->enrol_server || http_server_reload_tls(c->enrol_server, err, sizeof(err)) == 0))
       collector_log_tls(c, "tls_reloaded");
     else
       log_error("collector", "tls_reload_failed", "reason=\"%s\" action=\"kept the certificate, "
@@ -199,6 +206,7 @@ static int collector_run(struct collector *c)
   if (!c->ingest)
     goto fail;
   control_options.keep_finished_ms = (int64_t)cfg->keep_finished_ms;
+  control_options.token_lifetime_ms = cfg->enrol_ca_cert[0] ? cfg->enrol_token_lifetime_ms : 0;
   c->control = control_create(&c->loop, c->ingest, ingest_bootstrap(c->ingest), cfg->topic_prefix,
                               ingest_options.kafka_debug, &control_options, err, sizeof(err));
   if (!c->control)
@@ -208,10 +216,41 @@ static int collector_run(struct collector *c)
     snprintf(err, sizeof(err), "out of memory");
     goto fail;
   }
+  if (cfg->enrol_ca_cert[0]) {
+    struct est_options est_options = {.cert_lifetime_s = cfg->enrol_cert_lifetime_ms / 1000};
+    c->est_ca = est_ca_load(cfg->enrol_ca_cert, cfg->enrol_ca_key, err, sizeof(err));
+    if (!c->est_ca)
+      goto fail;
+    c->est = est_create(c->control, c->est_ca, &est_options);
+    if (!c->est) {
+      snprintf(err, sizeof(err), "out of memory");
+      goto fail;
+    }
+    routes_set_est(c->routes, c->est);
+  }
   c->server = http_server_create(&c->loop, &server_config, routes_handle, c->routes, err,
                                  sizeof(err));
   if (!c->server)
     goto fail;
+  if (c->est) {
+    /* The same CA and CRL: a certificate sent is verified as on [server] port, but one
+     * is not required, for a device that has none yet. */
+    struct http_tls_config enrol_tls = tls;
+    struct http_server_config enrol_config = server_config;
+    enrol_tls.require_client_cert = 0;
+    enrol_config.listen_host = cfg->enrol_listen_host;
+    enrol_config.port = (int)cfg->enrol_port;
+    enrol_config.tls = &enrol_tls;
+    enrol_config.max_body_bytes = 64 * 1024;
+    c->enrol_server = http_server_create(&c->loop, &enrol_config, est_listener_handle, c->est,
+                                         err, sizeof(err));
+    if (!c->enrol_server)
+      goto fail;
+    log_info("collector", "enrol_listening", "host=%s port=%d ca_cert=%s cert_lifetime_s=%lld "
+             "paths=\"/.well-known/est/cacerts simpleenroll simplereenroll\"",
+             cfg->enrol_listen_host, http_server_port(c->enrol_server), cfg->enrol_ca_cert,
+             (long long)(cfg->enrol_cert_lifetime_ms / 1000));
+  }
   collector_log_tls(c, "tls_loaded");
   collector_metrics_server(c->server);
   collector_start_operator(c);
@@ -235,6 +274,8 @@ static int collector_run(struct collector *c)
 fail:
   fprintf(stderr, "pos-collector: %s\n", err);
   log_error("collector", "start_failed", "reason=\"%s\"", err);
+  http_server_close(c->server, NULL, NULL);
+  c->server = NULL;
   control_destroy(c->control);
   c->control = NULL;
   ingest_destroy(c->ingest, 0);
@@ -242,6 +283,8 @@ fail:
   uv_run(&c->loop, UV_RUN_DEFAULT);
 out:
   routes_destroy(c->routes);
+  est_destroy(c->est);
+  est_ca_free(c->est_ca);
   if (uv_loop_close(&c->loop) != 0)
     log_warn("collector", "loop_not_closed", NULL);
   if (rc == 0)

@@ -95,6 +95,7 @@ typedef struct control control;
 struct control_options {
   int64_t keep_finished_ms; /* finished commands older than this are dropped; 0: never */
   size_t max_commands;      /* commands held in memory; 0: CONTROL_MAX_COMMANDS */
+  int64_t token_lifetime_ms; /* enrolment tokens' default validity; 0: no enrolment */
 };
 
 /*
@@ -189,6 +190,72 @@ const struct control_command *control_find_command(const control *c, const char 
 const struct control_store *control_find_store(const control *c, const char *store_id);
 /* Every store, sorted by store_id (caller frees the array). NULL when none or out of memory. */
 const struct control_store **control_stores(const control *c, size_t *count);
+
+/* ---- enrolment tokens (tokens.c, issue 13) ------------------------------------------- */
+
+#define CONTROL_TOKEN_ID_HEX 16     /* the public part: names the record */
+#define CONTROL_TOKEN_SECRET_HEX 32 /* 128 bits: the part only the device is given */
+/* "<token_id>.<secret>" */
+#define CONTROL_TOKEN_TEXT_MAX (CONTROL_TOKEN_ID_HEX + 1 + CONTROL_TOKEN_SECRET_HEX)
+#define CONTROL_MAX_TOKENS 100000u
+#define CONTROL_PEER_MAX 64
+#define CONTROL_SERIAL_MAX 80
+
+/* One enrolment token as kept (Pos__V1__EnrolToken, the secret's hash only). */
+struct control_token {
+  struct control_token *next; /* internal: the map's list */
+  char token_id[CONTROL_TOKEN_ID_HEX + 1];
+  char store_id[CONTROL_ID_MAX + 1];
+  char device_id[CONTROL_ID_MAX + 1];
+  unsigned char secret_sha256[32];
+  int64_t issued_ms, expires_ms, used_ms;
+  char issued_by[CONTROL_ID_MAX + 1];
+  char used_by[CONTROL_PEER_MAX + 1];
+  char certificate_serial[CONTROL_SERIAL_MAX + 1];
+  int using; /* loop only: a use waits for Kafka */
+};
+
+/* Called once per control_token_issue/control_token_use accepted, on the loop:
+ * `status` 201 (issued) / 200 (used) / 503; `token` borrowed for the call (a
+ * copy); `text` the whole token "<id>.<secret>" after an issue, else "". */
+typedef void (*control_token_fn)(void *arg, int status, const struct control_token *token,
+                                 const char *text, const char *message);
+
+/*
+ * Issues a token for `device_id` of `store_id`, valid for `valid_ms` from
+ * now, and produces its record. Returns 0 and calls `done` with 201 and the
+ * token's text once Kafka acknowledged it (503 if it did not); or returns
+ * 400 (a bad id or validity) / 503 (not ready, too many tokens, memory) with
+ * `err` set, without calling `done`. The secret exists only in that call.
+ */
+/* The default validity of a token; 0 when this collector does not enrol. */
+int64_t control_token_lifetime_ms(const control *c);
+
+int control_token_issue(control *c, const char *store_id, const char *device_id,
+                        int64_t valid_ms, const char *issued_by, control_token_fn done,
+                        void *arg, char *err, size_t err_size);
+
+/*
+ * Checks `presented` ("<id>.<secret>") for the device `device_id` of
+ * `store_id` at `now_ms`. Returns 0 with *token (borrowed until the next
+ * change), or the HTTP status with `err` saying why, in words for the person
+ * at the device: 401 not a token of ours (malformed, unknown id, wrong
+ * secret), 403 used already, expired, or issued for another store or
+ * device, 409 being used by another request this instant, 503 not ready.
+ */
+int control_token_check(control *c, const char *presented, const char *store_id,
+                        const char *device_id, int64_t now_ms,
+                        const struct control_token **token, char *err, size_t err_size);
+
+/*
+ * Marks token `token_id` (checked just before) used by `used_by` for the
+ * certificate `serial`, in Kafka. Returns 0 and calls `done` with 200 once
+ * Kafka holds the mark (503 if it does not: the token stays usable), or 503
+ * with `err`. Until then the token is refused with 409.
+ */
+int control_token_use(control *c, const char *token_id, const char *used_by,
+                      const char *serial, control_token_fn done, void *arg, char *err,
+                      size_t err_size);
 
 /* RFC 3339 UTC ("2026-11-26T03:00:00Z"), or "-" for 0. */
 void control_format_time(int64_t ms, char out[32]);

@@ -19,6 +19,8 @@ struct control_map {
   size_t bucket_count;
   size_t store_count, command_count;
   size_t max_commands; /* 0: CONTROL_MAX_COMMANDS */
+  struct control_token *tokens; /* enrolment tokens, newest first */
+  size_t token_count;
 };
 
 struct control_loader {
@@ -44,6 +46,7 @@ struct control {
   int64_t keep_finished_ms; /* 0: keep every command */
   size_t max_commands;
   int64_t last_prune_ms;
+  int64_t token_lifetime_ms; /* 0: no enrolment */
 };
 
 /* fleet.c */
@@ -77,6 +80,13 @@ void control__take_reports(control *c, const Pos__V1__Heartbeat *heartbeat);
 void control__prune(control *c, int force);
 /* Produces every state of the store's commands that Kafka does not hold yet. Loop. */
 void control__commit_store(control *c, const struct control_store *store);
+
+/* tokens.c */
+/* From a control.v1 value of key "<store>/enrol-token/<id>" (`token_id`):
+ * kept in `map`, replacing one of the same id; NULL `proto` deletes. 0 or -1. */
+int control__token_put(struct control_map *map, const char *token_id,
+                       const Pos__V1__EnrolToken *proto);
+void control__tokens_free(struct control_map *map);
 
 /* load.c (loop thread) */
 int control__loader_start(control *c, const char *brokers, const char *topic_prefix,

@@ -57,6 +57,7 @@ void control__map_free(struct control_map *map)
   }
   free(map->stores);
   free(map->commands);
+  control__tokens_free(map);
   memset(map, 0, sizeof(*map));
 }
 

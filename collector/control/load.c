@@ -40,6 +40,35 @@ static int control_command_key(const rd_kafka_message_t *record, char *command_i
   return 0;
 }
 
+/* "<store_id>/enrol-token/<token_id>": kept, replaced or deleted in the map. */
+static int control_load_token(struct control_loader *loader, const rd_kafka_message_t *record)
+{
+  static const char marker[] = "/enrol-token/";
+  const char *key = record->key;
+  char token_id[CONTROL_TOKEN_ID_HEX + 1];
+  Pos__V1__EnrolToken *proto = NULL;
+
+  for (size_t i = 0; key && i + sizeof(marker) - 1 < record->key_len; i++) {
+    size_t len = record->key_len - i - (sizeof(marker) - 1);
+    if (memcmp(key + i, marker, sizeof(marker) - 1) != 0)
+      continue;
+    if (len != CONTROL_TOKEN_ID_HEX)
+      return 1;
+    memcpy(token_id, key + i + sizeof(marker) - 1, len);
+    token_id[len] = '\0';
+    if (record->payload &&
+        !(proto = pos__v1__enrol_token__unpack(NULL, record->len, record->payload)))
+      return 1;
+    if (control__token_put(&loader->map, token_id, record->payload ? proto : NULL))
+      log_warn("control", "enrol_token_skipped", "token_id=%s reason=\"out of memory or over "
+               "%u tokens\"", token_id, CONTROL_MAX_TOKENS);
+    if (proto)
+      pos__v1__enrol_token__free_unpacked(proto, NULL);
+    return 1;
+  }
+  return 0;
+}
+
 static int control_load_command(void *arg, const rd_kafka_message_t *record)
 {
   struct control_loader *loader = arg;
@@ -47,6 +76,8 @@ static int control_load_command(void *arg, const rd_kafka_message_t *record)
   Pos__V1__Command *proto;
   struct control_command *command;
 
+  if (control_load_token(loader, record))
+    return 0;
   if (!control_command_key(record, command_id, sizeof(command_id)))
     return 0; /* a rebase (the ingest's), or not ours */
   if (!record->payload) {
@@ -236,9 +267,9 @@ static void control_loaded_cb(uv_async_t *handle)
     c->ready = 1;
     control__prune(c, 1);
     log_info("control", "loaded", "commands=%" PRIu64 " heartbeats=%" PRIu64 " stores=%zu "
-             "commands_kept=%zu commands_skipped=%" PRIu64, loader->commands_read,
-             loader->heartbeats_read, c->map.store_count, c->map.command_count,
-             loader->commands_skipped);
+             "commands_kept=%zu commands_skipped=%" PRIu64 " enrol_tokens=%zu",
+             loader->commands_read, loader->heartbeats_read, c->map.store_count,
+             c->map.command_count, loader->commands_skipped, c->map.token_count);
   }
   control__map_free(&loader->map);
   free(loader->brokers);
@@ -305,6 +336,7 @@ control *control_create(uv_loop_t *loop, ingest *in, const char *brokers,
     return NULL;
   }
   c->keep_finished_ms = options ? options->keep_finished_ms : 0;
+  c->token_lifetime_ms = options ? options->token_lifetime_ms : 0;
   c->max_commands = options && options->max_commands ? options->max_commands
                                                      : CONTROL_MAX_COMMANDS;
   c->map.max_commands = c->max_commands;

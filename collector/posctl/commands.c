@@ -452,3 +452,42 @@ out:
   posctl_answer_clear(&answer);
   return rc;
 }
+
+/*
+ * POST /v1/admin/enrol-tokens, once: a retry after a lost answer would make
+ * a second token (the first, never seen, expires unused). The token alone on
+ * stdout (the API's JSON with --json), what it is for on stderr.
+ */
+int posctl_cmd_enrol_token(const struct posctl_run *run, const struct posctl_args *args)
+{
+  json_t *body = json_pack("{s:s, s:s}", "store_id", args->store, "device_id", args->device);
+  struct posctl_answer answer;
+  const char *token, *expires;
+  int rc;
+
+  if (args->valid_for)
+    json_object_set_new(body, "valid_for", json_string(args->valid_for));
+  rc = posctl_request(&run->target, "POST", "/v1/admin/enrol-tokens", body, 0, &answer);
+  json_decref(body);
+  if (rc != POSCTL_EXIT_OK) {
+    rc = commands_failed(rc, &answer);
+    goto out;
+  }
+  token = json_string_value(json_object_get(answer.json, "token"));
+  expires = json_string_value(json_object_get(answer.json, "expires_at"));
+  if (!token || !expires) {
+    rc = commands_bad_answer("token and expires_at", "/v1/admin/enrol-tokens");
+    goto out;
+  }
+  if (run->json) {
+    posctl_print_json(answer.json);
+  } else {
+    printf("%s\n", token);
+    fflush(stdout);
+    fprintf(stderr, "posctl: enrolment token for device %s of store %s, usable once until %s\n",
+            args->device, args->store, expires);
+  }
+out:
+  posctl_answer_clear(&answer);
+  return rc;
+}

@@ -39,6 +39,7 @@ enum posctl_option {
   OPT_ALL = 1 << 13,
   OPT_LAGGING = 1 << 14,
   OPT_EXPIRING = 1 << 15,
+  OPT_VALID_FOR = 1 << 16,
 };
 /* Allowed with every command, before or after its name. */
 #define OPT_GLOBAL (OPT_CONFIG | OPT_URL | OPT_CERT | OPT_KEY | OPT_CA | OPT_JSON | OPT_HELP)
@@ -60,6 +61,7 @@ static const struct option posctl_long_options[] = {
     {"all", no_argument, NULL, OPT_ALL},
     {"lagging", required_argument, NULL, OPT_LAGGING},
     {"expiring", required_argument, NULL, OPT_EXPIRING},
+    {"valid-for", required_argument, NULL, OPT_VALID_FOR},
     {NULL, 0, NULL, 0},
 };
 
@@ -162,6 +164,20 @@ static const struct posctl_command posctl_commands[] = {
      "last heartbeat. Exit 10 when any is listed.\n\n"
      "example (cron): posctl certificates --expiring 14 || page-the-on-call\n",
      posctl_cmd_certificates},
+    {"enrol-token", OPT_STORE | OPT_DEVICE | OPT_VALID_FOR, OPT_STORE | OPT_DEVICE, 0,
+     "enrol-token --store S --device D [--valid-for DURATION]",
+     "Issues a one-time enrolment token for device D of store S: the device presents it\n"
+     "once to the collector's EST listener (/.well-known/est/simpleenroll) and gets its\n"
+     "certificate, naming that store and device. The token is printed once and kept\n"
+     "nowhere in the clear (the collector keeps its hash); give it to the device by the\n"
+     "channel you trust (its firmware's first-boot settings, the installer's phone).\n"
+     "A used, expired or another device's token is refused.\n\n"
+     "  --store S              the store\n"
+     "  --device D             the device\n"
+     "  --valid-for DURATION   how long it can be used (default: the collector's\n"
+     "                         [enrol] token_lifetime, 72h)\n\n"
+     "example: posctl enrol-token --store S001 --device D2 --valid-for 24h\n",
+     posctl_cmd_enrol_token},
     {"store", 0, 0, 1, "store S",
      "Shows store S in full: each device's last heartbeat and batch, agent and firmware\n"
      "versions, backlog, journal, clock drift, certificate expiry, disk, problems, and the\n"
@@ -247,6 +263,7 @@ static void posctl_take(int option, struct posctl_args *args, struct posctl_flag
   case OPT_ALL: args->all = 1; break;
   case OPT_LAGGING: args->lagging = optarg; break;
   case OPT_EXPIRING: args->expiring = optarg; break;
+  case OPT_VALID_FOR: args->valid_for = optarg; break;
   }
 }
 
@@ -285,7 +302,7 @@ static int posctl_check(const struct posctl_command *command, const struct posct
   char err[256];
   int64_t ignored;
   unsigned extra = given & ~(command->options | OPT_GLOBAL), missing = command->required & ~given;
-  for (unsigned bit = 1; bit <= OPT_EXPIRING; bit <<= 1) {
+  for (unsigned bit = 1; bit <= OPT_VALID_FOR; bit <<= 1) {
     if (extra & bit) {
       snprintf(err, sizeof(err), "--%s is not an option of %s", posctl_option_name((int)bit),
                command->name);
@@ -305,6 +322,7 @@ static int posctl_check(const struct posctl_command *command, const struct posct
       (args->to && posctl_parse_time(args->to, &ignored, err, sizeof(err))) ||
       (args->timeout && posctl_parse_duration(args->timeout, &ignored, err, sizeof(err))) ||
       (args->lagging && posctl_parse_duration(args->lagging, &ignored, err, sizeof(err))) ||
+      (args->valid_for && posctl_parse_duration(args->valid_for, &ignored, err, sizeof(err))) ||
       (args->expiring && posctl_parse_days(args->expiring, &ignored, err, sizeof(err))))
     goto bad;
   if (args->timeout && !args->wait) {

@@ -20,6 +20,7 @@ struct posctl_args {
   const char *timeout;
   const char *lagging;
   const char *expiring; /* certificates --expiring DAYS */
+  const char *valid_for; /* enrol-token --valid-for DURATION */
   const char *id; /* command ID, cancel ID, store S, help COMMAND */
   int wait;
   int all;
@@ -40,6 +41,7 @@ int posctl_cmd_cancel(const struct posctl_run *run, const struct posctl_args *ar
 int posctl_cmd_stores(const struct posctl_run *run, const struct posctl_args *args);
 int posctl_cmd_store(const struct posctl_run *run, const struct posctl_args *args);
 int posctl_cmd_certificates(const struct posctl_run *run, const struct posctl_args *args);
+int posctl_cmd_enrol_token(const struct posctl_run *run, const struct posctl_args *args);
 
 /* DAYS of --expiring: a whole number 0..36500. Returns 0, or -1 with `err` set. */
 int posctl_parse_days(const char *text, int64_t *days, char *err, size_t err_size);

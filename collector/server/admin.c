@@ -451,6 +451,91 @@ refuse:
   admin_error(exchange, status, err);
 }
 
+/* A token on its way to Kafka: the admin's request. */
+struct admin_token_pending {
+  http_exchange *exchange;
+};
+
+static void admin_token_done(void *arg, int status, const struct control_token *token,
+                             const char *text, const char *message)
+{
+  struct admin_token_pending *pending = arg;
+
+  if (status != 201) {
+    admin_error(pending->exchange, 503, message && message[0] ? message
+                                                              : "the token was not recorded; retry");
+  } else {
+    admin_respond(pending->exchange, 201,
+                  json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s}", "token", text, "token_id",
+                            token->token_id, "store_id", token->store_id, "device_id",
+                            token->device_id, "issued_at", admin_time(token->issued_ms),
+                            "expires_at", admin_time(token->expires_ms), "issued_by",
+                            token->issued_by),
+                  "Cache-Control: no-store\r\n");
+  }
+  free(pending);
+}
+
+/*
+ * POST /v1/admin/enrol-tokens {"store_id", "device_id", "valid_for": "72h"}:
+ * a one-time token for one device, answered once Kafka holds its record.
+ * The answer is the only place its secret ever appears.
+ */
+static void admin_enrol_token(control *ctl, http_exchange *exchange, const struct identity *id)
+{
+  size_t body_len;
+  const char *body = http_exchange_body(exchange, &body_len);
+  json_error_t error;
+  json_t *root = json_loadb(body ? body : "", body_len, JSON_REJECT_DUPLICATES, &error);
+  const char *store_id = NULL, *device_id = NULL, *valid_for = NULL;
+  struct admin_token_pending *pending = NULL;
+  int64_t valid_ms = control_token_lifetime_ms(ctl);
+  char err[400];
+  int status = 400;
+
+  if (valid_ms == 0) {
+    status = 404;
+    snprintf(err, sizeof(err), "this collector does not enrol devices: set [enrol] ca_cert and "
+             "ca_key in its configuration");
+    goto refuse;
+  }
+  if (!root) {
+    snprintf(err, sizeof(err), "body is not JSON: %s (line %d, column %d)", error.text,
+             error.line, error.column);
+    goto refuse;
+  }
+  if (json_unpack_ex(root, &error, JSON_STRICT, "{s:s, s:s, s?s}", "store_id", &store_id,
+                     "device_id", &device_id, "valid_for", &valid_for) != 0) {
+    snprintf(err, sizeof(err), "expected {\"store_id\": \"S001\", \"device_id\": \"D1\", "
+             "\"valid_for\": \"72h\" (optional)}: %s", error.text);
+    goto refuse;
+  }
+  if (valid_for && (admin_parse_duration(valid_for, &valid_ms) || valid_ms <= 0)) {
+    snprintf(err, sizeof(err), "valid_for %s is not a duration such as 90s, 30m, 72h or 7d",
+             valid_for);
+    goto refuse;
+  }
+  pending = calloc(1, sizeof(*pending));
+  if (!pending) {
+    status = 503;
+    snprintf(err, sizeof(err), "collector out of memory");
+    goto refuse;
+  }
+  pending->exchange = exchange;
+  status = control_token_issue(ctl, store_id, device_id, valid_ms, id->admin, admin_token_done,
+                               pending, err, sizeof(err));
+  if (status)
+    goto refuse;
+  json_decref(root);
+  return; /* pending is the callback's now */
+refuse:
+  log_warn("server", "admin_refused", "peer=%s admin=%s path=%s status=%d reason=\"%s\"",
+           http_exchange_peer(exchange), id->admin, http_exchange_path(exchange), status, err);
+  free(pending);
+  json_decref(root);
+  admin_error(exchange, status, err);
+}
+
 /* Commands of one store, newest issued first, filtered; appended to `list`. */
 static void admin_store_commands(const struct control_store *store, int all, size_t max,
                                  json_t *list)
@@ -764,6 +849,11 @@ void admin_handle(control *ctl, http_exchange *exchange, const struct identity *
       admin_error(exchange, 405, "use POST");
     else
       admin_issue(ctl, exchange, id, path[0] == 'r' ? CONTROL_RESYNC : CONTROL_PUSH_NOW);
+  } else if (strcmp(path, "enrol-tokens") == 0) {
+    if (!post)
+      admin_error(exchange, 405, "use POST");
+    else
+      admin_enrol_token(ctl, exchange, id);
   } else if (strcmp(path, "commands") == 0 || strcmp(path, "stores") == 0) {
     if (!get)
       admin_error(exchange, 405, "use GET");
@@ -780,7 +870,7 @@ void admin_handle(control *ctl, http_exchange *exchange, const struct identity *
       admin_store(ctl, exchange, path + 7);
   } else {
     admin_error(exchange, 404, "no such endpoint: POST /v1/admin/resync, POST "
-                "/v1/admin/push-now, GET /v1/admin/commands[/<id>], POST "
+                "/v1/admin/push-now, POST /v1/admin/enrol-tokens, GET /v1/admin/commands[/<id>], POST "
                 "/v1/admin/commands/<id>/cancel, GET /v1/admin/stores[/<store_id>], POST "
                 "/v1/admin/rebase");
   }

@@ -65,6 +65,7 @@ struct routes_store {
 struct routes {
   uv_loop_t *loop;
   ingest *ingest;
+  est *est; /* NULL: no enrolment */
   control *control;
   struct routes_options options;
   struct routes_store *stores; /* those with a batch in progress */
@@ -774,6 +775,10 @@ void routes_handle(http_exchange *exchange, void *arg)
       routes_respond_text(exchange, 200, "ok", NULL);
     return;
   }
+  if (strncmp(path, EST_PATH_PREFIX, strlen(EST_PATH_PREFIX)) == 0) {
+    est_handle(r->est, exchange);
+    return;
+  }
   if (routes_identify(exchange, &id))
     return;
   if (strcmp(path, "/v1/admin/rebase") == 0) {
@@ -886,6 +891,8 @@ void routes_close(routes *r)
       store->tail = store->head;
   }
 }
+
+void routes_set_est(routes *r, est *e) { r->est = e; }
 
 unsigned routes_decoding(const routes *r) { return r ? r->decoding : 0; }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "control/control.h"
+#include "enrol/est.h"
 #include "ingest/ingest.h"
 #include "platform/http_server.h"
 
@@ -34,6 +35,9 @@ typedef struct routes routes;
  */
 routes *routes_create(uv_loop_t *loop, ingest *in, control *ctl,
                       const struct routes_options *options);
+
+/* EST (/.well-known/est/) on this port too: `e` borrowed, NULL = 404. */
+void routes_set_est(routes *r, est *e);
 
 /* The http_handler_fn of the collector's server; `arg` is the routes. Loop thread. */
 void routes_handle(http_exchange *exchange, void *arg);
