@@ -88,6 +88,9 @@ struct control_store {
   size_t device_count;
   struct control_command **commands; /* oldest issued first */
   size_t command_count, command_capacity;
+  int64_t decommissioned_ms; /* 0: in service (pos.control.v1 "<store>/decommissioned") */
+  char decommissioned_by[CONTROL_ID_MAX + 1];
+  char decommission_reason[CONTROL_MESSAGE_MAX + 1];
 };
 
 typedef struct control control;
@@ -256,6 +259,25 @@ int control_token_check(control *c, const char *presented, const char *store_id,
 int control_token_use(control *c, const char *token_id, const char *used_by,
                       const char *serial, control_token_fn done, void *arg, char *err,
                       size_t err_size);
+
+/* Called once per control_decommission accepted, on the loop: 200, or 503 with `message`. */
+typedef void (*control_store_fn)(void *arg, int status, const char *message);
+
+/*
+ * Decommissions store `store_id` (or, with `undo`, puts it back in service)
+ * for `admin`, with `reason` (may be NULL): its devices get no enrolment and
+ * no renewal. Returns 0 and calls `done` once Kafka holds it (503 if not),
+ * or 400 / 409 (already so) / 503 with `err`, without calling `done`.
+ */
+int control_decommission(control *c, const char *store_id, int undo, const char *admin,
+                         const char *reason, control_store_fn done, void *arg, char *err,
+                         size_t err_size);
+
+/*
+ * 0 when store `store_id` may get certificates; else 403 with `err` saying
+ * it was decommissioned, when and by whom (503 while not ready).
+ */
+int control_store_may_enrol(const control *c, const char *store_id, char *err, size_t err_size);
 
 /* RFC 3339 UTC ("2026-11-26T03:00:00Z"), or "-" for 0. */
 void control_format_time(int64_t ms, char out[32]);

@@ -87,6 +87,9 @@ void control__commit_store(control *c, const struct control_store *store);
 int control__token_put(struct control_map *map, const char *token_id,
                        const Pos__V1__EnrolToken *proto);
 void control__tokens_free(struct control_map *map);
+/* From a control.v1 value of key "<store>/decommissioned": NULL `proto` puts it back. 0 or -1. */
+int control__decommission_put(struct control_map *map, const char *store_id,
+                              const Pos__V1__StoreDecommission *proto);
 
 /* load.c (loop thread) */
 int control__loader_start(control *c, const char *brokers, const char *topic_prefix,

@@ -69,6 +69,35 @@ static int control_load_token(struct control_loader *loader, const rd_kafka_mess
   return 0;
 }
 
+/* "<store_id>/decommissioned": the store's flag set or cleared in the map. */
+static int control_load_decommission(struct control_loader *loader,
+                                     const rd_kafka_message_t *record)
+{
+  static const char marker[] = "/decommissioned";
+  const char *key = record->key;
+  char store_id[CONTROL_ID_MAX + 1];
+  Pos__V1__StoreDecommission *proto = NULL;
+  size_t len;
+
+  if (!key || record->key_len <= sizeof(marker) - 1 ||
+      memcmp(key + record->key_len - (sizeof(marker) - 1), marker, sizeof(marker) - 1) != 0)
+    return 0;
+  len = record->key_len - (sizeof(marker) - 1);
+  if (len > CONTROL_ID_MAX || memchr(key, '/', len))
+    return 1;
+  memcpy(store_id, key, len);
+  store_id[len] = '\0';
+  if (record->payload &&
+      !(proto = pos__v1__store_decommission__unpack(NULL, record->len, record->payload)))
+    return 1;
+  if (control__decommission_put(&loader->map, store_id, proto))
+    log_warn("control", "decommission_skipped", "store=%s reason=\"out of memory or over %u "
+             "stores\"", store_id, CONTROL_MAX_STORES);
+  if (proto)
+    pos__v1__store_decommission__free_unpacked(proto, NULL);
+  return 1;
+}
+
 static int control_load_command(void *arg, const rd_kafka_message_t *record)
 {
   struct control_loader *loader = arg;
@@ -76,7 +105,7 @@ static int control_load_command(void *arg, const rd_kafka_message_t *record)
   Pos__V1__Command *proto;
   struct control_command *command;
 
-  if (control_load_token(loader, record))
+  if (control_load_token(loader, record) || control_load_decommission(loader, record))
     return 0;
   if (!control_command_key(record, command_id, sizeof(command_id)))
     return 0; /* a rebase (the ingest's), or not ours */

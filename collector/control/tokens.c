@@ -221,6 +221,7 @@ int control_token_issue(control *c, const char *store_id, const char *device_id,
   struct control_token *token = NULL;
   char secret[CONTROL_TOKEN_SECRET_HEX + 1];
   int64_t now = clock_wall_ms();
+  int status;
 
   if (!control_ready(c)) {
     snprintf(err, err_size, "loading commands and fleet state from Kafka; retry shortly");
@@ -231,6 +232,8 @@ int control_token_issue(control *c, const char *store_id, const char *device_id,
              CONTROL_ID_MAX);
     return 400;
   }
+  if ((status = control_store_may_enrol(c, store_id, err, err_size)) != 0)
+    return status == 403 ? 409 : status;
   if (valid_ms <= 0 || valid_ms > 366LL * 24 * 3600 * 1000) {
     snprintf(err, err_size, "a token is valid for 1 second to 366 days; ask for less (e.g. 72h)");
     return 400;
@@ -370,4 +373,133 @@ int control_token_use(control *c, const char *token_id, const char *used_by,
     return 503;
   }
   return 0;
+}
+
+/* ---- decommissioned stores ------------------------------------------------------------ */
+
+int control__decommission_put(struct control_map *map, const char *store_id,
+                              const Pos__V1__StoreDecommission *proto)
+{
+  struct control_store *store = proto ? control__store_get(map, store_id)
+                                      : control__store_find(map, store_id);
+
+  if (!proto) {
+    if (store) {
+      store->decommissioned_ms = 0;
+      store->decommissioned_by[0] = store->decommission_reason[0] = '\0';
+    }
+    return 0;
+  }
+  if (!store)
+    return -1;
+  store->decommissioned_ms = proto->decommissioned_ms > 0 ? proto->decommissioned_ms : 1;
+  snprintf(store->decommissioned_by, sizeof(store->decommissioned_by), "%s",
+           proto->decommissioned_by);
+  snprintf(store->decommission_reason, sizeof(store->decommission_reason), "%s", proto->reason);
+  return 0;
+}
+
+/* A decommission on its way to Kafka. */
+struct control_store_op {
+  control *c;
+  char store_id[CONTROL_ID_MAX + 1];
+  Pos__V1__StoreDecommission proto; /* strings below */
+  char by[CONTROL_ID_MAX + 1];
+  char reason[CONTROL_MESSAGE_MAX + 1];
+  int undo;
+  control_store_fn done;
+  void *arg;
+};
+
+static void control_store_op_done(void *arg, const struct ingest_result *result)
+{
+  struct control_store_op *op = arg;
+  int ok = result->outcome == INGEST_ACCEPTED;
+
+  /* Applied once Kafka holds it: what the admin was told is what a restart reads. */
+  if (ok && control__decommission_put(&op->c->map, op->store_id, op->undo ? NULL : &op->proto))
+    ok = 0;
+  if (ok)
+    log_info("control", op->undo ? "store_recommissioned" : "store_decommissioned",
+             "store=%s admin=%s reason=\"%s\"", op->store_id, op->by, op->reason);
+  op->done(op->arg, ok ? 200 : 503, ok ? "" : result->message);
+  free(op);
+}
+
+int control_decommission(control *c, const char *store_id, int undo, const char *admin,
+                         const char *reason, control_store_fn done, void *arg, char *err,
+                         size_t err_size)
+{
+  const struct control_store *store;
+  struct control_store_op *op;
+  char key[CONTROL_ID_MAX + sizeof("/decommissioned")];
+  uint8_t *value = NULL;
+  size_t len = 0;
+
+  if (!control_ready(c)) {
+    snprintf(err, err_size, "loading commands and fleet state from Kafka; retry shortly");
+    return 503;
+  }
+  if (!control_token_id_ok(store_id)) {
+    snprintf(err, err_size, "store_id must be 1-%d characters of A-Z a-z 0-9 . _ -",
+             CONTROL_ID_MAX);
+    return 400;
+  }
+  store = control__store_find(&c->map, store_id);
+  if (!undo == (store && store->decommissioned_ms)) {
+    snprintf(err, err_size, "store %s is %s already", store_id,
+             undo ? "in service" : "decommissioned");
+    return 409;
+  }
+  op = calloc(1, sizeof(*op));
+  if (!op) {
+    snprintf(err, err_size, "collector out of memory");
+    return 503;
+  }
+  op->c = c;
+  op->undo = undo;
+  op->done = done;
+  op->arg = arg;
+  snprintf(op->store_id, sizeof(op->store_id), "%s", store_id);
+  snprintf(op->by, sizeof(op->by), "%s", admin ? admin : "");
+  snprintf(op->reason, sizeof(op->reason), "%s", reason ? reason : "");
+  pos__v1__store_decommission__init(&op->proto);
+  op->proto.store_id = op->store_id;
+  op->proto.decommissioned_ms = clock_wall_ms();
+  op->proto.decommissioned_by = op->by;
+  op->proto.reason = op->reason;
+  if (!undo) {
+    len = pos__v1__store_decommission__get_packed_size(&op->proto);
+    value = malloc(len ? len : 1);
+    if (!value) {
+      free(op);
+      snprintf(err, err_size, "collector out of memory");
+      return 503;
+    }
+    pos__v1__store_decommission__pack(&op->proto, value);
+  }
+  snprintf(key, sizeof(key), "%s/decommissioned", store_id);
+  ingest_submit_control(c->ingest, key, value, len, control_store_op_done, op);
+  return 0;
+}
+
+int control_store_may_enrol(const control *c, const char *store_id, char *err, size_t err_size)
+{
+  const struct control_store *store;
+  char when[32];
+
+  if (!control_ready(c)) {
+    snprintf(err, err_size, "the collector is loading its state from Kafka; retry shortly");
+    return 503;
+  }
+  store = control__store_find(&c->map, store_id);
+  if (!store || !store->decommissioned_ms)
+    return 0;
+  control_format_time(store->decommissioned_ms, when);
+  snprintf(err, err_size, "store %s was decommissioned by head office (%s, at %s%s%s): its "
+           "devices get no new certificate; if the store is back in service, head office "
+           "runs posctl decommission --store %s --undo",
+           store_id, store->decommissioned_by[0] ? store->decommissioned_by : "an admin", when,
+           store->decommission_reason[0] ? ": " : "", store->decommission_reason, store_id);
+  return 403;
 }

@@ -209,6 +209,11 @@ static void est_simpleenroll(est *e, http_exchange *exchange)
   memcpy(store_id, user, (size_t)(slash - user));
   store_id[slash - user] = '\0';
   snprintf(device_id, sizeof(device_id), "%s", slash + 1);
+  if ((status = control_store_may_enrol(e->ctl, store_id, err, sizeof(err))) != 0) {
+    est_refuse(exchange, status, status >= 500 ? "Retry-After: 5\r\n" : NULL, "simpleenroll",
+               err);
+    return;
+  }
   status = control_token_check(e->ctl, token_text, store_id, device_id, clock_wall_ms(), &token,
                                err, sizeof(err));
   if (status) {
@@ -263,8 +268,10 @@ static void est_simplereenroll(est *e, http_exchange *exchange)
                                          : err);
     return;
   }
-  status = est_issue(e, exchange, id.store_id, id.device_id, &answer, serial, sizeof(serial),
-                     not_after, err, sizeof(err));
+  status = control_store_may_enrol(e->ctl, id.store_id, err, sizeof(err));
+  if (!status)
+    status = est_issue(e, exchange, id.store_id, id.device_id, &answer, serial, sizeof(serial),
+                       not_after, err, sizeof(err));
   if (status) {
     est_refuse(exchange, status, status >= 500 ? "Retry-After: 5\r\n" : NULL, "simplereenroll",
                err);

@@ -491,3 +491,27 @@ out:
   posctl_answer_clear(&answer);
   return rc;
 }
+
+int posctl_cmd_decommission(const struct posctl_run *run, const struct posctl_args *args)
+{
+  char path[128];
+  struct posctl_answer answer;
+  json_t *body = json_object();
+  int rc;
+
+  snprintf(path, sizeof(path), "/v1/admin/stores/%s/%s", args->store,
+           args->undo ? "recommission" : "decommission");
+  rc = posctl_request(&run->target, "POST", path, body, COMMANDS_POST_RETRIES, &answer);
+  json_decref(body);
+  if (rc != POSCTL_EXIT_OK) {
+    rc = commands_failed(rc, &answer);
+  } else if (run->json) {
+    posctl_print_json(answer.json);
+  } else {
+    printf("store %s %s\n", args->store,
+           args->undo ? "is in service again: its devices may enrol and renew"
+                      : "decommissioned: its devices get no new certificate");
+  }
+  posctl_answer_clear(&answer);
+  return rc;
+}

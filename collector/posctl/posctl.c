@@ -40,6 +40,7 @@ enum posctl_option {
   OPT_LAGGING = 1 << 14,
   OPT_EXPIRING = 1 << 15,
   OPT_VALID_FOR = 1 << 16,
+  OPT_UNDO = 1 << 17,
 };
 /* Allowed with every command, before or after its name. */
 #define OPT_GLOBAL (OPT_CONFIG | OPT_URL | OPT_CERT | OPT_KEY | OPT_CA | OPT_JSON | OPT_HELP)
@@ -62,6 +63,7 @@ static const struct option posctl_long_options[] = {
     {"lagging", required_argument, NULL, OPT_LAGGING},
     {"expiring", required_argument, NULL, OPT_EXPIRING},
     {"valid-for", required_argument, NULL, OPT_VALID_FOR},
+    {"undo", no_argument, NULL, OPT_UNDO},
     {NULL, 0, NULL, 0},
 };
 
@@ -178,6 +180,13 @@ static const struct posctl_command posctl_commands[] = {
      "                         [enrol] token_lifetime, 72h)\n\n"
      "example: posctl enrol-token --store S001 --device D2 --valid-for 24h\n",
      posctl_cmd_enrol_token},
+    {"decommission", OPT_STORE | OPT_UNDO, OPT_STORE, 0, "decommission --store S [--undo]",
+     "Decommissions store S: its devices get no new certificate from then on (no\n"
+     "enrolment, no renewal), so the certificates they hold run out; batches they send\n"
+     "meanwhile are still taken. --undo puts the store back in service.\n\n"
+     "  --store S   the store\n"
+     "  --undo      the store is in service again\n",
+     posctl_cmd_decommission},
     {"store", 0, 0, 1, "store S",
      "Shows store S in full: each device's last heartbeat and batch, agent and firmware\n"
      "versions, backlog, journal, clock drift, certificate expiry, disk, problems, and the\n"
@@ -264,6 +273,7 @@ static void posctl_take(int option, struct posctl_args *args, struct posctl_flag
   case OPT_LAGGING: args->lagging = optarg; break;
   case OPT_EXPIRING: args->expiring = optarg; break;
   case OPT_VALID_FOR: args->valid_for = optarg; break;
+  case OPT_UNDO: args->undo = 1; break;
   }
 }
 
@@ -302,7 +312,7 @@ static int posctl_check(const struct posctl_command *command, const struct posct
   char err[256];
   int64_t ignored;
   unsigned extra = given & ~(command->options | OPT_GLOBAL), missing = command->required & ~given;
-  for (unsigned bit = 1; bit <= OPT_VALID_FOR; bit <<= 1) {
+  for (unsigned bit = 1; bit <= OPT_UNDO; bit <<= 1) {
     if (extra & bit) {
       snprintf(err, sizeof(err), "--%s is not an option of %s", posctl_option_name((int)bit),
                command->name);

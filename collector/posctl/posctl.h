@@ -24,6 +24,7 @@ struct posctl_args {
   const char *id; /* command ID, cancel ID, store S, help COMMAND */
   int wait;
   int all;
+  int undo; /* decommission --undo */
 };
 
 /* One invocation: where to ask and how to answer. */
@@ -42,6 +43,7 @@ int posctl_cmd_stores(const struct posctl_run *run, const struct posctl_args *ar
 int posctl_cmd_store(const struct posctl_run *run, const struct posctl_args *args);
 int posctl_cmd_certificates(const struct posctl_run *run, const struct posctl_args *args);
 int posctl_cmd_enrol_token(const struct posctl_run *run, const struct posctl_args *args);
+int posctl_cmd_decommission(const struct posctl_run *run, const struct posctl_args *args);
 
 /* DAYS of --expiring: a whole number 0..36500. Returns 0, or -1 with `err` set. */
 int posctl_parse_days(const char *text, int64_t *days, char *err, size_t err_size);

@@ -536,6 +536,60 @@ refuse:
   admin_error(exchange, status, err);
 }
 
+static void admin_decommission_done(void *arg, int status, const char *message)
+{
+  http_exchange *exchange = arg;
+
+  if (status != 200)
+    admin_error(exchange, 503, message && message[0] ? message : "not recorded; retry");
+  else
+    admin_respond(exchange, 200, json_pack("{s:b}", "ok", 1), NULL);
+}
+
+/*
+ * POST /v1/admin/stores/<S>/decommission {"reason": "..."} and
+ * .../recommission: the store's devices get no new certificate (or again).
+ */
+static void admin_decommission(control *ctl, http_exchange *exchange, const struct identity *id,
+                               const char *store_id, int undo)
+{
+  size_t body_len;
+  const char *body = http_exchange_body(exchange, &body_len);
+  json_error_t error;
+  json_t *root = body_len ? json_loadb(body, body_len, JSON_REJECT_DUPLICATES, &error)
+                          : json_object();
+  const char *reason = NULL;
+  char err[400];
+  int status = 400;
+
+  if (!root) {
+    snprintf(err, sizeof(err), "body is not JSON: %s (line %d, column %d)", error.text,
+             error.line, error.column);
+    goto refuse;
+  }
+  if (json_unpack_ex(root, &error, JSON_STRICT, "{s?s}", "reason", &reason) != 0) {
+    snprintf(err, sizeof(err), "expected {\"reason\": \"...\"} (optional): %s", error.text);
+    goto refuse;
+  }
+  status = control_decommission(ctl, store_id, undo, id->admin, reason, admin_decommission_done,
+                                exchange, err, sizeof(err));
+  if (status == 409) {
+    /* Asked twice (a retry after a lost answer): what was asked holds. */
+    admin_respond(exchange, 200, json_pack("{s:b, s:s}", "ok", 1, "unchanged", err), NULL);
+    json_decref(root);
+    return;
+  }
+  if (status)
+    goto refuse;
+  json_decref(root);
+  return;
+refuse:
+  log_warn("server", "admin_refused", "peer=%s admin=%s path=%s status=%d reason=\"%s\"",
+           http_exchange_peer(exchange), id->admin, http_exchange_path(exchange), status, err);
+  json_decref(root);
+  admin_error(exchange, status, err);
+}
+
 /* Commands of one store, newest issued first, filtered; appended to `list`. */
 static void admin_store_commands(const struct control_store *store, int all, size_t max,
                                  json_t *list)
@@ -783,6 +837,12 @@ static json_t *admin_store_json(const struct control_store *store, int64_t now, 
   json_object_set_new(root, "open_commands", json_integer(open));
   json_object_set_new(root, "resync", resync ? admin_command_json(store, resync) : json_null());
   json_object_set_new(root, "devices", devices);
+  json_object_set_new(root, "decommissioned",
+                      store->decommissioned_ms
+                          ? json_pack("{s:o, s:s, s:s}", "at", admin_time(store->decommissioned_ms),
+                                      "by", store->decommissioned_by, "reason",
+                                      store->decommission_reason)
+                          : json_null());
   return root;
 }
 
@@ -839,6 +899,7 @@ void admin_handle(control *ctl, http_exchange *exchange, const struct identity *
   const char *method = http_exchange_method(exchange);
   const char *path = http_exchange_path(exchange) + strlen("/v1/admin/");
   int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+  const char *action;
 
   if (!control_ready(ctl)) {
     admin_error(exchange, 503, "loading commands and fleet state from Kafka; retry shortly");
@@ -863,6 +924,15 @@ void admin_handle(control *ctl, http_exchange *exchange, const struct identity *
       admin_stores(ctl, exchange);
   } else if (strncmp(path, "commands/", 9) == 0) {
     admin_command(ctl, exchange, id, path + 9);
+  } else if (strncmp(path, "stores/", 7) == 0 && (action = strchr(path + 7, '/')) != NULL &&
+             action > path + 7 && action - (path + 7) <= CONTROL_ID_MAX &&
+             (strcmp(action, "/decommission") == 0 || strcmp(action, "/recommission") == 0)) {
+    char store_id[CONTROL_ID_MAX + 1];
+    snprintf(store_id, sizeof(store_id), "%.*s", (int)(action - (path + 7)), path + 7);
+    if (!post)
+      admin_error(exchange, 405, "use POST");
+    else
+      admin_decommission(ctl, exchange, id, store_id, action[1] == 'r');
   } else if (strncmp(path, "stores/", 7) == 0 && path[7] && !strchr(path + 7, '/')) {
     if (!get)
       admin_error(exchange, 405, "use GET");
@@ -870,7 +940,8 @@ void admin_handle(control *ctl, http_exchange *exchange, const struct identity *
       admin_store(ctl, exchange, path + 7);
   } else {
     admin_error(exchange, 404, "no such endpoint: POST /v1/admin/resync, POST "
-                "/v1/admin/push-now, POST /v1/admin/enrol-tokens, GET /v1/admin/commands[/<id>], POST "
+                "/v1/admin/push-now, POST /v1/admin/enrol-tokens, POST /v1/admin/stores/<id>/decommission "
+                "(or /recommission), GET /v1/admin/commands[/<id>], POST "
                 "/v1/admin/commands/<id>/cancel, GET /v1/admin/stores[/<store_id>], POST "
                 "/v1/admin/rebase");
   }

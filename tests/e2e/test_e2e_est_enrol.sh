@@ -13,6 +13,8 @@
 #     collector still refuses a used token;
 #   - simplereenroll renews over the current certificate (mutual TLS), and
 #     not without one;
+#   - a store head office decommissioned (posctl decommission) gets no
+#     certificate, renewal or token, also after a restart, until --undo;
 #   - an agent with the enrolled certificate sends a sale, in Kafka once.
 source "$(dirname "$0")/lib.sh"
 
@@ -25,12 +27,18 @@ make_pki
 start_broker --partitions 1
 write_collector_config enrol.ca_cert="$PKI/ca/ca.crt" enrol.ca_key="$PKI/ca/ca.key" \
   enrol.listen_host=127.0.0.1 enrol.port=0 enrol.cert_lifetime=10m
-start_collector
-EST_PORT="$(sed -n 's/.*event=enrol_listening .*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$COLLECTOR_LOG")"
-[[ "$EST_PORT" =~ ^[0-9]+$ ]] || fail "the collector logs its EST listener's port" "event=enrol_listening port=N" \
-  "$(grep -c . "$COLLECTOR_LOG") lines, none"
-EST_URL="https://127.0.0.1:$EST_PORT/.well-known/est"
-ADMIN=(--url "$COLLECTOR_URL" --ca "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
+# start_enrolling_collector: start_collector, then EST_URL (its EST
+# listener, from event=enrol_listening) and ADMIN (posctl's options).
+start_enrolling_collector() {
+  start_collector
+  local port
+  port="$(sed -n 's/.*event=enrol_listening .*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$COLLECTOR_LOG")"
+  [[ "$port" =~ ^[0-9]+$ ]] || fail "the collector logs its EST listener's port" "event=enrol_listening port=N" \
+    "$(grep -c . "$COLLECTOR_LOG") lines, none"
+  EST_URL="https://127.0.0.1:$port/.well-known/est"
+  ADMIN=(--url "$COLLECTOR_URL" --ca "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
+}
+start_enrolling_collector
 
 # est_post OP USER:TOKEN BODYFILE [curl args]: a foreign EST client's POST to
 # the EST listener, no client certificate; sets HTTP_STATUS, body in $T/est.body.
@@ -142,9 +150,7 @@ fi
 
 # --- a restarted collector remembers the use ------------------------------------------------
 stop_collector
-start_collector
-EST_PORT="$(sed -n 's/.*event=enrol_listening .*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$COLLECTOR_LOG")"
-EST_URL="https://127.0.0.1:$EST_PORT/.well-known/est"
+start_enrolling_collector
 est_post simpleenroll "S001/D7:$USED_TOKEN" "$T/again.b64"
 assert_eq "a used token after the collector's restart" 403 "$HTTP_STATUS"
 
@@ -164,6 +170,31 @@ HTTP_STATUS="$(curl -sS -o "$T/est.body" -w '%{http_code}' --max-time 10 --cacer
   --cert "$T/d7b.crt" --key "$T/d7b.key" -H 'Content-Type: application/pkcs10' \
   --data-binary @"$T/d7.b64" "$COLLECTOR_URL/.well-known/est/simplereenroll" 2>"$T/est.curl.err")" || true
 assert_eq "simplereenroll on [server] port ($(cat "$T/est.body"))" 200 "$HTTP_STATUS"
+
+# --- a decommissioned store gets no certificate ------------------------------------------------
+token S001 D9 1h
+STORE_TOKEN="$TOKEN"
+timeout 60 "$POSCTL_BIN" "${ADMIN[@]}" decommission --store S001 >"$T/posctl.out" 2>"$T/posctl.err" ||
+  fail "posctl decommission --store S001: $(cat "$T/posctl.err")"
+new_request d9
+est_post simplereenroll "" "$T/d9.b64" --cert "$T/d7b.crt" --key "$T/d7b.key"
+assert_eq "renewal for a decommissioned store" 403 "$HTTP_STATUS"
+grep -q "store S001 was decommissioned by head office" "$T/est.body" ||
+  fail "the refusal says the store was decommissioned" "was decommissioned" "$(cat "$T/est.body")"
+est_post simpleenroll "S001/D9:$STORE_TOKEN" "$T/d9.b64"
+assert_eq "enrolment with a token issued before the store was decommissioned" 403 "$HTTP_STATUS"
+timeout 60 "$POSCTL_BIN" "${ADMIN[@]}" enrol-token --store S001 --device D9 >/dev/null 2>"$T/posctl.err" &&
+  fail "posctl enrol-token for a decommissioned store is refused" "exit 1" "a token"
+grep -q "decommissioned" "$T/posctl.err" || fail "posctl says why" "decommissioned" "$(cat "$T/posctl.err")"
+# Still so after a restart (pos.control.v1), and undone.
+stop_collector
+start_enrolling_collector
+est_post simplereenroll "" "$T/d9.b64" --cert "$T/d7b.crt" --key "$T/d7b.key"
+assert_eq "renewal for a decommissioned store after the collector's restart" 403 "$HTTP_STATUS"
+timeout 60 "$POSCTL_BIN" "${ADMIN[@]}" decommission --store S001 --undo >"$T/posctl.out" 2>"$T/posctl.err" ||
+  fail "posctl decommission --store S001 --undo: $(cat "$T/posctl.err")"
+est_post simpleenroll "S001/D9:$STORE_TOKEN" "$T/d9.b64"
+assert_eq "the token once the store is back in service ($(cat "$T/est.body"))" 200 "$HTTP_STATUS"
 
 # --- the enrolled device sends sales ------------------------------------------------------------
 write_tokens
