@@ -16,6 +16,7 @@
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "platform/pkcs7.h"
+#include "server/collector_metrics.h"
 #include "server/identity.h"
 
 #define EST_MAX_CSR_BYTES (16 * 1024)
@@ -59,6 +60,7 @@ static void est_refuse(http_exchange *exchange, int status, const char *extra, c
 
   log_warn("est", "refused", "peer=%s op=%s status=%d reason=%s", http_exchange_peer(exchange),
            what, status, log_quote(reason, quoted, sizeof(quoted)));
+  collector_metrics_est(status == 404 || status == 405 ? "other" : what, status);
   http_exchange_respond(exchange, status, "text/plain; charset=utf-8", extra, body,
                         len < 0 ? 0 : (size_t)len >= sizeof(body) ? sizeof(body) - 1 : (size_t)len);
 }
@@ -160,8 +162,9 @@ static int est_issue(est *e, http_exchange *exchange, const char *store_id, cons
   return status;
 }
 
-static void est_send_certificate(http_exchange *exchange, const char *answer)
+static void est_send_certificate(http_exchange *exchange, const char *op, const char *answer)
 {
+  collector_metrics_est(op, 200);
   http_exchange_respond(exchange, 200, EST_PKCS7_TYPE, EST_BASE64_HEADER, answer,
                         strlen(answer));
 }
@@ -177,7 +180,7 @@ static void est_on_token_used(void *arg, int status, const struct control_token 
     log_info("est", "enrolled", "peer=%s store=%s device=%s token_id=%s serial=%s not_after=%s",
              http_exchange_peer(pending->exchange), pending->store_id, pending->device_id,
              token->token_id, pending->serial, pending->not_after);
-    est_send_certificate(pending->exchange, pending->answer);
+    est_send_certificate(pending->exchange, "simpleenroll", pending->answer);
   } else {
     snprintf(reason, sizeof(reason), "the token's use could not be recorded in Kafka (%s); it "
              "is still valid: retry", message);
@@ -279,7 +282,7 @@ static void est_simplereenroll(est *e, http_exchange *exchange)
   }
   log_info("est", "renewed", "peer=%s store=%s device=%s serial=%s not_after=%s",
            http_exchange_peer(exchange), id.store_id, id.device_id, serial, not_after);
-  est_send_certificate(exchange, answer);
+  est_send_certificate(exchange, "simplereenroll", answer);
   free(answer);
 }
 
@@ -292,7 +295,7 @@ static void est_cacerts(est *e, http_exchange *exchange)
     est_refuse(exchange, 503, "Retry-After: 5\r\n", "cacerts", err);
     return;
   }
-  est_send_certificate(exchange, answer);
+  est_send_certificate(exchange, "cacerts", answer);
   free(answer);
 }
 

@@ -24,7 +24,7 @@ static struct {
   int ready;
   ingest *ingest;
   int64_t unhealthy_after_ms;
-  metrics_family *latency, *batches, *heartbeats, *refusals, *tls_refusals;
+  metrics_family *latency, *batches, *heartbeats, *refusals, *tls_refusals, *est;
   metrics_series *sales_produced, *sales_dead_lettered, *sales_skipped, *deltas_produced,
       *stores_seen;
   /* Stores seen since start, sorted for bsearch: 2,000 stores is 2,000
@@ -70,6 +70,11 @@ int collector_metrics_init(ingest *in, int64_t unhealthy_after_ms)
                                     "not_yet_valid, revoked, not_trusted, other_certificate, "
                                     "handshake); each is logged with its peer.",
                                     "reason");
+  cm.est = metrics_counter(r, "pos_collector_est_requests_total",
+                           "EST requests (cacerts, simpleenroll, simplereenroll) by operation "
+                           "and HTTP status: 200 a certificate or chain given, 401/403/409 a "
+                           "token or store refused, 400 a bad request, 503 not now.",
+                           "op,status");
   cm.sales_produced = metrics_series1(
       metrics_counter(r, "pos_collector_sales_produced_total",
                       "Sales produced to the sales or replay topic and acknowledged by Kafka.",
@@ -162,6 +167,17 @@ void collector_metrics_tls_refusal(const char *reason, void *arg)
   (void)arg;
   if (cm.ready)
     metrics_inc(metrics_series1(cm.tls_refusals, reason));
+}
+
+void collector_metrics_est(const char *op, int status)
+{
+  char code[16];
+  const char *values[2] = {op, code};
+
+  if (!cm.ready)
+    return;
+  snprintf(code, sizeof(code), "%d", status);
+  metrics_inc(metrics_series_get(cm.est, values));
 }
 
 void collector_metrics_batch(const char *store_id, uint64_t started_ns,

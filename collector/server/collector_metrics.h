@@ -54,6 +54,9 @@ void collector_metrics_server(const http_server *server);
  * (http_server_config's on_tls_refused). */
 void collector_metrics_tls_refusal(const char *reason, void *arg);
 
+/* Counts an EST request answered `status` (est.c). Loop thread. */
+void collector_metrics_est(const char *op, int status);
+
 void collector_metrics_refresh(void *arg);
 
 /*

@@ -195,6 +195,14 @@ timeout 60 "$POSCTL_BIN" "${ADMIN[@]}" decommission --store S001 --undo >"$T/pos
   fail "posctl decommission --store S001 --undo: $(cat "$T/posctl.err")"
 est_post simpleenroll "S001/D9:$STORE_TOKEN" "$T/d9.b64"
 assert_eq "the token once the store is back in service ($(cat "$T/est.body"))" 200 "$HTTP_STATUS"
+# Counted by operation and status since this start: the refused renewal, the enrolment.
+operator_port="$(sed -n 's/.*event=operator_listening .*port=\([0-9]*\).*/\1/p' "$COLLECTOR_LOG" | head -n1)"
+curl -sS --max-time 10 "http://127.0.0.1:$operator_port/metrics" >"$T/metrics.txt" ||
+  fail "GET /metrics on the operator port $operator_port"
+assert_eq "EST renewals refused, in the metrics" 1 \
+  "$(sed -n 's/^pos_collector_est_requests_total{op="simplereenroll",status="403"} //p' "$T/metrics.txt")"
+assert_eq "EST enrolments, in the metrics" 1 \
+  "$(sed -n 's/^pos_collector_est_requests_total{op="simpleenroll",status="200"} //p' "$T/metrics.txt")"
 
 # --- the enrolled device sends sales ------------------------------------------------------------
 write_tokens
