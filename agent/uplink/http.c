@@ -666,19 +666,21 @@ static int conn_send_request(struct uplink_http_conn *conn)
     path_len = url.path_len;
   }
   head_len = 512 + path_len + strlen(conn->authority) + strlen(req->content_type) +
-             (req->content_encoding ? strlen(req->content_encoding) : 0);
+             (req->content_encoding ? strlen(req->content_encoding) : 0) +
+             (req->headers ? strlen(req->headers) : 0);
   wire = malloc(head_len + req->body_len);
   if (!wire)
     return -1;
   n = snprintf(wire, head_len,
                "POST %s%.*s HTTP/1.1\r\nHost: %s\r\nUser-Agent: pos-agent/" POS_VERSION
-               "\r\nContent-Type: %s\r\n%s%s%sAccept: application/x-protobuf\r\n"
+               "\r\nContent-Type: %s\r\n%s%s%s%sAccept: %s\r\n"
                "Content-Length: %zu\r\n\r\n",
                path[0] == '/' ? "" : "/", (int)path_len, path, conn->authority,
                req->content_type,
                req->content_encoding ? "Content-Encoding: " : "",
                req->content_encoding ? req->content_encoding : "",
-               req->content_encoding ? "\r\n" : "", req->body_len);
+               req->content_encoding ? "\r\n" : "", req->headers ? req->headers : "",
+               req->accept ? req->accept : "application/x-protobuf", req->body_len);
   if (n < 0 || (size_t)n >= head_len)
     goto out;
   if (req->body_len)

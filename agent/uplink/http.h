@@ -38,6 +38,8 @@ struct uplink_http_request {
   const char *url;
   const char *content_type;
   const char *content_encoding; /* NULL = none */
+  const char *headers;          /* NULL, or more header lines, each ending in "\r\n" */
+  const char *accept;           /* NULL = application/x-protobuf */
   const uint8_t *body;
   size_t body_len;
   void (*done)(struct uplink_http_request *req); /* on the loop thread */
