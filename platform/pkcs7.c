@@ -162,6 +162,9 @@ out:
   return rc;
 }
 
+static int pkcs7_parse_der_into(unsigned char *p, const unsigned char *end,
+                                mbedtls_x509_crt *chain, char *err, size_t err_size);
+
 /* Reads one tag's header at *p; 0, or -1 with `err` naming `what`. */
 static int pkcs7_expect(unsigned char **p, const unsigned char *end, size_t *len, int tag,
                         const char *what, char *err, size_t err_size)
@@ -174,6 +177,30 @@ static int pkcs7_expect(unsigned char **p, const unsigned char *end, size_t *len
 
 static int pkcs7_parse_der(unsigned char *p, const unsigned char *end, mbedtls_x509_crt *chain,
                            char *err, size_t err_size)
+{
+  mbedtls_x509_crt scratch;
+  int added, was_empty = chain->raw.len == 0;
+
+  /* Every certificate is read into a chain of our own first: a PKCS#7 refused half-way
+   * adds nothing to the caller's (fuzz-pkcs7 found the first certificates left in it). */
+  mbedtls_x509_crt_init(&scratch);
+  added = pkcs7_parse_der_into(p, end, &scratch, err, err_size);
+  for (const mbedtls_x509_crt *c = &scratch; added > 0 && c && c->raw.len; c = c->next) {
+    if (mbedtls_x509_crt_parse_der(chain, c->raw.p, c->raw.len) != 0) {
+      snprintf(err, err_size, "out of memory reading the PKCS#7's certificates");
+      if (was_empty) {
+        mbedtls_x509_crt_free(chain);
+        mbedtls_x509_crt_init(chain);
+      }
+      added = -1;
+    }
+  }
+  mbedtls_x509_crt_free(&scratch);
+  return added;
+}
+
+static int pkcs7_parse_der_into(unsigned char *p, const unsigned char *end,
+                                mbedtls_x509_crt *chain, char *err, size_t err_size)
 {
   const unsigned char *signed_end, *certs_end;
   size_t len;

@@ -6,7 +6,7 @@
 #                                             each for FUZZ_SMOKE_SECONDS (default 20);
 #                                             fails on any crash, leak, UB or timeout
 #   bash scripts/fuzz.sh TARGET SECONDS       a long run of one target (sale-json, batch,
-#                                             http, config, recipes; "all" runs each in turn);
+#                                             http, config, recipes, pkcs7; "all" runs each in turn);
 #                                             new inputs go to build-fuzz/corpus/TARGET,
 #                                             a crash to build-fuzz/artifacts/TARGET/
 #   bash scripts/fuzz.sh --build              build only
@@ -31,7 +31,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
-targets=(sale-json batch http config recipes)
+targets=(sale-json batch http config recipes pkcs7)
 smoke_seconds="${FUZZ_SMOKE_SECONDS:-20}"
 
 usage() {
@@ -44,7 +44,7 @@ build_targets() {
   cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
     -DPOS_SANITIZE=ON -DPOS_FUZZ=ON >/dev/null
   cmake --build "$build" -j "$(nproc)" --target fuzz-sale-json fuzz-batch fuzz-http fuzz-config \
-    fuzz-recipes
+    fuzz-recipes fuzz-pkcs7
 }
 
 # The flags every run shares. Leaks are errors; a slow input is an error
@@ -120,7 +120,7 @@ case "${1:-}" in
     fi
     echo "fuzz.sh: smoke run passed: ${targets[*]}" >&2
     ;;
-  sale-json|batch|http|config|recipes|all)
+  sale-json|batch|http|config|recipes|pkcs7|all)
     [ $# -eq 2 ] && [[ "$2" =~ ^[0-9]+$ ]] || usage
     build_targets
     if [ "$1" = all ]; then
