@@ -104,9 +104,12 @@ void enrol_answer_free(struct enrol_answer *answer);
  *   3 ENROL_INSTALL_COMMIT_KEY  "<key>.new" renamed over <key>, directory fsynced
  *   4 ENROL_INSTALL_COMMIT_CERT "<cert>.new" renamed over <cert>, directory fsynced
  *
- * The commit point is step 3: before it the live pair is the old one and
- * recovery throws the staged files away; from it on, both staged files are
- * whole and on disk, so recovery always finishes the install. Between
+ * The commit point is the end of step 2: from then on both staged files
+ * are whole, on disk (each fsynced before its rename, the directory after)
+ * and a matching pair, so recovery finishes the install; before it the
+ * live pair is still the old one and recovery throws the staged file away.
+ * A staged file counts only if it parses and matches its partner (the
+ * other staged file, or the live one after step 3). Between
  * steps 3 and 4 the live files do not match: the uplink's reader
  * (agent/uplink/http_tls.c) refuses such a pair (tls_load_identity() checks
  * it), keeps what it had loaded, and reads the files again at its next
