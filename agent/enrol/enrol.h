@@ -209,4 +209,65 @@ enum enrol_schedule_state enrol_schedule_next(const struct enrol_schedule_policy
                                               int64_t now_s, uint64_t seed, unsigned failures,
                                               int64_t last_attempt_s, int64_t *next_s);
 
+/* The EST operations the agent uses (RFC 7030 section 3.2.2). */
+enum enrol_est_op {
+  ENROL_EST_ENROL = 0,   /* POST simpleenroll: a new device, with its enrolment token */
+  ENROL_EST_REENROL = 1, /* POST simplereenroll: renewal over mutual TLS, no token */
+  ENROL_EST_CACERTS = 2  /* GET cacerts: the issuing CA chain */
+};
+
+/* An EST request as the uplink's HTTP client sends it. */
+struct enrol_est_request {
+  char url[1024];
+  const char *method;            /* "POST" or "GET" (static) */
+  const char *content_type;      /* "application/pkcs10", or NULL for GET (static) */
+  const char *transfer_encoding; /* Content-Transfer-Encoding "base64", or NULL (static) */
+  char *authorization;           /* "Basic ..." for ENROL_EST_ENROL, else NULL (owned) */
+  char *body;                    /* base64 of the CSR's DER, or NULL for GET (owned) */
+  size_t body_len;
+};
+
+/*
+ * Builds the request for `op` at `base_url` (the enrolment URL for
+ * ENROL_EST_ENROL, the uplink URL otherwise; "http(s)://host[:port][/path]",
+ * a trailing '/' dropped) and "/.well-known/est/<op>". ENROL_EST_ENROL takes
+ * the token (Authorization: Basic of "<store_id>/<device_id>:<token>");
+ * the others ignore `token`. POSTs take the CSR's DER (borrowed; base64'd
+ * into the body). Returns 0, or -1 with `err` set (req left empty: a bad
+ * URL, id or token, out of memory). The token never appears in `err`.
+ */
+int enrol_est_request_build(enum enrol_est_op op, const char *base_url, const char *store_id,
+                            const char *device_id, const char *token,
+                            const unsigned char *csr_der, size_t csr_len,
+                            struct enrol_est_request *req, char *err, size_t err_size);
+
+/* Frees what enrol_est_request_build() put in `req` (the token wiped). */
+void enrol_est_request_free(struct enrol_est_request *req);
+
+/* What to do with the collector's EST answer. */
+enum enrol_est_verdict {
+  ENROL_EST_ISSUED = 0,     /* 200: read the body with enrol_answer_read() */
+  ENROL_EST_REFUSED = 1,    /* 400, 401, 403: retrying the same will not help; a person must act
+                               (a new token, the ids) */
+  ENROL_EST_RETRY_AT = 2,   /* 202 or 503 (retry_at_s from Retry-After, or the schedule's
+                               back-off when absent), other 5xx, 429, or no answer */
+  ENROL_EST_UNEXPECTED = 3  /* anything else: a failure, back off */
+};
+
+struct enrol_est_outcome {
+  enum enrol_est_verdict verdict;
+  int64_t retry_at_s; /* ENROL_EST_RETRY_AT with a Retry-After: when; else 0 */
+  char message[400];  /* for the log and the status: the status and the collector's words */
+};
+
+/*
+ * Classifies an answer: HTTP `status` (0 when there was no answer), the
+ * body (the collector's plain-text reason on refusals; its printable
+ * characters, at most 200, go into the message), Retry-After in seconds
+ * (-1 = none; at most a day is believed) and the clock. Pure.
+ */
+void enrol_est_answer_classify(long status, const char *body, size_t body_len,
+                               int64_t retry_after_s, int64_t now_s,
+                               struct enrol_est_outcome *outcome);
+
 #endif
