@@ -15,6 +15,7 @@
 #endif
 
 #include "config.h"
+#include "enrol/enrol.h"
 #include "firstboot.h"
 #include "ingest/http/adjustments_api.h"
 #include "ingest/http/recipes_api.h"
@@ -292,6 +293,15 @@ static int agent_start_uplink(struct agent *agent, char *err, size_t err_size)
     log_info("uplink", "off", "reason=\"[uplink] url is empty: sales are journaled and kept, "
              "not sent\"");
     return 0;
+  }
+  /* A renewal stopped by a power cut or kill -9 is finished or undone
+   * before the uplink reads the files, so it loads a matching pair. A pair
+   * that cannot work does not stop the agent either. */
+  if (cfg->uplink_cert[0] && cfg->uplink_key[0]) {
+    char why[768];
+    if (enrol_install_recover(cfg->uplink_cert, cfg->uplink_key, NULL, why, sizeof(why)) != 0)
+      log_error("enrol", "identity_unusable", "cert=%s key=%s reason=\"%s\"", cfg->uplink_cert,
+                cfg->uplink_key, why);
   }
   /* Missing certificate files do not stop the agent: it must go on taking
    * sales. Say so now; every attempt will say it again, and the status page
