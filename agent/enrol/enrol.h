@@ -270,4 +270,47 @@ void enrol_est_answer_classify(long status, const char *body, size_t body_len,
                                int64_t retry_after_s, int64_t now_s,
                                struct enrol_est_outcome *outcome);
 
+/*
+ * One enrolment or renewal, for the uplink to carry out in two calls
+ * around its HTTP request: enrol_attempt_start() makes the new key (kept in
+ * memory only) and the request; enrol_attempt_finish() reads the answer
+ * and, when a certificate for that key came back, installs the pair.
+ */
+struct enrol_attempt {
+  mbedtls_pk_context key;            /* the new key (owned) */
+  struct enrol_est_request request;  /* what to send (owned) */
+  char store_id[ENROL_ID_MAX + 1];
+  char device_id[ENROL_ID_MAX + 1];
+};
+
+/*
+ * Starts an attempt of `op` (ENROL_EST_ENROL with `token`, or
+ * ENROL_EST_REENROL): a new P-256 key and its request, built as
+ * enrol_est_request_build() says. `attempt` is filled (free it with
+ * enrol_attempt_free() whatever the result). Returns 0, or -1 with `err`.
+ */
+int enrol_attempt_start(struct enrol_attempt *attempt, enum enrol_est_op op,
+                        const char *base_url, const char *store_id, const char *device_id,
+                        const char *token, mbedtls_ctr_drbg_context *drbg, char *err,
+                        size_t err_size);
+
+/*
+ * Finishes the attempt with the collector's answer (HTTP `status`, 0 for
+ * none; its body; Retry-After seconds or -1): classifies it into
+ * `outcome`, and on 200 reads the certificate (enrol_answer_read(), which
+ * must certify this attempt's key and name this device) and installs it
+ * with the key over `cert_path` and `key_path` (enrol_install()), setting
+ * *not_after (may be NULL) for the next schedule. Returns 0 when the new
+ * pair is installed; -1 otherwise, with `err` saying why (for a refusal or
+ * a retry, outcome->message).
+ */
+int enrol_attempt_finish(struct enrol_attempt *attempt, long status, const char *body,
+                         size_t body_len, int64_t retry_after_s, int64_t now_s,
+                         const char *cert_path, const char *key_path,
+                         struct enrol_est_outcome *outcome, int64_t *not_after, char *err,
+                         size_t err_size);
+
+/* Frees the attempt's key (wiped) and request; a zeroed one is fine. */
+void enrol_attempt_free(struct enrol_attempt *attempt);
+
 #endif
