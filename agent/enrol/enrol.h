@@ -82,7 +82,9 @@ struct enrol_answer {
  * PKCS#7 (application/pkcs7-mime; smime-type=certs-only), whitespace
  * ignored. Checks that the first certificate is the device's: its public
  * key is that of `key` (the key the request was made with), it names
- * urn:pos:store:<store_id>:device:<device_id> (subject CN), its validity
+ * urn:pos:store:<store_id>:device:<device_id> as the collector reads it
+ * (a subjectAltName URI, the only urn:pos: one; the subject is the CA's
+ * business), its validity
  * ends after it begins and after `now_s`. Fills `answer` (cert_pem to be
  * written with enrol_file_write_atomic(), mode 0644, or enrol_install()).
  * Returns 0, or -1 with `err` saying what is wrong with the answer (answer

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mbedtls/asn1.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pem.h>
 #include <mbedtls/x509_crt.h>
@@ -36,18 +37,83 @@ static int answer_same_pubkey(mbedtls_pk_context *a, mbedtls_pk_context *b)
              0;
 }
 
-/* The subject's common name, or "" (at most out_size - 1 bytes). */
-static void answer_subject_cn(const mbedtls_x509_crt *crt, char *out, size_t out_size)
+/*
+ * Finds the subjectAltName extension's GeneralNames in `crt`'s extensions.
+ * (mbedTLS 2.28 lists no URI in crt->subject_alt_names, so the extensions
+ * are walked with its ASN.1 reader.) Returns 0 with [*p, *end), or -1.
+ */
+static int answer_find_san(const mbedtls_x509_crt *crt, unsigned char **p,
+                           const unsigned char **end)
 {
-  out[0] = '\0';
-  for (const mbedtls_x509_name *name = &crt->subject; name; name = name->next) {
-    if (name->oid.p && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &name->oid) == 0) {
-      size_t n = name->val.len < out_size - 1 ? name->val.len : out_size - 1;
-      memcpy(out, name->val.p, n);
-      out[n] = '\0';
-      return;
+  unsigned char *at = crt->v3_ext.p;
+  const unsigned char *stop = at + crt->v3_ext.len;
+  size_t len;
+
+  if (!at || crt->v3_ext.len == 0)
+    return -1;
+  /* v3_ext starts at the [3] EXPLICIT wrapper or at its SEQUENCE. */
+  if (*at == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | 3) &&
+      mbedtls_asn1_get_tag(&at, stop, &len,
+                           MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | 3) != 0)
+    return -1;
+  if (mbedtls_asn1_get_tag(&at, stop, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
+    return -1;
+  stop = at + len;
+  while (at < stop) {
+    const unsigned char *ext_end;
+    mbedtls_x509_buf oid;
+    int critical = 0;
+    if (mbedtls_asn1_get_tag(&at, stop, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
+      return -1;
+    ext_end = at + len;
+    if (mbedtls_asn1_get_tag(&at, ext_end, &oid.len, MBEDTLS_ASN1_OID))
+      return -1;
+    oid.p = at;
+    at += oid.len;
+    (void)mbedtls_asn1_get_bool(&at, ext_end, &critical); /* optional */
+    if (mbedtls_asn1_get_tag(&at, ext_end, &len, MBEDTLS_ASN1_OCTET_STRING))
+      return -1;
+    if (MBEDTLS_OID_CMP(MBEDTLS_OID_SUBJECT_ALT_NAME, &oid) == 0) {
+      if (mbedtls_asn1_get_tag(&at, ext_end, &len,
+                               MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
+        return -1;
+      *p = at;
+      *end = at + len;
+      return 0;
     }
+    at = (unsigned char *)ext_end;
   }
+  return -1;
+}
+
+/*
+ * Whether `crt` names `uri` as the collector identifies a device: its
+ * subjectAltName has the URI, and no other urn:pos: URI (the collector
+ * refuses a certificate with two). The subject is not looked at: the
+ * collector's CA writes its own ("CN=<store> <device>").
+ */
+static int answer_names_uri(const mbedtls_x509_crt *crt, const char *uri)
+{
+  const unsigned char *end;
+  unsigned char *p;
+  size_t uri_len = strlen(uri);
+  int found = 0;
+
+  if (answer_find_san(crt, &p, &end) != 0)
+    return 0;
+  while (p < end) {
+    unsigned char tag = *p++;
+    size_t len;
+    if (mbedtls_asn1_get_len(&p, end, &len) != 0)
+      return 0;
+    if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 6) && len >= 8 && memcmp(p, "urn:pos:", 8) == 0) {
+      if (len != uri_len || memcmp(p, uri, len) != 0)
+        return 0;
+      found = 1;
+    }
+    p += len;
+  }
+  return found;
 }
 
 /* The chain as PEM, in its order (malloc'd), or NULL when out of memory. */
@@ -82,7 +148,7 @@ int enrol_answer_read(const char *body, size_t len, mbedtls_pk_context *key, con
                       size_t err_size)
 {
   mbedtls_x509_crt chain;
-  char why[300], after[40], now[40], uri[32 + 2 * ENROL_ID_MAX], cn[sizeof(uri) + 1];
+  char why[300], after[40], now[40], uri[32 + 2 * ENROL_ID_MAX];
   int rc = -1;
 
   memset(answer, 0, sizeof(*answer));
@@ -92,12 +158,12 @@ int enrol_answer_read(const char *body, size_t len, mbedtls_pk_context *key, con
     goto out;
   }
   snprintf(uri, sizeof(uri), "urn:pos:store:%s:device:%s", store_id, device_id);
-  answer_subject_cn(&chain, cn, sizeof(cn));
-  if (strcmp(cn, uri) != 0) {
+  if (!answer_names_uri(&chain, uri)) {
     snprintf(err, err_size,
-             "the collector's EST answer names \"%s\", not this device (%s); check agent.store_id "
+             "the collector's EST answer is not for this device: its certificate's "
+             "subjectAltName does not name %s (and no other urn:pos: URI); check agent.store_id "
              "and agent.device_id against the enrolment token's",
-             cn, uri);
+             uri);
     goto out;
   }
   /* A certificate for another key would lock the device out at its next

@@ -178,6 +178,22 @@ static char *ca_answer(size_t *len)
   return read_file("answer.b64", len);
 }
 
+/* The same, but as the collector's CA does it: its own subject
+ * ("CN=<store> <device>") and the SAN URI it decides; `san` "" for none. */
+static char *ca_answer_as(const char *san, size_t *len)
+{
+  char command[1024];
+  snprintf(command, sizeof(command),
+           "openssl req -inform DER -in req.der -out req.pem && "
+           "printf '%s' > ext.cnf && "
+           "openssl x509 -req -in req.pem -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 "
+           "-subj '/CN=S001 D1' -extfile ext.cnf -out dev.crt && "
+           "openssl crl2pkcs7 -nocrl -certfile dev.crt -outform DER | base64 > answer.b64",
+           san[0] ? san : "keyUsage=digitalSignature\\n");
+  assert_int_equal(in_dir(command), 0);
+  return read_file("answer.b64", len);
+}
+
 /* The answer to our own request is read: the chain as PEM, device first,
  * with its validity; OpenSSL reads the PEM we would install. */
 static void the_answer_to_our_request_is_read(void **state)
@@ -232,7 +248,7 @@ static void an_answer_for_another_key_or_device_is_refused(void **state)
   assert_int_equal(enrol_answer_read(body, len, &device_key, "S001", "D2", now, &answer, err,
                                      sizeof(err)),
                    -1);
-  assert_non_null(strstr(err, "not this device"));
+  assert_non_null(strstr(err, "not for this device"));
   assert_int_equal(enrol_answer_read(body, len, &device_key, "S001", "D1", now + 3 * 86400,
                                      &answer, err, sizeof(err)),
                    -1);
@@ -241,6 +257,28 @@ static void an_answer_for_another_key_or_device_is_refused(void **state)
                                      err, sizeof(err)),
                    -1);
   assert_non_null(strstr(err, "not a certificate"));
+  free(body);
+  /* The collector's way: its own subject, the URI in the SAN; read. */
+  body = ca_answer_as("subjectAltName=URI:urn:pos:store:S001:device:D1\\n", &len);
+  if (enrol_answer_read(body, len, &device_key, "S001", "D1", now, &answer, err, sizeof(err)) !=
+      0)
+    fail_msg("%s", err);
+  assert_int_equal(answer.cert_count, 1);
+  enrol_answer_free(&answer);
+  free(body);
+  /* No SAN URI, or a second urn:pos: one: the collector would refuse it. */
+  body = ca_answer_as("", &len);
+  assert_int_equal(enrol_answer_read(body, len, &device_key, "S001", "D1", now, &answer, err,
+                                     sizeof(err)),
+                   -1);
+  assert_non_null(strstr(err, "not for this device"));
+  free(body);
+  body = ca_answer_as("subjectAltName=URI:urn:pos:store:S001:device:D1,"
+                      "URI:urn:pos:admin:root\\n",
+                      &len);
+  assert_int_equal(enrol_answer_read(body, len, &device_key, "S001", "D1", now, &answer, err,
+                                     sizeof(err)),
+                   -1);
   free(body);
   mbedtls_pk_free(&other_key);
 }
