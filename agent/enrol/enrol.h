@@ -283,26 +283,37 @@ struct enrol_attempt {
   struct enrol_est_request request;  /* what to send (owned) */
   char store_id[ENROL_ID_MAX + 1];
   char device_id[ENROL_ID_MAX + 1];
+  char pending_path[4096]; /* "<key>.pending", or "" when not kept on disk */
+  int reused;              /* the key is a pending one from an attempt that did not finish */
 };
 
 /*
  * Starts an attempt of `op` (ENROL_EST_ENROL with `token`, or
  * ENROL_EST_REENROL): a new P-256 key and its request, built as
- * enrol_est_request_build() says. `attempt` is filled (free it with
- * enrol_attempt_free() whatever the result). Returns 0, or -1 with `err`.
+ * enrol_est_request_build() says. With `key_path` (the live key, may be
+ * NULL), the new key is first written to "<key_path>.pending" (mode 0600,
+ * atomically) and an attempt after a crash or a failure reuses that key
+ * instead of making another, unless it is the live key already: so a
+ * certificate the collector issued for an answer that never arrived (a
+ * power cut, a timeout) still has its key on the device, and a collector
+ * that answers a repeated request for the same key again (a single-use
+ * token spent by the lost answer) lets the device finish. `attempt` is
+ * filled (free it with enrol_attempt_free() whatever the result). Returns
+ * 0, or -1 with `err`.
  */
 int enrol_attempt_start(struct enrol_attempt *attempt, enum enrol_est_op op,
                         const char *base_url, const char *store_id, const char *device_id,
-                        const char *token, mbedtls_ctr_drbg_context *drbg, char *err,
-                        size_t err_size);
+                        const char *token, const char *key_path, mbedtls_ctr_drbg_context *drbg,
+                        char *err, size_t err_size);
 
 /*
  * Finishes the attempt with the collector's answer (HTTP `status`, 0 for
  * none; its body; Retry-After seconds or -1): classifies it into
  * `outcome`, and on 200 reads the certificate (enrol_answer_read(), which
  * must certify this attempt's key and name this device) and installs it
- * with the key over `cert_path` and `key_path` (enrol_install()), setting
- * *not_after (may be NULL) for the next schedule. Returns 0 when the new
+ * with the key over `cert_path` and `key_path` (enrol_install()), then
+ * removes the pending key, setting *not_after (may be NULL) for the next
+ * schedule. Returns 0 when the new
  * pair is installed; -1 otherwise, with `err` saying why (for a refusal or
  * a retry, outcome->message).
  */

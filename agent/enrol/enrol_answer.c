@@ -4,6 +4,7 @@
  * the key it just made; see enrol.h.
  */
 #include "enrol/enrol.h"
+#include "enrol/enrol_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +24,8 @@
 /* A public key in DER: P-256 is 91 bytes, RSA-4096 about 550. */
 #define ENROL_PUBKEY_MAX 1024
 
-/* Whether `a` and `b` are the same public key (their DER compared). */
-static int answer_same_pubkey(mbedtls_pk_context *a, mbedtls_pk_context *b)
+/* See enrol_int.h. */
+int enrol__same_pubkey(mbedtls_pk_context *a, mbedtls_pk_context *b)
 {
   unsigned char der_a[ENROL_PUBKEY_MAX], der_b[ENROL_PUBKEY_MAX];
   int len_a, len_b;
@@ -168,7 +169,7 @@ int enrol_answer_read(const char *body, size_t len, mbedtls_pk_context *key, con
   }
   /* A certificate for another key would lock the device out at its next
    * connection; and it could only come from a confused or hostile server. */
-  if (!answer_same_pubkey(&chain.pk, key)) {
+  if (!enrol__same_pubkey(&chain.pk, key)) {
     snprintf(err, err_size,
              "the collector's EST answer certifies another key than the one this device just "
              "made for %s; nothing installed",

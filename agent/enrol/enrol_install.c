@@ -85,10 +85,12 @@ static int install_remove(const char *path, char *err, size_t err_size)
 }
 
 /* Removes what enrol_file_write_atomic() leaves when stopped half way:
- * "<name>.tmp.<pid>" and "<name>.new.tmp.<pid>" beside `path`. */
+ * "<name>.tmp.<pid>", "<name>.new.tmp.<pid>" and "<name>.pending.tmp.<pid>"
+ * beside `path` (not "<name>.pending" itself: enrol_attempt_start() keeps
+ * it for the next attempt). */
 static int install_remove_tmp(const char *path, char *err, size_t err_size)
 {
-  char dir_path[INSTALL_PATH_MAX], prefix[2][INSTALL_PATH_MAX];
+  char dir_path[INSTALL_PATH_MAX], prefix[3][INSTALL_PATH_MAX];
   const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
   struct dirent *entry;
   DIR *dir;
@@ -102,12 +104,14 @@ static int install_remove_tmp(const char *path, char *err, size_t err_size)
     snprintf(dir_path, sizeof(dir_path), "%.*s", (int)(slash - path), path);
   snprintf(prefix[0], sizeof(prefix[0]), "%s.tmp.", base);
   snprintf(prefix[1], sizeof(prefix[1]), "%s" INSTALL_NEW ".tmp.", base);
+  snprintf(prefix[2], sizeof(prefix[2]), "%s.pending.tmp.", base); /* enrol_attempt_start() */
   dir = opendir(dir_path);
   if (!dir)
     return 0; /* no directory, no leftovers; the live check says the rest */
   while ((entry = readdir(dir)) != NULL) {
     if (strncmp(entry->d_name, prefix[0], strlen(prefix[0])) != 0 &&
-        strncmp(entry->d_name, prefix[1], strlen(prefix[1])) != 0)
+        strncmp(entry->d_name, prefix[1], strlen(prefix[1])) != 0 &&
+        strncmp(entry->d_name, prefix[2], strlen(prefix[2])) != 0)
       continue;
     if (unlinkat(dirfd(dir), entry->d_name, 0) != 0 && errno != ENOENT) {
       snprintf(err, err_size, "cannot remove %s/%s: %s; remove it by hand", dir_path,

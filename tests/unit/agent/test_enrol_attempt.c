@@ -141,14 +141,18 @@ static void an_issued_certificate_is_installed_with_its_key(void **state)
 
   (void)state;
   assert_int_equal(enrol_attempt_start(&attempt, ENROL_EST_REENROL, "https://c.test", "S001",
-                                       "D1", NULL, &drbg, err, sizeof(err)),
+                                       "D1", NULL, key_path, &drbg, err, sizeof(err)),
                    0);
   assert_null(attempt.request.authorization);
+  /* The new key is on disk, private, before the request leaves. */
+  assert_int_equal(stat(attempt.pending_path, &st), 0);
+  assert_int_equal(st.st_mode & 0077, 0);
   body = ca_answers(&attempt, &len);
   if (enrol_attempt_finish(&attempt, 200, body, len, -1, now, cert_path, key_path, &outcome,
                            &not_after, err, sizeof(err)) != 0)
     fail_msg("%s", err);
   assert_int_equal(outcome.verdict, ENROL_EST_ISSUED);
+  assert_int_not_equal(stat(attempt.pending_path, &st), 0);
   assert_true(not_after > now + 86000 && not_after <= now + 86400 + 60);
   assert_int_equal(stat(key_path, &st), 0);
   assert_int_equal(st.st_mode & 0077, 0);
@@ -180,11 +184,11 @@ static void a_refusal_or_a_wrong_answer_changes_nothing(void **state)
   (void)state;
   assert_int_equal(in_dir("cp uplink.cert before.cert && cp uplink.key before.key"), 0);
   assert_int_equal(enrol_attempt_start(&first, ENROL_EST_ENROL, "https://c.test", "S001", "D1",
-                                       "tok-1", &drbg, err, sizeof(err)),
+                                       "tok-1", NULL, &drbg, err, sizeof(err)),
                    0);
   assert_non_null(first.request.authorization);
   assert_int_equal(enrol_attempt_start(&second, ENROL_EST_ENROL, "https://c.test", "S001", "D1",
-                                       "tok-1", &drbg, err, sizeof(err)),
+                                       "tok-1", NULL, &drbg, err, sizeof(err)),
                    0);
   assert_int_equal(enrol_attempt_finish(&first, 401, used, sizeof(used) - 1, -1, now, cert_path,
                                         key_path, &outcome, NULL, err, sizeof(err)),
@@ -208,11 +212,54 @@ static void a_refusal_or_a_wrong_answer_changes_nothing(void **state)
   enrol_attempt_free(&first);
 }
 
+/* A power cut after the request left and before the answer came: the
+ * next attempt asks again for the same key (so a certificate issued for
+ * the lost answer is still usable, and a collector that answers a repeat
+ * lets a spent token finish); once installed, the next renewal makes a new
+ * key even if the pending file was left behind. */
+static void an_unfinished_attempt_keeps_its_key_for_the_next(void **state)
+{
+  struct enrol_attempt lost, again, later;
+  struct enrol_est_outcome outcome;
+  char err[512], pending[160], *body;
+  size_t len;
+  int64_t now = (int64_t)time(NULL);
+
+  (void)state;
+  assert_int_equal(enrol_attempt_start(&lost, ENROL_EST_ENROL, "https://c.test", "S001", "D1",
+                                       "tok-2", key_path, &drbg, err, sizeof(err)),
+                   0);
+  assert_false(lost.reused);
+  assert_int_equal(enrol_attempt_start(&again, ENROL_EST_ENROL, "https://c.test", "S001", "D1",
+                                       "tok-2", key_path, &drbg, err, sizeof(err)),
+                   0);
+  assert_true(again.reused);
+  assert_int_equal(mbedtls_pk_check_pair(&lost.key, &again.key), 0);
+  /* The certificate issued for the lost attempt's request installs. */
+  body = ca_answers(&lost, &len);
+  if (enrol_attempt_finish(&again, 200, body, len, -1, now, cert_path, key_path, &outcome, NULL,
+                           err, sizeof(err)) != 0)
+    fail_msg("%s", err);
+  free(body);
+  /* A pending file that outlived its install is the live key: not reused. */
+  snprintf(pending, sizeof(pending), "%s.pending", key_path);
+  assert_int_equal(link(key_path, pending), 0);
+  assert_int_equal(enrol_attempt_start(&later, ENROL_EST_REENROL, "https://c.test", "S001", "D1",
+                                       NULL, key_path, &drbg, err, sizeof(err)),
+                   0);
+  assert_false(later.reused);
+  assert_int_not_equal(mbedtls_pk_check_pair(&again.key, &later.key), 0);
+  enrol_attempt_free(&later);
+  enrol_attempt_free(&again);
+  enrol_attempt_free(&lost);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(an_issued_certificate_is_installed_with_its_key),
       cmocka_unit_test(a_refusal_or_a_wrong_answer_changes_nothing),
+      cmocka_unit_test(an_unfinished_attempt_keeps_its_key_for_the_next),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
