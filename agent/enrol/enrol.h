@@ -251,21 +251,22 @@ enum enrol_est_verdict {
   ENROL_EST_ISSUED = 0,     /* 200: read the body with enrol_answer_read() */
   ENROL_EST_REFUSED = 1,    /* 400, 401, 403: retrying the same will not help; a person must act
                                (a new token, the ids) */
-  ENROL_EST_RETRY_AT = 2,   /* 202 or 503 (retry_at_s from Retry-After, or the schedule's
-                               back-off when absent), other 5xx, 429, or no answer */
+  ENROL_EST_RETRY_AT = 2,   /* 202, 429 or 503 (retry_at_s from Retry-After, or the
+                               schedule's back-off when absent), 409 (the token is in use by
+                               another request right now), other 5xx, or no answer */
   ENROL_EST_UNEXPECTED = 3  /* anything else: a failure, back off */
 };
 
 struct enrol_est_outcome {
   enum enrol_est_verdict verdict;
   int64_t retry_at_s; /* ENROL_EST_RETRY_AT with a Retry-After: when; else 0 */
-  char message[400];  /* for the log and the status: the status and the collector's words */
+  char message[512];  /* for the log and the status: the status and the collector's words */
 };
 
 /*
  * Classifies an answer: HTTP `status` (0 when there was no answer), the
  * body (the collector's plain-text reason on refusals; its printable
- * characters, at most 200, go into the message), Retry-After in seconds
+ * characters, at most 300, go into the message), Retry-After in seconds
  * (-1 = none; at most a day is believed) and the clock. Pure.
  */
 void enrol_est_answer_classify(long status, const char *body, size_t body_len,

@@ -13,8 +13,8 @@
 
 /* A Retry-After longer than this is a mistake; a day is believed. */
 #define EST_RETRY_AFTER_MAX_S 86400
-/* The collector's words quoted in a message. */
-#define EST_REASON_MAX 200
+/* The collector's words quoted in a message (its refusals run to ~250). */
+#define EST_REASON_MAX 300
 
 static const char *const est_paths[] = {"simpleenroll", "simplereenroll", "cacerts"};
 
@@ -163,15 +163,22 @@ void enrol_est_answer_classify(long status, const char *body, size_t body_len,
   }
   if (status == 400 || status == 401 || status == 403) {
     outcome->verdict = ENROL_EST_REFUSED;
-    snprintf(outcome->message, sizeof(outcome->message),
-             "HTTP %ld: the collector refused the enrolment: \"%s\"; %s", status,
-             reason[0] ? reason : "no reason given",
-             status == 400 ? "check agent.store_id and agent.device_id, and the agent's version"
-                           : "ask head office for a new enrolment token for this store and "
-                             "device (a token is single use and expires)");
+    /* The collector says what to do; our hint only when it said nothing. */
+    if (reason[0])
+      snprintf(outcome->message, sizeof(outcome->message),
+               "HTTP %ld: the collector refused: \"%s\"", status, reason);
+    else
+      snprintf(outcome->message, sizeof(outcome->message),
+               "HTTP %ld: the collector refused without a reason; %s", status,
+               status == 400 ? "check agent.store_id and agent.device_id, and the agent's version"
+                             : "ask head office for a new enrolment token for this store and "
+                               "device (a token is single use and expires)");
     return;
   }
-  if (status == 0 || status == 202 || status == 429 || (status >= 500 && status <= 599)) {
+  /* 409: the token is in use by another request right now (the collector
+   * is still recording its use): the same request may pass later. */
+  if (status == 0 || status == 202 || status == 409 || status == 429 ||
+      (status >= 500 && status <= 599)) {
     outcome->verdict = ENROL_EST_RETRY_AT;
     if ((status == 202 || status == 503 || status == 429) && retry_after_s >= 0)
       outcome->retry_at_s =

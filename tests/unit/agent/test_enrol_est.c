@@ -115,7 +115,7 @@ static void bad_input_is_refused_without_repeating_the_token(void **state)
 
 /* 200 issues; 401/403/400 are refusals a retry cannot cure, with the
  * collector's words; 503 and 202 wait for Retry-After (capped at a day);
- * no answer and other 5xx retry; 404 is not EST. */
+ * 409, no answer and other 5xx retry; 404 is not EST. */
 static void answers_are_told_apart(void **state)
 {
   struct enrol_est_outcome out;
@@ -128,15 +128,19 @@ static void answers_are_told_apart(void **state)
   assert_int_equal(out.verdict, ENROL_EST_ISSUED);
   enrol_est_answer_classify(401, used, sizeof(used) - 1, -1, 1000, &out);
   assert_int_equal(out.verdict, ENROL_EST_REFUSED);
-  if (!strstr(out.message, "\"enrolment token already used\"") ||
-      !strstr(out.message, "new enrolment token"))
+  if (!strstr(out.message, "HTTP 401") ||
+      !strstr(out.message, "\"enrolment token already used\""))
     fail_msg("message: %s", out.message);
+  /* Without the collector's words, ours say what to do. */
   enrol_est_answer_classify(403, NULL, 0, -1, 1000, &out);
   assert_int_equal(out.verdict, ENROL_EST_REFUSED);
-  assert_non_null(strstr(out.message, "no reason given"));
-  enrol_est_answer_classify(400, "bad CSR", 7, -1, 1000, &out);
+  assert_non_null(strstr(out.message, "new enrolment token"));
+  enrol_est_answer_classify(400, "", 0, -1, 1000, &out);
   assert_int_equal(out.verdict, ENROL_EST_REFUSED);
   assert_non_null(strstr(out.message, "agent.store_id"));
+  /* The collector's 409: the token is being used by another request. */
+  enrol_est_answer_classify(409, "in use", 6, -1, 1000, &out);
+  assert_int_equal(out.verdict, ENROL_EST_RETRY_AT);
   enrol_est_answer_classify(503, "busy", 4, 120, 1000, &out);
   assert_int_equal(out.verdict, ENROL_EST_RETRY_AT);
   assert_int_equal(out.retry_at_s, 1120);
@@ -158,9 +162,9 @@ static void answers_are_told_apart(void **state)
   enrol_est_answer_classify(403, long_body, sizeof(long_body), -1, 1000, &out);
   assert_null(strchr(out.message, '\n'));
   assert_non_null(strstr(out.message, "\"a b c dxxx"));
-  /* The quoted reason: 200 characters at most. */
+  /* The quoted reason: 300 characters at most. */
   quoted = strchr(out.message, '"') + 1;
-  assert_int_equal((size_t)(strchr(quoted, '"') - quoted), 200);
+  assert_int_equal((size_t)(strchr(quoted, '"') - quoted), 300);
 }
 
 int main(void)
