@@ -117,9 +117,9 @@ void enrol_answer_free(struct enrol_answer *answer);
  * it), keeps what it had loaded, and reads the files again at its next
  * connection; since the agent installs on the uplink's own loop between
  * connections, and the two renames follow each other at once, the reader
- * does not see the mixed pair in practice, and never uses it. The key goes
- * first because its new file is the one that cannot be made again (the
- * certificate can be fetched again; the private key exists nowhere else).
+ * does not see the mixed pair in practice, and never uses it. Steps 3 and
+ * 4 could go in either order: recovery checks a lone staged file against
+ * the live file it would join, so either half-way state is finished.
  */
 enum enrol_install_step {
   ENROL_INSTALL_STAGE_KEY = 1,
