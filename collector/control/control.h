@@ -215,6 +215,7 @@ struct control_token {
   char issued_by[CONTROL_ID_MAX + 1];
   char used_by[CONTROL_PEER_MAX + 1];
   char certificate_serial[CONTROL_SERIAL_MAX + 1];
+  unsigned char public_key_sha256[32]; /* of the certificate it got; zero before */
   int using; /* loop only: a use waits for Kafka */
 };
 
@@ -245,6 +246,8 @@ int control_token_issue(control *c, const char *store_id, const char *device_id,
  * at the device: 401 not a token of ours (malformed, unknown id, wrong
  * secret), 403 used already, expired, or issued for another store or
  * device, 409 being used by another request this instant, 503 not ready.
+ * A token used already by this device is refused with 403 and *token set:
+ * the caller may answer a repeat of the same request (same key) again.
  */
 int control_token_check(control *c, const char *presented, const char *store_id,
                         const char *device_id, int64_t now_ms,
@@ -257,8 +260,8 @@ int control_token_check(control *c, const char *presented, const char *store_id,
  * with `err`. Until then the token is refused with 409.
  */
 int control_token_use(control *c, const char *token_id, const char *used_by,
-                      const char *serial, control_token_fn done, void *arg, char *err,
-                      size_t err_size);
+                      const char *serial, const unsigned char public_key_sha256[32],
+                      control_token_fn done, void *arg, char *err, size_t err_size);
 
 /* Called once per control_decommission accepted, on the loop: 200, or 503 with `message`. */
 typedef void (*control_store_fn)(void *arg, int status, const char *message);

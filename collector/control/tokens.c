@@ -128,6 +128,8 @@ int control__token_put(struct control_map *map, const char *token_id,
   snprintf(token->used_by, sizeof(token->used_by), "%s", proto->used_by);
   snprintf(token->certificate_serial, sizeof(token->certificate_serial), "%s",
            proto->certificate_serial);
+  if (proto->public_key_sha256.len == 32)
+    memcpy(token->public_key_sha256, proto->public_key_sha256.data, 32);
   return 0;
 }
 
@@ -200,6 +202,10 @@ static int control_token_record(control *c, struct control_token_op *op)
   proto.used_ms = token->used_ms;
   proto.used_by = (char *)token->used_by;
   proto.certificate_serial = (char *)token->certificate_serial;
+  if (token->used_ms) {
+    proto.public_key_sha256.data = (uint8_t *)token->public_key_sha256;
+    proto.public_key_sha256.len = 32;
+  }
   len = pos__v1__enrol_token__get_packed_size(&proto);
   value = malloc(len ? len : 1);
   if (!value)
@@ -319,6 +325,8 @@ int control_token_check(control *c, const char *presented, const char *store_id,
     control_format_time(token->used_ms, when);
     snprintf(err, err_size, "enrolment token %s was used already, at %s by %s; a token enrols "
              "one device once: ask head office for a new one", id, when, token->used_by);
+    if (strcmp(token->store_id, store_id) == 0 && strcmp(token->device_id, device_id) == 0)
+      *out = token;
     return 403;
   }
   if (now_ms >= token->expires_ms) {
@@ -339,8 +347,8 @@ int control_token_check(control *c, const char *presented, const char *store_id,
 }
 
 int control_token_use(control *c, const char *token_id, const char *used_by,
-                      const char *serial, control_token_fn done, void *arg, char *err,
-                      size_t err_size)
+                      const char *serial, const unsigned char public_key_sha256[32],
+                      control_token_fn done, void *arg, char *err, size_t err_size)
 {
   struct control_token *token = control_token_find(&c->map, token_id);
   struct control_token_op *op;
@@ -364,6 +372,7 @@ int control_token_use(control *c, const char *token_id, const char *used_by,
   snprintf(token->used_by, sizeof(token->used_by), "%s", used_by ? used_by : "");
   snprintf(token->certificate_serial, sizeof(token->certificate_serial), "%s",
            serial ? serial : "");
+  memcpy(token->public_key_sha256, public_key_sha256, 32);
   if (control_token_record(c, op)) {
     struct control_token *next = token->next;
     *token = op->before;

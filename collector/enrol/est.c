@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <mbedtls/base64.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/x509_crt.h>
 
 #include "platform/clock.h"
@@ -36,6 +37,7 @@ struct est_pending {
   char store_id[CONTROL_ID_MAX + 1], device_id[CONTROL_ID_MAX + 1];
   char serial[CONTROL_SERIAL_MAX + 1];
   char not_after[32];
+  unsigned char key_sha256[32];
 };
 
 est *est_create(control *ctl, est_ca *ca, const struct est_options *options)
@@ -124,11 +126,14 @@ static int est_basic_auth(const char *header, char *user, size_t user_size, char
 }
 
 /* Issues a certificate for the request in the body; 0 with *answer (base64
- * PKCS#7), the serial and notAfter, or an HTTP status with `err`. */
+ * PKCS#7), the serial, notAfter and its public key's SHA-256, or an HTTP
+ * status with `err`. */
 static int est_issue(est *e, http_exchange *exchange, const char *store_id, const char *device_id,
                      char **answer, char *serial, size_t serial_size, char *not_after,
-                     char *err, size_t err_size)
+                     unsigned char key_sha256[32], char *err, size_t err_size)
 {
+  unsigned char key_der[2600]; /* an RSA key of 16384 bits */
+  int key_len;
   unsigned char *csr = NULL, *cert = NULL;
   size_t csr_len = 0, cert_len = 0;
   mbedtls_x509_crt issued;
@@ -148,6 +153,8 @@ static int est_issue(est *e, http_exchange *exchange, const char *store_id, cons
   mbedtls_x509_crt_init(&issued);
   if (mbedtls_x509_crt_parse_der(&issued, cert, cert_len) != 0 ||
       mbedtls_x509_serial_gets(serial, serial_size, &issued.serial) < 0 ||
+      (key_len = mbedtls_pk_write_pubkey_der(&issued.pk, key_der, sizeof(key_der))) <= 0 ||
+      mbedtls_sha256_ret(key_der + sizeof(key_der) - key_len, (size_t)key_len, key_sha256, 0) ||
       pkcs7_certs_only_write_base64(&issued, answer, err, err_size) != 0) {
     if (!err[0])
       snprintf(err, err_size, "the certificate issued could not be encoded; retry");
@@ -190,6 +197,34 @@ static void est_on_token_used(void *arg, int status, const struct control_token 
   free(pending);
 }
 
+/*
+ * The device a used token enrolled asks again, its answer lost (a power
+ * cut, a timeout): a request for the key that certificate certifies gets a
+ * certificate again, with nothing recorded (the token stays used); any other
+ * key is refused as the token's second use (`used` says so).
+ */
+static void est_repeat(est *e, http_exchange *exchange, const struct control_token *token,
+                       const char *store_id, const char *device_id, const char *used)
+{
+  char err[600] = "", serial[CONTROL_SERIAL_MAX + 1], not_after[32], token_id[32];
+  unsigned char key_sha256[32];
+  char *answer = NULL;
+
+  snprintf(token_id, sizeof(token_id), "%s", token->token_id);
+  if (est_issue(e, exchange, store_id, device_id, &answer, serial, sizeof(serial), not_after,
+                key_sha256, err, sizeof(err)) != 0 ||
+      memcmp(key_sha256, token->public_key_sha256, sizeof(key_sha256)) != 0) {
+    free(answer);
+    est_refuse(exchange, 403, NULL, "simpleenroll", used);
+    return;
+  }
+  log_info("est", "enrolled", "peer=%s store=%s device=%s token_id=%s serial=%s not_after=%s "
+           "repeat=1", http_exchange_peer(exchange), store_id, device_id, token_id, serial,
+           not_after);
+  est_send_certificate(exchange, "simpleenroll", answer);
+  free(answer);
+}
+
 static void est_simpleenroll(est *e, http_exchange *exchange)
 {
   char user[2 * CONTROL_ID_MAX + 2], token_text[CONTROL_TOKEN_TEXT_MAX + 8];
@@ -219,6 +254,10 @@ static void est_simpleenroll(est *e, http_exchange *exchange)
   }
   status = control_token_check(e->ctl, token_text, store_id, device_id, clock_wall_ms(), &token,
                                err, sizeof(err));
+  if (status == 403 && token && clock_wall_ms() < token->expires_ms) {
+    est_repeat(e, exchange, token, store_id, device_id, err);
+    return;
+  }
   if (status) {
     est_refuse(exchange, status,
                status == 401   ? "WWW-Authenticate: Basic realm=\"pos-est\"\r\n"
@@ -238,10 +277,12 @@ static void est_simpleenroll(est *e, http_exchange *exchange)
   /* The request is checked and signed before the token is spent: a bad
    * request leaves the token usable. */
   status = est_issue(e, exchange, store_id, device_id, &pending->answer, pending->serial,
-                     sizeof(pending->serial), pending->not_after, err, sizeof(err));
+                     sizeof(pending->serial), pending->not_after, pending->key_sha256, err,
+                     sizeof(err));
   if (!status)
     status = control_token_use(e->ctl, token->token_id, http_exchange_peer(exchange),
-                               pending->serial, est_on_token_used, pending, err, sizeof(err));
+                               pending->serial, pending->key_sha256, est_on_token_used, pending,
+                               err, sizeof(err));
   if (status) {
     est_refuse(exchange, status, status >= 500 ? "Retry-After: 5\r\n" : NULL, "simpleenroll",
                err);
@@ -254,6 +295,7 @@ static void est_simplereenroll(est *e, http_exchange *exchange)
 {
   const struct mbedtls_x509_crt *current = http_exchange_peer_cert(exchange);
   char err[600] = "", serial[CONTROL_SERIAL_MAX + 1], not_after[32];
+  unsigned char key_sha256[32];
   struct identity id;
   char *answer = NULL;
   int status;
@@ -274,7 +316,7 @@ static void est_simplereenroll(est *e, http_exchange *exchange)
   status = control_store_may_enrol(e->ctl, id.store_id, err, sizeof(err));
   if (!status)
     status = est_issue(e, exchange, id.store_id, id.device_id, &answer, serial, sizeof(serial),
-                       not_after, err, sizeof(err));
+                       not_after, key_sha256, err, sizeof(err));
   if (status) {
     est_refuse(exchange, status, status >= 500 ? "Retry-After: 5\r\n" : NULL, "simplereenroll",
                err);

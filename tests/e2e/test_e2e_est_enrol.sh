@@ -6,7 +6,8 @@
 #   - posctl enrol-token prints a token; simpleenroll with it returns a
 #     certificate naming the token's store and device (not the request's),
 #     chaining to the CA, for client authentication, for the request's key;
-#   - the same token twice, an expired token, another store's token, a wrong
+#   - the same request again (its answer lost) gets a certificate for the
+#     same key, also after a restart; the same token twice, an expired token, another store's token, a wrong
 #     secret and none at all are refused, each saying why; a bad request
 #     leaves its token usable;
 #   - pos.control.v1 holds the token's hash, never the token; a restarted
@@ -106,6 +107,14 @@ grep -q "mod=est event=enrolled .*store=S001 device=D7" "$COLLECTOR_LOG" ||
   fail "the collector logs the enrolment" "event=enrolled store=S001 device=D7" "$(grep 'mod=est' "$COLLECTOR_LOG")"
 USED_TOKEN="$TOKEN"
 
+# The answer lost (a power cut, a timeout): the same request again gets a
+# certificate for the same key, and only that.
+est_post simpleenroll "S001/D7:$USED_TOKEN" "$T/d7.b64"
+assert_eq "the same request again with its used token ($(cat "$T/est.body"))" 200 "$HTTP_STATUS"
+certificate_from d7-repeat
+assert_eq "the repeat certifies the same key" "$(openssl x509 -in "$T/d7.crt" -noout -pubkey | sha256sum)" \
+  "$(openssl x509 -in "$T/d7-repeat.crt" -noout -pubkey | sha256sum)"
+
 new_request again
 est_post simpleenroll "S001/D7:$USED_TOKEN" "$T/again.b64"
 assert_eq "the same token a second time" 403 "$HTTP_STATUS"
@@ -153,6 +162,8 @@ stop_collector
 start_enrolling_collector
 est_post simpleenroll "S001/D7:$USED_TOKEN" "$T/again.b64"
 assert_eq "a used token after the collector's restart" 403 "$HTTP_STATUS"
+est_post simpleenroll "S001/D7:$USED_TOKEN" "$T/d7.b64"
+assert_eq "its device's lost request after the collector's restart ($(cat "$T/est.body"))" 200 "$HTTP_STATUS"
 
 # --- renewal over the current certificate ---------------------------------------------------
 new_request d7b
