@@ -334,6 +334,15 @@ static int admin_valid_id(const char *id)
   return 1;
 }
 
+/* A refused admin request: logged with who asked, then answered. */
+static void admin_refuse(http_exchange *exchange, const struct identity *id, int status,
+                         const char *err)
+{
+  log_warn("server", "admin_refused", "peer=%s admin=%s path=%s status=%d reason=\"%s\"",
+           http_exchange_peer(exchange), id->admin, http_exchange_path(exchange), status, err);
+  admin_error(exchange, status, err);
+}
+
 /* Reads the body of a resync or push-now into `request`. 0, or -1 with `err`. */
 static int admin_parse_request(json_t *root, struct control_request *request, char *err,
                                size_t err_size)
@@ -444,28 +453,22 @@ static void admin_issue(control *ctl, http_exchange *exchange, const struct iden
   json_decref(root);
   return; /* pending is the callback's now */
 refuse:
-  log_warn("server", "admin_refused", "peer=%s admin=%s path=%s status=%d reason=\"%s\"",
-           http_exchange_peer(exchange), id->admin, http_exchange_path(exchange), status, err);
   free(pending);
   json_decref(root);
-  admin_error(exchange, status, err);
+  admin_refuse(exchange, id, status, err);
 }
 
-/* A token on its way to Kafka: the admin's request. */
-struct admin_token_pending {
-  http_exchange *exchange;
-};
-
+/* `arg` is the admin's exchange. */
 static void admin_token_done(void *arg, int status, const struct control_token *token,
                              const char *text, const char *message)
 {
-  struct admin_token_pending *pending = arg;
+  http_exchange *exchange = arg;
 
   if (status != 201) {
-    admin_error(pending->exchange, 503, message && message[0] ? message
+    admin_error(exchange, 503, message && message[0] ? message
                                                               : "the token was not recorded; retry");
   } else {
-    admin_respond(pending->exchange, 201,
+    admin_respond(exchange, 201,
                   json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s}", "token", text, "token_id",
                             token->token_id, "store_id", token->store_id, "device_id",
                             token->device_id, "issued_at", admin_time(token->issued_ms),
@@ -473,7 +476,6 @@ static void admin_token_done(void *arg, int status, const struct control_token *
                             token->issued_by),
                   "Cache-Control: no-store\r\n");
   }
-  free(pending);
 }
 
 /*
@@ -488,7 +490,6 @@ static void admin_enrol_token(control *ctl, http_exchange *exchange, const struc
   json_error_t error;
   json_t *root = json_loadb(body ? body : "", body_len, JSON_REJECT_DUPLICATES, &error);
   const char *store_id = NULL, *device_id = NULL, *valid_for = NULL;
-  struct admin_token_pending *pending = NULL;
   int64_t valid_ms = control_token_lifetime_ms(ctl);
   char err[400];
   int status = 400;
@@ -515,25 +516,15 @@ static void admin_enrol_token(control *ctl, http_exchange *exchange, const struc
              valid_for);
     goto refuse;
   }
-  pending = calloc(1, sizeof(*pending));
-  if (!pending) {
-    status = 503;
-    snprintf(err, sizeof(err), "collector out of memory");
-    goto refuse;
-  }
-  pending->exchange = exchange;
   status = control_token_issue(ctl, store_id, device_id, valid_ms, id->admin, admin_token_done,
-                               pending, err, sizeof(err));
+                               exchange, err, sizeof(err));
   if (status)
     goto refuse;
   json_decref(root);
-  return; /* pending is the callback's now */
+  return; /* answered by admin_token_done */
 refuse:
-  log_warn("server", "admin_refused", "peer=%s admin=%s path=%s status=%d reason=\"%s\"",
-           http_exchange_peer(exchange), id->admin, http_exchange_path(exchange), status, err);
-  free(pending);
   json_decref(root);
-  admin_error(exchange, status, err);
+  admin_refuse(exchange, id, status, err);
 }
 
 static void admin_decommission_done(void *arg, int status, const char *message)
@@ -584,10 +575,8 @@ static void admin_decommission(control *ctl, http_exchange *exchange, const stru
   json_decref(root);
   return;
 refuse:
-  log_warn("server", "admin_refused", "peer=%s admin=%s path=%s status=%d reason=\"%s\"",
-           http_exchange_peer(exchange), id->admin, http_exchange_path(exchange), status, err);
   json_decref(root);
-  admin_error(exchange, status, err);
+  admin_refuse(exchange, id, status, err);
 }
 
 /* Commands of one store, newest issued first, filtered; appended to `list`. */
