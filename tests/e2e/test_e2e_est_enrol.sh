@@ -120,6 +120,32 @@ est_post simpleenroll "S001/D7:$USED_TOKEN" "$T/again.b64"
 assert_eq "the same token a second time" 403 "$HTTP_STATUS"
 grep -q "used already" "$T/est.body" || fail "the refusal says the token was used" "used already" "$(cat "$T/est.body")"
 
+# Two devices racing with one token (different keys): one certificate.
+token S003 D1 1h
+new_request race1
+new_request race2
+racers=()
+for k in 1 2 3 4; do
+  curl -sS -o "$T/race.$k.body" -w '%{http_code}' --max-time 10 --cacert "$PKI/ca.crt" \
+    --user "S003/D1:$TOKEN" -H 'Content-Type: application/pkcs10' \
+    --data-binary @"$T/race$(((k + 1) % 2 + 1)).b64" "$EST_URL/simpleenroll" >"$T/race.$k.status" 2>/dev/null &
+  racers+=($!)
+done
+wait "${racers[@]}" || true
+statuses="$(cat "$T"/race.*.status | tr '\n' ' ')"
+# The key that won may be asked again (a repeat, 200); the other key never gets one.
+won="$(grep -l '^200$' "$T"/race.*.status | wc -l)"
+((won >= 1)) || fail "one of four racing requests with one token gets a certificate" ">= 1 200" "$statuses"
+for k in 1 2 3 4; do
+  if [[ "$(cat "$T/race.$k.status")" == 200 ]]; then
+    base64 -d "$T/race.$k.body" >"$T/race.$k.p7"
+    openssl pkcs7 -inform DER -in "$T/race.$k.p7" -print_certs 2>/dev/null |
+      openssl x509 -noout -pubkey | sha256sum
+  fi
+done | sort -u >"$T/race.keys"
+assert_eq "certificates issued to racing requests with one token are for one key ($statuses)" 1 \
+  "$(wc -l <"$T/race.keys")"
+
 # --- tokens that must not enrol -------------------------------------------------------
 token S001 D8 1s
 sleep 2
