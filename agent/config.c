@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -121,6 +122,21 @@ const struct config_key agent_config_keys[] = {
         "zstd level of batches (higher: smaller, slower to seal); 0 = 19 up to 32 KiB before "
         "compression (a store's regular batch), 3 above (catching up: 19 needs megabytes)"),
 
+    KEY("enrol", "url", CONFIG_STRING, "", 0, 0, enrol_url,
+        "collector's EST listener, e.g. https://collector.example:8444, where a device with no "
+        "certificate enrols with its token (empty = none; renewal goes to [uplink] url)"),
+    KEY("enrol", "token_file", CONFIG_STRING, "", 0, 0, enrol_token_file,
+        "file holding the one-time token from 'posctl enrol-token' (the installer writes it); "
+        "used when uplink.cert/key are missing or expired, deleted once enrolled; empty = none"),
+    KEY("enrol", "renew_at", CONFIG_STRING, "2/3", 0, 0, enrol_renew_at_text,
+        "point of the certificate's lifetime at which it is renewed: a fraction (2/3, 0.66) "
+        "or a percentage (66%); each device adds its own jitter"),
+    KEY("enrol", "retry_floor", CONFIG_DURATION, "10m", 1000, 86400000LL, enrol_retry_floor_ms,
+        "least time between two renewal or enrolment attempts; after a failure the wait "
+        "doubles from it"),
+    KEY("enrol", "retry_max", CONFIG_DURATION, "6h", 1000, 7LL * 86400000, enrol_retry_max_ms,
+        "longest wait between attempts after failures"),
+
     KEY("inventory", "refunds_restock", CONFIG_BOOL, "false", 0, 0, refunds_restock,
         "true: refunds and voids put what their lines' recipes use back in stock (reason "
         "refunds); false: returned food is thrown away and stock does not move"),
@@ -205,6 +221,35 @@ static void agent_config_where(const char *path, const char *section, const char
   }
 }
 
+/* See config.h. */
+int agent_config_parse_fraction(const char *text, double *fraction)
+{
+  char *end;
+  double value, denominator;
+
+  while (*text == ' ' || *text == '\t')
+    text++;
+  value = strtod(text, &end);
+  if (end == text)
+    return -1;
+  if (*end == '%') {
+    value /= 100.0;
+    end++;
+  } else if (*end == '/') {
+    const char *den_text = end + 1;
+    denominator = strtod(den_text, &end);
+    if (end == den_text || !(denominator > 0))
+      return -1;
+    value /= denominator;
+  }
+  while (*end == ' ' || *end == '\t')
+    end++;
+  if (*end != '\0' || !(value > 0.0 && value < 1.0))
+    return -1;
+  *fraction = value;
+  return 0;
+}
+
 int agent_config_load(const char *path, struct agent_config *config, char *err,
                       size_t err_size)
 {
@@ -276,6 +321,57 @@ int agent_config_load(const char *path, struct agent_config *config, char *err,
     snprintf(err, err_size,
              "%s[api] terminal_tokens is empty: POS terminals need tokens to submit sales",
              where);
+    return -1;
+  }
+  if (agent_config_parse_fraction(config->enrol_renew_at_text, &config->enrol_renew_at) != 0) {
+    agent_config_where(path, "enrol", "renew_at", where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[enrol] renew_at = \"%s\": give a point of the lifetime between 0 and 1, as a "
+             "fraction (2/3, 0.66) or a percentage (66%%)",
+             where, config->enrol_renew_at_text);
+    return -1;
+  }
+  if (config->enrol_url[0] && strncasecmp(config->enrol_url, "https://", 8) != 0 &&
+      strncasecmp(config->enrol_url, "http://", 7) != 0) {
+    agent_config_where(path, "enrol", "url", where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[enrol] url = \"%s\": must start with https:// (the collector's EST listener, "
+             "e.g. https://collector.example:8444)",
+             where, config->enrol_url);
+    return -1;
+  }
+  if (config->enrol_token_file[0] && !config->enrol_url[0]) {
+    agent_config_where(path, "enrol", "token_file", where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[enrol] token_file is set but [enrol] url is empty: the token is spent at the "
+             "collector's EST listener; set url (e.g. https://collector.example:8444) or "
+             "remove token_file",
+             where);
+    return -1;
+  }
+  if (config->enrol_url[0] && !config->uplink_url[0]) {
+    agent_config_where(path, "enrol", "url", where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[enrol] url is set but [uplink] url is empty: an enrolled certificate is for "
+             "sending sales; set [uplink] url too, or empty [enrol] url",
+             where);
+    return -1;
+  }
+  if (config->enrol_url[0] &&
+      (config->uplink_cert[0] == '\0' || config->uplink_key[0] == '\0')) {
+    const char *missing = config->uplink_cert[0] == '\0' ? "cert" : "key";
+    agent_config_where(path, "uplink", missing, where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[uplink] %s is empty: enrolment ([enrol] url) writes the device certificate "
+             "and key there",
+             where, missing);
+    return -1;
+  }
+  if (config->enrol_retry_floor_ms > config->enrol_retry_max_ms) {
+    agent_config_where(path, "enrol", "retry_floor", where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[enrol] retry_floor (%lld ms) is larger than retry_max (%lld ms)", where,
+             (long long)config->enrol_retry_floor_ms, (long long)config->enrol_retry_max_ms);
     return -1;
   }
   if (config->low_stock[0]) {

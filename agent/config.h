@@ -57,6 +57,13 @@ struct agent_config {
   int64_t uplink_connect_timeout_ms;
   int64_t uplink_request_timeout_ms;
   int64_t uplink_zstd_level;
+  /* [enrol] */
+  char *enrol_url;           /* the collector's EST listener; "" = no first enrolment */
+  char *enrol_token_file;    /* the one-time enrolment token; "" = none */
+  char *enrol_renew_at_text; /* as written: "2/3", "0.66" or "66%" */
+  double enrol_renew_at;     /* parsed from it by agent_config_load: a fraction in (0, 1) */
+  int64_t enrol_retry_floor_ms;
+  int64_t enrol_retry_max_ms;
   /* [inventory] */
   int refunds_restock;       /* refunds and voids put their goods back in stock */
   char *recipes_path;        /* recipe CSV loaded at start when the journal has none */
@@ -66,6 +73,13 @@ struct agent_config {
 
 extern const struct config_key agent_config_keys[];
 extern const size_t agent_config_key_count;
+
+/*
+ * Reads a renewal point: "2/3", a decimal fraction "0.66" or a percentage
+ * "66%", strictly between 0 and 1 (0% and 100% excluded). Returns 0 with
+ * *fraction, or -1.
+ */
+int agent_config_parse_fraction(const char *text, double *fraction);
 
 /*
  * Loads `path` into `config` (defaults first), then its drop-ins

@@ -108,6 +108,26 @@ expect_config_error "group_commit_max = 0" "$T/cfg/group.conf" 9 group_commit_ma
 good_config "$T/cfg/place.conf" "port = 8080" 3
 expect_config_error "port in [agent]" "$T/cfg/place.conf" 4 port
 
+# [enrol]: a token with nowhere to spend it, and a renewal point that is no fraction.
+good_config "$T/cfg/enrol-token.conf"
+printf '[uplink]\nurl = https://127.0.0.1:1\n[enrol]\ntoken_file = %s/token\n' "$T" >>"$T/cfg/enrol-token.conf"
+expect_config_error "[enrol] token_file without url" "$T/cfg/enrol-token.conf" 20 token_file
+assert_contains "[enrol] token_file without url: says to set url" "set url" "$CHECK_ERR"
+for bad in 3/2 0 100% abc; do
+  good_config "$T/cfg/enrol-renew.conf"
+  printf '[enrol]\nrenew_at = %s\n' "$bad" >>"$T/cfg/enrol-renew.conf"
+  expect_config_error "[enrol] renew_at = $bad" "$T/cfg/enrol-renew.conf" 18 renew_at
+done
+for good in 2/3 0.5 75%; do
+  good_config "$T/cfg/enrol-renew.conf"
+  printf '[enrol]\nrenew_at = %s\n' "$good" >>"$T/cfg/enrol-renew.conf"
+  check_config "$T/cfg/enrol-renew.conf"
+  assert_eq "[enrol] renew_at = $good: --check-config exit status (stderr: $CHECK_ERR)" 0 "$CHECK_RC"
+done
+good_config "$T/cfg/enrol-retry.conf"
+printf '[enrol]\nretry_floor = 2h\nretry_max = 1h\n' >>"$T/cfg/enrol-retry.conf"
+expect_config_error "[enrol] retry_floor above retry_max" "$T/cfg/enrol-retry.conf" 18 retry_floor
+
 # --- a missing file ----------------------------------------------------------------------------
 check_config "$T/cfg/missing.conf"
 assert_eq "--check-config on a missing file: exit status" 78 "$CHECK_RC"
