@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sysexits.h>
 #include <uv.h>
 #ifdef __GLIBC__
@@ -16,6 +17,7 @@
 
 #include "config.h"
 #include "enrol/enrol.h"
+#include "enrol/enrol_driver.h"
 #include "firstboot.h"
 #include "ingest/http/adjustments_api.h"
 #include "ingest/http/recipes_api.h"
@@ -42,6 +44,7 @@ struct agent {
   metrics_http *metrics_server; /* the operator listener; NULL when off or not bound */
   struct agent_metrics_options metrics;
   uplink *uplink;
+  enrol_driver *enrol; /* enrolment and renewal; NULL when the uplink is off or plain HTTP */
   struct status_api_options status;
   struct adjustments_api_options adjustments;
   struct recipes_api_options recipes;
@@ -173,6 +176,8 @@ static void agent_stop(struct agent *agent)
   agent->metrics_server = NULL;
   /* The uplink first: it queues work on the journal. A batch in flight is
    * abandoned; it is stored and resent, unchanged, by the next run. */
+  enrol_driver_close(agent->enrol);
+  agent->enrol = NULL;
   uplink_close(agent->uplink);
   agent->uplink = NULL;
   agent->status.uplink = NULL;
@@ -262,6 +267,49 @@ static void agent_on_sigusr1(uv_signal_t *handle, int signum)
   else
     log_info("agent", "push_ignored", "reason=\"SIGUSR1, but the uplink is off ([uplink] url is "
              "empty)\"");
+}
+
+/* A new pair is installed: a device that just enrolled sends what it holds
+ * now, not after the uplink's back-off. A renewal needs nothing: the next
+ * connection reads the new files. */
+static void agent_on_enrolled(void *arg, int first_enrolment)
+{
+  struct agent *agent = arg;
+  if (first_enrolment && agent->uplink)
+    uplink_push_now(agent->uplink, "enrolled");
+}
+
+/*
+ * Starts enrolment and renewal beside an https uplink with a certificate
+ * and key configured. 0, or -1 with `err` set.
+ */
+static int agent_start_enrol(struct agent *agent, char *err, size_t err_size)
+{
+  struct agent_config *cfg = &agent->config;
+  struct enrol_driver_options options = {
+      .enrol_url = cfg->enrol_url,
+      .uplink_url = cfg->uplink_url,
+      .token_file = cfg->enrol_token_file,
+      .cert_file = cfg->uplink_cert,
+      .key_file = cfg->uplink_key,
+      .ca_file = cfg->uplink_ca,
+      .store_id = cfg->store_id,
+      .device_id = cfg->device_id,
+      .renew_at = cfg->enrol_renew_at,
+      .retry_floor_ms = cfg->enrol_retry_floor_ms,
+      .retry_max_ms = cfg->enrol_retry_max_ms,
+      .connect_timeout_ms = cfg->uplink_connect_timeout_ms,
+      .request_timeout_ms = cfg->uplink_request_timeout_ms,
+      .installed = agent_on_enrolled,
+      .installed_arg = agent,
+  };
+
+  if (strncasecmp(cfg->uplink_url, "https://", 8) != 0 || !cfg->uplink_cert[0] ||
+      !cfg->uplink_key[0])
+    return 0;
+  agent->enrol = enrol_driver_create(&agent->loop, &options, err, err_size);
+  agent->status.enrol = agent->enrol;
+  return agent->enrol ? 0 : -1;
 }
 
 /* Starts the uplink, or says it is off. 0, or -1 with `err` set. */
@@ -530,7 +578,7 @@ static int agent_run(struct agent *agent)
       fail_code = EX_CONFIG;
     goto fail;
   }
-  if (agent_start_uplink(agent, err, sizeof(err)))
+  if (agent_start_uplink(agent, err, sizeof(err)) || agent_start_enrol(agent, err, sizeof(err)))
     goto fail;
   agent_start_metrics(agent);
 
@@ -562,6 +610,8 @@ static int agent_run(struct agent *agent)
 fail:
   agent_not_started(fail_code, err);
   rc = fail_code;
+  enrol_driver_close(agent->enrol);
+  agent->enrol = NULL;
   uplink_close(agent->uplink);
   agent->uplink = NULL;
   http_server_close(agent->server, NULL, NULL);

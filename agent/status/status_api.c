@@ -320,6 +320,27 @@ static void status_add_verdict(json_t *body, const struct journal_stats *stats,
                     : json_null()));
 }
 
+/* "enrolment": when the device certificate is renewed next, and how the
+ * last attempt went; null when the agent does not renew. */
+static void status_add_enrolment(json_t *body, const struct status_api_options *options)
+{
+  struct enrol_driver_status enrol;
+
+  if (!options->enrol) {
+    json_object_set_new(body, "enrolment", json_null());
+    return;
+  }
+  enrol_driver_get_status(options->enrol, &enrol);
+  json_object_set_new(
+      body, "enrolment",
+      json_pack("{s:s, s:o, s:o, s:o, s:I, s:o}", "state", enrol_driver_state_name(enrol.state),
+                "next_attempt", status_time(enrol.next_attempt_ms), "last_attempt",
+                status_time(enrol.last_attempt_ms), "last_success",
+                status_time(enrol.last_success_ms), "failures", (json_int_t)enrol.failures,
+                "last_result",
+                enrol.last_result[0] ? json_string(enrol.last_result) : json_null()));
+}
+
 /* "device.clock": the wall clock as the journal judges it, and a message
  * a store manager understands when it is wrong. */
 static json_t *status_clock_json(const struct journal_stats *stats)
@@ -406,6 +427,7 @@ void status_api_handle_json(journal *j, const struct status_api_options *options
         json_decref(clock);
     }
     status_add_backlog(body, &stats, options, &link);
+    status_add_enrolment(body, options);
     status_add_uplink(body, &stats, options, &link);
     status_add_stock(body, j);
     status_add_commands(body, j);

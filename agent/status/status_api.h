@@ -5,6 +5,7 @@
 #ifndef AGENT_STATUS_API_H
 #define AGENT_STATUS_API_H
 
+#include "enrol/enrol_driver.h"
 #include "journal/journal.h"
 #include "platform/http_server.h"
 #include "status/status_today.h"
@@ -22,6 +23,7 @@ struct status_api_options {
   int64_t started_ms;       /* when the agent started (wall clock), for the uptime */
   uint64_t journal_max_bytes; /* journal.max_size; 0 = no limit */
   status_today *today;      /* today's sales (status_today.h); NULL = not shown; borrowed */
+  const enrol_driver *enrol; /* certificate enrolment and renewal; NULL = off; borrowed */
 };
 
 /*
@@ -38,6 +40,8 @@ struct status_api_options {
  * "today" today's sales (status_today_json), "journal_max_bytes" the
  * journal's limit (null = none) and "drain_estimate_s" how long the
  * backlog takes to send once the link works (null = unknown).
+ * "enrolment" {state, next_attempt, last_attempt, last_success, failures,
+ * last_result} the device certificate's renewal (null when off).
  * Loop thread.
  */
 void status_api_handle_json(journal *j, const struct status_api_options *options,
