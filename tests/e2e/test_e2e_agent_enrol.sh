@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Issue 13, items 1, 2 and 5, driven by the agent itself (agent/enrol/enrol_driver.c):
+#   - a brand-new device with no certificate or key, only a one-time token
+#     in [enrol] token_file, enrols at the collector's EST listener, keeps
+#     its key 0600, deletes the spent token, and its sales reach Kafka;
+#   - it renews its certificate over simplereenroll before expiry, without
+#     a restart, while sales keep flowing: each sale in Kafka exactly once;
+#   - kill -9 right after a renewal started leaves an agent that starts
+#     again on a matching pair and still sends.
+# The collector's shortest lifetime (cert_lifetime = 1m) makes renewals
+# come every [enrol] retry_floor (the collector backdates notBefore by 5
+# minutes, so 2/3 of the validity it states has passed at issue; the floor
+# is what spaces the renewals). POS_LONG=1: a 2-minute lifetime and three
+# renewals observed (about 3 minutes more; not in CI).
+source "$(dirname "$0")/lib.sh"
+
+POSCTL_BIN="$POS_BUILD_DIR/collector/posctl"
+[[ -x "$POSCTL_BIN" ]] || fail "$POSCTL_BIN is not built (cmake --build $POS_BUILD_DIR)"
+emulated POSCTL_BIN
+unset POSCTL_CONFIG
+
+LIFETIME=1m
+RENEWALS=2
+FLOOR=10s
+if [[ "${POS_LONG:-0}" == 1 ]]; then
+  LIFETIME=2m
+  RENEWALS=3
+  FLOOR=40s
+fi
+
+make_pki
+start_broker --partitions 1
+write_collector_config enrol.ca_cert="$PKI/ca/ca.crt" enrol.ca_key="$PKI/ca/ca.key" \
+  enrol.listen_host=127.0.0.1 enrol.port=0 enrol.cert_lifetime="$LIFETIME"
+start_collector
+EST_PORT="$(sed -n 's/.*event=enrol_listening .*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$COLLECTOR_LOG")"
+[[ "$EST_PORT" =~ ^[0-9]+$ ]] || fail "the collector logs its EST listener's port" "event=enrol_listening port=N" \
+  "$(grep 'event=enrol' "$COLLECTOR_LOG")"
+ADMIN=(--url "$COLLECTOR_URL" --ca "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
+
+# The device as the installer leaves it: a directory for its pair, a token.
+DEV="$T/device"
+mkdir -p "$DEV"
+TOKEN_FILE="$DEV/enrol.token"
+timeout 60 "$POSCTL_BIN" "${ADMIN[@]}" enrol-token --store S001 --device D1 --valid-for 1h \
+  >"$TOKEN_FILE" 2>"$T/posctl.err" || fail "posctl enrol-token: $(cat "$T/posctl.err")"
+
+write_tokens
+write_agent_config uplink.cert="$DEV/device.crt" uplink.key="$DEV/device.key" \
+  enrol.url="https://127.0.0.1:$EST_PORT" enrol.token_file="$TOKEN_FILE" \
+  enrol.retry_floor="$FLOOR" enrol.retry_max=30s
+
+# est_events EVENT: the collector's mod=est event=EVENT lines, all its runs.
+est_events() { cat "$T"/collector.*.log | grep -c "mod=est event=$1" || true; }
+# agent_events EVENT: the current agent's mod=enrol event=EVENT lines.
+agent_events() { grep -c "mod=enrol event=$1" "$AGENT_LOG" || true; }
+# wait_for WHAT TIMEOUT CONDITION: until the arithmetic CONDITION holds
+# (evaluated afresh each time).
+wait_for() {
+  local what="$1" timeout="$2" condition="$3" deadline=$((SECONDS + $2))
+  until eval "(( $condition ))"; do
+    ((SECONDS < deadline)) || fail "$what within $timeout s" "$condition" "not yet"
+    sleep 0.1
+  done
+}
+
+SALES=0
+# sell: one more sale, EN-<n>, taken with 201.
+sell() {
+  SALES=$((SALES + 1))
+  post_sales "$TOKEN_T1" "$(sale_json sale_id="\"EN-$(printf '%04d' "$SALES")\"")"
+  assert_eq "sale EN-$SALES taken" 201 "$HTTP_STATUS"
+}
+
+# --- a brand-new device enrols ---------------------------------------------------------------
+started=$SECONDS
+start_agent
+wait_for "the agent enrols" 30 '$(agent_events enrolled) >= 1'
+log "enrolled in $((SECONDS - started)) s"
+[[ -s "$DEV/device.crt" && -s "$DEV/device.key" ]] || fail "the enrolled pair is installed" "device.crt, device.key" "$(ls -l "$DEV")"
+assert_eq "the device key's mode" 600 "$(stat -c %a "$DEV/device.key")"
+[[ ! -e "$TOKEN_FILE" ]] || fail "the spent token file is deleted" "gone" "still there"
+assert_eq "the certificate names this device" "URI:urn:pos:store:S001:device:D1" \
+  "$(openssl x509 -in "$DEV/device.crt" -noout -ext subjectAltName 2>/dev/null | tail -n 1 | tr -d ' ')"
+grep -q "mod=est event=enrolled .*store=S001 device=D1" "$COLLECTOR_LOG" ||
+  fail "the collector logs the enrolment" "event=enrolled store=S001 device=D1" "$(grep 'mod=est' "$COLLECTOR_LOG")"
+sell
+push_until_sent 60
+FIRST_PID="$AGENT_PID"
+
+# --- renewals without a restart, sales flowing across them -------------------------------------
+serial_before="$(openssl x509 -in "$DEV/device.crt" -noout -serial)"
+renewed_before="$(est_events renewed)"
+started=$SECONDS
+deadline=$((SECONDS + 150))
+while (($(est_events renewed) < renewed_before + RENEWALS)); do
+  ((SECONDS < deadline)) || fail "$RENEWALS renewals within 150 s" ">= $((renewed_before + RENEWALS))" "$(est_events renewed)"
+  kill -0 "$AGENT_PID" 2>/dev/null || fail "the agent runs through the renewals" "running" "exited"
+  sell
+  kill -USR1 "$AGENT_PID"
+  sleep 2
+done
+log "$RENEWALS renewals in $((SECONDS - started)) s, $SALES sales so far"
+push_until_sent 60
+assert_eq "the same agent process after the renewals" "$FIRST_PID" "$AGENT_PID"
+assert_eq "agent starts" 1 "$(grep -c 'event=ready' "$AGENT_LOG")"
+[[ "$(agent_events renewed)" -ge "$RENEWALS" ]] || fail "the agent logs its renewals" ">= $RENEWALS" "$(agent_events renewed)"
+[[ "$(openssl x509 -in "$DEV/device.crt" -noout -serial)" != "$serial_before" ]] ||
+  fail "the installed certificate is a renewed one" "another serial" "the same"
+assert_eq "the pair on disk matches" "$(openssl pkey -in "$DEV/device.key" -pubout | sha256sum)" \
+  "$(openssl x509 -in "$DEV/device.crt" -noout -pubkey | sha256sum)"
+status_json
+assert_eq "status.json enrolment.last_result" renewed "$(json_get "$STATUS_JSON" '$.enrolment.last_result')"
+assert_eq "status.json enrolment.state" waiting "$(json_get "$STATUS_JSON" '$.enrolment.state')"
+if grep -E "mod=enrol event=(renew_failed|enrol_failed|needs_token|device_certificate_expired)" "$AGENT_LOG"; then
+  fail "renewals without an error" "none" "$(grep -E 'mod=enrol event=(renew_failed|enrol_failed)' "$AGENT_LOG" | head -3)"
+fi
+
+# --- kill -9 right after a renewal starts ------------------------------------------------------
+# The collector is stopped (SIGSTOP) so that the request is surely in
+# flight when the agent dies: its new key is on disk as <key>.pending.
+renewing="$(agent_events renewing)"
+kill -STOP "$COLLECTOR_PID"
+wait_for "the next renewal starts" 60 '$(agent_events renewing) > renewing'
+sleep 0.5
+kill_agent
+kill -CONT "$COLLECTOR_PID"
+log "killed the agent during a renewal"
+[[ -s "$DEV/device.key.pending" ]] || fail "the renewal's key is pending on disk when the agent dies" \
+  "device.key.pending" "$(ls "$DEV")"
+assert_eq "the pending key's mode" 600 "$(stat -c %a "$DEV/device.key.pending")"
+start_agent
+if grep -q "event=identity_unusable" "$AGENT_LOG"; then
+  fail "the agent starts on a matching pair after kill -9" "no identity_unusable" "$(grep identity_unusable "$AGENT_LOG")"
+fi
+assert_eq "the pair on disk matches after kill -9" "$(openssl pkey -in "$DEV/device.key" -pubout | sha256sum)" \
+  "$(openssl x509 -in "$DEV/device.crt" -noout -pubkey | sha256sum)"
+sell
+push_until_sent 60
+renewed_now="$(est_events renewed)"
+wait_for "a renewal after the restart" 60 '$(est_events renewed) > renewed_now'
+grep -q "mod=enrol event=renewing .*key=pending" "$AGENT_LOG" ||
+  fail "the restarted agent renews with the pending key" "key=pending" "$(grep 'event=renewing' "$AGENT_LOG")"
+sell
+push_until_sent 60
+
+# --- every sale in Kafka exactly once -----------------------------------------------------------
+kafka_read pos.sales.v1 sales
+records_db sales
+assert_eq "sale records in pos.sales.v1" "$SALES" "$KAFKA_RECORDS"
+assert_eq "distinct sale ids in pos.sales.v1" "$SALES" "$(rsql sales "SELECT count(DISTINCT sale_id) FROM k;")"
+check_sales_match_journal sales "$SALES"
+stop_agent
+stop_collector
+log "ok: enrolled, $(est_events renewed) renewals, $SALES sales once each"
