@@ -71,7 +71,6 @@ struct enrol_driver {
   int64_t retry_after_s;   /* the collector's Retry-After, as a time; 0 = none */
   int token_refused;       /* the token in failed_token was refused: wait for another */
   struct enrol_driver_file_id failed_token; /* the token file when its token last failed */
-  int64_t expired_logged;  /* not_after of the certificate said to have expired */
 
   struct enrol_driver_status status;
   char logged[768]; /* the last state logged, so that each change is logged once */
@@ -409,23 +408,15 @@ static void driver_decide(enrol_driver *d)
     return;
   }
 
-  /* No pair to renew with: only a token can help. */
-  if (expired && d->expired_logged != not_after) {
+  /* No pair to renew with: only a token can help. The uplink says
+   * event=device_certificate_expired once per certificate when it next
+   * connects (uplink/http_tls.c); the line here says what enrolment will do. */
+  if (expired) {
     clock_format_utc(not_after * 1000, when, sizeof(when));
-    log_error("enrol", "device_certificate_expired", "cert=%s not_after=%s action=%s",
-              d->cert_file, when,
-              log_quote(d->token_file[0] && d->enrol_url[0]
-                            ? "an expired certificate cannot renew itself: head office issues "
-                              "a new token (posctl enrol-token) into [enrol] token_file, and the "
-                              "agent enrols again"
-                            : "an expired certificate cannot renew itself: set [enrol] url and "
-                              "token_file with a new token from head office, or install a new "
-                              "certificate and key",
-                        quoted, sizeof(quoted)));
-    d->expired_logged = not_after;
+    snprintf(why, sizeof(why),
+             "the device certificate %.300s expired at %s: it cannot renew itself", d->cert_file,
+             when);
   }
-  if (expired)
-    snprintf(why, sizeof(why), "the device certificate %s has expired", d->cert_file);
   {
     struct enrol_driver_file_id token_now;
     char token[ENROL_DRIVER_TOKEN_MAX], token_why[600];

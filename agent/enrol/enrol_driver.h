@@ -15,8 +15,8 @@
  *     refused token waits for a new token file; each change of state is
  *     logged once, saying what to do;
  *   - an expired certificate cannot renew itself: said once
- *     (event=device_certificate_expired, as the uplink says it) and the
- *     token file watched for a new token.
+ *     (event=needs_token; the uplink logs event=device_certificate_expired
+ *     when it next connects) and the token file watched for a new token.
  *
  * Installs run on the loop thread inside the request's callback, so no
  * uplink connection reads the files half-way through (enrol.h, enrol_install).
