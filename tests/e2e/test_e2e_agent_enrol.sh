@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Issue 13, items 1, 2 and 5, driven by the agent itself (agent/enrol/enrol_driver.c):
+#   - a device with no certificate and no token takes sales and says once
+#     what it needs; a wrong token is refused, said once and not retried
+#     until the token file changes;
 #   - a brand-new device with no certificate or key, only a one-time token
 #     in [enrol] token_file, enrols at the collector's EST listener, keeps
 #     its key 0600, deletes the spent token, and its sales reach Kafka;
@@ -73,9 +76,24 @@ sell() {
 }
 
 # --- a brand-new device enrols ---------------------------------------------------------------
-started=$SECONDS
+# First without a token: it takes sales and says what it needs, once.
+mv "$TOKEN_FILE" "$T/real.token"
 start_agent
-wait_for "the agent enrols" 30 '$(agent_events enrolled) >= 1'
+sell
+wait_for "the agent says it needs a token" 10 '$(agent_events needs_token) >= 1'
+# A wrong token: refused, said once, not retried until the file changes.
+printf '%s.00000000000000000000000000000000\n' "$(cut -d. -f1 "$T/real.token")" >"$TOKEN_FILE"
+wait_for "the wrong token is refused" 30 '$(agent_events enrol_failed) >= 1'
+grep "mod=enrol event=enrol_failed" "$AGENT_LOG" | grep -q "posctl enrol-token" ||
+  fail "the refusal says what to do" "posctl enrol-token" "$(grep 'event=enrol_failed' "$AGENT_LOG")"
+sleep 12
+assert_eq "a refused token is not tried again until the file changes" 1 "$(agent_events enrolling)"
+status_json
+assert_eq "status.json enrolment.state with a refused token" needs_token "$(json_get "$STATUS_JSON" '$.enrolment.state')"
+# The real token, written as the installer would (a new file).
+cp "$T/real.token" "$TOKEN_FILE.tmp" && mv "$TOKEN_FILE.tmp" "$TOKEN_FILE"
+started=$SECONDS
+wait_for "the agent enrols with the new token" 30 '$(agent_events enrolled) >= 1'
 log "enrolled in $((SECONDS - started)) s"
 [[ -s "$DEV/device.crt" && -s "$DEV/device.key" ]] || fail "the enrolled pair is installed" "device.crt, device.key" "$(ls -l "$DEV")"
 assert_eq "the device key's mode" 600 "$(stat -c %a "$DEV/device.key")"
@@ -86,6 +104,8 @@ grep -q "mod=est event=enrolled .*store=S001 device=D1" "$COLLECTOR_LOG" ||
   fail "the collector logs the enrolment" "event=enrolled store=S001 device=D1" "$(grep 'mod=est' "$COLLECTOR_LOG")"
 sell
 push_until_sent 60
+assert_eq "needs_token said once" 1 "$(agent_events needs_token)"
+assert_eq "enrol_failed said once" 1 "$(agent_events enrol_failed)"
 FIRST_PID="$AGENT_PID"
 
 # --- renewals without a restart, sales flowing across them -------------------------------------
@@ -112,8 +132,8 @@ assert_eq "the pair on disk matches" "$(openssl pkey -in "$DEV/device.key" -pubo
 status_json
 assert_eq "status.json enrolment.last_result" renewed "$(json_get "$STATUS_JSON" '$.enrolment.last_result')"
 assert_eq "status.json enrolment.state" waiting "$(json_get "$STATUS_JSON" '$.enrolment.state')"
-if grep -E "mod=enrol event=(renew_failed|enrol_failed|needs_token|device_certificate_expired)" "$AGENT_LOG"; then
-  fail "renewals without an error" "none" "$(grep -E 'mod=enrol event=(renew_failed|enrol_failed)' "$AGENT_LOG" | head -3)"
+if grep -qE "mod=enrol event=renew_failed|event=device_certificate_expired" "$AGENT_LOG"; then
+  fail "renewals without an error" "none" "$(grep -E 'event=(renew_failed|device_certificate_expired)' "$AGENT_LOG" | head -3)"
 fi
 
 # --- kill -9 right after a renewal starts ------------------------------------------------------
