@@ -28,6 +28,10 @@
 /* The files are looked at again at least this often while waiting: a pair
  * or a token put there by hand is noticed without a restart. */
 #define ENROL_DRIVER_RECHECK_MS 60000
+/* The token file is looked at this often while there is no pair to renew
+ * with: the installer or a person may write it any time, and reading a
+ * small file is cheap; attempts themselves still keep to the back-off. */
+#define ENROL_DRIVER_TOKEN_POLL_MS 5000
 /* An EST answer is a few kilobytes (a certificate or two in base64). */
 #define ENROL_DRIVER_MAX_RESPONSE 65536
 /* "<id>.<secret>" is 49 characters; room for a longer token format. */
@@ -441,7 +445,9 @@ static void driver_decide(enrol_driver *d)
       }
       d->status.state = ENROL_DRIVER_BACKING_OFF;
       d->status.next_attempt_ms = due_s * 1000;
-      driver_arm(d, due_s * 1000 - now_ms);
+      /* A new token file cuts the wait short: looked at meanwhile. */
+      driver_arm(d, due_s * 1000 - now_ms < ENROL_DRIVER_TOKEN_POLL_MS ? due_s * 1000 - now_ms
+                                                                       : ENROL_DRIVER_TOKEN_POLL_MS);
       return;
     }
     d->status.state = ENROL_DRIVER_NEEDS_TOKEN;
@@ -455,9 +461,7 @@ static void driver_decide(enrol_driver *d)
                 "[enrol] token_file; the agent enrols when it appears (sales are kept meanwhile)\""
               : "\"install a device certificate and key, or set [enrol] url and token_file\"");
     /* Looked at again soon: the installer may write the token any time. */
-    driver_arm(d, d->policy.floor_s * 1000 < ENROL_DRIVER_RECHECK_MS
-                      ? d->policy.floor_s * 1000
-                      : ENROL_DRIVER_RECHECK_MS);
+    driver_arm(d, ENROL_DRIVER_TOKEN_POLL_MS);
   }
 }
 
