@@ -25,10 +25,12 @@ unset POSCTL_CONFIG
 LIFETIME=1m
 RENEWALS=2
 FLOOR=10s
+RETRY_MAX=30s
 if [[ "${POS_LONG:-0}" == 1 ]]; then
   LIFETIME=2m
   RENEWALS=3
   FLOOR=40s
+  RETRY_MAX=2m
 fi
 
 make_pki
@@ -51,7 +53,7 @@ timeout 60 "$POSCTL_BIN" "${ADMIN[@]}" enrol-token --store S001 --device D1 --va
 write_tokens
 write_agent_config uplink.cert="$DEV/device.crt" uplink.key="$DEV/device.key" \
   enrol.url="https://127.0.0.1:$EST_PORT" enrol.token_file="$TOKEN_FILE" \
-  enrol.retry_floor="$FLOOR" enrol.retry_max=30s
+  enrol.retry_floor="$FLOOR" enrol.retry_max="$RETRY_MAX"
 
 # est_events EVENT: the collector's mod=est event=EVENT lines, all its runs.
 est_events() { cat "$T"/collector.*.log | grep -c "mod=est event=$1" || true; }
