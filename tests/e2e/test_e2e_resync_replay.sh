@@ -20,8 +20,10 @@ start_collector
 
 write_tokens
 # Replay batches are cut at most max_batch_sales (50) sales: many of them,
-# so that the kill lands mid-replay.
-write_agent_config uplink.max_batch_sales=50
+# so that the kill lands mid-replay; and paced (200 sales a second, about
+# 10 s for the range): unpaced, the whole range was replayed (1,990 of
+# 1,990) before the status checks below were done and the kill came.
+write_agent_config uplink.max_batch_sales=50 uplink.replay_rate=200
 start_agent
 
 # 6,000 sales, business times spread over the hour before LOAD_TIME_BASE.
