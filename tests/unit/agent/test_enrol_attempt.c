@@ -140,7 +140,7 @@ static void an_issued_certificate_is_installed_with_its_key(void **state)
   struct stat st;
 
   (void)state;
-  assert_int_equal(enrol_attempt_start(&attempt, ENROL_EST_REENROL, "https://c.test", "S001",
+  assert_int_equal(enrol_attempt_start(&attempt, ENROL_EST_REENROL, "https://127.0.0.1:1", "S001",
                                        "D1", NULL, key_path, &drbg, err, sizeof(err)),
                    0);
   assert_null(attempt.request.authorization);
@@ -183,11 +183,11 @@ static void a_refusal_or_a_wrong_answer_changes_nothing(void **state)
 
   (void)state;
   assert_int_equal(in_dir("cp uplink.cert before.cert && cp uplink.key before.key"), 0);
-  assert_int_equal(enrol_attempt_start(&first, ENROL_EST_ENROL, "https://c.test", "S001", "D1",
+  assert_int_equal(enrol_attempt_start(&first, ENROL_EST_ENROL, "https://127.0.0.1:1", "S001", "D1",
                                        "tok-1", NULL, &drbg, err, sizeof(err)),
                    0);
   assert_non_null(first.request.authorization);
-  assert_int_equal(enrol_attempt_start(&second, ENROL_EST_ENROL, "https://c.test", "S001", "D1",
+  assert_int_equal(enrol_attempt_start(&second, ENROL_EST_ENROL, "https://127.0.0.1:1", "S001", "D1",
                                        "tok-1", NULL, &drbg, err, sizeof(err)),
                    0);
   assert_int_equal(enrol_attempt_finish(&first, 401, used, sizeof(used) - 1, -1, now, cert_path,
@@ -226,11 +226,11 @@ static void an_unfinished_attempt_keeps_its_key_for_the_next(void **state)
   int64_t now = (int64_t)time(NULL);
 
   (void)state;
-  assert_int_equal(enrol_attempt_start(&lost, ENROL_EST_ENROL, "https://c.test", "S001", "D1",
+  assert_int_equal(enrol_attempt_start(&lost, ENROL_EST_ENROL, "https://127.0.0.1:1", "S001", "D1",
                                        "tok-2", key_path, &drbg, err, sizeof(err)),
                    0);
   assert_false(lost.reused);
-  assert_int_equal(enrol_attempt_start(&again, ENROL_EST_ENROL, "https://c.test", "S001", "D1",
+  assert_int_equal(enrol_attempt_start(&again, ENROL_EST_ENROL, "https://127.0.0.1:1", "S001", "D1",
                                        "tok-2", key_path, &drbg, err, sizeof(err)),
                    0);
   assert_true(again.reused);
@@ -244,7 +244,7 @@ static void an_unfinished_attempt_keeps_its_key_for_the_next(void **state)
   /* A pending file that outlived its install is the live key: not reused. */
   snprintf(pending, sizeof(pending), "%s.pending", key_path);
   assert_int_equal(link(key_path, pending), 0);
-  assert_int_equal(enrol_attempt_start(&later, ENROL_EST_REENROL, "https://c.test", "S001", "D1",
+  assert_int_equal(enrol_attempt_start(&later, ENROL_EST_REENROL, "https://127.0.0.1:1", "S001", "D1",
                                        NULL, key_path, &drbg, err, sizeof(err)),
                    0);
   assert_false(later.reused);

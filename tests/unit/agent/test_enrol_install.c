@@ -199,7 +199,7 @@ static void half_written_files_are_thrown_away(void **state)
   (void)state;
   live_old_pair();
   snprintf(path, sizeof(path), "%s.new.tmp.4242", key_path);
-  write_path(path, "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEI");
+  write_path(path, "a key file cut short by a crash");
   snprintf(path, sizeof(path), "%s.tmp.17", cert_path);
   write_path(path, "-----BEGIN CERT");
   assert_int_equal(enrol_install_recover(cert_path, key_path, &outcome, err, sizeof(err)), 0);
