@@ -8,7 +8,6 @@
  * token is refused to any other request (409). A mark Kafka does not take
  * leaves the token usable, and the device gets no certificate: it retries.
  */
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 
 #include "control/control_int.h"
 #include "platform/clock.h"
+#include "server/identity.h"
 #include "platform/log.h"
 
 /* A token's record on its way to Kafka. */
@@ -31,18 +31,6 @@ struct control_token_op {
   control_token_fn done;
   void *arg;
 };
-
-static int control_token_id_ok(const char *id)
-{
-  size_t len = strlen(id);
-  if (len == 0 || len > CONTROL_ID_MAX)
-    return 0;
-  for (const char *p = id; *p; p++) {
-    if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
-      return 0;
-  }
-  return 1;
-}
 
 static void control_token_hash(const char *secret, unsigned char out[32])
 {
@@ -107,7 +95,7 @@ int control__token_put(struct control_map *map, const char *token_id,
     return 0;
   }
   if (strcmp(proto->token_id, token_id) != 0 || strlen(token_id) != CONTROL_TOKEN_ID_HEX ||
-      !control_token_id_ok(proto->store_id) || !control_token_id_ok(proto->device_id) ||
+      !identity_id_valid(proto->store_id, strlen(proto->store_id)) || !identity_id_valid(proto->device_id, strlen(proto->device_id)) ||
       proto->secret_sha256.len != 32)
     return 0; /* not a record this collector wrote: ignored */
   if (!token) {
@@ -233,7 +221,7 @@ int control_token_issue(control *c, const char *store_id, const char *device_id,
     snprintf(err, err_size, "loading commands and fleet state from Kafka; retry shortly");
     return 503;
   }
-  if (!control_token_id_ok(store_id) || !control_token_id_ok(device_id)) {
+  if (!identity_id_valid(store_id, strlen(store_id)) || !identity_id_valid(device_id, strlen(device_id))) {
     snprintf(err, err_size, "store_id and device_id must be 1-%d characters of A-Z a-z 0-9 . _ -",
              CONTROL_ID_MAX);
     return 400;
@@ -449,7 +437,7 @@ int control_decommission(control *c, const char *store_id, int undo, const char 
     snprintf(err, err_size, "loading commands and fleet state from Kafka; retry shortly");
     return 503;
   }
-  if (!control_token_id_ok(store_id)) {
+  if (!identity_id_valid(store_id, strlen(store_id))) {
     snprintf(err, err_size, "store_id must be 1-%d characters of A-Z a-z 0-9 . _ -",
              CONTROL_ID_MAX);
     return 400;

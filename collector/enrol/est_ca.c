@@ -4,6 +4,7 @@
  * before it is handed out: what a device receives always chains.
  */
 #include "enrol/est_ca.h"
+#include "server/identity.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,9 +26,6 @@
 /* A device clock a little behind the CA's must not find its new
  * certificate not yet valid. */
 #define EST_CA_BACKDATE_S 300
-
-/* Store and device ids as the identity URI takes them (identity.c). */
-#define EST_CA_ID_MAX 64
 
 struct est_ca {
   mbedtls_x509_crt chain; /* the CA's certificate first */
@@ -99,21 +97,6 @@ void est_ca_free(est_ca *ca)
 }
 
 const mbedtls_x509_crt *est_ca_chain(const est_ca *ca) { return &ca->chain; }
-
-/* 1 if `id` is a store or device id the identity URI can carry. */
-static int est_ca_id_ok(const char *id)
-{
-  size_t len = strlen(id);
-  if (len == 0 || len > EST_CA_ID_MAX)
-    return 0;
-  for (size_t i = 0; i < len; i++) {
-    char c = id[i];
-    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-          c == '-' || c == '_' || c == '.'))
-      return 0;
-  }
-  return 1;
-}
 
 /* The request's signature, made with the key it carries: the device holds
  * that key. */
@@ -200,7 +183,7 @@ int est_ca_issue(est_ca *ca, const unsigned char *csr_der, size_t csr_len, const
   unsigned char serial_bytes[16], san[256], eku[32];
   unsigned char *buf = NULL;
   const size_t buf_size = 4096;
-  char subject[2 * EST_CA_ID_MAX + 8], uri[2 * EST_CA_ID_MAX + 32], from[16], to[16], text[200];
+  char subject[2 * IDENTITY_ID_MAX + 8], uri[2 * IDENTITY_ID_MAX + 32], from[16], to[16], text[200];
   int64_t until;
   int rc, len, result = -1;
   uint32_t flags = 0;
@@ -209,9 +192,10 @@ int est_ca_issue(est_ca *ca, const unsigned char *csr_der, size_t csr_len, const
   mbedtls_x509write_crt_init(&crt);
   mbedtls_x509_crt_init(&issued);
   mbedtls_mpi_init(&serial);
-  if (!est_ca_id_ok(store_id) || !est_ca_id_ok(device_id)) {
+  if (!identity_id_valid(store_id, strlen(store_id)) ||
+      !identity_id_valid(device_id, strlen(device_id))) {
     snprintf(err, err_size, "store and device ids are 1 to %d of A-Z a-z 0-9 . _ -",
-             EST_CA_ID_MAX);
+             IDENTITY_ID_MAX);
     goto out;
   }
   if (lifetime_s <= 0) {

@@ -321,19 +321,6 @@ static void admin_command_done(void *arg, int status, const struct control_comma
   free(pending);
 }
 
-/* A store id as the API takes it: what a certificate may name. */
-static int admin_valid_id(const char *id)
-{
-  size_t len = strlen(id);
-  if (len == 0 || len > IDENTITY_ID_MAX)
-    return 0;
-  for (const char *p = id; *p; p++) {
-    if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
-      return 0;
-  }
-  return 1;
-}
-
 /* A refused admin request: logged with who asked, then answered. */
 static void admin_refuse(http_exchange *exchange, const struct identity *id, int status,
                          const char *err)
@@ -375,19 +362,21 @@ static int admin_parse_request(json_t *root, struct control_request *request, ch
   }
   request->store_id = json_string_value(json_object_get(root, "store_id"));
   request->device_id = json_string_value(json_object_get(root, "device_id"));
-  if (!request->store_id || !admin_valid_id(request->store_id)) {
+  if (!request->store_id || !identity_id_valid(request->store_id, strlen(request->store_id))) {
     snprintf(err, err_size, "store_id must be 1-%d characters of A-Z a-z 0-9 . _ -",
              IDENTITY_ID_MAX);
     return -1;
   }
   request->request_id = json_string_value(json_object_get(root, "request_id"));
-  /* admin_valid_id bounds it to IDENTITY_ID_MAX, which is CONTROL_REQUEST_ID_MAX. */
-  if (request->request_id && !admin_valid_id(request->request_id)) {
+  /* identity_id_valid bounds it to IDENTITY_ID_MAX, which is CONTROL_REQUEST_ID_MAX. */
+  if (request->request_id &&
+      !identity_id_valid(request->request_id, strlen(request->request_id))) {
     snprintf(err, err_size, "request_id must be 1-%d characters of A-Z a-z 0-9 . _ - (the same "
              "request_id for the same store returns the command it made)", CONTROL_REQUEST_ID_MAX);
     return -1;
   }
-  if (request->device_id && request->device_id[0] && !admin_valid_id(request->device_id)) {
+  if (request->device_id && request->device_id[0] &&
+      !identity_id_valid(request->device_id, strlen(request->device_id))) {
     snprintf(err, err_size, "device_id must be 1-%d characters of A-Z a-z 0-9 . _ -",
              IDENTITY_ID_MAX);
     return -1;

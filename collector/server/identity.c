@@ -17,7 +17,8 @@
 #define IDENTITY_STORE_PREFIX "urn:pos:store:"
 #define IDENTITY_ADMIN_PREFIX "urn:pos:admin:"
 
-static int identity_id_ok(const char *id, size_t len)
+/* See identity.h. */
+int identity_id_valid(const char *id, size_t len)
 {
   if (len == 0 || len > IDENTITY_ID_MAX)
     return 0;
@@ -46,8 +47,8 @@ int identity_from_uri(const char *uri, size_t uri_len, struct identity *identity
         memcmp(sep, ":device:", strlen(":device:")) != 0)
       goto bad_device;
     device = sep + strlen(":device:");
-    if (!identity_id_ok(store, (size_t)(sep - store)) ||
-        !identity_id_ok(device, (size_t)(end - device)))
+    if (!identity_id_valid(store, (size_t)(sep - store)) ||
+        !identity_id_valid(device, (size_t)(end - device)))
       goto bad_device;
     identity->kind = IDENTITY_DEVICE;
     memcpy(identity->store_id, store, (size_t)(sep - store));
@@ -55,7 +56,7 @@ int identity_from_uri(const char *uri, size_t uri_len, struct identity *identity
     return 0;
   }
   if (uri_len > admin_prefix && memcmp(uri, IDENTITY_ADMIN_PREFIX, admin_prefix) == 0) {
-    if (!identity_id_ok(uri + admin_prefix, uri_len - admin_prefix)) {
+    if (!identity_id_valid(uri + admin_prefix, uri_len - admin_prefix)) {
       snprintf(err, err_size, "admin SAN URI \"%.*s\" has an invalid name", (int)uri_len, uri);
       return -1;
     }

@@ -31,6 +31,11 @@ struct identity {
 int identity_from_cert(const struct mbedtls_x509_crt *crt, struct identity *identity,
                        char *err, size_t err_size);
 
+/* 1 if the `len` bytes at `id` are a store, device or admin name that the
+ * SAN URI can carry: 1 to IDENTITY_ID_MAX of [A-Za-z0-9._-]. Every id the
+ * collector takes from a request or a record is held to this one rule. */
+int identity_id_valid(const char *id, size_t len);
+
 /* Parses one SAN URI; same returns as identity_from_cert. */
 int identity_from_uri(const char *uri, size_t uri_len, struct identity *identity, char *err,
                       size_t err_size);
