@@ -255,25 +255,39 @@ static int pkcs7_parse_der_into(unsigned char *p, const unsigned char *end,
   return added;
 }
 
+int pkcs7_base64_decode(const unsigned char *text, size_t len, unsigned char **der,
+                        size_t *der_len)
+{
+  unsigned char *flat = malloc(len ? len : 1), *out = malloc(len / 4 * 3 + 4);
+  size_t flat_len = 0, out_len = 0;
+
+  if (!flat || !out)
+    goto fail;
+  for (size_t i = 0; i < len; i++)
+    if (text[i] != '\n' && text[i] != '\r' && text[i] != ' ' && text[i] != '\t')
+      flat[flat_len++] = text[i];
+  if (mbedtls_base64_decode(out, len / 4 * 3 + 4, &out_len, flat, flat_len) != 0 || out_len == 0)
+    goto fail;
+  free(flat);
+  *der = out;
+  *der_len = out_len;
+  return 0;
+fail:
+  free(flat);
+  free(out);
+  return -1;
+}
+
 int pkcs7_certs_only_parse(const unsigned char *data, size_t len, int is_base64,
                            mbedtls_x509_crt *chain, char *err, size_t err_size)
 {
-  unsigned char *der = NULL, *flat = NULL;
-  size_t der_len = len, flat_len = 0;
+  unsigned char *der = NULL;
+  size_t der_len = len;
   int rc = -1;
 
   if (is_base64) {
-    flat = malloc(len + 1);
-    der = malloc(len / 4 * 3 + 4);
-    if (!flat || !der) {
-      snprintf(err, err_size, "out of memory reading a PKCS#7 of %zu bytes", len);
-      goto out;
-    }
-    for (size_t i = 0; i < len; i++)
-      if (data[i] != '\n' && data[i] != '\r' && data[i] != ' ' && data[i] != '\t')
-        flat[flat_len++] = data[i];
-    if (mbedtls_base64_decode(der, len / 4 * 3 + 4, &der_len, flat, flat_len) != 0) {
-      snprintf(err, err_size, "the PKCS#7 is not valid base64");
+    if (pkcs7_base64_decode(data, len, &der, &der_len) != 0) {
+      snprintf(err, err_size, "the PKCS#7 is not valid base64 (or is empty)");
       goto out;
     }
   } else {
@@ -286,7 +300,6 @@ int pkcs7_certs_only_parse(const unsigned char *data, size_t len, int is_base64,
   }
   rc = pkcs7_parse_der(der, der + der_len, chain, err, err_size);
 out:
-  free(flat);
   free(der);
   return rc;
 }

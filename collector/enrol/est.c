@@ -5,7 +5,6 @@
  */
 #include "enrol/est.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,35 +66,15 @@ static void est_refuse(http_exchange *exchange, int status, const char *extra, c
                         len < 0 ? 0 : (size_t)len >= sizeof(body) ? sizeof(body) - 1 : (size_t)len);
 }
 
-/* The body's base64 with its line breaks and spaces dropped, decoded. */
+/* The body's base64 (line breaks and spaces ignored), decoded. */
 static int est_decode_body(http_exchange *exchange, unsigned char **der, size_t *der_len)
 {
-  size_t len, kept = 0, out_len = 0;
+  size_t len;
   const char *body = http_exchange_body(exchange, &len);
-  unsigned char *text, *out;
 
   if (len == 0 || len > EST_MAX_CSR_BYTES * 2)
     return -1;
-  text = malloc(len);
-  out = malloc(len);
-  if (!text || !out) {
-    free(text);
-    free(out);
-    return -1;
-  }
-  for (size_t i = 0; i < len; i++) {
-    if (!isspace((unsigned char)body[i]))
-      text[kept++] = (unsigned char)body[i];
-  }
-  if (mbedtls_base64_decode(out, len, &out_len, text, kept) != 0 || out_len == 0) {
-    free(text);
-    free(out);
-    return -1;
-  }
-  free(text);
-  *der = out;
-  *der_len = out_len;
-  return 0;
+  return pkcs7_base64_decode((const unsigned char *)body, len, der, der_len);
 }
 
 /* "Basic <base64 of user:password>" into its two halves. 0 or -1. */

@@ -38,4 +38,13 @@ int pkcs7_certs_only_write_base64(const mbedtls_x509_crt *chain, char **text, ch
 int pkcs7_certs_only_parse(const unsigned char *data, size_t len, int is_base64,
                            mbedtls_x509_crt *chain, char *err, size_t err_size);
 
+/*
+ * Decodes base64 as EST sends its bodies (RFC 7030 section 4: lines of any
+ * length, spaces and line breaks between them ignored). Returns 0 with *der
+ * (malloc'd, the caller frees) and *der_len, at least one byte; or -1 when
+ * the text is not base64, decodes to nothing, or memory ran out.
+ */
+int pkcs7_base64_decode(const unsigned char *text, size_t len, unsigned char **der,
+                        size_t *der_len);
+
 #endif
