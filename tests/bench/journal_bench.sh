@@ -88,6 +88,16 @@
 #                                   and starts it again, then measures: a
 #                                   store's day after its nightly restart,
 #                                   the journal's WAL left by the stop
+#   BENCH_ID_DIGITS     0           N > 0: sale ids numbered with N digits,
+#                                   zero-padded (pos-load --id-digits), as a
+#                                   till numbers receipts (the contract's
+#                                   example "T1-000123"): a terminal's new
+#                                   sale lands at the end of the sale_id
+#                                   index. 0: unpadded counters
+#                                   ("bench-c0-1000" sorts before
+#                                   "bench-c0-101"), so new sales land all
+#                                   over the index, which costs more pages
+#                                   per commit (the figures of issue 12)
 #
 # The figures of issue 12 items 2 and 3, beside the baseline (reproduce with):
 #   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release && cmake --build build-rel
@@ -122,6 +132,7 @@ BATCH="${BENCH_BATCH:-1}"
 PACE_MS="${BENCH_PACE_MS:-0}"
 FS="${BENCH_FS:-}"
 RESTART_SALES="${BENCH_RESTART_SALES:-0}"
+ID_DIGITS="${BENCH_ID_DIGITS:-0}"
 
 for bin in "$AGENT_BIN" "$LOAD_BIN" "$SHIM"; do
   [[ -e "$bin" ]] || { echo "journal_bench: $bin not built" >&2; exit 1; }
@@ -253,7 +264,7 @@ EOF
   port="$(log_port "$dir/agent.log" listening)"
   if ((RESTART_SALES > 0)); then
     "$LOAD_BIN" --url "http://127.0.0.1:$port" --token "$TOKEN" --terminal T1 --clients 16 \
-      --sales $(((RESTART_SALES + 15) / 16)) --prefix warm >/dev/null 2>"$dir/load.err" ||
+      --sales $(((RESTART_SALES + 15) / 16)) --prefix warm --id-digits "$ID_DIGITS" >/dev/null 2>"$dir/load.err" ||
       { cat "$dir/load.err" >&2; echo "pos-load failed before the restart" >&2; exit 1; }
     kill -TERM "$AGENT_PID"
     wait "$AGENT_PID" || true
@@ -266,7 +277,7 @@ EOF
   commit0="$(commits "$mport")" sync0="$(fsyncs)" bytes0="$(write_bytes "$AGENT_PID")"
   out="$("$LOAD_BIN" --url "http://127.0.0.1:$port" --token "$TOKEN" --terminal T1 \
     --clients "$clients" --sales $(((SALES + clients - 1) / clients)) --batch "$BATCH" \
-    --pace-ms "$PACE_MS" \
+    --pace-ms "$PACE_MS" --id-digits "$ID_DIGITS" \
     --prefix bench --duration "$SECONDS_RUN" 2>"$dir/load.err")" ||
     { cat "$dir/load.err" >&2; echo "pos-load failed: $out" >&2; exit 1; }
   bytes1="$(write_bytes "$AGENT_PID")" sync1="$(fsyncs)" commit1="$(commits "$mport")"
@@ -318,7 +329,7 @@ label() {
 
 echo "pos-agent journal benchmark: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)," \
   "journal on $(df -P "$JOURNALS" | awk 'NR == 2 { print $1 }') ($(stat -f -c %T "$JOURNALS")${FS:+, $FS with its journal}${BENCH_FS_OPTIONS:+, -o $BENCH_FS_OPTIONS})," \
-  "batch $BATCH,$( ((RESTART_SALES == 0)) || echo " measured after $RESTART_SALES sales and a clean restart,")" \
+  "batch $BATCH, sale ids $( ((ID_DIGITS == 0)) && echo "unpadded" || echo "of $ID_DIGITS digits"),$( ((RESTART_SALES == 0)) || echo " measured after $RESTART_SALES sales and a clean restart,")" \
   "$SECONDS_RUN s per run, $ROUNDS interleaved rounds, build ${BUILD_TYPE:-unknown}"
 echo "each figure: median [min-max] of the rounds"
 printf '%-8s %7s %-20s %-22s %-18s %-18s %-20s %-20s %s\n' fsync_us clients mode "sales/s" \

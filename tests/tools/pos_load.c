@@ -58,6 +58,7 @@ struct load_options {
   long timeout_s;        /* per request */
   double duration_s;     /* stop sending new requests after this long; 0 = no limit */
   long pace_ms;          /* wait between a client's requests; 0 = none */
+  long id_digits;        /* sale ids' index zero-padded to this many digits; 0 = none */
   long long time_base;   /* UTC epoch seconds; business times fall in the hour before it */
   int allow_failures;
   int emit_json;
@@ -244,9 +245,15 @@ static void load_time(struct load_text *out, long long utc_ms, int offset_min, i
                     magnitude / 60, magnitude % 60);
 }
 
-static void load_sale_id(char *out, size_t size, const char *prefix, long client, long index)
+/* P-c<client>-<index>; with --id-digits N the index is zero-padded, as a
+ * till numbers its receipts (ARCHITECTURE's "T1-000123"): a terminal's ids
+ * then sort in the order they are sold, where unpadded counters do not
+ * ("-c0-1000" sorts before "-c0-101"), which decides where in the journal's
+ * sale_id index each new sale lands (journal_bench.sh BENCH_ID_DIGITS). */
+static void load_sale_id(char *out, size_t size, const struct load_options *options,
+                         long client, long index)
 {
-  snprintf(out, size, "%s-c%ld-%ld", prefix, client, index);
+  snprintf(out, size, "%s-c%ld-%0*ld", options->prefix, client, (int)options->id_digits, index);
 }
 
 /*
@@ -263,7 +270,7 @@ static void load_sale_json(struct load_text *out, const struct load_options *opt
   load_rng_next(&state);
 
   char sale_id[128];
-  load_sale_id(sale_id, sizeof(sale_id), options->prefix, client, index);
+  load_sale_id(sale_id, sizeof(sale_id), options, client, index);
 
   unsigned channel_pick = load_rng_below(&state, 100);
   const char *channel = channel_pick < 75   ? "pos"
@@ -389,7 +396,7 @@ static int load_accept(struct load_client *client, long first_index, long count,
       goto out;
     if (json_is_true(duplicate))
       duplicates++;
-    load_sale_id(sale_id, sizeof(sale_id), options->prefix, client->index, first_index);
+    load_sale_id(sale_id, sizeof(sale_id), options, client->index, first_index);
     load_text_appendf(&acked, "%s %" JSON_INTEGER_FORMAT "\n", sale_id, json_integer_value(seq));
   } else {
     json_t *results = json_object_get(root, "results");
@@ -400,7 +407,7 @@ static int load_accept(struct load_client *client, long first_index, long count,
       json_t *id = json_object_get(result, "sale_id");
       json_t *seq = json_object_get(result, "seq");
       json_t *duplicate = json_object_get(result, "duplicate");
-      load_sale_id(sale_id, sizeof(sale_id), options->prefix, client->index, first_index + i);
+      load_sale_id(sale_id, sizeof(sale_id), options, client->index, first_index + i);
       if (!json_is_string(id) || strcmp(json_string_value(id), sale_id) != 0)
         goto out;
       if (!json_is_integer(seq) || json_integer_value(seq) <= 0)
@@ -560,10 +567,12 @@ static void load_usage(FILE *out)
         "                --clients C --sales N [--prefix P] [--batch K] [--acked FILE]\n"
         "                [--allow-failures] [--max-failures M] [--duration SECONDS]\n"
         "                [--time-base EPOCH] [--timeout SECONDS] [--pace-ms MS]\n"
+        "                [--id-digits N]\n"
         "       pos-load --emit-json [--prefix P] [--terminal ID] [--client C]\n"
-        "                [--index I] [--batch K] [--time-base EPOCH]\n"
+        "                [--index I] [--batch K] [--time-base EPOCH] [--id-digits N]\n"
         "Each of C clients posts N sales (as N/K arrays of K with --batch K) with\n"
-        "sale ids P-c<client>-<i>; every 2xx is appended to FILE as \"sale_id seq\".\n",
+        "sale ids P-c<client>-<i> (<i> zero-padded to N digits with --id-digits N);\n"
+        "every 2xx is appended to FILE as \"sale_id seq\".\n",
         out);
 }
 
@@ -617,6 +626,8 @@ int main(int argc, char **argv)
       options.timeout_s = load_parse_long(arg, value, 1, 3600);
     else if (strcmp(arg, "--pace-ms") == 0)
       options.pace_ms = load_parse_long(arg, value, 0, 60000);
+    else if (strcmp(arg, "--id-digits") == 0)
+      options.id_digits = load_parse_long(arg, value, 0, 18);
     else if (strcmp(arg, "--duration") == 0)
       options.duration_s = (double)load_parse_long(arg, value, 0, 86400);
     else if (strcmp(arg, "--time-base") == 0) {
