@@ -74,6 +74,7 @@ struct enrol_driver {
   int64_t last_attempt_s;  /* 0 = none */
   int64_t retry_after_s;   /* the collector's Retry-After, as a time; 0 = none */
   int token_refused;       /* the token in failed_token was refused: wait for another */
+  int renewal_refused;     /* the collector refused the last renewal (not a network failure) */
   struct enrol_driver_file_id failed_token; /* the token file when its token last failed */
 
   struct enrol_driver_status status;
@@ -91,6 +92,10 @@ const char *enrol_driver_state_name(enum enrol_driver_state state)
     return "backing_off";
   case ENROL_DRIVER_NEEDS_TOKEN:
     return "needs_token";
+  case ENROL_DRIVER_EXPIRED:
+    return "expired";
+  case ENROL_DRIVER_REFUSED:
+    return "refused";
   }
   return "unknown";
 }
@@ -233,14 +238,21 @@ static void driver_on_done(struct uplink_http_request *req);
  * Counts a failed attempt (or one that could not start), says so once per
  * change, and plans the next look.
  */
-static void driver_failed(enrol_driver *d, enum enrol_est_op op, const char *why,
+static void driver_failed(enrol_driver *d, enum enrol_est_op op, int refused, const char *why,
                           const char *action)
 {
   char quoted[700], quoted_action[400];
+  const char *event;
 
+  /* A refusal is head office's decision, not a fault: a line of its own,
+   * so that whoever reads the log (or greps a fleet's) tells them apart. */
+  d->renewal_refused = op == ENROL_EST_REENROL && refused;
+  event = op == ENROL_EST_ENROL ? "enrol_failed"
+          : d->renewal_refused  ? "renewal_refused"
+                                : "renew_failed";
   d->failures++;
   snprintf(d->status.last_result, sizeof(d->status.last_result), "%.500s", why);
-  driver_log_change(d, LOG_ERROR, op == ENROL_EST_ENROL ? "enrol_failed" : "renew_failed", why,
+  driver_log_change(d, LOG_ERROR, event, why,
                     "failures=%u reason=%s action=%s", d->failures,
                     log_quote(why, quoted, sizeof(quoted)),
                     log_quote(action, quoted_action, sizeof(quoted_action)));
@@ -260,7 +272,7 @@ static int driver_attempt(enrol_driver *d, enum enrol_est_op op, int64_t now_s)
   if (op == ENROL_EST_ENROL) {
     driver_file_id(d->token_file, &d->failed_token);
     if (driver_token_read(d, token, sizeof(token), err, sizeof(err)) != 0) {
-      driver_failed(d, op, err, "write the token from 'posctl enrol-token' into token_file");
+      driver_failed(d, op, 0, err, "write the token from 'posctl enrol-token' into token_file");
       return -1;
     }
   } else {
@@ -272,7 +284,8 @@ static int driver_attempt(enrol_driver *d, enum enrol_est_op op, int64_t now_s)
   mbedtls_platform_zeroize(token, sizeof(token));
   if (rc != 0) {
     enrol_attempt_free(&d->attempt);
-    driver_failed(d, op, err, "check [agent] store_id/device_id, the URL and the key's directory");
+    driver_failed(d, op, 0, err,
+                  "check [agent] store_id/device_id, the URL and the key's directory");
     return -1;
   }
   n = snprintf(d->headers, sizeof(d->headers), "Content-Transfer-Encoding: %s\r\n",
@@ -295,7 +308,7 @@ static int driver_attempt(enrol_driver *d, enum enrol_est_op op, int64_t now_s)
     snprintf(err, sizeof(err), "%s", d->req.error);
     mbedtls_platform_zeroize(d->headers, sizeof(d->headers));
     enrol_attempt_free(&d->attempt);
-    driver_failed(d, op, err, "retried after the back-off");
+    driver_failed(d, op, 0, err, "retried after the back-off");
     return -1;
   }
   d->attempt_active = 1;
@@ -331,6 +344,7 @@ static void driver_on_done(struct uplink_http_request *req)
   if (rc == 0) {
     d->failures = 0;
     d->token_refused = 0;
+    d->renewal_refused = 0;
     d->status.last_success_ms = now_s * 1000;
     snprintf(d->status.last_result, sizeof(d->status.last_result), "%s",
              op == ENROL_EST_ENROL ? "enrolled" : "renewed");
@@ -346,6 +360,7 @@ static void driver_on_done(struct uplink_http_request *req)
       d->installed(d->installed_arg, op == ENROL_EST_ENROL);
   } else {
     const char *action;
+    int refused = outcome.verdict == ENROL_EST_REFUSED;
     if (outcome.verdict == ENROL_EST_RETRY_AT && outcome.retry_at_s > 0)
       d->retry_after_s = outcome.retry_at_s;
     if (op == ENROL_EST_ENROL && outcome.verdict == ENROL_EST_REFUSED) {
@@ -353,13 +368,14 @@ static void driver_on_done(struct uplink_http_request *req)
       action = "head office issues a new token (posctl enrol-token --store S --device D) "
                "and writes it to [enrol] token_file: the agent tries it when the file changes";
     } else if (outcome.verdict == ENROL_EST_REFUSED) {
-      action = "the collector refuses to renew this certificate (see its words; a "
-               "decommissioned store is not renewed): retried after the back-off; before it "
-               "expires, head office can enrol the device again with a token";
+      action = "head office refuses to renew this certificate (see its words; a "
+               "decommissioned store is not renewed): sales are still sent with the current "
+               "certificate until it expires; asked again after the back-off; if the store is "
+               "in service, head office undoes the decommission or issues a new token";
     } else {
       action = "retried after the back-off (sales are kept in the journal meanwhile)";
     }
-    driver_failed(d, op, err, action);
+    driver_failed(d, op, refused, err, action);
   }
   driver_decide(d);
 }
@@ -401,7 +417,9 @@ static void driver_decide(enrol_driver *d)
       driver_decide(d);
       return;
     }
-    d->status.state = d->failures ? ENROL_DRIVER_BACKING_OFF : ENROL_DRIVER_WAITING;
+    d->status.state = !d->failures         ? ENROL_DRIVER_WAITING
+                      : d->renewal_refused ? ENROL_DRIVER_REFUSED
+                                           : ENROL_DRIVER_BACKING_OFF;
     d->status.next_attempt_ms = next_s * 1000;
     if (!d->failures) {
       clock_format_utc(next_s * 1000, when, sizeof(when));
@@ -450,11 +468,15 @@ static void driver_decide(enrol_driver *d)
                                                                        : ENROL_DRIVER_TOKEN_POLL_MS);
       return;
     }
-    d->status.state = ENROL_DRIVER_NEEDS_TOKEN;
+    d->status.state = expired ? ENROL_DRIVER_EXPIRED : ENROL_DRIVER_NEEDS_TOKEN;
     d->status.next_attempt_ms = 0;
+    /* An expired certificate has a line of its own: the one state a device
+     * cannot leave without head office, and unattended devices are watched
+     * through their logs. */
     if (!d->token_refused)
       driver_log_change(
-          d, LOG_ERROR, "needs_token", why, "reason=%s token=%s action=%s",
+          d, LOG_ERROR, expired ? "certificate_expired" : "needs_token", why,
+          "reason=%s token=%s action=%s",
           log_quote(why, quoted, sizeof(quoted)), have_token ? "present" : "none",
           d->enrol_url[0]
               ? "\"head office issues a token (posctl enrol-token --store S --device D) into "
@@ -577,6 +599,7 @@ void enrol_driver_get_status(const enrol_driver *d, struct enrol_driver_status *
   }
   *status = d->status;
   status->failures = d->failures;
+  status->renewal_refused = d->renewal_refused;
 }
 
 void enrol_driver_close(enrol_driver *d)

@@ -15,8 +15,13 @@
  *     refused token waits for a new token file; each change of state is
  *     logged once, saying what to do;
  *   - an expired certificate cannot renew itself: said once
- *     (event=needs_token; the uplink logs event=device_certificate_expired
- *     when it next connects) and the token file watched for a new token.
+ *     (event=certificate_expired; the uplink logs
+ *     event=device_certificate_expired when it next connects) and the token
+ *     file read again at each look, so that a new token is used without a
+ *     restart;
+ *   - a renewal the collector refuses (a decommissioned store) is said once
+ *     (event=renewal_refused) and asked again no sooner than the back-off,
+ *     while the current certificate keeps being used until it expires.
  *
  * Installs run on the loop thread inside the request's callback, so no
  * uplink connection reads the files half-way through (enrol.h, enrol_install).
@@ -53,10 +58,12 @@ enum enrol_driver_state {
   ENROL_DRIVER_WAITING = 0,    /* renewal planned at next_attempt_ms */
   ENROL_DRIVER_ATTEMPTING,     /* a request is under way */
   ENROL_DRIVER_BACKING_OFF,    /* the last attempt failed; next at next_attempt_ms */
-  ENROL_DRIVER_NEEDS_TOKEN,    /* no usable or an expired certificate, and no usable token */
+  ENROL_DRIVER_NEEDS_TOKEN,    /* no usable certificate, and no usable token */
+  ENROL_DRIVER_EXPIRED,        /* the certificate expired, and no usable token */
+  ENROL_DRIVER_REFUSED,        /* the collector refused the last renewal; next at next_attempt_ms */
 };
 
-/* "waiting", "attempting", "backing_off", "needs_token". */
+/* "waiting", "attempting", "backing_off", "needs_token", "expired", "refused". */
 const char *enrol_driver_state_name(enum enrol_driver_state state);
 
 struct enrol_driver_status {
@@ -66,6 +73,7 @@ struct enrol_driver_status {
   int64_t last_attempt_ms;   /* 0 = none this run */
   int64_t last_success_ms;   /* 0 = none this run */
   unsigned failures;         /* in a row since the last success */
+  int renewal_refused;       /* the last renewal was refused (e.g. a decommissioned store) */
   char last_result[512];     /* "renewed", "enrolled", or what went wrong; "" = none */
 };
 

@@ -302,8 +302,12 @@ static void status_add_verdict(json_t *body, const struct journal_stats *stats,
                 verdict.headline, "reason", verdict.reason, "action",
                 verdict.action[0] ? json_string(verdict.action) : json_null(), "since",
                 status_time(verdict.since_ms)));
-  if (in.cert_not_after_ms > 0)
-    days_left = (in.cert_not_after_ms - in.now_ms) / (24 * 3600 * 1000LL);
+  /* Whole days left, rounded down: a certificate that expired a minute ago
+   * has -1 (C's division would round it up to 0, "0 days left"). */
+  if (in.cert_not_after_ms > 0) {
+    int64_t left_ms = in.cert_not_after_ms - in.now_ms, day_ms = 24 * 3600 * 1000LL;
+    days_left = left_ms >= 0 ? left_ms / day_ms : -((-left_ms + day_ms - 1) / day_ms);
+  }
   json_object_set_new(
       body, "device",
       json_pack("{s:s, s:I, s:o, s:o, s:o}", "version", POS_VERSION, "uptime_s",
@@ -321,24 +325,29 @@ static void status_add_verdict(json_t *body, const struct journal_stats *stats,
 }
 
 /* "enrolment": when the device certificate is renewed next, and how the
- * last attempt went; null when the agent does not renew. */
+ * last attempt went; null when the agent does not renew. "state" is
+ * "expired" when only a new token can help, "refused" when head office
+ * refused the last renewal (renewal_refused stays true, in "attempting" too,
+ * until a renewal succeeds). */
 static void status_add_enrolment(json_t *body, const struct status_api_options *options)
 {
   struct enrol_driver_status enrol;
+  json_t *object;
 
   if (!options->enrol) {
     json_object_set_new(body, "enrolment", json_null());
     return;
   }
   enrol_driver_get_status(options->enrol, &enrol);
-  json_object_set_new(
-      body, "enrolment",
-      json_pack("{s:s, s:o, s:o, s:o, s:I, s:o}", "state", enrol_driver_state_name(enrol.state),
-                "next_attempt", status_time(enrol.next_attempt_ms), "last_attempt",
-                status_time(enrol.last_attempt_ms), "last_success",
-                status_time(enrol.last_success_ms), "failures", (json_int_t)enrol.failures,
-                "last_result",
-                enrol.last_result[0] ? json_string(enrol.last_result) : json_null()));
+  object = json_pack("{s:s, s:o, s:o, s:o, s:I, s:o, s:b}", "state",
+                     enrol_driver_state_name(enrol.state), "next_attempt",
+                     status_time(enrol.next_attempt_ms), "last_attempt",
+                     status_time(enrol.last_attempt_ms), "last_success",
+                     status_time(enrol.last_success_ms), "failures",
+                     (json_int_t)enrol.failures, "last_result",
+                     enrol.last_result[0] ? json_string(enrol.last_result) : json_null(),
+                     "renewal_refused", enrol.renewal_refused);
+  json_object_set_new(body, "enrolment", object ? object : json_null());
 }
 
 /* "device.clock": the wall clock as the journal judges it, and a message

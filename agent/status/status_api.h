@@ -36,12 +36,15 @@ struct status_api_options {
  * "verdict" {state: sending|behind|stopped, code, headline, reason,
  * action, since} answers "are our sales reaching head office?" in a store
  * manager's words (status_verdict.h); "device" {version, uptime_s,
- * certificate_not_after, certificate_days_left} says what runs here;
+ * certificate_not_after, certificate_days_left (rounded down: negative once
+ * expired)} says what runs here;
  * "today" today's sales (status_today_json), "journal_max_bytes" the
  * journal's limit (null = none) and "drain_estimate_s" how long the
  * backlog takes to send once the link works (null = unknown).
- * "enrolment" {state, next_attempt, last_attempt, last_success, failures,
- * last_result} the device certificate's renewal (null when off).
+ * "enrolment" {state (waiting, attempting, backing_off, needs_token,
+ * expired, refused), next_attempt, last_attempt, last_success, failures,
+ * last_result, renewal_refused} the device certificate's renewal (null
+ * when off).
  * Loop thread.
  */
 void status_api_handle_json(journal *j, const struct status_api_options *options,

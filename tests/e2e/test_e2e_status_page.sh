@@ -6,6 +6,9 @@
 #   sending  collector up, every sale acknowledged
 #   behind   collector gone, sales waiting: "cannot be reached", "nothing is lost"
 #   stopped  the device certificate expired: "certificate expired", call IT
+# and the device certificate's state (issue 13): valid until a date with
+# the days left and when it renews itself while sending; when it expired, a
+# banner saying head office must issue a new enrolment token.
 # Screenshots of each state and width are kept as the run's artifacts in
 # BUILD/test-artifacts/status-page/.
 source "$(dirname "$0")/lib.sh"
@@ -36,6 +39,12 @@ browse() {
 headline() { sed -n 's/.*<p id="headline">\([^<]*\)<\/p>.*/\1/p' "$1"; }
 reason() { sed -n 's/.*<p id="reason">\([^<]*\)<\/p>.*/\1/p' "$1"; }
 action() { sed -n 's/.*<p id="action">\([^<]*\)<\/p>.*/\1/p' "$1"; }
+# cert_alert FILE: the certificate banner's words when it is shown.
+cert_alert() { sed -n 's/.*<div id="cert-alert" role="alert"[^>]*style="display: block;">\([^<]*\)<\/div>.*/\1/p' "$1"; }
+# cert_list FILE: the certificate section's terms and values, "; "-separated.
+cert_list() {
+  grep -o '<dl id="cert-list">.*</dl>' "$1" | sed 's/<\/dl>.*//; s/<\/d[td]>/; /g; s/<[^>]*>//g'
+}
 
 # expect_page STATE HEADLINE REASON_PART ACTION_PART: at both widths.
 expect_page() {
@@ -78,7 +87,10 @@ make_pki
 write_collector_config kafka.brokers=
 start_collector
 write_tokens
-write_agent_config
+# Renewal on (issue 13): the page shows when the certificate renews itself.
+# No token and nothing listening at the enrolment URL: nothing is sent.
+ENROL=(enrol.url=https://127.0.0.1:9 enrol.token_file="$T/enrol.token")
+write_agent_config "${ENROL[@]}"
 start_agent
 
 # The page itself: one small HTML answer, nothing fetched from elsewhere.
@@ -105,6 +117,12 @@ for width in 360 1280; do
   grep -q '<span class="big">3 sales</span>' "$file" ||
     fail "today's sales at $width px" "3 sales" "$(grep -o '<div id="sales-body">.\{0,200\}' "$file")"
   assert_eq "hour bars in the chart at $width px" 24 "$(grep -o '<rect ' "$file" | wc -l)"
+  # The device certificate (30 days, from tests/tools/pki.sh): its end, the
+  # days left, when it renews itself; no banner.
+  assert_contains "the certificate's end at $width px" "Valid until" "$(cert_list "$file")"
+  assert_contains "the certificate's days left at $width px" "29 days left" "$(cert_list "$file")"
+  assert_contains "the certificate's renewal at $width px" "Renews by itself" "$(cert_list "$file")"
+  assert_eq "no certificate banner at $width px" "" "$(cert_alert "$file")"
 done
 
 # ---- behind: the collector is gone -----------------------------------------
@@ -120,10 +138,26 @@ expect_page behind "Behind: head office cannot be reached" "2 sales waiting; not
 
 # ---- stopped: the device certificate expired ------------------------------
 stop_agent
-write_agent_config agent.device_id=D9 uplink.cert="$PKI/expired.crt" uplink.key="$PKI/expired.key"
+write_agent_config agent.device_id=D9 uplink.cert="$PKI/expired.crt" uplink.key="$PKI/expired.key" \
+  "${ENROL[@]}"
 start_agent
 wait_verdict stopped 10
 expect_page stopped "Stopped: certificate expired" "certificate expired on" "Call head office IT"
+status_json
+assert_eq "status.json enrolment.state with an expired certificate" expired \
+  "$(json_get "$STATUS_JSON" '$.enrolment.state')"
+# The banner says, above everything, what only head office can fix.
+for width in 360 1280; do
+  file="$T/stopped-$width.html"
+  assert_contains "the certificate banner at $width px" "certificate expired on" "$(cert_alert "$file")"
+  assert_contains "the banner says who fixes it, and how, at $width px" \
+    "head office IT: they must issue a new enrolment token for store S001, device D9" "$(cert_alert "$file")"
+  assert_contains "the certificate section at $width px" "EXPIRED on" "$(cert_list "$file")"
+  assert_contains "the renewal at $width px" "Needs a new enrolment token from head office" \
+    "$(cert_list "$file")"
+done
+assert_eq "the agent says once, as a line of its own, that its certificate expired" 1 \
+  "$(grep -c 'mod=enrol event=certificate_expired' "$AGENT_LOG")"
 # The uplink's attempts say why too, once as a line of their own (issue 13),
 # once the collector is back and refuses the certificate.
 pin_collector_port
