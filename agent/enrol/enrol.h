@@ -202,9 +202,11 @@ enum enrol_schedule_state {
  * past means "now".
  * After failures: last_attempt_s (or now) + floor_s * 2^(failures-1), at
  * most backoff_cap_s, with up to 10% of that added from the seed (so a
- * fleet that failed together does not retry together); pulled back so
- * that an attempt still comes before not_after, but never earlier than
- * now + floor_s.
+ * fleet that failed together does not retry together); pulled back to
+ * halfway from the last attempt to not_after when it would pass it, but
+ * never earlier than last_attempt_s + floor_s; a time already past means
+ * "now". Counted from the last attempt, so that asking again when the
+ * answer's time comes gives "now".
  */
 enum enrol_schedule_state enrol_schedule_next(const struct enrol_schedule_policy *policy,
                                               int64_t not_before, int64_t not_after,

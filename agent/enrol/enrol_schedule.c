@@ -100,14 +100,22 @@ enum enrol_schedule_state enrol_schedule_next(const struct enrol_schedule_policy
     if (next < now_s)
       next = now_s;
   } else {
-    next = (last_attempt_s > 0 ? last_attempt_s : now_s) + schedule_backoff(policy, seed, failures);
+    /* Everything counts from the last attempt, never from now: the driver
+     * asks again when the time it was given comes, and a time counted from
+     * now would move away each time it is asked (the retry never came). */
+    int64_t last = last_attempt_s > 0 ? last_attempt_s : now_s;
+    int64_t floor_s = policy->floor_s > 0 ? policy->floor_s : 1;
+    next = last + schedule_backoff(policy, seed, failures);
     /* A back-off that would pass the expiry tries halfway there instead,
      * so a device that keeps failing still has chances before it expires. */
     if (next >= not_after)
-      next = now_s + (not_after - now_s) / 2;
+      next = last + (not_after - last) / 2;
     /* Never faster than the floor after a failure, whatever the above. */
-    if (next < now_s + policy->floor_s)
-      next = now_s + policy->floor_s;
+    if (next < last + floor_s)
+      next = last + floor_s;
+    /* Due already (the device was off since): now. */
+    if (next < now_s)
+      next = now_s;
   }
   *next_s = next;
   return ENROL_SCHEDULE_WAIT;

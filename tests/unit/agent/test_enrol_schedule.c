@@ -111,12 +111,31 @@ static void failures_back_off_from_the_floor_to_the_cap(void **state)
       fail_msg("after %u failures: %lld s", failures, (long long)delay);
     previous = delay;
   }
-  /* The last attempt long ago (the device was off): the floor from now. */
-  assert_int_equal(next_at(T0, na, now, seed, 1, now - 5000), now + 600);
+  /* The last attempt long ago (the device was off): due now. */
+  assert_int_equal(next_at(T0, na, now, seed, 1, now - 5000), now);
 }
 
-/* After a failure the next attempt is never before now + floor, even when
- * the certificate is about to expire or the floor is long. */
+/* A failed renewal is tried again when the time it was given comes: asked
+ * again at that time (as the driver's timer does), the schedule says "now".
+ * It said "now + floor" each time it was asked, so a renewal that failed
+ * once was never tried again. */
+static void a_failed_renewal_is_retried_when_its_time_comes(void **state)
+{
+  int64_t now = T0 + 20 * DAY, na = T0 + 30 * DAY;
+  (void)state;
+  for (unsigned failures = 1; failures < 12; failures++) {
+    int64_t last = now, next = next_at(T0, na, now, 5, failures, last);
+    assert_true(next > now);
+    assert_int_equal(next_at(T0, na, next, 5, failures, last), next);
+    now = next;
+  }
+  /* Near the expiry too (the halfway rule). */
+  na = now + 3000;
+  assert_int_equal(next_at(T0, na, now + 1500, 5, 9, now), now + 1500);
+}
+
+/* After a failure the next attempt is never before the last attempt +
+ * floor, even when the certificate is about to expire or the floor is long. */
 static void never_faster_than_the_floor_after_a_failure(void **state)
 {
   int64_t now = T0 + 1000;
@@ -124,7 +143,7 @@ static void never_faster_than_the_floor_after_a_failure(void **state)
   for (unsigned failures = 1; failures < 40; failures++) {
     for (int64_t left = 1; left < 4 * DAY; left = left * 3 + 7) {
       int64_t next = next_at(T0, now + left, now, 7, failures, now - 1);
-      assert_true(next >= now + policy.floor_s);
+      assert_true(next >= now - 1 + policy.floor_s);
     }
   }
   /* And without failures, a floor after the last attempt too, even when
@@ -140,6 +159,7 @@ static void a_failing_device_still_tries_before_expiry(void **state)
   int64_t now = T0 + 300 * DAY, na = now + 3600, next;
   (void)state;
   next = next_at(T0, na, now, 99, 9, now); /* back-off would be 6 h */
+  assert_int_equal(next, now + 1800);     /* halfway from the last attempt */
   assert_true(next < na);
   assert_true(next >= now + policy.floor_s);
 }
@@ -167,6 +187,7 @@ int main(void)
       cmocka_unit_test_setup(a_year_certificate_renews_at_two_thirds, setup),
       cmocka_unit_test_setup(two_thousand_devices_enrolled_together_spread_out, setup),
       cmocka_unit_test_setup(failures_back_off_from_the_floor_to_the_cap, setup),
+      cmocka_unit_test_setup(a_failed_renewal_is_retried_when_its_time_comes, setup),
       cmocka_unit_test_setup(never_faster_than_the_floor_after_a_failure, setup),
       cmocka_unit_test_setup(a_failing_device_still_tries_before_expiry, setup),
       cmocka_unit_test_setup(an_expired_certificate_needs_a_new_token, setup),
