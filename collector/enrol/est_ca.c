@@ -23,9 +23,15 @@
 
 #include "platform/tls.h"
 
-/* A device clock a little behind the CA's must not find its new
- * certificate not yet valid. */
-#define EST_CA_BACKDATE_S 300
+/* notBefore is set back so that a device clock a little behind the CA's
+ * does not find its new certificate not yet valid: by 5 minutes, but never
+ * by more than a tenth of the lifetime. A device plans its renewal from
+ * notBefore (renew_at of notAfter - notBefore), so a fixed 5 minutes would
+ * put a 1-minute test certificate past its renewal time when issued; a
+ * tenth keeps a short lifetime's renewal where it was asked for, and a
+ * lifetime of an hour or more gets the full 5 minutes. */
+#define EST_CA_BACKDATE_MAX_S 300
+#define EST_CA_BACKDATE_SHARE 10
 
 struct est_ca {
   mbedtls_x509_crt chain; /* the CA's certificate first */
@@ -184,7 +190,7 @@ int est_ca_issue(est_ca *ca, const unsigned char *csr_der, size_t csr_len, const
   unsigned char *buf = NULL;
   const size_t buf_size = 4096;
   char subject[2 * IDENTITY_ID_MAX + 8], uri[2 * IDENTITY_ID_MAX + 32], from[16], to[16], text[200];
-  int64_t until;
+  int64_t until, backdate_s;
   int rc, len, result = -1;
   uint32_t flags = 0;
 
@@ -213,7 +219,10 @@ int est_ca_issue(est_ca *ca, const unsigned char *csr_der, size_t csr_len, const
   until = now_s + lifetime_s;
   if (until > ca->not_after_s)
     until = ca->not_after_s;
-  est_ca_time_text(now_s - EST_CA_BACKDATE_S, from);
+  backdate_s = lifetime_s / EST_CA_BACKDATE_SHARE;
+  if (backdate_s > EST_CA_BACKDATE_MAX_S)
+    backdate_s = EST_CA_BACKDATE_MAX_S;
+  est_ca_time_text(now_s - backdate_s, from);
   est_ca_time_text(until, to);
   snprintf(subject, sizeof(subject), "CN=%s %s", store_id, device_id);
   snprintf(uri, sizeof(uri), "urn:pos:store:%s:device:%s", store_id, device_id);

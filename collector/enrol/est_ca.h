@@ -30,8 +30,9 @@ const mbedtls_x509_crt *est_ca_chain(const est_ca *ca);
 
 /*
  * Issues a device certificate for the PKCS#10 request `csr` (DER) of the
- * device `device_id` of store `store_id`: valid from 5 minutes before
- * `now_s` (a device clock slightly behind) for `lifetime_s` seconds, and
+ * device `device_id` of store `store_id`: valid from 5 minutes (a tenth
+ * of a shorter lifetime) before `now_s`, for a device clock slightly
+ * behind, until `lifetime_s` seconds after `now_s`, and
  * never past the CA's own expiry; client authentication only. Returns 0
  * with *der (malloc'd) and *der_len, or -1 with `err` saying what is wrong
  * with the request (unparsable, its signature does not match its key, a

@@ -11,10 +11,9 @@
 #   - kill -9 right after a renewal started leaves an agent that starts
 #     again on a matching pair and still sends.
 # The collector's shortest lifetime (cert_lifetime = 1m) makes renewals
-# come every [enrol] retry_floor (the collector backdates notBefore by 5
-# minutes, so 2/3 of the validity it states has passed at issue; the floor
-# is what spaces the renewals). POS_LONG=1: a 2-minute lifetime and three
-# renewals observed (about 3 minutes more; not in CI).
+# come about every 40 s (2/3 of the validity; the collector backdates
+# notBefore by a tenth of so short a lifetime). POS_LONG=1: a 2-minute
+# lifetime and three renewals observed (about 3 minutes more; not in CI).
 source "$(dirname "$0")/lib.sh"
 
 POSCTL_BIN="$POS_BUILD_DIR/collector/posctl"

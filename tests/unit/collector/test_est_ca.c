@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "enrol/est_ca.h"
+#include "platform/tls.h"
 #include "server/identity.h"
 
 static char dir[64];
@@ -147,6 +148,46 @@ static void a_request_gets_the_tokens_identity_and_chains(void **state)
   est_ca_free(ca);
 }
 
+/* notBefore is set back for device clocks a little behind: 5 minutes, and
+ * a tenth of a short lifetime, so that a 1-minute certificate is not past
+ * its renewal time (2/3 of notAfter - notBefore) when it is issued. */
+static void not_before_is_set_back_at_most_a_tenth_of_the_lifetime(void **state)
+{
+  static const struct {
+    int64_t lifetime_s, backdate_s;
+  } cases[] = {{60, 6}, {120, 12}, {3000, 300}, {3 * 86400, 300}};
+  est_ca *ca = load_ca();
+  unsigned char *csr;
+  size_t csr_len;
+  char err[512];
+  int64_t now = (int64_t)time(NULL);
+
+  (void)state;
+  csr = read_file("dev.csr", &csr_len);
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    unsigned char *der = NULL;
+    size_t der_len = 0;
+    mbedtls_x509_crt crt;
+
+    if (est_ca_issue(ca, csr, csr_len, "S001", "D1", now, cases[i].lifetime_s, &der, &der_len,
+                     err, sizeof(err)))
+      fail_msg("est_ca_issue for %lld s: %s", (long long)cases[i].lifetime_s, err);
+    mbedtls_x509_crt_init(&crt);
+    assert_int_equal(mbedtls_x509_crt_parse_der(&crt, der, der_len), 0);
+    if (tls_x509_time_s(&crt.valid_from) != now - cases[i].backdate_s ||
+        tls_x509_time_s(&crt.valid_to) != now + cases[i].lifetime_s)
+      fail_msg("lifetime %lld s: notBefore now%+lld, notAfter now%+lld; expected now-%lld, "
+               "now+%lld",
+               (long long)cases[i].lifetime_s, (long long)(tls_x509_time_s(&crt.valid_from) - now),
+               (long long)(tls_x509_time_s(&crt.valid_to) - now),
+               (long long)cases[i].backdate_s, (long long)cases[i].lifetime_s);
+    mbedtls_x509_crt_free(&crt);
+    free(der);
+  }
+  free(csr);
+  est_ca_free(ca);
+}
+
 /* A lifetime past the CA's own end stops at the CA's end. */
 static void never_past_the_cas_own_expiry(void **state)
 {
@@ -226,6 +267,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_request_gets_the_tokens_identity_and_chains),
+      cmocka_unit_test(not_before_is_set_back_at_most_a_tenth_of_the_lifetime),
       cmocka_unit_test(never_past_the_cas_own_expiry),
       cmocka_unit_test(bad_requests_are_refused_with_the_reason),
       cmocka_unit_test(a_certificate_that_is_no_ca_is_refused_at_load),
