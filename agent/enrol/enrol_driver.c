@@ -426,7 +426,9 @@ static void driver_decide(enrol_driver *d)
       driver_log_change(d, LOG_INFO, "renewal_planned", when, "at=%s not_after_s=%lld", when,
                         (long long)not_after);
     }
-    driver_arm(d, next_s * 1000 - now_ms);
+    /* Looked at again at the expiry too, when that comes first: the state
+     * (and the page) says "expired" from that moment, not at the next try. */
+    driver_arm(d, (next_s < not_after ? next_s : not_after) * 1000 - now_ms);
     return;
   }
 
