@@ -10,10 +10,11 @@
 #     a restart, while sales keep flowing: each sale in Kafka exactly once;
 #   - kill -9 right after a renewal started leaves an agent that starts
 #     again on a matching pair and still sends.
-# The collector's shortest lifetime (cert_lifetime = 1m) makes renewals
-# come about every 40 s (2/3 of the validity; the collector backdates
-# notBefore by a tenth of so short a lifetime). POS_LONG=1: a 2-minute
-# lifetime and three renewals observed (about 3 minutes more; not in CI).
+# The collector's shortest lifetime (cert_lifetime = 1m; it backdates
+# notBefore by a tenth of so short a lifetime) and renew_at 0.3 make
+# renewals come about every 20 s. POS_LONG=1: a 2-minute lifetime renewed
+# at the default 2/3, three renewals observed (about 3 minutes more; not in
+# CI).
 source "$(dirname "$0")/lib.sh"
 
 POSCTL_BIN="$POS_BUILD_DIR/collector/posctl"
@@ -22,11 +23,13 @@ emulated POSCTL_BIN
 unset POSCTL_CONFIG
 
 LIFETIME=1m
+RENEW_AT=0.3
 RENEWALS=2
 FLOOR=10s
 RETRY_MAX=30s
 if [[ "${POS_LONG:-0}" == 1 ]]; then
   LIFETIME=2m
+  RENEW_AT=2/3
   RENEWALS=3
   FLOOR=40s
   RETRY_MAX=2m
@@ -52,7 +55,7 @@ timeout 60 "$POSCTL_BIN" "${ADMIN[@]}" enrol-token --store S001 --device D1 --va
 write_tokens
 write_agent_config uplink.cert="$DEV/device.crt" uplink.key="$DEV/device.key" \
   enrol.url="https://127.0.0.1:$EST_PORT" enrol.token_file="$TOKEN_FILE" \
-  enrol.retry_floor="$FLOOR" enrol.retry_max="$RETRY_MAX"
+  enrol.retry_floor="$FLOOR" enrol.retry_max="$RETRY_MAX" enrol.renew_at="$RENEW_AT"
 
 # est_events EVENT: the collector's mod=est event=EVENT lines, all its runs.
 est_events() { cat "$T"/collector.*.log | grep -c "mod=est event=$1" || true; }
@@ -155,7 +158,7 @@ fi
 # flight when the agent dies: its new key is on disk as <key>.pending.
 renewing="$(agent_events renewing)"
 kill -STOP "$COLLECTOR_PID"
-wait_for "the next renewal starts" 60 '$(agent_events renewing) > renewing'
+wait_for "the next renewal starts" 90 '$(agent_events renewing) > renewing'
 sleep 0.5
 kill_agent
 kill -CONT "$COLLECTOR_PID"
@@ -169,7 +172,7 @@ if grep -q "event=identity_unusable" "$AGENT_LOG"; then
   fail "the agent starts on a matching pair after kill -9" "no identity_unusable" "$(grep identity_unusable "$AGENT_LOG")"
 fi
 sell
-# The restarted agent renews at once (2/3 of the lifetime has passed), with
+# The restarted agent renews at once (its renewal time has passed), with
 # the key left pending: the pair is compared once that install is done.
 wait_for "a renewal after the restart" 60 '$(agent_events renewed) >= 1'
 grep -q "mod=enrol event=renewing .*key=pending" "$AGENT_LOG" ||
