@@ -534,6 +534,7 @@ enrol_driver *enrol_driver_create(uv_loop_t *loop, const struct enrol_driver_opt
       .connect_timeout_ms = options->connect_timeout_ms,
       .request_timeout_ms = options->request_timeout_ms,
       .max_response_bytes = ENROL_DRIVER_MAX_RESPONSE,
+      .log_module = "enrol",
   };
   enrol_driver *d = calloc(1, sizeof(*d));
 

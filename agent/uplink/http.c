@@ -110,6 +110,7 @@ struct uplink_http {
   uv_loop_t *loop;
   uv_timer_t timer; /* only to call `closed` from the loop */
   char *cert_file, *key_file, *ca_file;
+  const char *log_module; /* options->log_module, or "uplink" */
   int64_t connect_timeout_ms, request_timeout_ms;
   size_t max_response_bytes;
   mbedtls_entropy_context entropy;
@@ -340,7 +341,7 @@ static void conn_broken(struct uplink_http_conn *conn, const char *what)
     conn->req = NULL;
     req->conn = NULL;
     conn_close(conn);
-    log_debug("uplink", "http_retry", "peer=%s reason=\"%s\"", url.authority, what);
+    log_debug(http->log_module, "http_retry", "peer=%s reason=\"%s\"", url.authority, what);
     if (http_open(http, req, &url) == 0)
       return;
     http_unlink(http, req);
@@ -349,8 +350,8 @@ static void conn_broken(struct uplink_http_conn *conn, const char *what)
       req->done(req); /* http_open set req->error */
     return;
   }
-  if (conn->state == HTTP_HANDSHAKE && uplink_http__tls_own_expired(conn->tls_conf, own,
-                                                                     sizeof(own)))
+  if (conn->state == HTTP_HANDSHAKE &&
+      uplink_http__tls_own_expired(conn->tls_conf, http->log_module, own, sizeof(own)))
     conn_finish(conn, "the collector closed the connection during the TLS handshake (%s): %s",
                 what, own);
   else if (conn->state == HTTP_HANDSHAKE && !uplink_http__tls_has_cert(conn->tls_conf))
@@ -496,7 +497,7 @@ static void conn_trailing(struct uplink_http_conn *conn, size_t len)
   if (conn->http->trailing_logged)
     return;
   conn->http->trailing_logged = 1;
-  log_warn("uplink", "http_bytes_after_answer",
+  log_warn(conn->http->log_module, "http_bytes_after_answer",
            "peer=%s bytes=%zu reason=\"the collector (or a proxy) sent more than its answer; "
            "the connection is closed instead of reused (logged once)\"",
            conn->authority, len);
@@ -756,7 +757,8 @@ static void conn_handshake(struct uplink_http_conn *conn)
      * office can end it. */
     if (rc != MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
       char own[400];
-      if (uplink_http__tls_own_expired(conn->tls_conf, own, sizeof(own))) {
+      if (uplink_http__tls_own_expired(conn->tls_conf, conn->http->log_module, own,
+                                       sizeof(own))) {
         conn_finish(conn, "TLS handshake refused by the collector: %s", own);
         return;
       }
@@ -1170,7 +1172,7 @@ static int http_tls_current(uplink_http *http, char *err, size_t err_size)
   if (!tls)
     return -1;
   if (http->tls)
-    log_info("uplink", "tls_reloaded", "reason=\"a certificate, key or CA file changed\"");
+    log_info(http->log_module, "tls_reloaded", "reason=\"a certificate, key or CA file changed\"");
   uplink_http__tls_unref(http->tls);
   http->tls = tls;
   /* Sessions of the old identity are not resumed with the new one. */
@@ -1284,6 +1286,7 @@ uplink_http *uplink_http_create(uv_loop_t *loop, const struct uplink_http_option
   http->cert_file = strdup(options->cert_file ? options->cert_file : "");
   http->key_file = strdup(options->key_file ? options->key_file : "");
   http->ca_file = strdup(options->ca_file ? options->ca_file : "");
+  http->log_module = options->log_module ? options->log_module : "uplink";
   http->connect_timeout_ms = options->connect_timeout_ms;
   http->request_timeout_ms = options->request_timeout_ms;
   http->max_response_bytes = options->max_response_bytes ? options->max_response_bytes : 65536;

@@ -29,6 +29,10 @@ struct uplink_http_options {
   int64_t connect_timeout_ms;
   int64_t request_timeout_ms;
   size_t max_response_bytes; /* a longer answer fails the request */
+  /* mod= of the client's log lines; NULL = "uplink". Borrowed for the
+   * client's life (a string literal): the enrolment driver's clients say
+   * "enrol", so that a reload after a renewal is not read as the uplink's. */
+  const char *log_module;
 };
 
 typedef struct uplink_http uplink_http;

@@ -52,9 +52,10 @@ int uplink_http__tls_has_cert(const struct uplink_http_tls *tls);
 /*
  * 1 when the device certificate has expired, with what that means and what
  * to do in `out` (and, the first time for this certificate, the log line
- * event=device_certificate_expired); 0 otherwise.
+ * mod=<log_module> event=device_certificate_expired); 0 otherwise.
  */
-int uplink_http__tls_own_expired(struct uplink_http_tls *tls, char *out, size_t out_size);
+int uplink_http__tls_own_expired(struct uplink_http_tls *tls, const char *log_module, char *out,
+                                 size_t out_size);
 
 /*
  * What one handshake noticed about the collector's chain, filled in by

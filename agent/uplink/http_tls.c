@@ -110,7 +110,8 @@ int uplink_http__tls_has_cert(const struct uplink_http_tls *tls)
 }
 
 /* See http_int.h. */
-int uplink_http__tls_own_expired(struct uplink_http_tls *tls, char *out, size_t out_size)
+int uplink_http__tls_own_expired(struct uplink_http_tls *tls, const char *log_module, char *out,
+                                 size_t out_size)
 {
   char when[32], now[32];
 
@@ -127,7 +128,7 @@ int uplink_http__tls_own_expired(struct uplink_http_tls *tls, char *out, size_t 
    * person searching the log for why a store stopped sending finds. */
   if (!tls->expired_logged) {
     char quoted[400];
-    log_error("uplink", "device_certificate_expired", "cert=%s not_after=%s action=%s",
+    log_error(log_module, "device_certificate_expired", "cert=%s not_after=%s action=%s",
               tls->files[0].path, when,
               log_quote("head office must enrol this device again (a new enrolment token), or "
                         "install a new certificate and key",

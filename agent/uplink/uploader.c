@@ -1221,6 +1221,7 @@ uplink *uplink_create(uv_loop_t *loop, journal *j, const struct uplink_options *
       options->cert_file,          options->key_file,
       options->ca_file,            options->connect_timeout_ms,
       options->request_timeout_ms, UPLINK_MAX_RESPONSE,
+      "uplink",
   };
   struct journal_stats stats;
   uplink *u;

@@ -146,6 +146,10 @@ assert_eq "agent starts" 1 "$(grep -c 'event=ready' "$AGENT_LOG")"
 [[ "$(openssl x509 -in "$DEV/device.crt" -noout -serial)" != "$serial_before" ]] ||
   fail "the installed certificate is a renewed one" "another serial" "the same"
 assert_pair_matches "the pair on disk matches"
+# The renewal client reloads the pair it renewed with under its own name.
+grep -q "mod=enrol event=tls_reloaded" "$AGENT_LOG" ||
+  fail "the enrolment client's reload is logged as enrol's" "mod=enrol event=tls_reloaded" \
+    "$(grep 'event=tls_reloaded' "$AGENT_LOG")"
 status_json
 assert_eq "status.json enrolment.last_result" renewed "$(json_get "$STATUS_JSON" '$.enrolment.last_result')"
 assert_eq "status.json enrolment.state" waiting "$(json_get "$STATUS_JSON" '$.enrolment.state')"
