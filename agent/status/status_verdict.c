@@ -98,7 +98,9 @@ static int status_verdict_certificate(const struct status_verdict_input *in,
              "waiting; nothing is lost.",
              status_verdict_when(in->cert_not_after_ms, in->now_ms, when, sizeof(when)), waiting);
     snprintf(out->action, sizeof(out->action),
-             "Call head office IT: the device needs a new certificate.");
+             "Call head office IT: the device needs a new certificate (where devices enrol "
+             "themselves, a new enrolment token for this store and device: with it the device "
+             "enrols by itself).");
     return 1;
   }
   if (in->cert_not_before_ms > 0 && in->now_ms < in->cert_not_before_ms) {

@@ -12,9 +12,9 @@
 #     again on a matching pair and still sends.
 # The collector's shortest lifetime (cert_lifetime = 1m; it backdates
 # notBefore by a tenth of so short a lifetime) and renew_at 0.3 make
-# renewals come about every 20 s. POS_LONG=1: a 2-minute lifetime renewed
-# at the default 2/3, three renewals observed (about 3 minutes more; not in
-# CI).
+# renewals come about every 20 s; three are observed (the issue's count).
+# POS_LONG=1: a 2-minute lifetime renewed at the default 2/3, as the issue
+# asks it (about 3 minutes more; not in CI).
 source "$(dirname "$0")/lib.sh"
 
 POSCTL_BIN="$POS_BUILD_DIR/collector/posctl"
@@ -24,7 +24,7 @@ unset POSCTL_CONFIG
 
 LIFETIME=1m
 RENEW_AT=0.3
-RENEWALS=2
+RENEWALS=3
 FLOOR=10s
 RETRY_MAX=30s
 if [[ "${POS_LONG:-0}" == 1 ]]; then
