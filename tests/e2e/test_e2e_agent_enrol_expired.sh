@@ -15,76 +15,25 @@
 #     re-enrols at its next look and sends: every sale in Kafka once.
 # The collector issues 1-minute certificates.
 source "$(dirname "$0")/lib.sh"
-
-POSCTL_BIN="$POS_BUILD_DIR/collector/posctl"
-[[ -x "$POSCTL_BIN" ]] || fail "$POSCTL_BIN is not built (cmake --build $POS_BUILD_DIR)"
-emulated POSCTL_BIN
-unset POSCTL_CONFIG
+source "$(dirname "$0")/enrol_lib.sh"
 CHROMIUM="$(command -v chromium || command -v chromium-browser || true)"
 [[ -n "$CHROMIUM" ]] || fail "chromium is required (apt-get install chromium)"
 
-make_pki
-start_broker --partitions 1
-write_collector_config enrol.ca_cert="$PKI/ca/ca.crt" enrol.ca_key="$PKI/ca/ca.key" \
-  enrol.listen_host=127.0.0.1 enrol.port=0 enrol.cert_lifetime=1m
-start_collector
-EST_PORT="$(sed -n 's/.*event=enrol_listening .*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$COLLECTOR_LOG")"
-[[ "$EST_PORT" =~ ^[0-9]+$ ]] || fail "the collector logs its EST listener's port" "event=enrol_listening port=N" \
-  "$(grep 'event=enrol' "$COLLECTOR_LOG")"
+enrol_collector 1m
 # The collector comes back where the agent looks for it: both ports pinned.
 pin_collector_port
 sed -i "/^\[enrol\]/,/^\[/ s/^port = .*/port = $EST_PORT/" "$COLLECTOR_CONFIG"
 grep -q "^port = $EST_PORT\$" "$COLLECTOR_CONFIG" ||
   fail "[enrol] port pinned in $COLLECTOR_CONFIG" "port = $EST_PORT" "$(cat "$COLLECTOR_CONFIG")"
-ADMIN=(--url "$COLLECTOR_URL" --ca "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
 
-# new_token FILE: a one-time token for S001/D1 from head office, written to
-# FILE as an installer would (a new file, renamed into place).
-new_token() {
-  timeout 60 "$POSCTL_BIN" "${ADMIN[@]}" enrol-token --store S001 --device D1 --valid-for 1h \
-    >"$1.tmp" 2>"$T/posctl.err" || fail "posctl enrol-token: $(cat "$T/posctl.err")"
-  mv "$1.tmp" "$1"
-}
-
-DEV="$T/device"
-mkdir -p "$DEV"
-TOKEN_FILE="$DEV/enrol.token"
-new_token "$TOKEN_FILE"
+enrol_device
 
 write_tokens
 write_agent_config uplink.cert="$DEV/device.crt" uplink.key="$DEV/device.key" \
   enrol.url="https://127.0.0.1:$EST_PORT" enrol.token_file="$TOKEN_FILE" \
   enrol.retry_floor=10s enrol.retry_max=30s
 
-# agent_events EVENT: the agent's mod=enrol event=EVENT lines.
-agent_events() { grep -c "mod=enrol event=$1" "$AGENT_LOG" || true; }
-# wait_for WHAT TIMEOUT CONDITION: until the arithmetic CONDITION holds.
-wait_for() {
-  local what="$1" timeout="$2" condition="$3" deadline=$((SECONDS + $2))
-  until eval "(( $condition ))"; do
-    ((SECONDS < deadline)) || fail "$what within $timeout s" "$condition" "not yet"
-    kill -0 "$AGENT_PID" 2>/dev/null || fail "the agent runs" "running" "exited: $(tail -n 3 "$AGENT_LOG")"
-    sleep 0.2
-  done
-}
-# wait_enrolment_state STATE TIMEOUT
-wait_enrolment_state() {
-  local deadline=$((SECONDS + $2)) got=""
-  while :; do
-    status_json
-    got="$(json_get "$STATUS_JSON" '$.enrolment.state')"
-    [[ "$got" == "$1" ]] && return 0
-    ((SECONDS < deadline)) || fail "/status.json enrolment.state within $2 s ($STATUS_JSON)" "$1" "$got"
-    sleep 0.2
-  done
-}
-
-SALES=0
-sell() {
-  SALES=$((SALES + 1))
-  post_sales "$TOKEN_T1" "$(sale_json sale_id="\"EX-$(printf '%04d' "$SALES")\"")"
-  assert_eq "sale EX-$SALES taken" 201 "$HTTP_STATUS"
-}
+SALE_PREFIX=EX
 
 # --- enrolled and sending ---------------------------------------------------------------------
 start_agent
@@ -149,11 +98,7 @@ wait_enrolment_state waiting 10
 assert_eq "enrolment.last_result" enrolled "$(json_get "$STATUS_JSON" '$.enrolment.last_result')"
 
 # --- every sale in Kafka exactly once ------------------------------------------------------------
-kafka_read pos.sales.v1 sales
-records_db sales
-assert_eq "sale records in pos.sales.v1" "$SALES" "$KAFKA_RECORDS"
-assert_eq "distinct sale ids in pos.sales.v1" "$SALES" "$(rsql sales "SELECT count(DISTINCT sale_id) FROM k;")"
-check_sales_match_journal sales "$SALES"
+assert_sales_once
 stop_agent
 stop_collector
 log "ok: expired offline, said so, re-enrolled with a new token without a restart, $SALES sales once each"

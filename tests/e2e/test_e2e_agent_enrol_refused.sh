@@ -15,79 +15,25 @@
 # quarter of the validity (about 20 s after issue), so that the refusals,
 # the undo and the renewal all come well before the certificate's end.
 source "$(dirname "$0")/lib.sh"
-
-POSCTL_BIN="$POS_BUILD_DIR/collector/posctl"
-[[ -x "$POSCTL_BIN" ]] || fail "$POSCTL_BIN is not built (cmake --build $POS_BUILD_DIR)"
-emulated POSCTL_BIN
-unset POSCTL_CONFIG
+source "$(dirname "$0")/enrol_lib.sh"
 
 FLOOR_S=10
 
-make_pki
-start_broker --partitions 1
-write_collector_config enrol.ca_cert="$PKI/ca/ca.crt" enrol.ca_key="$PKI/ca/ca.key" \
-  enrol.listen_host=127.0.0.1 enrol.port=0 enrol.cert_lifetime=2m
-start_collector
-EST_PORT="$(sed -n 's/.*event=enrol_listening .*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$COLLECTOR_LOG")"
-[[ "$EST_PORT" =~ ^[0-9]+$ ]] || fail "the collector logs its EST listener's port" "event=enrol_listening port=N" \
-  "$(grep 'event=enrol' "$COLLECTOR_LOG")"
-ADMIN=(--url "$COLLECTOR_URL" --ca "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
-
-# posctl ARGS...: runs posctl against the collector; fails the test if it fails.
-posctl() {
-  timeout 60 "$POSCTL_BIN" "${ADMIN[@]}" "$@" >"$T/posctl.out" 2>"$T/posctl.err" ||
-    fail "posctl $*: $(cat "$T/posctl.err")"
-}
-
-DEV="$T/device"
-mkdir -p "$DEV"
-TOKEN_FILE="$DEV/enrol.token"
-posctl enrol-token --store S001 --device D1 --valid-for 1h
-cp "$T/posctl.out" "$TOKEN_FILE"
+enrol_collector 2m
+enrol_device
 
 write_tokens
 write_agent_config uplink.cert="$DEV/device.crt" uplink.key="$DEV/device.key" \
   enrol.url="https://127.0.0.1:$EST_PORT" enrol.token_file="$TOKEN_FILE" enrol.renew_at=0.25 \
   enrol.retry_floor="${FLOOR_S}s" enrol.retry_max=30s
 
-# agent_events EVENT: the agent's mod=enrol event=EVENT lines.
-agent_events() { grep -c "mod=enrol event=$1" "$AGENT_LOG" || true; }
-# wait_for WHAT TIMEOUT CONDITION: until the arithmetic CONDITION holds.
-wait_for() {
-  local what="$1" timeout="$2" condition="$3" deadline=$((SECONDS + $2))
-  until eval "(( $condition ))"; do
-    ((SECONDS < deadline)) || fail "$what within $timeout s" "$condition" "not yet"
-    kill -0 "$AGENT_PID" 2>/dev/null || fail "the agent runs" "running" "exited: $(tail -n 3 "$AGENT_LOG")"
-    sleep 0.2
-  done
-}
-# enrolment FIELD: /status.json's enrolment.FIELD.
-enrolment() {
-  status_json
-  json_get "$STATUS_JSON" "\$.enrolment.$1"
-}
 # enrolment_type FIELD: its JSON type (true and false for the flags).
 enrolment_type() {
   status_json
   json_type "$STATUS_JSON" "\$.enrolment.$1"
 }
-# wait_enrolment_state STATE TIMEOUT
-wait_enrolment_state() {
-  local deadline=$((SECONDS + $2)) got=""
-  while :; do
-    got="$(enrolment state)"
-    [[ "$got" == "$1" ]] && return 0
-    ((SECONDS < deadline)) || fail "/status.json enrolment.state within $2 s ($STATUS_JSON)" "$1" "$got"
-    sleep 0.2
-  done
-}
 
-SALES=0
-sell() {
-  SALES=$((SALES + 1))
-  post_sales "$TOKEN_T1" "$(sale_json sale_id="\"RF-$(printf '%04d' "$SALES")\"")"
-  assert_eq "sale RF-$SALES taken" 201 "$HTTP_STATUS"
-}
+SALE_PREFIX=RF
 
 # --- enrolled, then the store is decommissioned -------------------------------------------------
 start_agent
@@ -148,11 +94,7 @@ sell
 push_until_sent 60
 
 # --- every sale in Kafka exactly once ------------------------------------------------------------
-kafka_read pos.sales.v1 sales
-records_db sales
-assert_eq "sale records in pos.sales.v1" "$SALES" "$KAFKA_RECORDS"
-assert_eq "distinct sale ids in pos.sales.v1" "$SALES" "$(rsql sales "SELECT count(DISTINCT sale_id) FROM k;")"
-check_sales_match_journal sales "$SALES"
+assert_sales_once
 stop_agent
 stop_collector
 log "ok: refused while decommissioned, renewed after the undo, $SALES sales once each"
