@@ -58,11 +58,21 @@ SKUS=(PIZZA-MARG-L PIZZA-DIAV-L MOD-EXTRA-CHEESE MOD-NO-ONION COLA-33 GARLIC-BRE
 PRICES=(1250 1390 150 0 300 450)
 BASE_S=$(date -u -d 2026-11-25T10:00:00Z +%s)
 
-# sale_of I [PREFIX KIND]: sale I's JSON, the same every time it is asked for.
+# utc_time EPOCH: sets $UTC_TIME to that second in RFC 3339 (UTC), with
+# bash's own strftime: the test builds 5,000 sales, and a fork per sale
+# (date, a command substitution) made up most of its time.
+utc_time() { TZ=UTC printf -v UTC_TIME '%(%Y-%m-%dT%H:%M:%SZ)T' "$1"; }
+
+# money MINOR: sets $MONEY to MINOR as a decimal amount ("12.50").
+money() { printf -v MONEY '%d.%02d' $(($1 / 100)) $(($1 % 100)); }
+
+# sale_of I [PREFIX KIND]: sets $SALE to sale I's JSON, the same every time
+# it is asked for.
 sale_of() {
-  local i="$1" id="${2:-E}-$1" kind="${3:-sale}" t lines="" sep="" total=0 n k sku qty later=0
-  [[ "$kind" == refund ]] && later=60
-  t=$(date -u -d "@$((BASE_S + i * 8 + later))" +%Y-%m-%dT%H:%M:%SZ)
+  local i="$1" id="${2:-E}-$1" kind="${3:-sale}" lines="" sep="" total=0 n k sku qty later=0
+  local original=""
+  [[ "$kind" == refund ]] && later=60 && original="\"original_sale_id\":\"E-$i\","
+  utc_time $((BASE_S + i * 8 + later))
   n=$((1 + i % 3))
   local firsts=(0 1 4 5) used=""
   for ((k = 0; k < n; k++)); do
@@ -72,13 +82,14 @@ sale_of() {
     [[ " $used " == *" $sku "* ]] && continue
     used+=" $sku"
     qty=$((1 + (i + k) % 2))
-    lines+="$sep{\"sku\":\"${SKUS[$sku]}\",\"qty\":$qty,\"unit_price\":\"$((PRICES[sku] / 100)).$(printf '%02d' $((PRICES[sku] % 100)))\"}"
+    money "${PRICES[sku]}"
+    lines+="$sep{\"sku\":\"${SKUS[$sku]}\",\"qty\":$qty,\"unit_price\":\"$MONEY\"}"
     total=$((total + qty * PRICES[sku]))
     sep=","
   done
-  local money="$((total / 100)).$(printf '%02d' $((total % 100)))"
-  printf '{"sale_id":"%s","kind":"%s",%s"terminal_id":"T1","business_time":"%s","currency":"EUR","lines":[%s],"payments":[{"method":"card","amount":"%s"}],"total":"%s"}' \
-    "$id" "$kind" "$([[ $kind == refund ]] && printf '"original_sale_id":"E-%s",' "$i")" "$t" "$lines" "$money" "$money"
+  money "$total"
+  printf -v SALE '{"sale_id":"%s","kind":"%s",%s"terminal_id":"T1","business_time":"%s","currency":"EUR","lines":[%s],"payments":[{"method":"card","amount":"%s"}],"total":"%s"}' \
+    "$id" "$kind" "$original" "$UTC_TIME" "$lines" "$MONEY" "$MONEY"
 }
 
 # held I: is sale I one a terminal kept offline until the end of the day?
@@ -90,9 +101,13 @@ chunk_json() {
   local i sep="" out="["
   for ((i = $1; i <= $2; i++)); do
     held "$i" && continue
-    out+="$sep$(sale_of "$i")"
+    sale_of "$i"
+    out+="$sep$SALE"
     sep=","
-    if ((i % 50 == 0)); then out+=",$(sale_of "$i" R refund)"; fi
+    if ((i % 50 == 0)); then
+      sale_of "$i" R refund
+      out+=",$SALE"
+    fi
   done
   printf '%s]' "$out"
 }
@@ -149,7 +164,8 @@ for ((c = 0; c < chunks; c++)); do
   from=$((c * CHUNK + 1)) to=$(((c + 1) * CHUNK))
   if ((counted == 0 && to >= CHANGE_AT)); then
     # Mid-day: the stock count of the afternoon shift, then the new recipes.
-    t=$(date -u -d "@$((BASE_S + (from - 1) * 8))" +%Y-%m-%dT%H:%M:%SZ)
+    utc_time $((BASE_S + (from - 1) * 8))
+    t="$UTC_TIME"
     post_adjustment CNT-flour count flour g 40000000 "$t"
     post_adjustment CNT-mozzarella count mozzarella g 25000000 "$t"
     COUNT_AFTER=$((from - 1))
@@ -177,7 +193,8 @@ for ((c = 0; c < chunks; c++)); do
     start_agent
   fi
   post_chunk "$from" "$to"
-  t=$(date -u -d "@$((BASE_S + to * 8))" +%Y-%m-%dT%H:%M:%SZ)
+  utc_time $((BASE_S + to * 8))
+  t="$UTC_TIME"
   m=$((c % 4))
   post_adjustment "DEL-$c" delivery "${DELIVERED[$m]}" "${UNITS[$m]}" $((2000000 + c * 1000)) "$t"
   post_adjustment "WST-$c" waste "${DELIVERED[$(((m + 1) % 4))]}" g $((10000 + c * 7)) "$t"
@@ -185,9 +202,13 @@ done
 # The offline terminal's sales, journaled last with their morning times.
 late_sep="" late="["
 for ((i = 97; i < CHANGE_AT; i += 97)); do
-  late+="$late_sep$(sale_of "$i")"
+  sale_of "$i"
+  late+="$late_sep$SALE"
   late_sep=","
-  ((i % 50 == 0)) && late+=",$(sale_of "$i" R refund)"
+  if ((i % 50 == 0)); then
+    sale_of "$i" R refund
+    late+=",$SALE"
+  fi
 done
 printf '%s]' "$late" >"$T/chunk.json"
 post_until_taken "the offline terminal's sales" /v1/sales "$T/chunk.json" -H "Authorization: Bearer $TOKEN_T1"
