@@ -270,3 +270,63 @@ out:
     pos__v1__sale__free_unpacked(msg, NULL);
   return rc;
 }
+
+/* Civil date of a count of days since 1970-01-01 (proleptic Gregorian; the
+ * inverse of days_from_civil in sale_json.c), so that neither TZ nor
+ * gmtime_r (a time_t may be 32 bits) is involved. */
+static void sale_civil_from_days(int64_t days, int64_t *year, unsigned *month, unsigned *day)
+{
+  int64_t era;
+  unsigned doe, yoe, doy, mp;
+
+  days += 719468;
+  era = (days >= 0 ? days : days - 146096) / 146097;
+  doe = (unsigned)(days - era * 146097);
+  yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  mp = (5 * doy + 2) / 153;
+  *day = doy - (153 * mp + 2) / 5 + 1;
+  *month = mp < 10 ? mp + 3 : mp - 9;
+  *year = (int64_t)yoe + era * 400 + (*month <= 2);
+}
+
+int sale_time_format(int64_t ms, int32_t offset_min, char *buf, size_t size)
+{
+  int64_t local_ms, days, ms_of_day, year;
+  unsigned month, day, magnitude;
+  int len, more;
+
+  if (offset_min <= -24 * 60 || offset_min >= 24 * 60 || ms < -(INT64_C(1) << 52) ||
+      ms > (INT64_C(1) << 52))
+    return -1;
+  local_ms = ms + (int64_t)offset_min * 60000;
+  days = local_ms / 86400000;
+  ms_of_day = local_ms % 86400000;
+  if (ms_of_day < 0) {
+    ms_of_day += 86400000;
+    days--;
+  }
+  sale_civil_from_days(days, &year, &month, &day);
+  if (year < 0 || year > 9999)
+    return -1;
+  len = snprintf(buf, size, "%04d-%02u-%02uT%02d:%02d:%02d", (int)year, month, day,
+                 (int)(ms_of_day / 3600000), (int)(ms_of_day / 60000 % 60),
+                 (int)(ms_of_day / 1000 % 60));
+  if (len < 0 || (size_t)len >= size)
+    return -1;
+  if (ms_of_day % 1000) {
+    more = snprintf(buf + len, size - (size_t)len, ".%03d", (int)(ms_of_day % 1000));
+    if (more < 0 || (size_t)more >= size - (size_t)len)
+      return -1;
+    len += more;
+  }
+  magnitude = (unsigned)(offset_min < 0 ? -offset_min : offset_min);
+  if (offset_min == 0)
+    more = snprintf(buf + len, size - (size_t)len, "Z");
+  else
+    more = snprintf(buf + len, size - (size_t)len, "%c%02u:%02u", offset_min < 0 ? '-' : '+',
+                    magnitude / 60, magnitude % 60);
+  if (more < 0 || (size_t)more >= size - (size_t)len)
+    return -1;
+  return len + more;
+}

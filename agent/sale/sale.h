@@ -76,6 +76,21 @@ const char *sale_channel_name(enum sale_channel channel);
 int sale_content_hash(const struct sale *sale, uint8_t hash[32]);
 
 /*
+ * The canonical RFC 3339 text of a business time: the local time at
+ * `offset_min` of `ms` (UTC epoch ms), "YYYY-MM-DDTHH:MM:SS", then ".mmm"
+ * only when ms % 1000 != 0, then "Z" for offset 0 or "+hh:mm"/"-hh:mm":
+ * "2026-03-01T12:00:00+01:00", "2026-03-01T11:00:00.250Z". It is what the
+ * POS contract's examples and pos-load send, so a slim journal row
+ * (journal.row_format = slim) stores business_time as '' when the POS's
+ * text is exactly this, and readers print it again (journal_batch.c). A
+ * text it cannot parse back byte for byte is kept as sent. Writes at most
+ * `size` bytes (NUL included; SALE_TIME_TEXT_MAX + 1 is ample) and returns
+ * the length, or -1 when `size` is too small or the year is outside
+ * 0000-9999 (nothing a POS can send). Pure; any thread.
+ */
+int sale_time_format(int64_t ms, int32_t offset_min, char *buf, size_t size);
+
+/*
  * The compact form of a sale's lines and payments that a journal row holds
  * in place of their JSON (journal.compact_rows): pos.v1.Sale with only its
  * lines and payments set, as protobuf-c packs it, about a third of the

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "ingest/http/sale_json.h"
+#include "sale/sale.h"
 
 #define MAX_SALES 10
 
@@ -995,10 +996,48 @@ static void test_null_error_and_outputs_tolerated(void **state)
   sale_array_free(sales, count);
 }
 
+/* sale_time_format prints what the POS contract's examples send, and those
+ * texts (only those) parse back to the same time: a slim journal row
+ * stores business_time as '' exactly when the text is this. */
+static void test_time_format_canonical_round_trip(void **state)
+{
+  static const char *const canonical[] = {
+      "2026-03-01T12:00:00+01:00", "2026-11-21T18:42:05+01:00", "2026-03-01T11:00:00Z",
+      "2026-03-01T11:00:00.250Z",  "2026-03-01T11:00:00.005-05:30", "1970-01-01T00:00:00Z",
+      "1969-12-31T23:59:59.999Z",  "2024-02-29T23:59:59+14:00", "2000-03-01T00:00:00-12:00",
+      "9999-12-31T23:59:59.999Z"};
+  static const char *const other[] = {"2026-03-01T11:00:00+00:00", "2026-03-01T11:00:00.5Z",
+                                      "2026-03-01T11:00:00.000Z", "2026-03-01t11:00:00Z",
+                                      "2026-03-01T11:00:00z", "2026-03-01T11:00:00.2501Z",
+                                      "2026-03-01T11:00:00-00:00"};
+  char buf[SALE_TIME_TEXT_MAX + 1];
+  long long ms;
+  int offset;
+  const char *why = NULL;
+  (void)state;
+
+  for (size_t i = 0; i < sizeof(canonical) / sizeof(canonical[0]); i++) {
+    assert_int_equal(sale_json_parse_time(canonical[i], &ms, &offset, &why), 0);
+    assert_int_equal(sale_time_format(ms, offset, buf, sizeof(buf)), (int)strlen(canonical[i]));
+    assert_string_equal(buf, canonical[i]);
+  }
+  for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+    assert_int_equal(sale_json_parse_time(other[i], &ms, &offset, &why), 0);
+    assert_true(sale_time_format(ms, offset, buf, sizeof(buf)) > 0);
+    assert_string_not_equal(buf, other[i]);
+  }
+  /* Too small a buffer, or a year a POS cannot send: -1, never a cut text. */
+  assert_int_equal(sale_time_format(0, 60, buf, 25), -1);
+  assert_int_equal(sale_time_format(0, 60, buf, 26), 25);
+  assert_int_equal(sale_time_format(-62167219200001LL, 0, buf, sizeof(buf)), -1);
+  assert_int_equal(sale_time_format(253402300800000LL, 0, buf, sizeof(buf)), -1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_single_sale_parses_field_for_field),
+      cmocka_unit_test(test_time_format_canonical_round_trip),
       cmocka_unit_test(test_optional_fields_default),
       cmocka_unit_test(test_array_form),
       cmocka_unit_test(test_body_not_nul_terminated),
