@@ -39,8 +39,11 @@ const struct config_key agent_config_keys[] = {
         "true: a damaged database is renamed PATH.damaged-<time> (kept) and a new journal "
         "started; false: the agent refuses to start and says so"),
     KEY("journal", "compact_rows", CONFIG_BOOL, "false", 0, 0, compact_rows,
-        "true: new sale rows are compact (fewer bytes to flash per sale), and agents of "
-        "journal schema 7 or older refuse the journal: set it once no device will roll back"),
+        "true: the old spelling of row_format = compact (agents of journal schema 7 or older "
+        "then refuse the journal)"),
+    KEY("journal", "row_format", CONFIG_STRING, "", 0, 0, row_format,
+        "new sale rows: json, compact (fewer bytes to flash; schema 7 agents refuse the "
+        "journal) or slim (fewer again; schema 8 agents refuse it); empty: as compact_rows"),
 
     KEY("api", "listen_host", CONFIG_STRING, "127.0.0.1", 0, 0, listen_host,
         "address the POS API and status page listen on (0.0.0.0 for the store LAN)"),
@@ -322,6 +325,30 @@ int agent_config_load(const char *path, struct agent_config *config, char *err,
              "%s[api] terminal_tokens is empty: POS terminals need tokens to submit sales",
              where);
     return -1;
+  }
+  if (config->row_format[0]) {
+    const char *f = config->row_format;
+    int known = strcmp(f, "json") == 0 || strcmp(f, "compact") == 0 || strcmp(f, "slim") == 0;
+    agent_config_where(path, "journal", "row_format", where, sizeof(where));
+    if (!known) {
+      snprintf(err, err_size,
+               "%s[journal] row_format = \"%s\": give json, compact or slim (or leave it out: "
+               "json, or compact with compact_rows = true)",
+               where, f);
+      return -1;
+    }
+    /* compact_rows = true is the old spelling of compact; slim rows are
+     * compact too. Only json with it says two things at once. */
+    if (config->compact_rows && strcmp(f, "json") == 0) {
+      snprintf(err, err_size,
+               "%s[journal] row_format = json, but compact_rows = true asks for compact rows: "
+               "remove compact_rows (the old spelling of row_format = compact) or set "
+               "row_format = compact",
+               where);
+      return -1;
+    }
+    config->slim_rows = strcmp(f, "slim") == 0;
+    config->compact_rows = strcmp(f, "json") != 0;
   }
   if (agent_config_parse_fraction(config->enrol_renew_at_text, &config->enrol_renew_at) != 0) {
     agent_config_where(path, "enrol", "renew_at", where, sizeof(where));

@@ -24,6 +24,8 @@ struct agent_config {
   int64_t busy_timeout_ms;
   int new_journal_if_damaged; /* a damaged database is moved aside, not refused */
   int compact_rows;           /* sale rows in the compact form (schema 8) */
+  char *row_format;           /* as written: "", "json", "compact" or "slim" */
+  int slim_rows;              /* row_format = slim (schema 9); compact_rows is set too */
   /* [api] */
   char *listen_host;
   int64_t port;

@@ -482,6 +482,7 @@ static int agent_run(struct agent *agent)
       .retention_ms = cfg->retention_days * 24 * 60 * 60 * 1000,
       .new_journal_if_damaged = cfg->new_journal_if_damaged,
       .compact_rows = cfg->compact_rows,
+      .slim_rows = cfg->slim_rows,
       .refunds_restock = cfg->refunds_restock,
   };
   struct sales_api_options sales_options = {

@@ -29,7 +29,7 @@
 #include "platform/systemd.h"
 #include "proto/codec.h"
 
-#define JOURNAL_SCHEMA_VERSION 8
+#define JOURNAL_SCHEMA_VERSION 9
 
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
@@ -40,12 +40,13 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V6,
     JOURNAL_SCHEMA_V7,
     JOURNAL_SCHEMA_V8,
+    JOURNAL_SCHEMA_V9,
 };
 
 /* SQL of other modules that a step also runs, in its transaction: the
  * recipe tables are the recipes module's (part of v5). */
 static const char *const journal_migrations_extra[JOURNAL_SCHEMA_VERSION] = {
-    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL, NULL, NULL,
+    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL, NULL, NULL, NULL,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until
@@ -255,7 +256,7 @@ static int journal_insert_identity(journal *j, char *err, size_t err_size)
  * step 6 must say 6 or more to them. Missing entries read 0: a new step is
  * taken for one that raises the oldest reader unless marked here. */
 static const unsigned char journal_step_additive[JOURNAL_SCHEMA_VERSION] = {
-    0, 0, 0, 0, 0, 0, 1, 1,
+    0, 0, 0, 0, 0, 0, 1, 1, 1,
 };
 
 /* Steps that rewrite a whole table before READY: schema 3's DROP COLUMN
@@ -263,7 +264,7 @@ static const unsigned char journal_step_additive[JOURNAL_SCHEMA_VERSION] = {
  * checked first and systemd's start timeout is pushed out while it runs. A
  * new step must never be one: a rewrite belongs after READY, in batches. */
 static const unsigned char journal_step_rewrites[JOURNAL_SCHEMA_VERSION] = {
-    0, 0, 1, 0, 0, 0, 0, 0,
+    0, 0, 1, 0, 0, 0, 0, 0, 0,
 };
 
 /* While a rewriting step runs, EXTEND_TIMEOUT_USEC is sent every this
@@ -388,33 +389,45 @@ out:
   return rc;
 }
 
-/* Whether the journal is marked compact already (oldest reader 8 or more
- * and meta row_format 'compact'): 1, 0, or -1 with `err`; `v` is set. Read
- * only. */
-static int journal_compact_marked(journal *j, struct journal_compat *v, char *err,
-                                  size_t err_size)
+/* The row formats a journal may hold (meta row_format), each with the
+ * oldest reader it needs: 'compact' (schema 8) and 'slim' (schema 9, which
+ * also holds compact rows). */
+static const char *journal_rows_name(int slim) { return slim ? "slim" : "compact"; }
+static int journal_rows_reader(int slim)
+{
+  return slim ? JOURNAL_SLIM_READER : JOURNAL_COMPACT_READER;
+}
+
+/* Whether the journal is marked for compact (slim: slim) rows already:
+ * oldest reader high enough and meta row_format saying so ('slim' counts as
+ * compact too). 1, 0, or -1 with `err`; `v` is set. Read only. */
+static int journal_rows_marked(journal *j, int slim, struct journal_compat *v, char *err,
+                               size_t err_size)
 {
   sqlite3_stmt *stmt = NULL;
-  int compact = 0;
+  int marked = 0;
 
   if (journal_read_versions(j->db, j->path, v, err, err_size))
     return -1;
-  if (v->oldest_reader < JOURNAL_COMPACT_READER)
+  if (v->oldest_reader < journal_rows_reader(slim))
     return 0;
   if (sqlite3_prepare_v2(j->db, JOURNAL_SQL_GET_META, -1, &stmt, NULL) == SQLITE_OK) {
     sqlite3_bind_text(stmt, 1, "row_format", -1, SQLITE_STATIC);
-    compact = sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0) &&
-              strcmp((const char *)sqlite3_column_text(stmt, 0), "compact") == 0;
+    if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0)) {
+      const char *format = (const char *)sqlite3_column_text(stmt, 0);
+      marked = strcmp(format, "slim") == 0 || (!slim && strcmp(format, "compact") == 0);
+    }
   }
   sqlite3_finalize(stmt);
-  return compact;
+  return marked;
 }
 
-int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_size)
+int journal__mark_rows(journal *j, int slim, const char *cause, char *err, size_t err_size)
 {
   struct journal_compat v;
   sqlite3_stmt *stmt = NULL;
-  int rc = journal_compact_marked(j, &v, err, err_size);
+  int reader = journal_rows_reader(slim);
+  int rc = journal_rows_marked(j, slim, &v, err, err_size);
 
   if (rc < 0)
     return SQLITE_ERROR;
@@ -423,7 +436,7 @@ int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_s
   rc = sqlite3_prepare_v2(j->db, JOURNAL_SQL_SET_META, -1, &stmt, NULL);
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(stmt, 1, "row_format", -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 2, "compact", -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, journal_rows_name(slim), -1, SQLITE_STATIC);
     rc = journal__step_done(j, stmt);
   }
   sqlite3_finalize(stmt);
@@ -432,41 +445,53 @@ int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_s
              sqlite3_errmsg(j->db));
     return rc;
   }
-  if (v.oldest_reader >= JOURNAL_COMPACT_READER)
+  if (v.oldest_reader >= reader)
     return SQLITE_OK;
-  if (journal_write_versions(j, v.schema_version, JOURNAL_COMPACT_READER, 1, err, err_size))
+  if (journal_write_versions(j, v.schema_version, reader, 1, err, err_size))
     return SQLITE_ERROR;
-  log_info("journal", "rows_compact", "path=%s oldest_reader=%d was=%lld cause=\"%s\" "
-           "reason=\"compact sale rows: agents of journal schema %d and older no longer read "
-           "this journal\"", j->path, JOURNAL_COMPACT_READER, (long long)v.oldest_reader, cause,
-           JOURNAL_COMPACT_READER - 1);
+  if (slim)
+    log_info("journal", "rows_slim", "path=%s oldest_reader=%d was=%lld cause=\"%s\" "
+             "reason=\"slim sale rows (a 16-byte content hash, business_time kept only when "
+             "it is not the canonical text): agents of journal schema %d and older no longer "
+             "read this journal\"", j->path, reader, (long long)v.oldest_reader, cause,
+             reader - 1);
+  else
+    log_info("journal", "rows_compact", "path=%s oldest_reader=%d was=%lld cause=\"%s\" "
+             "reason=\"compact sale rows: agents of journal schema %d and older no longer read "
+             "this journal\"", j->path, reader, (long long)v.oldest_reader, cause, reader - 1);
   return SQLITE_OK;
 }
 
-/* journal.compact_rows: before the first compact row, the journal records
- * it (one transaction); then every new sale row is compact. */
-static int journal_use_compact_rows(journal *j, char *err, size_t err_size)
+int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_size)
+{
+  return journal__mark_rows(j, 0, cause, err, err_size);
+}
+
+/* journal.row_format compact (slim): before the first such row, the
+ * journal records it (one transaction); then every new sale row is so. */
+static int journal_use_rows(journal *j, int slim, char *err, size_t err_size)
 {
   struct journal_compat v;
-  int marked = journal_compact_marked(j, &v, err, err_size);
+  int marked = journal_rows_marked(j, slim, &v, err, err_size);
 
   if (marked < 0)
     return JOURNAL_EIO;
   /* Every start after the first: read only, no write transaction at all
    * (nothing to change; a restart on a full disk should not depend on
    * SQLite finding that an upsert of the same value dirties no page). */
-  if (marked) {
-    j->compact_rows = 1;
-    return 0;
-  }
-  if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
-    return JOURNAL_EIO;
-  if (journal__mark_compact(j, "journal.compact_rows", err, err_size) != SQLITE_OK ||
-      journal__exec(j->db, "COMMIT", err, err_size, j->path)) {
-    sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
-    return JOURNAL_EIO;
+  if (!marked) {
+    if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
+      return JOURNAL_EIO;
+    if (journal__mark_rows(j, slim,
+                           slim ? "journal.row_format = slim" : "journal.row_format = compact",
+                           err, err_size) != SQLITE_OK ||
+        journal__exec(j->db, "COMMIT", err, err_size, j->path)) {
+      sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+      return JOURNAL_EIO;
+    }
   }
   j->compact_rows = 1;
+  j->slim_rows = slim;
   return 0;
 }
 
@@ -1124,14 +1149,22 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   if (rc != SQLITE_OK)
     goto out;
   sqlite3_bind_text(ins, 1, sale->sale_id, -1, SQLITE_STATIC);
-  sqlite3_bind_blob(ins, 2, hash, sizeof(hash), SQLITE_STATIC);
+  /* A slim row keeps 16 bytes of the hash: 128 bits tell a retry from
+   * another sale under the same sale_id as surely as 256. */
+  sqlite3_bind_blob(ins, 2, hash, j->slim_rows ? JOURNAL_SLIM_HASH_BYTES : (int)sizeof(hash),
+                    SQLITE_STATIC);
   sqlite3_bind_text(ins, 3, sale_kind_name(sale->kind), -1, SQLITE_STATIC);
   journal_bind_optional(ins, 4, sale->original_sale_id);
   sqlite3_bind_text(ins, 5, sale->terminal_id, -1, SQLITE_STATIC);
   journal_bind_optional(ins, 6, sale->cashier_id);
   sqlite3_bind_text(ins, 7, sale_channel_name(sale->channel), -1, SQLITE_STATIC);
   journal_bind_optional(ins, 8, sale->delivery_partner);
-  sqlite3_bind_text(ins, 9, sale->business_time, -1, SQLITE_STATIC);
+  /* A slim row leaves out the text that business_time_ms and the offset
+   * print again byte for byte (journal__sale_time reads it back). */
+  if (j->slim_rows && journal__time_is_canonical(sale))
+    sqlite3_bind_text(ins, 9, "", 0, SQLITE_STATIC);
+  else
+    sqlite3_bind_text(ins, 9, sale->business_time, -1, SQLITE_STATIC);
   sqlite3_bind_int64(ins, 10, sale->business_time_ms);
   sqlite3_bind_int(ins, 11, sale->utc_offset_minutes);
   sqlite3_bind_text(ins, 12, sale->currency, -1, SQLITE_STATIC);
@@ -1169,8 +1202,22 @@ static int journal_insert_sale(journal *j, const struct sale *sale, int64_t rece
   }
   {
     int64_t seq = sqlite3_column_int64(j->find_sale, 0);
-    int same = sqlite3_column_bytes(j->find_sale, 1) == (int)sizeof(hash) &&
-               memcmp(sqlite3_column_blob(j->find_sale, 1), hash, sizeof(hash)) == 0;
+    /* Compared over what the row holds: 32 bytes (JSON and compact rows),
+     * 16 (slim rows, the hash's first half); any other length is damage. */
+    int stored = sqlite3_column_bytes(j->find_sale, 1);
+    const void *blob = sqlite3_column_blob(j->find_sale, 1);
+    int same = blob && (stored == (int)sizeof(hash) || stored == JOURNAL_SLIM_HASH_BYTES) &&
+               memcmp(blob, hash, (size_t)stored) == 0;
+    if (!blob || (stored != (int)sizeof(hash) && stored != JOURNAL_SLIM_HASH_BYTES)) {
+      log_error("journal", "hash_damaged", "path=%s seq=%lld sale_id=%s bytes=%d reason=\"the "
+                "journaled sale's content hash is neither 32 nor 16 bytes long: the row is "
+                "damaged; this write is refused (503); copy the journal aside for a look and "
+                "see journal.new_journal_if_damaged\"",
+                j->path, (long long)seq, sale->sale_id, stored);
+      sqlite3_reset(j->find_sale);
+      rc = SQLITE_CORRUPT;
+      goto out;
+    }
     sqlite3_reset(j->find_sale);
     if (same) {
       result->seq = seq;
@@ -2210,8 +2257,9 @@ int journal__open_db(journal *j, const struct journal_options *options, char *er
   if (rc)
     goto fail;
   j->compact_rows = 0;
-  if (options->compact_rows) {
-    rc = journal_use_compact_rows(j, err, err_size);
+  j->slim_rows = 0;
+  if (options->compact_rows || options->slim_rows) {
+    rc = journal_use_rows(j, options->slim_rows, err, err_size);
     if (rc)
       goto fail;
   }

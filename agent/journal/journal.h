@@ -84,6 +84,11 @@ struct journal_options {
    * the journal (journal.compact_rows). Rows already written stay as they
    * are; both forms are always read. */
   int compact_rows;
+  /* New sale rows slim (schema 9, JOURNAL_SCHEMA_V9): compact, with a
+   * 16-byte content hash and business_time left out when it is the
+   * canonical text (sale_time_format); the oldest reader becomes 9 at open
+   * (journal.row_format = slim). Implies compact_rows. */
+  int slim_rows;
 };
 
 typedef struct journal journal;

@@ -363,7 +363,7 @@ out:
 int journal__read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out)
 {
   struct sale *sale = &out->sale;
-  char kind[16], channel[16];
+  char kind[16], channel[16], stored_time[SALE_TIME_TEXT_MAX + 1];
   /* A compact row (schema 8) holds its items as a BLOB; a JSON row as text. */
   int compact = sqlite3_column_type(stmt, 14) == SQLITE_BLOB;
   const void *items = compact ? sqlite3_column_blob(stmt, 14) : NULL;
@@ -381,11 +381,14 @@ int journal__read_sale(sqlite3_stmt *stmt, struct journal_seal_sale *out)
       journal_column_text(stmt, 6, channel, sizeof(channel)) ||
       journal_channel_parse(channel, &sale->channel) ||
       journal_column_text(stmt, 7, sale->delivery_partner, sizeof(sale->delivery_partner)) ||
-      journal_column_text(stmt, 8, sale->business_time, sizeof(sale->business_time)) ||
+      journal_column_text(stmt, 8, stored_time, sizeof(stored_time)) ||
       journal_column_text(stmt, 11, sale->currency, sizeof(sale->currency)))
     return -1;
   sale->business_time_ms = sqlite3_column_int64(stmt, 9);
   sale->utc_offset_minutes = sqlite3_column_int(stmt, 10);
+  if (journal__sale_time(stored_time, sale->business_time_ms, sale->utc_offset_minutes,
+                         sale->business_time, sizeof(sale->business_time)))
+    return -1;
   sale->currency_exponent = (unsigned)sqlite3_column_int(stmt, 12);
   sale->total = sqlite3_column_int64(stmt, 13);
   if (compact)
@@ -1403,4 +1406,26 @@ void journal__run_op(journal *j, struct journal_op *op)
               (int)op->kind, op->batch_seq, journal_strerror(op->error),
               log_quote(op->message, quoted, sizeof(quoted)));
   }
+}
+
+int journal__time_is_canonical(const struct sale *sale)
+{
+  char text[SALE_TIME_TEXT_MAX + 1];
+
+  return sale->business_time[0] &&
+         sale_time_format(sale->business_time_ms, sale->utc_offset_minutes, text,
+                          sizeof(text)) > 0 &&
+         strcmp(text, sale->business_time) == 0;
+}
+
+int journal__sale_time(const char *stored, int64_t ms, int32_t offset_min, char *out,
+                       size_t size)
+{
+  if (stored && stored[0]) {
+    if (strlen(stored) >= size)
+      return -1;
+    memcpy(out, stored, strlen(stored) + 1);
+    return 0;
+  }
+  return sale_time_format(ms, offset_min, out, size) > 0 ? 0 : -1;
 }

@@ -152,6 +152,32 @@ int journal__lines_json(const struct sale *sale, struct journal_text *out);
  * sale rows (JOURNAL_SCHEMA_V8): agents before schema 8 read JSON rows only. */
 #define JOURNAL_COMPACT_READER 8
 
+/* The oldest reader of a journal that holds (or is about to hold) slim
+ * sale rows (JOURNAL_SCHEMA_V9, journal.row_format = slim): compact rows
+ * whose content_hash is its first JOURNAL_SLIM_HASH_BYTES bytes and whose
+ * business_time is '' when sale_time_format prints it again. */
+#define JOURNAL_SLIM_READER 9
+#define JOURNAL_SLIM_HASH_BYTES 16
+
+/* Records, inside the caller's transaction, that the journal holds compact
+ * rows (slim = 0: meta row_format 'compact', oldest reader 8) or slim rows
+ * (slim = 1: 'slim', oldest reader 9), raising the oldest reader if it was
+ * below (logged once, event=rows_compact or rows_slim, with `cause`).
+ * Writes nothing when both are so already. SQLite's code, with `err`. */
+int journal__mark_rows(journal *j, int slim, const char *cause, char *err, size_t err_size);
+
+/* Whether a slim row may store the sale's business_time as '': its text is
+ * exactly what sale_time_format prints of business_time_ms and the offset.
+ * Any thread. */
+int journal__time_is_canonical(const struct sale *sale);
+
+/* A row's business_time as the POS sent it into `out` (size bytes): the
+ * stored text, or, when a slim row stored '', the canonical text of
+ * business_time_ms and utc_offset_min. Every reader of the column goes
+ * through it. 0, or -1 when it does not fit (a damaged row). Any thread. */
+int journal__sale_time(const char *stored, int64_t ms, int32_t offset_min, char *out,
+                       size_t size);
+
 /* Records, inside the caller's transaction, that the journal holds compact
  * sale rows (schema 8): meta row_format 'compact', and the oldest reader
  * raised to 8 if it was below (logged once, with `cause`: the option, or
@@ -256,6 +282,8 @@ struct journal {
   /* Writer thread only: new sale rows are compact (schema 8: the lines and
    * payments as sale_items_pack makes them, into items_buf, reused). */
   int compact_rows;
+  /* Writer thread only: new sale rows are slim (schema 9, compact too). */
+  int slim_rows;
   uint8_t *items_buf;
   size_t items_cap;
   /* Writer thread only: a row's encoded deltas (journal__encode_deltas). */

@@ -135,12 +135,12 @@ static int journal_import_clock(journal *j, int64_t after_seq)
 }
 
 /* The oldest reader (user_version) of the journal attached as "previous";
- * when it cannot be read, JOURNAL_COMPACT_READER: its rows are taken to be compact, so that no
+ * when it cannot be read, JOURNAL_SLIM_READER: its rows are taken to be slim, so that no
  * older agent is let at them (all it costs is a rollback). */
 static int64_t journal_pragma_previous_reader(journal *j)
 {
   sqlite3_stmt *stmt = NULL;
-  int64_t reader = JOURNAL_COMPACT_READER;
+  int64_t reader = JOURNAL_SLIM_READER;
 
   if (sqlite3_prepare_v2(j->db, "PRAGMA previous.user_version", -1, &stmt, NULL) == SQLITE_OK &&
       sqlite3_step(stmt) == SQLITE_ROW)
@@ -196,11 +196,15 @@ static int journal_import_previous(journal *j, const char *aside, const char *pr
     rc = journal_import_clock(j, after_seq);
   if (rc == SQLITE_OK)
     rc = journal__exec(j->db, JOURNAL_SQL_SET_CARRIED_LAST, NULL, 0, j->path);
-  /* The rows came as they were: compact ones make this journal compact. */
-  if (rc == SQLITE_OK && journal_pragma_previous_reader(j) >= JOURNAL_COMPACT_READER) {
+  /* The rows came as they were: compact (slim) ones make this journal so. */
+  int64_t previous_reader = rc == SQLITE_OK ? journal_pragma_previous_reader(j) : 0;
+  if (rc == SQLITE_OK && previous_reader >= JOURNAL_COMPACT_READER) {
     char err[512];
-    rc = journal__mark_compact(j, "compact rows carried over from the previous journal", err,
-                               sizeof(err));
+    int slim = previous_reader >= JOURNAL_SLIM_READER;
+    rc = journal__mark_rows(j, slim,
+                            slim ? "slim rows carried over from the previous journal"
+                                 : "compact rows carried over from the previous journal",
+                            err, sizeof(err));
     if (rc != SQLITE_OK)
       log_error("journal", "mark_compact_failed", "path=%s reason=\"%s\"", j->path, err);
   }
@@ -431,6 +435,7 @@ void journal__new_journal(journal *j, struct journal_op *op)
   options.max_bytes = j->max_bytes;
   options.busy_timeout_ms = j->busy_timeout_ms;
   options.compact_rows = j->compact_rows;
+  options.slim_rows = j->slim_rows;
   /* The counters are swapped with the database: readers wait (a few ms,
    * once in a device's life) rather than see a half-opened journal. */
   pthread_mutex_lock(&j->lock);

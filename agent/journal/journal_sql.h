@@ -188,6 +188,16 @@
 #define JOURNAL_SCHEMA_V8                                                     \
   "INSERT OR IGNORE INTO meta(key, value) VALUES('row_format', 'json');"
 
+/* Version 9: slim sale rows (journal.row_format = slim): compact rows whose
+ * content_hash holds the first 16 bytes of the sale's SHA-256 and whose
+ * business_time is '' when it is the canonical text of business_time_ms
+ * and utc_offset_min (sale_time_format; readers go through
+ * journal__sale_time). meta row_format 'slim' once an agent wrote one,
+ * which raises the oldest reader to 9 (journal.c). The step adds nothing
+ * to the tables (additive): an agent of schema 8 reads a journal of JSON
+ * or compact rows. */
+#define JOURNAL_SCHEMA_V9 "SELECT 1;"
+
 #define JOURNAL_SQL_COMMAND_COLUMNS                                           \
   "command_id, kind, state, issued_ms, issued_by, recorded_ms, updated_ms,"   \
   " from_ms, to_ms, upto_seq, done_sales, total_sales, available_from_ms,"    \

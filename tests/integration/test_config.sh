@@ -128,6 +128,23 @@ good_config "$T/cfg/enrol-retry.conf"
 printf '[enrol]\nretry_floor = 2h\nretry_max = 1h\n' >>"$T/cfg/enrol-retry.conf"
 expect_config_error "[enrol] retry_floor above retry_max" "$T/cfg/enrol-retry.conf" 18 retry_floor
 
+# [journal] row_format: a name it does not know, and json beside compact_rows = true
+# (the old spelling of compact) say what to write; compact_rows = true with slim is
+# not a contradiction (slim rows are compact too).
+good_config "$T/cfg/rows.conf" "row_format = thin" 9
+expect_config_error "row_format = thin" "$T/cfg/rows.conf" 10 row_format
+assert_contains "row_format = thin: names the choices" "json, compact or slim" "$CHECK_ERR"
+good_config "$T/cfg/rows.conf" "compact_rows = true" 9
+sed -i '10a row_format = json' "$T/cfg/rows.conf"
+expect_config_error "compact_rows = true with row_format = json" "$T/cfg/rows.conf" 11 row_format
+assert_contains "row_format = json with compact_rows: says what to change" "remove compact_rows" "$CHECK_ERR"
+for good in "row_format = slim" "row_format = compact" "compact_rows = true"; do
+  good_config "$T/cfg/rows.conf" "$good" 9
+  [[ "$good" == compact_rows* ]] || sed -i '10a compact_rows = true' "$T/cfg/rows.conf"
+  check_config "$T/cfg/rows.conf"
+  assert_eq "[journal] $good (with compact_rows = true): exit status (stderr: $CHECK_ERR)" 0 "$CHECK_RC"
+done
+
 # --- a missing file ----------------------------------------------------------------------------
 check_config "$T/cfg/missing.conf"
 assert_eq "--check-config on a missing file: exit status" 78 "$CHECK_RC"

@@ -19,6 +19,7 @@ void jf_setup(struct jf_fixture *f, const char *name)
   snprintf(f->dir, sizeof(f->dir), "/tmp/%s_XXXXXX", name);
   assert_non_null(mkdtemp(f->dir));
   f->compact_rows = 0;
+  f->slim_rows = 0;
   snprintf(f->path, sizeof(f->path), "%s/journal.db", f->dir);
   assert_int_equal(uv_loop_init(&f->loop), 0);
 }
@@ -37,7 +38,8 @@ journal *jf_open_journal(struct jf_fixture *f, int64_t max_bytes, unsigned group
                                     .max_bytes = max_bytes,
                                     .group_commit_max = group_commit_max,
                                     .busy_timeout_ms = 1000,
-                                    .compact_rows = f->compact_rows};
+                                    .compact_rows = f->compact_rows,
+                                    .slim_rows = f->slim_rows};
   char err[512];
   journal *j = journal_open(&f->loop, &options, err, sizeof(err));
   if (!j)

@@ -21,6 +21,7 @@ struct jf_fixture {
   char path[96]; /* dir/journal.db, not created here */
   uv_loop_t loop;
   int compact_rows; /* jf_open_journal: journal_options.compact_rows */
+  int slim_rows;    /* jf_open_journal: journal_options.slim_rows */
 };
 
 /* Makes /tmp/NAME_XXXXXX and starts the loop. */

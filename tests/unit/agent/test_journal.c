@@ -1322,10 +1322,10 @@ static void an_additive_step_keeps_the_oldest_reader(void **state)
   j = jf_open_journal(f, 0, 64);
   jf_close_journal(f, j);
   assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 6);
-  assert_int_equal(jf_query_int(f, "SELECT value FROM meta WHERE key = 'schema_version'"), 8);
+  assert_int_equal(jf_query_int(f, "SELECT value FROM meta WHERE key = 'schema_version'"), 9);
   assert_int_equal(journal_compat_read(f->path, &compat, err, sizeof(err)), 0);
   assert_int_equal(compat.present, 1);
-  assert_int_equal(compat.schema_version, 8);
+  assert_int_equal(compat.schema_version, 9);
   assert_int_equal(compat.oldest_reader, 6);
   assert_string_equal(compat.oldest_reader_agent, POS_VERSION);
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 #include <jansson.h>
 #include <mbedtls/sha256.h>
 
@@ -360,6 +361,219 @@ static void compact_rows_raise_the_oldest_reader_and_seal_as_posted(void **state
   jf_teardown(&f);
 }
 
+/* ---- slim rows (journal.row_format = slim, schema 9) ----------------------- */
+
+/* Every field of a sale as the batch builder is handed it, as one text. */
+static void sale_fingerprint(const struct sale *s, char *out, size_t size)
+{
+  int n = snprintf(out, size, "%s|%d|%s|%s|%s|%d|%s|%s|%lld|%d|%s|%u|%lld|", s->sale_id,
+                   (int)s->kind, s->original_sale_id, s->terminal_id, s->cashier_id,
+                   (int)s->channel, s->delivery_partner, s->business_time,
+                   (long long)s->business_time_ms, (int)s->utc_offset_minutes, s->currency,
+                   s->currency_exponent, (long long)s->total);
+  for (size_t i = 0; i < s->line_count && n > 0 && (size_t)n < size; i++)
+    n += snprintf(out + n, size - (size_t)n, "%s,%lld,%lld,%lld,%s,%lld;", s->lines[i].sku,
+                  (long long)s->lines[i].qty, (long long)s->lines[i].unit_price,
+                  (long long)s->lines[i].discount, s->lines[i].promo_id,
+                  (long long)s->lines[i].tax);
+  for (size_t i = 0; i < s->payment_count && n > 0 && (size_t)n < size; i++)
+    n += snprintf(out + n, size - (size_t)n, "%s,%lld;", s->payments[i].method,
+                  (long long)s->payments[i].amount);
+  assert_true(n > 0 && (size_t)n < size);
+}
+
+enum { SLIM_SALES = 5, FINGERPRINT_MAX = 8192 };
+
+struct sealed_fingerprints {
+  size_t count;
+  char text[SLIM_SALES][FINGERPRINT_MAX];
+};
+
+/* A pack callback that keeps what each sale of the batch reads back as. */
+static int pack_fingerprints(void *arg, const struct journal_seal_input *in, uint8_t **body,
+                             size_t *body_len, size_t *used)
+{
+  struct sealed_fingerprints *fp = arg;
+
+  assert_true(in->count <= SLIM_SALES);
+  fp->count = in->count;
+  for (size_t i = 0; i < in->count; i++)
+    sale_fingerprint(&in->sales[i].sale, fp->text[i], sizeof(fp->text[i]));
+  *body = malloc(1);
+  assert_non_null(*body);
+  **body = 0;
+  *body_len = 1;
+  *used = in->count;
+  return 0;
+}
+
+static void seal_fingerprints(struct jf_fixture *f, journal *j, struct sealed_fingerprints *fp)
+{
+  struct jf_op next;
+
+  memset(fp, 0, sizeof(*fp));
+  memset(&next, 0, sizeof(next));
+  next.op.kind = JOURNAL_OP_NEXT_BATCH;
+  next.op.batch_seq = 1;
+  next.op.seal_upto_seq = INT64_MAX;
+  next.op.max_sales = 100;
+  next.op.max_bytes = 1024 * 1024;
+  next.op.pack = pack_fingerprints;
+  next.op.pack_arg = fp;
+  jf_run_op(f, j, &next);
+  assert_int_equal(next.op.error, 0);
+  journal_op_clear(&next.op);
+}
+
+/* O-1 (an old compact row) and four slim ones: business times that are
+ * the canonical text (stored '') and ones that are not (kept as sent). */
+static void make_slim_sales(struct sale sales[SLIM_SALES])
+{
+  static const struct {
+    const char *id, *text;
+    int64_t ms;
+    int32_t offset;
+  } times[SLIM_SALES] = {
+      {"O-1", "2026-11-21T18:42:05+01:00", 1795282925000LL, 60},
+      {"S-1", "2026-11-21T18:42:05+01:00", 1795282925000LL, 60},       /* canonical */
+      {"S-2", "2026-11-21T17:42:05+00:00", 1795282925000LL, 0},        /* not: Z is */
+      {"S-3", "2026-11-21T18:42:05.5+01:00", 1795282925500LL, 60},     /* not: .500 is */
+      {"S-4", "2026-11-21T12:12:05.250-05:30", 1795282925250LL, -330}, /* canonical */
+  };
+  for (size_t i = 0; i < SLIM_SALES; i++) {
+    make_items_sale(&sales[i], times[i].id, 2 + i, 1, (int)i);
+    snprintf(sales[i].business_time, sizeof(sales[i].business_time), "%s", times[i].text);
+    sales[i].business_time_ms = times[i].ms;
+    sales[i].utc_offset_minutes = times[i].offset;
+  }
+}
+
+/* Writes sales[i] again as is (a retry: duplicate of its seq) and changed
+ * (another total under the same id: a conflict naming that seq). */
+static void assert_retry_and_conflict(struct jf_fixture *f, journal *j, struct sale *sale,
+                                      int64_t seq)
+{
+  struct jf_write w;
+
+  jf_write_and_wait(f, j, &w, sale, 1);
+  assert_int_equal(w.write.error, 0);
+  assert_int_equal(w.write.results[0].outcome, JOURNAL_DUPLICATE);
+  assert_int_equal(w.write.results[0].seq, seq);
+  sale->total += 1;
+  jf_write_and_wait(f, j, &w, sale, 1);
+  sale->total -= 1;
+  assert_int_equal(w.write.error, JOURNAL_ECONFLICT);
+  assert_int_equal(w.write.conflict_seq, seq);
+}
+
+/* journal.row_format = slim: compact_rows alone still writes compact rows
+ * for schema 8 readers (32-byte hash, business_time as sent); slim raises
+ * the oldest reader to 9 before its first row, which holds a 16-byte hash
+ * and business_time '' when it is the canonical text. Every sale reads
+ * back exactly as a JSON-row journal reads the same sales, retries are
+ * duplicates and changed sales conflicts on both kinds of row, and a hash
+ * of another length is damage, not a conflict. */
+static void slim_rows_read_back_as_posted_and_keep_duplicates(void **state)
+{
+  struct jf_fixture f, ref;
+  struct sale sales[SLIM_SALES];
+  struct sealed_fingerprints *got = calloc(1, sizeof(*got)), *want = calloc(1, sizeof(*want));
+  struct jf_write w;
+  journal *j;
+  int64_t seq_o1, seq_s3;
+
+  (void)state;
+  assert_non_null(got);
+  assert_non_null(want);
+  make_slim_sales(sales);
+
+  /* The reference: the same sales in a journal of JSON rows. */
+  jf_setup(&ref, "slim_rows_ref");
+  j = jf_open_journal(&ref, 0, 64);
+  jf_write_and_wait(&ref, j, &w, sales, SLIM_SALES);
+  assert_int_equal(w.write.error, 0);
+  seal_fingerprints(&ref, j, want);
+  jf_close_journal(&ref, j);
+  jf_teardown(&ref);
+  assert_int_equal(want->count, SLIM_SALES);
+  for (size_t i = 0; i < SLIM_SALES; i++) {
+    char posted[FINGERPRINT_MAX];
+    sale_fingerprint(&sales[i], posted, sizeof(posted));
+    assert_string_equal(want->text[i], posted);
+  }
+
+  jf_setup(&f, "slim_rows");
+  /* compact_rows = true alone, on the new firmware: reader-8 rows. */
+  f.compact_rows = 1;
+  j = jf_open_journal(&f, 0, 64);
+  jf_write_and_wait(&f, j, &w, sales, 1);
+  assert_int_equal(w.write.error, 0);
+  seq_o1 = w.write.results[0].seq;
+  jf_close_journal(&f, j);
+  assert_int_equal(jf_query_int(&f, "PRAGMA user_version"), 8);
+  assert_int_equal(
+      jf_query_int(&f, "SELECT value = 'compact' FROM meta WHERE key = 'row_format'"), 1);
+  assert_int_equal(jf_query_int(&f, "SELECT count(*) FROM sales WHERE length(content_hash) = 32 "
+                                    "AND business_time = '2026-11-21T18:42:05+01:00'"),
+                   1);
+
+  /* Slim: the oldest reader is 9 at open, before any slim row. */
+  f.slim_rows = 1;
+  j = jf_open_journal(&f, 0, 64);
+  assert_int_equal(jf_query_int(&f, "PRAGMA user_version"), 9);
+  assert_int_equal(jf_query_int(&f, "SELECT value = 'slim' FROM meta WHERE key = 'row_format'"),
+                   1);
+  assert_int_equal(jf_query_int(&f, "SELECT count(*) FROM sales"), 1);
+  jf_write_and_wait(&f, j, &w, &sales[1], SLIM_SALES - 1);
+  assert_int_equal(w.write.error, 0);
+  seq_s3 = w.write.results[2].seq;
+  assert_int_equal(jf_query_int(&f, "SELECT count(*) FROM sales WHERE length(content_hash) = 16 "
+                                    "AND typeof(lines) = 'blob'"),
+                   SLIM_SALES - 1);
+  assert_int_equal(jf_query_int(&f, "SELECT count(*) FROM sales WHERE business_time = '' "
+                                    "AND sale_id IN ('S-1', 'S-4')"),
+                   2);
+  assert_int_equal(jf_query_int(&f, "SELECT count(*) FROM sales WHERE (sale_id = 'S-2' AND "
+                                    "business_time = '2026-11-21T17:42:05+00:00') OR "
+                                    "(sale_id = 'S-3' AND "
+                                    "business_time = '2026-11-21T18:42:05.5+01:00')"),
+                   2);
+
+  /* Read back exactly as the JSON journal reads them. */
+  seal_fingerprints(&f, j, got);
+  assert_int_equal(got->count, SLIM_SALES);
+  for (size_t i = 0; i < SLIM_SALES; i++)
+    assert_string_equal(got->text[i], want->text[i]);
+
+  /* Retries and changed sales, on the old 32-byte row and a slim one. */
+  assert_retry_and_conflict(&f, j, &sales[0], seq_o1);
+  assert_retry_and_conflict(&f, j, &sales[3], seq_s3);
+  jf_close_journal(&f, j);
+
+  /* A hash neither 32 nor 16 bytes long is a damaged row: refused, never
+   * taken for a conflict or a duplicate. */
+  {
+    char sql[128];
+    snprintf(sql, sizeof(sql), "UPDATE sales SET content_hash = x'0011' WHERE seq = %lld",
+             (long long)seq_s3);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f.path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  j = jf_open_journal(&f, 0, 64);
+  jf_write_and_wait(&f, j, &w, &sales[3], 1);
+  assert_true(w.write.error != 0);
+  assert_true(w.write.error != JOURNAL_ECONFLICT);
+  jf_close_journal(&f, j);
+
+  for (size_t i = 0; i < SLIM_SALES; i++)
+    sale_clear(&sales[i]);
+  free(got);
+  free(want);
+  jf_teardown(&f);
+}
+
 static void a_reused_buffer_holds_only_the_current_sale(void **state)
 {
   /* A sale of SALE_LINES_MAX long lines grows the buffer; the next, small
@@ -566,6 +780,7 @@ int main(void)
       cmocka_unit_test(a_reused_buffer_holds_only_the_current_sale),
       cmocka_unit_test(compact_items_read_back_and_refuse_what_they_are_not),
       cmocka_unit_test(compact_rows_raise_the_oldest_reader_and_seal_as_posted),
+      cmocka_unit_test(slim_rows_read_back_as_posted_and_keep_duplicates),
       cmocka_unit_test(a_commit_does_not_prepare_the_page_count_again),
       cmocka_unit_test(the_hwm_record_is_the_bytes_snprintf_made),
       cmocka_unit_test(the_deltas_blob_is_written_into_a_reused_buffer),
