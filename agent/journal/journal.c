@@ -462,11 +462,6 @@ int journal__mark_rows(journal *j, int slim, const char *cause, char *err, size_
   return SQLITE_OK;
 }
 
-int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_size)
-{
-  return journal__mark_rows(j, 0, cause, err, err_size);
-}
-
 /* journal.row_format compact (slim): before the first such row, the
  * journal records it (one transaction); then every new sale row is so. */
 static int journal_use_rows(journal *j, int slim, char *err, size_t err_size)

@@ -147,6 +147,7 @@ size_t journal__format_i64(char *out, int64_t v);
  * and the tools read. `out` is reused (grown, never shrunk; NUL-terminated);
  * the caller frees out->data once. 0, or -1 out of memory. Writer thread. */
 int journal__lines_json(const struct sale *sale, struct journal_text *out);
+int journal__payments_json(const struct sale *sale, struct journal_text *out);
 
 /* The oldest reader of a journal that holds (or is about to hold) compact
  * sale rows (JOURNAL_SCHEMA_V8): agents before schema 8 read JSON rows only. */
@@ -177,14 +178,6 @@ int journal__time_is_canonical(const struct sale *sale);
  * through it. 0, or -1 when it does not fit (a damaged row). Any thread. */
 int journal__sale_time(const char *stored, int64_t ms, int32_t offset_min, char *out,
                        size_t size);
-
-/* Records, inside the caller's transaction, that the journal holds compact
- * sale rows (schema 8): meta row_format 'compact', and the oldest reader
- * raised to 8 if it was below (logged once, with `cause`: the option, or
- * rows carried over). Writes nothing when both are so already. SQLite's
- * code, with `err`. */
-int journal__mark_compact(journal *j, const char *cause, char *err, size_t err_size);
-int journal__payments_json(const struct sale *sale, struct journal_text *out);
 
 /* A range of rows in clock_pending (schema v7), as held in memory. */
 struct journal_clock_range {

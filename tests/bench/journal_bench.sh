@@ -19,7 +19,10 @@
 # the rounds is printed with its min and max, since the machine may be busy.
 # A third mode, group-compact-rows, is group commit with
 # journal.compact_rows = true (schema 8: a row's lines and payments in
-# protobuf, not JSON; two rows to a page). Every agent gets a
+# protobuf, not JSON; two rows to a page); slim, group-slim-rows, is group
+# commit with journal.row_format = slim (schema 9: compact rows with a
+# 16-byte content hash and business_time left out when it is the canonical
+# text, as pos-load sends it). Every agent gets a
 # RUNTIME_DIRECTORY on tmpfs, as systemd gives the unit one.
 # Per run, over the load only (from just before pos-load starts to just
 # after its last answer):
@@ -82,7 +85,7 @@
 #                                   commit that writes inside the WAL's blocks
 #                                   changes only its times, which ext4 would
 #                                   otherwise journal every 5 s)
-#   BENCH_MODES         all         a subset of: group compact naive
+#   BENCH_MODES         all         a subset of: group compact slim naive
 #   BENCH_RESTART_SALES 0           N > 0: each run first takes N sales
 #                                   (16 clients), stops the agent cleanly
 #                                   and starts it again, then measures: a
@@ -230,10 +233,11 @@ log_port() {
 # RUN_SPC (sales per commit), RUN_BYTES and RUN_FLOOR (per sale). Runs in
 # this shell, so the EXIT trap knows the agent it started.
 run() {
-  local mode="$1" delay="$2" clients="$3" bin="$AGENT_BIN" group=1024 compact=false
+  local mode="$1" delay="$2" clients="$3" bin="$AGENT_BIN" group=1024 compact=false rows=""
   local dir="$JOURNALS/$mode-$clients" runtime="$COUNT_DIR/runtime-$mode-$clients"
   [[ "$mode" == naive ]] && group=1
   [[ "$mode" == compact ]] && compact=true
+  [[ "$mode" == slim ]] && rows="row_format = slim"
   [[ "$mode" == base ]] && bin="$BASE_AGENT_BIN"
   mkdir -p "$dir"
   cat >"$dir/agent.conf" <<EOF
@@ -246,6 +250,7 @@ path = $dir/journal.db
 max_size = 0
 group_commit_max = $group
 $([[ "$mode" == base ]] || echo "compact_rows = $compact")
+$rows
 [api]
 listen_host = 127.0.0.1
 port = 0
@@ -322,6 +327,7 @@ label() {
   case "$1" in
     group) echo group-1024 ;;
     compact) echo group-compact-rows ;;
+    slim) echo group-slim-rows ;;
     naive) echo one-per-sale ;;
     base) echo "base-group@$BASELINE_COMMIT" ;;
   esac
