@@ -88,10 +88,10 @@ log "copied in $(($(now_ms) - copy_started)) ms"
 sync
 
 timed_run "baseline: plain restart" "$OLD_AGENT_BIN" "$OLD_AGENT_COMMIT"
-timed_run "upgrade (schema 6 -> 8)" "$NEW_AGENT_BIN" new
-grep -q 'event=migrated .*schema_version=8' "$AGENT_LOG" || fail "the upgrade migrated to schema 8"
+timed_run "upgrade (schema 6 -> 9)" "$NEW_AGENT_BIN" new
+grep -q 'event=migrated .*schema_version=9' "$AGENT_LOG" || fail "the upgrade migrated to schema 9"
 timed_run "rollback" "$OLD_AGENT_BIN" "$OLD_AGENT_COMMIT"
-timed_run "re-upgrade (at 8 already)" "$NEW_AGENT_BIN" new
+timed_run "re-upgrade (at 9 already)" "$NEW_AGENT_BIN" new
 timed_run "baseline: plain restart" "$NEW_AGENT_BIN" new
 
 total="$(sql "SELECT count(*) FROM sales;")"

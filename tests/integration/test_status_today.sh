@@ -6,7 +6,9 @@
 # (duplicate) counts once, yesterday's sale not at all; the figures are the
 # same after a restart (rebuilt from the journal, not kept in memory only),
 # from JSON rows and, in a second journal, from compact rows
-# (journal.compact_rows).
+# (journal.compact_rows), in a third from slim rows (journal.row_format =
+# slim: business_time left out of the row when it is the canonical text,
+# as T1-d's is).
 source "$(dirname "$0")/lib.sh"
 
 export TZ=UTC
@@ -60,16 +62,23 @@ check_today() {
   assert_eq "$when: refunds" "1 2630" "$(json_get "$j" '$.today.refunds') $(json_get "$j" '$.today.refunds_minor')"
   assert_eq "$when: voids" "1 2630" "$(json_get "$j" '$.today.voids') $(json_get "$j" '$.today.voids_minor')"
 }
-for rows in json compact; do
+for rows in json compact slim; do
   JOURNAL="$T/journal-$rows.db"
-  write_config journal.compact_rows="$([[ $rows == compact ]] && echo true || echo false)"
+  case "$rows" in
+    json) write_config journal.compact_rows=false ;;
+    compact) write_config journal.compact_rows=true ;;
+    slim) write_config journal.row_format=slim ;;
+  esac
   start_agent
   sell_the_day
   check_today "$rows rows, as sold"
   stop_agent
   assert_eq "$rows rows: the lines' storage class" \
-    "$([[ $rows == compact ]] && echo blob || echo text)" \
+    "$([[ $rows == json ]] && echo text || echo blob)" \
     "$(sql "SELECT DISTINCT typeof(lines) FROM sales;")"
+  assert_eq "$rows rows: the sales whose business_time the row leaves out" \
+    "$([[ $rows == slim ]] && echo T1-d)" \
+    "$(sql "SELECT group_concat(sale_id) FROM sales WHERE business_time = '';")"
   start_agent
   check_today "$rows rows, after a restart"
   stop_agent
