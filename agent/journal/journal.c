@@ -478,7 +478,8 @@ static int journal_use_rows(journal *j, int slim, char *err, size_t err_size)
     if (journal__exec(j->db, "BEGIN IMMEDIATE", err, err_size, j->path))
       return JOURNAL_EIO;
     if (journal__mark_rows(j, slim,
-                           slim ? "journal.row_format = slim" : "journal.row_format = compact",
+                           slim ? "journal.row_format = slim"
+                                : "journal.row_format = compact (or compact_rows = true)",
                            err, err_size) != SQLITE_OK ||
         journal__exec(j->db, "COMMIT", err, err_size, j->path)) {
       sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
