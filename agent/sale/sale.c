@@ -4,7 +4,6 @@
 #include "sale/sale.h"
 
 #include <mbedtls/sha256.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -290,11 +289,24 @@ static void sale_civil_from_days(int64_t days, int64_t *year, unsigned *month, u
   *year = (int64_t)yoe + era * 400 + (*month <= 2);
 }
 
+/* Writes `value` as exactly `width` decimal digits at `out`. */
+static char *sale_digits(char *out, unsigned value, int width)
+{
+  for (int i = width - 1; i >= 0; i--) {
+    out[i] = (char)('0' + value % 10);
+    value /= 10;
+  }
+  return out + width;
+}
+
+/* The writer calls this for every sale of a slim journal (is its text the
+ * canonical one?), so the digits are written by hand, not by snprintf. */
 int sale_time_format(int64_t ms, int32_t offset_min, char *buf, size_t size)
 {
+  /* "YYYY-MM-DDTHH:MM:SS" ".mmm" "+hh:mm" */
+  char text[19 + 4 + 6 + 1], *p = text;
   int64_t local_ms, days, ms_of_day, year;
-  unsigned month, day, magnitude;
-  int len, more;
+  unsigned month, day, magnitude, seconds_of_day;
 
   if (offset_min <= -24 * 60 || offset_min >= 24 * 60 || ms < -(INT64_C(1) << 52) ||
       ms > (INT64_C(1) << 52))
@@ -309,24 +321,34 @@ int sale_time_format(int64_t ms, int32_t offset_min, char *buf, size_t size)
   sale_civil_from_days(days, &year, &month, &day);
   if (year < 0 || year > 9999)
     return -1;
-  len = snprintf(buf, size, "%04d-%02u-%02uT%02d:%02d:%02d", (int)year, month, day,
-                 (int)(ms_of_day / 3600000), (int)(ms_of_day / 60000 % 60),
-                 (int)(ms_of_day / 1000 % 60));
-  if (len < 0 || (size_t)len >= size)
-    return -1;
+  seconds_of_day = (unsigned)(ms_of_day / 1000);
+  p = sale_digits(p, (unsigned)year, 4);
+  *p++ = '-';
+  p = sale_digits(p, month, 2);
+  *p++ = '-';
+  p = sale_digits(p, day, 2);
+  *p++ = 'T';
+  p = sale_digits(p, seconds_of_day / 3600, 2);
+  *p++ = ':';
+  p = sale_digits(p, seconds_of_day / 60 % 60, 2);
+  *p++ = ':';
+  p = sale_digits(p, seconds_of_day % 60, 2);
   if (ms_of_day % 1000) {
-    more = snprintf(buf + len, size - (size_t)len, ".%03d", (int)(ms_of_day % 1000));
-    if (more < 0 || (size_t)more >= size - (size_t)len)
-      return -1;
-    len += more;
+    *p++ = '.';
+    p = sale_digits(p, (unsigned)(ms_of_day % 1000), 3);
   }
-  magnitude = (unsigned)(offset_min < 0 ? -offset_min : offset_min);
-  if (offset_min == 0)
-    more = snprintf(buf + len, size - (size_t)len, "Z");
-  else
-    more = snprintf(buf + len, size - (size_t)len, "%c%02u:%02u", offset_min < 0 ? '-' : '+',
-                    magnitude / 60, magnitude % 60);
-  if (more < 0 || (size_t)more >= size - (size_t)len)
+  if (offset_min == 0) {
+    *p++ = 'Z';
+  } else {
+    magnitude = (unsigned)(offset_min < 0 ? -offset_min : offset_min);
+    *p++ = offset_min < 0 ? '-' : '+';
+    p = sale_digits(p, magnitude / 60, 2);
+    *p++ = ':';
+    p = sale_digits(p, magnitude % 60, 2);
+  }
+  *p = '\0';
+  if ((size_t)(p - text) >= size)
     return -1;
-  return len + more;
+  memcpy(buf, text, (size_t)(p - text) + 1);
+  return (int)(p - text);
 }
