@@ -147,7 +147,7 @@ if [[ "$BUILD_TYPE" != Release ]]; then
     "its figures are not comparable with the issue's (or the baseline's, a Release build)" >&2
 fi
 
-read -r -a MODES <<<"${BENCH_MODES:-group compact naive}"
+read -r -a MODES <<<"${BENCH_MODES:-group compact slim naive}"
 if [[ "${BENCH_BASELINE:-0}" == 1 ]]; then
   export POS_BUILD_DIR="$BUILD_DIR" POS_SOURCE_DIR="${POS_SOURCE_DIR:-$SOURCE_DIR}"
   export TMPDIR="${BENCH_DIR:-/var/tmp}"
