@@ -125,16 +125,23 @@ grep -q 'event=rows_compact .*oldest_reader=8' "$AGENT_LOG" ||
   fail "the agent logs the change of oldest reader" "event=rows_compact oldest_reader=8" \
     "$(grep 'mod=journal' "$AGENT_LOG" | head -n 5)"
 
+# old_agent_refuses ROWS: the old agent, started on the journal, exits at
+# once with an error (the journal holds ROWS it cannot read); sets
+# digest_before to the journal's digest before it ran, AGENT_LOG to its log.
+old_agent_refuses() {
+  local rc=0
+  digest_before="$(sqlite3 "$JOURNAL" .sha3sum)"
+  AGENT_STARTS=$((AGENT_STARTS + 1))
+  AGENT_LOG="$T/agent.$AGENT_STARTS.log"
+  timeout 30 "$OLD_AGENT_BIN" --config "$CONFIG" 2>"$AGENT_LOG" >/dev/null || rc=$?
+  [[ "$rc" != 0 && "$rc" != 124 ]] ||
+    fail "the old agent refuses a journal with $1" "a non-zero exit, at once" \
+      "exit $rc: $(tail -n 3 "$AGENT_LOG")"
+}
+
 log "a rollback to the old agent is refused, the journal kept"
 write_config # the old agent knows no journal.compact_rows: the journal must refuse it
-digest_before="$(sqlite3 "$JOURNAL" .sha3sum)"
-AGENT_STARTS=$((AGENT_STARTS + 1))
-AGENT_LOG="$T/agent.$AGENT_STARTS.log"
-rc=0
-timeout 30 "$OLD_AGENT_BIN" --config "$CONFIG" 2>"$AGENT_LOG" >/dev/null || rc=$?
-[[ "$rc" != 0 && "$rc" != 124 ]] ||
-  fail "the old agent refuses a journal with compact rows" "a non-zero exit, at once" \
-    "exit $rc: $(tail -n 3 "$AGENT_LOG")"
+old_agent_refuses "compact rows"
 assert_contains "the old agent says why: the journal's schema" "schema version 8, newer" \
   "$(cat "$AGENT_LOG")"
 assert_eq "the refused journal is unchanged" "$digest_before" "$(sqlite3 "$JOURNAL" .sha3sum)"
@@ -181,14 +188,7 @@ grep -q 'event=rows_slim .*oldest_reader=9 was=8' "$AGENT_LOG" ||
 
 log "the old agent refuses the journal with slim rows, which stays as it was"
 write_config
-digest_before="$(sqlite3 "$JOURNAL" .sha3sum)"
-AGENT_STARTS=$((AGENT_STARTS + 1))
-AGENT_LOG="$T/agent.$AGENT_STARTS.log"
-rc=0
-timeout 30 "$OLD_AGENT_BIN" --config "$CONFIG" 2>"$AGENT_LOG" >/dev/null || rc=$?
-[[ "$rc" != 0 && "$rc" != 124 ]] ||
-  fail "the old agent refuses a journal with slim rows" "a non-zero exit, at once" \
-    "exit $rc: $(tail -n 3 "$AGENT_LOG")"
+old_agent_refuses "slim rows"
 assert_eq "the refused journal is unchanged" "$digest_before" "$(sqlite3 "$JOURNAL" .sha3sum)"
 
 log "the new agent without the option reads every kind of row and writes JSON again"

@@ -252,6 +252,26 @@ struct expect_sales {
   int seen;
 };
 
+/* Seals batch 1 of every unsealed sale (up to 100) through `pack`, which
+ * is handed `arg`; the op is left in `next` for the caller's checks, then
+ * journal_op_clear. */
+static void seal_batch_one(struct jf_fixture *f, journal *j,
+                           int (*pack)(void *, const struct journal_seal_input *, uint8_t **,
+                                       size_t *, size_t *),
+                           void *arg, struct jf_op *next)
+{
+  memset(next, 0, sizeof(*next));
+  next->op.kind = JOURNAL_OP_NEXT_BATCH;
+  next->op.batch_seq = 1;
+  next->op.seal_upto_seq = INT64_MAX;
+  next->op.max_sales = 100;
+  next->op.max_bytes = 1024 * 1024;
+  next->op.pack = pack;
+  next->op.pack_arg = arg;
+  jf_run_op(f, j, next);
+  assert_int_equal(next->op.error, 0);
+}
+
 /* A pack callback that checks the sales it is handed against the ones
  * journaled, then packs nothing useful (the body is not looked at). */
 static int pack_expected(void *arg, const struct journal_seal_input *in, uint8_t **body,
@@ -280,16 +300,7 @@ static void seal_expected(struct jf_fixture *f, journal *j, struct expect_sales 
   struct jf_op next;
 
   e->seen = 0;
-  memset(&next, 0, sizeof(next));
-  next.op.kind = JOURNAL_OP_NEXT_BATCH;
-  next.op.batch_seq = 1;
-  next.op.seal_upto_seq = INT64_MAX;
-  next.op.max_sales = 100;
-  next.op.max_bytes = 1024 * 1024;
-  next.op.pack = pack_expected;
-  next.op.pack_arg = e;
-  jf_run_op(f, j, &next);
-  assert_int_equal(next.op.error, 0);
+  seal_batch_one(f, j, pack_expected, e, &next);
   assert_true(e->seen);
   assert_int_equal(next.op.batch.sale_count, e->count);
   journal_op_clear(&next.op);
@@ -412,16 +423,7 @@ static void seal_fingerprints(struct jf_fixture *f, journal *j, struct sealed_fi
   struct jf_op next;
 
   memset(fp, 0, sizeof(*fp));
-  memset(&next, 0, sizeof(next));
-  next.op.kind = JOURNAL_OP_NEXT_BATCH;
-  next.op.batch_seq = 1;
-  next.op.seal_upto_seq = INT64_MAX;
-  next.op.max_sales = 100;
-  next.op.max_bytes = 1024 * 1024;
-  next.op.pack = pack_fingerprints;
-  next.op.pack_arg = fp;
-  jf_run_op(f, j, &next);
-  assert_int_equal(next.op.error, 0);
+  seal_batch_one(f, j, pack_fingerprints, fp, &next);
   journal_op_clear(&next.op);
 }
 
