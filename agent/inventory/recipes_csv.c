@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "ingest/http/sale_json.h"
+#include "sale/sale_check.h"
 #include "inventory/recipes_int.h"
 
 #define CSV_FIELDS 8
@@ -402,7 +402,7 @@ static int csv_version_row(struct csv_reader *rd, const struct csv_record *rec,
   if (rc)
     return rc;
   if (strlen(rec->field[CSV_VALID_FROM]) > RECIPES_TIME_TEXT_MAX ||
-      sale_json_parse_time(rec->field[CSV_VALID_FROM], &epoch_ms, &offset, &why))
+      sale_parse_time(rec->field[CSV_VALID_FROM], &epoch_ms, &offset, &why))
     return csv_fail(rd, rec->line, CSV_VALID_FROM,
                     "\"%s\" %s; write RFC 3339 with an offset, like 2026-12-01T00:00:00+01:00",
                     rec->field[CSV_VALID_FROM], why ? why : "is too long");

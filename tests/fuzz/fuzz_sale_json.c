@@ -50,7 +50,7 @@ static void fuzz_money_round_trip(const struct sale *sale, int64_t minor)
   const char *why = NULL;
 
   proto_money_format(minor, sale->currency_exponent, text, sizeof(text));
-  if (sale_json_parse_money(text, sale->currency_exponent, &again, &why) != 0 ||
+  if (sale_parse_money(text, sale->currency_exponent, &again, &why) != 0 ||
       again != minor)
     fuzz_fail("an accepted amount does not survive format and parse", sale);
 }
@@ -206,7 +206,7 @@ out:
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   struct sale *sales = NULL;
-  struct sale_json_error error;
+  struct sale_error error;
   size_t count = 0;
   int is_array = -1;
   char *body = malloc(size ? size : 1);

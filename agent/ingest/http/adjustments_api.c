@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "ingest/http/sale_json.h"
+#include "sale/sale_check.h"
 #include "ingest/http/sales_api.h"
 #include "platform/log.h"
 #include "status/status_actions.h"
@@ -161,7 +161,7 @@ static int adj_parse_one(struct adj_ctx *ctx, json_t *object, struct stock *stoc
       adj_text(ctx, object, "reason", 0, 0, STOCK_REASON_TEXT_MAX, a->reason, "\"damaged\"") ||
       adj_text(ctx, object, "note", 0, 0, STOCK_NOTE_MAX, a->note, "\"...\""))
     return -1;
-  if (sale_json_parse_time(a->business_time, &epoch_ms, &offset, &why))
+  if (sale_parse_time(a->business_time, &epoch_ms, &offset, &why))
     return adj_fail(ctx, "business_time", "\"business_time\" \"%s\": %s", a->business_time,
                     why ? why : "not an RFC 3339 time with an offset");
   a->business_time_ms = epoch_ms;

@@ -1,7 +1,9 @@
 /*
  * sale_json.h - the POS contract: JSON in, validated sales out.
  *
- * One validation path for every ingest source. Rules (ARCHITECTURE.md, The
+ * The rules are agent/sale/sale_check.h's, the same for every ingest
+ * source; this adds JSON's own (jansson JSON_REJECT_DUPLICATES, unknown
+ * keys, the array form). Rules (ARCHITECTURE.md, The
  * POS contract): required fields present with the right JSON types; no
  * unknown fields; no duplicate keys (jansson JSON_REJECT_DUPLICATES); ids
  * 1-64 of [A-Za-z0-9._:-]; kind sale|refund|void, refund/void name
@@ -19,11 +21,7 @@
 #include <stddef.h>
 
 #include "sale/sale.h"
-
-struct sale_json_error {
-  char field[128];   /* "lines[1].qty", "[3].total" for arrays, "" for the whole body */
-  char message[256]; /* what is wrong and what is expected */
-};
+#include "sale/sale_check.h"
 
 /*
  * Parses and validates a request body: one sale object, or an array of
@@ -34,26 +32,6 @@ struct sale_json_error {
  * ("[2].lines[0].sku"). A sale_id repeated within one request is an error.
  */
 int sale_json_parse(const char *body, size_t length, size_t max_sales, struct sale **sales,
-                    size_t *count, int *is_array, struct sale_json_error *error);
-
-/*
- * Money: parses a decimal string ("12.50", "-1.5", "0") into minor units of
- * a currency with `exponent` decimals. Fewer decimals are padded; more are
- * an error (never rounded); no exponent notation, no leading '+', no
- * thousands separators. Returns 0, or -1 with `why` set.
- */
-int sale_json_parse_money(const char *text, unsigned exponent, long long *minor,
-                          const char **why);
-
-/*
- * RFC 3339 date-time with a mandatory offset ("2026-11-21T18:42:05+01:00",
- * fractional seconds allowed, "Z" allowed). Returns 0 with UTC epoch ms and
- * the offset in minutes, or -1 with `why` set.
- */
-int sale_json_parse_time(const char *text, long long *epoch_ms, int *offset_minutes,
-                         const char **why);
-
-/* ISO 4217: the number of minor-unit decimals of `code`, or -1 if unknown. */
-int sale_json_currency_exponent(const char *code);
+                    size_t *count, int *is_array, struct sale_error *error);
 
 #endif

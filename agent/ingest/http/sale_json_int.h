@@ -125,11 +125,4 @@ const struct sale_json_value *sale_json__object_get(const struct sale_json_tape 
  */
 long sale_json__tape_diff(const struct sale_json_tape *a, const struct sale_json_tape *b);
 
-/*
- * Decodes one UTF-8 sequence of at most `left` bytes at `s`: its length with
- * *code_point set, or 0 if it is not valid UTF-8 (overlong, surrogate, above
- * U+10FFFF, truncated). Defined in sale_json.c. Any thread.
- */
-size_t sale_json__utf8_next(const unsigned char *s, size_t left, uint32_t *code_point);
-
 #endif

@@ -13,6 +13,7 @@
  * accepts reads the same as jansson's tree (the fuzzer checks both).
  */
 #include "ingest/http/sale_json_int.h"
+#include "sale/sale_check.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -105,13 +106,13 @@ static void sj_skip_space(struct sj_scan *scan)
 /*
  * Length of the valid UTF-8 sequence at `s` that starts with a byte >= 0x80,
  * or 0: jansson's rules (no overlong form, no surrogate, nothing above
- * U+10FFFF), which are the rules' own (sale_json__utf8_next).
+ * U+10FFFF), which are the rules' own (sale_utf8_next).
  */
 static size_t sj_utf8_length(const unsigned char *s, const unsigned char *end)
 {
   uint32_t code_point;
 
-  return sale_json__utf8_next(s, (size_t)(end - s), &code_point);
+  return sale_utf8_next(s, (size_t)(end - s), &code_point);
 }
 
 /*

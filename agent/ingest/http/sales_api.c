@@ -464,7 +464,7 @@ int sales_api_check_headers(const sales_api *api, const http_exchange *request,
 void sales_api_handle(sales_api *api, http_exchange *exchange)
 {
   const struct sales_api_token *token;
-  struct sale_json_error error;
+  struct sale_error error;
   struct sales_api_request *req = NULL;
   struct sale *sales = NULL;
   size_t count = 0, body_len;

@@ -16,7 +16,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "ingest/http/sale_json.h"
+#include "sale/sale_check.h"
 #include "inventory/recipes.h"
 
 #define HEADER "sku,version,valid_from,component,kind,quantity_milli,unit,yield_pct\n"
@@ -71,7 +71,7 @@ static int64_t ms(const char *rfc3339)
   int offset = 0;
   const char *why = NULL;
 
-  if (sale_json_parse_time(rfc3339, &epoch_ms, &offset, &why))
+  if (sale_parse_time(rfc3339, &epoch_ms, &offset, &why))
     fail_msg("bad time in test: %s %s", rfc3339, why);
   return epoch_ms;
 }

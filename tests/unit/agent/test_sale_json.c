@@ -51,7 +51,7 @@ static json_t *payment0(json_t *sale)
 static void expect_text_error(const char *text, size_t max_sales, const char *field,
                               const char *needle)
 {
-  struct sale_json_error error;
+  struct sale_error error;
   struct sale *sales = (struct sale *)1;
   size_t count = 99;
   int is_array = -1;
@@ -81,7 +81,7 @@ static void expect_error(json_t *body, const char *field, const char *needle)
 /* Dumps `body` (taking it), expects success with one sale, which the caller frees. */
 static struct sale *expect_one(json_t *body)
 {
-  struct sale_json_error error;
+  struct sale_error error;
   struct sale *sales = NULL;
   size_t count = 0;
   int is_array = -1;
@@ -166,7 +166,7 @@ static void test_array_form(void **state)
 {
   json_t *body = json_array();
   json_t *second = valid_sale();
-  struct sale_json_error error;
+  struct sale_error error;
   struct sale *sales = NULL;
   size_t count = 0;
   int is_array = 0;
@@ -198,7 +198,7 @@ static void test_body_not_nul_terminated(void **state)
 {
   size_t length = strlen(valid_sale_text);
   char *copy = malloc(length);
-  struct sale_json_error error;
+  struct sale_error error;
   struct sale *sales = NULL;
   size_t count = 0;
   int is_array = 0;
@@ -309,30 +309,30 @@ static void test_parse_money_unit(void **state)
   const char *why = NULL;
 
   (void)state;
-  assert_int_equal(sale_json_parse_money("12.5", 2, &minor, &why), 0);
+  assert_int_equal(sale_parse_money("12.5", 2, &minor, &why), 0);
   assert_int_equal(minor, 1250);
-  assert_int_equal(sale_json_parse_money("-1.5", 2, &minor, &why), 0);
+  assert_int_equal(sale_parse_money("-1.5", 2, &minor, &why), 0);
   assert_int_equal(minor, -150);
-  assert_int_equal(sale_json_parse_money("0", 2, &minor, &why), 0);
+  assert_int_equal(sale_parse_money("0", 2, &minor, &why), 0);
   assert_int_equal(minor, 0);
-  assert_int_equal(sale_json_parse_money("007.10", 2, &minor, &why), 0);
+  assert_int_equal(sale_parse_money("007.10", 2, &minor, &why), 0);
   assert_int_equal(minor, 710);
-  assert_int_equal(sale_json_parse_money("1250", 0, &minor, &why), 0);
+  assert_int_equal(sale_parse_money("1250", 0, &minor, &why), 0);
   assert_int_equal(minor, 1250);
-  assert_int_equal(sale_json_parse_money("9223372036854775807", 0, &minor, &why), 0);
+  assert_int_equal(sale_parse_money("9223372036854775807", 0, &minor, &why), 0);
   assert_int_equal(minor, INT64_MAX);
-  assert_int_equal(sale_json_parse_money("92233720368547758.07", 2, &minor, &why), 0);
+  assert_int_equal(sale_parse_money("92233720368547758.07", 2, &minor, &why), 0);
   assert_int_equal(minor, INT64_MAX);
-  assert_int_equal(sale_json_parse_money("92233720368547758.08", 2, &minor, &why), -1);
+  assert_int_equal(sale_parse_money("92233720368547758.08", 2, &minor, &why), -1);
   assert_string_equal(why, "is too large");
-  assert_int_equal(sale_json_parse_money("92233720368547758", 3, &minor, &why), -1);
+  assert_int_equal(sale_parse_money("92233720368547758", 3, &minor, &why), -1);
   assert_string_equal(why, "is too large");
-  assert_int_equal(sale_json_parse_money("1.005", 2, &minor, &why), -1);
+  assert_int_equal(sale_parse_money("1.005", 2, &minor, &why), -1);
   assert_non_null(strstr(why, "more decimals"));
-  assert_int_equal(sale_json_parse_money("1.5", 0, &minor, &why), -1);
-  assert_int_equal(sale_json_parse_money("+1", 2, &minor, &why), -1);
-  assert_int_equal(sale_json_parse_money("1e2", 2, &minor, &why), -1);
-  assert_int_equal(sale_json_parse_money("", 2, &minor, &why), -1);
+  assert_int_equal(sale_parse_money("1.5", 0, &minor, &why), -1);
+  assert_int_equal(sale_parse_money("+1", 2, &minor, &why), -1);
+  assert_int_equal(sale_parse_money("1e2", 2, &minor, &why), -1);
+  assert_int_equal(sale_parse_money("", 2, &minor, &why), -1);
 }
 
 static void test_money_overflow_rejected(void **state)
@@ -656,29 +656,29 @@ static void test_parse_time_unit(void **state)
   const char *why = NULL;
 
   (void)state;
-  assert_int_equal(sale_json_parse_time("1970-01-01T00:00:00Z", &ms, &offset, &why), 0);
+  assert_int_equal(sale_parse_time("1970-01-01T00:00:00Z", &ms, &offset, &why), 0);
   assert_int_equal(ms, 0);
   assert_int_equal(offset, 0);
-  assert_int_equal(sale_json_parse_time("1970-01-01t00:00:00.5z", &ms, &offset, &why), 0);
+  assert_int_equal(sale_parse_time("1970-01-01t00:00:00.5z", &ms, &offset, &why), 0);
   assert_int_equal(ms, 500);
   /* Truncated, never rounded. */
-  assert_int_equal(sale_json_parse_time("2026-11-21T18:42:05.0079+01:00", &ms, &offset, &why), 0);
+  assert_int_equal(sale_parse_time("2026-11-21T18:42:05.0079+01:00", &ms, &offset, &why), 0);
   assert_int_equal(ms, 1795282925007LL);
-  assert_int_equal(sale_json_parse_time("2000-01-01T00:00:00+14:00", &ms, &offset, &why), 0);
+  assert_int_equal(sale_parse_time("2000-01-01T00:00:00+14:00", &ms, &offset, &why), 0);
   assert_int_equal(ms, 946634400000LL);
   assert_int_equal(offset, 840);
-  assert_int_equal(sale_json_parse_time("2100-12-31T23:59:59-12:00", &ms, &offset, &why), 0);
+  assert_int_equal(sale_parse_time("2100-12-31T23:59:59-12:00", &ms, &offset, &why), 0);
   assert_int_equal(ms, 4134023999000LL);
   assert_int_equal(offset, -720);
-  assert_int_equal(sale_json_parse_time("2026-11-21T18:42:05-18:00", &ms, &offset, &why), 0);
+  assert_int_equal(sale_parse_time("2026-11-21T18:42:05-18:00", &ms, &offset, &why), 0);
   assert_int_equal(offset, -1080);
-  assert_int_equal(sale_json_parse_time("0000-01-01T00:00:00Z", &ms, &offset, &why), 0);
+  assert_int_equal(sale_parse_time("0000-01-01T00:00:00Z", &ms, &offset, &why), 0);
   assert_int_equal(ms, -62167219200000LL);
-  assert_int_equal(sale_json_parse_time("2026-11-21T18:42:05", &ms, &offset, &why), -1);
+  assert_int_equal(sale_parse_time("2026-11-21T18:42:05", &ms, &offset, &why), -1);
   assert_string_equal(why, "needs a UTC offset such as +01:00 or Z");
-  assert_int_equal(sale_json_parse_time("2026-11-21T18:42:05+19:00", &ms, &offset, &why), -1);
-  assert_int_equal(sale_json_parse_time("2026-11-21T18:42:05+01:60", &ms, &offset, &why), -1);
-  assert_int_equal(sale_json_parse_time("", &ms, &offset, &why), -1);
+  assert_int_equal(sale_parse_time("2026-11-21T18:42:05+19:00", &ms, &offset, &why), -1);
+  assert_int_equal(sale_parse_time("2026-11-21T18:42:05+01:60", &ms, &offset, &why), -1);
+  assert_int_equal(sale_parse_time("", &ms, &offset, &why), -1);
 }
 
 /* ---- ids and text ------------------------------------------------------- */
@@ -851,11 +851,11 @@ static void test_currency_table(void **state)
 
   (void)state;
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    if (sale_json_currency_exponent(cases[i].code) != cases[i].exponent)
+    if (sale_currency_exponent(cases[i].code) != cases[i].exponent)
       print_error("currency %s\n", cases[i].code);
-    assert_int_equal(sale_json_currency_exponent(cases[i].code), cases[i].exponent);
+    assert_int_equal(sale_currency_exponent(cases[i].code), cases[i].exponent);
   }
-  assert_int_equal(sale_json_currency_exponent(NULL), -1);
+  assert_int_equal(sale_currency_exponent(NULL), -1);
 }
 
 /* ---- arrays ------------------------------------------------------------- */
@@ -955,7 +955,7 @@ static void test_garbage_json(void **state)
 
 static void test_error_text_is_sanitised(void **state)
 {
-  struct sale_json_error error;
+  struct sale_error error;
   struct sale *sales = NULL;
   size_t count = 0;
   int is_array = 0;
@@ -1017,12 +1017,12 @@ static void test_time_format_canonical_round_trip(void **state)
   (void)state;
 
   for (size_t i = 0; i < sizeof(canonical) / sizeof(canonical[0]); i++) {
-    assert_int_equal(sale_json_parse_time(canonical[i], &ms, &offset, &why), 0);
+    assert_int_equal(sale_parse_time(canonical[i], &ms, &offset, &why), 0);
     assert_int_equal(sale_time_format(ms, offset, buf, sizeof(buf)), (int)strlen(canonical[i]));
     assert_string_equal(buf, canonical[i]);
   }
   for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
-    assert_int_equal(sale_json_parse_time(other[i], &ms, &offset, &why), 0);
+    assert_int_equal(sale_parse_time(other[i], &ms, &offset, &why), 0);
     assert_true(sale_time_format(ms, offset, buf, sizeof(buf)) > 0);
     assert_string_not_equal(buf, other[i]);
   }

@@ -220,7 +220,7 @@ static void content_hash_hex(const char *body, char hex[65])
   struct sale *sales = NULL;
   size_t count = 0;
   int is_array = 0;
-  struct sale_json_error error;
+  struct sale_error error;
   uint8_t hash[32];
 
   if (sale_json_parse(body, strlen(body), 1, &sales, &count, &is_array, &error) != 0)
@@ -371,7 +371,7 @@ static void run_jansson_only(const char *body, size_t length)
 
 static void run_sale_json_parse(const char *body, size_t length)
 {
-  struct sale_json_error error;
+  struct sale_error error;
   struct sale *sales = NULL;
   size_t count = 0;
 
