@@ -29,7 +29,7 @@
 #include "platform/systemd.h"
 #include "proto/codec.h"
 
-#define JOURNAL_SCHEMA_VERSION 9
+#define JOURNAL_SCHEMA_VERSION 10
 
 static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V1,
@@ -41,12 +41,13 @@ static const char *const journal_migrations[JOURNAL_SCHEMA_VERSION] = {
     JOURNAL_SCHEMA_V7,
     JOURNAL_SCHEMA_V8,
     JOURNAL_SCHEMA_V9,
+    JOURNAL_SCHEMA_V10,
 };
 
 /* SQL of other modules that a step also runs, in its transaction: the
  * recipe tables are the recipes module's (part of v5). */
 static const char *const journal_migrations_extra[JOURNAL_SCHEMA_VERSION] = {
-    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, NULL, recipes_schema_sql, NULL, NULL, NULL, NULL, NULL,
 };
 
 /* The journal full: new sales are refused (duplicates still answered) until
@@ -256,7 +257,7 @@ static int journal_insert_identity(journal *j, char *err, size_t err_size)
  * step 6 must say 6 or more to them. Missing entries read 0: a new step is
  * taken for one that raises the oldest reader unless marked here. */
 static const unsigned char journal_step_additive[JOURNAL_SCHEMA_VERSION] = {
-    0, 0, 0, 0, 0, 0, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 1, 1, 1, 1,
 };
 
 /* Steps that rewrite a whole table before READY: schema 3's DROP COLUMN
@@ -264,7 +265,7 @@ static const unsigned char journal_step_additive[JOURNAL_SCHEMA_VERSION] = {
  * checked first and systemd's start timeout is pushed out while it runs. A
  * new step must never be one: a rewrite belongs after READY, in batches. */
 static const unsigned char journal_step_rewrites[JOURNAL_SCHEMA_VERSION] = {
-    0, 0, 1, 0, 0, 0, 0, 0, 0,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0,
 };
 
 /* While a rewriting step runs, EXTEND_TIMEOUT_USEC is sent every this
@@ -714,6 +715,8 @@ static int journal_prepare(journal *j, char *err, size_t err_size)
       {&j->delete_batch_adjustments, JOURNAL_SQL_DELETE_BATCH_ADJUSTMENTS},
       {&j->original_time, JOURNAL_SQL_ORIGINAL_TIME},
       {&j->insert_name, JOURNAL_SQL_INSERT_NAME},
+      {&j->put_progress, JOURNAL_SQL_PUT_PROGRESS},
+      {&j->delete_progress, JOURNAL_SQL_DELETE_PROGRESS},
   };
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
     if (sqlite3_prepare_v3(j->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -1256,6 +1259,25 @@ static int journal_undo_write(journal *j)
   return rc;
 }
 
+/* Sets (or, with no position, deletes) write->progress_source's row of
+ * ingest_progress inside the write's savepoint. SQLite's code. Writer
+ * thread, or the loop thread committing inline. */
+static int journal_record_progress(journal *j, const struct journal_write *write,
+                                   int64_t received_ms)
+{
+  sqlite3_stmt *stmt = write->progress_position ? j->put_progress : j->delete_progress;
+  int rc;
+
+  sqlite3_bind_text(stmt, 1, write->progress_source, -1, SQLITE_STATIC);
+  if (write->progress_position) {
+    sqlite3_bind_text(stmt, 2, write->progress_position, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 3, received_ms);
+  }
+  rc = journal__step_done(j, stmt);
+  sqlite3_clear_bindings(stmt);
+  return rc;
+}
+
 /*
  * Journals one write inside the open transaction, all or nothing. Returns
  * SQLITE_OK (the write succeeded, or failed on its own with a conflict or
@@ -1322,6 +1344,13 @@ static int journal_apply_write(journal *j, struct journal_write *write, int64_t 
                "must resend the same sale, a new sale needs a new sale_id",
                write->sales[i].sale_id, (long long)conflict_seq);
     return SQLITE_OK;
+  }
+  /* The source's position goes in the write's own savepoint: kept exactly
+   * when its rows are, so a restart resumes after what was journaled. */
+  if (write->progress_source) {
+    rc = journal_record_progress(j, write, received_ms);
+    if (rc != SQLITE_OK)
+      return rc;
   }
   return journal__step_done(j, j->release);
 }
@@ -2108,7 +2137,8 @@ void journal__close_db(journal *j)
       &j->delete_unacked_from, &j->expired_batches,
       &j->delete_batch_sales, &j->delete_batch, &j->insert_adjustment, &j->find_adjustment,
       &j->bump_seq, &j->start_seq, &j->row_deltas, &j->base_add,
-      &j->delete_batch_adjustments, &j->original_time, &j->insert_name};
+      &j->delete_batch_adjustments, &j->original_time, &j->insert_name, &j->put_progress,
+      &j->delete_progress};
   for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
     sqlite3_finalize(*statements[i]);
     *statements[i] = NULL;
@@ -2477,7 +2507,10 @@ int journal_submit(journal *j, struct journal_write *write)
     pthread_mutex_unlock(&j->lock);
     return JOURNAL_ECLOSED;
   }
-  if (journal_inline_ok(j)) {
+  /* A source's chunk (progress_source: hundreds of sales from a file) is
+   * the writer's to commit: on the loop thread it would hold every POS
+   * waiting for an answer behind it. */
+  if (!write->progress_source && journal_inline_ok(j)) {
     j->inline_active = 1;
     pthread_mutex_unlock(&j->lock);
     j->in_flight++;

@@ -117,6 +117,16 @@ struct journal_write {
    * one sale per POST that turn is an eventfd write, an epoll_wait and a
    * read per sale. 0: done() always comes later, from the loop. */
   int done_in_submit;
+  /* In, optional (borrowed like `sales`): an ingest source's name (e.g.
+   * "spool") and where it has got to, its own text. When progress_source
+   * is set, its row of the journal's progress table is set to
+   * progress_position, or deleted when progress_position is NULL, in the
+   * same transaction as this write's rows: recorded exactly when they are
+   * (not on a conflict, a full journal or a failed commit). Read back with
+   * journal_reader_progress. count may be 0 (the position alone). Such a
+   * write is never committed on the loop thread (done_in_submit aside). */
+  const char *progress_source;
+  const char *progress_position;
 
   /* Out, valid in done(). */
   int error;              /* JOURNAL_OK or a journal_error */
@@ -265,6 +275,51 @@ int journal_compat_read(const char *path, struct journal_compat *out, char *err,
  * loop thread.
  */
 int journal_submit(journal *j, struct journal_write *write);
+
+/* ---- readers: a connection of one's own, off the loop ------------------- */
+
+/*
+ * A read-only connection to the journal's database, for an ingest source
+ * that checks its input against the journal before writing (the spool's
+ * first pass) and reads back its progress: SQLite's WAL lets it read while
+ * the writer commits, without waiting for it. Open, use and close it on
+ * one thread at a time (any thread, the loop's included, though its reads
+ * may take milliseconds: better a worker's). It sees what was committed
+ * when each call starts. A journal replaced while it is open (a new
+ * journal: JOURNAL_OP_NEW_JOURNAL) is not followed: open one per task.
+ */
+typedef struct journal_reader journal_reader;
+
+/* Opens a reader on `j`'s database. NULL with `err` saying why. `j` is
+ * only read for its path, which the reader copies. */
+journal_reader *journal_reader_open(journal *j, char *err, size_t err_size);
+
+/* Frees `r` and its connection. `r` may be NULL. */
+void journal_reader_close(journal_reader *r);
+
+/*
+ * Copies the position journaled for `source` (journal_write.progress_*)
+ * into `position` (NUL-terminated). Returns 1 found, 0 none,
+ * JOURNAL_EINVAL when it does not fit `position_size`, or another
+ * journal_error with `err` set.
+ */
+int journal_reader_progress(journal_reader *r, const char *source, char *position,
+                            size_t position_size, char *err, size_t err_size);
+
+/* What the journal holds under a sale's sale_id (journal_reader_find_sale). */
+enum journal_sale_state {
+  JOURNAL_SALE_ABSENT = 0,    /* not journaled (or deleted by retention) */
+  JOURNAL_SALE_SAME = 1,      /* journaled with this content: a write would be a duplicate */
+  JOURNAL_SALE_DIFFERENT = 2, /* journaled with other content: a write would conflict */
+};
+
+/*
+ * Looks `sale`'s sale_id up as a write would: returns a journal_sale_state
+ * with *seq the journaled row's seq (0 when absent), or a negative
+ * journal_error with `err` set.
+ */
+int journal_reader_find_sale(journal_reader *r, const struct sale *sale, int64_t *seq, char *err,
+                             size_t err_size);
 
 /* ---- operations: the uplink's work on the journal ---------------------- */
 

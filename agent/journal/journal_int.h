@@ -259,6 +259,8 @@ struct journal {
   sqlite3_stmt *delete_batch_adjustments;
   sqlite3_stmt *original_time;
   sqlite3_stmt *insert_name;
+  sqlite3_stmt *put_progress;    /* ingest_progress (schema v10) */
+  sqlite3_stmt *delete_progress;
   int64_t page_size;
   int64_t max_pages;      /* journal.max_size in pages; 0 = no limit */
   int64_t sale_max_pages; /* what sales may fill; the rest is the uplink's reserve */

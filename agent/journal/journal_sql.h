@@ -198,6 +198,26 @@
  * or compact rows. */
 #define JOURNAL_SCHEMA_V9 "SELECT 1;"
 
+/* Version 10: where each ingest source that reads from elsewhere (the spool
+ * directory's file in progress, later a vendor database's watermark) has
+ * got to, written in the same transaction as the sales it read
+ * (journal_write.progress_source), so that a restart resumes exactly after
+ * what was journaled. `position` is the source's own text. Additive: an
+ * agent of schema 9 reads this journal (it never writes the table). */
+#define JOURNAL_SCHEMA_V10                                                    \
+  "CREATE TABLE ingest_progress("                                             \
+  "  source TEXT PRIMARY KEY,"                                                \
+  "  position TEXT NOT NULL,"                                                 \
+  "  updated_ms INTEGER NOT NULL);"
+
+/* A source's position: set with its write's rows, read back at any time. */
+#define JOURNAL_SQL_PUT_PROGRESS                                              \
+  "INSERT INTO ingest_progress(source, position, updated_ms) VALUES(?1, ?2, ?3)" \
+  " ON CONFLICT(source) DO UPDATE SET position = excluded.position,"          \
+  " updated_ms = excluded.updated_ms"
+#define JOURNAL_SQL_DELETE_PROGRESS "DELETE FROM ingest_progress WHERE source = ?1"
+#define JOURNAL_SQL_GET_PROGRESS "SELECT position FROM ingest_progress WHERE source = ?1"
+
 #define JOURNAL_SQL_COMMAND_COLUMNS                                           \
   "command_id, kind, state, issued_ms, issued_by, recorded_ms, updated_ms,"   \
   " from_ms, to_ms, upto_seq, done_sales, total_sales, available_from_ms,"    \

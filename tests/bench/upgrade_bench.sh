@@ -89,7 +89,7 @@ sync
 
 timed_run "baseline: plain restart" "$OLD_AGENT_BIN" "$OLD_AGENT_COMMIT"
 timed_run "upgrade (schema 6 -> 9)" "$NEW_AGENT_BIN" new
-grep -q 'event=migrated .*schema_version=9' "$AGENT_LOG" || fail "the upgrade migrated to schema 9"
+grep -q 'event=migrated .*schema_version=10' "$AGENT_LOG" || fail "the upgrade migrated to schema 10"
 timed_run "rollback" "$OLD_AGENT_BIN" "$OLD_AGENT_COMMIT"
 timed_run "re-upgrade (at 9 already)" "$NEW_AGENT_BIN" new
 timed_run "baseline: plain restart" "$NEW_AGENT_BIN" new

@@ -100,5 +100,5 @@ assert_eq "every sale is there" $((12000 + 2)) "$(sql "SELECT count(*) FROM sale
 assert_eq "sales.batch_seq is gone" 0 \
   "$(sql "SELECT count(*) FROM pragma_table_info('sales') WHERE name = 'batch_seq';")"
 assert_eq "the oldest reader after the upgrade" 6 "$(sql "PRAGMA user_version;")"
-assert_eq "the schema after the upgrade" 9 \
+assert_eq "the schema after the upgrade" 10 \
   "$(sql "SELECT value FROM meta WHERE key = 'schema_version';")"

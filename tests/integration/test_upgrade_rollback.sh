@@ -3,7 +3,7 @@
 #
 # The agent of the last release before the journal recorded its oldest
 # reader (old_agent.sh, built from this tree's history) journals sales;
-# the agent under test upgrades that journal (schemas 7, 8 and 9, additive:
+# the agent under test upgrades that journal (schemas 7 to 10, additive:
 # the oldest reader stays 6) and takes sales; the old agent again (a
 # rollback) still opens it and takes sales; the new agent again takes it as
 # it is. Every sale of every run is there. Then journal.compact_rows: the
@@ -64,7 +64,7 @@ AGENT_BIN="$NEW_AGENT_BIN"
 start_agent
 post_one NEW-1 "new agent, upgrade"
 stop_agent
-for step in 7 8 9; do
+for step in 7 8 9 10; do
   grep -q "event=migrated .*schema_version=$step oldest_reader=6 additive=yes" "$AGENT_LOG" ||
     fail "the new agent logs its additive step $step" \
       "event=migrated schema_version=$step oldest_reader=6" \
@@ -72,7 +72,7 @@ for step in 7 8 9; do
 done
 assert_eq "after the upgrade, the oldest reader (user_version)" 6 \
   "$(sql "PRAGMA user_version;")"
-assert_eq "after the upgrade, meta schema_version" 9 \
+assert_eq "after the upgrade, meta schema_version" 10 \
   "$(sql "SELECT value FROM meta WHERE key = 'schema_version';")"
 assert_eq "the upgrade keeps the journal_id" "$id_before" \
   "$(sql "SELECT value FROM meta WHERE key = 'journal_id';")"
@@ -94,7 +94,7 @@ AGENT_BIN="$NEW_AGENT_BIN"
 start_agent
 post_one NEW-2 "new agent, again"
 if grep -q 'event=migrated' "$AGENT_LOG"; then
-  fail "the journal is at schema 9 already: no step runs again" "no event=migrated" \
+  fail "the journal is at schema 10 already: no step runs again" "no event=migrated" \
     "$(grep 'event=migrated' "$AGENT_LOG")"
 fi
 stop_agent
@@ -201,10 +201,10 @@ assert_eq "the oldest reader stays 9 (slim rows are in the journal)" 9 "$(sql "P
 assert_eq "every sale is there" "$((SALES + 9))" "$(sql "SELECT count(*) FROM sales;")"
 
 log "a journal whose oldest reader is newer than this agent is refused, and kept"
-sqlite3 "$JOURNAL" "PRAGMA user_version = 10;
+sqlite3 "$JOURNAL" "PRAGMA user_version = 11;
   INSERT INTO meta(key, value) VALUES('oldest_reader_agent', '9.9.9')
     ON CONFLICT(key) DO UPDATE SET value = excluded.value;
-  UPDATE meta SET value = '10' WHERE key = 'schema_version';
+  UPDATE meta SET value = '11' WHERE key = 'schema_version';
   PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
 digest_before="$(sqlite3 "$JOURNAL" .sha3sum)"
 AGENT_STARTS=$((AGENT_STARTS + 1))
@@ -220,7 +220,7 @@ assert_eq "the refused journal is unchanged" "$digest_before" "$(sqlite3 "$JOURN
 assert_eq "its sales are all there" "$((SALES + 9))" "$(sql "SELECT count(*) FROM sales;")"
 out="$("$AGENT_BIN" --journal-compat --config "$CONFIG")" ||
   fail "--journal-compat reads the refused journal" "exit 0" "$out"
-assert_contains "--journal-compat: the oldest reader" "oldest_reader=10" "$out"
+assert_contains "--journal-compat: the oldest reader" "oldest_reader=11" "$out"
 assert_contains "--journal-compat: not readable by this agent" "readable=no" "$out"
 assert_eq "--journal-compat leaves the journal unchanged" "$digest_before" \
   "$(sqlite3 "$JOURNAL" .sha3sum)"

@@ -1322,10 +1322,10 @@ static void an_additive_step_keeps_the_oldest_reader(void **state)
   j = jf_open_journal(f, 0, 64);
   jf_close_journal(f, j);
   assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 6);
-  assert_int_equal(jf_query_int(f, "SELECT value FROM meta WHERE key = 'schema_version'"), 9);
+  assert_int_equal(jf_query_int(f, "SELECT value FROM meta WHERE key = 'schema_version'"), 10);
   assert_int_equal(journal_compat_read(f->path, &compat, err, sizeof(err)), 0);
   assert_int_equal(compat.present, 1);
-  assert_int_equal(compat.schema_version, 9);
+  assert_int_equal(compat.schema_version, 10);
   assert_int_equal(compat.oldest_reader, 6);
   assert_string_equal(compat.oldest_reader_agent, POS_VERSION);
 }
@@ -1339,14 +1339,14 @@ static void a_newer_journal_this_agent_reads_is_taken(void **state)
   journal *j = jf_open_journal(f, 0, 64);
   jf_close_journal(f, j);
   assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-  assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '9' WHERE key = 'schema_version'",
+  assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = '11' WHERE key = 'schema_version'",
                                 NULL, NULL, NULL),
                    SQLITE_OK);
   sqlite3_close(db);
   j = jf_open_journal(f, 0, 64);
   assert_non_null(j);
   jf_close_journal(f, j);
-  assert_int_equal(jf_query_int(f, "SELECT value FROM meta WHERE key = 'schema_version'"), 9);
+  assert_int_equal(jf_query_int(f, "SELECT value FROM meta WHERE key = 'schema_version'"), 11);
   assert_int_equal(jf_query_int(f, "PRAGMA user_version"), 6);
 }
 
