@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ingest/posdb/posdb_int.h"
 #include "inventory/stock.h"
 #include "proto/codec.h"
 
@@ -153,6 +154,72 @@ const struct config_key agent_config_keys[] = {
         "of the material's unit, e.g. MOZZARELLA=2000000,FLOUR-00=5000000"),
     KEY("inventory", "max_adjustments_per_request", CONFIG_INT, "1000", 1, 100000,
         max_adjustments_per_request, "most adjustments in one POST /v1/inventory/adjustments"),
+
+    KEY("posdb", "path", CONFIG_STRING, "", 0, 0, posdb_path,
+        "the POS vendor's SQLite database to take sales from, read-only (the agent's user "
+        "needs read access to it and its -wal and -shm); empty: no tailer"),
+    KEY("posdb", "poll", CONFIG_DURATION, "5s", 100, 3600000, posdb_poll_ms,
+        "how often the database is looked at for new sales once caught up"),
+    KEY("posdb", "busy_wait", CONFIG_DURATION, "10s", 0, 600000, posdb_busy_wait_ms,
+        "how long one read waits for the POS holding its database, before trying again at "
+        "the next poll"),
+    KEY("posdb", "batch", CONFIG_INT, "200", 1, 5000, posdb_batch_sales,
+        "most sales read in one read transaction (and journaled in one write)"),
+    KEY("posdb", "money", CONFIG_STRING, "decimal", 0, 0, posdb_money,
+        "decimal: money columns hold decimal text (\"12.50\"); minor: INTEGER columns in "
+        "minor units of the sale's currency (1250 = 12.50 EUR). REAL columns are refused"),
+    KEY("posdb.sales", "table", CONFIG_STRING, "", 0, 0, posdb_sales_table,
+        "the vendor's table with one row per sale"),
+    KEY("posdb.sales", "watermark", CONFIG_STRING, "", 0, 0, posdb_watermark,
+        "an INTEGER column of it that grows with every new sale (its id): the tail's place"),
+    KEY("posdb.sales", "key", CONFIG_STRING, "", 0, 0, posdb_sale_key,
+        "the column the lines' (and payments') sale_key refers to; empty: the watermark"),
+    KEY("posdb.sales", "sale_id", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_SALE_ID],
+        "column holding the sale's id (required; each field below: a column, a constant in "
+        "single quotes like 'EUR', or empty when the vendor does not keep it)"),
+    KEY("posdb.sales", "kind", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_KIND],
+        "sale, refund or void (required: a column, or 'sale')"),
+    KEY("posdb.sales", "original_sale_id", CONFIG_STRING, "", 0, 0,
+        posdb_map[POSDB_ORIGINAL_SALE_ID], "the sale a refund or void reverses"),
+    KEY("posdb.sales", "terminal_id", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_TERMINAL_ID],
+        "the till (required)"),
+    KEY("posdb.sales", "cashier_id", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_CASHIER_ID],
+        "who sold it"),
+    KEY("posdb.sales", "channel", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_CHANNEL],
+        "pos, online, delivery or pickup (empty: pos)"),
+    KEY("posdb.sales", "delivery_partner", CONFIG_STRING, "", 0, 0,
+        posdb_map[POSDB_DELIVERY_PARTNER], "for channel delivery"),
+    KEY("posdb.sales", "business_time", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_BUSINESS_TIME],
+        "RFC 3339 time with its UTC offset (required)"),
+    KEY("posdb.sales", "currency", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_CURRENCY],
+        "ISO 4217 code (required: a column, or the store's, like 'EUR')"),
+    KEY("posdb.sales", "total", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_TOTAL],
+        "the sale's total (required)"),
+    KEY("posdb.lines", "table", CONFIG_STRING, "", 0, 0, posdb_lines_table,
+        "the vendor's table with one row per line of a sale"),
+    KEY("posdb.lines", "sale_key", CONFIG_STRING, "", 0, 0, posdb_lines_sale_key,
+        "its column holding the sale's key ([posdb.sales] key)"),
+    KEY("posdb.lines", "order", CONFIG_STRING, "", 0, 0, posdb_lines_order,
+        "its column giving the lines' order within a sale; empty: as they were written"),
+    KEY("posdb.lines", "sku", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_SKU], "required"),
+    KEY("posdb.lines", "qty", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_QTY],
+        "a whole number (required)"),
+    KEY("posdb.lines", "unit_price", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_UNIT_PRICE],
+        "required"),
+    KEY("posdb.lines", "discount", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_DISCOUNT],
+        "for the whole line"),
+    KEY("posdb.lines", "promo_id", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_PROMO_ID], ""),
+    KEY("posdb.lines", "tax", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_TAX],
+        "for the whole line"),
+    KEY("posdb.payments", "table", CONFIG_STRING, "", 0, 0, posdb_payments_table,
+        "the vendor's table with one row per payment; empty: one payment per sale, from "
+        "columns of the sales table"),
+    KEY("posdb.payments", "sale_key", CONFIG_STRING, "", 0, 0, posdb_payments_sale_key,
+        "its column holding the sale's key"),
+    KEY("posdb.payments", "method", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_METHOD],
+        "card, cash, ... (required)"),
+    KEY("posdb.payments", "amount", CONFIG_STRING, "", 0, 0, posdb_map[POSDB_AMOUNT],
+        "required"),
 };
 
 const size_t agent_config_key_count = sizeof(agent_config_keys) / sizeof(agent_config_keys[0]);
@@ -250,6 +317,75 @@ int agent_config_parse_fraction(const char *text, double *fraction)
   if (*end != '\0' || !(value > 0.0 && value < 1.0))
     return -1;
   *fraction = value;
+  return 0;
+}
+
+void agent_config_posdb_options(const struct agent_config *config,
+                                struct posdb_options *options)
+{
+  memset(options, 0, sizeof(*options));
+  options->path = config->posdb_path;
+  options->poll_ms = config->posdb_poll_ms;
+  options->busy_wait_ms = config->posdb_busy_wait_ms;
+  options->batch_sales = (size_t)config->posdb_batch_sales;
+  options->money_minor = config->posdb_money_minor;
+  options->sales_table = config->posdb_sales_table;
+  options->watermark = config->posdb_watermark;
+  options->sale_key =
+      config->posdb_sale_key[0] ? config->posdb_sale_key : config->posdb_watermark;
+  options->lines_table = config->posdb_lines_table;
+  options->lines_sale_key = config->posdb_lines_sale_key;
+  options->lines_order = config->posdb_lines_order;
+  options->payments_table = config->posdb_payments_table;
+  options->payments_sale_key = config->posdb_payments_sale_key;
+  for (int f = 0; f < POSDB_FIELD_COUNT; f++)
+    options->map[f] = config->posdb_map[f];
+}
+
+/* [posdb] set: the mapping names what every sale needs, in plain names. */
+static int agent_config_check_posdb(const char *path, struct agent_config *config, char *err,
+                                    size_t err_size)
+{
+  static const struct {
+    const char *section;
+    enum posdb_field field;
+  } required[] = {
+      {"posdb.sales", POSDB_SALE_ID},       {"posdb.sales", POSDB_KIND},
+      {"posdb.sales", POSDB_TERMINAL_ID},   {"posdb.sales", POSDB_BUSINESS_TIME},
+      {"posdb.sales", POSDB_CURRENCY},      {"posdb.sales", POSDB_TOTAL},
+      {"posdb.lines", POSDB_SKU},           {"posdb.lines", POSDB_QTY},
+      {"posdb.lines", POSDB_UNIT_PRICE},    {"posdb.payments", POSDB_METHOD},
+      {"posdb.payments", POSDB_AMOUNT},
+  };
+  struct posdb_options options;
+  char where[300], why[CONFIG_ERROR_MAX];
+
+  if (strcmp(config->posdb_money, "decimal") != 0 && strcmp(config->posdb_money, "minor") != 0) {
+    agent_config_where(path, "posdb", "money", where, sizeof(where));
+    snprintf(err, err_size,
+             "%s[posdb] money = \"%s\": give decimal (money columns hold \"12.50\") or minor "
+             "(INTEGER columns in minor units, 1250 for 12.50)",
+             where, config->posdb_money);
+    return -1;
+  }
+  config->posdb_money_minor = strcmp(config->posdb_money, "minor") == 0;
+  for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+    if (config->posdb_map[required[i].field][0])
+      continue;
+    agent_config_where(path, required[i].section, posdb_field_name(required[i].field), where,
+                       sizeof(where));
+    snprintf(err, err_size,
+             "%s[%s] %s is empty: every sale needs it; name the vendor's column, or give a "
+             "constant in single quotes (like 'sale' or 'EUR')",
+             where, required[i].section, posdb_field_name(required[i].field));
+    return -1;
+  }
+  agent_config_posdb_options(config, &options);
+  if (posdb_options_check(&options, why, sizeof(why))) {
+    agent_config_where(path, "posdb", "path", where, sizeof(where));
+    snprintf(err, err_size, "%s%.400s", where, why);
+    return -1;
+  }
   return 0;
 }
 
@@ -401,6 +537,8 @@ int agent_config_load(const char *path, struct agent_config *config, char *err,
              (long long)config->enrol_retry_floor_ms, (long long)config->enrol_retry_max_ms);
     return -1;
   }
+  if (config->posdb_path[0] && agent_config_check_posdb(path, config, err, err_size))
+    return -1;
   if (config->low_stock[0]) {
     /* Checked here too, so that --check-config finds a bad threshold. */
     struct stock scratch;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ingest/posdb/posdb.h"
 #include "platform/config.h"
 
 struct agent_config {
@@ -71,6 +72,22 @@ struct agent_config {
   char *recipes_path;        /* recipe CSV loaded at start when the journal has none */
   char *low_stock;           /* "MATERIAL=QTY_MILLI,..." thresholds; "" = none */
   int64_t max_adjustments_per_request;
+  /* [posdb], [posdb.sales], [posdb.lines], [posdb.payments] */
+  char *posdb_path; /* "" = no tailer */
+  int64_t posdb_poll_ms;
+  int64_t posdb_busy_wait_ms;
+  int64_t posdb_batch_sales;
+  char *posdb_money;     /* "decimal" or "minor" */
+  int posdb_money_minor; /* parsed from it by agent_config_load */
+  char *posdb_sales_table;
+  char *posdb_watermark;
+  char *posdb_sale_key;
+  char *posdb_lines_table;
+  char *posdb_lines_sale_key;
+  char *posdb_lines_order;
+  char *posdb_payments_table;
+  char *posdb_payments_sale_key;
+  char *posdb_map[POSDB_FIELD_COUNT]; /* per field: column, 'constant' or "" */
 };
 
 extern const struct config_key agent_config_keys[];
@@ -95,5 +112,9 @@ int agent_config_load(const char *path, struct agent_config *config, char *err,
                       size_t err_size);
 
 void agent_config_free(struct agent_config *config);
+
+/* The tailer's options from a loaded config (strings borrowed from it). */
+void agent_config_posdb_options(const struct agent_config *config,
+                                struct posdb_options *options);
 
 #endif

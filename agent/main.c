@@ -22,6 +22,7 @@
 #include "ingest/http/adjustments_api.h"
 #include "ingest/http/recipes_api.h"
 #include "ingest/http/sales_api.h"
+#include "ingest/posdb/posdb.h"
 #include "journal/journal.h"
 #include "platform/clock.h"
 #include "platform/http_server.h"
@@ -40,6 +41,7 @@ struct agent {
   struct agent_config config;
   journal *journal;
   sales_api *sales;
+  posdb *posdb; /* the POS database tailer; NULL when off */
   http_server *server;
   metrics_http *metrics_server; /* the operator listener; NULL when off or not bound */
   struct agent_metrics_options metrics;
@@ -183,6 +185,11 @@ static void agent_stop(struct agent *agent)
   agent->status.uplink = NULL;
   agent->actions.uplink = NULL;
   agent->metrics.uplink = NULL;
+  /* The tailer writes to the journal: stopped before it closes (a read in
+   * flight finishes first; its batch is read again at the next start). */
+  if (agent->posdb)
+    posdb_stop(agent->posdb, NULL, NULL);
+  agent->status.posdb = NULL;
   /* The status page's rebuild of today's figures reads the journal: told
    * to stop first, or journal_close's checkpoint waits for its whole read
    * (a SIGTERM right after a start on a 1M journal: 250-850 ms). */
@@ -581,6 +588,14 @@ static int agent_run(struct agent *agent)
   }
   if (agent_start_uplink(agent, err, sizeof(err)) || agent_start_enrol(agent, err, sizeof(err)))
     goto fail;
+  if (cfg->posdb_path[0]) {
+    struct posdb_options posdb_options;
+    agent_config_posdb_options(cfg, &posdb_options);
+    agent->posdb = posdb_start(&agent->loop, agent->journal, &posdb_options, err, sizeof(err));
+    if (!agent->posdb)
+      goto fail;
+    agent->status.posdb = agent->posdb;
+  }
   agent_start_metrics(agent);
 
   uv_signal_init(&agent->loop, &agent->sigterm);
@@ -621,6 +636,8 @@ fail:
   agent->journal = NULL;
   uv_run(&agent->loop, UV_RUN_DEFAULT);
 out:
+  posdb_destroy(agent->posdb);
+  agent->posdb = NULL;
   sales_api_destroy(agent->sales);
   agent->sales = NULL;
   status_today_free(agent->status.today);

@@ -350,6 +350,36 @@ static void status_add_enrolment(json_t *body, const struct status_api_options *
   json_object_set_new(body, "enrolment", object ? object : json_null());
 }
 
+/* "sources.posdb": the POS database tailer, null when it is off. */
+static json_t *status_posdb_json(posdb *tailer)
+{
+  static const char *const states[] = {"idle", "reading", "journaling"};
+  struct posdb_status st;
+
+  if (!tailer)
+    return json_null();
+  posdb_get_status(tailer, &st);
+  return json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "state",
+                   states[st.state >= 0 && st.state <= 2 ? st.state : 0], "watermark",
+                   (json_int_t)st.watermark, "sales_read", (json_int_t)st.sales_read,
+                   "sales_stored", (json_int_t)st.sales_stored, "rows_rejected",
+                   (json_int_t)st.rows_rejected, "rows_pending",
+                   st.last_poll_ms ? json_integer(st.rows_pending) : json_null(), "last_poll",
+                   status_time(st.last_poll_ms), "caught_up", status_time(st.caught_up_ms),
+                   "last_error", st.last_error[0] ? json_string(st.last_error) : json_null(),
+                   "last_rejected",
+                   st.last_rejected[0] ? json_string(st.last_rejected) : json_null());
+}
+
+/* "sources": each ingest source besides the POS API. */
+static void status_add_sources(json_t *body, const struct status_api_options *options)
+{
+  json_t *posdb_json = status_posdb_json(options->posdb);
+
+  json_object_set_new(body, "sources",
+                      json_pack("{s:o}", "posdb", posdb_json ? posdb_json : json_null()));
+}
+
 /* "device.clock": the wall clock as the journal judges it, and a message
  * a store manager understands when it is wrong. */
 static json_t *status_clock_json(const struct journal_stats *stats)
@@ -437,6 +467,7 @@ void status_api_handle_json(journal *j, const struct status_api_options *options
     }
     status_add_backlog(body, &stats, options, &link);
     status_add_enrolment(body, options);
+    status_add_sources(body, options);
     status_add_uplink(body, &stats, options, &link);
     status_add_stock(body, j);
     status_add_commands(body, j);

@@ -6,6 +6,7 @@
 #define AGENT_STATUS_API_H
 
 #include "enrol/enrol_driver.h"
+#include "ingest/posdb/posdb.h"
 #include "journal/journal.h"
 #include "platform/http_server.h"
 #include "status/status_today.h"
@@ -24,6 +25,7 @@ struct status_api_options {
   uint64_t journal_max_bytes; /* journal.max_size; 0 = no limit */
   status_today *today;      /* today's sales (status_today.h); NULL = not shown; borrowed */
   const enrol_driver *enrol; /* certificate enrolment and renewal; NULL = off; borrowed */
+  posdb *posdb;              /* the POS database tailer; NULL = off; borrowed */
 };
 
 /*
@@ -44,7 +46,10 @@ struct status_api_options {
  * "enrolment" {state (waiting, attempting, backing_off, needs_token,
  * expired, refused), next_attempt, last_attempt, last_success, failures,
  * last_result, renewal_refused} the device certificate's renewal (null
- * when off).
+ * when off). "sources" {posdb} the ingest sources besides the API: posdb
+ * {state (idle, reading, journaling), watermark, sales_read, sales_stored,
+ * rows_rejected, rows_pending, last_poll, caught_up, last_error,
+ * last_rejected} the POS database tailer (null when off).
  * Loop thread.
  */
 void status_api_handle_json(journal *j, const struct status_api_options *options,

@@ -196,10 +196,63 @@ assert_eq "keys of the table missing from firmware-config/agent.conf.example" ""
 extra="$(comm -13 "$T/keys.table" "$T/keys.firmware" | tr '\n' ' ')"
 assert_eq "keys in firmware-config/agent.conf.example the agent does not know" "" "$extra"
 
+# [posdb]: a POS database to tail needs its mapping, in plain SQL names.
+posdb_config() { # FILE MONEY SKU: a whole tailer section, good but for MONEY and SKU
+  good_config "$1"
+  cat >>"$1" <<EOF
+
+[posdb]
+path = $T/vendor.db
+money = $2
+
+[posdb.sales]
+table = receipts
+watermark = id
+sale_id = receipt_no
+kind = 'sale'
+terminal_id = till
+business_time = ts
+currency = 'EUR'
+total = total_cents
+
+[posdb.lines]
+table = items
+sale_key = receipt_id
+sku = $3
+qty = qty
+unit_price = price
+
+[posdb.payments]
+method = pay
+amount = total_cents
+EOF
+}
+posdb_config "$T/cfg/posdb-good.conf" minor plu
+check_config "$T/cfg/posdb-good.conf"
+assert_eq "a whole [posdb] mapping passes (stderr: $CHECK_ERR)" 0 "$CHECK_RC"
+posdb_config "$T/cfg/posdb-money.conf" cents plu
+expect_config_error "[posdb] money = cents" "$T/cfg/posdb-money.conf" 20 "money"
+assert_contains "[posdb] money = cents: says what to give" "give decimal" "$CHECK_ERR"
+posdb_config "$T/cfg/posdb-sku.conf" minor "plu; DROP TABLE items"
+check_config "$T/cfg/posdb-sku.conf"
+assert_eq "[posdb.lines] sku not a column name: EX_CONFIG" 78 "$CHECK_RC"
+assert_contains "[posdb.lines] sku not a column name: names it" \
+  '[posdb.lines] sku = "plu; DROP TABLE items": is not a plain SQL column name' "$CHECK_ERR"
+posdb_config "$T/cfg/posdb-kind.conf" minor plu
+sed -i "/^kind = 'sale'$/d" "$T/cfg/posdb-kind.conf"
+check_config "$T/cfg/posdb-kind.conf"
+assert_eq "[posdb.sales] kind missing: EX_CONFIG" 78 "$CHECK_RC"
+assert_contains "[posdb.sales] kind missing: names it" "[posdb.sales] kind is empty: every sale needs it" \
+  "$CHECK_ERR"
+
 # Both examples pass --check-config, with their paths pointed at this test's directory.
 for example in "$T/example.conf" "$FIRMWARE_EXAMPLE"; do
-  sed -e "s|^\([;#]*[ \t]*path[ \t]*=\).*|\1 $T/example-journal.db|" \
-      -e "s|^\([;#]*[ \t]*terminal_tokens[ \t]*=\).*|\1 $TOKENS|" "$example" >"$T/cfg/example.conf"
+  # (only [journal]'s path: [posdb] path stays empty, the tailer off)
+  awk -v journal="$T/example-journal.db" -v tokens="$TOKENS" '
+    /^\[/ { section = $0 }
+    section == "[journal]" && /^[;#]*[ \t]*path[ \t]*=/ { print "path = " journal; next }
+    /^[;#]*[ \t]*terminal_tokens[ \t]*=/ { print "terminal_tokens = " tokens; next }
+    { print }' "$example" >"$T/cfg/example.conf"
   check_config "$T/cfg/example.conf"
   assert_eq "--check-config on $example: exit status (stderr: $CHECK_ERR)" 0 "$CHECK_RC"
 done

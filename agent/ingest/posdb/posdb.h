@@ -79,14 +79,15 @@ struct posdb_options {
 
 struct posdb_status {
   int enabled;
-  int state;                /* 0 idle, 1 reading, 2 waiting for the journal */
-  char last_error[256];     /* why the last read failed ("" = it did not) */
-  int64_t watermark;        /* the last one journaled */
-  int64_t last_poll_ms;     /* wall clock of the last read that came back */
-  uint64_t sales_read;      /* valid sales read and journaled (duplicates included) */
-  uint64_t sales_stored;    /* of which new in the journal */
-  uint64_t rows_rejected;   /* rows that were not valid sales, skipped */
-  int64_t oldest_unread_ms; /* business time of the oldest sale read last, 0 = none */
+  int state;              /* 0 idle, 1 reading, 2 waiting for the journal */
+  char last_error[256];   /* why the last read failed ("" = it did not) */
+  int64_t watermark;      /* the last one journaled */
+  int64_t last_poll_ms;   /* wall clock of the last read that came back */
+  uint64_t sales_read;    /* valid sales read and journaled (duplicates included) */
+  uint64_t sales_stored;  /* of which new in the journal */
+  uint64_t rows_rejected; /* rows that were not valid sales, skipped */
+  int64_t rows_pending;   /* sales rows above the watermark at the last read */
+  int64_t caught_up_ms;   /* wall clock of the last read that found nothing more */
   int64_t last_rejected_watermark;
   char last_rejected[400]; /* "watermark 17 (sale key 17): lines[0].qty: ..." */
 };
@@ -108,10 +109,9 @@ posdb *posdb_start(uv_loop_t *loop, journal *j, const struct posdb_options *opti
 void posdb_get_status(posdb *tailer, struct posdb_status *status);
 
 /*
- * Stops: no new read starts; `done` is called on the loop thread once a
- * read or journal write in flight has finished, then posdb_destroy may
- * free it. NULL: done is called with NULL at once... never: a NULL tailer
- * needs no stop.
+ * Stops: no new read starts; `done(arg)` is called on the loop thread once
+ * a read or journal write in flight has finished and the timer is closed;
+ * then posdb_destroy may free the tailer. Call before the journal closes.
  */
 void posdb_stop(posdb *tailer, void (*done)(void *arg), void *arg);
 

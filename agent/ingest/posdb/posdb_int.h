@@ -35,6 +35,7 @@ struct posdb_batch {
   size_t rejected_count;
   int64_t last_watermark; /* the highest watermark read (valid or not); 0 = none read */
   int full;               /* the batch stopped at its size: more rows may be waiting */
+  int64_t pending;        /* with full: sales rows above last_watermark */
 };
 
 struct posdb_reader;

@@ -65,6 +65,7 @@ struct posdb_reader {
   sqlite3_stmt *sales;    /* watermark, key, then the mapped sale columns */
   sqlite3_stmt *lines;    /* the mapped line columns */
   sqlite3_stmt *payments; /* the mapped payment columns; NULL: from the sales row */
+  sqlite3_stmt *pending;  /* count(*) of the sales above a watermark */
   /* Where each field's column is in its statement's result (-1: a
    * constant or not mapped). */
   int column_of[POSDB_FIELD_COUNT];
@@ -381,6 +382,10 @@ struct posdb_reader *posdb_reader_open(const struct posdb_options *options, char
   if (posdb_build(reader, POSDB_TABLE_SALES, first, 2, options->sales_table, tail, &reader->sales,
                   err, err_size))
     goto fail;
+  snprintf(first, sizeof(first), "SELECT count(*) FROM \"%s\" WHERE \"%s\" > ?1",
+           options->sales_table, options->watermark);
+  if (posdb_prepare(reader, first, &reader->pending, err, err_size))
+    goto fail;
   snprintf(tail, sizeof(tail), "WHERE \"%s\" = ?1 ORDER BY %s%s%s LIMIT %d",
            options->lines_sale_key, options->lines_order[0] ? "\"" : "",
            options->lines_order[0] ? options->lines_order : "rowid",
@@ -408,6 +413,7 @@ void posdb_reader_close(struct posdb_reader *reader)
   sqlite3_finalize(reader->sales);
   sqlite3_finalize(reader->lines);
   sqlite3_finalize(reader->payments);
+  sqlite3_finalize(reader->pending);
   sqlite3_close(reader->db);
   free(reader->sale_row.cells);
   free(reader->lines_rows.cells);
@@ -626,6 +632,19 @@ static int posdb_batch_room(struct posdb_batch *batch, size_t batch_sales)
   return 0;
 }
 
+/* How many sales rows are above `after` (for the status's lag). */
+static int posdb_count_pending(struct posdb_reader *reader, int64_t after, int64_t *pending,
+                               int *rc)
+{
+  *rc = sqlite3_bind_int64(reader->pending, 1, after);
+  if (*rc == SQLITE_OK)
+    *rc = sqlite3_step(reader->pending);
+  if (*rc == SQLITE_ROW)
+    *pending = sqlite3_column_int64(reader->pending, 0);
+  sqlite3_reset(reader->pending);
+  return *rc == SQLITE_ROW ? 0 : -1;
+}
+
 int posdb_reader_read(struct posdb_reader *reader, int64_t after, struct posdb_batch *batch,
                       char *err, size_t err_size)
 {
@@ -717,6 +736,8 @@ int posdb_reader_read(struct posdb_reader *reader, int64_t after, struct posdb_b
     goto sqlite_fail;
   sqlite3_reset(reader->sales);
   batch->full = batch->count + batch->rejected_count >= o->batch_sales;
+  if (batch->full && posdb_count_pending(reader, batch->last_watermark, &batch->pending, &rc))
+    goto sqlite_fail;
   rc = sqlite3_exec(reader->db, "COMMIT", NULL, NULL, NULL);
   if (rc != SQLITE_OK)
     goto sqlite_fail;
