@@ -1,11 +1,10 @@
 /*
  * recipes_csv.c - a recipe CSV file into a validated recipes_update.
  *
- * Parsed by hand (no CSV library is among our dependencies), one record per
- * physical line: fields may be double-quoted ("" inside is one quote), but
- * a quoted field never spans lines, so every error can name the line a
- * person sees in an editor. The format is documented in recipes.h and
- * firmware-config/RECIPES.md.
+ * One record per physical line, split by platform/csv.c: fields may be
+ * double-quoted ("" inside is one quote), but a quoted field never spans
+ * lines, so every error can name the line a person sees in an editor. The
+ * format is documented in recipes.h and firmware-config/RECIPES.md.
  */
 #include <stdarg.h>
 #include <stdint.h>
@@ -14,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "platform/csv.h"
 #include "sale/sale_check.h"
 #include "inventory/recipes_int.h"
 
@@ -40,9 +40,10 @@ struct csv_reader {
   const char *text;
   size_t len;
   size_t pos;
-  unsigned line; /* the line the current record is on, 1-based */
+  unsigned line; /* the next line's number, 1-based */
   char *err;
   size_t err_size;
+  struct csv_row *row; /* the tokenizer's fields of the current line */
 };
 
 struct csv_record {
@@ -73,145 +74,50 @@ static int csv_fail(struct csv_reader *rd, unsigned line, int field, const char 
   return RECIPES_EINVAL;
 }
 
-static int csv_at_line_end(const struct csv_reader *rd)
+/* 1 when the line is blank, all commas, or a '#' comment. */
+static int csv_line_is_ignored(const char *line, size_t length)
 {
-  return rd->pos >= rd->len || rd->text[rd->pos] == '\n' || rd->text[rd->pos] == '\r';
-}
+  size_t p = 0;
 
-/* Steps over one line end (LF, CRLF or a lone CR) and counts the line. */
-static void csv_skip_line_end(struct csv_reader *rd)
-{
-  if (rd->pos < rd->len && rd->text[rd->pos] == '\r')
-    rd->pos++;
-  if (rd->pos < rd->len && rd->text[rd->pos] == '\n')
-    rd->pos++;
-  rd->line++;
-}
-
-static void csv_skip_blanks(struct csv_reader *rd)
-{
-  while (rd->pos < rd->len && (rd->text[rd->pos] == ' ' || rd->text[rd->pos] == '\t'))
-    rd->pos++;
-}
-
-/* Appends one byte to a field, refusing NUL bytes and overlong fields. */
-static int csv_put(struct csv_reader *rd, struct csv_record *rec, size_t *used, char c)
-{
-  int field = rec->count < CSV_FIELDS ? (int)rec->count : -1;
-
-  if (c == '\0')
-    return csv_fail(rd, rd->line, field, "contains a NUL byte; save the file as plain text");
-  if (*used >= CSV_FIELD_MAX)
-    return csv_fail(rd, rd->line, field, "is longer than %d characters", CSV_FIELD_MAX);
-  if (rec->count < CSV_FIELDS)
-    rec->field[rec->count][*used] = c;
-  (*used)++;
-  return 0;
-}
-
-/* A quoted field: from the opening quote to the closing one, on one line. */
-static int csv_quoted(struct csv_reader *rd, struct csv_record *rec, size_t *used)
-{
-  int field = rec->count < CSV_FIELDS ? (int)rec->count : -1;
-  int rc;
-
-  rd->pos++; /* the opening quote */
-  for (;;) {
-    if (csv_at_line_end(rd))
-      return csv_fail(rd, rd->line, field,
-                      "a quoted field is not closed before the end of the line; add the "
-                      "closing \" (a field cannot span lines)");
-    if (rd->text[rd->pos] == '"') {
-      if (rd->pos + 1 < rd->len && rd->text[rd->pos + 1] == '"') {
-        rc = csv_put(rd, rec, used, '"');
-        if (rc)
-          return rc;
-        rd->pos += 2;
-        continue;
-      }
-      rd->pos++;
-      break;
-    }
-    rc = csv_put(rd, rec, used, rd->text[rd->pos++]);
-    if (rc)
-      return rc;
-  }
-  csv_skip_blanks(rd);
-  if (!csv_at_line_end(rd) && rd->text[rd->pos] != ',')
-    return csv_fail(rd, rd->line, field,
-                    "text after the closing quote; quote the whole field, or nothing");
-  return 0;
-}
-
-/* One field up to ',' or the line end; unquoted fields lose the blanks around them. */
-static int csv_field(struct csv_reader *rd, struct csv_record *rec)
-{
-  size_t used = 0;
-  int rc = 0;
-
-  csv_skip_blanks(rd);
-  if (rd->pos < rd->len && rd->text[rd->pos] == '"') {
-    rc = csv_quoted(rd, rec, &used);
-  } else {
-    while (!rc && !csv_at_line_end(rd) && rd->text[rd->pos] != ',') {
-      if (rd->text[rd->pos] == '"')
-        return csv_fail(rd, rd->line, rec->count < CSV_FIELDS ? (int)rec->count : -1,
-                        "a quote inside an unquoted field; quote the whole field");
-      rc = csv_put(rd, rec, &used, rd->text[rd->pos++]);
-    }
-    while (used > 0 && rec->count < CSV_FIELDS &&
-           (rec->field[rec->count][used - 1] == ' ' || rec->field[rec->count][used - 1] == '\t'))
-      used--;
-  }
-  if (rc)
-    return rc;
-  if (rec->count < CSV_FIELDS)
-    rec->field[rec->count][used] = '\0';
-  rec->count++;
-  return 0;
-}
-
-/* 1 when the line at rd->pos is blank, all commas, or a '#' comment. */
-static int csv_line_is_ignored(const struct csv_reader *rd)
-{
-  size_t p = rd->pos;
-
-  while (p < rd->len && (rd->text[p] == ' ' || rd->text[p] == '\t'))
+  while (p < length && (line[p] == ' ' || line[p] == '\t'))
     p++;
-  if (p < rd->len && rd->text[p] == '#')
+  if (p < length && line[p] == '#')
     return 1;
-  while (p < rd->len && (rd->text[p] == ',' || rd->text[p] == ' ' || rd->text[p] == '\t'))
-    p++;
-  return p >= rd->len || rd->text[p] == '\n' || rd->text[p] == '\r';
+  return csv_line_is_empty(line, length);
 }
 
-/* The next record: 1 with `rec`, 0 at the end of the text, or RECIPES_EINVAL. */
+/* The next record: 1 with `rec`, 0 at the end of the text, or RECIPES_EINVAL.
+ * The splitting is platform/csv.c's; its errors are named by field here. */
 static int csv_next(struct csv_reader *rd, struct csv_record *rec)
 {
-  int rc;
+  struct csv_error error;
+  const char *line = NULL;
+  size_t length = 0;
+  unsigned line_no;
+  size_t count;
 
-  while (rd->pos < rd->len && csv_line_is_ignored(rd)) {
-    while (!csv_at_line_end(rd))
-      rd->pos++;
-    csv_skip_line_end(rd);
-  }
-  if (rd->pos >= rd->len)
-    return 0;
+  do {
+    if (!csv_next_line(rd->text, rd->len, &rd->pos, &line, &length))
+      return 0;
+    line_no = rd->line++;
+  } while (csv_line_is_ignored(line, length));
   memset(rec, 0, sizeof(*rec));
-  rec->line = rd->line;
-  for (;;) {
-    rc = csv_field(rd, rec);
-    if (rc)
-      return rc;
-    if (csv_at_line_end(rd))
-      break;
-    rd->pos++; /* the comma */
+  rec->line = line_no;
+  if (csv_split(rd->row, line, length, &error) != CSV_OK) {
+    if (error.status == CSV_EFIELDS)
+      return csv_fail(rd, rec->line, -1,
+                      "%zu fields, expected %d (%s); quote a field that contains a comma",
+                      error.fields_on_line, CSV_FIELDS, csv_header_text);
+    return csv_fail(rd, rec->line, error.field <= CSV_FIELDS ? (int)error.field - 1 : -1, "%s",
+                    error.message);
   }
-  csv_skip_line_end(rd);
-  if (rec->count > CSV_FIELDS)
-    return csv_fail(rd, rec->line, -1,
-                    "%u fields, expected %d (%s); quote a field that contains a comma",
-                    rec->count, CSV_FIELDS, csv_header_text);
+  count = csv_row_count(rd->row);
+  for (size_t i = 0; i < count; i++) {
+    size_t field_length = 0;
+    const char *text = csv_row_field(rd->row, i, &field_length);
+    memcpy(rec->field[i], text, field_length + 1);
+  }
+  rec->count = (unsigned)count;
   if (rec->count < CSV_FIELDS)
     return csv_fail(rd, rec->line, (int)rec->count,
                     "missing: the line has %u fields, expected %d (%s); leave a field empty "
@@ -528,10 +434,11 @@ static int csv_read_all(struct csv_reader *rd, struct recipes_update *u)
 {
   struct csv_record *rec = malloc(sizeof(*rec));
   size_t rows = 0;
-  int rc;
+  int rc = RECIPES_ENOMEM;
 
-  if (!rec)
-    return RECIPES_ENOMEM;
+  rd->row = csv_row_create(CSV_FIELDS, CSV_FIELD_MAX);
+  if (!rec || !rd->row)
+    goto out;
   /* A UTF-8 byte order mark, as spreadsheet programs write it, is not data. */
   if (rd->len >= 3 && memcmp(rd->text, "\xEF\xBB\xBF", 3) == 0)
     rd->pos = 3;
@@ -555,6 +462,8 @@ static int csv_read_all(struct csv_reader *rd, struct recipes_update *u)
   if (!rc && rows == 0)
     rc = csv_fail(rd, rd->line, -1, "no recipe rows after the header");
 out:
+  csv_row_destroy(rd->row);
+  rd->row = NULL;
   free(rec);
   return rc;
 }
