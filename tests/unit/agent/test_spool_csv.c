@@ -609,6 +609,27 @@ static void test_consecutive_sales_stream(void **state)
   decoded_free(&decoded);
 }
 
+/* README.md's example, as printed there. */
+static void test_the_readme_example_is_a_sale(void **state)
+{
+  static const char readme[] =
+      "sale_id,kind,terminal_id,business_time,currency,total,sku,qty,unit_price,discount,tax,"
+      "payment_method,payment_amount\n"
+      "T1-000124,sale,T1,2026-11-21T19:00:00+01:00,EUR,41.00,PIZZA-MARG-L,1,12.50,,,card,30.00\n"
+      "T1-000124,sale,T1,2026-11-21T19:00:00+01:00,EUR,41.00,COLA,3,2.50,,,cash,11.00\n"
+      "T1-000124,sale,T1,2026-11-21T19:00:00+01:00,EUR,41.00,TIRAMISU,1,21.00,0.50,0.50,,\n";
+  struct decoded decoded;
+
+  (void)state;
+  if (decode(readme, &decoded))
+    fail_msg("%s", decoded.error.text);
+  assert_int_equal(decoded.count, 1);
+  assert_int_equal(decoded.sales[0].line_count, 3);
+  assert_int_equal(decoded.sales[0].payment_count, 2);
+  assert_int_equal(decoded.sales[0].total, 4100);
+  decoded_free(&decoded);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -621,6 +642,7 @@ int main(void)
       cmocka_unit_test(test_header_mistakes_name_the_column),
       cmocka_unit_test(test_row_mistakes_name_the_row_and_column),
       cmocka_unit_test(test_consecutive_sales_stream),
+      cmocka_unit_test(test_the_readme_example_is_a_sale),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
