@@ -261,7 +261,9 @@ static uint64_t scv_hash(const char *text)
   return hash ? hash : 1;
 }
 
-/* The first row of an earlier sale with this id's hash, or 0. */
+/* The first row of an earlier sale with this id's hash, or 0. Hashes only
+ * (16 bytes a sale, whatever the ids' length): two different ids of one
+ * file share a 64-bit hash with odds far below those of a disk error. */
 static unsigned long scv_seen_row(const struct spool_csv *decoder, const char *sale_id)
 {
   uint64_t hash = scv_hash(sale_id);
@@ -632,6 +634,29 @@ static int scv_answer(struct spool_csv *decoder, int status, struct sale *sale,
   return status;
 }
 
+/* A line the tokenizer refused, named by the header's column when there is one. */
+static int scv_split_failed(struct spool_csv *decoder, unsigned long row,
+                            const struct csv_error *csv_error)
+{
+  char number[24];
+
+  if (csv_error->status == CSV_EFIELDS && decoder->have_header)
+    return scv_fail(decoder, row, NULL,
+                    "the row has %zu cells but the header (row %lu) names %zu columns; quote a "
+                    "cell that contains a comma",
+                    csv_error->fields_on_line, decoder->header_row, decoder->header_count);
+  if (csv_error->status == CSV_EFIELDS)
+    return scv_fail(decoder, row, NULL,
+                    "the header has %zu columns; a file has at most %d, one per field (allowed: "
+                    "%s)",
+                    csv_error->fields_on_line, SCV_COLUMNS, scv_columns_text);
+  if (decoder->have_header && csv_error->field <= decoder->header_count)
+    return scv_fail(decoder, row, scv_columns[decoder->column_at[csv_error->field - 1]].name,
+                    "%s", csv_error->message);
+  snprintf(number, sizeof(number), "%zu", csv_error->field);
+  return scv_fail(decoder, row, number, "%s", csv_error->message);
+}
+
 int spool_csv_feed(struct spool_csv *decoder, const char *line, size_t length,
                    unsigned long line_no, struct sale *sale, struct spool_csv_error *error)
 {
@@ -655,28 +680,8 @@ int spool_csv_feed(struct spool_csv *decoder, const char *line, size_t length,
   decoder->last_line = line_no;
   if (csv_line_is_empty(line, length))
     return SPOOL_CSV_OK;
-  if (csv_split(decoder->cells, line, length, &csv_error) != CSV_OK) {
-    char column[24];
-    const char *name = column;
-    if (csv_error.status == CSV_EFIELDS)
-      name = NULL;
-    else if (decoder->have_header && csv_error.field <= decoder->header_count)
-      name = scv_columns[decoder->column_at[csv_error.field - 1]].name;
-    else
-      snprintf(column, sizeof(column), "%zu", csv_error.field);
-    if (csv_error.status == CSV_EFIELDS && decoder->have_header)
-      status = scv_fail(decoder, line_no, NULL,
-                        "the row has %zu cells but the header (row %lu) names %zu columns; "
-                        "quote a cell that contains a comma",
-                        csv_error.fields_on_line, decoder->header_row, decoder->header_count);
-    else if (csv_error.status == CSV_EFIELDS)
-      status = scv_fail(decoder, line_no, NULL,
-                        "the header has %zu columns; a file has at most %d, one per field (allowed: %s)",
-                        csv_error.fields_on_line, SCV_COLUMNS, scv_columns_text);
-    else
-      status = scv_fail(decoder, line_no, name, "%s", csv_error.message);
-    return scv_answer(decoder, status, sale, error);
-  }
+  if (csv_split(decoder->cells, line, length, &csv_error) != CSV_OK)
+    return scv_answer(decoder, scv_split_failed(decoder, line_no, &csv_error), sale, error);
   if (!decoder->have_header)
     status = scv_read_header(decoder, line_no);
   else

@@ -135,7 +135,8 @@ static const char good_json[] =
     " {\"method\": \"cash\", \"amount\": \"2.00\"}], \"total\": \"5.00\"},"
     " {\"sale_id\": \"T3-1\", \"kind\": \"sale\", \"terminal_id\": \"T3\", \"cashier_id\": \"E1\","
     " \"channel\": \"pickup\", \"business_time\": \"2026-11-22T09:15:00.250+09:00\","
-    " \"currency\": \"JPY\", \"lines\": [{\"sku\": \"RAMEN\", \"qty\": 2, \"unit_price\": \"1200\"},"
+    " \"currency\": \"JPY\","
+    " \"lines\": [{\"sku\": \"RAMEN\", \"qty\": 2, \"unit_price\": \"1200\"},"
     " {\"sku\": \"GYOZA\", \"qty\": 1, \"unit_price\": \"1000\"},"
     " {\"sku\": \"TEA\", \"qty\": 1, \"unit_price\": \"200\"}],"
     " \"payments\": [{\"method\": \"card\", \"amount\": \"3600\"}], \"total\": \"3600\"}]";
