@@ -217,7 +217,7 @@ static int scv_read_header(struct spool_csv *decoder, unsigned long row)
       column++;
     if (column == SCV_COLUMNS)
       return scv_fail(decoder, row, scv_quote(name, quoted, sizeof(quoted)),
-                      "unknown column \"%s\" (allowed: %s)", quoted, scv_columns_text);
+                      "unknown column (allowed: %s)", scv_columns_text);
     if (decoder->position[column] >= 0)
       return scv_fail(decoder, row, name,
                       "the header names %s twice (columns %d and %zu); name each column once",
@@ -647,9 +647,9 @@ static int scv_split_failed(struct spool_csv *decoder, unsigned long row,
                     csv_error->fields_on_line, decoder->header_row, decoder->header_count);
   if (csv_error->status == CSV_EFIELDS)
     return scv_fail(decoder, row, NULL,
-                    "the header has %zu columns; a file has at most %d, one per field (allowed: "
-                    "%s)",
-                    csv_error->fields_on_line, SCV_COLUMNS, scv_columns_text);
+                    "the header has %zu columns; a sales file has at most %d, each a field of "
+                    "the POS contract named once",
+                    csv_error->fields_on_line, SCV_COLUMNS);
   if (decoder->have_header && csv_error->field <= decoder->header_count)
     return scv_fail(decoder, row, scv_columns[decoder->column_at[csv_error->field - 1]].name,
                     "%s", csv_error->message);

@@ -55,7 +55,7 @@ struct spool_csv_error {
    * POS contract, the row itself for a problem of the CSV (the header's row
    * for the header), the line after the last for a problem at the end. */
   unsigned long row;
-  char column[40]; /* the CSV column at fault ("total"), or "" */
+  char column[48]; /* the CSV column at fault ("total"; its number in a header), or "" */
   /* field: the contract's path ("lines[1].qty") when a rule of the contract
    * is broken, "" for the CSV's own problems; message: what is wrong and
    * what is expected, for a contract rule exactly the HTTP API's. */
