@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <sqlite3.h>
 
 #include "ingest/http/sale_json.h"
@@ -359,6 +360,157 @@ static void test_a_vendor_holding_its_database_is_waited_for(void **state)
   posdb_reader_close(reader);
 }
 
+/*
+ * Every rule of the POS contract through the database: a vendor that keeps
+ * every field (text money, money = decimal), one field broken per receipt,
+ * and the same error the POS API gives for the same sale in JSON.
+ */
+static const char contract_json[] =
+    "{\"sale_id\": \"R-1\", \"kind\": \"sale\", \"terminal_id\": \"T1\","
+    " \"cashier_id\": \"E042\", \"channel\": \"pos\","
+    " \"business_time\": \"2026-11-21T18:42:05+01:00\", \"currency\": \"EUR\","
+    " \"lines\": [{\"sku\": \"PIZZA-MARG-L\", \"qty\": 2, \"unit_price\": \"12.50\","
+    " \"discount\": \"1.00\", \"promo_id\": \"TPR-42\", \"tax\": \"2.30\"}],"
+    " \"payments\": [{\"method\": \"card\", \"amount\": \"26.30\"}],"
+    " \"total\": \"26.30\"}";
+
+struct contract_case {
+  enum sale_part part;
+  const char *key;
+  const char *value; /* NULL: left out (NULL in the database) */
+};
+
+static const struct contract_case contract_cases[] = {
+    {SALE_PART_SALE, "sale_id", "R 1"},
+    {SALE_PART_SALE, "sale_id",
+     "R-0123456789012345678901234567890123456789012345678901234567890123"},
+    {SALE_PART_SALE, "kind", "gift"},
+    {SALE_PART_SALE, "kind", "refund"},
+    {SALE_PART_SALE, "original_sale_id", "R-0"},
+    {SALE_PART_SALE, "terminal_id", NULL},
+    {SALE_PART_SALE, "cashier_id", ""},
+    {SALE_PART_SALE, "channel", "web"},
+    {SALE_PART_SALE, "delivery_partner", "Riders"},
+    {SALE_PART_SALE, "business_time", "2026-11-21T18:42:05"},
+    {SALE_PART_SALE, "business_time", "2026-11-21 18:42:05+01:00"},
+    {SALE_PART_SALE, "business_time", "1999-12-31T23:59:59Z"},
+    {SALE_PART_SALE, "currency", "XYZ"},
+    {SALE_PART_SALE, "currency", "eur"},
+    {SALE_PART_SALE, "total", "26.31"},
+    {SALE_PART_SALE, "total", "26,30"},
+    {SALE_PART_SALE, "total", NULL},
+    {SALE_PART_LINE, "sku", NULL},
+    {SALE_PART_LINE, "unit_price", "12.505"},
+    {SALE_PART_LINE, "unit_price", "-12.50"},
+    {SALE_PART_LINE, "unit_price", "1e1"},
+    {SALE_PART_LINE, "discount", "30.00"},
+    {SALE_PART_LINE, "tax", "+2.30"},
+    {SALE_PART_LINE, "promo_id", "TPR\t42"},
+    {SALE_PART_PAYMENT, "method", NULL},
+    {SALE_PART_PAYMENT, "amount", "0.00"},
+    {SALE_PART_PAYMENT, "amount", "20.00"},
+};
+
+static void test_every_contract_rule_gives_the_api_error(void **state)
+{
+  struct fixture *fx = *state;
+  size_t count = sizeof(contract_cases) / sizeof(contract_cases[0]);
+  struct posdb_options options = fx->options;
+  struct posdb_reader *reader;
+  struct posdb_batch batch;
+  char err[512];
+
+  vendor_exec(fx, "CREATE TABLE sales (id INTEGER PRIMARY KEY, sale_id, kind, original_sale_id,"
+                  " terminal_id, cashier_id, channel, delivery_partner, business_time, currency,"
+                  " total, method, amount);"
+                  "CREATE TABLE lines (sale INTEGER, sku, qty, unit_price, discount, promo_id,"
+                  " tax);");
+  for (size_t i = 0; i < count; i++) {
+    const struct contract_case *c = &contract_cases[i];
+    const char *sale_columns[] = {"sale_id",    "kind",    "original_sale_id", "terminal_id",
+                                  "cashier_id", "channel", "delivery_partner", "business_time",
+                                  "currency",   "total",   "method",           "amount"};
+    const char *sale_values[] = {"R-1",  "sale",  NULL,   "T1",
+                                 "E042", "pos",   NULL,   "2026-11-21T18:42:05+01:00",
+                                 "EUR",  "26.30", "card", "26.30"};
+    const char *line_columns[] = {"sku", "qty", "unit_price", "discount", "promo_id", "tax"};
+    const char *line_values[] = {"PIZZA-MARG-L", "2", "12.50", "1.00", "TPR-42", "2.30"};
+    char sql[2048];
+    size_t used;
+
+    for (size_t k = 0; k < 12; k++)
+      if ((c->part == SALE_PART_SALE && strcmp(sale_columns[k], c->key) == 0) ||
+          (c->part == SALE_PART_PAYMENT && strcmp(sale_columns[k], c->key) == 0))
+        sale_values[k] = c->value;
+    for (size_t k = 0; k < 6; k++)
+      if (c->part == SALE_PART_LINE && strcmp(line_columns[k], c->key) == 0)
+        line_values[k] = c->value;
+    used = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO sales VALUES (%zu", i + 1);
+    for (size_t k = 0; k < 12; k++) {
+      char *quoted =
+          sale_values[k] ? sqlite3_mprintf(", %Q", sale_values[k]) : sqlite3_mprintf(", NULL");
+      used += (size_t)snprintf(sql + used, sizeof(sql) - used, "%s", quoted);
+      sqlite3_free(quoted);
+    }
+    used +=
+        (size_t)snprintf(sql + used, sizeof(sql) - used, "); INSERT INTO lines VALUES (%zu", i + 1);
+    for (size_t k = 0; k < 6; k++) {
+      /* qty as the INTEGER a till stores */
+      char *quoted = !line_values[k] ? sqlite3_mprintf(", NULL")
+                     : k == 1        ? sqlite3_mprintf(", %s", line_values[k])
+                                     : sqlite3_mprintf(", %Q", line_values[k]);
+      used += (size_t)snprintf(sql + used, sizeof(sql) - used, "%s", quoted);
+      sqlite3_free(quoted);
+    }
+    snprintf(sql + used, sizeof(sql) - used, ");");
+    vendor_exec(fx, sql);
+  }
+  options.money_minor = 0;
+  options.sales_table = "sales";
+  options.lines_table = "lines";
+  options.lines_sale_key = "sale";
+  options.lines_order = "";
+  for (int f = 0; f < POSDB_FIELD_COUNT; f++)
+    options.map[f] = posdb_field_name((enum posdb_field)f);
+  reader = posdb_reader_open(&options, err, sizeof(err));
+  if (!reader)
+    fail_msg("%s", err);
+  assert_int_equal(posdb_reader_read(reader, INT64_MIN, &batch, err, sizeof(err)), 0);
+  assert_int_equal(batch.count, 0);
+  assert_int_equal(batch.rejected_count, count);
+  for (size_t i = 0; i < count; i++) {
+    const struct contract_case *c = &contract_cases[i];
+    json_error_t json_error;
+    json_t *json = json_loads(contract_json, 0, &json_error);
+    json_t *object = c->part == SALE_PART_SALE ? json
+                     : c->part == SALE_PART_LINE
+                         ? json_array_get(json_object_get(json, "lines"), 0)
+                         : json_array_get(json_object_get(json, "payments"), 0);
+    struct sale *parsed = NULL;
+    struct sale_error api;
+    size_t parsed_count = 0;
+    int is_array = 0;
+    char *body;
+
+    if (c->value)
+      json_object_set_new(object, c->key, json_string(c->value));
+    else
+      json_object_del(object, c->key);
+    body = json_dumps(json, 0);
+    assert_int_equal(
+        sale_json_parse(body, strlen(body), 1, &parsed, &parsed_count, &is_array, &api), -1);
+    if (strcmp(api.field, batch.rejected[i].error.field) != 0 ||
+        strcmp(api.message, batch.rejected[i].error.message) != 0)
+      fail_msg("%s = %s: POS database %s: %s; API %s: %s", c->key, c->value ? c->value : "(none)",
+               batch.rejected[i].error.field, batch.rejected[i].error.message, api.field,
+               api.message);
+    free(body);
+    json_decref(json);
+  }
+  posdb_batch_clear(&batch);
+  posdb_reader_close(reader);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -370,6 +522,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(test_payments_from_their_own_table, setup, teardown),
       cmocka_unit_test_setup_teardown(test_a_vendor_holding_its_database_is_waited_for, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_every_contract_rule_gives_the_api_error, setup,
                                       teardown),
   };
 
