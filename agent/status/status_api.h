@@ -48,7 +48,8 @@ struct status_api_options {
  * last_result, renewal_refused} the device certificate's renewal (null
  * when off). "sources" {posdb} the ingest sources besides the API: posdb
  * {state (idle, reading, journaling), watermark, sales_read, sales_stored,
- * rows_rejected, rows_pending, last_poll, caught_up, last_error,
+ * rows_rejected, vendor_watermark (the newest in the vendor's table: the
+ * lag is its distance to watermark), last_poll, caught_up, last_error,
  * last_rejected} the POS database tailer (null when off).
  * Loop thread.
  */

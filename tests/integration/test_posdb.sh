@@ -152,6 +152,7 @@ wait_watermark "$LAST" 300
 # restart was new to the journal.
 assert_eq "after kill -9: sales read are all new (none read twice)" \
   "$(posdb_field sales_stored)" "$(posdb_field sales_read)"
+assert_eq "the vendor's newest watermark on the status" "$LAST" "$(posdb_field vendor_watermark)"
 assert_eq "every receipt once" "$((LAST - 1))" \
   "$(sql "SELECT count(*) FROM sales WHERE sale_id LIKE 'R-%';")"
 assert_eq "no receipt missing" "" \

@@ -242,7 +242,7 @@ static void posdb_read_done(uv_work_t *work, int status)
     posdb_schedule(tailer, tailer->options.poll_ms);
     return;
   }
-  tailer->status.rows_pending = batch->full ? batch->pending : 0;
+  tailer->status.vendor_watermark = batch->newest_watermark;
   if (!batch->full)
     tailer->status.caught_up_ms = tailer->status.last_poll_ms;
   for (size_t i = 0; i < batch->rejected_count; i++)

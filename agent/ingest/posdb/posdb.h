@@ -3,7 +3,7 @@
  *
  * Some tills cannot call the agent's API: they write every sale into their
  * own database. The tailer reads the new sales from it by a watermark (an
- * INTEGER column of the sales table that grows with every new sale: an id
+ * INTEGER column of the sales table that grows with every new sale, indexed: an id
  * or a rowid), each with its lines and payments, read-only and in short
  * read transactions (the vendor is never locked out; a vendor transaction
  * that holds the database is waited out up to busy_wait, then the next
@@ -79,15 +79,15 @@ struct posdb_options {
 
 struct posdb_status {
   int enabled;
-  int state;              /* 0 idle, 1 reading, 2 waiting for the journal */
-  char last_error[256];   /* why the last read failed ("" = it did not) */
-  int64_t watermark;      /* the last one journaled */
-  int64_t last_poll_ms;   /* wall clock of the last read that came back */
-  uint64_t sales_read;    /* valid sales read and journaled (duplicates included) */
-  uint64_t sales_stored;  /* of which new in the journal */
-  uint64_t rows_rejected; /* rows that were not valid sales, skipped */
-  int64_t rows_pending;   /* sales rows above the watermark at the last read */
-  int64_t caught_up_ms;   /* wall clock of the last read that found nothing more */
+  int state;                /* 0 idle, 1 reading, 2 waiting for the journal */
+  char last_error[256];     /* why the last read failed ("" = it did not) */
+  int64_t watermark;        /* the last one journaled */
+  int64_t last_poll_ms;     /* wall clock of the last read that came back */
+  uint64_t sales_read;      /* valid sales read and journaled (duplicates included) */
+  uint64_t sales_stored;    /* of which new in the journal */
+  uint64_t rows_rejected;   /* rows that were not valid sales, skipped */
+  int64_t vendor_watermark; /* the newest sale's in the vendor's table at the last read */
+  int64_t caught_up_ms;     /* wall clock of the last read that found nothing more */
   int64_t last_rejected_watermark;
   char last_rejected[400]; /* "watermark 17 (sale key 17): lines[0].qty: ..." */
 };

@@ -33,9 +33,9 @@ struct posdb_batch {
   int64_t *sale_watermarks; /* the watermark of each sale, count entries */
   struct posdb_rejected *rejected;
   size_t rejected_count;
-  int64_t last_watermark; /* the highest watermark read (valid or not); 0 = none read */
-  int full;               /* the batch stopped at its size: more rows may be waiting */
-  int64_t pending;        /* with full: sales rows above last_watermark */
+  int64_t last_watermark;   /* the highest watermark read (valid or not); 0 = none read */
+  int full;                 /* the batch stopped at its size: more rows may be waiting */
+  int64_t newest_watermark; /* the sales table's highest watermark in that read */
 };
 
 struct posdb_reader;

@@ -65,7 +65,7 @@ struct posdb_reader {
   sqlite3_stmt *sales;    /* watermark, key, then the mapped sale columns */
   sqlite3_stmt *lines;    /* the mapped line columns */
   sqlite3_stmt *payments; /* the mapped payment columns; NULL: from the sales row */
-  sqlite3_stmt *pending;  /* count(*) of the sales above a watermark */
+  sqlite3_stmt *newest;   /* the sales table's highest watermark */
   /* Where each field's column is in its statement's result (-1: a
    * constant or not mapped). */
   int column_of[POSDB_FIELD_COUNT];
@@ -382,9 +382,9 @@ struct posdb_reader *posdb_reader_open(const struct posdb_options *options, char
   if (posdb_build(reader, POSDB_TABLE_SALES, first, 2, options->sales_table, tail, &reader->sales,
                   err, err_size))
     goto fail;
-  snprintf(first, sizeof(first), "SELECT count(*) FROM \"%s\" WHERE \"%s\" > ?1",
-           options->sales_table, options->watermark);
-  if (posdb_prepare(reader, first, &reader->pending, err, err_size))
+  snprintf(first, sizeof(first), "SELECT max(\"%s\") FROM \"%s\"", options->watermark,
+           options->sales_table);
+  if (posdb_prepare(reader, first, &reader->newest, err, err_size))
     goto fail;
   snprintf(tail, sizeof(tail), "WHERE \"%s\" = ?1 ORDER BY %s%s%s LIMIT %d",
            options->lines_sale_key, options->lines_order[0] ? "\"" : "",
@@ -413,7 +413,7 @@ void posdb_reader_close(struct posdb_reader *reader)
   sqlite3_finalize(reader->sales);
   sqlite3_finalize(reader->lines);
   sqlite3_finalize(reader->payments);
-  sqlite3_finalize(reader->pending);
+  sqlite3_finalize(reader->newest);
   sqlite3_close(reader->db);
   free(reader->sale_row.cells);
   free(reader->lines_rows.cells);
@@ -632,16 +632,14 @@ static int posdb_batch_room(struct posdb_batch *batch, size_t batch_sales)
   return 0;
 }
 
-/* How many sales rows are above `after` (for the status's lag). */
-static int posdb_count_pending(struct posdb_reader *reader, int64_t after, int64_t *pending,
-                               int *rc)
+/* The sales table's highest watermark (for the status's lag): max() of
+ * an indexed column (an id, the rowid) is one lookup. 0 when empty. */
+static int posdb_newest(struct posdb_reader *reader, int64_t *newest, int *rc)
 {
-  *rc = sqlite3_bind_int64(reader->pending, 1, after);
-  if (*rc == SQLITE_OK)
-    *rc = sqlite3_step(reader->pending);
+  *rc = sqlite3_step(reader->newest);
   if (*rc == SQLITE_ROW)
-    *pending = sqlite3_column_int64(reader->pending, 0);
-  sqlite3_reset(reader->pending);
+    *newest = sqlite3_column_int64(reader->newest, 0);
+  sqlite3_reset(reader->newest);
   return *rc == SQLITE_ROW ? 0 : -1;
 }
 
@@ -736,7 +734,7 @@ int posdb_reader_read(struct posdb_reader *reader, int64_t after, struct posdb_b
     goto sqlite_fail;
   sqlite3_reset(reader->sales);
   batch->full = batch->count + batch->rejected_count >= o->batch_sales;
-  if (batch->full && posdb_count_pending(reader, batch->last_watermark, &batch->pending, &rc))
+  if (posdb_newest(reader, &batch->newest_watermark, &rc))
     goto sqlite_fail;
   rc = sqlite3_exec(reader->db, "COMMIT", NULL, NULL, NULL);
   if (rc != SQLITE_OK)
