@@ -364,7 +364,9 @@ static json_t *status_posdb_json(posdb *tailer)
                    (json_int_t)st.watermark, "sales_read", (json_int_t)st.sales_read,
                    "sales_stored", (json_int_t)st.sales_stored, "rows_rejected",
                    (json_int_t)st.rows_rejected, "vendor_watermark",
-                   st.last_poll_ms ? json_integer(st.vendor_watermark) : json_null(), "last_poll",
+                   st.last_poll_ms && st.vendor_watermark != INT64_MIN
+                       ? json_integer(st.vendor_watermark)
+                       : json_null(), "last_poll",
                    status_time(st.last_poll_ms), "caught_up", status_time(st.caught_up_ms),
                    "last_error", st.last_error[0] ? json_string(st.last_error) : json_null(),
                    "last_rejected",

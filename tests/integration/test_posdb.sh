@@ -176,5 +176,19 @@ log "peak RSS after a tenth of $POSDB_ROWS receipts: $EARLY_KB kB; after all: $E
 ((END_KB - EARLY_KB < 16384)) ||
   fail "memory stays flat while tailing" "less than 16 MB more than after the first tenth" \
     "$EARLY_KB kB -> $END_KB kB"
+
+# ---- 5. the vendor's ids going back below ours is said, not silent ---------
+vendor "DELETE FROM items; DELETE FROM receipts;"
+sleep 1
+assert_eq "an emptied table is no error (a vendor may purge)" "" "$(posdb_field last_error)"
+vendor "INSERT INTO receipts VALUES (1, 'Z-1', 'T1', '2026-11-21T18:42:05+01:00', 1380, 'card');
+        INSERT INTO items VALUES (1, 1, 'PIZZA-MARG-L', 1, 1250, 130);"
+deadline=$((SECONDS + 30))
+until [[ "$(posdb_field last_error)" == *"ids restarted"* ]]; do
+  ((SECONDS < deadline)) || fail "ids below the watermark are reported" "...ids restarted..." "$(posdb_field last_error)"
+  sleep 0.2
+done
+grep -q 'event=posdb_read_failed.*ids restarted' "$AGENT_LOG" ||
+  fail "and logged" "event=posdb_read_failed ... ids restarted" "$(grep posdb "$AGENT_LOG" | tail -3)"
 stop_agent
 log "PASSED"

@@ -249,7 +249,21 @@ static void posdb_read_done(uv_work_t *work, int status)
     posdb_reject(tailer, batch->rejected[i].watermark, batch->rejected[i].sale_key,
                  batch->rejected[i].error.field, batch->rejected[i].error.message);
   if (batch->count == 0 && batch->rejected_count == 0) {
-    /* Nothing new. */
+    /* Nothing new: unless the vendor's ids went back below ours (a database
+     * replaced, a till reinstalled), which would hide every new sale. */
+    if (tailer->watermark != INT64_MIN && batch->newest_watermark != INT64_MIN &&
+        batch->newest_watermark < tailer->watermark) {
+      char message[256];
+      snprintf(message, sizeof(message),
+               "the newest sale in %s has watermark %" PRId64 ", below the %" PRId64
+               " already taken: the POS database was replaced or its ids restarted, and its "
+               "sales are not read; ask support to reset the tail's position",
+               tailer->options.sales_table, batch->newest_watermark, tailer->watermark);
+      posdb_report_error(tailer, message);
+      posdb_batch_clear(batch);
+      posdb_schedule(tailer, tailer->options.poll_ms);
+      return;
+    }
     tailer->status.last_error[0] = '\0';
     tailer->last_logged_error[0] = '\0';
     posdb_batch_clear(batch);

@@ -35,7 +35,8 @@ struct posdb_batch {
   size_t rejected_count;
   int64_t last_watermark;   /* the highest watermark read (valid or not); 0 = none read */
   int full;                 /* the batch stopped at its size: more rows may be waiting */
-  int64_t newest_watermark; /* the sales table's highest watermark in that read */
+  int64_t newest_watermark; /* the sales table's highest watermark in that read;
+                             * INT64_MIN: the table is empty */
 };
 
 struct posdb_reader;

@@ -633,12 +633,15 @@ static int posdb_batch_room(struct posdb_batch *batch, size_t batch_sales)
 }
 
 /* The sales table's highest watermark (for the status's lag): max() of
- * an indexed column (an id, the rowid) is one lookup. 0 when empty. */
+ * an indexed column (an id, the rowid) is one lookup. INT64_MIN when the
+ * table is empty. */
 static int posdb_newest(struct posdb_reader *reader, int64_t *newest, int *rc)
 {
   *rc = sqlite3_step(reader->newest);
   if (*rc == SQLITE_ROW)
-    *newest = sqlite3_column_int64(reader->newest, 0);
+    *newest = sqlite3_column_type(reader->newest, 0) == SQLITE_NULL
+                  ? INT64_MIN
+                  : sqlite3_column_int64(reader->newest, 0);
   sqlite3_reset(reader->newest);
   return *rc == SQLITE_ROW ? 0 : -1;
 }
