@@ -155,6 +155,19 @@ const struct config_key agent_config_keys[] = {
     KEY("inventory", "max_adjustments_per_request", CONFIG_INT, "1000", 1, 100000,
         max_adjustments_per_request, "most adjustments in one POST /v1/inventory/adjustments"),
 
+    KEY("spool", "dir", CONFIG_STRING, "", 0, 0, spool_dir,
+        "directory a till that only exports files drops them in: NAME.ndjson, one sale per "
+        "line, written under a name starting with '.' or ending in .tmp or .part and then "
+        "renamed; ingested whole into the journal, then moved to done/ (or to failed/ with "
+        "NAME.reason); empty = off"),
+    KEY("spool", "rescan", CONFIG_DURATION, "30s", 1000, 3600000, spool_rescan_ms,
+        "the directory is read again this often (files are also noticed at once, as they "
+        "appear)"),
+    KEY("spool", "settle", CONFIG_DURATION, "5s", 0, 3600000, spool_settle_ms,
+        "a file is taken once its size and time stamp have not changed for this long"),
+    KEY("spool", "max_line", CONFIG_SIZE, "1M", 1024, 64 * MIB, spool_max_line,
+        "longest line of a spool file; a longer one fails its file"),
+
     KEY("posdb", "path", CONFIG_STRING, "", 0, 0, posdb_path,
         "the POS vendor's SQLite database to take sales from, read-only (the agent's user "
         "needs read access to it and its -wal and -shm); empty: no tailer"),

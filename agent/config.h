@@ -88,6 +88,11 @@ struct agent_config {
   char *posdb_payments_table;
   char *posdb_payments_sale_key;
   char *posdb_map[POSDB_FIELD_COUNT]; /* per field: column, 'constant' or "" */
+  /* [spool] */
+  char *spool_dir;            /* "" = the spool directory is off */
+  int64_t spool_rescan_ms;
+  int64_t spool_settle_ms;
+  int64_t spool_max_line;     /* bytes */
 };
 
 extern const struct config_key agent_config_keys[];

@@ -23,6 +23,7 @@
 #include "ingest/http/recipes_api.h"
 #include "ingest/http/sales_api.h"
 #include "ingest/posdb/posdb.h"
+#include "ingest/spool/spool.h"
 #include "journal/journal.h"
 #include "platform/clock.h"
 #include "platform/http_server.h"
@@ -46,6 +47,7 @@ struct agent {
   metrics_http *metrics_server; /* the operator listener; NULL when off or not bound */
   struct agent_metrics_options metrics;
   uplink *uplink;
+  spool *spool;        /* the spool directory; NULL when [spool] dir is empty */
   enrol_driver *enrol; /* enrolment and renewal; NULL when the uplink is off or plain HTTP */
   struct status_api_options status;
   struct adjustments_api_options adjustments;
@@ -194,6 +196,12 @@ static void agent_stop(struct agent *agent)
    * to stop first, or journal_close's checkpoint waits for its whole read
    * (a SIGTERM right after a start on a 1M journal: 250-850 ms). */
   status_today_stop(agent->status.today);
+  /* Before the journal: a file's first pass is abandoned (nothing of it
+   * written yet), the chunk being journaled is finished by journal_close
+   * with its position, and the next start goes on from there. */
+  spool_close(agent->spool);
+  agent->spool = NULL;
+  agent->status.spool = NULL;
   /* Finish what the journal holds: those sales are committed and their
    * answers queued before the connections go. */
   journal_close(agent->journal);
@@ -586,6 +594,22 @@ static int agent_run(struct agent *agent)
       fail_code = EX_CONFIG;
     goto fail;
   }
+  if (cfg->spool_dir[0]) {
+    struct spool_options spool_options = {
+        .dir = cfg->spool_dir,
+        .rescan_ms = cfg->spool_rescan_ms,
+        .settle_ms = cfg->spool_settle_ms,
+        .max_line_bytes = (size_t)cfg->spool_max_line,
+    };
+    /* A directory that cannot be used is the device's set-up: a person
+     * must act (exit 78, not restarted). */
+    agent->spool = spool_create(&agent->loop, agent->journal, &spool_options, err, sizeof(err));
+    if (!agent->spool) {
+      fail_code = EX_CONFIG;
+      goto fail;
+    }
+    agent->status.spool = agent->spool;
+  }
   if (agent_start_uplink(agent, err, sizeof(err)) || agent_start_enrol(agent, err, sizeof(err)))
     goto fail;
   if (cfg->posdb_path[0]) {
@@ -626,6 +650,9 @@ static int agent_run(struct agent *agent)
 fail:
   agent_not_started(fail_code, err);
   rc = fail_code;
+  spool_close(agent->spool);
+  agent->spool = NULL;
+  agent->status.spool = NULL;
   enrol_driver_close(agent->enrol);
   agent->enrol = NULL;
   uplink_close(agent->uplink);

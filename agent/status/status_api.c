@@ -373,13 +373,37 @@ static json_t *status_posdb_json(posdb *tailer)
                    st.last_rejected[0] ? json_string(st.last_rejected) : json_null());
 }
 
-/* "sources": each ingest source besides the POS API. */
+/* "sources": the ingest sources besides POST /v1/sales (status_api.h). */
 static void status_add_sources(json_t *body, const struct status_api_options *options)
 {
-  json_t *posdb_json = status_posdb_json(options->posdb);
+  struct spool_stats files;
+  json_t *sources = json_object(), *object = NULL;
 
-  json_object_set_new(body, "sources",
-                      json_pack("{s:o}", "posdb", posdb_json ? posdb_json : json_null()));
+  if (!sources)
+    return;
+  if (options->spool) {
+    spool_get_stats(options->spool, &files);
+    object = json_pack(
+        "{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "dir", files.dir, "files_pending",
+        (json_int_t)files.files_pending, "files_done", (json_int_t)files.files_done,
+        "files_failed", (json_int_t)files.files_failed, "sales_ingested",
+        (json_int_t)files.sales_ingested, "sales_duplicate", (json_int_t)files.sales_duplicate,
+        "current",
+        files.current_file[0] && files.current_phase
+            ? json_pack("{s:s, s:s, s:I}", "file", files.current_file, "phase",
+                        files.current_phase, "line", (json_int_t)files.current_line)
+            : json_null(),
+        "last_failure",
+        files.last_failure_file[0]
+            ? json_pack("{s:s, s:s, s:o}", "file", files.last_failure_file, "reason",
+                        files.last_failure, "at", status_time(files.last_failure_ms))
+            : json_null(),
+        "last_error", files.last_error[0] ? json_string(files.last_error) : json_null());
+  }
+  json_object_set_new(sources, "spool", object ? object : json_null());
+  object = status_posdb_json(options->posdb);
+  json_object_set_new(sources, "posdb", object ? object : json_null());
+  json_object_set_new(body, "sources", sources);
 }
 
 /* "device.clock": the wall clock as the journal judges it, and a message

@@ -7,6 +7,7 @@
 
 #include "enrol/enrol_driver.h"
 #include "ingest/posdb/posdb.h"
+#include "ingest/spool/spool.h"
 #include "journal/journal.h"
 #include "platform/http_server.h"
 #include "status/status_today.h"
@@ -26,6 +27,7 @@ struct status_api_options {
   status_today *today;      /* today's sales (status_today.h); NULL = not shown; borrowed */
   const enrol_driver *enrol; /* certificate enrolment and renewal; NULL = off; borrowed */
   posdb *posdb;              /* the POS database tailer; NULL = off; borrowed */
+  const spool *spool;        /* the spool directory; NULL = off; borrowed */
 };
 
 /*
@@ -46,11 +48,20 @@ struct status_api_options {
  * "enrolment" {state (waiting, attempting, backing_off, needs_token,
  * expired, refused), next_attempt, last_attempt, last_success, failures,
  * last_result, renewal_refused} the device certificate's renewal (null
- * when off). "sources" {posdb} the ingest sources besides the API: posdb
- * {state (idle, reading, journaling), watermark, sales_read, sales_stored,
- * rows_rejected, vendor_watermark (the newest in the vendor's table: the
- * lag is its distance to watermark), last_poll, caught_up, last_error,
- * last_rejected} the POS database tailer (null when off).
+ * when off).
+ * "sources" the ingest sources besides POST /v1/sales: "spool" (null when
+ * [spool] dir is empty) {dir, files_pending (*.ndjson files waiting, the
+ * one in progress included), files_done and files_failed (moved since the
+ * agent started), sales_ingested (new sales journaled from files since
+ * the start), sales_duplicate (sales of files journaled before), current
+ * (null, or {file, phase: validating|journaling|moving, line: the line
+ * validated or last journaled}), last_failure (null, or {file, reason: its
+ * reason's first line (line, field, problem), at}), last_error (why
+ * the spool is waiting with a file kept, null when it is not)}; "posdb"
+ * (null when [posdb] path is empty) {state (idle, reading, journaling),
+ * watermark, sales_read, sales_stored, rows_rejected, vendor_watermark (the
+ * newest in the vendor's table: the lag is its distance to watermark),
+ * last_poll, caught_up, last_error, last_rejected} the POS database tailer.
  * Loop thread.
  */
 void status_api_handle_json(journal *j, const struct status_api_options *options,
