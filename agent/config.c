@@ -156,10 +156,9 @@ const struct config_key agent_config_keys[] = {
         max_adjustments_per_request, "most adjustments in one POST /v1/inventory/adjustments"),
 
     KEY("spool", "dir", CONFIG_STRING, "", 0, 0, spool_dir,
-        "directory a till that only exports files drops them in: NAME.ndjson, one sale per "
-        "line, written under a name starting with '.' or ending in .tmp or .part and then "
-        "renamed; ingested whole into the journal, then moved to done/ (or to failed/ with "
-        "NAME.reason); empty = off"),
+        "directory a till drops NAME.ndjson files in (one sale per line; written as .NAME, "
+        "NAME.tmp or NAME.part, then renamed); each goes to done/, or failed/ with "
+        "NAME.reason; empty = off"),
     KEY("spool", "rescan", CONFIG_DURATION, "30s", 1000, 3600000, spool_rescan_ms,
         "the directory is read again this often (files are also noticed at once, as they "
         "appear)"),
