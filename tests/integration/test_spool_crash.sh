@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# kill -9 the agent while it journals a spool file (issue 14, item 2): a
+# file of 20,000 sales, the agent killed three times in its second pass
+# (each time after its journaled position moved on, and checked to be
+# short of the file's end), once stopped with SIGTERM the same way, and
+# restarted each time: the file ends in done/ and every one of its sales
+# is journaled exactly once, none missing. The agent's fsyncs are slowed
+# to 20 ms (tests/tools/fsync_shim.c), a store's flash, so that the file
+# takes long enough to be killed in the middle of on any machine.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/spool_lib.sh"
+
+SALES=20000
+SHIM_LIB="$POS_BUILD_DIR/tests/tools/libpos-fsync-shim.so"
+[[ -f "$SHIM_LIB" ]] || fail "$SHIM_LIB not built"
+[[ -z "${POS_EMULATOR:-}" ]] || skip "the LD_PRELOAD shim is not played under an emulator"
+REAL_AGENT_BIN="$AGENT_BIN"
+AGENT_BIN="$T/pos-agent-slow-flash"
+{
+  echo '#!/bin/sh'
+  echo 'export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"'
+  printf 'POS_FSYNC_DELAY_US=20000 LD_PRELOAD=%q exec %q "$@"\n' "$SHIM_LIB" "$REAL_AGENT_BIN"
+} >"$AGENT_BIN"
+chmod +x "$AGENT_BIN"
+
+write_tokens
+spool_config
+spool_generate "$SPOOL/.big.ndjson.tmp" K "$SALES"
+SIZE="$(stat -c %s "$SPOOL/.big.ndjson.tmp")"
+
+# position_offset: the byte offset of the spool's journaled position (0 = none).
+position_offset() {
+  local position
+  position="$(spool_position)"
+  if [[ -z "$position" ]]; then
+    echo 0
+  else
+    awk '{ print $6 }' <<<"$position"
+  fi
+}
+
+# interrupt HOW: waits until the journaled position moved past where it
+# was, then stops the agent with HOW (kill_agent or stop_agent), and checks
+# the position it left is inside the file.
+LAST_OFFSET=0
+interrupt() {
+  local how="$1" deadline=$((SECONDS + 120)) offset
+  while :; do
+    offset="$(position_offset)"
+    ((offset > LAST_OFFSET)) && break
+    [[ ! -e "$SPOOL/done/big.ndjson" ]] || fail "the agent is stopped in the middle of the file" \
+      "a position short of $SIZE" "the file was done"
+    kill -0 "$AGENT_PID" 2>/dev/null || fail "the agent died by itself"
+    ((SECONDS < deadline)) || fail "the position moves on within 120 s" "> $LAST_OFFSET" "$offset"
+    sleep 0.05
+  done
+  "$how"
+  offset="$(position_offset)"
+  ((offset > LAST_OFFSET && offset < SIZE)) || fail "$how in the middle of the file" \
+    "a position between $LAST_OFFSET and $SIZE" "$offset"
+  [[ -e "$SPOOL/big.ndjson" ]] || fail "the file is still in the spool after $how" "big.ndjson" \
+    "$(ls "$SPOOL")"
+  log "$how at byte $offset of $SIZE ($(sql "SELECT count(*) FROM sales;") sales journaled)"
+  LAST_OFFSET="$offset"
+}
+
+start_agent
+mv "$SPOOL/.big.ndjson.tmp" "$SPOOL/big.ndjson"
+for round in 1 2 3; do
+  interrupt kill_agent
+  start_agent
+done
+interrupt stop_agent
+start_agent
+spool_wait_file "$SPOOL/done/big.ndjson" 180
+
+assert_eq "integrity_check" ok "$(sql 'PRAGMA integrity_check;')"
+assert_eq "sales journaled" "$SALES" "$(sql "SELECT count(*) FROM sales;")"
+assert_eq "distinct sale_ids among them" "$SALES" "$(sql "SELECT count(DISTINCT sale_id) FROM sales;")"
+assert_eq "every one is K-1 .. K-$SALES" "$SALES" \
+  "$(sql "SELECT count(*) FROM sales WHERE sale_id = 'K-' || CAST(substr(sale_id, 3) AS INTEGER)
+          AND CAST(substr(sale_id, 3) AS INTEGER) BETWEEN 1 AND $SALES;")"
+assert_contains "the position says the file was journaled to its end" \
+  " $SIZE " "$(spool_position)"
+status_json
+assert_eq "the last run counts only the sales it journaled, not those journaled before" 1 \
+  "$(json_get "$STATUS_JSON" '$.sources.spool.sales_ingested' | awk -v n="$SALES" '{ print ($1 > 0 && $1 < n) }')"
+stop_agent
