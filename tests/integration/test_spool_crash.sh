@@ -4,7 +4,8 @@
 # (each time after its journaled position moved on, and checked to be
 # short of the file's end), once stopped with SIGTERM the same way, and
 # restarted each time: the file ends in done/ and every one of its sales
-# is journaled exactly once, none missing. The agent's fsyncs are slowed
+# is journaled exactly once, none missing; a file whose last chunk was
+# committed but which was not moved yet is only moved. The agent's fsyncs are slowed
 # to 20 ms (tests/tools/fsync_shim.c), a store's flash, so that the file
 # takes long enough to be killed in the middle of on any machine.
 source "$(dirname "$0")/lib.sh"
@@ -85,4 +86,21 @@ assert_contains "the position says the file was journaled to its end" \
 status_json
 assert_eq "the last run counts only the sales it journaled, not those journaled before" 1 \
   "$(json_get "$STATUS_JSON" '$.sources.spool.sales_ingested' | awk -v n="$SALES" '{ print ($1 > 0 && $1 < n) }')"
+stop_agent
+
+# A stop between the last chunk's commit and the rename into done/ leaves
+# the file in the spool with its position at its end: the same file (same
+# inode, size and mtime) put back plays that state. It is only moved.
+log "a file journaled to its end but not moved: only moved"
+mv "$SPOOL/done/big.ndjson" "$SPOOL/big.ndjson"
+start_agent
+spool_wait_file "$SPOOL/done/big.ndjson" 60
+grep -q 'event=file_complete file=big.ndjson' "$AGENT_LOG" ||
+  fail "the agent says the file was journaled already" "event=file_complete file=big.ndjson" \
+    "$(grep 'mod=spool' "$AGENT_LOG")"
+if grep -q 'event=file_valid file=big.ndjson' "$AGENT_LOG"; then
+  fail "a file journaled to its end is not read again" "no event=file_valid" \
+    "$(grep 'event=file_valid' "$AGENT_LOG")"
+fi
+assert_eq "sales journaled after the move" "$SALES" "$(sql "SELECT count(*) FROM sales;")"
 stop_agent
