@@ -24,8 +24,9 @@
  * another source journaled with other content between the passes stops
  * the file: failed/, the reason saying which lines were journaled.
  *
- * Memory does not grow with a file's size beyond 24 bytes per sale (the
- * first pass's table of the file's sale_ids), and HTTP sales never wait
+ * Memory does not grow with a file's size beyond about 21 bytes per sale
+ * (the first pass's table of the file's sale_ids: 8 MB for a 100 MB file
+ * of 320,000 sales, twice that while it grows), and HTTP sales never wait
  * for a file: reading and validating run off the loop, and the journal's
  * writer takes POS sales between two chunks.
  */
