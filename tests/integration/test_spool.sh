@@ -6,7 +6,7 @@
 # sale, and nothing of it journaled; an array on a line fails too; a file
 # still named .tmp, or still being appended to, is not taken; the same
 # file dropped twice journals nothing twice; a sale_id journaled with other
-# content fails the whole file; /status.json counts all of it; a spool
+# content fails the whole file; /status.json and /metrics count all of it; a spool
 # directory that cannot be used stops the start with exit 78, naming it.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/spool_lib.sh"
@@ -123,6 +123,14 @@ assert_eq "sources.spool.last_failure.file" twice.ndjson "$(json_get "$STATUS_JS
 assert_contains "sources.spool.last_failure.reason" "line 3, field sale_id" \
   "$(json_get "$STATUS_JSON" '$.sources.spool.last_failure.reason')"
 assert_eq "sources.spool.current" null "$(json_type "$STATUS_JSON" '$.sources.spool.current')"
+METRICS_PORT="$(sed -n 's/.*event=metrics_listening.*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$AGENT_LOG" | head -n 1)"
+[[ "$METRICS_PORT" =~ ^[0-9]+$ ]] || fail "the agent logs event=metrics_listening with its port" "port=<N>" "$METRICS_PORT"
+METRICS="$(curl -sS --max-time 10 "http://127.0.0.1:$METRICS_PORT/metrics")"
+for expected in "pos_agent_spool_files_done_total 4" "pos_agent_spool_files_failed_total 4" \
+  "pos_agent_spool_sales_total 14" "pos_agent_spool_duplicate_sales_total 3" "pos_agent_spool_files_pending 0"; do
+  grep -qx "$expected" <<<"$METRICS" || fail "/metrics has $expected" "$expected" \
+    "$(grep '^pos_agent_spool' <<<"$METRICS" | tr '\n' ' ')"
+done
 stop_agent
 
 # --- a spool directory that cannot be used ----------------------------------------------------------------

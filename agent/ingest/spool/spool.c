@@ -35,6 +35,7 @@
 #include "ingest/spool/spool_int.h"
 #include "platform/clock.h"
 #include "platform/log.h"
+#include "platform/metrics.h"
 
 /* Events come in bursts (a file written in many pieces): one scan for a
  * burst, this long after its first event. */
@@ -77,6 +78,9 @@ struct spool {
   atomic_int stop;
   int closing;
   struct spool_stats stats;
+  /* /metrics (the process's registry): the same figures as stats. */
+  metrics_series *files_done_total, *files_failed_total, *sales_total, *duplicates_total;
+  metrics_series *files_pending;
 };
 
 static void spool_maybe_start(spool *s);
@@ -241,6 +245,7 @@ static void spool_scan(spool *s)
   if (spool_read_dir(s, now))
     return;
   s->stats.files_pending = s->entry_count;
+  metrics_set(s->files_pending, (double)s->entry_count);
   /* A file not settled yet is looked at again when it may have. */
   for (size_t i = 0; i < s->entry_count; i++) {
     uint64_t ready = s->entries[i].unchanged_since_ms + (uint64_t)s->settle_ms;
@@ -463,14 +468,14 @@ static void spool_on_written(struct journal_write *write)
   spool *s = job->spool;
 
   if (write->error == JOURNAL_OK) {
-    for (size_t i = 0; i < job->count; i++) {
-      if (job->results[i].outcome == JOURNAL_STORED) {
-        s->stats.sales_ingested++;
-        job->journaled_new++;
-      } else {
-        s->stats.sales_duplicate++;
-      }
-    }
+    uint64_t stored = 0;
+    for (size_t i = 0; i < job->count; i++)
+      stored += job->results[i].outcome == JOURNAL_STORED;
+    s->stats.sales_ingested += stored;
+    s->stats.sales_duplicate += job->count - stored;
+    job->journaled_new += stored;
+    metrics_add(s->sales_total, (double)stored);
+    metrics_add(s->duplicates_total, (double)(job->count - stored));
     job->journaled_sales += job->count;
     job->committed_offset = job->chunk_offset;
     job->committed_line = job->chunk_line;
@@ -509,6 +514,7 @@ static void spool_after_move(spool *s)
   s->stats.last_error[0] = '\0';
   if (job->to_failed) {
     s->stats.files_failed++;
+    metrics_inc(s->files_failed_total);
     snprintf(s->stats.last_failure_file, sizeof(s->stats.last_failure_file), "%s", job->name);
     spool__text(s->stats.last_failure, sizeof(s->stats.last_failure), "%s", job->reason);
     /* The reason's first line is what is wrong; the rest says what to do. */
@@ -522,6 +528,7 @@ static void spool_after_move(spool *s)
              log_quote(s->stats.last_failure, quoted, sizeof(quoted)));
   } else {
     s->stats.files_done++;
+    metrics_inc(s->files_done_total);
     log_info("spool", "file_done", "file=%s moved_to=%s lines=%lld sales_this_run=%llu "
              "new=%llu", job->name, job->moved_to, (long long)job->committed_line,
              (unsigned long long)job->journaled_sales, (unsigned long long)job->journaled_new);
@@ -664,6 +671,35 @@ static void spool_load_resume(spool *s)
   journal_reader_close(reader);
 }
 
+/* Registers the spool's series in the process's registry (NULL series,
+ * when that fails, are ignored by the metrics calls). */
+static void spool_metrics_init(spool *s)
+{
+  metrics_registry *r = metrics_global();
+
+  s->files_done_total = metrics_series1(
+      metrics_counter(r, "pos_agent_spool_files_done_total",
+                      "Spool files journaled whole and moved to done/ since the start.", NULL),
+      NULL);
+  s->files_failed_total = metrics_series1(
+      metrics_counter(r, "pos_agent_spool_files_failed_total",
+                      "Spool files moved to failed/ (NAME.reason says why) since the start.",
+                      NULL),
+      NULL);
+  s->sales_total = metrics_series1(
+      metrics_counter(r, "pos_agent_spool_sales_total",
+                      "Sales journaled from spool files since the start (new rows).", NULL),
+      NULL);
+  s->duplicates_total = metrics_series1(
+      metrics_counter(r, "pos_agent_spool_duplicate_sales_total",
+                      "Sales of spool files that were journaled already (not again).", NULL),
+      NULL);
+  s->files_pending = metrics_series1(
+      metrics_gauge(r, "pos_agent_spool_files_pending",
+                    "Spool files waiting in the directory, the one in progress included.", NULL),
+      NULL);
+}
+
 spool *spool_create(uv_loop_t *loop, journal *j, const struct spool_options *options, char *err,
                     size_t err_size)
 {
@@ -684,6 +720,7 @@ spool *spool_create(uv_loop_t *loop, journal *j, const struct spool_options *opt
   s->settle_ms = options->settle_ms;
   s->max_line = options->max_line_bytes;
   s->stats.dir = s->dir;
+  spool_metrics_init(s);
   spool_load_resume(s);
   uv_timer_init(loop, &s->scan_timer);
   uv_timer_init(loop, &s->rescan_timer);
