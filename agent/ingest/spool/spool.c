@@ -165,6 +165,9 @@ static int spool_entry_cmp(const void *a, const void *b)
 static const struct spool_entry *spool_find_entry(const spool *s, const char *name)
 {
   struct spool_entry key;
+
+  if (!s->entries)
+    return NULL;
   snprintf(key.name, sizeof(key.name), "%s", name);
   return bsearch(&key, s->entries, s->entry_count, sizeof(key), spool_entry_cmp);
 }
