@@ -5,7 +5,9 @@
 # short of the file's end), once stopped with SIGTERM the same way, and
 # restarted each time: the file ends in done/ and every one of its sales
 # is journaled exactly once, none missing; a file whose last chunk was
-# committed but which was not moved yet is only moved. The agent's fsyncs are slowed
+# committed but which was not moved yet is only moved; a sale_id a POS
+# posts with other content during the second pass stops the file there
+# (failed/, the reason saying which lines were journaled). The agent's fsyncs are slowed
 # to 20 ms (tests/tools/fsync_shim.c), a store's flash, so that the file
 # takes long enough to be killed in the middle of on any machine.
 source "$(dirname "$0")/lib.sh"
@@ -103,4 +105,33 @@ if grep -q 'event=file_valid file=big.ndjson' "$AGENT_LOG"; then
     "$(grep 'event=file_valid' "$AGENT_LOG")"
 fi
 assert_eq "sales journaled after the move" "$SALES" "$(sql "SELECT count(*) FROM sales;")"
+
+# A POS posts, with other content, a sale_id of a file whose second pass
+# has begun (its first pass found the id free): the write of that chunk is
+# refused whole, the file stops there and goes to failed/, and its reason
+# says which lines were journaled; exactly those are.
+log "a conflict that appears in the second pass: failed/, the reason says which lines were journaled"
+spool_generate "$SPOOL/.mid.ndjson.tmp" Q "$SALES"
+mv "$SPOOL/.mid.ndjson.tmp" "$SPOOL/mid.ndjson"
+deadline=$((SECONDS + 120))
+until [[ "$(spool_position)" == *" mid.ndjson" ]]; do
+  ((SECONDS < deadline)) || fail "the second pass of mid.ndjson begins within 120 s" \
+    "a position naming mid.ndjson" "$(spool_position)"
+  sleep 0.05
+done
+post_sales "$TOKEN_T1" "$(spool_sale "Q-$SALES" 'cashier_id="E999"')"
+expect_status "Q-$SALES posted by a POS while the file is journaled" 201
+spool_wait_file "$SPOOL/failed/mid.ndjson.reason" 180
+REASON="$(cat "$SPOOL/failed/mid.ndjson.reason")"
+JOURNALED="$(sed -n 's/.*Lines 1 to \([0-9]*\) of mid.ndjson were journaled.*/\1/p' <<<"$REASON")"
+[[ "$JOURNALED" =~ ^[0-9]+$ ]] || fail "the reason says which lines were journaled" \
+  "Lines 1 to N of mid.ndjson were journaled" "$REASON"
+assert_contains "the reason names the line and the field" \
+  "line $SALES, field sale_id: sale_id Q-$SALES was already journaled" "$REASON"
+assert_eq "the file's sales journaled are exactly lines 1 to $JOURNALED" "$JOURNALED|$JOURNALED" \
+  "$(sql "SELECT count(*), coalesce(max(CAST(substr(sale_id, 3) AS INTEGER)), 0) FROM sales
+          WHERE sale_id LIKE 'Q-%' AND sale_id <> 'Q-$SALES';")"
+((JOURNALED > 0 && JOURNALED < SALES)) || fail "the file stopped in its middle" \
+  "0 < N < $SALES" "$JOURNALED"
+assert_eq "the posted sale is the POS's" E999 "$(sql "SELECT cashier_id FROM sales WHERE sale_id = 'Q-$SALES';")"
 stop_agent

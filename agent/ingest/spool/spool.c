@@ -386,6 +386,7 @@ static void spool_after_validate(spool *s)
   switch (job->outcome) {
   case SPOOL_OUT_OK:
     if (job->resume_offset == job->seen.size) {
+      job->committed_line = job->resume_line;
       log_info("spool", "file_complete", "file=%s reason=\"journaled to its end before the "
                "last stop: only moved\"", job->name);
       spool_queue(s, SPOOL_STEP_MOVE);
