@@ -156,7 +156,7 @@ const struct config_key agent_config_keys[] = {
         max_adjustments_per_request, "most adjustments in one POST /v1/inventory/adjustments"),
 
     KEY("spool", "dir", CONFIG_STRING, "", 0, 0, spool_dir,
-        "directory a till drops NAME.ndjson files in (one sale per line; written as .NAME, "
+        "directory a till drops NAME.ndjson or NAME.csv files in (written as .NAME, "
         "NAME.tmp or NAME.part, then renamed); each goes to done/, or failed/ with "
         "NAME.reason; empty = off"),
     KEY("spool", "rescan", CONFIG_DURATION, "30s", 1000, 3600000, spool_rescan_ms,

@@ -50,7 +50,7 @@ struct status_api_options {
  * last_result, renewal_refused} the device certificate's renewal (null
  * when off).
  * "sources" the ingest sources besides POST /v1/sales: "spool" (null when
- * [spool] dir is empty) {dir, files_pending (*.ndjson files waiting, the
+ * [spool] dir is empty) {dir, files_pending (*.ndjson and *.csv files waiting, the
  * one in progress included), files_done and files_failed (moved since the
  * agent started), sales_ingested (new sales journaled from files since
  * the start), sales_duplicate (sales of files journaled before), current

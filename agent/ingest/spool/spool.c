@@ -97,6 +97,8 @@ static void spool_free_job(struct spool_job *job)
   spool__clear_chunk(job);
   free(job->sales);
   free(job->sale_lines);
+  if (job->format)
+    spool__format_state_reset(job->format, job->format_state);
   free(job->format_state);
   spool__lines_free(&job->in);
   journal_reader_close(job->reader);
@@ -366,8 +368,7 @@ static void spool_start_pass2(spool *s)
     spool_hold(s, "out of memory");
     return;
   }
-  if (job->format_state)
-    memset(job->format_state, 0, job->format->state_size);
+  spool__format_state_reset(job->format, job->format_state);
   job->committed_offset = job->resume_offset;
   job->committed_line = job->first_line_this_run = job->resume_line;
   s->stats.current_line = job->committed_line;

@@ -3,7 +3,8 @@
  *
  * The POS writes a file under a name the spool ignores (starting with '.',
  * or ending in .tmp or .part), then renames it to NAME.ndjson (one sale per
- * line, the POS contract's JSON object; empty lines allowed). A file is
+ * line, the POS contract's JSON object; empty lines allowed) or NAME.csv
+ * (spool_csv.h: a header, then one row per line of a sale). A file is
  * taken once its size and mtime have not changed for `settle`, one at a
  * time in name order; found at once (inotify through uv_fs_event) and by a
  * rescan every `rescan` (events can be lost; also at start-up).
@@ -70,7 +71,7 @@ void spool_close(spool *s);
 /* What /status.json shows of the spool ("sources": {"spool": ...}). */
 struct spool_stats {
   const char *dir;
-  uint64_t files_pending;    /* *.ndjson files waiting in the directory, the current one included */
+  uint64_t files_pending;    /* *.ndjson and *.csv files waiting in the directory, the current one included */
   uint64_t files_done;       /* moved to done/ since the agent started */
   uint64_t files_failed;     /* moved to failed/ since the agent started */
   uint64_t sales_ingested;   /* sales journaled from files since the agent started (new rows) */

@@ -30,7 +30,16 @@ char *spool__text(char *out, size_t size, const char *fmt, ...)
   return out;
 }
 
-static const struct spool_format *const spool_formats[] = {&spool__ndjson};
+static const struct spool_format *const spool_formats[] = {&spool__ndjson, &spool__csv};
+
+void spool__format_state_reset(const struct spool_format *format, void *state)
+{
+  if (!state)
+    return;
+  if (format->free_state)
+    format->free_state(state);
+  memset(state, 0, format->state_size);
+}
 
 const struct spool_format *spool__format_of(const char *name)
 {
@@ -327,8 +336,10 @@ void spool__validate(struct spool_job *job)
    * move): only the move is left. */
   if (job->resume_offset == job->seen.size)
     return;
+  spool__format_state_reset(job->format, job->format_state);
   if (spool__lines_init(&job->in, job->fd, job->max_line, 0, 0) ||
-      (job->format->state_size && !(job->format_state = calloc(1, job->format->state_size)))) {
+      (job->format->state_size && !job->format_state &&
+       !(job->format_state = calloc(1, job->format->state_size)))) {
     job->outcome = SPOOL_OUT_RETRY;
     spool__text(job->reason, sizeof(job->reason), "out of memory reading %s", job->name);
     return;
@@ -408,8 +419,12 @@ void spool__read_chunk(struct spool_job *job)
     }
     job->sale_lines[job->count++] = line;
   }
-  job->chunk_offset = job->in.offset;
-  job->chunk_line = job->in.line_no;
+  if (job->format->resume_point) {
+    job->format->resume_point(job->format_state, &job->in, &job->chunk_offset, &job->chunk_line);
+  } else {
+    job->chunk_offset = job->in.offset;
+    job->chunk_line = job->in.line_no;
+  }
 }
 
 /* ---- the move -------------------------------------------------------------------- */

@@ -98,9 +98,21 @@ struct spool_format {
   size_t state_size;  /* 0 = none */
   int (*next)(void *state, struct spool_lines *in, struct sale *sale, int64_t *line,
               struct spool_error *error);
+  /* Optional: where a pass resumes after the records next() returned so far
+   * (a format that reads a line past a record to know it ended: CSV);
+   * NULL = where the reader is (in->offset, in->line_no). */
+  void (*resume_point)(void *state, const struct spool_lines *in, int64_t *offset,
+                       int64_t *line);
+  /* Optional: frees what the state holds (not the state itself), before it
+   * is zeroed for the next pass or freed. */
+  void (*free_state)(void *state);
 };
 
 extern const struct spool_format spool__ndjson;
+extern const struct spool_format spool__csv;
+
+/* Frees what a format's state holds and zeroes it (NULL does nothing). */
+void spool__format_state_reset(const struct spool_format *format, void *state);
 
 /* The format of a file named `name`, or NULL (not the spool's). */
 const struct spool_format *spool__format_of(const char *name);
