@@ -25,6 +25,14 @@
  * another source journaled with other content between the passes stops
  * the file: failed/, the reason saying which lines were journaled.
  *
+ * The position is one row of the journal's ingest_progress (source
+ * "spool", shared by every file: one is journaled at a time), "v1 DEV INO
+ * SIZE MTIME_NS OFFSET LINE NAME": it applies to a file only while its
+ * inode, size and mtime are those it names; the next file's first write
+ * replaces it, so no row is left to delete when a file is moved. A file
+ * dropped again under a name journaled before starts from its first line
+ * (its sales already journaled are duplicates, not written twice).
+ *
  * Memory does not grow with a file's size beyond about 21 bytes per sale
  * (the first pass's table of the file's sale_ids: 8 MB for a 100 MB file
  * of 320,000 sales, twice that while it grows), and HTTP sales never wait
