@@ -15,8 +15,8 @@ source "$(dirname "$0")/spool_lib.sh"
 
 SALES=20000
 SHIM_LIB="$POS_BUILD_DIR/tests/tools/libpos-fsync-shim.so"
-[[ -f "$SHIM_LIB" ]] || fail "$SHIM_LIB not built"
 [[ -z "${POS_EMULATOR:-}" ]] || skip "the LD_PRELOAD shim is not played under an emulator"
+[[ -f "$SHIM_LIB" ]] || fail "$SHIM_LIB not built"
 REAL_AGENT_BIN="$AGENT_BIN"
 AGENT_BIN="$T/pos-agent-slow-flash"
 {

@@ -4,7 +4,9 @@
 # whole while the agent's peak resident memory (VmHWM) grows by less than
 # 64 MB, and sales posted to /v1/sales while it is being journaled are
 # answered (201) within 10 s each; every sale of both ends up journaled.
-# (Not the bound in a sanitizer build: ASan's quarantine holds freed memory.)
+# (Not the bound in a sanitizer build, ASan's quarantine holding freed
+# memory, nor under qemu-user, whose own memory VmHWM shows; there the file
+# is 4 MB.)
 #
 #   SPOOL_MEMORY_MB   the file's size in MB: 32 by default (CI: about
 #                     100,000 sales); SPOOL_MEMORY_MB=100 for the issue's
@@ -13,7 +15,13 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/spool_lib.sh"
 
-MB="${SPOOL_MEMORY_MB:-32}"
+# Under qemu-user (a cross build's tests) a smaller file: the emulator is
+# ten times slower, and its own memory is what VmHWM would show.
+if [[ -n "${POS_EMULATOR:-}" ]]; then
+  MB="${SPOOL_MEMORY_MB:-4}"
+else
+  MB="${SPOOL_MEMORY_MB:-32}"
+fi
 [[ "$MB" =~ ^[0-9]+$ && "$MB" -gt 0 ]] || fail "SPOOL_MEMORY_MB is a number of MB" "e.g. 100" "$MB"
 LINE_BYTES=$(($(spool_sale M-100000 | wc -c) + 1))
 SALES=$((MB * 1024 * 1024 / LINE_BYTES))
@@ -64,9 +72,11 @@ done
 PEAK_KB="$(peak_kb)"
 log "VmHWM $BASE_KB kB before the file, $PEAK_KB kB after; $posted sales posted meanwhile, $seen_journaling while journaling"
 # AddressSanitizer keeps freed memory in quarantine (hundreds of MB): its
-# builds say nothing of the agent's own bound.
-if grep -qa AddressSanitizer "$AGENT_BIN"; then
+# builds say nothing of the agent's own bound; nor does the emulator's.
+if grep -qa AddressSanitizer "$POS_BUILD_DIR/agent/pos-agent"; then
   log "a sanitizer build: the bound on memory is not checked"
+elif [[ -n "${POS_EMULATOR:-}" ]]; then
+  log "under $POS_EMULATOR: the bound on memory is not checked"
 else
   ((PEAK_KB - BASE_KB < LIMIT_KB)) || fail "the peak resident memory grows by less than 64 MB" \
     "< $LIMIT_KB kB more than $BASE_KB" "$PEAK_KB kB"
