@@ -140,7 +140,7 @@ run_spool() { # FORMAT
   rm -rf "$dir"
   mkdir -p "$dir"
   spool_file "$1" "$T/$name"
-  fresh_agent "spool-$1" "" "[spool]" "dir = $dir"
+  fresh_agent "spool-$1" "" "[spool]" "dir = $dir" "settle = 0s"
   local start cpu
   cpu="$(cpu_ticks "$AGENT_PID")"
   start="$(now_ms)"

@@ -1,7 +1,7 @@
 /*
  * spool_int.h - the spool's insides, for its own files only: the bounded
  * line reader (spool_lines.c), the formats a file may be in (one decoder
- * file each: spool_ndjson.c; CSV next), and the work done on a file off the
+ * file each: spool_ndjson.c, spool_csvfile.c), and the work done on a file off the
  * loop thread (spool_file.c) for the driver (spool.c).
  */
 #ifndef AGENT_INGEST_SPOOL_INT_H
