@@ -32,6 +32,7 @@ SALES="${BENCH_SALES:-20000}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 SOURCES="${BENCH_SOURCES:-http-1 http-100 posdb spool-ndjson spool-csv}"
 source "$SOURCE_DIR/tests/integration/lib.sh"
+source "$SOURCE_DIR/tests/integration/posdb_lib.sh"
 TEST_NAME=sources_bench
 [[ -x "$LOAD_BIN" ]] || { echo "sources_bench: $LOAD_BIN not built" >&2; exit 1; }
 HAS_SPOOL=0
@@ -61,6 +62,7 @@ fresh_agent() {
   write_config journal.path="$JOURNAL"
   local extra
   for extra in "$@"; do printf '%s\n' "$extra" >>"$CONFIG"; done
+  [[ -z "${CONFIG_HOOK:-}" ]] || "$CONFIG_HOOK"
   start_agent
 }
 
@@ -90,29 +92,16 @@ run_http() { # BATCH
   finish "http-$1" "$start" "$cpu"
 }
 
+posdb_config() { posdb_sections "$CONFIG" "$VENDOR_DB" minor plu "poll = 100ms"; }
 run_posdb() {
   local vendor="$T/vendor-$ROUND.db"
   rm -f "$vendor"
-  sqlite3 -batch -bail "$vendor" "CREATE TABLE receipts (id INTEGER PRIMARY KEY, receipt_no TEXT,
-      till TEXT, ts TEXT, total_cents INTEGER, pay TEXT);
-    CREATE TABLE items (receipt_id INTEGER, line_no INTEGER, plu TEXT, qty INTEGER,
-      price_cents INTEGER, tax_cents INTEGER);
-    CREATE INDEX items_receipt ON items(receipt_id);"
-  fresh_agent "posdb" "" "[posdb]" "path = $vendor" "poll = 100ms" "money = minor" "" \
-    "[posdb.sales]" "table = receipts" "watermark = id" "sale_id = receipt_no" "kind = 'sale'" \
-    "terminal_id = till" "business_time = ts" "currency = 'EUR'" "total = total_cents" "" \
-    "[posdb.lines]" "table = items" "sale_key = receipt_id" "order = line_no" "sku = plu" \
-    "qty = qty" "unit_price = price_cents" "tax = tax_cents" "" \
-    "[posdb.payments]" "method = pay" "amount = total_cents"
+  posdb_vendor_create "$vendor"
+  VENDOR_DB="$vendor" CONFIG_HOOK=posdb_config fresh_agent posdb
   local start cpu mark
   cpu="$(cpu_ticks "$AGENT_PID")"
   start="$(now_ms)"
-  sqlite3 -batch -bail "$vendor" "BEGIN;
-    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $SALES)
-    INSERT INTO receipts SELECT i, 'P-$ROUND-' || i, 'T1', '$BUSINESS_TIME', 1380, 'card' FROM n;
-    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $SALES)
-    INSERT INTO items SELECT i, 1, 'PIZZA-MARG-L', 1, 1250, 130 FROM n;
-    COMMIT;"
+  posdb_vendor_add "$vendor" 1 "$SALES" "P-$ROUND-"
   while :; do
     http GET /status.json
     mark="$(json_get "$HTTP_BODY" '$.sources.posdb.watermark')"

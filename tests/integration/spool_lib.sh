@@ -59,3 +59,19 @@ spool_wait_file() {
 spool_position() {
   sql "SELECT coalesce((SELECT position FROM ingest_progress WHERE source = 'spool'), '');"
 }
+
+# spool_slow_flash: from here on start_agent runs the agent with every
+# fsync slowed to 20 ms (tests/tools/fsync_shim.c through LD_PRELOAD), a
+# store's flash, so that a file takes long enough to be killed in the
+# middle of on any machine. The caller checks SHIM_LIB exists first.
+SHIM_LIB="$POS_BUILD_DIR/tests/tools/libpos-fsync-shim.so"
+spool_slow_flash() {
+  local real="$AGENT_BIN"
+  AGENT_BIN="$T/pos-agent-slow-flash"
+  {
+    echo '#!/bin/sh'
+    echo 'export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"'
+    printf 'POS_FSYNC_DELAY_US=20000 LD_PRELOAD=%q exec %q "$@"\n' "$SHIM_LIB" "$real"
+  } >"$AGENT_BIN"
+  chmod +x "$AGENT_BIN"
+}

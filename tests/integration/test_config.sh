@@ -197,35 +197,10 @@ extra="$(comm -13 "$T/keys.table" "$T/keys.firmware" | tr '\n' ' ')"
 assert_eq "keys in firmware-config/agent.conf.example the agent does not know" "" "$extra"
 
 # [posdb]: a POS database to tail needs its mapping, in plain SQL names.
+source "$(dirname "$0")/posdb_lib.sh"
 posdb_config() { # FILE MONEY SKU: a whole tailer section, good but for MONEY and SKU
   good_config "$1"
-  cat >>"$1" <<EOF
-
-[posdb]
-path = $T/vendor.db
-money = $2
-
-[posdb.sales]
-table = receipts
-watermark = id
-sale_id = receipt_no
-kind = 'sale'
-terminal_id = till
-business_time = ts
-currency = 'EUR'
-total = total_cents
-
-[posdb.lines]
-table = items
-sale_key = receipt_id
-sku = $3
-qty = qty
-unit_price = price
-
-[posdb.payments]
-method = pay
-amount = total_cents
-EOF
+  posdb_sections "$1" "$T/vendor.db" "$2" "$3"
 }
 posdb_config "$T/cfg/posdb-good.conf" minor plu
 check_config "$T/cfg/posdb-good.conf"

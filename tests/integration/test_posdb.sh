@@ -15,64 +15,20 @@
 #  4. Memory stays flat while it tails them (VmHWM compared between the
 #     first tenth and the end; long run: POSDB_ROWS=1000000).
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/posdb_lib.sh"
 
 POSDB_ROWS="${POSDB_ROWS:-20000}"
 VENDOR="$T/vendor.db"
 
 vendor() { sqlite3 -batch -bail "$VENDOR" ".timeout 20000" "$@"; }
 
-vendor "CREATE TABLE receipts (id INTEGER PRIMARY KEY, receipt_no TEXT NOT NULL, till TEXT,
-          ts TEXT, total_cents INTEGER, pay TEXT);
-        CREATE TABLE items (receipt_id INTEGER, line_no INTEGER, plu TEXT, qty,
-          price_cents INTEGER, tax_cents INTEGER);
-        CREATE INDEX items_receipt ON items(receipt_id);"
-
-# add_receipts FIRST LAST [QTY]: receipts FIRST..LAST of one pizza (12.50 +
-# 1.30 tax), written by the vendor in one transaction.
-add_receipts() {
-  local qty="${3:-1}"
-  vendor "BEGIN;
-    WITH RECURSIVE n(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)
-    INSERT INTO receipts SELECT i, 'R-' || i, 'T1', '2026-11-21T18:42:05+01:00', 1380, 'card' FROM n;
-    WITH RECURSIVE n(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)
-    INSERT INTO items SELECT i, 1, 'PIZZA-MARG-L', $qty, 1250, 130 FROM n;
-    COMMIT;"
-}
+posdb_vendor_create "$VENDOR"
+# add_receipts FIRST LAST [QTY]: receipts R-FIRST..R-LAST (posdb_lib.sh).
+add_receipts() { posdb_vendor_add "$VENDOR" "$1" "$2" R- "${3:-1}"; }
 
 write_tokens
 write_config agent.log_level=info
-cat >>"$CONFIG" <<EOF
-
-[posdb]
-path = $VENDOR
-poll = 200ms
-busy_wait = 15s
-batch = 50
-money = minor
-
-[posdb.sales]
-table = receipts
-watermark = id
-sale_id = receipt_no
-kind = 'sale'
-terminal_id = till
-business_time = ts
-currency = 'EUR'
-total = total_cents
-
-[posdb.lines]
-table = items
-sale_key = receipt_id
-order = line_no
-sku = plu
-qty = qty
-unit_price = price_cents
-tax = tax_cents
-
-[posdb.payments]
-method = pay
-amount = total_cents
-EOF
+posdb_sections "$CONFIG" "$VENDOR" minor plu "poll = 200ms" "busy_wait = 15s" "batch = 50"
 
 # posdb_field PATH: a field of /status.json's sources.posdb.
 posdb_field() {

@@ -14,17 +14,9 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/spool_lib.sh"
 
 SALES=20000
-SHIM_LIB="$POS_BUILD_DIR/tests/tools/libpos-fsync-shim.so"
 [[ -z "${POS_EMULATOR:-}" ]] || skip "the LD_PRELOAD shim is not played under an emulator"
 [[ -f "$SHIM_LIB" ]] || fail "$SHIM_LIB not built"
-REAL_AGENT_BIN="$AGENT_BIN"
-AGENT_BIN="$T/pos-agent-slow-flash"
-{
-  echo '#!/bin/sh'
-  echo 'export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"'
-  printf 'POS_FSYNC_DELAY_US=20000 LD_PRELOAD=%q exec %q "$@"\n' "$SHIM_LIB" "$REAL_AGENT_BIN"
-} >"$AGENT_BIN"
-chmod +x "$AGENT_BIN"
+spool_slow_flash
 
 write_tokens
 spool_config

@@ -74,19 +74,11 @@ assert_contains "... and the column" "column total" "$(cat "$SPOOL/failed/differ
 stop_agent
 
 # ---- kill -9 twice mid-file, slow flash ------------------------------------------
-SHIM_LIB="$POS_BUILD_DIR/tests/tools/libpos-fsync-shim.so"
 if [[ -n "${POS_EMULATOR:-}" || ! -f "$SHIM_LIB" ]]; then
   log "PASSED (the kill -9 part needs the fsync shim natively: skipped here)"
   exit 0
 fi
-REAL_AGENT_BIN="$AGENT_BIN"
-AGENT_BIN="$T/pos-agent-slow-flash"
-{
-  echo '#!/bin/sh'
-  echo 'export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"'
-  printf 'POS_FSYNC_DELAY_US=20000 LD_PRELOAD=%q exec %q "$@"\n' "$SHIM_LIB" "$REAL_AGENT_BIN"
-} >"$AGENT_BIN"
-chmod +x "$AGENT_BIN"
+spool_slow_flash
 SALES=10000
 awk -v n="$SALES" -v h="$HEADER" 'BEGIN { print h; for (i = 1; i <= n; i++) {
   printf "K-%d,sale,T1,2026-11-21T19:00:00+01:00,EUR,20.00,PIZZA-MARG-L,1,12.50,,,card,15.00\n", i

@@ -24,6 +24,7 @@
 #include "ingest/http/sale_json.h"
 #include "ingest/posdb/posdb_int.h"
 #include "sale/sale.h"
+#include "sale_example.h"
 
 struct fixture {
   char dir[64];
@@ -365,14 +366,7 @@ static void test_a_vendor_holding_its_database_is_waited_for(void **state)
  * every field (text money, money = decimal), one field broken per receipt,
  * and the same error the POS API gives for the same sale in JSON.
  */
-static const char contract_json[] =
-    "{\"sale_id\": \"R-1\", \"kind\": \"sale\", \"terminal_id\": \"T1\","
-    " \"cashier_id\": \"E042\", \"channel\": \"pos\","
-    " \"business_time\": \"2026-11-21T18:42:05+01:00\", \"currency\": \"EUR\","
-    " \"lines\": [{\"sku\": \"PIZZA-MARG-L\", \"qty\": 2, \"unit_price\": \"12.50\","
-    " \"discount\": \"1.00\", \"promo_id\": \"TPR-42\", \"tax\": \"2.30\"}],"
-    " \"payments\": [{\"method\": \"card\", \"amount\": \"26.30\"}],"
-    " \"total\": \"26.30\"}";
+static const char contract_json[] = SALE_EXAMPLE_JSON;
 
 struct contract_case {
   enum sale_part part;
@@ -430,9 +424,9 @@ static void test_every_contract_rule_gives_the_api_error(void **state)
     const char *sale_columns[] = {"sale_id",    "kind",    "original_sale_id", "terminal_id",
                                   "cashier_id", "channel", "delivery_partner", "business_time",
                                   "currency",   "total",   "method",           "amount"};
-    const char *sale_values[] = {"R-1",  "sale",  NULL,   "T1",
-                                 "E042", "pos",   NULL,   "2026-11-21T18:42:05+01:00",
-                                 "EUR",  "26.30", "card", "26.30"};
+    const char *sale_values[] = {"T1-000123", "sale",  NULL,   "T1",
+                                 "E042",      "pos",   NULL,   "2026-11-21T18:42:05+01:00",
+                                 "EUR",       "26.30", "card", "26.30"};
     const char *line_columns[] = {"sku", "qty", "unit_price", "discount", "promo_id", "tax"};
     const char *line_values[] = {"PIZZA-MARG-L", "2", "12.50", "1.00", "TPR-42", "2.30"};
     char sql[2048];

@@ -21,6 +21,7 @@
 
 #include "ingest/http/sale_json.h"
 #include "sale/sale.h"
+#include "sale_example.h"
 #include "sale/sale_check.h"
 
 #define TEXT_FIELDS_MAX 16
@@ -67,14 +68,7 @@ static const struct text_sale valid_text_sale = {
     .payment_count = 1,
 };
 
-static const char valid_json_text[] =
-    "{\"sale_id\": \"T1-000123\", \"kind\": \"sale\", \"terminal_id\": \"T1\","
-    " \"cashier_id\": \"E042\", \"channel\": \"pos\","
-    " \"business_time\": \"2026-11-21T18:42:05+01:00\", \"currency\": \"EUR\","
-    " \"lines\": [{\"sku\": \"PIZZA-MARG-L\", \"qty\": 2, \"unit_price\": \"12.50\","
-    " \"discount\": \"1.00\", \"promo_id\": \"TPR-42\", \"tax\": \"2.30\"}],"
-    " \"payments\": [{\"method\": \"card\", \"amount\": \"26.30\"}],"
-    " \"total\": \"26.30\"}";
+static const char valid_json_text[] = SALE_EXAMPLE_JSON;
 
 static void text_enter(void *state, enum sale_part part, size_t index, struct sale_value *object)
 {

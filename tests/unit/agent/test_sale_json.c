@@ -18,17 +18,11 @@
 
 #include "ingest/http/sale_json.h"
 #include "sale/sale.h"
+#include "sale_example.h"
 
 #define MAX_SALES 10
 
-static const char valid_sale_text[] =
-    "{\"sale_id\": \"T1-000123\", \"kind\": \"sale\", \"terminal_id\": \"T1\","
-    " \"cashier_id\": \"E042\", \"channel\": \"pos\","
-    " \"business_time\": \"2026-11-21T18:42:05+01:00\", \"currency\": \"EUR\","
-    " \"lines\": [{\"sku\": \"PIZZA-MARG-L\", \"qty\": 2, \"unit_price\": \"12.50\","
-    " \"discount\": \"1.00\", \"promo_id\": \"TPR-42\", \"tax\": \"2.30\"}],"
-    " \"payments\": [{\"method\": \"card\", \"amount\": \"26.30\"}],"
-    " \"total\": \"26.30\"}";
+static const char valid_sale_text[] = SALE_EXAMPLE_JSON;
 
 /* A fresh valid sale object to break; the caller decrefs it. */
 static json_t *valid_sale(void)
