@@ -31,6 +31,16 @@ int log_level_parse(const char *text, enum log_level *level)
   return -1;
 }
 
+char *log_format(char *out, size_t size, const char *fmt, ...)
+{
+  va_list args;
+
+  va_start(args, fmt);
+  vsnprintf(out, size, fmt, args);
+  va_end(args);
+  return out;
+}
+
 const char *log_quote(const char *value, char *out, size_t out_size)
 {
   size_t used = 0;

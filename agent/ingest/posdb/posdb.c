@@ -76,10 +76,10 @@ static int posdb_load_watermark(posdb *tailer, char *err, size_t err_size)
     char *end = NULL;
     long long value = strtoll(position, &end, 10);
     if (!end || *end != '\0' || end == position) {
-      posdb__text(err, err_size,
-                  "the journal's progress of source posdb is \"%s\", not a watermark; the "
-                  "journal is damaged",
-                  position);
+      log_format(err, err_size,
+                 "the journal's progress of source posdb is \"%s\", not a watermark; the "
+                 "journal is damaged",
+                 position);
       return -1;
     }
     tailer->watermark = value;
@@ -135,11 +135,11 @@ static void posdb_report_error(posdb *tailer, const char *message)
 {
   char quoted[600];
 
-  posdb__text(tailer->status.last_error, sizeof(tailer->status.last_error), "%s", message);
+  log_format(tailer->status.last_error, sizeof(tailer->status.last_error), "%s", message);
   /* Logged when it changes, not at every poll. */
   if (strcmp(tailer->last_logged_error, tailer->status.last_error) != 0) {
-    posdb__text(tailer->last_logged_error, sizeof(tailer->last_logged_error), "%s",
-                tailer->status.last_error);
+    log_format(tailer->last_logged_error, sizeof(tailer->last_logged_error), "%s",
+               tailer->status.last_error);
     log_warn("posdb", "posdb_read_failed", "reason=%s", log_quote(message, quoted, sizeof(quoted)));
   }
 }
@@ -151,9 +151,9 @@ static void posdb_reject(posdb *tailer, int64_t watermark, const char *sale_key,
 
   tailer->status.rows_rejected++;
   tailer->status.last_rejected_watermark = watermark;
-  posdb__text(tailer->status.last_rejected, sizeof(tailer->status.last_rejected),
-              "watermark %" PRId64 " (sale key %s): %s%s%s", watermark, sale_key, field,
-              field[0] ? ": " : "", message);
+  log_format(tailer->status.last_rejected, sizeof(tailer->status.last_rejected),
+             "watermark %" PRId64 " (sale key %s): %s%s%s", watermark, sale_key, field,
+             field[0] ? ": " : "", message);
   log_warn("posdb", "posdb_row_rejected", "table=%s watermark=%" PRId64 " key=%s field=%s %s",
            tailer->options.sales_table, watermark, sale_key, field[0] ? field : "-",
            log_quote(message, quoted, sizeof(quoted)));
@@ -168,7 +168,7 @@ static void posdb_submit(posdb *tailer)
   int rc;
 
   memset(&tailer->write, 0, sizeof(tailer->write));
-  posdb__text(tailer->position, sizeof(tailer->position), "%" PRId64, batch->last_watermark);
+  log_format(tailer->position, sizeof(tailer->position), "%" PRId64, batch->last_watermark);
   tailer->write.sales = batch->sales;
   tailer->write.count = batch->count;
   tailer->write.results = tailer->results;
@@ -254,11 +254,11 @@ static void posdb_read_done(uv_work_t *work, int status)
     if (tailer->watermark != INT64_MIN && batch->newest_watermark != INT64_MIN &&
         batch->newest_watermark < tailer->watermark) {
       char message[256];
-      posdb__text(message, sizeof(message),
-                  "the newest sale in %s has watermark %" PRId64 ", below the %" PRId64
-                  " already taken: the POS database was replaced or its ids restarted, and its "
-                  "sales are not read; ask support to reset the tail's position",
-                  tailer->options.sales_table, batch->newest_watermark, tailer->watermark);
+      log_format(message, sizeof(message),
+                 "the newest sale in %s has watermark %" PRId64 ", below the %" PRId64
+                 " already taken: the POS database was replaced or its ids restarted, and its "
+                 "sales are not read; ask support to reset the tail's position",
+                 tailer->options.sales_table, batch->newest_watermark, tailer->watermark);
       posdb_report_error(tailer, message);
       posdb_batch_clear(batch);
       posdb_schedule(tailer, tailer->options.poll_ms);
@@ -345,7 +345,7 @@ posdb *posdb_start(uv_loop_t *loop, journal *j, const struct posdb_options *opti
   posdb *tailer = calloc(1, sizeof(*tailer));
 
   if (!tailer || posdb_copy_options(tailer, options)) {
-    posdb__text(err, err_size, "out of memory starting the POS database tailer");
+    log_format(err, err_size, "out of memory starting the POS database tailer");
     goto fail;
   }
   if (posdb_options_check(&tailer->options, err, err_size))
@@ -354,7 +354,7 @@ posdb *posdb_start(uv_loop_t *loop, journal *j, const struct posdb_options *opti
     tailer->options.batch_sales = 1;
   tailer->results = calloc(tailer->options.batch_sales, sizeof(*tailer->results));
   if (!tailer->results) {
-    posdb__text(err, err_size, "out of memory starting the POS database tailer");
+    log_format(err, err_size, "out of memory starting the POS database tailer");
     goto fail;
   }
   tailer->loop = loop;

@@ -41,10 +41,6 @@ struct posdb_batch {
 
 struct posdb_reader;
 
-/* snprintf for texts that may be cut (messages): always NUL-terminated,
- * and no truncation warning for what is meant to be cut. Returns `out`. */
-char *posdb__text(char *out, size_t size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /*
  * Checks the names `options` gives (tables and columns: plain SQL names;

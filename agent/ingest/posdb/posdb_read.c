@@ -35,16 +35,6 @@ static const char *const posdb_field_names[POSDB_FIELD_COUNT] = {
     "unit_price",       "discount",      "promo_id",         "tax",         "method",     "amount",
 };
 
-char *posdb__text(char *out, size_t size, const char *format, ...)
-{
-  va_list args;
-
-  va_start(args, format);
-  vsnprintf(out, size, format, args);
-  va_end(args);
-  return out;
-}
-
 const char *posdb_field_name(enum posdb_field field)
 {
   return field < POSDB_FIELD_COUNT ? posdb_field_names[field] : "?";

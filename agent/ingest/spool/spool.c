@@ -198,7 +198,7 @@ static int spool_read_dir(spool *s, uint64_t now)
   struct dirent *ent;
 
   if (!dir) {
-    spool__text(s->stats.last_error, sizeof(s->stats.last_error), "cannot read spool.dir %s: %s",
+    log_format(s->stats.last_error, sizeof(s->stats.last_error), "cannot read spool.dir %s: %s",
              s->dir, strerror(errno));
     return -1;
   }
@@ -327,7 +327,7 @@ static void spool_queue(spool *s, enum spool_step step)
 static void spool_hold(spool *s, const char *why)
 {
   char quoted[1200];
-  spool__text(s->stats.last_error, sizeof(s->stats.last_error), "%s", why);
+  log_format(s->stats.last_error, sizeof(s->stats.last_error), "%s", why);
   log_warn("spool", "file_kept", "file=%s reason=%s action=\"the file stays in the spool "
            "directory and is taken up again at the next rescan\"", s->job->name,
            log_quote(why, quoted, sizeof(quoted)));
@@ -349,11 +349,11 @@ static void spool_fail_invalid(spool *s)
   char reason[2048];
 
   if (job->error.field[0])
-    spool__text(reason, sizeof(reason), "line %lld, field %s: %s\nNothing of %s was journaled. "
+    log_format(reason, sizeof(reason), "line %lld, field %s: %s\nNothing of %s was journaled. "
              "Correct that line (or the till's export) and drop the file into %s again.\n",
              (long long)job->error.line, job->error.field, job->error.message, job->name, s->dir);
   else
-    spool__text(reason, sizeof(reason), "line %lld: %s\nNothing of %s was journaled. Correct that "
+    log_format(reason, sizeof(reason), "line %lld: %s\nNothing of %s was journaled. Correct that "
              "line (or the till's export) and drop the file into %s again.\n",
              (long long)job->error.line, job->error.message, job->name, s->dir);
   spool_fail(s, reason);
@@ -455,12 +455,12 @@ static void spool_fail_conflict(spool *s)
   int64_t line = job->sale_lines[job->write.conflict_index];
 
   if (job->committed_line > 0)
-    spool__text(journaled, sizeof(journaled), "Lines 1 to %lld of %s were journaled before it "
+    log_format(journaled, sizeof(journaled), "Lines 1 to %lld of %s were journaled before it "
              "(their sales are kept and will be sent); line %lld and every line after it were "
              "not.", (long long)job->committed_line, job->name, (long long)job->committed_line + 1);
   else
-    spool__text(journaled, sizeof(journaled), "Nothing of %s was journaled.", job->name);
-  spool__text(reason, sizeof(reason), "line %lld, field sale_id: %s\nThe sale_id was journaled by "
+    log_format(journaled, sizeof(journaled), "Nothing of %s was journaled.", job->name);
+  log_format(reason, sizeof(reason), "line %lld, field sale_id: %s\nThe sale_id was journaled by "
            "another source (a POS posting it) after this file was checked. %s Correct the "
            "file, keep only the lines not journaled, and drop it into %s again.\n",
            (long long)line, job->write.message, journaled, s->dir);
@@ -521,7 +521,7 @@ static void spool_after_move(spool *s)
     s->stats.files_failed++;
     metrics_inc(s->files_failed_total);
     snprintf(s->stats.last_failure_file, sizeof(s->stats.last_failure_file), "%s", job->name);
-    spool__text(s->stats.last_failure, sizeof(s->stats.last_failure), "%s", job->reason);
+    log_format(s->stats.last_failure, sizeof(s->stats.last_failure), "%s", job->reason);
     /* The reason's first line is what is wrong; the rest says what to do. */
     {
       char *end = strchr(s->stats.last_failure, '\n');
@@ -632,25 +632,25 @@ static int spool_check_dirs(const char *dir, char *err, size_t err_size)
     const char *why = "not a directory";
     if (stat(dir, &st) != 0)
       why = strerror(errno);
-    spool__text(err, err_size, "spool.dir %s cannot be used: %s (create the directory, writable "
+    log_format(err, err_size, "spool.dir %s cannot be used: %s (create the directory, writable "
              "by the agent's user, or set [spool] dir empty to turn the spool off)", dir, why);
     return -1;
   }
   if (access(dir, R_OK | W_OK | X_OK)) {
-    spool__text(err, err_size, "spool.dir %s cannot be used: %s (the agent's user must be able "
+    log_format(err, err_size, "spool.dir %s cannot be used: %s (the agent's user must be able "
              "to read it and move files out of it: chown or chmod it, or set [spool] dir empty "
              "to turn the spool off)", dir, strerror(errno));
     return -1;
   }
   for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
-    spool__text(path, sizeof(path), "%s/%s", dir, subs[i]);
+    log_format(path, sizeof(path), "%s/%s", dir, subs[i]);
     if (mkdir(path, 0750) && errno != EEXIST) {
-      spool__text(err, err_size, "spool.dir %s cannot be used: cannot create %s: %s (create it, "
+      log_format(err, err_size, "spool.dir %s cannot be used: cannot create %s: %s (create it, "
                "writable by the agent's user)", dir, path, strerror(errno));
       return -1;
     }
     if (stat(path, &st) || !S_ISDIR(st.st_mode) || access(path, W_OK | X_OK)) {
-      spool__text(err, err_size, "spool.dir %s cannot be used: %s is not a directory the agent "
+      log_format(err, err_size, "spool.dir %s cannot be used: %s is not a directory the agent "
                "may write (make it one, writable by the agent's user)", dir, path);
       return -1;
     }
@@ -716,7 +716,7 @@ spool *spool_create(uv_loop_t *loop, journal *j, const struct spool_options *opt
   s = calloc(1, sizeof(*s));
   if (!s || !(s->dir = strdup(options->dir))) {
     free(s);
-    spool__text(err, err_size, "spool.dir %s: out of memory", options->dir);
+    log_format(err, err_size, "spool.dir %s: out of memory", options->dir);
     return NULL;
   }
   s->loop = loop;

@@ -16,6 +16,7 @@
 
 #include "ingest/spool/spool_csv.h"
 #include "ingest/spool/spool_int.h"
+#include "platform/log.h"
 
 struct spool_csvfile {
   struct spool_csv *decoder;
@@ -36,9 +37,9 @@ static void spool_csvfile_refuse(struct spool_error *error, const struct spool_c
   size_t prefix_len;
 
   error->line = (int64_t)why->row;
-  spool__text(error->field, sizeof(error->field), "%s", why->sale.field);
+  log_format(error->field, sizeof(error->field), "%s", why->sale.field);
   if (why->sale.field[0]) {
-    spool__text(error->message, sizeof(error->message), "%s", why->sale.message);
+    log_format(error->message, sizeof(error->message), "%s", why->sale.message);
     return;
   }
   /* The CSV's own problem: its text without the "row N" the reason file
@@ -51,7 +52,7 @@ static void spool_csvfile_refuse(struct spool_error *error, const struct spool_c
     if (text[0] == ' ')
       text++;
   }
-  spool__text(error->message, sizeof(error->message), "%s", text);
+  log_format(error->message, sizeof(error->message), "%s", text);
 }
 
 static void spool_csvfile_read_error(struct spool_error *error, const struct spool_lines *in,

@@ -15,20 +15,12 @@
 #include <unistd.h>
 
 #include "ingest/spool/spool_int.h"
+#include "platform/log.h"
 
 /* The first pass looks at the stop flag every this many records. */
 #define SPOOL_STOP_CHECK_EVERY 256
 /* A name in done/ or failed/ taken already gets ".1", ".2" ... up to this. */
 #define SPOOL_MOVE_MAX_SUFFIX 9999
-
-char *spool__text(char *out, size_t size, const char *fmt, ...)
-{
-  va_list args;
-  va_start(args, fmt);
-  vsnprintf(out, size, fmt, args);
-  va_end(args);
-  return out;
-}
 
 static const struct spool_format *const spool_formats[] = {&spool__ndjson, &spool__csv};
 
@@ -213,23 +205,23 @@ static int spool_open_file(struct spool_job *job)
   struct stat st;
   struct spool_identity now;
 
-  spool__text(path, sizeof(path), "%s/%s", job->dir, job->name);
+  log_format(path, sizeof(path), "%s/%s", job->dir, job->name);
   job->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (job->fd < 0) {
     job->outcome = errno == ENOENT ? SPOOL_OUT_CHANGED : SPOOL_OUT_RETRY;
-    spool__text(job->reason, sizeof(job->reason), "cannot open %s: %s (the agent's user must be "
+    log_format(job->reason, sizeof(job->reason), "cannot open %s: %s (the agent's user must be "
              "able to read the files of spool.dir)", path, strerror(errno));
     return -1;
   }
   if (fstat(job->fd, &st) || !S_ISREG(st.st_mode)) {
     job->outcome = SPOOL_OUT_CHANGED;
-    spool__text(job->reason, sizeof(job->reason), "%s is not a regular file", path);
+    log_format(job->reason, sizeof(job->reason), "%s is not a regular file", path);
     return -1;
   }
   spool_identity_of(&st, &now);
   if (!spool_identity_same(&now, &job->seen)) {
     job->outcome = SPOOL_OUT_CHANGED;
-    spool__text(job->reason, sizeof(job->reason), "%s changed since it settled", path);
+    log_format(job->reason, sizeof(job->reason), "%s changed since it settled", path);
     return -1;
   }
   return 0;
@@ -247,7 +239,7 @@ static int spool_find_resume(struct spool_job *job)
   job->resume_offset = job->resume_line = 0;
   if (rc < 0) {
     job->outcome = SPOOL_OUT_RETRY;
-    spool__text(job->reason, sizeof(job->reason), "%s", err);
+    log_format(job->reason, sizeof(job->reason), "%s", err);
     return -1;
   }
   /* Another file's position, or this name's earlier file (replaced since:
@@ -274,7 +266,7 @@ static int spool_check_sale(struct spool_job *job, struct spool_id_table *ids,
 
   if (sale_content_hash(sale, hash)) {
     job->outcome = SPOOL_OUT_RETRY;
-    spool__text(job->reason, sizeof(job->reason), "out of memory checking line %lld",
+    log_format(job->reason, sizeof(job->reason), "out of memory checking line %lld",
              (long long)line);
     return -1;
   }
@@ -282,14 +274,14 @@ static int spool_check_sale(struct spool_job *job, struct spool_id_table *ids,
   earlier = spool_id_table_put(ids, spool_hash_id(sale->sale_id), content, line, &failed);
   if (failed) {
     job->outcome = SPOOL_OUT_RETRY;
-    spool__text(job->reason, sizeof(job->reason), "out of memory for the sale_ids of the file at "
+    log_format(job->reason, sizeof(job->reason), "out of memory for the sale_ids of the file at "
              "line %lld", (long long)line);
     return -1;
   }
   if (earlier) {
     if (earlier->content == content)
       return 0; /* the same sale twice in the file: journaled once */
-    spool__text(message, sizeof(message), "sale_id %s is also on line %lld of this file with "
+    log_format(message, sizeof(message), "sale_id %s is also on line %lld of this file with "
              "different content; a new sale needs a new sale_id", sale->sale_id,
              (long long)earlier->line);
     spool_invalid(job, line, "sale_id", message);
@@ -298,12 +290,12 @@ static int spool_check_sale(struct spool_job *job, struct spool_id_table *ids,
   state = journal_reader_find_sale(job->reader, sale, &seq, err, sizeof(err));
   if (state < 0) {
     job->outcome = SPOOL_OUT_RETRY;
-    spool__text(job->reason, sizeof(job->reason), "%s", err);
+    log_format(job->reason, sizeof(job->reason), "%s", err);
     return -1;
   }
   if (state == JOURNAL_SALE_DIFFERENT) {
     /* The words POST /v1/sales answers a conflict with (journal.c). */
-    spool__text(message, sizeof(message), "sale_id %s was already journaled as seq %lld with "
+    log_format(message, sizeof(message), "sale_id %s was already journaled as seq %lld with "
              "different content; a retry must resend the same sale, a new sale needs a new "
              "sale_id", sale->sale_id, (long long)seq);
     spool_invalid(job, line, "sale_id", message);
@@ -341,7 +333,7 @@ void spool__validate(struct spool_job *job)
       (job->format->state_size && !job->format_state &&
        !(job->format_state = calloc(1, job->format->state_size)))) {
     job->outcome = SPOOL_OUT_RETRY;
-    spool__text(job->reason, sizeof(job->reason), "out of memory reading %s", job->name);
+    log_format(job->reason, sizeof(job->reason), "out of memory reading %s", job->name);
     return;
   }
   for (;;) {
@@ -376,7 +368,7 @@ void spool__validate(struct spool_job *job)
     spool_identity_of(&st, &after);
     if (!spool_identity_same(&after, &job->seen)) {
       job->outcome = SPOOL_OUT_CHANGED;
-      spool__text(job->reason, sizeof(job->reason), "%s changed while it was read", job->name);
+      log_format(job->reason, sizeof(job->reason), "%s changed while it was read", job->name);
     }
   }
 }
@@ -400,7 +392,7 @@ void spool__read_chunk(struct spool_job *job)
     job->sale_lines = calloc(SPOOL_CHUNK_SALES, sizeof(*job->sale_lines));
     if (!job->sales || !job->sale_lines) {
       job->outcome = SPOOL_OUT_RETRY;
-      spool__text(job->reason, sizeof(job->reason), "out of memory for a chunk of %s", job->name);
+      log_format(job->reason, sizeof(job->reason), "out of memory for a chunk of %s", job->name);
       return;
     }
   }
@@ -413,7 +405,7 @@ void spool__read_chunk(struct spool_job *job)
     if (rc < 0) {
       /* The first pass read this line as valid: the file changed since. */
       job->outcome = SPOOL_OUT_CHANGED;
-      spool__text(job->reason, sizeof(job->reason), "line %lld of %s changed after it was "
+      log_format(job->reason, sizeof(job->reason), "line %lld of %s changed after it was "
                "validated: %s", (long long)job->error.line, job->name, job->error.message);
       return;
     }
@@ -449,7 +441,7 @@ static int spool_write_file(const char *path, const char *text)
   size_t len = strlen(text), done = 0;
   int fd, rc = -1;
 
-  spool__text(tmp, sizeof(tmp), "%s.tmp", path);
+  log_format(tmp, sizeof(tmp), "%s.tmp", path);
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0)
     return -1;
@@ -499,18 +491,18 @@ void spool__move(struct spool_job *job)
     close(job->fd);
     job->fd = -1;
   }
-  spool__text(from, sizeof(from), "%s/%s", job->dir, job->name);
-  spool__text(target_dir, sizeof(target_dir), "%s/%s", job->dir, sub);
+  log_format(from, sizeof(from), "%s/%s", job->dir, job->name);
+  log_format(target_dir, sizeof(target_dir), "%s/%s", job->dir, sub);
   /* A name dropped before keeps its file: this one gets NAME.1, NAME.2 ... */
   for (int n = 0; n <= SPOOL_MOVE_MAX_SUFFIX && rc == 1; n++) {
     if (n == 0)
-      spool__text(job->moved_to, sizeof(job->moved_to), "%s/%s", target_dir, job->name);
+      log_format(job->moved_to, sizeof(job->moved_to), "%s/%s", target_dir, job->name);
     else
-      spool__text(job->moved_to, sizeof(job->moved_to), "%s/%s.%d", target_dir, job->name, n);
+      log_format(job->moved_to, sizeof(job->moved_to), "%s/%s.%d", target_dir, job->name, n);
     if (job->to_failed) {
       /* The reason first: a stop before the rename leaves the file in the
        * spool, failed again at the next start, never in failed/ unexplained. */
-      spool__text(reason_path, sizeof(reason_path), "%s.reason", job->moved_to);
+      log_format(reason_path, sizeof(reason_path), "%s.reason", job->moved_to);
       if (access(job->moved_to, F_OK) == 0 || access(reason_path, F_OK) == 0)
         continue;
       if (spool_write_file(reason_path, job->reason)) {
@@ -525,7 +517,7 @@ void spool__move(struct spool_job *job)
   if (rc != 0) {
     int saved = errno;
     job->outcome = SPOOL_OUT_RETRY;
-    spool__text(job->reason, sizeof(job->reason), "cannot move %s into %s: %s (the agent's user "
+    log_format(job->reason, sizeof(job->reason), "cannot move %s into %s: %s (the agent's user "
              "must be able to write %s and %s)", from, target_dir,
              rc == 1 ? "too many files of that name there" : strerror(saved), job->dir,
              target_dir);

@@ -30,10 +30,8 @@
 /* The progress row every file of the spool shares (one file at a time). */
 #define SPOOL_PROGRESS_SOURCE "spool"
 
-/* snprintf for texts that may be cut (messages, paths checked elsewhere):
- * always NUL-terminated. Returns `out`. Any thread. */
-char *spool__text(char *out, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Texts that may be cut (messages, paths checked elsewhere) are made with
+ * log_format (platform/log.h). */
 
 /* ---- the bounded line reader ------------------------------------------- */
 

@@ -39,6 +39,13 @@ void log_event(enum log_level level, const char *module, const char *event,
  */
 const char *log_quote(const char *value, char *out, size_t out_size);
 
+/*
+ * snprintf for a message that may be cut to fit `out` (a status field, a
+ * reason file's line): always NUL-terminated, and no truncation warning
+ * where cutting is meant. Returns `out`. Any thread.
+ */
+char *log_format(char *out, size_t size, const char *fmt, ...) LOG_PRINTF(3, 4);
+
 #define log_debug(mod, ev, ...) log_event(LOG_DEBUG, mod, ev, __VA_ARGS__)
 #define log_info(mod, ev, ...) log_event(LOG_INFO, mod, ev, __VA_ARGS__)
 #define log_warn(mod, ev, ...) log_event(LOG_WARN, mod, ev, __VA_ARGS__)
