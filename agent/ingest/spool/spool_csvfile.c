@@ -83,7 +83,7 @@ static int spool_csvfile_blank(const char *line, size_t len)
 static int spool_csvfile_header(struct spool_csvfile *csv, const struct spool_lines *in,
                                 struct spool_error *error)
 {
-  struct spool_lines head;
+  struct spool_lines head = {0}; /* lines_init reuses a buffer it finds: none here */
   struct spool_csv_error why;
   struct sale none;
   int rc = -1;
