@@ -70,12 +70,18 @@ static char *fuzz_effective_ini(const struct agent_config *config, size_t *lengt
   ini_out = open_memstream(&ini, &ini_len);
   if (!ini_out)
     abort();
-  /* "section.name = value" lines, in table order. */
+  /* "section.name = value" lines, in table order. A section's name may
+   * hold dots ("posdb.sales"), a key's never: the key starts after the
+   * last dot before " = ". */
   for (line = flat; *line; line = *end ? end + 1 : end) {
-    char *dot = strchr(line, '.');
+    char *dot = NULL, *equals;
     end = strchr(line, '\n');
     if (!end)
       end = line + strlen(line);
+    equals = strstr(line, " = ");
+    for (char *c = line; equals && c < equals && c < end; c++)
+      if (*c == '.')
+        dot = c;
     if (!dot || dot > end || (size_t)(dot - line) >= sizeof(section))
       abort();
     if (strncmp(section, line, (size_t)(dot - line)) != 0 || section[dot - line] != '\0') {
