@@ -345,12 +345,16 @@ static unsigned long long proto_zstd_declared_size(const uint8_t *in, size_t in_
 }
 
 /*
- * One decompression context kept between bodies (any thread takes it, or
- * makes one when another thread has it): making and freeing one per body
+ * Decompression contexts kept between bodies, one per thread that decodes at
+ * once (the collector's libuv pool has 4): making and freeing one per body
  * cost an allocation of ~100 KiB and its window buffers every batch, and
- * glibc consolidates its free lists on every free that large.
+ * glibc consolidates its free lists on every free that large. A single kept
+ * one served one worker of four; the others made their own.
  */
-static _Atomic(ZSTD_DCtx *) proto_dctx_kept;
+#define PROTO_KEPT_SLOTS 8
+static pthread_mutex_t proto_kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static ZSTD_DCtx *proto_dctx_kept[PROTO_KEPT_SLOTS];
+static size_t proto_dctx_kept_count;
 /* Off unless a process asks (proto_codec_keep_between_bodies): a device keeps nothing idle. */
 static atomic_int proto_keep_between_bodies;
 
@@ -361,7 +365,12 @@ void proto_codec_keep_between_bodies(int keep)
 
 static ZSTD_DCtx *proto_dctx_take(void)
 {
-  ZSTD_DCtx *dctx = atomic_exchange(&proto_dctx_kept, NULL);
+  ZSTD_DCtx *dctx = NULL;
+
+  pthread_mutex_lock(&proto_kept_lock);
+  if (proto_dctx_kept_count)
+    dctx = proto_dctx_kept[--proto_dctx_kept_count];
+  pthread_mutex_unlock(&proto_kept_lock);
   if (dctx && ZSTD_isError(ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters))) {
     ZSTD_freeDCtx(dctx);
     dctx = NULL;
@@ -371,10 +380,15 @@ static ZSTD_DCtx *proto_dctx_take(void)
 
 static void proto_dctx_give(ZSTD_DCtx *dctx)
 {
-  if (dctx && !atomic_load(&proto_keep_between_bodies))
-    ZSTD_freeDCtx(dctx);
-  else if (dctx)
-    ZSTD_freeDCtx(atomic_exchange(&proto_dctx_kept, dctx));
+  if (dctx && atomic_load(&proto_keep_between_bodies)) {
+    pthread_mutex_lock(&proto_kept_lock);
+    if (proto_dctx_kept_count < PROTO_KEPT_SLOTS) {
+      proto_dctx_kept[proto_dctx_kept_count++] = dctx;
+      dctx = NULL;
+    }
+    pthread_mutex_unlock(&proto_kept_lock);
+  }
+  ZSTD_freeDCtx(dctx);
 }
 
 /* A decoded body's buffer kept for the next one, up to this size. */
@@ -383,7 +397,8 @@ struct proto_buffer {
   uint8_t *data;
   size_t capacity; /* bytes, the +1 of the bomb check included */
 };
-static _Atomic(struct proto_buffer *) proto_decoded_kept;
+static struct proto_buffer *proto_decoded_kept[PROTO_KEPT_SLOTS];
+static size_t proto_decoded_kept_count;
 
 /*
  * proto_zstd_decompress into *buffer (grown as needed, reused when large
@@ -495,24 +510,31 @@ int proto_zstd_decompress(const uint8_t *in, size_t in_len, size_t max_out, uint
   return rc;
 }
 
-/* The kept buffer for a decoded body, or an empty one. */
+/* A kept buffer for a decoded body, or an empty one. */
 static struct proto_buffer *proto_decoded_take(void)
 {
-  struct proto_buffer *buffer = atomic_exchange(&proto_decoded_kept, NULL);
+  struct proto_buffer *buffer = NULL;
+
+  pthread_mutex_lock(&proto_kept_lock);
+  if (proto_decoded_kept_count)
+    buffer = proto_decoded_kept[--proto_decoded_kept_count];
+  pthread_mutex_unlock(&proto_kept_lock);
   return buffer ? buffer : calloc(1, sizeof(*buffer));
 }
 
-/* Keeps `buffer` for the next body when it is not too large, else frees it. */
+/* Keeps `buffer` for a next body when it is not too large, else frees it. */
 static void proto_decoded_give(struct proto_buffer *buffer)
 {
-  if (buffer && (buffer->capacity > PROTO_DECODED_KEPT_MAX ||
-                 !atomic_load(&proto_keep_between_bodies))) {
-    free(buffer->data);
-    buffer->data = NULL;
-    buffer->capacity = 0;
+  if (!buffer)
+    return;
+  if (buffer->capacity <= PROTO_DECODED_KEPT_MAX && atomic_load(&proto_keep_between_bodies)) {
+    pthread_mutex_lock(&proto_kept_lock);
+    if (proto_decoded_kept_count < PROTO_KEPT_SLOTS) {
+      proto_decoded_kept[proto_decoded_kept_count++] = buffer;
+      buffer = NULL;
+    }
+    pthread_mutex_unlock(&proto_kept_lock);
   }
-  if (buffer)
-    buffer = atomic_exchange(&proto_decoded_kept, buffer);
   if (buffer)
     free(buffer->data);
   free(buffer);
@@ -533,10 +555,15 @@ struct proto_census {
 };
 
 /* Reads a base-128 varint at *pos. Returns 0, or -1 when it runs past `len` or 10 bytes. */
-static int proto_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *value)
+static inline int proto_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *value)
 {
   uint64_t result = 0;
 
+  /* Most tags and lengths of a sale fit in one byte. */
+  if (*pos < len && data[*pos] < 0x80) {
+    *value = data[(*pos)++];
+    return 0;
+  }
   for (unsigned shift = 0; shift < 64 && *pos < len; shift += 7) {
     uint8_t byte = data[(*pos)++];
     result |= (uint64_t)(byte & 0x7f) << shift;
@@ -601,7 +628,7 @@ static size_t proto_census_limit(const struct proto_census *census,
  * the bytes are not well-formed protobuf (groups, wire types 3 and 4, are
  * not used by pos.v1 and protobuf-c refuses them too).
  */
-static int proto_census_skip(const uint8_t *data, size_t len, size_t *pos, unsigned wire,
+static inline int proto_census_skip(const uint8_t *data, size_t len, size_t *pos, unsigned wire,
                              const uint8_t **payload, size_t *payload_len)
 {
   uint64_t value;
