@@ -285,13 +285,22 @@ static void ingest_count_produce_error(const ingest *in, int topic, rd_kafka_res
       values));
 }
 
+/* Whose `value` is, once ingest_produce_value has it. */
+enum ingest_value {
+  INGEST_VALUE_TAKE,   /* malloc'd: librdkafka frees it */
+  INGEST_VALUE_COPY,   /* librdkafka copies it: it stays the caller's */
+  INGEST_VALUE_BORROW, /* lent until the record's delivery report: a batch's arena, which is
+                        * freed only once every record of it is reported (or the producer
+                        * is gone); saves a malloc, a copy and a free per sale */
+};
+
 /*
- * Produces one record. Takes `headers` in every case, and `value`
- * (malloc'd) unless `copy`: then librdkafka copies it and it stays the
- * caller's. Returns 0, or -1 with `err` set (nothing was produced).
+ * Produces one record. Takes `headers` in every case, and `value` as
+ * `whose` says. Returns 0, or -1 with `err` set (nothing was produced).
  */
 static int ingest_produce_value(ingest *in, enum kafka_topic topic, int32_t partition,
-                                const char *key, uint8_t *value, size_t len, int copy,
+                                const char *key, uint8_t *value, size_t len,
+                                enum ingest_value whose,
                                 rd_kafka_headers_t *headers, struct ingest_record *record,
                                 char *err, size_t err_size)
 {
@@ -304,13 +313,15 @@ static int ingest_produce_value(ingest *in, enum kafka_topic topic, int32_t part
   kerr = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt),
                            RD_KAFKA_V_PARTITION(partition),
                            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, len),
-                           RD_KAFKA_V_MSGFLAGS(copy ? RD_KAFKA_MSG_F_COPY : RD_KAFKA_MSG_F_FREE),
+                           RD_KAFKA_V_MSGFLAGS(whose == INGEST_VALUE_TAKE   ? RD_KAFKA_MSG_F_FREE
+                                               : whose == INGEST_VALUE_COPY ? RD_KAFKA_MSG_F_COPY
+                                                                            : 0),
                            RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(record),
                            RD_KAFKA_V_END);
   if (kerr) {
     ingest_count_produce_error(in, topic, kerr);
     /* On failure the value and headers are still ours. */
-    if (!copy)
+    if (whose == INGEST_VALUE_TAKE)
       free(value);
     if (headers)
       rd_kafka_headers_destroy(headers);
@@ -334,8 +345,8 @@ static int ingest_produce(ingest *in, enum kafka_topic topic, int32_t partition,
                           rd_kafka_headers_t *headers, struct ingest_record *record, char *err,
                           size_t err_size)
 {
-  return ingest_produce_value(in, topic, partition, key, value, len, 0, headers, record, err,
-                              err_size);
+  return ingest_produce_value(in, topic, partition, key, value, len, INGEST_VALUE_TAKE, headers,
+                              record, err, err_size);
 }
 
 static void ingest_header(rd_kafka_headers_t *headers, const char *name, const char *value)
@@ -515,9 +526,11 @@ static int ingest_produce_sale(ingest *in, struct ingest_batch *b, size_t index,
   const uint8_t *wire;
   size_t len;
   rd_kafka_headers_t *headers;
+  enum ingest_value whose = INGEST_VALUE_BORROW; /* the sale's bytes in the batch's arena */
 
-  /* Either way librdkafka copies the value (F_COPY). */
+  /* Packed again into b->value, reused for the next sale: librdkafka copies it. */
   if (!unchanged || !proto_batch_sale_wire(b->batch, index, &wire, &len)) {
+    whose = INGEST_VALUE_COPY;
     len = pos__v1__sale__get_packed_size(sale);
     if (len + 1 > b->value_cap) {
       size_t cap = len + 1 > 4096 ? 2 * (len + 1) : 4096;
@@ -547,7 +560,7 @@ static int ingest_produce_sale(ingest *in, struct ingest_batch *b, size_t index,
   record->pos.seq = sale->seq;
   record->pos.index = 0;
   if (ingest_produce_value(in, topic, RD_KAFKA_PARTITION_UA, b->store_id, (uint8_t *)wire, len,
-                           1, headers, record, b->failure, sizeof(b->failure)))
+                           whose, headers, record, b->failure, sizeof(b->failure)))
     return -1;
   b->record_count++;
   b->pending++;
@@ -920,16 +933,22 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
     order[i].seq = batch->sales[i]->seq;
     order[i].index = i;
   }
-  /* A batch of adjustments only has no sales (and `order` is NULL). */
-  if (batch->n_sales)
-    qsort(order, batch->n_sales, sizeof(*order), ingest_sale_order_cmp);
+  /* A batch of adjustments only has no sales (and `order` is NULL). The
+   * agent sends its sales in seq order: sorted only when they are not. */
+  for (size_t i = 1; i < batch->n_sales; i++) {
+    if (order[i - 1].seq > order[i].seq) {
+      qsort(order, batch->n_sales, sizeof(*order), ingest_sale_order_cmp);
+      break;
+    }
+  }
 
   for (size_t i = 0; i < batch->n_sales && !b->failed; i++) {
     Pos__V1__Sale *sale = batch->sales[order[i].index];
-    char field[64] = "", why[200] = "";
+    char field[64], why[200]; /* set when the sale is dead-lettered */
     enum ingest_stream stream = INGEST_STREAM_SALES;
     int tracked = 1, unchanged = 1;
 
+    field[0] = why[0] = '\0';
     if (sale->seq != 0 && sale->seq == previous_seq) {
       /* The same journal row twice in one batch: produce it once. */
       if (duplicates_logged++ < INGEST_LOG_LINES_PER_BATCH)
