@@ -8,8 +8,8 @@
 #      librdkafka producer of the same records (pos-plain-producer: no
 #      server, TLS, decoding or exactly-once bookkeeping) and pos-collector
 #      (pos-batch clients, one per store, batches back to back over mutual
-#      TLS), into the same broker, INTERLEAVED: plain, collector, plain,
-#      collector, plain, collector. Per run: records/s, and CPU per record
+#      TLS), into the same broker, INTERLEAVED: plain, collector with 4
+#      stores, collector with 16 stores, plain, ... Per run: records/s, and CPU per record
 #      of each process (utime+stime from /proc/PID/stat just before the
 #      load and just after the last answer; the clients and the plain
 #      producer report their own), the collector's split by thread
@@ -32,13 +32,19 @@
 # Note the two are not the same shape: the plain producer is open loop (it
 # queues everything and waits for the reports), each store is closed loop
 # (it waits for its ack, at least linger.ms, before sending its next batch).
+# With 4 stores the collector is bound by that wait, not by its CPU (a
+# quarter of the machine's CPU is idle while they send, vmstat): the run
+# with 16 stores is the collector saturated, the shape comparable to an open
+# loop producer, and closer to a fleet, where thousands of stores connect.
 #
 #   bash tests/bench/uplink_bench.sh BUILD_DIR     (or: cmake --build BUILD_DIR -t bench-uplink)
 #
 # BUILD_DIR should be a Release build (the figures of issue 12 are); the
 # script warns when it is not. Prints figures; asserts nothing about timing.
 # Environment:
-#   BENCH_STORES          4      concurrent stores sending to the collector
+#   BENCH_STORES          "4 16" concurrent stores sending to the collector: one
+#                                collector run per count per round
+#   BENCH_PLAIN_STORES    4      stores whose batches the plain producer produces
 #   BENCH_BATCHES         50     batches per store per round
 #   BENCH_BATCH_SALES     1000   sales per batch (throughput)
 #   BENCH_ROUNDS          3      interleaved rounds (plain, collector)
@@ -53,7 +59,14 @@ COLLECTOR_BIN="$BUILD_DIR/collector/pos-collector"
 BROKER_BIN="$BUILD_DIR/tests/tools/pos-broker"
 BATCH_BIN="$BUILD_DIR/tests/tools/pos-batch"
 PLAIN_BIN="$BUILD_DIR/tests/bench/pos-plain-producer"
-STORES="${BENCH_STORES:-4}"
+STORE_COUNTS="${BENCH_STORES:-4 16}"
+PLAIN_STORES="${BENCH_PLAIN_STORES:-4}"
+STORES="$PLAIN_STORES" # the most stores of any run
+read -r -a store_counts <<<"$STORE_COUNTS"
+for n in "${store_counts[@]}"; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "uplink_bench: BENCH_STORES: '$n' is not a count" >&2; exit 2; }
+  if ((n > STORES)); then STORES=$n; fi
+done
 BATCHES="${BENCH_BATCHES:-50}"
 BATCH_SALES="${BENCH_BATCH_SALES:-1000}"
 ROUNDS="${BENCH_ROUNDS:-3}"
@@ -202,27 +215,33 @@ mmm() {
     printf f, v[int((NR + 1) / 2)], v[1], v[NR] }'
 }
 
-# Every body of every run, built before anything is measured.
+# Every body of every run, built before anything is measured. Run k (one
+# per count of BENCH_STORES) has journals of its own: journal 1000 + 100k + i
+# for store i, its batches going on from round to round.
+run_journal() { printf '%032x' $((1000 + 100 * $1 + $2)); } # RUN STORE_INDEX
+read -r -a counts <<<"$STORE_COUNTS"
 for ((r = 0; r < ROUNDS; r++)); do
-  for ((i = 0; i < ${#stores[@]}; i += 2)); do
-    store="${stores[$i]}"
-    "$BATCH_BIN" --bodies-out "$WORK/tp.$store.$r.bodies" --store "$store" \
-      --journal "$(printf '%032x' $((1000 + i)))" --count "$BATCHES" --sales "$BATCH_SALES" \
-      --batch-seq $((r * BATCHES + 1)) --first-seq $((r * BATCHES * BATCH_SALES + 1)) \
-      >/dev/null || die "pos-batch --bodies-out failed"
+  for ((k = 0; k < ${#counts[@]}; k++)); do
+    for ((i = 0; i < counts[k]; i++)); do
+      store="${stores[$((2 * i))]}"
+      "$BATCH_BIN" --bodies-out "$WORK/tp.$k.$store.$r.bodies" --store "$store" \
+        --journal "$(run_journal "$k" "$i")" --count "$BATCHES" --sales "$BATCH_SALES" \
+        --batch-seq $((r * BATCHES + 1)) --first-seq $((r * BATCHES * BATCH_SALES + 1)) \
+        >/dev/null || die "pos-batch --bodies-out failed"
+    done
   done
   "$BATCH_BIN" --bodies-out "$WORK/lat.$r.bodies" --store S001 --journal "$(printf '%032x' 17)" \
     --count "$LATENCY_COUNT" --sales "$LATENCY_SALES" --batch-seq $((r * LATENCY_COUNT + 1)) \
     --first-seq $((r * LATENCY_COUNT * LATENCY_SALES + 1)) >/dev/null ||
     die "pos-batch --bodies-out failed"
 done
-# The plain producer's records: each store's first batch, repeated as that
-# store's next batches would be (pos-plain-producer --repeat).
+# The plain producer's records: each of the first PLAIN_STORES stores' first
+# batch, repeated as that store's next batches would be (pos-plain-producer --repeat).
 plain_args=()
-for ((i = 0; i < ${#stores[@]}; i += 2)); do
-  store="${stores[$i]}"
+for ((i = 0; i < PLAIN_STORES; i++)); do
+  store="${stores[$((2 * i))]}"
   "$BATCH_BIN" --out "$WORK/plain.$store.zst" --sales "$BATCH_SALES" --store "$store" \
-    --journal "$(printf '%032x' $((1000 + i)))" >/dev/null || die "pos-batch --out failed"
+    --journal "$(run_journal 0 "$i")" >/dev/null || die "pos-batch --out failed"
   plain_args+=(--batch "$WORK/plain.$store.zst")
 done
 
@@ -234,9 +253,9 @@ for ((i = 0; i < ${#stores[@]}; i += 2)); do
     die "warm-up failed: $out"
 done
 
-declare -a plain_rate plain_us plain_broker_us coll_rate coll_us coll_broker_us client_us ratio
-declare -a lat_p50 lat_p99 lat_max lat_us conn_ms conn_coll_ms
-declare -A split_us
+# Figures of the collector's runs, by store count: space-separated lists, a value per round.
+declare -a plain_rate plain_us plain_broker_us lat_p50 lat_p99 lat_max
+declare -A coll_rate coll_us coll_broker_us client_us ratio conn_ms conn_coll_ms split_us
 for ((r = 0; r < ROUNDS; r++)); do
   # -- plain producer
   b0="$(ticks "$BROKER_PID")"
@@ -248,65 +267,72 @@ for ((r = 0; r < ROUNDS; r++)); do
   plain_rate+=("$(field records_per_s "$plain")")
   plain_us+=("$(calc "$(field cpu_ms "$plain") * 1000 / $records")")
   plain_broker_us+=("$(us_per $((b1 - b0)) "$records")")
+  line="round $((r + 1)): plain $(printf '%.0f' "${plain_rate[$r]}")/s"
 
-  # -- collector: every store connects, then the clock starts and they all go
-  rm -f "$WORK"/ready.* "$WORK/go"
-  k0="$(ticks "$COLLECTOR_PID")"
-  CLIENT_PIDS=()
-  for ((i = 0; i < ${#stores[@]}; i += 2)); do
-    store="${stores[$i]}"
-    send "device-$store-D1" "$store" "$(printf '%032x' $((1000 + i)))" \
-      --bodies "$WORK/tp.$store.$r.bodies" --ready-file "$WORK/ready.$store" \
-      --go-file "$WORK/go" >"$WORK/tp.$store.out" 2>&1 &
-    CLIENT_PIDS+=($!)
-  done
-  for ((i = 0; i < 6000; i++)); do
-    ready=0
-    for ((j = 0; j < ${#stores[@]}; j += 2)); do
-      [[ -e "$WORK/ready.${stores[$j]}" ]] && ready=$((ready + 1))
+  for ((k = 0; k < ${#counts[@]}; k++)); do
+    # -- collector, n stores: every store connects, then the clock starts and they all go
+    n="${counts[$k]}"
+    rm -f "$WORK"/ready.* "$WORK/go"
+    k0="$(ticks "$COLLECTOR_PID")"
+    CLIENT_PIDS=()
+    for ((i = 0; i < n; i++)); do
+      store="${stores[$((2 * i))]}"
+      send "device-$store-D1" "$store" "$(run_journal "$k" "$i")" \
+        --bodies "$WORK/tp.$k.$store.$r.bodies" --ready-file "$WORK/ready.$store" \
+        --go-file "$WORK/go" >"$WORK/tp.$store.out" 2>&1 &
+      CLIENT_PIDS+=($!)
     done
-    ((ready == STORES)) && break
+    for ((t = 0; t < 6000; t++)); do
+      ready=0
+      for ((j = 0; j < n; j++)); do
+        [[ -e "$WORK/ready.${stores[$((2 * j))]}" ]] && ready=$((ready + 1))
+      done
+      ((ready == n)) && break
+      for pid in "${CLIENT_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null || die "a client exited before connecting: $(cat "$WORK"/tp.*.out)"
+      done
+      sleep 0.01
+    done
+    ((ready == n)) || die "the stores did not all connect within a minute"
+    k1="$(ticks "$COLLECTOR_PID")"
+    conn_coll_ms[$n]+="$(calc "($k1 - $k0) * 1000 / $CLK_TCK / $n") "
+    thread_ticks "$COLLECTOR_PID" >"$WORK/threads.0"
+    c0="$(ticks "$COLLECTOR_PID")"
+    b0="$(ticks "$BROKER_PID")"
+    start="$(now)"
+    : >"$WORK/go"
     for pid in "${CLIENT_PIDS[@]}"; do
-      kill -0 "$pid" 2>/dev/null || die "a client exited before connecting: $(cat "$WORK"/tp.*.out)"
+      wait "$pid" || die "a throughput client failed: $(cat "$WORK"/tp.*.out)"
     done
-    sleep 0.01
+    CLIENT_PIDS=()
+    end="$(now)"
+    c1="$(ticks "$COLLECTOR_PID")"
+    b1="$(ticks "$BROKER_PID")"
+    thread_ticks "$COLLECTOR_PID" >"$WORK/threads.1"
+    total_sales=0
+    client_ms=0
+    for ((i = 0; i < n; i++)); do
+      out="$(tail -n 1 "$WORK/tp.${stores[$((2 * i))]}.out")"
+      [[ "$(field other "$out")" == 0 ]] || die "throughput: some batches were not answered 200: $out"
+      [[ "$(field new_connections "$out")" == 0 ]] ||
+        die "throughput: a store opened a new connection during its batches: $out"
+      conn_ms[$n]+="$(field connect_ms "$out") "
+      total_sales=$((total_sales + $(field sales "$out")))
+      client_ms="$(calc "$client_ms + $(field cpu_ms "$out")")"
+    done
+    rate="$(calc "$total_sales / ($end - $start)")"
+    coll_rate[$n]+="$rate "
+    coll_us[$n]+="$(us_per $((c1 - c0)) "$total_sales") "
+    coll_broker_us[$n]+="$(us_per $((b1 - b0)) "$total_sales") "
+    client_us[$n]+="$(calc "$client_ms * 1000 / $total_sales") "
+    ratio[$n]+="$(calc "100 * $rate / ${plain_rate[$r]}") "
+    while read -r name t1; do
+      t0="$(awk -v x="$name" '$1 == x { print $2 }' "$WORK/threads.0")"
+      split_us["$n $name"]+="$(us_per $((t1 - ${t0:-0})) "$total_sales") "
+    done <"$WORK/threads.1"
+    line+="$(printf ', collector %d stores %.0f/s (%.0f%%)' "$n" "$rate" \
+      "$(calc "100 * $rate / ${plain_rate[$r]}")")"
   done
-  ((ready == STORES)) || die "the stores did not all connect within a minute"
-  k1="$(ticks "$COLLECTOR_PID")"
-  conn_coll_ms+=("$(calc "($k1 - $k0) * 1000 / $CLK_TCK / $STORES")")
-  thread_ticks "$COLLECTOR_PID" >"$WORK/threads.0"
-  c0="$(ticks "$COLLECTOR_PID")"
-  b0="$(ticks "$BROKER_PID")"
-  start="$(now)"
-  : >"$WORK/go"
-  for pid in "${CLIENT_PIDS[@]}"; do
-    wait "$pid" || die "a throughput client failed: $(cat "$WORK"/tp.*.out)"
-  done
-  CLIENT_PIDS=()
-  end="$(now)"
-  c1="$(ticks "$COLLECTOR_PID")"
-  b1="$(ticks "$BROKER_PID")"
-  thread_ticks "$COLLECTOR_PID" >"$WORK/threads.1"
-  total_sales=0
-  client_ms=0
-  for ((i = 0; i < ${#stores[@]}; i += 2)); do
-    out="$(tail -n 1 "$WORK/tp.${stores[$i]}.out")"
-    [[ "$(field other "$out")" == 0 ]] || die "throughput: some batches were not answered 200: $out"
-    [[ "$(field new_connections "$out")" == 0 ]] ||
-      die "throughput: a store opened a new connection during its batches: $out"
-    conn_ms+=("$(field connect_ms "$out")")
-    total_sales=$((total_sales + $(field sales "$out")))
-    client_ms="$(calc "$client_ms + $(field cpu_ms "$out")")"
-  done
-  coll_rate+=("$(calc "$total_sales / ($end - $start)")")
-  coll_us+=("$(us_per $((c1 - c0)) "$total_sales")")
-  coll_broker_us+=("$(us_per $((b1 - b0)) "$total_sales")")
-  client_us+=("$(calc "$client_ms * 1000 / $total_sales")")
-  ratio+=("$(calc "100 * ${coll_rate[$r]} / ${plain_rate[$r]}")")
-  while read -r name t1; do
-    t0="$(awk -v n="$name" '$1 == n { print $2 }' "$WORK/threads.0")"
-    split_us[$name]+="$(us_per $((t1 - ${t0:-0})) "$total_sales") "
-  done <"$WORK/threads.1"
 
   # -- latency: one store, batches of LATENCY_SALES back to back
   out="$(send device-S001-D1 S001 "$(printf '%032x' 17)" --bodies "$WORK/lat.$r.bodies" --warm)" ||
@@ -315,35 +341,50 @@ for ((r = 0; r < ROUNDS; r++)); do
   lat_p50+=("$(field latency_p50_ms "$out")")
   lat_p99+=("$(field latency_p99_ms "$out")")
   lat_max+=("$(field latency_max_ms "$out")")
-  printf 'round %d: plain %.0f/s, collector %.0f/s (%.0f%%), ack %d sales p50 %s ms p99 %s ms\n' \
-    $((r + 1)) "${plain_rate[$r]}" "${coll_rate[$r]}" "${ratio[$r]}" "$LATENCY_SALES" \
-    "${lat_p50[$r]}" "${lat_p99[$r]}"
+  printf '%s, ack %d sales p50 %s ms p99 %s ms\n' "$line" "$LATENCY_SALES" "${lat_p50[$r]}" \
+    "${lat_p99[$r]}"
 done
 
+# One row: a label, the plain producer's figure (or -), then the collector's for each count.
+row() { # LABEL PLAIN KEY-OF-ASSOCIATIVE-ARRAY
+  local label="$1" plain="$2" array="$3" n
+  local -n values="$array"
+  printf '%-34s %24s' "$label" "$plain"
+  for n in "${counts[@]}"; do
+    # shellcheck disable=SC2086
+    printf ' %24s' "$(mmm ${values[$n]})"
+  done
+  printf '\n'
+}
 echo
 echo "== collector beside a plain librdkafka producer of the same records, pos-broker"
 echo "   (4 partitions), $ROUNDS rounds interleaved (plain, collector, ...): median (min-max)"
-echo "   collector: $STORES stores x $BATCHES batches x $BATCH_SALES sales per round, mTLS,"
-echo "   closed loop (each store waits for its ack); the plain producer is open loop"
-printf '%-34s %26s %26s\n' "" "plain producer" "pos-collector"
-printf '%-34s %26s %26s\n' "records/s" "$(mmm "${plain_rate[@]}")" "$(mmm "${coll_rate[@]}")"
-printf '%-34s %26s %26s\n' "collector / plain, %" "" "$(mmm "${ratio[@]}")"
-printf '%-34s %26s %26s\n' "CPU us/record, the producer" "$(mmm "${plain_us[@]}")" \
-  "$(mmm "${coll_us[@]}")"
-printf '%-34s %26s %26s\n' "CPU us/record, pos-broker" "$(mmm "${plain_broker_us[@]}")" \
-  "$(mmm "${coll_broker_us[@]}")"
-printf '%-34s %26s %26s\n' "CPU us/record, clients (HTTP+TLS)" "-" "$(mmm "${client_us[@]}")"
-printf '%-34s %26s %26s\n' "mTLS connect, ms wall per store" "-" "$(mmm "${conn_ms[@]}")"
-printf '%-34s %26s %26s\n' "  collector CPU ms per connection" "-" "$(mmm "${conn_coll_ms[@]}")"
+echo "   plain: $PLAIN_STORES stores' batches x $BATCHES, open loop; collector: N stores x"
+echo "   $BATCHES batches x $BATCH_SALES sales per round, mTLS, closed loop (each store waits"
+echo "   for its ack); with few stores that wait bounds the collector, not its CPU"
+printf '%-34s %24s' "" "plain producer"
+for n in "${counts[@]}"; do printf ' %24s' "collector, $n stores"; done
+printf '\n'
+row "records/s" "$(mmm "${plain_rate[@]}")" coll_rate
+row "collector / plain, %" "" ratio
+row "CPU us/record, the producer" "$(mmm "${plain_us[@]}")" coll_us
+row "CPU us/record, pos-broker" "$(mmm "${plain_broker_us[@]}")" coll_broker_us
+row "CPU us/record, clients (HTTP+TLS)" "-" client_us
+row "mTLS connect, ms wall per store" "-" conn_ms
+row "  collector CPU ms per connection" "-" conn_coll_ms
 echo "   (the connections are made before the clock starts; not in the figures above)"
 echo "   the collector's CPU us/record by thread:"
-for name in $(printf '%s\n' "${!split_us[@]}" | sort); do
-  # shellcheck disable=SC2086
-  printf '     %-30s %26s %26s\n' "$name" "" "$(mmm ${split_us[$name]})"
+for name in $(printf '%s\n' "${!split_us[@]}" | awk '{ print $2 }' | sort -u); do
+  printf '     %-28s %24s' "$name" ""
+  for n in "${counts[@]}"; do
+    # shellcheck disable=SC2086
+    printf ' %24s' "$(mmm ${split_us["$n $name"]:-0})"
+  done
+  printf '\n'
 done
 echo
 echo "== batch acknowledgement latency, $LATENCY_SALES sales per batch, one store back to back,"
 echo "   $LATENCY_COUNT batches per round: median (min-max) of the rounds"
-printf '%-34s %26s\n' "p50 ms" "$(mmm "${lat_p50[@]}")"
-printf '%-34s %26s\n' "p99 ms" "$(mmm "${lat_p99[@]}")"
-printf '%-34s %26s\n' "max ms" "$(mmm "${lat_max[@]}")"
+printf '%-34s %24s\n' "p50 ms" "$(mmm "${lat_p50[@]}")"
+printf '%-34s %24s\n' "p99 ms" "$(mmm "${lat_p99[@]}")"
+printf '%-34s %24s\n' "max ms" "$(mmm "${lat_max[@]}")"
