@@ -25,6 +25,9 @@ struct collector_config {
   char *key_file;
   char *ca_file;
   char *crl_file;
+  int session_tickets;
+  char *ticket_key_file;
+  int64_t ticket_lifetime_ms;
   int64_t max_body_bytes;
   int64_t max_decoded_bytes;
   int64_t max_sales_per_batch;

@@ -181,6 +181,9 @@ static int collector_run(struct collector *c)
       .ca_file = cfg->ca_file,
       .crl_file = cfg->crl_file[0] ? cfg->crl_file : NULL,
       .require_client_cert = 1,
+      .session_tickets = cfg->session_tickets,
+      .ticket_key_file = cfg->ticket_key_file,
+      .ticket_lifetime_s = (uint32_t)(cfg->ticket_lifetime_ms / 1000),
   };
   struct http_server_config server_config = {
       .listen_host = cfg->listen_host,
@@ -194,6 +197,7 @@ static int collector_run(struct collector *c)
       .first_request_timeout_ms = (uint64_t)cfg->first_request_timeout_ms,
       .max_connections_per_ip = (unsigned)cfg->max_connections_per_ip,
       .on_tls_refused = collector_metrics_tls_refusal,
+      .on_tls_handshake = collector_metrics_tls_handshake,
   };
   char err[512];
   int rc = 1;
@@ -238,6 +242,8 @@ static int collector_run(struct collector *c)
     struct http_tls_config enrol_tls = tls;
     struct http_server_config enrol_config = server_config;
     enrol_tls.require_client_cert = 0;
+    enrol_tls.session_tickets = 0; /* a device enrols once a year or so */
+    enrol_config.on_tls_handshake = NULL;
     enrol_config.listen_host = cfg->enrol_listen_host;
     enrol_config.port = (int)cfg->enrol_port;
     enrol_config.tls = &enrol_tls;

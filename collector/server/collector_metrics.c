@@ -24,7 +24,7 @@ static struct {
   int ready;
   ingest *ingest;
   int64_t unhealthy_after_ms;
-  metrics_family *latency, *batches, *heartbeats, *refusals, *tls_refusals, *est;
+  metrics_family *latency, *batches, *heartbeats, *refusals, *tls_refusals, *tls_handshakes, *est;
   metrics_series *sales_produced, *sales_dead_lettered, *sales_skipped, *deltas_produced,
       *stores_seen;
   /* Stores seen since start, sorted for bsearch: 2,000 stores is 2,000
@@ -70,6 +70,11 @@ int collector_metrics_init(ingest *in, int64_t unhealthy_after_ms)
                                     "not_yet_valid, revoked, not_trusted, other_certificate, "
                                     "handshake); each is logged with its peer.",
                                     "reason");
+  cm.tls_handshakes = metrics_counter(r, "pos_collector_tls_handshakes_total",
+                                      "TLS handshakes completed on the API, by kind: full (a "
+                                      "certificate and a key exchange) or resumed (a session "
+                                      "ticket accepted: the reconnect a fleet can afford).",
+                                      "kind");
   cm.est = metrics_counter(r, "pos_collector_est_requests_total",
                            "EST requests (cacerts, simpleenroll, simplereenroll) by operation "
                            "and HTTP status: 200 a certificate or chain given, 401/403/409 a "
@@ -105,7 +110,7 @@ int collector_metrics_init(ingest *in, int64_t unhealthy_after_ms)
                   "librdkafka error (purges at shutdown or after a doubt not counted).",
                   "topic,error");
   if (!cm.latency || !cm.batches || !cm.heartbeats || !cm.refusals || !cm.tls_refusals ||
-      !cm.stores_seen)
+      !cm.tls_handshakes || !cm.stores_seen)
     return -1;
   cm.ready = 1;
   return 0;
@@ -167,6 +172,13 @@ void collector_metrics_tls_refusal(const char *reason, void *arg)
   (void)arg;
   if (cm.ready)
     metrics_inc(metrics_series1(cm.tls_refusals, reason));
+}
+
+void collector_metrics_tls_handshake(int resumed, void *arg)
+{
+  (void)arg;
+  if (cm.ready)
+    metrics_inc(metrics_series1(cm.tls_handshakes, resumed ? "resumed" : "full"));
 }
 
 void collector_metrics_est(const char *op, int status)

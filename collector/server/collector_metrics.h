@@ -53,6 +53,8 @@ void collector_metrics_server(const http_server *server);
 /* Counts a connection refused for its TLS handshake or certificate
  * (http_server_config's on_tls_refused). */
 void collector_metrics_tls_refusal(const char *reason, void *arg);
+/* Counts a TLS handshake completed on the API: `resumed` from a session ticket, else full. */
+void collector_metrics_tls_handshake(int resumed, void *arg);
 
 /* Counts an EST request answered `status` (est.c). Loop thread. */
 void collector_metrics_est(const char *op, int status);

@@ -25,6 +25,9 @@
 
 #include "platform/http_server.h"
 
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ssl.h>
+
 /* The server's TLS state: certificate, key, RNG and the current config. */
 struct http__tls;
 /* One connection's TLS session. */
@@ -43,6 +46,45 @@ enum http__tls_result {
   HTTP__TLS_CLOSED = -2,      /* the peer sent close_notify */
   HTTP__TLS_FAILED = -3,      /* fatal; the reason was written to `reason` */
 };
+
+/* Session tickets (tls_ticket.c): the secret keys are derived from. */
+#define HTTP__TLS_TICKET_SECRET_MIN 32
+/* Bytes of a config's trust digest (the CA and CRL a client certificate was checked against). */
+#define HTTP__TLS_TRUST_BYTES 16
+struct http__tls;
+/* The current config's trust digest (HTTP__TLS_TRUST_BYTES), or NULL. Loop thread. */
+const unsigned char *http__tls_current_trust(const struct http__tls *tls);
+struct http__tls_ticket {
+  int enabled;
+  const struct http__tls *tls; /* whose current trust digest tickets carry */
+  unsigned char secret[64];
+  size_t secret_len;
+  uint32_t lifetime_s;            /* a ticket's life, and its key's window */
+  mbedtls_ctr_drbg_context *drbg; /* the nonces; the server's, used on its loop */
+};
+
+/*
+ * Reads the shared secret from `key_file` (refused when it is shorter than
+ * HTTP__TLS_TICKET_SECRET_MIN bytes or readable by others), or draws one
+ * when `key_file` is NULL or empty. Returns 0, or -1 with `err` saying
+ * what is wrong and what to do.
+ */
+int http__tls_ticket_init(struct http__tls_ticket *t, const struct http__tls *tls,
+                          const char *key_file, uint32_t lifetime_s, mbedtls_ctr_drbg_context *drbg,
+                          char *err, size_t err_size);
+void http__tls_ticket_free(struct http__tls_ticket *t);
+/* mbedTLS's ticket callbacks (mbedtls_ssl_conf_session_tickets_cb), `t` as p_ticket. */
+int http__tls_ticket_write(void *p_ticket, const mbedtls_ssl_session *session, unsigned char *start,
+                           const unsigned char *end, size_t *tlen, uint32_t *lifetime);
+int http__tls_ticket_parse(void *p_ticket, mbedtls_ssl_session *session, unsigned char *buf,
+                           size_t len);
+/* A ticket accepted, sealed under the CA and CRL in use now (no need to check its certificate
+ * again), or under others. */
+#define HTTP__TLS_TICKET_SAME_TRUST 2
+#define HTTP__TLS_TICKET_OTHER_TRUST 1
+/* What became of the last ticket parsed on this thread: 0 (none, or refused) or one of
+ * the above; clears it. */
+int http__tls_ticket_take_accepted(void);
 
 /* How much ciphertext a connection buffers before the server stops reading. */
 #define HTTP__TLS_MAX_BUFFERED (256u * 1024u)
@@ -133,6 +175,9 @@ int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t rea
  * http__tls_conn_recheck (1).
  */
 const char *http__tls_conn_refusal(const struct http__tls_conn *conn, int rechecked);
+
+/* 1 when the handshake resumed a session from a ticket (the certificate is rechecked). */
+int http__tls_conn_resumed(const struct http__tls_conn *conn);
 
 /* The client certificate if one was sent and verified, else NULL. Borrowed from the session. */
 const struct mbedtls_x509_crt *http__tls_conn_peer_cert(const struct http__tls_conn *conn);

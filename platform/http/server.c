@@ -1371,6 +1371,9 @@ static void conn_on_handshake_data(struct http_conn *conn)
     conn_finish(conn);
     return;
   }
+  if (conn->server->config.on_tls_handshake)
+    conn->server->config.on_tls_handshake(http__tls_conn_resumed(conn->tls),
+                                          conn->server->handler_arg);
   /* TIMER_FIRST keeps running: the first request's headers are still to come. */
   conn->state = CONN_OPEN;
 }

@@ -17,6 +17,7 @@
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crl.h>
 #include <mbedtls/x509_crt.h>
@@ -36,6 +37,7 @@ struct http__tls {
   mbedtls_ctr_drbg_context drbg;
   struct http__tls_conf *current; /* used by new sessions */
   unsigned long last_generation;  /* of the newest config built */
+  struct http__tls_ticket ticket; /* session tickets, when enabled */
 };
 
 /* One generation of the files as of the last (re)load: our certificate and
@@ -53,6 +55,10 @@ struct http__tls_conf {
   time_t crl_next_update;   /* the earliest nextUpdate of the CRLs; 0: none */
   time_t cert_not_after;    /* our own certificate's */
   unsigned long generation; /* 1 for the first config, +1 per reload */
+  /* SHA-256 of the CA certificates and CRLs (DER): what a client certificate was checked
+   * against. Sealed in session tickets: a resumed session checked under the same CA and
+   * CRL is not checked again. */
+  unsigned char trust[HTTP__TLS_TRUST_BYTES];
 };
 
 struct http__tls_conn {
@@ -61,6 +67,7 @@ struct http__tls_conn {
   http__tls_send_fn send;
   void *send_arg;
   int handshake_done;
+  int resumed; /* the handshake accepted a session ticket */
   /* The config generation whose CA and CRL last accepted the client certificate. */
   unsigned long checked_generation;
   /* Why http__tls_conn_recheck last refused it (MBEDTLS_X509_BADCERT_*). */
@@ -91,6 +98,7 @@ static void tls_unref(struct http__tls *tls)
   assert(tls->refs > 0);
   if (--tls->refs > 0)
     return;
+  http__tls_ticket_free(&tls->ticket);
   mbedtls_ctr_drbg_free(&tls->drbg);
   mbedtls_entropy_free(&tls->entropy);
   free(tls->cert_file);
@@ -98,6 +106,32 @@ static void tls_unref(struct http__tls *tls)
   free(tls->ca_file);
   free(tls->crl_file);
   free(tls);
+}
+
+/* conf->trust: the CA chain's and the CRLs' DER, hashed. */
+static void tls_conf_trust(struct http__tls_conf *conf)
+{
+  mbedtls_sha256_context sha;
+  unsigned char digest[32];
+
+  mbedtls_sha256_init(&sha);
+  mbedtls_sha256_starts_ret(&sha, 0);
+  for (const mbedtls_x509_crt *ca = conf->has_ca ? &conf->ca : NULL; ca && ca->raw.len;
+       ca = ca->next)
+    mbedtls_sha256_update_ret(&sha, ca->raw.p, ca->raw.len);
+  mbedtls_sha256_update_ret(&sha, (const unsigned char *)"|", 1);
+  for (const mbedtls_x509_crl *crl = conf->has_crl ? &conf->crl : NULL; crl && crl->raw.len;
+       crl = crl->next)
+    mbedtls_sha256_update_ret(&sha, crl->raw.p, crl->raw.len);
+  mbedtls_sha256_finish_ret(&sha, digest);
+  mbedtls_sha256_free(&sha);
+  memcpy(conf->trust, digest, sizeof(conf->trust));
+}
+
+/* See http_int.h. */
+const unsigned char *http__tls_current_trust(const struct http__tls *tls)
+{
+  return tls->current ? tls->current->trust : NULL;
 }
 
 static void tls_conf_unref(struct http__tls_conf *conf)
@@ -291,6 +325,10 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, int first, 
     authmode = MBEDTLS_SSL_VERIFY_NONE;
   }
   mbedtls_ssl_conf_authmode(&conf->ssl_conf, authmode);
+  tls_conf_trust(conf);
+  if (tls->ticket.enabled)
+    mbedtls_ssl_conf_session_tickets_cb(&conf->ssl_conf, http__tls_ticket_write,
+                                        http__tls_ticket_parse, &tls->ticket);
   result = conf;
   conf = NULL;
 out:
@@ -343,6 +381,10 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
   }
 
   if (tls_seed(&tls->entropy, &tls->drbg, personalization, err, err_size) != 0)
+    goto out;
+  if (config->session_tickets &&
+      http__tls_ticket_init(&tls->ticket, tls, config->ticket_key_file, config->ticket_lifetime_s,
+                            &tls->drbg, err, err_size) != 0)
     goto out;
   tls->current = tls_conf_create(tls, 1, err, err_size);
   if (tls->current == NULL)
@@ -517,11 +559,24 @@ int http__tls_conn_handshake(struct http__tls_conn *conn, char *reason, size_t r
   char text[200];
   char info[512];
   int result = HTTP__TLS_OK;
-  int rc;
+  int accepted, rc;
 
   if (conn->handshake_done)
     goto out;
+  (void)http__tls_ticket_take_accepted();
   rc = mbedtls_ssl_handshake(&conn->ssl);
+  /* The ticket is parsed within this call, on this thread, when the client offers one. */
+  accepted = http__tls_ticket_take_accepted();
+  if (accepted) {
+    conn->resumed = 1;
+    /*
+     * The client certificate was verified when the session began, perhaps
+     * by another instance: under another CA file or CRL, it is checked
+     * again against ours before its first request (http__tls_conn_recheck).
+     */
+    if (accepted != HTTP__TLS_TICKET_SAME_TRUST || conn->conf != conn->conf->tls->current)
+      conn->checked_generation = 0;
+  }
   if (rc == 0) {
     conn->handshake_done = 1;
     goto out;
@@ -630,6 +685,9 @@ const char *http__tls_conn_refusal(const struct http__tls_conn *conn, int rechec
 }
 
 /* The verified client certificate. See http_int.h. */
+/* See http_int.h. */
+int http__tls_conn_resumed(const struct http__tls_conn *conn) { return conn->resumed; }
+
 const struct mbedtls_x509_crt *http__tls_conn_peer_cert(const struct http__tls_conn *conn)
 {
   if (conn == NULL || !conn->handshake_done)

@@ -51,7 +51,18 @@ struct http_tls_config {
   const char *ca_file;     /* PEM CAs that client certificates must chain to; NULL = no client certs */
   const char *crl_file;    /* PEM CRL checked against client certificates; may be NULL */
   int require_client_cert; /* 1: handshake fails without a valid client certificate */
+  /* 1: issue and accept TLS session tickets, so that a client reconnecting
+   * resumes its session (no certificate or key exchange again). */
+  int session_tickets;
+  /* The secret ticket keys are derived from, shared by every instance a
+   * client may reach (at least 32 random bytes, mode 600); NULL: drawn at
+   * start, good on this process only. */
+  const char *ticket_key_file;
+  uint32_t ticket_lifetime_s; /* a ticket's life and its key's window; 0: the default */
 };
+
+/* A session ticket's lifetime unless configured: a store reconnects every 15 minutes. */
+#define HTTP_TLS_TICKET_LIFETIME_DEFAULT_S (12u * 3600u)
 
 typedef struct http_exchange http_exchange;
 
@@ -95,6 +106,10 @@ struct http_server_config {
    * expired, not_yet_valid, revoked, not_trusted, other_certificate,
    * handshake (not about the certificate). For counting; it is logged. */
   void (*on_tls_refused)(const char *reason, void *handler_arg);
+  /* NULL, or called (with handler_arg) for each TLS handshake completed:
+   * `resumed` 1 when a session ticket was accepted (an abbreviated
+   * handshake), 0 for a full one. For counting. */
+  void (*on_tls_handshake)(int resumed, void *handler_arg);
 };
 
 typedef struct http_server http_server;

@@ -649,7 +649,8 @@ static int make_pki(struct fixture *f, struct pki *pki)
   snprintf(pki->other_ca, sizeof(pki->other_ca), "%s/pki/other-ca/ca.crt", f->dir);
   snprintf(pki->server_cert, sizeof(pki->server_cert), "%s/pki/server.crt", f->dir);
   snprintf(pki->server_key, sizeof(pki->server_key), "%s/pki/server.key", f->dir);
-  pki->tls = (struct http_tls_config){pki->server_cert, pki->server_key, pki->ca, NULL, 1};
+  pki->tls =
+      (struct http_tls_config){pki->server_cert, pki->server_key, pki->ca, NULL, 1, 1, NULL, 0};
   f->options.cert_file = pki->cert;
   f->options.key_file = pki->key;
   f->options.ca_file = pki->ca;
@@ -661,8 +662,8 @@ static int make_pki(struct fixture *f, struct pki *pki)
 static http_server *tls_server_start(struct fixture *f, struct pki *pki, const char *host,
                                      struct tls_server *seen)
 {
-  struct http_server_config config = {host, 0, 16 * 1024, 1 << 20, 60000, 60000, 16,
-                                      &pki->tls, 0, 0, NULL, NULL};
+  struct http_server_config config = {host,      0, 16 * 1024, 1 << 20, 60000, 60000, 16,
+                                      &pki->tls, 0, 0,         NULL,    NULL,  NULL};
   char err[256];
 
   return http_server_create(&f->loop, &config, tls_handle, seen, err, sizeof(err));
@@ -962,8 +963,8 @@ static void test_expired_collector_certificate_names_the_device_clock(void **sta
 }
 
 /* TLS session resumption against a server that offers it (openssl
- * s_server: session tickets and a session cache; the collector offers
- * neither). s_server -www answers no POST: each request times out after
+ * s_server: session tickets and a session cache; the collector's tickets
+ * are tested in e2e_collector_tls_resume). s_server -www answers no POST: each request times out after
  * its handshake, and its connection is closed, so the second request needs
  * a new connection, which resumes the first one's session. After two
  * connections s_server exits and counts its session cache hits. */

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# handshake_bench.sh - what a store's (re)connection costs the collector
+# (issue 15, item 5): its CPU per mutual-TLS handshake, full and resumed
+# from a session ticket, and for the full handshake each key exchange curve
+# a client may offer (our certificates are ECDSA P-256).
+#
+# A collector (Release build) with its test broker; openssl s_client as the
+# store, BENCH_CONNECTIONS connections per kind, one after the other, each
+# asking GET /healthz (the client's own CPU is not counted). The
+# collector's CPU is utime+stime from /proc/PID/stat around each kind's
+# connections, divided by them; the kinds interleaved, BENCH_ROUNDS rounds,
+# median (min-max) printed.
+#
+#   bash tests/bench/handshake_bench.sh BUILD_DIR
+#
+# Environment:
+#   BENCH_CONNECTIONS  100   connections per kind per round
+#   BENCH_ROUNDS       3
+set -euo pipefail
+export LC_ALL=C
+
+BUILD_DIR="${1:?usage: handshake_bench.sh BUILD_DIR}"
+SOURCE_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
+COLLECTOR_BIN="$BUILD_DIR/collector/pos-collector"
+BROKER_BIN="$BUILD_DIR/tests/tools/pos-broker"
+CONNECTIONS="${BENCH_CONNECTIONS:-100}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+CLK_TCK="$(getconf CLK_TCK)"
+
+for bin in "$COLLECTOR_BIN" "$BROKER_BIN"; do
+  [[ -x "$bin" ]] || { echo "handshake_bench: $bin not built" >&2; exit 1; }
+done
+command -v openssl >/dev/null || { echo "handshake_bench: openssl is required" >&2; exit 1; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/pos-handshake-bench.XXXXXX")"
+BROKER_PID=""
+COLLECTOR_PID=""
+cleanup() {
+  local pid
+  for pid in "$COLLECTOR_PID" "$BROKER_PID"; do
+    if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
+  done
+  for pid in "$COLLECTOR_PID" "$BROKER_PID"; do
+    if [[ -n "$pid" ]]; then wait "$pid" 2>/dev/null || true; fi
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+die() {
+  echo "handshake_bench: $*" >&2
+  [[ -s "$WORK/collector.log" ]] && tail -n 20 "$WORK/collector.log" >&2
+  exit 1
+}
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+mmm() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    printf "%.2f (%.2f-%.2f)", v[int((NR + 1) / 2)], v[1], v[NR] }'
+}
+
+bash "$SOURCE_DIR/tests/tools/pki.sh" init "$WORK/pki" >/dev/null 2>&1 || die "pki.sh init failed"
+bash "$SOURCE_DIR/tests/tools/pki.sh" device "$WORK/pki" S001 D1 >/dev/null 2>&1 ||
+  die "pki.sh device failed"
+head -c 32 /dev/urandom >"$WORK/ticket.key"
+chmod 600 "$WORK/ticket.key"
+: >"$WORK/broker.out"
+"$BROKER_BIN" --partitions 4 >>"$WORK/broker.out" 2>"$WORK/broker.log" &
+BROKER_PID=$!
+for ((i = 0; i < 150; i++)); do
+  grep -q '^bootstrap=' "$WORK/broker.out" && break
+  sleep 0.1
+done
+BOOT="$(sed -n 's/^bootstrap=\([^[:space:]]*\).*/\1/p' "$WORK/broker.out" | head -n 1)"
+[[ -n "$BOOT" ]] || die "pos-broker printed no bootstrap="
+cat >"$WORK/collector.conf" <<EOF
+[collector]
+instance_id = bench-collector
+
+[server]
+listen_host = 127.0.0.1
+port = 0
+cert = $WORK/pki/server.crt
+key = $WORK/pki/server.key
+ca = $WORK/pki/ca.crt
+crl = $WORK/pki/crl.pem
+ticket_key_file = $WORK/ticket.key
+
+[kafka]
+brokers = $BOOT
+EOF
+: >"$WORK/collector.log"
+"$COLLECTOR_BIN" --config "$WORK/collector.conf" 2>>"$WORK/collector.log" >/dev/null &
+COLLECTOR_PID=$!
+PORT=""
+for ((i = 0; i < 150; i++)); do
+  PORT="$(sed -n 's/.*mod=collector event=listening .*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$WORK/collector.log" | head -n 1)"
+  [[ -n "$PORT" ]] && break
+  sleep 0.1
+done
+[[ -n "$PORT" ]] || die "pos-collector logged no port"
+
+# connect [s_client args...]: one connection as S001 asking GET /healthz; prints s_client's output.
+connect() {
+  printf 'GET /healthz HTTP/1.1\r\nHost: collector\r\nConnection: close\r\n\r\n' |
+    openssl s_client -connect "127.0.0.1:$PORT" -tls1_2 -ign_eof -CAfile "$WORK/pki/ca.crt" \
+      -cert "$WORK/pki/device-S001-D1.crt" -key "$WORK/pki/device-S001-D1.key" "$@" 2>&1 || true
+}
+for ((i = 0; i < 300; i++)); do
+  connect | grep -q 'HTTP/1.1 200' && break
+  sleep 0.2
+done
+connect -sess_out "$WORK/ticket.sess" | grep -q 'HTTP/1.1 200' || die "no answer to GET /healthz"
+connect -sess_in "$WORK/ticket.sess" | grep -q '^Reused, ' || die "the session was not resumed"
+
+# kind NAME [s_client args...]: CONNECTIONS connections, the collector's CPU ms per connection.
+declare -A cost
+# (X25519 is offered with P-256 after it: in TLS 1.2 the client's curves also say which
+# certificate curves it takes, and ours is P-256.)
+kinds=("full, X25519:full -curves X25519:P-256" "full, P-256:full -curves P-256"
+  "resumed (ticket):resumed -sess_in $WORK/ticket.sess")
+for ((r = 0; r < ROUNDS; r++)); do
+  for entry in "${kinds[@]}"; do
+    name="${entry%%:*}"
+    read -r -a args <<<"${entry#*:}"
+    args=("${args[@]:1}")
+    t0="$(ticks "$COLLECTOR_PID")"
+    for ((i = 0; i < CONNECTIONS; i++)); do
+      out="$(connect "${args[@]}")"
+      [[ "$out" == *"HTTP/1.1 200"* ]] || die "$name: no answer: $(tail -n 5 <<<"$out")"
+    done
+    t1="$(ticks "$COLLECTOR_PID")"
+    cost[$name]+="$(calc "($t1 - $t0) * 1000 / $CLK_TCK / $CONNECTIONS") "
+  done
+done
+echo "== the collector's CPU per mutual-TLS connection (handshake + one GET /healthz),"
+echo "   $CONNECTIONS connections per kind per round, $ROUNDS rounds interleaved: median (min-max)"
+for entry in "${kinds[@]}"; do
+  name="${entry%%:*}"
+  # shellcheck disable=SC2086
+  printf '%-34s %24s ms\n' "$name" "$(mmm ${cost[$name]})"
+done
