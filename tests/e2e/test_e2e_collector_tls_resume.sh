@@ -7,7 +7,8 @@
 # too; one with another key falls back to a full handshake, no error. A
 # resumed session's certificate is checked again: a device revoked since its
 # ticket was issued resumes the handshake but its request is refused, and it
-# sends nothing. A key file that others can read, or that is too short, is
+# sends nothing. The agent, reconnecting after the collector closed its idle
+# connection, resumes its session too. A key file that others can read, or that is too short, is
 # refused at start with what to do.
 source "$(dirname "$0")/lib.sh"
 
@@ -51,6 +52,25 @@ assert_match "reconnect with the ticket: the session resumed" '^Reused, ' "$(gre
 assert_match "resumed connection: GET /healthz answered" 'HTTP/1.1 200' "$out"
 assert_eq "metrics: full handshakes" $((full0 + 1)) "$(handshakes full)"
 assert_eq "metrics: resumed handshakes" $((resumed0 + 1)) "$(handshakes resumed)"
+
+# The agent keeps its session: after the collector closes its idle
+# connection, its next push reconnects with the ticket.
+stop_collector
+write_collector_config server.ticket_key_file="$T/ticket.key" server.idle_timeout=1s
+start_collector
+full0="$(handshakes full)"
+resumed0="$(handshakes resumed)"
+write_tokens
+write_agent_config
+start_agent
+run_load --clients 1 --sales 5 --batch 5 --prefix A
+push_until_sent 60
+sleep 2 # past the collector's idle_timeout: it closes the agent's connection
+run_load --clients 1 --sales 5 --batch 5 --prefix B
+push_until_sent 60
+assert_eq "agent: one full handshake (its first connection)" $((full0 + 1)) "$(handshakes full)"
+assert_gt "agent: its reconnection resumed the session" "$resumed0" "$(handshakes resumed)"
+stop_agent
 
 # Another process with the same key file: what a second instance is.
 stop_collector
