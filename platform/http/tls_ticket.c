@@ -85,6 +85,37 @@ static uint32_t ticket_window(const struct http__tls_ticket *t, time_t now)
   return (uint32_t)((uint64_t)now / t->lifetime_s);
 }
 
+/*
+ * Seals (GCM encrypt) or opens (decrypt and authenticate) the ticket at
+ * `ticket`, in place: its head (window and nonce) is the additional data,
+ * `len` bytes of content follow it, then the tag. Returns 0 or an mbedTLS
+ * error (MBEDTLS_ERR_GCM_AUTH_FAILED: not sealed by a key of ours).
+ */
+static int ticket_crypt(const struct http__tls_ticket *t, uint32_t window, int seal,
+                        unsigned char *ticket, size_t len)
+{
+  unsigned char key[32];
+  unsigned char *content = ticket + TICKET_HEAD_BYTES, *tag = content + len;
+  const unsigned char *nonce = ticket + TICKET_WINDOW_BYTES;
+  mbedtls_gcm_context gcm;
+  int rc = ticket_key(t, window, key);
+
+  if (rc != 0)
+    return rc;
+  mbedtls_gcm_init(&gcm);
+  rc = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, 256);
+  if (rc == 0 && seal)
+    rc =
+        mbedtls_gcm_crypt_and_tag(&gcm, MBEDTLS_GCM_ENCRYPT, len, nonce, TICKET_NONCE_BYTES, ticket,
+                                  TICKET_HEAD_BYTES, content, content, TICKET_TAG_BYTES, tag);
+  else if (rc == 0)
+    rc = mbedtls_gcm_auth_decrypt(&gcm, len, nonce, TICKET_NONCE_BYTES, ticket, TICKET_HEAD_BYTES,
+                                  tag, TICKET_TAG_BYTES, content, content);
+  mbedtls_gcm_free(&gcm);
+  mbedtls_platform_zeroize(key, sizeof(key));
+  return rc;
+}
+
 int http__tls_ticket_init(struct http__tls_ticket *t, const struct http__tls *tls,
                           const char *key_file, uint32_t lifetime_s, mbedtls_ctr_drbg_context *drbg,
                           char *err, size_t err_size)
@@ -151,11 +182,9 @@ int http__tls_ticket_write(void *p_ticket, const mbedtls_ssl_session *session, u
   struct http__tls_ticket *t = p_ticket;
   time_t now = time(NULL);
   uint32_t window = ticket_window(t, now);
-  unsigned char key[32];
   unsigned char *plain = start + TICKET_HEAD_BYTES;
   size_t room, saved = 0;
   const unsigned char *trust = http__tls_current_trust(t->tls);
-  mbedtls_gcm_context gcm;
   int rc;
 
   *tlen = 0;
@@ -174,18 +203,7 @@ int http__tls_ticket_write(void *p_ticket, const mbedtls_ssl_session *session, u
     memcpy(plain + TICKET_ISSUED_BYTES, trust, HTTP__TLS_TRUST_BYTES);
   else
     memset(plain + TICKET_ISSUED_BYTES, 0, HTTP__TLS_TRUST_BYTES);
-  rc = ticket_key(t, window, key);
-  if (rc != 0)
-    return rc;
-  mbedtls_gcm_init(&gcm);
-  rc = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, 256);
-  if (rc == 0)
-    rc = mbedtls_gcm_crypt_and_tag(&gcm, MBEDTLS_GCM_ENCRYPT, TICKET_PREFIX_BYTES + saved,
-                                   start + TICKET_WINDOW_BYTES, TICKET_NONCE_BYTES, start,
-                                   TICKET_HEAD_BYTES, plain, plain, TICKET_TAG_BYTES,
-                                   plain + TICKET_PREFIX_BYTES + saved);
-  mbedtls_gcm_free(&gcm);
-  mbedtls_platform_zeroize(key, sizeof(key));
+  rc = ticket_crypt(t, window, 1, start, TICKET_PREFIX_BYTES + saved);
   if (rc != 0)
     return rc;
   *tlen = TICKET_HEAD_BYTES + TICKET_PREFIX_BYTES + saved + TICKET_TAG_BYTES;
@@ -200,12 +218,10 @@ int http__tls_ticket_parse(void *p_ticket, mbedtls_ssl_session *session, unsigne
   struct http__tls_ticket *t = p_ticket;
   time_t now = time(NULL);
   uint32_t window_now = ticket_window(t, now), window;
-  unsigned char key[32];
   unsigned char *plain = buf + TICKET_HEAD_BYTES;
   size_t plain_len;
   uint64_t issued;
   const unsigned char *trust;
-  mbedtls_gcm_context gcm;
   int rc;
 
   ticket_accepted = 0;
@@ -216,17 +232,7 @@ int http__tls_ticket_parse(void *p_ticket, mbedtls_ssl_session *session, unsigne
   /* This window's key or the one before it; anything else is retired (or not ours). */
   if (window != window_now && window + 1 != window_now)
     return MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
-  rc = ticket_key(t, window, key);
-  if (rc != 0)
-    return rc;
-  mbedtls_gcm_init(&gcm);
-  rc = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, 256);
-  if (rc == 0)
-    rc = mbedtls_gcm_auth_decrypt(&gcm, plain_len, buf + TICKET_WINDOW_BYTES, TICKET_NONCE_BYTES,
-                                  buf, TICKET_HEAD_BYTES, plain + plain_len, TICKET_TAG_BYTES,
-                                  plain, plain);
-  mbedtls_gcm_free(&gcm);
-  mbedtls_platform_zeroize(key, sizeof(key));
+  rc = ticket_crypt(t, window, 0, buf, plain_len);
   if (rc == MBEDTLS_ERR_GCM_AUTH_FAILED)
     return MBEDTLS_ERR_SSL_INVALID_MAC;
   if (rc != 0)

@@ -21,6 +21,8 @@ export LC_ALL=C
 
 BUILD_DIR="${1:?usage: handshake_bench.sh BUILD_DIR}"
 SOURCE_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=bench_lib.sh
+source "$SOURCE_DIR/tests/bench/bench_lib.sh"
 COLLECTOR_BIN="$BUILD_DIR/collector/pos-collector"
 BROKER_BIN="$BUILD_DIR/tests/tools/pos-broker"
 CONNECTIONS="${BENCH_CONNECTIONS:-100}"
@@ -63,15 +65,7 @@ bash "$SOURCE_DIR/tests/tools/pki.sh" device "$WORK/pki" S001 D1 >/dev/null 2>&1
   die "pki.sh device failed"
 head -c 32 /dev/urandom >"$WORK/ticket.key"
 chmod 600 "$WORK/ticket.key"
-: >"$WORK/broker.out"
-"$BROKER_BIN" --partitions 4 >>"$WORK/broker.out" 2>"$WORK/broker.log" &
-BROKER_PID=$!
-for ((i = 0; i < 150; i++)); do
-  grep -q '^bootstrap=' "$WORK/broker.out" && break
-  sleep 0.1
-done
-BOOT="$(sed -n 's/^bootstrap=\([^[:space:]]*\).*/\1/p' "$WORK/broker.out" | head -n 1)"
-[[ -n "$BOOT" ]] || die "pos-broker printed no bootstrap="
+bench_start_broker 4
 cat >"$WORK/collector.conf" <<EOF
 [collector]
 instance_id = bench-collector
@@ -88,16 +82,7 @@ ticket_key_file = $WORK/ticket.key
 [kafka]
 brokers = $BOOT
 EOF
-: >"$WORK/collector.log"
-"$COLLECTOR_BIN" --config "$WORK/collector.conf" 2>>"$WORK/collector.log" >/dev/null &
-COLLECTOR_PID=$!
-PORT=""
-for ((i = 0; i < 150; i++)); do
-  PORT="$(sed -n 's/.*mod=collector event=listening .*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$WORK/collector.log" | head -n 1)"
-  [[ -n "$PORT" ]] && break
-  sleep 0.1
-done
-[[ -n "$PORT" ]] || die "pos-collector logged no port"
+bench_start_collector "$WORK/collector.conf"
 
 # connect [s_client args...]: one connection as S001 asking GET /healthz; prints s_client's output.
 connect() {

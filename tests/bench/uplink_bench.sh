@@ -55,6 +55,8 @@ export LC_ALL=C
 
 BUILD_DIR="${1:?usage: uplink_bench.sh BUILD_DIR}"
 SOURCE_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=bench_lib.sh
+source "$SOURCE_DIR/tests/bench/bench_lib.sh"
 COLLECTOR_BIN="$BUILD_DIR/collector/pos-collector"
 BROKER_BIN="$BUILD_DIR/tests/tools/pos-broker"
 BATCH_BIN="$BUILD_DIR/tests/tools/pos-batch"
@@ -141,15 +143,7 @@ for ((i = 0; i < ${#stores[@]}; i += 2)); do
   bash "$SOURCE_DIR/tests/tools/pki.sh" device "$WORK/pki" "${stores[$i]}" D1 >/dev/null 2>&1 ||
     die "pki.sh device failed"
 done
-: >"$WORK/broker.out"
-"$BROKER_BIN" --partitions 4 >>"$WORK/broker.out" 2>"$WORK/broker.log" &
-BROKER_PID=$!
-for ((i = 0; i < 150; i++)); do
-  grep -q '^bootstrap=' "$WORK/broker.out" && break
-  sleep 0.1
-done
-BOOT="$(sed -n 's/^bootstrap=\([^[:space:]]*\).*/\1/p' "$WORK/broker.out" | head -n 1)"
-[[ -n "$BOOT" ]] || die "pos-broker printed no bootstrap="
+bench_start_broker 4
 cat >"$WORK/collector.conf" <<EOF
 [collector]
 instance_id = bench-collector
@@ -167,18 +161,7 @@ crl = $WORK/pki/crl.pem
 brokers = $BOOT
 checkpoint_interval = 10s
 EOF
-# Created before the process: the port is read from the log while it may not have opened it yet.
-: >"$WORK/collector.log"
-"$COLLECTOR_BIN" --config "$WORK/collector.conf" 2>>"$WORK/collector.log" >/dev/null &
-COLLECTOR_PID=$!
-PORT=""
-for ((i = 0; i < 150; i++)); do
-  PORT="$(sed -n 's/.*mod=collector event=listening .*[[:space:]]port=\([0-9][0-9]*\).*/\1/p' "$WORK/collector.log" | head -n 1)"
-  [[ -n "$PORT" ]] && break
-  kill -0 "$COLLECTOR_PID" 2>/dev/null || die "pos-collector exited"
-  sleep 0.1
-done
-[[ -n "$PORT" ]] || die "pos-collector logged no port"
+bench_start_collector "$WORK/collector.conf"
 URL="https://127.0.0.1:$PORT"
 for ((i = 0; i < 300; i++)); do
   code="$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/pki/ca.crt" \
