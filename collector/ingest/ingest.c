@@ -28,6 +28,12 @@
 #include "proto/codec.h"
 
 #define INGEST_TICK_MS 50
+/* Lateness of the tick is kept per window of this length (the most of this one and the last). */
+#define INGEST_LATE_WINDOW_MS 5000
+/* From this lateness on (and a quarter of produce_timeout), a 503 names the collector's CPU
+ * rather than Kafka as the wait: a stall of that share of a store's wait is the
+ * bottleneck, not a busy moment. */
+#define INGEST_LATE_BUSY_MS 200
 #define INGEST_DEFAULT_CHECKPOINT_MS 10000
 #define INGEST_DEFAULT_PRODUCE_TIMEOUT_MS 10000
 #define INGEST_DEFAULT_PARTITIONS 4
@@ -135,6 +141,49 @@ static void ingest_reply_unavailable(ingest_done_fn done, void *arg, int retry_a
   vsnprintf(result.message, sizeof(result.message), fmt, ap);
   va_end(ap);
   ingest_reply(done, arg, &result);
+}
+
+/* Notes how late this tick fires: the loop was busy that long. */
+static void ingest_note_lateness(ingest *in, uint64_t now)
+{
+  uint64_t late = in->tick_last_ms && now > in->tick_last_ms + INGEST_TICK_MS
+                      ? now - in->tick_last_ms - INGEST_TICK_MS
+                      : 0;
+
+  in->tick_last_ms = now;
+  if (now - in->late_window_ms >= INGEST_LATE_WINDOW_MS) {
+    in->late_prev_ms = in->late_max_ms;
+    in->late_max_ms = 0;
+    in->late_window_ms = now;
+  }
+  if (late > in->late_max_ms)
+    in->late_max_ms = late;
+}
+
+uint64_t ingest_loop_late_ms(const ingest *in)
+{
+  return in->late_max_ms > in->late_prev_ms ? in->late_max_ms : in->late_prev_ms;
+}
+
+/*
+ * Writes why a batch waits (for a 503): Kafka's acknowledgements, or this
+ * collector's CPU when its event loop runs late (the acknowledgements are
+ * then there and not served yet; more instances or cores are the remedy,
+ * not Kafka).
+ */
+static void ingest_wait_reason(const ingest *in, char *out, size_t out_size)
+{
+  uint64_t late = ingest_loop_late_ms(in);
+  uint64_t busy = in->produce_timeout_ms / 4 > INGEST_LATE_BUSY_MS ? in->produce_timeout_ms / 4
+                                                                   : INGEST_LATE_BUSY_MS;
+
+  if (late >= busy)
+    snprintf(out, out_size,
+             "the collector is short of CPU: its event loop runs up to %" PRIu64 " ms late, "
+             "which delays Kafka's acknowledgements",
+             late);
+  else
+    snprintf(out, out_size, "Kafka has not acknowledged them yet");
 }
 
 static const char *ingest_kind_text(const Pos__V1__BatchEnvelope *envelope)
@@ -1174,12 +1223,14 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
   records = batch->n_sales + batch->n_inventory_deltas;
   if (in->batch_count >= INGEST_MAX_BATCHES_IN_FLIGHT ||
       in->outstanding + records > INGEST_MAX_RECORDS_IN_FLIGHT) {
+    char why[160];
     proto_batch_free(batch);
+    ingest_wait_reason(in, why, sizeof(why));
     ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
-                             "collector overloaded: %u batches and %zu records wait for Kafka "
-                             "(limits %d and %u)",
+                             "collector overloaded: %u batches and %zu records are in flight "
+                             "(limits %d and %u): %s",
                              in->batch_count, in->outstanding, INGEST_MAX_BATCHES_IN_FLIGHT,
-                             INGEST_MAX_RECORDS_IN_FLIGHT);
+                             INGEST_MAX_RECORDS_IN_FLIGHT, why);
     return;
   }
   if (!journal->resync_id[0]) {
@@ -1859,6 +1910,7 @@ static void ingest_tick_cb(uv_timer_t *handle)
   ingest *in = handle->data;
   uint64_t now;
 
+  ingest_note_lateness(in, clock_mono_ms());
   /* Backstop for a lost wake-up; normally there is nothing to serve. */
   if (in->rk)
     rd_kafka_poll(in->rk, 0);
@@ -1867,20 +1919,22 @@ static void ingest_tick_cb(uv_timer_t *handle)
   now = clock_mono_ms();
   for (struct ingest_batch *b = in->batches; b; b = b->next) {
     if (!b->answered && now >= b->deadline_ms) {
-      char hex[33];
+      char hex[33], why[160];
       /* The batch stays in flight (librdkafka keeps retrying) and keeps its
        * journal locked, so a retry cannot produce a second copy; when it
        * lands the retry is answered as a duplicate. */
       b->answered = 1;
       proto_journal_id_format(b->journal->journal_id, hex);
       log_warn("ingest", "produce_timeout",
-               "store=%s journal=%s batch_seq=%" PRIu64 " pending=%zu timeout_ms=%" PRIu64,
+               "store=%s journal=%s batch_seq=%" PRIu64 " pending=%zu timeout_ms=%" PRIu64
+               " loop_late_ms=%" PRIu64,
                b->journal->store_id, hex, b->batch->envelope->batch_seq, b->pending,
-               in->produce_timeout_ms);
+               in->produce_timeout_ms, ingest_loop_late_ms(in));
+      ingest_wait_reason(in, why, sizeof(why));
       ingest_reply_unavailable(b->done, b->arg, INGEST_RETRY_KAFKA_S,
-                               "Kafka has not acknowledged %zu of the batch's records within "
-                               "%" PRIu64 " ms; the batch stays in flight, retry later",
-                               b->pending, in->produce_timeout_ms);
+                               "%zu of the batch's records are not acknowledged after %" PRIu64
+                               " ms: %s; the batch stays in flight, retry later",
+                               b->pending, in->produce_timeout_ms, why);
     }
   }
   for (struct ingest_waiter *w = in->waiters_head, *next; w; w = next) {

@@ -103,6 +103,9 @@ const char *ingest_bootstrap(const ingest *in);
 /* 1 once state is rebuilt and batches are accepted. */
 int ingest_ready(const ingest *in);
 
+/* How late the event loop has run lately (ms, the most of the last 5 to 10 s): its CPU load. */
+uint64_t ingest_loop_late_ms(const ingest *in);
+
 /*
  * Takes `batch` (freed with proto_batch_free when done: pooled or not) whose
  * envelope store_id the caller has already checked against the client

@@ -200,6 +200,10 @@ struct ingest {
   char topics[KAFKA_TOPIC_COUNT][INGEST_TOPIC_NAME_MAX + 1];
   uint64_t checkpoint_interval_ms;
   uint64_t produce_timeout_ms;
+  /* How late the tick fires: the event loop's lateness, the most of this window and the last
+   * (INGEST_LATE_WINDOW_MS each), so that a 503 can say whether Kafka or this process's CPU
+   * is what a store waits for. */
+  uint64_t tick_last_ms, late_window_ms, late_max_ms, late_prev_ms;
   uint64_t request_timeout_ms; /* the producer's request.timeout.ms */
   size_t checkpoint_part_bytes; /* INGEST_CHECKPOINT_PART_BYTES unless a test asks for less */
   /* Test hook (POS_TEST_KILL_AFTER_CHECKPOINT_RECORDS=N): after producing the

@@ -272,6 +272,15 @@ void collector_metrics_refresh(void *arg)
                                             NULL),
                               NULL),
               cm.ingest && ingest_ready(cm.ingest));
+  if (cm.ingest)
+    metrics_set(metrics_series1(metrics_gauge(r, "pos_collector_loop_late_seconds",
+                                              "How late the event loop has run lately (the "
+                                              "most of the last 5 to 10 s): the collector's "
+                                              "CPU load. From a quarter of produce_timeout "
+                                              "on, 503s name it as the wait, not Kafka.",
+                                              NULL),
+                                NULL),
+                (double)ingest_loop_late_ms(cm.ingest) / 1000.0);
   metrics_set(metrics_series1(metrics_gauge(r, "pos_collector_healthy",
                                             "1 when /healthz says the collector can do its "
                                             "job, else 0.",
