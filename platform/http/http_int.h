@@ -129,6 +129,12 @@ void http__tls_conn_destroy(struct http__tls_conn *conn);
  */
 int http__tls_conn_feed(struct http__tls_conn *conn, const char *data, size_t length);
 
+/*
+ * Frees the ciphertext buffer if it holds nothing (16 KiB of an idle
+ * keep-alive connection's memory); the next feed makes a new one.
+ */
+void http__tls_conn_trim(struct http__tls_conn *conn);
+
 /* Ciphertext buffered and not yet decrypted, in bytes. */
 size_t http__tls_conn_buffered(const struct http__tls_conn *conn);
 

@@ -1182,6 +1182,9 @@ static void conn_next_request(struct http_conn *conn)
   llhttp_resume(&conn->parser);
   conn_arm(conn, TIMER_IDLE, conn->server->config.idle_timeout_ms);
   conn_pump(conn);
+  /* A keep-alive connection mostly waits: it keeps no empty read buffer meanwhile. */
+  if (conn->tls)
+    http__tls_conn_trim(conn->tls);
 }
 
 /*

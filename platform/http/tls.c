@@ -547,6 +547,16 @@ out:
   return rc;
 }
 
+/* Frees the ciphertext buffer when it holds nothing. See http_int.h. */
+void http__tls_conn_trim(struct http__tls_conn *conn)
+{
+  if (conn->in_start != conn->in_end)
+    return;
+  free(conn->in);
+  conn->in = NULL;
+  conn->in_start = conn->in_end = conn->in_cap = 0;
+}
+
 /* Bytes of ciphertext waiting. See http_int.h. */
 size_t http__tls_conn_buffered(const struct http__tls_conn *conn)
 {

@@ -13,9 +13,14 @@
 #
 #   bash tests/bench/handshake_bench.sh BUILD_DIR
 #
+# Then the collector's memory per idle open connection: its RSS before and
+# after BENCH_IDLE connections (idle_connections.py, python3) have each made
+# one request and stay open, divided by them.
+#
 # Environment:
 #   BENCH_CONNECTIONS  100   connections per kind per round
 #   BENCH_ROUNDS       3
+#   BENCH_IDLE         500   idle connections held open (0: not measured)
 set -euo pipefail
 export LC_ALL=C
 
@@ -27,6 +32,7 @@ COLLECTOR_BIN="$BUILD_DIR/collector/pos-collector"
 BROKER_BIN="$BUILD_DIR/tests/tools/pos-broker"
 CONNECTIONS="${BENCH_CONNECTIONS:-100}"
 ROUNDS="${BENCH_ROUNDS:-3}"
+IDLE="${BENCH_IDLE:-500}"
 CLK_TCK="$(getconf CLK_TCK)"
 
 for bin in "$COLLECTOR_BIN" "$BROKER_BIN"; do
@@ -78,6 +84,8 @@ key = $WORK/pki/server.key
 ca = $WORK/pki/ca.crt
 crl = $WORK/pki/crl.pem
 ticket_key_file = $WORK/ticket.key
+max_connections_per_ip = 0
+idle_timeout = 1h
 
 [kafka]
 brokers = $BOOT
@@ -124,3 +132,28 @@ for entry in "${kinds[@]}"; do
   # shellcheck disable=SC2086
   printf '%-34s %24s ms\n' "$name" "$(mmm ${cost[$name]})"
 done
+
+if ((IDLE > 0)) && command -v python3 >/dev/null; then
+  rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$COLLECTOR_PID/status"; }
+  before="$(rss)"
+  mkfifo "$WORK/idle.in"
+  python3 "$SOURCE_DIR/tests/bench/idle_connections.py" 127.0.0.1 "$PORT" "$IDLE" \
+    "$WORK/pki/ca.crt" "$WORK/pki/device-S001-D1.crt" "$WORK/pki/device-S001-D1.key" \
+    <"$WORK/idle.in" >"$WORK/idle.out" 2>&1 &
+  idle_pid=$!
+  exec 3>"$WORK/idle.in"
+  for ((i = 0; i < 1200; i++)); do
+    grep -q '^open ' "$WORK/idle.out" && break
+    kill -0 "$idle_pid" 2>/dev/null || die "idle_connections.py: $(cat "$WORK/idle.out")"
+    sleep 0.1
+  done
+  grep -q '^open ' "$WORK/idle.out" || die "the idle connections did not all open within 2 minutes"
+  after="$(rss)"
+  exec 3>&-
+  wait "$idle_pid" || true
+  echo
+  echo "== the collector's memory per idle open connection (mutual TLS, one request made)"
+  printf '%-34s %24s\n' "RSS before, kB" "$before"
+  printf '%-34s %24s\n' "RSS with $IDLE open, kB" "$after"
+  printf '%-34s %24.1f\n' "kB per idle connection" "$(calc "($after - $before) / $IDLE")"
+fi
