@@ -179,8 +179,8 @@ static void ingest_wait_reason(const ingest *in, char *out, size_t out_size)
 
   if (late >= busy)
     snprintf(out, out_size,
-             "the collector is short of CPU: its event loop runs up to %" PRIu64 " ms late, "
-             "which delays Kafka's acknowledgements",
+             "the collector is short of CPU: its event loop runs up to %" PRIu64 " ms late "
+             "(more collector instances or cores are the remedy, not Kafka)",
              late);
   else
     snprintf(out, out_size, "Kafka has not acknowledged them yet");
@@ -1223,7 +1223,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
   records = batch->n_sales + batch->n_inventory_deltas;
   if (in->batch_count >= INGEST_MAX_BATCHES_IN_FLIGHT ||
       in->outstanding + records > INGEST_MAX_RECORDS_IN_FLIGHT) {
-    char why[160];
+    char why[256];
     proto_batch_free(batch);
     ingest_wait_reason(in, why, sizeof(why));
     ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
@@ -1919,7 +1919,7 @@ static void ingest_tick_cb(uv_timer_t *handle)
   now = clock_mono_ms();
   for (struct ingest_batch *b = in->batches; b; b = b->next) {
     if (!b->answered && now >= b->deadline_ms) {
-      char hex[33], why[160];
+      char hex[33], why[256];
       /* The batch stays in flight (librdkafka keeps retrying) and keeps its
        * journal locked, so a retry cannot produce a second copy; when it
        * lands the retry is answered as a duplicate. */

@@ -49,18 +49,25 @@ enum http__tls_result {
 
 /* Session tickets (tls_ticket.c): the secret keys are derived from. */
 #define HTTP__TLS_TICKET_SECRET_MIN 32
-/* Bytes of a config's trust digest (the CA and CRL a client certificate was checked against). */
+/* Bytes of a config's trust digest (the CA and CRLs a client certificate was checked against). */
 #define HTTP__TLS_TRUST_BYTES 16
-struct http__tls;
-/* The current config's trust digest (HTTP__TLS_TRUST_BYTES), or NULL. Loop thread. */
-const unsigned char *http__tls_current_trust(const struct http__tls *tls);
 struct http__tls_ticket {
   int enabled;
-  const struct http__tls *tls; /* whose current trust digest tickets carry */
   unsigned char secret[64];
   size_t secret_len;
   uint32_t lifetime_s;            /* a ticket's life, and its key's window */
   mbedtls_ctr_drbg_context *drbg; /* the nonces; the server's, used on its loop */
+};
+
+/*
+ * What the ticket callbacks get as p_ticket: one per config, so that a
+ * ticket is sealed with the trust digest of the config that checked its
+ * certificate, and opened against the config of the connection resuming.
+ */
+struct http__tls_ticket_conf {
+  struct http__tls_ticket *ticket;
+  unsigned char trust[HTTP__TLS_TRUST_BYTES]; /* the config's CA and CRLs, hashed */
+  int require_cert;                           /* the config requires a client certificate */
 };
 
 /*
@@ -69,21 +76,21 @@ struct http__tls_ticket {
  * when `key_file` is NULL or empty. Returns 0, or -1 with `err` saying
  * what is wrong and what to do.
  */
-int http__tls_ticket_init(struct http__tls_ticket *t, const struct http__tls *tls,
-                          const char *key_file, uint32_t lifetime_s, mbedtls_ctr_drbg_context *drbg,
-                          char *err, size_t err_size);
+int http__tls_ticket_init(struct http__tls_ticket *t, const char *key_file, uint32_t lifetime_s,
+                          mbedtls_ctr_drbg_context *drbg, char *err, size_t err_size);
 void http__tls_ticket_free(struct http__tls_ticket *t);
-/* mbedTLS's ticket callbacks (mbedtls_ssl_conf_session_tickets_cb), `t` as p_ticket. */
+/*
+ * mbedTLS's ticket callbacks (mbedtls_ssl_conf_session_tickets_cb), a struct
+ * http__tls_ticket_conf as p_ticket. A ticket sealed under other CA
+ * certificates or CRLs (another instance's, or before a reload), or without
+ * a client certificate where one is required, is refused: the client then
+ * makes a full handshake and its whole chain is checked.
+ */
 int http__tls_ticket_write(void *p_ticket, const mbedtls_ssl_session *session, unsigned char *start,
                            const unsigned char *end, size_t *tlen, uint32_t *lifetime);
 int http__tls_ticket_parse(void *p_ticket, mbedtls_ssl_session *session, unsigned char *buf,
                            size_t len);
-/* A ticket accepted, sealed under the CA and CRL in use now (no need to check its certificate
- * again), or under others. */
-#define HTTP__TLS_TICKET_SAME_TRUST 2
-#define HTTP__TLS_TICKET_OTHER_TRUST 1
-/* What became of the last ticket parsed on this thread: 0 (none, or refused) or one of
- * the above; clears it. */
+/* 1 when the last ticket parsed on this thread was accepted; clears it. */
 int http__tls_ticket_take_accepted(void);
 
 /* How much ciphertext a connection buffers before the server stops reading. */

@@ -55,10 +55,9 @@ struct http__tls_conf {
   time_t crl_next_update;   /* the earliest nextUpdate of the CRLs; 0: none */
   time_t cert_not_after;    /* our own certificate's */
   unsigned long generation; /* 1 for the first config, +1 per reload */
-  /* SHA-256 of the CA certificates and CRLs (DER): what a client certificate was checked
-   * against. Sealed in session tickets: a resumed session checked under the same CA and
-   * CRL is not checked again. */
-  unsigned char trust[HTTP__TLS_TRUST_BYTES];
+  /* The ticket callbacks' context: with the SHA-256 of the CA certificates and CRLs (DER)
+   * this config checks client certificates against, sealed in its tickets. */
+  struct http__tls_ticket_conf ticket;
 };
 
 struct http__tls_conn {
@@ -108,7 +107,7 @@ static void tls_unref(struct http__tls *tls)
   free(tls);
 }
 
-/* conf->trust: the CA chain's and the CRLs' DER, hashed. */
+/* conf->ticket.trust: the CA chain's and the CRLs' DER, hashed. */
 static void tls_conf_trust(struct http__tls_conf *conf)
 {
   mbedtls_sha256_context sha;
@@ -125,13 +124,7 @@ static void tls_conf_trust(struct http__tls_conf *conf)
     mbedtls_sha256_update_ret(&sha, crl->raw.p, crl->raw.len);
   mbedtls_sha256_finish_ret(&sha, digest);
   mbedtls_sha256_free(&sha);
-  memcpy(conf->trust, digest, sizeof(conf->trust));
-}
-
-/* See http_int.h. */
-const unsigned char *http__tls_current_trust(const struct http__tls *tls)
-{
-  return tls->current ? tls->current->trust : NULL;
+  memcpy(conf->ticket.trust, digest, sizeof(conf->ticket.trust));
 }
 
 static void tls_conf_unref(struct http__tls_conf *conf)
@@ -326,9 +319,11 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, int first, 
   }
   mbedtls_ssl_conf_authmode(&conf->ssl_conf, authmode);
   tls_conf_trust(conf);
+  conf->ticket.ticket = &tls->ticket;
+  conf->ticket.require_cert = authmode == MBEDTLS_SSL_VERIFY_REQUIRED;
   if (tls->ticket.enabled)
     mbedtls_ssl_conf_session_tickets_cb(&conf->ssl_conf, http__tls_ticket_write,
-                                        http__tls_ticket_parse, &tls->ticket);
+                                        http__tls_ticket_parse, &conf->ticket);
   result = conf;
   conf = NULL;
 out:
@@ -383,7 +378,7 @@ struct http__tls *http__tls_create(const struct http_tls_config *config, char *e
   if (tls_seed(&tls->entropy, &tls->drbg, personalization, err, err_size) != 0)
     goto out;
   if (config->session_tickets &&
-      http__tls_ticket_init(&tls->ticket, tls, config->ticket_key_file, config->ticket_lifetime_s,
+      http__tls_ticket_init(&tls->ticket, config->ticket_key_file, config->ticket_lifetime_s,
                             &tls->drbg, err, err_size) != 0)
     goto out;
   tls->current = tls_conf_create(tls, 1, err, err_size);
@@ -569,24 +564,16 @@ int http__tls_conn_handshake(struct http__tls_conn *conn, char *reason, size_t r
   char text[200];
   char info[512];
   int result = HTTP__TLS_OK;
-  int accepted, rc;
+  int rc;
 
   if (conn->handshake_done)
     goto out;
   (void)http__tls_ticket_take_accepted();
   rc = mbedtls_ssl_handshake(&conn->ssl);
-  /* The ticket is parsed within this call, on this thread, when the client offers one. */
-  accepted = http__tls_ticket_take_accepted();
-  if (accepted) {
+  /* The ticket is parsed within this call, on this thread, when the client offers one; it
+   * was sealed under the CA and CRLs of this connection's config, or it was refused. */
+  if (http__tls_ticket_take_accepted())
     conn->resumed = 1;
-    /*
-     * The client certificate was verified when the session began, perhaps
-     * by another instance: under another CA file or CRL, it is checked
-     * again against ours before its first request (http__tls_conn_recheck).
-     */
-    if (accepted != HTTP__TLS_TICKET_SAME_TRUST || conn->conf != conn->conf->tls->current)
-      conn->checked_generation = 0;
-  }
   if (rc == 0) {
     conn->handshake_done = 1;
     goto out;

@@ -18,12 +18,21 @@
  * A ticket: window (4 bytes, big-endian) | nonce (12) | AES-256-GCM of
  * [issued, 8 bytes big-endian seconds | trust (16) | mbedtls_ssl_session_save()]
  * | tag (16); the window and the nonce are the additional data. The session
- * holds the client's certificate (MBEDTLS_SSL_KEEP_PEER_CERTIFICATE); trust
- * is the digest of the CA certificates and CRLs it was checked against. An
- * instance whose CA and CRL differ (another CRL, a reload) checks the
- * certificate again on the resumed connection's first request
- * (http__tls_conn_recheck); under the same ones that check would only repeat
- * the handshake's, at the cost of two signature verifications.
+ * holds the client's certificate (MBEDTLS_SSL_KEEP_PEER_CERTIFICATE), but
+ * not the chain it came with; trust is the digest of the CA certificates and
+ * CRLs it was checked against. A ticket sealed under other ones (another
+ * instance's CRL, a CRL published since, another CA file) is refused, and
+ * the client makes a full handshake, where its whole chain is checked under
+ * ours: a device revoked since is refused there. Under the same ones that
+ * check would only repeat the first handshake's (expiry is checked at every
+ * request). A ticket without a client certificate is refused where one is
+ * required.
+ *
+ * Whoever reads the key file can derive every window's key, past and
+ * future, and open any ticket recorded (its session's master secret): the
+ * file is a secret like a private key. Changing it needs every instance
+ * restarted (it is read at start), and every instance must share
+ * ticket_lifetime too, or their windows differ.
  */
 #include "http_int.h"
 
@@ -116,9 +125,8 @@ static int ticket_crypt(const struct http__tls_ticket *t, uint32_t window, int s
   return rc;
 }
 
-int http__tls_ticket_init(struct http__tls_ticket *t, const struct http__tls *tls,
-                          const char *key_file, uint32_t lifetime_s, mbedtls_ctr_drbg_context *drbg,
-                          char *err, size_t err_size)
+int http__tls_ticket_init(struct http__tls_ticket *t, const char *key_file, uint32_t lifetime_s,
+                          mbedtls_ctr_drbg_context *drbg, char *err, size_t err_size)
 {
   struct stat st;
   ssize_t got;
@@ -127,11 +135,13 @@ int http__tls_ticket_init(struct http__tls_ticket *t, const struct http__tls *tl
   memset(t, 0, sizeof(*t));
   t->lifetime_s = lifetime_s ? lifetime_s : HTTP_TLS_TICKET_LIFETIME_DEFAULT_S;
   t->drbg = drbg;
-  t->tls = tls;
   if (key_file == NULL || key_file[0] == '\0') {
     rc = mbedtls_ctr_drbg_random(drbg, t->secret, HTTP__TLS_TICKET_SECRET_MIN);
     if (rc != 0) {
-      snprintf(err, err_size, "tls: drawing a session ticket key: mbedTLS error -0x%04x", -rc);
+      snprintf(err, err_size,
+               "tls: drawing a session ticket key failed (mbedTLS error -0x%04x); set "
+               "ticket_key_file, or session_tickets = false",
+               (unsigned)-rc);
       return -1;
     }
     t->secret_len = HTTP__TLS_TICKET_SECRET_MIN;
@@ -139,18 +149,31 @@ int http__tls_ticket_init(struct http__tls_ticket *t, const struct http__tls *tl
     return 0;
   }
   fd = open(key_file, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  if (fd < 0 && errno == ENOENT) {
     snprintf(err, err_size,
-             "tls ticket_key_file %s: %s; create it with 'head -c 32 /dev/urandom > %s' and "
-             "give every collector instance the same file",
-             key_file, strerror(errno), key_file);
+             "tls ticket_key_file %s does not exist; create it with 'head -c 32 /dev/urandom > "
+             "%s; chmod 600 %s' and give every collector instance the same file",
+             key_file, key_file, key_file);
     return -1;
   }
-  if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
+  if (fd < 0) {
+    snprintf(err, err_size,
+             "tls ticket_key_file %s: %s; it must be readable by the collector's user (and by "
+             "no one else)",
+             key_file, strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, &st) != 0) {
+    snprintf(err, err_size, "tls ticket_key_file %s: %s", key_file, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  if ((st.st_mode & 077) != 0) {
     close(fd);
     snprintf(err, err_size,
-             "tls ticket_key_file %s can be read by other users (mode %03o): anyone who reads "
-             "it can decrypt session tickets; chmod 600 %s",
+             "tls ticket_key_file %s can be read by its group or others (mode %03o): whoever "
+             "reads it can decrypt session tickets; chmod 600 %s (mounted from a secret: "
+             "mode 0400 there)",
              key_file, (unsigned)(st.st_mode & 0777), key_file);
     return -1;
   }
@@ -179,12 +202,12 @@ void http__tls_ticket_free(struct http__tls_ticket *t)
 int http__tls_ticket_write(void *p_ticket, const mbedtls_ssl_session *session, unsigned char *start,
                            const unsigned char *end, size_t *tlen, uint32_t *lifetime)
 {
-  struct http__tls_ticket *t = p_ticket;
+  const struct http__tls_ticket_conf *tc = p_ticket;
+  const struct http__tls_ticket *t = tc->ticket;
   time_t now = time(NULL);
   uint32_t window = ticket_window(t, now);
   unsigned char *plain = start + TICKET_HEAD_BYTES;
   size_t room, saved = 0;
-  const unsigned char *trust = http__tls_current_trust(t->tls);
   int rc;
 
   *tlen = 0;
@@ -192,20 +215,20 @@ int http__tls_ticket_write(void *p_ticket, const mbedtls_ssl_session *session, u
     return MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL;
   room = (size_t)(end - plain) - TICKET_PREFIX_BYTES - TICKET_TAG_BYTES;
   rc = mbedtls_ssl_session_save(session, plain + TICKET_PREFIX_BYTES, room, &saved);
-  if (rc != 0)
+  if (rc == 0) {
+    ticket_put_be(start, window, TICKET_WINDOW_BYTES);
+    rc = mbedtls_ctr_drbg_random(t->drbg, start + TICKET_WINDOW_BYTES, TICKET_NONCE_BYTES);
+  }
+  if (rc == 0) {
+    ticket_put_be(plain, (uint64_t)now, TICKET_ISSUED_BYTES);
+    memcpy(plain + TICKET_ISSUED_BYTES, tc->trust, HTTP__TLS_TRUST_BYTES);
+    rc = ticket_crypt(t, window, 1, start, TICKET_PREFIX_BYTES + saved);
+  }
+  if (rc != 0) {
+    /* The session (its master secret) is not left in the clear in mbedTLS's buffer. */
+    mbedtls_platform_zeroize(start, (size_t)(end - start));
     return rc;
-  ticket_put_be(start, window, TICKET_WINDOW_BYTES);
-  rc = mbedtls_ctr_drbg_random(t->drbg, start + TICKET_WINDOW_BYTES, TICKET_NONCE_BYTES);
-  if (rc != 0)
-    return rc;
-  ticket_put_be(plain, (uint64_t)now, TICKET_ISSUED_BYTES);
-  if (trust)
-    memcpy(plain + TICKET_ISSUED_BYTES, trust, HTTP__TLS_TRUST_BYTES);
-  else
-    memset(plain + TICKET_ISSUED_BYTES, 0, HTTP__TLS_TRUST_BYTES);
-  rc = ticket_crypt(t, window, 1, start, TICKET_PREFIX_BYTES + saved);
-  if (rc != 0)
-    return rc;
+  }
   *tlen = TICKET_HEAD_BYTES + TICKET_PREFIX_BYTES + saved + TICKET_TAG_BYTES;
   *lifetime = t->lifetime_s;
   return 0;
@@ -215,13 +238,13 @@ int http__tls_ticket_write(void *p_ticket, const mbedtls_ssl_session *session, u
 int http__tls_ticket_parse(void *p_ticket, mbedtls_ssl_session *session, unsigned char *buf,
                            size_t len)
 {
-  struct http__tls_ticket *t = p_ticket;
+  const struct http__tls_ticket_conf *tc = p_ticket;
+  const struct http__tls_ticket *t = tc->ticket;
   time_t now = time(NULL);
   uint32_t window_now = ticket_window(t, now), window;
   unsigned char *plain = buf + TICKET_HEAD_BYTES;
   size_t plain_len;
   uint64_t issued;
-  const unsigned char *trust;
   int rc;
 
   ticket_accepted = 0;
@@ -229,27 +252,35 @@ int http__tls_ticket_parse(void *p_ticket, mbedtls_ssl_session *session, unsigne
     return MBEDTLS_ERR_SSL_BAD_INPUT_DATA;
   plain_len = len - TICKET_HEAD_BYTES - TICKET_TAG_BYTES;
   window = (uint32_t)ticket_get_be(buf, TICKET_WINDOW_BYTES);
-  /* This window's key or the one before it; anything else is retired (or not ours). */
-  if (window != window_now && window + 1 != window_now)
+  /*
+   * This window's key or the one before it; or the next one, from an
+   * instance whose clock has just crossed into it (its issue time is checked
+   * below, with the same allowance). Anything else is retired, or not ours.
+   */
+  if (window != window_now && window + 1 != window_now && window != window_now + 1)
     return MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
   rc = ticket_crypt(t, window, 0, buf, plain_len);
   if (rc == MBEDTLS_ERR_GCM_AUTH_FAILED)
     return MBEDTLS_ERR_SSL_INVALID_MAC;
   if (rc != 0)
-    return rc;
+    goto out;
   issued = ticket_get_be(plain, TICKET_ISSUED_BYTES);
+  rc = MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
   if (issued > (uint64_t)now + TICKET_CLOCK_SKEW_S ||
       (issued < (uint64_t)now && (uint64_t)now - issued > t->lifetime_s))
-    return MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
+    goto out;
+  /* Checked under other CA certificates or CRLs: a full handshake checks it under ours. */
+  if (memcmp(plain + TICKET_ISSUED_BYTES, tc->trust, HTTP__TLS_TRUST_BYTES) != 0)
+    goto out;
   rc = mbedtls_ssl_session_load(session, plain + TICKET_PREFIX_BYTES,
                                 plain_len - TICKET_PREFIX_BYTES);
-  if (rc != 0)
-    return rc;
-  trust = http__tls_current_trust(t->tls);
-  ticket_accepted = trust && memcmp(trust, plain + TICKET_ISSUED_BYTES, HTTP__TLS_TRUST_BYTES) == 0
-                        ? HTTP__TLS_TICKET_SAME_TRUST
-                        : HTTP__TLS_TICKET_OTHER_TRUST;
-  return 0;
+  if (rc == 0 && tc->require_cert && session->peer_cert == NULL)
+    rc = MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
+  if (rc == 0)
+    ticket_accepted = 1;
+out:
+  mbedtls_platform_zeroize(plain, plain_len);
+  return rc;
 }
 
 int http__tls_ticket_take_accepted(void)

@@ -120,6 +120,9 @@ for ((r = 0; r < ROUNDS; r++)); do
     for ((i = 0; i < CONNECTIONS; i++)); do
       out="$(connect "${args[@]}")"
       [[ "$out" == *"HTTP/1.1 200"* ]] || die "$name: no answer: $(tail -n 5 <<<"$out")"
+      if [[ "$name" == resumed* && "$out" != *"Reused, "* ]]; then
+        die "$name: a connection did not resume its session"
+      fi
     done
     t1="$(ticks "$COLLECTOR_PID")"
     cost[$name]+="$(calc "($t1 - $t0) * 1000 / $CLK_TCK / $CONNECTIONS") "

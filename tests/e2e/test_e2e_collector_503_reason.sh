@@ -21,7 +21,9 @@ late_seconds() {
 
 send_batch device-S001-D1 --store S001 --journal "$J" --batch-seq 1 --first-seq 1 --sales 5
 assert_eq "batch 1: status" 200 "$(batch_field status)"
-assert_match "metrics: the loop runs on time" '^0(\.0[0-9]*)?$' "$(late_seconds)"
+late="$(late_seconds)"
+awk -v l="$late" 'BEGIN { exit !(l != "" && l < 0.5) }' ||
+  fail "metrics: the loop runs on time (under a quarter of produce_timeout late)" "< 0.5" "$late"
 
 # Kafka silent: the 503 names Kafka.
 pause_broker
