@@ -1382,6 +1382,7 @@ static void mutual_tls_with_the_device_certificate(void **state)
   snprintf(server_key, sizeof(server_key), "%s/pki/server.key", f->jf.dir);
   if (access(cert, R_OK) || access(server_cert, R_OK) || access(ca, R_OK))
     skip();
+  memset(&tls, 0, sizeof(tls)); /* every field: ticket settings included */
   tls.cert_file = server_cert;
   tls.key_file = server_key;
   tls.ca_file = ca;
