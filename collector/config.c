@@ -33,8 +33,8 @@ const struct config_key collector_config_keys[] = {
         "one in use kept)"),
     KEY("server", "session_tickets", CONFIG_BOOL, "true", 0, 0, session_tickets,
         "issue TLS session tickets, so that a store reconnecting resumes its session: 0.4 ms "
-        "of collector CPU instead of 8.5 (tests/bench/handshake_bench.sh); its certificate "
-        "is checked again when this instance's CA or CRL differ from the session's"),
+        "of collector CPU instead of 8.5 (tests/bench/handshake_bench.sh); a ticket from "
+        "under another CA file or CRL is not taken (a full handshake checks the store again)"),
     KEY("server", "ticket_key_file", CONFIG_STRING, "", 0, 0, ticket_key_file,
         "secret (at least 32 random bytes, mode 600) the ticket keys are derived from: give "
         "every instance behind a load balancer the same file ('head -c 32 /dev/urandom'); "

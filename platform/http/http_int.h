@@ -189,7 +189,7 @@ int http__tls_conn_recheck(struct http__tls_conn *conn, char *reason, size_t rea
  */
 const char *http__tls_conn_refusal(const struct http__tls_conn *conn, int rechecked);
 
-/* 1 when the handshake resumed a session from a ticket (the certificate is rechecked). */
+/* 1 when the handshake resumed a session from a ticket sealed under this config's CA and CRLs. */
 int http__tls_conn_resumed(const struct http__tls_conn *conn);
 
 /* The client certificate if one was sent and verified, else NULL. Borrowed from the session. */
