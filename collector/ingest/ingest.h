@@ -107,6 +107,17 @@ int ingest_ready(const ingest *in);
 uint64_t ingest_loop_late_ms(const ingest *in);
 
 /*
+ * Works out on the calling thread (any: a decode worker) what
+ * ingest_submit_batch needs of each sale of pooled `batch` from store
+ * `store_id` (its seq, the order the sales go in, whether its store and
+ * proto_sale_check agree) and keeps it in the batch, so that the loop reads
+ * a few bytes per sale instead of the sales. Optional: a batch without it
+ * (not pooled, or another store) is worked out on the loop. Returns 0, or -1
+ * when the batch is not pooled or memory ran out (nothing kept).
+ */
+int ingest_prepare_batch(Pos__V1__Batch *batch, const char *store_id);
+
+/*
  * Takes `batch` (freed with proto_batch_free when done: pooled or not) whose
  * envelope store_id the caller has already checked against the client
  * certificate. `done` is always called exactly once, possibly before this

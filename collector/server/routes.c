@@ -304,7 +304,8 @@ static void routes_decode_free(struct routes_decode *d)
   free(d);
 }
 
-/* Worker thread: the body's zstd frames, the census of its wire bytes and the unpack. */
+/* Worker thread: the body's zstd frames, the census of its wire bytes, the unpack and the
+ * ingest's look at each sale (ingest_prepare_batch). */
 static void routes_decode_work(uv_work_t *work)
 {
   struct routes_decode *d = work->data;
@@ -317,6 +318,9 @@ static void routes_decode_work(uv_work_t *work)
 #endif
   d->rc = proto_batch_unpack_pooled(d->body, d->body_len, &d->limits, &d->batch, d->err,
                                     sizeof(d->err));
+  /* What the ingest needs of each sale, while the sales are in this core's cache. */
+  if (d->rc == 0)
+    (void)ingest_prepare_batch(d->batch, d->id.store_id);
 }
 
 static void routes_decode_after(uv_work_t *work, int status);

@@ -992,6 +992,7 @@ struct proto_pooled {
   const uint8_t **sale_wire;
   size_t *sale_wire_len;
   size_t sale_wire_count;
+  void *note; /* proto_batch_set_note */
   Pos__V1__Batch batch;
 };
 
@@ -1115,6 +1116,7 @@ static Pos__V1__Batch *proto_batch_decode(const uint8_t *decoded, size_t len, in
   pool->sale_wire = NULL;
   pool->sale_wire_len = NULL;
   pool->sale_wire_count = 0;
+  pool->note = NULL;
   proto_pooled_keep_wire(pool, decoded, len, msg->n_sales);
   return &pool->batch;
 }
@@ -1158,6 +1160,24 @@ void *proto_batch_alloc(Pos__V1__Batch *batch, size_t size)
     return malloc(size ? size : 1);
   pool = (struct proto_pooled *)(void *)((char *)batch - offsetof(struct proto_pooled, batch));
   return proto_arena_alloc(&pool->chunks, size ? size : 1);
+}
+
+int proto_batch_set_note(Pos__V1__Batch *batch, void *note)
+{
+  if (!proto_batch_pooled(batch))
+    return -1;
+  ((struct proto_pooled *)(void *)((char *)batch - offsetof(struct proto_pooled, batch)))->note =
+      note;
+  return 0;
+}
+
+void *proto_batch_note(const Pos__V1__Batch *batch)
+{
+  if (!proto_batch_pooled(batch))
+    return NULL;
+  return ((const struct proto_pooled *)(const void *)((const char *)batch -
+                                                      offsetof(struct proto_pooled, batch)))
+      ->note;
 }
 
 int proto_batch_set_string(Pos__V1__Batch *batch, char **field, const char *text)

@@ -209,6 +209,16 @@ int proto_batch_sale_wire(const Pos__V1__Batch *batch, size_t index, const uint8
 void *proto_batch_alloc(Pos__V1__Batch *batch, size_t size);
 
 /*
+ * A note the caller hangs on a pooled batch: what it worked out about the
+ * batch on a worker thread (in memory of proto_batch_alloc, so it goes with
+ * the batch), for the thread that takes the batch next. Returns 0, or -1
+ * for a batch that is not pooled (nothing kept). proto_batch_note reads it
+ * back: NULL when none was set or the batch is not pooled.
+ */
+int proto_batch_set_note(Pos__V1__Batch *batch, void *note);
+void *proto_batch_note(const Pos__V1__Batch *batch);
+
+/*
  * Sets the string *field of a message inside `batch` to a copy of `text`,
  * freeing the old one when the batch is not pooled. Returns 0, or -1 when
  * out of memory (*field unchanged).

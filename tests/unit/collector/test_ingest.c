@@ -173,19 +173,15 @@ static Pos__V1__Batch *make_simple(uint8_t journal_byte, uint64_t batch_seq, uin
  * The batch of make_batch as the collector's server has it: packed into a
  * zstd body and unpacked into one arena (proto_batch_unpack_pooled).
  */
-static Pos__V1__Batch *make_pooled(uint8_t journal_byte, uint64_t batch_seq, uint64_t first_seq,
-                                   size_t n, size_t deltas)
+static Pos__V1__Batch *make_pooled_of(uint8_t journal_byte, uint64_t batch_seq,
+                                      const struct sale_spec *specs, size_t n, size_t deltas)
 {
-  struct sale_spec specs[64];
   struct proto_limits limits = {1u << 20, 1u << 24, 1000};
   Pos__V1__Batch *plain, *pooled = NULL;
   uint8_t *body = NULL;
   size_t body_len = 0;
   char err[256];
 
-  memset(specs, 0, sizeof(specs));
-  for (size_t i = 0; i < n; i++)
-    specs[i].seq = first_seq + i;
   plain = make_batch(journal_byte, batch_seq, specs, n, deltas, NULL);
   assert_int_equal(proto_batch_pack(plain, 1, &body, &body_len), PROTO_OK);
   proto_batch_free(plain);
@@ -193,6 +189,17 @@ static Pos__V1__Batch *make_pooled(uint8_t journal_byte, uint64_t batch_seq, uin
     fail_msg("proto_batch_unpack_pooled: %s", err);
   free(body);
   return pooled;
+}
+
+static Pos__V1__Batch *make_pooled(uint8_t journal_byte, uint64_t batch_seq, uint64_t first_seq,
+                                   size_t n, size_t deltas)
+{
+  struct sale_spec specs[64];
+
+  memset(specs, 0, sizeof(specs));
+  for (size_t i = 0; i < n; i++)
+    specs[i].seq = first_seq + i;
+  return make_pooled_of(journal_byte, batch_seq, specs, n, deltas);
 }
 
 /* ---- running the loop --------------------------------------------------- */
@@ -611,6 +618,86 @@ static void test_invalid_sale_goes_to_dlq(void **state)
   dlq = read_topic(f, "dlq.v1");
   assert_int_equal(dlq->count, 2);
   free_records(dlq);
+}
+
+struct prepare_job {
+  Pos__V1__Batch *batch;
+  const char *store_id;
+  int rc;
+};
+
+static void prepare_on_thread(void *arg)
+{
+  struct prepare_job *job = arg;
+  job->rc = ingest_prepare_batch(job->batch, job->store_id);
+}
+
+/*
+ * The collector's decode worker looks at each sale first
+ * (ingest_prepare_batch, on its own thread); the loop then goes by what it
+ * noted. A batch with every case in it (sales out of seq order, a seq
+ * twice, one that fails the check, one of another store, some without a
+ * store) gives the records it gives unprepared; and a note made for
+ * another store than the batch is submitted for is not trusted.
+ */
+static void test_sales_noted_on_a_worker_go_where_they_would_unnoted(void **state)
+{
+  struct fixture *f = *state;
+  struct sale_spec specs[6] = {{5, 0, NULL},  {3, 1, NULL},  {4, 0, "S9999"},
+                               {1, 0, STORE}, {1, 0, STORE}, {2, 0, NULL}};
+  const uint8_t journals[3] = {0x91, 0x92, 0x93};
+  uv_thread_t thread;
+
+  wait_ready(f);
+  for (size_t j = 0; j < 3; j++) {
+    Pos__V1__Batch *batch = make_pooled_of(journals[j], 1, specs, 6, 0);
+    /* 0x91: noted for this store; 0x92: for another (redone); 0x93: not noted. */
+    struct prepare_job job = {batch, j == 0 ? STORE : "S0001", -1};
+    struct ingest_result r;
+    if (j < 2) {
+      assert_int_equal(uv_thread_create(&thread, prepare_on_thread, &job), 0);
+      assert_int_equal(uv_thread_join(&thread), 0);
+      assert_int_equal(job.rc, 0);
+    }
+    r = submit(f, batch);
+    assert_int_equal(r.outcome, INGEST_ACCEPTED);
+    assert_int_equal(r.produced, 3);
+    assert_int_equal(r.dead_lettered, 2);
+    assert_int_equal(r.skipped, 1);
+  }
+  {
+    struct records *sales = read_topic(f, "sales.v1"), *dlq = read_topic(f, "dlq.v1");
+    assert_int_equal(sales->count, 9);
+    assert_int_equal(dlq->count, 6);
+    for (size_t j = 0; j < 3; j++) {
+      const uint64_t want[3] = {1, 2, 5};
+      char journal[33];
+      for (size_t i = 0; i < 16; i++)
+        snprintf(journal + 2 * i, 3, "%02x", journals[j]);
+      for (size_t i = 0; i < 3; i++) {
+        const struct record *rec = &sales->items[3 * j + i];
+        Pos__V1__Sale *sale = pos__v1__sale__unpack(NULL, rec->len, rec->value);
+        assert_string_equal(rec->journal_id, journal);
+        assert_int_equal(rec->seq, want[i]);
+        assert_non_null(sale);
+        assert_string_equal(sale->store_id, STORE); /* filled in when the sale had none */
+        pos__v1__sale__free_unpacked(sale, NULL);
+      }
+      assert_string_equal(dlq->items[2 * j].journal_id, journal);
+      assert_int_equal(dlq->items[2 * j].seq, 3);
+      assert_string_equal(dlq->items[2 * j].field, "total");
+      assert_int_equal(dlq->items[2 * j + 1].seq, 4);
+      assert_string_equal(dlq->items[2 * j + 1].field, "store_id");
+    }
+    free_records(sales);
+    free_records(dlq);
+  }
+  /* A batch that is not pooled keeps no note: worked out on the loop. */
+  {
+    Pos__V1__Batch *plain = make_batch(0x94, 1, specs, 6, 0, NULL);
+    assert_int_equal(ingest_prepare_batch(plain, STORE), -1);
+    assert_int_equal(submit(f, plain).produced, 3);
+  }
 }
 
 static void test_concurrent_retry_gives_one_copy(void **state)
@@ -1436,6 +1523,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_sale_bytes_are_produced_as_the_store_sent_them, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_invalid_sale_goes_to_dlq, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sales_noted_on_a_worker_go_where_they_would_unnoted,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_retry_gives_one_copy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_recovers_from_checkpoint_and_log, setup,
                                       teardown),
@@ -1454,13 +1543,11 @@ int main(void)
           teardown),
       cmocka_unit_test_setup_teardown(
           test_recut_batch_covering_the_same_rows_produces_no_delta_twice, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_deltas_straddling_the_position_are_dead_lettered,
-                                      setup, teardown),
-      cmocka_unit_test_setup_teardown(
-          test_carried_rows_whose_deltas_are_in_the_log_are_not_counted_again, setup,
-          teardown),
-      cmocka_unit_test_setup_teardown(test_journal_of_another_device_is_refused, setup,
+      cmocka_unit_test_setup_teardown(test_deltas_straddling_the_position_are_dead_lettered, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(
+          test_carried_rows_whose_deltas_are_in_the_log_are_not_counted_again, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_journal_of_another_device_is_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_large_checkpoint_in_parts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_broker_down_then_up, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failed_delivery_rebuilds_state, setup, teardown),
