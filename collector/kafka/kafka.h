@@ -65,8 +65,9 @@ int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, c
  * is delivered), 1 ms linger (chosen by measurement: kafka/client.c), and
  * the Java-compatible murmur2_random partitioner so that a store's key
  * always lands in the same partition as any Java or Go client would put it.
- * Log lines go to platform/log. `debug` may be NULL. Returns a conf (caller owns it, rd_kafka_new takes
- * it) or NULL with `err` set. Any thread.
+ * Log lines go to platform/log. `debug` may be NULL. Returns a conf
+ * (caller owns it, rd_kafka_new takes it) or NULL with `err` set. Any
+ * thread.
  */
 rd_kafka_conf_t *kafka_producer_conf(const char *brokers, const char *debug, char *err,
                                      size_t err_size);
