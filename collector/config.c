@@ -13,7 +13,9 @@
 
 const struct config_key collector_config_keys[] = {
     KEY("collector", "instance_id", CONFIG_STRING, "collector-1", 0, 0, instance_id,
-        "this instance's name; keys its checkpoints in pos.ingest-state.v1"),
+        "this instance's name (letters, digits, '.', '_', '-'), unique among the collectors of "
+        "one Kafka cluster: it keys its checkpoints and its lease in pos.ingest-state.v1, and a "
+        "collector started under an id another one runs under refuses to start"),
     KEY("collector", "log_level", CONFIG_LEVEL, "info", 0, 0, log_level,
         "debug, info, warn or error"),
 
@@ -147,6 +149,16 @@ int collector_config_load(const char *path, struct collector_config *config, cha
   }
   if (!config->instance_id[0]) {
     snprintf(err, err_size, "%s: [collector] instance_id is empty", path);
+    return -1;
+  }
+  /* It starts every key of the instance in pos.ingest-state.v1 ("<id>/<generation>/<part>",
+   * "<id>/lease"): a '/' could make one instance's key another's. */
+  if (strspn(config->instance_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                  "0123456789._-") != strlen(config->instance_id)) {
+    snprintf(err, err_size,
+             "%s: [collector] instance_id \"%.60s\" may hold only letters, "
+             "digits, '.', '_' and '-'",
+             path, config->instance_id);
     return -1;
   }
   return 0;

@@ -36,7 +36,9 @@ struct collector {
   http_server *enrol_server; /* the EST listener */
   metrics_http *operator_server; /* NULL when off or not bound */
   uv_signal_t sigterm, sigint, sighup;
+  uv_timer_t fatal_timer; /* stops the collector after on_fatal, outside the ingest's callback */
   int stopping;
+  int fatal; /* must not go on (collector_on_fatal): exits 1 */
 };
 
 static const char collector_example_header[] =
@@ -72,6 +74,21 @@ static void collector_stop(struct collector *c)
   uv_close((uv_handle_t *)&c->sigterm, NULL);
   uv_close((uv_handle_t *)&c->sigint, NULL);
   uv_close((uv_handle_t *)&c->sighup, NULL);
+  uv_close((uv_handle_t *)&c->fatal_timer, NULL);
+}
+
+static void collector_on_fatal_timer(uv_timer_t *handle) { collector_stop(handle->data); }
+
+/* The ingest says this instance must not go on (another one runs under its instance_id). */
+static void collector_on_fatal(void *arg, const char *message)
+{
+  struct collector *c = arg;
+
+  if (c->fatal || c->stopping)
+    return;
+  c->fatal = 1;
+  fprintf(stderr, "pos-collector: %s\n", message);
+  uv_timer_start(&c->fatal_timer, collector_on_fatal_timer, 0, 0);
 }
 
 /*
@@ -167,6 +184,8 @@ static int collector_run(struct collector *c)
       .checkpoint_interval_ms = (uint64_t)cfg->checkpoint_interval_ms,
       .produce_timeout_ms = (uint64_t)cfg->produce_timeout_ms,
       .kafka_debug = cfg->kafka_debug[0] ? cfg->kafka_debug : NULL,
+      .on_fatal = collector_on_fatal,
+      .fatal_arg = c,
   };
   struct control_options control_options = {0};
   struct routes_options routes_options = {
@@ -206,6 +225,8 @@ static int collector_run(struct collector *c)
     fprintf(stderr, "pos-collector: cannot create the event loop\n");
     return 1;
   }
+  uv_timer_init(&c->loop, &c->fatal_timer);
+  c->fatal_timer.data = c;
   c->ingest = ingest_create(&c->loop, &ingest_options, err, sizeof(err));
   if (!c->ingest)
     goto fail;
@@ -274,7 +295,7 @@ static int collector_run(struct collector *c)
            http_server_port(c->server), ingest_bootstrap(c->ingest));
   log_info("collector", "ready", "version=%s instance=%s", POS_VERSION, cfg->instance_id);
   uv_run(&c->loop, UV_RUN_DEFAULT);
-  rc = 0;
+  rc = c->fatal ? 1 : 0;
   goto out;
 
 fail:
@@ -286,6 +307,7 @@ fail:
   c->control = NULL;
   ingest_destroy(c->ingest, 0);
   c->ingest = NULL;
+  uv_close((uv_handle_t *)&c->fatal_timer, NULL);
   uv_run(&c->loop, UV_RUN_DEFAULT);
 out:
   routes_destroy(c->routes);

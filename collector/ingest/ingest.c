@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "ingest/ingest_int.h"
@@ -1612,6 +1613,67 @@ static void ingest_rebase_delivered(ingest *in, struct ingest_rebase *rb, rd_kaf
  * acknowledged, so that a crash at any moment leaves a complete generation:
  * the old one is deleted only once the new one is complete and named.
  */
+static int32_t ingest_checkpoint_partition(const ingest *in);
+
+/* A run's random id (getrandom; the clock and pid if the kernel cannot give one). */
+static void ingest_draw_run_id(uint8_t id[INGEST_RUN_ID_BYTES])
+{
+  uint64_t fallback[2];
+
+  if (getrandom(id, INGEST_RUN_ID_BYTES, 0) == INGEST_RUN_ID_BYTES)
+    return;
+  fallback[0] = clock_mono_ms() ^ ((uint64_t)getpid() << 32);
+  fallback[1] = (uint64_t)clock_wall_ms();
+  memcpy(id, fallback, INGEST_RUN_ID_BYTES);
+}
+
+/*
+ * Produces this run's lease on instance_id (pos.proto, InstanceLease):
+ * renewed, or `released` by a clean shutdown. One at a time: a renewal
+ * whose previous one Kafka has not acknowledged yet waits for the next tick.
+ */
+static void ingest_lease_write(ingest *in, int released)
+{
+  Pos__V1__InstanceLease lease;
+  char key[INGEST_TOPIC_NAME_MAX + 16], host[256], err[256];
+  uint8_t *value;
+  size_t len;
+
+  if (!in->lease_held || in->lease_inflight || !in->rk_aux ||
+      ingest__lease_key(key, sizeof(key), in->instance_id))
+    return;
+  if (gethostname(host, sizeof(host)) != 0)
+    host[0] = '\0';
+  host[sizeof(host) - 1] = '\0';
+  pos__v1__instance_lease__init(&lease);
+  lease.instance_id = in->instance_id;
+  lease.run_id.data = in->run_id;
+  lease.run_id.len = sizeof(in->run_id);
+  lease.host = host;
+  lease.pid = (int64_t)getpid();
+  lease.started_ms = in->started_wall_ms;
+  lease.renewed_ms = clock_wall_ms();
+  lease.renewal = ++in->lease_renewal;
+  lease.renew_ms = INGEST_LEASE_RENEW_MS;
+  lease.released = released ? 1 : 0;
+  len = pos__v1__instance_lease__get_packed_size(&lease);
+  value = malloc(len + 1);
+  if (!value)
+    return;
+  pos__v1__instance_lease__pack(&lease, value);
+  in->lease_record.owner = NULL;
+  in->lease_record.kind = INGEST_REC_LEASE;
+  if (ingest_produce(in, KAFKA_TOPIC_STATE, ingest_checkpoint_partition(in), key, value, len, NULL,
+                     &in->lease_record, err, sizeof(err))) {
+    log_warn("ingest", "lease_failed",
+             "instance=%s error=\"%s\" action=\"retried at the next "
+             "renewal\"",
+             in->instance_id, err);
+    return;
+  }
+  in->lease_inflight = 1;
+}
+
 static void ingest_checkpoint_finish(ingest *in)
 {
   struct ingest_checkpoint *ck = in->checkpoint;
@@ -1929,6 +1991,9 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
   case INGEST_REC_REBASE:
     ingest_rebase_delivered(in, record->owner, message->err);
     break;
+  case INGEST_REC_LEASE:
+    in->lease_inflight = 0;
+    break;
   case INGEST_REC_CHECKPOINT: {
     struct ingest_checkpoint *ck = record->owner;
     if (message->err && ck->stage != INGEST_CK_TOMBSTONES)
@@ -2051,6 +2116,10 @@ static void ingest_tick_cb(uv_timer_t *handle)
     }
   }
   ingest_check_doubt(in);
+  if (in->lease_held && now >= in->lease_next_ms) {
+    in->lease_next_ms = now + INGEST_LEASE_RENEW_MS;
+    ingest_lease_write(in, 0);
+  }
   if (in->phase == INGEST_PHASE_READY && !in->doubt && in->rk && !in->checkpoint && in->dirty &&
       now >= in->next_checkpoint_ms) {
     in->next_checkpoint_ms = now + in->checkpoint_interval_ms;
@@ -2068,7 +2137,13 @@ static void ingest_recovery_cb(uv_async_t *handle)
     return;
   r = ingest__recovery_join(in);
   if (r->rc) {
-    /* Only a stop ends a recovery without success, and only destroy stops it. */
+    /* A stop (only destroy stops it) or another collector under this instance_id. */
+    if (r->clash) {
+      log_error("ingest", "instance_id_in_use", "instance=%s reason=\"%s\"", in->instance_id,
+                r->clash_why);
+      if (in->on_fatal)
+        in->on_fatal(in->fatal_arg, r->clash_why);
+    }
     ingest__recovery_free(r);
     return;
   }
@@ -2123,6 +2198,12 @@ static void ingest_recovery_cb(uv_async_t *handle)
   }
   ingest__recovery_free(r);
   in->phase = INGEST_PHASE_READY;
+  /* The id is this run's from now on: claimed at once, then renewed from the tick. */
+  if (!in->embedded && !in->lease_held) {
+    in->lease_held = 1;
+    in->lease_next_ms = clock_mono_ms() + INGEST_LEASE_RENEW_MS;
+    ingest_lease_write(in, 0);
+  }
   if (in->rk)
     rd_kafka_poll(in->rk, 0);
   if (in->rk_aux)
@@ -2257,6 +2338,21 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
              in->instance_id);
     goto fail;
   }
+  /* It starts every key of the instance in ingest-state.v1 ("<id>/<generation>/<part>",
+   * "<id>/lease"): a '/' in it could make one instance's key another's. */
+  if (strspn(in->instance_id,
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+      strlen(in->instance_id)) {
+    snprintf(err, err_size,
+             "instance_id \"%.60s\" may hold only letters, digits, '.', '_' and "
+             "'-'",
+             in->instance_id);
+    goto fail;
+  }
+  in->on_fatal = options->on_fatal;
+  in->fatal_arg = options->fatal_arg;
+  in->started_wall_ms = clock_wall_ms();
+  ingest_draw_run_id(in->run_id);
   for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
     if (kafka_topic_name(prefix, (enum kafka_topic)t, in->topics[t], sizeof(in->topics[t]))) {
       snprintf(err, err_size,
@@ -2371,6 +2467,17 @@ static void ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
       !in->checkpoint) {
     ingest_checkpoint_write(in, 1);
     ingest_flush_until(in, deadline, 1);
+  }
+  /* The instance_id is free for the next run: it need not watch for this one. */
+  if (in->lease_held && in->rk_aux) {
+    uint64_t now = clock_mono_ms();
+    for (int i = 0; i < 50 && in->lease_inflight && now < deadline; i++, now = clock_mono_ms())
+      rd_kafka_poll(in->rk_aux, 10);
+    ingest_lease_write(in, 1);
+    for (int i = 0; i < 200 && in->lease_inflight && now < deadline; i++, now = clock_mono_ms())
+      rd_kafka_poll(in->rk_aux, 10);
+    if (!in->lease_inflight)
+      log_info("ingest", "lease_released", "instance=%s", in->instance_id);
   }
   /* Whatever is left will not be waited for: its reports come back as
    * purge failures and answer UNAVAILABLE. */

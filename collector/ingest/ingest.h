@@ -57,6 +57,11 @@ struct ingest_options {
    * the log ends. Lower it only after a clean stop: the wait covers the
    * previous run's requests with this run's value. */
   uint64_t request_timeout_ms;
+  /* Called (loop thread) when this instance must not go on: another
+   * collector runs under the same instance_id. The message is for people;
+   * the caller stops and exits with an error. NULL: only logged. */
+  void (*on_fatal)(void *arg, const char *message);
+  void *fatal_arg;
 };
 
 typedef struct ingest ingest;

@@ -126,7 +126,13 @@ enum ingest_record_kind {
   INGEST_REC_HEARTBEAT,
   INGEST_REC_CHECKPOINT,
   INGEST_REC_REBASE,
+  INGEST_REC_LEASE,
 };
+
+/* How often a running instance renews its claim on its instance_id (pos.proto, InstanceLease). */
+#define INGEST_LEASE_RENEW_MS 5000
+/* The random id of a run, in its leases. */
+#define INGEST_RUN_ID_BYTES 16
 
 /* A rebase applied to the loop's state while a recovery was running: the
  * rebuilt state may not hold it yet, so it is applied again. */
@@ -189,6 +195,13 @@ struct ingest_recovery {
   struct ingest_garbage garbage;
   int state_partitions;
   struct ingest_recovery_stats stats;
+  /* At start only: whether another run holds this instance_id (its newest
+   * lease, from the first read of ingest-state.v1, and where that read ended). */
+  int check_lease;
+  Pos__V1__InstanceLease *seen_lease; /* NULL: none, or a tombstone */
+  int64_t *state_end;
+  int clash; /* another instance runs under this instance_id: do not start (err says so) */
+  char clash_why[512];
 };
 
 struct ingest {
@@ -261,6 +274,16 @@ struct ingest {
   unsigned reapply_count;
   unsigned batch_count, waiter_count, heartbeat_count;
   size_t outstanding; /* records produced without a delivery report yet */
+
+  /* This run's claim on instance_id (pos.proto, InstanceLease); not with the embedded Kafka. */
+  uint8_t run_id[INGEST_RUN_ID_BYTES];
+  int64_t started_wall_ms;
+  int lease_held;     /* the start found the id free: renewed from then on */
+  int lease_inflight; /* a lease record without its delivery report */
+  uint64_t lease_renewal, lease_next_ms;
+  struct ingest_record lease_record;
+  void (*on_fatal)(void *arg, const char *message);
+  void *fatal_arg;
 };
 
 /* state.c */
@@ -332,6 +355,8 @@ int ingest__checkpoint_encode(const struct ingest_state *state,
                               size_t part_bytes, struct ingest_blob **parts, size_t *part_count);
 
 /* "<instance_id>/<generation>/<part>", the key of a checkpoint part. 0 or -1 (does not fit). */
+/* "<instance_id>/lease", the key of the instance's InstanceLease in ingest-state.v1. 0 or -1. */
+int ingest__lease_key(char *out, size_t out_size, const char *instance_id);
 int ingest__checkpoint_part_key(char *out, size_t out_size, const char *instance_id,
                                 uint64_t generation, uint32_t part);
 /* Adds a part key to delete later; 0, or -1 when out of memory or over

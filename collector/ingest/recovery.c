@@ -37,6 +37,9 @@ struct ingest_generation {
 struct ingest_scan {
   const char *instance_id;
   size_t id_len;
+  char lease_key[INGEST_TOPIC_NAME_MAX + 16]; /* "<instance_id>/lease" */
+  size_t lease_key_len;
+  Pos__V1__InstanceLease *lease; /* the newest lease record (NULL: none, tombstone) */
   struct ingest_generation *generations;
   size_t count, capacity;
   uint64_t max_generation;
@@ -142,6 +145,16 @@ static int ingest_scan_record(void *arg, const rd_kafka_message_t *record)
   uint32_t part = 0;
   int kind = ingest_scan_key(scan, record, &generation, &part);
 
+  if (kind == 0 && record->key_len == scan->lease_key_len && scan->lease_key_len &&
+      memcmp(record->key, scan->lease_key, scan->lease_key_len) == 0) {
+    /* All of an instance's records are in one partition: the last one read is the newest. */
+    if (scan->lease)
+      pos__v1__instance_lease__free_unpacked(scan->lease, NULL);
+    scan->lease = record->payload
+                      ? pos__v1__instance_lease__unpack(NULL, record->len, record->payload)
+                      : NULL;
+    return 0;
+  }
   if (kind == 0 || (kind == 1 && !record->payload))
     return 0;
   if (kind == 2 && !record->payload) {
@@ -224,6 +237,8 @@ static void ingest_scan_free(struct ingest_scan *scan)
     }
   }
   free(scan->msgs);
+  if (scan->lease)
+    pos__v1__instance_lease__free_unpacked(scan->lease, NULL);
   for (size_t i = 0; i < scan->count; i++)
     free(scan->generations[i].present);
   free(scan->generations);
@@ -277,6 +292,9 @@ static int ingest_recover_checkpoint(struct ingest_recovery *r, rd_kafka_t *read
   memset(&scan, 0, sizeof(scan));
   scan.instance_id = in->instance_id;
   scan.id_len = strlen(in->instance_id);
+  if (r->check_lease &&
+      ingest__lease_key(scan.lease_key, sizeof(scan.lease_key), in->instance_id) == 0)
+    scan.lease_key_len = strlen(scan.lease_key);
   start = calloc((size_t)partitions + 1, sizeof(*start));
   end = calloc((size_t)partitions + 1, sizeof(*end));
   if (!start || !end) {
@@ -292,6 +310,19 @@ static int ingest_recover_checkpoint(struct ingest_recovery *r, rd_kafka_t *read
   }
   r->stats.state_records_read = read_stats.records;
   r->stats.manifest_generation = scan.manifest_generation;
+  if (r->check_lease) {
+    if (r->seen_lease)
+      pos__v1__instance_lease__free_unpacked(r->seen_lease, NULL);
+    r->seen_lease = scan.lease;
+    scan.lease = NULL;
+    free(r->state_end);
+    r->state_end = calloc((size_t)partitions + 1, sizeof(*r->state_end));
+    if (!r->state_end) {
+      snprintf(err, err_size, "out of memory reading checkpoints");
+      goto out;
+    }
+    memcpy(r->state_end, end, (size_t)partitions * sizeof(*end));
+  }
   r->next_generation = scan.max_generation + 1;
   scan.chosen = ingest_scan_choose(&scan);
   for (size_t i = 0; i < scan.count; i++) {
@@ -503,6 +534,121 @@ static void ingest_recovery_wait_previous(struct ingest_recovery *r, uint64_t st
   r->stats.waited_ms = clock_mono_ms() - started_ms - elapsed;
 }
 
+/* What a start sees of its instance_id's lease while it watches it. */
+struct ingest_lease_watch {
+  const char *key;
+  size_t key_len;
+  const Pos__V1__InstanceLease *seen; /* the newest lease when the watch began */
+  int released;                       /* a release came: the id is free */
+  Pos__V1__InstanceLease *renewed;    /* a renewal by a live run (the first) */
+};
+
+static int ingest_lease_watch_record(void *arg, const rd_kafka_message_t *record)
+{
+  struct ingest_lease_watch *watch = arg;
+  Pos__V1__InstanceLease *lease;
+
+  if (record->key_len != watch->key_len || memcmp(record->key, watch->key, watch->key_len))
+    return 0;
+  lease =
+      record->payload ? pos__v1__instance_lease__unpack(NULL, record->len, record->payload) : NULL;
+  if (!lease || lease->released) {
+    watch->released = 1;
+  } else if (!watch->renewed &&
+             (lease->run_id.len != watch->seen->run_id.len ||
+              memcmp(lease->run_id.data, watch->seen->run_id.data, lease->run_id.len) != 0 ||
+              lease->renewal > watch->seen->renewal)) {
+    /* The run renewed it (or another claimed it since): it is alive. */
+    watch->renewed = lease;
+    lease = NULL;
+  }
+  if (lease)
+    pos__v1__instance_lease__free_unpacked(lease, NULL);
+  return 0;
+}
+
+/* "12.3 s" of a span in ms, into out[32]. */
+static const char *ingest_seconds_text(int64_t ms, char *out)
+{
+  snprintf(out, 32, "%.1f s", (double)(ms < 0 ? 0 : ms) / 1000.0);
+  return out;
+}
+
+/*
+ * Step 1a, at start: the newest lease of this instance_id (read in step 1)
+ * is not released, so its run either died or still runs. Watches the key
+ * for two of that run's renewals and a margin: a renewal means another
+ * collector runs under this id, and this one must not start (its
+ * checkpoints and records would mix with the other's): -1 with r->clash
+ * and `err` saying so. Otherwise (or a release, or no lease) 0.
+ */
+static int ingest_lease_watch(struct ingest_recovery *r, rd_kafka_t *reader, int partitions,
+                              char *err, size_t err_size)
+{
+  ingest *in = r->in;
+  const Pos__V1__InstanceLease *seen = r->seen_lease;
+  char key[INGEST_TOPIC_NAME_MAX + 16], ago[32], waited[32], quoted[600];
+  struct ingest_lease_watch watch;
+  struct kafka_read_stats stats;
+  uint64_t renew_ms, watch_ms, started = clock_mono_ms();
+  int64_t *end;
+  int rc = 0;
+
+  if (!seen || seen->released || partitions <= 0 || !r->state_end)
+    return 0;
+  renew_ms = seen->renew_ms < 1000 ? 1000 : seen->renew_ms > 60000 ? 60000 : seen->renew_ms;
+  watch_ms = 2 * renew_ms + 2000;
+  if (ingest__lease_key(key, sizeof(key), in->instance_id) ||
+      !(end = calloc((size_t)partitions + 1, sizeof(*end)))) {
+    snprintf(err, err_size, "out of memory watching the instance's lease");
+    return -1;
+  }
+  memset(&watch, 0, sizeof(watch));
+  watch.key = key;
+  watch.key_len = strlen(key);
+  watch.seen = seen;
+  log_info("ingest", "lease_watch",
+           "instance=%s holder_host=%s holder_pid=%" PRId64 " renewed_ago=\"%s\" watch_ms=%" PRIu64
+           " why=\"the last run under this instance_id did not release it: it died, or another "
+           "collector runs under the same instance_id\"",
+           in->instance_id, log_quote(seen->host, quoted, sizeof(quoted)), seen->pid,
+           ingest_seconds_text(clock_wall_ms() - seen->renewed_ms, ago), watch_ms);
+  while (!watch.renewed && !watch.released && !atomic_load(&r->stop)) {
+    memset(&stats, 0, sizeof(stats));
+    if (kafka_read_to_end(reader, in->topics[KAFKA_TOPIC_STATE], partitions, r->state_end, end,
+                          ingest_lease_watch_record, &watch, &r->stop, INGEST_RECOVERY_STALL_MS,
+                          &stats, err, err_size)) {
+      rc = -1;
+      break;
+    }
+    memcpy(r->state_end, end, (size_t)partitions * sizeof(*end));
+    if (watch.renewed || watch.released || clock_mono_ms() - started >= watch_ms)
+      break;
+    ingest_recovery_pause(r, 500);
+  }
+  free(end);
+  if (watch.renewed) {
+    const Pos__V1__InstanceLease *live = watch.renewed;
+    r->clash = 1;
+    snprintf(r->clash_why, sizeof(r->clash_why),
+             "instance_id %s is in use: another collector (host %s, pid %" PRId64 ") renewed "
+             "its claim on it while this one waited %s; two instances under one instance_id "
+             "would overwrite each other's checkpoints: give each instance its own [collector] "
+             "instance_id",
+             in->instance_id, live->host && live->host[0] ? live->host : "?", live->pid,
+             ingest_seconds_text((int64_t)(clock_mono_ms() - started), waited));
+    snprintf(err, err_size, "%s", r->clash_why);
+    pos__v1__instance_lease__free_unpacked(watch.renewed, NULL);
+    return -1;
+  }
+  if (rc == 0 && !atomic_load(&r->stop))
+    log_info("ingest", "lease_free", "instance=%s waited_ms=%" PRIu64 " reason=\"%s\"",
+             in->instance_id, clock_mono_ms() - started,
+             watch.released ? "the holder released it"
+                            : "not renewed: the previous run under this instance_id is gone");
+  return rc;
+}
+
 static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, char *err,
                                size_t err_size)
 {
@@ -533,6 +679,13 @@ static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, c
   /* 1. This instance's last complete checkpoint. */
   if (ingest_recover_checkpoint(r, reader, partitions[KAFKA_TOPIC_STATE], err, err_size))
     goto out;
+
+  /* 1a. At start: no other collector runs under this instance_id. */
+  if (r->check_lease) {
+    if (ingest_lease_watch(r, reader, partitions[KAFKA_TOPIC_STATE], err, err_size))
+      goto out;
+    r->check_lease = 0; /* a retry of this recovery need not watch again */
+  }
 
   /* 1b. A produce request of the previous run may still land. */
   ingest_recovery_wait_previous(r, started_ms);
@@ -623,7 +776,7 @@ static void ingest_recovery_main(void *arg)
       r->rc = 0;
       break;
     }
-    if (atomic_load(&r->stop))
+    if (atomic_load(&r->stop) || r->clash)
       break;
     log_warn("ingest", "recovery_retry", "attempt=%d error=%s retry_in_ms=%d",
              r->stats.attempts, log_quote(err, quoted, sizeof(quoted)),
@@ -655,6 +808,8 @@ int ingest__recovery_start(ingest *in, rd_kafka_t *retire, int make_producer)
   r->in = in;
   r->retire = retire;
   r->make_producer = make_producer;
+  /* Only a start asks whether another run holds the id: after a delivery doubt this run does. */
+  r->check_lease = !retire && !in->embedded && !in->lease_held;
   atomic_init(&r->stop, 0);
   ingest__state_init(&r->state);
   in->recovery = r;
@@ -688,5 +843,8 @@ void ingest__recovery_free(struct ingest_recovery *r)
   ingest__state_free(&r->state);
   ingest__offsets_free(&r->offsets);
   ingest__garbage_free(&r->garbage);
+  if (r->seen_lease)
+    pos__v1__instance_lease__free_unpacked(r->seen_lease, NULL);
+  free(r->state_end);
   free(r);
 }

@@ -539,6 +539,12 @@ out:
   return rc;
 }
 
+int ingest__lease_key(char *out, size_t out_size, const char *instance_id)
+{
+  int len = snprintf(out, out_size, "%s/lease", instance_id);
+  return len < 0 || (size_t)len >= out_size ? -1 : 0;
+}
+
 int ingest__checkpoint_part_key(char *out, size_t out_size, const char *instance_id,
                                 uint64_t generation, uint32_t part)
 {

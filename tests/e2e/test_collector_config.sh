@@ -51,6 +51,14 @@ max_body = 8T"
 expect_bad "port out of range" "$((n + 1))" "port" "[server]
 port = 70000"
 
+# An instance_id whose keys could be another instance's ("a/1" and "a").
+sed "s|^instance_id = .*|instance_id = config-test/1|" "$good" >"$T/badid.conf"
+rc=0
+err="$("$COLLECTOR_BIN" --check-config --config "$T/badid.conf" 2>&1 >/dev/null)" || rc=$?
+assert_eq "instance_id with a '/': --check-config exit status" 1 "$rc"
+assert_contains "instance_id with a '/': says what it may hold" \
+  "[collector] instance_id \"config-test/1\" may hold only letters, digits, '.', '_' and '-'" "$err"
+
 # A certificate file that is not there: the start fails and says which.
 sed "s|^cert = .*|cert = $T/missing.crt|" "$good" >"$T/nocert.conf"
 rc=0
