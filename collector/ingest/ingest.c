@@ -1630,9 +1630,10 @@ static void ingest_draw_run_id(uint8_t id[INGEST_RUN_ID_BYTES])
 /*
  * Produces this run's lease on instance_id (pos.proto, InstanceLease):
  * renewed, or `released` by a clean shutdown. One at a time: a renewal
- * whose previous one Kafka has not acknowledged yet waits for the next tick.
+ * whose previous one Kafka has not acknowledged yet waits for a later tick.
+ * Returns 0 when a record was produced, else -1.
  */
-static void ingest_lease_write(ingest *in, int released)
+static int ingest_lease_write(ingest *in, int released)
 {
   Pos__V1__InstanceLease lease;
   char key[INGEST_TOPIC_NAME_MAX + 16], host[256], err[256];
@@ -1641,7 +1642,7 @@ static void ingest_lease_write(ingest *in, int released)
 
   if (!in->lease_held || in->lease_inflight || !in->rk_aux ||
       ingest__lease_key(key, sizeof(key), in->instance_id))
-    return;
+    return -1;
   if (gethostname(host, sizeof(host)) != 0)
     host[0] = '\0';
   host[sizeof(host) - 1] = '\0';
@@ -1659,19 +1660,20 @@ static void ingest_lease_write(ingest *in, int released)
   len = pos__v1__instance_lease__get_packed_size(&lease);
   value = malloc(len + 1);
   if (!value)
-    return;
+    return -1;
   pos__v1__instance_lease__pack(&lease, value);
   in->lease_record.owner = NULL;
   in->lease_record.kind = INGEST_REC_LEASE;
   if (ingest_produce(in, KAFKA_TOPIC_STATE, ingest_checkpoint_partition(in), key, value, len, NULL,
                      &in->lease_record, err, sizeof(err))) {
-    log_warn("ingest", "lease_failed",
-             "instance=%s error=\"%s\" action=\"retried at the next "
-             "renewal\"",
+    log_warn("ingest", "lease_failed", "instance=%s error=\"%s\" action=\"retried shortly\"",
              in->instance_id, err);
-    return;
+    return -1;
   }
   in->lease_inflight = 1;
+  if (released)
+    in->lease_release_state = 1;
+  return 0;
 }
 
 static void ingest_checkpoint_finish(ingest *in)
@@ -1939,9 +1941,10 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
     /* A heartbeat or a checkpoint failed: that one only (the next
      * checkpoint retries); the data path is not in doubt. */
     log_warn("ingest", "delivery_failed", "topic=%s partition=%d error=%s action=%s",
-             in->topics[record->topic], (int)message->partition,
-             rd_kafka_err2name(message->err),
-             record->kind == INGEST_REC_HEARTBEAT ? "answer_503" : "retry_next_checkpoint");
+             in->topics[record->topic], (int)message->partition, rd_kafka_err2name(message->err),
+             record->kind == INGEST_REC_HEARTBEAT ? "answer_503"
+             : record->kind == INGEST_REC_LEASE   ? "renew_again"
+                                                  : "retry_next_checkpoint");
   } else if (message->err && !ingest_err_is_purge(message->err) && !in->doubt) {
     /* With idempotence and the gapless guarantee a record that fails is
      * either fatal for the producer or a permanent refusal: either way the
@@ -1993,6 +1996,8 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
     break;
   case INGEST_REC_LEASE:
     in->lease_inflight = 0;
+    if (in->lease_release_state == 1)
+      in->lease_release_state = message->err ? 3 : 2;
     break;
   case INGEST_REC_CHECKPOINT: {
     struct ingest_checkpoint *ck = record->owner;
@@ -2116,10 +2121,10 @@ static void ingest_tick_cb(uv_timer_t *handle)
     }
   }
   ingest_check_doubt(in);
-  if (in->lease_held && now >= in->lease_next_ms) {
+  /* Renewed every period; one that could not go now is tried again at the next tick. */
+  if (in->lease_held && in->phase != INGEST_PHASE_CLOSING && now >= in->lease_next_ms &&
+      ingest_lease_write(in, 0) == 0)
     in->lease_next_ms = now + INGEST_LEASE_RENEW_MS;
-    ingest_lease_write(in, 0);
-  }
   if (in->phase == INGEST_PHASE_READY && !in->doubt && in->rk && !in->checkpoint && in->dirty &&
       now >= in->next_checkpoint_ms) {
     in->next_checkpoint_ms = now + in->checkpoint_interval_ms;
@@ -2201,8 +2206,9 @@ static void ingest_recovery_cb(uv_async_t *handle)
   /* The id is this run's from now on: claimed at once, then renewed from the tick. */
   if (!in->embedded && !in->lease_held) {
     in->lease_held = 1;
-    in->lease_next_ms = clock_mono_ms() + INGEST_LEASE_RENEW_MS;
-    ingest_lease_write(in, 0);
+    in->lease_next_ms = clock_mono_ms();
+    if (ingest_lease_write(in, 0) == 0)
+      in->lease_next_ms += INGEST_LEASE_RENEW_MS;
   }
   if (in->rk)
     rd_kafka_poll(in->rk, 0);
@@ -2339,13 +2345,11 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
     goto fail;
   }
   /* It starts every key of the instance in ingest-state.v1 ("<id>/<generation>/<part>",
-   * "<id>/lease"): a '/' in it could make one instance's key another's. */
-  if (strspn(in->instance_id,
-             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
-      strlen(in->instance_id)) {
+   * "<id>/lease"): a '/' could make one instance's key another's. */
+  if (strchr(in->instance_id, '/')) {
     snprintf(err, err_size,
-             "instance_id \"%.60s\" may hold only letters, digits, '.', '_' and "
-             "'-'",
+             "instance_id \"%.60s\" holds a '/': use letters, digits, '.', '_' "
+             "or '-'",
              in->instance_id);
     goto fail;
   }
@@ -2460,6 +2464,13 @@ static void ingest_flush_until(ingest *in, uint64_t deadline, int checkpoint_onl
  * destroy both producers. */
 static void ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
 {
+  /* The instance_id is free for the next run: released before the drain, which may use up
+   * the deadline (a renewal still in flight is waited for first, briefly). */
+  if (in->lease_held && in->rk_aux) {
+    for (int i = 0; i < 50 && in->lease_inflight && clock_mono_ms() < deadline; i++)
+      rd_kafka_poll(in->rk_aux, 10);
+    (void)ingest_lease_write(in, 1);
+  }
   ingest_flush_until(in, deadline, 0);
   /* Nothing outstanding: no record of this run can land later, which the
    * final manifest says, so that the next start need not wait. */
@@ -2468,17 +2479,20 @@ static void ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
     ingest_checkpoint_write(in, 1);
     ingest_flush_until(in, deadline, 1);
   }
-  /* The instance_id is free for the next run: it need not watch for this one. */
-  if (in->lease_held && in->rk_aux) {
+  /* Whether the release (written first, below) reached Kafka: the next run under the id
+   * then need not watch for this one. */
+  if (in->lease_release_state == 1 && in->rk_aux) {
     uint64_t now = clock_mono_ms();
-    for (int i = 0; i < 50 && in->lease_inflight && now < deadline; i++, now = clock_mono_ms())
-      rd_kafka_poll(in->rk_aux, 10);
-    ingest_lease_write(in, 1);
     for (int i = 0; i < 200 && in->lease_inflight && now < deadline; i++, now = clock_mono_ms())
       rd_kafka_poll(in->rk_aux, 10);
-    if (!in->lease_inflight)
-      log_info("ingest", "lease_released", "instance=%s", in->instance_id);
   }
+  if (in->lease_release_state == 2)
+    log_info("ingest", "lease_released", "instance=%s", in->instance_id);
+  else if (in->lease_held)
+    log_warn("ingest", "lease_not_released",
+             "instance=%s why=\"Kafka did not acknowledge the release in time\" effect=\"the "
+             "next start under this instance_id waits about 11 s to see that this run is gone\"",
+             in->instance_id);
   /* Whatever is left will not be waited for: its reports come back as
    * purge failures and answer UNAVAILABLE. */
   if (in->rk)

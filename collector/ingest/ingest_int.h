@@ -129,8 +129,10 @@ enum ingest_record_kind {
   INGEST_REC_LEASE,
 };
 
-/* How often a running instance renews its claim on its instance_id (pos.proto, InstanceLease). */
-#define INGEST_LEASE_RENEW_MS 5000
+/* How often a running instance renews its claim on its instance_id (pos.proto,
+ * InstanceLease). A start watches three periods and 2 s (11 s): within the 12.5 s it waits
+ * for the previous run's produce requests after a crash anyway. */
+#define INGEST_LEASE_RENEW_MS 3000
 /* The random id of a run, in its leases. */
 #define INGEST_RUN_ID_BYTES 16
 
@@ -280,6 +282,7 @@ struct ingest {
   int64_t started_wall_ms;
   int lease_held;     /* the start found the id free: renewed from then on */
   int lease_inflight; /* a lease record without its delivery report */
+  int lease_release_state; /* 0: none written; 1: in flight; 2: delivered; 3: failed */
   uint64_t lease_renewal, lease_next_ms;
   struct ingest_record lease_record;
   void (*on_fatal)(void *arg, const char *message);

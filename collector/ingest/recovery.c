@@ -539,9 +539,17 @@ struct ingest_lease_watch {
   const char *key;
   size_t key_len;
   const Pos__V1__InstanceLease *seen; /* the newest lease when the watch began */
-  int released;                       /* a release came: the id is free */
-  Pos__V1__InstanceLease *renewed;    /* a renewal by a live run (the first) */
+  int released;                       /* the newest record read: a release (or a tombstone) */
+  Pos__V1__InstanceLease *live;       /* the newest record read: a live run's renewal */
 };
+
+/* Whether `lease` is of the same run as `other`. */
+static int ingest_lease_same_run(const Pos__V1__InstanceLease *lease,
+                                 const Pos__V1__InstanceLease *other)
+{
+  return lease->run_id.len == other->run_id.len &&
+         memcmp(lease->run_id.data, other->run_id.data, lease->run_id.len) == 0;
+}
 
 static int ingest_lease_watch_record(void *arg, const rd_kafka_message_t *record)
 {
@@ -550,16 +558,28 @@ static int ingest_lease_watch_record(void *arg, const rd_kafka_message_t *record
 
   if (record->key_len != watch->key_len || memcmp(record->key, watch->key, watch->key_len))
     return 0;
-  lease =
-      record->payload ? pos__v1__instance_lease__unpack(NULL, record->len, record->payload) : NULL;
-  if (!lease || lease->released) {
+  if (!record->payload) { /* a tombstone: nobody holds the id */
     watch->released = 1;
-  } else if (!watch->renewed &&
-             (lease->run_id.len != watch->seen->run_id.len ||
-              memcmp(lease->run_id.data, watch->seen->run_id.data, lease->run_id.len) != 0 ||
-              lease->renewal > watch->seen->renewal)) {
-    /* The run renewed it (or another claimed it since): it is alive. */
-    watch->renewed = lease;
+    return 0;
+  }
+  lease = pos__v1__instance_lease__unpack(NULL, record->len, record->payload);
+  if (!lease)
+    return 0; /* not a lease this collector can read: says nothing */
+  if (lease->released) {
+    watch->released = 1;
+    if (watch->live) {
+      pos__v1__instance_lease__free_unpacked(watch->live, NULL);
+      watch->live = NULL;
+    }
+  } else if (!ingest_lease_same_run(lease, watch->seen) ||
+             lease->renewal >= watch->seen->renewal + 2) {
+    /* Renewed twice since the lease seen, or claimed by another run: alive.
+     * (One renewal of the run seen may be one it sent before it died,
+     * landing late: a run has one lease record in flight at most.) */
+    watch->released = 0;
+    if (watch->live)
+      pos__v1__instance_lease__free_unpacked(watch->live, NULL);
+    watch->live = lease;
     lease = NULL;
   }
   if (lease)
@@ -576,28 +596,33 @@ static const char *ingest_seconds_text(int64_t ms, char *out)
 
 /*
  * Step 1a, at start: the newest lease of this instance_id (read in step 1)
- * is not released, so its run either died or still runs. Watches the key
- * for two of that run's renewals and a margin: a renewal means another
- * collector runs under this id, and this one must not start (its
- * checkpoints and records would mix with the other's): -1 with r->clash
- * and `err` saying so. Otherwise (or a release, or no lease) 0.
+ * is not released, so its run either died or still runs. Watches the key,
+ * from the start of this recovery, for three of that run's renewal periods
+ * and a margin: two renewals by it (one may be a record it sent before it
+ * died, landing late), or a lease of another run, mean another collector
+ * runs under this id, and this one must not start (its checkpoints and
+ * records would mix with the other's): -1 with r->clash and `err` saying
+ * so. Otherwise (a release, no lease, nothing renewed) 0. The watch fits
+ * within the wait for the previous run's produce requests that such a start
+ * makes anyway (ingest_recovery_wait_previous).
  */
 static int ingest_lease_watch(struct ingest_recovery *r, rd_kafka_t *reader, int partitions,
-                              char *err, size_t err_size)
+                              uint64_t started_ms, char *err, size_t err_size)
 {
   ingest *in = r->in;
   const Pos__V1__InstanceLease *seen = r->seen_lease;
   char key[INGEST_TOPIC_NAME_MAX + 16], ago[32], waited[32], quoted[600];
   struct ingest_lease_watch watch;
   struct kafka_read_stats stats;
-  uint64_t renew_ms, watch_ms, started = clock_mono_ms();
+  uint64_t renew_ms, watch_ms, started = started_ms;
   int64_t *end;
   int rc = 0;
 
   if (!seen || seen->released || partitions <= 0 || !r->state_end)
     return 0;
   renew_ms = seen->renew_ms < 1000 ? 1000 : seen->renew_ms > 60000 ? 60000 : seen->renew_ms;
-  watch_ms = 2 * renew_ms + 2000;
+  /* Two renewals of a live run land within three periods, whatever the phase. */
+  watch_ms = 3 * renew_ms + 2000;
   if (ingest__lease_key(key, sizeof(key), in->instance_id) ||
       !(end = calloc((size_t)partitions + 1, sizeof(*end)))) {
     snprintf(err, err_size, "out of memory watching the instance's lease");
@@ -613,7 +638,7 @@ static int ingest_lease_watch(struct ingest_recovery *r, rd_kafka_t *reader, int
            "collector runs under the same instance_id\"",
            in->instance_id, log_quote(seen->host, quoted, sizeof(quoted)), seen->pid,
            ingest_seconds_text(clock_wall_ms() - seen->renewed_ms, ago), watch_ms);
-  while (!watch.renewed && !watch.released && !atomic_load(&r->stop)) {
+  while (!watch.live && !watch.released && !atomic_load(&r->stop)) {
     memset(&stats, 0, sizeof(stats));
     if (kafka_read_to_end(reader, in->topics[KAFKA_TOPIC_STATE], partitions, r->state_end, end,
                           ingest_lease_watch_record, &watch, &r->stop, INGEST_RECOVERY_STALL_MS,
@@ -622,13 +647,13 @@ static int ingest_lease_watch(struct ingest_recovery *r, rd_kafka_t *reader, int
       break;
     }
     memcpy(r->state_end, end, (size_t)partitions * sizeof(*end));
-    if (watch.renewed || watch.released || clock_mono_ms() - started >= watch_ms)
+    if (watch.live || watch.released || clock_mono_ms() - started >= watch_ms)
       break;
     ingest_recovery_pause(r, 500);
   }
   free(end);
-  if (watch.renewed) {
-    const Pos__V1__InstanceLease *live = watch.renewed;
+  if (watch.live) {
+    const Pos__V1__InstanceLease *live = watch.live;
     r->clash = 1;
     snprintf(r->clash_why, sizeof(r->clash_why),
              "instance_id %s is in use: another collector (host %s, pid %" PRId64 ") renewed "
@@ -638,7 +663,7 @@ static int ingest_lease_watch(struct ingest_recovery *r, rd_kafka_t *reader, int
              in->instance_id, live->host && live->host[0] ? live->host : "?", live->pid,
              ingest_seconds_text((int64_t)(clock_mono_ms() - started), waited));
     snprintf(err, err_size, "%s", r->clash_why);
-    pos__v1__instance_lease__free_unpacked(watch.renewed, NULL);
+    pos__v1__instance_lease__free_unpacked(watch.live, NULL);
     return -1;
   }
   if (rc == 0 && !atomic_load(&r->stop))
@@ -682,7 +707,7 @@ static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, c
 
   /* 1a. At start: no other collector runs under this instance_id. */
   if (r->check_lease) {
-    if (ingest_lease_watch(r, reader, partitions[KAFKA_TOPIC_STATE], err, err_size))
+    if (ingest_lease_watch(r, reader, partitions[KAFKA_TOPIC_STATE], started_ms, err, err_size))
       goto out;
     r->check_lease = 0; /* a retry of this recovery need not watch again */
   }

@@ -56,8 +56,8 @@ sed "s|^instance_id = .*|instance_id = config-test/1|" "$good" >"$T/badid.conf"
 rc=0
 err="$("$COLLECTOR_BIN" --check-config --config "$T/badid.conf" 2>&1 >/dev/null)" || rc=$?
 assert_eq "instance_id with a '/': --check-config exit status" 1 "$rc"
-assert_contains "instance_id with a '/': says what it may hold" \
-  "[collector] instance_id \"config-test/1\" may hold only letters, digits, '.', '_' and '-'" "$err"
+assert_contains "instance_id with a '/': says why and what to use" \
+  "[collector] instance_id \"config-test/1\" holds a '/', which would make its keys in pos.ingest-state.v1 look like another instance's: use letters, digits, '.', '_' or '-'" "$err"
 
 # A certificate file that is not there: the start fails and says which.
 sed "s|^cert = .*|cert = $T/missing.crt|" "$good" >"$T/nocert.conf"

@@ -2,7 +2,7 @@
 # One running collector per instance_id (issue 15, item 1): two under one id
 # would write their checkpoints under the same keys and each rebuild the
 # other's. A running instance holds a lease on its id in pos.ingest-state.v1
-# (pos.proto, InstanceLease), renewed every 5 s. A second collector started
+# (pos.proto, InstanceLease), renewed every 3 s. A second collector started
 # under that id sees the renewal and refuses to start, saying which process
 # holds the id and what to do; the first goes on. Another id starts beside
 # it. After the holder is killed (-9) the next run under the id waits for a
