@@ -579,6 +579,7 @@ enum {
 struct ingest_notes {
   char store_id[INGEST_STORE_ID_MAX + 1]; /* the store they were worked out for */
   size_t count;                           /* batch->n_sales */
+  size_t carried;                         /* sales with INGEST_NOTE_CARRIED */
   uint64_t *seq;                          /* each sale's seq, in batch order */
   size_t *order;  /* indexes in seq order (ties in batch order); NULL: the batch's order */
   uint8_t *flags; /* INGEST_NOTE_*, in batch order */
@@ -604,6 +605,7 @@ static struct ingest_notes *ingest_notes_build(Pos__V1__Batch *batch, const char
     return NULL;
   snprintf(notes->store_id, sizeof(notes->store_id), "%s", store_id);
   notes->count = n;
+  notes->carried = 0;
   notes->seq = (uint64_t *)(void *)(notes + 1);
   notes->order = (size_t *)(void *)(notes->seq + n);
   notes->flags = (uint8_t *)(notes->order + n);
@@ -619,8 +621,10 @@ static struct ingest_notes *ingest_notes_build(Pos__V1__Batch *batch, const char
       flags |= INGEST_NOTE_OTHER_STORE;
     if (proto_sale_check(sale, field, sizeof(field), why, sizeof(why)))
       flags |= INGEST_NOTE_CHECK_FAILED;
-    if (sale->n_carried_from)
+    if (sale->n_carried_from) {
       flags |= INGEST_NOTE_CARRIED;
+      notes->carried++;
+    }
     notes->flags[i] = flags;
   }
   /* The agent sends its sales in seq order: sorted only when they are not. */
@@ -1013,6 +1017,11 @@ static const struct ingest_journal *ingest_carried_in_log(ingest *in, const char
 static const struct ingest_journal *ingest_carried_inflight(ingest *in, const char *store_id,
                                                             const Pos__V1__Batch *batch)
 {
+  const struct ingest_notes *notes = proto_batch_note(batch);
+
+  /* The worker noted whether any sale was carried over: most batches have none. */
+  if (notes && notes->count == batch->n_sales && notes->carried == 0)
+    return NULL;
   for (size_t i = 0; i < batch->n_sales; i++) {
     const Pos__V1__Sale *sale = batch->sales[i];
     for (size_t c = 0; c < sale->n_carried_from; c++) {
