@@ -92,6 +92,15 @@ const struct config_key collector_config_keys[] = {
     KEY("kafka", "debug", CONFIG_STRING, "", 0, 0, kafka_debug,
         "librdkafka debug contexts (e.g. broker,topic,msg), empty for none"),
 
+    KEY("fleet", "group", CONFIG_STRING, "pos-collectors", 0, 0, fleet_group,
+        "the Kafka consumer group every collector instance of the chain joins: the group "
+        "shares out the partitions of pos.sales.v1 (by pos.ownership.v1, which must have as "
+        "many) between the instances; empty: this instance joins none (it runs alone). Not "
+        "with the embedded Kafka"),
+    KEY("fleet", "session_timeout", CONFIG_DURATION, "10s", 1000, 300000, fleet_session_timeout_ms,
+        "an instance that does not heartbeat for this long loses its partitions to the "
+        "others (within the broker's group.min/max.session.timeout.ms: 6s-30m by default)"),
+
     KEY("control", "keep_finished", CONFIG_DURATION, "30d", 3600000LL, 3650LL * 86400000LL,
         keep_finished_ms,
         "head-office commands finished this long ago are dropped from memory and deleted "

@@ -44,6 +44,9 @@ struct collector_config {
   int64_t checkpoint_interval_ms;
   int64_t produce_timeout_ms;
   char *kafka_debug;
+  /* [fleet] */
+  char *fleet_group;
+  int64_t fleet_session_timeout_ms;
   /* [control] */
   int64_t keep_finished_ms;
   /* [enrol] */

@@ -14,6 +14,8 @@
 #include "control/control.h"
 #include "enrol/est.h"
 #include "ingest/ingest.h"
+#include "kafka/kafka.h"
+#include "kafka/ownership.h"
 #include "platform/http_server.h"
 #include "platform/log.h"
 #include "platform/metrics_http.h"
@@ -28,6 +30,7 @@ struct collector {
   uv_loop_t loop;
   struct collector_config config;
   ingest *ingest;
+  ownership *ownership; /* NULL: alone (embedded Kafka, [fleet] group empty, or topic missing) */
   control *control;
   routes *routes;
   http_server *server;
@@ -71,6 +74,8 @@ static void collector_stop(struct collector *c)
   routes_close(c->routes);
   ingest_destroy(c->ingest, COLLECTOR_DRAIN_MS);
   c->ingest = NULL;
+  ownership_destroy(c->ownership);
+  c->ownership = NULL;
   uv_close((uv_handle_t *)&c->sigterm, NULL);
   uv_close((uv_handle_t *)&c->sigint, NULL);
   uv_close((uv_handle_t *)&c->sighup, NULL);
@@ -173,6 +178,40 @@ static void collector_start_operator(struct collector *c)
            cfg->operator_listen_host, metrics_http_port(c->operator_server));
 }
 
+/*
+ * Joins the collectors' consumer group ([fleet] group), which shares the
+ * partitions of pos.sales.v1 out between the instances (kafka/ownership.h).
+ * Not with the embedded Kafka (this instance is the only one) nor with an
+ * empty group. A group that cannot be joined is logged with what to do and
+ * left: this step reports the partitions, it does not act on them yet.
+ */
+static void collector_join_fleet(struct collector *c)
+{
+  struct collector_config *cfg = &c->config;
+  char topic[256], sales[256], err[512], quoted[600];
+  struct ownership_options options = {
+      .brokers = cfg->brokers,
+      .group = cfg->fleet_group,
+      .topic = topic,
+      .sales_topic = sales,
+      .instance_id = cfg->instance_id,
+      .session_timeout_ms = (uint64_t)cfg->fleet_session_timeout_ms,
+      .kafka_debug = cfg->kafka_debug[0] ? cfg->kafka_debug : NULL,
+  };
+
+  if (!cfg->brokers[0] || !cfg->fleet_group[0])
+    return;
+  if (kafka_topic_name(cfg->topic_prefix, KAFKA_TOPIC_OWNERSHIP, topic, sizeof(topic)) ||
+      kafka_topic_name(cfg->topic_prefix, KAFKA_TOPIC_SALES, sales, sizeof(sales)))
+    return;
+  c->ownership = ownership_create(&c->loop, &options, err, sizeof(err));
+  if (!c->ownership)
+    log_error("collector", "fleet_off",
+              "group=%s reason=%s action=\"fix it and restart: until "
+              "then this instance is in no group\"",
+              cfg->fleet_group, log_quote(err, quoted, sizeof(quoted)));
+}
+
 static int collector_run(struct collector *c)
 {
   struct collector_config *cfg = &c->config;
@@ -230,6 +269,7 @@ static int collector_run(struct collector *c)
   c->ingest = ingest_create(&c->loop, &ingest_options, err, sizeof(err));
   if (!c->ingest)
     goto fail;
+  collector_join_fleet(c);
   control_options.keep_finished_ms = (int64_t)cfg->keep_finished_ms;
   control_options.token_lifetime_ms = cfg->enrol_ca_cert[0] ? cfg->enrol_token_lifetime_ms : 0;
   c->control = control_create(&c->loop, c->ingest, ingest_bootstrap(c->ingest), cfg->topic_prefix,
@@ -307,6 +347,8 @@ fail:
   c->control = NULL;
   ingest_destroy(c->ingest, 0);
   c->ingest = NULL;
+  ownership_destroy(c->ownership);
+  c->ownership = NULL;
   uv_close((uv_handle_t *)&c->fatal_timer, NULL);
   uv_run(&c->loop, UV_RUN_DEFAULT);
 out:

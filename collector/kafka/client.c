@@ -22,6 +22,7 @@ static const char *const kafka_suffixes[KAFKA_TOPIC_COUNT] = {
     [KAFKA_TOPIC_STATUS] = "agent-status.v1",
     [KAFKA_TOPIC_STATE] = "ingest-state.v1",
     [KAFKA_TOPIC_CONTROL] = "control.v1",
+    [KAFKA_TOPIC_OWNERSHIP] = "ownership.v1",
 };
 
 const char *kafka_topic_suffix(enum kafka_topic topic)
@@ -82,8 +83,7 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *facility,
             log_quote(message, quoted, sizeof(quoted)));
 }
 
-static rd_kafka_conf_t *kafka_base_conf(const char *brokers, const char *debug, char *err,
-                                        size_t err_size)
+rd_kafka_conf_t *kafka_base_conf(const char *brokers, const char *debug, char *err, size_t err_size)
 {
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
 

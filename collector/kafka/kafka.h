@@ -17,14 +17,16 @@
 
 /* The project's topics (ARCHITECTURE.md, Kafka topics), without prefix. */
 enum kafka_topic {
-  KAFKA_TOPIC_SALES = 0,    /* sales.v1 */
-  KAFKA_TOPIC_REPLAY,       /* sales.replay.v1 */
-  KAFKA_TOPIC_DLQ,          /* dlq.v1 */
-  KAFKA_TOPIC_INVENTORY,    /* inventory-deltas.v1 */
+  KAFKA_TOPIC_SALES = 0,        /* sales.v1 */
+  KAFKA_TOPIC_REPLAY,           /* sales.replay.v1 */
+  KAFKA_TOPIC_DLQ,              /* dlq.v1 */
+  KAFKA_TOPIC_INVENTORY,        /* inventory-deltas.v1 */
   KAFKA_TOPIC_INVENTORY_REPLAY, /* inventory-deltas.replay.v1: a replay's deltas */
-  KAFKA_TOPIC_STATUS,       /* agent-status.v1 (compacted) */
-  KAFKA_TOPIC_STATE,        /* ingest-state.v1 (compacted) */
-  KAFKA_TOPIC_CONTROL,      /* control.v1 (compacted) */
+  KAFKA_TOPIC_STATUS,           /* agent-status.v1 (compacted) */
+  KAFKA_TOPIC_STATE,            /* ingest-state.v1 (compacted) */
+  KAFKA_TOPIC_CONTROL,          /* control.v1 (compacted) */
+  KAFKA_TOPIC_OWNERSHIP, /* ownership.v1: its partitions, assigned by the group (kafka/ownership.h)
+                          */
   KAFKA_TOPIC_COUNT
 };
 
@@ -69,6 +71,13 @@ int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, c
  * (caller owns it, rd_kafka_new takes it) or NULL with `err` set. Any
  * thread.
  */
+/*
+ * A client configuration with bootstrap.servers, `debug` (may be NULL) and
+ * librdkafka's log lines going to platform/log. NULL with `err` set.
+ */
+rd_kafka_conf_t *kafka_base_conf(const char *brokers, const char *debug, char *err,
+                                 size_t err_size);
+
 rd_kafka_conf_t *kafka_producer_conf(const char *brokers, const char *debug, char *err,
                                      size_t err_size);
 

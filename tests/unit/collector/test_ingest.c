@@ -23,6 +23,7 @@
 
 #include "ingest/ingest.h"
 #include "kafka/kafka.h"
+#include "kafka/ownership.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "proto/codec.h"
@@ -698,6 +699,41 @@ static void test_sales_noted_on_a_worker_go_where_they_would_unnoted(void **stat
     assert_int_equal(ingest_prepare_batch(plain, STORE), -1);
     assert_int_equal(submit(f, plain).produced, 3);
   }
+}
+
+/*
+ * A store's partition as the collectors' group shares them out
+ * (ownership_store_partition) is the partition the producer put its
+ * records in, for stores all over the partitions.
+ */
+static void test_store_partition_is_the_producers(void **state)
+{
+  struct fixture *f = *state;
+  struct records *sales;
+  int seen[3] = {0, 0, 0};
+
+  wait_ready(f);
+  for (int i = 0; i < 24; i++) {
+    struct sale_spec spec = {1, 0, NULL};
+    struct outcome o = {0};
+    char store[16];
+    snprintf(store, sizeof(store), "S%04d", 100 + i);
+    assert_int_equal(ingest_submit_batch(f->in, store,
+                                         make_batch((uint8_t)(0xa0 + i), 1, &spec, 1, 0, NULL),
+                                         on_done, &o),
+                     0);
+    run_until_done(f, &o, WAIT_MS);
+    assert_int_equal(o.result.outcome, INGEST_ACCEPTED);
+  }
+  sales = read_topic(f, "sales.v1");
+  assert_int_equal(sales->count, 24);
+  for (size_t i = 0; i < sales->count; i++) {
+    const struct record *rec = &sales->items[i];
+    assert_int_equal(rec->partition, ownership_store_partition(rec->key, 3));
+    seen[rec->partition]++;
+  }
+  assert_true(seen[0] > 0 && seen[1] > 0 && seen[2] > 0);
+  free_records(sales);
 }
 
 static void test_concurrent_retry_gives_one_copy(void **state)
@@ -1539,6 +1575,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_invalid_sale_goes_to_dlq, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sales_noted_on_a_worker_go_where_they_would_unnoted,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(test_store_partition_is_the_producers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_retry_gives_one_copy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_recovers_from_checkpoint_and_log, setup,
                                       teardown),
