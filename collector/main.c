@@ -206,10 +206,10 @@ static void collector_join_fleet(struct collector *c)
     return;
   c->ownership = ownership_create(&c->loop, &options, err, sizeof(err));
   if (!c->ownership)
-    log_error("collector", "fleet_off",
-              "group=%s reason=%s action=\"fix it and restart: until "
-              "then this instance is in no group\"",
-              cfg->fleet_group, log_quote(err, quoted, sizeof(quoted)));
+    log_warn("collector", "fleet_off",
+             "group=%s reason=%s action=\"fix it and restart: until then this instance is in "
+             "no group\"",
+             cfg->fleet_group, log_quote(err, quoted, sizeof(quoted)));
 }
 
 static int collector_run(struct collector *c)
