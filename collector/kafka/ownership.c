@@ -4,8 +4,8 @@
  *
  * The member is a librdkafka consumer whose queue wakes the loop through a
  * pipe (rd_kafka_queue_io_event_enable); its rebalance callback, served by
- * rd_kafka_consumer_poll on the loop, applies each change (incrementally,
- * with the cooperative-sticky assignor) and records what is owned. A timer
+ * rd_kafka_consumer_poll on the loop, applies each change and records what
+ * is owned. A timer
  * polls too, well within max.poll.interval.ms, so that a quiet member is
  * not taken for a stuck one and put out of the group.
  */
@@ -225,8 +225,11 @@ static int ownership_conf(const struct ownership_options *options, rd_kafka_conf
          kafka_conf_set(conf, "client.id", options->instance_id, err, err_size) ||
          kafka_conf_set(conf, "session.timeout.ms", session, err, err_size) ||
          kafka_conf_set(conf, "heartbeat.interval.ms", heartbeat, err, err_size) ||
-         kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", err,
-                        err_size) ||
+         /* Not cooperative-sticky, which would move only the partitions that must move:
+          * librdkafka before 2.3.0 (Debian 12 has 2.0.2) aborts when such a member is
+          * destroyed between joining and its first assignment (librdkafka issue 4312), as a
+          * collector stopped in its first seconds is. The callback handles both protocols. */
+         kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", err, err_size) ||
          kafka_conf_set(conf, "enable.auto.commit", "false", err, err_size) ||
          kafka_conf_set(conf, "enable.auto.offset.store", "false", err, err_size) ||
          kafka_conf_set(conf, "auto.offset.reset", "latest", err, err_size) ||

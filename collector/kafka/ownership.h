@@ -8,9 +8,9 @@
  * it assigned to an instance means that instance is the one writer of data
  * partition P, i.e. of every store whose key the producer's partitioner
  * (murmur2_random) puts there (ownership_store_partition). The group
- * coordinator assigns them (cooperative-sticky: a partition that does not
- * have to move stays where it is) and reassigns them when an instance comes
- * or goes, or stops heartbeating for session_timeout: nothing to configure
+ * coordinator assigns them (roundrobin, eager: see ownership.c for why not
+ * cooperative-sticky) and reassigns them when an instance comes or goes, or
+ * stops heartbeating for session_timeout: nothing to configure
  * by hand. No record is ever read from or written to the topic; it exists
  * for its partition count.
  *
