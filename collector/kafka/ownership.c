@@ -25,6 +25,8 @@
 
 /* How often the loop polls the member when nothing woke it. */
 #define OWNERSHIP_POLL_MS 1000
+/* How often the topics' partition counts are asked for again while Kafka does not answer. */
+#define OWNERSHIP_CHECK_RETRY_MS 5000
 
 struct ownership {
   uv_loop_t *loop;
@@ -34,7 +36,16 @@ struct ownership {
   uv_timer_t tick;
   int handles_open;
   int closing;
-  int partitions;
+  /* The topics' partition counts, asked on a worker (a metadata request may take seconds
+   * while Kafka is down: not on the loop, not before the collector listens). */
+  uv_work_t check_work;
+  int check_running, checked, destroy_deferred;
+  uint64_t next_check_ms;
+  int check_rc, check_transient;
+  int check_owners;
+  char check_err[2048];
+  char sales_topic[256];
+  int partitions; /* of the ownership topic, once checked (0 before) */
   int owned_count;
   uint64_t rebalances;
   uint8_t owned[OWNERSHIP_MAX_PARTITIONS];
@@ -60,7 +71,7 @@ int ownership_partition_count(const ownership *o) { return o ? o->partitions : 0
 
 int ownership_owns(const ownership *o, int32_t partition)
 {
-  return o && partition >= 0 && partition < o->partitions && o->owned[partition];
+  return o && partition >= 0 && partition < OWNERSHIP_MAX_PARTITIONS && o->owned[partition];
 }
 
 int ownership_owned_count(const ownership *o) { return o ? o->owned_count : 0; }
@@ -87,7 +98,7 @@ static void ownership_owned_text(const ownership *o, char *out, size_t out_size)
   size_t at = 0;
 
   out[0] = '\0';
-  for (int p = 0; p < o->partitions && at + 12 < out_size; p++) {
+  for (int p = 0; p < OWNERSHIP_MAX_PARTITIONS && at + 12 < out_size; p++) {
     int n;
     if (!o->owned[p])
       continue;
@@ -103,7 +114,7 @@ static void ownership_set(ownership *o, const rd_kafka_topic_partition_list_t *p
   for (int i = 0; parts && i < parts->cnt; i++) {
     int32_t p = parts->elems[i].partition;
     char label[16];
-    if (strcmp(parts->elems[i].topic, o->topic) != 0 || p < 0 || p >= o->partitions)
+    if (strcmp(parts->elems[i].topic, o->topic) != 0 || p < 0 || p >= OWNERSHIP_MAX_PARTITIONS)
       continue;
     if (o->owned[p] != owned)
       o->owned_count += owned ? 1 : -1;
@@ -117,7 +128,7 @@ static void ownership_set(ownership *o, const rd_kafka_topic_partition_list_t *p
 /* Owns nothing any more. */
 static void ownership_clear(ownership *o)
 {
-  for (int p = 0; p < o->partitions; p++) {
+  for (int p = 0; p < OWNERSHIP_MAX_PARTITIONS; p++) {
     char label[16];
     if (!o->owned[p])
       continue;
@@ -198,7 +209,13 @@ static void ownership_wake_cb(uv_poll_t *handle, int status, int events)
   ownership_poll(o);
 }
 
-static void ownership_tick_cb(uv_timer_t *handle) { ownership_poll(handle->data); }
+static void ownership_check_start(ownership *o);
+
+static void ownership_tick_cb(uv_timer_t *handle)
+{
+  ownership_poll(handle->data);
+  ownership_check_start(handle->data);
+}
 
 static void ownership_closed(uv_handle_t *handle)
 {
@@ -236,39 +253,81 @@ static int ownership_conf(const struct ownership_options *options, rd_kafka_conf
          kafka_conf_set(conf, "allow.auto.create.topics", "false", err, err_size);
 }
 
-/* The partition counts of the ownership and sales topics; 0 or -1 with `err` set. */
-static int ownership_check_topic(ownership *o, const struct ownership_options *options, char *err,
-                                 size_t err_size)
+/* Worker: the partition counts of the ownership and sales topics, and what is wrong. */
+static void ownership_check_work(uv_work_t *work)
 {
+  ownership *o = work->data;
   int owners = 0, sales = 0;
 
-  if (kafka_topic_partitions(o->rk, options->topic, 5000, &owners, err, err_size) ||
-      kafka_topic_partitions(o->rk, options->sales_topic, 5000, &sales, err, err_size))
-    return -1;
+  o->check_rc = -1;
+  o->check_transient = 0;
+  if (kafka_topic_partitions(o->rk, o->topic, 5000, &owners, o->check_err, sizeof(o->check_err)) ||
+      kafka_topic_partitions(o->rk, o->sales_topic, 5000, &sales, o->check_err,
+                             sizeof(o->check_err))) {
+    o->check_transient = 1; /* Kafka did not answer: asked again */
+    return;
+  }
   if (owners == 0) {
-    snprintf(err, err_size,
-             "topic %s does not exist: create it with as many partitions as %s "
-             "(%d) for the collectors to share the partitions between them",
-             options->topic, options->sales_topic, sales);
-    return -1;
+    snprintf(o->check_err, sizeof(o->check_err),
+             "topic %s does not exist: create it with as many partitions as %s (%d) for the "
+             "collectors to share the partitions between them",
+             o->topic, o->sales_topic, sales);
+  } else if (owners != sales) {
+    snprintf(o->check_err, sizeof(o->check_err),
+             "topic %s has %d partitions but %s has %d: they must be as many (a partition of "
+             "%s says who writes that partition of %s); recreate %s with %d",
+             o->topic, owners, o->sales_topic, sales, o->topic, o->sales_topic, o->topic, sales);
+  } else if (owners > OWNERSHIP_MAX_PARTITIONS) {
+    snprintf(o->check_err, sizeof(o->check_err),
+             "topic %s has %d partitions, more than the %d this collector handles", o->topic,
+             owners, OWNERSHIP_MAX_PARTITIONS);
+  } else {
+    o->check_owners = owners;
+    o->check_rc = 0;
   }
-  if (owners != sales) {
-    snprintf(err, err_size,
-             "topic %s has %d partitions but %s has %d: they must be as many "
-             "(a partition of %s says who writes that partition of %s); recreate %s with %d",
-             options->topic, owners, options->sales_topic, sales, options->topic,
-             options->sales_topic, options->topic, sales);
-    return -1;
+}
+
+static void ownership_finish_destroy(ownership *o);
+
+/* Loop: what the check found. A topic missing or of another count leaves the group. */
+static void ownership_check_done(uv_work_t *work, int status)
+{
+  ownership *o = work->data;
+  char quoted[2200];
+
+  o->check_running = 0;
+  if (o->destroy_deferred) {
+    ownership_finish_destroy(o);
+    return;
   }
-  if (owners > OWNERSHIP_MAX_PARTITIONS) {
-    snprintf(err, err_size,
-             "topic %s has %d partitions, more than the %d this collector "
-             "handles",
-             options->topic, owners, OWNERSHIP_MAX_PARTITIONS);
-    return -1;
+  if (status != 0 || o->check_transient) {
+    o->next_check_ms = uv_now(o->loop) + OWNERSHIP_CHECK_RETRY_MS;
+    log_info("ownership", "topics_unknown", "topic=%s reason=%s retry_in_ms=%d", o->topic,
+             log_quote(o->check_err, quoted, sizeof(quoted)), OWNERSHIP_CHECK_RETRY_MS);
+    return;
   }
-  o->partitions = owners;
-  return 0;
+  o->checked = 1;
+  if (o->check_rc != 0) {
+    /* Without the topic (or with another count) the assignment would mean nothing. */
+    rd_kafka_unsubscribe(o->rk);
+    log_warn("collector", "fleet_off",
+             "topic=%s reason=%s action=\"create or fix the topic and restart: until then this "
+             "instance is in no group\"",
+             o->topic, log_quote(o->check_err, quoted, sizeof(quoted)));
+    return;
+  }
+  o->partitions = o->check_owners;
+  log_info("ownership", "topics_checked", "topic=%s partitions=%d as=%s", o->topic, o->partitions,
+           o->sales_topic);
+}
+
+static void ownership_check_start(ownership *o)
+{
+  if (o->checked || o->check_running || o->closing || uv_now(o->loop) < o->next_check_ms)
+    return;
+  o->check_work.data = o;
+  if (uv_queue_work(o->loop, &o->check_work, ownership_check_work, ownership_check_done) == 0)
+    o->check_running = 1;
 }
 
 ownership *ownership_create(uv_loop_t *loop, const struct ownership_options *options, char *err,
@@ -291,6 +350,7 @@ ownership *ownership_create(uv_loop_t *loop, const struct ownership_options *opt
   o->arg = options->arg;
   snprintf(o->instance_id, sizeof(o->instance_id), "%s", options->instance_id);
   snprintf(o->topic, sizeof(o->topic), "%s", options->topic);
+  snprintf(o->sales_topic, sizeof(o->sales_topic), "%s", options->sales_topic);
   o->owned_family = metrics_gauge(metrics_global(), "pos_collector_owned_partition",
                                   "1 for each partition of pos.sales.v1 the consumer group "
                                   "assigns this instance, 0 for one it had.",
@@ -316,8 +376,6 @@ ownership *ownership_create(uv_loop_t *loop, const struct ownership_options *opt
   }
   conf = NULL;
   rd_kafka_poll_set_consumer(o->rk);
-  if (ownership_check_topic(o, options, err, err_size))
-    goto fail;
   if (pipe(o->wake_fds) != 0 || fcntl(o->wake_fds[0], F_SETFL, O_NONBLOCK) != 0 ||
       fcntl(o->wake_fds[1], F_SETFL, O_NONBLOCK) != 0) {
     snprintf(err, err_size, "pipe for the collectors' group: %s", strerror(errno));
@@ -341,10 +399,9 @@ ownership *ownership_create(uv_loop_t *loop, const struct ownership_options *opt
   o->handles_open = 2;
   uv_poll_start(&o->wake_poll, UV_READABLE, ownership_wake_cb);
   uv_timer_start(&o->tick, ownership_tick_cb, OWNERSHIP_POLL_MS, OWNERSHIP_POLL_MS);
-  log_info("ownership", "joining",
-           "instance=%s group=%s topic=%s partitions=%d "
-           "session_timeout_ms=%" PRIu64,
-           o->instance_id, options->group, o->topic, o->partitions, options->session_timeout_ms);
+  ownership_check_start(o);
+  log_info("ownership", "joining", "instance=%s group=%s topic=%s session_timeout_ms=%" PRIu64,
+           o->instance_id, options->group, o->topic, options->session_timeout_ms);
   return o;
 fail:
   if (conf)
@@ -361,11 +418,22 @@ fail:
 
 void ownership_destroy(ownership *o)
 {
-  rd_kafka_resp_err_t kerr;
-
   if (!o)
     return;
   o->closing = 1;
+  uv_timer_stop(&o->tick);
+  /* The check's worker uses the handle: finished when it is back (at most its 10 s). */
+  if (o->check_running) {
+    o->destroy_deferred = 1;
+    return;
+  }
+  ownership_finish_destroy(o);
+}
+
+static void ownership_finish_destroy(ownership *o)
+{
+  rd_kafka_resp_err_t kerr;
+
   /* Leaves the group: the coordinator reassigns our partitions at once
    * instead of after session_timeout. The revoke is served in here. */
   kerr = rd_kafka_consumer_close(o->rk);
