@@ -1611,17 +1611,6 @@ static void ingest_rebase_delivered(ingest *in, struct ingest_rebase *rb, rd_kaf
 /* Checkpoints                                                               */
 /* ------------------------------------------------------------------------ */
 
-/*
- * A checkpoint is written in three stages (pos.proto, IngestCheckpoint):
- *
- *   PARTS ──all acknowledged──► MANIFEST ──acknowledged──► TOMBSTONES ──► done
- *     │ a part failed              │ failed
- *     └────────────────────────────┴──► done (its parts become garbage)
- *
- * Each stage produces only after the previous one's records are all
- * acknowledged, so that a crash at any moment leaves a complete generation:
- * the old one is deleted only once the new one is complete and named.
- */
 static int32_t ingest_checkpoint_partition(const ingest *in);
 
 /* A run's random id (getrandom; the clock and pid if the kernel cannot give one). */
@@ -1645,21 +1634,18 @@ static void ingest_draw_run_id(uint8_t id[INGEST_RUN_ID_BYTES])
 static int ingest_lease_write(ingest *in, int released)
 {
   Pos__V1__InstanceLease lease;
-  char key[INGEST_TOPIC_NAME_MAX + 16], host[256], err[256];
+  char key[INGEST_TOPIC_NAME_MAX + 16], err[256];
   uint8_t *value;
   size_t len;
 
   if (!in->lease_held || in->lease_inflight || !in->rk_aux ||
       ingest__lease_key(key, sizeof(key), in->instance_id))
     return -1;
-  if (gethostname(host, sizeof(host)) != 0)
-    host[0] = '\0';
-  host[sizeof(host) - 1] = '\0';
   pos__v1__instance_lease__init(&lease);
   lease.instance_id = in->instance_id;
   lease.run_id.data = in->run_id;
   lease.run_id.len = sizeof(in->run_id);
-  lease.host = host;
+  lease.host = in->host;
   lease.pid = (int64_t)getpid();
   lease.started_ms = in->started_wall_ms;
   lease.renewed_ms = clock_wall_ms();
@@ -1685,6 +1671,17 @@ static int ingest_lease_write(ingest *in, int released)
   return 0;
 }
 
+/*
+ * A checkpoint is written in three stages (pos.proto, IngestCheckpoint):
+ *
+ *   PARTS ──all acknowledged──► MANIFEST ──acknowledged──► TOMBSTONES ──► done
+ *     │ a part failed              │ failed
+ *     └────────────────────────────┴──► done (its parts become garbage)
+ *
+ * Each stage produces only after the previous one's records are all
+ * acknowledged, so that a crash at any moment leaves a complete generation:
+ * the old one is deleted only once the new one is complete and named.
+ */
 static void ingest_checkpoint_finish(ingest *in)
 {
   struct ingest_checkpoint *ck = in->checkpoint;
@@ -2366,6 +2363,9 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
   in->fatal_arg = options->fatal_arg;
   in->started_wall_ms = clock_wall_ms();
   ingest_draw_run_id(in->run_id);
+  if (gethostname(in->host, sizeof(in->host)) != 0)
+    in->host[0] = '\0';
+  in->host[sizeof(in->host) - 1] = '\0';
   for (int t = 0; t < KAFKA_TOPIC_COUNT; t++) {
     if (kafka_topic_name(prefix, (enum kafka_topic)t, in->topics[t], sizeof(in->topics[t]))) {
       snprintf(err, err_size,
@@ -2488,7 +2488,7 @@ static void ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
     ingest_checkpoint_write(in, 1);
     ingest_flush_until(in, deadline, 1);
   }
-  /* Whether the release (written first, below) reached Kafka: the next run under the id
+  /* Whether the release (written first, above) reached Kafka: the next run under the id
    * then need not watch for this one. */
   if (in->lease_release_state == 1 && in->rk_aux) {
     uint64_t now = clock_mono_ms();

@@ -280,6 +280,7 @@ struct ingest {
   /* This run's claim on instance_id (pos.proto, InstanceLease); not with the embedded Kafka. */
   uint8_t run_id[INGEST_RUN_ID_BYTES];
   int64_t started_wall_ms;
+  char host[256];     /* gethostname, in the lease */
   int lease_held;     /* the start found the id free: renewed from then on */
   int lease_inflight; /* a lease record without its delivery report */
   int lease_release_state; /* 0: none written; 1: in flight; 2: delivered; 3: failed */
