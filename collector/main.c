@@ -269,7 +269,6 @@ static int collector_run(struct collector *c)
   c->ingest = ingest_create(&c->loop, &ingest_options, err, sizeof(err));
   if (!c->ingest)
     goto fail;
-  collector_join_fleet(c);
   control_options.keep_finished_ms = (int64_t)cfg->keep_finished_ms;
   control_options.token_lifetime_ms = cfg->enrol_ca_cert[0] ? cfg->enrol_token_lifetime_ms : 0;
   c->control = control_create(&c->loop, c->ingest, ingest_bootstrap(c->ingest), cfg->topic_prefix,
@@ -333,6 +332,9 @@ static int collector_run(struct collector *c)
 
   log_info("collector", "listening", "host=%s port=%d kafka=%s", cfg->listen_host,
            http_server_port(c->server), ingest_bootstrap(c->ingest));
+  /* Last: a start refused for its configuration never joined the group
+   * (joining and leaving would rebalance every other instance twice). */
+  collector_join_fleet(c);
   log_info("collector", "ready", "version=%s instance=%s", POS_VERSION, cfg->instance_id);
   uv_run(&c->loop, UV_RUN_DEFAULT);
   rc = c->fatal ? 1 : 0;
