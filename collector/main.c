@@ -51,6 +51,8 @@ static const char collector_example_header[] =
 
 static void collector_stop(struct collector *c)
 {
+  int clean;
+
   if (c->stopping)
     return;
   c->stopping = 1;
@@ -72,9 +74,11 @@ static void collector_stop(struct collector *c)
   if (routes_decoding(c->routes))
     log_info("collector", "stopping_decodes", "batches=%u", routes_decoding(c->routes));
   routes_close(c->routes);
-  ingest_destroy(c->ingest, COLLECTOR_DRAIN_MS);
+  clean = ingest_destroy(c->ingest, COLLECTOR_DRAIN_MS);
   c->ingest = NULL;
-  ownership_destroy(c->ownership);
+  /* With records of ours that may still land, the group must not move our partitions at once:
+   * it moves them after the session timeout, which the next owner's wait counts on. */
+  ownership_destroy(c->ownership, clean);
   c->ownership = NULL;
   uv_close((uv_handle_t *)&c->sigterm, NULL);
   uv_close((uv_handle_t *)&c->sigint, NULL);
@@ -178,12 +182,59 @@ static void collector_start_operator(struct collector *c)
            cfg->operator_listen_host, metrics_http_port(c->operator_server));
 }
 
+/* Whether this instance shares the partitions with others ([fleet] group, a real Kafka). */
+static int collector_in_fleet(const struct collector_config *cfg)
+{
+  return cfg->brokers[0] && cfg->fleet_group[0];
+}
+
+/* The group changed this instance's partitions: the ingest takes those stores only. */
+static void collector_fleet_changed(void *arg)
+{
+  struct collector *c = arg;
+  uint8_t owned[OWNERSHIP_MAX_PARTITIONS];
+  int count = ownership_partition_count(c->ownership);
+
+  if (!c->ingest)
+    return;
+  if (ownership_off(c->ownership)) {
+    ingest_fleet_off(c->ingest, ownership_off_reason(c->ownership));
+    return;
+  }
+  if (count <= 0)
+    return; /* the topics' counts are not known yet: told again once they are */
+  for (int p = 0; p < count; p++)
+    owned[p] = (uint8_t)ownership_owns(c->ownership, p);
+  ingest_fleet_assign(c->ingest, owned, count, ownership_rejoined(c->ownership));
+}
+
+static void collector_fleet_released(void *arg)
+{
+  struct collector *c = arg;
+
+  ownership_released(c->ownership);
+}
+
+/* The group takes the partitions back: given up once what was produced for them landed. */
+static void collector_fleet_revoked(void *arg, int lost)
+{
+  struct collector *c = arg;
+
+  if (!c->ingest) {
+    ownership_released(c->ownership);
+    return;
+  }
+  ingest_fleet_release(c->ingest, lost, collector_fleet_released, c);
+}
+
 /*
  * Joins the collectors' consumer group ([fleet] group), which shares the
- * partitions of pos.sales.v1 out between the instances (kafka/ownership.h).
- * Not with the embedded Kafka (this instance is the only one) nor with an
- * empty group. A group that cannot be joined is logged with what to do and
- * left: this step reports the partitions, it does not act on them yet.
+ * partitions of pos.sales.v1 out between the instances (kafka/ownership.h);
+ * the ingest takes only the stores of the partitions assigned (it was told
+ * to wait for them at create: ingest_fleet_enable). Not with the embedded
+ * Kafka (this instance is the only one) nor with an empty group. A group
+ * that cannot be joined is logged with what to do, and the ingest takes
+ * every store, as a single instance does.
  */
 static void collector_join_fleet(struct collector *c)
 {
@@ -197,19 +248,38 @@ static void collector_join_fleet(struct collector *c)
       .instance_id = cfg->instance_id,
       .session_timeout_ms = (uint64_t)cfg->fleet_session_timeout_ms,
       .kafka_debug = cfg->kafka_debug[0] ? cfg->kafka_debug : NULL,
+      .on_change = collector_fleet_changed,
+      .on_revoke = collector_fleet_revoked,
+      .arg = c,
   };
 
-  if (!cfg->brokers[0] || !cfg->fleet_group[0])
+  if (!collector_in_fleet(cfg))
     return;
   if (kafka_topic_name(cfg->topic_prefix, KAFKA_TOPIC_OWNERSHIP, topic, sizeof(topic)) ||
       kafka_topic_name(cfg->topic_prefix, KAFKA_TOPIC_SALES, sales, sizeof(sales)))
-    return;
-  c->ownership = ownership_create(&c->loop, &options, err, sizeof(err));
-  if (!c->ownership)
+    err[0] = '\0';
+  else
+    c->ownership = ownership_create(&c->loop, &options, err, sizeof(err));
+  if (!c->ownership) {
+    if (!err[0])
+      snprintf(err, sizeof(err), "topic name too long");
     log_warn("collector", "fleet_off",
              "group=%s reason=%s action=\"fix it and restart: until then this instance is in "
-             "no group\"",
+             "no group and takes no batch\"",
              cfg->fleet_group, log_quote(err, quoted, sizeof(quoted)));
+    ingest_fleet_off(c->ingest, err);
+  }
+}
+
+/* The ingest rebuilt its state and holds the instance_id: the fleet's group is joined now, not
+ * before (a start refused for its configuration or its instance_id never joins: joining and
+ * leaving would rebalance every other instance twice). */
+static void collector_on_started(void *arg)
+{
+  struct collector *c = arg;
+
+  if (!c->stopping && !c->fatal)
+    collector_join_fleet(c);
 }
 
 static int collector_run(struct collector *c)
@@ -224,6 +294,7 @@ static int collector_run(struct collector *c)
       .produce_timeout_ms = (uint64_t)cfg->produce_timeout_ms,
       .kafka_debug = cfg->kafka_debug[0] ? cfg->kafka_debug : NULL,
       .on_fatal = collector_on_fatal,
+      .on_started = collector_on_started,
       .fatal_arg = c,
   };
   struct control_options control_options = {0};
@@ -269,6 +340,8 @@ static int collector_run(struct collector *c)
   c->ingest = ingest_create(&c->loop, &ingest_options, err, sizeof(err));
   if (!c->ingest)
     goto fail;
+  if (collector_in_fleet(cfg))
+    ingest_fleet_enable(c->ingest, (uint64_t)cfg->fleet_session_timeout_ms);
   control_options.keep_finished_ms = (int64_t)cfg->keep_finished_ms;
   control_options.token_lifetime_ms = cfg->enrol_ca_cert[0] ? cfg->enrol_token_lifetime_ms : 0;
   c->control = control_create(&c->loop, c->ingest, ingest_bootstrap(c->ingest), cfg->topic_prefix,
@@ -332,9 +405,6 @@ static int collector_run(struct collector *c)
 
   log_info("collector", "listening", "host=%s port=%d kafka=%s", cfg->listen_host,
            http_server_port(c->server), ingest_bootstrap(c->ingest));
-  /* Last: a start refused for its configuration never joined the group
-   * (joining and leaving would rebalance every other instance twice). */
-  collector_join_fleet(c);
   log_info("collector", "ready", "version=%s instance=%s", POS_VERSION, cfg->instance_id);
   uv_run(&c->loop, UV_RUN_DEFAULT);
   rc = c->fatal ? 1 : 0;
@@ -349,7 +419,7 @@ fail:
   c->control = NULL;
   ingest_destroy(c->ingest, 0);
   c->ingest = NULL;
-  ownership_destroy(c->ownership);
+  ownership_destroy(c->ownership, 1);
   c->ownership = NULL;
   uv_close((uv_handle_t *)&c->fatal_timer, NULL);
   uv_run(&c->loop, UV_RUN_DEFAULT);

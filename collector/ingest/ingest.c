@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "ingest/ingest_int.h"
+#include "kafka/ownership.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "platform/metrics.h"
@@ -449,6 +450,8 @@ static rd_kafka_headers_t *ingest_batch_headers(const struct ingest_batch *b)
 static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
                             ingest_done_fn done, void *arg);
 static void ingest_check_doubt(ingest *in);
+static void ingest_fleet_check(ingest *in);
+static void ingest_fleet_gain(ingest *in);
 
 static void ingest_batch_free(struct ingest_batch *b)
 {
@@ -1174,6 +1177,59 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
     ingest_batch_finish(b);
 }
 
+/*
+ * Whether this instance writes `store_id`'s partition now (always, outside
+ * a fleet); if not, answers 503 saying why.
+ */
+static int ingest_fleet_takes(ingest *in, const char *store_id, ingest_done_fn done, void *arg)
+{
+  int32_t p;
+
+  if (!in->fleet)
+    return 1;
+  if (in->fleet_off_reason[0]) {
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
+                             "this collector is in no collectors' group (%s), so it takes no "
+                             "store's batches: another instance may be writing them",
+                             in->fleet_off_reason);
+    return 0;
+  }
+  if (in->fleet_releasing) {
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
+                             "the collectors' group is rebalancing (an instance came or went): "
+                             "this one is handing its partitions over; retry shortly");
+    return 0;
+  }
+  if (in->fleet_partitions == 0) {
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
+                             "this collector has no partitions from the collectors' group yet "
+                             "(it has just joined, or Kafka's group coordinator is not "
+                             "answering); retry shortly");
+    return 0;
+  }
+  p = ownership_store_partition(store_id, in->fleet_partitions);
+  switch (in->fleet_owned[p]) {
+  case INGEST_FLEET_TAKEN:
+    return 1;
+  case INGEST_FLEET_GAINING:
+  case INGEST_FLEET_REBUILDING:
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
+                             "this collector is taking over partition %" PRId32 " (store %s): "
+                             "it reads what the previous owner wrote before it takes a batch; "
+                             "retry shortly",
+                             p, store_id);
+    return 0;
+  default:
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "not this collector instance's store (not an overload): store %s "
+                             "is in partition %" PRId32 " of %s, which another instance "
+                             "writes; a retry through the load balancer reaches that one sooner "
+                             "or later",
+                             store_id, p, in->topics[KAFKA_TOPIC_SALES]);
+    return 0;
+  }
+}
+
 /* Decides what a batch is (duplicate, gap, wait, produce); takes `batch`. */
 static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *batch,
                             ingest_done_fn done, void *arg)
@@ -1214,6 +1270,10 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
     ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
                              "the collector is rebuilding its exactly-once state from Kafka "
                              "(after a start or a failed delivery); retry shortly");
+    return;
+  }
+  if (!ingest_fleet_takes(in, store_id, done, arg)) {
+    proto_batch_free(batch);
     return;
   }
   resync_id = ingest_resync_of(envelope);
@@ -1528,6 +1588,9 @@ int ingest_submit_rebase(ingest *in, const char *approved_by, const char *store_
                              "the collector is rebuilding its state or busy; retry shortly");
     return 0;
   }
+  /* The store's owner applies it to the state it checks batches against. */
+  if (!ingest_fleet_takes(in, store_id, done, arg))
+    return 0;
   rb = calloc(1, sizeof(*rb));
   if (!rb || strlen(store_id) > INGEST_STORE_ID_MAX || from_batch_seq == 0 ||
       ingest__rebase_key(key, sizeof(key), store_id, journal_id)) {
@@ -1695,6 +1758,7 @@ static void ingest_checkpoint_finish(ingest *in)
   free(ck->records);
   free(ck);
   in->checkpoint = NULL;
+  ingest_fleet_check(in);
 }
 
 /* The instance's partition of ingest-state.v1: every record of a checkpoint
@@ -2040,20 +2104,23 @@ static void ingest_check_doubt(ingest *in)
                                  RD_KAFKA_PURGE_F_NON_BLOCKING);
   }
   if (in->phase == INGEST_PHASE_DRAINING && in->outstanding == 0 && in->batch_count == 0 &&
-      !in->checkpoint) {
+      !in->checkpoint && !in->recovery) {
     rd_kafka_t *retire = in->rk;
     assert(in->waiter_count == 0);
     ingest_topics_close(in);
     in->rk = NULL;
     in->doubt = 0;
     in->phase = INGEST_PHASE_RECOVERING;
+    in->recovery_after_doubt = 1;
     if (ingest__recovery_start(in, retire, 1)) {
       log_error("ingest", "recovery_start_failed", "error=\"cannot start a thread\" retry=tick");
       in->rk = retire;
       ingest_topics_open(in);
       in->phase = INGEST_PHASE_DRAINING;
+      in->recovery_after_doubt = 0;
     }
   }
+  ingest_fleet_check(in);
 }
 
 static void ingest_wake_cb(uv_poll_t *handle, int status, int events)
@@ -2127,6 +2194,8 @@ static void ingest_tick_cb(uv_timer_t *handle)
     }
   }
   ingest_check_doubt(in);
+  if (in->fleet_gain_pending)
+    ingest_fleet_gain(in);
   /* Renewed every period; one that could not go now is tried again at the next tick. */
   if (in->lease_held && in->phase != INGEST_PHASE_CLOSING && now >= in->lease_next_ms &&
       ingest_lease_write(in, 0) == 0)
@@ -2138,6 +2207,243 @@ static void ingest_tick_cb(uv_timer_t *handle)
   }
 }
 
+/* ------------------------------------------------------------------------ */
+/* The fleet: which stores this instance writes (ingest.h, ingest_fleet_*)  */
+/* ------------------------------------------------------------------------ */
+
+/* "0,3,5" of the partitions in state `which`, into out. */
+static const char *ingest_fleet_list(const ingest *in, int which, char *out, size_t out_size)
+{
+  size_t at = 0;
+
+  out[0] = '\0';
+  for (int p = 0; p < in->fleet_partitions && at + 16 < out_size; p++) {
+    int n;
+    if (in->fleet_owned[p] != which)
+      continue;
+    n = snprintf(out + at, out_size - at, "%s%d", at ? "," : "", p);
+    if (n < 0)
+      break;
+    at += (size_t)n;
+  }
+  return out[0] ? out : "-";
+}
+
+/*
+ * A release under way ends once nothing this instance produced is without
+ * its delivery report and nothing of it waits: then (the state having moved)
+ * a checkpoint, so that the next owner reads less of the log, and the
+ * member may give the partitions up. A recovery after a delivery doubt is
+ * waited for: the records it waits out were this instance's.
+ */
+static void ingest_fleet_check(ingest *in)
+{
+  void (*released)(void *arg) = in->fleet_released;
+
+  if (!in->fleet_releasing || in->batch_count || in->outstanding || in->waiter_count ||
+      in->rebase_count || in->checkpoint || in->doubt || in->phase == INGEST_PHASE_DRAINING ||
+      (in->phase == INGEST_PHASE_RECOVERING && in->recovery_after_doubt))
+    return;
+  if (in->phase == INGEST_PHASE_READY && in->dirty && in->rk && in->rk_aux &&
+      !in->fleet_release_checkpointed) {
+    in->fleet_release_checkpointed = 1;
+    ingest_checkpoint_write(in, 0);
+    if (in->checkpoint)
+      return; /* ingest_checkpoint_finish comes back here */
+  }
+  in->fleet_releasing = 0;
+  in->fleet_released = NULL;
+  log_info("ingest", "fleet_released", "instance=%s ms=%" PRIu64, in->instance_id,
+           clock_mono_ms() - in->fleet_release_started_ms);
+  if (released)
+    released(in->fleet_released_arg);
+}
+
+/* Starts the recovery that takes over the partitions assigned and not held
+ * (or notes it for when the recovery running is done). */
+static void ingest_fleet_gain(ingest *in)
+{
+  int any = 0;
+
+  if (!in->fleet || in->fleet_releasing || in->phase == INGEST_PHASE_CLOSING)
+    return;
+  for (int p = 0; p < in->fleet_partitions && !any; p++)
+    any = in->fleet_owned[p] == INGEST_FLEET_GAINING;
+  if (!any) {
+    in->fleet_gain_pending = 0;
+    return;
+  }
+  if (in->recovery || in->phase != INGEST_PHASE_READY || in->doubt) {
+    in->fleet_gain_pending = 1;
+    return;
+  }
+  in->fleet_gain_pending = 0;
+  if (ingest__recovery_start_gain(in, in->fleet_quiet_until_ms)) {
+    log_error("ingest", "recovery_start_failed", "error=\"cannot start a thread\" retry=tick");
+    in->fleet_gain_pending = 1;
+    return;
+  }
+  for (int p = 0; p < in->fleet_partitions; p++) {
+    if (in->fleet_owned[p] == INGEST_FLEET_GAINING)
+      in->fleet_owned[p] = INGEST_FLEET_REBUILDING;
+  }
+}
+
+/* ingest__state_merge's filter: the stores of the partitions a gain rebuilt. */
+static int ingest_fleet_rebuilt_store(void *arg, const char *store_id)
+{
+  const ingest *in = arg;
+
+  return in->fleet_partitions > 0 &&
+         in->fleet_owned[ownership_store_partition(store_id, in->fleet_partitions)] ==
+             INGEST_FLEET_REBUILDING;
+}
+
+/*
+ * A gain's recovery is done: its state (every instance's checkpoints and
+ * the log read to its end) is merged into the loop's for the stores of the
+ * partitions it rebuilt, which are taken from now on. Those of other
+ * partitions are left as the loop has them: it has been writing them.
+ */
+static void ingest_fleet_gained(ingest *in, const struct ingest_recovery *r)
+{
+  char list[512];
+  size_t merged = 0;
+
+  if (!in->fleet || in->fleet_partitions == 0)
+    return;
+  if (ingest__state_merge(&in->state, &r->state, ingest_fleet_rebuilt_store, in, &merged)) {
+    /* Not taken: a retry of the recovery follows (the partitions wait as GAINING). */
+    log_error("ingest", "fleet_gain_failed",
+              "instance=%s reason=\"out of memory merging the "
+              "state\" action=\"retry\"",
+              in->instance_id);
+    for (int p = 0; p < in->fleet_partitions; p++) {
+      if (in->fleet_owned[p] == INGEST_FLEET_REBUILDING)
+        in->fleet_owned[p] = INGEST_FLEET_GAINING;
+    }
+    return;
+  }
+  log_info("ingest", "fleet_taken_over",
+           "instance=%s partitions=%s journals=%zu other_checkpoints=%" PRIu64
+           " others_running=%u sales_read=%" PRIu64 " folded=%" PRIu64 " waited_ms=%" PRIu64
+           " ms=%" PRIu64,
+           in->instance_id, ingest_fleet_list(in, INGEST_FLEET_REBUILDING, list, sizeof(list)),
+           merged, r->stats.other_checkpoints, r->others_running,
+           r->stats.records_read[KAFKA_TOPIC_SALES], r->stats.records_folded, r->stats.waited_ms,
+           r->stats.elapsed_ms);
+  for (int p = 0; p < in->fleet_partitions; p++) {
+    if (in->fleet_owned[p] == INGEST_FLEET_REBUILDING)
+      in->fleet_owned[p] = INGEST_FLEET_TAKEN;
+  }
+}
+
+void ingest_fleet_enable(ingest *in, uint64_t session_timeout_ms)
+{
+  in->fleet = 1;
+  in->fleet_session_timeout_ms = session_timeout_ms;
+}
+
+void ingest_fleet_off(ingest *in, const char *reason)
+{
+  if (!in->fleet)
+    return;
+  snprintf(in->fleet_off_reason, sizeof(in->fleet_off_reason), "%s",
+           reason && reason[0] ? reason : "not joined");
+  for (int p = 0; p < in->fleet_partitions; p++)
+    in->fleet_owned[p] = INGEST_FLEET_NONE;
+}
+
+void ingest_fleet_release(ingest *in, int lost, void (*released)(void *arg), void *arg)
+{
+  char list[512];
+
+  if (!in->fleet || in->phase == INGEST_PHASE_CLOSING) {
+    if (released)
+      released(arg);
+    return;
+  }
+  log_info("ingest", "fleet_releasing", "instance=%s partitions=%s batches=%u records=%zu lost=%d",
+           in->instance_id, ingest_fleet_list(in, INGEST_FLEET_TAKEN, list, sizeof(list)),
+           in->batch_count, in->outstanding, lost);
+  for (int p = 0; p < in->fleet_partitions; p++) {
+    /* Lost: the group gave them to others already; what they wrote is not in our state. */
+    in->fleet_had[p] = !lost && in->fleet_owned[p] == INGEST_FLEET_TAKEN;
+    in->fleet_owned[p] = INGEST_FLEET_NONE;
+  }
+  /* Lost, with records out: they must not land behind the next owner's read. Purged, and
+   * waited out by the recovery after the doubt, before the release completes. */
+  if (lost && (in->outstanding > 0 || in->batch_count > 0) && !in->doubt) {
+    log_warn("ingest", "fleet_lost_with_records_out",
+             "instance=%s records=%zu action=\"purge, wait out the requests sent, then release\"",
+             in->instance_id, in->outstanding);
+    in->doubt = 1;
+  }
+  in->fleet_releasing = 1;
+  in->fleet_release_checkpointed = 0;
+  in->fleet_release_started_ms = clock_mono_ms();
+  in->fleet_released = released;
+  in->fleet_released_arg = arg;
+  ingest_fleet_check(in);
+}
+
+void ingest_fleet_assign(ingest *in, const uint8_t *owned, int partitions, int rejoined)
+{
+  char kept[512], gained[512];
+  int fresh = 0;
+  uint64_t now = clock_mono_ms();
+  uint64_t wait = in->request_timeout_ms + INGEST_REQUEST_MARGIN_MS(in->request_timeout_ms);
+
+  if (!in->fleet || partitions <= 0)
+    return;
+  if (partitions != in->fleet_partitions) {
+    uint8_t *o = calloc((size_t)partitions, 1), *h = calloc((size_t)partitions, 1);
+    if (!o || !h) {
+      free(o);
+      free(h);
+      log_error("ingest", "fleet_assign_failed", "instance=%s reason=\"out of memory\"",
+                in->instance_id);
+      return;
+    }
+    free(in->fleet_owned);
+    free(in->fleet_had);
+    in->fleet_owned = o;
+    in->fleet_had = h;
+    in->fleet_partitions = partitions;
+  }
+  in->fleet_off_reason[0] = '\0';
+  for (int p = 0; p < partitions; p++) {
+    uint8_t was = in->fleet_owned[p];
+    if (rejoined) { /* put out of the group meanwhile: nothing held is known to be current */
+      in->fleet_had[p] = 0;
+      if (was == INGEST_FLEET_TAKEN)
+        was = INGEST_FLEET_NONE;
+    }
+    if (!owned[p]) {
+      in->fleet_owned[p] = INGEST_FLEET_NONE;
+    } else if (was == INGEST_FLEET_TAKEN || in->fleet_had[p]) {
+      in->fleet_owned[p] = INGEST_FLEET_TAKEN;
+    } else if (was == INGEST_FLEET_NONE) {
+      in->fleet_owned[p] = INGEST_FLEET_GAINING;
+      fresh = 1;
+    }
+    /* GAINING and REBUILDING stay: the same assignment told again (a release
+     * comes between two assignments and leaves nothing REBUILDING). */
+    in->fleet_had[p] = 0;
+  }
+  /* A previous owner that released the partitions has nothing in flight. One that died, or
+   * lost them (cut off from the group: it notices when its own session times out, about when
+   * the group moved them, and then purges what it has out), sent its last produce requests
+   * about by this assignment; they land within the request timeout and its margin. The
+   * recovery skips the wait when every other instance stopped cleanly. */
+  if (fresh && now + wait > in->fleet_quiet_until_ms)
+    in->fleet_quiet_until_ms = now + wait;
+  log_info("ingest", "fleet_assigned", "instance=%s kept=%s taking_over=%s of=%d", in->instance_id,
+           ingest_fleet_list(in, INGEST_FLEET_TAKEN, kept, sizeof(kept)),
+           ingest_fleet_list(in, INGEST_FLEET_GAINING, gained, sizeof(gained)), partitions);
+  ingest_fleet_gain(in);
+}
+
 static void ingest_recovery_cb(uv_async_t *handle)
 {
   ingest *in = handle->data;
@@ -2147,6 +2453,14 @@ static void ingest_recovery_cb(uv_async_t *handle)
   if (!in->recovery || in->phase == INGEST_PHASE_CLOSING)
     return;
   r = ingest__recovery_join(in);
+  in->recovery_after_doubt = 0;
+  if (r->rc == 0 && r->gain) {
+    ingest_fleet_gained(in, r);
+    ingest__recovery_free(r);
+    ingest_check_doubt(in);
+    ingest_fleet_gain(in);
+    return;
+  }
   if (r->rc) {
     /* A stop (only destroy stops it) or another collector under this instance_id. */
     if (r->clash) {
@@ -2221,6 +2535,12 @@ static void ingest_recovery_cb(uv_async_t *handle)
   if (in->rk_aux)
     rd_kafka_poll(in->rk_aux, 0);
   ingest_check_doubt(in);
+  ingest_fleet_gain(in);
+  if (!in->started) {
+    in->started = 1;
+    if (in->on_started)
+      in->on_started(in->fatal_arg);
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2236,6 +2556,8 @@ static void ingest_free(ingest *in)
   ingest__state_free(&in->state);
   ingest__offsets_free(&in->offsets);
   ingest__garbage_free(&in->garbage);
+  free(in->fleet_owned);
+  free(in->fleet_had);
   free(in->brokers);
   free(in->instance_id);
   free(in->kafka_debug);
@@ -2360,6 +2682,7 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
     goto fail;
   }
   in->on_fatal = options->on_fatal;
+  in->on_started = options->on_started;
   in->fatal_arg = options->fatal_arg;
   in->started_wall_ms = clock_wall_ms();
   ingest_draw_run_id(in->run_id);
@@ -2451,7 +2774,21 @@ fail:
 
 const char *ingest_bootstrap(const ingest *in) { return in->brokers; }
 
-int ingest_ready(const ingest *in) { return in->phase == INGEST_PHASE_READY && !in->doubt; }
+int ingest_ready(const ingest *in)
+{
+  if (in->phase != INGEST_PHASE_READY || in->doubt)
+    return 0;
+  if (!in->fleet)
+    return 1;
+  /* In a fleet: assigned its partitions (none is fine), and none of them still being taken over. */
+  if (in->fleet_partitions == 0 || in->fleet_releasing)
+    return 0;
+  for (int p = 0; p < in->fleet_partitions; p++) {
+    if (in->fleet_owned[p] == INGEST_FLEET_GAINING || in->fleet_owned[p] == INGEST_FLEET_REBUILDING)
+      return 0;
+  }
+  return 1;
+}
 
 /* Waits until `deadline` for what is in flight on both producers. */
 static void ingest_flush_until(ingest *in, uint64_t deadline, int checkpoint_only)
@@ -2471,8 +2808,10 @@ static void ingest_flush_until(ingest *in, uint64_t deadline, int checkpoint_onl
 /* ingest_destroy's Kafka part: let what is in flight land (delivery reports
  * answer their batches), write the closing checkpoint, purge the rest and
  * destroy both producers. */
-static void ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
+static int ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
 {
+  int clean;
+
   /* The instance_id is free for the next run: released before the drain, which may use up
    * the deadline (a renewal still in flight is waited for first, briefly). */
   if (in->lease_held && in->rk_aux) {
@@ -2481,6 +2820,7 @@ static void ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
     (void)ingest_lease_write(in, 1);
   }
   ingest_flush_until(in, deadline, 0);
+  clean = in->outstanding == 0 && !in->doubt;
   /* Nothing outstanding: no record of this run can land later, which the
    * final manifest says, so that the next start need not wait. */
   if (in->rk && in->rk_aux && was_ready && !in->doubt && in->outstanding == 0 &&
@@ -2522,24 +2862,25 @@ static void ingest_destroy_flush(ingest *in, int was_ready, uint64_t deadline)
     rd_kafka_destroy(in->rk);
   in->rk = NULL;
   ingest_aux_close(in);
+  return clean;
 }
 
-void ingest_destroy(ingest *in, uint64_t timeout_ms)
+int ingest_destroy(ingest *in, uint64_t timeout_ms)
 {
   uint64_t deadline;
-  int was_ready;
+  int was_ready, clean;
 
   if (!in)
-    return;
+    return 1;
   deadline = clock_mono_ms() + timeout_ms;
-  was_ready = ingest_ready(in);
+  was_ready = in->phase == INGEST_PHASE_READY && !in->doubt; /* the fleet aside */
   in->phase = INGEST_PHASE_CLOSING;
   if (in->recovery) {
     struct ingest_recovery *r = in->recovery;
     atomic_store(&r->stop, 1);
     ingest__recovery_free(ingest__recovery_join(in));
   }
-  ingest_destroy_flush(in, was_ready, deadline);
+  clean = ingest_destroy_flush(in, was_ready, deadline);
   /* Anything still held (only when Kafka never answered a purge) is
    * answered and freed here; librdkafka is gone, so no report can follow. */
   while (in->waiters_head) {
@@ -2587,4 +2928,5 @@ void ingest_destroy(ingest *in, uint64_t timeout_ms)
   in->embedded = NULL;
   log_info("ingest", "stopped", "instance=%s", in->instance_id);
   ingest_close_handles(in);
+  return clean;
 }

@@ -61,6 +61,10 @@ struct ingest_options {
    * collector runs under the same instance_id. The message is for people;
    * the caller stops and exits with an error. NULL: only logged. */
   void (*on_fatal)(void *arg, const char *message);
+  /* Called once (loop thread), when the first rebuild of the state is done
+   * and this run holds its instance_id: the time to join the collectors'
+   * group. NULL: none. Both callbacks get fatal_arg. */
+  void (*on_started)(void *arg);
   void *fatal_arg;
 };
 
@@ -105,7 +109,8 @@ ingest *ingest_create(uv_loop_t *loop, const struct ingest_options *options, cha
 /* Bootstrap servers in use ("127.0.0.1:39123" for the embedded Kafka). Borrowed. */
 const char *ingest_bootstrap(const ingest *in);
 
-/* 1 once state is rebuilt and batches are accepted. */
+/* 1 once state is rebuilt and batches are accepted (in a fleet: of every partition assigned,
+ * none still being taken over). */
 int ingest_ready(const ingest *in);
 
 /* How late the event loop has run lately (ms, the most of the last 5 to 10 s): its CPU load. */
@@ -163,10 +168,47 @@ int ingest_submit_control(ingest *in, const char *key, uint8_t *value, size_t le
                           ingest_done_fn done, void *arg);
 
 /*
+ * The fleet (ARCHITECTURE.md, Delivery guarantees 5; kafka/ownership.h):
+ * with several instances, each writes only the stores of the partitions of
+ * pos.sales.v1 that the collectors' group assigns it (a store's partition:
+ * ownership_store_partition), and answers the others 503.
+ *
+ * ingest_fleet_enable: from now on no store is taken until
+ * ingest_fleet_assign names its partition. `session_timeout_ms` is the
+ * group's: a member that died was out of it at least that long (less a
+ * heartbeat) before its partitions are assigned again, which shortens the
+ * wait for its last produce requests.
+ *
+ * ingest_fleet_release: the group takes every partition back (a
+ * rebalance; `lost`: it had given them to others already). Batches are
+ * answered 503 at once; once every record produced has its delivery report
+ * (and a checkpoint is written when the state moved), `released` is
+ * called, and only then may the member give the partitions up: the next
+ * owner finds in the log everything this one wrote. Lost, with records out:
+ * they are purged and waited out first (a delivery doubt).
+ *
+ * ingest_fleet_assign: `owned[p]` for each of `partitions`. A partition
+ * this instance had before the release (not lost, and `rejoined` 0: the
+ * member was not put out of the group meanwhile) is taken at once; any
+ * other once a recovery has read every instance's checkpoint and the log to
+ * its end, after the previous owner's produce requests can no longer land.
+ *
+ * ingest_fleet_off: the group cannot be joined (misconfigured; `reason`
+ * for people): no store is taken (another instance may be writing it),
+ * each batch answered 503 with the reason, until an assignment comes.
+ */
+void ingest_fleet_enable(ingest *in, uint64_t session_timeout_ms);
+void ingest_fleet_off(ingest *in, const char *reason);
+void ingest_fleet_release(ingest *in, int lost, void (*released)(void *arg), void *arg);
+void ingest_fleet_assign(ingest *in, const uint8_t *owned, int partitions, int rejoined);
+
+/*
  * Flushes what is in flight (bounded by `timeout_ms`), writes a last
  * checkpoint, and frees everything; pending callbacks are called with
- * INGEST_UNAVAILABLE. `in` may be NULL.
+ * INGEST_UNAVAILABLE. `in` may be NULL. Returns 1 when nothing produced was
+ * left without its delivery report (nothing of this run can land later),
+ * else 0.
  */
-void ingest_destroy(ingest *in, uint64_t timeout_ms);
+int ingest_destroy(ingest *in, uint64_t timeout_ms);
 
 #endif

@@ -129,6 +129,10 @@ enum ingest_record_kind {
   INGEST_REC_LEASE,
 };
 
+/* Past a request's timeout a broker may still be appending what it had
+ * taken: a margin of a fifth of the timeout plus half a second. */
+#define INGEST_REQUEST_MARGIN_MS(timeout_ms) ((timeout_ms) / 5 + 500)
+
 /* How often a running instance renews its claim on its instance_id (pos.proto,
  * InstanceLease). A start watches three periods and 2 s (11 s): within the 12.5 s it waits
  * for the previous run's produce requests after a crash anyway. */
@@ -172,6 +176,7 @@ struct ingest_recovery_stats {
   uint64_t records_read[KAFKA_DATA_TOPICS];
   uint64_t records_folded;
   uint64_t records_foreign; /* without our headers: not from a collector */
+  uint64_t other_checkpoints; /* other instances' checkpoints merged */
   uint64_t state_records_read;
   uint64_t elapsed_ms;
   int attempts;
@@ -183,6 +188,11 @@ struct ingest_recovery {
   rd_kafka_t *retire;    /* a producer to destroy first (after a delivery doubt) */
   int make_producer;     /* create the producer the loop will use */
   int waited;            /* the previous run's produce requests are waited out */
+  /* A fleet gain (ingest_fleet_assign): the state is merged into the loop's for the stores of
+   * the partitions taken over; nothing else of it is used. Waits until quiet_until_ms (mono)
+   * before it asks where the log ends. */
+  int gain;
+  uint64_t quiet_until_ms;
   atomic_int stop;
   uv_thread_t thread;
   /* results */
@@ -190,6 +200,10 @@ struct ingest_recovery {
   rd_kafka_t *producer;
   struct ingest_state state;
   struct ingest_offsets offsets;
+  struct ingest_offsets fold_from; /* the lowest offsets of every instance's checkpoint */
+  char **other_ids; /* instances whose manifests or leases ingest-state.v1 holds, besides this */
+  size_t other_count;
+  unsigned others_running; /* of them, not known to have stopped with nothing in flight */
   uint64_t next_generation;
   uint64_t live_generation; /* the checkpoint loaded (0: none) */
   uint32_t live_parts;
@@ -287,7 +301,32 @@ struct ingest {
   uint64_t lease_renewal, lease_next_ms;
   struct ingest_record lease_record;
   void (*on_fatal)(void *arg, const char *message);
+  void (*on_started)(void *arg);
+  int started; /* on_started was called */
   void *fatal_arg;
+
+  /* The fleet (ingest_fleet_*): stores only of the partitions owned. */
+  int fleet;
+  int fleet_partitions; /* of pos.sales.v1 as last assigned (0: nothing assigned yet) */
+  uint8_t *fleet_owned; /* [fleet_partitions]: enum ingest_fleet_state */
+  uint8_t *fleet_had;   /* [fleet_partitions]: taken before the release under way */
+  uint64_t fleet_session_timeout_ms;
+  uint64_t fleet_quiet_until_ms; /* a gain's recovery waits until then (mono) */
+  int fleet_gain_pending;        /* partitions to take over once the recovery running is done */
+  int recovery_after_doubt;      /* the recovery running follows a delivery doubt */
+  /* A release under way: called once nothing produced is without its report. */
+  void (*fleet_released)(void *arg);
+  void *fleet_released_arg;
+  int fleet_releasing, fleet_release_checkpointed;
+  char fleet_off_reason[256]; /* not in the group: why ("" when in it) */
+  uint64_t fleet_release_started_ms;
+};
+
+enum ingest_fleet_state {
+  INGEST_FLEET_NONE = 0,  /* another instance's */
+  INGEST_FLEET_TAKEN,     /* this instance's: batches taken */
+  INGEST_FLEET_GAINING,   /* assigned; its recovery has not started */
+  INGEST_FLEET_REBUILDING /* assigned; the recovery running covers it */
 };
 
 /* state.c */
@@ -342,6 +381,15 @@ int64_t ingest__offsets_get(const struct ingest_offsets *offsets, int topic, int
 int ingest__state_fold(struct ingest_state *state, enum kafka_topic topic,
                        const rd_kafka_message_t *record);
 
+/*
+ * Raises the positions of `into`'s journals to those of `from`'s, for the
+ * journals whose store `take` says yes to (added when missing). Each
+ * position is a lower bound of what the log holds, so the higher one is
+ * too. Returns 0 with *merged, or -1 out of memory.
+ */
+int ingest__state_merge(struct ingest_state *into, const struct ingest_state *from,
+                        int (*take)(void *arg, const char *store_id), void *arg, size_t *merged);
+
 /* Applies one checkpoint part. Returns 0 or -1 (out of memory). */
 int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *offsets,
                              const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
@@ -374,6 +422,8 @@ rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size);
 
 /* recovery.c (loop thread) */
 int ingest__recovery_start(ingest *in, rd_kafka_t *retire, int make_producer);
+/* A fleet gain's recovery (struct ingest_recovery, gain). 0 or -1. */
+int ingest__recovery_start_gain(ingest *in, uint64_t quiet_until_ms);
 /* Joins the thread; returns it (caller frees with ingest__recovery_free). */
 struct ingest_recovery *ingest__recovery_join(ingest *in);
 void ingest__recovery_free(struct ingest_recovery *recovery);

@@ -20,9 +20,6 @@
 #define INGEST_RECOVERY_RETRY_MS 2000
 #define INGEST_RECOVERY_STALL_MS 30000
 #define INGEST_METADATA_TIMEOUT_MS 5000
-/* Past a request's timeout a broker may still be appending what it had
- * taken: a margin of a fifth of the timeout plus half a second. */
-#define INGEST_REQUEST_MARGIN_MS(timeout_ms) ((timeout_ms) / 5 + 500)
 
 /* What pass 1 knows of one generation's part keys. */
 struct ingest_generation {
@@ -51,7 +48,23 @@ struct ingest_scan {
   const struct ingest_generation *chosen;
   Pos__V1__IngestCheckpoint **msgs;
   int oom;
+  /* Other instances whose manifest keys were seen (their checkpoints are merged too). */
+  char **others;
+  size_t other_count;
+  int too_many; /* more other instances than INGEST_MAX_OTHER_INSTANCES */
 };
+
+/* Instances whose checkpoints one recovery merges besides its own. */
+#define INGEST_MAX_OTHER_INSTANCES 256
+
+static void ingest_other_ids_free(struct ingest_recovery *r)
+{
+  for (size_t i = 0; i < r->other_count; i++)
+    free(r->other_ids[i]);
+  free(r->other_ids);
+  r->other_ids = NULL;
+  r->other_count = 0;
+}
 
 /*
  * Splits a key of this instance: 1 for the manifest key ("<instance>"), 2
@@ -135,6 +148,42 @@ static Pos__V1__IngestCheckpoint *ingest_scan_unpack(const struct ingest_scan *s
   return msg;
 }
 
+/*
+ * Pass 1 of this instance's scan: another instance's key. A key without '/'
+ * is its manifest, "<id>/lease" its lease (every run claims one before it
+ * produces anything, checkpoint or not): either names an instance.
+ */
+static int ingest_scan_note_other(struct ingest_scan *scan, const rd_kafka_message_t *record)
+{
+  const char *key = record->key;
+  size_t len = record->key_len;
+  char *id;
+
+  if (len > 6 && memcmp(key + len - 6, "/lease", 6) == 0)
+    len -= 6;
+  if (len == 0 || len > INGEST_TOPIC_NAME_MAX || memchr(key, '/', len) ||
+      (len == scan->id_len && memcmp(key, scan->instance_id, len) == 0))
+    return 0;
+  for (size_t i = 0; i < scan->other_count; i++) {
+    if (strlen(scan->others[i]) == len && memcmp(scan->others[i], key, len) == 0)
+      return 0;
+  }
+  if (scan->other_count == INGEST_MAX_OTHER_INSTANCES) {
+    /* Skipping one would skip what it wrote: refused, with what to do. */
+    scan->too_many = 1;
+    return -1;
+  }
+  id = malloc(len + 1);
+  if (!id) {
+    scan->oom = 1;
+    return -1;
+  }
+  memcpy(id, key, len);
+  id[len] = '\0';
+  scan->others[scan->other_count++] = id;
+  return 0;
+}
+
 /* Pass 1: which part keys are present (newest record not a tombstone), and the newest manifest. */
 static int ingest_scan_record(void *arg, const rd_kafka_message_t *record)
 {
@@ -155,6 +204,8 @@ static int ingest_scan_record(void *arg, const rd_kafka_message_t *record)
                       : NULL;
     return 0;
   }
+  if (kind == 0 && scan->others && record->key && record->key_len > 0)
+    return ingest_scan_note_other(scan, record);
   if (kind == 0 || (kind == 1 && !record->payload))
     return 0;
   if (kind == 2 && !record->payload) {
@@ -237,6 +288,9 @@ static void ingest_scan_free(struct ingest_scan *scan)
     }
   }
   free(scan->msgs);
+  for (size_t i = 0; i < scan->other_count; i++)
+    free(scan->others[i]);
+  free(scan->others);
   if (scan->lease)
     pos__v1__instance_lease__free_unpacked(scan->lease, NULL);
   for (size_t i = 0; i < scan->count; i++)
@@ -274,6 +328,55 @@ static const struct ingest_generation *ingest_scan_choose(const struct ingest_sc
 }
 
 /*
+ * Pass 2 of a scan whose generation is chosen: reads the topic from the
+ * chosen generation's first part on (`end`: where pass 1 ended) and applies
+ * the parts to `state` (each journal's positions only ever raised) and
+ * `offsets`. Returns 0 or -1 with `err` set.
+ */
+static int ingest_scan_load(struct ingest_recovery *r, rd_kafka_t *reader, int partitions,
+                            struct ingest_scan *scan, const int64_t *end,
+                            struct ingest_state *state, struct ingest_offsets *offsets, char *err,
+                            size_t err_size)
+{
+  struct kafka_read_stats read_stats;
+  int64_t *start;
+  int rc = -1;
+
+  scan->msgs = calloc(scan->chosen->parts, sizeof(*scan->msgs));
+  start = calloc((size_t)partitions + 1, sizeof(*start));
+  if (!scan->msgs || !start) {
+    snprintf(err, err_size, "out of memory reading checkpoint %" PRIu64 " of %s",
+             scan->chosen->generation, scan->instance_id);
+    goto out;
+  }
+  for (int p = 0; p < partitions; p++)
+    start[p] = p == scan->chosen->partition ? scan->chosen->first_offset : end[p];
+  memset(&read_stats, 0, sizeof(read_stats));
+  if (kafka_read_to_end(reader, r->in->topics[KAFKA_TOPIC_STATE], partitions, start, NULL,
+                        ingest_scan_collect, scan, &r->stop, INGEST_RECOVERY_STALL_MS, &read_stats,
+                        err, err_size))
+    goto out;
+  for (uint32_t k = 0; k < scan->chosen->parts; k++) {
+    if (!scan->msgs[k]) {
+      snprintf(err, err_size,
+               "part %" PRIu32 " of checkpoint %" PRIu64 " of %s went missing "
+               "between two reads (compaction or another collector with instance_id %s?)",
+               k, scan->chosen->generation, scan->instance_id, scan->instance_id);
+      goto out;
+    }
+    if (ingest__checkpoint_apply(state, offsets, r->in->topics, scan->msgs[k])) {
+      snprintf(err, err_size, "out of memory loading checkpoint %" PRIu64 " of %s",
+               scan->chosen->generation, scan->instance_id);
+      goto out;
+    }
+  }
+  rc = 0;
+out:
+  free(start);
+  return rc;
+}
+
+/*
  * Step 1 of a recovery: this instance's checkpoint (two reads of
  * ingest-state.v1: which generations are complete, then the chosen one's
  * parts), applied to r->state and r->offsets; the part keys of every other
@@ -286,7 +389,7 @@ static int ingest_recover_checkpoint(struct ingest_recovery *r, rd_kafka_t *read
   const char *topic = in->topics[KAFKA_TOPIC_STATE];
   struct ingest_scan scan;
   struct kafka_read_stats read_stats;
-  int64_t *start = NULL, *end = NULL;
+  int64_t *end = NULL;
   int rc = -1;
 
   memset(&scan, 0, sizeof(scan));
@@ -295,9 +398,9 @@ static int ingest_recover_checkpoint(struct ingest_recovery *r, rd_kafka_t *read
   if (r->check_lease &&
       ingest__lease_key(scan.lease_key, sizeof(scan.lease_key), in->instance_id) == 0)
     scan.lease_key_len = strlen(scan.lease_key);
-  start = calloc((size_t)partitions + 1, sizeof(*start));
   end = calloc((size_t)partitions + 1, sizeof(*end));
-  if (!start || !end) {
+  scan.others = calloc(INGEST_MAX_OTHER_INSTANCES, sizeof(*scan.others));
+  if (!end || !scan.others) {
     snprintf(err, err_size, "out of memory reading checkpoints");
     goto out;
   }
@@ -306,10 +409,21 @@ static int ingest_recover_checkpoint(struct ingest_recovery *r, rd_kafka_t *read
                         INGEST_RECOVERY_STALL_MS, &read_stats, err, err_size)) {
     if (scan.oom)
       snprintf(err, err_size, "out of memory reading checkpoints");
+    else if (scan.too_many)
+      snprintf(err, err_size,
+               "%s holds the checkpoints or leases of more than %d other instance_ids: this "
+               "collector merges at most that many; remove the keys of instances retired for "
+               "good (tombstones) or use fewer instance_ids",
+               topic, INGEST_MAX_OTHER_INSTANCES);
     goto out;
   }
   r->stats.state_records_read = read_stats.records;
   r->stats.manifest_generation = scan.manifest_generation;
+  ingest_other_ids_free(r);
+  r->other_ids = scan.others;
+  r->other_count = scan.other_count;
+  scan.others = NULL;
+  scan.other_count = 0;
   if (r->check_lease) {
     if (r->seen_lease)
       pos__v1__instance_lease__free_unpacked(r->seen_lease, NULL);
@@ -338,31 +452,8 @@ static int ingest_recover_checkpoint(struct ingest_recovery *r, rd_kafka_t *read
     rc = 0;
     goto out;
   }
-  /* Pass 2 reads only from the chosen generation's first part on. */
-  scan.msgs = calloc(scan.chosen->parts, sizeof(*scan.msgs));
-  if (!scan.msgs) {
-    snprintf(err, err_size, "out of memory reading checkpoint %" PRIu64, scan.chosen->generation);
+  if (ingest_scan_load(r, reader, partitions, &scan, end, &r->state, &r->offsets, err, err_size))
     goto out;
-  }
-  for (int p = 0; p < partitions; p++)
-    start[p] = p == scan.chosen->partition ? scan.chosen->first_offset : end[p];
-  memset(&read_stats, 0, sizeof(read_stats));
-  if (kafka_read_to_end(reader, topic, partitions, start, NULL, ingest_scan_collect, &scan,
-                        &r->stop, INGEST_RECOVERY_STALL_MS, &read_stats, err, err_size))
-    goto out;
-  for (uint32_t k = 0; k < scan.chosen->parts; k++) {
-    if (!scan.msgs[k]) {
-      snprintf(err, err_size, "part %" PRIu32 " of checkpoint %" PRIu64 " went missing between "
-               "two reads (compaction or another collector with instance_id %s?)",
-               k, scan.chosen->generation, in->instance_id);
-      goto out;
-    }
-    if (ingest__checkpoint_apply(&r->state, &r->offsets, in->topics, scan.msgs[k])) {
-      snprintf(err, err_size, "out of memory loading checkpoint %" PRIu64,
-               scan.chosen->generation);
-      goto out;
-    }
-  }
   r->live_generation = scan.chosen->generation;
   r->live_parts = scan.chosen->parts;
   r->live_partition = scan.chosen->partition;
@@ -372,7 +463,6 @@ static int ingest_recover_checkpoint(struct ingest_recovery *r, rd_kafka_t *read
       scan.manifest_closed_cleanly && scan.manifest_generation == scan.chosen->generation;
   rc = 0;
 out:
-  free(start);
   free(end);
   ingest_scan_free(&scan);
   return rc;
@@ -511,8 +601,23 @@ static void ingest_recovery_wait_previous(struct ingest_recovery *r, uint64_t st
 {
   ingest *in = r->in;
   uint64_t wait_ms = in->request_timeout_ms + INGEST_REQUEST_MARGIN_MS(in->request_timeout_ms);
-  uint64_t elapsed;
+  uint64_t elapsed, now = clock_mono_ms();
 
+  if (r->gain) {
+    /* Taking partitions over: their previous owner may have died (and not handed them over)
+     * with produce requests out; none can land after quiet_until_ms. Not when every other
+     * instance stopped cleanly (this one's previous runs were waited for at its start). */
+    r->waited = 1;
+    if (r->quiet_until_ms <= now || r->others_running == 0)
+      return;
+    log_info("ingest", "waiting_out_previous_owner",
+             "ms=%" PRIu64 " why=\"a collector that wrote these partitions may have died with "
+             "produce requests out\"",
+             r->quiet_until_ms - now);
+    ingest_recovery_pause(r, r->quiet_until_ms - now);
+    r->stats.waited_ms = clock_mono_ms() - now;
+    return;
+  }
   if (r->waited || in->embedded)
     return;
   r->waited = 1;
@@ -532,6 +637,77 @@ static void ingest_recovery_wait_previous(struct ingest_recovery *r, uint64_t st
            wait_ms - elapsed);
   ingest_recovery_pause(r, wait_ms - elapsed);
   r->stats.waited_ms = clock_mono_ms() - started_ms - elapsed;
+}
+
+/* Lowers r->fold_from[topic][p] to `next` (an offset the data topic is read from). 0 or -1. */
+static int ingest_fold_from_lower(struct ingest_recovery *r, int topic, int p, int64_t next)
+{
+  if (ingest__offsets_raise(&r->fold_from, topic, p, 0))
+    return -1;
+  if (next < r->fold_from.next[topic][p])
+    r->fold_from.next[topic][p] = next;
+  return 0;
+}
+
+/*
+ * Step 1b: every other instance's newest complete checkpoint (ids seen in
+ * step 1). A store may have been written by any instance (it moves with
+ * its partition when instances come and go), so its positions are the
+ * highest any checkpoint holds (each is a lower bound of the log), and each
+ * data partition is read from the lowest offset any checkpoint covers to:
+ * whatever an instance wrote is in its checkpoint or above that offset. An
+ * instance without a complete checkpoint makes its partitions be read from
+ * the start. Returns 0 or -1 with `err` set.
+ */
+static int ingest_recover_others(struct ingest_recovery *r, rd_kafka_t *reader,
+                                 const int *partitions, char *err, size_t err_size)
+{
+  int state_partitions = partitions[KAFKA_TOPIC_STATE];
+  int rc = 0;
+
+  for (size_t i = 0; i < r->other_count && rc == 0; i++) {
+    struct ingest_scan scan;
+    struct ingest_offsets theirs;
+    struct kafka_read_stats read_stats;
+    int64_t *end = calloc((size_t)state_partitions + 1, sizeof(*end));
+
+    memset(&scan, 0, sizeof(scan));
+    memset(&theirs, 0, sizeof(theirs));
+    memset(&read_stats, 0, sizeof(read_stats));
+    scan.instance_id = r->other_ids[i];
+    scan.id_len = strlen(scan.instance_id);
+    if (ingest__lease_key(scan.lease_key, sizeof(scan.lease_key), scan.instance_id) == 0)
+      scan.lease_key_len = strlen(scan.lease_key);
+    rc = -1;
+    if (!end)
+      snprintf(err, err_size, "out of memory reading checkpoints");
+    else if (kafka_read_to_end(reader, r->in->topics[KAFKA_TOPIC_STATE], state_partitions, NULL,
+                               end, ingest_scan_record, &scan, &r->stop, INGEST_RECOVERY_STALL_MS,
+                               &read_stats, err, err_size) == 0) {
+      scan.chosen = ingest_scan_choose(&scan);
+      if (!scan.chosen || ingest_scan_load(r, reader, state_partitions, &scan, end, &r->state,
+                                           &theirs, err, err_size) == 0)
+        rc = 0;
+    }
+    for (int t = 0; t < KAFKA_DATA_TOPICS && rc == 0; t++) {
+      for (int p = 0; p < partitions[t] && rc == 0; p++) {
+        if (ingest_fold_from_lower(r, t, p, ingest__offsets_get(&theirs, t, p)))
+          rc = -1;
+      }
+    }
+    if (rc == 0) {
+      r->stats.other_checkpoints += scan.chosen != NULL;
+      /* Stopped, and with nothing in flight when it did: its lease released (a run claims
+       * one before it produces) and its last manifest saying it closed cleanly. */
+      if (!(scan.manifest_generation > 0 && scan.manifest_closed_cleanly &&
+            (!scan.lease || scan.lease->released)))
+        r->others_running++;
+    }
+    ingest__offsets_free(&theirs);
+    ingest_scan_free(&scan);
+    free(end);
+  }
+  return rc;
 }
 
 /* What a start sees of its instance_id's lease while it watches it. */
@@ -712,10 +888,24 @@ static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, c
     r->check_lease = 0; /* a retry of this recovery need not watch again */
   }
 
-  /* 1b. A produce request of the previous run may still land. */
+  /* 1b. The other instances' checkpoints: where each data partition is read from. */
+  ingest__offsets_free(&r->fold_from);
+  for (int t = 0; t < KAFKA_DATA_TOPICS; t++) {
+    for (int p = 0; p < partitions[t]; p++) {
+      if (ingest__offsets_raise(&r->fold_from, t, p, ingest__offsets_get(&r->offsets, t, p))) {
+        snprintf(err, err_size, "out of memory recording offsets");
+        goto out;
+      }
+    }
+  }
+  if (ingest_recover_others(r, reader, partitions, err, err_size))
+    goto out;
+
+  /* 1c. A produce request of the previous run (or the partitions' previous owner) may still
+   * land. */
   ingest_recovery_wait_previous(r, started_ms);
 
-  /* 2. Each data topic from where the checkpoint ends to where the log ends. */
+  /* 2. Each data topic from where the checkpoints end (the lowest) to where the log ends. */
   for (int t = 0; t < KAFKA_DATA_TOPICS; t++) {
     struct ingest_fold fold = {&r->state, (enum kafka_topic)t, &r->stats};
     int n = partitions[t];
@@ -728,7 +918,7 @@ static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, c
       goto out;
     }
     for (int p = 0; p < n; p++)
-      start[p] = ingest__offsets_get(&r->offsets, t, p);
+      start[p] = ingest__offsets_get(&r->fold_from, t, p);
     memset(&read_stats, 0, sizeof(read_stats));
     if (kafka_read_to_end(reader, in->topics[t], n, start, end, ingest_fold_record, &fold,
                           &r->stop, INGEST_RECOVERY_STALL_MS, &read_stats, err, err_size)) {
@@ -808,6 +998,9 @@ static void ingest_recovery_main(void *arg)
              INGEST_RECOVERY_RETRY_MS);
     ingest__state_free(&r->state);
     ingest__offsets_free(&r->offsets);
+    ingest__offsets_free(&r->fold_from);
+    ingest_other_ids_free(r);
+    r->others_running = 0;
     ingest__garbage_free(&r->garbage);
     r->live_generation = 0;
     r->live_parts = 0;
@@ -822,7 +1015,8 @@ static void ingest_recovery_main(void *arg)
   uv_async_send(&in->recovery_async);
 }
 
-int ingest__recovery_start(ingest *in, rd_kafka_t *retire, int make_producer)
+static int ingest_recovery_launch(ingest *in, rd_kafka_t *retire, int make_producer, int gain,
+                                  uint64_t quiet_until_ms)
 {
   struct ingest_recovery *r = calloc(1, sizeof(*r));
 
@@ -833,19 +1027,33 @@ int ingest__recovery_start(ingest *in, rd_kafka_t *retire, int make_producer)
   r->in = in;
   r->retire = retire;
   r->make_producer = make_producer;
+  r->gain = gain;
+  r->quiet_until_ms = quiet_until_ms;
   /* Only a start asks whether another run holds the id: after a delivery doubt this run does. */
-  r->check_lease = !retire && !in->embedded && !in->lease_held;
+  r->check_lease = !retire && !gain && !in->embedded && !in->lease_held;
   atomic_init(&r->stop, 0);
   ingest__state_init(&r->state);
   in->recovery = r;
   log_info("ingest", "recovery_start", "instance=%s reason=%s", in->instance_id,
-           retire ? "delivery_doubt" : "start");
+           gain     ? "fleet_gain"
+           : retire ? "delivery_doubt"
+                    : "start");
   if (uv_thread_create(&r->thread, ingest_recovery_main, r)) {
     in->recovery = NULL;
     free(r);
     return -1;
   }
   return 0;
+}
+
+int ingest__recovery_start(ingest *in, rd_kafka_t *retire, int make_producer)
+{
+  return ingest_recovery_launch(in, retire, make_producer, 0, 0);
+}
+
+int ingest__recovery_start_gain(ingest *in, uint64_t quiet_until_ms)
+{
+  return ingest_recovery_launch(in, NULL, 0, 1, quiet_until_ms);
 }
 
 struct ingest_recovery *ingest__recovery_join(ingest *in)
@@ -867,6 +1075,8 @@ void ingest__recovery_free(struct ingest_recovery *r)
     rd_kafka_destroy(r->retire);
   ingest__state_free(&r->state);
   ingest__offsets_free(&r->offsets);
+  ingest__offsets_free(&r->fold_from);
+  ingest_other_ids_free(r);
   ingest__garbage_free(&r->garbage);
   if (r->seen_lease)
     pos__v1__instance_lease__free_unpacked(r->seen_lease, NULL);

@@ -342,6 +342,34 @@ static int ingest_topic_index(const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
   return -1;
 }
 
+int ingest__state_merge(struct ingest_state *into, const struct ingest_state *from,
+                        int (*take)(void *arg, const char *store_id), void *arg, size_t *merged)
+{
+  *merged = 0;
+  for (size_t b = 0; b < from->bucket_count; b++) {
+    for (const struct ingest_journal *j = from->buckets[b]; j; j = j->next) {
+      struct ingest_journal *mine;
+      if (!take(arg, j->store_id))
+        continue;
+      mine = ingest__state_get(into, j->store_id, j->journal_id, j->resync_id);
+      if (!mine || (j->device_id && ingest__journal_claim(mine, j->device_id)))
+        return -1;
+      if (j->accepted_batch_seq > mine->accepted_batch_seq)
+        mine->accepted_batch_seq = j->accepted_batch_seq;
+      for (int s = 0; s < INGEST_STREAM_COUNT; s++) {
+        if (ingest__pos_after(j->streams[s], mine->streams[s]))
+          mine->streams[s] = j->streams[s];
+      }
+      for (int l = 0; l < 2; l++) {
+        if (ingest__pos_after(j->legacy[l], mine->legacy[l]))
+          mine->legacy[l] = j->legacy[l];
+      }
+      (*merged)++;
+    }
+  }
+  return 0;
+}
+
 int ingest__checkpoint_apply(struct ingest_state *state, struct ingest_offsets *offsets,
                              const char (*topics)[INGEST_TOPIC_NAME_MAX + 1],
                              const Pos__V1__IngestCheckpoint *part)

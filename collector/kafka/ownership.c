@@ -46,13 +46,24 @@ struct ownership {
   char check_err[2048];
   char sales_topic[256];
   int partitions; /* of the ownership topic, once checked (0 before) */
+  int off;        /* out of the group: the topic is missing or of another count */
+  int leave;      /* destroy: leave the group (else let the session time out) */
+  /* The member id at the last assignment: another one means this member was put out of the
+   * group and joined again (what it had may have been another's meanwhile). */
+  char member_id[256];
+  int rejoined;
   int owned_count;
   uint64_t rebalances;
   uint8_t owned[OWNERSHIP_MAX_PARTITIONS];
   char instance_id[256];
   char topic[256];
   void (*on_change)(void *arg);
+  void (*on_revoke)(void *arg, int lost);
   void *arg;
+  /* A revoke the member has not acted on yet (ownership_released does): eager (everything)
+   * or cooperative (these partitions). */
+  int release_pending;
+  rd_kafka_topic_partition_list_t *release_parts;
   metrics_family *owned_family; /* pos_collector_owned_partition{partition} */
   metrics_series *owned_total, *rebalances_total;
 };
@@ -68,6 +79,15 @@ int32_t ownership_store_partition(const char *store_id, int partitions)
 }
 
 int ownership_partition_count(const ownership *o) { return o ? o->partitions : 0; }
+
+int ownership_off(const ownership *o) { return !o || o->off; }
+
+const char *ownership_off_reason(const ownership *o)
+{
+  return o && o->off ? o->check_err : "the collectors' group is not joined";
+}
+
+int ownership_rejoined(const ownership *o) { return o && o->rejoined; }
 
 int ownership_owns(const ownership *o, int32_t partition)
 {
@@ -156,16 +176,28 @@ static void ownership_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     log_warn("ownership", "rebalance_error", "error=%s", rd_kafka_err2name(err));
     kerr = rd_kafka_assign(rk, NULL);
     ownership_clear(o);
-  } else {
+  } else if (assign) {
+    char *member = rd_kafka_memberid(rk);
+    o->rejoined = member && o->member_id[0] && strcmp(member, o->member_id) != 0;
+    snprintf(o->member_id, sizeof(o->member_id), "%s", member ? member : "");
+    if (member)
+      rd_kafka_mem_free(rk, member);
     if (cooperative)
-      error = assign ? rd_kafka_incremental_assign(rk, parts)
-                     : rd_kafka_incremental_unassign(rk, parts);
+      error = rd_kafka_incremental_assign(rk, parts);
     else
-      kerr = rd_kafka_assign(rk, assign ? parts : NULL);
-    if (!assign && !cooperative)
+      kerr = rd_kafka_assign(rk, parts);
+    ownership_set(o, parts, 1);
+  } else {
+    /* Not given up here: the ingest first lets what it produced for them land
+     * (ownership_released). */
+    if (cooperative)
+      ownership_set(o, parts, 0);
+    else
       ownership_clear(o); /* eager: everything is revoked */
-    else
-      ownership_set(o, parts, assign);
+    if (o->release_parts)
+      rd_kafka_topic_partition_list_destroy(o->release_parts);
+    o->release_parts = cooperative ? rd_kafka_topic_partition_list_copy(parts) : NULL;
+    o->release_pending = 1;
   }
   if (error) {
     log_warn("ownership", "assign_failed", "error=\"%s\"", rd_kafka_error_string(error));
@@ -181,8 +213,39 @@ static void ownership_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
            "instance=%s topic=%s partitions=%s owned=%s owned_count=%d of=%d lost=%d",
            o->instance_id, o->topic, changed[0] ? changed : "-", owned[0] ? owned : "-",
            o->owned_count, o->partitions, lost);
-  if (o->on_change && !o->closing)
+  if (o->release_pending) {
+    if (o->on_revoke && !o->closing)
+      o->on_revoke(o->arg, lost);
+    else
+      ownership_released(o);
+  } else if (o->on_change && !o->closing) {
     o->on_change(o->arg);
+  }
+}
+
+void ownership_released(ownership *o)
+{
+  rd_kafka_error_t *error = NULL;
+  rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+  if (!o || !o->release_pending || !o->rk)
+    return;
+  o->release_pending = 0;
+  if (o->release_parts)
+    error = rd_kafka_incremental_unassign(o->rk, o->release_parts);
+  else
+    kerr = rd_kafka_assign(o->rk, NULL);
+  if (o->release_parts)
+    rd_kafka_topic_partition_list_destroy(o->release_parts);
+  o->release_parts = NULL;
+  if (error) {
+    log_warn("ownership", "release_failed", "error=\"%s\"", rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+  } else if (kerr) {
+    log_warn("ownership", "release_failed", "error=%s", rd_kafka_err2name(kerr));
+  } else {
+    log_info("ownership", "released", "instance=%s", o->instance_id);
+  }
 }
 
 static void ownership_poll(ownership *o)
@@ -310,15 +373,22 @@ static void ownership_check_done(uv_work_t *work, int status)
   if (o->check_rc != 0) {
     /* Without the topic (or with another count) the assignment would mean nothing. */
     rd_kafka_unsubscribe(o->rk);
-    log_warn("collector", "fleet_off",
+    log_warn("ownership", "fleet_off",
              "topic=%s reason=%s action=\"create or fix the topic and restart: until then this "
              "instance is in no group\"",
              o->topic, log_quote(o->check_err, quoted, sizeof(quoted)));
+    o->off = 1;
+    ownership_clear(o);
+    if (o->on_change)
+      o->on_change(o->arg);
     return;
   }
   o->partitions = o->check_owners;
   log_info("ownership", "topics_checked", "topic=%s partitions=%d as=%s", o->topic, o->partitions,
            o->sales_topic);
+  /* An assignment that came before the count is acted on now. */
+  if (o->on_change && o->owned_count > 0)
+    o->on_change(o->arg);
 }
 
 static void ownership_check_start(ownership *o)
@@ -347,6 +417,7 @@ ownership *ownership_create(uv_loop_t *loop, const struct ownership_options *opt
   o->loop = loop;
   o->wake_fds[0] = o->wake_fds[1] = -1;
   o->on_change = options->on_change;
+  o->on_revoke = options->on_revoke;
   o->arg = options->arg;
   snprintf(o->instance_id, sizeof(o->instance_id), "%s", options->instance_id);
   snprintf(o->topic, sizeof(o->topic), "%s", options->topic);
@@ -416,11 +487,12 @@ fail:
   return NULL;
 }
 
-void ownership_destroy(ownership *o)
+void ownership_destroy(ownership *o, int leave)
 {
   if (!o)
     return;
   o->closing = 1;
+  o->leave = leave;
   uv_timer_stop(&o->tick);
   /* The check's worker uses the handle: finished when it is back (at most its 10 s). */
   if (o->check_running) {
@@ -435,11 +507,22 @@ static void ownership_finish_destroy(ownership *o)
   rd_kafka_resp_err_t kerr;
 
   /* Leaves the group: the coordinator reassigns our partitions at once
-   * instead of after session_timeout. The revoke is served in here. */
-  kerr = rd_kafka_consumer_close(o->rk);
-  if (kerr)
-    log_warn("ownership", "leave_failed", "error=%s", rd_kafka_err2name(kerr));
-  rd_kafka_destroy(o->rk);
+   * instead of after session_timeout. The revoke is served in here. A
+   * release still waited for is given now: the ingest is gone, its last
+   * records with it. */
+  ownership_released(o);
+  if (o->leave) {
+    kerr = rd_kafka_consumer_close(o->rk);
+    if (kerr)
+      log_warn("ownership", "leave_failed", "error=%s", rd_kafka_err2name(kerr));
+    rd_kafka_destroy(o->rk);
+  } else {
+    log_warn("ownership", "not_leaving",
+             "instance=%s why=\"records of this instance may still land\" effect=\"its "
+             "partitions move after the session timeout, not at once\"",
+             o->instance_id);
+    rd_kafka_destroy_flags(o->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+  }
   o->rk = NULL;
   log_info("ownership", "left", "instance=%s group_changes=%" PRIu64, o->instance_id,
            o->rebalances);

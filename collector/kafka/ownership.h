@@ -14,8 +14,9 @@
  * by hand. No record is ever read from or written to the topic; it exists
  * for its partition count.
  *
- * This step reports the assignment (log, metrics); the ingest does not yet
- * refuse or hand over the stores of partitions it does not own.
+ * The collector hands each change to its ingest (ingest.h, ingest_fleet_*),
+ * which takes only the stores of the partitions owned and lets a revoked
+ * partition go once everything it produced is acknowledged.
  *
  * All calls and the callback run on the loop thread given to
  * ownership_create.
@@ -40,6 +41,12 @@ struct ownership_options {
   const char *kafka_debug; /* librdkafka "debug" property, or NULL */
   /* Called after each change of the assignment (may be NULL). */
   void (*on_change)(void *arg);
+  /* Called when the group takes partitions back (a rebalance; `lost`: the
+   * group had already given them away, this member having been out of it).
+   * From then on ownership_owns says no; the member keeps them in the
+   * group's eyes (the rebalance waits) until ownership_released is called,
+   * possibly from within this callback. NULL: given up at once. */
+  void (*on_revoke)(void *arg, int lost);
   void *arg;
 };
 
@@ -56,6 +63,16 @@ ownership *ownership_create(uv_loop_t *loop, const struct ownership_options *opt
 /* Partitions of the ownership topic (and of pos.sales.v1). */
 int ownership_partition_count(const ownership *o);
 
+/* 1 once the member left the group for good (the ownership topic is missing or of
+ * another partition count: logged as fleet_off), or for NULL. */
+int ownership_off(const ownership *o);
+/* Why it is off (for people). Borrowed. */
+const char *ownership_off_reason(const ownership *o);
+
+/* 1 when the last assignment came to a new member id: this member had been put out of the
+ * group (its partitions given to others meanwhile) and joined again. */
+int ownership_rejoined(const ownership *o);
+
 /* 1 when this instance is assigned partition `partition` now. */
 int ownership_owns(const ownership *o, int32_t partition);
 
@@ -69,7 +86,12 @@ int ownership_owned_count(const ownership *o);
  */
 int32_t ownership_store_partition(const char *store_id, int partitions);
 
-/* Leaves the group (its partitions go to the others at once) and frees. NULL is ignored. */
-void ownership_destroy(ownership *o);
+/* The partitions revoked (on_revoke) may go to other members now. */
+void ownership_released(ownership *o);
+
+/* Leaves the group (its partitions go to the others at once) and frees; with `leave` 0, frees
+ * without leaving: the partitions move once the session times out (records of this instance
+ * may still land). NULL is ignored. */
+void ownership_destroy(ownership *o, int leave);
 
 #endif

@@ -163,7 +163,8 @@ resume_broker() { kill -CONT "$BROKER_PID"; }
 
 # write_collector_config [FILE] [section.key=value ...]: the test collector
 # configuration (mutual TLS with the test PKI and its CRL, the test broker,
-# port 0), each argument replacing a key or adding one.
+# port 0, alone: in no collectors' group, fleet.group=pos-collectors puts it
+# in one), each argument replacing a key or adding one.
 write_collector_config() {
   local file="$COLLECTOR_CONFIG"
   if [[ $# -gt 0 && "$1" != *=* ]]; then
@@ -176,7 +177,7 @@ write_collector_config() {
     server.cert="$PKI/server.crt" server.key="$PKI/server.key" server.ca="$PKI/ca.crt" \
     server.crl="$PKI/crl.pem" \
     kafka.brokers="$BROKER_BOOT" kafka.topic_prefix=pos. kafka.checkpoint_interval=1s \
-    kafka.produce_timeout=5s operator.port=0 \
+    kafka.produce_timeout=5s operator.port=0 fleet.group= \
     "$@"
 }
 

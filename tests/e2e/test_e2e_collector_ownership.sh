@@ -7,7 +7,7 @@
 # (-9) loses its partitions to the others once it misses its session
 # timeout; a fourth one that joins gets a share; one stopped cleanly hands
 # its partitions over at once. Nothing is configured by hand as instances
-# come and go. (The ingest does not act on the assignment yet.)
+# come and go. (What the ingest does with it: test_e2e_collector_fleet.sh.)
 source "$(dirname "$0")/lib.sh"
 
 make_pki
@@ -15,7 +15,8 @@ start_broker --partitions 6
 declare -A PIDS
 
 start_member() { # NAME
-  write_collector_config "$T/$1.conf" collector.instance_id="$1" fleet.session_timeout=4s
+  write_collector_config "$T/$1.conf" collector.instance_id="$1" fleet.group=pos-collectors \
+    fleet.session_timeout=4s
   "$COLLECTOR_BIN" --config "$T/$1.conf" 2>"$T/$1.log" >/dev/null &
   PIDS[$1]=$!
 }
