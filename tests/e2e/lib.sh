@@ -618,6 +618,51 @@ batch_field() {
   fi
 }
 
+# ---- collector instances in one group (the fleet) --------------------------------------
+
+# fleet_start NAME: a collector with instance_id NAME in the group pos-collectors (session
+# timeout 4 s), logging to $T/NAME.log; its pid in FLEET_PIDS[NAME]. Killed at cleanup.
+declare -A FLEET_PIDS=()
+fleet_start() {
+  write_collector_config "$T/$1.conf" collector.instance_id="$1" fleet.group=pos-collectors \
+    fleet.session_timeout=4s
+  "$COLLECTOR_BIN" --config "$T/$1.conf" 2>"$T/$1.log" >/dev/null &
+  FLEET_PIDS[$1]=$!
+  if [[ -z "${_FLEET_CLEANUP:-}" ]]; then
+    _FLEET_CLEANUP=1
+    on_cleanup '_fleet_kill_all'
+  fi
+}
+_fleet_kill_all() {
+  local n
+  for n in "${!FLEET_PIDS[@]}"; do kill -KILL "${FLEET_PIDS[$n]}" 2>/dev/null || true; done
+}
+
+# fleet_kill NAME: kill -9, the way a crash would.
+fleet_kill() {
+  kill -KILL "${FLEET_PIDS[$1]}"
+  wait "${FLEET_PIDS[$1]}" 2>/dev/null || true
+  unset "FLEET_PIDS[$1]"
+}
+
+# fleet_stop NAME: SIGTERM; it must exit 0.
+fleet_stop() {
+  local rc=0
+  kill -TERM "${FLEET_PIDS[$1]}"
+  wait "${FLEET_PIDS[$1]}" || rc=$?
+  unset "FLEET_PIDS[$1]"
+  assert_eq "$1: exit status after SIGTERM" 0 "$rc"
+}
+
+# fleet_owned NAME: the partitions NAME owns after its latest change ("" for none).
+fleet_owned() {
+  local line
+  line="$(grep -E 'mod=ownership event=partitions_(assigned|revoked)' "$T/$1.log" | tail -n 1 || true)"
+  line="$(sed -n 's/.* owned=\([^ ]*\) .*/\1/p' <<<"$line")"
+  [[ "$line" == "-" ]] && line=""
+  printf '%s' "$line"
+}
+
 # ---- compaction, checkpoints ----------------------------------------------------------
 
 # compact_broker: SIGUSR1 to pos-broker, which moves to a new mock cluster

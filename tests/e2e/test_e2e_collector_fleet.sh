@@ -19,19 +19,7 @@ args=()
 for ((s = 2; s <= STORES; s++)); do args+=("$(printf 'S%03d' "$s")" D1); done
 make_pki "${args[@]}"
 start_broker --partitions 6
-declare -A PIDS URLS
-
-start_member() { # NAME
-  write_collector_config "$T/$1.conf" collector.instance_id="$1" fleet.group=pos-collectors \
-    fleet.session_timeout=4s
-  "$COLLECTOR_BIN" --config "$T/$1.conf" 2>"$T/$1.log" >/dev/null &
-  PIDS[$1]=$!
-}
-stop_members() {
-  local n
-  for n in "${!PIDS[@]}"; do kill -KILL "${PIDS[$n]}" 2>/dev/null || true; done
-}
-on_cleanup 'stop_members'
+declare -A URLS
 
 # wait_members_ready SECONDS NAME...: until each NAME answers /healthz 200 (its partitions
 # assigned and taken over); records its batch URL.
@@ -45,19 +33,13 @@ wait_members_ready() {
         code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/healthz" || true)"
         [[ "$code" == 200 ]] && break
       fi
-      kill -0 "${PIDS[$n]}" 2>/dev/null || fail "$n runs" "running" "exited: $(tail -n 5 "$T/$n.log")"
+      kill -0 "${FLEET_PIDS[$n]}" 2>/dev/null || fail "$n runs" "running" "exited: $(tail -n 5 "$T/$n.log")"
       ((SECONDS < deadline)) || fail "$n ready (healthz 200) within the time" 200 \
         "${code:-no port} $(grep -E 'event=(fleet_|partitions_)' "$T/$n.log" | tail -n 3)"
       sleep 0.2
     done
     URLS[$n]="https://127.0.0.1:$(sed -n 's/.*mod=collector event=listening .*port=\([0-9]*\).*/\1/p' "$T/$n.log" | head -n 1)"
   done
-}
-
-# The partitions NAME owns after its latest change.
-owned() {
-  grep -E 'mod=ownership event=partitions_(assigned|revoked)' "$T/$1.log" | tail -n 1 |
-    sed -n 's/.* owned=\([^ ]*\) .*/\1/p'
 }
 
 REFUSED=0
@@ -104,11 +86,11 @@ send_round() {
   log "round $bseq: taken by $(for st in "${!TAKER[@]}"; do printf '%s=%s ' "$st" "${TAKER[$st]}"; done)"
 }
 
-start_member fleet-a
-start_member fleet-b
-start_member fleet-c
+fleet_start fleet-a
+fleet_start fleet-b
+fleet_start fleet-c
 wait_members_ready 120 fleet-a fleet-b fleet-c
-log "owned: a=[$(owned fleet-a)] b=[$(owned fleet-b)] c=[$(owned fleet-c)]"
+log "owned: a=[$(fleet_owned fleet-a)] b=[$(fleet_owned fleet-b)] c=[$(fleet_owned fleet-c)]"
 
 # Round 1: each store's batch is taken by one instance, and refused by the others
 # with the partition named.
@@ -121,17 +103,15 @@ for ((s = 1; s <= STORES; s++)); do
   p="$({ grep -h "event=batch_unavailable store=$store .*partition [0-9]* of pos.sales.v1" \
     "$T"/fleet-*.log || true; } | head -n 1 | sed -n 's/.*partition \([0-9]*\) of pos.sales.v1.*/\1/p')"
   [[ -z "$p" ]] && continue # taken at the first try: no refusal to read the partition from
-  [[ ",$(owned "${TAKER[$store]}")," == *",$p,"* ]] ||
-    fail "$store (partition $p) taken by its owner" "owner of $p" "${TAKER[$store]} owns $(owned "${TAKER[$store]}")"
+  [[ ",$(fleet_owned "${TAKER[$store]}")," == *",$p,"* ]] ||
+    fail "$store (partition $p) taken by its owner" "owner of $p" "${TAKER[$store]} owns $(fleet_owned "${TAKER[$store]}")"
 done
 declare -A ROUND1_TAKER
 for st in "${!TAKER[@]}"; do ROUND1_TAKER[$st]="${TAKER[$st]}"; done
 
 # b killed: its batches were acknowledged. Its partitions go to a and c after its session
 # timeout; a resend of a batch b took (its answer lost, say) produces nothing at the new owner.
-kill -KILL "${PIDS[fleet-b]}"
-wait "${PIDS[fleet-b]}" 2>/dev/null || true
-unset 'PIDS[fleet-b]'
+fleet_kill fleet-b
 sleep 6
 wait_members_ready 120 fleet-a fleet-c
 resent=0
@@ -148,17 +128,13 @@ done
 send_round 2 fleet-a fleet-c
 
 # d joins and gets a share.
-start_member fleet-d
+fleet_start fleet-d
 sleep 2
 wait_members_ready 120 fleet-a fleet-c fleet-d
 send_round 3 fleet-a fleet-c fleet-d
 
 # a stops cleanly: its partitions move once its records have landed.
-kill -TERM "${PIDS[fleet-a]}"
-rc=0
-wait "${PIDS[fleet-a]}" || rc=$?
-unset 'PIDS[fleet-a]'
-assert_eq "fleet-a: exit status after SIGTERM" 0 "$rc"
+fleet_stop fleet-a
 sleep 2
 wait_members_ready 120 fleet-c fleet-d
 send_round 4 fleet-c fleet-d

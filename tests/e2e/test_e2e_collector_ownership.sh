@@ -12,29 +12,6 @@ source "$(dirname "$0")/lib.sh"
 
 make_pki
 start_broker --partitions 6
-declare -A PIDS
-
-start_member() { # NAME
-  write_collector_config "$T/$1.conf" collector.instance_id="$1" fleet.group=pos-collectors \
-    fleet.session_timeout=4s
-  "$COLLECTOR_BIN" --config "$T/$1.conf" 2>"$T/$1.log" >/dev/null &
-  PIDS[$1]=$!
-}
-stop_members() {
-  local n
-  for n in "${!PIDS[@]}"; do kill -KILL "${PIDS[$n]}" 2>/dev/null || true; done
-}
-on_cleanup 'stop_members'
-
-# The partitions NAME owns after its latest change ("" for none).
-owned() {
-  local line
-  line="$(grep -E 'event=partitions_(assigned|revoked)' "$T/$1.log" | tail -n 1 || true)"
-  line="$(sed -n 's/.* owned=\([^ ]*\) .*/\1/p' <<<"$line")"
-  [[ "$line" == "-" ]] && line=""
-  printf '%s' "$line"
-}
-
 # wait_split SECONDS NAME...: until each partition 0-5 is owned by exactly one
 # of NAME... and each of them owns one or more.
 wait_split() {
@@ -43,13 +20,13 @@ wait_split() {
   while :; do
     all="" state=""
     for n in "$@"; do
-      all+="$(owned "$n"),"
-      state+="$n=[$(owned "$n")] "
+      all+="$(fleet_owned "$n"),"
+      state+="$n=[$(fleet_owned "$n")] "
     done
     sorted="$(tr ',' '\n' <<<"$all" | { grep -v '^$' || true; } | sort -n | tr '\n' ' ')"
     if [[ "$sorted" == "0 1 2 3 4 5 " ]]; then
-      for n in "$@"; do [[ -n "$(owned "$n")" ]] || break; done
-      if [[ -n "$(owned "$n")" ]]; then
+      for n in "$@"; do [[ -n "$(fleet_owned "$n")" ]] || break; done
+      if [[ -n "$(fleet_owned "$n")" ]]; then
         log "partitions: $state"
         return 0
       fi
@@ -60,33 +37,27 @@ wait_split() {
   done
 }
 
-start_member fleet-a
-start_member fleet-b
-start_member fleet-c
+fleet_start fleet-a
+fleet_start fleet-b
+fleet_start fleet-c
 wait_split 90 fleet-a fleet-b fleet-c
 
 # The metrics say the same.
 port="$(sed -n 's/.*event=operator_listening .*port=\([0-9]*\).*/\1/p' "$T/fleet-a.log" | head -n 1)"
 metric="$(curl -sS --max-time 10 "http://127.0.0.1:$port/metrics" |
   sed -n 's/^pos_collector_owned_partitions \([0-9]*\)$/\1/p')"
-assert_eq "fleet-a: pos_collector_owned_partitions" "$(tr ',' '\n' <<<"$(owned fleet-a)" | grep -c .)" "$metric"
+assert_eq "fleet-a: pos_collector_owned_partitions" "$(tr ',' '\n' <<<"$(fleet_owned fleet-a)" | grep -c .)" "$metric"
 
 # Killed: its partitions go to the others after its session timeout (4 s).
-kill -KILL "${PIDS[fleet-b]}"
-wait "${PIDS[fleet-b]}" 2>/dev/null || true
-unset 'PIDS[fleet-b]'
+fleet_kill fleet-b
 wait_split 90 fleet-a fleet-c
 
 # A fourth joins and gets a share.
-start_member fleet-d
+fleet_start fleet-d
 wait_split 90 fleet-a fleet-c fleet-d
 
 # Stopped cleanly: it leaves the group and its partitions move at once.
-kill -TERM "${PIDS[fleet-c]}"
-rc=0
-wait "${PIDS[fleet-c]}" || rc=$?
-unset 'PIDS[fleet-c]'
-assert_eq "fleet-c: exit status after SIGTERM" 0 "$rc"
+fleet_stop fleet-c
 grep -q 'mod=ownership event=left' "$T/fleet-c.log" ||
   fail "fleet-c leaves the group when stopped" "event=left" "$(tail -n 3 "$T/fleet-c.log")"
 wait_split 30 fleet-a fleet-d

@@ -34,6 +34,8 @@ assert_eq "batch $last, sealed after the ack listing sales-2: dictionary" "$DICT
 stop_collector
 NEW_COLLECTOR_BIN="$COLLECTOR_BIN"
 COLLECTOR_BIN="$OLD_COLLECTOR_BIN"
+# The same settings, less [fleet], a section the old collector does not know.
+write_collector_config server.port="$COLLECTOR_PORT" fleet.group=-
 start_collector
 log "collector of $OLD_COLLECTOR_COMMIT up in place of this one"
 
@@ -75,3 +77,4 @@ rsql sales "DELETE FROM k WHERE h_journal_id = '$J';"
 check_sales_match_journal sales 93
 stop_collector
 COLLECTOR_BIN="$NEW_COLLECTOR_BIN"
+write_collector_config server.port="$COLLECTOR_PORT"
