@@ -233,8 +233,8 @@ static void collector_fleet_revoked(void *arg, int lost)
  * the ingest takes only the stores of the partitions assigned (it was told
  * to wait for them at create: ingest_fleet_enable). Not with the embedded
  * Kafka (this instance is the only one) nor with an empty group. A group
- * that cannot be joined is logged with what to do, and the ingest takes
- * every store, as a single instance does.
+ * that cannot be joined is logged with what to do, and the ingest takes no
+ * store (another instance may be writing it) until it can.
  */
 static void collector_join_fleet(struct collector *c)
 {

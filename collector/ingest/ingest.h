@@ -175,9 +175,9 @@ int ingest_submit_control(ingest *in, const char *key, uint8_t *value, size_t le
  *
  * ingest_fleet_enable: from now on no store is taken until
  * ingest_fleet_assign names its partition. `session_timeout_ms` is the
- * group's: a member that died was out of it at least that long (less a
- * heartbeat) before its partitions are assigned again, which shortens the
- * wait for its last produce requests.
+ * group's (kept for what the fleet's waits may learn from it; the wait for a
+ * previous owner's requests does not shorten by it: one cut off from the
+ * group learns it only when its own session times out).
  *
  * ingest_fleet_release: the group takes every partition back (a
  * rebalance; `lost`: it had given them to others already). Batches are
