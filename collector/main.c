@@ -341,7 +341,7 @@ static int collector_run(struct collector *c)
   if (!c->ingest)
     goto fail;
   if (collector_in_fleet(cfg))
-    ingest_fleet_enable(c->ingest, (uint64_t)cfg->fleet_session_timeout_ms);
+    ingest_fleet_enable(c->ingest);
   control_options.keep_finished_ms = (int64_t)cfg->keep_finished_ms;
   control_options.token_lifetime_ms = cfg->enrol_ca_cert[0] ? cfg->enrol_token_lifetime_ms : 0;
   c->control = control_create(&c->loop, c->ingest, ingest_bootstrap(c->ingest), cfg->topic_prefix,

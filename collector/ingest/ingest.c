@@ -2338,11 +2338,7 @@ static void ingest_fleet_gained(ingest *in, const struct ingest_recovery *r)
   }
 }
 
-void ingest_fleet_enable(ingest *in, uint64_t session_timeout_ms)
-{
-  in->fleet = 1;
-  in->fleet_session_timeout_ms = session_timeout_ms;
-}
+void ingest_fleet_enable(ingest *in) { in->fleet = 1; }
 
 void ingest_fleet_off(ingest *in, const char *reason)
 {

@@ -174,10 +174,7 @@ int ingest_submit_control(ingest *in, const char *key, uint8_t *value, size_t le
  * ownership_store_partition), and answers the others 503.
  *
  * ingest_fleet_enable: from now on no store is taken until
- * ingest_fleet_assign names its partition. `session_timeout_ms` is the
- * group's (kept for what the fleet's waits may learn from it; the wait for a
- * previous owner's requests does not shorten by it: one cut off from the
- * group learns it only when its own session times out).
+ * ingest_fleet_assign names its partition.
  *
  * ingest_fleet_release: the group takes every partition back (a
  * rebalance; `lost`: it had given them to others already). Batches are
@@ -197,7 +194,7 @@ int ingest_submit_control(ingest *in, const char *key, uint8_t *value, size_t le
  * for people): no store is taken (another instance may be writing it),
  * each batch answered 503 with the reason, until an assignment comes.
  */
-void ingest_fleet_enable(ingest *in, uint64_t session_timeout_ms);
+void ingest_fleet_enable(ingest *in);
 void ingest_fleet_off(ingest *in, const char *reason);
 void ingest_fleet_release(ingest *in, int lost, void (*released)(void *arg), void *arg);
 void ingest_fleet_assign(ingest *in, const uint8_t *owned, int partitions, int rejoined);

@@ -310,7 +310,6 @@ struct ingest {
   int fleet_partitions; /* of pos.sales.v1 as last assigned (0: nothing assigned yet) */
   uint8_t *fleet_owned; /* [fleet_partitions]: enum ingest_fleet_state */
   uint8_t *fleet_had;   /* [fleet_partitions]: taken before the release under way */
-  uint64_t fleet_session_timeout_ms;
   uint64_t fleet_quiet_until_ms; /* a gain's recovery waits until then (mono) */
   int fleet_gain_pending;        /* partitions to take over once the recovery running is done */
   int recovery_after_doubt;      /* the recovery running follows a delivery doubt */
