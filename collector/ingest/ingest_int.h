@@ -133,6 +133,9 @@ enum ingest_record_kind {
  * taken: a margin of a fifth of the timeout plus half a second. */
 #define INGEST_REQUEST_MARGIN_MS(timeout_ms) ((timeout_ms) / 5 + 500)
 
+/* The end of an instance's lease key in ingest-state.v1: "<instance_id>" INGEST_LEASE_SUFFIX. */
+#define INGEST_LEASE_SUFFIX "/lease"
+
 /* How often a running instance renews its claim on its instance_id (pos.proto,
  * InstanceLease). A start watches three periods and 2 s (11 s): within the 12.5 s it waits
  * for the previous run's produce requests after a crash anyway. */

@@ -156,11 +156,12 @@ static Pos__V1__IngestCheckpoint *ingest_scan_unpack(const struct ingest_scan *s
 static int ingest_scan_note_other(struct ingest_scan *scan, const rd_kafka_message_t *record)
 {
   const char *key = record->key;
+  const size_t suffix = sizeof(INGEST_LEASE_SUFFIX) - 1;
   size_t len = record->key_len;
   char *id;
 
-  if (len > 6 && memcmp(key + len - 6, "/lease", 6) == 0)
-    len -= 6;
+  if (len > suffix && memcmp(key + len - suffix, INGEST_LEASE_SUFFIX, suffix) == 0)
+    len -= suffix;
   if (len == 0 || len > INGEST_TOPIC_NAME_MAX || memchr(key, '/', len) ||
       (len == scan->id_len && memcmp(key, scan->instance_id, len) == 0))
     return 0;

@@ -569,7 +569,7 @@ out:
 
 int ingest__lease_key(char *out, size_t out_size, const char *instance_id)
 {
-  int len = snprintf(out, out_size, "%s/lease", instance_id);
+  int len = snprintf(out, out_size, "%s" INGEST_LEASE_SUFFIX, instance_id);
   return len < 0 || (size_t)len >= out_size ? -1 : 0;
 }
 
