@@ -39,8 +39,9 @@ sample() {
 
 # healthz URL: sets HEALTH_STATUS, HEALTH_BODY.
 healthz() {
+  rm -f "$T/healthz.body"
   HEALTH_STATUS="$(curl -sS -o "$T/healthz.body" -w '%{http_code}' --max-time 10 "$1/healthz")" || true
-  HEALTH_BODY="$(cat "$T/healthz.body" 2>/dev/null)"
+  HEALTH_BODY="$(cat "$T/healthz.body" 2>/dev/null || echo "(no body)")"
 }
 
 make_pki

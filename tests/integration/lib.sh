@@ -16,6 +16,12 @@
 
 set -euo pipefail
 export LC_ALL=C
+# A command that stops the test through set -e, not through a helper's
+# message (a silent `cat`, `grep`, `[[ ]]`), is named when the test exits:
+# its file, line, text and status (set -E: inside functions too).
+FAILED_AT=""
+set -E
+trap 'FAILED_AT="${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND (exit $?)"' ERR
 
 : "${POS_BUILD_DIR:?POS_BUILD_DIR must name the build directory}"
 : "${POS_SOURCE_DIR:?POS_SOURCE_DIR must name the source directory}"
@@ -78,6 +84,7 @@ _cleanup() {
   if [[ $rc -eq 77 ]]; then
     log "SKIPPED"
   elif [[ $rc -ne 0 ]]; then
+    [[ -z "$FAILED_AT" ]] || log "stopped by a failing command, $FAILED_AT"
     log "FAILED (exit $rc); temporary directory: $T"
     local f
     for f in "$T"/agent.*.log; do
@@ -104,6 +111,7 @@ skip() {
 
 # fail WHAT [EXPECTED ACTUAL]: stop the test.
 fail() {
+  FAILED_AT="" # the message says it all
   if [[ $# -ge 3 ]]; then
     printf '[%s] FAIL: %s\n  expected: %s\n  actual:   %s\n' "$TEST_NAME" "$1" "$2" "$3" >&2
   else
