@@ -12,8 +12,9 @@ packages=(
   node-llhttp libinih-dev libjansson-dev libcmocka-dev
   # test tools: the journal read back, certificates, a wrong device clock (libfaketime), Kafka
   # read back, decoding, the status page in a real browser (headless), and Prometheus (promtool
-  # checks /metrics; a prometheus the tests start scrapes it)
-  sqlite3 openssl curl faketime kcat protobuf-compiler chromium prometheus
+  # checks /metrics; a prometheus the tests start scrapes it), and HAProxy (the ordinary TCP
+  # load balancer in front of the collectors' fleet)
+  sqlite3 openssl curl faketime kcat protobuf-compiler chromium prometheus haproxy
   # the .deb: dpkg-shlibdeps (CPack) and lintian (tests/firmware)
   dpkg-dev lintian
 )

@@ -26,6 +26,9 @@
 #define UPLINK_MAX_NEW_JOURNALS 3u
 /* Longest Retry-After honoured; a larger one is cut to this. */
 #define UPLINK_MAX_RETRY_AFTER_MS (60u * 60u * 1000u)
+/* Quick tries through a load balancer when a collector instance answers that
+ * another one writes this store (uploader.c, uplink_on_another_instance). */
+#define UPLINK_REROUTE_TRIES 8u
 
 /* One kind of failure's log: the same message again within
  * UPLINK_ERROR_REPEAT_MS is counted, not logged. Batches and heartbeats
@@ -69,6 +72,7 @@ struct uplink {
   /* The batch state machine (uploader.c). */
   enum uplink_state state;
   struct backoff backoff;
+  unsigned reroutes;       /* 503s of another collector instance in a row (uploader.c) */
   uv_timer_t push_timer;   /* next push, or the retry while backing off */
   int64_t cursor;          /* next batch_seq to send */
   int64_t push_target_seq; /* this push seals sales up to here */

@@ -412,6 +412,7 @@ static void uplink_on_ack_saved(uplink *u, int64_t batch_seq)
   u->ack_pending = 0;
   u->status.failing_since_ms = 0;
   backoff_reset(&u->backoff);
+  u->reroutes = 0;
   uplink__error_settled(&u->batch_log);
   if (u->status.identity_mismatch_ms) {
     log_warn("uplink", "identity_mismatch_cleared", "reason=\"the collector accepts this "
@@ -1005,6 +1006,38 @@ static void uplink_on_identity_mismatch(uplink *u, const char *text)
   uplink_backoff_max(u);
 }
 
+/*
+ * 503 BATCH_ACK_CODE_ANOTHER_INSTANCE: collectors run as a fleet behind a
+ * load balancer, and the one this connection reached does not write this
+ * store's partition. It closed the connection: the next try opens a new one,
+ * which the balancer may send to the owner. Not an overload, so the first
+ * UPLINK_REROUTE_TRIES in a row wait only the Retry-After and up to a second
+ * more (a balancer with N instances needs about N tries); then one failure
+ * is counted and backed off (the owner may be gone, the group rebalancing),
+ * and the quick tries start again: the waits between rounds grow.
+ */
+static void uplink_on_another_instance(uplink *u, int64_t retry_after_s, const char *text)
+{
+  uint64_t delay_ms;
+
+  if (u->reroutes < UPLINK_REROUTE_TRIES) {
+    u->reroutes++;
+    delay_ms = retry_after_s > 0 && retry_after_s < 10 ? (uint64_t)retry_after_s * 1000u : 0;
+    delay_ms += 100 + backoff_random(&u->backoff, 1000);
+    log_info("uplink", "rerouting",
+             "batch_seq=%" PRId64 " try=%u retry_in_ms=%" PRIu64 " reason=\"%s\"",
+             u->sending.batch_seq, u->reroutes, delay_ms, text);
+    uplink_retry_in(u, delay_ms);
+    return;
+  }
+  uplink__error(u, 0,
+                "POST %s batch %" PRId64 ": 503, %u tries in a row reached collector instances "
+                "that do not write this store (is the owner down, or the group rebalancing?): %s",
+                u->batches_url, u->sending.batch_seq, u->reroutes, text);
+  u->reroutes = 0; /* after this wait, as many quick tries again */
+  uplink_backoff(u);
+}
+
 static void uplink_on_batch_answer(struct uplink_http_request *req)
 {
   uplink *u = req->user;
@@ -1029,7 +1062,7 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
   }
   /* An answer is read as a BatchAck only if it says it is one: a proxy's or
    * a captive portal's page is never taken for an acknowledgement. */
-  if ((status == 200 || status == 409 || status == 403) &&
+  if ((status == 200 || status == 409 || status == 403 || status == 503) &&
       uplink_http_answer_is_protobuf(req, text, sizeof(text)))
     ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
   uplink__answer_text(req, text, sizeof(text));
@@ -1048,6 +1081,9 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
     uplink_on_identity_mismatch(u, text);
   } else if (status == 413) {
     uplink_on_too_large(u, text);
+  } else if (status == 503 && ack &&
+             ack->code == POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_ANOTHER_INSTANCE) {
+    uplink_on_another_instance(u, retry_after_s, text);
   } else if (status == 429 || status == 503) {
     /* Retry-After is a minimum, not an appointment: every store the
      * collector turned away in the same second was told the same number.

@@ -42,6 +42,7 @@
 #define INGEST_RETRY_REBUILDING_S 2
 #define INGEST_RETRY_OVERLOADED_S 1
 #define INGEST_RETRY_KAFKA_S 5
+#define INGEST_RETRY_ANOTHER_S 1 /* another instance's store: at once, on a new connection */
 #define INGEST_LOG_LINES_PER_BATCH 5
 #define INGEST_AUX_MESSAGE_TIMEOUT_MS 30000
 #define INGEST_STR2(x) #x
@@ -129,20 +130,42 @@ static void ingest_reply(ingest_done_fn done, void *arg, struct ingest_result *r
     done(arg, result);
 }
 
+LOG_PRINTF(5, 0)
+static void ingest_reply_unavailable_v(ingest_done_fn done, void *arg, int code, int retry_after_s,
+                                       const char *fmt, va_list ap)
+{
+  struct ingest_result result;
+
+  memset(&result, 0, sizeof(result));
+  result.outcome = INGEST_UNAVAILABLE;
+  result.code = code;
+  result.retry_after_s = retry_after_s;
+  vsnprintf(result.message, sizeof(result.message), fmt, ap);
+  ingest_reply(done, arg, &result);
+}
+
 LOG_PRINTF(4, 5)
 static void ingest_reply_unavailable(ingest_done_fn done, void *arg, int retry_after_s,
                                      const char *fmt, ...)
 {
-  struct ingest_result result;
   va_list ap;
 
-  memset(&result, 0, sizeof(result));
-  result.outcome = INGEST_UNAVAILABLE;
-  result.retry_after_s = retry_after_s;
   va_start(ap, fmt);
-  vsnprintf(result.message, sizeof(result.message), fmt, ap);
+  ingest_reply_unavailable_v(done, arg, 0, retry_after_s, fmt, ap);
   va_end(ap);
-  ingest_reply(done, arg, &result);
+}
+
+/* 503 with BATCH_ACK_CODE_ANOTHER_INSTANCE: the connection closes with it (routes.c), so the
+ * agent's retry opens a new one, which the load balancer may send to the store's owner. */
+LOG_PRINTF(3, 4)
+static void ingest_reply_another_instance(ingest_done_fn done, void *arg, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  ingest_reply_unavailable_v(done, arg, POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_ANOTHER_INSTANCE,
+                             INGEST_RETRY_ANOTHER_S, fmt, ap);
+  va_end(ap);
 }
 
 /* Notes how late this tick fires: the loop was busy that long. */
@@ -1220,12 +1243,12 @@ static int ingest_fleet_takes(ingest *in, const char *store_id, ingest_done_fn d
                              p, store_id);
     return 0;
   default:
-    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
-                             "not this collector instance's store (not an overload): store %s "
-                             "is in partition %" PRId32 " of %s, which another instance "
-                             "writes; a retry through the load balancer reaches that one sooner "
-                             "or later",
-                             store_id, p, in->topics[KAFKA_TOPIC_SALES]);
+    ingest_reply_another_instance(done, arg,
+                                  "not this collector instance's store (not an overload): store "
+                                  "%s is in partition %" PRId32 " of %s, which another instance "
+                                  "writes; retry on a new connection, which the load balancer "
+                                  "may send to that one",
+                                  store_id, p, in->topics[KAFKA_TOPIC_SALES]);
     return 0;
   }
 }

@@ -89,7 +89,7 @@ struct ingest_result {
   uint32_t deltas_dead_lettered; /* deltas produced to the DLQ (another store, unpositionable) */
   uint32_t deltas_skipped;     /* deltas whose rows the log holds already (or a replay's) */
   int retry_after_s;           /* with INGEST_UNAVAILABLE */
-  int code;                    /* Pos__V1__BatchAckCode, with INGEST_REFUSED and INGEST_GAP */
+  int code; /* Pos__V1__BatchAckCode: INGEST_REFUSED, INGEST_GAP, a 503 of another instance's */
   uint64_t previous_acked_batch_seq; /* ingest_submit_rebase: before the rebase */
   char message[256];           /* for people, on anything but ACCEPTED */
 };

@@ -223,12 +223,18 @@ static void routes_on_batch_done(void *arg, const struct ingest_result *result)
     break;
   case INGEST_UNAVAILABLE:
   default:
+    ack.code = (Pos__V1__BatchAckCode)result->code;
     ack.message = (char *)(uintptr_t)result->message;
+    /* Another instance's store: the agent's retry must open a new connection, which the load
+     * balancer may send to the owner (on this one it would reach this instance again). */
+    if (result->code == POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_ANOTHER_INSTANCE)
+      http_exchange_close_after(pending->exchange);
     snprintf(retry, sizeof(retry), "Retry-After: %d\r\n",
              result->retry_after_s > 0 ? result->retry_after_s : 5);
-    log_warn("server", "batch_unavailable", "store=%s journal=%s batch_seq=%llu reason=\"%s\"",
-             pending->store_id, journal_hex, (unsigned long long)pending->batch_seq,
-             result->message);
+    /* Another instance's store is the fleet's routine, not a trouble. */
+    log_event(ack.code ? LOG_INFO : LOG_WARN, "server", "batch_unavailable",
+              "store=%s journal=%s batch_seq=%llu reason=\"%s\"", pending->store_id, journal_hex,
+              (unsigned long long)pending->batch_seq, result->message);
     routes_respond_ack(pending->exchange, 503, &ack, retry);
     break;
   }

@@ -1990,6 +1990,12 @@ const char *http_exchange_peer(const http_exchange *exchange)
   return exchange->peer;
 }
 
+void http_exchange_close_after(http_exchange *exchange)
+{
+  if (exchange)
+    exchange->keep_alive = 0;
+}
+
 /*
  * The client certificate, only when one was sent and verified; NULL for
  * plain HTTP. Borrowed: valid until the exchange is responded to, even if

@@ -654,6 +654,28 @@ fleet_stop() {
   assert_eq "$1: exit status after SIGTERM" 0 "$rc"
 }
 
+# fleet_wait_ready SECONDS NAME...: until each NAME answers /healthz 200 (its partitions
+# assigned and taken over); its batch URL in FLEET_URLS[NAME].
+declare -A FLEET_URLS=()
+fleet_wait_ready() {
+  local deadline=$((SECONDS + $1)) n port code
+  shift
+  for n in "$@"; do
+    while :; do
+      port="$(sed -n 's/.*mod=collector event=operator_listening .*port=\([0-9]*\).*/\1/p' "$T/$n.log" | head -n 1)"
+      if [[ -n "$port" ]]; then
+        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/healthz" || true)"
+        [[ "$code" == 200 ]] && break
+      fi
+      kill -0 "${FLEET_PIDS[$n]}" 2>/dev/null || fail "$n runs" "running" "exited: $(tail -n 5 "$T/$n.log")"
+      ((SECONDS < deadline)) || fail "$n ready (healthz 200) within the time" 200 \
+        "${code:-no port} $(grep -E 'event=(fleet_|partitions_)' "$T/$n.log" | tail -n 3)"
+      sleep 0.2
+    done
+    FLEET_URLS[$n]="https://127.0.0.1:$(sed -n 's/.*mod=collector event=listening .*port=\([0-9]*\).*/\1/p' "$T/$n.log" | head -n 1)"
+  done
+}
+
 # fleet_owned NAME: the partitions NAME owns after its latest change ("" for none).
 fleet_owned() {
   local line

@@ -19,29 +19,6 @@ args=()
 for ((s = 2; s <= STORES; s++)); do args+=("$(printf 'S%03d' "$s")" D1); done
 make_pki "${args[@]}"
 start_broker --partitions 6
-declare -A URLS
-
-# wait_members_ready SECONDS NAME...: until each NAME answers /healthz 200 (its partitions
-# assigned and taken over); records its batch URL.
-wait_members_ready() {
-  local deadline=$((SECONDS + $1)) n port code
-  shift
-  for n in "$@"; do
-    while :; do
-      port="$(sed -n 's/.*mod=collector event=operator_listening .*port=\([0-9]*\).*/\1/p' "$T/$n.log" | head -n 1)"
-      if [[ -n "$port" ]]; then
-        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/healthz" || true)"
-        [[ "$code" == 200 ]] && break
-      fi
-      kill -0 "${FLEET_PIDS[$n]}" 2>/dev/null || fail "$n runs" "running" "exited: $(tail -n 5 "$T/$n.log")"
-      ((SECONDS < deadline)) || fail "$n ready (healthz 200) within the time" 200 \
-        "${code:-no port} $(grep -E 'event=(fleet_|partitions_)' "$T/$n.log" | tail -n 3)"
-      sleep 0.2
-    done
-    URLS[$n]="https://127.0.0.1:$(sed -n 's/.*mod=collector event=listening .*port=\([0-9]*\).*/\1/p' "$T/$n.log" | head -n 1)"
-  done
-}
-
 REFUSED=0
 TAKEN_BY=""
 # lb_send STORE BATCH_SEQ NAME...: batch BATCH_SEQ (5 sales) of STORE's journal to the
@@ -53,7 +30,7 @@ lb_send() {
   TAKEN_BY=""
   while :; do
     for n in "$@"; do
-      COLLECTOR_URL="${URLS[$n]}"
+      COLLECTOR_URL="${FLEET_URLS[$n]}"
       send_batch "device-$store-D1" --store "$store" --device D1 --journal "$journal" \
         --batch-seq "$bseq" --first-seq $(((bseq - 1) * 5 + 1)) --sales 5 --prefix "$store"
       status="$(batch_field status)"
@@ -89,7 +66,7 @@ send_round() {
 fleet_start fleet-a
 fleet_start fleet-b
 fleet_start fleet-c
-wait_members_ready 120 fleet-a fleet-b fleet-c
+fleet_wait_ready 120 fleet-a fleet-b fleet-c
 log "owned: a=[$(fleet_owned fleet-a)] b=[$(fleet_owned fleet-b)] c=[$(fleet_owned fleet-c)]"
 
 # Round 1: each store's batch is taken by one instance, and refused by the others
@@ -113,7 +90,7 @@ for st in "${!TAKER[@]}"; do ROUND1_TAKER[$st]="${TAKER[$st]}"; done
 # timeout; a resend of a batch b took (its answer lost, say) produces nothing at the new owner.
 fleet_kill fleet-b
 sleep 6
-wait_members_ready 120 fleet-a fleet-c
+fleet_wait_ready 120 fleet-a fleet-c
 resent=0
 for st in "${!ROUND1_TAKER[@]}"; do
   [[ "${ROUND1_TAKER[$st]}" == fleet-b ]] || continue
@@ -130,13 +107,13 @@ send_round 2 fleet-a fleet-c
 # d joins and gets a share.
 fleet_start fleet-d
 sleep 2
-wait_members_ready 120 fleet-a fleet-c fleet-d
+fleet_wait_ready 120 fleet-a fleet-c fleet-d
 send_round 3 fleet-a fleet-c fleet-d
 
 # a stops cleanly: its partitions move once its records have landed.
 fleet_stop fleet-a
 sleep 2
-wait_members_ready 120 fleet-c fleet-d
+fleet_wait_ready 120 fleet-c fleet-d
 send_round 4 fleet-c fleet-d
 
 grep -h 'event=fleet_released' "$T"/fleet-*.log | grep -q . ||

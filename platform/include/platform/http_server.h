@@ -184,6 +184,13 @@ const char *http_exchange_peer(const http_exchange *exchange);
 const struct mbedtls_x509_crt *http_exchange_peer_cert(const http_exchange *exchange);
 
 /*
+ * The response to this exchange ends its connection ("Connection: close"):
+ * the client's next request opens a new one, which a load balancer in front
+ * may send to another server. Before http_exchange_respond().
+ */
+void http_exchange_close_after(http_exchange *exchange);
+
+/*
  * Sends the response and ends the exchange. `content_type` may be NULL (no
  * body type); `extra_headers` is NULL or complete header lines, each ending
  * in "\r\n" ("Retry-After: 5\r\n"); `body` is copied. If the client went away

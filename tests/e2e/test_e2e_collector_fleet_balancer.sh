@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Collector instances behind an ordinary TCP load balancer (issue 15, item 2):
+# HAProxy in TCP mode, round robin, in front of three instances of one group;
+# real agents, each configured with the balancer's address only. A batch that
+# reaches an instance that does not write its store's partition is answered
+# 503 BATCH_ACK_CODE_ANOTHER_INSTANCE with the connection closed, and the
+# agent tries again soon on a new connection, which the balancer sends
+# elsewhere: every sale reaches Kafka exactly once, taken by its partition's
+# owner, with no agent left backing off. Then one instance is killed (-9) and
+# the agents go on through the same balancer (the connections it still sends
+# to the dead one fail and are dispatched to the others).
+#
+# Without the closed connection an agent whose kept-alive connection landed on
+# another instance would send every retry there, and never reach the owner.
+source "$(dirname "$0")/lib.sh"
+
+command -v haproxy >/dev/null || fail "haproxy is required (apt-get install haproxy)"
+
+STORES=6
+args=()
+for ((s = 2; s <= STORES; s++)); do args+=("$(printf 'S%03d' "$s")" D1); done
+make_pki "${args[@]}"
+start_broker --partitions 6
+write_tokens
+
+fleet_start fleet-a
+fleet_start fleet-b
+fleet_start fleet-c
+fleet_wait_ready 120 fleet-a fleet-b fleet-c
+log "owned: a=[$(fleet_owned fleet-a)] b=[$(fleet_owned fleet-b)] c=[$(fleet_owned fleet-c)]"
+
+# start_balancer: HAProxy on a free loopback port (another one if that is taken), TCP mode,
+# round robin over the three instances; a connection to a dead one is dispatched to another.
+start_balancer() {
+  local attempt deadline n
+  for attempt in 1 2 3 4 5 6 7 8; do
+    LB_PORT=$((20000 + RANDOM % 30000))
+    {
+      printf 'global\n  maxconn 512\n'
+      printf 'defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n'
+      printf '  timeout server 120s\n  retries 2\n  option redispatch\n'
+      printf 'frontend collectors\n  bind 127.0.0.1:%s\n  default_backend fleet\n' "$LB_PORT"
+      printf 'backend fleet\n  balance roundrobin\n'
+      for n in fleet-a fleet-b fleet-c; do
+        printf '  server %s %s\n' "$n" "${FLEET_URLS[$n]#https://}"
+      done
+    } >"$T/haproxy.cfg"
+    haproxy -c -f "$T/haproxy.cfg" >"$T/haproxy.check" 2>&1 ||
+      fail "haproxy accepts the test's configuration" "valid" "$(cat "$T/haproxy.check")"
+    haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.$attempt.log" 2>&1 &
+    LB_PID=$!
+    deadline=$((SECONDS + 20))
+    while kill -0 "$LB_PID" 2>/dev/null; do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$LB_PORT") 2>/dev/null; then
+        on_cleanup "kill $LB_PID 2>/dev/null; wait $LB_PID 2>/dev/null"
+        log "haproxy on 127.0.0.1:$LB_PORT (pid $LB_PID) in front of fleet-a, fleet-b, fleet-c"
+        return 0
+      fi
+      ((SECONDS < deadline)) || break
+      sleep 0.2
+    done
+    kill "$LB_PID" 2>/dev/null || true
+    wait "$LB_PID" 2>/dev/null || true
+    grep -qi "address already in use\|cannot bind" "$T/haproxy.$attempt.log" ||
+      fail "haproxy starts and listens within 20 s" "listening" "$(tail -n 5 "$T/haproxy.$attempt.log")"
+  done
+  fail "haproxy finds a free loopback port in 8 attempts"
+}
+start_balancer
+COLLECTOR_URL="https://127.0.0.1:$LB_PORT"
+
+SOLD=0
+# sell_round ROUND: each store's agent in turn (through the balancer): 2 pushes of 10 sales.
+sell_round() {
+  local s store
+  for ((s = 1; s <= STORES; s++)); do
+    store="$(printf 'S%03d' "$s")"
+    STORE="$store"
+    write_agent_config agent.store_id="$store" journal.path="$T/journal-$store.db"
+    start_agent
+    run_load --clients 1 --sales 10 --batch 5 --prefix "R$1$store"
+    SOLD=$((SOLD + $(load_field ok)))
+    push_until_sent 120
+    run_load --clients 1 --sales 10 --batch 5 --prefix "R$1${store}b"
+    SOLD=$((SOLD + $(load_field ok)))
+    push_until_sent 120
+    stop_agent
+  done
+}
+
+sell_round 1
+fleet_kill fleet-b
+sleep 5
+fleet_wait_ready 120 fleet-a fleet-c
+log "after b's kill: a=[$(fleet_owned fleet-a)] c=[$(fleet_owned fleet-c)]"
+sell_round 2
+
+# Every batch was taken by its partition's owner: the one that acknowledged it logs
+# batch_acked; the others refused it naming the partition, and the agent went on.
+reroutes="$(cat "$T"/agent.*.log | grep -c 'event=rerouting' || true)"
+refused="$(cat "$T"/fleet-*.log | grep -c "event=batch_unavailable .*not this collector instance's store" || true)"
+assert_eq "each refusal of another instance's store led the agent to try again elsewhere" \
+  "$refused" "$reroutes"
+if grep -h 'tries in a row reached collector instances' "$T"/agent.*.log >"$T/stuck.txt"; then
+  fail "no agent runs out of quick tries through a balancer of 3 instances" "none" "$(head -n 2 "$T/stuck.txt")"
+fi
+
+kafka_read pos.sales.v1 sales
+records_db sales
+assert_eq "records in pos.sales.v1: every sale acknowledged" "$SOLD" "$KAFKA_RECORDS"
+assert_eq "each sale once" "$SOLD" "$(rsql sales 'SELECT count(DISTINCT sale_id) FROM k;')"
+assert_eq "each store's records in one partition" "$STORES" \
+  "$(rsql sales 'SELECT count(*) FROM (SELECT key FROM k GROUP BY key HAVING count(DISTINCT partition) = 1);')"
+log "$SOLD sales through the balancer, $reroutes batches answered by another instance and sent again"
+log "passed"
