@@ -284,7 +284,8 @@ static void uplink_count_error(uplink *u, const char *reason)
 
 /* Counts an answer to POST /v1/batches: its latency when it is a 200, else
  * the reason it failed, in words bounded for a label. */
-static void uplink_count_answer(uplink *u, const struct uplink_http_request *req)
+static void uplink_count_answer(uplink *u, const struct uplink_http_request *req,
+                                const Pos__V1__BatchAck *ack)
 {
   char reason[48];
   long status = req->status;
@@ -296,6 +297,9 @@ static void uplink_count_answer(uplink *u, const struct uplink_http_request *req
   }
   if (req->failed)
     snprintf(reason, sizeof(reason), "network");
+  else if (status == 503 && ack &&
+           ack->code == POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_ANOTHER_INSTANCE)
+    snprintf(reason, sizeof(reason), "another_instance");
   else if (status == 429 || status == 503)
     snprintf(reason, sizeof(reason), "collector_busy");
   else if (status == 409)
@@ -1053,8 +1057,8 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
     return;
   }
   assert(u->state == UPLINK_SENDING);
-  uplink_count_answer(u, req);
   if (req->failed) {
+    uplink_count_answer(u, req, NULL);
     uplink__error(u, 0, "POST /v1/batches batch %" PRId64 ": %s", batch_seq, req->error);
     uplink_http_request_clear(req);
     uplink_backoff(u);
@@ -1065,6 +1069,7 @@ static void uplink_on_batch_answer(struct uplink_http_request *req)
   if ((status == 200 || status == 409 || status == 403 || status == 503) &&
       uplink_http_answer_is_protobuf(req, text, sizeof(text)))
     ack = pos__v1__batch_ack__unpack(NULL, req->response_len, req->response);
+  uplink_count_answer(u, req, ack);
   uplink__answer_text(req, text, sizeof(text));
   uplink_http_request_clear(req);
 
@@ -1218,11 +1223,12 @@ static void uplink_metrics_init(struct uplink_metrics *m)
       metrics_counter(r, "pos_agent_batches_acked_total",
                       "Batches the collector acknowledged, recorded in the journal.", NULL),
       NULL);
-  m->errors = metrics_counter(r, "pos_agent_uplink_errors_total",
-                              "Batch posts that failed, by reason (network, collector_busy, "
-                              "batch_seq_conflict, too_large, forbidden, collector_error_<status>, "
-                              "refused_<status>, request_not_started).",
-                              "reason");
+  m->errors = metrics_counter(
+      r, "pos_agent_uplink_errors_total",
+      "Batch posts that failed, by reason (network, collector_busy, another_instance, "
+      "batch_seq_conflict, too_large, forbidden, collector_error_<status>, "
+      "refused_<status>, request_not_started).",
+      "reason");
 }
 
 /* The firmware's name and version, from os-release, for heartbeats. */

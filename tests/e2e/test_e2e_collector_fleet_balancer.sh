@@ -70,6 +70,16 @@ start_balancer
 COLLECTOR_URL="https://127.0.0.1:$LB_PORT"
 
 SOLD=0
+COUNTED=0
+# counted_another_instance: the running agent's pos_agent_uplink_errors_total{reason="another_instance"}.
+counted_another_instance() {
+  local port
+  port="$(sed -n 's/.*mod=agent event=metrics_listening .*port=\([0-9]*\).*/\1/p' "$AGENT_LOG" | head -n 1)"
+  [[ -n "$port" ]] || fail "the agent logs its metrics port" "event=metrics_listening port=N" "$(head -n 5 "$AGENT_LOG")"
+  curl -sS --max-time 10 "http://127.0.0.1:$port/metrics" |
+    awk '$1 == "pos_agent_uplink_errors_total{reason=\"another_instance\"}" { n = $2 } END { print n + 0 }'
+}
+
 # sell_round ROUND: each store's agent in turn (through the balancer): 2 pushes of 10 sales.
 sell_round() {
   local s store
@@ -84,6 +94,7 @@ sell_round() {
     run_load --clients 1 --sales 10 --batch 5 --prefix "R$1${store}b"
     SOLD=$((SOLD + $(load_field ok)))
     push_until_sent 120
+    COUNTED=$((COUNTED + $(counted_another_instance)))
     stop_agent
   done
 }
@@ -101,6 +112,7 @@ reroutes="$(cat "$T"/agent.*.log | grep -c 'event=rerouting' || true)"
 refused="$(cat "$T"/fleet-*.log | grep -c "event=batch_unavailable .*not this collector instance's store" || true)"
 assert_eq "each refusal of another instance's store led the agent to try again elsewhere" \
   "$refused" "$reroutes"
+assert_eq "the agents' metrics count those answers (reason=another_instance)" "$reroutes" "$COUNTED"
 if grep -h 'tries in a row reached collector instances' "$T"/agent.*.log >"$T/stuck.txt"; then
   fail "no agent runs out of quick tries through a balancer of 3 instances" "none" "$(head -n 2 "$T/stuck.txt")"
 fi
