@@ -1202,12 +1202,22 @@ static void ingest_batch_start(ingest *in, struct ingest_journal *journal, const
 
 /*
  * Whether this instance writes `store_id`'s partition now (always, outside
- * a fleet); if not, answers 503 saying why.
+ * a fleet, once its instance_id's lease has landed); if not, answers 503
+ * saying why.
  */
-static int ingest_fleet_takes(ingest *in, const char *store_id, ingest_done_fn done, void *arg)
+static int ingest_takes_store(ingest *in, const char *store_id, ingest_done_fn done, void *arg)
 {
   int32_t p;
 
+  /* Nothing is produced before the run's first lease is in Kafka: a start that finds no lease
+   * of its instance_id then knows no earlier run of it can have a request out (recovery.c). */
+  if (!in->embedded && !in->lease_landed) {
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "the collector is claiming its instance_id %s in Kafka (its lease "
+                             "record); retry shortly",
+                             in->instance_id);
+    return 0;
+  }
   if (!in->fleet)
     return 1;
   if (in->fleet_off_reason[0]) {
@@ -1295,7 +1305,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
                              "(after a start or a failed delivery); retry shortly");
     return;
   }
-  if (!ingest_fleet_takes(in, store_id, done, arg)) {
+  if (!ingest_takes_store(in, store_id, done, arg)) {
     proto_batch_free(batch);
     return;
   }
@@ -1612,7 +1622,7 @@ int ingest_submit_rebase(ingest *in, const char *approved_by, const char *store_
     return 0;
   }
   /* The store's owner applies it to the state it checks batches against. */
-  if (!ingest_fleet_takes(in, store_id, done, arg))
+  if (!ingest_takes_store(in, store_id, done, arg))
     return 0;
   rb = calloc(1, sizeof(*rb));
   if (!rb || strlen(store_id) > INGEST_STORE_ID_MAX || from_batch_seq == 0 ||
@@ -2089,6 +2099,8 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
     break;
   case INGEST_REC_LEASE:
     in->lease_inflight = 0;
+    if (!message->err)
+      in->lease_landed = 1;
     if (in->lease_release_state == 1)
       in->lease_release_state = message->err ? 3 : 2;
     break;
@@ -2795,7 +2807,7 @@ const char *ingest_bootstrap(const ingest *in) { return in->brokers; }
 
 int ingest_ready(const ingest *in)
 {
-  if (in->phase != INGEST_PHASE_READY || in->doubt)
+  if (in->phase != INGEST_PHASE_READY || in->doubt || (!in->embedded && !in->lease_landed))
     return 0;
   if (!in->fleet)
     return 1;

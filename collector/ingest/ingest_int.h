@@ -218,6 +218,7 @@ struct ingest_recovery {
    * lease, from the first read of ingest-state.v1, and where that read ended). */
   int check_lease;
   Pos__V1__InstanceLease *seen_lease; /* NULL: none, or a tombstone */
+  int first_run; /* no lease, manifest or part of this instance_id: no earlier run produced */
   int64_t *state_end;
   int clash; /* another instance runs under this instance_id: do not start (err says so) */
   char clash_why[512];
@@ -300,6 +301,7 @@ struct ingest {
   char host[256];     /* gethostname, in the lease */
   int lease_held;     /* the start found the id free: renewed from then on */
   int lease_inflight; /* a lease record without its delivery report */
+  int lease_landed;   /* this run's lease is in Kafka: batches may be produced */
   int lease_release_state; /* 0: none written; 1: in flight; 2: delivered; 3: failed */
   uint64_t lease_renewal, lease_next_ms;
   struct ingest_record lease_record;

@@ -37,6 +37,7 @@ struct ingest_scan {
   char lease_key[INGEST_TOPIC_NAME_MAX + 16]; /* "<instance_id>/lease" */
   size_t lease_key_len;
   Pos__V1__InstanceLease *lease; /* the newest lease record (NULL: none, tombstone) */
+  uint64_t own_records; /* under this instance's keys (lease, parts, manifests, tombstones) */
   struct ingest_generation *generations;
   size_t count, capacity;
   uint64_t max_generation;
@@ -195,8 +196,11 @@ static int ingest_scan_record(void *arg, const rd_kafka_message_t *record)
   uint32_t part = 0;
   int kind = ingest_scan_key(scan, record, &generation, &part);
 
+  if (kind != 0)
+    scan->own_records++;
   if (kind == 0 && record->key_len == scan->lease_key_len && scan->lease_key_len &&
       memcmp(record->key, scan->lease_key, scan->lease_key_len) == 0) {
+    scan->own_records++;
     /* All of an instance's records are in one partition: the last one read is the newest. */
     if (scan->lease)
       pos__v1__instance_lease__free_unpacked(scan->lease, NULL);
@@ -426,6 +430,9 @@ static int ingest_recover_checkpoint(struct ingest_recovery *r, rd_kafka_t *read
   scan.others = NULL;
   scan.other_count = 0;
   if (r->check_lease) {
+    /* Every run's first lease lands before it produces a batch's record (ingest.c,
+     * ingest_takes_store): with no record at all under this id, none can be in flight. */
+    r->first_run = scan.own_records == 0;
     if (r->seen_lease)
       pos__v1__instance_lease__free_unpacked(r->seen_lease, NULL);
     r->seen_lease = scan.lease;
@@ -595,7 +602,8 @@ static int ingest_recovery_reopen(struct ingest_recovery *r)
  * acts on it until the request times out: let any such record land before
  * we ask where the log ends, or the rebuilt state would miss it and the
  * agent's retry would produce it again. Skipped when the last run closed
- * cleanly (its final manifest says so, and is replaced first), and with
+ * cleanly (its final manifest says so, and is replaced first), when no run
+ * of this instance_id ever wrote to Kafka (r->first_run), and with
  * the embedded Kafka (it died with the previous run). Once per recovery.
  */
 static void ingest_recovery_wait_previous(struct ingest_recovery *r, uint64_t started_ms)
@@ -622,6 +630,13 @@ static void ingest_recovery_wait_previous(struct ingest_recovery *r, uint64_t st
   if (r->waited || in->embedded)
     return;
   r->waited = 1;
+  if (r->first_run) {
+    log_info("ingest", "first_run",
+             "instance=%s why=\"no lease or checkpoint of this instance_id in Kafka: no earlier "
+             "run of it produced anything, so nothing of one can still land\"",
+             in->instance_id);
+    return;
+  }
   if (r->stats.previous_closed_cleanly) {
     if (ingest_recovery_reopen(r) == 0)
       return;
