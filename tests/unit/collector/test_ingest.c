@@ -863,6 +863,46 @@ static void produce_like_a_collector(struct fixture *f, uint8_t journal_byte, ui
   pos__v1__batch__free_unpacked(batch, NULL);
 }
 
+/* The lease record a collector run writes under the fixture's instance_id before it produces
+ * anything (pos.proto, InstanceLease): here released, so that a start need not watch it for
+ * renewals (what the tests using it look at is the wait for the run's produce requests). */
+static void claim_like_a_collector(struct fixture *f)
+{
+  char err[512], key[128];
+  rd_kafka_conf_t *conf =
+      kafka_producer_conf(kafka_embedded_bootstrap(f->kafka), NULL, err, sizeof(err));
+  Pos__V1__InstanceLease lease = POS__V1__INSTANCE_LEASE__INIT;
+  uint8_t run_id[16] = {0x5e};
+  uint8_t *value;
+  size_t len;
+  rd_kafka_t *rk;
+
+  assert_non_null(conf);
+  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  assert_non_null(rk);
+  lease.instance_id = f->instance_id;
+  lease.run_id.data = run_id;
+  lease.run_id.len = sizeof(run_id);
+  lease.host = "previous-run";
+  lease.pid = 1;
+  lease.started_ms = clock_wall_ms() - 60000;
+  lease.renewed_ms = clock_wall_ms() - 1000;
+  lease.renewal = 1;
+  lease.renew_ms = 3000;
+  lease.released = 1;
+  len = pos__v1__instance_lease__get_packed_size(&lease);
+  value = malloc(len + 1);
+  assert_non_null(value);
+  pos__v1__instance_lease__pack(&lease, value);
+  snprintf(key, sizeof(key), "%s/lease", f->instance_id);
+  assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("pos.ingest-state.v1"),
+                                     RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, len),
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END),
+                   0);
+  assert_int_equal(rd_kafka_flush(rk, 10000), 0);
+  rd_kafka_destroy(rk);
+}
+
 static void test_crash_between_produce_and_ack(void **state)
 {
   struct fixture *f = *state;
@@ -904,7 +944,9 @@ static void test_start_waits_out_the_previous_runs_produce_requests(void **state
   struct fixture *f = *state;
   struct ingest_result r;
   struct records *sales;
-  /* Batch 1 is in the log; batch 2's request is still in a broker's hands. */
+  /* A run claimed the instance_id, batch 1 is in the log; batch 2's request is still in a
+   * broker's hands. */
+  claim_like_a_collector(f);
   produce_like_a_collector(f, 0xab, 1, 1, 3);
   f->request_timeout_ms = 3000;
   start_ingest(f, kafka_embedded_bootstrap(f->kafka));
@@ -921,6 +963,21 @@ static void test_start_waits_out_the_previous_runs_produce_requests(void **state
   sales = read_topic(f, "sales.v1");
   assert_seqs(sales, 1, 6);
   free_records(sales);
+}
+
+/* The first run of an instance_id finds no record under it in ingest-state.v1 and does not wait:
+ * no earlier run can have a request out (each lands its lease before it produces a batch). */
+static void test_first_run_of_an_instance_id_does_not_wait(void **state)
+{
+  struct fixture *f = *state;
+  uint64_t started;
+
+  f->request_timeout_ms = 10000;
+  started = clock_mono_ms();
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  wait_ready(f);
+  assert_true(clock_mono_ms() - started < 10000);
+  assert_int_equal(submit(f, make_simple(0xad, 1, 1, 3)).outcome, INGEST_ACCEPTED);
 }
 
 /* After a clean stop the next start does not wait (and a crash of that run makes the one after
@@ -1584,6 +1641,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_restart_without_checkpoint_resumes_at_last_batch,
                                       setup_no_ingest, teardown),
       cmocka_unit_test_setup_teardown(test_start_waits_out_the_previous_runs_produce_requests,
+                                      setup_no_ingest, teardown),
+      cmocka_unit_test_setup_teardown(test_first_run_of_an_instance_id_does_not_wait,
                                       setup_no_ingest, teardown),
       cmocka_unit_test_setup_teardown(test_clean_stop_lets_the_next_start_skip_the_wait, setup,
                                       teardown),
