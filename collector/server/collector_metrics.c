@@ -57,7 +57,8 @@ int collector_metrics_init(ingest *in, int64_t unhealthy_after_ms)
       "outcome", collector_latency_buckets, buckets);
   cm.batches = metrics_counter(r, "pos_collector_batches_total",
                                "Batches answered, by outcome (accepted, duplicate, gap, "
-                               "unavailable, refused).",
+                               "unavailable, refused, another_instance: a store another "
+                               "instance of the fleet writes).",
                                "outcome");
   cm.heartbeats = metrics_counter(r, "pos_collector_heartbeats_total",
                                   "Heartbeats answered, by outcome.", "outcome");
@@ -196,10 +197,14 @@ void collector_metrics_batch(const char *store_id, uint64_t started_ns,
                              const struct ingest_result *result)
 {
   const char *outcome;
+  int another;
 
   if (!cm.ready)
     return;
-  outcome = collector_outcome_name(result->outcome);
+  /* Another instance's store (a fleet behind a load balancer): routine, not this one failing. */
+  another = result->outcome == INGEST_UNAVAILABLE &&
+            result->code == POS__V1__BATCH_ACK_CODE__BATCH_ACK_CODE_ANOTHER_INSTANCE;
+  outcome = another ? "another_instance" : collector_outcome_name(result->outcome);
   collector_store_seen(store_id);
   metrics_inc(metrics_series1(cm.batches, outcome));
   metrics_observe(metrics_series1(cm.latency, outcome),
@@ -208,7 +213,7 @@ void collector_metrics_batch(const char *store_id, uint64_t started_ns,
   metrics_add(cm.sales_dead_lettered, result->dead_lettered);
   metrics_add(cm.sales_skipped, result->skipped);
   metrics_add(cm.deltas_produced, result->deltas_produced);
-  if (result->outcome == INGEST_UNAVAILABLE) {
+  if (result->outcome == INGEST_UNAVAILABLE && !another) {
     if (!cm.unavailable_since_ms)
       cm.unavailable_since_ms = clock_wall_ms();
     snprintf(cm.unavailable_reason, sizeof(cm.unavailable_reason), "%s", result->message);

@@ -117,6 +117,18 @@ if grep -h 'tries in a row reached collector instances' "$T"/agent.*.log >"$T/st
   fail "no agent runs out of quick tries through a balancer of 3 instances" "none" "$(head -n 2 "$T/stuck.txt")"
 fi
 
+# The instances count those answers apart from their own trouble: outcome="another_instance",
+# and still healthy (they are not 503s of Kafka's).
+for n in fleet-a fleet-c; do
+  port="$(sed -n 's/.*mod=collector event=operator_listening .*port=\([0-9]*\).*/\1/p' "$T/$n.log" | head -n 1)"
+  curl -sS --max-time 10 "http://127.0.0.1:$port/metrics" >"$T/$n.metrics"
+  assert_eq "$n: pos_collector_batches_total{outcome=\"another_instance\"} = its refusals in its log" \
+    "$(grep -c "event=batch_unavailable .*not this collector instance's store" "$T/$n.log" || true)" \
+    "$(awk '$1 == "pos_collector_batches_total{outcome=\"another_instance\"}" { n = $2 } END { print n + 0 }' "$T/$n.metrics")"
+  assert_eq "$n: pos_collector_healthy" 1 \
+    "$(awk '$1 == "pos_collector_healthy" { print $2 }' "$T/$n.metrics")"
+done
+
 kafka_read pos.sales.v1 sales
 records_db sales
 assert_eq "records in pos.sales.v1: every sale acknowledged" "$SOLD" "$KAFKA_RECORDS"
