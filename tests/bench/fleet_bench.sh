@@ -71,35 +71,16 @@ ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 store_name() { printf '%s' "${STORE_IDS[$1]}"; }
 journal_of() { printf 'f1ee7000%024x' "$1"; }
 
-# The stores: the first ids S001, S002, ... that put as many stores in each partition (as
-# the collector places a store: librdkafka's murmur2_random on its id), so that the
-# instances share the load evenly. Indexed 1..STORES.
-mapfile -t STORE_IDS < <(python3 - "$STORES" "$PARTITIONS" <<'EOF'
-import sys
-stores, partitions = int(sys.argv[1]), int(sys.argv[2])
-def murmur2(data):  # Kafka's murmur2 (seed 0x9747b28c), as librdkafka's rd_murmur2
-    m, h = 0x5BD1E995, (0x9747B28C ^ len(data)) & 0xFFFFFFFF
-    for i in range(0, len(data) - len(data) % 4, 4):
-        k = (int.from_bytes(data[i:i + 4], "little") * m) & 0xFFFFFFFF
-        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    rest = data[len(data) - len(data) % 4:]
-    for i in reversed(range(len(rest))):
-        h ^= rest[i] << (8 * i)
-    if rest:
-        h = (h * m) & 0xFFFFFFFF
-    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
-    return h ^ (h >> 15)
-per, chosen, n = -(-stores // partitions), [""], 0
-count = [0] * partitions
-while len(chosen) <= stores:
-    n += 1
-    p = (murmur2(b"S%03d" % n) & 0x7FFFFFFF) % partitions
-    if count[p] < per:
-        count[p] += 1
-        chosen.append("S%03d" % n)
-print("\n".join(chosen))
-EOF
+# The stores: the first ids S001, S002, ... that put as many stores in each partition (where
+# the collector places a store: pos-broker --partition-of, its producer's partitioner), so
+# that the instances share the load evenly. Indexed 1..STORES.
+mapfile -t STORE_IDS < <(
+  echo ""
+  "$BROKER_BIN" --partition-of "$PARTITIONS" \
+    $(for ((n = 1; n <= STORES * 8 + 64; n++)); do printf 'S%03d ' "$n"; done) |
+    awk -v stores="$STORES" -v parts="$PARTITIONS" '
+      BEGIN { per = int((stores + parts - 1) / parts) }
+      chosen < stores && count[$2] < per { count[$2]++; chosen++; print $1 }'
 )
 ((${#STORE_IDS[@]} == STORES + 1)) || fail "choosing $STORES store ids"
 args=()
@@ -439,8 +420,8 @@ for k in 1 2 3; do echo "   $k: ${OWNED[$k]}"; done
 echo
 echo "== a store's wait across a failover: 3 instances, $STORES stores each sending $FO_SALES-sale"
 echo "   batches one at a time ($FO_PAUSE s apart), fleet.session_timeout=$SESSION_TIMEOUT;"
-echo "   per store"
-echo "   refused: first refused/failed batch (or the event) -> next acknowledged batch, ms;"
+echo "   per store refused: first refused/failed batch (or the event) -> next acknowledged"
+echo "   batch, ms;"
 echo "   refused/409s: the requests not answered 200 (503, no answer, 409), and of them the 409s"
 echo "   (a gap: the new owner expected an earlier batch, which the store then resent)"
 printf '%-20s %8s %14s %8s %8s %8s\n' event stores "refused/409s" p50 p99 max

@@ -4,6 +4,8 @@
  * broker, collector and agent run as three processes.
  *
  *   pos-broker [--brokers N] [--partitions N] [--topic-prefix P] [--produce-delay MS]
+ *   pos-broker --partition-of N STORE_ID...   (each store's partition of N, as the
+ *                                              collector's producer places it, then exits)
  *
  * Prints one line "bootstrap=127.0.0.1:PORT[,...]" on stdout when it is
  * ready, then runs until SIGTERM or SIGINT. Everything is kept in memory
@@ -52,7 +54,9 @@ static void usage(FILE *out)
                "                     late (\"delayed=HOST:PORT,...\" on stdout)\n"
                "Prints \"bootstrap=HOST:PORT,...\" on stdout, runs until SIGTERM/SIGINT.\n"
                "SIGUSR1 compacts the compacted topics (newest record per key, tombstoned\n"
-               "keys dropped) on a new cluster and prints its new bootstrap= line.\n");
+               "keys dropped) on a new cluster and prints its new bootstrap= line.\n"
+               "pos-broker --partition-of N STORE_ID...: prints \"STORE_ID<TAB>partition\" for\n"
+               "each, of N partitions, as the collector's producer places it, and exits.\n");
 }
 
 /* ---- --produce-delay: what clients send reaches the broker N ms later ------------------------ */
@@ -739,6 +743,17 @@ int main(int argc, char **argv)
   sigset_t stop_signals;
   char err[512];
 
+  /* --partition-of N ID...: where the collector puts each store (its producer's partitioner). */
+  if (argc >= 3 && strcmp(argv[1], "--partition-of") == 0) {
+    int count;
+    if (parse_int("--partition-of", argv[2], 1, 1000, &count))
+      return 2;
+    for (int i = 3; i < argc; i++)
+      printf("%s\t%d\n", argv[i],
+             (int)rd_kafka_msg_partitioner_murmur2_random(NULL, argv[i], strlen(argv[i]), count,
+                                                          NULL, NULL));
+    return 0;
+  }
   for (int i = 1; i < argc; i++) {
     const char *value = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(argv[i], "--brokers") == 0) {
