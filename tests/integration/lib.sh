@@ -18,10 +18,11 @@ set -euo pipefail
 export LC_ALL=C
 # A command that stops the test through set -e, not through a helper's
 # message (a silent `cat`, `grep`, `[[ ]]`), is named when the test exits:
-# its file, line, text and status (set -E: inside functions too).
+# its file, line, text and status (set -E: inside functions too). Not a
+# subshell that ended in `exit` (fail in a pipeline or $(...): it said why).
 FAILED_AT=""
 set -E
-trap 'FAILED_AT="${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND (exit $?)"' ERR
+trap '_err_status=$?; [[ "$BASH_COMMAND" == exit\ * ]] || FAILED_AT="${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND (exit $_err_status)"' ERR
 
 : "${POS_BUILD_DIR:?POS_BUILD_DIR must name the build directory}"
 : "${POS_SOURCE_DIR:?POS_SOURCE_DIR must name the source directory}"
