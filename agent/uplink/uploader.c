@@ -1036,7 +1036,8 @@ static void uplink_on_another_instance(uplink *u, int64_t retry_after_s, const c
   }
   uplink__error(u, 0,
                 "POST %s batch %" PRId64 ": 503, %u tries in a row reached collector instances "
-                "that do not write this store (is the owner down, or the group rebalancing?): %s",
+                "that do not write this store (the owner down, the group rebalancing, or "
+                "[uplink] url naming one instance instead of the load balancer?): %s",
                 u->batches_url, u->sending.batch_seq, u->reroutes, text);
   u->reroutes = 0; /* after this wait, as many quick tries again */
   uplink_backoff(u);
