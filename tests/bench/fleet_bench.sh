@@ -65,7 +65,6 @@ TEST_NAME=fleet_bench
 CLK_TCK="$(getconf CLK_TCK)"
 TOPIC=pos.sales.v1
 
-field() { sed -n "s/^\\(.* \\)\\{0,1\\}$1=\\([^ ]*\\).*/\\2/p" <<<"$2" | tail -n 1; }
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 store_name() { printf '%s' "${STORE_IDS[$1]}"; }
@@ -123,19 +122,12 @@ _bench_cleanup() {
 }
 on_cleanup _bench_cleanup
 
-# start_instance NAME: a collector in the group with instance_id NAME (fleet_start's, with
-# the session timeout of this run); its batch URL in FLEET_URLS[NAME] once it listens.
+# start_instance NAME: fleet_start with the session timeout of this run; its batch URL in
+# FLEET_URLS[NAME] once it listens.
 start_instance() {
   local port i
-  write_collector_config "$T/$1.conf" collector.instance_id="$1" fleet.group=pos-collectors \
-    fleet.session_timeout="$SESSION_TIMEOUT"
-  : >"$T/$1.log"
-  "$COLLECTOR_BIN" --config "$T/$1.conf" 2>"$T/$1.log" >/dev/null &
-  FLEET_PIDS[$1]=$!
-  if [[ -z "${_FLEET_CLEANUP:-}" ]]; then
-    _FLEET_CLEANUP=1
-    on_cleanup '_fleet_kill_all'
-  fi
+  : >"$T/$1.log" # there before the port is looked for in it
+  FLEET_SESSION_TIMEOUT="$SESSION_TIMEOUT" fleet_start "$1"
   for ((i = 0; i < 300; i++)); do
     port="$(sed -n 's/.*mod=collector event=listening .*port=\([0-9]*\).*/\1/p' "$T/$1.log" |
       head -n 1)"
@@ -170,7 +162,7 @@ lb_send() {
     for n in "$@"; do
       out="$(post "${FLEET_URLS[$n]}" "$s" --batch-seq "${NEXT_BATCH[$s]}" \
         --first-seq "${NEXT_SEQ[$s]}" --sales "$sales")"
-      status="$(field status "$out")"
+      status="$(batch_field status "$out")"
       if [[ "$status" == 200 ]]; then
         OWNER[$s]="$n"
         NEXT_BATCH[$s]=$((NEXT_BATCH[$s] + 1))
@@ -232,9 +224,9 @@ for k in 1 2 3; do
   sales=0
   for ((s = 1; s <= STORES; s++)); do
     out="$(tail -n 1 "$T/tp.$s.out")"
-    [[ "$(field answered_200 "$out")" == "$BATCHES" ]] ||
+    [[ "$(batch_field answered_200 "$out")" == "$BATCHES" ]] ||
       fail "store $s: every throughput batch answered 200 by ${OWNER[$s]}" "$BATCHES" "$out"
-    sales=$((sales + $(field sales "$out")))
+    sales=$((sales + $(batch_field sales "$out")))
   done
   RATE[$k]="$(calc "$sales / ($end - $start)")"
   CPU_US[$k]="$(calc "($c1 - $c0) * 1000000 / $CLK_TCK / $sales")"
@@ -255,7 +247,7 @@ store_loop() {
   while :; do
     t0="$EPOCHREALTIME"
     out="$(post "$url" "$s" --batch-seq "$batch" --first-seq "$seq" --sales "$FO_SALES")"
-    status="$(field status "$out")"
+    status="$(batch_field status "$out")"
     echo "$t0 $EPOCHREALTIME ${status:-0} $url" >>"$T/fo.$s.log"
     if [[ "$status" == 200 ]]; then
       batch=$((batch + 1))
@@ -266,7 +258,7 @@ store_loop() {
     elif [[ "$status" == 409 ]]; then
       # A gap: as the agent does, carry on from the batch the collector expects (resent
       # unchanged if it is one acknowledged before: the same arguments make the same bytes).
-      expected="$(field expected_batch_seq "$out")"
+      expected="$(batch_field expected_batch_seq "$out")"
       if ((expected < base_batch)); then
         echo "409 expects batch $expected, before this loop's first ($base_batch): $out" \
           >"$T/fo.$s.err"

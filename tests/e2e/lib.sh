@@ -621,11 +621,12 @@ batch_field() {
 # ---- collector instances in one group (the fleet) --------------------------------------
 
 # fleet_start NAME: a collector with instance_id NAME in the group pos-collectors (session
-# timeout 4 s), logging to $T/NAME.log; its pid in FLEET_PIDS[NAME]. Killed at cleanup.
+# timeout $FLEET_SESSION_TIMEOUT, 4 s unless set), logging to $T/NAME.log; its pid in
+# FLEET_PIDS[NAME]. Killed at cleanup.
 declare -A FLEET_PIDS=()
 fleet_start() {
   write_collector_config "$T/$1.conf" collector.instance_id="$1" fleet.group=pos-collectors \
-    fleet.session_timeout=4s
+    fleet.session_timeout="${FLEET_SESSION_TIMEOUT:-4s}"
   "$COLLECTOR_BIN" --config "$T/$1.conf" 2>"$T/$1.log" >/dev/null &
   FLEET_PIDS[$1]=$!
   if [[ -z "${_FLEET_CLEANUP:-}" ]]; then
