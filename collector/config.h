@@ -37,6 +37,7 @@ struct collector_config {
   int64_t max_connections;
   int64_t max_connections_per_ip;
   int64_t first_request_timeout_ms;
+  int64_t handshake_threads; /* 0 = one per core: collector_handshake_threads() */
   /* [kafka] */
   char *brokers;
   char *topic_prefix;

@@ -282,6 +282,31 @@ static void collector_on_started(void *arg)
     collector_join_fleet(c);
 }
 
+/*
+ * Threads for the TLS handshakes ([server] handshake_threads, 0 = one per
+ * core), and libuv's pool sized for them and the batch decoding beside
+ * them (unless UV_THREADPOOL_SIZE is set): handshakes never take the last
+ * two threads, so batches are decoded during a crowd's reconnection. Before
+ * the loop's first pool work, which is when libuv reads the variable.
+ */
+static unsigned collector_pool_setup(const struct collector_config *cfg)
+{
+  unsigned threads =
+      cfg->handshake_threads > 0 ? (unsigned)cfg->handshake_threads : uv_available_parallelism();
+  char text[16];
+
+  if (threads == 0)
+    threads = 1;
+  if (getenv("UV_THREADPOOL_SIZE") == NULL) {
+    snprintf(text, sizeof(text), "%u", threads + 2 < 4 ? 4 : threads + 2);
+    if (setenv("UV_THREADPOOL_SIZE", text, 0) != 0)
+      log_warn("collector", "thread_pool", "reason=\"setenv UV_THREADPOOL_SIZE failed\"");
+  }
+  log_info("collector", "thread_pool", "handshake_threads=%u pool_threads=%s", threads,
+           getenv("UV_THREADPOOL_SIZE") ? getenv("UV_THREADPOOL_SIZE") : "4");
+  return threads;
+}
+
 static int collector_run(struct collector *c)
 {
   struct collector_config *cfg = &c->config;
@@ -327,6 +352,7 @@ static int collector_run(struct collector *c)
       .max_connections_per_ip = (unsigned)cfg->max_connections_per_ip,
       .on_tls_refused = collector_metrics_tls_refusal,
       .on_tls_handshake = collector_metrics_tls_handshake,
+      .handshake_threads = collector_pool_setup(cfg),
   };
   char err[512];
   int rc = 1;

@@ -131,6 +131,25 @@ struct http_conn {
   struct http_write *spare_write; /* a write buffer whose write completed */
   struct http_bytes view_head;    /* conn_check_headers()'s copy of the head */
   struct http_exchange *slot;     /* exchange_slot when it is free, else NULL */
+  struct http_hs_step *hs;        /* the TLS handshake's step in progress, or NULL */
+};
+
+/*
+ * One step of a connection's TLS handshake: mbedTLS given the ciphertext
+ * buffered so far, on the loop or on a pool thread. Its records go to `out`
+ * and are written after it. While a step is on the pool (or waiting for a
+ * thread) the connection is not read and its tls is the step's: the loop
+ * does not touch it; the step holds a connection reference, so closing it
+ * meanwhile is safe. Allocated per step: an open connection carries none.
+ */
+struct http_hs_step {
+  uv_work_t work; /* data = this */
+  struct http_conn *conn;
+  struct http_server *server; /* conn->server is NULL once the connection closed */
+  struct http_hs_step *next;  /* in server->hs_waiting */
+  struct http_bytes out;
+  int rc; /* enum http__tls_result */
+  char reason[700];
 };
 
 struct http_exchange {
@@ -182,6 +201,11 @@ struct http_server {
   uint64_t refusal_logged_ms; /* uv_now() of the last refusal logged */
   unsigned refusals_unlogged; /* refusals since then, not logged one by one */
   int closing;
+  /* Handshake steps on libuv's thread pool: at most handshake_threads at once,
+   * the rest waiting in arrival order (each holding a connection reference). */
+  unsigned hs_running;
+  struct http_hs_step *hs_waiting;
+  struct http_hs_step *hs_waiting_tail;
   void (*closed_cb)(void *arg);
   void *closed_arg;
   char read_buf[HTTP_READ_BUF_SIZE]; /* shared: each read is consumed before the next */
@@ -384,7 +408,8 @@ static void server_maybe_free(struct http_server *server)
   void (*closed_cb)(void *arg);
   void *closed_arg;
 
-  if (!server->closing || server->listener_open || server->conns != NULL)
+  if (!server->closing || server->listener_open || server->conns != NULL ||
+      server->hs_running > 0 || server->hs_waiting != NULL)
     return;
   closed_cb = server->closed_cb;
   closed_arg = server->closed_arg;
@@ -594,6 +619,9 @@ static int conn_send_ciphertext(void *send_arg, const unsigned char *data, size_
   struct http_conn *conn = send_arg;
   struct http_write *write_req;
 
+  /* During a handshake step, maybe on a worker thread: memory only, no libuv, no state. */
+  if (conn->hs != NULL)
+    return bytes_append(&conn->hs->out, (const char *)data, length, HTTP__TLS_MAX_BUFFERED);
   if (conn->state == CONN_CLOSED)
     return -1;
   write_req = write_alloc(conn, length);
@@ -726,6 +754,7 @@ static void conn_finish(struct http_conn *conn)
 
   if (conn->state == CONN_CLOSED || conn->state == CONN_LINGER)
     return;
+  assert(conn->hs == NULL); /* the session is the step's: only conn_close may run */
   if (conn->state != CONN_DRAINING) {
     conn->state = CONN_DRAINING;
     if (conn->tls != NULL)
@@ -1281,10 +1310,14 @@ static void conn_update_reading(struct http_conn *conn)
 
   if (conn->state == CONN_CLOSED)
     return;
-  if (conn->tls != NULL)
+  if (conn->tls != NULL && conn->hs == NULL)
     buffered += http__tls_conn_buffered(conn->tls);
   switch (conn->state) {
   case CONN_HANDSHAKE:
+    /* Not while a worker has the session: what it reads must not change under it. */
+    want = !conn->peer_eof && conn->hs == NULL && buffered < HTTP_STASH_LIMIT &&
+           conn->tcp.write_queue_size < HTTP_WRITE_QUEUE_LIMIT;
+    break;
   case CONN_OPEN:
     /*
      * While an exchange is pending we still read (up to the stash limit)
@@ -1353,20 +1386,49 @@ static void conn_on_eof(struct http_conn *conn)
   }
 }
 
-static void conn_on_handshake_data(struct http_conn *conn)
+/* Ends a step: the connection is the loop's again. */
+static void step_free(struct http_hs_step *step)
 {
-  char reason[700];
-  char quoted[760];
-  int rc;
+  struct http_conn *conn = step->conn;
 
-  assert(conn->state == CONN_HANDSHAKE);
-  /* The handshake runs under TIMER_FIRST, armed at accept. */
-  rc = http__tls_conn_handshake(conn->tls, reason, sizeof(reason));
-  if (rc == HTTP__TLS_WANT_READ)
+  conn->hs = NULL;
+  bytes_free(&step->out);
+  free(step);
+  conn_unref(conn);
+}
+
+/*
+ * What a handshake step left: its records written, then the connection
+ * reads on (the step wants more), fails (logged, counted, drained so that
+ * the alert reaches the client) or is open for requests. Loop thread.
+ */
+static void conn_handshake_stepped(struct http_conn *conn, const struct http_hs_step *step)
+{
+  struct http_write *write_req;
+  char quoted[760];
+
+  assert(conn->hs == NULL);
+  if (conn->state == CONN_CLOSED)
     return;
-  if (rc != HTTP__TLS_OK) {
+  if (step->out.length > 0) {
+    write_req = write_alloc(conn, step->out.length);
+    if (write_req == NULL) {
+      conn_close(conn);
+      return;
+    }
+    memcpy(write_req->data, step->out.data, step->out.length);
+    if (conn_submit(conn, write_req) != 0) {
+      conn_close(conn);
+      return;
+    }
+  }
+  if (step->rc == HTTP__TLS_WANT_READ) {
+    conn_update_reading(conn);
+    return;
+  }
+  if (step->rc != HTTP__TLS_OK) {
     log_warn(HTTP_MOD, "tls_handshake_failed", "peer=%s reason=%s", conn->peer,
-             log_quote(reason, quoted, sizeof(quoted)));
+             log_quote(step->reason, quoted, sizeof(quoted)));
     if (conn->server->config.on_tls_refused)
       conn->server->config.on_tls_refused(http__tls_conn_refusal(conn->tls, 0),
                                           conn->server->handler_arg);
@@ -1379,6 +1441,102 @@ static void conn_on_handshake_data(struct http_conn *conn)
                                           conn->server->handler_arg);
   /* TIMER_FIRST keeps running: the first request's headers are still to come. */
   conn->state = CONN_OPEN;
+  conn_pump(conn); /* a resuming client may have sent its request with its Finished */
+}
+
+/* mbedTLS with the ciphertext buffered so far. Any thread. */
+static void step_run(struct http_hs_step *step)
+{
+  step->rc = http__tls_conn_handshake(step->conn->tls, step->reason, sizeof(step->reason));
+}
+
+static void step_on_work(uv_work_t *req) { step_run(req->data); }
+
+/* Takes the step off the connection, acts on it, frees it. Loop thread. */
+static void step_done(struct http_hs_step *step)
+{
+  step->conn->hs = NULL;
+  conn_handshake_stepped(step->conn, step);
+  step_free(step); /* drops the step's reference to the connection last */
+}
+
+static void step_on_worked(uv_work_t *req, int status);
+
+/* Puts waiting steps on the thread pool while fewer than handshake_threads run. */
+static void server_start_handshakes(struct http_server *server)
+{
+  struct http_hs_step *step;
+  int rc;
+
+  while (server->hs_running < server->config.handshake_threads && server->hs_waiting != NULL) {
+    step = server->hs_waiting;
+    server->hs_waiting = step->next;
+    if (server->hs_waiting == NULL)
+      server->hs_waiting_tail = NULL;
+    if (step->conn->state == CONN_CLOSED) {
+      step_free(step);
+      continue;
+    }
+    rc = uv_queue_work(server->loop, &step->work, step_on_work, step_on_worked);
+    if (rc != 0) {
+      log_error(HTTP_MOD, "tls_handshake_failed", "peer=%s reason=\"thread pool: %s\"",
+                step->conn->peer, uv_strerror(rc));
+      conn_close(step->conn);
+      step_free(step);
+      continue;
+    }
+    server->hs_running++;
+  }
+}
+
+static void step_on_worked(uv_work_t *req, int status)
+{
+  struct http_hs_step *step = req->data;
+  struct http_server *server = step->server;
+
+  (void)status; /* never cancelled: nothing calls uv_cancel() */
+  assert(server->hs_running > 0);
+  server->hs_running--;
+  step_done(step);
+  server_start_handshakes(server);
+  server_maybe_free(server);
+}
+
+/*
+ * Ciphertext came during the handshake: a step runs at once on the loop
+ * (handshake_threads 0) or on a pool thread, where a full handshake's 8 ms
+ * of mbedTLS arithmetic holds up no other connection and a crowd's
+ * handshakes use every core. Steps wait their turn in arrival order; the
+ * connection is not read meanwhile.
+ */
+static void conn_on_handshake_data(struct http_conn *conn)
+{
+  struct http_server *server = conn->server;
+  struct http_hs_step *step;
+
+  assert(conn->state == CONN_HANDSHAKE && conn->hs == NULL);
+  step = calloc(1, sizeof(*step));
+  if (step == NULL) {
+    log_error(HTTP_MOD, "tls_handshake_failed", "peer=%s reason=\"out of memory\"", conn->peer);
+    conn_close(conn);
+    return;
+  }
+  step->work.data = step;
+  step->conn = conn;
+  step->server = server;
+  conn->refs++;
+  conn->hs = step;
+  if (server->config.handshake_threads == 0) {
+    step_run(step);
+    step_done(step);
+    return;
+  }
+  if (server->hs_waiting_tail != NULL)
+    server->hs_waiting_tail->next = step;
+  else
+    server->hs_waiting = step;
+  server->hs_waiting_tail = step;
+  server_start_handshakes(server);
 }
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -1399,6 +1557,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
     return; /* discarded: we are closing and will not parse it */
 
   if (conn->tls != NULL) {
+    assert(conn->hs == NULL); /* not read while a step has the session */
     if (http__tls_conn_feed(conn->tls, buf->base, length) != 0) {
       log_warn(HTTP_MOD, "tls_buffer_full", "peer=%s buffered=%zu", conn->peer,
                http__tls_conn_buffered(conn->tls));
@@ -1941,14 +2100,24 @@ out:
  */
 void http_server_close(http_server *server, void (*closed_cb)(void *arg), void *arg)
 {
+  struct http_hs_step *step;
+  struct http_conn *conn;
+
   if (server == NULL || server->closing)
     return;
   server->closing = 1;
   server->closed_cb = closed_cb;
   server->closed_arg = arg;
   uv_close((uv_handle_t *)&server->listener, server_on_listener_closed);
-  for (struct http_conn *conn = server->conns; conn != NULL; conn = conn->next)
+  for (conn = server->conns; conn != NULL; conn = conn->next)
     conn_close(conn);
+  /* Every connection is closed: the waiting handshake steps are dropped; the running ones
+   * end on their own, and the server is freed after the last (server_maybe_free). */
+  while ((step = server->hs_waiting) != NULL) {
+    server->hs_waiting = step->next;
+    step_free(step);
+  }
+  server->hs_waiting_tail = NULL;
 }
 
 /* The request method, e.g. "GET". Borrowed for the exchange's life. */

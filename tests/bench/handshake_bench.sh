@@ -17,10 +17,19 @@
 # after BENCH_IDLE connections (idle_connections.py, python3) have each made
 # one request and stay open, divided by them.
 #
+# Then a crowd: BENCH_CROWD stores reconnecting at once without a ticket
+# (crowd.py, python3: BENCH_CROWD_CONCURRENCY at a time, full handshakes),
+# against a collector with [server] handshake_threads = 1 and then one per
+# core: connections per second, each one's time to its answer (p50, p99)
+# and the cores the collector used (its CPU time over the wall time). The
+# clients run on the same machine and take some of its CPU.
+#
 # Environment:
 #   BENCH_CONNECTIONS  100   connections per kind per round
 #   BENCH_ROUNDS       3
 #   BENCH_IDLE         500   idle connections held open (0: not measured)
+#   BENCH_CROWD        600   connections of the crowd (0: not measured)
+#   BENCH_CROWD_CONCURRENCY 32
 set -euo pipefail
 export LC_ALL=C
 
@@ -33,6 +42,8 @@ BROKER_BIN="$BUILD_DIR/tests/tools/pos-broker"
 CONNECTIONS="${BENCH_CONNECTIONS:-100}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 IDLE="${BENCH_IDLE:-500}"
+CROWD="${BENCH_CROWD:-600}"
+CROWD_CONCURRENCY="${BENCH_CROWD_CONCURRENCY:-32}"
 CLK_TCK="$(getconf CLK_TCK)"
 
 for bin in "$COLLECTOR_BIN" "$BROKER_BIN"; do
@@ -90,6 +101,7 @@ idle_timeout = 1h
 [kafka]
 brokers = $BOOT
 EOF
+cp "$WORK/collector.conf" "$WORK/collector.conf.base"
 bench_start_collector "$WORK/collector.conf"
 
 # connect [s_client args...]: one connection as S001 asking GET /healthz; prints s_client's output.
@@ -98,10 +110,14 @@ connect() {
     openssl s_client -connect "127.0.0.1:$PORT" -tls1_2 -ign_eof -CAfile "$WORK/pki/ca.crt" \
       -cert "$WORK/pki/device-S001-D1.crt" -key "$WORK/pki/device-S001-D1.key" "$@" 2>&1 || true
 }
-for ((i = 0; i < 300; i++)); do
-  connect | grep -q 'HTTP/1.1 200' && break
-  sleep 0.2
-done
+wait_ready() {
+  for ((i = 0; i < 300; i++)); do
+    connect | grep -q 'HTTP/1.1 200' && return 0
+    sleep 0.2
+  done
+  die "GET /healthz not answered 200 within a minute"
+}
+wait_ready
 connect -sess_out "$WORK/ticket.sess" | grep -q 'HTTP/1.1 200' || die "no answer to GET /healthz"
 connect -sess_in "$WORK/ticket.sess" | grep -q '^Reused, ' || die "the session was not resumed"
 
@@ -159,4 +175,30 @@ if ((IDLE > 0)) && command -v python3 >/dev/null; then
   printf '%-34s %24s\n' "RSS before, kB" "$before"
   printf '%-34s %24s\n' "RSS with $IDLE open, kB" "$after"
   printf '%-34s %24.1f\n' "kB per idle connection" "$(calc "($after - $before) / $IDLE")"
+fi
+
+if ((CROWD > 0)) && command -v python3 >/dev/null; then
+  cores="$(nproc)"
+  echo
+  echo "== a crowd of $CROWD stores reconnecting without a ticket, $CROWD_CONCURRENCY at a time"
+  echo "   (full handshake + GET /healthz each; the clients on this machine too, $cores cores)"
+  printf '%-20s %12s %10s %10s %12s\n' "handshake_threads" "conn/s" "p50 ms" "p99 ms" \
+    "cores used"
+  for threads in 1 "$cores"; do
+    kill -TERM "$COLLECTOR_PID" && wait "$COLLECTOR_PID" || true
+    COLLECTOR_PID=""
+    sed "s/^\[server\]$/[server]\nhandshake_threads = $threads/" "$WORK/collector.conf.base" \
+      >"$WORK/collector.conf"
+    bench_start_collector "$WORK/collector.conf"
+    wait_ready
+    t0="$(ticks "$COLLECTOR_PID")"
+    line="$(python3 "$SOURCE_DIR/tests/bench/crowd.py" 127.0.0.1 "$PORT" "$CROWD" \
+      "$CROWD_CONCURRENCY" "$WORK/pki/ca.crt" "$WORK/pki/device-S001-D1.crt" \
+      "$WORK/pki/device-S001-D1.key")" || die "crowd.py failed (handshake_threads $threads)"
+    t1="$(ticks "$COLLECTOR_PID")"
+    read -r _ n secs p50 p99 <<<"$line"
+    printf '%-20s %12.0f %10s %10s %12.2f\n' "$threads" "$(calc "$n / $secs")" "$p50" "$p99" \
+      "$(calc "($t1 - $t0) / $CLK_TCK / $secs")"
+    [[ "$threads" == "$cores" ]] && break
+  done
 fi

@@ -110,6 +110,10 @@ struct http_server_config {
    * `resumed` 1 when a session ticket was accepted (an abbreviated
    * handshake), 0 for a full one. For counting. */
   void (*on_tls_handshake)(int resumed, void *handler_arg);
+  /* TLS handshakes on this many of libuv's pool threads at once (the rest wait their turn,
+   * in arrival order); 0 = on the loop thread. The pool has UV_THREADPOOL_SIZE threads (4
+   * by default), shared with libuv's file and DNS work: set it before the loop starts. */
+  unsigned handshake_threads;
 };
 
 typedef struct http_server http_server;

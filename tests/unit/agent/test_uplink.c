@@ -445,8 +445,13 @@ static void fake_handle(http_exchange *exchange, void *arg)
 
 static void fake_start(struct fixture *f, const struct http_tls_config *tls)
 {
-  struct http_server_config config = {
-      "127.0.0.1", 0, 16 * 1024, 64u * 1024 * 1024, 60000, 60000, 64, tls, 0, 0, NULL, NULL, NULL};
+  struct http_server_config config = {.listen_host = "127.0.0.1",
+                                      .max_header_bytes = 16 * 1024,
+                                      .max_body_bytes = 64u * 1024 * 1024,
+                                      .idle_timeout_ms = 60000,
+                                      .request_timeout_ms = 60000,
+                                      .max_connections = 64,
+                                      .tls = tls};
   char err[256];
   f->fake.loop = &f->jf.loop;
   f->fake.server =

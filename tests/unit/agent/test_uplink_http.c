@@ -662,8 +662,13 @@ static int make_pki(struct fixture *f, struct pki *pki)
 static http_server *tls_server_start(struct fixture *f, struct pki *pki, const char *host,
                                      struct tls_server *seen)
 {
-  struct http_server_config config = {host,      0, 16 * 1024, 1 << 20, 60000, 60000, 16,
-                                      &pki->tls, 0, 0,         NULL,    NULL,  NULL};
+  struct http_server_config config = {.listen_host = host,
+                                      .max_header_bytes = 16 * 1024,
+                                      .max_body_bytes = 1 << 20,
+                                      .idle_timeout_ms = 60000,
+                                      .request_timeout_ms = 60000,
+                                      .max_connections = 16,
+                                      .tls = &pki->tls};
   char err[256];
 
   return http_server_create(&f->loop, &config, tls_handle, seen, err, sizeof(err));

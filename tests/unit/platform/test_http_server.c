@@ -1648,6 +1648,107 @@ static void test_tls_revoked_client_cert_refused(void **state)
   free(reply);
 }
 
+/* A client on its own thread: one HTTPS request (a full handshake). */
+struct tls_client {
+  pthread_t thread;
+  const struct tls_files *files;
+  int port;
+  int revoked; /* presents the revoked certificate */
+  struct reply *reply;
+};
+
+static void *tls_client_main(void *arg)
+{
+  struct tls_client *client = arg;
+
+  tls_request(client->files, client->port,
+              client->revoked ? client->files->revoked_cert : client->files->client_cert,
+              client->revoked ? client->files->revoked_key : client->files->client_key,
+              client->reply);
+  return NULL;
+}
+
+static void tls_clients_start(struct tls_client *clients, int count, const struct tls_files *files,
+                              int port)
+{
+  for (int i = 0; i < count; i++) {
+    clients[i].files = files;
+    clients[i].port = port;
+    clients[i].revoked = i % 4 == 3;
+    clients[i].reply = calloc(1, sizeof(*clients[i].reply));
+    assert_non_null(clients[i].reply);
+    assert_int_equal(pthread_create(&clients[i].thread, NULL, tls_client_main, &clients[i]), 0);
+  }
+}
+
+/*
+ * Handshakes on pool threads (handshake_threads 2, fewer than the clients,
+ * so that some wait their turn): every client at once, each answered as on
+ * the loop: the good certificate's subject seen, the revoked one refused.
+ */
+static void test_tls_handshakes_on_pool_threads(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct tls_client clients[12];
+  int good = 0;
+
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, "crl.pem");
+  default_config(&config);
+  config.tls = &files.tls;
+  config.handshake_threads = 2;
+  server_start(ts, &config, MODE_CERT, 0);
+  tls_clients_start(clients, 12, &files, ts->port);
+  for (int i = 0; i < 12; i++) {
+    assert_int_equal(pthread_join(clients[i].thread, NULL), 0);
+    if (clients[i].revoked) {
+      assert_int_not_equal(clients[i].reply->rc, CURLE_OK);
+    } else {
+      assert_int_equal(clients[i].reply->rc, CURLE_OK);
+      assert_int_equal(clients[i].reply->status, 200);
+      assert_string_equal(clients[i].reply->body, "CN=store-0042");
+      good++;
+    }
+    free(clients[i].reply);
+  }
+  server_stop(ts);
+  assert_int_equal(good, 9);
+  assert_int_equal(atomic_load(&ts->handled), 9);
+}
+
+/*
+ * The server closed while handshakes run on the pool and more wait for a
+ * thread: it closes (its loop ends with nothing left on it, nothing leaked
+ * under ASan), each client answered or cut off, none left hanging.
+ */
+static void test_tls_close_with_handshakes_in_flight(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct tls_client clients[16];
+
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, NULL);
+  default_config(&config);
+  config.tls = &files.tls;
+  config.handshake_threads = 1;
+  server_start(ts, &config, MODE_CERT, 0);
+  tls_clients_start(clients, 16, &files, ts->port);
+  sleep_ms(30); /* a full handshake is ~10 ms of the server's CPU: most still wait */
+  server_stop(ts);
+  for (int i = 0; i < 16; i++) {
+    assert_int_equal(pthread_join(clients[i].thread, NULL), 0);
+    if (clients[i].reply->rc == CURLE_OK && !clients[i].revoked)
+      assert_int_equal(clients[i].reply->status, 200);
+    free(clients[i].reply);
+  }
+}
+
 static int reload_on_loop(struct test_server *ts)
 {
   return http_server_reload_tls(ts->server, ts->err, sizeof(ts->err));
@@ -2144,8 +2245,10 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_get_and_post_echo, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_chunked_post_echo, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_keep_alive_reuses_connection, test_setup, test_teardown),
-      cmocka_unit_test_setup_teardown(test_connection_close_and_http10_honoured, test_setup, test_teardown),
-      cmocka_unit_test_setup_teardown(test_pipelined_requests_answered_in_order, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_connection_close_and_http10_honoured, test_setup,
+                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_pipelined_requests_answered_in_order, test_setup,
+                                      test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_large_response_whole_and_in_order, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_large_response_to_a_slow_reader_whole_and_in_order,
@@ -2168,18 +2271,23 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_on_headers_refuses_before_the_body, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_client_gone_while_pending, test_setup, test_teardown),
-      cmocka_unit_test_setup_teardown(test_response_bytes_exact_on_a_reused_connection,
-                                      test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_response_bytes_exact_on_a_reused_connection, test_setup,
+                                      test_teardown),
       cmocka_unit_test_setup_teardown(test_create_reports_errors, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_client_cert_accepted, test_setup, test_teardown),
-      cmocka_unit_test_setup_teardown(test_tls_without_client_cert_refused, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_without_client_cert_refused, test_setup,
+                                      test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_optional_client_cert, test_setup, test_teardown),
-      cmocka_unit_test_setup_teardown(test_tls_revoked_client_cert_refused, test_setup, test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_revoked_client_cert_refused, test_setup,
+                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_handshakes_on_pool_threads, test_setup,
+                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_close_with_handshakes_in_flight, test_setup,
+                                      test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_reload_picks_up_new_crl, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_reload_revokes_open_connections, test_setup,
                                       test_teardown),
-      cmocka_unit_test_setup_teardown(test_tls_reload_refuses_a_bad_crl, test_setup,
-                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_reload_refuses_a_bad_crl, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_expired_crl_locks_no_one_out, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_cert_expiring_on_an_open_connection_refused,
@@ -2187,10 +2295,9 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_tls_reload_takes_a_new_server_cert, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_keep_alive_and_post, test_setup, test_teardown),
-      cmocka_unit_test_setup_teardown(test_tls_idle_connections_do_not_lock_out_clients,
-                                      test_setup, test_teardown),
-      cmocka_unit_test_setup_teardown(test_tls_port_refuses_plain_http, test_setup,
+      cmocka_unit_test_setup_teardown(test_tls_idle_connections_do_not_lock_out_clients, test_setup,
                                       test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_port_refuses_plain_http, test_setup, test_teardown),
   };
 
   /* TEST_FILTER=test_tls_* runs a subset (cmocka's glob). */
