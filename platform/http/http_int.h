@@ -142,6 +142,16 @@ int http__tls_conn_feed(struct http__tls_conn *conn, const char *data, size_t le
  */
 void http__tls_conn_trim(struct http__tls_conn *conn);
 
+/*
+ * An idle session (handshake done, nothing buffered, half-read or unsent)
+ * gives the pages of mbedTLS's two record buffers back to the kernel, all
+ * but the first of each (which holds the record counters). mbedTLS 2.28
+ * allocates both whole (16 KiB each) at setup and keeps them for the
+ * connection's life; a page given back reads as zeros when next touched,
+ * and the next record overwrites what it uses. Does nothing otherwise.
+ */
+void http__tls_conn_idle(struct http__tls_conn *conn);
+
 /* Ciphertext buffered and not yet decrypted, in bytes. */
 size_t http__tls_conn_buffered(const struct http__tls_conn *conn);
 

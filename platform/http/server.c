@@ -71,6 +71,8 @@
  * idle connection holds little.
  */
 #define HTTP_REUSE_MAX (16u * 1024u)
+/* A keep-alive connection idle this long gives its buffers back (see conn_shed). */
+#define HTTP_SHED_MS 1000u
 /* A response buffer is made at least this large, so that the next one fits it. */
 #define HTTP_WRITE_MIN (512u)
 
@@ -79,6 +81,7 @@ enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_DRAINING, CONN_LINGER, CONN_CL
 enum conn_timer {
   TIMER_NONE,
   TIMER_FIRST, /* from accept to the first request's headers */
+  TIMER_SHED,  /* idle for HTTP_SHED_MS: shed the buffers, then TIMER_IDLE */
   TIMER_IDLE,
   TIMER_REQUEST,
   TIMER_DRAIN,
@@ -1209,7 +1212,10 @@ static void conn_next_request(struct http_conn *conn)
   conn->reject_extra = NULL;
   conn->in_message = 0;
   llhttp_resume(&conn->parser);
-  conn_arm(conn, TIMER_IDLE, conn->server->config.idle_timeout_ms);
+  if (conn->server->config.idle_timeout_ms > HTTP_SHED_MS)
+    conn_arm(conn, TIMER_SHED, HTTP_SHED_MS);
+  else
+    conn_arm(conn, TIMER_IDLE, conn->server->config.idle_timeout_ms);
   conn_pump(conn);
   /* A keep-alive connection mostly waits: it keeps no empty read buffer meanwhile. */
   if (conn->tls)
@@ -1611,6 +1617,32 @@ static void conn_on_first_request_timeout(struct http_conn *conn)
   conn_close(conn);
 }
 
+/*
+ * A keep-alive connection that has waited HTTP_SHED_MS for its next request
+ * keeps nothing it does not need while it waits, which is most of its life
+ * (a store sends a batch every few minutes): the buffers a request burst
+ * reuses (up to 16 KiB each: head, body, plaintext, response) are freed,
+ * and the pages of mbedTLS's record buffers given back. Between two
+ * requests of a burst they stay, with no malloc per request.
+ */
+static void conn_shed(struct http_conn *conn)
+{
+  if (conn->state != CONN_OPEN || conn->exchange != NULL || conn->in_message ||
+      conn->stash_offset != conn->stash.length)
+    return;
+  bytes_free(&conn->head);
+  bytes_free(&conn->body);
+  bytes_free(&conn->stash);
+  conn->stash_offset = 0;
+  bytes_free(&conn->view_head);
+  free(conn->spare_write);
+  conn->spare_write = NULL;
+  if (conn->tls != NULL) {
+    http__tls_conn_trim(conn->tls);
+    http__tls_conn_idle(conn->tls);
+  }
+}
+
 static void conn_on_timer(uv_timer_t *timer)
 {
   struct http_conn *conn = timer->data;
@@ -1622,6 +1654,10 @@ static void conn_on_timer(uv_timer_t *timer)
   switch (kind) {
   case TIMER_FIRST:
     conn_on_first_request_timeout(conn);
+    break;
+  case TIMER_SHED:
+    conn_shed(conn);
+    conn_arm(conn, TIMER_IDLE, config->idle_timeout_ms - HTTP_SHED_MS);
     break;
   case TIMER_IDLE:
     log_debug(HTTP_MOD, "idle_timeout", "peer=%s idle_timeout_ms=%" PRIu64, conn->peer,

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
@@ -550,6 +552,38 @@ void http__tls_conn_trim(struct http__tls_conn *conn)
   free(conn->in);
   conn->in = NULL;
   conn->in_start = conn->in_end = conn->in_cap = 0;
+}
+
+/* Bytes at the start of a record buffer that an idle session keeps: counter, header, IV. */
+#define TLS_IDLE_KEEP 64
+
+/* The whole pages of buf[TLS_IDLE_KEEP..length) back to the kernel; the block stays ours. */
+static void tls_release_pages(unsigned char *buf, size_t length)
+{
+  static uintptr_t page;
+  uintptr_t start, end;
+
+  if (page == 0)
+    page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  if (buf == NULL || length <= TLS_IDLE_KEEP || page == 0)
+    return;
+  start = ((uintptr_t)buf + TLS_IDLE_KEEP + page - 1) & ~(page - 1);
+  end = ((uintptr_t)buf + length) & ~(page - 1);
+  if (end > start)
+    (void)madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
+/* Gives an idle session's record buffer pages back. See http_int.h. Loop thread. */
+void http__tls_conn_idle(struct http__tls_conn *conn)
+{
+  const mbedtls_ssl_context *ssl = &conn->ssl;
+
+  if (!conn->handshake_done || conn->in_start != conn->in_end || ssl->in_offt != NULL ||
+      ssl->in_left != 0 || ssl->out_left != 0 || ssl->keep_current_message)
+    return;
+  /* Each buffer is at least its content length long (plus header and expansion). */
+  tls_release_pages(ssl->in_buf, MBEDTLS_SSL_IN_CONTENT_LEN);
+  tls_release_pages(ssl->out_buf, MBEDTLS_SSL_OUT_CONTENT_LEN);
 }
 
 /* Bytes of ciphertext waiting. See http_int.h. */
