@@ -160,6 +160,7 @@ static void collector_start_operator(struct collector *c)
       .registry = metrics_global(),
       .refresh = collector_metrics_refresh,
       .health = collector_metrics_health,
+      .ready = collector_metrics_ready,
       .arg = NULL,
   };
   char err[512], quoted[600];
@@ -178,7 +179,7 @@ static void collector_start_operator(struct collector *c)
               log_quote(err, quoted, sizeof(quoted)));
     return;
   }
-  log_info("collector", "operator_listening", "host=%s port=%d paths=\"/metrics /healthz\"",
+  log_info("collector", "operator_listening", "host=%s port=%d paths=\"/metrics /healthz /readyz\"",
            cfg->operator_listen_host, metrics_http_port(c->operator_server));
 }
 

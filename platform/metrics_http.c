@@ -39,16 +39,19 @@ static void metrics_http_metrics(metrics_http *m, http_exchange *exchange)
   free(text);
 }
 
-static void metrics_http_health(metrics_http *m, http_exchange *exchange)
+/* /healthz (`ready` 0) or /readyz (1): the callback's answer, with its reason. */
+static void metrics_http_health(metrics_http *m, http_exchange *exchange, int ready)
 {
+  metrics_health_fn fn = ready && m->config.ready ? m->config.ready : m->config.health;
   char reason[512] = "";
   char body[600];
 
-  if (!m->config.health || m->config.health(m->config.arg, reason, sizeof(reason))) {
-    metrics_http_text(exchange, 200, "ok\n", NULL);
+  if (!fn || fn(m->config.arg, reason, sizeof(reason))) {
+    metrics_http_text(exchange, 200, ready ? "ready\n" : "ok\n", NULL);
     return;
   }
-  snprintf(body, sizeof(body), "unhealthy: %s\n", reason[0] ? reason : "(no reason given)");
+  snprintf(body, sizeof(body), "%s: %s\n", ready ? "not ready" : "unhealthy",
+           reason[0] ? reason : "(no reason given)");
   metrics_http_text(exchange, 503, body, NULL);
 }
 
@@ -62,13 +65,16 @@ static void metrics_http_route(http_exchange *exchange, void *arg)
   if (strcmp(path, "/metrics") == 0 && get)
     metrics_http_metrics(m, exchange);
   else if (strcmp(path, "/healthz") == 0 && get)
-    metrics_http_health(m, exchange);
-  else if (strcmp(path, "/metrics") == 0 || strcmp(path, "/healthz") == 0)
+    metrics_http_health(m, exchange, 0);
+  else if (strcmp(path, "/readyz") == 0 && get)
+    metrics_http_health(m, exchange, 1);
+  else if (strcmp(path, "/metrics") == 0 || strcmp(path, "/healthz") == 0 ||
+           strcmp(path, "/readyz") == 0)
     metrics_http_text(exchange, 405, "use GET\n", "Allow: GET, HEAD\r\n");
   else
     metrics_http_text(exchange, 404,
-                      "no such endpoint: the operator listener serves GET /metrics and "
-                      "GET /healthz\n",
+                      "no such endpoint: the operator listener serves GET /metrics, "
+                      "GET /healthz and GET /readyz\n",
                       NULL);
 }
 

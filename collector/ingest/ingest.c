@@ -2821,6 +2821,37 @@ int ingest_ready(const ingest *in)
   return 1;
 }
 
+int ingest_takes_stores(const ingest *in, char *reason, size_t reason_size)
+{
+  if (in->phase != INGEST_PHASE_READY) {
+    snprintf(reason, reason_size, "%s",
+             in->phase == INGEST_PHASE_RECOVERING ? "rebuilding the exactly-once state from Kafka"
+             : in->phase == INGEST_PHASE_DRAINING
+                 ? "waiting for Kafka to answer every record in flight (delivery in doubt)"
+                 : "stopping");
+    return 0;
+  }
+  if (!in->embedded && !in->lease_landed) {
+    snprintf(reason, reason_size, "starting: claiming instance_id %s in Kafka", in->instance_id);
+    return 0;
+  }
+  if (in->doubt) {
+    snprintf(reason, reason_size,
+             "Kafka lost records in flight: rebuilding the exactly-once state before taking "
+             "batches again");
+    return 0;
+  }
+  if (in->fleet && in->fleet_off_reason[0]) {
+    snprintf(reason, reason_size, "in no collectors' group: %s", in->fleet_off_reason);
+    return 0;
+  }
+  if (in->fleet && in->fleet_partitions == 0) {
+    snprintf(reason, reason_size, "joining the collectors' group: no partitions yet");
+    return 0;
+  }
+  return 1;
+}
+
 /* Waits until `deadline` for what is in flight on both producers. */
 static void ingest_flush_until(ingest *in, uint64_t deadline, int checkpoint_only)
 {

@@ -113,6 +113,15 @@ const char *ingest_bootstrap(const ingest *in);
  * none still being taken over). */
 int ingest_ready(const ingest *in);
 
+/*
+ * 1 when a load balancer should send this instance stores: it was started
+ * (its state rebuilt, its instance_id claimed) and, in a fleet, is in the
+ * group with partitions, even while some of them are being handed over (the
+ * stores of those are answered 503 with Retry-After meanwhile, on every
+ * instance alike). Else 0 with `reason` saying why.
+ */
+int ingest_takes_stores(const ingest *in, char *reason, size_t reason_size);
+
 /* How late the event loop has run lately (ms, the most of the last 5 to 10 s): its CPU load. */
 uint64_t ingest_loop_late_ms(const ingest *in);
 

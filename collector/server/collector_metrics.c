@@ -294,9 +294,11 @@ void collector_metrics_refresh(void *arg)
               collector_metrics_health(arg, reason, sizeof(reason)));
 }
 
+/* 0 with `reason` when batches have been answered 503 for unhealthy_after, none taken since. */
+static int collector_metrics_kafka_taking(char *reason, size_t reason_size);
+
 int collector_metrics_health(void *arg, char *reason, size_t reason_size)
 {
-  int64_t now = clock_wall_ms();
   (void)arg;
 
   if (!cm.ingest) {
@@ -309,6 +311,26 @@ int collector_metrics_health(void *arg, char *reason, size_t reason_size)
              "is done; if this lasts, check that Kafka is reachable");
     return 0;
   }
+  return collector_metrics_kafka_taking(reason, reason_size);
+}
+
+int collector_metrics_ready(void *arg, char *reason, size_t reason_size)
+{
+  (void)arg;
+
+  if (!cm.ingest) {
+    snprintf(reason, reason_size, "the collector is stopping");
+    return 0;
+  }
+  if (!ingest_takes_stores(cm.ingest, reason, reason_size))
+    return 0;
+  return collector_metrics_kafka_taking(reason, reason_size);
+}
+
+static int collector_metrics_kafka_taking(char *reason, size_t reason_size)
+{
+  int64_t now = clock_wall_ms();
+
   if (cm.unavailable_since_ms && cm.unhealthy_after_ms > 0 &&
       now - cm.unavailable_since_ms >= cm.unhealthy_after_ms) {
     snprintf(reason, reason_size,

@@ -68,4 +68,11 @@ void collector_metrics_refresh(void *arg);
  */
 int collector_metrics_health(void *arg, char *reason, size_t reason_size);
 
+/*
+ * The metrics_health_fn of /readyz, a load balancer's check: ready when the
+ * instance takes stores (ingest_takes_stores: also during a hand-over, which
+ * /healthz counts as not healthy) and Kafka takes its batches.
+ */
+int collector_metrics_ready(void *arg, char *reason, size_t reason_size);
+
 #endif

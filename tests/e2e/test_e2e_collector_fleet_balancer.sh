@@ -10,6 +10,11 @@
 # the agents go on through the same balancer (the connections it still sends
 # to the dead one fail and are dispatched to the others).
 #
+# The balancer checks each instance's GET /readyz (operator port) twice a
+# second: the dead one is taken out, and the others stay in throughout the
+# hand-over, though their /healthz is 503 while they take its partitions over
+# (a balancer checking /healthz would take every instance out at once).
+#
 # Without the closed connection an agent whose kept-alive connection landed on
 # another instance would send every retry there, and never reach the owner.
 source "$(dirname "$0")/lib.sh"
@@ -29,6 +34,11 @@ fleet_start fleet-c
 fleet_wait_ready 120 fleet-a fleet-b fleet-c
 log "owned: a=[$(fleet_owned fleet-a)] b=[$(fleet_owned fleet-b)] c=[$(fleet_owned fleet-c)]"
 
+# operator_port NAME: the port of NAME's operator listener (/metrics, /healthz, /readyz).
+operator_port() {
+  sed -n 's/.*mod=collector event=operator_listening .*port=\([0-9]*\).*/\1/p' "$T/$1.log" | head -n 1
+}
+
 # start_balancer: HAProxy on a free loopback port (another one if that is taken), TCP mode,
 # round robin over the three instances; a connection to a dead one is dispatched to another.
 start_balancer() {
@@ -40,9 +50,11 @@ start_balancer() {
       printf 'defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n'
       printf '  timeout server 120s\n  retries 2\n  option redispatch\n'
       printf 'frontend collectors\n  bind 127.0.0.1:%s\n  default_backend fleet\n' "$LB_PORT"
-      printf 'backend fleet\n  balance roundrobin\n'
+      printf 'backend fleet\n  balance roundrobin\n  option httpchk GET /readyz\n'
+      printf '  http-check expect status 200\n'
       for n in fleet-a fleet-b fleet-c; do
-        printf '  server %s %s\n' "$n" "${FLEET_URLS[$n]#https://}"
+        printf '  server %s %s check port %s inter 500 fall 2 rise 2\n' "$n" \
+          "${FLEET_URLS[$n]#https://}" "$(operator_port "$n")"
       done
     } >"$T/haproxy.cfg"
     haproxy -c -f "$T/haproxy.cfg" >"$T/haproxy.check" 2>&1 ||
@@ -101,7 +113,26 @@ sell_round() {
 
 sell_round 1
 fleet_kill fleet-b
-sleep 5
+# One of the others takes over b's partitions: for the request timeout and margin (12.5 s) it
+# waits out b's last requests, /healthz 503 meanwhile, and /readyz 200.
+deadline=$((SECONDS + 60))
+gainer=""
+while [[ -z "$gainer" ]]; do
+  for n in fleet-a fleet-c; do
+    grep -q 'event=waiting_out_previous_owner' "$T/$n.log" && gainer="$n"
+  done
+  ((SECONDS < deadline)) || fail "a or c takes b's partitions over within 60 s" \
+    "event=waiting_out_previous_owner" "$(grep -hE 'event=(fleet_|partitions_)' "$T"/fleet-[ac].log | tail -n 4)"
+  sleep 0.2
+done
+port="$(operator_port "$gainer")"
+healthz_code="$(curl -s -o "$T/healthz.body" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/healthz" || true)"
+readyz_code="$(curl -s -o "$T/readyz.body" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/readyz" || true)"
+if ! grep -q 'event=fleet_taken_over' "$T/$gainer.log"; then
+  assert_eq "$gainer: /healthz while it takes b's partitions over" 503 "$healthz_code"
+fi
+assert_eq "$gainer: /readyz while it takes b's partitions over ($(cat "$T/readyz.body" 2>/dev/null))" \
+  200 "$readyz_code"
 fleet_wait_ready 120 fleet-a fleet-c
 log "after b's kill: a=[$(fleet_owned fleet-a)] c=[$(fleet_owned fleet-c)]"
 sell_round 2
@@ -128,6 +159,15 @@ for n in fleet-a fleet-c; do
   assert_eq "$n: pos_collector_healthy" 1 \
     "$(awk '$1 == "pos_collector_healthy" { print $2 }' "$T/$n.metrics")"
 done
+
+# The balancer took the dead instance out, and never the live ones.
+lb_log="$(cat "$T"/haproxy.*.log)"
+grep -q 'fleet/fleet-b is DOWN' <<<"$lb_log" ||
+  fail "haproxy's check of /readyz took the killed fleet-b out" "Server fleet/fleet-b is DOWN" \
+    "$(grep -i 'fleet/' <<<"$lb_log" | tail -n 3)"
+if grep -E 'fleet/fleet-[ac] is DOWN' <<<"$lb_log" >"$T/down.txt"; then
+  fail "haproxy keeps fleet-a and fleet-c in, through the hand-over" "no DOWN" "$(head -n 2 "$T/down.txt")"
+fi
 
 kafka_read pos.sales.v1 sales
 records_db sales

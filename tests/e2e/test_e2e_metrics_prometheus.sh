@@ -37,10 +37,10 @@ sample() {
   awk -v name="$2" '$1 == name { print $2; found = 1; exit } END { if (!found) print "missing" }' "$1"
 }
 
-# healthz URL: sets HEALTH_STATUS, HEALTH_BODY.
+# healthz URL [PATH]: GET URL/healthz (or URL/PATH); sets HEALTH_STATUS, HEALTH_BODY.
 healthz() {
   rm -f "$T/healthz.body"
-  HEALTH_STATUS="$(curl -sS -o "$T/healthz.body" -w '%{http_code}' --max-time 10 "$1/healthz")" || true
+  HEALTH_STATUS="$(curl -sS -o "$T/healthz.body" -w '%{http_code}' --max-time 10 "$1/${2:-healthz}")" || true
   HEALTH_BODY="$(cat "$T/healthz.body" 2>/dev/null || echo "(no body)")"
 }
 
@@ -85,6 +85,8 @@ healthz "$AGENT_OPS"
 assert_eq "agent /healthz" "200 ok" "$HEALTH_STATUS $HEALTH_BODY"
 healthz "$COLLECTOR_OPS"
 assert_eq "collector /healthz" "200 ok" "$HEALTH_STATUS $HEALTH_BODY"
+healthz "$COLLECTOR_OPS" readyz
+assert_eq "collector /readyz (a load balancer's check)" "200 ready" "$HEALTH_STATUS $HEALTH_BODY"
 
 # --- a real Prometheus scrapes both ----------------------------------------------
 cat >"$T/prometheus.yml" <<YAML
@@ -176,6 +178,12 @@ while :; do
   ((SECONDS < deadline)) || fail "collector /healthz while the broker is stopped" "503 naming Kafka" "$HEALTH_STATUS $HEALTH_BODY"
 done
 log "collector healthz with the broker stopped: $HEALTH_STATUS $HEALTH_BODY"
+if [[ "$HEALTH_BODY" =~ Kafka\ is\ not\ taking\ batches ]]; then
+  healthz "$COLLECTOR_OPS" readyz
+  [[ "$HEALTH_STATUS" == 503 && "$HEALTH_BODY" =~ ^not\ ready:\ Kafka\ is\ not\ taking\ batches ]] ||
+    fail "collector /readyz while Kafka takes no batch" "503 not ready: Kafka is not taking batches" \
+      "$HEALTH_STATUS $HEALTH_BODY"
+fi
 deadline=$((SECONDS + 120))
 while :; do
   kill -USR1 "$AGENT_PID"
@@ -187,9 +195,10 @@ done
 log "agent healthz with the broker stopped: $HEALTH_STATUS $HEALTH_BODY"
 resume_broker
 push_until_sent 180
-for ops in "$COLLECTOR_OPS" "$AGENT_OPS"; do
+for ops in "$COLLECTOR_OPS" "$AGENT_OPS" "$COLLECTOR_OPS readyz"; do
   deadline=$((SECONDS + 120))
-  until healthz "$ops"; [[ "$HEALTH_STATUS" == 200 ]]; do
+  # shellcheck disable=SC2086 # "URL PATH" for the collector's /readyz
+  until healthz $ops; [[ "$HEALTH_STATUS" == 200 ]]; do
     ((SECONDS < deadline)) || fail "$ops/healthz once the broker is back" 200 "$HEALTH_STATUS $HEALTH_BODY"
     sleep 0.5
   done

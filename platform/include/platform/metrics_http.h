@@ -7,6 +7,9 @@
  *                 program's refresh callback set its gauges
  *   GET /healthz  200 "ok" when the program can do its job, else 503 with
  *                 "unhealthy: <reason and what to do>" (the health callback)
+ *   GET /readyz   200 "ready" when a load balancer should send it clients, else
+ *                 503 "not ready: <reason>" (the ready callback; /healthz's when
+ *                 there is none)
  *
  * Everything runs on the loop thread: the callbacks too.
  */
@@ -36,7 +39,8 @@ struct metrics_http_config {
   metrics_registry *registry;  /* rendered by /metrics; borrowed */
   metrics_refresh_fn refresh;  /* may be NULL */
   metrics_health_fn health;    /* may be NULL: then /healthz says ok while the loop turns */
-  void *arg;                   /* given to both callbacks */
+  metrics_health_fn ready;     /* may be NULL: then /readyz is /healthz */
+  void *arg;                   /* given to the callbacks */
 };
 
 typedef struct metrics_http metrics_http;
