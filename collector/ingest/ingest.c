@@ -475,6 +475,7 @@ static void ingest_dispatch(ingest *in, const char *store_id, Pos__V1__Batch *ba
 static void ingest_check_doubt(ingest *in);
 static void ingest_fleet_check(ingest *in);
 static void ingest_fleet_gain(ingest *in);
+static int ingest_lease_behind(const ingest *in);
 
 static void ingest_batch_free(struct ingest_batch *b)
 {
@@ -1220,6 +1221,12 @@ static int ingest_takes_store(ingest *in, const char *store_id, ingest_done_fn d
   }
   if (!in->fleet)
     return 1;
+  if (ingest_lease_behind(in)) {
+    ingest_reply_unavailable(done, arg, INGEST_RETRY_OVERLOADED_S,
+                             "the collector is recording the partitions it was assigned in "
+                             "Kafka (its lease); retry shortly");
+    return 0;
+  }
   if (in->fleet_off_reason[0]) {
     ingest_reply_unavailable(done, arg, INGEST_RETRY_KAFKA_S,
                              "this collector is in no collectors' group (%s), so it takes no "
@@ -1227,10 +1234,12 @@ static int ingest_takes_store(ingest *in, const char *store_id, ingest_done_fn d
                              in->fleet_off_reason);
     return 0;
   }
-  if (in->fleet_releasing) {
+  if (in->fleet_releasing || in->fleet_between) {
     ingest_reply_unavailable(done, arg, INGEST_RETRY_REBUILDING_S,
                              "the collectors' group is rebalancing (an instance came or went): "
-                             "this one is handing its partitions over; retry shortly");
+                             "this one is %s; retry shortly",
+                             in->fleet_releasing ? "handing its partitions over"
+                                                 : "waiting for the group's new assignment");
     return 0;
   }
   if (in->fleet_partitions == 0) {
@@ -1731,6 +1740,7 @@ static int ingest_lease_write(ingest *in, int released)
 {
   Pos__V1__InstanceLease lease;
   char key[INGEST_TOPIC_NAME_MAX + 16], err[256];
+  uint32_t *writes = NULL;
   uint8_t *value;
   size_t len;
 
@@ -1748,11 +1758,26 @@ static int ingest_lease_write(ingest *in, int released)
   lease.renewal = ++in->lease_renewal;
   lease.renew_ms = INGEST_LEASE_RENEW_MS;
   lease.released = released ? 1 : 0;
+  if (in->fleet) {
+    lease.writes_known = 1;
+    if (in->fleet_partitions > 0) {
+      writes = malloc((size_t)in->fleet_partitions * sizeof(*writes));
+      if (!writes)
+        return -1;
+    }
+    lease.writes = writes;
+    for (int p = 0; p < in->fleet_partitions; p++) {
+      if (in->fleet_writes[p])
+        writes[lease.n_writes++] = (uint32_t)p;
+    }
+  }
   len = pos__v1__instance_lease__get_packed_size(&lease);
   value = malloc(len + 1);
+  if (value)
+    pos__v1__instance_lease__pack(&lease, value);
+  free(writes);
   if (!value)
     return -1;
-  pos__v1__instance_lease__pack(&lease, value);
   in->lease_record.owner = NULL;
   in->lease_record.kind = INGEST_REC_LEASE;
   if (ingest_produce(in, KAFKA_TOPIC_STATE, ingest_checkpoint_partition(in), key, value, len, NULL,
@@ -1762,9 +1787,29 @@ static int ingest_lease_write(ingest *in, int released)
     return -1;
   }
   in->lease_inflight = 1;
+  in->lease_inflight_epoch = in->fleet_epoch;
   if (released)
     in->lease_release_state = 1;
   return 0;
+}
+
+/* The partitions written changed (fleet_epoch moved): a lease saying so, now or at a tick. */
+static void ingest_lease_soon(ingest *in)
+{
+  uint64_t now = clock_mono_ms();
+
+  if (!in->lease_held || in->phase == INGEST_PHASE_CLOSING)
+    return;
+  if (ingest_lease_write(in, 0) == 0)
+    in->lease_next_ms = now + INGEST_LEASE_RENEW_MS;
+  else
+    in->lease_next_ms = now; /* the one in flight first: the next tick */
+}
+
+/* 1 while the lease naming the partitions now written has not landed. */
+static int ingest_lease_behind(const ingest *in)
+{
+  return in->fleet && in->lease_held && in->lease_landed_epoch < in->fleet_epoch;
 }
 
 /*
@@ -2099,8 +2144,15 @@ static void ingest_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void
     break;
   case INGEST_REC_LEASE:
     in->lease_inflight = 0;
-    if (!message->err)
+    if (!message->err) {
       in->lease_landed = 1;
+      in->lease_landed_epoch = in->lease_inflight_epoch;
+    }
+    if (ingest_lease_behind(in)) {
+      in->lease_next_ms = 0; /* the partitions changed meanwhile, or it failed: again */
+    } else if (in->fleet_releasing) {
+      ingest_fleet_check(in);
+    }
     if (in->lease_release_state == 1)
       in->lease_release_state = message->err ? 3 : 2;
     break;
@@ -2286,7 +2338,23 @@ static void ingest_fleet_check(ingest *in)
     if (in->checkpoint)
       return; /* ingest_checkpoint_finish comes back here */
   }
+  /* Every record is delivered: a lease without the partitions, in Kafka before the group may
+   * give them out, tells their next owner that nothing of ours can still land. */
+  if (in->lease_held) {
+    int named = 0;
+    for (int p = 0; p < in->fleet_partitions; p++) {
+      named |= in->fleet_writes[p];
+      in->fleet_writes[p] = 0;
+    }
+    if (named) {
+      in->fleet_epoch++;
+      ingest_lease_soon(in);
+    }
+    if (ingest_lease_behind(in))
+      return; /* its delivery report comes back here */
+  }
   in->fleet_releasing = 0;
+  in->fleet_between = 1;
   in->fleet_released = NULL;
   log_info("ingest", "fleet_released", "instance=%s ms=%" PRIu64, in->instance_id,
            clock_mono_ms() - in->fleet_release_started_ms);
@@ -2298,6 +2366,7 @@ static void ingest_fleet_check(ingest *in)
  * (or notes it for when the recovery running is done). */
 static void ingest_fleet_gain(ingest *in)
 {
+  uint8_t *gaining;
   int any = 0;
 
   if (!in->fleet || in->fleet_releasing || in->phase == INGEST_PHASE_CLOSING)
@@ -2313,11 +2382,18 @@ static void ingest_fleet_gain(ingest *in)
     return;
   }
   in->fleet_gain_pending = 0;
-  if (ingest__recovery_start_gain(in, in->fleet_quiet_until_ms)) {
-    log_error("ingest", "recovery_start_failed", "error=\"cannot start a thread\" retry=tick");
+  gaining = malloc((size_t)in->fleet_partitions);
+  for (int p = 0; gaining && p < in->fleet_partitions; p++)
+    gaining[p] = in->fleet_owned[p] == INGEST_FLEET_GAINING;
+  if (!gaining ||
+      ingest__recovery_start_gain(in, in->fleet_quiet_until_ms, gaining, in->fleet_partitions)) {
+    free(gaining);
+    log_error("ingest", "recovery_start_failed",
+              "error=\"cannot start a thread, or out of memory\" retry=tick");
     in->fleet_gain_pending = 1;
     return;
   }
+  free(gaining);
   for (int p = 0; p < in->fleet_partitions; p++) {
     if (in->fleet_owned[p] == INGEST_FLEET_GAINING)
       in->fleet_owned[p] = INGEST_FLEET_REBUILDING;
@@ -2361,10 +2437,10 @@ static void ingest_fleet_gained(ingest *in, const struct ingest_recovery *r)
   }
   log_info("ingest", "fleet_taken_over",
            "instance=%s partitions=%s journals=%zu other_checkpoints=%" PRIu64
-           " others_running=%u sales_read=%" PRIu64 " folded=%" PRIu64 " waited_ms=%" PRIu64
-           " ms=%" PRIu64,
+           " others_running=%u others_writing=%u sales_read=%" PRIu64 " folded=%" PRIu64
+           " waited_ms=%" PRIu64 " ms=%" PRIu64,
            in->instance_id, ingest_fleet_list(in, INGEST_FLEET_REBUILDING, list, sizeof(list)),
-           merged, r->stats.other_checkpoints, r->others_running,
+           merged, r->stats.other_checkpoints, r->others_running, r->others_writing,
            r->stats.records_read[KAFKA_TOPIC_SALES], r->stats.records_folded, r->stats.waited_ms,
            r->stats.elapsed_ms);
   for (int p = 0; p < in->fleet_partitions; p++) {
@@ -2429,20 +2505,29 @@ void ingest_fleet_assign(ingest *in, const uint8_t *owned, int partitions, int r
     return;
   if (partitions != in->fleet_partitions) {
     uint8_t *o = calloc((size_t)partitions, 1), *h = calloc((size_t)partitions, 1);
-    if (!o || !h) {
+    uint8_t *w = calloc((size_t)partitions, 1);
+    if (!o || !h || !w) {
       free(o);
       free(h);
+      free(w);
       log_error("ingest", "fleet_assign_failed", "instance=%s reason=\"out of memory\"",
                 in->instance_id);
       return;
     }
+    /* Another partition count (the topic grew): what was written is not known by number. */
+    for (int p = 0; p < in->fleet_partitions; p++)
+      if (in->fleet_writes[p])
+        memset(w, 1, (size_t)partitions);
     free(in->fleet_owned);
     free(in->fleet_had);
+    free(in->fleet_writes);
     in->fleet_owned = o;
     in->fleet_had = h;
+    in->fleet_writes = w;
     in->fleet_partitions = partitions;
   }
   in->fleet_off_reason[0] = '\0';
+  in->fleet_between = 0;
   for (int p = 0; p < partitions; p++) {
     uint8_t was = in->fleet_owned[p];
     if (rejoined) { /* put out of the group meanwhile: nothing held is known to be current */
@@ -2461,7 +2546,12 @@ void ingest_fleet_assign(ingest *in, const uint8_t *owned, int partitions, int r
     /* GAINING and REBUILDING stay: the same assignment told again (a release
      * comes between two assignments and leaves nothing REBUILDING). */
     in->fleet_had[p] = 0;
+    if (owned[p])
+      in->fleet_writes[p] = 1;
   }
+  /* No record of them before the lease naming them is in Kafka (ingest_takes_store). */
+  in->fleet_epoch++;
+  ingest_lease_soon(in);
   /* A previous owner that released the partitions has nothing in flight. One that died, or
    * lost them (cut off from the group: it notices when its own session times out, about when
    * the group moved them, and then purges what it has out), sent its last produce requests
@@ -2589,6 +2679,7 @@ static void ingest_free(ingest *in)
   ingest__garbage_free(&in->garbage);
   free(in->fleet_owned);
   free(in->fleet_had);
+  free(in->fleet_writes);
   free(in->brokers);
   free(in->instance_id);
   free(in->kafka_debug);
@@ -2812,7 +2903,7 @@ int ingest_ready(const ingest *in)
   if (!in->fleet)
     return 1;
   /* In a fleet: assigned its partitions (none is fine), and none of them still being taken over. */
-  if (in->fleet_partitions == 0 || in->fleet_releasing)
+  if (in->fleet_partitions == 0 || in->fleet_releasing || in->fleet_between)
     return 0;
   for (int p = 0; p < in->fleet_partitions; p++) {
     if (in->fleet_owned[p] == INGEST_FLEET_GAINING || in->fleet_owned[p] == INGEST_FLEET_REBUILDING)

@@ -196,6 +196,8 @@ struct ingest_recovery {
    * before it asks where the log ends. */
   int gain;
   uint64_t quiet_until_ms;
+  uint8_t *gaining; /* [gaining_count]: 1 for a partition being taken over (a copy) */
+  int gaining_count;
   atomic_int stop;
   uv_thread_t thread;
   /* results */
@@ -207,6 +209,7 @@ struct ingest_recovery {
   char **other_ids; /* instances whose manifests or leases ingest-state.v1 holds, besides this */
   size_t other_count;
   unsigned others_running; /* of them, not known to have stopped with nothing in flight */
+  unsigned others_writing; /* of those, whose newest lease may name a partition gained */
   uint64_t next_generation;
   uint64_t live_generation; /* the checkpoint loaded (0: none) */
   uint32_t live_parts;
@@ -303,6 +306,10 @@ struct ingest {
   int lease_inflight; /* a lease record without its delivery report */
   int lease_landed;   /* this run's lease is in Kafka: batches may be produced */
   int lease_release_state; /* 0: none written; 1: in flight; 2: delivered; 3: failed */
+  /* The fleet's partitions named in the lease (InstanceLease.writes): fleet_epoch moves
+   * when they change; records of a partition are produced only once a lease of the
+   * current epoch landed, and a release completes only once the one without them did. */
+  uint64_t fleet_epoch, lease_inflight_epoch, lease_landed_epoch;
   uint64_t lease_renewal, lease_next_ms;
   struct ingest_record lease_record;
   void (*on_fatal)(void *arg, const char *message);
@@ -315,6 +322,7 @@ struct ingest {
   int fleet_partitions; /* of pos.sales.v1 as last assigned (0: nothing assigned yet) */
   uint8_t *fleet_owned; /* [fleet_partitions]: enum ingest_fleet_state */
   uint8_t *fleet_had;   /* [fleet_partitions]: taken before the release under way */
+  uint8_t *fleet_writes;         /* [fleet_partitions]: may have records out (the lease's writes) */
   uint64_t fleet_quiet_until_ms; /* a gain's recovery waits until then (mono) */
   int fleet_gain_pending;        /* partitions to take over once the recovery running is done */
   int recovery_after_doubt;      /* the recovery running follows a delivery doubt */
@@ -322,6 +330,7 @@ struct ingest {
   void (*fleet_released)(void *arg);
   void *fleet_released_arg;
   int fleet_releasing, fleet_release_checkpointed;
+  int fleet_between;          /* released, and the group's next assignment not in yet */
   char fleet_off_reason[256]; /* not in the group: why ("" when in it) */
   uint64_t fleet_release_started_ms;
 };
@@ -427,7 +436,8 @@ rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size);
 /* recovery.c (loop thread) */
 int ingest__recovery_start(ingest *in, rd_kafka_t *retire, int make_producer);
 /* A fleet gain's recovery (struct ingest_recovery, gain). 0 or -1. */
-int ingest__recovery_start_gain(ingest *in, uint64_t quiet_until_ms);
+int ingest__recovery_start_gain(ingest *in, uint64_t quiet_until_ms, const uint8_t *gaining,
+                                int gaining_count);
 /* Joins the thread; returns it (caller frees with ingest__recovery_free). */
 struct ingest_recovery *ingest__recovery_join(ingest *in);
 void ingest__recovery_free(struct ingest_recovery *recovery);

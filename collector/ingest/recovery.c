@@ -614,15 +614,16 @@ static void ingest_recovery_wait_previous(struct ingest_recovery *r, uint64_t st
 
   if (r->gain) {
     /* Taking partitions over: their previous owner may have died (and not handed them over)
-     * with produce requests out; none can land after quiet_until_ms. Not when every other
-     * instance stopped cleanly (this one's previous runs were waited for at its start). */
+     * with produce requests out; none can land after quiet_until_ms. Not when no other
+     * instance's newest lease names them: each stopped cleanly, or handed them over with
+     * every record delivered (this one's previous runs were waited for at its start). */
     r->waited = 1;
-    if (r->quiet_until_ms <= now || r->others_running == 0)
+    if (r->quiet_until_ms <= now || r->others_writing == 0)
       return;
     log_info("ingest", "waiting_out_previous_owner",
-             "ms=%" PRIu64 " why=\"a collector that wrote these partitions may have died with "
-             "produce requests out\"",
-             r->quiet_until_ms - now);
+             "ms=%" PRIu64 " others_writing=%u why=\"a collector whose lease names these "
+             "partitions may have died with produce requests out\"",
+             r->quiet_until_ms - now, r->others_writing);
     ingest_recovery_pause(r, r->quiet_until_ms - now);
     r->stats.waited_ms = clock_mono_ms() - now;
     return;
@@ -662,6 +663,26 @@ static int ingest_fold_from_lower(struct ingest_recovery *r, int topic, int p, i
     return -1;
   if (next < r->fold_from.next[topic][p])
     r->fold_from.next[topic][p] = next;
+  return 0;
+}
+
+/*
+ * Whether an instance whose newest lease is `lease` may still have produce
+ * requests out for a partition marked in gaining[]: yes unless the lease
+ * names the partitions it writes (InstanceLease.writes) and none of those.
+ * A run names a partition before it produces to it and drops it only once
+ * every record of it is delivered, so a lease without the partition means
+ * nothing of it can land; one that died holding it left it named.
+ */
+static int ingest_lease_may_write(const Pos__V1__InstanceLease *lease, const uint8_t *gaining,
+                                  int gaining_count)
+{
+  if (!lease || !lease->writes_known || gaining_count <= 0)
+    return 1;
+  for (size_t i = 0; i < lease->n_writes; i++) {
+    if (lease->writes[i] >= (uint32_t)gaining_count || gaining[lease->writes[i]])
+      return 1;
+  }
   return 0;
 }
 
@@ -716,8 +737,11 @@ static int ingest_recover_others(struct ingest_recovery *r, rd_kafka_t *reader,
       /* Stopped, and with nothing in flight when it did: its lease released (a run claims
        * one before it produces) and its last manifest saying it closed cleanly. */
       if (!(scan.manifest_generation > 0 && scan.manifest_closed_cleanly &&
-            (!scan.lease || scan.lease->released)))
+            (!scan.lease || scan.lease->released))) {
         r->others_running++;
+        if (ingest_lease_may_write(scan.lease, r->gaining, r->gaining_count))
+          r->others_writing++;
+      }
     }
     ingest__offsets_free(&theirs);
     ingest_scan_free(&scan);
@@ -1017,6 +1041,7 @@ static void ingest_recovery_main(void *arg)
     ingest__offsets_free(&r->fold_from);
     ingest_other_ids_free(r);
     r->others_running = 0;
+    r->others_writing = 0;
     ingest__garbage_free(&r->garbage);
     r->live_generation = 0;
     r->live_parts = 0;
@@ -1032,13 +1057,23 @@ static void ingest_recovery_main(void *arg)
 }
 
 static int ingest_recovery_launch(ingest *in, rd_kafka_t *retire, int make_producer, int gain,
-                                  uint64_t quiet_until_ms)
+                                  uint64_t quiet_until_ms, const uint8_t *gaining,
+                                  int gaining_count)
 {
   struct ingest_recovery *r = calloc(1, sizeof(*r));
 
   if (!r || in->recovery) {
     free(r);
     return -1;
+  }
+  if (gaining_count > 0) {
+    r->gaining = malloc((size_t)gaining_count);
+    if (!r->gaining) {
+      free(r);
+      return -1;
+    }
+    memcpy(r->gaining, gaining, (size_t)gaining_count);
+    r->gaining_count = gaining_count;
   }
   r->in = in;
   r->retire = retire;
@@ -1056,6 +1091,7 @@ static int ingest_recovery_launch(ingest *in, rd_kafka_t *retire, int make_produ
                     : "start");
   if (uv_thread_create(&r->thread, ingest_recovery_main, r)) {
     in->recovery = NULL;
+    free(r->gaining);
     free(r);
     return -1;
   }
@@ -1064,12 +1100,13 @@ static int ingest_recovery_launch(ingest *in, rd_kafka_t *retire, int make_produ
 
 int ingest__recovery_start(ingest *in, rd_kafka_t *retire, int make_producer)
 {
-  return ingest_recovery_launch(in, retire, make_producer, 0, 0);
+  return ingest_recovery_launch(in, retire, make_producer, 0, 0, NULL, 0);
 }
 
-int ingest__recovery_start_gain(ingest *in, uint64_t quiet_until_ms)
+int ingest__recovery_start_gain(ingest *in, uint64_t quiet_until_ms, const uint8_t *gaining,
+                                int gaining_count)
 {
-  return ingest_recovery_launch(in, NULL, 0, 1, quiet_until_ms);
+  return ingest_recovery_launch(in, NULL, 0, 1, quiet_until_ms, gaining, gaining_count);
 }
 
 struct ingest_recovery *ingest__recovery_join(ingest *in)
@@ -1094,6 +1131,7 @@ void ingest__recovery_free(struct ingest_recovery *r)
   ingest__offsets_free(&r->fold_from);
   ingest_other_ids_free(r);
   ingest__garbage_free(&r->garbage);
+  free(r->gaining);
   if (r->seen_lease)
     pos__v1__instance_lease__free_unpacked(r->seen_lease, NULL);
   free(r->state_end);

@@ -8,10 +8,13 @@
 # checkpoints and the log before it takes a batch. Played here as a load
 # balancer would: each batch goes to the instances in turn until one takes it.
 #
-# 16 stores, 6 partitions, instances a, b, c; b killed (-9) with its batches
-# acknowledged: their resends to the new owner produce nothing; d joins; a
-# stops cleanly. Every sale is in Kafka exactly once, and every batch was
-# taken by the one instance that owned its store's partition then.
+# 16 stores, 6 partitions, instances a, b, c; d joins; a stops cleanly; b
+# killed (-9) with its batches acknowledged: their resends to the new owner
+# produce nothing. Every sale is in Kafka exactly once, and every batch was
+# taken by the one instance that owned its store's partition then. A
+# partition handed over (a join, a clean stop) is taken at once: its
+# previous owner's lease no longer names it, so nothing of it can land
+# later; only after the kill does the new owner wait out b's last requests.
 source "$(dirname "$0")/lib.sh"
 
 STORES=16
@@ -83,37 +86,83 @@ for ((s = 1; s <= STORES; s++)); do
   [[ ",$(fleet_owned "${TAKER[$store]}")," == *",$p,"* ]] ||
     fail "$store (partition $p) taken by its owner" "owner of $p" "${TAKER[$store]} owns $(fleet_owned "${TAKER[$store]}")"
 done
-declare -A ROUND1_TAKER
-for st in "${!TAKER[@]}"; do ROUND1_TAKER[$st]="${TAKER[$st]}"; done
 
-# b killed: its batches were acknowledged. Its partitions go to a and c after its session
-# timeout; a resend of a batch b took (its answer lost, say) produces nothing at the new owner.
+# gains_since NAME LINE: NAME's takeovers after line LINE of its log, each "waited_ms=N".
+gains_since() {
+  tail -n +"$(($2 + 1))" "$T/$1.log" | { grep 'event=fleet_taken_over' || true; } |
+    sed -n 's/.* \(waited_ms=[0-9]*\).*/\1/p' | tr '\n' ' '
+}
+lines() { wc -l <"$T/$1.log"; }
+# assert_no_wait WHAT NAME LINE...: NAME's takeovers after LINE (pairs) waited for nothing.
+assert_no_wait() {
+  local what="$1" n from gains=""
+  shift
+  while (($# >= 2)); do
+    n="$1" from="$2"
+    shift 2
+    gains+="$(gains_since "$n" "$from")"
+    tail -n +"$((from + 1))" "$T/$n.log" >"$T/since.log"
+    if grep -q 'event=waiting_out_previous_owner' "$T/since.log"; then
+      fail "$what: $n takes partitions handed over without waiting out their previous owner" \
+        "no waiting_out_previous_owner" "$(grep -m 1 'waiting_out_previous_owner' "$T/since.log")"
+    fi
+  done
+  [[ -n "$gains" ]] || fail "$what: some partitions move" "event=fleet_taken_over" "none"
+  [[ "$gains" =~ ^(waited_ms=0 )+$ ]] || fail "$what: takeovers waited for nothing" "waited_ms=0 ..." "$gains"
+  log "$what: partitions taken over at once ($gains)"
+}
+
+# d joins and gets a share, handed over by a, b and c: taken at once.
+from_a="$(lines fleet-a)" from_b="$(lines fleet-b)" from_c="$(lines fleet-c)"
+fleet_start fleet-d
+sleep 2
+fleet_wait_ready 120 fleet-a fleet-b fleet-c fleet-d
+assert_no_wait "d joins" fleet-d 0 fleet-a "$from_a" fleet-b "$from_b" fleet-c "$from_c"
+send_round 2 fleet-a fleet-b fleet-c fleet-d
+
+# a stops cleanly: its partitions move once its records have landed, taken at once.
+from_b="$(lines fleet-b)" from_c="$(lines fleet-c)" from_d="$(lines fleet-d)"
+fleet_stop fleet-a
+sleep 2
+fleet_wait_ready 120 fleet-b fleet-c fleet-d
+assert_no_wait "a stops cleanly" fleet-b "$from_b" fleet-c "$from_c" fleet-d "$from_d"
+send_round 3 fleet-b fleet-c fleet-d
+declare -A ROUND3_TAKER
+for st in "${!TAKER[@]}"; do ROUND3_TAKER[$st]="${TAKER[$st]}"; done
+
+# b killed: its batches were acknowledged. Its partitions go to c and d after its session
+# timeout, once its last produce requests cannot land any more; a resend of a batch b took
+# (its answer lost, say) produces nothing at the new owner.
+from_c="$(lines fleet-c)" from_d="$(lines fleet-d)"
 fleet_kill fleet-b
-sleep 6
-fleet_wait_ready 120 fleet-a fleet-c
+# since_kill: c's and d's log lines since the kill (in a file: grep -q would cut a pipe short).
+since_kill() {
+  { tail -n +"$((from_c + 1))" "$T/fleet-c.log"; tail -n +"$((from_d + 1))" "$T/fleet-d.log"; } \
+    >"$T/since_kill.log"
+  cat "$T/since_kill.log"
+}
+deadline=$((SECONDS + 90))
+until since_kill >/dev/null && grep -q 'event=fleet_taken_over' "$T/since_kill.log"; do
+  ((SECONDS < deadline)) || fail "b's partitions taken over within 90 s of its kill" \
+    "event=fleet_taken_over" "$(since_kill | grep -E 'event=(fleet_|partitions_)' | tail -n 3)"
+  sleep 0.5
+done
+fleet_wait_ready 120 fleet-c fleet-d
+since_kill >/dev/null
+grep -q 'event=waiting_out_previous_owner' "$T/since_kill.log" ||
+  fail "b killed: its partitions' new owner waits out b's last produce requests" \
+    "event=waiting_out_previous_owner" "$(gains_since fleet-c "$from_c") $(gains_since fleet-d "$from_d")"
 resent=0
-for st in "${!ROUND1_TAKER[@]}"; do
-  [[ "${ROUND1_TAKER[$st]}" == fleet-b ]] || continue
-  lb_send "$st" 1 fleet-a fleet-c
+for st in "${!ROUND3_TAKER[@]}"; do
+  [[ "${ROUND3_TAKER[$st]}" == fleet-b ]] || continue
+  lb_send "$st" 3 fleet-c fleet-d
   # A duplicate by b's checkpoint, or by the log (every sale already there: none produced).
-  grep -q "event=batch_acked store=$st .*batch_seq=1 produced=0 " "$T/$TAKEN_BY.log" ||
-    fail "$st batch 1 (taken by b before its kill) resent to $TAKEN_BY: nothing produced again" \
+  grep -q "event=batch_acked store=$st .*batch_seq=3 produced=0 " "$T/$TAKEN_BY.log" ||
+    fail "$st batch 3 (taken by b before its kill) resent to $TAKEN_BY: nothing produced again" \
       "produced=0" "$(grep "event=batch_acked store=$st " "$T/$TAKEN_BY.log" | tail -n 1)"
   resent=$((resent + 1))
 done
-((resent > 0)) || log "b took no store's batch in round 1 (nothing to resend)"
-send_round 2 fleet-a fleet-c
-
-# d joins and gets a share.
-fleet_start fleet-d
-sleep 2
-fleet_wait_ready 120 fleet-a fleet-c fleet-d
-send_round 3 fleet-a fleet-c fleet-d
-
-# a stops cleanly: its partitions move once its records have landed.
-fleet_stop fleet-a
-sleep 2
-fleet_wait_ready 120 fleet-c fleet-d
+((resent > 0)) || log "b took no store's batch in round 3 (nothing to resend)"
 send_round 4 fleet-c fleet-d
 
 grep -h 'event=fleet_released' "$T"/fleet-*.log | grep -q . ||
