@@ -2400,6 +2400,18 @@ static void ingest_fleet_gain(ingest *in)
   }
 }
 
+/* A recovery read past records retention had dropped: the state may be behind; said once. */
+static void ingest_warn_dropped(const ingest *in, const struct ingest_recovery_stats *stats)
+{
+  if (stats->records_dropped_unread == 0)
+    return;
+  log_warn("ingest", "state_missing_dropped_records",
+           "instance=%s records=%" PRIu64 " risk=\"sales in them that an agent sends again are "
+           "produced again\" action=\"keep the data topics' retention.ms far above [kafka] "
+           "checkpoint_interval, and the collectors running\"",
+           in->instance_id, stats->records_dropped_unread);
+}
+
 /* ingest__state_merge's filter: the stores of the partitions a gain rebuilt. */
 static int ingest_fleet_rebuilt_store(void *arg, const char *store_id)
 {
@@ -2435,6 +2447,7 @@ static void ingest_fleet_gained(ingest *in, const struct ingest_recovery *r)
     }
     return;
   }
+  ingest_warn_dropped(in, &r->stats);
   log_info("ingest", "fleet_taken_over",
            "instance=%s partitions=%s journals=%zu other_checkpoints=%" PRIu64
            " others_running=%u others_writing=%u sales_read=%" PRIu64 " folded=%" PRIu64
@@ -2620,6 +2633,7 @@ static void ingest_recovery_cb(uv_async_t *handle)
                          in->reapply[i].from_batch_seq, NULL);
   in->reapply_count = 0;
   stats = &r->stats;
+  ingest_warn_dropped(in, stats);
   log_info("ingest", "recovery_done",
            "instance=%s checkpoint_generation=%" PRIu64 " checkpoint_journals=%" PRIu64
            " journals=%zu sales_read=%" PRIu64 " replay_read=%" PRIu64 " dlq_read=%" PRIu64

@@ -177,6 +177,7 @@ struct ingest_recovery_stats {
   uint64_t rebases;               /* head-office rebases applied from control.v1 */
   uint64_t checkpoint_journals;
   uint64_t records_read[KAFKA_DATA_TOPICS];
+  uint64_t records_dropped_unread; /* retention dropped them between checkpoint and read */
   uint64_t records_folded;
   uint64_t records_foreign; /* without our headers: not from a collector */
   uint64_t other_checkpoints; /* other instances' checkpoints merged */

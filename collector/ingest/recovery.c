@@ -967,6 +967,7 @@ static int ingest_recover_once(struct ingest_recovery *r, uint64_t started_ms, c
       goto out;
     }
     r->stats.records_read[t] = read_stats.records;
+    r->stats.records_dropped_unread += read_stats.dropped_unread;
     /* The map now covers each partition up to where the read ended, even
      * when the log turned out shorter than the checkpoint said. */
     for (int p = 0; p < n; p++) {

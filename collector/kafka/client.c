@@ -251,6 +251,17 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
     from = low;
     if (start_offsets && start_offsets[p] > low)
       from = start_offsets[p];
+    if (start_offsets && start_offsets[p] > 0 && start_offsets[p] < low) {
+      /* Records we were to read are gone: what they said is missing from what we rebuild. */
+      log_warn("kafka", "records_dropped_unread",
+               "topic=%s partition=%d from_offset=%" PRId64 " log_start=%" PRId64
+               " records=%" PRId64 " why=\"the topic's retention dropped them before they "
+               "were read; keep its retention well above the collectors' checkpoint "
+               "interval\"",
+               topic, p, start_offsets[p], low, low - start_offsets[p]);
+      if (stats)
+        stats->dropped_unread += (uint64_t)(low - start_offsets[p]);
+    }
     if (from > high[p]) {
       /* The log ends before where we were told it reached: the topic was
        * recreated or the embedded Kafka restarted. Read what there is. */

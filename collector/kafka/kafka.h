@@ -105,6 +105,9 @@ struct kafka_read_stats {
   uint64_t records;
   uint64_t bytes;
   int partitions_read;
+  /* Offsets asked for that the log no longer holds (below its start: retention dropped
+   * them before they were read), over every partition. */
+  uint64_t dropped_unread;
 };
 
 /*
@@ -113,7 +116,10 @@ struct kafka_read_stats {
  * high watermark each partition has when the read starts, calling `fn` for
  * each record in offset order per partition. end_offsets[p] (may be NULL)
  * receives those high watermarks. A start offset above the high watermark
- * (the log is shorter than we were told) is logged and read from the start.
+ * (the log is shorter than we were told) is logged and read from the start;
+ * one above 0 and below the log's start (retention dropped records that
+ * were to be read) is logged, counted in stats->dropped_unread, and read
+ * from the start.
  * Stops early with -1 when *stop becomes non-zero or nothing arrives for
  * `stall_ms`. Returns 0, fn's code, or -1 with `err` set. Blocks: not for
  * the loop thread.

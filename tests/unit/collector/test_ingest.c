@@ -1601,6 +1601,64 @@ static void test_embedded_kafka(void **state)
   }
 }
 
+/* Counts the records read and notes the first offset. */
+struct read_count {
+  uint64_t records;
+  int64_t first_offset;
+};
+
+static int count_record(void *arg, const rd_kafka_message_t *m)
+{
+  struct read_count *count = arg;
+  if (count->records++ == 0)
+    count->first_offset = m->offset;
+  return 0;
+}
+
+/*
+ * A read from an offset the log no longer holds (retention moved its start
+ * past it, as the embedded Kafka does past 5 MB a partition) says how many
+ * records were dropped unread, and reads what is left.
+ */
+static void test_read_counts_records_retention_dropped(void **state)
+{
+  struct fixture *f = *state;
+  char err[512];
+  static char value[1024];
+  rd_kafka_conf_t *conf =
+      kafka_producer_conf(kafka_embedded_bootstrap(f->kafka), NULL, err, sizeof(err));
+  rd_kafka_t *rk, *reader;
+  struct kafka_read_stats stats = {0};
+  struct read_count count = {0, -1};
+  int64_t start = 1, end = 0;
+
+  assert_non_null(conf);
+  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  assert_non_null(rk);
+  memset(value, 'x', sizeof(value));
+  for (int i = 0; i < 8000; i++) { /* 8 MB: the log keeps the newest 5 */
+    while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("pos.sales.v1"), RD_KAFKA_V_PARTITION(0),
+                             RD_KAFKA_V_KEY(STORE, strlen(STORE)),
+                             RD_KAFKA_V_VALUE(value, sizeof(value)),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+      rd_kafka_poll(rk, 10);
+  }
+  assert_int_equal(rd_kafka_flush(rk, 30000), 0);
+  rd_kafka_destroy(rk);
+
+  reader = kafka_reader_new(kafka_embedded_bootstrap(f->kafka), NULL, err, sizeof(err));
+  assert_non_null(reader);
+  if (kafka_read_to_end(reader, "pos.sales.v1", 1, &start, &end, count_record, &count, NULL, 10000,
+                        &stats, err, sizeof(err)))
+    fail_msg("reading: %s", err);
+  kafka_reader_destroy(reader);
+  assert_int_equal(end, 8000);
+  assert_true(count.first_offset > 1000);
+  assert_int_equal(stats.dropped_unread, (uint64_t)(count.first_offset - start));
+  assert_int_equal(count.records, (uint64_t)(end - count.first_offset));
+}
+
 static void test_destroy_answers_pending(void **state)
 {
   struct fixture *f = *state;
@@ -1622,6 +1680,8 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_not_ready_before_recovery, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_counts_records_retention_dropped, setup_no_ingest,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_batch_in_seq_order_with_headers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_resend_is_duplicate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_gap, setup, teardown),
