@@ -48,6 +48,11 @@ const struct config_key collector_config_keys[] = {
     KEY("server", "handshake_threads", CONFIG_INT, "0", 0, 256, handshake_threads,
         "threads doing TLS handshakes beside the event loop (a full one costs ~8.5 ms of CPU, "
         "so a crowd of stores reconnecting needs every core); 0 = one per core"),
+    KEY("server", "handshake_backlog", CONFIG_DURATION, "2s", 1, 60000, handshake_backlog_ms,
+        "a new connection is closed at once, before its handshake, while the handshakes "
+        "waiting for a thread would take longer than this to get one: a crowd arriving faster "
+        "than the cores shake hands comes back after its backoff instead of waiting until it "
+        "gives up (counted in pos_collector_tls_refusals_total{reason=\"busy\"})"),
     KEY("server", "max_body", CONFIG_SIZE, "4M", 1024, 256 * MIB, max_body_bytes,
         "largest compressed batch accepted (413 above it; the agent splits)"),
     KEY("server", "max_decoded", CONFIG_SIZE, "32M", 1024, 1024 * MIB, max_decoded_bytes,

@@ -37,7 +37,8 @@ struct collector_config {
   int64_t max_connections;
   int64_t max_connections_per_ip;
   int64_t first_request_timeout_ms;
-  int64_t handshake_threads; /* 0 = one per core: collector_handshake_threads() */
+  int64_t handshake_threads; /* 0 = one per core: collector_pool_setup() */
+  int64_t handshake_backlog_ms;
   /* [kafka] */
   char *brokers;
   char *topic_prefix;

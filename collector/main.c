@@ -354,6 +354,7 @@ static int collector_run(struct collector *c)
       .on_tls_refused = collector_metrics_tls_refusal,
       .on_tls_handshake = collector_metrics_tls_handshake,
       .handshake_threads = collector_pool_setup(cfg),
+      .handshake_backlog_ms = (uint64_t)cfg->handshake_backlog_ms,
   };
   char err[512];
   int rc = 1;

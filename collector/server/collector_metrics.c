@@ -69,7 +69,9 @@ int collector_metrics_init(ingest *in, int64_t unhealthy_after_ms)
                                     "Connections refused for their TLS handshake or client "
                                     "certificate, by reason (no_certificate, expired, "
                                     "not_yet_valid, revoked, not_trusted, other_certificate, "
-                                    "handshake); each is logged with its peer.",
+                                    "handshake; busy: closed before its handshake, too many "
+                                    "waiting, logged once a second); each is logged with its "
+                                    "peer.",
                                     "reason");
   cm.tls_handshakes = metrics_counter(r, "pos_collector_tls_handshakes_total",
                                       "TLS handshakes completed on the API, by kind: full (a "

@@ -73,6 +73,10 @@
 #define HTTP_REUSE_MAX (16u * 1024u)
 /* A keep-alive connection idle this long gives its buffers back (see conn_shed). */
 #define HTTP_SHED_MS 1000u
+/* Default handshake_backlog_ms, and a step's cost assumed before one is measured (a full
+ * mutual-TLS handshake's first step, about half of its ~8.5 ms). */
+#define HTTP_HS_BACKLOG_MS 2000u
+#define HTTP_HS_STEP_GUESS_US 5000u
 /* A response buffer is made at least this large, so that the next one fits it. */
 #define HTTP_WRITE_MIN (512u)
 
@@ -135,6 +139,7 @@ struct http_conn {
   struct http_bytes view_head;    /* conn_check_headers()'s copy of the head */
   struct http_exchange *slot;     /* exchange_slot when it is free, else NULL */
   struct http_hs_step *hs;        /* the TLS handshake's step in progress, or NULL */
+  unsigned hs_steps;              /* handshake steps run so far */
 };
 
 /*
@@ -151,7 +156,8 @@ struct http_hs_step {
   struct http_server *server; /* conn->server is NULL once the connection closed */
   struct http_hs_step *next;  /* in server->hs_waiting */
   struct http_bytes out;
-  int rc; /* enum http__tls_result */
+  int rc;           /* enum http__tls_result */
+  uint64_t cost_ns; /* the step's time on its thread */
   char reason[700];
 };
 
@@ -207,8 +213,13 @@ struct http_server {
   /* Handshake steps on libuv's thread pool: at most handshake_threads at once,
    * the rest waiting in arrival order (each holding a connection reference). */
   unsigned hs_running;
-  struct http_hs_step *hs_waiting;
+  unsigned hs_waiting_count;
+  struct http_hs_step *hs_waiting; /* steps of handshakes under way first, then first steps */
   struct http_hs_step *hs_waiting_tail;
+  struct http_hs_step *hs_waiting_cont_tail; /* the last step of a handshake under way */
+  uint64_t hs_step_us;                       /* a step's cost, a moving average */
+  uint64_t hs_busy_ms; /* uv_now() of the last connection refused as busy (logging) */
+  unsigned hs_busy_unlogged;
   void (*closed_cb)(void *arg);
   void *closed_arg;
   char read_buf[HTTP_READ_BUF_SIZE]; /* shared: each read is consumed before the next */
@@ -1453,7 +1464,10 @@ static void conn_handshake_stepped(struct http_conn *conn, const struct http_hs_
 /* mbedTLS with the ciphertext buffered so far. Any thread. */
 static void step_run(struct http_hs_step *step)
 {
+  uint64_t start = uv_hrtime();
+
   step->rc = http__tls_conn_handshake(step->conn->tls, step->reason, sizeof(step->reason));
+  step->cost_ns = uv_hrtime() - start;
 }
 
 static void step_on_work(uv_work_t *req) { step_run(req->data); }
@@ -1477,8 +1491,11 @@ static void server_start_handshakes(struct http_server *server)
   while (server->hs_running < server->config.handshake_threads && server->hs_waiting != NULL) {
     step = server->hs_waiting;
     server->hs_waiting = step->next;
+    server->hs_waiting_count--;
     if (server->hs_waiting == NULL)
       server->hs_waiting_tail = NULL;
+    if (server->hs_waiting_cont_tail == step)
+      server->hs_waiting_cont_tail = NULL;
     if (step->conn->state == CONN_CLOSED) {
       step_free(step);
       continue;
@@ -1503,6 +1520,10 @@ static void step_on_worked(uv_work_t *req, int status)
   (void)status; /* never cancelled: nothing calls uv_cancel() */
   assert(server->hs_running > 0);
   server->hs_running--;
+  /* An average over the last few dozen steps: resumed ones are cheap, full ones not. */
+  if (server->hs_step_us == 0)
+    server->hs_step_us = HTTP_HS_STEP_GUESS_US;
+  server->hs_step_us = (server->hs_step_us * 31 + step->cost_ns / 1000) / 32;
   step_done(step);
   server_start_handshakes(server);
   server_maybe_free(server);
@@ -1533,15 +1554,29 @@ static void conn_on_handshake_data(struct http_conn *conn)
   conn->refs++;
   conn->hs = step;
   if (server->config.handshake_threads == 0) {
+    conn->hs_steps++;
     step_run(step);
     step_done(step);
     return;
   }
-  if (server->hs_waiting_tail != NULL)
-    server->hs_waiting_tail->next = step;
-  else
-    server->hs_waiting = step;
-  server->hs_waiting_tail = step;
+  if (conn->hs_steps++ > 0) {
+    /* A handshake under way goes before the first steps: finishing one is worth more than
+     * starting another whose client may give up waiting. */
+    struct http_hs_step **at =
+        server->hs_waiting_cont_tail ? &server->hs_waiting_cont_tail->next : &server->hs_waiting;
+    step->next = *at;
+    *at = step;
+    server->hs_waiting_cont_tail = step;
+    if (step->next == NULL)
+      server->hs_waiting_tail = step;
+  } else {
+    if (server->hs_waiting_tail != NULL)
+      server->hs_waiting_tail->next = step;
+    else
+      server->hs_waiting = step;
+    server->hs_waiting_tail = step;
+  }
+  server->hs_waiting_count++;
   server_start_handshakes(server);
 }
 
@@ -1785,6 +1820,47 @@ static int server_admit(struct http_server *server, struct http_conn *conn)
   return 0;
 }
 
+/*
+ * Over TLS with handshake threads: a new connection is closed at once while
+ * the handshakes waiting for a thread would take longer than
+ * handshake_backlog_ms to get one. A crowd arriving faster than the cores
+ * can shake hands would otherwise wait ever longer, give up unanswered after
+ * the collector spent its CPU on them, and come back at once to do it again;
+ * closed before any work, they come back after their backoff, and those
+ * admitted are answered in time. Logged at most once a second, with the
+ * count. Returns 0 when admitted, -1 when closed.
+ */
+static int server_admit_handshake(struct http_server *server, struct http_conn *conn)
+{
+  uint64_t backlog_ms = server->config.handshake_backlog_ms ? server->config.handshake_backlog_ms
+                                                            : HTTP_HS_BACKLOG_MS;
+  uint64_t step_us = server->hs_step_us ? server->hs_step_us : HTTP_HS_STEP_GUESS_US;
+  uint64_t now = uv_now(server->loop);
+  uint64_t wait_ms;
+
+  if (server->tls == NULL || server->config.handshake_threads == 0)
+    return 0;
+  wait_ms = (uint64_t)server->hs_waiting_count * step_us / 1000 / server->config.handshake_threads;
+  if (wait_ms <= backlog_ms)
+    return 0;
+  if (server->hs_busy_ms != 0 && now - server->hs_busy_ms < HTTP_REFUSAL_LOG_INTERVAL_MS) {
+    server->hs_busy_unlogged++;
+  } else {
+    log_warn(HTTP_MOD, "connection_refused",
+             "peer=%s reason=handshake_backlog waiting=%u step_us=%" PRIu64 " wait_ms=%" PRIu64
+             " handshake_backlog_ms=%" PRIu64 " refused_unlogged=%u "
+             "action=\"closed before its handshake; the client comes back after its backoff\"",
+             conn->peer, server->hs_waiting_count, step_us, wait_ms, backlog_ms,
+             server->hs_busy_unlogged);
+    server->hs_busy_ms = now;
+    server->hs_busy_unlogged = 0;
+  }
+  if (server->config.on_tls_refused)
+    server->config.on_tls_refused("busy", server->handler_arg);
+  conn_close(conn);
+  return -1;
+}
+
 static void server_on_connection(uv_stream_t *listener, int status)
 {
   struct http_server *server = listener->data;
@@ -1837,7 +1913,7 @@ static void server_on_connection(uv_stream_t *listener, int status)
   }
   if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&addr, &addr_len) == 0)
     format_peer(&addr, conn->peer, sizeof(conn->peer), conn->peer_ip);
-  if (server_admit(server, conn) != 0)
+  if (server_admit(server, conn) != 0 || server_admit_handshake(server, conn) != 0)
     return;
   conn->counted = 1;
   conn->unproven = 1;
@@ -2154,6 +2230,8 @@ void http_server_close(http_server *server, void (*closed_cb)(void *arg), void *
     step_free(step);
   }
   server->hs_waiting_tail = NULL;
+  server->hs_waiting_cont_tail = NULL;
+  server->hs_waiting_count = 0;
 }
 
 /* The request method, e.g. "GET". Borrowed for the exchange's life. */

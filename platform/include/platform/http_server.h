@@ -104,7 +104,8 @@ struct http_server_config {
   /* NULL, or called (with handler_arg) for each client refused for its TLS
    * handshake or, later, its certificate: `reason` is one of no_certificate,
    * expired, not_yet_valid, revoked, not_trusted, other_certificate,
-   * handshake (not about the certificate). For counting; it is logged. */
+   * handshake (not about the certificate), busy (see handshake_backlog_ms). For
+   * counting; it is logged. */
   void (*on_tls_refused)(const char *reason, void *handler_arg);
   /* NULL, or called (with handler_arg) for each TLS handshake completed:
    * `resumed` 1 when a session ticket was accepted (an abbreviated
@@ -114,6 +115,11 @@ struct http_server_config {
    * in arrival order); 0 = on the loop thread. The pool has UV_THREADPOOL_SIZE threads (4
    * by default), shared with libuv's file and DNS work: set it before the loop starts. */
   unsigned handshake_threads;
+  /* With handshake_threads: a new connection is closed at once, before any handshake work,
+   * while the handshakes waiting for a thread would take longer than this to get one (their
+   * measured cost; on_tls_refused says "busy"), so that those admitted finish in time and the
+   * rest come back later; and a handshake under way goes before new ones. 0 = 2000 ms. */
+  uint64_t handshake_backlog_ms;
 };
 
 typedef struct http_server http_server;

@@ -1668,13 +1668,14 @@ static void *tls_client_main(void *arg)
   return NULL;
 }
 
+/* `count` clients at once, every fourth with the revoked certificate when `revoked` is set. */
 static void tls_clients_start(struct tls_client *clients, int count, const struct tls_files *files,
-                              int port)
+                              int port, int revoked)
 {
   for (int i = 0; i < count; i++) {
     clients[i].files = files;
     clients[i].port = port;
-    clients[i].revoked = i % 4 == 3;
+    clients[i].revoked = revoked && i % 4 == 3;
     clients[i].reply = calloc(1, sizeof(*clients[i].reply));
     assert_non_null(clients[i].reply);
     assert_int_equal(pthread_create(&clients[i].thread, NULL, tls_client_main, &clients[i]), 0);
@@ -1701,7 +1702,7 @@ static void test_tls_handshakes_on_pool_threads(void **state)
   config.tls = &files.tls;
   config.handshake_threads = 2;
   server_start(ts, &config, MODE_CERT, 0);
-  tls_clients_start(clients, 12, &files, ts->port);
+  tls_clients_start(clients, 12, &files, ts->port, 1);
   for (int i = 0; i < 12; i++) {
     assert_int_equal(pthread_join(clients[i].thread, NULL), 0);
     if (clients[i].revoked) {
@@ -1738,7 +1739,7 @@ static void test_tls_close_with_handshakes_in_flight(void **state)
   config.tls = &files.tls;
   config.handshake_threads = 1;
   server_start(ts, &config, MODE_CERT, 0);
-  tls_clients_start(clients, 16, &files, ts->port);
+  tls_clients_start(clients, 16, &files, ts->port, 0);
   sleep_ms(30); /* a full handshake is ~10 ms of the server's CPU: most still wait */
   server_stop(ts);
   for (int i = 0; i < 16; i++) {
@@ -1948,12 +1949,58 @@ static void test_tls_expired_crl_locks_no_one_out(void **state)
 /* The last reason on_tls_refused was called with, and how many times. */
 static char last_tls_refusal[32];
 static atomic_int tls_refusals;
+static atomic_int tls_busy; /* of them, "busy" */
 
 static void count_tls_refusal(const char *reason, void *arg)
 {
   (void)arg;
   snprintf(last_tls_refusal, sizeof(last_tls_refusal), "%s", reason);
   atomic_fetch_add(&tls_refusals, 1);
+  if (strcmp(reason, "busy") == 0)
+    atomic_fetch_add(&tls_busy, 1);
+}
+
+/*
+ * More handshake steps waiting for the one thread than handshake_backlog_ms
+ * allows: a new connection is closed before any handshake work, counted as
+ * refused "busy"; those admitted are answered. Bursts of 16 clients at once
+ * until one is closed (a loaded machine may spread a burst out).
+ */
+static void test_tls_busy_handshakes_closed_at_once(void **state)
+{
+  struct test_server *ts = *state;
+  struct http_server_config config;
+  struct tls_files files;
+  struct tls_client clients[16];
+  int answered = 0;
+
+  if (!pki_ready)
+    skip();
+  tls_files_init(&files, 1, NULL);
+  default_config(&config);
+  config.tls = &files.tls;
+  config.max_connections = 64;
+  config.handshake_threads = 1;
+  config.handshake_backlog_ms = 1;
+  config.on_tls_refused = count_tls_refusal;
+  atomic_store(&tls_busy, 0);
+  server_start(ts, &config, MODE_CERT, 0);
+  for (int burst = 0; burst < 5 && atomic_load(&tls_busy) == 0; burst++) {
+    tls_clients_start(clients, 16, &files, ts->port, 0);
+    for (int i = 0; i < 16; i++) {
+      assert_int_equal(pthread_join(clients[i].thread, NULL), 0);
+      if (clients[i].reply->rc == CURLE_OK) {
+        assert_int_equal(clients[i].reply->status, 200);
+        assert_string_equal(clients[i].reply->body, "CN=store-0042");
+        answered++;
+      }
+      free(clients[i].reply);
+    }
+  }
+  server_stop(ts);
+  assert_true(atomic_load(&tls_busy) > 0);
+  assert_true(answered > 0);
+  assert_int_equal(atomic_load(&ts->handled), answered);
 }
 
 /*
@@ -2288,6 +2335,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_tls_handshakes_on_pool_threads, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_close_with_handshakes_in_flight, test_setup,
+                                      test_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_busy_handshakes_closed_at_once, test_setup,
                                       test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_reload_picks_up_new_crl, test_setup, test_teardown),
       cmocka_unit_test_setup_teardown(test_tls_reload_revokes_open_connections, test_setup,
