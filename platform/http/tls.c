@@ -581,6 +581,12 @@ void http__tls_conn_idle(struct http__tls_conn *conn)
   if (!conn->handshake_done || conn->in_start != conn->in_end || ssl->in_offt != NULL ||
       ssl->in_left != 0 || ssl->out_left != 0 || ssl->keep_current_message)
     return;
+#if defined(MBEDTLS_SSL_RENEGOTIATION)
+  /* Off in our config (mbedTLS's default): a renegotiation would keep state between records.
+   * 0 is MBEDTLS_SSL_INITIAL_HANDSHAKE (ssl_internal.h, not a public header). */
+  if (ssl->renego_status != 0)
+    return;
+#endif
   /* Each buffer is at least its content length long (plus header and expansion). */
   tls_release_pages(ssl->in_buf, MBEDTLS_SSL_IN_CONTENT_LEN);
   tls_release_pages(ssl->out_buf, MBEDTLS_SSL_OUT_CONTENT_LEN);

@@ -36,6 +36,7 @@
 #   BENCH_SALES      5      sales per store's batch
 #   BENCH_LIMIT_S    ARRIVAL_S + 120  the client gives up (prints what it has) here
 #   BENCH_QUICK      unset  1: BENCH_STORES=300 BENCH_ARRIVAL_S=5
+#   BENCH_HANDSHAKE_BACKLOG  unset  the collector's [server] handshake_backlog (default 2s)
 set -euo pipefail
 export LC_ALL=C
 
@@ -133,6 +134,7 @@ ticket_key_file = $WORK/ticket.key
 max_connections = $((STORES + 1000))
 max_connections_per_ip = 0
 idle_timeout = 1h
+${BENCH_HANDSHAKE_BACKLOG:+handshake_backlog = $BENCH_HANDSHAKE_BACKLOG}
 
 [kafka]
 brokers = $BOOT
