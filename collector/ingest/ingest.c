@@ -1760,6 +1760,7 @@ static int ingest_lease_write(ingest *in, int released)
   lease.released = released ? 1 : 0;
   if (in->fleet) {
     lease.writes_known = 1;
+    lease.writes_of = (uint32_t)in->fleet_partitions;
     if (in->fleet_partitions > 0) {
       writes = malloc((size_t)in->fleet_partitions * sizeof(*writes));
       if (!writes)
@@ -2350,8 +2351,22 @@ static void ingest_fleet_check(ingest *in)
       in->fleet_epoch++;
       ingest_lease_soon(in);
     }
-    if (ingest_lease_behind(in))
-      return; /* its delivery report comes back here */
+    if (ingest_lease_behind(in)) {
+      /* Its delivery report comes back here. Kafka not taking it must not hold the group's
+       * rebalance: past the wait a dead instance's requests take, release anyway; the newest
+       * lease then still names the partitions, and their next owner waits that out. */
+      uint64_t now = clock_mono_ms(),
+               wait = in->request_timeout_ms + INGEST_REQUEST_MARGIN_MS(in->request_timeout_ms);
+      if (in->fleet_lease_wait_ms == 0)
+        in->fleet_lease_wait_ms = now;
+      if (now - in->fleet_lease_wait_ms < wait)
+        return;
+      log_warn("ingest", "release_lease_not_landed",
+               "instance=%s ms=%" PRIu64 " action=\"released anyway: the next owner waits out "
+               "this instance's requests, as its newest lease still names the partitions\"",
+               in->instance_id, now - in->fleet_lease_wait_ms);
+    }
+    in->fleet_lease_wait_ms = 0;
   }
   in->fleet_releasing = 0;
   in->fleet_between = 1;

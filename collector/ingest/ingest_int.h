@@ -332,6 +332,7 @@ struct ingest {
   void *fleet_released_arg;
   int fleet_releasing, fleet_release_checkpointed;
   int fleet_between;          /* released, and the group's next assignment not in yet */
+  uint64_t fleet_lease_wait_ms; /* when a release began waiting for its lease (mono; 0: not) */
   char fleet_off_reason[256]; /* not in the group: why ("" when in it) */
   uint64_t fleet_release_started_ms;
 };

@@ -186,11 +186,20 @@ static int ingest_scan_note_other(struct ingest_scan *scan, const rd_kafka_messa
   return 0;
 }
 
+/* Whether `lease` is of the same run as `other`. */
+static int ingest_lease_same_run(const Pos__V1__InstanceLease *lease,
+                                 const Pos__V1__InstanceLease *other)
+{
+  return lease->run_id.len == other->run_id.len &&
+         memcmp(lease->run_id.data, other->run_id.data, lease->run_id.len) == 0;
+}
+
 /* Pass 1: which part keys are present (newest record not a tombstone), and the newest manifest. */
 static int ingest_scan_record(void *arg, const rd_kafka_message_t *record)
 {
   struct ingest_scan *scan = arg;
   Pos__V1__IngestCheckpoint *msg;
+  Pos__V1__InstanceLease *lease;
   struct ingest_generation *g;
   uint64_t generation = 0;
   uint32_t part = 0;
@@ -201,12 +210,19 @@ static int ingest_scan_record(void *arg, const rd_kafka_message_t *record)
   if (kind == 0 && record->key_len == scan->lease_key_len && scan->lease_key_len &&
       memcmp(record->key, scan->lease_key, scan->lease_key_len) == 0) {
     scan->own_records++;
-    /* All of an instance's records are in one partition: the last one read is the newest. */
+    /* All of an instance's records are in one partition: the last one read is the newest,
+     * but for a renewal of the same run below the one read (a retried write that landed
+     * late: the lease writer is not idempotent). */
+    lease = record->payload ? pos__v1__instance_lease__unpack(NULL, record->len, record->payload)
+                            : NULL;
+    if (lease && scan->lease && ingest_lease_same_run(lease, scan->lease) &&
+        lease->renewal < scan->lease->renewal) {
+      pos__v1__instance_lease__free_unpacked(lease, NULL);
+      return 0;
+    }
     if (scan->lease)
       pos__v1__instance_lease__free_unpacked(scan->lease, NULL);
-    scan->lease = record->payload
-                      ? pos__v1__instance_lease__unpack(NULL, record->len, record->payload)
-                      : NULL;
+    scan->lease = lease;
     return 0;
   }
   if (kind == 0 && scan->others && record->key && record->key_len > 0)
@@ -677,7 +693,8 @@ static int ingest_fold_from_lower(struct ingest_recovery *r, int topic, int p, i
 static int ingest_lease_may_write(const Pos__V1__InstanceLease *lease, const uint8_t *gaining,
                                   int gaining_count)
 {
-  if (!lease || !lease->writes_known || gaining_count <= 0)
+  if (!lease || !lease->writes_known || gaining_count <= 0 ||
+      lease->writes_of != (uint32_t)gaining_count)
     return 1;
   for (size_t i = 0; i < lease->n_writes; i++) {
     if (lease->writes[i] >= (uint32_t)gaining_count || gaining[lease->writes[i]])
@@ -758,14 +775,6 @@ struct ingest_lease_watch {
   int released;                       /* the newest record read: a release (or a tombstone) */
   Pos__V1__InstanceLease *live;       /* the newest record read: a live run's renewal */
 };
-
-/* Whether `lease` is of the same run as `other`. */
-static int ingest_lease_same_run(const Pos__V1__InstanceLease *lease,
-                                 const Pos__V1__InstanceLease *other)
-{
-  return lease->run_id.len == other->run_id.len &&
-         memcmp(lease->run_id.data, other->run_id.data, lease->run_id.len) == 0;
-}
 
 static int ingest_lease_watch_record(void *arg, const rd_kafka_message_t *record)
 {
