@@ -119,26 +119,8 @@ prep_s=$((SECONDS - t_prep))
 head -c 32 /dev/urandom >"$WORK/ticket.key"
 chmod 600 "$WORK/ticket.key"
 bench_start_broker 4
-cat >"$WORK/collector.conf" <<CONF
-[collector]
-instance_id = bench-collector
-
-[server]
-listen_host = 127.0.0.1
-port = 0
-cert = $WORK/pki/server.crt
-key = $WORK/pki/server.key
-ca = $WORK/pki/ca.crt
-crl = $WORK/pki/crl.pem
-ticket_key_file = $WORK/ticket.key
-max_connections = $((STORES + 1000))
-max_connections_per_ip = 0
-idle_timeout = 1h
-${BENCH_HANDSHAKE_BACKLOG:+handshake_backlog = $BENCH_HANDSHAKE_BACKLOG}
-
-[kafka]
-brokers = $BOOT
-CONF
+bench_tls_collector_conf "$WORK/collector.conf" "max_connections = $((STORES + 1000))" \
+  ${BENCH_HANDSHAKE_BACKLOG:+"handshake_backlog = $BENCH_HANDSHAKE_BACKLOG"}
 bench_start_collector "$WORK/collector.conf"
 for ((i = 0; i < 300; i++)); do
   printf 'GET /healthz HTTP/1.1\r\nHost: collector\r\nConnection: close\r\n\r\n' |

@@ -18,6 +18,25 @@ bench_start_broker() {
 
 # bench_start_collector CONFIG: starts pos-collector (its log in
 # $WORK/collector.log); sets COLLECTOR_PID and PORT, its API's port.
+# bench_tls_collector_conf FILE [LINE...]: a collector config for a bench against the broker
+# started ($BOOT): mutual TLS with the PKI of pki.sh init in $WORK/pki, the ticket key
+# $WORK/ticket.key, any number of connections from one address, idle ones kept an hour; each
+# LINE is added to [server].
+bench_tls_collector_conf() {
+  local file="$1" line
+  shift
+  {
+    printf '[collector]\ninstance_id = bench-collector\n\n[server]\n'
+    printf 'listen_host = 127.0.0.1\nport = 0\n'
+    printf 'cert = %s\nkey = %s\n' "$WORK/pki/server.crt" "$WORK/pki/server.key"
+    printf 'ca = %s\ncrl = %s\n' "$WORK/pki/ca.crt" "$WORK/pki/crl.pem"
+    printf 'ticket_key_file = %s\nmax_connections_per_ip = 0\nidle_timeout = 1h\n' \
+      "$WORK/ticket.key"
+    for line in "$@"; do printf '%s\n' "$line"; done
+    printf '\n[kafka]\nbrokers = %s\n' "$BOOT"
+  } >"$file"
+}
+
 bench_start_collector() {
   # Created before the process: the port is read from the log while it may not have opened it yet.
   : >"$WORK/collector.log"

@@ -83,25 +83,7 @@ bash "$SOURCE_DIR/tests/tools/pki.sh" device "$WORK/pki" S001 D1 >/dev/null 2>&1
 head -c 32 /dev/urandom >"$WORK/ticket.key"
 chmod 600 "$WORK/ticket.key"
 bench_start_broker 4
-cat >"$WORK/collector.conf" <<EOF
-[collector]
-instance_id = bench-collector
-
-[server]
-listen_host = 127.0.0.1
-port = 0
-cert = $WORK/pki/server.crt
-key = $WORK/pki/server.key
-ca = $WORK/pki/ca.crt
-crl = $WORK/pki/crl.pem
-ticket_key_file = $WORK/ticket.key
-max_connections_per_ip = 0
-idle_timeout = 1h
-
-[kafka]
-brokers = $BOOT
-EOF
-cp "$WORK/collector.conf" "$WORK/collector.conf.base"
+bench_tls_collector_conf "$WORK/collector.conf"
 bench_start_collector "$WORK/collector.conf"
 
 # connect [s_client args...]: one connection as S001 asking GET /healthz; prints s_client's output.
@@ -187,8 +169,7 @@ if ((CROWD > 0)) && command -v python3 >/dev/null; then
   for threads in 1 "$cores"; do
     kill -TERM "$COLLECTOR_PID" && wait "$COLLECTOR_PID" || true
     COLLECTOR_PID=""
-    sed "s/^\[server\]$/[server]\nhandshake_threads = $threads/" "$WORK/collector.conf.base" \
-      >"$WORK/collector.conf"
+    bench_tls_collector_conf "$WORK/collector.conf" "handshake_threads = $threads"
     bench_start_collector "$WORK/collector.conf"
     wait_ready
     t0="$(ticks "$COLLECTOR_PID")"
