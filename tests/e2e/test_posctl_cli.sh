@@ -199,10 +199,13 @@ FROM="$(date -u -d '1 day ago' +%Y-%m-%d)"
 deadline=$((SECONDS + 30))
 while :; do
   posctl "${ADMIN[@]}" --json stores
-  # Batches make the device known; its versions and backlog come with its heartbeats.
+  # Batches make the device known; its versions and backlog come with its heartbeats. A
+  # heartbeat sent while the push was still under way (a slow machine) reports the sales then
+  # unsent: wait for one sent after it.
   [[ "$RC" == 0 && "$(json_get "$OUT" '$.stores[0].devices[0].device_id')" == "$DEVICE" &&
-     -n "$(json_get "$OUT" '$.stores[0].devices[0].last_heartbeat')" ]] && break
-  ((SECONDS < deadline)) || fail "posctl stores --json lists S001's device D1 with a heartbeat within 30 s" "$DEVICE" "$OUT"
+     -n "$(json_get "$OUT" '$.stores[0].devices[0].last_heartbeat')" &&
+     "$(json_get "$OUT" '$.stores[0].devices[0].unsent_sales')" == 0 ]] && break
+  ((SECONDS < deadline)) || fail "posctl stores --json lists S001's device D1 with a heartbeat reporting nothing unsent within 30 s" "$DEVICE" "$OUT"
   sleep 0.5
 done
 assert_eq "stores --json: the store" "$STORE" "$(json_get "$OUT" '$.stores[0].store_id')"
