@@ -94,14 +94,14 @@ connect() {
 }
 wait_ready() {
   for ((i = 0; i < 300; i++)); do
-    connect | grep -q 'HTTP/1.1 200' && return 0
+    connect | grep -c 'HTTP/1.1 200' >/dev/null && return 0
     sleep 0.2
   done
   die "GET /healthz not answered 200 within a minute"
 }
 wait_ready
-connect -sess_out "$WORK/ticket.sess" | grep -q 'HTTP/1.1 200' || die "no answer to GET /healthz"
-connect -sess_in "$WORK/ticket.sess" | grep -q '^Reused, ' || die "the session was not resumed"
+connect -sess_out "$WORK/ticket.sess" | grep -c 'HTTP/1.1 200' >/dev/null || die "no answer to GET /healthz"
+connect -sess_in "$WORK/ticket.sess" | grep -c '^Reused, ' >/dev/null || die "the session was not resumed"
 
 # kind NAME [s_client args...]: CONNECTIONS connections, the collector's CPU ms per connection.
 declare -A cost

@@ -36,7 +36,7 @@ source "$SOURCE_DIR/tests/integration/posdb_lib.sh"
 TEST_NAME=sources_bench
 [[ -x "$LOAD_BIN" ]] || { echo "sources_bench: $LOAD_BIN not built" >&2; exit 1; }
 HAS_SPOOL=0
-"$AGENT_BIN" --print-example-config | grep -q '^\[spool\]' && HAS_SPOOL=1
+"$AGENT_BIN" --print-example-config | grep -c '^\[spool\]' >/dev/null && HAS_SPOOL=1
 write_tokens
 
 # cpu_ticks PID: utime + stime in clock ticks (fields 14 and 15 of

@@ -50,7 +50,7 @@ wait_for "the agent says it needs a token" 10 '$(agent_events needs_token) >= 1'
 # A wrong token: refused, said once, not retried until the file changes.
 printf '%s.00000000000000000000000000000000\n' "$(cut -d. -f1 "$T/real.token")" >"$TOKEN_FILE"
 wait_for "the wrong token is refused" 30 '$(agent_events enrol_failed) >= 1'
-grep "mod=enrol event=enrol_failed" "$AGENT_LOG" | grep -q "posctl enrol-token" ||
+grep "mod=enrol event=enrol_failed" "$AGENT_LOG" | grep -c "posctl enrol-token" >/dev/null ||
   fail "the refusal says what to do" "posctl enrol-token" "$(grep 'event=enrol_failed' "$AGENT_LOG")"
 sleep 12
 assert_eq "a refused token is not tried again until the file changes" 1 "$(agent_events enrolling)"

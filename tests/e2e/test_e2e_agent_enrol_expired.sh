@@ -53,7 +53,7 @@ wait_for "two failed renewals while offline" 90 '$(agent_events renew_failed) >=
 wait_enrolment_state expired 90
 log "expired: $(grep 'mod=enrol event=certificate_expired' "$AGENT_LOG" | head -n 1)"
 assert_eq "the expiry is said once, as a line of its own" 1 "$(agent_events certificate_expired)"
-grep 'mod=enrol event=certificate_expired' "$AGENT_LOG" | grep -q 'posctl enrol-token' ||
+grep 'mod=enrol event=certificate_expired' "$AGENT_LOG" | grep -c 'posctl enrol-token' >/dev/null ||
   fail "the line says what to do" "posctl enrol-token" "$(grep 'event=certificate_expired' "$AGENT_LOG")"
 status_json
 assert_eq "device.certificate_days_left once expired" -1 "$(json_get "$STATUS_JSON" '$.device.certificate_days_left')"

@@ -63,7 +63,7 @@ while :; do
   [[ "$(collector_checkpoints | wc -l)" == "$settled_count" ]] && break
   ((SECONDS < settle_deadline)) || fail "the collector's checkpoints settle within 60 s" "no new one in 3 s" "still writing"
 done
-grep 'event=checkpoint ' "$COLLECTOR_LOG" | tail -n 1 | grep -q 'parts=6' ||
+grep 'event=checkpoint ' "$COLLECTOR_LOG" | tail -n 1 | grep -c 'parts=6' >/dev/null ||
   fail "a checkpoint of six journals has six parts" "parts=6" "$(grep 'event=checkpoint ' "$COLLECTOR_LOG" | tail -n 1)"
 LAST_COMPLETE="$(collector_checkpoints | tail -n 1)"
 log "last complete checkpoint: generation $LAST_COMPLETE"

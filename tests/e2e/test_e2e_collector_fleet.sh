@@ -75,7 +75,7 @@ log "owned: a=[$(fleet_owned fleet-a)] b=[$(fleet_owned fleet-b)] c=[$(fleet_own
 # Round 1: each store's batch is taken by one instance, and refused by the others
 # with the partition named.
 send_round 1 fleet-a fleet-b fleet-c
-grep -h 'event=batch_unavailable' "$T"/fleet-*.log | grep -q "not this collector instance's store" ||
+grep -h 'event=batch_unavailable' "$T"/fleet-*.log | grep -c "not this collector instance's store" >/dev/null ||
   fail "a batch for another instance's partition is refused naming it" \
     "reason=not this collector instance's store ..." "$(grep -h 'batch_unavailable' "$T"/fleet-*.log | head -n 3)"
 for ((s = 1; s <= STORES; s++)); do
@@ -165,9 +165,9 @@ done
 ((resent > 0)) || log "b took no store's batch in round 3 (nothing to resend)"
 send_round 4 fleet-c fleet-d
 
-grep -h 'event=fleet_released' "$T"/fleet-*.log | grep -q . ||
+grep -h 'event=fleet_released' "$T"/fleet-*.log | grep -c . >/dev/null ||
   fail "a rebalance lets partitions go only once released" "event=fleet_released" ""
-grep -h 'event=fleet_taken_over' "$T"/fleet-*.log | grep -q . ||
+grep -h 'event=fleet_taken_over' "$T"/fleet-*.log | grep -c . >/dev/null ||
   fail "a gained partition is taken over after its state is rebuilt" "event=fleet_taken_over" ""
 
 kafka_read pos.sales.v1 sales

@@ -8,7 +8,7 @@
 # (a directory of every .pc file but libcurl's); the same tree with the
 # collector on must then fail naming libcurl, or the hiding did not work.
 source "$(dirname "$0")/closure_lib.sh"
-if readelf -d "$bin" | grep -q 'NEEDED.*libcurl'; then
+if readelf -d "$bin" | grep -c 'NEEDED.*libcurl' >/dev/null; then
   fail "pos-agent links libcurl: $(readelf -d "$bin" | grep NEEDED)"
 fi
 grep -q '^libmbedtls\.so' "$T/closure" || fail "pos-agent links no mbedTLS: $(cat "$T/closure")"

@@ -17,7 +17,7 @@ while read -r lib; do
     fail "direct dependency $lib is not in the closure exactly once"
 done <"$T/direct"
 ! grep -q ' ? - (not found)$' "$T/libs" || fail "libraries not found: $(grep 'not found' "$T/libs")"
-! awk '$4 == "?"' "$T/libs" | grep -q . || fail "libraries without a package: $(awk '$4 == "?"' "$T/libs")"
+! awk '$4 == "?"' "$T/libs" | grep -c . >/dev/null || fail "libraries without a package: $(awk '$4 == "?"' "$T/libs")"
 # Closed: the NEEDED of every library are in it.
 while read -r _ _ path _; do
   while read -r dep; do

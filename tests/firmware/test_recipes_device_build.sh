@@ -16,7 +16,7 @@ for f in "$br/pos-agent.mk" "$bb"; do
   for opt in -DPOS_TESTS=OFF -DPOS_COLLECTOR=OFF; do
     grep -q -- "$opt" "$f" || fail "${f##*/} configures without $opt"
   done
-  ! grep -v '^[[:space:]]*#' "$f" | grep -qi rdkafka || fail "${f##*/} depends on librdkafka"
+  ! grep -v '^[[:space:]]*#' "$f" | grep -ci rdkafka >/dev/null || fail "${f##*/} depends on librdkafka"
 done
 for f in "$br/Config.in" "$br/pos-agent.mk" "$bb"; do
   ! grep -v '^[[:space:]]*#' "$f" | grep -Eqi 'libcurl|\bcurl\b' ||
