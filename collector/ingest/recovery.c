@@ -45,8 +45,10 @@ struct ingest_scan {
   uint64_t manifest_generation;
   uint32_t manifest_parts;
   int manifest_closed_cleanly;
-  /* pass 2: the chosen generation's parts */
+  /* pass 2: the chosen generation's parts, as pass 1 left them (records from `until` on are
+   * newer: the instance may have written a newer checkpoint and tombstoned the chosen one) */
   const struct ingest_generation *chosen;
+  const int64_t *until;
   Pos__V1__IngestCheckpoint **msgs;
   int oom;
   /* Other instances whose manifest keys were seen (their checkpoints are merged too). */
@@ -281,7 +283,8 @@ static int ingest_scan_collect(void *arg, const rd_kafka_message_t *record)
   uint32_t part = 0;
 
   if (ingest_scan_key(scan, record, &generation, &part) != 2 ||
-      generation != scan->chosen->generation || part >= scan->chosen->parts)
+      generation != scan->chosen->generation || part >= scan->chosen->parts ||
+      record->offset >= scan->until[record->partition])
     return 0;
   if (scan->msgs[part]) {
     pos__v1__ingest_checkpoint__free_unpacked(scan->msgs[part], NULL);
@@ -350,7 +353,10 @@ static const struct ingest_generation *ingest_scan_choose(const struct ingest_sc
 
 /*
  * Pass 2 of a scan whose generation is chosen: reads the topic from the
- * chosen generation's first part on (`end`: where pass 1 ended) and applies
+ * chosen generation's first part to `end`, where pass 1 ended (what the
+ * instance wrote since, a newer generation and the tombstones of the
+ * chosen one's parts, is not read: an instance checkpointing more often
+ * than one read takes would otherwise fail every attempt), and applies
  * the parts to `state` (each journal's positions only ever raised) and
  * `offsets`. Returns 0 or -1 with `err` set.
  */
@@ -372,6 +378,7 @@ static int ingest_scan_load(struct ingest_recovery *r, rd_kafka_t *reader, int p
   }
   for (int p = 0; p < partitions; p++)
     start[p] = p == scan->chosen->partition ? scan->chosen->first_offset : end[p];
+  scan->until = end;
   memset(&read_stats, 0, sizeof(read_stats));
   if (kafka_read_to_end(reader, r->in->topics[KAFKA_TOPIC_STATE], partitions, start, NULL,
                         ingest_scan_collect, scan, &r->stop, INGEST_RECOVERY_STALL_MS, &read_stats,
@@ -381,7 +388,7 @@ static int ingest_scan_load(struct ingest_recovery *r, rd_kafka_t *reader, int p
     if (!scan->msgs[k]) {
       snprintf(err, err_size,
                "part %" PRIu32 " of checkpoint %" PRIu64 " of %s went missing "
-               "between two reads (compaction or another collector with instance_id %s?)",
+               "between two reads (compacted away, or another collector with instance_id %s?)",
                k, scan->chosen->generation, scan->instance_id, scan->instance_id);
       goto out;
     }

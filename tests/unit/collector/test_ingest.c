@@ -7,8 +7,10 @@
  * produce and acknowledgement, a broker that goes away, a failed delivery
  * that forces a rebuild, heartbeats, replay batches, and the embedded Kafka.
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1430,6 +1432,102 @@ static void submit_many(struct fixture *f, uint64_t batch_seq, enum ingest_outco
   }
 }
 
+/*
+ * Another instance that checkpoints faster than a recovery reads: a new
+ * generation every few milliseconds, each replacing the manifest and
+ * tombstoning the previous generation's part (what every collector does,
+ * at checkpoint_interval).
+ */
+struct churner {
+  const char *bootstrap;
+  const char *instance_id;
+  atomic_int stop;
+  atomic_uint_least64_t generations;
+};
+
+static void churn_produce(rd_kafka_t *rk, const char *key, const Pos__V1__IngestCheckpoint *msg)
+{
+  size_t len = msg ? pos__v1__ingest_checkpoint__get_packed_size(msg) : 0;
+  uint8_t *value = msg ? malloc(len + 1) : NULL;
+
+  if (msg) {
+    assert_non_null(value);
+    pos__v1__ingest_checkpoint__pack(msg, value);
+  }
+  assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("pos.ingest-state.v1"),
+                                     RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_KEY(key, strlen(key)),
+                                     RD_KAFKA_V_VALUE(value, len),
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END),
+                   0);
+}
+
+static void churn_checkpoints(void *arg)
+{
+  struct churner *c = arg;
+  char err[512], key[128];
+  uint8_t journal_id[16];
+  rd_kafka_conf_t *conf = kafka_producer_conf(c->bootstrap, NULL, err, sizeof(err));
+  rd_kafka_t *rk;
+
+  assert_non_null(conf);
+  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  assert_non_null(rk);
+  memset(journal_id, 0x77, sizeof(journal_id));
+  for (uint64_t g = 1; !atomic_load(&c->stop); g++) {
+    Pos__V1__IngestCheckpoint part = POS__V1__INGEST_CHECKPOINT__INIT;
+    Pos__V1__IngestCheckpoint manifest = POS__V1__INGEST_CHECKPOINT__INIT;
+    Pos__V1__IngestJournalState journal = POS__V1__INGEST_JOURNAL_STATE__INIT;
+    Pos__V1__IngestJournalState *journals[1] = {&journal};
+
+    journal.store_id = STORE;
+    journal.journal_id.data = journal_id;
+    journal.journal_id.len = sizeof(journal_id);
+    journal.accepted_batch_seq = 3;
+    journal.device_id = "HUB1";
+    part.instance_id = manifest.instance_id = (char *)c->instance_id;
+    part.created_ms = manifest.created_ms = clock_wall_ms();
+    part.generation = manifest.generation = g;
+    part.parts = manifest.parts = 1;
+    part.journals = journals;
+    part.n_journals = 1;
+    manifest.manifest = 1;
+    snprintf(key, sizeof(key), "%s/%" PRIu64 "/0", c->instance_id, g);
+    churn_produce(rk, key, &part);
+    churn_produce(rk, c->instance_id, &manifest);
+    if (g > 1) {
+      snprintf(key, sizeof(key), "%s/%" PRIu64 "/0", c->instance_id, g - 1);
+      churn_produce(rk, key, NULL);
+    }
+    assert_int_equal(rd_kafka_flush(rk, 10000), 0);
+    atomic_store(&c->generations, g);
+  }
+  rd_kafka_destroy(rk);
+}
+
+/* A recovery reading another instance's checkpoint while that instance writes a new one every
+ * few milliseconds ends, with what the checkpoint says (it failed every attempt when the second
+ * read of the chosen generation ran into its tombstones). */
+static void test_recovery_ends_while_another_instance_checkpoints(void **state)
+{
+  struct fixture *f = *state;
+  struct churner churner = {.bootstrap = kafka_embedded_bootstrap(f->kafka),
+                            .instance_id = "churning-instance"};
+  uv_thread_t thread;
+
+  atomic_init(&churner.stop, 0);
+  assert_int_equal(uv_thread_create(&thread, churn_checkpoints, &churner), 0);
+  /* Enough of the state topic that one read takes a while. */
+  while (atomic_load(&churner.generations) < 200)
+    uv_sleep(10);
+  start_ingest(f, kafka_embedded_bootstrap(f->kafka));
+  wait_ready(f);
+  atomic_store(&churner.stop, 1);
+  assert_int_equal(uv_thread_join(&thread), 0);
+  /* The other instance's checkpoint was merged: its journal's batches 1-3 are in. */
+  assert_int_equal(submit(f, make_simple(0x77, 3, 1, 2)).outcome, INGEST_DUPLICATE);
+  assert_int_equal(submit(f, make_simple(0x77, 4, 3, 2)).outcome, INGEST_ACCEPTED);
+}
+
 static void test_large_checkpoint_in_parts(void **state)
 {
   struct fixture *f = *state;
@@ -1719,6 +1817,8 @@ int main(void)
           test_carried_rows_whose_deltas_are_in_the_log_are_not_counted_again, setup, teardown),
       cmocka_unit_test_setup_teardown(test_journal_of_another_device_is_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_large_checkpoint_in_parts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_recovery_ends_while_another_instance_checkpoints,
+                                      setup_no_ingest, teardown),
       cmocka_unit_test_setup_teardown(test_broker_down_then_up, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failed_delivery_rebuilds_state, setup, teardown),
       cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
