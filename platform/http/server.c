@@ -211,7 +211,8 @@ struct http_server {
   unsigned refusals_unlogged; /* refusals since then, not logged one by one */
   int closing;
   /* Handshake steps on libuv's thread pool: at most handshake_threads at once,
-   * the rest waiting in arrival order (each holding a connection reference). */
+   * the rest waiting, a handshake under way's next step before any first step (each
+   * holding a connection reference). */
   unsigned hs_running;
   unsigned hs_waiting_count;
   struct http_hs_step *hs_waiting; /* steps of handshakes under way first, then first steps */
@@ -1533,8 +1534,8 @@ static void step_on_worked(uv_work_t *req, int status)
  * Ciphertext came during the handshake: a step runs at once on the loop
  * (handshake_threads 0) or on a pool thread, where a full handshake's 8 ms
  * of mbedTLS arithmetic holds up no other connection and a crowd's
- * handshakes use every core. Steps wait their turn in arrival order; the
- * connection is not read meanwhile.
+ * handshakes use every core. Steps wait their turn, those of handshakes
+ * under way before first steps; the connection is not read meanwhile.
  */
 static void conn_on_handshake_data(struct http_conn *conn)
 {
