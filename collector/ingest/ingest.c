@@ -1741,6 +1741,7 @@ static int ingest_lease_write(ingest *in, int released)
   Pos__V1__InstanceLease lease;
   char key[INGEST_TOPIC_NAME_MAX + 16], err[256];
   uint32_t *writes = NULL;
+  Pos__V1__LeaseWaitedOut *waited = NULL, **waited_ptrs = NULL;
   uint8_t *value;
   size_t len;
 
@@ -1772,11 +1773,36 @@ static int ingest_lease_write(ingest *in, int released)
         writes[lease.n_writes++] = (uint32_t)p;
     }
   }
+  if (in->waited_out.count > 0) {
+    waited = calloc(in->waited_out.count, sizeof(*waited));
+    waited_ptrs = calloc(in->waited_out.count, sizeof(*waited_ptrs));
+    if (!waited || !waited_ptrs) {
+      free(waited);
+      free(waited_ptrs);
+      free(writes);
+      return -1;
+    }
+    for (size_t i = 0; i < in->waited_out.count; i++) {
+      const struct ingest_waited *w = &in->waited_out.items[i];
+      pos__v1__lease_waited_out__init(&waited[i]);
+      waited[i].instance_id = w->instance_id;
+      waited[i].run_id.data = (uint8_t *)w->run_id;
+      waited[i].run_id.len = sizeof(w->run_id);
+      waited[i].renewal = w->renewal;
+      waited[i].partitions = w->partitions;
+      waited[i].n_partitions = w->n_partitions;
+      waited_ptrs[i] = &waited[i];
+    }
+    lease.waited_out = waited_ptrs;
+    lease.n_waited_out = in->waited_out.count;
+  }
   len = pos__v1__instance_lease__get_packed_size(&lease);
   value = malloc(len + 1);
   if (value)
     pos__v1__instance_lease__pack(&lease, value);
   free(writes);
+  free(waited);
+  free(waited_ptrs);
   if (!value)
     return -1;
   in->lease_record.owner = NULL;
@@ -2443,7 +2469,7 @@ static int ingest_fleet_rebuilt_store(void *arg, const char *store_id)
  * partitions it rebuilt, which are taken from now on. Those of other
  * partitions are left as the loop has them: it has been writing them.
  */
-static void ingest_fleet_gained(ingest *in, const struct ingest_recovery *r)
+static void ingest_fleet_gained(ingest *in, struct ingest_recovery *r)
 {
   char list[512];
   size_t merged = 0;
@@ -2463,14 +2489,20 @@ static void ingest_fleet_gained(ingest *in, const struct ingest_recovery *r)
     return;
   }
   ingest_warn_dropped(in, &r->stats);
+  /* What was waited out (or found waited out) now goes in every lease: a later taker of these
+   * partitions need not wait for those runs again. */
+  ingest__waited_free(&in->waited_out);
+  in->waited_out = r->waited_new;
+  memset(&r->waited_new, 0, sizeof(r->waited_new));
+  ingest_lease_soon(in);
   log_info("ingest", "fleet_taken_over",
            "instance=%s partitions=%s journals=%zu other_checkpoints=%" PRIu64
-           " others_running=%u others_writing=%u sales_read=%" PRIu64 " folded=%" PRIu64
-           " waited_ms=%" PRIu64 " ms=%" PRIu64,
+           " others_running=%u others_writing=%u others_waited_out_before=%u sales_read=%" PRIu64
+           " folded=%" PRIu64 " waited_ms=%" PRIu64 " ms=%" PRIu64,
            in->instance_id, ingest_fleet_list(in, INGEST_FLEET_REBUILDING, list, sizeof(list)),
            merged, r->stats.other_checkpoints, r->others_running, r->others_writing,
-           r->stats.records_read[KAFKA_TOPIC_SALES], r->stats.records_folded, r->stats.waited_ms,
-           r->stats.elapsed_ms);
+           r->others_covered, r->stats.records_read[KAFKA_TOPIC_SALES], r->stats.records_folded,
+           r->stats.waited_ms, r->stats.elapsed_ms);
   for (int p = 0; p < in->fleet_partitions; p++) {
     if (in->fleet_owned[p] == INGEST_FLEET_REBUILDING)
       in->fleet_owned[p] = INGEST_FLEET_TAKEN;
@@ -2706,6 +2738,7 @@ static void ingest_free(ingest *in)
   ingest__state_free(&in->state);
   ingest__offsets_free(&in->offsets);
   ingest__garbage_free(&in->garbage);
+  ingest__waited_free(&in->waited_out);
   free(in->fleet_owned);
   free(in->fleet_had);
   free(in->fleet_writes);

@@ -168,6 +168,24 @@ enum ingest_phase {
   INGEST_PHASE_CLOSING,
 };
 
+/*
+ * Runs of other instances waited out for some partitions (InstanceLease.waited_out): while
+ * the run's newest lease is still (run_id, renewal), nothing of it can land in those.
+ */
+struct ingest_waited {
+  char *instance_id;
+  uint8_t run_id[INGEST_RUN_ID_BYTES];
+  uint64_t renewal;
+  uint32_t *partitions;
+  size_t n_partitions;
+};
+struct ingest_waited_list {
+  struct ingest_waited *items;
+  size_t count;
+};
+/* Entries one lease carries at most (instances that died and were not started again). */
+#define INGEST_MAX_WAITED_OUT 64
+
 struct ingest_recovery_stats {
   uint64_t checkpoint_generation; /* 0: none found */
   uint64_t manifest_generation;   /* the newest manifest's (0: none) */
@@ -211,6 +229,9 @@ struct ingest_recovery {
   size_t other_count;
   unsigned others_running; /* of them, not known to have stopped with nothing in flight */
   unsigned others_writing; /* of those, whose newest lease may name a partition gained */
+  unsigned others_covered; /* of those, named but already waited out (waited_in, leases) */
+  struct ingest_waited_list waited_in;  /* a gain: the loop's waited_out, copied */
+  struct ingest_waited_list waited_new; /* a gain: the loop's waited_out once it is done */
   uint64_t next_generation;
   uint64_t live_generation; /* the checkpoint loaded (0: none) */
   uint32_t live_parts;
@@ -313,6 +334,7 @@ struct ingest {
   uint64_t fleet_epoch, lease_inflight_epoch, lease_landed_epoch;
   uint64_t lease_renewal, lease_next_ms;
   struct ingest_record lease_record;
+  struct ingest_waited_list waited_out; /* in every lease (set by a gain's recovery) */
   void (*on_fatal)(void *arg, const char *message);
   void (*on_started)(void *arg);
   int started; /* on_started was called */
@@ -431,6 +453,10 @@ int ingest__checkpoint_part_key(char *out, size_t out_size, const char *instance
 int ingest__garbage_add(struct ingest_garbage *garbage, uint64_t generation, uint32_t part,
                         int32_t partition);
 void ingest__garbage_free(struct ingest_garbage *garbage);
+
+void ingest__waited_free(struct ingest_waited_list *list);
+/* Deep copy into `to` (emptied first). Returns 0 or -1 (out of memory: `to` left empty). */
+int ingest__waited_copy(struct ingest_waited_list *to, const struct ingest_waited_list *from);
 
 /* ingest.c: a producer whose events wake the loop (any thread). NULL with err. */
 rd_kafka_t *ingest__producer_new(ingest *in, char *err, size_t err_size);

@@ -691,21 +691,178 @@ static int ingest_fold_from_lower(struct ingest_recovery *r, int topic, int p, i
 
 /*
  * Whether an instance whose newest lease is `lease` may still have produce
- * requests out for a partition marked in gaining[]: yes unless the lease
- * names the partitions it writes (InstanceLease.writes) and none of those.
- * A run names a partition before it produces to it and drops it only once
- * every record of it is delivered, so a lease without the partition means
- * nothing of it can land; one that died holding it left it named.
+ * requests out for partition p (of `count`): yes unless the lease names the
+ * partitions it writes (InstanceLease.writes, numbered of `count`) and not
+ * p. A run names a partition before it produces to it and drops it only
+ * once every record of it is delivered, so a lease without the partition
+ * means nothing of it can land; one that died holding it left it named.
  */
+static int ingest_lease_may_write_to(const Pos__V1__InstanceLease *lease, uint32_t p, int count)
+{
+  if (!lease || !lease->writes_known || count <= 0 || lease->writes_of != (uint32_t)count)
+    return 1;
+  for (size_t i = 0; i < lease->n_writes; i++) {
+    if (lease->writes[i] >= (uint32_t)count || lease->writes[i] == p)
+      return 1;
+  }
+  return 0;
+}
+
+/* The same for any partition marked in gaining[] (any at all without one). */
 static int ingest_lease_may_write(const Pos__V1__InstanceLease *lease, const uint8_t *gaining,
                                   int gaining_count)
 {
-  if (!lease || !lease->writes_known || gaining_count <= 0 ||
-      lease->writes_of != (uint32_t)gaining_count)
+  if (gaining_count <= 0)
     return 1;
-  for (size_t i = 0; i < lease->n_writes; i++) {
-    if (lease->writes[i] >= (uint32_t)gaining_count || gaining[lease->writes[i]])
+  for (int p = 0; p < gaining_count; p++) {
+    if (gaining[p] && ingest_lease_may_write_to(lease, (uint32_t)p, gaining_count))
       return 1;
+  }
+  return 0;
+}
+
+/* Whether `w` is of `id`'s run and renewal that `lease` is. */
+static int ingest_waited_is(const char *w_id, const uint8_t *w_run, size_t w_run_len,
+                            uint64_t w_renewal, const char *id, const Pos__V1__InstanceLease *lease)
+{
+  return strcmp(w_id, id) == 0 && w_run_len == lease->run_id.len &&
+         memcmp(w_run, lease->run_id.data, w_run_len) == 0 && w_renewal == lease->renewal;
+}
+
+static int ingest_u32_in(const uint32_t *values, size_t n, uint32_t value)
+{
+  for (size_t i = 0; i < n; i++) {
+    if (values[i] == value)
+      return 1;
+  }
+  return 0;
+}
+
+/*
+ * Whether partition p of instance `id`'s newest lease `lease` was waited out:
+ * by this instance (r->waited_in) or, as another instance's newest lease
+ * says, by it (their writers put an entry there only after waiting).
+ */
+static int ingest_waited_covers(const struct ingest_recovery *r, Pos__V1__InstanceLease **leases,
+                                size_t self, const Pos__V1__InstanceLease *lease, uint32_t p)
+{
+  const char *id = r->other_ids[self];
+
+  for (size_t i = 0; i < r->waited_in.count; i++) {
+    const struct ingest_waited *w = &r->waited_in.items[i];
+    if (ingest_waited_is(w->instance_id, w->run_id, sizeof(w->run_id), w->renewal, id, lease) &&
+        ingest_u32_in(w->partitions, w->n_partitions, p))
+      return 1;
+  }
+  for (size_t j = 0; j < r->other_count; j++) {
+    const Pos__V1__InstanceLease *holder = leases[j];
+    if (j == self || !holder)
+      continue;
+    for (size_t k = 0; k < holder->n_waited_out; k++) {
+      const Pos__V1__LeaseWaitedOut *w = holder->waited_out[k];
+      if (w->instance_id &&
+          ingest_waited_is(w->instance_id, w->run_id.data, w->run_id.len, w->renewal, id, lease) &&
+          ingest_u32_in(w->partitions, w->n_partitions, p))
+        return 1;
+    }
+  }
+  return 0;
+}
+
+/* Adds partition p of (id, lease) to r->waited_new. 0 or -1 (out of memory). */
+static int ingest_waited_note(struct ingest_recovery *r, const char *id,
+                              const Pos__V1__InstanceLease *lease, uint32_t p)
+{
+  struct ingest_waited_list *list = &r->waited_new;
+  struct ingest_waited *w = NULL;
+  uint32_t *grown;
+
+  for (size_t i = 0; i < list->count && !w; i++) {
+    if (ingest_waited_is(list->items[i].instance_id, list->items[i].run_id,
+                         sizeof(list->items[i].run_id), list->items[i].renewal, id, lease))
+      w = &list->items[i];
+  }
+  if (!w) {
+    struct ingest_waited *items;
+    if (list->count >= INGEST_MAX_WAITED_OUT || lease->run_id.len != INGEST_RUN_ID_BYTES)
+      return 0; /* not kept: a later taker waits again */
+    items = realloc(list->items, (list->count + 1) * sizeof(*items));
+    if (!items)
+      return -1;
+    list->items = items;
+    w = &list->items[list->count];
+    memset(w, 0, sizeof(*w));
+    w->instance_id = strdup(id);
+    if (!w->instance_id)
+      return -1;
+    memcpy(w->run_id, lease->run_id.data, INGEST_RUN_ID_BYTES);
+    w->renewal = lease->renewal;
+    list->count++;
+  }
+  if (ingest_u32_in(w->partitions, w->n_partitions, p))
+    return 0;
+  grown = realloc(w->partitions, (w->n_partitions + 1) * sizeof(*grown));
+  if (!grown)
+    return -1;
+  w->partitions = grown;
+  w->partitions[w->n_partitions++] = p;
+  return 0;
+}
+
+/*
+ * A gain: of the other instances not known to have stopped cleanly
+ * (running[]), those whose newest lease may name a partition gained and
+ * was not waited out for it yet (r->others_writing: the gain waits them
+ * out), and the list this instance's leases carry from now on
+ * (r->waited_new): what it waits out now, and what was waited out before
+ * while those runs' newest leases are still the ones waited out (an entry
+ * of a run that renewed since, or of another run, is dropped). Returns 0
+ * or -1 (out of memory).
+ */
+static int ingest_others_writing(struct ingest_recovery *r, Pos__V1__InstanceLease **leases,
+                                 const uint8_t *running)
+{
+  for (size_t i = 0; i < r->other_count; i++) {
+    const Pos__V1__InstanceLease *lease = leases[i];
+    int named = 0, covered = 0;
+
+    if (lease && !lease->released) {
+      /* What was waited out before stays waited out while this lease is the newest. */
+      for (size_t k = 0; k < r->waited_in.count; k++) {
+        const struct ingest_waited *w = &r->waited_in.items[k];
+        if (!ingest_waited_is(w->instance_id, w->run_id, sizeof(w->run_id), w->renewal,
+                              r->other_ids[i], lease))
+          continue;
+        for (size_t n = 0; n < w->n_partitions; n++) {
+          if (ingest_waited_note(r, r->other_ids[i], lease, w->partitions[n]))
+            return -1;
+        }
+      }
+    }
+    if (!running[i] || !ingest_lease_may_write(lease, r->gaining, r->gaining_count))
+      continue;
+    if (!lease || !r->gain) {
+      r->others_writing++; /* without a lease to know its run by: waited out every time */
+      continue;
+    }
+    for (int p = 0; p < r->gaining_count; p++) {
+      if (!r->gaining[p] || !ingest_lease_may_write_to(lease, (uint32_t)p, r->gaining_count))
+        continue;
+      named++;
+      covered += ingest_waited_covers(r, leases, i, lease, (uint32_t)p);
+      if (ingest_waited_note(r, r->other_ids[i], lease, (uint32_t)p))
+        return -1;
+    }
+    if (named > 0 && covered == named) {
+      r->others_covered++;
+      log_info("ingest", "previous_owner_waited_out",
+               "instance=%s renewal=%" PRIu64 " partitions=%d why=\"its newest lease names "
+               "partitions taken over, and its requests for them were waited out before, by this "
+               "or another instance: it has written nothing since\"",
+               r->other_ids[i], lease->renewal, named);
+    } else if (named > 0) {
+      r->others_writing++;
+    }
   }
   return 0;
 }
@@ -724,8 +881,16 @@ static int ingest_recover_others(struct ingest_recovery *r, rd_kafka_t *reader,
                                  const int *partitions, char *err, size_t err_size)
 {
   int state_partitions = partitions[KAFKA_TOPIC_STATE];
+  Pos__V1__InstanceLease **leases = calloc(r->other_count + 1, sizeof(*leases));
+  uint8_t *running = calloc(r->other_count + 1, 1);
   int rc = 0;
 
+  if (!leases || !running) {
+    free(leases);
+    free(running);
+    snprintf(err, err_size, "out of memory reading leases");
+    return -1;
+  }
   for (size_t i = 0; i < r->other_count && rc == 0; i++) {
     struct ingest_scan scan;
     struct ingest_offsets theirs;
@@ -763,14 +928,25 @@ static int ingest_recover_others(struct ingest_recovery *r, rd_kafka_t *reader,
       if (!(scan.manifest_generation > 0 && scan.manifest_closed_cleanly &&
             (!scan.lease || scan.lease->released))) {
         r->others_running++;
-        if (ingest_lease_may_write(scan.lease, r->gaining, r->gaining_count))
-          r->others_writing++;
+        running[i] = 1;
       }
+      leases[i] = scan.lease;
+      scan.lease = NULL;
     }
     ingest__offsets_free(&theirs);
     ingest_scan_free(&scan);
     free(end);
   }
+  if (rc == 0 && ingest_others_writing(r, leases, running)) {
+    snprintf(err, err_size, "out of memory reading leases");
+    rc = -1;
+  }
+  for (size_t i = 0; i < r->other_count; i++) {
+    if (leases[i])
+      pos__v1__instance_lease__free_unpacked(leases[i], NULL);
+  }
+  free(leases);
+  free(running);
   return rc;
 }
 
@@ -1059,6 +1235,8 @@ static void ingest_recovery_main(void *arg)
     ingest_other_ids_free(r);
     r->others_running = 0;
     r->others_writing = 0;
+    r->others_covered = 0;
+    ingest__waited_free(&r->waited_new);
     ingest__garbage_free(&r->garbage);
     r->live_generation = 0;
     r->live_parts = 0;
@@ -1092,6 +1270,11 @@ static int ingest_recovery_launch(ingest *in, rd_kafka_t *retire, int make_produ
     memcpy(r->gaining, gaining, (size_t)gaining_count);
     r->gaining_count = gaining_count;
   }
+  if (gain && ingest__waited_copy(&r->waited_in, &in->waited_out)) {
+    free(r->gaining);
+    free(r);
+    return -1;
+  }
   r->in = in;
   r->retire = retire;
   r->make_producer = make_producer;
@@ -1109,6 +1292,7 @@ static int ingest_recovery_launch(ingest *in, rd_kafka_t *retire, int make_produ
   if (uv_thread_create(&r->thread, ingest_recovery_main, r)) {
     in->recovery = NULL;
     free(r->gaining);
+    ingest__waited_free(&r->waited_in);
     free(r);
     return -1;
   }
@@ -1149,6 +1333,8 @@ void ingest__recovery_free(struct ingest_recovery *r)
   ingest_other_ids_free(r);
   ingest__garbage_free(&r->garbage);
   free(r->gaining);
+  ingest__waited_free(&r->waited_in);
+  ingest__waited_free(&r->waited_new);
   if (r->seen_lease)
     pos__v1__instance_lease__free_unpacked(r->seen_lease, NULL);
   free(r->state_end);

@@ -611,6 +611,40 @@ void ingest__garbage_free(struct ingest_garbage *garbage)
   memset(garbage, 0, sizeof(*garbage));
 }
 
+void ingest__waited_free(struct ingest_waited_list *list)
+{
+  for (size_t i = 0; i < list->count; i++) {
+    free(list->items[i].instance_id);
+    free(list->items[i].partitions);
+  }
+  free(list->items);
+  memset(list, 0, sizeof(*list));
+}
+
+int ingest__waited_copy(struct ingest_waited_list *to, const struct ingest_waited_list *from)
+{
+  ingest__waited_free(to);
+  if (from->count == 0)
+    return 0;
+  to->items = calloc(from->count, sizeof(*to->items));
+  if (!to->items)
+    return -1;
+  for (size_t i = 0; i < from->count; i++) {
+    const struct ingest_waited *w = &from->items[i];
+    struct ingest_waited *copy = &to->items[to->count++];
+
+    *copy = *w;
+    copy->instance_id = strdup(w->instance_id);
+    copy->partitions = malloc((w->n_partitions + 1) * sizeof(*copy->partitions));
+    if (!copy->instance_id || !copy->partitions) {
+      ingest__waited_free(to);
+      return -1;
+    }
+    memcpy(copy->partitions, w->partitions, w->n_partitions * sizeof(*copy->partitions));
+  }
+  return 0;
+}
+
 int ingest__journal_claim(struct ingest_journal *journal, const char *device_id)
 {
   if (journal->device_id || !device_id || !device_id[0])

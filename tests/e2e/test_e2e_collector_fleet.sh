@@ -10,11 +10,13 @@
 #
 # 16 stores, 6 partitions, instances a, b, c; d joins; a stops cleanly; b
 # killed (-9) with its batches acknowledged: their resends to the new owner
-# produce nothing. Every sale is in Kafka exactly once, and every batch was
+# produce nothing; a starts again. Every sale is in Kafka exactly once, and every batch was
 # taken by the one instance that owned its store's partition then. A
 # partition handed over (a join, a clean stop) is taken at once: its
 # previous owner's lease no longer names it, so nothing of it can land
-# later; only after the kill does the new owner wait out b's last requests.
+# later; only after the kill does the new owner wait out b's last requests,
+# and only once: when a starts again and b's former partitions move on, the
+# leases of those that waited say so, and nobody waits for b again.
 source "$(dirname "$0")/lib.sh"
 
 STORES=16
@@ -165,6 +167,22 @@ done
 ((resent > 0)) || log "b took no store's batch in round 3 (nothing to resend)"
 send_round 4 fleet-c fleet-d
 
+# a starts again: the round robin moves at least one of b's former partitions (b held two,
+# the same instance gets both back, c and d had one each). b's newest lease still names them,
+# but c and d waited out b's requests for them and their leases say so: taken at once.
+from_c="$(lines fleet-c)" from_d="$(lines fleet-d)"
+fleet_start fleet-a
+sleep 2
+fleet_wait_ready 120 fleet-a fleet-c fleet-d
+assert_no_wait "a starts again after b's kill" fleet-a 0 fleet-c "$from_c" fleet-d "$from_d"
+{ cat "$T/fleet-a.log"; tail -n +"$((from_c + 1))" "$T/fleet-c.log"
+  tail -n +"$((from_d + 1))" "$T/fleet-d.log"; } >"$T/since_start.log"
+grep -q 'event=previous_owner_waited_out instance=fleet-b ' "$T/since_start.log" ||
+  fail "a starts again: b's former partitions move without waiting for b again" \
+    "event=previous_owner_waited_out instance=fleet-b" \
+    "$(grep -h 'event=fleet_taken_over' "$T/since_start.log")"
+send_round 5 fleet-a fleet-c fleet-d
+
 grep -h 'event=fleet_released' "$T"/fleet-*.log | grep -c . >/dev/null ||
   fail "a rebalance lets partitions go only once released" "event=fleet_released" ""
 grep -h 'event=fleet_taken_over' "$T"/fleet-*.log | grep -c . >/dev/null ||
@@ -172,8 +190,8 @@ grep -h 'event=fleet_taken_over' "$T"/fleet-*.log | grep -c . >/dev/null ||
 
 kafka_read pos.sales.v1 sales
 records_db sales
-assert_eq "records in pos.sales.v1: $STORES stores x 4 batches x 5 sales" $((STORES * 20)) "$KAFKA_RECORDS"
-assert_eq "each sale once" $((STORES * 20)) "$(rsql sales 'SELECT count(DISTINCT sale_id) FROM k;')"
+assert_eq "records in pos.sales.v1: $STORES stores x 5 batches x 5 sales" $((STORES * 25)) "$KAFKA_RECORDS"
+assert_eq "each sale once" $((STORES * 25)) "$(rsql sales 'SELECT count(DISTINCT sale_id) FROM k;')"
 assert_eq "each store's records in one partition" "$STORES" \
   "$(rsql sales 'SELECT count(*) FROM (SELECT key FROM k GROUP BY key HAVING count(DISTINCT partition) = 1);')"
 log "503s answered while instances came and went (the load balancer's retries): $REFUSED"
