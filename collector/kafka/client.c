@@ -156,7 +156,10 @@ rd_kafka_t *kafka_reader_new(const char *brokers, const char *debug, char *err,
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
       {"enable.partition.eof", "true"},
-      {"auto.offset.reset", "earliest"},
+      /* A position retention dropped: kafka_read_to_end moves to the log's start itself, at
+       * once (librdkafka would wait 500 ms, and under a log start moving that fast, for ever). */
+      {"auto.offset.reset", "error"},
+      {"fetch.error.backoff.ms", "20"},
       {"isolation.level", "read_uncommitted"},
       {"fetch.wait.max.ms", "100"},
   };
@@ -220,13 +223,75 @@ out:
   return rc;
 }
 
+/*
+ * kafka_read_to_end's partition p could not be fetched at *next: retention
+ * dropped the records there while we read (the log's start moved past it).
+ * Moves *next to the log's start now, counting the records skipped as
+ * dropped unread, or ends the partition when its start is past `high`
+ * (the caller assigns the partitions again: kafka_read_reassign).
+ * Returns 1 when the partition is done, 0 when it reads on, -1 on error.
+ */
+static int kafka_read_skip_dropped(rd_kafka_t *reader, const char *topic, int p, int64_t high,
+                                   int64_t *next, char *done, struct kafka_read_stats *stats,
+                                   char *err, size_t err_size)
+{
+  int64_t low = 0, now_high = 0, skipped;
+  rd_kafka_resp_err_t kerr;
+
+  if (*done)
+    return 0;
+  kerr = rd_kafka_query_watermark_offsets(reader, topic, p, &low, &now_high, 10000);
+  if (kerr) {
+    snprintf(err, err_size, "watermarks of %s [%d]: %s", topic, p, rd_kafka_err2str(kerr));
+    return -1;
+  }
+  skipped = (low < high ? low : high) - *next;
+  if (skipped > 0) {
+    log_warn("kafka", "records_dropped_unread",
+             "topic=%s partition=%d from_offset=%" PRId64 " log_start=%" PRId64 " records=%" PRId64
+             " why=\"the topic's retention dropped them while they were "
+             "read; keep its retention well above the collectors' checkpoint interval\"",
+             topic, p, *next, low, skipped);
+    if (stats)
+      stats->dropped_unread += (uint64_t)skipped;
+  }
+  if (low >= high) {
+    *done = 1;
+    return 1;
+  }
+  if (low > *next)
+    *next = low;
+  return 0;
+}
+
+/* Assigns the partitions not done yet, each from next[] (after a skip: the fetcher of a
+ * partition whose position was reset with auto.offset.reset=error stays stopped until then). */
+static int kafka_read_reassign(rd_kafka_t *reader, const char *topic, int partitions,
+                               const int64_t *next, const char *done, char *err, size_t err_size)
+{
+  rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(partitions);
+  rd_kafka_resp_err_t kerr;
+
+  for (int p = 0; p < partitions; p++) {
+    if (!done[p])
+      rd_kafka_topic_partition_list_add(list, topic, p)->offset = next[p];
+  }
+  kerr = rd_kafka_assign(reader, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (kerr) {
+    snprintf(err, err_size, "assigning %s: %s", topic, rd_kafka_err2str(kerr));
+    return -1;
+  }
+  return 0;
+}
+
 int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
                       const int64_t *start_offsets, int64_t *end_offsets, kafka_record_fn fn,
                       void *arg, const atomic_int *stop, int stall_ms,
                       struct kafka_read_stats *stats, char *err, size_t err_size)
 {
   rd_kafka_topic_partition_list_t *assignment = NULL;
-  int64_t *high = NULL;
+  int64_t *high = NULL, *next = NULL;
   char *done = NULL;
   int remaining = 0, rc = -1;
   uint64_t last_progress;
@@ -235,9 +300,10 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
   if (partitions <= 0)
     return 0;
   high = calloc((size_t)partitions, sizeof(*high));
+  next = calloc((size_t)partitions, sizeof(*next));
   done = calloc((size_t)partitions, 1);
   assignment = rd_kafka_topic_partition_list_new(partitions);
-  if (!high || !done) {
+  if (!high || !next || !done) {
     snprintf(err, err_size, "out of memory reading %s", topic);
     goto out;
   }
@@ -272,6 +338,7 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
     }
     if (end_offsets)
       end_offsets[p] = high[p];
+    next[p] = from;
     if (from < high[p]) {
       rd_kafka_topic_partition_list_add(assignment, topic, p)->offset = from;
       remaining++;
@@ -324,6 +391,20 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
       rd_kafka_message_destroy(record);
       continue;
     }
+    if (record->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+      rc = kafka_read_skip_dropped(reader, topic, p, high[p], &next[p], &done[p], stats, err,
+                                   err_size);
+      rd_kafka_message_destroy(record);
+      if (rc < 0)
+        goto unassign;
+      remaining -= rc;
+      rc = -1;
+      if (remaining > 0 &&
+          kafka_read_reassign(reader, topic, partitions, next, done, err, err_size))
+        goto unassign;
+      last_progress = clock_mono_ms();
+      continue;
+    }
     if (record->err) {
       log_warn("kafka", "read_error", "topic=%s partition=%d error=%s", topic, p,
                rd_kafka_err2str(record->err));
@@ -331,6 +412,8 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
       continue;
     }
     last_progress = clock_mono_ms();
+    if (record->offset >= next[p])
+      next[p] = record->offset + 1;
     if (!done[p] && record->offset < high[p]) {
       if (stats) {
         stats->records++;
@@ -357,6 +440,7 @@ out:
   if (assignment)
     rd_kafka_topic_partition_list_destroy(assignment);
   free(high);
+  free(next);
   free(done);
   return rc;
 }

@@ -1757,6 +1757,82 @@ static void test_read_counts_records_retention_dropped(void **state)
   assert_int_equal(count.records, (uint64_t)(end - count.first_offset));
 }
 
+/* A producer writing 1 KB records to partition 0 of pos.sales.v1 as fast as it can (20 at a time).
+ */
+struct trickle {
+  const char *bootstrap;
+  atomic_int stop;
+  atomic_uint_least64_t produced;
+};
+
+static void trickle_records(void *arg)
+{
+  struct trickle *t = arg;
+  static char value[1024];
+  char err[512];
+  rd_kafka_conf_t *conf = kafka_producer_conf(t->bootstrap, NULL, err, sizeof(err));
+  rd_kafka_t *rk;
+
+  assert_non_null(conf);
+  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  assert_non_null(rk);
+  memset(value, 'y', sizeof(value));
+  while (!atomic_load(&t->stop)) {
+    for (int i = 0; i < 20; i++) {
+      while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("pos.sales.v1"), RD_KAFKA_V_PARTITION(0),
+                               RD_KAFKA_V_KEY(STORE, strlen(STORE)),
+                               RD_KAFKA_V_VALUE(value, sizeof(value)),
+                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                               RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(rk, 10);
+    }
+    atomic_fetch_add(&t->produced, 20);
+    rd_kafka_poll(rk, 5);
+  }
+  assert_int_equal(rd_kafka_flush(rk, 30000), 0);
+  rd_kafka_destroy(rk);
+}
+
+/*
+ * A read from an offset retention dropped, while retention keeps dropping
+ * the oldest records as new ones come (the embedded Kafka past 5 MB a
+ * partition, a real one at its retention.bytes): it ends. (With the
+ * consumer's 500 ms backoff after a fetch error it reset to a log start
+ * already dropped again by the time it fetched, for ever, and a fleet gain
+ * under load never ended.)
+ */
+static void test_read_keeps_up_with_a_moving_log_start(void **state)
+{
+  struct fixture *f = *state;
+  struct trickle trickle = {.bootstrap = kafka_embedded_bootstrap(f->kafka)};
+  char err[512];
+  rd_kafka_t *reader;
+  struct kafka_read_stats stats = {0};
+  struct read_count count = {0, -1};
+  int64_t start = 1, end = 0;
+  uv_thread_t thread;
+  int rc;
+
+  atomic_init(&trickle.stop, 0);
+  atomic_init(&trickle.produced, 0);
+  assert_int_equal(uv_thread_create(&thread, trickle_records, &trickle), 0);
+  /* Past the 5 MB the log keeps, so that every new batch drops the oldest. */
+  while (atomic_load(&trickle.produced) < 6000)
+    uv_sleep(50);
+  reader = kafka_reader_new(kafka_embedded_bootstrap(f->kafka), NULL, err, sizeof(err));
+  assert_non_null(reader);
+  rc = kafka_read_to_end(reader, "pos.sales.v1", 1, &start, &end, count_record, &count, NULL, 10000,
+                         &stats, err, sizeof(err));
+  kafka_reader_destroy(reader);
+  atomic_store(&trickle.stop, 1);
+  assert_int_equal(uv_thread_join(&thread), 0);
+  if (rc)
+    fail_msg("reading: %s", err);
+  /* Every offset up to where the log ended when the read began: read, or counted dropped. */
+  assert_true(stats.dropped_unread > 0);
+  assert_int_equal(count.records + stats.dropped_unread, (uint64_t)(end - start));
+}
+
 static void test_destroy_answers_pending(void **state)
 {
   struct fixture *f = *state;
@@ -1826,6 +1902,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(test_replay_goes_to_replay_topic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_embedded_kafka, setup_no_ingest, teardown),
+      cmocka_unit_test_setup_teardown(test_read_keeps_up_with_a_moving_log_start, setup_no_ingest,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_destroy_answers_pending, setup, teardown),
   };
   log_set_level(getenv("POS_TEST_LOG") ? LOG_DEBUG : LOG_WARN);
