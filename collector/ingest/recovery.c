@@ -699,6 +699,9 @@ static int ingest_fold_from_lower(struct ingest_recovery *r, int topic, int p, i
  */
 static int ingest_lease_may_write_to(const Pos__V1__InstanceLease *lease, uint32_t p, int count)
 {
+  /* None named is none in any numbering (a run's leases before its first assignment). */
+  if (lease && lease->writes_known && lease->n_writes == 0)
+    return 0;
   if (!lease || !lease->writes_known || count <= 0 || lease->writes_of != (uint32_t)count)
     return 1;
   for (size_t i = 0; i < lease->n_writes; i++) {
@@ -826,7 +829,7 @@ static int ingest_others_writing(struct ingest_recovery *r, Pos__V1__InstanceLea
     const Pos__V1__InstanceLease *lease = leases[i];
     int named = 0, covered = 0;
 
-    if (lease && !lease->released) {
+    if (lease && !lease->released && lease->writes_known) {
       /* What was waited out before stays waited out while this lease is the newest. */
       for (size_t k = 0; k < r->waited_in.count; k++) {
         const struct ingest_waited *w = &r->waited_in.items[k];
@@ -841,8 +844,11 @@ static int ingest_others_writing(struct ingest_recovery *r, Pos__V1__InstanceLea
     }
     if (!running[i] || !ingest_lease_may_write(lease, r->gaining, r->gaining_count))
       continue;
-    if (!lease || !r->gain) {
-      r->others_writing++; /* without a lease to know its run by: waited out every time */
+    if (!lease || !lease->writes_known || !r->gain) {
+      /* Without a lease to know its run by, or of a collector that may produce to a partition
+       * before a lease naming it landed (older than InstanceLease.writes): waited out every
+       * time, and not noted as waited out. */
+      r->others_writing++;
       continue;
     }
     for (int p = 0; p < r->gaining_count; p++) {

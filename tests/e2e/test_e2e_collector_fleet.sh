@@ -171,6 +171,7 @@ send_round 4 fleet-c fleet-d
 # the same instance gets both back, c and d had one each). b's newest lease still names them,
 # but c and d waited out b's requests for them and their leases say so: taken at once.
 from_c="$(lines fleet-c)" from_d="$(lines fleet-d)"
+mv "$T/fleet-a.log" "$T/fleet-a.first-run.log" # fleet_start starts the log afresh
 fleet_start fleet-a
 sleep 2
 fleet_wait_ready 120 fleet-a fleet-c fleet-d
