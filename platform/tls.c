@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <mbedtls/ecp.h>
 #include <mbedtls/error.h>
 #include <mbedtls/md.h>
 
@@ -46,6 +47,33 @@ int64_t tls_x509_time_s(const mbedtls_x509_time *t)
   tm.tm_sec = t->sec;
   at = timegm(&tm);
   return at == (time_t)-1 ? 0 : (int64_t)at;
+}
+
+/* See tls.h. */
+void tls_curve_order(mbedtls_ecp_group_id *out)
+{
+  static const mbedtls_ecp_group_id preferred[] = {
+      MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP384R1,
+      MBEDTLS_ECP_DP_SECP521R1};
+  const mbedtls_ecp_group_id *known = mbedtls_ecp_grp_id_list();
+  size_t n = 0;
+
+  for (size_t i = 0; i < sizeof(preferred) / sizeof(preferred[0]); i++) {
+    for (size_t k = 0; known[k] != MBEDTLS_ECP_DP_NONE; k++) {
+      if (known[k] == preferred[i]) {
+        out[n++] = preferred[i];
+        break;
+      }
+    }
+  }
+  for (size_t k = 0; known[k] != MBEDTLS_ECP_DP_NONE && n + 1 < TLS_CURVES_MAX; k++) {
+    size_t i = 0;
+    while (i < n && out[i] != known[k])
+      i++;
+    if (i == n)
+      out[n++] = known[k];
+  }
+  out[n] = MBEDTLS_ECP_DP_NONE;
 }
 
 /* See tls.h. */

@@ -41,6 +41,7 @@ struct uplink_http_tls {
   struct uplink_http_tls_file files[3]; /* cert, key, CA */
   int has_cert;
   mbedtls_ssl_config conf;
+  mbedtls_ecp_group_id curves[TLS_CURVES_MAX]; /* conf's, cheapest first */
   mbedtls_x509_crt cert;
   mbedtls_x509_crt ca;
   mbedtls_pk_context key;
@@ -245,6 +246,8 @@ struct uplink_http_tls *uplink_http__tls_load(const char *cert_file, const char 
   /* TLS 1.2 is the floor: SSL 3.0, TLS 1.0 and 1.1 are refused. */
   mbedtls_ssl_conf_min_version(&tls->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
                                MBEDTLS_SSL_MINOR_VERSION_3);
+  tls_curve_order(tls->curves);
+  mbedtls_ssl_conf_curves(&tls->conf, tls->curves);
   mbedtls_ssl_conf_authmode(&tls->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
   mbedtls_ssl_conf_session_tickets(&tls->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
   if (tls_conf_identity(tls, cert_file, key_file, err, err_size) != 0 ||

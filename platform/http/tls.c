@@ -48,6 +48,7 @@ struct http__tls_conf {
   int refs; /* the server's while current, plus one per session */
   struct http__tls *tls;
   mbedtls_ssl_config ssl_conf;
+  mbedtls_ecp_group_id curves[TLS_CURVES_MAX]; /* ssl_conf's, cheapest first */
   mbedtls_x509_crt cert;
   mbedtls_pk_context key;
   mbedtls_x509_crt ca;
@@ -306,6 +307,8 @@ static struct http__tls_conf *tls_conf_create(struct http__tls *tls, int first, 
   /* TLS 1.2 is the floor: SSL 3.0, TLS 1.0 and 1.1 are refused. */
   mbedtls_ssl_conf_min_version(&conf->ssl_conf, MBEDTLS_SSL_MAJOR_VERSION_3,
                                MBEDTLS_SSL_MINOR_VERSION_3);
+  tls_curve_order(conf->curves);
+  mbedtls_ssl_conf_curves(&conf->ssl_conf, conf->curves);
   rc = mbedtls_ssl_conf_own_cert(&conf->ssl_conf, &conf->cert, &conf->key);
   if (rc != 0) {
     tls_error_text(rc, text, sizeof(text));
