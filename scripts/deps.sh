@@ -8,6 +8,9 @@ packages=(
   # clang's ASan/UBSan runtime (not a dependency of clang itself on Debian 12)
   libclang-rt-14-dev
   libsqlite3-dev libuv1-dev libcurl4-openssl-dev libmbedtls-dev
+  # OpenSSL's headers for tests/tools/pos-arrival (libcurl's SSL_CTX callback); only suggested
+  # by libcurl4-openssl-dev
+  libssl-dev
   libprotobuf-c-dev protobuf-c-compiler libzstd-dev librdkafka-dev
   node-llhttp libinih-dev libjansson-dev libcmocka-dev
   # test tools: the journal read back, certificates, a wrong device clock (libfaketime), Kafka

@@ -22,8 +22,19 @@
 # p99, max, connect (TCP + TLS) p50, p99, the 503s and retries, the
 # collector's CPU seconds and cores used during the arrival, its RSS before
 # the arrival and with every store connected and idle, and the difference
-# per connection (target 40 KB); then the pos.sales.v1 records in Kafka
+# per connection (target 40 KB); the client's CPU (from its first arrival)
+# and per TLS connection it began; then the pos.sales.v1 records in Kafka
 # (kcat) against the sales of the acked batches (at least those).
+#
+# BENCH_RESUME=1: a crowd that still holds its TLS sessions, as after a
+# collector restart or the end of a network outage (the agents keep their
+# session tickets in memory; every instance has the same ticket key). Before
+# the clock, pos-arrival --resume connects each store once (full handshake,
+# GET /healthz, then closed), keeping each store's session; then the
+# collector is restarted (same port, same ticket key, so its RSS and CPU
+# count from a fresh start) and the arrival offers each store's session. The
+# resumed handshakes are counted by the client (OpenSSL's
+# SSL_session_reused) and printed beside the connections.
 #
 #   bash tests/bench/arrival_bench.sh BUILD_DIR
 #
@@ -37,6 +48,10 @@
 #   BENCH_LIMIT_S    ARRIVAL_S + 120  the client gives up (prints what it has) here
 #   BENCH_QUICK      unset  1: BENCH_STORES=300 BENCH_ARRIVAL_S=5
 #   BENCH_HANDSHAKE_BACKLOG  unset  the collector's [server] handshake_backlog (default 2s)
+#   BENCH_RESUME     unset  1: the stores arrive with a TLS session to resume (above)
+#   BENCH_GROUPS     unset  the key exchange groups the client offers (pos-arrival --groups,
+#                           e.g. P-256); unset, OpenSSL's default, with which the collector
+#                           (mbedTLS 2.28 defaults) picks P-521 as it does for the agents
 set -euo pipefail
 export LC_ALL=C
 
@@ -56,6 +71,8 @@ else
   ARRIVAL_S="${BENCH_ARRIVAL_S:-60}"
 fi
 SALES="${BENCH_SALES:-5}"
+RESUME="${BENCH_RESUME:-}"
+GROUPS_OFFERED="${BENCH_GROUPS:-}"
 LIMIT_S="${BENCH_LIMIT_S:-$((ARRIVAL_S + 120))}"
 CLK_TCK="$(getconf CLK_TCK)"
 TOPIC=pos.sales.v1
@@ -122,25 +139,48 @@ bench_start_broker 4
 bench_tls_collector_conf "$WORK/collector.conf" "max_connections = $((STORES + 1000))" \
   ${BENCH_HANDSHAKE_BACKLOG:+"handshake_backlog = $BENCH_HANDSHAKE_BACKLOG"}
 bench_start_collector "$WORK/collector.conf"
-for ((i = 0; i < 300; i++)); do
-  printf 'GET /healthz HTTP/1.1\r\nHost: collector\r\nConnection: close\r\n\r\n' |
-    openssl s_client -connect "127.0.0.1:$PORT" -quiet -CAfile "$WORK/pki/ca.crt" \
-      -cert "$WORK/pki/device-S001-D1.crt" -key "$WORK/pki/device-S001-D1.key" 2>/dev/null |
-    grep -q 'HTTP/1.1 200' && break
-  sleep 0.2
-done
-((i < 300)) || die "GET /healthz not answered 200 within a minute"
+# wait_healthy: until the collector answers GET /healthz with a 200 (a minute at most).
+wait_healthy() {
+  local i
+  for ((i = 0; i < 300; i++)); do
+    printf 'GET /healthz HTTP/1.1\r\nHost: collector\r\nConnection: close\r\n\r\n' |
+      openssl s_client -connect "127.0.0.1:$PORT" -quiet -CAfile "$WORK/pki/ca.crt" \
+        -cert "$WORK/pki/device-S001-D1.crt" -key "$WORK/pki/device-S001-D1.key" 2>/dev/null |
+      grep -c 'HTTP/1.1 200' >/dev/null && return 0
+    sleep 0.2
+  done
+  die "GET /healthz not answered 200 within a minute"
+}
+wait_healthy
 sleep 1
 
-# The arrival.
-rss_before="$(rss)"
-cpu0="$(ticks "$COLLECTOR_PID")"
+# The arrival (with BENCH_RESUME=1, after the stores' first connections and a restart).
 mkfifo "$WORK/arrival.in"
 "$ARRIVAL_BIN" --url "https://127.0.0.1:$PORT" --cacert "$WORK/pki/ca.crt" --dir "$WORK/stores" \
   --stores "$STORES" --arrival-s "$ARRIVAL_S" --limit-s "$LIMIT_S" --target-s 90 \
+  ${RESUME:+--resume} ${GROUPS_OFFERED:+--groups "$GROUPS_OFFERED"} \
   <"$WORK/arrival.in" >"$WORK/arrival.out" 2>"$WORK/arrival.err" &
 ARRIVAL_PID=$!
 exec 3>"$WORK/arrival.in"
+warm_s=""
+if [[ "$RESUME" == 1 ]]; then
+  while ! grep -q '^warmed=' "$WORK/arrival.out"; do
+    kill -0 "$ARRIVAL_PID" 2>/dev/null || die "pos-arrival exited: $(tail -n 5 "$WORK/arrival.err")"
+    sleep 0.2
+  done
+  warm_s="$(field warm_s "$(grep '^warmed=' "$WORK/arrival.out")")"
+  # The restart: same port (its listening socket reuses the address), same ticket key.
+  kill -TERM "$COLLECTOR_PID"
+  wait "$COLLECTOR_PID" || true
+  sed "s/^port = 0\$/port = $PORT/" "$WORK/collector.conf" >"$WORK/collector-restart.conf"
+  # Not a writer of the client's standard input (fd 3), which must end when the bench closes it.
+  bench_start_collector "$WORK/collector-restart.conf" 3>&-
+  wait_healthy
+  sleep 1
+fi
+rss_before="$(rss)"
+cpu0="$(ticks "$COLLECTOR_PID")"
+if [[ "$RESUME" == 1 ]]; then echo go >&3; fi
 t0="$(date +%s.%N)"
 limit=$((LIMIT_S + 120))
 while ! grep -q '^stores=' "$WORK/arrival.out"; do
@@ -176,7 +216,13 @@ cpu_s="$(calc "($cpu1 - $cpu0) / $CLK_TCK")"
 wall_s="$(calc "$t1 - $t0")"
 met() { awk "BEGIN { exit !($1) }" && echo "met" || echo "MISSED"; }
 echo "== $STORES stores arriving over $ARRIVAL_S s at one collector ($(nproc) cores; PKI and"
-echo "   bodies made beforehand in ${prep_s} s), full mutual-TLS handshake and one batch each"
+if [[ "$RESUME" == 1 ]]; then
+  echo "   bodies made beforehand in ${prep_s} s; each store connected once in ${warm_s} s"
+  echo "   overall, then the collector restarted), resumed mutual-TLS session and one batch each"
+else
+  echo "   bodies made beforehand in ${prep_s} s), full mutual-TLS handshake and one batch each"
+fi
+if [[ -n "$GROUPS_OFFERED" ]]; then echo "   (key exchange groups offered: $GROUPS_OFFERED)"; fi
 acked="$(field acked "$line")"
 printf '%-44s %14s  %s\n' "stores acknowledged (200)" "$acked / $STORES" \
   "($(field acked_by_target "$line") within 90 s; the client gives up at $LIMIT_S s)"
@@ -194,9 +240,20 @@ printf '%-44s %14s\n' "503 answers / retries (all causes)" \
   "$(field answers_503 "$line") / $(field retries "$line")"
 printf '%-44s %14s\n' "transport errors (no answer) / other status" \
   "$(field transport_errors "$line") / $(field other_status "$line")"
+# The client reports its first few errors: what kind of failure they were.
+sed -n '1,3s/^/    /p' "$WORK/arrival.err"
 printf '%-44s %14.1f  %s\n' "collector CPU during the arrival, s" "$cpu_s" \
   "($(calc "$cpu_s / $wall_s" | awk '{ printf "%.2f", $1 }') cores over $(printf '%.1f' "$wall_s") s)"
-printf '%-44s %14.1f\n' "client (pos-arrival) CPU, s" "$(field cpu_s "$line")"
+client_cpu_s="$(field cpu_s "$line")"
+tls_connections="$(field tls_connections "$line")"
+tls_connections="${tls_connections:-0}"
+client_ms="$(calc "1000 * $client_cpu_s / ($tls_connections > 0 ? $tls_connections : 1)")"
+client_cores="$(calc "$client_cpu_s / $wall_s")"
+printf '%-44s %14.2f  (%.2f ms per TLS connection; %.2f cores)\n' \
+  "client (pos-arrival) CPU, s" "$client_cpu_s" "$client_ms" "$client_cores"
+printf '%-44s %14s  %s\n' "TLS connections / handshakes / resumed" \
+  "$tls_connections / $(field handshakes "$line") / $(field resumed "$line")" \
+  "(the client's, during the arrival)"
 printf '%-44s %14s\n' "collector RSS before the arrival, kB" "$rss_before"
 printf '%-44s %14s  %s\n' "collector RSS, the acked stores idle, kB" "$rss_end" \
   "($conns fds open)"
