@@ -50,8 +50,8 @@
 #   BENCH_HANDSHAKE_BACKLOG  unset  the collector's [server] handshake_backlog (default 2s)
 #   BENCH_RESUME     unset  1: the stores arrive with a TLS session to resume (above)
 #   BENCH_GROUPS     unset  the key exchange groups the client offers (pos-arrival --groups,
-#                           e.g. P-256); unset, OpenSSL's default, with which the collector
-#                           (mbedTLS 2.28 defaults) picks P-521 as it does for the agents
+#                           e.g. P-521 to see what a collector before d31e7d0 paid: it picked
+#                           P-521 whatever a store offered); unset, OpenSSL's default
 set -euo pipefail
 export LC_ALL=C
 
