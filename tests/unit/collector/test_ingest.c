@@ -1461,17 +1461,28 @@ static void churn_produce(rd_kafka_t *rk, const char *key, const Pos__V1__Ingest
                    0);
 }
 
+/* A plain producer of the project's settings on `bootstrap` (for a thread of a test). */
+static rd_kafka_t *test_producer(const char *bootstrap)
+{
+  char err[512];
+  rd_kafka_conf_t *conf = kafka_producer_conf(bootstrap, NULL, err, sizeof(err));
+  rd_kafka_t *rk;
+
+  if (!conf)
+    fail_msg("producer config: %s", err);
+  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!rk)
+    fail_msg("producer: %s", err);
+  return rk;
+}
+
 static void churn_checkpoints(void *arg)
 {
   struct churner *c = arg;
-  char err[512], key[128];
+  char key[128];
   uint8_t journal_id[16];
-  rd_kafka_conf_t *conf = kafka_producer_conf(c->bootstrap, NULL, err, sizeof(err));
-  rd_kafka_t *rk;
+  rd_kafka_t *rk = test_producer(c->bootstrap);
 
-  assert_non_null(conf);
-  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-  assert_non_null(rk);
   memset(journal_id, 0x77, sizeof(journal_id));
   for (uint64_t g = 1; !atomic_load(&c->stop); g++) {
     Pos__V1__IngestCheckpoint part = POS__V1__INGEST_CHECKPOINT__INIT;
@@ -1769,13 +1780,8 @@ static void trickle_records(void *arg)
 {
   struct trickle *t = arg;
   static char value[1024];
-  char err[512];
-  rd_kafka_conf_t *conf = kafka_producer_conf(t->bootstrap, NULL, err, sizeof(err));
-  rd_kafka_t *rk;
+  rd_kafka_t *rk = test_producer(t->bootstrap);
 
-  assert_non_null(conf);
-  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-  assert_non_null(rk);
   memset(value, 'y', sizeof(value));
   while (!atomic_load(&t->stop)) {
     for (int i = 0; i < 20; i++) {
