@@ -223,6 +223,22 @@ out:
   return rc;
 }
 
+/* Records [from, to) of partition p were dropped by retention before we read them: said, and
+ * counted. What they held is missing from what the caller rebuilds. */
+static void kafka_read_note_dropped(const char *topic, int p, int64_t from, int64_t to,
+                                    int64_t log_start, struct kafka_read_stats *stats)
+{
+  if (to <= from)
+    return;
+  log_warn("kafka", "records_dropped_unread",
+           "topic=%s partition=%d from_offset=%" PRId64 " log_start=%" PRId64 " records=%" PRId64
+           " why=\"the topic's retention dropped them before they were read; keep its retention "
+           "well above the collectors' checkpoint interval\"",
+           topic, p, from, log_start, to - from);
+  if (stats)
+    stats->dropped_unread += (uint64_t)(to - from);
+}
+
 /*
  * kafka_read_to_end's partition p could not be fetched at *next: retention
  * dropped the records there while we read (the log's start moved past it).
@@ -235,7 +251,7 @@ static int kafka_read_skip_dropped(rd_kafka_t *reader, const char *topic, int p,
                                    int64_t *next, char *done, struct kafka_read_stats *stats,
                                    char *err, size_t err_size)
 {
-  int64_t low = 0, now_high = 0, skipped;
+  int64_t low = 0, now_high = 0;
   rd_kafka_resp_err_t kerr;
 
   if (*done)
@@ -245,16 +261,7 @@ static int kafka_read_skip_dropped(rd_kafka_t *reader, const char *topic, int p,
     snprintf(err, err_size, "watermarks of %s [%d]: %s", topic, p, rd_kafka_err2str(kerr));
     return -1;
   }
-  skipped = (low < high ? low : high) - *next;
-  if (skipped > 0) {
-    log_warn("kafka", "records_dropped_unread",
-             "topic=%s partition=%d from_offset=%" PRId64 " log_start=%" PRId64 " records=%" PRId64
-             " why=\"the topic's retention dropped them while they were "
-             "read; keep its retention well above the collectors' checkpoint interval\"",
-             topic, p, *next, low, skipped);
-    if (stats)
-      stats->dropped_unread += (uint64_t)skipped;
-  }
+  kafka_read_note_dropped(topic, p, *next, low < high ? low : high, low, stats);
   if (low >= high) {
     *done = 1;
     return 1;
@@ -264,8 +271,9 @@ static int kafka_read_skip_dropped(rd_kafka_t *reader, const char *topic, int p,
   return 0;
 }
 
-/* Assigns the partitions not done yet, each from next[] (after a skip: the fetcher of a
- * partition whose position was reset with auto.offset.reset=error stays stopped until then). */
+/* Assigns the partitions not done yet, each from next[]: at the start, and after a skip (the
+ * fetcher of a partition whose position was reset with auto.offset.reset=error stays stopped
+ * until then). */
 static int kafka_read_reassign(rd_kafka_t *reader, const char *topic, int partitions,
                                const int64_t *next, const char *done, char *err, size_t err_size)
 {
@@ -290,7 +298,6 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
                       void *arg, const atomic_int *stop, int stall_ms,
                       struct kafka_read_stats *stats, char *err, size_t err_size)
 {
-  rd_kafka_topic_partition_list_t *assignment = NULL;
   int64_t *high = NULL, *next = NULL;
   char *done = NULL;
   int remaining = 0, rc = -1;
@@ -302,7 +309,6 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
   high = calloc((size_t)partitions, sizeof(*high));
   next = calloc((size_t)partitions, sizeof(*next));
   done = calloc((size_t)partitions, 1);
-  assignment = rd_kafka_topic_partition_list_new(partitions);
   if (!high || !next || !done) {
     snprintf(err, err_size, "out of memory reading %s", topic);
     goto out;
@@ -317,17 +323,8 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
     from = low;
     if (start_offsets && start_offsets[p] > low)
       from = start_offsets[p];
-    if (start_offsets && start_offsets[p] > 0 && start_offsets[p] < low) {
-      /* Records we were to read are gone: what they said is missing from what we rebuild. */
-      log_warn("kafka", "records_dropped_unread",
-               "topic=%s partition=%d from_offset=%" PRId64 " log_start=%" PRId64
-               " records=%" PRId64 " why=\"the topic's retention dropped them before they "
-               "were read; keep its retention well above the collectors' checkpoint "
-               "interval\"",
-               topic, p, start_offsets[p], low, low - start_offsets[p]);
-      if (stats)
-        stats->dropped_unread += (uint64_t)(low - start_offsets[p]);
-    }
+    if (start_offsets && start_offsets[p] > 0)
+      kafka_read_note_dropped(topic, p, start_offsets[p], low, low, stats);
     if (from > high[p]) {
       /* The log ends before where we were told it reached: the topic was
        * recreated or the embedded Kafka restarted. Read what there is. */
@@ -339,22 +336,17 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
     if (end_offsets)
       end_offsets[p] = high[p];
     next[p] = from;
-    if (from < high[p]) {
-      rd_kafka_topic_partition_list_add(assignment, topic, p)->offset = from;
+    if (from < high[p])
       remaining++;
-    } else {
+    else
       done[p] = 1;
-    }
   }
   if (remaining == 0) {
     rc = 0;
     goto out;
   }
-  kerr = rd_kafka_assign(reader, assignment);
-  if (kerr) {
-    snprintf(err, err_size, "assigning %s: %s", topic, rd_kafka_err2str(kerr));
+  if (kafka_read_reassign(reader, topic, partitions, next, done, err, err_size))
     goto out;
-  }
   if (stats)
     stats->partitions_read += remaining;
   last_progress = clock_mono_ms();
@@ -437,8 +429,6 @@ int kafka_read_to_end(rd_kafka_t *reader, const char *topic, int partitions,
 unassign:
   rd_kafka_assign(reader, NULL);
 out:
-  if (assignment)
-    rd_kafka_topic_partition_list_destroy(assignment);
   free(high);
   free(next);
   free(done);
